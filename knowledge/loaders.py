@@ -1,0 +1,607 @@
+"""Read and write knowledge-base files (.yaml/.yml, .jsonl, .csv, .xlsx) with row-precise Chinese errors."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .schema import DATE_FIELDS, POLICY_FIELDS, REQUIRED_FIELDS, Entry, validate_entry
+
+SUPPORTED_EXTENSIONS: tuple[str, ...] = (".yaml", ".yml", ".jsonl", ".csv", ".xlsx")
+LIST_FIELDS: tuple[str, ...] = ("similar", "tags")
+SCALAR_FIELDS: tuple[str, ...] = ("id", "question", "answer", "category")
+FLAT_COLUMNS: tuple[str, ...] = (
+    "id",
+    "question",
+    "similar",
+    "answer",
+    "category",
+    "tags",
+    *POLICY_FIELDS,
+    "retired",
+)
+KNOWN_KEYS: frozenset[str] = frozenset((*FLAT_COLUMNS, "policy"))
+
+# Staff often export spreadsheets with Chinese headers; accept the obvious ones.
+HEADER_ALIASES: dict[str, str] = {
+    "编号": "id",
+    "问题": "question",
+    "标准问题": "question",
+    "相似问题": "similar",
+    "相似问法": "similar",
+    "答案": "answer",
+    "分类": "category",
+    "类别": "category",
+    "标签": "tags",
+    "发布部门": "issuer",
+    "适用对象": "eligibility",
+    "申请条件": "conditions",
+    "申报时间": "window",
+    "支持内容": "benefit",
+    "办理渠道": "where_to_apply",
+    "链接": "url",
+    "生效日期": "valid_from",
+    "截止日期": "valid_until",
+    "已下线": "retired",
+}
+LIST_SEPARATOR = "|"
+_SPLIT_RE = re.compile(r"[|｜]")
+_TRUE = {"1", "true", "yes", "y", "是", "t"}
+_FALSE = {"0", "false", "no", "n", "否", "f", ""}
+
+
+@dataclass(frozen=True, slots=True)
+class LoadIssue:
+    """One problem found while loading: where it is and what is wrong (Chinese)."""
+
+    file: str
+    row: int | None
+    field: str | None
+    message: str
+    row_label: str = "行"
+
+    def __str__(self) -> str:
+        where = f"第 {self.row} {self.row_label}" if self.row is not None else ""
+        field = f" “{self.field}”" if self.field else ""
+        sep = " " if where or field else ""
+        return f"{self.file}：{where}{field}{sep}{self.message}".replace("： ", "：")
+
+
+class KBLoadError(Exception):
+    """Raised once per load with every problem found, so staff can fix a file in one pass."""
+
+    def __init__(self, issues: list[LoadIssue]):
+        self.issues = list(issues)
+        super().__init__(self.summary())
+
+    @property
+    def errors(self) -> list[str]:
+        """The issues as human-readable Chinese lines."""
+        return [str(i) for i in self.issues]
+
+    def summary(self) -> str:
+        """A Chinese headline plus one line per issue."""
+        head = f"知识库文件导入失败，共 {len(self.issues)} 处错误："
+        return "\n".join([head, *self.errors])
+
+
+class _Collector:
+    """Accumulates issues for one file so every check can keep going after a failure."""
+
+    def __init__(self, path: Path, row_label: str = "行"):
+        self.file = path.name
+        self.row_label = row_label
+        self.issues: list[LoadIssue] = []
+
+    def add(self, row: int | None, field: str | None, message: str, row_label: str | None = None) -> None:
+        self.issues.append(LoadIssue(self.file, row, field, message, row_label or self.row_label))
+
+
+# ---------------------------------------------------------------- value coercion
+
+
+def _text(value: Any) -> str:
+    """Cell/field value as stripped text; spreadsheet integers must not come out as '12.0'."""
+    if value is None:
+        return ""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if isinstance(value, datetime):
+        return value.date().isoformat()
+    if isinstance(value, date):
+        return value.isoformat()
+    return str(value).strip()
+
+
+def _as_list(value: Any) -> tuple[list[str], bool]:
+    """List field from a YAML/JSON list or a '|'-separated string; second item False if the type is wrong."""
+    if value is None:
+        return [], True
+    if isinstance(value, (list, tuple)):
+        if not all(isinstance(v, (str, int, float)) for v in value):
+            return [], False
+        items = [_text(v) for v in value]
+    elif isinstance(value, (str, int, float)):
+        items = _SPLIT_RE.split(_text(value))
+    else:
+        return [], False
+    return [i.strip() for i in items if i and i.strip()], True
+
+
+_DATE_RE = re.compile(r"^(\d{4})[-/.年](\d{1,2})[-/.月](\d{1,2})日?$")
+
+
+def _as_date(value: Any) -> tuple[date | None, bool]:
+    """Parse YYYY-MM-DD (also / . and 年月日); second item False if the value is not a real date."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None, True
+    if isinstance(value, datetime):
+        return value.date(), True
+    if isinstance(value, date):
+        return value, True
+    m = _DATE_RE.match(_text(value))
+    if not m:
+        return None, False
+    try:
+        return date(int(m.group(1)), int(m.group(2)), int(m.group(3))), True
+    except ValueError:
+        return None, False
+
+
+def _as_bool(value: Any) -> tuple[bool, bool]:
+    """Parse a yes/no cell; second item False if it is neither."""
+    if isinstance(value, bool):
+        return value, True
+    t = _text(value).lower()
+    if t in _TRUE:
+        return True, True
+    if t in _FALSE:
+        return False, True
+    return False, False
+
+
+def _build_entry(
+    raw: dict[str, Any], row: int, col: _Collector, strict: bool, row_label: str | None = None
+) -> Entry | None:
+    """Turn one raw mapping (flat keys, optional nested `policy`) into an Entry, reporting every problem."""
+    before = len(col.issues)
+
+    def err(field: str | None, msg: str) -> None:
+        col.add(row, field, msg, row_label)
+
+    data: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key == "policy":
+            continue
+        data[key] = value
+    policy = raw.get("policy")
+    if policy is not None:
+        if not isinstance(policy, dict):
+            err("policy", "必须是键值对（issuer、eligibility、valid_until 等）")
+        else:
+            for key, value in policy.items():
+                key = str(key).strip()
+                if key not in POLICY_FIELDS:
+                    if strict:
+                        err(f"policy.{key}", "是未知的政策字段")
+                    continue
+                data[key] = value
+    if strict:
+        for key in data:
+            if key not in KNOWN_KEYS:
+                err(key, "是未知字段")
+
+    kwargs: dict[str, Any] = {}
+    for name in REQUIRED_FIELDS:
+        value = data.get(name)
+        if isinstance(value, (dict, list)):
+            err(name, "必须是文本")
+            continue
+        text = _text(value)
+        if not text:
+            err(name, "不能为空")
+        kwargs[name] = text
+    kwargs["category"] = _text(data.get("category")) if not isinstance(data.get("category"), (dict, list)) else ""
+    for name in LIST_FIELDS:
+        items, ok = _as_list(data.get(name))
+        if not ok:
+            err(name, "必须是文本列表（YAML/JSON 用列表，CSV/Excel 用 “|” 分隔）")
+        kwargs[name] = tuple(items)
+    for name in POLICY_FIELDS:
+        if name in DATE_FIELDS:
+            d, ok = _as_date(data.get(name))
+            if not ok:
+                err(name, f"不是有效日期：{_text(data.get(name))}（应为 YYYY-MM-DD）")
+            kwargs[name] = d
+        else:
+            value = data.get(name)
+            if isinstance(value, (dict, list)):
+                err(name, "必须是文本")
+                value = None
+            text = _text(value)
+            kwargs[name] = text or None
+    retired, ok = _as_bool(data.get("retired"))
+    if not ok:
+        err("retired", f"应为 是/否（true/false）：{_text(data.get('retired'))}")
+    kwargs["retired"] = retired
+
+    if len(col.issues) > before:
+        return None
+    entry = Entry(**kwargs)
+    for msg in validate_entry(entry):
+        # validate_entry messages already quote the field name.
+        err(None, msg)
+    return entry if len(col.issues) == before else None
+
+
+def _check_duplicates(items: list[tuple[int, Entry]], col: _Collector, row_label: str | None = None) -> None:
+    """Report ids that occur more than once in one file, naming the first occurrence."""
+    first: dict[str, int] = {}
+    for row, e in items:
+        if e.id in first:
+            col.add(row, "id", f"编号 “{e.id}” 与第 {first[e.id]} {row_label or col.row_label}重复", row_label)
+        else:
+            first[e.id] = row
+
+
+# ---------------------------------------------------------------- readers
+
+
+class _StringDateLoader(yaml.SafeLoader):
+    """SafeLoader that keeps timestamps as strings, so a bad date is our error, not a PyYAML crash."""
+
+
+_StringDateLoader.yaml_implicit_resolvers = {
+    k: [(tag, regexp) for tag, regexp in v if tag != "tag:yaml.org,2002:timestamp"]
+    for k, v in yaml.SafeLoader.yaml_implicit_resolvers.copy().items()
+}
+
+
+def _read_yaml(path: Path, col: _Collector, strict: bool) -> list[tuple[int, Entry]]:
+    """Parse a YAML file: a list of entries, or a mapping with an `entries` list."""
+    text = _read_text(path, col)
+    if text is None:
+        return []
+    try:
+        node = yaml.compose(text, Loader=_StringDateLoader)
+        data = yaml.load(text, Loader=_StringDateLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+        problem = getattr(exc, "problem", None) or str(exc)
+        if mark is not None:
+            col.add(mark.line + 1, None, f"YAML 格式错误（第 {mark.column + 1} 列）：{problem}")
+        else:
+            col.add(None, None, f"YAML 格式错误：{problem}")
+        return []
+    if data is None:
+        return []
+    item_nodes: list[Any] = []
+    if isinstance(data, dict) and isinstance(data.get("entries"), list):
+        items = data["entries"]
+        for k, v in node.value:
+            if k.value == "entries":
+                item_nodes = list(v.value)
+    elif isinstance(data, list):
+        items = data
+        item_nodes = list(node.value)
+    else:
+        col.add(None, None, "YAML 顶层必须是条目列表（每条以 “- id: ...” 开始）")
+        return []
+    out: list[tuple[int, Entry]] = []
+    for i, item in enumerate(items, start=1):
+        line = item_nodes[i - 1].start_mark.line + 1 if i - 1 < len(item_nodes) else None
+        # YAML issues are numbered by entry, with the source line to jump to.
+        label = f"条（第 {line} 行）" if line else "条"
+        if not isinstance(item, dict):
+            col.add(i, None, "必须是键值对（id、question、answer ...）", label)
+            continue
+        e = _build_entry({str(k): v for k, v in item.items()}, i, col, strict, label)
+        if e is not None:
+            out.append((i, e))
+    _check_duplicates(out, col, "条")
+    return out
+
+
+def _read_jsonl(path: Path, col: _Collector, strict: bool) -> list[tuple[int, Entry]]:
+    """Parse JSON Lines: one entry object per line; blank lines are skipped."""
+    text = _read_text(path, col)
+    if text is None:
+        return []
+    out: list[tuple[int, Entry]] = []
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+        except json.JSONDecodeError as exc:
+            col.add(lineno, None, f"JSON 格式错误（第 {exc.colno} 列）：{exc.msg}")
+            continue
+        if not isinstance(item, dict):
+            col.add(lineno, None, "每行必须是一个 JSON 对象 {...}")
+            continue
+        e = _build_entry({str(k): v for k, v in item.items()}, lineno, col, strict)
+        if e is not None:
+            out.append((lineno, e))
+    _check_duplicates(out, col)
+    return out
+
+
+def _read_text(path: Path, col: _Collector) -> str | None:
+    """Decode a text file: UTF-8 (with or without BOM) first, then GB18030 for Excel-on-Windows CSVs."""
+    raw = path.read_bytes()
+    for enc in ("utf-8-sig", "gb18030"):
+        try:
+            return raw.decode(enc)
+        except UnicodeDecodeError:
+            continue
+    col.add(None, None, "文件编码无法识别，请另存为 UTF-8 编码后重试")
+    return None
+
+
+def _normalise_header(h: Any) -> str:
+    """Map a header cell to a field name (case-insensitive, Chinese aliases accepted)."""
+    t = _text(h)
+    return HEADER_ALIASES.get(t, t.lower())
+
+
+def _rows_to_entries(
+    header: list[Any], rows: Iterable[tuple[int, list[Any]]], col: _Collector, strict: bool
+) -> list[tuple[int, Entry]]:
+    """Shared CSV/XLSX path: check the header, then build one entry per non-blank row."""
+    names = [_normalise_header(h) for h in header]
+    missing = [n for n in REQUIRED_FIELDS if n not in names]
+    if missing:
+        col.add(1, None, "缺少必需的列：" + "、".join(f"“{m}”" for m in missing) + "（表头在第 1 行）")
+        return []
+    seen: set[str] = set()
+    for n in names:
+        if n and n in seen:
+            col.add(1, n, "列重复出现")
+        seen.add(n)
+    out: list[tuple[int, Entry]] = []
+    for rowno, cells in rows:
+        if all(_text(c) == "" for c in cells):
+            continue
+        raw: dict[str, Any] = {}
+        for name, cell in zip(names, cells, strict=False):
+            if not name:
+                continue
+            raw[name] = cell
+        if len(cells) > len(names) and any(_text(c) for c in cells[len(names) :]):
+            col.add(rowno, None, "数据列数多于表头列数")
+        e = _build_entry(raw, rowno, col, strict)
+        if e is not None:
+            out.append((rowno, e))
+    _check_duplicates(out, col)
+    return out
+
+
+def _read_csv(path: Path, col: _Collector, strict: bool) -> list[tuple[int, Entry]]:
+    """Parse a CSV with a header row; the header is row 1, as a spreadsheet shows it."""
+    text = _read_text(path, col)
+    if text is None:
+        return []
+    try:
+        dialect = csv.Sniffer().sniff(text[:4096], delimiters=",\t;")
+    except csv.Error:
+        dialect = csv.excel
+    reader = csv.reader(io.StringIO(text, newline=""), dialect)
+    try:
+        rows = list(reader)
+    except csv.Error as exc:
+        col.add(reader.line_num, None, f"CSV 格式错误：{exc}")
+        return []
+    if not rows:
+        col.add(1, None, "文件为空，缺少表头")
+        return []
+    return _rows_to_entries(rows[0], ((i, r) for i, r in enumerate(rows[1:], start=2)), col, strict)
+
+
+def _read_xlsx(path: Path, col: _Collector, strict: bool) -> list[tuple[int, Entry]]:
+    """Parse the first worksheet of an .xlsx; merged cells are refused, because guessing their value is unsafe."""
+    import openpyxl  # only needed for spreadsheets
+
+    try:
+        # Not read_only: merged-cell ranges are only available on normal worksheets.
+        wb = openpyxl.load_workbook(path, data_only=True)
+    except Exception as exc:  # openpyxl raises many types for corrupt files
+        col.add(None, None, f"无法读取 Excel 文件：{exc}")
+        return []
+    ws = wb.worksheets[0]
+    merged = list(ws.merged_cells.ranges)
+    bad_rows: set[int] = set()
+    for rng in merged:
+        col.add(
+            rng.min_row,
+            None,
+            f"工作表 “{ws.title}” 中 {rng.coord} 是合并单元格，请取消合并并在每一行填写完整内容后重新导入",
+        )
+        bad_rows.update(range(rng.min_row, rng.max_row + 1))
+    all_rows = [list(r) for r in ws.iter_rows(values_only=True)]
+    wb.close()
+    if not all_rows:
+        col.add(1, None, f"工作表 “{ws.title}” 为空，缺少表头")
+        return []
+    if 1 in bad_rows:
+        return []
+    body = ((i, r) for i, r in enumerate(all_rows[1:], start=2) if i not in bad_rows)
+    return _rows_to_entries(all_rows[0], body, col, strict)
+
+
+_READERS = {
+    ".yaml": _read_yaml,
+    ".yml": _read_yaml,
+    ".jsonl": _read_jsonl,
+    ".csv": _read_csv,
+    ".xlsx": _read_xlsx,
+}
+
+
+def load_file(path: str | Path, *, strict: bool = False) -> list[Entry]:
+    """Load entries from one file; raise KBLoadError listing every problem. `strict` also rejects unknown fields."""
+    p = Path(path)
+    ext = p.suffix.lower()
+    col = _Collector(p)
+    reader = _READERS.get(ext)
+    if reader is None:
+        col.add(None, None, f"不支持的文件类型 “{ext or '无扩展名'}”，请使用 " + "、".join(SUPPORTED_EXTENSIONS))
+        raise KBLoadError(col.issues)
+    if not p.is_file():
+        col.add(None, None, "文件不存在")
+        raise KBLoadError(col.issues)
+    items = reader(p, col, strict)
+    if col.issues:
+        raise KBLoadError(col.issues)
+    return [e for _, e in items]
+
+
+def load_files(paths: Iterable[str | Path], *, strict: bool = False) -> list[Entry]:
+    """Load several files, collecting every file's problems and ids duplicated across files."""
+    issues: list[LoadIssue] = []
+    entries: list[Entry] = []
+    origin: dict[str, str] = {}
+    for path in paths:
+        p = Path(path)
+        try:
+            loaded = load_file(p, strict=strict)
+        except KBLoadError as exc:
+            issues.extend(exc.issues)
+            continue
+        for e in loaded:
+            if e.id in origin:
+                issues.append(LoadIssue(p.name, None, "id", f"编号 “{e.id}” 已在 {origin[e.id]} 中出现"))
+            else:
+                origin[e.id] = p.name
+                entries.append(e)
+    if issues:
+        raise KBLoadError(issues)
+    return entries
+
+
+def load_dir(directory: str | Path, *, strict: bool = False) -> list[Entry]:
+    """Load every supported file in a directory (sorted by name, not recursive)."""
+    d = Path(directory)
+    paths = sorted(p for p in d.iterdir() if p.is_file() and p.suffix.lower() in SUPPORTED_EXTENSIONS)
+    return load_files(paths, strict=strict)
+
+
+# ---------------------------------------------------------------- writers
+
+
+def _nested(e: Entry) -> dict[str, Any]:
+    """YAML/JSONL shape: core fields flat, policy fields under `policy`, empty values left out."""
+    out: dict[str, Any] = {"id": e.id, "question": e.question}
+    if e.similar:
+        out["similar"] = list(e.similar)
+    out["answer"] = e.answer
+    if e.category:
+        out["category"] = e.category
+    if e.tags:
+        out["tags"] = list(e.tags)
+    policy: dict[str, Any] = {}
+    for name in POLICY_FIELDS:
+        v = getattr(e, name)
+        if v not in (None, ""):
+            policy[name] = v.isoformat() if isinstance(v, date) else v
+    if policy:
+        out["policy"] = policy
+    if e.retired:
+        out["retired"] = True
+    return out
+
+
+def _flat_row(e: Entry) -> list[str]:
+    """CSV/XLSX shape: one column per field, lists joined with '|'."""
+    for name in LIST_FIELDS:
+        for item in getattr(e, name):
+            if _SPLIT_RE.search(item):
+                raise ValueError(f"条目 “{e.id}” 的 “{name}” 含有分隔符 “|”，无法导出为表格：{item}")
+    row: list[str] = []
+    for name in FLAT_COLUMNS:
+        v = getattr(e, name)
+        if isinstance(v, tuple):
+            row.append(LIST_SEPARATOR.join(v))
+        elif isinstance(v, bool):
+            row.append("true" if v else "")
+        elif isinstance(v, date):
+            row.append(v.isoformat())
+        else:
+            row.append(v or "")
+    return row
+
+
+class _LiteralDumper(yaml.SafeDumper):
+    """Dumper that writes multi-line answers as readable `|` blocks."""
+
+
+def _str_representer(dumper: yaml.SafeDumper, data: str) -> yaml.Node:
+    style = "|" if "\n" in data else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", data, style=style)
+
+
+_LiteralDumper.add_representer(str, _str_representer)
+
+
+def dump_file(entries: Iterable[Entry], path: str | Path) -> None:
+    """Write entries to .yaml/.yml, .jsonl, .csv (UTF-8 with BOM, for Excel) or .xlsx; load_file reads it back."""
+    p = Path(path)
+    ext = p.suffix.lower()
+    items = list(entries)
+    if ext in (".yaml", ".yml"):
+        text = yaml.dump(
+            [_nested(e) for e in items], Dumper=_LiteralDumper, allow_unicode=True, sort_keys=False, width=1000
+        )
+        p.write_text(text, encoding="utf-8")
+    elif ext == ".jsonl":
+        with p.open("w", encoding="utf-8") as f:
+            for e in items:
+                f.write(json.dumps(_nested(e), ensure_ascii=False) + "\n")
+    elif ext == ".csv":
+        rows = [_flat_row(e) for e in items]
+        with p.open("w", encoding="utf-8-sig", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(FLAT_COLUMNS)
+            w.writerows(rows)
+    elif ext == ".xlsx":
+        import openpyxl
+
+        rows = [_flat_row(e) for e in items]
+        wb = openpyxl.Workbook()
+        ws = wb.active
+        ws.title = "knowledge"
+        ws.append(list(FLAT_COLUMNS))
+        for r in rows:
+            ws.append(r)
+        wb.save(p)
+    else:
+        raise ValueError(f"不支持的导出文件类型 “{ext or '无扩展名'}”，请使用 " + "、".join(SUPPORTED_EXTENSIONS))
+
+
+def iter_labelled(path: str | Path) -> Iterator[tuple[str, list[str]]]:
+    """Yield (query, expected ids) from a labelled JSONL file; `ids: []` marks an out-of-scope query."""
+    with Path(path).open(encoding="utf-8") as f:
+        for line in f:
+            if line.strip():
+                obj = json.loads(line)
+                yield str(obj["q"]), [str(i) for i in obj.get("ids", [])]
+
+
+__all__ = [
+    "KBLoadError",
+    "LoadIssue",
+    "SUPPORTED_EXTENSIONS",
+    "dump_file",
+    "iter_labelled",
+    "load_dir",
+    "load_file",
+    "load_files",
+]

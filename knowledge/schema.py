@@ -1,0 +1,143 @@
+"""Knowledge-base entry schema: one FAQ or policy item, immutable, with validation."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field, fields
+from datetime import date
+
+# Ids end up in URLs, logs and the labelled set: no whitespace and no "|" (the CSV list separator).
+ID_RE = re.compile(r"^[^\s|]{1,128}$")
+
+POLICY_FIELDS: tuple[str, ...] = (
+    "issuer",
+    "eligibility",
+    "conditions",
+    "window",
+    "benefit",
+    "where_to_apply",
+    "url",
+    "valid_from",
+    "valid_until",
+)
+DATE_FIELDS: tuple[str, ...] = ("valid_from", "valid_until")
+REQUIRED_FIELDS: tuple[str, ...] = ("id", "question", "answer")
+
+FIELD_LABELS: dict[str, str] = {
+    "id": "编号",
+    "question": "标准问题",
+    "similar": "相似问法",
+    "answer": "答案",
+    "category": "分类",
+    "tags": "标签",
+    "issuer": "发布部门",
+    "eligibility": "适用对象",
+    "conditions": "申请条件",
+    "window": "申报时间",
+    "benefit": "支持内容",
+    "where_to_apply": "办理渠道",
+    "url": "链接",
+    "valid_from": "生效日期",
+    "valid_until": "截止日期",
+    "retired": "已下线",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One knowledge-base item; `similar` holds alternative phrasings of `question`."""
+
+    id: str
+    question: str
+    answer: str
+    similar: tuple[str, ...] = ()
+    category: str = ""
+    tags: tuple[str, ...] = ()
+    issuer: str | None = None
+    eligibility: str | None = None
+    conditions: str | None = None
+    window: str | None = None
+    benefit: str | None = None
+    where_to_apply: str | None = None
+    url: str | None = None
+    valid_from: date | None = None
+    valid_until: date | None = None
+    retired: bool = field(default=False)
+
+    def is_current(self, today: date) -> bool:
+        """True when the entry is live on `today`: not retired and inside its validity window."""
+        if self.retired:
+            return False
+        if self.valid_from is not None and today < self.valid_from:
+            return False
+        if self.valid_until is not None and today > self.valid_until:
+            return False
+        return True
+
+    @property
+    def phrasings(self) -> tuple[str, ...]:
+        """The standard question followed by every distinct non-empty alternative phrasing."""
+        seen: dict[str, None] = {self.question.strip(): None}
+        for s in self.similar:
+            s = s.strip()
+            if s:
+                seen.setdefault(s, None)
+        return tuple(k for k in seen if k)
+
+    @property
+    def has_policy(self) -> bool:
+        """True when any policy field is set."""
+        return any(getattr(self, f) not in (None, "") for f in POLICY_FIELDS)
+
+    def to_dict(self) -> dict[str, object]:
+        """Plain-dict form (dates as ISO strings, tuples as lists) for JSON and YAML export."""
+        out: dict[str, object] = {}
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if isinstance(v, tuple):
+                v = list(v)
+            elif isinstance(v, date):
+                v = v.isoformat()
+            out[f.name] = v
+        return out
+
+
+def validate_entry(entry: Entry) -> list[str]:
+    """Return the problems with one entry as Chinese messages; an empty list means valid."""
+    errors: list[str] = []
+    for name in REQUIRED_FIELDS:
+        value = getattr(entry, name)
+        if not isinstance(value, str) or not value.strip():
+            errors.append(f"“{name}”（{FIELD_LABELS[name]}）不能为空")
+    if isinstance(entry.id, str) and entry.id.strip() and not ID_RE.match(entry.id):
+        errors.append(f"“id” 不能含空白或 “|”，且不超过 128 个字符：{entry.id!r}")
+    for name in ("similar", "tags"):
+        value = getattr(entry, name)
+        if not isinstance(value, tuple) or not all(isinstance(x, str) for x in value):
+            errors.append(f"“{name}”（{FIELD_LABELS[name]}）必须是文本列表")
+    for name in DATE_FIELDS:
+        value = getattr(entry, name)
+        if value is not None and not isinstance(value, date):
+            errors.append(f"“{name}”（{FIELD_LABELS[name]}）必须是日期（YYYY-MM-DD）")
+    if (
+        isinstance(entry.valid_from, date)
+        and isinstance(entry.valid_until, date)
+        and entry.valid_from > entry.valid_until
+    ):
+        errors.append(f"“valid_from” {entry.valid_from} 晚于 “valid_until” {entry.valid_until}")
+    if entry.url and not re.match(r"^https?://", entry.url):
+        errors.append(f"“url” 必须以 http:// 或 https:// 开头：{entry.url}")
+    return errors
+
+
+def validate_entries(entries: list[Entry]) -> list[str]:
+    """Validate many entries, including id uniqueness across them; messages name the entry id."""
+    errors: list[str] = []
+    seen: set[str] = set()
+    for i, e in enumerate(entries, start=1):
+        for msg in validate_entry(e):
+            errors.append(f"第 {i} 条（{e.id}）：{msg}")
+        if e.id in seen:
+            errors.append(f"第 {i} 条：编号 “{e.id}” 重复")
+        seen.add(e.id)
+    return errors
