@@ -1,0 +1,37 @@
+"""gunicorn settings; environment: BIND, WEB_CONCURRENCY, WEB_THREADS, WEB_TIMEOUT."""
+
+import multiprocessing
+import os
+import shutil
+import tempfile
+
+bind = os.environ.get("BIND", "127.0.0.1:8000")
+workers = int(os.environ.get("WEB_CONCURRENCY") or max(2, multiprocessing.cpu_count() * 2))
+worker_class = "gthread"
+threads = int(os.environ.get("WEB_THREADS") or 4)
+timeout = int(os.environ.get("WEB_TIMEOUT") or 30)
+graceful_timeout = 20
+keepalive = 5
+accesslog = os.environ.get("ACCESS_LOG") or None
+errorlog = "-"
+# Load the app in each worker after fork: the database and Redis clients must not be shared.
+preload_app = False
+forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
+
+# Metrics from every worker are aggregated through files in one directory (prometheus_client's
+# multiprocess mode); it is emptied when the master starts.
+_metrics_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or os.path.join(tempfile.gettempdir(),
+                                                                          f"wxapp-metrics-{os.getpid()}")
+os.environ["PROMETHEUS_MULTIPROC_DIR"] = _metrics_dir
+
+
+def on_starting(server):
+    if "WXAPP_METRICS_SHARED" not in os.environ:  # `flask serve` prepares a directory shared with the worker
+        shutil.rmtree(_metrics_dir, ignore_errors=True)
+    os.makedirs(_metrics_dir, exist_ok=True)
+
+
+def child_exit(server, worker):
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)

@@ -1,0 +1,55 @@
+"""Settings: the only reader of the environment."""
+
+from __future__ import annotations
+
+import pytest
+
+from wxapp_backend.config import ConfigError, Settings
+
+
+def test_production_refuses_to_start_without_secret_key(tmp_path):
+    with pytest.raises(ConfigError) as exc:
+        Settings.from_env({"APP_ENV": "production", "INSTANCE_PATH": str(tmp_path)})
+    assert "SECRET_KEY" in str(exc.value)
+
+
+def test_production_rejects_a_short_secret(tmp_path):
+    with pytest.raises(ConfigError):
+        Settings.from_env({"APP_ENV": "production", "SECRET_KEY": "short", "INSTANCE_PATH": str(tmp_path)})
+
+
+def test_development_makes_and_keeps_a_secret(tmp_path):
+    a = Settings.from_env({"INSTANCE_PATH": str(tmp_path)})
+    b = Settings.from_env({"INSTANCE_PATH": str(tmp_path)})
+    assert a.secret_key and a.secret_key == b.secret_key
+
+
+def test_embedded_defaults(tmp_path):
+    s = Settings.from_env({"INSTANCE_PATH": str(tmp_path)})
+    assert s.resolved_database_url == f"sqlite:///{tmp_path / 'wxapp.sqlite3'}"
+    assert s.uses_embedded_redis
+    assert s.wechat_api_base == "https://api.weixin.qq.com"
+
+
+def test_contract_names_are_read(tmp_path):
+    env = {"INSTANCE_PATH": str(tmp_path), "DATABASE_URL": "postgresql://u@h/db", "REDIS_URL": "redis://h:1/2",
+           "WECHAT_APPID": "a", "WECHAT_SECRET": "b", "WECHAT_TOKEN": "c", "WECHAT_AES_KEY": "d" * 43,
+           "WECHAT_AES_KEY_PREVIOUS": "e" * 43, "WXA_APPID": "f", "WXA_SECRET": "g", "WXA_TOKEN": "h",
+           "WXA_AES_KEY": "i" * 43, "WXA_MSG_FORMAT": "xml", "WECHAT_API_BASE": "http://127.0.0.1:9/"}
+    s = Settings.from_env(env)
+    assert (s.database_url, s.redis_url, s.wechat_appid, s.wechat_secret, s.wechat_token) == \
+        ("postgresql://u@h/db", "redis://h:1/2", "a", "b", "c")
+    assert s.wechat_aes_key_previous == "e" * 43 and s.wxa_msg_format == "xml"
+    assert s.wechat_api_base == "http://127.0.0.1:9"
+    assert s.describe()["wechat_secret"] == "***"
+
+
+def test_bad_message_format_is_refused(tmp_path):
+    with pytest.raises(ConfigError):
+        Settings.from_env({"INSTANCE_PATH": str(tmp_path), "WXA_MSG_FORMAT": "yaml"})
+
+
+def test_bad_number_names_the_variable(tmp_path):
+    with pytest.raises(ConfigError) as exc:
+        Settings.from_env({"INSTANCE_PATH": str(tmp_path), "WEBHOOK_DEADLINE": "soon"})
+    assert "WEBHOOK_DEADLINE" in str(exc.value)

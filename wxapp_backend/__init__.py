@@ -1,0 +1,197 @@
+"""wxapp_backend: the Flask application of the enterprise-service centre's WeChat backend."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+from flask import Flask, Response, g, jsonify, request
+from rq import Queue
+from sqlalchemy import text
+
+from .config import ROOT, Settings
+from .db import Database
+from .errors import register_error_handlers
+from .kv import make_redis, resolve_redis_url
+from .logs import configure_logging, request_id_var
+from .wechat.client import WeChatHTTP
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class AppState:
+    """Everything one application instance shares: reached as app.extensions['wxapp']."""
+
+    settings: Settings
+    db: Database
+    redis: redis.Redis
+    redis_url: str
+    queue: Queue
+    wechat_http: WeChatHTTP
+
+
+def _import_models() -> None:
+    # Every model module, so that metadata (and Alembic) see every table.
+    from . import audit  # noqa: F401
+    from .auth import models as _a  # noqa: F401
+    from .enterprises import models as _e  # noqa: F401
+
+    for name in ("wechat", "notices", "appeals", "activities", "knowledge_store"):
+        try:
+            __import__(f"{__name__}.{name}.models")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"{__name__}.{name}.models" and exc.name != f"{__name__}.{name}":
+                raise
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    """Build the application; reads the environment only when no settings are given."""
+    settings = settings or Settings.from_env()
+    configure_logging(settings.log_level, settings.log_json, settings.secret_values())
+    app = Flask(__name__, template_folder=str(ROOT / "templates"), static_folder=str(ROOT / "static"),
+                instance_path=str(settings.instance_path), instance_relative_config=False)
+    app.config.update(
+        SECRET_KEY=settings.secret_key,
+        MAX_CONTENT_LENGTH=settings.max_content_length,
+        SESSION_COOKIE_NAME="wxapp_console",
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_SECURE=settings.cookie_secure,
+        PERMANENT_SESSION_LIFETIME=settings.staff_token_ttl,
+        JSON_AS_ASCII=False,
+        TESTING=settings.env == "testing",
+    )
+    app.json.ensure_ascii = False  # type: ignore[attr-defined]
+    settings.instance_path.mkdir(parents=True, exist_ok=True)
+    _import_models()
+
+    redis_url = resolve_redis_url(settings)
+    client = make_redis(redis_url)
+    app.extensions["wxapp"] = AppState(
+        settings=settings,
+        db=Database(settings.resolved_database_url),
+        redis=client,
+        redis_url=redis_url,
+        queue=Queue(settings.queue_name, connection=client),
+        wechat_http=WeChatHTTP(settings.wechat_api_base, settings.wechat_api_timeout),
+    )
+
+    register_error_handlers(app)
+    _install_request_hooks(app)
+    _register_blueprints(app)
+    from .cli import register_cli
+
+    register_cli(app)
+    return app
+
+
+def _register_blueprints(app: Flask) -> None:
+    from . import openapi
+    from .auth.api import bp as auth_api
+    from .console import bp as console_bp
+    from .console import check_csrf
+    from .enterprises import api as enterprises_api
+    from .enterprises import console as enterprises_console
+
+    app.register_blueprint(_ops)
+    app.register_blueprint(openapi.bp)
+    app.register_blueprint(auth_api)
+    app.before_request(check_csrf)
+    app.register_blueprint(console_bp)
+    app.register_blueprint(enterprises_api.bp)
+    app.register_blueprint(enterprises_console.bp)
+    # Domains added by later work register themselves here when present.
+    for module in ("wechat.webhook", "wechat.api", "notices.api", "knowledge_store.api", "appeals.api",
+                   "activities.api"):
+        try:
+            mod = __import__(f"{__name__}.{module}", fromlist=["register"])
+        except ModuleNotFoundError as exc:
+            if exc.name and exc.name.startswith(__name__):
+                continue
+            raise
+        mod.register(app)
+
+
+def _install_request_hooks(app: Flask) -> None:
+    from .metrics import LATENCY, REQUESTS
+
+    @app.before_request
+    def _start() -> None:
+        rid = request.headers.get("X-Request-Id", "")
+        if not rid or len(rid) > 64 or not rid.replace("-", "").isalnum():
+            rid = secrets.token_hex(8)
+        g.request_id = rid
+        g.started = time.perf_counter()
+        request_id_var.set(rid)
+
+    @app.after_request
+    def _finish(resp: Response) -> Response:
+        endpoint = request.endpoint or "unmatched"
+        elapsed = time.perf_counter() - getattr(g, "started", time.perf_counter())
+        REQUESTS.labels(endpoint, request.method, str(resp.status_code)).inc()
+        LATENCY.labels(endpoint).observe(elapsed)
+        resp.headers["X-Request-Id"] = getattr(g, "request_id", "")
+        resp.headers.setdefault("X-Content-Type-Options", "nosniff")
+        if request.path.startswith("/console"):
+            resp.headers.setdefault("X-Frame-Options", "DENY")
+            resp.headers.setdefault("Content-Security-Policy",
+                                    "default-src 'self'; img-src 'self' data:; style-src 'self'; "
+                                    "script-src 'self'; frame-ancestors 'none'")
+            resp.headers.setdefault("Cache-Control", "no-store")
+        if resp.status_code >= 500 or elapsed > 1:
+            log.info("request", extra={"method": request.method, "path": request.path,
+                                       "status": resp.status_code, "ms": round(elapsed * 1000, 1)})
+        return resp
+
+
+from flask import Blueprint  # noqa: E402
+
+_ops = Blueprint("ops", __name__)
+
+
+@_ops.get("/healthz")
+def healthz():
+    from flask import current_app
+
+    state: AppState = current_app.extensions["wxapp"]
+    result: dict[str, Any] = {"status": "ok", "db": "ok", "redis": "ok"}
+    try:
+        with state.db.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+    except Exception as exc:  # any failure means unhealthy; say which part
+        log.warning("health: database failed: %s", type(exc).__name__)
+        result["db"] = "error"
+    try:
+        state.redis.ping()
+    except Exception as exc:
+        log.warning("health: redis failed: %s", type(exc).__name__)
+        result["redis"] = "error"
+    failing = [k for k in ("db", "redis") if result[k] != "ok"]
+    if failing:
+        result["status"] = "error"
+        result["failing"] = failing
+        result["message"] = "以下部分不可用：" + "、".join({"db": "数据库", "redis": "Redis"}[k] for k in failing)
+        return jsonify(result), 503
+    return jsonify(result)
+
+
+@_ops.get("/metrics")
+def metrics():
+    from flask import current_app
+
+    from .metrics import QUEUE_DEPTH, render
+
+    state: AppState = current_app.extensions["wxapp"]
+    try:
+        QUEUE_DEPTH.labels("queued").set(state.queue.count)
+        QUEUE_DEPTH.labels("failed").set(state.queue.failed_job_registry.count)
+        QUEUE_DEPTH.labels("scheduled").set(state.queue.scheduled_job_registry.count)
+    except redis.RedisError:
+        pass
+    body, ctype = render()
+    return Response(body, content_type=ctype)

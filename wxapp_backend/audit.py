@@ -1,0 +1,61 @@
+"""Audit rows: every state change that matters records who did what to which row."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, Integer, String
+from sqlalchemy.orm import Mapped, Session, mapped_column
+
+from .db import Base, UTCDateTime, utcnow
+
+
+class AuditLog(Base):
+    __tablename__ = "audit_logs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    actor_type: Mapped[str] = mapped_column(String(20))  # staff | user | system
+    actor_id: Mapped[str] = mapped_column(String(64), default="")
+    action: Mapped[str] = mapped_column(String(64), index=True)
+    target_type: Mapped[str] = mapped_column(String(40), default="")
+    target_id: Mapped[str] = mapped_column(String(64), default="", index=True)
+    data: Mapped[dict] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+
+
+class Actor:
+    """Who is acting: passed explicitly into services."""
+
+    __slots__ = ("type", "id", "role", "department", "name")
+
+    def __init__(self, type: str, id: int | str | None, role: str = "", department: str = "", name: str = ""):
+        self.type, self.id, self.role, self.department, self.name = type, id, role, department, name
+
+    def __repr__(self) -> str:
+        return f"Actor({self.type}:{self.id})"
+
+
+SYSTEM = Actor("system", "system", role="system")
+
+
+def audit(session: Session, actor: Actor, action: str, target: Any = None, **data: Any) -> AuditLog:
+    """Add an audit row in the caller's transaction."""
+    target_type = "" if target is None else getattr(target, "__tablename__", type(target).__name__)
+    target_id = "" if target is None else str(getattr(target, "id", target))
+    row = AuditLog(actor_type=actor.type, actor_id=str(actor.id or ""), action=action,
+                   target_type=target_type, target_id=target_id, data=_jsonable(data))
+    session.add(row)
+    return row
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return str(value)

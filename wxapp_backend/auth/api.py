@@ -1,0 +1,130 @@
+"""Mini-program login, the user's own profile and binding, and scripted staff login."""
+
+from __future__ import annotations
+
+from flask import Blueprint, current_app, jsonify, request
+
+from ..db import session_scope
+from ..errors import BadRequest, NotFound, ServiceUnavailable, Unauthorized
+from ..http import doc, parse
+from ..validation import Field
+from ..wechat.client import WeChatAPIError, code_to_session
+from . import services, tokens
+from .guard import STAFF, USER, current_user_id, user_required
+from .models import User, UserRole
+
+bp = Blueprint("auth_api", __name__, url_prefix="/api/v1")
+
+LOGIN_FIELDS = (Field("code", "str", "登录凭证 code", required=True, max_len=128),)
+PROFILE_FIELDS = (
+    Field("nickname", "str", "昵称", max_len=32),
+    Field("phone", "phone", "手机号"),
+    Field("role", "enum", "身份", choices=tuple(r.value for r in UserRole)),
+    Field("building_id", "int", "所在楼宇", min=1),
+)
+BIND_FIELDS = (
+    Field("name", "str", "企业名称", required=True, max_len=200, min_len=2),
+    Field("credit_code", "credit_code", "统一社会信用代码", required=True),
+)
+STAFF_LOGIN_FIELDS = (
+    Field("username", "str", "用户名", required=True, max_len=64),
+    Field("password", "str", "密码", required=True, max_len=128),
+)
+
+
+def _state():
+    return current_app.extensions["wxapp"]
+
+
+@bp.post("/auth/login")
+@doc("小程序登录：用 wx.login 的 code 换取登录凭证", body=LOGIN_FIELDS, auth="none",
+     responses={200: "{token, user}"}, tags=["账号"])
+def login():
+    data = parse(LOGIN_FIELDS)
+    state = _state()
+    s = state.settings
+    if not s.wxa_appid or not s.wxa_secret:
+        raise ServiceUnavailable("小程序登录还没有配置（缺少 WXA_APPID / WXA_SECRET），请联系管理员。",
+                                 code="login_not_configured")
+    try:
+        answer = code_to_session(state.wechat_http, s.wxa_appid, s.wxa_secret, data["code"])
+    except WeChatAPIError as exc:
+        if exc.errcode in {40029, 40163, 40226}:
+            raise Unauthorized("登录凭证无效或已使用，请重新打开小程序。", code="invalid_code") from None
+        if exc.errcode == 45011:
+            raise BadRequest("登录太频繁了，请稍后再试。", code="too_many_requests", status=429) from None
+        raise ServiceUnavailable("微信登录暂时不可用，请稍后再试。", code="wechat_unavailable") from None
+    openid = str(answer.get("openid") or "")
+    if not openid:
+        raise ServiceUnavailable("微信登录返回异常，请稍后再试。", code="wechat_unavailable")
+    with session_scope() as session:
+        user = services.upsert_mini_program_user(session, openid=openid, unionid=answer.get("unionid"))
+        session.flush()
+        body = user.to_dict()
+        user_id = user.id
+    token = tokens.issue(state.redis, USER, user_id, s.user_token_ttl)
+    return jsonify({"token": token, "expires_in": s.user_token_ttl, "user": body})
+
+
+@bp.post("/auth/logout")
+@user_required
+@doc("退出登录，使当前凭证失效", tags=["账号"], body=())
+def logout():
+    tokens.revoke(_state().redis, USER, request.headers["Authorization"].split(" ", 1)[1].strip())
+    return jsonify({"ok": True})
+
+
+@bp.get("/me")
+@user_required
+@doc("当前登录用户", tags=["账号"])
+def me():
+    with session_scope() as session:
+        user = session.get(User, current_user_id())
+        if user is None:
+            raise NotFound("账号不存在，请重新登录。")
+        return jsonify(user.to_dict())
+
+
+@bp.patch("/me")
+@user_required
+@doc("修改自己的昵称、手机号、身份和所在楼宇", body=PROFILE_FIELDS, tags=["账号"])
+def update_me():
+    data = parse(PROFILE_FIELDS, partial=True)
+    with session_scope() as session:
+        user = session.get(User, current_user_id())
+        if user is None:
+            raise NotFound("账号不存在，请重新登录。")
+        services.update_profile(session, user, **data)
+        session.flush()
+        return jsonify(user.to_dict())
+
+
+@bp.post("/me/enterprise")
+@user_required
+@doc("申请绑定所在企业（企业名称 + 统一社会信用代码），由服务中心核实", body=BIND_FIELDS, tags=["账号"],
+     responses={200: "绑定申请已提交，状态 pending"})
+def bind_enterprise():
+    data = parse(BIND_FIELDS)
+    with session_scope() as session:
+        user = session.get(User, current_user_id())
+        if user is None:
+            raise NotFound("账号不存在，请重新登录。")
+        services.request_enterprise_binding(session, user, name=data["name"], credit_code=data["credit_code"])
+        session.flush()
+        session.refresh(user)
+        return jsonify(user.to_dict())
+
+
+@bp.post("/staff/login")
+@doc("工作人员登录（脚本使用），返回 bearer token", body=STAFF_LOGIN_FIELDS, auth="none", tags=["工作人员"])
+def staff_login():
+    data = parse(STAFF_LOGIN_FIELDS)
+    state = _state()
+    throttle = services.LoginThrottle(state.redis, state.settings.login_max_failures,
+                                      state.settings.login_lockout_seconds)
+    with session_scope() as session:
+        staff = services.authenticate_staff(session, throttle, username=data["username"],
+                                            password=data["password"], ip=request.remote_addr or "")
+        staff_id, body = staff.id, staff.to_dict()
+    token = tokens.issue(state.redis, STAFF, staff_id, state.settings.staff_token_ttl)
+    return jsonify({"token": token, "expires_in": state.settings.staff_token_ttl, "staff": body})

@@ -1,0 +1,116 @@
+"""Who is calling: bearer tokens for /api/v1, the session cookie for the console, and role checks."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import wraps
+from typing import Any, TypeVar
+
+from flask import current_app, g, redirect, request, session, url_for
+
+from ..audit import Actor
+from ..errors import Forbidden, Unauthorized
+from . import tokens
+from .models import ROLE_RANK, StaffRole
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+USER, STAFF = "user", "staff"
+
+
+def _bearer() -> str:
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthorized("请先登录（缺少登录凭证）。", code="missing_token")
+    return token.strip()
+
+
+def current_user_id() -> int:
+    """The mini-program user behind the bearer token (401 when missing or expired)."""
+    if getattr(g, "user_id", None) is not None:
+        return g.user_id
+    state = current_app.extensions["wxapp"]
+    user_id = tokens.resolve(state.redis, USER, _bearer())
+    if user_id is None:
+        raise Unauthorized("登录已过期，请重新进入小程序。", code="invalid_token")
+    g.user_id = user_id
+    return user_id
+
+
+def user_required(fn: F) -> F:
+    @wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        current_user_id()
+        return fn(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _load_staff(staff_id: int):
+    from ..db import session_scope
+    from .models import StaffUser
+
+    with session_scope() as s:
+        staff = s.get(StaffUser, staff_id)
+        if staff is None or not staff.active:
+            return None
+        s.expunge(staff)
+        return staff
+
+
+def _check_role(staff, min_role: str) -> Actor:
+    if ROLE_RANK[StaffRole(staff.role)] < ROLE_RANK[StaffRole(min_role)]:
+        raise Forbidden("抱歉，您的账号没有权限进行这个操作。")
+    actor = Actor(STAFF, staff.id, role=staff.role, department=staff.department,
+                  name=staff.display_name or staff.username)
+    g.staff = staff
+    g.actor = actor
+    return actor
+
+
+def staff_api_required(min_role: str = StaffRole.DEPT) -> Callable[[F], F]:
+    """Bearer-token staff access to /api/v1/staff/... with at least `min_role`."""
+
+    def deco(fn: F) -> F:
+        @wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            state = current_app.extensions["wxapp"]
+            staff_id = tokens.resolve(state.redis, STAFF, _bearer())
+            staff = _load_staff(staff_id) if staff_id is not None else None
+            if staff is None:
+                raise Unauthorized("登录已过期，请重新登录。", code="invalid_token")
+            _check_role(staff, min_role)
+            return fn(*args, **kwargs)
+
+        wrapper.__staff_role__ = min_role  # type: ignore[attr-defined]
+        return wrapper  # type: ignore[return-value]
+
+    return deco
+
+
+def console_required(min_role: str = StaffRole.DEPT) -> Callable[[F], F]:
+    """Console pages: logged-in staff with at least `min_role`; anonymous visitors go to the login page."""
+
+    def deco(fn: F) -> F:
+        @wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            staff_id = session.get("staff_id")
+            staff = _load_staff(staff_id) if staff_id is not None else None
+            if staff is None or session.get("staff_pw") != staff.password_hash[-12:]:
+                session.clear()
+                return redirect(url_for("console.login", next=request.full_path if request.method == "GET" else None))
+            _check_role(staff, min_role)
+            return fn(*args, **kwargs)
+
+        wrapper.__staff_role__ = min_role  # type: ignore[attr-defined]
+        return wrapper  # type: ignore[return-value]
+
+    return deco
+
+
+def current_actor() -> Actor:
+    actor = getattr(g, "actor", None)
+    if actor is None:
+        raise Unauthorized()
+    return actor

@@ -1,0 +1,179 @@
+"""Account services: mini-program login, enterprise binding, staff accounts and login throttling."""
+
+from __future__ import annotations
+
+import re
+
+import redis
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+from werkzeug.security import check_password_hash, generate_password_hash
+
+from ..audit import SYSTEM, Actor, audit
+from ..db import utcnow
+from ..enterprises.models import Enterprise
+from ..errors import Conflict, NotFound, TooManyRequests, Unauthorized, ValidationError
+from ..validation import credit_code_problem
+from .models import BindingState, StaffRole, StaffUser, User, UserRole
+
+USERNAME_RE = re.compile(r"^[A-Za-z0-9_.\-]{3,64}$")
+# A hash to compare against when the username does not exist, so timing does not reveal which names exist.
+_DUMMY_HASH = generate_password_hash("not-a-real-password")
+
+
+def upsert_mini_program_user(session: Session, *, openid: str, unionid: str | None) -> User:
+    """Create or update the user behind a jscode2session answer."""
+    user = session.scalar(select(User).where(User.openid == openid))
+    if user is None:
+        user = User(openid=openid, unionid=unionid or None, role=UserRole.WHITE_COLLAR.value)
+        session.add(user)
+        session.flush()
+        audit(session, Actor("user", user.id), "user.created", user, via="mini_program")
+    elif unionid and user.unionid != unionid:
+        user.unionid = unionid
+    user.last_login_at = utcnow()
+    return user
+
+
+def update_profile(session: Session, user: User, *, nickname: str | None = None, phone: str | None = None,
+                   role: str | None = None, building_id: int | None = None) -> User:
+    """Let users correct their own nickname, phone, role and building."""
+    from ..enterprises.models import Building
+
+    changes = {}
+    if nickname is not None:
+        user.nickname, changes["nickname"] = nickname, nickname
+    if phone is not None:
+        user.phone, changes["phone"] = phone, "***" + phone[-4:]
+    if role is not None:
+        user.role, changes["role"] = role, role
+    if building_id is not None:
+        if session.get(Building, building_id) is None:
+            raise ValidationError("没有找到这栋楼宇。", fields={"building_id": "楼宇不存在"})
+        user.building_id, changes["building_id"] = building_id, building_id
+    if changes:
+        audit(session, Actor("user", user.id), "user.profile_updated", user, **changes)
+    return user
+
+
+def request_enterprise_binding(session: Session, user: User, *, name: str, credit_code: str) -> User:
+    """The user says they work for this enterprise; staff verify it in the console."""
+    problem = credit_code_problem(credit_code)
+    if problem:
+        raise ValidationError(problem, fields={"credit_code": problem})
+    enterprise = session.scalar(select(Enterprise).where(Enterprise.credit_code == credit_code))
+    if enterprise is None:
+        enterprise = Enterprise(name=name, credit_code=credit_code, note="由企业联系人在小程序中申请绑定时创建，待核实")
+        session.add(enterprise)
+        session.flush()
+        audit(session, Actor("user", user.id), "enterprise.created", enterprise, via="binding", name=name)
+    elif user.enterprise_id == enterprise.id and user.binding_state == BindingState.VERIFIED:
+        return user
+    user.enterprise_id = enterprise.id
+    user.role = UserRole.ENTERPRISE_CONTACT.value
+    user.binding_state = BindingState.PENDING.value
+    audit(session, Actor("user", user.id), "binding.requested", user, enterprise_id=enterprise.id,
+          name_given=name, name_on_file=enterprise.name)
+    return user
+
+
+def decide_binding(session: Session, actor: Actor, user_id: int, *, approve: bool) -> User:
+    """Staff verify or reject a pending binding."""
+    user = session.get(User, user_id, with_for_update=True)
+    if user is None:
+        raise NotFound("没有找到这个用户。")
+    if user.binding_state != BindingState.PENDING.value:
+        raise Conflict("这个绑定申请已经处理过了。")
+    user.binding_state = (BindingState.VERIFIED if approve else BindingState.REJECTED).value
+    audit(session, actor, "binding.verified" if approve else "binding.rejected", user,
+          enterprise_id=user.enterprise_id)
+    return user
+
+
+def validate_password(password: str) -> str | None:
+    if len(password) < 8:
+        return "密码至少 8 位"
+    if len(password) > 128:
+        return "密码不能超过 128 位"
+    if password.isdigit() or password.isalpha():
+        return "密码需同时包含字母和数字"
+    return None
+
+
+def create_staff(session: Session, *, username: str, password: str, role: str, department: str = "",
+                 display_name: str = "", actor: Actor = SYSTEM) -> StaffUser:
+    """Create a staff account with a hashed password."""
+    errors = {}
+    if not USERNAME_RE.match(username or ""):
+        errors["username"] = "用户名为 3-64 位字母、数字、下划线、点或横线"
+    problem = validate_password(password or "")
+    if problem:
+        errors["password"] = problem
+    if role not in {r.value for r in StaffRole}:
+        errors["role"] = "角色只能是 admin、staff 或 dept"
+    if role == StaffRole.DEPT and not department.strip():
+        errors["department"] = "部门账号必须填写所属部门"
+    if errors:
+        raise ValidationError(next(iter(errors.values())), fields=errors)
+    if session.scalar(select(StaffUser.id).where(StaffUser.username == username)) is not None:
+        raise Conflict(f"用户名 {username} 已存在。", fields={"username": "已存在"})
+    staff = StaffUser(username=username, password_hash=generate_password_hash(password), role=role,
+                      department=department.strip(), display_name=display_name or username)
+    session.add(staff)
+    session.flush()
+    audit(session, actor, "staff.created", staff, username=username, role=role, department=department)
+    return staff
+
+
+def set_staff_password(session: Session, staff: StaffUser, password: str, actor: Actor) -> None:
+    problem = validate_password(password)
+    if problem:
+        raise ValidationError(problem, fields={"password": problem})
+    staff.password_hash = generate_password_hash(password)
+    audit(session, actor, "staff.password_changed", staff)
+
+
+class LoginThrottle:
+    """Counts failed logins per username and per client address in Redis; locks out after too many."""
+
+    def __init__(self, r: redis.Redis, max_failures: int, lockout_seconds: int) -> None:
+        self.r, self.max, self.window = r, max_failures, lockout_seconds
+
+    def _keys(self, username: str, ip: str) -> list[str]:
+        # The address limit is looser: an office behind one NAT shares it.
+        return [f"login:fail:user:{username.lower()}", f"login:fail:ip:{ip}"]
+
+    def check(self, username: str, ip: str) -> None:
+        user_key, ip_key = self._keys(username, ip)
+        counts = self.r.mget(user_key, ip_key)
+        user_fails = int(counts[0] or 0)
+        ip_fails = int(counts[1] or 0)
+        if user_fails >= self.max or ip_fails >= self.max * 4:
+            ttl = max(self.r.ttl(user_key if user_fails >= self.max else ip_key), 1)
+            minutes = max(1, (ttl + 59) // 60)
+            raise TooManyRequests(f"登录失败次数太多，请 {minutes} 分钟后再试。",
+                                  headers={"Retry-After": str(ttl)})
+
+    def failed(self, username: str, ip: str) -> None:
+        for key in self._keys(username, ip):
+            # The window starts at the first failure (EXPIRE NX needs Redis 7; the embedded one is 6.2).
+            if self.r.incr(key) == 1 or self.r.ttl(key) < 0:
+                self.r.expire(key, self.window)
+
+    def succeeded(self, username: str) -> None:
+        self.r.delete(self._keys(username, "")[0])
+
+
+def authenticate_staff(session: Session, throttle: LoginThrottle, *, username: str, password: str,
+                       ip: str) -> StaffUser:
+    """Check a staff login; the same answer for an unknown name and a wrong password."""
+    throttle.check(username, ip)
+    staff = session.scalar(select(StaffUser).where(StaffUser.username == username))
+    ok = check_password_hash(staff.password_hash if staff else _DUMMY_HASH, password)
+    if staff is None or not ok or not staff.active:
+        throttle.failed(username, ip)
+        raise Unauthorized("用户名或密码不正确。", code="bad_credentials")
+    throttle.succeeded(username)
+    staff.last_login_at = utcnow()
+    audit(session, Actor("staff", staff.id, role=staff.role), "staff.login", staff, ip=ip)
+    return staff

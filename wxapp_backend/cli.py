@@ -1,0 +1,176 @@
+"""Flask commands: init-db, create-staff, seed-demo, worker, serve."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+
+import click
+from flask import Flask, current_app
+
+from .config import ROOT
+
+
+def _state():
+    return current_app.extensions["wxapp"]
+
+
+def alembic_config(connection=None):
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(ROOT / "migrations"))
+    cfg.set_main_option("sqlalchemy.url", _state().db.url.replace("%", "%%"))
+    if connection is not None:
+        cfg.attributes["connection"] = connection
+    return cfg
+
+
+def upgrade_database() -> str:
+    """Apply every migration (idempotent); returns the head revision."""
+    from alembic import command
+    from alembic.script import ScriptDirectory
+
+    db = _state().db
+    with db.engine.begin() as conn:
+        if db.dialect == "postgresql":
+            # Two processes running init-db at once must not both create the tables.
+            conn.exec_driver_sql("SELECT pg_advisory_xact_lock(727001)")
+        cfg = alembic_config(conn)
+        command.upgrade(cfg, "head")
+    return ScriptDirectory.from_config(alembic_config()).get_current_head() or ""
+
+
+def register_cli(app: Flask) -> None:
+    @app.cli.command("init-db")
+    def init_db() -> None:
+        """Create or upgrade the database schema (safe to run again)."""
+        head = upgrade_database()
+        _after_init_db()
+        click.echo(f"数据库已就绪（迁移版本 {head}）：{_masked_url()}")
+
+    @app.cli.command("create-staff")
+    @click.argument("username")
+    @click.option("--password", required=True, help="至少 8 位，需同时包含字母和数字")
+    @click.option("--role", type=click.Choice(["admin", "staff", "dept"]), required=True)
+    @click.option("--department", default="", help="部门账号所属部门")
+    @click.option("--name", "display_name", default="", help="显示名称")
+    def create_staff(username: str, password: str, role: str, department: str, display_name: str) -> None:
+        """Create a console account."""
+        from .auth.services import create_staff as _create
+        from .db import session_scope
+        from .errors import AppError
+
+        try:
+            with session_scope() as s:
+                staff = _create(s, username=username, password=password, role=role, department=department,
+                                display_name=display_name)
+                staff_id = staff.id
+        except AppError as exc:
+            raise click.ClickException(exc.message) from None
+        click.echo(f"已创建工作人员账号 {username}（{role}，编号 {staff_id}）。")
+
+    @app.cli.command("seed-demo")
+    @click.option("--reset-admin-password", is_flag=True, help="为已有的 admin 账号生成新密码")
+    def seed_demo(reset_admin_password: bool) -> None:
+        """Load demo buildings, grids, enterprises and an admin account (idempotent)."""
+        from .demo import seed
+
+        password = secrets.token_urlsafe(9)
+        report = seed(admin_password=password, reset_admin_password=reset_admin_password)
+        for line in report.lines:
+            click.echo(line)
+        if report.admin_password:
+            click.echo("")
+            click.echo(f"  工作台管理员账号：admin   密码：{report.admin_password}")
+            click.echo("  （请妥善保存；忘记时运行 flask --app wsgi seed-demo --reset-admin-password）")
+
+    @app.cli.command("worker")
+    @click.option("--burst", is_flag=True, help="处理完队列中的任务后退出")
+    @click.option("--queue", "queues", multiple=True, help="要处理的队列（默认 default）")
+    def worker(burst: bool, queues: tuple[str, ...]) -> None:
+        """Run an RQ worker with its scheduler (delayed and periodic jobs)."""
+        from .jobs_runtime import run_worker
+
+        run_worker(list(queues) or [_state().settings.queue_name], burst=burst)
+
+    @app.cli.command("serve")
+    @click.option("--bind", default=None, help="监听地址，默认 127.0.0.1:8000（或环境变量 BIND）")
+    @click.option("--workers", type=int, default=None, help="Web 进程数（默认按 CPU 核数）")
+    @click.option("--no-worker", is_flag=True, help="不启动后台任务进程")
+    def serve(bind: str | None, workers: int | None, no_worker: bool) -> None:
+        """Start gunicorn and one job worker on this machine; Ctrl-C stops both."""
+        upgrade_database()
+        _after_init_db()
+        env = dict(os.environ)
+        # Children must reach the same embedded Redis this process started.
+        env.setdefault("REDIS_URL", _state().redis_url)
+        # One metrics directory for web and job processes, so /metrics shows both.
+        metrics_dir = _state().settings.instance_path / "metrics"
+        import shutil
+
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+        metrics_dir.mkdir(parents=True)
+        env.setdefault("PROMETHEUS_MULTIPROC_DIR", str(metrics_dir))
+        env["WXAPP_METRICS_SHARED"] = "1"
+        if bind:
+            env["BIND"] = bind
+        if workers:
+            env["WEB_CONCURRENCY"] = str(workers)
+        py = sys.executable
+        procs = [subprocess.Popen([py, "-m", "gunicorn", "-c", str(ROOT / "gunicorn.conf.py"), "wsgi:app"],
+                                  cwd=ROOT, env=env)]
+        if not no_worker:
+            procs.append(subprocess.Popen([py, "-m", "flask", "--app", "wsgi", "worker"], cwd=ROOT, env=env))
+        click.echo(f"已启动：网页服务 http://{env.get('BIND', '127.0.0.1:8000')}/console/"
+                   + ("" if no_worker else "，后台任务进程 1 个") + "。按 Ctrl-C 停止。")
+        _supervise(procs)
+
+
+def _after_init_db() -> None:
+    """Hooks that run after migrations (e.g. loading the default knowledge base when it is empty)."""
+    for hook in AFTER_INIT_DB:
+        hook()
+
+
+AFTER_INIT_DB: list = []
+
+
+def _masked_url() -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(_state().db.url).render_as_string(hide_password=True)
+
+
+def _supervise(procs: list[subprocess.Popen]) -> None:
+    stopping = False
+
+    def stop(*_):
+        nonlocal stopping
+        stopping = True
+        for p in procs:
+            if p.poll() is None:
+                p.terminate()
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        while not stopping:
+            for p in procs:
+                if p.poll() is not None:
+                    click.echo(f"子进程 {p.args[2] if len(p.args) > 2 else p.args} 已退出（{p.returncode}），正在停止其余进程。",
+                               err=True)
+                    stop()
+                    break
+            time.sleep(0.5)
+    finally:
+        deadline = time.monotonic() + 20
+        for p in procs:
+            try:
+                p.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                p.kill()

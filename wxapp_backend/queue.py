@@ -1,0 +1,97 @@
+"""Background jobs on RQ; jobs are enqueued only after the transaction that asked for them commits."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from rq import Queue, Retry
+from rq.job import Job
+from rq.registry import FailedJobRegistry
+from sqlalchemy import event
+from sqlalchemy.orm import Session
+
+log = logging.getLogger(__name__)
+
+_PENDING = "wxapp_pending_jobs"
+
+
+@dataclass
+class _PendingJob:
+    queue: Queue
+    func: Callable[..., Any] | str
+    args: tuple
+    kwargs: dict
+    options: dict = field(default_factory=dict)
+
+
+def get_queue(name: str | None = None) -> Queue:
+    from flask import current_app
+
+    state = current_app.extensions["wxapp"]
+    return state.queue if name is None else Queue(name, connection=state.redis)
+
+
+def enqueue(func: Callable[..., Any] | str, *args: Any, job_id: str | None = None, delay: float | None = None,
+            retries: int = 0, timeout: int | None = None, queue: Queue | None = None, **kwargs: Any) -> Job:
+    """Enqueue now. Prefer enqueue_after_commit when the job reads rows this request writes."""
+    q = queue or get_queue()
+    options: dict[str, Any] = {"job_id": job_id, "job_timeout": timeout or 600, "failure_ttl": 30 * 24 * 3600}
+    if retries:
+        options["retry"] = Retry(max=retries, interval=[5, 30, 120, 600][:retries] or 30)
+    if delay:
+        return q.enqueue_in(timedelta(seconds=delay), func, args=args, kwargs=kwargs, **options)
+    return q.enqueue(func, args=args, kwargs=kwargs, **options)
+
+
+def enqueue_after_commit(session: Session, func: Callable[..., Any] | str, *args: Any,
+                         job_id: str | None = None, delay: float | None = None, retries: int = 0,
+                         timeout: int | None = None, **kwargs: Any) -> None:
+    """Enqueue when `session` commits; dropped if it rolls back, so no job ever sees uncommitted data."""
+    pending = session.info.setdefault(_PENDING, [])
+    pending.append(_PendingJob(get_queue(), func, args, kwargs,
+                               {"job_id": job_id, "delay": delay, "retries": retries, "timeout": timeout}))
+
+
+@event.listens_for(Session, "after_commit")
+def _after_commit(session: Session) -> None:
+    pending: list[_PendingJob] = session.info.pop(_PENDING, [])
+    for job in pending:
+        try:
+            enqueue(job.func, *job.args, queue=job.queue, **job.options, **job.kwargs)
+        except Exception:  # the data is committed; a lost enqueue is picked up by the job's sweeper
+            log.exception("could not enqueue %s after commit", getattr(job.func, "__name__", job.func))
+
+
+@event.listens_for(Session, "after_soft_rollback")
+def _after_rollback(session: Session, previous_transaction) -> None:
+    if previous_transaction.parent is None:  # only the outermost rollback discards the work
+        session.info.pop(_PENDING, None)
+
+
+def failed_jobs(limit: int = 50) -> list[dict[str, Any]]:
+    """Failed jobs, newest first, for the console and the CLI."""
+    q = get_queue()
+    registry = FailedJobRegistry(queue=q)
+    ids = registry.get_job_ids(0, -1)[-limit:][::-1]
+    out = []
+    for job in Job.fetch_many(ids, connection=q.connection):
+        if job is None:
+            continue
+        out.append({
+            "id": job.id,
+            "func": job.func_name,
+            "args": repr(job.args)[:200],
+            "enqueued_at": job.enqueued_at,
+            "ended_at": job.ended_at,
+            "error": (job.latest_result().exc_string if job.latest_result() else "")[-2000:],
+        })
+    return out
+
+
+def requeue_failed(job_id: str) -> None:
+    q = get_queue()
+    FailedJobRegistry(queue=q).requeue(job_id)

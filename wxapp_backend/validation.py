@@ -1,0 +1,253 @@
+"""Declarative input validation with Chinese messages; the same fields describe the OpenAPI schemas."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any
+
+from .errors import ValidationError
+
+PHONE_RE = re.compile(r"^(1[3-9]\d{9}|0\d{2,3}-?\d{7,8}(-\d{1,6})?)$")
+# Control characters other than tab/newline never belong in user text.
+_CONTROL_RE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+_CREDIT_CHARS = "0123456789ABCDEFGHJKLMNPQRTUWXY"
+_CREDIT_WEIGHTS = (1, 3, 9, 27, 19, 26, 16, 17, 20, 29, 25, 13, 8, 24, 10, 30, 28)
+
+
+def credit_code_problem(code: str) -> str | None:
+    """Why a 统一社会信用代码 (GB 32100-2015) is invalid, or None when it is valid."""
+    if len(code) != 18:
+        return "统一社会信用代码应为 18 位"
+    bad = [c for c in code if c not in _CREDIT_CHARS]
+    if bad:
+        return f"统一社会信用代码含有不允许的字符“{bad[0]}”（不使用 I、O、Z、S、V）"
+    if not code[2:8].isdigit():
+        return "统一社会信用代码第 3-8 位应为行政区划码（数字）"
+    total = sum(_CREDIT_CHARS.index(c) * w for c, w in zip(code[:17], _CREDIT_WEIGHTS, strict=True))
+    check = _CREDIT_CHARS[(31 - total % 31) % 31]
+    if code[17] != check:
+        return "统一社会信用代码校验位不正确，请核对后重新输入"
+    return None
+
+
+def credit_code_check_char(first17: str) -> str:
+    """The check character for the first 17 characters (used by demo data and tests)."""
+    total = sum(_CREDIT_CHARS.index(c) * w for c, w in zip(first17, _CREDIT_WEIGHTS, strict=True))
+    return _CREDIT_CHARS[(31 - total % 31) % 31]
+
+
+@dataclass(frozen=True)
+class Field:
+    """One input field: its type, limits and the Chinese label used in messages."""
+
+    name: str
+    kind: str = "str"  # str | text | int | float | bool | date | datetime | phone | credit_code | list | dict | enum
+    label: str = ""
+    required: bool = False
+    max_len: int | None = None
+    min_len: int | None = None
+    min: float | None = None
+    max: float | None = None
+    choices: tuple[str, ...] = ()
+    item: Field | None = None  # for lists
+    max_items: int | None = None
+    default: Any = None
+    check: Callable[[Any], str | None] | None = None
+    description: str = ""
+
+    @property
+    def title(self) -> str:
+        return self.label or self.name
+
+
+def _clean_text(value: str) -> str:
+    return _CONTROL_RE.sub("", value).strip()
+
+
+def _coerce(f: Field, value: Any) -> Any:  # noqa: C901 - one branch per kind reads best
+    t = f.title
+    if f.kind in {"str", "text", "phone", "credit_code", "enum"}:
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and f.kind in {"str", "phone"}:
+            value = str(value)
+        if not isinstance(value, str):
+            raise _Bad(f"{t}应为文字")
+        value = _clean_text(value)
+        if f.kind == "credit_code":
+            value = value.upper().replace(" ", "")
+        if value == "":
+            return None
+        if f.max_len is not None and len(value) > f.max_len:
+            raise _Bad(f"{t}不能超过 {f.max_len} 个字（现在 {len(value)} 个）")
+        if f.min_len is not None and len(value) < f.min_len:
+            raise _Bad(f"{t}至少 {f.min_len} 个字")
+        if f.kind == "phone" and not PHONE_RE.match(value.replace(" ", "")):
+            raise _Bad(f"{t}格式不对，请填写 11 位手机号或带区号的座机号")
+        if f.kind == "phone":
+            value = value.replace(" ", "")
+        if f.kind == "credit_code":
+            problem = credit_code_problem(value)
+            if problem:
+                raise _Bad(problem)
+        if f.kind == "enum" and value not in f.choices:
+            raise _Bad(f"{t}只能是：{'、'.join(f.choices)}")
+        return value
+    if f.kind == "int":
+        if isinstance(value, bool):
+            raise _Bad(f"{t}应为整数")
+        if isinstance(value, str) and re.fullmatch(r"-?\d{1,12}", value.strip()):
+            value = int(value.strip())
+        if not isinstance(value, int):
+            raise _Bad(f"{t}应为整数")
+        _range(f, value)
+        return value
+    if f.kind == "float":
+        if isinstance(value, bool):
+            raise _Bad(f"{t}应为数字")
+        try:
+            value = float(value)
+        except (TypeError, ValueError):
+            raise _Bad(f"{t}应为数字") from None
+        if value != value or value in (float("inf"), float("-inf")):
+            raise _Bad(f"{t}应为有限的数字")
+        _range(f, value)
+        return value
+    if f.kind == "bool":
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in {"true", "1", "yes", "是"}:
+            return True
+        if isinstance(value, str) and value.lower() in {"false", "0", "no", "否"}:
+            return False
+        raise _Bad(f"{t}应为是或否")
+    if f.kind == "date":
+        if isinstance(value, date) and not isinstance(value, datetime):
+            return value
+        try:
+            return date.fromisoformat(str(value).strip())
+        except ValueError:
+            raise _Bad(f"{t}日期格式不对，请用 2025-01-31 这样的格式") from None
+    if f.kind == "datetime":
+        if isinstance(value, datetime):
+            parsed = value
+        else:
+            try:
+                parsed = datetime.fromisoformat(str(value).strip().replace("Z", "+00:00"))
+            except ValueError:
+                raise _Bad(f"{t}时间格式不对，请用 2025-01-31T09:30:00+08:00 这样的格式") from None
+        if parsed.tzinfo is None:
+            from zoneinfo import ZoneInfo
+
+            parsed = parsed.replace(tzinfo=ZoneInfo("Asia/Shanghai"))  # the centre's local time
+        return parsed
+    if f.kind == "list":
+        if not isinstance(value, list):
+            raise _Bad(f"{t}应为列表")
+        if f.max_items is not None and len(value) > f.max_items:
+            raise _Bad(f"{t}最多 {f.max_items} 项")
+        if f.item is None:
+            return value
+        out = []
+        for i, v in enumerate(value):
+            try:
+                out.append(_coerce(f.item, v))
+            except _Bad as exc:
+                raise _Bad(f"{t}第 {i + 1} 项：{exc.msg}") from None
+        return [v for v in out if v is not None]
+    if f.kind == "dict":
+        if not isinstance(value, dict):
+            raise _Bad(f"{t}应为对象")
+        return value
+    raise AssertionError(f"unknown field kind {f.kind}")
+
+
+def _range(f: Field, value: float) -> None:
+    if f.min is not None and value < f.min:
+        raise _Bad(f"{f.title}不能小于 {f.min:g}")
+    if f.max is not None and value > f.max:
+        raise _Bad(f"{f.title}不能大于 {f.max:g}")
+
+
+class _Bad(Exception):
+    def __init__(self, msg: str) -> None:
+        self.msg = msg
+        super().__init__(msg)
+
+
+def validate(data: Mapping[str, Any] | None, fields_: Iterable[Field], *, partial: bool = False) -> dict[str, Any]:
+    """Check `data` against `fields_`; returns clean values or raises ValidationError naming each bad field.
+
+    With partial=True (edits), absent fields are left out instead of defaulted or required.
+    """
+    data = data or {}
+    out: dict[str, Any] = {}
+    errors: dict[str, str] = {}
+    for f in fields_:
+        if f.name not in data or data[f.name] is None:
+            if partial:
+                continue
+            if f.required:
+                errors[f.name] = f"请填写{f.title}"
+            else:
+                out[f.name] = f.default
+            continue
+        try:
+            value = _coerce(f, data[f.name])
+        except _Bad as exc:
+            errors[f.name] = exc.msg
+            continue
+        if value is None and f.required:
+            errors[f.name] = f"请填写{f.title}"
+            continue
+        if value is not None and f.check is not None:
+            problem = f.check(value)
+            if problem:
+                errors[f.name] = problem
+                continue
+        out[f.name] = value if value is not None else f.default
+    if errors:
+        first = next(iter(errors.values()))
+        raise ValidationError(f"填写的内容有误：{first}", fields=errors)
+    return out
+
+
+def openapi_schema(fields_: Iterable[Field]) -> dict[str, Any]:
+    """JSON schema (OpenAPI 3) for a list of fields."""
+    props: dict[str, Any] = {}
+    required = []
+    for f in fields_:
+        props[f.name] = _field_schema(f)
+        if f.required:
+            required.append(f.name)
+    schema: dict[str, Any] = {"type": "object", "properties": props}
+    if required:
+        schema["required"] = required
+    return schema
+
+
+def _field_schema(f: Field) -> dict[str, Any]:
+    kinds = {
+        "str": {"type": "string"}, "text": {"type": "string"}, "int": {"type": "integer"},
+        "float": {"type": "number"}, "bool": {"type": "boolean"}, "date": {"type": "string", "format": "date"},
+        "datetime": {"type": "string", "format": "date-time"}, "phone": {"type": "string", "pattern": PHONE_RE.pattern},
+        "credit_code": {"type": "string", "minLength": 18, "maxLength": 18}, "dict": {"type": "object"},
+        "enum": {"type": "string", "enum": list(f.choices)},
+    }
+    if f.kind == "list":
+        s: dict[str, Any] = {"type": "array", "items": _field_schema(f.item) if f.item else {}}
+        if f.max_items is not None:
+            s["maxItems"] = f.max_items
+    else:
+        s = dict(kinds[f.kind])
+    if f.max_len is not None and f.kind in {"str", "text"}:
+        s["maxLength"] = f.max_len
+    if f.min is not None:
+        s["minimum"] = f.min
+    if f.max is not None:
+        s["maximum"] = f.max
+    if f.label or f.description:
+        s["description"] = " ".join(x for x in (f.label, f.description) if x)
+    return s
