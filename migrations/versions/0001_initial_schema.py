@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-23 05:59:53.851129
+Create Date: 2026-11-23 06:01:44.069713
 """
 from alembic import op
 import sqlalchemy as sa
