@@ -110,7 +110,9 @@ def _same(a: str, b: str) -> bool:
     return hmac.compare_digest(a.encode("utf-8"), b.encode("utf-8"))
 
 
-def check_signature(token: str, signature: str | None, timestamp: str | int | None, nonce: str | None) -> bool:
+def check_signature(
+    token: str, signature: str | None, timestamp: str | int | None, nonce: str | None
+) -> bool:
     """True if `signature` is sha1(sorted(token, timestamp, nonce)); constant-time compare."""
     if not signature or timestamp is None or nonce is None:
         return False
@@ -127,10 +129,11 @@ def check_timestamp(ts: str | int | None, now: float | None = None, window_secon
 
     `window_seconds=None` (or <= 0) disables the window but still requires a well-formed number.
     """
-    try:
-        value = int(str(ts).strip())
-    except (TypeError, ValueError):
-        raise StaleTimestamp(message_zh="微信消息时间戳无效。") from None
+    text = "" if ts is None else str(ts).strip()
+    # int() would accept "١٢" or "1_000"; WeChat sends plain ASCII digits.
+    if not (text.isascii() and text.isdigit()):
+        raise StaleTimestamp(message_zh="微信消息时间戳无效。")
+    value = int(text)
     if window_seconds is not None and window_seconds > 0:
         current = time.time() if now is None else now
         # Both directions: a clock far in the future is as suspicious as a replay from the past.
@@ -180,7 +183,9 @@ class Crypto:
         """How many key slots are configured (including empty ones)."""
         return len(self._keys)
 
-    def decrypt(self, encrypt_b64: str, msg_signature: str, timestamp: str | int, nonce: str) -> tuple[str, int]:
+    def decrypt(
+        self, encrypt_b64: str, msg_signature: str, timestamp: str | int, nonce: str
+    ) -> tuple[str, int]:
         """Verify msg_signature, decrypt, check the appid; return (plaintext, index of the key that worked)."""
         if not isinstance(encrypt_b64, str) or not encrypt_b64:
             raise BadCiphertext(message_zh="微信加密消息为空。")
@@ -237,13 +242,15 @@ class Crypto:
             "Nonce": nc,
         }
 
-    def encrypt_xml(self, plaintext: str, key_index: int = 0, nonce: str | None = None,
-                    timestamp: str | int | None = None) -> str:
+    def encrypt_xml(
+        self, plaintext: str, key_index: int = 0, nonce: str | None = None, timestamp: str | int | None = None
+    ) -> str:
         """Seal and render as the XML reply envelope."""
         return envelope_xml(self.encrypt(plaintext, key_index, nonce, timestamp))
 
-    def encrypt_json(self, plaintext: str, key_index: int = 0, nonce: str | None = None,
-                     timestamp: str | int | None = None) -> str:
+    def encrypt_json(
+        self, plaintext: str, key_index: int = 0, nonce: str | None = None, timestamp: str | int | None = None
+    ) -> str:
         """Seal and render as the JSON reply envelope (JSON mini-programs)."""
         return envelope_json(self.encrypt(plaintext, key_index, nonce, timestamp))
 
@@ -299,8 +306,12 @@ def envelope_json(sealed: dict[str, str]) -> str:
     if isinstance(ts, str) and ts.isdigit():
         ts = int(ts)
     return json.dumps(
-        {"Encrypt": sealed["Encrypt"], "MsgSignature": sealed["MsgSignature"], "TimeStamp": ts,
-         "Nonce": sealed["Nonce"]},
+        {
+            "Encrypt": sealed["Encrypt"],
+            "MsgSignature": sealed["MsgSignature"],
+            "TimeStamp": ts,
+            "Nonce": sealed["Nonce"],
+        },
         ensure_ascii=False,
         separators=(",", ":"),
     )

@@ -300,7 +300,7 @@ def normalise(raw: Mapping[str, Any], account: str) -> Message:
 
     scene = None
     if event == "subscribe" and event_key and event_key.startswith("qrscene_"):
-        scene = event_key[len("qrscene_"):]
+        scene = event_key[len("qrscene_") :]
     elif event == "scan" and event_key:
         scene = event_key
 
@@ -399,8 +399,13 @@ def render_text_reply(msg: Message, text: str, now: float | None = None, fmt: st
     text = truncate_utf8(_XML_ILLEGAL.sub("", text))
     if fmt == "json":
         return json.dumps(
-            {"ToUserName": msg.source, "FromUserName": msg.target, "CreateTime": _now(now),
-             "MsgType": "text", "Content": text},
+            {
+                "ToUserName": msg.source,
+                "FromUserName": msg.target,
+                "CreateTime": _now(now),
+                "MsgType": "text",
+                "Content": text,
+            },
             ensure_ascii=False,
             separators=(",", ":"),
         )

@@ -57,8 +57,20 @@ _OPENID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _CODE = re.compile(r"[A-Za-z0-9_~.-]{1,128}")
 _CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
 _KEFU_TYPES = frozenset(
-    {"text", "image", "voice", "video", "music", "news", "mpnews", "mpnewsarticle", "msgmenu", "wxcard",
-     "miniprogrampage", "link"}
+    {
+        "text",
+        "image",
+        "voice",
+        "video",
+        "music",
+        "news",
+        "mpnews",
+        "mpnewsarticle",
+        "msgmenu",
+        "wxcard",
+        "miniprogrampage",
+        "link",
+    }
 )
 _STATES = frozenset({"developer", "trial", "formal"})
 _LANGS = frozenset({"zh_CN", "en_US", "zh_HK", "zh_TW"})
@@ -325,11 +337,20 @@ class WeChatStandIn:
                 return sum(self._state.counts.values())
             return self._state.counts.get(path, 0)
 
-    def fail_next(self, path: str, errcode: int | None = -1, times: int = 1, *, errmsg: str | None = None,
-                  http_status: int | None = None) -> None:
+    def fail_next(
+        self,
+        path: str,
+        errcode: int | None = -1,
+        times: int = 1,
+        *,
+        errmsg: str | None = None,
+        http_status: int | None = None,
+    ) -> None:
         """Answer the next `times` calls to `path` with `errcode` (or a bare HTTP error if http_status)."""
         with self._lock:
-            self._state.failures.setdefault(path, deque()).append(_Failure(errcode, errmsg, http_status, times))
+            self._state.failures.setdefault(path, deque()).append(
+                _Failure(errcode, errmsg, http_status, times)
+            )
 
     def set_latency(self, seconds: float, path: str | None = None) -> None:
         """Delay every answer (or only those for `path`) by `seconds`."""
@@ -374,8 +395,9 @@ class WeChatStandIn:
 
     # ------------------------------------------------------------------------------------ dispatch
 
-    def _dispatch(self, method: str, path: str, query: dict[str, str], raw: bytes
-                  ) -> tuple[int, str, bytes, dict[str, str]]:
+    def _dispatch(
+        self, method: str, path: str, query: dict[str, str], raw: bytes
+    ) -> tuple[int, str, bytes, dict[str, str]]:
         body: dict[str, Any] | None = None
         bad_json = False
         if raw:
@@ -403,7 +425,9 @@ class WeChatStandIn:
         if failure is not None:
             if failure.http_status is not None:
                 return failure.http_status, "text/plain; charset=utf-8", b"stand-in injected failure", {}
-            return self._json(error_body(failure.errcode if failure.errcode is not None else -1, failure.errmsg))
+            return self._json(
+                error_body(failure.errcode if failure.errcode is not None else -1, failure.errmsg)
+            )
         route = self._routes.get(path)
         if route is None:
             return 404, "text/plain; charset=utf-8", b"not found", {}
@@ -468,8 +492,9 @@ class WeChatStandIn:
             self._state.basic[appid] = tok.value
         return {"access_token": tok.value, "expires_in": self.token_ttl}
 
-    def _stable_token(self, method: str, query: dict[str, str], body: dict[str, Any] | None,
-                      raw: bytes) -> dict[str, Any]:
+    def _stable_token(
+        self, method: str, query: dict[str, str], body: dict[str, Any] | None, raw: bytes
+    ) -> dict[str, Any]:
         if body is None:
             raise _Reply(44002)
         if body.get("grant_type") != "client_credential":
@@ -529,8 +554,9 @@ class WeChatStandIn:
             self._state.msgid += 1
             return self._state.msgid
 
-    def _custom_send(self, method: str, query: dict[str, str], body: dict[str, Any] | None,
-                     raw: bytes) -> dict[str, Any]:
+    def _custom_send(
+        self, method: str, query: dict[str, str], body: dict[str, Any] | None, raw: bytes
+    ) -> dict[str, Any]:
         self._check_token(query)
         body = self._need_body(body)
         self._check_openid(body.get("touser"))
@@ -557,8 +583,9 @@ class WeChatStandIn:
             if not isinstance(value, str) or not _field_ok(key, value):
                 raise _Reply(47003, f"argument invalid! data.{key}.value invalid")
 
-    def _subscribe_send(self, method: str, query: dict[str, str], body: dict[str, Any] | None,
-                        raw: bytes) -> dict[str, Any]:
+    def _subscribe_send(
+        self, method: str, query: dict[str, str], body: dict[str, Any] | None, raw: bytes
+    ) -> dict[str, Any]:
         self._check_token(query)
         body = self._need_body(body)
         self._check_openid(body.get("touser"))
@@ -575,8 +602,9 @@ class WeChatStandIn:
             raise _Reply(47003, "argument invalid! lang invalid")
         return {"errcode": 0, "errmsg": "ok", "msgid": self._next_msgid()}
 
-    def _template_send(self, method: str, query: dict[str, str], body: dict[str, Any] | None,
-                       raw: bytes) -> dict[str, Any]:
+    def _template_send(
+        self, method: str, query: dict[str, str], body: dict[str, Any] | None, raw: bytes
+    ) -> dict[str, Any]:
         self._check_token(query)
         body = self._need_body(body)
         self._check_openid(body.get("touser"))
@@ -588,8 +616,9 @@ class WeChatStandIn:
             raise _Reply(47003, "argument invalid! data invalid")
         return {"errcode": 0, "errmsg": "ok", "msgid": self._next_msgid()}
 
-    def _media_get(self, method: str, query: dict[str, str], body: Any,
-                   raw: bytes) -> tuple[bytes, str, dict[str, str]]:
+    def _media_get(
+        self, method: str, query: dict[str, str], body: Any, raw: bytes
+    ) -> tuple[bytes, str, dict[str, str]]:
         self._check_token(query)
         media_id = query.get("media_id") or ""
         with self._lock:
@@ -598,9 +627,14 @@ class WeChatStandIn:
             if not media_id or media_id.startswith("invalid"):
                 raise _Reply(40007)
             # Any other id yields stable pseudo-image bytes so handlers can be exercised without setup.
-            stored = (b"\xff\xd8\xff\xe0" + hashlib.sha256(media_id.encode()).digest() + b"\xff\xd9", "image/jpeg")
+            stored = (
+                b"\xff\xd8\xff\xe0" + hashlib.sha256(media_id.encode()).digest() + b"\xff\xd9",
+                "image/jpeg",
+            )
         data, ctype = stored
-        ext = {"image/jpeg": "jpg", "image/png": "png", "audio/amr": "amr", "video/mp4": "mp4"}.get(ctype, "bin")
+        ext = {"image/jpeg": "jpg", "image/png": "png", "audio/amr": "amr", "video/mp4": "mp4"}.get(
+            ctype, "bin"
+        )
         return data, ctype, {"Content-disposition": f'attachment; filename="{media_id}.{ext}"'}
 
 
@@ -610,8 +644,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8900)
     parser.add_argument("--latency", type=float, default=0.0, help="seconds added to every answer")
-    parser.add_argument("--app", action="append", default=[], metavar="APPID:SECRET",
-                        help="accept only these credentials (repeatable); default accepts any")
+    parser.add_argument(
+        "--app",
+        action="append",
+        default=[],
+        metavar="APPID:SECRET",
+        help="accept only these credentials (repeatable); default accepts any",
+    )
     parser.add_argument("--no-record", action="store_true", help="keep counters only")
     args = parser.parse_args(argv)
     apps = dict(item.split(":", 1) for item in args.app) if args.app else None
