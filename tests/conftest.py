@@ -134,12 +134,20 @@ def run_jobs(app):
     """Run every queued job now, in this process (a burst worker without forking)."""
     from rq import SimpleWorker
 
+    class CountingWorker(SimpleWorker):
+        ran = 0
+
+        def perform_job(self, job, queue):
+            self.ran += 1
+            return super().perform_job(job, queue)
+
     def run(max_jobs: int | None = None) -> int:
+        """Returns how many jobs ran (succeeded or failed)."""
         state = app.extensions["wxapp"]
         with app.app_context():
-            worker = SimpleWorker([state.queue], connection=state.redis)
+            worker = CountingWorker([state.queue], connection=state.redis)
             worker.work(burst=True, max_jobs=max_jobs, with_scheduler=False)
-            return worker.successful_job_count + worker.failed_job_count
+            return worker.ran
 
     return run
 

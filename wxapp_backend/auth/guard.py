@@ -28,13 +28,15 @@ def _bearer() -> str:
 
 def current_user_id() -> int:
     """The mini-program user behind the bearer token (401 when missing or expired)."""
-    if getattr(g, "user_id", None) is not None:
-        return g.user_id
+    token = _bearer()
+    cached = getattr(g, "user_auth", None)
+    if cached is not None and cached[0] == token:  # keyed by token: g can outlive one request in tests
+        return cached[1]
     state = current_app.extensions["wxapp"]
-    user_id = tokens.resolve(state.redis, USER, _bearer())
+    user_id = tokens.resolve(state.redis, USER, token)
     if user_id is None:
         raise Unauthorized("登录已过期，请重新进入小程序。", code="invalid_token")
-    g.user_id = user_id
+    g.user_auth = (token, user_id)
     return user_id
 
 
