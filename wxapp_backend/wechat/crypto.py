@@ -222,6 +222,9 @@ class Crypto:
 
         `random_prefix` (16 bytes) exists only to reproduce published test vectors.
         """
+        if plaintext.strip() == "success":
+            # An encrypted "success" shows the user "该公众号/小程序提供的服务出现故障" (WECHAT.md).
+            raise ValueError("answer 'success' in plain text; never encrypt it")
         key = self._keys[key_index] if 0 <= key_index < len(self._keys) else None
         if key is None:
             raise ValueError(f"no EncodingAESKey at index {key_index}")

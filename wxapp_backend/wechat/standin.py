@@ -15,6 +15,7 @@ import secrets
 import socket
 import threading
 import time
+import traceback
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -205,7 +206,11 @@ class _Handler(BaseHTTPRequestHandler):
             status, ctype, payload, extra = 413, "text/plain; charset=utf-8", b"bad length", {}
         else:
             raw = self.rfile.read(length) if length else b""
-            status, ctype, payload, extra = self.server.standin._dispatch(method, parts.path, query, raw)
+            try:
+                status, ctype, payload, extra = self.server.standin._dispatch(method, parts.path, query, raw)
+            except Exception:  # a stand-in bug must show up in the client's test output, not hang it
+                detail = traceback.format_exc().encode("utf-8", "replace")
+                status, ctype, payload, extra = 500, "text/plain; charset=utf-8", detail, {}
         self.send_response(status)
         self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(len(payload)))

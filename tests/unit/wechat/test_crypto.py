@@ -216,6 +216,13 @@ def test_round_trip_texts(text: str) -> None:
     assert len(base64.b64decode(sealed["Encrypt"])) % 32 == 0
 
 
+def test_success_is_never_encrypted() -> None:
+    crypto = Crypto(OA_TOKEN, [OA_KEY], OA_APPID)
+    for text in ["success", " success\n"]:
+        with pytest.raises(ValueError):
+            crypto.encrypt(text)
+
+
 def test_envelope_is_also_the_class_name() -> None:
     assert Envelope is Crypto
 

@@ -558,3 +558,16 @@ def test_runs_as_a_module() -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def test_internal_error_is_a_500_with_the_traceback(s: WeChatStandIn, http: requests.Session) -> None:
+    def boom(*_: object) -> dict:
+        raise ZeroDivisionError("stand-in bug")
+
+    s._routes["/boom"] = boom
+    try:
+        r = http.get(f"{s.base_url}/boom", timeout=5)
+        assert r.status_code == 500 and "ZeroDivisionError" in r.text
+        assert http.get(f"{s.base_url}/nope", timeout=5).status_code == 404  # still serving
+    finally:
+        del s._routes["/boom"]
