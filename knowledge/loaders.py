@@ -210,7 +210,9 @@ def _build_entry(
         if not text:
             err(name, "不能为空")
         kwargs[name] = text
-    kwargs["category"] = _text(data.get("category")) if not isinstance(data.get("category"), (dict, list)) else ""
+    kwargs["category"] = (
+        _text(data.get("category")) if not isinstance(data.get("category"), (dict, list)) else ""
+    )
     for name in LIST_FIELDS:
         items, ok = _as_list(data.get(name))
         if not ok:
@@ -248,7 +250,9 @@ def _check_duplicates(items: list[tuple[int, Entry]], col: _Collector, row_label
     first: dict[str, int] = {}
     for row, e in items:
         if e.id in first:
-            col.add(row, "id", f"编号 “{e.id}” 与第 {first[e.id]} {row_label or col.row_label}重复", row_label)
+            col.add(
+                row, "id", f"编号 “{e.id}” 与第 {first[e.id]} {row_label or col.row_label}重复", row_label
+            )
         else:
             first[e.id] = row
 
@@ -453,7 +457,9 @@ def load_file(path: str | Path, *, strict: bool = False) -> list[Entry]:
     col = _Collector(p)
     reader = _READERS.get(ext)
     if reader is None:
-        col.add(None, None, f"不支持的文件类型 “{ext or '无扩展名'}”，请使用 " + "、".join(SUPPORTED_EXTENSIONS))
+        col.add(
+            None, None, f"不支持的文件类型 “{ext or '无扩展名'}”，请使用 " + "、".join(SUPPORTED_EXTENSIONS)
+        )
         raise KBLoadError(col.issues)
     if not p.is_file():
         col.add(None, None, "文件不存在")
@@ -558,7 +564,11 @@ def dump_file(entries: Iterable[Entry], path: str | Path) -> None:
     items = list(entries)
     if ext in (".yaml", ".yml"):
         text = yaml.dump(
-            [_nested(e) for e in items], Dumper=_LiteralDumper, allow_unicode=True, sort_keys=False, width=1000
+            [_nested(e) for e in items],
+            Dumper=_LiteralDumper,
+            allow_unicode=True,
+            sort_keys=False,
+            width=1000,
         )
         p.write_text(text, encoding="utf-8")
     elif ext == ".jsonl":
@@ -583,7 +593,9 @@ def dump_file(entries: Iterable[Entry], path: str | Path) -> None:
             ws.append(r)
         wb.save(p)
     else:
-        raise ValueError(f"不支持的导出文件类型 “{ext or '无扩展名'}”，请使用 " + "、".join(SUPPORTED_EXTENSIONS))
+        raise ValueError(
+            f"不支持的导出文件类型 “{ext or '无扩展名'}”，请使用 " + "、".join(SUPPORTED_EXTENSIONS)
+        )
 
 
 def iter_labelled(path: str | Path) -> Iterator[tuple[str, list[str]]]:

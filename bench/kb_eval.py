@@ -1,0 +1,550 @@
+"""Knowledge-base retrieval benchmark (protocol: /work/shared/eval/README.md) against jieba + rank_bm25.
+
+Usage:
+    .venv/bin/python bench/kb_eval.py [--sizes 1000,10000,100000] [--quick]
+    .venv/bin/python bench/kb_eval.py --fit      # fit re-ranker weights and thresholds on dev data only
+
+Eval data is read from ../shared/eval at run time and never copied into the repository.
+Tuning (--fit) touches only LCQMC dev, gov_nlu (a separate sheet from gov_qa) and our own labelled set.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import gc
+import json
+import multiprocessing as mp
+import os
+import random
+import re
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from knowledge.analysis import MAX_QUERY_CHARS, get_analyzer  # noqa: E402
+from knowledge.index import FEATURES, RERANK_WEIGHTS  # noqa: E402
+from knowledge.loaders import iter_labelled, load_dir  # noqa: E402
+from knowledge.schema import Entry  # noqa: E402
+from knowledge.search import (  # noqa: E402
+    DEFAULT_ANSWER_THRESHOLD,
+    DEFAULT_SUGGEST_THRESHOLD,
+    KnowledgeBase,
+)
+
+EVAL = Path(os.environ.get("KB_EVAL_DIR", ROOT.parent / "shared" / "eval"))
+KB_DATA = ROOT / "knowledge" / "data"
+LABELLED = ROOT / "tests" / "data" / "kb_labelled.jsonl"
+SEED = 20240601
+
+
+# ---------------------------------------------------------------- tasks
+
+
+@dataclass
+class Task:
+    """An index (entries) and queries with their gold entry ids (empty = out of scope)."""
+
+    name: str
+    entries: list[Entry]
+    queries: list[tuple[str, frozenset[str]]]
+    note: str = ""
+    extra: dict[str, object] = field(default_factory=dict)
+
+
+def _read_pairs(path: Path) -> list[tuple[str, str, int]]:
+    out = []
+    with path.open(encoding="utf-8-sig") as f:
+        if path.suffix == ".csv":
+            for r in csv.DictReader(f):
+                out.append((r["sentence1"].strip(), r["sentence2"].strip(), int(r["label"])))
+        else:
+            for line in f:
+                p = line.rstrip("\n").split("\t")
+                if len(p) >= 3 and p[2].strip() in ("0", "1"):
+                    out.append((p[0].strip(), p[1].strip(), int(p[2])))
+    return out
+
+
+def _clusters(pairs: Sequence[tuple[str, str, int]]) -> list[list[str]]:
+    """Union the label-1 pairs; every sentence (label-0 ones too) ends in exactly one cluster."""
+    parent: dict[str, str] = {}
+
+    def find(x: str) -> str:
+        parent.setdefault(x, x)
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    for a, b, lab in pairs:
+        ra, rb = find(a), find(b)
+        if lab == 1 and ra != rb:
+            parent[ra] = rb
+    groups: dict[str, list[str]] = {}
+    for x in list(parent):
+        groups.setdefault(find(x), []).append(x)
+    return [sorted(g) for g in sorted(groups.values(), key=lambda g: sorted(g)[0]) if g[0]]
+
+
+def _extra_texts(sources: Sequence[str]) -> list[str]:
+    """Distractor texts from other sets, in a fixed order, for indexes bigger than one set's clusters."""
+    out: list[str] = []
+    for src in sources:
+        if src in ("lcqmc/dev.txt", "lcqmc/test.txt", "afqmc/dev.txt", "bq/test.csv"):
+            for a, b, _ in _read_pairs(EVAL / src):
+                out.extend((a, b))
+        elif src == "gov/texts":
+            for fn, key in (("gov_messages.jsonl", "message"), ("gov_qa.jsonl", "question")):
+                with (EVAL / "gov" / fn).open(encoding="utf-8") as f:
+                    out.extend(json.loads(line)[key] for line in f)
+        elif src == "gov/sentences":
+            for fn, key in (("gov_qa.jsonl", "answer"), ("gov_messages.jsonl", "message")):
+                with (EVAL / "gov" / fn).open(encoding="utf-8") as f:
+                    for line in f:
+                        for s in re.split(r"[。！？!?；;\n]", json.loads(line)[key] or ""):
+                            if 6 <= len(s.strip()) <= 60:
+                                out.append(s.strip())
+    return out
+
+
+def pair_task(
+    name: str, path: Path, size: int, n_ans: int, n_oos: int, extra_sources: Sequence[str], seed: int = SEED
+) -> Task:
+    """Pairs -> FAQ benchmark: index one member per answerable cluster, query with another; OOS never indexed."""
+    rng = random.Random(seed)
+    clusters = _clusters(_read_pairs(path))
+    multi = [c for c in clusters if len(c) >= 2]
+    rng.shuffle(multi)
+    ans, oos = multi[:n_ans], multi[n_ans : n_ans + n_oos]
+    blocked: set[str] = set()
+    entries: list[Entry] = []
+    queries: list[tuple[str, frozenset[str]]] = []
+    for i, c in enumerate(ans):
+        std, q = rng.sample(c, 2)
+        eid = f"a{i}"
+        entries.append(Entry(id=eid, question=std, answer=std))
+        queries.append((q, frozenset([eid])))
+        blocked.update(c)
+    for c in oos:
+        queries.append((rng.choice(c), frozenset()))
+        blocked.update(c)
+    used = set(blocked)
+    pool = [rng.choice(c) for c in clusters if not (set(c) & blocked)]
+    rng.shuffle(pool)
+    pool_extra = _extra_texts(extra_sources) if len(pool) + len(entries) < size else []
+    n_from_pairs = 0
+    for t in [*pool, *pool_extra]:
+        if len(entries) >= size:
+            break
+        if t in used or not t.strip():
+            continue
+        used.add(t)
+        entries.append(Entry(id=f"d{len(entries)}", question=t, answer=t))
+        n_from_pairs += 1
+    note = f"{len(ans)} answerable + {len(oos)} out-of-scope queries; {len(entries)} entries"
+    if pool_extra:
+        note += f" (distractors beyond {path.parent.name} clusters from {', '.join(extra_sources)})"
+    return Task(f"{path.parent.name.upper()} {path.stem} @{len(entries)}", entries, queries, note)
+
+
+def gov_task(path: Path, limit: int | None = None) -> Task:
+    """Government Q&A: index each distinct answer text, query with the citizen question."""
+    rows = [json.loads(line) for line in path.open(encoding="utf-8") if line.strip()]
+    ids: dict[str, str] = {}
+    entries: list[Entry] = []
+    queries: list[tuple[str, frozenset[str]]] = []
+    for r in rows:
+        a = (r.get("answer") or "").strip()
+        q = (r.get("question") or "").strip()
+        if not a or not q:
+            continue
+        if a not in ids:
+            ids[a] = f"g{len(ids)}"
+            entries.append(Entry(id=ids[a], question=a, answer=a))
+        queries.append((q, frozenset([ids[a]])))
+    if limit:
+        queries = queries[:limit]
+    return Task(
+        f"{path.stem} (question -> answer text) @{len(entries)}", entries, queries, f"{len(queries)} queries"
+    )
+
+
+def own_task() -> Task | None:
+    """Our knowledge/data/*.yaml with tests/data/kb_labelled.jsonl, when both exist."""
+    if not LABELLED.is_file() or not KB_DATA.is_dir():
+        return None
+    entries = load_dir(KB_DATA)
+    known = {e.id for e in entries}
+    queries = [(q, frozenset(i for i in ids if i in known)) for q, ids in iter_labelled(LABELLED)]
+    n_oos = sum(1 for _, g in queries if not g)
+    return Task(f"own kb @{len(entries)}", entries, queries, f"{len(queries)} queries ({n_oos} out of scope)")
+
+
+# ---------------------------------------------------------------- methods
+
+
+Searcher = Callable[[str, int], list[tuple[str, float]]]
+
+
+def build_ours(entries: list[Entry], **kw: object) -> tuple[Searcher, Callable[[str], str]]:
+    kb = KnowledgeBase(entries, **kw)  # type: ignore[arg-type]
+
+    def search(q: str, k: int) -> list[tuple[str, float]]:
+        return [(h.entry.id, h.confidence) for h in kb.search(q, k)]
+
+    def decide(q: str) -> str:
+        d = kb.decide(q)
+        return d.kind if d.kind != "answer" else "answer:" + d.hits[0].entry.id
+
+    return search, decide
+
+
+def build_baseline(entries: list[Entry]) -> tuple[Searcher, None]:
+    """Plain jieba (global tokenizer, no normalisation) + rank_bm25.BM25Okapi over the same phrasings."""
+    import jieba
+    from rank_bm25 import BM25Okapi
+
+    docs: list[list[str]] = []
+    owner: list[str] = []
+    for e in entries:
+        for p in e.phrasings:
+            docs.append(jieba.lcut(p))
+            owner.append(e.id)
+    bm = BM25Okapi(docs)
+
+    def search(q: str, k: int) -> list[tuple[str, float]]:
+        s = bm.get_scores(jieba.lcut(q[:MAX_QUERY_CHARS]))
+        out: list[tuple[str, float]] = []
+        seen: set[str] = set()
+        for d in np.argsort(-s)[: k * 4]:
+            if owner[d] not in seen:
+                seen.add(owner[d])
+                out.append((owner[d], float(s[d])))
+            if len(out) >= k:
+                break
+        return out
+
+    return search, None
+
+
+def _rss_kb() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def _auroc(pos: list[float], neg: list[float]) -> float | None:
+    if not pos or not neg:
+        return None
+    from scipy.stats import rankdata
+
+    r = rankdata(np.concatenate([pos, neg]))
+    return float((r[: len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
+
+
+def evaluate(task: Task, method: str, max_queries: int | None = None) -> dict[str, object]:
+    """Build the method's index over the task, run every query, and compute the protocol's metrics."""
+    gc.collect()
+    rss0 = _rss_kb()
+    t0 = time.perf_counter()
+    if method == "ours":
+        search, decide = build_ours(task.entries)
+    else:
+        search, decide = build_baseline(task.entries)
+    build_s = time.perf_counter() - t0
+    gc.collect()
+    rss_mb = (_rss_kb() - rss0) / 1024
+    queries = task.queries[:max_queries] if max_queries else task.queries
+    lat: list[float] = []
+    top1 = r5 = mrr = 0.0
+    n_in = 0
+    pos: list[float] = []
+    neg: list[float] = []
+    a_right = a_wrong = oos_ans = n_oos = 0
+    for q, gold in queries:
+        t = time.perf_counter()
+        hits = search(q, 5)
+        lat.append((time.perf_counter() - t) * 1000)
+        ids = [h[0] for h in hits]
+        conf = hits[0][1] if hits else 0.0
+        if gold:
+            n_in += 1
+            rank = next((i for i, x in enumerate(ids) if x in gold), None)
+            if rank == 0:
+                top1 += 1
+                pos.append(conf)
+            if rank is not None:
+                r5 += 1
+                mrr += 1.0 / (rank + 1)
+        else:
+            n_oos += 1
+            neg.append(conf)
+        if decide is not None:
+            kind = decide(q)
+            if kind.startswith("answer:"):
+                if not gold:
+                    oos_ans += 1
+                elif kind[7:] in gold:
+                    a_right += 1
+                else:
+                    a_wrong += 1
+    res: dict[str, object] = {
+        "top1": top1 / max(n_in, 1),
+        "r5": r5 / max(n_in, 1),
+        "mrr5": mrr / max(n_in, 1),
+        "auroc": _auroc(pos, neg),
+        "p50_ms": float(np.percentile(lat, 50)),
+        "p95_ms": float(np.percentile(lat, 95)),
+        "build_s": build_s,
+        "rss_mb": rss_mb,
+        "n_in": n_in,
+        "n_oos": n_oos,
+    }
+    if decide is not None:
+        res.update(
+            answered_right=a_right / max(n_in, 1),
+            answered_wrong=a_wrong / max(n_in, 1),
+            oos_answered=(oos_ans / n_oos) if n_oos else None,
+        )
+    return res
+
+
+def _evaluate_in_child(task: Task, method: str, max_queries: int | None) -> dict[str, object]:
+    """Run one (task, method) in a forked child so RSS deltas are not polluted by earlier runs."""
+    ctx = mp.get_context("fork")
+    with ctx.Pool(1) as pool:
+        return pool.apply(evaluate, (task, method, max_queries))
+
+
+# ---------------------------------------------------------------- fitting (dev only)
+
+
+def _collect_training(task: Task, k: int = 30) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    """Candidate features with labels (1 = the gold entry), grouped by query."""
+    kb = KnowledgeBase(task.entries)
+    idx = kb._index  # the bench is allowed to look inside
+    xs: list[np.ndarray] = []
+    ys: list[np.ndarray] = []
+    groups: list[int] = []
+    for gi, (q, gold) in enumerate(task.queries):
+        a = kb.analyzer.analyze(q, MAX_QUERY_CHARS)
+        docs, _, _, feats = idx.search_docs(a, None, k)
+        if len(docs) == 0:
+            continue
+        y = np.array([1.0 if kb.entries[idx.doc_entry[d]].id in gold else 0.0 for d in docs])
+        xs.append(feats)
+        ys.append(y)
+        groups.extend([gi] * len(docs))
+    return np.vstack(xs), np.concatenate(ys), groups
+
+
+def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1.0, iters: int = 50) -> np.ndarray:
+    """L2-regularised logistic regression by Newton's method (bias column is x[:, 0], not penalised)."""
+    w = np.zeros(x.shape[1])
+    reg = np.full(x.shape[1], l2)
+    reg[0] = 0.0
+    for _ in range(iters):
+        p = 1.0 / (1.0 + np.exp(-(x @ w)))
+        g = x.T @ (p - y) + reg * w
+        h = (x * (p * (1 - p))[:, None]).T @ x + np.diag(reg + 1e-9)
+        step = np.linalg.solve(h, g)
+        w -= step
+        if np.abs(step).max() < 1e-8:
+            break
+    return w
+
+
+def _top_per_group(s: np.ndarray, g: np.ndarray) -> np.ndarray:
+    """Index of the best-scoring row in each group."""
+    order = np.lexsort((-s, g))
+    first = np.ones(len(order), dtype=bool)
+    first[1:] = g[order][1:] != g[order][:-1]
+    return order[first]
+
+
+def fit_listwise(x: np.ndarray, y: np.ndarray, g: np.ndarray, l2: float = 1.0, iters: int = 60) -> np.ndarray:
+    """Conditional-logit (softmax over each query's candidates) ranking weights, by Newton's method.
+
+    Only queries whose gold entry is among the candidates take part; this optimises top-1 directly.
+    """
+    keep_groups = np.unique(g[y > 0])
+    m = np.isin(g, keep_groups)
+    x, y, g = x[m], y[m], g[m]
+    _, gi = np.unique(g, return_inverse=True)
+    n_g = gi.max() + 1
+    w = np.zeros(x.shape[1])
+    for _ in range(iters):
+        s = x @ w
+        s = s - np.bincount(gi, weights=s, minlength=n_g)[gi] / np.bincount(gi, minlength=n_g)[gi]
+        e = np.exp(np.clip(s, -50, 50))
+        p = e / np.bincount(gi, weights=e, minlength=n_g)[gi]
+        yn = y / np.bincount(gi, weights=y, minlength=n_g)[gi]
+        grad = x.T @ (p - yn) + l2 * w
+        xbar = np.vstack([np.bincount(gi, weights=p * x[:, j], minlength=n_g) for j in range(x.shape[1])]).T
+        xc = x - xbar[gi]
+        h = (xc * p[:, None]).T @ xc + l2 * np.eye(x.shape[1])
+        step = np.linalg.solve(h, grad)
+        w -= step
+        if np.abs(step).max() < 1e-8:
+            break
+    return w
+
+
+def fit(args: argparse.Namespace) -> None:
+    """Fit re-ranker weights on dev data, then pick thresholds; prints the constants to paste into knowledge/."""
+    tasks = [
+        pair_task("lcqmc-dev", EVAL / "lcqmc" / "dev.txt", 10000, 1500, 1500, ["afqmc/dev.txt"], seed=7),
+    ]
+    nlu = EVAL / "gov" / "gov_nlu.jsonl"
+    if nlu.is_file():
+        tasks.append(gov_task(nlu))
+    own = own_task()
+    if own is not None:
+        tasks.append(own)
+    xs, ys, gs = [], [], []
+    offset = 0
+    for t in tasks:
+        x, y, groups = _collect_training(t)
+        # Our own data is small but is the domain that matters: weight it up by repetition.
+        rep = 5 if t.name.startswith("own") else 1
+        for _ in range(rep):
+            xs.append(x)
+            ys.append(y)
+            gs.append(np.asarray(groups) + offset)
+            offset += len(t.queries) + 1
+        print(f"{t.name}: {len(y)} candidates, {int(y.sum())} positive", file=sys.stderr)
+    x, y = np.vstack(xs), np.concatenate(ys)
+    g = np.concatenate(gs)
+    w_rank = fit_listwise(x[:, 1:], y, g)
+    s = x[:, 1:] @ w_rank
+    # Calibrate on each query's top candidate: P(top hit is the right entry), OOS queries included.
+    top = _top_per_group(s, g)
+    cal = fit_logistic(np.column_stack([np.ones(len(top)), s[top]]), y[top], l2=0.0)
+    w = np.concatenate([[cal[0]], cal[1] * w_rank])
+    print("RERANK_WEIGHTS = (" + ", ".join(f"{v:.4f}" for v in w) + ")")
+    print("features:", FEATURES)
+    # Threshold sweep on the same dev tasks, with the new weights.
+    for t in tasks:
+        kb = KnowledgeBase(t.entries, weights=w, answer_threshold=0.0, suggest_threshold=0.0)
+        rows = []
+        for q, gold in t.queries:
+            hits = kb.search(q, 1)
+            conf = hits[0].confidence if hits else 0.0
+            rows.append((conf, bool(gold), bool(hits) and hits[0].entry.id in gold))
+        n_in = sum(1 for r in rows if r[1]) or 1
+        n_oos = sum(1 for r in rows if not r[1])
+        print(f"{t.name}: threshold answered-right answered-wrong oos-answered")
+        for thr in (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9):
+            right = sum(1 for c, i, ok in rows if c >= thr and i and ok) / n_in
+            wrong = sum(1 for c, i, ok in rows if c >= thr and i and not ok) / n_in
+            oos = sum(1 for c, i, _ in rows if c >= thr and not i) / n_oos if n_oos else float("nan")
+            print(f"  {thr:.2f}  {right:.3f}  {wrong:.3f}  {oos:.3f}")
+
+
+# ---------------------------------------------------------------- report
+
+
+def _fmt(v: object, pct: bool = False) -> str:
+    if v is None:
+        return "n/a"
+    if isinstance(v, float):
+        return f"{v:.3f}" if not pct else f"{v:.1%}"
+    return str(v)
+
+
+def report(rows: list[tuple[Task, dict[str, object], dict[str, object] | None]]) -> str:
+    lines = [
+        "| set | entries | method | top-1 | R@5 | MRR@5 | AUROC | ans. right | ans. wrong | OOS ans. | p50 ms | p95 ms | build s | RSS MB |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for task, ours, base in rows:
+        n = len(task.entries)
+        for label, r in (("ours", ours), ("jieba+rank_bm25", base)):
+            if r is None:
+                continue
+            lines.append(
+                f"| {task.name} | {n} | {label} | {_fmt(r['top1'])} | {_fmt(r['r5'])} | {_fmt(r['mrr5'])} | "
+                f"{_fmt(r['auroc'])} | {_fmt(r.get('answered_right'))} | {_fmt(r.get('answered_wrong'))} | "
+                f"{_fmt(r.get('oos_answered'))} | {r['p50_ms']:.2f} | {r['p95_ms']:.2f} | {r['build_s']:.2f} | "
+                f"{r['rss_mb']:.0f} |"
+            )
+        if base is not None:
+
+            def ratio(k: str, ours: dict[str, object] = ours, base: dict[str, object] = base) -> float:
+                return (ours[k] / base[k]) if base[k] else float("nan")  # type: ignore[operator]
+
+            lines.append(
+                f"| {task.name} | {n} | ratio ours/base | {ratio('top1'):.3f} | {ratio('r5'):.3f} | "
+                f"{ratio('mrr5'):.3f} | | | | | {ratio('p50_ms'):.2f} | {ratio('p95_ms'):.2f} | "
+                f"{ratio('build_s'):.2f} | {ratio('rss_mb'):.2f} |"
+            )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", default="1000,10000,100000", help="LCQMC index sizes")
+    ap.add_argument("--quick", action="store_true", help="fewer queries (200+200) and sizes 1000,10000")
+    ap.add_argument("--no-baseline", action="store_true")
+    ap.add_argument("--fit", action="store_true", help="fit re-ranker weights on dev data only and exit")
+    ap.add_argument("--dev", action="store_true", help="report on dev data instead of test (for tuning)")
+    ap.add_argument("--only", default="", help="comma list of lcqmc,gov,own")
+    args = ap.parse_args(argv)
+    get_analyzer().warm_up()
+    import jieba
+
+    jieba.initialize()
+    if args.fit:
+        fit(args)
+        return 0
+    sizes = [int(s) for s in args.sizes.split(",") if s]
+    if args.quick:
+        sizes = [s for s in sizes if s <= 10000] or [1000]
+    n_q = 200 if args.quick else 500
+    only = set(args.only.split(",")) if args.only else {"lcqmc", "gov", "own"}
+    tasks: list[Task] = []
+    if "lcqmc" in only:
+        split = "dev" if args.dev else "test"
+        extra = (
+            ["afqmc/dev.txt", "bq/test.csv", "gov/texts", "gov/sentences"]
+            if args.dev
+            else ["lcqmc/dev.txt", "afqmc/dev.txt", "bq/test.csv", "gov/texts", "gov/sentences"]
+        )
+        for size in sizes:
+            tasks.append(pair_task("lcqmc", EVAL / "lcqmc" / f"{split}.txt", size, n_q, n_q, extra))
+    if "gov" in only:
+        tasks.append(gov_task(EVAL / "gov" / ("gov_nlu.jsonl" if args.dev else "gov_qa.jsonl")))
+    if "own" in only:
+        own = own_task()
+        if own is not None:
+            tasks.append(own)
+    rows = []
+    for t in tasks:
+        print(f"# {t.name}: {t.note}", file=sys.stderr, flush=True)
+        ours = _evaluate_in_child(t, "ours", None)
+        base = None if args.no_baseline else _evaluate_in_child(t, "baseline", None)
+        rows.append((t, ours, base))
+        print(report([(t, ours, base)]).splitlines()[-3 if base else -1 :][0:3], file=sys.stderr, flush=True)
+    print(f"command: {' '.join(['.venv/bin/python', 'bench/kb_eval.py', *(argv or sys.argv[1:])])}")
+    print(
+        f"thresholds: answer {DEFAULT_ANSWER_THRESHOLD}, suggest {DEFAULT_SUGGEST_THRESHOLD}; "
+        f"weights {RERANK_WEIGHTS}"
+    )
+    for t, _, _ in rows:
+        print(f"- {t.name}: {t.note}")
+    print(report(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

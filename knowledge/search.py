@@ -1,0 +1,197 @@
+"""Public search API: KnowledgeBase.search() ranks entries, decide() says answer / suggest / fallback."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Literal
+
+import numpy as np
+
+from .analysis import MAX_QUERY_CHARS, Analyzer, get_analyzer
+from .index import IndexParams, SearchIndex
+from .schema import Entry
+
+DecisionKind = Literal["answer", "suggest", "fallback"]
+
+# Chosen on LCQMC dev + our labelled data (bench/kb_eval.py --tune); see docs/bench/kb.md.
+DEFAULT_ANSWER_THRESHOLD = 0.65
+DEFAULT_SUGGEST_THRESHOLD = 0.3
+# When the runner-up is this close to the best, the question is ambiguous: offer choices instead.
+DEFAULT_AMBIGUITY_MARGIN = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Hit:
+    """One ranked entry: `confidence` in [0, 1] is comparable across index sizes; `score` is the raw fused score."""
+
+    entry: Entry
+    score: float
+    confidence: float
+    matched: str = ""
+    expired: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What the bot should do with a question, the hits it is based on, and why (Chinese, for logs and staff)."""
+
+    kind: DecisionKind
+    hits: list[Hit] = field(default_factory=list)
+    reason: str = ""
+    expired: list[Hit] = field(default_factory=list)
+
+    @property
+    def best(self) -> Hit | None:
+        """The top hit, if any."""
+        return self.hits[0] if self.hits else None
+
+
+class KnowledgeBase:
+    """An immutable, thread-safe search index over entries; build a new one (with_changes) to update it."""
+
+    def __init__(
+        self,
+        entries: Iterable[Entry],
+        today: date | None = None,
+        *,
+        answer_threshold: float = DEFAULT_ANSWER_THRESHOLD,
+        suggest_threshold: float = DEFAULT_SUGGEST_THRESHOLD,
+        ambiguity_margin: float = DEFAULT_AMBIGUITY_MARGIN,
+        analyzer: Analyzer | None = None,
+        params: IndexParams | None = None,
+        weights: Sequence[float] | None = None,
+    ) -> None:
+        self._entries: tuple[Entry, ...] = tuple(entries)
+        ids = [e.id for e in self._entries]
+        if len(set(ids)) != len(ids):
+            dup = sorted({i for i in ids if ids.count(i) > 1})
+            raise ValueError(f"知识库条目编号重复：{'、'.join(dup)}")
+        if not 0.0 <= suggest_threshold <= answer_threshold <= 1.0:
+            raise ValueError("阈值须满足 0 ≤ suggest_threshold ≤ answer_threshold ≤ 1")
+        self.today = today
+        self.answer_threshold = answer_threshold
+        self.suggest_threshold = suggest_threshold
+        self.ambiguity_margin = ambiguity_margin
+        self.analyzer = analyzer or get_analyzer()
+        self._params = params
+        self._weights = weights
+        self._by_id = {e.id: i for i, e in enumerate(self._entries)}
+        texts: list[str] = []
+        owner: list[int] = []
+        for i, e in enumerate(self._entries):
+            for p in e.phrasings:
+                texts.append(p)
+                owner.append(i)
+        self._texts = texts
+        self._index = SearchIndex(texts, owner, self.analyzer, params, weights)
+        self._mask_day: date | None = None
+        self._mask: np.ndarray | None = None
+
+    # -- collection -------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    @property
+    def entries(self) -> tuple[Entry, ...]:
+        """All entries, current or not, in load order."""
+        return self._entries
+
+    def get(self, entry_id: str) -> Entry | None:
+        """The entry with this id, or None."""
+        i = self._by_id.get(entry_id)
+        return self._entries[i] if i is not None else None
+
+    def with_changes(self, upsert: Iterable[Entry] = (), remove: Iterable[str] = ()) -> KnowledgeBase:
+        """A new KnowledgeBase with entries added/replaced by id and ids removed; this one is unchanged."""
+        drop = set(remove)
+        new = {e.id: e for e in upsert}
+        merged = [new.pop(e.id, e) for e in self._entries if e.id not in drop]
+        merged.extend(e for e in new.values() if e.id not in drop)
+        return KnowledgeBase(
+            merged,
+            self.today,
+            answer_threshold=self.answer_threshold,
+            suggest_threshold=self.suggest_threshold,
+            ambiguity_margin=self.ambiguity_margin,
+            analyzer=self.analyzer,
+            params=self._params,
+            weights=self._weights,
+        )
+
+    # -- search -----------------------------------------------------------------------
+
+    def _current_mask(self, today: date) -> np.ndarray:
+        """Per-document flag: does the owning entry count as current on `today` (cached per day)."""
+        if self._mask_day != today or self._mask is None:
+            cur = np.fromiter(
+                (e.is_current(today) for e in self._entries), dtype=bool, count=len(self._entries)
+            )
+            self._mask = cur[self._index.doc_entry] if len(self._entries) else np.zeros(0, dtype=bool)
+            self._mask_day = today
+        return self._mask
+
+    def search(
+        self, query: str, limit: int = 5, *, include_expired: bool = False, today: date | None = None
+    ) -> list[Hit]:
+        """Best entries for a question, best first; expired/retired ones only with include_expired (flagged)."""
+        if limit <= 0 or not isinstance(query, str):
+            return []
+        day = today or self.today or date.today()
+        q = self.analyzer.analyze(query, MAX_QUERY_CHARS)
+        mask = self._current_mask(day)
+        allowed = None if include_expired or mask.all() else mask
+        # Several phrasings of one entry can fill the candidate list, so ask for extra.
+        k = max(self._index.params.candidates, limit * 4)
+        docs, fused, conf, _ = self._index.search_docs(q, allowed, k)
+        hits: list[Hit] = []
+        seen: set[int] = set()
+        for d, s, c in zip(docs.tolist(), fused.tolist(), conf.tolist(), strict=True):
+            ei = int(self._index.doc_entry[d])
+            if ei in seen:
+                continue
+            seen.add(ei)
+            hits.append(Hit(self._entries[ei], float(s), float(c), self._texts[d], expired=not bool(mask[d])))
+            if len(hits) >= limit:
+                break
+        return hits
+
+    def decide(self, query: str, limit: int = 5, *, today: date | None = None) -> Decision:
+        """Answer when the best current hit is confident and unambiguous, suggest when plausible, else fall back."""
+        day = today or self.today or date.today()
+        q = self.analyzer.analyze(query, MAX_QUERY_CHARS) if isinstance(query, str) else None
+        if q is None or not q.tokens:
+            return Decision("fallback", [], "问题为空或只有语气词，无法检索")
+        hits = self.search(query, limit, today=day)
+        expired = [
+            h
+            for h in self.search(query, limit, include_expired=True, today=day)
+            if h.expired and h.confidence >= self.suggest_threshold
+        ]
+        best = hits[0] if hits else None
+        if best is None or best.confidence < self.suggest_threshold:
+            reason = "未找到足够相关的条目"
+            if expired:
+                reason += f"；相关政策 “{expired[0].entry.question}” 已过期或下线"
+            return Decision("fallback", hits[:0] if best is None else [], reason, expired)
+        suggestions = [h for h in hits if h.confidence >= self.suggest_threshold]
+        if best.confidence >= self.answer_threshold:
+            runner = hits[1] if len(hits) > 1 else None
+            if runner is not None and best.confidence - runner.confidence < self.ambiguity_margin:
+                return Decision(
+                    "suggest",
+                    suggestions,
+                    f"前两条置信度接近（{best.confidence:.2f} / {runner.confidence:.2f}）",
+                    expired,
+                )
+            return Decision(
+                "answer",
+                hits,
+                f"置信度 {best.confidence:.2f} ≥ 回答阈值 {self.answer_threshold:.2f}",
+                expired,
+            )
+        return Decision(
+            "suggest", suggestions, f"置信度 {best.confidence:.2f} 介于推荐阈值与回答阈值之间", expired
+        )
