@@ -1,0 +1,61 @@
+"""Jobs: enqueued only after commit, failures kept and visible."""
+
+from __future__ import annotations
+
+from wxapp_backend.db import session_scope
+from wxapp_backend.queue import enqueue, enqueue_after_commit, failed_jobs
+
+
+def failing_job(n: int) -> None:
+    raise ValueError(f"boom {n}")
+
+
+def ok_job(n: int) -> int:
+    return n * 2
+
+
+def test_job_is_enqueued_only_on_commit(app_ctx, run_jobs):
+    state = app_ctx.extensions["wxapp"]
+    with session_scope() as s:
+        enqueue_after_commit(s, ok_job, 1)
+        assert state.queue.count == 0  # nothing visible before the commit
+    assert state.queue.count == 1
+    assert run_jobs() == 1
+
+
+def test_rolled_back_transaction_enqueues_nothing(app_ctx):
+    state = app_ctx.extensions["wxapp"]
+    try:
+        with session_scope() as s:
+            enqueue_after_commit(s, ok_job, 1)
+            raise RuntimeError("rollback")
+    except RuntimeError:
+        pass
+    assert state.queue.count == 0
+
+
+def test_failed_jobs_are_kept_and_listed(app_ctx, run_jobs, client, make_staff, console_login):
+    enqueue(failing_job, 7)
+    assert run_jobs() == 1
+    failed = failed_jobs()
+    assert len(failed) == 1
+    assert "boom 7" in failed[0]["error"] and failed[0]["func"].endswith("failing_job")
+    console_login(make_staff(role="admin"))
+    page = client.get("/console/jobs").get_data(as_text=True)
+    assert "failing_job" in page and "boom 7" in page
+
+
+def test_failed_job_can_be_requeued_from_console(app_ctx, run_jobs, client, make_staff, console_login):
+    state = app_ctx.extensions["wxapp"]
+    job = enqueue(failing_job, 8)
+    run_jobs()
+    token = console_login(make_staff(role="admin"))
+    resp = client.post(f"/console/jobs/{job.id}/requeue", data={"csrf_token": token})
+    assert resp.status_code == 302
+    assert state.queue.count == 1
+
+
+def test_job_counts_reach_metrics(app_ctx, client):
+    enqueue(ok_job, 1)
+    text = client.get("/metrics").get_data(as_text=True)
+    assert 'job_queue_depth{state="queued"} 1.0' in text
