@@ -2,6 +2,119 @@
 
 from __future__ import annotations
 
-from flask import Blueprint
+from flask import Blueprint, jsonify
+
+from ..auth.guard import current_actor, staff_api_required
+from ..auth.models import StaffRole
+from ..db import session_scope
+from ..http import doc, parse, query
+from ..validation import Field
+from . import services
 
 bp = Blueprint("enterprises_api", __name__, url_prefix="/api/v1")
+
+BUILDING_FILTERS = (
+    Field("q", "str", "楼宇名称或地址", max_len=100),
+    Field("grid_id", "int", "网格", min=1),
+)
+
+
+def _page(page: services.Page, items: list[dict]) -> dict:
+    return {"items": items, "total": page.total, "page": page.page, "per_page": page.per_page,
+            "pages": page.pages}
+
+
+@bp.get("/buildings")
+@doc("楼宇列表（小程序选择所在楼宇用）", params=BUILDING_FILTERS[:1], auth="none", tags=["楼宇"],
+     responses={200: "{items: [{id, name, address}]}"})
+def public_buildings():
+    args = query(BUILDING_FILTERS[:1])
+    with session_scope() as s:
+        items = [b.to_public() for b, _n in services.list_buildings(s, q=args["q"])]
+    return jsonify({"items": items})
+
+
+@bp.get("/staff/enterprises")
+@staff_api_required(StaffRole.DEPT)
+@doc("查询企业档案（名称/信用代码、楼宇、网格、行业、标签筛选，分页）", params=services.ENTERPRISE_FILTERS,
+     auth="staff", tags=["企业"], responses={200: "{items, total, page, per_page, pages}"})
+def list_enterprises():
+    args = query(services.ENTERPRISE_FILTERS)
+    with session_scope() as s:
+        page = services.search_enterprises(s, **args)
+        return jsonify(_page(page, [e.to_dict() for e in page.items]))
+
+
+@bp.post("/staff/enterprises")
+@staff_api_required(StaffRole.STAFF)
+@doc("新建企业档案（统一社会信用代码校验且不可重复）", body=services.ENTERPRISE_FIELDS, auth="staff",
+     tags=["企业"], responses={201: "企业档案", 409: "信用代码已登记", 422: "填写有误"})
+def create_enterprise():
+    data = parse(services.ENTERPRISE_FIELDS)
+    with session_scope() as s:
+        enterprise = services.create_enterprise(s, current_actor(), data)
+        return jsonify(enterprise.to_dict()), 201
+
+
+@bp.get("/staff/enterprises/<int:enterprise_id>")
+@staff_api_required(StaffRole.DEPT)
+@doc("企业档案详情", auth="staff", tags=["企业"], responses={200: "企业档案", 404: "不存在"})
+def get_enterprise(enterprise_id: int):
+    with session_scope() as s:
+        enterprise = services.get_enterprise(s, enterprise_id)
+        body = enterprise.to_dict()
+        body["users"] = [u.to_dict() for u in services.bound_users(s, enterprise_id)]
+        return jsonify(body)
+
+
+@bp.patch("/staff/enterprises/<int:enterprise_id>")
+@staff_api_required(StaffRole.STAFF)
+@doc("修改企业档案（只改提交的字段）", body=services.ENTERPRISE_FIELDS, auth="staff", tags=["企业"],
+     responses={200: "企业档案", 404: "不存在", 409: "信用代码已登记", 422: "填写有误"})
+def update_enterprise(enterprise_id: int):
+    data = parse(services.ENTERPRISE_FIELDS, partial=True)
+    with session_scope() as s:
+        enterprise = services.update_enterprise(s, current_actor(), enterprise_id, data)
+        return jsonify(enterprise.to_dict())
+
+
+@bp.get("/staff/buildings")
+@staff_api_required(StaffRole.DEPT)
+@doc("楼宇档案列表（含所属网格和企业数）", params=BUILDING_FILTERS, auth="staff", tags=["楼宇"])
+def list_buildings():
+    args = query(BUILDING_FILTERS)
+    with session_scope() as s:
+        items = [{**b.to_dict(), "enterprise_count": n} for b, n in services.list_buildings(s, **args)]
+    return jsonify({"items": items})
+
+
+@bp.post("/staff/buildings")
+@staff_api_required(StaffRole.STAFF)
+@doc("新建楼宇档案（名称不可重复）", body=services.BUILDING_FIELDS, auth="staff", tags=["楼宇"],
+     responses={201: "楼宇档案", 409: "名称已存在", 422: "填写有误"})
+def create_building():
+    data = parse(services.BUILDING_FIELDS)
+    with session_scope() as s:
+        building = services.create_building(s, current_actor(), data)
+        return jsonify(building.to_dict()), 201
+
+
+@bp.get("/staff/grids")
+@staff_api_required(StaffRole.DEPT)
+@doc("网格列表（含楼宇数）", auth="staff", tags=["网格"])
+def list_grids():
+    with session_scope() as s:
+        items = [{**g.to_dict(), "building_count": n} for g, n in services.list_grids(s)]
+    return jsonify({"items": items})
+
+
+@bp.post("/staff/users/<int:user_id>/binding")
+@staff_api_required(StaffRole.STAFF)
+@doc("核实或驳回用户的企业绑定申请", body=services.BINDING_FIELDS, auth="staff", tags=["用户"],
+     responses={200: "用户", 404: "用户不存在", 409: "申请已处理"})
+def decide_binding(user_id: int):
+    data = parse(services.BINDING_FIELDS)
+    with session_scope() as s:
+        user = services.decide_binding(s, current_actor(), user_id, approve=data["approve"])
+        s.flush()
+        return jsonify(user.to_dict())

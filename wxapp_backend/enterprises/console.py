@@ -1,7 +1,338 @@
-"""Console pages for enterprises, buildings, grids and users."""
+"""Console pages for enterprises, buildings, grids and users: lists, forms, import/export, binding checks."""
 
 from __future__ import annotations
 
-from flask import Blueprint
+from collections.abc import Callable
+from typing import Any
+
+from flask import Blueprint, Response, flash, g, redirect, render_template, request, url_for
+from sqlalchemy import select
+
+from ..auth.guard import console_required, current_actor
+from ..auth.models import ROLE_RANK, BindingState, StaffRole, StaffUser
+from ..console import add_nav
+from ..db import session_scope
+from ..errors import AppError, BadRequest
+from ..validation import Field, validate
+from . import importer, services
 
 bp = Blueprint("enterprises_console", __name__, url_prefix="/console")
+
+STATE_NAMES = {"none": "未绑定", "pending": "待核实", "verified": "已核实", "rejected": "已驳回"}
+ROLE_LABELS = {"enterprise_contact": "企业联系人", "white_collar": "白领"}
+BUILDING_FILTERS = (Field("q", "str", "楼宇名称或地址", max_len=100), Field("grid_id", "int", "网格", min=1))
+
+
+@bp.context_processor
+def _perms() -> dict[str, Any]:
+    staff = getattr(g, "staff", None)
+    rank = ROLE_RANK[StaffRole(staff.role)] if staff is not None else 0
+    return {"can_edit": rank >= ROLE_RANK[StaffRole.STAFF], "can_delete": rank >= ROLE_RANK[StaffRole.ADMIN],
+            "state_names": STATE_NAMES, "user_role_labels": ROLE_LABELS}
+
+
+def _args(fields: tuple[Field, ...]) -> dict[str, Any]:
+    return validate({k: v for k, v in request.args.items() if v != ""}, fields)
+
+
+def _link_args(args: dict[str, Any]) -> dict[str, Any]:
+    """The filters worth carrying into pager and export links."""
+    return {k: v for k, v in args.items() if v not in (None, "") and k not in {"page", "per_page"}}
+
+
+def _form(fields: tuple[Field, ...]) -> dict[str, Any]:
+    return {f.name: request.form.get(f.name, "") for f in fields if f.name in request.form}
+
+
+def _save(render: Callable[..., Any], action: Callable[[Any], Any], success: str, target: Callable[[Any], str]):
+    """Run a form's service call; on a problem the form comes back with the answers and the messages."""
+    try:
+        with session_scope() as s:
+            row = action(s)
+            s.flush()
+            url = target(row)
+    except AppError as exc:
+        if exc.status in {403, 404}:
+            raise
+        return render(error=exc.message, field_errors=exc.fields), exc.status
+    flash(success)
+    return redirect(url)
+
+
+# --- enterprises ------------------------------------------------------------------------------------
+
+@bp.get("/enterprises")
+@console_required(StaffRole.DEPT)
+def enterprises():
+    args = _args(services.ENTERPRISE_FILTERS)
+    with session_scope() as s:
+        page = services.search_enterprises(s, **args)
+        return render_template("console/enterprises/enterprises.html", page=page, args=args,
+                               link_args=_link_args(args), buildings=services.list_buildings(s),
+                               grids=services.list_grids(s), industries=services.industries(s))
+
+
+@bp.get("/enterprises/<int:enterprise_id>")
+@console_required(StaffRole.DEPT)
+def enterprise_detail(enterprise_id: int):
+    with session_scope() as s:
+        enterprise = services.get_enterprise(s, enterprise_id)
+        return render_template("console/enterprises/enterprise_detail.html", e=enterprise,
+                               users=services.bound_users(s, enterprise_id))
+
+
+def _enterprise_form(enterprise=None, values=None, status: int = 200, **extra):
+    with session_scope() as s:
+        buildings = [b for b, _n in services.list_buildings(s)]
+    if values is None and enterprise is not None:
+        values = {f.name: getattr(enterprise, f.name) for f in services.ENTERPRISE_FIELDS}
+    values = dict(values or {})
+    if isinstance(values.get("tags"), list):
+        values["tags"] = "、".join(values["tags"])
+    return render_template("console/enterprises/enterprise_form.html", enterprise=enterprise, values=values,
+                           buildings=buildings, **extra), status
+
+
+@bp.route("/enterprises/new", methods=["GET", "POST"])
+@console_required(StaffRole.STAFF)
+def enterprise_new():
+    if request.method == "GET":
+        return _enterprise_form()
+    data = _form(services.ENTERPRISE_FIELDS)
+    return _save(lambda **kw: _enterprise_form(values=data, **kw)[0],
+                 lambda s: services.create_enterprise(s, current_actor(), data),
+                 "企业档案已建立。", lambda e: url_for(".enterprise_detail", enterprise_id=e.id))
+
+
+@bp.route("/enterprises/<int:enterprise_id>/edit", methods=["GET", "POST"])
+@console_required(StaffRole.STAFF)
+def enterprise_edit(enterprise_id: int):
+    with session_scope() as s:
+        enterprise = services.get_enterprise(s, enterprise_id)
+    if request.method == "GET":
+        return _enterprise_form(enterprise)
+    data = _form(services.ENTERPRISE_FIELDS)
+    return _save(lambda **kw: _enterprise_form(enterprise, values=data, **kw)[0],
+                 lambda s: services.update_enterprise(s, current_actor(), enterprise_id, data),
+                 "企业档案已保存。", lambda e: url_for(".enterprise_detail", enterprise_id=e.id))
+
+
+@bp.post("/enterprises/<int:enterprise_id>/delete")
+@console_required(StaffRole.ADMIN)
+def enterprise_delete(enterprise_id: int):
+    with session_scope() as s:
+        name = services.get_enterprise(s, enterprise_id).name
+        services.delete_enterprise(s, current_actor(), enterprise_id)
+    flash(f"已删除企业「{name}」。")
+    return redirect(url_for(".enterprises"))
+
+
+# --- import and export ------------------------------------------------------------------------------
+
+def _import_page(kind: str):
+    report = None
+    status = 200
+    if request.method == "POST":
+        upload = request.files.get("file")
+        if upload is None or not upload.filename:
+            report = importer.ImportReport(kind=kind, errors=[importer.Problem("请先选择要导入的文件。")])
+            status = 400
+        else:
+            data = upload.stream.read(importer.MAX_BYTES + 1)
+            with session_scope() as s:
+                report = importer.import_file(s, current_actor(), kind, upload.filename, data)
+            status = 200 if report.ok else 422
+    label, columns = importer.KINDS[kind]
+    return render_template("console/enterprises/import.html", kind=kind, label=label, columns=columns,
+                           report=report, max_rows=importer.MAX_ROWS,
+                           max_mb=importer.MAX_BYTES // 1024 // 1024), status
+
+
+def _export(kind: str, fmt: str, filters: dict[str, Any]) -> Response:
+    if fmt not in {"csv", "xlsx"}:
+        raise BadRequest("只能导出 CSV 或 Excel（xlsx）格式。")
+    with session_scope() as s:
+        content, mimetype, filename = importer.export_file(s, kind, fmt, **filters)
+    from urllib.parse import quote
+
+    resp = Response(content, mimetype=mimetype)
+    resp.headers["Content-Disposition"] = (f"attachment; filename=\"{kind}.{fmt}\"; "
+                                           f"filename*=UTF-8''{quote(filename)}")
+    return resp
+
+
+@bp.route("/enterprises/import", methods=["GET", "POST"])
+@console_required(StaffRole.STAFF)
+def enterprise_import():
+    return _import_page("enterprises")
+
+
+@bp.get("/enterprises/export.<fmt>")
+@console_required(StaffRole.STAFF)
+def enterprise_export(fmt: str):
+    args = _args(services.ENTERPRISE_FILTERS)
+    return _export("enterprises", fmt, _link_args(args))
+
+
+@bp.get("/import-template/<kind>.csv")
+@console_required(StaffRole.STAFF)
+def import_template(kind: str):
+    if kind not in importer.KINDS:
+        raise BadRequest("没有这种导入模板。")
+    content, mimetype, filename = importer.template_file(kind)
+    from urllib.parse import quote
+
+    resp = Response(content, mimetype=mimetype)
+    resp.headers["Content-Disposition"] = f"attachment; filename=\"{kind}.csv\"; filename*=UTF-8''{quote(filename)}"
+    return resp
+
+
+# --- buildings --------------------------------------------------------------------------------------
+
+@bp.get("/buildings")
+@console_required(StaffRole.DEPT)
+def buildings():
+    args = _args(BUILDING_FILTERS)
+    with session_scope() as s:
+        return render_template("console/enterprises/buildings.html", rows=services.list_buildings(s, **args),
+                               args=args, link_args=_link_args(args), grids=services.list_grids(s))
+
+
+def _building_form(building=None, values=None, status: int = 200, **extra):
+    with session_scope() as s:
+        grids = [gr for gr, _n in services.list_grids(s)]
+    if values is None and building is not None:
+        values = {f.name: getattr(building, f.name) for f in services.BUILDING_FIELDS}
+    return render_template("console/enterprises/building_form.html", building=building, values=values or {},
+                           grids=grids, **extra), status
+
+
+@bp.route("/buildings/new", methods=["GET", "POST"])
+@console_required(StaffRole.STAFF)
+def building_new():
+    if request.method == "GET":
+        return _building_form()
+    data = _form(services.BUILDING_FIELDS)
+    return _save(lambda **kw: _building_form(values=data, **kw)[0],
+                 lambda s: services.create_building(s, current_actor(), data),
+                 "楼宇档案已建立。", lambda b: url_for(".buildings"))
+
+
+@bp.route("/buildings/<int:building_id>/edit", methods=["GET", "POST"])
+@console_required(StaffRole.STAFF)
+def building_edit(building_id: int):
+    with session_scope() as s:
+        building = services.get_building(s, building_id)
+    if request.method == "GET":
+        return _building_form(building)
+    data = _form(services.BUILDING_FIELDS)
+    return _save(lambda **kw: _building_form(building, values=data, **kw)[0],
+                 lambda s: services.update_building(s, current_actor(), building_id, data),
+                 "楼宇档案已保存。", lambda b: url_for(".buildings"))
+
+
+@bp.post("/buildings/<int:building_id>/delete")
+@console_required(StaffRole.ADMIN)
+def building_delete(building_id: int):
+    with session_scope() as s:
+        name = services.get_building(s, building_id).name
+        services.delete_building(s, current_actor(), building_id)
+    flash(f"已删除楼宇「{name}」。")
+    return redirect(url_for(".buildings"))
+
+
+@bp.route("/buildings/import", methods=["GET", "POST"])
+@console_required(StaffRole.STAFF)
+def building_import():
+    return _import_page("buildings")
+
+
+@bp.get("/buildings/export.<fmt>")
+@console_required(StaffRole.STAFF)
+def building_export(fmt: str):
+    return _export("buildings", fmt, _link_args(_args(BUILDING_FILTERS)))
+
+
+# --- grids ------------------------------------------------------------------------------------------
+
+@bp.get("/grids")
+@console_required(StaffRole.DEPT)
+def grids():
+    with session_scope() as s:
+        return render_template("console/enterprises/grids.html", rows=services.list_grids(s))
+
+
+def _grid_form(grid=None, values=None, status: int = 200, **extra):
+    with session_scope() as s:
+        staff = list(s.scalars(select(StaffUser).where(StaffUser.active.is_(True)).order_by(StaffUser.username)))
+    if values is None and grid is not None:
+        values = {f.name: getattr(grid, f.name) for f in services.GRID_FIELDS}
+    return render_template("console/enterprises/grid_form.html", grid=grid, values=values or {},
+                           staff_users=staff, **extra), status
+
+
+@bp.route("/grids/new", methods=["GET", "POST"])
+@console_required(StaffRole.STAFF)
+def grid_new():
+    if request.method == "GET":
+        return _grid_form()
+    data = _form(services.GRID_FIELDS)
+    return _save(lambda **kw: _grid_form(values=data, **kw)[0],
+                 lambda s: services.create_grid(s, current_actor(), data), "网格已建立。",
+                 lambda gr: url_for(".grids"))
+
+
+@bp.route("/grids/<int:grid_id>/edit", methods=["GET", "POST"])
+@console_required(StaffRole.STAFF)
+def grid_edit(grid_id: int):
+    with session_scope() as s:
+        grid = services.get_grid(s, grid_id)
+    if request.method == "GET":
+        return _grid_form(grid)
+    data = _form(services.GRID_FIELDS)
+    return _save(lambda **kw: _grid_form(grid, values=data, **kw)[0],
+                 lambda s: services.update_grid(s, current_actor(), grid_id, data), "网格已保存。",
+                 lambda gr: url_for(".grids"))
+
+
+@bp.post("/grids/<int:grid_id>/delete")
+@console_required(StaffRole.ADMIN)
+def grid_delete(grid_id: int):
+    with session_scope() as s:
+        name = services.get_grid(s, grid_id).name
+        services.delete_grid(s, current_actor(), grid_id)
+    flash(f"已删除网格「{name}」。")
+    return redirect(url_for(".grids"))
+
+
+# --- users and bindings -----------------------------------------------------------------------------
+
+@bp.get("/users")
+@console_required(StaffRole.DEPT)
+def users():
+    args = _args(services.USER_FILTERS)
+    with session_scope() as s:
+        page = services.list_users(s, **args)
+        return render_template("console/enterprises/users.html", page=page, args=args,
+                               link_args=_link_args(args))
+
+
+@bp.post("/users/<int:user_id>/binding")
+@console_required(StaffRole.STAFF)
+def user_binding(user_id: int):
+    decision = request.form.get("approve", "")
+    if decision not in {"1", "0"}:
+        raise BadRequest("请选择通过或驳回。")
+    with session_scope() as s:
+        user = services.decide_binding(s, current_actor(), user_id, approve=decision == "1")
+        who = user.nickname or f"用户 {user.id}"
+        company = user.enterprise.name if user.enterprise else ""
+    flash(f"已核实 {who} 与「{company}」的绑定。" if decision == "1" else f"已驳回 {who} 的绑定申请。")
+    back = request.form.get("state", "")
+    return redirect(url_for(".users", state=back if back in {s.value for s in BindingState} else None))
+
+
+add_nav("enterprises_console.enterprises", "企业")
+add_nav("enterprises_console.buildings", "楼宇")
+add_nav("enterprises_console.grids", "网格")
+add_nav("enterprises_console.users", "用户")

@@ -25,6 +25,10 @@ class Grid(Base):
     def to_public(self) -> dict:
         return {"id": self.id, "name": self.name, "specialist_name": self.specialist_name}
 
+    def to_dict(self) -> dict:
+        return {**self.to_public(), "specialist_phone": self.specialist_phone,
+                "specialist_staff_id": self.specialist_staff_id, "note": self.note}
+
 
 class Building(Base):
     __tablename__ = "buildings"
@@ -41,6 +45,9 @@ class Building(Base):
 
     def to_public(self) -> dict:
         return {"id": self.id, "name": self.name, "address": self.address}
+
+    def to_dict(self) -> dict:
+        return {**self.to_public(), "grid": self.grid.to_public() if self.grid else None, "note": self.note}
 
 
 class Enterprise(Base):
@@ -64,3 +71,18 @@ class Enterprise(Base):
 
     def to_public(self) -> dict:
         return {"id": self.id, "name": self.name, "credit_code": self.credit_code, "industry": self.industry}
+
+    def to_dict(self) -> dict:
+        """The full file, for staff."""
+        return {
+            **self.to_public(),
+            "building": self.building.to_public() if self.building else None,
+            "floor_room": self.floor_room,
+            "tax_bracket": self.tax_bracket,
+            "tags": list(self.tags or []),
+            "contact_name": self.contact_name,
+            "contact_phone": self.contact_phone,
+            "note": self.note,
+            "created_at": self.created_at.isoformat() if self.created_at else None,
+            "updated_at": self.updated_at.isoformat() if self.updated_at else None,
+        }

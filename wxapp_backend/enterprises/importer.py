@@ -1,0 +1,538 @@
+"""Spreadsheet exchange for 一企一档 / 一楼一档: all-or-nothing import from CSV/XLSX and export back.
+
+Policy: every row is checked first; if any row is bad nothing is written and every problem is reported as
+"第 N 行「列名」: 问题" with N the row number Excel shows (header = row 1). Otherwise enterprises are
+upserted by credit code (buildings by name) in the caller's one transaction. Columns that are absent from
+the file are left as they are; a present but empty cell empties the field.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import io
+import re
+import zipfile
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from pathlib import PurePath
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from ..audit import Actor, audit
+from ..errors import Conflict, ValidationError
+from . import services
+from .models import Building, Enterprise, Grid
+
+MAX_BYTES = 5 * 1024 * 1024
+MAX_ROWS = 20_000
+MAX_COLUMNS = 60
+MAX_SHEET_ROWS = 200_000  # counting empty rows: a sheet "used" far below its data is refused, not crawled
+# A 5 MB .xlsx that inflates beyond this is not a spreadsheet of 20,000 rows but a zip bomb.
+MAX_XLSX_INFLATED = 200 * 1024 * 1024
+# Cells starting with these are run as formulas by Excel/WPS (CSV injection); exports prefix them with '.
+FORMULA_CHARS = ("=", "+", "-", "@", "\t", "\r")
+
+
+@dataclass(frozen=True)
+class Column:
+    """One spreadsheet column: its service field, the Chinese header we write, the headers we accept."""
+
+    key: str
+    label: str
+    aliases: tuple[str, ...] = ()
+    required: bool = False
+
+    def names(self) -> set[str]:
+        return {_norm_header(n) for n in (self.key, self.label, *self.aliases)}
+
+
+ENTERPRISE_COLUMNS = (
+    Column("name", "企业名称", ("企业", "单位名称"), required=True),
+    Column("credit_code", "统一社会信用代码", ("信用代码", "社会信用代码"), required=True),
+    Column("industry", "行业", ("所属行业",)),
+    Column("building", "楼宇", ("所在楼宇", "楼宇名称")),
+    Column("floor_room", "楼层房间", ("楼层", "房间", "楼层/房间")),
+    Column("tax_bracket", "纳税规模", ()),
+    Column("tags", "标签", ()),
+    Column("contact_name", "联系人", ()),
+    Column("contact_phone", "联系电话", ("电话", "手机", "手机号")),
+    Column("note", "备注", ()),
+)
+
+BUILDING_COLUMNS = (
+    Column("name", "楼宇名称", ("楼宇",), required=True),
+    Column("address", "地址", ("楼宇地址",)),
+    Column("grid", "网格", ("所属网格", "网格名称")),
+    Column("note", "备注", ()),
+)
+
+SHANGHAI = ZoneInfo("Asia/Shanghai")
+KINDS = {"enterprises": ("企业", ENTERPRISE_COLUMNS), "buildings": ("楼宇", BUILDING_COLUMNS)}
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with the file: a row and column, or the file as a whole (row None)."""
+
+    message: str
+    row: int | None = None
+    column: str = ""
+
+    def __str__(self) -> str:
+        if self.row is None:
+            return self.message
+        return f"第 {self.row} 行「{self.column}」: {self.message}" if self.column else \
+            f"第 {self.row} 行: {self.message}"
+
+
+@dataclass
+class ImportReport:
+    """What an import did, or why it did nothing."""
+
+    kind: str
+    filename: str = ""
+    rows: int = 0
+    created: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    errors: list[Problem] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+    @property
+    def label(self) -> str:
+        return KINDS[self.kind][0]
+
+    def error_lines(self) -> list[str]:
+        return [str(p) for p in self.errors]
+
+    def summary(self) -> str:
+        if self.errors:
+            return f"发现 {len(self.errors)} 处问题，本次没有导入任何数据。请修改后重新上传整个文件。"
+        return (f"导入完成：共 {self.rows} 行，新建 {self.created} 个{self.label}，更新 {self.updated} 个，"
+                f"{self.unchanged} 个没有变化。")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"ok": self.ok, "kind": self.kind, "rows": self.rows, "created": self.created,
+                "updated": self.updated, "unchanged": self.unchanged, "errors": self.error_lines(),
+                "warnings": list(self.warnings), "summary": self.summary()}
+
+
+class _FileProblem(Exception):
+    def __init__(self, message: str) -> None:
+        self.message = message
+        super().__init__(message)
+
+
+# --- reading ----------------------------------------------------------------------------------------
+
+def _norm_header(name: Any) -> str:
+    text = "" if name is None else str(name)
+    text = text.replace("\ufeff", "").strip().rstrip("*＊").strip()
+    return re.sub(r"\s+", "_", text).lower()
+
+
+def _cell_text(value: Any) -> str:
+    """A cell as the text the user sees: numbers without '.0', dates as ISO, the formula guard removed."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "是" if value else "否"
+    if isinstance(value, float):
+        return str(int(value)) if value.is_integer() and abs(value) < 1e15 else repr(value)
+    if isinstance(value, datetime):
+        return value.isoformat(sep=" ")
+    if isinstance(value, date):
+        return value.isoformat()
+    text = str(value)
+    if len(text) > 1 and text[0] == "'" and text[1] in FORMULA_CHARS:
+        text = text[1:]  # our own export's guard against formula injection
+    return text
+
+
+def _human_size(n: int) -> str:
+    return f"{n / 1024 / 1024:.1f} MB" if n >= 1024 * 1024 else f"{max(1, n // 1024)} KB"
+
+
+def read_table(filename: str, data: bytes) -> list[tuple[int, list[str]]]:
+    """The rows of a CSV or XLSX file as (Excel row number, cell texts), empty rows left out."""
+    if not data:
+        raise _FileProblem("文件是空的，请选择要导入的表格文件。")
+    if len(data) > MAX_BYTES:
+        raise _FileProblem(f"文件太大了（{_human_size(len(data))}），上限 {MAX_BYTES // 1024 // 1024} MB，请分批导入。")
+    ext = PurePath(filename or "").suffix.lower()
+    if data[:4] == b"\xd0\xcf\x11\xe0" or ext == ".xls":
+        raise _FileProblem("暂不支持旧版 .xls 文件，请在 Excel 中「另存为」.xlsx 或 CSV UTF-8 后再导入。")
+    if data[:4] == b"PK\x03\x04" or ext in {".xlsx", ".xlsm"}:
+        rows = _read_xlsx(data)
+    elif ext in {".csv", ".txt", ""}:
+        rows = _read_csv(data)
+    else:
+        raise _FileProblem("只支持 .csv 和 .xlsx 文件。")
+    out = []
+    for number, cells in rows:
+        if number > MAX_SHEET_ROWS:
+            raise _FileProblem(f"表格有 {MAX_SHEET_ROWS} 行以上（含空行），请删除多余的空行后再导入。")
+        texts = [_cell_text(c) for c in cells]
+        if any(t.strip() for t in texts):
+            out.append((number, texts))
+        if len(out) > MAX_ROWS + 1:
+            raise _FileProblem(f"文件超过 {MAX_ROWS} 行（不含表头），请拆分成几个文件分批导入。")
+    if not out:
+        raise _FileProblem("文件里没有内容，第一行应为表头。")
+    return out
+
+
+def _decode(data: bytes) -> str:
+    if data.startswith(codecs.BOM_UTF8):
+        try:
+            return data[len(codecs.BOM_UTF8):].decode("utf-8")
+        except UnicodeDecodeError:
+            raise _FileProblem("文件标明是 UTF-8 编码，但内容有损坏，请重新保存后再导入。") from None
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        try:
+            return data.decode("utf-16")
+        except UnicodeDecodeError:
+            raise _FileProblem("文件编码无法识别，请在 Excel 中另存为「CSV UTF-8」后再导入。") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        pass
+    try:
+        # Excel and WPS in China save CSV as GBK; GB18030 is its superset.
+        return data.decode("gb18030")
+    except UnicodeDecodeError:
+        raise _FileProblem("文件编码无法识别，请在 Excel 中另存为「CSV UTF-8」后再导入。") from None
+
+
+def _read_csv(data: bytes) -> Iterator[tuple[int, list[Any]]]:
+    text = _decode(data)
+    first = text.split("\n", 1)[0]
+    delimiter = "\t" if "\t" in first and "," not in first else ","
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    try:
+        # A record is one spreadsheet row even when a quoted cell spans several lines.
+        for number, record in enumerate(reader, start=1):
+            yield number, record[:MAX_COLUMNS]
+    except csv.Error as exc:
+        raise _FileProblem(f"CSV 格式有误（第 {reader.line_num} 行附近：{exc}），请检查引号是否成对。") from None
+
+
+_MERGE_RE = re.compile(rb"<(?:\w+:)?mergeCell\s+ref=\"([A-Za-z0-9:$]+)\"")
+
+
+def _read_xlsx(data: bytes) -> Iterator[tuple[int, list[Any]]]:
+    import openpyxl
+
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(data))
+        inflated = sum(info.file_size for info in archive.infolist())
+    except zipfile.BadZipFile:
+        raise _FileProblem("这个文件不是有效的 .xlsx 文件，请用 Excel 打开后重新保存再导入。") from None
+    if inflated > MAX_XLSX_INFLATED:
+        raise _FileProblem("表格解压后太大了，请删除多余的工作表或格式后再导入。")
+    try:
+        book = openpyxl.load_workbook(io.BytesIO(data), read_only=True, data_only=True)
+    except Exception:  # openpyxl raises many types for damaged files; all mean the same to the user
+        raise _FileProblem("无法读取这个 Excel 文件，请用 Excel 打开后另存为 .xlsx 再导入。") from None
+    try:
+        if not book.worksheets:
+            raise _FileProblem("Excel 文件里没有工作表。")
+        sheet = book.worksheets[0]
+        _refuse_merged_cells(archive, getattr(sheet, "_worksheet_path", ""), sheet.title)
+        for number, values in enumerate(sheet.iter_rows(values_only=True, max_col=MAX_COLUMNS), start=1):
+            yield number, list(values)
+    finally:
+        book.close()
+
+
+def _refuse_merged_cells(archive: zipfile.ZipFile, path: str, title: str) -> None:
+    # openpyxl's read-only mode does not report merged cells, so look in the sheet's XML; they are listed
+    # after the cell data, so read it as a stream.
+    if not path:
+        return
+    tail = b""
+    with archive.open(path.lstrip("/")) as fh:
+        while chunk := fh.read(1 << 20):
+            found = _MERGE_RE.search(tail + chunk)
+            if found:
+                ref = found.group(1).decode("ascii").replace("$", "")
+                raise _FileProblem(f"工作表「{title}」中有合并单元格（如 {ref}），请取消合并并把每一格填完整后再导入"
+                                   "（合并单元格只有左上角一格有内容）。")
+            tail = chunk[-200:]
+
+
+def _map_headers(header: list[str], columns: tuple[Column, ...], report: ImportReport) -> dict[str, tuple[int, str]]:
+    """column key -> (cell index, header text as written); problems go into the report."""
+    by_name = {n: c for c in columns for n in c.names()}
+    found: dict[str, tuple[int, str]] = {}
+    unknown = []
+    for i, raw in enumerate(header):
+        written = str(raw).replace("\ufeff", "").strip()
+        if not written:
+            continue
+        col = by_name.get(_norm_header(written))
+        if col is None:
+            unknown.append(written)
+        elif col.key in found:
+            report.errors.append(Problem(f"表头中「{found[col.key][1]}」和「{written}」是同一列（{col.label}），"
+                                         "请只保留一列。", row=1))
+        else:
+            found[col.key] = (i, written)
+    if unknown:
+        report.warnings.append("以下列无法识别，已忽略：" + "、".join(f"「{u}」" for u in unknown)
+                               + "。可用的列：" + "、".join(c.label for c in columns) + "。")
+    for col in columns:
+        if col.required and col.key not in found:
+            report.errors.append(Problem(f"缺少必填列「{col.label}」（也可写作 {col.key}），请在第一行表头中加上。"))
+    return found
+
+
+def _records(rows: list[tuple[int, list[str]]], colmap: Mapping[str, tuple[int, str]]):
+    for number, cells in rows:
+        yield number, {key: (cells[i] if i < len(cells) else "") for key, (i, _) in colmap.items()}
+
+
+def _row_problems(number: int, exc: ValidationError, colmap: Mapping[str, tuple[int, str]],
+                  field_to_column: Mapping[str, str]) -> list[Problem]:
+    out = []
+    for field_name, message in exc.fields.items():
+        key = field_to_column.get(field_name, field_name)
+        out.append(Problem(message, row=number, column=colmap[key][1] if key in colmap else key))
+    return out
+
+
+# --- import -----------------------------------------------------------------------------------------
+
+def import_file(session: Session, actor: Actor, kind: str, filename: str, data: bytes) -> ImportReport:
+    """Import enterprises or buildings from one file, all or nothing; see the module docstring."""
+    report = ImportReport(kind=kind, filename=filename)
+    try:
+        rows = read_table(filename, data)
+    except _FileProblem as exc:
+        report.errors.append(Problem(exc.message))
+        return report
+    header_row, header = rows[0]
+    if header_row != 1:
+        report.warnings.append(f"第 1 至 {header_row - 1} 行为空，已把第 {header_row} 行当作表头。")
+    colmap = _map_headers(header, KINDS[kind][1], report)
+    if report.errors:
+        return report
+    body = rows[1:]
+    report.rows = len(body)
+    if not body:
+        report.errors.append(Problem("表头下面没有数据行。"))
+        return report
+    if kind == "enterprises":
+        _import_enterprises(session, actor, body, colmap, report)
+    else:
+        _import_buildings(session, actor, body, colmap, report)
+    return report
+
+
+def _import_enterprises(session: Session, actor: Actor, body, colmap, report: ImportReport) -> None:
+    buildings = {name: id_ for id_, name in session.execute(select(Building.id, Building.name))}
+    valid: list[tuple[int, dict[str, Any]]] = []
+    first_row: dict[str, int] = {}
+    for number, record in _records(body, colmap):
+        data: dict[str, Any] = {k: v for k, v in record.items() if k != "building"}
+        problems: list[Problem] = []
+        if "building" in record:
+            name = record["building"].strip()
+            if name and name not in buildings:
+                problems.append(Problem(f"楼宇「{name}」不存在，请先在楼宇页面建档（或先导入楼宇）后再导入企业。",
+                                        row=number, column=colmap["building"][1]))
+            data["building_id"] = buildings.get(name)
+        try:
+            values = services.clean_values(data, services.ENTERPRISE_FIELDS, partial=True)
+        except ValidationError as exc:
+            problems.extend(_row_problems(number, exc, colmap, {"building_id": "building"}))
+            values = {}
+        code = values.get("credit_code")
+        if code:
+            if code in first_row:
+                problems.append(Problem(f"统一社会信用代码 {code} 与第 {first_row[code]} 行重复。",
+                                        row=number, column=colmap["credit_code"][1]))
+            else:
+                first_row[code] = number
+        if problems:
+            report.errors.extend(problems)
+        else:
+            valid.append((number, values))
+    if report.errors:
+        return
+    existing: dict[str, Enterprise] = {}
+    codes = list(first_row)
+    for i in range(0, len(codes), 500):
+        for e in session.scalars(select(Enterprise).where(Enterprise.credit_code.in_(codes[i:i + 500]))):
+            existing[e.credit_code] = e
+    created: list[Enterprise] = []
+    for _number, values in valid:
+        current = existing.get(values["credit_code"])
+        if current is None:
+            current = Enterprise(**{"tags": [], **values})
+            session.add(current)
+            created.append(current)
+            continue
+        changes = services.changed_fields(current, values)
+        if changes:
+            for k, v in values.items():
+                setattr(current, k, v)
+            report.updated += 1
+            audit(session, actor, "enterprise.updated", current, via="import", changes=changes)
+        else:
+            report.unchanged += 1
+    _flush(session)
+    for e in created:
+        audit(session, actor, "enterprise.created", e, via="import", name=e.name, credit_code=e.credit_code)
+    report.created = len(created)
+    audit(session, actor, "enterprises.imported", None, filename=report.filename, rows=report.rows,
+          created=report.created, updated=report.updated, unchanged=report.unchanged)
+
+
+def _import_buildings(session: Session, actor: Actor, body, colmap, report: ImportReport) -> None:
+    grids = {name: id_ for id_, name in session.execute(select(Grid.id, Grid.name))}
+    valid: list[dict[str, Any]] = []
+    first_row: dict[str, int] = {}
+    for number, record in _records(body, colmap):
+        data: dict[str, Any] = {k: v for k, v in record.items() if k != "grid"}
+        problems: list[Problem] = []
+        if "grid" in record:
+            name = record["grid"].strip()
+            if name and name not in grids:
+                problems.append(Problem(f"网格「{name}」不存在，请先在网格页面新建后再导入。",
+                                        row=number, column=colmap["grid"][1]))
+            data["grid_id"] = grids.get(name)
+        try:
+            values = services.clean_values(data, services.BUILDING_FIELDS, partial=True)
+        except ValidationError as exc:
+            problems.extend(_row_problems(number, exc, colmap, {"grid_id": "grid"}))
+            values = {}
+        name = values.get("name")
+        if name:
+            if name in first_row:
+                problems.append(Problem(f"楼宇「{name}」与第 {first_row[name]} 行重复。", row=number,
+                                        column=colmap["name"][1]))
+            else:
+                first_row[name] = number
+        if problems:
+            report.errors.extend(problems)
+        else:
+            valid.append(values)
+    if report.errors:
+        return
+    existing = {b.name: b for b in session.scalars(select(Building))}
+    created: list[Building] = []
+    for values in valid:
+        current = existing.get(values["name"])
+        if current is None:
+            current = Building(**values)
+            session.add(current)
+            created.append(current)
+            continue
+        changes = services.changed_fields(current, values)
+        if changes:
+            for k, v in values.items():
+                setattr(current, k, v)
+            report.updated += 1
+            audit(session, actor, "building.updated", current, via="import", changes=changes)
+        else:
+            report.unchanged += 1
+    _flush(session)
+    for b in created:
+        audit(session, actor, "building.created", b, via="import", name=b.name)
+    report.created = len(created)
+    audit(session, actor, "buildings.imported", None, filename=report.filename, rows=report.rows,
+          created=report.created, updated=report.updated, unchanged=report.unchanged)
+
+
+def _flush(session: Session) -> None:
+    try:
+        session.flush()
+    except IntegrityError:
+        raise Conflict("导入时有其他人同时修改了相同的档案，本次没有导入任何数据，请稍后重新导入。") from None
+
+
+# --- export -----------------------------------------------------------------------------------------
+
+def export_rows(session: Session, kind: str, **filters: Any) -> tuple[list[str], list[list[str]]]:
+    """Headers and rows for an export; the same headers the import reads."""
+    columns = KINDS[kind][1]
+    headers = [c.label for c in columns]
+    rows: list[list[str]] = []
+    if kind == "enterprises":
+        for e in session.scalars(services.enterprise_query(**filters)).unique():
+            rows.append([e.name, e.credit_code, e.industry, e.building.name if e.building else "", e.floor_room,
+                         e.tax_bracket, "|".join(e.tags or []), e.contact_name, e.contact_phone, e.note])
+    else:
+        for b, _n in services.list_buildings(session, **filters):
+            rows.append([b.name, b.address, b.grid.name if b.grid else "", b.note])
+    return headers, rows
+
+
+def guard_formula(text: str) -> str:
+    """Neutralise a cell that a spreadsheet would run as a formula."""
+    return "'" + text if text.startswith(FORMULA_CHARS) else text
+
+
+def to_csv(headers: list[str], rows: Iterable[list[str]]) -> bytes:
+    """UTF-8 with BOM (so Excel shows the Chinese), CRLF, formula-guarded."""
+    buf = io.StringIO(newline="")
+    writer = csv.writer(buf, lineterminator="\r\n")
+    writer.writerow(headers)
+    for row in rows:
+        writer.writerow([guard_formula(v or "") for v in row])
+    return codecs.BOM_UTF8 + buf.getvalue().encode("utf-8")
+
+
+def to_xlsx(headers: list[str], rows: Iterable[list[str]], *, title: str = "Sheet1") -> bytes:
+    """An .xlsx file whose every cell is text: nothing is ever evaluated as a formula."""
+    import openpyxl
+    from openpyxl.cell import WriteOnlyCell
+    from openpyxl.styles import Font
+
+    book = openpyxl.Workbook(write_only=True)
+    sheet = book.create_sheet(title)
+
+    def text_cell(value: str, bold: bool = False) -> WriteOnlyCell:
+        cell = WriteOnlyCell(sheet, value=value or None)
+        if value:
+            cell.data_type = "s"  # never "f", whatever the text starts with
+            if value.startswith(FORMULA_CHARS):
+                cell.quotePrefix = True  # Excel keeps treating it as text when the cell is edited
+        if bold:
+            cell.font = Font(bold=True)
+        return cell
+
+    sheet.append([text_cell(h, bold=True) for h in headers])
+    for row in rows:
+        sheet.append([text_cell(v or "") for v in row])
+    buf = io.BytesIO()
+    book.save(buf)
+    return buf.getvalue()
+
+
+def export_file(session: Session, kind: str, fmt: str, **filters: Any) -> tuple[bytes, str, str]:
+    """(content, mimetype, file name) of an export in `fmt` ('csv' or 'xlsx')."""
+    headers, rows = export_rows(session, kind, **filters)
+    stamp = datetime.now(SHANGHAI).strftime("%Y%m%d-%H%M")
+    label = KINDS[kind][0]
+    if fmt == "xlsx":
+        return (to_xlsx(headers, rows, title=label),
+                "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet", f"{label}-{stamp}.xlsx")
+    return to_csv(headers, rows), "text/csv; charset=utf-8", f"{label}-{stamp}.csv"
+
+
+def template_file(kind: str) -> tuple[bytes, str, str]:
+    """An empty CSV with the headers, for staff to fill in."""
+    headers = [c.label for c in KINDS[kind][1]]
+    return to_csv(headers, []), "text/csv; charset=utf-8", f"{KINDS[kind][0]}导入模板.csv"

@@ -1,0 +1,409 @@
+"""一企一档 / 一楼一档 / 网格化: create, change and find grids, buildings, enterprises and user bindings."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Select, Text, cast, func, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from ..audit import Actor, audit
+from ..auth import services as auth_services
+from ..auth.models import BindingState, StaffUser, User
+from ..errors import Conflict, NotFound, ValidationError
+from ..validation import Field, validate
+from .models import Building, Enterprise, Grid
+
+# Tags are written in one cell as "a|b", "a、b" or "a,b"; a tag itself never contains a separator,
+# so a list survives the trip through a spreadsheet unchanged.
+TAG_SPLIT_RE = re.compile(r"[|、,，;；]")
+MAX_TAGS = 20
+
+
+def split_tags(value: str | Sequence[str] | None) -> list[str]:
+    """A tags cell or list -> clean, de-duplicated tags in their original order."""
+    if value is None:
+        return []
+    items = [value] if isinstance(value, str) else [str(v) for v in value]
+    parts = [p for item in items for p in TAG_SPLIT_RE.split(item)]
+    seen: dict[str, None] = {}
+    for p in parts:
+        p = p.strip()
+        if p:
+            seen.setdefault(p, None)
+    return list(seen)
+
+
+GRID_FIELDS = (
+    Field("name", "str", "网格名称", required=True, max_len=64),
+    Field("specialist_name", "str", "服务专员", max_len=32),
+    Field("specialist_phone", "phone", "专员电话"),
+    Field("specialist_staff_id", "int", "专员工作人员账号", min=1),
+    Field("note", "text", "备注", max_len=2000),
+)
+
+BUILDING_FIELDS = (
+    Field("name", "str", "楼宇名称", required=True, max_len=100),
+    Field("address", "str", "地址", max_len=200),
+    Field("grid_id", "int", "所属网格", min=1),
+    Field("note", "text", "备注", max_len=2000),
+)
+
+ENTERPRISE_FIELDS = (
+    Field("name", "str", "企业名称", required=True, max_len=200, min_len=2),
+    Field("credit_code", "credit_code", "统一社会信用代码", required=True),
+    Field("industry", "str", "行业", max_len=64),
+    Field("building_id", "int", "所在楼宇", min=1),
+    Field("floor_room", "str", "楼层房间", max_len=64),
+    Field("tax_bracket", "str", "纳税规模", max_len=32),
+    Field("tags", "list", "标签", item=Field("tag", "str", "标签", max_len=20),
+          max_items=MAX_TAGS),
+    Field("contact_name", "str", "联系人", max_len=32),
+    Field("contact_phone", "phone", "联系电话"),
+    Field("note", "text", "备注", max_len=2000),
+)
+
+ENTERPRISE_FILTERS = (
+    Field("q", "str", "企业名称或信用代码", max_len=100),
+    Field("building_id", "int", "楼宇", min=1),
+    Field("grid_id", "int", "网格", min=1),
+    Field("industry", "str", "行业", max_len=64),
+    Field("tag", "str", "标签", max_len=20),
+    Field("page", "int", "页码", min=1, max=100000, default=1),
+    Field("per_page", "int", "每页条数", min=1, max=100, default=20),
+)
+
+USER_FILTERS = (
+    Field("state", "enum", "绑定状态", choices=tuple(s.value for s in BindingState)),
+    Field("q", "str", "昵称或手机号", max_len=64),
+    Field("page", "int", "页码", min=1, max=100000, default=1),
+    Field("per_page", "int", "每页条数", min=1, max=100, default=20),
+)
+
+BINDING_FIELDS = (Field("approve", "bool", "是否通过", required=True),)
+
+# Columns holding text: an emptied field is stored as "", not NULL.
+_TEXT_DEFAULTS = {"industry": "", "floor_room": "", "tax_bracket": "", "contact_name": "", "contact_phone": "",
+                  "note": "", "address": "", "specialist_name": "", "specialist_phone": ""}
+
+
+@dataclass
+class Page:
+    """One page of a listing."""
+
+    items: list[Any]
+    total: int
+    page: int
+    per_page: int
+
+    @property
+    def pages(self) -> int:
+        return max(1, math.ceil(self.total / self.per_page))
+
+    @property
+    def has_prev(self) -> bool:
+        return self.page > 1
+
+    @property
+    def has_next(self) -> bool:
+        return self.page < self.pages
+
+
+def _paginate(session: Session, stmt: Select, page: int, per_page: int) -> Page:
+    total = session.scalar(select(func.count()).select_from(stmt.order_by(None).subquery())) or 0
+    items = list(session.scalars(stmt.limit(per_page).offset((page - 1) * per_page)).unique())
+    return Page(items, total, page, per_page)
+
+
+def clean_values(data: Mapping[str, Any], fields: tuple[Field, ...], *, partial: bool) -> dict[str, Any]:
+    """Validate (tags may come as one cell of text), then turn emptied optional values into "" / []."""
+    if "tags" in data and isinstance(data["tags"], str):
+        data = {**data, "tags": split_tags(data["tags"])}
+    values = validate(data, fields, partial=partial)
+    for k, v in list(values.items()):
+        if v is None and k in _TEXT_DEFAULTS:
+            values[k] = _TEXT_DEFAULTS[k]
+        elif v is None and k == "tags":
+            values[k] = []
+    if "tags" in values:
+        values["tags"] = split_tags(values["tags"])
+    return values
+
+
+def _flush(session: Session, message: str, field: str) -> None:
+    # The checks before a write answer almost every conflict; a concurrent writer can still win the race,
+    # and the database's unique constraint then speaks.
+    try:
+        session.flush()
+    except IntegrityError:
+        raise Conflict(message, fields={field: "已存在"}) from None
+
+
+def changed_fields(row: Any, values: Mapping[str, Any]) -> dict[str, list[Any]]:
+    """{field: [old, new]} for the values that differ from the row."""
+    return {k: [getattr(row, k), v] for k, v in values.items() if getattr(row, k) != v}
+
+
+# --- grids ------------------------------------------------------------------------------------------
+
+def list_grids(session: Session) -> list[tuple[Grid, int]]:
+    """Every grid with how many buildings it covers."""
+    counts = (select(Building.grid_id, func.count(Building.id).label("n")).group_by(Building.grid_id)
+              .subquery())
+    rows = session.execute(select(Grid, func.coalesce(counts.c.n, 0)).outerjoin(counts, counts.c.grid_id == Grid.id)
+                           .order_by(Grid.name))
+    return [(g, n) for g, n in rows]
+
+
+def get_grid(session: Session, grid_id: int) -> Grid:
+    grid = session.get(Grid, grid_id)
+    if grid is None:
+        raise NotFound("没有找到这个网格，可能已被删除。")
+    return grid
+
+
+def _check_grid(session: Session, values: Mapping[str, Any], grid_id: int | None = None) -> None:
+    if "name" in values:
+        other = session.scalar(select(Grid.id).where(Grid.name == values["name"]))
+        if other is not None and other != grid_id:
+            raise Conflict(f"已有名为「{values['name']}」的网格，请换一个名称。", fields={"name": "名称已存在"})
+    staff_id = values.get("specialist_staff_id")
+    if staff_id is not None and session.get(StaffUser, staff_id) is None:
+        raise ValidationError("没有找到这个工作人员账号。", fields={"specialist_staff_id": "账号不存在"})
+
+
+def create_grid(session: Session, actor: Actor, data: Mapping[str, Any]) -> Grid:
+    """Create a grid team (网格); names are unique."""
+    values = clean_values(data, GRID_FIELDS, partial=False)
+    _check_grid(session, values)
+    grid = Grid(**values)
+    session.add(grid)
+    _flush(session, f"已有名为「{values['name']}」的网格，请换一个名称。", "name")
+    audit(session, actor, "grid.created", grid, name=grid.name)
+    return grid
+
+
+def update_grid(session: Session, actor: Actor, grid_id: int, data: Mapping[str, Any]) -> Grid:
+    """Change a grid's name, specialist or note."""
+    grid = get_grid(session, grid_id)
+    values = clean_values(data, GRID_FIELDS, partial=True)
+    _check_grid(session, values, grid.id)
+    changes = changed_fields(grid, values)
+    for k, v in values.items():
+        setattr(grid, k, v)
+    _flush(session, f"已有名为「{grid.name}」的网格，请换一个名称。", "name")
+    if changes:
+        audit(session, actor, "grid.updated", grid, changes=changes)
+    return grid
+
+
+def delete_grid(session: Session, actor: Actor, grid_id: int) -> None:
+    """Delete a grid that no longer covers any building."""
+    grid = get_grid(session, grid_id)
+    n = session.scalar(select(func.count(Building.id)).where(Building.grid_id == grid.id)) or 0
+    if n:
+        raise Conflict(f"网格「{grid.name}」下还有 {n} 栋楼宇，请先把这些楼宇调整到其他网格再删除。")
+    audit(session, actor, "grid.deleted", grid, name=grid.name)
+    session.delete(grid)
+    session.flush()
+
+
+# --- buildings --------------------------------------------------------------------------------------
+
+def list_buildings(session: Session, *, q: str | None = None, grid_id: int | None = None) -> list[tuple[Building, int]]:
+    """Buildings (optionally filtered) with how many enterprises each houses."""
+    counts = (select(Enterprise.building_id, func.count(Enterprise.id).label("n"))
+              .group_by(Enterprise.building_id).subquery())
+    stmt = (select(Building, func.coalesce(counts.c.n, 0)).outerjoin(counts, counts.c.building_id == Building.id)
+            .order_by(Building.name))
+    if q:
+        stmt = stmt.where(or_(Building.name.contains(q, autoescape=True),
+                              Building.address.contains(q, autoescape=True)))
+    if grid_id:
+        stmt = stmt.where(Building.grid_id == grid_id)
+    return [(b, n) for b, n in session.execute(stmt).unique()]
+
+
+def get_building(session: Session, building_id: int) -> Building:
+    building = session.get(Building, building_id)
+    if building is None:
+        raise NotFound("没有找到这栋楼宇，可能已被删除。")
+    return building
+
+
+def _check_building(session: Session, values: Mapping[str, Any], building_id: int | None = None) -> None:
+    if "name" in values:
+        other = session.scalar(select(Building.id).where(Building.name == values["name"]))
+        if other is not None and other != building_id:
+            raise Conflict(f"已有名为「{values['name']}」的楼宇，请换一个名称。", fields={"name": "名称已存在"})
+    if values.get("grid_id") is not None and session.get(Grid, values["grid_id"]) is None:
+        raise ValidationError("没有找到这个网格。", fields={"grid_id": "网格不存在"})
+
+
+def create_building(session: Session, actor: Actor, data: Mapping[str, Any]) -> Building:
+    """Create a building (一楼一档); names are unique."""
+    values = clean_values(data, BUILDING_FIELDS, partial=False)
+    _check_building(session, values)
+    building = Building(**values)
+    session.add(building)
+    _flush(session, f"已有名为「{values['name']}」的楼宇，请换一个名称。", "name")
+    audit(session, actor, "building.created", building, name=building.name, grid_id=building.grid_id)
+    return building
+
+
+def update_building(session: Session, actor: Actor, building_id: int, data: Mapping[str, Any]) -> Building:
+    """Change a building's name, address, grid or note."""
+    building = get_building(session, building_id)
+    values = clean_values(data, BUILDING_FIELDS, partial=True)
+    _check_building(session, values, building.id)
+    changes = changed_fields(building, values)
+    for k, v in values.items():
+        setattr(building, k, v)
+    _flush(session, f"已有名为「{building.name}」的楼宇，请换一个名称。", "name")
+    if changes:
+        audit(session, actor, "building.updated", building, changes=changes)
+    return building
+
+
+def delete_building(session: Session, actor: Actor, building_id: int) -> None:
+    """Delete a building that no longer houses any enterprise on file."""
+    building = get_building(session, building_id)
+    n = session.scalar(select(func.count(Enterprise.id)).where(Enterprise.building_id == building.id)) or 0
+    if n:
+        raise Conflict(f"楼宇「{building.name}」里还登记着 {n} 家企业，请先调整这些企业的楼宇再删除。")
+    audit(session, actor, "building.deleted", building, name=building.name)
+    # Users who picked this building keep their account; the database clears their building.
+    session.delete(building)
+    session.flush()
+
+
+# --- enterprises ------------------------------------------------------------------------------------
+
+def get_enterprise(session: Session, enterprise_id: int) -> Enterprise:
+    enterprise = session.get(Enterprise, enterprise_id)
+    if enterprise is None:
+        raise NotFound("没有找到这家企业，可能已被删除。")
+    return enterprise
+
+
+def credit_code_conflict(session: Session, code: str, enterprise_id: int | None = None) -> Conflict | None:
+    """The Conflict to raise when `code` is already on file for another enterprise."""
+    other = session.execute(select(Enterprise.id, Enterprise.name).where(Enterprise.credit_code == code)).first()
+    if other is None or other.id == enterprise_id:
+        return None
+    return Conflict(f"统一社会信用代码 {code} 已登记为「{other.name}」，请勿重复建档。",
+                    fields={"credit_code": "已存在"})
+
+
+def _check_enterprise(session: Session, values: Mapping[str, Any], enterprise_id: int | None = None) -> None:
+    if "credit_code" in values:
+        conflict = credit_code_conflict(session, values["credit_code"], enterprise_id)
+        if conflict:
+            raise conflict
+    if values.get("building_id") is not None and session.get(Building, values["building_id"]) is None:
+        raise ValidationError("没有找到这栋楼宇。", fields={"building_id": "楼宇不存在"})
+
+
+def create_enterprise(session: Session, actor: Actor, data: Mapping[str, Any]) -> Enterprise:
+    """Create an enterprise file (一企一档); the credit code is checked and unique."""
+    values = clean_values(data, ENTERPRISE_FIELDS, partial=False)
+    _check_enterprise(session, values)
+    enterprise = Enterprise(**values)
+    session.add(enterprise)
+    _flush(session, f"统一社会信用代码 {values['credit_code']} 已登记，请勿重复建档。", "credit_code")
+    audit(session, actor, "enterprise.created", enterprise, name=enterprise.name,
+          credit_code=enterprise.credit_code)
+    return enterprise
+
+
+def update_enterprise(session: Session, actor: Actor, enterprise_id: int, data: Mapping[str, Any]) -> Enterprise:
+    """Change an enterprise file; only the fields given change."""
+    enterprise = get_enterprise(session, enterprise_id)
+    values = clean_values(data, ENTERPRISE_FIELDS, partial=True)
+    _check_enterprise(session, values, enterprise.id)
+    changes = changed_fields(enterprise, values)
+    for k, v in values.items():
+        setattr(enterprise, k, v)
+    _flush(session, f"统一社会信用代码 {enterprise.credit_code} 已登记，请勿重复建档。", "credit_code")
+    if changes:
+        audit(session, actor, "enterprise.updated", enterprise, changes=changes)
+    return enterprise
+
+
+def delete_enterprise(session: Session, actor: Actor, enterprise_id: int) -> None:
+    """Delete an enterprise file; its contacts lose the binding (they can apply again)."""
+    enterprise = get_enterprise(session, enterprise_id)
+    bound = list(session.scalars(select(User.id).where(User.enterprise_id == enterprise.id)))
+    if bound:
+        session.execute(update(User).where(User.id.in_(bound))
+                        .values(enterprise_id=None, binding_state=BindingState.NONE.value))
+    audit(session, actor, "enterprise.deleted", enterprise, name=enterprise.name,
+          credit_code=enterprise.credit_code, unbound_users=bound)
+    session.delete(enterprise)
+    try:
+        session.flush()
+    except IntegrityError:
+        # Rows of other domains (appeals, registrations) that must keep their enterprise.
+        raise Conflict(f"企业「{enterprise.name}」还有关联的业务记录，不能删除。") from None
+
+
+def _tag_pattern(tag: str) -> str:
+    # Tags are stored as a JSON list; its text holds each tag exactly as json.dumps writes it.
+    return json.dumps(tag)
+
+
+def enterprise_query(*, q: str | None = None, building_id: int | None = None, grid_id: int | None = None,
+                     industry: str | None = None, tag: str | None = None) -> Select:
+    """The filtered enterprise query shared by the list pages, the API and the export."""
+    stmt = select(Enterprise).order_by(Enterprise.id)
+    if q:
+        q = q.strip()
+        stmt = stmt.where(or_(Enterprise.name.contains(q, autoescape=True),
+                              Enterprise.credit_code.contains(q.upper(), autoescape=True)))
+    if building_id:
+        stmt = stmt.where(Enterprise.building_id == building_id)
+    if grid_id:
+        stmt = stmt.where(Enterprise.building_id.in_(select(Building.id).where(Building.grid_id == grid_id)))
+    if industry:
+        stmt = stmt.where(Enterprise.industry == industry.strip())
+    if tag:
+        stmt = stmt.where(cast(Enterprise.tags, Text).contains(_tag_pattern(tag.strip()), autoescape=True))
+    return stmt
+
+
+def search_enterprises(session: Session, *, page: int = 1, per_page: int = 20, **filters: Any) -> Page:
+    """Find enterprises by name or credit code substring, building, grid, industry and tag; one page."""
+    return _paginate(session, enterprise_query(**filters), page, per_page)
+
+
+def industries(session: Session) -> list[str]:
+    """The industries in use, for filter pickers."""
+    return [i for i in session.scalars(select(Enterprise.industry).distinct().order_by(Enterprise.industry)) if i]
+
+
+def bound_users(session: Session, enterprise_id: int) -> list[User]:
+    return list(session.scalars(select(User).where(User.enterprise_id == enterprise_id).order_by(User.id)))
+
+
+# --- users and bindings -----------------------------------------------------------------------------
+
+def list_users(session: Session, *, state: str | None = None, q: str | None = None, page: int = 1,
+               per_page: int = 20) -> Page:
+    """Mini-program users, optionally only those in one binding state; pending first-come first-served."""
+    stmt = select(User).order_by(User.id if state == BindingState.PENDING else User.id.desc())
+    if state:
+        stmt = stmt.where(User.binding_state == state)
+    if q:
+        stmt = stmt.where(or_(User.nickname.contains(q, autoescape=True), User.phone.contains(q, autoescape=True)))
+    return _paginate(session, stmt, page, per_page)
+
+
+def decide_binding(session: Session, actor: Actor, user_id: int, *, approve: bool) -> User:
+    """Verify or reject a user's pending enterprise binding."""
+    return auth_services.decide_binding(session, actor, user_id, approve=approve)
