@@ -16,8 +16,8 @@ from .schema import Entry
 DecisionKind = Literal["answer", "suggest", "fallback"]
 
 # Chosen on LCQMC dev + our labelled data (bench/kb_eval.py --tune); see docs/bench/kb.md.
-DEFAULT_ANSWER_THRESHOLD = 0.65
-DEFAULT_SUGGEST_THRESHOLD = 0.3
+DEFAULT_ANSWER_THRESHOLD = 0.45
+DEFAULT_SUGGEST_THRESHOLD = 0.2
 # When the runner-up is this close to the best, the question is ambiguous: offer choices instead.
 DEFAULT_AMBIGUITY_MARGIN = 0.0
 
@@ -164,12 +164,12 @@ class KnowledgeBase:
         q = self.analyzer.analyze(query, MAX_QUERY_CHARS) if isinstance(query, str) else None
         if q is None or not q.tokens:
             return Decision("fallback", [], "问题为空或只有语气词，无法检索")
-        hits = self.search(query, limit, today=day)
-        expired = [
-            h
-            for h in self.search(query, limit, include_expired=True, today=day)
-            if h.expired and h.confidence >= self.suggest_threshold
-        ]
+        everything = self.search(query, limit * 2, include_expired=True, today=day)
+        hits = [h for h in everything if not h.expired][:limit]
+        expired = [h for h in everything if h.expired and h.confidence >= self.suggest_threshold]
+        if len(hits) < limit and len(everything) > len(hits):
+            # Expired phrasings crowded the candidates out; ask again among current entries only.
+            hits = self.search(query, limit, today=day)
         best = hits[0] if hits else None
         if best is None or best.confidence < self.suggest_threshold:
             reason = "未找到足够相关的条目"

@@ -1,0 +1,105 @@
+"""Small-talk detection: greetings, thanks and requests for a human, answered without the knowledge base."""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from .analysis import get_analyzer
+
+SmallTalk = Literal["handoff", "thanks", "greeting"]
+
+# Whole-message small talk is short; anything longer is a real question that merely starts politely.
+MAX_SMALLTALK_CHARS = 20
+
+# A hand-off request can sit inside a longer sentence ("这个问题我要转人工"); "人工智能" must not match.
+_HANDOFF_RE = re.compile(
+    r"转人工|人工客服|人工服务|找人工|要人工|接人工|转接人工|人工(?!智能)|真人|活人|找客服|联系客服|客服在|"
+    r"客服电话|找工作人员|^客服$|\bhuman\b|\bagent\b"
+)
+_THANKS_WORDS = (
+    "非常感谢",
+    "十分感谢",
+    "谢谢你们",
+    "谢谢您",
+    "谢谢你",
+    "谢谢啦",
+    "谢谢了",
+    "谢谢",
+    "多谢",
+    "感谢",
+    "谢了",
+    "辛苦了",
+    "辛苦",
+    "thank you",
+    "thanks",
+    "thank",
+    "thx",
+    "3q",
+    "ty",
+)
+_GREETING_WORDS = (
+    "你好呀",
+    "你好啊",
+    "你好",
+    "您好",
+    "在吗",
+    "在不在",
+    "有人吗",
+    "有人在吗",
+    "哈喽",
+    "哈啰",
+    "嗨",
+    "早上好",
+    "上午好",
+    "中午好",
+    "下午好",
+    "晚上好",
+    "早安",
+    "早",
+    "hello",
+    "hey",
+    "hi",
+    "小助手",
+)
+# Filler that may surround small talk without changing what it is.
+_FILLER_RE = re.compile(r"[^\w]+|[啊呀哈嘿哦噢嗯呢吧啦了的好呀]|ok|okay|好的|知道了|收到|明白了")
+
+
+def _residue(text: str, words: tuple[str, ...]) -> str:
+    for w in words:
+        text = text.replace(w, " ")
+    return _FILLER_RE.sub("", text).strip()
+
+
+def detect_smalltalk(text: str | None) -> SmallTalk | None:
+    """Return "handoff", "thanks" or "greeting" when the whole message is that, else None (a real question)."""
+    if not text or not isinstance(text, str):
+        return None
+    norm = get_analyzer().normalize(text, max_chars=200)
+    if not norm:
+        return None
+    if _HANDOFF_RE.search(norm) and len(norm) <= 40:
+        return "handoff"
+    if len(norm) > MAX_SMALLTALK_CHARS:
+        return None
+    if not _residue(norm, _THANKS_WORDS + _GREETING_WORDS) and any(w in norm for w in _THANKS_WORDS):
+        return "thanks"
+    if not _residue(norm, _GREETING_WORDS):
+        return "greeting"
+    return None
+
+
+def is_greeting(text: str | None) -> bool:
+    """True for a bare greeting such as 你好 / 在吗 / hello."""
+    return detect_smalltalk(text) == "greeting"
+
+
+def is_thanks(text: str | None) -> bool:
+    """True for a bare thank-you such as 谢谢 / 多谢 / thx."""
+    return detect_smalltalk(text) == "thanks"
+
+
+def wants_human(text: str | None) -> bool:
+    """True when the user asks for a person: 人工 / 转人工 / 找客服 / 真人."""
+    return detect_smalltalk(text) == "handoff"
