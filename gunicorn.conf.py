@@ -35,3 +35,13 @@ def child_exit(server, worker):
     from prometheus_client import multiprocess
 
     multiprocess.mark_process_dead(worker.pid)
+
+
+def post_worker_init(worker):
+    # Warm caches in the background so the first WeChat push is not the one that loads jieba.
+    import threading
+
+    from wxapp_backend import warm_up
+
+    app = worker.wsgi
+    threading.Thread(target=warm_up, args=(app,), daemon=True, name="warm-up").start()

@@ -114,13 +114,29 @@ def client(app):
     return app.test_client()
 
 
+@pytest.fixture(scope="session")
+def _assert_engine(app):
+    """An autocommit engine for the `db` fixture: its reads hold no lock and no stale snapshot.
+
+    The application's SQLite engine starts every transaction with BEGIN IMMEDIATE (the write lock), so a
+    long-lived test session on it would block every request the test makes.
+    """
+    from sqlalchemy import create_engine
+
+    url = app.extensions["wxapp"].db.url
+    kwargs = {"connect_args": {"timeout": 30}} if url.startswith("sqlite") else {}
+    engine = create_engine(url, isolation_level="AUTOCOMMIT", **kwargs)
+    yield engine
+    engine.dispose()
+
+
 @pytest.fixture
-def db(app_ctx):
-    """A session for arranging and asserting; commit yourself to make rows visible to requests."""
-    state = app_ctx.extensions["wxapp"]
-    session = state.db.Session()
+def db(app_ctx, _assert_engine):
+    """A session for arranging and asserting; each statement commits at once (call expire_all to re-read)."""
+    from sqlalchemy.orm import Session
+
+    session = Session(_assert_engine, expire_on_commit=False)
     yield session
-    session.rollback()
     session.close()
 
 

@@ -90,6 +90,16 @@ def create_app(settings: Settings | None = None) -> Flask:
     return app
 
 
+def warm_up(app: Flask) -> None:
+    """Load what the first request would otherwise wait for (jieba, the search index); gunicorn calls it."""
+    for hook in app.extensions.get("wxapp_warmups", []):
+        try:
+            with app.app_context():
+                hook()
+        except Exception:  # a failed warm-up only means the first request does the work
+            log.exception("warm-up failed")
+
+
 def _register_blueprints(app: Flask) -> None:
     from . import openapi
     from .auth.api import bp as auth_api

@@ -1,0 +1,178 @@
+"""Knowledge base in the app: search and chat API, suggestions by number, unanswered queue, feedback, editing."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from wxapp_backend.db import session_scope
+from wxapp_backend.knowledge_store.cli import load_default_if_empty
+from wxapp_backend.knowledge_store.models import ChatTurn, KBEntry, UnansweredQuestion
+
+
+@pytest.fixture
+def kb(app_ctx):
+    load_default_if_empty()
+    from wxapp_backend.knowledge_store.services import get_runtime
+
+    runtime = get_runtime()
+    runtime.check_interval = 0  # see edits at once in tests
+    return runtime
+
+
+def chat(client, text, headers=None):
+    resp = client.post("/api/v1/chat", json={"text": text}, headers=headers or {})
+    assert resp.status_code == 200, resp.get_json()
+    return resp.get_json()
+
+
+def test_search_contract_shape(client, kb):
+    body = client.get("/api/v1/kb/search", query_string={"q": "外籍人才工作许可怎么办", "limit": 3}).get_json()
+    assert body["decision"] in {"answer", "suggest", "fallback"}
+    assert body["results"] and set(body["results"][0]) >= {"id", "question", "answer", "score"}
+    assert body["results"][0]["id"] == "talent-foreign-work-permit"
+
+
+def test_search_requires_q(client, kb):
+    resp = client.get("/api/v1/kb/search")
+    assert resp.status_code == 422 and "q" in resp.get_json()["fields"]
+
+
+def test_chat_answers_a_covered_question(client, kb):
+    body = chat(client, "外籍人才工作许可怎么办")
+    assert body["decision"] == "answer" and body["entry_id"] == "talent-foreign-work-permit"
+    assert body["turn_id"]
+
+
+def test_chat_suggestions_then_number_reply(client, kb, make_user, user_token):
+    h = user_token(make_user())
+    body = chat(client, "小微企业融资有什么政策", h)
+    if body["decision"] != "suggest":
+        pytest.skip("the ranking answered directly; the number path is covered in unit tests")
+    first = body["suggestions"][0]["id"]
+    picked = chat(client, "1", h)
+    assert picked["decision"] == "answer" and picked["entry_id"] == first
+
+
+def test_unknown_question_falls_back_and_is_queued(client, kb, db):
+    body = chat(client, "明天股票会涨吗")
+    assert body["decision"] == "fallback"
+    assert "人工" in body["reply"] and "我要反映" in body["reply"]
+    chat(client, "明天股票会涨吗？")
+    q = db.query(UnansweredQuestion).one()
+    assert q.count == 2 and q.status == "open"
+
+
+def test_expired_policy_is_never_given_as_current(client, kb, db):
+    expired = [r for r in db.query(KBEntry).all() if r.valid_until and r.valid_until.year <= 2022]
+    assert expired, "the default knowledge base has expired policies to test with"
+    for row in expired:
+        body = chat(client, row.question)
+        assert not (body["decision"] == "answer" and body["entry_id"] == row.id), row.id
+
+
+@pytest.mark.parametrize("text", ["   ", "😀😀😀", "hello what is this", "請問營業執照怎麼辦",
+                                  "'; DROP TABLE kb_entries; --", "<script>alert(1)</script>", "的了吗呢",
+                                  "营业执照" * 1250])
+def test_hostile_or_odd_text_never_500(client, kb, text, db):
+    resp = client.post("/api/v1/chat", json={"text": text})
+    assert resp.status_code in {200, 422}
+    assert db.query(KBEntry).count() >= 150
+
+
+def test_too_long_text_is_422(client, kb):
+    resp = client.post("/api/v1/chat", json={"text": "x" * 5001})
+    assert resp.status_code == 422
+
+
+def test_greeting_and_handoff(client, kb, db):
+    assert chat(client, "你好")["decision"] == "smalltalk"
+    assert chat(client, "转人工")["handoff"] is True
+    assert db.query(ChatTurn).filter_by(decision="smalltalk").count() == 0
+
+
+def test_feedback_counts_in_rates(client, kb, db):
+    body = chat(client, "外籍人才工作许可怎么办")
+    resp = client.post("/api/v1/kb/feedback", json={"entry_id": body["entry_id"], "useful": True,
+                                                    "turn_id": body["turn_id"]})
+    assert resp.status_code == 200
+    from wxapp_backend.knowledge_store.services import answer_rates
+
+    rates = answer_rates(db)
+    assert rates["useful_votes"] == 1 and rates["answered"] == 1
+
+
+def test_feedback_on_unknown_entry_is_404(client, kb):
+    resp = client.post("/api/v1/kb/feedback", json={"entry_id": "nope", "useful": False})
+    assert resp.status_code == 404
+
+
+def test_entry_detail_and_retired_entry_hidden(client, kb, app_ctx):
+    assert client.get("/api/v1/kb/entries/talent-foreign-work-permit").status_code == 200
+    from wxapp_backend.audit import SYSTEM
+    from wxapp_backend.knowledge_store.services import set_retired
+
+    with session_scope() as s:
+        set_retired(s, app_ctx.extensions["wxapp"].redis, SYSTEM, "talent-foreign-work-permit", True)
+    assert client.get("/api/v1/kb/entries/talent-foreign-work-permit").status_code == 404
+    body = chat(client, "外籍人才工作许可怎么办")
+    assert body["entry_id"] != "talent-foreign-work-permit"
+
+
+def test_edit_reaches_other_processes_through_the_version_key(app_ctx, kb):
+    """A second runtime (another process) sees an edit made through the first one."""
+    from wxapp_backend.audit import SYSTEM
+    from wxapp_backend.knowledge_store.services import KBRuntime, add_phrasing
+
+    state = app_ctx.extensions["wxapp"]
+    other = KBRuntime(state.db, state.redis, check_interval=0)
+    before = other.get().decide("我们公司想请个洋专家要办啥手续")
+    with session_scope() as s:
+        add_phrasing(s, state.redis, SYSTEM, "talent-foreign-work-permit", "我们公司想请个洋专家要办啥手续")
+    after = other.get().decide("我们公司想请个洋专家要办啥手续")
+    assert after.best.entry.id == "talent-foreign-work-permit"
+    assert after.best.confidence > (before.best.confidence if before.best else 0)
+
+
+def _csrf(page: str) -> str:
+    return re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+
+
+def test_console_edit_create_retire_and_unanswered(client, kb, make_staff, console_login, db):
+    token = console_login(make_staff(role="staff"))
+    assert "知识库" in client.get("/console/kb/").get_data(as_text=True)
+    resp = client.post("/console/kb/new", data={"csrf_token": token, "id": "test-new", "question": "测试问题<b>",
+                                                "answer": "测试答案", "similar": "问法一\n问法二"})
+    assert resp.status_code == 302
+    row = db.get(KBEntry, "test-new")
+    assert row.similar == ["问法一", "问法二"]
+    dup = client.post("/console/kb/new", data={"csrf_token": token, "id": "test-new", "question": "q",
+                                               "answer": "a"})
+    assert dup.status_code == 409
+    page = client.get("/console/kb/?q=test-new").get_data(as_text=True)
+    assert "测试问题&lt;b&gt;" in page
+    assert client.post("/console/kb/test-new/retire", data={"csrf_token": token, "retire": "1"}).status_code == 302
+    db.expire_all()
+    assert db.get(KBEntry, "test-new").retired is True
+    chat(client, "明天股票会涨吗")
+    qid = db.query(UnansweredQuestion).one().id
+    resp = client.post(f"/console/kb/unanswered/{qid}/phrasing",
+                       data={"csrf_token": token, "entry_id": "talent-foreign-work-permit"})
+    assert resp.status_code == 302
+    db.expire_all()
+    assert "明天股票会涨吗" in db.get(KBEntry, "talent-foreign-work-permit").similar
+    assert db.get(UnansweredQuestion, qid).status == "resolved"
+
+
+def test_console_kb_needs_staff_role(client, kb, make_staff, console_login):
+    console_login(make_staff(role="dept"))
+    assert client.get("/console/kb/").status_code == 403
+
+
+def test_edits_are_audited(client, kb, make_staff, console_login, db):
+    from wxapp_backend.audit import AuditLog
+
+    token = console_login(make_staff(role="staff"))
+    client.post("/console/kb/new", data={"csrf_token": token, "id": "aud-1", "question": "q", "answer": "a"})
+    assert db.query(AuditLog).filter_by(action="kb.entry_created", target_id="aud-1").count() == 1

@@ -1,0 +1,53 @@
+"""`flask kb import|export|search`: a bad file changes nothing; export and import round-trip."""
+
+from __future__ import annotations
+
+from wxapp_backend.knowledge_store.cli import load_default_if_empty
+from wxapp_backend.knowledge_store.models import KBEntry
+
+
+def test_import_bad_file_changes_nothing(app, app_ctx, tmp_path, db):
+    load_default_if_empty()
+    before = db.query(KBEntry).count()
+    bad = tmp_path / "bad.csv"
+    bad.write_text("id,question\nx1,问题\n", encoding="utf-8")  # no answer column
+    result = app.test_cli_runner().invoke(args=["kb", "import", str(bad)])
+    assert result.exit_code != 0 and "未改动" in result.output
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("- id: a\n  question: [unclosed\n", encoding="utf-8")
+    result = app.test_cli_runner().invoke(args=["kb", "import", str(broken)])
+    assert result.exit_code != 0
+    dup = tmp_path / "dup.jsonl"
+    dup.write_text('{"id":"a","question":"q","answer":"x"}\n{"id":"a","question":"q2","answer":"y"}\n',
+                   encoding="utf-8")
+    result = app.test_cli_runner().invoke(args=["kb", "import", str(dup)])
+    assert result.exit_code != 0
+    db.expire_all()
+    assert db.query(KBEntry).count() == before
+
+
+def test_export_import_round_trip(app, app_ctx, tmp_path, db):
+    load_default_if_empty()
+    out = tmp_path / "kb.xlsx"
+    result = app.test_cli_runner().invoke(args=["kb", "export", str(out)])
+    assert result.exit_code == 0, result.output
+    result = app.test_cli_runner().invoke(args=["kb", "import", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "新增 0 条，更新 0 条" in result.output
+
+
+def test_import_with_replace_retires_missing(app, app_ctx, tmp_path, db):
+    load_default_if_empty()
+    one = tmp_path / "one.csv"
+    one.write_text("id,question,answer,similar\nnew-1,新问题,新答案,问法一|问法二\n", encoding="utf-8")
+    result = app.test_cli_runner().invoke(args=["kb", "import", str(one), "--replace"])
+    assert result.exit_code == 0, result.output
+    db.expire_all()
+    assert db.query(KBEntry).filter_by(retired=False).count() == 1
+    assert db.get(KBEntry, "new-1").similar == ["问法一", "问法二"]
+
+
+def test_search_command(app, app_ctx):
+    load_default_if_empty()
+    result = app.test_cli_runner().invoke(args=["kb", "search", "外籍人才工作许可怎么办"])
+    assert result.exit_code == 0 and "talent-foreign-work-permit" in result.output

@@ -1,0 +1,109 @@
+"""Knowledge-base API for the mini-program: search, chat with the bot, entry detail, 有用/没用 feedback."""
+
+from __future__ import annotations
+
+import hashlib
+
+from flask import Blueprint, Flask, current_app, jsonify, request
+
+from ..auth import tokens
+from ..auth.guard import USER
+from ..db import session_scope
+from ..errors import NotFound, TooManyRequests
+from ..http import doc, parse, query
+from ..validation import Field
+from .bot import respond
+from .services import entry_from_row, get_runtime, record_feedback
+
+bp = Blueprint("kb_api", __name__, url_prefix="/api/v1")
+
+SEARCH_PARAMS = (Field("q", "str", "问题", required=True, max_len=5000),
+                 Field("limit", "int", "条数", min=1, max=20, default=5))
+CHAT_FIELDS = (Field("text", "text", "消息", required=True, max_len=5000),)
+FEEDBACK_FIELDS = (Field("entry_id", "str", "条目编号", required=True, max_len=128),
+                   Field("useful", "bool", "是否有用", required=True),
+                   Field("turn_id", "int", "问答编号", min=1))
+ANON_LIMIT_PER_MIN = 30
+
+
+def _optional_user() -> int | None:
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    return tokens.resolve(current_app.extensions["wxapp"].redis, USER, token.strip())
+
+
+def _who(user_id: int | None) -> str:
+    if user_id is not None:
+        return f"u{user_id}"
+    ip = request.remote_addr or "?"
+    r = current_app.extensions["wxapp"].redis
+    key = f"kb:anon:{ip}"
+    n = r.incr(key)
+    if n == 1:
+        r.expire(key, 60)
+    if n > ANON_LIMIT_PER_MIN:
+        raise TooManyRequests("提问太频繁了，请稍等一分钟再试。", headers={"Retry-After": "60"})
+    return "ip" + hashlib.sha1(ip.encode()).hexdigest()[:16]
+
+
+@bp.get("/kb/search")
+@doc("检索知识库：返回决定（answer/suggest/fallback）和候选条目", params=SEARCH_PARAMS, auth="none",
+     tags=["知识库"])
+def search():
+    q = query(SEARCH_PARAMS)
+    kb = get_runtime().get()
+    decision = kb.decide(q["q"], limit=q["limit"])
+    hits = decision.hits if decision.kind != "fallback" else kb.search(q["q"], q["limit"])
+    return jsonify({
+        "decision": decision.kind,
+        "results": [{"id": h.entry.id, "question": h.entry.question, "answer": h.entry.answer,
+                     "category": h.entry.category, "score": round(h.confidence, 4)} for h in hits],
+    })
+
+
+@bp.post("/chat")
+@doc("和数字店小二对话（与公众号里的机器人同一套逻辑）；登录可选", body=CHAT_FIELDS, auth="none",
+     tags=["知识库"], responses={200: "{reply, decision, suggestions, turn_id}"})
+def chat():
+    data = parse(CHAT_FIELDS)
+    user_id = _optional_user()
+    state = current_app.extensions["wxapp"]
+    result, turn_id = respond(get_runtime(), state.db, state.redis, data["text"], channel="api",
+                              user_id=user_id, who=_who(user_id))
+    body = result.to_dict()
+    body["turn_id"] = turn_id
+    return jsonify(body)
+
+
+@bp.get("/kb/entries/<entry_id>")
+@doc("知识条目详情（小程序详情页）", auth="none", tags=["知识库"])
+def entry_detail(entry_id: str):
+    from .models import KBEntry
+
+    with session_scope() as s:
+        row = s.get(KBEntry, entry_id[:128])
+        if row is None or row.retired:
+            raise NotFound("没有找到这个条目，可能已经下线。")
+        return jsonify(entry_from_row(row).to_dict())
+
+
+@bp.post("/kb/feedback")
+@doc("对一条回答点“有用/没用”", body=FEEDBACK_FIELDS, auth="none", tags=["知识库"])
+def feedback():
+    data = parse(FEEDBACK_FIELDS)
+    user_id = _optional_user()
+    with session_scope() as s:
+        fb = record_feedback(s, turn_id=data["turn_id"], entry_id=data["entry_id"], user_id=user_id,
+                             useful=data["useful"])
+        return jsonify({"id": fb.id, "useful": fb.useful})
+
+
+def register(app: Flask) -> None:
+    from . import cli, console
+
+    app.register_blueprint(bp)
+    app.register_blueprint(console.bp)
+    cli.register(app)
+    app.extensions.setdefault("wxapp_warmups", []).append(lambda: get_runtime().get())

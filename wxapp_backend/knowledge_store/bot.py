@@ -1,0 +1,45 @@
+"""The bot as every channel calls it: remembers the last choices, logs the turn, returns the reply."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import redis
+
+from ..db import Database
+from .chat import ChatResult, ask
+from .services import KBRuntime, log_turn
+
+log = logging.getLogger(__name__)
+
+MEMORY_TTL = 15 * 60
+
+
+def _memory_key(channel: str, who: str) -> str:
+    return f"kb:last:{channel}:{who}"
+
+
+def respond(runtime: KBRuntime, db: Database, r: redis.Redis, text: str, *, channel: str,
+            user_id: int | None, who: str, detail_hint: str = "") -> tuple[ChatResult, int | None]:
+    """One turn of the bot for `who` (a stable per-user key); returns the result and the logged turn id."""
+    key = _memory_key(channel, who)
+    try:
+        raw = r.get(key)
+        last = json.loads(raw) if raw else None
+    except (redis.RedisError, ValueError):
+        last = None  # losing the memory only means a number reply is read as a question
+    result = ask(runtime.get(), text, last_suggestions=last, detail_hint=detail_hint)
+    try:
+        if result.suggestions:
+            r.set(key, json.dumps([s["id"] for s in result.suggestions]), ex=MEMORY_TTL)
+        elif result.decision in {"answer", "fallback"}:
+            r.delete(key)
+    except redis.RedisError:
+        log.warning("could not store the suggestion memory")
+    turn_id = None
+    if result.decision != "smalltalk":
+        with db.session_scope() as s:
+            turn_id = log_turn(s, channel=channel, user_id=user_id, question=text, decision=result.decision,
+                               entry_id=result.entry_id, confidence=result.confidence).id
+    return result, turn_id

@@ -1,0 +1,112 @@
+"""The bot's answer to one text: answer, "您是不是想问" choices, or an honest fallback — one path for every channel."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from knowledge.schema import Entry
+from knowledge.search import Decision, KnowledgeBase
+from knowledge.smalltalk import detect_smalltalk
+
+# A passive WeChat reply is cut at about 2048 bytes; Chinese is 3 bytes a character.
+MAX_REPLY_CHARS = 600
+SUGGEST_COUNT = 3
+
+GREETING = ("您好！我是营商服务中心的数字店小二 🙂 惠企政策、企业开办、人才落户、融资、涉税、楼宇和白领活动，"
+            "都可以直接问我。比如：“外籍人才工作许可怎么办”。")
+THANKS = "不客气！还有什么需要，随时找我。"
+HANDOFF = "好的，正在为您转接人工客服，请稍候。工作时间以外，您也可以回复“我要反映”留下诉求，我们会尽快联系您。"
+FALLBACK = ("抱歉，这个问题我还没学会。我已经把它记下来，工作人员会尽快补充。\n"
+            "您可以：\n1. 换个说法再问问我\n2. 回复“人工”联系工作人员\n3. 回复“我要反映”提交诉求，我们会在承诺时限内答复")
+EXPIRED_NOTE = "您问的“{q}”已经过了有效期（截至 {until}），目前不再受理。有新政策时我们会第一时间更新。"
+
+
+@dataclass
+class ChatResult:
+    """What to say, why, and what to remember for the next turn."""
+
+    reply: str
+    decision: str  # answer | suggest | fallback | smalltalk | handoff
+    entry_id: str | None = None
+    confidence: float = 0.0
+    suggestions: list[dict] = field(default_factory=list)  # [{"id", "question"}], numbered 1..n in the reply
+    handoff: bool = False
+    truncated: bool = False
+
+    def to_dict(self) -> dict:
+        return {"reply": self.reply, "decision": self.decision, "entry_id": self.entry_id,
+                "suggestions": self.suggestions, "handoff": self.handoff}
+
+
+def format_answer(entry: Entry, *, max_chars: int = MAX_REPLY_CHARS, detail_hint: str = "") -> tuple[str, bool]:
+    """The answer text with the policy facts users act on; long answers are shortened with a pointer."""
+    parts = [entry.answer.strip()]
+    if entry.has_policy:
+        facts = [("适用对象", entry.eligibility), ("支持内容", entry.benefit), ("申报时间", entry.window),
+                 ("办理渠道", entry.where_to_apply)]
+        lines = [f"【{label}】{value.strip()}" for label, value in facts if value and value.strip()
+                 and value.strip() not in entry.answer]
+        if entry.valid_until:
+            lines.append(f"【有效期至】{entry.valid_until.isoformat()}")
+        if entry.url:
+            lines.append(f"【原文】{entry.url}")
+        if lines:
+            parts.append("\n".join(lines))
+    text = "\n\n".join(parts)
+    if len(text) <= max_chars:
+        return text, False
+    hint = detail_hint or "（内容较长，完整内容请在小程序“政策问答”中查看）"
+    cut = text[: max_chars - len(hint) - 1].rstrip()
+    return cut + "…" + hint, True
+
+
+def _suggest_reply(hits) -> tuple[str, list[dict]]:
+    items = [{"id": h.entry.id, "question": h.entry.question} for h in hits[:SUGGEST_COUNT]]
+    lines = [f"{i}. {item['question']}" for i, item in enumerate(items, 1)]
+    return "您是不是想问：\n" + "\n".join(lines) + "\n回复数字即可查看答案。", items
+
+
+def ask(kb: KnowledgeBase, text: str, *, last_suggestions: list[str] | None = None,
+        detail_hint: str = "") -> ChatResult:
+    """Decide what the bot says to `text`; `last_suggestions` are the ids offered in the previous turn."""
+    text = (text or "").strip()
+    if not text:
+        return ChatResult("您好像没有输入内容，想了解什么可以直接问我～", "smalltalk")
+    choice = _numbered_choice(text, last_suggestions)
+    if choice is not None:
+        entry = kb.get(choice)
+        if entry is not None:
+            reply, cut = format_answer(entry, detail_hint=detail_hint)
+            return ChatResult(reply, "answer", entry.id, 1.0, truncated=cut)
+    small = detect_smalltalk(text)
+    if small == "handoff":
+        return ChatResult(HANDOFF, "handoff", handoff=True)
+    if small == "greeting":
+        return ChatResult(GREETING, "smalltalk")
+    if small == "thanks":
+        return ChatResult(THANKS, "smalltalk")
+    decision: Decision = kb.decide(text, limit=5)
+    if decision.kind == "answer" and decision.best is not None:
+        best = decision.best
+        reply, cut = format_answer(best.entry, detail_hint=detail_hint)
+        return ChatResult(reply, "answer", best.entry.id, best.confidence, truncated=cut)
+    if decision.kind == "suggest" and decision.hits:
+        reply, items = _suggest_reply(decision.hits)
+        return ChatResult(reply, "suggest", None, decision.hits[0].confidence, suggestions=items)
+    lapsed = [h for h in decision.expired if not h.entry.retired and h.entry.valid_until is not None]
+    if lapsed:
+        # Say honestly that the policy has ended rather than pretending not to know it.
+        old = lapsed[0].entry
+        reply = EXPIRED_NOTE.format(q=old.question, until=old.valid_until) + "\n\n" + FALLBACK.split("\n", 1)[1]
+        return ChatResult(reply, "fallback", None, lapsed[0].confidence)
+    return ChatResult(FALLBACK, "fallback", None, decision.best.confidence if decision.best else 0.0)
+
+
+def _numbered_choice(text: str, last: list[str] | None) -> str | None:
+    if not last:
+        return None
+    t = text.strip().strip("。.、")
+    t = {"一": "1", "二": "2", "三": "3", "１": "1", "２": "2", "３": "3"}.get(t, t)
+    if t.isdigit() and 1 <= int(t) <= len(last):
+        return last[int(t) - 1]
+    return None

@@ -1,0 +1,85 @@
+"""`flask --app wsgi kb import|export|search`, and loading the default knowledge base on init-db."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+from flask import Flask, current_app
+from sqlalchemy import func, select
+
+from knowledge.loaders import KBLoadError, dump_file, load_dir, load_file
+
+from ..audit import SYSTEM
+from ..config import ROOT
+from ..db import session_scope
+from .models import KBEntry
+from .services import entry_from_row, get_runtime, import_entries
+
+DEFAULT_DATA = ROOT / "knowledge" / "data"
+
+
+def load_default_if_empty() -> list[str]:
+    """Load knowledge/data/*.yaml when the knowledge base is empty (init-db and seed-demo)."""
+    state = current_app.extensions["wxapp"]
+    with session_scope() as s:
+        if s.scalar(select(func.count(KBEntry.id))):
+            return []
+        entries = load_dir(DEFAULT_DATA, strict=True)
+        report = import_entries(s, state.redis, SYSTEM, entries)
+    return [f"知识库：载入默认条目，{report.summary()}。"]
+
+
+def register(app: Flask) -> None:
+    from ..cli import AFTER_INIT_DB
+    from ..demo import SEED_HOOKS
+
+    if load_default_if_empty not in AFTER_INIT_DB:
+        AFTER_INIT_DB.append(load_default_if_empty)
+        SEED_HOOKS.append(load_default_if_empty)
+
+    kb = click.Group("kb", help="知识库：导入、导出、检索")
+
+    @kb.command("import")
+    @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+    @click.option("--replace", is_flag=True, help="文件中没有的条目将下线（不会删除）")
+    def kb_import(file: Path, replace: bool) -> None:
+        """Import .yaml/.jsonl/.csv/.xlsx (columns id, question, answer; optional similar, category, tags)."""
+        try:
+            entries = load_file(file, strict=True)
+        except KBLoadError as exc:
+            raise click.ClickException(f"导入失败，知识库未改动：\n{exc}") from None
+        if not entries:
+            raise click.ClickException("文件里没有条目，知识库未改动。")
+        with session_scope() as s:
+            report = import_entries(s, current_app.extensions["wxapp"].redis, SYSTEM, entries, replace=replace)
+        click.echo(f"导入完成：{report.summary()}。")
+
+    @kb.command("export")
+    @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+    @click.option("--include-retired", is_flag=True, help="同时导出已下线条目")
+    def kb_export(file: Path, include_retired: bool) -> None:
+        """Export to .yaml/.jsonl/.csv/.xlsx (by the file's extension)."""
+        with session_scope() as s:
+            stmt = select(KBEntry).order_by(KBEntry.category, KBEntry.id)
+            if not include_retired:
+                stmt = stmt.where(KBEntry.retired.is_(False))
+            entries = [entry_from_row(r) for r in s.scalars(stmt)]
+        try:
+            dump_file(entries, file)
+        except (KBLoadError, ValueError) as exc:
+            raise click.ClickException(str(exc)) from None
+        click.echo(f"已导出 {len(entries)} 条到 {file}。")
+
+    @kb.command("search")
+    @click.argument("query_text", metavar="QUERY")
+    @click.option("--limit", default=5, show_default=True)
+    def kb_search(query_text: str, limit: int) -> None:
+        """Show what the bot would decide for a question, and the top matches."""
+        kb_index = get_runtime().get()
+        decision = kb_index.decide(query_text, limit=limit)
+        click.echo(f"决定：{decision.kind}（{decision.reason}）")
+        for i, h in enumerate(decision.hits or kb_index.search(query_text, limit), 1):
+            click.echo(f"{i}. [{h.confidence:.2f}] {h.entry.id}  {h.entry.question}")
+
+    app.cli.add_command(kb)

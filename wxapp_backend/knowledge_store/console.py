@@ -1,0 +1,187 @@
+"""Console pages for the knowledge base: entries, the unanswered-questions queue, answer rates."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from flask import Blueprint, abort, current_app, flash, g, redirect, render_template, request, url_for
+from sqlalchemy import func, or_, select
+
+from knowledge.schema import POLICY_FIELDS, Entry
+
+from ..auth.guard import console_required
+from ..auth.models import StaffRole
+from ..console import add_nav
+from ..db import session_scope, utcnow
+from ..errors import AppError
+from ..validation import Field, validate
+from . import services
+from .models import KBEntry, UnansweredQuestion
+
+bp = Blueprint("kb_console", __name__, url_prefix="/console/kb")
+
+PER_PAGE = 30
+ENTRY_FIELDS = (
+    Field("id", "str", "编号", required=True, max_len=128),
+    Field("question", "str", "标准问题", required=True, max_len=300),
+    Field("similar", "text", "相似问法", max_len=10000, default=""),
+    Field("answer", "text", "答案", required=True, max_len=10000),
+    Field("category", "str", "分类", max_len=40, default=""),
+    Field("tags", "str", "标签", max_len=500, default=""),
+    Field("issuer", "str", "发布部门", max_len=200),
+    Field("eligibility", "text", "适用对象", max_len=5000),
+    Field("conditions", "text", "申请条件", max_len=5000),
+    Field("window", "str", "申报时间", max_len=300),
+    Field("benefit", "text", "支持内容", max_len=5000),
+    Field("where_to_apply", "text", "办理渠道", max_len=5000),
+    Field("url", "str", "原文链接", max_len=500),
+    Field("valid_from", "date", "生效日期"),
+    Field("valid_until", "date", "截止日期"),
+)
+
+add_nav("kb_console.entries", "知识库", StaffRole.STAFF)
+add_nav("kb_console.unanswered", "未答问题", StaffRole.STAFF)
+
+
+def _redis():
+    return current_app.extensions["wxapp"].redis
+
+
+def _entry_from_form(form: dict) -> Entry:
+    data = validate(form, ENTRY_FIELDS)
+    split = [s.strip() for s in (data["similar"] or "").splitlines() if s.strip()]
+    tags = [t.strip() for t in (data["tags"] or "").replace("、", ",").replace("|", ",").split(",") if t.strip()]
+    return Entry(id=data["id"], question=data["question"], answer=data["answer"], similar=tuple(split),
+                 category=data["category"] or "", tags=tuple(tags),
+                 **{f: data.get(f) for f in POLICY_FIELDS}, retired=False)
+
+
+@bp.get("/")
+@console_required(StaffRole.STAFF)
+def entries():
+    q = (request.args.get("q") or "").strip()[:100]
+    category = (request.args.get("category") or "").strip()[:40]
+    show = request.args.get("show", "current")
+    page = max(1, min(request.args.get("page", 1, type=int) or 1, 10000))
+    with session_scope() as s:
+        stmt = select(KBEntry)
+        if q:
+            like = f"%{q}%"
+            stmt = stmt.where(or_(KBEntry.id.like(like), KBEntry.question.like(like), KBEntry.answer.like(like)))
+        if category:
+            stmt = stmt.where(KBEntry.category == category)
+        if show == "current":
+            stmt = stmt.where(KBEntry.retired.is_(False))
+        elif show == "retired":
+            stmt = stmt.where(KBEntry.retired.is_(True))
+        total = s.scalar(select(func.count()).select_from(stmt.subquery()))
+        rows = s.scalars(stmt.order_by(KBEntry.category, KBEntry.id).offset((page - 1) * PER_PAGE)
+                         .limit(PER_PAGE)).all()
+        categories = [c for (c,) in s.execute(select(KBEntry.category).distinct().order_by(KBEntry.category))]
+        rates = services.answer_rates(s, since=utcnow() - timedelta(days=30))
+    hits = []
+    if q:
+        hits = services.get_runtime().get().search(q, 5)
+    return render_template("console/kb/list.html", rows=rows, total=total, page=page, per_page=PER_PAGE, q=q,
+                           category=category, categories=categories, show=show, rates=rates, hits=hits,
+                           today=services.today_shanghai())
+
+
+@bp.route("/new", methods=["GET", "POST"])
+@console_required(StaffRole.STAFF)
+def new_entry():
+    return _edit(None)
+
+
+@bp.route("/<entry_id>/edit", methods=["GET", "POST"])
+@console_required(StaffRole.STAFF)
+def edit_entry(entry_id: str):
+    return _edit(entry_id[:128])
+
+
+def _edit(entry_id: str | None):
+    errors: dict[str, str] = {}
+    form: dict = {}
+    if request.method == "POST":
+        form = request.form.to_dict()
+        if entry_id is not None:
+            form["id"] = entry_id
+        try:
+            entry = _entry_from_form(form)
+            with session_scope() as s:
+                services.save_entry(s, _redis(), g.actor, entry, create=entry_id is None)
+                from_q = request.form.get("from_unanswered", type=int)
+                if from_q:
+                    services.resolve_unanswered(s, g.actor, from_q, entry.id)
+            flash("已保存，机器人几秒内就会用上新内容。")
+            return redirect(url_for("kb_console.entries", q=entry.id))
+        except AppError as exc:
+            errors = exc.fields or {"_": exc.message}
+            status = exc.status
+        return render_template("console/kb/edit.html", form=form, errors=errors, entry_id=entry_id,
+                               fields=ENTRY_FIELDS), status
+    if entry_id is not None:
+        with session_scope() as s:
+            row = s.get(KBEntry, entry_id)
+            if row is None:
+                abort(404)
+            form = {f.name: getattr(row, f.name) for f in ENTRY_FIELDS}
+            form["similar"] = "\n".join(row.similar or [])
+            form["tags"] = ", ".join(row.tags or [])
+            form["retired"] = row.retired
+    else:
+        form = {"question": request.args.get("question", "")[:300],
+                "from_unanswered": request.args.get("from_unanswered", "")}
+    return render_template("console/kb/edit.html", form=form, errors=errors, entry_id=entry_id,
+                           fields=ENTRY_FIELDS)
+
+
+@bp.post("/<entry_id>/retire")
+@console_required(StaffRole.STAFF)
+def retire_entry(entry_id: str):
+    retire = request.form.get("retire", "1") == "1"
+    with session_scope() as s:
+        services.set_retired(s, _redis(), g.actor, entry_id[:128], retire)
+    flash("已下线，机器人不会再用这条回答。" if retire else "已恢复上线。")
+    return redirect(request.referrer if _same_site(request.referrer) else url_for("kb_console.entries"))
+
+
+def _same_site(url: str | None) -> bool:
+    return bool(url) and url.startswith(request.host_url + "console/")
+
+
+@bp.get("/unanswered")
+@console_required(StaffRole.STAFF)
+def unanswered():
+    status = request.args.get("status", "open")
+    if status not in {"open", "resolved", "ignored"}:
+        status = "open"
+    with session_scope() as s:
+        rows = s.scalars(select(UnansweredQuestion).where(UnansweredQuestion.status == status)
+                         .order_by(UnansweredQuestion.count.desc(), UnansweredQuestion.last_asked_at.desc())
+                         .limit(200)).all()
+    kb = services.get_runtime().get()
+    suggestions = {row.id: kb.search(row.text, 3) for row in rows[:50]}
+    return render_template("console/kb/unanswered.html", rows=rows, status=status, suggestions=suggestions)
+
+
+@bp.post("/unanswered/<int:qid>/phrasing")
+@console_required(StaffRole.STAFF)
+def unanswered_to_phrasing(qid: int):
+    entry_id = (request.form.get("entry_id") or "").strip()[:128]
+    with session_scope() as s:
+        row = s.get(UnansweredQuestion, qid)
+        if row is None:
+            abort(404)
+        services.add_phrasing(s, _redis(), g.actor, entry_id, row.text, unanswered_id=qid)
+    flash(f"已把这个问法加到条目 {entry_id}。")
+    return redirect(url_for("kb_console.unanswered"))
+
+
+@bp.post("/unanswered/<int:qid>/ignore")
+@console_required(StaffRole.STAFF)
+def unanswered_ignore(qid: int):
+    with session_scope() as s:
+        services.resolve_unanswered(s, g.actor, qid, None, ignore=True)
+    flash("已忽略。")
+    return redirect(url_for("kb_console.unanswered"))

@@ -1,0 +1,314 @@
+"""Knowledge-base services: the database is the source of truth; every process rebuilds its index on change."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import re
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import date, datetime
+from zoneinfo import ZoneInfo
+
+import redis
+from sqlalchemy import event, func, select
+from sqlalchemy.orm import Session
+
+from knowledge.schema import POLICY_FIELDS, Entry, validate_entry
+from knowledge.search import KnowledgeBase
+
+from ..audit import Actor, audit
+from ..db import Database, utcnow
+from ..errors import Conflict, NotFound, ValidationError
+from .models import AnswerFeedback, ChatTurn, KBEntry, UnansweredQuestion
+
+log = logging.getLogger(__name__)
+
+VERSION_KEY = "kb:version"
+SHANGHAI = ZoneInfo("Asia/Shanghai")
+_CHANGED = "wxapp_kb_changed"
+
+
+def today_shanghai() -> date:
+    return datetime.now(SHANGHAI).date()
+
+
+# --- rows <-> entries --------------------------------------------------------------------------------
+
+def entry_from_row(row: KBEntry) -> Entry:
+    return Entry(
+        id=row.id, question=row.question, answer=row.answer, similar=tuple(row.similar or ()),
+        category=row.category or "", tags=tuple(row.tags or ()),
+        **{f: getattr(row, f) for f in POLICY_FIELDS}, retired=bool(row.retired),
+    )
+
+
+def _row_values(entry: Entry) -> dict:
+    values = {f.name: getattr(entry, f.name) for f in dataclasses.fields(Entry)}
+    values["similar"] = list(entry.similar)
+    values["tags"] = list(entry.tags)
+    return values
+
+
+def _changed(session: Session, r: redis.Redis) -> None:
+    """Bump the version in Redis once the transaction commits, so every process reloads."""
+    session.info[_CHANGED] = r
+
+
+@event.listens_for(Session, "after_commit")
+def _bump_after_commit(session: Session) -> None:
+    r = session.info.pop(_CHANGED, None)
+    if r is not None:
+        try:
+            r.incr(VERSION_KEY)
+        except redis.RedisError:  # processes also reload on their periodic full check
+            log.exception("could not bump the knowledge-base version")
+
+
+@event.listens_for(Session, "after_soft_rollback")
+def _forget_on_rollback(session: Session, previous_transaction) -> None:
+    if previous_transaction.parent is None:
+        session.info.pop(_CHANGED, None)
+
+
+# --- editing -----------------------------------------------------------------------------------------
+
+@dataclass
+class ImportReport:
+    created: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    retired: int = 0
+
+    def summary(self) -> str:
+        return (f"新增 {self.created} 条，更新 {self.updated} 条，未变 {self.unchanged} 条"
+                + (f"，下线 {self.retired} 条" if self.retired else ""))
+
+
+def import_entries(session: Session, r: redis.Redis, actor: Actor, entries: Iterable[Entry], *,
+                   replace: bool = False) -> ImportReport:
+    """Upsert entries by id; with replace, entries missing from the import are retired (never deleted)."""
+    entries = list(entries)
+    report = ImportReport()
+    existing = {row.id: row for row in session.scalars(select(KBEntry))}
+    for entry in entries:
+        values = _row_values(entry)
+        row = existing.get(entry.id)
+        if row is None:
+            session.add(KBEntry(**values))
+            report.created += 1
+            continue
+        if all(getattr(row, k) == v for k, v in values.items()):
+            report.unchanged += 1
+            continue
+        for k, v in values.items():
+            setattr(row, k, v)
+        row.revision += 1
+        report.updated += 1
+    if replace:
+        keep = {e.id for e in entries}
+        for row in existing.values():
+            if row.id not in keep and not row.retired:
+                row.retired = True
+                row.revision += 1
+                report.retired += 1
+    audit(session, actor, "kb.imported", None, created=report.created, updated=report.updated,
+          retired=report.retired, replace=replace)
+    _changed(session, r)
+    return report
+
+
+def save_entry(session: Session, r: redis.Redis, actor: Actor, entry: Entry, *, create: bool) -> KBEntry:
+    """Create or edit one entry (the console's form); audited with the fields that changed."""
+    problems = validate_entry(entry)
+    if problems:
+        raise ValidationError(problems[0])
+    row = session.get(KBEntry, entry.id, with_for_update=True)
+    values = _row_values(entry)
+    if create:
+        if row is not None:
+            raise Conflict(f"编号 {entry.id} 已存在，请换一个编号。", fields={"id": "已存在"})
+        row = KBEntry(**values)
+        session.add(row)
+        audit(session, actor, "kb.entry_created", row, question=entry.question)
+    else:
+        if row is None:
+            raise NotFound("没有找到这个知识条目。")
+        changed = {k: v for k, v in values.items() if getattr(row, k) != v}
+        for k, v in changed.items():
+            setattr(row, k, v)
+        if changed:
+            row.revision += 1
+            audit(session, actor, "kb.entry_updated", row, fields=sorted(changed))
+    _changed(session, r)
+    return row
+
+
+def set_retired(session: Session, r: redis.Redis, actor: Actor, entry_id: str, retired: bool) -> KBEntry:
+    row = session.get(KBEntry, entry_id, with_for_update=True)
+    if row is None:
+        raise NotFound("没有找到这个知识条目。")
+    if row.retired != retired:
+        row.retired = retired
+        row.revision += 1
+        audit(session, actor, "kb.entry_retired" if retired else "kb.entry_restored", row)
+        _changed(session, r)
+    return row
+
+
+def add_phrasing(session: Session, r: redis.Redis, actor: Actor, entry_id: str, text: str,
+                 unanswered_id: int | None = None) -> KBEntry:
+    """Teach an entry a new way of asking (one click from the unanswered queue)."""
+    text = text.strip()
+    if not text:
+        raise ValidationError("问法不能为空。", fields={"text": "不能为空"})
+    row = session.get(KBEntry, entry_id, with_for_update=True)
+    if row is None:
+        raise NotFound("没有找到这个知识条目。")
+    if text != row.question and text not in (row.similar or []):
+        row.similar = [*(row.similar or []), text[:300]]
+        row.revision += 1
+        audit(session, actor, "kb.phrasing_added", row, text=text)
+        _changed(session, r)
+    if unanswered_id is not None:
+        resolve_unanswered(session, actor, unanswered_id, entry_id)
+    return row
+
+
+# --- unanswered queue, turns and feedback -----------------------------------------------------------
+
+_NORM_RE = re.compile(r"[\s\W_]+", re.UNICODE)
+
+
+def _norm(text: str) -> str:
+    return _NORM_RE.sub("", text.lower())[:200] or text.strip()[:200]
+
+
+def log_turn(session: Session, *, channel: str, user_id: int | None, question: str, decision: str,
+             entry_id: str | None, confidence: float) -> ChatTurn:
+    turn = ChatTurn(channel=channel, user_id=user_id, question=question[:500], decision=decision,
+                    entry_id=entry_id, confidence=round(confidence, 4))
+    session.add(turn)
+    if decision == "fallback" and question.strip():
+        norm = _norm(question)
+        row = session.scalar(select(UnansweredQuestion).where(UnansweredQuestion.norm == norm))
+        if row is None:
+            session.add(UnansweredQuestion(norm=norm, text=question.strip()[:500]))
+        else:
+            row.count += 1
+            row.last_asked_at = utcnow()
+            if row.status == "resolved":
+                row.status = "open"  # asked again after it was handled: the fix did not work
+    session.flush()
+    return turn
+
+
+def resolve_unanswered(session: Session, actor: Actor, unanswered_id: int, entry_id: str | None,
+                       *, ignore: bool = False) -> UnansweredQuestion:
+    row = session.get(UnansweredQuestion, unanswered_id)
+    if row is None:
+        raise NotFound("没有找到这个问题。")
+    row.status = "ignored" if ignore else "resolved"
+    row.resolved_entry_id = entry_id
+    audit(session, actor, "kb.unanswered_ignored" if ignore else "kb.unanswered_resolved", row,
+          entry_id=entry_id)
+    return row
+
+
+def record_feedback(session: Session, *, turn_id: int | None, entry_id: str, user_id: int | None,
+                    useful: bool) -> AnswerFeedback:
+    if session.get(KBEntry, entry_id) is None:
+        raise NotFound("没有找到这个知识条目。")
+    if turn_id is not None:
+        turn = session.get(ChatTurn, turn_id)
+        if turn is None or (turn.user_id is not None and turn.user_id != user_id):
+            raise NotFound("没有找到这次问答。")
+        existing = session.scalar(select(AnswerFeedback).where(AnswerFeedback.turn_id == turn_id))
+        if existing is not None:
+            existing.useful = useful  # changing one's mind replaces the earlier vote
+            return existing
+    fb = AnswerFeedback(turn_id=turn_id, entry_id=entry_id, user_id=user_id, useful=useful)
+    session.add(fb)
+    session.flush()
+    return fb
+
+
+def answer_rates(session: Session, since: datetime | None = None) -> dict:
+    """Shares of questions answered, suggested and not answered, and the share of 有用 votes."""
+    stmt = select(ChatTurn.decision, func.count()).group_by(ChatTurn.decision)
+    if since is not None:
+        stmt = stmt.where(ChatTurn.created_at >= since)
+    counts = dict(session.execute(stmt).all())
+    asked = sum(v for k, v in counts.items() if k != "smalltalk")
+    fb = dict(session.execute(select(AnswerFeedback.useful, func.count()).group_by(AnswerFeedback.useful)).all())
+    votes = fb.get(True, 0) + fb.get(False, 0)
+    return {
+        "asked": asked,
+        "answered": counts.get("answer", 0),
+        "suggested": counts.get("suggest", 0),
+        "fallback": counts.get("fallback", 0),
+        "answer_rate": counts.get("answer", 0) / asked if asked else None,
+        "covered_rate": (counts.get("answer", 0) + counts.get("suggest", 0)) / asked if asked else None,
+        "useful_votes": fb.get(True, 0),
+        "votes": votes,
+        "useful_rate": fb.get(True, 0) / votes if votes else None,
+    }
+
+
+# --- the per-process index ---------------------------------------------------------------------------
+
+class KBRuntime:
+    """Holds this process's KnowledgeBase; rebuilds it when the Redis version moves (checked ≤ once a second)."""
+
+    def __init__(self, db: Database, r: redis.Redis, check_interval: float = 1.0) -> None:
+        self.db, self.r, self.check_interval = db, r, check_interval
+        self._kb: KnowledgeBase | None = None
+        self._version: int | None = None
+        self._checked = 0.0
+        self._lock = threading.Lock()
+
+    def _read_version(self) -> int:
+        try:
+            return int(self.r.get(VERSION_KEY) or 0)
+        except redis.RedisError:
+            return self._version if self._version is not None else 0
+
+    def get(self) -> KnowledgeBase:
+        now = time.monotonic()
+        if self._kb is not None and now - self._checked < self.check_interval:
+            return self._kb
+        version = self._read_version()
+        self._checked = now
+        if self._kb is not None and version == self._version:
+            return self._kb
+        if not self._lock.acquire(blocking=self._kb is None):
+            return self._kb  # another thread is rebuilding; keep serving the previous index
+        try:
+            if self._kb is None or version != self._version:
+                self._kb = self._build()
+                self._version = version
+        finally:
+            self._lock.release()
+        return self._kb
+
+    def _build(self) -> KnowledgeBase:
+        started = time.perf_counter()
+        with self.db.session_scope() as s:
+            entries = [entry_from_row(row) for row in s.scalars(select(KBEntry).order_by(KBEntry.id))]
+        kb = KnowledgeBase(entries)
+        log.info("knowledge base loaded", extra={"entries": len(entries),
+                                                 "ms": round((time.perf_counter() - started) * 1000)})
+        return kb
+
+
+def get_runtime() -> KBRuntime:
+    from flask import current_app
+
+    ext = current_app.extensions
+    runtime = ext.get("wxapp_kb")
+    if runtime is None:
+        state = ext["wxapp"]
+        runtime = ext.setdefault("wxapp_kb", KBRuntime(state.db, state.redis))
+    return runtime
