@@ -100,7 +100,7 @@ def register_cli(app: Flask) -> None:
 
     @app.cli.command("serve")
     @click.option("--bind", default=None, help="监听地址，默认 127.0.0.1:8000（或环境变量 BIND）")
-    @click.option("--workers", type=int, default=None, help="Web 进程数（默认按 CPU 核数）")
+    @click.option("--workers", type=click.IntRange(1, 64), default=None, help="Web 进程数（默认按 CPU 核数）")
     @click.option("--no-worker", is_flag=True, help="不启动后台任务进程")
     def serve(bind: str | None, workers: int | None, no_worker: bool) -> None:
         """Start gunicorn and one job worker on this machine; Ctrl-C stops both."""
@@ -123,12 +123,23 @@ def register_cli(app: Flask) -> None:
             env["WEB_CONCURRENCY"] = str(workers)
         py = sys.executable
         procs = [subprocess.Popen([py, "-m", "gunicorn", "-c", str(ROOT / "gunicorn.conf.py"), "wsgi:app"],
-                                  cwd=ROOT, env=env)]
+                                  cwd=ROOT, env=env, preexec_fn=_die_with_parent)]
         if not no_worker:
-            procs.append(subprocess.Popen([py, "-m", "flask", "--app", "wsgi", "worker"], cwd=ROOT, env=env))
+            procs.append(subprocess.Popen([py, "-m", "flask", "--app", "wsgi", "worker"], cwd=ROOT, env=env,
+                                          preexec_fn=_die_with_parent))
         click.echo(f"已启动：网页服务 http://{env.get('BIND', '127.0.0.1:8000')}/console/"
                    + ("" if no_worker else "，后台任务进程 1 个") + "。按 Ctrl-C 停止。")
         _supervise(procs)
+
+
+def _die_with_parent() -> None:
+    """Linux: the child gets SIGTERM when `serve` dies, even by SIGKILL, so nothing is left orphaned."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 def _after_init_db() -> None:
