@@ -8,8 +8,10 @@ from sqlalchemy import func, select
 from ..auth.guard import current_user_id, user_required
 from ..db import session_scope, utcnow
 from ..errors import NotFound
-from ..http import PAGE_FIELDS, doc, query
+from ..http import PAGE_FIELDS, doc, parse, query
 from ..validation import Field
+from . import credits
+from .kinds import current_kinds
 from .models import InboxItem
 
 bp = Blueprint("notices_api", __name__, url_prefix="/api/v1")
@@ -61,6 +63,69 @@ def mark_all_read():
         for r in rows:
             r.read_at = now
         return jsonify({"marked": len(rows)})
+
+
+MAX_RESULTS = 10  # wx.requestSubscribeMessage asks for at most 3 templates a tap; 10 leaves room
+
+
+def _check_results(results: dict) -> str | None:
+    entries = {k: v for k, v in results.items() if k != "errMsg"}  # the raw wx result carries errMsg too
+    if not entries:
+        return "订阅结果不能为空"
+    if len(entries) > MAX_RESULTS:
+        return f"订阅结果最多 {MAX_RESULTS} 项（现在 {len(entries)} 项）"
+    for template_id, status in entries.items():
+        if not template_id.strip() or len(template_id) > 64:
+            return "模板 ID 应为 1 到 64 个字符"
+        if status not in credits.STATUSES:
+            return f"模板 {template_id[:64]} 的结果“{str(status)[:20]}”不认识，只能是 accept、reject、ban 或 filter"
+    return None
+
+
+RESULT_FIELDS = (
+    Field("results", "dict", "订阅结果", required=True, check=_check_results,
+          description="wx.requestSubscribeMessage 的结果：{模板ID: accept|reject|ban|filter}（errMsg 会被忽略）"),
+)
+
+
+def _credits_view(session, user_id: int) -> dict:
+    rows = credits.credits_by_template(session, user_id)
+    kinds, templates = [], {}
+    for kind in current_kinds().values():
+        if not kind.template_id:
+            continue
+        row = rows.get(kind.template_id)
+        entry = templates.setdefault(kind.template_id, {
+            "template_id": kind.template_id, "kinds": [], "long_term": kind.long_term,
+            "credits": row.credits if row else 0, "banned": bool(row and row.banned),
+            "subscribed": bool(row and not row.banned and (row.credits > 0 or row.long_term)),
+        })
+        entry["kinds"].append(kind.name)
+        kinds.append({"kind": kind.name, "template_id": kind.template_id, "credits": entry["credits"],
+                      "long_term": kind.long_term, "subscribed": entry["subscribed"]})
+    return {"kinds": kinds, "templates": list(templates.values())}
+
+
+@bp.post("/me/subscribe-results")
+@user_required
+@doc("上报订阅消息授权结果（wx.requestSubscribeMessage 的结果），返回各类通知的剩余次数",
+     body=RESULT_FIELDS, tags=["消息"])
+def subscribe_results():
+    data = parse(RESULT_FIELDS)
+    results = {k: v for k, v in data["results"].items() if k != "errMsg"}
+    uid = current_user_id()
+    with session_scope() as s:
+        applied = credits.record_results(s, uid, results, source="client")
+        return jsonify({"results": applied, **_credits_view(s, uid)})
+
+
+@bp.get("/me/subscribe-credits")
+@user_required
+@doc("各类通知可用的订阅消息次数（小程序据此决定请用户授权哪些模板）", tags=["消息"])
+def subscribe_credits():
+    uid = current_user_id()
+    with session_scope() as s:
+        return jsonify(_credits_view(s, uid))
 
 
 def register(app: Flask) -> None:

@@ -1,19 +1,314 @@
-"""Delivery of notifications (subscribe message with credit, else customer-service message, else inbox only)."""
+"""Delivery of one notification: subscribe message (with credit), else customer-service text, else inbox only.
+
+`deliver_notification` is the job `notify()` enqueues after commit. Channels, in order:
+
+1. subscribe message, when the user has a mini-program openid, the kind has a template, the fields render
+   and a credit can be claimed (atomically). 43101 zeroes the credit; 47003/40003/40037/41030 and other
+   refusals give the credit back; either way delivery falls through to the next channel.
+2. customer-service text, when the user's last message is inside the window (48 h) and the window still has
+   room (5 sends, counted in Redis per user and window). 45015/45047 are counted in /metrics.
+3. otherwise the notification ends ``inbox_only`` (the inbox item exists since notify()).
+
+Run-twice safety: a finished notification is left alone; a Redis lock keeps two runs of one notification
+from overlapping; each send is an attempt row written (``sending``) and committed before WeChat is called,
+so a run that resumes after a transient failure (-1 after backoff, timeouts: the job raises and RQ retries)
+re-sends on the credit or window slot already taken instead of taking another. On the last retry a
+transient failure gives the credit back and ends the notification ``failed``. The one duplicate left
+possible is a crash between WeChat's "ok" and our commit of it.
+"""
 
 from __future__ import annotations
 
+import enum
+import logging
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import redis
+from flask import current_app
+from prometheus_client import Counter
+from sqlalchemy.orm import Session
+
+from ..auth.models import User
 from ..db import session_scope, utcnow
-from .models import DeliveryStatus, Notification
+from ..wechat.client import WeChatAPIError, get_api, take_custom_slot
+from ..wechat.templates import TemplateFieldError
+from . import credits
+from .kinds import get_kind, render
+from .models import DeliveryStatus, InboxItem, Notification, NotificationAttempt
+
+log = logging.getLogger(__name__)
+
+NOTIFY_ATTEMPTS = Counter("notify_attempts_total", "Notification send attempts", ["channel", "outcome"])
+NOTIFY_DELIVERIES = Counter("notify_deliveries_total", "Notifications finished, by status", ["status"])
+CUSTOM_REFUSED = Counter("wechat_custom_refused_total",
+                         "Customer-service sends refused: 45015 outside the window, 45047 too many, "
+                         "local = our own window count was full", ["reason"])
+
+REFUSED = 43101  # the user's acceptance is used up or withdrawn: routine, never retried
+CUSTOM_LIMITS = frozenset({45015, 45047})
+LOCK_TTL = 120  # seconds; longer than one run's sends (timeouts and busy backoff included)
+CUSTOM_TEXT_MAX = 600
+
+
+class Channel(enum.StrEnum):
+    SUBSCRIBE = "subscribe"
+    CUSTOM = "custom"
+
+
+class Outcome(enum.StrEnum):
+    SENDING = "sending"  # committed before the call; a resumed run re-sends on the same claim
+    OK = "ok"
+    REFUSED = "refused"  # 43101
+    INVALID = "invalid"  # our fields would fail WeChat's checks; nothing was sent
+    FAILED = "failed"
+    LIMITED = "limited"  # customer-service window shut or full (45015, 45047 or our own count)
+
+
+@dataclass
+class _Send:
+    attempt_id: int
+    channel: Channel
+    account: str  # "wxa" | "oa"
+    openid: str
+    user_id: int
+    template_id: str = ""
+    data: dict[str, str] | None = None
+    page: str = ""
+    text: str = ""
 
 
 def deliver_notification(notification_id: int) -> str:
-    """Deliver one notification; safe to run twice (a finished notification is left alone)."""
+    """Deliver one notification; returns its final status. Safe to run twice (a finished one is skipped)."""
+    state = current_app.extensions["wxapp"]
+    lock = state.redis.lock(f"wxapp:notify:lock:{notification_id}", timeout=LOCK_TTL)
+    if not lock.acquire(blocking=False):
+        return "busy"  # another run of this notification is sending right now
+    try:
+        while True:
+            step = _next_send(notification_id)
+            if isinstance(step, str):
+                return step
+            _send(step, notification_id)
+    finally:
+        try:
+            lock.release()
+        except redis.exceptions.LockError:
+            pass
+
+
+# --------------------------------------------------------------------------------------------- planning
+
+def _next_send(notification_id: int) -> _Send | str:
+    """In one transaction: resume an unfinished send, or claim the next channel, or finish inbox-only."""
     with session_scope() as s:
-        note = s.get(Notification, notification_id, with_for_update=True)
-        if note is None or note.status != DeliveryStatus.PENDING.value:
+        note = s.get(Notification, notification_id)
+        if note is None:
+            return "missing"
+        if note.status != DeliveryStatus.PENDING.value:
             return "skipped"
-        # Channel selection (credits, customer-service window) is added by the WeChat client work;
-        # until then every notification is delivered to the inbox only.
-        note.status = DeliveryStatus.INBOX_ONLY.value
-        note.finished_at = utcnow()
-        return note.status
+        user = s.get(User, note.user_id)
+        attempts = list(note.attempts)
+        inflight = next((a for a in attempts if a.outcome == Outcome.SENDING), None)
+        if inflight is not None and user is not None:
+            return _resume(s, note, user, inflight)
+        tried = {a.channel for a in attempts}
+        step = None
+        if user is not None:
+            if Channel.SUBSCRIBE not in tried:
+                step = _plan_subscribe(s, note, user)
+            if step is None and Channel.CUSTOM not in tried:
+                step = _plan_custom(s, note, user)
+        if step is not None:
+            return step
+        return _finish(note, DeliveryStatus.INBOX_ONLY)
+
+
+def _finish(note: Notification, status: DeliveryStatus) -> str:
+    note.status = status.value
+    note.finished_at = utcnow()
+    NOTIFY_DELIVERIES.labels(status.value).inc()
+    return status.value
+
+
+def _inbox(s: Session, note: Notification) -> InboxItem | None:
+    return s.get(InboxItem, note.inbox_item_id) if note.inbox_item_id else None
+
+
+def _subscribe_data(s: Session, note: Notification) -> tuple[dict[str, str], str]:
+    kind = get_kind(note.kind)
+    if kind is None:
+        raise TemplateFieldError("kind", f"没有配置通知类型 {note.kind}")
+    item = _inbox(s, note)
+    data = render(kind, note.fields or {}, title=item.title if item else "", body=item.body if item else "",
+                  created_at=note.created_at)
+    return data, note.page or kind.page
+
+
+def _attempt(s: Session, note: Notification, channel: Channel, outcome: Outcome, *, errcode: int = 0,
+             detail: str = "") -> NotificationAttempt:
+    row = NotificationAttempt(notification_id=note.id, channel=channel.value, outcome=outcome.value,
+                              errcode=errcode, detail=detail[:300])
+    s.add(row)
+    s.flush()
+    if outcome != Outcome.SENDING:
+        NOTIFY_ATTEMPTS.labels(channel.value, outcome.value).inc()
+    return row
+
+
+def _plan_subscribe(s: Session, note: Notification, user: User) -> _Send | None:
+    kind = get_kind(note.kind)
+    if kind is None or not kind.template_id or not user.openid:
+        return None
+    try:
+        data, page = _subscribe_data(s, note)
+    except TemplateFieldError as exc:
+        # Our data would earn a 47003: record it for staff and do not spend the user's credit on it.
+        _attempt(s, note, Channel.SUBSCRIBE, Outcome.INVALID, detail=str(exc))
+        log.warning("notification fields do not fit the template",
+                    extra={"notification_id": note.id, "kind": note.kind, "field": exc.field})
+        return None
+    if not credits.claim(s, user.id, kind.template_id):
+        return None
+    row = _attempt(s, note, Channel.SUBSCRIBE, Outcome.SENDING, detail=kind.template_id)
+    return _Send(row.id, Channel.SUBSCRIBE, "wxa", user.openid, user.id, kind.template_id, data, page)
+
+
+def _custom_target(user: User) -> tuple[str, str] | None:
+    # The Official Account is the chat most users talk to; the mini-program's chat otherwise.
+    settings = current_app.extensions["wxapp"].settings
+    if user.oa_openid and settings.wechat_appid and settings.wechat_secret:
+        return "oa", user.oa_openid
+    if user.openid and settings.wxa_appid and settings.wxa_secret:
+        return "wxa", user.openid
+    return None
+
+
+def _custom_text(s: Session, note: Notification) -> str:
+    item = _inbox(s, note)
+    parts = [item.title, item.body] if item else [note.kind]
+    text = "\n".join(p.strip() for p in parts if p and p.strip())
+    if len(text) > CUSTOM_TEXT_MAX:
+        text = text[: CUSTOM_TEXT_MAX - 1] + "…"
+    return text + "\n（详情请在小程序“消息”中查看）"
+
+
+def _plan_custom(s: Session, note: Notification, user: User) -> _Send | None:
+    state = current_app.extensions["wxapp"]
+    settings = state.settings
+    if user.last_message_at is None or utcnow() - user.last_message_at >= timedelta(
+            seconds=settings.custom_window_seconds):
+        return None
+    target = _custom_target(user)
+    if target is None:
+        return None
+    account, openid = target
+    appid = settings.wechat_appid if account == "oa" else settings.wxa_appid
+    if not take_custom_slot(state.redis, appid, openid, user.last_message_at,
+                            limit=settings.custom_window_limit, window=settings.custom_window_seconds):
+        CUSTOM_REFUSED.labels("local").inc()
+        _attempt(s, note, Channel.CUSTOM, Outcome.LIMITED,
+                 detail=f"客服消息在用户最后一条消息后的时限内已发满 {settings.custom_window_limit} 条")
+        return None
+    row = _attempt(s, note, Channel.CUSTOM, Outcome.SENDING, detail=account)
+    return _Send(row.id, Channel.CUSTOM, account, openid, user.id, text=_custom_text(s, note))
+
+
+def _resume(s: Session, note: Notification, user: User, attempt: NotificationAttempt) -> _Send | str:
+    """Re-send an attempt whose credit or slot was taken by an earlier run that did not finish."""
+    if attempt.channel == Channel.SUBSCRIBE:
+        template_id = attempt.detail
+        try:
+            data, page = _subscribe_data(s, note)
+        except TemplateFieldError as exc:
+            _close(s, attempt, Outcome.INVALID, detail=str(exc))
+            credits.refund(s, user.id, template_id)
+            return _next_send_in(s, note, user)
+        return _Send(attempt.id, Channel.SUBSCRIBE, "wxa", user.openid, user.id, template_id, data, page)
+    account = attempt.detail if attempt.detail in ("oa", "wxa") else "wxa"
+    openid = user.oa_openid if account == "oa" else user.openid
+    return _Send(attempt.id, Channel.CUSTOM, account, openid or "", user.id, text=_custom_text(s, note))
+
+
+def _next_send_in(s: Session, note: Notification, user: User) -> _Send | str:
+    tried = {a.channel for a in note.attempts} | {Channel.SUBSCRIBE.value}
+    if Channel.CUSTOM not in tried:
+        step = _plan_custom(s, note, user)
+        if step is not None:
+            return step
+    return _finish(note, DeliveryStatus.INBOX_ONLY)
+
+
+def _close(s: Session, attempt: NotificationAttempt, outcome: Outcome, *, errcode: int = 0,
+           detail: str = "") -> None:
+    attempt.outcome = outcome.value
+    attempt.errcode = errcode
+    attempt.detail = detail[:300]
+    NOTIFY_ATTEMPTS.labels(attempt.channel, outcome.value).inc()
+
+
+# --------------------------------------------------------------------------------------------- sending
+
+def _call(step: _Send) -> Any:
+    api = get_api(step.account)
+    if step.channel == Channel.SUBSCRIBE:
+        return api.send_subscribe(step.openid, step.template_id, step.data or {}, step.page)
+    return api.send_text(step.openid, step.text)
+
+
+def _last_try() -> bool:
+    """True inside an RQ job that has no retry left (outside RQ a transient error is always raised)."""
+    from rq import get_current_job
+
+    job = get_current_job()
+    return job is not None and not job.retries_left
+
+
+def _send(step: _Send, notification_id: int) -> None:
+    error: WeChatAPIError | None = None
+    try:
+        _call(step)
+    except WeChatAPIError as exc:
+        error = exc
+    except TemplateFieldError as exc:  # render() validated already; kept for safety
+        error = WeChatAPIError(47003, str(exc), "subscribe_send")
+    final = error is not None and error.transient and _last_try()
+    with session_scope() as s:
+        attempt = s.get(NotificationAttempt, step.attempt_id)
+        note = s.get(Notification, notification_id)
+        if attempt is None or note is None:
+            return
+        if error is None:
+            _close(s, attempt, Outcome.OK, detail=step.template_id or step.account)
+            _finish(note, DeliveryStatus.SENT_SUBSCRIBE if step.channel == Channel.SUBSCRIBE
+                    else DeliveryStatus.SENT_CUSTOM)
+            return
+        detail = f"{error.errcode} {error.errmsg}"
+        if error.transient and not final:
+            attempt.errcode = error.errcode  # still "sending": the retry re-sends on the same claim
+        elif error.transient:
+            _close(s, attempt, Outcome.FAILED, errcode=error.errcode, detail=detail)
+            if step.channel == Channel.SUBSCRIBE:
+                credits.refund(s, step.user_id, step.template_id)
+            _finish(note, DeliveryStatus.FAILED)
+        elif step.channel == Channel.SUBSCRIBE:
+            if error.errcode == REFUSED:
+                _close(s, attempt, Outcome.REFUSED, errcode=error.errcode, detail=detail)
+                credits.zero_credits(s, step.user_id, step.template_id)
+            else:  # 47003, 40003, 40037, 41030, 45009...: WeChat did not take it, so the credit is unused
+                _close(s, attempt, Outcome.FAILED, errcode=error.errcode, detail=detail)
+                credits.refund(s, step.user_id, step.template_id)
+                log.warning("subscribe message refused", extra={"notification_id": notification_id,
+                                                                 "errcode": error.errcode})
+        elif error.errcode in CUSTOM_LIMITS:
+            CUSTOM_REFUSED.labels(str(error.errcode)).inc()
+            _close(s, attempt, Outcome.LIMITED, errcode=error.errcode, detail=detail)
+        else:
+            _close(s, attempt, Outcome.FAILED, errcode=error.errcode, detail=detail)
+            log.warning("customer-service message refused", extra={"notification_id": notification_id,
+                                                                    "errcode": error.errcode})
+    if error is not None and error.transient and not final:
+        log.warning("notification send failed for now; the job will retry",
+                    extra={"notification_id": notification_id, "errcode": error.errcode})
+        raise error

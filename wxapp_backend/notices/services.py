@@ -31,5 +31,5 @@ def notify(session: Session, user_id: int, kind: str, fields: dict[str, Any], pa
     session.add(note)
     session.flush()
     enqueue_after_commit(session, "wxapp_backend.notices.jobs.deliver_notification", note.id,
-                         job_id=f"notify-{note.id}")
+                         job_id=f"notify-{note.id}", retries=3)  # RQ retries transient WeChat errors
     return note

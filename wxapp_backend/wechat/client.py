@@ -1,14 +1,37 @@
-"""WeChat API client: every call goes to WECHAT_API_BASE with a timeout and is counted in /metrics."""
+"""WeChat API client: every call goes to WECHAT_API_BASE with a timeout and is counted in /metrics.
+
+`get_api("oa")` / `get_api("wxa")` give a `WeChatAPI` for the Official Account or the mini-program, built
+from the current application's settings, Redis and HTTP layer. Its calls add the shared access token
+(`tokens.TokenStore`) and handle WeChat's answers in one place:
+
+- 40001 / 40014 / 42001 (token invalid or expired): compare-and-expire the token that failed, fetch (or
+  read) the current one, and retry the call exactly once; a second failure is raised, never looped.
+- -1 (busy): retried after a short backoff, a bounded number of times.
+- 45009 (daily quota): logged as an alert for a person (`alert=True`) and raised; no retry, no clear_quota.
+- anything else: `WeChatAPIError` with `.errcode` and `.transient` (True for -1 and transport failures).
+
+wechatpy 1.8.18's own client is not used for API calls: it refetches tokens per process, unconditionally and
+recursively on 40001 (see WECHAT.md). Its message bodies are plain JSON, built here directly.
+`code_to_session` (jscode2session) needs no access token and stays a plain function.
+"""
 
 from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import requests
 
 from ..metrics import WECHAT_CALLS, WECHAT_LATENCY
+
+if TYPE_CHECKING:
+    import redis
+
+    from ..config import Settings
+    from .tokens import TokenStore
 
 log = logging.getLogger(__name__)
 
@@ -64,3 +87,191 @@ def code_to_session(http: WeChatHTTP, appid: str, secret: str, code: str) -> dic
     """jscode2session: needs no access token (unlike wechatpy's, which fetches one first)."""
     return http.call("GET", "/sns/jscode2session", api="jscode2session", params={
         "appid": appid, "secret": secret, "js_code": code, "grant_type": "authorization_code"})
+
+
+# ------------------------------------------------------------------------------------------- API client
+
+TOKEN_ERRORS = frozenset({40001, 40014, 42001})
+QUOTA_EXCEEDED = 45009
+BUSY = -1
+ACCOUNTS = ("oa", "wxa")
+
+T = TypeVar("T")
+
+
+def retry_busy(fn: Callable[[], T], backoff: Sequence[float], sleep: Callable[[float], None] = time.sleep) -> T:
+    """Run fn; on -1 (WeChat busy) wait backoff[i] and try again, len(backoff) times at most."""
+    for delay in (*backoff, None):
+        try:
+            return fn()
+        except WeChatAPIError as exc:
+            if exc.errcode != BUSY or delay is None:
+                raise
+            log.warning("WeChat busy (-1), retrying", extra={"api": exc.api, "delay": delay})
+            sleep(delay)
+    raise AssertionError("unreachable")
+
+
+class WeChatAPI:
+    """The API of one account (Official Account or mini-program) with a shared access token."""
+
+    def __init__(self, http: WeChatHTTP, tokens: TokenStore, *, account: str, wxa_state: str = "formal",
+                 busy_backoff: Sequence[float] = (0.2, 0.5), sleep: Callable[[float], None] = time.sleep) -> None:
+        self.http, self.tokens, self.account = http, tokens, account
+        self.appid = tokens.appid
+        self.wxa_state = wxa_state
+        self.busy_backoff = tuple(busy_backoff)
+        self.sleep = sleep
+
+    def access_token(self) -> str:
+        """The current access token (cached in Redis; fetched by one process for all)."""
+        return self.tokens.get()
+
+    def call(self, method: str, path: str, *, api: str, params: dict[str, Any] | None = None,
+             json_body: dict[str, Any] | None = None, raw: bool = False) -> Any:
+        """One authenticated call: one token refresh + retry on a token error, backoff on busy."""
+        token = self.access_token()
+        refreshed = False
+        while True:
+            query = {**(params or {}), "access_token": token}
+            try:
+                return retry_busy(lambda q=query: self.http.call(method, path, api=api, params=q,
+                                                                 json_body=json_body, raw=raw),
+                                  self.busy_backoff, self.sleep)
+            except WeChatAPIError as exc:
+                if exc.errcode in TOKEN_ERRORS and not refreshed:
+                    refreshed = True
+                    dropped = self.tokens.invalidate(token)
+                    log.info("access token refused, refreshing once",
+                             extra={"api": api, "errcode": exc.errcode, "dropped": dropped})
+                    token = self.tokens.get()
+                    continue
+                if exc.errcode == QUOTA_EXCEEDED:
+                    # A person decides whether to spend one of the 10 monthly clear_quota resets.
+                    log.error("WeChat daily API quota reached (45009)",
+                              extra={"alert": True, "api": api, "appid": self.appid, "account": self.account})
+                raise
+
+    # ----------------------------------------------------------------------------- customer service
+
+    def send_custom(self, openid: str, message: dict[str, Any]) -> dict[str, Any]:
+        """Customer-service message: message is {"msgtype": ..., <msgtype>: {...}}."""
+        return self.call("POST", "/cgi-bin/message/custom/send", api="custom_send",
+                         json_body={"touser": openid, **message})
+
+    def send_text(self, openid: str, text: str) -> dict[str, Any]:
+        return self.send_custom(openid, {"msgtype": "text", "text": {"content": text}})
+
+    def send_image(self, openid: str, media_id: str) -> dict[str, Any]:
+        return self.send_custom(openid, {"msgtype": "image", "image": {"media_id": media_id}})
+
+    def send_link(self, openid: str, title: str, description: str, url: str, thumb_url: str) -> dict[str, Any]:
+        # The Official Account shows a link as a one-article "news" message; the mini-program has "link".
+        if self.account == "oa":
+            article = {"title": title, "description": description, "url": url, "picurl": thumb_url}
+            return self.send_custom(openid, {"msgtype": "news", "news": {"articles": [article]}})
+        return self.send_custom(openid, {"msgtype": "link", "link": {
+            "title": title, "description": description, "url": url, "thumb_url": thumb_url}})
+
+    def send_miniprogram_page(self, openid: str, title: str, pagepath: str, thumb_media_id: str,
+                              appid: str | None = None) -> dict[str, Any]:
+        card: dict[str, Any] = {"title": title, "pagepath": pagepath, "thumb_media_id": thumb_media_id}
+        if appid:  # the Official Account must name the mini-program it links to
+            card["appid"] = appid
+        return self.send_custom(openid, {"msgtype": "miniprogrampage", "miniprogrampage": card})
+
+    # ----------------------------------------------------------------------------- subscribe messages
+
+    def send_subscribe(self, openid: str, template_id: str, data: dict[str, str], page: str = "", *,
+                       kind_fields: dict[str, str] | None = None) -> dict[str, Any]:
+        """Mini-program subscribe message; values are checked first (TemplateFieldError, no 47003).
+
+        kind_fields maps template keys to keys of `data` (a notification kind's field mapping); without it
+        `data` is keyed by template keys already.
+        """
+        from .templates import validate
+
+        if kind_fields:
+            missing = [src for src in kind_fields.values() if src not in data]
+            if missing:
+                from .templates import TemplateFieldError
+
+                raise TemplateFieldError(missing[0], "缺少取值")
+            data = {key: data[src] for key, src in kind_fields.items()}
+        values = validate(data)
+        body: dict[str, Any] = {"touser": openid, "template_id": template_id,
+                                "data": {k: {"value": v} for k, v in values.items()},
+                                "miniprogram_state": self.wxa_state, "lang": "zh_CN"}
+        if page:
+            body["page"] = page
+        return self.call("POST", "/cgi-bin/message/subscribe/send", api="subscribe_send", json_body=body)
+
+    # ----------------------------------------------------------------------------- media
+
+    def download_media(self, media_id: str) -> tuple[bytes, str]:
+        """A temporary media file (image, voice) a user sent: (bytes, content type)."""
+        resp = self.call("GET", "/cgi-bin/media/get", api="media_get", params={"media_id": media_id}, raw=True)
+        if isinstance(resp, dict):  # a JSON answer without errcode is not a file
+            raise WeChatAPIError(-2, "media/get answered JSON instead of a file", "media_get")
+        ctype = resp.headers.get("Content-Type", "application/octet-stream").split(";")[0].strip()
+        return resp.content, ctype
+
+
+def build_api(account: str, settings: Settings, client: redis.Redis, http: WeChatHTTP, *,
+              busy_backoff: Sequence[float] = (0.2, 0.5), sleep: Callable[[float], None] = time.sleep,
+              use_lock: bool = True) -> WeChatAPI:
+    """A WeChatAPI for account "oa" or "wxa" from explicit parts (scripts, benchmarks, other processes).
+
+    use_lock=False exists only for the tests' negative control (every process fetches its own token).
+    """
+    from .tokens import TokenStore
+
+    if account not in ACCOUNTS:
+        raise ValueError(f"account must be one of {ACCOUNTS}, got {account!r}")
+    appid, secret = ((settings.wechat_appid, settings.wechat_secret) if account == "oa"
+                     else (settings.wxa_appid, settings.wxa_secret))
+    tokens = TokenStore(client, http, appid, secret, busy_backoff=busy_backoff, sleep=sleep, use_lock=use_lock)
+    return WeChatAPI(http, tokens, account=account, wxa_state=settings.wxa_state, busy_backoff=busy_backoff,
+                     sleep=sleep)
+
+
+def get_api(account: str) -> WeChatAPI:
+    """The WeChatAPI of "oa" or "wxa" for the current application (cached on the app)."""
+    from flask import current_app
+
+    apis: dict[str, WeChatAPI] = current_app.extensions.setdefault("wxapp_wechat_apis", {})
+    api = apis.get(account)
+    if api is None:
+        state = current_app.extensions["wxapp"]
+        api = apis[account] = build_api(account, state.settings, state.redis, state.wechat_http)
+    return api
+
+
+# KEYS[1] = the per-window counter; ARGV = limit, ttl seconds.
+_TAKE_SLOT = """
+local n = redis.call('INCR', KEYS[1])
+if n == 1 then redis.call('EXPIRE', KEYS[1], ARGV[2]) end
+if n > tonumber(ARGV[1]) then
+    redis.call('DECR', KEYS[1])
+    return 0
+end
+return n
+"""
+
+
+def take_custom_slot(client: redis.Redis, appid: str, openid: str, last_message_at: datetime | None, *,
+                     limit: int = 5, window: int = 48 * 3600, now: datetime | None = None) -> int:
+    """Count one customer-service message against the user's window; 0 when the window is shut or full.
+
+    WeChat allows `limit` messages within `window` seconds after the user's last message; a new message
+    from the user opens a new window, so the counter is keyed by the time of that message. Everyone who
+    sends customer-service messages (notifications, late chat replies) should take a slot here first.
+    """
+    if last_message_at is None:
+        return 0
+    now = now or datetime.now(last_message_at.tzinfo)
+    left = int(window - (now - last_message_at).total_seconds())
+    if left <= 0:
+        return 0
+    key = f"wxapp:wechat:custom_window:{appid}:{openid}:{int(last_message_at.timestamp())}"
+    return int(client.eval(_TAKE_SLOT, 1, key, limit, left))

@@ -1,0 +1,201 @@
+"""Subscribe-message credits per (user, template): +1 per acceptance, zeroed on refusal, taken atomically.
+
+A one-time template lets us send one message per acceptance (acceptances add up, one per tap); a
+long-term template (public-service categories) is unlimited until the user turns it off.
+
+Acceptances arrive from two places for the same tap: the mini-program reports `wx.requestSubscribeMessage`'s
+result (`record_results`), and WeChat pushes a `subscribe_msg_popup_event` (`apply_popup_event`) when message
+push is configured. Counting both would give two credits for one tap, so each acceptance first looks for an
+unmatched acceptance of the same (user, template) from the other source in the last ten minutes (a Redis
+counter): when it finds one, the two are the same tap and no credit is added. With only one source
+configured, every acceptance counts.
+
+Only templates named in the notification kinds (`kinds.py`) are recorded; others are ignored.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import redis
+from sqlalchemy import case, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
+
+from ..auth.models import User
+from ..db import utcnow
+from .kinds import long_term_templates
+from .models import SubscribeCredit
+
+log = logging.getLogger(__name__)
+
+STATUSES = ("accept", "reject", "ban", "filter")
+PAIR_WINDOW = 600  # seconds within which a client report and a pushed event are taken as the same tap
+
+# KEYS[1] = the other source's unmatched acceptances, KEYS[2] = ours; ARGV[1] = window seconds.
+# Returns 1 when this acceptance is new (add a credit), 0 when it matched the other source's report.
+_PAIR = """
+local other = tonumber(redis.call('GET', KEYS[1]) or '0')
+if other > 0 then
+    redis.call('DECR', KEYS[1])
+    return 0
+end
+redis.call('INCR', KEYS[2])
+redis.call('EXPIRE', KEYS[2], ARGV[1])
+return 1
+"""
+
+
+def _redis(client: redis.Redis | None) -> redis.Redis:
+    if client is not None:
+        return client
+    from ..kv import get_redis
+
+    return get_redis()
+
+
+def _insert(session: Session):
+    return pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+
+
+def _is_new_acceptance(client: redis.Redis, user_id: int, template_id: str, source: str) -> bool:
+    base = f"wxapp:subscribe_accept:{user_id}:{template_id}:"
+    other = "event" if source == "client" else "client"
+    return bool(client.eval(_PAIR, 2, base + other, base + source, PAIR_WINDOW))
+
+
+def add_credit(session: Session, user_id: int, template_id: str, *, long_term: bool = False) -> None:
+    """One more credit (insert or increment in one statement); clears a ban."""
+    now = utcnow()
+    ins = _insert(session)(SubscribeCredit).values(user_id=user_id, template_id=template_id, credits=1,
+                                                  long_term=long_term, banned=False, updated_at=now)
+    session.execute(ins.on_conflict_do_update(
+        index_elements=["user_id", "template_id"],
+        set_={"credits": SubscribeCredit.credits + 1, "long_term": long_term, "banned": False, "updated_at": now}))
+
+
+def zero_credits(session: Session, user_id: int, template_id: str, *, ban: bool = False) -> None:
+    """No more sends for this template until the user accepts again (reject, ban, change event, 43101)."""
+    now = utcnow()
+    if ban:
+        ins = _insert(session)(SubscribeCredit).values(user_id=user_id, template_id=template_id, credits=0,
+                                                      long_term=False, banned=True, updated_at=now)
+        session.execute(ins.on_conflict_do_update(
+            index_elements=["user_id", "template_id"],
+            set_={"credits": 0, "long_term": False, "banned": True, "updated_at": now}))
+        return
+    session.execute(update(SubscribeCredit)
+                    .where(SubscribeCredit.user_id == user_id, SubscribeCredit.template_id == template_id)
+                    .values(credits=0, long_term=False, updated_at=now)
+                    .execution_options(synchronize_session=False))
+
+
+def claim(session: Session, user_id: int, template_id: str) -> bool:
+    """Take one credit for a send, atomically: one UPDATE ... WHERE credits > 0; False when none is left.
+
+    Correct under concurrency without row locks: the database re-checks the WHERE clause on the row it
+    updates (PostgreSQL re-evaluates it after a concurrent update commits; SQLite writers are serial).
+    Long-term templates are claimed without spending anything.
+    """
+    result = session.execute(
+        update(SubscribeCredit)
+        .where(SubscribeCredit.user_id == user_id, SubscribeCredit.template_id == template_id,
+               SubscribeCredit.banned.is_(False),
+               or_(SubscribeCredit.long_term.is_(True), SubscribeCredit.credits > 0))
+        .values(credits=case((SubscribeCredit.long_term.is_(True), SubscribeCredit.credits),
+                             else_=SubscribeCredit.credits - 1),
+                updated_at=utcnow())
+        .execution_options(synchronize_session=False))
+    return result.rowcount == 1
+
+
+def refund(session: Session, user_id: int, template_id: str) -> None:
+    """Give back a claimed credit whose message WeChat did not take (never for long-term templates)."""
+    session.execute(update(SubscribeCredit)
+                    .where(SubscribeCredit.user_id == user_id, SubscribeCredit.template_id == template_id,
+                           SubscribeCredit.long_term.is_(False), SubscribeCredit.banned.is_(False))
+                    .values(credits=SubscribeCredit.credits + 1, updated_at=utcnow())
+                    .execution_options(synchronize_session=False))
+
+
+def record_results(session: Session, user_id: int, results: Mapping[str, str], *, source: str = "client",
+                   redis_client: redis.Redis | None = None) -> dict[str, str]:
+    """Apply `wx.requestSubscribeMessage` results {template_id: accept|reject|ban|filter}.
+
+    Returns what happened to each template: added, matched (same tap already counted), zeroed, banned,
+    unchanged (filter) or ignored (not a configured template).
+    """
+    templates = long_term_templates()
+    client = _redis(redis_client)
+    out: dict[str, str] = {}
+    for template_id, status in results.items():
+        if template_id not in templates:
+            out[template_id] = "ignored"
+        elif status == "accept":
+            if _is_new_acceptance(client, user_id, template_id, source):
+                add_credit(session, user_id, template_id, long_term=templates[template_id])
+                out[template_id] = "added"
+            else:
+                out[template_id] = "matched"
+        elif status in ("reject", "ban"):
+            zero_credits(session, user_id, template_id, ban=status == "ban")
+            out[template_id] = "zeroed" if status == "reject" else "banned"
+        else:  # filter: WeChat hid the template from the popup; nothing changed
+            out[template_id] = "unchanged"
+    return out
+
+
+def _event_items(subscribe_results: Any) -> Iterable[tuple[str, str]]:
+    # The event's List is an object for one template and an array for several (WECHAT.md).
+    items = subscribe_results if isinstance(subscribe_results, list) else [subscribe_results]
+    for item in items:
+        if not isinstance(item, Mapping):
+            continue
+        lowered = {str(k).lower(): v for k, v in item.items()}
+        tid, status = lowered.get("templateid"), lowered.get("subscribestatusstring")
+        if isinstance(tid, str) and isinstance(status, str) and tid and len(tid) <= 64:
+            yield tid, status.strip().lower()
+
+
+def _user_id(session: Session, openid: str) -> int | None:
+    return session.scalar(select(User.id).where(User.openid == openid))
+
+
+def apply_popup_event(session: Session, openid: str, subscribe_results: Any, *,
+                      redis_client: redis.Redis | None = None) -> int:
+    """subscribe_msg_popup_event pushed by WeChat: the same as the mini-program's report; returns items applied."""
+    user_id = _user_id(session, openid)
+    if user_id is None:
+        log.info("subscribe popup event for an unknown openid")
+        return 0
+    results = {tid: status for tid, status in _event_items(subscribe_results) if status in STATUSES}
+    applied = record_results(session, user_id, results, source="event", redis_client=redis_client)
+    return sum(1 for v in applied.values() if v != "ignored")
+
+
+def apply_change_event(session: Session, openid: str, subscribe_results: Any) -> int:
+    """subscribe_msg_change_event (the user changed a template in settings): reject zeroes the credits;
+    accept turns a long-term template back on but gives no one-time credit. Returns items applied."""
+    user_id = _user_id(session, openid)
+    if user_id is None:
+        return 0
+    templates = long_term_templates()
+    applied = 0
+    for tid, status in _event_items(subscribe_results):
+        if tid not in templates:
+            continue
+        if status == "reject":
+            zero_credits(session, user_id, tid)
+            applied += 1
+        elif status == "accept" and templates[tid]:
+            add_credit(session, user_id, tid, long_term=True)
+            applied += 1
+    return applied
+
+
+def credits_by_template(session: Session, user_id: int) -> dict[str, SubscribeCredit]:
+    rows = session.scalars(select(SubscribeCredit).where(SubscribeCredit.user_id == user_id)).all()
+    return {r.template_id: r for r in rows}

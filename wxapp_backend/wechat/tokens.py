@@ -1,0 +1,110 @@
+"""Access tokens shared by every process and machine: cached in Redis, one refresher under a Redis lock.
+
+- `get()` reads the cache; on a miss one caller (across all processes) takes the lock and fetches with
+  ``POST /cgi-bin/stable_token`` (force_refresh false: repeated calls return the same token); the others
+  wait for the cache to fill, at most `wait` seconds.
+- `invalidate(token)` is compare-and-expire: the cached token is dropped only while it is still the one that
+  failed, so a process holding a stale token cannot throw away the newer token another process cached.
+- A failed fetch is remembered for two seconds so that waiting callers fail fast instead of queueing up to
+  repeat it (the daily fetch quota is small).
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from collections.abc import Callable, Sequence
+
+import redis
+
+from .client import WeChatAPIError, WeChatHTTP, retry_busy
+
+log = logging.getLogger(__name__)
+
+# KEYS[1] = the cache key; ARGV[1] = the token that failed.
+_COMPARE_AND_DELETE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+    return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+
+class TokenStore:
+    """The access token of one appid, shared through Redis."""
+
+    def __init__(self, client: redis.Redis, http: WeChatHTTP, appid: str, secret: str, *,
+                 wait: float | None = None, poll: float = 0.05, busy_backoff: Sequence[float] = (0.2, 0.5),
+                 use_lock: bool = True, sleep: Callable[[float], None] = time.sleep) -> None:
+        if not appid or not secret:
+            raise WeChatAPIError(41002, "appid or secret not configured", "stable_token")
+        self.redis, self.http, self.appid, self._secret = client, http, appid, secret
+        # The lock outlives the longest fetch (busy retries included); waiters give up a little later.
+        self.lock_ttl = http.timeout * (len(busy_backoff) + 1) + sum(busy_backoff) + 2
+        self.wait = wait if wait is not None else self.lock_ttl + 1
+        self.poll = poll
+        self.busy_backoff = tuple(busy_backoff)
+        self.use_lock = use_lock  # False only in tests: the negative control that shows the lock matters
+        self.sleep = sleep
+        self.key = f"wxapp:wechat:access_token:{appid}"
+        self.lock_key = self.key + ":lock"
+        self.error_key = self.key + ":error"
+        self._cad = client.register_script(_COMPARE_AND_DELETE)
+
+    def cached(self) -> str | None:
+        raw = self.redis.get(self.key)
+        return raw.decode() if isinstance(raw, bytes) else raw
+
+    def get(self) -> str:
+        """A valid token: from the cache, or fetched by exactly one caller while the others wait."""
+        token = self.cached()
+        if token:
+            return token
+        if not self.use_lock:
+            return self._fetch()
+        deadline = time.monotonic() + self.wait
+        owner = secrets.token_hex(8)
+        while True:
+            if self.redis.set(self.lock_key, owner, nx=True, px=int(self.lock_ttl * 1000)):
+                try:
+                    token = self.cached()  # filled between our miss and our lock
+                    return token or self._fetch()
+                finally:
+                    self._cad(keys=[self.lock_key], args=[owner])
+            self.sleep(self.poll)
+            token = self.cached()
+            if token:
+                return token
+            failed = self.redis.get(self.error_key)
+            if failed is not None:
+                raise WeChatAPIError(int(failed), "access token fetch failed in another process", "stable_token")
+            if time.monotonic() > deadline:
+                raise WeChatAPIError(-2, f"no access token after waiting {self.wait:.0f}s", "stable_token")
+
+    def invalidate(self, token: str) -> bool:
+        """Drop the cached token only if it is still `token`; True when it was dropped."""
+        return bool(self._cad(keys=[self.key], args=[token]))
+
+    def _fetch(self) -> str:
+        body = {"grant_type": "client_credential", "appid": self.appid, "secret": self._secret,
+                "force_refresh": False}
+        try:
+            data = retry_busy(lambda: self.http.call("POST", "/cgi-bin/stable_token", api="stable_token",
+                                                     json_body=body), self.busy_backoff, self.sleep)
+        except WeChatAPIError as exc:
+            self.redis.set(self.error_key, str(exc.errcode), ex=2)
+            if exc.errcode == 45009:
+                log.error("WeChat daily quota reached while fetching the access token (45009)",
+                          extra={"alert": True, "api": "stable_token", "appid": self.appid})
+            raise
+        token = data.get("access_token")
+        if not isinstance(token, str) or not token:
+            raise WeChatAPIError(-2, "stable_token answer without access_token", "stable_token")
+        expires_in = int(data.get("expires_in") or 7200)
+        # Stop using a token a bit before WeChat does: 5 minutes for a full-life token, a fifth of a short one.
+        ttl = max(1, expires_in - min(300, expires_in // 5))
+        self.redis.set(self.key, token, ex=ttl)
+        self.redis.delete(self.error_key)
+        log.info("access token fetched", extra={"appid": self.appid, "expires_in": expires_in})
+        return token
