@@ -1,0 +1,210 @@
+"""Mini-program and staff JSON API for activities, registrations, check-in and category subscriptions."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Flask, current_app, jsonify, request
+
+from ..audit import Actor
+from ..auth.guard import current_actor, current_user_id, staff_api_required, user_required
+from ..auth.models import StaffRole
+from ..db import session_scope
+from ..errors import BadRequest
+from ..http import doc, parse, query
+from ..validation import Field
+from . import checkin, services
+from .models import CATEGORIES
+
+bp = Blueprint("activities_api", __name__, url_prefix="/api/v1")
+
+REGISTER_FIELDS = (Field("answers", "dict", "报名问题的回答", default={}),)
+SUBSCRIPTION_FIELDS = (
+    Field("categories", "list", "订阅的活动类别", required=False, max_items=len(CATEGORIES), default=[],
+          item=Field("category", "enum", "活动类别", choices=tuple(CATEGORIES))),
+)
+CHECKIN_FIELDS = (Field("token", "str", "签到码", required=True, max_len=100),)
+DECIDE_FIELDS = (Field("note", "str", "说明", max_len=200, default=""),)
+
+
+def _secret() -> str:
+    return current_app.extensions["wxapp"].settings.secret_key
+
+
+def _idempotency_key() -> str | None:
+    key = request.headers.get("Idempotency-Key", "").strip()
+    if not key:
+        return None
+    if len(key) > 80 or not all(c.isalnum() or c in "-_:." for c in key):
+        raise BadRequest("Idempotency-Key 格式不对（最多 80 位字母、数字或 - _ : .）。", code="bad_idempotency_key")
+    return key
+
+
+@bp.get("/activities")
+@doc("活动列表（可按类别、日期、楼宇筛选），含剩余名额", params=services.LIST_PARAMS, auth="none", tags=["活动"])
+def list_activities():
+    q = query(services.LIST_PARAMS)
+    with session_scope() as s:
+        items, total = services.list_activities(s, q)
+    return jsonify({"items": items, "total": total, "page": q["page"], "per_page": q["per_page"],
+                    "categories": CATEGORIES})
+
+
+@bp.get("/activities/<int:activity_id>")
+@doc("活动详情（含剩余名额、报名问题）", auth="none", tags=["活动"])
+def get_activity(activity_id: int):
+    with session_scope() as s:
+        a = services.get_activity(s, activity_id)
+        return jsonify(a.to_dict(seats_taken=services.seats_taken(s, a.id),
+                                 waitlisted=services.waitlist_length(s, a.id)))
+
+
+@bp.post("/activities/<int:activity_id>/registrations")
+@user_required
+@doc("报名活动（可带 Idempotency-Key 头）；返回报名状态和应申请的订阅消息模板", body=REGISTER_FIELDS,
+     responses={201: "报名成功、候补或待审核", 200: "重复提交，返回第一次的结果", 403: "不在活动面向范围",
+                409: "名额已满 activity_full / 已报名 / 报名未开始或已截止", 422: "回答不符合要求"},
+     tags=["活动"])
+def create_registration(activity_id: int):
+    body = parse(REGISTER_FIELDS)
+    with session_scope() as s:
+        reg, created = services.register(s, activity_id=activity_id, user_id=current_user_id(),
+                                         answers=body["answers"], idempotency_key=_idempotency_key())
+        out = {**reg.to_dict(), "subscribe": services.subscribe_hint()}
+    return jsonify(out), 201 if created else 200
+
+
+@bp.post("/registrations/<int:registration_id>/cancel")
+@user_required
+@doc("取消我的报名（截止时间前）；空出的名额自动给候补第一位", body=(), tags=["活动"])
+def cancel(registration_id: int):
+    uid = current_user_id()
+    with session_scope() as s:
+        reg = services.cancel_registration(s, Actor("user", uid), registration_id, user_id=uid)
+        return jsonify(reg.to_dict())
+
+
+@bp.get("/registrations/<int:registration_id>/qr")
+@user_required
+@doc("签到码（每分钟更换；前一分钟的码仍可用）", tags=["活动"])
+def qr(registration_id: int):
+    with session_scope() as s:
+        return jsonify(checkin.qr_for(s, _secret(), registration_id, current_user_id()))
+
+
+@bp.get("/me/registrations")
+@user_required
+@doc("我的报名", tags=["活动"])
+def my_registrations():
+    with session_scope() as s:
+        regs = services.my_registrations(s, current_user_id())
+        return jsonify({"items": [r.to_dict(with_activity=True) for r in regs]})
+
+
+@bp.get("/me/subscriptions")
+@user_required
+@doc("我订阅的活动类别", tags=["活动"])
+def get_subscriptions():
+    with session_scope() as s:
+        return jsonify({"categories": services.get_subscriptions(s, current_user_id()), "available": CATEGORIES})
+
+
+@bp.put("/me/subscriptions")
+@user_required
+@doc("设置订阅的活动类别（整体替换）", body=SUBSCRIPTION_FIELDS, tags=["活动"])
+def put_subscriptions():
+    body = parse(SUBSCRIPTION_FIELDS)
+    with session_scope() as s:
+        cats = services.set_subscriptions(s, current_user_id(), body["categories"])
+    return jsonify({"categories": cats, "available": CATEGORIES})
+
+
+# --- staff -------------------------------------------------------------------------------------------
+
+@bp.post("/staff/activities")
+@staff_api_required(StaffRole.STAFF)
+@doc("新建活动", body=services.ACTIVITY_FIELDS, responses={201: "已创建", 422: "填写有误"}, auth="staff",
+     tags=["活动管理"])
+def create_activity():
+    from ..http import json_body
+
+    data = json_body()
+    with session_scope() as s:
+        a = services.create_activity(s, current_actor(), data)
+        out = a.to_dict(seats_taken=0, waitlisted=0)
+    return jsonify(out), 201
+
+
+@bp.patch("/staff/activities/<int:activity_id>")
+@staff_api_required(StaffRole.STAFF)
+@doc("修改活动（只传要改的字段；增加名额会自动递补候补）", body=services.ACTIVITY_FIELDS, auth="staff",
+     tags=["活动管理"])
+def update_activity(activity_id: int):
+    from ..http import json_body
+
+    data = json_body()
+    with session_scope() as s:
+        a = services.update_activity(s, current_actor(), activity_id, data)
+        return jsonify(a.to_dict(seats_taken=services.seats_taken(s, a.id),
+                                 waitlisted=services.waitlist_length(s, a.id)))
+
+
+@bp.get("/staff/activities/<int:activity_id>/registrations")
+@staff_api_required(StaffRole.DEPT)
+@doc("活动的报名名单", auth="staff", tags=["活动管理"])
+def staff_registrations(activity_id: int):
+    from sqlalchemy import select
+
+    from .models import Registration
+
+    with session_scope() as s:
+        services.get_activity(s, activity_id, staff=True)
+        regs = s.scalars(select(Registration).where(Registration.activity_id == activity_id)
+                         .order_by(Registration.id)).unique().all()
+        return jsonify({"items": [{**r.to_dict(), "user_id": r.user_id, "enterprise_id": r.enterprise_id}
+                                  for r in regs]})
+
+
+@bp.post("/staff/registrations/<int:registration_id>/approve")
+@staff_api_required(StaffRole.STAFF)
+@doc("审核通过报名", body=DECIDE_FIELDS, auth="staff", tags=["活动管理"])
+def approve(registration_id: int):
+    body = parse(DECIDE_FIELDS)
+    with session_scope() as s:
+        return jsonify(services.decide(s, current_actor(), registration_id, True, body["note"]).to_dict())
+
+
+@bp.post("/staff/registrations/<int:registration_id>/reject")
+@staff_api_required(StaffRole.STAFF)
+@doc("驳回报名", body=DECIDE_FIELDS, auth="staff", tags=["活动管理"])
+def reject(registration_id: int):
+    body = parse(DECIDE_FIELDS)
+    with session_scope() as s:
+        return jsonify(services.decide(s, current_actor(), registration_id, False, body["note"]).to_dict())
+
+
+@bp.post("/staff/registrations/<int:registration_id>/cancel")
+@staff_api_required(StaffRole.STAFF)
+@doc("工作人员取消一条报名（不受截止时间限制）", body=(), auth="staff", tags=["活动管理"])
+def staff_cancel(registration_id: int):
+    with session_scope() as s:
+        return jsonify(services.cancel_registration(s, current_actor(), registration_id).to_dict())
+
+
+@bp.post("/staff/checkins")
+@staff_api_required(StaffRole.DEPT)
+@doc("扫码签到（重复扫码不会重复签到）", body=CHECKIN_FIELDS,
+     responses={200: "签到成功或已签到", 409: "报名已取消等", 422: "签到码无效或已过期"}, auth="staff",
+     tags=["活动管理"])
+def staff_checkin():
+    body = parse(CHECKIN_FIELDS)
+    with session_scope() as s:
+        return jsonify(checkin.check_in(s, current_actor(), _secret(), body["token"]))
+
+
+def register(app: Flask) -> None:
+    """Called by create_app: the activities API, the notice broadcast API and both console pages."""
+    from ..notices import broadcast_api
+    from . import console
+
+    app.register_blueprint(bp)
+    broadcast_api.register(app)
+    app.register_blueprint(console.bp)

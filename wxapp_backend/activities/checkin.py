@@ -1,0 +1,108 @@
+"""Check-in: a short-lived signed token per confirmed registration, shown as a QR code and scanned by staff.
+
+Token = "C<registration id>.<time step>.<mac>", mac = HMAC-SHA256(SECRET_KEY, "checkin|id|step") cut to
+96 bits. A step is STEP_SECONDS long; the current and the previous step are accepted, so a code shown at
+the end of a minute still works when scanned a few seconds later, and a screenshot stops working within two
+minutes. Scanning again is harmless (the registration is already marked attended).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import re
+from datetime import datetime, timedelta
+
+from sqlalchemy.orm import Session
+
+from ..audit import Actor, audit
+from ..db import utcnow
+from ..errors import Conflict, NotFound, ValidationError
+from .models import Activity, ActivityStatus, Registration, RegStatus
+from .services import STATUS_LABELS, lock_activity, transition
+
+STEP_SECONDS = 60
+CHECKIN_OPENS_BEFORE = timedelta(hours=2)
+_TOKEN_RE = re.compile(r"^C(\d{1,12})\.(\d{1,12})\.([A-Za-z0-9_-]{16})$")
+
+
+def _step(now: datetime) -> int:
+    return int(now.timestamp()) // STEP_SECONDS
+
+
+def _mac(secret: str, registration_id: int, step: int) -> str:
+    digest = hmac.new(secret.encode(), f"checkin|{registration_id}|{step}".encode(), hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(digest[:12]).decode()
+
+
+def make_token(secret: str, registration_id: int, now: datetime | None = None) -> dict:
+    now = now or utcnow()
+    step = _step(now)
+    left = STEP_SECONDS - int(now.timestamp()) % STEP_SECONDS
+    return {"token": f"C{registration_id}.{step}.{_mac(secret, registration_id, step)}",
+            "refresh_in": left, "valid_for": left + STEP_SECONDS}
+
+
+def qr_for(session: Session, secret: str, registration_id: int, user_id: int, now: datetime | None = None) -> dict:
+    """The current token for the user's own confirmed registration."""
+    reg = session.get(Registration, registration_id)
+    if reg is None or reg.user_id != user_id:
+        raise NotFound("没有找到这条报名记录。")
+    if reg.status not in (RegStatus.CONFIRMED.value, RegStatus.ATTENDED.value):
+        raise Conflict(f"报名状态为“{STATUS_LABELS[reg.status]}”，没有签到码。", code="no_checkin_code")
+    return {**make_token(secret, reg.id, now), "registration_id": reg.id, "status": reg.status}
+
+
+def verify_token(secret: str, token: str, now: datetime | None = None) -> int:
+    """The registration id in a valid token; 422 with a Chinese reason otherwise."""
+    now = now or utcnow()
+    m = _TOKEN_RE.match((token or "").strip())
+    if not m:
+        raise ValidationError("签到码无法识别，请让参与者打开小程序中的签到码重新扫描。",
+                              code="invalid_token", fields={"token": "签到码格式不对"})
+    reg_id, step, mac = int(m.group(1)), int(m.group(2)), m.group(3)
+    if not hmac.compare_digest(mac, _mac(secret, reg_id, step)):
+        raise ValidationError("签到码无效（不是本系统签发或已被改动）。", code="invalid_token",
+                              fields={"token": "签到码无效"})
+    current = _step(now)
+    if step > current:
+        raise ValidationError("签到码时间不对，请核对手机时间后刷新签到码。", code="invalid_token",
+                              fields={"token": "签到码时间不对"})
+    if step < current - 1:
+        raise ValidationError("签到码已过期，请让参与者刷新小程序中的签到码后重新扫描。", code="expired_token",
+                              fields={"token": "签到码已过期"})
+    return reg_id
+
+
+def check_in(session: Session, actor: Actor, secret: str, token: str, now: datetime | None = None) -> dict:
+    """Mark the token's registration attended; a repeated scan answers `already: true`."""
+    now = now or utcnow()
+    reg_id = verify_token(secret, token, now)
+    reg = session.get(Registration, reg_id)
+    if reg is None:
+        raise NotFound("没有找到这条报名记录。")
+    activity: Activity = lock_activity(session, reg.activity_id)
+    session.refresh(reg)
+    if activity.status == ActivityStatus.CANCELLED.value:
+        raise Conflict("活动已取消，不能签到。", code="activity_cancelled")
+    if now < activity.starts_at - CHECKIN_OPENS_BEFORE:
+        raise Conflict("签到尚未开始（活动开始前 2 小时开放签到）。", code="checkin_not_open")
+    user = reg.user
+    who = {"registration_id": reg.id, "user": user.nickname or f"用户{user.id}", "activity": activity.title}
+    if reg.status == RegStatus.ATTENDED.value:
+        return {**who, "status": reg.status, "already": True, "message": "已签到过，无需重复签到。"}
+    if reg.status not in (RegStatus.CONFIRMED.value, RegStatus.NO_SHOW.value):
+        reasons = {RegStatus.CANCELLED.value: "该报名已取消，不能签到。",
+                   RegStatus.WAITLISTED.value: "该报名还在候补中，不能签到。",
+                   RegStatus.PENDING_APPROVAL.value: "该报名尚未审核通过，不能签到。",
+                   RegStatus.REJECTED.value: "该报名未通过审核，不能签到。"}
+        raise Conflict(reasons.get(reg.status, "该报名不能签到。"), code="not_checkable")
+    was_no_show = reg.status == RegStatus.NO_SHOW.value
+    transition(session, reg, RegStatus.ATTENDED, actor, note="扫码签到")
+    reg.checked_in_at = now
+    reg.checked_in_by = actor.id if actor.type == "staff" else None
+    if was_no_show and user.no_show_count > 0:
+        user.no_show_count -= 1
+    audit(session, actor, "registration.checked_in", reg, activity_id=activity.id)
+    return {**who, "status": reg.status, "already": False, "message": "签到成功。"}

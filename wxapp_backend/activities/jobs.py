@@ -1,0 +1,107 @@
+"""Activity jobs: T-24 h / T-1 h reminders and closing attendance (no-shows). All safe to run twice at once."""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from ..audit import SYSTEM
+from ..db import session_scope, utcnow
+from ..notices.models import Notification
+from ..notices.services import notify
+from .models import Activity, ActivityStatus, Registration, RegStatus
+from .services import REMINDER_KIND, SHANGHAI, lock_activity, mark_user_no_shows, transition
+
+log = logging.getLogger(__name__)
+
+REMINDERS = {"24h": timedelta(hours=24), "1h": timedelta(hours=1)}
+EARLY_SLACK = timedelta(minutes=5)
+
+
+def send_reminders(activity_id: int, label: str, now: datetime | None = None) -> int:
+    """Remind every confirmed registrant once per label; returns how many were newly reminded.
+
+    Two schedulers may run this at the same moment: the activity lock serialises them and the
+    notification's dedup_key ("reminder:<registration>:<label>", unique in the database) makes the
+    second a no-op.
+    """
+    now = now or utcnow()
+    before = REMINDERS[label]
+    sent = 0
+    try:
+        with session_scope() as s:
+            activity = s.get(Activity, activity_id)
+            if activity is None or activity.status != ActivityStatus.PUBLISHED.value:
+                return 0
+            due = activity.starts_at - before
+            if now < due - EARLY_SLACK or now >= activity.starts_at:
+                return 0  # moved (a job for the new time exists) or already started
+            if label == "24h" and now >= activity.starts_at - REMINDERS["1h"]:
+                return 0  # the 1-hour reminder covers it; don't spend two credits within the hour
+            activity = lock_activity(s, activity_id)
+            regs = s.scalars(select(Registration).where(Registration.activity_id == activity_id,
+                                                        Registration.status == RegStatus.CONFIRMED.value)).all()
+            keys = {f"reminder:{r.id}:{label}" for r in regs}
+            done = set(s.scalars(select(Notification.dedup_key).where(Notification.dedup_key.in_(keys)))) \
+                if keys else set()
+            start = activity.starts_at.astimezone(SHANGHAI).strftime("%Y-%m-%d %H:%M")
+            when = "明天" if label == "24h" else "1 小时后"
+            for reg in regs:
+                key = f"reminder:{reg.id}:{label}"
+                if key in done:
+                    continue
+                notify(s, reg.user_id, REMINDER_KIND,
+                       {"thing1": activity.title[:20], "time2": start,
+                        "thing3": (activity.place or "详见活动页")[:20], "thing4": f"活动将于{when}开始"[:20]},
+                       f"pages/activity/detail?id={activity.id}", title=f"活动提醒：{activity.title}"[:100],
+                       body=f"您报名的活动“{activity.title}”将于{when}（{start}）开始，地点：{activity.place}。",
+                       ref=f"registration:{reg.id}", dedup_key=key)
+                sent += 1
+    except IntegrityError:
+        # Another scheduler committed the same reminders between our check and insert: theirs count.
+        log.info("reminders for activity %s/%s already sent by another run", activity_id, label)
+        return 0
+    return sent
+
+
+def send_due_reminders(now: datetime | None = None) -> int:
+    """Sweep: reminders whose time has come for every upcoming activity (cron-style safety net)."""
+    now = now or utcnow()
+    with session_scope() as s:
+        rows = s.execute(select(Activity.id, Activity.starts_at).where(
+            Activity.status == ActivityStatus.PUBLISHED.value, Activity.starts_at > now,
+            Activity.starts_at <= now + REMINDERS["24h"] + EARLY_SLACK)).all()
+    total = 0
+    for aid, starts in rows:
+        for label, before in REMINDERS.items():
+            if now >= starts - before - EARLY_SLACK:
+                total += send_reminders(aid, label, now)
+    return total
+
+
+def close_attendance(activity_id: int, now: datetime | None = None) -> int:
+    """After the event, confirmed registrations that never checked in become no-shows; returns how many."""
+    now = now or utcnow()
+    with session_scope() as s:
+        activity = lock_activity(s, activity_id)
+        if activity.ends_at > now or activity.attendance_closed_at is not None:
+            return 0
+        regs = s.scalars(select(Registration).where(Registration.activity_id == activity_id,
+                                                    Registration.status == RegStatus.CONFIRMED.value)).all()
+        for reg in regs:
+            transition(s, reg, RegStatus.NO_SHOW, SYSTEM, note="活动结束未签到")
+        mark_user_no_shows(s, [r.user_id for r in regs])
+        activity.attendance_closed_at = now
+        return len(regs)
+
+
+def close_ended_activities(now: datetime | None = None) -> int:
+    """Sweep: close attendance of every ended activity not yet closed."""
+    now = now or utcnow()
+    with session_scope() as s:
+        ids = s.scalars(select(Activity.id).where(Activity.ends_at <= now, Activity.attendance_closed_at.is_(None),
+                                                  Activity.status == ActivityStatus.PUBLISHED.value)).all()
+    return sum(close_attendance(i, now) for i in ids)

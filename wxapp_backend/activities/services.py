@@ -1,0 +1,603 @@
+"""Activities and registrations: create/edit, eligibility, register without overbooking, waitlist, approval.
+
+Seats are decided under a lock on the activity row: `SELECT ... FOR UPDATE` on PostgreSQL, and on SQLite
+the `BEGIN IMMEDIATE` that db.py issues for every transaction already serialises writers. Everything that
+changes who holds a seat (register, cancel, approve, reject, capacity change, promotion) takes that lock
+first, so counting seats inside the transaction is exact.
+
+Waitlist order (documented rule): by the hour of registration, then users with two or more no-shows in
+the last 90 days behind the others of that hour, then first come first served. Newcomers never jump the
+queue: while anyone is waitlisted, a newcomer is waitlisted too.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from ..audit import Actor, audit
+from ..auth.models import BindingState, User
+from ..db import utcnow
+from ..enterprises.models import Building, Enterprise
+from ..errors import Conflict, Forbidden, NotFound, ValidationError
+from ..notices.services import notify
+from ..queue import enqueue_after_commit
+from ..validation import Field, validate
+from .models import (
+    ACTIVE_STATUSES,
+    CATEGORIES,
+    QUESTION_TYPES,
+    SEAT_STATUSES,
+    TRANSITIONS,
+    Activity,
+    ActivityStatus,
+    CategorySubscription,
+    Registration,
+    RegistrationEvent,
+    RegStatus,
+)
+
+SHANGHAI = ZoneInfo("Asia/Shanghai")
+NO_SHOW_WINDOW = timedelta(days=90)
+NO_SHOW_PENALTY_AT = 2
+REMINDER_KIND = "activity_reminder"
+
+
+def _check_question(q: Any) -> str | None:
+    if not isinstance(q, dict):
+        return "每个问题应为对象（含 key、label、type）"
+    key, label, kind = q.get("key"), q.get("label"), q.get("type")
+    if not isinstance(key, str) or not key.isidentifier() or len(key) > 32:
+        return "问题的 key 应为 1-32 位英文字母、数字或下划线"
+    if not isinstance(label, str) or not label.strip() or len(label) > 60:
+        return f"问题“{key}”缺少标题（最多 60 个字）"
+    if kind not in QUESTION_TYPES:
+        return f"问题“{label}”的类型只能是：{'、'.join(QUESTION_TYPES)}"
+    if kind in {"choice", "multi"}:
+        options = q.get("options")
+        if not isinstance(options, list) or not options or not all(isinstance(o, str) and o for o in options):
+            return f"问题“{label}”需要至少一个选项"
+    return None
+
+
+def _check_questions(qs: list) -> str | None:
+    keys = set()
+    for q in qs:
+        problem = _check_question(q)
+        if problem:
+            return problem
+        if q["key"] in keys:
+            return f"问题的 key“{q['key']}”重复了"
+        keys.add(q["key"])
+    return None
+
+
+ACTIVITY_FIELDS = (
+    Field("category", "enum", "活动类别", required=True, choices=tuple(CATEGORIES)),
+    Field("title", "str", "活动名称", required=True, max_len=100),
+    Field("description", "text", "活动介绍", max_len=5000, default=""),
+    Field("building_id", "int", "所在楼宇", min=1),
+    Field("address", "str", "活动地点", max_len=200, default=""),
+    Field("starts_at", "datetime", "开始时间", required=True),
+    Field("ends_at", "datetime", "结束时间", required=True),
+    Field("registration_opens_at", "datetime", "报名开始时间"),
+    Field("registration_closes_at", "datetime", "报名截止时间"),
+    Field("cancel_deadline", "datetime", "取消报名截止时间"),
+    Field("capacity", "int", "名额", required=True, max=100000),
+    Field("waitlist_enabled", "bool", "候补", default=True),
+    Field("audience_building_ids", "list", "面向楼宇", item=Field("building_id", "int", "楼宇", min=1),
+          max_items=200, default=[]),
+    Field("audience_industries", "list", "面向行业", item=Field("industry", "str", "行业", max_len=64),
+          max_items=100, default=[]),
+    Field("audience_tags", "list", "面向企业标签", item=Field("tag", "str", "标签", max_len=32), max_items=100,
+          default=[]),
+    Field("verified_only", "bool", "仅限已核实的企业联系人", default=False),
+    Field("per_enterprise_cap", "int", "每家企业名额上限", max=100000),
+    Field("questions", "list", "报名问题", max_items=20, default=[], check=_check_questions),
+    Field("requires_approval", "bool", "报名需审核", default=False),
+    Field("cover_image", "str", "封面图片地址", max_len=300, default=""),
+    Field("status", "enum", "状态", choices=tuple(s.value for s in ActivityStatus),
+          default=ActivityStatus.PUBLISHED.value),
+)
+
+
+def _cross_check(v: dict[str, Any]) -> dict[str, str]:
+    """The checks that involve more than one field, with Chinese messages per field."""
+    errors: dict[str, str] = {}
+    if v.get("capacity") is not None and v["capacity"] <= 0:
+        errors["capacity"] = "名额必须大于 0"
+    cap = v.get("per_enterprise_cap")
+    if cap is not None and cap <= 0:
+        errors["per_enterprise_cap"] = "每家企业名额上限必须大于 0（不限请留空）"
+    starts, ends = v.get("starts_at"), v.get("ends_at")
+    if starts and ends and ends <= starts:
+        errors["ends_at"] = "结束时间必须晚于开始时间"
+    opens, closes = v.get("registration_opens_at"), v.get("registration_closes_at")
+    if opens and starts and opens >= starts:
+        errors["registration_opens_at"] = "报名开始时间必须早于活动开始时间"
+    if closes and starts and closes > starts:
+        errors["registration_closes_at"] = "报名截止时间不能晚于活动开始时间"
+    if opens and closes and closes <= opens:
+        errors["registration_closes_at"] = "报名截止时间必须晚于报名开始时间"
+    deadline = v.get("cancel_deadline")
+    if deadline and starts and deadline > starts:
+        errors["cancel_deadline"] = "取消报名截止时间不能晚于活动开始时间"
+    if not v.get("building_id") and not v.get("address"):
+        errors["address"] = "请选择楼宇或填写活动地点"
+    return errors
+
+
+def _validated(data: dict[str, Any], existing: Activity | None) -> dict[str, Any]:
+    clean = validate(data, ACTIVITY_FIELDS, partial=existing is not None)
+    merged = dict(clean)
+    if existing is not None:
+        for f in ACTIVITY_FIELDS:
+            merged.setdefault(f.name, getattr(existing, f.name))
+    errors = _cross_check(merged)
+    if errors:
+        raise ValidationError(f"填写的内容有误：{next(iter(errors.values()))}", fields=errors)
+    return clean
+
+
+def create_activity(session: Session, actor: Actor, data: dict[str, Any]) -> Activity:
+    """Create an activity from raw input (validated here: 422 with a Chinese message per field)."""
+    v = _validated(data, None)
+    if v.get("building_id") and session.get(Building, v["building_id"]) is None:
+        raise ValidationError("所选楼宇不存在", fields={"building_id": "所选楼宇不存在"})
+    activity = Activity(**v, created_by=actor.id if actor.type == "staff" else None)
+    session.add(activity)
+    session.flush()
+    audit(session, actor, "activity.created", activity, title=activity.title, capacity=activity.capacity)
+    _schedule(session, activity)
+    return activity
+
+
+def update_activity(session: Session, actor: Actor, activity_id: int, data: dict[str, Any]) -> Activity:
+    """Edit an activity; raising the capacity promotes that many from the waitlist in this transaction."""
+    activity = lock_activity(session, activity_id)
+    v = _validated(data, activity)
+    if v.get("building_id") and session.get(Building, v["building_id"]) is None:
+        raise ValidationError("所选楼宇不存在", fields={"building_id": "所选楼宇不存在"})
+    taken = seats_taken(session, activity.id)
+    if "capacity" in v and v["capacity"] < taken:
+        msg = f"名额不能少于已占用的 {taken} 个（请先取消部分报名）"
+        raise ValidationError(msg, fields={"capacity": msg})
+    changed = {k: val for k, val in v.items() if getattr(activity, k) != val}
+    for k, val in changed.items():
+        setattr(activity, k, val)
+    session.flush()
+    audit(session, actor, "activity.updated", activity, changed=sorted(changed))
+    if activity.status == ActivityStatus.PUBLISHED:
+        promote(session, activity, actor)
+    if {"starts_at", "ends_at"} & changed.keys():
+        _schedule(session, activity)
+    return activity
+
+
+def _schedule(session: Session, activity: Activity) -> None:
+    """Delayed jobs for reminders and no-shows; they re-check the activity, so a moved one is harmless."""
+    now = utcnow()
+    stamp = int(activity.starts_at.timestamp())
+    for label, before in (("24h", timedelta(hours=24)), ("1h", timedelta(hours=1))):
+        at = activity.starts_at - before
+        enqueue_after_commit(session, "wxapp_backend.activities.jobs.send_reminders", activity.id, label,
+                             job_id=f"act-remind-{activity.id}-{label}-{stamp}",
+                             delay=max((at - now).total_seconds(), 0) or None)
+    close_at = activity.ends_at + timedelta(hours=1)
+    enqueue_after_commit(session, "wxapp_backend.activities.jobs.close_attendance", activity.id,
+                         job_id=f"act-noshow-{activity.id}-{int(activity.ends_at.timestamp())}",
+                         delay=max((close_at - now).total_seconds(), 0) or None)
+
+
+def lock_activity(session: Session, activity_id: int, *, lock: bool = True) -> Activity:
+    """The activity row, locked until the transaction ends (FOR UPDATE; a no-op on SQLite, see module doc)."""
+    stmt = select(Activity).where(Activity.id == activity_id)
+    if lock:
+        stmt = stmt.with_for_update(of=Activity)
+    activity = session.scalar(stmt.execution_options(populate_existing=True))
+    if activity is None:
+        raise NotFound("没有找到这个活动。")
+    return activity
+
+
+def seats_taken(session: Session, activity_id: int) -> int:
+    return session.scalar(select(func.count(Registration.id)).where(
+        Registration.activity_id == activity_id, Registration.status.in_(SEAT_STATUSES))) or 0
+
+
+def waitlist_length(session: Session, activity_id: int) -> int:
+    return session.scalar(select(func.count(Registration.id)).where(
+        Registration.activity_id == activity_id, Registration.status == RegStatus.WAITLISTED.value)) or 0
+
+
+def seat_counts(session: Session, activity_ids: list[int]) -> dict[int, tuple[int, int]]:
+    """{activity_id: (seats taken, waitlisted)} in one query."""
+    if not activity_ids:
+        return {}
+    rows = session.execute(select(Registration.activity_id, Registration.status, func.count(Registration.id))
+                           .where(Registration.activity_id.in_(activity_ids),
+                                  Registration.status.in_(ACTIVE_STATUSES))
+                           .group_by(Registration.activity_id, Registration.status)).all()
+    out = {i: [0, 0] for i in activity_ids}
+    for aid, status, n in rows:
+        out[aid][1 if status == RegStatus.WAITLISTED.value else 0] += n
+    return {k: (v[0], v[1]) for k, v in out.items()}
+
+
+LIST_PARAMS = (
+    Field("category", "enum", "活动类别", choices=tuple(CATEGORIES)),
+    Field("date", "date", "日期"),
+    Field("building_id", "int", "楼宇", min=1),
+    Field("include_past", "bool", "包括已结束的活动", default=False),
+    Field("page", "int", "页码", min=1, max=100000, default=1),
+    Field("per_page", "int", "每页条数", min=1, max=100, default=20),
+)
+
+
+def list_activities(session: Session, q: dict[str, Any], *, staff: bool = False) -> tuple[list[dict], int]:
+    """Activities for the mini-program (published, not yet ended unless include_past) or the console."""
+    stmt = select(Activity)
+    if not staff:
+        stmt = stmt.where(Activity.status == ActivityStatus.PUBLISHED.value)
+    if q.get("category"):
+        stmt = stmt.where(Activity.category == q["category"])
+    if q.get("building_id"):
+        stmt = stmt.where(Activity.building_id == q["building_id"])
+    if q.get("date"):
+        day: date = q["date"]
+        start = datetime(day.year, day.month, day.day, tzinfo=SHANGHAI)
+        stmt = stmt.where(Activity.starts_at < start + timedelta(days=1), Activity.ends_at > start)
+    elif not q.get("include_past") and not staff:
+        stmt = stmt.where(Activity.ends_at > utcnow())
+    total = session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
+    order = Activity.starts_at.desc() if staff else Activity.starts_at
+    rows = session.scalars(stmt.order_by(order, Activity.id).offset((q["page"] - 1) * q["per_page"])
+                           .limit(q["per_page"])).unique().all()
+    counts = seat_counts(session, [a.id for a in rows])
+    return [a.to_dict(seats_taken=counts[a.id][0], waitlisted=counts[a.id][1]) for a in rows], total
+
+
+def get_activity(session: Session, activity_id: int, *, staff: bool = False) -> Activity:
+    activity = session.get(Activity, activity_id)
+    if activity is None or (not staff and activity.status == ActivityStatus.DRAFT.value):
+        raise NotFound("没有找到这个活动。")
+    return activity
+
+
+# --- eligibility ---------------------------------------------------------------------------------------
+
+def _verified_enterprise(user: User) -> Enterprise | None:
+    if user.enterprise is not None and user.binding_state == BindingState.VERIFIED.value:
+        return user.enterprise
+    return None
+
+
+def ineligibility(activity: Activity, user: User) -> str | None:
+    """Why `user` may not register for `activity` (Chinese), or None when they may."""
+    if user.blocked:
+        return "您的账号已被限制报名，请联系营商服务中心。"
+    ent = _verified_enterprise(user)
+    if activity.verified_only and ent is None:
+        return "本活动仅限已核实的企业联系人报名，请先在“我的”中绑定并核实所在企业。"
+    if activity.audience_building_ids:
+        buildings = {user.building_id, ent.building_id if ent else None} - {None}
+        if not buildings & set(activity.audience_building_ids):
+            return "本活动仅面向指定楼宇的白领，您所在的楼宇不在范围内。"
+    if activity.audience_industries and (ent is None or ent.industry not in activity.audience_industries):
+        return "本活动仅面向指定行业的企业，您所在企业的行业不在范围内（或尚未核实企业）。"
+    if activity.audience_tags and (ent is None or not set(ent.tags or []) & set(activity.audience_tags)):
+        return "本活动仅面向特定企业，您所在的企业不在范围内（或尚未核实企业）。"
+    return None
+
+
+# --- answers -------------------------------------------------------------------------------------------
+
+def _answer_field(q: dict) -> Field:
+    kind = q["type"]
+    label, required = q["label"], bool(q.get("required"))
+    if kind == "text":
+        return Field(q["key"], "str", label, required=required, max_len=500)
+    if kind == "number":
+        return Field(q["key"], "float", label, required=required)
+    if kind == "choice":
+        return Field(q["key"], "enum", label, required=required, choices=tuple(q["options"]))
+    if kind == "multi":
+        return Field(q["key"], "list", label, required=required, max_items=len(q["options"]),
+                     item=Field(q["key"], "enum", label, choices=tuple(q["options"])))
+    if kind == "bool":
+        return Field(q["key"], "bool", label, required=required)
+    if kind == "phone":
+        return Field(q["key"], "phone", label, required=required)
+    return Field(q["key"], "date", label, required=required)
+
+
+def check_answers(activity: Activity, answers: dict[str, Any] | None) -> dict[str, Any]:
+    """Validate answers against the activity's typed questions (422 naming answers.<key>)."""
+    questions = list(activity.questions or [])
+    answers = answers or {}
+    unknown = set(answers) - {q["key"] for q in questions}
+    if unknown:
+        key = sorted(unknown)[0]
+        raise ValidationError(f"没有这个报名问题：{key}", fields={f"answers.{key}": "没有这个报名问题"})
+    try:
+        clean = validate(answers, [_answer_field(q) for q in questions])
+    except ValidationError as exc:
+        raise ValidationError(exc.message, fields={f"answers.{k}": v for k, v in exc.fields.items()}) from None
+    return {k: (v.isoformat() if isinstance(v, date) else v) for k, v in clean.items() if v is not None}
+
+
+# --- registration --------------------------------------------------------------------------------------
+
+def _event(session: Session, reg: Registration, from_status: str, actor: Actor, note: str = "") -> None:
+    session.add(RegistrationEvent(registration_id=reg.id, from_status=from_status, to_status=reg.status,
+                                  actor=f"{actor.type}:{actor.id}", note=note[:200]))
+
+
+def transition(session: Session, reg: Registration, to: RegStatus, actor: Actor, note: str = "") -> None:
+    """Move a registration to `to` if the workflow allows it (409 otherwise), with an event and audit row."""
+    if to.value not in {s.value for s in TRANSITIONS[RegStatus(reg.status)]}:
+        raise Conflict(f"报名当前状态为“{STATUS_LABELS[reg.status]}”，不能改为“{STATUS_LABELS[to.value]}”。",
+                       code="illegal_transition")
+    before = reg.status
+    reg.status = to.value
+    if to.value in ACTIVE_STATUSES:
+        reg.active_key = f"{reg.activity_id}:{reg.user_id}"
+    else:
+        reg.active_key = None
+    _event(session, reg, before, actor, note)
+    audit(session, actor, f"registration.{to.value}", reg, **{"from": before, "note": note})
+
+
+STATUS_LABELS = {"pending_approval": "待审核", "confirmed": "报名成功", "waitlisted": "候补中",
+                 "attended": "已签到", "no_show": "未到场", "cancelled": "已取消", "rejected": "未通过"}
+
+
+def no_show_penalty(session: Session, user_id: int, now: datetime) -> int:
+    n = session.scalar(select(func.count(Registration.id)).join(Activity, Activity.id == Registration.activity_id)
+                       .where(Registration.user_id == user_id, Registration.status == RegStatus.NO_SHOW.value,
+                              Activity.ends_at >= now - NO_SHOW_WINDOW)) or 0
+    return 1 if n >= NO_SHOW_PENALTY_AT else 0
+
+
+def register(session: Session, *, activity_id: int, user_id: int, answers: dict[str, Any] | None = None,
+             idempotency_key: str | None = None, now: datetime | None = None,
+             lock: bool = True) -> tuple[Registration, bool]:
+    """Register a user; returns (registration, created). A replayed Idempotency-Key returns the first one.
+
+    `lock=False` exists only for the negative-control test that shows the lock is what prevents overbooking.
+    """
+    now = now or utcnow()
+    actor = Actor("user", user_id)
+    activity = lock_activity(session, activity_id, lock=lock)
+    idem = f"{user_id}:{idempotency_key}" if idempotency_key else None
+    if idem:
+        previous = session.scalar(select(Registration).where(Registration.idempotency_key == idem))
+        if previous is not None:
+            if previous.activity_id != activity_id:
+                raise Conflict("这个 Idempotency-Key 已用于另一个活动的报名。", code="idempotency_key_reused")
+            return previous, False
+    if activity.status != ActivityStatus.PUBLISHED.value:
+        raise (NotFound("没有找到这个活动。") if activity.status == ActivityStatus.DRAFT.value
+               else Conflict("活动已取消，不能报名。", code="activity_cancelled"))
+    user = session.get(User, user_id)
+    if user is None:
+        raise NotFound("没有找到您的账号，请重新进入小程序。")
+    if now >= activity.starts_at:
+        raise Conflict("活动已开始或已结束，不能再报名了。", code="registration_closed")
+    if activity.registration_opens_at and now < activity.registration_opens_at:
+        opens = activity.registration_opens_at.astimezone(SHANGHAI).strftime("%Y-%m-%d %H:%M")
+        raise Conflict(f"报名尚未开始（{opens} 开始）。", code="registration_not_open")
+    if activity.registration_closes_at and now >= activity.registration_closes_at:
+        raise Conflict("报名已截止。", code="registration_closed")
+    problem = ineligibility(activity, user)
+    if problem:
+        raise Forbidden(problem, code="not_eligible")
+    clean_answers = check_answers(activity, answers)
+    existing = session.scalar(select(Registration).where(Registration.active_key == f"{activity_id}:{user_id}"))
+    if existing is not None:
+        raise Conflict("您已报名这个活动了。", code="already_registered", fields={"registration_id": str(existing.id)})
+    ent = _verified_enterprise(user)
+    if activity.per_enterprise_cap and ent is not None:
+        used = session.scalar(select(func.count(Registration.id)).where(
+            Registration.activity_id == activity_id, Registration.enterprise_id == ent.id,
+            Registration.status.in_(ACTIVE_STATUSES))) or 0
+        if used >= activity.per_enterprise_cap:
+            raise Conflict(f"您所在企业的报名人数已达上限（每家 {activity.per_enterprise_cap} 人）。",
+                           code="enterprise_cap_reached")
+    taken = seats_taken(session, activity_id)
+    queued = waitlist_length(session, activity_id)
+    if taken < activity.capacity and queued == 0:
+        status = RegStatus.PENDING_APPROVAL if activity.requires_approval else RegStatus.CONFIRMED
+    elif activity.waitlist_enabled:
+        status = RegStatus.WAITLISTED
+    else:
+        raise Conflict("名额已满，本活动不设候补。", code="activity_full")
+    reg = Registration(activity_id=activity_id, user_id=user_id, enterprise_id=ent.id if ent else None,
+                       status=status.value, active_key=f"{activity_id}:{user_id}", idempotency_key=idem,
+                       answers=clean_answers, queue_hour=int(now.timestamp() // 3600),
+                       penalty=no_show_penalty(session, user_id, now) if status == RegStatus.WAITLISTED else 0,
+                       created_at=now)
+    try:
+        with session.begin_nested():
+            session.add(reg)
+            session.flush()
+    except IntegrityError:
+        # Only reachable without the lock (or a same-key race): the database constraint still holds.
+        raise Conflict("您已报名这个活动了。", code="already_registered") from None
+    _event(session, reg, "", actor)
+    audit(session, actor, "registration.created", reg, status=reg.status, activity_id=activity_id)
+    return reg, True
+
+
+def promote(session: Session, activity: Activity, actor: Actor) -> list[Registration]:
+    """Fill free seats from the head of the waitlist; the caller holds the activity lock."""
+    free = activity.capacity - seats_taken(session, activity.id)
+    if free <= 0:
+        return []
+    heads = session.scalars(select(Registration).where(
+        Registration.activity_id == activity.id, Registration.status == RegStatus.WAITLISTED.value)
+        .order_by(Registration.queue_hour, Registration.penalty, Registration.id).limit(free)).all()
+    to = RegStatus.PENDING_APPROVAL if activity.requires_approval else RegStatus.CONFIRMED
+    now = utcnow()
+    for reg in heads:
+        transition(session, reg, to, actor, note="候补递补")
+        reg.promoted_at = now
+        if to == RegStatus.CONFIRMED:
+            _tell(session, reg, activity, "activity_promoted", "候补成功",
+                  f"您候补的活动“{activity.title}”已有名额，报名成功。", "报名成功")
+    return list(heads)
+
+
+def _tell(session: Session, reg: Registration, activity: Activity, kind: str, title: str, body: str,
+          state: str) -> None:
+    start = activity.starts_at.astimezone(SHANGHAI).strftime("%Y-%m-%d %H:%M")
+    notify(session, reg.user_id, kind,
+           {"thing1": activity.title[:20], "time2": start, "thing3": (activity.place or "详见活动页")[:20],
+            "phrase4": state[:5]},
+           f"pages/activity/detail?id={activity.id}", title=title, body=body, ref=f"registration:{reg.id}",
+           dedup_key=f"{kind}:{reg.id}")
+
+
+def _own_registration(session: Session, registration_id: int, user_id: int | None) -> Registration:
+    reg = session.get(Registration, registration_id)
+    if reg is None or (user_id is not None and reg.user_id != user_id):  # another's looks missing
+        raise NotFound("没有找到这条报名记录。")
+    return reg
+
+
+def cancel_registration(session: Session, actor: Actor, registration_id: int, *, user_id: int | None = None,
+                        now: datetime | None = None) -> Registration:
+    """Cancel (by the user before the deadline, or by staff); a freed seat goes to the waitlist head."""
+    now = now or utcnow()
+    reg = _own_registration(session, registration_id, user_id)
+    activity = lock_activity(session, reg.activity_id)
+    session.refresh(reg)
+    if reg.status == RegStatus.CANCELLED.value:
+        return reg  # cancelling twice is harmless
+    if user_id is not None:
+        deadline = activity.cancel_deadline or activity.starts_at
+        if now >= deadline:
+            raise Conflict("已过取消报名的截止时间，如有特殊情况请联系工作人员。", code="cancel_deadline_passed")
+    held_seat = reg.status in SEAT_STATUSES
+    transition(session, reg, RegStatus.CANCELLED, actor)
+    reg.cancelled_at = now
+    session.flush()
+    if held_seat and activity.status == ActivityStatus.PUBLISHED.value:
+        promote(session, activity, actor)
+    return reg
+
+
+def decide(session: Session, actor: Actor, registration_id: int, approve: bool, note: str = "") -> Registration:
+    """Staff approve or reject a pending registration; the user is told either way."""
+    reg = _own_registration(session, registration_id, None)
+    activity = lock_activity(session, reg.activity_id)
+    session.refresh(reg)
+    if reg.status != RegStatus.PENDING_APPROVAL.value:
+        raise Conflict("这条报名不在待审核状态。", code="illegal_transition")
+    if approve:
+        transition(session, reg, RegStatus.CONFIRMED, actor, note)
+        _tell(session, reg, activity, "activity_approved", "报名审核通过",
+              f"您报名的活动“{activity.title}”已审核通过。", "审核通过")
+    else:
+        transition(session, reg, RegStatus.REJECTED, actor, note)
+        _tell(session, reg, activity, "activity_rejected", "报名未通过审核",
+              f"很抱歉，您报名的活动“{activity.title}”未通过审核。{note}", "未通过")
+        promote(session, activity, actor)
+    return reg
+
+
+def my_registrations(session: Session, user_id: int, *, include_inactive: bool = True) -> list[Registration]:
+    stmt = select(Registration).where(Registration.user_id == user_id)
+    if not include_inactive:
+        stmt = stmt.where(Registration.status.in_(ACTIVE_STATUSES))
+    return list(session.scalars(stmt.order_by(Registration.id.desc()).limit(200)).unique())
+
+
+def subscribe_hint() -> dict[str, Any]:
+    """Which subscribe template the mini-program should ask credit for after registering."""
+    return {"kind": REMINDER_KIND, "template_ids": [t for t in [template_for(REMINDER_KIND)] if t]}
+
+
+def template_for(kind: str) -> str:
+    """Template id for a notification kind: the notices kinds table when present, else settings.extra."""
+    try:
+        from ..notices import kinds  # owned by the subscribe-message work
+
+        for name in ("template_id", "template_for"):
+            fn = getattr(kinds, name, None)
+            if callable(fn):
+                value = fn(kind)
+                if value:
+                    return str(value)
+    except ImportError:
+        pass
+    except Exception:  # an unknown kind there must not break registration
+        pass
+    from flask import current_app
+
+    return str(current_app.extensions["wxapp"].settings.extra.get("templates", {}).get(kind, ""))
+
+
+# --- subscriptions -------------------------------------------------------------------------------------
+
+def get_subscriptions(session: Session, user_id: int) -> list[str]:
+    return sorted(session.scalars(select(CategorySubscription.category)
+                                  .where(CategorySubscription.user_id == user_id)))
+
+
+def set_subscriptions(session: Session, user_id: int, categories: list[str]) -> list[str]:
+    wanted = set(categories)
+    have = {c.category: c for c in session.scalars(select(CategorySubscription)
+                                                  .where(CategorySubscription.user_id == user_id))}
+    for cat, row in have.items():
+        if cat not in wanted:
+            session.delete(row)
+    for cat in wanted - have.keys():
+        session.add(CategorySubscription(user_id=user_id, category=cat))
+    session.flush()
+    audit(session, Actor("user", user_id), "subscriptions.set", None, categories=sorted(wanted))
+    return sorted(wanted)
+
+
+# --- statistics ----------------------------------------------------------------------------------------
+
+def attendance_stats(session: Session, activity_id: int | None = None) -> dict[str, list[dict]]:
+    """Attended / no-show counts by building and by enterprise (registrations of ended activities)."""
+    base = (select(Registration.status, User.building_id, Registration.enterprise_id, func.count(Registration.id))
+            .join(User, User.id == Registration.user_id)
+            .where(Registration.status.in_((RegStatus.ATTENDED.value, RegStatus.NO_SHOW.value,
+                                            RegStatus.CONFIRMED.value)))
+            .group_by(Registration.status, User.building_id, Registration.enterprise_id))
+    if activity_id:
+        base = base.where(Registration.activity_id == activity_id)
+    by_b: dict[int | None, dict[str, int]] = {}
+    by_e: dict[int | None, dict[str, int]] = {}
+    for status, bid, eid, n in session.execute(base).all():
+        for table, key in ((by_b, bid), (by_e, eid)):
+            row = table.setdefault(key, {"attended": 0, "no_show": 0, "confirmed": 0})
+            row[status] += n
+    names_b = dict(session.execute(select(Building.id, Building.name)
+                                   .where(Building.id.in_([k for k in by_b if k]))).all())
+    names_e = dict(session.execute(select(Enterprise.id, Enterprise.name)
+                                   .where(Enterprise.id.in_([k for k in by_e if k]))).all())
+
+    def rows(table, names, none_label):
+        out = []
+        for key, c in table.items():
+            done = c["attended"] + c["no_show"]
+            out.append({"id": key, "name": names.get(key, none_label) if key else none_label, **c,
+                        "rate": round(c["attended"] / done * 100, 1) if done else None})
+        return sorted(out, key=lambda r: -(r["attended"] + r["no_show"] + r["confirmed"]))
+
+    return {"buildings": rows(by_b, names_b, "未填楼宇"), "enterprises": rows(by_e, names_e, "未绑定企业")}
+
+
+def mark_user_no_shows(session: Session, user_ids: list[int]) -> None:
+    if user_ids:
+        for uid in user_ids:
+            session.execute(update(User).where(User.id == uid).values(no_show_count=User.no_show_count + 1))
