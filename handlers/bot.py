@@ -1,0 +1,204 @@
+"""The default 数字店小二: welcome, menu, greetings, 人工, media hints and the knowledge-base fallback.
+
+Other intents plug in by registering on `router` (see handlers/__init__.py): rules registered before
+`install_defaults` runs win over the generic ones here.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from . import kb
+from .middleware import DEFAULT_MIDDLEWARE
+from .replies import Reply, Text, Transfer
+from .router import Context, Router
+
+log = logging.getLogger("handlers")
+
+# Menu CLICK keys configured in the Official Account menu -> (intent, label). Change the keys here (or
+# mutate the dict at start-up) if the account's menu uses other keys.
+MENU: dict[str, tuple[str, str]] = {
+    "MENU_KB": ("kb", "政策问答"),
+    "MENU_APPEAL": ("appeal", "我要反映"),
+    "MENU_ACTIVITY": ("activity", "白领活动"),
+    "MENU_HUMAN": ("human", "人工服务"),
+}
+
+MENU_TEXT = (
+    "回复数字即可：\n"
+    "1 政策问答（惠企政策、办事指南）\n"
+    "2 我要反映（企业诉求、问题反映）\n"
+    "3 白领活动（午间一小时、楼宇活动）\n"
+    "4 人工服务\n"
+    "也可以直接输入您的问题，例如“开办企业需要哪些材料”。"
+)
+WELCOME = "您好，欢迎关注营商服务中心！我是数字店小二，7×24 小时为您服务～\n" + MENU_TEXT
+WELCOME_BACK = "欢迎回来！我是数字店小二，有什么可以帮您？\n" + MENU_TEXT
+WXA_WELCOME = "您好，我是营商服务中心的数字店小二～有什么问题直接问我，回复“菜单”看看我能做什么。"
+KB_PROMPT = "请直接输入您想了解的政策或办事问题，例如“小微企业有哪些税收优惠”“如何申请人才公寓”。"
+APPEAL_TEXT = (
+    "企业遇到困难、对服务有意见建议，都可以告诉我们（有呼必应）。\n"
+    "请在小程序“我要反映”中填写诉求，或直接回复问题描述并留下联系方式，工作人员会尽快联系您。"
+)
+ACTIVITY_TEXT = "白领活动（午间一小时、楼宇音乐会、健康讲座等）请在小程序“白领活动”中查看和报名，开始前会提醒您。"
+HUMAN_NOTE = "正在为您转接人工客服，请稍候～（工作时间：工作日 9:00-17:30，非工作时间请留言，我们上班后第一时间回复）"
+HUMAN_WXA = "已为您通知人工客服，请稍候～（工作时间：工作日 9:00-17:30，非工作时间请留言，我们上班后第一时间回复）"
+GREETING = "您好！我是数字店小二，有什么可以帮您？回复“菜单”看看我能做什么。"
+THANKS = "不客气！还有问题随时找小二～"
+BYE = "好的，祝您工作顺利，再见！"
+IMAGE_ACK = "收到您的图片啦！如果是想反映问题，请再用文字简单说明一下情况，小二好帮您转给工作人员。"
+LOCATION_ACK = "收到您的位置{label}，谢谢！如需找附近的服务站点或反映问题，请用文字告诉小二。"
+UNSUPPORTED = "小二暂时只看得懂文字和图片哦～请用文字描述您的问题，或回复“人工”联系工作人员。"
+
+GREETINGS = ("你好", "您好", "hi", "hello", "在吗", "在么", "在不在", "哈喽", "嗨", "早上好", "下午好", "晚上好")
+THANKS_WORDS = ("谢谢", "谢谢你", "谢谢您", "感谢", "多谢", "thanks", "thank you", "好的谢谢", "辛苦了")
+BYE_WORDS = ("再见", "拜拜", "bye")
+
+
+def human(ctx: Context) -> Reply:
+    """Hand over to a person: the OA transfers the session; the mini-program just tells the user."""
+    if ctx.account == "oa":
+        return Transfer(HUMAN_NOTE)
+    return Text(HUMAN_WXA)
+
+
+def appeal(ctx: Context) -> Reply:
+    return Text(APPEAL_TEXT)
+
+
+def activity(ctx: Context) -> Reply:
+    return Text(ACTIVITY_TEXT)
+
+
+def kb_prompt(ctx: Context) -> Reply:
+    return Text(KB_PROMPT)
+
+
+INTENTS = {"kb": kb_prompt, "appeal": appeal, "activity": activity, "human": human}
+DIGITS = {"1": "kb", "2": "appeal", "3": "activity", "4": "human"}
+
+
+def install_defaults(router: Router, *, middleware: bool = True) -> Router:
+    """Register the default middleware (outermost) and rules on `router`, after any rules already there."""
+    if middleware:
+        router.middleware[:0] = list(DEFAULT_MIDDLEWARE)
+
+    @router.event("subscribe")
+    def on_subscribe(ctx: Context) -> Reply:
+        return Text(WELCOME)
+
+    @router.event("unsubscribe")
+    def on_unsubscribe(ctx: Context) -> None:
+        return None  # followed=False is recorded by the user middleware; nobody can read a reply
+
+    @router.event("scan")
+    def on_scan(ctx: Context) -> Reply:
+        return Text(WELCOME_BACK)
+
+    @router.event("location")
+    def on_location_report(ctx: Context) -> None:
+        return None  # periodic position reports: never answer them
+
+    @router.event("click")
+    def on_click(ctx: Context) -> Reply | None:
+        entry = MENU.get(ctx.msg.event_key or "")
+        if entry is None:
+            log.info("unknown menu key", extra={"key": ctx.msg.event_key})
+            return Text(MENU_TEXT)
+        return INTENTS[entry[0]](ctx)
+
+    @router.event("view", "view_miniprogram")
+    def on_view(ctx: Context) -> None:
+        return None
+
+    @router.event("user_enter_tempsession")
+    def on_enter_session(ctx: Context) -> Reply:
+        return Text(WXA_WELCOME)
+
+    @router.event("subscribe_msg_popup_event", "subscribe_msg_change_event")
+    def on_subscribe_msg(ctx: Context) -> None:
+        _apply_credits(ctx)
+        return None
+
+    @router.event("subscribe_msg_sent_event")
+    def on_subscribe_msg_sent(ctx: Context) -> None:
+        log.info("subscribe message delivery", extra={"account": ctx.account,
+                                                      "results": ctx.msg.subscribe_results})
+        return None
+
+    @router.text("人工", "转人工", "人工客服", "人工服务", "客服")
+    def on_human(ctx: Context) -> Reply:
+        return human(ctx)
+
+    @router.text("我要反映", "反映问题", "投诉", "诉求")
+    def on_appeal(ctx: Context) -> Reply:
+        return appeal(ctx)
+
+    @router.text("白领活动", "活动")
+    def on_activity(ctx: Context) -> Reply:
+        return activity(ctx)
+
+    @router.text("菜单", "帮助", "help", "?", "？", "menu")
+    def on_menu(ctx: Context) -> Reply:
+        return Text("我是数字店小二，可以帮您：\n" + MENU_TEXT)
+
+    @router.regex(r"^[1-4]$")
+    def on_digit(ctx: Context) -> Reply:
+        return INTENTS[DIGITS[ctx.text]](ctx)
+
+    @router.text(*GREETINGS)
+    def on_greeting(ctx: Context) -> Reply:
+        return Text(GREETING)
+
+    @router.text(*THANKS_WORDS)
+    def on_thanks(ctx: Context) -> Reply:
+        return Text(THANKS)
+
+    @router.text(*BYE_WORDS)
+    def on_bye(ctx: Context) -> Reply:
+        return Text(BYE)
+
+    @router.msg_type("text")
+    def on_text(ctx: Context) -> Reply | str | None:
+        if not ctx.text:
+            return Text(GREETING)
+        return kb.answer(ctx.text, ctx.state)
+
+    @router.msg_type("voice")
+    def on_voice(ctx: Context) -> Reply | str | None:
+        # With speech recognition switched on, WeChat sends the transcript: treat it as text.
+        if ctx.msg.recognition and ctx.msg.recognition.strip():
+            return kb.answer(ctx.msg.recognition.strip(), ctx.state)
+        return Text(UNSUPPORTED)
+
+    @router.msg_type("image")
+    def on_image(ctx: Context) -> Reply:
+        return Text(IMAGE_ACK)
+
+    @router.msg_type("location")
+    def on_location(ctx: Context) -> Reply:
+        label = ctx.msg.location.label if ctx.msg.location and ctx.msg.location.label else ""
+        return Text(LOCATION_ACK.format(label=f"（{label}）" if label else ""))
+
+    @router.default
+    def on_other(ctx: Context) -> Reply | None:
+        if ctx.msg.is_event:
+            return None  # events nobody handles get no reply
+        return Text(UNSUPPORTED)
+
+    return router
+
+
+def _apply_credits(ctx: Context) -> None:
+    """Subscribe-message accept/reject results feed the credit ledger, when that module is installed."""
+    try:
+        from wxapp_backend.notices import credits
+    except ImportError:
+        log.info("subscribe message event (credit ledger not installed)",
+                 extra={"event": ctx.msg.event, "results": ctx.msg.subscribe_results})
+        return
+    from wxapp_backend.db import session_scope
+
+    fn = credits.apply_popup_event if ctx.msg.event == "subscribe_msg_popup_event" else credits.apply_change_event
+    with session_scope() as s:
+        fn(s, ctx.openid, ctx.msg.subscribe_results)

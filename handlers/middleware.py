@@ -1,0 +1,71 @@
+"""Middleware every message passes: logging, user upsert, blocklist, per-user rate limit."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+from .replies import Reply, Text
+from .router import Context
+
+log = logging.getLogger("handlers")
+
+RATE_LIMIT_PER_MINUTE = 20
+RATE_LIMITED_TEXT = "您发消息的速度有点快，小二有点跟不上啦～请稍等一分钟再发，谢谢理解！"
+
+Next = Callable[[Context], Reply | None]
+
+
+def logging_middleware(ctx: Context, call_next: Next) -> Reply | None:
+    started = time.perf_counter()
+    reply = call_next(ctx)
+    if log.isEnabledFor(logging.DEBUG):
+        log.debug("chat message", extra={"account": ctx.account, "msg_type": ctx.msg.msg_type,
+                                         "event": ctx.msg.event, "rule": ctx.extra.get("rule"),
+                                         "reply": type(reply).__name__ if reply else None,
+                                         "ms": round((time.perf_counter() - started) * 1000, 1)})
+    return reply
+
+
+def user_middleware(ctx: Context, call_next: Next) -> Reply | None:
+    """Create/refresh the user behind the openid (cached in Redis), record follow/unfollow."""
+    from wxapp_backend.wechat.pipeline import touch_user  # the service lives with the webhook pipeline
+
+    followed = None
+    if ctx.msg.is_event and ctx.msg.event in ("subscribe", "unsubscribe"):
+        followed = ctx.msg.event == "subscribe"
+    ctx.user_id, ctx.blocked = touch_user(ctx.redis, ctx.account, ctx.openid, followed=followed,
+                                          at=ctx.msg.create_time or None, event=ctx.msg.event,
+                                          is_event=ctx.msg.is_event)
+    return call_next(ctx)
+
+
+def blocklist_middleware(ctx: Context, call_next: Next) -> Reply | None:
+    """Blocked users (User.blocked) get no answer at all."""
+    if ctx.blocked:
+        log.info("blocked user ignored", extra={"account": ctx.account, "user_id": ctx.user_id})
+        return None
+    return call_next(ctx)
+
+
+def rate_limit_middleware(ctx: Context, call_next: Next) -> Reply | None:
+    """At most RATE_LIMIT_PER_MINUTE messages a minute per user: one polite reply, then silence."""
+    if ctx.msg.is_event and ctx.msg.event in ("unsubscribe", "location", "subscribe_msg_sent_event"):
+        return call_next(ctx)
+    limit = RATE_LIMIT_PER_MINUTE
+    if ctx.settings is not None:
+        limit = int(getattr(ctx.settings, "extra", {}).get("chat_rate_limit", limit))
+    key = f"wx:rl:{ctx.account}:{ctx.openid}:{int(time.time() // 60)}"
+    pipe = ctx.redis.pipeline(transaction=False)
+    pipe.incr(key)
+    pipe.expire(key, 120)
+    count = pipe.execute()[0]
+    if count <= limit:
+        return call_next(ctx)
+    if count == limit + 1:
+        return Text(RATE_LIMITED_TEXT)
+    return None
+
+
+DEFAULT_MIDDLEWARE = (logging_middleware, user_middleware, blocklist_middleware, rate_limit_middleware)

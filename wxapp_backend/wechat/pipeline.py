@@ -1,0 +1,465 @@
+"""The webhook pipeline: signature -> decrypt -> parse -> dedup -> router (inside the deadline) -> reply.
+
+One `Pipeline` per application (app.extensions["wxapp_pipeline"]); the webhook views, the console chat
+simulator and `flask chat` all go through `Pipeline.handle`. Also the small user service the chat needs
+(`touch_user`): users are upserted by openid with a short Redis cache, so a chatty user costs no
+database write per message.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import threading
+import time
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import redis
+from flask import Flask
+from prometheus_client import Counter
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from handlers.replies import Image, Many, News, Reply, Text, Transfer
+from handlers.router import Context, Router
+
+from ..config import Settings
+from . import jobs
+from .crypto import (
+    BadCiphertext,
+    BadPayload,
+    BadSignature,
+    Crypto,
+    WeChatEnvelopeError,
+    check_signature,
+    check_timestamp,
+)
+from .dedup import Claim, Dedup
+from .messages import (
+    Message,
+    dedup_key,
+    encrypted_field,
+    normalise,
+    parse_body,
+    render_image_reply,
+    render_news_reply,
+    render_text_reply,
+    truncate_utf8,
+)
+
+log = logging.getLogger(__name__)
+
+SUCCESS = "success"
+CRASH_TEXT = "抱歉，小二刚才开了个小差，请稍后再发一次试试～"
+# How long a retry waits for the first try's answer before answering "success".
+RETRY_WAIT = 0.8
+USER_CACHE_TTL = 60  # seconds; also how quickly a new block (User.blocked) takes effect
+POOL_THREADS = 16
+
+OUTCOMES = Counter("wechat_webhook_messages_total", "Webhook pushes by outcome", ["account", "outcome"])
+
+
+class NotConfigured(WeChatEnvelopeError):
+    """The account has no token (or no AES key for an encrypted push)."""
+
+    status = 403
+    default_code = "not_configured"
+    default_message = "服务器未配置该微信账号的消息接入参数。"
+
+
+class MissingParameter(WeChatEnvelopeError):
+    """A query parameter WeChat always sends is missing."""
+
+    status = 400
+    default_code = "missing_parameter"
+
+    def __init__(self, name: str) -> None:
+        super().__init__(message_zh=f"缺少参数 {name}。")
+        self.fields = {name: "必填"}
+
+
+@dataclass(frozen=True)
+class Account:
+    """How one account's pushes are authenticated and answered."""
+
+    name: str  # "oa" | "wxa"
+    token: str
+    appid: str
+    crypto: Crypto | None
+    fmt: str  # "xml" | "json"
+    require_encryption: bool = False
+
+
+def account_from_settings(settings: Settings, name: str) -> Account:
+    if name == "oa":
+        token, appid, keys, fmt = (settings.wechat_token, settings.wechat_appid,
+                                   [settings.wechat_aes_key, settings.wechat_aes_key_previous], "xml")
+    elif name == "wxa":
+        token, appid, keys, fmt = (settings.wxa_token, settings.wxa_appid, [settings.wxa_aes_key],
+                                   settings.wxa_msg_format)
+    else:
+        raise ValueError(name)
+    crypto = Crypto(token, keys, appid) if keys[0] else None
+    return Account(name, token, appid, crypto, fmt, settings.wechat_require_encryption)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """The HTTP answer to a push."""
+
+    body: str
+    content_type: str = "text/plain; charset=utf-8"
+    status: int = 200
+
+
+_SUCCESS = Outcome(SUCCESS)
+
+
+class LateReply(Exception):
+    """The handler missed the deadline; its reply goes out through the customer-service API."""
+
+
+class _Slot:
+    """Hand-over between the request thread and the handler thread, decided under one lock."""
+
+    __slots__ = ("finished", "late", "lock")
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.finished = False
+        self.late = False
+
+
+class Pipeline:
+    """Everything between the HTTP request and the answer, for both accounts."""
+
+    def __init__(self, app: Flask, router: Router, accounts: Mapping[str, Account] | None = None) -> None:
+        state = app.extensions["wxapp"]
+        self.app = app
+        self.router = router
+        self.settings: Settings = state.settings
+        self.redis: redis.Redis = state.redis
+        self.accounts = dict(accounts or {n: account_from_settings(self.settings, n) for n in ("oa", "wxa")})
+        self.deadline = float(self.settings.webhook_deadline)
+        self.dedup = Dedup(self.redis, processing_ttl=self.deadline + 5, done_ttl=300)
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_pid = 0
+        self._pool_lock = threading.Lock()
+
+    # ------------------------------------------------------------------------------------ entry points
+
+    def verify_url(self, account: str, args: Mapping[str, str]) -> str:
+        """The GET check: echostr verbatim when the signature is right."""
+        acct = self._account(account)
+        for name in ("signature", "timestamp", "nonce", "echostr"):
+            if not args.get(name):
+                raise MissingParameter(name)
+        if not check_signature(acct.token, args["signature"], args["timestamp"], args["nonce"]):
+            raise BadSignature()
+        return args["echostr"]
+
+    def handle(self, account: str, args: Mapping[str, str], body: bytes, *,
+               started: float | None = None, account_config: Account | None = None) -> Outcome:
+        """Authenticate, decrypt, parse, dedup and answer one push.
+
+        `account_config` replaces the configured account (the console simulator's throwaway token).
+        """
+        started = time.monotonic() if started is None else started
+        acct = account_config or self._account(account)
+        msg, key_index, nonce = self._open(acct, args, body)
+        return self._answer(acct, msg, key_index, nonce, started + self.deadline)
+
+    # ------------------------------------------------------------------------------------ envelope
+
+    def _account(self, name: str) -> Account:
+        acct = self.accounts[name]
+        if not acct.token:
+            raise NotConfigured()
+        return acct
+
+    def _open(self, acct: Account, args: Mapping[str, str], body: bytes) -> tuple[Message, int | None, str]:
+        timestamp, nonce = args.get("timestamp"), args.get("nonce")
+        if not timestamp:
+            raise MissingParameter("timestamp")
+        if not nonce:
+            raise MissingParameter("nonce")
+        check_timestamp(timestamp, window_seconds=self.settings.webhook_timestamp_window)
+        encrypted = (args.get("encrypt_type") or "").lower() == "aes"
+        signature = args.get("signature")
+        if not encrypted:
+            if acct.require_encryption:
+                raise BadSignature(code="encryption_required", message_zh="该账号只接受安全模式（加密）消息。")
+            if not signature:
+                raise MissingParameter("signature")
+            if not check_signature(acct.token, signature, timestamp, nonce):
+                raise BadSignature()
+        elif signature is not None and not check_signature(acct.token, signature, timestamp, nonce):
+            raise BadSignature()
+        max_bytes = self.settings.webhook_max_body
+        doc = parse_body(body, acct.fmt, max_bytes=max_bytes)
+        ciphertext = encrypted_field(doc)
+        key_index: int | None = None
+        if encrypted or ciphertext is not None:
+            if acct.crypto is None:
+                raise NotConfigured(message_zh="服务器未配置 EncodingAESKey，无法解密安全模式消息。")
+            if ciphertext is None:
+                raise BadCiphertext(message_zh="安全模式消息缺少 Encrypt 字段。")
+            if not args.get("msg_signature"):
+                raise MissingParameter("msg_signature")
+            # Compatible mode carries plaintext too; only the ciphertext is covered by msg_signature.
+            plain, key_index = acct.crypto.decrypt(ciphertext, args["msg_signature"], timestamp, nonce)
+            doc = parse_body(plain, acct.fmt, max_bytes=max_bytes)
+        elif acct.require_encryption:
+            raise BadSignature(code="encryption_required", message_zh="该账号只接受安全模式（加密）消息。")
+        msg = normalise(doc, acct.name)
+        if not msg.source or not msg.msg_type:
+            raise BadPayload(message_zh="微信消息缺少 FromUserName 或 MsgType。")
+        return msg, key_index, nonce
+
+    # ------------------------------------------------------------------------------------ answer
+
+    def _answer(self, acct: Account, msg: Message, key_index: int | None, nonce: str, deadline: float) -> Outcome:
+        claim = self.dedup.claim(dedup_key(msg, acct.appid or acct.name))
+        if claim.state != "new":
+            return self._retry(acct, claim, deadline)
+        try:
+            reply = self._run(msg, deadline)
+        except LateReply:
+            # Retries must not get the late reply passively (it is on its way by customer-service message).
+            self.dedup.finish(claim, SUCCESS.encode())
+            OUTCOMES.labels(acct.name, "late").inc()
+            return _SUCCESS
+        except Exception:
+            log.exception("chat handler failed", extra={"account": acct.name, "msg_type": msg.msg_type,
+                                                        "event": msg.event})
+            self.dedup.release(claim)  # WeChat's retry (or the user's next try) runs it again
+            OUTCOMES.labels(acct.name, "error").inc()
+            if acct.name == "oa" and not msg.is_event:
+                return self._render(acct, msg, Text(CRASH_TEXT), key_index, nonce)[0]
+            return _SUCCESS
+        outcome, sends = self._render(acct, msg, reply, key_index, nonce)
+        self.dedup.finish(claim, outcome.body.encode("utf-8"))
+        # After the dedup record: a retry can no longer produce a second send.
+        self._enqueue_sends(acct.name, msg, sends)
+        OUTCOMES.labels(acct.name, "answered" if outcome is not _SUCCESS else "success").inc()
+        return outcome
+
+    def _retry(self, acct: Account, claim: Claim, deadline: float) -> Outcome:
+        OUTCOMES.labels(acct.name, "retry").inc()
+        if claim.state == "processing":
+            found = self.dedup.wait(claim.key, min(RETRY_WAIT, max(0.0, deadline - time.monotonic())))
+            if found is None or found.state != "done":
+                # Still running (or it failed and was released): the first try or WeChat's next retry answers.
+                return _SUCCESS
+            claim = found
+        body = (claim.body or b"").decode("utf-8")
+        if body == SUCCESS or not body:
+            return _SUCCESS
+        return Outcome(body, _content_type(body))
+
+    def _executor(self) -> ThreadPoolExecutor:
+        # A pool created before a fork has no threads in the child: make one per process.
+        if self._pool is None or self._pool_pid != os.getpid():
+            with self._pool_lock:
+                if self._pool is None or self._pool_pid != os.getpid():
+                    self._pool = ThreadPoolExecutor(max_workers=POOL_THREADS, thread_name_prefix="chat")
+                    self._pool_pid = os.getpid()
+        return self._pool
+
+    def _run(self, msg: Message, deadline: float) -> Reply | None:
+        """Run the router in the bounded pool; raise LateReply when it misses the deadline."""
+        slot = _Slot()
+        future = self._executor().submit(self._work, slot, msg)
+        try:
+            return future.result(timeout=max(0.0, deadline - time.monotonic()))
+        except FutureTimeout:
+            with slot.lock:
+                if not slot.finished:
+                    slot.late = True
+            if slot.late:
+                log.warning("chat handler missed the deadline", extra={"account": msg.account,
+                                                                       "msg_type": msg.msg_type})
+                raise LateReply() from None
+            return future.result()
+
+    def _work(self, slot: _Slot, msg: Message) -> Reply | None:
+        with self.app.app_context():
+            error: Exception | None = None
+            reply: Reply | None = None
+            try:
+                reply = self.dispatch(msg)
+            except Exception as exc:  # handed to the request thread, or logged when late
+                error = exc
+            with slot.lock:
+                slot.finished = True
+                late = slot.late
+            if late:
+                if error is not None:
+                    log.error("late chat handler failed", exc_info=error)
+                elif reply is not None:
+                    self._enqueue_sends(msg.account, msg, customer_payloads(msg.account, reply))
+                return None
+            if error is not None:
+                raise error
+            return reply
+
+    def dispatch(self, msg: Message) -> Reply | None:
+        """Run the router on one message (no deadline, no dedup): for jobs and tests."""
+        ctx = Context(msg=msg, redis=self.redis, settings=self.settings)
+        return self.router.dispatch(ctx)
+
+    # ------------------------------------------------------------------------------------ rendering
+
+    def _render(self, acct: Account, msg: Message, reply: Reply | None, key_index: int | None,
+                nonce: str) -> tuple[Outcome, list[dict[str, Any]]]:
+        if reply is None:
+            return _SUCCESS, []
+        if acct.name == "wxa":
+            # A mini-program chat takes no passive content reply: everything goes by customer-service API.
+            return _SUCCESS, customer_payloads("wxa", reply)
+        first, rest = (reply.replies[0], list(reply.replies[1:])) if isinstance(reply, Many) else (reply, [])
+        sends = [p for r in rest for p in customer_payloads("oa", r)]
+        if isinstance(first, Transfer):
+            body = _transfer_xml(msg)
+            if first.note:
+                sends.insert(0, _text_payload(first.note))
+        elif isinstance(first, Text):
+            body = render_text_reply(msg, first.text)
+        elif isinstance(first, News):
+            body = render_news_reply(msg, [{"title": a.title, "description": a.description, "url": a.url,
+                                            "pic_url": a.pic_url} for a in first.articles])
+        elif isinstance(first, Image):
+            body = render_image_reply(msg, first.media_id)
+        else:
+            return _SUCCESS, sends
+        if key_index is not None and acct.crypto is not None:
+            body = acct.crypto.encrypt_xml(body, key_index, nonce=nonce)
+        return Outcome(body, "application/xml; charset=utf-8"), sends
+
+    def _enqueue_sends(self, account: str, msg: Message, payloads: list[dict[str, Any]]) -> None:
+        if not payloads:
+            return
+        from ..queue import enqueue
+
+        base = (msg.msg_id or f"{msg.create_time}-{msg.event or msg.msg_type}") + "-" + secrets.token_hex(4)
+        for i, payload in enumerate(payloads):
+            send_id = f"{account}-{msg.source}-{base}-{i}"
+            enqueue(jobs.send_customer_message, account, msg.source, payload, send_id, job_id=f"kf-{send_id}",
+                    retries=3, timeout=60)
+
+
+def _content_type(body: str) -> str:
+    if body.startswith("<"):
+        return "application/xml; charset=utf-8"
+    if body.startswith("{"):
+        return "application/json; charset=utf-8"
+    return "text/plain; charset=utf-8"
+
+
+def _transfer_xml(msg: Message) -> str:
+    return ("<xml>"
+            f"<ToUserName><![CDATA[{msg.source}]]></ToUserName>"
+            f"<FromUserName><![CDATA[{msg.target}]]></FromUserName>"
+            f"<CreateTime>{int(time.time())}</CreateTime>"
+            "<MsgType><![CDATA[transfer_customer_service]]></MsgType>"
+            "</xml>")
+
+
+def _text_payload(text: str) -> dict[str, Any]:
+    return {"msgtype": "text", "text": {"content": truncate_utf8(text, 2048)}}
+
+
+def customer_payloads(account: str, reply: Reply | None) -> list[dict[str, Any]]:
+    """The customer-service message bodies (without touser) that carry `reply`."""
+    if reply is None:
+        return []
+    if isinstance(reply, Many):
+        return [p for r in reply.replies for p in customer_payloads(account, r)]
+    if isinstance(reply, Text):
+        return [_text_payload(reply.text)]
+    if isinstance(reply, Transfer):
+        return [_text_payload(reply.note)] if reply.note else []
+    if isinstance(reply, Image):
+        return [{"msgtype": "image", "image": {"media_id": reply.media_id}}]
+    if isinstance(reply, News):
+        if not reply.articles:
+            return []
+        a = reply.articles[0]
+        if account == "wxa":
+            return [{"msgtype": "link", "link": {"title": a.title, "description": a.description, "url": a.url,
+                                                  "thumb_url": a.pic_url}}]
+        return [{"msgtype": "news", "news": {"articles": [{"title": a.title, "description": a.description,
+                                                            "url": a.url, "picurl": a.pic_url}]}}]
+    return []
+
+
+# ---------------------------------------------------------------------------------------------- users
+
+
+def _window_kind(msg_event: str | None, is_event: bool) -> str | None:
+    if not is_event:
+        return "message"
+    return "event" if msg_event in jobs.WINDOW_EVENTS else None
+
+
+def touch_user(r: redis.Redis, account: str, openid: str, *, followed: bool | None = None,
+               at: int | None = None, window: str | None = "auto", event: str | None = None,
+               is_event: bool = False) -> tuple[int | None, bool]:
+    """Upsert the user behind an openid; returns (user id, blocked). Cached in Redis for USER_CACHE_TTL s.
+
+    Follow/unfollow always reach the database. Also opens the customer-service window.
+    """
+    cache_key = f"wx:user:{account}:{openid}"
+    kind = _window_kind(event, is_event) if window == "auto" else window
+    pipe = r.pipeline(transaction=False)
+    pipe.get(cache_key)
+    if kind:
+        jobs.open_window(pipe, account, openid, kind=kind)
+    cached = pipe.execute()[0]
+    if cached and followed is None:
+        uid, _, blocked = cached.decode().partition(":")
+        return int(uid), blocked == "1"
+    from ..db import session_scope
+
+    when = datetime.fromtimestamp(at, UTC) if at else datetime.now(UTC)
+    with session_scope() as s:
+        user_id, blocked = upsert_chat_user(s, account=account, openid=openid, followed=followed, at=when)
+    r.set(cache_key, f"{user_id}:{int(blocked)}", ex=USER_CACHE_TTL)
+    return user_id, blocked
+
+
+def upsert_chat_user(session, *, account: str, openid: str, followed: bool | None = None,
+                     at: datetime | None = None) -> tuple[int, bool]:
+    """Create or refresh the user who wrote to an account; sets last_message_at and, when given, followed.
+
+    Official Account users with no mini-program login get the placeholder openid "oa:<oa_openid>" (the
+    users.openid column is the mini-program openid and is required).
+    """
+    from ..auth.models import User
+
+    column = User.oa_openid if account == "oa" else User.openid
+    when = at or datetime.now(UTC)
+    for _ in range(2):
+        user = session.scalar(select(User).where(column == openid))
+        if user is None:
+            try:
+                with session.begin_nested():
+                    user = User(openid=f"oa:{openid}" if account == "oa" else openid,
+                                oa_openid=openid if account == "oa" else None)
+                    session.add(user)
+            except IntegrityError:  # another worker created it just now
+                continue
+        break
+    else:
+        user = session.scalar(select(User).where(column == openid))
+    user.last_message_at = when
+    if followed is not None and account == "oa":
+        user.followed = followed
+    session.flush()
+    return user.id, bool(user.blocked)
