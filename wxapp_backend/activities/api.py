@@ -68,7 +68,7 @@ def create_registration(activity_id: int):
     with session_scope() as s:
         reg, created = services.register(s, activity_id=activity_id, user_id=current_user_id(),
                                          answers=body["answers"], idempotency_key=_idempotency_key())
-        out = {**reg.to_dict(), "subscribe": services.subscribe_hint()}
+        out = {**reg.to_dict(), "subscribe": services.subscribe_hint(reg.status)}
     return jsonify(out), 201 if created else 200
 
 

@@ -54,8 +54,8 @@ def send_reminders(activity_id: int, label: str, now: datetime | None = None) ->
                 if key in done:
                     continue
                 notify(s, reg.user_id, REMINDER_KIND,
-                       {"thing1": activity.title[:20], "time2": start,
-                        "thing3": (activity.place or "详见活动页")[:20], "thing4": f"活动将于{when}开始"[:20]},
+                       {"title": activity.title, "time": activity.starts_at.isoformat(),
+                        "place": activity.place or "详见活动页面", "note": f"活动将于{when}开始"},
                        f"pages/activity/detail?id={activity.id}", title=f"活动提醒：{activity.title}"[:100],
                        body=f"您报名的活动“{activity.title}”将于{when}（{start}）开始，地点：{activity.place}。",
                        ref=f"registration:{reg.id}", dedup_key=key)

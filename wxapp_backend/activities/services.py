@@ -448,17 +448,17 @@ def promote(session: Session, activity: Activity, actor: Actor) -> list[Registra
         transition(session, reg, to, actor, note="候补递补")
         reg.promoted_at = now
         if to == RegStatus.CONFIRMED:
-            _tell(session, reg, activity, "activity_promoted", "候补成功",
-                  f"您候补的活动“{activity.title}”已有名额，报名成功。", "报名成功")
+            _tell(session, reg, activity, "waitlist_promoted", "候补成功",
+                  f"您候补的活动“{activity.title}”已有名额，报名成功。", "候补成功")
     return list(heads)
 
 
 def _tell(session: Session, reg: Registration, activity: Activity, kind: str, title: str, body: str,
-          state: str) -> None:
-    start = activity.starts_at.astimezone(SHANGHAI).strftime("%Y-%m-%d %H:%M")
+          result: str) -> None:
+    """Tell the user about their registration (inbox always; subscribe message when they gave credit)."""
     notify(session, reg.user_id, kind,
-           {"thing1": activity.title[:20], "time2": start, "thing3": (activity.place or "详见活动页")[:20],
-            "phrase4": state[:5]},
+           {"title": activity.title, "result": result, "time": activity.starts_at.isoformat(),
+            "place": activity.place or "详见活动页面", "note": body[:20]},
            f"pages/activity/detail?id={activity.id}", title=title, body=body, ref=f"registration:{reg.id}",
            dedup_key=f"{kind}:{reg.id}")
 
@@ -501,11 +501,11 @@ def decide(session: Session, actor: Actor, registration_id: int, approve: bool, 
         raise Conflict("这条报名不在待审核状态。", code="illegal_transition")
     if approve:
         transition(session, reg, RegStatus.CONFIRMED, actor, note)
-        _tell(session, reg, activity, "activity_approved", "报名审核通过",
+        _tell(session, reg, activity, "registration_approved", "报名审核通过",
               f"您报名的活动“{activity.title}”已审核通过。", "审核通过")
     else:
         transition(session, reg, RegStatus.REJECTED, actor, note)
-        _tell(session, reg, activity, "activity_rejected", "报名未通过审核",
+        _tell(session, reg, activity, "registration_rejected", "报名未通过审核",
               f"很抱歉，您报名的活动“{activity.title}”未通过审核。{note}", "未通过")
         promote(session, activity, actor)
     return reg
@@ -518,29 +518,31 @@ def my_registrations(session: Session, user_id: int, *, include_inactive: bool =
     return list(session.scalars(stmt.order_by(Registration.id.desc()).limit(200)).unique())
 
 
-def subscribe_hint() -> dict[str, Any]:
-    """Which subscribe template the mini-program should ask credit for after registering."""
-    return {"kind": REMINDER_KIND, "template_ids": [t for t in [template_for(REMINDER_KIND)] if t]}
+def subscribe_hint(status: str = RegStatus.CONFIRMED.value) -> dict[str, Any]:
+    """Which subscribe templates the mini-program should ask credit for after registering (at most 3).
+
+    Always the reminder template (kind activity_reminder); a waitlisted user also gets the promotion
+    template, a pending one the approval template.
+    """
+    kinds = [REMINDER_KIND]
+    if status == RegStatus.WAITLISTED.value:
+        kinds.append("waitlist_promoted")
+    if status == RegStatus.PENDING_APPROVAL.value:
+        kinds.append("registration_approved")
+    ids: list[str] = []
+    for k in kinds:
+        t = template_for(k)
+        if t and t not in ids:
+            ids.append(t)
+    return {"kind": REMINDER_KIND, "template_id": template_for(REMINDER_KIND), "template_ids": ids[:3]}
 
 
 def template_for(kind: str) -> str:
-    """Template id for a notification kind: the notices kinds table when present, else settings.extra."""
-    try:
-        from ..notices import kinds  # owned by the subscribe-message work
+    """The subscribe template id configured for a notification kind ("" when none)."""
+    from ..notices.kinds import get_kind
 
-        for name in ("template_id", "template_for"):
-            fn = getattr(kinds, name, None)
-            if callable(fn):
-                value = fn(kind)
-                if value:
-                    return str(value)
-    except ImportError:
-        pass
-    except Exception:  # an unknown kind there must not break registration
-        pass
-    from flask import current_app
-
-    return str(current_app.extensions["wxapp"].settings.extra.get("templates", {}).get(kind, ""))
+    k = get_kind(kind)
+    return k.template_id if k is not None else ""
 
 
 # --- subscriptions -------------------------------------------------------------------------------------
