@@ -1,0 +1,176 @@
+"""Dedup of WeChat pushes: one handler run per message, identical replies to retries, across processes."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from urllib.parse import urlencode
+
+import pytest
+import requests
+
+from handlers import Router, Text
+from wxapp_backend import create_app
+from wxapp_backend.config import Settings
+from wxapp_backend.wechat.chat import make_push, seal_push
+from wxapp_backend.wechat.dedup import Dedup
+from wxapp_backend.wechat.pipeline import account_from_settings
+
+ROOT = Path(__file__).resolve().parents[2]
+TOKEN, KEY, APPID = "dedup-token", "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG", "wxdedup0000000001"
+COUNTER = "test:dedup:handler_runs"
+
+
+def counting_router(delay: float = 0.0, crash_first: bool = False) -> Router:
+    """A router whose handler counts its runs in Redis (visible across processes)."""
+    r = Router()
+    crashed = threading.Event()
+
+    @r.default
+    def handler(ctx):
+        ctx.redis.incr(COUNTER)
+        if crash_first and not crashed.is_set():
+            crashed.set()
+            raise RuntimeError("boom")
+        time.sleep(delay)
+        return Text(f"第{ctx.redis.get(COUNTER).decode()}次处理：{ctx.text}")
+
+    return r
+
+
+def gunicorn_app():
+    """The gunicorn entry point of the multi-process test (settings from the environment)."""
+    delay = float(os.environ.get("DEDUP_DELAY", "0.3"))
+    return create_app(Settings.from_env().with_overrides(extra={"wechat_router": counting_router(delay)}))
+
+
+def _app(settings, **extra):
+    return create_app(settings.with_overrides(wechat_token=TOKEN, wechat_aes_key=KEY, wechat_appid=APPID,
+                                              extra={"wechat_router": counting_router(**extra)}))
+
+
+def _push(application, msg_id="7001", text="同一条消息"):
+    acct = account_from_settings(application.extensions["wxapp"].settings, "oa")
+    plain = make_push(acct, "oDedupUser", text=text, msg_id=msg_id)
+    return acct, plain
+
+
+def _send(application, acct, plain):
+    # Each try is signed afresh (new nonce), as WeChat's retries are.
+    args, body = seal_push(acct, plain)
+    return application.test_client().post("/wechat?" + urlencode(args), data=body)
+
+
+def test_same_message_three_times_runs_once_identical_replies(app, settings, redis_client):
+    a = _app(settings)
+    acct, plain = _push(a)
+    bodies = [_send(a, acct, plain).get_data() for _ in range(3)]
+    assert int(redis_client.get(COUNTER)) == 1
+    assert bodies[0] == bodies[1] == bodies[2] and b"<Encrypt>" in bodies[0]
+
+
+def test_concurrent_retries_wait_for_the_first_answer(app, settings, redis_client):
+    a = _app(settings, delay=0.3)
+    acct, plain = _push(a, msg_id="7002")
+    with ThreadPoolExecutor(3) as pool:
+        bodies = list(pool.map(lambda _: _send(a, acct, plain).get_data(), range(3)))
+    assert int(redis_client.get(COUNTER)) == 1
+    assert bodies[0] == bodies[1] == bodies[2] != b"success"
+
+
+def test_events_dedup_by_sender_time_and_event(app, settings, redis_client):
+    a = _app(settings)
+    acct = account_from_settings(a.extensions["wxapp"].settings, "oa")
+    now = int(time.time())
+    click = make_push(acct, "oDedupUser", event="CLICK", event_key="MENU_X", now=now)
+    other = make_push(acct, "oDedupUser", event="CLICK", event_key="MENU_Y", now=now)
+    _send(a, acct, click), _send(a, acct, click), _send(a, acct, other)
+    assert int(redis_client.get(COUNTER)) == 2
+
+
+def test_crashed_first_try_lets_the_retry_run(app, settings, redis_client):
+    a = _app(settings, crash_first=True)
+    acct, plain = _push(a, msg_id="7003")
+    first = _send(a, acct, plain)
+    assert first.status_code == 200  # an apology, never a 500
+    second = _send(a, acct, plain)
+    third = _send(a, acct, plain)
+    assert int(redis_client.get(COUNTER)) == 2
+    assert second.get_data() == third.get_data()
+
+
+def test_processing_claim_expires(redis_client):
+    d = Dedup(redis_client, processing_ttl=1.0)
+    claim = d.claim("test:dedup:k1")
+    assert claim.state == "new"
+    assert d.claim("test:dedup:k1").state == "processing"
+    time.sleep(1.1)  # a try that died without releasing does not poison the key
+    assert d.claim("test:dedup:k1").state == "new"
+    assert not d.finish(claim, b"late")  # the stale owner cannot overwrite the new owner's record
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _healthy(base: str) -> bool:
+    try:
+        return requests.get(base + "/healthz", timeout=5).status_code == 200
+    except requests.RequestException:
+        return False
+
+
+@pytest.mark.slow
+def test_dedup_across_three_gunicorn_workers(app, settings, redis_client, tmp_path):
+    state = app.extensions["wxapp"]
+    port = _free_port()
+    env = {**os.environ, "APP_ENV": "testing", "INSTANCE_PATH": str(settings.instance_path),
+           "SECRET_KEY": settings.secret_key, "DATABASE_URL": settings.resolved_database_url,
+           "REDIS_URL": state.redis_url, "WECHAT_TOKEN": TOKEN, "WECHAT_AES_KEY": KEY, "WECHAT_APPID": APPID,
+           "WECHAT_API_BASE": settings.wechat_api_base, "LOG_LEVEL": "WARNING", "DEDUP_DELAY": "0.3",
+           "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    cmd = [sys.executable, "-m", "gunicorn", "-w", "3", "-k", "gthread", "--threads", "4", "-b",
+           f"127.0.0.1:{port}", "--pythonpath", f"{ROOT},{ROOT / 'tests' / 'integration'}",
+           "test_dedup:gunicorn_app()"]
+    log_path = tmp_path / "gunicorn.log"
+    log_file = open(log_path, "wb")  # noqa: SIM115 - closed in finally
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=log_file)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while not _healthy(base):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(log_path.read_text())
+            time.sleep(0.2)
+        acct = account_from_settings(settings.with_overrides(wechat_token=TOKEN, wechat_aes_key=KEY,
+                                                             wechat_appid=APPID), "oa")
+        plain = make_push(acct, "oDedupUser", text="多进程", msg_id="8001")
+
+        def send(_):
+            args, body = seal_push(acct, plain)
+            # A fresh connection per try, so gunicorn spreads them over its workers.
+            return requests.post(f"{base}/wechat?{urlencode(args)}", data=body, timeout=10,
+                                 headers={"Connection": "close"})
+
+        with ThreadPoolExecutor(3) as pool:
+            concurrent = list(pool.map(send, range(3)))
+        later = [send(i) for i in range(3)]
+        bodies = [r.content for r in concurrent + later]
+        assert all(r.status_code == 200 for r in concurrent + later)
+        assert int(redis_client.get(COUNTER)) == 1
+        assert len(set(bodies)) == 1 and b"<Encrypt>" in bodies[0]
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log_file.close()
