@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-23 06:11:12.734187
+Create Date: 2026-11-23 06:14:13.764935
 """
 from alembic import op
 import sqlalchemy as sa

@@ -1,0 +1,414 @@
+"""Mini-program JSON API for appeals (own appeals only) and the staff JSON API (queue, actions, reports)."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Flask, Response, current_app, jsonify, request, send_file
+
+from ..audit import Actor
+from ..auth.guard import current_actor, current_user_id, staff_api_required, user_required
+from ..auth.models import StaffRole
+from ..db import session_scope
+from ..errors import BadRequest
+from ..http import PAGE_FIELDS, doc, json_body, parse, query
+from ..validation import Field, validate
+from . import intake, reports, services
+from . import metrics as appeal_metrics
+
+bp = Blueprint("appeals_api", __name__, url_prefix="/api/v1")
+
+_IMAGE = Field("image", "str", "照片", max_len=intake.MAX_IMAGE_BYTES * 4 // 3 + 64)
+
+SUBMIT_FIELDS = (
+    Field("content", "text", "问题描述", required=True, min_len=5, max_len=2000),
+    Field("contact_name", "str", "联系人", required=True, max_len=32),
+    Field("contact_phone", "phone", "联系电话", required=True),
+    Field("category", "str", "诉求类别", max_len=32, description="类别代码或名称（可不填，系统自动分类）"),
+    Field("enterprise_id", "int", "企业", min=1),
+    Field("enterprise_name", "str", "企业名称", max_len=200),
+    Field("building_id", "int", "所在楼宇", min=1),
+    Field("images", "list", "照片", item=_IMAGE, max_items=intake.MAX_IMAGES,
+          description="最多 9 张，每张为 base64 字符串（可带 data:image/...;base64, 前缀），不超过 2 MB，"
+                      "仅 JPG/PNG/WebP（按文件内容判断）；整个请求不超过 15 MB"),
+)
+SUPPLEMENT_FIELDS = (
+    Field("content", "text", "补充内容", required=True, max_len=2000),
+    Field("images", "list", "照片", item=_IMAGE, max_items=intake.MAX_IMAGES),
+)
+WITHDRAW_FIELDS = (Field("reason", "text", "撤回原因", max_len=500),)
+RATING_FIELDS = (
+    Field("resolved", "bool", "问题是否解决", required=True),
+    Field("satisfaction", "int", "满意度", required=True, min=1, max=5),
+    Field("comment", "text", "评价内容", max_len=500),
+)
+ESCALATE_FIELDS = (Field("reason", "text", "办不成事的情况", max_len=1000),)
+
+ACTION_FIELDS = (
+    Field("action", "enum", "操作", required=True, choices=tuple(services.ACTIONS)),
+    Field("version", "int", "版本号", min=1, description="页面上看到的版本；与当前版本不一致时返回 409"),
+    Field("note", "text", "说明", max_len=1000),
+    Field("reason", "text", "理由", max_len=1000),
+    Field("resolution", "text", "办理结果", max_len=2000),
+    Field("category", "str", "类别", max_len=32),
+    Field("department", "str", "部门", max_len=64),
+    Field("handler_id", "int", "承办人", min=1),
+    Field("master_id", "int", "主诉求", min=1),
+    Field("task_id", "int", "任务", min=1),
+    Field("return_id", "int", "退单申请", min=1),
+    Field("extension_id", "int", "延期申请", min=1),
+    Field("accept", "bool", "同意"),
+    Field("cancel", "bool", "取消任务"),
+    Field("result", "text", "任务结果", max_len=1000),
+    Field("working_days", "int", "工作日数", min=1, max=30),
+    Field("tasks", "list", "会办任务", max_items=10, item=Field("task", "dict"),
+          description="[{department, description, working_days, required}]"),
+)
+STAFF_FILTERS = (
+    Field("status", "str", "状态（逗号分隔）", max_len=200),
+    Field("category", "str", "类别", max_len=32),
+    Field("department", "str", "部门", max_len=64),
+    Field("grid_id", "int", "网格", min=1),
+    Field("building_id", "int", "楼宇", min=1),
+    Field("enterprise_id", "int", "企业", min=1),
+    Field("overdue", "bool", "超期"),
+    Field("escalated", "bool", "办不成事"),
+    Field("triage", "bool", "待分拣"),
+    Field("open_only", "bool", "只看在办"),
+    Field("q", "str", "编号/内容/企业", max_len=100),
+) + PAGE_FIELDS
+WEEK_FIELDS = (Field("week", "str", "周次", max_len=8, description="如 2025-W40（上海时间 ISO 周）；不填为上周"),
+               Field("format", "enum", "格式", choices=("json", "xlsx"), default="json"))
+ISSUES_FIELDS = (Field("enterprise_id", "int", "企业", min=1),
+                 Field("format", "enum", "格式", choices=("json", "xlsx"), default="json"))
+METRIC_FIELDS = (Field("from", "datetime", "开始时间", required=True), Field("to", "datetime", "结束时间", required=True))
+CATEGORY_FIELDS = (
+    Field("code", "str", "代码", max_len=32),
+    Field("name", "str", "名称", max_len=32),
+    Field("department", "str", "责任部门", max_len=64),
+    Field("promised_days", "int", "承诺办结工作日", min=1, max=60),
+    Field("required_fields", "list", "必填项", item=Field("f", "enum", choices=services.REQUIRABLE)),
+    Field("keywords", "list", "分类关键词", item=Field("k", "str", max_len=20), max_items=200),
+    Field("description", "text", "说明", max_len=1000),
+    Field("active", "bool", "启用"),
+    Field("sort", "int", "排序", min=0, max=10000),
+)
+HOLIDAY_FIELDS = (Field("day", "date", "日期", required=True), Field("is_workday", "bool", "是否上班", required=True),
+                  Field("name", "str", "名称", max_len=64))
+
+
+def _user() -> Actor:
+    return Actor("user", current_user_id())
+
+
+def _page(page: services.Page, items: list[dict]) -> dict:
+    return {"items": items, "total": page.total, "page": page.page, "per_page": page.per_page, "pages": page.pages}
+
+
+def _images(values: list[str] | None) -> list[dict]:
+    decoded = intake.decode_images(values or [])
+    return intake.store_images(current_app.instance_path, decoded) if decoded else []
+
+
+def _idempotency_key() -> str | None:
+    key = request.headers.get("Idempotency-Key", "").strip()
+    if not key:
+        return None
+    if len(key) > 64 or not all(c.isalnum() or c in "-_.:" for c in key):
+        raise BadRequest("Idempotency-Key 只能由字母、数字和 -_.: 组成，最长 64 位。", code="bad_idempotency_key")
+    return key
+
+
+# --- mini-program ---------------------------------------------------------------------------------
+
+@bp.post("/appeals")
+@user_required
+@doc("提交诉求（可带 Idempotency-Key 请求头：同一用户同一键返回同一条诉求，200 而非 201）", body=SUBMIT_FIELDS,
+     tags=["诉求"], responses={201: "{id, number, status, due_at, ...}", 200: "同一 Idempotency-Key 的已有诉求",
+                              413: "照片过大", 422: "填写有误（类别不存在、电话格式、照片类型等）"})
+def submit():
+    user_id = current_user_id()
+    data = validate(json_body(max_bytes=intake.MAX_BODY_BYTES), SUBMIT_FIELDS)
+    key = _idempotency_key()
+    if key:
+        with session_scope() as s:
+            existing = s.scalar(services.select(services.Appeal).where(
+                services.Appeal.user_id == user_id, services.Appeal.idempotency_key == key))
+            if existing is not None:
+                return jsonify(existing.to_public()), 200
+    decoded = intake.decode_images(data["images"] or [])  # every photo checked before anything is stored
+    with session_scope() as s:
+        stored = intake.store_images(current_app.instance_path, decoded) if decoded else []
+        appeal, created = services.submit_appeal(s, user_id, services.Intake(
+            content=data["content"], contact_name=data["contact_name"], contact_phone=data["contact_phone"],
+            category=data["category"], enterprise_id=data["enterprise_id"],
+            enterprise_name=data["enterprise_name"] or "", building_id=data["building_id"], images=stored),
+            idempotency_key=key)
+        body = appeal.to_public()
+    return jsonify(body), 201 if created else 200
+
+
+@bp.get("/appeals")
+@user_required
+@doc("我的诉求（只含本人提交的）", params=PAGE_FIELDS, tags=["诉求"], responses={200: "{items, total, ...}"})
+def my_appeals():
+    args = query(PAGE_FIELDS)
+    with session_scope() as s:
+        page = services.list_own(s, current_user_id(), **args)
+        return jsonify(_page(page, [a.to_public() for a in page.items]))
+
+
+@bp.get("/appeal-categories")
+@doc("诉求类别（政府服务清单：类别、责任部门、承诺办结工作日）", auth="none", tags=["诉求"])
+def public_categories():
+    with session_scope() as s:
+        return jsonify({"items": [c.to_public() for c in services.categories(s)]})
+
+
+@bp.get("/appeals/<int:appeal_id>")
+@user_required
+@doc("诉求详情与办理进度（他人的诉求返回 404）", tags=["诉求"], responses={200: "诉求与公开时间线", 404: "不存在"})
+def my_appeal(appeal_id: int):
+    with session_scope() as s:
+        appeal = services.get_appeal(s, appeal_id, _user())
+        return jsonify(services.detail_for_user(s, appeal))
+
+
+@bp.get("/appeals/<int:appeal_id>/images/<name>")
+@user_required
+@doc("诉求照片", tags=["诉求"], responses={200: "图片", 404: "不存在"})
+def my_image(appeal_id: int, name: str):
+    with session_scope() as s:
+        appeal = services.get_appeal(s, appeal_id, _user())
+        path, mimetype = intake.image_path(current_app.instance_path, appeal.images, name)
+    return send_file(path, mimetype=mimetype)
+
+
+@bp.post("/appeals/<int:appeal_id>/withdraw")
+@user_required
+@doc("撤回诉求（办结后不能撤回）", body=WITHDRAW_FIELDS, tags=["诉求"], responses={200: "诉求", 409: "当前状态不能撤回"})
+def withdraw(appeal_id: int):
+    data = parse(WITHDRAW_FIELDS)
+    with session_scope() as s:
+        appeal = services.withdraw(s, current_user_id(), appeal_id, data["reason"] or "")
+        return jsonify(appeal.to_public())
+
+
+@bp.post("/appeals/<int:appeal_id>/supplement")
+@user_required
+@doc("补充材料（工作人员要求补充时）", body=SUPPLEMENT_FIELDS, tags=["诉求"],
+     responses={200: "诉求", 409: "不需要补充"})
+def supplement(appeal_id: int):
+    user_id = current_user_id()
+    data = validate(json_body(max_bytes=intake.MAX_BODY_BYTES), SUPPLEMENT_FIELDS)
+    decoded = intake.decode_images(data["images"] or [])
+    with session_scope() as s:
+        services.get_appeal(s, appeal_id, Actor("user", user_id))  # 404 before any file is written
+        stored = intake.store_images(current_app.instance_path, decoded) if decoded else []
+        appeal = services.supplement(s, user_id, appeal_id, data["content"], stored)
+        return jsonify(appeal.to_public())
+
+
+@bp.post("/appeals/<int:appeal_id>/rating")
+@user_required
+@doc("评价（每轮办结一次；选“未解决”将重新办理）", body=RATING_FIELDS, tags=["诉求"],
+     responses={201: "评价", 409: "未办结 / 已评价 / 超过评价期限"})
+def rate(appeal_id: int):
+    data = parse(RATING_FIELDS)
+    with session_scope() as s:
+        rating = services.rate(s, current_user_id(), appeal_id, resolved=data["resolved"],
+                               satisfaction=data["satisfaction"], comment=data["comment"] or "")
+        return jsonify(rating.to_dict()), 201
+
+
+@bp.post("/appeals/<int:appeal_id>/escalate")
+@user_required
+@doc("反映“办不成事”（重复提交不会重复登记）", body=ESCALATE_FIELDS, tags=["诉求"],
+     responses={200: "诉求（escalated=true）", 409: "已关闭的诉求"})
+def escalate(appeal_id: int):
+    data = parse(ESCALATE_FIELDS)
+    with session_scope() as s:
+        appeal, _ = services.escalate_by_user(s, current_user_id(), appeal_id, data["reason"] or "")
+        return jsonify(appeal.to_public())
+
+
+# --- staff ---------------------------------------------------------------------------------------
+
+@bp.get("/staff/appeals")
+@staff_api_required(StaffRole.DEPT)
+@doc("诉求队列（部门账号只看本部门）", params=STAFF_FILTERS, auth="staff", tags=["诉求"])
+def staff_list():
+    args = query(STAFF_FILTERS)
+    with session_scope() as s:
+        page = services.list_for_staff(s, current_actor(), **args)
+        return jsonify(_page(page, [a.to_staff() for a in page.items]))
+
+
+@bp.get("/staff/appeals/<int:appeal_id>")
+@staff_api_required(StaffRole.DEPT)
+@doc("诉求详情（时间线、会办任务、退单、延期、评价、相似诉求）", auth="staff", tags=["诉求"])
+def staff_detail(appeal_id: int):
+    with session_scope() as s:
+        appeal = services.get_appeal(s, appeal_id, current_actor())
+        return jsonify(services.detail_for_staff(s, appeal))
+
+
+@bp.post("/staff/appeals/<int:appeal_id>/actions")
+@staff_api_required(StaffRole.DEPT)
+@doc("对诉求执行操作：" + "、".join(f"{k}（{v[2]}）" for k, v in services.ACTIONS.items()), body=ACTION_FIELDS,
+     auth="staff", tags=["诉求"], responses={200: "诉求详情", 403: "无权限", 404: "不存在", 409: "当前状态不允许",
+                                           422: "填写有误"})
+def staff_action(appeal_id: int):
+    data = parse(ACTION_FIELDS)
+    with session_scope() as s:
+        appeal = services.perform(s, current_actor(), appeal_id, data.pop("action"), data)
+        return jsonify(services.detail_for_staff(s, appeal))
+
+
+@bp.get("/staff/appeals/<int:appeal_id>/images/<name>")
+@staff_api_required(StaffRole.DEPT)
+@doc("诉求照片", auth="staff", tags=["诉求"])
+def staff_image(appeal_id: int, name: str):
+    with session_scope() as s:
+        appeal = services.get_appeal(s, appeal_id, current_actor())
+        path, mimetype = intake.image_path(current_app.instance_path, appeal.images, name)
+    return send_file(path, mimetype=mimetype)
+
+
+@bp.get("/staff/appeal-categories")
+@staff_api_required(StaffRole.DEPT)
+@doc("政府服务清单（含停用的类别和关键词）", auth="staff", tags=["诉求"])
+def staff_categories():
+    with session_scope() as s:
+        return jsonify({"items": [c.to_dict() for c in services.categories(s, active_only=False)]})
+
+
+@bp.post("/staff/appeal-categories")
+@staff_api_required(StaffRole.ADMIN)
+@doc("新增诉求类别", body=CATEGORY_FIELDS, auth="staff", tags=["诉求"], responses={201: "类别", 409: "重复"})
+def create_category():
+    data = parse(CATEGORY_FIELDS)
+    missing = {f: "必填" for f in ("code", "name", "department") if not data.get(f)}
+    if missing:
+        raise services.ValidationError("请填写代码、名称和责任部门。", fields=missing)
+    with session_scope() as s:
+        return jsonify(services.save_category(s, current_actor(), data).to_dict()), 201
+
+
+@bp.patch("/staff/appeal-categories/<int:category_id>")
+@staff_api_required(StaffRole.ADMIN)
+@doc("修改诉求类别", body=CATEGORY_FIELDS, auth="staff", tags=["诉求"])
+def update_category(category_id: int):
+    data = parse(CATEGORY_FIELDS, partial=True)
+    data.pop("code", None)
+    with session_scope() as s:
+        return jsonify(services.save_category(s, current_actor(), data, category_id).to_dict())
+
+
+@bp.get("/staff/appeal-holidays")
+@staff_api_required(StaffRole.DEPT)
+@doc("节假日 / 调休表（覆盖内置日历）", auth="staff", tags=["诉求"])
+def holidays():
+    with session_scope() as s:
+        rows = s.scalars(services.select(services.Holiday).order_by(services.Holiday.day))
+        return jsonify({"items": [h.to_dict() for h in rows]})
+
+
+@bp.post("/staff/appeal-holidays")
+@staff_api_required(StaffRole.STAFF)
+@doc("设置某天为节假日或调休上班日", body=HOLIDAY_FIELDS, auth="staff", tags=["诉求"])
+def set_holiday():
+    data = parse(HOLIDAY_FIELDS)
+    with session_scope() as s:
+        return jsonify(services.set_holiday(s, current_actor(), data["day"], data["is_workday"],
+                                            data["name"] or "").to_dict())
+
+
+@bp.get("/staff/appeals/metrics")
+@staff_api_required(StaffRole.DEPT)
+@doc("诉求指标：响应率、按时办结率、诉求解决率（目标 ≥ 90%）、满意率、各部门退单数（定义见 docs/appeals.md）",
+     params=METRIC_FIELDS, auth="staff", tags=["诉求"])
+def metrics():
+    args = query(METRIC_FIELDS)
+    with session_scope() as s:
+        return jsonify(appeal_metrics.compute(s, args["from"], args["to"], current_actor()).as_dict())
+
+
+@bp.get("/staff/reports/weekly")
+@staff_api_required(StaffRole.DEPT)
+@doc("诉求周报（上海时间 ISO 周，如 2025-W40；format=xlsx 下载 Excel）", params=WEEK_FIELDS, auth="staff",
+     tags=["诉求"])
+def weekly():
+    args = query(WEEK_FIELDS)
+    with session_scope() as s:
+        report = reports.weekly(s, args["week"], current_actor())
+    if args["format"] == "xlsx":
+        return _xlsx(reports.weekly_xlsx(report), f"appeals-weekly-{report['week']}.xlsx")
+    return jsonify(report)
+
+
+@bp.get("/staff/reports/enterprise-issues")
+@staff_api_required(StaffRole.DEPT)
+@doc("企业问题清单（按企业列出诉求，在办在前；format=xlsx 下载 Excel）", params=ISSUES_FIELDS, auth="staff",
+     tags=["诉求"])
+def enterprise_issues():
+    args = query(ISSUES_FIELDS)
+    with session_scope() as s:
+        report = reports.enterprise_issues(s, args["enterprise_id"], current_actor())
+    if args["format"] == "xlsx":
+        return _xlsx(reports.issues_xlsx(report), "enterprise-issues.xlsx")
+    return jsonify(report)
+
+
+def _xlsx(data: bytes, filename: str) -> Response:
+    resp = Response(data, mimetype="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet")
+    resp.headers["Content-Disposition"] = f'attachment; filename="{filename}"'
+    return resp
+
+
+# --- registration ------------------------------------------------------------------------------------
+
+def register(app: Flask) -> None:
+    """Called by create_app: the API, the console pages, the CLI group and the init-db hook."""
+    import click
+    from flask.cli import AppGroup
+
+    from .. import cli
+    from . import console as appeals_console
+
+    app.register_blueprint(bp)
+    app.register_blueprint(appeals_console.bp)
+
+    group = AppGroup("appeals", help="诉求：SLA 定时检查、周报。")
+
+    @group.command("tick")
+    def tick_cmd() -> None:
+        """Run the SLA tick once (idempotent)."""
+        from .jobs import tick
+
+        done = tick()
+        click.echo("诉求定时检查完成：" + "，".join(f"{k} {v}" for k, v in done.items()))
+
+    @group.command("schedule")
+    def schedule_cmd() -> None:
+        """Start the periodic tick on the worker (every 5 minutes)."""
+        from ..queue import enqueue
+        from .jobs import TICK_JOB_ID, periodic_tick
+
+        enqueue(periodic_tick, job_id=TICK_JOB_ID)
+        click.echo("已安排诉求定时检查（每 5 分钟，由 worker 执行）。")
+
+    @group.command("weekly")
+    @click.option("--week", default=None, help="如 2025-W40；默认上周")
+    def weekly_cmd(week: str | None) -> None:
+        """Prepare the weekly report (idempotent)."""
+        with session_scope() as s:
+            row, created = reports.prepare_weekly(s, week)
+            click.echo(f"{row.week} 周报{'已生成' if created else '已存在'}。")
+
+    app.cli.add_command(group)
+
+    def _seed() -> None:
+        with session_scope() as s:
+            services.ensure_catalogue(s)
+
+    if _seed.__qualname__ not in [getattr(h, "__qualname__", "") for h in cli.AFTER_INIT_DB]:
+        cli.AFTER_INIT_DB.append(_seed)

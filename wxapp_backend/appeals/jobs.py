@@ -1,0 +1,94 @@
+"""The SLA tick: warnings, overdue flags, 催办, auto-escalation, closing unrated appeals, the Monday report.
+
+`tick()` is safe to run any number of times (every few minutes by the worker, or `flask --app wsgi appeals
+tick`): each step records what it did on the appeal, so a second run finds nothing left to do.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+
+from sqlalchemy import select
+
+from ..audit import SYSTEM
+from ..db import session_scope, utcnow
+from . import reports, services
+from .calendar import TZ
+from .models import Appeal
+from .states import CLOCK_RUNNING, AppealStatus
+
+log = logging.getLogger(__name__)
+TICK_INTERVAL = 300  # seconds between periodic runs
+TICK_JOB_ID = "appeals-tick"
+
+
+def tick(now: datetime | None = None) -> dict[str, int]:
+    """One pass over the open appeals; returns how many of each thing it did."""
+    now = now or utcnow()
+    done = {"warned": 0, "overdue": 0, "urged": 0, "escalated": 0, "closed": 0, "reports": 0}
+    with session_scope() as s:
+        ids = list(s.scalars(select(Appeal.id).where(
+            Appeal.status.in_([st.value for st in CLOCK_RUNNING] + [AppealStatus.RESOLVED.value]))))
+    for appeal_id in ids:  # one transaction per appeal: one bad row does not stop the rest
+        try:
+            with session_scope() as s:
+                _one(s, appeal_id, now, done)
+        except Exception:  # noqa: BLE001 - logged; the next tick tries again
+            log.exception("appeal tick failed", extra={"appeal_id": appeal_id})
+    if now.astimezone(TZ).weekday() == 0:  # Monday: last week's report
+        with session_scope() as s:
+            _, created = reports.prepare_weekly(s, None)
+            done["reports"] += int(created)
+    return done
+
+
+def _one(s, appeal_id: int, now: datetime, done: dict[str, int]) -> None:
+    appeal = services.get_appeal(s, appeal_id, SYSTEM, lock=True)
+    cal = services.work_calendar(s)
+    if appeal.status == AppealStatus.RESOLVED:
+        if appeal.resolved_at and now > appeal.resolved_at + services.RATING_WINDOW:
+            services.transition(s, appeal, AppealStatus.CLOSED, SYSTEM, action="closed", now=now,
+                                note="评价期已过，诉求自动关闭")
+            done["closed"] += 1
+        return
+    if appeal.status not in CLOCK_RUNNING or appeal.due_at is None:
+        return
+    left = cal.working_minutes_between(now, appeal.due_at)
+    if 0 < left <= services.WARN_MINUTES and appeal.warned_due_at != appeal.due_at and now < appeal.due_at:
+        appeal.warned_due_at = appeal.due_at
+        services._event(s, appeal, SYSTEM, "due_soon", note=f"距办结期限不足 1 个工作日（剩 {left} 分钟）",
+                        department=appeal.department)
+        done["warned"] += 1
+    if now >= appeal.due_at:
+        if not appeal.overdue:
+            appeal.overdue = True
+            services._event(s, appeal, SYSTEM, "overdue", note="已超过办结期限", department=appeal.department)
+            done["overdue"] += 1
+        today = now.astimezone(TZ).date()
+        if appeal.last_urged_on != today and cal.is_workday(today):
+            appeal.last_urged_on = today
+            appeal.urge_count += 1
+            services._event(s, appeal, SYSTEM, "urged", note=f"系统催办（第 {appeal.urge_count} 次）",
+                            department=appeal.department)
+            done["urged"] += 1
+        late = -cal.working_minutes_between(now, appeal.due_at)
+        if late >= services.AUTO_ESCALATE_OVERDUE_DAYS * 510 and not appeal.escalated:
+            services.escalate(s, SYSTEM, appeal, reason=f"超期 {services.AUTO_ESCALATE_OVERDUE_DAYS} 个工作日以上，"
+                              "系统自动转入办不成事窗口", now=now)
+            done["escalated"] += 1
+
+
+def periodic_tick() -> dict[str, int]:
+    """Run the tick and schedule the next run (a fixed job id keeps a single chain)."""
+    from ..queue import enqueue, get_queue
+
+    try:
+        return tick()
+    finally:
+        q = get_queue()
+        try:
+            q.scheduled_job_registry.remove(TICK_JOB_ID)
+        except Exception:  # noqa: BLE001 - not scheduled yet
+            pass
+        enqueue(periodic_tick, job_id=TICK_JOB_ID, delay=TICK_INTERVAL)

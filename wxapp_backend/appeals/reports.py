@@ -1,0 +1,160 @@
+"""Weekly report (Asia/Shanghai ISO weeks) and the 企业问题清单, as dicts and as XLSX workbooks."""
+
+from __future__ import annotations
+
+import io
+import re
+from collections import Counter
+from datetime import date, datetime, timedelta
+
+from openpyxl import Workbook
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from ..audit import Actor
+from ..db import utcnow
+from ..errors import ValidationError
+from . import metrics
+from .calendar import TZ
+from .models import Appeal, AppealReport
+from .states import LABELS, OPEN
+
+_WEEK = re.compile(r"^(\d{4})-W(\d{2})$")
+
+
+def parse_week(value: str | None, today: date | None = None) -> tuple[str, datetime, datetime]:
+    """'2025-W40' -> (label, start, end) in UTC for Monday 00:00 .. next Monday 00:00 Shanghai time.
+
+    Without a value: the last complete week.
+    """
+    if not value:
+        today = today or utcnow().astimezone(TZ).date()
+        last = today - timedelta(days=7)
+        y, w, _ = last.isocalendar()
+        value = f"{y}-W{w:02d}"
+    m = _WEEK.match(value.strip())
+    if not m:
+        raise ValidationError("周次格式不对，请用 2025-W40 这样的格式。", fields={"week": "格式应为 2025-W40"})
+    try:
+        monday = date.fromisocalendar(int(m.group(1)), int(m.group(2)), 1)
+    except ValueError:
+        raise ValidationError("没有这一周。", fields={"week": "没有这一周"}) from None
+    start = datetime.combine(monday, datetime.min.time(), TZ)
+    return value.strip(), start, start + timedelta(days=7)
+
+
+def weekly(session: Session, week: str | None, actor: Actor | None = None) -> dict:
+    label, start, end = parse_week(week)
+    m = metrics.compute(session, start, end, actor)
+    q = select(Appeal).where(Appeal.submitted_at >= start, Appeal.submitted_at < end)
+    if actor is not None and actor.type == "staff" and actor.role == "dept":
+        q = q.where(Appeal.department == actor.department)
+    new = list(session.scalars(q.order_by(Appeal.id)).unique())
+    openq = select(Appeal).where(Appeal.status.in_([s.value for s in OPEN]), Appeal.submitted_at < end)
+    if actor is not None and actor.type == "staff" and actor.role == "dept":
+        openq = openq.where(Appeal.department == actor.department)
+    still_open = list(session.scalars(openq).unique())
+    return {
+        "week": label, "start": start.isoformat(), "end": end.isoformat(),
+        "metrics": m.as_dict(),
+        "totals": {"submitted": len(new), "open_now": len(still_open),
+                   "overdue_now": sum(1 for a in still_open if a.overdue),
+                   "escalated": sum(1 for a in new if a.escalated)},
+        "by_category": dict(Counter(a.category.name if a.category else "未分类" for a in new)),
+        "by_department": dict(Counter(a.department or "未交办" for a in new)),
+        "by_status": dict(Counter(LABELS[a.status] for a in new)),
+        "by_building": dict(Counter(a.building.name if a.building else "未填写" for a in new)),
+        "appeals": [_row(a) for a in new],
+        "overdue": [_row(a) for a in still_open if a.overdue],
+    }
+
+
+def _row(a: Appeal) -> dict:
+    return {"number": a.number, "status": LABELS[a.status], "category": a.category.name if a.category else "",
+            "department": a.department, "enterprise": a.enterprise.name if a.enterprise else a.enterprise_name,
+            "building": a.building.name if a.building else "", "content": a.content[:200],
+            "submitted_at": a.submitted_at.astimezone(TZ).strftime("%Y-%m-%d %H:%M"),
+            "due_at": a.due_at.astimezone(TZ).strftime("%Y-%m-%d %H:%M") if a.due_at else "",
+            "overdue": a.overdue, "escalated": a.escalated, "reopen_count": a.reopen_count}
+
+
+def prepare_weekly(session: Session, week: str | None = None) -> tuple[AppealReport, bool]:
+    """The Monday job: store last week's report once (created=False when it was already there)."""
+    label, _, _ = parse_week(week)
+    row = session.scalar(select(AppealReport).where(AppealReport.week == label))
+    if row is not None:
+        return row, False
+    row = AppealReport(week=label, data=weekly(session, label))
+    session.add(row)
+    session.flush()
+    return row, True
+
+
+def enterprise_issues(session: Session, enterprise_id: int | None = None, actor: Actor | None = None) -> dict:
+    """企业问题清单: each enterprise's appeals, open ones first."""
+    q = select(Appeal).where(Appeal.status.notin_(["duplicate"]))
+    if enterprise_id:
+        q = q.where(Appeal.enterprise_id == enterprise_id)
+    if actor is not None and actor.type == "staff" and actor.role == "dept":
+        q = q.where(Appeal.department == actor.department)
+    groups: dict[str, list[dict]] = {}
+    for a in session.scalars(q.order_by(Appeal.id)).unique():
+        name = a.enterprise.name if a.enterprise else (a.enterprise_name or "未关联企业")
+        groups.setdefault(name, []).append({**_row(a), "open": a.status in OPEN})
+    out = []
+    for name, rows in sorted(groups.items()):
+        rows.sort(key=lambda r: (not r["open"], r["number"]))
+        out.append({"enterprise": name, "open": sum(r["open"] for r in rows), "total": len(rows), "appeals": rows})
+    return {"enterprises": out}
+
+
+COLUMNS = (("number", "编号"), ("status", "状态"), ("category", "类别"), ("department", "承办部门"),
+           ("enterprise", "企业"), ("building", "楼宇"), ("content", "内容"), ("submitted_at", "提交时间"),
+           ("due_at", "办结期限"), ("overdue", "超期"), ("escalated", "办不成事"), ("reopen_count", "重办次数"))
+
+
+def _sheet(wb: Workbook, title: str, rows: list[dict]) -> None:
+    ws = wb.create_sheet(title)
+    ws.append([c for _, c in COLUMNS])
+    for r in rows:
+        ws.append([("是" if r[k] else "否") if isinstance(r[k], bool) else r[k] for k, _ in COLUMNS])
+
+
+def weekly_xlsx(report: dict) -> bytes:
+    wb = Workbook()
+    ws = wb.active
+    ws.title = "概览"
+    ws.append(["周次", report["week"]])
+    m = report["metrics"]
+    names = {"response": "响应率", "on_time": "按时办结率", "resolution": "诉求解决率", "satisfaction": "满意率"}
+    ws.append(["指标", "分子", "分母", "比率"])
+    for key, name in names.items():
+        ws.append([name, m[key]["numerator"], m[key]["denominator"], m[key]["rate"]])
+    ws.append([])
+    ws.append(["本周新增", report["totals"]["submitted"]])
+    ws.append(["在办", report["totals"]["open_now"]])
+    ws.append(["超期在办", report["totals"]["overdue_now"]])
+    for title, key in (("按类别", "by_category"), ("按部门", "by_department")):
+        ws.append([])
+        ws.append([title])
+        for k, v in report[key].items():
+            ws.append([k, v])
+    ws.append([])
+    ws.append(["退单（按部门）"])
+    for k, v in m["returns_by_department"].items():
+        ws.append([k, v])
+    _sheet(wb, "本周诉求", report["appeals"])
+    _sheet(wb, "超期在办", report["overdue"])
+    buf = io.BytesIO()
+    wb.save(buf)
+    return buf.getvalue()
+
+
+def issues_xlsx(report: dict) -> bytes:
+    wb = Workbook()
+    wb.remove(wb.active)
+    rows = [{**r, "enterprise": e["enterprise"]} for e in report["enterprises"] for r in e["appeals"]]
+    _sheet(wb, "企业问题清单", rows)
+    buf = io.BytesIO()
+    wb.save(buf)
+    return buf.getvalue()

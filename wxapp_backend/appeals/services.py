@@ -1,0 +1,920 @@
+"""Appeal services: intake, the one transition(), staff actions, enterprise actions, duplicates, SLA steps.
+
+Plain functions: they take the session and the acting `audit.Actor`, never commit, raise AppError subclasses.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import exists, func, or_, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from ..audit import SYSTEM, Actor, audit
+from ..auth.models import ROLE_RANK, StaffRole, StaffUser, User
+from ..db import utcnow
+from ..enterprises.models import Building, Enterprise
+from ..errors import Conflict, Forbidden, NotFound, ValidationError
+from . import classify
+from .calendar import WorkCalendar, local_date
+from .models import (
+    Appeal,
+    AppealCategory,
+    AppealCounter,
+    AppealEvent,
+    AppealExtension,
+    AppealRating,
+    AppealReturn,
+    AppealTask,
+    Holiday,
+    TaskKind,
+)
+from .states import LABELS, OPEN, AppealStatus, can_move
+
+log = logging.getLogger(__name__)
+S = AppealStatus
+
+RESPONSE_DAYS = 1  # first response (受理) promised within one working day
+ESCALATION_DAYS = 3  # 办不成事: the escalation owner answers within three working days
+ESCALATION_OWNER = "营商服务中心（办不成事窗口）"
+RATING_WINDOW = timedelta(days=7)  # the enterprise may rate (and reopen) within 7 days of resolution
+WARN_MINUTES = 510  # warn when less than one working day is left
+AUTO_ESCALATE_OVERDUE_DAYS = 5  # working days overdue before the system escalates by itself
+BAD_SATISFACTION = 2  # 1-2 of 5 is a bad rating (差评)
+LOCK_ROWS = True  # SELECT ... FOR UPDATE on the appeal row for every action (tests switch it off)
+DEFAULT_PROMISED_DAYS = 5
+
+
+def _after_load(appeal: Appeal) -> None:
+    """Test hook: called between loading an appeal for an action and changing it."""
+
+
+# --- catalogue and calendar ------------------------------------------------------------------------
+
+def ensure_catalogue(session: Session) -> None:
+    """Seed the 政府服务清单 defaults once (an empty table gets them; staff edits are kept)."""
+    if session.scalar(select(func.count(AppealCategory.id))):
+        return
+    try:
+        with session.begin_nested():
+            for i, (code, name, dept, days, required, keywords) in enumerate(classify.DEFAULT_CATALOGUE):
+                session.add(AppealCategory(code=code, name=name, department=dept, promised_days=days,
+                                           required_fields=list(required), keywords=list(keywords), sort=i * 10))
+            session.flush()
+    except IntegrityError:  # another transaction seeded it at the same moment
+        pass
+
+
+def categories(session: Session, *, active_only: bool = True) -> list[AppealCategory]:
+    ensure_catalogue(session)
+    q = select(AppealCategory).order_by(AppealCategory.sort, AppealCategory.id)
+    if active_only:
+        q = q.where(AppealCategory.active.is_(True))
+    return list(session.scalars(q))
+
+
+def find_category(session: Session, value: str | int | None) -> AppealCategory | None:
+    """By id, code or name; None for None; 422 for a value that names no active category."""
+    if value in (None, ""):
+        return None
+    for c in categories(session):
+        if str(value) in (str(c.id), c.code, c.name):
+            return c
+    raise ValidationError("没有这个诉求类别，请从列表中选择。", fields={"category": "没有这个诉求类别"})
+
+
+def work_calendar(session: Session) -> WorkCalendar:
+    """The calendar with the staff-edited holiday table laid over chinesecalendar."""
+    rows = session.execute(select(Holiday.day, Holiday.is_workday)).all()
+    return WorkCalendar({d: w for d, w in rows})
+
+
+def set_holiday(session: Session, actor: Actor, day: date, is_workday: bool, name: str = "") -> Holiday:
+    row = session.scalar(select(Holiday).where(Holiday.day == day))
+    if row is None:
+        row = Holiday(day=day)
+        session.add(row)
+    row.is_workday, row.name, row.updated_by = is_workday, name, str(actor.name or actor.id)
+    session.flush()
+    audit(session, actor, "appeal_holiday.set", row, day=day.isoformat(), is_workday=is_workday, name=name)
+    return row
+
+
+def delete_holiday(session: Session, actor: Actor, holiday_id: int) -> None:
+    row = session.get(Holiday, holiday_id)
+    if row is None:
+        raise NotFound("没有这一天的设置。")
+    audit(session, actor, "appeal_holiday.deleted", row, day=row.day.isoformat())
+    session.delete(row)
+
+
+def save_category(session: Session, actor: Actor, data: dict[str, Any], category_id: int | None = None
+                  ) -> AppealCategory:
+    ensure_catalogue(session)
+    if category_id is None:
+        row = AppealCategory(code=data["code"], name=data["name"], department=data["department"])
+        session.add(row)
+    else:
+        row = session.get(AppealCategory, category_id)
+        if row is None:
+            raise NotFound("没有这个类别。")
+    for key in ("name", "department", "promised_days", "description", "active", "sort"):
+        if data.get(key) is not None:
+            setattr(row, key, data[key])
+    if data.get("keywords") is not None:
+        row.keywords = [k for k in data["keywords"] if k]
+    if data.get("required_fields") is not None:
+        row.required_fields = [k for k in data["required_fields"] if k in REQUIRABLE]
+    try:
+        with session.begin_nested():
+            session.flush()
+    except IntegrityError:
+        raise Conflict("类别代码或名称已存在。") from None
+    audit(session, actor, "appeal_category.saved", row, **{k: v for k, v in data.items() if v is not None})
+    return row
+
+
+REQUIRABLE = ("enterprise_id", "building_id", "images")
+
+
+# --- events, audit and notifications --------------------------------------------------------------
+
+def _event(session: Session, appeal: Appeal, actor: Actor, action: str, *, note: str = "", public: bool = False,
+           src: str = "", dst: str = "", **data: Any) -> AppealEvent:
+    ev = AppealEvent(appeal_id=appeal.id, action=action, from_status=src, to_status=dst, actor_type=actor.type,
+                     actor_id=str(actor.id or ""), actor_name=actor.name or "", note=note, public=public,
+                     data={k: v for k, v in data.items() if v is not None})
+    session.add(ev)
+    audit(session, actor, f"appeal.{action}", appeal, number=appeal.number, **({"from": src, "to": dst}
+                                                                               if dst else {}), **data)
+    return ev
+
+
+NOTICE_TITLES = {
+    "appeal_accepted": "您的诉求已受理",
+    "appeal_needs_info": "您的诉求需要补充材料",
+    "appeal_resolved": "您的诉求已办结，请评价",
+    "appeal_closed": "您的诉求已关闭",
+    "appeal_escalated": "您的诉求已转入“办不成事”反映窗口",
+}
+
+
+def _notify(session: Session, appeal: Appeal, kind: str, body: str, key: str) -> None:
+    """Tell the enterprise; a failure is recorded on the timeline and never undoes the state change."""
+    from ..notices.models import Notification
+    from ..notices.services import notify
+
+    dedup = f"appeal:{appeal.id}:{key}"
+    if session.scalar(select(Notification.id).where(Notification.dedup_key == dedup)) is not None:
+        return  # a retried job or a repeated click: already told
+    outcome = "queued"
+    try:
+        with session.begin_nested():
+            notify(session, appeal.user_id, kind,
+                   {"number": appeal.number, "status": appeal.status_label, "note": body[:20]},
+                   f"pages/appeals/detail?id={appeal.id}", title=NOTICE_TITLES.get(kind, "诉求进展"), body=body,
+                   ref=f"appeal:{appeal.id}", dedup_key=dedup)
+    except Exception:  # noqa: BLE001 - whatever broke, the appeal's own change stands
+        log.exception("appeal notification failed", extra={"appeal_id": appeal.id, "kind": kind})
+        outcome = "failed"
+    _event(session, appeal, SYSTEM, "notified", note=f"已通知企业：{NOTICE_TITLES.get(kind, kind)}"
+           + ("" if outcome == "queued" else "（通知发送失败，已记录）"), public=True, kind=kind, outcome=outcome)
+
+
+# --- loading and visibility ------------------------------------------------------------------------
+
+def _dept_only(actor: Actor) -> bool:
+    return actor.type == "staff" and actor.role == StaffRole.DEPT
+
+
+def _dept_clause(department: str):
+    task_dept = exists().where(AppealTask.appeal_id == Appeal.id, AppealTask.department == department)
+    return or_(Appeal.department == department, task_dept)
+
+
+def get_appeal(session: Session, appeal_id: int, actor: Actor, *, lock: bool = False) -> Appeal:
+    """The appeal this actor may see: users see their own, dept staff their department's; else 404."""
+    q = select(Appeal).where(Appeal.id == appeal_id)
+    if actor.type == "user":
+        q = q.where(Appeal.user_id == int(actor.id))
+    elif _dept_only(actor):
+        q = q.where(_dept_clause(actor.department))
+    if lock and LOCK_ROWS:
+        q = q.with_for_update(of=Appeal)
+    appeal = session.scalars(q).unique().first()
+    if appeal is None:
+        raise NotFound("没有找到这条诉求。")
+    if lock:
+        session.refresh(appeal)
+        _after_load(appeal)
+    return appeal
+
+
+# --- the one transition ------------------------------------------------------------------------------
+
+def transition(session: Session, appeal: Appeal, to: AppealStatus, actor: Actor, *, action: str, note: str = "",
+               public: bool = True, now: datetime | None = None, **data: Any) -> AppealEvent:
+    """Move the appeal along the table, keep the SLA clock, write the event and audit rows; 409 otherwise."""
+    src = AppealStatus(appeal.status)
+    if not can_move(src, to):
+        raise Conflict(f"诉求当前为“{LABELS[src]}”，不能变为“{LABELS[to]}”。", code="illegal_transition")
+    now = now or utcnow()
+    cal = work_calendar(session)
+    if to == S.PENDING_ENTERPRISE:
+        appeal.paused_from = src.value
+        appeal.paused_at = now
+        appeal.sla_minutes_left = cal.working_minutes_between(now, appeal.due_at) if appeal.due_at else None
+    elif src == S.PENDING_ENTERPRISE:
+        if appeal.sla_minutes_left is not None and appeal.sla_minutes_left > 0:
+            appeal.due_at = cal.add_working_minutes(now, appeal.sla_minutes_left)
+        appeal.paused_at, appeal.sla_minutes_left, appeal.paused_from = None, None, ""
+    if to in (S.CLOSED, S.REJECTED, S.WITHDRAWN):
+        appeal.closed_at = now
+    appeal.status = to.value
+    appeal.version += 1
+    appeal.updated_at = now
+    return _event(session, appeal, actor, action, note=note, public=public, src=src.value, dst=to.value, **data)
+
+
+# --- intake -------------------------------------------------------------------------------------------
+
+@dataclass
+class Intake:
+    content: str
+    contact_name: str
+    contact_phone: str
+    category: str | None = None
+    enterprise_id: int | None = None
+    enterprise_name: str = ""
+    building_id: int | None = None
+    images: list[dict] | None = None
+    channel: str = "miniprogram"
+
+
+def next_number(session: Session, now: datetime) -> str:
+    """SQyyyymmdd-NNNN, counted per Shanghai day; atomic on PostgreSQL and SQLite (upsert ... returning)."""
+    day = local_date(now)
+    if session.bind.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    stmt = insert(AppealCounter).values(day=day, last=1)
+    stmt = stmt.on_conflict_do_update(index_elements=[AppealCounter.day],
+                                      set_={"last": AppealCounter.last + 1}).returning(AppealCounter.last)
+    n = session.execute(stmt).scalar_one()
+    return f"SQ{day:%Y%m%d}-{n:04d}"
+
+
+def submit_appeal(session: Session, user_id: int, intake: Intake, *, idempotency_key: str | None = None,
+                  now: datetime | None = None) -> tuple[Appeal, bool]:
+    """接单: a new appeal (or the one this key already made: created=False). Routes it by the catalogue."""
+    if idempotency_key:
+        existing = session.scalar(select(Appeal).where(Appeal.user_id == user_id,
+                                                       Appeal.idempotency_key == idempotency_key))
+        if existing is not None:
+            return existing, False
+    now = now or utcnow()
+    user = session.get(User, user_id)
+    if user is None:
+        raise NotFound("用户不存在。")
+    ensure_catalogue(session)
+    chosen = find_category(session, intake.category)
+    enterprise = None
+    if intake.enterprise_id is not None:
+        enterprise = session.get(Enterprise, intake.enterprise_id)
+        if enterprise is None:
+            raise ValidationError("没有找到这家企业。", fields={"enterprise_id": "没有找到这家企业"})
+    elif user.enterprise_id and user.binding_state == "verified":
+        enterprise = user.enterprise
+    building_id = intake.building_id
+    if building_id is not None and session.get(Building, building_id) is None:
+        raise ValidationError("没有找到这栋楼宇。", fields={"building_id": "没有找到这栋楼宇"})
+    if building_id is None:
+        building_id = (enterprise.building_id if enterprise else None) or user.building_id
+    building = session.get(Building, building_id) if building_id else None
+
+    rules = [(c.code, c.keywords or []) for c in categories(session)]
+    suggestion = classify.suggest(intake.content, rules)
+    by_code = {c.code: c for c in categories(session)}
+    suggested = by_code.get(suggestion.code) if suggestion.code else None
+    category = chosen or (suggested if suggestion.confidence >= classify.TRIAGE_THRESHOLD else None)
+    if chosen is not None:  # a guess by the rules never blocks a submission; staff ask for what is missing
+        _check_required(chosen, enterprise, building, intake.images)
+    kind, _ = classify.message_type(intake.content)
+    cal = work_calendar(session)
+    promised = category.promised_days if category else DEFAULT_PROMISED_DAYS
+    appeal = Appeal(
+        number=next_number(session, now), user_id=user_id, idempotency_key=idempotency_key, channel=intake.channel,
+        status=S.SUBMITTED.value, content=intake.content, kind=kind, contact_name=intake.contact_name,
+        contact_phone=intake.contact_phone, enterprise_id=enterprise.id if enterprise else None,
+        enterprise_name=enterprise.name if enterprise else intake.enterprise_name, building_id=building_id,
+        grid_id=building.grid_id if building else None, images=list(intake.images or []),
+        category_id=category.id if category else None,
+        category_chosen_by="user" if chosen else ("rules" if category else ""),
+        suggested_category_id=suggested.id if suggested else None, confidence=suggestion.confidence,
+        needs_triage=category is None, department=category.department if category else "",
+        specialist_staff_id=building.grid.specialist_staff_id if building and building.grid else None,
+        submitted_at=now, response_due_at=cal.add_working_days(now, RESPONSE_DAYS),
+        due_at=cal.add_working_days(now, promised), created_at=now, updated_at=now,
+    )
+    try:
+        with session.begin_nested():
+            session.add(appeal)
+            session.flush()
+    except IntegrityError:
+        if idempotency_key:  # the same key raced in from a second request: return the winner
+            existing = session.scalar(select(Appeal).where(Appeal.user_id == user_id,
+                                                           Appeal.idempotency_key == idempotency_key))
+            if existing is not None:
+                return existing, False
+        raise
+    similar = similar_open(session, appeal, limit=5)
+    actor = Actor("user", user_id, name=intake.contact_name)
+    _event(session, appeal, actor, "submitted", note="企业提交诉求", public=True, dst=S.SUBMITTED.value,
+           channel=intake.channel, suggested=suggestion.code, confidence=suggestion.confidence,
+           triage=appeal.needs_triage, similar=[{"id": a.id, "number": a.number, "score": sc} for a, sc in similar])
+    return appeal, True
+
+
+def _check_required(category: AppealCategory, enterprise, building, images) -> None:
+    missing = {}
+    for f in category.required_fields or []:
+        if f == "enterprise_id" and enterprise is None:
+            missing["enterprise_id"] = f"“{category.name}”类诉求需要选择企业"
+        elif f == "building_id" and building is None:
+            missing["building_id"] = f"“{category.name}”类诉求需要选择所在楼宇"
+        elif f == "images" and not images:
+            missing["images"] = f"“{category.name}”类诉求需要上传照片"
+    if missing:
+        raise ValidationError(next(iter(missing.values())), fields=missing)
+
+
+# --- duplicates --------------------------------------------------------------------------------------
+
+def similar_open(session: Session, appeal: Appeal, *, limit: int = 5, threshold: float = 0.2
+                 ) -> list[tuple[Appeal, float]]:
+    """Open appeals in the same building and category (when known) whose text looks alike, best first."""
+    q = select(Appeal).where(Appeal.id != appeal.id, Appeal.status.in_([s.value for s in OPEN]),
+                             Appeal.master_id.is_(None))
+    if appeal.building_id is not None:
+        q = q.where(Appeal.building_id == appeal.building_id)
+    if appeal.category_id is not None:
+        q = q.where(Appeal.category_id == appeal.category_id)
+    if appeal.building_id is None and appeal.category_id is None:
+        return []
+    scored = []
+    for other in session.scalars(q.order_by(Appeal.id.desc()).limit(200)).unique():
+        score = classify.similarity(appeal.content, other.content)
+        if score >= threshold:
+            scored.append((other, score))
+    scored.sort(key=lambda t: -t[1])
+    return scored[:limit]
+
+
+# --- enterprise-side actions ----------------------------------------------------------------------------
+
+def withdraw(session: Session, user_id: int, appeal_id: int, reason: str = "") -> Appeal:
+    appeal = get_appeal(session, appeal_id, Actor("user", user_id), lock=True)
+    if appeal.status not in OPEN:
+        raise Conflict(f"诉求当前为“{appeal.status_label}”，不能撤回。", code="illegal_transition")
+    transition(session, appeal, S.WITHDRAWN, Actor("user", user_id), action="withdrawn",
+               note=f"企业撤回诉求{('：' + reason) if reason else ''}")
+    return appeal
+
+
+def supplement(session: Session, user_id: int, appeal_id: int, content: str, images: list[dict] | None = None,
+               now: datetime | None = None) -> Appeal:
+    """补充材料: only when asked; the paused clock resumes from where it stopped."""
+    actor = Actor("user", user_id)
+    appeal = get_appeal(session, appeal_id, actor, lock=True)
+    if appeal.status != S.PENDING_ENTERPRISE:
+        raise Conflict("这条诉求目前不需要补充材料。", code="not_pending_enterprise")
+    if images:
+        if len(appeal.images or []) + len(images) > 9:
+            raise ValidationError("照片最多 9 张。", fields={"images": "照片最多 9 张"})
+        appeal.images = list(appeal.images or []) + images
+    back = AppealStatus(appeal.paused_from or S.IN_PROGRESS.value)
+    transition(session, appeal, back, actor, action="supplemented", note=f"企业补充：{content}", now=now,
+               images=[i["name"] for i in images or []])
+    appeal.info_request = ""
+    return appeal
+
+
+def rate(session: Session, user_id: int, appeal_id: int, *, resolved: bool, satisfaction: int, comment: str = "",
+         now: datetime | None = None) -> AppealRating:
+    """好差评, one per resolution round. 'Not resolved' reopens; a bad one opens 整改; two bad ones escalate."""
+    now = now or utcnow()
+    actor = Actor("user", user_id)
+    appeal = get_appeal(session, appeal_id, actor, lock=True)
+    if session.scalar(select(AppealRating.id).where(AppealRating.appeal_id == appeal.id,
+                                                    AppealRating.round == appeal.round)):
+        raise Conflict("这一轮办理您已经评价过了。", code="already_rated")
+    if appeal.status in OPEN or appeal.status == S.DUPLICATE:
+        raise Conflict("诉求尚未办结，办结后才能评价。", code="not_resolved_yet")
+    if appeal.status != S.RESOLVED or appeal.resolved_at is None or now > appeal.resolved_at + RATING_WINDOW:
+        raise Conflict("已超过评价期限（办结后 7 天内），如问题仍未解决请重新提交诉求。", code="rating_window_over")
+    rating = AppealRating(appeal_id=appeal.id, user_id=user_id, round=appeal.round, resolved=resolved,
+                          satisfaction=satisfaction, comment=comment, department=appeal.department, created_at=now)
+    session.add(rating)
+    session.flush()
+    _event(session, appeal, actor, "rated", note=f"企业评价：{'已解决' if resolved else '未解决'}，满意度 {satisfaction} 星"
+           + (f"，{comment}" if comment else ""), public=True, round=appeal.round, resolved=resolved,
+           satisfaction=satisfaction)
+    cal = work_calendar(session)
+    if satisfaction <= BAD_SATISFACTION:
+        task = AppealTask(appeal_id=appeal.id, kind=TaskKind.RECTIFICATION, department=appeal.department or "营商服务中心",
+                          description=f"差评整改（第 {appeal.round} 轮，{satisfaction} 星）：{comment}", required=False,
+                          due_at=cal.add_working_days(now, 5), created_by="system")
+        session.add(task)
+        _event(session, appeal, SYSTEM, "rectification_opened", note="差评，已生成整改任务",
+               department=task.department)
+    if resolved:
+        transition(session, appeal, S.CLOSED, actor, action="closed", note="企业确认已解决，诉求关闭", now=now)
+    else:
+        appeal.round += 1
+        appeal.reopen_count += 1
+        appeal.master_id = None  # a merged child that is not resolved goes on as its own appeal
+        promised = appeal.category.promised_days if appeal.category else DEFAULT_PROMISED_DAYS
+        appeal.due_at = cal.add_working_days(now, promised)
+        appeal.overdue, appeal.warned_due_at, appeal.resolved_at = False, None, None
+        transition(session, appeal, S.IN_PROGRESS, actor, action="reopened", now=now,
+                   note="企业反馈问题未解决，诉求重新办理")
+    bad = session.scalar(select(func.count(AppealRating.id)).where(
+        AppealRating.appeal_id == appeal.id, AppealRating.satisfaction <= BAD_SATISFACTION)) or 0
+    if bad >= 2 and not appeal.escalated:
+        escalate(session, SYSTEM, appeal, reason="两次差评，系统自动转入办不成事窗口", now=now)
+    return rating
+
+
+def escalate(session: Session, actor: Actor, appeal: Appeal, *, reason: str, now: datetime | None = None) -> bool:
+    """办不成事: flag, set the escalation deadline, give the owner a task, tell the enterprise. Once only."""
+    if appeal.escalated:
+        return False
+    if appeal.status in (S.CLOSED, S.REJECTED, S.WITHDRAWN, S.DUPLICATE):
+        raise Conflict(f"诉求当前为“{appeal.status_label}”，不能再反映办不成事。", code="illegal_transition")
+    now = now or utcnow()
+    cal = work_calendar(session)
+    appeal.escalated, appeal.escalated_at, appeal.escalation_reason = True, now, reason
+    appeal.escalation_due_at = cal.add_working_days(now, ESCALATION_DAYS)
+    appeal.version += 1
+    session.add(AppealTask(appeal_id=appeal.id, kind=TaskKind.ESCALATION, department=ESCALATION_OWNER,
+                           description=f"办不成事：{reason}", required=False, due_at=appeal.escalation_due_at,
+                           created_by=str(actor.name or actor.id)))
+    _event(session, appeal, actor, "escalated", note=f"转入“办不成事”反映窗口：{reason}", public=True,
+           escalation_due_at=appeal.escalation_due_at)
+    _notify(session, appeal, "appeal_escalated", f"您的诉求 {appeal.number} 已转入“办不成事”反映窗口，"
+            f"将在 3 个工作日内由专人联系您。", "escalated")
+    return True
+
+
+def escalate_by_user(session: Session, user_id: int, appeal_id: int, reason: str) -> tuple[Appeal, bool]:
+    appeal = get_appeal(session, appeal_id, Actor("user", user_id), lock=True)
+    changed = escalate(session, Actor("user", user_id), appeal, reason=reason or "企业反映办不成事")
+    return appeal, changed
+
+
+# --- staff actions -------------------------------------------------------------------------------------
+
+def _staff(session: Session, staff_id: int | None) -> StaffUser | None:
+    if staff_id is None:
+        return None
+    staff = session.get(StaffUser, staff_id)
+    if staff is None or not staff.active:
+        raise ValidationError("没有这个工作人员。", fields={"handler_id": "没有这个工作人员"})
+    return staff
+
+
+def _need(data: dict, name: str, label: str) -> Any:
+    value = data.get(name)
+    if value in (None, "", []):
+        raise ValidationError(f"请填写{label}。", fields={name: f"请填写{label}"})
+    return value
+
+
+def act_accept(session, actor, appeal, data, now):
+    if data.get("category"):
+        _set_category(session, actor, appeal, find_category(session, data["category"]), now)
+    transition(session, appeal, S.ACCEPTED, actor, action="accepted", now=now,
+               note=data.get("note") or "诉求已受理")
+    if appeal.first_responder_id is None:  # 首问负责: recorded once, never changes
+        appeal.first_responder_id = int(actor.id)
+    appeal.handler_id = appeal.handler_id or int(actor.id)
+    appeal.first_response_at = appeal.first_response_at or now
+    _notify(session, appeal, "appeal_accepted", f"您的诉求 {appeal.number} 已受理，承诺办结时间见详情。", "accepted")
+
+
+def act_assign(session, actor, appeal, data, now):
+    handler = _staff(session, data.get("handler_id"))
+    department = data.get("department") or (handler.department if handler and handler.department else None) \
+        or appeal.department or (appeal.category.department if appeal.category else "")
+    if not department:
+        raise ValidationError("请选择承办部门。", fields={"department": "请选择承办部门"})
+    old = appeal.department
+    appeal.department = department
+    if handler is not None:
+        appeal.handler_id = handler.id
+    note = data.get("note") or f"交办至{department}"
+    if appeal.status == S.ASSIGNED:
+        appeal.version += 1
+        _event(session, appeal, actor, "reassigned", note=note, department=department, previous=old,
+               handler_id=appeal.handler_id)
+    else:
+        transition(session, appeal, S.ASSIGNED, actor, action="assigned", note=note, now=now,
+                   department=department, handler_id=appeal.handler_id)
+
+
+def act_start(session, actor, appeal, data, now):
+    transition(session, appeal, S.IN_PROGRESS, actor, action="started", note=data.get("note") or "开始办理", now=now)
+
+
+def act_request_info(session, actor, appeal, data, now):
+    note = _need(data, "note", "需要企业补充的内容")
+    transition(session, appeal, S.PENDING_ENTERPRISE, actor, action="info_requested", note=f"请企业补充：{note}",
+               now=now)
+    appeal.info_request = note
+    _notify(session, appeal, "appeal_needs_info", f"您的诉求 {appeal.number} 需要补充：{note}",
+            f"needs_info:{appeal.version}")
+
+
+def act_coordinate(session, actor, appeal, data, now):
+    tasks = _need(data, "tasks", "会办部门")
+    cal = work_calendar(session)
+    made = []
+    for i, t in enumerate(tasks):
+        if not isinstance(t, dict) or not str(t.get("department") or "").strip():
+            raise ValidationError(f"第 {i + 1} 个会办任务缺少部门。", fields={"tasks": f"第 {i + 1} 项缺少部门"})
+        days = t.get("working_days", 3)
+        if not isinstance(days, int) or isinstance(days, bool) or not 1 <= days <= 30:
+            raise ValidationError("会办期限应为 1-30 个工作日。", fields={"tasks": f"第 {i + 1} 项期限应为 1-30 个工作日"})
+        task = AppealTask(appeal_id=appeal.id, kind=TaskKind.COORDINATION, department=str(t["department"])[:64],
+                          description=str(t.get("description") or "")[:1000], required=bool(t.get("required", True)),
+                          due_at=cal.add_working_days(now, days), created_by=str(actor.name or actor.id),
+                          created_at=now)
+        session.add(task)
+        made.append(task.department)
+    if appeal.status != S.COORDINATING:
+        transition(session, appeal, S.COORDINATING, actor, action="coordinating", now=now,
+                   note=data.get("note") or f"启动协调会办：{'、'.join(made)}", departments=made)
+    else:
+        appeal.version += 1
+        _event(session, appeal, actor, "tasks_added", note=f"增加会办部门：{'、'.join(made)}", departments=made)
+
+
+def act_complete_task(session, actor, appeal, data, now):
+    task_id = _need(data, "task_id", "任务")
+    task = session.get(AppealTask, task_id)
+    if task is None or task.appeal_id != appeal.id:
+        raise NotFound("没有这个任务。")
+    if _dept_only(actor) and task.department != actor.department:
+        raise Forbidden("只能办结本部门的任务。")
+    if task.status != "open":
+        raise Conflict("这个任务已经办结或取消了。", code="task_closed")
+    task.status = "cancelled" if data.get("cancel") else "done"
+    task.result, task.closed_at = data.get("result") or data.get("note") or "", now
+    appeal.version += 1
+    _event(session, appeal, actor, "task_done" if task.status == "done" else "task_cancelled",
+           note=f"{task.department}：{task.result or ('已取消' if task.status == 'cancelled' else '已完成')}",
+           task_id=task.id)
+    if appeal.status == S.COORDINATING and not _open_required(session, appeal):
+        session.flush()
+        transition(session, appeal, S.IN_PROGRESS, SYSTEM, action="coordination_done", now=now,
+                   note="会办任务已全部完成，回到主办部门办理")
+
+
+def _open_required(session: Session, appeal: Appeal) -> list[AppealTask]:
+    session.flush()
+    return list(session.scalars(select(AppealTask).where(
+        AppealTask.appeal_id == appeal.id, AppealTask.kind == TaskKind.COORDINATION,
+        AppealTask.required.is_(True), AppealTask.status == "open")))
+
+
+def act_resolve(session, actor, appeal, data, now):
+    resolution = _need(data, "resolution", "办理结果")
+    open_tasks = _open_required(session, appeal)
+    if open_tasks:
+        raise Conflict("还有必须完成的会办任务未办结（" + "、".join(t.department for t in open_tasks) + "），暂不能办结。",
+                       code="open_subtasks")
+    _resolve(session, actor, appeal, resolution, now)
+    for child in session.scalars(select(Appeal).where(Appeal.master_id == appeal.id,
+                                                      Appeal.status == S.DUPLICATE.value)).unique():
+        _resolve(session, SYSTEM, child, f"已随主诉求 {appeal.number} 一并办结：{resolution}", now)
+
+
+def _resolve(session, actor, appeal, resolution, now):
+    transition(session, appeal, S.RESOLVED, actor, action="resolved", note=f"办结：{resolution}", now=now)
+    appeal.resolution, appeal.resolved_at = resolution, now
+    appeal.first_resolved_at = appeal.first_resolved_at or now
+    appeal.resolved_on_time = appeal.due_at is None or now <= appeal.due_at
+    _notify(session, appeal, "appeal_resolved", f"您的诉求 {appeal.number} 已办结：{resolution}。请在 7 天内评价。",
+            f"resolved:{appeal.round}")
+
+
+def act_close(session, actor, appeal, data, now):
+    transition(session, appeal, S.CLOSED, actor, action="closed", note=data.get("note") or "诉求关闭", now=now)
+    _notify(session, appeal, "appeal_closed", f"您的诉求 {appeal.number} 已关闭。", "closed")
+
+
+def act_reject(session, actor, appeal, data, now):
+    reason = _need(data, "reason", "不予受理的理由")
+    transition(session, appeal, S.REJECTED, actor, action="rejected", note=f"不予受理：{reason}", now=now)
+    _notify(session, appeal, "appeal_closed", f"您的诉求 {appeal.number} 不予受理：{reason}", "closed")
+
+
+def act_merge(session, actor, appeal, data, now):
+    master_id = _need(data, "master_id", "主诉求")
+    if master_id == appeal.id:
+        raise Conflict("不能把诉求合并到它自己。", code="merge_into_self")
+    master = get_appeal(session, master_id, actor)
+    if master.master_id is not None or master.status == S.DUPLICATE:
+        raise Conflict(f"{master.number} 本身已并入其他诉求，请合并到它的主诉求。", code="merge_into_child")
+    if master.status not in OPEN:
+        raise Conflict(f"主诉求 {master.number} 已不在办理中，不能合并。", code="master_not_open")
+    if session.scalar(select(Appeal.id).where(Appeal.master_id == appeal.id)):
+        raise Conflict(f"{appeal.number} 已是其他诉求的主诉求，不能再并入别的诉求。", code="merge_master")
+    transition(session, appeal, S.DUPLICATE, actor, action="merged", now=now,
+               note=f"与 {master.number} 为同一问题，已合并办理", master=master.number)
+    appeal.master_id = master.id
+    master.version += 1
+    _event(session, master, actor, "child_merged", note=f"合并了 {appeal.number}", child=appeal.number)
+
+
+def act_split(session, actor, appeal, data, now):
+    if appeal.status != S.DUPLICATE:
+        raise Conflict("这条诉求没有被合并。", code="not_merged")
+    transition(session, appeal, S.ACCEPTED, actor, action="split", now=now, note="取消合并，单独办理")
+    appeal.master_id = None
+
+
+def act_return(session, actor, appeal, data, now):
+    reason = _need(data, "reason", "退单理由")
+    if appeal.status not in (S.ACCEPTED, S.ASSIGNED, S.IN_PROGRESS):
+        raise Conflict(f"诉求当前为“{appeal.status_label}”，不能退单。", code="illegal_transition")
+    if not appeal.department:
+        raise Conflict("诉求尚未交办到部门，无需退单。", code="no_department")
+    if _dept_only(actor) and appeal.department != actor.department:
+        raise Forbidden("只能退回本部门承办的诉求。")
+    if session.scalar(select(AppealReturn.id).where(AppealReturn.appeal_id == appeal.id,
+                                                    AppealReturn.status == "pending")):
+        raise Conflict("已有待中心审核的退单申请。", code="return_pending")
+    ret = AppealReturn(appeal_id=appeal.id, department=appeal.department, reason=reason,
+                       requested_by=str(actor.name or actor.id), created_at=now)
+    session.add(ret)
+    session.flush()
+    appeal.version += 1
+    _event(session, appeal, actor, "return_requested", note=f"{appeal.department}申请退单：{reason}",
+           return_id=ret.id, department=appeal.department)
+
+
+def act_decide_return(session, actor, appeal, data, now):
+    ret = session.get(AppealReturn, _need(data, "return_id", "退单申请"))
+    if ret is None or ret.appeal_id != appeal.id:
+        raise NotFound("没有这个退单申请。")
+    if ret.status != "pending":
+        raise Conflict("这个退单申请已经处理过了。", code="return_decided")
+    ret.decided_by, ret.decided_at, ret.decision_note = str(actor.name or actor.id), now, data.get("note") or ""
+    if data.get("accept"):
+        department = _need(data, "department", "改派的部门")
+        if department == ret.department:
+            raise ValidationError("请改派到另一个部门。", fields={"department": "与退单部门相同"})
+        ret.status, ret.new_department = "accepted", department
+        # Re-route; the SLA clock keeps running from the original submission (due_at untouched).
+        act_assign(session, actor, appeal, {"department": department, "note": f"同意退单，改派至{department}"}, now)
+        appeal.handler_id = None if data.get("handler_id") is None else appeal.handler_id
+    else:
+        ret.status = "rejected"
+        appeal.version += 1
+        _event(session, appeal, actor, "return_rejected",
+               note=f"不同意退单，仍由{ret.department}办理" + (f"：{ret.decision_note}" if ret.decision_note else ""),
+               return_id=ret.id)
+
+
+def act_request_extension(session, actor, appeal, data, now):
+    days = _need(data, "working_days", "延期工作日数")
+    reason = _need(data, "reason", "延期理由")
+    if appeal.status not in OPEN:
+        raise Conflict("诉求已不在办理中，无需延期。", code="illegal_transition")
+    if session.scalar(select(AppealExtension.id).where(AppealExtension.appeal_id == appeal.id,
+                                                       AppealExtension.status == "pending")):
+        raise Conflict("已有待审批的延期申请。", code="extension_pending")
+    if not isinstance(days, int) or not 1 <= days <= 30:
+        raise ValidationError("延期应为 1-30 个工作日。", fields={"working_days": "应为 1-30"})
+    ext = AppealExtension(appeal_id=appeal.id, working_days=days, reason=reason,
+                          requested_by=str(actor.name or actor.id), created_at=now)
+    session.add(ext)
+    session.flush()
+    appeal.version += 1
+    _event(session, appeal, actor, "extension_requested", note=f"申请延期 {days} 个工作日：{reason}",
+           extension_id=ext.id)
+
+
+def act_decide_extension(session, actor, appeal, data, now):
+    ext = session.get(AppealExtension, _need(data, "extension_id", "延期申请"))
+    if ext is None or ext.appeal_id != appeal.id:
+        raise NotFound("没有这个延期申请。")
+    if ext.status != "pending":
+        raise Conflict("这个延期申请已经处理过了。", code="extension_decided")
+    ext.decided_by, ext.decided_at = str(actor.name or actor.id), now
+    appeal.version += 1
+    if data.get("accept"):
+        ext.status = "approved"
+        if appeal.status == S.PENDING_ENTERPRISE and appeal.sla_minutes_left is not None:
+            appeal.sla_minutes_left += ext.working_days * 510
+        elif appeal.due_at is not None:
+            appeal.due_at = work_calendar(session).add_working_days(appeal.due_at, ext.working_days)
+            if appeal.due_at > now:
+                appeal.overdue = False
+        appeal.warned_due_at = None
+        _event(session, appeal, actor, "extension_approved", note=f"同意延期 {ext.working_days} 个工作日",
+               public=True, due_at=appeal.due_at)
+    else:
+        ext.status = "rejected"
+        _event(session, appeal, actor, "extension_rejected", note=data.get("note") or "不同意延期")
+
+
+def act_urge(session, actor, appeal, data, now):
+    if appeal.status not in OPEN:
+        raise Conflict("诉求已不在办理中，无需催办。", code="illegal_transition")
+    appeal.urge_count += 1
+    appeal.version += 1
+    _event(session, appeal, actor, "urged", note=data.get("note") or "催办", department=appeal.department)
+
+
+def _set_category(session, actor, appeal, category: AppealCategory, now):
+    old = appeal.category.name if appeal.category else ""
+    appeal.category_id, appeal.category = category.id, category
+    appeal.category_chosen_by, appeal.needs_triage = "staff", False
+    if appeal.status in (S.SUBMITTED, S.ACCEPTED) or not appeal.department:
+        appeal.department = category.department
+    if appeal.status != S.PENDING_ENTERPRISE:
+        appeal.due_at = work_calendar(session).add_working_days(appeal.submitted_at, category.promised_days)
+    _event(session, appeal, actor, "categorised", note=f"分类：{old or '未分类'} → {category.name}",
+           category=category.code, department=appeal.department)
+
+
+def act_set_category(session, actor, appeal, data, now):
+    category = find_category(session, _need(data, "category", "类别"))
+    appeal.version += 1
+    _set_category(session, actor, appeal, category, now)
+
+
+def act_reassign(session, actor, appeal, data, now):
+    handler = _staff(session, _need(data, "handler_id", "承办人"))
+    appeal.handler_id = handler.id
+    appeal.version += 1
+    _event(session, appeal, actor, "handler_changed", note=f"承办人改为 {handler.display_name or handler.username}",
+           handler_id=handler.id)
+
+
+def act_note(session, actor, appeal, data, now):
+    appeal.version += 1
+    _event(session, appeal, actor, "noted", note=_need(data, "note", "备注"))
+
+
+def act_escalate(session, actor, appeal, data, now):
+    escalate(session, actor, appeal, reason=data.get("reason") or data.get("note") or "工作人员转办不成事", now=now)
+
+
+ACTIONS: dict[str, tuple[str, Callable, str]] = {
+    # name: (minimum role, function, Chinese label)
+    "accept": (StaffRole.STAFF, act_accept, "受理"),
+    "assign": (StaffRole.STAFF, act_assign, "交办"),
+    "start": (StaffRole.DEPT, act_start, "开始办理"),
+    "request_info": (StaffRole.DEPT, act_request_info, "请企业补充材料"),
+    "coordinate": (StaffRole.DEPT, act_coordinate, "协调会办"),
+    "complete_task": (StaffRole.DEPT, act_complete_task, "办结会办任务"),
+    "resolve": (StaffRole.DEPT, act_resolve, "办结"),
+    "close": (StaffRole.STAFF, act_close, "关闭"),
+    "reject": (StaffRole.STAFF, act_reject, "不予受理"),
+    "merge": (StaffRole.STAFF, act_merge, "合并"),
+    "split": (StaffRole.STAFF, act_split, "取消合并"),
+    "return": (StaffRole.DEPT, act_return, "退单"),
+    "decide_return": (StaffRole.STAFF, act_decide_return, "审核退单"),
+    "request_extension": (StaffRole.DEPT, act_request_extension, "申请延期"),
+    "decide_extension": (StaffRole.STAFF, act_decide_extension, "审批延期"),
+    "urge": (StaffRole.STAFF, act_urge, "催办"),
+    "set_category": (StaffRole.STAFF, act_set_category, "分类"),
+    "reassign": (StaffRole.STAFF, act_reassign, "改派承办人"),
+    "note": (StaffRole.DEPT, act_note, "备注"),
+    "escalate": (StaffRole.STAFF, act_escalate, "转办不成事"),
+}
+
+
+def perform(session: Session, actor: Actor, appeal_id: int, action: str, data: dict[str, Any],
+            *, now: datetime | None = None) -> Appeal:
+    """One staff action on one appeal, under a row lock; `version` (optional) must match the current one."""
+    if action not in ACTIONS:
+        raise ValidationError("不支持这个操作。", fields={"action": "不支持这个操作"})
+    min_role, fn, _label = ACTIONS[action]
+    if ROLE_RANK[StaffRole(actor.role)] < ROLE_RANK[StaffRole(min_role)]:
+        raise Forbidden("您的账号不能进行这个操作。")
+    appeal = get_appeal(session, appeal_id, actor, lock=True)
+    if data.get("version") is not None and data["version"] != appeal.version:
+        raise Conflict("诉求已被他人更新，请刷新后再操作。", code="stale_version")
+    fn(session, actor, appeal, data, now or utcnow())
+    session.flush()
+    return appeal
+
+
+# --- queries -------------------------------------------------------------------------------------------
+
+@dataclass
+class Page:
+    items: list
+    total: int
+    page: int
+    per_page: int
+
+    @property
+    def pages(self) -> int:
+        return max(1, -(-self.total // self.per_page))
+
+
+def list_for_staff(session: Session, actor: Actor, *, status: str | None = None, category: str | None = None,
+                   department: str | None = None, grid_id: int | None = None, building_id: int | None = None,
+                   enterprise_id: int | None = None, overdue: bool | None = None, escalated: bool | None = None,
+                   triage: bool | None = None, q: str | None = None, open_only: bool | None = None,
+                   page: int = 1, per_page: int = 20) -> Page:
+    stmt = select(Appeal)
+    if _dept_only(actor):
+        stmt = stmt.where(_dept_clause(actor.department))
+    if status:
+        stmt = stmt.where(Appeal.status.in_(status.split(",")))
+    if open_only:
+        stmt = stmt.where(Appeal.status.in_([s.value for s in OPEN]))
+    if category:
+        cat = find_category(session, category)
+        stmt = stmt.where(Appeal.category_id == cat.id)
+    if department:
+        stmt = stmt.where(Appeal.department == department)
+    if grid_id:
+        stmt = stmt.where(Appeal.grid_id == grid_id)
+    if building_id:
+        stmt = stmt.where(Appeal.building_id == building_id)
+    if enterprise_id:
+        stmt = stmt.where(Appeal.enterprise_id == enterprise_id)
+    if overdue is not None:
+        stmt = stmt.where(Appeal.overdue.is_(overdue))
+    if escalated is not None:
+        stmt = stmt.where(Appeal.escalated.is_(escalated))
+    if triage is not None:
+        stmt = stmt.where(Appeal.needs_triage.is_(triage))
+    if q:
+        like = f"%{q}%"
+        stmt = stmt.where(or_(Appeal.number.ilike(like), Appeal.content.ilike(like),
+                              Appeal.enterprise_name.ilike(like)))
+    total = session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
+    items = list(session.scalars(stmt.order_by(Appeal.id.desc()).offset((page - 1) * per_page).limit(per_page))
+                 .unique())
+    return Page(items, total, page, per_page)
+
+
+def list_own(session: Session, user_id: int, *, page: int = 1, per_page: int = 20) -> Page:
+    stmt = select(Appeal).where(Appeal.user_id == user_id)
+    total = session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
+    items = list(session.scalars(stmt.order_by(Appeal.id.desc()).offset((page - 1) * per_page).limit(per_page))
+                 .unique())
+    return Page(items, total, page, per_page)
+
+
+def timeline(session: Session, appeal: Appeal, *, public_only: bool) -> list[AppealEvent]:
+    q = select(AppealEvent).where(AppealEvent.appeal_id == appeal.id)
+    if public_only:
+        q = q.where(AppealEvent.public.is_(True))
+    return list(session.scalars(q.order_by(AppealEvent.created_at, AppealEvent.id)))
+
+
+def detail_for_staff(session: Session, appeal: Appeal) -> dict[str, Any]:
+    body = appeal.to_staff()
+    body["timeline"] = [e.to_dict() for e in timeline(session, appeal, public_only=False)]
+    body["tasks"] = [t.to_dict() for t in session.scalars(select(AppealTask).where(
+        AppealTask.appeal_id == appeal.id).order_by(AppealTask.id))]
+    body["returns"] = [r.to_dict() for r in session.scalars(select(AppealReturn).where(
+        AppealReturn.appeal_id == appeal.id).order_by(AppealReturn.id))]
+    body["extensions"] = [x.to_dict() for x in session.scalars(select(AppealExtension).where(
+        AppealExtension.appeal_id == appeal.id).order_by(AppealExtension.id))]
+    body["ratings"] = [r.to_dict() for r in ratings(session, appeal)]
+    body["children"] = [{"id": c.id, "number": c.number, "status": c.status} for c in session.scalars(
+        select(Appeal).where(Appeal.master_id == appeal.id)).unique()]
+    body["similar"] = [{"id": a.id, "number": a.number, "score": sc, "content": a.content[:80]}
+                       for a, sc in similar_open(session, appeal)]
+    return body
+
+
+def ratings(session: Session, appeal: Appeal) -> list[AppealRating]:
+    return list(session.scalars(select(AppealRating).where(AppealRating.appeal_id == appeal.id)
+                                .order_by(AppealRating.round)))
+
+
+def detail_for_user(session: Session, appeal: Appeal) -> dict[str, Any]:
+    body = appeal.to_public()
+    body["timeline"] = [e.to_public() for e in timeline(session, appeal, public_only=True)]
+    body["ratings"] = [r.to_dict() for r in ratings(session, appeal)]
+    body["can_rate"] = appeal.status == S.RESOLVED and not any(r.round == appeal.round for r in ratings(session, appeal))
+    body["can_withdraw"] = appeal.status in OPEN
+    body["can_supplement"] = appeal.status == S.PENDING_ENTERPRISE
+    return body

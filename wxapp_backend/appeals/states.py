@@ -1,0 +1,57 @@
+"""The appeal workflow: states, the table of allowed moves, and the Chinese words staff and users read."""
+
+from __future__ import annotations
+
+import enum
+
+
+class AppealStatus(enum.StrEnum):
+    SUBMITTED = "submitted"  # 接单：企业已提交，待受理
+    ACCEPTED = "accepted"  # 已受理，待交办
+    ASSIGNED = "assigned"  # 已交办到部门 / 专员
+    IN_PROGRESS = "in_progress"  # 办理中
+    PENDING_ENTERPRISE = "pending_enterprise"  # 待企业补充材料（计时暂停）
+    COORDINATING = "coordinating"  # 协调会办中
+    RESOLVED = "resolved"  # 已办结，待企业评价
+    CLOSED = "closed"  # 已关闭
+    REJECTED = "rejected"  # 不予受理
+    DUPLICATE = "duplicate"  # 重复诉求，已并入主诉求
+    WITHDRAWN = "withdrawn"  # 企业撤回
+
+
+S = AppealStatus
+
+TRANSITIONS: dict[AppealStatus, frozenset[AppealStatus]] = {
+    S.SUBMITTED: frozenset({S.ACCEPTED, S.REJECTED, S.DUPLICATE, S.WITHDRAWN}),
+    S.ACCEPTED: frozenset({S.ASSIGNED, S.IN_PROGRESS, S.PENDING_ENTERPRISE, S.COORDINATING, S.RESOLVED,
+                           S.REJECTED, S.DUPLICATE, S.WITHDRAWN}),
+    S.ASSIGNED: frozenset({S.IN_PROGRESS, S.ACCEPTED, S.PENDING_ENTERPRISE, S.COORDINATING, S.RESOLVED,
+                           S.DUPLICATE, S.WITHDRAWN}),
+    S.IN_PROGRESS: frozenset({S.ASSIGNED, S.PENDING_ENTERPRISE, S.COORDINATING, S.RESOLVED, S.DUPLICATE,
+                              S.WITHDRAWN}),
+    S.PENDING_ENTERPRISE: frozenset({S.ACCEPTED, S.ASSIGNED, S.IN_PROGRESS, S.COORDINATING, S.WITHDRAWN}),
+    S.COORDINATING: frozenset({S.IN_PROGRESS, S.PENDING_ENTERPRISE, S.RESOLVED, S.WITHDRAWN}),
+    # Resolved waits for the rating: "not resolved" reopens it, the window's end closes it.
+    S.RESOLVED: frozenset({S.CLOSED, S.IN_PROGRESS}),
+    # A merged child follows its master to resolved, or is split off again by staff.
+    S.DUPLICATE: frozenset({S.RESOLVED, S.ACCEPTED}),
+    S.CLOSED: frozenset(),
+    S.REJECTED: frozenset(),
+    S.WITHDRAWN: frozenset(),
+}
+
+# Still being worked on: counted as open, watched by the SLA clock.
+OPEN = frozenset({S.SUBMITTED, S.ACCEPTED, S.ASSIGNED, S.IN_PROGRESS, S.PENDING_ENTERPRISE, S.COORDINATING})
+# The clock runs in these (it is paused while the enterprise owes us information).
+CLOCK_RUNNING = OPEN - {S.PENDING_ENTERPRISE}
+TERMINAL = frozenset({S.CLOSED, S.REJECTED, S.WITHDRAWN})
+
+LABELS: dict[str, str] = {
+    S.SUBMITTED: "已提交", S.ACCEPTED: "已受理", S.ASSIGNED: "已交办", S.IN_PROGRESS: "办理中",
+    S.PENDING_ENTERPRISE: "待补充材料", S.COORDINATING: "协调会办中", S.RESOLVED: "已办结",
+    S.CLOSED: "已关闭", S.REJECTED: "不予受理", S.DUPLICATE: "已合并", S.WITHDRAWN: "已撤回",
+}
+
+
+def can_move(src: str, dst: str) -> bool:
+    return AppealStatus(dst) in TRANSITIONS[AppealStatus(src)]
