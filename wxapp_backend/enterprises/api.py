@@ -7,7 +7,7 @@ from flask import Blueprint, jsonify
 from ..auth.guard import current_actor, staff_api_required
 from ..auth.models import StaffRole
 from ..db import session_scope
-from ..http import doc, parse, query
+from ..http import doc, json_body, parse, query
 from ..validation import Field
 from . import services
 
@@ -69,10 +69,10 @@ def get_enterprise(enterprise_id: int):
 
 @bp.patch("/staff/enterprises/<int:enterprise_id>")
 @staff_api_required(StaffRole.STAFF)
-@doc("修改企业档案（只改提交的字段）", body=services.ENTERPRISE_FIELDS, auth="staff", tags=["企业"],
+@doc("修改企业档案（只改提交的字段；可选字段传 null 即清空）", body=services.ENTERPRISE_FIELDS, auth="staff", tags=["企业"],
      responses={200: "企业档案", 404: "不存在", 409: "信用代码已登记", 422: "填写有误"})
 def update_enterprise(enterprise_id: int):
-    data = parse(services.ENTERPRISE_FIELDS, partial=True)
+    data = json_body()  # the service validates; null must reach it to clear a field
     with session_scope() as s:
         enterprise = services.update_enterprise(s, current_actor(), enterprise_id, data)
         return jsonify(enterprise.to_dict())

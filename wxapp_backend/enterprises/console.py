@@ -41,7 +41,9 @@ def _link_args(args: dict[str, Any]) -> dict[str, Any]:
 
 
 def _form(fields: tuple[Field, ...]) -> dict[str, Any]:
-    return {f.name: request.form.get(f.name, "") for f in fields if f.name in request.form}
+    """The submitted fields; a blank box or "（未选择）" is None, which empties the field in an edit."""
+    return {f.name: (request.form[f.name] if request.form[f.name].strip() else None)
+            for f in fields if f.name in request.form}
 
 
 def _save(render: Callable[..., Any], action: Callable[[Any], Any], success: str, target: Callable[[Any], str]):

@@ -183,6 +183,8 @@ def read_table(filename: str, data: bytes) -> list[tuple[int, list[str]]]:
         if number > MAX_SHEET_ROWS:
             raise _FileProblem(f"表格有 {MAX_SHEET_ROWS} 行以上（含空行），请删除多余的空行后再导入。")
         texts = [_cell_text(c) for c in cells]
+        while texts and texts[-1] == "":
+            texts.pop()  # read-only sheets pad every row to the widest one
         if any(t.strip() for t in texts):
             out.append((number, texts))
         if len(out) > MAX_ROWS + 1:
@@ -218,7 +220,7 @@ def _read_csv(data: bytes) -> Iterator[tuple[int, list[Any]]]:
     text = _decode(data)
     first = text.split("\n", 1)[0]
     delimiter = "\t" if "\t" in first and "," not in first else ","
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
     try:
         # A record is one spreadsheet row even when a quoted cell spans several lines.
         for number, record in enumerate(reader, start=1):

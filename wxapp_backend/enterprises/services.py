@@ -126,6 +126,9 @@ def clean_values(data: Mapping[str, Any], fields: tuple[Field, ...], *, partial:
     if "tags" in data and isinstance(data["tags"], str):
         data = {**data, "tags": split_tags(data["tags"])}
     values = validate(data, fields, partial=partial)
+    if partial:
+        # In an edit, an optional field sent as null is cleared (validate() leaves it out).
+        values.update({f.name: None for f in fields if not f.required and f.name in data and data[f.name] is None})
     for k, v in list(values.items()):
         if v is None and k in _TEXT_DEFAULTS:
             values[k] = _TEXT_DEFAULTS[k]
@@ -266,6 +269,7 @@ def update_building(session: Session, actor: Actor, building_id: int, data: Mapp
     for k, v in values.items():
         setattr(building, k, v)
     _flush(session, f"已有名为「{building.name}」的楼宇，请换一个名称。", "name")
+    session.expire(building, ["grid"])
     if changes:
         audit(session, actor, "building.updated", building, changes=changes)
     return building
@@ -331,6 +335,7 @@ def update_enterprise(session: Session, actor: Actor, enterprise_id: int, data: 
     for k, v in values.items():
         setattr(enterprise, k, v)
     _flush(session, f"统一社会信用代码 {enterprise.credit_code} 已登记，请勿重复建档。", "credit_code")
+    session.expire(enterprise, ["building"])  # follow a changed building_id
     if changes:
         audit(session, actor, "enterprise.updated", enterprise, changes=changes)
     return enterprise
