@@ -186,15 +186,19 @@ HELP = ("输入文字与数字店小二对话；命令：/follow 关注  /unfoll
         "/scan 扫码  /quit 退出")
 
 
-def run_chat(app: Flask, account: str, openid: str, lines: Any = None, echo: Any = click.echo) -> None:
-    """The interactive loop (lines: an iterable of inputs for tests; None reads the terminal)."""
+def run_chat(app: Flask, account: str, openid: str, lines: Any = None, echo: Any = click.echo,
+             standin: Any = None) -> None:
+    """The interactive loop (lines: an iterable of inputs for tests; None reads the terminal).
+
+    `standin`: a running WeChatStandIn that WECHAT_API_BASE points at, to read sent messages back from.
+    """
     settings = app.extensions["wxapp"].settings
     overrides = throwaway_overrides(settings, account)
-    standin = None
-    if settings.wechat_api_base.rstrip("/") == DEFAULT_API_BASE:
+    own_standin = None
+    if standin is None and settings.wechat_api_base.rstrip("/") == DEFAULT_API_BASE:
         from .standin import WeChatStandIn
 
-        standin = WeChatStandIn().start()
+        standin = own_standin = WeChatStandIn().start()
         overrides["wechat_api_base"] = standin.base_url
     # A private queue: this session runs only its own jobs, never the instance's real ones.
     overrides["queue_name"] = f"chat-{secrets.token_hex(4)}"
@@ -234,8 +238,8 @@ def run_chat(app: Flask, account: str, openid: str, lines: Any = None, echo: Any
             for answer in answers or ["（没有回复）"]:
                 echo(f"店小二> {answer}")
     finally:
-        if standin is not None:
-            standin.stop()
+        if own_standin is not None:
+            own_standin.stop()
 
 
 def register_cli(app: Flask) -> None:

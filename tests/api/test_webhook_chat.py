@@ -1,0 +1,64 @@
+"""`flask chat` and the console chat simulator go through the real webhook path."""
+
+from __future__ import annotations
+
+import re
+
+from handlers.bot import GREETING, HUMAN_NOTE, WELCOME
+from wxapp_backend.wechat.chat import run_chat
+
+
+def test_chat_cli_with_throwaway_token_and_standin(app, standin):
+    out: list[str] = []
+    # The session settings have no WECHAT_TOKEN: the chat makes a throwaway token and AES key.
+    run_chat(app, "oa", "chat-test-user", lines=["你好", "/follow", "转人工", "/quit", "不会发送"], echo=out.append,
+             standin=standin)
+    text = "\n".join(out)
+    assert "安全模式" in out[0] and "临时 Token" in out[0]
+    assert f"店小二> {GREETING}" in out
+    assert any(WELCOME.splitlines()[0] in line for line in out)
+    assert "店小二> ［已转接人工客服］" in out
+    assert f"店小二> ［客服消息］{HUMAN_NOTE}" in out
+    assert "不会发送" not in text
+
+
+def test_chat_cli_mini_program_replies_come_by_customer_service(app, standin):
+    out: list[str] = []
+    run_chat(app, "wxa", "chat-test-wxa", lines=["你好"], echo=out.append, standin=standin)
+    assert f"店小二> ［客服消息］{GREETING}" in out
+
+
+def test_chat_cli_starts_its_own_standin_for_the_default_api_base(app, settings):
+    from wxapp_backend import create_app
+
+    default = create_app(settings.with_overrides(wechat_api_base="https://api.weixin.qq.com"))
+    out: list[str] = []
+    run_chat(default, "wxa", "chat-test-wxa2", lines=["谢谢"], echo=out.append)
+    assert "本地模拟微信接口" in out[0]
+    assert any("［客服消息］不客气" in line for line in out)
+
+
+def test_flask_chat_command_is_registered(app):
+    runner = app.test_cli_runner()
+    result = runner.invoke(args=["chat", "--help"])
+    assert result.exit_code == 0 and "--account" in result.output
+
+
+def test_console_chat_simulator(client, make_staff, console_login):
+    staff = make_staff(role="staff")
+    csrf = console_login(staff)
+    page = client.get("/console/chat")
+    assert page.status_code == 200 and "对话测试" in page.get_data(as_text=True)
+    assert "<script>" not in page.get_data(as_text=True)  # CSP: no inline script
+    assert client.post("/console/chat", data={"text": "你好"}).status_code == 400  # CSRF
+    resp = client.post("/console/chat", data={"text": "你好", "csrf_token": csrf})
+    assert resp.status_code == 302
+    html = client.get("/console/chat").get_data(as_text=True)
+    assert GREETING in html and re.search(r"chat-me.*你好", html, re.S)
+    client.post("/console/chat", data={"event": "subscribe", "csrf_token": csrf})
+    assert "欢迎关注营商服务中心" in client.get("/console/chat").get_data(as_text=True)
+
+
+def test_console_chat_needs_staff_role(client, make_staff, console_login):
+    console_login(make_staff(role="dept"))
+    assert client.get("/console/chat").status_code in (302, 403)
