@@ -1,7 +1,258 @@
-"""Console pages for activities: list, editor, registrations (XLSX), check-in, attendance statistics."""
+"""Console pages for activities: list, editor, registrations (XLSX export), check-in, attendance statistics."""
 
 from __future__ import annotations
 
-from flask import Blueprint
+import io
+import json
+import re
+from datetime import datetime
+from typing import Any
+
+from flask import Blueprint, Response, current_app, flash, redirect, render_template, request, url_for
+from sqlalchemy import select
+
+from ..auth.guard import console_required, current_actor
+from ..auth.models import StaffRole, User
+from ..console import add_nav
+from ..db import session_scope
+from ..enterprises.models import Building, Enterprise
+from ..errors import AppError, ValidationError
+from . import checkin, services
+from .models import CATEGORIES, QUESTION_TYPES, Activity, Registration
 
 bp = Blueprint("activities_console", __name__, url_prefix="/console")
+
+STATUS_NAMES = {"draft": "草稿", "published": "已发布", "cancelled": "已取消"}
+_DT_FIELDS = ("starts_at", "ends_at", "registration_opens_at", "registration_closes_at", "cancel_deadline")
+_SPLIT = re.compile(r"[,，、\s]+")
+
+
+def _local(dt: datetime | None) -> str:
+    return dt.astimezone(services.SHANGHAI).strftime("%Y-%m-%d %H:%M") if dt else ""
+
+
+def _local_input(dt: datetime | None) -> str:
+    return dt.astimezone(services.SHANGHAI).strftime("%Y-%m-%dT%H:%M") if dt else ""
+
+
+@bp.app_template_filter("local_time")
+def _local_time_filter(dt: datetime | None) -> str:
+    return _local(dt)
+
+
+def _form_data(*, editing: bool) -> dict[str, Any]:
+    """The editor form as the service's input (datetime-local values are Shanghai time)."""
+    f = request.form
+    data: dict[str, Any] = {}
+    for name in ("category", "title", "description", "address", "cover_image", "status"):
+        if name in f:
+            data[name] = f.get(name, "")
+    for name in _DT_FIELDS + ("capacity", "per_enterprise_cap", "building_id"):
+        value = f.get(name, "").strip()
+        data[name] = value or None
+    for name in ("waitlist_enabled", "verified_only", "requires_approval"):
+        data[name] = name in f
+    data["audience_building_ids"] = [int(x) for x in f.getlist("audience_building_ids") if x.isdigit()]
+    for name in ("audience_industries", "audience_tags"):
+        data[name] = [x for x in _SPLIT.split(f.get(name, "")) if x]
+    raw = f.get("questions", "").strip()
+    if raw:
+        try:
+            data["questions"] = json.loads(raw)
+        except ValueError:
+            raise ValidationError("报名问题应为 JSON 列表，例如 [{\"key\":\"size\",\"label\":\"尺码\",\"type\":\"choice\","
+                                  "\"options\":[\"S\",\"M\"]}]", fields={"questions": "格式不对"}) from None
+    else:
+        data["questions"] = []
+    if editing:  # an edit form sends every field; None means "cleared" for the optional ones
+        for name in ("registration_opens_at", "registration_closes_at", "cancel_deadline", "per_enterprise_cap",
+                     "building_id"):
+            if data.get(name) is None:
+                data.pop(name)
+    return data
+
+
+def _choices(s) -> dict[str, Any]:
+    return {"categories": CATEGORIES, "buildings": s.scalars(select(Building).order_by(Building.name)).all(),
+            "question_types": QUESTION_TYPES, "status_names": STATUS_NAMES}
+
+
+@bp.get("/activities")
+@console_required(StaffRole.DEPT)
+def activities():
+    q = {"category": request.args.get("category") or None, "page": max(request.args.get("page", 1, type=int), 1),
+         "per_page": 30, "include_past": True}
+    if q["category"] not in CATEGORIES:
+        q["category"] = None
+    with session_scope() as s:
+        items, total = services.list_activities(s, q, staff=True)
+    return render_template("console/activities/list.html", items=items, total=total, q=q, categories=CATEGORIES,
+                           status_names=STATUS_NAMES, local=lambda iso: _local(datetime.fromisoformat(iso)))
+
+
+@bp.route("/activities/new", methods=["GET", "POST"])
+@console_required(StaffRole.STAFF)
+def new_activity():
+    return _editor(None)
+
+
+@bp.route("/activities/<int:activity_id>/edit", methods=["GET", "POST"])
+@console_required(StaffRole.STAFF)
+def edit_activity(activity_id: int):
+    return _editor(activity_id)
+
+
+def _editor(activity_id: int | None):
+    with session_scope() as s:
+        activity = services.get_activity(s, activity_id, staff=True) if activity_id else None
+        ctx = _choices(s)
+        values = _values(activity)
+    if request.method == "GET":
+        return render_template("console/activities/edit.html", activity=activity, v=values, errors={}, **ctx)
+    try:
+        with session_scope() as s:
+            data = _form_data(editing=activity is not None)
+            if activity is None:
+                saved = services.create_activity(s, current_actor(), data)
+            else:
+                saved = services.update_activity(s, current_actor(), activity.id, data)
+            saved_id = saved.id
+    except AppError as exc:
+        if exc.status in {403, 404}:
+            raise
+        values = {**values, **{k: request.form.get(k, "") for k in request.form}}
+        values["audience_building_ids"] = [int(x) for x in request.form.getlist("audience_building_ids")
+                                           if x.isdigit()]
+        return render_template("console/activities/edit.html", activity=activity, v=values, error=exc.message,
+                               errors=exc.fields, **ctx), exc.status
+    flash("活动已保存。")
+    return redirect(url_for("activities_console.registrations", activity_id=saved_id))
+
+
+def _values(a: Activity | None) -> dict[str, Any]:
+    if a is None:
+        return {"waitlist_enabled": True, "status": "published", "category": "lunch_hour", "questions": "",
+                "audience_building_ids": []}
+    v: dict[str, Any] = {k: getattr(a, k) for k in ("category", "title", "description", "address", "capacity",
+                                                     "per_enterprise_cap", "building_id", "cover_image", "status",
+                                                     "waitlist_enabled", "verified_only", "requires_approval")}
+    for k in _DT_FIELDS:
+        v[k] = _local_input(getattr(a, k))
+    v["audience_building_ids"] = list(a.audience_building_ids or [])
+    v["audience_industries"] = "、".join(a.audience_industries or [])
+    v["audience_tags"] = "、".join(a.audience_tags or [])
+    v["questions"] = json.dumps(a.questions, ensure_ascii=False) if a.questions else ""
+    return v
+
+
+def _registration_rows(s, activity_id: int) -> list[dict[str, Any]]:
+    rows = s.execute(select(Registration, User, Enterprise)
+                     .join(User, User.id == Registration.user_id)
+                     .outerjoin(Enterprise, Enterprise.id == Registration.enterprise_id)
+                     .where(Registration.activity_id == activity_id)
+                     .order_by(Registration.id)).unique().all()
+    out = []
+    for reg, user, ent in rows:
+        out.append({"id": reg.id, "status": reg.status, "status_label": services.STATUS_LABELS[reg.status],
+                    "user": user.nickname or f"用户{user.id}", "phone": user.phone,
+                    "enterprise": ent.name if ent else "", "building": user.building.name if user.building else "",
+                    "answers": reg.answers or {}, "created_at": _local(reg.created_at),
+                    "checked_in_at": _local(reg.checked_in_at), "no_shows": user.no_show_count})
+    return out
+
+
+@bp.get("/activities/<int:activity_id>/registrations")
+@console_required(StaffRole.DEPT)
+def registrations(activity_id: int):
+    with session_scope() as s:
+        activity = services.get_activity(s, activity_id, staff=True)
+        rows = _registration_rows(s, activity_id)
+        taken, queued = services.seats_taken(s, activity_id), services.waitlist_length(s, activity_id)
+        stats = services.attendance_stats(s, activity_id)
+    return render_template("console/activities/registrations.html", activity=activity, rows=rows, taken=taken,
+                           queued=queued, stats=stats, status_names=STATUS_NAMES)
+
+
+@bp.get("/activities/<int:activity_id>/registrations.xlsx")
+@console_required(StaffRole.DEPT)
+def export_registrations(activity_id: int):
+    from openpyxl import Workbook
+
+    with session_scope() as s:
+        activity = services.get_activity(s, activity_id, staff=True)
+        rows = _registration_rows(s, activity_id)
+        questions = list(activity.questions or [])
+        title = activity.title
+    wb = Workbook()
+    ws = wb.active
+    ws.title = "报名名单"
+    ws.append(["报名编号", "姓名/昵称", "手机", "企业", "楼宇", "状态", "报名时间", "签到时间"]
+              + [q["label"] for q in questions])
+    for r in rows:
+        answers = [r["answers"].get(q["key"], "") for q in questions]
+        ws.append([r["id"], _cell(r["user"]), _cell(r["phone"]), _cell(r["enterprise"]), _cell(r["building"]),
+                   r["status_label"], r["created_at"], r["checked_in_at"]]
+                  + [_cell("、".join(a) if isinstance(a, list) else a) for a in answers])
+    buf = io.BytesIO()
+    wb.save(buf)
+    from urllib.parse import quote
+
+    name = quote(f"{title}-报名名单.xlsx")
+    return Response(buf.getvalue(), mimetype="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+                    headers={"Content-Disposition": f"attachment; filename=registrations.xlsx; filename*=UTF-8''{name}"})
+
+
+def _cell(value: Any) -> Any:
+    # Spreadsheet formula injection: text starting with = + - @ is shown as text, never evaluated.
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@"):
+        return "'" + value
+    return value
+
+
+@bp.post("/registrations/<int:registration_id>/<any(approve,reject,cancel):action>")
+@console_required(StaffRole.STAFF)
+def registration_action(registration_id: int, action: str):
+    try:
+        with session_scope() as s:
+            if action == "cancel":
+                reg = services.cancel_registration(s, current_actor(), registration_id)
+            else:
+                reg = services.decide(s, current_actor(), registration_id, action == "approve",
+                                      request.form.get("note", "")[:200])
+            activity_id = reg.activity_id
+    except AppError as exc:
+        if exc.status == 404:
+            raise
+        flash(exc.message)
+        return redirect(request.referrer or url_for("activities_console.activities"))
+    flash({"approve": "已通过。", "reject": "已驳回。", "cancel": "已取消，名额已递补给候补。"}[action])
+    return redirect(url_for("activities_console.registrations", activity_id=activity_id))
+
+
+@bp.route("/checkin", methods=["GET", "POST"])
+@console_required(StaffRole.DEPT)
+def checkin_page():
+    if request.method == "GET":
+        return render_template("console/activities/checkin.html", result=None, error=None)
+    token = (request.form.get("token") or "").strip()[:100]
+    try:
+        with session_scope() as s:
+            result = checkin.check_in(s, current_actor(), current_app.extensions["wxapp"].settings.secret_key, token)
+    except AppError as exc:
+        if exc.status >= 500:
+            raise
+        return render_template("console/activities/checkin.html", result=None, error=exc.message), exc.status
+    return render_template("console/activities/checkin.html", result=result, error=None)
+
+
+@bp.get("/activities/stats")
+@console_required(StaffRole.DEPT)
+def stats():
+    with session_scope() as s:
+        data = services.attendance_stats(s)
+    return render_template("console/activities/stats.html", stats=data)
+
+
+add_nav("activities_console.activities", "活动", StaffRole.DEPT, "白领服务")
+add_nav("activities_console.checkin_page", "签到", StaffRole.DEPT, "白领服务")
+
