@@ -90,7 +90,9 @@ def deliver_notification(notification_id: int) -> str:
             step = _next_send(notification_id)
             if isinstance(step, str):
                 return step
-            _send(step, notification_id)
+            finished = _send(step, notification_id)
+            if finished:
+                return finished
     finally:
         try:
             lock.release()
@@ -265,7 +267,8 @@ def _last_try() -> bool:
     return job is not None and not job.retries_left
 
 
-def _send(step: _Send, notification_id: int) -> None:
+def _send(step: _Send, notification_id: int) -> str | None:
+    """Call WeChat and record the outcome; returns the notification's final status, or None to go on."""
     error: WeChatAPIError | None = None
     try:
         _call(step)
@@ -278,12 +281,11 @@ def _send(step: _Send, notification_id: int) -> None:
         attempt = s.get(NotificationAttempt, step.attempt_id)
         note = s.get(Notification, notification_id)
         if attempt is None or note is None:
-            return
+            return "missing"
         if error is None:
             _close(s, attempt, Outcome.OK, detail=step.template_id or step.account)
-            _finish(note, DeliveryStatus.SENT_SUBSCRIBE if step.channel == Channel.SUBSCRIBE
-                    else DeliveryStatus.SENT_CUSTOM)
-            return
+            return _finish(note, DeliveryStatus.SENT_SUBSCRIBE if step.channel == Channel.SUBSCRIBE
+                           else DeliveryStatus.SENT_CUSTOM)
         detail = f"{error.errcode} {error.errmsg}"
         if error.transient and not final:
             attempt.errcode = error.errcode  # still "sending": the retry re-sends on the same claim
@@ -291,7 +293,7 @@ def _send(step: _Send, notification_id: int) -> None:
             _close(s, attempt, Outcome.FAILED, errcode=error.errcode, detail=detail)
             if step.channel == Channel.SUBSCRIBE:
                 credits.refund(s, step.user_id, step.template_id)
-            _finish(note, DeliveryStatus.FAILED)
+            return _finish(note, DeliveryStatus.FAILED)
         elif step.channel == Channel.SUBSCRIBE:
             if error.errcode == REFUSED:
                 _close(s, attempt, Outcome.REFUSED, errcode=error.errcode, detail=detail)
@@ -312,3 +314,4 @@ def _send(step: _Send, notification_id: int) -> None:
         log.warning("notification send failed for now; the job will retry",
                     extra={"notification_id": notification_id, "errcode": error.errcode})
         raise error
+    return None

@@ -1,0 +1,370 @@
+"""Delivery of notifications: the right channel, WeChat's refusals, retries that never double-send, credits."""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import timedelta
+
+import pytest
+from prometheus_client import REGISTRY
+from rq.registry import ScheduledJobRegistry
+from sqlalchemy import select
+
+from wxapp_backend.db import session_scope, utcnow
+from wxapp_backend.notices import credits, jobs
+from wxapp_backend.notices.jobs import deliver_notification
+from wxapp_backend.notices.kinds import get_kind
+from wxapp_backend.notices.models import Notification, NotificationAttempt, SubscribeCredit
+from wxapp_backend.notices.services import notify
+from wxapp_backend.wechat.client import WeChatAPIError, take_custom_slot
+
+SUBSCRIBE = "/cgi-bin/message/subscribe/send"
+CUSTOM = "/cgi-bin/message/custom/send"
+TEMPLATE = "PLACEHOLDER-appeal-progress"  # the default template of appeal_* kinds
+
+
+@pytest.fixture(autouse=True)
+def _no_backoff(app_ctx, monkeypatch):
+    """Busy (-1) retries without waiting, so retry tests stay fast."""
+    from wxapp_backend.wechat import client
+
+    monkeypatch.setitem(app_ctx.extensions, "wxapp_wechat_apis", {})
+    real = client.build_api
+    monkeypatch.setattr(client, "build_api", lambda *a, **kw: real(*a, **{**kw, "sleep": lambda s: None}))
+
+
+def _notify(user, kind="appeal_accepted", fields=None, **kw) -> int:
+    kw.setdefault("title", "诉求已受理")
+    kw.setdefault("body", "我们已受理您关于空调噪音的诉求。")
+    with session_scope() as s:
+        return notify(s, user.id, kind, fields or {}, "pages/appeal/detail?id=1", **kw).id
+
+
+def _give_credits(user, n=1, template=TEMPLATE, *, long_term=False):
+    with session_scope() as s:
+        for _ in range(n):
+            credits.add_credit(s, user.id, template, long_term=long_term)
+
+
+def _credits(db, user, template=TEMPLATE) -> int | None:
+    db.expire_all()
+    row = db.scalar(select(SubscribeCredit).where(SubscribeCredit.user_id == user.id,
+                                                  SubscribeCredit.template_id == template))
+    return None if row is None else row.credits
+
+
+def _note(db, nid) -> Notification:
+    db.expire_all()
+    return db.get(Notification, nid)
+
+
+def _attempts(db, nid) -> list[tuple[str, str, int]]:
+    db.expire_all()
+    rows = db.scalars(select(NotificationAttempt).where(NotificationAttempt.notification_id == nid)
+                      .order_by(NotificationAttempt.id)).all()
+    return [(r.channel, r.outcome, r.errcode) for r in rows]
+
+
+def _sample(name, labels) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+# ------------------------------------------------------------------------------------------ channels
+
+def test_with_credit_a_subscribe_message_goes_out(make_user, standin, db):
+    user = make_user()
+    _give_credits(user, 2)
+    nid = _notify(user, fields={"time": "2025-10-16T14:30:00+08:00"})
+    assert deliver_notification(nid) == "sent_subscribe"
+    body = standin.calls_to(SUBSCRIBE)[0].body
+    assert body["touser"] == user.openid and body["template_id"] == TEMPLATE
+    assert body["page"] == "pages/appeal/detail?id=1"
+    assert body["data"] == {"thing1": {"value": "诉求已受理"}, "phrase2": {"value": "已受理"},
+                            "time3": {"value": "2025年10月16日 14:30"}, "thing4": {"value": "我们已受理您的诉求"}}
+    assert _credits(db, user) == 1
+    assert _attempts(db, nid) == [("subscribe", "ok", 0)]
+    assert _note(db, nid).finished_at is not None
+
+
+def test_without_credit_or_window_it_stays_in_the_inbox(make_user, standin, db):
+    user = make_user()
+    nid = _notify(user)
+    assert deliver_notification(nid) == "inbox_only"
+    assert standin.count() == 0  # not even a token fetch
+    assert _attempts(db, nid) == []
+
+
+def test_inside_the_window_a_customer_service_text_goes_out(make_user, standin, db):
+    user = make_user(oa_openid="oOA" + "x" * 20, last_message_at=utcnow() - timedelta(hours=47))
+    nid = _notify(user)
+    assert deliver_notification(nid) == "sent_custom"
+    call = standin.calls_to(CUSTOM)[0]
+    assert call.body["touser"] == user.oa_openid and call.body["msgtype"] == "text"
+    assert call.body["text"]["content"].startswith("诉求已受理\n我们已受理您关于空调噪音的诉求。")
+    assert _attempts(db, nid) == [("custom", "ok", 0)]
+
+
+def test_mini_program_chat_when_there_is_no_official_account_openid(make_user, standin):
+    user = make_user(last_message_at=utcnow() - timedelta(minutes=5))
+    assert deliver_notification(_notify(user)) == "sent_custom"
+    assert standin.calls_to(CUSTOM)[0].body["touser"] == user.openid
+
+
+def test_outside_the_window_nothing_is_sent(make_user, standin):
+    user = make_user(last_message_at=utcnow() - timedelta(hours=48, minutes=1))
+    assert deliver_notification(_notify(user)) == "inbox_only"
+    assert standin.count(CUSTOM) == 0
+
+
+def test_the_window_takes_five_messages(make_user, standin, db):
+    user = make_user(last_message_at=utcnow() - timedelta(hours=1))
+    before = _sample("wechat_custom_refused_total", {"reason": "local"})
+    results = [deliver_notification(_notify(user, title=f"第{i}条")) for i in range(6)]
+    assert results == ["sent_custom"] * 5 + ["inbox_only"]
+    assert standin.count(CUSTOM) == 5
+    assert _sample("wechat_custom_refused_total", {"reason": "local"}) == before + 1
+    last = db.scalars(select(Notification).order_by(Notification.id.desc())).first()
+    assert _attempts(db, last.id) == [("custom", "limited", 0)]
+
+
+def test_a_new_user_message_opens_a_new_window(app_ctx):
+    state = app_ctx.extensions["wxapp"]
+    first = utcnow() - timedelta(hours=2)
+    assert [take_custom_slot(state.redis, "app", "o1", first) for _ in range(6)] == [1, 2, 3, 4, 5, 0]
+    assert take_custom_slot(state.redis, "app", "o1", utcnow() - timedelta(minutes=1)) == 1
+    assert take_custom_slot(state.redis, "app", "o1", utcnow() - timedelta(hours=49)) == 0
+    assert take_custom_slot(state.redis, "app", "o1", None) == 0
+
+
+# ------------------------------------------------------------------------------------------ refusals
+
+def test_43101_zeroes_the_credit_and_falls_through(make_user, standin, db):
+    user = make_user(last_message_at=utcnow() - timedelta(hours=1))
+    _give_credits(user, 3)
+    standin.fail_next(SUBSCRIBE, 43101)
+    nid = _notify(user)
+    assert deliver_notification(nid) == "sent_custom"
+    assert _credits(db, user) == 0
+    assert _attempts(db, nid) == [("subscribe", "refused", 43101), ("custom", "ok", 0)]
+    assert standin.count(SUBSCRIBE) == 1  # 43101 is routine: never retried
+
+
+@pytest.mark.parametrize("errcode", [47003, 40003, 40037, 41030])
+def test_refused_subscribe_is_recorded_and_the_credit_given_back(make_user, standin, db, errcode):
+    user = make_user()
+    _give_credits(user, 1)
+    standin.fail_next(SUBSCRIBE, errcode)
+    nid = _notify(user)
+    assert deliver_notification(nid) == "inbox_only"
+    assert _attempts(db, nid) == [("subscribe", "failed", errcode)]
+    assert _credits(db, user) == 1
+    assert standin.count(SUBSCRIBE) == 1
+
+
+def test_fields_that_would_fail_are_caught_before_sending(make_user, standin, db):
+    user = make_user()
+    _give_credits(user, 1)
+    nid = _notify(user, fields={"status": "accepted!"})  # phrase2 must be Chinese
+    assert deliver_notification(nid) == "inbox_only"
+    assert standin.count(SUBSCRIBE) == 0
+    [(channel, outcome, _)] = _attempts(db, nid)
+    assert (channel, outcome) == ("subscribe", "invalid")
+    db.expire_all()
+    assert "phrase2" in db.scalar(select(NotificationAttempt.detail))
+    assert _credits(db, user) == 1  # not spent on a message that could not go
+
+
+@pytest.mark.parametrize("errcode", [45015, 45047])
+def test_customer_service_limits_are_counted_and_end_inbox_only(make_user, standin, db, errcode):
+    user = make_user(last_message_at=utcnow() - timedelta(hours=1))
+    before = _sample("wechat_custom_refused_total", {"reason": str(errcode)})
+    standin.fail_next(CUSTOM, errcode)
+    nid = _notify(user)
+    assert deliver_notification(nid) == "inbox_only"
+    assert _attempts(db, nid) == [("custom", "limited", errcode)]
+    assert _sample("wechat_custom_refused_total", {"reason": str(errcode)}) == before + 1
+    assert _sample("wechat_api_calls_total", {"api": "custom_send", "errcode": str(errcode)}) >= 1
+
+
+def test_daily_quota_on_subscribe_alerts_and_falls_through(make_user, standin, db, caplog):
+    user = make_user()
+    _give_credits(user, 1)
+    standin.fail_next(SUBSCRIBE, 45009)
+    nid = _notify(user)
+    assert deliver_notification(nid) == "inbox_only"
+    assert _attempts(db, nid) == [("subscribe", "failed", 45009)]
+    assert any(getattr(r, "alert", False) for r in caplog.records)
+    assert standin.count(SUBSCRIBE) == 1 and _credits(db, user) == 1
+
+
+def test_long_term_templates_do_not_spend_credits(make_user, standin, db):
+    user = make_user()
+    _give_credits(user, 1, long_term=True)
+    for _ in range(3):
+        assert deliver_notification(_notify(user)) == "sent_subscribe"
+    assert _credits(db, user) == 1
+
+
+def test_unknown_kind_goes_to_the_inbox(make_user, standin):
+    user = make_user()
+    _give_credits(user, 1)
+    assert deliver_notification(_notify(user, kind="something_new")) == "inbox_only"
+    assert standin.count() == 0
+
+
+# ------------------------------------------------------------------------------------------ idempotence
+
+def test_a_job_run_twice_sends_once(make_user, standin, db):
+    user = make_user()
+    _give_credits(user, 5)
+    nid = _notify(user)
+    assert deliver_notification(nid) == "sent_subscribe"
+    assert deliver_notification(nid) == "skipped"
+    assert standin.count(SUBSCRIBE) == 1 and _credits(db, user) == 4
+    assert len(_attempts(db, nid)) == 1
+
+
+def test_transient_error_raises_for_retry_and_the_retry_reuses_the_claim(make_user, standin, db):
+    user = make_user()
+    _give_credits(user, 1)
+    standin.fail_next(SUBSCRIBE, -1, times=3)  # outlasts the client's own backoff retries
+    nid = _notify(user)
+    with pytest.raises(WeChatAPIError) as info:
+        deliver_notification(nid)
+    assert info.value.transient
+    assert _note(db, nid).status == "pending"
+    assert _attempts(db, nid) == [("subscribe", "sending", -1)]
+    assert _credits(db, user) == 0  # claimed once
+    # RQ's retry: the same claim is used, no second credit is needed.
+    assert deliver_notification(nid) == "sent_subscribe"
+    assert _attempts(db, nid) == [("subscribe", "ok", 0)]
+    assert deliver_notification(nid) == "skipped"
+    assert standin.count(SUBSCRIBE) == 4  # three busy answers, one success
+    assert _credits(db, user) == 0
+
+
+def test_timeout_on_customer_service_retries_on_the_same_slot(make_user, standin, db, app_ctx, monkeypatch):
+    state = app_ctx.extensions["wxapp"]
+    monkeypatch.setattr(state.wechat_http, "timeout", 0.3)
+    user = make_user(last_message_at=utcnow() - timedelta(hours=1))
+    nid = _notify(user)
+    standin.set_latency(0.8, CUSTOM)
+    with pytest.raises(WeChatAPIError):
+        deliver_notification(nid)
+    standin.set_latency(0, CUSTOM)
+    assert deliver_notification(nid) == "sent_custom"
+    assert _attempts(db, nid) == [("custom", "ok", 0)]
+    # Only one window slot was taken for the two tries.
+    assert take_custom_slot(state.redis, state.settings.wxa_appid, user.openid, user.last_message_at) == 2
+
+
+def test_the_last_retry_gives_the_credit_back_and_fails(make_user, standin, db, monkeypatch):
+    user = make_user()
+    _give_credits(user, 1)
+    standin.fail_next(SUBSCRIBE, -1, times=3)
+    monkeypatch.setattr(jobs, "_last_try", lambda: True)
+    nid = _notify(user)
+    assert deliver_notification(nid) == "failed"
+    assert _attempts(db, nid) == [("subscribe", "failed", -1)]
+    assert _credits(db, user) == 1
+
+
+def test_an_overlapping_run_does_nothing(make_user, standin, app_ctx):
+    user = make_user()
+    _give_credits(user, 1)
+    nid = _notify(user)
+    lock = app_ctx.extensions["wxapp"].redis.lock(f"wxapp:notify:lock:{nid}", timeout=10)
+    assert lock.acquire(blocking=False)
+    assert deliver_notification(nid) == "busy"
+    lock.release()
+    assert standin.count() == 0
+    assert deliver_notification(nid) == "sent_subscribe"
+
+
+def test_through_the_queue_with_rq_retry(make_user, standin, db, run_jobs, app_ctx):
+    user = make_user()
+    _give_credits(user, 1)
+    standin.fail_next(SUBSCRIBE, -1, times=3)
+    nid = _notify(user)
+    assert run_jobs() == 1
+    state = app_ctx.extensions["wxapp"]
+    assert f"notify-{nid}" in ScheduledJobRegistry(queue=state.queue).get_job_ids()  # RQ will retry it
+    assert _note(db, nid).status == "pending"
+    nid2 = _notify(user, title="第二条")
+    assert run_jobs() == 1
+    assert _note(db, nid2).status == "inbox_only"  # the only credit is held by the first notification
+
+
+def test_delivery_failure_never_touches_the_callers_transaction(make_user, standin, db, run_jobs):
+    user = make_user()
+    _give_credits(user, 1)
+    standin.fail_next(SUBSCRIBE, 40037)
+    nid = _notify(user)
+    assert run_jobs() == 1
+    assert _note(db, nid).inbox_item_id is not None
+
+
+# ------------------------------------------------------------------------------------------ credits
+
+def test_claim_takes_one_credit_at_a_time(app_ctx, make_user, db):
+    user = make_user()
+    _give_credits(user, 2)
+    with session_scope() as s:
+        assert credits.claim(s, user.id, TEMPLATE)
+        assert credits.claim(s, user.id, TEMPLATE)
+        assert not credits.claim(s, user.id, TEMPLATE)
+        assert not credits.claim(s, user.id, "NO-SUCH")
+    assert _credits(db, user) == 0
+    with session_scope() as s:
+        credits.zero_credits(s, user.id, TEMPLATE, ban=True)
+        credits.add_credit(s, user.id, TEMPLATE)  # a new acceptance lifts the ban
+        assert credits.claim(s, user.id, TEMPLATE)
+
+
+def _naive_claim(session, user_id: int, template_id: str) -> bool:
+    """The race the real claim avoids: read, decide, write back."""
+    row = session.scalar(select(SubscribeCredit).where(SubscribeCredit.user_id == user_id,
+                                                       SubscribeCredit.template_id == template_id))
+    if row is None or row.credits <= 0:
+        return False
+    time.sleep(0.05)  # another worker reads the same count meanwhile
+    row.credits = row.credits - 1
+    return True
+
+
+def _race(app, user_id: int, claim_fn, n: int = 12) -> int:
+    barrier = threading.Barrier(n)
+    won: list[bool] = []
+    lock = threading.Lock()
+
+    def run() -> None:
+        with app.app_context():
+            barrier.wait()
+            with session_scope() as s:
+                ok = claim_fn(s, user_id, TEMPLATE)
+            with lock:
+                won.append(ok)
+
+    threads = [threading.Thread(target=run) for _ in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    return sum(won)
+
+
+@pytest.mark.postgres
+def test_claims_under_concurrency_never_overspend(app_ctx, make_user, db):
+    user = make_user()
+    _give_credits(user, 3)
+    assert _race(app_ctx, user.id, credits.claim) == 3
+    assert _credits(db, user) == 0
+
+
+@pytest.mark.postgres
+def test_negative_control_read_then_write_overspends(app_ctx, make_user, db):
+    user = make_user()
+    _give_credits(user, 3)
+    assert _race(app_ctx, user.id, _naive_claim) > 3  # more sends than the user allowed
+    assert get_kind("appeal_accepted").template_id == TEMPLATE
