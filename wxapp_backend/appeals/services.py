@@ -15,7 +15,7 @@ from sqlalchemy import exists, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from ..audit import SYSTEM, Actor, audit
+from ..audit import SYSTEM, Actor, _jsonable, audit
 from ..auth.models import ROLE_RANK, StaffRole, StaffUser, User
 from ..db import utcnow
 from ..enterprises.models import Building, Enterprise
@@ -148,7 +148,7 @@ def _event(session: Session, appeal: Appeal, actor: Actor, action: str, *, note:
            src: str = "", dst: str = "", **data: Any) -> AppealEvent:
     ev = AppealEvent(appeal_id=appeal.id, action=action, from_status=src, to_status=dst, actor_type=actor.type,
                      actor_id=str(actor.id or ""), actor_name=actor.name or "", note=note, public=public,
-                     data={k: v for k, v in data.items() if v is not None})
+                     data=_jsonable({k: v for k, v in data.items() if v is not None}))
     session.add(ev)
     audit(session, actor, f"appeal.{action}", appeal, number=appeal.number, **({"from": src, "to": dst}
                                                                                if dst else {}), **data)
@@ -433,6 +433,10 @@ def rate(session: Session, user_id: int, appeal_id: int, *, resolved: bool, sati
         session.add(task)
         _event(session, appeal, SYSTEM, "rectification_opened", note="差评，已生成整改任务",
                department=task.department)
+    bad = session.scalar(select(func.count(AppealRating.id)).where(
+        AppealRating.appeal_id == appeal.id, AppealRating.satisfaction <= BAD_SATISFACTION)) or 0
+    if bad >= 2 and not appeal.escalated:
+        escalate(session, SYSTEM, appeal, reason="两次差评，系统自动转入办不成事窗口", now=now)
     if resolved:
         transition(session, appeal, S.CLOSED, actor, action="closed", note="企业确认已解决，诉求关闭", now=now)
     else:
@@ -444,10 +448,6 @@ def rate(session: Session, user_id: int, appeal_id: int, *, resolved: bool, sati
         appeal.overdue, appeal.warned_due_at, appeal.resolved_at = False, None, None
         transition(session, appeal, S.IN_PROGRESS, actor, action="reopened", now=now,
                    note="企业反馈问题未解决，诉求重新办理")
-    bad = session.scalar(select(func.count(AppealRating.id)).where(
-        AppealRating.appeal_id == appeal.id, AppealRating.satisfaction <= BAD_SATISFACTION)) or 0
-    if bad >= 2 and not appeal.escalated:
-        escalate(session, SYSTEM, appeal, reason="两次差评，系统自动转入办不成事窗口", now=now)
     return rating
 
 
