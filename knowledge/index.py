@@ -154,7 +154,6 @@ class TfidfMatrix:
         norms[norms == 0] = 1.0
         m = sparse.diags(1.0 / norms) @ m
         self.M = sparse.csc_matrix(m)
-        self.M_rows = sparse.csr_matrix(m)
 
     def query_vector(self, grams: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """Known columns and their weights, already divided by the full query norm (unknown grams included)."""
