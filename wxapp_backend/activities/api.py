@@ -203,8 +203,9 @@ def staff_checkin():
 def register(app: Flask) -> None:
     """Called by create_app: the activities API, the notice broadcast API and both console pages."""
     from ..notices import broadcast_api
-    from . import console
+    from . import console, notice_console
 
     app.register_blueprint(bp)
     broadcast_api.register(app)
     app.register_blueprint(console.bp)
+    app.register_blueprint(notice_console.bp)

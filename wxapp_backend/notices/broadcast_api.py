@@ -1,10 +1,99 @@
-"""Staff JSON API for notices: compose, reach estimate, test send, publish, progress."""
+"""Staff JSON API for notices: compose, reach estimate, test send, publish (idempotent), progress."""
 
 from __future__ import annotations
 
-from flask import Blueprint, Flask
+from flask import Blueprint, Flask, jsonify
+from sqlalchemy import select
 
-bp = Blueprint("broadcast_api", __name__, url_prefix="/api/v1")
+from ..auth.guard import current_actor, staff_api_required
+from ..auth.models import StaffRole
+from ..db import session_scope
+from ..http import PAGE_FIELDS, doc, json_body, parse, query
+from ..validation import Field
+from . import broadcast
+from .broadcast_models import Notice
+
+bp = Blueprint("broadcast_api", __name__, url_prefix="/api/v1/staff")
+
+TEST_RECIPIENT_FIELDS = (Field("user_id", "int", "测试接收人（用户编号，空则清除）", min=1),)
+
+
+@bp.get("/notices")
+@staff_api_required(StaffRole.STAFF)
+@doc("通知列表", params=PAGE_FIELDS, auth="staff", tags=["通知推送"])
+def list_notices():
+    q = query(PAGE_FIELDS)
+    with session_scope() as s:
+        rows = s.scalars(select(Notice).order_by(Notice.id.desc()).offset((q["page"] - 1) * q["per_page"])
+                         .limit(q["per_page"])).all()
+        return jsonify({"items": [n.to_dict() for n in rows]})
+
+
+@bp.post("/notices")
+@staff_api_required(StaffRole.STAFF)
+@doc("新建通知（草稿）：标题、摘要、打开页面、订阅消息字段、推送对象", body=broadcast.NOTICE_FIELDS,
+     responses={201: "已创建", 422: "字段超出微信限制或推送对象为空"}, auth="staff", tags=["通知推送"])
+def create_notice():
+    data = json_body()
+    with session_scope() as s:
+        n = broadcast.create_notice(s, current_actor(), data)
+        out = {**n.to_dict(), "reach": broadcast.reach(s, n)}
+    return jsonify(out), 201
+
+
+@bp.patch("/notices/<int:notice_id>")
+@staff_api_required(StaffRole.STAFF)
+@doc("修改草稿通知", body=broadcast.NOTICE_FIELDS, auth="staff", tags=["通知推送"])
+def update_notice(notice_id: int):
+    data = json_body()
+    with session_scope() as s:
+        n = broadcast.update_notice(s, current_actor(), notice_id, data)
+        return jsonify({**n.to_dict(), "reach": broadcast.reach(s, n)})
+
+
+@bp.get("/notices/<int:notice_id>")
+@staff_api_required(StaffRole.DEPT)
+@doc("通知详情与送达预估（可收到订阅消息的人数、仅站内信的人数）", auth="staff", tags=["通知推送"])
+def get_notice(notice_id: int):
+    with session_scope() as s:
+        n = broadcast._get(s, notice_id)
+        return jsonify({**n.to_dict(), "reach": broadcast.reach(s, n)})
+
+
+@bp.post("/notices/<int:notice_id>/test")
+@staff_api_required(StaffRole.STAFF)
+@doc("发给自己测试（自己的测试接收人；未设置则跳过）", body=(), auth="staff", tags=["通知推送"])
+def send_test(notice_id: int):
+    with session_scope() as s:
+        return jsonify(broadcast.send_test(s, current_actor(), notice_id))
+
+
+@bp.put("/me/test-recipient")
+@staff_api_required(StaffRole.STAFF)
+@doc("设置自己的测试接收人（自己的小程序账号）", body=TEST_RECIPIENT_FIELDS, auth="staff", tags=["通知推送"])
+def set_test_recipient():
+    body = parse(TEST_RECIPIENT_FIELDS)
+    with session_scope() as s:
+        broadcast.set_test_recipient(s, current_actor(), body["user_id"])
+    return jsonify({"user_id": body["user_id"]})
+
+
+@bp.post("/notices/<int:notice_id>/publish")
+@staff_api_required(StaffRole.STAFF)
+@doc("发布通知（重复发布不会重复发送）", body=(), responses={200: "已开始发送或早已发布", 422: "推送对象为空"},
+     auth="staff", tags=["通知推送"])
+def publish(notice_id: int):
+    with session_scope() as s:
+        n = broadcast.publish(s, current_actor(), notice_id)
+        return jsonify(n.to_dict())
+
+
+@bp.get("/notices/<int:notice_id>/progress")
+@staff_api_required(StaffRole.DEPT)
+@doc("发送进度：各状态人数与失败原因", auth="staff", tags=["通知推送"])
+def progress(notice_id: int):
+    with session_scope() as s:
+        return jsonify(broadcast.progress(s, notice_id))
 
 
 def register(app: Flask) -> None:

@@ -1,0 +1,142 @@
+"""Console pages for 精准推送: notice composer with reach estimate, test send, publish, live send progress."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from flask import Blueprint, flash, jsonify, redirect, render_template, request, url_for
+from sqlalchemy import select
+
+from ..auth.guard import console_required, current_actor
+from ..auth.models import StaffRole
+from ..console import add_nav
+from ..db import session_scope
+from ..enterprises.models import Building
+from ..errors import AppError
+from ..notices import broadcast
+from ..notices.broadcast_models import Notice, StaffTestRecipient
+from .models import CATEGORIES, Activity
+
+bp = Blueprint("notices_console", __name__, url_prefix="/console")
+
+_SPLIT = re.compile(r"[,，、\s]+")
+
+
+def _form_data() -> dict[str, Any]:
+    f = request.form
+    fields: dict[str, str] = {}
+    for line in f.get("template_fields", "").splitlines():
+        key, sep, value = line.partition("=")
+        if sep and key.strip():
+            fields[key.strip()] = value.strip()
+    audience: dict[str, Any] = {
+        "all": "audience_all" in f,
+        "categories": [c for c in f.getlist("categories") if c in CATEGORIES],
+        "building_ids": [int(x) for x in f.getlist("building_ids") if x.isdigit()],
+        "industries": [x for x in _SPLIT.split(f.get("industries", "")) if x],
+        "tags": [x for x in _SPLIT.split(f.get("tags", "")) if x],
+    }
+    if f.get("registrants_of", "").isdigit():
+        audience["registrants_of"] = int(f["registrants_of"])
+    data: dict[str, Any] = {"kind": f.get("kind", "policy"), "title": f.get("title", ""),
+                            "summary": f.get("summary", ""), "page": f.get("page", ""),
+                            "template_fields": fields, "audience": audience}
+    if f.get("activity_id", "").isdigit():
+        data["activity_id"] = int(f["activity_id"])
+    return data
+
+
+def _choices(s) -> dict[str, Any]:
+    return {"categories": CATEGORIES, "buildings": s.scalars(select(Building).order_by(Building.name)).all(),
+            "activities": s.scalars(select(Activity).order_by(Activity.starts_at.desc()).limit(100)).unique().all()}
+
+
+@bp.get("/notices")
+@console_required(StaffRole.DEPT)
+def notices():
+    with session_scope() as s:
+        rows = s.scalars(select(Notice).order_by(Notice.id.desc()).limit(100)).all()
+        link = s.get(StaffTestRecipient, current_actor().id)
+        test_user = link.user_id if link else None
+    return render_template("console/notices/list.html", rows=rows, labels=broadcast.NOTICE_STATUS_LABELS,
+                           test_user=test_user)
+
+
+@bp.route("/notices/new", methods=["GET", "POST"])
+@console_required(StaffRole.STAFF)
+def new_notice():
+    with session_scope() as s:
+        ctx = _choices(s)
+    if request.method == "GET":
+        return render_template("console/notices/edit.html", v={"audience": {}}, errors={}, **ctx)
+    data = _form_data()
+    try:
+        with session_scope() as s:
+            notice_id = broadcast.create_notice(s, current_actor(), data).id
+    except AppError as exc:
+        if exc.status in {403, 404}:
+            raise
+        data["template_fields_text"] = request.form.get("template_fields", "")
+        return render_template("console/notices/edit.html", v=data, error=exc.message, errors=exc.fields,
+                               **ctx), exc.status
+    flash("通知草稿已保存，请查看送达预估后发布。")
+    return redirect(url_for("notices_console.notice", notice_id=notice_id))
+
+
+@bp.get("/notices/<int:notice_id>")
+@console_required(StaffRole.DEPT)
+def notice(notice_id: int):
+    with session_scope() as s:
+        n = broadcast._get(s, notice_id)
+        estimate = broadcast.reach(s, n) if n.status == "draft" else None
+        prog = broadcast.progress(s, notice_id)
+    return render_template("console/notices/show.html", n=n, reach=estimate, p=prog,
+                           labels=broadcast.STATUS_LABELS, categories=CATEGORIES)
+
+
+@bp.get("/notices/<int:notice_id>/progress.json")
+@console_required(StaffRole.DEPT)
+def progress_json(notice_id: int):
+    with session_scope() as s:
+        return jsonify(broadcast.progress(s, notice_id))
+
+
+@bp.post("/notices/<int:notice_id>/<any(test,publish,resume):action>")
+@console_required(StaffRole.STAFF)
+def notice_action(notice_id: int, action: str):
+    try:
+        with session_scope() as s:
+            if action == "test":
+                result = broadcast.send_test(s, current_actor(), notice_id)
+                message = "测试消息已发给您的测试接收人。" if result["sent"] else result["reason"]
+            elif action == "publish":
+                broadcast.publish(s, current_actor(), notice_id)
+                message = "已发布，正在发送。"
+            else:
+                message = ""
+        if action == "resume":  # after a Redis restart or dead workers: recover leases, restart the jobs
+            r = broadcast.sweep_leases(force=True)
+            message = f"已重新启动发送（收回 {r['requeued']} 条未发出的领取）。"
+    except AppError as exc:
+        if exc.status == 404:
+            raise
+        message = exc.message
+    flash(message)
+    return redirect(url_for("notices_console.notice", notice_id=notice_id))
+
+
+@bp.post("/notices/test-recipient")
+@console_required(StaffRole.STAFF)
+def test_recipient():
+    raw = request.form.get("user_id", "").strip()
+    try:
+        with session_scope() as s:
+            broadcast.set_test_recipient(s, current_actor(), int(raw) if raw.isdigit() else None)
+        flash("测试接收人已保存。" if raw else "已清除测试接收人。")
+    except AppError as exc:
+        flash(exc.message)
+    return redirect(url_for("notices_console.notices"))
+
+
+add_nav("notices_console.notices", "通知推送", StaffRole.DEPT, "白领服务")

@@ -1,0 +1,587 @@
+"""精准推送: compose a notice, choose its audience, estimate reach, test, publish, and fan out exactly once.
+
+How a publish travels (the database is the source of truth; Redis only paces and queues):
+
+1. `publish()` marks the notice ``expanding`` and enqueues `expand_notice` after commit. Publishing again
+   is a no-op.
+2. `expand_notice` walks the audience by user id in batches of EXPAND_BATCH (keyset, one transaction per
+   batch, the cursor saved with it). For each batch it inserts one outbox row per (notice, user, channel)
+   with ON CONFLICT DO NOTHING under the unique constraint: ``inbox`` rows are written ``sent`` together
+   with the InboxItems of the rows actually inserted (so a re-run adds nothing), ``subscribe`` rows
+   ``pending`` for users who hold credit for the template. A killed expansion resumes from its cursor.
+3. `send_notice` jobs (FANOUT_JOBS of them, one per worker) claim up to CLAIM_BATCH pending rows
+   (``FOR UPDATE SKIP LOCKED`` on PostgreSQL; SQLite writers are serial), stamping a lease token and
+   ``claimed_at``. Per row: wait for the global rate limiter (GCRA in one Lua script on the shared Redis),
+   then in one transaction move the row ``claimed -> sending`` *fenced by the lease token* and claim the
+   user's credit; commit; call WeChat; record the outcome (fenced again). A row only reaches WeChat after
+   that committed ``sending`` step, and a ``sending`` row is never handed out again, so nothing is sent
+   twice, whatever Redis or a worker does.
+4. `sweep_leases` (run by `fanout_tick` every minute while a notice is sending, and by the progress view):
+   ``claimed`` rows whose lease expired go back to ``pending`` (they were never sent); ``sending`` rows
+   whose lease expired are failed as "结果未知" and not retried (at most one per killed worker: at-most-once
+   beats a duplicate). It also re-enqueues send jobs for notices that still have work, so a Redis restart
+   that lost the queue only delays the fan-out.
+
+Errors: -1, transport errors/timeouts and 45009 (with an alert in the log) are retried with backoff up to
+MAX_ATTEMPTS, the credit given back meanwhile; 43101 zeroes the user's credit for the template and is never
+retried; 47003, 40003 and other refusals fail the row with the reason.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from datetime import datetime, timedelta
+from typing import Any
+
+import redis
+from flask import current_app
+from sqlalchemy import and_, func, insert, or_, select, update
+from sqlalchemy.orm import Session
+
+from ..activities.models import ACTIVE_STATUSES, CATEGORIES, CategorySubscription, Registration
+from ..audit import Actor, audit
+from ..auth.models import BindingState, User
+from ..db import session_scope, utcnow
+from ..enterprises.models import Enterprise
+from ..errors import Conflict, NotFound, ValidationError
+from ..queue import enqueue, enqueue_after_commit
+from ..validation import Field, validate
+from ..wechat.client import WeChatAPIError
+from ..wechat.templates import TemplateFieldError
+from ..wechat.templates import validate as validate_template
+from . import credits
+from .broadcast_models import TERMINAL, Notice, NoticeStatus, OutboxRow, OutboxStatus, StaffTestRecipient
+from .models import InboxItem, SubscribeCredit
+
+log = logging.getLogger(__name__)
+
+EXPAND_BATCH = 1000
+CLAIM_BATCH = 50
+LEASE_SECONDS = 120
+MAX_ATTEMPTS = 5
+BACKOFF = (5, 30, 120, 600)  # seconds before attempt 2, 3, 4, 5
+QUOTA_BACKOFF = 1800  # 45009: the daily quota; a person is alerted, we try again much later
+JOB_BUDGET_SECONDS = 50  # a send job hands over to a fresh job after this long
+DEFAULT_RATE = 200.0  # subscribe sends per second across all workers; settings.extra["fanout_rate"]
+DEFAULT_JOBS = 4
+NOTICE_KIND = "notice"
+LIMITER_KEY = "fanout:rate:subscribe"
+
+REFUSED = 43101
+QUOTA = 45009
+PERMANENT_REASONS = {47003: "字段内容不符合模板要求", 40003: "用户 openid 无效", 40037: "模板编号无效",
+                     41030: "小程序页面路径无效"}
+
+
+def _cfg(name: str, default: Any) -> Any:
+    return current_app.extensions["wxapp"].settings.extra.get(name, default)
+
+
+# --- compose -------------------------------------------------------------------------------------------
+
+def _check_page(value: str) -> str | None:
+    if "://" in value or any(c.isspace() for c in value):
+        return "打开页面应为小程序内的页面路径，例如 pages/notice/detail?id=1"
+    return None
+
+
+AUDIENCE_FIELDS = (
+    Field("all", "bool", "全部用户", default=False),
+    Field("categories", "list", "订阅了这些活动类别的用户", max_items=len(CATEGORIES), default=[],
+          item=Field("category", "enum", "活动类别", choices=tuple(CATEGORIES))),
+    Field("building_ids", "list", "楼宇", max_items=500, default=[], item=Field("building_id", "int", "楼宇", min=1)),
+    Field("industries", "list", "行业", max_items=100, default=[], item=Field("industry", "str", "行业", max_len=64)),
+    Field("tags", "list", "企业标签", max_items=100, default=[], item=Field("tag", "str", "标签", max_len=32)),
+    Field("registrants_of", "int", "某个活动的报名人", min=1),
+)
+
+NOTICE_FIELDS = (
+    Field("kind", "enum", "通知类型", choices=("policy", "activity"), default="policy"),
+    Field("title", "str", "标题", required=True, max_len=100),
+    Field("summary", "text", "摘要", max_len=2000, default=""),
+    Field("page", "str", "打开的小程序页面", max_len=200, default="", check=_check_page),
+    Field("activity_id", "int", "相关活动", min=1),
+    Field("template_fields", "dict", "订阅消息字段（模板字段名: 取值）", default={}),
+    Field("audience", "dict", "推送对象", required=True),
+)
+
+
+def _template_data(title: str, summary: str, given: dict[str, Any]) -> dict[str, str]:
+    """The subscribe-message data: the staff's values checked strictly, else made from the notice kind."""
+    from .kinds import get_kind, render
+
+    if given:
+        try:
+            return validate_template({str(k): str(v) for k, v in given.items()})
+        except TemplateFieldError as exc:
+            raise ValidationError(f"订阅消息字段 {exc.field} {exc.problem}",
+                                  fields={f"template_fields.{exc.field}": exc.problem}) from None
+    kind = get_kind(NOTICE_KIND)
+    if kind is None or not kind.template_id:
+        return {}
+    try:
+        return render(kind, {"title": title, "note": summary or "点击查看详情"}, title=title, body=summary,
+                      created_at=utcnow())
+    except TemplateFieldError as exc:
+        raise ValidationError(f"订阅消息字段 {exc.field} {exc.problem}",
+                              fields={f"template_fields.{exc.field}": exc.problem}) from None
+
+
+def _clean(data: dict[str, Any], existing: Notice | None = None) -> dict[str, Any]:
+    v = validate(data, NOTICE_FIELDS, partial=existing is not None)
+    if "audience" in v:
+        try:
+            v["audience"] = validate(v["audience"], AUDIENCE_FIELDS)
+        except ValidationError as exc:
+            raise ValidationError(exc.message, fields={f"audience.{k}": m for k, m in exc.fields.items()}) from None
+        a = v["audience"]
+        if not a["all"] and not any(a[k] for k in ("categories", "building_ids", "industries", "tags",
+                                                   "registrants_of")):
+            raise ValidationError("请选择推送对象（或明确选择“全部用户”）。", fields={"audience": "请选择推送对象"})
+    title = v.get("title", existing.title if existing else "")
+    summary = v.get("summary", existing.summary if existing else "")
+    given = v.get("template_fields") if "template_fields" in v else (existing.template_fields if existing else {})
+    v["template_fields"] = _template_data(title, summary or "", given or {})
+    return v
+
+
+def create_notice(session: Session, actor: Actor, data: dict[str, Any]) -> Notice:
+    """A draft notice (validated: template values against WeChat's limits, a non-empty audience rule)."""
+    from .kinds import get_kind
+
+    v = _clean(data)
+    kind = get_kind(NOTICE_KIND)
+    notice = Notice(**v, template_id=kind.template_id if kind else "", created_by=actor.id)
+    session.add(notice)
+    session.flush()
+    audit(session, actor, "notice.created", notice, title=notice.title)
+    return notice
+
+
+def update_notice(session: Session, actor: Actor, notice_id: int, data: dict[str, Any]) -> Notice:
+    notice = _get(session, notice_id, lock=True)
+    if notice.status != NoticeStatus.DRAFT.value:
+        raise Conflict("通知已发布，不能再修改。", code="already_published")
+    for k, val in _clean(data, notice).items():
+        setattr(notice, k, val)
+    audit(session, actor, "notice.updated", notice)
+    return notice
+
+
+def _get(session: Session, notice_id: int, *, lock: bool = False) -> Notice:
+    stmt = select(Notice).where(Notice.id == notice_id)
+    if lock:
+        stmt = stmt.with_for_update()
+    notice = session.scalar(stmt.execution_options(populate_existing=True))
+    if notice is None:
+        raise NotFound("没有找到这条通知。")
+    return notice
+
+
+# --- audience and reach --------------------------------------------------------------------------------
+
+def audience_select(session: Session, audience: dict[str, Any]):
+    """select(User.id) of everyone the audience rule names (every given criterion must hold)."""
+    stmt = select(User.id).where(User.blocked.is_(False))
+    verified = User.binding_state == BindingState.VERIFIED.value
+    if audience.get("categories"):
+        stmt = stmt.where(User.id.in_(select(CategorySubscription.user_id)
+                                      .where(CategorySubscription.category.in_(audience["categories"]))))
+    if audience.get("building_ids"):
+        bids = audience["building_ids"]
+        stmt = stmt.where(or_(User.building_id.in_(bids),
+                              and_(verified, User.enterprise_id.in_(select(Enterprise.id)
+                                                                    .where(Enterprise.building_id.in_(bids))))))
+    if audience.get("industries"):
+        stmt = stmt.where(verified, User.enterprise_id.in_(select(Enterprise.id)
+                                                           .where(Enterprise.industry.in_(audience["industries"]))))
+    if audience.get("tags"):
+        wanted = set(audience["tags"])
+        ids = [eid for eid, tags in session.execute(select(Enterprise.id, Enterprise.tags)) if wanted & set(tags or [])]
+        stmt = stmt.where(verified, User.enterprise_id.in_(ids or [-1]))
+    if audience.get("registrants_of"):
+        stmt = stmt.where(User.id.in_(select(Registration.user_id).where(
+            Registration.activity_id == audience["registrants_of"], Registration.status.in_(ACTIVE_STATUSES))))
+    return stmt
+
+
+def _has_credit(template_id: str):
+    return select(SubscribeCredit.user_id).where(
+        SubscribeCredit.template_id == template_id, SubscribeCredit.banned.is_(False),
+        or_(SubscribeCredit.long_term.is_(True), SubscribeCredit.credits > 0))
+
+
+def reach(session: Session, notice: Notice) -> dict[str, int]:
+    """How many users the notice reaches; how many can get a subscribe message; how many only the inbox."""
+    ids = audience_select(session, notice.audience or {}).subquery()
+    total = session.scalar(select(func.count()).select_from(ids)) or 0
+    subscribe = 0
+    if notice.template_id and notice.template_fields:
+        subscribe = session.scalar(select(func.count()).select_from(ids).where(
+            ids.c.id.in_(_has_credit(notice.template_id)))) or 0
+    return {"recipients": total, "subscribe": subscribe, "inbox_only": total - subscribe}
+
+
+# --- test send and publish -----------------------------------------------------------------------------
+
+def set_test_recipient(session: Session, actor: Actor, user_id: int | None) -> None:
+    row = session.get(StaffTestRecipient, actor.id)
+    if user_id is None:
+        if row is not None:
+            session.delete(row)
+        return
+    if session.get(User, user_id) is None:
+        raise ValidationError("没有这个用户。", fields={"user_id": "没有这个用户"})
+    if row is None:
+        session.add(StaffTestRecipient(staff_id=actor.id, user_id=user_id))
+    else:
+        row.user_id = user_id
+
+
+def send_test(session: Session, actor: Actor, notice_id: int) -> dict[str, Any]:
+    """Send the notice to the staff member's own linked user only; skipped (with a reason) when none."""
+    from .services import notify
+
+    notice = _get(session, notice_id)
+    link = session.get(StaffTestRecipient, actor.id)
+    if link is None:
+        return {"sent": False, "reason": "您还没有设置测试接收人（自己的小程序账号），已跳过测试发送。"}
+    notify(session, link.user_id, NOTICE_KIND, {"title": notice.title, "note": (notice.summary or "点击查看详情")},
+           notice.page, title=f"【测试】{notice.title}"[:100], body=notice.summary, ref=f"notice:{notice.id}:test")
+    audit(session, actor, "notice.test_sent", notice, user_id=link.user_id)
+    return {"sent": True, "user_id": link.user_id}
+
+
+def publish(session: Session, actor: Actor, notice_id: int) -> Notice:
+    """Start the fan-out; publishing twice changes nothing. An empty audience is refused (422)."""
+    notice = _get(session, notice_id, lock=True)
+    if notice.status != NoticeStatus.DRAFT.value:
+        return notice
+    estimate = reach(session, notice)
+    if estimate["recipients"] == 0:
+        raise ValidationError("推送对象为空：没有符合条件的用户，请调整推送对象。", code="empty_audience",
+                              fields={"audience": "没有符合条件的用户"})
+    notice.status = NoticeStatus.EXPANDING.value
+    notice.published_by = actor.id
+    notice.published_at = utcnow()
+    audit(session, actor, "notice.published", notice, **estimate)
+    enqueue_after_commit(session, expand_notice, notice.id, job_id=f"notice-expand-{notice.id}-0")
+    enqueue_after_commit(session, fanout_tick, job_id=f"fanout-tick-{int(time.time() // 60)}", delay=60)
+    return notice
+
+
+# --- fan-out -------------------------------------------------------------------------------------------
+
+def _insert_ignore(session: Session, rows: list[dict[str, Any]]) -> list[int]:
+    """Insert outbox rows, skipping existing (notice, user, channel); returns the user ids inserted."""
+    if not rows:
+        return []
+    if session.get_bind().dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as dialect_insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert as dialect_insert
+    stmt = (dialect_insert(OutboxRow).values(rows)
+            .on_conflict_do_nothing(index_elements=["notice_id", "user_id", "channel"])
+            .returning(OutboxRow.user_id))
+    return list(session.scalars(stmt))
+
+
+def expand_notice(notice_id: int, batch: int | None = None) -> int:
+    """Write the outbox in batches (one transaction each, resumable); then start the send jobs."""
+    batch = batch or EXPAND_BATCH
+    written = 0
+    while True:
+        with session_scope() as s:
+            notice = _get(s, notice_id, lock=True)
+            if notice.status != NoticeStatus.EXPANDING.value:
+                return written
+            ids = list(s.scalars(audience_select(s, notice.audience or {}).where(User.id > notice.expand_cursor)
+                                 .order_by(User.id).limit(batch)))
+            if not ids:
+                notice.status = NoticeStatus.SENDING.value
+                has_subscribe = s.scalar(select(OutboxRow.id).where(
+                    OutboxRow.notice_id == notice_id, OutboxRow.channel == "subscribe").limit(1))
+                if has_subscribe is None:
+                    _finish(s, notice)
+                else:
+                    for slot in range(int(_cfg("fanout_jobs", DEFAULT_JOBS))):
+                        enqueue_after_commit(s, send_notice, notice_id, slot, 0,
+                                             job_id=f"notice-send-{notice_id}-{slot}-0", timeout=600)
+                return written
+            now = utcnow()
+            inbox_users = _insert_ignore(s, [{"notice_id": notice_id, "user_id": u, "channel": "inbox",
+                                              "status": OutboxStatus.SENT.value, "sent_at": now} for u in ids])
+            if inbox_users:
+                s.execute(insert(InboxItem), [
+                    {"user_id": u, "kind": NOTICE_KIND, "title": notice.title[:100], "body": notice.summary,
+                     "page": notice.page, "ref": f"notice:{notice_id}", "created_at": now} for u in inbox_users])
+            if notice.template_id and notice.template_fields:
+                with_credit = list(s.scalars(_has_credit(notice.template_id).where(SubscribeCredit.user_id.in_(ids))))
+                _insert_ignore(s, [{"notice_id": notice_id, "user_id": u, "channel": "subscribe",
+                                    "status": OutboxStatus.PENDING.value} for u in with_credit])
+            notice.expand_cursor = ids[-1]
+            notice.recipients += len(inbox_users)
+            written += len(inbox_users)
+
+
+def _claim(notice_id: int, limit: int) -> tuple[str, list[tuple[int, int, str]]]:
+    """Lease up to `limit` due pending rows: (lease token, [(row id, user id, openid)])."""
+    token = secrets.token_hex(8)
+    with session_scope() as s:
+        now = utcnow()
+        ids = list(s.scalars(select(OutboxRow.id).where(
+            OutboxRow.notice_id == notice_id, OutboxRow.channel == "subscribe",
+            OutboxRow.status == OutboxStatus.PENDING.value,
+            or_(OutboxRow.next_attempt_at.is_(None), OutboxRow.next_attempt_at <= now))
+            .order_by(OutboxRow.id).limit(limit).with_for_update(skip_locked=True)))
+        if not ids:
+            return token, []
+        s.execute(update(OutboxRow).where(OutboxRow.id.in_(ids), OutboxRow.status == OutboxStatus.PENDING.value)
+                  .values(status=OutboxStatus.CLAIMED.value, lease_token=token, claimed_at=now)
+                  .execution_options(synchronize_session=False))
+        rows = s.execute(select(OutboxRow.id, OutboxRow.user_id, User.openid).join(User, User.id == OutboxRow.user_id)
+                         .where(OutboxRow.id.in_(ids), OutboxRow.lease_token == token)
+                         .order_by(OutboxRow.id)).all()
+    return token, [tuple(r) for r in rows]
+
+
+def _fenced(row_id: int, token: str, status: str):
+    return update(OutboxRow).where(OutboxRow.id == row_id, OutboxRow.lease_token == token,
+                                   OutboxRow.status == status).execution_options(synchronize_session=False)
+
+
+class RateLimiter:
+    """Global GCRA limiter shared by every worker on every machine: one Lua script on the shared Redis.
+
+    Redis's own clock (TIME) is used, so machines with skewed clocks still share one pace. Losing the key
+    (a Redis restart) only allows one burst; it never causes a duplicate (the database decides that).
+    """
+
+    SCRIPT = """
+    local t = redis.call('TIME')
+    local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+    local interval = tonumber(ARGV[1])
+    local tolerance = tonumber(ARGV[2])
+    local tat = tonumber(redis.call('GET', KEYS[1]) or now)
+    if tat < now then tat = now end
+    local allow_at = tat - tolerance
+    if now < allow_at then return allow_at - now end
+    local new_tat = tat + interval
+    redis.call('SET', KEYS[1], new_tat, 'PX', math.floor((new_tat - now) / 1000) + 1000)
+    return 0
+    """
+
+    def __init__(self, client: redis.Redis, rate: float, burst: int = 1, key: str = LIMITER_KEY) -> None:
+        self.key = key
+        self.interval = max(int(1_000_000 / rate), 1)
+        self.tolerance = self.interval * max(burst - 1, 0)
+        self._script = client.register_script(self.SCRIPT)
+
+    def acquire(self) -> None:
+        while True:
+            wait_us = int(self._script(keys=[self.key], args=[self.interval, self.tolerance]))
+            if wait_us <= 0:
+                return
+            time.sleep(wait_us / 1_000_000)
+
+
+def _api():
+    from ..wechat.client import WeChatHTTP, build_api
+
+    state = current_app.extensions["wxapp"]
+    cached = current_app.extensions.get("wxapp_fanout_api")
+    timeout = float(_cfg("fanout_timeout", state.settings.wechat_api_timeout))
+    if cached is None or cached[0] != timeout:
+        http = WeChatHTTP(state.settings.wechat_api_base, timeout)
+        # No in-call busy retries: a -1 goes back to the outbox with backoff instead of blocking a worker.
+        cached = (timeout, build_api("wxa", state.settings, state.redis, http, busy_backoff=()))
+        current_app.extensions["wxapp_fanout_api"] = cached
+    return cached[1]
+
+
+def send_notice(notice_id: int, slot: int = 0, generation: int = 0) -> dict[str, int]:
+    """One fan-out worker's share: claim, pace, send, record; hands over to a fresh job after a while."""
+    state = current_app.extensions["wxapp"]
+    with session_scope() as s:
+        notice = _get(s, notice_id)
+        if notice.status != NoticeStatus.SENDING.value:
+            return {}
+        template_id, data, page = notice.template_id, dict(notice.template_fields or {}), notice.page
+    limiter = RateLimiter(state.redis, float(_cfg("fanout_rate", DEFAULT_RATE)), int(_cfg("fanout_burst", 1)))
+    api = _api()
+    deadline = time.monotonic() + float(_cfg("fanout_job_budget", JOB_BUDGET_SECONDS))
+    counts: dict[str, int] = {}
+    while True:
+        token, rows = _claim(notice_id, int(_cfg("fanout_claim_batch", CLAIM_BATCH)))
+        if not rows:
+            break
+        for row_id, user_id, openid in rows:
+            outcome = _send_one(api, limiter, row_id, token, user_id, openid, template_id, data, page)
+            counts[outcome] = counts.get(outcome, 0) + 1
+        if time.monotonic() >= deadline:
+            break
+    _continue(notice_id, slot, generation)
+    return counts
+
+
+def _send_one(api, limiter: RateLimiter, row_id: int, token: str, user_id: int, openid: str, template_id: str,
+              data: dict[str, str], page: str) -> str:
+    limiter.acquire()
+    with session_scope() as s:
+        moved = s.execute(_fenced(row_id, token, OutboxStatus.CLAIMED.value).values(
+            status=OutboxStatus.SENDING.value, attempts=OutboxRow.attempts + 1, claimed_at=utcnow())).rowcount
+        if moved != 1:
+            return "lost_lease"  # the sweeper took it back; another worker owns it now
+        if not credits.claim(s, user_id, template_id):
+            s.execute(_fenced(row_id, token, OutboxStatus.SENDING.value).values(
+                status=OutboxStatus.SKIPPED.value, detail="没有订阅消息额度（仅站内信）"))
+            return "skipped"
+    try:
+        api.send_subscribe(openid, template_id, data, page)
+    except WeChatAPIError as exc:
+        return _record_error(row_id, token, user_id, template_id, exc.errcode, exc.errmsg)
+    except TemplateFieldError as exc:
+        return _record_error(row_id, token, user_id, template_id, 47003, str(exc))
+    with session_scope() as s:
+        s.execute(_fenced(row_id, token, OutboxStatus.SENDING.value).values(
+            status=OutboxStatus.SENT.value, sent_at=utcnow(), errcode=0, detail=""))
+    return "sent"
+
+
+def _record_error(row_id: int, token: str, user_id: int, template_id: str, errcode: int, errmsg: str) -> str:
+    with session_scope() as s:
+        stmt = _fenced(row_id, token, OutboxStatus.SENDING.value)
+        if errcode == REFUSED:
+            credits.zero_credits(s, user_id, template_id)
+            s.execute(stmt.values(status=OutboxStatus.FAILED.value, errcode=errcode,
+                                  detail="用户拒收或订阅额度已用完（43101），不再重试"))
+            return "refused"
+        credits.refund(s, user_id, template_id)
+        if errcode in (-1, -2, QUOTA):
+            attempts = s.scalar(select(OutboxRow.attempts).where(OutboxRow.id == row_id)) or 1
+            if errcode == QUOTA:
+                log.error("fan-out hit the daily API quota (45009)", extra={"alert": True, "row": row_id})
+            if attempts >= MAX_ATTEMPTS:
+                s.execute(stmt.values(status=OutboxStatus.FAILED.value, errcode=errcode,
+                                      detail=f"多次重试仍失败：{errmsg}"[:200]))
+                return "failed"
+            delay = QUOTA_BACKOFF if errcode == QUOTA else BACKOFF[min(attempts - 1, len(BACKOFF) - 1)]
+            delay = float(_cfg("fanout_backoff_override", delay))
+            s.execute(stmt.values(status=OutboxStatus.PENDING.value, lease_token=None, errcode=errcode,
+                                  detail=f"暂时失败，稍后重试：{errmsg}"[:200],
+                                  next_attempt_at=utcnow() + timedelta(seconds=delay)))
+            return "retry"
+        reason = PERMANENT_REASONS.get(errcode, "微信拒绝发送")
+        s.execute(stmt.values(status=OutboxStatus.FAILED.value, errcode=errcode, detail=f"{reason}：{errmsg}"[:200]))
+        return "failed"
+
+
+def _continue(notice_id: int, slot: int, generation: int) -> None:
+    """After a job's turn: finish the notice, hand over to a fresh job, or wake up for the next retry."""
+    with session_scope() as s:
+        notice = _get(s, notice_id, lock=True)
+        if notice.status != NoticeStatus.SENDING.value:
+            return
+        open_rows = s.execute(select(OutboxRow.status, func.min(OutboxRow.next_attempt_at), func.count())
+                              .where(OutboxRow.notice_id == notice_id, OutboxRow.status.not_in(TERMINAL))
+                              .group_by(OutboxRow.status)).all()
+        if not open_rows:
+            _finish(s, notice)
+            return
+        pending = [r for r in open_rows if r[0] == OutboxStatus.PENDING.value]
+        if not pending:
+            return  # others hold the rest; the sweeper covers them if those workers die
+        now = utcnow()
+        due_at: datetime | None = pending[0][1]
+        due_now = s.scalar(select(func.count()).where(
+            OutboxRow.notice_id == notice_id, OutboxRow.status == OutboxStatus.PENDING.value,
+            or_(OutboxRow.next_attempt_at.is_(None), OutboxRow.next_attempt_at <= now)))
+        delay = None if due_now else max((due_at - now).total_seconds(), 0.5) if due_at else None
+        enqueue_after_commit(s, send_notice, notice_id, slot, generation + 1,
+                             job_id=f"notice-send-{notice_id}-{slot}-{generation + 1}", delay=delay, timeout=600)
+
+
+def _finish(s: Session, notice: Notice) -> None:
+    notice.status = NoticeStatus.DONE.value
+    notice.finished_at = utcnow()
+    audit(s, Actor("system", "system"), "notice.finished", notice, recipients=notice.recipients)
+
+
+def sweep_leases(now: datetime | None = None, lease_seconds: int | None = None, *,
+                 force: bool = False) -> dict[str, int]:
+    """Recover from dead workers and lost queues (see the module doc); safe to run any time, twice."""
+    now = now or utcnow()
+    cutoff = now - timedelta(seconds=lease_seconds or LEASE_SECONDS)
+    with session_scope() as s:
+        requeued = s.execute(update(OutboxRow).where(OutboxRow.status == OutboxStatus.CLAIMED.value,
+                                                     OutboxRow.claimed_at < cutoff)
+                             .values(status=OutboxStatus.PENDING.value, lease_token=None)
+                             .execution_options(synchronize_session=False)).rowcount
+        unknown = s.execute(update(OutboxRow).where(OutboxRow.status == OutboxStatus.SENDING.value,
+                                                    OutboxRow.claimed_at < cutoff)
+                            .values(status=OutboxStatus.FAILED.value, lease_token=None, errcode=-3,
+                                    detail="发送过程中进程中断，结果未知；为避免重复不再重发")
+                            .execution_options(synchronize_session=False)).rowcount
+        active = list(s.execute(select(Notice.id, Notice.status).where(
+            Notice.status.in_((NoticeStatus.EXPANDING.value, NoticeStatus.SENDING.value)))))
+        # A notice whose workers are busy (fresh leases or sends in the last lease period) needs no kick.
+        busy = set(s.scalars(select(OutboxRow.notice_id).where(
+            OutboxRow.notice_id.in_([n for n, st in active if st == NoticeStatus.SENDING.value] or [-1]),
+            OutboxRow.channel == "subscribe",
+            or_(and_(OutboxRow.status.in_((OutboxStatus.CLAIMED.value, OutboxStatus.SENDING.value)),
+                     OutboxRow.claimed_at >= cutoff),
+                OutboxRow.sent_at >= cutoff)).distinct()))
+    active = [(n, st) for n, st in active if n not in busy or force]
+    kicked = 0
+    stamp = int(now.timestamp() // 60)
+    for notice_id, status in active:
+        if status == NoticeStatus.EXPANDING.value:
+            enqueue(expand_notice, notice_id, job_id=f"notice-expand-{notice_id}-sweep-{stamp}")
+        else:
+            # One fresh job per slot; _continue() finishes the notice when nothing is open.
+            for slot in range(int(_cfg("fanout_jobs", DEFAULT_JOBS))):
+                enqueue(send_notice, notice_id, slot, 0, job_id=f"notice-send-{notice_id}-{slot}-sweep-{stamp}",
+                        timeout=600)
+        kicked += 1
+    if requeued or unknown:
+        log.warning("fan-out sweeper recovered leases", extra={"requeued": requeued, "unknown": unknown})
+    return {"requeued": requeued, "unknown": unknown, "notices": kicked}
+
+
+def fanout_tick() -> dict[str, int]:
+    """Every minute while any notice is in flight: sweep, then re-arm."""
+    result = sweep_leases()
+    if result["notices"]:
+        enqueue(fanout_tick, job_id=f"fanout-tick-{int(time.time() // 60) + 1}", delay=60)
+    return result
+
+
+# --- progress ------------------------------------------------------------------------------------------
+
+STATUS_LABELS = {"pending": "等待发送", "claimed": "已领取", "sending": "发送中", "sent": "已发送", "failed": "失败",
+                 "skipped": "无额度（仅站内信）"}
+NOTICE_STATUS_LABELS = {"draft": "草稿", "expanding": "生成名单中", "sending": "发送中", "done": "已完成"}
+
+
+def progress(session: Session, notice_id: int) -> dict[str, Any]:
+    """Per-status counts of the subscribe channel, inbox deliveries, and the failure reasons."""
+    notice = _get(session, notice_id)
+    counts = {k: 0 for k in STATUS_LABELS}
+    for status, n in session.execute(select(OutboxRow.status, func.count()).where(
+            OutboxRow.notice_id == notice_id, OutboxRow.channel == "subscribe").group_by(OutboxRow.status)):
+        counts[status] = n
+    reasons = [{"errcode": e, "detail": d, "count": n} for e, d, n in session.execute(
+        select(OutboxRow.errcode, OutboxRow.detail, func.count()).where(
+            OutboxRow.notice_id == notice_id, OutboxRow.status == OutboxStatus.FAILED.value)
+        .group_by(OutboxRow.errcode, OutboxRow.detail).order_by(func.count().desc()).limit(10))]
+    total = sum(counts.values())
+    done = sum(counts[k] for k in TERMINAL)
+    return {"id": notice.id, "status": notice.status, "status_label": NOTICE_STATUS_LABELS[notice.status],
+            "recipients": notice.recipients, "inbox": notice.recipients, "subscribe": counts,
+            "subscribe_total": total, "subscribe_done": done,
+            "percent": round(done / total * 100, 1) if total else (100.0 if notice.status == "done" else 0.0),
+            "failures": reasons, "finished": notice.status == NoticeStatus.DONE.value,
+            "published_at": notice.published_at.isoformat() if notice.published_at else None,
+            "finished_at": notice.finished_at.isoformat() if notice.finished_at else None}
