@@ -29,7 +29,8 @@ def _labelled() -> list[dict]:
     for n, line in enumerate(LABELLED.read_text(encoding="utf-8").splitlines(), 1):
         if line.strip():
             row = json.loads(line)
-            assert set(row) == {"q", "ids"}, f"line {n}: keys must be q and ids"
+            assert set(row) == {"q", "ids", "split"}, f"line {n}: keys must be q, ids and split"
+            assert row["split"] in ("dev", "test"), f"line {n}: split must be dev or test"
             rows.append(row)
     return rows
 
@@ -86,6 +87,17 @@ def test_some_policies_expired(entries):
 def test_labelled_counts(labelled):
     assert len(labelled) >= 300
     assert sum(1 for r in labelled if not r["ids"]) >= 60
+
+
+def test_labelled_split_is_deterministic(labelled):
+    # dev = sha1(question) divisible by 3 (about a third); everything else is test.
+    import hashlib
+
+    for r in labelled:
+        h = int(hashlib.sha1(r["q"].encode("utf-8")).hexdigest(), 16)
+        assert r["split"] == ("dev" if h % 3 == 0 else "test"), r["q"]
+    dev = sum(1 for r in labelled if r["split"] == "dev")
+    assert 0.25 < dev / len(labelled) < 0.42
 
 
 def test_labelled_ids_exist(entries, labelled):
