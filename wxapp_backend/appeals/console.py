@@ -1,5 +1,314 @@
-"""Console pages for appeals."""
+"""Console pages for appeals: queue, triage, detail with actions, catalogue, holiday table, weekly report."""
 
-from flask import Blueprint
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from flask import (
+    Blueprint,
+    Response,
+    current_app,
+    flash,
+    g,
+    redirect,
+    render_template,
+    request,
+    send_file,
+    url_for,
+)
+from sqlalchemy import func, select
+
+from ..auth.guard import console_required, current_actor
+from ..auth.models import ROLE_RANK, StaffRole, StaffUser
+from ..console import DASHBOARD_CARDS, add_nav
+from ..db import session_scope, utcnow
+from ..enterprises.models import Building, Grid
+from ..errors import AppError
+from ..validation import Field, validate
+from . import intake, metrics, reports, services
+from .calendar import TZ
+from .models import Appeal, AppealCategory, Holiday
+from .states import LABELS, OPEN, AppealStatus
 
 bp = Blueprint("appeals_console", __name__, url_prefix="/console")
+
+FILTERS = (
+    Field("status", "str", "状态", max_len=200), Field("category", "str", "类别", max_len=32),
+    Field("department", "str", "部门", max_len=64), Field("grid_id", "int", "网格", min=1),
+    Field("building_id", "int", "楼宇", min=1), Field("overdue", "bool", "超期"),
+    Field("escalated", "bool", "办不成事"), Field("triage", "bool", "待分拣"), Field("open_only", "bool", "在办"),
+    Field("q", "str", "关键词", max_len=100), Field("page", "int", "页码", min=1, default=1),
+)
+ACTION_LABELS = {k: v[2] for k, v in services.ACTIONS.items()}
+
+
+@bp.context_processor
+def _ctx() -> dict[str, Any]:
+    staff = getattr(g, "staff", None)
+    rank = ROLE_RANK[StaffRole(staff.role)] if staff is not None else 0
+    return {"status_labels": LABELS, "is_staff": rank >= ROLE_RANK[StaffRole.STAFF],
+            "is_admin": rank >= ROLE_RANK[StaffRole.ADMIN], "local": _local, "action_labels": ACTION_LABELS}
+
+
+def _local(value) -> str:
+    return value.astimezone(TZ).strftime("%Y-%m-%d %H:%M") if value else ""
+
+
+def _args(fields) -> dict[str, Any]:
+    return validate({k: v for k, v in request.args.items() if v != ""}, fields)
+
+
+@bp.get("/appeals")
+@console_required(StaffRole.DEPT)
+def queue():
+    args = _args(FILTERS)
+    with session_scope() as s:
+        page = services.list_for_staff(s, current_actor(), per_page=30, **args)
+        return render_template("console/appeals/list.html", page=page, args=args,
+                               link_args={k: v for k, v in args.items() if v not in (None, "") and k != "page"},
+                               categories=services.categories(s, active_only=False),
+                               departments=_departments(s), grids=list(s.scalars(select(Grid).order_by(Grid.name))),
+                               buildings=list(s.scalars(select(Building).order_by(Building.name))))
+
+
+@bp.get("/appeals/triage")
+@console_required(StaffRole.STAFF)
+def triage():
+    with session_scope() as s:
+        page = services.list_for_staff(s, current_actor(), triage=True, open_only=True, per_page=100)
+        suggestions = {c.id: c for c in services.categories(s, active_only=False)}
+        return render_template("console/appeals/triage.html", page=page, suggestions=suggestions,
+                               categories=services.categories(s))
+
+
+@bp.get("/appeals/<int:appeal_id>")
+@console_required(StaffRole.DEPT)
+def detail(appeal_id: int):
+    with session_scope() as s:
+        appeal = services.get_appeal(s, appeal_id, current_actor())
+        data = services.detail_for_staff(s, appeal)
+        staff = list(s.scalars(select(StaffUser).where(StaffUser.active.is_(True)).order_by(StaffUser.username)))
+        names = {st.id: st.display_name or st.username for st in staff}
+        return render_template("console/appeals/detail.html", a=appeal, d=data, staff=staff, names=names,
+                               categories=services.categories(s), departments=_departments(s),
+                               open_states=OPEN, S=AppealStatus)
+
+
+def _int(value: str | None) -> int | None:
+    value = (value or "").strip()
+    return int(value) if value.isdigit() else None
+
+
+@bp.post("/appeals/<int:appeal_id>/action")
+@console_required(StaffRole.DEPT)
+def action(appeal_id: int):
+    form = request.form
+    name = form.get("action", "")
+    data: dict[str, Any] = {}
+    for key in ("note", "reason", "resolution", "category", "department", "result"):
+        if form.get(key, "").strip():
+            data[key] = form[key].strip()[:2000]
+    for key in ("version", "handler_id", "task_id", "return_id", "extension_id", "working_days"):
+        if _int(form.get(key)) is not None:
+            data[key] = _int(form.get(key))
+    for key in ("accept", "cancel"):
+        if key in form:
+            data[key] = form.get(key) in ("1", "true", "on", "yes")
+    master = form.get("master", "").strip()
+    try:
+        with session_scope() as s:
+            if master:
+                data["master_id"] = _master_id(s, master)
+            if name == "coordinate":
+                data["tasks"] = [{"department": form.get("task_department", "").strip(),
+                                  "description": form.get("task_description", "").strip(),
+                                  "working_days": _int(form.get("task_days")) or 3,
+                                  "required": form.get("task_required", "1") == "1"}]
+            services.perform(s, current_actor(), appeal_id, name, data)
+    except AppError as exc:
+        if exc.status == 404:
+            raise
+        flash(f"操作未完成：{exc.message}")
+        return redirect(url_for("appeals_console.detail", appeal_id=appeal_id))
+    flash(f"已{ACTION_LABELS.get(name, '操作')}。")
+    back = form.get("next", "")
+    return redirect(back if back.startswith("/console/") else url_for("appeals_console.detail", appeal_id=appeal_id))
+
+
+def _master_id(s, value: str) -> int:
+    if value.isdigit():
+        return int(value)
+    found = s.scalar(select(Appeal.id).where(Appeal.number == value.upper()))
+    if found is None:
+        raise services.ValidationError(f"没有编号为 {value} 的诉求。", fields={"master_id": "没有这个编号"})
+    return found
+
+
+@bp.get("/appeals/<int:appeal_id>/images/<name>")
+@console_required(StaffRole.DEPT)
+def image(appeal_id: int, name: str):
+    with session_scope() as s:
+        appeal = services.get_appeal(s, appeal_id, current_actor())
+        path, mimetype = intake.image_path(current_app.instance_path, appeal.images, name)
+    return send_file(path, mimetype=mimetype)
+
+
+# --- catalogue and holidays -------------------------------------------------------------------------
+
+CATEGORY_FORM = (
+    Field("code", "str", "代码", max_len=32), Field("name", "str", "名称", required=True, max_len=32),
+    Field("department", "str", "责任部门", required=True, max_len=64),
+    Field("promised_days", "int", "承诺办结工作日", required=True, min=1, max=60),
+    Field("keywords", "text", "分类关键词", max_len=4000), Field("required_fields", "str", "必填项", max_len=200),
+    Field("description", "text", "说明", max_len=1000), Field("active", "bool", "启用", default=False),
+)
+
+
+@bp.route("/appeal-categories", methods=["GET", "POST"])
+@console_required(StaffRole.DEPT)
+def categories():
+    error = None
+    if request.method == "POST":
+        if ROLE_RANK[StaffRole(g.staff.role)] < ROLE_RANK[StaffRole.ADMIN]:
+            raise AppError("只有管理员可以修改政府服务清单。", status=403, code="forbidden")
+        try:
+            data = validate({k: v for k, v in request.form.items() if k != "csrf_token"}, CATEGORY_FORM)
+            data["keywords"] = [k.strip() for k in (data["keywords"] or "").replace("，", ",").split(",") if k.strip()]
+            data["required_fields"] = [k.strip() for k in (data["required_fields"] or "").split(",") if k.strip()]
+            with session_scope() as s:
+                category_id = _int(request.form.get("id"))
+                if category_id is None and not data.get("code"):
+                    raise services.ValidationError("新类别请填写代码。", fields={"code": "必填"})
+                services.save_category(s, current_actor(), data, category_id)
+            flash("已保存。")
+            return redirect(url_for("appeals_console.categories"))
+        except AppError as exc:
+            error = exc.message
+    with session_scope() as s:
+        rows = services.categories(s, active_only=False)
+        return render_template("console/appeals/categories.html", rows=rows, error=error,
+                               requirable=services.REQUIRABLE)
+
+
+HOLIDAY_FORM = (Field("day", "date", "日期", required=True), Field("is_workday", "bool", "是否上班", default=False),
+                Field("name", "str", "名称", max_len=64))
+
+
+@bp.route("/appeal-holidays", methods=["GET", "POST"])
+@console_required(StaffRole.DEPT)
+def holidays():
+    error = None
+    if request.method == "POST":
+        if ROLE_RANK[StaffRole(g.staff.role)] < ROLE_RANK[StaffRole.STAFF]:
+            raise AppError("部门账号不能修改节假日表。", status=403, code="forbidden")
+        try:
+            with session_scope() as s:
+                if _int(request.form.get("delete_id")):
+                    services.delete_holiday(s, current_actor(), _int(request.form.get("delete_id")))
+                else:
+                    data = validate({k: v for k, v in request.form.items() if k != "csrf_token"}, HOLIDAY_FORM)
+                    services.set_holiday(s, current_actor(), data["day"], bool(data["is_workday"]), data["name"] or "")
+            flash("已保存。")
+            return redirect(url_for("appeals_console.holidays"))
+        except AppError as exc:
+            error = exc.message
+    with session_scope() as s:
+        rows = list(s.scalars(select(Holiday).order_by(Holiday.day.desc())))
+        cal = services.work_calendar(s)
+        today = utcnow().astimezone(TZ).date()
+        upcoming = [(today + timedelta(days=i), cal.is_workday(today + timedelta(days=i)),
+                     cal.source(today + timedelta(days=i))) for i in range(0, 21)]
+        return render_template("console/appeals/holidays.html", rows=rows, upcoming=upcoming, error=error)
+
+
+# --- reports ----------------------------------------------------------------------------------------
+
+@bp.get("/appeals/report")
+@console_required(StaffRole.DEPT)
+def report():
+    args = _args((Field("week", "str", "周次", max_len=8),))
+    with session_scope() as s:
+        data = reports.weekly(s, args["week"], current_actor())
+    return render_template("console/appeals/report.html", r=data)
+
+
+@bp.get("/appeals/report.xlsx")
+@console_required(StaffRole.DEPT)
+def report_xlsx():
+    args = _args((Field("week", "str", "周次", max_len=8),))
+    with session_scope() as s:
+        data = reports.weekly(s, args["week"], current_actor())
+    resp = Response(reports.weekly_xlsx(data),
+                    mimetype="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet")
+    resp.headers["Content-Disposition"] = f'attachment; filename="appeals-weekly-{data["week"]}.xlsx"'
+    return resp
+
+
+@bp.get("/appeals/issues.xlsx")
+@console_required(StaffRole.DEPT)
+def issues_xlsx():
+    args = _args((Field("enterprise_id", "int", "企业", min=1),))
+    with session_scope() as s:
+        data = reports.enterprise_issues(s, args["enterprise_id"], current_actor())
+    resp = Response(reports.issues_xlsx(data),
+                    mimetype="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet")
+    resp.headers["Content-Disposition"] = 'attachment; filename="enterprise-issues.xlsx"'
+    return resp
+
+
+def _departments(s) -> list[str]:
+    names = set(s.scalars(select(AppealCategory.department)))
+    names |= {d for d in s.scalars(select(StaffUser.department)) if d}
+    return sorted(names)
+
+
+# --- navigation and dashboard ------------------------------------------------------------------------
+
+add_nav("appeals_console.queue", "诉求", StaffRole.DEPT, "诉求")
+add_nav("appeals_console.triage", "诉求分拣", StaffRole.STAFF, "诉求")
+add_nav("appeals_console.report", "诉求周报", StaffRole.DEPT, "诉求")
+add_nav("appeals_console.categories", "服务清单", StaffRole.DEPT, "诉求")
+add_nav("appeals_console.holidays", "节假日", StaffRole.DEPT, "诉求")
+
+
+def _card_open() -> dict:
+    with session_scope() as s:
+        n = s.scalar(select(func.count(Appeal.id)).where(Appeal.status.in_([x.value for x in OPEN]))) or 0
+        late = s.scalar(select(func.count(Appeal.id)).where(Appeal.status.in_([x.value for x in OPEN]),
+                                                            Appeal.overdue.is_(True))) or 0
+    return {"title": "在办诉求", "value": n, "hint": f"其中超期 {late} 件",
+            "href": url_for("appeals_console.queue", open_only="true")}
+
+
+def _card_rates() -> dict:
+    now = utcnow()
+    with session_scope() as s:
+        m = metrics.compute(s, now - timedelta(days=30), now)
+    rate = m.resolution.value
+    return {"title": "诉求解决率（近 30 天）", "value": "—" if rate is None else f"{rate:.0%}",
+            "hint": f"目标 ≥ 90%；响应率 {_pct(m.response.value)}，按时办结 {_pct(m.on_time.value)}，"
+                    f"满意率 {_pct(m.satisfaction.value)}",
+            "href": url_for("appeals_console.report")}
+
+
+def _card_escalated() -> dict:
+    with session_scope() as s:
+        n = s.scalar(select(func.count(Appeal.id)).where(Appeal.escalated.is_(True),
+                                                         Appeal.status.in_([x.value for x in OPEN]))) or 0
+        t = s.scalar(select(func.count(Appeal.id)).where(Appeal.needs_triage.is_(True),
+                                                         Appeal.status.in_([x.value for x in OPEN]))) or 0
+    return {"title": "办不成事（在办）", "value": n, "hint": f"待分拣 {t} 件",
+            "href": url_for("appeals_console.queue", escalated="true", open_only="true")}
+
+
+def _pct(v) -> str:
+    return "—" if v is None else f"{v:.0%}"
+
+
+for _card in (_card_open, _card_rates, _card_escalated):
+    if all(getattr(c, "__qualname__", "") != _card.__qualname__ or getattr(c, "__module__", "") != __name__
+           for c in DASHBOARD_CARDS):
+        DASHBOARD_CARDS.append(_card)
+
+

@@ -1,0 +1,60 @@
+"""Two staff act on one appeal at the same moment: one wins, the other gets 409 (PostgreSQL row locks)."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+from sqlalchemy import select
+
+from wxapp_backend.appeals import services
+from wxapp_backend.appeals.models import AppealEvent
+from wxapp_backend.db import session_scope, utcnow
+from wxapp_backend.errors import Conflict
+
+
+def _race(app, arrange, monkeypatch, *, lock: bool):
+    appeal_id = arrange.submit(utcnow())
+    arrange.act(appeal_id, "accept")
+    arrange.act(appeal_id, "start")
+    monkeypatch.setattr(services, "LOCK_ROWS", lock)
+    # Hold each transaction open between reading the appeal and changing it, so that both read first.
+    monkeypatch.setattr(services, "_after_load", lambda appeal: time.sleep(0.5))
+    results: dict[str, str] = {}
+    barrier = threading.Barrier(2)
+
+    def run(action, data):
+        with app.app_context():
+            barrier.wait()
+            try:
+                with session_scope() as s:
+                    services.perform(s, arrange.actor, appeal_id, action, data)
+                results[action] = "ok"
+            except Conflict:
+                results[action] = "409"
+
+    threads = [threading.Thread(target=run, args=("resolve", {"resolution": "已办结"})),
+               threading.Thread(target=run, args=("request_info", {"note": "请补充材料"}))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    with session_scope() as s:
+        moves = s.scalars(select(AppealEvent).where(AppealEvent.appeal_id == appeal_id,
+                                                    AppealEvent.from_status == "in_progress")).all()
+    return results, moves
+
+
+@pytest.mark.postgres
+def test_conflicting_actions_one_wins(app, arrange, monkeypatch):
+    results, moves = _race(app, arrange, monkeypatch, lock=True)
+    assert sorted(results.values()) == ["409", "ok"]
+    assert len(moves) == 1
+
+
+@pytest.mark.postgres
+def test_negative_control_without_the_lock_both_win(app, arrange, monkeypatch):
+    results, moves = _race(app, arrange, monkeypatch, lock=False)
+    assert sorted(results.values()) == ["ok", "ok"]  # the race the lock prevents
+    assert len(moves) == 2
