@@ -162,3 +162,57 @@ def test_tag_with_separator_is_split_not_stored_whole(app_ctx):
         e = services.create_enterprise(s, ACTOR, {"name": "标签公司", "credit_code": code(300),
                                                   "tags": ["a|b", " c "]})
     assert e.tags == ["a", "b", "c"]
+
+
+def _race(app, decide_first, decide_second) -> list[str]:
+    """A decides and holds its transaction open while B decides the same binding; returns the outcomes."""
+    import threading
+
+    locked, outcomes = threading.Event(), []
+
+    def first():
+        with app.app_context(), session_scope() as s:
+            decide_first(s)
+            outcomes.append("first ok")
+            locked.set()
+            threading.Event().wait(0.5)  # keep the row locked a while
+
+    def second():
+        locked.wait(5)
+        with app.app_context():
+            try:
+                with session_scope() as s:
+                    decide_second(s)
+                outcomes.append("second ok")
+            except Conflict:
+                outcomes.append("second 409")
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    return outcomes
+
+
+@pytest.mark.postgres
+def test_two_staff_deciding_at_once_one_gets_409(app, app_ctx, db, make_enterprise, make_user):
+    u = make_user(enterprise_id=make_enterprise().id, binding_state="pending")
+    outcomes = _race(app, lambda s: services.decide_binding(s, ACTOR, u.id, approve=True),
+                     lambda s: services.decide_binding(s, ACTOR, u.id, approve=False))
+    assert sorted(outcomes) == ["first ok", "second 409"]
+    assert db.get(User, u.id).binding_state == "verified"
+
+
+@pytest.mark.postgres
+def test_negative_control_without_the_row_lock_both_decisions_pass(app, app_ctx, make_enterprise, make_user):
+    u = make_user(enterprise_id=make_enterprise().id, binding_state="pending")
+
+    def unlocked(s, state):
+        user = s.get(User, u.id)
+        if user.binding_state != "pending":
+            raise Conflict()
+        user.binding_state = state
+
+    outcomes = _race(app, lambda s: unlocked(s, "verified"), lambda s: unlocked(s, "rejected"))
+    assert sorted(outcomes) == ["first ok", "second ok"]  # the race the lock prevents

@@ -14,7 +14,6 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from ..audit import Actor, audit
-from ..auth import services as auth_services
 from ..auth.models import BindingState, StaffUser, User
 from ..errors import Conflict, NotFound, ValidationError
 from ..validation import Field, validate
@@ -410,5 +409,17 @@ def list_users(session: Session, *, state: str | None = None, q: str | None = No
 
 
 def decide_binding(session: Session, actor: Actor, user_id: int, *, approve: bool) -> User:
-    """Verify or reject a user's pending enterprise binding."""
-    return auth_services.decide_binding(session, actor, user_id, approve=approve)
+    """Verify or reject a user's pending enterprise binding; of two concurrent decisions the second gets 409."""
+    # Same transition as auth.services.decide_binding, but that one locks with session.get(...,
+    # with_for_update=True): User eager-joins its enterprise and building, and PostgreSQL refuses FOR UPDATE
+    # on the nullable side of an outer join. Locking only the users row works on every backend.
+    user = session.scalar(select(User).where(User.id == user_id).with_for_update(of=User)
+                          .execution_options(populate_existing=True))
+    if user is None:
+        raise NotFound("没有找到这个用户。")
+    if user.binding_state != BindingState.PENDING.value:
+        raise Conflict("这个绑定申请已经处理过了，请刷新页面查看最新状态。")
+    user.binding_state = (BindingState.VERIFIED if approve else BindingState.REJECTED).value
+    audit(session, actor, "binding.verified" if approve else "binding.rejected", user,
+          enterprise_id=user.enterprise_id)
+    return user
