@@ -16,6 +16,17 @@ RATE_LIMITED_TEXT = "您发消息的速度有点快，小二有点跟不上啦�
 
 Next = Callable[[Context], Reply | None]
 
+# Events that do not count against the rate limit (bookkeeping, nobody is typing).
+RATE_EXEMPT_EVENTS = frozenset({"unsubscribe", "location", "subscribe_msg_sent_event"})
+
+
+def rate_key(account: str, openid: str, now: float | None = None) -> str:
+    return f"wx:rl:{account}:{openid}:{int((time.time() if now is None else now) // 60)}"
+
+
+def rate_exempt(ctx_msg) -> bool:
+    return bool(ctx_msg.is_event and ctx_msg.event in RATE_EXEMPT_EVENTS)
+
 
 def logging_middleware(ctx: Context, call_next: Next) -> Reply | None:
     started = time.perf_counter()
@@ -37,7 +48,7 @@ def user_middleware(ctx: Context, call_next: Next) -> Reply | None:
         followed = ctx.msg.event == "subscribe"
     ctx.user_id, ctx.blocked = touch_user(ctx.redis, ctx.account, ctx.openid, followed=followed,
                                           at=ctx.msg.create_time or None, event=ctx.msg.event,
-                                          is_event=ctx.msg.is_event)
+                                          is_event=ctx.msg.is_event, prefetched=ctx.extra.get("prefetched"))
     return call_next(ctx)
 
 
@@ -51,16 +62,17 @@ def blocklist_middleware(ctx: Context, call_next: Next) -> Reply | None:
 
 def rate_limit_middleware(ctx: Context, call_next: Next) -> Reply | None:
     """At most RATE_LIMIT_PER_MINUTE messages a minute per user: one polite reply, then silence."""
-    if ctx.msg.is_event and ctx.msg.event in ("unsubscribe", "location", "subscribe_msg_sent_event"):
+    if rate_exempt(ctx.msg):
         return call_next(ctx)
     limit = RATE_LIMIT_PER_MINUTE
     if ctx.settings is not None:
         limit = int(getattr(ctx.settings, "extra", {}).get("chat_rate_limit", limit))
-    key = f"wx:rl:{ctx.account}:{ctx.openid}:{int(time.time() // 60)}"
-    pipe = ctx.redis.pipeline(transaction=False)
-    pipe.incr(key)
-    pipe.expire(key, 120)
-    count = pipe.execute()[0]
+    count = (ctx.extra.get("prefetched") or {}).get("rate_count")
+    if count is None:  # not counted by the webhook's first round trip
+        pipe = ctx.redis.pipeline(transaction=False)
+        pipe.incr(rate_key(ctx.account, ctx.openid))
+        pipe.expire(rate_key(ctx.account, ctx.openid), 120)
+        count = pipe.execute()[0]
     if count <= limit:
         return call_next(ctx)
     if count == limit + 1:

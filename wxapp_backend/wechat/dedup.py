@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import redis
@@ -52,21 +53,31 @@ class Dedup:
         self._finish = r.register_script(_FINISH)
         self._release = r.register_script(_RELEASE)
 
-    def claim(self, key: str) -> Claim:
-        """Claim `key` for processing, or learn its stored answer; one round trip."""
+    def claim(self, key: str, extra: Callable[[redis.client.Pipeline], None] | None = None
+              ) -> tuple[Claim, list]:
+        """Claim `key` for processing, or learn its stored answer; one round trip.
+
+        `extra` may add commands to the same round trip (the webhook's per-user reads); their results
+        are returned beside the claim.
+        """
+        extra_results: list = []
         for _ in range(3):
             token = _PROCESSING + secrets.token_hex(8).encode()
             pipe = self.redis.pipeline(transaction=False)
             pipe.set(key, token, nx=True, px=self.processing_ms)
             pipe.get(key)
-            created, value = pipe.execute()
+            if extra is not None:
+                extra(pipe)
+                extra = None
+            created, value, *more = pipe.execute()
+            extra_results = extra_results or more
             if created:
-                return Claim("new", key, token)
+                return Claim("new", key, token), extra_results
             found = self._parse(key, value)
             if found is not None:
-                return found
+                return found, extra_results
             # The record vanished between SET and GET (released or expired): try again.
-        return Claim("processing", key)
+        return Claim("processing", key), extra_results
 
     @staticmethod
     def _parse(key: str, value: bytes | None) -> Claim | None:

@@ -26,6 +26,7 @@ from prometheus_client import Counter
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
+from handlers.middleware import rate_exempt, rate_key
 from handlers.replies import Image, Many, News, Reply, Text, Transfer
 from handlers.router import Context, Router
 
@@ -225,11 +226,13 @@ class Pipeline:
     # ------------------------------------------------------------------------------------ answer
 
     def _answer(self, acct: Account, msg: Message, key_index: int | None, nonce: str, deadline: float) -> Outcome:
-        claim = self.dedup.claim(dedup_key(msg, acct.appid or acct.name))
+        # One round trip claims the message and reads/counts what the middleware needs for this user.
+        claim, fetched = self.dedup.claim(dedup_key(msg, acct.appid or acct.name), lambda p: _prefetch(p, msg))
         if claim.state != "new":
             return self._retry(acct, claim, deadline)
+        prefetched = {"user": fetched[0], "rate_count": fetched[-2] if not rate_exempt(msg) else None}
         try:
-            reply = self._run(msg, deadline)
+            reply = self._run(msg, deadline, prefetched)
         except LateReply:
             # Retries must not get the late reply passively (it is on its way by customer-service message).
             self.dedup.finish(claim, SUCCESS.encode())
@@ -272,10 +275,10 @@ class Pipeline:
                     self._pool_pid = os.getpid()
         return self._pool
 
-    def _run(self, msg: Message, deadline: float) -> Reply | None:
+    def _run(self, msg: Message, deadline: float, prefetched: dict | None = None) -> Reply | None:
         """Run the router in the bounded pool; raise LateReply when it misses the deadline."""
         slot = _Slot()
-        future = self._executor().submit(self._work, slot, msg)
+        future = self._executor().submit(self._work, slot, msg, prefetched)
         try:
             return future.result(timeout=max(0.0, deadline - time.monotonic()))
         except FutureTimeout:
@@ -288,12 +291,12 @@ class Pipeline:
                 raise LateReply() from None
             return future.result()
 
-    def _work(self, slot: _Slot, msg: Message) -> Reply | None:
+    def _work(self, slot: _Slot, msg: Message, prefetched: dict | None) -> Reply | None:
         with self.app.app_context():
             error: Exception | None = None
             reply: Reply | None = None
             try:
-                reply = self.dispatch(msg)
+                reply = self.dispatch(msg, prefetched)
             except Exception as exc:  # handed to the request thread, or logged when late
                 error = exc
             with slot.lock:
@@ -309,9 +312,11 @@ class Pipeline:
                 raise error
             return reply
 
-    def dispatch(self, msg: Message) -> Reply | None:
+    def dispatch(self, msg: Message, prefetched: dict | None = None) -> Reply | None:
         """Run the router on one message (no deadline, no dedup): for jobs and tests."""
         ctx = Context(msg=msg, redis=self.redis, settings=self.settings)
+        if prefetched is not None:
+            ctx.extra["prefetched"] = prefetched
         return self.router.dispatch(ctx)
 
     # ------------------------------------------------------------------------------------ rendering
@@ -402,6 +407,22 @@ def customer_payloads(account: str, reply: Reply | None) -> list[dict[str, Any]]
 # ---------------------------------------------------------------------------------------------- users
 
 
+def user_cache_key(account: str, openid: str) -> str:
+    return f"wx:user:{account}:{openid}"
+
+
+def _prefetch(pipe: redis.client.Pipeline, msg: Message) -> None:
+    """Commands riding on the dedup claim: user cache, customer-service window, rate counter (last two)."""
+    pipe.get(user_cache_key(msg.account, msg.source))
+    kind = _window_kind(msg.event, msg.is_event)
+    if kind:
+        jobs.open_window(pipe, msg.account, msg.source, kind=kind)
+    if not rate_exempt(msg):
+        key = rate_key(msg.account, msg.source)
+        pipe.incr(key)
+        pipe.expire(key, 120)
+
+
 def _window_kind(msg_event: str | None, is_event: bool) -> str | None:
     if not is_event:
         return "message"
@@ -410,18 +431,22 @@ def _window_kind(msg_event: str | None, is_event: bool) -> str | None:
 
 def touch_user(r: redis.Redis, account: str, openid: str, *, followed: bool | None = None,
                at: int | None = None, window: str | None = "auto", event: str | None = None,
-               is_event: bool = False) -> tuple[int | None, bool]:
+               is_event: bool = False, prefetched: dict | None = None) -> tuple[int | None, bool]:
     """Upsert the user behind an openid; returns (user id, blocked). Cached in Redis for USER_CACHE_TTL s.
 
-    Follow/unfollow always reach the database. Also opens the customer-service window.
+    Follow/unfollow always reach the database. Also opens the customer-service window, unless the
+    webhook already did both reads in its first round trip (`prefetched`).
     """
-    cache_key = f"wx:user:{account}:{openid}"
-    kind = _window_kind(event, is_event) if window == "auto" else window
-    pipe = r.pipeline(transaction=False)
-    pipe.get(cache_key)
-    if kind:
-        jobs.open_window(pipe, account, openid, kind=kind)
-    cached = pipe.execute()[0]
+    cache_key = user_cache_key(account, openid)
+    if prefetched is not None:
+        cached = prefetched.get("user")
+    else:
+        kind = _window_kind(event, is_event) if window == "auto" else window
+        pipe = r.pipeline(transaction=False)
+        pipe.get(cache_key)
+        if kind:
+            jobs.open_window(pipe, account, openid, kind=kind)
+        cached = pipe.execute()[0]
     if cached and followed is None:
         uid, _, blocked = cached.decode().partition(":")
         return int(uid), blocked == "1"
