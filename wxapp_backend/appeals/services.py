@@ -235,6 +235,11 @@ def transition(session: Session, appeal: Appeal, to: AppealStatus, actor: Actor,
         appeal.paused_at, appeal.sla_minutes_left, appeal.paused_from = None, None, ""
     if to in (S.CLOSED, S.REJECTED, S.WITHDRAWN):
         appeal.closed_at = now
+    if src == S.SUBMITTED and actor.type == "staff":
+        # The first staff member to act on it answers for it (首问负责): recorded once, never changed.
+        appeal.first_response_at = appeal.first_response_at or now
+        if appeal.first_responder_id is None:
+            appeal.first_responder_id = int(actor.id)
     appeal.status = to.value
     appeal.version += 1
     appeal.updated_at = now
@@ -501,10 +506,7 @@ def act_accept(session, actor, appeal, data, now):
         _set_category(session, actor, appeal, find_category(session, data["category"]), now)
     transition(session, appeal, S.ACCEPTED, actor, action="accepted", now=now,
                note=data.get("note") or "诉求已受理")
-    if appeal.first_responder_id is None:  # 首问负责: recorded once, never changes
-        appeal.first_responder_id = int(actor.id)
     appeal.handler_id = appeal.handler_id or int(actor.id)
-    appeal.first_response_at = appeal.first_response_at or now
     _notify(session, appeal, "appeal_accepted", f"您的诉求 {appeal.number} 已受理，承诺办结时间见详情。", "accepted")
 
 
