@@ -83,3 +83,77 @@ def image_path(instance_path: Path, images: list[dict], name: str) -> tuple[Path
             if path.is_file():
                 return path, img.get("type", "application/octet-stream")
     raise NotFound("没有这张照片。")
+
+
+# --- chat intake (handlers/appeal_intake.py calls these; the handler itself holds no SQL) ------------------
+
+def chat_profile(session, user_id: int) -> dict:
+    """What we already know about the chat user: their verified enterprise and building."""
+    from ..auth.models import User
+
+    user = session.get(User, user_id)
+    if user is None:
+        return {}
+    out: dict = {}
+    if user.enterprise_id and user.binding_state == "verified" and user.enterprise is not None:
+        out["enterprise_id"] = user.enterprise.id
+        out["enterprise_name"] = user.enterprise.name
+        if user.enterprise.building is not None:
+            out["building_id"], out["building_name"] = user.enterprise.building.id, user.enterprise.building.name
+    if "building_id" not in out and user.building is not None:
+        out["building_id"], out["building_name"] = user.building.id, user.building.name
+    if user.phone:
+        out["phone"] = user.phone
+    return out
+
+
+def match_place(session, text: str) -> dict:
+    """Find a known building (and an enterprise by exact name) in free text like '某某公司，新华大厦'."""
+    from sqlalchemy import select
+
+    from ..enterprises.models import Building, Enterprise
+
+    text = text.strip()
+    out: dict = {"enterprise_name": text[:200]}
+    best = None
+    for b in session.scalars(select(Building)):
+        if b.name and b.name in text and (best is None or len(b.name) > len(best.name)):
+            best = b
+    if best is not None:
+        out["building_id"], out["building_name"] = best.id, best.name
+        rest = text.replace(best.name, " ")
+        name = re.split(r"[，,、/\s]+", rest.strip())
+        out["enterprise_name"] = " ".join(n for n in name if n)[:200] or text[:200]
+    enterprise = session.scalar(select(Enterprise).where(Enterprise.name == out["enterprise_name"]))
+    if enterprise is not None:
+        out["enterprise_id"] = enterprise.id
+        if best is None and enterprise.building is not None:
+            out["building_id"], out["building_name"] = enterprise.building.id, enterprise.building.name
+    return out
+
+
+def submit_from_chat(session, user_id: int, draft: dict, *, account: str):
+    """The confirmed chat draft becomes an appeal (idempotent per draft); photos are fetched by a job."""
+    from ..queue import enqueue_after_commit
+    from . import services
+
+    appeal, created = services.submit_appeal(session, user_id, services.Intake(
+        content=draft["content"], contact_name=draft["contact_name"], contact_phone=draft["contact_phone"],
+        enterprise_id=draft.get("enterprise_id"), enterprise_name=draft.get("enterprise_name", ""),
+        building_id=draft.get("building_id"), images=[], channel="chat"),
+        idempotency_key=f"chat:{draft['id']}")
+    media = [m for m in draft.get("media", []) if isinstance(m, str)][:MAX_IMAGES]
+    if created and media:
+        enqueue_after_commit(session, "wxapp_backend.appeals.jobs.fetch_chat_images", appeal.id, account, media,
+                             job_id=f"appeal-{appeal.id}-chat-images", retries=2)
+    return appeal
+
+
+def decode_raw(data: bytes) -> tuple[bytes, str]:
+    """A downloaded photo: the same size and type checks as an uploaded one."""
+    if len(data) > MAX_IMAGE_BYTES:
+        raise PayloadTooLarge("照片太大了（每张不超过 2 MB）。")
+    ext = sniff(data)
+    if ext is None:
+        raise ValidationError("不是 JPG、PNG 或 WebP 图片。")
+    return data, ext

@@ -92,3 +92,41 @@ def periodic_tick() -> dict[str, int]:
         except Exception:  # noqa: BLE001 - not scheduled yet
             pass
         enqueue(periodic_tick, job_id=TICK_JOB_ID, delay=TICK_INTERVAL)
+
+
+def fetch_chat_images(appeal_id: int, account: str, media_ids: list[str]) -> int:
+    """Download photos sent in the chat intake and attach them; media already attached are skipped."""
+    from flask import current_app
+
+    from ..wechat.client import get_api
+    from . import intake
+
+    with session_scope() as s:
+        appeal = s.get(Appeal, appeal_id)
+        if appeal is None:
+            return 0
+        have = {img.get("media_id") for img in appeal.images or []}
+    todo = [m for m in media_ids if m not in have]
+    fetched: list[dict] = []
+    failed = 0
+    api = get_api(account)
+    for media_id in todo:
+        try:
+            data, _ctype = api.download_media(media_id)
+            decoded = intake.decode_raw(data)
+        except Exception:  # noqa: BLE001 - an expired or refused photo must not lose the others
+            log.warning("chat photo not fetched", extra={"appeal_id": appeal_id})
+            failed += 1
+            continue
+        stored = intake.store_images(current_app.instance_path, [decoded])[0]
+        fetched.append({**stored, "media_id": media_id})
+    with session_scope() as s:
+        appeal = services.get_appeal(s, appeal_id, SYSTEM, lock=True)
+        have = {img.get("media_id") for img in appeal.images or []}
+        new = [f for f in fetched if f["media_id"] not in have]
+        if new or failed:
+            appeal.images = list(appeal.images or []) + new
+            services._event(s, appeal, SYSTEM, "photos_attached",
+                            note=f"对话中发送的照片已保存 {len(new)} 张" + (f"，{failed} 张未能获取" if failed else ""),
+                            public=True)
+    return len(fetched)

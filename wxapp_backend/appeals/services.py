@@ -294,7 +294,7 @@ def submit_appeal(session: Session, user_id: int, intake: Intake, *, idempotency
         enterprise = session.get(Enterprise, intake.enterprise_id)
         if enterprise is None:
             raise ValidationError("没有找到这家企业。", fields={"enterprise_id": "没有找到这家企业"})
-    elif user.enterprise_id and user.binding_state == "verified":
+    elif user.enterprise_id and user.binding_state == "verified" and not intake.enterprise_name:
         enterprise = user.enterprise
     building_id = intake.building_id
     if building_id is not None and session.get(Building, building_id) is None:

@@ -1,0 +1,271 @@
+"""Chat intake of an appeal (我要反映): describe → enterprise/building → contact → photos → confirm.
+
+The draft lives only in the conversation state (Redis); the appeal row is written by the appeals service on
+“确认”, never before. “取消” drops the draft; “我要反映” during a draft offers 继续 / 重新开始. When the
+state is gone in the middle (Redis restarted, or 30 minutes of silence) and the user answers a step, they
+are told and can start again.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import secrets
+from typing import Any
+
+import redis
+
+from wxapp_backend.validation import PHONE_RE
+
+from . import router as default_router
+from .replies import Reply, Text
+from .router import Context, Router
+
+log = logging.getLogger("handlers")
+
+FLOW = "appeal"
+VERSION = 1
+STEPS = ("describe", "place", "contact", "photos", "confirm")
+START_WORDS = ("我要反映", "反映问题", "投诉", "诉求", "我要投诉", "我有诉求")
+CANCEL_WORDS = ("取消", "不提交了", "算了", "退出")
+CONTINUE_WORDS = ("继续",)
+RESTART_WORDS = ("重新开始", "重新填写", "修改")
+CONFIRM_WORDS = ("确认", "提交", "确认提交", "确定")
+SKIP_WORDS = ("跳过", "没有", "无", "不用", "好了", "完成", "发完了")
+YES_WORDS = ("是", "是的", "对", "对的", "确认", "没错")
+PASS_THROUGH = ("人工", "转人工", "人工客服", "人工服务", "客服")  # a person can always be reached
+
+PROMPTS = {
+    "describe": "请简单描述您遇到的问题：发生了什么、在哪里、持续多久（至少 5 个字）。\n随时回复“取消”可以退出。",
+    "place_known": "诉求将登记在“{name}”名下{building}。回复“是”确认，或直接输入企业名称和所在楼宇，"
+                   "例如：上海某某科技有限公司，新华大厦。",
+    "place": "请告诉我企业名称和所在楼宇，例如：上海某某科技有限公司，新华大厦。",
+    "contact": "请留下联系人姓名和手机号，例如：张三 13800138000。",
+    "contact_known": "请留下联系人姓名和手机号，例如：张三 13800138000（回复“是”使用 {masked}，需同时写上姓名：张三 是）。",
+    "photos": "如有现场照片，现在可以直接发送（最多 9 张），发完回复“好了”；没有照片请回复“跳过”。",
+}
+TOO_SHORT = "描述有点短，请再具体说说（至少 5 个字）。"
+TOO_LONG = "描述太长了，请精简到 2000 字以内。"
+BAD_CONTACT = "没有认出手机号，请按“姓名 手机号”的格式回复，例如：张三 13800138000。"
+NO_NAME = "请同时写上联系人姓名，例如：张三 13800138000。"
+PHOTO_OK = "收到第 {n} 张照片。还有可以继续发送，发完回复“好了”。"
+PHOTO_FULL = "照片已经有 9 张了，回复“好了”继续。"
+PHOTO_NOT_NOW = "这一步不需要照片哦。"
+CANCELLED = "已取消，您填写的内容没有保存。需要时回复“我要反映”重新开始。"
+PENDING = "您有一条未填完的诉求（进行到第 {n}/5 步）。回复“继续”接着填，回复“重新开始”从头填写，回复“取消”放弃。"
+LOST = ("抱歉，刚才填写的诉求记录已失效（系统刚刚重启，或超过 30 分钟没有回复），内容没有提交。\n"
+        "请回复“我要反映”重新开始，给您添麻烦了。")
+UNAVAILABLE = "系统暂时繁忙，刚才的内容没有保存。请稍后回复“我要反映”重新开始。"
+NO_USER = "暂时无法确认您的身份，诉求没有提交。请稍后再试，或在小程序“我要反映”中填写。"
+SUBMITTED = ("诉求已提交，编号 {number}。\n我们将在 1 个工作日内受理，承诺 {due} 前办结。\n"
+             "可在小程序“我的诉求”中查看进度，办理结果会通知您。")
+CONFIRM_HINT = "回复“确认”提交，回复“修改”重新填写，回复“取消”放弃。"
+SUMMARY = "请核对您的诉求：\n问题：{content}\n企业：{enterprise}\n楼宇：{building}\n联系人：{name} {phone}\n照片：{photos} 张\n"
+
+
+def _state(ctx: Context) -> dict[str, Any]:
+    try:
+        return ctx.state.get()
+    except redis.RedisError:
+        return {}
+
+
+def _in_flow(ctx: Context) -> bool:
+    if ctx.msg.msg_type not in ("text", "image", "voice"):
+        return False
+    if ctx.text in PASS_THROUGH:
+        return False
+    return _state(ctx).get("flow") == FLOW
+
+
+def _lost_answer(ctx: Context) -> bool:
+    """A reply that only makes sense inside an intake, arriving with no intake state."""
+    if ctx.msg.msg_type != "text" or _state(ctx).get("flow") == FLOW:
+        return False
+    t = ctx.text
+    return t in CONFIRM_WORDS or t in CONTINUE_WORDS or t in ("跳过", "发完了") or \
+        bool(re.fullmatch(r"\S{1,10}\s*[,，]?\s*1[3-9]\d{9}", t))
+
+
+def _save(ctx: Context, data: dict[str, Any]) -> None:
+    ctx.state.set(data)
+
+
+def _masked(phone: str) -> str:
+    return phone[:3] + "****" + phone[-4:] if len(phone) >= 7 else phone
+
+
+def _prompt(draft: dict[str, Any], step: str) -> str:
+    if step == "place" and draft.get("known", {}).get("enterprise_name"):
+        known = draft["known"]
+        building = f"（{known['building_name']}）" if known.get("building_name") else ""
+        return PROMPTS["place_known"].format(name=known["enterprise_name"], building=building)
+    if step == "contact" and draft.get("known", {}).get("phone"):
+        return PROMPTS["contact_known"].format(masked=_masked(draft["known"]["phone"]))
+    if step == "confirm":
+        return _summary(draft)
+    return PROMPTS[step]
+
+
+def _summary(d: dict[str, Any]) -> str:
+    return SUMMARY.format(content=d.get("content", ""), enterprise=d.get("enterprise_name") or "（未填写）",
+                          building=d.get("building_name") or "（未填写）", name=d.get("contact_name", ""),
+                          phone=d.get("contact_phone", ""), photos=len(d.get("media", []))) + CONFIRM_HINT
+
+
+def start(ctx: Context) -> Reply:
+    """我要反映 / the MENU_APPEAL click: a new draft, or the choice to resume one."""
+    try:
+        current = ctx.state.get()
+    except redis.RedisError:
+        return Text(UNAVAILABLE)
+    if current.get("flow") == FLOW and current.get("step") in STEPS:
+        return Text(PENDING.format(n=STEPS.index(current["step"]) + 1))
+    return _new_draft(ctx)
+
+
+def _new_draft(ctx: Context) -> Reply:
+    known: dict[str, Any] = {}
+    if ctx.user_id is not None:
+        from wxapp_backend.appeals.intake import chat_profile
+        from wxapp_backend.db import session_scope
+
+        with session_scope() as s:
+            known = chat_profile(s, ctx.user_id)
+    draft = {"flow": FLOW, "v": VERSION, "step": "describe", "id": secrets.token_hex(8), "known": known,
+             "media": []}
+    try:
+        _save(ctx, draft)
+    except redis.RedisError:
+        return Text(UNAVAILABLE)
+    return Text("好的，我来帮您登记诉求（共 5 步）。\n" + PROMPTS["describe"])
+
+
+def step(ctx: Context) -> Reply:
+    """One answer inside the flow."""
+    d = _state(ctx)
+    if d.get("v") != VERSION or d.get("step") not in STEPS:
+        ctx.state.clear()
+        return Text(LOST)
+    t = ctx.text
+    if t in CANCEL_WORDS:
+        ctx.state.clear()
+        return Text(CANCELLED)
+    if t in CONTINUE_WORDS:
+        return Text(_prompt(d, d["step"]))
+    if t in RESTART_WORDS:
+        ctx.state.clear()
+        return _new_draft(ctx)
+    if t in START_WORDS:
+        return Text(PENDING.format(n=STEPS.index(d["step"]) + 1))
+    handler = {"describe": _describe, "place": _place, "contact": _contact, "photos": _photos,
+               "confirm": _confirm}[d["step"]]
+    return handler(ctx, d)
+
+
+def _advance(ctx: Context, d: dict[str, Any], nxt: str, prefix: str = "") -> Reply:
+    d["step"] = nxt
+    _save(ctx, d)
+    return Text(prefix + _prompt(d, nxt))
+
+
+def _describe(ctx: Context, d: dict[str, Any]) -> Reply:
+    text = ctx.text or (ctx.msg.recognition or "").strip()
+    if ctx.msg.msg_type == "image":
+        d.setdefault("media", []).append(ctx.msg.media_id)
+        _save(ctx, d)
+        return Text("照片收到了，请再用文字描述一下问题（至少 5 个字）。")
+    if len(text) < 5:
+        return Text(TOO_SHORT)
+    if len(text) > 2000:
+        return Text(TOO_LONG)
+    d["content"] = text
+    return _advance(ctx, d, "place")
+
+
+def _place(ctx: Context, d: dict[str, Any]) -> Reply:
+    t = ctx.text
+    if not t:
+        return Text(PHOTO_NOT_NOW + PROMPTS["place"])
+    known = d.get("known", {})
+    if t in YES_WORDS and known.get("enterprise_name"):
+        for key in ("enterprise_id", "enterprise_name", "building_id", "building_name"):
+            if key in known:
+                d[key] = known[key]
+    else:
+        from wxapp_backend.appeals.intake import match_place
+        from wxapp_backend.db import session_scope
+
+        with session_scope() as s:
+            d.update(match_place(s, t))
+    return _advance(ctx, d, "contact")
+
+
+def _contact(ctx: Context, d: dict[str, Any]) -> Reply:
+    t = ctx.text
+    if not t:
+        return Text(PHOTO_NOT_NOW + PROMPTS["contact"])
+    known_phone = d.get("known", {}).get("phone", "")
+    m = re.search(r"(1[3-9]\d{9}|0\d{2,3}-?\d{7,8})", t)
+    phone = m.group(1) if m else ""
+    rest = t.replace(phone, " ") if phone else t
+    if not phone and known_phone and re.search(r"(^|\s)是$", t):
+        phone, rest = known_phone, re.sub(r"\s*是$", "", t)
+    if not phone or not PHONE_RE.match(phone):
+        return Text(BAD_CONTACT)
+    name = re.sub(r"[\s,，:：;；]+", " ", rest).replace("联系人", "").replace("电话", "").replace("手机", "").strip()
+    if not name:
+        return Text(NO_NAME)
+    d["contact_name"], d["contact_phone"] = name[:32], phone
+    return _advance(ctx, d, "photos")
+
+
+def _photos(ctx: Context, d: dict[str, Any]) -> Reply:
+    if ctx.msg.msg_type == "image":
+        media = d.setdefault("media", [])
+        if len(media) >= 9:
+            return Text(PHOTO_FULL)
+        if ctx.msg.media_id:
+            media.append(ctx.msg.media_id)
+        _save(ctx, d)
+        return Text(PHOTO_OK.format(n=len(media)))
+    if ctx.text in SKIP_WORDS or ctx.text in CONFIRM_WORDS:
+        return _advance(ctx, d, "confirm")
+    return Text(PROMPTS["photos"])
+
+
+def _confirm(ctx: Context, d: dict[str, Any]) -> Reply:
+    if ctx.text not in CONFIRM_WORDS:
+        return Text(_summary(d))
+    if ctx.user_id is None:
+        return Text(NO_USER)
+    from wxapp_backend.appeals.calendar import TZ
+    from wxapp_backend.appeals.intake import submit_from_chat
+    from wxapp_backend.db import session_scope
+    from wxapp_backend.errors import AppError
+
+    try:
+        with session_scope() as s:
+            appeal = submit_from_chat(s, ctx.user_id, d, account=ctx.account)
+            number, due = appeal.number, appeal.due_at
+    except AppError as exc:  # e.g. a category needing a field: say what is wrong, keep the draft
+        return Text(f"诉求没有提交：{exc.message}\n回复“修改”重新填写，或“取消”放弃。")
+    ctx.state.clear()
+    log.info("chat appeal submitted", extra={"account": ctx.account, "user_id": ctx.user_id})
+    return Text(SUBMITTED.format(number=number, due=due.astimezone(TZ).strftime("%m月%d日 %H:%M") if due else "—"))
+
+
+def lost(ctx: Context) -> Reply:
+    return Text(LOST)
+
+
+def install(r: Router) -> Router:
+    """Register the intake's rules on a router (the default one at import; tests pass their own)."""
+    r.match(_in_flow)(step)
+    r.text(*START_WORDS)(start)
+    r.click("MENU_APPEAL")(start)
+    r.match(_lost_answer)(lost)
+    return r
+
+
+install(default_router)
