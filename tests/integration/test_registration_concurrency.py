@@ -22,14 +22,14 @@ from wxapp_backend.errors import AppError
 
 @pytest.fixture
 def slow_count(monkeypatch):
-    original = services.seats_taken
+    original = services.seat_and_waitlist
 
     def slow(session, activity_id):
         n = original(session, activity_id)
         time.sleep(0.02)
         return n
 
-    monkeypatch.setattr(services, "seats_taken", slow)
+    monkeypatch.setattr(services, "seat_and_waitlist", slow)
 
 
 def _activity(capacity: int, waitlist: bool) -> int:

@@ -364,29 +364,11 @@ def no_show_penalty(session: Session, user_id: int, now: datetime) -> int:
     return 1 if n >= NO_SHOW_PENALTY_AT else 0
 
 
-def register(session: Session, *, activity_id: int, user_id: int, answers: dict[str, Any] | None = None,
-             idempotency_key: str | None = None, now: datetime | None = None,
-             lock: bool = True) -> tuple[Registration, bool]:
-    """Register a user; returns (registration, created). A replayed Idempotency-Key returns the first one.
-
-    `lock=False` exists only for the negative-control test that shows the lock is what prevents overbooking.
-    """
-    now = now or utcnow()
-    actor = Actor("user", user_id)
-    activity = lock_activity(session, activity_id, lock=lock)
-    idem = f"{user_id}:{idempotency_key}" if idempotency_key else None
-    if idem:
-        previous = session.scalar(select(Registration).where(Registration.idempotency_key == idem))
-        if previous is not None:
-            if previous.activity_id != activity_id:
-                raise Conflict("这个 Idempotency-Key 已用于另一个活动的报名。", code="idempotency_key_reused")
-            return previous, False
+def _precheck(activity: Activity, user: User, now: datetime, answers: dict[str, Any] | None) -> dict[str, Any]:
+    """Everything about a registration that needs no seat count (pure: no queries); returns clean answers."""
     if activity.status != ActivityStatus.PUBLISHED.value:
         raise (NotFound("没有找到这个活动。") if activity.status == ActivityStatus.DRAFT.value
                else Conflict("活动已取消，不能报名。", code="activity_cancelled"))
-    user = session.get(User, user_id)
-    if user is None:
-        raise NotFound("没有找到您的账号，请重新进入小程序。")
     if now >= activity.starts_at:
         raise Conflict("活动已开始或已结束，不能再报名了。", code="registration_closed")
     if activity.registration_opens_at and now < activity.registration_opens_at:
@@ -397,10 +379,55 @@ def register(session: Session, *, activity_id: int, user_id: int, answers: dict[
     problem = ineligibility(activity, user)
     if problem:
         raise Forbidden(problem, code="not_eligible")
-    clean_answers = check_answers(activity, answers)
-    existing = session.scalar(select(Registration).where(Registration.active_key == f"{activity_id}:{user_id}"))
+    return check_answers(activity, answers)
+
+
+def seat_and_waitlist(session: Session, activity_id: int) -> tuple[int, int]:
+    """(seats taken, waitlisted) in one query."""
+    row = session.execute(select(
+        func.count(Registration.id).filter(Registration.status.in_(SEAT_STATUSES)),
+        func.count(Registration.id).filter(Registration.status == RegStatus.WAITLISTED.value))
+        .where(Registration.activity_id == activity_id)).one()
+    return int(row[0] or 0), int(row[1] or 0)
+
+
+def register(session: Session, *, activity_id: int, user_id: int, answers: dict[str, Any] | None = None,
+             idempotency_key: str | None = None, now: datetime | None = None,
+             lock: bool = True) -> tuple[Registration, bool]:
+    """Register a user; returns (registration, created). A replayed Idempotency-Key returns the first one.
+
+    The checks that need no seat count run before the lock (so refusals and the no-show lookup do not queue
+    behind it) and again, without queries, on the locked row. `lock=False` exists only for the
+    negative-control test that shows the lock is what prevents overbooking.
+    """
+    now = now or utcnow()
+    actor = Actor("user", user_id)
+    idem = f"{user_id}:{idempotency_key}" if idempotency_key else None
+
+    def replay() -> Registration | None:
+        previous = session.scalar(select(Registration).where(Registration.idempotency_key == idem)) if idem else None
+        if previous is not None and previous.activity_id != activity_id:
+            raise Conflict("这个 Idempotency-Key 已用于另一个活动的报名。", code="idempotency_key_reused")
+        return previous
+
+    if (previous := replay()) is not None:
+        return previous, False
+    user = session.get(User, user_id)
+    if user is None:
+        raise NotFound("没有找到您的账号，请重新进入小程序。")
+    unlocked = session.get(Activity, activity_id)
+    if unlocked is None:
+        raise NotFound("没有找到这个活动。")
+    _precheck(unlocked, user, now, answers)
+    penalty = no_show_penalty(session, user_id, now)
+
+    activity = lock_activity(session, activity_id, lock=lock)
+    if idem and (previous := replay()) is not None:
+        return previous, False
+    clean_answers = _precheck(activity, user, now, answers)
+    existing = session.scalar(select(Registration.id).where(Registration.active_key == f"{activity_id}:{user_id}"))
     if existing is not None:
-        raise Conflict("您已报名这个活动了。", code="already_registered", fields={"registration_id": str(existing.id)})
+        raise Conflict("您已报名这个活动了。", code="already_registered", fields={"registration_id": str(existing)})
     ent = _verified_enterprise(user)
     if activity.per_enterprise_cap and ent is not None:
         used = session.scalar(select(func.count(Registration.id)).where(
@@ -409,8 +436,7 @@ def register(session: Session, *, activity_id: int, user_id: int, answers: dict[
         if used >= activity.per_enterprise_cap:
             raise Conflict(f"您所在企业的报名人数已达上限（每家 {activity.per_enterprise_cap} 人）。",
                            code="enterprise_cap_reached")
-    taken = seats_taken(session, activity_id)
-    queued = waitlist_length(session, activity_id)
+    taken, queued = seat_and_waitlist(session, activity_id)
     if taken < activity.capacity and queued == 0:
         status = RegStatus.PENDING_APPROVAL if activity.requires_approval else RegStatus.CONFIRMED
     elif activity.waitlist_enabled:
@@ -420,15 +446,18 @@ def register(session: Session, *, activity_id: int, user_id: int, answers: dict[
     reg = Registration(activity_id=activity_id, user_id=user_id, enterprise_id=ent.id if ent else None,
                        status=status.value, active_key=f"{activity_id}:{user_id}", idempotency_key=idem,
                        answers=clean_answers, queue_hour=int(now.timestamp() // 3600),
-                       penalty=no_show_penalty(session, user_id, now) if status == RegStatus.WAITLISTED else 0,
-                       created_at=now)
-    try:
-        with session.begin_nested():
-            session.add(reg)
-            session.flush()
-    except IntegrityError:
-        # Only reachable without the lock (or a same-key race): the database constraint still holds.
-        raise Conflict("您已报名这个活动了。", code="already_registered") from None
+                       penalty=penalty if status == RegStatus.WAITLISTED else 0, created_at=now)
+    if lock:
+        session.add(reg)
+        session.flush()
+    else:
+        try:
+            with session.begin_nested():
+                session.add(reg)
+                session.flush()
+        except IntegrityError:
+            # Without the lock, the database constraint is what still refuses a second active row.
+            raise Conflict("您已报名这个活动了。", code="already_registered") from None
     _event(session, reg, "", actor)
     audit(session, actor, "registration.created", reg, status=reg.status, activity_id=activity_id)
     return reg, True
