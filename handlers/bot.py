@@ -144,6 +144,8 @@ def install_defaults(router: Router, *, middleware: bool = True) -> Router:
 
     @router.regex(r"^[1-4]$")
     def on_digit(ctx: Context) -> Reply:
+        if kb.has_pending_choices(ctx):  # "回复数字即可查看答案" wins over the menu digits
+            return kb.answer(ctx.text, ctx)
         return INTENTS[DIGITS[ctx.text]](ctx)
 
     @router.text(*GREETINGS)
@@ -162,13 +164,13 @@ def install_defaults(router: Router, *, middleware: bool = True) -> Router:
     def on_text(ctx: Context) -> Reply | str | None:
         if not ctx.text:
             return Text(GREETING)
-        return kb.answer(ctx.text, ctx.state)
+        return kb.answer(ctx.text, ctx)
 
     @router.msg_type("voice")
     def on_voice(ctx: Context) -> Reply | str | None:
         # With speech recognition switched on, WeChat sends the transcript: treat it as text.
         if ctx.msg.recognition and ctx.msg.recognition.strip():
-            return kb.answer(ctx.msg.recognition.strip(), ctx.state)
+            return kb.answer(ctx.msg.recognition.strip(), ctx)
         return Text(UNSUPPORTED)
 
     @router.msg_type("image")

@@ -1,26 +1,29 @@
-"""Knowledge-base answers for free text: the one function the knowledge-base integration replaces."""
+"""Knowledge-base answers for free text: the same bot as POST /api/v1/chat, through the same service."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from flask import current_app
 
-from .replies import Reply, Text
+from wxapp_backend.knowledge_store.bot import has_pending_choices as _pending
+from wxapp_backend.knowledge_store.bot import respond
+from wxapp_backend.knowledge_store.services import get_runtime
 
-if TYPE_CHECKING:
-    from .state import ConversationState
+from .replies import Reply, Text, Transfer
+from .router import Context
 
-PLACEHOLDER = (
-    "您的问题小二已经收到啦～\n"
-    "政策问答知识库正在上线中…暂时还不能自动回答。\n"
-    "您可以：\n"
-    "· 回复“人工”，由工作人员为您解答；\n"
-    "· 回复“我要反映”，把问题留给我们，办理进度会及时告诉您。"
-)
+DETAIL_HINT = "（内容较长，完整内容请在小程序“政策问答”中查看）"
 
 
-def answer(text: str, state: ConversationState) -> Reply | str:
-    """Answer `text` from the knowledge base; `state` is the user's conversation state (ctx.state).
+def answer(text: str, ctx: Context) -> Reply:
+    """Answer `text` from the knowledge base: an answer, numbered “您是不是想问” choices, or a fallback."""
+    state = current_app.extensions["wxapp"]
+    result, _turn = respond(get_runtime(), state.db, state.redis, text, channel=ctx.account,
+                            user_id=ctx.user_id, who=ctx.openid, detail_hint=DETAIL_HINT)
+    if result.handoff and ctx.account == "oa":
+        return Transfer(result.reply)
+    return Text(result.reply)
 
-    Until the knowledge-base integration lands this says so and offers 人工 and 我要反映.
-    """
-    return Text(PLACEHOLDER)
+
+def has_pending_choices(ctx: Context) -> bool:
+    """True when the last answer offered numbered choices, so a digit picks one of them."""
+    return _pending(ctx.redis, ctx.account, ctx.openid)

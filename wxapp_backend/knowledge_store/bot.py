@@ -43,3 +43,10 @@ def respond(runtime: KBRuntime, db: Database, r: redis.Redis, text: str, *, chan
             turn_id = log_turn(s, channel=channel, user_id=user_id, question=text, decision=result.decision,
                                entry_id=result.entry_id, confidence=result.confidence).id
     return result, turn_id
+
+
+def has_pending_choices(r: redis.Redis, channel: str, who: str) -> bool:
+    try:
+        return bool(r.exists(_memory_key(channel, who)))
+    except redis.RedisError:
+        return False
