@@ -505,17 +505,22 @@ def to_xlsx(headers: list[str], rows: Iterable[list[str]], *, title: str = "Shee
     book = openpyxl.Workbook(write_only=True)
     sheet = book.create_sheet(title)
 
-    def text_cell(value: str, bold: bool = False) -> WriteOnlyCell:
-        cell = WriteOnlyCell(sheet, value=value or None)
-        if value:
-            cell.data_type = "s"  # never "f", whatever the text starts with
-            if value.startswith(FORMULA_CHARS):
-                cell.quotePrefix = True  # Excel keeps treating it as text when the cell is edited
-        if bold:
-            cell.font = Font(bold=True)
+    def text_cell(value: str) -> Any:
+        if not value:
+            return None
+        if not value.startswith(FORMULA_CHARS):
+            return value  # plain text: openpyxl writes it as a string (and fast)
+        cell = WriteOnlyCell(sheet, value=value)
+        cell.data_type = "s"  # never "f", whatever the text starts with
+        cell.quotePrefix = True  # Excel keeps treating it as text when the cell is edited
         return cell
 
-    sheet.append([text_cell(h, bold=True) for h in headers])
+    header = []
+    for h in headers:
+        cell = WriteOnlyCell(sheet, value=h)
+        cell.font = Font(bold=True)
+        header.append(cell)
+    sheet.append(header)
     for row in rows:
         sheet.append([text_cell(v or "") for v in row])
     buf = io.BytesIO()
