@@ -35,10 +35,11 @@ def _no_backoff(app_ctx, monkeypatch):
 
 
 def _notify(user, kind="appeal_accepted", fields=None, **kw) -> int:
+    fields = {"number": "SQ20251016-0001", **(fields or {})}
     kw.setdefault("title", "诉求已受理")
     kw.setdefault("body", "我们已受理您关于空调噪音的诉求。")
     with session_scope() as s:
-        return notify(s, user.id, kind, fields or {}, "pages/appeal/detail?id=1", **kw).id
+        return notify(s, user.id, kind, fields, "pages/appeal/detail?id=1", **kw).id
 
 
 def _give_credits(user, n=1, template=TEMPLATE, *, long_term=False):
@@ -80,8 +81,9 @@ def test_with_credit_a_subscribe_message_goes_out(make_user, standin, db):
     body = standin.calls_to(SUBSCRIBE)[0].body
     assert body["touser"] == user.openid and body["template_id"] == TEMPLATE
     assert body["page"] == "pages/appeal/detail?id=1"
-    assert body["data"] == {"thing1": {"value": "诉求已受理"}, "phrase2": {"value": "已受理"},
-                            "time3": {"value": "2025年10月16日 14:30"}, "thing4": {"value": "我们已受理您的诉求"}}
+    assert body["data"] == {"character_string1": {"value": "SQ20251016-0001"}, "thing2": {"value": "诉求已受理"},
+                            "phrase3": {"value": "已受理"}, "time4": {"value": "2025年10月16日 14:30"},
+                            "thing5": {"value": "我们已受理您的诉求"}}
     assert _credits(db, user) == 1
     assert _attempts(db, nid) == [("subscribe", "ok", 0)]
     assert _note(db, nid).finished_at is not None
@@ -165,13 +167,13 @@ def test_refused_subscribe_is_recorded_and_the_credit_given_back(make_user, stan
 def test_fields_that_would_fail_are_caught_before_sending(make_user, standin, db):
     user = make_user()
     _give_credits(user, 1)
-    nid = _notify(user, fields={"status": "accepted!"})  # phrase2 must be Chinese
+    nid = _notify(user, fields={"status": "accepted!"})  # phrase3 must be Chinese
     assert deliver_notification(nid) == "inbox_only"
     assert standin.count(SUBSCRIBE) == 0
     [(channel, outcome, _)] = _attempts(db, nid)
     assert (channel, outcome) == ("subscribe", "invalid")
     db.expire_all()
-    assert "phrase2" in db.scalar(select(NotificationAttempt.detail))
+    assert "phrase3" in db.scalar(select(NotificationAttempt.detail))
     assert _credits(db, user) == 1  # not spent on a message that could not go
 
 

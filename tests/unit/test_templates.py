@@ -9,7 +9,14 @@ import pytest
 
 from wxapp_backend.config import ConfigError
 from wxapp_backend.notices.kinds import DEFAULT_KINDS, Kind, load_kinds, parse_kinds, render
-from wxapp_backend.wechat.templates import TemplateFieldError, field_type, fit, format_time, validate, validate_value
+from wxapp_backend.wechat.templates import (
+    TemplateFieldError,
+    field_type,
+    fit,
+    format_time,
+    validate,
+    validate_value,
+)
 
 GOOD = {
     "thing1": "一" * 20,
@@ -121,26 +128,34 @@ def test_format_time_is_shanghai_24h():
 def test_render_maps_fields_defaults_and_times():
     kind = DEFAULT_KINDS["appeal_accepted"]
     created = datetime(2025, 10, 16, 6, 30, tzinfo=UTC)
-    data = render(kind, {"title": "办公室空调噪音扰民，希望物业尽快处理一下谢谢"}, created_at=created)
-    assert data["thing1"].endswith("…") and len(data["thing1"]) == 20
-    assert data["phrase2"] == "已受理"
-    assert data["time3"] == "2025年10月16日 14:30"
-    data = render(kind, {"status": "处理中", "time": "2025-10-17T09:00:00+08:00", "note": "网格员将联系您"},
-                  title="诉求进展")
-    assert data == {"thing1": "诉求进展", "phrase2": "处理中", "time3": "2025年10月17日 09:00", "thing4": "网格员将联系您"}
+    data = render(kind, {"number": "SQ20251016-0001", "title": "办公室空调噪音扰民，希望物业尽快处理一下谢谢"},
+                  created_at=created)
+    assert data["character_string1"] == "SQ20251016-0001"
+    assert data["thing2"].endswith("…") and len(data["thing2"]) == 20
+    assert data["phrase3"] == "已受理"
+    assert data["time4"] == "2025年10月16日 14:30"
+    data = render(kind, {"number": "SQ1", "status": "处理中", "time": "2025-10-17T09:00:00+08:00",
+                         "note": "网格员将联系您"}, title="诉求进展")
+    assert data == {"character_string1": "SQ1", "thing2": "诉求进展", "phrase3": "处理中",
+                    "time4": "2025年10月17日 09:00", "thing5": "网格员将联系您"}
     # Fields keyed by template keys work too.
-    assert render(kind, {"thing1": "直接给模板字段", "time3": "10:00"})["thing1"] == "直接给模板字段"
+    assert render(kind, {"character_string1": "SQ2", "thing2": "直接给模板字段", "time4": "10:00"})["thing2"] \
+        == "直接给模板字段"
     with pytest.raises(TemplateFieldError) as info:
-        render(kind, {"status": "not chinese"}, title="x", created_at=created)
-    assert info.value.field == "phrase2"
+        render(kind, {"number": "SQ1", "status": "not chinese"}, title="x", created_at=created)
+    assert info.value.field == "phrase3"
     with pytest.raises(TemplateFieldError):
-        render(kind, {}, title="", created_at=created)  # no title
+        render(kind, {"number": "SQ1"}, title="", created_at=created)  # no title
+    with pytest.raises(TemplateFieldError) as info:
+        render(kind, {}, title="诉求", created_at=created)  # no appeal number
+    assert info.value.field == "character_string1"
 
 
-def test_every_default_kind_renders_from_a_title_alone():
+def test_every_default_kind_renders_from_what_its_callers_pass():
     created = datetime(2025, 10, 16, 6, 30, tzinfo=UTC)
     for kind in DEFAULT_KINDS.values():
-        render(kind, {}, title="标题", created_at=created)
+        render(kind, {"number": "SQ20251016-0001"} if kind.name.startswith("appeal") else {}, title="标题",
+               created_at=created)
     assert set(DEFAULT_KINDS) == {
         "appeal_accepted", "appeal_needs_info", "appeal_resolved", "appeal_closed", "appeal_escalated",
         "activity_reminder", "waitlist_promoted", "registration_approved", "registration_cancelled", "notice"}

@@ -65,13 +65,14 @@ class Kind:
     long_term: bool = False
 
 
-_APPEAL_FIELDS = {"thing1": "title", "phrase2": "status", "time3": "time", "thing4": "note"}
+_APPEAL_FIELDS = {"character_string1": "number", "thing2": "title", "phrase3": "status", "time4": "time",
+                  "thing5": "note"}
 _REGISTRATION_FIELDS = {"thing1": "title", "phrase2": "result", "time3": "time", "thing4": "note"}
 
 
 def _appeal(name: str, status: str, note: str) -> Kind:
     return Kind(name, PLACEHOLDER_PREFIX + "appeal-progress", dict(_APPEAL_FIELDS),
-                {"phrase2": status, "thing4": note}, "pages/appeal/detail")
+                {"phrase3": status, "thing5": note}, "pages/appeals/detail")
 
 
 def _registration(name: str, result: str, note: str) -> Kind:
