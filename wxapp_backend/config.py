@@ -86,10 +86,8 @@ class Settings:
     log_json: bool = True
     # Jobs
     queue_name: str = "default"
-    # Notifications: kind -> template file (YAML/JSON, see notices/kinds.py); customer-service window
+    # Notifications: kind -> subscribe-message template file (YAML/JSON, see notices/kinds.py)
     notify_templates_path: str = ""
-    custom_window_seconds: int = 48 * 3600
-    custom_window_limit: int = 5
     # Free-form extras for tests (never read from the environment).
     extra: dict = field(default_factory=dict, compare=False)
 
@@ -165,8 +163,6 @@ class Settings:
             log_level=(env.get("LOG_LEVEL") or "INFO").upper(),
             log_json=_bool(env.get("LOG_JSON"), default=True),
             notify_templates_path=env.get("NOTIFY_TEMPLATES", "").strip(),
-            custom_window_seconds=_int(env, "CUSTOM_WINDOW_SECONDS", 48 * 3600),
-            custom_window_limit=_int(env, "CUSTOM_WINDOW_LIMIT", 5),
         )
         return settings
 

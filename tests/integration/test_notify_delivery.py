@@ -17,7 +17,8 @@ from wxapp_backend.notices.jobs import deliver_notification
 from wxapp_backend.notices.kinds import get_kind
 from wxapp_backend.notices.models import Notification, NotificationAttempt, SubscribeCredit
 from wxapp_backend.notices.services import notify
-from wxapp_backend.wechat.client import WeChatAPIError, take_custom_slot
+from wxapp_backend.wechat.client import WeChatAPIError
+from wxapp_backend.wechat.jobs import open_window, take_window, window_key
 
 SUBSCRIBE = "/cgi-bin/message/subscribe/send"
 CUSTOM = "/cgi-bin/message/custom/send"
@@ -121,22 +122,48 @@ def test_outside_the_window_nothing_is_sent(make_user, standin):
 
 def test_the_window_takes_five_messages(make_user, standin, db):
     user = make_user(last_message_at=utcnow() - timedelta(hours=1))
-    before = _sample("wechat_custom_refused_total", {"reason": "local"})
+    labels = {"account": "wxa", "errcode": "45047", "source": "local"}
+    before = _sample("wechat_kefu_refused_total", labels)
     results = [deliver_notification(_notify(user, title=f"第{i}条")) for i in range(6)]
     assert results == ["sent_custom"] * 5 + ["inbox_only"]
     assert standin.count(CUSTOM) == 5
-    assert _sample("wechat_custom_refused_total", {"reason": "local"}) == before + 1
+    assert _sample("wechat_kefu_refused_total", labels) == before + 1
     last = db.scalars(select(Notification).order_by(Notification.id.desc())).first()
-    assert _attempts(db, last.id) == [("custom", "limited", 0)]
+    assert _attempts(db, last.id) == [("custom", "limited", 45047)]
 
 
-def test_a_new_user_message_opens_a_new_window(app_ctx):
-    state = app_ctx.extensions["wxapp"]
-    first = utcnow() - timedelta(hours=2)
-    assert [take_custom_slot(state.redis, "app", "o1", first) for _ in range(6)] == [1, 2, 3, 4, 5, 0]
-    assert take_custom_slot(state.redis, "app", "o1", utcnow() - timedelta(minutes=1)) == 1
-    assert take_custom_slot(state.redis, "app", "o1", utcnow() - timedelta(hours=49)) == 0
-    assert take_custom_slot(state.redis, "app", "o1", None) == 0
+def test_notifications_and_chat_replies_share_one_window(make_user, standin, app_ctx):
+    """The webhook opens the window and late chat replies spend it; notifications spend the same count."""
+    r = app_ctx.extensions["wxapp"].redis
+    user = make_user()  # no last_message_at: the Redis window alone decides
+    open_window(r, "wxa", user.openid, kind="message")
+    assert [take_window(r, "wxa", user.openid) for _ in range(4)] == [0, 0, 0, 0]  # four chat replies
+    assert deliver_notification(_notify(user)) == "sent_custom"
+    assert deliver_notification(_notify(user, title="再一条")) == "inbox_only"
+    assert take_window(r, "wxa", user.openid) == 45047
+    assert standin.count(CUSTOM) == 1
+
+
+def test_a_lost_window_is_restored_from_last_message_at_without_resetting_one(make_user, app_ctx, standin):
+    r = app_ctx.extensions["wxapp"].redis
+    user = make_user(last_message_at=utcnow() - timedelta(hours=2))
+    assert deliver_notification(_notify(user)) == "sent_custom"
+    assert int(r.hget(window_key("wxa", user.openid), "sent")) == 1
+    assert deliver_notification(_notify(user)) == "sent_custom"
+    assert int(r.hget(window_key("wxa", user.openid), "sent")) == 2  # the restore did not reset the count
+
+
+def test_official_account_only_users_get_no_subscribe_message(make_user, standin, db):
+    """Users the Official Account created carry the placeholder openid "oa:<oa_openid>"."""
+    oa_openid = "oOA" + "y" * 25
+    user = make_user(openid=f"oa:{oa_openid}", oa_openid=oa_openid)
+    _give_credits(user, 1)
+    assert deliver_notification(_notify(user)) == "inbox_only"
+    assert standin.count() == 0
+    user2 = make_user(openid=f"oa:{oa_openid}z", oa_openid=oa_openid + "z",
+                      last_message_at=utcnow() - timedelta(minutes=3))
+    assert deliver_notification(_notify(user2)) == "sent_custom"
+    assert standin.calls_to(CUSTOM)[0].body["touser"] == oa_openid + "z"
 
 
 # ------------------------------------------------------------------------------------------ refusals
@@ -180,12 +207,13 @@ def test_fields_that_would_fail_are_caught_before_sending(make_user, standin, db
 @pytest.mark.parametrize("errcode", [45015, 45047])
 def test_customer_service_limits_are_counted_and_end_inbox_only(make_user, standin, db, errcode):
     user = make_user(last_message_at=utcnow() - timedelta(hours=1))
-    before = _sample("wechat_custom_refused_total", {"reason": str(errcode)})
+    labels = {"account": "wxa", "errcode": str(errcode), "source": "wechat"}
+    before = _sample("wechat_kefu_refused_total", labels)
     standin.fail_next(CUSTOM, errcode)
     nid = _notify(user)
     assert deliver_notification(nid) == "inbox_only"
     assert _attempts(db, nid) == [("custom", "limited", errcode)]
-    assert _sample("wechat_custom_refused_total", {"reason": str(errcode)}) == before + 1
+    assert _sample("wechat_kefu_refused_total", labels) == before + 1
     assert _sample("wechat_api_calls_total", {"api": "custom_send", "errcode": str(errcode)}) >= 1
 
 
@@ -258,7 +286,7 @@ def test_timeout_on_customer_service_retries_on_the_same_slot(make_user, standin
     assert deliver_notification(nid) == "sent_custom"
     assert _attempts(db, nid) == [("custom", "ok", 0)]
     # Only one window slot was taken for the two tries.
-    assert take_custom_slot(state.redis, state.settings.wxa_appid, user.openid, user.last_message_at) == 2
+    assert int(state.redis.hget(window_key("wxa", user.openid), "sent")) == 1
 
 
 def test_the_last_retry_gives_the_credit_back_and_fails(make_user, standin, db, monkeypatch):

@@ -5,8 +5,11 @@
 1. subscribe message, when the user has a mini-program openid, the kind has a template, the fields render
    and a credit can be claimed (atomically). 43101 zeroes the credit; 47003/40003/40037/41030 and other
    refusals give the credit back; either way delivery falls through to the next channel.
-2. customer-service text, when the user's last message is inside the window (48 h) and the window still has
-   room (5 sends, counted in Redis per user and window). 45015/45047 are counted in /metrics.
+2. customer-service text, when the user's customer-service window is open and has room: the same Redis
+   window the webhook opens and late chat replies spend (`wechat.jobs.take_window`: 5 sends within 48 h of
+   the user's last message), so notifications and chat replies never exceed it together. When Redis has no
+   window but the user's `last_message_at` is within 48 h, the window is restored from it first.
+   45015/45047, ours or WeChat's, are counted in /metrics (`wechat_kefu_refused_total`).
 3. otherwise the notification ends ``inbox_only`` (the inbox item exists since notify()).
 
 Run-twice safety: a finished notification is left alone; a Redis lock keeps two runs of one notification
@@ -32,7 +35,8 @@ from sqlalchemy.orm import Session
 
 from ..auth.models import User
 from ..db import session_scope, utcnow
-from ..wechat.client import WeChatAPIError, get_api, take_custom_slot
+from ..wechat.client import WeChatAPIError, get_api
+from ..wechat.jobs import KEFU_REFUSED, KEFU_SENT, MESSAGE_LIMIT, MESSAGE_WINDOW, take_window, window_key
 from ..wechat.templates import TemplateFieldError
 from . import credits
 from .kinds import get_kind, render
@@ -42,9 +46,6 @@ log = logging.getLogger(__name__)
 
 NOTIFY_ATTEMPTS = Counter("notify_attempts_total", "Notification send attempts", ["channel", "outcome"])
 NOTIFY_DELIVERIES = Counter("notify_deliveries_total", "Notifications finished, by status", ["status"])
-CUSTOM_REFUSED = Counter("wechat_custom_refused_total",
-                         "Customer-service sends refused: 45015 outside the window, 45047 too many, "
-                         "local = our own window count was full", ["reason"])
 
 REFUSED = 43101  # the user's acceptance is used up or withdrawn: routine, never retried
 CUSTOM_LIMITS = frozenset({45015, 45047})
@@ -159,9 +160,15 @@ def _attempt(s: Session, note: Notification, channel: Channel, outcome: Outcome,
     return row
 
 
+def _wxa_openid(user: User) -> str | None:
+    # Official Account users who never logged into the mini-program carry a placeholder "oa:<openid>".
+    return user.openid if user.openid and not user.openid.startswith("oa:") else None
+
+
 def _plan_subscribe(s: Session, note: Notification, user: User) -> _Send | None:
     kind = get_kind(note.kind)
-    if kind is None or not kind.template_id or not user.openid:
+    openid = _wxa_openid(user)
+    if kind is None or not kind.template_id or openid is None:
         return None
     try:
         data, page = _subscribe_data(s, note)
@@ -174,17 +181,32 @@ def _plan_subscribe(s: Session, note: Notification, user: User) -> _Send | None:
     if not credits.claim(s, user.id, kind.template_id):
         return None
     row = _attempt(s, note, Channel.SUBSCRIBE, Outcome.SENDING, detail=kind.template_id)
-    return _Send(row.id, Channel.SUBSCRIBE, "wxa", user.openid, user.id, kind.template_id, data, page)
+    return _Send(row.id, Channel.SUBSCRIBE, "wxa", openid, user.id, kind.template_id, data, page)
 
 
-def _custom_target(user: User) -> tuple[str, str] | None:
-    # The Official Account is the chat most users talk to; the mini-program's chat otherwise.
+def _custom_targets(user: User) -> list[tuple[str, str]]:
+    """(account, openid) pairs that could carry a customer-service message, Official Account first."""
     settings = current_app.extensions["wxapp"].settings
+    out = []
     if user.oa_openid and settings.wechat_appid and settings.wechat_secret:
-        return "oa", user.oa_openid
-    if user.openid and settings.wxa_appid and settings.wxa_secret:
-        return "wxa", user.openid
-    return None
+        out.append(("oa", user.oa_openid))
+    wxa_openid = _wxa_openid(user)
+    if wxa_openid and settings.wxa_appid and settings.wxa_secret:
+        out.append(("wxa", wxa_openid))
+    return out
+
+
+def _restore_window(r: redis.Redis, account: str, openid: str, last_message_at) -> None:
+    """Open the 48-hour window from the database's last_message_at when Redis has none (it was lost)."""
+    key = window_key(account, openid)
+    pipe = r.pipeline(transaction=True)
+    # HSETNX: an existing window (and what it has already spent) is never reset here.
+    pipe.hsetnx(key, "at", int(last_message_at.timestamp()))
+    pipe.hsetnx(key, "span", MESSAGE_WINDOW)
+    pipe.hsetnx(key, "limit", MESSAGE_LIMIT)
+    pipe.hsetnx(key, "sent", 0)
+    pipe.expire(key, MESSAGE_WINDOW + 60)
+    pipe.execute()
 
 
 def _custom_text(s: Session, note: Notification) -> str:
@@ -197,24 +219,28 @@ def _custom_text(s: Session, note: Notification) -> str:
 
 
 def _plan_custom(s: Session, note: Notification, user: User) -> _Send | None:
-    state = current_app.extensions["wxapp"]
-    settings = state.settings
-    if user.last_message_at is None or utcnow() - user.last_message_at >= timedelta(
-            seconds=settings.custom_window_seconds):
+    r = current_app.extensions["wxapp"].redis
+    targets = _custom_targets(user)
+    if not targets:
         return None
-    target = _custom_target(user)
-    if target is None:
-        return None
-    account, openid = target
-    appid = settings.wechat_appid if account == "oa" else settings.wxa_appid
-    if not take_custom_slot(state.redis, appid, openid, user.last_message_at,
-                            limit=settings.custom_window_limit, window=settings.custom_window_seconds):
-        CUSTOM_REFUSED.labels("local").inc()
-        _attempt(s, note, Channel.CUSTOM, Outcome.LIMITED,
-                 detail=f"客服消息在用户最后一条消息后的时限内已发满 {settings.custom_window_limit} 条")
-        return None
-    row = _attempt(s, note, Channel.CUSTOM, Outcome.SENDING, detail=account)
-    return _Send(row.id, Channel.CUSTOM, account, openid, user.id, text=_custom_text(s, note))
+    last = user.last_message_at
+    if last is not None and utcnow() - last < timedelta(seconds=MESSAGE_WINDOW):
+        account, openid = targets[0]
+        if not r.exists(window_key(account, openid)):
+            _restore_window(r, account, openid, last)
+    full = None
+    for account, openid in targets:
+        refused = take_window(r, account, openid)
+        if not refused:
+            row = _attempt(s, note, Channel.CUSTOM, Outcome.SENDING, detail=account)
+            return _Send(row.id, Channel.CUSTOM, account, openid, user.id, text=_custom_text(s, note))
+        if refused == 45047:
+            full = account
+    if full is not None:  # a window is open but its sends are used up (by us or by chat replies)
+        KEFU_REFUSED.labels(full, "45047", "local").inc()
+        _attempt(s, note, Channel.CUSTOM, Outcome.LIMITED, errcode=45047,
+                 detail=f"客服消息在用户最后一条消息后的时限内已发满 {MESSAGE_LIMIT} 条")
+    return None
 
 
 def _resume(s: Session, note: Notification, user: User, attempt: NotificationAttempt) -> _Send | str:
@@ -229,12 +255,12 @@ def _resume(s: Session, note: Notification, user: User, attempt: NotificationAtt
             return _next_send_in(s, note, user)
         return _Send(attempt.id, Channel.SUBSCRIBE, "wxa", user.openid, user.id, template_id, data, page)
     account = attempt.detail if attempt.detail in ("oa", "wxa") else "wxa"
-    openid = user.oa_openid if account == "oa" else user.openid
+    openid = user.oa_openid if account == "oa" else _wxa_openid(user)
     return _Send(attempt.id, Channel.CUSTOM, account, openid or "", user.id, text=_custom_text(s, note))
 
 
 def _next_send_in(s: Session, note: Notification, user: User) -> _Send | str:
-    tried = {a.channel for a in note.attempts} | {Channel.SUBSCRIBE.value}
+    tried = {a.channel for a in note.attempts} | {Channel.SUBSCRIBE.value}  # the subscribe try just ended
     if Channel.CUSTOM not in tried:
         step = _plan_custom(s, note, user)
         if step is not None:
@@ -284,6 +310,8 @@ def _send(step: _Send, notification_id: int) -> str | None:
             return "missing"
         if error is None:
             _close(s, attempt, Outcome.OK, detail=step.template_id or step.account)
+            if step.channel == Channel.CUSTOM:
+                KEFU_SENT.labels(step.account).inc()
             return _finish(note, DeliveryStatus.SENT_SUBSCRIBE if step.channel == Channel.SUBSCRIBE
                            else DeliveryStatus.SENT_CUSTOM)
         detail = f"{error.errcode} {error.errmsg}"
@@ -304,7 +332,7 @@ def _send(step: _Send, notification_id: int) -> str | None:
                 log.warning("subscribe message refused", extra={"notification_id": notification_id,
                                                                  "errcode": error.errcode})
         elif error.errcode in CUSTOM_LIMITS:
-            CUSTOM_REFUSED.labels(str(error.errcode)).inc()
+            KEFU_REFUSED.labels(step.account, str(error.errcode), "wechat").inc()
             _close(s, attempt, Outcome.LIMITED, errcode=error.errcode, detail=detail)
         else:
             _close(s, attempt, Outcome.FAILED, errcode=error.errcode, detail=detail)

@@ -20,7 +20,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import requests
@@ -245,33 +244,3 @@ def get_api(account: str) -> WeChatAPI:
         state = current_app.extensions["wxapp"]
         api = apis[account] = build_api(account, state.settings, state.redis, state.wechat_http)
     return api
-
-
-# KEYS[1] = the per-window counter; ARGV = limit, ttl seconds.
-_TAKE_SLOT = """
-local n = redis.call('INCR', KEYS[1])
-if n == 1 then redis.call('EXPIRE', KEYS[1], ARGV[2]) end
-if n > tonumber(ARGV[1]) then
-    redis.call('DECR', KEYS[1])
-    return 0
-end
-return n
-"""
-
-
-def take_custom_slot(client: redis.Redis, appid: str, openid: str, last_message_at: datetime | None, *,
-                     limit: int = 5, window: int = 48 * 3600, now: datetime | None = None) -> int:
-    """Count one customer-service message against the user's window; 0 when the window is shut or full.
-
-    WeChat allows `limit` messages within `window` seconds after the user's last message; a new message
-    from the user opens a new window, so the counter is keyed by the time of that message. Everyone who
-    sends customer-service messages (notifications, late chat replies) should take a slot here first.
-    """
-    if last_message_at is None:
-        return 0
-    now = now or datetime.now(last_message_at.tzinfo)
-    left = int(window - (now - last_message_at).total_seconds())
-    if left <= 0:
-        return 0
-    key = f"wxapp:wechat:custom_window:{appid}:{openid}:{int(last_message_at.timestamp())}"
-    return int(client.eval(_TAKE_SLOT, 1, key, limit, left))
