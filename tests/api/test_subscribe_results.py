@@ -178,3 +178,29 @@ def test_change_event_accept_restores_a_long_term_template(app_ctx, make_user, d
         credits.apply_change_event(s, user.openid, {"TemplateId": "LONG-TERM", "SubscribeStatusString": "reject"})
     with session_scope() as s:
         assert not credits.claim(s, user.id, "LONG-TERM")
+
+
+def test_events_as_the_webhook_parses_them(app_ctx, make_user, db):
+    """The webhook hands over wechat.messages' normalised results; XML (one item) and JSON (several)."""
+    from wxapp_backend.wechat.messages import normalise, parse_body
+
+    user = make_user()
+    xml = (f"<xml><ToUserName>gh_1</ToUserName><FromUserName>{user.openid}</FromUserName>"
+           "<CreateTime>1714112445</CreateTime><MsgType>event</MsgType><Event>subscribe_msg_popup_event</Event>"
+           f"<SubscribeMsgPopupEvent><List><TemplateId>{APPEAL}</TemplateId>"
+           "<SubscribeStatusString>accept</SubscribeStatusString><PopupScene>0</PopupScene></List>"
+           "</SubscribeMsgPopupEvent></xml>")
+    msg = normalise(parse_body(xml, "xml"), "wxa")
+    with session_scope() as s:
+        assert credits.apply_popup_event(s, msg.source, msg.subscribe_results) == 1
+    assert _credit(db, user).credits == 1
+    import json
+
+    body = json.dumps({"ToUserName": "gh_1", "FromUserName": user.openid, "CreateTime": 1714112446,
+                       "MsgType": "event", "Event": "subscribe_msg_change_event",
+                       "List": [{"TemplateId": APPEAL, "SubscribeStatusString": "reject"},
+                                {"TemplateId": ACTIVITY, "SubscribeStatusString": "reject"}]})
+    msg = normalise(parse_body(body, "json"), "wxa")
+    with session_scope() as s:
+        assert credits.apply_change_event(s, msg.source, msg.subscribe_results) == 2
+    assert _credit(db, user).credits == 0

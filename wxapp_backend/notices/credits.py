@@ -154,8 +154,10 @@ def _event_items(subscribe_results: Any) -> Iterable[tuple[str, str]]:
     for item in items:
         if not isinstance(item, Mapping):
             continue
+        # WeChat's names (TemplateId, SubscribeStatusString) or wechat.messages' normalised ones.
         lowered = {str(k).lower(): v for k, v in item.items()}
-        tid, status = lowered.get("templateid"), lowered.get("subscribestatusstring")
+        tid = lowered.get("templateid") or lowered.get("template_id")
+        status = lowered.get("subscribestatusstring") or lowered.get("status")
         if isinstance(tid, str) and isinstance(status, str) and tid and len(tid) <= 64:
             yield tid, status.strip().lower()
 
