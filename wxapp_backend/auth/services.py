@@ -12,7 +12,7 @@ from werkzeug.security import check_password_hash, generate_password_hash
 from ..audit import SYSTEM, Actor, audit
 from ..db import utcnow
 from ..enterprises.models import Enterprise
-from ..errors import Conflict, NotFound, TooManyRequests, Unauthorized, ValidationError
+from ..errors import Conflict, TooManyRequests, Unauthorized, ValidationError
 from ..validation import credit_code_problem
 from .models import BindingState, StaffRole, StaffUser, User, UserRole
 
@@ -74,19 +74,6 @@ def request_enterprise_binding(session: Session, user: User, *, name: str, credi
     user.binding_state = BindingState.PENDING.value
     audit(session, Actor("user", user.id), "binding.requested", user, enterprise_id=enterprise.id,
           name_given=name, name_on_file=enterprise.name)
-    return user
-
-
-def decide_binding(session: Session, actor: Actor, user_id: int, *, approve: bool) -> User:
-    """Staff verify or reject a pending binding."""
-    user = session.get(User, user_id, with_for_update=True)
-    if user is None:
-        raise NotFound("没有找到这个用户。")
-    if user.binding_state != BindingState.PENDING.value:
-        raise Conflict("这个绑定申请已经处理过了。")
-    user.binding_state = (BindingState.VERIFIED if approve else BindingState.REJECTED).value
-    audit(session, actor, "binding.verified" if approve else "binding.rejected", user,
-          enterprise_id=user.enterprise_id)
     return user
 
 

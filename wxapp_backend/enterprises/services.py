@@ -410,9 +410,8 @@ def list_users(session: Session, *, state: str | None = None, q: str | None = No
 
 def decide_binding(session: Session, actor: Actor, user_id: int, *, approve: bool) -> User:
     """Verify or reject a user's pending enterprise binding; of two concurrent decisions the second gets 409."""
-    # Same transition as auth.services.decide_binding, but that one locks with session.get(...,
-    # with_for_update=True): User eager-joins its enterprise and building, and PostgreSQL refuses FOR UPDATE
-    # on the nullable side of an outer join. Locking only the users row works on every backend.
+    # User eager-joins its enterprise and building, and PostgreSQL refuses FOR UPDATE on the nullable side
+    # of an outer join: lock only the users row.
     user = session.scalar(select(User).where(User.id == user_id).with_for_update(of=User)
                           .execution_options(populate_existing=True))
     if user is None:
