@@ -25,6 +25,10 @@ class IndexParams:
     w_bm25: float = 0.5
     w_char: float = 0.5
     candidates: int = 30
+    # Entry-level "answer field" (answer text, category, tags, policy fields): its own BM25, weaker in fusion.
+    ans_k1: float = 1.2
+    ans_b: float = 0.5
+    w_ans: float = 0.15
 
 
 class BM25Matrix:
@@ -183,7 +187,7 @@ class TfidfMatrix:
 # Re-ranker: logistic regression on pairwise features, fitted on LCQMC dev + our labelled data by
 # `bench/kb_eval.py --fit`. The output is a probability that the candidate answers the query, which is
 # what makes one threshold mean the same thing at 100 and 100,000 entries.
-FEATURES: tuple[str, ...] = (
+_BASE_FEATURES: tuple[str, ...] = (
     "bias",
     "bm25_norm",
     "char_cos",
@@ -192,20 +196,26 @@ FEATURES: tuple[str, ...] = (
     "q_bi_cover",
     "d_bi_cover",
     "len_ratio",
-    "long",
-    "long_bm25_norm",
-    "long_char_cos",
-    "long_d_cover",
-    "long_d_bi_cover",
-    "long_len_ratio",
+    "ans_norm",
+    "sibling",
+    "lead_bi",
+)
+# Questions and passages (long documents) behave differently, so each gets its own copy of every feature:
+# short_* features are zero for long documents and long_* ones are zero for short documents.
+FEATURES: tuple[str, ...] = tuple(f"short_{f}" for f in _BASE_FEATURES) + tuple(
+    f"long_{f}" for f in _BASE_FEATURES
 )
 RERANK_WEIGHTS: tuple[float, ...] = (
-    -3.8035, 0.9497, 1.0188, 1.0905, 0.4827, 1.1217, 0.6610,
-    0.1881, -0.0270, 0.0426, 0.0258, 0.0083, 0.0082, -0.0132,
+    -5.1051, 3.5241, 4.8609, -0.3046, -1.4049, 0.0654,
+    -0.4619, 0.2715, 5.6184, 3.1150, 0.0000, -0.9799,
+    0.8647, 0.6449, 0.3755, -0.1804, 0.3192, -0.4203,
+    0.0380, 0.0000, 0.0000, 0.4261,
 )  # fmt: skip
 # Documents longer than this (in kept characters) are passages, not questions: the symmetric
 # features mean something else for them, so the model gets separate weights (the long_* features).
 LONG_DOC_CHARS = 60
+# The opening of a long document (its first sentence, roughly) acts as a pseudo-question.
+LEAD_CHARS = 40
 
 
 def _dice(a: set[str], b: set[str]) -> float:
@@ -224,6 +234,7 @@ class SearchIndex:
         analyzer: Analyzer,
         params: IndexParams | None = None,
         weights: Sequence[float] | None = None,
+        entry_texts: Sequence[str] | None = None,
     ) -> None:
         self.params = params or IndexParams()
         self.analyzer = analyzer
@@ -235,6 +246,15 @@ class SearchIndex:
         p = self.params
         self.bm25 = BM25Matrix(self.doc_tokens, k1=p.k1, b=p.b, idf=p.idf)
         self.char = TfidfMatrix([char_ngrams(c, p.char_n_min, p.char_n_max) for c in self.doc_chars])
+        # Answer field: one document per entry; entries without extra text get an empty document.
+        self.ans: BM25Matrix | None = None
+        if entry_texts is not None and any(entry_texts):
+            self.ans = BM25Matrix(
+                [analyzer.analyze(t).tokens if t else () for t in entry_texts],
+                k1=p.ans_k1,
+                b=p.ans_b,
+                idf="lucene",
+            )
 
     def __len__(self) -> int:
         return len(self.doc_entry)
@@ -243,7 +263,15 @@ class SearchIndex:
         j = self.bm25.vocab.get(term)
         return float(self.bm25.idf[j]) if j is not None else self.bm25.unknown_idf
 
-    def features(self, q: Analysis, docs: np.ndarray, bm_norm: np.ndarray, cos: np.ndarray) -> np.ndarray:
+    def features(
+        self,
+        q: Analysis,
+        docs: np.ndarray,
+        bm_norm: np.ndarray,
+        cos: np.ndarray,
+        ans_norm: np.ndarray | None = None,
+        sibling: np.ndarray | None = None,
+    ) -> np.ndarray:
         """Pairwise features (see FEATURES) of the query against each candidate document."""
         qset = set(q.tokens)
         q_idf = {t: max(self._idf(t), 0.0) for t in qset}
@@ -264,8 +292,12 @@ class SearchIndex:
             d_cov = c_mass / d_mass
             d_bi = shared_b / max(len(db), 1)
             len_ratio = min(lq, ld) / max(lq, ld, 1)
-            long = 1.0 if ld > LONG_DOC_CHARS else 0.0
-            out[r] = (
+            long = ld > LONG_DOC_CHARS
+            lead_bi = 0.0
+            if long:
+                lead = dc[:LEAD_CHARS]
+                lead_bi = len(qb & {lead[i : i + 2] for i in range(len(lead) - 1)}) / max(len(qb), 1)
+            base = (
                 1.0,
                 bmn,
                 cs,
@@ -274,13 +306,15 @@ class SearchIndex:
                 shared_b / max(len(qb), 1),
                 d_bi,
                 len_ratio,
-                long,
-                long * bmn,
-                long * cs,
-                long * d_cov,
-                long * d_bi,
-                long * len_ratio,
+                min(float(ans_norm[r]), 1.5) if ans_norm is not None else 0.0,
+                float(sibling[r]) if sibling is not None else 0.0,
+                lead_bi,
             )
+            half = len(_BASE_FEATURES)
+            if long:
+                out[r, half:] = base
+            else:
+                out[r, :half] = base
         return out
 
     def search_docs(
@@ -296,6 +330,14 @@ class SearchIndex:
         bm_norm = bm / self_s if self_s > 0 else bm
         cos = self.char.scores(char_ngrams(q.chars, p.char_n_min, p.char_n_max))
         fused = p.w_bm25 * np.minimum(bm_norm, 1.5) + p.w_char * cos
+        ans_doc = None
+        if self.ans is not None and q.tokens:
+            a_self = self.ans.self_score(q.tokens)
+            ans_e = self.ans.scores(q.tokens)
+            if a_self > 0:
+                ans_e = ans_e / a_self
+            ans_doc = np.minimum(ans_e, 1.5)[self.doc_entry]
+            fused = fused + p.w_ans * ans_doc
         if allowed is not None:
             fused = np.where(allowed, fused, -1.0)
         k = min(k or p.candidates, len(fused))
@@ -303,7 +345,19 @@ class SearchIndex:
         top = top[fused[top] > 0]
         if top.size == 0:
             return empty, np.zeros(0), np.zeros(0), np.zeros((0, len(FEATURES)))
-        feats = self.features(q, top, bm_norm[top], cos[top])
+        # Several phrasings of one entry among the candidates: every one of them gets the entry's
+        # second-best fused score (an entry-level bonus for matching more than one way of asking).
+        ent = self.doc_entry[top]
+        ft = fused[top]
+        sibling = np.zeros(len(top))
+        if len(np.unique(ent)) < len(ent):
+            for e in np.unique(ent):
+                m = np.flatnonzero(ent == e)
+                if len(m) > 1:
+                    sibling[m] = max(float(np.sort(ft[m])[-2]), 0.0)
+        feats = self.features(
+            q, top, bm_norm[top], cos[top], ans_doc[top] if ans_doc is not None else None, sibling
+        )
         conf = 1.0 / (1.0 + np.exp(-(feats @ self.weights)))
         order = np.lexsort((-fused[top], -conf))
         return top[order], fused[top][order], conf[order], feats[order]
