@@ -98,6 +98,14 @@ def register_cli(app: Flask) -> None:
 
         run_worker(list(queues) or [_state().settings.queue_name], burst=burst)
 
+    @app.cli.command("beat")
+    def beat() -> None:
+        """Enqueue the periodic jobs that are due now (workers do this by themselves; for cron use)."""
+        from .periodic import PERIODIC, beat_once
+
+        started = beat_once(_state().redis, _state().queue)
+        click.echo(f"已排队：{'、'.join(started) or '无（本时段已执行）'}；共 {len(PERIODIC)} 个定时任务。")
+
     @app.cli.command("serve")
     @click.option("--bind", default=None, help="监听地址，默认 127.0.0.1:8000（或环境变量 BIND）")
     @click.option("--workers", type=click.IntRange(1, 64), default=None, help="Web 进程数（默认按 CPU 核数）")

@@ -30,4 +30,13 @@ def run_worker(queue_names: list[str], *, burst: bool = False) -> bool:
     queues = [Queue(n, connection=state.redis) for n in queue_names]
     worker = AppWorker(queues, connection=state.redis)
     log.info("worker starting", extra={"queues": ",".join(queue_names)})
-    return worker.work(burst=burst, with_scheduler=True)
+    stop = None
+    if not burst:
+        from .periodic import start_beat
+
+        stop = start_beat(state.redis, state.queue)
+    try:
+        return worker.work(burst=burst, with_scheduler=True)
+    finally:
+        if stop is not None:
+            stop.set()

@@ -203,9 +203,14 @@ def staff_checkin():
 def register(app: Flask) -> None:
     """Called by create_app: the activities API, the notice broadcast API and both console pages."""
     from ..notices import broadcast_api
+    from ..periodic import register_periodic
     from . import console, notice_console
 
     app.register_blueprint(bp)
     broadcast_api.register(app)
     app.register_blueprint(console.bp)
     app.register_blueprint(notice_console.bp)
+    # Safety nets behind the delayed jobs: each is idempotent, so a slot run twice changes nothing.
+    register_periodic("activity_reminders", 300, "wxapp_backend.activities.jobs.send_due_reminders")
+    register_periodic("activity_attendance", 900, "wxapp_backend.activities.jobs.close_ended_activities")
+    register_periodic("notice_fanout", 60, "wxapp_backend.notices.broadcast.fanout_tick")
