@@ -2,10 +2,21 @@
 
 Both run on the same gunicorn (project gunicorn.conf.py, gthread) in the same run; the load generator is
 asyncio with pre-built keep-alive HTTP/1.1 requests (unique MsgIds, encrypted beforehand), loopback only,
-bounded in time and count. Usage:
+bounded in time and count. Two modes, each run for the bare endpoint and then the full pipeline:
 
-    .venv/bin/python bench/webhook.py [--workers 4] [--clients 50] [--seconds 10]
+- closed loop: `--clients` connections, each sends its next request when the previous one is answered.
+  Measures throughput; its latency is clients / throughput (Little's law), not a property of the server.
+- open loop: requests are *scheduled* at a fixed rate (`--rate`, req/s) whatever the answers do, over at
+  most `--clients` connections (more are opened, up to `--max-connections`, when all are busy); latency
+  counts from the scheduled send time, so a server that falls behind shows it (no coordinated omission).
 
+`--rounds N` repeats both modes N times (bare and full alternate within a round). Usage:
+
+    .venv/bin/python bench/webhook.py [--workers 4] [--threads 4] [--clients 50] [--seconds 8] \
+        [--rate 400] [--rounds 2] [--py-spy /tmp/webhook-prof]
+
+`--py-spy PREFIX` samples one gunicorn worker with py-spy (raw collapsed stacks, PREFIX-<pid>.txt) during
+the first full-pipeline closed-loop phase; summarise with `--py-spy-report PREFIX-<pid>.txt`.
 Uses the embedded SQLite/Redis in a temporary instance unless DATABASE_URL / REDIS_URL are set.
 """
 
@@ -13,8 +24,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import os
 import secrets
+import shutil
 import socket
 import statistics
 import subprocess
@@ -31,6 +44,7 @@ TOKEN = "benchtoken"
 AES_KEY = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG"
 APPID = "wxbench0000000001"
 TEXT = "你好"  # a greeting: the handler itself is trivial, so this measures the pipeline
+MAX_REQUESTS = 200_000  # hard cap on requests built per phase
 
 
 def free_port() -> int:
@@ -71,9 +85,13 @@ async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
     return status, await reader.readexactly(length)
 
 
-async def run_phase(port: int, reqs: list[bytes], clients: int, seconds: float,
-                    expect: bytes) -> tuple[int, list[float], int, float]:
-    """Closed loop: `clients` connections, each sending its next request when the previous is answered."""
+class Result:
+    def __init__(self, latencies: list[float], errors: int, elapsed: float, extra: str = "") -> None:
+        self.latencies, self.errors, self.elapsed, self.extra = latencies, errors, elapsed, extra
+
+
+async def closed_loop(port: int, reqs: list[bytes], clients: int, seconds: float, expect: bytes) -> Result:
+    """`clients` connections, each sending its next request when the previous is answered."""
     latencies: list[float] = []
     errors = 0
     it = iter(reqs)
@@ -105,28 +123,164 @@ async def run_phase(port: int, reqs: list[bytes], clients: int, seconds: float,
 
     started = time.perf_counter()
     await asyncio.gather(*(client() for _ in range(clients)))
-    elapsed = time.perf_counter() - started
-    return len(latencies), latencies, errors, elapsed
+    return Result(latencies, errors, time.perf_counter() - started)
 
 
-def summarise(name: str, count: int, lat: list[float], errors: int, seconds: float) -> dict:
-    lat = sorted(lat)
+async def open_loop(port: int, reqs: list[bytes], rate: float, seconds: float, expect: bytes,
+                    connections: int, max_connections: int) -> Result:
+    """Send at a fixed schedule (rate req/s); latency from each request's scheduled time."""
+    latencies: list[float] = []
+    errors = 0
+    idle: collections.deque = collections.deque()
+    opened = 0
+    waiters: collections.deque = collections.deque()
+    n = min(len(reqs), int(rate * seconds))
+    tasks: list[asyncio.Task] = []
+
+    async def get_conn():
+        nonlocal opened
+        if idle:
+            return idle.popleft()
+        if opened < max_connections:
+            opened += 1
+            return await asyncio.open_connection("127.0.0.1", port)
+        fut = asyncio.get_running_loop().create_future()
+        waiters.append(fut)
+        return await fut
+
+    def put_conn(conn) -> None:
+        while waiters:
+            fut = waiters.popleft()
+            if not fut.done():
+                fut.set_result(conn)
+                return
+        idle.append(conn)
+
+    async def one(req: bytes, scheduled: float) -> None:
+        nonlocal errors, opened
+        conn = await get_conn()
+        reader, writer = conn
+        writer.write(req)
+        try:
+            status, body = await _read_response(reader)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            errors += 1
+            writer.close()
+            opened -= 1
+            return
+        latencies.append(time.perf_counter() - scheduled)
+        if status != 200 or expect not in body:
+            errors += 1
+        put_conn(conn)
+
+    # Open the base connections before the clock starts.
+    for _ in range(connections):
+        idle.append(await asyncio.open_connection("127.0.0.1", port))
+    opened = connections
+    start = time.perf_counter() + 0.01
+    interval = 1.0 / rate
+    sent = 0
+    while sent < n:
+        now = time.perf_counter()
+        due = min(n, int((now - start) / interval) + 1)
+        while sent < due:  # catch up when the event loop was late: the schedule is fixed
+            tasks.append(asyncio.create_task(one(reqs[sent], start + sent * interval)))
+            sent += 1
+        await asyncio.sleep(max(0.0, start + sent * interval - time.perf_counter()))
+    await asyncio.wait(tasks, timeout=30)
+    elapsed = time.perf_counter() - start
+    for _, writer in idle:
+        writer.close()
+    return Result(latencies, errors + sum(1 for t in tasks if not t.done()), elapsed,
+                  f"offered {rate:.0f} req/s, {opened} connections at most")
+
+
+def summarise(name: str, res: Result) -> dict:
+    lat = sorted(res.latencies)
+    if not lat:
+        lat = [float("nan")]
     q = statistics.quantiles(lat, n=100) if len(lat) >= 100 else [lat[-1]] * 99
-    out = {"name": name, "requests": count, "rps": count / seconds, "p50_ms": q[49] * 1000,
-           "p99_ms": q[98] * 1000, "errors": errors}
-    print(f"{name:>14}: {out['rps']:8.0f} req/s   p50 {out['p50_ms']:6.1f} ms   p99 {out['p99_ms']:6.1f} ms   "
-          f"({count} requests, {errors} errors)")
+    out = {"name": name, "requests": len(res.latencies), "rps": len(res.latencies) / res.elapsed,
+           "p50_ms": q[49] * 1000, "p90_ms": q[89] * 1000, "p99_ms": q[98] * 1000, "max_ms": lat[-1] * 1000,
+           "errors": res.errors}
+    print(f"{name:>20}: {out['rps']:7.0f} req/s   p50 {out['p50_ms']:6.1f}   p90 {out['p90_ms']:6.1f}   "
+          f"p99 {out['p99_ms']:6.1f}   max {out['max_ms']:6.1f} ms   ({out['requests']} requests, "
+          f"{res.errors} errors{'; ' + res.extra if res.extra else ''})", flush=True)
     return out
+
+
+def _cpu_ticks(pids: list[int]) -> int:
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime + stime
+        except (OSError, IndexError, ValueError):
+            pass
+    return total
+
+
+def worker_pids(master: int) -> list[int]:
+    try:
+        out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(master)], capture_output=True, text=True).stdout
+    except OSError:
+        return []
+    return [int(p) for p in out.split()]
+
+
+def settle(pids: list[int], limit: float = 90.0) -> None:
+    """Wait until the workers are idle (their start-up warm-up thread loads the search index)."""
+    hz = os.sysconf("SC_CLK_TCK")
+    end = time.time() + limit
+    quiet = 0
+    while time.time() < end and quiet < 2:
+        before = _cpu_ticks(pids)
+        time.sleep(0.5)
+        busy = (_cpu_ticks(pids) - before) / hz / 0.5  # CPUs' worth of work
+        quiet = quiet + 1 if busy < 0.05 else 0
+
+
+def py_spy_report(path: str, top: int = 25) -> None:
+    """Top functions (self and inclusive sample share) from a py-spy raw (collapsed) file."""
+    self_count: collections.Counter = collections.Counter()
+    incl: collections.Counter = collections.Counter()
+    total = 0
+    for line in Path(path).read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack:
+            continue
+        n = int(count)
+        total += n
+        frames = [f.rsplit(" (", 1)[0] + " (" + f.rsplit(" (", 1)[1].split(":")[0] + ")" if " (" in f else f
+                  for f in stack.split(";")]
+        self_count[frames[-1]] += n
+        for f in set(frames):
+            incl[f] += n
+    print(f"{total} samples")
+    print("self:")
+    for f, n in self_count.most_common(top):
+        print(f"  {n / total:6.1%}  {f}")
+    print("inclusive:")
+    for f, n in incl.most_common(top * 2):
+        print(f"  {n / total:6.1%}  {f}")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--workers", type=int, default=4)
     ap.add_argument("--threads", type=int, default=4)
-    ap.add_argument("--clients", type=int, default=50)
-    ap.add_argument("--seconds", type=float, default=10.0)
-    ap.add_argument("--max-requests", type=int, default=60000)
+    ap.add_argument("--clients", type=int, default=50, help="closed loop: connections; open loop: base pool")
+    ap.add_argument("--seconds", type=float, default=8.0, help="per phase")
+    ap.add_argument("--rate", type=float, default=400.0, help="open loop: offered req/s (0: skip open loop)")
+    ap.add_argument("--max-connections", type=int, default=200, help="open loop: connection cap")
+    ap.add_argument("--rounds", type=int, default=1)
+    ap.add_argument("--mode", choices=("both", "closed", "open"), default="both")
+    ap.add_argument("--py-spy", metavar="PREFIX", help="sample one worker during the first full closed phase")
+    ap.add_argument("--py-spy-report", metavar="FILE", help="summarise a py-spy raw file and exit")
     args = ap.parse_args()
+    if args.py_spy_report:
+        py_spy_report(args.py_spy_report)
+        return
 
     instance = Path(tempfile.mkdtemp(prefix="wxapp-bench-"))
     port = free_port()
@@ -148,7 +302,11 @@ def main() -> None:
     env["REDIS_URL"] = setup.extensions["wxapp"].redis_url
     env.setdefault("DATABASE_URL", setup.extensions["wxapp"].settings.resolved_database_url)
 
-    n = min(args.max_requests, int(args.seconds * 4000) + 2000)
+    closed = args.mode in ("both", "closed")
+    opened = args.mode in ("both", "open") and args.rate > 0
+    per_closed = min(MAX_REQUESTS, int(args.seconds * 6000) + 2000) if closed else 0
+    per_open = min(MAX_REQUESTS, int(args.rate * args.seconds) + 10) if opened else 0
+    n = args.rounds * (per_closed + per_open)
     print(f"building {n} encrypted requests ...", flush=True)
     full_reqs, bare_reqs = build_requests(n, args.clients, port)
     warm = build_requests(args.clients * 20, args.clients, port)[0]
@@ -156,6 +314,7 @@ def main() -> None:
     proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", str(ROOT / "gunicorn.conf.py"),
                              "--pythonpath", f"{ROOT},{ROOT / 'bench'}", "_bare_app:app"],
                             cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    results: list[tuple[int, str, dict]] = []
     try:
         deadline = time.time() + 60
         while True:
@@ -167,17 +326,58 @@ def main() -> None:
                     raise SystemExit("gunicorn did not start") from None
                 time.sleep(0.2)
         print(f"gunicorn: {args.workers} workers x {args.threads} threads (gthread); {args.clients} clients; "
-              f"{args.seconds:.0f} s per phase; {os.cpu_count()} CPUs", flush=True)
-        # Warm up every worker (imports, connections, user rows and caches).
-        asyncio.run(run_phase(port, warm, args.clients, 30, b"<Encrypt>"))
-        asyncio.run(run_phase(port, bare_reqs[: args.clients * 20], args.clients, 30, b"success"))
-        bare = summarise("bare endpoint", *asyncio.run(run_phase(port, bare_reqs, args.clients, args.seconds,
-                                                                 b"success")))
-        full = summarise("full pipeline", *asyncio.run(run_phase(port, full_reqs, args.clients, args.seconds,
-                                                                 b"<Encrypt>")))
-        ratio = full["rps"] / bare["rps"]
-        print(f"{'ratio':>14}: {ratio:.0%} of the bare endpoint's throughput "
-              f"(target >= 50 %); full p99 {full['p99_ms']:.1f} ms (target < 50 ms)")
+              f"{args.seconds:.0f} s per phase; open loop at {args.rate:.0f} req/s; {os.cpu_count()} CPUs; "
+              f"load average {' '.join(f'{x:.1f}' for x in os.getloadavg())}", flush=True)
+        # Warm up every worker (imports, connections, user rows and caches), then let the start-up
+        # warm-up threads finish before anything is measured.
+        asyncio.run(closed_loop(port, warm, args.clients, 30, b"<Encrypt>"))
+        asyncio.run(closed_loop(port, bare_reqs[: args.clients * 20], args.clients, 30, b"success"))
+        pids = worker_pids(proc.pid)
+        settle(pids)
+        asyncio.run(closed_loop(port, warm[: args.clients * 4], args.clients, 30, b"<Encrypt>"))
+        pos = 0
+        for rnd in range(1, args.rounds + 1):
+            if args.rounds > 1:
+                print(f"round {rnd}", flush=True)
+            if closed:
+                bare = summarise("bare closed", asyncio.run(closed_loop(
+                    port, bare_reqs[pos: pos + per_closed], args.clients, args.seconds, b"success")))
+                spy = None
+                if args.py_spy and rnd == 1 and pids:
+                    spy_bin = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+                    spy = subprocess.Popen([spy_bin, "record", "--pid", str(pids[0]), "--duration",
+                                            str(int(args.seconds)), "--format", "raw", "--nonblocking",
+                                            "--output", f"{args.py_spy}-{pids[0]}.txt"],
+                                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                full = summarise("full closed", asyncio.run(closed_loop(
+                    port, full_reqs[pos: pos + per_closed], args.clients, args.seconds, b"<Encrypt>")))
+                if spy is not None:
+                    spy.wait(timeout=60)
+                    print(f"{'':>20}  py-spy: {args.py_spy}-{pids[0]}.txt", flush=True)
+                pos += per_closed
+                ratio = full["rps"] / bare["rps"]
+                results.append((rnd, "closed", {"bare": bare, "full": full, "ratio": ratio}))
+                print(f"{'closed ratio':>20}: {ratio:.0%} of the bare endpoint's throughput (target >= 50 %); "
+                      f"full p99 {full['p99_ms']:.1f} ms at {args.clients} clients (target < 50 ms)", flush=True)
+            if opened:
+                bare = summarise("bare open", asyncio.run(open_loop(
+                    port, bare_reqs[pos: pos + per_open], args.rate, args.seconds, b"success", args.clients,
+                    args.max_connections)))
+                full = summarise("full open", asyncio.run(open_loop(
+                    port, full_reqs[pos: pos + per_open], args.rate, args.seconds, b"<Encrypt>", args.clients,
+                    args.max_connections)))
+                pos += per_open
+                results.append((rnd, "open", {"bare": bare, "full": full}))
+                print(f"{'open':>20}: at {args.rate:.0f} req/s offered, full p99 {full['p99_ms']:.1f} ms vs bare "
+                      f"{bare['p99_ms']:.1f} ms (target < 50 ms)", flush=True)
+        print(f"load average after: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
+        if len(results) > 1:
+            print("summary (bare req/s, full req/s, ratio, full p50/p99 ms):")
+            for rnd, mode, r in results:
+                ratio = f"{r['ratio']:4.0%}" if "ratio" in r else "   -"
+                print(f"  round {rnd} {mode:>6}: {r['bare']['rps']:6.0f} {r['full']['rps']:6.0f} {ratio}  "
+                      f"{r['full']['p50_ms']:6.1f} / {r['full']['p99_ms']:6.1f}  (bare {r['bare']['p50_ms']:.1f} / "
+                      f"{r['bare']['p99_ms']:.1f})")
     finally:
         proc.terminate()
         try:

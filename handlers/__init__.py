@@ -40,7 +40,7 @@ def build_router(extra_modules: list[str] | None = None) -> Router:
     combined.middleware.extend(router.middleware)
     install_defaults(combined)  # default middleware goes in front of the plug-ins' own
     if router.fallback is not None:
-        combined.fallback = router.fallback
+        combined.fallback, combined.fallback_fast = router.fallback, router.fallback_fast
     return combined
 
 

@@ -63,6 +63,9 @@ CONFIRM_HINT = "回复“确认”提交，回复“修改”重新填写，回�
 SUMMARY = "请核对您的诉求：\n问题：{content}\n企业：{enterprise}\n楼宇：{building}\n联系人：{name} {phone}\n照片：{photos} 张\n"
 
 
+_NAME_PHONE = re.compile(r"\S{1,10}\s*[,，]?\s*1[3-9]\d{9}")
+
+
 def _state(ctx: Context) -> dict[str, Any]:
     try:
         return ctx.state.get()
@@ -84,7 +87,7 @@ def _lost_answer(ctx: Context) -> bool:
         return False
     t = ctx.text
     return t in CONFIRM_WORDS or t in CONTINUE_WORDS or t in ("跳过", "发完了") or \
-        bool(re.fullmatch(r"\S{1,10}\s*[,，]?\s*1[3-9]\d{9}", t))
+        bool(_NAME_PHONE.fullmatch(t))
 
 
 def _save(ctx: Context, data: dict[str, Any]) -> None:
@@ -261,10 +264,11 @@ def lost(ctx: Context) -> Reply:
 
 def install(r: Router) -> Router:
     """Register the intake's rules on a router (the default one at import; tests pass their own)."""
-    r.match(_in_flow)(step)
+    # Both matchers read only the message and ctx.state (cheap); only `lost` answers without I/O (fast).
+    r.match(_in_flow, cheap=True)(step)
     r.text(*START_WORDS)(start)
     r.click("MENU_APPEAL")(start)
-    r.match(_lost_answer)(lost)
+    r.match(_lost_answer, cheap=True, fast=True)(lost)
     return r
 
 

@@ -79,7 +79,11 @@ DIGITS = {"1": "kb", "2": "appeal", "3": "activity", "4": "human"}
 
 
 def install_defaults(router: Router, *, middleware: bool = True) -> Router:
-    """Register the default middleware (outermost) and rules on `router`, after any rules already there."""
+    """Register the default middleware (outermost) and rules on `router`, after any rules already there.
+
+    `fast=True` marks the rules that answer from the message alone (no database, no knowledge base, no
+    Redis of their own): the webhook runs those in the request thread instead of handing them to its pool.
+    """
     if middleware:
         router.middleware[:0] = list(DEFAULT_MIDDLEWARE)
 
@@ -91,15 +95,15 @@ def install_defaults(router: Router, *, middleware: bool = True) -> Router:
     def on_unsubscribe(ctx: Context) -> None:
         return None  # followed=False is recorded by the user middleware; nobody can read a reply
 
-    @router.event("scan")
+    @router.event("scan", fast=True)
     def on_scan(ctx: Context) -> Reply:
         return Text(WELCOME_BACK)
 
-    @router.event("location")
+    @router.event("location", fast=True)
     def on_location_report(ctx: Context) -> None:
         return None  # periodic position reports: never answer them
 
-    @router.event("click")
+    @router.event("click", fast=True)
     def on_click(ctx: Context) -> Reply | None:
         entry = MENU.get(ctx.msg.event_key or "")
         if entry is None:
@@ -107,11 +111,11 @@ def install_defaults(router: Router, *, middleware: bool = True) -> Router:
             return Text(MENU_TEXT)
         return INTENTS[entry[0]](ctx)
 
-    @router.event("view", "view_miniprogram")
+    @router.event("view", "view_miniprogram", fast=True)
     def on_view(ctx: Context) -> None:
         return None
 
-    @router.event("user_enter_tempsession")
+    @router.event("user_enter_tempsession", fast=True)
     def on_enter_session(ctx: Context) -> Reply:
         return Text(WXA_WELCOME)
 
@@ -120,25 +124,25 @@ def install_defaults(router: Router, *, middleware: bool = True) -> Router:
         _apply_credits(ctx)
         return None
 
-    @router.event("subscribe_msg_sent_event")
+    @router.event("subscribe_msg_sent_event", fast=True)
     def on_subscribe_msg_sent(ctx: Context) -> None:
         log.info("subscribe message delivery", extra={"account": ctx.account,
                                                       "results": ctx.msg.subscribe_results})
         return None
 
-    @router.text("人工", "转人工", "人工客服", "人工服务", "客服")
+    @router.text("人工", "转人工", "人工客服", "人工服务", "客服", fast=True)
     def on_human(ctx: Context) -> Reply:
         return human(ctx)
 
-    @router.text("我要反映", "反映问题", "投诉", "诉求")
+    @router.text("我要反映", "反映问题", "投诉", "诉求", fast=True)
     def on_appeal(ctx: Context) -> Reply:
         return appeal(ctx)
 
-    @router.text("白领活动", "活动")
+    @router.text("白领活动", "活动", fast=True)
     def on_activity(ctx: Context) -> Reply:
         return activity(ctx)
 
-    @router.text("菜单", "帮助", "help", "?", "？", "menu")
+    @router.text("菜单", "帮助", "help", "?", "？", "menu", fast=True)
     def on_menu(ctx: Context) -> Reply:
         return Text("我是数字店小二，可以帮您：\n" + MENU_TEXT)
 
@@ -148,15 +152,15 @@ def install_defaults(router: Router, *, middleware: bool = True) -> Router:
             return kb.answer(ctx.text, ctx)
         return INTENTS[DIGITS[ctx.text]](ctx)
 
-    @router.text(*GREETINGS)
+    @router.text(*GREETINGS, fast=True)
     def on_greeting(ctx: Context) -> Reply:
         return Text(GREETING)
 
-    @router.text(*THANKS_WORDS)
+    @router.text(*THANKS_WORDS, fast=True)
     def on_thanks(ctx: Context) -> Reply:
         return Text(THANKS)
 
-    @router.text(*BYE_WORDS)
+    @router.text(*BYE_WORDS, fast=True)
     def on_bye(ctx: Context) -> Reply:
         return Text(BYE)
 
@@ -173,16 +177,16 @@ def install_defaults(router: Router, *, middleware: bool = True) -> Router:
             return kb.answer(ctx.msg.recognition.strip(), ctx)
         return Text(UNSUPPORTED)
 
-    @router.msg_type("image")
+    @router.msg_type("image", fast=True)
     def on_image(ctx: Context) -> Reply:
         return Text(IMAGE_ACK)
 
-    @router.msg_type("location")
+    @router.msg_type("location", fast=True)
     def on_location(ctx: Context) -> Reply:
         label = ctx.msg.location.label if ctx.msg.location and ctx.msg.location.label else ""
         return Text(LOCATION_ACK.format(label=f"（{label}）" if label else ""))
 
-    @router.default
+    @router.default(fast=True)
     def on_other(ctx: Context) -> Reply | None:
         if ctx.msg.is_event:
             return None  # events nobody handles get no reply

@@ -1,4 +1,8 @@
-"""Middleware every message passes: logging, user upsert, blocklist, per-user rate limit."""
+"""Middleware every message passes: logging, user upsert, blocklist, per-user rate limit.
+
+Each carries `inline` (see handlers/router.py): True, or a function saying whether it is quick for a message
+(no database write, no Redis round trip of its own because the webhook's first round trip read the data).
+"""
 
 from __future__ import annotations
 
@@ -39,13 +43,17 @@ def logging_middleware(ctx: Context, call_next: Next) -> Reply | None:
     return reply
 
 
+def _followed(ctx: Context) -> bool | None:
+    if ctx.msg.is_event and ctx.msg.event in ("subscribe", "unsubscribe"):
+        return ctx.msg.event == "subscribe"
+    return None
+
+
 def user_middleware(ctx: Context, call_next: Next) -> Reply | None:
     """Create/refresh the user behind the openid (cached in Redis), record follow/unfollow."""
     from wxapp_backend.wechat.pipeline import touch_user  # the service lives with the webhook pipeline
 
-    followed = None
-    if ctx.msg.is_event and ctx.msg.event in ("subscribe", "unsubscribe"):
-        followed = ctx.msg.event == "subscribe"
+    followed = _followed(ctx)
     ctx.user_id, ctx.blocked = touch_user(ctx.redis, ctx.account, ctx.openid, followed=followed,
                                           at=ctx.msg.create_time or None, event=ctx.msg.event,
                                           is_event=ctx.msg.is_event, prefetched=ctx.extra.get("prefetched"))
@@ -79,5 +87,20 @@ def rate_limit_middleware(ctx: Context, call_next: Next) -> Reply | None:
         return Text(RATE_LIMITED_TEXT)
     return None
 
+
+def _user_inline(ctx: Context) -> bool:
+    # Quick when the user cache was read in the webhook's round trip and hit, and nothing is recorded.
+    prefetched = ctx.extra.get("prefetched")
+    return bool(prefetched and prefetched.get("user")) and _followed(ctx) is None
+
+
+def _rate_inline(ctx: Context) -> bool:
+    return rate_exempt(ctx.msg) or (ctx.extra.get("prefetched") or {}).get("rate_count") is not None
+
+
+logging_middleware.inline = True  # type: ignore[attr-defined]
+user_middleware.inline = _user_inline  # type: ignore[attr-defined]
+blocklist_middleware.inline = True  # type: ignore[attr-defined]
+rate_limit_middleware.inline = _rate_inline  # type: ignore[attr-defined]
 
 DEFAULT_MIDDLEWARE = (logging_middleware, user_middleware, blocklist_middleware, rate_limit_middleware)

@@ -3,6 +3,13 @@
 First match wins, in registration order. A handler takes a `Context` and returns a str, a reply from
 `handlers.replies`, or None (answer nothing). Middleware wraps every dispatch:
 `def mw(ctx, call_next) -> reply`.
+
+Inline dispatch: the webhook normally runs the router in a thread pool so that a slow handler cannot hold the
+answer past WeChat's deadline. A message whose whole path is known to be quick runs in the request thread
+instead (`Router.plan`): every middleware says it is quick for this message (`mw.inline`, True or a
+function of the context), every rule test tried before the winner is cheap (the built-in tests are; a custom
+`match(fn, cheap=True)` promises to read only the message and `ctx.state`), and the winning rule was
+registered with `fast=True` (no database, no network: it answers from the message and `ctx.state`).
 """
 
 from __future__ import annotations
@@ -26,6 +33,9 @@ Matcher = Callable[["Context"], Any]
 Middleware = Callable[["Context", Callable[["Context"], "Reply | None"]], "Reply | None"]
 
 
+_UNRESOLVED = object()
+
+
 @dataclass
 class Context:
     """One inbound message on its way through the router."""
@@ -38,6 +48,7 @@ class Context:
     match: Any = None  # what the winning rule matched (a re.Match for regex rules)
     extra: dict[str, Any] = field(default_factory=dict)
     _state: ConversationState | None = None
+    _resolved: Any = field(default=_UNRESOLVED, repr=False)  # the handler, when Router.plan resolved it
 
     @property
     def account(self) -> str:
@@ -58,7 +69,13 @@ class Context:
         if self._state is None:
             from .state import ConversationState
 
-            self._state = ConversationState(self.redis, self.account, self.openid)
+            # The webhook reads the state in its first Redis round trip (see pipeline._prefetch).
+            prefetched = self.extra.get("prefetched") or {}
+            if "state" in prefetched:
+                self._state = ConversationState(self.redis, self.account, self.openid,
+                                                snapshot=prefetched["state"])
+            else:
+                self._state = ConversationState(self.redis, self.account, self.openid)
         return self._state
 
 
@@ -67,6 +84,14 @@ class Rule:
     name: str
     test: Callable[[Context], Any]
     handler: Handler
+    fast: bool = False  # the handler answers from the message and ctx.state only (may run inline)
+    cheap: bool = True  # the test reads only the message and ctx.state (may run in the request thread)
+
+
+def inline_ok(mw: Any, ctx: Context) -> bool:
+    """Whether middleware `mw` is quick for this message (its `inline` attribute: bool or fn(ctx))."""
+    flag = getattr(mw, "inline", False)
+    return bool(flag(ctx) if callable(flag) else flag)
 
 
 class Router:
@@ -76,56 +101,72 @@ class Router:
         self.rules: list[Rule] = []
         self.middleware: list[Middleware] = []
         self.fallback: Handler | None = None
+        self.fallback_fast = False
+        self._chain: tuple[tuple[Middleware, ...], Callable[[Context], Reply | None]] | None = None
 
     # ----------------------------------------------------------------------------------- registration
 
-    def add(self, name: str, test: Callable[[Context], Any], handler: Handler) -> Handler:
-        self.rules.append(Rule(name, test, handler))
+    def add(self, name: str, test: Callable[[Context], Any], handler: Handler, *, fast: bool = False,
+            cheap: bool = True) -> Handler:
+        self.rules.append(Rule(name, test, handler, fast, cheap))
         return handler
 
-    def _rule(self, name: str, test: Callable[[Context], Any]) -> Callable[[Handler], Handler]:
+    def _rule(self, name: str, test: Callable[[Context], Any], fast: bool = False,
+              cheap: bool = True) -> Callable[[Handler], Handler]:
         def deco(handler: Handler) -> Handler:
-            return self.add(name, test, handler)
+            return self.add(name, test, handler, fast=fast, cheap=cheap)
 
         return deco
 
-    def text(self, *texts: str) -> Callable[[Handler], Handler]:
+    def text(self, *texts: str, fast: bool = False) -> Callable[[Handler], Handler]:
         """Exact text (after stripping; ASCII case-insensitive)."""
-        wanted = {t.strip().casefold() for t in texts}
-        return self._rule(f"text:{'|'.join(texts)}", lambda c: c.text.casefold() in wanted and c.text != "")
+        wanted = frozenset(t.strip().casefold() for t in texts)
+        return self._rule(f"text:{'|'.join(texts)}", lambda c: c.text.casefold() in wanted and c.text != "",
+                          fast)
 
-    def regex(self, pattern: str | re.Pattern[str], flags: int = 0) -> Callable[[Handler], Handler]:
+    def regex(self, pattern: str | re.Pattern[str], flags: int = 0, *, fast: bool = False
+              ) -> Callable[[Handler], Handler]:
         """Regular expression searched in the text; ctx.match is the re.Match."""
         rx = re.compile(pattern, flags) if isinstance(pattern, str) else pattern
-        return self._rule(f"regex:{rx.pattern}", lambda c: rx.search(c.text) if c.text else None)
+        return self._rule(f"regex:{rx.pattern}", lambda c: rx.search(c.text) if c.text else None, fast)
 
-    def msg_type(self, *types: str) -> Callable[[Handler], Handler]:
+    def msg_type(self, *types: str, fast: bool = False) -> Callable[[Handler], Handler]:
         """Message type: text, image, voice, video, shortvideo, location, link, file, miniprogrampage..."""
-        wanted = set(types)
-        return self._rule(f"type:{'|'.join(types)}", lambda c: c.msg.msg_type in wanted)
+        wanted = frozenset(types)
+        return self._rule(f"type:{'|'.join(types)}", lambda c: c.msg.msg_type in wanted, fast)
 
-    def event(self, *events: str, key: str | None = None) -> Callable[[Handler], Handler]:
+    def event(self, *events: str, key: str | None = None, fast: bool = False) -> Callable[[Handler], Handler]:
         """Event (lower-case, e.g. subscribe, unsubscribe, scan, location, click, view), optionally its key."""
-        wanted = {e.lower() for e in events}
+        wanted = frozenset(e.lower() for e in events)
 
         def test(c: Context) -> bool:
             return c.msg.is_event and c.msg.event in wanted and (key is None or c.msg.event_key == key)
 
-        return self._rule(f"event:{'|'.join(events)}:{key or ''}", test)
+        return self._rule(f"event:{'|'.join(events)}:{key or ''}", test, fast)
 
-    def click(self, *keys: str) -> Callable[[Handler], Handler]:
+    def click(self, *keys: str, fast: bool = False) -> Callable[[Handler], Handler]:
         """A menu CLICK with one of these keys."""
-        wanted = set(keys)
+        wanted = frozenset(keys)
         return self._rule(f"click:{'|'.join(keys)}",
-                          lambda c: c.msg.is_event and c.msg.event == "click" and c.msg.event_key in wanted)
+                          lambda c: c.msg.is_event and c.msg.event == "click" and c.msg.event_key in wanted, fast)
 
-    def match(self, fn: Matcher) -> Callable[[Handler], Handler]:
-        """A custom matcher: any truthy result matches and is kept in ctx.match."""
-        return self._rule(f"match:{getattr(fn, '__name__', 'fn')}", fn)
+    def match(self, fn: Matcher, *, fast: bool = False, cheap: bool = False) -> Callable[[Handler], Handler]:
+        """A custom matcher: any truthy result matches and is kept in ctx.match.
 
-    def default(self, handler: Handler) -> Handler:
-        """What runs when no rule matches."""
+        `cheap=True` promises that `fn` reads only the message and `ctx.state` (so it may be tried in the
+        request thread); `fast=True` that the handler does too (see the module notes on inline dispatch).
+        """
+        return self._rule(f"match:{getattr(fn, '__name__', 'fn')}", fn, fast, cheap)
+
+    def default(self, handler: Handler | None = None, *, fast: bool = False) -> Any:
+        """What runs when no rule matches (`@router.default` or `@router.default(fast=True)`)."""
+        if handler is None:
+            def deco(h: Handler) -> Handler:
+                return self.default(h, fast=fast)
+
+            return deco
         self.fallback = handler
+        self.fallback_fast = fast
         return handler
 
     def use(self, mw: Middleware) -> Middleware:
@@ -145,15 +186,45 @@ class Router:
         ctx.extra["rule"] = "default"
         return self.fallback
 
+    def plan(self, ctx: Context) -> bool:
+        """True when `dispatch(ctx)` is known to be quick, so it may run in the request thread.
+
+        Tries the rules like `resolve` (stopping at the first test that is not cheap) and keeps the
+        resolution in ctx, so `dispatch` does not test the rules again.
+        """
+        if not all(inline_ok(mw, ctx) for mw in self.middleware):
+            return False
+        for rule in self.rules:
+            if not rule.cheap:
+                return False
+            found = rule.test(ctx)
+            if found:
+                if not rule.fast:
+                    return False
+                ctx.match = found
+                ctx.extra["rule"] = rule.name
+                ctx._resolved = rule.handler
+                return True
+        if not self.fallback_fast:
+            return False
+        ctx.extra["rule"] = "default"
+        ctx._resolved = self.fallback
+        return True
+
     def _route(self, ctx: Context) -> Reply | None:
-        handler = self.resolve(ctx)
+        handler = ctx._resolved if ctx._resolved is not _UNRESOLVED else self.resolve(ctx)
         return as_reply(handler(ctx)) if handler is not None else None
 
     def dispatch(self, ctx: Context) -> Reply | None:
-        call: Callable[[Context], Reply | None] = self._route
-        for mw in reversed(self.middleware):
-            call = _wrap(mw, call)
-        return call(ctx)
+        # The middleware chain is built once (and again only when the middleware list changes).
+        middleware = tuple(self.middleware)
+        chain = self._chain
+        if chain is None or chain[0] != middleware:
+            call: Callable[[Context], Reply | None] = self._route
+            for mw in reversed(middleware):
+                call = _wrap(mw, call)
+            chain = self._chain = (middleware, call)
+        return chain[1](ctx)
 
 
 def _wrap(mw: Middleware, nxt: Callable[[Context], Reply | None]) -> Callable[[Context], Reply | None]:

@@ -83,22 +83,36 @@ def update(r: redis.Redis, account: str, openid: str, fn: Callable[[dict[str, An
     raise StateConflict(key)
 
 
-class ConversationState:
-    """The state of one user, bound to a Redis client: ctx.state in handlers."""
+_NO_SNAPSHOT = object()
 
-    def __init__(self, r: redis.Redis, account: str, openid: str, ttl: int = DEFAULT_TTL) -> None:
+
+class ConversationState:
+    """The state of one user, bound to a Redis client: ctx.state in handlers.
+
+    `snapshot` is the raw value already read for this message (the webhook reads it in its first Redis
+    round trip): `get()` answers from it until this object changes the state, then reads Redis again.
+    """
+
+    def __init__(self, r: redis.Redis, account: str, openid: str, ttl: int = DEFAULT_TTL,
+                 snapshot: Any = _NO_SNAPSHOT) -> None:
         self.redis, self.account, self.openid, self.ttl = r, account, openid, ttl
+        self._snapshot = snapshot
 
     def get(self) -> dict[str, Any]:
+        if self._snapshot is not _NO_SNAPSHOT:
+            return _load(self._snapshot)  # a fresh dict every time, like a read
         return get(self.redis, self.account, self.openid)
 
     def set(self, data: dict[str, Any]) -> None:  # noqa: A003
+        self._snapshot = _NO_SNAPSHOT
         set(self.redis, self.account, self.openid, data, self.ttl)
 
     def clear(self) -> None:
+        self._snapshot = _NO_SNAPSHOT
         clear(self.redis, self.account, self.openid)
 
     def update(self, fn: Callable[[dict[str, Any]], dict[str, Any] | None]) -> dict[str, Any]:
+        self._snapshot = _NO_SNAPSHOT
         return update(self.redis, self.account, self.openid, fn, self.ttl)
 
     def merge(self, **values: Any) -> dict[str, Any]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import secrets
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -129,12 +128,17 @@ def _register_blueprints(app: Flask) -> None:
 
 def _install_request_hooks(app: Flask) -> None:
     from .metrics import LATENCY, REQUESTS
+    from .wechat.crypto import random_bytes
+
+    # Labelled metric children, looked up once per (endpoint, method, status) rather than per request.
+    counters: dict[tuple[str, str, int], Any] = {}
+    histograms: dict[str, Any] = {}
 
     @app.before_request
     def _start() -> None:
         rid = request.headers.get("X-Request-Id", "")
         if not rid or len(rid) > 64 or not rid.replace("-", "").isalnum():
-            rid = secrets.token_hex(8)
+            rid = random_bytes(8).hex()  # os.urandom bytes, read in 4 KiB batches
         g.request_id = rid
         g.started = time.perf_counter()
         request_id_var.set(rid)
@@ -143,8 +147,15 @@ def _install_request_hooks(app: Flask) -> None:
     def _finish(resp: Response) -> Response:
         endpoint = request.endpoint or "unmatched"
         elapsed = time.perf_counter() - getattr(g, "started", time.perf_counter())
-        REQUESTS.labels(endpoint, request.method, str(resp.status_code)).inc()
-        LATENCY.labels(endpoint).observe(elapsed)
+        key = (endpoint, request.method, resp.status_code)
+        counter = counters.get(key)
+        if counter is None:
+            counter = counters[key] = REQUESTS.labels(endpoint, request.method, str(resp.status_code))
+        counter.inc()
+        histogram = histograms.get(endpoint)
+        if histogram is None:
+            histogram = histograms[endpoint] = LATENCY.labels(endpoint)
+        histogram.observe(elapsed)
         resp.headers["X-Request-Id"] = getattr(g, "request_id", "")
         resp.headers.setdefault("X-Content-Type-Options", "nosniff")
         if request.path.startswith("/console"):

@@ -7,12 +7,13 @@ byte for byte. A retry that arrives while the first try still runs waits briefly
 
 from __future__ import annotations
 
-import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import redis
+
+from .crypto import random_bytes
 
 _PROCESSING = b"P"
 _DONE = b"D"
@@ -62,7 +63,7 @@ class Dedup:
         """
         extra_results: list = []
         for _ in range(3):
-            token = _PROCESSING + secrets.token_hex(8).encode()
+            token = _PROCESSING + random_bytes(8).hex().encode()
             pipe = self.redis.pipeline(transaction=False)
             pipe.set(key, token, nx=True, px=self.processing_ms)
             pipe.get(key)

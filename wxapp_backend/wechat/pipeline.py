@@ -1,7 +1,14 @@
 """The webhook pipeline: signature -> decrypt -> parse -> dedup -> router (inside the deadline) -> reply.
 
 One `Pipeline` per application (app.extensions["wxapp_pipeline"]); the webhook views, the console chat
-simulator and `flask chat` all go through `Pipeline.handle`. Also the small user service the chat needs
+simulator and `flask chat` all go through `Pipeline.handle`.
+
+Hot path (see docs/bench/webhook.md): one Redis round trip claims the message and reads everything the
+middleware and the conversation matchers need (user cache, conversation state, rate counter), one more
+stores the answer. A message whose route is known to be quick (`Router.plan`: a cache hit for the user and a
+rule marked fast, e.g. a greeting) runs in the request thread; anything else runs in the bounded pool so
+that the deadline holds. Either way a reply produced after the deadline is never answered passively: the
+push gets "success" and the reply goes by customer-service message. Also the small user service the chat needs
 (`touch_user`): users are upserted by openid with a short Redis cache, so a chatty user costs no
 database write per message.
 """
@@ -21,7 +28,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import redis
-from flask import Flask
+from flask import Flask, has_app_context
 from prometheus_client import Counter
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -29,6 +36,7 @@ from sqlalchemy.exc import IntegrityError
 from handlers.middleware import rate_exempt, rate_key
 from handlers.replies import Image, Many, News, Reply, Text, Transfer
 from handlers.router import Context, Router
+from handlers.state import state_key
 
 from ..config import Settings
 from . import jobs
@@ -64,6 +72,15 @@ USER_CACHE_TTL = 60  # seconds; also how quickly a new block (User.blocked) take
 POOL_THREADS = 16
 
 OUTCOMES = Counter("wechat_webhook_messages_total", "Webhook pushes by outcome", ["account", "outcome"])
+_OUTCOME_CHILDREN: dict[tuple[str, str], Any] = {}
+
+
+def _count(account: str, outcome: str) -> None:
+    """OUTCOMES.labels(account, outcome).inc() with the labelled child looked up once per process."""
+    child = _OUTCOME_CHILDREN.get((account, outcome))
+    if child is None:
+        child = _OUTCOME_CHILDREN[(account, outcome)] = OUTCOMES.labels(account, outcome)
+    child.inc()
 
 
 class NotConfigured(WeChatEnvelopeError):
@@ -230,19 +247,20 @@ class Pipeline:
         claim, fetched = self.dedup.claim(dedup_key(msg, acct.appid or acct.name), lambda p: _prefetch(p, msg))
         if claim.state != "new":
             return self._retry(acct, claim, deadline)
-        prefetched = {"user": fetched[0], "rate_count": fetched[-2] if not rate_exempt(msg) else None}
+        prefetched = {"user": fetched[0], "state": fetched[1],
+                      "rate_count": fetched[-2] if not rate_exempt(msg) else None}
         try:
             reply = self._run(msg, deadline, prefetched)
         except LateReply:
             # Retries must not get the late reply passively (it is on its way by customer-service message).
             self.dedup.finish(claim, SUCCESS.encode())
-            OUTCOMES.labels(acct.name, "late").inc()
+            _count(acct.name, "late")
             return _SUCCESS
         except Exception:
             log.exception("chat handler failed", extra={"account": acct.name, "msg_type": msg.msg_type,
                                                         "event": msg.event})
             self.dedup.release(claim)  # WeChat's retry (or the user's next try) runs it again
-            OUTCOMES.labels(acct.name, "error").inc()
+            _count(acct.name, "error")
             if acct.name == "oa" and not msg.is_event:
                 return self._render(acct, msg, Text(CRASH_TEXT), key_index, nonce)[0]
             return _SUCCESS
@@ -250,11 +268,11 @@ class Pipeline:
         self.dedup.finish(claim, outcome.body.encode("utf-8"))
         # After the dedup record: a retry can no longer produce a second send.
         self._enqueue_sends(acct.name, msg, sends)
-        OUTCOMES.labels(acct.name, "answered" if outcome is not _SUCCESS else "success").inc()
+        _count(acct.name, "answered" if outcome is not _SUCCESS else "success")
         return outcome
 
     def _retry(self, acct: Account, claim: Claim, deadline: float) -> Outcome:
-        OUTCOMES.labels(acct.name, "retry").inc()
+        _count(acct.name, "retry")
         if claim.state == "processing":
             found = self.dedup.wait(claim.key, min(RETRY_WAIT, max(0.0, deadline - time.monotonic())))
             if found is None or found.state != "done":
@@ -276,9 +294,13 @@ class Pipeline:
         return self._pool
 
     def _run(self, msg: Message, deadline: float, prefetched: dict | None = None) -> Reply | None:
-        """Run the router in the bounded pool; raise LateReply when it misses the deadline."""
+        """Run the router (inline when its route is known to be quick, else in the bounded pool); raise
+        LateReply when it misses the deadline."""
+        ctx = self._context(msg, prefetched)
+        if self.router.plan(ctx):
+            return self._run_inline(ctx, deadline)
         slot = _Slot()
-        future = self._executor().submit(self._work, slot, msg, prefetched)
+        future = self._executor().submit(self._work, slot, ctx)
         try:
             return future.result(timeout=max(0.0, deadline - time.monotonic()))
         except FutureTimeout:
@@ -291,12 +313,29 @@ class Pipeline:
                 raise LateReply() from None
             return future.result()
 
-    def _work(self, slot: _Slot, msg: Message, prefetched: dict | None) -> Reply | None:
+    def _run_inline(self, ctx: Context, deadline: float) -> Reply | None:
+        """A quick route in the request thread. The deadline still holds: a reply that comes too late
+        (which a fast rule should never do) goes by customer-service message and the push gets success."""
+        if has_app_context():
+            reply = self.router.dispatch(ctx)
+        else:
+            with self.app.app_context():
+                reply = self.router.dispatch(ctx)
+        if time.monotonic() > deadline:
+            msg = ctx.msg
+            log.warning("chat handler missed the deadline", extra={"account": msg.account, "msg_type": msg.msg_type,
+                                                                   "rule": ctx.extra.get("rule"), "inline": True})
+            self._enqueue_sends(msg.account, msg, customer_payloads(msg.account, reply))
+            raise LateReply()
+        return reply
+
+    def _work(self, slot: _Slot, ctx: Context) -> Reply | None:
+        msg = ctx.msg
         with self.app.app_context():
             error: Exception | None = None
             reply: Reply | None = None
             try:
-                reply = self.dispatch(msg, prefetched)
+                reply = self.router.dispatch(ctx)
             except Exception as exc:  # handed to the request thread, or logged when late
                 error = exc
             with slot.lock:
@@ -312,12 +351,15 @@ class Pipeline:
                 raise error
             return reply
 
-    def dispatch(self, msg: Message, prefetched: dict | None = None) -> Reply | None:
-        """Run the router on one message (no deadline, no dedup): for jobs and tests."""
+    def _context(self, msg: Message, prefetched: dict | None) -> Context:
         ctx = Context(msg=msg, redis=self.redis, settings=self.settings)
         if prefetched is not None:
             ctx.extra["prefetched"] = prefetched
-        return self.router.dispatch(ctx)
+        return ctx
+
+    def dispatch(self, msg: Message, prefetched: dict | None = None) -> Reply | None:
+        """Run the router on one message (no deadline, no dedup): for jobs and tests."""
+        return self.router.dispatch(self._context(msg, prefetched))
 
     # ------------------------------------------------------------------------------------ rendering
 
@@ -412,8 +454,10 @@ def user_cache_key(account: str, openid: str) -> str:
 
 
 def _prefetch(pipe: redis.client.Pipeline, msg: Message) -> None:
-    """Commands riding on the dedup claim: user cache, customer-service window, rate counter (last two)."""
+    """Commands riding on the dedup claim: user cache, conversation state (first two), customer-service
+    window, rate counter (last two)."""
     pipe.get(user_cache_key(msg.account, msg.source))
+    pipe.get(state_key(msg.account, msg.source))
     kind = _window_kind(msg.event, msg.is_event)
     if kind:
         jobs.open_window(pipe, msg.account, msg.source, kind=kind)
