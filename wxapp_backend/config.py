@@ -177,6 +177,18 @@ class Settings:
         return out
 
 
+# Optional tuning knobs read by domain code through settings.extra (name -> parser).
+_TUNING = {"FANOUT_RATE": float, "FANOUT_BURST": int, "FANOUT_JOBS": int}
+
+
+def _tuning(env: Mapping[str, str]) -> dict:
+    out = {}
+    for name, kind in _TUNING.items():
+        if env.get(name, "").strip():
+            out[name.lower()] = _float(env, name, 0.0) if kind is float else _int(env, name, 0)
+    return out
+
+
 def _dev_secret(instance: Path) -> str:
     """A per-checkout random secret for development, kept under instance/ so sessions survive restarts."""
     import secrets
