@@ -206,10 +206,10 @@ FEATURES: tuple[str, ...] = tuple(f"short_{f}" for f in _BASE_FEATURES) + tuple(
     f"long_{f}" for f in _BASE_FEATURES
 )
 RERANK_WEIGHTS: tuple[float, ...] = (
-    -5.1051, 3.5241, 4.8609, -0.3046, -1.4049, 0.0654,
-    -0.4619, 0.2715, 5.6184, 3.1150, 0.0000, -0.9799,
-    0.8647, 0.6449, 0.3755, -0.1804, 0.3192, -0.4203,
-    0.0380, 0.0000, 0.0000, 0.4261,
+    -5.8193, 3.9424, 5.0957, -0.5143, -1.5368, -0.0878,
+    0.0651, 0.2549, 4.6446, 4.8134, 0.0000, -0.9480,
+    0.8335, 0.6343, 0.3681, -0.1784, 0.3122, -0.4166,
+    0.0595, 0.0000, 0.0000, 0.4124,
 )  # fmt: skip
 # Documents longer than this (in kept characters) are passages, not questions: the symmetric
 # features mean something else for them, so the model gets separate weights (the long_* features).
