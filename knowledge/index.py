@@ -246,6 +246,13 @@ class SearchIndex:
         p = self.params
         self.bm25 = BM25Matrix(self.doc_tokens, k1=p.k1, b=p.b, idf=p.idf)
         self.char = TfidfMatrix([char_ngrams(c, p.char_n_min, p.char_n_max) for c in self.doc_chars])
+        # Idf mass of each document's distinct words (the d_cover denominator), computed once here.
+        vocab, idf = self.bm25.vocab, np.maximum(self.bm25.idf, 0.0)
+        self.doc_mass = np.fromiter(
+            (sum(float(idf[vocab[t]]) for t in set(toks)) for toks in self.doc_tokens),
+            dtype=np.float64,
+            count=len(self.doc_tokens),
+        )
         # Answer field: one document per entry; entries without extra text get an empty document.
         self.ans: BM25Matrix | None = None
         if entry_texts is not None and any(entry_texts):
@@ -282,7 +289,7 @@ class SearchIndex:
             dset = set(self.doc_tokens[d])
             common = qset & dset
             c_mass = sum(q_idf[t] for t in common)
-            d_mass = sum(max(self._idf(t), 0.0) for t in dset) or 1.0
+            d_mass = float(self.doc_mass[d]) or 1.0
             dc = self.doc_chars[d]
             db = {dc[i : i + 2] for i in range(len(dc) - 1)} or set(dc)
             shared_b = len(qb & db)
