@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 from flask import Blueprint, Flask, Response, current_app, jsonify, request, send_file
+from sqlalchemy import select
 
 from ..audit import Actor
 from ..auth.guard import current_actor, current_user_id, staff_api_required, user_required
 from ..auth.models import StaffRole
 from ..db import session_scope
-from ..errors import BadRequest
+from ..errors import BadRequest, ValidationError
 from ..http import PAGE_FIELDS, doc, json_body, parse, query
 from ..validation import Field, validate
 from . import intake, reports, services
 from . import metrics as appeal_metrics
+from .models import Appeal, Holiday
 
 bp = Blueprint("appeals_api", __name__, url_prefix="/api/v1")
 
@@ -130,8 +132,7 @@ def submit():
     key = _idempotency_key()
     if key:
         with session_scope() as s:
-            existing = s.scalar(services.select(services.Appeal).where(
-                services.Appeal.user_id == user_id, services.Appeal.idempotency_key == key))
+            existing = s.scalar(select(Appeal).where(Appeal.user_id == user_id, Appeal.idempotency_key == key))
             if existing is not None:
                 return jsonify(existing.to_public()), 200
     decoded = intake.decode_images(data["images"] or [])  # every photo checked before anything is stored
@@ -288,7 +289,7 @@ def create_category():
     data = parse(CATEGORY_FIELDS)
     missing = {f: "必填" for f in ("code", "name", "department") if not data.get(f)}
     if missing:
-        raise services.ValidationError("请填写代码、名称和责任部门。", fields=missing)
+        raise ValidationError("请填写代码、名称和责任部门。", fields=missing)
     with session_scope() as s:
         return jsonify(services.save_category(s, current_actor(), data).to_dict()), 201
 
@@ -308,7 +309,7 @@ def update_category(category_id: int):
 @doc("节假日 / 调休表（覆盖内置日历）", auth="staff", tags=["诉求"])
 def holidays():
     with session_scope() as s:
-        rows = s.scalars(services.select(services.Holiday).order_by(services.Holiday.day))
+        rows = s.scalars(select(Holiday).order_by(Holiday.day))
         return jsonify({"items": [h.to_dict() for h in rows]})
 
 

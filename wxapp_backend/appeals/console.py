@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from flask import (
@@ -24,7 +24,7 @@ from ..auth.models import ROLE_RANK, StaffRole, StaffUser
 from ..console import DASHBOARD_CARDS, add_nav
 from ..db import session_scope, utcnow
 from ..enterprises.models import Building, Grid
-from ..errors import AppError
+from ..errors import AppError, ValidationError
 from ..validation import Field, validate
 from . import intake, metrics, reports, services
 from .calendar import TZ
@@ -52,7 +52,12 @@ def _ctx() -> dict[str, Any]:
 
 
 def _local(value) -> str:
-    return value.astimezone(TZ).strftime("%Y-%m-%d %H:%M") if value else ""
+    """Shanghai time for a datetime or an ISO string."""
+    if not value:
+        return ""
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return value.astimezone(TZ).strftime("%Y-%m-%d %H:%M")
 
 
 def _args(fields) -> dict[str, Any]:
@@ -141,7 +146,7 @@ def _master_id(s, value: str) -> int:
         return int(value)
     found = s.scalar(select(Appeal.id).where(Appeal.number == value.upper()))
     if found is None:
-        raise services.ValidationError(f"没有编号为 {value} 的诉求。", fields={"master_id": "没有这个编号"})
+        raise ValidationError(f"没有编号为 {value} 的诉求。", fields={"master_id": "没有这个编号"})
     return found
 
 
@@ -179,7 +184,7 @@ def categories():
             with session_scope() as s:
                 category_id = _int(request.form.get("id"))
                 if category_id is None and not data.get("code"):
-                    raise services.ValidationError("新类别请填写代码。", fields={"code": "必填"})
+                    raise ValidationError("新类别请填写代码。", fields={"code": "必填"})
                 services.save_category(s, current_actor(), data, category_id)
             flash("已保存。")
             return redirect(url_for("appeals_console.categories"))
