@@ -685,8 +685,9 @@ def act_decide_return(session, actor, appeal, data, now):
             raise ValidationError("请改派到另一个部门。", fields={"department": "与退单部门相同"})
         ret.status, ret.new_department = "accepted", department
         # Re-route; the SLA clock keeps running from the original submission (due_at untouched).
-        act_assign(session, actor, appeal, {"department": department, "note": f"同意退单，改派至{department}"}, now)
-        appeal.handler_id = None if data.get("handler_id") is None else appeal.handler_id
+        appeal.handler_id = None  # the returning department's handler no longer owns it
+        act_assign(session, actor, appeal, {"department": department, "handler_id": data.get("handler_id"),
+                                            "note": f"同意退单，改派至{department}"}, now)
     else:
         ret.status = "rejected"
         appeal.version += 1

@@ -58,3 +58,29 @@ def test_negative_control_without_the_lock_both_win(app, arrange, monkeypatch):
     results, moves = _race(app, arrange, monkeypatch, lock=False)
     assert sorted(results.values()) == ["ok", "ok"]  # the race the lock prevents
     assert len(moves) == 2
+
+
+@pytest.mark.postgres
+def test_same_idempotency_key_at_the_same_moment_makes_one_appeal(app, arrange):
+    from wxapp_backend.appeals.models import Appeal
+
+    barrier = threading.Barrier(4)
+    got: list[tuple[int, bool]] = []
+
+    def run():
+        with app.app_context():
+            barrier.wait()
+            with session_scope() as s:
+                appeal, created = services.submit_appeal(s, arrange.user.id, services.Intake(
+                    content="增值税发票开不出来", contact_name="张三", contact_phone="13800138000"),
+                    idempotency_key="same-key")
+                got.append((appeal.id, created))
+
+    threads = [threading.Thread(target=run) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert len(got) == 4 and len({i for i, _ in got}) == 1 and sum(c for _, c in got) == 1
+    with session_scope() as s:
+        assert len(s.scalars(select(Appeal)).unique().all()) == 1
