@@ -388,15 +388,6 @@ def register(app: Flask) -> None:
         done = tick()
         click.echo("诉求定时检查完成：" + "，".join(f"{k} {v}" for k, v in done.items()))
 
-    @group.command("schedule")
-    def schedule_cmd() -> None:
-        """Start the periodic tick on the worker (every 5 minutes)."""
-        from ..queue import enqueue
-        from .jobs import TICK_JOB_ID, periodic_tick
-
-        enqueue(periodic_tick, job_id=TICK_JOB_ID)
-        click.echo("已安排诉求定时检查（每 5 分钟，由 worker 执行）。")
-
     @group.command("weekly")
     @click.option("--week", default=None, help="如 2025-W40；默认上周")
     def weekly_cmd(week: str | None) -> None:
@@ -406,6 +397,11 @@ def register(app: Flask) -> None:
             click.echo(f"{row.week} 周报{'已生成' if created else '已存在'}。")
 
     app.cli.add_command(group)
+
+    # Every worker's beat runs the SLA tick every 5 minutes, once per slot across the cluster.
+    from ..periodic import register_periodic
+
+    register_periodic("appeals_tick", 300, "wxapp_backend.appeals.jobs.tick")
 
     def _seed() -> None:
         with session_scope() as s:

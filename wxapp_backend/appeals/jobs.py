@@ -1,7 +1,7 @@
 """The SLA tick: warnings, overdue flags, 催办, auto-escalation, closing unrated appeals, the Monday report.
 
-`tick()` is safe to run any number of times (every few minutes by the worker, or `flask --app wsgi appeals
-tick`): each step records what it did on the appeal, so a second run finds nothing left to do.
+`tick()` is safe to run any number of times (every 5 minutes by the workers' beat, registered in
+`appeals.api.register`, or `flask --app wsgi appeals tick`): each step records what it did on the appeal, so a second run finds nothing left to do.
 """
 
 from __future__ import annotations
@@ -19,8 +19,6 @@ from .models import Appeal
 from .states import CLOCK_RUNNING, AppealStatus
 
 log = logging.getLogger(__name__)
-TICK_INTERVAL = 300  # seconds between periodic runs
-TICK_JOB_ID = "appeals-tick"
 
 
 def tick(now: datetime | None = None) -> dict[str, int]:
@@ -77,21 +75,6 @@ def _one(s, appeal_id: int, now: datetime, done: dict[str, int]) -> None:
             services.escalate(s, SYSTEM, appeal, reason=f"超期 {services.AUTO_ESCALATE_OVERDUE_DAYS} 个工作日以上，"
                               "系统自动转入办不成事窗口", now=now)
             done["escalated"] += 1
-
-
-def periodic_tick() -> dict[str, int]:
-    """Run the tick and schedule the next run (a fixed job id keeps a single chain)."""
-    from ..queue import enqueue, get_queue
-
-    try:
-        return tick()
-    finally:
-        q = get_queue()
-        try:
-            q.scheduled_job_registry.remove(TICK_JOB_ID)
-        except Exception:  # noqa: BLE001 - not scheduled yet
-            pass
-        enqueue(periodic_tick, job_id=TICK_JOB_ID, delay=TICK_INTERVAL)
 
 
 def fetch_chat_images(appeal_id: int, account: str, media_ids: list[str]) -> int:

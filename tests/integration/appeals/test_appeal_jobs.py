@@ -126,3 +126,10 @@ def test_holiday_rows_are_unique(arrange):
     with session_scope() as s:
         rows = s.scalars(select(Holiday)).all()
         assert len(rows) == 1 and rows[0].is_workday is True
+
+
+def test_tick_is_a_registered_periodic_job(app):
+    from wxapp_backend.periodic import PERIODIC
+
+    entry = [p for p in PERIODIC if p.name == "appeals_tick"]
+    assert entry and entry[0].func == "wxapp_backend.appeals.jobs.tick" and entry[0].every <= 600
