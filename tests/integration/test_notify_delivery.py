@@ -398,3 +398,25 @@ def test_negative_control_read_then_write_overspends(app_ctx, make_user, db):
     _give_credits(user, 3)
     assert _race(app_ctx, user.id, _naive_claim) > 3  # more sends than the user allowed
     assert get_kind("appeal_accepted").template_id == TEMPLATE
+
+
+def test_sweeper_requeues_only_old_pending_notifications(app_ctx, make_user, run_jobs, db):
+    from datetime import timedelta
+
+    from wxapp_backend.db import session_scope, utcnow
+    from wxapp_backend.notices.jobs import sweep_pending_notifications
+    from wxapp_backend.notices.models import Notification
+    from wxapp_backend.notices.services import notify
+
+    user = make_user()
+    with session_scope() as s:
+        old = notify(s, user.id, "appeal_accepted", {}, title="旧的").id
+        new = notify(s, user.id, "appeal_accepted", {}, title="新的").id
+    app_ctx.extensions["wxapp"].queue.empty()  # the original jobs were lost with a dead worker
+    with session_scope() as s:
+        s.get(Notification, old).created_at = utcnow() - timedelta(hours=1)
+    assert sweep_pending_notifications() == 1
+    assert run_jobs() == 1
+    db.expire_all()
+    assert db.get(Notification, old).status != "pending"
+    assert db.get(Notification, new).status == "pending"

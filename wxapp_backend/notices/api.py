@@ -129,4 +129,7 @@ def subscribe_credits():
 
 
 def register(app: Flask) -> None:
+    from ..periodic import register_periodic
+
     app.register_blueprint(bp)
+    register_periodic("notify_sweep", 600, "wxapp_backend.notices.jobs.sweep_pending_notifications")

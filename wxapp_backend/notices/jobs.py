@@ -343,3 +343,24 @@ def _send(step: _Send, notification_id: int) -> str | None:
                     extra={"notification_id": notification_id, "errcode": error.errcode})
         raise error
     return None
+
+
+def sweep_pending_notifications(older_than: int = 600, limit: int = 500) -> int:
+    """Re-queue notifications still pending long after notify() (their job was lost with a dead worker).
+
+    Safe because delivery resumes on the attempt it had committed; returns how many were re-queued.
+    """
+    from sqlalchemy import select
+
+    from ..queue import enqueue
+
+    cutoff = utcnow() - timedelta(seconds=older_than)
+    with session_scope() as s:
+        ids = s.scalars(select(Notification.id).where(Notification.status == DeliveryStatus.PENDING.value,
+                                                      Notification.created_at < cutoff)
+                        .order_by(Notification.id).limit(limit)).all()
+    for notification_id in ids:
+        enqueue(deliver_notification, notification_id, retries=3)
+    if ids:
+        log.warning("re-queued stuck notifications", extra={"count": len(ids)})
+    return len(ids)
