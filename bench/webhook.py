@@ -265,6 +265,24 @@ def py_spy_report(path: str, top: int = 25) -> None:
         print(f"  {n / total:6.1%}  {f}")
 
 
+def report_trace(instance: Path) -> None:
+    import json
+
+    merged: dict[str, list] = {}
+    for f in instance.glob("trace.*"):
+        for path, samples in json.loads(f.read_text()).items():
+            merged.setdefault(path, []).extend(samples)
+    print("inside the app (all phases, warm-up included):")
+    for path, samples in sorted(merged.items()):
+        if len(samples) < 100:
+            continue
+        wall = sorted(w for w, _ in samples)
+        q = statistics.quantiles(wall, n=100)
+        cpu = statistics.fmean(c for _, c in samples)
+        print(f"  {path:>10}: {len(samples)} requests; wall p50 {q[49] * 1000:.2f} ms, p99 {q[98] * 1000:.2f} ms, "
+              f"mean {statistics.fmean(wall) * 1000:.2f} ms; CPU mean {cpu * 1000:.3f} ms")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--workers", type=int, default=4)
@@ -274,9 +292,14 @@ def main() -> None:
     ap.add_argument("--rate", type=float, default=400.0, help="open loop: offered req/s (0: skip open loop)")
     ap.add_argument("--max-connections", type=int, default=200, help="open loop: connection cap")
     ap.add_argument("--rounds", type=int, default=1)
+    ap.add_argument("--switch-interval", type=float, default=0.0,
+                    help="experiment: sys.setswitchinterval in the workers (default: Python's 5 ms)")
     ap.add_argument("--mode", choices=("both", "closed", "open"), default="both")
     ap.add_argument("--py-spy", metavar="PREFIX", help="sample one worker during the first full closed phase")
+    ap.add_argument("--py-spy-gil", action="store_true", help="py-spy: only samples holding the GIL (CPU)")
     ap.add_argument("--py-spy-report", metavar="FILE", help="summarise a py-spy raw file and exit")
+    ap.add_argument("--trace", action="store_true",
+                    help="report wall and CPU time spent inside the WSGI app per request (all phases)")
     args = ap.parse_args()
     if args.py_spy_report:
         py_spy_report(args.py_spy_report)
@@ -289,6 +312,10 @@ def main() -> None:
            "WECHAT_API_BASE": "http://127.0.0.1:9", "LOG_LEVEL": "WARNING", "BIND": f"127.0.0.1:{port}",
            "WEB_CONCURRENCY": str(args.workers), "WEB_THREADS": str(args.threads),
            "PROMETHEUS_MULTIPROC_DIR": str(instance / "metrics")}
+    if args.switch_interval:
+        env["BENCH_SWITCH_INTERVAL"] = str(args.switch_interval)
+    if args.trace:
+        env["BENCH_TRACE"] = str(instance / "trace")
     (instance / "metrics").mkdir()
     # Schema and (embedded) Redis first, in this process.
     os.environ.update({k: v for k, v in env.items() if k in ("APP_ENV", "INSTANCE_PATH", "SECRET_KEY")})
@@ -327,6 +354,7 @@ def main() -> None:
                 time.sleep(0.2)
         print(f"gunicorn: {args.workers} workers x {args.threads} threads (gthread); {args.clients} clients; "
               f"{args.seconds:.0f} s per phase; open loop at {args.rate:.0f} req/s; {os.cpu_count()} CPUs; "
+              f"{'switch interval ' + str(args.switch_interval) + ' s; ' if args.switch_interval else ''}"
               f"load average {' '.join(f'{x:.1f}' for x in os.getloadavg())}", flush=True)
         # Warm up every worker (imports, connections, user rows and caches), then let the start-up
         # warm-up threads finish before anything is measured.
@@ -347,6 +375,7 @@ def main() -> None:
                     spy_bin = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
                     spy = subprocess.Popen([spy_bin, "record", "--pid", str(pids[0]), "--duration",
                                             str(int(args.seconds)), "--format", "raw", "--nonblocking",
+                                            *(["--gil"] if args.py_spy_gil else []),
                                             "--output", f"{args.py_spy}-{pids[0]}.txt"],
                                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                 full = summarise("full closed", asyncio.run(closed_loop(
@@ -384,6 +413,8 @@ def main() -> None:
             proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
             proc.kill()
+        if args.trace:
+            report_trace(instance)
         from wxapp_backend.kv import stop_embedded_redis
 
         if not os.environ.get("REDIS_URL"):

@@ -49,6 +49,7 @@ class Context:
     extra: dict[str, Any] = field(default_factory=dict)
     _state: ConversationState | None = None
     _resolved: Any = field(default=_UNRESOLVED, repr=False)  # the handler, when Router.plan resolved it
+    _text: tuple[Any, str] | None = field(default=None, repr=False, compare=False)
 
     @property
     def account(self) -> str:
@@ -61,7 +62,13 @@ class Context:
     @property
     def text(self) -> str:
         """The stripped text of a text message ('' otherwise)."""
-        return (self.msg.content or "").strip() if self.msg.msg_type == "text" else ""
+        msg = self.msg
+        cached = self._text
+        if cached is not None and cached[0] is msg:  # every rule test asks; work it out once per message
+            return cached[1]
+        text = (msg.content or "").strip() if msg.msg_type == "text" else ""
+        self._text = (msg, text)
+        return text
 
     @property
     def state(self) -> ConversationState:
@@ -121,7 +128,7 @@ class Router:
     def text(self, *texts: str, fast: bool = False) -> Callable[[Handler], Handler]:
         """Exact text (after stripping; ASCII case-insensitive)."""
         wanted = frozenset(t.strip().casefold() for t in texts)
-        return self._rule(f"text:{'|'.join(texts)}", lambda c: c.text.casefold() in wanted and c.text != "",
+        return self._rule(f"text:{'|'.join(texts)}", lambda c: (t := c.text) != "" and t.casefold() in wanted,
                           fast)
 
     def regex(self, pattern: str | re.Pattern[str], flags: int = 0, *, fast: bool = False

@@ -8,6 +8,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+from xml.etree.ElementTree import XMLParser
 
 import xmltodict
 
@@ -82,15 +83,76 @@ def parse_xml(body: bytes | str, max_bytes: int = MAX_BODY_BYTES) -> dict[str, A
     if _DTD.search(text):
         # Refuse outright rather than rely on the parser: billion laughs and XXE both need a DTD.
         raise BadPayload(message_zh="微信消息不能包含 DOCTYPE 或 ENTITY。")
-    try:
-        doc = xmltodict.parse(text, disable_entities=True)
-    except Exception:
-        # expat raises ExpatError, but odd input can surface ValueError/TypeError too; all mean "not XML".
-        raise BadPayload(message_zh="微信消息不是合法的 XML。") from None
+    doc = _parse_plain_xml(text)
+    if doc is None:
+        try:
+            doc = xmltodict.parse(text, disable_entities=True)
+        except Exception:
+            # expat raises ExpatError, but odd input can surface ValueError/TypeError too; all mean "not XML".
+            raise BadPayload(message_zh="微信消息不是合法的 XML。") from None
     root = doc.get("xml") if isinstance(doc, dict) and len(doc) == 1 else None
     if not isinstance(root, dict):
         raise BadPayload(message_zh="微信消息缺少 <xml> 根节点。")
     return root
+
+
+class _NotPlain(Exception):
+    """The document uses something the fast path leaves to xmltodict."""
+
+
+_FAST_MAX_DEPTH = 16
+
+
+def _parse_plain_xml(text: str) -> dict[str, Any] | None:
+    """What xmltodict.parse(text) gives, for the plain documents WeChat sends (elements and text only),
+    through the C ElementTree parser; None for anything else (attributes, namespaces, comments, processing
+    instructions, deep nesting, or any parse error), which then goes through xmltodict as before."""
+    if "<!--" in text or "<?" in text or "xmlns" in text:
+        return None
+    try:
+        parser = XMLParser()
+        parser.feed(text)
+        root = parser.close()
+        if not len(root):
+            return None  # <xml/> or <xml>text</xml>: rare, and xmltodict's answer is not a dict anyway
+        return {_tag(root): _element(root, 0)}
+    except Exception:  # ParseError, _NotPlain, anything odd: let xmltodict decide
+        return None
+
+
+def _tag(el: Any) -> str:
+    tag = el.tag
+    if el.attrib or not isinstance(tag, str) or ":" in tag or "{" in tag:
+        raise _NotPlain
+    return tag
+
+
+def _element(el: Any, depth: int) -> Any:
+    """xmltodict's value for an element: stripped text (or None) for a leaf, else a dict of the children
+    (a list for a repeated tag, in document order) plus "#text" for non-blank text around them."""
+    if not len(el):
+        return (el.text or "").strip() or None
+    if depth >= _FAST_MAX_DEPTH:
+        raise _NotPlain
+    out: dict[str, Any] = {}
+    text = el.text or ""
+    for child in el:
+        key = _tag(child)
+        value = _element(child, depth + 1)
+        if key in out:
+            current = out[key]
+            if isinstance(current, list):
+                current.append(value)
+            else:
+                out[key] = [current, value]
+        else:
+            out[key] = value
+        if child.tail:
+            text += child.tail
+    text = text.strip()
+    if text:
+        out["#text"] = text
+    return out
 
 
 def _refuse_constant(name: str) -> None:
