@@ -1,0 +1,139 @@
+"""Router.plan: which messages may be dispatched in the request thread, and the state snapshot they use."""
+
+from __future__ import annotations
+
+from handlers import Router, Text
+from handlers.bot import GREETING, install_defaults
+from handlers.middleware import DEFAULT_MIDDLEWARE
+from handlers.router import Context
+from handlers.state import ConversationState
+from wxapp_backend.wechat.messages import normalise
+
+
+def ctx(msg_type="text", content=None, event=None, prefetched=None) -> Context:
+    raw = {"ToUserName": "gh_x", "FromUserName": "oU", "CreateTime": "1700000000", "MsgType": msg_type}
+    if content is not None:
+        raw["Content"] = content
+    if event:
+        raw["Event"] = event
+    c = Context(msg=normalise(raw, "oa"), redis=None)  # type: ignore[arg-type]
+    if prefetched is not None:
+        c.extra["prefetched"] = prefetched
+    return c
+
+
+def quick(c, call_next):
+    return call_next(c)
+
+
+quick.inline = True  # type: ignore[attr-defined]
+
+
+def test_fast_rule_with_quick_middleware_is_planned_and_resolved_once():
+    r = Router()
+    r.use(quick)
+    tested: list[str] = []
+
+    @r.match(lambda c: tested.append("first") or False, cheap=True)
+    def never(c):
+        return "no"
+
+    @r.text("你好", fast=True)
+    def hello(c):
+        return "您好"
+
+    c = ctx(content=" 你好 ")
+    assert r.plan(c) is True
+    assert c.extra["rule"] == "text:你好"
+    assert r.dispatch(c) == Text("您好")
+    assert tested == ["first"]  # dispatch did not test the rules again
+
+
+def test_what_keeps_a_message_in_the_pool():
+    r = Router()
+
+    @r.match(lambda c: False)  # not declared cheap: it may do anything
+    def unknown(c):
+        return None
+
+    @r.text("你好", fast=True)
+    def hello(c):
+        return "您好"
+
+    assert r.plan(ctx(content="你好")) is False
+
+    r = Router()
+
+    @r.text("你好")  # not declared fast
+    def slow(c):
+        return "您好"
+
+    assert r.plan(ctx(content="你好")) is False
+
+    r = Router()
+    r.use(lambda c, n: n(c))  # middleware without `inline`
+
+    @r.text("你好", fast=True)
+    def hello2(c):
+        return "您好"
+
+    assert r.plan(ctx(content="你好")) is False
+
+    r = Router()
+
+    @r.default
+    def fallback(c):
+        return None
+
+    assert r.plan(ctx(content="什么")) is False
+    r.default(fast=True)(fallback)
+    assert r.plan(ctx(content="什么")) is True
+
+
+def test_default_bot_plans_greetings_only_when_the_users_data_came_with_the_claim():
+    r = install_defaults(Router())
+    hit = {"user": b"7:0", "state": None, "rate_count": 1}
+    assert r.plan(ctx(content="你好", prefetched=hit)) is True
+    assert r.plan(ctx(content="你好", prefetched={**hit, "user": None})) is False  # cache miss: database
+    assert r.plan(ctx(content="你好", prefetched={**hit, "rate_count": None})) is False  # count not read
+    assert r.plan(ctx(content="你好")) is False  # nothing prefetched (jobs, tests)
+    assert r.plan(ctx("event", event="subscribe", prefetched=hit)) is False  # follow is written
+    assert r.plan(ctx(content="开办企业需要什么材料", prefetched=hit)) is False  # knowledge base
+    c = ctx(content="你好", prefetched=hit)
+    assert r.plan(c) and r.dispatch(c) == Text(GREETING) and c.user_id == 7
+    assert [getattr(m, "inline", None) is not None for m in DEFAULT_MIDDLEWARE] == [True] * 4
+
+
+def test_state_snapshot_is_used_until_the_state_changes():
+    class FakeRedis:
+        def __init__(self):
+            self.reads = 0
+            self.data = {}
+
+        def get(self, key):
+            self.reads += 1
+            return self.data.get(key)
+
+        def set(self, key, value, ex=None):
+            self.data[key] = value
+
+    fake = FakeRedis()
+    s = ConversationState(fake, "oa", "oU", snapshot=b'{"flow":"appeal"}')  # type: ignore[arg-type]
+    first = s.get()
+    first["flow"] = "changed"  # the caller's copy only
+    assert s.get() == {"flow": "appeal"} and fake.reads == 0
+    s.set({"flow": "other"})
+    assert s.get() == {"flow": "other"} and fake.reads == 1
+    assert ConversationState(fake, "oa", "oX", snapshot=None).get() == {}
+
+    c = ctx(content="x", prefetched={"state": b'{"a":1}'})
+    c.redis = fake  # type: ignore[assignment]
+    assert c.state.get() == {"a": 1} and fake.reads == 1
+
+
+def test_context_text_follows_the_message():
+    c = ctx(content=" 你好 ")
+    assert c.text == "你好"
+    c.msg = ctx(content="再见").msg
+    assert c.text == "再见"
+    assert ctx("image").text == ""
