@@ -68,7 +68,10 @@ SUCCESS = "success"
 CRASH_TEXT = "抱歉，小二刚才开了个小差，请稍后再发一次试试～"
 # How long a retry waits for the first try's answer before answering "success".
 RETRY_WAIT = 0.8
-USER_CACHE_TTL = 60  # seconds; also how quickly a new block (User.blocked) takes effect
+USER_CACHE_TTL = 60  # seconds at most; also how quickly a new block (User.blocked) takes effect
+# Each entry lives 80-100 % of USER_CACHE_TTL, so that users first seen together (a broadcast, a menu push)
+# do not all need their database refresh in the same second a minute later.
+USER_CACHE_SPREAD = USER_CACHE_TTL // 5
 POOL_THREADS = 16
 
 OUTCOMES = Counter("wechat_webhook_messages_total", "Webhook pushes by outcome", ["account", "outcome"])
@@ -476,7 +479,8 @@ def _window_kind(msg_event: str | None, is_event: bool) -> str | None:
 def touch_user(r: redis.Redis, account: str, openid: str, *, followed: bool | None = None,
                at: int | None = None, window: str | None = "auto", event: str | None = None,
                is_event: bool = False, prefetched: dict | None = None) -> tuple[int | None, bool]:
-    """Upsert the user behind an openid; returns (user id, blocked). Cached in Redis for USER_CACHE_TTL s.
+    """Upsert the user behind an openid; returns (user id, blocked). Cached in Redis for at most
+    USER_CACHE_TTL s.
 
     Follow/unfollow always reach the database. Also opens the customer-service window, unless the
     webhook already did both reads in its first round trip (`prefetched`).
@@ -499,7 +503,7 @@ def touch_user(r: redis.Redis, account: str, openid: str, *, followed: bool | No
     when = datetime.fromtimestamp(at, UTC) if at else datetime.now(UTC)
     with session_scope() as s:
         user_id, blocked = upsert_chat_user(s, account=account, openid=openid, followed=followed, at=when)
-    r.set(cache_key, f"{user_id}:{int(blocked)}", ex=USER_CACHE_TTL)
+    r.set(cache_key, f"{user_id}:{int(blocked)}", ex=USER_CACHE_TTL - secrets.randbelow(USER_CACHE_SPREAD + 1))
     return user_id, blocked
 
 
