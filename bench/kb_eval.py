@@ -469,11 +469,10 @@ def fit_listwise(x: np.ndarray, y: np.ndarray, g: np.ndarray, l2: float = 1.0, i
 
 
 def fit_weights(tasks: Sequence[Task], l2: float = 1.0, own_rep: int = 5) -> np.ndarray:
-    """Ranking weights (listwise, every task) then calibration (per document kind) into RERANK_WEIGHTS.
+    """Ranking weights (one listwise fit over every task) then one calibration into RERANK_WEIGHTS.
 
-    Short documents (questions) are calibrated on our own tasks only, the domain the thresholds are for;
-    long documents (passages) on the gov tasks. Our own data is small but is the domain that matters, so
-    it is weighted up by repetition in the ranking fit.
+    The calibration is fitted on our own tasks only, the domain the thresholds are for. Our own data is
+    small but is the domain that matters, so it is weighted up by repetition in the ranking fit.
     """
     half = len(FEATURES) // 2
     xs, ys, gs, own_flags = [], [], [], []
@@ -491,17 +490,18 @@ def fit_weights(tasks: Sequence[Task], l2: float = 1.0, own_rep: int = 5) -> np.
     x, y = np.vstack(xs), np.concatenate(ys)
     g = np.concatenate(gs)
     own = np.concatenate(own_flags)
+    # One joint ranking fit: gov answers are partly short and partly long, so the two halves compete in
+    # the same candidate lists and must stay on one scale.
     w_rank = np.concatenate([[0.0], fit_listwise(x[:, 1:], y, g, l2=l2, iters=200)])
     s = x @ w_rank
+    # One calibration (a slope and an offset for both halves' bias) keeps the ranking intact; it is fitted
+    # on our own tasks' top candidates, the domain the thresholds are for.
     top = _top_per_group(s, g)
-    is_long = x[top, half] > 0  # long_bias
-    w = w_rank.copy()
-    for part, sel in ((slice(0, half), ~is_long & own[top]), (slice(half, None), is_long)):
-        if sel.sum() < 10:
-            continue
-        cal = fit_logistic(np.column_stack([np.ones(int(sel.sum())), s[top][sel]]), y[top][sel], l2=0.0)
-        w[part] = cal[1] * w_rank[part]
-        w[part.start] += cal[0]
+    sel = own[top]
+    cal = fit_logistic(np.column_stack([np.ones(int(sel.sum())), s[top][sel]]), y[top][sel], l2=0.0)
+    w = cal[1] * w_rank
+    w[0] += cal[0]
+    w[half] += cal[0]
     return w
 
 

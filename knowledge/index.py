@@ -207,9 +207,9 @@ FEATURES: tuple[str, ...] = tuple(f"short_{f}" for f in _BASE_FEATURES) + tuple(
 )
 RERANK_WEIGHTS: tuple[float, ...] = (
     -5.8193, 3.9424, 5.0957, -0.5143, -1.5368, -0.0878,
-    0.0651, 0.2549, 4.6446, 4.8134, 0.0000, -0.9480,
-    0.8335, 0.6343, 0.3681, -0.1784, 0.3122, -0.4166,
-    0.0595, 0.0000, 0.0000, 0.4124,
+    0.0651, 0.2549, 4.6446, 4.8134, 0.0000, -8.1334,
+    4.5937, 3.4962, 2.0288, -0.9831, 1.7209, -2.2964,
+    0.3279, 0.0000, 0.0000, 2.2729,
 )  # fmt: skip
 # Documents longer than this (in kept characters) are passages, not questions: the symmetric
 # features mean something else for them, so the model gets separate weights (the long_* features).
