@@ -17,7 +17,8 @@ bounded in time and count. Two modes, each run for the bare endpoint and then th
 
 `--py-spy PREFIX` samples one gunicorn worker with py-spy (raw collapsed stacks, PREFIX-<pid>.txt) during
 the first full-pipeline closed-loop phase; summarise with `--py-spy-report PREFIX-<pid>.txt`.
-Uses the embedded SQLite/Redis in a temporary instance unless DATABASE_URL / REDIS_URL are set.
+Uses the embedded SQLite/Redis in a temporary instance unless DATABASE_URL / REDIS_URL are set, or
+`--pg postgresql://postgres@127.0.0.1:5432` (a fresh database `wxapp_bench_webhook` on that server).
 """
 
 from __future__ import annotations
@@ -292,6 +293,7 @@ def main() -> None:
     ap.add_argument("--rate", type=float, default=400.0, help="open loop: offered req/s (0: skip open loop)")
     ap.add_argument("--max-connections", type=int, default=200, help="open loop: connection cap")
     ap.add_argument("--rounds", type=int, default=1)
+    ap.add_argument("--pg", metavar="SERVER", help="run on PostgreSQL (recreates database wxapp_bench_webhook)")
     ap.add_argument("--switch-interval", type=float, default=0.0,
                     help="experiment: sys.setswitchinterval in the workers (default: Python's 5 ms)")
     ap.add_argument("--mode", choices=("both", "closed", "open"), default="both")
@@ -317,6 +319,14 @@ def main() -> None:
     if args.trace:
         env["BENCH_TRACE"] = str(instance / "trace")
     (instance / "metrics").mkdir()
+    if args.pg:
+        import psycopg
+
+        with psycopg.connect(args.pg.replace("postgresql+psycopg://", "postgresql://") + "/postgres",
+                             autocommit=True) as conn:
+            conn.execute('DROP DATABASE IF EXISTS "wxapp_bench_webhook" WITH (FORCE)')
+            conn.execute('CREATE DATABASE "wxapp_bench_webhook"')
+        env["DATABASE_URL"] = args.pg.replace("postgresql://", "postgresql+psycopg://") + "/wxapp_bench_webhook"
     # Schema and (embedded) Redis first, in this process.
     os.environ.update({k: v for k, v in env.items() if k in ("APP_ENV", "INSTANCE_PATH", "SECRET_KEY")})
     from wxapp_backend import create_app
@@ -334,7 +344,7 @@ def main() -> None:
     per_closed = min(MAX_REQUESTS, int(args.seconds * 6000) + 2000) if closed else 0
     per_open = min(MAX_REQUESTS, int(args.rate * args.seconds) + 10) if opened else 0
     n = args.rounds * (per_closed + per_open)
-    print(f"building {n} encrypted requests ...", flush=True)
+    print(f"building {n} encrypted requests ... (database {env['DATABASE_URL'].split('://')[0]})", flush=True)
     full_reqs, bare_reqs = build_requests(n, args.clients, port)
     warm = build_requests(args.clients * 20, args.clients, port)[0]
 
