@@ -21,6 +21,8 @@ DEFAULT_ANSWER_THRESHOLD = 0.8
 DEFAULT_SUGGEST_THRESHOLD = 0.2
 # When the runner-up is this close to the best, the question is ambiguous: offer choices instead.
 DEFAULT_AMBIGUITY_MARGIN = 0.0
+# A question needs at least this many distinct content words before the bot answers outright.
+DEFAULT_MIN_ANSWER_TOKENS = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +72,7 @@ class KnowledgeBase:
         answer_threshold: float = DEFAULT_ANSWER_THRESHOLD,
         suggest_threshold: float = DEFAULT_SUGGEST_THRESHOLD,
         ambiguity_margin: float = DEFAULT_AMBIGUITY_MARGIN,
+        min_answer_tokens: int = DEFAULT_MIN_ANSWER_TOKENS,
         analyzer: Analyzer | None = None,
         params: IndexParams | None = None,
         weights: Sequence[float] | None = None,
@@ -85,6 +88,7 @@ class KnowledgeBase:
         self.answer_threshold = answer_threshold
         self.suggest_threshold = suggest_threshold
         self.ambiguity_margin = ambiguity_margin
+        self.min_answer_tokens = min_answer_tokens
         self.analyzer = analyzer or get_analyzer()
         self._params = params
         self._weights = weights
@@ -129,6 +133,7 @@ class KnowledgeBase:
             answer_threshold=self.answer_threshold,
             suggest_threshold=self.suggest_threshold,
             ambiguity_margin=self.ambiguity_margin,
+            min_answer_tokens=self.min_answer_tokens,
             analyzer=self.analyzer,
             params=self._params,
             weights=self._weights,
@@ -190,6 +195,9 @@ class KnowledgeBase:
                 reason += f"；相关政策 “{expired[0].entry.question}” 已过期或下线"
             return Decision("fallback", hits[:0] if best is None else [], reason, expired)
         suggestions = [h for h in hits if h.confidence >= self.suggest_threshold]
+        if best.confidence >= self.answer_threshold and len(set(q.tokens)) < self.min_answer_tokens:
+            # One keyword ("融资", "营业执照") matches many entries equally well: offer choices instead.
+            return Decision("suggest", suggestions, "问题太短，只有一个关键词，先给出几个可能的问题", expired)
         if best.confidence >= self.answer_threshold:
             runner = hits[1] if len(hits) > 1 else None
             if runner is not None and best.confidence - runner.confidence < self.ambiguity_margin:

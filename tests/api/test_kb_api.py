@@ -45,14 +45,24 @@ def test_chat_answers_a_covered_question(client, kb):
     assert body["turn_id"]
 
 
-def test_chat_suggestions_then_number_reply(client, kb, make_user, user_token):
-    h = user_token(make_user())
-    body = chat(client, "小微企业融资有什么政策", h)
-    if body["decision"] != "suggest":
-        pytest.skip("the ranking answered directly; the number path is covered in unit tests")
-    first = body["suggestions"][0]["id"]
-    picked = chat(client, "1", h)
-    assert picked["decision"] == "answer" and picked["entry_id"] == first
+def test_chat_suggestions_then_number_reply(client, kb, make_user, user_token, redis_client):
+    user = make_user()
+    h = user_token(user)
+    body = chat(client, "融资", h)  # one word: plausible matches, none certain
+    assert body["decision"] == "suggest", body
+    assert len(body["suggestions"]) >= 2 and "您是不是想问" in body["reply"]
+    second = body["suggestions"][1]["id"]
+    picked = chat(client, "2", h)
+    assert picked["decision"] == "answer" and picked["entry_id"] == second
+    again = chat(client, "2", h)  # the choice was used: a bare number is now just a (bad) question
+    assert again["entry_id"] != second or again["decision"] != "answer"
+
+
+def test_number_choice_is_per_user(client, kb, make_user, user_token):
+    alice, bob = make_user(), make_user()
+    body = chat(client, "融资", user_token(alice))
+    assert body["decision"] == "suggest"
+    assert chat(client, "1", user_token(bob))["decision"] != "answer"
 
 
 def test_unknown_question_falls_back_and_is_queued(client, kb, db):
