@@ -37,15 +37,12 @@ class AppState:
 def _import_models() -> None:
     # Every model module, so that metadata (and Alembic) see every table.
     from . import audit  # noqa: F401
-    from .auth import models as _a  # noqa: F401
-    from .enterprises import models as _e  # noqa: F401
-
-    for name in ("wechat", "notices", "appeals", "activities", "knowledge_store"):
-        try:
-            __import__(f"{__name__}.{name}.models")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"{__name__}.{name}.models" and exc.name != f"{__name__}.{name}":
-                raise
+    from .activities import models as _act  # noqa: F401
+    from .appeals import models as _app  # noqa: F401
+    from .auth import models as _auth  # noqa: F401
+    from .enterprises import models as _ent  # noqa: F401
+    from .knowledge_store import models as _kb  # noqa: F401
+    from .notices import models as _not  # noqa: F401
 
 
 def create_app(settings: Settings | None = None) -> Flask:
@@ -114,16 +111,15 @@ def _register_blueprints(app: Flask) -> None:
     app.register_blueprint(console_bp)
     app.register_blueprint(enterprises_api.bp)
     app.register_blueprint(enterprises_console.bp)
-    # Domains added by later work register themselves here when present.
-    for module in ("wechat.webhook", "wechat.api", "notices.api", "knowledge_store.api", "appeals.api",
-                   "activities.api"):
-        try:
-            mod = __import__(f"{__name__}.{module}", fromlist=["register"])
-        except ModuleNotFoundError as exc:
-            if exc.name and exc.name.startswith(__name__):
-                continue
-            raise
-        mod.register(app)
+    # Domains that bring their own blueprints, console pages, commands and periodic jobs.
+    from .activities import api as activities_api
+    from .appeals import api as appeals_api
+    from .knowledge_store import api as kb_api
+    from .notices import api as notices_api
+    from .wechat import webhook
+
+    for domain in (webhook, notices_api, kb_api, appeals_api, activities_api):
+        domain.register(app)
 
 
 def _install_request_hooks(app: Flask) -> None:
