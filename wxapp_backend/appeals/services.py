@@ -754,7 +754,11 @@ def _set_category(session, actor, appeal, category: AppealCategory, now):
     if appeal.status in (S.SUBMITTED, S.ACCEPTED) or not appeal.department:
         appeal.department = category.department
     if appeal.status != S.PENDING_ENTERPRISE:
-        appeal.due_at = work_calendar(session).add_working_days(appeal.submitted_at, category.promised_days)
+        # The new category's promise, counted from submission, plus every extension already granted.
+        granted = session.scalar(select(func.coalesce(func.sum(AppealExtension.working_days), 0)).where(
+            AppealExtension.appeal_id == appeal.id, AppealExtension.status == "approved")) or 0
+        appeal.due_at = work_calendar(session).add_working_days(appeal.submitted_at,
+                                                                category.promised_days + int(granted))
     _event(session, appeal, actor, "categorised", note=f"分类：{old or '未分类'} → {category.name}",
            category=category.code, department=appeal.department)
 

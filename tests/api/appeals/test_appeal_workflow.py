@@ -157,6 +157,11 @@ def test_extension_request_and_approval(world):
     world.act(a["id"], "decide_extension", headers=world.th, extension_id=ext["id"], accept=True, expect=403)
     d = world.act(a["id"], "decide_extension", extension_id=ext["id"], accept=True)
     assert d["due_at"] > due and d["extensions"][0]["status"] == "approved"
+    extended = d["due_at"]
+    # Re-categorising to a category with the same promise keeps the granted extension.
+    same = world.detail(a["id"])["category"]
+    d = world.act(a["id"], "set_category", category=same if isinstance(same, str) else same["name"])
+    assert d["due_at"] == extended
 
 
 def test_rating_rules(client, world, db):
