@@ -143,7 +143,15 @@ _SUCCESS = Outcome(SUCCESS)
 
 
 class LateReply(Exception):
-    """The handler missed the deadline; its reply goes out through the customer-service API."""
+    """The handler missed the deadline; its reply goes out through the customer-service API.
+
+    `sends` carries the payloads when the caller is to enqueue them (an inline handler, after the dedup
+    record); a pool handler enqueues its own when it finishes.
+    """
+
+    def __init__(self, sends: list[dict[str, Any]] | None = None) -> None:
+        super().__init__()
+        self.sends = sends or []
 
 
 class _Slot:
@@ -254,9 +262,10 @@ class Pipeline:
                       "rate_count": fetched[-2] if not rate_exempt(msg) else None}
         try:
             reply = self._run(msg, deadline, prefetched)
-        except LateReply:
+        except LateReply as late:
             # Retries must not get the late reply passively (it is on its way by customer-service message).
             self.dedup.finish(claim, SUCCESS.encode())
+            self._enqueue_sends(acct.name, msg, late.sends)  # after the record, as below
             _count(acct.name, "late")
             return _SUCCESS
         except Exception:
@@ -328,8 +337,7 @@ class Pipeline:
             msg = ctx.msg
             log.warning("chat handler missed the deadline", extra={"account": msg.account, "msg_type": msg.msg_type,
                                                                    "rule": ctx.extra.get("rule"), "inline": True})
-            self._enqueue_sends(msg.account, msg, customer_payloads(msg.account, reply))
-            raise LateReply()
+            raise LateReply(customer_payloads(msg.account, reply))
         return reply
 
     def _work(self, slot: _Slot, ctx: Context) -> Reply | None:
