@@ -37,7 +37,20 @@ from typing import Any
 
 import redis
 from flask import current_app
-from sqlalchemy import and_, func, insert, or_, select, update
+from sqlalchemy import (
+    Integer,
+    String,
+    Text,
+    and_,
+    bindparam,
+    case,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.orm import Session
 
 from ..activities.models import ACTIVE_STATUSES, CATEGORIES, CategorySubscription, Registration
@@ -57,8 +70,10 @@ from .models import InboxItem, SubscribeCredit
 
 log = logging.getLogger(__name__)
 
-EXPAND_BATCH = 1000
-CLAIM_BATCH = 50
+EXPAND_BATCH = 2000  # audience users per expansion transaction; settings.extra["fanout_expand_batch"]
+CLAIM_BATCH = 100
+SEND_CHUNK = 25  # rows moved to 'sending' (and marked sent) per transaction; settings.extra["fanout_send_chunk"]
+EXPAND_POLL = 0.25  # seconds a send job waits for the expansion's next batch when it finds nothing to claim
 LEASE_SECONDS = 120
 MAX_ATTEMPTS = 5
 BACKOFF = (5, 30, 120, 600)  # seconds before attempt 2, 3, 4, 5
@@ -274,56 +289,92 @@ def publish(session: Session, actor: Actor, notice_id: int) -> Notice:
 
 # --- fan-out -------------------------------------------------------------------------------------------
 
-def _insert_ignore(session: Session, rows: list[dict[str, Any]]) -> list[int]:
-    """Insert outbox rows, skipping existing (notice, user, channel); returns the user ids inserted."""
-    if not rows:
-        return []
+def _dialect_insert(session: Session):
     if session.get_bind().dialect.name == "postgresql":
         from sqlalchemy.dialects.postgresql import insert as dialect_insert
     else:
         from sqlalchemy.dialects.sqlite import insert as dialect_insert
-    stmt = (dialect_insert(OutboxRow).values(rows)
-            .on_conflict_do_nothing(index_elements=["notice_id", "user_id", "channel"])
-            .returning(OutboxRow.user_id))
-    return list(session.scalars(stmt))
+    return dialect_insert
+
+
+def _expand_range(s: Session, notice: Notice, lo: int, hi: int, now: datetime) -> tuple[int, int]:
+    """Outbox and inbox rows for the audience users with lo < id <= hi, set-based (INSERT ... SELECT ...
+    ON CONFLICT DO NOTHING; only the new rows' ids come back, to be counted). Returns (inbox rows, subscribe rows)
+    inserted."""
+    ins = _dialect_insert(s)
+    cols = OutboxRow.__table__.c
+    aud = audience_select(s, notice.audience or {}).where(User.id > lo, User.id <= hi).subquery()
+    # Rows this statement inserts get ids above every committed id (we hold the notice lock, so no other
+    # expansion of this notice runs): that is how the inbox items go to the rows actually inserted only.
+    before = s.scalar(select(func.max(OutboxRow.id))) or 0
+    # (rowcount is -1 for INSERT ... SELECT with psycopg here: count what RETURNING gives back instead)
+    inbox = len(s.execute(ins(OutboxRow.__table__).from_select(
+        ["notice_id", "user_id", "channel", "status", "sent_at"],
+        select(literal(notice.id, Integer), aud.c.id, literal("inbox", String), literal(OutboxStatus.SENT.value, String),
+               literal(now, cols.sent_at.type)).where(aud.c.id > lo))  # (SQLite: an upsert's SELECT needs a WHERE)
+        .on_conflict_do_nothing(index_elements=["notice_id", "user_id", "channel"]).returning(cols.id)).all())
+    if inbox:
+        s.execute(insert(InboxItem.__table__).from_select(
+            ["user_id", "kind", "title", "body", "page", "ref", "created_at"],
+            select(OutboxRow.user_id, literal(NOTICE_KIND, String), literal(notice.title[:100], String),
+                   literal(notice.summary or "", Text), literal(notice.page or "", String),
+                   literal(f"notice:{notice.id}", String), literal(now, InboxItem.__table__.c.created_at.type))
+            .where(OutboxRow.notice_id == notice.id, OutboxRow.channel == "inbox", OutboxRow.id > before)))
+    subscribe = 0
+    if notice.template_id and notice.template_fields:
+        subscribe = len(s.execute(ins(OutboxRow.__table__).from_select(
+            ["notice_id", "user_id", "channel", "status"],
+            select(literal(notice.id, Integer), aud.c.id, literal("subscribe", String),
+                   literal(OutboxStatus.PENDING.value, String))
+            .where(aud.c.id > lo, aud.c.id.in_(_has_credit(notice.template_id))))
+            .on_conflict_do_nothing(index_elements=["notice_id", "user_id", "channel"]).returning(cols.id)).all())
+    return inbox, subscribe
+
+
+def _start_senders(s: Session, notice_id: int) -> None:
+    for slot in range(int(_cfg("fanout_jobs", DEFAULT_JOBS))):
+        enqueue_after_commit(s, send_notice, notice_id, slot, 0, job_id=f"notice-send-{notice_id}-{slot}-0",
+                             timeout=600)
 
 
 def expand_notice(notice_id: int, batch: int | None = None) -> int:
-    """Write the outbox in batches (one transaction each, resumable); then start the send jobs."""
-    batch = batch or EXPAND_BATCH
+    """Write the outbox in id ranges of `batch` audience users (one transaction each, resumable), set-based.
+
+    The send jobs start as soon as the first subscribe rows are committed, so sending overlaps the rest of
+    the expansion (the claim only sees committed rows; a send job keeps polling while the notice expands).
+    """
+    batch = batch or int(_cfg("fanout_expand_batch", EXPAND_BATCH))
     written = 0
+    senders_started: bool | None = None
     while True:
         with session_scope() as s:
             notice = _get(s, notice_id, lock=True)
             if notice.status != NoticeStatus.EXPANDING.value:
                 return written
-            ids = list(s.scalars(audience_select(s, notice.audience or {}).where(User.id > notice.expand_cursor)
-                                 .order_by(User.id).limit(batch)))
-            if not ids:
-                notice.status = NoticeStatus.SENDING.value
-                has_subscribe = s.scalar(select(OutboxRow.id).where(
-                    OutboxRow.notice_id == notice_id, OutboxRow.channel == "subscribe").limit(1))
-                if has_subscribe is None:
-                    _finish(s, notice)
+            if senders_started is None:  # a resumed expansion: the first run started them (or the sweeper will)
+                senders_started = s.scalar(select(OutboxRow.id).where(
+                    OutboxRow.notice_id == notice_id, OutboxRow.channel == "subscribe").limit(1)) is not None
+            window = (audience_select(s, notice.audience or {}).where(User.id > notice.expand_cursor)
+                      .order_by(User.id).limit(batch).subquery())
+            hi = s.scalar(select(func.max(window.c.id)))
+            if hi is None:
+                open_rows = s.scalar(select(OutboxRow.id).where(
+                    OutboxRow.notice_id == notice_id, OutboxRow.channel == "subscribe",
+                    OutboxRow.status.not_in(TERMINAL)).limit(1))
+                if open_rows is None:
+                    _finish(s, notice)  # nothing (left) to send: done
                 else:
-                    for slot in range(int(_cfg("fanout_jobs", DEFAULT_JOBS))):
-                        enqueue_after_commit(s, send_notice, notice_id, slot, 0,
-                                             job_id=f"notice-send-{notice_id}-{slot}-0", timeout=600)
+                    notice.status = NoticeStatus.SENDING.value
+                    if not senders_started:
+                        _start_senders(s, notice_id)
                 return written
-            now = utcnow()
-            inbox_users = _insert_ignore(s, [{"notice_id": notice_id, "user_id": u, "channel": "inbox",
-                                              "status": OutboxStatus.SENT.value, "sent_at": now} for u in ids])
-            if inbox_users:
-                s.execute(insert(InboxItem), [
-                    {"user_id": u, "kind": NOTICE_KIND, "title": notice.title[:100], "body": notice.summary,
-                     "page": notice.page, "ref": f"notice:{notice_id}", "created_at": now} for u in inbox_users])
-            if notice.template_id and notice.template_fields:
-                with_credit = list(s.scalars(_has_credit(notice.template_id).where(SubscribeCredit.user_id.in_(ids))))
-                _insert_ignore(s, [{"notice_id": notice_id, "user_id": u, "channel": "subscribe",
-                                    "status": OutboxStatus.PENDING.value} for u in with_credit])
-            notice.expand_cursor = ids[-1]
-            notice.recipients += len(inbox_users)
-            written += len(inbox_users)
+            inbox, subscribe = _expand_range(s, notice, notice.expand_cursor, hi, utcnow())
+            if subscribe and not senders_started:
+                _start_senders(s, notice_id)
+                senders_started = True
+            notice.expand_cursor = hi
+            notice.recipients += inbox
+            written += inbox
 
 
 def _claim(notice_id: int, limit: int) -> tuple[str, list[tuple[int, int, str]]]:
@@ -355,8 +406,13 @@ def _fenced(row_id: int, token: str, status: str):
 class RateLimiter:
     """Global GCRA limiter shared by every worker on every machine: one Lua script on the shared Redis.
 
-    Redis's own clock (TIME) is used, so machines with skewed clocks still share one pace. Losing the key
-    (a Redis restart) only allows one burst; it never causes a duplicate (the database decides that).
+    `reserve(n)` books the next n conforming send times in one round trip (the i-th token of a request
+    conforms at TAT + i*interval - tolerance, exactly when n single GCRA checks would let it through); the
+    caller waits for each before its send, so booking ahead never sends faster than the limit, it only saves
+    round trips. Redis's own clock (TIME) is used, so machines with skewed clocks still share one pace; the
+    answer is a delay relative to Redis's now, turned into this process's monotonic clock on arrival (the
+    round trip only makes us later). Losing the key (a Redis restart) only allows one burst; it never causes
+    a duplicate (the database decides that).
     """
 
     SCRIPT = """
@@ -364,13 +420,12 @@ class RateLimiter:
     local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
     local interval = tonumber(ARGV[1])
     local tolerance = tonumber(ARGV[2])
+    local n = tonumber(ARGV[3])
     local tat = tonumber(redis.call('GET', KEYS[1]) or now)
     if tat < now then tat = now end
-    local allow_at = tat - tolerance
-    if now < allow_at then return allow_at - now end
-    local new_tat = tat + interval
+    local new_tat = tat + n * interval
     redis.call('SET', KEYS[1], new_tat, 'PX', math.floor((new_tat - now) / 1000) + 1000)
-    return 0
+    return tat - tolerance - now
     """
 
     def __init__(self, client: redis.Redis, rate: float, burst: int = 1, key: str = LIMITER_KEY) -> None:
@@ -379,12 +434,20 @@ class RateLimiter:
         self.tolerance = self.interval * max(burst - 1, 0)
         self._script = client.register_script(self.SCRIPT)
 
+    def reserve(self, n: int = 1) -> list[float]:
+        """Book n sends; returns the time.monotonic() instant at/after which each may go."""
+        first_us = int(self._script(keys=[self.key], args=[self.interval, self.tolerance, n]))
+        base = time.monotonic()
+        return [base + max(first_us + i * self.interval, 0) / 1_000_000 for i in range(n)]
+
+    @staticmethod
+    def wait_until(at: float) -> None:
+        delay = at - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+
     def acquire(self) -> None:
-        while True:
-            wait_us = int(self._script(keys=[self.key], args=[self.interval, self.tolerance]))
-            if wait_us <= 0:
-                return
-            time.sleep(wait_us / 1_000_000)
+        self.wait_until(self.reserve(1)[0])
 
 
 def _api():
@@ -394,60 +457,124 @@ def _api():
     cached = current_app.extensions.get("wxapp_fanout_api")
     timeout = float(_cfg("fanout_timeout", state.settings.wechat_api_timeout))
     if cached is None or cached[0] != timeout:
-        http = WeChatHTTP(state.settings.wechat_api_base, timeout)
+        http = WeChatHTTP(state.settings.wechat_api_base, timeout)  # one keep-alive requests.Session
         # No in-call busy retries: a -1 goes back to the outbox with backoff instead of blocking a worker.
         cached = (timeout, build_api("wxa", state.settings, state.redis, http, busy_backoff=()))
         current_app.extensions["wxapp_fanout_api"] = cached
     return cached[1]
 
 
+IN_FLIGHT = (NoticeStatus.EXPANDING.value, NoticeStatus.SENDING.value)
+
+
 def send_notice(notice_id: int, slot: int = 0, generation: int = 0) -> dict[str, int]:
-    """One fan-out worker's share: claim, pace, send, record; hands over to a fresh job after a while."""
+    """One fan-out worker's share: claim, pace, send, record; hands over to a fresh job after a while.
+
+    Starts while the notice is still expanding: with nothing to claim yet it polls until the expansion
+    commits more rows (or its time budget is spent)."""
     state = current_app.extensions["wxapp"]
     with session_scope() as s:
         notice = _get(s, notice_id)
-        if notice.status != NoticeStatus.SENDING.value:
+        if notice.status not in IN_FLIGHT:
             return {}
         template_id, data, page = notice.template_id, dict(notice.template_fields or {}), notice.page
-    limiter = RateLimiter(state.redis, float(_cfg("fanout_rate", DEFAULT_RATE)), int(_cfg("fanout_burst", 1)))
+    rate = float(_cfg("fanout_rate", DEFAULT_RATE))
+    limiter = RateLimiter(state.redis, rate, int(_cfg("fanout_burst", 1)))
+    # A chunk's rows are 'sending' from its commit until its last send: keep that under ~1 s of the limit.
+    chunk = max(1, min(int(_cfg("fanout_send_chunk", SEND_CHUNK)), int(rate)))
     api = _api()
     deadline = time.monotonic() + float(_cfg("fanout_job_budget", JOB_BUDGET_SECONDS))
     counts: dict[str, int] = {}
     while True:
         token, rows = _claim(notice_id, int(_cfg("fanout_claim_batch", CLAIM_BATCH)))
         if not rows:
+            with session_scope() as s:
+                expanding = s.scalar(select(Notice.status).where(Notice.id == notice_id)) == NoticeStatus.EXPANDING.value
+            if expanding and time.monotonic() < deadline:
+                time.sleep(EXPAND_POLL)
+                continue
             break
-        for row_id, user_id, openid in rows:
-            outcome = _send_one(api, limiter, row_id, token, user_id, openid, template_id, data, page)
-            counts[outcome] = counts.get(outcome, 0) + 1
+        for i in range(0, len(rows), chunk):
+            for outcome in _send_chunk(api, limiter, token, rows[i:i + chunk], template_id, data, page):
+                counts[outcome] = counts.get(outcome, 0) + 1
         if time.monotonic() >= deadline:
             break
     _continue(notice_id, slot, generation)
     return counts
 
 
+def _claim_credits(s: Session, user_ids: list[int], template_id: str) -> set[int]:
+    """credits.claim() for many users in one statement (each user once): the users who had credit."""
+    if not user_ids:
+        return set()
+    return set(s.scalars(
+        update(SubscribeCredit)
+        .where(SubscribeCredit.user_id.in_(user_ids), SubscribeCredit.template_id == template_id,
+               SubscribeCredit.banned.is_(False),
+               or_(SubscribeCredit.long_term.is_(True), SubscribeCredit.credits > 0))
+        .values(credits=case((SubscribeCredit.long_term.is_(True), SubscribeCredit.credits),
+                             else_=SubscribeCredit.credits - 1),
+                updated_at=utcnow())
+        .returning(SubscribeCredit.user_id)
+        .execution_options(synchronize_session=False)))
+
+
+def _send_chunk(api, limiter: RateLimiter, token: str, rows: list[tuple[int, int, str]], template_id: str,
+                data: dict[str, str], page: str) -> list[str]:
+    """Send a few claimed rows: book their send times, move them ``claimed -> sending`` (fenced by the
+    lease token) with their credits in one transaction, send each at its time, then mark the sent ones in
+    one transaction. A crash in between leaves the chunk ``sending``: the sweeper reports those rows as
+    "结果未知" and never sends them again."""
+    slots = limiter.reserve(len(rows))
+    limiter.wait_until(slots[0])
+    by_id = {r[0]: r for r in rows}
+    outcomes: dict[int, str] = {}
+    with session_scope() as s:
+        moved = set(s.scalars(update(OutboxRow).where(
+            OutboxRow.id.in_(list(by_id)), OutboxRow.lease_token == token,
+            OutboxRow.status == OutboxStatus.CLAIMED.value)
+            .values(status=OutboxStatus.SENDING.value, attempts=OutboxRow.attempts + 1, claimed_at=utcnow())
+            .returning(OutboxRow.id).execution_options(synchronize_session=False)))
+        for row_id in by_id.keys() - moved:
+            outcomes[row_id] = "lost_lease"  # the sweeper took it back; another worker owns it now
+        with_credit = _claim_credits(s, [by_id[r][1] for r in moved], template_id)
+        no_credit = [r for r in moved if by_id[r][1] not in with_credit]
+        if no_credit:
+            s.execute(update(OutboxRow).where(OutboxRow.id.in_(no_credit), OutboxRow.lease_token == token,
+                                              OutboxRow.status == OutboxStatus.SENDING.value)
+                      .values(status=OutboxStatus.SKIPPED.value, detail="没有订阅消息额度（仅站内信）")
+                      .execution_options(synchronize_session=False))
+            outcomes.update(dict.fromkeys(no_credit, "skipped"))
+    sent: list[dict[str, Any]] = []
+    try:
+        for i, (row_id, user_id, openid) in enumerate(rows):
+            if row_id in outcomes:
+                continue
+            limiter.wait_until(slots[i])
+            at = utcnow()
+            try:
+                api.send_subscribe(openid, template_id, data, page)
+            except WeChatAPIError as exc:
+                outcomes[row_id] = _record_error(row_id, token, user_id, template_id, exc.errcode, exc.errmsg)
+                continue
+            except TemplateFieldError as exc:
+                outcomes[row_id] = _record_error(row_id, token, user_id, template_id, 47003, str(exc))
+                continue
+            sent.append({"rid": row_id, "at": at})
+            outcomes[row_id] = "sent"
+    finally:
+        if sent:  # one transaction for the chunk's sent marks (each keeps its own send time)
+            t = OutboxRow.__table__  # Core executemany (the ORM's bulk UPDATE would match by primary key only)
+            with session_scope() as s:
+                s.execute(update(t).where(t.c.id == bindparam("rid"), t.c.lease_token == token,
+                                          t.c.status == OutboxStatus.SENDING.value)
+                          .values(status=OutboxStatus.SENT.value, sent_at=bindparam("at"), errcode=0, detail=""), sent)
+    return [outcomes[r[0]] for r in rows if r[0] in outcomes]
+
+
 def _send_one(api, limiter: RateLimiter, row_id: int, token: str, user_id: int, openid: str, template_id: str,
               data: dict[str, str], page: str) -> str:
-    limiter.acquire()
-    with session_scope() as s:
-        moved = s.execute(_fenced(row_id, token, OutboxStatus.CLAIMED.value).values(
-            status=OutboxStatus.SENDING.value, attempts=OutboxRow.attempts + 1, claimed_at=utcnow())).rowcount
-        if moved != 1:
-            return "lost_lease"  # the sweeper took it back; another worker owns it now
-        if not credits.claim(s, user_id, template_id):
-            s.execute(_fenced(row_id, token, OutboxStatus.SENDING.value).values(
-                status=OutboxStatus.SKIPPED.value, detail="没有订阅消息额度（仅站内信）"))
-            return "skipped"
-    try:
-        api.send_subscribe(openid, template_id, data, page)
-    except WeChatAPIError as exc:
-        return _record_error(row_id, token, user_id, template_id, exc.errcode, exc.errmsg)
-    except TemplateFieldError as exc:
-        return _record_error(row_id, token, user_id, template_id, 47003, str(exc))
-    with session_scope() as s:
-        s.execute(_fenced(row_id, token, OutboxStatus.SENDING.value).values(
-            status=OutboxStatus.SENT.value, sent_at=utcnow(), errcode=0, detail=""))
-    return "sent"
+    return _send_chunk(api, limiter, token, [(row_id, user_id, openid)], template_id, data, page)[0]
 
 
 def _record_error(row_id: int, token: str, user_id: int, template_id: str, errcode: int, errmsg: str) -> str:
@@ -482,6 +609,10 @@ def _continue(notice_id: int, slot: int, generation: int) -> None:
     """After a job's turn: finish the notice, hand over to a fresh job, or wake up for the next retry."""
     with session_scope() as s:
         notice = _get(s, notice_id, lock=True)
+        if notice.status == NoticeStatus.EXPANDING.value:  # more rows are coming: keep this slot going
+            enqueue_after_commit(s, send_notice, notice_id, slot, generation + 1,
+                                 job_id=f"notice-send-{notice_id}-{slot}-{generation + 1}", timeout=600)
+            return
         if notice.status != NoticeStatus.SENDING.value:
             return
         open_rows = s.execute(select(OutboxRow.status, func.min(OutboxRow.next_attempt_at), func.count())
@@ -528,22 +659,25 @@ def sweep_leases(now: datetime | None = None, lease_seconds: int | None = None, 
             Notice.status.in_((NoticeStatus.EXPANDING.value, NoticeStatus.SENDING.value)))))
         # A notice whose workers are busy (fresh leases or sends in the last lease period) needs no kick.
         busy = set(s.scalars(select(OutboxRow.notice_id).where(
-            OutboxRow.notice_id.in_([n for n, st in active if st == NoticeStatus.SENDING.value] or [-1]),
+            OutboxRow.notice_id.in_([n for n, _ in active] or [-1]),
             OutboxRow.channel == "subscribe",
             or_(and_(OutboxRow.status.in_((OutboxStatus.CLAIMED.value, OutboxStatus.SENDING.value)),
                      OutboxRow.claimed_at >= cutoff),
                 OutboxRow.sent_at >= cutoff)).distinct()))
-    active = [(n, st) for n, st in active if n not in busy or force]
     kicked = 0
     stamp = int(now.timestamp() // 60)
     for notice_id, status in active:
-        if status == NoticeStatus.EXPANDING.value:
+        expanding = status == NoticeStatus.EXPANDING.value
+        if expanding:  # always: a second expansion job only waits for the notice lock and carries on
             enqueue(expand_notice, notice_id, job_id=f"notice-expand-{notice_id}-sweep-{stamp}")
-        else:
-            # One fresh job per slot; _continue() finishes the notice when nothing is open.
+        if notice_id not in busy or force:
+            # One fresh send job per slot (sending overlaps the expansion); _continue() finishes the notice
+            # when nothing is open.
             for slot in range(int(_cfg("fanout_jobs", DEFAULT_JOBS))):
                 enqueue(send_notice, notice_id, slot, 0, job_id=f"notice-send-{notice_id}-{slot}-sweep-{stamp}",
                         timeout=600)
+        elif not expanding:
+            continue
         kicked += 1
     if requeued or unknown:
         log.warning("fan-out sweeper recovered leases", extra={"requeued": requeued, "unknown": unknown})
