@@ -9,6 +9,7 @@ from typing import Any
 
 import redis
 from flask import Flask, Response, g, jsonify, request
+from flask.sessions import SecureCookieSessionInterface
 from rq import Queue
 from sqlalchemy import text
 
@@ -32,6 +33,15 @@ class AppState:
     redis_url: str
     queue: Queue
     wechat_http: WeChatHTTP
+
+
+class ConsoleSessionInterface(SecureCookieSessionInterface):
+    """Only the console has a cookie session; webhooks and the API skip the signing work entirely."""
+
+    def open_session(self, app: Flask, request):  # type: ignore[override]
+        if not request.path.startswith("/console"):
+            return self.make_null_session(app)
+        return super().open_session(app, request)
 
 
 def _import_models() -> None:
@@ -63,6 +73,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         TESTING=settings.env == "testing",
     )
     app.json.ensure_ascii = False  # type: ignore[attr-defined]
+    app.session_interface = ConsoleSessionInterface()
     settings.instance_path.mkdir(parents=True, exist_ok=True)
     _import_models()
 
