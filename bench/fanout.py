@@ -5,7 +5,8 @@ starts the stand-in (record=False) in this process, makes N users who subscribe 
 credit each for the notice template, publishes a notice to that category and starts W `rq` workers (each a
 forking worker with the application's settings and the rate limit). It polls the progress until the notice is
 done and checks: every outbox row terminal, sends seen by the stand-in == rows marked sent (nothing twice),
-observed rate within the limit (overall and in every 1-second window). Run:
+observed rate within the limit (overall and in every 1-second window); prints the time to finish, when the
+expansion was done, sends/s over the sending span and from publish to done. Run:
 
     .venv/bin/python bench/fanout.py [--users 100000] [--workers 4] [--rate 500] [--pg postgresql://...]
 """
@@ -114,10 +115,13 @@ def main() -> None:
             with session_scope() as s:
                 broadcast.publish(s, actor, nid)
             last = None
+            expanded_at = None
             while True:
-                time.sleep(2)
+                time.sleep(1)
                 with session_scope() as s:
                     prog = broadcast.progress(s, nid)
+                if expanded_at is None and prog["status"] != "expanding":
+                    expanded_at = time.perf_counter() - started
                 line = (f"[{time.perf_counter() - started:6.1f} s] {prog['status_label']} inbox {prog['inbox']} "
                         f"subscribe {prog['subscribe_done']}/{prog['subscribe_total']} {prog['subscribe']}")
                 if line != last:
@@ -144,7 +148,9 @@ def main() -> None:
         sends = standin.count(SUBSCRIBE)
         span = (last_sent - first).total_seconds() if first and last_sent else 0
         rate = sent_rows / span if span else 0
-        print(f"finished in {finished:.1f} s; outbox {dict(statuses)}; inbox items {inbox_items}")
+        print(f"finished in {finished:.1f} s (expansion done by {expanded_at:.1f} s; sending overlaps it); "
+              f"outbox {dict(statuses)}; inbox items {inbox_items}")
+        print(f"sends/s publish to done: {sent_rows / finished:.1f}")
         print(f"stand-in subscribe sends {sends}; rows sent {sent_rows}; duplicates {sends - sent_rows}")
         print(f"observed rate {rate:.1f}/s over {span:.1f} s (limit {args.rate:g}/s, burst {args.burst}); "
               f"busiest second {per_second[1] if per_second else 0}")

@@ -4,23 +4,28 @@ How a publish travels (the database is the source of truth; Redis only paces and
 
 1. `publish()` marks the notice ``expanding`` and enqueues `expand_notice` after commit. Publishing again
    is a no-op.
-2. `expand_notice` walks the audience by user id in batches of EXPAND_BATCH (keyset, one transaction per
-   batch, the cursor saved with it). For each batch it inserts one outbox row per (notice, user, channel)
-   with ON CONFLICT DO NOTHING under the unique constraint: ``inbox`` rows are written ``sent`` together
-   with the InboxItems of the rows actually inserted (so a re-run adds nothing), ``subscribe`` rows
-   ``pending`` for users who hold credit for the template. A killed expansion resumes from its cursor.
-3. `send_notice` jobs (FANOUT_JOBS of them, one per worker) claim up to CLAIM_BATCH pending rows
+2. `expand_notice` walks the audience by user id in ranges of EXPAND_BATCH users (keyset, one transaction
+   per range, the cursor saved with it), set-based: ``INSERT ... SELECT ... ON CONFLICT DO NOTHING`` (SQLite:
+   the same upsert) from the audience query under the unique constraint, so no user list passes through
+   Python and memory stays flat. ``inbox`` rows are written ``sent`` and the InboxItems are inserted from
+   the outbox rows this transaction actually inserted (so a re-run adds nothing); ``subscribe`` rows
+   ``pending`` for users who hold credit for the template. A killed expansion resumes from its cursor. The
+   send jobs are started by the first range that writes subscribe rows, so sending overlaps the expansion.
+3. `send_notice` jobs (FANOUT_JOBS of them, one per worker; they run while the notice is ``expanding`` or
+   ``sending`` and poll while the expansion has nothing new for them) claim up to CLAIM_BATCH pending rows
    (``FOR UPDATE SKIP LOCKED`` on PostgreSQL; SQLite writers are serial), stamping a lease token and
-   ``claimed_at``. Per row: wait for the global rate limiter (GCRA in one Lua script on the shared Redis),
-   then in one transaction move the row ``claimed -> sending`` *fenced by the lease token* and claim the
-   user's credit; commit; call WeChat; record the outcome (fenced again). A row only reaches WeChat after
-   that committed ``sending`` step, and a ``sending`` row is never handed out again, so nothing is sent
-   twice, whatever Redis or a worker does.
+   ``claimed_at``. Then per chunk of SEND_CHUNK rows: book the chunk's send times from the global rate
+   limiter (GCRA in one Lua script on the shared Redis, one round trip per chunk); in one transaction move
+   the rows ``claimed -> sending`` *fenced by the lease token* and claim the users' credits; commit; call
+   WeChat for each row at its booked time; mark the chunk's sent rows in one transaction (fenced again;
+   errors are recorded per row at once). A row only reaches WeChat after that committed ``sending`` step,
+   and a ``sending`` row is never handed out again, so nothing is sent twice, whatever Redis or a worker
+   does; a worker killed inside a chunk leaves that chunk's unconfirmed rows as "结果未知" (step 4).
 4. `sweep_leases` (run by `fanout_tick` every minute while a notice is sending, and by the progress view):
    ``claimed`` rows whose lease expired go back to ``pending`` (they were never sent); ``sending`` rows
-   whose lease expired are failed as "结果未知" and not retried (at most one per killed worker: at-most-once
-   beats a duplicate). It also re-enqueues send jobs for notices that still have work, so a Redis restart
-   that lost the queue only delays the fan-out.
+   whose lease expired are failed as "结果未知" and not retried (at most one chunk per killed worker:
+   at-most-once beats a duplicate). It also re-enqueues the expansion and send jobs of notices that still
+   have work (and no live worker), so a Redis restart that lost the queue only delays the fan-out.
 
 Errors: -1, transport errors/timeouts and 45009 (with an alert in the log) are retried with backoff up to
 MAX_ATTEMPTS, the credit given back meanwhile; 43101 zeroes the user's credit for the template and is never
@@ -319,7 +324,8 @@ def _expand_range(s: Session, notice: Notice, lo: int, hi: int, now: datetime) -
             select(OutboxRow.user_id, literal(NOTICE_KIND, String), literal(notice.title[:100], String),
                    literal(notice.summary or "", Text), literal(notice.page or "", String),
                    literal(f"notice:{notice.id}", String), literal(now, InboxItem.__table__.c.created_at.type))
-            .where(OutboxRow.notice_id == notice.id, OutboxRow.channel == "inbox", OutboxRow.id > before)))
+            .where(OutboxRow.notice_id == notice.id, OutboxRow.channel == "inbox", OutboxRow.id > before,
+                   OutboxRow.user_id > lo, OutboxRow.user_id <= hi)))  # (either index bounds the scan)
     subscribe = 0
     if notice.template_id and notice.template_fields:
         subscribe = len(s.execute(ins(OutboxRow.__table__).from_select(
