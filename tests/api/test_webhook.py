@@ -391,3 +391,29 @@ def test_customer_service_refusals_are_counted(app, settings, standin, run_jobs,
         assert jobs.send_customer_message("wxa", "oWxa3", {"msgtype": "text", "text": {"content": "x"}}) \
             == "refused_45015"
     assert count(45015, "local") == before_local + 1
+
+
+def test_flask_view_and_fast_path_answer_alike(oa):
+    """POSTs are taken by FastPushPath; the Flask view behind it gives the same answers when reached."""
+    from werkzeug.test import EnvironBuilder, run_wsgi_app
+
+    acct = acct_of(oa)
+    args, body = seal_push(acct, text_push(oa, "你好", msg_id=77001))
+    args["msg_signature"] = "0" * 40
+    env = EnvironBuilder(path="/wechat", query_string=args, method="POST", data=body).get_environ()
+    app_iter, status, _ = run_wsgi_app(oa.wsgi_app.inner, env)  # the Flask app without the fast path
+    fast = oa.test_client().post("/wechat?" + urlencode(args), data=body)
+    assert status.split()[0] == str(fast.status_code) and fast.status_code in (400, 401, 403)
+    assert b"".join(app_iter) == fast.get_data()
+    args, body = seal_push(acct, text_push(oa, "你好", msg_id=77002))
+    env = EnvironBuilder(path="/wechat", query_string=args, method="POST", data=body).get_environ()
+    app_iter, status, _ = run_wsgi_app(oa.wsgi_app.inner, env)
+    assert status.startswith("200") and reply_of(oa, _Resp(b"".join(app_iter)))["Content"] == GREETING
+
+
+class _Resp:
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def get_data(self, as_text: bool = False):
+        return self.data.decode() if as_text else self.data
