@@ -11,6 +11,7 @@ from ..auth.models import StaffRole
 from ..db import session_scope
 from ..errors import BadRequest, ValidationError
 from ..http import PAGE_FIELDS, doc, json_body, parse, query
+from ..notices.kinds import subscribe_request
 from ..validation import Field, validate
 from . import intake, reports, services
 from . import metrics as appeal_metrics
@@ -121,6 +122,9 @@ def _idempotency_key() -> str | None:
 
 # --- mini-program ---------------------------------------------------------------------------------
 
+# The steps an enterprise hears about, in the order their templates are asked for (WeChat allows 3 a tap).
+APPEAL_NOTICE_KINDS = ("appeal_accepted", "appeal_needs_info", "appeal_resolved")
+
 @bp.post("/appeals")
 @user_required
 @doc("提交诉求（可带 Idempotency-Key 请求头：同一用户同一键返回同一条诉求，200 而非 201）", body=SUBMIT_FIELDS,
@@ -144,6 +148,8 @@ def submit():
             enterprise_name=data["enterprise_name"] or "", building_id=data["building_id"], images=stored),
             idempotency_key=key)
         body = appeal.to_public()
+    # The moment to ask for subscribe-message credit: the enterprise wants to hear how this ends.
+    body["subscribe"] = subscribe_request(list(APPEAL_NOTICE_KINDS))
     return jsonify(body), 201 if created else 200
 
 

@@ -231,3 +231,13 @@ def render(kind: Kind, fields: Mapping[str, Any], *, title: str = "", body: str 
             raise TemplateFieldError(key, f"缺少取值（通知字段 {source}）")
         data[key] = value
     return validate(fit(data))
+
+
+def subscribe_request(kind_names: list[str], limit: int = 3) -> dict[str, list[str]]:
+    """What the mini-program should pass to wx.requestSubscribeMessage (which takes at most 3 templates)."""
+    template_ids: list[str] = []
+    for name in kind_names:
+        kind = get_kind(name)
+        if kind is not None and kind.template_id and kind.template_id not in template_ids:
+            template_ids.append(kind.template_id)
+    return {"kinds": list(kind_names), "template_ids": template_ids[:limit]}

@@ -132,3 +132,17 @@ def test_catalogue_is_public(client, world):
     assert {"工商登记", "税务", "人才/落户", "社保/用工", "融资", "政策兑现", "楼宇物业", "市容环境", "交通停车",
             "知识产权", "其他"} <= names
     assert all(c["department"] and c["promised_days"] for c in items)
+
+
+def test_intake_asks_for_the_appeal_templates_credit(world):
+    from wxapp_backend.notices.kinds import get_kind
+
+    body = world.submit()
+    hint = body["subscribe"]
+    assert hint["kinds"] == ["appeal_accepted", "appeal_needs_info", "appeal_resolved"]
+    expected = []
+    for kind in hint["kinds"]:
+        tid = get_kind(kind).template_id
+        if tid not in expected:
+            expected.append(tid)
+    assert hint["template_ids"] == expected[:3] and hint["template_ids"]
