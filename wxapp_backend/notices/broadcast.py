@@ -14,11 +14,10 @@ How a publish travels (the database is the source of truth; Redis only paces and
 3. `send_notice` jobs (FANOUT_JOBS of them, one per worker; they run while the notice is ``expanding`` or
    ``sending`` and poll while the expansion has nothing new for them) claim up to CLAIM_BATCH pending rows
    (``FOR UPDATE SKIP LOCKED`` on PostgreSQL; SQLite writers are serial), stamping a lease token and
-   ``claimed_at``. Then per chunk of SEND_CHUNK rows: book the chunk's send times from the global rate
-   limiter (GCRA in one Lua script on the shared Redis, one round trip per chunk); in one transaction move
-   the rows ``claimed -> sending`` *fenced by the lease token* and claim the users' credits; commit; call
-   WeChat for each row at its booked time; mark the chunk's sent rows in one transaction (fenced again;
-   errors are recorded per row at once). A row only reaches WeChat after that committed ``sending`` step,
+   ``claimed_at``. Then per chunk of SEND_CHUNK rows: in one transaction move the rows ``claimed ->
+   sending`` *fenced by the lease token* and claim the users' credits; commit; for each row wait for the
+   global rate limiter (GCRA in one Lua script on the shared Redis) and call WeChat at once; mark the
+   chunk's sent rows in one transaction (fenced again; errors are recorded per row at once). A row only reaches WeChat after that committed ``sending`` step,
    and a ``sending`` row is never handed out again, so nothing is sent twice, whatever Redis or a worker
    does; a worker killed inside a chunk leaves that chunk's unconfirmed rows as "结果未知" (step 4).
 4. `sweep_leases` (run by `fanout_tick` every minute while a notice is sending, and by the progress view):
@@ -412,13 +411,8 @@ def _fenced(row_id: int, token: str, status: str):
 class RateLimiter:
     """Global GCRA limiter shared by every worker on every machine: one Lua script on the shared Redis.
 
-    `reserve(n)` books the next n conforming send times in one round trip (the i-th token of a request
-    conforms at TAT + i*interval - tolerance, exactly when n single GCRA checks would let it through); the
-    caller waits for each before its send, so booking ahead never sends faster than the limit, it only saves
-    round trips. Redis's own clock (TIME) is used, so machines with skewed clocks still share one pace; the
-    answer is a delay relative to Redis's now, turned into this process's monotonic clock on arrival (the
-    round trip only makes us later). Losing the key (a Redis restart) only allows one burst; it never causes
-    a duplicate (the database decides that).
+    Redis's own clock (TIME) is used, so machines with skewed clocks still share one pace. Losing the key
+    (a Redis restart) only allows one burst; it never causes a duplicate (the database decides that).
     """
 
     SCRIPT = """
@@ -426,12 +420,13 @@ class RateLimiter:
     local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
     local interval = tonumber(ARGV[1])
     local tolerance = tonumber(ARGV[2])
-    local n = tonumber(ARGV[3])
     local tat = tonumber(redis.call('GET', KEYS[1]) or now)
     if tat < now then tat = now end
-    local new_tat = tat + n * interval
+    local allow_at = tat - tolerance
+    if now < allow_at then return allow_at - now end
+    local new_tat = tat + interval
     redis.call('SET', KEYS[1], new_tat, 'PX', math.floor((new_tat - now) / 1000) + 1000)
-    return tat - tolerance - now
+    return 0
     """
 
     def __init__(self, client: redis.Redis, rate: float, burst: int = 1, key: str = LIMITER_KEY) -> None:
@@ -440,20 +435,12 @@ class RateLimiter:
         self.tolerance = self.interval * max(burst - 1, 0)
         self._script = client.register_script(self.SCRIPT)
 
-    def reserve(self, n: int = 1) -> list[float]:
-        """Book n sends; returns the time.monotonic() instant at/after which each may go."""
-        first_us = int(self._script(keys=[self.key], args=[self.interval, self.tolerance, n]))
-        base = time.monotonic()
-        return [base + max(first_us + i * self.interval, 0) / 1_000_000 for i in range(n)]
-
-    @staticmethod
-    def wait_until(at: float) -> None:
-        delay = at - time.monotonic()
-        if delay > 0:
-            time.sleep(delay)
-
     def acquire(self) -> None:
-        self.wait_until(self.reserve(1)[0])
+        while True:
+            wait_us = int(self._script(keys=[self.key], args=[self.interval, self.tolerance]))
+            if wait_us <= 0:
+                return
+            time.sleep(wait_us / 1_000_000)
 
 
 def _api():
@@ -486,7 +473,7 @@ def send_notice(notice_id: int, slot: int = 0, generation: int = 0) -> dict[str,
         template_id, data, page = notice.template_id, dict(notice.template_fields or {}), notice.page
     rate = float(_cfg("fanout_rate", DEFAULT_RATE))
     limiter = RateLimiter(state.redis, rate, int(_cfg("fanout_burst", 1)))
-    # A chunk's rows are 'sending' from its commit until its last send: keep that under ~1 s of the limit.
+    # A chunk's rows are 'sending' from its commit until its last send: keep that to ~1 s of the limit per job.
     chunk = max(1, min(int(_cfg("fanout_send_chunk", SEND_CHUNK)), int(rate)))
     api = _api()
     deadline = time.monotonic() + float(_cfg("fanout_job_budget", JOB_BUDGET_SECONDS))
@@ -527,12 +514,10 @@ def _claim_credits(s: Session, user_ids: list[int], template_id: str) -> set[int
 
 def _send_chunk(api, limiter: RateLimiter, token: str, rows: list[tuple[int, int, str]], template_id: str,
                 data: dict[str, str], page: str) -> list[str]:
-    """Send a few claimed rows: book their send times, move them ``claimed -> sending`` (fenced by the
-    lease token) with their credits in one transaction, send each at its time, then mark the sent ones in
-    one transaction. A crash in between leaves the chunk ``sending``: the sweeper reports those rows as
+    """Send a few claimed rows: move them ``claimed -> sending`` (fenced by the lease token) with their
+    credits in one transaction, send each when the limiter allows, then mark the sent ones in one
+    transaction. A crash in between leaves the chunk ``sending``: the sweeper reports those rows as
     "结果未知" and never sends them again."""
-    slots = limiter.reserve(len(rows))
-    limiter.wait_until(slots[0])
     by_id = {r[0]: r for r in rows}
     outcomes: dict[int, str] = {}
     with session_scope() as s:
@@ -553,10 +538,12 @@ def _send_chunk(api, limiter: RateLimiter, token: str, rows: list[tuple[int, int
             outcomes.update(dict.fromkeys(no_credit, "skipped"))
     sent: list[dict[str, Any]] = []
     try:
-        for i, (row_id, user_id, openid) in enumerate(rows):
+        for row_id, user_id, openid in rows:
             if row_id in outcomes:
                 continue
-            limiter.wait_until(slots[i])
+            # A token per send, taken right before the call: booking a chunk's slots ahead saved round trips
+            # but let a worker that fell behind its slots (CPU, a commit) catch up in a burst over the limit.
+            limiter.acquire()
             at = utcnow()
             try:
                 api.send_subscribe(openid, template_id, data, page)
