@@ -474,7 +474,36 @@ def escalate(session: Session, actor: Actor, appeal: Appeal, *, reason: str, now
            escalation_due_at=appeal.escalation_due_at)
     _notify(session, appeal, "appeal_escalated", f"您的诉求 {appeal.number} 已转入“办不成事”反映窗口，"
             f"将在 3 个工作日内由专人联系您。", "escalated")
+    _notify_escalation_owner(session, appeal, reason)
     return True
+
+
+def _notify_escalation_owner(session: Session, appeal: Appeal, reason: str) -> None:
+    """The 办不成事 window is the centre's admins: each one with a linked WeChat user gets a message too.
+
+    Staff reach WeChat through the mini-program user they linked to their account (the same link the notice
+    composer's test sends use); unlinked admins see the task and the dashboard count.
+    """
+    from ..auth.models import StaffUser
+    from ..notices.broadcast_models import StaffTestRecipient
+    from ..notices.services import notify
+
+    rows = session.execute(select(StaffUser.id, StaffTestRecipient.user_id)
+                           .join(StaffTestRecipient, StaffTestRecipient.staff_id == StaffUser.id)
+                           .where(StaffUser.role == StaffRole.ADMIN, StaffUser.active.is_(True))).all()
+    for staff_id, user_id in rows:
+        try:
+            with session.begin_nested():
+                notify(session, user_id, "appeal_escalated",
+                       {"number": appeal.number, "status": "办不成事", "note": reason[:20]},
+                       f"pages/appeals/detail?id={appeal.id}", title="办不成事：请 3 个工作日内处理",
+                       body=f"诉求 {appeal.number} 转入“办不成事”窗口：{reason}", ref=f"appeal:{appeal.id}",
+                       dedup_key=f"appeal:{appeal.id}:escalated:owner:{staff_id}")
+        except Exception:  # noqa: BLE001 - the escalation stands; the task and dashboard still show it
+            log.exception("escalation owner notification failed", extra={"appeal_id": appeal.id})
+    if rows:
+        _event(session, appeal, SYSTEM, "owner_notified", note=f"已通知办不成事窗口负责人 {len(rows)} 人",
+               public=False)
 
 
 def escalate_by_user(session: Session, user_id: int, appeal_id: int, reason: str) -> tuple[Appeal, bool]:

@@ -293,3 +293,21 @@ def test_openapi_documents_every_appeal_route(client):
     spec = client.get("/api/v1/openapi.json").get_json()
     paths = [p for p in spec["paths"] if "appeal" in p or "reports" in p]
     assert "/api/v1/appeals" in paths and "/api/v1/staff/reports/weekly" in paths
+
+
+def test_escalation_owner_with_a_linked_wechat_user_is_notified_once(client, world, db, make_user):
+    from wxapp_backend.db import session_scope
+    from wxapp_backend.notices.broadcast_models import StaffTestRecipient
+
+    owner_phone = make_user()
+    with session_scope() as s:
+        s.add(StaffTestRecipient(staff_id=world.admin.id, user_id=owner_phone.id))
+    a = world.submit()
+    world.act(a["id"], "accept")
+    for _ in range(2):
+        client.post(f"/api/v1/appeals/{a['id']}/escalate", json={"reason": "跑了三次都没办成"}, headers=world.uh)
+    to_owner = db.scalars(select(Notification).where(Notification.user_id == owner_phone.id)).all()
+    assert len(to_owner) == 1 and to_owner[0].kind == "appeal_escalated"
+    to_enterprise = db.scalars(select(Notification).where(Notification.user_id == world.user.id,
+                                                          Notification.kind == "appeal_escalated")).all()
+    assert len(to_enterprise) == 1
