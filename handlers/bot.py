@@ -196,14 +196,9 @@ def install_defaults(router: Router, *, middleware: bool = True) -> Router:
 
 
 def _apply_credits(ctx: Context) -> None:
-    """Subscribe-message accept/reject results feed the credit ledger, when that module is installed."""
-    try:
-        from wxapp_backend.notices import credits
-    except ImportError:
-        log.info("subscribe message event (credit ledger not installed)",
-                 extra={"event": ctx.msg.event, "results": ctx.msg.subscribe_results})
-        return
+    """Subscribe-message accept/reject results feed the credit ledger."""
     from wxapp_backend.db import session_scope
+    from wxapp_backend.notices import credits
 
     fn = credits.apply_popup_event if ctx.msg.event == "subscribe_msg_popup_event" else credits.apply_change_event
     with session_scope() as s:
