@@ -18,11 +18,7 @@ from sqlalchemy import text
 from wxapp_backend import create_app
 from wxapp_backend.config import Settings
 from wxapp_backend.db import Base
-
-try:  # the loopback WeChat stand-in; present once the WeChat layer has landed
-    from wxapp_backend.wechat.standin import WeChatStandIn
-except ImportError:  # pragma: no cover
-    WeChatStandIn = None  # type: ignore[assignment,misc]
+from wxapp_backend.wechat.standin import WeChatStandIn
 
 WXA_APPID = "wxa0000000000demo"
 WXA_SECRET = "wxa-secret-for-tests"
@@ -36,8 +32,6 @@ def _env_url(name: str) -> str:
 
 @pytest.fixture(scope="session")
 def standin() -> Iterator[object]:
-    if WeChatStandIn is None:
-        pytest.fail("wxapp_backend.wechat.standin is missing")
     s = WeChatStandIn()
     s.start()
     yield s

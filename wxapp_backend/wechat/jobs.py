@@ -74,30 +74,10 @@ def take_window(r: redis.Redis, account: str, openid: str, now: float | None = N
 
 
 def _api(account: str) -> Any:
-    """The account's WeChat API object (wechat.client.get_api), or a minimal stand-in until it lands."""
-    try:
-        from .client import get_api
-    except ImportError:
-        return _MinimalAPI(account)
+    """The account's WeChat API object."""
+    from .client import get_api
+
     return get_api(account)
-
-
-class _MinimalAPI:
-    """Only what this module needs, for the time before wechat.client.get_api exists."""
-
-    def __init__(self, account: str) -> None:
-        state = current_app.extensions["wxapp"]
-        s = state.settings
-        self.http = state.wechat_http
-        self.appid, self.secret = (s.wechat_appid, s.wechat_secret) if account == "oa" else (s.wxa_appid,
-                                                                                             s.wxa_secret)
-
-    def send_custom(self, openid: str, payload: dict[str, Any]) -> Any:
-        token = self.http.call("POST", "/cgi-bin/stable_token", api="stable_token",
-                               json_body={"grant_type": "client_credential", "appid": self.appid,
-                                          "secret": self.secret, "force_refresh": False})["access_token"]
-        return self.http.call("POST", "/cgi-bin/message/custom/send", api="custom_send",
-                              params={"access_token": token}, json_body={"touser": openid, **payload})
 
 
 def send_customer_message(account: str, openid: str, payload: dict[str, Any], send_id: str = "") -> str:
