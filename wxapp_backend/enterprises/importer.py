@@ -341,44 +341,57 @@ def import_file(session: Session, actor: Actor, kind: str, filename: str, data: 
     return report
 
 
-def _import_enterprises(session: Session, actor: Actor, body, colmap, report: ImportReport) -> None:
-    buildings = {name: id_ for id_, name in session.execute(select(Building.id, Building.name))}
-    valid: list[tuple[int, dict[str, Any]]] = []
+def _checked_rows(body, colmap, report: ImportReport, *, ref: str, ref_ids: dict[str, int], ref_field: str,
+                  missing: str, fields, key: str, duplicate: str) -> list[dict[str, Any]]:
+    """Validate every row; problems go to the report (naming row and column), good rows are returned.
+
+    `ref` is the column naming another record by name (楼宇 for enterprises, 网格 for buildings), resolved
+    through `ref_ids` into `ref_field`; `key` must be unique within the file.
+    """
+    valid: list[dict[str, Any]] = []
     first_row: dict[str, int] = {}
     for number, record in _records(body, colmap):
-        data: dict[str, Any] = {k: v for k, v in record.items() if k != "building"}
+        data: dict[str, Any] = {k: v for k, v in record.items() if k != ref}
         problems: list[Problem] = []
-        if "building" in record:
-            name = record["building"].strip()
-            if name and name not in buildings:
-                problems.append(Problem(f"楼宇「{name}」不存在，请先在楼宇页面建档（或先导入楼宇）后再导入企业。",
-                                        row=number, column=colmap["building"][1]))
-            data["building_id"] = buildings.get(name)
+        if ref in record:
+            name = record[ref].strip()
+            if name and name not in ref_ids:
+                problems.append(Problem(missing.format(name=name), row=number, column=colmap[ref][1]))
+            data[ref_field] = ref_ids.get(name)
         try:
-            values = services.clean_values(data, services.ENTERPRISE_FIELDS, partial=True)
+            values = services.clean_values(data, fields, partial=True)
         except ValidationError as exc:
-            problems.extend(_row_problems(number, exc, colmap, {"building_id": "building"}))
+            problems.extend(_row_problems(number, exc, colmap, {ref_field: ref}))
             values = {}
-        code = values.get("credit_code")
-        if code:
-            if code in first_row:
-                problems.append(Problem(f"统一社会信用代码 {code} 与第 {first_row[code]} 行重复。",
-                                        row=number, column=colmap["credit_code"][1]))
+        value = values.get(key)
+        if value:
+            if value in first_row:
+                problems.append(Problem(duplicate.format(value=value, row=first_row[value]), row=number,
+                                        column=colmap[key][1]))
             else:
-                first_row[code] = number
+                first_row[value] = number
         if problems:
             report.errors.extend(problems)
         else:
-            valid.append((number, values))
+            valid.append(values)
+    return valid
+
+
+def _import_enterprises(session: Session, actor: Actor, body, colmap, report: ImportReport) -> None:
+    buildings = {name: id_ for id_, name in session.execute(select(Building.id, Building.name))}
+    valid = _checked_rows(body, colmap, report, ref="building", ref_ids=buildings, ref_field="building_id",
+                          missing="楼宇「{name}」不存在，请先在楼宇页面建档（或先导入楼宇）后再导入企业。",
+                          fields=services.ENTERPRISE_FIELDS, key="credit_code",
+                          duplicate="统一社会信用代码 {value} 与第 {row} 行重复。")
     if report.errors:
         return
     existing: dict[str, Enterprise] = {}
-    codes = list(first_row)
+    codes = [values["credit_code"] for values in valid]
     for i in range(0, len(codes), 500):
         for e in session.scalars(select(Enterprise).where(Enterprise.credit_code.in_(codes[i:i + 500]))):
             existing[e.credit_code] = e
     created: list[Enterprise] = []
-    for _number, values in valid:
+    for values in valid:
         current = existing.get(values["credit_code"])
         if current is None:
             current = Enterprise(**{"tags": [], **values})
@@ -403,33 +416,9 @@ def _import_enterprises(session: Session, actor: Actor, body, colmap, report: Im
 
 def _import_buildings(session: Session, actor: Actor, body, colmap, report: ImportReport) -> None:
     grids = {name: id_ for id_, name in session.execute(select(Grid.id, Grid.name))}
-    valid: list[dict[str, Any]] = []
-    first_row: dict[str, int] = {}
-    for number, record in _records(body, colmap):
-        data: dict[str, Any] = {k: v for k, v in record.items() if k != "grid"}
-        problems: list[Problem] = []
-        if "grid" in record:
-            name = record["grid"].strip()
-            if name and name not in grids:
-                problems.append(Problem(f"网格「{name}」不存在，请先在网格页面新建后再导入。",
-                                        row=number, column=colmap["grid"][1]))
-            data["grid_id"] = grids.get(name)
-        try:
-            values = services.clean_values(data, services.BUILDING_FIELDS, partial=True)
-        except ValidationError as exc:
-            problems.extend(_row_problems(number, exc, colmap, {"grid_id": "grid"}))
-            values = {}
-        name = values.get("name")
-        if name:
-            if name in first_row:
-                problems.append(Problem(f"楼宇「{name}」与第 {first_row[name]} 行重复。", row=number,
-                                        column=colmap["name"][1]))
-            else:
-                first_row[name] = number
-        if problems:
-            report.errors.extend(problems)
-        else:
-            valid.append(values)
+    valid = _checked_rows(body, colmap, report, ref="grid", ref_ids=grids, ref_field="grid_id",
+                          missing="网格「{name}」不存在，请先在网格页面新建后再导入。",
+                          fields=services.BUILDING_FIELDS, key="name", duplicate="楼宇「{value}」与第 {row} 行重复。")
     if report.errors:
         return
     existing = {b.name: b for b in session.scalars(select(Building))}
