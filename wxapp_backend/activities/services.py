@@ -558,12 +558,10 @@ def subscribe_hint(status: str = RegStatus.CONFIRMED.value) -> dict[str, Any]:
         kinds.append("waitlist_promoted")
     if status == RegStatus.PENDING_APPROVAL.value:
         kinds.append("registration_approved")
-    ids: list[str] = []
-    for k in kinds:
-        t = template_for(k)
-        if t and t not in ids:
-            ids.append(t)
-    return {"kind": REMINDER_KIND, "template_id": template_for(REMINDER_KIND), "template_ids": ids[:3]}
+    from ..notices.kinds import subscribe_request
+
+    ids = subscribe_request(kinds)["template_ids"]
+    return {"kind": REMINDER_KIND, "template_id": template_for(REMINDER_KIND), "template_ids": ids}
 
 
 def template_for(kind: str) -> str:

@@ -40,6 +40,14 @@ def current_user_id() -> int:
     return user_id
 
 
+def optional_user_id() -> int | None:
+    """The mini-program user when a valid bearer token is sent, else None (for endpoints open to all)."""
+    try:
+        return current_user_id()
+    except Unauthorized:
+        return None
+
+
 def user_required(fn: F) -> F:
     @wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:

@@ -6,8 +6,7 @@ import hashlib
 
 from flask import Blueprint, Flask, current_app, jsonify, request
 
-from ..auth import tokens
-from ..auth.guard import USER
+from ..auth.guard import optional_user_id
 from ..db import session_scope
 from ..errors import NotFound, TooManyRequests
 from ..http import doc, parse, query
@@ -24,14 +23,6 @@ FEEDBACK_FIELDS = (Field("entry_id", "str", "条目编号", required=True, max_l
                    Field("useful", "bool", "是否有用", required=True),
                    Field("turn_id", "int", "问答编号", min=1))
 ANON_LIMIT_PER_MIN = 30
-
-
-def _optional_user() -> int | None:
-    header = request.headers.get("Authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        return None
-    return tokens.resolve(current_app.extensions["wxapp"].redis, USER, token.strip())
 
 
 def _who(user_id: int | None) -> str:
@@ -68,7 +59,7 @@ def search():
      tags=["知识库"], responses={200: "{reply, decision, suggestions, turn_id}"})
 def chat():
     data = parse(CHAT_FIELDS)
-    user_id = _optional_user()
+    user_id = optional_user_id()
     state = current_app.extensions["wxapp"]
     result, turn_id = respond(get_runtime(), state.db, state.redis, data["text"], channel="api",
                               user_id=user_id, who=_who(user_id))
@@ -93,7 +84,7 @@ def entry_detail(entry_id: str):
 @doc("对一条回答点“有用/没用”", body=FEEDBACK_FIELDS, auth="none", tags=["知识库"])
 def feedback():
     data = parse(FEEDBACK_FIELDS)
-    user_id = _optional_user()
+    user_id = optional_user_id()
     with session_scope() as s:
         fb = record_feedback(s, turn_id=data["turn_id"], entry_id=data["entry_id"], user_id=user_id,
                              useful=data["useful"])

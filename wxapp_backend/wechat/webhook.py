@@ -6,12 +6,17 @@ envelope failure becomes a 4xx JSON {"error","message","fields"} and a log line,
 
 from __future__ import annotations
 
+import json
 import logging
 import time
+from urllib.parse import parse_qsl
 
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
+from werkzeug.http import HTTP_STATUS_CODES
 
-from .crypto import PayloadTooLarge, WeChatEnvelopeError
+from ..logs import request_id_var
+from ..metrics import LATENCY, REQUESTS
+from .crypto import PayloadTooLarge, WeChatEnvelopeError, random_bytes
 from .pipeline import Pipeline
 
 log = logging.getLogger(__name__)
@@ -77,17 +82,11 @@ class FastPushPath:
     def __init__(self, app: Flask, inner) -> None:
         self.app, self.inner = app, inner
         self.settings = app.extensions["wxapp"].settings
-        from ..metrics import LATENCY, REQUESTS
-
-        self._requests, self._latency = REQUESTS, LATENCY
 
     def __call__(self, environ, start_response):
         route = self.ROUTES.get(environ.get("PATH_INFO", "")) if environ.get("REQUEST_METHOD") == "POST" else None
         if route is None:
             return self.inner(environ, start_response)
-        from ..logs import request_id_var
-        from ..wechat.crypto import random_bytes
-
         account, endpoint = route
         started = time.monotonic()
         rid = random_bytes(8).hex()
@@ -96,19 +95,14 @@ class FastPushPath:
             status, content_type, body = self._answer(account, environ, started)
         finally:
             request_id_var.reset(token)
-        self._requests.labels(endpoint, "POST", str(status)).inc()
-        self._latency.labels(endpoint).observe(time.monotonic() - started)
-        from werkzeug.http import HTTP_STATUS_CODES
-
+        REQUESTS.labels(endpoint, "POST", str(status)).inc()
+        LATENCY.labels(endpoint).observe(time.monotonic() - started)
         start_response(f"{status} {HTTP_STATUS_CODES.get(status, '')}", [
             ("Content-Type", content_type), ("Content-Length", str(len(body))), ("X-Request-Id", rid),
             ("X-Content-Type-Options", "nosniff")])
         return [body]
 
     def _answer(self, account: str, environ, started: float) -> tuple[int, str, bytes]:
-        import json
-        from urllib.parse import parse_qsl
-
         pipeline: Pipeline = self.app.extensions["wxapp_pipeline"]
         limit = self.settings.webhook_max_body
         try:
