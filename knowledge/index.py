@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -29,6 +30,9 @@ class IndexParams:
     ans_k1: float = 1.2
     ans_b: float = 0.5
     w_ans: float = 0.15
+    # Character-bigram BM25 over passages (long documents) only, a re-ranking feature.
+    passage_k1: float = 0.9
+    passage_b: float = 0.75
 
 
 class BM25Matrix:
@@ -200,22 +204,118 @@ _BASE_FEATURES: tuple[str, ...] = (
     "sibling",
     "lead_bi",
 )
-# Questions and passages (long documents) behave differently, so each gets its own copy of every feature:
-# short_* features are zero for long documents and long_* ones are zero for short documents.
-FEATURES: tuple[str, ...] = tuple(f"short_{f}" for f in _BASE_FEATURES) + tuple(
-    f"long_{f}" for f in _BASE_FEATURES
+# Questions and long documents in an index of questions (citizen messages, notices) behave differently, so
+# each gets its own copy of every feature: short_* features are zero for long documents and long_* ones are
+# zero for short documents.
+# An index of answer texts (passages, e.g. official answers) is another task again: there every document
+# uses the passage_* copy plus features of its own, and the short_*/long_* ones stay zero.
+_PASSAGE_EXTRA: tuple[str, ...] = (
+    "char_bm25",  # character-bigram BM25 over the passages, normalised by the query's self-match
+    "tri_cover",  # share of the query's character trigrams found in the passage
+    "log_len",  # log of the passage length (longer answers cover more, but also match by accident)
+    "lead_words",  # idf mass of query words found in the passage's opening, over the query's mass
+    "last_words",  # share of the query's last two words (often its focus: 材料, 条件, 费用) in the passage
+    "yes_no",  # a yes/no question and an answer that opens with 可以/不能/需要/不 ...
+    "definition",  # a "what is" question and an answer that defines (是指 / 是) in its opening
+    "list",  # a "which / what materials / conditions / steps" question and an enumerating answer
+    "fact",  # a question about fees, phone numbers, time or place and an answer that has one
+    "bm25_rel",  # word BM25 over the best word BM25 among the candidates
+    "char_bm25_rel",  # character-bigram BM25 over the best one among the candidates
+    "window_cover",  # most distinct query bigrams inside one stretch of WINDOW_CHARS characters, over all
 )
+FEATURES: tuple[str, ...] = (
+    tuple(f"short_{f}" for f in _BASE_FEATURES)
+    + tuple(f"long_{f}" for f in _BASE_FEATURES)
+    + tuple(f"passage_{f}" for f in (*_BASE_FEATURES, *_PASSAGE_EXTRA))
+)
+N_BASE = len(_BASE_FEATURES)
+# Where each block starts in FEATURES.
+SHORT_AT, LONG_AT, PASSAGE_AT = 0, N_BASE, 2 * N_BASE
+# Rows: short_*, long_* (question indexes; `bench/kb_eval.py --fit`), passage_* base and passage extras
+# (indexes of answer texts; `bench/kb_eval.py --fit-passages`, gov_qa dev half + gov_nlu).
 RERANK_WEIGHTS: tuple[float, ...] = (
-    -5.8193, 3.9424, 5.0957, -0.5143, -1.5368, -0.0878,
-    0.0651, 0.2549, 4.6446, 4.8134, 0.0000, -8.1334,
-    4.5937, 3.4962, 2.0288, -0.9831, 1.7209, -2.2964,
-    0.3279, 0.0000, 0.0000, 2.2729,
+    -5.8193, 3.9424, 5.0957, -0.5143, -1.5368, -0.0878, 0.0651, 0.2549, 4.6446, 4.8134, 0.0000,
+    -8.1334, 4.5937, 3.4962, 2.0288, -0.9831, 1.7209, -2.2964, 0.3279, 0.0000, 0.0000, 2.2729,
+    -4.1561, 0.1624, -0.1886, 0.3979, 1.1440, -0.1217, -0.3240, -1.1731, 0.0000, 0.0000, 0.3024,
+    -0.1469, -1.1668, -2.1353, 1.0278, 0.4691, 0.6026, 0.2804, 0.5433, 0.5286, 1.5270, 2.9822, 1.0947,
 )  # fmt: skip
 # Documents longer than this (in kept characters) are passages, not questions: the symmetric
 # features mean something else for them, so the model gets separate weights (the long_* features).
 LONG_DOC_CHARS = 60
 # The opening of a long document (its first sentence, roughly) acts as a pseudo-question.
 LEAD_CHARS = 40
+
+# Question types and the answer shapes that fit them (generic Chinese, not tied to any data set).
+_YES_NO_Q = re.compile(r"能否|是否|可否|能不能|可不可以|是不是|有没有|要不要|需不需要|吗")
+_YES_NO_A = re.compile(
+    r"^[\s\W]*(可以|不可以|能|不能|不|是的|是|否|需要|不需要|不用|无需|没有|有|应当|必须|不得|允许|不允许)"
+)
+_DEFINITION_Q = re.compile(r"什么是|是什么|何谓|指什么|含义|定义|是指")
+_DEFINITION_A = re.compile(r"是指|指的是|是")
+_LIST_Q = re.compile(r"哪些|材料|条件|包括|步骤|流程|程序|要求|内容|措施|注意")
+_LIST_A = re.compile(r"1[、.．]|[（(]1[)）]|[（(]一[)）]|一、|①|第一")
+_FACT_PAIRS: tuple[tuple[re.Pattern[str], re.Pattern[str]], ...] = (
+    (re.compile(r"收费|费用|多少钱|交费|缴费|价格"), re.compile(r"费|元")),
+    (re.compile(r"电话|联系方式|热线"), re.compile(r"\d{5,}|\d{3,4}-\d{6,8}")),
+    (re.compile(r"时间|多久|何时|什么时候|期限|几天|多长"), re.compile(r"[日月年天时周]")),
+    (
+        re.compile(r"哪里|在哪|地点|地址|何处|哪儿|向哪|哪个部门|去哪"),
+        re.compile(r"地址|路|号|窗口|大厅|局|中心|网站|平台|部门"),
+    ),
+)
+
+
+WINDOW_CHARS = 50
+
+
+def _window_cover(doc: str, grams: set[str], width: int = WINDOW_CHARS) -> int:
+    """Most distinct `grams` (equal-length strings) that start inside one stretch of `width` characters."""
+    hits: list[tuple[int, str]] = []
+    for g in grams:
+        i = doc.find(g)
+        while i >= 0:
+            hits.append((i, g))
+            i = doc.find(g, i + 1)
+    if not hits:
+        return 0
+    hits.sort()
+    best, lo = 0, 0
+    inside: Counter[str] = Counter()
+    for pos, g in hits:
+        inside[g] += 1
+        while hits[lo][0] <= pos - width:
+            old = hits[lo][1]
+            inside[old] -= 1
+            if not inside[old]:
+                del inside[old]
+            lo += 1
+        best = max(best, len(inside))
+    return best
+
+
+def _bigrams(chars: str) -> list[str]:
+    return [chars[i : i + 2] for i in range(len(chars) - 1)]
+
+
+def _answer_shape(raw: str) -> tuple[bool, bool, bool, tuple[bool, ...]]:
+    """Which question types a passage's raw text can answer: yes/no, definition, list, facts."""
+    head = raw.strip()
+    return (
+        bool(_YES_NO_A.search(head)),
+        bool(_DEFINITION_A.search(head[:LEAD_CHARS])),
+        bool(_LIST_A.search(raw)),
+        tuple(bool(a.search(raw)) for _, a in _FACT_PAIRS),
+    )
+
+
+def _question_shape(raw: str) -> tuple[bool, bool, bool, tuple[bool, ...]]:
+    """Which question types a query asks (same order as _answer_shape)."""
+    return (
+        bool(_YES_NO_Q.search(raw)),
+        bool(_DEFINITION_Q.search(raw)),
+        bool(_LIST_Q.search(raw)),
+        tuple(bool(q.search(raw)) for q, _ in _FACT_PAIRS),
+    )
 
 
 def _dice(a: set[str], b: set[str]) -> float:
@@ -235,7 +335,9 @@ class SearchIndex:
         params: IndexParams | None = None,
         weights: Sequence[float] | None = None,
         entry_texts: Sequence[str] | None = None,
+        passages: bool | None = None,
     ) -> None:
+        """`passages`: the documents are answer texts rather than questions (None: decide from their lengths)."""
         self.params = params or IndexParams()
         self.analyzer = analyzer
         self.weights = np.asarray(weights if weights is not None else RERANK_WEIGHTS, dtype=np.float64)
@@ -253,6 +355,35 @@ class SearchIndex:
             dtype=np.float64,
             count=len(self.doc_tokens),
         )
+        # Passages: their own character-bigram BM25, answer shapes and opening words (see PASSAGE_FEATURES).
+        # In an index of answer texts (most documents are passages) every document is a passage, short
+        # answers too; in an index of questions only the long documents are.
+        lens = np.fromiter((len(c) for c in self.doc_chars), np.int64, len(texts))
+        if passages is None:
+            passages = bool(len(lens)) and float(np.median(lens)) > LONG_DOC_CHARS
+        self.passages = passages
+        self.is_long = np.ones(len(texts), dtype=bool) if passages else lens > LONG_DOC_CHARS
+        self.long_ids = np.flatnonzero(self.is_long)
+        self.long_pos = {int(d): i for i, d in enumerate(self.long_ids)}
+        self.passage_bm25: BM25Matrix | None = None
+        self.long_shape: list[tuple[bool, bool, bool, tuple[bool, ...]]] = []
+        self.long_lead: list[frozenset[str]] = []
+        if self.passages and self.long_ids.size:
+            self.passage_bm25 = BM25Matrix(
+                [_bigrams(self.doc_chars[d]) for d in self.long_ids],
+                k1=p.passage_k1,
+                b=p.passage_b,
+                idf="lucene",
+            )
+            for d in self.long_ids:
+                self.long_shape.append(_answer_shape(texts[d]))
+                lead, n = [], 0
+                for t in self.doc_tokens[d]:
+                    n += len(t)
+                    if n > LEAD_CHARS:
+                        break
+                    lead.append(t)
+                self.long_lead.append(frozenset(lead))
         # Answer field: one document per entry; entries without extra text get an empty document.
         self.ans: BM25Matrix | None = None
         if entry_texts is not None and any(entry_texts):
@@ -285,6 +416,16 @@ class SearchIndex:
         q_mass = sum(q_idf.values()) or 1.0
         qb = {q.chars[i : i + 2] for i in range(len(q.chars) - 1)} or set(q.chars)
         out = np.zeros((len(docs), len(FEATURES)))
+        # Passage-only inputs, computed once per query and only in an index of passages.
+        if self.passages and self.passage_bm25 is not None and len(docs):
+            q_bi = _bigrams(q.chars) or list(q.chars)
+            p_scores = self.passage_bm25.scores(q_bi)
+            p_self = self.passage_bm25.self_score(q_bi) or 1.0
+            q_tri = {q.chars[i : i + 3] for i in range(len(q.chars) - 2)}
+            last = q.tokens[-2:]
+            q_shape = _question_shape(q.normalized)
+            p_max = float(p_scores[[self.long_pos[int(d)] for d in docs]].max()) or 1.0
+            bm_max = float(np.max(bm_norm)) or 1.0
         for r, d in enumerate(docs):
             dset = set(self.doc_tokens[d])
             common = qset & dset
@@ -299,7 +440,7 @@ class SearchIndex:
             d_cov = c_mass / d_mass
             d_bi = shared_b / max(len(db), 1)
             len_ratio = min(lq, ld) / max(lq, ld, 1)
-            long = ld > LONG_DOC_CHARS
+            long = bool(self.is_long[d])
             lead_bi = 0.0
             if long:
                 lead = dc[:LEAD_CHARS]
@@ -317,11 +458,28 @@ class SearchIndex:
                 float(sibling[r]) if sibling is not None else 0.0,
                 lead_bi,
             )
-            half = len(_BASE_FEATURES)
-            if long:
-                out[r, half:] = base
-            else:
-                out[r, :half] = base
+            if not self.passages:
+                at = LONG_AT if long else SHORT_AT
+                out[r, at : at + N_BASE] = base
+                continue
+            li = self.long_pos[int(d)]
+            a_shape = self.long_shape[li]
+            lead_mass = sum(q_idf[t] for t in qset & self.long_lead[li])
+            out[r, PASSAGE_AT:] = (
+                *base,
+                min(float(p_scores[li]) / p_self, 1.5),
+                sum(1 for g in q_tri if g in dc) / len(q_tri) if q_tri else 0.0,
+                math.log1p(ld) / 10.0,
+                lead_mass / q_mass,
+                sum(1 for t in last if t in dset) / len(last) if last else 0.0,
+                float(q_shape[0] and a_shape[0]),
+                float(q_shape[1] and a_shape[1]),
+                float(q_shape[2] and a_shape[2]),
+                float(any(x and y for x, y in zip(q_shape[3], a_shape[3], strict=True))),
+                float(bm_norm[r]) / bm_max,
+                float(p_scores[li]) / p_max,
+                _window_cover(dc, qb) / max(len(qb), 1),
+            )
         return out
 
     def search_docs(

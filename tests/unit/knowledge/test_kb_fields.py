@@ -5,15 +5,17 @@ from __future__ import annotations
 import numpy as np
 
 from knowledge.analysis import get_analyzer
-from knowledge.index import FEATURES, RERANK_WEIGHTS, SearchIndex
+from knowledge.index import FEATURES, LONG_AT, N_BASE, PASSAGE_AT, RERANK_WEIGHTS, SearchIndex
 from knowledge.schema import Entry
 from knowledge.search import DEFAULT_ANSWER_THRESHOLD, DEFAULT_SUGGEST_THRESHOLD, KnowledgeBase, _entry_text
 
 
 def test_weights_match_features_and_thresholds_are_ordered() -> None:
     assert len(RERANK_WEIGHTS) == len(FEATURES)
-    half = len(FEATURES) // 2
-    assert [f.split("_", 1)[1] for f in FEATURES[:half]] == [f.split("_", 1)[1] for f in FEATURES[half:]]
+    base = [f.split("_", 1)[1] for f in FEATURES[:N_BASE]]
+    assert [f.split("_", 1)[1] for f in FEATURES[LONG_AT:PASSAGE_AT]] == base
+    assert [f.split("_", 1)[1] for f in FEATURES[PASSAGE_AT : PASSAGE_AT + N_BASE]] == base
+    assert all(f.startswith("passage_") for f in FEATURES[PASSAGE_AT:])
     assert 0.0 <= DEFAULT_SUGGEST_THRESHOLD <= DEFAULT_ANSWER_THRESHOLD <= 1.0
 
 
@@ -50,14 +52,43 @@ def test_sibling_feature_is_the_same_for_every_phrasing_of_an_entry() -> None:
 def test_long_documents_use_the_long_half_of_the_features() -> None:
     a = get_analyzer()
     long_text = "办理外国人工作许可需要登录一网通办提交申请材料，审批通过后领取工作许可证，" * 3
-    idx = SearchIndex([long_text, "外国人工作许可怎么办"], [0, 1], a)
+    idx = SearchIndex([long_text, "外国人工作许可怎么办"], [0, 1], a, passages=False)
     docs, _, _, feats = idx.search_docs(a.analyze("外国人工作许可怎么办理"))
-    half = len(FEATURES) // 2
     for d, row in zip(docs.tolist(), feats, strict=True):
+        assert not row[PASSAGE_AT:].any()
         if d == 0:
-            assert not row[:half].any() and row[half] == 1.0
+            assert not row[:LONG_AT].any() and row[LONG_AT] == 1.0
         else:
-            assert not row[half:].any() and row[0] == 1.0
+            assert not row[LONG_AT:].any() and row[0] == 1.0
+
+
+def test_an_index_of_answer_texts_uses_the_passage_features() -> None:
+    """Mostly long documents: every document, short answers too, is scored as a passage."""
+    a = get_analyzer()
+    texts = [
+        "不能。已登记为租赁性质的车辆，在车辆转让或报废后，更新指标的性质仍为租赁，不能转回非营运。"
+        "如有疑问可以咨询市交通委员会的服务热线，或者登录交通委网站查询租赁车辆管理的具体规定和办理流程。",
+        "申报材料包括：1.申请表原件一份；2.身份证明；3.近期二寸彩色免冠照片。材料齐全的当场受理，"
+        "不齐全的一次性告知需要补正的内容，申请人补齐以后重新提交，审核通过后二十个工作日内公布结果。",
+        "办理地点在各区政务服务中心综合窗口，工作日上午九点至下午五点受理，也可以在一网通办网上提交。"
+        "审核通过后五个工作日内发放证书，证书可以邮寄到家，也可以本人持身份证件到原窗口领取。",
+        "不收费。",
+        "暴雨天气尽量减少外出，远离广告牌、临时搭建物和大树，不要在地下通道、涵洞等低洼处停留，"
+        "车辆遇到积水不要强行通过，注意收听天气预报和预警信息。",
+    ]
+    idx = SearchIndex(texts, [0, 1, 2, 3, 4], a)
+    assert idx.passages
+    q = a.analyze("租赁性质的车辆更新时能否转回非营运？")
+    docs, _, conf, feats = idx.search_docs(q)
+    assert docs[0] == 0
+    assert not feats[:, :PASSAGE_AT].any() and (feats[:, PASSAGE_AT] == 1.0).all()
+    yes_no = FEATURES.index("passage_yes_no")
+    assert feats[0, yes_no] == 1.0
+    assert ((conf >= 0) & (conf <= 1)).all()
+    docs, _, _, _ = idx.search_docs(a.analyze("申报需要提交哪些材料"))
+    assert docs[0] == 1
+    # An index of questions with one long text is not an index of passages.
+    assert not SearchIndex(["外国人工作许可怎么办", "营业执照怎么办理", texts[1]], [0, 1, 2], a).passages
 
 
 def test_one_keyword_is_offered_as_choices_not_answered():
