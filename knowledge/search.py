@@ -198,6 +198,15 @@ class KnowledgeBase:
         if best.confidence >= self.answer_threshold and len(set(q.tokens)) < self.min_answer_tokens:
             # One keyword ("融资", "营业执照") matches many entries equally well: offer choices instead.
             return Decision("suggest", suggestions, "问题太短，只有一个关键词，先给出几个可能的问题", expired)
+        if expired and expired[0].confidence > best.confidence:
+            # The question is about an expired policy more than about any current entry: say so rather
+            # than answer with the nearest current one.
+            return Decision(
+                "suggest",
+                suggestions,
+                f"最相关的政策 “{expired[0].entry.question}” 已过期或下线（置信度 {expired[0].confidence:.2f}）",
+                expired,
+            )
         if best.confidence >= self.answer_threshold:
             runner = hits[1] if len(hits) > 1 else None
             if runner is not None and best.confidence - runner.confidence < self.ambiguity_margin:

@@ -220,3 +220,27 @@ def test_build_and_search_speed_at_10k() -> None:
         lat.append(time.perf_counter() - t)
     lat.sort()
     assert lat[int(len(lat) * 0.95)] < 0.05  # generous: shared CI machines; the bench measures the real p95
+
+
+def test_expired_policy_that_fits_better_is_not_answered_with_a_current_one() -> None:
+    """A question about an expired policy must not be answered outright with the nearest current entry."""
+    entries = [
+        Entry(
+            id="plan-2020",
+            question="新华街道 2020 年服务经济工作方案讲了什么？",
+            similar=("新华街道2020年服务经济方案", "2020年招商工作方案"),
+            answer="2020 年的方案。",
+            valid_until=date(2020, 12, 31),
+        ),
+        Entry(
+            id="buildings",
+            question="新华街道有哪些重点商务楼宇？",
+            similar=("新华街道楼宇名单", "新华街道有哪些园区"),
+            answer="楼宇名单。",
+        ),
+    ]
+    kb = KnowledgeBase(entries, today=TODAY, suggest_threshold=0.0)
+    d = kb.decide("新华街道2020年服务经济工作方案")
+    assert d.kind == "suggest" and d.expired and d.expired[0].entry.id == "plan-2020"
+    assert "已过期" in d.reason
+    assert kb.decide("新华街道有哪些商务楼宇").kind == "answer"
