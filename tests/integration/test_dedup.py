@@ -174,3 +174,123 @@ def test_dedup_across_three_gunicorn_workers(app, settings, redis_client, tmp_pa
         except subprocess.TimeoutExpired:
             proc.kill()
         log_file.close()
+
+
+# ------------------------------------------------------------------------------------ the hot path's Redis use
+
+
+def test_finish_nowait_stores_the_answer_and_keeps_the_connection_in_step(redis_client):
+    d = Dedup(redis_client, processing_ttl=5.0)
+    for i in range(30):
+        # Every claim reads its own reply: were a finish's reply left unread (no REPLY SKIP), the next claim
+        # on this thread's connection would read that integer instead and fail to unpack it.
+        claim, more = d.claim(f"test:dedup:nowait:{i}", lambda c, i=i: (c.incr("test:dedup:nowait:n"),
+                                                                         c.get("test:dedup:nowait:absent")))
+        assert claim.state == "new" and more == [i + 1, None]
+        d.finish_nowait(claim, f"answer {i}".encode())
+    again, _ = Dedup(redis_client, processing_ttl=5.0).claim("test:dedup:nowait:7")
+    assert again.state == "done" and again.body == b"answer 7"
+    assert d._skip_supported() is True
+
+
+def test_finish_nowait_never_overwrites_a_lost_claim(redis_client):
+    d = Dedup(redis_client, processing_ttl=1.0)
+    stale, _ = d.claim("test:dedup:lost")
+    redis_client.delete("test:dedup:lost")  # as if it expired...
+    owner, _ = d.claim("test:dedup:lost")  # ...and another try took it over
+    d.finish_nowait(stale, b"stale answer")
+    d.finish_nowait(owner, b"owner's answer")
+    assert redis_client.get("test:dedup:lost") == b"D" + b"owner's answer"
+
+
+def test_claim_survives_a_killed_connection_and_a_lost_reply(redis_client, monkeypatch):
+    d = Dedup(redis_client, processing_ttl=5.0)
+    d.claim("test:dedup:warm")
+    redis_client.client_kill_filter(_type="normal", skipme=True)  # drops this thread's own connection too
+    assert d.claim("test:dedup:after-kill")[0].state == "new"
+    # The script ran but its reply was lost: the repeat sees our own marker and still owns the message.
+    real, calls = d._evalsha, []
+
+    def lose_first_reply(conn, script, keys, args):
+        result = real(conn, script, keys, args)
+        calls.append(keys[0])
+        if len(calls) == 1:
+            raise ConnectionError("reply lost")
+        return result
+
+    monkeypatch.setattr(d, "_evalsha", lose_first_reply)
+    claim, _ = d.claim("test:dedup:lost-reply")
+    assert claim.state == "new" and calls == ["test:dedup:lost-reply"] * 2
+    # Negative control: somebody else's marker is "processing", not ours.
+    assert Dedup(redis_client, processing_ttl=5.0).claim("test:dedup:lost-reply")[0].state == "processing"
+
+
+def test_each_thread_and_each_forked_process_gets_its_own_connection(redis_client):
+    d = Dedup(redis_client, processing_ttl=5.0)
+    mine = d._connection()
+    assert d._connection() is mine
+    other: list = []
+    t = threading.Thread(target=lambda: other.append(d._connection()))
+    t.start(), t.join()
+    assert other[0] is not mine
+    d._local.pid = -1  # what a forked child sees
+    assert d._connection() is not mine
+
+
+def _fake_redis_server(refuse_skip: bool):
+    """A one-connection RESP server: PING, ECHO, and CLIENT REPLY SKIP refused or honoured."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(1)
+
+    def serve():
+        conn, _ = srv.accept()
+        buf, skip = b"", False
+        while True:
+            data = conn.recv(65536)
+            if not data:
+                return
+            buf += data
+            while buf.startswith(b"*") and b"\r\n" in buf:
+                n = int(buf[1:buf.index(b"\r\n")])
+                parts, rest = [], buf[buf.index(b"\r\n") + 2:]
+                try:
+                    for _ in range(n):
+                        size = int(rest[1:rest.index(b"\r\n")])
+                        start = rest.index(b"\r\n") + 2
+                        if len(rest) < start + size + 2:
+                            raise ValueError
+                        parts.append(rest[start:start + size])
+                        rest = rest[start + size + 2:]
+                except ValueError:
+                    break
+                buf = rest
+                cmd = parts[0].upper()
+                if cmd == b"CLIENT" and parts[1].upper() != b"REPLY":  # CLIENT SETINFO on connect
+                    conn.sendall(b"+OK\r\n")
+                    continue
+                if cmd == b"CLIENT":
+                    if refuse_skip:
+                        conn.sendall(b"-ERR unknown command 'CLIENT'\r\n")
+                    else:
+                        skip = True
+                    continue
+                reply = b"+PONG\r\n" if cmd == b"PING" else b"$%d\r\n%s\r\n" % (len(parts[1]), parts[1])
+                if skip:
+                    skip = False
+                else:
+                    conn.sendall(reply)
+
+    threading.Thread(target=serve, daemon=True).start()
+    return srv.getsockname()[1]
+
+
+@pytest.mark.parametrize("refuse", [True, False])
+def test_reply_skip_probe(refuse):
+    import redis
+
+    from wxapp_backend.wechat.dedup import _probe_reply_skip
+
+    port = _fake_redis_server(refuse)
+    client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=2)
+    assert _probe_reply_skip(client) is (not refuse)

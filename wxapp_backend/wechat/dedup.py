@@ -3,21 +3,50 @@
 A push is claimed with SET NX and a short TTL (so a crashed try cannot poison the key); the try that
 answers stores the exact response body as `done` for at least a minute, and every retry gets that body
 byte for byte. A retry that arrives while the first try still runs waits briefly for the stored answer.
+
+Hot path (docs/bench/webhook.md): the claim is one Lua call that also runs the caller's per-user commands,
+and the pipeline stores its answer with `finish_nowait`, which writes the command with `CLIENT REPLY SKIP`
+and does not wait for Redis's answer. Both go over a connection of the calling thread's own (no pool
+checkout, whose readiness probe costs several system calls per command). Commands on one connection run in
+order, so the record is in place before this thread's next claim; a retry that finds "processing" waits
+for the answer anyway.
 """
 
 from __future__ import annotations
 
+import logging
+import os
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import redis
 
 from .crypto import random_bytes
 
+log = logging.getLogger(__name__)
+
 _PROCESSING = b"P"
 _DONE = b"D"
 
+# SET NX + GET of the record, then the caller's commands: ARGV[3] says how many; each is a name, a count n
+# and n arguments in ARGV, and its key is the next entry of KEYS.
+_CLAIM = """
+local created = redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2])
+local out = {created and 1 or 0, redis.call('GET', KEYS[1])}
+local a, k = 4, 2
+for _ = 1, tonumber(ARGV[3]) do
+  local n = tonumber(ARGV[a + 1])
+  local cmd = {ARGV[a], KEYS[k]}
+  for j = 1, n do cmd[j + 2] = ARGV[a + 1 + j] end
+  out[#out + 1] = redis.call(unpack(cmd))
+  a = a + 2 + n
+  k = k + 1
+end
+return out
+"""
 # Replace a value only while it is still our processing marker.
 _FINISH = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -44,6 +73,36 @@ class Claim:
     body: bytes | None = None
 
 
+class Commands:
+    """The per-user commands that ride on a claim: the subset of a redis-py pipeline's methods the webhook
+    uses (each command's first argument is its key). Results come back in order, as Redis gives them."""
+
+    __slots__ = ("keys", "args")
+
+    def __init__(self) -> None:
+        self.keys: list[str] = []
+        self.args: list[Any] = []
+
+    def _add(self, name: str, key: str, *args: Any) -> None:
+        self.keys.append(key)
+        self.args += (name, len(args), *args)
+
+    def get(self, key: str) -> None:
+        self._add("GET", key)
+
+    def incr(self, key: str) -> None:
+        self._add("INCR", key)
+
+    def expire(self, key: str, seconds: int) -> None:
+        self._add("EXPIRE", key, int(seconds))
+
+    def hsetnx(self, key: str, field: str, value: Any) -> None:
+        self._add("HSETNX", key, field, value)
+
+    def hset(self, key: str, mapping: dict[str, Any]) -> None:
+        self._add("HSET", key, *(x for item in mapping.items() for x in item))
+
+
 class Dedup:
     """Redis-backed dedup records shared by every worker process."""
 
@@ -51,34 +110,65 @@ class Dedup:
         self.redis = r
         self.processing_ms = max(1000, int(processing_ttl * 1000))
         self.done_ms = max(60_000, int(done_ttl * 1000))  # WeChat retries for ~15 s; keep it >= 60 s
+        self._claim = r.register_script(_CLAIM)
         self._finish = r.register_script(_FINISH)
         self._release = r.register_script(_RELEASE)
+        self._reply_skip: bool | None = None  # does the server take CLIENT REPLY SKIP? (asked once per process)
+        self._probe_lock = threading.Lock()
+        self._local = threading.local()  # .conn, .pid: the thread's own connection (see _call)
 
-    def claim(self, key: str, extra: Callable[[redis.client.Pipeline], None] | None = None
-              ) -> tuple[Claim, list]:
+    def _connection(self) -> Any:
+        local = self._local
+        conn = getattr(local, "conn", None)
+        if conn is None or local.pid != os.getpid():  # never share a socket with a forked parent
+            pool = self.redis.connection_pool
+            conn = local.conn = pool.connection_class(**pool.connection_kwargs)
+            local.pid = os.getpid()
+        return conn
+
+    def _call(self, exchange: Callable[[Any], Any]) -> Any:
+        """Run `exchange(connection)` on the thread's own connection; on a broken connection, once more on
+        a fresh one (every exchange here is safe to repeat). Any failure that may leave a reply unread
+        drops the connection, so that no later exchange can read another's reply."""
+        conn = self._connection()
+        for attempt in (1, 2):
+            try:
+                return exchange(conn)
+            except redis.ResponseError:
+                raise  # an error reply was read: the connection is still in step
+            except (redis.ConnectionError, redis.TimeoutError, OSError):
+                conn.disconnect()
+                if attempt == 2:
+                    raise
+            except BaseException:
+                conn.disconnect()
+                raise
+        raise AssertionError("unreachable")
+
+    def _evalsha(self, conn: Any, script: Any, keys: list, args: list) -> Any:
+        conn.send_command("EVALSHA", script.sha, len(keys), *keys, *args)
+        try:
+            return conn.read_response()
+        except redis.exceptions.NoScriptError:  # Redis restarted or its script cache was flushed
+            conn.send_command("EVAL", script.script, len(keys), *keys, *args)
+            return conn.read_response()
+
+    def claim(self, key: str, extra: Callable[[Commands], None] | None = None) -> tuple[Claim, list]:
         """Claim `key` for processing, or learn its stored answer; one round trip.
 
         `extra` may add commands to the same round trip (the webhook's per-user reads); their results
         are returned beside the claim.
         """
-        extra_results: list = []
-        for _ in range(3):
-            token = _PROCESSING + random_bytes(8).hex().encode()
-            pipe = self.redis.pipeline(transaction=False)
-            pipe.set(key, token, nx=True, px=self.processing_ms)
-            pipe.get(key)
-            if extra is not None:
-                extra(pipe)
-                extra = None
-            created, value, *more = pipe.execute()
-            extra_results = extra_results or more
-            if created:
-                return Claim("new", key, token), extra_results
-            found = self._parse(key, value)
-            if found is not None:
-                return found, extra_results
-            # The record vanished between SET and GET (released or expired): try again.
-        return Claim("processing", key), extra_results
+        commands = Commands()
+        if extra is not None:
+            extra(commands)
+        token = _PROCESSING + random_bytes(8).hex().encode()
+        keys, args = [key, *commands.keys], [token, self.processing_ms, len(commands.keys), *commands.args]
+        created, value, *more = self._call(lambda conn: self._evalsha(conn, self._claim, keys, args))
+        if created or value == token:  # our own marker: an earlier try of this call ran before its reply was lost
+            return Claim("new", key, token), more
+        # SET NX and GET ran atomically: the record exists (done, or another try's processing marker).
+        return self._parse(key, value) or Claim("processing", key), more
 
     @staticmethod
     def _parse(key: str, value: bytes | None) -> Claim | None:
@@ -91,6 +181,27 @@ class Dedup:
     def finish(self, claim: Claim, body: bytes) -> bool:
         """Store the answer; False when the claim was lost (expired and taken over)."""
         return bool(self._finish(keys=[claim.key], args=[claim.token, _DONE + body, self.done_ms]))
+
+    def finish_nowait(self, claim: Claim, body: bytes) -> None:
+        """`finish` without waiting for Redis's answer (one write, no round trip).
+
+        Whether the claim was lost is not learnt (a lost claim is still never overwritten: the script
+        checks the token). Falls back to `finish` when the server does not take CLIENT REPLY SKIP.
+        """
+        if not self._skip_supported():
+            self.finish(claim, body)
+            return
+        # EVAL, not EVALSHA: an unknown script would be an error nobody reads. Repeating the write after a
+        # broken connection is harmless: a record already stored is left alone.
+        packed = [("CLIENT", "REPLY", "SKIP"), ("EVAL", _FINISH, 1, claim.key, claim.token, _DONE + body, self.done_ms)]
+        self._call(lambda conn: conn.send_packed_command(conn.pack_commands(packed)))
+
+    def _skip_supported(self) -> bool:
+        if self._reply_skip is None:
+            with self._probe_lock:
+                if self._reply_skip is None:
+                    self._reply_skip = _probe_reply_skip(self.redis)  # None again when Redis was unreachable
+        return bool(self._reply_skip)
 
     def release(self, claim: Claim) -> None:
         """Forget a claim whose processing failed, so WeChat's retry runs the handler again."""
@@ -108,3 +219,30 @@ class Dedup:
                 return found
             time.sleep(interval)
             interval = min(interval * 1.5, 0.05)
+
+
+def _probe_reply_skip(r: redis.Redis) -> bool | None:
+    """True when the server skips the reply to the command after CLIENT REPLY SKIP (Redis >= 3.2; some
+    proxies refuse it). Asks once: SKIP, PING, ECHO; a supporting server answers the ECHO only (SKIP itself
+    has no answer and the PING's is skipped); any other server answers more than once."""
+    pool = r.connection_pool
+    conn = pool.get_connection()
+    marker = b"reply-skip-probe"
+    try:
+        conn.send_packed_command(conn.pack_commands([("CLIENT", "REPLY", "SKIP"), ("PING",), ("ECHO", marker)]))
+        answers = 0
+        while answers < 3:
+            answers += 1
+            try:
+                if conn.read_response() == marker:
+                    break
+            except redis.ResponseError:
+                continue
+        if answers > 1:
+            log.info("redis does not take CLIENT REPLY SKIP; dedup records are stored with a round trip")
+        return answers == 1
+    except (redis.ConnectionError, redis.TimeoutError, OSError):
+        conn.disconnect()
+        return None  # unknown: ask again next time
+    finally:
+        pool.release(conn)

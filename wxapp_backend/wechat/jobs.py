@@ -45,11 +45,12 @@ def window_key(account: str, openid: str) -> str:
     return f"wx:kf:{account}:{openid}"
 
 
-def open_window(pipe: redis.client.Pipeline | redis.Redis, account: str, openid: str, *, kind: str,
+def open_window(pipe: Any, account: str, openid: str, *, kind: str,
                 now: float | None = None) -> None:
     """Record that the user just wrote (kind "message") or triggered an event ("event").
 
-    Adds commands to `pipe` (the caller executes it) so the webhook spends no extra round trip.
+    Adds commands to `pipe` (a redis-py pipeline, or the webhook's `dedup.Commands` that ride on its claim;
+    the caller executes it) so the webhook spends no extra round trip.
     An event does not shorten a message window that is still open.
     """
     now = time.time() if now is None else now

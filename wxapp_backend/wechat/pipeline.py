@@ -49,7 +49,7 @@ from .crypto import (
     check_signature,
     check_timestamp,
 )
-from .dedup import Claim, Dedup
+from .dedup import Claim, Commands, Dedup
 from .messages import (
     Message,
     dedup_key,
@@ -264,7 +264,7 @@ class Pipeline:
             reply = self._run(msg, deadline, prefetched)
         except LateReply as late:
             # Retries must not get the late reply passively (it is on its way by customer-service message).
-            self.dedup.finish(claim, SUCCESS.encode())
+            self.dedup.finish_nowait(claim, SUCCESS.encode())
             self._enqueue_sends(acct.name, msg, late.sends)  # after the record, as below
             _count(acct.name, "late")
             return _SUCCESS
@@ -277,7 +277,7 @@ class Pipeline:
                 return self._render(acct, msg, Text(CRASH_TEXT), key_index, nonce)[0]
             return _SUCCESS
         outcome, sends = self._render(acct, msg, reply, key_index, nonce)
-        self.dedup.finish(claim, outcome.body.encode("utf-8"))
+        self.dedup.finish_nowait(claim, outcome.body.encode("utf-8"))
         # After the dedup record: a retry can no longer produce a second send.
         self._enqueue_sends(acct.name, msg, sends)
         _count(acct.name, "answered" if outcome is not _SUCCESS else "success")
@@ -464,7 +464,7 @@ def user_cache_key(account: str, openid: str) -> str:
     return f"wx:user:{account}:{openid}"
 
 
-def _prefetch(pipe: redis.client.Pipeline, msg: Message) -> None:
+def _prefetch(pipe: Commands, msg: Message) -> None:
     """Commands riding on the dedup claim: user cache, conversation state (first two), customer-service
     window, rate counter (last two)."""
     pipe.get(user_cache_key(msg.account, msg.source))
