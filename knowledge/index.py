@@ -346,6 +346,13 @@ class SearchIndex:
         self.doc_tokens: list[tuple[str, ...]] = [a.tokens for a in analyses]
         self.doc_chars: list[str] = [a.chars for a in analyses]
         p = self.params
+        # In an index of answer texts (most documents are passages) every document is a passage, short
+        # answers too; in an index of questions only the long documents are.
+        lens = np.fromiter((len(c) for c in self.doc_chars), np.int64, len(texts))
+        if passages is None:
+            passages = bool(len(lens)) and float(np.median(lens)) > LONG_DOC_CHARS
+        self.passages = passages
+        # Word BM25 k1/b for passages were tried on the gov_qa dev half (k1 0.6-1.2, b 0.75-0.9): no difference.
         self.bm25 = BM25Matrix(self.doc_tokens, k1=p.k1, b=p.b, idf=p.idf)
         self.char = TfidfMatrix([char_ngrams(c, p.char_n_min, p.char_n_max) for c in self.doc_chars])
         # Idf mass of each document's distinct words (the d_cover denominator), computed once here.
@@ -355,13 +362,7 @@ class SearchIndex:
             dtype=np.float64,
             count=len(self.doc_tokens),
         )
-        # Passages: their own character-bigram BM25, answer shapes and opening words (see PASSAGE_FEATURES).
-        # In an index of answer texts (most documents are passages) every document is a passage, short
-        # answers too; in an index of questions only the long documents are.
-        lens = np.fromiter((len(c) for c in self.doc_chars), np.int64, len(texts))
-        if passages is None:
-            passages = bool(len(lens)) and float(np.median(lens)) > LONG_DOC_CHARS
-        self.passages = passages
+        # Passages: their own character-bigram BM25, answer shapes and opening words (see _PASSAGE_EXTRA).
         self.is_long = np.ones(len(texts), dtype=bool) if passages else lens > LONG_DOC_CHARS
         self.long_ids = np.flatnonzero(self.is_long)
         self.long_pos = {int(d): i for i, d in enumerate(self.long_ids)}
