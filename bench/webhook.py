@@ -91,16 +91,22 @@ class Result:
         self.latencies, self.errors, self.elapsed, self.extra = latencies, errors, elapsed, extra
 
 
-async def closed_loop(port: int, reqs: list[bytes], clients: int, seconds: float, expect: bytes) -> Result:
-    """`clients` connections, each sending its next request when the previous is answered."""
+async def closed_loop(port: int, reqs: list[bytes], clients: int, seconds: float, expect: bytes,
+                      ramp: float = 0.0) -> Result:
+    """`clients` connections, each sending its next request when the previous is answered.
+
+    `ramp` > 0 opens the connections one after another over that many seconds (client i at i * ramp /
+    clients) instead of all in the same instant."""
     latencies: list[float] = []
     errors = 0
     it = iter(reqs)
     stop_at = time.perf_counter() + seconds
 
-    async def client() -> None:
+    async def client(i: int) -> None:
         nonlocal errors
         reader = writer = None
+        if ramp > 0:
+            await asyncio.sleep(i * ramp / clients)
         while time.perf_counter() < stop_at:
             req = next(it, None)
             if req is None:
@@ -123,7 +129,7 @@ async def closed_loop(port: int, reqs: list[bytes], clients: int, seconds: float
             writer.close()
 
     started = time.perf_counter()
-    await asyncio.gather(*(client() for _ in range(clients)))
+    await asyncio.gather(*(client(i) for i in range(clients)))
     return Result(latencies, errors, time.perf_counter() - started)
 
 
@@ -293,6 +299,8 @@ def main() -> None:
     ap.add_argument("--rate", type=float, default=400.0, help="open loop: offered req/s (0: skip open loop)")
     ap.add_argument("--max-connections", type=int, default=200, help="open loop: connection cap")
     ap.add_argument("--rounds", type=int, default=1)
+    ap.add_argument("--ramp", type=float, default=0.0,
+                    help="closed loop: open the connections over this many seconds instead of all at once")
     ap.add_argument("--pg", metavar="SERVER", help="run on PostgreSQL (recreates database wxapp_bench_webhook)")
     ap.add_argument("--switch-interval", type=float, default=0.0,
                     help="experiment: sys.setswitchinterval in the workers (default: Python's 5 ms)")
@@ -379,7 +387,7 @@ def main() -> None:
                 print(f"round {rnd}", flush=True)
             if closed:
                 bare = summarise("bare closed", asyncio.run(closed_loop(
-                    port, bare_reqs[pos: pos + per_closed], args.clients, args.seconds, b"success")))
+                    port, bare_reqs[pos: pos + per_closed], args.clients, args.seconds, b"success", args.ramp)))
                 spy = None
                 if args.py_spy and rnd == 1 and pids:
                     spy_bin = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
@@ -389,7 +397,7 @@ def main() -> None:
                                             "--output", f"{args.py_spy}-{pids[0]}.txt"],
                                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                 full = summarise("full closed", asyncio.run(closed_loop(
-                    port, full_reqs[pos: pos + per_closed], args.clients, args.seconds, b"<Encrypt>")))
+                    port, full_reqs[pos: pos + per_closed], args.clients, args.seconds, b"<Encrypt>", args.ramp)))
                 if spy is not None:
                     spy.wait(timeout=60)
                     print(f"{'':>20}  py-spy: {args.py_spy}-{pids[0]}.txt", flush=True)

@@ -100,6 +100,35 @@ class _NotPlain(Exception):
     """The document uses something the fast path leaves to xmltodict."""
 
 
+# Flat documents (what WeChat sends for almost every push, and the safe-mode envelope): <xml> holding only
+# leaf elements, each either one CDATA section or plain text without markup, entities or "]" (so no "]]>").
+_FLAT_FIELD = (r"<([A-Za-z_][A-Za-z0-9_.-]*)>(?:<!\[CDATA\[([^\]]*(?:\](?!\]>)[^\]]*)*)\]\]>|([^<&\]]*))</\1>")
+_FLAT_DOC = re.compile(r"<xml>(?:[ \t\n]*" + _FLAT_FIELD + r")+[ \t\n]*</xml>")
+_FLAT_FIELDS = re.compile(_FLAT_FIELD)
+
+
+def _parse_flat_xml(text: str) -> dict[str, Any] | None:
+    """xmltodict's answer for a flat document, by two regular expressions; None when it is not one.
+
+    Anything an XML parser would change or refuse steps aside: carriage returns (line-end normalisation)
+    and the characters XML forbids."""
+    if not _FLAT_DOC.fullmatch(text) or "\r" in text or _XML_ILLEGAL.search(text):
+        return None
+    out: dict[str, Any] = {}
+    for match in _FLAT_FIELDS.finditer(text):
+        key, cdata, plain = match.groups()
+        value = (cdata if cdata is not None else plain).strip() or None
+        if key in out:
+            current = out[key]
+            if isinstance(current, list):
+                current.append(value)
+            else:
+                out[key] = [current, value]
+        else:
+            out[key] = value
+    return {"xml": out}
+
+
 _FAST_MAX_DEPTH = 16
 
 
@@ -109,6 +138,9 @@ def _parse_plain_xml(text: str) -> dict[str, Any] | None:
     instructions, deep nesting, or any parse error), which then goes through xmltodict as before."""
     if "<!--" in text or "<?" in text or "xmlns" in text:
         return None
+    flat = _parse_flat_xml(text)
+    if flat is not None:
+        return flat
     try:
         parser = XMLParser()
         parser.feed(text)
@@ -250,6 +282,10 @@ class Message:
 
 def _s(value: Any) -> str | None:
     """Text of a scalar field; xmltodict gives None for empty elements and lists for repeated ones."""
+    if value is None:
+        return None
+    if value.__class__ is str:  # the usual case, first
+        return value or None
     if isinstance(value, list):
         value = value[0] if value else None
     if isinstance(value, dict):

@@ -68,6 +68,18 @@ def _serve(account: str) -> Response:
     return Response(body, status=status, content_type=content_type)
 
 
+def query_args(query: str) -> dict[str, str]:
+    """The query string as Flask's request.args.get sees it (the first value of a name wins)."""
+    args: dict[str, str] = {}
+    if "%" in query or "+" in query:
+        pairs = parse_qsl(query, keep_blank_values=True)
+    else:  # WeChat's own parameters need no decoding: split them as parse_qsl would
+        pairs = [(key, value) for key, _, value in (part.partition("=") for part in query.split("&") if part)]
+    for key, value in pairs:
+        args.setdefault(key, value)
+    return args
+
+
 class FastPushPath:
     """WSGI layer that takes POST /wechat and /wxa/message straight to the pipeline.
 
@@ -82,6 +94,14 @@ class FastPushPath:
     def __init__(self, app: Flask, inner) -> None:
         self.app, self.inner = app, inner
         self.settings = app.extensions["wxapp"].settings
+        self._children: dict[tuple[str, int], tuple] = {}  # labelled metric children, looked up once
+
+    def _metrics(self, endpoint: str, status: int) -> tuple:
+        children = self._children.get((endpoint, status))
+        if children is None:
+            children = self._children[(endpoint, status)] = (REQUESTS.labels(endpoint, "POST", str(status)),
+                                                              LATENCY.labels(endpoint))
+        return children
 
     def __call__(self, environ, start_response):
         route = self.ROUTES.get(environ.get("PATH_INFO", "")) if environ.get("REQUEST_METHOD") == "POST" else None
@@ -95,8 +115,9 @@ class FastPushPath:
             status, content_type, body = self._answer(account, environ, started)
         finally:
             request_id_var.reset(token)
-        REQUESTS.labels(endpoint, "POST", str(status)).inc()
-        LATENCY.labels(endpoint).observe(time.monotonic() - started)
+        count, latency = self._metrics(endpoint, status)
+        count.inc()
+        latency.observe(time.monotonic() - started)
         start_response(f"{status} {HTTP_STATUS_CODES.get(status, '')}", [
             ("Content-Type", content_type), ("Content-Length", str(len(body))), ("X-Request-Id", rid),
             ("X-Content-Type-Options", "nosniff")])
@@ -106,9 +127,7 @@ class FastPushPath:
         pipeline: Pipeline = self.app.extensions["wxapp_pipeline"]
         limit = self.settings.webhook_max_body
         try:
-            args: dict[str, str] = {}
-            for key, value in parse_qsl(environ.get("QUERY_STRING", ""), keep_blank_values=True):
-                args.setdefault(key, value)  # the first value wins, as in Flask's request.args.get
+            args = query_args(environ.get("QUERY_STRING", ""))
             declared = environ.get("CONTENT_LENGTH") or ""
             if declared.strip() and (not declared.strip().isdigit() or int(declared) > limit):
                 raise PayloadTooLarge()

@@ -8,7 +8,7 @@ import pytest
 import xmltodict
 
 from wxapp_backend.wechat.crypto import BadPayload
-from wxapp_backend.wechat.messages import _parse_plain_xml, parse_xml
+from wxapp_backend.wechat.messages import _parse_flat_xml, _parse_plain_xml, parse_xml
 
 PLAIN = [
     # text, image, voice with recognition, location, link, events (WeChat's documented shapes)
@@ -120,3 +120,69 @@ def test_random_documents_match_xmltodict():
             fast_count += 1
             assert fast == _xmltodict(text), text
     assert fast_count > 2000
+
+
+# ------------------------------------------------------------------------- flat documents: the regular-expression path
+
+FLAT = [PLAIN[0], PLAIN[1], PLAIN[2], PLAIN[3], PLAIN[4], PLAIN[5],  # PLAIN[4]: "&amp;" inside CDATA is literal
+        "<xml><A>1</A><A>2</A><C>   </C><D><![CDATA[  ]]></D><A><![CDATA[3]]></A></xml>",
+        "<xml>\t<A><![CDATA[a]b]]c ]] >]]></A>\n</xml>"]
+NOT_FLAT = [
+    "<xml><A>a &amp; b</A></xml>",  # an entity in text
+    "<xml><A>1</A><B/></xml>",  # self-closing
+    "<xml><A>x]]>y</A></xml>",  # "]]>" in text: not XML at all
+    "<xml><A><![CDATA[x]]>y</A></xml>",  # CDATA and text mixed
+    "<xml><A>line1\r\nline2</A></xml>",  # a parser normalises line ends
+    "<xml><A>\x01</A></xml>",  # a character XML forbids
+    "<xml>\u3000<A>x</A></xml>",  # not XML whitespace: text of the root
+    "<xml><A>x</B></xml>",  # mismatched
+    "<xml></xml>",
+]
+
+
+@pytest.mark.parametrize("text", FLAT)
+def test_flat_documents_take_the_regex_path_and_match_xmltodict(text):
+    flat = _parse_flat_xml(text)
+    assert flat is not None and flat == _xmltodict(text)
+    assert list(flat["xml"]) == list(_xmltodict(text)["xml"])
+
+
+@pytest.mark.parametrize("text", NOT_FLAT)
+def test_not_flat_documents_step_aside_and_parse_xml_is_unchanged(text):
+    assert _parse_flat_xml(text) is None
+    expected = _xmltodict(text)
+    root = expected.get("xml") if isinstance(expected, dict) and len(expected) == 1 else None
+    if isinstance(root, dict):
+        assert parse_xml(text) == root
+    else:
+        with pytest.raises(BadPayload):
+            parse_xml(text)
+
+
+def test_random_flat_documents_match_xmltodict():
+    rng = random.Random(20261123)
+    pieces = ["", " ", "x", "中文", "]", "]]", "]]>", "]>", "&amp;", "<", ">", "\t", "\n", " y ", "😀",
+              "\r", "\x0b", "\u3000", "CDATA[", "a]]b"]
+    taken = 0
+    for _ in range(3000):
+        fields = []
+        for _ in range(rng.randint(1, 6)):
+            tag = rng.choice(["A", "B", "MsgType", "Content", "x.y-z_1"])
+            inner = "".join(rng.choice(pieces) for _ in range(rng.randint(0, 4)))
+            if rng.random() < 0.5:
+                inner = f"<![CDATA[{inner}]]>"
+            fields.append(rng.choice(["", " ", "\n  ", "\u3000"]) + f"<{tag}>{inner}</{tag}>")
+        text = "<xml>" + "".join(fields) + rng.choice(["", "\n"]) + "</xml>"
+        flat = _parse_flat_xml(text)
+        if flat is not None:
+            taken += 1
+            assert flat == _xmltodict(text), text
+        expected = _xmltodict(text)
+        root = expected.get("xml") if isinstance(expected, dict) and len(expected) == 1 else None
+        if isinstance(root, dict):
+            assert parse_xml(text) == root, text
+        else:
+            with pytest.raises(BadPayload):
+                parse_xml(text)
+    assert taken > 300  # most documents draw at least one piece that sends them to the parser
+
