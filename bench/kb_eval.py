@@ -2,10 +2,13 @@
 
 Usage:
     .venv/bin/python bench/kb_eval.py [--sizes 1000,10000,100000] [--quick]
-    .venv/bin/python bench/kb_eval.py --fit      # fit re-ranker weights and thresholds on dev data only
+    .venv/bin/python bench/kb_eval.py --fit      # fit question-index weights and thresholds on dev data only
+    .venv/bin/python bench/kb_eval.py --fit-passages --l2 3   # fit the passage block (gov_qa dev half + gov_nlu)
+    .venv/bin/python bench/kb_eval.py --dev --only own,gov    # report on dev data only (for tuning)
 
 Eval data is read from ../shared/eval at run time and never copied into the repository.
-Tuning (--fit) touches only LCQMC dev, gov_nlu (a separate sheet from gov_qa) and our own labelled set.
+Tuning (--fit, --fit-passages) touches only LCQMC dev, gov_nlu (a separate sheet from gov_qa), the gov_qa dev
+half and the dev split of our own labelled set.
 """
 
 from __future__ import annotations
