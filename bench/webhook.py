@@ -227,12 +227,41 @@ def _cpu_ticks(pids: list[int]) -> int:
     return total
 
 
+def cpu_split(groups: dict[str, list[int]]) -> dict[str, int]:
+    """CPU ticks so far of each named group of processes ("self" means this process, all threads)."""
+    out = {}
+    for name, pids in groups.items():
+        if name == "self":
+            t = os.times()
+            out[name] = int((t.user + t.system) * os.sysconf("SC_CLK_TCK"))
+        else:
+            out[name] = _cpu_ticks(pids)
+    return out
+
+
+def cpu_report(before: dict[str, int], after: dict[str, int], requests: int) -> str:
+    """CPU time per request by group, from two cpu_split readings."""
+    if not requests:
+        return ""
+    hz = os.sysconf("SC_CLK_TCK")
+    parts = [f"{name} {(after[name] - before[name]) / hz / requests * 1e6:.0f}" for name in before]
+    return "CPU us/request: " + ", ".join(parts)
+
+
 def worker_pids(master: int) -> list[int]:
     try:
         out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(master)], capture_output=True, text=True).stdout
     except OSError:
         return []
     return [int(p) for p in out.split()]
+
+
+def _redis_pids(instance: Path) -> list[int]:
+    """The embedded Redis server's pid (none when REDIS_URL points elsewhere)."""
+    try:
+        return [int((instance / "redis" / "redis.pid").read_text().split()[0])]
+    except (OSError, ValueError, IndexError):
+        return []
 
 
 def settle(pids: list[int], limit: float = 90.0) -> None:
@@ -380,24 +409,30 @@ def main() -> None:
         asyncio.run(closed_loop(port, bare_reqs[: args.clients * 20], args.clients, 30, b"success"))
         pids = worker_pids(proc.pid)
         settle(pids)
+        groups = {"gunicorn workers": pids, "load generator": [], "redis": _redis_pids(instance)}
+        groups = {("self" if k == "load generator" else k): v for k, v in groups.items()}
         asyncio.run(closed_loop(port, warm[: args.clients * 4], args.clients, 30, b"<Encrypt>"))
         pos = 0
         for rnd in range(1, args.rounds + 1):
             if args.rounds > 1:
                 print(f"round {rnd}", flush=True)
             if closed:
+                c0 = cpu_split(groups)
                 bare = summarise("bare closed", asyncio.run(closed_loop(
                     port, bare_reqs[pos: pos + per_closed], args.clients, args.seconds, b"success", args.ramp)))
+                print(f"{'':>20}  {cpu_report(c0, cpu_split(groups), bare['requests'])}", flush=True)
                 spy = None
                 if args.py_spy and rnd == 1 and pids:
                     spy_bin = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
-                    spy = subprocess.Popen([spy_bin, "record", "--pid", str(pids[0]), "--duration",
+                    spy = subprocess.Popen([spy_bin, "record", "--pid", str(pids[0]), "--rate", "400", "--duration",
                                             str(int(args.seconds)), "--format", "raw", "--nonblocking",
                                             *(["--gil"] if args.py_spy_gil else []),
                                             "--output", f"{args.py_spy}-{pids[0]}.txt"],
                                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                c0 = cpu_split(groups)
                 full = summarise("full closed", asyncio.run(closed_loop(
                     port, full_reqs[pos: pos + per_closed], args.clients, args.seconds, b"<Encrypt>", args.ramp)))
+                print(f"{'':>20}  {cpu_report(c0, cpu_split(groups), full['requests'])}", flush=True)
                 if spy is not None:
                     spy.wait(timeout=60)
                     print(f"{'':>20}  py-spy: {args.py_spy}-{pids[0]}.txt", flush=True)

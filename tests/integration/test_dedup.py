@@ -233,8 +233,14 @@ def test_each_thread_and_each_forked_process_gets_its_own_connection(redis_clien
     t = threading.Thread(target=lambda: other.append(d._connection()))
     t.start(), t.join()
     assert other[0] is not mine
-    d._local.pid = -1  # what a forked child sees
-    assert d._connection() is not mine
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child must not write on its parent's socket
+        os.write(w, b"1" if d._connection() is not mine else b"0")
+        os._exit(0)
+    os.waitpid(pid, 0)
+    assert os.read(r, 1) == b"1"
+    assert d._connection() is mine
 
 
 def _fake_redis_server(refuse_skip: bool):

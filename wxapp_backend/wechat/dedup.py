@@ -18,6 +18,7 @@ import logging
 import os
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -115,15 +116,17 @@ class Dedup:
         self._release = r.register_script(_RELEASE)
         self._reply_skip: bool | None = None  # does the server take CLIENT REPLY SKIP? (asked once per process)
         self._probe_lock = threading.Lock()
-        self._local = threading.local()  # .conn, .pid: the thread's own connection (see _call)
+        self._local = threading.local()  # .conn: the thread's own connection (see _call)
+        _ALL.add(self)
+
+    def _forget_connections(self) -> None:
+        self._local = threading.local()  # in a forked child: never share a socket with the parent
 
     def _connection(self) -> Any:
-        local = self._local
-        conn = getattr(local, "conn", None)
-        if conn is None or local.pid != os.getpid():  # never share a socket with a forked parent
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
             pool = self.redis.connection_pool
-            conn = local.conn = pool.connection_class(**pool.connection_kwargs)
-            local.pid = os.getpid()
+            conn = self._local.conn = pool.connection_class(**pool.connection_kwargs)
         return conn
 
     def _call(self, exchange: Callable[[Any], Any]) -> Any:
@@ -219,6 +222,17 @@ class Dedup:
                 return found
             time.sleep(interval)
             interval = min(interval * 1.5, 0.05)
+
+
+_ALL: weakref.WeakSet[Dedup] = weakref.WeakSet()
+
+
+def _after_fork() -> None:
+    for dedup in list(_ALL):
+        dedup._forget_connections()
+
+
+os.register_at_fork(after_in_child=_after_fork)
 
 
 def _probe_reply_skip(r: redis.Redis) -> bool | None:

@@ -102,21 +102,28 @@ class _NotPlain(Exception):
 
 # Flat documents (what WeChat sends for almost every push, and the safe-mode envelope): <xml> holding only
 # leaf elements, each either one CDATA section or plain text without markup, entities or "]" (so no "]]>").
-_FLAT_FIELD = (r"<([A-Za-z_][A-Za-z0-9_.-]*)>(?:<!\[CDATA\[([^\]]*(?:\](?!\]>)[^\]]*)*)\]\]>|([^<&\]]*))</\1>")
-_FLAT_DOC = re.compile(r"<xml>(?:[ \t\n]*" + _FLAT_FIELD + r")+[ \t\n]*</xml>")
-_FLAT_FIELDS = re.compile(_FLAT_FIELD)
+# Carriage returns (a parser normalises line ends) and the characters XML forbids are not matched either,
+# so such documents go to the parser, which decides as before.
+_FLAT_CHARS = "\\]\x00-\x08\x0b-\x1f\ud800-\udfff\ufffe\uffff"
+_FLAT_STEP = re.compile(
+    r"[ \t\n]*(?:<([A-Za-z_][A-Za-z0-9_.-]*)>"
+    r"(?:<!\[CDATA\[([^" + _FLAT_CHARS + r"]*(?:\](?!\]>)[^" + _FLAT_CHARS + r"]*)*)\]\]>"
+    r"|([^<&" + _FLAT_CHARS + r"]*))</\1>|(</xml>\Z))")
 
 
 def _parse_flat_xml(text: str) -> dict[str, Any] | None:
-    """xmltodict's answer for a flat document, by two regular expressions; None when it is not one.
-
-    Anything an XML parser would change or refuse steps aside: carriage returns (line-end normalisation)
-    and the characters XML forbids."""
-    if not _FLAT_DOC.fullmatch(text) or "\r" in text or _XML_ILLEGAL.search(text):
+    """xmltodict's answer for a flat document, read field by field in one pass; None when it is not one."""
+    if not text.startswith("<xml>"):
         return None
     out: dict[str, Any] = {}
-    for match in _FLAT_FIELDS.finditer(text):
-        key, cdata, plain = match.groups()
+    pos, step = 5, _FLAT_STEP.match
+    while True:
+        match = step(text, pos)
+        if match is None:
+            return None
+        key, cdata, plain, end = match.groups()
+        if end is not None:
+            return {"xml": out} if out else None
         value = (cdata if cdata is not None else plain).strip() or None
         if key in out:
             current = out[key]
@@ -126,7 +133,7 @@ def _parse_flat_xml(text: str) -> dict[str, Any] | None:
                 out[key] = [current, value]
         else:
             out[key] = value
-    return {"xml": out}
+        pos = match.end()
 
 
 _FAST_MAX_DEPTH = 16
