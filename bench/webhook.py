@@ -227,9 +227,24 @@ def _cpu_ticks(pids: list[int]) -> int:
     return total
 
 
+def _switches(pids: list[int]) -> int:
+    """Context switches so far (voluntary + involuntary) of every thread of these processes."""
+    total = 0
+    for pid in pids:
+        for status in Path(f"/proc/{pid}/task").glob("*/status"):
+            try:
+                for line in status.read_text().splitlines():
+                    if line.endswith("ctxt_switches:") or "ctxt_switches:" in line:
+                        total += int(line.split()[1])
+            except (OSError, ValueError, IndexError):
+                pass
+    return total
+
+
 def cpu_split(groups: dict[str, list[int]]) -> dict[str, int]:
-    """CPU ticks so far of each named group of processes ("self" means this process, all threads)."""
-    out = {}
+    """CPU ticks so far of each named group of processes ("self" means this process, all threads), and
+    the workers' context switches (key "switches")."""
+    out = {"switches": _switches(groups.get("gunicorn workers", []))}
     for name, pids in groups.items():
         if name == "self":
             t = os.times()
@@ -244,8 +259,10 @@ def cpu_report(before: dict[str, int], after: dict[str, int], requests: int) -> 
     if not requests:
         return ""
     hz = os.sysconf("SC_CLK_TCK")
-    parts = [f"{name} {(after[name] - before[name]) / hz / requests * 1e6:.0f}" for name in before]
-    return "CPU us/request: " + ", ".join(parts)
+    parts = [f"{name} {(after[name] - before[name]) / hz / requests * 1e6:.0f}" for name in before
+             if name != "switches"]
+    return (f"CPU us/request: {', '.join(parts)}; worker context switches/request "
+            f"{(after['switches'] - before['switches']) / requests:.1f}")
 
 
 def worker_pids(master: int) -> list[int]:

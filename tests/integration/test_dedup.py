@@ -300,3 +300,41 @@ def test_reply_skip_probe(refuse):
     port = _fake_redis_server(refuse)
     client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=2)
     assert _probe_reply_skip(client) is (not refuse)
+
+
+def test_a_redis_that_stops_answering_times_out_instead_of_hanging():
+    """The thread's own connection leaves its timeout to the kernel (no poll per call): still bounded."""
+    import redis
+
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(4)
+    conns = []
+
+    def serve():
+        while True:
+            try:
+                conn, _ = srv.accept()
+            except OSError:
+                return
+            conns.append(conn)
+
+            def answer_handshake_only(c=conn):
+                while True:
+                    data = c.recv(65536)
+                    if not data:
+                        return
+                    if b"CLIENT" in data.upper():  # the connect-time CLIENT SETINFO; nothing else is answered
+                        c.sendall(b"+OK\r\n" * data.upper().count(b"CLIENT"))
+
+            threading.Thread(target=answer_handshake_only, daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+    client = redis.Redis(host="127.0.0.1", port=srv.getsockname()[1], socket_timeout=0.3,
+                         socket_connect_timeout=1)
+    d = Dedup(client, processing_ttl=5.0)
+    started = time.monotonic()
+    with pytest.raises((redis.ConnectionError, redis.TimeoutError)):
+        d.claim("test:dedup:mute")
+    assert time.monotonic() - started < 3  # two tries of ~0.3 s each, not a hang
+    srv.close()

@@ -16,6 +16,9 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
+import ssl
+import struct
 import threading
 import time
 import weakref
@@ -127,6 +130,9 @@ class Dedup:
         if conn is None:
             pool = self.redis.connection_pool
             conn = self._local.conn = pool.connection_class(**pool.connection_kwargs)
+        if conn._sock is None:  # new, or dropped after an error (redis-py keeps the socket there)
+            conn.connect()
+            _kernel_timeouts(conn._sock, conn.socket_timeout)
         return conn
 
     def _call(self, exchange: Callable[[Any], Any]) -> Any:
@@ -222,6 +228,23 @@ class Dedup:
                 return found
             time.sleep(interval)
             interval = min(interval * 1.5, 0.05)
+
+
+def _kernel_timeouts(sock: socket.socket | None, timeout: float | None) -> None:
+    """Let the kernel enforce the connection's timeout (SO_RCVTIMEO/SO_SNDTIMEO on a blocking socket).
+
+    A Python socket with a timeout polls before every send and receive, and each of those system calls
+    lets go of the GIL: under load every extra release is another thread switch (docs/bench/webhook.md).
+    A timeout now surfaces as EAGAIN, which redis-py reports as a ConnectionError (the exchange is then
+    tried once more on a fresh connection, as for any broken connection). TLS sockets are left as they are.
+    """
+    if sock is None or not timeout or isinstance(sock, ssl.SSLSocket):
+        return
+    seconds = int(timeout)
+    value = struct.pack("ll", seconds, int((timeout - seconds) * 1_000_000))
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, value)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, value)
+    sock.settimeout(None)
 
 
 _ALL: weakref.WeakSet[Dedup] = weakref.WeakSet()
