@@ -254,6 +254,19 @@ def cpu_split(groups: dict[str, list[int]]) -> dict[str, int]:
     return out
 
 
+def merge_results(parts: list[Result]) -> Result:
+    """One Result from the slices of one side."""
+    return Result([x for p in parts for x in p.latencies], sum(p.errors for p in parts),
+                  sum(p.elapsed for p in parts), f"{len(parts)} slices")
+
+
+def cpu_report_many(pairs: list[tuple[dict[str, int], dict[str, int]]], requests: int) -> str:
+    """cpu_report over several (before, after) readings added up."""
+    before = {k: 0 for k in pairs[0][0]}
+    after = {k: sum(b[k] - a[k] for a, b in pairs) for k in before}
+    return cpu_report(before, after, requests)
+
+
 def cpu_report(before: dict[str, int], after: dict[str, int], requests: int) -> str:
     """CPU time per request by group, from two cpu_split readings."""
     if not requests:
@@ -345,6 +358,8 @@ def main() -> None:
     ap.add_argument("--rate", type=float, default=400.0, help="open loop: offered req/s (0: skip open loop)")
     ap.add_argument("--max-connections", type=int, default=200, help="open loop: connection cap")
     ap.add_argument("--rounds", type=int, default=1)
+    ap.add_argument("--slices", type=int, default=4,
+                    help="closed loop: alternate bare and full this many times within a phase (default 4)")
     ap.add_argument("--ramp", type=float, default=0.0,
                     help="closed loop: open the connections over this many seconds instead of all at once")
     ap.add_argument("--pg", metavar="SERVER", help="run on PostgreSQL (recreates database wxapp_bench_webhook)")
@@ -434,22 +449,31 @@ def main() -> None:
             if args.rounds > 1:
                 print(f"round {rnd}", flush=True)
             if closed:
-                c0 = cpu_split(groups)
-                bare = summarise("bare closed", asyncio.run(closed_loop(
-                    port, bare_reqs[pos: pos + per_closed], args.clients, args.seconds, b"success", args.ramp)))
-                print(f"{'':>20}  {cpu_report(c0, cpu_split(groups), bare['requests'])}", flush=True)
+                # Bare and full alternate in `--slices` short slices, so that a burst of other work on this
+                # shared machine lands on both sides rather than on one of them.
                 spy = None
-                if args.py_spy and rnd == 1 and pids:
-                    spy_bin = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
-                    spy = subprocess.Popen([spy_bin, "record", "--pid", str(pids[0]), "--rate", "400", "--duration",
-                                            str(int(args.seconds)), "--format", "raw", "--nonblocking",
-                                            *(["--gil"] if args.py_spy_gil else []),
-                                            "--output", f"{args.py_spy}-{pids[0]}.txt"],
-                                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-                c0 = cpu_split(groups)
-                full = summarise("full closed", asyncio.run(closed_loop(
-                    port, full_reqs[pos: pos + per_closed], args.clients, args.seconds, b"<Encrypt>", args.ramp)))
-                print(f"{'':>20}  {cpu_report(c0, cpu_split(groups), full['requests'])}", flush=True)
+                res = {"bare": [], "full": []}
+                cpu = {"bare": [], "full": []}
+                per = args.seconds / args.slices
+                chunk = per_closed // args.slices
+                for sl in range(args.slices):
+                    for side, reqs, expect in (("bare", bare_reqs, b"success"), ("full", full_reqs, b"<Encrypt>")):
+                        if side == "full" and args.py_spy and rnd == 1 and sl == 0 and pids:
+                            spy_bin = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+                            spy = subprocess.Popen([spy_bin, "record", "--pid", str(pids[0]), "--rate", "400",
+                                                    "--duration", str(max(1, int(per))), "--format", "raw",
+                                                    "--nonblocking", *(["--gil"] if args.py_spy_gil else []),
+                                                    "--output", f"{args.py_spy}-{pids[0]}.txt"],
+                                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                        start = pos + sl * chunk
+                        c0 = cpu_split(groups)
+                        res[side].append(asyncio.run(closed_loop(port, reqs[start: start + chunk], args.clients,
+                                                                 per, expect, args.ramp)))
+                        cpu[side].append((c0, cpu_split(groups)))
+                bare = summarise("bare closed", merge_results(res["bare"]))
+                print(f"{'':>20}  {cpu_report_many(cpu['bare'], bare['requests'])}", flush=True)
+                full = summarise("full closed", merge_results(res["full"]))
+                print(f"{'':>20}  {cpu_report_many(cpu['full'], full['requests'])}", flush=True)
                 if spy is not None:
                     spy.wait(timeout=60)
                     print(f"{'':>20}  py-spy: {args.py_spy}-{pids[0]}.txt", flush=True)
