@@ -83,6 +83,7 @@ def install_defaults(router: Router, *, middleware: bool = True) -> Router:
 
     `fast=True` marks the rules that answer from the message alone (no database, no knowledge base, no
     Redis of their own): the webhook runs those in the request thread instead of handing them to its pool.
+    `answer=` rules have a fixed reply, which the webhook may store with its claim (handlers/router.py).
     """
     if middleware:
         router.middleware[:0] = list(DEFAULT_MIDDLEWARE)
@@ -95,9 +96,7 @@ def install_defaults(router: Router, *, middleware: bool = True) -> Router:
     def on_unsubscribe(ctx: Context) -> None:
         return None  # followed=False is recorded by the user middleware; nobody can read a reply
 
-    @router.event("scan", fast=True)
-    def on_scan(ctx: Context) -> Reply:
-        return Text(WELCOME_BACK)
+    router.event("scan", answer=Text(WELCOME_BACK))
 
     @router.event("location", fast=True)
     def on_location_report(ctx: Context) -> None:
@@ -115,9 +114,7 @@ def install_defaults(router: Router, *, middleware: bool = True) -> Router:
     def on_view(ctx: Context) -> None:
         return None
 
-    @router.event("user_enter_tempsession", fast=True)
-    def on_enter_session(ctx: Context) -> Reply:
-        return Text(WXA_WELCOME)
+    router.event("user_enter_tempsession", answer=Text(WXA_WELCOME))
 
     @router.event("subscribe_msg_popup_event", "subscribe_msg_change_event")
     def on_subscribe_msg(ctx: Context) -> None:
@@ -142,9 +139,7 @@ def install_defaults(router: Router, *, middleware: bool = True) -> Router:
     def on_activity(ctx: Context) -> Reply:
         return activity(ctx)
 
-    @router.text("菜单", "帮助", "help", "?", "？", "menu", fast=True)
-    def on_menu(ctx: Context) -> Reply:
-        return Text("我是数字店小二，可以帮您：\n" + MENU_TEXT)
+    router.text("菜单", "帮助", "help", "?", "？", "menu", answer=Text("我是数字店小二，可以帮您：\n" + MENU_TEXT))
 
     @router.regex(r"^[1-4]$")
     def on_digit(ctx: Context) -> Reply:
@@ -152,17 +147,9 @@ def install_defaults(router: Router, *, middleware: bool = True) -> Router:
             return kb.answer(ctx.text, ctx)
         return INTENTS[DIGITS[ctx.text]](ctx)
 
-    @router.text(*GREETINGS, fast=True)
-    def on_greeting(ctx: Context) -> Reply:
-        return Text(GREETING)
-
-    @router.text(*THANKS_WORDS, fast=True)
-    def on_thanks(ctx: Context) -> Reply:
-        return Text(THANKS)
-
-    @router.text(*BYE_WORDS, fast=True)
-    def on_bye(ctx: Context) -> Reply:
-        return Text(BYE)
+    router.text(*GREETINGS, answer=Text(GREETING))
+    router.text(*THANKS_WORDS, answer=Text(THANKS))
+    router.text(*BYE_WORDS, answer=Text(BYE))
 
     @router.msg_type("text")
     def on_text(ctx: Context) -> Reply | str | None:
@@ -177,9 +164,7 @@ def install_defaults(router: Router, *, middleware: bool = True) -> Router:
             return kb.answer(ctx.msg.recognition.strip(), ctx)
         return Text(UNSUPPORTED)
 
-    @router.msg_type("image", fast=True)
-    def on_image(ctx: Context) -> Reply:
-        return Text(IMAGE_ACK)
+    router.msg_type("image", answer=Text(IMAGE_ACK))
 
     @router.msg_type("location", fast=True)
     def on_location(ctx: Context) -> Reply:

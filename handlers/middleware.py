@@ -32,6 +32,13 @@ def rate_exempt(ctx_msg) -> bool:
     return bool(ctx_msg.is_event and ctx_msg.event in RATE_EXEMPT_EVENTS)
 
 
+def rate_limit(settings) -> int:
+    """Messages a minute per user (the `chat_rate_limit` setting, else RATE_LIMIT_PER_MINUTE)."""
+    if settings is None:
+        return RATE_LIMIT_PER_MINUTE
+    return int(getattr(settings, "extra", {}).get("chat_rate_limit", RATE_LIMIT_PER_MINUTE))
+
+
 def logging_middleware(ctx: Context, call_next: Next) -> Reply | None:
     started = time.perf_counter()
     reply = call_next(ctx)
@@ -72,9 +79,7 @@ def rate_limit_middleware(ctx: Context, call_next: Next) -> Reply | None:
     """At most RATE_LIMIT_PER_MINUTE messages a minute per user: one polite reply, then silence."""
     if rate_exempt(ctx.msg):
         return call_next(ctx)
-    limit = RATE_LIMIT_PER_MINUTE
-    if ctx.settings is not None:
-        limit = int(getattr(ctx.settings, "extra", {}).get("chat_rate_limit", limit))
+    limit = rate_limit(ctx.settings)
     count = (ctx.extra.get("prefetched") or {}).get("rate_count")
     if count is None:  # not counted by the webhook's first round trip
         pipe = ctx.redis.pipeline(transaction=False)

@@ -10,6 +10,11 @@ instead (`Router.plan`): every middleware says it is quick for this message (`mw
 function of the context), every rule test tried before the winner is cheap (the built-in tests are; a custom
 `match(fn, cheap=True)` promises to read only the message and `ctx.state`), and the winning rule was
 registered with `fast=True` (no database, no network: it answers from the message and `ctx.state`).
+
+Fixed answers: a rule registered with `answer=` (e.g. `router.text("你好", answer=Text("您好！"))`) always
+gives that reply. The webhook may store it with its claim of the message, before any handler runs, valid
+only if the claim finds what the plan assumed: a known, unblocked user, no conversation state and the rate
+limit not reached (`Router.plan` sets `ctx.answer`). Otherwise the message goes the usual way.
 """
 
 from __future__ import annotations
@@ -49,6 +54,7 @@ class Context:
     extra: dict[str, Any] = field(default_factory=dict)
     _state: ConversationState | None = None
     _resolved: Any = field(default=_UNRESOLVED, repr=False)  # the handler, when Router.plan resolved it
+    answer: Reply | None = None  # set by Router.plan when the resolved rule has a fixed answer
     _text: tuple[Any, str] | None = field(default=None, repr=False, compare=False)
 
     @property
@@ -93,6 +99,7 @@ class Rule:
     handler: Handler
     fast: bool = False  # the handler answers from the message and ctx.state only (may run inline)
     cheap: bool = True  # the test reads only the message and ctx.state (may run in the request thread)
+    answer: Reply | None = None  # the fixed reply of a rule registered with answer=
 
 
 def inline_ok(mw: Any, ctx: Context) -> bool:
@@ -119,17 +126,22 @@ class Router:
         return handler
 
     def _rule(self, name: str, test: Callable[[Context], Any], fast: bool = False,
-              cheap: bool = True) -> Callable[[Handler], Handler]:
+              cheap: bool = True, answer: Reply | None = None) -> Any:
+        if answer is not None:  # a fixed answer: registered now, no handler to decorate
+            reply = as_reply(answer)
+            self.rules.append(Rule(name, test, lambda ctx: reply, True, cheap, reply))
+            return None
+
         def deco(handler: Handler) -> Handler:
             return self.add(name, test, handler, fast=fast, cheap=cheap)
 
         return deco
 
-    def text(self, *texts: str, fast: bool = False) -> Callable[[Handler], Handler]:
-        """Exact text (after stripping; ASCII case-insensitive)."""
+    def text(self, *texts: str, fast: bool = False, answer: Reply | str | None = None) -> Any:
+        """Exact text (after stripping; ASCII case-insensitive). With `answer=`, a fixed reply (no decorator)."""
         wanted = frozenset(t.strip().casefold() for t in texts)
         return self._rule(f"text:{'|'.join(texts)}", lambda c: (t := c.text) != "" and t.casefold() in wanted,
-                          fast)
+                          fast, answer=answer)
 
     def regex(self, pattern: str | re.Pattern[str], flags: int = 0, *, fast: bool = False
               ) -> Callable[[Handler], Handler]:
@@ -137,19 +149,22 @@ class Router:
         rx = re.compile(pattern, flags) if isinstance(pattern, str) else pattern
         return self._rule(f"regex:{rx.pattern}", lambda c: rx.search(c.text) if c.text else None, fast)
 
-    def msg_type(self, *types: str, fast: bool = False) -> Callable[[Handler], Handler]:
-        """Message type: text, image, voice, video, shortvideo, location, link, file, miniprogrampage..."""
+    def msg_type(self, *types: str, fast: bool = False, answer: Reply | str | None = None) -> Any:
+        """Message type: text, image, voice, video, shortvideo, location, link, file, miniprogrampage...
+        With `answer=`, a fixed reply (no decorator)."""
         wanted = frozenset(types)
-        return self._rule(f"type:{'|'.join(types)}", lambda c: c.msg.msg_type in wanted, fast)
+        return self._rule(f"type:{'|'.join(types)}", lambda c: c.msg.msg_type in wanted, fast, answer=answer)
 
-    def event(self, *events: str, key: str | None = None, fast: bool = False) -> Callable[[Handler], Handler]:
-        """Event (lower-case, e.g. subscribe, unsubscribe, scan, location, click, view), optionally its key."""
+    def event(self, *events: str, key: str | None = None, fast: bool = False,
+              answer: Reply | str | None = None) -> Any:
+        """Event (lower-case, e.g. subscribe, unsubscribe, scan, location, click, view), optionally its key.
+        With `answer=`, a fixed reply (no decorator)."""
         wanted = frozenset(e.lower() for e in events)
 
         def test(c: Context) -> bool:
             return c.msg.is_event and c.msg.event in wanted and (key is None or c.msg.event_key == key)
 
-        return self._rule(f"event:{'|'.join(events)}:{key or ''}", test, fast)
+        return self._rule(f"event:{'|'.join(events)}:{key or ''}", test, fast, answer=answer)
 
     def click(self, *keys: str, fast: bool = False) -> Callable[[Handler], Handler]:
         """A menu CLICK with one of these keys."""
@@ -211,6 +226,7 @@ class Router:
                 ctx.match = found
                 ctx.extra["rule"] = rule.name
                 ctx._resolved = rule.handler
+                ctx.answer = rule.answer
                 return True
         if not self.fallback_fast:
             return False

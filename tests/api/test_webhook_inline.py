@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from urllib.parse import urlencode
 
@@ -10,7 +11,10 @@ from test_webhook import KEFU, acct_of, build, oa, post, reply_of, text_push  # 
 
 from handlers import Router, Text
 from handlers.bot import GREETING
+from handlers.middleware import DEFAULT_MIDDLEWARE
+from handlers.state import state_key
 from wxapp_backend.wechat.chat import seal_push
+from wxapp_backend.wechat.pipeline import user_cache_key
 
 
 def test_greeting_runs_inline_without_pool_or_database(oa, monkeypatch):  # noqa: F811
@@ -78,3 +82,65 @@ def test_inline_handler_missing_the_deadline_answers_success_and_sends_later(app
     run_jobs()
     assert [c.body["text"]["content"] for c in standin.calls_to(KEFU)] == ["迟到的回答"]
     assert calls == ["慢"]
+
+
+# ------------------------------------------------------------------ pure replies: answered with the claim
+
+
+def pure_router(calls: list) -> Router:
+    r = Router()
+    r.middleware[:0] = list(DEFAULT_MIDDLEWARE)  # user cache, blocklist, rate limit as in production
+
+    @r.match(lambda c: c.state.get().get("flow"), cheap=True)
+    def in_flow(ctx):
+        return Text("流程里的下一步")
+
+    r.text("你好", answer=Text("你好呀"))
+
+    @r.default
+    def other(ctx):
+        calls.append(ctx.msg.msg_id)
+        return Text("别的")
+
+    return r
+
+
+def test_pure_reply_is_stored_with_the_claim(app, settings, redis_client, monkeypatch):
+    calls: list = []
+    a = build(settings, wechat_token="puretoken", extra={"wechat_router": pure_router(calls)})
+    post(a, "oa", text_push(a, "你好", openid="oPure1", msg_id="920000"))  # unknown user: the normal path
+    pipeline = a.extensions["wxapp_pipeline"]
+
+    def no_second_call(*args, **kwargs):
+        raise AssertionError("an answer stored with the claim needs no second Redis call")
+
+    monkeypatch.setattr(pipeline.dedup, "finish_nowait", no_second_call)
+    monkeypatch.setattr(pipeline.dedup, "finish", no_second_call)
+    plain = text_push(a, "你好", openid="oPure1", msg_id="920001")
+    first = post(a, "oa", plain)
+    assert reply_of(a, first)["Content"] == "你好呀"
+    key = f"wx:{acct_of(a).appid or 'oa'}:oa:id:920001"
+    assert redis_client.get(key) == b"D" + first.get_data()  # stored at once, byte for byte
+    again = [post(a, "oa", plain).get_data() for _ in range(2)]
+    assert again == [first.get_data()] * 2
+    # Anything without a fixed answer still goes the usual way, once per message.
+    monkeypatch.undo()
+    other = text_push(a, "别的话", openid="oPure1", msg_id="920002")
+    assert [reply_of(a, post(a, "oa", other))["Content"] for _ in range(3)] == ["别的"] * 3
+    assert calls == ["920002"]
+
+
+def test_early_answer_is_dropped_when_the_claim_finds_otherwise(app, settings, redis_client, make_user):
+    calls: list = []
+    a = build(settings, wechat_token="puretoken2", extra={"wechat_router": pure_router(calls)})
+    post(a, "oa", text_push(a, "你好", openid="oPure2"))  # caches the user
+    # Control: a known user with no conversation state gets the pure answer...
+    assert reply_of(a, post(a, "oa", text_push(a, "你好", openid="oPure2")))["Content"] == "你好呀"
+    # ...but once a flow is under way, the same words belong to the flow.
+    redis_client.set(state_key("oa", "oPure2"), json.dumps({"flow": "appeal"}), ex=600)
+    assert reply_of(a, post(a, "oa", text_push(a, "你好", openid="oPure2")))["Content"] == "流程里的下一步"
+    # A blocked user stays silent even when cached (the cache says blocked).
+    make_user(oa_openid="oPure3", blocked=True)
+    assert post(a, "oa", text_push(a, "你好", openid="oPure3")).get_data() == b"success"
+    assert redis_client.get(user_cache_key("oa", "oPure3")).endswith(b":1")
+    assert post(a, "oa", text_push(a, "你好", openid="oPure3")).get_data() == b"success"

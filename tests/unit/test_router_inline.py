@@ -137,3 +137,29 @@ def test_context_text_follows_the_message():
     c.msg = ctx(content="再见").msg
     assert c.text == "再见"
     assert ctx("image").text == ""
+
+
+def test_fixed_answers_are_planned_with_their_reply():
+    r = Router()
+    r.use(quick)
+    assert r.text("你好", answer=Text("您好呀")) is None  # registered at once, nothing to decorate
+
+    @r.text("开办企业")
+    def slow(c):
+        return "知识库"
+
+    hello = ctx(content="你好")
+    assert r.plan(hello) and hello.answer == Text("您好呀")
+    assert r.dispatch(hello) == Text("您好呀")  # the usual path gives the same reply
+    other = ctx(content="开办企业")
+    assert not r.plan(other) and other.answer is None  # not fast: no plan, no fixed answer
+
+
+def test_default_rules_have_fixed_answers_only_where_the_reply_never_varies():
+    r = install_defaults(Router())
+    greeting = ctx(content="你好", prefetched={"user": b"1:0", "state": None, "rate_count": 1})
+    assert r.plan(greeting) and greeting.answer == Text(GREETING)
+    # A question for the knowledge base has no fixed answer.
+    question = ctx(content="开办企业要什么材料", prefetched={"user": b"1:0", "state": None, "rate_count": 1})
+    r.plan(question)
+    assert question.answer is None

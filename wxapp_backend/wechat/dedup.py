@@ -36,7 +36,11 @@ _PROCESSING = b"P"
 _DONE = b"D"
 
 # SET NX + GET of the record, then the caller's commands: ARGV[3] says how many; each is a name, a count n
-# and n arguments in ARGV, and its key is the next entry of KEYS.
+# and n arguments in ARGV, and its key is the next entry of KEYS. Then, optionally, an answer worked out
+# before the claim (Dedup.claim's `answer`): its record value, TTL, and the 1-based positions of the user
+# cache, conversation state and rate counter among the results plus the rate limit. It is stored at once
+# when the record is new and those results are what the answer was planned with; the reply's first
+# element is then 2.
 _CLAIM = """
 local created = redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2])
 local out = {created and 1 or 0, redis.call('GET', KEYS[1])}
@@ -48,6 +52,15 @@ for _ = 1, tonumber(ARGV[3]) do
   out[#out + 1] = redis.call(unpack(cmd))
   a = a + 2 + n
   k = k + 1
+end
+local answer = ARGV[a]
+if created and answer then
+  local user, state = out[2 + tonumber(ARGV[a + 2])], out[2 + tonumber(ARGV[a + 3])]
+  local rate_at, limit = tonumber(ARGV[a + 4]), tonumber(ARGV[a + 5])
+  if user and string.sub(user, -2) ~= ':1' and not state and (rate_at == 0 or out[2 + rate_at] <= limit) then
+    redis.call('SET', KEYS[1], answer, 'PX', ARGV[a + 1])
+    out[1] = 2
+  end
 end
 return out
 """
@@ -69,7 +82,8 @@ return 0
 
 @dataclass(frozen=True)
 class Claim:
-    """The result of claiming a key: "new" (ours to process), "done" (body is the answer) or "processing"."""
+    """The result of claiming a key: "new" (ours to process), "done" (body is the answer), "processing", or
+    "answered" (new, and the answer given to the claim was stored with it: body)."""
 
     state: str
     key: str
@@ -162,18 +176,26 @@ class Dedup:
             conn.send_command("EVAL", script.script, len(keys), *keys, *args)
             return conn.read_response()
 
-    def claim(self, key: str, extra: Callable[[Commands], None] | None = None) -> tuple[Claim, list]:
+    def claim(self, key: str, extra: Callable[[Commands], None] | None = None, *, answer: bytes | None = None,
+              valid_if: tuple[int, int, int, int] = (0, 0, 0, 0)) -> tuple[Claim, list]:
         """Claim `key` for processing, or learn its stored answer; one round trip.
 
         `extra` may add commands to the same round trip (the webhook's per-user reads); their results
-        are returned beside the claim.
+        are returned beside the claim. `answer`, worked out before the claim, is stored as the record at
+        once (Claim "answered") when the claim is new and the results at the 1-based positions `valid_if`
+        (user cache, conversation state, rate counter or 0, rate limit) say: a cached user who is not
+        blocked, no conversation state, the rate limit not passed. Otherwise the claim is as without it.
         """
         commands = Commands()
         if extra is not None:
             extra(commands)
         token = _PROCESSING + random_bytes(8).hex().encode()
         keys, args = [key, *commands.keys], [token, self.processing_ms, len(commands.keys), *commands.args]
+        if answer is not None:
+            args += [_DONE + answer, self.done_ms, *valid_if]
         created, value, *more = self._call(lambda conn: self._evalsha(conn, self._claim, keys, args))
+        if created == 2:
+            return Claim("answered", key, token, body=answer), more
         if created or value == token:  # our own marker: an earlier try of this call ran before its reply was lost
             return Claim("new", key, token), more
         # SET NX and GET ran atomically: the record exists (done, or another try's processing marker).

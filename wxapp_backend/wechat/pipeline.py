@@ -33,7 +33,7 @@ from prometheus_client import Counter
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from handlers.middleware import rate_exempt, rate_key
+from handlers.middleware import rate_exempt, rate_key, rate_limit
 from handlers.replies import Image, Many, News, Reply, Text, Transfer
 from handlers.router import Context, Router
 from handlers.state import state_key
@@ -254,12 +254,18 @@ class Pipeline:
     # ------------------------------------------------------------------------------------ answer
 
     def _answer(self, acct: Account, msg: Message, key_index: int | None, nonce: str, deadline: float) -> Outcome:
+        # A reply that depends on the message alone is worked out first and stored with the claim.
+        early = self._answer_early(acct, msg, key_index, nonce)
         # One round trip claims the message and reads/counts what the middleware needs for this user.
-        claim, fetched = self.dedup.claim(dedup_key(msg, acct.appid or acct.name), lambda p: _prefetch(p, msg))
+        claim, fetched = self.dedup.claim(dedup_key(msg, acct.appid or acct.name), lambda p: _prefetch(p, msg),
+                                          **({} if early is None else early[1]))
+        if claim.state == "answered":
+            _count(acct.name, "answered")
+            return early[0]
         if claim.state != "new":
             return self._retry(acct, claim, deadline)
         prefetched = {"user": fetched[0], "state": fetched[1],
-                      "rate_count": fetched[-2] if not rate_exempt(msg) else None}
+                      "rate_count": fetched[2] if not rate_exempt(msg) else None}
         try:
             reply = self._run(msg, deadline, prefetched)
         except LateReply as late:
@@ -282,6 +288,22 @@ class Pipeline:
         self._enqueue_sends(acct.name, msg, sends)
         _count(acct.name, "answered" if outcome is not _SUCCESS else "success")
         return outcome
+
+    def _answer_early(self, acct: Account, msg: Message, key_index: int | None,
+                      nonce: str) -> tuple[Outcome, dict[str, Any]] | None:
+        """The fixed answer of the rule this message will meet (handlers/router.py), planned as for a known,
+        unblocked user with no conversation state under the rate limit, with the claim's arguments that
+        store it only if that is what the claim finds. No handler runs. None when there is no such answer."""
+        exempt = rate_exempt(msg)
+        ctx = self._context(msg, {"user": b"0:0", "state": None, "rate_count": None if exempt else 1})
+        if not self.router.plan(ctx) or ctx.answer is None:
+            return None
+        outcome, sends = self._render(acct, msg, ctx.answer, key_index, nonce)
+        if sends or outcome is _SUCCESS:  # a mini-program, or several messages: the usual way
+            return None
+        # Positions among _prefetch's results: user cache 1, state 2, rate counter 3 (when counted).
+        return outcome, {"answer": outcome.body.encode("utf-8"),
+                         "valid_if": (1, 2, 0 if exempt else 3, rate_limit(self.settings))}
 
     def _retry(self, acct: Account, claim: Claim, deadline: float) -> Outcome:
         _count(acct.name, "retry")
@@ -465,17 +487,17 @@ def user_cache_key(account: str, openid: str) -> str:
 
 
 def _prefetch(pipe: Commands, msg: Message) -> None:
-    """Commands riding on the dedup claim: user cache, conversation state (first two), customer-service
-    window, rate counter (last two)."""
+    """Commands riding on the dedup claim, in this order: user cache, conversation state, then (unless the
+    message is exempt) rate counter and its expiry, then the customer-service window."""
     pipe.get(user_cache_key(msg.account, msg.source))
     pipe.get(state_key(msg.account, msg.source))
-    kind = _window_kind(msg.event, msg.is_event)
-    if kind:
-        jobs.open_window(pipe, msg.account, msg.source, kind=kind)
     if not rate_exempt(msg):
         key = rate_key(msg.account, msg.source)
         pipe.incr(key)
         pipe.expire(key, 120)
+    kind = _window_kind(msg.event, msg.is_event)
+    if kind:
+        jobs.open_window(pipe, msg.account, msg.source, kind=kind)
 
 
 def _window_kind(msg_event: str | None, is_event: bool) -> str | None:
