@@ -423,6 +423,14 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1.0, iters: int = 50)
     return w
 
 
+def _calibration(s, g, y, mask):
+    """Offset and slope of a logistic fit of "the top candidate is right" on the top candidates of the
+    groups selected by `mask` (the confidence's calibration; the ranking is unchanged)."""
+    top = _top_per_group(s, g)
+    sel = mask[top]
+    return fit_logistic(np.column_stack([np.ones(int(sel.sum())), s[top][sel]]), y[top][sel], l2=0.0)
+
+
 def _top_per_group(s: np.ndarray, g: np.ndarray) -> np.ndarray:
     """Index of the best-scoring row in each group."""
     order = np.lexsort((-s, g))
@@ -519,9 +527,7 @@ def fit_weights(tasks: Sequence[Task], l2: float = 1.0, own_rep: int = 5) -> np.
     s = x @ w_rank
     # One calibration (a slope and an offset for both blocks' bias) keeps the ranking intact; it is fitted
     # on our own tasks' top candidates, the domain the thresholds are for.
-    top = _top_per_group(s, g)
-    sel = own[top]
-    cal = fit_logistic(np.column_stack([np.ones(int(sel.sum())), s[top][sel]]), y[top][sel], l2=0.0)
+    cal = _calibration(s, g, y, own)
     w = cal[1] * w_rank
     w[0] += cal[0]
     w[LONG_AT] += cal[0]
@@ -580,9 +586,7 @@ def fit_passages(args: argparse.Namespace) -> None:
     wl = np.zeros(xp.shape[1])
     wl[cols] = fit_listwise(xp[:, cols], y, g, l2=args.l2, iters=200)
     s = xp @ wl
-    top = _top_per_group(s, g)
-    sel = qa[top]
-    cal = fit_logistic(np.column_stack([np.ones(int(sel.sum())), s[top][sel]]), y[top][sel], l2=0.0)
+    cal = _calibration(s, g, y, qa)
     wl = cal[1] * wl
     wl[0] += cal[0]
     w = np.concatenate([w0[:PASSAGE_AT], wl])

@@ -124,16 +124,19 @@ def _parse_flat_xml(text: str) -> dict[str, Any] | None:
         key, cdata, plain, end = match.groups()
         if end is not None:
             return {"xml": out} if out else None
-        value = (cdata if cdata is not None else plain).strip() or None
-        if key in out:
-            current = out[key]
-            if isinstance(current, list):
-                current.append(value)
-            else:
-                out[key] = [current, value]
-        else:
-            out[key] = value
+        _put(out, key, (cdata if cdata is not None else plain).strip() or None)
         pos = match.end()
+
+
+def _put(out: dict[str, Any], key: str, value: Any) -> None:
+    """Add a child's value as xmltodict does: a repeated tag becomes a list, in document order."""
+    current = out.get(key, _put)
+    if current is _put:
+        out[key] = value
+    elif isinstance(current, list):
+        current.append(value)
+    else:
+        out[key] = [current, value]
 
 
 _FAST_MAX_DEPTH = 16
@@ -176,16 +179,7 @@ def _element(el: Any, depth: int) -> Any:
     out: dict[str, Any] = {}
     text = el.text or ""
     for child in el:
-        key = _tag(child)
-        value = _element(child, depth + 1)
-        if key in out:
-            current = out[key]
-            if isinstance(current, list):
-                current.append(value)
-            else:
-                out[key] = [current, value]
-        else:
-            out[key] = value
+        _put(out, _tag(child), _element(child, depth + 1))
         if child.tail:
             text += child.tail
     text = text.strip()
