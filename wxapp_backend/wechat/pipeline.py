@@ -4,8 +4,11 @@ One `Pipeline` per application (app.extensions["wxapp_pipeline"]); the webhook v
 simulator and `flask chat` all go through `Pipeline.handle`.
 
 Hot path (see docs/bench/webhook.md): one Redis round trip claims the message and reads everything the
-middleware and the conversation matchers need (user cache, conversation state, rate counter), one more
-stores the answer. A message whose route is known to be quick (`Router.plan`: a cache hit for the user and a
+middleware and the conversation matchers need (user cache, conversation state, rate counter); the answer is
+then stored by a write nobody waits for (`Dedup.finish_nowait`). A rule with a fixed answer (greetings,
+menu ...) is rendered before the claim and stored by the claim itself when the user turns out to be known,
+unblocked, not in a flow and under the rate limit: one Redis call, no handler. A message whose route is
+known to be quick (`Router.plan`: a cache hit for the user and a
 rule marked fast, e.g. a greeting) runs in the request thread; anything else runs in the bounded pool so
 that the deadline holds. Either way a reply produced after the deadline is never answered passively: the
 push gets "success" and the reply goes by customer-service message. Also the small user service the chat needs
