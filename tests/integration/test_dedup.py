@@ -208,6 +208,9 @@ def test_claim_survives_a_killed_connection_and_a_lost_reply(redis_client, monke
     d.claim("test:dedup:warm")
     redis_client.client_kill_filter(_type="normal", skipme=True)  # drops this thread's own connection too
     assert d.claim("test:dedup:after-kill")[0].state == "new"
+    sock = d._connection()._sock
+    if isinstance(sock, socket.socket) and redis_client.connection_pool.connection_kwargs.get("socket_timeout"):
+        assert sock.gettimeout() is None  # the new connection's timeout is the kernel's again (no poll per call)
     # The script ran but its reply was lost: the repeat sees our own marker and still owns the message.
     real, calls = d._evalsha, []
 

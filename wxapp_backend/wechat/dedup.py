@@ -153,8 +153,8 @@ class Dedup:
         """Run `exchange(connection)` on the thread's own connection; on a broken connection, once more on
         a fresh one (every exchange here is safe to repeat). Any failure that may leave a reply unread
         drops the connection, so that no later exchange can read another's reply."""
-        conn = self._connection()
         for attempt in (1, 2):
+            conn = self._connection()  # (re)connects and tunes the socket when it was dropped
             try:
                 return exchange(conn)
             except redis.ResponseError:
