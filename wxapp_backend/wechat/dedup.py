@@ -39,8 +39,9 @@ _DONE = b"D"
 # and n arguments in ARGV, and its key is the next entry of KEYS. Then, optionally, an answer worked out
 # before the claim (Dedup.claim's `answer`): its record value, TTL, and the 1-based positions of the user
 # cache, conversation state and rate counter among the results plus the rate limit. It is stored at once
-# when the record is new and those results are what the answer was planned with; the reply's first
-# element is then 2.
+# when the record is new and those results are what the answer was planned with (a user cache entry,
+# "<id>:<blocked 0|1>" as pipeline.touch_user writes it, that is not blocked; no state; the counter within
+# the limit); the reply's first element is then 2.
 _CLAIM = """
 local created = redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2])
 local out = {created and 1 or 0, redis.call('GET', KEYS[1])}
