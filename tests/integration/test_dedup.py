@@ -18,9 +18,9 @@ import requests
 from handlers import Router, Text
 from wxapp_backend import create_app
 from wxapp_backend.config import Settings
-from wxapp_backend.wechat.chat import make_push, seal_push
+from wxapp_backend.wechat.chat import make_push, open_reply, seal_push
 from wxapp_backend.wechat.dedup import Dedup
-from wxapp_backend.wechat.pipeline import account_from_settings
+from wxapp_backend.wechat.pipeline import account_from_settings, user_cache_key
 
 ROOT = Path(__file__).resolve().parents[2]
 TOKEN, KEY, APPID = "dedup-token", "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG", "wxdedup0000000001"
@@ -31,6 +31,7 @@ def counting_router(delay: float = 0.0, crash_first: bool = False) -> Router:
     """A router whose handler counts its runs in Redis (visible across processes)."""
     r = Router()
     crashed = threading.Event()
+    r.text("固定", answer=Text("固定的回答"))  # stored with the claim when the user is known
 
     @r.default
     def handler(ctx):
@@ -167,6 +168,13 @@ def test_dedup_across_three_gunicorn_workers(app, settings, redis_client, tmp_pa
         assert all(r.status_code == 200 for r in concurrent + later)
         assert int(redis_client.get(COUNTER)) == 1
         assert len(set(bodies)) == 1 and b"<Encrypt>" in bodies[0]
+        # A fixed answer, stored by whichever worker's claim comes first: every try gets those bytes.
+        redis_client.set(user_cache_key("oa", "oDedupFixed"), "1:0", ex=60)  # a known user
+        plain = make_push(acct, "oDedupFixed", text="固定", msg_id="8002")
+        with ThreadPoolExecutor(3) as pool:
+            fixed = [r.content for r in pool.map(send, range(3))] + [send(i).content for i in range(3)]
+        assert len(set(fixed)) == 1 and open_reply(acct, fixed[0].decode())["Content"] == "固定的回答"
+        assert int(redis_client.get(COUNTER)) == 1  # no handler ran for it
     finally:
         proc.terminate()
         try:
