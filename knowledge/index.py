@@ -203,6 +203,11 @@ _BASE_FEATURES: tuple[str, ...] = (
     "ans_norm",
     "sibling",
     "lead_bi",
+    # Question-matching signals of one phrasing, divided by its entry's number of phrasings: a curated FAQ
+    # entry with many phrasings is a topic that answers several kinds of question, a single-phrasing entry
+    # (LCQMC, the ~100k index) is one question.
+    "qw_mismatch",  # question-word types (什么 / 怎么 / 哪里 / 多少 / 为什么 / 吗 ...) in only one side, over both
+    "len_gap",  # |query chars - phrasing chars| / 10, capped at 2
 )
 # Questions and long documents in an index of questions (citizen messages, notices) behave differently, so
 # each gets its own copy of every feature: short_* features are zero for long documents and long_* ones are
@@ -233,10 +238,15 @@ N_BASE = len(_BASE_FEATURES)
 SHORT_AT, LONG_AT, PASSAGE_AT = 0, N_BASE, 2 * N_BASE
 # Rows: short_*, long_* (question indexes; `bench/kb_eval.py --fit`), passage_* base and passage extras
 # (indexes of answer texts; `bench/kb_eval.py --fit-passages`, gov_qa dev half + gov_nlu).
+# The short_qw_mismatch / short_len_gap weights (round 6) were chosen by a grid over LCQMC dev top-1 with the
+# rest of the model fixed (docs/bench/kb.md); they are zero in the long and passage blocks.
 RERANK_WEIGHTS: tuple[float, ...] = (
     -5.8193, 3.9424, 5.0957, -0.5143, -1.5368, -0.0878, 0.0651, 0.2549, 4.6446, 4.8134, 0.0000,
+    -0.6000, -1.0000,
     -8.1334, 4.5937, 3.4962, 2.0288, -0.9831, 1.7209, -2.2964, 0.3279, 0.0000, 0.0000, 2.2729,
+    0.0000, 0.0000,
     -4.1561, 0.1624, -0.1886, 0.3979, 1.1440, -0.1217, -0.3240, -1.1731, 0.0000, 0.0000, 0.3024,
+    0.0000, 0.0000,
     -0.1469, -1.1668, -2.1353, 1.0278, 0.4691, 0.6026, 0.2804, 0.5433, 0.5286, 1.5270, 2.9822, 1.0947,
 )  # fmt: skip
 # Documents longer than this (in kept characters) are passages, not questions: the symmetric
@@ -263,6 +273,30 @@ _FACT_PAIRS: tuple[tuple[re.Pattern[str], re.Pattern[str]], ...] = (
         re.compile(r"地址|路|号|窗口|大厅|局|中心|网站|平台|部门"),
     ),
 )
+
+
+# Question-word types (generic Chinese); a query and a phrasing asking different kinds of question
+# ("X是什么" / "X怎么办") are rarely paraphrases. Each type is one bit of a mask.
+_QUESTION_WORDS: tuple[re.Pattern[str], ...] = (
+    re.compile(r"什么|啥"),
+    re.compile(r"怎么|如何|怎样|咋"),
+    re.compile(r"哪里|哪儿|在哪|去哪"),
+    re.compile(r"多少|几"),
+    re.compile(r"为什么|为何|为啥|怎么会"),
+    re.compile(r"吗|嘛|是否|能否|可否|有没有|是不是|能不能|可不可以|会不会|要不要|需不需要|可以不|行不行|好不好"),
+    re.compile(r"谁"),
+    re.compile(r"什么时候|何时|多久|多长时间"),
+    re.compile(r"哪个|哪些|哪一"),
+)
+
+
+def question_mask(normalized: str) -> int:
+    """Bit mask of the question-word types (_QUESTION_WORDS) in a normalised text."""
+    m = 0
+    for i, r in enumerate(_QUESTION_WORDS):
+        if r.search(normalized):
+            m |= 1 << i
+    return m
 
 
 WINDOW_CHARS = 50
@@ -345,6 +379,10 @@ class SearchIndex:
         analyses = [analyzer.analyze(t) for t in texts]
         self.doc_tokens: list[tuple[str, ...]] = [a.tokens for a in analyses]
         self.doc_chars: list[str] = [a.chars for a in analyses]
+        self.doc_qmask: list[int] = [question_mask(a.normalized) for a in analyses]
+        # 1 / (number of phrasings of the document's entry): scales the round-6 question-matching features.
+        n_of = np.bincount(self.doc_entry) if len(self.doc_entry) else np.zeros(0, dtype=np.int64)
+        self.doc_share = 1.0 / n_of[self.doc_entry] if len(self.doc_entry) else np.zeros(0)
         p = self.params
         # In an index of answer texts (most documents are passages) every document is a passage, short
         # answers too; in an index of questions only the long documents are.
@@ -416,6 +454,7 @@ class SearchIndex:
         q_idf = {t: max(self._idf(t), 0.0) for t in qset}
         q_mass = sum(q_idf.values()) or 1.0
         qb = {q.chars[i : i + 2] for i in range(len(q.chars) - 1)} or set(q.chars)
+        q_mask = question_mask(q.normalized)
         out = np.zeros((len(docs), len(FEATURES)))
         # Passage-only inputs, computed once per query and only in an index of passages.
         if self.passages and self.passage_bm25 is not None and len(docs):
@@ -446,6 +485,9 @@ class SearchIndex:
             if long:
                 lead = dc[:LEAD_CHARS]
                 lead_bi = len(qb & {lead[i : i + 2] for i in range(len(lead) - 1)}) / max(len(qb), 1)
+            d_mask = self.doc_qmask[d]
+            share = float(self.doc_share[d])
+            qw = (q_mask ^ d_mask).bit_count() / max((q_mask | d_mask).bit_count(), 1)
             base = (
                 1.0,
                 bmn,
@@ -458,6 +500,8 @@ class SearchIndex:
                 min(float(ans_norm[r]), 1.5) if ans_norm is not None else 0.0,
                 float(sibling[r]) if sibling is not None else 0.0,
                 lead_bi,
+                qw * share,
+                min(abs(lq - ld) / 10.0, 2.0) * share,
             )
             if not self.passages:
                 at = LONG_AT if long else SHORT_AT

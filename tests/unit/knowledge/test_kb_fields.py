@@ -105,3 +105,23 @@ def test_one_keyword_is_offered_as_choices_not_answered():
         assert loose.decide(word).kind == "answer"  # what the re-ranker alone would do
         assert kb.decide(word).kind == "suggest"
     assert kb.decide("外籍人才工作许可怎么办").kind == "answer"
+
+
+def test_question_word_mismatch_counts_less_for_an_entry_with_many_phrasings() -> None:
+    from knowledge.index import question_mask
+
+    assert question_mask("营业执照是什么") != question_mask("营业执照怎么办")
+    assert question_mask("营业执照去哪办") == question_mask("营业执照在哪里办")
+    a = get_analyzer()
+    col = FEATURES.index("short_qw_mismatch")
+    gap = FEATURES.index("short_len_gap")
+    # One phrasing per entry: a question asking "what" does not paraphrase one asking "how".
+    idx = SearchIndex(["营业执照是什么", "营业执照怎么办"], [0, 1], a)
+    docs, _, _, feats = idx.search_docs(a.analyze("营业执照怎么申请"))
+    assert docs[0] == 1
+    assert feats[docs == 1, col][0] == 0.0 and feats[docs == 0, col][0] == 1.0
+    # Four phrasings of one entry: the same mismatch weighs a quarter.
+    idx = SearchIndex(["营业执照是什么", "执照", "营业执照", "办执照"], [0, 0, 0, 0], a)
+    docs, _, _, feats = idx.search_docs(a.analyze("营业执照怎么申请"))
+    assert feats[docs == 0, col][0] == 0.25
+    assert 0.0 <= feats[:, gap].max() <= 0.5
