@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import socket
 import ssl
 import struct
@@ -35,36 +36,54 @@ log = logging.getLogger(__name__)
 _PROCESSING = b"P"
 _DONE = b"D"
 
-# SET NX + GET of the record, then the caller's commands: ARGV[3] says how many; each is a name, a count n
-# and n arguments in ARGV, and its key is the next entry of KEYS. Then, optionally, an answer worked out
-# before the claim (Dedup.claim's `answer`): its record value, TTL, and the 1-based positions of the user
-# cache, conversation state and rate counter among the results plus the rate limit. It is stored at once
-# when the record is new and those results are what the answer was planned with (a user cache entry,
-# "<id>:<blocked 0|1>" as pipeline.touch_user writes it, that is not blocked; no state; the counter within
-# the limit); the reply's first element is then 2.
-_CLAIM = """
-local created = redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2])
-local out = {created and 1 or 0, redis.call('GET', KEYS[1])}
-local a, k = 4, 2
-for _ = 1, tonumber(ARGV[3]) do
-  local n = tonumber(ARGV[a + 1])
-  local cmd = {ARGV[a], KEYS[k]}
-  for j = 1, n do cmd[j + 2] = ARGV[a + 1 + j] end
-  out[#out + 1] = redis.call(unpack(cmd))
-  a = a + 2 + n
-  k = k + 1
-end
-local answer = ARGV[a]
-if created and answer then
-  local user, state = out[2 + tonumber(ARGV[a + 2])], out[2 + tonumber(ARGV[a + 3])]
-  local rate_at, limit = tonumber(ARGV[a + 4]), tonumber(ARGV[a + 5])
-  if user and string.sub(user, -2) ~= ':1' and not state and (rate_at == 0 or out[2 + rate_at] <= limit) then
-    redis.call('SET', KEYS[1], answer, 'PX', ARGV[a + 1])
-    out[1] = 2
+# The claim is a Lua script generated for the *shape* of the caller's commands (which commands, on which of
+# the keys, with which literal hash field names; see Commands) and cached per shape, so that each call sends
+# only the keys and the values: SET NX of the record (and GET of it when it already exists), then the
+# commands unrolled, results in order. Then, optionally, an answer worked out before the claim
+# (Dedup.claim's `answer`) with its TTL and the rate limit: it is stored as the record at once when the
+# record is new and the results at the shape's positions are what the answer was planned with (a user cache
+# entry "<id>:<blocked 0|1>" as pipeline.touch_user writes it, that is not blocked; no state; the counter
+# within the limit); the reply's first element is then 2. (A generic interpreter of a command list cost
+# Redis ~3x the CPU of these scripts and the client twice the arguments to pack: docs/bench/webhook.md.)
+_CLAIM_HEAD = """local created = redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2])
+local r = {created and 1 or 0, created and false or redis.call('GET', KEYS[1])}
+"""
+_CLAIM_ANSWER = """if created then
+  local user, state = r[{user}], r[{state}]
+  if user and string.sub(user, -2) ~= ':1' and not state and ({rate}) then
+    redis.call('SET', KEYS[1], ARGV[{answer}], 'PX', ARGV[{answer_ttl}])
+    r[1] = 2
   end
 end
-return out
 """
+_LITERAL = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+_MAX_SHAPES = 64  # distinct command shapes compiled per process (the webhook has a handful)
+
+
+def _claim_script(shape: tuple, valid_if: tuple[int, int, int] | None) -> str:
+    """Lua source for one shape: `shape` is ((command, key index, parts), ...), each part a literal str or
+    None for the next ARGV value; `valid_if` the 1-based result positions of user, state and rate counter
+    (0: not counted) when an answer rides along."""
+    lines, argv, pos = [_CLAIM_HEAD], 3, 2
+    for name, key_index, parts in shape:
+        args = [f"KEYS[{key_index}]"]
+        for part in parts:
+            if part is None:
+                args.append(f"ARGV[{argv}]")
+                argv += 1
+            else:
+                args.append(f"'{part}'")
+        pos += 1
+        lines.append(f"r[{pos}] = redis.call('{name}', {', '.join(args)})\n")
+    if valid_if is not None:
+        user, state, rate = valid_if
+        lines.append(_CLAIM_ANSWER.format(
+            user=user + 2, state=state + 2, answer=argv, answer_ttl=argv + 1,
+            rate="true" if not rate else f"tonumber(r[{rate + 2}]) <= tonumber(ARGV[{argv + 2}])"))
+    lines.append("return r\n")
+    return "".join(lines)
+
+
 # Replace a value only while it is still our processing marker.
 _FINISH = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -94,32 +113,56 @@ class Claim:
 
 class Commands:
     """The per-user commands that ride on a claim: the subset of a redis-py pipeline's methods the webhook
-    uses (each command's first argument is its key). Results come back in order, as Redis gives them."""
+    uses (each command's first argument is its key). Results come back in order, as Redis gives them.
 
-    __slots__ = ("keys", "args")
+    Keys are sent once each however often they are used, hash field names that are plain words are written
+    into the generated script, and everything else travels as a value."""
+
+    __slots__ = ("keys", "values", "ops", "_index")
 
     def __init__(self) -> None:
         self.keys: list[str] = []
-        self.args: list[Any] = []
+        self.values: list[Any] = []
+        self.ops: list[tuple[str, int, tuple]] = []
+        self._index: dict[str, int] = {}
 
-    def _add(self, name: str, key: str, *args: Any) -> None:
-        self.keys.append(key)
-        self.args += (name, len(args), *args)
+    def _add(self, name: str, key: str, parts: tuple, values: tuple) -> None:
+        index = self._index.get(key)
+        if index is None:
+            self.keys.append(key)
+            index = self._index[key] = len(self.keys) + 1  # KEYS[1] is the record
+        self.ops.append((name, index, parts))
+        self.values += values
+
+    def _field(self, name: Any) -> tuple[tuple, tuple]:
+        if isinstance(name, str) and _LITERAL.fullmatch(name):
+            return (name,), ()
+        return (None,), (name,)
 
     def get(self, key: str) -> None:
-        self._add("GET", key)
+        self._add("GET", key, (), ())
 
     def incr(self, key: str) -> None:
-        self._add("INCR", key)
+        self._add("INCR", key, (), ())
 
     def expire(self, key: str, seconds: int) -> None:
-        self._add("EXPIRE", key, int(seconds))
+        self._add("EXPIRE", key, (None,), (int(seconds),))
 
     def hsetnx(self, key: str, field: str, value: Any) -> None:
-        self._add("HSETNX", key, field, value)
+        parts, values = self._field(field)
+        self._add("HSETNX", key, parts + (None,), values + (value,))
 
     def hset(self, key: str, mapping: dict[str, Any]) -> None:
-        self._add("HSET", key, *(x for item in mapping.items() for x in item))
+        parts: tuple = ()
+        values: tuple = ()
+        for name, value in mapping.items():
+            p, v = self._field(name)
+            parts += p + (None,)
+            values += v + (value,)
+        self._add("HSET", key, parts, values)
+
+    def shape(self) -> tuple:
+        return tuple(self.ops)
 
 
 class Dedup:
@@ -129,7 +172,7 @@ class Dedup:
         self.redis = r
         self.processing_ms = max(1000, int(processing_ttl * 1000))
         self.done_ms = max(60_000, int(done_ttl * 1000))  # WeChat retries for ~15 s; keep it >= 60 s
-        self._claim = r.register_script(_CLAIM)
+        self._scripts: dict[tuple, Any] = {}  # (shape, valid_if) -> registered claim script
         self._finish = r.register_script(_FINISH)
         self._release = r.register_script(_RELEASE)
         self._reply_skip: bool | None = None  # does the server take CLIENT REPLY SKIP? (asked once per process)
@@ -191,16 +234,25 @@ class Dedup:
         if extra is not None:
             extra(commands)
         token = _PROCESSING + random_bytes(8).hex().encode()
-        keys, args = [key, *commands.keys], [token, self.processing_ms, len(commands.keys), *commands.args]
+        keys, args = [key, *commands.keys], [token, self.processing_ms, *commands.values]
         if answer is not None:
-            args += [_DONE + answer, self.done_ms, *valid_if]
-        created, value, *more = self._call(lambda conn: self._evalsha(conn, self._claim, keys, args))
+            args += [_DONE + answer, self.done_ms, valid_if[3]]
+        script = self._script(commands.shape(), valid_if[:3] if answer is not None else None)
+        created, value, *more = self._call(lambda conn: self._evalsha(conn, script, keys, args))
         if created == 2:
             return Claim("answered", key, token, body=answer), more
         if created or value == token:  # our own marker: an earlier try of this call ran before its reply was lost
             return Claim("new", key, token), more
         # SET NX and GET ran atomically: the record exists (done, or another try's processing marker).
         return self._parse(key, value) or Claim("processing", key), more
+
+    def _script(self, shape: tuple, valid_if: tuple[int, int, int] | None) -> Any:
+        found = self._scripts.get((shape, valid_if))
+        if found is None:
+            found = self.redis.register_script(_claim_script(shape, valid_if))
+            if len(self._scripts) < _MAX_SHAPES:
+                self._scripts[(shape, valid_if)] = found
+        return found
 
     @staticmethod
     def _parse(key: str, value: bytes | None) -> Claim | None:
