@@ -265,10 +265,10 @@ def lost(ctx: Context) -> Reply:
 def install(r: Router) -> Router:
     """Register the intake's rules on a router (the default one at import; tests pass their own)."""
     # Both matchers read only the message and ctx.state (cheap); only `lost` answers without I/O (fast).
-    r.match(_in_flow, cheap=True)(step)
+    r.match(_in_flow, cheap=True, pure=True)(step)
     r.text(*START_WORDS)(start)
     r.click("MENU_APPEAL")(start)
-    r.match(_lost_answer, cheap=True, fast=True)(lost)
+    r.match(_lost_answer, cheap=True, fast=True, pure=True)(lost)
     return r
 
 

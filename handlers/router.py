@@ -100,6 +100,7 @@ class Rule:
     fast: bool = False  # the handler answers from the message and ctx.state only (may run inline)
     cheap: bool = True  # the test reads only the message and ctx.state (may run in the request thread)
     answer: Reply | None = None  # the fixed reply of a rule registered with answer=
+    pure: bool = False  # with no conversation state, the test depends only on the message's routing fields
 
 
 def inline_ok(mw: Any, ctx: Context) -> bool:
@@ -117,23 +118,27 @@ class Router:
         self.fallback: Handler | None = None
         self.fallback_fast = False
         self._chain: tuple[tuple[Middleware, ...], Callable[[Context], Reply | None]] | None = None
+        # Router.plan's outcome per message (routing fields) for users with no conversation state: the index
+        # of the winning rule (-1: the fallback), or None (not quick). Valid for this list of rules only.
+        self._plans: dict[tuple, int | None] = {}
+        self._plans_for: tuple[int, Rule | None, Handler | None, bool] = (0, None, None, False)
 
     # ----------------------------------------------------------------------------------- registration
 
     def add(self, name: str, test: Callable[[Context], Any], handler: Handler, *, fast: bool = False,
-            cheap: bool = True) -> Handler:
-        self.rules.append(Rule(name, test, handler, fast, cheap))
+            cheap: bool = True, pure: bool = False) -> Handler:
+        self.rules.append(Rule(name, test, handler, fast, cheap, pure=pure))
         return handler
 
     def _rule(self, name: str, test: Callable[[Context], Any], fast: bool = False,
-              cheap: bool = True, answer: Reply | None = None) -> Any:
+              cheap: bool = True, answer: Reply | None = None, pure: bool = True) -> Any:
         if answer is not None:  # a fixed answer: registered now, no handler to decorate
             reply = as_reply(answer)
-            self.rules.append(Rule(name, test, lambda ctx: reply, True, cheap, reply))
+            self.rules.append(Rule(name, test, lambda ctx: reply, True, cheap, reply, pure))
             return None
 
         def deco(handler: Handler) -> Handler:
-            return self.add(name, test, handler, fast=fast, cheap=cheap)
+            return self.add(name, test, handler, fast=fast, cheap=cheap, pure=pure)
 
         return deco
 
@@ -172,13 +177,17 @@ class Router:
         return self._rule(f"click:{'|'.join(keys)}",
                           lambda c: c.msg.is_event and c.msg.event == "click" and c.msg.event_key in wanted, fast)
 
-    def match(self, fn: Matcher, *, fast: bool = False, cheap: bool = False) -> Callable[[Handler], Handler]:
+    def match(self, fn: Matcher, *, fast: bool = False, cheap: bool = False,
+              pure: bool = False) -> Callable[[Handler], Handler]:
         """A custom matcher: any truthy result matches and is kept in ctx.match.
 
         `cheap=True` promises that `fn` reads only the message and `ctx.state` (so it may be tried in the
-        request thread); `fast=True` that the handler does too (see the module notes on inline dispatch).
+        request thread); `fast=True` that the handler does too (see the module notes on inline dispatch);
+        `pure=True` that, for a user with no conversation state, whether it matches depends only on the
+        message's type, text, event and event key (so `plan` may remember the outcome, as for the built-in
+        rules).
         """
-        return self._rule(f"match:{getattr(fn, '__name__', 'fn')}", fn, fast, cheap)
+        return self._rule(f"match:{getattr(fn, '__name__', 'fn')}", fn, fast, cheap, pure=pure and cheap)
 
     def default(self, handler: Handler | None = None, *, fast: bool = False) -> Any:
         """What runs when no rule matches (`@router.default` or `@router.default(fast=True)`)."""
@@ -212,27 +221,73 @@ class Router:
         """True when `dispatch(ctx)` is known to be quick, so it may run in the request thread.
 
         Tries the rules like `resolve` (stopping at the first test that is not cheap) and keeps the
-        resolution in ctx, so `dispatch` does not test the rules again.
+        resolution in ctx, so `dispatch` does not test the rules again. For a user with no conversation
+        state the outcome of a short message is remembered when every rule tried was pure; the next such
+        message only runs the winning rule's test again (for ctx.match).
         """
         if not all(inline_ok(mw, ctx) for mw in self.middleware):
             return False
-        for rule in self.rules:
-            if not rule.cheap:
+        key = _plan_key(ctx)
+        if key is not None:
+            found = self._plans.get(key, _UNRESOLVED) if self._plans_valid() else _UNRESOLVED
+            if found is None:
                 return False
+            if found is not _UNRESOLVED:
+                if found < 0:
+                    return self._take_fallback(ctx)
+                rule = self.rules[found]
+                matched = rule.test(ctx)
+                if matched:
+                    return self._take(ctx, rule, matched)
+        pure = True
+        for index, rule in enumerate(self.rules):
+            if not rule.cheap:
+                return self._remember(key, pure, None)
             found = rule.test(ctx)
             if found:
                 if not rule.fast:
-                    return False
-                ctx.match = found
-                ctx.extra["rule"] = rule.name
-                ctx._resolved = rule.handler
-                ctx.answer = rule.answer
-                return True
+                    return self._remember(key, pure, None)
+                self._remember(key, pure, index)
+                return self._take(ctx, rule, found)
+            pure = pure and rule.pure
+        if not self.fallback_fast:
+            return self._remember(key, pure, None)
+        self._remember(key, pure, -1)
+        return self._take_fallback(ctx)
+
+    @staticmethod
+    def _take(ctx: Context, rule: Rule, found: Any) -> bool:
+        ctx.match = found
+        ctx.extra["rule"] = rule.name
+        ctx._resolved = rule.handler
+        ctx.answer = rule.answer
+        return True
+
+    def _take_fallback(self, ctx: Context) -> bool:
         if not self.fallback_fast:
             return False
         ctx.extra["rule"] = "default"
         ctx._resolved = self.fallback
         return True
+
+    def _plans_valid(self) -> bool:
+        rules = self.rules
+        now = (len(rules), rules[-1] if rules else None, self.fallback, self.fallback_fast)
+        if self._plans_for != now:  # rules added, replaced or a new fallback: forget every outcome
+            self._plans = {}
+            self._plans_for = now
+            return False
+        return True
+
+    def _remember(self, key: tuple | None, pure: bool, outcome: int | None) -> bool:
+        """Keep `outcome` (a rule index, -1 for the fallback, None: not quick) when every rule tried before
+        it was pure; returns False (for the callers that answer "not quick")."""
+        if key is not None and pure:
+            if len(self._plans) >= _MAX_PLANS:
+                self._plans = {}
+            self._plans_valid()
+            self._plans[key] = outcome
+        return False
 
     def _route(self, ctx: Context) -> Reply | None:
         handler = ctx._resolved if ctx._resolved is not _UNRESOLVED else self.resolve(ctx)
@@ -248,6 +303,22 @@ class Router:
                 call = _wrap(mw, call)
             chain = self._chain = (middleware, call)
         return chain[1](ctx)
+
+
+_MAX_PLANS = 4096  # remembered plan outcomes per router (short messages only)
+_PLAN_TEXT_MAX = 32
+
+
+def _plan_key(ctx: Context) -> tuple | None:
+    """The routing fields of a message from a user with no conversation state, or None (not remembered)."""
+    prefetched = ctx.extra.get("prefetched")
+    if not prefetched or "state" not in prefetched or prefetched["state"] is not None or ctx._state is not None:
+        return None
+    msg = ctx.msg
+    text = ctx.text
+    if len(text) > _PLAN_TEXT_MAX:
+        return None
+    return (msg.msg_type, msg.is_event, msg.event, msg.event_key, text)
 
 
 def _wrap(mw: Middleware, nxt: Callable[[Context], Reply | None]) -> Callable[[Context], Reply | None]:

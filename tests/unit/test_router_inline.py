@@ -163,3 +163,75 @@ def test_default_rules_have_fixed_answers_only_where_the_reply_never_varies():
     question = ctx(content="开办企业要什么材料", prefetched={"user": b"1:0", "state": None, "rate_count": 1})
     r.plan(question)
     assert question.answer is None
+
+
+# ----------------------------------------------------------------------------- remembered plans
+
+NO_STATE = {"user": b"1:0", "state": None, "rate_count": 1}
+
+
+def counting_router(pure: bool) -> tuple[Router, list[str]]:
+    r = Router()
+    r.use(quick)
+    tested: list[str] = []
+
+    @r.match(lambda c: tested.append(c.text) or c.text == "stop", cheap=True, pure=pure)
+    def stop(c):
+        return "stopped"
+
+    r.text("你好", answer=Text("您好"))
+
+    @r.regex(r"^(\d+)号$", fast=True)
+    def number(c):
+        return f"第{c.match.group(1)}号"
+
+    return r, tested
+
+
+def test_a_plan_for_a_user_with_no_state_is_remembered_when_every_rule_tried_is_pure():
+    r, tested = counting_router(pure=True)
+    first, second = ctx(content="你好", prefetched=dict(NO_STATE)), ctx(content="你好", prefetched=dict(NO_STATE))
+    assert r.plan(first) and r.plan(second)
+    assert tested == ["你好"]  # the second message ran only the winning rule's test
+    assert second.answer == Text("您好") and second.extra["rule"] == "text:你好"
+    assert r.dispatch(second) == Text("您好")
+
+
+def test_a_remembered_regex_plan_still_matches_each_message_itself():
+    r, _ = counting_router(pure=True)
+    a, b = ctx(content="3号", prefetched=dict(NO_STATE)), ctx(content="7号", prefetched=dict(NO_STATE))
+    assert r.plan(a) and r.plan(b)
+    assert r.dispatch(a) == Text("第3号") and r.dispatch(b) == Text("第7号")
+
+
+def test_an_impure_matcher_is_asked_every_time():
+    r, tested = counting_router(pure=False)  # negative control: the same router with the matcher not declared pure
+    for _ in range(3):
+        assert r.plan(ctx(content="你好", prefetched=dict(NO_STATE)))
+    assert tested == ["你好", "你好", "你好"]
+
+
+def test_no_remembered_plan_with_conversation_state_or_unknown_state():
+    r, tested = counting_router(pure=True)
+    with_state = {**NO_STATE, "state": b'{"flow": "x"}'}
+    for prefetched in (with_state, with_state, {"user": b"1:0"}, {"user": b"1:0"}):
+        c = ctx(content="你好", prefetched=dict(prefetched))
+        c._state = ConversationState(None, "oa", "oU", snapshot=prefetched.get("state"))  # type: ignore[arg-type]
+        assert r.plan(c)
+    assert tested == ["你好"] * 4
+
+
+def test_remembered_plans_are_forgotten_when_rules_change():
+    r, tested = counting_router(pure=True)
+    assert r.plan(ctx(content="你好", prefetched=dict(NO_STATE)))
+    r.rules.insert(0, r.rules[0].__class__("text:你好", lambda c: c.text == "你好", lambda c: "新的", fast=True))
+    c = ctx(content="你好", prefetched=dict(NO_STATE))
+    assert r.plan(c) and r.dispatch(c) == Text("新的")
+
+
+def test_a_matcher_that_would_now_match_is_not_skipped_for_a_different_text():
+    r, tested = counting_router(pure=True)
+    assert r.plan(ctx(content="你好", prefetched=dict(NO_STATE)))
+    c = ctx(content="stop", prefetched=dict(NO_STATE))
+    assert not r.plan(c)  # "stop" is its own key: the matcher runs and wins (a rule that is not fast)
+    assert tested == ["你好", "stop"]
