@@ -115,9 +115,6 @@ def _parse_flat_xml(text: str) -> dict[str, Any] | None:
     """xmltodict's answer for a flat document, read field by field in one pass; None when it is not one."""
     if not text.startswith("<xml>"):
         return None
-    fast = _scan_flat_xml(text)
-    if fast is not _NOT_SIMPLE:
-        return fast
     out: dict[str, Any] = {}
     pos, step = 5, _FLAT_STEP.match
     while True:
@@ -129,46 +126,6 @@ def _parse_flat_xml(text: str) -> dict[str, Any] | None:
             return {"xml": out} if out else None
         _put(out, key, (cdata if cdata is not None else plain).strip() or None)
         pos = match.end()
-
-
-_NOT_SIMPLE: Any = object()
-_TAG = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")
-
-
-def _scan_flat_xml(text: str) -> dict[str, Any] | None:
-    """The common case of `_parse_flat_xml` with string searches instead of a pattern run over every
-    character: single-line values without "]" (CDATA) or "<", "&", "]" (text), no character a parser would
-    question. Gives exactly what the pattern gives, or _NOT_SIMPLE for anything else (the pattern decides)."""
-    out: dict[str, Any] = {}
-    pos, end = 5, len(text)
-    find, startswith, tag = text.find, text.startswith, _TAG.fullmatch
-    while True:
-        while pos < end and text[pos] in " \t\n":
-            pos += 1
-        if startswith("</xml>", pos):
-            return ({"xml": out} if out else None) if pos + 6 == end else _NOT_SIMPLE
-        if not startswith("<", pos):
-            return _NOT_SIMPLE
-        close = find(">", pos)
-        name = text[pos + 1:close]
-        if close < 0 or tag(name) is None:
-            return _NOT_SIMPLE
-        start = close + 1
-        if startswith("<![CDATA[", start):
-            stop = find("]]>", start + 9)
-            value = text[start + 9:stop]
-            after = stop + 3
-        else:
-            stop = find("<", start)
-            value = text[start:stop]
-            after = stop
-            if "&" in value:
-                return _NOT_SIMPLE
-        if stop < 0 or "]" in value or not (value.isprintable() or not value) or \
-                not startswith(f"</{name}>", after):
-            return _NOT_SIMPLE
-        _put(out, name, value.strip() or None)
-        pos = after + len(name) + 3
 
 
 def _put(out: dict[str, Any], key: str, value: Any) -> None:
