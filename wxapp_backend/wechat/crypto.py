@@ -8,7 +8,6 @@ import hashlib
 import hmac
 import json
 import os
-import secrets
 import struct
 import threading
 import time
@@ -271,7 +270,8 @@ class Crypto:
         encrypt = base64.b64encode(enc.update(data) + enc.finalize()).decode("ascii")
         ts = str(int(time.time()) if timestamp is None else timestamp)
         # WeChat's own nonces are decimal strings; keep that shape.
-        nc = nonce if nonce is not None else str(secrets.randbelow(9_000_000_000) + 1_000_000_000)
+        # (From the per-thread random buffer: secrets.randbelow would cost a system call per reply.)
+        nc = nonce if nonce is not None else str(int.from_bytes(random_bytes(8)) % 9_000_000_000 + 1_000_000_000)
         return {
             "Encrypt": encrypt,
             "MsgSignature": msg_signature(self.token, ts, nc, encrypt),

@@ -267,6 +267,13 @@ class Pipeline:
             return early[0]
         if claim.state != "new":
             return self._retry(acct, claim, deadline)
+        if has_app_context():
+            return self._answer_claimed(acct, msg, key_index, nonce, deadline, claim, fetched)
+        with self.app.app_context():  # handlers, middleware and jobs need it; a stored answer did not
+            return self._answer_claimed(acct, msg, key_index, nonce, deadline, claim, fetched)
+
+    def _answer_claimed(self, acct: Account, msg: Message, key_index: int | None, nonce: str, deadline: float,
+                        claim: Claim, fetched: list) -> Outcome:
         prefetched = {"user": fetched[0], "state": fetched[1],
                       "rate_count": fetched[2] if not rate_exempt(msg) else None}
         try:
