@@ -195,6 +195,53 @@ def _pkcs7_unpad(data: bytes) -> bytes:
     return data[:-n]
 
 
+def _xor(a: bytes, b: bytes) -> bytes:
+    return (int.from_bytes(a, "little") ^ int.from_bytes(b, "little")).to_bytes(len(a), "little")
+
+
+class _Engine:
+    """AES-256-CBC with WeChat's fixed IV (the key's first 16 bytes), without a new OpenSSL context per
+    message: creating one cost about as much as the AES work of a whole push (docs/bench/webhook.md).
+
+    Each thread keeps two long-lived contexts (an OpenSSL context must not be shared between threads):
+    - decryption: AES-ECB, then CBC's chaining by hand: P[i] = D(C[i]) xor C[i-1], with C[0-1] = IV;
+    - encryption: one CBC encryptor that goes on chaining from the last block it produced (S). The first
+      block of the next message is given as P[0] xor IV xor S, so that the encryptor's E(that xor S) is
+      E(P[0] xor IV): the same ciphertext as a fresh encryptor with the IV.
+    Input is always whole blocks (WeChat pads to 32 bytes), so no context ever holds a partial block.
+    """
+
+    def __init__(self, key: bytes) -> None:
+        self.key, self.iv = key, key[:16]
+        self._local = threading.local()
+
+    def _contexts(self) -> threading.local:
+        local = self._local
+        if not hasattr(local, "ecb"):
+            local.ecb = Cipher(algorithms.AES(self.key), modes.ECB()).decryptor()  # noqa: S305 - CBC by hand
+            local.cbc = Cipher(algorithms.AES(self.key), modes.CBC(self.iv)).encryptor()
+            local.last = self.iv
+        return local
+
+    def decrypt(self, raw: bytes) -> bytes:
+        if len(raw) % 16:
+            raise ValueError("ciphertext must be whole AES blocks")
+        return _xor(self._contexts().ecb.update(raw), self.iv + raw[:-16])
+
+    def encrypt(self, data: bytes) -> bytes:
+        if not data or len(data) % 16:
+            raise ValueError("plaintext must be whole AES blocks")
+        local = self._contexts()
+        first = _xor(data[:16], _xor(self.iv, local.last))
+        try:
+            out = local.cbc.update(first + data[16:])
+        except BaseException:
+            del local.ecb, local.cbc  # start afresh: the chaining value is no longer known
+            raise
+        local.last = out[-16:]
+        return out
+
+
 class Crypto:
     """Safe-mode envelope for one account; tries the previous EncodingAESKey when the current one fails."""
 
@@ -206,10 +253,8 @@ class Crypto:
         self._appid_bytes = appid.encode("utf-8")
         # Keep positions so key_index means the same thing as in configuration; empty slots are skipped.
         self._keys: list[bytes | None] = [_decode_aes_key(k) if k else None for k in aes_keys]
-        # Cipher objects only hold the key and IV (each message gets its own encryptor/decryptor): build once.
-        self._ciphers: list[Cipher | None] = [
-            Cipher(algorithms.AES(k), modes.CBC(k[:16])) if k is not None else None for k in self._keys
-        ]
+        # One AES-CBC engine per key slot; each thread keeps its own OpenSSL contexts in it (_Engine).
+        self._ciphers: list[_Engine | None] = [_Engine(k) if k is not None else None for k in self._keys]
 
     @property
     def key_count(self) -> int:
@@ -266,8 +311,7 @@ class Crypto:
             raise ValueError("random_prefix must be 16 bytes")
         body = plaintext.encode("utf-8")
         data = _pkcs7_pad(prefix + struct.pack(">I", len(body)) + body + self._appid_bytes)
-        enc = cipher.encryptor()
-        encrypt = base64.b64encode(enc.update(data) + enc.finalize()).decode("ascii")
+        encrypt = base64.b64encode(cipher.encrypt(data)).decode("ascii")
         ts = str(int(time.time()) if timestamp is None else timestamp)
         # WeChat's own nonces are decimal strings; keep that shape.
         # (From the per-thread random buffer: secrets.randbelow would cost a system call per reply.)
@@ -303,9 +347,8 @@ class Crypto:
             raise BadCiphertext(message_zh="微信加密消息长度无效。")
         return raw
 
-    def _open(self, cipher: Cipher, raw: bytes) -> str:
-        dec = cipher.decryptor()
-        plain = _pkcs7_unpad(dec.update(raw) + dec.finalize())
+    def _open(self, cipher: _Engine, raw: bytes) -> str:
+        plain = _pkcs7_unpad(cipher.decrypt(raw))
         content = plain[_RANDOM_LEN:]
         if len(content) < _LEN_FIELD:
             raise BadCiphertext(message_zh="微信加密消息长度字段无效。")

@@ -458,3 +458,57 @@ def test_error_hierarchy() -> None:
     custom = WeChatEnvelopeError("x_code", "出错了")
     assert (custom.code, custom.message_zh) == ("x_code", "出错了")
     assert issubclass(PayloadTooLarge, BadPayload)
+
+
+def _fresh_cbc(key: bytes, data: bytes, decrypt: bool = False) -> bytes:
+    cipher = Cipher(algorithms.AES(key), modes.CBC(key[:16]))
+    ctx = cipher.decryptor() if decrypt else cipher.encryptor()
+    return ctx.update(data) + ctx.finalize()
+
+
+def test_reused_aes_contexts_give_what_a_fresh_context_gives_message_after_message() -> None:
+    # The engine keeps one OpenSSL context per thread (docs/bench/webhook.md): every message, however many
+    # came before it and however long, must be sealed and opened exactly as by a context made for it alone.
+    crypto = Crypto(OA_TOKEN, [OA_KEY], OA_APPID)
+    key = base64.b64decode(OA_KEY + "=")
+    for n, text in enumerate(["a", "你好" * 40, "x" * 15, "😀" * 300, "<xml/>", "b" * 1000]):
+        prefix = bytes([n]) * 16
+        sealed = crypto.encrypt(text, nonce="1", timestamp="2", random_prefix=prefix)
+        raw = base64.b64decode(sealed["Encrypt"])
+        body = text.encode()
+        expected = _fresh_cbc(key, _pad(prefix + struct.pack(">I", len(body)) + body + OA_APPID.encode()))
+        assert raw == expected, n
+        assert crypto.decrypt(sealed["Encrypt"], sealed["MsgSignature"], "2", "1") == (text, 0)
+        assert _fresh_cbc(key, raw, decrypt=True)[20:20 + len(body)] == body
+
+
+def test_reused_aes_contexts_stay_correct_with_many_threads() -> None:
+    import threading
+
+    crypto = Crypto(OA_TOKEN, [OA_KEY], OA_APPID)
+    key = base64.b64decode(OA_KEY + "=")
+    errors: list[str] = []
+
+    def work(i: int) -> None:
+        for j in range(300):
+            text = f"线程{i}消息{j}" * (1 + j % 7)
+            prefix = struct.pack(">QQ", i, j)
+            sealed = crypto.encrypt(text, nonce="1", timestamp="2", random_prefix=prefix)
+            body = text.encode()
+            expected = _fresh_cbc(key, _pad(prefix + struct.pack(">I", len(body)) + body + OA_APPID.encode()))
+            if base64.b64decode(sealed["Encrypt"]) != expected:
+                errors.append(f"encrypt {i}/{j}")
+            if crypto.decrypt(sealed["Encrypt"], sealed["MsgSignature"], "2", "1") != (text, 0):
+                errors.append(f"decrypt {i}/{j}")
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+
+
+def _pad(data: bytes) -> bytes:
+    n = 32 - len(data) % 32
+    return data + bytes([n]) * n
