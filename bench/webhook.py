@@ -216,12 +216,12 @@ def summarise(name: str, res: Result) -> dict:
     return out
 
 
-def _cpu_ticks(pids: list[int]) -> int:
+def _cpu_ticks(pids: list[int], kernel_only: bool = False) -> int:
     total = 0
     for pid in pids:
         try:
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])  # utime + stime
+            total += (0 if kernel_only else int(fields[11])) + int(fields[12])  # utime + stime
         except (OSError, IndexError, ValueError):
             pass
     return total
@@ -244,7 +244,8 @@ def _switches(pids: list[int]) -> int:
 def cpu_split(groups: dict[str, list[int]]) -> dict[str, int]:
     """CPU ticks so far of each named group of processes ("self" means this process, all threads), and
     the workers' context switches (key "switches")."""
-    out = {"switches": _switches(groups.get("gunicorn workers", []))}
+    out = {"switches": _switches(groups.get("gunicorn workers", [])),
+           "kernel": _cpu_ticks(groups.get("gunicorn workers", []), kernel_only=True)}
     for name, pids in groups.items():
         if name == "self":
             t = os.times()
@@ -272,8 +273,10 @@ def cpu_report(before: dict[str, int], after: dict[str, int], requests: int) -> 
     if not requests:
         return ""
     hz = os.sysconf("SC_CLK_TCK")
-    parts = [f"{name} {(after[name] - before[name]) / hz / requests * 1e6:.0f}" for name in before
-             if name != "switches"]
+    parts = [f"{name} {(after[name] - before[name]) / hz / requests * 1e6:.0f}"
+             + (f" (kernel {(after['kernel'] - before['kernel']) / hz / requests * 1e6:.0f})"
+                if name == "gunicorn workers" else "")
+             for name in before if name not in ("switches", "kernel")]
     return (f"CPU us/request: {', '.join(parts)}; worker context switches/request "
             f"{(after['switches'] - before['switches']) / requests:.1f}")
 

@@ -46,7 +46,8 @@ _DONE = b"D"
 # within the limit); the reply's first element is then 2. (A generic interpreter of a command list cost
 # Redis ~3x the CPU of these scripts and the client twice the arguments to pack: docs/bench/webhook.md.)
 _CLAIM_HEAD = """local created = redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2])
-local r = {created and 1 or 0, created and false or redis.call('GET', KEYS[1])}
+local r = {1, false}
+if not created then r = {0, redis.call('GET', KEYS[1])} end
 """
 _CLAIM_ANSWER = """if created then
   local user, state = r[{user}], r[{state}]
@@ -57,6 +58,7 @@ _CLAIM_ANSWER = """if created then
 end
 """
 _LITERAL = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+_LITERALS: dict[str, bool] = {}  # hash field name -> may be written into the script
 _MAX_SHAPES = 64  # distinct command shapes compiled per process (the webhook has a handful)
 
 
@@ -134,10 +136,16 @@ class Commands:
         self.ops.append((name, index, parts))
         self.values += values
 
-    def _field(self, name: Any) -> tuple[tuple, tuple]:
-        if isinstance(name, str) and _LITERAL.fullmatch(name):
-            return (name,), ()
-        return (None,), (name,)
+    @staticmethod
+    def _field(name: Any) -> tuple[tuple, tuple]:
+        if not isinstance(name, str):
+            return (None,), (name,)
+        literal = _LITERALS.get(name)
+        if literal is None:
+            literal = _LITERAL.fullmatch(name) is not None
+            if len(_LITERALS) < 1024:  # field names come from code: a handful
+                _LITERALS[name] = literal
+        return ((name,), ()) if literal else ((None,), (name,))
 
     def get(self, key: str) -> None:
         self._add("GET", key, (), ())

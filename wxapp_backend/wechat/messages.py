@@ -467,9 +467,25 @@ def truncate_utf8(text: str, max_bytes: int = REPLY_TEXT_MAX_BYTES, suffix: str 
 
 
 def _cdata(value: str) -> str:
+    if value.isascii() and value.isprintable() and "]]>" not in value:  # ids and keywords: nothing to clean
+        return "<![CDATA[" + value + "]]>"
     value = _XML_ILLEGAL.sub("", value)
     # A literal "]]>" would close the section early; split it across two sections.
     return "<![CDATA[" + value.replace("]]>", "]]]]><![CDATA[>") + "]]>"
+
+
+_TEXT_BODIES: dict[str, str] = {}  # reply text -> its <Content> element (fixed answers repeat the same text)
+_TEXT_BODIES_MAX = 512
+
+
+def _text_body(text: str) -> str:
+    body = _TEXT_BODIES.get(text)
+    if body is None:
+        body = f"<Content>{_cdata(truncate_utf8(_XML_ILLEGAL.sub('', text)))}</Content>"
+        if len(_TEXT_BODIES) >= _TEXT_BODIES_MAX:
+            _TEXT_BODIES.clear()
+        _TEXT_BODIES[text] = body
+    return body
 
 
 def _now(now: float | None) -> int:
@@ -495,22 +511,21 @@ def render_text_reply(msg: Message, text: str, now: float | None = None, fmt: st
     """
     if not text or not text.strip():
         raise ValueError("empty reply text; answer 'success' instead")
-    text = truncate_utf8(_XML_ILLEGAL.sub("", text))
-    if fmt == "json":
-        return json.dumps(
-            {
-                "ToUserName": msg.source,
-                "FromUserName": msg.target,
-                "CreateTime": _now(now),
-                "MsgType": "text",
-                "Content": text,
-            },
-            ensure_ascii=False,
-            separators=(",", ":"),
-        )
-    if fmt != "xml":
+    if fmt == "xml":
+        return _xml_reply(msg, now, "text", _text_body(text))
+    if fmt != "json":
         raise ValueError(f"unknown reply format {fmt!r}")
-    return _xml_reply(msg, now, "text", f"<Content>{_cdata(text)}</Content>")
+    return json.dumps(
+        {
+            "ToUserName": msg.source,
+            "FromUserName": msg.target,
+            "CreateTime": _now(now),
+            "MsgType": "text",
+            "Content": truncate_utf8(_XML_ILLEGAL.sub("", text)),
+        },
+        ensure_ascii=False,
+        separators=(",", ":"),
+    )
 
 
 def render_image_reply(msg: Message, media_id: str, now: float | None = None) -> str:
