@@ -203,7 +203,7 @@ _BASE_FEATURES: tuple[str, ...] = (
     "ans_norm",
     "sibling",
     "lead_bi",
-    # Question-matching signals of one phrasing, divided by its entry's number of phrasings: a curated FAQ
+    # Question-matching signals of one phrasing, for entries with a single phrasing only: a curated FAQ
     # entry with many phrasings is a topic that answers several kinds of question, a single-phrasing entry
     # (LCQMC, the ~100k index) is one question.
     "qw_mismatch",  # question-word types (什么 / 怎么 / 哪里 / 多少 / 为什么 / 吗 ...) in only one side, over both
@@ -380,9 +380,10 @@ class SearchIndex:
         self.doc_tokens: list[tuple[str, ...]] = [a.tokens for a in analyses]
         self.doc_chars: list[str] = [a.chars for a in analyses]
         self.doc_qmask: list[int] = [question_mask(a.normalized) for a in analyses]
-        # 1 / (number of phrasings of the document's entry): scales the round-6 question-matching features.
+        # 1 for a document whose entry has one phrasing, else 0: the round-6 question-matching features apply
+        # to one-question entries only (docs/bench/kb.md, round 6b).
         n_of = np.bincount(self.doc_entry) if len(self.doc_entry) else np.zeros(0, dtype=np.int64)
-        self.doc_share = 1.0 / n_of[self.doc_entry] if len(self.doc_entry) else np.zeros(0)
+        self.doc_share = (n_of[self.doc_entry] == 1).astype(float) if len(self.doc_entry) else np.zeros(0)
         p = self.params
         # In an index of answer texts (most documents are passages) every document is a passage, short
         # answers too; in an index of questions only the long documents are.
