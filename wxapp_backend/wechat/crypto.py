@@ -204,7 +204,9 @@ class _Engine:
     message: creating one cost about as much as the AES work of a whole push (docs/bench/webhook.md).
 
     Each thread keeps two long-lived contexts (an OpenSSL context must not be shared between threads):
-    - decryption: AES-ECB, then CBC's chaining by hand: P[i] = D(C[i]) xor C[i-1], with C[0-1] = IV;
+    - decryption: one CBC decryptor that goes on chaining from the last ciphertext block it was given (S):
+      for the next message it gives D(C[0]) xor S as the first block, so that block is corrected by
+      xor (S xor IV); every later block chains on the message's own blocks as in a fresh decryptor;
     - encryption: one CBC encryptor that goes on chaining from the last block it produced (S). The first
       block of the next message is given as P[0] xor IV xor S, so that the encryptor's E(that xor S) is
       E(P[0] xor IV): the same ciphertext as a fresh encryptor with the IV.
@@ -217,16 +219,24 @@ class _Engine:
 
     def _contexts(self) -> threading.local:
         local = self._local
-        if not hasattr(local, "ecb"):
-            local.ecb = Cipher(algorithms.AES(self.key), modes.ECB()).decryptor()  # noqa: S305 - CBC by hand
-            local.cbc = Cipher(algorithms.AES(self.key), modes.CBC(self.iv)).encryptor()
-            local.last = self.iv
+        if not hasattr(local, "dec"):
+            cipher = Cipher(algorithms.AES(self.key), modes.CBC(self.iv))
+            local.dec, local.dec_last = cipher.decryptor(), self.iv
+            local.cbc, local.last = cipher.encryptor(), self.iv
         return local
 
     def decrypt(self, raw: bytes) -> bytes:
-        if len(raw) % 16:
+        if not raw or len(raw) % 16:
             raise ValueError("ciphertext must be whole AES blocks")
-        return _xor(self._contexts().ecb.update(raw), self.iv + raw[:-16])
+        local = self._contexts()
+        try:
+            out = local.dec.update(raw)
+        except BaseException:
+            del local.dec, local.cbc  # start afresh: the chaining value is no longer known
+            raise
+        first = _xor(out[:16], _xor(self.iv, local.dec_last))
+        local.dec_last = raw[-16:]
+        return first + out[16:]
 
     def encrypt(self, data: bytes) -> bytes:
         if not data or len(data) % 16:
@@ -236,7 +246,7 @@ class _Engine:
         try:
             out = local.cbc.update(first + data[16:])
         except BaseException:
-            del local.ecb, local.cbc  # start afresh: the chaining value is no longer known
+            del local.dec, local.cbc  # start afresh: the chaining value is no longer known
             raise
         local.last = out[-16:]
         return out
