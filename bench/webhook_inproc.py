@@ -2,12 +2,13 @@
 
 Builds the same pushes as bench/webhook.py (a greeting from 50 users, unique MsgIds, encrypted beforehand),
 calls the WSGI app directly and prints CPU and wall time per push, the embedded Redis server's CPU per push
-and the Redis commands each push ran. With `--callgrind` it runs itself twice under valgrind (300 and 1,300
-pushes over the same 1,800 built requests) and prints user-space instructions per push from the
-difference: a figure that does not depend on what else the machine is doing.
+and the Redis commands each push ran. With `--callgrind` it runs itself under valgrind and has callgrind
+dump its counters right before and right after the measured pushes (`callgrind_control -d`), so the
+user-space instructions per push come from the pushes alone (no start-up in them): a figure that does not
+depend on what else the machine is doing.
 
     .venv/bin/python bench/webhook_inproc.py [--pushes 3000]
-    .venv/bin/python bench/webhook_inproc.py --callgrind          # needs valgrind (Debian package)
+    .venv/bin/python bench/webhook_inproc.py --callgrind [--pushes 1000]   # needs valgrind (Debian package)
 """
 
 from __future__ import annotations
@@ -72,10 +73,17 @@ def run(pushes: int, built: int) -> None:
         r = setup.extensions["wxapp"].redis
         server = int(r.info("server")["process_id"])
         stats0, server0 = r.info("commandstats"), _server_cpu(server)
+        dump = os.environ.get("BENCH_CALLGRIND_DUMP")
+        if dump:
+            subprocess.run(["callgrind_control", "--dump=before", str(os.getpid())], check=True,
+                           stdout=subprocess.DEVNULL)
         cpu0, wall0 = time.process_time(), time.perf_counter()
         for env in environs[500:500 + pushes]:
             b"".join(app(env, start_response))
         cpu1, wall1 = time.process_time(), time.perf_counter()
+        if dump:
+            subprocess.run(["callgrind_control", "--dump=pushes", str(os.getpid())], check=True,
+                           stdout=subprocess.DEVNULL)
         server1, stats1 = _server_cpu(server), r.info("commandstats")
         print(f"{pushes} pushes: CPU {1e6 * (cpu1 - cpu0) / pushes:.0f} us/push, wall "
               f"{1e6 * (wall1 - wall0) / pushes:.0f} us/push, Redis server CPU {1e6 * (server1 - server0) / pushes:.0f} "
@@ -87,30 +95,31 @@ def run(pushes: int, built: int) -> None:
         stop_embedded_redis(instance)
 
 
-def callgrind() -> None:
-    totals = []
-    for n in (300, 1300):
-        with tempfile.NamedTemporaryFile(suffix=".callgrind") as out:
-            subprocess.run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out.name}", sys.executable,
-                            __file__, "--pushes", str(n), "--built", "1800"],
-                           check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            text = Path(out.name).read_text(errors="replace")
-        line = next(x for x in text.splitlines() if x.startswith(("summary:", "totals:")))
-        totals.append(int(line.split()[1]))
-        print(f"  {n} pushes: {totals[-1]:,} instructions in all", flush=True)
-    print(f"user-space instructions per push: {(totals[1] - totals[0]) / 1000:,.0f}")
+def callgrind(pushes: int) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "callgrind.out"
+        subprocess.run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", sys.executable, __file__,
+                        "--pushes", str(pushes)], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                       env={**os.environ, "BENCH_CALLGRIND_DUMP": "1", "PYTHONHASHSEED": "0"})
+        for part in sorted(Path(tmp).glob("callgrind.out*")):
+            lines = part.read_text(errors="replace").splitlines()
+            if "desc: Trigger: dump pushes" in lines:  # the dump taken right after the measured pushes
+                total = int(next(x for x in lines if x.startswith(("summary:", "totals:"))).split()[1])
+                print(f"user-space instructions per push: {total / pushes:,.0f} ({pushes} pushes, {total:,} in all)")
+                return
+    raise SystemExit("callgrind wrote no dump for the pushes")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--pushes", type=int, default=3000)
+    ap.add_argument("--pushes", type=int, default=None, help="measured pushes (default 3000; 1000 with --callgrind)")
     ap.add_argument("--built", type=int, default=0, help="requests to build (default: pushes + 500)")
     ap.add_argument("--callgrind", action="store_true", help="instructions per push under valgrind")
     args = ap.parse_args()
     if args.callgrind:
-        callgrind()
+        callgrind(args.pushes or 1000)
     else:
-        run(args.pushes, args.built)
+        run(args.pushes or 3000, args.built)
 
 
 if __name__ == "__main__":
