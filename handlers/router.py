@@ -109,11 +109,37 @@ def inline_ok(mw: Any, ctx: Context) -> bool:
     return bool(flag(ctx) if callable(flag) else flag)
 
 
+class _Rules(list):
+    """The router's rule list; every change bumps `version` (remembered plans are valid for one version)."""
+
+    version = 0
+
+    def _changed(self) -> None:
+        self.version += 1
+
+
+def _bumps(name: str) -> Callable[..., Any]:
+    method = getattr(list, name)
+
+    def changed(self: _Rules, *args: Any, **kwargs: Any) -> Any:
+        result = method(self, *args, **kwargs)
+        self._changed()
+        return result
+
+    changed.__name__ = name
+    return changed
+
+
+for _name in ("append", "extend", "insert", "pop", "remove", "clear", "sort", "reverse", "__setitem__",
+              "__delitem__", "__iadd__", "__imul__"):
+    setattr(_Rules, _name, _bumps(_name))
+
+
 class Router:
     """Rules and middleware; `dispatch(ctx)` runs the chain and the first matching handler."""
 
     def __init__(self) -> None:
-        self.rules: list[Rule] = []
+        self.rules: list[Rule] = _Rules()
         self.middleware: list[Middleware] = []
         self.fallback: Handler | None = None
         self.fallback_fast = False
@@ -121,7 +147,7 @@ class Router:
         # Router.plan's outcome per message (routing fields) for users with no conversation state: the index
         # of the winning rule (-1: the fallback), or None (not quick). Valid for this list of rules only.
         self._plans: dict[tuple, int | None] = {}
-        self._plans_for: tuple[int, Rule | None, Handler | None, bool] = (0, None, None, False)
+        self._plans_for: tuple[Any, int, Handler | None, bool] = (None, -1, None, False)
 
     # ----------------------------------------------------------------------------------- registration
 
@@ -272,8 +298,8 @@ class Router:
 
     def _plans_valid(self) -> bool:
         rules = self.rules
-        now = (len(rules), rules[-1] if rules else None, self.fallback, self.fallback_fast)
-        if self._plans_for != now:  # rules added, replaced or a new fallback: forget every outcome
+        now = (rules, getattr(rules, "version", None), self.fallback, self.fallback_fast)
+        if now[1] is None or self._plans_for != now:  # rules changed or a new fallback: forget every outcome
             self._plans = {}
             self._plans_for = now
             return False

@@ -235,3 +235,16 @@ def test_a_matcher_that_would_now_match_is_not_skipped_for_a_different_text():
     c = ctx(content="stop", prefetched=dict(NO_STATE))
     assert not r.plan(c)  # "stop" is its own key: the matcher runs and wins (a rule that is not fast)
     assert tested == ["你好", "stop"]
+
+
+def test_remembered_plans_are_forgotten_when_a_rule_is_replaced_in_place():
+    r, _ = counting_router(pure=True)
+    assert r.plan(ctx(content="你好", prefetched=dict(NO_STATE)))
+    first = r.rules[0]  # the matcher before the greeting; same length afterwards, same last rule
+    r.rules[0] = first.__class__("text:你好", lambda c: c.text == "你好", lambda c: "换了", fast=True, pure=True)
+    c = ctx(content="你好", prefetched=dict(NO_STATE))
+    assert r.plan(c) and r.dispatch(c) == Text("换了")
+    r.rules = list(r.rules)  # a plain list: nothing is remembered, plans still right
+    r.rules[0] = first
+    c = ctx(content="你好", prefetched=dict(NO_STATE))
+    assert r.plan(c) and r.dispatch(c) == Text("您好")
