@@ -114,16 +114,13 @@ class _Rules(list):
 
     version = 0
 
-    def _changed(self) -> None:
-        self.version += 1
-
 
 def _bumps(name: str) -> Callable[..., Any]:
     method = getattr(list, name)
 
     def changed(self: _Rules, *args: Any, **kwargs: Any) -> Any:
         result = method(self, *args, **kwargs)
-        self._changed()
+        self.version += 1
         return result
 
     changed.__name__ = name

@@ -225,6 +225,10 @@ class _Engine:
             local.cbc, local.last = cipher.encryptor(), self.iv
         return local
 
+    @staticmethod
+    def _forget(local: threading.local) -> None:
+        del local.dec, local.cbc  # start afresh: the chaining values are no longer known
+
     def decrypt(self, raw: bytes) -> bytes:
         if not raw or len(raw) % 16:
             raise ValueError("ciphertext must be whole AES blocks")
@@ -232,7 +236,7 @@ class _Engine:
         try:
             out = local.dec.update(raw)
         except BaseException:
-            del local.dec, local.cbc  # start afresh: the chaining value is no longer known
+            self._forget(local)
             raise
         first = _xor(out[:16], _xor(self.iv, local.dec_last))
         local.dec_last = raw[-16:]
@@ -246,7 +250,7 @@ class _Engine:
         try:
             out = local.cbc.update(first + data[16:])
         except BaseException:
-            del local.dec, local.cbc  # start afresh: the chaining value is no longer known
+            self._forget(local)
             raise
         local.last = out[-16:]
         return out

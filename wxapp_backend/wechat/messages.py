@@ -478,10 +478,15 @@ _TEXT_BODIES: dict[str, str] = {}  # reply text -> its <Content> element (fixed 
 _TEXT_BODIES_MAX = 512
 
 
+def _reply_text(text: str) -> str:
+    """A reply text as WeChat takes it: no characters XML forbids, within the byte limit."""
+    return truncate_utf8(_XML_ILLEGAL.sub("", text))
+
+
 def _text_body(text: str) -> str:
     body = _TEXT_BODIES.get(text)
     if body is None:
-        body = f"<Content>{_cdata(truncate_utf8(_XML_ILLEGAL.sub('', text)))}</Content>"
+        body = f"<Content>{_cdata(_reply_text(text))}</Content>"
         if len(_TEXT_BODIES) >= _TEXT_BODIES_MAX:
             _TEXT_BODIES.clear()
         _TEXT_BODIES[text] = body
@@ -521,7 +526,7 @@ def render_text_reply(msg: Message, text: str, now: float | None = None, fmt: st
             "FromUserName": msg.target,
             "CreateTime": _now(now),
             "MsgType": "text",
-            "Content": truncate_utf8(_XML_ILLEGAL.sub("", text)),
+            "Content": _reply_text(text),
         },
         ensure_ascii=False,
         separators=(",", ":"),

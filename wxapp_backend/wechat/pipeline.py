@@ -359,12 +359,9 @@ class Pipeline:
 
     def _run_inline(self, ctx: Context, deadline: float) -> Reply | None:
         """A quick route in the request thread. The deadline still holds: a reply that comes too late
-        (which a fast rule should never do) goes by customer-service message and the push gets success."""
-        if has_app_context():
-            reply = self.router.dispatch(ctx)
-        else:
-            with self.app.app_context():
-                reply = self.router.dispatch(ctx)
+        (which a fast rule should never do) goes by customer-service message and the push gets success.
+        Runs inside the app context `_answer` opened."""
+        reply = self.router.dispatch(ctx)
         if time.monotonic() > deadline:
             msg = ctx.msg
             log.warning("chat handler missed the deadline", extra={"account": msg.account, "msg_type": msg.msg_type,
