@@ -1,4 +1,4 @@
-"""gunicorn settings; environment: BIND, WEB_CONCURRENCY, WEB_THREADS, WEB_TIMEOUT."""
+"""gunicorn settings; environment: BIND, WEB_CONCURRENCY, WEB_THREADS, WEB_TIMEOUT, WEB_WORKER_CLASS."""
 
 import multiprocessing
 import os
@@ -7,7 +7,8 @@ import tempfile
 
 bind = os.environ.get("BIND", "127.0.0.1:8000")
 workers = int(os.environ.get("WEB_CONCURRENCY") or max(2, multiprocessing.cpu_count() * 2))
-worker_class = "gthread"
+# gthread, with keep-alive connections spread evenly over the workers (wxapp_backend/http_worker.py).
+worker_class = os.environ.get("WEB_WORKER_CLASS") or "wxapp_backend.http_worker.BalancedThreadWorker"
 threads = int(os.environ.get("WEB_THREADS") or 4)
 timeout = int(os.environ.get("WEB_TIMEOUT") or 30)
 graceful_timeout = 20
@@ -31,9 +32,18 @@ def on_starting(server):
     os.makedirs(_metrics_dir, exist_ok=True)
 
 
+def pre_fork(server, worker):
+    from wxapp_backend.http_worker import assign_slot
+
+    assign_slot(server, worker)
+
+
 def child_exit(server, worker):
     from prometheus_client import multiprocess
 
+    from wxapp_backend.http_worker import release_slot
+
+    release_slot(server, worker)
     multiprocess.mark_process_dead(worker.pid)
 
 

@@ -1,0 +1,147 @@
+"""gunicorn's threaded worker, with keep-alive connections spread evenly over the worker processes.
+
+With the stock gthread worker every process polls the shared listening socket and whichever wakes first
+accepts; a keep-alive connection then stays with that process for its whole life. When many connections
+open at once (WeChat's servers after a lull, a load balancer's pool), the split is left to chance: one
+process may hold 24 of 50 connections and another none, and the clients on the crowded process wait about
+twice as long as the rest (docs/bench/webhook.md, session 4). Here each process publishes how many
+connections it holds in a small table shared by every process of the server (an anonymous shared mapping
+made by the master before it forks), and a process holding `SLACK` or more connections than the least
+loaded live process leaves a waiting connection to the others: it stops polling the listener for a moment
+(`PAUSE` seconds) instead of accepting. The least loaded process always accepts, so nothing waits on a
+decision. A process counts only while it is alive and its main loop is turning: the master clears the row
+of a process that exited (`release_slot`, from `child_exit`), and a row whose heartbeat (written on every
+turn of the loop, which turns at least once a second) is older than `STALE` seconds is ignored, so a hung
+process cannot hold the others back.
+
+Everything else is gunicorn 23's ThreadWorker as it is.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import selectors
+import time
+
+from gunicorn.workers.gthread import ThreadWorker
+
+SLOTS = 256  # worker processes one server can have at once (gunicorn's own limit is far above real use)
+SLACK = 2  # accept while holding fewer than (least loaded live process + SLACK) connections
+PAUSE = 0.002  # seconds a process that left a connection to the others stops polling the listener
+STALE = 3.0  # seconds without a heartbeat after which a process no longer counts
+WIDTH = 3  # native 64-bit integers per row: pid, connections, heartbeat (time.monotonic_ns())
+
+# One row per worker slot. Made at import, which happens in the master when gunicorn loads the worker class,
+# so every forked worker shares the same pages. CLOCK_MONOTONIC is one clock for every process.
+_TABLE = mmap.mmap(-1, SLOTS * WIDTH * 8)
+_ROWS = memoryview(_TABLE).cast("q")
+
+
+def _clear(rows, slot: int) -> None:
+    for i in range(WIDTH):
+        rows[WIDTH * slot + i] = 0
+
+
+def assign_slot(server, worker) -> None:
+    """Master, before forking `worker` (gunicorn's pre_fork hook): give it the lowest free row."""
+    taken = {getattr(w, "wxapp_slot", None) for w in server.WORKERS.values()}
+    worker.wxapp_slot = next((i for i in range(SLOTS) if i not in taken), None)
+    if worker.wxapp_slot is not None:
+        _clear(_ROWS, worker.wxapp_slot)
+
+
+def release_slot(server, worker) -> None:
+    """Master, after `worker` exited (gunicorn's child_exit hook): its connections are gone."""
+    slot = getattr(worker, "wxapp_slot", None)
+    if slot is not None:
+        _clear(_ROWS, slot)
+
+
+def should_accept(rows, slot: int, slack: int = SLACK, now_ns: int | None = None) -> bool:
+    """May the process in row `slot` accept one more connection? Yes while it holds fewer than the least
+    loaded live process (pid != 0, heartbeat younger than STALE) plus `slack`; the least loaded process
+    itself always may."""
+    mine = rows[WIDTH * slot + 1]
+    least = mine
+    oldest = (time.monotonic_ns() if now_ns is None else now_ns) - int(STALE * 1e9)
+    for i in range(0, len(rows), WIDTH):
+        if rows[i] and rows[i + 1] < least and rows[i + 2] >= oldest:
+            least = rows[i + 1]
+    return mine < least + slack
+
+
+class _Selector(selectors.DefaultSelector):  # type: ignore[misc, valid-type]
+    """The worker's poller, able to leave the listening sockets out for a moment."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.paused: list[tuple] = []  # (fileobj, events, data) of listeners taken out
+        self.resume_at = 0.0
+        self.lock = None  # the worker's lock around poller changes (set by the worker)
+
+    def pause(self, fileobj) -> None:
+        key = self.get_key(fileobj)
+        with self.lock:
+            self.unregister(fileobj)
+        self.paused.append((key.fileobj, key.events, key.data))
+        self.resume_at = time.monotonic() + PAUSE
+
+    def select(self, timeout=None):
+        if not self.paused:
+            return super().select(timeout)
+        left = self.resume_at - time.monotonic()
+        if left > 0:
+            events = super().select(left if timeout is None else min(timeout, left))
+            if events or time.monotonic() < self.resume_at:
+                return events
+        # The pause is over: the listeners are polled again, without waiting past the pause's end (the
+        # worker's loop calls again at once, and any connection that waited all along is reported now).
+        with self.lock:
+            for fileobj, events, data in self.paused:
+                self.register(fileobj, events, data)
+        self.paused = []
+        return super().select(0)
+
+
+class BalancedThreadWorker(ThreadWorker):
+    """gthread with even keep-alive connections (see the module's docstring)."""
+
+    _conns = 0
+
+    @property
+    def nr_conns(self) -> int:  # type: ignore[override]
+        return self._conns
+
+    @nr_conns.setter
+    def nr_conns(self, value: int) -> None:
+        self._conns = value
+        slot = getattr(self, "wxapp_slot", None)
+        if slot is not None:
+            _ROWS[WIDTH * slot + 1] = value
+
+    def notify(self) -> None:
+        """gunicorn's heartbeat to the master, once per turn of the main loop; also ours to the others."""
+        super().notify()
+        slot = getattr(self, "wxapp_slot", None)
+        if slot is not None:
+            _ROWS[WIDTH * slot + 2] = time.monotonic_ns()
+
+    def run(self) -> None:
+        slot = getattr(self, "wxapp_slot", None)
+        if slot is not None:
+            _ROWS[WIDTH * slot + 1] = self._conns
+            _ROWS[WIDTH * slot + 2] = time.monotonic_ns()
+            _ROWS[WIDTH * slot] = os.getpid()
+        poller = _Selector()
+        poller.lock = self._lock
+        self.poller.close()
+        self.poller = poller
+        super().run()
+
+    def accept(self, server, listener) -> None:
+        slot = getattr(self, "wxapp_slot", None)
+        if slot is not None and not should_accept(_ROWS, slot):
+            self.poller.pause(listener)  # another process is less loaded: let it take this connection
+            return
+        super().accept(server, listener)
