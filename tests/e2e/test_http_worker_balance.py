@@ -4,7 +4,9 @@ its worker processes: no process holds more than SLACK connections above the lea
 from __future__ import annotations
 
 import collections
+import contextlib
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -13,7 +15,7 @@ import time
 import pytest
 
 from tests.e2e.helpers import ROOT, free_port, tail
-from wxapp_backend.http_worker import SLACK
+from wxapp_backend.http_worker import SLACK, STALE
 
 pytestmark = pytest.mark.e2e
 
@@ -59,9 +61,10 @@ def _workers_up(port: int, workers: int, proc: subprocess.Popen, stderr_path, ti
             time.sleep(0.1)
 
 
-def _loads(tmp_path, workers: int, connections: int, worker_class: str | None = None) -> collections.Counter:
-    """Open `connections` keep-alive connections at once to the project's gunicorn; how many each worker
-    process holds."""
+@contextlib.contextmanager
+def _gunicorn(tmp_path, workers: int, worker_class: str | None = None):
+    """The project's gunicorn serving APP with `workers` processes, every worker up. Yields (master process,
+    port, sockets): sockets put in that list are closed before the server stops."""
     (tmp_path / "pid_app.py").write_text(APP)
     port = free_port()
     env = {**os.environ, "BIND": f"127.0.0.1:{port}", "WEB_CONCURRENCY": str(workers), "WEB_THREADS": "2",
@@ -78,11 +81,7 @@ def _loads(tmp_path, workers: int, connections: int, worker_class: str | None = 
     try:
         _workers_up(port, workers, proc, stderr_path)
         time.sleep(0.3)  # the probing connections above are closed and counted out
-        socks = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(connections)]
-        # Each connection asks twice: the second answer comes from the same process (kept alive).
-        pids = [_ask(s, port) for s in socks]
-        assert [_ask(s, port) for s in socks] == pids
-        return collections.Counter(pids)
+        yield proc, port, socks
     finally:
         for s in socks:
             s.close()
@@ -91,6 +90,17 @@ def _loads(tmp_path, workers: int, connections: int, worker_class: str | None = 
             proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+def _loads(tmp_path, workers: int, connections: int, worker_class: str | None = None) -> collections.Counter:
+    """Open `connections` keep-alive connections at once to the project's gunicorn; how many each worker
+    process holds."""
+    with _gunicorn(tmp_path, workers, worker_class) as (_, port, socks):
+        socks += [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(connections)]
+        # Each connection asks twice: the second answer comes from the same process (kept alive).
+        pids = [_ask(s, port) for s in socks]
+        assert [_ask(s, port) for s in socks] == pids
+        return collections.Counter(pids)
 
 
 def _spread(loads: collections.Counter, workers: int) -> int:
@@ -114,42 +124,19 @@ def test_negative_control_the_stock_gthread_worker_piles_connections_up(tmp_path
 def test_a_hung_worker_does_not_hold_connections_back(tmp_path):
     """A worker whose main loop stops (SIGSTOP here) still shows the fewest connections; once its heartbeat
     is STALE seconds old the others take every new connection."""
-    import signal
-
-    from wxapp_backend.http_worker import STALE
-
-    (tmp_path / "pid_app.py").write_text(APP)
-    port = free_port()
-    env = {**os.environ, "BIND": f"127.0.0.1:{port}", "WEB_CONCURRENCY": "3", "WEB_THREADS": "2",
-           "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics")}
-    env.pop("WEB_WORKER_CLASS", None)
-    stderr_path = tmp_path / "gunicorn.stderr"
-    with open(stderr_path, "wb") as err:
-        proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", str(ROOT / "gunicorn.conf.py"),
-                                 "--pythonpath", str(tmp_path), "pid_app:app"],
-                                cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=err)
-    socks: list[socket.socket] = []
     hung = None
-    try:
-        _workers_up(port, 3, proc, stderr_path)
-        time.sleep(0.3)
-        children = subprocess.run(["ps", "-o", "pid=", "--ppid", str(proc.pid)], capture_output=True,
-                                  text=True).stdout.split()
-        hung = int(children[0])
-        os.kill(hung, signal.SIGSTOP)
-        time.sleep(STALE + 1.0)
-        started = time.monotonic()
-        socks = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(20)]
-        pids = collections.Counter(_ask(s, port) for s in socks)
-        assert hung not in pids and sum(pids.values()) == 20, pids
-        assert time.monotonic() - started < 5.0
-    finally:
-        for s in socks:
-            s.close()
-        if hung is not None:
-            os.kill(hung, signal.SIGCONT)
-        proc.terminate()
+    with _gunicorn(tmp_path, 3) as (proc, port, socks):
         try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+            children = subprocess.run(["ps", "-o", "pid=", "--ppid", str(proc.pid)], capture_output=True,
+                                      text=True).stdout.split()
+            hung = int(children[0])
+            os.kill(hung, signal.SIGSTOP)
+            time.sleep(STALE + 1.0)
+            started = time.monotonic()
+            socks += [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(20)]
+            pids = collections.Counter(_ask(s, port) for s in socks)
+            assert hung not in pids and sum(pids.values()) == 20, pids
+            assert time.monotonic() - started < 5.0
+        finally:
+            if hung is not None:
+                os.kill(hung, signal.SIGCONT)
