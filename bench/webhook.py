@@ -1,6 +1,7 @@
 """Benchmark: a safe-mode OA text message through the full webhook pipeline vs a bare Flask endpoint.
 
-Both run on the same gunicorn (project gunicorn.conf.py, gthread) in the same run; the load generator is
+Both run on the same gunicorn (project gunicorn.conf.py: gthread with balanced keep-alive connections;
+`WEB_WORKER_CLASS=gthread` for gunicorn's own) in the same run; the load generator is
 asyncio with pre-built keep-alive HTTP/1.1 requests (unique MsgIds, encrypted beforehand), loopback only,
 bounded in time and count. Two modes, each run for the bare endpoint and then the full pipeline:
 
@@ -517,6 +518,7 @@ def main() -> None:
 
         if not os.environ.get("REDIS_URL"):
             stop_embedded_redis(instance)
+        shutil.rmtree(instance, ignore_errors=True)  # the temporary instance (SQLite, Redis files, metrics)
 
 
 if __name__ == "__main__":
