@@ -9,10 +9,12 @@ connections it holds in a small table shared by every process of the server (an 
 made by the master before it forks), and a process holding `SLACK` or more connections than the least
 loaded live process leaves a waiting connection to the others: it stops polling the listener for a moment
 (`PAUSE` seconds) instead of accepting. The least loaded process always accepts, so nothing waits on a
-decision. A process counts only while it is alive and its main loop is turning: the master clears the row
-of a process that exited (`release_slot`, from `child_exit`), and a row whose heartbeat (written on every
-turn of the loop, which turns at least once a second) is older than `STALE` seconds is ignored, so a hung
-process cannot hold the others back.
+decision. A process counts only while it is alive and its main loop is turning: a process leaves the table
+as soon as it stops accepting (gunicorn sets `alive` to False on SIGTERM, SIGQUIT, SIGINT, SIGABRT and after
+max_requests; it may then finish its requests for up to graceful_timeout), the master clears the row of a
+process that exited (`release_slot`, from `child_exit`), and a row whose heartbeat (written on every turn of
+the loop, which turns at least once a second) is older than `STALE` seconds is ignored, so a hung process
+cannot hold the others back.
 
 Everything else is gunicorn 23's ThreadWorker as it is.
 """
@@ -108,6 +110,18 @@ class BalancedThreadWorker(ThreadWorker):
     """gthread with even keep-alive connections (see the module's docstring)."""
 
     _conns = 0
+    _alive = True
+
+    @property
+    def alive(self) -> bool:  # type: ignore[override]
+        return self._alive
+
+    @alive.setter
+    def alive(self, value: bool) -> None:
+        self._alive = value
+        slot = getattr(self, "wxapp_slot", None)
+        if not value and slot is not None:
+            _ROWS[WIDTH * slot] = 0  # stopping: it accepts nothing more, so its load no longer counts
 
     @property
     def nr_conns(self) -> int:  # type: ignore[override]
@@ -129,7 +143,7 @@ class BalancedThreadWorker(ThreadWorker):
 
     def run(self) -> None:
         slot = getattr(self, "wxapp_slot", None)
-        if slot is not None:
+        if slot is not None and self.alive:
             _ROWS[WIDTH * slot + 1] = self._conns
             _ROWS[WIDTH * slot + 2] = time.monotonic_ns()
             _ROWS[WIDTH * slot] = os.getpid()
@@ -141,7 +155,9 @@ class BalancedThreadWorker(ThreadWorker):
 
     def accept(self, server, listener) -> None:
         slot = getattr(self, "wxapp_slot", None)
-        if slot is not None and not should_accept(_ROWS, slot):
-            self.poller.pause(listener)  # another process is less loaded: let it take this connection
+        if not self.alive or (slot is not None and not should_accept(_ROWS, slot)):
+            # Stopping (a signal can land while the loop waits in select, and gthread would still accept
+            # and then drop the connection when it exits), or another process is less loaded: leave it.
+            self.poller.pause(listener)
             return
         super().accept(server, listener)

@@ -62,10 +62,11 @@ def _workers_up(port: int, workers: int, proc: subprocess.Popen, stderr_path, ti
 
 
 @contextlib.contextmanager
-def _gunicorn(tmp_path, workers: int, worker_class: str | None = None):
+def _gunicorn(tmp_path, workers: int, worker_class: str | None = None, app_written: bool = False):
     """The project's gunicorn serving APP with `workers` processes, every worker up. Yields (master process,
     port, sockets): sockets put in that list are closed before the server stops."""
-    (tmp_path / "pid_app.py").write_text(APP)
+    if not app_written:
+        (tmp_path / "pid_app.py").write_text(APP)
     port = free_port()
     env = {**os.environ, "BIND": f"127.0.0.1:{port}", "WEB_CONCURRENCY": str(workers), "WEB_THREADS": "2",
            "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics")}
@@ -140,3 +141,40 @@ def test_a_hung_worker_does_not_hold_connections_back(tmp_path):
         finally:
             if hung is not None:
                 os.kill(hung, signal.SIGCONT)
+
+
+SLOW_APP = '''
+import os
+import time
+
+def app(environ, start_response):
+    if environ["PATH_INFO"] == "/slow":
+        time.sleep(4)
+    body = str(os.getpid()).encode()
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+    return [body]
+
+app.extensions = {}
+'''
+
+
+def test_a_stopping_worker_leaves_the_table_at_once(tmp_path):
+    """SIGTERM: a worker stops accepting but finishes its requests (here one of 4 s). While it does, its
+    connection count must not hold the others back: new connections are all taken by the others at once,
+    not after its heartbeat goes stale."""
+    (tmp_path / "pid_app.py").write_text(SLOW_APP)
+    with _gunicorn(tmp_path, 3, app_written=True) as (proc, port, socks):
+        socks += [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(6)]
+        pids = [_ask(s, port) for s in socks]  # two connections per worker
+        stopping = pids[0]
+        socks[0].sendall(f"GET /slow HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode())
+        time.sleep(0.3)  # the slow request is running
+        os.kill(stopping, signal.SIGTERM)
+        time.sleep(0.3)
+        started = time.monotonic()
+        fresh = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(12)]
+        socks += fresh
+        served = collections.Counter(_ask(s, port) for s in fresh)
+        elapsed = time.monotonic() - started
+        assert stopping not in served and sum(served.values()) == 12, served
+        assert elapsed < STALE - 1.0, f"{elapsed:.1f} s: the new connections waited for the stale rule"
