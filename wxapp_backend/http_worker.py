@@ -38,6 +38,8 @@ WIDTH = 3  # native 64-bit integers per row: pid, connections, heartbeat (time.m
 # so every forked worker shares the same pages. CLOCK_MONOTONIC is one clock for every process.
 _TABLE = mmap.mmap(-1, SLOTS * WIDTH * 8)
 _ROWS = memoryview(_TABLE).cast("q")
+# How many rows have ever been handed out (the master's high-water mark): the rows a worker has to read.
+_SPAN = memoryview(mmap.mmap(-1, 8)).cast("q")
 
 
 def _clear(rows, slot: int) -> None:
@@ -51,6 +53,7 @@ def assign_slot(server, worker) -> None:
     worker.wxapp_slot = next((i for i in range(SLOTS) if i not in taken), None)
     if worker.wxapp_slot is not None:
         _clear(_ROWS, worker.wxapp_slot)
+        _SPAN[0] = max(_SPAN[0], worker.wxapp_slot + 1)
 
 
 def release_slot(server, worker) -> None:
@@ -60,14 +63,14 @@ def release_slot(server, worker) -> None:
         _clear(_ROWS, slot)
 
 
-def should_accept(rows, slot: int, slack: int = SLACK, now_ns: int | None = None) -> bool:
+def should_accept(rows, slot: int, slack: int = SLACK, now_ns: int | None = None, span: int | None = None) -> bool:
     """May the process in row `slot` accept one more connection? Yes while it holds fewer than the least
-    loaded live process (pid != 0, heartbeat younger than STALE) plus `slack`; the least loaded process
-    itself always may."""
+    loaded live process (pid != 0, heartbeat younger than STALE) among the first `span` rows (default: all)
+    plus `slack`; the least loaded process itself always may."""
     mine = rows[WIDTH * slot + 1]
     least = mine
     oldest = (time.monotonic_ns() if now_ns is None else now_ns) - int(STALE * 1e9)
-    for i in range(0, len(rows), WIDTH):
+    for i in range(0, WIDTH * span if span else len(rows), WIDTH):
         if rows[i] and rows[i + 1] < least and rows[i + 2] >= oldest:
             least = rows[i + 1]
     return mine < least + slack
@@ -155,7 +158,7 @@ class BalancedThreadWorker(ThreadWorker):
 
     def accept(self, server, listener) -> None:
         slot = getattr(self, "wxapp_slot", None)
-        if not self.alive or (slot is not None and not should_accept(_ROWS, slot)):
+        if not self.alive or (slot is not None and not should_accept(_ROWS, slot, span=_SPAN[0])):
             # Stopping (a signal can land while the loop waits in select, and gthread would still accept
             # and then drop the connection when it exits), or another process is less loaded: leave it.
             self.poller.pause(listener)

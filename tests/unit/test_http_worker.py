@@ -73,9 +73,17 @@ def test_a_process_whose_heartbeat_stopped_does_not_hold_the_others_back():
     assert not _accepts(rows, 0)
 
 
+def test_only_rows_within_the_span_are_read():
+    rows = _rows((101, 10), (102, 10), (103, 0))
+    assert should_accept(rows, 0, now_ns=NOW, span=2)  # row 2 was never handed out as far as the span says
+    assert not should_accept(rows, 0, now_ns=NOW, span=3)  # negative control: within the span it counts
+
+
 def test_the_master_gives_each_worker_a_free_row_and_clears_it_when_the_worker_exits(monkeypatch):
     rows = [0] * (WIDTH * http_worker.SLOTS)
+    span = [0]
     monkeypatch.setattr(http_worker, "_ROWS", rows)
+    monkeypatch.setattr(http_worker, "_SPAN", span)
     server = SimpleNamespace(WORKERS={})
     workers = []
     for pid in (11, 12, 13):
@@ -84,6 +92,7 @@ def test_the_master_gives_each_worker_a_free_row_and_clears_it_when_the_worker_e
         server.WORKERS[pid] = w
         workers.append(w)
     assert [w.wxapp_slot for w in workers] == [0, 1, 2]
+    assert span == [3]  # the rows a worker reads
     rows[WIDTH:2 * WIDTH] = [12, 40, NOW]  # worker 12 running with 40 connections
     release_slot(server, workers[1])
     del server.WORKERS[12]
@@ -91,6 +100,7 @@ def test_the_master_gives_each_worker_a_free_row_and_clears_it_when_the_worker_e
     again = SimpleNamespace()
     assign_slot(server, again)
     assert again.wxapp_slot == 1  # the freed row is reused
+    assert span == [3]
 
 
 def test_a_paused_listener_is_not_polled_until_the_pause_is_over(monkeypatch):
