@@ -117,9 +117,18 @@ def test_connections_opened_at_once_are_spread_evenly(tmp_path, workers, connect
 
 
 def test_negative_control_the_stock_gthread_worker_piles_connections_up(tmp_path):
-    """The same burst on gunicorn's own gthread worker: whichever process wakes first takes most of it."""
-    loads = _loads(tmp_path, 4, 50, worker_class="gthread")
-    assert _spread(loads, 4) > SLACK, loads
+    """The same burst on gunicorn's own gthread worker: whichever process wakes first takes most of it.
+    (Even a uniformly random split of 50 over 4 stays within SLACK 3.6 % of the time, so a second burst on a
+    fresh server is tried before the control counts as failed.)"""
+    tried = []
+    for attempt in range(2):
+        (tmp_path / str(attempt)).mkdir()
+        loads = _loads(tmp_path / str(attempt), 4, 50, worker_class="gthread")
+        tried.append(dict(loads))
+        if _spread(loads, 4) > SLACK:
+            break
+    else:
+        pytest.fail(f"stock gthread spread connections evenly twice: {tried}")
 
 
 def test_a_hung_worker_does_not_hold_connections_back(tmp_path):
