@@ -93,11 +93,12 @@ class Result:
 
 
 async def closed_loop(port: int, reqs: list[bytes], clients: int, seconds: float, expect: bytes,
-                      ramp: float = 0.0) -> Result:
+                      ramp: float = 0.0, close: bool = False) -> Result:
     """`clients` connections, each sending its next request when the previous is answered.
 
     `ramp` > 0 opens the connections one after another over that many seconds (client i at i * ramp /
-    clients) instead of all in the same instant."""
+    clients) instead of all in the same instant. `close`: every request on a new connection
+    (`Connection: close`), the connection's set-up counted in its latency."""
     latencies: list[float] = []
     errors = 0
     it = iter(reqs)
@@ -112,9 +113,13 @@ async def closed_loop(port: int, reqs: list[bytes], clients: int, seconds: float
             req = next(it, None)
             if req is None:
                 break
+            if close:
+                req = req.replace(b"Connection: keep-alive", b"Connection: close", 1)
+            opened_at = time.perf_counter()
             if writer is None:
                 reader, writer = await asyncio.open_connection("127.0.0.1", port)
-            t0 = time.perf_counter()
+            # A kept-alive connection's set-up is not part of any request; a fresh one's is part of its own.
+            t0 = opened_at if close else time.perf_counter()
             writer.write(req)
             try:
                 status, body = await _read_response(reader)
@@ -126,6 +131,9 @@ async def closed_loop(port: int, reqs: list[bytes], clients: int, seconds: float
             latencies.append(time.perf_counter() - t0)
             if status != 200 or expect not in body:
                 errors += 1
+            if close:
+                writer.close()
+                reader = writer = None
         if writer is not None:
             writer.close()
 
@@ -364,6 +372,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--slices", type=int, default=4,
                     help="closed loop: alternate bare and full this many times within a phase (default 4)")
+    ap.add_argument("--close", action="store_true",
+                    help="closed loop: a new connection per request (Connection: close) instead of keep-alive")
     ap.add_argument("--ramp", type=float, default=0.0,
                     help="closed loop: open the connections over this many seconds instead of all at once")
     ap.add_argument("--pg", metavar="SERVER", help="run on PostgreSQL (recreates database wxapp_bench_webhook)")
@@ -436,7 +446,7 @@ def main() -> None:
                     raise SystemExit("gunicorn did not start") from None
                 time.sleep(0.2)
         print(f"gunicorn: {args.workers} workers x {args.threads} threads "
-              f"({os.environ.get('WEB_WORKER_CLASS') or 'BalancedThreadWorker'}); {args.clients} clients; "
+              f"({os.environ.get('WEB_WORKER_CLASS') or 'BalancedThreadWorker'}); {args.clients} clients{' (a connection per request)' if args.close else ''}; "
               f"{args.seconds:.0f} s per phase; open loop at {args.rate:.0f} req/s; {os.cpu_count()} CPUs; "
               f"{'switch interval ' + str(args.switch_interval) + ' s; ' if args.switch_interval else ''}"
               f"load average {' '.join(f'{x:.1f}' for x in os.getloadavg())}", flush=True)
@@ -473,7 +483,7 @@ def main() -> None:
                         start = pos + sl * chunk
                         c0 = cpu_split(groups)
                         res[side].append(asyncio.run(closed_loop(port, reqs[start: start + chunk], args.clients,
-                                                                 per, expect, args.ramp)))
+                                                                 per, expect, args.ramp, args.close)))
                         cpu[side].append((c0, cpu_split(groups)))
                 bare = summarise("bare closed", merge_results(res["bare"]))
                 print(f"{'':>20}  {cpu_report_many(cpu['bare'], bare['requests'])}", flush=True)

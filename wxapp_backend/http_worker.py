@@ -30,7 +30,7 @@ from gunicorn.workers.gthread import ThreadWorker
 
 SLOTS = 256  # worker processes one server can have at once (gunicorn's own limit is far above real use)
 SLACK = 2  # accept while holding fewer than (least loaded live process + SLACK) connections
-PAUSE = 0.002  # seconds a process that left a connection to the others stops polling the listener
+PAUSE = 0.0005  # seconds a process that left a connection to the others stops polling the listener
 STALE = 3.0  # seconds without a heartbeat after which a process no longer counts
 WIDTH = 3  # native 64-bit integers per row: pid, connections, heartbeat (time.monotonic_ns())
 
