@@ -33,6 +33,7 @@ SLACK = 2  # accept while holding fewer than (least loaded live process + SLACK)
 PAUSE = 0.0005  # seconds a process that left a connection to the others stops polling the listener
 STALE = 3.0  # seconds without a heartbeat after which a process no longer counts
 WIDTH = 3  # native 64-bit integers per row: pid, connections, heartbeat (time.monotonic_ns())
+PID, CONNS, BEAT = range(WIDTH)  # a row's fields
 
 # One row per worker slot. Made at import, which happens in the master when gunicorn loads the worker class,
 # so every forked worker shares the same pages. CLOCK_MONOTONIC is one clock for every process.
@@ -67,12 +68,12 @@ def should_accept(rows, slot: int, slack: int = SLACK, now_ns: int | None = None
     """May the process in row `slot` accept one more connection? Yes while it holds fewer than the least
     loaded live process (pid != 0, heartbeat younger than STALE) among the first `span` rows (default: all)
     plus `slack`; the least loaded process itself always may."""
-    mine = rows[WIDTH * slot + 1]
+    mine = rows[WIDTH * slot + CONNS]
     least = mine
     oldest = (time.monotonic_ns() if now_ns is None else now_ns) - int(STALE * 1e9)
     for i in range(0, WIDTH * span if span else len(rows), WIDTH):
-        if rows[i] and rows[i + 1] < least and rows[i + 2] >= oldest:
-            least = rows[i + 1]
+        if rows[i + PID] and rows[i + CONNS] < least and rows[i + BEAT] >= oldest:
+            least = rows[i + CONNS]
     return mine < least + slack
 
 
@@ -122,9 +123,8 @@ class BalancedThreadWorker(ThreadWorker):
     @alive.setter
     def alive(self, value: bool) -> None:
         self._alive = value
-        slot = getattr(self, "wxapp_slot", None)
-        if not value and slot is not None:
-            _ROWS[WIDTH * slot] = 0  # stopping: it accepts nothing more, so its load no longer counts
+        if not value:
+            self._publish(PID, 0)  # stopping: it accepts nothing more, so its load no longer counts
 
     @property
     def nr_conns(self) -> int:  # type: ignore[override]
@@ -133,23 +133,24 @@ class BalancedThreadWorker(ThreadWorker):
     @nr_conns.setter
     def nr_conns(self, value: int) -> None:
         self._conns = value
+        self._publish(CONNS, value)
+
+    def _publish(self, field: int, value: int) -> None:
+        """Write one field of this process's row (nothing for a worker the master gave no row)."""
         slot = getattr(self, "wxapp_slot", None)
         if slot is not None:
-            _ROWS[WIDTH * slot + 1] = value
+            _ROWS[WIDTH * slot + field] = value
 
     def notify(self) -> None:
         """gunicorn's heartbeat to the master, once per turn of the main loop; also ours to the others."""
         super().notify()
-        slot = getattr(self, "wxapp_slot", None)
-        if slot is not None:
-            _ROWS[WIDTH * slot + 2] = time.monotonic_ns()
+        self._publish(BEAT, time.monotonic_ns())
 
     def run(self) -> None:
-        slot = getattr(self, "wxapp_slot", None)
-        if slot is not None and self.alive:
-            _ROWS[WIDTH * slot + 1] = self._conns
-            _ROWS[WIDTH * slot + 2] = time.monotonic_ns()
-            _ROWS[WIDTH * slot] = os.getpid()
+        if self.alive:  # the pid last: the others never see a live row with stale fields
+            self._publish(CONNS, self._conns)
+            self._publish(BEAT, time.monotonic_ns())
+            self._publish(PID, os.getpid())
         poller = _Selector()
         poller.lock = self._lock
         self.poller.close()
