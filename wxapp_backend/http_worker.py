@@ -2,9 +2,10 @@
 
 With the stock gthread worker every process polls the shared listening socket and whichever wakes first
 accepts; a keep-alive connection then stays with that process for its whole life. When many connections
-open at once (WeChat's servers after a lull, a load balancer's pool), the split is left to chance: one
-process may hold 24 of 50 connections and another none, and the clients on the crowded process wait about
-twice as long as the rest (docs/bench/webhook.md, session 4). Here each process publishes how many
+open at once (WeChat's servers after a lull, a load balancer's pool), the split is left to chance (30
+connections on 3 processes landed 19 / 8 / 3 in the negative-control test), and the clients on a crowded
+process wait while the others idle: at 50 closed-loop clients the full webhook's p99 was 96-149 ms with the
+stock worker and 66-95 ms with this one (docs/bench/webhook.md, session 4). Here each process publishes how many
 connections it holds in a small table shared by every process of the server (an anonymous shared mapping
 made by the master before it forks), and a process holding `SLACK` or more connections than the least
 loaded live process leaves a waiting connection to the others: it stops polling the listener for a moment
