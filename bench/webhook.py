@@ -445,8 +445,10 @@ def main() -> None:
                 if time.time() > deadline or proc.poll() is not None:
                     raise SystemExit("gunicorn did not start") from None
                 time.sleep(0.2)
-        print(f"gunicorn: {args.workers} workers x {args.threads} threads "
-              f"({os.environ.get('WEB_WORKER_CLASS') or 'BalancedThreadWorker'}); {args.clients} clients{' (a connection per request)' if args.close else ''}; "
+        worker_class = os.environ.get("WEB_WORKER_CLASS") or "BalancedThreadWorker"
+        per_request = " (a connection per request)" if args.close else ""
+        print(f"gunicorn: {args.workers} workers x {args.threads} threads ({worker_class}); "
+              f"{args.clients} clients{per_request}; "
               f"{args.seconds:.0f} s per phase; open loop at {args.rate:.0f} req/s; {os.cpu_count()} CPUs; "
               f"{'switch interval ' + str(args.switch_interval) + ' s; ' if args.switch_interval else ''}"
               f"load average {' '.join(f'{x:.1f}' for x in os.getloadavg())}", flush=True)

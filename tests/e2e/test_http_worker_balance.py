@@ -62,11 +62,10 @@ def _workers_up(port: int, workers: int, proc: subprocess.Popen, stderr_path, ti
 
 
 @contextlib.contextmanager
-def _gunicorn(tmp_path, workers: int, worker_class: str | None = None, app_written: bool = False):
-    """The project's gunicorn serving APP with `workers` processes, every worker up. Yields (master process,
+def _gunicorn(tmp_path, workers: int, worker_class: str | None = None, app: str = APP):
+    """The project's gunicorn serving `app` (WSGI source) with `workers` processes, every worker up. Yields (master process,
     port, sockets): sockets put in that list are closed before the server stops."""
-    if not app_written:
-        (tmp_path / "pid_app.py").write_text(APP)
+    (tmp_path / "pid_app.py").write_text(app)
     port = free_port()
     env = {**os.environ, "BIND": f"127.0.0.1:{port}", "WEB_CONCURRENCY": str(workers), "WEB_THREADS": "2",
            "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics")}
@@ -171,8 +170,7 @@ def test_a_stopping_worker_leaves_the_table_at_once(tmp_path):
     """SIGTERM: a worker stops accepting but finishes its requests (here one of 4 s). While it does, its
     connection count must not hold the others back: new connections are all taken by the others at once,
     not after its heartbeat goes stale."""
-    (tmp_path / "pid_app.py").write_text(SLOW_APP)
-    with _gunicorn(tmp_path, 3, app_written=True) as (proc, port, socks):
+    with _gunicorn(tmp_path, 3, app=SLOW_APP) as (proc, port, socks):
         socks += [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(6)]
         pids = [_ask(s, port) for s in socks]  # two connections per worker
         stopping = pids[0]
