@@ -339,7 +339,7 @@ def evaluate(task: Task, method: str, max_queries: int | None = None) -> dict[st
         if gold:
             n_in += 1
             # The gold entry and another one with the same confidence at the top: which comes first is
-            # decided by tie order (partition order, last-bit float sums), which may differ between CPUs.
+            # decided by document order (knowledge/index.py, search_docs), the same on every machine.
             if len(hits) >= 2 and abs(hits[0][1] - hits[1][1]) < 1e-9 and (ids[0] in gold) != (ids[1] in gold):
                 ties += 1
             rank = next((i for i, x in enumerate(ids) if x in gold), None)
@@ -692,7 +692,7 @@ def targets(rows: list[tuple[Task, dict[str, object], dict[str, object] | None]]
         n = len(t.entries)
         base = f"; baseline {b['top1']:.3f}" if b else ""
         if r.get("ties"):
-            # How far top-1 can move on another machine: each such query is a coin flip of tie order.
+            # How many top-1 outcomes rest on the tie rule (document order) rather than on a score.
             base += f"; {r['ties']} {'query ties' if r['ties'] == 1 else 'queries tie'} the gold with another hit"
         if t.name.startswith("LCQMC test") and 9000 <= n <= 11000:
             line("LCQMC 10k top-1 ≥ 0.92", r["top1"] >= 0.92, f"{r['top1']:.3f}{base}")  # type: ignore[operator]

@@ -255,6 +255,8 @@ RERANK_WEIGHTS: tuple[float, ...] = (
 LONG_DOC_CHARS = 60
 # The opening of a long document (its first sentence, roughly) acts as a pseudo-question.
 LEAD_CHARS = 40
+# Scores equal to this many decimals are a tie (see search_docs).
+TIE_DECIMALS = 9
 
 # Question types and the answer shapes that fit them (generic Chinese, not tied to any data set).
 _YES_NO_Q = re.compile(r"能否|是否|可否|能不能|可不可以|是不是|有没有|要不要|需不需要|吗")
@@ -326,6 +328,16 @@ def _window_cover(doc: str, grams: set[str], width: int = WINDOW_CHARS) -> int:
             lo += 1
         best = max(best, len(inside))
     return best
+
+
+def _top_k(scores: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the k largest scores; of the scores tied at the cut, the lowest indices."""
+    n = len(scores)
+    if k >= n:
+        return np.arange(n)
+    kth = np.partition(scores, n - k)[n - k]
+    above = np.flatnonzero(scores > kth)
+    return np.concatenate([above, np.flatnonzero(scores == kth)[: k - len(above)]])
 
 
 def _bigrams(chars: str) -> list[str]:
@@ -553,7 +565,11 @@ class SearchIndex:
         if allowed is not None:
             fused = np.where(allowed, fused, -1.0)
         k = min(k or p.candidates, len(fused))
-        top = np.argpartition(-fused, k - 1)[:k] if k < len(fused) else np.arange(len(fused))
+        # Scores are compared at 1e-9: texts that normalise to the same words score the same up to the last
+        # bits of float sums, which differ between CPUs; ties then go to the lower document number (the
+        # entry loaded first), so every machine gives the same candidates in the same order.
+        fused_q = np.round(fused, TIE_DECIMALS)
+        top = _top_k(fused_q, k)
         top = top[fused[top] > 0]
         if top.size == 0:
             return empty, np.zeros(0), np.zeros(0), np.zeros((0, len(FEATURES)))
@@ -571,5 +587,5 @@ class SearchIndex:
             q, top, bm_norm[top], cos[top], ans_doc[top] if ans_doc is not None else None, sibling
         )
         conf = 1.0 / (1.0 + np.exp(-(feats @ self.weights)))
-        order = np.lexsort((-fused[top], -conf))
+        order = np.lexsort((top, -fused_q[top], -np.round(conf, TIE_DECIMALS)))
         return top[order], fused[top][order], conf[order], feats[order]

@@ -7,7 +7,7 @@ import pytest
 from rank_bm25 import BM25Okapi
 
 from knowledge.analysis import get_analyzer
-from knowledge.index import BM25Matrix, SearchIndex, TfidfMatrix
+from knowledge.index import BM25Matrix, SearchIndex, TfidfMatrix, _top_k
 
 CORPUS = [
     "外籍 人才 如何 办理 工作 许可",
@@ -77,3 +77,31 @@ def test_empty_index_and_empty_query() -> None:
     assert len(idx.search_docs(a.analyze("落户"))[0]) == 0
     idx = SearchIndex(["落户"], [0], a)
     assert len(idx.search_docs(a.analyze(""))[0]) == 0
+
+
+def test_top_k_takes_the_lowest_indices_of_a_tie_at_the_cut() -> None:
+    rng = np.random.default_rng(7)
+    scores = rng.integers(0, 6, size=400).astype(float)  # many ties at every value
+    for k in (1, 5, 37, 120, 399, 400, 500):
+        want = sorted(range(len(scores)), key=lambda i: (-scores[i], i))[:k]
+        assert sorted(_top_k(scores, k).tolist()) == sorted(want)
+
+
+def test_tied_documents_come_in_document_order_whatever_the_last_float_bits() -> None:
+    """Texts that normalise to the same words tie; the lower document number wins, in either order of
+    loading, and a difference in the last bits of a score (which varies between CPUs) does not decide it."""
+    a = get_analyzer()
+    pair = ["一夫当关的下一句是什么", "一夫当关下一句是什么？"]
+    filler = [f"第{i}号楼的{w}怎么办理" for i in range(60) for w in ("停车证", "门禁卡", "快递柜")]
+    for twins in (pair, pair[::-1]):
+        texts = filler + twins  # the twins last: with 180 fillers the candidate cut is a partial selection
+        idx = SearchIndex(texts, list(range(len(texts))), a)
+        q = a.analyze("一夫当关下一句")
+        docs, fused, conf, _ = idx.search_docs(q, k=5)
+        assert set(docs[:2].tolist()) == {180, 181} and abs(conf[0] - conf[1]) < 1e-12
+        assert docs[:2].tolist() == [180, 181]
+        # Nudge the later twin's word score up by a last-bit amount, as another CPU's float sums might.
+        nudge = np.where(np.arange(len(texts)) == 181, 1e-13, 0.0)
+        real = idx.bm25.scores
+        idx.bm25.scores = lambda toks, real=real, nudge=nudge: real(toks) + nudge
+        assert idx.search_docs(q, k=5)[0][:2].tolist() == [180, 181]
