@@ -153,6 +153,9 @@ def pair_task(
         used.add(t)
         entries.append(Entry(id=f"d{len(entries)}", question=t, answer=t))
         n_from_pairs += 1
+    # Index order must say nothing about the labels: the answerable entries were added first, and ties go to
+    # the lower document number (knowledge/index.py), so without this shuffle every tie would go to the gold.
+    rng.shuffle(entries)
     note = f"{len(ans)} answerable + {len(oos)} out-of-scope queries; {len(entries)} entries"
     if pool_extra:
         note += f" (distractors beyond {path.parent.name} clusters from {', '.join(extra_sources)})"
@@ -184,6 +187,7 @@ def gov_task(path: Path, limit: int | None = None, half: str | None = None) -> T
             queries.append((q, frozenset([ids[a]])))
     if limit:
         queries = queries[:limit]
+    random.Random(SEED).shuffle(entries)  # index order says nothing about the labels (see pair_task)
     tag = f" {half} half" if half else ""
     return Task(
         f"{path.stem}{tag} (question -> answer text) @{len(entries)}",
