@@ -81,9 +81,10 @@ def test_empty_index_and_empty_query() -> None:
 
 def test_top_k_takes_the_lowest_indices_of_a_tie_at_the_cut() -> None:
     rng = np.random.default_rng(7)
-    scores = rng.integers(0, 6, size=400).astype(float)  # many ties at every value
+    scores = rng.integers(-1, 6, size=400).astype(float)  # many ties at every value, zeros and negatives
+    positive = [i for i in range(len(scores)) if scores[i] > 0]
     for k in (1, 5, 37, 120, 399, 400, 500):
-        want = sorted(range(len(scores)), key=lambda i: (-scores[i], i))[:k]
+        want = sorted(positive, key=lambda i: (-scores[i], i))[:k]
         assert sorted(_top_k(scores, k).tolist()) == sorted(want)
 
 
