@@ -227,10 +227,6 @@ _PASSAGE_EXTRA: tuple[str, ...] = (
     "bm25_rel",  # word BM25 over the best word BM25 among the candidates
     "char_bm25_rel",  # character-bigram BM25 over the best one among the candidates
     "window_cover",  # most distinct query bigrams inside one stretch of WINDOW_CHARS characters, over all
-    # Round 9: the question's most specific words, and its wording kept in one piece.
-    "miss_idf",  # idf of the most specific query word the passage lacks, over the query's highest idf
-    "miss_top2",  # share of the query's two most specific words that the passage lacks
-    "common_run",  # longest run of the query's characters found verbatim in the passage, over its length
 )
 FEATURES: tuple[str, ...] = (
     tuple(f"short_{f}" for f in _BASE_FEATURES)
@@ -244,17 +240,15 @@ SHORT_AT, LONG_AT, PASSAGE_AT = 0, N_BASE, 2 * N_BASE
 # (indexes of answer texts; `bench/kb_eval.py --fit-passages`, gov_qa dev half + gov_nlu).
 # The short_qw_mismatch / short_len_gap weights (round 6) were chosen by a grid over LCQMC dev top-1 with the
 # rest of the model fixed (docs/bench/kb.md); they are zero in the long block. The passage block is the output
-# of `--fit-passages --l2s 1,3,10 --l2 3` with every passage column fitted (round 9: with miss_idf, miss_top2
-# and common_run; docs/bench/kb.md).
+# of `--fit-passages --l2s 1,3,10 --l2 3` with every passage column fitted, the two included (round 7b).
 RERANK_WEIGHTS: tuple[float, ...] = (
     -5.8193, 3.9424, 5.0957, -0.5143, -1.5368, -0.0878, 0.0651, 0.2549, 4.6446, 4.8134, 0.0000,
     -0.6000, -1.0000,
     -8.1334, 4.5937, 3.4962, 2.0288, -0.9831, 1.7209, -2.2964, 0.3279, 0.0000, 0.0000, 2.2729,
     0.0000, 0.0000,
-    -3.5321, 0.0859, -0.0120, 0.0853, 0.7184, 0.1685, -0.2447, -0.6121, 0.0000, 0.0000, 0.3235,
-    0.9407, 0.0253,
-    0.0105, -0.4124, -1.4059, 0.7133, 0.4220, 0.3916, 0.2311, 0.4374, 0.4001, 0.9760, 2.0858, 0.9036,
-    0.1484, -0.4753, -0.9757,
+    -4.3409, 0.1723, -0.0661, 0.4034, 0.7609, 0.0562, -0.3276, -0.6457, 0.0000, 0.0000, 0.2409,
+    1.0517, 0.0311,
+    -0.0952, -0.8702, -1.5245, 0.8328, 0.4445, 0.4377, 0.2326, 0.4590, 0.4241, 1.1413, 2.2553, 0.8239,
 )  # fmt: skip
 # Documents longer than this (in kept characters) are passages, not questions: the symmetric
 # features mean something else for them, so the model gets separate weights (the long_* features).
@@ -309,17 +303,6 @@ def question_mask(normalized: str) -> int:
 
 
 WINDOW_CHARS = 50
-
-
-def _common_run(query: str, doc: str) -> int:
-    """Length of the longest stretch of `query` that occurs verbatim in `doc`."""
-    best = 0
-    for i in range(len(query) - best):
-        j = i + best + 1
-        while j <= len(query) and query[i:j] in doc:
-            best = j - i
-            j += 1
-    return best
 
 
 def _window_cover(doc: str, grams: set[str], width: int = WINDOW_CHARS) -> int:
@@ -512,8 +495,6 @@ class SearchIndex:
             q_shape = _question_shape(q.normalized)
             p_max = float(p_scores[[self.long_pos[int(d)] for d in docs]].max()) or 1.0
             bm_max = float(np.max(bm_norm)) or 1.0
-            q_top = max(q_idf.values(), default=0.0) or 1.0
-            q_top2 = sorted(qset, key=lambda t: (-q_idf[t], t))[:2]
         for r, d in enumerate(docs):
             dset = set(self.doc_tokens[d])
             common = qset & dset
@@ -572,9 +553,6 @@ class SearchIndex:
                 float(bm_norm[r]) / bm_max,
                 float(p_scores[li]) / p_max,
                 _window_cover(dc, qb) / max(len(qb), 1),
-                max((q_idf[t] for t in qset - dset), default=0.0) / q_top,
-                sum(1 for t in q_top2 if t not in dset) / max(len(q_top2), 1),
-                _common_run(q.chars, dc) / max(lq, 1),
             )
         return out
 

@@ -7,7 +7,7 @@ import pytest
 from rank_bm25 import BM25Okapi
 
 from knowledge.analysis import get_analyzer
-from knowledge.index import FEATURES, BM25Matrix, SearchIndex, TfidfMatrix, _common_run, _top_k
+from knowledge.index import BM25Matrix, SearchIndex, TfidfMatrix, _top_k
 
 CORPUS = [
     "外籍 人才 如何 办理 工作 许可",
@@ -125,25 +125,3 @@ def test_a_tie_goes_to_the_document_worded_like_the_question() -> None:
             docs, _, conf, _ = idx.search_docs(a.analyze(question), k=5)
             assert abs(conf[0] - conf[1]) < 1e-12
             assert texts[int(docs[0])] == meant
-
-
-def test_common_run_is_the_longest_verbatim_stretch() -> None:
-    assert _common_run("公积金贷款怎么办", "住房公积金贷款额度是多少") == 5
-    assert _common_run("维修资金怎么用", "维修资金使用") == 4
-    assert _common_run("abc", "xyz") == 0
-    assert _common_run("", "abc") == 0
-
-
-def test_passage_features_see_the_most_specific_word_missing() -> None:
-    a = get_analyzer()
-    texts = [
-        "您好，朝阳区维修资金的使用申请，请业主委员会携带材料到朝阳区住房和城乡建设委员会办理。" * 2,
-        "您好，住宅专项维修资金的使用申请，请业主委员会携带相关材料到所在区住房和城乡建设委员会办理。" * 2,
-    ]
-    idx = SearchIndex(texts, [0, 1], a, passages=True)
-    docs, _, _, feats = idx.search_docs(a.analyze("朝阳区维修资金申请使用"))
-    col = {n: i for i, n in enumerate(FEATURES)}
-    row = {int(d): feats[r] for r, d in enumerate(docs)}
-    assert row[0][col["passage_miss_idf"]] == 0.0 and row[1][col["passage_miss_idf"]] > 0.0
-    assert row[0][col["passage_miss_top2"]] < row[1][col["passage_miss_top2"]]
-    assert row[0][col["passage_common_run"]] > row[1][col["passage_common_run"]]
