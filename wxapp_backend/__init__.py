@@ -12,15 +12,18 @@ from flask import Flask, Response, g, jsonify, request
 from flask.sessions import SecureCookieSessionInterface
 from rq import Queue
 from sqlalchemy import text
+from werkzeug.routing import IntegerConverter
 
 from .config import ROOT, Settings
 from .db import Database
 from .errors import register_error_handlers
 from .kv import make_redis, resolve_redis_url
 from .logs import configure_logging, request_id_var
+from .validation import DB_INT_MAX
 from .wechat.client import WeChatHTTP
 
 log = logging.getLogger(__name__)
+
 
 
 @dataclass
@@ -55,12 +58,24 @@ def _import_models() -> None:
     from .notices import models as _not  # noqa: F401
 
 
+class RowIdConverter(IntegerConverter):
+    """`<int:...>` URL segments: at most 2**31 - 1, the largest INTEGER (the id columns' type in PostgreSQL). A
+    larger number is "not found" (404) like any other id that does not exist, instead of an out-of-range error
+    from the database (a 500)."""
+
+    def __init__(self, url_map, fixed_digits: int = 0, min: int | None = None, max: int | None = DB_INT_MAX,
+                 signed: bool = False) -> None:
+        super().__init__(url_map, fixed_digits=fixed_digits, min=min, max=max, signed=signed)
+
+
 def create_app(settings: Settings | None = None) -> Flask:
     """Build the application; reads the environment only when no settings are given."""
     settings = settings or Settings.from_env()
     configure_logging(settings.log_level, settings.log_json, settings.secret_values())
     app = Flask(__name__, template_folder=str(ROOT / "templates"), static_folder=str(ROOT / "static"),
                 instance_path=str(settings.instance_path), instance_relative_config=False)
+    # Before any route is added: every <int:...> in a URL is a row id and must fit the database's INTEGER.
+    app.url_map.converters["int"] = RowIdConverter
     app.config.update(
         SECRET_KEY=settings.secret_key,
         MAX_CONTENT_LENGTH=settings.max_content_length,

@@ -40,6 +40,10 @@ def credit_code_check_char(first17: str) -> str:
     return _CREDIT_CHARS[(31 - total % 31) % 31]
 
 
+DB_INT_MAX = 2**31 - 1  # integer columns are INTEGER (32-bit) in PostgreSQL
+MIN_YEAR, MAX_YEAR = 1900, 2999
+
+
 @dataclass(frozen=True)
 class Field:
     """One input field: its type, limits and the Chinese label used in messages."""
@@ -103,6 +107,8 @@ def _coerce(f: Field, value: Any) -> Any:  # noqa: C901 - one branch per kind re
         if not isinstance(value, int):
             raise _Bad(f"{t}应为整数")
         _range(f, value)
+        if not -DB_INT_MAX <= value <= DB_INT_MAX:  # ids and counts are 32-bit INTEGER columns
+            raise _Bad(f"{t}超出可用范围")
         return value
     if f.kind == "float":
         if isinstance(value, bool):
@@ -125,11 +131,14 @@ def _coerce(f: Field, value: Any) -> Any:  # noqa: C901 - one branch per kind re
         raise _Bad(f"{t}应为是或否")
     if f.kind == "date":
         if isinstance(value, date) and not isinstance(value, datetime):
-            return value
-        try:
-            return date.fromisoformat(str(value).strip())
-        except ValueError:
-            raise _Bad(f"{t}日期格式不对，请用 2025-01-31 这样的格式") from None
+            parsed_day = value
+        else:
+            try:
+                parsed_day = date.fromisoformat(str(value).strip())
+            except ValueError:
+                raise _Bad(f"{t}日期格式不对，请用 2025-01-31 这样的格式") from None
+        _year_range(t, parsed_day.year)
+        return parsed_day
     if f.kind == "datetime":
         if isinstance(value, datetime):
             parsed = value
@@ -142,6 +151,7 @@ def _coerce(f: Field, value: Any) -> Any:  # noqa: C901 - one branch per kind re
             from zoneinfo import ZoneInfo
 
             parsed = parsed.replace(tzinfo=ZoneInfo("Asia/Shanghai"))  # the centre's local time
+        _year_range(t, parsed.year)
         return parsed
     if f.kind == "list":
         if not isinstance(value, list):
@@ -162,6 +172,12 @@ def _coerce(f: Field, value: Any) -> Any:  # noqa: C901 - one branch per kind re
             raise _Bad(f"{t}应为对象")
         return value
     raise AssertionError(f"unknown field kind {f.kind}")
+
+
+def _year_range(title: str, year: int) -> None:
+    # Dates are turned into UTC instants and compared in the database: year 1 or 9999 would overflow there.
+    if not MIN_YEAR <= year <= MAX_YEAR:
+        raise _Bad(f"{title}的年份应在 {MIN_YEAR} 到 {MAX_YEAR} 之间")
 
 
 def _range(f: Field, value: float) -> None:
@@ -246,8 +262,12 @@ def _field_schema(f: Field) -> dict[str, Any]:
         s["maxLength"] = f.max_len
     if f.min is not None:
         s["minimum"] = f.min
+    elif f.kind == "int":
+        s["minimum"] = -DB_INT_MAX
     if f.max is not None:
         s["maximum"] = f.max
+    elif f.kind == "int":
+        s["maximum"] = DB_INT_MAX
     if f.label or f.description:
         s["description"] = " ".join(x for x in (f.label, f.description) if x)
     return s

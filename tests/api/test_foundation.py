@@ -148,3 +148,22 @@ def test_request_id_is_generated(client):
 def test_hostile_request_id_is_replaced(client):
     resp = client.get("/healthz", headers={"X-Request-Id": "<script>alert(1)</script>"})
     assert "<" not in resp.headers["X-Request-Id"]
+
+
+def test_an_id_beyond_the_integer_columns_is_404_not_500(client, make_user, user_token):
+    """Found by tests/api/test_api_fuzz.py: PostgreSQL refuses an INTEGER out of range (SQLite: overflow)."""
+    headers = user_token(make_user())
+    for path in ("/api/v1/appeals/2147483648", "/api/v1/activities/99999999999999999999999"):
+        resp = client.get(path, headers=headers)
+        assert resp.status_code == 404, (path, resp.get_data(as_text=True))
+        assert resp.get_json()["error"] == "not_found"
+    assert client.get("/api/v1/appeals/2147483647", headers=headers).status_code == 404  # largest id: looked up
+
+
+def test_integer_and_date_fields_out_of_the_database_range_are_422(client, make_user, user_token):
+    headers = user_token(make_user())
+    resp = client.patch("/api/v1/me", json={"building_id": 2**31}, headers=headers)
+    assert resp.status_code == 422 and "building_id" in resp.get_json()["fields"]
+    resp = client.get("/api/v1/activities?date=0001-01-01", headers=headers)
+    assert resp.status_code == 422 and "年份" in resp.get_json()["fields"]["date"]
+    assert client.get("/api/v1/activities?date=2026-12-05", headers=headers).status_code == 200
