@@ -174,6 +174,16 @@ def _coerce(f: Field, value: Any) -> Any:  # noqa: C901 - one branch per kind re
     raise AssertionError(f"unknown field kind {f.kind}")
 
 
+def row_id(value: object) -> int | None:
+    """A positive id from a form or query string value; None when it is not one or cannot exist (beyond the
+    INTEGER id columns), so that the caller answers "not found" instead of sending it to the database."""
+    text = str(value).strip() if value is not None else ""
+    if not text.isascii() or not text.isdigit() or len(text) > 10:
+        return None
+    number = int(text)
+    return number if 0 < number <= DB_INT_MAX else None
+
+
 def _year_range(title: str, year: int) -> None:
     # Dates are turned into UTC instants and compared in the database: year 1 or 9999 would overflow there.
     if not MIN_YEAR <= year <= MAX_YEAR:

@@ -80,7 +80,8 @@ def _choices(s) -> dict[str, Any]:
 @bp.get("/activities")
 @console_required(StaffRole.DEPT)
 def activities():
-    q = {"category": request.args.get("category") or None, "page": max(request.args.get("page", 1, type=int), 1),
+    q = {"category": request.args.get("category") or None,
+         "page": max(1, min(request.args.get("page", 1, type=int) or 1, 100000)),
          "per_page": 30, "include_past": True}
     if q["category"] not in CATEGORIES:
         q["category"] = None

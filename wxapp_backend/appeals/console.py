@@ -25,7 +25,7 @@ from ..console import DASHBOARD_CARDS, add_nav
 from ..db import session_scope, utcnow
 from ..enterprises.models import Building, Grid
 from ..errors import AppError, ValidationError
-from ..validation import Field, validate
+from ..validation import DB_INT_MAX, Field, row_id, validate
 from . import intake, metrics, reports, services
 from .calendar import TZ
 from .models import Appeal, AppealCategory, Holiday
@@ -100,9 +100,13 @@ def detail(appeal_id: int):
                                open_states=OPEN, S=AppealStatus)
 
 
-def _int(value: str | None) -> int | None:
+def _number(value: str | None) -> int | None:
+    """A whole number typed into a form; its range is checked by the service's fields (a number too long to
+    be valid stays too large rather than disappearing, so a bad version is refused, not skipped)."""
     value = (value or "").strip()
-    return int(value) if value.isdigit() else None
+    if not value.isascii() or not value.isdigit():
+        return None
+    return int(value) if len(value) <= 12 else DB_INT_MAX + 1
 
 
 @bp.post("/appeals/<int:appeal_id>/action")
@@ -115,8 +119,8 @@ def action(appeal_id: int):
         if form.get(key, "").strip():
             data[key] = form[key].strip()[:2000]
     for key in ("version", "handler_id", "task_id", "return_id", "extension_id", "working_days"):
-        if _int(form.get(key)) is not None:
-            data[key] = _int(form.get(key))
+        if _number(form.get(key)) is not None:
+            data[key] = _number(form.get(key))
     for key in ("accept", "cancel"):
         if key in form:
             data[key] = form.get(key) in ("1", "true", "on", "yes")
@@ -128,7 +132,7 @@ def action(appeal_id: int):
             if name == "coordinate":
                 data["tasks"] = [{"department": form.get("task_department", "").strip(),
                                   "description": form.get("task_description", "").strip(),
-                                  "working_days": _int(form.get("task_days")) or 3,
+                                  "working_days": _number(form.get("task_days")) or 3,
                                   "required": form.get("task_required", "1") == "1"}]
             services.perform(s, current_actor(), appeal_id, name, data)
     except AppError as exc:
@@ -182,7 +186,7 @@ def categories():
             data["keywords"] = [k.strip() for k in (data["keywords"] or "").replace("，", ",").split(",") if k.strip()]
             data["required_fields"] = [k.strip() for k in (data["required_fields"] or "").split(",") if k.strip()]
             with session_scope() as s:
-                category_id = _int(request.form.get("id"))
+                category_id = row_id(request.form.get("id"))
                 if category_id is None and not data.get("code"):
                     raise ValidationError("新类别请填写代码。", fields={"code": "必填"})
                 services.save_category(s, current_actor(), data, category_id)
@@ -209,8 +213,8 @@ def holidays():
             raise AppError("部门账号不能修改节假日表。", status=403, code="forbidden")
         try:
             with session_scope() as s:
-                if _int(request.form.get("delete_id")):
-                    services.delete_holiday(s, current_actor(), _int(request.form.get("delete_id")))
+                if row_id(request.form.get("delete_id")):
+                    services.delete_holiday(s, current_actor(), row_id(request.form.get("delete_id")))
                 else:
                     data = validate({k: v for k, v in request.form.items() if k != "csrf_token"}, HOLIDAY_FORM)
                     services.set_holiday(s, current_actor(), data["day"], bool(data["is_workday"]), data["name"] or "")

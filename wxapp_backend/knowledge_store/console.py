@@ -14,7 +14,7 @@ from ..auth.models import StaffRole
 from ..console import add_nav
 from ..db import session_scope, utcnow
 from ..errors import AppError
-from ..validation import Field, validate
+from ..validation import Field, row_id, validate
 from . import services
 from .models import KBEntry, UnansweredQuestion
 
@@ -110,7 +110,7 @@ def _edit(entry_id: str | None):
             entry = _entry_from_form(form)
             with session_scope() as s:
                 services.save_entry(s, _redis(), g.actor, entry, create=entry_id is None)
-                from_q = request.form.get("from_unanswered", type=int)
+                from_q = row_id(request.form.get("from_unanswered"))
                 if from_q:
                     services.resolve_unanswered(s, g.actor, from_q, entry.id)
             flash("已保存，机器人几秒内就会用上新内容。")

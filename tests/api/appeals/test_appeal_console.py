@@ -102,3 +102,19 @@ def test_report_page_xlsx_and_dashboard_cards(client, world, console_login):
     dash = client.get("/console/").get_data(as_text=True)
     assert "在办诉求" in dash and "诉求解决率" in dash and "办不成事" in dash
     assert "诉求" in dash  # nav entry
+
+
+def test_console_forms_with_ids_beyond_the_id_columns_are_refused_not_500(client, world, console_login):
+    csrf = console_login(world.admin)
+    huge = "9" * 30
+    for path, data in (("/console/appeal-holidays", {"delete_id": huge}),
+                       ("/console/appeal-categories", {"id": huge, "code": "x", "name": "外贸", "department": "商务委",
+                                                       "promised_days": "5"})):
+        resp = client.post(path, data={"csrf_token": csrf, **data})
+        assert resp.status_code < 500, (path, resp.status_code)
+    assert client.get("/console/activities?page=" + huge).status_code == 200
+    appeal = world.submit()
+    resp = client.post(f"/console/appeals/{appeal['id']}/action",
+                       data={"csrf_token": csrf, "action": "accept", "version": huge})
+    assert resp.status_code < 500
+    assert client.get(f"/api/v1/appeals/{appeal['id']}", headers=world.uh).get_json()["status"] == appeal["status"]
