@@ -367,6 +367,18 @@ def test_wxa_always_answers_success_and_sends_by_customer_service(app, settings,
     assert call.body == {"touser": "oWxa1", "msgtype": "text", "text": {"content": GREETING}}
 
 
+def test_odd_msgid_and_openid_characters_still_reach_the_user(app, settings, standin, run_jobs):
+    """Found by tests/api/test_webhook_fuzz.py: a MsgId with ":" went into the RQ job id (refused by RQ) after
+    the dedup record was written, so the push got a 500 and the answer was lost."""
+    a = build(settings, wxa_token="wxatoken", wxa_aes_key="A" * 43, wxa_appid="wxba5fad812f8e6fb9",
+              wxa_msg_format="json")
+    resp = post(a, "wxa", text_push(a, "你好", openid="oWxa:2 /x", msg_id="12:34", name="wxa"))
+    assert resp.get_data() == b"success"
+    assert run_jobs() == 1
+    (call,) = standin.calls_to(KEFU)
+    assert call.body["touser"] == "oWxa:2 /x" and call.body["text"] == {"content": GREETING}
+
+
 def test_customer_service_refusals_are_counted(app, settings, standin, run_jobs, redis_client):
     from wxapp_backend.metrics import render
 

@@ -18,6 +18,7 @@ database write per message.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import secrets
@@ -434,9 +435,12 @@ class Pipeline:
             return
         from ..queue import enqueue
 
-        base = (msg.msg_id or f"{msg.create_time}-{msg.event or msg.msg_type}") + "-" + secrets.token_hex(4)
+        # The message's own fields are WeChat's text, not ours: they go into the id as a digest (an RQ job id
+        # must not contain ":", and a Redis key should not carry arbitrary bytes).
+        origin = f"{msg.source}\0{msg.msg_id or ''}\0{msg.create_time}\0{msg.event or msg.msg_type}"
+        base = hashlib.sha1(origin.encode("utf-8", "surrogatepass")).hexdigest()[:20] + "-" + secrets.token_hex(4)
         for i, payload in enumerate(payloads):
-            send_id = f"{account}-{msg.source}-{base}-{i}"
+            send_id = f"{account}-{base}-{i}"
             enqueue(jobs.send_customer_message, account, msg.source, payload, send_id, job_id=f"kf-{send_id}",
                     retries=3, timeout=60)
 
