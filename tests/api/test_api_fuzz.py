@@ -8,6 +8,7 @@ error answer must be the JSON {"error", "message", "fields"} with a Chinese mess
 
 from __future__ import annotations
 
+import os
 import re
 
 import schemathesis
@@ -15,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 
-EXAMPLES = int(__import__("os").environ.get("FUZZ_EXAMPLES", "20"))
+EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "20"))
 _HAN = re.compile(r"[\u4e00-\u9fff]")
 
 
