@@ -111,3 +111,58 @@ def test_bodies_that_are_not_wechat_documents_are_refused_cleanly(app, settings)
         _check(application, name, _post(application, name, body))
 
     run()
+
+
+_WORDS = ["我要反映", "投诉", "取消", "继续", "重新开始", "确认", "提交", "跳过", "好了", "是", "人工", "菜单", "你好",
+          "谢谢", "1", "2", "3", "9", "0", "营业执照怎么办", "外籍人才工作许可怎么办", "小微企业融资有什么政策",
+          "我们楼下的路灯坏了一个星期了，晚上很黑", "上海某某科技有限公司，新华大厦", "张三 13800138000",
+          "张三 是", "13800138000", "", "😀", "x" * 2500]
+_step = st.one_of(
+    st.tuples(st.just("text"), st.one_of(st.sampled_from(_WORDS), _text)),
+    st.tuples(st.just("image"), st.just("")),
+    st.tuples(st.just("event"), st.sampled_from(["subscribe", "unsubscribe", "CLICK:MENU_APPEAL", "CLICK:MENU_KB",
+                                                 "CLICK:MENU_HUMAN", "CLICK:NO_SUCH_KEY", "LOCATION"])),
+)
+
+
+_INTAKE = [("text", "我要反映"), ("text", "我们楼下的路灯坏了一个星期了，晚上很黑"),
+           ("text", "上海某某科技有限公司，新华大厦"), ("text", "张三 13800138000"), ("text", "跳过"), ("text", "确认")]
+# The appeal intake's happy path with any steps slipped in between (which may derail it, or not).
+_derailed_intake = st.lists(st.lists(_step, max_size=2), min_size=len(_INTAKE), max_size=len(_INTAKE)).map(
+    lambda gaps: [step for gap, happy in zip(gaps, _INTAKE, strict=True) for step in (*gap, happy)])
+_conversation_settings = settings(max_examples=max(10, EXAMPLES // 3), deadline=None, database=None,
+                                  derandomize=True, suppress_health_check=list(HealthCheck))
+
+
+def test_conversations_of_any_order_never_fail_the_webhook(app, settings, make_building):
+    """Multi-turn flows (appeal intake, "did you mean" numbers, menu clicks, follow/unfollow) in any order."""
+    make_building(name="新华大厦")
+    application = create_app(settings.with_overrides(**OA, extra={"chat_rate_limit": 10**6}))
+    counter = iter(range(10**9))
+
+    @_conversation_settings
+    @given(steps=st.one_of(st.lists(_step, min_size=1, max_size=12), _derailed_intake))
+    def run(steps):
+        openid = f"oConv{next(counter)}"
+        for kind, value in steps:
+            fields: dict = {"ToUserName": "gh_fuzz", "FromUserName": openid, "CreateTime": int(time.time()),
+                            "MsgType": kind}
+            if kind == "text":
+                fields.update(Content=value, MsgId=str(10**17 + next(counter)))
+            elif kind == "image":
+                fields.update(PicUrl="http://127.0.0.1:9/p.jpg", MediaId="m" + str(next(counter)),
+                              MsgId=str(10**17 + next(counter)))
+            else:
+                event, _, key = value.partition(":")
+                fields.update(Event=event, EventKey=key, Latitude="31.2", Longitude="121.4", Precision="10")
+            resp = _post(application, "oa", _xml(fields), encrypt=False)
+            _check(application, "oa", resp)
+            reply = open_reply(account_from_settings(application.extensions["wxapp"].settings, "oa"),
+                               resp.get_data(as_text=True))
+            if reply and "诉求已提交" in str(reply.get("Content", "")):
+                submitted.append(openid)
+
+    submitted: list[str] = []
+    run()
+    # Generated conversations reach the end of the appeal intake, not only its first steps.
+    assert submitted, "no generated conversation submitted an appeal"
