@@ -185,6 +185,11 @@ def char_ngrams(chars: str, n_min: int = 1, n_max: int = 2) -> list[str]:
     return out
 
 
+def surface(normalized: str) -> str:
+    """A normalised text without punctuation and spaces, its stop words and synonyms as written."""
+    return _NONWORD_RE.sub("", normalized)
+
+
 def has_han(text: str) -> bool:
     """True if the text contains at least one CJK ideograph."""
     return bool(_HAN_RE.search(text))

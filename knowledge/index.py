@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import sparse
 
-from .analysis import _NONWORD_RE, Analysis, Analyzer, char_ngrams
+from .analysis import Analysis, Analyzer, char_ngrams, surface
 
 
 @dataclass(frozen=True, slots=True)
@@ -341,11 +341,6 @@ def _top_k(scores: np.ndarray, k: int) -> np.ndarray:
     kth = -np.partition(-s, k - 1)[k - 1]
     above = pos[s > kth]
     return np.concatenate([above, pos[s == kth][: k - len(above)]])
-
-
-def surface(normalized: str) -> str:
-    """A normalised text without punctuation and spaces, stop words and synonyms as written."""
-    return _NONWORD_RE.sub("", normalized)
 
 
 def _bigram_set(text: str) -> set[str]:
