@@ -184,6 +184,11 @@ def row_id(value: object) -> int | None:
     return number if 0 < number <= DB_INT_MAX else None
 
 
+def row_ids(values: Iterable[object]) -> list[int]:
+    """The values that are ids (see row_id), in order; the others are dropped."""
+    return [i for i in map(row_id, values) if i is not None]
+
+
 def _year_range(title: str, year: int) -> None:
     # Dates are turned into UTC instants and compared in the database: year 1 or 9999 would overflow there.
     if not MIN_YEAR <= year <= MAX_YEAR:

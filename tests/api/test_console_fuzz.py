@@ -32,7 +32,7 @@ waitlist_enabled where_to_apply window working_days
 _text = st.text(st.characters(blacklist_categories=("Cs",)), max_size=80)
 _value = st.one_of(
     _text, st.just(""), st.text("0123456789", min_size=1, max_size=30), st.sampled_from(
-        ["1", "0", "-1", "2147483647", "2147483648", "9" * 40, "true", "false", "on", "2026-12-05", "0001-01-01",
+        ["1", "0", "-1", "2147483647", "2147483648", "9" * 40, "²", "１２", "١٢", "true", "false", "on", "2026-12-05", "0001-01-01",
          "9999-12-31T23:59:59", "2026-12-05T09:30", "营业执照", "a,b,c", "[1, 2]", '{"a": 1}', "x" * 3000]))
 _form = st.dictionaries(st.sampled_from(NAMES), st.one_of(_value, st.lists(_value, max_size=3)), max_size=8)
 
@@ -93,3 +93,14 @@ def test_no_console_form_answers_with_a_server_error(app, client, make_staff, ma
     assert not problems, "\n".join(problems[:30])
     # The forms were handled, not turned away at the door (a lost login or CSRF token would give 400/403 only).
     assert seen.get(302, 0) + seen.get(200, 0) > len(routes), seen
+
+
+def test_digits_that_python_reads_as_digits_but_not_as_numbers(client, make_staff, console_login):
+    """"²".isdigit() is True but int("²") fails: console forms parse ids with validation.row_id instead."""
+    csrf = console_login(make_staff(role="admin"))
+    for path, data in (("/console/notices/test-recipient", {"user_id": "²"}),
+                       ("/console/notices/new", {"title": "通知", "kind": "policy", "registrants_of": "²",
+                                                 "activity_id": "³", "building_ids": "²"}),
+                       ("/console/activities/new", {"title": "活动", "audience_building_ids": "²"})):
+        resp = client.post(path, data={"csrf_token": csrf, **data})
+        assert resp.status_code < 500, (path, resp.status_code)

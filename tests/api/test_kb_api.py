@@ -58,6 +58,16 @@ def test_chat_suggestions_then_number_reply(client, kb, make_user, user_token, r
     assert again["entry_id"] != second or again["decision"] != "answer"
 
 
+@pytest.mark.parametrize("reply", ["²", "1" * 4500, "٢"])
+def test_a_reply_to_the_choices_that_is_not_a_small_number_is_a_question(client, kb, make_user, user_token, reply):
+    """"²" passes str.isdigit() but not int(), and int() refuses 4,300 digits or more: neither may crash the chat
+    while choices are pending."""
+    h = user_token(make_user())
+    assert chat(client, "融资", h)["decision"] == "suggest"
+    resp = client.post("/api/v1/chat", json={"text": reply}, headers=h)
+    assert resp.status_code == 200, resp.get_data(as_text=True)[:200]
+
+
 def test_number_choice_is_per_user(client, kb, make_user, user_token):
     alice, bob = make_user(), make_user()
     body = chat(client, "融资", user_token(alice))

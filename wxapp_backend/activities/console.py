@@ -17,6 +17,7 @@ from ..console import add_nav
 from ..db import session_scope
 from ..enterprises.models import Building, Enterprise
 from ..errors import AppError, ValidationError
+from ..validation import row_ids
 from . import checkin, services
 from .models import CATEGORIES, QUESTION_TYPES, Activity, Registration
 
@@ -52,7 +53,7 @@ def _form_data(*, editing: bool) -> dict[str, Any]:
         data[name] = value or None
     for name in ("waitlist_enabled", "verified_only", "requires_approval"):
         data[name] = name in f
-    data["audience_building_ids"] = [int(x) for x in f.getlist("audience_building_ids") if x.isdigit()]
+    data["audience_building_ids"] = row_ids(f.getlist("audience_building_ids"))
     for name in ("audience_industries", "audience_tags"):
         data[name] = [x for x in _SPLIT.split(f.get(name, "")) if x]
     raw = f.get("questions", "").strip()
@@ -122,8 +123,7 @@ def _editor(activity_id: int | None):
         if exc.status in {403, 404}:
             raise
         values = {**values, **{k: request.form.get(k, "") for k in request.form}}
-        values["audience_building_ids"] = [int(x) for x in request.form.getlist("audience_building_ids")
-                                           if x.isdigit()]
+        values["audience_building_ids"] = row_ids(request.form.getlist("audience_building_ids"))
         return render_template("console/activities/edit.html", activity=activity, v=values, error=exc.message,
                                errors=exc.fields, **ctx), exc.status
     flash("活动已保存。")

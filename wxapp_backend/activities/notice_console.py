@@ -16,6 +16,7 @@ from ..enterprises.models import Building
 from ..errors import AppError
 from ..notices import broadcast
 from ..notices.broadcast_models import Notice, StaffTestRecipient
+from ..validation import row_id, row_ids
 from .models import CATEGORIES, Activity
 
 bp = Blueprint("notices_console", __name__, url_prefix="/console")
@@ -33,17 +34,17 @@ def _form_data() -> dict[str, Any]:
     audience: dict[str, Any] = {
         "all": "audience_all" in f,
         "categories": [c for c in f.getlist("categories") if c in CATEGORIES],
-        "building_ids": [int(x) for x in f.getlist("building_ids") if x.isdigit()],
+        "building_ids": row_ids(f.getlist("building_ids")),
         "industries": [x for x in _SPLIT.split(f.get("industries", "")) if x],
         "tags": [x for x in _SPLIT.split(f.get("tags", "")) if x],
     }
-    if f.get("registrants_of", "").isdigit():
-        audience["registrants_of"] = int(f["registrants_of"])
+    if row_id(f.get("registrants_of")) is not None:
+        audience["registrants_of"] = row_id(f.get("registrants_of"))
     data: dict[str, Any] = {"kind": f.get("kind", "policy"), "title": f.get("title", ""),
                             "summary": f.get("summary", ""), "page": f.get("page", ""),
                             "template_fields": fields, "audience": audience}
-    if f.get("activity_id", "").isdigit():
-        data["activity_id"] = int(f["activity_id"])
+    if row_id(f.get("activity_id")) is not None:
+        data["activity_id"] = row_id(f.get("activity_id"))
     return data
 
 
@@ -132,7 +133,7 @@ def test_recipient():
     raw = request.form.get("user_id", "").strip()
     try:
         with session_scope() as s:
-            broadcast.set_test_recipient(s, current_actor(), int(raw) if raw.isdigit() else None)
+            broadcast.set_test_recipient(s, current_actor(), row_id(raw))
         flash("测试接收人已保存。" if raw else "已清除测试接收人。")
     except AppError as exc:
         flash(exc.message)

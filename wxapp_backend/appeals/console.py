@@ -146,8 +146,8 @@ def action(appeal_id: int):
 
 
 def _master_id(s, value: str) -> int:
-    if value.isdigit():
-        return int(value)
+    if row_id(value) is not None:
+        return row_id(value)
     found = s.scalar(select(Appeal.id).where(Appeal.number == value.upper()))
     if found is None:
         raise ValidationError(f"没有编号为 {value} 的诉求。", fields={"master_id": "没有这个编号"})

@@ -107,6 +107,7 @@ def _numbered_choice(text: str, last: list[str] | None) -> str | None:
         return None
     t = text.strip().strip("。.、")
     t = {"一": "1", "二": "2", "三": "3", "１": "1", "２": "2", "３": "3"}.get(t, t)
-    if t.isdigit() and 1 <= int(t) <= len(last):
+    # ASCII and short: "²".isdigit() is True but int("²") fails, and int() refuses 4,300 digits or more.
+    if t.isascii() and t.isdigit() and len(t) <= 3 and 1 <= int(t) <= len(last):
         return last[int(t) - 1]
     return None
