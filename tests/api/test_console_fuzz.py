@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import os
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from werkzeug.routing import AnyConverter, IntegerConverter
@@ -37,11 +38,27 @@ _value = st.one_of(
 _form = st.dictionaries(st.sampled_from(NAMES), st.one_of(_value, st.lists(_value, max_size=3)), max_size=8)
 
 
-def _routes(app):
-    for rule in app.url_map.iter_rules():
-        if rule.rule.startswith("/console") and "POST" in rule.methods and rule.endpoint not in (
-                "console.login", "console.logout"):
-            yield rule
+def _routes(app, method: str, skip: tuple[str, ...]):
+    return [rule for rule in app.url_map.iter_rules()
+            if rule.rule.startswith("/console") and method in rule.methods and rule.endpoint not in skip]
+
+
+class _Tally:
+    """Status codes seen, and the requests that got a server error."""
+
+    def __init__(self) -> None:
+        self.seen: dict[int, int] = {}
+        self.problems: list[str] = []
+
+    def record(self, what: str, status: int) -> None:
+        self.seen[status] = self.seen.get(status, 0) + 1
+        if status >= 500:
+            self.problems.append(f"{what} -> {status}")
+
+
+def _fuzz_settings(examples: int):
+    return settings(max_examples=examples, deadline=None, database=None, derandomize=True,
+                    suppress_health_check=list(HealthCheck))
 
 
 def _path_values(rule, ids):
@@ -58,23 +75,24 @@ def _path_values(rule, ids):
     return st.fixed_dictionaries(parts)
 
 
-def test_no_console_form_answers_with_a_server_error(app, client, make_staff, make_user, make_grid, make_building,
-                                                     make_enterprise, console_login):
-    admin = make_staff(role="admin")
+@pytest.fixture
+def ids(make_user, make_grid, make_building, make_enterprise) -> list[int]:
+    """Ids of rows that exist: a grid, a building, an enterprise and a user."""
     grid = make_grid(name="网格甲")
     building = make_building(name="甲大厦", grid_id=grid.id)
     enterprise = make_enterprise(name="上海甲科技有限公司", building_id=building.id)
     user = make_user(nickname="甲", enterprise_id=enterprise.id, building_id=building.id)
-    ids = sorted({grid.id, building.id, enterprise.id, user.id})
-    csrf = console_login(admin)
-    problems: list[str] = []
-    seen: dict[int, int] = {}
-    routes = list(_routes(app))
+    return sorted({grid.id, building.id, enterprise.id, user.id})
+
+
+def test_no_console_form_answers_with_a_server_error(app, client, make_staff, ids, console_login):
+    csrf = console_login(make_staff(role="admin"))
+    tally = _Tally()
+    routes = _routes(app, "POST", ("console.login", "console.logout"))
     assert len(routes) >= 25  # every console form was walked
 
     def fuzz(rule) -> None:
-        @settings(max_examples=EXAMPLES, deadline=None, database=None, derandomize=True,
-                  suppress_health_check=list(HealthCheck))
+        @_fuzz_settings(EXAMPLES)
         @given(path=_path_values(rule, ids), form=_form, upload=st.one_of(st.none(), st.binary(max_size=2000)))
         def run(path, form, upload):
             url = rule.build(path, append_unknown=False)[1]
@@ -82,17 +100,15 @@ def test_no_console_form_answers_with_a_server_error(app, client, make_staff, ma
             if upload is not None:
                 data["file"] = (io.BytesIO(upload), "upload.xlsx")
             resp = client.post(url, data=data, content_type="multipart/form-data")
-            seen[resp.status_code] = seen.get(resp.status_code, 0) + 1
-            if resp.status_code >= 500:
-                problems.append(f"POST {url} {sorted(form)} -> {resp.status_code}")
+            tally.record(f"POST {url} {sorted(form)}", resp.status_code)
 
         run()
 
     for rule in routes:
         fuzz(rule)
-    assert not problems, "\n".join(problems[:30])
+    assert not tally.problems, "\n".join(tally.problems[:30])
     # The forms were handled, not turned away at the door (a lost login or CSRF token would give 400/403 only).
-    assert seen.get(302, 0) + seen.get(200, 0) > len(routes), seen
+    assert tally.seen.get(302, 0) + tally.seen.get(200, 0) > len(routes), tally.seen
 
 
 def test_digits_that_python_reads_as_digits_but_not_as_numbers(client, make_staff, console_login):
@@ -106,37 +122,25 @@ def test_digits_that_python_reads_as_digits_but_not_as_numbers(client, make_staf
         assert resp.status_code < 500, (path, resp.status_code)
 
 
-def test_no_console_page_answers_with_a_server_error(app, client, make_staff, make_user, make_grid, make_building,
-                                                     make_enterprise, console_login):
+def test_no_console_page_answers_with_a_server_error(app, client, make_staff, ids, console_login):
     """Every console GET page with generated query strings (filters, page numbers, dates, search text)."""
-    grid = make_grid(name="网格乙")
-    building = make_building(name="乙大厦", grid_id=grid.id)
-    enterprise = make_enterprise(name="上海乙科技有限公司", building_id=building.id)
-    user = make_user(nickname="乙", enterprise_id=enterprise.id, building_id=building.id)
-    ids = sorted({grid.id, building.id, enterprise.id, user.id})
     console_login(make_staff(role="admin"))
-    problems: list[str] = []
-    seen: dict[int, int] = {}
-    rules = [r for r in app.url_map.iter_rules()
-             if r.rule.startswith("/console") and "GET" in r.methods and r.endpoint != "console.logout"]
+    tally = _Tally()
+    rules = _routes(app, "GET", ("console.logout",))
     assert len(rules) >= 25
 
     def fuzz(rule) -> None:
-        @settings(max_examples=max(5, EXAMPLES // 2), deadline=None, database=None, derandomize=True,
-                  suppress_health_check=list(HealthCheck))
+        @_fuzz_settings(max(5, EXAMPLES // 2))
         @given(path=_path_values(rule, ids), query=st.dictionaries(st.sampled_from(NAMES + ["page", "date", "from",
                                                                                           "to", "sort", "format"]),
                                                                     _value, max_size=5))
         def run(path, query):
             url = rule.build(path, append_unknown=False)[1]
-            resp = client.get(url, query_string=query)
-            seen[resp.status_code] = seen.get(resp.status_code, 0) + 1
-            if resp.status_code >= 500:
-                problems.append(f"GET {url} {query!r} -> {resp.status_code}")
+            tally.record(f"GET {url} {query!r}", client.get(url, query_string=query).status_code)
 
         run()
 
     for rule in rules:
         fuzz(rule)
-    assert not problems, "\n".join(problems[:30])
-    assert seen.get(200, 0) > len(rules), seen  # the pages were rendered, not refused at the door
+    assert not tally.problems, "\n".join(tally.problems[:30])
+    assert tally.seen.get(200, 0) > len(rules), tally.seen  # the pages were rendered, not refused at the door
