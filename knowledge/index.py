@@ -477,7 +477,7 @@ class SearchIndex:
         qset = set(q.tokens)
         q_idf = {t: max(self._idf(t), 0.0) for t in qset}
         q_mass = sum(q_idf.values()) or 1.0
-        qb = {q.chars[i : i + 2] for i in range(len(q.chars) - 1)} or set(q.chars)
+        qb = _bigram_set(q.chars)
         q_mask = question_mask(q.normalized)
         out = np.zeros((len(docs), len(FEATURES)))
         # Passage-only inputs, computed once per query and only in an index of passages.
@@ -496,7 +496,7 @@ class SearchIndex:
             c_mass = sum(q_idf[t] for t in common)
             d_mass = float(self.doc_mass[d]) or 1.0
             dc = self.doc_chars[d]
-            db = {dc[i : i + 2] for i in range(len(dc) - 1)} or set(dc)
+            db = _bigram_set(dc)
             shared_b = len(qb & db)
             lq, ld = len(q.chars), len(dc)
             bmn = min(float(bm_norm[r]), 1.5)

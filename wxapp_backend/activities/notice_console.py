@@ -38,13 +38,13 @@ def _form_data() -> dict[str, Any]:
         "industries": [x for x in _SPLIT.split(f.get("industries", "")) if x],
         "tags": [x for x in _SPLIT.split(f.get("tags", "")) if x],
     }
-    if row_id(f.get("registrants_of")) is not None:
-        audience["registrants_of"] = row_id(f.get("registrants_of"))
+    if (registrants_of := row_id(f.get("registrants_of"))) is not None:
+        audience["registrants_of"] = registrants_of
     data: dict[str, Any] = {"kind": f.get("kind", "policy"), "title": f.get("title", ""),
                             "summary": f.get("summary", ""), "page": f.get("page", ""),
                             "template_fields": fields, "audience": audience}
-    if row_id(f.get("activity_id")) is not None:
-        data["activity_id"] = row_id(f.get("activity_id"))
+    if (activity_id := row_id(f.get("activity_id"))) is not None:
+        data["activity_id"] = activity_id
     return data
 
 

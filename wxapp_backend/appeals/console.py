@@ -119,8 +119,8 @@ def action(appeal_id: int):
         if form.get(key, "").strip():
             data[key] = form[key].strip()[:2000]
     for key in ("version", "handler_id", "task_id", "return_id", "extension_id", "working_days"):
-        if _number(form.get(key)) is not None:
-            data[key] = _number(form.get(key))
+        if (number := _number(form.get(key))) is not None:
+            data[key] = number
     for key in ("accept", "cancel"):
         if key in form:
             data[key] = form.get(key) in ("1", "true", "on", "yes")
@@ -146,8 +146,8 @@ def action(appeal_id: int):
 
 
 def _master_id(s, value: str) -> int:
-    if row_id(value) is not None:
-        return row_id(value)
+    if (appeal_id := row_id(value)) is not None:
+        return appeal_id
     found = s.scalar(select(Appeal.id).where(Appeal.number == value.upper()))
     if found is None:
         raise ValidationError(f"没有编号为 {value} 的诉求。", fields={"master_id": "没有这个编号"})
@@ -213,8 +213,8 @@ def holidays():
             raise AppError("部门账号不能修改节假日表。", status=403, code="forbidden")
         try:
             with session_scope() as s:
-                if row_id(request.form.get("delete_id")):
-                    services.delete_holiday(s, current_actor(), row_id(request.form.get("delete_id")))
+                if delete_id := row_id(request.form.get("delete_id")):
+                    services.delete_holiday(s, current_actor(), delete_id)
                 else:
                     data = validate({k: v for k, v in request.form.items() if k != "csrf_token"}, HOLIDAY_FORM)
                     services.set_holiday(s, current_actor(), data["day"], bool(data["is_workday"]), data["name"] or "")
