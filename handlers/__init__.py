@@ -24,7 +24,7 @@ from .router import Context, Router
 router = Router()
 
 # Modules holding intents (knowledge base, appeal intake, activities) that register on `router`.
-PLUGINS: list[str] = ["handlers.appeal_intake"]
+PLUGINS: list[str] = ["handlers.appeal_intake", "handlers.appeal_followup"]
 
 
 def build_router(extra_modules: list[str] | None = None) -> Router:

@@ -58,7 +58,7 @@ LOST = ("抱歉，刚才填写的诉求记录已失效（系统刚刚重启，�
 UNAVAILABLE = "系统暂时繁忙，刚才的内容没有保存。请稍后回复“我要反映”重新开始。"
 NO_USER = "暂时无法确认您的身份，诉求没有提交。请稍后再试，或在小程序“我要反映”中填写。"
 SUBMITTED = ("诉求已提交，编号 {number}。\n我们将在 1 个工作日内受理，承诺 {due} 前办结。\n"
-             "可在小程序“我的诉求”中查看进度，办理结果会通知您。")
+             "回复“我的诉求”可随时查看进度，办理结果会通知您。")
 CONFIRM_HINT = "回复“确认”提交，回复“修改”重新填写，回复“取消”放弃。"
 SUMMARY = "请核对您的诉求：\n问题：{content}\n企业：{enterprise}\n楼宇：{building}\n联系人：{name} {phone}\n照片：{photos} 张\n"
 
@@ -82,8 +82,9 @@ def _in_flow(ctx: Context) -> bool:
 
 
 def _lost_answer(ctx: Context) -> bool:
-    """A reply that only makes sense inside an intake, arriving with no intake state."""
-    if ctx.msg.msg_type != "text" or _state(ctx).get("flow") == FLOW:
+    """A reply that only makes sense inside an intake, arriving with no conversation state at all (a “跳过”
+    inside another flow, such as a rating, is that flow's)."""
+    if ctx.msg.msg_type != "text" or _state(ctx).get("flow"):
         return False
     t = ctx.text
     return t in CONFIRM_WORDS or t in CONTINUE_WORDS or t in ("跳过", "发完了") or \

@@ -108,6 +108,26 @@ def test_inside_the_window_a_customer_service_text_goes_out(make_user, standin, 
     assert _attempts(db, nid) == [("custom", "ok", 0)]
 
 
+@pytest.mark.parametrize(("kind", "hint"), [("appeal_resolved", "回复“评价”即可评价办理结果"),
+                                             ("appeal_needs_info", "回复“补充”即可补充材料"),
+                                             ("appeal_accepted", "回复“我的诉求”查看办理进度")])
+def test_appeal_notices_in_the_official_account_say_what_to_reply(make_user, standin, kind, hint):
+    """An Official Account follower may have no mini-program login: the chat is where they rate and supplement
+    (handlers/appeal_followup.py), so the text says what to reply there, not "see the mini-program"."""
+    oa_openid = "oOA" + "h" * 25
+    user = make_user(openid=f"oa:{oa_openid}", oa_openid=oa_openid, last_message_at=utcnow() - timedelta(hours=1))
+    assert deliver_notification(_notify(user, kind=kind)) == "sent_custom"
+    content = standin.calls_to(CUSTOM)[0].body["text"]["content"]
+    assert content.endswith(f"（{hint}）") and "小程序" not in content
+
+
+def test_other_notices_still_point_to_the_mini_program(make_user, standin):
+    user = make_user(oa_openid="oOA" + "k" * 20, last_message_at=utcnow() - timedelta(hours=1))
+    assert deliver_notification(_notify(user, kind="activity_reminder", title="活动提醒", body="明天 14:00")) == \
+        "sent_custom"
+    assert standin.calls_to(CUSTOM)[0].body["text"]["content"].endswith("（详情请在小程序“消息”中查看）")
+
+
 def test_mini_program_chat_when_there_is_no_official_account_openid(make_user, standin):
     user = make_user(last_message_at=utcnow() - timedelta(minutes=5))
     assert deliver_notification(_notify(user)) == "sent_custom"

@@ -209,12 +209,19 @@ def _restore_window(r: redis.Redis, account: str, openid: str, last_message_at) 
     pipe.execute()
 
 
-def _custom_text(s: Session, note: Notification) -> str:
+# What an appeal notice sent into the chat tells the user to reply (handlers/appeal_followup.py): an Official
+# Account follower may never have opened the mini-program, where their appeal would not show anyway.
+_CHAT_HINTS = {"appeal_resolved": "回复“评价”即可评价办理结果", "appeal_needs_info": "回复“补充”即可补充材料"}
+
+
+def _custom_text(s: Session, note: Notification, account: str = "wxa") -> str:
     item = _inbox(s, note)
     parts = [item.title, item.body] if item else [note.kind]
     text = "\n".join(p.strip() for p in parts if p and p.strip())
     if len(text) > CUSTOM_TEXT_MAX:
         text = text[: CUSTOM_TEXT_MAX - 1] + "…"
+    if account == "oa" and note.kind.startswith("appeal_"):
+        return text + f"\n（{_CHAT_HINTS.get(note.kind, '回复“我的诉求”查看办理进度')}）"
     return text + "\n（详情请在小程序“消息”中查看）"
 
 
@@ -233,7 +240,7 @@ def _plan_custom(s: Session, note: Notification, user: User) -> _Send | None:
         refused = take_window(r, account, openid)
         if not refused:
             row = _attempt(s, note, Channel.CUSTOM, Outcome.SENDING, detail=account)
-            return _Send(row.id, Channel.CUSTOM, account, openid, user.id, text=_custom_text(s, note))
+            return _Send(row.id, Channel.CUSTOM, account, openid, user.id, text=_custom_text(s, note, account))
         if refused == 45047:
             full = account
     if full is not None:  # a window is open but its sends are used up (by us or by chat replies)
@@ -256,7 +263,7 @@ def _resume(s: Session, note: Notification, user: User, attempt: NotificationAtt
         return _Send(attempt.id, Channel.SUBSCRIBE, "wxa", user.openid, user.id, template_id, data, page)
     account = attempt.detail if attempt.detail in ("oa", "wxa") else "wxa"
     openid = user.oa_openid if account == "oa" else _wxa_openid(user)
-    return _Send(attempt.id, Channel.CUSTOM, account, openid or "", user.id, text=_custom_text(s, note))
+    return _Send(attempt.id, Channel.CUSTOM, account, openid or "", user.id, text=_custom_text(s, note, account))
 
 
 def _next_send_in(s: Session, note: Notification, user: User) -> _Send | str:

@@ -1,0 +1,385 @@
+"""After the intake, in the chat: 我的诉求 (progress), 评价 (rate a resolved appeal), 补充 (send what staff asked for).
+
+An Official Account follower who never opened the mini-program has no other way to follow an appeal filed in
+the chat: the mini-program logs in with a different openid, so its "我的诉求" page would be empty for them.
+These rules close the loop where the appeal was opened. They use the same services as the mini-program API
+(`appeals.services.rate` / `supplement`), so the rules, the audit rows and the notices are the same.
+
+Rating is three short answers (解决了吗 → 1-5 分 → 留言 or 跳过), kept in the conversation state like the
+intake; supplementing is one text (photos sent before it go with it). A user only ever reaches their own
+appeals: an appeal number of someone else's reads as unknown.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import unicodedata
+from datetime import datetime
+from typing import Any
+
+import redis
+
+from . import router as default_router
+from .appeal_intake import CANCEL_WORDS, PASS_THROUGH, SKIP_WORDS, START_WORDS
+from .replies import Reply, Text
+from .router import Context, Router
+
+log = logging.getLogger("handlers")
+
+FLOW = "appeal_followup"
+VERSION = 1
+STATUS_WORDS = ("我的诉求", "诉求进度", "查询诉求", "诉求查询", "查进度", "查询进度", "办理进度")
+RATE_RE = re.compile(r"^(?:评价|评价诉求|我要评价)\s*(SQ\d{8}-\d{4})?$", re.IGNORECASE)
+SUPPLEMENT_RE = re.compile(r"^(?:补充|补充材料|我要补充)\s*(SQ\d{8}-\d{4})?$", re.IGNORECASE)
+LIST_LIMIT = 5
+SUMMARY_CHARS = 16
+MAX_PHOTOS = 9
+COMMENT_MAX = 500
+SUPPLEMENT_MAX = 2000
+RESOLVED_YES = ("1", "已解决", "解决了", "解决", "是", "是的")
+RESOLVED_NO = ("2", "未解决", "没解决", "没有解决", "否", "不是")
+_STARS = re.compile(r"^([1-5])\s*(?:分|星|颗星)?$")
+
+NONE_YET = "您还没有提交过诉求。回复“我要反映”，我来帮您登记。"
+NOT_FOUND = "没有找到编号为 {number} 的诉求（只能查看您本人提交的诉求），请核对编号后再试。"
+NO_USER = "暂时无法确认您的身份，请稍后再试。"
+UNAVAILABLE = "系统暂时繁忙，请稍后再试。"
+NOTHING_TO_RATE = "您目前没有待评价的诉求。回复“我的诉求”查看全部。"
+NOTHING_TO_SUPPLEMENT = "您目前没有需要补充材料的诉求。回复“我的诉求”查看全部。"
+PICK_ONE = "您有 {n} 条{what}的诉求，请回复“{cmd} 编号”，例如：{cmd} {example}\n{lines}"
+ASK_RESOLVED = ("诉求 {number} 已办结。\n办理结果：{resolution}\n\n问题解决了吗？回复 1 已解决，回复 2 未解决（将重新办理）。\n"
+                "随时回复“取消”可以退出评价。")
+ASK_STARS = "请为这次办理打分：回复 1～5（5 分最满意）。"
+ASK_COMMENT = "还有什么想对我们说的吗？直接回复即可；不想写请回复“跳过”。"
+HINT_RESOLVED = "请回复 1（已解决）或 2（未解决）。"
+HINT_STARS = "请回复 1～5 之间的数字（5 分最满意）。"
+RATED_CLOSED = "感谢您的评价！诉求 {number} 已关闭。"
+RATED_REOPENED = "收到您的反馈，诉求 {number} 将重新办理，工作人员会尽快与您联系。"
+RATED_BAD = "\n给您添麻烦了，我们已安排整改。"
+ASK_SUPPLEMENT = ("诉求 {number} 需要您补充：{request}\n\n请直接回复补充的内容（文字，发送后即提交）；有照片的话请先发照片，"
+                  "最多 {left} 张。随时回复“取消”可以退出。")
+SUPPLEMENT_PHOTO = "收到第 {n} 张照片。请再用文字说明补充的内容，发送后即提交。"
+SUPPLEMENT_PHOTO_FULL = "照片已经够多了（这条诉求最多 9 张），请用文字说明补充的内容。"
+SUPPLEMENT_SHORT = "补充的内容有点短，请再具体说说（至少 2 个字）。"
+SUPPLEMENT_LONG = "补充的内容太长了，请精简到 2000 字以内。"
+SUPPLEMENTED = "已补充，诉求 {number} 恢复办理。{photos}办理结果会通知您，回复“我的诉求”可随时查看进度。"
+CANCELLED = "已退出，没有提交任何内容。需要时回复“我的诉求”查看。"
+LOST = "刚才的操作已失效（超过 30 分钟没有回复，或系统刚刚重启），内容没有提交。请回复“我的诉求”重新查看。"
+
+
+def _tz():
+    from wxapp_backend.appeals.calendar import TZ
+
+    return TZ
+
+
+def _when(value: datetime | None) -> str:
+    return value.astimezone(_tz()).strftime("%m月%d日") if value else ""
+
+
+def _summary(text: str) -> str:
+    text = " ".join((text or "").split())
+    return text if len(text) <= SUMMARY_CHARS else text[:SUMMARY_CHARS] + "…"
+
+
+def _plain(text: str) -> str:
+    """Full-width digits and letters as ASCII (“５”, “ＳＱ”), so that what people type on a phone is understood."""
+    return unicodedata.normalize("NFKC", text).strip()
+
+
+def _state(ctx: Context) -> dict[str, Any]:
+    try:
+        return ctx.state.get()
+    except redis.RedisError:
+        return {}
+
+
+def _is_command(text: str) -> bool:
+    """Texts that start something else: they leave a follow-up flow to their own rules."""
+    return (text in STATUS_WORDS or text in START_WORDS or text in PASS_THROUGH
+            or bool(RATE_RE.match(text)) or bool(SUPPLEMENT_RE.match(text)))
+
+
+def _in_flow(ctx: Context) -> bool:
+    if ctx.msg.msg_type not in ("text", "image"):
+        return False
+    if ctx.msg.msg_type == "text" and _is_command(_plain(ctx.text)):
+        return False
+    return _state(ctx).get("flow") == FLOW
+
+
+# --- reading -----------------------------------------------------------------------------------------------
+
+
+def _rated_rounds(s, appeal_ids: list[int]) -> set[tuple[int, int]]:
+    from sqlalchemy import select
+
+    from wxapp_backend.appeals.models import AppealRating
+
+    if not appeal_ids:
+        return set()
+    rows = s.execute(select(AppealRating.appeal_id, AppealRating.round).where(AppealRating.appeal_id.in_(appeal_ids)))
+    return {(a, r) for a, r in rows}
+
+
+def _awaiting_rating(appeal, rated: set[tuple[int, int]], now: datetime) -> bool:
+    from wxapp_backend.appeals.services import RATING_WINDOW
+    from wxapp_backend.appeals.states import AppealStatus
+
+    return (appeal.status == AppealStatus.RESOLVED and appeal.resolved_at is not None
+            and now <= appeal.resolved_at + RATING_WINDOW and (appeal.id, appeal.round) not in rated)
+
+
+def _line(appeal, rated: set[tuple[int, int]], now: datetime) -> str:
+    from wxapp_backend.appeals.states import LABELS, OPEN, AppealStatus
+
+    text = f"{appeal.number}【{LABELS.get(appeal.status, appeal.status)}】{_summary(appeal.content)}"
+    if _awaiting_rating(appeal, rated, now):
+        return text + f"\n  → 回复“评价 {appeal.number}”评价"
+    if appeal.status == AppealStatus.PENDING_ENTERPRISE:
+        return text + f"\n  → 需要补充：{_summary(appeal.info_request) or '材料'}，回复“补充 {appeal.number}”"
+    if appeal.status in OPEN and appeal.due_at is not None:
+        return text + f"（承诺 {_when(appeal.due_at)} 前办结）"
+    return text
+
+
+def status(ctx: Context) -> Reply:
+    """我的诉求: the user's latest appeals, each with what they can do about it."""
+    if ctx.user_id is None:
+        return Text(NO_USER)
+    from sqlalchemy import func, select
+
+    from wxapp_backend.appeals.models import Appeal
+    from wxapp_backend.db import session_scope, utcnow
+
+    with session_scope() as s:
+        total = s.scalar(select(func.count(Appeal.id)).where(Appeal.user_id == ctx.user_id)) or 0
+        if not total:
+            return Text(NONE_YET)
+        appeals = list(s.scalars(select(Appeal).where(Appeal.user_id == ctx.user_id)
+                                 .order_by(Appeal.id.desc()).limit(LIST_LIMIT)).unique())
+        rated, now = _rated_rounds(s, [a.id for a in appeals]), utcnow()
+        lines = [f"{i}. {_line(a, rated, now)}" for i, a in enumerate(appeals, 1)]
+    _leave_flow(ctx)
+    head = f"您的诉求（共 {total} 条" + (f"，显示最近 {LIST_LIMIT} 条）：" if total > LIST_LIMIT else "）：")
+    return Text("\n".join([head, *lines, "回复“我要反映”登记新的诉求。"]))
+
+
+def _leave_flow(ctx: Context) -> None:
+    try:
+        if ctx.state.get().get("flow") == FLOW:
+            ctx.state.clear()
+    except redis.RedisError:
+        pass
+
+
+def _own(s, user_id: int, number: str):
+    from sqlalchemy import select
+
+    from wxapp_backend.appeals.models import Appeal
+
+    return s.scalars(select(Appeal).where(Appeal.user_id == user_id, Appeal.number == number.upper())).unique().first()
+
+
+def _choose(ctx: Context, number: str | None, wanted, what: str, cmd: str, none_text: str) -> tuple[Any, str | None]:
+    """The appeal a command is about: the numbered one, or the only one `wanted` accepts. Returns (appeal id and
+    details, None) or (None, the reply to give instead)."""
+    from sqlalchemy import select
+
+    from wxapp_backend.appeals.models import Appeal
+    from wxapp_backend.appeals.states import LABELS
+    from wxapp_backend.db import session_scope, utcnow
+
+    with session_scope() as s:
+        now = utcnow()
+        if number:
+            appeal = _own(s, ctx.user_id, number)
+            if appeal is None:
+                return None, NOT_FOUND.format(number=number.upper())
+            if not wanted(appeal, _rated_rounds(s, [appeal.id]), now):
+                label = LABELS.get(appeal.status, appeal.status)
+                return None, f"诉求 {appeal.number} 当前为“{label}”，现在不需要{what}。回复“我的诉求”查看。"
+            return _details(appeal), None
+        recent = list(s.scalars(select(Appeal).where(Appeal.user_id == ctx.user_id)
+                                .order_by(Appeal.id.desc()).limit(50)).unique())
+        rated = _rated_rounds(s, [a.id for a in recent])
+        found = [a for a in recent if wanted(a, rated, now)]
+        if not found:
+            return None, none_text
+        if len(found) > 1:
+            lines = "\n".join(f"{a.number}：{_summary(a.content)}" for a in found[:LIST_LIMIT])
+            return None, PICK_ONE.format(n=len(found), what=f"待{what}", cmd=cmd, example=found[0].number, lines=lines)
+        return _details(found[0]), None
+
+
+def _details(appeal) -> dict[str, Any]:
+    return {"id": appeal.id, "number": appeal.number, "round": appeal.round, "resolution": appeal.resolution or "",
+            "request": appeal.info_request or "", "photos": len(appeal.images or [])}
+
+
+def _start(ctx: Context, data: dict[str, Any], reply: str) -> Reply:
+    try:
+        ctx.state.set({"flow": FLOW, "v": VERSION, **data})
+    except redis.RedisError:
+        return Text(UNAVAILABLE)
+    return Text(reply)
+
+
+# --- rating ------------------------------------------------------------------------------------------------
+
+
+def rate_start(ctx: Context) -> Reply:
+    """评价 [编号]."""
+    if ctx.user_id is None:
+        return Text(NO_USER)
+    number = RATE_RE.match(_plain(ctx.text))
+    found, refusal = _choose(ctx, number.group(1) if number else None, _awaiting_rating, "评价", "评价",
+                             NOTHING_TO_RATE)
+    if found is None:
+        return Text(refusal or NOTHING_TO_RATE)
+    resolution = found["resolution"][:200] + ("…" if len(found["resolution"]) > 200 else "")
+    return _start(ctx, {"kind": "rate", "step": "resolved", "appeal_id": found["id"], "number": found["number"],
+                        "round": found["round"]},
+                  ASK_RESOLVED.format(number=found["number"], resolution=resolution or "（见通知）"))
+
+
+def _rate_step(ctx: Context, d: dict[str, Any], text: str) -> Reply:
+    step = d.get("step")
+    if step == "resolved":
+        if text in RESOLVED_YES or text in RESOLVED_NO:
+            d.update(step="stars", resolved=text in RESOLVED_YES)
+            return _start(ctx, d, ASK_STARS)
+        return Text(HINT_RESOLVED)
+    if step == "stars":
+        m = _STARS.match(text)
+        if not m:
+            return Text(HINT_STARS)
+        d.update(step="comment", stars=int(m.group(1)))
+        return _start(ctx, d, ASK_COMMENT)
+    if step == "comment":
+        if not text:
+            return Text(ASK_COMMENT)
+        comment = "" if text in SKIP_WORDS else ctx.text[:COMMENT_MAX]  # the words as written, not normalised
+        return _rate_submit(ctx, d, comment)
+    ctx.state.clear()
+    return Text(LOST)
+
+
+def _rate_submit(ctx: Context, d: dict[str, Any], comment: str) -> Reply:
+    from sqlalchemy.exc import IntegrityError
+
+    from wxapp_backend.appeals.services import BAD_SATISFACTION, rate
+    from wxapp_backend.db import session_scope
+    from wxapp_backend.errors import AppError
+
+    ctx.state.clear()  # whatever happens next, this flow is over: a repeated answer cannot rate twice
+    try:
+        with session_scope() as s:
+            rate(s, ctx.user_id, int(d["appeal_id"]), resolved=bool(d.get("resolved")),
+                 satisfaction=int(d.get("stars") or 0), comment=comment)
+    except AppError as exc:  # already rated, the window closed, reopened by staff meanwhile ...
+        return Text(f"评价没有提交：{exc.message}")
+    except IntegrityError:  # a concurrent rating of the same round won the race
+        return Text("这一轮办理您已经评价过了。")
+    log.info("chat appeal rated", extra={"account": ctx.account, "user_id": ctx.user_id, "appeal_id": d["appeal_id"]})
+    reply = (RATED_CLOSED if d.get("resolved") else RATED_REOPENED).format(number=d["number"])
+    return Text(reply + (RATED_BAD if int(d.get("stars") or 0) <= BAD_SATISFACTION else ""))
+
+
+# --- supplementing -----------------------------------------------------------------------------------------
+
+
+def _needs_info(appeal, rated, now) -> bool:
+    from wxapp_backend.appeals.states import AppealStatus
+
+    return appeal.status == AppealStatus.PENDING_ENTERPRISE
+
+
+def supplement_start(ctx: Context) -> Reply:
+    """补充 [编号]."""
+    if ctx.user_id is None:
+        return Text(NO_USER)
+    number = SUPPLEMENT_RE.match(_plain(ctx.text))
+    found, refusal = _choose(ctx, number.group(1) if number else None, _needs_info, "补充材料", "补充",
+                             NOTHING_TO_SUPPLEMENT)
+    if found is None:
+        return Text(refusal or NOTHING_TO_SUPPLEMENT)
+    left = max(0, MAX_PHOTOS - found["photos"])
+    return _start(ctx, {"kind": "supplement", "step": "content", "appeal_id": found["id"], "number": found["number"],
+                        "left": left, "media": []},
+                  ASK_SUPPLEMENT.format(number=found["number"], request=found["request"] or "（见通知）", left=left))
+
+
+def _supplement_step(ctx: Context, d: dict[str, Any], text: str) -> Reply:
+    if ctx.msg.msg_type == "image":
+        media = d.setdefault("media", [])
+        if len(media) >= int(d.get("left") or 0):
+            return Text(SUPPLEMENT_PHOTO_FULL)
+        if ctx.msg.media_id and ctx.msg.media_id not in media:
+            media.append(ctx.msg.media_id)
+        return _start(ctx, d, SUPPLEMENT_PHOTO.format(n=len(media)))
+    text = ctx.text  # the words as written, not normalised
+    if len(text) < 2:
+        return Text(SUPPLEMENT_SHORT)
+    if len(text) > SUPPLEMENT_MAX:
+        return Text(SUPPLEMENT_LONG)
+    from wxapp_backend.appeals.services import supplement
+    from wxapp_backend.db import session_scope
+    from wxapp_backend.errors import AppError
+    from wxapp_backend.queue import enqueue_after_commit
+
+    ctx.state.clear()
+    media = [m for m in d.get("media", []) if isinstance(m, str)][: int(d.get("left") or 0)]
+    try:
+        with session_scope() as s:
+            appeal = supplement(s, ctx.user_id, int(d["appeal_id"]), text)
+            if media:
+                enqueue_after_commit(s, "wxapp_backend.appeals.jobs.fetch_chat_images", appeal.id, ctx.account, media,
+                                     job_id=f"appeal-{appeal.id}-supplement-{ctx.msg.msg_id or ctx.msg.create_time}",
+                                     retries=2)
+    except AppError as exc:
+        return Text(f"补充没有提交：{exc.message}")
+    log.info("chat appeal supplemented", extra={"account": ctx.account, "user_id": ctx.user_id,
+                                                "appeal_id": d["appeal_id"]})
+    photos = f"照片 {len(media)} 张稍后附上。" if media else ""
+    return Text(SUPPLEMENTED.format(number=d["number"], photos=photos))
+
+
+def step(ctx: Context) -> Reply:
+    """One answer inside a rating or supplement."""
+    d = _state(ctx)
+    text = _plain(ctx.text)
+    if text in CANCEL_WORDS:
+        ctx.state.clear()
+        return Text(CANCELLED)
+    if d.get("v") != VERSION or d.get("kind") not in ("rate", "supplement") or ctx.user_id is None:
+        ctx.state.clear()
+        return Text(LOST)
+    if d["kind"] == "rate":
+        if ctx.msg.msg_type != "text":
+            return Text(HINT_RESOLVED if d.get("step") == "resolved" else HINT_STARS if d.get("step") == "stars"
+                        else ASK_COMMENT)
+        return _rate_step(ctx, d, text)
+    return _supplement_step(ctx, d, text)
+
+
+def _rate_command(ctx: Context) -> bool:
+    return ctx.msg.msg_type == "text" and bool(RATE_RE.match(_plain(ctx.text)))
+
+
+def _supplement_command(ctx: Context) -> bool:
+    return ctx.msg.msg_type == "text" and bool(SUPPLEMENT_RE.match(_plain(ctx.text)))
+
+
+def install(r: Router) -> Router:
+    """Register the rules on a router (the default one at import; tests pass their own)."""
+    # The matchers read only the message and ctx.state; every handler needs the database.
+    r.match(_in_flow, cheap=True, pure=True)(step)
+    r.text(*STATUS_WORDS)(status)
+    r.match(_rate_command, cheap=True, pure=True)(rate_start)
+    r.match(_supplement_command, cheap=True, pure=True)(supplement_start)
+    return r
+
+
+install(default_router)

@@ -1,0 +1,194 @@
+"""我的诉求 / 评价 / 补充 in the chat (handlers/appeal_followup.py), with real Redis state and the database."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import select
+
+from handlers import appeal_followup as followup
+from handlers import appeal_intake as intake
+from handlers.router import Context, Router
+from wxapp_backend.appeals import services
+from wxapp_backend.appeals.models import Appeal, AppealRating, AppealTask
+from wxapp_backend.audit import Actor, AuditLog
+from wxapp_backend.db import session_scope, utcnow
+from wxapp_backend.wechat.messages import normalise
+
+
+@pytest.fixture
+def chat(redis_client, make_user, make_staff, make_building, make_enterprise, app_ctx):
+    building = make_building(name="新华大厦")
+    enterprise = make_enterprise(name="上海测试科技有限公司", building_id=building.id)
+    user = make_user(enterprise_id=enterprise.id, binding_state="verified")
+    other = make_user(enterprise_id=enterprise.id, binding_state="verified")
+    admin = make_staff(role="admin")
+    staff = Actor("staff", admin.id, role="admin", name="管理员")
+    router = followup.install(intake.install(Router()))  # the bot's order: the intake's rules first
+
+    def say(content=None, *, msg_type="text", media_id=None, user_id=user.id, msg_id=None):
+        raw = {"ToUserName": "gh_x", "FromUserName": f"o-{user_id}", "CreateTime": "1700000000",
+               "MsgType": msg_type, "MsgId": msg_id or str(abs(hash((content, media_id, user_id))))}
+        if content is not None:
+            raw["Content"] = content
+        if media_id:
+            raw["MediaId"], raw["PicUrl"] = media_id, "http://example.invalid/p.jpg"
+        ctx = Context(msg=normalise(raw, "oa"), redis=redis_client, user_id=user_id)
+        reply = router.dispatch(ctx)
+        return reply.text if reply is not None else None
+
+    def submit(content="我们公司的增值税发票开不出来，税控盘坏了", owner=None):
+        with session_scope() as s:
+            appeal, _ = services.submit_appeal(s, owner or user.id, services.Intake(
+                content=content, contact_name="张三", contact_phone="13800138000"))
+            return appeal.id, appeal.number
+
+    def act(appeal_id, action, **data):
+        with session_scope() as s:
+            return services.perform(s, staff, appeal_id, action, data).status
+
+    def resolved(content="我们公司的增值税发票开不出来，税控盘坏了", owner=None):
+        appeal_id, number = submit(content, owner)
+        act(appeal_id, "accept")
+        act(appeal_id, "resolve", resolution="已协调税务所更换税控盘")
+        return appeal_id, number
+
+    say.user, say.other, say.submit, say.act, say.resolved = user, other, submit, act, resolved
+    return say
+
+
+def _appeal(appeal_id):
+    with session_scope() as s:
+        return s.get(Appeal, appeal_id)
+
+
+def _ratings(appeal_id):
+    with session_scope() as s:
+        return list(s.scalars(select(AppealRating).where(AppealRating.appeal_id == appeal_id)))
+
+
+def test_status_lists_own_appeals_with_what_to_do(chat):
+    assert chat("我的诉求") == followup.NONE_YET
+    open_id, open_no = chat.submit("园区门口总有车辆乱停乱放，影响出入")
+    done_id, done_no = chat.resolved()
+    info_id, info_no = chat.submit("办公楼空调不制冷，物业一直不处理")
+    chat.act(info_id, "accept")
+    chat.act(info_id, "request_info", note="请提供物业合同首页")
+    _, someone_elses = chat.submit("别人的诉求，不该出现在列表里", owner=chat.other.id)
+    listing = chat("我的诉求")
+    assert "共 3 条" in listing
+    assert f"{open_no}【已提交】" in listing and "承诺" in listing
+    assert f"评价 {done_no}" in listing
+    assert f"补充 {info_no}" in listing and "物业合同" in listing
+    assert someone_elses not in listing
+
+
+def test_rating_in_three_answers_closes_the_appeal_and_is_audited(chat):
+    appeal_id, number = chat.resolved()
+    ask = chat("评价")  # the only appeal waiting for a rating
+    assert number in ask and "已协调税务所" in ask and "回复 1 已解决" in ask
+    assert chat("也许吧") == followup.HINT_RESOLVED
+    assert chat("1") == followup.ASK_STARS
+    assert chat("6") == followup.HINT_STARS
+    assert chat("５") == followup.ASK_COMMENT  # a full-width digit from a phone keyboard
+    assert chat("跳过") == followup.RATED_CLOSED.format(number=number)  # not the intake's "lost answer"
+    [rating] = _ratings(appeal_id)
+    assert rating.resolved and rating.satisfaction == 5 and rating.comment == "" and rating.user_id == chat.user.id
+    assert _appeal(appeal_id).status == "closed"
+    with session_scope() as s:
+        actions = set(s.scalars(select(AuditLog.action).where(AuditLog.target_id == str(appeal_id))))
+    assert "appeal.rated" in actions
+    assert "已经评价" in chat(f"评价 {number}") or "不需要评价" in chat(f"评价 {number}")
+    assert len(_ratings(appeal_id)) == 1
+
+
+def test_not_resolved_with_a_bad_score_reopens_and_opens_rectification(chat):
+    appeal_id, number = chat.resolved()
+    chat(f"评价 {number.lower()}")  # the number as typed, in lower case
+    chat("2")
+    chat("1")
+    reply = chat("税控盘还是用不了，也没人回电话")
+    assert reply == followup.RATED_REOPENED.format(number=number) + followup.RATED_BAD
+    appeal = _appeal(appeal_id)
+    assert appeal.status == "in_progress" and appeal.round == 2
+    [rating] = _ratings(appeal_id)
+    assert not rating.resolved and rating.satisfaction == 1 and "税控盘" in rating.comment
+    with session_scope() as s:
+        assert s.scalar(select(AppealTask.id).where(AppealTask.appeal_id == appeal_id,
+                                                    AppealTask.kind == "rectification")) is not None
+
+
+def test_rating_refusals_are_explained(chat):
+    assert chat("评价") == followup.NOTHING_TO_RATE
+    open_id, open_no = chat.submit()
+    assert "当前为“已提交”" in chat(f"评价 {open_no}")
+    assert chat("评价 SQ20990101-0001") == followup.NOT_FOUND.format(number="SQ20990101-0001")
+    _, theirs = chat.resolved(owner=chat.other.id)
+    assert chat(f"评价 {theirs}") == followup.NOT_FOUND.format(number=theirs)  # someone else's: unknown
+    first = chat.resolved()[1]
+    second = chat.resolved("办公楼电梯坏了一周，一直没人修")[1]
+    pick = chat("评价")
+    assert "2 条待评价" in pick and first in pick and second in pick
+    expired_id, expired_no = chat.resolved("楼道灯坏了很久")
+    with session_scope() as s:
+        s.get(Appeal, expired_id).resolved_at = utcnow() - timedelta(days=8)
+    assert "不需要评价" in chat(f"评价 {expired_no}")
+
+
+def test_a_rating_overtaken_by_staff_is_refused_and_the_flow_ends(chat):
+    appeal_id, number = chat.resolved()
+    chat("评价")
+    chat("1")
+    chat("4")
+    chat.act(appeal_id, "close", note="企业电话确认已解决")  # meanwhile, staff closed it
+    reply = chat("谢谢")
+    assert reply.startswith("评价没有提交：")
+    assert _ratings(appeal_id) == []
+    assert chat("1") != followup.ASK_STARS  # the flow is over: "1" is no longer a rating answer
+
+
+def test_cancel_and_other_commands_leave_the_flow(chat):
+    chat.resolved()
+    chat("评价")
+    assert chat("取消") == followup.CANCELLED
+    chat("评价")
+    assert "共 5 步" in chat("我要反映")  # starting an intake replaces the rating
+    assert chat("1") != followup.ASK_STARS
+
+
+def test_supplement_with_photos_resumes_the_clock(chat, run_jobs, standin):
+    appeal_id, number = chat.submit("办公楼空调不制冷，物业一直不处理")
+    chat.act(appeal_id, "accept")
+    chat.act(appeal_id, "request_info", note="请提供物业合同首页")
+    ask = chat("补充")
+    assert number in ask and "物业合同首页" in ask
+    assert chat(msg_type="image", media_id="MEDIA-S1") == followup.SUPPLEMENT_PHOTO.format(n=1)
+    assert chat("好") == followup.SUPPLEMENT_SHORT
+    done = chat("合同首页已拍照，物业是某某物业公司")
+    assert done.startswith(f"已补充，诉求 {number} 恢复办理。照片 1 张")
+    appeal = _appeal(appeal_id)
+    assert appeal.status == "accepted" and appeal.info_request == ""
+    run_jobs()
+    assert [i.get("media_id") for i in _appeal(appeal_id).images] == ["MEDIA-S1"]
+    assert chat("补充") == followup.NOTHING_TO_SUPPLEMENT
+
+
+def test_supplement_refusals(chat):
+    assert chat("补充材料") == followup.NOTHING_TO_SUPPLEMENT
+    appeal_id, number = chat.submit()
+    assert "不需要补充材料" in chat(f"补充 {number}")
+    assert chat("补充 SQ20990101-0001") == followup.NOT_FOUND.format(number="SQ20990101-0001")
+
+
+def test_followup_is_plugged_into_the_bot_and_keeps_the_fast_path():
+    import handlers
+
+    assert "handlers.appeal_followup" in handlers.PLUGINS
+    bot = handlers.build_router()
+    names = [r.name for r in bot.rules]
+    flow = len(names) - 1 - names[::-1].index("match:_in_flow")  # the intake has a rule of the same name
+    # A rating's "1" / "2" and a supplement's text come before the menu digits and the knowledge base.
+    assert flow < names.index("regex:^[1-4]$") < names.index("type:text")
+    assert names.index("match:_rate_command") < names.index("type:text")
+    assert names.index("match:_lost_answer") < flow  # and a rating's “跳过” is still the rating's (see above)
