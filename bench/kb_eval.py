@@ -3,7 +3,7 @@
 Usage:
     .venv/bin/python bench/kb_eval.py [--sizes 1000,10000,100000] [--quick]
     .venv/bin/python bench/kb_eval.py --fit      # fit question-index weights and thresholds on dev data only
-    .venv/bin/python bench/kb_eval.py --fit-passages --l2 3   # fit the passage block (gov_qa dev half + gov_nlu)
+    .venv/bin/python bench/kb_eval.py --fit-passages --l2 10  # fit the passage block (gov_qa dev half + gov_nlu)
     .venv/bin/python bench/kb_eval.py --dev --only own,gov    # report on dev data only (for tuning)
 
 Eval data is read from ../shared/eval at run time and never copied into the repository.

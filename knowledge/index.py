@@ -227,6 +227,10 @@ _PASSAGE_EXTRA: tuple[str, ...] = (
     "bm25_rel",  # word BM25 over the best word BM25 among the candidates
     "char_bm25_rel",  # character-bigram BM25 over the best one among the candidates
     "window_cover",  # most distinct query bigrams inside one stretch of WINDOW_CHARS characters, over all
+    # The passage's best single sentence (split on 。！？； and line breaks): an answer often settles the
+    # question in one sentence, while the rest of it is about neighbouring matters.
+    "sent_bi",  # most of the query's character bigrams found in one sentence, over the query's bigrams
+    "sent_words",  # most idf mass of query words found in one sentence, over the query's mass
 )
 FEATURES: tuple[str, ...] = (
     tuple(f"short_{f}" for f in _BASE_FEATURES)
@@ -240,15 +244,17 @@ SHORT_AT, LONG_AT, PASSAGE_AT = 0, N_BASE, 2 * N_BASE
 # (indexes of answer texts; `bench/kb_eval.py --fit-passages`, gov_qa dev half + gov_nlu).
 # The short_qw_mismatch / short_len_gap weights (round 6) were chosen by a grid over LCQMC dev top-1 with the
 # rest of the model fixed (docs/bench/kb.md); they are zero in the long block. The passage block is the output
-# of `--fit-passages --l2s 1,3,10 --l2 3` with every passage column fitted, the two included (round 7b).
+# of `--fit-passages --l2s 1,3,10 --l2 10` with every passage column fitted (round 10b; l2 10 chosen over five
+# fold assignments of the gov_qa dev half, docs/bench/kb.md).
 RERANK_WEIGHTS: tuple[float, ...] = (
     -5.8193, 3.9424, 5.0957, -0.5143, -1.5368, -0.0878, 0.0651, 0.2549, 4.6446, 4.8134, 0.0000,
     -0.6000, -1.0000,
     -8.1334, 4.5937, 3.4962, 2.0288, -0.9831, 1.7209, -2.2964, 0.3279, 0.0000, 0.0000, 2.2729,
     0.0000, 0.0000,
-    -4.3409, 0.1723, -0.0661, 0.4034, 0.7609, 0.0562, -0.3276, -0.6457, 0.0000, 0.0000, 0.2409,
-    1.0517, 0.0311,
-    -0.0952, -0.8702, -1.5245, 0.8328, 0.4445, 0.4377, 0.2326, 0.4590, 0.4241, 1.1413, 2.2553, 0.8239,
+    -4.6343, 0.3162, 0.1473, 0.2730, 0.4447, 0.0912, 0.0465, -0.2431, 0.0000, 0.0000, 0.3371,
+    0.9149, 0.1094,
+    0.1274, -0.3522, -0.6702, 0.6131, 0.3660, 0.2950, 0.1785, 0.3333, 0.2737, 1.1161, 1.6468, 0.3671,
+    0.2400, 0.4965,
 )  # fmt: skip
 # Documents longer than this (in kept characters) are passages, not questions: the symmetric
 # features mean something else for them, so the model gets separate weights (the long_* features).
@@ -303,6 +309,32 @@ def question_mask(normalized: str) -> int:
 
 
 WINDOW_CHARS = 50
+# Sentence ends in a passage's raw text (full- and half-width): the unit of sent_bi / sent_words.
+_SENTENCE_END = re.compile(r"[。！？；!?;\n]+")
+
+
+def _sentences(raw: str, analyzer: Analyzer) -> tuple[tuple[frozenset[str], frozenset[str]], ...]:
+    """Character bigrams and words of each sentence of a passage (the whole text if it has no sentence)."""
+    parts = [t for t in _SENTENCE_END.split(raw) if t.strip()]
+    analyses = [analyzer.analyze(t) for t in parts] or [analyzer.analyze(raw)]
+    return tuple(
+        (frozenset(_bigram_set(a.chars)) if a.chars else frozenset(), frozenset(a.tokens)) for a in analyses
+    )
+
+
+def _best_sentence(
+    sentences: Sequence[tuple[frozenset[str], frozenset[str]]],
+    q_bigrams: set[str],
+    q_idf: dict[str, float],
+    q_mass: float,
+) -> tuple[float, float]:
+    """(sent_bi, sent_words): the best sentence's share of the query's bigrams and of its words' idf mass."""
+    best_b = best_w = 0.0
+    qset = q_idf.keys()
+    for bigrams, words in sentences:
+        best_b = max(best_b, len(q_bigrams & bigrams) / max(len(q_bigrams), 1))
+        best_w = max(best_w, sum(q_idf[t] for t in qset & words) / q_mass)
+    return best_b, best_w
 
 
 def _window_cover(doc: str, grams: set[str], width: int = WINDOW_CHARS) -> int:
@@ -431,6 +463,7 @@ class SearchIndex:
         self.passage_bm25: BM25Matrix | None = None
         self.long_shape: list[tuple[bool, bool, bool, tuple[bool, ...]]] = []
         self.long_lead: list[frozenset[str]] = []
+        self.long_sentences: list[tuple[tuple[frozenset[str], frozenset[str]], ...]] = []
         if self.passages and self.long_ids.size:
             self.passage_bm25 = BM25Matrix(
                 [_bigrams(self.doc_chars[d]) for d in self.long_ids],
@@ -440,6 +473,7 @@ class SearchIndex:
             )
             for d in self.long_ids:
                 self.long_shape.append(_answer_shape(texts[d]))
+                self.long_sentences.append(_sentences(texts[d], analyzer))
                 lead, n = [], 0
                 for t in self.doc_tokens[d]:
                     n += len(t)
@@ -548,6 +582,7 @@ class SearchIndex:
                 float(bm_norm[r]) / bm_max,
                 float(p_scores[li]) / p_max,
                 _window_cover(dc, qb) / max(len(qb), 1),
+                *_best_sentence(self.long_sentences[li], qb, q_idf, q_mass),
             )
         return out
 
