@@ -329,12 +329,14 @@ def _best_sentence(
     q_mass: float,
 ) -> tuple[float, float]:
     """(sent_bi, sent_words): the best sentence's share of the query's bigrams and of its words' idf mass."""
-    best_b = best_w = 0.0
+    best_n, best_w = 0, 0.0
     qset = q_idf.keys()
     for bigrams, words in sentences:
-        best_b = max(best_b, len(q_bigrams & bigrams) / max(len(q_bigrams), 1))
-        best_w = max(best_w, sum(q_idf[t] for t in qset & words) / q_mass)
-    return best_b, best_w
+        if len(bigrams) > best_n:  # a sentence with no more bigrams than the best count cannot beat it
+            best_n = max(best_n, len(q_bigrams & bigrams))
+        if not words.isdisjoint(qset):
+            best_w = max(best_w, sum(q_idf[t] for t in qset & words) / q_mass)
+    return best_n / max(len(q_bigrams), 1), best_w
 
 
 def _window_cover(doc: str, grams: set[str], width: int = WINDOW_CHARS) -> int:
@@ -464,6 +466,13 @@ class SearchIndex:
         self.long_shape: list[tuple[bool, bool, bool, tuple[bool, ...]]] = []
         self.long_lead: list[frozenset[str]] = []
         self.long_sentences: list[tuple[tuple[frozenset[str], frozenset[str]], ...]] = []
+        # Per long document, worked out once instead of per query: how many distinct bigrams it has and the
+        # bigrams of its opening (the lead_bi feature).
+        self.long_nbigrams = [len(_bigram_set(self.doc_chars[d])) for d in self.long_ids]
+        self.long_lead_bigrams = [
+            frozenset(lead[i : i + 2] for i in range(len(lead) - 1))
+            for lead in (self.doc_chars[d][:LEAD_CHARS] for d in self.long_ids)
+        ]
         if self.passages and self.long_ids.size:
             self.passage_bm25 = BM25Matrix(
                 [_bigrams(self.doc_chars[d]) for d in self.long_ids],
@@ -512,6 +521,7 @@ class SearchIndex:
         q_idf = {t: max(self._idf(t), 0.0) for t in qset}
         q_mass = sum(q_idf.values()) or 1.0
         qb = _bigram_set(q.chars)
+        qb2 = [g for g in qb if len(g) == 2]  # a two-character string is one of a text's bigrams iff it is in it
         q_mask = question_mask(q.normalized)
         out = np.zeros((len(docs), len(FEATURES)))
         # Passage-only inputs, computed once per query and only in an index of passages.
@@ -530,19 +540,25 @@ class SearchIndex:
             c_mass = sum(q_idf[t] for t in common)
             d_mass = float(self.doc_mass[d]) or 1.0
             dc = self.doc_chars[d]
-            db = _bigram_set(dc)
-            shared_b = len(qb & db)
+            long = bool(self.is_long[d])
+            lead_bi = 0.0
+            if long and len(dc) >= 2:
+                # A passage is hundreds of characters: no set of its bigrams per query (the same counts).
+                li = self.long_pos[int(d)]
+                shared_b, n_db = sum(1 for g in qb2 if g in dc), self.long_nbigrams[li]
+                lead_bi = len(qb & self.long_lead_bigrams[li]) / max(len(qb), 1)
+            else:
+                db = _bigram_set(dc)
+                shared_b, n_db = len(qb & db), len(db)
+                if long:
+                    lead = dc[:LEAD_CHARS]
+                    lead_bi = len(qb & {lead[i : i + 2] for i in range(len(lead) - 1)}) / max(len(qb), 1)
             lq, ld = len(q.chars), len(dc)
             bmn = min(float(bm_norm[r]), 1.5)
             cs = float(cos[r])
             d_cov = c_mass / d_mass
-            d_bi = shared_b / max(len(db), 1)
+            d_bi = shared_b / max(n_db, 1)
             len_ratio = min(lq, ld) / max(lq, ld, 1)
-            long = bool(self.is_long[d])
-            lead_bi = 0.0
-            if long:
-                lead = dc[:LEAD_CHARS]
-                lead_bi = len(qb & {lead[i : i + 2] for i in range(len(lead) - 1)}) / max(len(qb), 1)
             d_mask = self.doc_qmask[d]
             share = float(self.doc_share[d])
             qw = (q_mask ^ d_mask).bit_count() / max((q_mask | d_mask).bit_count(), 1)

@@ -70,3 +70,32 @@ def test_an_index_of_questions_leaves_the_sentence_columns_at_zero() -> None:
     _, _, _, feats = idx.search_docs(a.analyze("外国人工作许可怎么办理"))
     assert not feats[:, FEATURES.index("passage_sent_bi")].any()
     assert not feats[:, FEATURES.index("passage_sent_words")].any()
+
+
+def test_passage_bigram_columns_count_as_the_bigram_sets_do() -> None:
+    """Passages count shared bigrams by substring test and keep their bigram counts and opening bigrams from
+    the build (no set of a passage's bigrams per query): the columns must equal the set-based definition,
+    including a one-character query (whose "bigram" is the character itself, found in no passage bigram)."""
+    from knowledge.index import LEAD_CHARS, _bigram_set
+
+    a = get_analyzer()
+    texts = [
+        "外国人工作许可证可以在区政务服务中心办理，办理时需要护照原件。工作许可证有效期一般为一年。",
+        "营业执照遗失后可以在一网通办申请补领，补领营业执照需要法定代表人签字。" * 3,
+        "户",  # a one-character passage takes the set path
+    ]
+    idx = SearchIndex(texts, [0, 1, 2], a, passages=True)
+    assert idx.passages
+    cols = {n: FEATURES.index(f"passage_{n}") for n in ("q_bi_cover", "d_bi_cover", "lead_bi")}
+    for question in ("营业执照丢了怎么补办", "工作许可证去哪里办理", "户", "照"):  # 照 is in two passages
+        q = a.analyze(question)
+        docs, fused, cos, feats = idx.search_docs(q)
+        qb = _bigram_set(q.chars)
+        for d, row in zip(docs, feats, strict=True):
+            dc = idx.doc_chars[int(d)]
+            db = _bigram_set(dc)
+            lead = dc[:LEAD_CHARS]
+            lead_set = {lead[i : i + 2] for i in range(len(lead) - 1)}
+            assert row[cols["q_bi_cover"]] == len(qb & db) / max(len(qb), 1)
+            assert row[cols["d_bi_cover"]] == len(qb & db) / max(len(db), 1)
+            assert row[cols["lead_bi"]] == len(qb & lead_set) / max(len(qb), 1)
