@@ -21,7 +21,7 @@ from typing import Any
 import redis
 
 from . import router as default_router
-from .appeal_intake import CANCEL_WORDS, PASS_THROUGH, SKIP_WORDS, START_WORDS
+from .appeal_intake import CANCEL_WORDS, PASS_THROUGH, SKIP_WORDS, START_WORDS, STATUS_WORDS
 from .replies import Reply, Text
 from .router import Context, Router
 
@@ -29,7 +29,6 @@ log = logging.getLogger("handlers")
 
 FLOW = "appeal_followup"
 VERSION = 1
-STATUS_WORDS = ("我的诉求", "诉求进度", "查询诉求", "诉求查询", "查进度", "查询进度", "办理进度")
 RATE_RE = re.compile(r"^(?:评价|评价诉求|我要评价)\s*(SQ\d{8}-\d{4})?$", re.IGNORECASE)
 SUPPLEMENT_RE = re.compile(r"^(?:补充|补充材料|我要补充)\s*(SQ\d{8}-\d{4})?$", re.IGNORECASE)
 LIST_LIMIT = 5

@@ -34,6 +34,8 @@ CONFIRM_WORDS = ("确认", "提交", "确认提交", "确定")
 SKIP_WORDS = ("跳过", "没有", "无", "不用", "好了", "完成", "发完了")
 YES_WORDS = ("是", "是的", "对", "对的", "确认", "没错")
 PASS_THROUGH = ("人工", "转人工", "人工客服", "人工服务", "客服")  # a person can always be reached
+# 我的诉求 (handlers/appeal_followup.py) answers even in the middle of a draft, which it leaves as it is.
+STATUS_WORDS = ("我的诉求", "诉求进度", "查询诉求", "诉求查询", "查进度", "查询进度", "办理进度")
 
 PROMPTS = {
     "describe": "请简单描述您遇到的问题：发生了什么、在哪里、持续多久（至少 5 个字）。\n随时回复“取消”可以退出。",
@@ -76,7 +78,7 @@ def _state(ctx: Context) -> dict[str, Any]:
 def _in_flow(ctx: Context) -> bool:
     if ctx.msg.msg_type not in ("text", "image", "voice"):
         return False
-    if ctx.text in PASS_THROUGH:
+    if ctx.text in PASS_THROUGH or ctx.text in STATUS_WORDS:
         return False
     return _state(ctx).get("flow") == FLOW
 

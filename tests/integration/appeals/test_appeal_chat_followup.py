@@ -192,3 +192,12 @@ def test_followup_is_plugged_into_the_bot_and_keeps_the_fast_path():
     assert flow < names.index("regex:^[1-4]$") < names.index("type:text")
     assert names.index("match:_rate_command") < names.index("type:text")
     assert names.index("match:_lost_answer") < flow  # and a rating's “跳过” is still the rating's (see above)
+
+
+def test_status_in_the_middle_of_an_intake_keeps_the_draft(chat):
+    chat.submit("园区门口总有车辆乱停乱放，影响出入")
+    assert "共 5 步" in chat("我要反映")
+    assert "名下" in chat("楼里的空调一直不制冷，物业不处理") or "企业名称" in chat("继续")
+    listing = chat("我的诉求")
+    assert "共 1 条" in listing  # answered, not taken as the enterprise's name
+    assert "第 2/5 步" in chat("我要反映")  # the draft is still there, at the step it was
