@@ -201,3 +201,52 @@ def test_status_in_the_middle_of_an_intake_keeps_the_draft(chat):
     listing = chat("我的诉求")
     assert "共 1 条" in listing  # answered, not taken as the enterprise's name
     assert "第 2/5 步" in chat("我要反映")  # the draft is still there, at the step it was
+
+
+def test_any_sequence_of_answers_rates_at_most_once(chat):
+    """Random answers after “评价” (right ones, wrong ones, repeats, commands, photos): never an error, never a
+    second rating of the round, and the appeal's state always agrees with the rating."""
+    import random
+
+    rng = random.Random(20261205)
+    words = ["1", "2", "3", "5", "６", "0", "已解决", "未解决", "跳过", "取消", "评价", "我的诉求", "好的", "",
+             "还行吧，处理得挺快", "人工", "我要反映"]
+    rated = 0
+    for _ in range(40):
+        appeal_id, number = chat.resolved()
+        chat(f"评价 {number}")
+        for _ in range(rng.randint(1, 8)):
+            if rng.random() < 0.1:
+                reply = chat(msg_type="image", media_id=f"M{rng.randint(0, 9)}")
+            else:
+                reply = chat(rng.choice(words))
+            assert reply is None or "Traceback" not in reply
+        ratings = _ratings(appeal_id)
+        appeal = _appeal(appeal_id)
+        assert len(ratings) <= 1
+        if ratings:
+            rated += 1
+            assert appeal.status == ("closed" if ratings[0].resolved else "in_progress")
+        else:
+            assert appeal.status == "resolved"
+        chat("取消")
+    assert 0 < rated < 40  # the sequences reach a rating, and not always
+
+
+def test_two_messages_holding_the_same_last_step_rate_once(chat, redis_client):
+    """Two quick answers to the last question, both read before either cleared the state: the second is refused
+    by the service (one rating per round), and the user is told."""
+    appeal_id, number = chat.resolved()
+    chat(f"评价 {number}")
+    chat("1")
+    chat("4")
+    raw = {"ToUserName": "gh_x", "FromUserName": f"o-{chat.user.id}", "CreateTime": "1700000000",
+           "MsgType": "text", "Content": "跳过", "MsgId": "1"}
+    ctx = Context(msg=normalise(raw, "oa"), redis=redis_client, user_id=chat.user.id)
+    state = ctx.state.get()
+    assert state["step"] == "comment"
+    first = followup._rate_submit(ctx, dict(state), "").text
+    second = followup._rate_submit(ctx, dict(state), "").text
+    assert first == followup.RATED_CLOSED.format(number=number)
+    assert second.startswith("评价没有提交：") and "已经评价" in second
+    assert len(_ratings(appeal_id)) == 1
