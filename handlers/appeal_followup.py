@@ -21,7 +21,14 @@ from typing import Any
 import redis
 
 from . import router as default_router
-from .appeal_intake import CANCEL_WORDS, PASS_THROUGH, SKIP_WORDS, START_WORDS, STATUS_WORDS
+from .appeal_intake import (
+    CANCEL_WORDS,
+    PASS_THROUGH,
+    SKIP_WORDS,
+    START_WORDS,
+    STATUS_WORDS,
+    _state,  # the conversation state, {} when Redis cannot be read
+)
 from .replies import Reply, Text
 from .router import Context, Router
 
@@ -85,13 +92,6 @@ def _summary(text: str) -> str:
 def _plain(text: str) -> str:
     """Full-width digits and letters as ASCII (“５”, “ＳＱ”), so that what people type on a phone is understood."""
     return unicodedata.normalize("NFKC", text).strip()
-
-
-def _state(ctx: Context) -> dict[str, Any]:
-    try:
-        return ctx.state.get()
-    except redis.RedisError:
-        return {}
 
 
 def _is_command(text: str) -> bool:
@@ -228,15 +228,21 @@ def _start(ctx: Context, data: dict[str, Any], reply: str) -> Reply:
 # --- rating ------------------------------------------------------------------------------------------------
 
 
+def _target(ctx: Context, pattern: re.Pattern[str], wanted, what: str, cmd: str,
+            none_text: str) -> tuple[dict[str, Any], None] | tuple[None, Reply]:
+    """The appeal a 评价 / 补充 command is about, or the reply that says why there is none."""
+    if ctx.user_id is None:
+        return None, Text(NO_USER)
+    number = pattern.match(_plain(ctx.text))
+    found, refusal = _choose(ctx, number.group(1) if number else None, wanted, what, cmd, none_text)
+    return (found, None) if found is not None else (None, Text(refusal or none_text))
+
+
 def rate_start(ctx: Context) -> Reply:
     """评价 [编号]."""
-    if ctx.user_id is None:
-        return Text(NO_USER)
-    number = RATE_RE.match(_plain(ctx.text))
-    found, refusal = _choose(ctx, number.group(1) if number else None, _awaiting_rating, "评价", "评价",
-                             NOTHING_TO_RATE)
+    found, refusal = _target(ctx, RATE_RE, _awaiting_rating, "评价", "评价", NOTHING_TO_RATE)
     if found is None:
-        return Text(refusal or NOTHING_TO_RATE)
+        return refusal
     resolution = found["resolution"][:200] + ("…" if len(found["resolution"]) > 200 else "")
     return _start(ctx, {"kind": "rate", "step": "resolved", "appeal_id": found["id"], "number": found["number"],
                         "round": found["round"]},
@@ -297,13 +303,9 @@ def _needs_info(appeal, rated, now) -> bool:
 
 def supplement_start(ctx: Context) -> Reply:
     """补充 [编号]."""
-    if ctx.user_id is None:
-        return Text(NO_USER)
-    number = SUPPLEMENT_RE.match(_plain(ctx.text))
-    found, refusal = _choose(ctx, number.group(1) if number else None, _needs_info, "补充材料", "补充",
-                             NOTHING_TO_SUPPLEMENT)
+    found, refusal = _target(ctx, SUPPLEMENT_RE, _needs_info, "补充材料", "补充", NOTHING_TO_SUPPLEMENT)
     if found is None:
-        return Text(refusal or NOTHING_TO_SUPPLEMENT)
+        return refusal
     left = max(0, MAX_PHOTOS - found["photos"])
     return _start(ctx, {"kind": "supplement", "step": "content", "appeal_id": found["id"], "number": found["number"],
                         "left": left, "media": []},
