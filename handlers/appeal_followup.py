@@ -14,20 +14,24 @@ from __future__ import annotations
 
 import logging
 import re
-import unicodedata
 from datetime import datetime
 from typing import Any
 
 import redis
 
+from . import appeal_intake as intake
 from . import router as default_router
 from .appeal_intake import (
     CANCEL_WORDS,
     PASS_THROUGH,
+    RATE_RE,
     SKIP_WORDS,
     START_WORDS,
     STATUS_WORDS,
+    SUPPLEMENT_RE,
     _state,  # the conversation state, {} when Redis cannot be read
+    add_photo,
+    plain,
 )
 from .replies import Reply, Text
 from .router import Context, Router
@@ -36,13 +40,15 @@ log = logging.getLogger("handlers")
 
 FLOW = "appeal_followup"
 VERSION = 1
-RATE_RE = re.compile(r"^(?:评价|评价诉求|我要评价)\s*(SQ\d{8}-\d{4})?$", re.IGNORECASE)
-SUPPLEMENT_RE = re.compile(r"^(?:补充|补充材料|我要补充)\s*(SQ\d{8}-\d{4})?$", re.IGNORECASE)
 LIST_LIMIT = 5
 SUMMARY_CHARS = 16
 MAX_PHOTOS = 9
 COMMENT_MAX = 500
 SUPPLEMENT_MAX = 2000
+REQUEST_CHARS = 200  # of staff's request, quoted back (their note may be 2,000 characters: the reply has 2,048 bytes)
+# Words that end a photo sending or are said in passing: not a supplement by themselves.
+DONE_WORDS = (*SKIP_WORDS, "发完了", "就这些", "提交")
+FILLER_WORDS = ("谢谢", "谢谢你", "谢谢您", "感谢", "多谢", "好的", "好", "嗯", "哦", "收到", "你好", "您好", "在吗")
 RESOLVED_YES = ("1", "已解决", "解决了", "解决", "是", "是的")
 RESOLVED_NO = ("2", "未解决", "没解决", "没有解决", "否", "不是")
 _STARS = re.compile(r"^([1-5])\s*(?:分|星|颗星)?$")
@@ -67,6 +73,15 @@ ASK_SUPPLEMENT = ("诉求 {number} 需要您补充：{request}\n\n请直接回�
                   "最多 {left} 张。随时回复“取消”可以退出。")
 SUPPLEMENT_PHOTO = "收到第 {n} 张照片。请再用文字说明补充的内容，发送后即提交。"
 SUPPLEMENT_PHOTO_FULL = "照片已经够多了（这条诉求最多 9 张），请用文字说明补充的内容。"
+SUPPLEMENT_NO_PHOTOS = "（这条诉求的照片已满 9 张，不能再加照片。）"
+SUPPLEMENT_NEEDS_TEXT = "请用文字写一下补充的内容，例如：“合同首页已拍照，物业是某某物业公司”；发送后即提交。"
+SUPPLEMENT_PHOTOS_ONLY = "企业补充了照片 {n} 张"
+COMMENT_LONG = "留言请控制在 500 字以内，精简后再发给我；不想写请回复“跳过”。"
+NOT_HEARD = "没有听清，请用文字回复。"
+DRAFT_FIRST = "您有一条未填完的诉求（进行到第 {n}/5 步）。请先回复“继续”填完，或回复“取消”放弃，再来{cmd}。"
+RATING_OVER = ("诉求 {number} 的评价期限（办结后 7 天）已经过了。如果问题还没解决，请回复“我要反映”重新提交，"
+               "我们会尽快处理。")
+ALREADY_RATED = "诉求 {number} 这一轮办理您已经评价过了，谢谢！"
 SUPPLEMENT_SHORT = "补充的内容有点短，请再具体说说（至少 2 个字）。"
 SUPPLEMENT_LONG = "补充的内容太长了，请精简到 2000 字以内。"
 SUPPLEMENTED = "已补充，诉求 {number} 恢复办理。{photos}办理结果会通知您，回复“我的诉求”可随时查看进度。"
@@ -89,11 +104,6 @@ def _summary(text: str) -> str:
     return text if len(text) <= SUMMARY_CHARS else text[:SUMMARY_CHARS] + "…"
 
 
-def _plain(text: str) -> str:
-    """Full-width digits and letters as ASCII (“５”, “ＳＱ”), so that what people type on a phone is understood."""
-    return unicodedata.normalize("NFKC", text).strip()
-
-
 def _is_command(text: str) -> bool:
     """Texts that start something else: they leave a follow-up flow to their own rules."""
     return (text in STATUS_WORDS or text in START_WORDS or text in PASS_THROUGH
@@ -101,11 +111,31 @@ def _is_command(text: str) -> bool:
 
 
 def _in_flow(ctx: Context) -> bool:
-    if ctx.msg.msg_type not in ("text", "image"):
+    if ctx.msg.msg_type not in ("text", "image", "voice"):
         return False
-    if ctx.msg.msg_type == "text" and _is_command(_plain(ctx.text)):
+    if ctx.msg.msg_type == "text" and _is_command(plain(ctx.text)):
         return False
     return _state(ctx).get("flow") == FLOW
+
+
+def _person_in_flow(ctx: Context) -> bool:
+    """人工 during a rating or supplement: the person is reached and the flow ends, so that a later “你好” or “1”
+    is not taken as an answer to a question asked before the hand-over."""
+    return ctx.msg.msg_type == "text" and ctx.text in PASS_THROUGH and _state(ctx).get("flow") == FLOW
+
+
+def to_person(ctx: Context) -> Reply:
+    from .bot import human
+
+    _leave_flow(ctx)
+    return human(ctx)
+
+
+def _words(ctx: Context) -> str:
+    """What the user said: the text, or a voice message's transcript without the punctuation it ends with."""
+    if ctx.msg.msg_type == "voice":
+        return (ctx.msg.recognition or "").strip().rstrip("。，！？.,!?")
+    return ctx.text
 
 
 # --- reading -----------------------------------------------------------------------------------------------
@@ -187,7 +217,7 @@ def _choose(ctx: Context, number: str | None, wanted, what: str, cmd: str, none_
     from sqlalchemy import select
 
     from wxapp_backend.appeals.models import Appeal
-    from wxapp_backend.appeals.states import LABELS
+    from wxapp_backend.appeals.states import LABELS, AppealStatus
     from wxapp_backend.db import session_scope, utcnow
 
     with session_scope() as s:
@@ -196,7 +226,12 @@ def _choose(ctx: Context, number: str | None, wanted, what: str, cmd: str, none_
             appeal = _own(s, ctx.user_id, number)
             if appeal is None:
                 return None, NOT_FOUND.format(number=number.upper())
-            if not wanted(appeal, _rated_rounds(s, [appeal.id]), now):
+            rated = _rated_rounds(s, [appeal.id])
+            if not wanted(appeal, rated, now):
+                if wanted is _awaiting_rating and appeal.status == AppealStatus.RESOLVED:
+                    if (appeal.id, appeal.round) in rated:
+                        return None, ALREADY_RATED.format(number=appeal.number)
+                    return None, RATING_OVER.format(number=appeal.number)
                 label = LABELS.get(appeal.status, appeal.status)
                 return None, f"诉求 {appeal.number} 当前为“{label}”，现在不需要{what}。回复“我的诉求”查看。"
             return _details(appeal), None
@@ -233,7 +268,10 @@ def _target(ctx: Context, pattern: re.Pattern[str], wanted, what: str, cmd: str,
     """The appeal a 评价 / 补充 command is about, or the reply that says why there is none."""
     if ctx.user_id is None:
         return None, Text(NO_USER)
-    number = pattern.match(_plain(ctx.text))
+    draft = _state(ctx)
+    if draft.get("flow") == intake.FLOW and draft.get("step") in intake.STEPS:  # not overwritten by a new flow
+        return None, Text(DRAFT_FIRST.format(n=intake.STEPS.index(draft["step"]) + 1, cmd=cmd))
+    number = pattern.match(plain(ctx.text))
     found, refusal = _choose(ctx, number.group(1) if number else None, wanted, what, cmd, none_text)
     return (found, None) if found is not None else (None, Text(refusal or none_text))
 
@@ -265,7 +303,11 @@ def _rate_step(ctx: Context, d: dict[str, Any], text: str) -> Reply:
     if step == "comment":
         if not text:
             return Text(ASK_COMMENT)
-        comment = "" if text in SKIP_WORDS else ctx.text[:COMMENT_MAX]  # the words as written, not normalised
+        if text in SKIP_WORDS:
+            return _rate_submit(ctx, d, "")
+        comment = _words(ctx)  # the words as written, not normalised
+        if len(comment) > COMMENT_MAX:
+            return Text(COMMENT_LONG)
         return _rate_submit(ctx, d, comment)
     ctx.state.clear()
     return Text(LOST)
@@ -278,7 +320,7 @@ def _rate_submit(ctx: Context, d: dict[str, Any], comment: str) -> Reply:
     from wxapp_backend.db import session_scope
     from wxapp_backend.errors import AppError
 
-    ctx.state.clear()  # whatever happens next, this flow is over: a repeated answer cannot rate twice
+    _take(ctx, d)  # whatever happens next, this flow is over: a repeated answer cannot rate twice
     try:
         with session_scope() as s:
             rate(s, ctx.user_id, int(d["appeal_id"]), resolved=bool(d.get("resolved")),
@@ -307,34 +349,43 @@ def supplement_start(ctx: Context) -> Reply:
     if found is None:
         return refusal
     left = max(0, MAX_PHOTOS - found["photos"])
+    request = found["request"][:REQUEST_CHARS] + ("…" if len(found["request"]) > REQUEST_CHARS else "")
+    ask = ASK_SUPPLEMENT.format(number=found["number"], request=request or "（见通知）", left=left)
+    if not left:
+        ask = ask.replace(f"有照片的话请先发照片，最多 {left} 张。", SUPPLEMENT_NO_PHOTOS)
     return _start(ctx, {"kind": "supplement", "step": "content", "appeal_id": found["id"], "number": found["number"],
-                        "left": left, "media": []},
-                  ASK_SUPPLEMENT.format(number=found["number"], request=found["request"] or "（见通知）", left=left))
+                        "left": left, "media": []}, ask)
 
 
 def _supplement_step(ctx: Context, d: dict[str, Any], text: str) -> Reply:
     if ctx.msg.msg_type == "image":
-        media = d.setdefault("media", [])
-        if len(media) >= int(d.get("left") or 0):
-            return Text(SUPPLEMENT_PHOTO_FULL)
-        if ctx.msg.media_id and ctx.msg.media_id not in media:
-            media.append(ctx.msg.media_id)
-        return _start(ctx, d, SUPPLEMENT_PHOTO.format(n=len(media)))
-    text = ctx.text  # the words as written, not normalised
-    if len(text) < 2:
+        try:  # photos sent together arrive together: added atomically, never written back over each other
+            n = add_photo(ctx, FLOW, "appeal_id", d.get("appeal_id"), int(d.get("left") or 0))
+        except redis.RedisError:
+            return Text(UNAVAILABLE)
+        if n is None:
+            return Text(LOST)
+        return Text(SUPPLEMENT_PHOTO_FULL if n < 0 else SUPPLEMENT_PHOTO.format(n=n))
+    if text in DONE_WORDS and _state(ctx).get("media"):
+        content = SUPPLEMENT_PHOTOS_ONLY.format(n=len(_state(ctx)["media"]))
+    elif text in DONE_WORDS or text in FILLER_WORDS:
+        return Text(SUPPLEMENT_NEEDS_TEXT)
+    else:
+        content = _words(ctx)  # the words as written, not normalised
+    if len(content) < 2:
         return Text(SUPPLEMENT_SHORT)
-    if len(text) > SUPPLEMENT_MAX:
+    if len(content) > SUPPLEMENT_MAX:
         return Text(SUPPLEMENT_LONG)
     from wxapp_backend.appeals.services import supplement
     from wxapp_backend.db import session_scope
     from wxapp_backend.errors import AppError
     from wxapp_backend.queue import enqueue_after_commit
 
-    ctx.state.clear()
-    media = [m for m in d.get("media", []) if isinstance(m, str)][: int(d.get("left") or 0)]
+    taken = _take(ctx, d)  # the photos that arrived up to now come along
+    media = [m for m in taken.get("media", []) if isinstance(m, str)][: int(d.get("left") or 0)]
     try:
         with session_scope() as s:
-            appeal = supplement(s, ctx.user_id, int(d["appeal_id"]), text)
+            appeal = supplement(s, ctx.user_id, int(d["appeal_id"]), content)
             if media:
                 enqueue_after_commit(s, "wxapp_backend.appeals.jobs.fetch_chat_images", appeal.id, ctx.account, media,
                                      job_id=f"appeal-{appeal.id}-supplement-{ctx.msg.msg_id or ctx.msg.create_time}",
@@ -347,10 +398,31 @@ def _supplement_step(ctx: Context, d: dict[str, Any], text: str) -> Reply:
     return Text(SUPPLEMENTED.format(number=d["number"], photos=photos))
 
 
+def _take(ctx: Context, d: dict[str, Any]) -> dict[str, Any]:
+    """End the flow atomically and return its state as it is now (photos that arrived meanwhile included), or
+    `d` when it was already gone (another message ended it) or Redis cannot be reached."""
+    taken: dict[str, Any] = {}
+
+    def take(cur: dict[str, Any]) -> dict[str, Any]:
+        taken.clear()
+        if cur.get("flow") == FLOW and cur.get("kind") == d.get("kind") and cur.get("appeal_id") == d.get("appeal_id"):
+            taken.update(cur)
+            return {}
+        return cur
+
+    try:
+        ctx.state.update(take)
+    except redis.RedisError:
+        return d
+    return taken or d
+
+
 def step(ctx: Context) -> Reply:
     """One answer inside a rating or supplement."""
     d = _state(ctx)
-    text = _plain(ctx.text)
+    text = plain(_words(ctx))
+    if ctx.msg.msg_type == "voice" and not text:
+        return Text(NOT_HEARD)
     if text in CANCEL_WORDS:
         ctx.state.clear()
         return Text(CANCELLED)
@@ -358,7 +430,7 @@ def step(ctx: Context) -> Reply:
         ctx.state.clear()
         return Text(LOST)
     if d["kind"] == "rate":
-        if ctx.msg.msg_type != "text":
+        if ctx.msg.msg_type == "image":
             return Text(HINT_RESOLVED if d.get("step") == "resolved" else HINT_STARS if d.get("step") == "stars"
                         else ASK_COMMENT)
         return _rate_step(ctx, d, text)
@@ -366,16 +438,17 @@ def step(ctx: Context) -> Reply:
 
 
 def _rate_command(ctx: Context) -> bool:
-    return ctx.msg.msg_type == "text" and bool(RATE_RE.match(_plain(ctx.text)))
+    return ctx.msg.msg_type == "text" and bool(RATE_RE.match(plain(ctx.text)))
 
 
 def _supplement_command(ctx: Context) -> bool:
-    return ctx.msg.msg_type == "text" and bool(SUPPLEMENT_RE.match(_plain(ctx.text)))
+    return ctx.msg.msg_type == "text" and bool(SUPPLEMENT_RE.match(plain(ctx.text)))
 
 
 def install(r: Router) -> Router:
     """Register the rules on a router (the default one at import; tests pass their own)."""
     # The matchers read only the message and ctx.state; every handler needs the database.
+    r.match(_person_in_flow, cheap=True, pure=True)(to_person)
     r.match(_in_flow, cheap=True, pure=True)(step)
     r.text(*STATUS_WORDS)(status)
     r.match(_rate_command, cheap=True, pure=True)(rate_start)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import re
 import secrets
+import unicodedata
 from typing import Any
 
 import redis
@@ -34,8 +35,22 @@ CONFIRM_WORDS = ("确认", "提交", "确认提交", "确定")
 SKIP_WORDS = ("跳过", "没有", "无", "不用", "好了", "完成", "发完了")
 YES_WORDS = ("是", "是的", "对", "对的", "确认", "没错")
 PASS_THROUGH = ("人工", "转人工", "人工客服", "人工服务", "客服")  # a person can always be reached
-# 我的诉求 (handlers/appeal_followup.py) answers even in the middle of a draft, which it leaves as it is.
+# The follow-up's commands (handlers/appeal_followup.py) answer even in the middle of a draft: 我的诉求 leaves
+# the draft as it is, 评价 / 补充 say to finish or drop it first.
 STATUS_WORDS = ("我的诉求", "诉求进度", "查询诉求", "诉求查询", "查进度", "查询进度", "办理进度")
+RATE_RE = re.compile(r"^(?:评价|评价诉求|我要评价)\s*(SQ\d{8}-\d{4})?$", re.IGNORECASE)
+SUPPLEMENT_RE = re.compile(r"^(?:补充|补充材料|我要补充)\s*(SQ\d{8}-\d{4})?$", re.IGNORECASE)
+
+
+def plain(text: str) -> str:
+    """Full-width digits and letters as ASCII (“５”, “ＳＱ”), so that what people type on a phone is understood."""
+    return unicodedata.normalize("NFKC", text).strip()
+
+
+def follow_up_command(text: str) -> bool:
+    """我的诉求 / 评价 [编号] / 补充 [编号]."""
+    t = plain(text)
+    return t in STATUS_WORDS or bool(RATE_RE.match(t)) or bool(SUPPLEMENT_RE.match(t))
 
 PROMPTS = {
     "describe": "请简单描述您遇到的问题：发生了什么、在哪里、持续多久（至少 5 个字）。\n随时回复“取消”可以退出。",
@@ -55,8 +70,8 @@ PHOTO_FULL = "照片已经有 9 张了，回复“好了”继续。"
 PHOTO_NOT_NOW = "这一步不需要照片哦。"
 CANCELLED = "已取消，您填写的内容没有保存。需要时回复“我要反映”重新开始。"
 PENDING = "您有一条未填完的诉求（进行到第 {n}/5 步）。回复“继续”接着填，回复“重新开始”从头填写，回复“取消”放弃。"
-LOST = ("抱歉，刚才填写的诉求记录已失效（系统刚刚重启，或超过 30 分钟没有回复），内容没有提交。\n"
-        "请回复“我要反映”重新开始，给您添麻烦了。")
+LOST = ("抱歉，刚才填写的内容已失效（系统刚刚重启，或超过 30 分钟没有回复），没有提交。\n"
+        "反映问题请回复“我要反映”重新开始；查看、评价已提交的诉求请回复“我的诉求”。给您添麻烦了。")
 UNAVAILABLE = "系统暂时繁忙，刚才的内容没有保存。请稍后回复“我要反映”重新开始。"
 NO_USER = "暂时无法确认您的身份，诉求没有提交。请稍后再试，或在小程序“我要反映”中填写。"
 SUBMITTED = ("诉求已提交，编号 {number}。\n我们将在 1 个工作日内受理，承诺 {due} 前办结。\n"
@@ -78,7 +93,7 @@ def _state(ctx: Context) -> dict[str, Any]:
 def _in_flow(ctx: Context) -> bool:
     if ctx.msg.msg_type not in ("text", "image", "voice"):
         return False
-    if ctx.text in PASS_THROUGH or ctx.text in STATUS_WORDS:
+    if ctx.text in PASS_THROUGH or follow_up_command(ctx.text):
         return False
     return _state(ctx).get("flow") == FLOW
 
@@ -178,9 +193,7 @@ def _advance(ctx: Context, d: dict[str, Any], nxt: str, prefix: str = "") -> Rep
 def _describe(ctx: Context, d: dict[str, Any]) -> Reply:
     text = ctx.text or (ctx.msg.recognition or "").strip()
     if ctx.msg.msg_type == "image":
-        d.setdefault("media", []).append(ctx.msg.media_id)
-        _save(ctx, d)
-        return Text("照片收到了，请再用文字描述一下问题（至少 5 个字）。")
+        return _photo_reply(ctx, d, "照片收到了，请再用文字描述一下问题（至少 5 个字）。")
     if len(text) < 5:
         return Text(TOO_SHORT)
     if len(text) > 2000:
@@ -226,15 +239,44 @@ def _contact(ctx: Context, d: dict[str, Any]) -> Reply:
     return _advance(ctx, d, "photos")
 
 
+def add_photo(ctx: Context, flow: str, draft_key: str, draft_id: Any, limit: int) -> int | None:
+    """Add the message's photo to the state of `flow` atomically (photos sent together arrive as concurrent
+    messages: a read-modify-write would keep only some of them). Returns how many photos the state holds, -1
+    when the limit was reached, None when the flow is no longer there (finished or dropped meanwhile: nothing is
+    written back)."""
+    media_id = ctx.msg.media_id
+    outcome: list[int | None] = [None]
+
+    def add(cur: dict[str, Any]) -> dict[str, Any]:
+        outcome[0] = None
+        if cur.get("flow") != flow or cur.get(draft_key) != draft_id:
+            return cur
+        media = cur.setdefault("media", [])
+        if len(media) >= limit and media_id not in media:
+            outcome[0] = -1
+            return cur
+        if media_id and media_id not in media:
+            media.append(media_id)
+        outcome[0] = len(media)
+        return cur
+
+    ctx.state.update(add)
+    return outcome[0]
+
+
+def _photo_reply(ctx: Context, d: dict[str, Any], ok: str) -> Reply:
+    try:
+        n = add_photo(ctx, FLOW, "id", d.get("id"), 9)
+    except redis.RedisError:
+        return Text(UNAVAILABLE)
+    if n is None:
+        return Text(LOST)
+    return Text(PHOTO_FULL if n < 0 else ok.format(n=n))
+
+
 def _photos(ctx: Context, d: dict[str, Any]) -> Reply:
     if ctx.msg.msg_type == "image":
-        media = d.setdefault("media", [])
-        if len(media) >= 9:
-            return Text(PHOTO_FULL)
-        if ctx.msg.media_id:
-            media.append(ctx.msg.media_id)
-        _save(ctx, d)
-        return Text(PHOTO_OK.format(n=len(media)))
+        return _photo_reply(ctx, d, PHOTO_OK)
     if ctx.text in SKIP_WORDS or ctx.text in CONFIRM_WORDS:
         return _advance(ctx, d, "confirm")
     return Text(PROMPTS["photos"])

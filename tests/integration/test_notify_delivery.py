@@ -116,9 +116,28 @@ def test_appeal_notices_in_the_official_account_say_what_to_reply(make_user, sta
     (handlers/appeal_followup.py), so the text says what to reply there, not "see the mini-program"."""
     oa_openid = "oOA" + "h" * 25
     user = make_user(openid=f"oa:{oa_openid}", oa_openid=oa_openid, last_message_at=utcnow() - timedelta(hours=1))
-    assert deliver_notification(_notify(user, kind=kind)) == "sent_custom"
+    number = _appeal_of(user)
+    assert deliver_notification(_notify(user, kind=kind, fields={"number": number})) == "sent_custom"
     content = standin.calls_to(CUSTOM)[0].body["text"]["content"]
     assert content.endswith(f"（{hint}）") and "小程序" not in content
+
+
+def test_an_appeal_notice_to_someone_else_than_its_enterprise_gets_no_chat_hint(make_user, standin):
+    """办不成事 notices go to the centre's admins too: “回复‘我的诉求’” would list nothing for them."""
+    owner = make_user()
+    admin = make_user(oa_openid="oOA" + "s" * 25, last_message_at=utcnow() - timedelta(hours=1))
+    number = _appeal_of(owner)
+    assert deliver_notification(_notify(admin, kind="appeal_escalated", fields={"number": number})) == "sent_custom"
+    assert standin.calls_to(CUSTOM)[0].body["text"]["content"].endswith("（详情请在小程序“消息”中查看）")
+
+
+def _appeal_of(user) -> str:
+    from wxapp_backend.appeals import services
+
+    with session_scope() as s:
+        appeal, _ = services.submit_appeal(s, user.id, services.Intake(
+            content="楼道的灯坏了一个星期，晚上很黑", contact_name="张三", contact_phone="13800138000"))
+        return appeal.number
 
 
 def test_other_notices_still_point_to_the_mini_program(make_user, standin):

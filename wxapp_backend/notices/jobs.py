@@ -31,6 +31,7 @@ from typing import Any
 import redis
 from flask import current_app
 from prometheus_client import Counter
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ..auth.models import User
@@ -220,9 +221,19 @@ def _custom_text(s: Session, note: Notification, account: str = "wxa") -> str:
     text = "\n".join(p.strip() for p in parts if p and p.strip())
     if len(text) > CUSTOM_TEXT_MAX:
         text = text[: CUSTOM_TEXT_MAX - 1] + "…"
-    if account == "oa" and note.kind.startswith("appeal_"):
+    if account == "oa" and _owns_appeal(s, note):
         return text + f"\n（{_CHAT_HINTS.get(note.kind, '回复“我的诉求”查看办理进度')}）"
     return text + "\n（详情请在小程序“消息”中查看）"
+
+
+def _owns_appeal(s: Session, note: Notification) -> bool:
+    """An appeal notice to the enterprise that filed it (staff get some of the same kinds, e.g. 办不成事)."""
+    number = (note.fields or {}).get("number") if note.kind.startswith("appeal_") else None
+    if not number:
+        return False
+    from ..appeals.models import Appeal
+
+    return s.scalar(select(Appeal.user_id).where(Appeal.number == number)) == note.user_id
 
 
 def _plan_custom(s: Session, note: Notification, user: User) -> _Send | None:

@@ -27,16 +27,18 @@ def chat(redis_client, make_user, make_staff, make_building, make_enterprise, ap
     staff = Actor("staff", admin.id, role="admin", name="管理员")
     router = followup.install(intake.install(Router()))  # the bot's order: the intake's rules first
 
-    def say(content=None, *, msg_type="text", media_id=None, user_id=user.id, msg_id=None):
+    def say(content=None, *, msg_type="text", media_id=None, user_id=user.id, msg_id=None, recognition=None):
         raw = {"ToUserName": "gh_x", "FromUserName": f"o-{user_id}", "CreateTime": "1700000000",
                "MsgType": msg_type, "MsgId": msg_id or str(abs(hash((content, media_id, user_id))))}
         if content is not None:
             raw["Content"] = content
+        if recognition is not None:
+            raw["Recognition"], raw["Format"] = recognition, "amr"
         if media_id:
             raw["MediaId"], raw["PicUrl"] = media_id, "http://example.invalid/p.jpg"
         ctx = Context(msg=normalise(raw, "oa"), redis=redis_client, user_id=user_id)
         reply = router.dispatch(ctx)
-        return reply.text if reply is not None else None
+        return getattr(reply, "text", reply)  # a Transfer (人工) has no text
 
     def submit(content="我们公司的增值税发票开不出来，税控盘坏了", owner=None):
         with session_scope() as s:
@@ -99,7 +101,7 @@ def test_rating_in_three_answers_closes_the_appeal_and_is_audited(chat):
     with session_scope() as s:
         actions = set(s.scalars(select(AuditLog.action).where(AuditLog.target_id == str(appeal_id))))
     assert "appeal.rated" in actions
-    assert "已经评价" in chat(f"评价 {number}") or "不需要评价" in chat(f"评价 {number}")
+    assert "当前为“已关闭”" in chat(f"评价 {number}")
     assert len(_ratings(appeal_id)) == 1
 
 
@@ -133,7 +135,7 @@ def test_rating_refusals_are_explained(chat):
     expired_id, expired_no = chat.resolved("楼道灯坏了很久")
     with session_scope() as s:
         s.get(Appeal, expired_id).resolved_at = utcnow() - timedelta(days=8)
-    assert "不需要评价" in chat(f"评价 {expired_no}")
+    assert chat(f"评价 {expired_no}") == followup.RATING_OVER.format(number=expired_no)
 
 
 def test_a_rating_overtaken_by_staff_is_refused_and_the_flow_ends(chat):
@@ -164,7 +166,9 @@ def test_supplement_with_photos_resumes_the_clock(chat, run_jobs, standin):
     ask = chat("补充")
     assert number in ask and "物业合同首页" in ask
     assert chat(msg_type="image", media_id="MEDIA-S1") == followup.SUPPLEMENT_PHOTO.format(n=1)
-    assert chat("好") == followup.SUPPLEMENT_SHORT
+    assert chat("好") == followup.SUPPLEMENT_NEEDS_TEXT  # said in passing: not a supplement
+    assert chat("谢谢") == followup.SUPPLEMENT_NEEDS_TEXT
+    assert chat("A") == followup.SUPPLEMENT_SHORT
     done = chat("合同首页已拍照，物业是某某物业公司")
     assert done.startswith(f"已补充，诉求 {number} 恢复办理。照片 1 张")
     appeal = _appeal(appeal_id)
@@ -220,7 +224,7 @@ def test_any_sequence_of_answers_rates_at_most_once(chat):
                 reply = chat(msg_type="image", media_id=f"M{rng.randint(0, 9)}")
             else:
                 reply = chat(rng.choice(words))
-            assert reply is None or "Traceback" not in reply
+            assert reply is None or not isinstance(reply, str) or "Traceback" not in reply
         ratings = _ratings(appeal_id)
         appeal = _appeal(appeal_id)
         assert len(ratings) <= 1
@@ -250,3 +254,136 @@ def test_two_messages_holding_the_same_last_step_rate_once(chat, redis_client):
     assert first == followup.RATED_CLOSED.format(number=number)
     assert second.startswith("评价没有提交：") and "已经评价" in second
     assert len(_ratings(appeal_id)) == 1
+
+
+def _held(chat, redis_client, n: int) -> list[Context]:
+    """`n` photo messages that each read the state before any of them ran, as the webhook does: it reads the
+    state in the same round trip that claims the message, and runs messages of one user side by side."""
+    snapshot = redis_client.get(f"wx:conv:oa:o-{chat.user.id}")
+    out = []
+    for i in range(n):
+        raw = {"ToUserName": "gh_x", "FromUserName": f"o-{chat.user.id}", "CreateTime": "1700000000",
+               "MsgId": str(70 + i), "MsgType": "image", "MediaId": f"MEDIA-{i}", "PicUrl": "http://example.invalid/p"}
+        ctx = Context(msg=normalise(raw, "oa"), redis=redis_client, user_id=chat.user.id)
+        ctx.extra["prefetched"] = {"state": snapshot}
+        out.append(ctx)
+    return out
+
+
+def _needs_info(chat, request="请提供物业合同首页"):
+    appeal_id, number = chat.submit("办公楼空调不制冷，物业一直不处理")
+    chat.act(appeal_id, "accept")
+    chat.act(appeal_id, "request_info", note=request)
+    return appeal_id, number
+
+
+def test_photos_sent_together_are_all_kept(chat, redis_client, run_jobs, standin):
+    """WeChat delivers photos sent together as concurrent messages: each read the state before any wrote it."""
+    appeal_id, _ = _needs_info(chat)
+    chat("补充")
+    photos = _held(chat, redis_client, 4)
+    replies = [followup.step(ctx).text for ctx in photos]
+    assert replies[-1] == followup.SUPPLEMENT_PHOTO.format(n=4)
+    assert chat("合同首页已拍照，物业是某某物业公司").startswith("已补充")
+    run_jobs()
+    assert sorted(i.get("media_id") for i in _appeal(appeal_id).images) == [f"MEDIA-{i}" for i in range(4)]
+
+
+def test_a_photo_after_the_submission_does_not_bring_the_flow_back(chat, redis_client):
+    _needs_info(chat)
+    chat("补充")
+    [late] = _held(chat, redis_client, 1)  # read before the text below submitted
+    assert chat("合同首页已拍照，物业是某某物业公司").startswith("已补充")
+    assert followup.step(late).text == followup.LOST
+    assert redis_client.get(f"wx:conv:oa:o-{chat.user.id}") is None  # nothing written back
+
+
+def test_photos_then_done_word_submit_the_photos(chat, run_jobs, standin):
+    appeal_id, number = _needs_info(chat)
+    chat("补充")
+    chat(msg_type="image", media_id="MEDIA-P")
+    assert chat("好了").startswith(f"已补充，诉求 {number} 恢复办理。照片 1 张")
+    assert _appeal(appeal_id).status == "accepted"
+    from wxapp_backend.appeals.models import AppealEvent
+
+    with session_scope() as s:
+        notes = list(s.scalars(select(AppealEvent.note).where(AppealEvent.appeal_id == appeal_id,
+                                                               AppealEvent.action == "supplemented")))
+    assert notes == ["企业补充：" + followup.SUPPLEMENT_PHOTOS_ONLY.format(n=1)]
+
+
+def test_person_mid_rating_ends_the_rating(chat):
+    from handlers.replies import Transfer
+
+    appeal_id, number = chat.resolved()
+    chat(f"评价 {number}")
+    chat("1")
+    chat("5")
+    assert isinstance(chat("人工"), Transfer)
+    assert chat("你好") is None  # no longer the rating's comment (this test router has no greeting rule)
+    assert _ratings(appeal_id) == []
+
+
+def test_rate_or_supplement_during_an_intake_draft_keeps_the_draft(chat):
+    chat.resolved()
+    _needs_info(chat)
+    assert "共 5 步" in chat("我要反映")
+    chat("楼里的空调一直不制冷，物业不处理")
+    assert chat("评价") == followup.DRAFT_FIRST.format(n=2, cmd="评价")
+    assert chat("补充 sq20990101-0001") == followup.DRAFT_FIRST.format(n=2, cmd="补充")
+    assert "第 2/5 步" in chat("我要反映")  # not taken as the enterprise's name, and the draft is as it was
+
+
+def test_voice_answers_in_a_rating(chat):
+    appeal_id, number = chat.resolved()
+    chat(f"评价 {number}")
+
+    def voice(recognition):
+        raw_reply = chat(msg_type="voice", media_id="V1", recognition=recognition)
+        return raw_reply
+
+    assert voice("已解决。") == followup.ASK_STARS
+    assert voice("") == followup.NOT_HEARD
+    assert voice("五") == followup.HINT_STARS
+    assert voice("4") == followup.ASK_COMMENT
+    assert voice("师傅很耐心，谢谢。") == followup.RATED_CLOSED.format(number=number)
+    [rating] = _ratings(appeal_id)
+    assert rating.satisfaction == 4 and rating.comment == "师傅很耐心，谢谢"
+
+
+def test_long_staff_request_and_long_comment(chat):
+    from wxapp_backend.wechat.messages import REPLY_TEXT_MAX_BYTES
+
+    _needs_info(chat, request="请提供以下材料：" + "营业执照副本复印件、" * 150)
+    ask = chat("补充")
+    assert len(ask.encode("utf-8")) <= REPLY_TEXT_MAX_BYTES and "取消" in ask and "…" in ask
+    chat("取消")
+    appeal_id, number = chat.resolved("楼道的灯坏了好几天了")
+    chat(f"评价 {number}")
+    chat("1")
+    chat("3")
+    assert chat("很" * 501) == followup.COMMENT_LONG
+    assert _ratings(appeal_id) == []
+    assert chat("处理得还可以") == followup.RATED_CLOSED.format(number=number)
+
+
+def test_no_room_for_photos_says_so(chat):
+    appeal_id, _ = _needs_info(chat)
+    with session_scope() as s:
+        s.get(Appeal, appeal_id).images = [{"name": f"p{i}.jpg", "media_id": f"M{i}"} for i in range(9)]
+    ask = chat("补充")
+    assert followup.SUPPLEMENT_NO_PHOTOS in ask and "最多 0 张" not in ask
+    assert chat(msg_type="image", media_id="MEDIA-X") == followup.SUPPLEMENT_PHOTO_FULL
+
+
+def test_rating_a_rated_round_says_so(chat):
+    appeal_id, number = chat.resolved()
+    chat(f"评价 {number}")
+    chat("2")
+    chat("3")
+    chat("跳过")  # not resolved: reopened, round 2
+    chat.act(appeal_id, "resolve", resolution="已再次上门检修")
+    with session_scope() as s:
+        appeal = s.get(Appeal, appeal_id)
+        appeal.round = 1  # as if staff resolved the same round again (the service would refuse a second rating)
+    assert chat(f"评价 {number}") == followup.ALREADY_RATED.format(number=number)
