@@ -177,11 +177,19 @@ def step(ctx: Context) -> Reply:
     if t in RESTART_WORDS:
         ctx.state.clear()
         return _new_draft(ctx)
-    if t in START_WORDS:
+    if t in START_WORDS or _small_talk(t):
+        # “你好” after a talk with a person (人工 leaves the draft in place) is no enterprise name or problem.
         return Text(PENDING.format(n=STEPS.index(d["step"]) + 1))
     handler = {"describe": _describe, "place": _place, "contact": _contact, "photos": _photos,
                "confirm": _confirm}[d["step"]]
     return handler(ctx, d)
+
+
+def _small_talk(text: str) -> bool:
+    from .bot import BYE_WORDS, GREETINGS, THANKS_WORDS
+
+    t = text.lower()
+    return t in GREETINGS or t in THANKS_WORDS or t in BYE_WORDS
 
 
 def _advance(ctx: Context, d: dict[str, Any], nxt: str, prefix: str = "") -> Reply:

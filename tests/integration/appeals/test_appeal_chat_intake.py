@@ -143,3 +143,12 @@ def test_intake_is_plugged_into_the_bot():
     names = [r.name for r in bot.rules]
     assert names.index("text:" + "|".join(["我要反映", "反映问题", "投诉", "诉求", "我要投诉", "我有诉求"])) < \
         names.index("text:我要反映|反映问题|投诉|诉求")
+
+
+def test_small_talk_inside_a_draft_is_not_taken_as_an_answer(chat):
+    """人工 leaves the draft in place; the “你好” / “谢谢” of the talk with a person is no enterprise name."""
+    chat("我要反映")
+    chat("楼里的空调一直不制冷，物业不处理")
+    for word in ("你好", "谢谢", "Hello"):
+        assert "第 2/5 步" in chat(word)
+    assert "联系人" in chat("是")  # the place step still takes its real answer
