@@ -141,30 +141,12 @@ def _words(ctx: Context) -> str:
 # --- reading -----------------------------------------------------------------------------------------------
 
 
-def _rated_rounds(s, appeal_ids: list[int]) -> set[tuple[int, int]]:
-    from sqlalchemy import select
-
-    from wxapp_backend.appeals.models import AppealRating
-
-    if not appeal_ids:
-        return set()
-    rows = s.execute(select(AppealRating.appeal_id, AppealRating.round).where(AppealRating.appeal_id.in_(appeal_ids)))
-    return {(a, r) for a, r in rows}
-
-
-def _awaiting_rating(appeal, rated: set[tuple[int, int]], now: datetime) -> bool:
-    from wxapp_backend.appeals.services import RATING_WINDOW
-    from wxapp_backend.appeals.states import AppealStatus
-
-    return (appeal.status == AppealStatus.RESOLVED and appeal.resolved_at is not None
-            and now <= appeal.resolved_at + RATING_WINDOW and (appeal.id, appeal.round) not in rated)
-
-
 def _line(appeal, rated: set[tuple[int, int]], now: datetime) -> str:
+    from wxapp_backend.appeals.followup import awaiting_rating
     from wxapp_backend.appeals.states import LABELS, OPEN, AppealStatus
 
     text = f"{appeal.number}【{LABELS.get(appeal.status, appeal.status)}】{_summary(appeal.content)}"
-    if _awaiting_rating(appeal, rated, now):
+    if awaiting_rating(appeal, rated, now):
         return text + f"\n  → 回复“评价 {appeal.number}”评价"
     if appeal.status == AppealStatus.PENDING_ENTERPRISE:
         return text + f"\n  → 需要补充：{_summary(appeal.info_request) or '材料'}，回复“补充 {appeal.number}”"
@@ -177,18 +159,16 @@ def status(ctx: Context) -> Reply:
     """我的诉求: the user's latest appeals, each with what they can do about it."""
     if ctx.user_id is None:
         return Text(NO_USER)
-    from sqlalchemy import func, select
-
-    from wxapp_backend.appeals.models import Appeal
+    from wxapp_backend.appeals.followup import rated_rounds
+    from wxapp_backend.appeals.services import list_own
     from wxapp_backend.db import session_scope, utcnow
 
     with session_scope() as s:
-        total = s.scalar(select(func.count(Appeal.id)).where(Appeal.user_id == ctx.user_id)) or 0
+        page = list_own(s, ctx.user_id, per_page=LIST_LIMIT)
+        total, appeals = page.total, page.items
         if not total:
             return Text(NONE_YET)
-        appeals = list(s.scalars(select(Appeal).where(Appeal.user_id == ctx.user_id)
-                                 .order_by(Appeal.id.desc()).limit(LIST_LIMIT)).unique())
-        rated, now = _rated_rounds(s, [a.id for a in appeals]), utcnow()
+        rated, now = rated_rounds(s, [a.id for a in appeals]), utcnow()
         lines = [f"{i}. {_line(a, rated, now)}" for i, a in enumerate(appeals, 1)]
     _leave_flow(ctx)
     head = f"您的诉求（共 {total} 条" + (f"，显示最近 {LIST_LIMIT} 条）：" if total > LIST_LIMIT else "）：")
@@ -203,41 +183,31 @@ def _leave_flow(ctx: Context) -> None:
         pass
 
 
-def _own(s, user_id: int, number: str):
-    from sqlalchemy import select
-
-    from wxapp_backend.appeals.models import Appeal
-
-    return s.scalars(select(Appeal).where(Appeal.user_id == user_id, Appeal.number == number.upper())).unique().first()
-
-
 def _choose(ctx: Context, number: str | None, wanted, what: str, cmd: str, none_text: str) -> tuple[Any, str | None]:
     """The appeal a command is about: the numbered one, or the only one `wanted` accepts. Returns (appeal id and
     details, None) or (None, the reply to give instead)."""
-    from sqlalchemy import select
-
-    from wxapp_backend.appeals.models import Appeal
+    from wxapp_backend.appeals.followup import awaiting_rating, own_by_number, rated_rounds
+    from wxapp_backend.appeals.services import list_own
     from wxapp_backend.appeals.states import LABELS, AppealStatus
     from wxapp_backend.db import session_scope, utcnow
 
     with session_scope() as s:
         now = utcnow()
         if number:
-            appeal = _own(s, ctx.user_id, number)
+            appeal = own_by_number(s, ctx.user_id, number)
             if appeal is None:
                 return None, NOT_FOUND.format(number=number.upper())
-            rated = _rated_rounds(s, [appeal.id])
+            rated = rated_rounds(s, [appeal.id])
             if not wanted(appeal, rated, now):
-                if wanted is _awaiting_rating and appeal.status == AppealStatus.RESOLVED:
+                if wanted is awaiting_rating and appeal.status == AppealStatus.RESOLVED:
                     if (appeal.id, appeal.round) in rated:
                         return None, ALREADY_RATED.format(number=appeal.number)
                     return None, RATING_OVER.format(number=appeal.number)
                 label = LABELS.get(appeal.status, appeal.status)
                 return None, f"诉求 {appeal.number} 当前为“{label}”，现在不需要{what}。回复“我的诉求”查看。"
             return _details(appeal), None
-        recent = list(s.scalars(select(Appeal).where(Appeal.user_id == ctx.user_id)
-                                .order_by(Appeal.id.desc()).limit(50)).unique())
-        rated = _rated_rounds(s, [a.id for a in recent])
+        recent = list_own(s, ctx.user_id, per_page=50).items
+        rated = rated_rounds(s, [a.id for a in recent])
         found = [a for a in recent if wanted(a, rated, now)]
         if not found:
             return None, none_text
@@ -278,7 +248,9 @@ def _target(ctx: Context, pattern: re.Pattern[str], wanted, what: str, cmd: str,
 
 def rate_start(ctx: Context) -> Reply:
     """评价 [编号]."""
-    found, refusal = _target(ctx, RATE_RE, _awaiting_rating, "评价", "评价", NOTHING_TO_RATE)
+    from wxapp_backend.appeals.followup import awaiting_rating
+
+    found, refusal = _target(ctx, RATE_RE, awaiting_rating, "评价", "评价", NOTHING_TO_RATE)
     if found is None:
         return refusal
     resolution = found["resolution"][:200] + ("…" if len(found["resolution"]) > 200 else "")
@@ -337,15 +309,11 @@ def _rate_submit(ctx: Context, d: dict[str, Any], comment: str) -> Reply:
 # --- supplementing -----------------------------------------------------------------------------------------
 
 
-def _needs_info(appeal, rated, now) -> bool:
-    from wxapp_backend.appeals.states import AppealStatus
-
-    return appeal.status == AppealStatus.PENDING_ENTERPRISE
-
-
 def supplement_start(ctx: Context) -> Reply:
     """补充 [编号]."""
-    found, refusal = _target(ctx, SUPPLEMENT_RE, _needs_info, "补充材料", "补充", NOTHING_TO_SUPPLEMENT)
+    from wxapp_backend.appeals.followup import needs_info
+
+    found, refusal = _target(ctx, SUPPLEMENT_RE, needs_info, "补充材料", "补充", NOTHING_TO_SUPPLEMENT)
     if found is None:
         return refusal
     left = max(0, MAX_PHOTOS - found["photos"])

@@ -1,0 +1,39 @@
+"""What the chat's 我的诉求 / 评价 / 补充 (handlers/appeal_followup.py) read about a user's own appeals: which
+rounds were rated, which appeal waits for a rating or for material, an appeal by its number."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from .models import Appeal, AppealRating
+from .services import RATING_WINDOW
+from .states import AppealStatus
+
+
+def rated_rounds(session: Session, appeal_ids: list[int]) -> set[tuple[int, int]]:
+    """(appeal id, round) of every rating of these appeals."""
+    if not appeal_ids:
+        return set()
+    rows = session.execute(select(AppealRating.appeal_id, AppealRating.round)
+                           .where(AppealRating.appeal_id.in_(appeal_ids)))
+    return {(a, r) for a, r in rows}
+
+
+def awaiting_rating(appeal: Appeal, rated: set[tuple[int, int]], now: datetime) -> bool:
+    """Resolved, inside the rating window, and this round not rated yet (what `services.rate` accepts)."""
+    return (appeal.status == AppealStatus.RESOLVED and appeal.resolved_at is not None
+            and now <= appeal.resolved_at + RATING_WINDOW and (appeal.id, appeal.round) not in rated)
+
+
+def needs_info(appeal: Appeal, rated: set[tuple[int, int]], now: datetime) -> bool:
+    """Staff asked the enterprise for material (what `services.supplement` accepts)."""
+    return appeal.status == AppealStatus.PENDING_ENTERPRISE
+
+
+def own_by_number(session: Session, user_id: int, number: str) -> Appeal | None:
+    """The user's own appeal with this number (SQ…, any case); None for anyone else's."""
+    return session.scalars(select(Appeal).where(Appeal.user_id == user_id,
+                                                Appeal.number == number.upper())).unique().first()
