@@ -108,36 +108,48 @@ def test_inside_the_window_a_customer_service_text_goes_out(make_user, standin, 
     assert _attempts(db, nid) == [("custom", "ok", 0)]
 
 
-@pytest.mark.parametrize(("kind", "hint"), [("appeal_resolved", "回复“评价”即可评价办理结果"),
-                                             ("appeal_needs_info", "回复“补充”即可补充材料"),
-                                             ("appeal_accepted", "回复“我的诉求”查看办理进度")])
-def test_appeal_notices_in_the_official_account_say_what_to_reply(make_user, standin, kind, hint):
+@pytest.mark.parametrize(("action", "kind", "hint"), [
+    ("resolve", "appeal_resolved", "回复“评价”即可评价办理结果"),
+    ("request_info", "appeal_needs_info", "回复“补充”即可补充材料"),
+    ("accept", "appeal_accepted", "回复“我的诉求”查看办理进度")])
+def test_appeal_notices_in_the_official_account_say_what_to_reply(make_user, make_staff, standin, action, kind,
+                                                                  hint):
     """An Official Account follower may have no mini-program login: the chat is where they rate and supplement
-    (handlers/appeal_followup.py), so the text says what to reply there, not "see the mini-program"."""
+    (handlers/appeal_followup.py), so the appeal's own notices say what to reply there, not "see the
+    mini-program"."""
     oa_openid = "oOA" + "h" * 25
     user = make_user(openid=f"oa:{oa_openid}", oa_openid=oa_openid, last_message_at=utcnow() - timedelta(hours=1))
-    number = _appeal_of(user)
-    assert deliver_notification(_notify(user, kind=kind, fields={"number": number})) == "sent_custom"
-    content = standin.calls_to(CUSTOM)[0].body["text"]["content"]
+    nid = _appeal_notice(user, make_staff, action, kind)
+    assert deliver_notification(nid) == "sent_custom"
+    content = standin.calls_to(CUSTOM)[-1].body["text"]["content"]
     assert content.endswith(f"（{hint}）") and "小程序" not in content
 
 
-def test_an_appeal_notice_to_someone_else_than_its_enterprise_gets_no_chat_hint(make_user, standin):
-    """办不成事 notices go to the centre's admins too: “回复‘我的诉求’” would list nothing for them."""
-    owner = make_user()
+def test_a_notice_without_a_reply_hint_points_to_the_mini_program(make_user, standin):
+    """办不成事 notices go to the centre's admins too, with no reply hint: “回复‘我的诉求’” would list nothing."""
     admin = make_user(oa_openid="oOA" + "s" * 25, last_message_at=utcnow() - timedelta(hours=1))
-    number = _appeal_of(owner)
-    assert deliver_notification(_notify(admin, kind="appeal_escalated", fields={"number": number})) == "sent_custom"
+    assert deliver_notification(_notify(admin, kind="appeal_escalated")) == "sent_custom"
     assert standin.calls_to(CUSTOM)[0].body["text"]["content"].endswith("（详情请在小程序“消息”中查看）")
 
 
-def _appeal_of(user) -> str:
+def _appeal_notice(user, make_staff, action: str, kind: str) -> int:
+    """The notification of `kind` that the appeal service sends its enterprise when staff take `action`."""
     from wxapp_backend.appeals import services
+    from wxapp_backend.audit import Actor
 
+    staff = Actor("staff", make_staff(role="admin").id, role="admin", name="管理员")
+    steps = {"accept": [("accept", {})], "request_info": [("accept", {}), ("request_info", {"note": "请提供合同"})],
+             "resolve": [("accept", {}), ("resolve", {"resolution": "已修好"})]}[action]
     with session_scope() as s:
         appeal, _ = services.submit_appeal(s, user.id, services.Intake(
             content="楼道的灯坏了一个星期，晚上很黑", contact_name="张三", contact_phone="13800138000"))
-        return appeal.number
+        appeal_id = appeal.id
+    for name, data in steps:
+        with session_scope() as s:
+            services.perform(s, staff, appeal_id, name, data)
+    with session_scope() as s:
+        return s.scalars(select(Notification.id).where(Notification.user_id == user.id, Notification.kind == kind)
+                         .order_by(Notification.id.desc())).first()
 
 
 def test_other_notices_still_point_to_the_mini_program(make_user, standin):

@@ -155,6 +155,8 @@ def _event(session: Session, appeal: Appeal, actor: Actor, action: str, *, note:
     return ev
 
 
+# What a notice to the enterprise tells them to reply in the Official Account chat (handlers/appeal_followup.py).
+REPLY_HINTS = {"appeal_resolved": "回复“评价”即可评价办理结果", "appeal_needs_info": "回复“补充”即可补充材料"}
 NOTICE_TITLES = {
     "appeal_accepted": "您的诉求已受理",
     "appeal_needs_info": "您的诉求需要补充材料",
@@ -176,7 +178,8 @@ def _notify(session: Session, appeal: Appeal, kind: str, body: str, key: str) ->
     try:
         with session.begin_nested():
             notify(session, appeal.user_id, kind,
-                   {"number": appeal.number, "status": appeal.status_label, "note": body[:20]},
+                   {"number": appeal.number, "status": appeal.status_label, "note": body[:20],
+                    "reply_hint": REPLY_HINTS.get(kind, "回复“我的诉求”查看办理进度")},
                    f"pages/appeals/detail?id={appeal.id}", title=NOTICE_TITLES.get(kind, "诉求进展"), body=body,
                    ref=f"appeal:{appeal.id}", dedup_key=dedup)
     except Exception:  # noqa: BLE001 - whatever broke, the appeal's own change stands

@@ -31,7 +31,6 @@ from typing import Any
 import redis
 from flask import current_app
 from prometheus_client import Counter
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ..auth.models import User
@@ -210,30 +209,17 @@ def _restore_window(r: redis.Redis, account: str, openid: str, last_message_at) 
     pipe.execute()
 
 
-# What an appeal notice sent into the chat tells the user to reply (handlers/appeal_followup.py): an Official
-# Account follower may never have opened the mini-program, where their appeal would not show anyway.
-_CHAT_HINTS = {"appeal_resolved": "回复“评价”即可评价办理结果", "appeal_needs_info": "回复“补充”即可补充材料"}
-
-
 def _custom_text(s: Session, note: Notification, account: str = "wxa") -> str:
     item = _inbox(s, note)
     parts = [item.title, item.body] if item else [note.kind]
     text = "\n".join(p.strip() for p in parts if p and p.strip())
     if len(text) > CUSTOM_TEXT_MAX:
         text = text[: CUSTOM_TEXT_MAX - 1] + "…"
-    if account == "oa" and _owns_appeal(s, note):
-        return text + f"\n（{_CHAT_HINTS.get(note.kind, '回复“我的诉求”查看办理进度')}）"
-    return text + "\n（详情请在小程序“消息”中查看）"
-
-
-def _owns_appeal(s: Session, note: Notification) -> bool:
-    """An appeal notice to the enterprise that filed it (staff get some of the same kinds, e.g. 办不成事)."""
-    number = (note.fields or {}).get("number") if note.kind.startswith("appeal_") else None
-    if not number:
-        return False
-    from ..appeals.models import Appeal
-
-    return s.scalar(select(Appeal.user_id).where(Appeal.number == number)) == note.user_id
+    # A notice may say what to reply in the Official Account chat instead (`reply_hint`: the appeals' notices to
+    # their enterprise, which can follow an appeal there, handlers/appeal_followup.py); a follower who never
+    # opened the mini-program would find nothing in it.
+    hint = (note.fields or {}).get("reply_hint") if account == "oa" else None
+    return text + (f"\n（{hint}）" if hint else "\n（详情请在小程序“消息”中查看）")
 
 
 def _plan_custom(s: Session, note: Notification, user: User) -> _Send | None:
