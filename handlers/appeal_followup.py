@@ -45,7 +45,7 @@ SUMMARY_CHARS = 16
 MAX_PHOTOS = 9
 COMMENT_MAX = 500
 SUPPLEMENT_MAX = 2000
-REQUEST_CHARS = 200  # of staff's request, quoted back (their note may be 2,000 characters: the reply has 2,048 bytes)
+REQUEST_CHARS = 200  # of staff's request or resolution, quoted back (their note may be 2,000 characters: the reply has 2,048 bytes)
 # Words that end a photo sending or are said in passing: not a supplement by themselves.
 DONE_WORDS = (*SKIP_WORDS, "发完了", "就这些", "提交")
 FILLER_WORDS = ("谢谢", "谢谢你", "谢谢您", "感谢", "多谢", "好的", "好", "嗯", "哦", "收到", "你好", "您好", "在吗")
@@ -69,11 +69,11 @@ HINT_STARS = "请回复 1～5 之间的数字（5 分最满意）。"
 RATED_CLOSED = "感谢您的评价！诉求 {number} 已关闭。"
 RATED_REOPENED = "收到您的反馈，诉求 {number} 将重新办理，工作人员会尽快与您联系。"
 RATED_BAD = "\n给您添麻烦了，我们已安排整改。"
-ASK_SUPPLEMENT = ("诉求 {number} 需要您补充：{request}\n\n请直接回复补充的内容（文字，发送后即提交）；有照片的话请先发照片，"
-                  "最多 {left} 张。随时回复“取消”可以退出。")
+ASK_SUPPLEMENT = "诉求 {number} 需要您补充：{request}\n\n请直接回复补充的内容（文字，发送后即提交）；{photos}随时回复“取消”可以退出。"
+SUPPLEMENT_PHOTOS = "有照片的话请先发照片，最多 {left} 张。"
 SUPPLEMENT_PHOTO = "收到第 {n} 张照片。请再用文字说明补充的内容，发送后即提交。"
 SUPPLEMENT_PHOTO_FULL = "照片已经够多了（这条诉求最多 9 张），请用文字说明补充的内容。"
-SUPPLEMENT_NO_PHOTOS = "（这条诉求的照片已满 9 张，不能再加照片。）"
+SUPPLEMENT_NO_PHOTOS = "这条诉求的照片已满 9 张，不能再加照片。"
 SUPPLEMENT_NEEDS_TEXT = "请用文字写一下补充的内容，例如：“合同首页已拍照，物业是某某物业公司”；发送后即提交。"
 SUPPLEMENT_PHOTOS_ONLY = "企业补充了照片 {n} 张"
 COMMENT_LONG = "留言请控制在 500 字以内，精简后再发给我；不想写请回复“跳过”。"
@@ -99,9 +99,12 @@ def _when(value: datetime | None) -> str:
     return value.astimezone(_tz()).strftime("%m月%d日") if value else ""
 
 
+def _shorten(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
 def _summary(text: str) -> str:
-    text = " ".join((text or "").split())
-    return text if len(text) <= SUMMARY_CHARS else text[:SUMMARY_CHARS] + "…"
+    return _shorten(" ".join((text or "").split()), SUMMARY_CHARS)
 
 
 def _is_command(text: str) -> bool:
@@ -253,7 +256,7 @@ def rate_start(ctx: Context) -> Reply:
     found, refusal = _target(ctx, RATE_RE, awaiting_rating, "评价", "评价", NOTHING_TO_RATE)
     if found is None:
         return refusal
-    resolution = found["resolution"][:200] + ("…" if len(found["resolution"]) > 200 else "")
+    resolution = _shorten(found["resolution"], REQUEST_CHARS)
     return _start(ctx, {"kind": "rate", "step": "resolved", "appeal_id": found["id"], "number": found["number"],
                         "round": found["round"]},
                   ASK_RESOLVED.format(number=found["number"], resolution=resolution or "（见通知）"))
@@ -317,10 +320,9 @@ def supplement_start(ctx: Context) -> Reply:
     if found is None:
         return refusal
     left = max(0, MAX_PHOTOS - found["photos"])
-    request = found["request"][:REQUEST_CHARS] + ("…" if len(found["request"]) > REQUEST_CHARS else "")
-    ask = ASK_SUPPLEMENT.format(number=found["number"], request=request or "（见通知）", left=left)
-    if not left:
-        ask = ask.replace(f"有照片的话请先发照片，最多 {left} 张。", SUPPLEMENT_NO_PHOTOS)
+    photos = SUPPLEMENT_PHOTOS.format(left=left) if left else SUPPLEMENT_NO_PHOTOS
+    ask = ASK_SUPPLEMENT.format(number=found["number"], request=_shorten(found["request"], REQUEST_CHARS) or "（见通知）",
+                                photos=photos)
     return _start(ctx, {"kind": "supplement", "step": "content", "appeal_id": found["id"], "number": found["number"],
                         "left": left, "media": []}, ask)
 
@@ -334,8 +336,9 @@ def _supplement_step(ctx: Context, d: dict[str, Any], text: str) -> Reply:
         if n is None:
             return Text(LOST)
         return Text(SUPPLEMENT_PHOTO_FULL if n < 0 else SUPPLEMENT_PHOTO.format(n=n))
-    if text in DONE_WORDS and _state(ctx).get("media"):
-        content = SUPPLEMENT_PHOTOS_ONLY.format(n=len(_state(ctx)["media"]))
+    media = _state(ctx).get("media") if text in DONE_WORDS else None
+    if media:
+        content = SUPPLEMENT_PHOTOS_ONLY.format(n=len(media))
     elif text in DONE_WORDS or text in FILLER_WORDS:
         return Text(SUPPLEMENT_NEEDS_TEXT)
     else:
