@@ -31,6 +31,7 @@ from .appeal_intake import (
     SUPPLEMENT_RE,
     _state,  # the conversation state, {} when Redis cannot be read
     add_photo,
+    follow_up_command,
     plain,
 )
 from .replies import Reply, Text
@@ -109,8 +110,7 @@ def _summary(text: str) -> str:
 
 def _is_command(text: str) -> bool:
     """Texts that start something else: they leave a follow-up flow to their own rules."""
-    return (text in STATUS_WORDS or text in START_WORDS or text in PASS_THROUGH
-            or bool(RATE_RE.match(text)) or bool(SUPPLEMENT_RE.match(text)))
+    return text in START_WORDS or text in PASS_THROUGH or follow_up_command(text)
 
 
 def _in_flow(ctx: Context) -> bool:

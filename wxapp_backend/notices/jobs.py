@@ -209,7 +209,7 @@ def _restore_window(r: redis.Redis, account: str, openid: str, last_message_at) 
     pipe.execute()
 
 
-def _custom_text(s: Session, note: Notification, account: str = "wxa") -> str:
+def _custom_text(s: Session, note: Notification, account: str) -> str:
     item = _inbox(s, note)
     parts = [item.title, item.body] if item else [note.kind]
     text = "\n".join(p.strip() for p in parts if p and p.strip())
