@@ -23,7 +23,10 @@ _DUMMY_HASH = generate_password_hash("not-a-real-password")
 
 def upsert_mini_program_user(session: Session, *, openid: str, unionid: str | None) -> User:
     """Create or update the user behind a jscode2session answer."""
-    user = session.scalar(select(User).where(User.openid == openid))
+    from .linking import link_after_login, valid_unionid
+
+    unionid = valid_unionid(unionid)
+    user = link_after_login(session, session.scalar(select(User).where(User.openid == openid)), openid, unionid)
     if user is None:
         user = User(openid=openid, unionid=unionid or None, role=UserRole.WHITE_COLLAR.value)
         session.add(user)

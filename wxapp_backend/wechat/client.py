@@ -205,6 +205,14 @@ class WeChatAPI:
             body["page"] = page
         return self.call("POST", "/cgi-bin/message/subscribe/send", api="subscribe_send", json_body=body)
 
+    # ----------------------------------------------------------------------------- users
+
+    def user_info(self, openid: str) -> dict[str, Any]:
+        """An Official Account follower's basic information (cgi-bin/user/info): "subscribe" (0 when they do
+        not follow; then nothing else is given) and, when the account is bound to an open-platform account,
+        "unionid", the same for this person in the mini-program."""
+        return self.call("GET", "/cgi-bin/user/info", api="user_info", params={"openid": openid, "lang": "zh_CN"})
+
     # ----------------------------------------------------------------------------- media
 
     def download_media(self, media_id: str) -> tuple[bytes, str]:

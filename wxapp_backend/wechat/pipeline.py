@@ -555,10 +555,12 @@ def upsert_chat_user(session, *, account: str, openid: str, followed: bool | Non
     Official Account users with no mini-program login get the placeholder openid "oa:<oa_openid>" (the
     users.openid column is the mini-program openid and is required).
     """
+    from ..auth.linking import queue_link
     from ..auth.models import User
 
     column = User.oa_openid if account == "oa" else User.openid
     when = at or datetime.now(UTC)
+    created = False
     for _ in range(2):
         user = session.scalar(select(User).where(column == openid))
         if user is None:
@@ -567,6 +569,7 @@ def upsert_chat_user(session, *, account: str, openid: str, followed: bool | Non
                     user = User(openid=f"oa:{openid}" if account == "oa" else openid,
                                 oa_openid=openid if account == "oa" else None)
                     session.add(user)
+                created = True
             except IntegrityError:  # another worker created it just now
                 continue
         break
@@ -576,4 +579,6 @@ def upsert_chat_user(session, *, account: str, openid: str, followed: bool | Non
     if followed is not None and account == "oa":
         user.followed = followed
     session.flush()
+    if account == "oa":
+        queue_link(session, user, created=created, followed=followed)
     return user.id, bool(user.blocked)

@@ -280,7 +280,11 @@ class WeChatStandIn:
             "/cgi-bin/message/subscribe/send": self._subscribe_send,
             "/cgi-bin/message/template/send": self._template_send,
             "/cgi-bin/media/get": self._media_get,
+            "/cgi-bin/user/info": self._user_info,
         }
+        # Official Account openid -> person, for the unionid that user/info gives (see oa_openid_for); kept
+        # across reset(): who a person is does not change between tests.
+        self._people: dict[str, str] = {}
 
     # ------------------------------------------------------------------------------------ lifecycle
 
@@ -397,6 +401,16 @@ class WeChatStandIn:
         """The unionid jscode2session gives for `code`."""
         user = code.split("~", 1)[0]
         return "u" + hashlib.sha1(f"union:{user}".encode()).hexdigest()[:27]
+
+    def oa_openid_for(self, person: str) -> str:
+        """The Official Account openid of `person` ("alice"), whose user/info then carries the same unionid
+        as jscode2session gives for the codes "alice~1", "alice~2" ... (one open-platform account behind the
+        Official Account and the mini-program). Openids not made here get user/info without a unionid, as
+        from an account that is not bound to an open-platform account."""
+        openid = "o" + hashlib.sha1(f"oa:{person}".encode()).hexdigest()[:27]
+        with self._lock:
+            self._people[openid] = person
+        return openid
 
     # ------------------------------------------------------------------------------------ dispatch
 
@@ -620,6 +634,22 @@ class WeChatStandIn:
         if not isinstance(data, dict) or not all(isinstance(v, dict) and "value" in v for v in data.values()):
             raise _Reply(47003, "argument invalid! data invalid")
         return {"errcode": 0, "errmsg": "ok", "msgid": self._next_msgid()}
+
+    def _user_info(self, method: str, query: dict[str, str], body: Any, raw: bytes) -> dict[str, Any]:
+        """cgi-bin/user/info of a follower of the Official Account."""
+        self._check_token(query)
+        openid = query.get("openid") or ""
+        self._check_openid(openid)
+        with self._lock:
+            person = self._people.get(openid)
+        info: dict[str, Any] = {
+            "subscribe": 1, "openid": openid, "language": "zh_CN",
+            "subscribe_time": int(self.clock()), "remark": "", "groupid": 0, "tagid_list": [],
+            "subscribe_scene": "ADD_SCENE_OTHERS", "qr_scene": 0, "qr_scene_str": "",
+        }
+        if person is not None:
+            info["unionid"] = self.unionid_for(person)
+        return info
 
     def _media_get(
         self, method: str, query: dict[str, str], body: Any, raw: bytes
