@@ -89,6 +89,20 @@ def register_cli(app: Flask) -> None:
             click.echo(f"  工作台管理员账号：admin   密码：{report.admin_password}")
             click.echo("  （请妥善保存；忘记时运行 flask --app wsgi seed-demo --reset-admin-password）")
 
+    @app.cli.command("link-followers")
+    def link_followers() -> None:
+        """Queue the unionid lookup for every Official Account follower not yet joined to a mini-program login."""
+        from .auth.linking import queue_all_unlinked
+        from .db import session_scope
+
+        settings = _state().settings
+        if not (settings.wechat_appid and settings.wechat_secret):
+            raise click.ClickException("公众号接口还没有配置（缺少 WECHAT_APPID / WECHAT_SECRET），无法查询用户的 unionid。")
+        with session_scope() as s:
+            queued = queue_all_unlinked(s)
+        click.echo(f"已排队 {queued} 位公众号用户的 unionid 查询；由 worker 逐个完成，"
+                   "查到后与同一人的小程序账号合并。")
+
     @app.cli.command("worker")
     @click.option("--burst", is_flag=True, help="处理完队列中的任务后退出")
     @click.option("--queue", "queues", multiple=True, help="要处理的队列（默认 default）")

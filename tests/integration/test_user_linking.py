@@ -157,7 +157,7 @@ def test_rows_unique_per_user_keep_the_target_copy_and_credits_add_up(app_ctx, c
         credits = dict(s.execute(select(SubscribeCredit.template_id, SubscribeCredit.credits)).all())
         row = s.scalar(select(AuditLog).where(AuditLog.action == "user.merged"))
     assert subs == ["讲座", "运动"] and credits == {"tpl-a": 3, "tpl-b": 3}
-    assert row.data["dropped"] == {"category_subscriptions": 1}
+    assert row.data["dropped"] == {"category_subscriptions": 1, "subscribe_credits": 1}
 
 
 def test_two_active_registrations_for_one_activity_stop_the_merge(app_ctx, client, standin):
@@ -178,6 +178,83 @@ def test_two_active_registrations_for_one_activity_stop_the_merge(app_ctx, clien
         assert s.scalar(select(func.count()).select_from(Registration)) == 2
         assert s.get(User, follower_id).unionid == standin.unionid_for("erin")  # learned, kept
         assert s.scalar(select(AuditLog).where(AuditLog.action == "user.merged")) is None
+        failed = s.scalars(select(AuditLog).where(AuditLog.action == "user.link_failed")).all()
+        assert sorted(int(r.target_id) for r in failed) == sorted([mp_id, follower_id])
+        assert "registration" in failed[0].data["reason"]
+
+
+def test_an_appeal_with_the_same_idempotency_key_on_both_rows_stops_the_merge(app_ctx, client, standin):
+    """Only the listed tables may lose the follower's copy of a row unique per user; elsewhere (appeals'
+    user + idempotency key) a collision keeps both rows apart instead of deleting an appeal."""
+    from wxapp_backend.wechat.pipeline import upsert_chat_user
+
+    mp_id, _ = _login(client, "kim~1")
+    with session_scope() as s:
+        follower_id, _ = upsert_chat_user(s, account="oa", openid=standin.oa_openid_for("kim"))
+    for uid in (mp_id, follower_id):
+        with session_scope() as s:
+            _appeal(s, uid, idempotency_key="same-key")
+    assert link_oa_user(follower_id) == "conflict"
+    with session_scope() as s:
+        assert s.scalar(select(func.count()).select_from(Appeal)) == 2
+    assert _users() == 2
+
+
+def _appeal(session, user_id: int, idempotency_key: str) -> Appeal:
+    from wxapp_backend.appeals.services import Intake, submit_appeal
+
+    return submit_appeal(session, user_id, Intake(content="园区门口的路灯坏了，晚上很黑", contact_name="王五",
+                                                   contact_phone="13900139000"), idempotency_key=idempotency_key)[0]
+
+
+def test_an_unfollowed_users_unionid_still_links_them(app_ctx, client, standin):
+    """user/info of someone who no longer follows leaves the profile out but still gives the unionid."""
+    from wxapp_backend.wechat.pipeline import upsert_chat_user
+
+    mp_id, _ = _login(client, "lee~1")
+    oa = standin.oa_openid_for("lee")
+    with session_scope() as s:
+        follower_id, _ = upsert_chat_user(s, account="oa", openid=oa, followed=False)
+    standin.set_following(oa, False)
+    assert get_api("oa").user_info(oa) == {"subscribe": 0, "openid": oa, "tagid_list": [],
+                                           "unionid": standin.unionid_for("lee")}
+    assert link_oa_user(follower_id) == "merged"
+    assert _row(oa).id == mp_id
+    standin.set_following("o-unbound-gone", False)
+    with session_scope() as s:
+        other, _ = upsert_chat_user(s, account="oa", openid="o-unbound-gone")
+    assert link_oa_user(other) == "not_following"
+
+
+def test_a_follower_from_before_linking_is_asked_again_when_they_write(app_ctx, client, standin, run_jobs):
+    """Rows made before linking existed (or whose last answer was a refusal) have no unionid: a cache miss
+    queues the lookup again, at most once a day."""
+    from wxapp_backend.queue import get_queue
+    from wxapp_backend.wechat.pipeline import upsert_chat_user
+
+    oa = standin.oa_openid_for("mia")
+    with session_scope() as s:
+        s.add(User(openid=f"oa:{oa}", oa_openid=oa, followed=True))
+    for _ in range(2):  # two cache misses: one lookup
+        with session_scope() as s:
+            upsert_chat_user(s, account="oa", openid=oa)
+    assert [job.func_name for job in get_queue().jobs].count("wxapp_backend.auth.linking.link_oa_user") == 1
+    run_jobs()
+    _login(client, "mia~1")
+    assert _users() == 1
+
+
+def test_link_followers_queues_every_unlinked_follower(app, app_ctx, standin, run_jobs):
+    with session_scope() as s:
+        s.add_all([User(openid=f"oa:{standin.oa_openid_for(p)}", oa_openid=standin.oa_openid_for(p))
+                   for p in ("nia", "oli")])
+        s.add(User(openid="o-mini-only", unionid="u-known"))
+    result = app.test_cli_runner().invoke(args=["link-followers"])
+    assert result.exit_code == 0 and "已排队 2 位" in result.output
+    run_jobs()
+    with session_scope() as s:
+        assert {u.unionid for u in s.scalars(select(User).where(User.oa_openid.is_not(None)))} == {
+            standin.unionid_for("nia"), standin.unionid_for("oli")}
 
 
 def test_a_registration_moves_with_its_keys(app_ctx, client, standin):
@@ -194,6 +271,7 @@ def test_a_registration_moves_with_its_keys(app_ctx, client, standin):
     with session_scope() as s:
         reg = s.scalar(select(Registration))
         assert (reg.user_id, reg.active_key, reg.idempotency_key) == (mp_id, f"{activity_id}:{mp_id}", f"{mp_id}:k-1")
+        assert s.scalar(select(AuditLog).where(AuditLog.action == "user.merged")).data["moved"] == {"registrations": 1}
 
 
 def test_unbound_accounts_and_refusals_change_nothing(app_ctx, standin):
@@ -230,3 +308,74 @@ def test_the_webhook_queues_the_link_when_it_makes_a_follower_row(app_ctx, clien
     with session_scope() as s:
         upsert_chat_user(s, account="oa", openid=oa, followed=True)  # linked: a follow asks nothing more
     assert "wxapp_backend.auth.linking.link_oa_user" not in [job.func_name for job in get_queue().jobs]
+
+
+def _postgres(app) -> bool:
+    return app.extensions["wxapp"].db.dialect == "postgresql"
+
+
+@pytest.mark.parametrize("follower", [True, False], ids=["take-over", "control-no-follower-row"])
+def test_two_first_logins_at_once_both_succeed(app, app_ctx, standin, follower):
+    """wx.login fired twice at launch (onLaunch and a page's onLoad) by someone new to the mini-program: the
+    second login waits for the first (on the person's lock, or on the unique openid) and then finds its row,
+    whether the first took a follower's row over or made a new one. PostgreSQL: SQLite serialises writers."""
+    if not _postgres(app):
+        pytest.skip("needs PostgreSQL (set DATABASE_URL); .ci/run runs it")
+    import threading
+    import time
+
+    from wxapp_backend.auth.services import upsert_mini_program_user
+    from wxapp_backend.wechat.pipeline import upsert_chat_user
+
+    person = "ola" if follower else "pia"
+    if follower:
+        with session_scope() as s:
+            uid, _ = upsert_chat_user(s, account="oa", openid=standin.oa_openid_for(person))
+            s.get(User, uid).unionid = standin.unionid_for(person)
+    out: dict = {}
+
+    def second_login() -> None:
+        with app.app_context():
+            out["status"] = app.test_client().post("/api/v1/auth/login", json={"code": f"{person}~2"}).status_code
+
+    with session_scope() as s:  # the first login, not yet committed while the second one arrives
+        upsert_mini_program_user(s, openid=standin.openid_for(f"{person}~1"), unionid=standin.unionid_for(person))
+        s.flush()
+        t = threading.Thread(target=second_login)
+        t.start()
+        time.sleep(1.0)
+    t.join(30)
+    assert out.get("status") == 200, out
+    assert _users() == 1
+
+
+def test_a_login_and_the_link_job_at_the_same_moment_still_join(app, app_ctx, standin):
+    """The job learns the unionid while the person's first login is making their mini-program row: without
+    the person's lock each transaction misses the other's uncommitted row and the two stay apart until some
+    later login. PostgreSQL (SQLite serialises writers)."""
+    if not _postgres(app):
+        pytest.skip("needs PostgreSQL (set DATABASE_URL); .ci/run runs it")
+    import threading
+    import time
+
+    from wxapp_backend.auth.services import upsert_mini_program_user
+    from wxapp_backend.wechat.pipeline import upsert_chat_user
+
+    oa = standin.oa_openid_for("quin")
+    with session_scope() as s:
+        follower_id, _ = upsert_chat_user(s, account="oa", openid=oa)
+    out: dict = {}
+
+    def job() -> None:
+        with app.app_context():
+            out["job"] = link_oa_user(follower_id)
+
+    with session_scope() as s:  # the login, not yet committed while the job runs
+        upsert_mini_program_user(s, openid=standin.openid_for("quin~1"), unionid=standin.unionid_for("quin"))
+        s.flush()
+        t = threading.Thread(target=job)
+        t.start()
+        time.sleep(1.0)
+    t.join(30)
+    assert out.get("job") == "merged", out
+    assert _users() == 1 and _row(oa).openid == standin.openid_for("quin~1")

@@ -21,7 +21,7 @@ import logging
 import re
 from typing import Any
 
-from sqlalchemy import delete, event, exists, select, update
+from sqlalchemy import delete, event, exists, func, select, text, update
 from sqlalchemy.orm import Session
 
 from ..audit import SYSTEM, Actor, audit
@@ -32,6 +32,12 @@ log = logging.getLogger(__name__)
 
 PLACEHOLDER_PREFIX = "oa:"
 _UNIONID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+# Tables whose rows are unique per user and hold nothing the target's own copy lacks: on a collision the
+# follower's copy is dropped. A collision anywhere else (an appeal with the same idempotency key, a future
+# table) stops the merge instead of deleting business data.
+DROPPABLE = frozenset({"category_subscriptions", "notice_outbox"})
+# A follower row without a unionid is asked about again at most this often (when they write after it).
+ASK_AGAIN_SECONDS = 24 * 3600
 
 
 class LinkConflict(Exception):
@@ -77,14 +83,22 @@ def _unique_groups(table: Any, column: Any) -> list[list[Any]]:
     return groups
 
 
-def _merge_registrations(session: Session, source: User, target: User) -> None:
+def lock_person(session: Session, unionid: str) -> None:
+    """Serialise every link decision about one person for the rest of the transaction (PostgreSQL; the
+    SQLite engine's writers are serialised by BEGIN IMMEDIATE already): a login and the link job that run
+    at the same moment then see each other's rows instead of both missing them."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(hashtext(:k))"), {"k": f"unionid:{unionid}"})
+
+
+def _merge_registrations(session: Session, source: User, target: User) -> int:
     """Registrations carry the user in their keys ("activity:user" while active, "user:Idempotency-Key"):
     the keys are rewritten for the target, and two active registrations for one activity stop the merge."""
     from ..activities.models import Registration
 
     mine = session.scalars(select(Registration).where(Registration.user_id == source.id)).all()
     if not mine:
-        return
+        return 0
     theirs = {r.activity_id for r in session.scalars(
         select(Registration).where(Registration.user_id == target.id, Registration.active_key.is_not(None)))}
     clash = sorted(r.activity_id for r in mine if r.active_key and r.activity_id in theirs)
@@ -97,21 +111,26 @@ def _merge_registrations(session: Session, source: User, target: User) -> None:
             reg.idempotency_key = f"{target.id}:{reg.idempotency_key.split(':', 1)[1]}"
         reg.user_id = target.id
     session.flush()
+    return len(mine)
 
 
-def _merge_credits(session: Session, source: User, target: User) -> None:
-    """Subscribe-message credits of one template are added up; the target's ban stays."""
+def _merge_credits(session: Session, source: User, target: User) -> int:
+    """Subscribe-message credits of one template are added up (the target's ban stays); returns how many
+    of the follower's credit rows were added into the target's."""
     from ..notices.models import SubscribeCredit
 
     theirs = {c.template_id: c for c in session.scalars(
         select(SubscribeCredit).where(SubscribeCredit.user_id == target.id).with_for_update())}
+    added = 0
     for credit in session.scalars(select(SubscribeCredit).where(SubscribeCredit.user_id == source.id)).all():
         other = theirs.get(credit.template_id)
         if other is not None:
             other.credits += credit.credits
             other.long_term = other.long_term or credit.long_term
             session.delete(credit)
+            added += 1
     session.flush()
+    return added
 
 
 def merge_users(session: Session, source: User, target: User, *, via: str, actor: Actor = SYSTEM) -> dict:
@@ -125,24 +144,29 @@ def merge_users(session: Session, source: User, target: User, *, via: str, actor
         raise LinkConflict("only an Official-Account-only row is merged into another")
     if target.oa_openid and source.oa_openid and target.oa_openid != source.oa_openid:
         raise LinkConflict("the target already follows the Official Account under another openid")
-    _merge_registrations(session, source, target)
-    _merge_credits(session, source, target)
     moved: dict[str, int] = {}
     dropped: dict[str, int] = {}
+    if n := _merge_registrations(session, source, target):
+        moved["registrations"] = n
+    if n := _merge_credits(session, source, target):
+        dropped["subscribe_credits"] = n  # added into the target's rows of the same template
     for table, column in _user_tables():
         for others in _unique_groups(table, column):
             twin = table.alias()
-            result = session.execute(delete(table).where(
-                column == source.id,
-                exists().where(twin.c[column.name] == target.id, *[twin.c[o.name] == table.c[o.name] for o in others]),
-            ))
+            clash = (column == source.id) & exists().where(
+                twin.c[column.name] == target.id, *[twin.c[o.name] == table.c[o.name] for o in others])
+            if table.name not in DROPPABLE:
+                if session.scalar(select(func.count()).select_from(table).where(clash)):
+                    raise LinkConflict(f"both rows hold the same unique {table.name} row")
+                continue
+            result = session.execute(delete(table).where(clash))
             if result.rowcount:
                 dropped[table.name] = dropped.get(table.name, 0) + result.rowcount
         result = session.execute(update(table).where(column == source.id).values({column.name: target.id}))
         if result.rowcount:
             moved[table.name] = moved.get(table.name, 0) + result.rowcount
     oa_openid = source.oa_openid
-    facts = {"oa_openid": oa_openid, "followed": source.followed, "blocked": source.blocked}
+    facts: dict[str, Any] = {"followed": source.followed, "blocked": source.blocked}
     source.oa_openid = None
     session.flush()
     target.oa_openid = oa_openid
@@ -157,14 +181,19 @@ def merge_users(session: Session, source: User, target: User, *, via: str, actor
     for name in ("nickname", "phone"):
         if not getattr(target, name) and getattr(source, name):
             setattr(target, name, getattr(source, name))
-    if target.enterprise_id is None and source.enterprise_id is not None:
-        target.enterprise_id, target.binding_state, target.role = (
-            source.enterprise_id, source.binding_state, source.role)
+    if target.building_id is None and source.building_id is not None:
+        target.building_id = source.building_id
+    if source.enterprise_id is not None and source.enterprise_id != target.enterprise_id:
+        if target.enterprise_id is None:
+            target.enterprise_id, target.binding_state, target.role = (
+                source.enterprise_id, source.binding_state, source.role)
+            facts["enterprise_taken"] = source.enterprise_id
+        else:  # the mini-program's own binding wins; staff can see what the chat row had
+            facts["enterprise_not_taken"] = {"id": source.enterprise_id, "binding_state": source.binding_state}
     source_id = source.id
     session.delete(source)
     session.flush()
-    audit(session, actor, "user.merged", target, from_user=source_id, via=via, moved=moved, dropped=dropped,
-          **{k: v for k, v in facts.items() if k != "oa_openid"})
+    audit(session, actor, "user.merged", target, from_user=source_id, via=via, moved=moved, dropped=dropped, **facts)
     _forget_cached_user_after_commit(session, oa_openid)
     log.info("official account follower linked to mini-program user",
              extra={"user_id": target.id, "from_user": source_id, "via": via, "moved": moved})
@@ -223,10 +252,17 @@ def link_after_login(session: Session, user: User | None, openid: str, unionid: 
         with session.begin_nested():
             merge_users(session, placeholder, user, via="mini_program", actor=Actor("user", user.id))
     except LinkConflict as exc:
-        log.warning("follower not linked: %s", exc, extra={"user_id": user.id, "placeholder": placeholder.id})
+        _link_failed(session, user, placeholder, str(exc), via="mini_program")
     except Exception:  # noqa: BLE001 - the login itself must not fail because the two could not be joined
         log.exception("follower not linked", extra={"user_id": user.id, "placeholder": placeholder.id})
     return user
+
+
+def _link_failed(session: Session, target: User, source: User, reason: str, *, via: str) -> None:
+    """Two rows of one person stay apart: an audit row on each for staff, and a warning."""
+    for row, other in ((target, source), (source, target)):
+        audit(session, SYSTEM, "user.link_failed", row, other_user=other.id, reason=reason, via=via)
+    log.warning("follower not linked: %s", reason, extra={"user_id": target.id, "placeholder": source.id})
 
 
 def link_oa_user(user_id: int) -> str:
@@ -249,13 +285,14 @@ def link_oa_user(user_id: int) -> str:
             if exc.transient:
                 raise  # the queue tries again later
             log.warning("user/info refused", extra={"user_id": user_id, "errcode": exc.errcode})
-            return "refused"
-        if not info.get("subscribe"):
-            return "not_following"  # WeChat gives nothing else for them; the next follow asks again
+            return "refused"  # asked again when they write after ASK_AGAIN_SECONDS, or by link-followers
+        # Someone who no longer follows still comes with their unionid (only the profile is left out).
         unionid = valid_unionid(info.get("unionid"))
         if unionid is None:
-            return "no_unionid"  # the accounts are not bound to one open-platform account
+            # The accounts are not bound to one open-platform account (or, unfollowed, WeChat said nothing).
+            return "no_unionid" if info.get("subscribe") else "not_following"
     with session_scope() as s:
+        lock_person(s, unionid)
         user = s.get(User, user_id, with_for_update={"of": User})
         if user is None or not is_placeholder(user):
             return "gone" if user is None else "linked"
@@ -265,28 +302,57 @@ def link_oa_user(user_id: int) -> str:
             ~User.openid.startswith(PLACEHOLDER_PREFIX, autoescape=True)).order_by(User.id).limit(1).with_for_update(of=User))
         if target is None:
             return "waiting"  # their first mini-program login takes this row over
+        if target.oa_openid is not None:
+            _link_failed(s, target, user, "the mini-program user already follows under another openid",
+                         via="official_account")
+            return "conflict"
         try:
             with s.begin_nested():
                 merge_users(s, user, target, via="official_account")
         except LinkConflict as exc:
-            log.warning("follower not linked: %s", exc, extra={"user_id": user_id, "target": target.id})
+            _link_failed(s, target, user, str(exc), via="official_account")
             return "conflict"
     return "merged"
 
 
 def queue_link(session: Session, user: User, *, created: bool, followed: bool | None) -> bool:
-    """After the webhook made a follower's row (or saw a follow of one without a unionid): queue
-    link_oa_user for when the transaction commits, if the Official Account's API is configured."""
-    if not (is_placeholder(user) and user.unionid is None and (created or followed is True)):
+    """After the webhook read a follower's row (a new one, a follow, or a cache miss): queue link_oa_user for
+    when the transaction commits, if the row still has no unionid and the Official Account's API is
+    configured. A row that is neither new nor just followed is asked about at most every ASK_AGAIN_SECONDS
+    (rows from before linking existed, or whose last answer was a refusal)."""
+    if not is_placeholder(user) or user.unionid is not None:
         return False
     from flask import current_app, has_app_context
 
     if not has_app_context():
         return False
-    settings = current_app.extensions["wxapp"].settings
-    if not (settings.wechat_appid and settings.wechat_secret):
+    state = current_app.extensions["wxapp"]
+    if not (state.settings.wechat_appid and state.settings.wechat_secret):
+        return False
+    key = f"wxapp:link_asked:{user.id}"
+    if created or followed is True:
+        state.redis.set(key, 1, ex=ASK_AGAIN_SECONDS)
+    elif not state.redis.set(key, 1, nx=True, ex=ASK_AGAIN_SECONDS):
         return False
     from ..queue import enqueue_after_commit
 
     enqueue_after_commit(session, "wxapp_backend.auth.linking.link_oa_user", user.id, retries=3)
     return True
+
+
+def queue_all_unlinked(session: Session, batch: int = 500) -> int:
+    """Queue link_oa_user for every follower row without a unionid (`flask link-followers`: rows from before
+    linking existed, or after the accounts were bound to an open-platform account). Returns how many."""
+    from ..queue import enqueue
+
+    last, queued = 0, 0
+    while True:
+        ids = session.scalars(select(User.id).where(
+            User.id > last, User.unionid.is_(None), User.oa_openid.is_not(None),
+            User.openid.startswith(PLACEHOLDER_PREFIX, autoescape=True)).order_by(User.id).limit(batch)).all()
+        if not ids:
+            return queued
+        for uid in ids:
+            enqueue("wxapp_backend.auth.linking.link_oa_user", uid, retries=3)
+        queued += len(ids)
+        last = ids[-1]

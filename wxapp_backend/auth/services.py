@@ -6,6 +6,7 @@ import re
 
 import redis
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from werkzeug.security import check_password_hash, generate_password_hash
 
@@ -23,16 +24,25 @@ _DUMMY_HASH = generate_password_hash("not-a-real-password")
 
 def upsert_mini_program_user(session: Session, *, openid: str, unionid: str | None) -> User:
     """Create or update the user behind a jscode2session answer."""
-    from .linking import link_after_login, valid_unionid
+    from .linking import link_after_login, lock_person, valid_unionid
 
     unionid = valid_unionid(unionid)
+    if unionid:
+        lock_person(session, unionid)  # before reading: a concurrent login or link job has committed by then
     user = link_after_login(session, session.scalar(select(User).where(User.openid == openid)), openid, unionid)
     if user is None:
-        user = User(openid=openid, unionid=unionid or None, role=UserRole.WHITE_COLLAR.value)
-        session.add(user)
-        session.flush()
-        audit(session, Actor("user", user.id), "user.created", user, via="mini_program")
-    elif unionid and user.unionid != unionid:
+        try:
+            with session.begin_nested():
+                user = User(openid=openid, unionid=unionid or None, role=UserRole.WHITE_COLLAR.value)
+                session.add(user)
+                session.flush()
+        except IntegrityError:  # wx.login fired twice at launch: the other login has just made the row
+            user = session.scalar(select(User).where(User.openid == openid))
+            if user is None:
+                raise
+        else:
+            audit(session, Actor("user", user.id), "user.created", user, via="mini_program")
+    if unionid and user.unionid != unionid:
         user.unionid = unionid
     user.last_login_at = utcnow()
     return user

@@ -208,9 +208,9 @@ class WeChatAPI:
     # ----------------------------------------------------------------------------- users
 
     def user_info(self, openid: str) -> dict[str, Any]:
-        """An Official Account follower's basic information (cgi-bin/user/info): "subscribe" (0 when they do
-        not follow; then nothing else is given) and, when the account is bound to an open-platform account,
-        "unionid", the same for this person in the mini-program."""
+        """An Official Account user's basic information (cgi-bin/user/info): "subscribe" (0 when they no longer
+        follow; then the profile is left out) and, when the account is bound to an open-platform account,
+        "unionid" (given whether they follow or not), the same for this person in the mini-program."""
         return self.call("GET", "/cgi-bin/user/info", api="user_info", params={"openid": openid, "lang": "zh_CN"})
 
     # ----------------------------------------------------------------------------- media

@@ -539,11 +539,19 @@ def touch_user(r: redis.Redis, account: str, openid: str, *, followed: bool | No
     if cached and followed is None:
         uid, _, blocked = cached.decode().partition(":")
         return int(uid), blocked == "1"
+    from sqlalchemy.orm.exc import StaleDataError
+
     from ..db import session_scope
 
     when = datetime.fromtimestamp(at, UTC) if at else datetime.now(UTC)
-    with session_scope() as s:
-        user_id, blocked = upsert_chat_user(s, account=account, openid=openid, followed=followed, at=when)
+    for attempt in range(2):
+        try:
+            with session_scope() as s:
+                user_id, blocked = upsert_chat_user(s, account=account, openid=openid, followed=followed, at=when)
+            break
+        except StaleDataError:  # the row was merged into the user's mini-program row meanwhile: read again
+            if attempt:
+                raise
     r.set(cache_key, f"{user_id}:{int(blocked)}", ex=USER_CACHE_TTL - secrets.randbelow(USER_CACHE_SPREAD + 1))
     return user_id, blocked
 

@@ -285,6 +285,7 @@ class WeChatStandIn:
         # Official Account openid -> person, for the unionid that user/info gives (see oa_openid_for); kept
         # across reset(): who a person is does not change between tests.
         self._people: dict[str, str] = {}
+        self._unfollowed: set[str] = set()
 
     # ------------------------------------------------------------------------------------ lifecycle
 
@@ -411,6 +412,11 @@ class WeChatStandIn:
         with self._lock:
             self._people[openid] = person
         return openid
+
+    def set_following(self, openid: str, following: bool) -> None:
+        """Whether user/info reports `openid` as a follower (default: yes)."""
+        with self._lock:
+            (self._unfollowed.discard if following else self._unfollowed.add)(openid)
 
     # ------------------------------------------------------------------------------------ dispatch
 
@@ -642,6 +648,12 @@ class WeChatStandIn:
         self._check_openid(openid)
         with self._lock:
             person = self._people.get(openid)
+            following = openid not in self._unfollowed
+        if not following:  # only these fields; the unionid still comes for a bound account
+            gone: dict[str, Any] = {"subscribe": 0, "openid": openid, "tagid_list": []}
+            if person is not None:
+                gone["unionid"] = self.unionid_for(person)
+            return gone
         info: dict[str, Any] = {
             "subscribe": 1, "openid": openid, "language": "zh_CN",
             "subscribe_time": int(self.clock()), "remark": "", "groupid": 0, "tagid_list": [],
