@@ -230,6 +230,26 @@ def make_user(app_ctx):
 
 
 @pytest.fixture
+def make_activity(app_ctx):
+    """A published activity starting tomorrow (three hours long); keyword arguments override the columns."""
+    from datetime import UTC, datetime, timedelta
+
+    from wxapp_backend.activities.models import Activity
+    from wxapp_backend.db import session_scope
+
+    def make(**kw) -> Activity:
+        start = kw.pop("starts_at", datetime.now(UTC) + timedelta(days=1))
+        kw = {"category": "vertical_marathon", "title": "垂直马拉松", "address": "中心大厦", "capacity": 10,
+              "starts_at": start, "ends_at": start + timedelta(hours=3), **kw}
+        with session_scope() as s:
+            a = Activity(**kw)
+            s.add(a)
+        return a
+
+    return make
+
+
+@pytest.fixture
 def user_token(app):
     from wxapp_backend.auth import tokens
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
-
 import pytest
 from sqlalchemy import func, select
 
@@ -35,18 +33,6 @@ def _row(oa_openid: str) -> User:
 def _users() -> int:
     with session_scope() as s:
         return s.scalar(select(func.count()).select_from(User))
-
-
-def _activity_id() -> int:
-    from wxapp_backend.activities.models import Activity
-
-    start = datetime.now(UTC) + timedelta(days=1)
-    with session_scope() as s:
-        a = Activity(category="vertical_marathon", title="垂直马拉松", address="中心大厦", starts_at=start,
-                     ends_at=start + timedelta(hours=3), capacity=10)
-        s.add(a)
-        s.flush()
-        return a.id
 
 
 def _chat(app, standin, openid: str, lines: list[str]) -> str:
@@ -160,11 +146,11 @@ def test_rows_unique_per_user_keep_the_target_copy_and_credits_add_up(app_ctx, c
     assert row.data["dropped"] == {"category_subscriptions": 1, "subscribe_credits": 1}
 
 
-def test_two_active_registrations_for_one_activity_stop_the_merge(app_ctx, client, standin):
+def test_two_active_registrations_for_one_activity_stop_the_merge(app_ctx, client, standin, make_activity):
     from wxapp_backend.activities.models import Registration
     from wxapp_backend.wechat.pipeline import upsert_chat_user
 
-    activity_id = _activity_id()
+    activity_id = make_activity().id
     mp_id, _ = _login(client, "erin~1")
     oa = standin.oa_openid_for("erin")
     with session_scope() as s:
@@ -257,11 +243,11 @@ def test_link_followers_queues_every_unlinked_follower(app, app_ctx, standin, ru
             standin.unionid_for("nia"), standin.unionid_for("oli")}
 
 
-def test_a_registration_moves_with_its_keys(app_ctx, client, standin):
+def test_a_registration_moves_with_its_keys(app_ctx, client, standin, make_activity):
     from wxapp_backend.activities.models import Registration
     from wxapp_backend.wechat.pipeline import upsert_chat_user
 
-    activity_id = _activity_id()
+    activity_id = make_activity().id
     mp_id, _ = _login(client, "fay~1")
     with session_scope() as s:
         follower_id, _ = upsert_chat_user(s, account="oa", openid=standin.oa_openid_for("fay"))
