@@ -28,6 +28,18 @@ def test_chat_cli_mini_program_replies_come_by_customer_service(app, standin):
     assert f"店小二> ［客服消息］{GREETING}" in out
 
 
+def test_chat_cli_inside_the_instance_apps_context_keeps_its_jobs(app, standin):
+    """`flask --app wsgi chat` runs inside the instance app's context: the replies that go out as
+    customer-service messages must still be queued on the chat session's own queue, which it runs."""
+    out: list[str] = []
+    queue = app.extensions["wxapp"].queue
+    before = len(queue)
+    with app.app_context():
+        run_chat(app, "wxa", "chat-test-wxa-cli", lines=["你好"], echo=out.append, standin=standin)
+    assert f"店小二> ［客服消息］{GREETING}" in out
+    assert len(queue) == before  # nothing left behind on the instance's real queue
+
+
 def test_chat_cli_starts_its_own_standin_for_the_default_api_base(app, settings):
     from wxapp_backend import create_app
 

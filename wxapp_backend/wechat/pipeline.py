@@ -32,7 +32,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import redis
-from flask import Flask, has_app_context
+from flask import Flask, current_app, has_app_context
 from prometheus_client import Counter
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -268,9 +268,11 @@ class Pipeline:
             return early[0]
         if claim.state != "new":
             return self._retry(acct, claim, deadline)
-        if has_app_context():
+        if has_app_context() and current_app._get_current_object() is self.app:  # type: ignore[attr-defined]
             return self._answer_claimed(acct, msg, key_index, nonce, deadline, claim, fetched)
-        with self.app.app_context():  # handlers, middleware and jobs need it; a stored answer did not
+        # Handlers, middleware and jobs need this app's context (a stored answer did not). Not another app's:
+        # `flask chat` posts from inside the instance app's context to its own app with a private queue.
+        with self.app.app_context():
             return self._answer_claimed(acct, msg, key_index, nonce, deadline, claim, fetched)
 
     def _answer_claimed(self, acct: Account, msg: Message, key_index: int | None, nonce: str, deadline: float,
