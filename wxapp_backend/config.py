@@ -88,7 +88,7 @@ class Settings:
     queue_name: str = "default"
     # Notifications: kind -> subscribe-message template file (YAML/JSON, see notices/kinds.py)
     notify_templates_path: str = ""
-    # Free-form extras for tests (never read from the environment).
+    # Tuning knobs read by domain code (from the environment: _TUNING; tests set others).
     extra: dict = field(default_factory=dict, compare=False)
 
     @property
@@ -163,6 +163,7 @@ class Settings:
             log_level=(env.get("LOG_LEVEL") or "INFO").upper(),
             log_json=_bool(env.get("LOG_JSON"), default=True),
             notify_templates_path=env.get("NOTIFY_TEMPLATES", "").strip(),
+            extra=_tuning(env),
         )
         return settings
 
@@ -185,7 +186,10 @@ def _tuning(env: Mapping[str, str]) -> dict:
     out = {}
     for name, kind in _TUNING.items():
         if env.get(name, "").strip():
-            out[name.lower()] = _float(env, name, 0.0) if kind is float else _int(env, name, 0)
+            value = _float(env, name, 0.0) if kind is float else _int(env, name, 0)
+            if value <= 0:
+                raise ConfigError(f"{name} must be greater than 0, got {env[name]!r}")
+            out[name.lower()] = value
     return out
 
 
