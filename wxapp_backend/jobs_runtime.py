@@ -36,7 +36,8 @@ def run_worker(queue_names: list[str], *, burst: bool = False) -> bool:
 
         stop = start_beat(state.redis, state.queue)
     try:
-        return worker.work(burst=burst, with_scheduler=True)
+        # LOG_LEVEL governs rq's own loggers too (rq sets rq.worker to INFO otherwise).
+        return worker.work(burst=burst, with_scheduler=True, logging_level=state.settings.log_level)
     finally:
         if stop is not None:
             stop.set()

@@ -59,3 +59,16 @@ def test_job_counts_reach_metrics(app_ctx, client):
     enqueue(ok_job, 1)
     text = client.get("/metrics").get_data(as_text=True)
     assert 'job_queue_depth{state="queued"} 1.0' in text
+
+
+def test_the_worker_logs_at_log_level(app, settings):
+    """LOG_LEVEL=WARNING silences rq's own INFO lines too (rq would set its loggers to INFO)."""
+    import logging
+
+    from wxapp_backend import create_app
+    from wxapp_backend.jobs_runtime import run_worker
+
+    quiet = create_app(settings.with_overrides(log_level="WARNING", queue_name="log-level-test"))
+    with quiet.app_context():
+        run_worker(["log-level-test"], burst=True)
+    assert logging.getLogger("rq.worker").getEffectiveLevel() == logging.WARNING

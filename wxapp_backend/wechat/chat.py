@@ -171,7 +171,8 @@ class ChatSession:
 
         state = self.app.extensions["wxapp"]
         with self.app.app_context():
-            SimpleWorker([state.queue], connection=state.redis).work(burst=True, with_scheduler=False)
+            SimpleWorker([state.queue], connection=state.redis).work(burst=True, with_scheduler=False,
+                                                                      logging_level=state.settings.log_level)
 
     def _new_sends(self) -> list[str]:
         if self.standin is None:
