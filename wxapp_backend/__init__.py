@@ -109,6 +109,9 @@ def create_app(settings: Settings | None = None) -> Flask:
     from .cli import register_cli
 
     register_cli(app)
+    from .http import ClientAddress
+
+    app.wsgi_app = ClientAddress(app.wsgi_app, settings.forwarded_allow_ips)  # type: ignore[method-assign]
     return app
 
 

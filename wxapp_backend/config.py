@@ -84,6 +84,8 @@ class Settings:
     cookie_secure: bool = False
     log_level: str = "INFO"
     log_json: bool = True
+    # Reverse proxies whose X-Forwarded-For is believed (comma list, "*" for any), as gunicorn's setting.
+    forwarded_allow_ips: str = "127.0.0.1"
     # Jobs
     queue_name: str = "default"
     # Notifications: kind -> subscribe-message template file (YAML/JSON, see notices/kinds.py)
@@ -163,6 +165,7 @@ class Settings:
             log_level=(env.get("LOG_LEVEL") or "INFO").upper(),
             log_json=_bool(env.get("LOG_JSON"), default=True),
             notify_templates_path=env.get("NOTIFY_TEMPLATES", "").strip(),
+            forwarded_allow_ips=(env.get("FORWARDED_ALLOW_IPS") or "127.0.0.1").strip(),
             extra=_tuning(env),
         )
         return settings

@@ -67,3 +67,29 @@ def doc(summary: str, *, body: Iterable[Field] | None = None, params: Iterable[F
         return fn
 
     return wrap
+
+
+class ClientAddress:
+    """WSGI middleware: behind a reverse proxy listed in FORWARDED_ALLOW_IPS, REMOTE_ADDR becomes the client's
+    address from X-Forwarded-For (the rightmost one that is not itself a trusted proxy), so per-address limits
+    (the anonymous chat, staff login throttling) count clients, not nginx. gunicorn's own setting of that name
+    only decides which proxies' scheme headers it believes. A request that does not come from a trusted proxy
+    keeps its address whatever headers it sends; the proxy's address stays in `wxapp.proxy_addr`."""
+
+    def __init__(self, app: Callable, trusted: str) -> None:
+        self.app = app
+        names = {part.strip() for part in trusted.split(",") if part.strip()}
+        self.any = "*" in names
+        self.trusted = frozenset(names - {"*"})
+
+    def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
+        forwarded = environ.get("HTTP_X_FORWARDED_FOR")
+        if forwarded:
+            peer = environ.get("REMOTE_ADDR", "")
+            if self.any or peer in self.trusted:
+                hops = [h.strip() for h in forwarded.split(",") if h.strip()]
+                client = next((h for h in reversed(hops) if h not in self.trusted), hops[0] if hops else "")
+                if client and len(client) <= 64:
+                    environ["wxapp.proxy_addr"] = peer
+                    environ["REMOTE_ADDR"] = client
+        return self.app(environ, start_response)
