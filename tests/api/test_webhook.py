@@ -413,13 +413,13 @@ def test_flask_view_and_fast_path_answer_alike(oa):
     args, body = seal_push(acct, text_push(oa, "你好", msg_id=77001))
     args["msg_signature"] = "0" * 40
     env = EnvironBuilder(path="/wechat", query_string=args, method="POST", data=body).get_environ()
-    app_iter, status, _ = run_wsgi_app(oa.wsgi_app.inner, env)  # the Flask app without the fast path
+    app_iter, status, _ = run_wsgi_app(oa.wsgi_app.app.inner, env)  # the Flask app without the fast path (inside ClientAddress)
     fast = oa.test_client().post("/wechat?" + urlencode(args), data=body)
     assert status.split()[0] == str(fast.status_code) and fast.status_code in (400, 401, 403)
     assert b"".join(app_iter) == fast.get_data()
     args, body = seal_push(acct, text_push(oa, "你好", msg_id=77002))
     env = EnvironBuilder(path="/wechat", query_string=args, method="POST", data=body).get_environ()
-    app_iter, status, _ = run_wsgi_app(oa.wsgi_app.inner, env)
+    app_iter, status, _ = run_wsgi_app(oa.wsgi_app.app.inner, env)
     assert status.startswith("200") and reply_of(oa, _Resp(b"".join(app_iter)))["Content"] == GREETING
 
 
