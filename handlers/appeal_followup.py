@@ -55,6 +55,7 @@ RESOLVED_NO = ("2", "未解决", "没解决", "没有解决", "否", "不是")
 _STARS = re.compile(r"^([1-5])\s*(?:分|星|颗星)?$")
 
 NONE_YET = "您还没有提交过诉求。回复“我要反映”，我来帮您登记。"
+NONE_YET_APP = "您还没有提交过诉求。在小程序“我要反映”中填写，工作人员会在承诺时限内联系您。"
 NOT_FOUND = "没有找到编号为 {number} 的诉求（只能查看您本人提交的诉求），请核对编号后再试。"
 NO_USER = "暂时无法确认您的身份，请稍后再试。"
 UNAVAILABLE = "系统暂时繁忙，请稍后再试。"
@@ -144,15 +145,16 @@ def _words(ctx: Context) -> str:
 # --- reading -----------------------------------------------------------------------------------------------
 
 
-def _line(appeal, rated: set[tuple[int, int]], now: datetime) -> str:
+def _line(appeal, rated: set[tuple[int, int]], now: datetime, *, chat: bool = True) -> str:
     from wxapp_backend.appeals.followup import awaiting_rating
     from wxapp_backend.appeals.states import LABELS, OPEN, AppealStatus
 
     text = f"{appeal.number}【{LABELS.get(appeal.status, appeal.status)}】{_summary(appeal.content)}"
     if awaiting_rating(appeal, rated, now):
-        return text + f"\n  → 回复“评价 {appeal.number}”评价"
+        return text + (f"\n  → 回复“评价 {appeal.number}”评价" if chat else "\n  → 待您评价")
     if appeal.status == AppealStatus.PENDING_ENTERPRISE:
-        return text + f"\n  → 需要补充：{_summary(appeal.info_request) or '材料'}，回复“补充 {appeal.number}”"
+        need = _summary(appeal.info_request) or "材料"
+        return text + (f"\n  → 需要补充：{need}，回复“补充 {appeal.number}”" if chat else f"\n  → 需要补充：{need}")
     if appeal.status in OPEN and appeal.due_at is not None:
         return text + f"（承诺 {_when(appeal.due_at)} 前办结）"
     return text
@@ -162,20 +164,28 @@ def status(ctx: Context) -> Reply:
     """我的诉求: the user's latest appeals, each with what they can do about it."""
     if ctx.user_id is None:
         return Text(NO_USER)
+    text = status_text(ctx.user_id)
+    _leave_flow(ctx)
+    return Text(text)
+
+
+def status_text(user_id: int, *, chat: bool = True) -> str:
+    """我的诉求 as text: in the WeChat chat with the replies that act on each appeal; elsewhere (the API's chat,
+    inside the mini-program) pointing to the mini-program's pages, where the same is done with buttons."""
     from wxapp_backend.appeals.followup import rated_rounds
     from wxapp_backend.appeals.services import list_own
     from wxapp_backend.db import session_scope, utcnow
 
     with session_scope() as s:
-        page = list_own(s, ctx.user_id, per_page=LIST_LIMIT)
+        page = list_own(s, user_id, per_page=LIST_LIMIT)
         total, appeals = page.total, page.items
         if not total:
-            return Text(NONE_YET)
+            return NONE_YET if chat else NONE_YET_APP
         rated, now = rated_rounds(s, [a.id for a in appeals]), utcnow()
-        lines = [f"{i}. {_line(a, rated, now)}" for i, a in enumerate(appeals, 1)]
-    _leave_flow(ctx)
+        lines = [f"{i}. {_line(a, rated, now, chat=chat)}" for i, a in enumerate(appeals, 1)]
     head = f"您的诉求（共 {total} 条" + (f"，显示最近 {LIST_LIMIT} 条）：" if total > LIST_LIMIT else "）：")
-    return Text("\n".join([head, *lines, "回复“我要反映”登记新的诉求。"]))
+    tail = "回复“我要反映”登记新的诉求。" if chat else "在小程序“我的诉求”中可以查看详情、补充材料和评价。"
+    return "\n".join([head, *lines, tail])
 
 
 def _leave_flow(ctx: Context) -> None:

@@ -6,6 +6,7 @@ Other intents plug in by registering on `router` (see handlers/__init__.py): rul
 
 from __future__ import annotations
 
+import functools
 import logging
 
 from . import kb
@@ -51,6 +52,14 @@ IMAGE_ACK = "收到您的图片啦！如果是想反映问题，请再用文字�
 LOCATION_ACK = "收到您的位置{label}，谢谢！如需找附近的服务站点或反映问题，请用文字告诉小二。"
 UNSUPPORTED = "小二暂时只看得懂文字和图片哦～请用文字描述您的问题，或回复“人工”联系工作人员。"
 
+APPEAL_APP = "企业遇到困难、对服务有意见建议，都可以告诉我们（有呼必应）：请在小程序“我要反映”中填写诉求，工作人员会在承诺时限内联系您。"
+STATUS_LOGIN = "登录小程序后，就能在这里查看您提交的诉求；也可以直接打开“我的诉求”。"
+
+HUMAN_WORDS = ("人工", "转人工", "人工客服", "人工服务", "客服")
+APPEAL_WORDS = ("我要反映", "反映问题", "投诉", "诉求")
+ACTIVITY_WORDS = ("白领活动", "活动")
+MENU_WORDS = ("菜单", "帮助", "help", "?", "？", "menu")
+MENU_REPLY = "我是数字店小二，可以帮您：\n" + MENU_TEXT
 GREETINGS = ("你好", "您好", "hi", "hello", "在吗", "在么", "在不在", "哈喽", "嗨", "早上好", "下午好", "晚上好")
 THANKS_WORDS = ("谢谢", "谢谢你", "谢谢您", "感谢", "多谢", "thanks", "thank you", "好的谢谢", "辛苦了")
 BYE_WORDS = ("再见", "拜拜", "bye")
@@ -128,19 +137,19 @@ def install_defaults(router: Router, *, middleware: bool = True) -> Router:
                                                       "results": ctx.msg.subscribe_results})
         return None
 
-    @router.text("人工", "转人工", "人工客服", "人工服务", "客服", fast=True)
+    @router.text(*HUMAN_WORDS, fast=True)
     def on_human(ctx: Context) -> Reply:
         return human(ctx)
 
-    @router.text("我要反映", "反映问题", "投诉", "诉求", fast=True)
+    @router.text(*APPEAL_WORDS, fast=True)
     def on_appeal(ctx: Context) -> Reply:
         return appeal(ctx)
 
-    @router.text("白领活动", "活动", fast=True)
+    @router.text(*ACTIVITY_WORDS, fast=True)
     def on_activity(ctx: Context) -> Reply:
         return activity(ctx)
 
-    router.text("菜单", "帮助", "help", "?", "？", "menu", answer=Text("我是数字店小二，可以帮您：\n" + MENU_TEXT))
+    router.text(*MENU_WORDS, answer=Text(MENU_REPLY))
 
     @router.regex(r"^[1-4]$")
     def on_digit(ctx: Context) -> Reply:
@@ -179,6 +188,57 @@ def install_defaults(router: Router, *, middleware: bool = True) -> Router:
         return Text(UNSUPPORTED)
 
     return router
+
+
+def app_reply(text: str, *, user_id: int | None, pending_choices: bool) -> tuple[str, str] | None:
+    """What the router answers without the knowledge base, for the mini-program's in-app chat (POST
+    /api/v1/chat): the same words as the WeChat chat where they mean the same there, the mini-program's pages
+    where the WeChat chat would start a chat-only flow (the appeal intake, rating). Returns (reply, decision)
+    or None for the knowledge base. Decisions: smalltalk, handoff, guide (points to a page of the app)."""
+    t = (text or "").strip().casefold()
+    if not t:
+        return None
+    if t in _FOLDED["human"]:
+        return HUMAN_WXA, "handoff"
+    if t in _FOLDED["appeal"]:
+        return APPEAL_APP, "guide"
+    if t in _FOLDED["activity"]:
+        return ACTIVITY_TEXT, "guide"
+    if t in _status_words():
+        if user_id is None:
+            return STATUS_LOGIN, "guide"
+        from .appeal_followup import status_text
+
+        return status_text(user_id, chat=False), "guide"
+    if t in _FOLDED["menu"]:
+        return MENU_REPLY, "smalltalk"
+    if t in DIGITS and not pending_choices:  # "回复数字即可查看答案" wins over the menu digits
+        intent = DIGITS[t]
+        return {"kb": (KB_PROMPT, "smalltalk"), "appeal": (APPEAL_APP, "guide"),
+                "activity": (ACTIVITY_TEXT, "guide"), "human": (HUMAN_WXA, "handoff")}[intent]
+    if t in _FOLDED["greeting"]:
+        return GREETING, "smalltalk"
+    if t in _FOLDED["thanks"]:
+        return THANKS, "smalltalk"
+    if t in _FOLDED["bye"]:
+        return BYE, "smalltalk"
+    return None
+
+
+def _fold(words) -> frozenset[str]:
+    return frozenset(w.strip().casefold() for w in words)
+
+
+_FOLDED = {"human": _fold(HUMAN_WORDS), "appeal": _fold(APPEAL_WORDS), "activity": _fold(ACTIVITY_WORDS),
+           "menu": _fold(MENU_WORDS), "greeting": _fold(GREETINGS), "thanks": _fold(THANKS_WORDS),
+           "bye": _fold(BYE_WORDS)}
+
+
+@functools.cache
+def _status_words() -> frozenset[str]:
+    from .appeal_intake import STATUS_WORDS  # the follow-up plug-in's words (imported late: it imports us)
+
+    return _fold(STATUS_WORDS)
 
 
 def _apply_credits(ctx: Context) -> None:

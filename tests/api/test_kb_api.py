@@ -196,3 +196,38 @@ def test_edits_are_audited(client, kb, make_staff, console_login, db):
     token = console_login(make_staff(role="staff"))
     client.post("/console/kb/new", data={"csrf_token": token, "id": "aud-1", "question": "q", "answer": "a"})
     assert db.query(AuditLog).filter_by(action="kb.entry_created", target_id="aud-1").count() == 1
+
+
+def test_the_app_chat_says_what_the_wechat_chat_says(app, client, kb, standin):
+    """POST /api/v1/chat is the same bot as the mini-program's WeChat chat for every fixed reply."""
+    from wxapp_backend.wechat.chat import run_chat
+
+    texts = ["你好", "谢谢", "再见", "菜单", "白领活动", "人工", "3"]
+    out: list[str] = []
+    run_chat(app, "wxa", "same-bot-user", lines=texts, echo=out.append, standin=standin)
+    for text in texts:
+        body = chat(client, text)
+        assert f"店小二> ［客服消息］{body['reply']}" in out, (text, body)
+    assert chat(client, "人工")["decision"] == "handoff"
+
+
+def test_the_app_chat_points_to_the_apps_pages_for_appeals(client, kb, make_user, user_token, app_ctx):
+    from handlers.bot import APPEAL_APP, STATUS_LOGIN
+    from wxapp_backend.appeals.services import Intake, submit_appeal
+
+    assert chat(client, "我要反映") == {"reply": APPEAL_APP, "decision": "guide", "entry_id": None,
+                                        "suggestions": [], "handoff": False, "turn_id": None}
+    assert chat(client, "2")["reply"] == APPEAL_APP  # the menu's digit, with no choices pending
+    assert chat(client, "我的诉求")["reply"] == STATUS_LOGIN  # not logged in: nobody's appeals
+    user, other = make_user(), make_user()
+    h = user_token(user)
+    assert "还没有提交过诉求" in chat(client, "我的诉求", h)["reply"]
+    with session_scope() as s:
+        mine, _ = submit_appeal(s, user.id, Intake(content="园区路灯坏了一个月", contact_name="王五",
+                                                   contact_phone="13900139000"))
+        theirs, _ = submit_appeal(s, other.id, Intake(content="隔壁的诉求", contact_name="李四",
+                                                      contact_phone="13900139001"))
+        numbers = (mine.number, theirs.number)
+    reply = chat(client, "我的诉求", h)["reply"]
+    assert numbers[0] in reply and numbers[1] not in reply and "小程序“我的诉求”" in reply
+    assert "回复“" not in reply.split("\n", 1)[1]  # no chat-only commands in the app
