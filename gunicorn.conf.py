@@ -17,7 +17,7 @@ accesslog = os.environ.get("ACCESS_LOG") or None
 errorlog = "-"
 # Load the app in each worker after fork: the database and Redis clients must not be shared.
 preload_app = False
-forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
+forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1,::1")
 
 # Metrics from every worker are aggregated through files in one directory (prometheus_client's
 # multiprocess mode); it is emptied when the master starts.

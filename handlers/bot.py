@@ -54,6 +54,9 @@ UNSUPPORTED = "小二暂时只看得懂文字和图片哦～请用文字描述�
 
 APPEAL_APP = "企业遇到困难、对服务有意见建议，都可以告诉我们（有呼必应）：请在小程序“我要反映”中填写诉求，工作人员会在承诺时限内联系您。"
 STATUS_LOGIN = "登录小程序后，就能在这里查看您提交的诉求；也可以直接打开“我的诉求”。"
+# The app's chat cannot hand over by itself: the app shows its 客服 button (open-type="contact") on "handoff".
+HUMAN_APP = ("找工作人员请点“联系客服”，进入微信客服会话（工作时间：工作日 9:00-17:30，非工作时间请留言）。"
+             "要反映问题，也可以在“我要反映”中留下诉求。")
 
 HUMAN_WORDS = ("人工", "转人工", "人工客服", "人工服务", "客服")
 APPEAL_WORDS = ("我要反映", "反映问题", "投诉", "诉求")
@@ -199,7 +202,7 @@ def app_reply(text: str, *, user_id: int | None, pending_choices: bool) -> tuple
     if not t:
         return None
     if t in _FOLDED["human"]:
-        return HUMAN_WXA, "handoff"
+        return HUMAN_APP, "handoff"
     if t in _FOLDED["appeal"]:
         return APPEAL_APP, "guide"
     if t in _FOLDED["activity"]:
@@ -215,7 +218,7 @@ def app_reply(text: str, *, user_id: int | None, pending_choices: bool) -> tuple
     if t in DIGITS and not pending_choices:  # "回复数字即可查看答案" wins over the menu digits
         intent = DIGITS[t]
         return {"kb": (KB_PROMPT, "smalltalk"), "appeal": (APPEAL_APP, "guide"),
-                "activity": (ACTIVITY_TEXT, "guide"), "human": (HUMAN_WXA, "handoff")}[intent]
+                "activity": (ACTIVITY_TEXT, "guide"), "human": (HUMAN_APP, "handoff")}[intent]
     if t in _FOLDED["greeting"]:
         return GREETING, "smalltalk"
     if t in _FOLDED["thanks"]:

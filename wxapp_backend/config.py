@@ -85,7 +85,7 @@ class Settings:
     log_level: str = "INFO"
     log_json: bool = True
     # Reverse proxies whose X-Forwarded-For is believed (comma list, "*" for any), as gunicorn's setting.
-    forwarded_allow_ips: str = "127.0.0.1"
+    forwarded_allow_ips: str = "127.0.0.1,::1"
     # Jobs
     queue_name: str = "default"
     # Notifications: kind -> subscribe-message template file (YAML/JSON, see notices/kinds.py)
@@ -165,7 +165,7 @@ class Settings:
             log_level=(env.get("LOG_LEVEL") or "INFO").upper(),
             log_json=_bool(env.get("LOG_JSON"), default=True),
             notify_templates_path=env.get("NOTIFY_TEMPLATES", "").strip(),
-            forwarded_allow_ips=(env.get("FORWARDED_ALLOW_IPS") or "127.0.0.1").strip(),
+            forwarded_allow_ips=(env.get("FORWARDED_ALLOW_IPS") or "127.0.0.1,::1").strip(),
             extra=_tuning(env),
         )
         return settings
@@ -181,17 +181,17 @@ class Settings:
         return out
 
 
-# Optional tuning knobs read by domain code through settings.extra (name -> parser).
-_TUNING = {"FANOUT_RATE": float, "FANOUT_BURST": int, "FANOUT_JOBS": int}
+# Optional tuning knobs read by domain code through settings.extra (name -> parser, largest sensible value).
+_TUNING = {"FANOUT_RATE": (float, 10_000.0), "FANOUT_BURST": (int, 10_000), "FANOUT_JOBS": (int, 64)}
 
 
 def _tuning(env: Mapping[str, str]) -> dict:
     out = {}
-    for name, kind in _TUNING.items():
+    for name, (kind, most) in _TUNING.items():
         if env.get(name, "").strip():
             value = _float(env, name, 0.0) if kind is float else _int(env, name, 0)
-            if value <= 0:
-                raise ConfigError(f"{name} must be greater than 0, got {env[name]!r}")
+            if not (0 < value <= most):  # also refuses nan; inf is above the most
+                raise ConfigError(f"{name} must be greater than 0 and at most {most:g}, got {env[name]!r}")
             out[name.lower()] = value
     return out
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
@@ -69,27 +70,64 @@ def doc(summary: str, *, body: Iterable[Field] | None = None, params: Iterable[F
     return wrap
 
 
+def _ip(value: str) -> str | None:
+    """An address as a proxy writes it ("203.0.113.7", "203.0.113.7:5678", "2001:db8::1", "[2001:db8::1]:443"),
+    normalised ("::ffff:1.2.3.4" is 1.2.3.4); None for anything that is not an IP address."""
+    v = value.strip()
+    if v.startswith("[") and "]" in v:
+        v = v[1 : v.index("]")]
+    elif v.count(":") == 1:
+        v = v.split(":", 1)[0]
+    try:
+        ip = ipaddress.ip_address(v)
+    except ValueError:
+        return None
+    mapped = getattr(ip, "ipv4_mapped", None)
+    return str(mapped or ip)
+
+
+def limit_key(addr: str) -> str:
+    """What per-address limits count: an IPv4 address, or an IPv6 address's /64 (one line, one handset or one
+    household holds a whole /64, so counting single IPv6 addresses would let one client have 2**64 buckets)."""
+    try:
+        ip = ipaddress.ip_address(addr)
+    except ValueError:
+        return addr or "?"
+    if ip.version == 6:
+        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    return str(ip)
+
+
 class ClientAddress:
-    """WSGI middleware: behind a reverse proxy listed in FORWARDED_ALLOW_IPS, REMOTE_ADDR becomes the client's
-    address from X-Forwarded-For (the rightmost one that is not itself a trusted proxy), so per-address limits
-    (the anonymous chat, staff login throttling) count clients, not nginx. gunicorn's own setting of that name
-    only decides which proxies' scheme headers it believes. A request that does not come from a trusted proxy
-    keeps its address whatever headers it sends; the proxy's address stays in `wxapp.proxy_addr`."""
+    """WSGI middleware: behind a reverse proxy listed in FORWARDED_ALLOW_IPS (as gunicorn's setting of that name:
+    comma list, "*" for any; a peer on a UNIX socket, which gunicorn gives an empty REMOTE_ADDR, is trusted as
+    gunicorn trusts it), REMOTE_ADDR becomes the client's address from X-Forwarded-For: the rightmost hop that is
+    not itself a trusted proxy, which is the one the nearest proxy appended (nginx: `proxy_set_header
+    X-Forwarded-For $proxy_add_x_forwarded_for`). So per-address limits (the anonymous chat, staff login
+    throttling) count clients, not nginx. A hop that is not an IP address is never taken; a request that does
+    not come from a trusted proxy keeps its address whatever it sends. The proxy's address stays in
+    `wxapp.proxy_addr`."""
 
     def __init__(self, app: Callable, trusted: str) -> None:
         self.app = app
         names = {part.strip() for part in trusted.split(",") if part.strip()}
         self.any = "*" in names
-        self.trusted = frozenset(names - {"*"})
+        self.trusted = frozenset(_ip(n) or n for n in names - {"*"})
 
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
         forwarded = environ.get("HTTP_X_FORWARDED_FOR")
         if forwarded:
-            peer = environ.get("REMOTE_ADDR", "")
-            if self.any or peer in self.trusted:
-                hops = [h.strip() for h in forwarded.split(",") if h.strip()]
-                client = next((h for h in reversed(hops) if h not in self.trusted), hops[0] if hops else "")
-                if client and len(client) <= 64:
+            peer = environ.get("REMOTE_ADDR") or ""
+            if self.any or not peer or peer in self.trusted or _ip(peer) in self.trusted:
+                client = None
+                for hop in reversed(forwarded.split(",")):
+                    ip = _ip(hop)
+                    if ip is None:
+                        break  # a hop that is not an address: nothing left of it can be believed
+                    client = ip
+                    if ip not in self.trusted:
+                        break
+                if client is not None:
                     environ["wxapp.proxy_addr"] = peer
                     environ["REMOTE_ADDR"] = client
         return self.app(environ, start_response)

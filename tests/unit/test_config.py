@@ -60,7 +60,8 @@ def test_fanout_tuning_comes_from_the_environment(tmp_path):
     s = Settings.from_env({**base, "FANOUT_RATE": "12.5", "FANOUT_BURST": "4", "FANOUT_JOBS": "2"})
     assert s.extra == {"fanout_rate": 12.5, "fanout_burst": 4, "fanout_jobs": 2}
     assert Settings.from_env(base).extra == {}
-    for name, bad in (("FANOUT_RATE", "abc"), ("FANOUT_JOBS", "0"), ("FANOUT_BURST", "-1"), ("FANOUT_JOBS", "1.5")):
+    for name, bad in (("FANOUT_RATE", "abc"), ("FANOUT_JOBS", "0"), ("FANOUT_BURST", "-1"), ("FANOUT_JOBS", "1.5"),
+                      ("FANOUT_RATE", "nan"), ("FANOUT_RATE", "NaN"), ("FANOUT_RATE", "inf"), ("FANOUT_JOBS", "100000")):
         with pytest.raises(ConfigError) as exc:
             Settings.from_env({**base, name: bad})
         assert name in str(exc.value)

@@ -14,6 +14,7 @@ from ..audit import SYSTEM, Actor, audit
 from ..db import utcnow
 from ..enterprises.models import Enterprise
 from ..errors import Conflict, TooManyRequests, Unauthorized, ValidationError
+from ..http import limit_key
 from ..validation import credit_code_problem
 from .models import BindingState, StaffRole, StaffUser, User, UserRole
 
@@ -141,7 +142,8 @@ class LoginThrottle:
 
     def _keys(self, username: str, ip: str) -> list[str]:
         # The address limit is looser: an office behind one NAT shares it.
-        return [f"login:fail:user:{username.lower()}", f"login:fail:ip:{ip}"]
+        # An IPv6 client is counted by its /64 (it holds all of it).
+        return [f"login:fail:user:{username.lower()}", f"login:fail:ip:{limit_key(ip)}"]
 
     def check(self, username: str, ip: str) -> None:
         user_key, ip_key = self._keys(username, ip)

@@ -9,7 +9,7 @@ from flask import Blueprint, Flask, current_app, jsonify, request
 from ..auth.guard import optional_user_id
 from ..db import session_scope
 from ..errors import NotFound, TooManyRequests
-from ..http import doc, parse, query
+from ..http import doc, limit_key, parse, query
 from ..validation import Field
 from .bot import has_pending_choices, respond
 from .services import entry_from_row, get_runtime, log_turn, record_feedback
@@ -30,7 +30,7 @@ def _who(user_id: int | None) -> str:
         return f"u{user_id}"
     ip = request.remote_addr or "?"
     r = current_app.extensions["wxapp"].redis
-    key = f"kb:anon:{ip}"
+    key = f"kb:anon:{limit_key(ip)}"
     n = r.incr(key)
     if n == 1:
         r.expire(key, 60)
@@ -59,14 +59,16 @@ def search():
      "decision：answer / suggest / fallback / smalltalk / handoff / guide（指向小程序页面）", body=CHAT_FIELDS,
      auth="none", tags=["知识库"], responses={200: "{reply, decision, suggestions, turn_id}"})
 def chat():
-    from handlers.bot import app_reply
+    from handlers.bot import DIGITS, app_reply
 
     data = parse(CHAT_FIELDS)
     user_id = optional_user_id()
     state = current_app.extensions["wxapp"]
     who = _who(user_id)
     # The words the WeChat chat answers without the knowledge base (menu, 人工, 我要反映, 我的诉求 ...).
-    fixed = app_reply(data["text"], user_id=user_id, pending_choices=has_pending_choices(state.redis, "api", who))
+    text = data["text"].strip()
+    pending = text in DIGITS and has_pending_choices(state.redis, "api", who)  # only a digit can pick a choice
+    fixed = app_reply(text, user_id=user_id, pending_choices=pending)
     if fixed is not None:
         reply, decision = fixed
         turn_id = None
