@@ -44,7 +44,6 @@ APPEAL_TEXT = (
 )
 ACTIVITY_TEXT = "白领活动（午间一小时、楼宇音乐会、健康讲座等）请在小程序“白领活动”中查看和报名，开始前会提醒您。"
 HUMAN_NOTE = "正在为您转接人工客服，请稍候～（工作时间：工作日 9:00-17:30，非工作时间请留言，我们上班后第一时间回复）"
-HUMAN_WXA = "已为您通知人工客服，请稍候～（工作时间：工作日 9:00-17:30，非工作时间请留言，我们上班后第一时间回复）"
 GREETING = "您好！我是数字店小二，有什么可以帮您？回复“菜单”看看我能做什么。"
 THANKS = "不客气！还有问题随时找小二～"
 BYE = "好的，祝您工作顺利，再见！"
@@ -69,10 +68,9 @@ BYE_WORDS = ("再见", "拜拜", "bye")
 
 
 def human(ctx: Context) -> Reply:
-    """Hand over to a person: the OA transfers the session; the mini-program just tells the user."""
-    if ctx.account == "oa":
-        return Transfer(HUMAN_NOTE)
-    return Text(HUMAN_WXA)
+    """Hand over to a person: both accounts pass the conversation to WeChat's customer-service tool
+    (transfer_customer_service; the note goes first as a customer-service message)."""
+    return Transfer(HUMAN_NOTE)
 
 
 def appeal(ctx: Context) -> Reply:

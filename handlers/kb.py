@@ -19,7 +19,7 @@ def answer(text: str, ctx: Context) -> Reply:
     state = current_app.extensions["wxapp"]
     result, _turn = respond(get_runtime(), state.db, state.redis, text, channel=ctx.account,
                             user_id=ctx.user_id, who=ctx.openid, detail_hint=DETAIL_HINT)
-    if result.handoff and ctx.account == "oa":
+    if result.handoff:
         return Transfer(result.reply)
     return Text(result.reply)
 

@@ -74,3 +74,18 @@ def test_console_chat_simulator(client, make_staff, console_login):
 def test_console_chat_needs_staff_role(client, make_staff, console_login):
     console_login(make_staff(role="dept"))
     assert client.get("/console/chat").status_code in (302, 403)
+
+
+def test_mini_program_chat_hands_over_to_the_customer_service_tool(app, settings, standin):
+    """人工 in the mini-program chat: the push is answered (sealed, in the account's format) with
+    transfer_customer_service, the one passive answer a mini-program chat takes, after the note as a
+    customer-service message; plain answers still go by customer-service API only."""
+    from wxapp_backend import create_app
+
+    for fmt in ("json", "xml"):
+        chat_app = app if fmt == "json" else create_app(settings.with_overrides(wxa_msg_format="xml"))
+        out: list[str] = []
+        run_chat(chat_app, "wxa", f"chat-wxa-human-{fmt}", lines=["人工", "你好"], echo=out.append, standin=standin)
+        assert "店小二> ［已转接人工客服］" in out, (fmt, out)
+        assert f"店小二> ［客服消息］{HUMAN_NOTE}" in out
+        assert f"店小二> ［客服消息］{GREETING}" in out and f"店小二> {GREETING}" not in out

@@ -19,6 +19,7 @@ database write per message.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import secrets
@@ -410,10 +411,22 @@ class Pipeline:
                 nonce: str) -> tuple[Outcome, list[dict[str, Any]]]:
         if reply is None:
             return _SUCCESS, []
-        if acct.name == "wxa":
-            # A mini-program chat takes no passive content reply: everything goes by customer-service API.
-            return _SUCCESS, customer_payloads("wxa", reply)
         first, rest = (reply.replies[0], list(reply.replies[1:])) if isinstance(reply, Many) else (reply, [])
+        if acct.name == "wxa":
+            # A mini-program chat takes no passive content reply: everything goes by customer-service API. The one
+            # passive answer it takes hands the conversation to the web customer-service tool (网页版客服工具).
+            if not isinstance(first, Transfer):
+                return _SUCCESS, customer_payloads("wxa", reply)
+            sends = customer_payloads("wxa", first) + [p for r in rest for p in customer_payloads("wxa", r)]
+            if acct.fmt == "json":
+                body = _transfer_json(msg)
+                if key_index is not None and acct.crypto is not None:
+                    body = acct.crypto.encrypt_json(body, key_index, nonce=nonce)
+                return Outcome(body, "application/json; charset=utf-8"), sends
+            body = _transfer_xml(msg)
+            if key_index is not None and acct.crypto is not None:
+                body = acct.crypto.encrypt_xml(body, key_index, nonce=nonce)
+            return Outcome(body, "application/xml; charset=utf-8"), sends
         sends = [p for r in rest for p in customer_payloads("oa", r)]
         if isinstance(first, Transfer):
             body = _transfer_xml(msg)
@@ -462,6 +475,11 @@ def _transfer_xml(msg: Message) -> str:
             f"<CreateTime>{int(time.time())}</CreateTime>"
             "<MsgType><![CDATA[transfer_customer_service]]></MsgType>"
             "</xml>")
+
+
+def _transfer_json(msg: Message) -> str:
+    return json.dumps({"ToUserName": msg.source, "FromUserName": msg.target, "CreateTime": int(time.time()),
+                       "MsgType": "transfer_customer_service"}, ensure_ascii=False, separators=(",", ":"))
 
 
 def _text_payload(text: str) -> dict[str, Any]:
