@@ -13,6 +13,15 @@ from wxapp_backend.db import session_scope
 from wxapp_backend.wechat.chat import run_chat
 from wxapp_backend.wechat.client import WeChatAPIError, get_api
 
+
+@pytest.fixture(autouse=True)
+def _no_quiet_period(monkeypatch):
+    """These tests merge as soon as the job runs; the quiet period has its own test below."""
+    from wxapp_backend.auth import linking
+
+    monkeypatch.setattr(linking, "QUIET_SECONDS", 0)
+
+
 FILE_APPEAL = ["我要反映", "写字楼门口的路灯坏了一个月，晚上很黑", "测试贸易有限公司", "王五 13900139000", "跳过", "确认"]
 
 
@@ -365,3 +374,30 @@ def test_a_login_and_the_link_job_at_the_same_moment_still_join(app, app_ctx, st
     t.join(30)
     assert out.get("job") == "merged", out
     assert _users() == 1 and _row(oa).openid == standin.openid_for("quin~1")
+
+
+def test_the_job_merges_only_once_the_follower_pauses(app_ctx, client, standin, monkeypatch):
+    """A merge while the follower is chatting could catch a message in flight with the old id: the job keeps
+    the unionid, tries again QUIET_SECONDS later, and merges once they are quiet (or after QUIET_TRIES)."""
+    from datetime import timedelta
+
+    from wxapp_backend.auth import linking
+    from wxapp_backend.db import utcnow
+    from wxapp_backend.queue import get_queue
+    from wxapp_backend.wechat.pipeline import upsert_chat_user
+
+    monkeypatch.setattr(linking, "QUIET_SECONDS", 120)
+    mp_id, _ = _login(client, "ray~1")
+    with session_scope() as s:
+        follower_id, _ = upsert_chat_user(s, account="oa", openid=standin.oa_openid_for("ray"))  # writing now
+    assert link_oa_user(follower_id) == "later"
+    assert _users() == 2 and _row(standin.oa_openid_for("ray")).unionid == standin.unionid_for("ray")
+    scheduled = [get_queue().fetch_job(j) for j in get_queue().scheduled_job_registry.get_job_ids()]
+    assert [(j.func_name, j.args) for j in scheduled] == [("wxapp_backend.auth.linking.link_oa_user", (follower_id, 1))]
+    assert link_oa_user(follower_id, linking.QUIET_TRIES) == "merged"  # the last try merges anyway
+    assert _users() == 1 and _row(standin.oa_openid_for("ray")).id == mp_id
+    with session_scope() as s:  # and a quiet follower is merged on the first try
+        other, _ = upsert_chat_user(s, account="oa", openid=standin.oa_openid_for("sam"))
+        s.get(User, other).last_message_at = utcnow() - timedelta(minutes=5)
+    _login(client, "sam~1")  # unionid not known yet at this login: two rows
+    assert link_oa_user(other) == "merged"

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import re
+from datetime import UTC, timedelta
 from typing import Any
 
 from sqlalchemy import delete, event, exists, func, select, text, update
@@ -38,6 +39,11 @@ _UNIONID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 DROPPABLE = frozenset({"category_subscriptions", "notice_outbox"})
 # A follower row without a unionid is asked about again at most this often (when they write after it).
 ASK_AGAIN_SECONDS = 24 * 3600
+# The job merges only after the follower has been quiet this long (their row's last_message_at is refreshed at
+# least every USER_CACHE_TTL while they write), so that no message of theirs is in flight with the old id;
+# otherwise it tries again this much later, up to QUIET_TRIES times, then merges anyway.
+QUIET_SECONDS = 120
+QUIET_TRIES = 30
 
 
 class LinkConflict(Exception):
@@ -265,10 +271,10 @@ def _link_failed(session: Session, target: User, source: User, reason: str, *, v
     log.warning("follower not linked: %s", reason, extra={"user_id": target.id, "placeholder": source.id})
 
 
-def link_oa_user(user_id: int) -> str:
+def link_oa_user(user_id: int, tries: int = 0) -> str:
     """Job: learn a follower's unionid from cgi-bin/user/info and join their mini-program row, if any.
-    Returns what happened (for logs and tests): gone, linked, not_following, no_unionid, waiting, merged,
-    conflict, refused."""
+    Returns what happened (for logs and tests): gone, linked, not_following, no_unionid, waiting, later
+    (they are chatting: tried again after QUIET_SECONDS), merged, conflict, refused."""
     from ..wechat.client import WeChatAPIError, get_api
 
     with session_scope() as s:
@@ -306,6 +312,12 @@ def link_oa_user(user_id: int) -> str:
             _link_failed(s, target, user, "the mini-program user already follows under another openid",
                          via="official_account")
             return "conflict"
+        if tries < QUIET_TRIES and _chatting(user):
+            from ..queue import enqueue_after_commit
+
+            enqueue_after_commit(s, "wxapp_backend.auth.linking.link_oa_user", user_id, tries + 1,
+                                 delay=QUIET_SECONDS, retries=3)
+            return "later"  # the unionid is kept now: a login meanwhile takes the same decision
         try:
             with s.begin_nested():
                 merge_users(s, user, target, via="official_account")
@@ -313,6 +325,17 @@ def link_oa_user(user_id: int) -> str:
             _link_failed(s, target, user, str(exc), via="official_account")
             return "conflict"
     return "merged"
+
+
+def _chatting(user: User) -> bool:
+    from ..db import utcnow
+
+    last = user.last_message_at
+    if last is None:
+        return False
+    if last.tzinfo is None:  # SQLite gives naive UTC
+        last = last.replace(tzinfo=UTC)
+    return utcnow() - last < timedelta(seconds=QUIET_SECONDS)
 
 
 def queue_link(session: Session, user: User, *, created: bool, followed: bool | None) -> bool:
