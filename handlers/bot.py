@@ -199,31 +199,26 @@ def app_reply(text: str, *, user_id: int | None, pending_choices: bool) -> tuple
     t = (text or "").strip().casefold()
     if not t:
         return None
-    if t in _FOLDED["human"]:
-        return HUMAN_APP, "handoff"
-    if t in _FOLDED["appeal"]:
-        return APPEAL_APP, "guide"
-    if t in _FOLDED["activity"]:
-        return ACTIVITY_TEXT, "guide"
+    for group in ("human", "appeal", "activity"):
+        if t in _FOLDED[group]:
+            return _APP_INTENTS[group]
     if t in _status_words():
         if user_id is None:
             return STATUS_LOGIN, "guide"
         from .appeal_followup import status_text
 
         return status_text(user_id, chat=False), "guide"
-    if t in _FOLDED["menu"]:
-        return MENU_REPLY, "smalltalk"
     if t in DIGITS and not pending_choices:  # "回复数字即可查看答案" wins over the menu digits
-        intent = DIGITS[t]
-        return {"kb": (KB_PROMPT, "smalltalk"), "appeal": (APPEAL_APP, "guide"),
-                "activity": (ACTIVITY_TEXT, "guide"), "human": (HUMAN_APP, "handoff")}[intent]
-    if t in _FOLDED["greeting"]:
-        return GREETING, "smalltalk"
-    if t in _FOLDED["thanks"]:
-        return THANKS, "smalltalk"
-    if t in _FOLDED["bye"]:
-        return BYE, "smalltalk"
+        return _APP_INTENTS[DIGITS[t]]
+    for group in ("menu", "greeting", "thanks", "bye"):
+        if t in _FOLDED[group]:
+            return _APP_FIXED[group], "smalltalk"
     return None
+
+
+_APP_INTENTS = {"kb": (KB_PROMPT, "smalltalk"), "appeal": (APPEAL_APP, "guide"), "activity": (ACTIVITY_TEXT, "guide"),
+                "human": (HUMAN_APP, "handoff")}
+_APP_FIXED = {"menu": MENU_REPLY, "greeting": GREETING, "thanks": THANKS, "bye": BYE}
 
 
 def _fold(words) -> frozenset[str]:
