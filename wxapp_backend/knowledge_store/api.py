@@ -11,8 +11,8 @@ from ..db import session_scope
 from ..errors import NotFound, TooManyRequests
 from ..http import doc, limit_key, parse, query
 from ..validation import Field
-from .bot import has_pending_choices, respond
-from .services import entry_from_row, get_runtime, log_turn, record_feedback
+from .bot import respond
+from .services import entry_from_row, get_runtime, record_feedback
 
 bp = Blueprint("kb_api", __name__, url_prefix="/api/v1")
 
@@ -59,27 +59,15 @@ def search():
      "decision：answer / suggest / fallback / smalltalk / handoff / guide（指向小程序页面）", body=CHAT_FIELDS,
      auth="none", tags=["知识库"], responses={200: "{reply, decision, suggestions, turn_id}"})
 def chat():
-    from handlers.bot import DIGITS, app_reply
+    from handlers.bot import app_reply
 
     data = parse(CHAT_FIELDS)
     user_id = optional_user_id()
     state = current_app.extensions["wxapp"]
-    who = _who(user_id)
-    # The words the WeChat chat answers without the knowledge base (menu, 人工, 我要反映, 我的诉求 ...).
-    text = data["text"].strip()
-    pending = text in DIGITS and has_pending_choices(state.redis, "api", who)  # only a digit can pick a choice
-    fixed = app_reply(text, user_id=user_id, pending_choices=pending)
-    if fixed is not None:
-        reply, decision = fixed
-        turn_id = None
-        if decision == "handoff":  # counted with the bot's turns, as the WeChat chat's hand-overs are
-            with state.db.session_scope() as s:
-                turn_id = log_turn(s, channel="api", user_id=user_id, question=data["text"], decision=decision,
-                                   entry_id=None, confidence=0.0).id
-        return jsonify({"reply": reply, "decision": decision, "entry_id": None, "suggestions": [],
-                        "handoff": decision == "handoff", "turn_id": turn_id})
-    result, turn_id = respond(get_runtime(), state.db, state.redis, data["text"], channel="api",
-                              user_id=user_id, who=who)
+    # The words the WeChat chat answers without the knowledge base (menu, 人工, 我要反映, 我的诉求 ...) first.
+    result, turn_id = respond(get_runtime(), state.db, state.redis, data["text"], channel="api", user_id=user_id,
+                              who=_who(user_id),
+                              fixed=lambda text, pending: app_reply(text, user_id=user_id, pending_choices=pending))
     body = result.to_dict()
     body["turn_id"] = turn_id
     return jsonify(body)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 
 import redis
 
@@ -20,10 +21,29 @@ def _memory_key(channel: str, who: str) -> str:
     return f"kb:last:{channel}:{who}"
 
 
+# A channel's own answers that come before the knowledge base: (text, whether numbered choices are pending)
+# -> (reply, decision) or None. The app's chat passes handlers.bot.app_reply (the WeChat chat's fixed words).
+Fixed = Callable[[str, bool], "tuple[str, str] | None"]
+_DIGITS = frozenset("1234")  # the only texts for which pending choices matter to a Fixed
+
+
 def respond(runtime: KBRuntime, db: Database, r: redis.Redis, text: str, *, channel: str,
-            user_id: int | None, who: str, detail_hint: str = "") -> tuple[ChatResult, int | None]:
+            user_id: int | None, who: str, detail_hint: str = "", fixed: Fixed | None = None,
+            ) -> tuple[ChatResult, int | None]:
     """One turn of the bot for `who` (a stable per-user key); returns the result and the logged turn id."""
     key = _memory_key(channel, who)
+    if fixed is not None:
+        stripped = text.strip()
+        answer = fixed(stripped, stripped in _DIGITS and has_pending_choices(r, channel, who))
+        if answer is not None:
+            reply, decision = answer
+            result = ChatResult(reply, decision, handoff=decision == "handoff")
+            turn_id = None
+            if result.handoff:  # counted with the bot's turns, as the knowledge base's hand-overs are
+                with db.session_scope() as s:
+                    turn_id = log_turn(s, channel=channel, user_id=user_id, question=text, decision=decision,
+                                       entry_id=None, confidence=0.0).id
+            return result, turn_id
     try:
         raw = r.get(key)
         last = json.loads(raw) if raw else None
