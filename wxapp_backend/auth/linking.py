@@ -208,10 +208,9 @@ def merge_users(session: Session, source: User, target: User, *, via: str, actor
 
 def take_over(session: Session, placeholder: User, openid: str, *, actor: Actor) -> User:
     """A first mini-program login of a follower: their placeholder row becomes their row."""
-    old = placeholder.openid
     placeholder.openid = openid
     session.flush()
-    audit(session, actor, "user.linked", placeholder, via="mini_program", was_placeholder=old.startswith(PLACEHOLDER_PREFIX))
+    audit(session, actor, "user.linked", placeholder, via="mini_program")
     log.info("official account follower logged into the mini-program", extra={"user_id": placeholder.id})
     return placeholder
 
