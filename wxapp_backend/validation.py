@@ -117,6 +117,8 @@ def _coerce(f: Field, value: Any) -> Any:  # noqa: C901 - one branch per kind re
             value = float(value)
         except (TypeError, ValueError):
             raise _Bad(f"{t}应为数字") from None
+        except OverflowError:  # an integer too large for a float
+            raise _Bad(f"{t}应为有限的数字") from None
         if value != value or value in (float("inf"), float("-inf")):
             raise _Bad(f"{t}应为有限的数字")
         _range(f, value)

@@ -20,7 +20,7 @@ from ..audit import Actor, audit
 from ..db import utcnow
 from ..errors import Conflict, NotFound, ValidationError
 from .models import Activity, ActivityStatus, Registration, RegStatus
-from .services import STATUS_LABELS, lock_activity, transition
+from .services import ATTENDANCE_GRACE, STATUS_LABELS, lock_activity, transition
 
 STEP_SECONDS = 60
 CHECKIN_OPENS_BEFORE = timedelta(hours=2)
@@ -51,6 +51,8 @@ def qr_for(session: Session, secret: str, registration_id: int, user_id: int, no
         raise NotFound("没有找到这条报名记录。")
     if reg.status not in (RegStatus.CONFIRMED.value, RegStatus.ATTENDED.value):
         raise Conflict(f"报名状态为“{STATUS_LABELS[reg.status]}”，没有签到码。", code="no_checkin_code")
+    if reg.activity.status != ActivityStatus.PUBLISHED.value:
+        raise Conflict("活动已取消，没有签到码。", code="activity_cancelled")
     return {**make_token(secret, reg.id, now), "registration_id": reg.id, "status": reg.status}
 
 
@@ -88,6 +90,8 @@ def check_in(session: Session, actor: Actor, secret: str, token: str, now: datet
         raise Conflict("活动已取消，不能签到。", code="activity_cancelled")
     if now < activity.starts_at - CHECKIN_OPENS_BEFORE:
         raise Conflict("签到尚未开始（活动开始前 2 小时开放签到）。", code="checkin_not_open")
+    if now >= activity.ends_at + ATTENDANCE_GRACE:
+        raise Conflict("活动已结束，签到已关闭。", code="checkin_closed")
     user = reg.user
     who = {"registration_id": reg.id, "user": user.nickname or f"用户{user.id}", "activity": activity.title}
     if reg.status == RegStatus.ATTENDED.value:

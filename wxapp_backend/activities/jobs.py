@@ -13,7 +13,7 @@ from ..db import session_scope, utcnow
 from ..notices.models import Notification
 from ..notices.services import notify
 from .models import Activity, ActivityStatus, Registration, RegStatus
-from .services import REMINDER_KIND, SHANGHAI, lock_activity, mark_user_no_shows, transition
+from .services import ATTENDANCE_GRACE, REMINDER_KIND, SHANGHAI, lock_activity, mark_user_no_shows, transition
 
 log = logging.getLogger(__name__)
 
@@ -44,13 +44,15 @@ def send_reminders(activity_id: int, label: str, now: datetime | None = None) ->
             activity = lock_activity(s, activity_id)
             regs = s.scalars(select(Registration).where(Registration.activity_id == activity_id,
                                                         Registration.status == RegStatus.CONFIRMED.value)).all()
-            keys = {f"reminder:{r.id}:{label}" for r in regs}
+            # The start time is in the key: a postponed activity reminds again for its new time.
+            stamp = int(activity.starts_at.timestamp())
+            keys = {f"reminder:{r.id}:{label}:{stamp}" for r in regs}
             done = set(s.scalars(select(Notification.dedup_key).where(Notification.dedup_key.in_(keys)))) \
                 if keys else set()
             start = activity.starts_at.astimezone(SHANGHAI).strftime("%Y-%m-%d %H:%M")
             when = "明天" if label == "24h" else "1 小时后"
             for reg in regs:
-                key = f"reminder:{reg.id}:{label}"
+                key = f"reminder:{reg.id}:{label}:{stamp}"
                 if key in done:
                     continue
                 notify(s, reg.user_id, REMINDER_KIND,
@@ -89,6 +91,8 @@ def close_attendance(activity_id: int, now: datetime | None = None) -> int:
         activity = lock_activity(s, activity_id)
         if activity.ends_at > now or activity.attendance_closed_at is not None:
             return 0
+        if activity.status != ActivityStatus.PUBLISHED.value:
+            return 0  # a cancelled (or unpublished) activity has no no-shows
         regs = s.scalars(select(Registration).where(Registration.activity_id == activity_id,
                                                     Registration.status == RegStatus.CONFIRMED.value)).all()
         for reg in regs:
@@ -102,6 +106,7 @@ def close_ended_activities(now: datetime | None = None) -> int:
     """Sweep: close attendance of every ended activity not yet closed."""
     now = now or utcnow()
     with session_scope() as s:
-        ids = s.scalars(select(Activity.id).where(Activity.ends_at <= now, Activity.attendance_closed_at.is_(None),
+        ids = s.scalars(select(Activity.id).where(Activity.ends_at <= now - ATTENDANCE_GRACE,
+                                                  Activity.attendance_closed_at.is_(None),
                                                   Activity.status == ActivityStatus.PUBLISHED.value)).all()
     return sum(close_attendance(i, now) for i in ids)

@@ -199,7 +199,8 @@ class Registration(Base):
         if with_activity and self.activity is not None:
             a = self.activity
             out["activity"] = {"id": a.id, "title": a.title, "category": a.category, "place": a.place,
-                               "starts_at": a.starts_at.isoformat(), "ends_at": a.ends_at.isoformat()}
+                               "starts_at": a.starts_at.isoformat(), "ends_at": a.ends_at.isoformat(),
+                               "status": a.status}
         return out
 
 

@@ -172,11 +172,31 @@ def update_activity(session: Session, actor: Actor, activity_id: int, data: dict
         setattr(activity, k, val)
     session.flush()
     audit(session, actor, "activity.updated", activity, changed=sorted(changed))
+    if changed.get("status") == ActivityStatus.CANCELLED:
+        _cancel_registrations(session, activity, actor)
     if activity.status == ActivityStatus.PUBLISHED:
         promote(session, activity, actor)
     if {"starts_at", "ends_at"} & changed.keys():
         _schedule(session, activity)
     return activity
+
+
+# Attendance closes (no-shows recorded, check-in refused) this long after an activity ends.
+ATTENDANCE_GRACE = timedelta(hours=1)
+
+
+def _cancel_registrations(session: Session, activity: Activity, actor: Actor) -> int:
+    """The activity is cancelled: every active registration (a seat, the waitlist, awaiting approval) is
+    cancelled with it and its user told; the caller holds the activity lock."""
+    regs = session.scalars(select(Registration).where(Registration.activity_id == activity.id,
+                                                      Registration.status.in_(ACTIVE_STATUSES))).all()
+    now = utcnow()
+    for reg in regs:
+        transition(session, reg, RegStatus.CANCELLED, actor, note="活动取消")
+        reg.cancelled_at = now
+        _tell(session, reg, activity, "registration_cancelled", "活动已取消",
+              f"很抱歉，您报名的活动“{activity.title}”已取消，给您带来不便，敬请谅解。", "活动已取消")
+    return len(regs)
 
 
 def _schedule(session: Session, activity: Activity) -> None:
@@ -188,7 +208,7 @@ def _schedule(session: Session, activity: Activity) -> None:
         enqueue_after_commit(session, "wxapp_backend.activities.jobs.send_reminders", activity.id, label,
                              job_id=f"act-remind-{activity.id}-{label}-{stamp}",
                              delay=max((at - now).total_seconds(), 0) or None)
-    close_at = activity.ends_at + timedelta(hours=1)
+    close_at = activity.ends_at + ATTENDANCE_GRACE
     enqueue_after_commit(session, "wxapp_backend.activities.jobs.close_attendance", activity.id,
                          job_id=f"act-noshow-{activity.id}-{int(activity.ends_at.timestamp())}",
                          delay=max((close_at - now).total_seconds(), 0) or None)
@@ -464,7 +484,10 @@ def register(session: Session, *, activity_id: int, user_id: int, answers: dict[
 
 
 def promote(session: Session, activity: Activity, actor: Actor) -> list[Registration]:
-    """Fill free seats from the head of the waitlist; the caller holds the activity lock."""
+    """Fill free seats from the head of the waitlist; the caller holds the activity lock. Nothing moves for an
+    activity that is not published or has started (a seat freed then would only make a no-show)."""
+    if activity.status != ActivityStatus.PUBLISHED.value or utcnow() >= activity.starts_at:
+        return []
     free = activity.capacity - seats_taken(session, activity.id)
     if free <= 0:
         return []
@@ -479,6 +502,9 @@ def promote(session: Session, activity: Activity, actor: Actor) -> list[Registra
         if to == RegStatus.CONFIRMED:
             _tell(session, reg, activity, "waitlist_promoted", "候补成功",
                   f"您候补的活动“{activity.title}”已有名额，报名成功。", "候补成功")
+        else:
+            _tell(session, reg, activity, "waitlist_promoted", "候补已有名额，等待审核",
+                  f"您候补的活动“{activity.title}”已有名额，正在等待工作人员审核，结果会通知您。", "等待审核")
     return list(heads)
 
 
@@ -509,7 +535,9 @@ def cancel_registration(session: Session, actor: Actor, registration_id: int, *,
     if reg.status == RegStatus.CANCELLED.value:
         return reg  # cancelling twice is harmless
     if user_id is not None:
-        deadline = activity.cancel_deadline or activity.starts_at
+        # The deadline protects the seats; leaving the waitlist (no seat held) is fine until the start.
+        deadline = (activity.cancel_deadline or activity.starts_at) if reg.status in SEAT_STATUSES \
+            else activity.starts_at
         if now >= deadline:
             raise Conflict("已过取消报名的截止时间，如有特殊情况请联系工作人员。", code="cancel_deadline_passed")
     held_seat = reg.status in SEAT_STATUSES
@@ -580,6 +608,8 @@ def get_subscriptions(session: Session, user_id: int) -> list[str]:
 
 
 def set_subscriptions(session: Session, user_id: int, categories: list[str]) -> list[str]:
+    # One save per user at a time (a double tap): the second reads what the first wrote.
+    session.scalar(select(User.id).where(User.id == user_id).with_for_update())
     wanted = set(categories)
     have = {c.category: c for c in session.scalars(select(CategorySubscription)
                                                   .where(CategorySubscription.user_id == user_id))}
