@@ -250,6 +250,30 @@ def make_activity(app_ctx):
 
 
 @pytest.fixture
+def staff(make_staff):
+    """A console account of role staff (modules may define their own)."""
+    return make_staff(role="staff")
+
+
+@pytest.fixture
+def new_activity(client, staff, staff_headers):
+    """An activity published by `staff` through the console API (two seats and a waitlist, in two days unless
+    `start` says otherwise); keyword arguments override the request's fields. Returns its id."""
+    from datetime import UTC, datetime, timedelta
+
+    def make(**kw):
+        start = kw.pop("start", datetime.now(UTC) + timedelta(days=2))
+        body = {"category": "concert", "title": "楼宇音乐会", "address": "某大厦大堂",
+                "starts_at": start.isoformat(), "ends_at": (start + timedelta(hours=2)).isoformat(),
+                "capacity": 2, "waitlist_enabled": True, **kw}
+        resp = client.post("/api/v1/staff/activities", json=body, headers=staff_headers(staff))
+        assert resp.status_code == 201, resp.get_json()
+        return resp.get_json()["id"]
+
+    return make
+
+
+@pytest.fixture
 def user_token(app):
     from wxapp_backend.auth import tokens
 

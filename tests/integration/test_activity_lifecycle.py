@@ -14,26 +14,6 @@ from wxapp_backend.db import session_scope
 from wxapp_backend.notices.models import Notification
 
 
-@pytest.fixture
-def staff(make_staff):
-    return make_staff(role="staff")
-
-
-@pytest.fixture
-def new_activity(client, staff, staff_headers):
-    def make(**kw):
-        start = kw.pop("start", datetime.now(UTC) + timedelta(days=2))
-        body = {"category": "concert", "title": "楼宇音乐会", "address": "某大厦大堂",
-                "starts_at": start.isoformat(), "ends_at": (start + timedelta(hours=2)).isoformat(),
-                "capacity": 1, "waitlist_enabled": True}
-        body.update(kw)
-        resp = client.post("/api/v1/staff/activities", json=body, headers=staff_headers(staff))
-        assert resp.status_code == 201, resp.get_json()
-        return resp.get_json()["id"]
-
-    return make
-
-
 def _reg(client, aid, headers, answers=None):
     return client.post(f"/api/v1/activities/{aid}/registrations", json={"answers": answers or {}}, headers=headers)
 

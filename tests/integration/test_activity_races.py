@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
-from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from wxapp_backend.activities.models import Activity, Registration
+from wxapp_backend.activities.models import Registration
 
 
 def _parallel(app, n, fn):
@@ -45,16 +44,8 @@ def test_double_tap_subscriptions_never_500(app, app_ctx, make_user, user_token)
 
 
 @pytest.mark.postgres
-def test_double_tap_register_one_row(app, app_ctx, make_user, user_token, db):
-    start = datetime.now(UTC) + timedelta(days=1)
-    from wxapp_backend.db import session_scope
-
-    with session_scope() as s:
-        a = Activity(category="concert", title="音乐会", address="大堂", starts_at=start,
-                     ends_at=start + timedelta(hours=1), capacity=5)
-        s.add(a)
-        s.flush()
-        aid = a.id
+def test_double_tap_register_one_row(app, app_ctx, make_user, user_token, make_activity, db):
+    aid = make_activity(category="concert", title="音乐会", capacity=5).id
     u = make_user()
     h = user_token(u)
     codes = _parallel(app, 8, lambda c, i: c.post(f"/api/v1/activities/{aid}/registrations", json={},
