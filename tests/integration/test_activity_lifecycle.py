@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import pytest
 from sqlalchemy import select
@@ -225,3 +226,28 @@ def test_the_attendance_sweep_keeps_the_one_hour_grace(client, new_activity, mak
     ends = db.get(Activity, aid).ends_at
     jobs.close_ended_activities(now=ends + timedelta(minutes=1))  # periodic safety net, every 15 minutes
     assert _status(db, rid) == "confirmed", "sweep marked a no-show one minute after the end (delayed job waits 1 h)"
+
+
+def test_a_new_time_or_place_is_told_to_everyone_registered(client, new_activity, make_user, user_token, staff,
+                                                             staff_headers):
+    aid = new_activity(capacity=1)
+    a, b = make_user(), make_user()
+    _reg(client, aid, user_token(a))
+    assert _reg(client, aid, user_token(b)).get_json()["status"] == "waitlisted"
+    h = staff_headers(staff)
+
+    def changes(user) -> list[str]:
+        items = client.get("/api/v1/me/inbox", headers=user_token(user)).get_json()["items"]
+        return [i["body"] for i in items if i["title"].startswith("活动调整")]
+
+    later = datetime.now(UTC) + timedelta(days=9)
+    move = {"starts_at": later.isoformat(), "ends_at": (later + timedelta(hours=2)).isoformat()}
+    assert client.patch(f"/api/v1/staff/activities/{aid}", json=move, headers=h).status_code == 200
+    assert client.patch(f"/api/v1/staff/activities/{aid}", json=move, headers=h).status_code == 200  # saved twice
+    assert client.patch(f"/api/v1/staff/activities/{aid}", json={"title": "新标题"}, headers=h).status_code == 200
+    shown = later.astimezone(ZoneInfo("Asia/Shanghai")).strftime("%Y-%m-%d %H:%M")
+    for user in (a, b):
+        told = changes(user)
+        assert len(told) == 1 and shown in told[0], told
+    assert client.patch(f"/api/v1/staff/activities/{aid}", json={"address": "另一座大厦三楼"}, headers=h).status_code == 200
+    assert len(changes(a)) == 2 and "另一座大厦三楼" in changes(a)[0]

@@ -12,6 +12,7 @@ queue: while anyone is waitlisted, a newcomer is waitlisted too.
 
 from __future__ import annotations
 
+import hashlib
 from datetime import date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -174,6 +175,8 @@ def update_activity(session: Session, actor: Actor, activity_id: int, data: dict
     audit(session, actor, "activity.updated", activity, changed=sorted(changed))
     if changed.get("status") == ActivityStatus.CANCELLED:
         _cancel_registrations(session, activity, actor)
+    elif activity.status == ActivityStatus.PUBLISHED and {"starts_at", "ends_at", "address", "building_id"} & changed.keys():
+        _tell_changed(session, activity)
     if activity.status == ActivityStatus.PUBLISHED:
         promote(session, activity, actor)
     if {"starts_at", "ends_at"} & changed.keys():
@@ -196,6 +199,26 @@ def _cancel_registrations(session: Session, activity: Activity, actor: Actor) ->
         reg.cancelled_at = now
         _tell(session, reg, activity, "registration_cancelled", "活动已取消",
               f"很抱歉，您报名的活动“{activity.title}”已取消，给您带来不便，敬请谅解。", "活动已取消")
+    return len(regs)
+
+
+def _tell_changed(session: Session, activity: Activity) -> int:
+    """The time or place of a published activity changed: everyone registered (a seat, the waitlist, awaiting
+    approval) is told the new time and place, once per version of them."""
+    regs = session.scalars(select(Registration).where(Registration.activity_id == activity.id,
+                                                      Registration.status.in_(ACTIVE_STATUSES))).all()
+    session.refresh(activity, ["building"])
+    start = activity.starts_at.astimezone(SHANGHAI).strftime("%Y-%m-%d %H:%M")
+    end = activity.ends_at.astimezone(SHANGHAI).strftime("%H:%M")
+    place = activity.place or "详见活动页面"
+    version = hashlib.sha1(f"{activity.starts_at.isoformat()}|{activity.ends_at.isoformat()}|{place}".encode()).hexdigest()[:12]
+    for reg in regs:
+        notify(session, reg.user_id, "notice",
+               {"title": f"活动调整：{activity.title}"[:20], "time": activity.starts_at.isoformat(),
+                "note": "时间或地点有调整"},
+               f"pages/activity/detail?id={activity.id}", title=f"活动调整：{activity.title}"[:100],
+               body=f"您报名的活动“{activity.title}”时间或地点有调整：{start}-{end}，{place}。如不能参加，请在小程序中取消报名。",
+               ref=f"registration:{reg.id}", dedup_key=f"activity_changed:{reg.id}:{version}")
     return len(regs)
 
 
