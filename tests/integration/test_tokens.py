@@ -128,3 +128,18 @@ def test_a_waiter_gives_up_after_a_bounded_wait(app_ctx, standin):
         api.access_token()
     assert getattr(info.value, "errcode", None) == -2 and info.value.transient
     assert standin.count(STABLE) == 0
+
+
+def test_a_caller_arriving_just_after_a_failed_fetch_gets_its_error(app_ctx, standin):
+    """Not only the waiters: for ERROR_TTL seconds after a failed fetch every caller gets its error without
+    asking WeChat again; after that, the next caller fetches."""
+    state = app_ctx.extensions["wxapp"]
+    api = build_api("wxa", state.settings, state.redis, state.wechat_http)
+    standin.fail_next(STABLE, 40013)
+    for _ in range(2):
+        with pytest.raises(Exception) as exc:
+            api.access_token()
+        assert getattr(exc.value, "errcode", None) == 40013
+    assert standin.count(STABLE) == 1
+    state.redis.delete(api.tokens.error_key)  # ERROR_TTL has passed
+    assert api.access_token() and standin.count(STABLE) == 2

@@ -5,8 +5,8 @@
   wait for the cache to fill, at most `wait` seconds.
 - `invalidate(token)` is compare-and-expire: the cached token is dropped only while it is still the one that
   failed, so a process holding a stale token cannot throw away the newer token another process cached.
-- A failed fetch is remembered for two seconds so that waiting callers fail fast instead of queueing up to
-  repeat it (the daily fetch quota is small).
+- A failed fetch is remembered for ERROR_TTL seconds so that waiting callers, and callers arriving meanwhile,
+  fail fast instead of queueing up to repeat it (the daily fetch quota is small).
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ from collections.abc import Callable, Sequence
 import redis
 
 from .client import WeChatAPIError, WeChatHTTP, retry_busy
+
+ERROR_TTL = 2  # seconds a failed fetch answers every caller
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +68,11 @@ class TokenStore:
         deadline = time.monotonic() + self.wait
         owner = secrets.token_hex(8)
         while True:
+            # A fetch that just failed (remembered ERROR_TTL seconds) answers every caller, including one that
+            # arrives after it ended, instead of each trying WeChat again at once.
+            failed = self.redis.get(self.error_key)
+            if failed is not None:
+                raise WeChatAPIError(int(failed), "access token fetch failed in another process", "stable_token")
             if self.redis.set(self.lock_key, owner, nx=True, px=int(self.lock_ttl * 1000)):
                 try:
                     token = self.cached()  # filled between our miss and our lock
@@ -76,9 +83,6 @@ class TokenStore:
             token = self.cached()
             if token:
                 return token
-            failed = self.redis.get(self.error_key)
-            if failed is not None:
-                raise WeChatAPIError(int(failed), "access token fetch failed in another process", "stable_token")
             if time.monotonic() > deadline:
                 raise WeChatAPIError(-2, f"no access token after waiting {self.wait:.0f}s", "stable_token")
 
@@ -93,7 +97,7 @@ class TokenStore:
             data = retry_busy(lambda: self.http.call("POST", "/cgi-bin/stable_token", api="stable_token",
                                                      json_body=body), self.busy_backoff, self.sleep)
         except WeChatAPIError as exc:
-            self.redis.set(self.error_key, str(exc.errcode), ex=2)
+            self.redis.set(self.error_key, str(exc.errcode), ex=ERROR_TTL)
             if exc.errcode == 45009:
                 log.error("WeChat daily quota reached while fetching the access token (45009)",
                           extra={"alert": True, "api": "stable_token", "appid": self.appid})
