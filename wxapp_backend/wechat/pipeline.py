@@ -417,7 +417,7 @@ class Pipeline:
             # passive answer it takes hands the conversation to the web customer-service tool (网页版客服工具).
             if not isinstance(first, Transfer):
                 return _SUCCESS, customer_payloads("wxa", reply)
-            sends = customer_payloads("wxa", first) + [p for r in rest for p in customer_payloads("wxa", r)]
+            sends = customer_payloads("wxa", reply)  # the transfer's note first, then the rest
             if acct.fmt == "json":
                 body = _transfer_json(msg)
                 if key_index is not None and acct.crypto is not None:
