@@ -49,6 +49,7 @@ class TokenStore:
         self.busy_backoff = tuple(busy_backoff)
         self.use_lock = use_lock  # False only in tests: the negative control that shows the lock matters
         self.sleep = sleep
+        self.error_ttl = ERROR_TTL
         self.key = f"wxapp:wechat:access_token:{appid}"
         self.lock_key = self.key + ":lock"
         self.error_key = self.key + ":error"
@@ -97,7 +98,7 @@ class TokenStore:
             data = retry_busy(lambda: self.http.call("POST", "/cgi-bin/stable_token", api="stable_token",
                                                      json_body=body), self.busy_backoff, self.sleep)
         except WeChatAPIError as exc:
-            self.redis.set(self.error_key, str(exc.errcode), ex=ERROR_TTL)
+            self.redis.set(self.error_key, str(exc.errcode), px=max(1, int(self.error_ttl * 1000)))
             if exc.errcode == 45009:
                 log.error("WeChat daily quota reached while fetching the access token (45009)",
                           extra={"alert": True, "api": "stable_token", "appid": self.appid})
