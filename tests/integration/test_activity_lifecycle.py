@@ -251,3 +251,57 @@ def test_a_new_time_or_place_is_told_to_everyone_registered(client, new_activity
         assert len(told) == 1 and shown in told[0], told
     assert client.patch(f"/api/v1/staff/activities/{aid}", json={"address": "另一座大厦三楼"}, headers=h).status_code == 200
     assert len(changes(a)) == 2 and "另一座大厦三楼" in changes(a)[0]
+
+
+# --- status changes that would leave registrants without a word (session 8) ---------------------------
+
+def test_a_published_activity_with_registrants_cannot_go_back_to_draft(
+        client, new_activity, make_user, user_token, staff, staff_headers, db):
+    aid, empty = new_activity(), new_activity()
+    u = make_user()
+    rid = _reg(client, aid, user_token(u)).get_json()["id"]
+    h = staff_headers(staff)
+    resp = client.patch(f"/api/v1/staff/activities/{aid}", json={"status": "draft"}, headers=h)
+    body = resp.get_json()
+    assert resp.status_code == 422 and "已取消" in body["message"] and "status" in body.get("fields", {}), body
+    db.expire_all()
+    assert db.get(Activity, aid).status == "published" and _status(db, rid) == "confirmed"
+    mine = client.get(f"/api/v1/activities/{aid}", headers=user_token(u))
+    assert mine.status_code == 200  # still visible to the person who registered
+    # nobody registered: going back to draft is fine
+    assert client.patch(f"/api/v1/staff/activities/{empty}", json={"status": "draft"}, headers=h).status_code == 200
+
+
+def test_a_cancelled_activity_stays_cancelled(client, new_activity, make_user, user_token, staff, staff_headers, db):
+    aid = new_activity()
+    u = make_user()
+    rid = _reg(client, aid, user_token(u)).get_json()["id"]
+    h = staff_headers(staff)
+    assert client.patch(f"/api/v1/staff/activities/{aid}", json={"status": "cancelled"}, headers=h).status_code == 200
+    for to in ("published", "draft"):
+        resp = client.patch(f"/api/v1/staff/activities/{aid}", json={"status": to}, headers=h)
+        assert resp.status_code == 422 and "新建" in resp.get_json()["message"], resp.get_json()
+    db.expire_all()
+    assert db.get(Activity, aid).status == "cancelled" and _status(db, rid) == "cancelled"
+    # other edits of a cancelled activity (a note in the description, say) still save
+    assert client.patch(f"/api/v1/staff/activities/{aid}", json={"description": "因故取消"}, headers=h).status_code == 200
+
+
+def test_a_rejected_registrant_cannot_queue_again_but_a_cancelled_one_can(
+        client, new_activity, make_user, user_token, staff, staff_headers, db):
+    aid = new_activity(capacity=5, requires_approval=True)
+    rejected, changed_mind = make_user(), make_user()
+    ra = _reg(client, aid, user_token(rejected)).get_json()["id"]
+    rb = _reg(client, aid, user_token(changed_mind)).get_json()["id"]
+    h = staff_headers(staff)
+    assert client.post(f"/api/v1/staff/registrations/{ra}/reject", json={"note": "仅限本楼企业"}, headers=h).status_code == 200
+    again = _reg(client, aid, user_token(rejected))
+    assert again.status_code == 409 and again.get_json()["error"] == "registration_rejected", again.get_json()
+    assert "联系" in again.get_json()["message"]
+    assert client.post(f"/api/v1/registrations/{rb}/cancel", json={}, headers=user_token(changed_mind)).status_code == 200
+    back = _reg(client, aid, user_token(changed_mind))
+    assert back.status_code == 201 and back.get_json()["status"] == "pending_approval", back.get_json()
+    with session_scope() as s:
+        rows = s.scalars(select(Registration).where(Registration.activity_id == aid,
+                                                    Registration.user_id == rejected.id)).all()
+        assert [r.status for r in rows] == ["rejected"]

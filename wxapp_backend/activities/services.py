@@ -169,6 +169,8 @@ def update_activity(session: Session, actor: Actor, activity_id: int, data: dict
         msg = f"名额不能少于已占用的 {taken} 个（请先取消部分报名）"
         raise ValidationError(msg, fields={"capacity": msg})
     changed = {k: val for k, val in v.items() if getattr(activity, k) != val}
+    if "status" in changed:
+        _check_status_change(session, activity, changed["status"])
     for k, val in changed.items():
         setattr(activity, k, val)
     session.flush()
@@ -182,6 +184,20 @@ def update_activity(session: Session, actor: Actor, activity_id: int, data: dict
     if {"starts_at", "ends_at"} & changed.keys():
         _schedule(session, activity)
     return activity
+
+
+def _check_status_change(session: Session, activity: Activity, to: str) -> None:
+    """Cancelling is final (its registrations were cancelled and their users told), and a published activity
+    that people have registered for cannot quietly go back to draft: they would lose it without a word."""
+    if activity.status == ActivityStatus.CANCELLED.value:
+        msg = "活动已取消，不能再改状态；如需重新举办，请新建一个活动。"
+        raise ValidationError(msg, fields={"status": msg})
+    if to == ActivityStatus.DRAFT.value and activity.status == ActivityStatus.PUBLISHED.value:
+        active = session.scalar(select(func.count(Registration.id)).where(
+            Registration.activity_id == activity.id, Registration.status.in_(ACTIVE_STATUSES))) or 0
+        if active:
+            msg = f"已有 {active} 人报名，不能改回草稿；如不再举办，请把状态改为“已取消”（报名者会收到通知）。"
+            raise ValidationError(msg, fields={"status": msg})
 
 
 # Attendance closes (no-shows recorded, check-in refused) this long after an activity ends.
@@ -471,6 +487,13 @@ def register(session: Session, *, activity_id: int, user_id: int, answers: dict[
     existing = session.scalar(select(Registration.id).where(Registration.active_key == f"{activity_id}:{user_id}"))
     if existing is not None:
         raise Conflict("您已报名这个活动了。", code="already_registered", fields={"registration_id": str(existing)})
+    rejected = session.scalar(select(Registration.id).where(
+        Registration.activity_id == activity_id, Registration.user_id == user_id,
+        Registration.status == RegStatus.REJECTED.value).limit(1))
+    if rejected is not None:
+        # Staff said no once; a new row would put the same person back in their queue without end.
+        raise Conflict("您这次活动的报名没有通过审核，不能再次报名；如有疑问，请联系活动工作人员。",
+                       code="registration_rejected", fields={"registration_id": str(rejected)})
     ent = _verified_enterprise(user)
     if activity.per_enterprise_cap and ent is not None:
         used = session.scalar(select(func.count(Registration.id)).where(
