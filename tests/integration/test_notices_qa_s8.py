@@ -1,0 +1,39 @@
+"""Notices QA: bad composer input, stale subscribe-message fields, failure summaries, test recipients."""
+
+from __future__ import annotations
+
+import pytest
+
+from wxapp_backend.notices.broadcast_models import Notice
+
+SUBSCRIBE = "/cgi-bin/message/subscribe/send"
+
+
+@pytest.fixture
+def staff_h(make_staff, staff_headers):
+    return staff_headers(make_staff(role="staff"))
+
+
+def _create(client, headers, **kw):
+    body = {"title": "稳岗补贴开始申报", "summary": "本周五前提交材料", "page": "pages/notice/detail",
+            "audience": {"all": True}}
+    body.update(kw)
+    return client.post("/api/v1/staff/notices", json=body, headers=headers)
+
+
+# --- composer input ------------------------------------------------------------------------------------
+
+def test_a_missing_related_activity_is_422_not_500(app_ctx, client, make_user, staff_h, make_staff, console_login,
+                                                   db):
+    make_user()
+    resp = _create(client, staff_h, activity_id=99999)
+    assert resp.status_code == 422, resp.get_data(as_text=True)
+    assert "activity_id" in resp.get_json()["fields"]
+    nid = _create(client, staff_h).get_json()["id"]
+    resp = client.patch(f"/api/v1/staff/notices/{nid}", json={"activity_id": 99999}, headers=staff_h)
+    assert resp.status_code == 422 and "activity_id" in resp.get_json()["fields"]
+    csrf = console_login(make_staff(role="staff"))
+    page = client.post("/console/notices/new", data={"csrf_token": csrf, "title": "午间一小时开课",
+                                                     "audience_all": "1", "activity_id": "99999"})
+    assert page.status_code == 422 and "相关活动" in page.get_data(as_text=True)
+    assert db.query(Notice).count() == 1
