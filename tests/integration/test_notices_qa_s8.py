@@ -37,3 +37,18 @@ def test_a_missing_related_activity_is_422_not_500(app_ctx, client, make_user, s
                                                      "audience_all": "1", "activity_id": "99999"})
     assert page.status_code == 422 and "相关活动" in page.get_data(as_text=True)
     assert db.query(Notice).count() == 1
+
+
+@pytest.mark.parametrize("value", [None, True, {"a": 1}, ["稳岗补贴"]])
+def test_template_values_that_are_not_text_are_refused(app_ctx, client, make_user, staff_h, value):
+    # str() used to turn them into "None", "True", "{'a': 1}": text WeChat takes and users would read.
+    make_user()
+    resp = _create(client, staff_h, template_fields={"thing1": value, "time2": "2025-03-01 09:00"})
+    assert resp.status_code == 422, resp.get_json()
+    assert "template_fields.thing1" in resp.get_json()["fields"]
+
+
+def test_numbers_are_still_taken_for_number_fields(app_ctx, client, make_user, staff_h):
+    make_user()
+    resp = _create(client, staff_h, template_fields={"thing1": "稳岗补贴", "number2": 120})
+    assert resp.status_code == 201 and resp.get_json()["template_fields"]["number2"] == "120"

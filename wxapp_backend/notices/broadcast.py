@@ -132,8 +132,12 @@ def _template_data(title: str, summary: str, given: dict[str, Any]) -> dict[str,
     from .kinds import get_kind, render
 
     if given:
+        # Numbers become text; anything else that is not text (null, true, objects) is refused by the check
+        # instead of being sent as "None" or "{'a': 1}".
+        values = {str(k): str(v) if isinstance(v, int | float) and not isinstance(v, bool) else v
+                  for k, v in given.items()}
         try:
-            return validate_template({str(k): str(v) for k, v in given.items()})
+            return validate_template(values)
         except TemplateFieldError as exc:
             raise ValidationError(f"订阅消息字段 {exc.field} {exc.problem}",
                                   fields={f"template_fields.{exc.field}": exc.problem}) from None
