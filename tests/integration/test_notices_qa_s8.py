@@ -52,3 +52,22 @@ def test_numbers_are_still_taken_for_number_fields(app_ctx, client, make_user, s
     make_user()
     resp = _create(client, staff_h, template_fields={"thing1": "稳岗补贴", "number2": 120})
     assert resp.status_code == 201 and resp.get_json()["template_fields"]["number2"] == "120"
+
+
+def test_editing_the_title_updates_the_subscribe_message_made_from_it(app_ctx, client, make_user, staff_h):
+    make_user()
+    n = _create(client, staff_h).get_json()
+    assert n["template_fields"]["thing1"] == "稳岗补贴开始申报"
+    resp = client.patch(f"/api/v1/staff/notices/{n['id']}", json={"title": "一次性扩岗补助开始申报",
+                                                                   "summary": "月底前提交"}, headers=staff_h)
+    assert resp.status_code == 200
+    fields = resp.get_json()["template_fields"]
+    assert fields["thing1"] == "一次性扩岗补助开始申报" and fields["thing3"] == "月底前提交"
+
+
+def test_editing_the_title_keeps_values_staff_wrote_themselves(app_ctx, client, make_user, staff_h):
+    make_user()
+    given = {"thing1": "补贴申报提醒", "time2": "2025-03-01 09:00", "thing3": "请尽快提交"}
+    n = _create(client, staff_h, template_fields=given).get_json()
+    resp = client.patch(f"/api/v1/staff/notices/{n['id']}", json={"title": "新的标题"}, headers=staff_h)
+    assert resp.status_code == 200 and resp.get_json()["template_fields"] == given

@@ -66,7 +66,7 @@ from ..errors import Conflict, NotFound, ValidationError
 from ..queue import enqueue, enqueue_after_commit
 from ..validation import Field, validate
 from ..wechat.client import WeChatAPIError
-from ..wechat.templates import TemplateFieldError
+from ..wechat.templates import TemplateFieldError, field_type
 from ..wechat.templates import validate as validate_template
 from . import credits
 from .broadcast_models import TERMINAL, Notice, NoticeStatus, OutboxRow, OutboxStatus, StaffTestRecipient
@@ -165,9 +165,28 @@ def _clean(data: dict[str, Any], existing: Notice | None = None) -> dict[str, An
             raise ValidationError("请选择推送对象（或明确选择“全部用户”）。", fields={"audience": "请选择推送对象"})
     title = v.get("title", existing.title if existing else "")
     summary = v.get("summary", existing.summary if existing else "")
-    given = v.get("template_fields") if "template_fields" in v else (existing.template_fields if existing else {})
+    if "template_fields" in v:
+        given = v["template_fields"]
+    elif existing is not None and not _made_from_text(existing):
+        given = existing.template_fields  # the staff member's own values stay
+    else:
+        given = {}  # made from the title and summary: made again from the edited ones
     v["template_fields"] = _template_data(title, summary or "", given or {})
     return v
+
+
+def _made_from_text(notice: Notice) -> bool:
+    """Whether the notice's template values are the ones made from its title and summary (time keys aside:
+    they hold the moment they were made)."""
+    try:
+        made = _template_data(notice.title, notice.summary or "", {})
+    except ValidationError:
+        return False
+
+    def text(data: dict[str, Any]) -> dict[str, Any]:
+        return {k: val for k, val in data.items() if field_type(k) not in ("time", "date")}
+
+    return bool(made) and text(made) == text(dict(notice.template_fields or {}))
 
 
 def _check_activity(session: Session, v: dict[str, Any]) -> None:
