@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from wxapp_backend.db import session_scope
+from wxapp_backend.notices import credits
 from wxapp_backend.notices.broadcast_models import Notice
+from wxapp_backend.notices.kinds import get_kind
 
 SUBSCRIBE = "/cgi-bin/message/subscribe/send"
 
@@ -71,3 +74,26 @@ def test_editing_the_title_keeps_values_staff_wrote_themselves(app_ctx, client, 
     n = _create(client, staff_h, template_fields=given).get_json()
     resp = client.patch(f"/api/v1/staff/notices/{n['id']}", json={"title": "新的标题"}, headers=staff_h)
     assert resp.status_code == 200 and resp.get_json()["template_fields"] == given
+
+
+# --- progress ------------------------------------------------------------------------------------------
+
+def test_failure_reasons_add_up_across_users(app_ctx, client, make_user, staff_h, run_jobs, standin, app,
+                                             monkeypatch):
+    # WeChat ends every errmsg with a per-call "rid: ...": grouping by the raw text gave one line per user.
+    for k, v in {"fanout_rate": 10000, "fanout_burst": 100, "fanout_jobs": 1}.items():
+        monkeypatch.setitem(app.extensions["wxapp"].settings.extra, k, v)
+    template = get_kind("notice").template_id
+    users = [make_user() for _ in range(3)]
+    with session_scope() as s:
+        for u in users:
+            credits.add_credit(s, u.id, template)
+    nid = _create(client, staff_h).get_json()["id"]
+    standin.fail_next(SUBSCRIBE, 47003, times=3)
+    client.post(f"/api/v1/staff/notices/{nid}/publish", json={}, headers=staff_h)
+    run_jobs()
+    prog = client.get(f"/api/v1/staff/notices/{nid}/progress", headers=staff_h).get_json()
+    assert prog["finished"] and prog["subscribe"]["failed"] == 3
+    assert len(prog["failures"]) == 1, prog["failures"]
+    assert prog["failures"][0]["errcode"] == 47003 and prog["failures"][0]["count"] == 3
+    assert "rid" not in prog["failures"][0]["detail"]
