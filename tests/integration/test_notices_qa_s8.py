@@ -6,7 +6,7 @@ import pytest
 
 from wxapp_backend.db import session_scope
 from wxapp_backend.notices import credits
-from wxapp_backend.notices.broadcast_models import Notice
+from wxapp_backend.notices.broadcast_models import Notice, StaffTestRecipient
 from wxapp_backend.notices.kinds import get_kind
 
 SUBSCRIBE = "/cgi-bin/message/subscribe/send"
@@ -97,3 +97,19 @@ def test_failure_reasons_add_up_across_users(app_ctx, client, make_user, staff_h
     assert len(prog["failures"]) == 1, prog["failures"]
     assert prog["failures"][0]["errcode"] == 47003 and prog["failures"][0]["count"] == 3
     assert "rid" not in prog["failures"][0]["detail"]
+
+
+# --- test recipient ------------------------------------------------------------------------------------
+
+def test_a_mistyped_test_recipient_does_not_clear_the_saved_one(app_ctx, client, make_user, make_staff,
+                                                                console_login, db):
+    staff = make_staff(role="staff")
+    user = make_user()
+    csrf = console_login(staff)
+    client.post("/console/notices/test-recipient", data={"csrf_token": csrf, "user_id": str(user.id)},
+                follow_redirects=True)
+    resp = client.post("/console/notices/test-recipient", data={"csrf_token": csrf, "user_id": "12a"},
+                       follow_redirects=True)
+    assert "已保存" not in resp.get_data(as_text=True) and "没有改动" in resp.get_data(as_text=True)
+    db.expire_all()
+    assert db.get(StaffTestRecipient, staff.id).user_id == user.id

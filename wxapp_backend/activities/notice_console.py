@@ -131,9 +131,13 @@ def notice_action(notice_id: int, action: str):
 @console_required(StaffRole.STAFF)
 def test_recipient():
     raw = request.form.get("user_id", "").strip()
+    user_id = row_id(raw)
+    if raw and user_id is None:  # a typo must not clear the recipient already set
+        flash("用户编号应为正整数，测试接收人没有改动。")
+        return redirect(url_for("notices_console.notices"))
     try:
         with session_scope() as s:
-            broadcast.set_test_recipient(s, current_actor(), row_id(raw))
+            broadcast.set_test_recipient(s, current_actor(), user_id)
         flash("测试接收人已保存。" if raw else "已清除测试接收人。")
     except AppError as exc:
         flash(exc.message)
