@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from wxapp_backend.audit import AuditLog
 from wxapp_backend.db import session_scope
 from wxapp_backend.notices import credits
 from wxapp_backend.notices.broadcast_models import Notice, StaffTestRecipient
@@ -113,3 +114,14 @@ def test_a_mistyped_test_recipient_does_not_clear_the_saved_one(app_ctx, client,
     assert "已保存" not in resp.get_data(as_text=True) and "没有改动" in resp.get_data(as_text=True)
     db.expire_all()
     assert db.get(StaffTestRecipient, staff.id).user_id == user.id
+
+
+def test_setting_the_test_recipient_is_audited(app_ctx, client, make_user, make_staff, staff_headers, db):
+    # Test sends go to whoever is set here, so who set whom must be on record.
+    staff = make_staff(role="staff")
+    h = staff_headers(staff)
+    user = make_user()
+    assert client.put("/api/v1/staff/me/test-recipient", json={"user_id": user.id}, headers=h).status_code == 200
+    assert client.put("/api/v1/staff/me/test-recipient", json={"user_id": None}, headers=h).status_code == 200
+    rows = db.query(AuditLog).filter(AuditLog.action.like("notice.test_recipient%")).order_by(AuditLog.id).all()
+    assert [(r.actor_id, r.data.get("user_id")) for r in rows] == [(str(staff.id), user.id), (str(staff.id), None)]

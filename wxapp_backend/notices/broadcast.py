@@ -280,10 +280,13 @@ def reach(session: Session, notice: Notice) -> dict[str, int]:
 # --- test send and publish -----------------------------------------------------------------------------
 
 def set_test_recipient(session: Session, actor: Actor, user_id: int | None) -> None:
+    """Set (or clear, with None) the user the staff member's test sends go to; audited, since they reach a user."""
     row = session.get(StaffTestRecipient, actor.id)
+    previous = row.user_id if row is not None else None
     if user_id is None:
         if row is not None:
             session.delete(row)
+            audit(session, actor, "notice.test_recipient_cleared", user_id=None, previous=previous)
         return
     if session.get(User, user_id) is None:
         raise ValidationError("没有这个用户。", fields={"user_id": "没有这个用户"})
@@ -291,6 +294,7 @@ def set_test_recipient(session: Session, actor: Actor, user_id: int | None) -> N
         session.add(StaffTestRecipient(staff_id=actor.id, user_id=user_id))
     else:
         row.user_id = user_id
+    audit(session, actor, "notice.test_recipient_set", user_id=user_id, previous=previous)
 
 
 def send_test(session: Session, actor: Actor, notice_id: int) -> dict[str, Any]:
