@@ -125,3 +125,21 @@ def test_setting_the_test_recipient_is_audited(app_ctx, client, make_user, make_
     assert client.put("/api/v1/staff/me/test-recipient", json={"user_id": None}, headers=h).status_code == 200
     rows = db.query(AuditLog).filter(AuditLog.action.like("notice.test_recipient%")).order_by(AuditLog.id).all()
     assert [(r.actor_id, r.data.get("user_id")) for r in rows] == [(str(staff.id), user.id), (str(staff.id), None)]
+
+
+# --- notify() ------------------------------------------------------------------------------------------
+
+def test_a_field_given_as_none_takes_the_kinds_default_not_the_word_none(app_ctx, make_user, standin):
+    from wxapp_backend.notices.jobs import deliver_notification
+    from wxapp_backend.notices.services import notify
+
+    user = make_user()
+    template = get_kind("activity_reminder").template_id
+    with session_scope() as s:
+        credits.add_credit(s, user.id, template)
+        nid = notify(s, user.id, "activity_reminder",
+                     {"title": "午间一小时瑜伽", "time": "2025-10-16T12:00:00+08:00", "place": None, "note": None},
+                     "pages/activity/detail?id=1", title="活动提醒：午间一小时瑜伽").id
+    assert deliver_notification(nid) == "sent_subscribe"
+    data = standin.calls_to(SUBSCRIBE)[-1].body["data"]
+    assert data["thing3"]["value"] == "详见活动页面" and data["thing4"]["value"] == "请准时参加"

@@ -26,8 +26,9 @@ def notify(session: Session, user_id: int, kind: str, fields: dict[str, Any], pa
     item = InboxItem(user_id=user_id, kind=kind, title=title[:100], body=body, page=page, ref=ref)
     session.add(item)
     session.flush()
-    note = Notification(user_id=user_id, kind=kind, fields={k: str(v) for k, v in fields.items()}, page=page,
-                        ref=ref, inbox_item_id=item.id, dedup_key=dedup_key)
+    # A None field is left out, so the kind's default fills it (str() would send the word "None").
+    note = Notification(user_id=user_id, kind=kind, fields={k: str(v) for k, v in fields.items() if v is not None},
+                        page=page, ref=ref, inbox_item_id=item.id, dedup_key=dedup_key)
     session.add(note)
     session.flush()
     enqueue_after_commit(session, "wxapp_backend.notices.jobs.deliver_notification", note.id,
