@@ -471,3 +471,55 @@ def test_sweeper_requeues_only_old_pending_notifications(app_ctx, make_user, run
     db.expire_all()
     assert db.get(Notification, old).status != "pending"
     assert db.get(Notification, new).status == "pending"
+
+
+# --- the customer-service windows as WeChat keeps them (session 8) ---------------------------------------
+
+def test_a_new_menu_click_opens_a_new_one_minute_window(app_ctx):
+    """Each click, follow, scan or chat entry opens its own minute; a spent or stale one from an earlier event
+    used to stay (HSETNX) and refuse the new event's late reply with a local 45015."""
+    r = app_ctx.extensions["wxapp"].redis
+    t0 = time.time()
+    open_window(r, "oa", "oClick1", kind="event", now=t0)
+    assert [take_window(r, "oa", "oClick1", now=t0 + 1) for _ in range(4)] == [0, 0, 0, 45047]
+    assert take_window(r, "oa", "oClick1", now=t0 + 120) == 45015  # the minute is over
+    open_window(r, "oa", "oClick1", kind="event", now=t0 + 300)  # the user clicks the menu again
+    assert take_window(r, "oa", "oClick1", now=t0 + 301) == 0
+
+
+def test_an_event_does_not_spend_or_shorten_the_message_window(app_ctx):
+    r = app_ctx.extensions["wxapp"].redis
+    t0 = time.time()
+    open_window(r, "wxa", "oBoth1", kind="message", now=t0)
+    open_window(r, "wxa", "oBoth1", kind="event", now=t0 + 10)
+    # five from the 48 hours, then the two of the chat entry's minute
+    assert [take_window(r, "wxa", "oBoth1", now=t0 + 20) for _ in range(8)] == [0] * 7 + [45047]
+    assert take_window(r, "wxa", "oBoth1", now=t0 + 3600) == 45047  # the minute is over, the 48 h spent
+
+
+@pytest.mark.parametrize("errcode", [45015, 45047])
+def test_a_window_wechat_says_is_shut_is_not_tried_again(make_user, standin, db, app_ctx, errcode):
+    """Our record said open (last_message_at 1 h ago), WeChat said no: the next notification does not call
+    WeChat only to be refused again; the user's next message opens the window afresh."""
+    user = make_user(last_message_at=utcnow() - timedelta(hours=1))
+    standin.fail_next(CUSTOM, errcode)
+    first = _notify(user)
+    assert deliver_notification(first) == "inbox_only"
+    assert _attempts(db, first) == [("custom", "limited", errcode)]
+    assert deliver_notification(_notify(user, title="第二条")) == "inbox_only"
+    assert standin.count(CUSTOM) == 1
+    open_window(app_ctx.extensions["wxapp"].redis, "wxa", user.openid, kind="message")  # the user writes again
+    assert deliver_notification(_notify(user, title="第三条")) == "sent_custom"
+    assert standin.count(CUSTOM) == 2
+
+
+def test_a_late_chat_reply_refused_by_wechat_shuts_the_window_too(app_ctx, standin):
+    from wxapp_backend.wechat import jobs as wechat_jobs
+
+    r = app_ctx.extensions["wxapp"].redis
+    open_window(r, "wxa", "oLate45015", kind="message")
+    standin.fail_next(CUSTOM, 45015)
+    text = {"msgtype": "text", "text": {"content": "稍等，答案来了"}}
+    assert wechat_jobs.send_customer_message("wxa", "oLate45015", text) == "refused_45015"
+    assert wechat_jobs.send_customer_message("wxa", "oLate45015", text) == "refused_45015"
+    assert standin.count(CUSTOM) == 1

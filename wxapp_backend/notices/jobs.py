@@ -36,7 +36,15 @@ from sqlalchemy.orm import Session
 from ..auth.models import User
 from ..db import session_scope, utcnow
 from ..wechat.client import WeChatAPIError, get_api
-from ..wechat.jobs import KEFU_REFUSED, KEFU_SENT, MESSAGE_LIMIT, MESSAGE_WINDOW, take_window, window_key
+from ..wechat.jobs import (
+    KEFU_REFUSED,
+    KEFU_SENT,
+    MESSAGE_LIMIT,
+    MESSAGE_WINDOW,
+    shut_window,
+    take_window,
+    window_key,
+)
 from ..wechat.templates import TemplateFieldError
 from . import credits
 from .kinds import get_kind, render
@@ -337,6 +345,7 @@ def _send(step: _Send, notification_id: int) -> str | None:
                                                                  "errcode": error.errcode})
         elif error.errcode in CUSTOM_LIMITS:
             KEFU_REFUSED.labels(step.account, str(error.errcode), "wechat").inc()
+            shut_window(current_app.extensions["wxapp"].redis, step.account, step.openid, error.errcode)
             _close(s, attempt, Outcome.LIMITED, errcode=error.errcode, detail=detail)
         else:
             _close(s, attempt, Outcome.FAILED, errcode=error.errcode, detail=detail)

@@ -28,21 +28,53 @@ EVENT_LIMIT = {"oa": 3, "wxa": 2}
 # Events that open the short window.
 WINDOW_EVENTS = {"subscribe", "scan", "click", "user_enter_tempsession"}
 
-# Spend one send from the window: -1 outside it (45015), -2 used up (45047), else the sends so far.
+# Spend one send: from the 48-hour message window (KEYS[1]) if it allows, else from the short event window
+# (KEYS[2]). -1 outside both (45015), -2 when an open one is used up (45047), else the window's sends so far.
 _TAKE = """
-local at = tonumber(redis.call('HGET', KEYS[1], 'at') or '')
-if not at then return -1 end
-local span = tonumber(redis.call('HGET', KEYS[1], 'span') or '') or tonumber(ARGV[2])
-local limit = tonumber(redis.call('HGET', KEYS[1], 'limit') or '') or tonumber(ARGV[3])
-if tonumber(ARGV[1]) - at > span then return -1 end
-local sent = tonumber(redis.call('HGET', KEYS[1], 'sent') or '0')
-if sent >= limit then return -2 end
-return redis.call('HINCRBY', KEYS[1], 'sent', 1)
+local function take(key, now, span, limit)
+  local at = tonumber(redis.call('HGET', key, 'at') or '')
+  if not at then return -1 end
+  span = tonumber(redis.call('HGET', key, 'span') or '') or span
+  limit = tonumber(redis.call('HGET', key, 'limit') or '') or limit
+  if now - at > span then return -1 end
+  if tonumber(redis.call('HGET', key, 'sent') or '0') >= limit then return -2 end
+  return redis.call('HINCRBY', key, 'sent', 1)
+end
+local now = tonumber(ARGV[1])
+local a = take(KEYS[1], now, tonumber(ARGV[2]), tonumber(ARGV[3]))
+if a > 0 then return a end
+local b = take(KEYS[2], now, tonumber(ARGV[4]), tonumber(ARGV[5]))
+if b > 0 then return b end
+if a == -2 or b == -2 then return -2 end
+return -1
+"""
+
+# WeChat refused a send our record allowed: believe WeChat until the user writes again. 45015: the windows are
+# shut (the message window's start is set to 0, so a restore from last_message_at, which only fills a missing
+# record, cannot reopen it; the user's next message does); 45047: the open ones are used up.
+_SHUT = """
+if ARGV[1] == '45015' then
+  redis.call('HSET', KEYS[1], 'at', 0)
+  redis.call('EXPIRE', KEYS[1], ARGV[2])
+  redis.call('DEL', KEYS[2])
+else
+  for _, key in ipairs(KEYS) do
+    if redis.call('EXISTS', key) == 1 then redis.call('HSET', key, 'sent', 1000000) end
+  end
+end
+return 1
 """
 
 
 def window_key(account: str, openid: str) -> str:
+    """The 48-hour window after the user's last message (5 sends)."""
     return f"wx:kf:{account}:{openid}"
+
+
+def event_window_key(account: str, openid: str) -> str:
+    """The one-minute window after a menu click, follow, scan or entering the chat; each such event opens it
+    anew (a record of its own, so that an old event's spent window never blocks a new event's)."""
+    return f"wx:kf:{account}:{openid}:ev"
 
 
 def open_window(pipe: Any, account: str, openid: str, *, kind: str,
@@ -51,27 +83,32 @@ def open_window(pipe: Any, account: str, openid: str, *, kind: str,
 
     Adds commands to `pipe` (a redis-py pipeline, or the webhook's `dedup.Commands` that ride on its claim;
     the caller executes it) so the webhook spends no extra round trip.
-    An event does not shorten a message window that is still open.
     """
     now = time.time() if now is None else now
-    key = window_key(account, openid)
     if kind == "message":
+        key = window_key(account, openid)
         pipe.hset(key, mapping={"at": int(now), "span": MESSAGE_WINDOW, "limit": MESSAGE_LIMIT, "sent": 0})
         pipe.expire(key, MESSAGE_WINDOW + 60)
     else:
-        # HSETNX keeps an open 48-hour window; a stale one is replaced by the next message.
-        pipe.hsetnx(key, "at", int(now))
-        pipe.hsetnx(key, "span", EVENT_WINDOW)
-        pipe.hsetnx(key, "limit", EVENT_LIMIT.get(account, 2))
-        pipe.hsetnx(key, "sent", 0)
-        pipe.expire(key, MESSAGE_WINDOW + 60)
+        key = event_window_key(account, openid)
+        pipe.hset(key, mapping={"at": int(now), "span": EVENT_WINDOW, "limit": EVENT_LIMIT.get(account, 2),
+                                "sent": 0})
+        pipe.expire(key, EVENT_WINDOW + 60)
 
 
 def take_window(r: redis.Redis, account: str, openid: str, now: float | None = None) -> int:
     """Spend one send; returns 0 when allowed, else the errcode WeChat would give (45015 / 45047)."""
-    result = int(r.eval(_TAKE, 1, window_key(account, openid), int(time.time() if now is None else now),
-                        MESSAGE_WINDOW, MESSAGE_LIMIT))
+    result = int(r.eval(_TAKE, 2, window_key(account, openid), event_window_key(account, openid),
+                        int(time.time() if now is None else now), MESSAGE_WINDOW, MESSAGE_LIMIT,
+                        EVENT_WINDOW, EVENT_LIMIT.get(account, 2)))
     return {-1: 45015, -2: 45047}.get(result, 0)
+
+
+def shut_window(r: redis.Redis, account: str, openid: str, errcode: int) -> None:
+    """WeChat answered 45015 or 45047 where our record allowed a send: record it, so that the next
+    notification or late reply is not sent only to be refused again."""
+    r.eval(_SHUT, 2, window_key(account, openid), event_window_key(account, openid), str(errcode),
+           MESSAGE_WINDOW + 60)
 
 
 def _api(account: str) -> Any:
@@ -99,6 +136,7 @@ def send_customer_message(account: str, openid: str, payload: dict[str, Any], se
     except WeChatAPIError as exc:
         if exc.errcode in (45015, 45047):
             KEFU_REFUSED.labels(account, str(exc.errcode), "wechat").inc()
+            shut_window(r, account, openid, exc.errcode)
             log.info("customer-service message refused by WeChat", extra={"account": account,
                                                                           "errcode": exc.errcode})
             return f"refused_{exc.errcode}"
