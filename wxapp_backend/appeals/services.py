@@ -392,7 +392,18 @@ def withdraw(session: Session, user_id: int, appeal_id: int, reason: str = "") -
         raise Conflict(f"诉求当前为“{appeal.status_label}”，不能撤回。", code="illegal_transition")
     transition(session, appeal, S.WITHDRAWN, Actor("user", user_id), action="withdrawn",
                note=f"企业撤回诉求{('：' + reason) if reason else ''}")
+    _release_children(session, appeal, utcnow())
     return appeal
+
+
+def _release_children(session: Session, master: Appeal, now: datetime) -> None:
+    """A master that ends without a resolution (withdrawn, rejected) will never resolve its merged children:
+    each goes on as its own appeal, as a split by staff would."""
+    for child in session.scalars(select(Appeal).where(Appeal.master_id == master.id,
+                                                      Appeal.status == S.DUPLICATE.value)).unique():
+        transition(session, child, S.ACCEPTED, SYSTEM, action="split", now=now,
+                   note=f"合并的主诉求 {master.number} 已不再办理，您的诉求恢复单独办理")
+        child.master_id = None
 
 
 def supplement(session: Session, user_id: int, appeal_id: int, content: str, images: list[dict] | None = None,
@@ -657,6 +668,7 @@ def act_reject(session, actor, appeal, data, now):
     reason = _need(data, "reason", "不予受理的理由")
     transition(session, appeal, S.REJECTED, actor, action="rejected", note=f"不予受理：{reason}", now=now)
     _notify(session, appeal, "appeal_closed", f"您的诉求 {appeal.number} 不予受理：{reason}", "closed")
+    _release_children(session, appeal, now)
 
 
 def act_merge(session, actor, appeal, data, now):

@@ -1,0 +1,79 @@
+"""Appeals QA: merged children of a master that ends unresolved."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from types import SimpleNamespace
+
+import pytest
+from sqlalchemy import select
+
+from wxapp_backend.appeals import services
+from wxapp_backend.appeals.calendar import TZ
+from wxapp_backend.appeals.models import Appeal, AppealEvent
+from wxapp_backend.audit import Actor, AuditLog
+from wxapp_backend.db import session_scope
+
+
+def sh(*a):
+    return datetime(*a, tzinfo=TZ)
+
+
+MONDAY = sh(2025, 10, 20, 10, 0)
+
+
+@pytest.fixture
+def w(make_user, make_staff, make_building, make_grid, make_enterprise):
+    grid = make_grid()
+    building = make_building(grid_id=grid.id)
+    enterprise = make_enterprise(building_id=building.id)
+    user = make_user(enterprise_id=enterprise.id, binding_state="verified")
+    other = make_user()
+    admin = make_staff(role="admin")
+    actor = Actor("staff", admin.id, role="admin", name="管理员")
+
+    def submit(now=MONDAY, user_id=None, content="我们公司的增值税发票开不出来，税控盘坏了", **kw):
+        with session_scope() as s:
+            appeal, _ = services.submit_appeal(s, user_id or user.id, services.Intake(
+                content=content, contact_name="张三", contact_phone="13800138000", **kw), now=now)
+            return appeal.id
+
+    def act(appeal_id, action, now=MONDAY, **data):
+        with session_scope() as s:
+            return services.perform(s, actor, appeal_id, action, data, now=now).status
+
+    def get(appeal_id):
+        with session_scope() as s:
+            a = s.get(Appeal, appeal_id)
+            s.expunge(a)
+            return a
+
+    return SimpleNamespace(user=user, other=other, actor=actor, submit=submit, act=act, get=get)
+
+
+# --- a master that ends without a resolution hands its merged children back -------------------------------
+
+@pytest.mark.parametrize("ending", ["withdrawn", "rejected"])
+def test_children_of_a_master_that_ends_unresolved_go_on_as_their_own_appeals(w, ending):
+    master = w.submit()
+    child = w.submit(user_id=w.other.id, content="税控盘坏了，增值税发票开不出来")
+    w.act(master, "accept")
+    w.act(child, "accept")
+    w.act(child, "merge", master_id=master)
+    if ending == "withdrawn":
+        with session_scope() as s:
+            services.withdraw(s, w.user.id, master, "问题自己解决了")
+    else:
+        w.act(master, "reject", reason="不属于本中心受理范围")
+    # The other enterprise's problem is still there: it must not wait for a master that will never be resolved.
+    c = w.get(child)
+    assert c.status == "accepted" and c.master_id is None
+    with session_scope() as s:
+        ev = s.scalars(select(AppealEvent).where(AppealEvent.appeal_id == child, AppealEvent.action == "split")
+                       ).one()
+        assert ev.public and ev.from_status == "duplicate" and ev.to_status == "accepted"
+        assert s.scalar(select(AuditLog.id).where(AuditLog.action == "appeal.split",
+                                                  AuditLog.target_id == str(child))) is not None
+    # ... and is watched by the SLA clock again, then resolved and rated on its own.
+    w.act(child, "resolve", resolution="已更换税控盘")
+    assert w.get(child).status == "resolved"
