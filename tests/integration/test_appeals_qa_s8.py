@@ -1,4 +1,4 @@
-"""Appeals QA: merged children of a master that ends unresolved."""
+"""Appeals QA: merged children of a master that ends unresolved, the deadline after a re-categorisation."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import pytest
 from sqlalchemy import select
 
-from wxapp_backend.appeals import services
+from wxapp_backend.appeals import jobs, services
 from wxapp_backend.appeals.calendar import TZ
 from wxapp_backend.appeals.models import Appeal, AppealEvent
 from wxapp_backend.audit import Actor, AuditLog
@@ -77,3 +77,38 @@ def test_children_of_a_master_that_ends_unresolved_go_on_as_their_own_appeals(w,
     # ... and is watched by the SLA clock again, then resolved and rated on its own.
     w.act(child, "resolve", resolution="已更换税控盘")
     assert w.get(child).status == "resolved"
+
+
+# --- re-categorising keeps the clock's later starts and pauses -------------------------------------------------
+
+def test_recategorising_a_reopened_appeal_counts_from_the_reopening(w):
+    a = w.submit()  # 税务, 5 working days
+    w.act(a, "accept", category="tax")
+    w.act(a, "resolve", now=sh(2025, 10, 24, 10, 0), resolution="已联系税务专管员")
+    reopened = sh(2025, 10, 28, 10, 0)
+    with session_scope() as s:
+        services.rate(s, w.user.id, a, resolved=False, satisfaction=3, now=reopened)
+    assert w.get(a).due_at.astimezone(TZ) == sh(2025, 11, 4, 10, 0)  # 5 working days from the reopening
+    # Staff find it was a building matter (楼宇物业, 3 working days): three days from the reopening, not from
+    # the first submission (which would make the second round overdue the moment it is re-categorised).
+    w.act(a, "set_category", now=sh(2025, 10, 28, 11, 0), category="property")
+    assert w.get(a).due_at.astimezone(TZ) == sh(2025, 10, 31, 10, 0)
+    done = jobs.tick(now=sh(2025, 10, 28, 12, 0))
+    assert done["overdue"] == 0 and not w.get(a).overdue
+
+
+def test_recategorising_keeps_the_time_the_clock_was_paused(w):
+    a = w.submit(now=sh(2025, 11, 3, 9, 0))  # Monday 9:00, 5 working days -> Fri 11-07 17:30
+    w.act(a, "accept", now=sh(2025, 11, 3, 10, 0))
+    w.act(a, "request_info", now=sh(2025, 11, 4, 9, 0), note="请补充发票号码")
+    with session_scope() as s:
+        services.supplement(s, w.user.id, a, "发票号码 123", now=sh(2025, 11, 6, 9, 0))
+    assert w.get(a).due_at.astimezone(TZ) == sh(2025, 11, 11, 17, 30)  # two paused days added
+    # Another 5-day category: the promise is the same, so the two days the enterprise took stay added.
+    w.act(a, "set_category", now=sh(2025, 11, 6, 10, 0), category="registration")
+    assert w.get(a).due_at.astimezone(TZ) == sh(2025, 11, 11, 17, 30)
+    # While paused, a longer promise adds to the frozen minutes.
+    w.act(a, "request_info", now=sh(2025, 11, 7, 9, 0), note="请补充合同")
+    left = w.get(a).sla_minutes_left
+    w.act(a, "set_category", now=sh(2025, 11, 7, 10, 0), category="labour")  # 7 working days
+    assert w.get(a).sla_minutes_left == left + 2 * 510

@@ -21,7 +21,7 @@ from ..db import utcnow
 from ..enterprises.models import Building, Enterprise
 from ..errors import Conflict, Forbidden, NotFound, ValidationError
 from . import classify
-from .calendar import WorkCalendar, local_date
+from .calendar import DAY_MINUTES, WorkCalendar, local_date
 from .models import (
     Appeal,
     AppealCategory,
@@ -793,16 +793,21 @@ def act_urge(session, actor, appeal, data, now):
 
 def _set_category(session, actor, appeal, category: AppealCategory, now):
     old = appeal.category.name if appeal.category else ""
+    old_days = appeal.category.promised_days if appeal.category else DEFAULT_PROMISED_DAYS
     appeal.category_id, appeal.category = category.id, category
     appeal.category_chosen_by, appeal.needs_triage = "staff", False
     if appeal.status in (S.SUBMITTED, S.ACCEPTED) or not appeal.department:
         appeal.department = category.department
-    if appeal.status != S.PENDING_ENTERPRISE:
-        # The new category's promise, counted from submission, plus every extension already granted.
-        granted = session.scalar(select(func.coalesce(func.sum(AppealExtension.working_days), 0)).where(
-            AppealExtension.appeal_id == appeal.id, AppealExtension.status == "approved")) or 0
-        appeal.due_at = work_calendar(session).add_working_days(appeal.submitted_at,
-                                                                category.promised_days + int(granted))
+    # Only the promise changes: the deadline moves by the difference, so what already moved it stays (granted
+    # extensions, time paused for the enterprise, the new start of a reopened round).
+    delta = (category.promised_days - old_days) * DAY_MINUTES
+    if appeal.status == S.PENDING_ENTERPRISE:
+        if appeal.sla_minutes_left is not None:
+            appeal.sla_minutes_left += delta
+    elif appeal.due_at is not None and delta:
+        cal = work_calendar(session)
+        total = cal.working_minutes_between(appeal.submitted_at, appeal.due_at) + delta
+        appeal.due_at = cal.add_working_minutes(appeal.submitted_at, total)
     _event(session, appeal, actor, "categorised", note=f"分类：{old or '未分类'} → {category.name}",
            category=category.code, department=appeal.department)
 
