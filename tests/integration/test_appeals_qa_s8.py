@@ -1,4 +1,5 @@
-"""Appeals QA: merged children of a master that ends unresolved, the deadline after a re-categorisation."""
+"""Appeals QA: merged children of a master that ends unresolved, the deadline after a re-categorisation, the
+overdue flag after an extension granted while paused."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from sqlalchemy import select
 
 from wxapp_backend.appeals import jobs, services
 from wxapp_backend.appeals.calendar import TZ
-from wxapp_backend.appeals.models import Appeal, AppealEvent
+from wxapp_backend.appeals.models import Appeal, AppealEvent, AppealExtension
 from wxapp_backend.audit import Actor, AuditLog
 from wxapp_backend.db import session_scope
 
@@ -112,3 +113,25 @@ def test_recategorising_keeps_the_time_the_clock_was_paused(w):
     left = w.get(a).sla_minutes_left
     w.act(a, "set_category", now=sh(2025, 11, 7, 10, 0), category="labour")  # 7 working days
     assert w.get(a).sla_minutes_left == left + 2 * 510
+
+
+# --- the overdue flag follows the deadline an extension gives ---------------------------------------------------
+
+def test_extension_granted_while_paused_clears_the_overdue_flag(w):
+    a = w.submit()  # due Mon 10-27 10:00
+    w.act(a, "accept")
+    late = sh(2025, 10, 29, 10, 0)
+    jobs.tick(now=late)
+    assert w.get(a).overdue
+    w.act(a, "request_info", now=late, note="请提供发票照片")
+    w.act(a, "request_extension", now=late, working_days=10, reason="需等待上级批复")
+    with session_scope() as s:
+        ext_id = s.scalar(select(AppealExtension.id).where(AppealExtension.appeal_id == a))
+    w.act(a, "decide_extension", now=late, extension_id=ext_id, accept=True)
+    with session_scope() as s:
+        services.supplement(s, w.user.id, a, "已补充发票照片", now=sh(2025, 10, 29, 11, 0))
+    got = w.get(a)
+    assert got.due_at > sh(2025, 10, 29, 11, 0)
+    assert not got.overdue  # the dashboard's 超期 count and the 超期 filter no longer list it
+    jobs.tick(now=sh(2025, 10, 29, 12, 0))
+    assert not w.get(a).overdue

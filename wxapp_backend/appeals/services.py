@@ -771,6 +771,8 @@ def act_decide_extension(session, actor, appeal, data, now):
         ext.status = "approved"
         if appeal.status == S.PENDING_ENTERPRISE and appeal.sla_minutes_left is not None:
             appeal.sla_minutes_left += ext.working_days * 510
+            if appeal.sla_minutes_left > 0:  # time left again: the deadline moves ahead when the clock resumes
+                appeal.overdue = False
         elif appeal.due_at is not None:
             appeal.due_at = work_calendar(session).add_working_days(appeal.due_at, ext.working_days)
             if appeal.due_at > now:
