@@ -70,6 +70,7 @@ PHOTO_FULL = "照片已经有 9 张了，回复“好了”继续。"
 PHOTO_NOT_NOW = "这一步不需要照片哦。"
 CANCELLED = "已取消，您填写的内容没有保存。需要时回复“我要反映”重新开始。"
 PENDING = "您有一条未填完的诉求（进行到第 {n}/5 步）。回复“继续”接着填，回复“重新开始”从头填写，回复“取消”放弃。"
+NOT_HEARD = "没有听清，请用文字回复。"
 LOST = ("抱歉，刚才填写的内容已失效（系统刚刚重启，或超过 30 分钟没有回复），没有提交。\n"
         "反映问题请回复“我要反映”重新开始；查看、评价已提交的诉求请回复“我的诉求”。给您添麻烦了。")
 UNAVAILABLE = "系统暂时繁忙，刚才的内容没有保存。请稍后回复“我要反映”重新开始。"
@@ -106,6 +107,14 @@ def _lost_answer(ctx: Context) -> bool:
     t = ctx.text
     return t in CONFIRM_WORDS or t in CONTINUE_WORDS or t in ("跳过", "发完了") or \
         bool(_NAME_PHONE.fullmatch(t))
+
+
+def _answer(ctx: Context) -> str:
+    """What the user answered: the text, or a voice message's transcript without the punctuation it ends with
+    (WeChat writes “新华大厦。”), so that every step can be answered by voice, not only the first."""
+    if ctx.msg.msg_type == "voice":
+        return (ctx.msg.recognition or "").strip().rstrip("。，！？.,!?")
+    return ctx.text
 
 
 def _save(ctx: Context, data: dict[str, Any]) -> None:
@@ -168,7 +177,9 @@ def step(ctx: Context) -> Reply:
     if d.get("v") != VERSION or d.get("step") not in STEPS:
         ctx.state.clear()
         return Text(LOST)
-    t = ctx.text
+    t = _answer(ctx)
+    if ctx.msg.msg_type == "voice" and not t:
+        return Text(NOT_HEARD)
     if t in CANCEL_WORDS:
         ctx.state.clear()
         return Text(CANCELLED)
@@ -199,7 +210,7 @@ def _advance(ctx: Context, d: dict[str, Any], nxt: str, prefix: str = "") -> Rep
 
 
 def _describe(ctx: Context, d: dict[str, Any]) -> Reply:
-    text = ctx.text or (ctx.msg.recognition or "").strip()
+    text = ctx.text or (ctx.msg.recognition or "").strip()  # the description keeps the transcript as said
     if ctx.msg.msg_type == "image":
         return _photo_reply(ctx, d, "照片收到了，请再用文字描述一下问题（至少 5 个字）。")
     if len(text) < 5:
@@ -211,7 +222,7 @@ def _describe(ctx: Context, d: dict[str, Any]) -> Reply:
 
 
 def _place(ctx: Context, d: dict[str, Any]) -> Reply:
-    t = ctx.text
+    t = _answer(ctx)
     if not t:
         return Text(PHOTO_NOT_NOW + PROMPTS["place"])
     known = d.get("known", {})
@@ -229,7 +240,7 @@ def _place(ctx: Context, d: dict[str, Any]) -> Reply:
 
 
 def _contact(ctx: Context, d: dict[str, Any]) -> Reply:
-    t = ctx.text
+    t = _answer(ctx)
     if not t:
         return Text(PHOTO_NOT_NOW + PROMPTS["contact"])
     known_phone = d.get("known", {}).get("phone", "")
@@ -285,13 +296,13 @@ def _photo_reply(ctx: Context, d: dict[str, Any], ok: str) -> Reply:
 def _photos(ctx: Context, d: dict[str, Any]) -> Reply:
     if ctx.msg.msg_type == "image":
         return _photo_reply(ctx, d, PHOTO_OK)
-    if ctx.text in SKIP_WORDS or ctx.text in CONFIRM_WORDS:
+    if _answer(ctx) in SKIP_WORDS or _answer(ctx) in CONFIRM_WORDS:
         return _advance(ctx, d, "confirm")
     return Text(PROMPTS["photos"])
 
 
 def _confirm(ctx: Context, d: dict[str, Any]) -> Reply:
-    if ctx.text not in CONFIRM_WORDS:
+    if _answer(ctx) not in CONFIRM_WORDS:
         return Text(_summary(d))
     if ctx.user_id is None:
         return Text(NO_USER)

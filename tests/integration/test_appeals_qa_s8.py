@@ -1,5 +1,5 @@
 """Appeals QA: merged children of a master that ends unresolved, the deadline after a re-categorisation, the
-overdue flag after an extension granted while paused."""
+overdue flag after an extension granted while paused, voice answers in the chat intake."""
 
 from __future__ import annotations
 
@@ -135,3 +135,50 @@ def test_extension_granted_while_paused_clears_the_overdue_flag(w):
     assert not got.overdue  # the dashboard's 超期 count and the 超期 filter no longer list it
     jobs.tick(now=sh(2025, 10, 29, 12, 0))
     assert not w.get(a).overdue
+
+
+# --- voice answers in the chat intake ---------------------------------------------------------------------------
+
+@pytest.fixture
+def chat(redis_client, make_user, make_building, app_ctx):
+    from handlers.appeal_intake import install
+    from handlers.router import Context, Router
+    from wxapp_backend.wechat.messages import normalise
+
+    building = make_building(name="新华大厦")
+    user = make_user()
+    router = install(Router())
+
+    def say(content=None, *, recognition=None):
+        raw = {"ToUserName": "gh_x", "FromUserName": user.openid, "CreateTime": "1700000000",
+               "MsgType": "text" if recognition is None else "voice"}
+        if content is not None:
+            raw["Content"] = content
+        if recognition is not None:
+            raw["MediaId"], raw["Recognition"], raw["Format"] = "VOICE1", recognition, "amr"
+        ctx = Context(msg=normalise(raw, "oa"), redis=redis_client, user_id=user.id)
+        reply = router.dispatch(ctx)
+        return reply.text if reply is not None else None
+
+    say.user, say.building = user, building
+    return say
+
+
+def test_every_intake_step_can_be_answered_by_voice(chat):
+    chat("我要反映")
+    assert "企业名称" in chat(recognition="新华大厦十二楼电梯坏了三天没人修。")
+    assert "联系人" in chat(recognition="上海某某科技有限公司，新华大厦。")
+    assert "照片" in chat(recognition="张三，13800138000。")
+    assert "请核对" in chat(recognition="跳过。")
+    assert "诉求已提交" in chat(recognition="确认。")
+    with session_scope() as s:
+        appeal = s.scalars(select(Appeal).where(Appeal.user_id == chat.user.id)).unique().one()
+        assert appeal.building_id == chat.building.id and appeal.contact_name == "张三"
+        assert appeal.contact_phone == "13800138000" and appeal.content == "新华大厦十二楼电梯坏了三天没人修。"
+
+
+def test_an_empty_voice_transcript_in_the_intake_is_not_taken_for_a_photo(chat):
+    chat("我要反映")
+    chat("新华大厦十二楼电梯坏了三天没人修")
+    reply = chat(recognition="")
+    assert "照片" not in reply and "没有听清" in reply
