@@ -1,5 +1,6 @@
 """Appeals QA: merged children of a master that ends unresolved, the deadline after a re-categorisation, the
-overdue flag after an extension granted while paused, voice answers in the chat intake."""
+overdue flag after an extension granted while paused, voice answers in the chat intake, the on-time rate of a
+reopened appeal."""
 
 from __future__ import annotations
 
@@ -182,3 +183,24 @@ def test_an_empty_voice_transcript_in_the_intake_is_not_taken_for_a_photo(chat):
     chat("新华大厦十二楼电梯坏了三天没人修")
     reply = chat(recognition="")
     assert "照片" not in reply and "没有听清" in reply
+
+
+# --- 按时办结率 judges the first resolution ----------------------------------------------------------------------
+
+def test_a_late_second_round_does_not_rewrite_the_first_resolution_on_time(w):
+    from wxapp_backend.appeals import metrics
+
+    a = w.submit()  # due Mon 10-27 10:00
+    w.act(a, "accept")
+    w.act(a, "resolve", now=sh(2025, 10, 22, 10, 0), resolution="已联系税务专管员")  # on time
+    week = (sh(2025, 10, 20, 0, 0), sh(2025, 10, 27, 0, 0))
+    with session_scope() as s:
+        before = metrics.compute(s, *week).on_time.as_dict()
+    assert (before["numerator"], before["denominator"]) == (1, 1)
+    with session_scope() as s:
+        services.rate(s, w.user.id, a, resolved=False, satisfaction=3, now=sh(2025, 10, 23, 10, 0))
+    w.act(a, "resolve", now=sh(2025, 11, 10, 10, 0), resolution="已更换税控盘")  # round 2, late
+    # The week's 按时办结率 counts appeals first resolved in it, judged at that moment: it does not change
+    # weeks later (and a stored weekly report keeps agreeing with a fresh one).
+    with session_scope() as s:
+        assert metrics.compute(s, *week).on_time.as_dict() == before

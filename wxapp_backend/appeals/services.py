@@ -653,8 +653,11 @@ def act_resolve(session, actor, appeal, data, now):
 def _resolve(session, actor, appeal, resolution, now):
     transition(session, appeal, S.RESOLVED, actor, action="resolved", note=f"办结：{resolution}", now=now)
     appeal.resolution, appeal.resolved_at = resolution, now
-    appeal.first_resolved_at = appeal.first_resolved_at or now
-    appeal.resolved_on_time = appeal.due_at is None or now <= appeal.due_at
+    if appeal.first_resolved_at is None:
+        # 按时办结率 judges the first resolution (its period is first_resolved_at); a later round must not
+        # rewrite a figure already reported.
+        appeal.first_resolved_at = now
+        appeal.resolved_on_time = appeal.due_at is None or now <= appeal.due_at
     _notify(session, appeal, "appeal_resolved", f"您的诉求 {appeal.number} 已办结：{resolution}。请在 7 天内评价。",
             f"resolved:{appeal.round}")
 
