@@ -116,6 +116,19 @@ def test_recategorising_keeps_the_time_the_clock_was_paused(w):
     assert w.get(a).sla_minutes_left == left + 2 * 510
 
 
+def test_a_longer_promise_clears_the_overdue_flag(w):
+    a = w.submit()  # 税务, 5 working days: due Mon 10-27 10:00
+    w.act(a, "accept", category="tax")
+    late = sh(2025, 10, 28, 10, 0)
+    jobs.tick(now=late)
+    assert w.get(a).overdue
+    w.act(a, "set_category", now=late, category="labour")  # 7 working days: due Wed 10-29 10:00
+    got = w.get(a)
+    assert got.due_at.astimezone(TZ) == sh(2025, 10, 29, 10, 0) and not got.overdue
+    jobs.tick(now=sh(2025, 10, 29, 11, 0))  # and the tick marks it again once the new deadline passes
+    assert w.get(a).overdue
+
+
 # --- the overdue flag follows the deadline an extension gives ---------------------------------------------------
 
 def test_extension_granted_while_paused_clears_the_overdue_flag(w):

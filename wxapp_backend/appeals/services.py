@@ -813,6 +813,9 @@ def _set_category(session, actor, appeal, category: AppealCategory, now):
         cal = work_calendar(session)
         total = cal.working_minutes_between(appeal.submitted_at, appeal.due_at) + delta
         appeal.due_at = cal.add_working_minutes(appeal.submitted_at, total)
+        if appeal.due_at > now:  # a longer promise: no longer overdue (the tick marks a shorter one that is)
+            appeal.overdue = False
+        appeal.warned_due_at = None
     _event(session, appeal, actor, "categorised", note=f"分类：{old or '未分类'} → {category.name}",
            category=category.code, department=appeal.department)
 
