@@ -277,27 +277,30 @@ class KBRuntime:
 
     def get(self) -> KnowledgeBase:
         now = time.monotonic()
-        if self._kb is not None and now - self._checked < self.check_interval:
+        # Validity is judged by the centre's day, not the server clock's (UTC is a day behind until 08:00);
+        # the index is rebuilt when that day changes.
+        day = today_shanghai()
+        if self._kb is not None and now - self._checked < self.check_interval and self._kb.today == day:
             return self._kb
         version = self._read_version()
         self._checked = now
-        if self._kb is not None and version == self._version:
+        if self._kb is not None and version == self._version and self._kb.today == day:
             return self._kb
         if not self._lock.acquire(blocking=self._kb is None):
             return self._kb  # another thread is rebuilding; keep serving the previous index
         try:
-            if self._kb is None or version != self._version:
-                self._kb = self._build()
+            if self._kb is None or version != self._version or self._kb.today != day:
+                self._kb = self._build(day)
                 self._version = version
         finally:
             self._lock.release()
         return self._kb
 
-    def _build(self) -> KnowledgeBase:
+    def _build(self, day: date) -> KnowledgeBase:
         started = time.perf_counter()
         with self.db.session_scope() as s:
             entries = [entry_from_row(row) for row in s.scalars(select(KBEntry).order_by(KBEntry.id))]
-        kb = KnowledgeBase(entries)
+        kb = KnowledgeBase(entries, today=day)
         log.info("knowledge base loaded", extra={"entries": len(entries),
                                                  "ms": round((time.perf_counter() - started) * 1000)})
         return kb

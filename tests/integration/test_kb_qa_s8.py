@@ -1,0 +1,55 @@
+"""Knowledge base as staff and users meet it: the calendar day, retired choices, console edits, feedback, files."""
+
+from __future__ import annotations
+
+import re
+from datetime import date, timedelta
+
+import pytest
+
+from knowledge.schema import Entry
+from wxapp_backend.audit import SYSTEM
+from wxapp_backend.db import session_scope
+from wxapp_backend.knowledge_store import services
+from wxapp_backend.knowledge_store.cli import load_default_if_empty
+
+
+@pytest.fixture
+def kb(app_ctx):
+    load_default_if_empty()
+    runtime = services.get_runtime()
+    runtime.check_interval = 0  # see edits at once in tests
+    return runtime
+
+
+def _chat(client, text, headers=None):
+    resp = client.post("/api/v1/chat", json={"text": text}, headers=headers or {})
+    assert resp.status_code == 200, resp.get_data(as_text=True)[:300]
+    return resp.get_json()
+
+
+def _csrf(page: str) -> str:
+    return re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+
+
+def test_a_policy_that_ended_yesterday_in_shanghai_is_not_current_on_a_utc_server(client, kb, app_ctx,
+                                                                                  monkeypatch):
+    """Servers keep UTC, which is still "yesterday" until 08:00 in Shanghai: validity is judged by the centre's
+    day, so a policy that ended yesterday (Shanghai) is never answered as current in those eight hours."""
+    yesterday = services.today_shanghai() - timedelta(days=1)
+
+    class UTCClock(date):
+        @classmethod
+        def today(cls):
+            return yesterday  # what date.today() says at 07:00 in Shanghai on a UTC server
+
+    monkeypatch.setattr("knowledge.search.date", UTCClock)
+    state = app_ctx.extensions["wxapp"]
+    entry = Entry(id="policy-ended-yesterday", question="青浦区临时稳岗补贴申领怎么办理",
+                           answer="向区人社局申领稳岗补贴。", valid_until=yesterday)
+    with session_scope() as s:
+        services.save_entry(s, state.redis, SYSTEM, entry, create=True)
+    body = _chat(client, "青浦区临时稳岗补贴申领怎么办理")
+    assert not (body["decision"] == "answer" and body["entry_id"] == "policy-ended-yesterday"), body
+    results = client.get("/api/v1/kb/search", query_string={"q": "青浦区临时稳岗补贴申领怎么办理"}).get_json()
+    assert "policy-ended-yesterday" not in [r["id"] for r in results["results"]]
