@@ -53,3 +53,15 @@ def test_a_policy_that_ended_yesterday_in_shanghai_is_not_current_on_a_utc_serve
     assert not (body["decision"] == "answer" and body["entry_id"] == "policy-ended-yesterday"), body
     results = client.get("/api/v1/kb/search", query_string={"q": "青浦区临时稳岗补贴申领怎么办理"}).get_json()
     assert "policy-ended-yesterday" not in [r["id"] for r in results["results"]]
+
+
+def test_a_number_reply_never_answers_an_entry_retired_since_the_choices_were_offered(client, kb, app_ctx,
+                                                                                      make_user, user_token):
+    h = user_token(make_user())
+    body = _chat(client, "融资", h)
+    assert body["decision"] == "suggest", body
+    first = body["suggestions"][0]["id"]
+    with session_scope() as s:
+        services.set_retired(s, app_ctx.extensions["wxapp"].redis, SYSTEM, first, True)
+    picked = _chat(client, "1", h)
+    assert picked["entry_id"] != first and "下线" in picked["reply"], picked

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import date
 
 from knowledge.schema import Entry
 from knowledge.search import Decision, KnowledgeBase
@@ -18,6 +19,7 @@ THANKS = "不客气！还有什么需要，随时找我。"
 HANDOFF = "好的，正在为您转接人工客服，请稍候。工作时间以外，您也可以回复“我要反映”留下诉求，我们会尽快联系您。"
 FALLBACK = ("抱歉，这个问题我还没学会。我已经把它记下来，工作人员会尽快补充。\n"
             "您可以：\n1. 换个说法再问问我\n2. 回复“人工”联系工作人员\n3. 回复“我要反映”提交诉求，我们会在承诺时限内答复")
+CHOICE_GONE = "您选的这条内容刚刚下线或已过有效期，目前不再提供。"
 EXPIRED_NOTE = "您问的“{q}”已经过了有效期（截至 {until}），目前不再受理。有新政策时我们会第一时间更新。"
 
 
@@ -75,9 +77,11 @@ def ask(kb: KnowledgeBase, text: str, *, last_suggestions: list[str] | None = No
     choice = _numbered_choice(text, last_suggestions)
     if choice is not None:
         entry = kb.get(choice)
-        if entry is not None:
+        if entry is not None and entry.is_current(kb.today or date.today()):
             reply, cut = format_answer(entry, detail_hint=detail_hint)
             return ChatResult(reply, "answer", entry.id, 1.0, truncated=cut)
+        # Retired or lapsed since the choices were offered: never give it as current.
+        return ChatResult(CHOICE_GONE + "\n\n" + FALLBACK.split("\n", 1)[1], "fallback")
     small = detect_smalltalk(text)
     if small == "handoff":
         return ChatResult(HANDOFF, "handoff", handoff=True)
