@@ -12,6 +12,7 @@ from wxapp_backend.audit import SYSTEM
 from wxapp_backend.db import session_scope
 from wxapp_backend.knowledge_store import services
 from wxapp_backend.knowledge_store.cli import load_default_if_empty
+from wxapp_backend.knowledge_store.models import KBEntry
 
 
 @pytest.fixture
@@ -65,3 +66,18 @@ def test_a_number_reply_never_answers_an_entry_retired_since_the_choices_were_of
         services.set_retired(s, app_ctx.extensions["wxapp"].redis, SYSTEM, first, True)
     picked = _chat(client, "1", h)
     assert picked["entry_id"] != first and "下线" in picked["reply"], picked
+
+
+def test_editing_a_retired_entry_in_the_console_keeps_it_retired(client, kb, make_staff, console_login, db):
+    """Fixing a typo in a withdrawn policy must not put it back in front of users; 恢复 is its own button."""
+    token = console_login(make_staff(role="staff"))
+    form = {"csrf_token": token, "question": "旧政策问题", "answer": "旧政策答案"}
+    assert client.post("/console/kb/new", data={**form, "id": "old-policy"}).status_code == 302
+    assert client.post("/console/kb/old-policy/retire", data={"csrf_token": token, "retire": "1"}).status_code == 302
+    page = client.get("/console/kb/old-policy/edit").get_data(as_text=True)
+    resp = client.post("/console/kb/old-policy/edit", data={**form, "csrf_token": _csrf(page),
+                                                            "answer": "旧政策答案（已改错字）"})
+    assert resp.status_code == 302
+    db.expire_all()
+    row = db.get(KBEntry, "old-policy")
+    assert row.answer == "旧政策答案（已改错字）" and row.retired is True

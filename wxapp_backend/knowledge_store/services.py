@@ -136,6 +136,7 @@ def save_entry(session: Session, r: redis.Redis, actor: Actor, entry: Entry, *, 
     else:
         if row is None:
             raise NotFound("没有找到这个知识条目。")
+        values["retired"] = row.retired  # the form never says; retiring and restoring are set_retired's
         changed = {k: v for k, v in values.items() if getattr(row, k) != v}
         for k, v in changed.items():
             setattr(row, k, v)
