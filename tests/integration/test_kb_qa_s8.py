@@ -81,3 +81,23 @@ def test_editing_a_retired_entry_in_the_console_keeps_it_retired(client, kb, mak
     db.expire_all()
     row = db.get(KBEntry, "old-policy")
     assert row.answer == "旧政策答案（已改错字）" and row.retired is True
+
+
+def test_feedback_on_a_turn_counts_only_for_the_entry_that_turn_answered(client, kb, db):
+    from wxapp_backend.knowledge_store.models import AnswerFeedback
+
+    answered = _chat(client, "外籍人才工作许可怎么办")
+    assert answered["decision"] == "answer"
+    other = db.query(KBEntry).filter(KBEntry.id != answered["entry_id"]).first().id
+    wrong = client.post("/api/v1/kb/feedback", json={"entry_id": other, "useful": True,
+                                                     "turn_id": answered["turn_id"]})
+    assert wrong.status_code == 422 and "entry_id" in wrong.get_json()["fields"], wrong.get_json()
+    unanswered = _chat(client, "明天股票会涨吗")
+    assert unanswered["decision"] == "fallback"
+    stuffed = client.post("/api/v1/kb/feedback", json={"entry_id": answered["entry_id"], "useful": True,
+                                                       "turn_id": unanswered["turn_id"]})
+    assert stuffed.status_code == 422, stuffed.get_json()
+    assert db.query(AnswerFeedback).count() == 0
+    right = client.post("/api/v1/kb/feedback", json={"entry_id": answered["entry_id"], "useful": False,
+                                                     "turn_id": answered["turn_id"]})
+    assert right.status_code == 200 and db.query(AnswerFeedback).count() == 1

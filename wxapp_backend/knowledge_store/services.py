@@ -226,6 +226,10 @@ def record_feedback(session: Session, *, turn_id: int | None, entry_id: str, use
         turn = session.get(ChatTurn, turn_id)
         if turn is None or (turn.user_id is not None and turn.user_id != user_id):
             raise NotFound("没有找到这次问答。")
+        # A vote on a turn is about what that turn gave: its answer, or one of its suggestions.
+        if turn.decision not in ("answer", "suggest") or turn.entry_id not in (None, entry_id):
+            raise ValidationError("这次问答没有给出这条回答，无法评价。",
+                                  fields={"entry_id": "与这次问答给出的回答不符"})
         existing = session.scalar(select(AnswerFeedback).where(AnswerFeedback.turn_id == turn_id))
         if existing is not None:
             existing.useful = useful  # changing one's mind replaces the earlier vote
