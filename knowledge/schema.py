@@ -22,6 +22,9 @@ POLICY_FIELDS: tuple[str, ...] = (
 )
 DATE_FIELDS: tuple[str, ...] = ("valid_from", "valid_until")
 REQUIRED_FIELDS: tuple[str, ...] = ("id", "question", "answer")
+# The database's column sizes (kb_entries): longer text must be refused here, with the field named, rather than
+# by PostgreSQL mid-import.
+MAX_LENGTHS: dict[str, int] = {"question": 300, "category": 40, "issuer": 200, "window": 300, "url": 500}
 
 FIELD_LABELS: dict[str, str] = {
     "id": "编号",
@@ -111,6 +114,10 @@ def validate_entry(entry: Entry) -> list[str]:
             errors.append(f"“{name}”（{FIELD_LABELS[name]}）不能为空")
     if isinstance(entry.id, str) and entry.id.strip() and not ID_RE.match(entry.id):
         errors.append(f"“id” 不能含空白或 “|”，且不超过 128 个字符：{entry.id!r}")
+    for name, limit in MAX_LENGTHS.items():
+        value = getattr(entry, name)
+        if isinstance(value, str) and len(value) > limit:
+            errors.append(f"“{name}”（{FIELD_LABELS[name]}）不能超过 {limit} 个字（现在 {len(value)} 个）")
     for name in ("similar", "tags"):
         value = getattr(entry, name)
         if not isinstance(value, tuple) or not all(isinstance(x, str) for x in value):

@@ -101,3 +101,17 @@ def test_feedback_on_a_turn_counts_only_for_the_entry_that_turn_answered(client,
     right = client.post("/api/v1/kb/feedback", json={"entry_id": answered["entry_id"], "useful": False,
                                                      "turn_id": answered["turn_id"]})
     assert right.status_code == 200 and db.query(AnswerFeedback).count() == 1
+
+
+def test_import_names_the_row_and_field_of_a_value_too_long_for_its_column(app, kb, tmp_path, db):
+    """PostgreSQL refuses a 41-character category (VARCHAR(40)) with a traceback; the loader must say where."""
+    before = db.query(KBEntry).count()
+    f = tmp_path / "long.csv"
+    f.write_text("id,question,answer,category\nok-1,问题一,答案一,企业开办\n"
+                 f"long-1,问题二,答案二,{'分' * 41}\nlong-2,{'问' * 301},答案三,\n", encoding="utf-8")
+    result = app.test_cli_runner().invoke(args=["kb", "import", str(f)])
+    assert result.exit_code == 1 and "未改动" in result.output, result.output
+    assert "long.csv：第 3 行" in result.output and "category" in result.output and "40" in result.output
+    assert "long.csv：第 4 行" in result.output and "question" in result.output and "300" in result.output
+    db.expire_all()
+    assert db.query(KBEntry).count() == before and db.get(KBEntry, "ok-1") is None
