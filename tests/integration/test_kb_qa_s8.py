@@ -115,3 +115,23 @@ def test_import_names_the_row_and_field_of_a_value_too_long_for_its_column(app, 
     assert "long.csv：第 4 行" in result.output and "question" in result.output and "300" in result.output
     db.expire_all()
     assert db.query(KBEntry).count() == before and db.get(KBEntry, "ok-1") is None
+
+
+def test_control_characters_pasted_from_word_survive_an_xlsx_export_and_import(app, kb, tmp_path, db):
+    """Word's soft line break is \\x0b; the console drops such characters, the file import kept them and then
+    `kb export x.xlsx` died with openpyxl's IllegalCharacterError."""
+    f = tmp_path / "word.jsonl"
+    f.write_text('{"id": "word-1", "question": "社保\\u0007怎么交", "answer": "第一段\\u000b第二段",'
+                 ' "similar": ["社保\\u000c缴费"]}\n', encoding="utf-8")
+    cli = app.test_cli_runner()
+    result = cli.invoke(args=["kb", "import", str(f)])
+    assert result.exit_code == 0, result.output
+    db.expire_all()
+    row = db.get(KBEntry, "word-1")
+    assert (row.question, row.answer, row.similar) == ("社保怎么交", "第一段第二段", ["社保缴费"])
+    out = tmp_path / "kb.xlsx"
+    result = cli.invoke(args=["kb", "export", str(out)])
+    assert result.exit_code == 0, (result.output, result.exception)
+    result = cli.invoke(args=["kb", "import", str(out)])
+    assert result.exit_code == 0 and "新增 0 条，更新 0 条" in result.output, result.output
+
