@@ -594,6 +594,9 @@ def dump_file(entries: Iterable[Entry], path: str | Path) -> None:
         ws.append(list(FLAT_COLUMNS))
         for r in rows:
             ws.append(r)
+            for cell in ws[ws.max_row]:
+                if cell.data_type == "f":  # openpyxl takes text starting with "=" for a formula
+                    cell.data_type = "s"
         wb.save(p)
     else:
         raise ValueError(

@@ -135,3 +135,15 @@ def test_control_characters_pasted_from_word_survive_an_xlsx_export_and_import(a
     result = cli.invoke(args=["kb", "import", str(out)])
     assert result.exit_code == 0 and "新增 0 条，更新 0 条" in result.output, result.output
 
+
+def test_text_that_starts_with_an_equals_sign_round_trips_through_xlsx(app, kb, tmp_path, db):
+    """openpyxl writes a string starting with "=" as a formula, which reads back empty."""
+    f = tmp_path / "eq.csv"
+    f.write_text("id,question,answer,similar\neq-1,=号开头的问题,=见附件一,=另一种问法\n", encoding="utf-8")
+    cli = app.test_cli_runner()
+    assert cli.invoke(args=["kb", "import", str(f)]).exit_code == 0
+    out = tmp_path / "kb.xlsx"
+    assert cli.invoke(args=["kb", "export", str(out)]).exit_code == 0
+    result = cli.invoke(args=["kb", "import", str(out)])
+    assert result.exit_code == 0 and "新增 0 条，更新 0 条" in result.output, result.output
+
