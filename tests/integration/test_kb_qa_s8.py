@@ -147,3 +147,8 @@ def test_text_that_starts_with_an_equals_sign_round_trips_through_xlsx(app, kb, 
     result = cli.invoke(args=["kb", "import", str(out)])
     assert result.exit_code == 0 and "新增 0 条，更新 0 条" in result.output, result.output
 
+
+def test_export_to_a_folder_that_does_not_exist_is_a_clear_error(app, kb, tmp_path):
+    result = app.test_cli_runner().invoke(args=["kb", "export", str(tmp_path / "no-such-dir" / "kb.csv")])
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), repr(result.exception)
+    assert "无法写入" in result.output

@@ -69,6 +69,8 @@ def register(app: Flask) -> None:
             dump_file(entries, file)
         except (KBLoadError, ValueError) as exc:
             raise click.ClickException(str(exc)) from None
+        except OSError:
+            raise click.ClickException(f"无法写入 {file}，请确认文件夹存在、有写入权限，且文件没有在别的程序中打开。") from None
         click.echo(f"已导出 {len(entries)} 条到 {file}。")
 
     @kb.command("search")
