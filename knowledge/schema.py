@@ -6,8 +6,9 @@ import re
 from dataclasses import dataclass, field, fields
 from datetime import date
 
-# Ids end up in URLs, logs and the labelled set: no whitespace and no "|" (the CSV list separator).
-ID_RE = re.compile(r"^[^\s|]{1,128}$")
+# Ids end up in URLs, logs and the labelled set: no whitespace, no "|" (the CSV list separator) and no "/" (one
+# path segment in /console/kb/<id>/edit and /api/v1/kb/entries/<id>).
+ID_RE = re.compile(r"^[^\s|/]{1,128}$")
 
 POLICY_FIELDS: tuple[str, ...] = (
     "issuer",
@@ -113,7 +114,7 @@ def validate_entry(entry: Entry) -> list[str]:
         if not isinstance(value, str) or not value.strip():
             errors.append(f"“{name}”（{FIELD_LABELS[name]}）不能为空")
     if isinstance(entry.id, str) and entry.id.strip() and not ID_RE.match(entry.id):
-        errors.append(f"“id” 不能含空白或 “|”，且不超过 128 个字符：{entry.id!r}")
+        errors.append(f"“id” 不能含空白、“/” 或 “|”，且不超过 128 个字符：{entry.id!r}")
     for name, limit in MAX_LENGTHS.items():
         value = getattr(entry, name)
         if isinstance(value, str) and len(value) > limit:

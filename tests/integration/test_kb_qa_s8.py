@@ -152,3 +152,19 @@ def test_export_to_a_folder_that_does_not_exist_is_a_clear_error(app, kb, tmp_pa
     result = app.test_cli_runner().invoke(args=["kb", "export", str(tmp_path / "no-such-dir" / "kb.csv")])
     assert result.exit_code == 1 and isinstance(result.exception, SystemExit), repr(result.exception)
     assert "无法写入" in result.output
+
+
+def test_an_id_with_a_slash_is_refused_because_its_pages_could_never_be_opened(app, client, kb, tmp_path, db,
+                                                                               make_staff, console_login):
+    """/console/kb/<id>/edit, …/retire and /api/v1/kb/entries/<id> cannot carry a "/": such an entry could be
+    created but never edited, retired or shown."""
+    token = console_login(make_staff(role="staff"))
+    resp = client.post("/console/kb/new", data={"csrf_token": token, "id": "policy/2025-01", "question": "问题",
+                                                "answer": "答案"})
+    assert resp.status_code == 422 and "“id”" in resp.get_data(as_text=True)
+    f = tmp_path / "slash.csv"
+    f.write_text("id,question,answer\npolicy/2025-02,问题,答案\n", encoding="utf-8")
+    result = app.test_cli_runner().invoke(args=["kb", "import", str(f)])
+    assert result.exit_code == 1 and "slash.csv：第 2 行" in result.output and "/" in result.output, result.output
+    db.expire_all()
+    assert db.query(KBEntry).filter(KBEntry.id.like("policy/%")).count() == 0
