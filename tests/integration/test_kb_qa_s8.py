@@ -168,3 +168,21 @@ def test_an_id_with_a_slash_is_refused_because_its_pages_could_never_be_opened(a
     assert result.exit_code == 1 and "slash.csv：第 2 行" in result.output and "/" in result.output, result.output
     db.expire_all()
     assert db.query(KBEntry).filter(KBEntry.id.like("policy/%")).count() == 0
+
+
+def test_an_edit_whose_version_bump_was_lost_still_reaches_other_processes(app_ctx, kb):
+    """The bump after commit is best effort (Redis can blink); other processes must still see the edit on their
+    periodic look at the table, not only at the next edit that happens to bump."""
+    import redis
+
+    class RedisDown:
+        def incr(self, key):
+            raise redis.ConnectionError("Redis is restarting")
+
+    state = app_ctx.extensions["wxapp"]
+    other = services.KBRuntime(state.db, state.redis, check_interval=0)
+    other.full_check_interval = 0  # production looks once a minute
+    assert "洋专家来华工作要办啥手续" not in other.get().get("talent-foreign-work-permit").similar
+    with session_scope() as s:
+        services.add_phrasing(s, RedisDown(), SYSTEM, "talent-foreign-work-permit", "洋专家来华工作要办啥手续")
+    assert "洋专家来华工作要办啥手续" in other.get().get("talent-foreign-work-permit").similar

@@ -14,6 +14,7 @@ from zoneinfo import ZoneInfo
 
 import redis
 from sqlalchemy import event, func, select
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from knowledge.schema import POLICY_FIELDS, Entry, validate_entry
@@ -63,7 +64,7 @@ def _bump_after_commit(session: Session) -> None:
     if r is not None:
         try:
             r.incr(VERSION_KEY)
-        except redis.RedisError:  # processes also reload on their periodic full check
+        except redis.RedisError:  # processes also reload on their periodic look at the table (KBRuntime)
             log.exception("could not bump the knowledge-base version")
 
 
@@ -267,11 +268,15 @@ def answer_rates(session: Session, since: datetime | None = None) -> dict:
 class KBRuntime:
     """Holds this process's KnowledgeBase; rebuilds it when the Redis version moves (checked ≤ once a second)."""
 
-    def __init__(self, db: Database, r: redis.Redis, check_interval: float = 1.0) -> None:
+    def __init__(self, db: Database, r: redis.Redis, check_interval: float = 1.0,
+                 full_check_interval: float = 60.0) -> None:
         self.db, self.r, self.check_interval = db, r, check_interval
+        self.full_check_interval = full_check_interval
         self._kb: KnowledgeBase | None = None
         self._version: int | None = None
+        self._stamp: tuple[int, int] | None = None
         self._checked = 0.0
+        self._full_checked = 0.0
         self._lock = threading.Lock()
 
     def _read_version(self) -> int:
@@ -279,6 +284,20 @@ class KBRuntime:
             return int(self.r.get(VERSION_KEY) or 0)
         except redis.RedisError:
             return self._version if self._version is not None else 0
+
+    def _read_stamp(self, session: Session) -> tuple[int, int]:
+        """Entries and the sum of their revisions: every change moves one of them."""
+        n, revisions = session.execute(select(func.count(KBEntry.id),
+                                              func.coalesce(func.sum(KBEntry.revision), 0))).one()
+        return int(n), int(revisions)
+
+    def _table_moved(self) -> bool:
+        try:
+            with self.db.session_scope() as s:
+                return self._read_stamp(s) != self._stamp
+        except SQLAlchemyError:
+            log.warning("could not check the knowledge-base table")
+            return False
 
     def get(self) -> KnowledgeBase:
         now = time.monotonic()
@@ -289,12 +308,20 @@ class KBRuntime:
             return self._kb
         version = self._read_version()
         self._checked = now
+        moved = False
         if self._kb is not None and version == self._version and self._kb.today == day:
-            return self._kb
+            if now - self._full_checked < self.full_check_interval:
+                return self._kb
+            # The version bump after a commit is best effort (Redis can be briefly unreachable): now and then
+            # look at the table itself, so such an edit still arrives.
+            self._full_checked = now
+            moved = self._table_moved()
+            if not moved:
+                return self._kb
         if not self._lock.acquire(blocking=self._kb is None):
             return self._kb  # another thread is rebuilding; keep serving the previous index
         try:
-            if self._kb is None or version != self._version or self._kb.today != day:
+            if self._kb is None or moved or version != self._version or self._kb.today != day:
                 self._kb = self._build(day)
                 self._version = version
         finally:
@@ -304,8 +331,10 @@ class KBRuntime:
     def _build(self, day: date) -> KnowledgeBase:
         started = time.perf_counter()
         with self.db.session_scope() as s:
+            stamp = self._read_stamp(s)
             entries = [entry_from_row(row) for row in s.scalars(select(KBEntry).order_by(KBEntry.id))]
         kb = KnowledgeBase(entries, today=day)
+        self._stamp, self._full_checked = stamp, time.monotonic()
         log.info("knowledge base loaded", extra={"entries": len(entries),
                                                  "ms": round((time.perf_counter() - started) * 1000)})
         return kb
