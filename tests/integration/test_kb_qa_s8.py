@@ -186,3 +186,57 @@ def test_an_edit_whose_version_bump_was_lost_still_reaches_other_processes(app_c
     with session_scope() as s:
         services.add_phrasing(s, RedisDown(), SYSTEM, "talent-foreign-work-permit", "洋专家来华工作要办啥手续")
     assert "洋专家来华工作要办啥手续" in other.get().get("talent-foreign-work-permit").similar
+
+
+@pytest.mark.postgres
+def test_two_people_asking_the_same_new_question_at_once_are_both_counted(app_ctx):
+    """The first asker's queue row is not committed yet when the second looks: the second's insert waits on the
+    unique key and fails once the first commits; it used to fail that chat (a 500) instead of counting."""
+    import threading
+    import time
+
+    from wxapp_backend.db import get_db
+    from wxapp_backend.knowledge_store.models import UnansweredQuestion
+
+    question = "楼下的共享单车停放点可以搬走吗"
+    first = get_db().Session()
+    services.log_turn(first, channel="api", user_id=None, question=question, decision="fallback",
+                      entry_id=None, confidence=0.1)
+    errors: list[BaseException] = []
+
+    def second() -> None:
+        try:
+            with app_ctx.app_context(), session_scope() as s:
+                services.log_turn(s, channel="api", user_id=None, question=question + "？", decision="fallback",
+                                  entry_id=None, confidence=0.1)
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    t = threading.Thread(target=second)
+    t.start()
+    time.sleep(0.5)  # the second asker is now waiting on the first's uncommitted row
+    first.commit()
+    first.close()
+    t.join(10)
+    assert not errors, errors
+    with session_scope() as s:
+        rows = s.query(UnansweredQuestion).all()
+        assert [(r.count, r.status) for r in rows] == [(2, "open")]
+
+
+def test_a_handled_question_asked_again_reopens_and_counts(app_ctx):
+    from wxapp_backend.knowledge_store.models import UnansweredQuestion
+
+    for _ in range(2):
+        with session_scope() as s:
+            services.log_turn(s, channel="api", user_id=None, question="园区食堂几点开门", decision="fallback",
+                              entry_id=None, confidence=0.1)
+    with session_scope() as s:
+        row = s.query(UnansweredQuestion).one()
+        services.resolve_unanswered(s, SYSTEM, row.id, None, ignore=False)
+    with session_scope() as s:
+        services.log_turn(s, channel="api", user_id=None, question="园区食堂几点开门？", decision="fallback",
+                          entry_id=None, confidence=0.1)
+    with session_scope() as s:
+        row = s.query(UnansweredQuestion).one()
+        assert (row.count, row.status) == (3, "open")

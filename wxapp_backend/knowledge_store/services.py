@@ -13,8 +13,8 @@ from datetime import date, datetime
 from zoneinfo import ZoneInfo
 
 import redis
-from sqlalchemy import event, func, select
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy import case, event, func, select, update
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from knowledge.schema import POLICY_FIELDS, Entry, validate_entry
@@ -194,17 +194,30 @@ def log_turn(session: Session, *, channel: str, user_id: int | None, question: s
                     entry_id=entry_id, confidence=round(confidence, 4))
     session.add(turn)
     if decision == "fallback" and question.strip():
-        norm = _norm(question)
-        row = session.scalar(select(UnansweredQuestion).where(UnansweredQuestion.norm == norm))
-        if row is None:
-            session.add(UnansweredQuestion(norm=norm, text=question.strip()[:500]))
-        else:
-            row.count += 1
-            row.last_asked_at = utcnow()
-            if row.status == "resolved":
-                row.status = "open"  # asked again after it was handled: the fix did not work
+        _count_unanswered(session, _norm(question), question.strip()[:500])
     session.flush()
     return turn
+
+
+def _count_unanswered(session: Session, norm: str, text: str) -> None:
+    """One row per normalised question, counted in the database: two people asking the same new question at
+    once must not fail the second chat on the unique key, nor lose a count."""
+    row_id = session.scalar(select(UnansweredQuestion.id).where(UnansweredQuestion.norm == norm))
+    if row_id is None:
+        try:
+            with session.begin_nested():
+                session.add(UnansweredQuestion(norm=norm, text=text))
+                session.flush()
+            return
+        except IntegrityError:  # the other asker's row was committed first: count on it
+            row_id = session.scalar(select(UnansweredQuestion.id).where(UnansweredQuestion.norm == norm))
+            if row_id is None:
+                raise
+    col = UnansweredQuestion
+    session.execute(update(col).where(col.id == row_id).values(
+        count=col.count + 1, last_asked_at=utcnow(),
+        # asked again after it was handled: the fix did not work
+        status=case((col.status == "resolved", "open"), else_=col.status)).execution_options(synchronize_session=False))
 
 
 def resolve_unanswered(session: Session, actor: Actor, unanswered_id: int, entry_id: str | None,
