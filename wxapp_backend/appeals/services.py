@@ -436,6 +436,10 @@ def rate(session: Session, user_id: int, appeal_id: int, *, resolved: bool, sati
     if appeal.status in OPEN or appeal.status == S.DUPLICATE:
         raise Conflict("诉求尚未办结，办结后才能评价。", code="not_resolved_yet")
     if appeal.status != S.RESOLVED or appeal.resolved_at is None or now > appeal.resolved_at + RATING_WINDOW:
+        if appeal.status != S.RESOLVED and (appeal.resolved_at is None or now <= appeal.resolved_at + RATING_WINDOW):
+            # Closed (staff confirmed it with the enterprise, say), rejected or withdrawn: not a lapsed window.
+            raise Conflict(f"诉求当前为“{appeal.status_label}”，不需要再评价了。如问题仍未解决，请重新提交诉求。",
+                           code="not_awaiting_rating")
         raise Conflict("已超过评价期限（办结后 7 天内），如问题仍未解决请重新提交诉求。", code="rating_window_over")
     rating = AppealRating(appeal_id=appeal.id, user_id=user_id, round=appeal.round, resolved=resolved,
                           satisfaction=satisfaction, comment=comment, department=appeal.department, created_at=now)
