@@ -143,3 +143,26 @@ def test_a_field_given_as_none_takes_the_kinds_default_not_the_word_none(app_ctx
     assert deliver_notification(nid) == "sent_subscribe"
     data = standin.calls_to(SUBSCRIBE)[-1].body["data"]
     assert data["thing3"]["value"] == "详见活动页面" and data["thing4"]["value"] == "请准时参加"
+
+
+def test_publishing_a_draft_days_later_sends_the_publishing_time(app_ctx, client, make_user, staff_h, db):
+    """The subscribe message's time value made from the draft said when the draft was started, not when the
+    notice went out; values staff wrote themselves are left as they are."""
+    from wxapp_backend.wechat.templates import field_type
+
+    make_user()
+    made = _create(client, staff_h).get_json()
+    own = _create(client, staff_h, title="自填", template_fields={"thing1": "自填标题", "time2": "2025-01-01 09:00",
+                                                               "thing3": "自填说明"}).get_json()
+    times = [k for k in made["template_fields"] if field_type(k) in ("time", "date")]
+    assert times, made["template_fields"]
+    with session_scope() as s:  # the drafts were started three days ago
+        for nid in (made["id"], own["id"]):
+            n = s.get(Notice, nid)
+            n.template_fields = {**n.template_fields, **{k: "2025-01-01 09:00" for k in times}}
+    for nid in (made["id"], own["id"]):
+        assert client.post(f"/api/v1/staff/notices/{nid}/publish", json={}, headers=staff_h).status_code == 200
+    db.expire_all()
+    sent = db.get(Notice, made["id"]).template_fields
+    assert all(sent[k] != "2025-01-01 09:00" for k in times) and sent["thing1"] == "稳岗补贴开始申报", sent
+    assert db.get(Notice, own["id"]).template_fields["time2"] == "2025-01-01 09:00"

@@ -320,6 +320,8 @@ def publish(session: Session, actor: Actor, notice_id: int) -> Notice:
     if estimate["recipients"] == 0:
         raise ValidationError("推送对象为空：没有符合条件的用户，请调整推送对象。", code="empty_audience",
                               fields={"audience": "没有符合条件的用户"})
+    if _made_from_text(notice):  # its time value says when it was sent, not when the draft was started
+        notice.template_fields = _template_data(notice.title, notice.summary or "", {})
     notice.status = NoticeStatus.EXPANDING.value
     notice.published_by = actor.id
     notice.published_at = utcnow()
