@@ -234,3 +234,27 @@ def test_rating_an_appeal_staff_closed_early_does_not_say_the_window_lapsed(w):
     with pytest.raises(Conflict) as info, session_scope() as s:  # and a lapsed window still says so
         services.rate(s, w.user.id, a, resolved=True, satisfaction=5, now=sh(2025, 11, 3, 10, 0))
     assert info.value.code == "rating_window_over"
+
+
+@pytest.mark.parametrize(("task", "field_word"), [
+    ({"department": ["城运中心", "市场监管所"]}, "缺少部门"),
+    ({"department": "城运中心", "required": "no"}, "true 或 false"),
+    ({"department": "城运中心", "required": 0}, "true 或 false"),
+    ({"department": "城运中心", "description": {"a": 1}}, "说明应为文字"),
+])
+def test_coordination_tasks_with_values_of_the_wrong_kind_are_refused(w, task, field_word):
+    from wxapp_backend.errors import ValidationError
+
+    a = w.submit()
+    w.act(a, "accept", category="tax")
+    with pytest.raises(ValidationError) as info:
+        w.act(a, "coordinate", tasks=[task])
+    assert field_word in info.value.message
+    assert w.get(a).status == "accepted"
+    with pytest.raises(ValidationError):
+        w.act(a, "coordinate", tasks={"department": "城运中心"})  # not a list
+    w.act(a, "coordinate", tasks=[{"department": " 城运中心 ", "required": False}])
+    with session_scope() as s:
+        from wxapp_backend.appeals.models import AppealTask
+        t = s.scalars(select(AppealTask).where(AppealTask.appeal_id == a)).one()
+        assert (t.department, t.required) == ("城运中心", False)

@@ -592,16 +592,25 @@ def act_request_info(session, actor, appeal, data, now):
 
 def act_coordinate(session, actor, appeal, data, now):
     tasks = _need(data, "tasks", "会办部门")
+    if not isinstance(tasks, list) or len(tasks) > 20:
+        raise ValidationError("会办任务应为列表，最多 20 项。", fields={"tasks": "应为列表，最多 20 项"})
     cal = work_calendar(session)
     made = []
     for i, t in enumerate(tasks):
-        if not isinstance(t, dict) or not str(t.get("department") or "").strip():
+        if not isinstance(t, dict) or not isinstance(t.get("department"), str) or not t["department"].strip():
             raise ValidationError(f"第 {i + 1} 个会办任务缺少部门。", fields={"tasks": f"第 {i + 1} 项缺少部门"})
         days = t.get("working_days", 3)
         if not isinstance(days, int) or isinstance(days, bool) or not 1 <= days <= 30:
             raise ValidationError("会办期限应为 1-30 个工作日。", fields={"tasks": f"第 {i + 1} 项期限应为 1-30 个工作日"})
-        task = AppealTask(appeal_id=appeal.id, kind=TaskKind.COORDINATION, department=str(t["department"])[:64],
-                          description=str(t.get("description") or "")[:1000], required=bool(t.get("required", True)),
+        required = t.get("required", True)
+        if not isinstance(required, bool):  # "no" or 0 must not silently mean required
+            raise ValidationError(f"第 {i + 1} 个会办任务的“是否必须”应为 true 或 false。",
+                                  fields={"tasks": f"第 {i + 1} 项 required 应为 true 或 false"})
+        description = t.get("description") or ""
+        if not isinstance(description, str):
+            raise ValidationError(f"第 {i + 1} 个会办任务的说明应为文字。", fields={"tasks": f"第 {i + 1} 项说明应为文字"})
+        task = AppealTask(appeal_id=appeal.id, kind=TaskKind.COORDINATION, department=t["department"].strip()[:64],
+                          description=description[:1000], required=required,
                           due_at=cal.add_working_days(now, days), created_by=str(actor.name or actor.id),
                           created_at=now)
         session.add(task)
