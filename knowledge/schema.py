@@ -132,9 +132,10 @@ def validate_entry(entry: Entry) -> list[str]:
         and isinstance(entry.valid_until, date)
         and entry.valid_from > entry.valid_until
     ):
-        errors.append(f"“valid_from” {entry.valid_from} 晚于 “valid_until” {entry.valid_until}")
+        errors.append(f"“valid_from”（{FIELD_LABELS['valid_from']}）{entry.valid_from} 晚于 “valid_until”"
+                      f"（{FIELD_LABELS['valid_until']}）{entry.valid_until}")
     if entry.url and not re.match(r"^https?://", entry.url):
-        errors.append(f"“url” 必须以 http:// 或 https:// 开头：{entry.url}")
+        errors.append(f"“url”（{FIELD_LABELS['url']}）必须以 http:// 或 https:// 开头：{entry.url}")
     return errors
 
 
