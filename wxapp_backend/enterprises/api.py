@@ -111,10 +111,11 @@ def list_grids():
 @bp.post("/staff/users/<int:user_id>/binding")
 @staff_api_required(StaffRole.STAFF)
 @doc("核实或驳回用户的企业绑定申请", body=services.BINDING_FIELDS, auth="staff", tags=["用户"],
-     responses={200: "用户", 404: "用户不存在", 409: "申请已处理"})
+     responses={200: "用户", 404: "用户不存在", 409: "申请已处理，或用户已改为申请另一家企业"})
 def decide_binding(user_id: int):
     data = parse(services.BINDING_FIELDS)
     with session_scope() as s:
-        user = services.decide_binding(s, current_actor(), user_id, approve=data["approve"])
+        user = services.decide_binding(s, current_actor(), user_id, approve=data["approve"],
+                                       enterprise_id=data["enterprise_id"])
         s.flush()
         return jsonify(user.to_dict())

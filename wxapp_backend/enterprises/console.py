@@ -13,7 +13,7 @@ from ..auth.models import ROLE_RANK, BindingState, StaffRole, StaffUser
 from ..console import add_nav
 from ..db import session_scope
 from ..errors import AppError, BadRequest
-from ..validation import Field, validate
+from ..validation import Field, row_id, validate
 from . import importer, services
 
 bp = Blueprint("enterprises_console", __name__, url_prefix="/console")
@@ -326,7 +326,8 @@ def user_binding(user_id: int):
     if decision not in {"1", "0"}:
         raise BadRequest("请选择通过或驳回。")
     with session_scope() as s:
-        user = services.decide_binding(s, current_actor(), user_id, approve=decision == "1")
+        user = services.decide_binding(s, current_actor(), user_id, approve=decision == "1",
+                                       enterprise_id=row_id(request.form.get("enterprise_id")))
         who = user.nickname or f"用户 {user.id}"
         company = user.enterprise.name if user.enterprise else ""
     flash(f"已核实 {who} 与「{company}」的绑定。" if decision == "1" else f"已驳回 {who} 的绑定申请。")

@@ -85,7 +85,11 @@ USER_FILTERS = (
     Field("per_page", "int", "每页条数", min=1, max=100, default=20),
 )
 
-BINDING_FIELDS = (Field("approve", "bool", "是否通过", required=True),)
+BINDING_FIELDS = (
+    Field("approve", "bool", "是否通过", required=True),
+    # The enterprise the decision was made about: the user can change their application meanwhile.
+    Field("enterprise_id", "int", "核实的企业", min=1),
+)
 
 # Columns holding text: an emptied field is stored as "", not NULL.
 _TEXT_DEFAULTS = {"industry": "", "floor_room": "", "tax_bracket": "", "contact_name": "", "contact_phone": "",
@@ -408,8 +412,10 @@ def list_users(session: Session, *, state: str | None = None, q: str | None = No
     return _paginate(session, stmt, page, per_page)
 
 
-def decide_binding(session: Session, actor: Actor, user_id: int, *, approve: bool) -> User:
-    """Verify or reject a user's pending enterprise binding; of two concurrent decisions the second gets 409."""
+def decide_binding(session: Session, actor: Actor, user_id: int, *, approve: bool,
+                   enterprise_id: int | None = None) -> User:
+    """Verify or reject a user's pending enterprise binding; of two concurrent decisions the second gets 409,
+    and so does a decision about `enterprise_id` when the user has applied for another one since."""
     # User eager-joins its enterprise and building, and PostgreSQL refuses FOR UPDATE on the nullable side
     # of an outer join: lock only the users row.
     user = session.scalar(select(User).where(User.id == user_id).with_for_update(of=User)
@@ -418,6 +424,8 @@ def decide_binding(session: Session, actor: Actor, user_id: int, *, approve: boo
         raise NotFound("没有找到这个用户。")
     if user.binding_state != BindingState.PENDING.value:
         raise Conflict("这个绑定申请已经处理过了，请刷新页面查看最新状态。")
+    if enterprise_id is not None and user.enterprise_id != enterprise_id:
+        raise Conflict("这位用户刚刚改了申请绑定的企业，请刷新页面核对后再处理。", code="binding_changed")
     user.binding_state = (BindingState.VERIFIED if approve else BindingState.REJECTED).value
     audit(session, actor, "binding.verified" if approve else "binding.rejected", user,
           enterprise_id=user.enterprise_id)

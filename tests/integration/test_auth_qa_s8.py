@@ -1,0 +1,66 @@
+"""QA round 8 on users, login and enterprises: each test shows a defect that was found and fixed."""
+
+from __future__ import annotations
+
+import re
+
+from sqlalchemy import select
+
+from wxapp_backend.audit import AuditLog
+from wxapp_backend.auth.models import User
+
+
+def _bind(client, headers, name, code):
+    return client.post("/api/v1/me/enterprise", json={"name": name, "credit_code": code}, headers=headers)
+
+
+def _approve_form(page: str, user_id: int) -> tuple[str, dict[str, str]]:
+    """The action and fields of the 通过 button's form for one user, as the browser would post them."""
+    for form in re.findall(r"<form (.*?)</form>", page, re.S):
+        if f'id="approve-{user_id}"' in form:
+            action = re.search(r'action="([^"]+)"', form).group(1)
+            fields = dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)"', form))
+            return action, fields
+    raise AssertionError(f"no approve form for user {user_id}")
+
+
+def test_staff_approval_does_not_verify_an_enterprise_the_user_switched_to_after_the_page_loaded(
+        client, make_user, user_token, make_enterprise, make_staff, console_login, db):
+    """The console's 通过 carried only the user id: a user who changed their application (to another, bigger
+    enterprise) between the page load and the click got verified for the enterprise staff never saw."""
+    console_login(make_staff(role="staff"))
+    own = make_enterprise(name="小微科技有限公司")
+    big = make_enterprise(name="某大型集团有限公司")
+    user = make_user(nickname="小王")
+    h = user_token(user)
+    assert _bind(client, h, own.name, own.credit_code).status_code == 200
+    page = client.get("/console/users?state=pending").get_data(as_text=True)
+    assert "小微科技有限公司" in page
+    action, fields = _approve_form(page, user.id)
+    assert _bind(client, h, big.name, big.credit_code).status_code == 200  # switched while staff looked
+    resp = client.post(action, data=fields)
+    assert resp.status_code == 409
+    assert "刷新" in resp.get_data(as_text=True)
+    row = db.get(User, user.id)
+    assert (row.enterprise_id, row.binding_state) == (big.id, "pending")
+    assert not db.scalars(select(AuditLog).where(AuditLog.action == "binding.verified")).all()
+    # After a refresh staff see the enterprise now applied for, and approving that works.
+    page = client.get("/console/users?state=pending").get_data(as_text=True)
+    assert "某大型集团有限公司" in page
+    action, fields = _approve_form(page, user.id)
+    assert client.post(action, data=fields).status_code == 302
+    db.expire_all()
+    assert db.get(User, user.id).binding_state == "verified"
+
+
+def test_staff_api_decision_can_name_the_enterprise_it_checked(client, make_user, user_token, make_enterprise,
+                                                               make_staff, staff_headers):
+    staff = staff_headers(make_staff(role="staff"))
+    own, big = make_enterprise(), make_enterprise()
+    user = make_user()
+    assert _bind(client, user_token(user), big.name, big.credit_code).status_code == 200
+    url = f"/api/v1/staff/users/{user.id}/binding"
+    resp = client.post(url, json={"approve": True, "enterprise_id": own.id}, headers=staff)
+    assert resp.status_code == 409 and resp.get_json()["error"] == "binding_changed"
+    resp = client.post(url, json={"approve": True, "enterprise_id": big.id}, headers=staff)
+    assert resp.status_code == 200 and resp.get_json()["binding_state"] == "verified"
