@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -10,7 +11,8 @@ from typing import Any
 
 from .errors import ValidationError
 
-PHONE_RE = re.compile(r"^(1[3-9]\d{9}|0\d{2,3}-?\d{7,8}(-\d{1,6})?)$")
+# ASCII: \d alone also takes Arabic-Indic, Devanagari ... digits, which nobody can dial or search for.
+PHONE_RE = re.compile(r"^(1[3-9]\d{9}|0\d{2,3}-?\d{7,8}(-\d{1,6})?)$", re.ASCII)
 # Control characters other than tab/newline never belong in user text.
 _CONTROL_RE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
@@ -82,6 +84,8 @@ def _coerce(f: Field, value: Any) -> Any:  # noqa: C901 - one branch per kind re
         value = _clean_text(value)
         if f.kind == "credit_code":
             value = value.upper().replace(" ", "")
+        if f.kind == "phone":  # full-width digits and dashes from a Chinese input method are the same number
+            value = unicodedata.normalize("NFKC", value)
         if value == "":
             return None
         if f.max_len is not None and len(value) > f.max_len:

@@ -64,3 +64,20 @@ def test_staff_api_decision_can_name_the_enterprise_it_checked(client, make_user
     assert resp.status_code == 409 and resp.get_json()["error"] == "binding_changed"
     resp = client.post(url, json={"approve": True, "enterprise_id": big.id}, headers=staff)
     assert resp.status_code == 200 and resp.get_json()["binding_state"] == "verified"
+
+
+def test_a_phone_number_is_stored_in_ascii_digits_only(client, make_user, user_token, db):
+    """PHONE_RE's \\d took any Unicode digit: "13٨00138000" (an Arabic-Indic eight) was stored as a phone
+    number nobody can dial or find, while the same number typed in full-width digits (a Chinese input method
+    in full-width mode) was refused."""
+    user = make_user()
+    h = user_token(user)
+    for odd in ("13٨00138000", "1٣800138000", "021-١٢٣٤٥٦٧٨", "13800138००0"):
+        resp = client.patch("/api/v1/me", json={"phone": odd}, headers=h)
+        assert resp.status_code == 422, odd
+        assert resp.get_json()["fields"]["phone"]
+    assert db.get(User, user.id).phone == ""
+    resp = client.patch("/api/v1/me", json={"phone": "１３８００１３８０００"}, headers=h)
+    assert resp.status_code == 200 and resp.get_json()["phone"] == "13800138000"
+    resp = client.patch("/api/v1/me", json={"phone": "０２１－６３２１００００"}, headers=h)
+    assert resp.status_code == 200 and resp.get_json()["phone"] == "021-63210000"
