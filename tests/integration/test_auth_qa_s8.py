@@ -81,3 +81,32 @@ def test_a_phone_number_is_stored_in_ascii_digits_only(client, make_user, user_t
     assert resp.status_code == 200 and resp.get_json()["phone"] == "13800138000"
     resp = client.patch("/api/v1/me", json={"phone": "０２１－６３２１００００"}, headers=h)
     assert resp.status_code == 200 and resp.get_json()["phone"] == "021-63210000"
+
+
+def test_two_colleagues_applying_with_the_same_new_credit_code_at_once_both_get_pending(
+        client, make_user, user_token, make_enterprise, monkeypatch, db):
+    """The first application for a credit code not on file creates the enterprise. When a colleague's
+    application committed that row between this one's lookup and its insert (two requests at once on
+    PostgreSQL; SQLite's BEGIN IMMEDIATE serialises them, so the lookup miss is staged here), the insert hit
+    the unique key and the user got a 500."""
+    from sqlalchemy.orm import Session
+
+    other = make_enterprise(name="同一家公司")  # the colleague's request has just committed it
+    real_scalar = Session.scalar
+    missed = []
+
+    def scalar(self, statement, *args, **kwargs):
+        sql = str(statement)
+        if not missed and "FROM enterprises" in sql and "enterprises.credit_code =" in sql:
+            missed.append(sql)
+            return None  # this request looked before the colleague's commit
+        return real_scalar(self, statement, *args, **kwargs)
+
+    monkeypatch.setattr(Session, "scalar", scalar)
+    user = make_user()
+    resp = _bind(client, user_token(user), "同一家公司", other.credit_code)
+    assert missed
+    assert resp.status_code == 200, resp.get_json()
+    body = resp.get_json()
+    assert body["binding_state"] == "pending" and body["enterprise"]["id"] == other.id
+    assert [a.action for a in db.scalars(select(AuditLog).order_by(AuditLog.id))] == ["binding.requested"]

@@ -75,12 +75,21 @@ def request_enterprise_binding(session: Session, user: User, *, name: str, credi
     problem = credit_code_problem(credit_code)
     if problem:
         raise ValidationError(problem, fields={"credit_code": problem})
-    enterprise = session.scalar(select(Enterprise).where(Enterprise.credit_code == credit_code))
+    by_code = select(Enterprise).where(Enterprise.credit_code == credit_code)
+    enterprise = session.scalar(by_code)
     if enterprise is None:
-        enterprise = Enterprise(name=name, credit_code=credit_code, note="由企业联系人在小程序中申请绑定时创建，待核实")
-        session.add(enterprise)
-        session.flush()
-        audit(session, Actor("user", user.id), "enterprise.created", enterprise, via="binding", name=name)
+        try:
+            with session.begin_nested():
+                enterprise = Enterprise(name=name, credit_code=credit_code,
+                                        note="由企业联系人在小程序中申请绑定时创建，待核实")
+                session.add(enterprise)
+                session.flush()
+        except IntegrityError:  # a colleague applied with the same code at the same moment and made the row
+            enterprise = session.scalar(by_code)
+            if enterprise is None:
+                raise
+        else:
+            audit(session, Actor("user", user.id), "enterprise.created", enterprise, via="binding", name=name)
     elif user.enterprise_id == enterprise.id and user.binding_state == BindingState.VERIFIED:
         return user
     user.enterprise_id = enterprise.id
