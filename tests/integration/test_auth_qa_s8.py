@@ -110,3 +110,10 @@ def test_two_colleagues_applying_with_the_same_new_credit_code_at_once_both_get_
     body = resp.get_json()
     assert body["binding_state"] == "pending" and body["enterprise"]["id"] == other.id
     assert [a.action for a in db.scalars(select(AuditLog).order_by(AuditLog.id))] == ["binding.requested"]
+
+
+def test_moving_to_another_building_answers_with_the_new_one(client, make_user, user_token, make_building):
+    old, new = make_building(name="旧楼"), make_building(name="新楼")
+    user = make_user(building_id=old.id)
+    resp = client.patch("/api/v1/me", json={"building_id": new.id}, headers=user_token(user))
+    assert resp.status_code == 200 and resp.get_json()["building"]["name"] == "新楼"

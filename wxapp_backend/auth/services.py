@@ -65,6 +65,8 @@ def update_profile(session: Session, user: User, *, nickname: str | None = None,
         if session.get(Building, building_id) is None:
             raise ValidationError("没有找到这栋楼宇。", fields={"building_id": "楼宇不存在"})
         user.building_id, changes["building_id"] = building_id, building_id
+    if "building_id" in changes:
+        session.expire(user, ["building"])  # follow the changed building_id
     if changes:
         audit(session, Actor("user", user.id), "user.profile_updated", user, **changes)
     return user
