@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from wxapp_backend.audit import AuditLog
 from wxapp_backend.auth.models import User
@@ -110,6 +110,29 @@ def test_two_colleagues_applying_with_the_same_new_credit_code_at_once_both_get_
     body = resp.get_json()
     assert body["binding_state"] == "pending" and body["enterprise"]["id"] == other.id
     assert [a.action for a in db.scalars(select(AuditLog).order_by(AuditLog.id))] == ["binding.requested"]
+
+
+def test_a_user_can_remove_their_phone_number_nickname_and_building(client, make_user, user_token,
+                                                                     make_building, db):
+    """PATCH /me with an emptied phone (or null) answered 200 and kept the number: a user could never take back
+    a phone number they had given, and the answer claimed success."""
+    building = make_building()
+    user = make_user(nickname="小王", phone="13800138000", building_id=building.id)
+    h = user_token(user)
+    resp = client.patch("/api/v1/me", json={"phone": "", "nickname": None}, headers=h)
+    assert resp.status_code == 200
+    assert (resp.get_json()["phone"], resp.get_json()["nickname"]) == ("", "")
+    resp = client.patch("/api/v1/me", json={"building_id": None}, headers=h)
+    assert resp.status_code == 200 and resp.get_json()["building"] is None
+    row = db.get(User, user.id)
+    assert (row.phone, row.nickname, row.building_id) == ("", "", None)
+    changes = [a.data for a in db.scalars(select(AuditLog).where(AuditLog.action == "user.profile_updated")
+                                          .order_by(AuditLog.id))]
+    assert len(changes) == 2 and "13800138000" not in str(changes)
+    # Nothing sent, nothing changed; sending an empty value again changes nothing and writes no audit row.
+    assert client.patch("/api/v1/me", json={"phone": ""}, headers=h).status_code == 200
+    assert client.patch("/api/v1/me", json={}, headers=h).status_code == 200
+    assert db.scalar(select(func.count(AuditLog.id)).where(AuditLog.action == "user.profile_updated")) == 2
 
 
 def test_moving_to_another_building_answers_with_the_new_one(client, make_user, user_token, make_building):

@@ -6,8 +6,8 @@ from flask import Blueprint, current_app, jsonify, request
 
 from ..db import session_scope
 from ..errors import BadRequest, NotFound, ServiceUnavailable, Unauthorized
-from ..http import doc, parse
-from ..validation import Field
+from ..http import doc, json_body, parse
+from ..validation import Field, validate
 from ..wechat.client import WeChatAPIError, code_to_session
 from . import services, tokens
 from .guard import STAFF, USER, current_user_id, user_required
@@ -87,14 +87,18 @@ def me():
 
 @bp.patch("/me")
 @user_required
-@doc("修改自己的昵称、手机号、身份和所在楼宇", body=PROFILE_FIELDS, tags=["账号"])
+@doc("修改自己的昵称、手机号、身份和所在楼宇（只改提交的字段；昵称、手机号、楼宇传空或 null 即删除）",
+     body=PROFILE_FIELDS, tags=["账号"])
 def update_me():
-    data = parse(PROFILE_FIELDS, partial=True)
+    body = json_body()
+    data = validate(body, PROFILE_FIELDS, partial=True)
+    # A field sent empty or null is one the user wants removed (validate() gives None or leaves it out).
+    clear = [name for name in services.CLEARABLE if name in body and data.get(name) is None]
     with session_scope() as session:
         user = session.get(User, current_user_id())
         if user is None:
             raise NotFound("账号不存在，请重新登录。")
-        services.update_profile(session, user, **data)
+        services.update_profile(session, user, clear=clear, **{k: v for k, v in data.items() if v is not None})
         session.flush()
         return jsonify(user.to_dict())
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 
 import redis
 from sqlalchemy import select
@@ -49,12 +50,20 @@ def upsert_mini_program_user(session: Session, *, openid: str, unionid: str | No
     return user
 
 
+CLEARABLE = ("nickname", "phone", "building_id")
+
+
 def update_profile(session: Session, user: User, *, nickname: str | None = None, phone: str | None = None,
-                   role: str | None = None, building_id: int | None = None) -> User:
-    """Let users correct their own nickname, phone, role and building."""
+                   role: str | None = None, building_id: int | None = None,
+                   clear: Iterable[str] = ()) -> User:
+    """Let users correct their own nickname, phone, role and building, or remove (`clear`) the first three."""
     from ..enterprises.models import Building
 
     changes = {}
+    for name in CLEARABLE:
+        if name in clear and getattr(user, name) not in ("", None):
+            setattr(user, name, None if name == "building_id" else "")
+            changes[name] = None if name == "building_id" else ""
     if nickname is not None:
         user.nickname, changes["nickname"] = nickname, nickname
     if phone is not None:
