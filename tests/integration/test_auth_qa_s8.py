@@ -140,3 +140,15 @@ def test_moving_to_another_building_answers_with_the_new_one(client, make_user, 
     user = make_user(building_id=old.id)
     resp = client.patch("/api/v1/me", json={"building_id": new.id}, headers=user_token(user))
     assert resp.status_code == 200 and resp.get_json()["building"]["name"] == "新楼"
+
+
+def test_a_login_wechat_blocks_as_high_risk_is_told_so(client, standin, db):
+    """jscode2session's 40226 means WeChat itself blocks this high-risk account's login; it was answered as an
+    invalid code ("请重新打开小程序"), which only sends the user round the same refusal again."""
+    standin.fail_next("/sns/jscode2session", errcode=40226, errmsg="high risk user")
+    resp = client.post("/api/v1/auth/login", json={"code": "risky"})
+    assert resp.status_code == 403
+    body = resp.get_json()
+    assert body["error"] == "login_blocked_by_wechat"
+    assert "风险" in body["message"] and "重新打开" not in body["message"]
+    assert db.scalar(select(func.count(User.id))) == 0

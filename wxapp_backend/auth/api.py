@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, current_app, jsonify, request
 
 from ..db import session_scope
-from ..errors import BadRequest, NotFound, ServiceUnavailable, Unauthorized
+from ..errors import BadRequest, Forbidden, NotFound, ServiceUnavailable, Unauthorized
 from ..http import doc, json_body, parse
 from ..validation import Field, validate
 from ..wechat.client import WeChatAPIError, code_to_session
@@ -49,8 +49,11 @@ def login():
     try:
         answer = code_to_session(state.wechat_http, s.wxa_appid, s.wxa_secret, data["code"])
     except WeChatAPIError as exc:
-        if exc.errcode in {40029, 40163, 40226}:
+        if exc.errcode in {40029, 40163}:
             raise Unauthorized("登录凭证无效或已使用，请重新打开小程序。", code="invalid_code") from None
+        if exc.errcode == 40226:  # WeChat refuses logins of accounts it rates high-risk; a new code won't help
+            raise Forbidden("微信提示您的微信账号存在安全风险，暂时不能登录小程序；如需办理业务，请致电营商服务中心。",
+                            code="login_blocked_by_wechat") from None
         if exc.errcode == 45011:
             raise BadRequest("登录太频繁了，请稍后再试。", code="too_many_requests", status=429) from None
         raise ServiceUnavailable("微信登录暂时不可用，请稍后再试。", code="wechat_unavailable") from None
