@@ -584,6 +584,9 @@ def cancel_registration(session: Session, actor: Actor, registration_id: int, *,
         # The deadline protects the seats; leaving the waitlist (no seat held) is fine until the start.
         deadline = (activity.cancel_deadline or activity.starts_at) if reg.status in SEAT_STATUSES \
             else activity.starts_at
+        if reg.promoted_at is not None and activity.cancel_deadline and reg.promoted_at >= activity.cancel_deadline:
+            # A seat given from the waitlist after the deadline was never theirs to give back in time.
+            deadline = activity.starts_at
         if now >= deadline:
             raise Conflict("已过取消报名的截止时间，如有特殊情况请联系工作人员。", code="cancel_deadline_passed")
     held_seat = reg.status in SEAT_STATUSES
