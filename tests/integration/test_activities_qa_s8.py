@@ -4,9 +4,12 @@ seat given late, reminders' wording, answers to sign-up questions."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 from wxapp_backend.activities.models import Activity, Registration
 from wxapp_backend.db import session_scope
+
+SHANGHAI = ZoneInfo("Asia/Shanghai")
 
 
 def _reg(client, aid, headers, answers=None):
@@ -49,3 +52,56 @@ def test_a_seat_held_before_the_cancel_deadline_still_cannot_be_given_back_after
     _deadline_passed(aid)
     resp = _cancel(client, rid, user_token(u))
     assert resp.status_code == 409 and resp.get_json()["error"] == "cancel_deadline_passed"
+
+
+def test_registrants_may_cancel_once_the_activity_moved_after_its_cancel_deadline(
+        client, new_activity, make_user, user_token, staff, staff_headers, db):
+    """The change notice says “如不能参加，请在小程序中取消报名”; the passed deadline must not then refuse it."""
+    start = datetime.now(UTC) + timedelta(hours=5)
+    aid = new_activity(start=start, cancel_deadline=(datetime.now(UTC) + timedelta(hours=1)).isoformat())
+    u = make_user()
+    rid = _reg(client, aid, user_token(u)).get_json()["id"]
+    _deadline_passed(aid)
+    later = start + timedelta(days=1)
+    moved = client.patch(f"/api/v1/staff/activities/{aid}", headers=staff_headers(staff), json={
+        "starts_at": later.isoformat(), "ends_at": (later + timedelta(hours=2)).isoformat()})
+    assert moved.status_code == 200, moved.get_json()
+    resp = _cancel(client, rid, user_token(u))
+    assert resp.status_code == 200 and resp.get_json()["status"] == "cancelled", resp.get_json()
+
+
+def test_a_new_cancel_deadline_given_with_the_move_is_kept(client, new_activity, make_user, user_token, staff,
+                                                           staff_headers, db):
+    start = datetime.now(UTC) + timedelta(hours=5)
+    aid = new_activity(start=start, cancel_deadline=(datetime.now(UTC) + timedelta(hours=1)).isoformat())
+    _deadline_passed(aid)
+    later = start + timedelta(days=2)
+    deadline = later - timedelta(days=1)
+    moved = client.patch(f"/api/v1/staff/activities/{aid}", headers=staff_headers(staff), json={
+        "starts_at": later.isoformat(), "ends_at": (later + timedelta(hours=2)).isoformat(),
+        "cancel_deadline": deadline.isoformat()})
+    assert moved.status_code == 200, moved.get_json()
+    db.expire_all()
+    assert db.get(Activity, aid).cancel_deadline == deadline
+
+
+def test_moving_it_in_the_console_lifts_a_passed_cancel_deadline_too(
+        client, new_activity, make_user, user_token, make_staff, console_login, db):
+    """The console's edit form sends every field back, the passed deadline included."""
+    start = datetime.now(UTC) + timedelta(hours=5)
+    aid = new_activity(start=start, cancel_deadline=(datetime.now(UTC) + timedelta(hours=1)).isoformat())
+    u = make_user()
+    rid = _reg(client, aid, user_token(u)).get_json()["id"]
+    _deadline_passed(aid)
+    db.expire_all()
+    a = db.get(Activity, aid)
+    later = (start + timedelta(days=1)).astimezone(SHANGHAI)
+    csrf = console_login(make_staff(role="staff"))
+    form = {"csrf_token": csrf, "category": a.category, "title": a.title, "address": a.address,
+            "starts_at": later.strftime("%Y-%m-%dT%H:%M"), "ends_at": (later + timedelta(hours=2)).strftime("%Y-%m-%dT%H:%M"),
+            "cancel_deadline": a.cancel_deadline.astimezone(SHANGHAI).strftime("%Y-%m-%dT%H:%M"),
+            "capacity": str(a.capacity), "waitlist_enabled": "on", "status": "published"}
+    edit = client.post(f"/console/activities/{aid}/edit", data=form)
+    assert edit.status_code == 302, edit.get_data(as_text=True)
+    resp = _cancel(client, rid, user_token(u))
+    assert resp.status_code == 200 and resp.get_json()["status"] == "cancelled", resp.get_json()

@@ -171,6 +171,12 @@ def update_activity(session: Session, actor: Actor, activity_id: int, data: dict
     changed = {k: val for k, val in v.items() if getattr(activity, k) != val}
     if "status" in changed:
         _check_status_change(session, activity, changed["status"])
+    deadline = changed.get("cancel_deadline", activity.cancel_deadline)
+    if (changed.get("status", activity.status) == ActivityStatus.PUBLISHED and deadline is not None
+            and deadline <= utcnow() and {"starts_at", "ends_at", "address", "building_id"} & changed.keys()):
+        # The change notice asks those who cannot come to cancel; a deadline already passed (the console's
+        # edit form sends it back unchanged) would refuse them, so it is lifted until the start.
+        changed["cancel_deadline"] = None
     for k, val in changed.items():
         setattr(activity, k, val)
     session.flush()
