@@ -6,8 +6,12 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
+from sqlalchemy import select
+
+from wxapp_backend.activities import jobs
 from wxapp_backend.activities.models import Activity, Registration
 from wxapp_backend.db import session_scope
+from wxapp_backend.notices.models import InboxItem
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 
@@ -105,3 +109,25 @@ def test_moving_it_in_the_console_lifts_a_passed_cancel_deadline_too(
     assert edit.status_code == 302, edit.get_data(as_text=True)
     resp = _cancel(client, rid, user_token(u))
     assert resp.status_code == 200 and resp.get_json()["status"] == "cancelled", resp.get_json()
+
+
+# --- reminders -----------------------------------------------------------------------------------------
+
+def test_the_24_hour_reminder_says_today_when_the_activity_is_today(app_ctx, make_activity, make_user, db):
+    """An activity moved to this evening (or a registration a few hours before it) still gets the
+    24-hour reminder at once; it must not tell the user the activity is “明天”."""
+    start = datetime(2030, 1, 10, 20, 0, tzinfo=SHANGHAI)
+    a = make_activity(starts_at=start.astimezone(UTC))
+    early, late = make_user(), make_user()
+    with session_scope() as s:  # the late one is not yet confirmed at the on-time reminder, the evening before
+        for u, status in ((early, "confirmed"), (late, "waitlisted")):
+            s.add(reg := Registration(activity_id=a.id, user_id=u.id, status=status, active_key=f"{a.id}:{u.id}"))
+        s.flush()
+        late_id = reg.id
+    assert jobs.send_reminders(a.id, "24h", now=(start - timedelta(hours=24)).astimezone(UTC)) == 1
+    with session_scope() as s:
+        s.get(Registration, late_id).status = "confirmed"
+    assert jobs.send_reminders(a.id, "24h", now=datetime(2030, 1, 10, 9, 0, tzinfo=SHANGHAI).astimezone(UTC)) == 1
+    bodies = {i.user_id: i.body for i in db.scalars(select(InboxItem)).all()}
+    assert "明天（2030-01-10 20:00）" in bodies[early.id], bodies
+    assert "明天" not in bodies[late.id] and "今天（2030-01-10 20:00）" in bodies[late.id], bodies

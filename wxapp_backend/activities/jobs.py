@@ -50,7 +50,7 @@ def send_reminders(activity_id: int, label: str, now: datetime | None = None) ->
             done = set(s.scalars(select(Notification.dedup_key).where(Notification.dedup_key.in_(keys)))) \
                 if keys else set()
             start = activity.starts_at.astimezone(SHANGHAI).strftime("%Y-%m-%d %H:%M")
-            when = "明天" if label == "24h" else "1 小时后"
+            when = _day_word(now, activity.starts_at) if label == "24h" else "1 小时后"
             for reg in regs:
                 key = f"reminder:{reg.id}:{label}:{stamp}"
                 if key in done:
@@ -67,6 +67,13 @@ def send_reminders(activity_id: int, label: str, now: datetime | None = None) ->
         log.info("reminders for activity %s/%s already sent by another run", activity_id, label)
         return 0
     return sent
+
+
+def _day_word(now: datetime, starts: datetime) -> str:
+    """今天 / 明天 / 后天 by the Shanghai calendar: a 24-hour reminder may go out the same day (the activity was
+    moved to this evening, or the sweep catches someone registered a few hours before)."""
+    days = (starts.astimezone(SHANGHAI).date() - now.astimezone(SHANGHAI).date()).days
+    return {0: "今天", 1: "明天", 2: "后天"}.get(days, "")
 
 
 def send_due_reminders(now: datetime | None = None) -> int:
