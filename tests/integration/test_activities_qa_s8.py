@@ -131,3 +131,20 @@ def test_the_24_hour_reminder_says_today_when_the_activity_is_today(app_ctx, mak
     bodies = {i.user_id: i.body for i in db.scalars(select(InboxItem)).all()}
     assert "明天（2030-01-10 20:00）" in bodies[early.id], bodies
     assert "明天" not in bodies[late.id] and "今天（2030-01-10 20:00）" in bodies[late.id], bodies
+
+
+# --- answers to sign-up questions ----------------------------------------------------------------------
+
+def test_a_required_multiple_choice_question_needs_at_least_one_choice(client, new_activity, make_user,
+                                                                        user_token, db):
+    aid = new_activity(questions=[{"key": "topics", "label": "感兴趣的课程", "type": "multi",
+                                   "options": ["书法", "手作"], "required": True}])
+    for answers in ({"topics": []}, {"topics": [""]}):
+        resp = _reg(client, aid, user_token(make_user()), answers)
+        assert resp.status_code == 422 and "answers.topics" in resp.get_json()["fields"], resp.get_json()
+    assert db.query(Registration).count() == 0
+    ok = _reg(client, aid, user_token(make_user()), {"topics": ["手作"]})
+    assert ok.status_code == 201 and ok.get_json()["answers"] == {"topics": ["手作"]}
+    optional = new_activity(questions=[{"key": "topics", "label": "感兴趣的课程", "type": "multi",
+                                        "options": ["书法", "手作"]}])
+    assert _reg(client, optional, user_token(make_user()), {"topics": []}).status_code == 201

@@ -372,8 +372,10 @@ def _answer_field(q: dict) -> Field:
     if kind == "choice":
         return Field(q["key"], "enum", label, required=required, choices=tuple(q["options"]))
     if kind == "multi":
+        # An empty list is not "missing" to validate(); a required question needs at least one choice.
         return Field(q["key"], "list", label, required=required, max_items=len(q["options"]),
-                     item=Field(q["key"], "enum", label, choices=tuple(q["options"])))
+                     item=Field(q["key"], "enum", label, choices=tuple(q["options"])),
+                     check=(lambda v: None if v else f"请选择{label}") if required else None)
     if kind == "bool":
         return Field(q["key"], "bool", label, required=required)
     if kind == "phone":
