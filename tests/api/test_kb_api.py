@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 
 import pytest
 
@@ -177,6 +178,10 @@ def test_console_edit_create_retire_and_unanswered(client, kb, make_staff, conso
     assert db.get(KBEntry, "test-new").retired is True
     chat(client, "明天股票会涨吗")
     qid = db.query(UnansweredQuestion).one().id
+    db.get(UnansweredQuestion, qid).last_asked_at = datetime(2025, 10, 20, 2, 30, tzinfo=UTC)
+    db.commit()
+    listed = client.get("/console/kb/unanswered").get_data(as_text=True)
+    assert "2025-10-20 10:30" in listed  # Shanghai time, not the server's UTC
     resp = client.post(f"/console/kb/unanswered/{qid}/phrasing",
                        data={"csrf_token": token, "entry_id": "talent-foreign-work-permit"})
     assert resp.status_code == 302
