@@ -8,6 +8,8 @@ from collections import Counter
 from datetime import date, datetime, timedelta
 
 from openpyxl import Workbook
+from openpyxl.cell import Cell
+from openpyxl.worksheet.worksheet import Worksheet
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -113,11 +115,23 @@ COLUMNS = (("number", "编号"), ("status", "状态"), ("category", "类别"), (
            ("due_at", "办结期限"), ("overdue", "超期"), ("escalated", "办不成事"), ("reopen_count", "重办次数"))
 
 
+def _append(ws: Worksheet, values: list) -> None:
+    """Add a row; text that starts with "=" stays text (openpyxl would write it as a formula, which Excel runs)."""
+    cells = []
+    for value in values:
+        if isinstance(value, str) and value.startswith("="):
+            value = Cell(ws, value=value)
+            value.data_type = "s"
+            value.quotePrefix = True  # still text when staff edit the cell in Excel
+        cells.append(value)
+    ws.append(cells)
+
+
 def _sheet(wb: Workbook, title: str, rows: list[dict]) -> None:
     ws = wb.create_sheet(title)
     ws.append([c for _, c in COLUMNS])
     for r in rows:
-        ws.append([("是" if r[k] else "否") if isinstance(r[k], bool) else r[k] for k, _ in COLUMNS])
+        _append(ws, [("是" if r[k] else "否") if isinstance(r[k], bool) else r[k] for k, _ in COLUMNS])
 
 
 def weekly_xlsx(report: dict) -> bytes:
@@ -138,11 +152,11 @@ def weekly_xlsx(report: dict) -> bytes:
         ws.append([])
         ws.append([title])
         for k, v in report[key].items():
-            ws.append([k, v])
+            _append(ws, [k, v])
     ws.append([])
     ws.append(["退单（按部门）"])
     for k, v in m["returns_by_department"].items():
-        ws.append([k, v])
+        _append(ws, [k, v])
     _sheet(wb, "本周诉求", report["appeals"])
     _sheet(wb, "超期在办", report["overdue"])
     buf = io.BytesIO()
