@@ -49,3 +49,15 @@ def test_appeal_report_exports_never_write_a_formula(client, make_user, make_sta
         assert resp.status_code == 200, url
         assert _formula_cells(resp.data) == [], url
 
+
+def test_weekly_report_for_a_week_of_year_one_is_a_chinese_error_not_a_500(client, make_staff, console_login,
+                                                                           staff_headers):
+    admin = make_staff(role="admin")
+    console_login(admin)
+    for week in ("0001-W01", "9999-W52"):
+        resp = client.get(f"/console/appeals/report?week={week}")
+        assert resp.status_code == 422, (week, resp.status_code)
+        assert "年份" in resp.get_data(as_text=True)
+        resp = client.get(f"/api/v1/staff/reports/weekly?week={week}", headers=staff_headers(admin))
+        assert resp.status_code == 422, (week, resp.status_code)
+        assert resp.get_json()["fields"].get("week")

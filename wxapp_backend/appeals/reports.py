@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 from ..audit import Actor
 from ..db import utcnow
 from ..errors import ValidationError
+from ..validation import MAX_YEAR, MIN_YEAR
 from . import metrics
 from .calendar import TZ
 from .models import Appeal, AppealReport
@@ -37,6 +38,9 @@ def parse_week(value: str | None, today: date | None = None) -> tuple[str, datet
     m = _WEEK.match(value.strip())
     if not m:
         raise ValidationError("周次格式不对，请用 2025-W40 这样的格式。", fields={"week": "格式应为 2025-W40"})
+    if not MIN_YEAR <= int(m.group(1)) <= MAX_YEAR:  # Shanghai midnight of year 1 is before UTC's year 1
+        raise ValidationError(f"周次的年份应在 {MIN_YEAR} 到 {MAX_YEAR} 之间。",
+                              fields={"week": f"年份应在 {MIN_YEAR} 到 {MAX_YEAR} 之间"})
     try:
         monday = date.fromisocalendar(int(m.group(1)), int(m.group(2)), 1)
     except ValueError:
