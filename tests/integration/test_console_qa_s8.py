@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import io
+import re
 from datetime import datetime
 
 from openpyxl import load_workbook
 
 from wxapp_backend.appeals import services as appeal_services
 from wxapp_backend.appeals.calendar import TZ
+from wxapp_backend.appeals.models import Appeal
 from wxapp_backend.db import session_scope
 
 FORMULA = '=HYPERLINK("http://evil.example/","点此查看附件")'
@@ -61,3 +63,29 @@ def test_weekly_report_for_a_week_of_year_one_is_a_chinese_error_not_a_500(clien
         resp = client.get(f"/api/v1/staff/reports/weekly?week={week}", headers=staff_headers(admin))
         assert resp.status_code == 422, (week, resp.status_code)
         assert resp.get_json()["fields"].get("week")
+
+
+def _card(page: str, title: str) -> str:
+    m = re.search(rf'<span class="label">{title}</span><span class="value">([^<]*)</span>'
+                  r'<span class="hint">([^<]*)</span>', page)
+    assert m, title
+    return m.group(1) + "|" + m.group(2)
+
+
+def test_dept_dashboard_counts_only_its_own_departments_appeals(client, make_user, make_staff, console_login):
+    """A department account's queue shows its own appeals; the dashboard cards above it must not show the whole
+    centre's open, overdue and escalated counts (other departments' business) as if they were its own."""
+    user = make_user(nickname="张三")
+    ids = [_submit(user.id, f"第{i}件：公司门口的路灯坏了很久没人修") for i in range(4)]
+    with session_scope() as s:
+        for appeal_id, dept in zip(ids, ("税务所", "城运中心", "城运中心", "城运中心"), strict=True):
+            appeal = s.get(Appeal, appeal_id)
+            appeal.department = dept
+            appeal.overdue = dept == "城运中心"
+            appeal.escalated = dept == "城运中心"
+    console_login(make_staff(role="dept", department="税务所"))
+    page = client.get("/console/").get_data(as_text=True)
+    assert _card(page, "在办诉求") == "1|其中超期 0 件"
+    assert _card(page, r"办不成事（在办）").startswith("0|")
+    queue = client.get("/console/appeals?open_only=true").get_data(as_text=True)
+    assert "第0件" in queue and "第1件" not in queue  # the queue it links to agrees

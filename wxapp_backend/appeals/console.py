@@ -281,11 +281,19 @@ add_nav("appeals_console.categories", "服务清单", StaffRole.DEPT, "诉求")
 add_nav("appeals_console.holidays", "节假日", StaffRole.DEPT, "诉求")
 
 
+def _count(s, *where) -> int:
+    """Appeals matching `where` that the logged-in staff member may see (a department account: its own)."""
+    stmt = select(func.count(Appeal.id)).where(*where)
+    actor = current_actor()
+    if services._dept_only(actor):
+        stmt = stmt.where(services._dept_clause(actor.department))
+    return s.scalar(stmt) or 0
+
+
 def _card_open() -> dict:
     with session_scope() as s:
-        n = s.scalar(select(func.count(Appeal.id)).where(Appeal.status.in_([x.value for x in OPEN]))) or 0
-        late = s.scalar(select(func.count(Appeal.id)).where(Appeal.status.in_([x.value for x in OPEN]),
-                                                            Appeal.overdue.is_(True))) or 0
+        n = _count(s, Appeal.status.in_([x.value for x in OPEN]))
+        late = _count(s, Appeal.status.in_([x.value for x in OPEN]), Appeal.overdue.is_(True))
     return {"title": "在办诉求", "value": n, "hint": f"其中超期 {late} 件",
             "href": url_for("appeals_console.queue", open_only="true")}
 
@@ -293,7 +301,7 @@ def _card_open() -> dict:
 def _card_rates() -> dict:
     now = utcnow()
     with session_scope() as s:
-        m = metrics.compute(s, now - timedelta(days=30), now)
+        m = metrics.compute(s, now - timedelta(days=30), now, current_actor())
     rate = m.resolution.value
     return {"title": "诉求解决率（近 30 天）", "value": "—" if rate is None else f"{rate:.0%}",
             "hint": f"目标 ≥ 90%；响应率 {_pct(m.response.value)}，按时办结 {_pct(m.on_time.value)}，"
@@ -303,10 +311,8 @@ def _card_rates() -> dict:
 
 def _card_escalated() -> dict:
     with session_scope() as s:
-        n = s.scalar(select(func.count(Appeal.id)).where(Appeal.escalated.is_(True),
-                                                         Appeal.status.in_([x.value for x in OPEN]))) or 0
-        t = s.scalar(select(func.count(Appeal.id)).where(Appeal.needs_triage.is_(True),
-                                                         Appeal.status.in_([x.value for x in OPEN]))) or 0
+        n = _count(s, Appeal.escalated.is_(True), Appeal.status.in_([x.value for x in OPEN]))
+        t = _count(s, Appeal.needs_triage.is_(True), Appeal.status.in_([x.value for x in OPEN]))
     return {"title": "办不成事（在办）", "value": n, "hint": f"待分拣 {t} 件",
             "href": url_for("appeals_console.queue", escalated="true", open_only="true")}
 
