@@ -11,6 +11,9 @@ from openpyxl import load_workbook
 from wxapp_backend.appeals import services as appeal_services
 from wxapp_backend.appeals.calendar import TZ
 from wxapp_backend.appeals.models import Appeal
+from wxapp_backend.audit import SYSTEM
+from wxapp_backend.auth.models import StaffUser
+from wxapp_backend.auth.services import set_staff_password
 from wxapp_backend.db import session_scope
 
 FORMULA = '=HYPERLINK("http://evil.example/","点此查看附件")'
@@ -89,3 +92,36 @@ def test_dept_dashboard_counts_only_its_own_departments_appeals(client, make_use
     assert _card(page, r"办不成事（在办）").startswith("0|")
     queue = client.get("/console/appeals?open_only=true").get_data(as_text=True)
     assert "第0件" in queue and "第1件" not in queue  # the queue it links to agrees
+
+
+def test_a_password_reset_ends_scripted_api_tokens_as_it_ends_console_sessions(client, make_staff, console_login):
+    """`seed-demo --reset-admin-password` is what the centre runs when the admin password has leaked: whoever
+    logged in with the old password must be out everywhere, not only in the console."""
+    admin = make_staff(role="admin")
+    resp = client.post("/api/v1/staff/login", json={"username": admin.username, "password": admin.plain_password})
+    headers = {"Authorization": f"Bearer {resp.get_json()['token']}"}
+    assert client.get("/api/v1/staff/appeals", headers=headers).status_code == 200
+    console_login(admin)
+    with session_scope() as s:
+        set_staff_password(s, s.get(StaffUser, admin.id), "N3w-passw0rd", SYSTEM)
+    assert client.get("/console/").status_code == 302  # the console session is over
+    resp = client.get("/api/v1/staff/appeals", headers=headers)
+    assert resp.status_code == 401, resp.get_json()
+    assert resp.get_json()["error"] == "invalid_token"
+    resp = client.post("/api/v1/staff/login", json={"username": admin.username, "password": "N3w-passw0rd"})
+    fresh = {"Authorization": f"Bearer {resp.get_json()['token']}"}
+    assert client.get("/api/v1/staff/appeals", headers=fresh).status_code == 200
+
+
+def test_a_disabled_account_is_out_of_the_console_and_the_api_at_once(client, make_staff, console_login,
+                                                                      staff_headers):
+    staff = make_staff(role="staff")
+    headers = staff_headers(staff)
+    console_login(staff)
+    assert client.get("/console/appeals").status_code == 200
+    with session_scope() as s:
+        s.get(StaffUser, staff.id).active = False
+    assert client.get("/console/appeals").status_code == 302
+    assert client.get("/api/v1/staff/appeals", headers=headers).status_code == 401
+    resp = client.post("/api/v1/staff/login", json={"username": staff.username, "password": staff.plain_password})
+    assert resp.status_code == 401

@@ -10,7 +10,7 @@ from ..http import doc, json_body, parse
 from ..validation import Field, validate
 from ..wechat.client import WeChatAPIError, code_to_session
 from . import services, tokens
-from .guard import STAFF, USER, current_user_id, user_required
+from .guard import STAFF, USER, current_user_id, password_stamp, user_required
 from .models import User, UserRole
 
 bp = Blueprint("auth_api", __name__, url_prefix="/api/v1")
@@ -132,6 +132,6 @@ def staff_login():
     with session_scope() as session:
         staff = services.authenticate_staff(session, throttle, username=data["username"],
                                             password=data["password"], ip=request.remote_addr or "")
-        staff_id, body = staff.id, staff.to_dict()
-    token = tokens.issue(state.redis, STAFF, staff_id, state.settings.staff_token_ttl)
+        staff_id, body, stamp = staff.id, staff.to_dict(), password_stamp(staff)
+    token = tokens.issue(state.redis, STAFF, staff_id, state.settings.staff_token_ttl, stamp=stamp)
     return jsonify({"token": token, "expires_in": state.settings.staff_token_ttl, "staff": body})

@@ -69,6 +69,12 @@ def _load_staff(staff_id: int):
         return staff
 
 
+def password_stamp(staff) -> str:
+    """A piece of the password hash: a console session or API token that carries it ends when the password
+    changes."""
+    return staff.password_hash[-12:]
+
+
 def _check_role(staff, min_role: str) -> Actor:
     if ROLE_RANK[StaffRole(staff.role)] < ROLE_RANK[StaffRole(min_role)]:
         raise Forbidden("抱歉，您的账号没有权限进行这个操作。")
@@ -86,9 +92,10 @@ def staff_api_required(min_role: str = StaffRole.DEPT) -> Callable[[F], F]:
         @wraps(fn)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             state = current_app.extensions["wxapp"]
-            staff_id = tokens.resolve(state.redis, STAFF, _bearer())
-            staff = _load_staff(staff_id) if staff_id is not None else None
-            if staff is None:
+            found = tokens.resolve_stamped(state.redis, STAFF, _bearer())
+            staff = _load_staff(found[0]) if found is not None else None
+            # Like the console session, a token is good only for the password it was issued under.
+            if staff is None or (found[1] and found[1] != password_stamp(staff)):
                 raise Unauthorized("登录已过期，请重新登录。", code="invalid_token")
             _check_role(staff, min_role)
             return fn(*args, **kwargs)
@@ -107,7 +114,7 @@ def console_required(min_role: str = StaffRole.DEPT) -> Callable[[F], F]:
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             staff_id = session.get("staff_id")
             staff = _load_staff(staff_id) if staff_id is not None else None
-            if staff is None or session.get("staff_pw") != staff.password_hash[-12:]:
+            if staff is None or session.get("staff_pw") != password_stamp(staff):
                 session.clear()
                 return redirect(url_for("console.login", next=request.full_path if request.method == "GET" else None))
             _check_role(staff, min_role)

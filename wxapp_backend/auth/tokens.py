@@ -12,17 +12,27 @@ def _key(kind: str, token: str) -> str:
     return f"tok:{kind}:" + hashlib.sha256(token.encode()).hexdigest()
 
 
-def issue(r: redis.Redis, kind: str, subject_id: int, ttl: int) -> str:
+def issue(r: redis.Redis, kind: str, subject_id: int, ttl: int, stamp: str = "") -> str:
+    """A new token for `subject_id`; `stamp` (no ":") is kept with it for resolve_stamped."""
     token = secrets.token_urlsafe(32)
-    r.set(_key(kind, token), str(subject_id), ex=ttl)
+    r.set(_key(kind, token), f"{subject_id}:{stamp}" if stamp else str(subject_id), ex=ttl)
     return token
 
 
-def resolve(r: redis.Redis, kind: str, token: str) -> int | None:
+def resolve_stamped(r: redis.Redis, kind: str, token: str) -> tuple[int, str] | None:
+    """(subject id, stamp given at issue or "") of a live token, else None."""
     if not token or len(token) > 200:
         return None
     raw = r.get(_key(kind, token))
-    return int(raw) if raw is not None else None
+    if raw is None:
+        return None
+    subject, _, stamp = (raw.decode() if isinstance(raw, bytes) else raw).partition(":")
+    return int(subject), stamp
+
+
+def resolve(r: redis.Redis, kind: str, token: str) -> int | None:
+    found = resolve_stamped(r, kind, token)
+    return found[0] if found is not None else None
 
 
 def revoke(r: redis.Redis, kind: str, token: str) -> None:

@@ -22,7 +22,7 @@ from flask import (
 from sqlalchemy import func, select
 
 from ..auth import services as auth_services
-from ..auth.guard import console_required
+from ..auth.guard import console_required, password_stamp
 from ..auth.models import ROLE_RANK, StaffRole, User
 from ..db import session_scope
 from ..enterprises.models import Building, Enterprise, Grid
@@ -106,7 +106,7 @@ def login():
         with session_scope() as s:
             staff = auth_services.authenticate_staff(s, throttle, username=username, password=password,
                                                      ip=request.remote_addr or "")
-            staff_id, pw_tail = staff.id, staff.password_hash[-12:]
+            staff_id, pw_tail = staff.id, password_stamp(staff)
     except AppError as exc:
         return render_template("console/login.html", error=exc.message, username=username,
                                next=request.form.get("next", "")), exc.status
