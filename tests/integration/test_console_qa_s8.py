@@ -125,3 +125,14 @@ def test_a_disabled_account_is_out_of_the_console_and_the_api_at_once(client, ma
     assert client.get("/api/v1/staff/appeals", headers=headers).status_code == 401
     resp = client.post("/api/v1/staff/login", json={"username": staff.username, "password": staff.plain_password})
     assert resp.status_code == 401
+
+
+def test_logout_ends_the_session_for_a_copy_of_the_cookie_too(client, make_staff, console_login):
+    """"您已安全退出" on a shared office PC: a copy of the cookie taken before (another browser profile, a
+    proxy log) must not go on working for the 12 hours after, nor be refreshed by use for ever."""
+    token = console_login(make_staff(role="admin"))
+    copied = client.get_cookie("wxapp_console").value
+    assert client.post("/console/logout", data={"csrf_token": token}).status_code == 302
+    client.set_cookie("wxapp_console", copied)
+    resp = client.get("/console/jobs")
+    assert resp.status_code == 302 and "/console/login" in resp.headers["Location"]

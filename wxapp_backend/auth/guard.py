@@ -15,7 +15,7 @@ from .models import ROLE_RANK, StaffRole
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-USER, STAFF = "user", "staff"
+USER, STAFF, CONSOLE = "user", "staff", "console"
 
 
 def _bearer() -> str:
@@ -112,9 +112,11 @@ def console_required(min_role: str = StaffRole.DEPT) -> Callable[[F], F]:
     def deco(fn: F) -> F:
         @wraps(fn)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            staff_id = session.get("staff_id")
-            staff = _load_staff(staff_id) if staff_id is not None else None
-            if staff is None or session.get("staff_pw") != password_stamp(staff):
+            # The cookie only names a login kept in Redis: logging out ends it there, not just in this browser.
+            state = current_app.extensions["wxapp"]
+            found = tokens.resolve_stamped(state.redis, CONSOLE, session.get("sid") or "")
+            staff = _load_staff(found[0]) if found is not None else None
+            if staff is None or found[1] != password_stamp(staff):
                 session.clear()
                 return redirect(url_for("console.login", next=request.full_path if request.method == "GET" else None))
             _check_role(staff, min_role)

@@ -22,7 +22,8 @@ from flask import (
 from sqlalchemy import func, select
 
 from ..auth import services as auth_services
-from ..auth.guard import console_required, password_stamp
+from ..auth import tokens
+from ..auth.guard import CONSOLE, console_required, password_stamp
 from ..auth.models import ROLE_RANK, StaffRole, User
 from ..db import session_scope
 from ..enterprises.models import Building, Enterprise, Grid
@@ -113,14 +114,14 @@ def login():
     # A fresh session on login defeats session fixation.
     session.clear()
     session.permanent = True
-    session["staff_id"] = staff_id
-    session["staff_pw"] = pw_tail
+    session["sid"] = tokens.issue(state.redis, CONSOLE, staff_id, state.settings.staff_token_ttl, stamp=pw_tail)
     csrf_token()
     return redirect(_safe_next(request.form.get("next")))
 
 
 @bp.post("/logout")
 def logout():
+    tokens.revoke(current_app.extensions["wxapp"].redis, CONSOLE, session.get("sid") or "")
     session.clear()
     flash("您已安全退出。")
     return redirect(url_for("console.login"))
