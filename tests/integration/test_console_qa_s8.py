@@ -136,3 +136,15 @@ def test_logout_ends_the_session_for_a_copy_of_the_cookie_too(client, make_staff
     client.set_cookie("wxapp_console", copied)
     resp = client.get("/console/jobs")
     assert resp.status_code == 302 and "/console/login" in resp.headers["Location"]
+
+
+def test_chat_simulator_sends_what_staff_typed_even_with_cdata_end_or_control_characters(client, make_staff,
+                                                                                         console_login, app):
+    """Text pasted from Word carries \\x0b, and "]]>" is ordinary text to a user: WeChat delivers both (escaped),
+    so the simulator must too, instead of answering "［消息被拒绝］微信消息不是合法的 XML"."""
+    token = console_login(make_staff(role="staff"))
+    for text in ("办理营业执照]]>需要什么材料", "办理营业执照\x0b需要什么材料"):
+        assert client.post("/console/chat", data={"csrf_token": token, "text": text}).status_code == 302
+        page = client.get("/console/chat").get_data(as_text=True)
+        assert "消息被拒绝" not in page, text
+        client.post("/console/chat", data={"csrf_token": token, "action": "clear"})

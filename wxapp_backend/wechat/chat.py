@@ -20,7 +20,7 @@ import click
 from flask import Flask, current_app
 
 from .crypto import sign
-from .messages import parse_body
+from .messages import _cdata, parse_body
 from .pipeline import SUCCESS, Account, account_from_settings
 
 DEFAULT_API_BASE = "https://api.weixin.qq.com"
@@ -46,7 +46,8 @@ def make_push(acct: Account, openid: str, *, text: str | None = None, event: str
     fields.update(extra or {})
     if acct.fmt == "json":
         return json.dumps(fields, ensure_ascii=False)
-    parts = "".join(f"<{k}>{v}</{k}>" if isinstance(v, int) else f"<{k}><![CDATA[{v}]]></{k}>"
+    # Escaped as WeChat does: a "]]>" in the text is split across two sections, characters XML forbids dropped.
+    parts = "".join(f"<{k}>{v}</{k}>" if isinstance(v, int) else f"<{k}>{_cdata(str(v))}</{k}>"
                     for k, v in fields.items())
     return f"<xml>{parts}</xml>"
 
