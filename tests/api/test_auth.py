@@ -38,10 +38,19 @@ def test_reused_code_is_401(client):
 
 
 def test_wechat_down_is_503_not_500(client, standin):
-    standin.fail_next("/sns/jscode2session", errcode=-1)
+    standin.fail_next("/sns/jscode2session", errcode=-1, times=3)  # busy on the first try and both retries
     resp = login(client, "busy")
     assert resp.status_code == 503
     assert resp.get_json()["error"] == "wechat_unavailable"
+    assert standin.count("/sns/jscode2session") == 3
+
+
+def test_a_busy_wechat_is_asked_again_before_the_user_is_told(client, standin):
+    """WECHAT.md: -1 means busy, retry with backoff; one busy answer must not fail the login."""
+    standin.fail_next("/sns/jscode2session", errcode=-1)
+    resp = login(client, "busy-once")
+    assert resp.status_code == 200, resp.get_json()
+    assert standin.count("/sns/jscode2session") == 2
 
 
 def test_missing_code_is_422(client):

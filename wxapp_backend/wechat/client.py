@@ -82,10 +82,17 @@ class WeChatHTTP:
             WECHAT_LATENCY.labels(api).observe(time.perf_counter() - started)
 
 
-def code_to_session(http: WeChatHTTP, appid: str, secret: str, code: str) -> dict[str, Any]:
-    """jscode2session: needs no access token (unlike wechatpy's, which fetches one first)."""
-    return http.call("GET", "/sns/jscode2session", api="jscode2session", params={
-        "appid": appid, "secret": secret, "js_code": code, "grant_type": "authorization_code"})
+LOGIN_BUSY_BACKOFF = (0.1, 0.3)  # a user is waiting on the login screen: short waits, then a clear 503
+
+
+def code_to_session(http: WeChatHTTP, appid: str, secret: str, code: str, *,
+                    busy_backoff: Sequence[float] = LOGIN_BUSY_BACKOFF,
+                    sleep: Callable[[float], None] = time.sleep) -> dict[str, Any]:
+    """jscode2session: needs no access token (unlike wechatpy's, which fetches one first); -1 (busy) is tried
+    again after a short wait, as every other call is (a busy answer has not used the code)."""
+    params = {"appid": appid, "secret": secret, "js_code": code, "grant_type": "authorization_code"}
+    return retry_busy(lambda: http.call("GET", "/sns/jscode2session", api="jscode2session", params=params),
+                      busy_backoff, sleep)
 
 
 # ------------------------------------------------------------------------------------------- API client
