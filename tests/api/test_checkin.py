@@ -167,3 +167,29 @@ def test_reminder_sweep_sends_24h_and_skips_moved_activities(app_ctx, setup, db)
         a.starts_at += timedelta(days=3)
         a.ends_at += timedelta(days=3)
     assert jobs.send_reminders(aid, "1h") == 0
+
+
+def test_a_code_for_another_activity_is_refused_at_this_door(client, setup, user_token, make_staff, staff_headers,
+                                                             console_login, db):
+    """Two activities check in at the same time in different rooms: staff at one door name their activity,
+    and a code for the other one is refused instead of checking its holder in there."""
+    here, (u,), (rid,) = setup()
+    there, (v,), (other_rid,) = setup()
+    staff = make_staff(role="dept")
+    wrong = client.post("/api/v1/staff/checkins", json={"token": _token(client, user_token, v, other_rid),
+                                                        "activity_id": here}, headers=staff_headers(staff))
+    assert wrong.status_code == 409 and wrong.get_json()["error"] == "wrong_activity", wrong.get_json()
+    assert "政策培训" in wrong.get_json()["message"]
+    right = client.post("/api/v1/staff/checkins", json={"token": _token(client, user_token, u, rid),
+                                                        "activity_id": here}, headers=staff_headers(staff))
+    assert right.status_code == 200 and right.get_json()["already"] is False
+    db.expire_all()
+    assert db.get(Registration, other_rid).status == "confirmed" and db.get(Registration, rid).status == "attended"
+    # the console: both open activities are offered, and the chosen one is kept for the next scan
+    csrf = console_login(staff)
+    page = client.get("/console/checkin").get_data(as_text=True)
+    assert f'<option value="{here}"' in page and f'<option value="{there}"' in page
+    refused = client.post("/console/checkin", data={"token": _token(client, user_token, v, other_rid),
+                                                     "activity_id": str(here), "csrf_token": csrf})
+    body = refused.get_data(as_text=True)
+    assert refused.status_code == 409 and "另一场活动" in body and f'<option value="{here}" selected' in body

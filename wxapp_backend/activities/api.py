@@ -21,7 +21,8 @@ SUBSCRIPTION_FIELDS = (
     Field("categories", "list", "订阅的活动类别", required=False, max_items=len(CATEGORIES), default=[],
           item=Field("category", "enum", "活动类别", choices=tuple(CATEGORIES))),
 )
-CHECKIN_FIELDS = (Field("token", "str", "签到码", required=True, max_len=100),)
+CHECKIN_FIELDS = (Field("token", "str", "签到码", required=True, max_len=100),
+                  Field("activity_id", "int", "本场活动（填写后只接受这场活动的签到码）", min=1))
 DECIDE_FIELDS = (Field("note", "str", "说明", max_len=200, default=""),)
 
 
@@ -192,12 +193,13 @@ def staff_cancel(registration_id: int):
 @bp.post("/staff/checkins")
 @staff_api_required(StaffRole.DEPT)
 @doc("扫码签到（重复扫码不会重复签到）", body=CHECKIN_FIELDS,
-     responses={200: "签到成功或已签到", 409: "报名已取消等", 422: "签到码无效或已过期"}, auth="staff",
+     responses={200: "签到成功或已签到", 409: "报名已取消、不是本场活动的签到码等", 422: "签到码无效或已过期"}, auth="staff",
      tags=["活动管理"])
 def staff_checkin():
     body = parse(CHECKIN_FIELDS)
     with session_scope() as s:
-        return jsonify(checkin.check_in(s, current_actor(), _secret(), body["token"]))
+        return jsonify(checkin.check_in(s, current_actor(), _secret(), body["token"],
+                                        activity_id=body.get("activity_id")))
 
 
 def register(app: Flask) -> None:

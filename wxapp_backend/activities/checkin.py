@@ -77,13 +77,19 @@ def verify_token(secret: str, token: str, now: datetime | None = None) -> int:
     return reg_id
 
 
-def check_in(session: Session, actor: Actor, secret: str, token: str, now: datetime | None = None) -> dict:
-    """Mark the token's registration attended; a repeated scan answers `already: true`."""
+def check_in(session: Session, actor: Actor, secret: str, token: str, now: datetime | None = None, *,
+             activity_id: int | None = None) -> dict:
+    """Mark the token's registration attended; a repeated scan answers `already: true`. With `activity_id`
+    (the activity at this door), a code for another activity is refused instead of checked in there."""
     now = now or utcnow()
     reg_id = verify_token(secret, token, now)
     reg = session.get(Registration, reg_id)
     if reg is None:
         raise NotFound("没有找到这条报名记录。")
+    if activity_id is not None and reg.activity_id != activity_id:
+        other = session.get(Activity, reg.activity_id)
+        raise Conflict(f"这是另一场活动（{other.title if other else '未知活动'}）的签到码，请核对参与者报名的活动。",
+                       code="wrong_activity")
     activity: Activity = lock_activity(session, reg.activity_id)
     session.refresh(reg)
     if activity.status == ActivityStatus.CANCELLED.value:
@@ -110,3 +116,14 @@ def check_in(session: Session, actor: Actor, secret: str, token: str, now: datet
         user.no_show_count -= 1
     audit(session, actor, "registration.checked_in", reg, activity_id=activity.id)
     return {**who, "status": reg.status, "already": False, "message": "签到成功。"}
+
+
+def open_for_checkin(session: Session, now: datetime | None = None) -> list[Activity]:
+    """Published activities whose check-in is open now (from 2 hours before the start to the grace after the
+    end), soonest first: the console's choice of "the activity at this door"."""
+    from sqlalchemy import select
+
+    now = now or utcnow()
+    return list(session.scalars(select(Activity).where(
+        Activity.status == ActivityStatus.PUBLISHED.value, Activity.starts_at <= now + CHECKIN_OPENS_BEFORE,
+        Activity.ends_at > now - ATTENDANCE_GRACE).order_by(Activity.starts_at).limit(50)))

@@ -233,17 +233,24 @@ def registration_action(registration_id: int, action: str):
 @bp.route("/checkin", methods=["GET", "POST"])
 @console_required(StaffRole.DEPT)
 def checkin_page():
+    with session_scope() as s:
+        choices = [(a.id, f"{_local(a.starts_at).replace('T', ' ')} {a.title}") for a in checkin.open_for_checkin(s)]
+    # The activity at this door: kept from scan to scan; preselected when only one is open.
+    chosen = row_ids([request.values.get("activity_id", "")])
+    activity_id = chosen[0] if chosen else (choices[0][0] if len(choices) == 1 and request.method == "GET" else None)
+    page = {"choices": choices, "activity_id": activity_id}
     if request.method == "GET":
-        return render_template("console/activities/checkin.html", result=None, error=None)
+        return render_template("console/activities/checkin.html", result=None, error=None, **page)
     token = (request.form.get("token") or "").strip()[:100]
     try:
         with session_scope() as s:
-            result = checkin.check_in(s, current_actor(), current_app.extensions["wxapp"].settings.secret_key, token)
+            result = checkin.check_in(s, current_actor(), current_app.extensions["wxapp"].settings.secret_key, token,
+                                      activity_id=activity_id)
     except AppError as exc:
         if exc.status >= 500:
             raise
-        return render_template("console/activities/checkin.html", result=None, error=exc.message), exc.status
-    return render_template("console/activities/checkin.html", result=result, error=None)
+        return render_template("console/activities/checkin.html", result=None, error=exc.message, **page), exc.status
+    return render_template("console/activities/checkin.html", result=result, error=None, **page)
 
 
 @bp.get("/activities/stats")
