@@ -193,3 +193,45 @@ def test_a_code_for_another_activity_is_refused_at_this_door(client, setup, user
                                                      "activity_id": str(here), "csrf_token": csrf})
     body = refused.get_data(as_text=True)
     assert refused.status_code == 409 and "另一场活动" in body and f'<option value="{here}" selected' in body
+
+
+def test_staff_correct_a_no_show_who_was_there(client, setup, make_staff, staff_headers, console_login, db):
+    """Someone came but was not scanned (flat phone): after the no-show sweep staff set the record right, with a
+    reason; the no-show count goes back down and the change is audited."""
+    from wxapp_backend.audit import AuditLog
+    from wxapp_backend.auth.models import User
+
+    aid, people, (late, early) = setup(starts_in=timedelta(hours=-3), users=2)
+    jobs.close_attendance(aid, datetime.now(UTC) + timedelta(hours=1))
+    db.expire_all()
+    assert db.get(User, people[0].id).no_show_count == 1
+    h = staff_headers(make_staff(role="staff"))
+    url = f"/api/v1/staff/registrations/{late}/attended"
+    assert client.post(url, json={}, headers=h).status_code == 422  # a reason is required
+    dept = staff_headers(make_staff(role="dept"))
+    assert client.post(url, json={"note": "现场手工登记"}, headers=dept).status_code == 403
+    resp = client.post(url, json={"note": "现场手工登记"}, headers=h)
+    assert resp.status_code == 200 and resp.get_json()["status"] == "attended", resp.get_json()
+    assert client.post(url, json={"note": "再点一次"}, headers=h).status_code == 200  # twice changes nothing more
+    db.expire_all()
+    assert db.get(User, people[0].id).no_show_count == 0 and db.get(Registration, late).checked_in_at is not None
+    rows = db.query(AuditLog).filter(AuditLog.action == "registration.attended",
+                                     AuditLog.target_id == str(late)).all()
+    assert len(rows) == 1 and "现场手工登记" in rows[0].data["note"]
+    # the console offers it on the registrations page
+    csrf = console_login(make_staff(role="staff"))
+    page = client.get(f"/console/activities/{aid}/registrations").get_data(as_text=True)
+    assert f"/console/registrations/{early}/attended" in page
+    done = client.post(f"/console/registrations/{early}/attended", data={"csrf_token": csrf, "note": "签到机故障"})
+    assert done.status_code == 302
+    db.expire_all()
+    assert db.get(Registration, early).status == "attended" and db.get(User, people[1].id).no_show_count == 0
+
+
+def test_an_activity_not_begun_is_not_marked_attended_by_hand(client, setup, make_staff, staff_headers, db):
+    aid, _, (rid,) = setup(starts_in=timedelta(hours=5))
+    resp = client.post(f"/api/v1/staff/registrations/{rid}/attended", json={"note": "提前到了"},
+                       headers=staff_headers(make_staff(role="staff")))
+    assert resp.status_code == 409 and resp.get_json()["error"] == "checkin_not_open"
+    db.expire_all()
+    assert db.get(Registration, rid).status == "confirmed"

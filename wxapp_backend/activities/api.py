@@ -24,6 +24,7 @@ SUBSCRIPTION_FIELDS = (
 CHECKIN_FIELDS = (Field("token", "str", "签到码", required=True, max_len=100),
                   Field("activity_id", "int", "本场活动（填写后只接受这场活动的签到码）", min=1))
 DECIDE_FIELDS = (Field("note", "str", "说明", max_len=200, default=""),)
+ATTENDED_FIELDS = (Field("note", "str", "说明", required=True, max_len=200),)
 
 
 def _secret() -> str:
@@ -188,6 +189,16 @@ def reject(registration_id: int):
 def staff_cancel(registration_id: int):
     with session_scope() as s:
         return jsonify(services.cancel_registration(s, current_actor(), registration_id).to_dict())
+
+
+@bp.post("/staff/registrations/<int:registration_id>/attended")
+@staff_api_required(StaffRole.STAFF)
+@doc("更正为已到场（未扫码但确实到场；爽约记录随之撤销）", body=ATTENDED_FIELDS,
+     responses={200: "报名", 409: "状态不允许或活动未开始", 422: "缺少说明"}, auth="staff", tags=["活动管理"])
+def staff_mark_attended(registration_id: int):
+    body = parse(ATTENDED_FIELDS)
+    with session_scope() as s:
+        return jsonify(checkin.mark_attended(s, current_actor(), registration_id, body["note"]).to_dict())
 
 
 @bp.post("/staff/checkins")

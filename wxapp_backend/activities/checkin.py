@@ -127,3 +127,32 @@ def open_for_checkin(session: Session, now: datetime | None = None) -> list[Acti
     return list(session.scalars(select(Activity).where(
         Activity.status == ActivityStatus.PUBLISHED.value, Activity.starts_at <= now + CHECKIN_OPENS_BEFORE,
         Activity.ends_at > now - ATTENDANCE_GRACE).order_by(Activity.starts_at).limit(50)))
+
+
+def mark_attended(session: Session, actor: Actor, registration_id: int, note: str,
+                  now: datetime | None = None) -> Registration:
+    """Staff correct the record: someone came without being scanned (the phone was flat, the scanner down)
+    and was marked no-show, or is confirmed and the activity has begun. The no-show count goes back down."""
+    now = now or utcnow()
+    note = (note or "").strip()
+    if not note:
+        raise ValidationError("请说明情况（例如：现场手工登记）。", fields={"note": "请填写说明"})
+    reg = session.get(Registration, registration_id)
+    if reg is None:
+        raise NotFound("没有找到这条报名记录。")
+    activity = lock_activity(session, reg.activity_id)
+    session.refresh(reg)
+    if reg.status == RegStatus.ATTENDED.value:
+        return reg
+    if reg.status not in (RegStatus.CONFIRMED.value, RegStatus.NO_SHOW.value):
+        raise Conflict(f"报名当前为“{STATUS_LABELS[reg.status]}”，不能改为已到场。", code="illegal_transition")
+    if now < activity.starts_at:
+        raise Conflict("活动还没开始，请在现场扫码签到。", code="checkin_not_open")
+    was_no_show = reg.status == RegStatus.NO_SHOW.value
+    transition(session, reg, RegStatus.ATTENDED, actor, note=f"工作人员更正为已到场：{note}"[:200])
+    reg.checked_in_at = now
+    reg.checked_in_by = actor.id if actor.type == "staff" else None
+    user = reg.user
+    if was_no_show and user.no_show_count > 0:
+        user.no_show_count -= 1
+    return reg

@@ -14,7 +14,7 @@ from sqlalchemy import select
 from ..auth.guard import console_required, current_actor
 from ..auth.models import StaffRole, User
 from ..console import add_nav
-from ..db import session_scope
+from ..db import session_scope, utcnow
 from ..enterprises.models import Building, Enterprise
 from ..errors import AppError, ValidationError
 from ..validation import row_ids
@@ -171,7 +171,8 @@ def registrations(activity_id: int):
         taken, queued = services.seats_taken(s, activity_id), services.waitlist_length(s, activity_id)
         stats = services.attendance_stats(s, activity_id)
     return render_template("console/activities/registrations.html", activity=activity, rows=rows, taken=taken,
-                           queued=queued, stats=stats, status_names=STATUS_NAMES)
+                           queued=queued, stats=stats, status_names=STATUS_NAMES,
+                           started=utcnow() >= activity.starts_at)
 
 
 @bp.get("/activities/<int:activity_id>/registrations.xlsx")
@@ -210,13 +211,15 @@ def _cell(value: Any) -> Any:
     return value
 
 
-@bp.post("/registrations/<int:registration_id>/<any(approve,reject,cancel):action>")
+@bp.post("/registrations/<int:registration_id>/<any(approve,reject,cancel,attended):action>")
 @console_required(StaffRole.STAFF)
 def registration_action(registration_id: int, action: str):
     try:
         with session_scope() as s:
             if action == "cancel":
                 reg = services.cancel_registration(s, current_actor(), registration_id)
+            elif action == "attended":
+                reg = checkin.mark_attended(s, current_actor(), registration_id, request.form.get("note", "")[:200])
             else:
                 reg = services.decide(s, current_actor(), registration_id, action == "approve",
                                       request.form.get("note", "")[:200])
@@ -226,7 +229,8 @@ def registration_action(registration_id: int, action: str):
             raise
         flash(exc.message)
         return redirect(request.referrer or url_for("activities_console.activities"))
-    flash({"approve": "已通过。", "reject": "已驳回。", "cancel": "已取消，名额已递补给候补。"}[action])
+    flash({"approve": "已通过。", "reject": "已驳回。", "cancel": "已取消，名额已递补给候补。",
+           "attended": "已更正为已到场。"}[action])
     return redirect(url_for("activities_console.registrations", activity_id=activity_id))
 
 
