@@ -13,6 +13,7 @@ import click
 from flask import Flask, current_app
 
 from .config import ROOT
+from .kv import is_embedded, stop_embedded_redis
 
 
 def _state():
@@ -48,7 +49,7 @@ def upgrade_database() -> str:
 def register_cli(app: Flask) -> None:
     @app.cli.command("init-db")
     def init_db() -> None:
-        """Create or upgrade the database schema (safe to run again)."""
+        """创建或升级数据库，并在知识库为空时载入默认知识库和诉求分类（可重复运行）。"""
         head = upgrade_database()
         _after_init_db()
         click.echo(f"数据库已就绪（迁移版本 {head}）：{_masked_url()}")
@@ -60,7 +61,7 @@ def register_cli(app: Flask) -> None:
     @click.option("--department", default="", help="部门账号所属部门")
     @click.option("--name", "display_name", default="", help="显示名称")
     def create_staff(username: str, password: str, role: str, department: str, display_name: str) -> None:
-        """Create a console account."""
+        """创建工作台账号。"""
         from .auth.services import create_staff as _create
         from .db import session_scope
         from .errors import AppError
@@ -77,7 +78,7 @@ def register_cli(app: Flask) -> None:
     @app.cli.command("seed-demo")
     @click.option("--reset-admin-password", is_flag=True, help="为已有的 admin 账号生成新密码")
     def seed_demo(reset_admin_password: bool) -> None:
-        """Load demo buildings, grids, enterprises and an admin account (idempotent)."""
+        """载入演示用的楼宇、网格、企业和管理员账号（可重复运行）。"""
         from .demo import seed
 
         password = secrets.token_urlsafe(9)
@@ -91,7 +92,7 @@ def register_cli(app: Flask) -> None:
 
     @app.cli.command("link-followers")
     def link_followers() -> None:
-        """Queue the unionid lookup for every Official Account follower not yet joined to a mini-program login."""
+        """为尚未与小程序账号合并的公众号用户排队查询 unionid。"""
         from .auth.linking import queue_all_unlinked
         from .db import session_scope
 
@@ -107,14 +108,14 @@ def register_cli(app: Flask) -> None:
     @click.option("--burst", is_flag=True, help="处理完队列中的任务后退出")
     @click.option("--queue", "queues", multiple=True, help="要处理的队列（默认 default）")
     def worker(burst: bool, queues: tuple[str, ...]) -> None:
-        """Run an RQ worker with its scheduler (delayed and periodic jobs)."""
+        """运行后台任务进程（含延时任务和定时任务）。"""
         from .jobs_runtime import run_worker
 
         run_worker(list(queues) or [_state().settings.queue_name], burst=burst)
 
     @app.cli.command("beat")
     def beat() -> None:
-        """Enqueue the periodic jobs that are due now (workers do this by themselves; for cron use)."""
+        """把当前到期的定时任务放入队列（worker 会自动做；供 cron 使用）。"""
         from .periodic import PERIODIC, beat_once
 
         started = beat_once(_state().redis, _state().queue)
@@ -122,10 +123,10 @@ def register_cli(app: Flask) -> None:
 
     @app.cli.command("serve")
     @click.option("--bind", default=None, help="监听地址，默认 127.0.0.1:8000（或环境变量 BIND）")
-    @click.option("--workers", type=click.IntRange(1, 64), default=None, help="Web 进程数（默认按 CPU 核数）")
+    @click.option("--workers", type=click.IntRange(1, 64), default=None, help="Web 进程数（默认 CPU 核数的 2 倍，至少 2 个）")
     @click.option("--no-worker", is_flag=True, help="不启动后台任务进程")
     def serve(bind: str | None, workers: int | None, no_worker: bool) -> None:
-        """Start gunicorn and one job worker on this machine; Ctrl-C stops both."""
+        """在本机启动网页服务和一个后台任务进程；按 Ctrl-C 全部停止。"""
         upgrade_database()
         _after_init_db()
         env = dict(os.environ)
@@ -152,6 +153,22 @@ def register_cli(app: Flask) -> None:
         click.echo(f"已启动：网页服务 http://{env.get('BIND', '127.0.0.1:8000')}/console/"
                    + ("" if no_worker else "，后台任务进程 1 个") + "。按 Ctrl-C 停止。")
         _supervise(procs)
+        settings = _state().settings
+        if is_embedded(settings):  # started for us by init-db or this command: stop it too, unless in use
+            _state().redis.connection_pool.disconnect()  # our own connections do not count as "in use"
+            if stop_embedded_redis(settings.instance_path, unless_in_use=True):
+                click.echo("已停止内置 Redis（排队中的任务保存在 instance/redis，下次启动时继续）。")
+            else:
+                click.echo("内置 Redis 仍有其他进程在用，保持运行；不用时运行 flask --app wsgi stop-redis 停止。")
+
+    @app.cli.command("stop-redis")
+    def stop_redis() -> None:
+        """停止内置 Redis（未设置 REDIS_URL 时由 init-db 或 serve 启动；排队中的任务会保存下来）。"""
+        settings = _state().settings
+        if not is_embedded(settings):
+            raise click.ClickException("已设置 REDIS_URL，使用的是外部 Redis，本命令不会停止它。")
+        stop_embedded_redis(settings.instance_path)
+        click.echo("已停止内置 Redis。")
 
 
 def _die_with_parent() -> None:

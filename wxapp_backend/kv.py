@@ -79,15 +79,26 @@ def ensure_embedded_redis(instance_path: Path, *, timeout: float = 10.0) -> str:
         raise EmbeddedRedisError(f"embedded redis did not answer on {sock}; see {directory / 'redis.log'}")
 
 
-def stop_embedded_redis(instance_path: Path) -> None:
-    """Shut the private server down (tests and `flask stop-redis`)."""
+def stop_embedded_redis(instance_path: Path, *, unless_in_use: bool = False) -> bool:
+    """Shut the private server down (tests, `flask stop-redis`, the end of `flask serve`); its append-only file
+    keeps queued jobs for the next start. With `unless_in_use`, a server other processes are still connected
+    to (a `flask worker` in another terminal, say) is left running. True when it was stopped."""
     sock = _socket_path(Path(instance_path) / "redis")
     if not sock.exists():
-        return
+        return False
+    client = redis.Redis.from_url(f"unix://{sock}", socket_timeout=5)
     try:
-        redis.Redis.from_url(f"unix://{sock}").shutdown(nosave=True)
+        if unless_in_use and len(client.client_list()) > 1:
+            return False
+        client.shutdown(nosave=True)  # NOSAVE: no RDB snapshot; the AOF is flushed on shutdown
     except redis.exceptions.ConnectionError:
         pass
+    return True
+
+
+def is_embedded(settings: Settings) -> bool:
+    """Whether this configuration runs on the private server (no REDIS_URL)."""
+    return not settings.redis_url
 
 
 def _answers(url: str) -> bool:

@@ -56,6 +56,16 @@ def test_flask_chat_command_is_registered(app):
     assert result.exit_code == 0 and "--account" in result.output
 
 
+def test_flask_chat_ends_quietly_at_the_end_of_piped_input(app, standin):
+    """`echo 你好 | flask --app wsgi chat` answers and exits 0; the end of input used to print Click's English
+    "Aborted!" and exit 1, with RQ's per-job log lines between the question and the answer."""
+    runner = app.test_cli_runner()
+    result = runner.invoke(args=["chat"], input="你好\n")
+    assert result.exit_code == 0, result.output
+    assert "Aborted" not in result.output and "店小二>" in result.output
+    assert "Job OK" not in result.output and "default: " not in result.output
+
+
 def test_console_chat_simulator(client, make_staff, console_login):
     staff = make_staff(role="staff")
     csrf = console_login(staff)

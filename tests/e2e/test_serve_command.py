@@ -92,6 +92,16 @@ def test_serve_runs_web_and_worker_and_stops_on_ctrl_c(service_env, tmp_path, si
         left = {pid: cmd for pid, cmd in children.items() if is_running(pid)}
         assert not left, f"processes left running after serve exited: {left}"
         assert proc.returncode == 0, f"serve exited with {proc.returncode}\n--- stderr\n{tail(stderr_path)}"
+        if not service_env.external_redis_url:  # the private Redis that init-db or serve started stops too
+            from wxapp_backend.kv import _socket_path
+
+            sock = _socket_path(service_env.instance / "redis")  # not redis_url(): that would start it again
+            try:
+                still = redis.Redis.from_url(f"unix://{sock}", socket_connect_timeout=1).ping()
+            except (redis.RedisError, OSError):
+                still = False
+            assert not still, "the embedded Redis was left running after serve exited"
+            assert "已停止内置 Redis" in (tmp_path / "serve.stdout").read_text()
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)

@@ -148,3 +148,13 @@ def test_chat_simulator_sends_what_staff_typed_even_with_cdata_end_or_control_ch
         page = client.get("/console/chat").get_data(as_text=True)
         assert "消息被拒绝" not in page, text
         client.post("/console/chat", data={"csrf_token": token, "action": "clear"})
+
+
+def test_the_login_redirect_keeps_the_page_without_a_dangling_question_mark(client):
+    from urllib.parse import parse_qs, urlsplit
+
+    bare = client.get("/console/appeals")
+    assert bare.status_code == 302
+    assert parse_qs(urlsplit(bare.headers["Location"]).query)["next"] == ["/console/appeals"]
+    with_query = client.get("/console/appeals?status=submitted")
+    assert parse_qs(urlsplit(with_query.headers["Location"]).query)["next"] == ["/console/appeals?status=submitted"]

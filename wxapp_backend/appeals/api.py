@@ -388,7 +388,7 @@ def register(app: Flask) -> None:
 
     @group.command("tick")
     def tick_cmd() -> None:
-        """Run the SLA tick once (idempotent)."""
+        """运行一次诉求时限检查（超期提醒、自动升级；可重复运行）。"""
         from .jobs import tick
 
         done = tick()
@@ -397,7 +397,7 @@ def register(app: Flask) -> None:
     @group.command("weekly")
     @click.option("--week", default=None, help="如 2025-W40；默认上周")
     def weekly_cmd(week: str | None) -> None:
-        """Prepare the weekly report (idempotent)."""
+        """生成诉求周报（可重复运行）。"""
         with session_scope() as s:
             row, created = reports.prepare_weekly(s, week)
             click.echo(f"{row.week} 周报{'已生成' if created else '已存在'}。")

@@ -118,7 +118,7 @@ def console_required(min_role: str = StaffRole.DEPT) -> Callable[[F], F]:
             staff = _load_staff(found[0]) if found is not None else None
             if staff is None or found[1] != password_stamp(staff):
                 session.clear()
-                return redirect(url_for("console.login", next=request.full_path if request.method == "GET" else None))
+                return redirect(url_for("console.login", next=request.full_path.rstrip("?") if request.method == "GET" else None))
             _check_role(staff, min_role)
             return fn(*args, **kwargs)
 

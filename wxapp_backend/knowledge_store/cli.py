@@ -44,7 +44,7 @@ def register(app: Flask) -> None:
     @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
     @click.option("--replace", is_flag=True, help="文件中没有的条目将下线（不会删除）")
     def kb_import(file: Path, replace: bool) -> None:
-        """Import .yaml/.jsonl/.csv/.xlsx (columns id, question, answer; optional similar, category, tags)."""
+        """导入知识库文件 .yaml/.jsonl/.csv/.xlsx（列 id, question, answer；可选 similar, category, tags）。"""
         try:
             entries = load_file(file, strict=True)
         except KBLoadError as exc:
@@ -59,7 +59,7 @@ def register(app: Flask) -> None:
     @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
     @click.option("--include-retired", is_flag=True, help="同时导出已下线条目")
     def kb_export(file: Path, include_retired: bool) -> None:
-        """Export to .yaml/.jsonl/.csv/.xlsx (by the file's extension)."""
+        """导出知识库，格式按文件扩展名（.yaml/.jsonl/.csv/.xlsx）。"""
         with session_scope() as s:
             stmt = select(KBEntry).order_by(KBEntry.category, KBEntry.id)
             if not include_retired:
@@ -77,7 +77,7 @@ def register(app: Flask) -> None:
     @click.argument("query_text", metavar="QUERY")
     @click.option("--limit", default=5, show_default=True)
     def kb_search(query_text: str, limit: int) -> None:
-        """Show what the bot would decide for a question, and the top matches."""
+        """显示机器人对一个问题的判断（回答、推荐或转人工）和最相近的条目。"""
         kb_index = get_runtime().get()
         decision = kb_index.decide(query_text, limit=limit)
         click.echo(f"决定：{decision.kind}（{decision.reason}）")

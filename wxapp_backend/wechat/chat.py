@@ -172,8 +172,9 @@ class ChatSession:
 
         state = self.app.extensions["wxapp"]
         with self.app.app_context():
+            # WARNING: the worker's per-job lines would come between the user's line and the bot's answer.
             SimpleWorker([state.queue], connection=state.redis).work(burst=True, with_scheduler=False,
-                                                                      logging_level=state.settings.log_level)
+                                                                      logging_level="WARNING")
 
     def _new_sends(self) -> list[str]:
         if self.standin is None:
@@ -186,6 +187,16 @@ class ChatSession:
 
 HELP = ("输入文字与数字店小二对话；命令：/follow 关注  /unfollow 取消关注  /click KEY 点击菜单  "
         "/scan 扫码  /quit 退出")
+
+
+def _terminal_lines(echo: Any) -> Any:
+    """Lines typed at the terminal (or piped in) until end of input or Ctrl-C, which end the chat quietly."""
+    while True:
+        try:
+            yield click.prompt("我", prompt_suffix="> ", default="", show_default=False)
+        except (click.Abort, EOFError):
+            echo("")
+            return
 
 
 def run_chat(app: Flask, account: str, openid: str, lines: Any = None, echo: Any = click.echo,
@@ -214,8 +225,7 @@ def run_chat(app: Flask, account: str, openid: str, lines: Any = None, echo: Any
          f"{'，本地模拟微信接口' if standin else ''}）。{HELP}")
     late_wait = chat_app.extensions["wxapp"].settings.webhook_deadline + 1.5
     try:
-        source = lines if lines is not None else iter(lambda: click.prompt("我", prompt_suffix="> ",
-                                                                              default="", show_default=False), None)
+        source = lines if lines is not None else _terminal_lines(echo)
         for raw in source:
             line = (raw or "").strip()
             if not line:
@@ -249,5 +259,5 @@ def register_cli(app: Flask) -> None:
     @click.option("--account", type=click.Choice(["oa", "wxa"]), default="oa", help="公众号（oa）或小程序（wxa）")
     @click.option("--openid", default="chat-cli-user", help="模拟用户的 openid")
     def chat_command(account: str, openid: str) -> None:
-        """Chat with the bot through the real webhook path."""
+        """与数字店小二对话：消息经真实的消息接口（签名，配置了 EncodingAESKey 时加密），与线上一致。"""
         run_chat(current_app._get_current_object(), account, openid)  # type: ignore[attr-defined]
