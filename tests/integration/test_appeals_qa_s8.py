@@ -50,7 +50,8 @@ def w(make_user, make_staff, make_building, make_grid, make_enterprise):
             s.expunge(a)
             return a
 
-    return SimpleNamespace(user=user, other=other, actor=actor, submit=submit, act=act, get=get)
+    return SimpleNamespace(user=user, other=other, actor=actor, submit=submit, act=act, get=get,
+                           enterprise=enterprise)
 
 
 # --- a master that ends without a resolution hands its merged children back -------------------------------
@@ -258,3 +259,26 @@ def test_coordination_tasks_with_values_of_the_wrong_kind_are_refused(w, task, f
         from wxapp_backend.appeals.models import AppealTask
         t = s.scalars(select(AppealTask).where(AppealTask.appeal_id == a)).one()
         assert (t.department, t.required) == ("城运中心", False)
+
+
+def test_only_a_verified_contact_files_an_appeal_into_an_enterprises_record(w, make_enterprise, make_building):
+    """Any user could attach an appeal to any enterprise by id, and it then counted in that enterprise's issue
+    list; now the API refuses it (the name can still be written), and a chat mention stays words."""
+    from wxapp_backend.appeals import intake as appeal_intake
+    from wxapp_backend.errors import ValidationError
+
+    rival = make_enterprise(name="隔壁贸易有限公司", building_id=make_building(name="幸福大楼").id)
+    with pytest.raises(ValidationError) as info:
+        w.submit(user_id=w.other.id, enterprise_id=rival.id)
+    assert "enterprise_id" in info.value.fields and "已核实" in info.value.message
+    named = w.get(w.submit(user_id=w.other.id, enterprise_name="隔壁贸易有限公司"))
+    assert named.enterprise_id is None and named.enterprise_name == "隔壁贸易有限公司"
+    with session_scope() as s:  # the chat found the company by its exact name: kept as words and its building
+        draft = {"id": "d1", "content": "隔壁公司的空调外机噪音很大", "contact_name": "李四",
+                 "contact_phone": "13800138001", **appeal_intake.match_place(s, "隔壁贸易有限公司")}
+        appeal = appeal_intake.submit_from_chat(s, w.other.id, draft, account="oa")
+        assert (appeal.enterprise_id, appeal.enterprise_name) == (None, "隔壁贸易有限公司")
+        assert appeal.building_id == rival.building_id
+    # the verified contact of an enterprise still files into it by id
+    own = w.get(w.submit(enterprise_id=w.enterprise.id))
+    assert own.enterprise_id == w.enterprise.id

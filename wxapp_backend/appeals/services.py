@@ -293,10 +293,18 @@ def submit_appeal(session: Session, user_id: int, intake: Intake, *, idempotency
     ensure_catalogue(session)
     chosen = find_category(session, intake.category)
     enterprise = None
+    enterprise_name = intake.enterprise_name
     if intake.enterprise_id is not None:
         enterprise = session.get(Enterprise, intake.enterprise_id)
         if enterprise is None:
             raise ValidationError("没有找到这家企业。", fields={"enterprise_id": "没有找到这家企业"})
+        if not (user.enterprise_id == enterprise.id and user.binding_state == "verified"):
+            # An appeal counts in the enterprise's own record (企业问题清单) only when a verified contact files it;
+            # anyone else's mention of a company stays the words they used, for staff to check.
+            if intake.channel != "chat":
+                msg = "只能选择您已核实绑定的企业；其他企业请直接填写企业名称。"
+                raise ValidationError(msg, fields={"enterprise_id": msg})
+            enterprise_name, enterprise = enterprise_name or enterprise.name, None
     elif user.enterprise_id and user.binding_state == "verified" and not intake.enterprise_name:
         enterprise = user.enterprise
     building_id = intake.building_id
@@ -320,7 +328,7 @@ def submit_appeal(session: Session, user_id: int, intake: Intake, *, idempotency
         number=next_number(session, now), user_id=user_id, idempotency_key=idempotency_key, channel=intake.channel,
         status=S.SUBMITTED.value, content=intake.content, kind=kind, contact_name=intake.contact_name,
         contact_phone=intake.contact_phone, enterprise_id=enterprise.id if enterprise else None,
-        enterprise_name=enterprise.name if enterprise else intake.enterprise_name, building_id=building_id,
+        enterprise_name=enterprise.name if enterprise else enterprise_name, building_id=building_id,
         grid_id=building.grid_id if building else None, images=list(intake.images or []),
         category_id=category.id if category else None,
         category_chosen_by="user" if chosen else ("rules" if category else ""),
