@@ -149,6 +149,12 @@ def _register_blueprints(app: Flask) -> None:
 
     for domain in (webhook, notices_api, kb_api, appeals_api, activities_api):
         domain.register(app)
+    # Imported last, so that the admins' system pages come last in the navigation.
+    from .auth.console import bp as staff_console
+    from .console.audit_log import bp as audit_console
+
+    app.register_blueprint(staff_console)
+    app.register_blueprint(audit_console)
 
 
 def _install_request_hooks(app: Flask) -> None:

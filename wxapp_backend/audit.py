@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Integer, String
+from sqlalchemy import JSON, Integer, String, func, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from .db import Base, UTCDateTime, utcnow
@@ -59,3 +59,36 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, datetime):
         return value.isoformat()
     return str(value)
+
+
+def search_audit(session: Session, *, actor_type: str | None = None, actor_id: str | None = None,
+                 username: str | None = None, action: str | None = None, target_type: str | None = None,
+                 target_id: str | None = None, since: datetime | None = None, until: datetime | None = None,
+                 page: int = 1, per_page: int = 50):
+    """Audit rows, newest first, one page. `action` matches as a prefix ("appeal." finds every appeal
+    action), `username` names a staff actor, `since` is inclusive and `until` exclusive."""
+    from .auth.models import StaffUser
+    from .enterprises.services import Page
+
+    stmt = select(AuditLog)
+    if actor_type:
+        stmt = stmt.where(AuditLog.actor_type == actor_type)
+    if actor_id:
+        stmt = stmt.where(AuditLog.actor_id == actor_id)
+    if username:
+        ids = [str(i) for i in session.scalars(select(StaffUser.id).where(StaffUser.username == username))]
+        stmt = stmt.where(AuditLog.actor_type == "staff", AuditLog.actor_id.in_(ids))
+    if action:
+        stmt = stmt.where(AuditLog.action.startswith(action, autoescape=True))
+    if target_type:
+        stmt = stmt.where(AuditLog.target_type == target_type)
+    if target_id:
+        stmt = stmt.where(AuditLog.target_id == target_id)
+    if since:
+        stmt = stmt.where(AuditLog.created_at >= since)
+    if until:
+        stmt = stmt.where(AuditLog.created_at < until)
+    total = session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
+    rows = list(session.scalars(stmt.order_by(AuditLog.created_at.desc(), AuditLog.id.desc())
+                                .limit(per_page).offset((page - 1) * per_page)))
+    return Page(rows, total, page, per_page)

@@ -75,6 +75,16 @@ def password_stamp(staff) -> str:
     return staff.password_hash[-12:]
 
 
+def end_staff_logins(r, staff_id: int) -> None:
+    """End the account's console logins and API tokens (after it is disabled or its password is reset).
+
+    A disabled account is already refused by _load_staff and a new password by the stamp; revoking the tokens
+    as well keeps them from coming back to life when the account is enabled again.
+    """
+    for kind in (CONSOLE, STAFF):
+        tokens.revoke_subject(r, kind, staff_id)
+
+
 def _check_role(staff, min_role: str) -> Actor:
     if ROLE_RANK[StaffRole(staff.role)] < ROLE_RANK[StaffRole(min_role)]:
         raise Forbidden("抱歉，您的账号没有权限进行这个操作。")

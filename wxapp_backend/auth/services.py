@@ -14,7 +14,7 @@ from werkzeug.security import check_password_hash, generate_password_hash
 from ..audit import SYSTEM, Actor, audit
 from ..db import utcnow
 from ..enterprises.models import Enterprise
-from ..errors import Conflict, TooManyRequests, Unauthorized, ValidationError
+from ..errors import Conflict, NotFound, TooManyRequests, Unauthorized, ValidationError
 from ..http import limit_key
 from ..validation import credit_code_problem
 from .models import BindingState, StaffRole, StaffUser, User, UserRole
@@ -121,28 +121,54 @@ def validate_password(password: str) -> str | None:
     return None
 
 
+STAFF_TEXT_MAX = 64  # display_name and department columns
+# Control characters (a pasted tab, a NUL that PostgreSQL refuses) never belong in a name.
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _clean(value: str | None) -> str:
+    return _CONTROL_RE.sub("", value or "").strip()
+
+
+def _profile_problems(role: str, department: str, display_name: str) -> dict[str, str]:
+    errors = {}
+    if role not in {r.value for r in StaffRole}:
+        errors["role"] = "角色只能是 admin、staff 或 dept"
+    if role == StaffRole.DEPT and not department:
+        errors["department"] = "部门账号必须填写所属部门"
+    elif len(department) > STAFF_TEXT_MAX:
+        errors["department"] = f"部门名称不能超过 {STAFF_TEXT_MAX} 个字"
+    if len(display_name) > STAFF_TEXT_MAX:
+        errors["display_name"] = f"显示名称不能超过 {STAFF_TEXT_MAX} 个字"
+    return errors
+
+
 def create_staff(session: Session, *, username: str, password: str, role: str, department: str = "",
                  display_name: str = "", actor: Actor = SYSTEM) -> StaffUser:
     """Create a staff account with a hashed password."""
+    department, display_name = _clean(department), _clean(display_name)
     errors = {}
-    if not USERNAME_RE.match(username or ""):
+    if not USERNAME_RE.fullmatch(username or ""):
         errors["username"] = "用户名为 3-64 位字母、数字、下划线、点或横线"
     problem = validate_password(password or "")
     if problem:
         errors["password"] = problem
-    if role not in {r.value for r in StaffRole}:
-        errors["role"] = "角色只能是 admin、staff 或 dept"
-    if role == StaffRole.DEPT and not department.strip():
-        errors["department"] = "部门账号必须填写所属部门"
+    errors.update(_profile_problems(role, department, display_name))
     if errors:
         raise ValidationError(next(iter(errors.values())), fields=errors)
+    taken = Conflict(f"用户名 {username} 已存在。", fields={"username": "已存在"})
     if session.scalar(select(StaffUser.id).where(StaffUser.username == username)) is not None:
-        raise Conflict(f"用户名 {username} 已存在。", fields={"username": "已存在"})
+        raise taken
     staff = StaffUser(username=username, password_hash=generate_password_hash(password), role=role,
-                      department=department.strip(), display_name=display_name or username)
-    session.add(staff)
-    session.flush()
-    audit(session, actor, "staff.created", staff, username=username, role=role, department=department)
+                      department=department, display_name=display_name or username)
+    try:
+        with session.begin_nested():
+            session.add(staff)
+            session.flush()
+    except IntegrityError:  # the same name created at the same moment by another admin
+        raise taken from None
+    audit(session, actor, "staff.created", staff, username=username, role=role, department=department,
+          display_name=staff.display_name)
     return staff
 
 
@@ -152,6 +178,84 @@ def set_staff_password(session: Session, staff: StaffUser, password: str, actor:
         raise ValidationError(problem, fields={"password": problem})
     staff.password_hash = generate_password_hash(password)
     audit(session, actor, "staff.password_changed", staff)
+
+
+def list_staff(session: Session) -> list[StaffUser]:
+    """Every console account, the active ones first, by username."""
+    return list(session.scalars(select(StaffUser).order_by(StaffUser.active.desc(), StaffUser.username)))
+
+
+def get_staff(session: Session, staff_id: int) -> StaffUser:
+    """One console account (404 when there is none)."""
+    staff = session.get(StaffUser, staff_id)
+    if staff is None:
+        raise NotFound("没有找到这个工作人员账号。")
+    return staff
+
+
+def _is_self(actor: Actor, staff: StaffUser) -> bool:
+    return actor.type == "staff" and str(actor.id) == str(staff.id)
+
+
+def _is_last_active_admin(session: Session, staff: StaffUser) -> bool:
+    """Whether `staff` is the only active admin. The active admins' rows are locked (PostgreSQL; SQLite
+    writes one at a time anyway), so two admins disabling each other at once cannot leave none."""
+    stmt = (select(StaffUser.id).where(StaffUser.role == StaffRole.ADMIN.value, StaffUser.active.is_(True))
+            .with_for_update())
+    return set(session.scalars(stmt)) <= {staff.id}
+
+
+def update_staff(session: Session, actor: Actor, staff_id: int, *, display_name: str, role: str,
+                 department: str) -> StaffUser:
+    """Change an account's display name, role and department; the changes are audited as from/to pairs."""
+    staff = get_staff(session, staff_id)
+    display_name, department = _clean(display_name), _clean(department)
+    errors = _profile_problems(role, department, display_name)
+    if errors:
+        raise ValidationError(next(iter(errors.values())), fields=errors)
+    if role != staff.role:
+        if _is_self(actor, staff):
+            raise Conflict("不能修改自己账号的角色，请由另一位管理员操作。", fields={"role": "不能修改自己的角色"})
+        if staff.role == StaffRole.ADMIN and staff.active and _is_last_active_admin(session, staff):
+            raise Conflict("这是最后一个启用中的管理员账号，不能改为其他角色，否则就没有人能管理账号了。",
+                           fields={"role": "最后一个管理员"})
+    changes = {}
+    for name, value in (("display_name", display_name or staff.username), ("role", role),
+                        ("department", department)):
+        if getattr(staff, name) != value:
+            changes[name] = {"from": getattr(staff, name), "to": value}
+            setattr(staff, name, value)
+    if changes:
+        audit(session, actor, "staff.updated", staff, username=staff.username, **changes)
+    return staff
+
+
+def set_staff_active(session: Session, actor: Actor, staff_id: int, active: bool) -> StaffUser:
+    """Disable or re-enable an account. Not one's own, and never the last active admin.
+
+    The caller ends the account's logins after the commit (guard.end_staff_logins).
+    """
+    staff = get_staff(session, staff_id)
+    if staff.active == active:
+        return staff
+    if not active:
+        if _is_self(actor, staff):
+            raise Conflict("不能停用自己正在使用的账号。")
+        if staff.role == StaffRole.ADMIN and _is_last_active_admin(session, staff):
+            raise Conflict("这是最后一个启用中的管理员账号，停用后就没有人能管理账号了，不能停用。")
+    staff.active = active
+    audit(session, actor, "staff.enabled" if active else "staff.disabled", staff, username=staff.username)
+    return staff
+
+
+def reset_staff_password(session: Session, actor: Actor, staff_id: int, password: str) -> StaffUser:
+    """An admin sets a new password for an account (audited without the password).
+
+    The caller ends the account's logins after the commit (guard.end_staff_logins).
+    """
+    staff = get_staff(session, staff_id)
+    set_staff_password(session, staff, password, actor)
+    return staff
 
 
 class LoginThrottle:

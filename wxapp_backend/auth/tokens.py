@@ -12,10 +12,21 @@ def _key(kind: str, token: str) -> str:
     return f"tok:{kind}:" + hashlib.sha256(token.encode()).hexdigest()
 
 
+def _subject_key(kind: str, subject_id: int) -> str:
+    return f"tok:subject:{kind}:{subject_id}"
+
+
 def issue(r: redis.Redis, kind: str, subject_id: int, ttl: int, stamp: str = "") -> str:
     """A new token for `subject_id`; `stamp` (no ":") is kept with it for resolve_stamped."""
     token = secrets.token_urlsafe(32)
-    r.set(_key(kind, token), f"{subject_id}:{stamp}" if stamp else str(subject_id), ex=ttl)
+    key = _key(kind, token)
+    pipe = r.pipeline(transaction=False)
+    pipe.set(key, f"{subject_id}:{stamp}" if stamp else str(subject_id), ex=ttl)
+    # The subject's tokens, so that revoke_subject can end them all; the set outlives each token in it
+    # (a kind's tokens share one ttl), and a member whose token has expired is harmless.
+    pipe.sadd(_subject_key(kind, subject_id), key)
+    pipe.expire(_subject_key(kind, subject_id), ttl)
+    pipe.execute()
     return token
 
 
@@ -37,3 +48,15 @@ def resolve(r: redis.Redis, kind: str, token: str) -> int | None:
 
 def revoke(r: redis.Redis, kind: str, token: str) -> None:
     r.delete(_key(kind, token))
+
+
+def revoke_subject(r: redis.Redis, kind: str, subject_id: int) -> int:
+    """End every token of `kind` issued to `subject_id`; returns how many were live."""
+    index = _subject_key(kind, subject_id)
+    keys = list(r.smembers(index))
+    if not keys:
+        return 0
+    pipe = r.pipeline(transaction=False)
+    pipe.delete(*keys)
+    pipe.srem(index, *keys)  # not DEL: a token issued meanwhile keeps its place in the index
+    return int(pipe.execute()[0])
