@@ -12,6 +12,11 @@ def _key(kind: str, token: str) -> str:
     return f"tok:{kind}:" + hashlib.sha256(token.encode()).hexdigest()
 
 
+# Staff API tokens and console logins are indexed by account (revoke_subject); mini-program users' are not: they
+# are never revoked wholesale, and an index renewed at every login would only grow.
+INDEXED_KINDS = frozenset({"staff", "console"})
+
+
 def _subject_key(kind: str, subject_id: int) -> str:
     return f"tok:subject:{kind}:{subject_id}"
 
@@ -20,8 +25,12 @@ def issue(r: redis.Redis, kind: str, subject_id: int, ttl: int, stamp: str = "")
     """A new token for `subject_id`; `stamp` (no ":") is kept with it for resolve_stamped."""
     token = secrets.token_urlsafe(32)
     key = _key(kind, token)
+    value = f"{subject_id}:{stamp}" if stamp else str(subject_id)
+    if kind not in INDEXED_KINDS:
+        r.set(key, value, ex=ttl)
+        return token
     pipe = r.pipeline(transaction=False)
-    pipe.set(key, f"{subject_id}:{stamp}" if stamp else str(subject_id), ex=ttl)
+    pipe.set(key, value, ex=ttl)
     # The subject's tokens, so that revoke_subject can end them all; the set outlives each token in it
     # (a kind's tokens share one ttl), and a member whose token has expired is harmless.
     pipe.sadd(_subject_key(kind, subject_id), key)
