@@ -126,11 +126,17 @@ def send_customer_message(account: str, openid: str, payload: dict[str, Any], se
     done_key = f"wx:kf:sent:{send_id}" if send_id else ""
     if done_key and r.exists(done_key):
         return "already_sent"
-    refused = take_window(r, account, openid)
-    if refused:
-        KEFU_REFUSED.labels(account, str(refused), "local").inc()
-        log.info("customer-service message not sent: window", extra={"account": account, "errcode": refused})
-        return f"refused_{refused}"
+    # A retry after a transient failure re-sends on the slot its first run took (as notifications do):
+    # one message, one of the window's sends, however many times WeChat was busy.
+    slot_key = f"wx:kf:slot:{send_id}" if send_id else ""
+    if not (slot_key and r.exists(slot_key)):
+        refused = take_window(r, account, openid)
+        if refused:
+            KEFU_REFUSED.labels(account, str(refused), "local").inc()
+            log.info("customer-service message not sent: window", extra={"account": account, "errcode": refused})
+            return f"refused_{refused}"
+        if slot_key:
+            r.set(slot_key, b"1", ex=MESSAGE_WINDOW + 60)
     try:
         _api(account).send_custom(openid, {"touser": openid, **payload})
     except WeChatAPIError as exc:
