@@ -77,11 +77,22 @@ def _one(s, appeal_id: int, now: datetime, done: dict[str, int]) -> None:
             done["escalated"] += 1
 
 
+def _retries_left() -> bool:
+    """True inside an RQ job that will be tried again if it raises."""
+    from rq import get_current_job
+
+    job = get_current_job()
+    return bool(job is not None and job.retries_left)
+
+
 def fetch_chat_images(appeal_id: int, account: str, media_ids: list[str]) -> int:
-    """Download photos sent in the chat intake and attach them; media already attached are skipped."""
+    """Download photos sent in the chat intake and attach them; media already attached are skipped.
+
+    A photo WeChat could not give for now (busy, a timeout) is fetched by the job's retry, the others being
+    kept at once; on the last try, or when WeChat refuses it (expired), it is recorded as not fetched."""
     from flask import current_app
 
-    from ..wechat.client import get_api
+    from ..wechat.client import WeChatAPIError, get_api
     from . import intake
 
     with session_scope() as s:
@@ -92,11 +103,19 @@ def fetch_chat_images(appeal_id: int, account: str, media_ids: list[str]) -> int
     todo = [m for m in media_ids if m not in have]
     fetched: list[dict] = []
     failed = 0
+    later: WeChatAPIError | None = None
     api = get_api(account)
     for media_id in todo:
         try:
             data, _ctype = api.download_media(media_id)
             decoded = intake.decode_raw(data)
+        except WeChatAPIError as exc:
+            if exc.transient and _retries_left():
+                later = exc
+                continue
+            log.warning("chat photo not fetched", extra={"appeal_id": appeal_id, "errcode": exc.errcode})
+            failed += 1
+            continue
         except Exception:  # noqa: BLE001 - an expired or refused photo must not lose the others
             log.warning("chat photo not fetched", extra={"appeal_id": appeal_id})
             failed += 1
@@ -112,4 +131,6 @@ def fetch_chat_images(appeal_id: int, account: str, media_ids: list[str]) -> int
             services._event(s, appeal, SYSTEM, "photos_attached",
                             note=f"对话中发送的照片已保存 {len(new)} 张" + (f"，{failed} 张未能获取" if failed else ""),
                             public=True)
+    if later is not None:
+        raise later  # RQ tries again; what was attached now is skipped then
     return len(fetched)
