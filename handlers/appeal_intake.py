@@ -77,6 +77,8 @@ UNAVAILABLE = "系统暂时繁忙，刚才的内容没有保存。请稍后回�
 NO_USER = "暂时无法确认您的身份，诉求没有提交。请稍后再试，或在小程序“我要反映”中填写。"
 SUBMITTED = ("诉求已提交，编号 {number}。\n我们将在 1 个工作日内受理，承诺 {due} 前办结。\n"
              "回复“我的诉求”可随时查看进度，办理结果会通知您。")
+SUMMARY_CONTENT_CHARS = 200
+CONTENT_CUT = "…（共 {n} 字，已完整记录）"
 CONFIRM_HINT = "回复“确认”提交，回复“修改”重新填写，回复“取消”放弃。"
 SUMMARY = "请核对您的诉求：\n问题：{content}\n企业：{enterprise}\n楼宇：{building}\n联系人：{name} {phone}\n照片：{photos} 张\n"
 
@@ -138,7 +140,11 @@ def _prompt(draft: dict[str, Any], step: str) -> str:
 
 
 def _summary(d: dict[str, Any]) -> str:
-    return SUMMARY.format(content=d.get("content", ""), enterprise=d.get("enterprise_name") or "（未填写）",
+    # The description may be 2,000 characters: quoted whole, the reply (cut at 2,048 bytes) lost the lines after it.
+    content = d.get("content", "")
+    if len(content) > SUMMARY_CONTENT_CHARS:
+        content = content[:SUMMARY_CONTENT_CHARS] + CONTENT_CUT.format(n=len(content))
+    return SUMMARY.format(content=content, enterprise=d.get("enterprise_name") or "（未填写）",
                           building=d.get("building_name") or "（未填写）", name=d.get("contact_name", ""),
                           phone=d.get("contact_phone", ""), photos=len(d.get("media", []))) + CONFIRM_HINT
 
