@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import functools
 import logging
+from dataclasses import replace
 
 from . import kb
 from .middleware import DEFAULT_MIDDLEWARE
-from .replies import Reply, Text, Transfer
+from .replies import Reply, Text, Transfer, as_reply
 from .router import Context, Router
 
 log = logging.getLogger("handlers")
@@ -153,10 +154,10 @@ def install_defaults(router: Router, *, middleware: bool = True) -> Router:
     router.text(*MENU_WORDS, answer=Text(MENU_REPLY))
 
     @router.regex(r"^[1-4]$")
-    def on_digit(ctx: Context) -> Reply:
+    def on_digit(ctx: Context) -> Reply | None:
         if kb.has_pending_choices(ctx):  # "回复数字即可查看答案" wins over the menu digits
             return kb.answer(ctx.text, ctx)
-        return INTENTS[DIGITS[ctx.text]](ctx)
+        return _as_menu_click(router, ctx, DIGITS[ctx.text])
 
     router.text(*GREETINGS, answer=Text(GREETING))
     router.text(*THANKS_WORDS, answer=Text(THANKS))
@@ -189,6 +190,19 @@ def install_defaults(router: Router, *, middleware: bool = True) -> Router:
         return Text(UNSUPPORTED)
 
     return router
+
+
+def _as_menu_click(router: Router, ctx: Context, intent: str) -> Reply | None:
+    """A menu digit does what the menu's button does: the rule a CLICK of that key meets (a plug-in's, such as
+    the appeal intake's, before the generic text here)."""
+    key = next((k for k, (name, _label) in MENU.items() if name == intent), None)
+    if key is None:
+        return INTENTS[intent](ctx)
+    click = Context(msg=replace(ctx.msg, msg_type="event", event="click", event_key=key, content=None),
+                    redis=ctx.redis, settings=ctx.settings, user_id=ctx.user_id, blocked=ctx.blocked,
+                    extra=dict(ctx.extra), _state=ctx.state)
+    handler = router.resolve(click)
+    return as_reply(handler(click)) if handler is not None else INTENTS[intent](ctx)
 
 
 def app_reply(text: str, *, user_id: int | None, pending_choices: bool) -> tuple[str, str] | None:
