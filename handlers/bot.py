@@ -100,25 +100,32 @@ def install_defaults(router: Router, *, middleware: bool = True) -> Router:
     if middleware:
         router.middleware[:0] = list(DEFAULT_MIDDLEWARE)
 
+    # The replies that show the numbered menu forget pending “您是不是想问” choices, so that a digit means what
+    # the last message said (they were fixed answers, stored with the claim, before that).
     @router.event("subscribe")
     def on_subscribe(ctx: Context) -> Reply:
+        kb.forget_choices(ctx)
         return Text(WELCOME)
 
     @router.event("unsubscribe")
     def on_unsubscribe(ctx: Context) -> None:
         return None  # followed=False is recorded by the user middleware; nobody can read a reply
 
-    router.event("scan", answer=Text(WELCOME_BACK))
+    @router.event("scan")
+    def on_scan(ctx: Context) -> Reply:
+        kb.forget_choices(ctx)
+        return Text(WELCOME_BACK)
 
     @router.event("location", fast=True)
     def on_location_report(ctx: Context) -> None:
         return None  # periodic position reports: never answer them
 
-    @router.event("click", fast=True)
+    @router.event("click")
     def on_click(ctx: Context) -> Reply | None:
         entry = MENU.get(ctx.msg.event_key or "")
         if entry is None:
             log.info("unknown menu key", extra={"key": ctx.msg.event_key})
+            kb.forget_choices(ctx)
             return Text(MENU_TEXT)
         return INTENTS[entry[0]](ctx)
 
@@ -151,7 +158,10 @@ def install_defaults(router: Router, *, middleware: bool = True) -> Router:
     def on_activity(ctx: Context) -> Reply:
         return activity(ctx)
 
-    router.text(*MENU_WORDS, answer=Text(MENU_REPLY))
+    @router.text(*MENU_WORDS)
+    def on_menu(ctx: Context) -> Reply:
+        kb.forget_choices(ctx)
+        return Text(MENU_REPLY)
 
     @router.regex(r"^[1-4]$")
     def on_digit(ctx: Context) -> Reply | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from flask import current_app
 
+from wxapp_backend.knowledge_store.bot import forget_choices as _forget
 from wxapp_backend.knowledge_store.bot import has_pending_choices as _pending
 from wxapp_backend.knowledge_store.bot import respond
 from wxapp_backend.knowledge_store.services import get_runtime
@@ -27,3 +28,8 @@ def answer(text: str, ctx: Context) -> Reply:
 def has_pending_choices(ctx: Context) -> bool:
     """True when the last answer offered numbered choices, so a digit picks one of them."""
     return _pending(ctx.redis, ctx.account, ctx.openid)
+
+
+def forget_choices(ctx: Context) -> None:
+    """The bot showed its numbered menu: a digit from now on means the menu, not an earlier “您是不是想问”."""
+    _forget(ctx.redis, ctx.account, ctx.openid)

@@ -11,7 +11,7 @@ from ..db import session_scope
 from ..errors import NotFound, TooManyRequests
 from ..http import doc, limit_key, parse, query
 from ..validation import Field
-from .bot import respond
+from .bot import forget_choices, respond
 from .services import entry_from_row, get_runtime, record_feedback
 
 bp = Blueprint("kb_api", __name__, url_prefix="/api/v1")
@@ -59,15 +59,22 @@ def search():
      "decision：answer / suggest / fallback / smalltalk / handoff / guide（指向小程序页面）", body=CHAT_FIELDS,
      auth="none", tags=["知识库"], responses={200: "{reply, decision, suggestions, turn_id}"})
 def chat():
-    from handlers.bot import app_reply
+    from handlers.bot import MENU_REPLY, app_reply
 
     data = parse(CHAT_FIELDS)
     user_id = optional_user_id()
     state = current_app.extensions["wxapp"]
+    who = _who(user_id)
+
+    def fixed(text: str, pending: bool) -> tuple[str, str] | None:
+        found = app_reply(text, user_id=user_id, pending_choices=pending)
+        if found is not None and found[0] == MENU_REPLY:  # its digits now mean the menu, as in the WeChat chat
+            forget_choices(state.redis, "api", who)
+        return found
+
     # The words the WeChat chat answers without the knowledge base (menu, 人工, 我要反映, 我的诉求 ...) first.
     result, turn_id = respond(get_runtime(), state.db, state.redis, data["text"], channel="api", user_id=user_id,
-                              who=_who(user_id),
-                              fixed=lambda text, pending: app_reply(text, user_id=user_id, pending_choices=pending))
+                              who=who, fixed=fixed)
     body = result.to_dict()
     body["turn_id"] = turn_id
     return jsonify(body)

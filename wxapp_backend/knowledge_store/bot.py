@@ -70,3 +70,11 @@ def has_pending_choices(r: redis.Redis, channel: str, who: str) -> bool:
         return bool(r.exists(_memory_key(channel, who)))
     except redis.RedisError:
         return False
+
+
+def forget_choices(r: redis.Redis, channel: str, who: str) -> None:
+    """Drop the pending choices: the bot has since offered other numbers (its menu), which a digit now means."""
+    try:
+        r.delete(_memory_key(channel, who))
+    except redis.RedisError:
+        log.warning("could not drop the suggestion memory")
