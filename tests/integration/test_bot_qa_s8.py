@@ -74,8 +74,8 @@ def test_confirm_summary_of_a_long_description_keeps_the_confirm_hint(oa_kb):
     assert "诉求已提交" in say(oa_kb, who, "确认")
 
 
-@pytest.mark.parametrize("text", ["👍", "😀😀", "🙏", "？？？", "。。。"])
-def test_emoji_or_punctuation_only_is_not_an_unanswered_question(oa_kb, db, text):
+@pytest.mark.parametrize("text", ["👍", "😀😀", "🙏"])
+def test_emoji_only_is_not_an_unanswered_question(oa_kb, db, text):
     """A thumbs-up is no question: it used to get “这个问题我还没学会，我已经把它记下来” and land in the staff's
     queue of unanswered questions."""
     from wxapp_backend.knowledge_store.models import UnansweredQuestion

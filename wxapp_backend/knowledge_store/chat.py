@@ -19,6 +19,7 @@ THANKS = "不客气！还有什么需要，随时找我。"
 HANDOFF = "好的，正在为您转接人工客服，请稍候。工作时间以外，您也可以回复“我要反映”留下诉求，我们会尽快联系您。"
 FALLBACK = ("抱歉，这个问题我还没学会。我已经把它记下来，工作人员会尽快补充。\n"
             "您可以：\n1. 换个说法再问问我\n2. 回复“人工”联系工作人员\n3. 回复“我要反映”提交诉求，我们会在承诺时限内答复")
+NO_WORDS = "小二收到啦～想了解政策或办事，请直接用文字问我；回复“菜单”看看我能做什么。"
 CHOICE_GONE = "您选的这条内容刚刚下线或已过有效期，目前不再提供。"
 EXPIRED_NOTE = "您问的“{q}”已经过了有效期（截至 {until}），目前不再受理。有新政策时我们会第一时间更新。"
 
@@ -89,6 +90,9 @@ def ask(kb: KnowledgeBase, text: str, *, last_suggestions: list[str] | None = No
         return ChatResult(GREETING, "smalltalk")
     if small == "thanks":
         return ChatResult(THANKS, "smalltalk")
+    if not any(ch.isalnum() for ch in text):
+        # 👍 alone is no question: not “我还没学会” nor a row in the staff's unanswered queue.
+        return ChatResult(NO_WORDS, "smalltalk")
     decision: Decision = kb.decide(text, limit=5)
     if decision.kind == "answer" and decision.best is not None:
         best = decision.best
