@@ -93,3 +93,12 @@ def test_app_chat_menu_after_choices_makes_digits_mean_the_menu_again(oa_kb, cli
     assert ask("人才")["decision"] == "suggest"  # three choices pending
     assert ask("菜单")["reply"] == MENU_REPLY
     assert ask("3")["reply"] == ACTIVITY_TEXT
+
+
+def test_the_fallback_reply_does_not_number_what_a_digit_would_not_do():
+    """The “我还没学会” reply listed 1. 2. 3.; replying 2 from it started the menu's item 2, not 回复“人工”."""
+    import re
+
+    from wxapp_backend.knowledge_store.chat import FALLBACK
+
+    assert "人工" in FALLBACK and not re.search(r"^\d\.", FALLBACK, re.M)
