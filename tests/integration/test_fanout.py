@@ -270,3 +270,35 @@ def test_a_crash_inside_a_chunk_reports_the_rest_unknown_and_sends_nothing_twice
     assert statuses.count("sent") == 4 and statuses.count("failed") == 2
     openids = _sent_openids(standin)
     assert len(openids) == len(set(openids)) == 4  # nobody twice; the two unknown rows were never retried
+
+
+def test_a_slow_chunk_keeps_its_lease_and_is_not_reported_unknown(app, published, standin, db, fanout_cfg,
+                                                                   monkeypatch):
+    """WeChat slow enough that a chunk outlasts its lease: the worker renews it, so the sweeper neither reports
+    rows it is still sending as 结果未知 (they used to stay 'failed' although they were sent) nor takes them."""
+    monkeypatch.setitem(fanout_cfg, "fanout_claim_batch", 6)
+    monkeypatch.setitem(fanout_cfg, "fanout_send_chunk", 6)
+    monkeypatch.setattr(broadcast, "LEASE_SECONDS", 0.9)
+    nid = published(6)
+    broadcast.expand_notice(nid)
+    standin.set_latency(0.3, SUBSCRIBE)  # the chunk takes ~1.8 s, twice its lease
+    errors: list[BaseException] = []
+
+    def worker() -> None:
+        try:
+            with app.app_context():
+                broadcast.send_notice(nid)
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    t = threading.Thread(target=worker)
+    t.start()
+    time.sleep(1.3)
+    swept = broadcast.sweep_leases()  # the periodic sweeper, mid-chunk
+    t.join(30)
+    assert not errors, errors
+    assert swept["unknown"] == 0, swept
+    statuses = [s[1] for s in _statuses(db, nid)]
+    assert statuses == ["sent"] * 6, statuses
+    openids = _sent_openids(standin)
+    assert len(openids) == len(set(openids)) == 6

@@ -19,7 +19,8 @@ How a publish travels (the database is the source of truth; Redis only paces and
    global rate limiter (GCRA in one Lua script on the shared Redis) and call WeChat at once; mark the
    chunk's sent rows in one transaction (fenced again; errors are recorded per row at once). A row only reaches WeChat after that committed ``sending`` step,
    and a ``sending`` row is never handed out again, so nothing is sent twice, whatever Redis or a worker
-   does; a worker killed inside a chunk leaves that chunk's unconfirmed rows as "结果未知" (step 4).
+   does; a worker killed inside a chunk leaves that chunk's unconfirmed rows as "结果未知" (step 4). A chunk
+   that a slow WeChat keeps busy longer than a third of the lease renews it, so a live worker's rows are not.
 4. `sweep_leases` (run by `fanout_tick` every minute while a notice is sending, and by the progress view):
    ``claimed`` rows whose lease expired go back to ``pending`` (they were never sent); ``sending`` rows
    whose lease expired are failed as "结果未知" and not retried (at most one chunk per killed worker:
@@ -577,10 +578,21 @@ def _send_chunk(api, limiter: RateLimiter, token: str, rows: list[tuple[int, int
                       .execution_options(synchronize_session=False))
             outcomes.update(dict.fromkeys(no_credit, "skipped"))
     sent: list[dict[str, Any]] = []
+    renewed = time.monotonic()
     try:
         for row_id, user_id, openid in rows:
             if row_id in outcomes:
                 continue
+            if time.monotonic() - renewed > LEASE_SECONDS / 3:
+                # A slow WeChat (timeouts, busy retries) can make a chunk outlast its lease; renewing it keeps
+                # the sweeper from reporting rows as 结果未知 that this worker is still sending, and a row the
+                # sweeper took meanwhile is not sent.
+                # Every row still 'sending' under our token: the ones sent are marked only at the chunk's end.
+                renewed = time.monotonic()
+                lost = _renew(token, [r[0] for r in rows]) - outcomes.keys()
+                outcomes.update(dict.fromkeys(lost, "lost_lease"))
+                if row_id in outcomes:
+                    continue
             # A token per send, taken right before the call: booking a chunk's slots ahead saved round trips
             # but let a worker that fell behind its slots (CPU, a commit) catch up in a burst over the limit.
             limiter.acquire()
@@ -603,6 +615,15 @@ def _send_chunk(api, limiter: RateLimiter, token: str, rows: list[tuple[int, int
                                           t.c.status == OutboxStatus.SENDING.value)
                           .values(status=OutboxStatus.SENT.value, sent_at=bindparam("at"), errcode=0, detail=""), sent)
     return [outcomes[r[0]] for r in rows if r[0] in outcomes]
+
+
+def _renew(token: str, row_ids: list[int]) -> set[int]:
+    """Renew the lease of this chunk's rows still ``sending`` under `token`; returns the rows it no longer holds."""
+    with session_scope() as s:
+        kept = set(s.scalars(update(OutboxRow).where(
+            OutboxRow.id.in_(row_ids), OutboxRow.lease_token == token, OutboxRow.status == OutboxStatus.SENDING.value)
+            .values(claimed_at=utcnow()).returning(OutboxRow.id).execution_options(synchronize_session=False)))
+    return set(row_ids) - kept
 
 
 def _send_one(api, limiter: RateLimiter, row_id: int, token: str, user_id: int, openid: str, template_id: str,
