@@ -26,6 +26,7 @@ class _PendingJob:
     args: tuple
     kwargs: dict
     options: dict = field(default_factory=dict)
+    within: Any = None  # the savepoint it was queued in (None: the outer transaction)
 
 
 def get_queue(name: str | None = None) -> Queue:
@@ -53,23 +54,38 @@ def enqueue_after_commit(session: Session, func: Callable[..., Any] | str, *args
     """Enqueue when `session` commits; dropped if it rolls back, so no job ever sees uncommitted data."""
     pending = session.info.setdefault(_PENDING, [])
     pending.append(_PendingJob(get_queue(), func, args, kwargs,
-                               {"job_id": job_id, "delay": delay, "retries": retries, "timeout": timeout}))
+                               {"job_id": job_id, "delay": delay, "retries": retries, "timeout": timeout},
+                               within=session.get_nested_transaction()))
 
 
 @event.listens_for(Session, "after_commit")
 def _after_commit(session: Session) -> None:
+    if session.in_nested_transaction():
+        return  # a savepoint was released (SQLAlchemy fires after_commit for it too): wait for the real commit
     pending: list[_PendingJob] = session.info.pop(_PENDING, [])
     for job in pending:
         try:
             enqueue(job.func, *job.args, queue=job.queue, **job.options, **job.kwargs)
-        except Exception:  # the data is committed; a lost enqueue is picked up by the job's sweeper
+        except Exception:  # the data is committed; the periodic sweepers (notifications, fan-out, reminders,
+            # the SLA tick) pick their work up again; any other lost enqueue is this log line
             log.exception("could not enqueue %s after commit", getattr(job.func, "__name__", job.func))
 
 
 @event.listens_for(Session, "after_soft_rollback")
 def _after_rollback(session: Session, previous_transaction) -> None:
-    if previous_transaction.parent is None:  # only the outermost rollback discards the work
+    if previous_transaction.parent is None:  # the outermost rollback discards all the work
         session.info.pop(_PENDING, None)
+    elif session.info.get(_PENDING):  # a savepoint's rollback discards what was queued inside it
+        session.info[_PENDING] = [job for job in session.info[_PENDING]
+                                  if not _inside(job.within, previous_transaction)]
+
+
+def _inside(transaction: Any, savepoint: Any) -> bool:
+    while transaction is not None:
+        if transaction is savepoint:
+            return True
+        transaction = transaction.parent
+    return False
 
 
 def failed_jobs(limit: int = 50) -> list[dict[str, Any]]:

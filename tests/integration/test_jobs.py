@@ -72,3 +72,24 @@ def test_the_worker_logs_at_log_level(app, settings):
     with quiet.app_context():
         run_worker(["log-level-test"], burst=True)
     assert logging.getLogger("rq.worker").getEffectiveLevel() == logging.WARNING
+
+
+def test_a_job_queued_inside_a_savepoint_that_rolls_back_is_dropped(app_ctx, run_jobs):
+    """Only the savepoint's work is undone: its job goes with it, the outer transaction's stays (a job queued
+    in a released savepoint belongs to the outer transaction then); and releasing a savepoint enqueues nothing
+    before the real commit (it used to enqueue every job queued so far, before the data was committed)."""
+    state = app_ctx.extensions["wxapp"]
+    with session_scope() as s:
+        enqueue_after_commit(s, ok_job, 1)
+        with s.begin_nested():
+            enqueue_after_commit(s, ok_job, 2)  # released: kept
+        assert state.queue.count == 0  # SQLAlchemy fires after_commit for a released savepoint too: not yet
+        try:
+            with s.begin_nested():
+                enqueue_after_commit(s, ok_job, 3)
+                with s.begin_nested():
+                    enqueue_after_commit(s, ok_job, 4)  # inside the one that rolls back: dropped too
+                raise RuntimeError("undo this savepoint")
+        except RuntimeError:
+            pass
+    assert sorted(job.args[0] for job in state.queue.jobs) == [1, 2]
