@@ -36,9 +36,19 @@ def beat_once(r: redis.Redis, queue: Queue, now: float | None = None) -> list[st
     for p in PERIODIC:
         slot = int(now // p.every)
         # Whoever sets the slot's key first enqueues; every other beat (other workers, other machines) skips.
-        if r.set(f"beat:{p.name}:{slot}", "1", nx=True, ex=max(p.every * 2, 60)):
-            queue.enqueue(p.func, job_id=f"periodic-{p.name}-{slot}", job_timeout=max(p.every, 300),
-                          failure_ttl=7 * 24 * 3600)
+        key = f"beat:{p.name}:{slot}"
+        if r.set(key, "1", nx=True, ex=max(p.every * 2, 60)):
+            try:
+                queue.enqueue(p.func, job_id=f"periodic-{p.name}-{slot}", job_timeout=max(p.every, 300),
+                              failure_ttl=7 * 24 * 3600)
+            except Exception:
+                # Give the slot back, so the next beat (here or on another worker) enqueues it instead of every
+                # beat skipping a slot whose job never reached the queue.
+                try:
+                    r.delete(key)
+                except redis.RedisError:
+                    pass  # Redis is down: the key expires, and the next slot runs
+                raise
             started.append(p.name)
     return started
 
