@@ -166,6 +166,9 @@ def status(ctx: Context) -> Reply:
         return Text(NO_USER)
     text = status_text(ctx.user_id)
     _leave_flow(ctx)
+    from .kb import forget_choices
+
+    forget_choices(ctx)  # another topic: a digit no longer picks an earlier “您是不是想问” choice
     return Text(text)
 
 

@@ -151,6 +151,9 @@ def _summary(d: dict[str, Any]) -> str:
 
 def start(ctx: Context) -> Reply:
     """我要反映 / the MENU_APPEAL click: a new draft, or the choice to resume one."""
+    from .kb import forget_choices
+
+    forget_choices(ctx)  # a digit after this (or after 取消) no longer picks an earlier “您是不是想问” choice
     try:
         current = ctx.state.get()
     except redis.RedisError:

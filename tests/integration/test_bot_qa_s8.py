@@ -102,3 +102,14 @@ def test_the_fallback_reply_does_not_number_what_a_digit_would_not_do():
     from wxapp_backend.knowledge_store.chat import FALLBACK
 
     assert "人工" in FALLBACK and not re.search(r"^\d\.", FALLBACK, re.M)
+
+
+def test_choices_pending_before_another_topic_are_forgotten(oa_kb, redis_client):
+    """“您是不是想问” choices, then 我要反映 → 取消 (or 我的诉求): a digit after that meant an old choice up to 15 minutes
+    later; it now means the menu, as the last thing the bot said suggests."""
+    for openid, topic in (("oTopic1", ["我要反映", "取消"]), ("oTopic2", ["我的诉求"])):
+        say(oa_kb, openid, "你好")
+        redis_client.set(_memory_key("oa", openid), '["talent-foreign-work-permit", "talent-hub"]', ex=900)
+        for words in topic:
+            say(oa_kb, openid, words)
+        assert not redis_client.exists(_memory_key("oa", openid)), openid
