@@ -282,3 +282,42 @@ def test_only_a_verified_contact_files_an_appeal_into_an_enterprises_record(w, m
     # the verified contact of an enterprise still files into it by id
     own = w.get(w.submit(enterprise_id=w.enterprise.id))
     assert own.enterprise_id == w.enterprise.id
+
+
+def test_a_department_with_only_a_coordination_task_does_its_task_not_the_appeal(w, make_staff):
+    """会办: the helping department completes its task and may add notes; resolving the appeal, asking the
+    enterprise for material or an extension stay with the handling department (it could do all of them)."""
+    from wxapp_backend.appeals.services import ESCALATION_OWNER
+    from wxapp_backend.errors import Forbidden
+
+    a = w.submit()
+    w.act(a, "accept", category="tax")  # 税务: handled by 税务所
+    w.act(a, "coordinate", tasks=[{"department": "城运中心", "required": True}])
+    helper_staff = make_staff(role="dept", department="城运中心")
+    helper = Actor("staff", helper_staff.id, role="dept", department="城运中心", name="城运")
+    with session_scope() as s:
+        from wxapp_backend.appeals.models import AppealTask
+
+        task_id = s.scalar(select(AppealTask.id).where(AppealTask.appeal_id == a))
+    for action, data in (("resolve", {"resolution": "已处理"}), ("request_info", {"note": "请补充"}),
+                         ("request_extension", {"working_days": 3, "reason": "需要时间"})):
+        with pytest.raises(Forbidden), session_scope() as s:
+            services.perform(s, helper, a, action, data)
+    with session_scope() as s:
+        services.perform(s, helper, a, "note", {"note": "已到现场查看"})
+    with session_scope() as s:
+        services.perform(s, helper, a, "complete_task", {"task_id": task_id, "note": "已核实"})
+    handler_staff = make_staff(role="dept", department=w.get(a).department)
+    handler = Actor("staff", handler_staff.id, role="dept", department=handler_staff.department, name="承办")
+    with session_scope() as s:
+        services.perform(s, handler, a, "resolve", {"resolution": "已更换税控盘"})
+    assert w.get(a).status == "resolved"
+    # the 办不成事 window acts on an escalated appeal it does not handle
+    b = w.submit()
+    w.act(b, "accept", category="tax")
+    w.act(b, "escalate", reason="久拖不决")
+    window_staff = make_staff(role="dept", department=ESCALATION_OWNER)
+    window = Actor("staff", window_staff.id, role="dept", department=ESCALATION_OWNER, name="窗口")
+    with session_scope() as s:
+        services.perform(s, window, b, "resolve", {"resolution": "协调税务所当日办结"})
+    assert w.get(b).status == "resolved"

@@ -889,6 +889,15 @@ ACTIONS: dict[str, tuple[str, Callable, str]] = {
 }
 
 
+# What a department that only holds a 会办 task on an appeal may do on it.
+TASK_ONLY_ACTIONS = frozenset({"complete_task", "note"})
+
+
+def _handles(actor: Actor, appeal: Appeal) -> bool:
+    """The department handling the appeal, or the 办不成事 window once the appeal is escalated to it."""
+    return appeal.department == actor.department or (appeal.escalated and actor.department == ESCALATION_OWNER)
+
+
 def perform(session: Session, actor: Actor, appeal_id: int, action: str, data: dict[str, Any],
             *, now: datetime | None = None) -> Appeal:
     """One staff action on one appeal, under a row lock; `version` (optional) must match the current one."""
@@ -898,6 +907,8 @@ def perform(session: Session, actor: Actor, appeal_id: int, action: str, data: d
     if ROLE_RANK[StaffRole(actor.role)] < ROLE_RANK[StaffRole(min_role)]:
         raise Forbidden("您的账号不能进行这个操作。")
     appeal = get_appeal(session, appeal_id, actor, lock=True)
+    if _dept_only(actor) and action not in TASK_ONLY_ACTIONS and not _handles(actor, appeal):
+        raise Forbidden("您的部门只承担这件诉求的会办任务：可以办结本部门的任务或添加备注，办理本身由承办部门负责。")
     if data.get("version") is not None and data["version"] != appeal.version:
         raise Conflict("诉求已被他人更新，请刷新后再操作。", code="stale_version")
     fn(session, actor, appeal, data, now or utcnow())
