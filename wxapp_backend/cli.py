@@ -51,8 +51,10 @@ def register_cli(app: Flask) -> None:
     def init_db() -> None:
         """创建或升级数据库，并在知识库为空时载入默认知识库和诉求分类（可重复运行）。"""
         head = upgrade_database()
-        _after_init_db()
+        loaded = _after_init_db()
         click.echo(f"数据库已就绪（迁移版本 {head}）：{_masked_url()}")
+        for line in loaded:
+            click.echo(line)
 
     @app.cli.command("create-staff")
     @click.argument("username")
@@ -181,10 +183,15 @@ def _die_with_parent() -> None:
         pass
 
 
-def _after_init_db() -> None:
-    """Hooks that run after migrations (e.g. loading the default knowledge base when it is empty)."""
+def _after_init_db() -> list[str]:
+    """Hooks that run after migrations (e.g. loading the default knowledge base when it is empty); returns the
+    lines they report (what they loaded)."""
+    lines: list[str] = []
     for hook in AFTER_INIT_DB:
-        hook()
+        said = hook()
+        if isinstance(said, list):
+            lines.extend(str(x) for x in said)
+    return lines
 
 
 AFTER_INIT_DB: list = []

@@ -26,3 +26,4 @@ def test_init_db_cli(app, runner_env=None):
     result = app.test_cli_runner().invoke(args=["init-db"])
     assert result.exit_code == 0, result.output
     assert "数据库已就绪" in result.output
+    assert "知识库" in result.output, result.output  # it says what it loaded (the empty knowledge base's defaults)
