@@ -226,7 +226,14 @@ def _read_csv(data: bytes) -> Iterator[tuple[int, list[Any]]]:
         for number, record in enumerate(reader, start=1):
             yield number, record[:MAX_COLUMNS]
     except csv.Error as exc:
-        raise _FileProblem(f"CSV 格式有误（第 {reader.line_num} 行附近：{exc}），请检查引号是否成对。") from None
+        # The csv module's messages are English; staff get the likely cause in Chinese instead.
+        if "field limit" in str(exc):
+            cause = "有一格内容过长"
+        elif "end of data" in str(exc):
+            cause = "有一个引号到文件末尾都没有结束"
+        else:
+            cause = "引号后面紧跟了其他文字"
+        raise _FileProblem(f"CSV 格式有误（第 {reader.line_num} 行附近：{cause}），请检查引号是否成对。") from None
 
 
 _MERGE_RE = re.compile(rb"<(?:\w+:)?mergeCell\s+ref=\"([A-Za-z0-9:$]+)\"")
