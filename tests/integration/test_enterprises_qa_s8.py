@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import io
 import re
+import zipfile
 
+import openpyxl
 import pytest
+from sqlalchemy import select
 
 from wxapp_backend.audit import Actor
 from wxapp_backend.db import session_scope
 from wxapp_backend.demo import demo_credit_code
 from wxapp_backend.enterprises import importer
+from wxapp_backend.enterprises.models import Enterprise
 
 ACTOR = Actor("staff", 3, role="staff")
 
@@ -33,3 +38,45 @@ def test_broken_csv_quotes_are_reported_in_chinese(app_ctx, body):
     assert "第 2 行" in line and "引号" in line
     # The csv module's own English words ("',' expected after '\"'", "unexpected end of data") are not shown.
     assert not re.search(r"[A-Za-z]{3,}", line.replace("CSV", "")), line
+
+
+def _xlsx(rows: list[list[object]], patch: tuple[bytes, bytes] | None = None) -> bytes:
+    """An .xlsx written by openpyxl (formulas saved without a result); `patch` rewrites the sheet's XML."""
+    book = openpyxl.Workbook()
+    for row in rows:
+        book.active.append(row)
+    buf = io.BytesIO()
+    book.save(buf)
+    if patch is None:
+        return buf.getvalue()
+    out = io.BytesIO()
+    with zipfile.ZipFile(buf) as src, zipfile.ZipFile(out, "w") as dst:
+        for info in src.infolist():
+            data = src.read(info)
+            if info.filename == "xl/worksheets/sheet1.xml":
+                assert patch[0] in data
+                data = data.replace(*patch)
+            dst.writestr(info, data)
+    return out.getvalue()
+
+
+def test_formula_without_a_saved_result_is_refused_not_imported_as_empty(app_ctx, make_enterprise):
+    make_enterprise(name="甲科技有限公司", credit_code=code(1), contact_name="张三")
+    data = _xlsx([["企业名称", "统一社会信用代码", "联系人"], ["甲科技有限公司", code(1), '=IF(1,"张三","")']])
+    report = run("enterprises", data, filename="企业.xlsx")
+    assert not report.ok
+    assert "C2" in report.error_lines()[0] and "公式" in report.error_lines()[0]
+    with session_scope() as s:
+        assert s.scalar(select(Enterprise.contact_name).where(Enterprise.credit_code == code(1))) == "张三"
+
+
+def test_formula_with_its_result_saved_imports_the_result(app_ctx):
+    # As Excel saves them: the formula and its cached value; an empty text result is typed t="str".
+    data = _xlsx([["企业名称", "统一社会信用代码", "联系人", "备注"], ["甲科技有限公司", code(1), "=B1", '=""']],
+                 patch=(b'<c r="C2"><f>B1</f><v /></c><c r="D2"><f>""</f><v /></c>',
+                        b'<c r="C2" t="str"><f>B1</f><v>\xe6\x9d\x8e\xe5\x9b\x9b</v></c>'
+                        b'<c r="D2" t="str"><f>""</f><v></v></c>'))
+    report = run("enterprises", data, filename="企业.xlsx")
+    assert report.ok, report.error_lines()
+    with session_scope() as s:
+        assert s.scalar(select(Enterprise.contact_name).where(Enterprise.credit_code == code(1))) == "李四"

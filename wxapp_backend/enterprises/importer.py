@@ -237,6 +237,12 @@ def _read_csv(data: bytes) -> Iterator[tuple[int, list[Any]]]:
 
 
 _MERGE_RE = re.compile(rb"<(?:\w+:)?mergeCell\s+ref=\"([A-Za-z0-9:$]+)\"")
+# A cell with a formula and no (or an empty) cached value, unless typed as a text result (t="str"), which is
+# how Excel saves a formula whose result is the empty text.
+_UNCALCULATED_RE = re.compile(
+    rb"<(?:\w+:)?c\s+r=\"([A-Z]+\d+)\"(?![^>]*\bt=\"str\")[^>]*>\s*"
+    rb"<(?:\w+:)?f\b[^>]*(?:/>|>[^<]*</(?:\w+:)?f>)\s*(?:<(?:\w+:)?v\s*/>|<(?:\w+:)?v>\s*</(?:\w+:)?v>)?\s*"
+    rb"</(?:\w+:)?c>")
 
 
 def _read_xlsx(data: bytes) -> Iterator[tuple[int, list[Any]]]:
@@ -265,8 +271,8 @@ def _read_xlsx(data: bytes) -> Iterator[tuple[int, list[Any]]]:
 
 
 def _refuse_merged_cells(archive: zipfile.ZipFile, path: str, title: str) -> None:
-    # openpyxl's read-only mode does not report merged cells, so look in the sheet's XML; they are listed
-    # after the cell data, so read it as a stream.
+    # openpyxl's read-only mode reports neither merged cells nor formulas without a result, so look in the
+    # sheet's XML; merged cells are listed after the cell data, so read it as a stream.
     if not path:
         return
     tail = b""
@@ -277,7 +283,14 @@ def _refuse_merged_cells(archive: zipfile.ZipFile, path: str, title: str) -> Non
                 ref = found.group(1).decode("ascii").replace("$", "")
                 raise _FileProblem(f"工作表「{title}」中有合并单元格（如 {ref}），请取消合并并把每一格填完整后再导入"
                                    "（合并单元格只有左上角一格有内容）。")
-            tail = chunk[-200:]
+            # A formula saved without its result (files written by programs, not by Excel or WPS) reads as an
+            # empty cell, which would silently empty the field.
+            found = _UNCALCULATED_RE.search(tail + chunk)
+            if found:
+                ref = found.group(1).decode("ascii")
+                raise _FileProblem(f"工作表「{title}」的单元格 {ref} 是公式，但文件里没有保存计算结果，"
+                                   "请用 Excel 或 WPS 打开并保存一次后再导入（或把公式改成数值）。")
+            tail = chunk[-20000:]
 
 
 def _map_headers(header: list[str], columns: tuple[Column, ...], report: ImportReport) -> dict[str, tuple[int, str]]:
