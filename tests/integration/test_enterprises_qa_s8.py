@@ -80,3 +80,14 @@ def test_formula_with_its_result_saved_imports_the_result(app_ctx):
     assert report.ok, report.error_lines()
     with session_scope() as s:
         assert s.scalar(select(Enterprise.contact_name).where(Enterprise.credit_code == code(1))) == "李四"
+
+
+def test_credit_code_excel_turned_into_a_number_is_explained(app_ctx):
+    # An all-digit code typed into a number-formatted cell keeps 15 significant digits: the .xlsx holds a
+    # float, and Excel's "CSV" writes it as 9.13101E+17. "应为 18 位" would send staff looking for a typo.
+    xlsx = _xlsx([["企业名称", "统一社会信用代码"], ["甲科技有限公司", 913101050000000001]])
+    csv_text = "企业名称,统一社会信用代码\n甲科技有限公司,9.13101E+17\n"
+    for data, name in [(xlsx, "企业.xlsx"), (csv_text.encode(), "企业.csv")]:
+        report = run("enterprises", data, filename=name)
+        [line] = report.error_lines()
+        assert line.startswith("第 2 行「统一社会信用代码」") and "文本" in line, line

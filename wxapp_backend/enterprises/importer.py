@@ -236,6 +236,8 @@ def _read_csv(data: bytes) -> Iterator[tuple[int, list[Any]]]:
         raise _FileProblem(f"CSV 格式有误（第 {reader.line_num} 行附近：{cause}），请检查引号是否成对。") from None
 
 
+# A long number in a cell formatted as a number: Excel keeps 15 significant digits and shows 9.13101E+17.
+_SCIENTIFIC_RE = re.compile(r"\s*\d(\.\d+)?[eE]\+\d+\s*$")
 _MERGE_RE = re.compile(rb"<(?:\w+:)?mergeCell\s+ref=\"([A-Za-z0-9:$]+)\"")
 # A cell with a formula and no (or an empty) cached value, unless typed as a text result (t="str"), which is
 # how Excel saves a formula whose result is the empty text.
@@ -378,10 +380,15 @@ def _checked_rows(body, colmap, report: ImportReport, *, ref: str, ref_ids: dict
             if name and name not in ref_ids:
                 problems.append(Problem(missing.format(name=name), row=number, column=colmap[ref][1]))
             data[ref_field] = ref_ids.get(name)
+        for k, text in data.items():
+            if isinstance(text, str) and _SCIENTIFIC_RE.match(text):
+                problems.append(Problem(f"这一格被 Excel 当成了数字（{text.strip()}），长数字的后几位已经丢失；请把这一列"
+                                        "设置为「文本」格式，重新填写后再导入", row=number, column=colmap[k][1]))
         try:
             values = services.clean_values(data, fields, partial=True)
         except ValidationError as exc:
-            problems.extend(_row_problems(number, exc, colmap, {ref_field: ref}))
+            problems.extend(p for p in _row_problems(number, exc, colmap, {ref_field: ref})
+                            if all(p.column != q.column for q in problems))
             values = {}
         value = values.get(key)
         if value:
