@@ -10,10 +10,11 @@ import openpyxl
 import pytest
 from sqlalchemy import select
 
-from wxapp_backend.audit import Actor
+from wxapp_backend.audit import Actor, AuditLog
+from wxapp_backend.auth.models import User
 from wxapp_backend.db import session_scope
 from wxapp_backend.demo import demo_credit_code
-from wxapp_backend.enterprises import importer
+from wxapp_backend.enterprises import importer, services
 from wxapp_backend.enterprises.models import Enterprise
 
 ACTOR = Actor("staff", 3, role="staff")
@@ -91,3 +92,16 @@ def test_credit_code_excel_turned_into_a_number_is_explained(app_ctx):
         report = run("enterprises", data, filename=name)
         [line] = report.error_lines()
         assert line.startswith("第 2 行「统一社会信用代码」") and "文本" in line, line
+
+
+def test_deleting_a_building_audits_the_users_who_lose_it(app_ctx, make_building, make_user):
+    b = make_building()
+    users = [make_user(building_id=b.id), make_user(building_id=b.id)]
+    other = make_user()
+    with session_scope() as s:
+        services.delete_building(s, ACTOR, b.id)
+    with session_scope() as s:
+        assert s.scalar(select(User.building_id).where(User.id == users[0].id)) is None
+        row = s.scalar(select(AuditLog).where(AuditLog.action == "building.deleted"))
+        # Like enterprise.deleted's unbound_users: whose building the deletion cleared.
+        assert row.data["cleared_users"] == [u.id for u in users] and other.id not in row.data["cleared_users"]

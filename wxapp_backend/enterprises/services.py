@@ -284,8 +284,9 @@ def delete_building(session: Session, actor: Actor, building_id: int) -> None:
     n = session.scalar(select(func.count(Enterprise.id)).where(Enterprise.building_id == building.id)) or 0
     if n:
         raise Conflict(f"楼宇「{building.name}」里还登记着 {n} 家企业，请先调整这些企业的楼宇再删除。")
-    audit(session, actor, "building.deleted", building, name=building.name)
     # Users who picked this building keep their account; the database clears their building.
+    cleared = list(session.scalars(select(User.id).where(User.building_id == building.id).order_by(User.id)))
+    audit(session, actor, "building.deleted", building, name=building.name, cleared_users=cleared)
     session.delete(building)
     session.flush()
 
