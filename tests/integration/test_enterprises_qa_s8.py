@@ -105,3 +105,26 @@ def test_deleting_a_building_audits_the_users_who_lose_it(app_ctx, make_building
         row = s.scalar(select(AuditLog).where(AuditLog.action == "building.deleted"))
         # Like enterprise.deleted's unbound_users: whose building the deletion cleared.
         assert row.data["cleared_users"] == [u.id for u in users] and other.id not in row.data["cleared_users"]
+
+
+def test_a_building_an_upcoming_activity_or_draft_notice_is_for_is_not_deleted(app_ctx, make_building,
+                                                                                make_activity):
+    """An audience is a JSON list of building ids without a foreign key: deleting the building left a dangling id
+    (one a new building could take on SQLite) or an empty list, which means everyone."""
+    from datetime import UTC, datetime, timedelta
+
+    from wxapp_backend.errors import Conflict
+    from wxapp_backend.notices.broadcast_models import Notice
+
+    b, past_only, free = make_building(name="新华大厦"), make_building(name="幸福大楼"), make_building(name="空楼")
+    make_activity(title="午间瑜伽", audience_building_ids=[b.id])
+    make_activity(title="去年的活动", audience_building_ids=[past_only.id],
+                  starts_at=datetime.now(UTC) - timedelta(days=300))
+    with session_scope() as s:
+        s.add(Notice(title="停水通知", summary="", audience={"all": False, "building_ids": [free.id]}))
+    for building, word in ((b, "活动「午间瑜伽」"), (free, "通知「停水通知」")):
+        with pytest.raises(Conflict) as info, session_scope() as s:
+            services.delete_building(s, ACTOR, building.id)
+        assert word in info.value.message
+    with session_scope() as s:  # an activity that is over does not hold its building
+        services.delete_building(s, ACTOR, past_only.id)

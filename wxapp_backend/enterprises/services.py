@@ -278,12 +278,31 @@ def update_building(session: Session, actor: Actor, building_id: int, data: Mapp
     return building
 
 
+def _audiences_naming(session: Session, building_id: int) -> list[str]:
+    """Activities still to come and draft notices whose audience lists this building (a JSON list, no foreign
+    key): deleting it would leave a dangling id there, or an empty list that means everyone."""
+    from ..activities.models import Activity, ActivityStatus
+    from ..db import utcnow
+    from ..notices.broadcast_models import Notice, NoticeStatus
+
+    names = [f"活动「{a.title}」" for a in session.scalars(select(Activity).where(
+        Activity.status != ActivityStatus.CANCELLED.value, Activity.ends_at > utcnow()))
+        if building_id in (a.audience_building_ids or [])]
+    names += [f"通知「{n.title}」" for n in session.scalars(select(Notice).where(
+        Notice.status == NoticeStatus.DRAFT.value)) if building_id in ((n.audience or {}).get("building_ids") or [])]
+    return names
+
+
 def delete_building(session: Session, actor: Actor, building_id: int) -> None:
     """Delete a building that no longer houses any enterprise on file."""
     building = get_building(session, building_id)
     n = session.scalar(select(func.count(Enterprise.id)).where(Enterprise.building_id == building.id)) or 0
     if n:
         raise Conflict(f"楼宇「{building.name}」里还登记着 {n} 家企业，请先调整这些企业的楼宇再删除。")
+    using = _audiences_naming(session, building.id)
+    if using:
+        raise Conflict(f"楼宇「{building.name}」还是{'、'.join(using[:3])}{'等' if len(using) > 3 else ''}的推送或报名范围，"
+                       "请先调整这些范围再删除。")
     # Users who picked this building keep their account; the database clears their building.
     cleared = list(session.scalars(select(User.id).where(User.building_id == building.id).order_by(User.id)))
     audit(session, actor, "building.deleted", building, name=building.name, cleared_users=cleared)
