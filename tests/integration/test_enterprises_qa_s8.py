@@ -128,3 +128,14 @@ def test_a_building_an_upcoming_activity_or_draft_notice_is_for_is_not_deleted(a
         assert word in info.value.message
     with session_scope() as s:  # an activity that is over does not hold its building
         services.delete_building(s, ACTOR, past_only.id)
+
+
+def test_the_api_takes_tags_alike_on_create_and_edit(client, make_staff, staff_headers, app_ctx):
+    h = staff_headers(make_staff(role="staff"))
+    created = client.post("/api/v1/staff/enterprises", json={"name": "标签科技有限公司", "credit_code": code(801),
+                                                             "tags": "专精特新|高新技术企业"}, headers=h)
+    assert created.status_code == 201, created.get_json()  # was 422 “标签应为列表” while PATCH took the same text
+    body = created.get_json()
+    assert body["tags"] == ["专精特新", "高新技术企业"]
+    assert client.post("/api/v1/staff/enterprises", json={"credit_code": code(802)}, headers=h).status_code == 422
+    assert client.post("/api/v1/staff/enterprises", json=["not", "an", "object"], headers=h).status_code in (400, 422)
