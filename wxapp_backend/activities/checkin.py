@@ -77,6 +77,17 @@ def verify_token(secret: str, token: str, now: datetime | None = None) -> int:
     return reg_id
 
 
+def _attend(session: Session, reg: Registration, actor: Actor, now: datetime, note: str) -> None:
+    """confirmed / no_show -> attended (event and audit row by transition); a no-show taken back lowers the
+    user's count."""
+    was_no_show = reg.status == RegStatus.NO_SHOW.value
+    transition(session, reg, RegStatus.ATTENDED, actor, note=note)
+    reg.checked_in_at = now
+    reg.checked_in_by = actor.id if actor.type == "staff" else None
+    if was_no_show and reg.user.no_show_count > 0:
+        reg.user.no_show_count -= 1
+
+
 def check_in(session: Session, actor: Actor, secret: str, token: str, now: datetime | None = None, *,
              activity_id: int | None = None) -> dict:
     """Mark the token's registration attended; a repeated scan answers `already: true`. With `activity_id`
@@ -108,12 +119,7 @@ def check_in(session: Session, actor: Actor, secret: str, token: str, now: datet
                    RegStatus.PENDING_APPROVAL.value: "该报名尚未审核通过，不能签到。",
                    RegStatus.REJECTED.value: "该报名未通过审核，不能签到。"}
         raise Conflict(reasons.get(reg.status, "该报名不能签到。"), code="not_checkable")
-    was_no_show = reg.status == RegStatus.NO_SHOW.value
-    transition(session, reg, RegStatus.ATTENDED, actor, note="扫码签到")
-    reg.checked_in_at = now
-    reg.checked_in_by = actor.id if actor.type == "staff" else None
-    if was_no_show and user.no_show_count > 0:
-        user.no_show_count -= 1
+    _attend(session, reg, actor, now, "扫码签到")
     audit(session, actor, "registration.checked_in", reg, activity_id=activity.id)
     return {**who, "status": reg.status, "already": False, "message": "签到成功。"}
 
@@ -148,11 +154,5 @@ def mark_attended(session: Session, actor: Actor, registration_id: int, note: st
         raise Conflict(f"报名当前为“{STATUS_LABELS[reg.status]}”，不能改为已到场。", code="illegal_transition")
     if now < activity.starts_at:
         raise Conflict("活动还没开始，请在现场扫码签到。", code="checkin_not_open")
-    was_no_show = reg.status == RegStatus.NO_SHOW.value
-    transition(session, reg, RegStatus.ATTENDED, actor, note=f"工作人员更正为已到场：{note}"[:200])
-    reg.checked_in_at = now
-    reg.checked_in_by = actor.id if actor.type == "staff" else None
-    user = reg.user
-    if was_no_show and user.no_show_count > 0:
-        user.no_show_count -= 1
+    _attend(session, reg, actor, now, f"工作人员更正为已到场：{note}"[:200])
     return reg
