@@ -146,3 +146,33 @@ def test_a_caller_arriving_just_after_a_failed_fetch_gets_its_error(app_ctx, sta
     assert standin.count(STABLE) == 1
     state.redis.delete(api.tokens.error_key)  # ERROR_TTL has passed
     assert api.access_token() and standin.count(STABLE) == 2
+
+
+def test_a_waiter_that_takes_the_lock_just_after_a_failed_fetch_gets_its_error(app_ctx, standin):
+    """The window CI hit twice (4 threads, 2 fetches): a waiter reads "no error yet", the fetch fails and lets
+    go of the lock, and the waiter then takes the lock. It must give the error, not ask WeChat again."""
+    state = app_ctx.extensions["wxapp"]
+    api = build_api("wxa", state.settings, state.redis, state.wechat_http)
+    store = api.tokens
+    real_set = store.redis.set
+
+    def set_after_the_other_fetch_failed(name, value, *args, **kwargs):
+        if name == store.lock_key and kwargs.get("nx"):
+            real_set(store.error_key, "40013", px=60_000)  # the other caller's fetch failed just now
+        return real_set(name, value, *args, **kwargs)
+
+    store.redis = _Proxy(store.redis, set=set_after_the_other_fetch_failed)
+    with pytest.raises(Exception) as info:
+        api.access_token()
+    assert getattr(info.value, "errcode", None) == 40013
+    assert standin.count(STABLE) == 0
+
+
+class _Proxy:
+    """The Redis client with some methods replaced."""
+
+    def __init__(self, inner, **overrides) -> None:
+        self._inner, self._overrides = inner, overrides
+
+    def __getattr__(self, name):
+        return self._overrides.get(name) or getattr(self._inner, name)

@@ -69,15 +69,16 @@ class TokenStore:
         deadline = time.monotonic() + self.wait
         owner = secrets.token_hex(8)
         while True:
-            # A fetch that just failed (remembered ERROR_TTL seconds) answers every caller, including one that
-            # arrives after it ended, instead of each trying WeChat again at once.
-            failed = self.redis.get(self.error_key)
-            if failed is not None:
-                raise WeChatAPIError(int(failed), "access token fetch failed in another process", "stable_token")
+            self._raise_recent_failure()
             if self.redis.set(self.lock_key, owner, nx=True, px=int(self.lock_ttl * 1000)):
                 try:
                     token = self.cached()  # filled between our miss and our lock
-                    return token or self._fetch()
+                    if token:
+                        return token
+                    # A fetch that failed between our check above and our lock: it set the error before it let
+                    # go of the lock, so we see it here (CI caught a waiter fetching again in that window).
+                    self._raise_recent_failure()
+                    return self._fetch()
                 finally:
                     self._cad(keys=[self.lock_key], args=[owner])
             self.sleep(self.poll)
@@ -86,6 +87,13 @@ class TokenStore:
                 return token
             if time.monotonic() > deadline:
                 raise WeChatAPIError(-2, f"no access token after waiting {self.wait:.0f}s", "stable_token")
+
+    def _raise_recent_failure(self) -> None:
+        """A fetch that just failed (remembered ERROR_TTL seconds) answers every caller, including one that
+        arrives after it ended, instead of each trying WeChat again at once."""
+        failed = self.redis.get(self.error_key)
+        if failed is not None:
+            raise WeChatAPIError(int(failed), "access token fetch failed in another process", "stable_token")
 
     def invalidate(self, token: str) -> bool:
         """Drop the cached token only if it is still `token`; True when it was dropped."""
