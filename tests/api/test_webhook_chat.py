@@ -99,3 +99,24 @@ def test_mini_program_chat_hands_over_to_the_customer_service_tool(app, settings
         assert "店小二> ［已转接人工客服］" in out, (fmt, out)
         assert f"店小二> ［客服消息］{HUMAN_NOTE}" in out
         assert f"店小二> ［客服消息］{GREETING}" in out and f"店小二> {GREETING}" not in out
+
+
+def test_chat_keeps_routine_log_lines_out_of_the_conversation(app, settings, standin, capsys):
+    """`flask chat` at the default LOG_LEVEL printed "access token fetched" and "knowledge base loaded" JSON
+    lines between a question and its answer; warnings still show."""
+    import logging
+
+    from wxapp_backend import create_app
+
+    chat_app = create_app(settings.with_overrides(log_level="INFO"))
+    out: list[str] = []
+
+    def echo(line: str) -> None:
+        out.append(line)
+        logging.getLogger("wxapp_backend.chat_probe").info("routine-info-line")
+        logging.getLogger("wxapp_backend.chat_probe").warning("a-warning-line")
+
+    run_chat(chat_app, "wxa", "chat-test-quiet", lines=["你好"], echo=echo, standin=standin)
+    err = capsys.readouterr().err
+    assert any("店小二>" in line for line in out)
+    assert "a-warning-line" in err and "routine-info-line" not in err

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import os
 import secrets
 import time
@@ -215,6 +216,12 @@ def run_chat(app: Flask, account: str, openid: str, lines: Any = None, echo: Any
         overrides["wechat_api_base"] = standin.base_url
     # A private queue: this session runs only its own jobs, never the instance's real ones.
     overrides["queue_name"] = f"chat-{secrets.token_hex(4)}"
+    # The terminal is the conversation: the service's routine INFO lines (token fetched, knowledge base loaded)
+    # would land between a question and its answer. Warnings and errors still show; LOG_LEVEL=DEBUG keeps all.
+    root = logging.getLogger()
+    root_level = root.level
+    if settings.log_level == "INFO":
+        overrides["log_level"] = "WARNING"
     from .. import create_app
 
     chat_app = create_app(replace(settings, **overrides))
@@ -250,6 +257,7 @@ def run_chat(app: Flask, account: str, openid: str, lines: Any = None, echo: Any
             for answer in answers or ["（没有回复）"]:
                 echo(f"店小二> {answer}")
     finally:
+        root.setLevel(root_level)
         if own_standin is not None:
             own_standin.stop()
 
