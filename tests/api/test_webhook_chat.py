@@ -120,3 +120,15 @@ def test_chat_keeps_routine_log_lines_out_of_the_conversation(app, settings, sta
     err = capsys.readouterr().err
     assert any("店小二>" in line for line in out)
     assert "a-warning-line" in err and "routine-info-line" not in err
+
+
+def test_chat_shows_a_refused_and_retried_send_once(app, standin):
+    """A customer-service send WeChat refused (a token another stand-in issued: 40001) and the client re-sent
+    reached the user once; the chat showed it twice (seen with `flask chat` run a second time)."""
+    from wxapp_backend.wechat.chat import KEFU_PATH
+
+    standin.fail_next(KEFU_PATH, 40001)
+    out: list[str] = []
+    run_chat(app, "wxa", "chat-test-retried", lines=["你好"], echo=out.append, standin=standin)
+    assert standin.count(KEFU_PATH) == 2  # the refused send and the one that went through
+    assert out.count(f"店小二> ［客服消息］{GREETING}") == 1, out

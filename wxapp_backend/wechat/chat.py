@@ -182,8 +182,10 @@ class ChatSession:
             return []
         calls = self.standin.calls_to(KEFU_PATH)
         new, self._seen = calls[self._seen:], len(calls)
+        # Only what WeChat accepted reached the user: a send refused (an expired token, 45015) and retried
+        # would otherwise show twice.
         return ["［客服消息］" + describe_payload(c.body or {}) for c in new
-                if (c.body or {}).get("touser") == self.openid]
+                if (c.body or {}).get("touser") == self.openid and c.errcode == 0]
 
 
 HELP = ("输入文字与数字店小二对话；命令：/follow 关注  /unfollow 取消关注  /click KEY 点击菜单  "

@@ -18,7 +18,7 @@ import time
 import traceback
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -97,6 +97,7 @@ class Call:
     query: dict[str, str]
     body: dict[str, Any] | None
     at: float
+    errcode: int | None = None  # the errcode answered (0: ok); None until answered or when not JSON (media, HTTP error)
 
 
 @dataclass
@@ -423,6 +424,22 @@ class WeChatStandIn:
     def _dispatch(
         self, method: str, path: str, query: dict[str, str], raw: bytes
     ) -> tuple[int, str, bytes, dict[str, str]]:
+        recorded: list[Call] = []
+        status, ctype, data, headers = self._answer(method, path, query, raw, recorded)
+        if recorded and status == 200 and ctype == _JSON_TYPE:
+            errcode = json.loads(data).get("errcode", 0)
+            call = recorded[0]
+            with self._lock:
+                calls = self._state.calls
+                for i in range(len(calls) - 1, -1, -1):  # recent calls are at the end
+                    if calls[i] is call:
+                        calls[i] = replace(call, errcode=errcode if isinstance(errcode, int) else None)
+                        break
+        return status, ctype, data, headers
+
+    def _answer(
+        self, method: str, path: str, query: dict[str, str], raw: bytes, recorded: list[Call]
+    ) -> tuple[int, str, bytes, dict[str, str]]:
         body: dict[str, Any] | None = None
         bad_json = False
         if raw:
@@ -436,7 +453,8 @@ class WeChatStandIn:
             st = self._state
             st.counts[path] = st.counts.get(path, 0) + 1
             if self.record:
-                st.calls.append(Call(method, path, query, body, self.clock()))
+                recorded.append(Call(method, path, query, body, self.clock()))
+                st.calls.append(recorded[0])
             delay = st.latency.get(path, self._default_latency)
             failure = None
             queue = st.failures.get(path)
