@@ -255,7 +255,7 @@ def staff_list():
 def staff_detail(appeal_id: int):
     with session_scope() as s:
         appeal = services.get_appeal(s, appeal_id, current_actor())
-        return jsonify(services.detail_for_staff(s, appeal))
+        return jsonify(services.detail_for_staff(s, appeal, current_actor()))
 
 
 @bp.post("/staff/appeals/<int:appeal_id>/actions")
@@ -267,7 +267,7 @@ def staff_action(appeal_id: int):
     data = parse(ACTION_FIELDS)
     with session_scope() as s:
         appeal = services.perform(s, current_actor(), appeal_id, data.pop("action"), data)
-        return jsonify(services.detail_for_staff(s, appeal))
+        return jsonify(services.detail_for_staff(s, appeal, current_actor()))
 
 
 @bp.get("/staff/appeals/<int:appeal_id>/images/<name>")

@@ -92,7 +92,7 @@ def triage():
 def detail(appeal_id: int):
     with session_scope() as s:
         appeal = services.get_appeal(s, appeal_id, current_actor())
-        data = services.detail_for_staff(s, appeal)
+        data = services.detail_for_staff(s, appeal, current_actor())
         staff = list(s.scalars(select(StaffUser).where(StaffUser.active.is_(True)).order_by(StaffUser.username)))
         names = {st.id: st.display_name or st.username for st in staff}
         return render_template("console/appeals/detail.html", a=appeal, d=data, staff=staff, names=names,

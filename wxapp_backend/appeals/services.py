@@ -372,11 +372,14 @@ def _check_required(category: AppealCategory, enterprise, building, images) -> N
 
 # --- duplicates --------------------------------------------------------------------------------------
 
-def similar_open(session: Session, appeal: Appeal, *, limit: int = 5, threshold: float = 0.2
-                 ) -> list[tuple[Appeal, float]]:
-    """Open appeals in the same building and category (when known) whose text looks alike, best first."""
+def similar_open(session: Session, appeal: Appeal, *, limit: int = 5, threshold: float = 0.2,
+                 actor: Actor | None = None) -> list[tuple[Appeal, float]]:
+    """Open appeals in the same building and category (when known) whose text looks alike, best first; for a
+    department account only those it may open itself (get_appeal)."""
     q = select(Appeal).where(Appeal.id != appeal.id, Appeal.status.in_([s.value for s in OPEN]),
                              Appeal.master_id.is_(None))
+    if actor is not None and _dept_only(actor):
+        q = q.where(_dept_clause(actor.department))
     if appeal.building_id is not None:
         q = q.where(Appeal.building_id == appeal.building_id)
     if appeal.category_id is not None:
@@ -984,7 +987,8 @@ def timeline(session: Session, appeal: Appeal, *, public_only: bool) -> list[App
     return list(session.scalars(q.order_by(AppealEvent.created_at, AppealEvent.id)))
 
 
-def detail_for_staff(session: Session, appeal: Appeal) -> dict[str, Any]:
+def detail_for_staff(session: Session, appeal: Appeal, actor: Actor | None = None) -> dict[str, Any]:
+    """The staff view of an appeal; `actor` (the one reading it) limits the similar appeals to those it may see."""
     body = appeal.to_staff()
     body["timeline"] = [e.to_dict() for e in timeline(session, appeal, public_only=False)]
     body["tasks"] = [t.to_dict() for t in session.scalars(select(AppealTask).where(
@@ -997,7 +1001,7 @@ def detail_for_staff(session: Session, appeal: Appeal) -> dict[str, Any]:
     body["children"] = [{"id": c.id, "number": c.number, "status": c.status} for c in session.scalars(
         select(Appeal).where(Appeal.master_id == appeal.id)).unique()]
     body["similar"] = [{"id": a.id, "number": a.number, "score": sc, "content": a.content[:80]}
-                       for a, sc in similar_open(session, appeal)]
+                       for a, sc in similar_open(session, appeal, actor=actor)]
     return body
 
 

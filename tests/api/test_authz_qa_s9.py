@@ -1,0 +1,44 @@
+"""QA pass 9 on authorization: who may see and change what (users, department accounts, staff sessions)."""
+
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.fixture
+def two_departments(client, make_user, make_staff, make_building, user_token, staff_headers):
+    """Two enterprises' alike appeals in one building and category, each assigned to another department."""
+    building = make_building(name="新华大厦")
+    admin, tax, env = make_staff(role="admin"), make_staff(role="dept", department="税务所"), \
+        make_staff(role="dept", department="城运中心")
+    ah = staff_headers(admin)
+    ids = []
+    for name, text, dept in (("张三", "新华大厦电梯坏了三天了一直没人修", "税务所"),
+                             ("李四", "新华大厦的电梯坏了好几天没人修理，二楼漏水", "城运中心")):
+        uh = user_token(make_user(nickname=name))
+        resp = client.post("/api/v1/appeals", headers=uh, json={
+            "content": text, "contact_name": name, "contact_phone": "13800138000", "category": "楼宇物业",
+            "building_id": building.id})
+        assert resp.status_code == 201, resp.get_json()
+        appeal_id = resp.get_json()["id"]
+        for action in ({"action": "accept"}, {"action": "assign", "department": dept}):
+            resp = client.post(f"/api/v1/staff/appeals/{appeal_id}/actions", headers=ah, json=action)
+            assert resp.status_code == 200, resp.get_json()
+        ids.append(appeal_id)
+    return ids, admin, tax, env
+
+
+def test_a_department_is_not_shown_another_departments_appeal_as_similar(client, two_departments, staff_headers,
+                                                                          console_login):
+    (own, other), admin, tax, _env = two_departments
+    # The centre sees the look-alike (it may merge them) ...
+    resp = client.get(f"/api/v1/staff/appeals/{own}", headers=staff_headers(admin))
+    assert [s["id"] for s in resp.get_json()["similar"]] == [other]
+    # ... a department account opening its own appeal does not read the other department's one.
+    resp = client.get(f"/api/v1/staff/appeals/{own}", headers=staff_headers(tax))
+    assert resp.status_code == 200, resp.get_json()
+    assert resp.get_json()["similar"] == []
+    assert client.get(f"/api/v1/staff/appeals/{other}", headers=staff_headers(tax)).status_code == 404
+    console_login(tax)
+    page = client.get(f"/console/appeals/{own}").get_data(as_text=True)
+    assert "二楼漏水" not in page
