@@ -42,3 +42,23 @@ def test_a_department_is_not_shown_another_departments_appeal_as_similar(client,
     console_login(tax)
     page = client.get(f"/console/appeals/{own}").get_data(as_text=True)
     assert "二楼漏水" not in page
+
+
+def test_a_refused_registration_action_does_not_send_the_browser_to_another_site(client, make_user, make_staff,
+                                                                                 make_activity, user_token,
+                                                                                 console_login):
+    activity = make_activity(status="published")
+    reg = client.post(f"/api/v1/activities/{activity.id}/registrations", headers=user_token(make_user()),
+                      json={"answers": {}})
+    assert reg.status_code == 201, reg.get_json()
+    csrf = console_login(make_staff(role="staff"))
+    # Confirmed already: approving it is refused, and the page goes back to where the staff member was ...
+    resp = client.post(f"/console/registrations/{reg.get_json()['id']}/approve", data={"csrf_token": csrf},
+                       headers={"Referer": "https://evil.example/console/phish"})
+    assert resp.status_code == 302
+    # ... which is a console page of this site, never the address another site put in the Referer.
+    assert resp.headers["Location"].startswith("/console/"), resp.headers["Location"]
+    back = "http://localhost/console/activities/1/registrations"
+    resp = client.post(f"/console/registrations/{reg.get_json()['id']}/approve", data={"csrf_token": csrf},
+                       headers={"Referer": back})
+    assert resp.headers["Location"] == back

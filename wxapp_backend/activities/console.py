@@ -228,7 +228,9 @@ def registration_action(registration_id: int, action: str):
         if exc.status == 404:
             raise
         flash(exc.message)
-        return redirect(request.referrer or url_for("activities_console.activities"))
+        back = request.referrer or ""  # the page the form was on; a Referer naming another site is not followed
+        return redirect(back if back.startswith(request.host_url + "console/") else
+                        url_for("activities_console.activities"))
     flash({"approve": "已通过。", "reject": "已驳回。", "cancel": "已取消，名额已递补给候补。",
            "attended": "已更正为已到场。"}[action])
     return redirect(url_for("activities_console.registrations", activity_id=activity_id))
