@@ -62,3 +62,26 @@ def test_a_refused_registration_action_does_not_send_the_browser_to_another_site
     resp = client.post(f"/console/registrations/{reg.get_json()['id']}/approve", data={"csrf_token": csrf},
                        headers={"Referer": back})
     assert resp.headers["Location"] == back
+
+
+@pytest.mark.parametrize("target", ["/console/appeals\r\nSet-Cookie: x=1", "/console/\n//evil.example", "/console/\t"])
+def test_a_login_next_with_control_characters_lands_on_the_dashboard(client, make_staff, target):
+    import re
+
+    staff = make_staff(role="staff")
+    page = client.get("/console/login").get_data(as_text=True)
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+    resp = client.post("/console/login", data={"username": staff.username, "password": staff.plain_password,
+                                                "csrf_token": csrf, "next": target})
+    assert resp.status_code == 302, resp.status_code
+    assert resp.headers["Location"] == "/console/"
+
+
+def test_an_appeal_action_next_with_control_characters_goes_back_to_the_appeal(client, two_departments,
+                                                                               console_login):
+    (own, _other), admin, _tax, _env = two_departments
+    csrf = console_login(admin)
+    resp = client.post(f"/console/appeals/{own}/action", data={
+        "csrf_token": csrf, "action": "note", "note": "已电话联系企业", "next": "/console/appeals\r\nX-Evil: 1"})
+    assert resp.status_code == 302, resp.status_code
+    assert resp.headers["Location"] == f"/console/appeals/{own}"

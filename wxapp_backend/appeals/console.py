@@ -21,7 +21,7 @@ from sqlalchemy import func, select
 
 from ..auth.guard import console_required, current_actor
 from ..auth.models import ROLE_RANK, StaffRole, StaffUser
-from ..console import DASHBOARD_CARDS, add_nav
+from ..console import DASHBOARD_CARDS, add_nav, safe_console_path
 from ..db import session_scope, utcnow
 from ..enterprises.models import Building, Grid
 from ..errors import AppError, ValidationError
@@ -141,7 +141,7 @@ def action(appeal_id: int):
         flash(f"操作未完成：{exc.message}")
         return redirect(url_for("appeals_console.detail", appeal_id=appeal_id))
     flash(f"已{ACTION_LABELS.get(name, '操作')}。")
-    back = form.get("next", "")
+    back = safe_console_path(form.get("next")) or ""
     return redirect(back if back.startswith("/console/") else url_for("appeals_console.detail", appeal_id=appeal_id))
 
 

@@ -83,12 +83,18 @@ def _layout_context() -> dict:
 
 # --- login ------------------------------------------------------------------------------------------
 
-def _safe_next(target: str | None) -> str:
-    if target:
+def safe_console_path(target: str | None) -> str | None:
+    """`target` when it is a path of this console to send the browser back to, else None: no scheme or host, no
+    backslash, and no control character (a newline cannot go into the Location header: it would be a 500)."""
+    if target and target.startswith("/console") and "\\" not in target and target.isprintable():
         parts = urlsplit(target)
-        if not parts.scheme and not parts.netloc and target.startswith("/console") and "\\" not in target:
+        if not parts.scheme and not parts.netloc:
             return target
-    return url_for("console.dashboard")
+    return None
+
+
+def _safe_next(target: str | None) -> str:
+    return safe_console_path(target) or url_for("console.dashboard")
 
 
 @bp.route("/login", methods=["GET", "POST"])
