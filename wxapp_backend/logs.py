@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextvars
 import json
 import logging
+import re
 import sys
 from datetime import UTC, datetime
 
@@ -20,18 +21,22 @@ class RequestIdFilter(logging.Filter):
         return True
 
 
+# Credentials that travel in URLs and are not configured anywhere: WeChat takes the access token in the query
+# string of every call, jscode2session the login code. A library that logs the URL (urllib3 at DEBUG) must not
+# write them.
+URL_SECRETS = re.compile(r"(?<![A-Za-z0-9_])((?:access_token|js_code|secret|session_key|refresh_token)=)[^&\s\"']+")
+
+
 class RedactFilter(logging.Filter):
-    """Replace any configured secret that slipped into a message with ***."""
+    """Replace any configured secret, and any credential in a URL, that slipped into a message with ***."""
 
     def __init__(self, secrets: list[str]) -> None:
         super().__init__()
         self.secrets = [s for s in secrets if s]
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if not self.secrets:
-            return True
         msg = record.getMessage()
-        redacted = msg
+        redacted = URL_SECRETS.sub(r"\1***", msg)
         for s in self.secrets:
             redacted = redacted.replace(s, "***")
         if redacted != msg:
