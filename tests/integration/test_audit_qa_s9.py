@@ -49,3 +49,32 @@ def test_debug_logs_never_carry_the_access_token_or_the_login_code(app_ctx, stan
     assert state.settings.wxa_secret not in out
     assert answer["session_key"] not in out
     assert "access_token=***" in out
+
+
+def _audit_rows(db, action: str, target_id=None) -> list:
+    from sqlalchemy import select
+
+    from wxapp_backend.audit import AuditLog
+
+    db.expire_all()
+    stmt = select(AuditLog).where(AuditLog.action == action)
+    if target_id is not None:
+        stmt = stmt.where(AuditLog.target_id == str(target_id))
+    return list(db.scalars(stmt.order_by(AuditLog.id)))
+
+
+def test_activity_publish_and_cancel_say_what_the_status_became(client, staff, staff_headers, new_activity, db):
+    """Publishing and cancelling are edits of the status: the audit row named the field ("status") but not what
+    it became, so the log could not tell a publication from a cancellation, nor an old capacity from a new one."""
+    activity_id = new_activity(status="draft")
+    created = _audit_rows(db, "activity.created", activity_id)
+    assert len(created) == 1 and created[0].data["status"] == "draft"
+    headers = staff_headers(staff)
+    for body in ({"status": "published", "capacity": 5}, {"status": "cancelled"}):
+        resp = client.patch(f"/api/v1/staff/activities/{activity_id}", json=body, headers=headers)
+        assert resp.status_code == 200, resp.get_json()
+    published, cancelled = _audit_rows(db, "activity.updated", activity_id)
+    assert published.actor_type == "staff" and published.actor_id == str(staff.id)
+    assert published.data["changes"]["status"] == ["draft", "published"]
+    assert published.data["changes"]["capacity"] == [2, 5]
+    assert cancelled.data["changes"]["status"] == ["published", "cancelled"]

@@ -153,7 +153,8 @@ def create_activity(session: Session, actor: Actor, data: dict[str, Any]) -> Act
     activity = Activity(**v, created_by=actor.id if actor.type == "staff" else None)
     session.add(activity)
     session.flush()
-    audit(session, actor, "activity.created", activity, title=activity.title, capacity=activity.capacity)
+    audit(session, actor, "activity.created", activity, title=activity.title, capacity=activity.capacity,
+          status=activity.status)
     _schedule(session, activity)
     return activity
 
@@ -177,10 +178,12 @@ def update_activity(session: Session, actor: Actor, activity_id: int, data: dict
         # The change notice asks those who cannot come to cancel; a deadline already passed (the console's
         # edit form sends it back unchanged) would refuse them, so it is lifted until the start.
         changed["cancel_deadline"] = None
+    # From/to pairs: publishing and cancelling are edits of the status, and the log must say which it was.
+    changes = {k: [getattr(activity, k), val] for k, val in changed.items() if k != "description"}
     for k, val in changed.items():
         setattr(activity, k, val)
     session.flush()
-    audit(session, actor, "activity.updated", activity, changed=sorted(changed))
+    audit(session, actor, "activity.updated", activity, changed=sorted(changed), changes=changes)
     if changed.get("status") == ActivityStatus.CANCELLED:
         _cancel_registrations(session, activity, actor)
     elif activity.status == ActivityStatus.PUBLISHED and {"starts_at", "ends_at", "address", "building_id"} & changed.keys():
