@@ -78,3 +78,24 @@ def test_activity_publish_and_cancel_say_what_the_status_became(client, staff, s
     assert published.data["changes"]["status"] == ["draft", "published"]
     assert published.data["changes"]["capacity"] == [2, 5]
     assert cancelled.data["changes"]["status"] == ["published", "cancelled"]
+
+
+def test_kb_import_audits_each_entry_it_creates_changes_or_retires(app, app_ctx, tmp_path, db):
+    """`kb import --replace` wrote one row of counts: which entries it took offline (or rewrote) could not be
+    found by the entry's id, as each console edit and each imported enterprise can."""
+    from wxapp_backend.knowledge_store.cli import load_default_if_empty
+    from wxapp_backend.knowledge_store.models import KBEntry
+
+    load_default_if_empty()
+    kept, gone = db.query(KBEntry).order_by(KBEntry.id).limit(2).all()
+    f = tmp_path / "kb.csv"
+    f.write_text(f"id,question,answer\nnew-1,新问题,新答案\n{kept.id},{kept.question},改过的答案\n", encoding="utf-8")
+    result = app.test_cli_runner().invoke(args=["kb", "import", str(f), "--replace"])
+    assert result.exit_code == 0, result.output
+    created = _audit_rows(db, "kb.entry_created", "new-1")
+    updated = _audit_rows(db, "kb.entry_updated", kept.id)
+    retired = _audit_rows(db, "kb.entry_retired", gone.id)
+    assert [r.actor_type for r in created + updated + retired] == ["system"] * 3
+    assert "answer" in updated[0].data["fields"] and retired[0].data["via"] == "import"
+    summary = _audit_rows(db, "kb.imported")[-1]
+    assert summary.data["retired"] == len(_audit_rows(db, "kb.entry_retired")) > 1

@@ -98,16 +98,20 @@ def import_entries(session: Session, r: redis.Redis, actor: Actor, entries: Iter
         values = _row_values(entry)
         row = existing.get(entry.id)
         if row is None:
-            session.add(KBEntry(**values))
+            row = KBEntry(**values)
+            session.add(row)
             report.created += 1
+            audit(session, actor, "kb.entry_created", row, via="import", question=entry.question)
             continue
-        if all(getattr(row, k) == v for k, v in values.items()):
+        changed = sorted(k for k, v in values.items() if getattr(row, k) != v)
+        if not changed:
             report.unchanged += 1
             continue
         for k, v in values.items():
             setattr(row, k, v)
         row.revision += 1
         report.updated += 1
+        audit(session, actor, "kb.entry_updated", row, via="import", fields=changed)
     if replace:
         keep = {e.id for e in entries}
         for row in existing.values():
@@ -115,6 +119,7 @@ def import_entries(session: Session, r: redis.Redis, actor: Actor, entries: Iter
                 row.retired = True
                 row.revision += 1
                 report.retired += 1
+                audit(session, actor, "kb.entry_retired", row, via="import")
     audit(session, actor, "kb.imported", None, created=report.created, updated=report.updated,
           retired=report.retired, replace=replace)
     _changed(session, r)
