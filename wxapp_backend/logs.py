@@ -34,14 +34,25 @@ class RedactFilter(logging.Filter):
         super().__init__()
         self.secrets = [s for s in secrets if s]
 
+    def redact(self, text: str) -> str:
+        text = URL_SECRETS.sub(r"\1***", text)
+        for s in self.secrets:
+            text = text.replace(s, "***")
+        return text
+
     def filter(self, record: logging.LogRecord) -> bool:
         msg = record.getMessage()
-        redacted = URL_SECRETS.sub(r"\1***", msg)
-        for s in self.secrets:
-            redacted = redacted.replace(s, "***")
+        redacted = self.redact(msg)
         if redacted != msg:
             record.msg, record.args = redacted, ()
+        if record.exc_info and record.exc_info[0] is not None:
+            # The traceback too: an exception's text is where a library puts what it was given. Formatters
+            # print exc_text when it is set (another handler may have set it already).
+            record.exc_text = self.redact(record.exc_text or _PLAIN.formatException(record.exc_info))
         return True
+
+
+_PLAIN = logging.Formatter()
 
 
 class JsonFormatter(logging.Formatter):
@@ -56,7 +67,9 @@ class JsonFormatter(logging.Formatter):
         for key, value in vars(record).items():
             if key not in _STANDARD and key not in out and not key.startswith("_"):
                 out[key] = value if isinstance(value, (str, int, float, bool, type(None))) else repr(value)
-        if record.exc_info:
+        if record.exc_text:
+            out["exc"] = record.exc_text
+        elif record.exc_info:
             out["exc"] = self.formatException(record.exc_info)
         return json.dumps(out, ensure_ascii=False)
 

@@ -13,12 +13,12 @@ from wxapp_backend.wechat.client import WeChatAPIError, build_api, code_to_sessi
 
 
 @contextmanager
-def captured_logs(state, level: str = "DEBUG") -> Iterator[io.StringIO]:
+def captured_logs(state, level: str = "DEBUG", json_logs: bool = True) -> Iterator[io.StringIO]:
     """The application's own log handler (filters and JSON format as in production), writing to a buffer."""
     buf, stderr = io.StringIO(), sys.stderr
     sys.stderr = buf  # configure_logging binds the handler to the sys.stderr of the moment
     try:
-        configure_logging(level, True, state.settings.secret_values())
+        configure_logging(level, json_logs, state.settings.secret_values())
     finally:
         sys.stderr = stderr
     try:
@@ -99,3 +99,30 @@ def test_kb_import_audits_each_entry_it_creates_changes_or_retires(app, app_ctx,
     assert "answer" in updated[0].data["fields"] and retired[0].data["via"] == "import"
     summary = _audit_rows(db, "kb.imported")[-1]
     assert summary.data["retired"] == len(_audit_rows(db, "kb.entry_retired")) > 1
+
+
+def test_a_console_500_keeps_secrets_out_of_the_page_and_the_logged_traceback(app, client, make_staff,
+                                                                               console_login, monkeypatch):
+    """The redaction filter rewrote the log message only: the traceback (the "exc" of a JSON line, or the text
+    after a plain one) went out as it was, and an exception's text is where a library puts what it was given."""
+    from wxapp_backend.console import audit_log
+
+    state = app.extensions["wxapp"]
+    secret = state.settings.wxa_secret
+
+    def broken(*_a, **_kw):
+        raise RuntimeError(f"could not reach https://api.example/x?secret={secret}&k={state.settings.secret_key}")
+
+    admin = make_staff(role="admin")
+    csrf = console_login(admin)
+    monkeypatch.setattr(audit_log, "search_audit", broken)
+    for json_logs in (True, False):
+        with captured_logs(state, "INFO", json_logs) as buf:
+            resp = client.get("/console/audit")
+        page, out = resp.get_data(as_text=True), buf.getvalue()
+        assert resp.status_code == 500 and "服务开了个小差" in page
+        assert "RuntimeError" in out  # the traceback was logged: the checks below mean something
+        for value in (secret, state.settings.secret_key, admin.plain_password):
+            assert value not in out and value not in page
+        assert csrf not in out  # the page has it, in its own forms
+        assert "could not reach" not in page
