@@ -126,3 +126,43 @@ def test_a_console_500_keeps_secrets_out_of_the_page_and_the_logged_traceback(ap
             assert value not in out and value not in page
         assert csrf not in out  # the page has it, in its own forms
         assert "could not reach" not in page
+
+
+def test_deleting_a_building_grid_or_enterprise_lists_the_records_it_unlinks(app_ctx, make_grid, make_building,
+                                                                           make_enterprise, make_user,
+                                                                           make_activity, db):
+    """The database clears (ON DELETE SET NULL) the building, grid or enterprise of appeals, activities and
+    registrations that named the deleted row: the appeal's record (企业问题清单, 一楼一档) and an activity's venue
+    changed with no trace in the audit log. The deletion's audit row now lists them, as it lists users."""
+    from datetime import UTC, datetime, timedelta
+
+    from wxapp_backend.activities.models import Registration
+    from wxapp_backend.appeals import services as appeal_services
+    from wxapp_backend.audit import Actor
+    from wxapp_backend.db import session_scope
+    from wxapp_backend.enterprises import services as ent
+
+    grid = make_grid()
+    building = make_building(grid_id=grid.id)
+    enterprise = make_enterprise()
+    user = make_user(nickname="张三", enterprise_id=enterprise.id, binding_state="verified")
+    past = make_activity(building_id=building.id, address="", starts_at=datetime.now(UTC) - timedelta(days=30))
+    with session_scope() as s:
+        appeal, _ = appeal_services.submit_appeal(s, user.id, appeal_services.Intake(
+            content="楼道灯坏了", contact_name="张三", contact_phone="13800138000", building_id=building.id))
+        appeal_id = appeal.id
+        s.add(Registration(activity_id=past.id, user_id=user.id, enterprise_id=enterprise.id, status="attended"))
+        s.flush()
+        reg_id = s.scalar(Registration.__table__.select().with_only_columns(Registration.id))
+    admin = Actor("staff", 1, role="admin")
+    with session_scope() as s:
+        ent.delete_enterprise(s, admin, enterprise.id)
+    with session_scope() as s:
+        ent.delete_building(s, admin, building.id)
+    with session_scope() as s:
+        ent.delete_grid(s, admin, grid.id)
+    (e_row,), (b_row,), (g_row,) = (_audit_rows(db, a) for a in ("enterprise.deleted", "building.deleted",
+                                                                  "grid.deleted"))
+    assert e_row.data["cleared_appeals"] == [appeal_id] and e_row.data["cleared_registrations"] == [reg_id]
+    assert b_row.data["cleared_appeals"] == [appeal_id] and b_row.data["cleared_activities"] == [past.id]
+    assert g_row.data["cleared_appeals"] == [appeal_id]

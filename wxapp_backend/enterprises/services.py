@@ -195,6 +195,18 @@ def create_grid(session: Session, actor: Actor, data: Mapping[str, Any]) -> Grid
     return grid
 
 
+def _cleared_links(session: Session, **columns: Any) -> dict[str, list[int]]:
+    """Ids of other domains' rows that still name the row being deleted, by the column the database will clear
+    (ON DELETE SET NULL): `cleared_appeals=(Appeal.id, Appeal.grid_id == grid.id)`. Listed in the deletion's
+    audit row, so the change to those records is on file."""
+    out = {}
+    for name, (id_column, clause) in columns.items():
+        ids = list(session.scalars(select(id_column).where(clause).order_by(id_column)))
+        if ids:
+            out[name] = ids
+    return out
+
+
 def update_grid(session: Session, actor: Actor, grid_id: int, data: Mapping[str, Any]) -> Grid:
     """Change a grid's name, specialist or note."""
     grid = get_grid(session, grid_id)
@@ -215,7 +227,10 @@ def delete_grid(session: Session, actor: Actor, grid_id: int) -> None:
     n = session.scalar(select(func.count(Building.id)).where(Building.grid_id == grid.id)) or 0
     if n:
         raise Conflict(f"网格「{grid.name}」下还有 {n} 栋楼宇，请先把这些楼宇调整到其他网格再删除。")
-    audit(session, actor, "grid.deleted", grid, name=grid.name)
+    from ..appeals.models import Appeal
+
+    audit(session, actor, "grid.deleted", grid, name=grid.name,
+          **_cleared_links(session, cleared_appeals=(Appeal.id, Appeal.grid_id == grid.id)))
     session.delete(grid)
     session.flush()
 
@@ -305,7 +320,12 @@ def delete_building(session: Session, actor: Actor, building_id: int) -> None:
                        "请先调整这些范围再删除。")
     # Users who picked this building keep their account; the database clears their building.
     cleared = list(session.scalars(select(User.id).where(User.building_id == building.id).order_by(User.id)))
-    audit(session, actor, "building.deleted", building, name=building.name, cleared_users=cleared)
+    from ..activities.models import Activity
+    from ..appeals.models import Appeal
+
+    audit(session, actor, "building.deleted", building, name=building.name, cleared_users=cleared,
+          **_cleared_links(session, cleared_appeals=(Appeal.id, Appeal.building_id == building.id),
+                           cleared_activities=(Activity.id, Activity.building_id == building.id)))
     session.delete(building)
     session.flush()
 
@@ -371,8 +391,13 @@ def delete_enterprise(session: Session, actor: Actor, enterprise_id: int) -> Non
     if bound:
         session.execute(update(User).where(User.id.in_(bound))
                         .values(enterprise_id=None, binding_state=BindingState.NONE.value))
+    from ..activities.models import Registration
+    from ..appeals.models import Appeal
+
     audit(session, actor, "enterprise.deleted", enterprise, name=enterprise.name,
-          credit_code=enterprise.credit_code, unbound_users=bound)
+          credit_code=enterprise.credit_code, unbound_users=bound,
+          **_cleared_links(session, cleared_appeals=(Appeal.id, Appeal.enterprise_id == enterprise.id),
+                           cleared_registrations=(Registration.id, Registration.enterprise_id == enterprise.id)))
     session.delete(enterprise)
     try:
         session.flush()
