@@ -194,3 +194,27 @@ def test_logins_leave_no_password_token_or_session_key_in_the_logs_or_audit_rows
     for value in (code, session_key, state.settings.wxa_secret, user_login.get_json()["token"],
                   staff_login.get_json()["token"], admin.plain_password, "Wr0ngPassw0rd", csrf):
         assert value not in out and value not in rows
+
+
+def test_appeal_category_and_holiday_changes_keep_the_value_they_replace(client, make_staff, staff_headers, db):
+    """A category's promised days are every appeal's deadline, a holiday row the SLA calendar: their audit rows
+    held only the submitted values, so a promise cut from 5 to 3 days read as "3", and the seeded catalogue's
+    first values were nowhere in the log."""
+    admin = make_staff(role="admin")
+    headers = staff_headers(admin)
+    items = client.get("/api/v1/staff/appeal-categories", headers=headers).get_json()["items"]
+    cat = items[0]
+    new_days = cat["promised_days"] + 1
+    resp = client.patch(f"/api/v1/staff/appeal-categories/{cat['id']}",
+                        json={"promised_days": new_days, "name": cat["name"]}, headers=headers)
+    assert resp.status_code == 200, resp.get_json()
+    (row,) = _audit_rows(db, "appeal_category.saved", cat["id"])
+    assert row.actor_id == str(admin.id)
+    assert row.data["changes"] == {"promised_days": [cat["promised_days"], new_days]}  # the name did not change
+    for is_workday in (False, True):
+        resp = client.post("/api/v1/staff/appeal-holidays", json={"day": "2027-01-04", "is_workday": is_workday,
+                                                                  "name": "调休"}, headers=headers)
+        assert resp.status_code == 200, resp.get_json()
+    first, second = _audit_rows(db, "appeal_holiday.set")
+    assert first.data["previous"] is None
+    assert second.data["previous"] == {"is_workday": False, "name": "调休"} and second.data["is_workday"] is True

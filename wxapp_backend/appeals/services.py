@@ -96,12 +96,14 @@ def work_calendar(session: Session) -> WorkCalendar:
 
 def set_holiday(session: Session, actor: Actor, day: date, is_workday: bool, name: str = "") -> Holiday:
     row = session.scalar(select(Holiday).where(Holiday.day == day))
+    previous = None if row is None else {"is_workday": row.is_workday, "name": row.name}
     if row is None:
         row = Holiday(day=day)
         session.add(row)
     row.is_workday, row.name, row.updated_by = is_workday, name, str(actor.name or actor.id)
     session.flush()
-    audit(session, actor, "appeal_holiday.set", row, day=day.isoformat(), is_workday=is_workday, name=name)
+    audit(session, actor, "appeal_holiday.set", row, day=day.isoformat(), is_workday=is_workday, name=name,
+          previous=previous)
     return row
 
 
@@ -123,6 +125,8 @@ def save_category(session: Session, actor: Actor, data: dict[str, Any], category
         row = session.get(AppealCategory, category_id)
         if row is None:
             raise NotFound("没有这个类别。")
+    # From/to pairs: the promised days set every appeal's deadline, and the seeded values are in no earlier row.
+    before = {key: getattr(row, key) for key in CATEGORY_AUDITED} if category_id is not None else {}
     for key in ("name", "department", "promised_days", "description", "active", "sort"):
         if data.get(key) is not None:
             setattr(row, key, data[key])
@@ -135,11 +139,16 @@ def save_category(session: Session, actor: Actor, data: dict[str, Any], category
             session.flush()
     except IntegrityError:
         raise Conflict("类别代码或名称已存在。") from None
-    audit(session, actor, "appeal_category.saved", row, **{k: v for k, v in data.items() if v is not None})
+    changes = {key: [before.get(key), getattr(row, key)] for key in CATEGORY_AUDITED
+               if before.get(key) != getattr(row, key)}
+    audit(session, actor, "appeal_category.saved", row, changes=changes,
+          **{k: v for k, v in data.items() if v is not None})
     return row
 
 
 REQUIRABLE = ("enterprise_id", "building_id", "images")
+CATEGORY_AUDITED = ("name", "department", "promised_days", "description", "active", "sort", "keywords",
+                    "required_fields")
 
 
 # --- events, audit and notifications --------------------------------------------------------------
