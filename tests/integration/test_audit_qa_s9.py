@@ -218,3 +218,26 @@ def test_appeal_category_and_holiday_changes_keep_the_value_they_replace(client,
     first, second = _audit_rows(db, "appeal_holiday.set")
     assert first.data["previous"] is None
     assert second.data["previous"] == {"is_workday": False, "name": "调休"} and second.data["is_workday"] is True
+
+
+def test_notice_draft_edits_say_what_changed(client, make_staff, staff_headers, make_building, db):
+    """notice.updated named only the notice: a draft whose audience was widened to everyone before it went out
+    left no trace of what the audience had been (notice.created did not record it either)."""
+    staff = make_staff(role="staff")
+    headers = staff_headers(staff)
+    building = make_building()
+    resp = client.post("/api/v1/staff/notices", headers=headers, json={
+        "title": "楼宇停水通知", "summary": "周六停水", "audience": {"building_ids": [building.id]}})
+    assert resp.status_code == 201, resp.get_json()
+    notice_id = resp.get_json()["id"]
+    resp = client.patch(f"/api/v1/staff/notices/{notice_id}", headers=headers,
+                        json={"title": "全街道停水通知", "audience": {"all": True}})
+    assert resp.status_code == 200, resp.get_json()
+    (created,) = _audit_rows(db, "notice.created", notice_id)
+    assert created.data["audience"]["building_ids"] == [building.id]
+    (updated,) = _audit_rows(db, "notice.updated", notice_id)
+    assert updated.actor_id == str(staff.id)
+    assert updated.data["changes"]["title"] == ["楼宇停水通知", "全街道停水通知"]
+    old, new = updated.data["changes"]["audience"]
+    assert old["building_ids"] == [building.id] and new["all"] is True
+    assert "summary" not in updated.data["changes"]  # unchanged

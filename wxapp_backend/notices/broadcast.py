@@ -208,7 +208,7 @@ def create_notice(session: Session, actor: Actor, data: dict[str, Any]) -> Notic
     notice = Notice(**v, template_id=kind.template_id if kind else "", created_by=actor.id)
     session.add(notice)
     session.flush()
-    audit(session, actor, "notice.created", notice, title=notice.title)
+    audit(session, actor, "notice.created", notice, title=notice.title, audience=notice.audience)
     return notice
 
 
@@ -218,9 +218,12 @@ def update_notice(session: Session, actor: Actor, notice_id: int, data: dict[str
         raise Conflict("通知已发布，不能再修改。", code="already_published")
     v = _clean(data, notice)
     _check_activity(session, v)
+    # From/to pairs (the summary, up to 2000 characters, by name): who the draft was meant for, and what it said.
+    changes = {k: [getattr(notice, k), val] if k != "summary" else "changed" for k, val in v.items()
+               if getattr(notice, k) != val}
     for k, val in v.items():
         setattr(notice, k, val)
-    audit(session, actor, "notice.updated", notice)
+    audit(session, actor, "notice.updated", notice, changes=changes)
     return notice
 
 
