@@ -241,3 +241,31 @@ def test_notice_draft_edits_say_what_changed(client, make_staff, staff_headers, 
     old, new = updated.data["changes"]["audience"]
     assert old["building_ids"] == [building.id] and new["all"] is True
     assert "summary" not in updated.data["changes"]  # unchanged
+
+
+def test_appeal_handler_changes_are_audited_with_the_handler_before_and_after(app_ctx, make_user, make_staff, db):
+    """Accepting an appeal makes the accepting staff member its handler (when it has none), but the accepted row
+    did not say so; changing the handler recorded only the new one."""
+    from wxapp_backend.appeals import services as appeal_services
+    from wxapp_backend.audit import Actor
+    from wxapp_backend.db import session_scope
+
+    user = make_user(nickname="张三")
+    first, second = make_staff(role="staff"), make_staff(role="staff")
+    with session_scope() as s:
+        appeal, _ = appeal_services.submit_appeal(s, user.id, appeal_services.Intake(
+            content="门口的路灯坏了", contact_name="张三", contact_phone="13800138000"))
+        appeal_id = appeal.id
+    a1 = Actor("staff", first.id, role="staff", name="甲")
+    with session_scope() as s:
+        appeal_services.perform(s, a1, appeal_id, "accept", {})
+    with session_scope() as s:
+        appeal_services.perform(s, a1, appeal_id, "reassign", {"handler_id": second.id})
+    with session_scope() as s:
+        appeal_services.perform(s, a1, appeal_id, "assign", {"department": "城运中心", "handler_id": first.id})
+    (accepted,) = _audit_rows(db, "appeal.accepted", appeal_id)
+    assert accepted.data["handler_id"] == first.id
+    (changed,) = _audit_rows(db, "appeal.handler_changed", appeal_id)
+    assert changed.data["handler_id"] == second.id and changed.data["previous_handler_id"] == first.id
+    (assigned,) = _audit_rows(db, "appeal.assigned", appeal_id)
+    assert assigned.data["handler_id"] == first.id and assigned.data["previous_handler_id"] == second.id

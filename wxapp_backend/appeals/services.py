@@ -571,9 +571,10 @@ def _need(data: dict, name: str, label: str) -> Any:
 def act_accept(session, actor, appeal, data, now):
     if data.get("category"):
         _set_category(session, actor, appeal, find_category(session, data["category"]), now)
-    transition(session, appeal, S.ACCEPTED, actor, action="accepted", now=now,
-               note=data.get("note") or "诉求已受理")
+    # The one who accepts handles it unless someone already does: an assignment, so on the audit row too.
     appeal.handler_id = appeal.handler_id or int(actor.id)
+    transition(session, appeal, S.ACCEPTED, actor, action="accepted", now=now,
+               note=data.get("note") or "诉求已受理", handler_id=appeal.handler_id)
     _notify(session, appeal, "appeal_accepted", f"您的诉求 {appeal.number} 已受理，承诺办结时间见详情。", "accepted")
 
 
@@ -583,7 +584,7 @@ def act_assign(session, actor, appeal, data, now):
         or appeal.department or (appeal.category.department if appeal.category else "")
     if not department:
         raise ValidationError("请选择承办部门。", fields={"department": "请选择承办部门"})
-    old = appeal.department
+    old, old_handler = appeal.department, appeal.handler_id
     appeal.department = department
     if handler is not None:
         appeal.handler_id = handler.id
@@ -591,10 +592,10 @@ def act_assign(session, actor, appeal, data, now):
     if appeal.status == S.ASSIGNED:
         appeal.version += 1
         _event(session, appeal, actor, "reassigned", note=note, department=department, previous=old,
-               handler_id=appeal.handler_id)
+               handler_id=appeal.handler_id, previous_handler_id=old_handler)
     else:
         transition(session, appeal, S.ASSIGNED, actor, action="assigned", note=note, now=now,
-                   department=department, handler_id=appeal.handler_id)
+                   department=department, handler_id=appeal.handler_id, previous_handler_id=old_handler)
 
 
 def act_start(session, actor, appeal, data, now):
@@ -861,10 +862,11 @@ def act_set_category(session, actor, appeal, data, now):
 
 def act_reassign(session, actor, appeal, data, now):
     handler = _staff(session, _need(data, "handler_id", "承办人"))
+    previous = appeal.handler_id
     appeal.handler_id = handler.id
     appeal.version += 1
     _event(session, appeal, actor, "handler_changed", note=f"承办人改为 {handler.display_name or handler.username}",
-           handler_id=handler.id)
+           handler_id=handler.id, previous_handler_id=previous)
 
 
 def act_note(session, actor, appeal, data, now):
