@@ -269,3 +269,25 @@ def test_appeal_handler_changes_are_audited_with_the_handler_before_and_after(ap
     assert changed.data["handler_id"] == second.id and changed.data["previous_handler_id"] == first.id
     (assigned,) = _audit_rows(db, "appeal.assigned", appeal_id)
     assert assigned.data["handler_id"] == first.id and assigned.data["previous_handler_id"] == second.id
+
+
+def test_kb_edit_keeps_the_answer_it_replaced(app, app_ctx, db):
+    """An entry's answer is what the bot tells every enterprise that asks; an edit's audit row named the fields
+    only and nothing else keeps old answers, so what the bot said before the edit was lost."""
+    import dataclasses
+
+    from wxapp_backend.audit import Actor
+    from wxapp_backend.db import session_scope
+    from wxapp_backend.knowledge_store.cli import load_default_if_empty
+    from wxapp_backend.knowledge_store.models import KBEntry
+    from wxapp_backend.knowledge_store.services import entry_from_row, save_entry
+
+    load_default_if_empty()
+    row = db.query(KBEntry).order_by(KBEntry.id).first()
+    old_answer = row.answer
+    entry = dataclasses.replace(entry_from_row(row), answer="新的答复：请致电营商服务中心。")
+    with session_scope() as s:
+        save_entry(s, app.extensions["wxapp"].redis, Actor("staff", 7, role="staff"), entry, create=False)
+    (updated,) = _audit_rows(db, "kb.entry_updated", row.id)
+    assert updated.data["fields"] == ["answer"]
+    assert updated.data["changes"] == {"answer": [old_answer, "新的答复：请致电营商服务中心。"]}

@@ -103,15 +103,15 @@ def import_entries(session: Session, r: redis.Redis, actor: Actor, entries: Iter
             report.created += 1
             audit(session, actor, "kb.entry_created", row, via="import", question=entry.question)
             continue
-        changed = sorted(k for k, v in values.items() if getattr(row, k) != v)
-        if not changed:
+        changes = {k: [getattr(row, k), v] for k, v in values.items() if getattr(row, k) != v}
+        if not changes:
             report.unchanged += 1
             continue
         for k, v in values.items():
             setattr(row, k, v)
         row.revision += 1
         report.updated += 1
-        audit(session, actor, "kb.entry_updated", row, via="import", fields=changed)
+        audit(session, actor, "kb.entry_updated", row, via="import", fields=sorted(changes), changes=changes)
     if replace:
         keep = {e.id for e in entries}
         for row in existing.values():
@@ -144,11 +144,13 @@ def save_entry(session: Session, r: redis.Redis, actor: Actor, entry: Entry, *, 
             raise NotFound("没有找到这个知识条目。")
         values["retired"] = row.retired  # the form never says; retiring and restoring are set_retired's
         changed = {k: v for k, v in values.items() if getattr(row, k) != v}
+        # From/to pairs: nothing else keeps what the bot answered before the edit.
+        changes = {k: [getattr(row, k), v] for k, v in changed.items()}
         for k, v in changed.items():
             setattr(row, k, v)
         if changed:
             row.revision += 1
-            audit(session, actor, "kb.entry_updated", row, fields=sorted(changed))
+            audit(session, actor, "kb.entry_updated", row, fields=sorted(changed), changes=changes)
     _changed(session, r)
     return row
 
