@@ -108,6 +108,8 @@ def failed_jobs(limit: int = 50) -> list[dict[str, Any]]:
     return out
 
 
-def requeue_failed(job_id: str) -> None:
+def requeue_failed(job_id: str) -> str:
+    """Put a failed job back on its queue; returns its function's name."""
     q = get_queue()
-    FailedJobRegistry(queue=q).requeue(job_id)
+    job = FailedJobRegistry(queue=q).requeue(job_id)
+    return job.func_name

@@ -291,3 +291,31 @@ def test_kb_edit_keeps_the_answer_it_replaced(app, app_ctx, db):
     (updated,) = _audit_rows(db, "kb.entry_updated", row.id)
     assert updated.data["fields"] == ["answer"]
     assert updated.data["changes"] == {"answer": [old_answer, "新的答复：请致电营商服务中心。"]}
+
+
+def failing_job(n: int) -> None:
+    raise ValueError(f"boom {n}")
+
+
+def test_console_resume_and_job_requeue_are_audited(app, client, make_staff, console_login, staff_headers,
+                                                    run_jobs, db):
+    """Two console buttons that set work going again (a notice's sending; a failed job, a push say) left no
+    trace of who pressed them."""
+    from wxapp_backend.queue import enqueue
+
+    admin = make_staff(role="admin")
+    resp = client.post("/api/v1/staff/notices", headers=staff_headers(admin), json={
+        "title": "政策通知", "audience": {"all": True}})
+    notice_id = resp.get_json()["id"]
+    job = enqueue(failing_job, 9)
+    run_jobs()
+    csrf = console_login(admin)
+    resp = client.post(f"/console/notices/{notice_id}/resume", data={"csrf_token": csrf})
+    assert resp.status_code == 302
+    resp = client.post(f"/console/jobs/{job.id}/requeue", data={"csrf_token": csrf})
+    assert resp.status_code == 302 and app.extensions["wxapp"].queue.count == 1
+    (resumed,) = _audit_rows(db, "notice.resumed", notice_id)
+    assert resumed.actor_type == "staff" and resumed.actor_id == str(admin.id) and resumed.target_type == "notices"
+    (requeued,) = _audit_rows(db, "job.requeued")
+    assert requeued.actor_id == str(admin.id) and requeued.data["job_id"] == job.id
+    assert requeued.data["func"].endswith("failing_job")

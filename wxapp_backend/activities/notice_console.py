@@ -117,7 +117,7 @@ def notice_action(notice_id: int, action: str):
             else:
                 message = ""
         if action == "resume":  # after a Redis restart or dead workers: recover leases, restart the jobs
-            r = broadcast.sweep_leases(force=True)
+            r = broadcast.sweep_leases(force=True, actor=current_actor(), notice_id=notice_id)
             message = f"已重新启动发送（收回 {r['requeued']} 条未发出的领取）。"
     except AppError as exc:
         if exc.status == 404:

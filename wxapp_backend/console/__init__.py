@@ -21,9 +21,10 @@ from flask import (
 )
 from sqlalchemy import func, select
 
+from ..audit import audit
 from ..auth import services as auth_services
 from ..auth import tokens
-from ..auth.guard import CONSOLE, console_required, password_stamp
+from ..auth.guard import CONSOLE, console_required, current_actor, password_stamp
 from ..auth.models import ROLE_RANK, StaffRole, User
 from ..db import session_scope
 from ..enterprises.models import Building, Enterprise, Grid
@@ -185,10 +186,12 @@ def requeue_job(job_id: str):
     if len(job_id) > 100:
         abort(404)
     try:
-        requeue_failed(job_id)
+        func = requeue_failed(job_id)
     except Exception:
         flash("这个任务已不在失败列表中。")
         return redirect(url_for("console.jobs"))
+    with session_scope() as s:  # the job runs again (a push, say): who asked for it is on file
+        audit(s, current_actor(), "job.requeued", None, job_id=job_id, func=func)
     flash("已重新排队。")
     return redirect(url_for("console.jobs"))
 

@@ -703,8 +703,9 @@ def _finish(s: Session, notice: Notice) -> None:
 
 
 def sweep_leases(now: datetime | None = None, lease_seconds: int | None = None, *,
-                 force: bool = False) -> dict[str, int]:
-    """Recover from dead workers and lost queues (see the module doc); safe to run any time, twice."""
+                 force: bool = False, actor: Actor | None = None, notice_id: int | None = None) -> dict[str, int]:
+    """Recover from dead workers and lost queues (see the module doc); safe to run any time, twice. A staff
+    member's restart (the console's resume, `actor` and the notice they pressed it on) is audited."""
     now = now or utcnow()
     cutoff = now - timedelta(seconds=lease_seconds or LEASE_SECONDS)
     with session_scope() as s:
@@ -726,6 +727,10 @@ def sweep_leases(now: datetime | None = None, lease_seconds: int | None = None, 
             or_(and_(OutboxRow.status.in_((OutboxStatus.CLAIMED.value, OutboxStatus.SENDING.value)),
                      OutboxRow.claimed_at >= cutoff),
                 OutboxRow.sent_at >= cutoff)).distinct()))
+        if actor is not None:
+            target = s.get(Notice, notice_id) if notice_id is not None else None
+            audit(s, actor, "notice.resumed", target, requeued=requeued, unknown=unknown,
+                  active=[n for n, _ in active])
     kicked = 0
     stamp = int(now.timestamp() // 60)
     for notice_id, status in active:
