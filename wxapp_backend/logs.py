@@ -24,7 +24,8 @@ class RequestIdFilter(logging.Filter):
 # Credentials that travel in URLs and are not configured anywhere: WeChat takes the access token in the query
 # string of every call, jscode2session the login code. A library that logs the URL (urllib3 at DEBUG) must not
 # write them.
-URL_SECRETS = re.compile(r"(?<![A-Za-z0-9_])((?:access_token|js_code|secret|session_key|refresh_token)=)[^&\s\"']+")
+# Any name ending so (appsecret, client_secret, component_access_token) is masked as well.
+URL_SECRETS = re.compile(r"((?:access_token|js_code|secret|session_key|refresh_token)=)[^&\s\"']+")
 
 
 class RedactFilter(logging.Filter):

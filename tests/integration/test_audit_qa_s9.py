@@ -319,3 +319,17 @@ def test_console_resume_and_job_requeue_are_audited(app, client, make_staff, con
     (requeued,) = _audit_rows(db, "job.requeued")
     assert requeued.actor_id == str(admin.id) and requeued.data["job_id"] == job.id
     assert requeued.data["func"].endswith("failing_job")
+
+
+def test_url_credentials_are_masked_under_any_prefix():
+    """component_access_token, client_secret, appsecret: the same credentials under the names other WeChat and
+    OAuth endpoints give them (the first filter only masked the bare names)."""
+    import logging
+
+    from wxapp_backend.logs import RedactFilter
+
+    rec = logging.LogRecord("urllib3", logging.DEBUG, __file__, 1, '"GET %s HTTP/1.1"', (
+        "/x?component_access_token=TOK1&client_secret=SEC2&appsecret=SEC3&authorizer_refresh_token=TOK4&n=1",), None)
+    RedactFilter([]).filter(rec)
+    msg = rec.getMessage()
+    assert not any(v in msg for v in ("TOK1", "SEC2", "SEC3", "TOK4")) and "n=1" in msg
