@@ -26,7 +26,7 @@ def load_default_if_empty() -> list[str]:
         if s.scalar(select(func.count(KBEntry.id))):
             return []
         entries = load_dir(DEFAULT_DATA, strict=True)
-        report = import_entries(s, state.redis, SYSTEM, entries)
+        report = import_entries(s, state.redis, SYSTEM, entries, source=str(DEFAULT_DATA))
     return [f"知识库：载入默认条目，{report.summary()}。"]
 
 
@@ -52,7 +52,8 @@ def register(app: Flask) -> None:
         if not entries:
             raise click.ClickException("文件里没有条目，知识库未改动。")
         with session_scope() as s:
-            report = import_entries(s, current_app.extensions["wxapp"].redis, SYSTEM, entries, replace=replace)
+            report = import_entries(s, current_app.extensions["wxapp"].redis, SYSTEM, entries, replace=replace,
+                                    source=str(file))
         click.echo(f"导入完成：{report.summary()}。")
 
     @kb.command("export")

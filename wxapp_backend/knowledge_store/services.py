@@ -89,8 +89,9 @@ class ImportReport:
 
 
 def import_entries(session: Session, r: redis.Redis, actor: Actor, entries: Iterable[Entry], *,
-                   replace: bool = False) -> ImportReport:
-    """Upsert entries by id; with replace, entries missing from the import are retired (never deleted)."""
+                   replace: bool = False, source: str = "") -> ImportReport:
+    """Upsert entries by id; with replace, entries missing from the import are retired (never deleted).
+    `source` (the file imported) goes on the audit row."""
     entries = list(entries)
     report = ImportReport()
     existing = {row.id: row for row in session.scalars(select(KBEntry))}
@@ -121,7 +122,7 @@ def import_entries(session: Session, r: redis.Redis, actor: Actor, entries: Iter
                 report.retired += 1
                 audit(session, actor, "kb.entry_retired", row, via="import")
     audit(session, actor, "kb.imported", None, created=report.created, updated=report.updated,
-          retired=report.retired, replace=replace)
+          retired=report.retired, replace=replace, source=source)
     _changed(session, r)
     return report
 
