@@ -308,6 +308,16 @@ def _audiences_naming(session: Session, building_id: int) -> list[str]:
     return names
 
 
+def _activities_held_in(session: Session, building_id: int) -> list[str]:
+    """Activities still to come held in this building: deleting it would clear their venue silently."""
+    from ..activities.models import Activity, ActivityStatus
+    from ..db import utcnow
+
+    return [f"活动「{title}」" for title in session.scalars(select(Activity.title).where(
+        Activity.building_id == building_id, Activity.status != ActivityStatus.CANCELLED.value,
+        Activity.ends_at > utcnow()).order_by(Activity.starts_at))]
+
+
 def delete_building(session: Session, actor: Actor, building_id: int) -> None:
     """Delete a building that no longer houses any enterprise on file."""
     building = get_building(session, building_id)
@@ -318,6 +328,10 @@ def delete_building(session: Session, actor: Actor, building_id: int) -> None:
     if using:
         raise Conflict(f"楼宇「{building.name}」还是{'、'.join(using[:3])}{'等' if len(using) > 3 else ''}的推送或报名范围，"
                        "请先调整这些范围再删除。")
+    held = _activities_held_in(session, building.id)
+    if held:
+        raise Conflict(f"{'、'.join(held[:3])}{'等' if len(held) > 3 else ''}还要在楼宇「{building.name}」举办，"
+                       "请先修改活动地点再删除。")
     # Users who picked this building keep their account; the database clears their building.
     cleared = list(session.scalars(select(User.id).where(User.building_id == building.id).order_by(User.id)))
     from ..activities.models import Activity
