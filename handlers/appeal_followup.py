@@ -308,7 +308,7 @@ def _rate_submit(ctx: Context, d: dict[str, Any], comment: str) -> Reply:
     from wxapp_backend.db import session_scope
     from wxapp_backend.errors import AppError
 
-    _take(ctx, d)  # whatever happens next, this flow is over: a repeated answer cannot rate twice
+    taken = _take(ctx, d)  # whatever the service answers, this flow is over: a repeated answer cannot rate twice
     try:
         with session_scope() as s:
             rate(s, ctx.user_id, int(d["appeal_id"]), resolved=bool(d.get("resolved")),
@@ -317,6 +317,9 @@ def _rate_submit(ctx: Context, d: dict[str, Any], comment: str) -> Reply:
         return Text(f"评价没有提交：{exc.message}")
     except IntegrityError:  # a concurrent rating of the same round won the race
         return Text("这一轮办理您已经评价过了。")
+    except Exception:
+        _put_back(ctx, taken)
+        raise
     log.info("chat appeal rated", extra={"account": ctx.account, "user_id": ctx.user_id, "appeal_id": d["appeal_id"]})
     reply = (RATED_CLOSED if d.get("resolved") else RATED_REOPENED).format(number=d["number"])
     return Text(reply + (RATED_BAD if int(d.get("stars") or 0) <= BAD_SATISFACTION else ""))
@@ -376,6 +379,9 @@ def _supplement_step(ctx: Context, d: dict[str, Any], text: str) -> Reply:
                                      retries=2)
     except AppError as exc:
         return Text(f"补充没有提交：{exc.message}")
+    except Exception:
+        _put_back(ctx, taken)
+        raise
     log.info("chat appeal supplemented", extra={"account": ctx.account, "user_id": ctx.user_id,
                                                 "appeal_id": d["appeal_id"]})
     photos = f"照片 {len(media)} 张稍后附上。" if media else ""
@@ -399,6 +405,19 @@ def _take(ctx: Context, d: dict[str, Any]) -> dict[str, Any]:
     except redis.RedisError:
         return d
     return taken or d
+
+
+def _put_back(ctx: Context, taken: dict[str, Any]) -> None:
+    """Nothing was saved (the database failed): give the flow back as `_take` found it, unless another flow
+    started meanwhile, so that WeChat's retry or the user's next try (the crash reply asks for one) submits it
+    instead of landing outside the flow, the text and photos lost."""
+    def restore(cur: dict[str, Any]) -> dict[str, Any]:
+        return cur or dict(taken)
+
+    try:
+        ctx.state.update(restore)
+    except redis.RedisError:
+        log.warning("conversation state not restored after a failed submission", extra={"account": ctx.account})
 
 
 def step(ctx: Context) -> Reply:

@@ -1,0 +1,93 @@
+"""QA session 9, crash safety: what a failure in the middle of a step leaves behind."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy.exc import OperationalError
+
+from handlers import appeal_followup as followup
+from handlers import appeal_intake as intake
+from handlers.router import Context, Router
+from wxapp_backend.appeals import services
+from wxapp_backend.appeals.models import Appeal, AppealRating
+from wxapp_backend.audit import Actor
+from wxapp_backend.db import session_scope
+from wxapp_backend.wechat.messages import normalise
+
+# --------------------------------------------------------------------------- chat follow-up (补充 / 评价)
+
+
+@pytest.fixture
+def chat(redis_client, make_user, make_staff, app_ctx):
+    user = make_user()
+    staff = Actor("staff", make_staff(role="admin").id, role="admin", name="管理员")
+    router = followup.install(intake.install(Router()))
+    seq = iter(range(10**6))
+
+    def say(content=None, *, msg_type="text", media_id=None):
+        raw = {"ToUserName": "gh_x", "FromUserName": f"o-{user.id}", "CreateTime": "1700000000",
+               "MsgType": msg_type, "MsgId": str(880000 + next(seq))}
+        if content is not None:
+            raw["Content"] = content
+        if media_id:
+            raw["MediaId"], raw["PicUrl"] = media_id, "http://example.invalid/p.jpg"
+        reply = router.dispatch(Context(msg=normalise(raw, "oa"), redis=redis_client, user_id=user.id))
+        return getattr(reply, "text", reply)
+
+    def appeal(*actions):
+        with session_scope() as s:
+            a, _ = services.submit_appeal(s, user.id, services.Intake(
+                content="办公楼空调不制冷，物业一直不处理", contact_name="张三", contact_phone="13800138000"))
+            appeal_id, number = a.id, a.number
+        for action, data in actions:
+            with session_scope() as s:
+                services.perform(s, staff, appeal_id, action, data)
+        return appeal_id, number
+
+    say.appeal = appeal
+    return say
+
+
+def _fail_once(monkeypatch, module, name):
+    real = getattr(module, name)
+    calls = []
+
+    def flaky(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise OperationalError("UPDATE appeals", {}, Exception("database is gone"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, flaky)
+
+
+def test_a_supplement_the_database_failed_to_save_is_kept_for_the_retry(chat, monkeypatch, run_jobs, standin):
+    """The database fails while the chat supplement is saved: the user is asked to send it again (the webhook's
+    crash reply, or WeChat's own retry), so the flow with its photos must still be there; it was ended before
+    the save, so the text sent again went to the bot and the photos were lost."""
+    appeal_id, number = chat.appeal(("accept", {}), ("request_info", {"note": "请提供物业合同首页"}))
+    assert number in chat("补充")
+    assert chat(msg_type="image", media_id="MEDIA-CRASH-1") == followup.SUPPLEMENT_PHOTO.format(n=1)
+    _fail_once(monkeypatch, services, "supplement")
+    with pytest.raises(OperationalError):
+        chat("合同首页已拍照，物业是某某物业公司")
+    assert chat("合同首页已拍照，物业是某某物业公司").startswith(f"已补充，诉求 {number} 恢复办理。照片 1 张")
+    run_jobs()
+    with session_scope() as s:
+        appeal = s.get(Appeal, appeal_id)
+        assert appeal.status == "accepted" and appeal.info_request == ""
+        assert [i.get("media_id") for i in appeal.images] == ["MEDIA-CRASH-1"]
+
+
+def test_a_rating_the_database_failed_to_save_can_be_sent_again(chat, monkeypatch):
+    appeal_id, number = chat.appeal(("accept", {}), ("resolve", {"resolution": "已协调物业维修空调"}))
+    chat(f"评价 {number}")
+    chat("1")
+    chat("5")
+    _fail_once(monkeypatch, services, "rate")
+    with pytest.raises(OperationalError):
+        chat("处理得很快，谢谢")
+    assert chat("处理得很快，谢谢") == followup.RATED_CLOSED.format(number=number)
+    with session_scope() as s:
+        assert s.get(Appeal, appeal_id).status == "closed"
+        assert [r.comment for r in s.query(AppealRating).filter_by(appeal_id=appeal_id)] == ["处理得很快，谢谢"]
