@@ -91,3 +91,38 @@ def test_a_rating_the_database_failed_to_save_can_be_sent_again(chat, monkeypatc
     with session_scope() as s:
         assert s.get(Appeal, appeal_id).status == "closed"
         assert [r.comment for r in s.query(AppealRating).filter_by(appeal_id=appeal_id)] == ["处理得很快，谢谢"]
+
+
+# --------------------------------------------------------------------------- webhook: a late handler that fails
+
+
+def test_a_late_handler_that_fails_tells_the_user_to_send_again(app, settings, standin, run_jobs, redis_client):
+    """The handler misses the deadline (the push is answered "success", WeChat's retries too) and then raises:
+    nothing runs the message again, so the user was left with silence, their text lost. In time, the same
+    failure answers the crash reply; late, it goes by customer-service message."""
+    import time
+    from urllib.parse import urlencode
+
+    from handlers import Router
+    from wxapp_backend import create_app
+    from wxapp_backend.wechat import jobs
+    from wxapp_backend.wechat.chat import make_push, seal_push
+    from wxapp_backend.wechat.pipeline import CRASH_TEXT, account_from_settings
+
+    r = Router()
+
+    @r.default
+    def slow_and_broken(ctx):
+        time.sleep(0.5)
+        raise OperationalError("INSERT INTO appeals", {}, Exception("database is gone"))
+
+    a = create_app(settings.with_overrides(wechat_token="crashlate", webhook_deadline=0.2,
+                                           extra={"wechat_router": r}))
+    acct = account_from_settings(a.extensions["wxapp"].settings, "oa")
+    jobs.open_window(redis_client, "oa", "oCrashLate", kind="message")
+    args, body = seal_push(acct, make_push(acct, "oCrashLate", text="我们楼的电梯坏了三天了", msg_id="990001"))
+    assert a.test_client().post("/wechat?" + urlencode(args), data=body).get_data() == b"success"
+    time.sleep(0.8)
+    run_jobs()
+    sent = [c.body for c in standin.calls_to("/cgi-bin/message/custom/send") if c.body.get("touser") == "oCrashLate"]
+    assert [b["text"]["content"] for b in sent] == [CRASH_TEXT]

@@ -388,6 +388,10 @@ class Pipeline:
             if late:
                 if error is not None:
                     log.error("late chat handler failed", exc_info=error)
+                    # The push was answered "success" and its retries are answered from that record: no retry
+                    # runs the message again, so say what a failure in time says (by customer-service message).
+                    if not msg.is_event:
+                        self._enqueue_sends(msg.account, msg, customer_payloads(msg.account, Text(CRASH_TEXT)))
                 elif reply is not None:
                     self._enqueue_sends(msg.account, msg, customer_payloads(msg.account, reply))
                 return None
