@@ -19,7 +19,8 @@ How a publish travels (the database is the source of truth; Redis only paces and
    global rate limiter (GCRA in one Lua script on the shared Redis) and call WeChat at once; mark the
    chunk's sent rows in one transaction (fenced again; errors are recorded per row at once). A row only reaches WeChat after that committed ``sending`` step,
    and a ``sending`` row is never handed out again, so nothing is sent twice, whatever Redis or a worker
-   does; a worker killed inside a chunk leaves that chunk's unconfirmed rows as "结果未知" (step 4). A chunk
+   does; a worker killed inside a chunk leaves that chunk's unconfirmed rows as "结果未知" (step 4), while an
+   error it survives (Redis, the database) gives the rows it never sent back to ``pending`` with their credit. A chunk
    that a slow WeChat keeps busy longer than a third of the lease renews it, so a live worker's rows are not.
 4. `sweep_leases` (run by `fanout_tick` every minute while a notice is sending, and by the progress view):
    ``claimed`` rows whose lease expired go back to ``pending`` (they were never sent); ``sending`` rows
@@ -581,6 +582,7 @@ def _send_chunk(api, limiter: RateLimiter, token: str, rows: list[tuple[int, int
                       .execution_options(synchronize_session=False))
             outcomes.update(dict.fromkeys(no_credit, "skipped"))
     sent: list[dict[str, Any]] = []
+    called: set[int] = set()
     renewed = time.monotonic()
     try:
         for row_id, user_id, openid in rows:
@@ -600,6 +602,7 @@ def _send_chunk(api, limiter: RateLimiter, token: str, rows: list[tuple[int, int
             # but let a worker that fell behind its slots (CPU, a commit) catch up in a burst over the limit.
             limiter.acquire()
             at = utcnow()
+            called.add(row_id)
             try:
                 api.send_subscribe(openid, template_id, data, page)
             except WeChatAPIError as exc:
@@ -610,6 +613,11 @@ def _send_chunk(api, limiter: RateLimiter, token: str, rows: list[tuple[int, int
                 continue
             sent.append({"rid": row_id, "at": at})
             outcomes[row_id] = "sent"
+    except Exception:
+        # An error of ours (Redis for the limiter, the database) and no kill: the rows after it never reached
+        # WeChat, so they go back to 'pending' with their credit instead of waiting to be reported 结果未知.
+        _give_back(token, [(r[0], r[1]) for r in rows if r[0] not in outcomes and r[0] not in called], template_id)
+        raise
     finally:
         if sent:  # one transaction for the chunk's sent marks (each keeps its own send time)
             t = OutboxRow.__table__  # Core executemany (the ORM's bulk UPDATE would match by primary key only)
@@ -618,6 +626,24 @@ def _send_chunk(api, limiter: RateLimiter, token: str, rows: list[tuple[int, int
                                           t.c.status == OutboxStatus.SENDING.value)
                           .values(status=OutboxStatus.SENT.value, sent_at=bindparam("at"), errcode=0, detail=""), sent)
     return [outcomes[r[0]] for r in rows if r[0] in outcomes]
+
+
+def _give_back(token: str, rows: list[tuple[int, int]], template_id: str) -> None:
+    """Rows moved to 'sending' under `token` that were never sent: 'pending' again, their credits refunded."""
+    if not rows:
+        return
+    users = dict(rows)
+    try:
+        with session_scope() as s:
+            back = s.scalars(update(OutboxRow).where(
+                OutboxRow.id.in_(list(users)), OutboxRow.lease_token == token,
+                OutboxRow.status == OutboxStatus.SENDING.value)
+                .values(status=OutboxStatus.PENDING.value, lease_token=None, attempts=OutboxRow.attempts - 1)
+                .returning(OutboxRow.id).execution_options(synchronize_session=False)).all()
+            for row_id in back:
+                credits.refund(s, users[row_id], template_id)
+    except Exception:  # noqa: BLE001 - the rows stay 'sending'; the sweeper reports them (at most once)
+        log.exception("fan-out could not give back unsent rows", extra={"rows": len(rows)})
 
 
 def _renew(token: str, row_ids: list[int]) -> set[int]:
