@@ -186,3 +186,38 @@ def test_rows_a_failed_chunk_never_sent_go_back_to_pending_with_their_credit(app
     db.expire_all()
     assert [c.credits for c in db.query(SubscribeCredit).filter(
         SubscribeCredit.user_id.in_([u.id for u in users]))] == [0] * 6  # one credit spent each, no more
+
+
+@pytest.mark.parametrize("account", ["oa", "wxa"])
+def test_a_handler_that_fails_in_time_tells_the_user_to_send_again(app, settings, standin, run_jobs, account):
+    """The Official Account answers the crash reply passively; the mini-program's chat takes no passive text and
+    its "success" is never retried by WeChat, so it used to leave the user in silence: now it goes by
+    customer-service message."""
+    from urllib.parse import urlencode
+
+    from handlers import Router
+    from wxapp_backend import create_app
+    from wxapp_backend.wechat.chat import make_push, open_reply, seal_push
+    from wxapp_backend.wechat.pipeline import CRASH_TEXT, account_from_settings
+
+    r = Router()
+
+    @r.default
+    def broken(ctx):
+        raise OperationalError("INSERT INTO appeals", {}, Exception("database is gone"))
+
+    overrides = ({"wechat_token": "crashnow"} if account == "oa"
+                 else {"wxa_token": "crashnowwxa", "wxa_aes_key": "B" * 43, "wxa_msg_format": "json"})
+    a = create_app(settings.with_overrides(**overrides, extra={"wechat_router": r}))
+    acct = account_from_settings(a.extensions["wxapp"].settings, account)
+    openid = f"oCrashNow-{account}"
+    args, body = seal_push(acct, make_push(acct, openid, text="我们楼的电梯坏了三天了", msg_id="990101"))
+    resp = a.test_client().post(("/wechat" if account == "oa" else "/wxa/message") + "?" + urlencode(args),
+                                data=body)
+    run_jobs()
+    kefu = [c.body["text"]["content"] for c in standin.calls_to("/cgi-bin/message/custom/send")
+            if c.body.get("touser") == openid]
+    if account == "oa":
+        assert open_reply(acct, resp.get_data(as_text=True))["Content"] == CRASH_TEXT and kefu == []
+    else:
+        assert resp.get_data() == b"success" and kefu == [CRASH_TEXT]

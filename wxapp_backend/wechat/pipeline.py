@@ -295,6 +295,8 @@ class Pipeline:
             _count(acct.name, "error")
             if acct.name == "oa" and not msg.is_event:
                 return self._render(acct, msg, Text(CRASH_TEXT), key_index, nonce)[0]
+            if not msg.is_event:  # the mini-program's chat takes no passive text, and "success" is never retried
+                self._enqueue_sends(acct.name, msg, customer_payloads(acct.name, Text(CRASH_TEXT)))
             return _SUCCESS
         outcome, sends = self._render(acct, msg, reply, key_index, nonce)
         self.dedup.finish_nowait(claim, outcome.body.encode("utf-8"))
