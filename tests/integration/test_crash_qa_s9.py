@@ -221,3 +221,64 @@ def test_a_handler_that_fails_in_time_tells_the_user_to_send_again(app, settings
         assert open_reply(acct, resp.get_data(as_text=True))["Content"] == CRASH_TEXT and kefu == []
     else:
         assert resp.get_data() == b"success" and kefu == [CRASH_TEXT]
+
+
+# --------------------------------------------------------------------------- webhook: a first try that died
+
+
+def test_a_retry_runs_the_message_whose_first_try_died_with_its_process(app, settings, redis_client):
+    """A gunicorn worker killed (OOM, a deploy) while handling a push leaves its "processing" record. WeChat's
+    retry, five seconds later, was answered "success" because of it, and WeChat sends nothing more after a
+    "success": the message was lost without a word. A record still "processing" past the first try's deadline
+    has nobody behind it; the retry now runs the message itself (a live first try is not taken over)."""
+    import time
+    from urllib.parse import urlencode
+
+    from handlers import Router, Text
+    from wxapp_backend import create_app
+    from wxapp_backend.wechat.chat import make_push, open_reply, seal_push
+    from wxapp_backend.wechat.messages import dedup_key
+    from wxapp_backend.wechat.pipeline import account_from_settings
+
+    runs: list[str] = []
+    r = Router()
+
+    @r.default
+    def answer(ctx):
+        runs.append(ctx.text)
+        return Text(f"收到：{ctx.text}")
+
+    a = create_app(settings.with_overrides(wechat_token="crashdied", webhook_deadline=0.3,
+                                           extra={"wechat_router": r}))
+    pipeline = a.extensions["wxapp_pipeline"]
+    acct = account_from_settings(a.extensions["wxapp"].settings, "oa")
+
+    def push(msg_id):
+        plain = make_push(acct, "oCrashDied", text=f"确认{msg_id}", msg_id=msg_id)
+        args, body = seal_push(acct, plain)
+        return plain, args, body
+
+    def first_try_dies(msg_id):
+        """The first try claims the message, then its process is killed: nothing answers, nothing releases."""
+        plain, args, body = push(msg_id)
+        msg, _, _ = pipeline._open(acct, args, body.encode() if isinstance(body, str) else body)
+        claim, _ = pipeline.dedup.claim(dedup_key(msg, acct.appid or acct.name))
+        assert claim.state == "new"
+        return plain
+
+    def retry(plain):
+        args, body = seal_push(acct, plain)
+        return a.test_client().post("/wechat?" + urlencode(args), data=body)
+
+    # Negative control: while the first try may still be running, its retry is not run a second time.
+    plain = first_try_dies("990201")
+    assert retry(plain).get_data() == b"success" and runs == []
+    # Past its deadline (0.3 s) and the margin, the first try cannot answer any more: the retry runs it.
+    plain = first_try_dies("990202")
+    time.sleep(0.3 + 1.1)
+    resp = retry(plain)
+    assert resp.get_data() != b"success"
+    assert open_reply(acct, resp.get_data(as_text=True))["Content"] == "收到：确认990202"
+    assert runs == ["确认990202"]
+    again = retry(plain)  # WeChat's next retry gets the stored answer: the handler does not run again
+    assert again.get_data() == resp.get_data() and runs == ["确认990202"]

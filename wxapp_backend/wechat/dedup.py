@@ -102,6 +102,18 @@ return 0
 """
 
 
+# Claim a record anew when it is still a processing marker claimed at least ARGV[3] ms ago (its PTTL is down to
+# ARGV[4]): the try that set it died without answering.
+_TAKE_OVER = """
+local v = redis.call('GET', KEYS[1])
+if v and string.sub(v, 1, 1) == 'P' and redis.call('PTTL', KEYS[1]) <= tonumber(ARGV[3]) then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+return 0
+"""
+
+
 @dataclass(frozen=True)
 class Claim:
     """The result of claiming a key: "new" (ours to process), "done" (body is the answer), "processing", or
@@ -183,6 +195,7 @@ class Dedup:
         self._scripts: dict[tuple, Any] = {}  # (shape, valid_if) -> registered claim script
         self._finish = r.register_script(_FINISH)
         self._release = r.register_script(_RELEASE)
+        self._take_over = r.register_script(_TAKE_OVER)
         self._reply_skip: bool | None = None  # does the server take CLIENT REPLY SKIP? (asked once per process)
         self._probe_lock = threading.Lock()
         self._local = threading.local()  # .conn: the thread's own connection (see _call)
@@ -298,6 +311,17 @@ class Dedup:
     def release(self, claim: Claim) -> None:
         """Forget a claim whose processing failed, so WeChat's retry runs the handler again."""
         self._release(keys=[claim.key], args=[claim.token])
+
+    def take_over(self, key: str, older_than: float) -> Claim | None:
+        """Claim `key` anew (a "new" Claim) when it is still another try's processing marker, set at least
+        `older_than` seconds ago: that try can no longer answer (it died with its process). None otherwise."""
+        left_ms = self.processing_ms - int(older_than * 1000)
+        if left_ms <= 0:
+            return None  # the marker expires before it is that old: a new claim takes the key then
+        token = _PROCESSING + random_bytes(8).hex().encode()
+        if self._take_over(keys=[key], args=[token, self.processing_ms, left_ms]):
+            return Claim("new", key, token)
+        return None
 
     def wait(self, key: str, timeout: float, interval: float = 0.01) -> Claim | None:
         """Wait up to `timeout` s for another try's answer: the done Claim, a processing Claim, or None

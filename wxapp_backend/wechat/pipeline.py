@@ -73,6 +73,8 @@ SUCCESS = "success"
 CRASH_TEXT = "抱歉，小二刚才开了个小差，请稍后再发一次试试～"
 # How long a retry waits for the first try's answer before answering "success".
 RETRY_WAIT = 0.8
+# A processing record this long past the first try's deadline has no live try behind it (seconds).
+STALE_AFTER = 1.0
 USER_CACHE_TTL = 60  # seconds at most; also how quickly a new block (User.blocked) takes effect
 # Each entry lives 80-100 % of USER_CACHE_TTL, so that users first seen together (a broadcast, a menu push)
 # do not all need their database refresh in the same second a minute later.
@@ -268,7 +270,10 @@ class Pipeline:
             _count(acct.name, "answered")
             return early[0]
         if claim.state != "new":
-            return self._retry(acct, claim, deadline)
+            retried = self._retry(acct, claim, deadline)
+            if isinstance(retried, Outcome):
+                return retried
+            claim, fetched = retried, None  # the first try died: this one runs the message (reading for itself)
         if has_app_context() and current_app._get_current_object() is self.app:  # type: ignore[attr-defined]
             return self._answer_claimed(acct, msg, key_index, nonce, deadline, claim, fetched)
         # Handlers, middleware and jobs need this app's context (a stored answer did not). Not another app's:
@@ -277,9 +282,9 @@ class Pipeline:
             return self._answer_claimed(acct, msg, key_index, nonce, deadline, claim, fetched)
 
     def _answer_claimed(self, acct: Account, msg: Message, key_index: int | None, nonce: str, deadline: float,
-                        claim: Claim, fetched: list) -> Outcome:
-        prefetched = {"user": fetched[0], "state": fetched[1],
-                      "rate_count": fetched[2] if not rate_exempt(msg) else None}
+                        claim: Claim, fetched: list | None) -> Outcome:
+        prefetched = None if fetched is None else {"user": fetched[0], "state": fetched[1],
+                                                   "rate_count": fetched[2] if not rate_exempt(msg) else None}
         try:
             reply = self._run(msg, deadline, prefetched)
         except LateReply as late:
@@ -321,12 +326,22 @@ class Pipeline:
         return outcome, {"answer": outcome.body.encode("utf-8"),
                          "valid_if": (1, 2, 0 if exempt else 3, rate_limit(self.settings))}
 
-    def _retry(self, acct: Account, claim: Claim, deadline: float) -> Outcome:
+    def _retry(self, acct: Account, claim: Claim, deadline: float) -> Outcome | Claim:
+        """The stored answer for a retry; or, when the first try died without one, the claim this try takes over."""
         _count(acct.name, "retry")
         if claim.state == "processing":
             found = self.dedup.wait(claim.key, min(RETRY_WAIT, max(0.0, deadline - time.monotonic())))
+            if found is not None and found.state == "processing":
+                # A live first try records something by its deadline (its reply, or "success" with the reply on
+                # its way by customer-service message). Still nothing well after it: it died with its process,
+                # and WeChat sends no further retry after our "success", so this try runs the message.
+                taken = self.dedup.take_over(claim.key, self.deadline + STALE_AFTER)
+                if taken is not None:
+                    log.warning("webhook retry takes over a message whose first try died",
+                                extra={"account": acct.name})
+                    return taken
             if found is None or found.state != "done":
-                # Still running (or it failed and was released): the first try or WeChat's next retry answers.
+                # Still running (or it failed and was released): the first try answers.
                 return _SUCCESS
             claim = found
         body = (claim.body or b"").decode("utf-8")
