@@ -74,7 +74,7 @@ CRASH_TEXT = "抱歉，小二刚才开了个小差，请稍后再发一次试试
 # How long a retry waits for the first try's answer before answering "success".
 RETRY_WAIT = 0.8
 # A processing record this long past the first try's deadline has no live try behind it (seconds).
-STALE_AFTER = 1.0
+STALE_AFTER = 1.5
 USER_CACHE_TTL = 60  # seconds at most; also how quickly a new block (User.blocked) takes effect
 # Each entry lives 80-100 % of USER_CACHE_TTL, so that users first seen together (a broadcast, a menu push)
 # do not all need their database refresh in the same second a minute later.
