@@ -73,8 +73,10 @@ SUCCESS = "success"
 CRASH_TEXT = "抱歉，小二刚才开了个小差，请稍后再发一次试试～"
 # How long a retry waits for the first try's answer before answering "success".
 RETRY_WAIT = 0.8
-# A processing record this long past the first try's deadline has no live try behind it (seconds).
-STALE_AFTER = 1.5
+# A processing record this long past the first try's deadline has no live try behind it (seconds). WeChat's
+# retry comes about 5 s after the push and looks after its own wait (RETRY_WAIT): with the default 4 s deadline
+# that is ~1.8 s past it, so a larger margin (or a deadline much above 4 s) would miss the retry it is for.
+STALE_AFTER = 1.0
 USER_CACHE_TTL = 60  # seconds at most; also how quickly a new block (User.blocked) takes effect
 # Each entry lives 80-100 % of USER_CACHE_TTL, so that users first seen together (a broadcast, a menu push)
 # do not all need their database refresh in the same second a minute later.
