@@ -72,7 +72,9 @@ def compute(session: Session, start: datetime, end: datetime, actor: Actor | Non
                                                             Appeal.master_id.is_(None)), actor)).unique())
     on_time = [a for a in done if a.resolved_on_time]
     # 诉求解决率: submitted in the period and accepted for handling; now resolved/closed and not rated unresolved.
-    res_den = [a for a in rows if a.status not in EXCLUDED]
+    # A merged child stays out after it followed its master to resolved (its status is no longer duplicate):
+    # the master already counts that problem once.
+    res_den = [a for a in rows if a.status not in EXCLUDED and a.master_id is None]
     last_rating = {}
     if res_den:
         for r in session.scalars(select(AppealRating).where(AppealRating.appeal_id.in_([a.id for a in res_den]))
