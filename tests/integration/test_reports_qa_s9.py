@@ -48,7 +48,7 @@ def w(make_user, make_staff, make_building, make_grid, make_enterprise):
             return a
 
     return SimpleNamespace(user=user, other=other, actor=actor, submit=submit, act=act, get=get,
-                           enterprise=enterprise, make_staff=make_staff)
+                           enterprise=enterprise, make_staff=make_staff, make_user=make_user)
 
 
 def _weekly(week="2025-W43", actor=None):
@@ -76,3 +76,24 @@ def test_resolution_rate_does_not_count_a_merged_child_resolved_with_its_master(
     # followed its master stays out, as it was while merged and as it is in the on-time rate.
     assert _rate(_weekly(), "resolution") == (1, 2)
     assert _rate(_weekly(), "on_time") == (1, 1)
+
+
+# --- 企业问题清单: one group per enterprise, never joined with text anyone typed ------------------------
+
+def test_issue_list_keeps_a_typed_company_name_apart_from_the_verified_enterprise(w, make_enterprise):
+    w.submit()  # a verified contact of w.enterprise: linked to it
+    w.submit(user_id=w.other.id, content="园区停车位太少，员工停车难", enterprise_name=w.enterprise.name)
+    namesake = make_enterprise(name=w.enterprise.name)  # another company of the same name (names are not unique)
+    namesake_user = w.make_user(enterprise_id=namesake.id, binding_state="verified")
+    w.submit(user_id=namesake_user.id, content="员工社保断缴，需要补缴")
+    with session_scope() as s:
+        groups = reports.enterprise_issues(s)["enterprises"]
+        only_ours = reports.enterprise_issues(s, w.enterprise.id)["enterprises"]
+    # By hand: the enterprise's own list (what ?enterprise_id= gives) holds only its verified contact's appeal,
+    # and the full list shows that same group, not one that also holds a stranger's text or a namesake's appeal.
+    assert [g["total"] for g in only_ours] == [1]
+    assert sorted(g["total"] for g in groups) == [1, 1, 1]
+    ours = [g for g in groups if g["enterprise_id"] == w.enterprise.id]
+    assert len(ours) == 1 and ours[0]["total"] == 1 and ours[0]["appeals"] == only_ours[0]["appeals"]
+    typed = [g for g in groups if g["enterprise_id"] is None]
+    assert len(typed) == 1 and typed[0]["enterprise"] != w.enterprise.name  # marked as typed, not verified

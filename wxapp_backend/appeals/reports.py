@@ -103,14 +103,20 @@ def enterprise_issues(session: Session, enterprise_id: int | None = None, actor:
         q = q.where(Appeal.enterprise_id == enterprise_id)
     if actor is not None and actor.type == "staff" and actor.role == "dept":
         q = q.where(Appeal.department == actor.department)
-    groups: dict[str, list[dict]] = {}
+    # One group per enterprise row: a name typed on an appeal (anyone may type any name) or a namesake company
+    # must not join an enterprise's list, which holds only what its verified contacts filed.
+    groups: dict[tuple[str, int | None], list[dict]] = {}
     for a in session.scalars(q.order_by(Appeal.id)).unique():
-        name = a.enterprise.name if a.enterprise else (a.enterprise_name or "未关联企业")
-        groups.setdefault(name, []).append({**_row(a), "open": a.status in OPEN})
+        if a.enterprise:
+            key = (a.enterprise.name, a.enterprise.id)
+        else:
+            key = (f"{a.enterprise_name}（未核实）" if a.enterprise_name else "未关联企业", None)
+        groups.setdefault(key, []).append({**_row(a), "open": a.status in OPEN})
     out = []
-    for name, rows in sorted(groups.items()):
+    for (name, eid), rows in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1] or 0)):
         rows.sort(key=lambda r: (not r["open"], r["number"]))
-        out.append({"enterprise": name, "open": sum(r["open"] for r in rows), "total": len(rows), "appeals": rows})
+        out.append({"enterprise": name, "enterprise_id": eid, "open": sum(r["open"] for r in rows),
+                    "total": len(rows), "appeals": rows})
     return {"enterprises": out}
 
 
