@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import io
 from datetime import datetime
 from types import SimpleNamespace
 
 import pytest
+from openpyxl import load_workbook
 
 from wxapp_backend.appeals import reports, services
 from wxapp_backend.appeals.calendar import TZ
@@ -97,3 +99,19 @@ def test_issue_list_keeps_a_typed_company_name_apart_from_the_verified_enterpris
     assert len(ours) == 1 and ours[0]["total"] == 1 and ours[0]["appeals"] == only_ours[0]["appeals"]
     typed = [g for g in groups if g["enterprise_id"] is None]
     assert len(typed) == 1 and typed[0]["enterprise"] != w.enterprise.name  # marked as typed, not verified
+
+
+# --- XLSX exports: text from the chat may hold control characters Excel cannot store ----------------------
+
+def test_report_exports_survive_control_characters_from_the_chat(w, client, make_staff, staff_headers):
+    # A mini-program JSON message keeps a backspace or an escape that a phone keyboard sent; the chat intake
+    # files it as it came (the API's own fields strip them, the chat does not).
+    w.submit(content="发票\x08开不出来\x1b[0m，税控盘坏了", channel="chat", enterprise_name="测试\x0b公司")
+    h = staff_headers(make_staff(role="admin"))
+    x = client.get("/api/v1/staff/reports/weekly?week=2025-W43&format=xlsx", headers=h)
+    assert x.status_code == 200
+    row = [c.value for c in load_workbook(io.BytesIO(x.data))["本周诉求"][2]]
+    assert "发票开不出来[0m，税控盘坏了" in row
+    x = client.get("/api/v1/staff/reports/enterprise-issues?format=xlsx", headers=h)
+    assert x.status_code == 200
+    assert "测试公司（未核实）" in [c.value for c in load_workbook(io.BytesIO(x.data))["企业问题清单"][2]]

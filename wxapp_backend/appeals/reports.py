@@ -9,6 +9,7 @@ from datetime import date, datetime, timedelta
 
 from openpyxl import Workbook
 from openpyxl.cell import Cell
+from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
 from openpyxl.worksheet.worksheet import Worksheet
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -126,9 +127,14 @@ COLUMNS = (("number", "编号"), ("status", "状态"), ("category", "类别"), (
 
 
 def _append(ws: Worksheet, values: list) -> None:
-    """Add a row; text that starts with "=" stays text (openpyxl would write it as a formula, which Excel runs)."""
+    """Add a row; text that starts with "=" stays text (openpyxl would write it as a formula, which Excel runs).
+
+    Control characters (a chat message may carry them) are dropped: a workbook cannot hold them and openpyxl
+    refuses the whole export."""
     cells = []
     for value in values:
+        if isinstance(value, str):
+            value = ILLEGAL_CHARACTERS_RE.sub("", value)
         if isinstance(value, str) and value.startswith("="):
             value = Cell(ws, value=value)
             value.data_type = "s"
