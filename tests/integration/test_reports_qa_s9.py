@@ -8,10 +8,11 @@ from types import SimpleNamespace
 
 import pytest
 from openpyxl import load_workbook
+from sqlalchemy import func, select
 
 from wxapp_backend.appeals import reports, services
 from wxapp_backend.appeals.calendar import TZ
-from wxapp_backend.appeals.models import Appeal
+from wxapp_backend.appeals.models import Appeal, AppealReport
 from wxapp_backend.audit import Actor
 from wxapp_backend.db import session_scope
 
@@ -115,3 +116,21 @@ def test_report_exports_survive_control_characters_from_the_chat(w, client, make
     x = client.get("/api/v1/staff/reports/enterprise-issues?format=xlsx", headers=h)
     assert x.status_code == 200
     assert "测试公司（未核实）" in [c.value for c in load_workbook(io.BytesIO(x.data))["企业问题清单"][2]]
+
+
+# --- flask appeals weekly: a mistyped week is told in Chinese, not a traceback ---------------------------
+
+@pytest.mark.parametrize("week", ["2025-40", "2025-W54", "0001-W01"])
+def test_weekly_command_refuses_a_bad_week_cleanly(app, db, week):
+    result = app.test_cli_runner().invoke(args=["appeals", "weekly", "--week", week])
+    assert result.exit_code == 1
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert "周" in result.output and "Traceback" not in result.output
+    with session_scope() as s:
+        assert s.scalar(select(func.count(AppealReport.id))) == 0
+
+
+def test_weekly_command_stores_a_good_week_once(app, db):
+    runner = app.test_cli_runner()
+    assert "2025-W43 周报已生成" in runner.invoke(args=["appeals", "weekly", "--week", "2025-W43"]).output
+    assert "2025-W43 周报已存在" in runner.invoke(args=["appeals", "weekly", "--week", "2025-W43"]).output

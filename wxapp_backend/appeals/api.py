@@ -9,7 +9,7 @@ from ..audit import Actor
 from ..auth.guard import current_actor, current_user_id, staff_api_required, user_required
 from ..auth.models import StaffRole
 from ..db import session_scope
-from ..errors import BadRequest, ValidationError
+from ..errors import AppError, BadRequest, ValidationError
 from ..http import PAGE_FIELDS, doc, json_body, parse, query
 from ..notices.kinds import subscribe_request
 from ..validation import Field, validate
@@ -398,9 +398,13 @@ def register(app: Flask) -> None:
     @click.option("--week", default=None, help="如 2025-W40；默认上周")
     def weekly_cmd(week: str | None) -> None:
         """生成诉求周报（可重复运行）。"""
-        with session_scope() as s:
-            row, created = reports.prepare_weekly(s, week)
-            click.echo(f"{row.week} 周报{'已生成' if created else '已存在'}。")
+        try:
+            with session_scope() as s:
+                row, created = reports.prepare_weekly(s, week)
+                label = row.week
+        except AppError as exc:  # a mistyped --week: the message, not a traceback
+            raise click.ClickException(exc.message) from None
+        click.echo(f"{label} 周报{'已生成' if created else '已存在'}。")
 
     app.cli.add_command(group)
 
