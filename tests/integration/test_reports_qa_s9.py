@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 
 from wxapp_backend.appeals import reports, services
 from wxapp_backend.appeals.calendar import TZ
-from wxapp_backend.appeals.models import Appeal, AppealReport
+from wxapp_backend.appeals.models import Appeal, AppealReport, AppealReturn, AppealTask
 from wxapp_backend.audit import Actor
 from wxapp_backend.db import session_scope
 
@@ -134,3 +134,32 @@ def test_weekly_command_stores_a_good_week_once(app, db):
     runner = app.test_cli_runner()
     assert "2025-W43 周报已生成" in runner.invoke(args=["appeals", "weekly", "--week", "2025-W43"]).output
     assert "2025-W43 周报已存在" in runner.invoke(args=["appeals", "weekly", "--week", "2025-W43"]).output
+
+
+# --- 满意率 by department: a merged child's rating belongs to the department that resolved its master -------
+
+def test_a_merged_childs_rating_counts_for_the_department_that_resolved_the_master(w, make_staff, staff_headers,
+                                                                                   client):
+    master = w.submit()
+    child = w.submit(user_id=w.other.id, content="税控盘坏了，开不了增值税发票")
+    assert w.get(master).department == w.get(child).department == "税务所"
+    w.act(master, "accept")
+    w.act(child, "merge", master_id=master)
+    w.act(master, "return", reason="不是税务问题")
+    with session_scope() as s:
+        return_id = s.scalar(select(AppealReturn.id))
+    w.act(master, "decide_return", return_id=return_id, accept=True, department="城运中心")
+    w.act(master, "resolve", now=sh(2025, 10, 21, 10, 0), resolution="已协调处理")
+    with session_scope() as s:
+        services.rate(s, w.other.id, child, resolved=True, satisfaction=1, comment="太慢",
+                      now=sh(2025, 10, 21, 11, 0))
+    # By hand: 城运中心 did the work the child's enterprise rated; 税务所 had handed it back.
+    tax = client.get("/api/v1/staff/reports/weekly?week=2025-W43",
+                     headers=staff_headers(make_staff(role="dept", department="税务所"))).get_json()
+    city = client.get("/api/v1/staff/reports/weekly?week=2025-W43",
+                      headers=staff_headers(make_staff(role="dept", department="城运中心"))).get_json()
+    assert _rate(tax, "satisfaction") == (0, 0)
+    assert _rate(city, "satisfaction") == (0, 1)
+    with session_scope() as s:
+        task = s.scalar(select(AppealTask).where(AppealTask.appeal_id == child, AppealTask.kind == "rectification"))
+        assert task.department == "城运中心"  # the 整改 goes to who handled it, as for any other appeal

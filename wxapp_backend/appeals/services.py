@@ -461,8 +461,11 @@ def rate(session: Session, user_id: int, appeal_id: int, *, resolved: bool, sati
             raise Conflict(f"诉求当前为“{appeal.status_label}”，不需要再评价了。如问题仍未解决，请重新提交诉求。",
                            code="not_awaiting_rating")
         raise Conflict("已超过评价期限（办结后 7 天内），如问题仍未解决请重新提交诉求。", code="rating_window_over")
+    # Who handled this round: a merged child was resolved by its master's department, whatever its own routing.
+    master = session.get(Appeal, appeal.master_id) if appeal.master_id else None
+    handled_by = master.department if master is not None and master.department else appeal.department
     rating = AppealRating(appeal_id=appeal.id, user_id=user_id, round=appeal.round, resolved=resolved,
-                          satisfaction=satisfaction, comment=comment, department=appeal.department, created_at=now)
+                          satisfaction=satisfaction, comment=comment, department=handled_by, created_at=now)
     session.add(rating)
     session.flush()
     _event(session, appeal, actor, "rated", note=f"企业评价：{'已解决' if resolved else '未解决'}，满意度 {satisfaction} 星"
@@ -470,7 +473,7 @@ def rate(session: Session, user_id: int, appeal_id: int, *, resolved: bool, sati
            satisfaction=satisfaction)
     cal = work_calendar(session)
     if satisfaction <= BAD_SATISFACTION:
-        task = AppealTask(appeal_id=appeal.id, kind=TaskKind.RECTIFICATION, department=appeal.department or "营商服务中心",
+        task = AppealTask(appeal_id=appeal.id, kind=TaskKind.RECTIFICATION, department=handled_by or "营商服务中心",
                           description=f"差评整改（第 {appeal.round} 轮，{satisfaction} 星）：{comment}", required=False,
                           due_at=cal.add_working_days(now, 5), created_by="system")
         session.add(task)
