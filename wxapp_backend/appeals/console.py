@@ -239,7 +239,7 @@ def report():
     args = _args((Field("week", "str", "周次", max_len=8),))
     with session_scope() as s:
         data = reports.weekly(s, args["week"], current_actor())
-    return render_template("console/appeals/report.html", r=data)
+    return render_template("console/appeals/report.html", r=data, pct=metrics.percent_text)
 
 
 @bp.get("/appeals/report.xlsx")
@@ -302,10 +302,9 @@ def _card_rates() -> dict:
     now = utcnow()
     with session_scope() as s:
         m = metrics.compute(s, now - timedelta(days=30), now, current_actor())
-    rate = m.resolution.value
-    return {"title": "诉求解决率（近 30 天）", "value": "—" if rate is None else f"{rate:.0%}",
-            "hint": f"目标 ≥ 90%；响应率 {_pct(m.response.value)}，按时办结 {_pct(m.on_time.value)}，"
-                    f"满意率 {_pct(m.satisfaction.value)}",
+    return {"title": "诉求解决率（近 30 天）", "value": _pct(m.resolution),
+            "hint": f"目标 ≥ 90%；响应率 {_pct(m.response)}，按时办结 {_pct(m.on_time)}，"
+                    f"满意率 {_pct(m.satisfaction)}",
             "href": url_for("appeals_console.report")}
 
 
@@ -317,8 +316,8 @@ def _card_escalated() -> dict:
             "href": url_for("appeals_console.queue", escalated="true", open_only="true")}
 
 
-def _pct(v) -> str:
-    return "—" if v is None else f"{v:.0%}"
+def _pct(r: metrics.Rate) -> str:
+    return metrics.percent_text(r.numerator, r.denominator)
 
 
 for _card in (_card_open, _card_rates, _card_escalated):

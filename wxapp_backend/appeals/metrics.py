@@ -17,6 +17,11 @@ RESOLUTION_TARGET = 0.90  # 诉求解决率 ≥ 90 %
 EXCLUDED = (S.REJECTED.value, S.DUPLICATE.value, S.WITHDRAWN.value)
 
 
+def percent_text(numerator: int, denominator: int) -> str:
+    """A rate as a whole percent for staff pages, rounded down: 89.7 % of a ≥ 90 % target must not read "90%"."""
+    return f"{numerator * 100 // denominator}%" if denominator else "—"
+
+
 @dataclass
 class Rate:
     numerator: int
