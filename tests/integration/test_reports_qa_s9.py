@@ -187,3 +187,16 @@ def test_a_resolution_rate_under_target_is_not_shown_as_meeting_it(w, client, ma
     rates = page.split('id="report-rates"')[1]
     resolution = rates.split("诉求解决率")[1][:120]
     assert "89%" in resolution and ">90%<" not in resolution
+
+
+# --- metrics?from=&to=: a period that ends before it starts is refused, not answered with empty rates ---------
+
+def test_metrics_refuse_a_period_that_ends_before_it_starts(w, client, make_staff, staff_headers):
+    w.submit()
+    h = staff_headers(make_staff(role="admin"))
+    resp = client.get("/api/v1/staff/appeals/metrics?from=2025-10-27T00:00:00&to=2025-10-20T00:00:00", headers=h)
+    assert resp.status_code == 422
+    body = resp.get_json()
+    assert "to" in body["fields"] and "开始时间" in body["message"]
+    ok = client.get("/api/v1/staff/appeals/metrics?from=2025-10-20T00:00:00&to=2025-10-27T00:00:00", headers=h)
+    assert ok.status_code == 200 and ok.get_json()["submitted"] == 1

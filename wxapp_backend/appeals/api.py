@@ -335,6 +335,8 @@ def set_holiday():
      params=METRIC_FIELDS, auth="staff", tags=["诉求"])
 def metrics():
     args = query(METRIC_FIELDS)
+    if args["from"] >= args["to"]:  # an empty or backwards period would answer with rates of nothing
+        raise ValidationError("开始时间应早于结束时间。", fields={"to": "应晚于开始时间"})
     with session_scope() as s:
         return jsonify(appeal_metrics.compute(s, args["from"], args["to"], current_actor()).as_dict())
 
