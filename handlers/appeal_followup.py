@@ -363,10 +363,10 @@ def _supplement_step(ctx: Context, d: dict[str, Any], text: str) -> Reply:
         return Text(SUPPLEMENT_SHORT)
     if len(content) > SUPPLEMENT_MAX:
         return Text(SUPPLEMENT_LONG)
+    from wxapp_backend.appeals.intake import queue_chat_photos
     from wxapp_backend.appeals.services import supplement
     from wxapp_backend.db import session_scope
     from wxapp_backend.errors import AppError
-    from wxapp_backend.queue import enqueue_after_commit
 
     taken = _take(ctx, d)  # the photos that arrived up to now come along
     media = [m for m in taken.get("media", []) if isinstance(m, str)][: int(d.get("left") or 0)]
@@ -374,9 +374,8 @@ def _supplement_step(ctx: Context, d: dict[str, Any], text: str) -> Reply:
         with session_scope() as s:
             appeal = supplement(s, ctx.user_id, int(d["appeal_id"]), content)
             if media:
-                enqueue_after_commit(s, "wxapp_backend.appeals.jobs.fetch_chat_images", appeal.id, ctx.account, media,
-                                     job_id=f"appeal-{appeal.id}-supplement-{ctx.msg.msg_id or ctx.msg.create_time}",
-                                     retries=2)
+                queue_chat_photos(s, appeal, ctx.account, media,
+                                  job_id=f"appeal-{appeal.id}-supplement-{ctx.msg.msg_id or ctx.msg.create_time}")
     except AppError as exc:
         return Text(f"补充没有提交：{exc.message}")
     except Exception:

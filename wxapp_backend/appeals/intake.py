@@ -134,7 +134,6 @@ def match_place(session, text: str) -> dict:
 
 def submit_from_chat(session, user_id: int, draft: dict, *, account: str):
     """The confirmed chat draft becomes an appeal (idempotent per draft); photos are fetched by a job."""
-    from ..queue import enqueue_after_commit
     from . import services
 
     appeal, created = services.submit_appeal(session, user_id, services.Intake(
@@ -144,9 +143,22 @@ def submit_from_chat(session, user_id: int, draft: dict, *, account: str):
         idempotency_key=f"chat:{draft['id']}")
     media = [m for m in draft.get("media", []) if isinstance(m, str)][:MAX_IMAGES]
     if created and media:
-        enqueue_after_commit(session, "wxapp_backend.appeals.jobs.fetch_chat_images", appeal.id, account, media,
-                             job_id=f"appeal-{appeal.id}-chat-images", retries=2)
+        queue_chat_photos(session, appeal, account, media, job_id=f"appeal-{appeal.id}-chat-images")
     return appeal
+
+
+def queue_chat_photos(session, appeal, account: str, media: list[str], *, job_id: str) -> None:
+    """Fetch photos sent in the chat (WeChat media ids) after the commit, and record in the same transaction that
+    they are due (a `photos_pending` event): the job's arguments are not their only trace, so a lost enqueue or a
+    job Redis lost is picked up by `jobs.sweep_chat_photos` while WeChat still keeps the media (3 days)."""
+    from ..audit import SYSTEM
+    from ..queue import enqueue_after_commit
+    from . import services
+
+    services._event(session, appeal, SYSTEM, "photos_pending", media=list(media), account=account,
+                    job_id=job_id, note=f"对话中发送的照片 {len(media)} 张待保存")
+    enqueue_after_commit(session, "wxapp_backend.appeals.jobs.fetch_chat_images", appeal.id, account, list(media),
+                         job_id=job_id, retries=2)
 
 
 def decode_raw(data: bytes) -> tuple[bytes, str]:

@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 import logging
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import select
 
@@ -34,6 +34,7 @@ def tick(now: datetime | None = None) -> dict[str, int]:
                 _one(s, appeal_id, now, done)
         except Exception:  # noqa: BLE001 - logged; the next tick tries again
             log.exception("appeal tick failed", extra={"appeal_id": appeal_id})
+    done["photos"] = sweep_chat_photos(now)
     if now.astimezone(TZ).weekday() == 0:  # Monday: last week's report
         with session_scope() as s:
             _, created = reports.prepare_weekly(s, None)
@@ -85,6 +86,64 @@ def _retries_left() -> bool:
     return bool(job is not None and job.retries_left)
 
 
+# WeChat keeps a temporary media file 3 days; a fetch job normally ends within minutes (its retries included).
+MEDIA_KEPT = timedelta(days=3)
+SWEEP_AFTER = timedelta(minutes=15)
+
+
+def sweep_chat_photos(now: datetime | None = None) -> int:
+    """Fetch again the chat photos of `photos_pending` events (15 minutes to 3 days old) that are neither attached
+    nor given up, when no job for them is waiting or running: their job was never enqueued (Redis down at the
+    commit) or Redis lost it. Returns how many jobs it enqueued."""
+    from rq.job import Job, JobStatus
+
+    from ..queue import enqueue, get_queue
+    from .models import AppealEvent
+
+    now = now or utcnow()
+    with session_scope() as s:
+        due = list(s.scalars(select(AppealEvent).where(
+            AppealEvent.action == "photos_pending", AppealEvent.created_at > now - MEDIA_KEPT,
+            AppealEvent.created_at <= now - SWEEP_AFTER).order_by(AppealEvent.id)))
+        todo: list[tuple[int, str, list[str], str, str]] = []
+        for ev in due:
+            appeal = s.get(Appeal, ev.appeal_id)
+            if appeal is None:
+                continue
+            have = {img.get("media_id") for img in appeal.images or []}
+            given_up = {m for e in s.scalars(select(AppealEvent.data).where(
+                AppealEvent.appeal_id == appeal.id, AppealEvent.action == "photos_attached"))
+                for m in (e or {}).get("not_fetched") or []}
+            left = [m for m in ev.data.get("media") or [] if isinstance(m, str) and m not in have | given_up]
+            if left:
+                todo.append((appeal.id, str(ev.data.get("account") or "oa"), left, f"appeal-sweep-photos-{ev.id}",
+                             str(ev.data.get("job_id") or "")))
+    if not todo:
+        return 0
+    queue = get_queue()
+    active = {JobStatus.QUEUED, JobStatus.STARTED, JobStatus.SCHEDULED, JobStatus.DEFERRED}
+    enqueued = 0
+    for appeal_id, account, left, job_id, original in todo:
+        if any(_job_status(Job, queue, j) in active for j in (job_id, original) if j):
+            continue  # a run for them is still on its way
+        try:
+            enqueue("wxapp_backend.appeals.jobs.fetch_chat_images", appeal_id, account, left, job_id=job_id,
+                    retries=2)
+            enqueued += 1
+        except Exception:  # noqa: BLE001 - the next tick tries again
+            log.exception("chat photo sweep could not enqueue", extra={"appeal_id": appeal_id})
+    if enqueued:
+        log.warning("chat photos fetched again by the sweep", extra={"jobs": enqueued})
+    return enqueued
+
+
+def _job_status(job_cls, queue, job_id: str):
+    try:
+        return job_cls.fetch(job_id, connection=queue.connection).get_status()
+    except Exception:  # noqa: BLE001 - no such job (finished and expired, never enqueued, lost)
+        return None
+
+
 def fetch_chat_images(appeal_id: int, account: str, media_ids: list[str]) -> int:
     """Download photos sent in the chat intake and attach them; media already attached are skipped.
 
@@ -102,7 +161,7 @@ def fetch_chat_images(appeal_id: int, account: str, media_ids: list[str]) -> int
         have = {img.get("media_id") for img in appeal.images or []}
     todo = [m for m in media_ids if m not in have]
     fetched: list[dict] = []
-    failed = 0
+    failed: list[str] = []  # given up for good (recorded, so that the sweep does not fetch them again)
     later: WeChatAPIError | None = None
     api = get_api(account)
     for media_id in todo:
@@ -114,11 +173,11 @@ def fetch_chat_images(appeal_id: int, account: str, media_ids: list[str]) -> int
                 later = exc
                 continue
             log.warning("chat photo not fetched", extra={"appeal_id": appeal_id, "errcode": exc.errcode})
-            failed += 1
+            failed.append(media_id)
             continue
         except Exception:  # noqa: BLE001 - an expired or refused photo must not lose the others
             log.warning("chat photo not fetched", extra={"appeal_id": appeal_id})
-            failed += 1
+            failed.append(media_id)
             continue
         stored = intake.store_images(current_app.instance_path, [decoded])[0]
         fetched.append({**stored, "media_id": media_id})
@@ -129,8 +188,8 @@ def fetch_chat_images(appeal_id: int, account: str, media_ids: list[str]) -> int
         if new or failed:
             appeal.images = list(appeal.images or []) + new
             services._event(s, appeal, SYSTEM, "photos_attached",
-                            note=f"对话中发送的照片已保存 {len(new)} 张" + (f"，{failed} 张未能获取" if failed else ""),
-                            public=True)
+                            note=f"对话中发送的照片已保存 {len(new)} 张" + (f"，{len(failed)} 张未能获取" if failed else ""),
+                            public=True, not_fetched=failed or None)
     if later is not None:
         raise later  # RQ tries again; what was attached now is skipped then
     return len(fetched)
