@@ -20,7 +20,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from ..db import Base, UTCDateTime, utcnow
-from .states import LABELS, AppealStatus
+from .states import ACTOR_LABELS, EVENT_LABELS, LABELS, AppealStatus
 
 _STATUSES = ",".join(f"'{s.value}'" for s in AppealStatus)
 
@@ -204,14 +204,17 @@ class AppealEvent(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
 
     def to_public(self) -> dict:
-        return {"action": self.action, "status": self.to_status or None,
+        return {"action": self.action, "action_label": EVENT_LABELS.get(self.action, self.action),
+                "status": self.to_status or None,
                 "status_label": LABELS.get(self.to_status) if self.to_status else None,
                 "note": self.data.get("public_note", self.note) if self.data else self.note,
                 "at": _iso(self.created_at)}
 
     def to_dict(self) -> dict:
-        return {"id": self.id, "action": self.action, "from": self.from_status, "to": self.to_status,
-                "actor_type": self.actor_type, "actor_id": self.actor_id, "actor_name": self.actor_name,
+        return {"id": self.id, "action": self.action, "action_label": EVENT_LABELS.get(self.action, self.action),
+                "from": self.from_status, "to": self.to_status, "actor_type": self.actor_type,
+                "actor_label": ACTOR_LABELS.get(self.actor_type, self.actor_type), "actor_id": self.actor_id,
+                "actor_name": self.actor_name,
                 "note": self.note, "public": self.public, "data": self.data, "at": _iso(self.created_at)}
 
 
