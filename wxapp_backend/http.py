@@ -33,6 +33,11 @@ def json_body(*, max_bytes: int | None = None) -> dict[str, Any]:
         raise BadRequest("提交的 JSON 格式有误，请检查后再试。", code="malformed_json") from None
     if not isinstance(data, dict):
         raise BadRequest("提交的内容应为 JSON 对象。", code="malformed_json")
+    try:  # "\ud800" is valid JSON but no UTF-8 text: the database, WeChat and our own answer would fail on it
+        json.dumps(data, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise BadRequest("提交的内容含有无法识别的字符，请检查后再试。",
+                         code="malformed_json") from None
     return data
 
 
