@@ -29,7 +29,7 @@ def json_body(*, max_bytes: int | None = None) -> dict[str, Any]:
         raise PayloadTooLarge(f"提交的内容太大了（上限 {limit // 1024} KB）。")
     try:
         data = json.loads(raw.decode("utf-8") or "null")
-    except (UnicodeDecodeError, json.JSONDecodeError):
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):  # RecursionError: [[[[... nested too deep
         raise BadRequest("提交的 JSON 格式有误，请检查后再试。", code="malformed_json") from None
     if not isinstance(data, dict):
         raise BadRequest("提交的内容应为 JSON 对象。", code="malformed_json")

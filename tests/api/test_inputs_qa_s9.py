@@ -40,3 +40,11 @@ def test_lone_surrogate_in_json_is_400_and_changes_nothing(client, make_user, us
     # a proper pair is one emoji, and welcome
     resp = _post_raw(client, "PATCH", "/api/v1/me", '{"nickname": "小王\\ud83d\\ude00"}', headers)
     assert resp.status_code == 200 and resp.get_json()["nickname"] == "小王\U0001f600"
+
+
+def test_json_nested_beyond_the_parser_is_400(client, make_user, user_token):
+    """200 000 "[" fit well within the body limit but are deeper than the parser recurses: it was a 500."""
+    headers = user_token(make_user(openid="deep-user"))
+    deep = "[" * 200_000 + "]" * 200_000
+    _assert_clean_4xx(_post_raw(client, "POST", "/api/v1/chat", deep, headers))
+    _assert_clean_4xx(_post_raw(client, "PATCH", "/api/v1/me", '{"nickname": ' + deep + "}", headers))
