@@ -48,3 +48,38 @@ def test_json_nested_beyond_the_parser_is_400(client, make_user, user_token):
     deep = "[" * 200_000 + "]" * 200_000
     _assert_clean_4xx(_post_raw(client, "POST", "/api/v1/chat", deep, headers))
     _assert_clean_4xx(_post_raw(client, "PATCH", "/api/v1/me", '{"nickname": ' + deep + "}", headers))
+
+
+def _appeal(client, make_user, user_token) -> dict:
+    user = make_user(openid="appeal-owner", nickname="张三")
+    resp = client.post("/api/v1/appeals", json={"content": "我们公司的增值税发票开不出来，税控盘坏了，请帮忙",
+                                                "contact_name": "张三", "contact_phone": "13800138000"},
+                       headers=user_token(user))
+    assert resp.status_code == 201, resp.get_json()
+    return resp.get_json()
+
+
+def test_console_appeal_action_texts_are_validated_like_the_api(client, make_user, user_token, make_staff,
+                                                                console_login):
+    """The console's action form took its texts raw, cut at 2000: a 65-character department went into the
+    String(64) column (PostgreSQL refuses it: a 500) and NUL characters into the notes (the same)."""
+    from wxapp_backend.appeals.models import Appeal, AppealEvent
+
+    a = _appeal(client, make_user, user_token)
+    csrf = console_login(make_staff(role="admin"))
+    url = f"/console/appeals/{a['id']}/action"
+    with session_scope() as s:
+        department = s.get(Appeal, a["id"]).department
+    resp = client.post(url, data={"csrf_token": csrf, "action": "assign", "department": "部" * 65},
+                       follow_redirects=True)
+    assert resp.status_code == 200 and "部门不能超过 64 个字" in resp.get_data(as_text=True)
+    resp = client.post(url, data={"csrf_token": csrf, "action": "note", "note": "已电话\x00联系"})
+    assert resp.status_code == 302
+    resp = client.post(url, data={"csrf_token": csrf, "action": "merge", "master": "XH\x00" + "9" * 30},
+                       follow_redirects=True)
+    assert resp.status_code == 200 and "主诉求编号不能超过 20 个字" in resp.get_data(as_text=True)
+    with session_scope() as s:
+        appeal = s.get(Appeal, a["id"])
+        assert appeal.department == department and appeal.status != "duplicate"
+        notes = s.scalars(select(AppealEvent.note).where(AppealEvent.appeal_id == a["id"])).all()
+    assert "已电话联系" in notes and not any("\x00" in n for n in notes)

@@ -109,23 +109,31 @@ def _number(value: str | None) -> int | None:
     return int(value) if len(value) <= 12 else DB_INT_MAX + 1
 
 
+# The texts of an action, with the limits of the API's action fields (the form's maxlength says the same).
+ACTION_TEXTS = (
+    Field("note", "text", "说明", max_len=1000), Field("reason", "text", "理由", max_len=1000),
+    Field("resolution", "text", "办理结果", max_len=2000), Field("category", "str", "类别", max_len=32),
+    Field("department", "str", "部门", max_len=64), Field("result", "text", "任务结果", max_len=1000),
+    Field("master", "str", "主诉求编号", max_len=20),
+)
+
+
 @bp.post("/appeals/<int:appeal_id>/action")
 @console_required(StaffRole.DEPT)
 def action(appeal_id: int):
     form = request.form
     name = form.get("action", "")
     data: dict[str, Any] = {}
-    for key in ("note", "reason", "resolution", "category", "department", "result"):
-        if form.get(key, "").strip():
-            data[key] = form[key].strip()[:2000]
     for key in ("version", "handler_id", "task_id", "return_id", "extension_id", "working_days"):
         if (number := _number(form.get(key))) is not None:
             data[key] = number
     for key in ("accept", "cancel"):
         if key in form:
             data[key] = form.get(key) in ("1", "true", "on", "yes")
-    master = form.get("master", "").strip()
     try:
+        texts = validate({f.name: form.get(f.name) for f in ACTION_TEXTS}, ACTION_TEXTS, partial=True)
+        master = texts.pop("master", None)
+        data.update({k: v for k, v in texts.items() if v is not None})
         with session_scope() as s:
             if master:
                 data["master_id"] = _master_id(s, master)
