@@ -83,3 +83,24 @@ def test_console_appeal_action_texts_are_validated_like_the_api(client, make_use
         assert appeal.department == department and appeal.status != "duplicate"
         notes = s.scalars(select(AppealEvent.note).where(AppealEvent.appeal_id == a["id"])).all()
     assert "已电话联系" in notes and not any("\x00" in n for n in notes)
+
+
+def test_coordination_task_texts_lose_nul_and_are_not_cut(client, make_user, user_token, make_staff, staff_headers):
+    """A task's department and description are a dict inside a list, which the fields do not look into: NUL went
+    into the rows (a 500 on PostgreSQL) and a long department was cut to 64 characters without a word."""
+    from wxapp_backend.appeals.models import AppealTask
+
+    a = _appeal(client, make_user, user_token)
+    headers = staff_headers(make_staff(role="admin"))
+    url = f"/api/v1/staff/appeals/{a['id']}/actions"
+    assert client.post(url, json={"action": "accept", "category": "tax"}, headers=headers).status_code == 200
+    resp = client.post(url, json={"action": "coordinate", "tasks": [{"department": "部" * 65}]}, headers=headers)
+    _assert_clean_4xx(resp, 422)
+    assert "64" in resp.get_json()["message"]
+    resp = client.post(url, json={"action": "coordinate",
+                                  "tasks": [{"department": "城运\x00中心", "description": "现场\x00核查"}]},
+                       headers=headers)
+    assert resp.status_code == 200, resp.get_json()
+    with session_scope() as s:
+        tasks = s.scalars(select(AppealTask).where(AppealTask.appeal_id == a["id"])).all()
+        assert [(t.department, t.description) for t in tasks] == [("城运中心", "现场核查")]

@@ -20,6 +20,7 @@ from ..auth.models import ROLE_RANK, StaffRole, StaffUser, User
 from ..db import utcnow
 from ..enterprises.models import Building, Enterprise
 from ..errors import Conflict, Forbidden, NotFound, ValidationError
+from ..validation import Field, validate
 from . import classify
 from .calendar import DAY_MINUTES, WorkCalendar, local_date
 from .models import (
@@ -614,6 +615,10 @@ def act_request_info(session, actor, appeal, data, now):
             f"needs_info:{appeal.version}")
 
 
+_TASK_TEXTS = (Field("department", "str", "部门", required=True, max_len=64),
+               Field("description", "text", "说明", max_len=1000, default=""))
+
+
 def act_coordinate(session, actor, appeal, data, now):
     tasks = _need(data, "tasks", "会办部门")
     if not isinstance(tasks, list) or len(tasks) > 20:
@@ -633,8 +638,14 @@ def act_coordinate(session, actor, appeal, data, now):
         description = t.get("description") or ""
         if not isinstance(description, str):
             raise ValidationError(f"第 {i + 1} 个会办任务的说明应为文字。", fields={"tasks": f"第 {i + 1} 项说明应为文字"})
-        task = AppealTask(appeal_id=appeal.id, kind=TaskKind.COORDINATION, department=t["department"].strip()[:64],
-                          description=description[:1000], required=required,
+        try:  # NUL and other control characters out, lengths checked rather than cut
+            text = validate({"department": t["department"], "description": description}, _TASK_TEXTS)
+        except ValidationError as exc:
+            problem = next(iter(exc.fields.values()))
+            raise ValidationError(f"第 {i + 1} 个会办任务：{problem}。", fields={"tasks": f"第 {i + 1} 项：{problem}"}) \
+                from None
+        task = AppealTask(appeal_id=appeal.id, kind=TaskKind.COORDINATION, department=text["department"],
+                          description=text["description"], required=required,
                           due_at=cal.add_working_days(now, days), created_by=str(actor.name or actor.id),
                           created_at=now)
         session.add(task)
