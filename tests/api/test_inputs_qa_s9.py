@@ -104,3 +104,27 @@ def test_coordination_task_texts_lose_nul_and_are_not_cut(client, make_user, use
     with session_scope() as s:
         tasks = s.scalars(select(AppealTask).where(AppealTask.appeal_id == a["id"])).all()
         assert [(t.department, t.description) for t in tasks] == [("城运中心", "现场核查")]
+
+
+def test_console_registration_note_is_validated_like_the_api(client, make_user, user_token, make_activity,
+                                                             make_staff, console_login):
+    """The console passed the approve/reject note raw (cut at 200): NUL characters reached the event row and
+    the message to the user (a 500 on PostgreSQL)."""
+    from wxapp_backend.activities.models import Registration, RegistrationEvent
+
+    activity = make_activity(requires_approval=True)
+    user = make_user(openid="reg-user", nickname="小赵")
+    resp = client.post(f"/api/v1/activities/{activity.id}/registrations", json={}, headers=user_token(user))
+    assert resp.status_code == 201 and resp.get_json()["status"] == "pending_approval", resp.get_json()
+    reg_id = resp.get_json()["id"]
+    csrf = console_login(make_staff(role="admin"))
+    url = f"/console/registrations/{reg_id}/reject"
+    resp = client.post(url, data={"csrf_token": csrf, "note": "长" * 201}, follow_redirects=True)
+    assert "说明不能超过 200 个字" in resp.get_data(as_text=True)
+    with session_scope() as s:
+        assert s.get(Registration, reg_id).status == "pending_approval"
+    assert client.post(url, data={"csrf_token": csrf, "note": "名额\x00已满"}).status_code == 302
+    with session_scope() as s:
+        assert s.get(Registration, reg_id).status == "rejected"
+        notes = s.scalars(select(RegistrationEvent.note).where(RegistrationEvent.registration_id == reg_id)).all()
+    assert "名额已满" in notes and not any("\x00" in n for n in notes)

@@ -17,7 +17,7 @@ from ..console import add_nav
 from ..db import session_scope, utcnow
 from ..enterprises.models import Building, Enterprise
 from ..errors import AppError, ValidationError
-from ..validation import row_ids
+from ..validation import Field, row_ids, validate
 from . import checkin, services
 from .models import CATEGORIES, QUESTION_TYPES, Activity, Registration
 
@@ -211,18 +211,21 @@ def _cell(value: Any) -> Any:
     return value
 
 
+NOTE_FORM = (Field("note", "str", "说明", max_len=200, default=""),)  # as the API's DECIDE_FIELDS
+
+
 @bp.post("/registrations/<int:registration_id>/<any(approve,reject,cancel,attended):action>")
 @console_required(StaffRole.STAFF)
 def registration_action(registration_id: int, action: str):
     try:
+        note = validate(request.form, NOTE_FORM)["note"]
         with session_scope() as s:
             if action == "cancel":
                 reg = services.cancel_registration(s, current_actor(), registration_id)
             elif action == "attended":
-                reg = checkin.mark_attended(s, current_actor(), registration_id, request.form.get("note", "")[:200])
+                reg = checkin.mark_attended(s, current_actor(), registration_id, note)
             else:
-                reg = services.decide(s, current_actor(), registration_id, action == "approve",
-                                      request.form.get("note", "")[:200])
+                reg = services.decide(s, current_actor(), registration_id, action == "approve", note)
             activity_id = reg.activity_id
     except AppError as exc:
         if exc.status == 404:
