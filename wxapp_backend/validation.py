@@ -190,6 +190,15 @@ def row_id(value: object) -> int | None:
     return number if 0 < number <= DB_INT_MAX else None
 
 
+def text_key(value: object, max_len: int) -> str | None:
+    """A text id (a knowledge entry's) from a URL or form value; None when no row can have it: longer than its
+    column, or with control characters, NUL among them, which PostgreSQL refuses even in a query's parameter."""
+    text = str(value).strip() if value is not None else ""
+    if not text or len(text) > max_len or _CONTROL_RE.search(text):
+        return None
+    return text
+
+
 def row_ids(values: Iterable[object]) -> list[int]:
     """The values that are ids (see row_id), in order; the others are dropped."""
     return [i for i in map(row_id, values) if i is not None]

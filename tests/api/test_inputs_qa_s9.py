@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import re
 
-from sqlalchemy import select
+from sqlalchemy import event, select
+from sqlalchemy.engine import Engine
 
 from wxapp_backend.auth.models import User
 from wxapp_backend.db import session_scope
@@ -128,3 +129,34 @@ def test_console_registration_note_is_validated_like_the_api(client, make_user, 
         assert s.get(Registration, reg_id).status == "rejected"
         notes = s.scalars(select(RegistrationEvent.note).where(RegistrationEvent.registration_id == reg_id)).all()
     assert "名额已满" in notes and not any("\x00" in n for n in notes)
+
+
+def test_knowledge_entry_ids_that_cannot_exist_are_not_looked_up(client, app_ctx, make_staff, console_login):
+    """Entry ids from the URL were cut to 128 characters and sent to the database as they came: one character
+    more than an entry's 128-character id showed (and retired) that entry, and a NUL reached the query,
+    which PostgreSQL refuses (a 500, on a public page too)."""
+    from wxapp_backend.knowledge_store.models import KBEntry
+
+    long_id = "k" * 128
+    with session_scope() as s:
+        s.add(KBEntry(id=long_id, question="外籍人才工作许可怎么办", answer="到一网通办申请。"))
+    assert client.get(f"/api/v1/kb/entries/{long_id}").status_code == 200
+    csrf = console_login(make_staff(role="admin"))
+    sent_nul: list[str] = []
+
+    def spy(conn, cursor, statement, parameters, context, executemany):
+        if "\x00" in repr(parameters):
+            sent_nul.append(statement)
+
+    event.listen(Engine, "before_cursor_execute", spy)
+    try:
+        _assert_clean_4xx(client.get(f"/api/v1/kb/entries/{long_id}x"), 404)
+        _assert_clean_4xx(client.get("/api/v1/kb/entries/kb%00x"), 404)
+        assert client.get("/console/kb/kb%00x/edit").status_code == 404
+        assert client.post("/console/kb/kb%00x/retire", data={"csrf_token": csrf}).status_code == 404
+        assert client.post(f"/console/kb/{long_id}x/retire", data={"csrf_token": csrf}).status_code == 404
+    finally:
+        event.remove(Engine, "before_cursor_execute", spy)
+    assert not sent_nul
+    with session_scope() as s:
+        assert s.get(KBEntry, long_id).retired is False

@@ -10,7 +10,7 @@ from ..auth.guard import optional_user_id
 from ..db import session_scope
 from ..errors import NotFound, TooManyRequests
 from ..http import doc, limit_key, parse, query
-from ..validation import Field
+from ..validation import Field, text_key
 from .bot import forget_choices, respond
 from .services import entry_from_row, get_runtime, record_feedback
 
@@ -85,8 +85,9 @@ def chat():
 def entry_detail(entry_id: str):
     from .models import KBEntry
 
+    key = text_key(entry_id, 128)
     with session_scope() as s:
-        row = s.get(KBEntry, entry_id[:128])
+        row = s.get(KBEntry, key) if key else None
         if row is None or row.retired:
             raise NotFound("没有找到这个条目，可能已经下线。")
         return jsonify(entry_from_row(row).to_dict())

@@ -14,7 +14,7 @@ from ..auth.models import StaffRole
 from ..console import add_nav
 from ..db import session_scope, utcnow
 from ..errors import AppError
-from ..validation import Field, row_id, validate
+from ..validation import Field, row_id, text_key, validate
 from . import services
 from .models import KBEntry, UnansweredQuestion
 
@@ -96,7 +96,10 @@ def new_entry():
 @bp.route("/<entry_id>/edit", methods=["GET", "POST"])
 @console_required(StaffRole.STAFF)
 def edit_entry(entry_id: str):
-    return _edit(entry_id[:128])
+    key = text_key(entry_id, 128)
+    if key is None:
+        abort(404)
+    return _edit(key)
 
 
 def _edit(entry_id: str | None):
@@ -140,8 +143,11 @@ def _edit(entry_id: str | None):
 @console_required(StaffRole.STAFF)
 def retire_entry(entry_id: str):
     retire = request.form.get("retire", "1") == "1"
+    key = text_key(entry_id, 128)
+    if key is None:
+        abort(404)
     with session_scope() as s:
-        services.set_retired(s, _redis(), g.actor, entry_id[:128], retire)
+        services.set_retired(s, _redis(), g.actor, key, retire)
     flash("已下线，机器人不会再用这条回答。" if retire else "已恢复上线。")
     return redirect(request.referrer if _same_site(request.referrer) else url_for("kb_console.entries"))
 
@@ -168,7 +174,7 @@ def unanswered():
 @bp.post("/unanswered/<int:qid>/phrasing")
 @console_required(StaffRole.STAFF)
 def unanswered_to_phrasing(qid: int):
-    entry_id = (request.form.get("entry_id") or "").strip()[:128]
+    entry_id = text_key(request.form.get("entry_id"), 128) or ""  # "" is no entry: the service says so
     with session_scope() as s:
         row = s.get(UnansweredQuestion, qid)
         if row is None:
