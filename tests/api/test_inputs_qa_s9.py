@@ -4,6 +4,8 @@ and the like. Each must be a 4xx with a Chinese message and leave the stored dat
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from sqlalchemy import event, select
 from sqlalchemy.engine import Engine
@@ -17,6 +19,22 @@ _HAN = re.compile(r"[\u4e00-\u9fff]")
 def _post_raw(client, method: str, path: str, body: str, headers: dict) -> object:
     return client.open(path, method=method, data=body.encode("utf-8"),
                        headers={**headers, "Content-Type": "application/json"})
+
+
+@contextmanager
+def _nul_spy() -> Iterator[list[str]]:
+    """The statements sent with a NUL in a parameter, which PostgreSQL refuses (SQLite takes it)."""
+    sent: list[str] = []
+
+    def spy(conn, cursor, statement, parameters, context, executemany):
+        if "\\x00" in repr(parameters):
+            sent.append(statement)
+
+    event.listen(Engine, "before_cursor_execute", spy)
+    try:
+        yield sent
+    finally:
+        event.remove(Engine, "before_cursor_execute", spy)
 
 
 def _assert_clean_4xx(resp, status: int = 400) -> None:
@@ -142,21 +160,26 @@ def test_knowledge_entry_ids_that_cannot_exist_are_not_looked_up(client, app_ctx
         s.add(KBEntry(id=long_id, question="外籍人才工作许可怎么办", answer="到一网通办申请。"))
     assert client.get(f"/api/v1/kb/entries/{long_id}").status_code == 200
     csrf = console_login(make_staff(role="admin"))
-    sent_nul: list[str] = []
-
-    def spy(conn, cursor, statement, parameters, context, executemany):
-        if "\x00" in repr(parameters):
-            sent_nul.append(statement)
-
-    event.listen(Engine, "before_cursor_execute", spy)
-    try:
+    with _nul_spy() as sent_nul:
         _assert_clean_4xx(client.get(f"/api/v1/kb/entries/{long_id}x"), 404)
         _assert_clean_4xx(client.get("/api/v1/kb/entries/kb%00x"), 404)
         assert client.get("/console/kb/kb%00x/edit").status_code == 404
         assert client.post("/console/kb/kb%00x/retire", data={"csrf_token": csrf}).status_code == 404
         assert client.post(f"/console/kb/{long_id}x/retire", data={"csrf_token": csrf}).status_code == 404
-    finally:
-        event.remove(Engine, "before_cursor_execute", spy)
     assert not sent_nul
     with session_scope() as s:
         assert s.get(KBEntry, long_id).retired is False
+
+
+def test_console_knowledge_list_search_loses_nul(client, app_ctx, make_staff, console_login):
+    """The knowledge list put its search text and category into LIKE / = as typed: a NUL reached the query (a 500
+    on PostgreSQL). They are validated as the other console filters are."""
+    from wxapp_backend.knowledge_store.models import KBEntry
+
+    with session_scope() as s:
+        s.add(KBEntry(id="qa-s9-permit", question="外籍人才工作许可怎么办", answer="到一网通办申请。"))
+    console_login(make_staff(role="admin"))
+    with _nul_spy() as sent_nul:
+        page = client.get("/console/kb/", query_string={"q": "外籍\x00人才", "category": "\x00"})
+    assert page.status_code == 200 and "qa-s9-permit" in page.get_data(as_text=True)
+    assert not sent_nul
