@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import math
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
@@ -13,6 +14,22 @@ from .errors import BadRequest, PayloadTooLarge
 from .validation import Field, validate
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+class _NotFinite(Exception):
+    pass
+
+
+def _not_a_number(name: str) -> float:
+    # NaN and Infinity are no JSON; Python reads them, PostgreSQL's json refuses them where they get stored.
+    raise _NotFinite(name)
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):  # 1e999 reads as infinity
+        raise _NotFinite(text)
+    return value
 
 
 def json_body(*, max_bytes: int | None = None) -> dict[str, Any]:
@@ -28,7 +45,10 @@ def json_body(*, max_bytes: int | None = None) -> dict[str, Any]:
     if len(raw) > limit:
         raise PayloadTooLarge(f"提交的内容太大了（上限 {limit // 1024} KB）。")
     try:
-        data = json.loads(raw.decode("utf-8") or "null")
+        data = json.loads(raw.decode("utf-8") or "null", parse_constant=_not_a_number, parse_float=_finite)
+    except _NotFinite:
+        raise BadRequest("提交的数字超出范围（不能是 NaN、Infinity 或 1e999 这样的数），请检查后再试。",
+                         code="malformed_json") from None
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):  # RecursionError: [[[[... nested too deep
         raise BadRequest("提交的 JSON 格式有误，请检查后再试。", code="malformed_json") from None
     if not isinstance(data, dict):

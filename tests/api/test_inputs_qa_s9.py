@@ -183,3 +183,21 @@ def test_console_knowledge_list_search_loses_nul(client, app_ctx, make_staff, co
         page = client.get("/console/kb/", query_string={"q": "外籍\x00人才", "category": "\x00"})
     assert page.status_code == 200 and "qa-s9-permit" in page.get_data(as_text=True)
     assert not sent_nul
+
+
+def test_nan_infinity_and_overflowing_numbers_are_400(client, make_staff, staff_headers):
+    """Python's json reads NaN, Infinity and 1e999 (as inf); where a value is stored as JSON without a field
+    looking into it (an extra key of an activity's question) it was saved, and PostgreSQL's json refuses it."""
+    from wxapp_backend.activities.models import Activity
+
+    headers = staff_headers(make_staff(role="admin"))
+    body = ('{"category": "concert", "title": "楼宇音乐会", "address": "某大厦大堂", '
+            '"starts_at": "2030-01-05T19:00:00+08:00", "ends_at": "2030-01-05T21:00:00+08:00", "capacity": 2, '
+            '"questions": [{"key": "size", "label": "尺码", "type": "text", "hint": %s}]}')
+    for number in ("NaN", "Infinity", "-Infinity", "1e999", "-1e999"):
+        resp = _post_raw(client, "POST", "/api/v1/staff/activities", body % number, headers)
+        _assert_clean_4xx(resp)
+    with session_scope() as s:
+        assert s.scalars(select(Activity)).all() == []
+    # finite numbers are still welcome
+    assert _post_raw(client, "POST", "/api/v1/staff/activities", body % "1.5e3", headers).status_code == 201
