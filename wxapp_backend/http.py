@@ -16,6 +16,10 @@ from .validation import Field, validate
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+class JSONTextError(ValueError):
+    """Text that json.loads would read but that is no JSON we can store or answer with; the message is Chinese."""
+
+
 class _NotFinite(Exception):
     pass
 
@@ -32,6 +36,24 @@ def _finite(text: str) -> float:
     return value
 
 
+def loads(text: str) -> Any:
+    """json.loads for text from outside (a request body, a form's JSON box). Raises json.JSONDecodeError for
+    malformed text and JSONTextError for what Python reads beyond JSON: NaN, Infinity and 1e999, nesting deeper
+    than the parser recurses, and lone surrogates ("\\ud800": no UTF-8 text, so the database, WeChat and our own
+    answer would fail on it)."""
+    try:
+        data = json.loads(text, parse_constant=_not_a_number, parse_float=_finite)
+    except _NotFinite:
+        raise JSONTextError("提交的数字超出范围（不能是 NaN、Infinity 或 1e999 这样的数），请检查后再试。") from None
+    except RecursionError:  # [[[[... nested too deep
+        raise JSONTextError("提交的 JSON 嵌套太深了，请检查后再试。") from None
+    try:
+        json.dumps(data, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise JSONTextError("提交的内容含有无法识别的字符，请检查后再试。") from None
+    return data
+
+
 def json_body(*, max_bytes: int | None = None) -> dict[str, Any]:
     """The request's JSON object, or a clear 400/413 in Chinese."""
     limit = max_bytes or current_app.extensions["wxapp"].settings.api_max_json_body
@@ -45,19 +67,13 @@ def json_body(*, max_bytes: int | None = None) -> dict[str, Any]:
     if len(raw) > limit:
         raise PayloadTooLarge(f"提交的内容太大了（上限 {limit // 1024} KB）。")
     try:
-        data = json.loads(raw.decode("utf-8") or "null", parse_constant=_not_a_number, parse_float=_finite)
-    except _NotFinite:
-        raise BadRequest("提交的数字超出范围（不能是 NaN、Infinity 或 1e999 这样的数），请检查后再试。",
-                         code="malformed_json") from None
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):  # RecursionError: [[[[... nested too deep
+        data = loads(raw.decode("utf-8") or "null")
+    except JSONTextError as exc:
+        raise BadRequest(str(exc), code="malformed_json") from None
+    except (UnicodeDecodeError, json.JSONDecodeError):
         raise BadRequest("提交的 JSON 格式有误，请检查后再试。", code="malformed_json") from None
     if not isinstance(data, dict):
         raise BadRequest("提交的内容应为 JSON 对象。", code="malformed_json")
-    try:  # "\ud800" is valid JSON but no UTF-8 text: the database, WeChat and our own answer would fail on it
-        json.dumps(data, ensure_ascii=False).encode("utf-8")
-    except UnicodeEncodeError:
-        raise BadRequest("提交的内容含有无法识别的字符，请检查后再试。",
-                         code="malformed_json") from None
     return data
 
 

@@ -201,3 +201,22 @@ def test_nan_infinity_and_overflowing_numbers_are_400(client, make_staff, staff_
         assert s.scalars(select(Activity)).all() == []
     # finite numbers are still welcome
     assert _post_raw(client, "POST", "/api/v1/staff/activities", body % "1.5e3", headers).status_code == 201
+
+
+def test_console_activity_questions_box_reads_only_storable_json(client, make_staff, console_login):
+    """The editor's questions box went through plain json.loads: nesting past the parser was a 500, a lone
+    surrogate (no UTF-8 text) and NaN (which PostgreSQL's json refuses) were stored."""
+    from wxapp_backend.activities.models import Activity
+
+    csrf = console_login(make_staff(role="admin"))
+    base = {"csrf_token": csrf, "category": "concert", "title": "楼宇音乐会", "address": "某大厦大堂",
+            "starts_at": "2030-01-05T19:00", "ends_at": "2030-01-05T21:00", "capacity": "2"}
+    for questions in ("[" * 100_000, '[{"key": "size", "label": "\\ud800", "type": "text"}]',
+                      '[{"key": "size", "label": "尺码", "type": "text", "hint": NaN}]'):
+        resp = client.post("/console/activities/new", data={**base, "questions": questions})
+        assert resp.status_code == 422 and "报名问题应为 JSON 列表" in resp.get_data(as_text=True)
+    with session_scope() as s:
+        assert s.scalars(select(Activity)).all() == []
+    resp = client.post("/console/activities/new",
+                       data={**base, "questions": '[{"key": "size", "label": "尺码\\ud83d\\udc55", "type": "text"}]'})
+    assert resp.status_code == 302

@@ -17,6 +17,7 @@ from ..console import add_nav
 from ..db import session_scope, utcnow
 from ..enterprises.models import Building, Enterprise
 from ..errors import AppError, ValidationError
+from ..http import loads
 from ..validation import Field, row_ids, validate
 from . import checkin, services
 from .models import CATEGORIES, QUESTION_TYPES, Activity, Registration
@@ -59,7 +60,7 @@ def _form_data(*, editing: bool) -> dict[str, Any]:
     raw = f.get("questions", "").strip()
     if raw:
         try:
-            data["questions"] = json.loads(raw)
+            data["questions"] = loads(raw)  # not json.loads: NaN, "\ud800" or [[[[... would get through or fail
         except ValueError:
             raise ValidationError("报名问题应为 JSON 列表，例如 [{\"key\":\"size\",\"label\":\"尺码\",\"type\":\"choice\","
                                   "\"options\":[\"S\",\"M\"]}]", fields={"questions": "格式不对"}) from None
