@@ -220,3 +220,18 @@ def test_console_activity_questions_box_reads_only_storable_json(client, make_st
     resp = client.post("/console/activities/new",
                        data={**base, "questions": '[{"key": "size", "label": "尺码\\ud83d\\udc55", "type": "text"}]'})
     assert resp.status_code == 302
+
+
+def test_console_login_with_a_name_no_account_can_have_is_not_looked_up(client, make_staff):
+    """The public login form sent the user name to the query as typed: a NUL there is a 500 on PostgreSQL,
+    before anyone has logged in."""
+    make_staff(username="admin9", role="admin")
+    page = client.get("/console/login").get_data(as_text=True)
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+    with _nul_spy() as sent_nul:
+        resp = client.post("/console/login", data={"username": "admin9\x00", "password": "Passw0rd!x",
+                                                   "csrf_token": csrf})
+    assert resp.status_code == 401 and "用户名或密码不正确" in resp.get_data(as_text=True)
+    assert not sent_nul
+    resp = client.post("/console/login", data={"username": "admin9", "password": "Passw0rd!x", "csrf_token": csrf})
+    assert resp.status_code == 302

@@ -294,7 +294,9 @@ def authenticate_staff(session: Session, throttle: LoginThrottle, *, username: s
                        ip: str) -> StaffUser:
     """Check a staff login; the same answer for an unknown name and a wrong password."""
     throttle.check(username, ip)
-    staff = session.scalar(select(StaffUser).where(StaffUser.username == username))
+    # A name no account can have is not looked up: a NUL from the login form is refused by PostgreSQL.
+    staff = session.scalar(select(StaffUser).where(StaffUser.username == username)) \
+        if USERNAME_RE.fullmatch(username) else None
     ok = check_password_hash(staff.password_hash if staff else _DUMMY_HASH, password)
     if staff is None or not ok or not staff.active:
         throttle.failed(username, ip)
