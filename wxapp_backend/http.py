@@ -36,13 +36,20 @@ def _finite(text: str) -> float:
     return value
 
 
+def _integer(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:  # more digits than Python converts (sys.get_int_max_str_digits(), 4300)
+        raise _NotFinite(text) from None
+
+
 def loads(text: str) -> Any:
     """json.loads for text from outside (a request body, a form's JSON box). Raises json.JSONDecodeError for
-    malformed text and JSONTextError for what Python reads beyond JSON: NaN, Infinity and 1e999, nesting deeper
-    than the parser recurses, and lone surrogates ("\\ud800": no UTF-8 text, so the database, WeChat and our own
-    answer would fail on it)."""
+    malformed text and JSONTextError for what Python reads beyond JSON or cannot take: NaN, Infinity and 1e999,
+    integers of more digits than Python converts, nesting deeper than the parser recurses, and lone surrogates
+    ("\\ud800": no UTF-8 text, so the database, WeChat and our own answer would fail on it)."""
     try:
-        data = json.loads(text, parse_constant=_not_a_number, parse_float=_finite)
+        data = json.loads(text, parse_constant=_not_a_number, parse_float=_finite, parse_int=_integer)
     except _NotFinite:
         raise JSONTextError("提交的数字超出范围（不能是 NaN、Infinity 或 1e999 这样的数），请检查后再试。") from None
     except RecursionError:  # [[[[... nested too deep

@@ -235,3 +235,11 @@ def test_console_login_with_a_name_no_account_can_have_is_not_looked_up(client, 
     assert not sent_nul
     resp = client.post("/console/login", data={"username": "admin9", "password": "Passw0rd!x", "csrf_token": csrf})
     assert resp.status_code == 302
+
+
+def test_integer_of_more_digits_than_python_converts_is_400(client, make_user, user_token):
+    """An integer of 5000 digits is valid JSON, but json.loads raises a plain ValueError for it (Python converts
+    at most 4300 digits), which json_body did not catch: a 500."""
+    headers = user_token(make_user(openid="digits-user"))
+    _assert_clean_4xx(_post_raw(client, "POST", "/api/v1/chat", '{"text": "你好", "n": ' + "7" * 5000 + "}", headers))
+    _assert_clean_4xx(_post_raw(client, "PATCH", "/api/v1/me", '{"building_id": ' + "7" * 5000 + "}", headers))
