@@ -201,7 +201,26 @@ def parse_json(body: bytes | str, max_bytes: int = MAX_BODY_BYTES) -> dict[str, 
         raise BadPayload(message_zh="微信消息不是合法的 JSON。") from None
     if not isinstance(doc, dict):
         raise BadPayload(message_zh="微信消息必须是 JSON 对象。")
+    # JSON can say what XML cannot: a lone surrogate ("\ud800", no UTF-8 text: the Redis key, the database and
+    # our answer would fail on it) and NUL (PostgreSQL refuses it in text). The first is refused, the second dropped.
+    try:
+        flat = json.dumps(doc, ensure_ascii=False)
+        flat.encode("utf-8")
+    except UnicodeEncodeError:
+        raise BadPayload(message_zh="微信消息含有无法识别的字符。") from None
+    if "\x00" in flat or "\\u0000" in flat:
+        doc = _without_nul(doc)
     return doc
+
+
+def _without_nul(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.replace("\x00", "")
+    if isinstance(value, dict):
+        return {_without_nul(k): _without_nul(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_without_nul(v) for v in value]
+    return value
 
 
 def parse_body(body: bytes | str, fmt: str | None = None, max_bytes: int = MAX_BODY_BYTES) -> dict[str, Any]:
