@@ -6,9 +6,10 @@ import re
 from dataclasses import dataclass, field, fields
 from datetime import date
 
-# Ids end up in URLs, logs and the labelled set: no whitespace, no "|" (the CSV list separator) and no "/" (one
-# path segment in /console/kb/<id>/edit and /api/v1/kb/entries/<id>).
-ID_RE = re.compile(r"^[^\s|/]{1,128}$")
+# Ids end up in URLs, logs and the labelled set: no whitespace, no "|" (the CSV list separator), no "/" (one
+# path segment in /console/kb/<id>/edit and /api/v1/kb/entries/<id>), and nothing a browser rewrites in a path:
+# "\" (read as "/") and the segments "." and ".." (resolved away, so the entry's pages could not be reached).
+ID_RE = re.compile(r"^(?!\.{1,2}$)[^\s|/\\]{1,128}$")
 
 POLICY_FIELDS: tuple[str, ...] = (
     "issuer",
@@ -114,7 +115,7 @@ def validate_entry(entry: Entry) -> list[str]:
         if not isinstance(value, str) or not value.strip():
             errors.append(f"“{name}”（{FIELD_LABELS[name]}）不能为空")
     if isinstance(entry.id, str) and entry.id.strip() and not ID_RE.match(entry.id):
-        errors.append(f"“id” 不能含空白、“/” 或 “|”，且不超过 128 个字符：{entry.id!r}")
+        errors.append(f"“id” 不能含空白、“/”、“\\” 或 “|”，不能是 “.” 或 “..”，且不超过 128 个字符：{entry.id!r}")
     for name, limit in MAX_LENGTHS.items():
         value = getattr(entry, name)
         if isinstance(value, str) and len(value) > limit:
