@@ -118,6 +118,10 @@ def validate_password(password: str) -> str | None:
         return "密码不能超过 128 位"
     if password.isdigit() or password.isalpha():
         return "密码需同时包含字母和数字"
+    # The scripted login (JSON) reads text as every field is read, trimmed and without control characters: a
+    # password that needs them would log in at the console and never by API.
+    if password != password.strip() or not password.isprintable():
+        return "密码首尾不能有空格，也不能含有换行、制表符等控制字符"
     return None
 
 
