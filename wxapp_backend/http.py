@@ -100,6 +100,13 @@ PAGE_FIELDS = (
 )
 
 
+def page_json(items: list[Any], total: int, page: int, per_page: int) -> dict[str, Any]:
+    """One page of a listing in the shape every paginated /api/v1 list answers with (as appeals and
+    enterprises): {items, total, page, per_page, pages}."""
+    return {"items": items, "total": total, "page": page, "per_page": per_page,
+            "pages": max(1, -(-total // per_page))}
+
+
 def doc(summary: str, *, body: Iterable[Field] | None = None, params: Iterable[Field] | None = None,
         responses: dict[int, str] | None = None, auth: str = "user", tags: Iterable[str] = ()) -> Callable[[F], F]:
     """Attach OpenAPI facts to a view; the document at /api/v1/openapi.json is built from these."""

@@ -9,7 +9,7 @@ from ..auth.guard import current_actor, current_user_id, staff_api_required, use
 from ..auth.models import StaffRole
 from ..db import session_scope
 from ..errors import BadRequest
-from ..http import doc, parse, query
+from ..http import doc, page_json, parse, query
 from ..validation import Field
 from . import checkin, services
 from .models import CATEGORIES
@@ -46,8 +46,7 @@ def list_activities():
     q = query(services.LIST_PARAMS)
     with session_scope() as s:
         items, total = services.list_activities(s, q)
-    return jsonify({"items": items, "total": total, "page": q["page"], "per_page": q["per_page"],
-                    "categories": CATEGORIES})
+    return jsonify({**page_json(items, total, q["page"], q["per_page"]), "categories": CATEGORIES})
 
 
 @bp.get("/activities/<int:activity_id>")

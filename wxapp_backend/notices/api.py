@@ -8,7 +8,7 @@ from sqlalchemy import func, select
 from ..auth.guard import current_user_id, user_required
 from ..db import session_scope, utcnow
 from ..errors import NotFound
-from ..http import PAGE_FIELDS, doc, parse, query
+from ..http import PAGE_FIELDS, doc, page_json, parse, query
 from ..validation import Field
 from . import credits
 from .kinds import current_kinds
@@ -34,8 +34,7 @@ def inbox():
                                                                  InboxItem.read_at.is_(None)))
         rows = s.scalars(stmt.order_by(InboxItem.id.desc()).offset((q["page"] - 1) * q["per_page"])
                          .limit(q["per_page"])).all()
-        return jsonify({"items": [r.to_dict() for r in rows], "total": total, "unread": unread,
-                        "page": q["page"], "per_page": q["per_page"]})
+        return jsonify({**page_json([r.to_dict() for r in rows], total, q["page"], q["per_page"]), "unread": unread})
 
 
 @bp.post("/me/inbox/<int:item_id>/read")

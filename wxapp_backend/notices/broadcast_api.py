@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from flask import Blueprint, Flask, jsonify
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from ..auth.guard import current_actor, staff_api_required
 from ..auth.models import StaffRole
 from ..db import session_scope
-from ..http import PAGE_FIELDS, doc, json_body, parse, query
+from ..http import PAGE_FIELDS, doc, json_body, page_json, parse, query
 from ..validation import Field
 from . import broadcast
 from .broadcast_models import Notice
@@ -20,13 +20,15 @@ TEST_RECIPIENT_FIELDS = (Field("user_id", "int", "测试接收人（用户编号
 
 @bp.get("/notices")
 @staff_api_required(StaffRole.STAFF)
-@doc("通知列表", params=PAGE_FIELDS, auth="staff", tags=["通知推送"])
+@doc("通知列表", params=PAGE_FIELDS, auth="staff", tags=["通知推送"],
+     responses={200: "{items, total, page, per_page, pages}"})
 def list_notices():
     q = query(PAGE_FIELDS)
     with session_scope() as s:
+        total = s.scalar(select(func.count(Notice.id))) or 0
         rows = s.scalars(select(Notice).order_by(Notice.id.desc()).offset((q["page"] - 1) * q["per_page"])
                          .limit(q["per_page"])).all()
-        return jsonify({"items": [n.to_dict() for n in rows]})
+        return jsonify(page_json([n.to_dict() for n in rows], total, q["page"], q["per_page"]))
 
 
 @bp.post("/notices")

@@ -1,0 +1,30 @@
+"""Conformance with the public contract (../shared/ARCHITECTURE.md) and README.md: shapes, names, options."""
+
+from __future__ import annotations
+
+PAGE_KEYS = {"items", "total", "page", "per_page", "pages"}
+
+
+def test_every_paginated_list_answers_with_the_same_page_shape(client, make_staff, staff_headers, make_user,
+                                                               user_token, make_activity):
+    """The staff notice list took page/per_page but answered only {items}: a script could not tell how many
+    notices there were or when to stop; the activity list and the inbox had no `pages`. Every paginated list
+    now answers {items, total, page, per_page, pages}, as appeals and enterprises do."""
+    headers = staff_headers(make_staff(role="staff"))
+    for i in range(3):
+        resp = client.post("/api/v1/staff/notices", json={"title": f"通知{i}", "summary": "摘要",
+                                                          "page": "pages/index/index", "audience": {"categories": ["fitness"]}},
+                           headers=headers)
+        assert resp.status_code == 201, resp.get_json()
+    body = client.get("/api/v1/staff/notices?per_page=2&page=2", headers=headers).get_json()
+    assert PAGE_KEYS <= set(body)
+    assert (body["total"], body["page"], body["per_page"], body["pages"], len(body["items"])) == (3, 2, 2, 2, 1)
+
+    for _ in range(3):
+        make_activity()
+    body = client.get("/api/v1/activities?per_page=2").get_json()
+    assert PAGE_KEYS <= set(body) and (body["total"], body["pages"]) == (3, 2)
+    assert body["categories"]  # the list keeps what it answered before
+
+    inbox = client.get("/api/v1/me/inbox", headers=user_token(make_user())).get_json()
+    assert PAGE_KEYS <= set(inbox) and (inbox["total"], inbox["pages"], inbox["unread"]) == (0, 1, 0)
