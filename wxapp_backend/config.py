@@ -136,6 +136,10 @@ class Settings:
         fmt = (env.get("WXA_MSG_FORMAT") or "json").strip().lower()
         if fmt not in {"xml", "json"}:
             raise ConfigError(f"WXA_MSG_FORMAT must be xml or json, got {fmt!r}")
+        wxa_state = (env.get("WXA_STATE") or "formal").strip().lower()
+        if wxa_state not in {"developer", "trial", "formal"}:
+            # The only miniprogram_state values WeChat knows: any other would go out with every subscribe message.
+            raise ConfigError(f"WXA_STATE must be developer, trial or formal, got {wxa_state!r}")
         settings = cls(
             env=app_env,
             secret_key=secret,
@@ -153,7 +157,7 @@ class Settings:
             wxa_token=env.get("WXA_TOKEN", ""),
             wxa_aes_key=env.get("WXA_AES_KEY", ""),
             wxa_msg_format=fmt,
-            wxa_state=(env.get("WXA_STATE") or "formal").strip(),
+            wxa_state=wxa_state,
             wechat_api_base=(env.get("WECHAT_API_BASE") or "https://api.weixin.qq.com").rstrip("/"),
             wechat_api_timeout=_float(env, "WECHAT_API_TIMEOUT", 5.0),
             webhook_deadline=_float(env, "WEBHOOK_DEADLINE", 4.0),

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
+
+from wxapp_backend.config import ConfigError, Settings
+
 PAGE_KEYS = {"items", "total", "page", "per_page", "pages"}
 
 
@@ -28,3 +32,16 @@ def test_every_paginated_list_answers_with_the_same_page_shape(client, make_staf
 
     inbox = client.get("/api/v1/me/inbox", headers=user_token(make_user())).get_json()
     assert PAGE_KEYS <= set(inbox) and (inbox["total"], inbox["pages"], inbox["unread"]) == (0, 1, 0)
+
+
+def test_wxa_state_outside_the_three_values_wechat_knows_is_refused_at_start(tmp_path):
+    """README: WXA_STATE is developer, trial or formal. Anything else (a typo, "production") was taken as it
+    stood and sent as every subscribe message's miniprogram_state, a value WeChat does not know. Like
+    WXA_MSG_FORMAT it is now checked when the settings are built."""
+    base = {"INSTANCE_PATH": str(tmp_path)}
+    for bad in ("production", "release", "formal,"):
+        with pytest.raises(ConfigError) as exc:
+            Settings.from_env({**base, "WXA_STATE": bad})
+        assert "WXA_STATE" in str(exc.value)
+    assert Settings.from_env({**base, "WXA_STATE": " Trial "}).wxa_state == "trial"
+    assert Settings.from_env(base).wxa_state == "formal"
