@@ -45,3 +45,19 @@ def test_wxa_state_outside_the_three_values_wechat_knows_is_refused_at_start(tmp
         assert "WXA_STATE" in str(exc.value)
     assert Settings.from_env({**base, "WXA_STATE": " Trial "}).wxa_state == "trial"
     assert Settings.from_env(base).wxa_state == "formal"
+
+
+def test_kb_search_command_refuses_a_limit_the_api_would_refuse(app, app_ctx):
+    """`kb search QUERY --limit 0` (or -1) was taken: the decision was worked out over no entries at all, so a
+    question the bot offers choices for printed "决定：fallback" with nothing under it, telling staff the
+    knowledge base had no answer. The limit is now 1-20, as GET /api/v1/kb/search?limit= takes."""
+    from wxapp_backend.knowledge_store.cli import load_default_if_empty
+
+    load_default_if_empty()
+    runner = app.test_cli_runner()
+    good = runner.invoke(args=["kb", "search", "营业执照", "--limit", "1"])
+    assert good.exit_code == 0 and "fallback" not in good.output and "1. [" in good.output
+    for bad in ("0", "-1", "21"):
+        result = runner.invoke(args=["kb", "search", "营业执照", "--limit", bad])
+        assert result.exit_code == 2 and "--limit" in result.output, (bad, result.output)
+        assert "决定" not in result.output

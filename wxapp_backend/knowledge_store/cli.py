@@ -76,7 +76,7 @@ def register(app: Flask) -> None:
 
     @kb.command("search")
     @click.argument("query_text", metavar="QUERY")
-    @click.option("--limit", default=5, show_default=True)
+    @click.option("--limit", type=click.IntRange(1, 20), default=5, show_default=True, help="显示的条目数（1-20）")
     def kb_search(query_text: str, limit: int) -> None:
         """显示机器人对一个问题的判断（回答、推荐或转人工）和最相近的条目。"""
         kb_index = get_runtime().get()
