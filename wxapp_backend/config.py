@@ -20,24 +20,30 @@ def _bool(value: str | None, default: bool = False) -> bool:
     return value.strip().lower() in {"1", "true", "yes", "on"}
 
 
-def _int(env: Mapping[str, str], name: str, default: int) -> int:
+def _int(env: Mapping[str, str], name: str, default: int, *, positive: bool = False) -> int:
     raw = env.get(name)
     if raw is None or raw.strip() == "":
         return default
     try:
-        return int(raw)
+        value = int(raw)
     except ValueError as exc:
         raise ConfigError(f"{name} must be an integer, got {raw!r}") from exc
+    if positive and value <= 0:
+        raise ConfigError(f"{name} must be greater than 0, got {raw!r}")
+    return value
 
 
-def _float(env: Mapping[str, str], name: str, default: float) -> float:
+def _float(env: Mapping[str, str], name: str, default: float, *, positive: bool = False) -> float:
     raw = env.get(name)
     if raw is None or raw.strip() == "":
         return default
     try:
-        return float(raw)
+        value = float(raw)
     except ValueError as exc:
         raise ConfigError(f"{name} must be a number, got {raw!r}") from exc
+    if positive and not 0 < value < float("inf"):  # also refuses nan
+        raise ConfigError(f"{name} must be a finite number greater than 0, got {raw!r}")
+    return value
 
 
 # Names whose values must never reach a log line.
@@ -159,12 +165,12 @@ class Settings:
             wxa_msg_format=fmt,
             wxa_state=wxa_state,
             wechat_api_base=(env.get("WECHAT_API_BASE") or "https://api.weixin.qq.com").rstrip("/"),
-            wechat_api_timeout=_float(env, "WECHAT_API_TIMEOUT", 5.0),
-            webhook_deadline=_float(env, "WEBHOOK_DEADLINE", 4.0),
+            wechat_api_timeout=_float(env, "WECHAT_API_TIMEOUT", 5.0, positive=True),
+            webhook_deadline=_float(env, "WEBHOOK_DEADLINE", 4.0, positive=True),
             webhook_timestamp_window=_int(env, "WEBHOOK_TIMESTAMP_WINDOW", 300),
-            max_content_length=_int(env, "MAX_CONTENT_LENGTH", 16 * 1024 * 1024),
-            user_token_ttl=_int(env, "USER_TOKEN_TTL", 7 * 24 * 3600),
-            staff_token_ttl=_int(env, "STAFF_TOKEN_TTL", 12 * 3600),
+            max_content_length=_int(env, "MAX_CONTENT_LENGTH", 16 * 1024 * 1024, positive=True),
+            user_token_ttl=_int(env, "USER_TOKEN_TTL", 7 * 24 * 3600, positive=True),
+            staff_token_ttl=_int(env, "STAFF_TOKEN_TTL", 12 * 3600, positive=True),
             cookie_secure=_bool(env.get("COOKIE_SECURE"), default=app_env == "production"),
             log_level=(env.get("LOG_LEVEL") or "INFO").upper(),
             log_json=_bool(env.get("LOG_JSON"), default=True),

@@ -61,3 +61,18 @@ def test_kb_search_command_refuses_a_limit_the_api_would_refuse(app, app_ctx):
         result = runner.invoke(args=["kb", "search", "营业执照", "--limit", bad])
         assert result.exit_code == 2 and "--limit" in result.output, (bad, result.output)
         assert "决定" not in result.output
+
+
+def test_a_lifetime_timeout_or_size_of_zero_or_less_is_refused_at_start(tmp_path):
+    """README gives these in seconds (or bytes). 0 or a negative number was taken: USER_TOKEN_TTL=0 made every
+    mini-program login a 500 (Redis refuses a zero expiry), WECHAT_API_TIMEOUT=0 every WeChat API call (requests
+    refuses a zero timeout), MAX_CONTENT_LENGTH=0 every request body a 413. They are now refused with a
+    ConfigError naming the variable, as a value that is not a number already is."""
+    base = {"INSTANCE_PATH": str(tmp_path)}
+    for name in ("USER_TOKEN_TTL", "STAFF_TOKEN_TTL", "MAX_CONTENT_LENGTH", "WECHAT_API_TIMEOUT", "WEBHOOK_DEADLINE"):
+        for bad in ("0", "-5") + (("nan", "inf") if name in {"WECHAT_API_TIMEOUT", "WEBHOOK_DEADLINE"} else ()):
+            with pytest.raises(ConfigError) as exc:
+                Settings.from_env({**base, name: bad})
+            assert name in str(exc.value), (name, bad)
+    s = Settings.from_env({**base, "USER_TOKEN_TTL": "60", "WECHAT_API_TIMEOUT": "2.5", "WEBHOOK_TIMESTAMP_WINDOW": "0"})
+    assert (s.user_token_ttl, s.wechat_api_timeout, s.webhook_timestamp_window) == (60, 2.5, 0)  # 0: no window
