@@ -76,3 +76,21 @@ def test_a_lifetime_timeout_or_size_of_zero_or_less_is_refused_at_start(tmp_path
             assert name in str(exc.value), (name, bad)
     s = Settings.from_env({**base, "USER_TOKEN_TTL": "60", "WECHAT_API_TIMEOUT": "2.5", "WEBHOOK_TIMESTAMP_WINDOW": "0"})
     assert (s.user_token_ttl, s.wechat_api_timeout, s.webhook_timestamp_window) == (60, 2.5, 0)  # 0: no window
+
+
+def test_a_console_csrf_token_with_non_ascii_characters_is_a_clean_400(client, make_staff, console_login, db):
+    """hmac.compare_digest raises TypeError for a str holding non-ASCII characters: a console POST whose
+    csrf_token field or X-CSRF-Token header held one ("é", pasted or forged) was a 500. It is now the same
+    Chinese 400 as any other wrong token, and nothing happens."""
+    from wxapp_backend.auth.models import StaffUser
+
+    admin = make_staff(role="admin")
+    console_login(admin)
+    for kwargs in ({"data": {"csrf_token": "é", "username": "newbie", "password": "Secret123", "role": "staff"}},
+                   {"data": {"username": "newbie", "password": "Secret123", "role": "staff"},
+                    "headers": {"X-CSRF-Token": "токен"}}):
+        resp = client.post("/console/staff/new", **kwargs)
+        assert resp.status_code == 400, resp.status_code
+        assert "CSRF" in resp.get_data(as_text=True)
+    assert db.query(StaffUser).filter_by(username="newbie").count() == 0
+    assert client.get("/console/").status_code == 200  # still logged in

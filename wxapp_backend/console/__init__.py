@@ -65,7 +65,8 @@ def check_csrf() -> None:
     if request.path.startswith("/console") and request.method in {"POST", "PUT", "PATCH", "DELETE"}:
         sent = request.form.get("csrf_token") or request.headers.get("X-CSRF-Token", "")
         expected = session.get("csrf", "")
-        if not expected or not sent or not hmac.compare_digest(sent, expected):
+        # As bytes: compare_digest raises TypeError for a str with non-ASCII characters, and `sent` can be anything.
+        if not expected or not sent or not hmac.compare_digest(sent.encode("utf-8"), expected.encode("utf-8")):
             raise AppError("页面已过期或来源不明（CSRF 校验失败），请刷新页面后再提交。", code="csrf_failed",
                            status=400)
 
