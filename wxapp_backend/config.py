@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -146,6 +148,10 @@ class Settings:
         if wxa_state not in {"developer", "trial", "formal"}:
             # The only miniprogram_state values WeChat knows: any other would go out with every subscribe message.
             raise ConfigError(f"WXA_STATE must be developer, trial or formal, got {wxa_state!r}")
+        log_level = (env.get("LOG_LEVEL") or "INFO").strip().upper()
+        if log_level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+            raise ConfigError(f"LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL, got {log_level!r}")
+        aes = {name: _aes_key(env, name) for name in ("WECHAT_AES_KEY", "WECHAT_AES_KEY_PREVIOUS", "WXA_AES_KEY")}
         settings = cls(
             env=app_env,
             secret_key=secret,
@@ -155,13 +161,13 @@ class Settings:
             wechat_appid=env.get("WECHAT_APPID", ""),
             wechat_secret=env.get("WECHAT_SECRET", ""),
             wechat_token=env.get("WECHAT_TOKEN", ""),
-            wechat_aes_key=env.get("WECHAT_AES_KEY", ""),
-            wechat_aes_key_previous=env.get("WECHAT_AES_KEY_PREVIOUS", ""),
+            wechat_aes_key=aes["WECHAT_AES_KEY"],
+            wechat_aes_key_previous=aes["WECHAT_AES_KEY_PREVIOUS"],
             wechat_require_encryption=_bool(env.get("WECHAT_REQUIRE_ENCRYPTION")),
             wxa_appid=env.get("WXA_APPID", ""),
             wxa_secret=env.get("WXA_SECRET", ""),
             wxa_token=env.get("WXA_TOKEN", ""),
-            wxa_aes_key=env.get("WXA_AES_KEY", ""),
+            wxa_aes_key=aes["WXA_AES_KEY"],
             wxa_msg_format=fmt,
             wxa_state=wxa_state,
             wechat_api_base=(env.get("WECHAT_API_BASE") or "https://api.weixin.qq.com").rstrip("/"),
@@ -172,7 +178,7 @@ class Settings:
             user_token_ttl=_int(env, "USER_TOKEN_TTL", 7 * 24 * 3600, positive=True),
             staff_token_ttl=_int(env, "STAFF_TOKEN_TTL", 12 * 3600, positive=True),
             cookie_secure=_bool(env.get("COOKIE_SECURE"), default=app_env == "production"),
-            log_level=(env.get("LOG_LEVEL") or "INFO").upper(),
+            log_level=log_level,
             log_json=_bool(env.get("LOG_JSON"), default=True),
             notify_templates_path=env.get("NOTIFY_TEMPLATES", "").strip(),
             forwarded_allow_ips=(env.get("FORWARDED_ALLOW_IPS") or "127.0.0.1,::1").strip(),
@@ -189,6 +195,22 @@ class Settings:
             value = getattr(self, f.name)
             out[f.name] = "***" if f.name in SECRET_FIELDS and value else str(value)
         return out
+
+
+def _aes_key(env: Mapping[str, str], name: str) -> str:
+    """An EncodingAESKey as the WeChat admin page shows it (43 base64 characters for 32 bytes), surrounding
+    whitespace of a paste dropped; a wrong one stops the start naming the variable (never showing the key)."""
+    key = (env.get(name) or "").strip()
+    if not key:
+        return ""
+    try:
+        ok = len(key) == 43 and len(base64.b64decode(key + "=", validate=True)) == 32
+    except binascii.Error:
+        ok = False
+    if not ok:
+        raise ConfigError(f"{name} must be the 43-character EncodingAESKey from the WeChat admin page "
+                          f"(got {len(key)} characters)")
+    return key
 
 
 # Optional tuning knobs read by domain code through settings.extra (name -> parser, largest sensible value).

@@ -65,3 +65,19 @@ def test_fanout_tuning_comes_from_the_environment(tmp_path):
         with pytest.raises(ConfigError) as exc:
             Settings.from_env({**base, name: bad})
         assert name in str(exc.value)
+
+
+def test_a_wrong_aes_key_or_log_level_names_the_variable(tmp_path):
+    """A pasted EncodingAESKey with a trailing space is taken; a wrong one stopped the start with "EncodingAESKey must
+    be 43 characters" (which of the three?), an unknown LOG_LEVEL with a bare traceback from logging."""
+    key = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG"
+    base = {"INSTANCE_PATH": str(tmp_path)}
+    assert Settings.from_env({**base, "WXA_AES_KEY": key + " \n"}).wxa_aes_key == key
+    for name in ("WECHAT_AES_KEY", "WECHAT_AES_KEY_PREVIOUS", "WXA_AES_KEY"):
+        for bad in (key[:-1], key[:-1] + "!"):
+            with pytest.raises(ConfigError) as info:
+                Settings.from_env({**base, name: bad})
+            assert name in str(info.value) and bad not in str(info.value)  # the key itself is never shown
+    with pytest.raises(ConfigError, match="LOG_LEVEL"):
+        Settings.from_env({**base, "LOG_LEVEL": "verbose"})
+    assert Settings.from_env({**base, "LOG_LEVEL": " debug "}).log_level == "DEBUG"
