@@ -172,6 +172,16 @@ def _as_bool(value: Any) -> tuple[bool, bool]:
     return False, False
 
 
+UNKNOWN_FIELD, UNKNOWN_POLICY_FIELD = "是未知字段", "是未知的政策字段"
+
+
+def unknown_fields_only(exc: KBLoadError) -> list[str] | None:
+    """The unknown field names, when a strict load failed for them alone (the file loads when they are ignored)."""
+    if not exc.issues or any(i.message not in (UNKNOWN_FIELD, UNKNOWN_POLICY_FIELD) for i in exc.issues):
+        return None
+    return sorted({i.field or "" for i in exc.issues})
+
+
 def _build_entry(
     raw: dict[str, Any], row: int, col: _Collector, strict: bool, row_label: str | None = None
 ) -> Entry | None:
@@ -195,13 +205,13 @@ def _build_entry(
                 key = str(key).strip()
                 if key not in POLICY_FIELDS:
                     if strict:
-                        err(f"policy.{key}", "是未知的政策字段")
+                        err(f"policy.{key}", UNKNOWN_POLICY_FIELD)
                     continue
                 data[key] = value
     if strict:
         for key in data:
             if key not in KNOWN_KEYS:
-                err(key, "是未知字段")
+                err(key, UNKNOWN_FIELD)
 
     kwargs: dict[str, Any] = {}
     for name in REQUIRED_FIELDS:

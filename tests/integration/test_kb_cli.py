@@ -51,3 +51,20 @@ def test_search_command(app, app_ctx):
     load_default_if_empty()
     result = app.test_cli_runner().invoke(args=["kb", "search", "外籍人才工作许可怎么办"])
     assert result.exit_code == 0 and "talent-foreign-work-permit" in result.output
+
+
+def test_import_takes_a_file_with_extra_columns_and_says_what_it_left_out(app, app_ctx, tmp_path, db):
+    """The contract asks for "at least the columns id, question, answer": a file with a column of notes was refused
+    whole ("note" 是未知字段). Extra columns are now left out with a note naming them; other errors still stop it."""
+    extra = tmp_path / "extra.csv"
+    extra.write_text("id,question,answer,note\nx-extra-1,营业执照丢了怎么补办,可以在一网通办申请补领。,核对过\n",
+                     encoding="utf-8")
+    result = app.test_cli_runner().invoke(args=["kb", "import", str(extra)])
+    assert result.exit_code == 0, result.output
+    assert "已忽略不认识的列 note" in result.output
+    assert db.get(KBEntry, "x-extra-1").answer == "可以在一网通办申请补领。"
+    both = tmp_path / "both.csv"  # an unknown column and a missing answer: refused, nothing changed
+    both.write_text("id,question,note\nx-extra-2,问题,备注\n", encoding="utf-8")
+    result = app.test_cli_runner().invoke(args=["kb", "import", str(both)])
+    assert result.exit_code != 0 and "未改动" in result.output
+    assert db.get(KBEntry, "x-extra-2") is None
