@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import and_, case, func, or_, select, true
 from sqlalchemy.orm import Session
 
 from ..audit import Actor
@@ -63,42 +64,47 @@ def _scope(stmt, actor: Actor | None):
 
 
 def compute(session: Session, start: datetime, end: datetime, actor: Actor | None = None) -> Metrics:
-    """Rates for appeals in [start, end). See docs/appeals.md for what each counts."""
-    base = _scope(select(Appeal).where(Appeal.submitted_at >= start, Appeal.submitted_at < end), actor)
-    rows = list(session.scalars(base).unique())
-    submitted = len(rows)
+    """Rates for appeals in [start, end). See docs/appeals.md for what each counts.
+
+    Every figure is counted in the database: a period of a year or more holds thousands of appeals, which must
+    not be loaded one by one to be counted."""
+    def count(cond) -> Any:
+        return func.coalesce(func.sum(case((cond, 1), else_=0)), 0)
+
+    responded = Appeal.first_response_at.is_not(None)
+    # The rating of the latest round (a "not resolved" rating starts the next round).
+    last_rated_resolved = (select(AppealRating.resolved).where(AppealRating.appeal_id == Appeal.id)
+                           .order_by(AppealRating.round.desc()).limit(1).scalar_subquery())
     # 响应率: submitted in the period, not withdrawn/merged before anyone responded; responded in time.
-    resp_den = [a for a in rows if a.first_response_at is not None or a.status not in EXCLUDED]
-    resp_num = [a for a in resp_den if a.first_response_at is not None and a.response_due_at is not None
-                and a.first_response_at <= a.response_due_at]
-    # 按时办结率: first resolved in the period; resolved by the (extended) deadline.
-    done = list(session.scalars(_scope(select(Appeal).where(Appeal.first_resolved_at >= start,
-                                                            Appeal.first_resolved_at < end,
-                                                            Appeal.master_id.is_(None)), actor)).unique())
-    on_time = [a for a in done if a.resolved_on_time]
+    resp_den = or_(responded, Appeal.status.notin_(EXCLUDED))
+    resp_num = and_(responded, Appeal.response_due_at.is_not(None),
+                    Appeal.first_response_at <= Appeal.response_due_at)
     # 诉求解决率: submitted in the period and accepted for handling; now resolved/closed and not rated unresolved.
     # A merged child stays out after it followed its master to resolved (its status is no longer duplicate):
     # the master already counts that problem once.
-    res_den = [a for a in rows if a.status not in EXCLUDED and a.master_id is None]
-    last_rating = {}
-    if res_den:
-        for r in session.scalars(select(AppealRating).where(AppealRating.appeal_id.in_([a.id for a in res_den]))
-                                 .order_by(AppealRating.round)):
-            last_rating[r.appeal_id] = r
-    res_num = [a for a in res_den if a.status in (S.RESOLVED.value, S.CLOSED.value)
-               and (a.id not in last_rating or last_rating[a.id].resolved)]
+    res_den = and_(Appeal.status.notin_(EXCLUDED), Appeal.master_id.is_(None))
+    res_num = and_(res_den, Appeal.status.in_((S.RESOLVED.value, S.CLOSED.value)),
+                   or_(last_rated_resolved.is_(None), last_rated_resolved == true()))
+    submitted, n_resp_num, n_resp_den, n_res_num, n_res_den = session.execute(_scope(
+        select(func.count(Appeal.id), count(resp_num), count(resp_den), count(res_num), count(res_den))
+        .where(Appeal.submitted_at >= start, Appeal.submitted_at < end), actor)).one()
+    # 按时办结率: first resolved in the period; resolved by the (extended) deadline.
+    n_done, n_on_time = session.execute(_scope(
+        select(func.count(Appeal.id), count(Appeal.resolved_on_time == true()))
+        .where(Appeal.first_resolved_at >= start, Appeal.first_resolved_at < end, Appeal.master_id.is_(None)),
+        actor)).one()
     # 满意率: ratings given in the period; 4 or 5 stars.
-    rq = select(AppealRating).where(AppealRating.created_at >= start, AppealRating.created_at < end)
+    rq = select(func.count(AppealRating.id), count(AppealRating.satisfaction >= 4)).where(
+        AppealRating.created_at >= start, AppealRating.created_at < end)
     if actor is not None and actor.type == "staff" and actor.role == "dept":
         rq = rq.where(AppealRating.department == actor.department)
-    rated = list(session.scalars(rq))
-    happy = [r for r in rated if r.satisfaction >= 4]
+    n_rated, n_happy = session.execute(rq).one()
     # 退单数: return requests made in the period, by the department that returned the appeal.
     retq = select(AppealReturn.department, func.count(AppealReturn.id)).where(
         AppealReturn.created_at >= start, AppealReturn.created_at < end).group_by(AppealReturn.department)
     if actor is not None and actor.type == "staff" and actor.role == "dept":
         retq = retq.where(AppealReturn.department == actor.department)
     returns = {d: n for d, n in session.execute(retq)}
-    return Metrics(start.isoformat(), end.isoformat(), submitted, Rate(len(resp_num), len(resp_den)),
-                   Rate(len(on_time), len(done)), Rate(len(res_num), len(res_den)), Rate(len(happy), len(rated)),
-                   returns)
+    return Metrics(start.isoformat(), end.isoformat(), int(submitted), Rate(int(n_resp_num), int(n_resp_den)),
+                   Rate(int(n_on_time), int(n_done)), Rate(int(n_res_num), int(n_res_den)),
+                   Rate(int(n_happy), int(n_rated)), returns)
