@@ -69,3 +69,22 @@ def test_appeal_rates_are_counted_in_the_database(app_ctx, appeals):
     assert (m.on_time.numerator, m.on_time.denominator) == (20, 20)
     assert (m.resolution.numerator, m.resolution.denominator) == (20, 40)
     assert (m.satisfaction.numerator, m.satisfaction.denominator) == (20, 20)
+
+
+def test_weekly_report_counts_open_appeals_without_loading_them(app_ctx, appeals, db):
+    # Open appeals pile up over the years: the weekly report loaded every one of them only to count them and
+    # pick out the overdue ones.
+    from sqlalchemy import update
+
+    from wxapp_backend.appeals import reports
+
+    appeals(50)  # 25 in progress, 25 closed, all in the last three days
+    db.execute(update(Appeal).where(Appeal.id.in_([1, 3])).values(overdue=True))
+    week, _, end = reports.parse_week(None)  # last week: every appeal above came later
+    db.execute(update(Appeal).values(submitted_at=end - timedelta(days=30)))
+    with session_scope() as s, loaded(Appeal) as rows:
+        report = reports.weekly(s, week)
+    assert report["totals"]["open_now"] == 25
+    assert report["totals"]["overdue_now"] == 2
+    assert [r["number"][-5:] for r in report["overdue"]] == ["00001", "00003"]
+    assert sorted(a.id for a in rows) == [1, 3]

@@ -11,7 +11,7 @@ from openpyxl import Workbook
 from openpyxl.cell import Cell
 from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
 from openpyxl.worksheet.worksheet import Worksheet
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from ..audit import Actor
@@ -57,22 +57,25 @@ def weekly(session: Session, week: str | None, actor: Actor | None = None) -> di
     if actor is not None and actor.type == "staff" and actor.role == "dept":
         q = q.where(Appeal.department == actor.department)
     new = list(session.scalars(q.order_by(Appeal.id)).unique())
-    openq = select(Appeal).where(Appeal.status.in_([s.value for s in OPEN]), Appeal.submitted_at < end)
+    # Every appeal still open is counted in the database; only the overdue ones, which the report lists, are loaded.
+    open_cond = [Appeal.status.in_([s.value for s in OPEN]), Appeal.submitted_at < end]
     if actor is not None and actor.type == "staff" and actor.role == "dept":
-        openq = openq.where(Appeal.department == actor.department)
-    still_open = list(session.scalars(openq).unique())
+        open_cond.append(Appeal.department == actor.department)
+    open_now = session.scalar(select(func.count(Appeal.id)).where(*open_cond)) or 0
+    overdue = list(session.scalars(select(Appeal).where(*open_cond, Appeal.overdue.is_(True))
+                                   .order_by(Appeal.id)).unique())
     return {
         "week": label, "start": start.isoformat(), "end": end.isoformat(),
         "metrics": m.as_dict(),
-        "totals": {"submitted": len(new), "open_now": len(still_open),
-                   "overdue_now": sum(1 for a in still_open if a.overdue),
+        "totals": {"submitted": len(new), "open_now": open_now,
+                   "overdue_now": len(overdue),
                    "escalated": sum(1 for a in new if a.escalated)},
         "by_category": dict(Counter(a.category.name if a.category else "未分类" for a in new)),
         "by_department": dict(Counter(a.department or "未交办" for a in new)),
         "by_status": dict(Counter(LABELS[a.status] for a in new)),
         "by_building": dict(Counter(a.building.name if a.building else "未填写" for a in new)),
         "appeals": [_row(a) for a in new],
-        "overdue": [_row(a) for a in still_open if a.overdue],
+        "overdue": [_row(a) for a in overdue],
     }
 
 
