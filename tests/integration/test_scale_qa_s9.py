@@ -88,3 +88,18 @@ def test_weekly_report_counts_open_appeals_without_loading_them(app_ctx, appeals
     assert report["totals"]["overdue_now"] == 2
     assert [r["number"][-5:] for r in report["overdue"]] == ["00001", "00003"]
     assert sorted(a.id for a in rows) == [1, 3]
+
+
+def test_enterprise_issue_list_reads_columns_not_objects(app_ctx, appeals):
+    # The 企业问题清单 holds every appeal ever filed: building each one as an object with its category,
+    # enterprise and building (and theirs) took seconds for a few years of a busy street.
+    from wxapp_backend.appeals import reports
+
+    appeals(30)
+    with session_scope() as s, loaded(Appeal) as rows:
+        report = reports.enterprise_issues(s)
+    assert rows == []
+    [group] = report["enterprises"]
+    assert (group["enterprise"], group["enterprise_id"], group["open"], group["total"]) == ("未关联企业", None, 15, 30)
+    first = group["appeals"][0]
+    assert first["open"] is True and first["status"] == "办理中" and first["content"] == "停车难，请帮忙"

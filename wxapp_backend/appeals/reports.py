@@ -16,11 +16,12 @@ from sqlalchemy.orm import Session
 
 from ..audit import Actor
 from ..db import utcnow
+from ..enterprises.models import Building, Enterprise
 from ..errors import ValidationError
 from ..validation import MAX_YEAR, MIN_YEAR
 from . import metrics
 from .calendar import TZ
-from .models import Appeal, AppealReport
+from .models import Appeal, AppealCategory, AppealReport
 from .states import LABELS, OPEN
 
 _WEEK = re.compile(r"^(\d{4})-W(\d{2})$")
@@ -80,12 +81,18 @@ def weekly(session: Session, week: str | None, actor: Actor | None = None) -> di
 
 
 def _row(a: Appeal) -> dict:
-    return {"number": a.number, "status": LABELS[a.status], "category": a.category.name if a.category else "",
-            "department": a.department, "enterprise": a.enterprise.name if a.enterprise else a.enterprise_name,
-            "building": a.building.name if a.building else "", "content": a.content[:200],
-            "submitted_at": a.submitted_at.astimezone(TZ).strftime("%Y-%m-%d %H:%M"),
-            "due_at": a.due_at.astimezone(TZ).strftime("%Y-%m-%d %H:%M") if a.due_at else "",
-            "overdue": a.overdue, "escalated": a.escalated, "reopen_count": a.reopen_count}
+    return _format(a.number, a.status, a.category.name if a.category else "", a.department,
+                   a.enterprise.name if a.enterprise else a.enterprise_name, a.building.name if a.building else "",
+                   a.content, a.submitted_at, a.due_at, a.overdue, a.escalated, a.reopen_count)
+
+
+def _format(number: str, status: str, category: str, department: str, enterprise: str, building: str, content: str,
+            submitted_at: datetime, due_at: datetime | None, overdue: bool, escalated: bool, reopen_count: int) -> dict:
+    return {"number": number, "status": LABELS[status], "category": category, "department": department,
+            "enterprise": enterprise, "building": building, "content": content[:200],
+            "submitted_at": submitted_at.astimezone(TZ).strftime("%Y-%m-%d %H:%M"),
+            "due_at": due_at.astimezone(TZ).strftime("%Y-%m-%d %H:%M") if due_at else "",
+            "overdue": overdue, "escalated": escalated, "reopen_count": reopen_count}
 
 
 def prepare_weekly(session: Session, week: str | None = None) -> tuple[AppealReport, bool]:
@@ -102,7 +109,17 @@ def prepare_weekly(session: Session, week: str | None = None) -> tuple[AppealRep
 
 def enterprise_issues(session: Session, enterprise_id: int | None = None, actor: Actor | None = None) -> dict:
     """企业问题清单: each enterprise's appeals, open ones first."""
-    q = select(Appeal).where(Appeal.status.notin_(["duplicate"]))
+    # Every appeal of every enterprise: read as plain columns, not as objects with their category, enterprise
+    # and building (and theirs) joined in, which took seconds for a few years of appeals.
+    q = (select(Appeal.enterprise_id, Enterprise.name, Appeal.number, Appeal.status,
+                func.coalesce(AppealCategory.name, ""), Appeal.department,
+                func.coalesce(Enterprise.name, Appeal.enterprise_name), func.coalesce(Building.name, ""),
+                Appeal.content, Appeal.submitted_at, Appeal.due_at, Appeal.overdue, Appeal.escalated,
+                Appeal.reopen_count)
+         .outerjoin(AppealCategory, AppealCategory.id == Appeal.category_id)
+         .outerjoin(Enterprise, Enterprise.id == Appeal.enterprise_id)
+         .outerjoin(Building, Building.id == Appeal.building_id)
+         .where(Appeal.status.notin_(["duplicate"])))
     if enterprise_id:
         q = q.where(Appeal.enterprise_id == enterprise_id)
     if actor is not None and actor.type == "staff" and actor.role == "dept":
@@ -110,12 +127,13 @@ def enterprise_issues(session: Session, enterprise_id: int | None = None, actor:
     # One group per enterprise row: a name typed on an appeal (anyone may type any name) or a namesake company
     # must not join an enterprise's list, which holds only what its verified contacts filed.
     groups: dict[tuple[str, int | None], list[dict]] = {}
-    for a in session.scalars(q.order_by(Appeal.id)).unique():
-        if a.enterprise:
-            key = (a.enterprise.name, a.enterprise.id)
+    for eid, ename, *values in session.execute(q.order_by(Appeal.id)):
+        if ename is not None:
+            key = (ename, eid)
         else:
-            key = (f"{a.enterprise_name}（未核实）" if a.enterprise_name else "未关联企业", None)
-        groups.setdefault(key, []).append({**_row(a), "open": a.status in OPEN})
+            typed = values[4]
+            key = (f"{typed}（未核实）" if typed else "未关联企业", None)
+        groups.setdefault(key, []).append({**_format(*values), "open": values[1] in OPEN})
     out = []
     for (name, eid), rows in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1] or 0)):
         rows.sort(key=lambda r: (not r["open"], r["number"]))
