@@ -13,6 +13,7 @@ from ..auth.models import StaffRole
 from ..console import add_nav
 from ..db import session_scope
 from ..enterprises.models import Building
+from ..enterprises.services import paginate
 from ..errors import AppError
 from ..notices import broadcast
 from ..notices.broadcast_models import Notice, StaffTestRecipient
@@ -22,6 +23,7 @@ from .models import CATEGORIES, Activity
 bp = Blueprint("notices_console", __name__, url_prefix="/console")
 
 _SPLIT = re.compile(r"[,，、\s]+")
+PER_PAGE = 50
 
 
 def _form_data() -> dict[str, Any]:
@@ -56,12 +58,16 @@ def _choices(s) -> dict[str, Any]:
 @bp.get("/notices")
 @console_required(StaffRole.DEPT)
 def notices():
+    # Every notice stays reachable (the page showed the latest 100 only); a page number past the end shows the last.
+    number = min(row_id(request.args.get("page")) or 1, 100_000)
     with session_scope() as s:
-        rows = s.scalars(select(Notice).order_by(Notice.id.desc()).limit(100)).all()
+        page = paginate(s, select(Notice).order_by(Notice.id.desc()), number, PER_PAGE)
+        if page.page > page.pages:
+            page = paginate(s, select(Notice).order_by(Notice.id.desc()), page.pages, PER_PAGE)
         link = s.get(StaffTestRecipient, current_actor().id)
         test_user = link.user_id if link else None
-    return render_template("console/notices/list.html", rows=rows, labels=broadcast.NOTICE_STATUS_LABELS,
-                           test_user=test_user)
+    return render_template("console/notices/list.html", rows=page.items, page=page,
+                           labels=broadcast.NOTICE_STATUS_LABELS, test_user=test_user)
 
 
 @bp.route("/notices/new", methods=["GET", "POST"])

@@ -118,7 +118,8 @@ class Page:
         return self.page < self.pages
 
 
-def _paginate(session: Session, stmt: Select, page: int, per_page: int) -> Page:
+def paginate(session: Session, stmt: Select, page: int, per_page: int) -> Page:
+    """One page of `stmt`'s rows, with the total."""
     total = session.scalar(select(func.count()).select_from(stmt.order_by(None).subquery())) or 0
     items = list(session.scalars(stmt.limit(per_page).offset((page - 1) * per_page)).unique())
     return Page(items, total, page, per_page)
@@ -446,7 +447,7 @@ def enterprise_query(*, q: str | None = None, building_id: int | None = None, gr
 
 def search_enterprises(session: Session, *, page: int = 1, per_page: int = 20, **filters: Any) -> Page:
     """Find enterprises by name or credit code substring, building, grid, industry and tag; one page."""
-    return _paginate(session, enterprise_query(**filters), page, per_page)
+    return paginate(session, enterprise_query(**filters), page, per_page)
 
 
 def industries(session: Session) -> list[str]:
@@ -468,7 +469,7 @@ def list_users(session: Session, *, state: str | None = None, q: str | None = No
         stmt = stmt.where(User.binding_state == state)
     if q:
         stmt = stmt.where(or_(User.nickname.contains(q, autoescape=True), User.phone.contains(q, autoescape=True)))
-    return _paginate(session, stmt, page, per_page)
+    return paginate(session, stmt, page, per_page)
 
 
 def decide_binding(session: Session, actor: Actor, user_id: int, *, approve: bool,
