@@ -56,14 +56,14 @@ LABELS: dict[str, str] = {
 EVENT_LABELS: dict[str, str] = {
     "submitted": "提交诉求", "accepted": "受理", "assigned": "交办", "started": "开始办理",
     "info_requested": "请企业补充材料", "supplemented": "企业补充", "coordinating": "协调会办",
-    "tasks_added": "增加会办任务", "task_done": "会办任务办结", "coordination_done": "会办完成",
+    "tasks_added": "增加会办任务", "task_done": "会办任务办结", "task_cancelled": "会办任务取消", "coordination_done": "会办完成",
     "resolved": "办结", "closed": "关闭", "rejected": "不予受理", "withdrawn": "企业撤回", "reopened": "重新办理",
     "rated": "企业评价", "rectification_opened": "差评整改", "merged": "合并", "child_merged": "并入本诉求",
     "split": "取消合并", "return_requested": "申请退单", "return_rejected": "退单未通过",
     "extension_requested": "申请延期", "extension_approved": "同意延期", "extension_rejected": "不同意延期",
     "urged": "催办", "due_soon": "临期提醒", "overdue": "已超期", "escalated": "转办不成事",
-    "categorised": "调整分类", "reassigned": "改派承办人", "handler_changed": "更换承办人", "noted": "备注",
-    "notified": "通知企业", "owner_notified": "通知承办人", "photos_pending": "照片待保存",
+    "categorised": "调整分类", "reassigned": "改派部门", "handler_changed": "改派承办人", "noted": "备注",
+    "notified": "通知企业", "owner_notified": "通知办不成事窗口负责人", "photos_pending": "照片待保存",
     "photos_attached": "照片已保存",
 }
 ACTOR_LABELS: dict[str, str] = {"user": "企业", "staff": "工作人员", "system": "系统"}
