@@ -1,0 +1,40 @@
+"""Staff console pages as staff read them in a browser: words, times and what a failed form keeps."""
+
+from __future__ import annotations
+
+import re
+
+from wxapp_backend.appeals import services as appeal_services
+from wxapp_backend.db import session_scope
+
+
+def _submit(user_id: int, content: str, **kw) -> int:
+    with session_scope() as s:
+        appeal, _ = appeal_services.submit_appeal(s, user_id, appeal_services.Intake(
+            content=content, contact_name="张三", contact_phone="13800138000", **kw))
+        return appeal.id
+
+
+def _cells(page: str, table_id: str) -> list[list[str]]:
+    table = re.search(rf'<table class="table" id="{table_id}">(.*?)</table>', page, re.S).group(1)
+    rows = re.findall(r"<tr>(.*?)</tr>", table, re.S)
+    return [[re.sub(r"<[^>]+>", "", c).strip() for c in re.findall(r"<td>(.*?)</td>", r, re.S)] for r in rows]
+
+
+def test_appeal_timeline_names_each_step_and_the_system_in_chinese(client, make_user, make_staff, console_login):
+    admin = make_staff(role="admin")
+    csrf = console_login(admin)
+    appeal_id = _submit(make_user().id, "楼道灯坏了，麻烦修一下")
+    for action, extra in (("accept", {}), ("note", {"note": "先电话联系"}), ("assign", {"department": "城运中心"}),
+                          ("start", {}), ("resolve", {"resolution": "已更换灯管"})):
+        resp = client.post(f"/console/appeals/{appeal_id}/action", data={"csrf_token": csrf, "action": action, **extra})
+        assert resp.status_code == 302, (action, resp.get_data(as_text=True))
+
+    page = client.get(f"/console/appeals/{appeal_id}").get_data(as_text=True)
+    rows = [r for r in _cells(page, "timeline") if r]
+    steps = [r[1] for r in rows]
+    assert steps[:2] == ["提交诉求", "受理"], steps
+    assert {"备注", "交办", "开始办理", "办结", "通知企业"} <= set(steps), steps
+    # The accepted/resolved notices to the enterprise are the system's steps: 系统, not "system".
+    assert any(r[1] == "通知企业" and r[3] == "系统" for r in rows), rows
+    assert not [r for r in rows if re.search(r"[A-Za-z]", r[1]) or r[3] == "system"], rows
