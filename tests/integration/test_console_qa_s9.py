@@ -38,3 +38,20 @@ def test_appeal_timeline_names_each_step_and_the_system_in_chinese(client, make_
     # The accepted/resolved notices to the enterprise are the system's steps: 系统, not "system".
     assert any(r[1] == "通知企业" and r[3] == "系统" for r in rows), rows
     assert not [r for r in rows if re.search(r"[A-Za-z]", r[1]) or r[3] == "system"], rows
+
+
+def _failing_job(n: int) -> None:
+    raise ValueError(f"boom {n}")
+
+
+def test_jobs_page_shows_when_a_job_failed_in_shanghai_time(app_ctx, run_jobs, client, make_staff, console_login):
+    from wxapp_backend.appeals.calendar import TZ
+    from wxapp_backend.queue import enqueue, failed_jobs
+
+    enqueue(_failing_job, 9)
+    assert run_jobs() == 1
+    ended = failed_jobs()[0]["ended_at"]
+    console_login(make_staff(role="admin"))
+    page = client.get("/console/jobs").get_data(as_text=True)
+    assert f"<td>{ended.astimezone(TZ):%Y-%m-%d %H:%M}</td>" in page
+    assert "+00:00" not in page
