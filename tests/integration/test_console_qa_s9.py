@@ -55,3 +55,31 @@ def test_jobs_page_shows_when_a_job_failed_in_shanghai_time(app_ctx, run_jobs, c
     page = client.get("/console/jobs").get_data(as_text=True)
     assert f"<td>{ended.astimezone(TZ):%Y-%m-%d %H:%M}</td>" in page
     assert "+00:00" not in page
+
+
+def test_a_refused_appeal_action_keeps_what_staff_typed(client, make_user, make_staff, console_login):
+    admin = make_staff(role="admin")
+    csrf = console_login(admin)
+    appeal_id = _submit(make_user().id, "园区停车位不够，希望协调")
+    for action, extra in (("accept", {}), ("coordinate", {"task_department": "交警中队", "task_description": "核实车位",
+                                                          "task_days": "3", "task_required": "1"})):
+        resp = client.post(f"/console/appeals/{appeal_id}/action", data={"csrf_token": csrf, "action": action, **extra})
+        assert resp.status_code == 302, (action, resp.get_data(as_text=True))
+
+    # 办结 while the required 会办 task is still open is refused; the long result typed is not thrown away.
+    resolution = "已与交警中队现场核实，新增临时车位 20 个 <b>并</b> 安排错峰停车。"
+    resp = client.post(f"/console/appeals/{appeal_id}/action",
+                       data={"csrf_token": csrf, "action": "resolve", "resolution": resolution})
+    assert resp.status_code == 409
+    page = resp.get_data(as_text=True)
+    assert "操作未完成：还有必须完成的会办任务未办结（交警中队）" in page
+    box = re.search(r'<form[^>]*id="action-resolve".*?<textarea name="resolution"[^>]*>(.*?)</textarea>', page, re.S)
+    assert box and box.group(1) == resolution.replace("<", "&lt;").replace(">", "&gt;")
+    # Only the failed form is filled in: the 内部备注 box (also named note) stays empty.
+    assert re.search(r'id="action-note".*?<textarea name="note"[^>]*></textarea>', page, re.S)
+
+    # A master number that does not exist: the number typed stays in its box to be corrected.
+    resp = client.post(f"/console/appeals/{appeal_id}/action",
+                       data={"csrf_token": csrf, "action": "merge", "master": "SQ20990101-0999"})
+    assert resp.status_code == 422
+    assert re.search(r'<input name="master"[^>]*value="SQ20990101-0999"', resp.get_data(as_text=True))

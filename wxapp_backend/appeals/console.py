@@ -90,6 +90,11 @@ def triage():
 @bp.get("/appeals/<int:appeal_id>")
 @console_required(StaffRole.DEPT)
 def detail(appeal_id: int):
+    return _detail_page(appeal_id)
+
+
+def _detail_page(appeal_id: int, typed=None, status: int = 200):
+    """The appeal page; `typed` is a failed action's form, put back into that action's boxes."""
     with session_scope() as s:
         appeal = services.get_appeal(s, appeal_id, current_actor())
         data = services.detail_for_staff(s, appeal, current_actor())
@@ -97,7 +102,7 @@ def detail(appeal_id: int):
         names = {st.id: st.display_name or st.username for st in staff}
         return render_template("console/appeals/detail.html", a=appeal, d=data, staff=staff, names=names,
                                categories=services.categories(s), departments=_departments(s),
-                               open_states=OPEN, S=AppealStatus)
+                               open_states=OPEN, S=AppealStatus, typed_form=typed or {}), status
 
 
 def _number(value: str | None) -> int | None:
@@ -147,7 +152,7 @@ def action(appeal_id: int):
         if exc.status == 404:
             raise
         flash(f"操作未完成：{exc.message}")
-        return redirect(url_for("appeals_console.detail", appeal_id=appeal_id))
+        return _detail_page(appeal_id, typed=form, status=exc.status)
     flash(f"已{ACTION_LABELS.get(name, '操作')}。")
     back = safe_console_path(form.get("next")) or ""
     return redirect(back if back.startswith("/console/") else url_for("appeals_console.detail", appeal_id=appeal_id))
