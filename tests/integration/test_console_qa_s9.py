@@ -83,3 +83,29 @@ def test_a_refused_appeal_action_keeps_what_staff_typed(client, make_user, make_
                        data={"csrf_token": csrf, "action": "merge", "master": "SQ20990101-0999"})
     assert resp.status_code == 422
     assert re.search(r'<input name="master"[^>]*value="SQ20990101-0999"', resp.get_data(as_text=True))
+
+
+def test_a_department_account_is_offered_no_button_it_may_not_use(client, make_user, make_staff, make_activity,
+                                                                 console_login):
+    from wxapp_backend.activities import services as activity_services
+    from wxapp_backend.audit import Actor
+    from wxapp_backend.notices import broadcast
+
+    admin = make_staff(role="admin")
+    activity_id = make_activity().id
+    with session_scope() as s:
+        activity_services.register(s, activity_id=activity_id, user_id=make_user().id)
+        notice_id = broadcast.create_notice(s, Actor("staff", admin.id, role="admin"), {"kind": "policy", "title": "稳岗补贴申报开始",
+                                                        "summary": "请于月底前申报", "audience": {"all": True}}).id
+    console_login(make_staff(role="dept", department="城运中心"))
+    for path in ("/console/activities", f"/console/activities/{activity_id}/registrations", "/console/notices",
+                 f"/console/notices/{notice_id}"):
+        resp = client.get(path)
+        assert resp.status_code == 200, path
+        page = resp.get_data(as_text=True)
+        # Every link there opens for this account, and the only thing it can send is 退出.
+        for link in sorted(set(re.findall(r'href="(/console/[^"#]*)"', page))):
+            status = client.get(link.replace("&amp;", "&")).status_code
+            assert status != 403, (path, link)
+        posts = set(re.findall(r'<form method="post" action="([^"]+)"', page))
+        assert posts == {"/console/logout"}, (path, posts)

@@ -8,11 +8,11 @@ import re
 from datetime import datetime
 from typing import Any
 
-from flask import Blueprint, Response, current_app, flash, redirect, render_template, request, url_for
+from flask import Blueprint, Response, current_app, flash, g, redirect, render_template, request, url_for
 from sqlalchemy import select
 
 from ..auth.guard import console_required, current_actor
-from ..auth.models import StaffRole, User
+from ..auth.models import ROLE_RANK, StaffRole, User
 from ..console import add_nav
 from ..db import session_scope, utcnow
 from ..enterprises.models import Building, Enterprise
@@ -27,6 +27,13 @@ bp = Blueprint("activities_console", __name__, url_prefix="/console")
 STATUS_NAMES = {"draft": "草稿", "published": "已发布", "cancelled": "已取消"}
 _DT_FIELDS = ("starts_at", "ends_at", "registration_opens_at", "registration_closes_at", "cancel_deadline")
 _SPLIT = re.compile(r"[,，、\s]+")
+
+
+@bp.context_processor
+def _perms() -> dict[str, Any]:
+    """Department accounts read activities and check people in; editing and deciding is for staff."""
+    staff = getattr(g, "staff", None)
+    return {"can_edit": staff is not None and ROLE_RANK[StaffRole(staff.role)] >= ROLE_RANK[StaffRole.STAFF]}
 
 
 def _local(dt: datetime | None) -> str:

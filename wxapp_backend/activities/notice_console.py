@@ -5,11 +5,11 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from flask import Blueprint, flash, jsonify, redirect, render_template, request, url_for
+from flask import Blueprint, flash, g, jsonify, redirect, render_template, request, url_for
 from sqlalchemy import select
 
 from ..auth.guard import console_required, current_actor
-from ..auth.models import StaffRole
+from ..auth.models import ROLE_RANK, StaffRole
 from ..console import add_nav
 from ..db import session_scope
 from ..enterprises.models import Building
@@ -24,6 +24,13 @@ bp = Blueprint("notices_console", __name__, url_prefix="/console")
 
 _SPLIT = re.compile(r"[,，、\s]+")
 PER_PAGE = 50
+
+
+@bp.context_processor
+def _perms() -> dict[str, Any]:
+    """Department accounts follow notices; writing, testing and publishing them is for staff."""
+    staff = getattr(g, "staff", None)
+    return {"can_edit": staff is not None and ROLE_RANK[StaffRole(staff.role)] >= ROLE_RANK[StaffRole.STAFF]}
 
 
 def _form_data() -> dict[str, Any]:
