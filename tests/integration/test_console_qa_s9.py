@@ -109,3 +109,17 @@ def test_a_department_account_is_offered_no_button_it_may_not_use(client, make_u
             assert status != 403, (path, link)
         posts = set(re.findall(r'<form method="post" action="([^"]+)"', page))
         assert posts == {"/console/logout"}, (path, posts)
+
+
+def test_a_refused_new_appeal_category_keeps_its_form(client, make_staff, console_login):
+    csrf = console_login(make_staff(role="admin"))
+    client.get("/console/appeal-categories")  # the built-in catalogue is in place
+    form = {"csrf_token": csrf, "code": "other", "name": "共享单车", "department": "城运中心", "promised_days": "7",
+            "keywords": "单车,乱停", "active": "true"}
+    resp = client.post("/console/appeal-categories", data=form)
+    assert resp.status_code == 409  # the code is taken: a refusal, not a page that claims all is well
+    page = resp.get_data(as_text=True)
+    assert "类别代码或名称已存在" in page
+    new = re.search(r'<form[^>]*id="new-category">(.*?)</form>', page, re.S).group(1)
+    for name in ("code", "name", "department", "promised_days", "keywords"):
+        assert re.search(rf'name="{name}"[^>]*value="{re.escape(form[name])}"', new), name

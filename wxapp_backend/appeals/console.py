@@ -190,7 +190,7 @@ CATEGORY_FORM = (
 @bp.route("/appeal-categories", methods=["GET", "POST"])
 @console_required(StaffRole.DEPT)
 def categories():
-    error = None
+    error, status, typed = None, 200, {}
     if request.method == "POST":
         if ROLE_RANK[StaffRole(g.staff.role)] < ROLE_RANK[StaffRole.ADMIN]:
             raise AppError("只有管理员可以修改政府服务清单。", status=403, code="forbidden")
@@ -206,11 +206,13 @@ def categories():
             flash("已保存。")
             return redirect(url_for("appeals_console.categories"))
         except AppError as exc:
-            error = exc.message
+            error, status = exc.message, exc.status
+            if row_id(request.form.get("id")) is None:  # a refused new category: its form keeps what was typed
+                typed = request.form
     with session_scope() as s:
         rows = services.categories(s, active_only=False)
-        return render_template("console/appeals/categories.html", rows=rows, error=error,
-                               requirable=services.REQUIRABLE)
+        return render_template("console/appeals/categories.html", rows=rows, error=error, typed=typed,
+                               requirable=services.REQUIRABLE), status
 
 
 HOLIDAY_FORM = (Field("day", "date", "日期", required=True), Field("is_workday", "bool", "是否上班", default=False),
