@@ -123,3 +123,18 @@ def test_a_refused_new_appeal_category_keeps_its_form(client, make_staff, consol
     new = re.search(r'<form[^>]*id="new-category">(.*?)</form>', page, re.S).group(1)
     for name in ("code", "name", "department", "promised_days", "keywords"):
         assert re.search(rf'name="{name}"[^>]*value="{re.escape(form[name])}"', new), name
+
+
+def test_a_refused_activity_form_keeps_the_boxes_staff_unticked(client, make_staff, make_activity, console_login):
+    csrf = console_login(make_staff(role="staff"))
+    activity_id = make_activity(waitlist_enabled=True, requires_approval=True).id
+    # Waitlist and approval unticked, but the end is before the start: refused, shown again to correct.
+    form = {"csrf_token": csrf, "category": "concert", "status": "published", "title": "楼宇音乐会",
+            "address": "中心大厦", "starts_at": "2030-05-01T14:00", "ends_at": "2030-05-01T12:00", "capacity": "20"}
+    for path in ("/console/activities/new", f"/console/activities/{activity_id}/edit"):
+        resp = client.post(path, data=form)
+        assert resp.status_code == 422, (path, resp.status_code)
+        page = resp.get_data(as_text=True)
+        for name in ("waitlist_enabled", "requires_approval", "verified_only"):
+            box = re.search(rf'<input type="checkbox" name="{name}"[^>]*>', page).group(0)
+            assert "checked" not in box, (path, box)

@@ -132,6 +132,8 @@ def _editor(activity_id: int | None):
             raise
         values = {**values, **{k: request.form.get(k, "") for k in request.form}}
         values["audience_building_ids"] = row_ids(request.form.getlist("audience_building_ids"))
+        for name in ("waitlist_enabled", "verified_only", "requires_approval"):  # a box left unticked is not sent
+            values[name] = name in request.form
         return render_template("console/activities/edit.html", activity=activity, v=values, error=exc.message,
                                errors=exc.fields, **ctx), exc.status
     flash("活动已保存。")
