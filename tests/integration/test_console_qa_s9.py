@@ -138,3 +138,30 @@ def test_a_refused_activity_form_keeps_the_boxes_staff_unticked(client, make_sta
         for name in ("waitlist_enabled", "requires_approval", "verified_only"):
             box = re.search(rf'<input type="checkbox" name="{name}"[^>]*>', page).group(0)
             assert "checked" not in box, (path, box)
+
+
+def test_category_required_fields_are_read_in_chinese_and_never_dropped_silently(client, make_staff, console_login):
+    from wxapp_backend.appeals.models import AppealCategory
+
+    csrf = console_login(make_staff(role="admin"))
+    client.get("/console/appeal-categories")  # the built-in catalogue is in place
+    with session_scope() as s:
+        row = s.query(AppealCategory).filter_by(code="other").one()
+        category_id, before = row.id, list(row.required_fields or [])
+    form = {"csrf_token": csrf, "id": str(category_id), "name": "其他", "department": "营商服务中心",
+            "promised_days": "5", "keywords": "", "active": "true"}
+
+    # Typed as the page shows them, with a Chinese separator: stored as the codes the intake checks.
+    resp = client.post("/console/appeal-categories", data={**form, "required_fields": "楼宇、照片"})
+    assert resp.status_code == 302
+    with session_scope() as s:
+        assert s.get(AppealCategory, category_id).required_fields == ["building_id", "images"]
+    page = client.get("/console/appeal-categories").get_data(as_text=True)
+    assert "楼宇、照片" in page and "building_id" not in page
+
+    # Something it cannot ask for is refused by name, and the category keeps its requirements.
+    resp = client.post("/console/appeal-categories", data={**form, "required_fields": "楼宇、营业执照"})
+    assert resp.status_code == 422
+    assert "不认识：营业执照" in resp.get_data(as_text=True)
+    with session_scope() as s:
+        assert s.get(AppealCategory, category_id).required_fields == ["building_id", "images"] != before

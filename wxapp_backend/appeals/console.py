@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -187,6 +188,22 @@ CATEGORY_FORM = (
 )
 
 
+# What a category can ask the enterprise for, as staff name it; the codes are what the catalogue stores.
+REQUIRABLE_LABELS = {"enterprise_id": "企业", "building_id": "楼宇", "images": "照片"}
+
+
+def _required_fields(text: str | None) -> list[str]:
+    """必填项 typed as names (企业、楼宇、照片) or codes, with any separator; anything else is refused, not dropped."""
+    codes = {**{code: code for code in REQUIRABLE_LABELS}, **{name: code for code, name in REQUIRABLE_LABELS.items()}}
+    parts = [p for p in re.split(r"[,，、;；\s]+", text or "") if p]
+    unknown = [p for p in parts if p not in codes]
+    if unknown:
+        allowed = "、".join(REQUIRABLE_LABELS.values())
+        raise ValidationError(f"必填项只能填{allowed}，不认识：{'、'.join(unknown)}",
+                              fields={"required_fields": f"只能填{allowed}"})
+    return list(dict.fromkeys(codes[p] for p in parts))
+
+
 @bp.route("/appeal-categories", methods=["GET", "POST"])
 @console_required(StaffRole.DEPT)
 def categories():
@@ -197,7 +214,7 @@ def categories():
         try:
             data = validate({k: v for k, v in request.form.items() if k != "csrf_token"}, CATEGORY_FORM)
             data["keywords"] = [k.strip() for k in (data["keywords"] or "").replace("，", ",").split(",") if k.strip()]
-            data["required_fields"] = [k.strip() for k in (data["required_fields"] or "").split(",") if k.strip()]
+            data["required_fields"] = _required_fields(data["required_fields"])
             with session_scope() as s:
                 category_id = row_id(request.form.get("id"))
                 if category_id is None and not data.get("code"):
@@ -212,7 +229,7 @@ def categories():
     with session_scope() as s:
         rows = services.categories(s, active_only=False)
         return render_template("console/appeals/categories.html", rows=rows, error=error, typed=typed,
-                               requirable=services.REQUIRABLE), status
+                               requirable=REQUIRABLE_LABELS), status
 
 
 HOLIDAY_FORM = (Field("day", "date", "日期", required=True), Field("is_workday", "bool", "是否上班", default=False),
