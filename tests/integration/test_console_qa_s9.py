@@ -165,3 +165,30 @@ def test_category_required_fields_are_read_in_chinese_and_never_dropped_silently
     assert "不认识：营业执照" in resp.get_data(as_text=True)
     with session_scope() as s:
         assert s.get(AppealCategory, category_id).required_fields == ["building_id", "images"] != before
+
+
+def test_emptying_an_optional_box_in_the_activity_editor_clears_it(client, make_staff, make_activity, make_building,
+                                                                   console_login):
+    from datetime import UTC, datetime, timedelta
+
+    from wxapp_backend.activities.models import Activity
+    from wxapp_backend.appeals.calendar import TZ
+
+    csrf = console_login(make_staff(role="staff"))
+    start = (datetime.now(UTC) + timedelta(days=10)).replace(second=0, microsecond=0)
+    activity_id = make_activity(starts_at=start, building_id=make_building().id, per_enterprise_cap=2,
+                                registration_closes_at=start - timedelta(days=1),
+                                cancel_deadline=start - timedelta(days=2)).id
+    # The editor as staff send it back: every box, with 报名截止, 取消截止 and 每家企业上限 emptied and
+    # 所在楼宇 set to （不在楼宇内）.
+    form = {"csrf_token": csrf, "category": "vertical_marathon", "status": "published", "title": "垂直马拉松",
+            "address": "中心大厦", "starts_at": f"{start.astimezone(TZ):%Y-%m-%dT%H:%M}",
+            "ends_at": f"{(start + timedelta(hours=3)).astimezone(TZ):%Y-%m-%dT%H:%M}", "capacity": "10",
+            "waitlist_enabled": "on", "registration_opens_at": "", "registration_closes_at": "",
+            "cancel_deadline": "", "per_enterprise_cap": "", "building_id": ""}
+    resp = client.post(f"/console/activities/{activity_id}/edit", data=form)
+    assert resp.status_code == 302, resp.get_data(as_text=True)
+    with session_scope() as s:
+        a = s.get(Activity, activity_id)
+        assert (a.registration_closes_at, a.cancel_deadline, a.per_enterprise_cap, a.building_id) == (None,) * 4
+        assert a.starts_at == start  # what was sent unchanged stays as it was

@@ -49,7 +49,7 @@ def _local_time_filter(dt: datetime | None) -> str:
     return _local(dt)
 
 
-def _form_data(*, editing: bool) -> dict[str, Any]:
+def _form_data() -> dict[str, Any]:
     """The editor form as the service's input (datetime-local values are Shanghai time)."""
     f = request.form
     data: dict[str, Any] = {}
@@ -73,11 +73,6 @@ def _form_data(*, editing: bool) -> dict[str, Any]:
                                   "\"options\":[\"S\",\"M\"]}]", fields={"questions": "格式不对"}) from None
     else:
         data["questions"] = []
-    if editing:  # an edit form sends every field; None means "cleared" for the optional ones
-        for name in ("registration_opens_at", "registration_closes_at", "cancel_deadline", "per_enterprise_cap",
-                     "building_id"):
-            if data.get(name) is None:
-                data.pop(name)
     return data
 
 
@@ -121,11 +116,13 @@ def _editor(activity_id: int | None):
         return render_template("console/activities/edit.html", activity=activity, v=values, errors={}, **ctx)
     try:
         with session_scope() as s:
-            data = _form_data(editing=activity is not None)
+            data = _form_data()
             if activity is None:
                 saved = services.create_activity(s, current_actor(), data)
             else:
-                saved = services.update_activity(s, current_actor(), activity.id, data)
+                # The form sends every box: one left empty removes that optional setting (报名截止, 所在楼宇...).
+                cleared = [name for name in services.CLEARABLE if name in request.form and data.get(name) is None]
+                saved = services.update_activity(s, current_actor(), activity.id, data, clear=cleared)
             saved_id = saved.id
     except AppError as exc:
         if exc.status in {403, 404}:

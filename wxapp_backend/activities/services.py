@@ -13,6 +13,7 @@ queue: while anyone is waitlisted, a newcomer is waitlisted too.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 from datetime import date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -133,8 +134,14 @@ def _cross_check(v: dict[str, Any]) -> dict[str, str]:
     return errors
 
 
-def _validated(data: dict[str, Any], existing: Activity | None) -> dict[str, Any]:
+# Optional settings an edit may remove (a partial validation reads a missing or null value as "unchanged").
+CLEARABLE = ("registration_opens_at", "registration_closes_at", "cancel_deadline", "per_enterprise_cap",
+             "building_id")
+
+
+def _validated(data: dict[str, Any], existing: Activity | None, clear: Iterable[str] = ()) -> dict[str, Any]:
     clean = validate(data, ACTIVITY_FIELDS, partial=existing is not None)
+    clean.update({name: None for name in clear if name in CLEARABLE and name not in clean})
     merged = dict(clean)
     if existing is not None:
         for f in ACTIVITY_FIELDS:
@@ -159,10 +166,12 @@ def create_activity(session: Session, actor: Actor, data: dict[str, Any]) -> Act
     return activity
 
 
-def update_activity(session: Session, actor: Actor, activity_id: int, data: dict[str, Any]) -> Activity:
-    """Edit an activity; raising the capacity promotes that many from the waitlist in this transaction."""
+def update_activity(session: Session, actor: Actor, activity_id: int, data: dict[str, Any],
+                    *, clear: Iterable[str] = ()) -> Activity:
+    """Edit an activity; raising the capacity promotes that many from the waitlist in this transaction.
+    `clear` names optional settings (CLEARABLE) to remove, as the console's editor does with an emptied box."""
     activity = lock_activity(session, activity_id)
-    v = _validated(data, activity)
+    v = _validated(data, activity, clear)
     if v.get("building_id") and session.get(Building, v["building_id"]) is None:
         raise ValidationError("所选楼宇不存在", fields={"building_id": "所选楼宇不存在"})
     taken = seats_taken(session, activity.id)
