@@ -192,3 +192,20 @@ def test_emptying_an_optional_box_in_the_activity_editor_clears_it(client, make_
         a = s.get(Activity, activity_id)
         assert (a.registration_closes_at, a.cancel_deadline, a.per_enterprise_cap, a.building_id) == (None,) * 4
         assert a.starts_at == start  # what was sent unchanged stays as it was
+
+
+def test_registrations_page_shows_answers_under_the_questions_staff_wrote(client, make_user, make_staff,
+                                                                         make_activity, console_login):
+    from wxapp_backend.activities import services as activity_services
+
+    questions = [{"key": "size", "label": "T恤尺码", "type": "choice", "options": ["S", "M", "L"], "required": True},
+                 {"key": "vegetarian", "label": "是否素食", "type": "bool"},
+                 {"key": "topics", "label": "感兴趣的话题", "type": "multi", "options": ["税务", "人才"]}]
+    activity_id = make_activity(questions=questions).id
+    with session_scope() as s:
+        activity_services.register(s, activity_id=activity_id, user_id=make_user().id,
+                                   answers={"size": "M", "vegetarian": True, "topics": ["税务", "人才"]})
+    console_login(make_staff(role="staff"))
+    page = client.get(f"/console/activities/{activity_id}/registrations").get_data(as_text=True)
+    assert "T恤尺码：M<br>是否素食：是<br>感兴趣的话题：税务、人才<br>" in page
+    assert "size" not in page and "vegetarian" not in page and "True" not in page

@@ -179,6 +179,7 @@ def registrations(activity_id: int):
         stats = services.attendance_stats(s, activity_id)
     return render_template("console/activities/registrations.html", activity=activity, rows=rows, taken=taken,
                            queued=queued, stats=stats, status_names=STATUS_NAMES,
+                           question_labels={q["key"]: q["label"] for q in activity.questions or []},
                            started=utcnow() >= activity.starts_at)
 
 
