@@ -70,7 +70,8 @@ class Field:
         return self.label or self.name
 
 
-def _clean_text(value: str) -> str:
+def clean_text(value: str) -> str:
+    """Text without control characters (PostgreSQL refuses NUL) and surrounding blanks."""
     return _CONTROL_RE.sub("", value).strip()
 
 
@@ -81,7 +82,7 @@ def _coerce(f: Field, value: Any) -> Any:  # noqa: C901 - one branch per kind re
             value = str(value)
         if not isinstance(value, str):
             raise _Bad(f"{t}应为文字")
-        value = _clean_text(value)
+        value = clean_text(value)
         if f.kind == "credit_code":
             value = value.upper().replace(" ", "")
         if f.kind == "phone":  # full-width digits and dashes from a Chinese input method are the same number
