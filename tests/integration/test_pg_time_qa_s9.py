@@ -56,3 +56,36 @@ def test_coordination_task_text_loses_control_characters(client, make_user, make
     assert (task.department, task.description) == ("城运中心", "核查")
     resp = client.post(url, json={"action": "coordinate", "tasks": [{"department": "\x00 "}]}, headers=headers)
     assert resp.status_code == 422 and "请填写部门" in resp.get_json()["message"]
+
+
+def test_searches_ignore_ascii_case_on_every_backend(client, make_staff, staff_headers, make_enterprise,
+                                                     make_building, make_user, app_ctx):
+    """SQLite's LIKE ignores ASCII case, PostgreSQL's does not: "soho" found "SOHO…" only on SQLite."""
+    from wxapp_backend.enterprises import services as ent_services
+
+    make_enterprise(name="SOHO科技有限公司")
+    make_building(name="SOHO东海广场", address="延安东路 Tower A")
+    make_user(nickname="Amy")
+    headers = staff_headers(make_staff(role="admin"))
+    found = client.get("/api/v1/staff/enterprises?q=soho", headers=headers).get_json()
+    assert [e["name"] for e in found["items"]] == ["SOHO科技有限公司"]
+    assert [b["name"] for b in client.get("/api/v1/buildings?q=soho").get_json()["items"]] == ["SOHO东海广场"]
+    assert [b["name"] for b in client.get("/api/v1/buildings?q=tower a").get_json()["items"]] == ["SOHO东海广场"]
+    with session_scope() as s:
+        assert [u.nickname for u in ent_services.list_users(s, q="amy").items] == ["Amy"]
+
+
+def test_console_kb_search_ignores_case_and_takes_percent_literally(client, make_staff, console_login):
+    csrf = console_login(make_staff(role="staff"))
+    for entry in ({"id": "app-guide", "question": "APP下载指南", "answer": "在应用商店搜索即可。"},
+                  {"id": "subsidy-rate", "question": "补贴比例是多少", "answer": "按实际支出的 50% 补贴。"},
+                  {"id": "other-entry", "question": "营业执照怎么办", "answer": "到政务服务中心办理。"}):
+        assert client.post("/console/kb/new", data={"csrf_token": csrf, **entry}).status_code == 302
+
+    def listed(q: str) -> list[str]:  # the table's rows (the page also shows what the bot would answer to q)
+        page = client.get("/console/kb/", query_string={"q": q}).get_data(as_text=True)
+        return [question for question in ("APP下载指南", "补贴比例是多少", "营业执照怎么办")
+                if f"<td>{question}</td>" in page]
+
+    assert listed("app下载") == ["APP下载指南"]
+    assert listed("%") == ["补贴比例是多少"]  # a typed "%" is a character, not "anything"

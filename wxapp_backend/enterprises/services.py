@@ -245,8 +245,9 @@ def list_buildings(session: Session, *, q: str | None = None, grid_id: int | Non
     stmt = (select(Building, func.coalesce(counts.c.n, 0)).outerjoin(counts, counts.c.building_id == Building.id)
             .order_by(Building.name))
     if q:
-        stmt = stmt.where(or_(Building.name.contains(q, autoescape=True),
-                              Building.address.contains(q, autoescape=True)))
+        # icontains: "soho" finds "SOHO东海广场" on PostgreSQL too (its LIKE is case-sensitive, SQLite's is not).
+        stmt = stmt.where(or_(Building.name.icontains(q, autoescape=True),
+                              Building.address.icontains(q, autoescape=True)))
     if grid_id:
         stmt = stmt.where(Building.grid_id == grid_id)
     return [(b, n) for b, n in session.execute(stmt).unique()]
@@ -432,7 +433,7 @@ def enterprise_query(*, q: str | None = None, building_id: int | None = None, gr
     stmt = select(Enterprise).order_by(Enterprise.id)
     if q:
         q = q.strip()
-        stmt = stmt.where(or_(Enterprise.name.contains(q, autoescape=True),
+        stmt = stmt.where(or_(Enterprise.name.icontains(q, autoescape=True),  # any case, as on SQLite
                               Enterprise.credit_code.contains(q.upper(), autoescape=True)))
     if building_id:
         stmt = stmt.where(Enterprise.building_id == building_id)
@@ -468,7 +469,7 @@ def list_users(session: Session, *, state: str | None = None, q: str | None = No
     if state:
         stmt = stmt.where(User.binding_state == state)
     if q:
-        stmt = stmt.where(or_(User.nickname.contains(q, autoescape=True), User.phone.contains(q, autoescape=True)))
+        stmt = stmt.where(or_(User.nickname.icontains(q, autoescape=True), User.phone.contains(q, autoescape=True)))
     return paginate(session, stmt, page, per_page)
 
 

@@ -70,8 +70,9 @@ def entries():
     with session_scope() as s:
         stmt = select(KBEntry)
         if q:
-            like = f"%{q}%"
-            stmt = stmt.where(or_(KBEntry.id.like(like), KBEntry.question.like(like), KBEntry.answer.like(like)))
+            # Any case on PostgreSQL too (its LIKE is case-sensitive), and "%" or "_" typed is just a character.
+            stmt = stmt.where(or_(*(c.icontains(q, autoescape=True)
+                                    for c in (KBEntry.id, KBEntry.question, KBEntry.answer))))
         if category:
             stmt = stmt.where(KBEntry.category == category)
         if show == "current":
