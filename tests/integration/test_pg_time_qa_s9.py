@@ -89,3 +89,25 @@ def test_console_kb_search_ignores_case_and_takes_percent_literally(client, make
 
     assert listed("app下载") == ["APP下载指南"]
     assert listed("%") == ["补贴比例是多少"]  # a typed "%" is a character, not "anything"
+
+
+def test_console_registration_note_loses_control_characters(client, make_user, make_staff, console_login,
+                                                            make_activity, db):
+    """The console's approve/reject/attended note went to the database as typed: a NUL was stored on SQLite
+    and a 500 on PostgreSQL."""
+    from datetime import UTC, datetime
+
+    from wxapp_backend.activities.models import Registration, RegistrationEvent
+
+    activity = make_activity(requires_approval=True)
+    user = make_user()
+    with session_scope() as s:
+        reg = Registration(activity_id=activity.id, user_id=user.id, status="pending_approval",
+                           active_key=f"{activity.id}:{user.id}", created_at=datetime.now(UTC))
+        s.add(reg)
+    csrf = console_login(make_staff(role="admin"))
+    resp = client.post(f"/console/registrations/{reg.id}/reject", data={"csrf_token": csrf, "note": "名额\x00已满"})
+    assert resp.status_code == 302
+    assert db.get(Registration, reg.id).status == "rejected"
+    notes = list(db.scalars(select(RegistrationEvent.note).where(RegistrationEvent.registration_id == reg.id)))
+    assert notes == ["名额已满"]
