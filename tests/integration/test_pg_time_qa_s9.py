@@ -111,3 +111,27 @@ def test_console_registration_note_loses_control_characters(client, make_user, m
     assert db.get(Registration, reg.id).status == "rejected"
     notes = list(db.scalars(select(RegistrationEvent.note).where(RegistrationEvent.registration_id == reg.id)))
     assert notes == ["名额已满"]
+
+
+def test_a_json_push_loses_characters_an_xml_push_cannot_carry(app, settings, db, run_jobs):
+    """The mini-program's JSON push can carry a NUL (or a lone surrogate) where XML cannot: the text reached the
+    chat log as is, so on PostgreSQL the handler failed and the user got no answer at all."""
+    import json
+    import time
+    from urllib.parse import urlencode
+
+    from wxapp_backend import create_app
+    from wxapp_backend.knowledge_store.models import ChatTurn
+    from wxapp_backend.wechat.chat import seal_push
+    from wxapp_backend.wechat.pipeline import account_from_settings
+
+    application = create_app(settings.with_overrides(wxa_token="wxaqa9", wxa_msg_format="json",
+                                                     wxa_appid="wxaqa9appid"))
+    acct = account_from_settings(application.extensions["wxapp"].settings, "wxa")
+    body = {"ToUserName": "gh_1", "FromUserName": "oQa9User", "CreateTime": int(time.time()), "MsgType": "text",
+            "MsgId": "7300000000000000901", "Content": "明天股票\u0000会涨吗\ud800"}
+    args, raw = seal_push(acct, json.dumps(body), encrypt=False)
+    resp = application.test_client().post("/wxa/message?" + urlencode(args), data=raw)
+    assert resp.status_code == 200
+    run_jobs()
+    assert list(db.scalars(select(ChatTurn.question))) == ["明天股票会涨吗"]

@@ -305,7 +305,8 @@ def _s(value: Any) -> str | None:
     if value is None:
         return None
     if value.__class__ is str:  # the usual case, first
-        return value or None
+        # A JSON push can carry what an XML one cannot: NUL (PostgreSQL refuses it) or a lone surrogate.
+        return _XML_ILLEGAL.sub("", value) or None
     if isinstance(value, list):
         value = value[0] if value else None
     if isinstance(value, dict):
@@ -314,7 +315,7 @@ def _s(value: Any) -> str | None:
         return None
     if isinstance(value, bool):
         return str(value).lower()
-    text = str(value)
+    text = _XML_ILLEGAL.sub("", str(value))
     return text if text != "" else None
 
 
