@@ -135,3 +135,62 @@ def test_a_json_push_loses_characters_an_xml_push_cannot_carry(app, settings, db
     assert resp.status_code == 200
     run_jobs()
     assert list(db.scalars(select(ChatTurn.question))) == ["明天股票会涨吗"]
+
+
+def test_console_edit_sending_times_back_as_shown_moves_nothing(client, make_staff, console_login, make_activity,
+                                                                make_user, db):
+    """The editor shows times to the minute. An activity whose start has seconds (set through the API) had them
+    cut by any edit, even of the title alone: the start moved and every registrant was told "活动调整"."""
+    import re
+    from datetime import UTC, datetime
+
+    from wxapp_backend.activities.models import Activity, Registration
+    from wxapp_backend.notices.models import Notification
+
+    start = datetime(2030, 5, 6, 2, 30, 45, tzinfo=UTC)
+    activity = make_activity(starts_at=start, category="cfo_salon")
+    user = make_user()
+    with session_scope() as s:
+        s.add(Registration(activity_id=activity.id, user_id=user.id, status="confirmed",
+                           active_key=f"{activity.id}:{user.id}", created_at=datetime.now(UTC)))
+    csrf = console_login(make_staff(role="staff"))
+    page = client.get(f"/console/activities/{activity.id}/edit").get_data(as_text=True)
+    shown = dict(re.findall(r'name="(starts_at|ends_at)" value="([^"]*)"', page))
+    assert shown["starts_at"] == "2030-05-06T10:30"  # Shanghai time, to the minute
+    resp = client.post(f"/console/activities/{activity.id}/edit", data={
+        "csrf_token": csrf, "category": "cfo_salon", "title": "财务经理沙龙（改名）", "address": "中心大厦",
+        "capacity": "10", "status": "published", **shown})
+    assert resp.status_code == 302
+    saved = db.get(Activity, activity.id)
+    assert saved.title == "财务经理沙龙（改名）" and saved.starts_at == start
+    assert not list(db.scalars(select(Notification.dedup_key).where(Notification.dedup_key.like("activity_changed:%"))))
+    # A time really changed in the form still moves the activity and tells the registrant.
+    resp = client.post(f"/console/activities/{activity.id}/edit", data={
+        "csrf_token": csrf, "category": "cfo_salon", "title": "财务经理沙龙（改名）", "address": "中心大厦",
+        "capacity": "10", "status": "published", **shown, "starts_at": "2030-05-06T11:00"})
+    assert resp.status_code == 302
+    db.expire_all()
+    assert db.get(Activity, activity.id).starts_at == datetime(2030, 5, 6, 3, 0, tzinfo=UTC)
+    assert len(list(db.scalars(select(Notification.id).where(Notification.dedup_key.like("activity_changed:%"))))) == 1
+
+
+def test_a_deadline_sent_back_as_shown_is_kept_not_cleared(client, make_staff, console_login, make_activity, db):
+    """The two console fixes together: a time sent back unchanged is taken out of the edit, and a box sent empty
+    clears its setting; judged on the data, the unchanged deadline looked empty and was cleared."""
+    import re
+    from datetime import UTC, datetime
+
+    from wxapp_backend.activities.models import Activity
+
+    closes = datetime(2030, 5, 1, 2, 0, 30, tzinfo=UTC)
+    activity = make_activity(starts_at=datetime(2030, 5, 6, 2, 0, tzinfo=UTC), category="cfo_salon",
+                             registration_closes_at=closes)
+    csrf = console_login(make_staff(role="staff"))
+    page = client.get(f"/console/activities/{activity.id}/edit").get_data(as_text=True)
+    shown = dict(re.findall(r'name="(starts_at|ends_at|registration_closes_at)" value="([^"]*)"', page))
+    assert shown["registration_closes_at"] == "2030-05-01T10:00"
+    resp = client.post(f"/console/activities/{activity.id}/edit", data={
+        "csrf_token": csrf, "category": "cfo_salon", "title": "改个名字", "address": "中心大厦", "capacity": "10",
+        "status": "published", "registration_opens_at": "", "cancel_deadline": "", **shown})
+    assert resp.status_code == 302
+    assert db.get(Activity, activity.id).registration_closes_at == closes

@@ -117,11 +117,18 @@ def _editor(activity_id: int | None):
     try:
         with session_scope() as s:
             data = _form_data()
+            for name in _DT_FIELDS if activity is not None else ():
+                # The form shows times to the minute: one sent back as shown is unchanged. Taken as typed, a
+                # start set through the API with seconds moved, and every registrant was told it had changed.
+                if data.get(name) is not None and data[name] == _local_input(getattr(activity, name)):
+                    del data[name]
             if activity is None:
                 saved = services.create_activity(s, current_actor(), data)
             else:
                 # The form sends every box: one left empty removes that optional setting (报名截止, 所在楼宇...).
-                cleared = [name for name in services.CLEARABLE if name in request.form and data.get(name) is None]
+                # (Judged on the form itself: a time sent back unchanged was taken out of data above.)
+                cleared = [name for name in services.CLEARABLE
+                           if name in request.form and not request.form.get(name, "").strip()]
                 saved = services.update_activity(s, current_actor(), activity.id, data, clear=cleared)
             saved_id = saved.id
     except AppError as exc:
