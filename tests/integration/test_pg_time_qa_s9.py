@@ -194,3 +194,28 @@ def test_a_deadline_sent_back_as_shown_is_kept_not_cleared(client, make_staff, c
         "status": "published", "registration_opens_at": "", "cancel_deadline": "", **shown})
     assert resp.status_code == 302
     assert db.get(Activity, activity.id).registration_closes_at == closes
+
+
+def test_kb_entry_ids_no_entry_can_have_are_not_found(client, make_staff, console_login, db):
+    """A NUL in an entry id from a URL went to the database: a 500 on PostgreSQL (the public detail API too), and
+    the console's edit form, which cleans what it saves, edited the entry "ab" when asked for "a<NUL>b"."""
+    from wxapp_backend.knowledge_store.models import KBEntry, UnansweredQuestion
+
+    csrf = console_login(make_staff(role="staff"))
+    assert client.post("/console/kb/new", data={"csrf_token": csrf, "id": "ab", "question": "营业执照怎么办",
+                                                "answer": "到政务服务中心办理。"}).status_code == 302
+    assert client.get("/api/v1/kb/entries/ab").status_code == 200
+    assert client.get("/api/v1/kb/entries/a%00b").status_code == 404
+    assert client.get("/console/kb/a%00b/edit").status_code == 404
+    resp = client.post("/console/kb/a%00b/edit", data={"csrf_token": csrf, "question": "改掉了", "answer": "改掉了"})
+    assert resp.status_code == 404
+    assert db.get(KBEntry, "ab").question == "营业执照怎么办"
+    assert client.post("/console/kb/a%00b/retire", data={"csrf_token": csrf}).status_code == 404
+    assert db.get(KBEntry, "ab").retired is False
+    assert client.get("/console/kb/?q=%00&category=%00").status_code == 200
+    db.add(UnansweredQuestion(norm="明天股票会涨吗", text="明天股票会涨吗"))
+    db.commit()
+    qid = db.scalar(select(UnansweredQuestion.id))
+    resp = client.post(f"/console/kb/unanswered/{qid}/phrasing", data={"csrf_token": csrf, "entry_id": "a\x00b"})
+    assert resp.status_code == 404
+    assert db.get(KBEntry, "ab").similar == []
