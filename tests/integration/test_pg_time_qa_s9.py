@@ -219,3 +219,21 @@ def test_kb_entry_ids_no_entry_can_have_are_not_found(client, make_staff, consol
     resp = client.post(f"/console/kb/unanswered/{qid}/phrasing", data={"csrf_token": csrf, "entry_id": "a\x00b"})
     assert resp.status_code == 404
     assert db.get(KBEntry, "ab").similar == []
+
+
+def test_console_login_reads_the_name_as_the_api_does(client, make_staff):
+    """The console's login form sent the name as typed: a NUL in it was a 500 on PostgreSQL (before any login),
+    where the API's login field is cleaned of control characters."""
+    import re
+
+    staff = make_staff(username="qa9admin", role="admin")
+    token = re.search(r'name="csrf_token" value="([^"]+)"',
+                      client.get("/console/login").get_data(as_text=True)).group(1)
+    resp = client.post("/console/login", data={"username": "qa9\x00admin", "password": "wrong-password-1",
+                                                "csrf_token": token})
+    assert resp.status_code == 401 and "用户名或密码不正确" in resp.get_data(as_text=True)
+    resp = client.post("/console/login", data={"username": "qa9\x00admin", "password": staff.plain_password,
+                                                "csrf_token": token})
+    assert resp.status_code == 302
+    api = client.post("/api/v1/staff/login", json={"username": "qa9\x00admin", "password": staff.plain_password})
+    assert api.status_code == 200

@@ -29,6 +29,7 @@ from ..auth.models import ROLE_RANK, StaffRole, User
 from ..db import session_scope
 from ..enterprises.models import Building, Enterprise, Grid
 from ..errors import AppError
+from ..validation import clean_text
 
 bp = Blueprint("console", __name__, url_prefix="/console")
 
@@ -104,7 +105,8 @@ def login():
     if request.method == "GET":
         return render_template("console/login.html", next=request.args.get("next", ""))
     state = current_app.extensions["wxapp"]
-    username = (request.form.get("username") or "").strip()[:64]
+    # Cleaned as the API's login field is: a NUL in the name failed the lookup on PostgreSQL (a 500).
+    username = clean_text(request.form.get("username") or "")[:64]
     # Checked whole: a cut at 128 let the right password followed by anything log in. (Too long for any account,
     # it simply does not match; the form's size is capped by MAX_CONTENT_LENGTH.)
     password = request.form.get("password") or ""
