@@ -237,3 +237,26 @@ def test_console_login_reads_the_name_as_the_api_does(client, make_staff):
     assert resp.status_code == 302
     api = client.post("/api/v1/staff/login", json={"username": "qa9\x00admin", "password": staff.plain_password})
     assert api.status_code == 200
+
+
+def test_attendance_is_not_closed_before_the_grace_after_a_moved_end(app_ctx, make_activity, make_user, db):
+    """An activity's end moved 30 minutes later: the no-show job scheduled for the old end (old end + 1 hour) ran
+    30 minutes into the new end's grace, while check-in was still open, and marked everyone a no-show then."""
+    from datetime import UTC, datetime, timedelta
+
+    from wxapp_backend.activities import jobs
+    from wxapp_backend.activities.models import Activity, Registration
+    from wxapp_backend.activities.services import ATTENDANCE_GRACE
+
+    ends = datetime(2030, 5, 6, 10, 0, tzinfo=UTC)
+    activity = make_activity(starts_at=ends - timedelta(hours=3))
+    user = make_user()
+    with session_scope() as s:
+        s.add(Registration(activity_id=activity.id, user_id=user.id, status="confirmed",
+                           active_key=f"{activity.id}:{user.id}", created_at=ends - timedelta(days=1)))
+    assert jobs.close_attendance(activity.id, now=ends + ATTENDANCE_GRACE - timedelta(minutes=30)) == 0
+    assert db.scalar(select(Registration.status)) == "confirmed"
+    assert db.get(Activity, activity.id).attendance_closed_at is None
+    assert jobs.close_attendance(activity.id, now=ends + ATTENDANCE_GRACE) == 1
+    db.expire_all()
+    assert db.scalar(select(Registration.status)) == "no_show"

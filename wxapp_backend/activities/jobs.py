@@ -96,7 +96,9 @@ def close_attendance(activity_id: int, now: datetime | None = None) -> int:
     now = now or utcnow()
     with session_scope() as s:
         activity = lock_activity(s, activity_id)
-        if activity.ends_at > now or activity.attendance_closed_at is not None:
+        # Not before the grace after the end, which check-in keeps open: the job scheduled for an end since moved
+        # later would otherwise close it early (its new job comes at the new end plus the grace).
+        if activity.ends_at + ATTENDANCE_GRACE > now or activity.attendance_closed_at is not None:
             return 0
         if activity.status != ActivityStatus.PUBLISHED.value:
             return 0  # a cancelled (or unpublished) activity has no no-shows
