@@ -260,3 +260,32 @@ def test_attendance_is_not_closed_before_the_grace_after_a_moved_end(app_ctx, ma
     assert jobs.close_attendance(activity.id, now=ends + ATTENDANCE_GRACE) == 1
     db.expire_all()
     assert db.scalar(select(Registration.status)) == "no_show"
+
+
+def test_change_notice_names_the_end_date_of_an_activity_past_midnight(app_ctx, make_activity, make_user,
+                                                                       make_staff, db):
+    """The 活动调整 notice wrote the end as a time only: a vertical marathon from 22:00 to 02:00 the next day,
+    or a three-day event, read as ending on the day it starts."""
+    from datetime import UTC, datetime
+
+    from wxapp_backend.activities import services as act_services
+    from wxapp_backend.activities.models import Registration
+    from wxapp_backend.audit import Actor
+    from wxapp_backend.notices.models import InboxItem
+
+    activity = make_activity(starts_at=datetime(2030, 5, 6, 12, 0, tzinfo=UTC))  # 20:00 Shanghai
+    user = make_user()
+    with session_scope() as s:
+        s.add(Registration(activity_id=activity.id, user_id=user.id, status="confirmed",
+                           active_key=f"{activity.id}:{user.id}", created_at=datetime.now(UTC)))
+    staff = make_staff(role="staff")
+    with session_scope() as s:
+        act_services.update_activity(s, Actor("staff", staff.id, role="staff"), activity.id,
+                                     {"ends_at": "2030-05-07T02:00:00+08:00"})
+    body = db.scalar(select(InboxItem.body).where(InboxItem.user_id == user.id))
+    assert "2030-05-06 20:00-2030-05-07 02:00" in body, body
+    with session_scope() as s:
+        act_services.update_activity(s, Actor("staff", staff.id, role="staff"), activity.id,
+                                     {"ends_at": "2030-05-06T23:30:00+08:00"})
+    bodies = list(db.scalars(select(InboxItem.body).where(InboxItem.user_id == user.id).order_by(InboxItem.id)))
+    assert "2030-05-06 20:00-23:30" in bodies[-1], bodies

@@ -242,8 +242,10 @@ def _tell_changed(session: Session, activity: Activity) -> int:
     regs = session.scalars(select(Registration).where(Registration.activity_id == activity.id,
                                                       Registration.status.in_(ACTIVE_STATUSES))).all()
     session.refresh(activity, ["building"])
-    start = activity.starts_at.astimezone(SHANGHAI).strftime("%Y-%m-%d %H:%M")
-    end = activity.ends_at.astimezone(SHANGHAI).strftime("%H:%M")
+    starts, ends = activity.starts_at.astimezone(SHANGHAI), activity.ends_at.astimezone(SHANGHAI)
+    start = starts.strftime("%Y-%m-%d %H:%M")
+    # The end's date too when it is another day (past midnight, or several days): "09:00-17:00" misled.
+    end = ends.strftime("%H:%M" if ends.date() == starts.date() else "%Y-%m-%d %H:%M")
     place = activity.place or "详见活动页面"
     version = hashlib.sha1(f"{activity.starts_at.isoformat()}|{activity.ends_at.isoformat()}|{place}".encode()).hexdigest()[:12]
     for reg in regs:
