@@ -1,10 +1,12 @@
 """QA pass 9: what SQLite lets through and PostgreSQL refuses (or reads differently), and time handling.
 
-Every test here runs on both backends; each states what it saw go wrong before its fix.
+Every test here runs on both backends except the two races marked postgres (SQLite queues writers, so they
+cannot happen there); each states what went wrong before its fix.
 """
 
 from __future__ import annotations
 
+import pytest
 from sqlalchemy import select
 
 from wxapp_backend.appeals import services as appeal_services
@@ -289,3 +291,72 @@ def test_change_notice_names_the_end_date_of_an_activity_past_midnight(app_ctx, 
                                      {"ends_at": "2030-05-06T23:30:00+08:00"})
     bodies = list(db.scalars(select(InboxItem.body).where(InboxItem.user_id == user.id).order_by(InboxItem.id)))
     assert "2030-05-06 20:00-23:30" in bodies[-1], bodies
+
+
+def _second_waits_on_the_first(app_ctx, first_work, second_work) -> list[BaseException]:
+    """`first_work(session)` writes and holds its transaction open; `second_work(session)` runs meanwhile in its own
+    transaction (waiting on the first's uncommitted unique key), then the first commits. Returns the second's
+    errors."""
+    import threading
+    import time
+
+    from wxapp_backend.db import get_db
+
+    first = get_db().Session()
+    first_work(first)
+    errors: list[BaseException] = []
+
+    def second() -> None:
+        try:
+            with app_ctx.app_context(), session_scope() as s:
+                second_work(s)
+        except BaseException as exc:  # reported by the caller
+            errors.append(exc)
+
+    t = threading.Thread(target=second)
+    t.start()
+    time.sleep(0.5)  # the second is now waiting on the first's uncommitted row
+    first.commit()
+    first.close()
+    t.join(10)
+    return errors
+
+
+@pytest.mark.postgres
+def test_the_same_holiday_saved_twice_at_once_is_one_row(app_ctx, db):
+    """SQLite queues writers; on PostgreSQL the second save of a day (a double click, two staff) failed on the
+    unique key: a 500 instead of the later setting."""
+    from datetime import date
+
+    from wxapp_backend.appeals.models import Holiday
+    from wxapp_backend.audit import SYSTEM
+
+    day = date(2031, 1, 1)
+    errors = _second_waits_on_the_first(
+        app_ctx, lambda s: appeal_services.set_holiday(s, SYSTEM, day, False, "元旦"),
+        lambda s: appeal_services.set_holiday(s, SYSTEM, day, True, "调休"))
+    assert not errors, errors
+    assert [(h.day, h.is_workday, h.name) for h in db.scalars(select(Holiday))] == [(day, True, "调休")]
+
+
+@pytest.mark.postgres
+def test_two_votes_on_the_same_answer_at_once_are_one_vote(app_ctx, db):
+    """A double tap on 有用/没用: on PostgreSQL the second vote failed on the unique turn (a 500) where SQLite
+    queues it; the later vote now replaces the earlier, as a change of mind does."""
+    from wxapp_backend.knowledge_store import services as kb_services
+    from wxapp_backend.knowledge_store.models import AnswerFeedback, ChatTurn, KBEntry
+
+    db.add(KBEntry(id="qa9-entry", question="营业执照怎么办", answer="到政务服务中心办理。"))
+    db.commit()
+    db.add(ChatTurn(channel="api", user_id=None, question="营业执照怎么办", decision="answer", entry_id="qa9-entry",
+                    confidence=0.9))
+    db.commit()
+    turn_id = db.scalar(select(ChatTurn.id))
+
+    def vote(useful: bool):
+        return lambda s: kb_services.record_feedback(s, turn_id=turn_id, entry_id="qa9-entry", user_id=None,
+                                                     useful=useful)
+
+    errors = _second_waits_on_the_first(app_ctx, vote(True), vote(False))
+    assert not errors, errors
+    assert [(f.turn_id, f.useful) for f in db.scalars(select(AnswerFeedback))] == [(turn_id, False)]

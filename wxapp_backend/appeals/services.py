@@ -99,8 +99,15 @@ def set_holiday(session: Session, actor: Actor, day: date, is_workday: bool, nam
     row = session.scalar(select(Holiday).where(Holiday.day == day))
     previous = None if row is None else {"is_workday": row.is_workday, "name": row.name}
     if row is None:
-        row = Holiday(day=day)
-        session.add(row)
+        try:
+            with session.begin_nested():
+                row = Holiday(day=day)
+                session.add(row)
+                session.flush()
+        except IntegrityError:  # the same day saved at the same moment (PostgreSQL; SQLite queues writers)
+            row = session.scalar(select(Holiday).where(Holiday.day == day))
+            if row is None:
+                raise
     row.is_workday, row.name, row.updated_by = is_workday, name, str(actor.name or actor.id)
     session.flush()
     audit(session, actor, "appeal_holiday.set", row, day=day.isoformat(), is_workday=is_workday, name=name,

@@ -257,8 +257,16 @@ def record_feedback(session: Session, *, turn_id: int | None, entry_id: str, use
             existing.useful = useful  # changing one's mind replaces the earlier vote
             return existing
     fb = AnswerFeedback(turn_id=turn_id, entry_id=entry_id, user_id=user_id, useful=useful)
-    session.add(fb)
-    session.flush()
+    try:
+        with session.begin_nested():
+            session.add(fb)
+            session.flush()
+    except IntegrityError:  # a double tap on the same turn (PostgreSQL; SQLite queues writers): one vote
+        existing = session.scalar(select(AnswerFeedback).where(AnswerFeedback.turn_id == turn_id))
+        if existing is None:
+            raise
+        existing.useful = useful
+        return existing
     return fb
 
 
