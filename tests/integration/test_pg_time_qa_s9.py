@@ -1,6 +1,6 @@
 """QA pass 9: what SQLite lets through and PostgreSQL refuses (or reads differently), and time handling.
 
-Every test here runs on both backends except the two races marked postgres (SQLite queues writers, so they
+Every test here runs on both backends except the races marked postgres (SQLite queues writers, so they
 cannot happen there); each states what went wrong before its fix.
 """
 
@@ -360,3 +360,18 @@ def test_two_votes_on_the_same_answer_at_once_are_one_vote(app_ctx, db):
     errors = _second_waits_on_the_first(app_ctx, vote(True), vote(False))
     assert not errors, errors
     assert [(f.turn_id, f.useful) for f in db.scalars(select(AnswerFeedback))] == [(turn_id, False)]
+
+
+@pytest.mark.postgres
+def test_the_weekly_report_stored_twice_at_once_is_one_row(app_ctx, db):
+    """`flask appeals weekly` beside the Monday tick: on PostgreSQL the second store of the week failed on the
+    unique key (the tick job failed); now the second finds the first's report."""
+    from wxapp_backend.appeals import reports
+    from wxapp_backend.appeals.models import AppealReport
+
+    made: list[bool] = []
+    errors = _second_waits_on_the_first(app_ctx, lambda s: made.append(reports.prepare_weekly(s, "2030-W10")[1]),
+                                        lambda s: made.append(reports.prepare_weekly(s, "2030-W10")[1]))
+    assert not errors, errors
+    assert made == [True, False]
+    assert [r.week for r in db.scalars(select(AppealReport))] == ["2030-W10"]

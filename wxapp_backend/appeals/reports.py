@@ -12,6 +12,7 @@ from openpyxl.cell import Cell
 from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
 from openpyxl.worksheet.worksheet import Worksheet
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from ..audit import Actor
@@ -102,8 +103,15 @@ def prepare_weekly(session: Session, week: str | None = None) -> tuple[AppealRep
     if row is not None:
         return row, False
     row = AppealReport(week=label, data=weekly(session, label))
-    session.add(row)
-    session.flush()
+    try:
+        with session.begin_nested():
+            session.add(row)
+            session.flush()
+    except IntegrityError:  # stored at the same moment (the CLI beside the Monday tick; PostgreSQL only)
+        row = session.scalar(select(AppealReport).where(AppealReport.week == label))
+        if row is None:
+            raise
+        return row, False
     return row, True
 
 
