@@ -375,3 +375,22 @@ def test_the_weekly_report_stored_twice_at_once_is_one_row(app_ctx, db):
     assert not errors, errors
     assert made == [True, False]
     assert [r.week for r in db.scalars(select(AppealReport))] == ["2030-W10"]
+
+
+@pytest.mark.postgres
+def test_the_same_new_kb_entry_created_twice_at_once_is_a_conflict(app_ctx, redis_client, db):
+    """A double submit of the console's new-entry form: FOR UPDATE locks no row that does not exist yet, so on
+    PostgreSQL the second insert failed on the primary key (a 500); SQLite queued it into the 409."""
+    from knowledge.schema import Entry
+    from wxapp_backend.audit import SYSTEM
+    from wxapp_backend.errors import Conflict
+    from wxapp_backend.knowledge_store import services as kb_services
+    from wxapp_backend.knowledge_store.models import KBEntry
+
+    def create(s):
+        kb_services.save_entry(s, redis_client, SYSTEM, Entry(id="qa9-new", question="营业执照怎么办",
+                                                              answer="到政务服务中心办理。"), create=True)
+
+    errors = _second_waits_on_the_first(app_ctx, create, create)
+    assert len(errors) == 1 and isinstance(errors[0], Conflict) and "已存在" in errors[0].message, errors
+    assert [e.id for e in db.scalars(select(KBEntry))] == ["qa9-new"]

@@ -138,7 +138,12 @@ def save_entry(session: Session, r: redis.Redis, actor: Actor, entry: Entry, *, 
         if row is not None:
             raise Conflict(f"编号 {entry.id} 已存在，请换一个编号。", fields={"id": "已存在"})
         row = KBEntry(**values)
-        session.add(row)
+        try:
+            with session.begin_nested():
+                session.add(row)
+                session.flush()
+        except IntegrityError:  # created at the same moment (a double submit; PostgreSQL, SQLite queues writers)
+            raise Conflict(f"编号 {entry.id} 已存在，请换一个编号。", fields={"id": "已存在"}) from None
         audit(session, actor, "kb.entry_created", row, question=entry.question)
     else:
         if row is None:
