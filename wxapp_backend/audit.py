@@ -19,7 +19,7 @@ class AuditLog(Base):
     actor_id: Mapped[str] = mapped_column(String(64), default="")
     action: Mapped[str] = mapped_column(String(64), index=True)
     target_type: Mapped[str] = mapped_column(String(40), default="")
-    target_id: Mapped[str] = mapped_column(String(64), default="", index=True)
+    target_id: Mapped[str] = mapped_column(String(128), default="", index=True)  # a KB entry id is up to 128
     data: Mapped[dict] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
 

@@ -63,7 +63,7 @@ def upgrade() -> None:
     sa.Column('actor_id', sa.String(length=64), nullable=False),
     sa.Column('action', sa.String(length=64), nullable=False),
     sa.Column('target_type', sa.String(length=40), nullable=False),
-    sa.Column('target_id', sa.String(length=64), nullable=False),
+    sa.Column('target_id', sa.String(length=128), nullable=False),
     sa.Column('data', sa.JSON(), nullable=False),
     sa.Column('created_at', wxapp_backend.db.UTCDateTime(timezone=True), nullable=False),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_audit_logs'))

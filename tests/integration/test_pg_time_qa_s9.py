@@ -394,3 +394,17 @@ def test_the_same_new_kb_entry_created_twice_at_once_is_a_conflict(app_ctx, redi
     errors = _second_waits_on_the_first(app_ctx, create, create)
     assert len(errors) == 1 and isinstance(errors[0], Conflict) and "已存在" in errors[0].message, errors
     assert [e.id for e in db.scalars(select(KBEntry))] == ["qa9-new"]
+
+
+def test_a_kb_entry_with_a_long_id_is_audited_whole(client, make_staff, console_login, db):
+    """Entry ids may be 128 characters, the audit log's target id column held 64: saving an entry with a longer
+    id was a 500 on PostgreSQL (SQLite stored the longer text)."""
+    from wxapp_backend.audit import AuditLog
+
+    csrf = console_login(make_staff(role="staff"))
+    entry_id = "policy-" + "x" * 100
+    resp = client.post("/console/kb/new", data={"csrf_token": csrf, "id": entry_id, "question": "营业执照怎么办",
+                                                "answer": "到政务服务中心办理。"})
+    assert resp.status_code == 302
+    assert db.scalar(select(AuditLog.target_id).where(AuditLog.action == "kb.entry_created")) == entry_id
+    assert client.post(f"/console/kb/{entry_id}/retire", data={"csrf_token": csrf}).status_code == 302
