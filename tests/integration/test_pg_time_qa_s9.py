@@ -408,3 +408,21 @@ def test_a_kb_entry_with_a_long_id_is_audited_whole(client, make_staff, console_
     assert resp.status_code == 302
     assert db.scalar(select(AuditLog.target_id).where(AuditLog.action == "kb.entry_created")) == entry_id
     assert client.post(f"/console/kb/{entry_id}/retire", data={"csrf_token": csrf}).status_code == 302
+
+
+def test_the_jobs_page_shows_when_a_job_failed_in_shanghai_time(client, make_staff, console_login, app, run_jobs):
+    """The failed jobs' 结束时间 was RQ's UTC datetime as Python prints it (…+00:00), eight hours off from every
+    other time in the console."""
+    from zoneinfo import ZoneInfo
+
+    from rq.job import Job
+
+    state = app.extensions["wxapp"]
+    job = state.queue.enqueue("wxapp_backend.no_such_module.job")
+    run_jobs()
+    ended = Job.fetch(job.id, connection=state.redis).ended_at
+    assert ended is not None
+    console_login(make_staff(role="admin"))
+    page = client.get("/console/jobs").get_data(as_text=True)
+    assert ended.astimezone(ZoneInfo("Asia/Shanghai")).strftime("%Y-%m-%d %H:%M:%S") in page
+    assert "+00:00" not in page
