@@ -426,3 +426,21 @@ def test_the_jobs_page_shows_when_a_job_failed_in_shanghai_time(client, make_sta
     page = client.get("/console/jobs").get_data(as_text=True)
     assert ended.astimezone(ZoneInfo("Asia/Shanghai")).strftime("%Y-%m-%d %H:%M:%S") in page
     assert "+00:00" not in page
+
+
+def test_appeal_search_takes_percent_and_underscore_literally(client, make_user, make_staff, staff_headers):
+    """The staff queue's q went into LIKE as typed: "50%" found every appeal with "50" in it, "_" anything."""
+    user = make_user()
+    with session_scope() as s:
+        for content in ("补贴只到账了 50%，剩下的什么时候发", "500 元的罚款能不能分期缴纳", "文件名 a_b.pdf 上传失败"):
+            appeal_services.submit_appeal(s, user.id, appeal_services.Intake(
+                content=content, contact_name="张三", contact_phone="13800138000"))
+    headers = staff_headers(make_staff(role="admin"))
+
+    def found(q: str) -> list[str]:
+        items = client.get("/api/v1/staff/appeals", query_string={"q": q}, headers=headers).get_json()["items"]
+        return sorted(a["content"][:3] for a in items)
+
+    assert found("50%") == ["补贴只"]
+    assert found("a_b") == ["文件名"]
+    assert found("A_B") == ["文件名"]  # any case, as before

@@ -994,10 +994,9 @@ def list_for_staff(session: Session, actor: Actor, *, status: str | None = None,
         stmt = stmt.where(Appeal.escalated.is_(escalated))
     if triage is not None:
         stmt = stmt.where(Appeal.needs_triage.is_(triage))
-    if q:
-        like = f"%{q}%"
-        stmt = stmt.where(or_(Appeal.number.ilike(like), Appeal.content.ilike(like),
-                              Appeal.enterprise_name.ilike(like)))
+    if q:  # "%" or "_" typed (a rate, a file name) is a character, not a wildcard
+        stmt = stmt.where(or_(*(c.icontains(q, autoescape=True)
+                                for c in (Appeal.number, Appeal.content, Appeal.enterprise_name))))
     total = session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
     items = list(session.scalars(stmt.order_by(Appeal.id.desc()).offset((page - 1) * per_page).limit(per_page))
                  .unique())
