@@ -6,7 +6,6 @@ import hmac
 import secrets
 from dataclasses import dataclass
 from urllib.parse import urlsplit
-from zoneinfo import ZoneInfo
 
 from flask import (
     Blueprint,
@@ -33,7 +32,6 @@ from ..errors import AppError
 from ..validation import clean_text
 
 bp = Blueprint("console", __name__, url_prefix="/console")
-SHANGHAI = ZoneInfo("Asia/Shanghai")
 
 
 @dataclass(frozen=True)
@@ -181,10 +179,7 @@ def jobs():
     from ..queue import failed_jobs, get_queue
 
     q = get_queue()
-    failed = failed_jobs(100)
-    for job in failed:  # RQ's times are UTC; staff read Shanghai time everywhere else in the console
-        job["ended_at"] = job["ended_at"].astimezone(SHANGHAI).strftime("%Y-%m-%d %H:%M:%S") if job["ended_at"] else ""
-    return render_template("console/jobs.html", failed=failed, queued=q.count,
+    return render_template("console/jobs.html", failed=failed_jobs(100), queued=q.count,
                            scheduled=q.scheduled_job_registry.count, started=q.started_job_registry.count)
 
 
