@@ -27,6 +27,7 @@ from ..auth.models import BindingState, User
 from ..db import utcnow
 from ..enterprises.models import Building, Enterprise
 from ..errors import Conflict, Forbidden, NotFound, ValidationError
+from ..notices.models import Notification
 from ..notices.services import notify
 from ..queue import enqueue_after_commit
 from ..validation import Field, validate
@@ -238,7 +239,7 @@ def _cancel_registrations(session: Session, activity: Activity, actor: Actor) ->
 
 def _tell_changed(session: Session, activity: Activity) -> int:
     """The time or place of a published activity changed: everyone registered (a seat, the waitlist, awaiting
-    approval) is told the new time and place, once per version of them."""
+    approval) is told the new time and place, once per change (a double save of one change tells nobody twice)."""
     regs = session.scalars(select(Registration).where(Registration.activity_id == activity.id,
                                                       Registration.status.in_(ACTIVE_STATUSES))).all()
     session.refresh(activity, ["building"])
@@ -248,13 +249,18 @@ def _tell_changed(session: Session, activity: Activity) -> int:
     end = ends.strftime("%H:%M" if ends.date() == starts.date() else "%Y-%m-%d %H:%M")
     place = activity.place or "详见活动页面"
     version = hashlib.sha1(f"{activity.starts_at.isoformat()}|{activity.ends_at.isoformat()}|{place}".encode()).hexdigest()[:12]
+    # How many change notices each has had: moved there and back and there again, the third is a new notice
+    # even though its time and place were told once before.
+    told = dict(session.execute(select(Notification.ref, func.count(Notification.id)).where(
+        Notification.ref.in_([f"registration:{r.id}" for r in regs] or [""]),
+        Notification.dedup_key.startswith("activity_changed:", autoescape=True)).group_by(Notification.ref)).all())
     for reg in regs:
         notify(session, reg.user_id, "notice",
                {"title": f"活动调整：{activity.title}"[:20], "time": activity.starts_at.isoformat(),
                 "note": "时间或地点有调整"},
                f"pages/activity/detail?id={activity.id}", title=f"活动调整：{activity.title}"[:100],
                body=f"您报名的活动“{activity.title}”时间或地点有调整：{start}-{end}，{place}。如不能参加，请在小程序中取消报名。",
-               ref=f"registration:{reg.id}", dedup_key=f"activity_changed:{reg.id}:{version}")
+               ref=f"registration:{reg.id}", dedup_key=f"activity_changed:{reg.id}:{version}:{told.get(f'registration:{reg.id}', 0)}")
     return len(regs)
 
 
