@@ -42,3 +42,41 @@ def test_an_activity_moved_to_a_time_told_before_is_told_again(client, new_activ
     assert start.astimezone(SHANGHAI).strftime("%Y-%m-%d %H:%M") in told[0]  # the newest first
     move(later)
     assert len(_changes(client, user_token(u))) == 3
+
+
+# --- one person, two rows --------------------------------------------------------------------------------
+
+def test_a_notice_that_reached_both_rows_of_one_person_is_in_their_inbox_once(
+        app_ctx, client, standin, make_staff, staff_headers, run_jobs, monkeypatch):
+    """An Official Account follower and their mini-program row, not yet linked, are two users: a notice to
+    everyone reaches both. Linking them kept one outbox row but moved both inbox copies, so the person read
+    the same notice twice in 消息."""
+    from sqlalchemy import select
+
+    from wxapp_backend.audit import AuditLog
+    from wxapp_backend.auth import linking
+    from wxapp_backend.auth.models import User
+    from wxapp_backend.db import session_scope
+
+    monkeypatch.setattr(linking, "QUIET_SECONDS", 0)
+    resp = client.post("/api/v1/auth/login", json={"code": "erin~1"})
+    assert resp.status_code == 200, resp.get_json()
+    mp_headers = {"Authorization": f"Bearer {resp.get_json()['token']}"}
+    with session_scope() as s:  # a follower from before linking (no link job queued for it)
+        oa = standin.oa_openid_for("erin")
+        follower = User(openid=f"oa:{oa}", oa_openid=oa)
+        s.add(follower)
+        s.flush()
+        follower_id = follower.id
+    h = staff_headers(make_staff(role="staff"))
+    n = client.post("/api/v1/staff/notices", json={"title": "稳岗补贴开始申报", "audience": {"all": True}},
+                    headers=h).get_json()
+    assert n["reach"]["recipients"] == 2  # two rows of one person, as far as anyone can tell yet
+    assert client.post(f"/api/v1/staff/notices/{n['id']}/publish", json={}, headers=h).status_code == 200
+    run_jobs()
+    assert linking.link_oa_user(follower_id) == "merged"
+    items = client.get("/api/v1/me/inbox", headers=mp_headers).get_json()["items"]
+    assert [i["title"] for i in items].count("稳岗补贴开始申报") == 1, items
+    with session_scope() as s:
+        row = s.scalar(select(AuditLog).where(AuditLog.action == "user.merged"))
+        assert row.data["dropped"].get("inbox_items") == 1

@@ -139,6 +139,21 @@ def _merge_credits(session: Session, source: User, target: User) -> int:
     return added
 
 
+def _drop_twin_notices(session: Session, source: User, target: User) -> int:
+    """A staff notice that reached both rows (one person, two users, before they were joined) stays in the
+    inbox once, as its outbox row does: the follower's copy goes. Returns how many were dropped."""
+    from ..notices.broadcast_models import OutboxRow
+    from ..notices.models import InboxItem
+
+    theirs = select(OutboxRow.notice_id).where(OutboxRow.user_id == target.id, OutboxRow.channel == "inbox")
+    refs = [f"notice:{n}" for n in session.scalars(select(OutboxRow.notice_id).where(
+        OutboxRow.user_id == source.id, OutboxRow.channel == "inbox", OutboxRow.notice_id.in_(theirs)))]
+    if not refs:
+        return 0
+    return session.execute(delete(InboxItem).where(InboxItem.user_id == source.id, InboxItem.ref.in_(refs))
+                           .execution_options(synchronize_session=False)).rowcount
+
+
 def merge_users(session: Session, source: User, target: User, *, via: str, actor: Actor = SYSTEM) -> dict:
     """Move everything of the placeholder row `source` to `target` and delete `source`, in the caller's
     transaction. Rows unique per user (one subscription per category, one outbox row per notice) that the
@@ -156,6 +171,8 @@ def merge_users(session: Session, source: User, target: User, *, via: str, actor
         moved["registrations"] = n
     if n := _merge_credits(session, source, target):
         dropped["subscribe_credits"] = n  # added into the target's rows of the same template
+    if n := _drop_twin_notices(session, source, target):
+        dropped["inbox_items"] = n
     for table, column in _user_tables():
         for others in _unique_groups(table, column):
             twin = table.alias()
