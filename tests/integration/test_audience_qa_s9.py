@@ -80,3 +80,30 @@ def test_a_notice_that_reached_both_rows_of_one_person_is_in_their_inbox_once(
     with session_scope() as s:
         row = s.scalar(select(AuditLog).where(AuditLog.action == "user.merged"))
         assert row.data["dropped"].get("inbox_items") == 1
+
+
+# --- audiences naming buildings that do not exist -----------------------------------------------------------
+
+def test_an_activity_audience_naming_a_missing_building_is_refused(client, staff, staff_headers, make_building,
+                                                                   make_user, user_token, db):
+    """A mistyped building id in 面向楼宇 (the JSON API takes any number) was stored as it came: the workers of
+    the building meant were refused ("您所在的楼宇不在范围内"), and an audience of only such ids refused everyone,
+    with nothing to tell staff why. It is now a 422 naming the field."""
+    from wxapp_backend.activities.models import Activity
+
+    b = make_building()
+    start = datetime.now(UTC) + timedelta(days=2)
+    body = {"category": "concert", "title": "楼宇音乐会", "address": "某大厦大堂", "capacity": 5,
+            "starts_at": start.isoformat(), "ends_at": (start + timedelta(hours=2)).isoformat(),
+            "audience_building_ids": [b.id, 999999]}
+    h = staff_headers(staff)
+    resp = client.post("/api/v1/staff/activities", json=body, headers=h)
+    assert resp.status_code == 422, resp.get_json()
+    assert "audience_building_ids" in resp.get_json()["fields"] and "楼宇" in resp.get_json()["message"]
+    assert db.query(Activity).count() == 0
+    resp = client.post("/api/v1/staff/activities", json={**body, "audience_building_ids": [b.id]}, headers=h)
+    assert resp.status_code == 201
+    aid = resp.get_json()["id"]
+    bad = client.patch(f"/api/v1/staff/activities/{aid}", json={"audience_building_ids": [999999]}, headers=h)
+    assert bad.status_code == 422 and "audience_building_ids" in bad.get_json()["fields"]
+    assert _reg(client, aid, user_token(make_user(building_id=b.id))).status_code == 201

@@ -153,11 +153,22 @@ def _validated(data: dict[str, Any], existing: Activity | None, clear: Iterable[
     return clean
 
 
+def _check_buildings(session: Session, v: dict[str, Any]) -> None:
+    """The venue and the audience's buildings must exist: a mistyped id in 面向楼宇 would leave out the
+    building meant (everyone, when it is the only one), with nothing to tell staff why."""
+    if v.get("building_id") and session.get(Building, v["building_id"]) is None:
+        raise ValidationError("所选楼宇不存在", fields={"building_id": "所选楼宇不存在"})
+    wanted = set(v.get("audience_building_ids") or [])
+    missing = sorted(wanted - set(session.scalars(select(Building.id).where(Building.id.in_(wanted))))) if wanted else []
+    if missing:
+        msg = f"面向楼宇中有不存在的楼宇（编号 {'、'.join(map(str, missing[:5]))}），请重新选择"
+        raise ValidationError(msg, fields={"audience_building_ids": msg})
+
+
 def create_activity(session: Session, actor: Actor, data: dict[str, Any]) -> Activity:
     """Create an activity from raw input (validated here: 422 with a Chinese message per field)."""
     v = _validated(data, None)
-    if v.get("building_id") and session.get(Building, v["building_id"]) is None:
-        raise ValidationError("所选楼宇不存在", fields={"building_id": "所选楼宇不存在"})
+    _check_buildings(session, v)
     activity = Activity(**v, created_by=actor.id if actor.type == "staff" else None)
     session.add(activity)
     session.flush()
@@ -173,8 +184,7 @@ def update_activity(session: Session, actor: Actor, activity_id: int, data: dict
     `clear` names optional settings (CLEARABLE) to remove, as the console's editor does with an emptied box."""
     activity = lock_activity(session, activity_id)
     v = _validated(data, activity, clear)
-    if v.get("building_id") and session.get(Building, v["building_id"]) is None:
-        raise ValidationError("所选楼宇不存在", fields={"building_id": "所选楼宇不存在"})
+    _check_buildings(session, v)
     taken = seats_taken(session, activity.id)
     if "capacity" in v and v["capacity"] < taken:
         msg = f"名额不能少于已占用的 {taken} 个（请先取消部分报名）"
