@@ -107,3 +107,28 @@ def test_an_activity_audience_naming_a_missing_building_is_refused(client, staff
     bad = client.patch(f"/api/v1/staff/activities/{aid}", json={"audience_building_ids": [999999]}, headers=h)
     assert bad.status_code == 422 and "audience_building_ids" in bad.get_json()["fields"]
     assert _reg(client, aid, user_token(make_user(building_id=b.id))).status_code == 201
+
+
+def test_a_notice_audience_naming_a_missing_building_or_activity_is_refused(client, make_staff, staff_headers,
+                                                                            make_building, make_user, db):
+    """The same for a notice: building 999999 beside a real one gave a reach that looked plausible, and the
+    workers of the building meant were left out of the push."""
+    from wxapp_backend.notices.broadcast_models import Notice
+
+    b = make_building()
+    make_user(building_id=b.id)
+    h = staff_headers(make_staff(role="staff"))
+
+    def create(audience):
+        return client.post("/api/v1/staff/notices", json={"title": "楼宇停电通知", "audience": audience}, headers=h)
+
+    bad = create({"building_ids": [b.id, 999999]})
+    assert bad.status_code == 422 and "audience.building_ids" in bad.get_json()["fields"], bad.get_json()
+    bad = create({"registrants_of": 999999})
+    assert bad.status_code == 422 and "audience.registrants_of" in bad.get_json()["fields"], bad.get_json()
+    assert db.query(Notice).count() == 0
+    ok = create({"building_ids": [b.id]})
+    assert ok.status_code == 201 and ok.get_json()["reach"]["recipients"] == 1
+    edit = client.patch(f"/api/v1/staff/notices/{ok.get_json()['id']}", json={"audience": {"building_ids": [999999]}},
+                        headers=h)
+    assert edit.status_code == 422 and "audience.building_ids" in edit.get_json()["fields"]

@@ -64,7 +64,7 @@ from ..activities.models import ACTIVE_STATUSES, CATEGORIES, Activity, CategoryS
 from ..audit import Actor, audit
 from ..auth.models import BindingState, User
 from ..db import session_scope, utcnow
-from ..enterprises.models import Enterprise
+from ..enterprises.models import Building, Enterprise
 from ..errors import Conflict, NotFound, ValidationError
 from ..queue import enqueue, enqueue_after_commit
 from ..validation import Field, validate
@@ -197,6 +197,15 @@ def _check_activity(session: Session, v: dict[str, Any]) -> None:
     # A missing activity would fail the foreign key at flush: a 500 instead of a word to the staff member.
     if v.get("activity_id") is not None and session.get(Activity, v["activity_id"]) is None:
         raise ValidationError("相关活动不存在，请重新选择。", fields={"activity_id": "没有找到这个活动"})
+    # A mistyped building or activity in the audience would quietly leave out the people meant.
+    audience = v.get("audience") or {}
+    wanted = set(audience.get("building_ids") or [])
+    missing = sorted(wanted - set(session.scalars(select(Building.id).where(Building.id.in_(wanted))))) if wanted else []
+    if missing:
+        msg = f"推送对象中有不存在的楼宇（编号 {'、'.join(map(str, missing[:5]))}），请重新选择"
+        raise ValidationError(msg, fields={"audience.building_ids": msg})
+    if audience.get("registrants_of") is not None and session.get(Activity, audience["registrants_of"]) is None:
+        raise ValidationError("推送对象中的活动不存在，请重新选择。", fields={"audience.registrants_of": "没有找到这个活动"})
 
 
 def create_notice(session: Session, actor: Actor, data: dict[str, Any]) -> Notice:
