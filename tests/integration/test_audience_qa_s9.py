@@ -132,3 +132,43 @@ def test_a_notice_audience_naming_a_missing_building_or_activity_is_refused(clie
     edit = client.patch(f"/api/v1/staff/notices/{ok.get_json()['id']}", json={"audience": {"building_ids": [999999]}},
                         headers=h)
     assert edit.status_code == 422 and "audience.building_ids" in edit.get_json()["fields"]
+
+
+# --- followers who left ----------------------------------------------------------------------------------------
+
+def test_a_follower_who_unfollowed_gets_no_customer_service_message(app, settings, standin, db):
+    """They wrote to the Official Account (its 48-hour window opened), then unfollowed: WeChat takes no
+    customer-service message to someone who left (43004), yet a notification for them (a registration cancelled
+    with its activity, an appeal's progress) was still sent there, spending a send of the window for a
+    refusal. The unfollow now shuts the window: the notification stays in 消息 only."""
+    from urllib.parse import urlencode
+
+    from wxapp_backend import create_app
+    from wxapp_backend.auth.models import User
+    from wxapp_backend.db import session_scope
+    from wxapp_backend.notices.jobs import deliver_notification
+    from wxapp_backend.notices.models import Notification
+    from wxapp_backend.notices.services import notify
+    from wxapp_backend.wechat.chat import make_push, seal_push
+    from wxapp_backend.wechat.pipeline import account_from_settings
+
+    oa = create_app(settings.with_overrides(wechat_token="pamtest", wechat_appid="wxb11529c136998cb6",
+                                            wechat_aes_key="abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG"))
+    acct = account_from_settings(oa.extensions["wxapp"].settings, "oa")
+
+    def push(**kw):
+        args, body = seal_push(acct, make_push(acct, "oLeaver1", **kw))
+        assert oa.test_client().post("/wechat?" + urlencode(args), data=body).status_code == 200
+
+    push(text="你好")
+    push(event="unsubscribe")
+    with oa.app_context():
+        with session_scope() as s:
+            uid = s.query(User).filter_by(oa_openid="oLeaver1").one().id
+            note = notify(s, uid, "registration_cancelled", {"title": "楼宇音乐会", "result": "已取消"},
+                          title="活动已取消", body="很抱歉，您报名的活动已取消。")
+            nid = note.id
+        before = len(standin.calls_to("/cgi-bin/message/custom/send"))
+        assert deliver_notification(nid) == "inbox_only"
+    assert len(standin.calls_to("/cgi-bin/message/custom/send")) == before
+    assert db.get(Notification, nid).status == "inbox_only"
