@@ -172,3 +172,36 @@ def test_a_follower_who_unfollowed_gets_no_customer_service_message(app, setting
         assert deliver_notification(nid) == "inbox_only"
     assert len(standin.calls_to("/cgi-bin/message/custom/send")) == before
     assert db.get(Notification, nid).status == "inbox_only"
+
+
+# --- reminders that arrive late ---------------------------------------------------------------------------------
+
+def test_a_reminder_still_waiting_to_go_out_is_not_pushed_after_the_registration_is_cancelled(
+        client, app_ctx, new_activity, make_user, user_token, run_jobs, standin, db):
+    """The reminder job makes the notification; its delivery is a job of its own (retried, or re-queued by the
+    sweep after a lost worker or a Redis outage). Cancelled in between, the user was still pushed "活动将于明天
+    开始" for a seat they had given back."""
+    from wxapp_backend.activities import jobs
+    from wxapp_backend.db import session_scope
+    from wxapp_backend.notices import credits
+    from wxapp_backend.notices.kinds import get_kind
+    from wxapp_backend.notices.models import Notification
+
+    start = datetime.now(UTC) + timedelta(days=2)
+    aid = new_activity(start=start)
+    keep, leave = make_user(), make_user()
+    rids = {u.id: _reg(client, aid, user_token(u)).get_json()["id"] for u in (keep, leave)}
+    template = get_kind("activity_reminder").template_id
+    with session_scope() as s:
+        for u in (keep, leave):
+            credits.add_credit(s, u.id, template)
+    run_jobs()  # what creating the activity and registering queued (nothing is due yet)
+    sent_before = len(standin.calls_to("/cgi-bin/message/subscribe/send"))
+    assert jobs.send_reminders(aid, "24h", now=start - timedelta(hours=24)) == 2  # their deliveries wait queued
+    assert client.post(f"/api/v1/registrations/{rids[leave.id]}/cancel", json={},
+                       headers=user_token(leave)).status_code == 200
+    run_jobs()
+    calls = standin.calls_to("/cgi-bin/message/subscribe/send")[sent_before:]
+    assert len(calls) == 1, calls
+    statuses = {n.user_id: n.status for n in db.query(Notification).filter_by(kind="activity_reminder")}
+    assert statuses == {keep.id: "sent_subscribe", leave.id: "inbox_only"}

@@ -10,7 +10,9 @@
    the user's last message), so notifications and chat replies never exceed it together. When Redis has no
    window but the user's `last_message_at` is within 48 h, the window is restored from it first.
    45015/45047, ours or WeChat's, are counted in /metrics (`wechat_kefu_refused_total`).
-3. otherwise the notification ends ``inbox_only`` (the inbox item exists since notify()).
+3. otherwise the notification ends ``inbox_only`` (the inbox item exists since notify()). So does an activity
+   reminder whose registration is no longer confirmed (or whose activity was cancelled or has begun) by the
+   time its delivery runs.
 
 Run-twice safety: a finished notification is left alone; a Redis lock keeps two runs of one notification
 from overlapping; each send is an attempt row written (``sending``) and committed before WeChat is called,
@@ -126,6 +128,8 @@ def _next_send(notification_id: int) -> _Send | str:
             return _resume(s, note, user, inflight)
         tried = {a.channel for a in attempts}
         step = None
+        if user is not None and not attempts and _stale_reminder(s, note):
+            return _finish(note, DeliveryStatus.INBOX_ONLY)
         if user is not None:
             if Channel.SUBSCRIBE not in tried:
                 step = _plan_subscribe(s, note, user)
@@ -134,6 +138,20 @@ def _next_send(notification_id: int) -> _Send | str:
         if step is not None:
             return step
         return _finish(note, DeliveryStatus.INBOX_ONLY)
+
+
+def _stale_reminder(s: Session, note: Notification) -> bool:
+    """An activity reminder whose registration was cancelled (or its activity cancelled, or begun) since the
+    reminder was made: a delivery that waited (a retry, a sweep after a lost job) must not push it."""
+    from ..activities.models import ActivityStatus, Registration, RegStatus
+    from ..activities.services import REMINDER_KIND
+
+    prefix, _, reg_id = (note.ref or "").partition(":")
+    if note.kind != REMINDER_KIND or prefix != "registration" or not reg_id.isdigit():
+        return False
+    reg = s.get(Registration, int(reg_id))
+    return (reg is None or reg.status != RegStatus.CONFIRMED.value
+            or reg.activity.status != ActivityStatus.PUBLISHED.value or utcnow() >= reg.activity.starts_at)
 
 
 def _finish(note: Notification, status: DeliveryStatus) -> str:
