@@ -205,3 +205,20 @@ def test_a_reminder_still_waiting_to_go_out_is_not_pushed_after_the_registration
     assert len(calls) == 1, calls
     statuses = {n.user_id: n.status for n in db.query(Notification).filter_by(kind="activity_reminder")}
     assert statuses == {keep.id: "sent_subscribe", leave.id: "inbox_only"}
+
+
+# --- who may register --------------------------------------------------------------------------------------------
+
+def test_a_worker_with_no_building_is_told_to_fill_it_in_not_that_it_is_out_of_range(
+        client, new_activity, make_building, make_user, user_token):
+    """A new user has no building yet: the building-limited activity told them "您所在的楼宇不在范围内", about a
+    building they never gave. They are now told what to fill in; someone of another building still hears the
+    range."""
+    b, other = make_building(), make_building()
+    aid = new_activity(audience_building_ids=[b.id])
+    r = _reg(client, aid, user_token(make_user()))
+    assert r.status_code == 403 and r.get_json()["error"] == "not_eligible"
+    assert "不在范围内" not in r.get_json()["message"] and "填写" in r.get_json()["message"], r.get_json()
+    r = _reg(client, aid, user_token(make_user(building_id=other.id)))
+    assert r.status_code == 403 and "不在范围内" in r.get_json()["message"]
+    assert _reg(client, aid, user_token(make_user(building_id=b.id))).status_code == 201

@@ -381,6 +381,8 @@ def ineligibility(activity: Activity, user: User) -> str | None:
         return "本活动仅限已核实的企业联系人报名，请先在“我的”中绑定并核实所在企业。"
     if activity.audience_building_ids:
         buildings = {user.building_id, ent.building_id if ent else None} - {None}
+        if not buildings:  # nothing to compare: "not in range" would be news to them; say what is missing
+            return "本活动仅面向指定楼宇的白领，请先在“我的”中填写您所在的楼宇后再报名。"
         if not buildings & set(activity.audience_building_ids):
             return "本活动仅面向指定楼宇的白领，您所在的楼宇不在范围内。"
     if activity.audience_industries and (ent is None or ent.industry not in activity.audience_industries):
