@@ -222,3 +222,45 @@ def test_a_worker_with_no_building_is_told_to_fill_it_in_not_that_it_is_out_of_r
     r = _reg(client, aid, user_token(make_user(building_id=other.id)))
     assert r.status_code == 403 and "不在范围内" in r.get_json()["message"]
     assert _reg(client, aid, user_token(make_user(building_id=b.id))).status_code == 201
+
+
+# --- leaving the audience while the notice is on its way ------------------------------------------------------
+
+def test_a_user_who_unsubscribed_or_was_blocked_after_the_expansion_is_not_pushed(
+        app_ctx, client, make_user, make_staff, staff_headers, user_token, standin, db, monkeypatch):
+    """The outbox is written first and sent afterwards (at the rate limit, with retries up to hours later for
+    a busy WeChat). Someone who unsubscribed from the category, or was blocked, in between was still pushed:
+    the send now re-checks the audience and leaves them out."""
+    from wxapp_backend.db import session_scope
+    from wxapp_backend.notices import broadcast, credits
+    from wxapp_backend.notices.broadcast_models import OutboxRow
+    from wxapp_backend.notices.kinds import get_kind
+
+    extra = client.application.extensions["wxapp"].settings.extra
+    for k, v in {"fanout_rate": 10000, "fanout_burst": 100, "fanout_jobs": 1}.items():
+        monkeypatch.setitem(extra, k, v)
+    stay, leave, blocked = make_user(), make_user(), make_user()
+    template = get_kind("notice").template_id
+    for u in (stay, leave, blocked):
+        assert client.put("/api/v1/me/subscriptions", json={"categories": ["fitness"]},
+                          headers=user_token(u)).status_code == 200
+        with session_scope() as s:
+            credits.add_credit(s, u.id, template)
+    h = staff_headers(make_staff(role="staff"))
+    nid = client.post("/api/v1/staff/notices", json={"title": "健身季报名开启", "audience": {"categories": ["fitness"]}},
+                      headers=h).get_json()["id"]
+    assert client.post(f"/api/v1/staff/notices/{nid}/publish", json={}, headers=h).status_code == 200
+    broadcast.expand_notice(nid)  # the outbox for all three; nothing sent yet
+    assert client.put("/api/v1/me/subscriptions", json={"categories": []}, headers=user_token(leave)).status_code == 200
+    with session_scope() as s:
+        s.get(type(blocked), blocked.id).blocked = True
+    before = len(standin.calls_to("/cgi-bin/message/subscribe/send"))
+    broadcast.send_notice(nid)
+    sent = [c.body["touser"] for c in standin.calls_to("/cgi-bin/message/subscribe/send")[before:]]
+    assert sent == [stay.openid], sent
+    rows = {r.user_id: r.status for r in db.query(OutboxRow).filter_by(notice_id=nid, channel="subscribe")}
+    assert rows == {stay.id: "sent", leave.id: "skipped", blocked.id: "skipped"}
+    assert client.get(f"/api/v1/staff/notices/{nid}/progress", headers=h).get_json()["finished"]
+    with session_scope() as s:  # the credits of those left out were not spent
+        assert {u.id: credits.credits_by_template(s, u.id)[template].credits for u in (stay, leave, blocked)} == \
+            {stay.id: 0, leave.id: 1, blocked.id: 1}

@@ -14,9 +14,10 @@ How a publish travels (the database is the source of truth; Redis only paces and
 3. `send_notice` jobs (FANOUT_JOBS of them, one per worker; they run while the notice is ``expanding`` or
    ``sending`` and poll while the expansion has nothing new for them) claim up to CLAIM_BATCH pending rows
    (``FOR UPDATE SKIP LOCKED`` on PostgreSQL; SQLite writers are serial), stamping a lease token and
-   ``claimed_at``. Then per chunk of SEND_CHUNK rows: in one transaction move the rows ``claimed ->
-   sending`` *fenced by the lease token* and claim the users' credits; commit; for each row wait for the
-   global rate limiter (GCRA in one Lua script on the shared Redis) and call WeChat at once; mark the
+   ``claimed_at``; a claimed user no longer in the audience (unsubscribed, blocked) is ``skipped``.
+   Then per chunk of SEND_CHUNK rows: in one transaction move the rows ``claimed -> sending`` *fenced by the
+   lease token* and claim the users' credits; commit; for each row wait for the global rate limiter (GCRA in
+   one Lua script on the shared Redis) and call WeChat at once; mark the
    chunk's sent rows in one transaction (fenced again; errors are recorded per row at once). A row only reaches WeChat after that committed ``sending`` step,
    and a ``sending`` row is never handed out again, so nothing is sent twice, whatever Redis or a worker
    does; a worker killed inside a chunk leaves that chunk's unconfirmed rows as "结果未知" (step 4), while an
@@ -89,6 +90,7 @@ JOB_BUDGET_SECONDS = 50  # a send job hands over to a fresh job after this long
 DEFAULT_RATE = 200.0  # subscribe sends per second across all workers; settings.extra["fanout_rate"]
 DEFAULT_JOBS = 4
 NOTICE_KIND = "notice"
+LEFT_AUDIENCE = "发送前已不在推送对象中（已退订或账号受限），未发送"
 LIMITER_KEY = "fanout:rate:subscribe"
 
 REFUSED = 43101
@@ -451,8 +453,18 @@ def _claim(notice_id: int, limit: int) -> tuple[str, list[tuple[int, int, str]]]
         s.execute(update(OutboxRow).where(OutboxRow.id.in_(ids), OutboxRow.status == OutboxStatus.PENDING.value)
                   .values(status=OutboxStatus.CLAIMED.value, lease_token=token, claimed_at=now)
                   .execution_options(synchronize_session=False))
+        # The audience again, for these users only: one who unsubscribed from the category or was blocked since
+        # the expansion (a retry can come hours later) is left out, their credit unspent.
+        audience = s.scalar(select(Notice.audience).where(Notice.id == notice_id)) or {}
+        leased = select(OutboxRow.user_id).where(OutboxRow.id.in_(ids), OutboxRow.lease_token == token)
+        s.execute(update(OutboxRow).where(
+            OutboxRow.id.in_(ids), OutboxRow.lease_token == token, OutboxRow.status == OutboxStatus.CLAIMED.value,
+            OutboxRow.user_id.not_in(audience_select(s, audience).where(User.id.in_(leased))))
+            .values(status=OutboxStatus.SKIPPED.value, lease_token=None, detail=LEFT_AUDIENCE)
+            .execution_options(synchronize_session=False))
         rows = s.execute(select(OutboxRow.id, OutboxRow.user_id, User.openid).join(User, User.id == OutboxRow.user_id)
-                         .where(OutboxRow.id.in_(ids), OutboxRow.lease_token == token)
+                         .where(OutboxRow.id.in_(ids), OutboxRow.lease_token == token,
+                                OutboxRow.status == OutboxStatus.CLAIMED.value)
                          .order_by(OutboxRow.id)).all()
     return token, [tuple(r) for r in rows]
 
@@ -797,7 +809,7 @@ def fanout_tick() -> dict[str, int]:
 # --- progress ------------------------------------------------------------------------------------------
 
 STATUS_LABELS = {"pending": "等待发送", "claimed": "已领取", "sending": "发送中", "sent": "已发送", "failed": "失败",
-                 "skipped": "无额度（仅站内信）"}
+                 "skipped": "无额度或已不在推送对象中（仅站内信）"}
 NOTICE_STATUS_LABELS = {"draft": "草稿", "expanding": "生成名单中", "sending": "发送中", "done": "已完成"}
 
 
