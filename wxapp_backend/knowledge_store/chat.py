@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import unicodedata
 from dataclasses import dataclass, field
 from datetime import date
 
@@ -22,6 +24,9 @@ FALLBACK = ("抱歉，这个问题我还没学会。我已经把它记下来，�
             "您可以：\n· 换个说法再问问我\n· 回复“人工”联系工作人员\n· 回复“我要反映”提交诉求，我们会在承诺时限内答复")
 NO_WORDS = "小二收到啦～想了解政策或办事，请直接用文字问我；回复“菜单”看看我能做什么。"
 CHOICE_GONE = "您选的这条内容刚刚下线或已过有效期，目前不再提供。"
+# A bare number that picks nothing: not a question for the knowledge base (it found "similar" entries for "2").
+PICK_AGAIN = "请回复 {choices} 查看对应的答案，或者直接输入您的问题。"
+NUMBER_ONLY = "小二没看明白这个数字～想了解政策或办事，请直接用文字问我；回复“菜单”看看我能做什么。"
 EXPIRED_NOTE = "您问的“{q}”已经过了有效期（截至 {until}），目前不再受理。有新政策时我们会第一时间更新。"
 
 
@@ -84,6 +89,11 @@ def ask(kb: KnowledgeBase, text: str, *, last_suggestions: list[str] | None = No
             return ChatResult(reply, "answer", entry.id, 1.0, truncated=cut)
         # Retired or lapsed since the choices were offered: never give it as current.
         return ChatResult(CHOICE_GONE + "\n\n" + FALLBACK.split("\n", 1)[1], "fallback")
+    if _bare_number(text):
+        if last_suggestions:  # a number outside the choices: the choices stay, the number says which to pick
+            n = len(last_suggestions)
+            return ChatResult(PICK_AGAIN.format(choices="1" if n == 1 else f"1～{n} 之间的数字"), "smalltalk")
+        return ChatResult(NUMBER_ONLY, "smalltalk")
     small = detect_smalltalk(text)
     if small == "handoff":
         return ChatResult(HANDOFF, "handoff", handoff=True)
@@ -109,6 +119,18 @@ def ask(kb: KnowledgeBase, text: str, *, last_suggestions: list[str] | None = No
         reply = EXPIRED_NOTE.format(q=old.question, until=old.valid_until) + "\n\n" + FALLBACK.split("\n", 1)[1]
         return ChatResult(reply, "fallback", None, lapsed[0].confidence)
     return ChatResult(FALLBACK, "fallback", None, decision.best.confidence if decision.best else 0.0)
+
+
+_NUMERALS = frozenset("一二三四五六七八九十零〇两")
+
+
+def _bare_number(text: str) -> bool:
+    """A reply that is only a number ("5", "０", "-1", "二"), as people answer numbered choices."""
+    t = unicodedata.normalize("NFKC", text).strip().strip("。.、")
+    return bool(t) and (bool(_BARE_NUMBER.fullmatch(t)) or (len(t) <= 2 and all(ch in _NUMERALS for ch in t)))
+
+
+_BARE_NUMBER = re.compile(r"[-+]?\d{1,12}")
 
 
 def _numbered_choice(text: str, last: list[str] | None) -> str | None:
