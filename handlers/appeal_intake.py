@@ -70,6 +70,7 @@ PHOTO_FULL = "照片已经有 9 张了，回复“好了”继续。"
 PHOTO_NOT_NOW = "这一步不需要照片哦。"
 CANCELLED = "已取消，您填写的内容没有保存。需要时回复“我要反映”重新开始。"
 PENDING = "您有一条未填完的诉求（进行到第 {n}/5 步）。回复“继续”接着填，回复“重新开始”从头填写，回复“取消”放弃。"
+PAUSED = "\n\n您还有一条未填完的诉求（第 {n}/5 步），已为您保留：回复“继续”接着填，回复“取消”放弃。"
 NOT_HEARD = "没有听清，请用文字回复。"
 LOST = ("抱歉，刚才填写的内容已失效（系统刚刚重启，或超过 30 分钟没有回复），没有提交。\n"
         "反映问题请回复“我要反映”重新开始；查看、评价已提交的诉求请回复“我的诉求”。给您添麻烦了。")
@@ -96,9 +97,52 @@ def _state(ctx: Context) -> dict[str, Any]:
 def _in_flow(ctx: Context) -> bool:
     if ctx.msg.msg_type not in ("text", "image", "voice"):
         return False
-    if ctx.text in PASS_THROUGH or follow_up_command(ctx.text):
+    if ctx.text in PASS_THROUGH or follow_up_command(ctx.text) or _menu_words(ctx.text):
         return False
-    return _state(ctx).get("flow") == FLOW
+    d = _state(ctx)
+    if d.get("paused"):  # the user went to the menu: only the words that resume or drop the draft are its
+        return d.get("flow") == FLOW and ctx.msg.msg_type == "text" and \
+            ctx.text in (*CONTINUE_WORDS, *CANCEL_WORDS, *RESTART_WORDS)
+    return d.get("flow") == FLOW
+
+
+def _menu_words(text: str) -> bool:
+    from .bot import MENU_WORDS
+
+    return text.casefold() in MENU_WORDS
+
+
+def _menu_in_draft(ctx: Context) -> bool:
+    """The menu (a button other than 我要反映 / 人工, or “菜单”) while a draft is open: the user turned to
+    something else. Their next words are not an answer to the step they left (a question after “政策问答” became
+    the enterprise's name, a menu digit the contact)."""
+    msg = ctx.msg
+    if msg.is_event:
+        if msg.event != "click" or msg.event_key in ("MENU_APPEAL", "MENU_HUMAN"):
+            return False
+    elif not (msg.msg_type == "text" and _menu_words(ctx.text)):
+        return False
+    d = _state(ctx)
+    return d.get("flow") == FLOW and d.get("step") in STEPS
+
+
+def pause(ctx: Context) -> Reply:
+    """The menu's own answer, the draft kept (paused) until “继续”."""
+    from . import kb
+    from .bot import INTENTS, MENU, MENU_REPLY, MENU_TEXT
+
+    d = _state(ctx)
+    try:
+        ctx.state.merge(paused=True)
+    except redis.RedisError:
+        pass
+    kb.forget_choices(ctx)
+    entry = MENU.get(ctx.msg.event_key or "") if ctx.msg.is_event else None
+    if ctx.msg.is_event:
+        text = INTENTS[entry[0]](ctx).text if entry is not None else MENU_TEXT
+    else:
+        text = MENU_REPLY
+    return Text(text + PAUSED.format(n=STEPS.index(d["step"]) + 1))
 
 
 def _lost_answer(ctx: Context) -> bool:
@@ -193,6 +237,8 @@ def step(ctx: Context) -> Reply:
         ctx.state.clear()
         return Text(CANCELLED)
     if t in CONTINUE_WORDS:
+        if d.pop("paused", None):
+            _save(ctx, d)
         return Text(_prompt(d, d["step"]))
     if t in RESTART_WORDS:
         ctx.state.clear()
@@ -339,6 +385,7 @@ def install(r: Router) -> Router:
     """Register the intake's rules on a router (the default one at import; tests pass their own)."""
     # Both matchers read only the message and ctx.state (cheap); only `lost` answers without I/O (fast).
     r.match(_in_flow, cheap=True, pure=True)(step)
+    r.match(_menu_in_draft, cheap=True, pure=True)(pause)
     r.text(*START_WORDS)(start)
     r.click("MENU_APPEAL")(start)
     r.match(_lost_answer, cheap=True, fast=True, pure=True)(lost)

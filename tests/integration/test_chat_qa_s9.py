@@ -53,3 +53,25 @@ def test_a_bare_number_with_no_choices_is_not_a_question(oa_kb):
     for text in ("5", "0", "12", "二"):
         reply = say(oa_kb, "oBareNumber", text)
         assert "您是不是想问" not in reply and "没学会" not in reply and "菜单" in reply, (text, reply)
+
+
+def test_the_menu_during_an_appeal_draft_keeps_the_draft_aside(oa_kb):
+    """Mid-intake the user taps 政策问答 (or types 菜单) and asks a question: the question was taken as the
+    enterprise's name and the bot asked for a contact; after the menu, “2” became the contact. The menu now keeps
+    the draft aside (and says so): the question is answered, the digit means the menu, “继续” resumes the step."""
+    openid = "oMenuInDraft"
+    say(oa_kb, openid, "我要反映")
+    assert "企业名称" in say(oa_kb, openid, "办公室空调一直不制冷已经一周了")
+    shown = say(oa_kb, openid, event="CLICK", event_key="MENU_KB")
+    assert "政策" in shown and "继续" in shown
+    answer = say(oa_kb, openid, "开办企业需要哪些材料")
+    assert "一窗通" in answer and "联系人" not in answer
+    assert "企业名称" in say(oa_kb, openid, "继续")
+    assert "联系人" in say(oa_kb, openid, "上海某某科技有限公司")
+    menu = say(oa_kb, openid, "菜单")
+    assert "回复数字即可" in menu and "第 3/5 步" in menu
+    assert "未填完" in say(oa_kb, openid, "2")  # the menu's 我要反映: the draft is waiting
+    assert "联系人" in say(oa_kb, openid, "继续")
+    assert "照片" in say(oa_kb, openid, "张三 13800138000")
+    summary = say(oa_kb, openid, "跳过")
+    assert "企业：上海某某科技有限公司" in summary and "张三 13800138000" in summary
