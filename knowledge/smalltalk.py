@@ -7,7 +7,7 @@ from typing import Literal
 
 from .analysis import get_analyzer
 
-SmallTalk = Literal["handoff", "thanks", "greeting"]
+SmallTalk = Literal["handoff", "thanks", "greeting", "bye", "ack"]
 
 # Whole-message small talk is short; anything longer is a real question that merely starts politely.
 MAX_SMALLTALK_CHARS = 20
@@ -61,7 +61,10 @@ _GREETING_WORDS = (
     "hey",
     "hi",
     "小助手",
+    "店小二",  # the bot's own name: “谢谢小二”, “小二你好”
+    "小二",
 )
+_BYE_WORDS = ("再见", "拜拜", "回头见", "bye")
 # Filler that may surround small talk without changing what it is.
 _FILLER_RE = re.compile(r"[^\w]+|[啊呀哈嘿哦噢嗯呢吧啦了的好呀]|ok|okay|好的|知道了|收到|明白了")
 
@@ -73,7 +76,8 @@ def _residue(text: str, words: tuple[str, ...]) -> str:
 
 
 def detect_smalltalk(text: str | None) -> SmallTalk | None:
-    """Return "handoff", "thanks" or "greeting" when the whole message is that, else None (a real question)."""
+    """Return "handoff", "thanks", "greeting", "bye" or "ack" (an acknowledgement only: 好的 / 嗯 / ok / 收到)
+    when the whole message is that, else None (a real question)."""
     if not text or not isinstance(text, str):
         return None
     norm = get_analyzer().normalize(text, max_chars=200)
@@ -85,6 +89,10 @@ def detect_smalltalk(text: str | None) -> SmallTalk | None:
         return None
     if not _residue(norm, _THANKS_WORDS + _GREETING_WORDS) and any(w in norm for w in _THANKS_WORDS):
         return "thanks"
+    if not _residue(norm, _BYE_WORDS + _THANKS_WORDS + _GREETING_WORDS) and any(w in norm for w in _BYE_WORDS):
+        return "bye"
+    if not _residue(norm, ()):  # filler alone, no greeting word: “好的” after an answer is no hello
+        return "ack"
     if not _residue(norm, _GREETING_WORDS):
         return "greeting"
     return None

@@ -75,3 +75,21 @@ def test_the_menu_during_an_appeal_draft_keeps_the_draft_aside(oa_kb):
     assert "照片" in say(oa_kb, openid, "张三 13800138000")
     summary = say(oa_kb, openid, "跳过")
     assert "企业：上海某某科技有限公司" in summary and "张三 13800138000" in summary
+
+
+def test_acknowledgements_thanks_to_xiaoer_and_goodbyes_are_understood(oa_kb):
+    """After an answer people say “好的” / “嗯” / “收到”: the bot introduced itself again (“您好！我是营商服务中心的
+    数字店小二…”) every time. “谢谢小二” and “拜拜～” got “这个问题我还没学会” (and sat in the staff's queue of
+    unanswered questions)."""
+    from handlers.bot import GREETING
+    from wxapp_backend.knowledge_store.chat import GREETING as KB_GREETING
+
+    openid = "oSmallTalk"
+    say(oa_kb, openid, "你好")
+    for text in ("好的", "嗯", "ok", "收到"):
+        reply = say(oa_kb, openid, text)
+        assert reply not in (GREETING, KB_GREETING) and "您好" not in reply and "没学会" not in reply, (text, reply)
+    assert "不客气" in say(oa_kb, openid, "谢谢小二")
+    for text in ("拜拜～", "再见！", "谢谢，再见"):
+        reply = say(oa_kb, openid, text)
+        assert "再见" in reply and "没学会" not in reply, (text, reply)

@@ -18,6 +18,8 @@ SUGGEST_COUNT = 3
 GREETING = ("您好！我是营商服务中心的数字店小二 🙂 惠企政策、企业开办、人才落户、融资、涉税、楼宇和白领活动，"
             "都可以直接问我。比如：“外籍人才工作许可怎么办”。")
 THANKS = "不客气！还有什么需要，随时找我。"
+BYE = "好的，祝您工作顺利，再见！有需要随时找我。"
+ACK = "好的～还有什么想了解的，直接问我就行。"
 HANDOFF = "好的，正在为您转接人工客服，请稍候。工作时间以外，您也可以回复“我要反映”留下诉求，我们会尽快联系您。"
 FALLBACK = ("抱歉，这个问题我还没学会。我已经把它记下来，工作人员会尽快补充。\n"
             # Bullets, not numbers: a digit reply means the menu (2 我要反映, 3 白领活动 ...), not this list.
@@ -101,6 +103,10 @@ def ask(kb: KnowledgeBase, text: str, *, last_suggestions: list[str] | None = No
         return ChatResult(GREETING, "smalltalk")
     if small == "thanks":
         return ChatResult(THANKS, "smalltalk")
+    if small == "bye":
+        return ChatResult(BYE, "smalltalk")
+    if small == "ack":
+        return ChatResult(ACK, "smalltalk")
     if not any(ch.isalnum() for ch in text):
         # 👍 alone is no question: not “我还没学会” nor a row in the staff's unanswered queue.
         return ChatResult(NO_WORDS, "smalltalk")
