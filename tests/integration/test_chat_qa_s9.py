@@ -93,3 +93,20 @@ def test_acknowledgements_thanks_to_xiaoer_and_goodbyes_are_understood(oa_kb):
     for text in ("拜拜～", "再见！", "谢谢，再见"):
         reply = say(oa_kb, openid, text)
         assert "再见" in reply and "没学会" not in reply, (text, reply)
+
+
+def test_every_example_question_the_bot_offers_is_answered(oa_kb):
+    """The menu's 1 (政策问答) said: ask e.g. “如何申请人才公寓”; asking exactly that got “这个问题我还没学会”
+    (the knowledge base has nothing on 人才公寓). Every question the bot gives as an example must be answered."""
+    import re
+
+    from handlers.bot import KB_PROMPT, MENU_TEXT
+    from wxapp_backend.knowledge_store.chat import GREETING as KB_GREETING
+
+    prompt = say(oa_kb, "oExamples", "1")
+    assert prompt == KB_PROMPT
+    examples = re.findall(r"“([^”]+)”", KB_PROMPT + MENU_TEXT.split("例如", 1)[1] + KB_GREETING.split("比如", 1)[1])
+    assert len(examples) >= 4
+    for question in examples:
+        reply = say(oa_kb, "oExamples", question)
+        assert "没学会" not in reply and "您是不是想问" not in reply, (question, reply)
