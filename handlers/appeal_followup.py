@@ -422,7 +422,7 @@ def _put_back(ctx: Context, taken: dict[str, Any]) -> None:
 def step(ctx: Context) -> Reply:
     """One answer inside a rating or supplement."""
     d = _state(ctx)
-    text = plain(_words(ctx))
+    text = intake.word(_words(ctx))  # “取消。”, “5分！”: the word, not the punctuation
     if ctx.msg.msg_type == "voice" and not text:
         return Text(NOT_HEARD)
     if text in CANCEL_WORDS:

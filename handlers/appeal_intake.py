@@ -47,6 +47,14 @@ def plain(text: str) -> str:
     return unicodedata.normalize("NFKC", text).strip()
 
 
+def word(text: str) -> str:
+    """A short reply as a command word: “确认！”, “取消。”, “跳过～” are 确认, 取消, 跳过."""
+    return plain(text).strip(_PUNCT)
+
+
+_PUNCT = " 。，、！？!?,.～~…"
+
+
 def follow_up_command(text: str) -> bool:
     """我的诉求 / 评价 [编号] / 补充 [编号]."""
     t = plain(text)
@@ -80,6 +88,7 @@ SUBMITTED = ("诉求已提交，编号 {number}。\n我们将在 1 个工作日�
              "回复“我的诉求”可随时查看进度，办理结果会通知您。")
 SUMMARY_CONTENT_CHARS = 200
 CONTENT_CUT = "…（共 {n} 字，已完整记录）"
+NOT_CONFIRMED = "诉求还没有提交哦。"
 CONFIRM_HINT = "回复“确认”提交，回复“修改”重新填写，回复“取消”放弃。"
 SUMMARY = "请核对您的诉求：\n问题：{content}\n企业：{enterprise}\n楼宇：{building}\n联系人：{name} {phone}\n照片：{photos} 张\n"
 
@@ -102,7 +111,7 @@ def _in_flow(ctx: Context) -> bool:
     d = _state(ctx)
     if d.get("paused"):  # the user went to the menu: only the words that resume or drop the draft are its
         return d.get("flow") == FLOW and ctx.msg.msg_type == "text" and \
-            ctx.text in (*CONTINUE_WORDS, *CANCEL_WORDS, *RESTART_WORDS)
+            word(ctx.text) in (*CONTINUE_WORDS, *CANCEL_WORDS, *RESTART_WORDS)
     return d.get("flow") == FLOW
 
 
@@ -230,7 +239,7 @@ def step(ctx: Context) -> Reply:
     if d.get("v") != VERSION or d.get("step") not in STEPS:
         ctx.state.clear()
         return Text(LOST)
-    t = _answer(ctx)
+    t = word(_answer(ctx))
     if ctx.msg.msg_type == "voice" and not t:
         return Text(NOT_HEARD)
     if t in CANCEL_WORDS:
@@ -281,7 +290,7 @@ def _place(ctx: Context, d: dict[str, Any]) -> Reply:
     if not t:
         return Text(PHOTO_NOT_NOW + PROMPTS["place"])
     known = d.get("known", {})
-    if t in YES_WORDS and known.get("enterprise_name"):
+    if word(t) in YES_WORDS and known.get("enterprise_name"):
         for key in ("enterprise_id", "enterprise_name", "building_id", "building_name"):
             if key in known:
                 d[key] = known[key]
@@ -351,14 +360,14 @@ def _photo_reply(ctx: Context, d: dict[str, Any], ok: str) -> Reply:
 def _photos(ctx: Context, d: dict[str, Any]) -> Reply:
     if ctx.msg.msg_type == "image":
         return _photo_reply(ctx, d, PHOTO_OK)
-    if _answer(ctx) in SKIP_WORDS or _answer(ctx) in CONFIRM_WORDS:
+    if word(_answer(ctx)) in SKIP_WORDS or word(_answer(ctx)) in CONFIRM_WORDS:
         return _advance(ctx, d, "confirm")
     return Text(PROMPTS["photos"])
 
 
 def _confirm(ctx: Context, d: dict[str, Any]) -> Reply:
-    if _answer(ctx) not in CONFIRM_WORDS:
-        return Text(_summary(d))
+    if word(_answer(ctx)) not in CONFIRM_WORDS:
+        return Text(NOT_CONFIRMED + _summary(d))
     if ctx.user_id is None:
         return Text(NO_USER)
     from wxapp_backend.appeals.calendar import TZ

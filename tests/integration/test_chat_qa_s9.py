@@ -5,8 +5,14 @@ from __future__ import annotations
 import itertools
 
 import pytest
+from sqlalchemy import select
 
 from tests.api.test_webhook import OA_APPID, OA_KEY, OA_TOKEN, acct_of, build, post, reply_of
+from tests.integration.appeals.test_appeal_chat_followup import (
+    chat,  # noqa: F401  (the follow-up's chat fixture)
+)
+from wxapp_backend.appeals.models import AppealRating
+from wxapp_backend.db import session_scope
 from wxapp_backend.knowledge_store.bot import _memory_key
 from wxapp_backend.wechat.chat import make_push
 
@@ -110,3 +116,35 @@ def test_every_example_question_the_bot_offers_is_answered(oa_kb):
     for question in examples:
         reply = say(oa_kb, "oExamples", question)
         assert "没学会" not in reply and "您是不是想问" not in reply, (question, reply)
+
+
+def test_intake_command_words_with_punctuation(oa_kb):
+    """People type “跳过。”, “确认！”, “取消。”: the intake knew the words only bare. “确认！” showed the whole summary
+    again (the user believed the appeal filed, nothing was), “取消。” at the enterprise step became the enterprise's
+    name and the intake went on. A reply at the confirmation that is no 确认 now says first that nothing was filed yet."""
+    openid = "oPunctuation"
+    say(oa_kb, openid, "我要反映")
+    say(oa_kb, openid, "楼下餐厅油烟很大，熏到办公室")
+    assert "已取消" in say(oa_kb, openid, "取消。")
+    say(oa_kb, openid, "我要反映")
+    say(oa_kb, openid, "楼下餐厅油烟很大，熏到办公室")
+    say(oa_kb, openid, "长宁某某贸易有限公司")
+    say(oa_kb, openid, "王五 13700137000")
+    assert "请核对" in say(oa_kb, openid, "跳过。")
+    not_yet = say(oa_kb, openid, "好的")
+    assert "还没有提交" in not_yet
+    assert "诉求已提交" in say(oa_kb, openid, "确认！")
+
+
+def test_rating_answers_with_punctuation(chat):  # noqa: F811  (the fixture imported above)
+    """In a rating, “解决了！” and “5分。” were not understood (the hint was repeated), and “取消。” at the comment
+    step was filed as the rating's comment instead of leaving the rating."""
+    from handlers import appeal_followup as followup
+
+    appeal_id, number = chat.resolved()
+    assert "问题解决了吗" in chat("评价")
+    assert chat("解决了！") == followup.ASK_STARS
+    assert chat("5分。") == followup.ASK_COMMENT
+    assert chat("取消。") == followup.CANCELLED
+    with session_scope() as s:
+        assert not list(s.scalars(select(AppealRating).where(AppealRating.appeal_id == appeal_id)))
