@@ -117,7 +117,7 @@ def _is_command(text: str) -> bool:
 def _in_flow(ctx: Context) -> bool:
     if ctx.msg.msg_type not in ("text", "image", "voice"):
         return False
-    if ctx.msg.msg_type == "text" and _is_command(plain(ctx.text)):
+    if ctx.msg.msg_type == "text" and _is_command(intake.word(ctx.text)):
         return False
     return _state(ctx).get("flow") == FLOW
 
@@ -125,7 +125,7 @@ def _in_flow(ctx: Context) -> bool:
 def _person_in_flow(ctx: Context) -> bool:
     """人工 during a rating or supplement: the person is reached and the flow ends, so that a later “你好” or “1”
     is not taken as an answer to a question asked before the hand-over."""
-    return ctx.msg.msg_type == "text" and ctx.text in PASS_THROUGH and _state(ctx).get("flow") == FLOW
+    return ctx.msg.msg_type == "text" and intake.word(ctx.text) in PASS_THROUGH and _state(ctx).get("flow") == FLOW
 
 
 def to_person(ctx: Context) -> Reply:

@@ -20,7 +20,7 @@ from wxapp_backend.validation import PHONE_RE
 
 from . import router as default_router
 from .replies import Reply, Text
-from .router import Context, Router
+from .router import _PUNCT, Context, Router, command_word
 
 log = logging.getLogger("handlers")
 
@@ -52,12 +52,9 @@ def word(text: str) -> str:
     return plain(text).strip(_PUNCT)
 
 
-_PUNCT = " 。，、！？!?,.～~…"
-
-
 def follow_up_command(text: str) -> bool:
     """我的诉求 / 评价 [编号] / 补充 [编号]."""
-    t = plain(text)
+    t = word(text)
     return t in STATUS_WORDS or bool(RATE_RE.match(t)) or bool(SUPPLEMENT_RE.match(t))
 
 PROMPTS = {
@@ -106,7 +103,7 @@ def _state(ctx: Context) -> dict[str, Any]:
 def _in_flow(ctx: Context) -> bool:
     if ctx.msg.msg_type not in ("text", "image", "voice"):
         return False
-    if ctx.text in PASS_THROUGH or follow_up_command(ctx.text) or _menu_words(ctx.text):
+    if word(ctx.text) in PASS_THROUGH or follow_up_command(ctx.text) or _menu_words(ctx.text):
         return False
     d = _state(ctx)
     if d.get("paused"):  # the user went to the menu: only the words that resume or drop the draft are its
@@ -118,7 +115,7 @@ def _in_flow(ctx: Context) -> bool:
 def _menu_words(text: str) -> bool:
     from .bot import MENU_WORDS
 
-    return text.casefold() in MENU_WORDS
+    return text != "" and command_word(text) in {command_word(w) for w in MENU_WORDS}
 
 
 def _menu_in_draft(ctx: Context) -> bool:

@@ -13,7 +13,7 @@ from dataclasses import replace
 from . import kb
 from .middleware import DEFAULT_MIDDLEWARE
 from .replies import Reply, Text, Transfer, as_reply
-from .router import Context, Router
+from .router import Context, Router, command_word
 
 log = logging.getLogger("handlers")
 
@@ -226,7 +226,7 @@ def app_reply(text: str, *, user_id: int | None, pending_choices: bool) -> tuple
     /api/v1/chat): the same words as the WeChat chat where they mean the same there, the mini-program's pages
     where the WeChat chat would start a chat-only flow (the appeal intake, rating). Returns (reply, decision)
     or None for the knowledge base. Decisions: smalltalk, handoff, guide (points to a page of the app)."""
-    t = (text or "").strip().casefold()
+    t = command_word(text) if text and text.strip() else ""
     if not t:
         return None
     for group in ("human", "appeal", "activity"):
@@ -252,7 +252,7 @@ _APP_FIXED = {"menu": MENU_REPLY, "greeting": GREETING, "thanks": THANKS, "bye":
 
 
 def _fold(words) -> frozenset[str]:
-    return frozenset(w.strip().casefold() for w in words)
+    return frozenset(command_word(w) for w in words)
 
 
 _FOLDED = {"human": _fold(HUMAN_WORDS), "appeal": _fold(APPEAL_WORDS), "activity": _fold(ACTIVITY_WORDS),

@@ -20,6 +20,7 @@ limit not reached (`Router.plan` sets `ctx.answer`). Otherwise the message goes 
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -39,6 +40,14 @@ Middleware = Callable[["Context", Callable[["Context"], "Reply | None"]], "Reply
 
 
 _UNRESOLVED = object()
+_PUNCT = " 。，、！？!?,.～~…"
+
+
+def command_word(text: str) -> str:
+    """A short text as a command word: full-width folded, case-folded, without the punctuation around it
+    (“我要反映！”, “菜单。”); punctuation alone (“？”, a menu word) stays as it is."""
+    t = unicodedata.normalize("NFKC", text).strip()
+    return (t.strip(_PUNCT) or t).casefold()
 
 
 @dataclass
@@ -166,10 +175,16 @@ class Router:
         return deco
 
     def text(self, *texts: str, fast: bool = False, answer: Reply | str | None = None) -> Any:
-        """Exact text (after stripping; ASCII case-insensitive). With `answer=`, a fixed reply (no decorator)."""
-        wanted = frozenset(t.strip().casefold() for t in texts)
-        return self._rule(f"text:{'|'.join(texts)}", lambda c: (t := c.text) != "" and t.casefold() in wanted,
-                          fast, answer=answer)
+        """Exact text (after stripping spaces and the punctuation around it: “我要反映！” is 我要反映; full-width
+        folded; ASCII case-insensitive). With `answer=`, a fixed reply (no decorator)."""
+        wanted = frozenset(command_word(t) for t in texts)
+        longest = max((len(t) for t in texts), default=0) + 8  # room for the punctuation around it
+
+        def test(c: Context) -> bool:
+            t = c.text
+            return t != "" and len(t) <= longest and command_word(t) in wanted
+
+        return self._rule(f"text:{'|'.join(texts)}", test, fast, answer=answer)
 
     def regex(self, pattern: str | re.Pattern[str], flags: int = 0, *, fast: bool = False
               ) -> Callable[[Handler], Handler]:

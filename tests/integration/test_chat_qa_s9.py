@@ -148,3 +148,22 @@ def test_rating_answers_with_punctuation(chat):  # noqa: F811  (the fixture impo
     assert chat("取消。") == followup.CANCELLED
     with session_scope() as s:
         assert not list(s.scalars(select(AppealRating).where(AppealRating.appeal_id == appeal_id)))
+
+
+def test_commands_with_punctuation_do_what_they_say(oa_kb):
+    """“我要反映！” got a knowledge-base text (“抱歉没能直接帮到您…”) instead of the intake, “我的诉求？” and
+    “菜单。” “您是不是想问” lists; “人工！” in a draft was taken as the problem's description. The command words
+    are now recognised with punctuation around them, in the WeChat chat and in the mini-program's chat."""
+    openid = "oPunctCommands"
+    assert "共 5 步" in say(oa_kb, openid, "我要反映！")
+    assert say(oa_kb, openid, "人工！") == ""  # handed over (the note goes as a customer-service message)
+    assert "已取消" in say(oa_kb, openid, "取消")
+    assert "还没有提交过诉求" in say(oa_kb, openid, "我的诉求？")
+    assert "回复数字即可" in say(oa_kb, openid, "菜单。")
+    assert "小程序" in say(oa_kb, openid, "活动！")
+    assert say(oa_kb, openid, "？").startswith("我是数字店小二")  # the menu word itself still works
+
+    from handlers.bot import app_reply
+
+    assert app_reply("我要反映！", user_id=None, pending_choices=False)[1] == "guide"
+    assert app_reply("菜单。", user_id=None, pending_choices=False)[1] == "smalltalk"
