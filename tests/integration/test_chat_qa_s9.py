@@ -167,3 +167,17 @@ def test_commands_with_punctuation_do_what_they_say(oa_kb):
 
     assert app_reply("我要反映！", user_id=None, pending_choices=False)[1] == "guide"
     assert app_reply("菜单。", user_id=None, pending_choices=False)[1] == "smalltalk"
+
+
+def test_choices_picked_the_way_people_say_it(oa_kb, redis_client):
+    """“第二个”, “第2条”, “2号”, “选3”: people pick a “您是不是想问” choice like this; the bot answered “这个问题我
+    还没学会” or offered unrelated entries. “第4个” of three says which numbers there are."""
+    choices = '["talent-foreign-work-permit", "talent-hub", "talent-foreign-work-permit"]'
+    for text in ("第一个", "第1条", "1号", "选1"):
+        openid = f"oPick-{text}"
+        say(oa_kb, openid, "你好")
+        redis_client.set(_memory_key("oa", openid), choices, ex=60)
+        assert "工作许可" in say(oa_kb, openid, text), text
+    say(oa_kb, "oPick4", "你好")
+    redis_client.set(_memory_key("oa", "oPick4"), choices, ex=60)
+    assert "请回复 1～3 之间的数字查看" in say(oa_kb, "oPick4", "第4个")

@@ -27,7 +27,7 @@ FALLBACK = ("抱歉，这个问题我还没学会。我已经把它记下来，�
 NO_WORDS = "小二收到啦～想了解政策或办事，请直接用文字问我；回复“菜单”看看我能做什么。"
 CHOICE_GONE = "您选的这条内容刚刚下线或已过有效期，目前不再提供。"
 # A bare number that picks nothing: not a question for the knowledge base (it found "similar" entries for "2").
-PICK_AGAIN = "请回复 {choices} 查看对应的答案，或者直接输入您的问题。"
+PICK_AGAIN = "请回复 {choices}查看对应的答案，或者直接输入您的问题。"
 NUMBER_ONLY = "小二没看明白这个数字～想了解政策或办事，请直接用文字问我；回复“菜单”看看我能做什么。"
 EXPIRED_NOTE = "您问的“{q}”已经过了有效期（截至 {until}），目前不再受理。有新政策时我们会第一时间更新。"
 
@@ -94,7 +94,7 @@ def ask(kb: KnowledgeBase, text: str, *, last_suggestions: list[str] | None = No
     if _bare_number(text):
         if last_suggestions:  # a number outside the choices: the choices stay, the number says which to pick
             n = len(last_suggestions)
-            return ChatResult(PICK_AGAIN.format(choices="1" if n == 1 else f"1～{n} 之间的数字"), "smalltalk")
+            return ChatResult(PICK_AGAIN.format(choices="1 " if n == 1 else f"1～{n} 之间的数字"), "smalltalk")
         return ChatResult(NUMBER_ONLY, "smalltalk")
     small = detect_smalltalk(text)
     if small == "handoff":
@@ -131,18 +131,23 @@ _NUMERALS = frozenset("一二三四五六七八九十零〇两")
 
 
 def _bare_number(text: str) -> bool:
-    """A reply that is only a number ("5", "０", "-1", "二"), as people answer numbered choices."""
+    """A reply that is only a number ("5", "０", "-1", "二", "第4个"), as people answer numbered choices."""
     t = unicodedata.normalize("NFKC", text).strip().strip("。.、")
+    t = _CHOICE_WORDS.sub("", t) or t
     return bool(t) and (bool(_BARE_NUMBER.fullmatch(t)) or (len(t) <= 2 and all(ch in _NUMERALS for ch in t)))
 
 
 _BARE_NUMBER = re.compile(r"[-+]?\d{1,12}")
 
 
+_CHOICE_WORDS = re.compile(r"^(?:选择?|要)?第?|(?:个|条|项|号)?(?:吧|的)?$")
+
+
 def _numbered_choice(text: str, last: list[str] | None) -> str | None:
     if not last:
         return None
     t = text.strip().strip("。.、")
+    t = _CHOICE_WORDS.sub("", t) or t  # “第二个”, “第2条”, “2号”, “选3”
     t = {"一": "1", "二": "2", "三": "3", "１": "1", "２": "2", "３": "3"}.get(t, t)
     # ASCII and short: "²".isdigit() is True but int("²") fails, and int() refuses 4,300 digits or more.
     if t.isascii() and t.isdigit() and len(t) <= 3 and 1 <= int(t) <= len(last):
