@@ -20,7 +20,7 @@ from wxapp_backend.validation import PHONE_RE
 
 from . import router as default_router
 from .replies import Reply, Text
-from .router import _PUNCT, Context, Router, command_word
+from .router import _PUNCT, Context, Router, command_word, to_simplified
 
 log = logging.getLogger("handlers")
 
@@ -48,8 +48,8 @@ def plain(text: str) -> str:
 
 
 def word(text: str) -> str:
-    """A short reply as a command word: “确认！”, “取消。”, “跳过～” are 确认, 取消, 跳过."""
-    return plain(text).strip(_PUNCT)
+    """A short reply as a command word: “确认！”, “取消。”, “跳过～”, “確認” are 确认, 取消, 跳过, 确认."""
+    return to_simplified(plain(text)).strip(_PUNCT)
 
 
 def follow_up_command(text: str) -> bool:

@@ -19,6 +19,7 @@ limit not reached (`Router.plan` sets `ctx.answer`). Otherwise the message goes 
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from collections.abc import Callable
@@ -44,10 +45,22 @@ _PUNCT = " 。，、！？!?,.～~…"
 
 
 def command_word(text: str) -> str:
-    """A short text as a command word: full-width folded, case-folded, without the punctuation around it
-    (“我要反映！”, “菜单。”); punctuation alone (“？”, a menu word) stays as it is."""
-    t = unicodedata.normalize("NFKC", text).strip()
+    """A short text as a command word: full-width folded, in simplified characters (“菜單” is 菜单), case-folded,
+    without the punctuation around it (“我要反映！”, “菜单。”); punctuation alone (“？”, a menu word) stays."""
+    t = to_simplified(unicodedata.normalize("NFKC", text).strip())
     return (t.strip(_PUNCT) or t).casefold()
+
+
+def to_simplified(text: str) -> str:
+    """Traditional characters as simplified ones (the knowledge base's table), as 繁體 users type commands."""
+    return text.translate(_t2s())
+
+
+@functools.cache
+def _t2s() -> dict[int, str]:
+    from knowledge.analysis import load_t2s
+
+    return load_t2s()
 
 
 @dataclass

@@ -181,3 +181,20 @@ def test_choices_picked_the_way_people_say_it(oa_kb, redis_client):
     say(oa_kb, "oPick4", "你好")
     redis_client.set(_memory_key("oa", "oPick4"), choices, ex=60)
     assert "请回复 1～3 之间的数字查看" in say(oa_kb, "oPick4", "第4个")
+
+
+def test_traditional_characters_in_commands(oa_kb, redis_client):
+    """A 繁體 user: “菜單” and “我的訴求” got “您是不是想问” lists, and in the intake “確認” only repeated the summary
+    (nothing filed), “跳過” the photo prompt: the command words were known in simplified characters only."""
+    openid = "oTraditional"
+    assert "回复数字即可" in say(oa_kb, openid, "菜單")
+    assert "还没有提交过诉求" in say(oa_kb, openid, "我的訴求")
+    assert "共 5 步" in say(oa_kb, openid, "我要反映")
+    say(oa_kb, openid, "辦公室冷氣壞了一個禮拜")
+    say(oa_kb, openid, "上海某某科技有限公司")
+    assert "照片" in say(oa_kb, openid, "張三 13800138000")
+    assert "请核对" in say(oa_kb, openid, "跳過")
+    assert "诉求已提交" in say(oa_kb, openid, "確認")
+    say(oa_kb, openid, "你好")
+    redis_client.set(_memory_key("oa", openid), '["talent-hub", "talent-foreign-work-permit"]', ex=60)
+    assert "工作许可" in say(oa_kb, openid, "第二個")

@@ -140,7 +140,7 @@ def _bare_number(text: str) -> bool:
 _BARE_NUMBER = re.compile(r"[-+]?\d{1,12}")
 
 
-_CHOICE_WORDS = re.compile(r"^(?:选择?|要)?第?|(?:个|条|项|号)?(?:吧|的)?$")
+_CHOICE_WORDS = re.compile(r"^(?:[选選][择擇]?|要)?第?|(?:[个個条條项項号號])?(?:吧|的)?$")
 
 
 def _numbered_choice(text: str, last: list[str] | None) -> str | None:
