@@ -90,6 +90,9 @@ CONFIRM_HINT = "回复“确认”提交，回复“修改”重新填写，回�
 SUMMARY = "请核对您的诉求：\n问题：{content}\n企业：{enterprise}\n楼宇：{building}\n联系人：{name} {phone}\n照片：{photos} 张\n"
 
 
+# “没有照片”, “不用了”, “就这些”: the photo step is over (the prompt only named 好了 / 跳过, and repeated itself).
+_PHOTOS_DONE = re.compile(r"(?:没有|没|无|不用|不需要|不要|不发)(?:现场)?(?:照片|图片|相片|图)?(?:了|啦)?|"
+                          r"(?:就这些|发好了|传完了|都发了|上传好了|上传完了)(?:了|啦)?")
 _NAME_PHONE = re.compile(r"\S{1,10}\s*[,，]?\s*1[3-9]\d{9}")
 
 
@@ -357,7 +360,8 @@ def _photo_reply(ctx: Context, d: dict[str, Any], ok: str) -> Reply:
 def _photos(ctx: Context, d: dict[str, Any]) -> Reply:
     if ctx.msg.msg_type == "image":
         return _photo_reply(ctx, d, PHOTO_OK)
-    if word(_answer(ctx)) in SKIP_WORDS or word(_answer(ctx)) in CONFIRM_WORDS:
+    t = word(_answer(ctx))
+    if t in SKIP_WORDS or t in CONFIRM_WORDS or _PHOTOS_DONE.fullmatch(t):
         return _advance(ctx, d, "confirm")
     return Text(PROMPTS["photos"])
 

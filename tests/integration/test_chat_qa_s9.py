@@ -198,3 +198,15 @@ def test_traditional_characters_in_commands(oa_kb, redis_client):
     say(oa_kb, openid, "你好")
     redis_client.set(_memory_key("oa", openid), '["talent-hub", "talent-foreign-work-permit"]', ex=60)
     assert "工作许可" in say(oa_kb, openid, "第二個")
+
+
+def test_no_photos_said_in_words(oa_kb):
+    """At the photo step “没有照片”, “不用了”, “就这些” got the same photo prompt again, as many times as the
+    user tried: only the exact 好了 / 跳过 / 没有 … words moved on."""
+    for i, text in enumerate(("没有照片", "不用了", "就这些", "无图片")):
+        openid = f"oNoPhotos{i}"
+        say(oa_kb, openid, "我要反映")
+        say(oa_kb, openid, "楼道里的灯坏了一个多星期了")
+        say(oa_kb, openid, "上海某某科技有限公司")
+        say(oa_kb, openid, "张三 13800138000")
+        assert "请核对" in say(oa_kb, openid, text), text
