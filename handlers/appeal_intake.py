@@ -93,6 +93,10 @@ SUMMARY = "请核对您的诉求：\n问题：{content}\n企业：{enterprise}\n
 # “没有照片”, “不用了”, “就这些”: the photo step is over (the prompt only named 好了 / 跳过, and repeated itself).
 _PHOTOS_DONE = re.compile(r"(?:没有|没|无|不用|不需要|不要|不发)(?:现场)?(?:照片|图片|相片|图)?(?:了|啦)?|"
                           r"(?:就这些|发好了|传完了|都发了|上传好了|上传完了)(?:了|啦)?")
+# A mobile number as typed: “138 0013 8000”, “138-0013-8000”, “+86 13800138000”; never the first 11 digits of a
+# longer (mistyped) number, whose last digit used to end up in the contact's name.
+_MOBILE = re.compile(r"(?<![\d+])(?:\+?86[\s-]?)?(1[3-9]\d)[\s-]?(\d{4})[\s-]?(\d{4})(?!\d)")
+_LANDLINE = re.compile(r"(?<!\d)(0\d{2,3}-?\d{7,8})(?!\d)")
 _NAME_PHONE = re.compile(r"\S{1,10}\s*[,，]?\s*1[3-9]\d{9}")
 
 
@@ -308,9 +312,13 @@ def _contact(ctx: Context, d: dict[str, Any]) -> Reply:
     if not t:
         return Text(PHOTO_NOT_NOW + PROMPTS["contact"])
     known_phone = d.get("known", {}).get("phone", "")
-    m = re.search(r"(1[3-9]\d{9}|0\d{2,3}-?\d{7,8})", t)
-    phone = m.group(1) if m else ""
-    rest = t.replace(phone, " ") if phone else t
+    m = _MOBILE.search(t)
+    if m is not None:
+        phone = "".join(m.groups())
+    else:
+        m = _LANDLINE.search(t)
+        phone = m.group(1) if m else ""
+    rest = t[:m.start()] + " " + t[m.end():] if m else t
     if not phone and known_phone and re.search(r"(^|\s)是$", t):
         phone, rest = known_phone, re.sub(r"\s*是$", "", t)
     if not phone or not PHONE_RE.match(phone):

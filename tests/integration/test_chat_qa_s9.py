@@ -210,3 +210,22 @@ def test_no_photos_said_in_words(oa_kb):
         say(oa_kb, openid, "上海某某科技有限公司")
         say(oa_kb, openid, "张三 13800138000")
         assert "请核对" in say(oa_kb, openid, text), text
+
+
+def test_contact_phone_as_people_type_it(oa_kb):
+    """“张三 138 0013 8000” and “138-0013-8000” were refused (“没有认出手机号”); “张三 +86 13800138000” was taken
+    with “张三 +86” as the name; a mistyped “张三 138001380001” (12 digits) was accepted as 13800138000 with
+    “张三 1” as the name. The number is now read as typed and a longer one is refused."""
+    cases = {"张三 138 0013 8000": "张三 13800138000", "张三 138-0013-8000": "张三 13800138000",
+             "张三 +86 13800138000": "张三 13800138000", "李四，021-12345678": "李四 021-12345678"}
+    for i, (typed, shown) in enumerate(cases.items()):
+        openid = f"oContact{i}"
+        say(oa_kb, openid, "我要反映")
+        say(oa_kb, openid, "园区门口共享单车乱停放很久了")
+        say(oa_kb, openid, "上海某某科技有限公司")
+        assert "照片" in say(oa_kb, openid, typed), typed
+        assert f"联系人：{shown}\n" in say(oa_kb, openid, "跳过"), typed
+    say(oa_kb, "oContactLong", "我要反映")
+    say(oa_kb, "oContactLong", "园区门口共享单车乱停放很久了")
+    say(oa_kb, "oContactLong", "上海某某科技有限公司")
+    assert "没有认出手机号" in say(oa_kb, "oContactLong", "张三 138001380001")
