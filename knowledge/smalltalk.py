@@ -63,6 +63,18 @@ _GREETING_WORDS = (
     "小助手",
     "店小二",  # the bot's own name: “谢谢小二”, “小二你好”
     "小二",
+    # An opener before the question itself (“你好，我想问一下”): not a question the knowledge base lacks.
+    "我想咨询一下",
+    "想咨询一下",
+    "咨询一下",
+    "我想咨询",
+    "我想问一下",
+    "想问一下",
+    "请问一下",
+    "问一下",
+    "我想问个问题",
+    "我有个问题",
+    "请问",
 )
 _BYE_WORDS = ("再见", "拜拜", "回头见", "bye")
 # Filler that may surround small talk without changing what it is.

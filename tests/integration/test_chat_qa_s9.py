@@ -229,3 +229,12 @@ def test_contact_phone_as_people_type_it(oa_kb):
     say(oa_kb, "oContactLong", "园区门口共享单车乱停放很久了")
     say(oa_kb, "oContactLong", "上海某某科技有限公司")
     assert "没有认出手机号" in say(oa_kb, "oContactLong", "张三 138001380001")
+
+
+def test_an_opener_before_the_question_is_no_unknown_question(oa_kb):
+    """“你好，我想问一下” / “请问” / “我有个问题” come before the question: the bot answered “这个问题我还没学会”
+    (and queued the opener for staff as an unanswered question). It now invites the question."""
+    for text in ("你好，我想问一下", "请问", "我有个问题", "咨询一下"):
+        reply = say(oa_kb, "oOpener", text)
+        assert "没学会" not in reply and "问我" in reply, (text, reply)
+    assert "一窗通" in say(oa_kb, "oOpener", "请问开办企业需要哪些材料")
