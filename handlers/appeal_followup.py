@@ -87,6 +87,7 @@ ALREADY_RATED = "诉求 {number} 这一轮办理您已经评价过了，谢谢�
 SUPPLEMENT_SHORT = "补充的内容有点短，请再具体说说（至少 2 个字）。"
 SUPPLEMENT_LONG = "补充的内容太长了，请精简到 2000 字以内。"
 SUPPLEMENTED = "已补充，诉求 {number} 恢复办理。{photos}办理结果会通知您，回复“我的诉求”可随时查看进度。"
+MENU_LEFT = "\n\n刚才的{what}已退出，没有提交；需要时回复“{what}”重新开始。"
 CANCELLED = "已退出，没有提交任何内容。需要时回复“我的诉求”查看。"
 LOST = "刚才的操作已失效（超过 30 分钟没有回复，或系统刚刚重启），内容没有提交。请回复“我的诉求”重新查看。"
 
@@ -125,7 +126,23 @@ def _in_flow(ctx: Context) -> bool:
 def _person_in_flow(ctx: Context) -> bool:
     """人工 during a rating or supplement: the person is reached and the flow ends, so that a later “你好” or “1”
     is not taken as an answer to a question asked before the hand-over."""
-    return ctx.msg.msg_type == "text" and intake.word(ctx.text) in PASS_THROUGH and _state(ctx).get("flow") == FLOW
+    msg = ctx.msg
+    asked = (msg.msg_type == "text" and intake.word(ctx.text) in PASS_THROUGH) or \
+        (msg.is_event and msg.event == "click" and msg.event_key == "MENU_HUMAN")  # the menu's 人工服务 too
+    return asked and _state(ctx).get("flow") == FLOW
+
+
+def _menu_in_flow(ctx: Context) -> bool:
+    """The menu (a button, or “菜单”) during a rating or supplement: the user turned to something else, so the
+    flow ends (a question asked after “政策问答” was filed as the rating's comment or as the supplement)."""
+    return intake.menu_message(ctx) and _state(ctx).get("flow") == FLOW
+
+
+def leave_for_menu(ctx: Context) -> Reply:
+    kind = _state(ctx).get("kind")
+    _leave_flow(ctx)
+    what = "评价" if kind == "rate" else "补充"
+    return Text(intake.menu_answer(ctx) + MENU_LEFT.format(what=what))
 
 
 def to_person(ctx: Context) -> Reply:
@@ -451,6 +468,7 @@ def install(r: Router) -> Router:
     """Register the rules on a router (the default one at import; tests pass their own)."""
     # The matchers read only the message and ctx.state; every handler needs the database.
     r.match(_person_in_flow, cheap=True, pure=True)(to_person)
+    r.match(_menu_in_flow, cheap=True, pure=True)(leave_for_menu)
     r.match(_in_flow, cheap=True, pure=True)(step)
     r.text(*STATUS_WORDS)(status)
     r.match(_rate_command, cheap=True, pure=True)(rate_start)

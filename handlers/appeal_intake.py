@@ -125,15 +125,30 @@ def _menu_words(text: str) -> bool:
     return text != "" and command_word(text) in {command_word(w) for w in MENU_WORDS}
 
 
-def _menu_in_draft(ctx: Context) -> bool:
-    """The menu (a button other than 我要反映 / 人工, or “菜单”) while a draft is open: the user turned to
-    something else. Their next words are not an answer to the step they left (a question after “政策问答” became
-    the enterprise's name, a menu digit the contact)."""
+def menu_message(ctx: Context) -> bool:
+    """The menu: a button other than 我要反映 / 人工, or “菜单”."""
     msg = ctx.msg
     if msg.is_event:
-        if msg.event != "click" or msg.event_key in ("MENU_APPEAL", "MENU_HUMAN"):
-            return False
-    elif not (msg.msg_type == "text" and _menu_words(ctx.text)):
+        return msg.event == "click" and msg.event_key not in ("MENU_APPEAL", "MENU_HUMAN")
+    return msg.msg_type == "text" and _menu_words(ctx.text)
+
+
+def menu_answer(ctx: Context) -> str:
+    """What the menu button (or “菜单”) answers by itself."""
+    from . import kb
+    from .bot import INTENTS, MENU, MENU_REPLY, MENU_TEXT
+
+    kb.forget_choices(ctx)
+    if not ctx.msg.is_event:
+        return MENU_REPLY
+    entry = MENU.get(ctx.msg.event_key or "")
+    return INTENTS[entry[0]](ctx).text if entry is not None else MENU_TEXT
+
+
+def _menu_in_draft(ctx: Context) -> bool:
+    """The menu while a draft is open: the user turned to something else. Their next words are not an answer to
+    the step they left (a question after “政策问答” became the enterprise's name, a menu digit the contact)."""
+    if not menu_message(ctx):
         return False
     d = _state(ctx)
     return d.get("flow") == FLOW and d.get("step") in STEPS
@@ -141,21 +156,12 @@ def _menu_in_draft(ctx: Context) -> bool:
 
 def pause(ctx: Context) -> Reply:
     """The menu's own answer, the draft kept (paused) until “继续”."""
-    from . import kb
-    from .bot import INTENTS, MENU, MENU_REPLY, MENU_TEXT
-
     d = _state(ctx)
     try:
         ctx.state.merge(paused=True)
     except redis.RedisError:
         pass
-    kb.forget_choices(ctx)
-    entry = MENU.get(ctx.msg.event_key or "") if ctx.msg.is_event else None
-    if ctx.msg.is_event:
-        text = INTENTS[entry[0]](ctx).text if entry is not None else MENU_TEXT
-    else:
-        text = MENU_REPLY
-    return Text(text + PAUSED.format(n=STEPS.index(d["step"]) + 1))
+    return Text(menu_answer(ctx) + PAUSED.format(n=STEPS.index(d["step"]) + 1))
 
 
 def _lost_answer(ctx: Context) -> bool:

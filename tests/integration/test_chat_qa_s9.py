@@ -238,3 +238,47 @@ def test_an_opener_before_the_question_is_no_unknown_question(oa_kb):
         reply = say(oa_kb, "oOpener", text)
         assert "没学会" not in reply and "问我" in reply, (text, reply)
     assert "一窗通" in say(oa_kb, "oOpener", "请问开办企业需要哪些材料")
+
+
+
+def _resolved_appeal_of(application, openid, make_staff):
+    """A resolved appeal of the WeChat user `openid` (who has written to the bot already)."""
+    from wxapp_backend.appeals import services
+    from wxapp_backend.audit import Actor
+    from wxapp_backend.auth.models import User
+
+    admin = make_staff(role="admin")
+    staff = Actor("staff", admin.id, role="admin", name="管理员")
+    with application.app_context(), session_scope() as s:
+        user_id = s.scalars(select(User.id).where(User.oa_openid == openid)).one()
+        appeal, _ = services.submit_appeal(s, user_id, services.Intake(
+            content="我们公司的增值税发票开不出来，税控盘坏了", contact_name="张三", contact_phone="13800138000"))
+        services.perform(s, staff, appeal.id, "accept", {})
+        services.perform(s, staff, appeal.id, "resolve", {"resolution": "已协调税务所更换税控盘"})
+        return appeal.id
+
+
+def _ratings(application, appeal_id):
+    with application.app_context(), session_scope() as s:
+        return list(s.scalars(select(AppealRating).where(AppealRating.appeal_id == appeal_id)))
+
+
+def test_the_menu_during_a_rating_ends_it(oa_kb, make_staff):
+    """Mid-rating the user taps 政策问答 (or types 菜单) and asks a question: the question (or “菜单” itself) was
+    filed as the rating's comment, closing the appeal with it. The menu now ends the rating, and says so; the
+    menu's 人工服务 ends it as the word 人工 does (a later “1” was taken as an answer)."""
+    openid = "oMenuInRating"
+    say(oa_kb, openid, "你好")
+    appeal_id = _resolved_appeal_of(oa_kb, openid, make_staff)
+    for menu in ({"text": "菜单"}, {"event": "CLICK", "event_key": "MENU_KB"}):
+        assert "问题解决了吗" in say(oa_kb, openid, "评价")
+        say(oa_kb, openid, "1")
+        say(oa_kb, openid, "5")
+        left = say(oa_kb, openid, **menu)
+        assert "评价已退出" in left and ("政策" in left or "回复数字即可" in left), menu
+        assert "一窗通" in say(oa_kb, openid, "开办企业需要哪些材料")
+        assert _ratings(oa_kb, appeal_id) == []
+    assert "问题解决了吗" in say(oa_kb, openid, "评价")
+    say(oa_kb, openid, event="CLICK", event_key="MENU_HUMAN")
+    assert "打分" not in say(oa_kb, openid, "1")  # the menu's 1, not “已解决”
+    assert _ratings(oa_kb, appeal_id) == []
