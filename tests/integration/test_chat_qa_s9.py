@@ -282,3 +282,12 @@ def test_the_menu_during_a_rating_ends_it(oa_kb, make_staff):
     say(oa_kb, openid, event="CLICK", event_key="MENU_HUMAN")
     assert "打分" not in say(oa_kb, openid, "1")  # the menu's 1, not “已解决”
     assert _ratings(oa_kb, appeal_id) == []
+
+
+def test_continue_after_an_answer_does_not_speak_of_lost_input(oa_kb):
+    """“继续” after a long knowledge-base answer (wanting more), from someone who never started an appeal, got
+    “抱歉，刚才填写的内容已失效…给您添麻烦了”: an apology for losing what they had never filled in."""
+    openid = "oContinueAfterAnswer"
+    assert "一窗通" in say(oa_kb, openid, "开办企业需要哪些材料")
+    reply = say(oa_kb, openid, "继续")
+    assert "刚才填写的内容已失效" not in reply and "没有您正在填写的诉求" in reply and "直接输入问题" in reply
