@@ -103,7 +103,7 @@ def detect_smalltalk(text: str | None) -> SmallTalk | None:
         return "thanks"
     if not _residue(norm, _BYE_WORDS + _THANKS_WORDS + _GREETING_WORDS) and any(w in norm for w in _BYE_WORDS):
         return "bye"
-    if not _residue(norm, ()):  # filler alone, no greeting word: “好的” after an answer is no hello
+    if not _residue(norm, ()) and any(ch.isalnum() for ch in norm):  # filler words alone: “好的” is no hello
         return "ack"
     if not _residue(norm, _GREETING_WORDS):
         return "greeting"
