@@ -303,7 +303,7 @@ def _place(ctx: Context, d: dict[str, Any]) -> Reply:
     if not t:
         return Text(PHOTO_NOT_NOW + PROMPTS["place"])
     known = d.get("known", {})
-    if word(t) in YES_WORDS and known.get("enterprise_name"):
+    if _yes(t) and known.get("enterprise_name"):
         for key in ("enterprise_id", "enterprise_name", "building_id", "building_name"):
             if key in known:
                 d[key] = known[key]
@@ -314,6 +314,16 @@ def _place(ctx: Context, d: dict[str, Any]) -> Reply:
         with session_scope() as s:
             d.update(match_place(s, t))
     return _advance(ctx, d, "contact")
+
+
+# A yes as people say it (“是的，没错”, “好的”, “嗯”, “可以”): these became the enterprise's name, the appeal filed
+# without the verified enterprise.
+_YES_RE = re.compile(r"(?:是的?|对的?|没错|确认|确定|正确|好的?|可以|嗯+|没问题|ok|yes)+", re.IGNORECASE)
+
+
+def _yes(text: str) -> bool:
+    t = word(text)
+    return t in YES_WORDS or bool(_YES_RE.fullmatch(re.sub(r"[\s，,。！!～~、]+", "", t)))
 
 
 def _contact(ctx: Context, d: dict[str, Any]) -> Reply:

@@ -292,3 +292,28 @@ def test_continue_after_an_answer_does_not_speak_of_lost_input(oa_kb):
     assert "一窗通" in say(oa_kb, openid, "开办企业需要哪些材料")
     reply = say(oa_kb, openid, "继续")
     assert "刚才填写的内容已失效" not in reply and "没有您正在填写的诉求" in reply and "直接输入问题" in reply
+
+
+def test_a_verified_user_says_yes_to_their_enterprise_in_their_own_words(oa_kb, make_building, make_enterprise):
+    """“诉求将登记在“X”名下，回复“是”确认”: “是的，没错” / “好的” / “嗯” were taken as the enterprise's name, so
+    the appeal was filed under “是的，没错”, without the user's verified enterprise and building."""
+    from wxapp_backend.appeals.models import Appeal
+    from wxapp_backend.auth.models import User
+
+    building = make_building(name="测试大厦")
+    enterprise = make_enterprise(name="上海确认科技有限公司", building_id=building.id)
+    for i, yes in enumerate(("是的，没错", "好的", "嗯")):
+        openid = f"oVerifiedYes{i}"
+        say(oa_kb, openid, "你好")
+        with oa_kb.app_context(), session_scope() as s:
+            user = s.scalars(select(User).where(User.oa_openid == openid)).one()
+            user.enterprise_id, user.binding_state = enterprise.id, "verified"
+        say(oa_kb, openid, "我要反映")
+        assert "上海确认科技有限公司" in say(oa_kb, openid, "楼里的消防通道被杂物堵住了")
+        assert "联系人" in say(oa_kb, openid, yes)
+        say(oa_kb, openid, "张三 13800138000")
+        assert "企业：上海确认科技有限公司\n楼宇：测试大厦" in say(oa_kb, openid, "跳过"), yes
+        assert "诉求已提交" in say(oa_kb, openid, "确认")
+    with oa_kb.app_context(), session_scope() as s:
+        filed = list(s.scalars(select(Appeal).where(Appeal.content == "楼里的消防通道被杂物堵住了")).unique())
+        assert len(filed) == 3 and {a.enterprise_id for a in filed} == {enterprise.id}
