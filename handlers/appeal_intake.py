@@ -321,6 +321,9 @@ def _place(ctx: Context, d: dict[str, Any]) -> Reply:
 _YES_RE = re.compile(r"(?:是的?|对的?|没错|确认|确定|正确|好的?|可以|嗯+|没问题|ok|yes)+", re.IGNORECASE)
 
 
+_KNOWN_PHONE_YES = re.compile(r"(?:^|[\s,，、:：])(?:是的?|对的?|用这个(?:号码?)?)[。.！!]?$")
+
+
 def _yes(text: str) -> bool:
     t = word(text)
     return t in YES_WORDS or bool(_YES_RE.fullmatch(re.sub(r"[\s，,。！!～~、]+", "", t)))
@@ -338,8 +341,9 @@ def _contact(ctx: Context, d: dict[str, Any]) -> Reply:
         m = _LANDLINE.search(t)
         phone = m.group(1) if m else ""
     rest = t[:m.start()] + " " + t[m.end():] if m else t
-    if not phone and known_phone and re.search(r"(^|\s)是$", t):
-        phone, rest = known_phone, re.sub(r"\s*是$", "", t)
+    said_yes = _KNOWN_PHONE_YES.search(t)  # “张三 是”, also “张三，是的”, “张三 对”
+    if not phone and known_phone and said_yes:
+        phone, rest = known_phone, t[:said_yes.start()]
     if not phone or not PHONE_RE.match(phone):
         return Text(BAD_CONTACT)
     name = re.sub(r"[\s,，:：;；]+", " ", rest).replace("联系人", "").replace("电话", "").replace("手机", "").strip()

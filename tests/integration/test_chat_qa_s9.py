@@ -317,3 +317,19 @@ def test_a_verified_user_says_yes_to_their_enterprise_in_their_own_words(oa_kb, 
     with oa_kb.app_context(), session_scope() as s:
         filed = list(s.scalars(select(Appeal).where(Appeal.content == "楼里的消防通道被杂物堵住了")).unique())
         assert len(filed) == 3 and {a.enterprise_id for a in filed} == {enterprise.id}
+
+
+def test_known_phone_confirmed_in_the_users_words(oa_kb):
+    """“回复“是”使用 138****8000，需同时写上姓名：张三 是”: “张三，是的” or “张三 对” got “没有认出手机号”."""
+    from wxapp_backend.auth.models import User
+
+    for i, typed in enumerate(("张三，是的", "张三 对", "张三 是")):
+        openid = f"oKnownPhone{i}"
+        say(oa_kb, openid, "你好")
+        with oa_kb.app_context(), session_scope() as s:
+            s.scalars(select(User).where(User.oa_openid == openid)).one().phone = "13912345678"
+        say(oa_kb, openid, "我要反映")
+        say(oa_kb, openid, "楼里的消防通道被杂物堵住了")
+        assert "139****5678" in say(oa_kb, openid, "上海某某科技有限公司")
+        assert "照片" in say(oa_kb, openid, typed), typed
+        assert "联系人：张三 13912345678\n" in say(oa_kb, openid, "跳过"), typed
