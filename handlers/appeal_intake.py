@@ -226,10 +226,21 @@ def start(ctx: Context) -> Reply:
         return Text(UNAVAILABLE)
     if current.get("flow") == FLOW and current.get("step") in STEPS:
         return Text(PENDING.format(n=STEPS.index(current["step"]) + 1))
-    return _new_draft(ctx)
+    said = ctx.match.group("content").strip() if isinstance(ctx.match, re.Match) else ""
+    return _new_draft(ctx, said)
 
 
-def _new_draft(ctx: Context) -> Reply:
+# “我要反映：楼下餐厅油烟太大…” in one message: the intake, with the problem already told (it got “这个问题我还没
+# 学会…回复“我要反映”提交诉求”). A bare 投诉 / 反映 only with a separator: “投诉电话是多少” is a question.
+_START_WITH_TEXT = re.compile(r"^(?:(?:我要|我想|我有)(?:反映|投诉|诉求)(?:一下)?[：:，,。！!\s]*|"
+                              r"(?:反映问题|投诉|反映|诉求)\s*[：:，,]\s*)(?P<content>\S.{4,1999})$", re.S)
+
+
+def _start_with_text(ctx: Context) -> re.Match | None:
+    return _START_WITH_TEXT.match(ctx.text) if ctx.msg.msg_type == "text" and ctx.text else None
+
+
+def _new_draft(ctx: Context, content: str = "") -> Reply:
     known: dict[str, Any] = {}
     if ctx.user_id is not None:
         from wxapp_backend.appeals.intake import chat_profile
@@ -239,10 +250,14 @@ def _new_draft(ctx: Context) -> Reply:
             known = chat_profile(s, ctx.user_id)
     draft = {"flow": FLOW, "v": VERSION, "step": "describe", "id": secrets.token_hex(8), "known": known,
              "media": []}
+    if content:
+        draft.update(content=content, step="place")
     try:
         _save(ctx, draft)
     except redis.RedisError:
         return Text(UNAVAILABLE)
+    if content:
+        return Text("好的，我来帮您登记诉求（共 5 步），您说的问题已记下（第 1 步）。\n" + _prompt(draft, "place"))
     return Text("好的，我来帮您登记诉求（共 5 步）。\n" + PROMPTS["describe"])
 
 
@@ -428,6 +443,7 @@ def install(r: Router) -> Router:
     r.match(_in_flow, cheap=True, pure=True)(step)
     r.match(_menu_in_draft, cheap=True, pure=True)(pause)
     r.text(*START_WORDS)(start)
+    r.match(_start_with_text, cheap=True, pure=True)(start)
     r.click("MENU_APPEAL")(start)
     r.match(_lost_answer, cheap=True, fast=True, pure=True)(lost)
     return r

@@ -333,3 +333,16 @@ def test_known_phone_confirmed_in_the_users_words(oa_kb):
         assert "139****5678" in say(oa_kb, openid, "上海某某科技有限公司")
         assert "照片" in say(oa_kb, openid, typed), typed
         assert "联系人：张三 13912345678\n" in say(oa_kb, openid, "跳过"), typed
+
+
+def test_appeal_told_in_the_same_message_as_the_words(oa_kb):
+    """“我要反映：楼下餐厅油烟太大了…” in one message got “这个问题我还没学会…回复“我要反映”提交诉求”: the user
+    had said 我要反映, and the problem was lost. The intake now starts with the problem taken as step 1."""
+    openid = "oStartWithText"
+    first = say(oa_kb, openid, "我要反映：楼下餐厅油烟太大了，熏得办公室没法待")
+    assert "共 5 步" in first and "企业名称" in first and "没学会" not in first
+    say(oa_kb, openid, "上海某某科技有限公司")
+    say(oa_kb, openid, "张三 13800138000")
+    assert "问题：楼下餐厅油烟太大了，熏得办公室没法待\n" in say(oa_kb, openid, "跳过")
+    assert "诉求已提交" in say(oa_kb, openid, "确认")
+    assert "共 5 步" not in say(oa_kb, "oStartWithText2", "投诉电话是多少")  # a question, not an appeal
