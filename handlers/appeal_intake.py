@@ -117,8 +117,8 @@ def _in_flow(ctx: Context) -> bool:
         return False
     d = _state(ctx)
     if d.get("paused"):  # the user went to the menu: only the words that resume or drop the draft are its
-        return d.get("flow") == FLOW and ctx.msg.msg_type == "text" and \
-            word(ctx.text) in (*CONTINUE_WORDS, *CANCEL_WORDS, *RESTART_WORDS)
+        return d.get("flow") == FLOW and ctx.msg.msg_type in ("text", "voice") and \
+            word(_answer(ctx)) in (*CONTINUE_WORDS, *CANCEL_WORDS, *RESTART_WORDS)
     return d.get("flow") == FLOW
 
 

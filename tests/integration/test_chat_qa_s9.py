@@ -346,3 +346,13 @@ def test_appeal_told_in_the_same_message_as_the_words(oa_kb):
     assert "问题：楼下餐厅油烟太大了，熏得办公室没法待\n" in say(oa_kb, openid, "跳过")
     assert "诉求已提交" in say(oa_kb, openid, "确认")
     assert "共 5 步" not in say(oa_kb, "oStartWithText2", "投诉电话是多少")  # a question, not an appeal
+
+
+def test_a_draft_put_aside_resumes_by_voice(oa_kb):
+    """The draft put aside by the menu resumed only on a typed “继续”: a spoken one went to the knowledge base."""
+    openid = "oVoiceResume"
+    say(oa_kb, openid, "我要反映")
+    say(oa_kb, openid, "办公室空调一直不制冷已经一周了")
+    say(oa_kb, openid, "菜单")
+    voice = {"MsgType": "voice", "MediaId": "VOICE1", "Format": "amr", "Recognition": "继续。"}
+    assert "企业名称" in say(oa_kb, openid, extra=voice)
