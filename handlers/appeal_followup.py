@@ -376,6 +376,10 @@ def _supplement_step(ctx: Context, d: dict[str, Any], text: str) -> Reply:
         return Text(SUPPLEMENT_NEEDS_TEXT)
     else:
         content = _words(ctx)  # the words as written, not normalised
+    return _supplement_submit(ctx, d, content)
+
+
+def _supplement_submit(ctx: Context, d: dict[str, Any], content: str) -> Reply:
     if len(content) < 2:
         return Text(SUPPLEMENT_SHORT)
     if len(content) > SUPPLEMENT_MAX:
@@ -402,6 +406,35 @@ def _supplement_step(ctx: Context, d: dict[str, Any], text: str) -> Reply:
                                                 "appeal_id": d["appeal_id"]})
     photos = f"照片 {len(media)} 张稍后附上。" if media else ""
     return Text(SUPPLEMENTED.format(number=d["number"], photos=photos))
+
+
+# “补充：物业电话 021-…” in one message (it went to the knowledge base). A separator or a number is needed:
+# “补充医疗保险怎么买” is a question.
+_SUPPLEMENT_TEXT_RE = re.compile(r"^(?:补充材料|我要补充|补充)\s*(SQ\d{8}-\d{4})?\s*[：:，,]\s*(?P<content>\S.*)$|"
+                                 r"^(?:补充材料|我要补充|补充)\s*(SQ\d{8}-\d{4})\s+(?P<content2>\S.*)$",
+                                 re.IGNORECASE | re.S)
+
+
+def _supplement_with_text(ctx: Context) -> re.Match | None:
+    return _SUPPLEMENT_TEXT_RE.match(ctx.text) if ctx.msg.msg_type == "text" and ctx.text else None
+
+
+def supplement_with_text(ctx: Context) -> Reply:
+    """补充 [编号]：内容 — the supplement in one message."""
+    from wxapp_backend.appeals.followup import needs_info
+
+    m = ctx.match
+    number, content = m.group(1) or m.group(3), (m.group("content") or m.group("content2")).strip()
+    if ctx.user_id is None:
+        return Text(NO_USER)
+    draft = _state(ctx)
+    if draft.get("flow") == intake.FLOW and draft.get("step") in intake.STEPS:
+        return Text(DRAFT_FIRST.format(n=intake.STEPS.index(draft["step"]) + 1, cmd="补充"))
+    found, refusal = _choose(ctx, number, needs_info, "补充材料", "补充", NOTHING_TO_SUPPLEMENT)
+    if found is None:
+        return Text(refusal or NOTHING_TO_SUPPLEMENT)
+    return _supplement_submit(ctx, {"kind": "supplement", "appeal_id": found["id"], "number": found["number"],
+                                    "left": 0, "media": []}, content)
 
 
 def _take(ctx: Context, d: dict[str, Any]) -> dict[str, Any]:
@@ -473,6 +506,7 @@ def install(r: Router) -> Router:
     r.text(*STATUS_WORDS)(status)
     r.match(_rate_command, cheap=True, pure=True)(rate_start)
     r.match(_supplement_command, cheap=True, pure=True)(supplement_start)
+    r.match(_supplement_with_text, cheap=True, pure=True)(supplement_with_text)
     return r
 
 

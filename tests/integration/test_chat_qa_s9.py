@@ -356,3 +356,30 @@ def test_a_draft_put_aside_resumes_by_voice(oa_kb):
     say(oa_kb, openid, "菜单")
     voice = {"MsgType": "voice", "MediaId": "VOICE1", "Format": "amr", "Recognition": "继续。"}
     assert "企业名称" in say(oa_kb, openid, extra=voice)
+
+
+def test_supplement_told_in_the_same_message(oa_kb, make_staff):
+    """Asked for more information, the user answered “补充：物业联系方式是 021-12345678，王经理” in one message: it
+    went to the knowledge base (“您是不是想问：企业的问题可以打 12345 反映吗？”) and staff never got it."""
+    from wxapp_backend.appeals import services
+    from wxapp_backend.appeals.models import Appeal
+    from wxapp_backend.audit import Actor
+
+    openid = "oSupplementText"
+    say(oa_kb, openid, "你好")
+    appeal_id = _resolved_appeal_of(oa_kb, openid, make_staff)
+    admin = make_staff(role="admin")
+    with oa_kb.app_context(), session_scope() as s:
+        staff = Actor("staff", admin.id, role="admin", name="管理员")
+        appeal, _ = services.submit_appeal(s, s.get(Appeal, appeal_id).user_id, services.Intake(
+            content="办公楼空调不制冷，物业一直不处理", contact_name="张三", contact_phone="13800138000"))
+        services.perform(s, staff, appeal.id, "accept", {})
+        services.perform(s, staff, appeal.id, "request_info", {"note": "请提供物业联系方式"})
+        info_id = appeal.id
+    reply = say(oa_kb, openid, "补充：物业联系方式是 021-12345678，王经理")
+    assert "已补充" in reply, reply
+    with oa_kb.app_context(), session_scope() as s:
+        appeal = s.get(Appeal, info_id)
+        assert appeal.status != "pending_enterprise"
+    question = say(oa_kb, openid, "补充医疗保险怎么买")  # a question, not a supplement
+    assert "已补充" not in question and "需要补充材料" not in question
