@@ -289,10 +289,14 @@ def step(ctx: Context) -> Reply:
 
 
 def _small_talk(text: str) -> bool:
+    from knowledge.smalltalk import detect_smalltalk
+
     from .bot import BYE_WORDS, GREETINGS, THANKS_WORDS
 
     t = text.lower()
-    return t in GREETINGS or t in THANKS_WORDS or t in BYE_WORDS
+    # “谢谢啦”, “好的，谢谢”, “拜拜～” too (they became the enterprise's name); not an acknowledgement such as
+    # “好的” / “嗯”, which may answer the step (a yes to the known enterprise).
+    return t in GREETINGS or t in THANKS_WORDS or t in BYE_WORDS or detect_smalltalk(t) in ("greeting", "thanks", "bye")
 
 
 def _advance(ctx: Context, d: dict[str, Any], nxt: str, prefix: str = "") -> Reply:

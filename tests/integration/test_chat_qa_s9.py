@@ -383,3 +383,14 @@ def test_supplement_told_in_the_same_message(oa_kb, make_staff):
         assert appeal.status != "pending_enterprise"
     question = say(oa_kb, openid, "补充医疗保险怎么买")  # a question, not a supplement
     assert "已补充" not in question and "需要补充材料" not in question
+
+
+def test_thanks_in_a_draft_is_no_answer(oa_kb):
+    """In a draft “谢谢啦” or “拜拜～” was taken as the step's answer (the enterprise's name “谢谢啦”); only the
+    router's exact 谢谢 / 再见 were recognised. They now get the reminder of the open draft."""
+    openid = "oThanksInDraft"
+    say(oa_kb, openid, "我要反映")
+    say(oa_kb, openid, "隔壁装修噪音从早到晚，已经两周了")
+    for text in ("谢谢啦", "拜拜～", "好的，谢谢"):
+        assert "未填完的诉求" in say(oa_kb, openid, text), text
+    assert "联系人" in say(oa_kb, openid, "上海某某科技有限公司")
