@@ -50,7 +50,7 @@ def send_reminders(activity_id: int, label: str, now: datetime | None = None) ->
             done = set(s.scalars(select(Notification.dedup_key).where(Notification.dedup_key.in_(keys)))) \
                 if keys else set()
             start = activity.starts_at.astimezone(SHANGHAI).strftime("%Y-%m-%d %H:%M")
-            when = _day_word(now, activity.starts_at) if label == "24h" else "1 小时后"
+            when = _day_word(now, activity.starts_at) if label == "24h" else _soon_word(now, activity.starts_at)
             for reg in regs:
                 key = f"reminder:{reg.id}:{label}:{stamp}"
                 if key in done:
@@ -67,6 +67,13 @@ def send_reminders(activity_id: int, label: str, now: datetime | None = None) ->
         log.info("reminders for activity %s/%s already sent by another run", activity_id, label)
         return 0
     return sent
+
+
+def _soon_word(now: datetime, starts: datetime) -> str:
+    """"1 小时后" when about an hour is left; less, in minutes (the sweep, or someone registered at the last moment,
+    can send the 1-hour reminder 25 minutes before the start)."""
+    minutes = int((starts - now).total_seconds() // 60)
+    return "1 小时后" if minutes >= 55 else f"{max(1, minutes)} 分钟后"
 
 
 def _day_word(now: datetime, starts: datetime) -> str:
