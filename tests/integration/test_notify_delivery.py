@@ -523,3 +523,24 @@ def test_a_late_chat_reply_refused_by_wechat_shuts_the_window_too(app_ctx, stand
     assert wechat_jobs.send_customer_message("wxa", "oLate45015", text) == "refused_45015"
     assert wechat_jobs.send_customer_message("wxa", "oLate45015", text) == "refused_45015"
     assert standin.count(CUSTOM) == 1
+
+
+def test_a_run_that_finds_the_lock_held_comes_back_when_it_can_have_expired(make_user, standin, db, app_ctx):
+    """The lock outlives a run whose worker was killed (up to LOCK_TTL); RQ's retry of the killed job found it
+    held, answered "busy" and ended, leaving the notification to the 10-minute sweep (10-20 minutes late). It now
+    schedules itself for when the lock has expired."""
+    from datetime import UTC, datetime
+
+    user = make_user()
+    _give_credits(user, 1)
+    nid = _notify(user)
+    state = app_ctx.extensions["wxapp"]
+    state.redis.set(f"wxapp:notify:lock:{nid}", "a-killed-worker", px=30_000)
+    assert deliver_notification(nid) == "busy"
+    registry = ScheduledJobRegistry(queue=state.queue)
+    later = [j for j in registry.get_job_ids() if j.startswith(f"notify-{nid}-after-")]
+    assert len(later) == 1
+    when = registry.get_scheduled_time(later[0])
+    wait = (when.replace(tzinfo=UTC) - datetime.now(UTC)).total_seconds()
+    assert 25 <= wait <= 32, wait  # the lock's 30 s left, and a second
+    assert _note(db, nid).status == "pending" and standin.count() == 0

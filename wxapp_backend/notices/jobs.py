@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import secrets
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -93,9 +94,20 @@ class _Send:
 def deliver_notification(notification_id: int) -> str:
     """Deliver one notification; returns its final status. Safe to run twice (a finished one is skipped)."""
     state = current_app.extensions["wxapp"]
-    lock = state.redis.lock(f"wxapp:notify:lock:{notification_id}", timeout=LOCK_TTL)
+    lock_key = f"wxapp:notify:lock:{notification_id}"
+    lock = state.redis.lock(lock_key, timeout=LOCK_TTL)
     if not lock.acquire(blocking=False):
-        return "busy"  # another run of this notification is sending right now
+        # Another run is sending right now, or was when its worker was killed: the lock outlives a dead run by
+        # up to LOCK_TTL, and RQ's retry of the killed job lands here within seconds. Come back once the lock can
+        # have expired (a live run has finished by then: the next run finds nothing to do) rather than leave the
+        # notification to the 10-minute sweep.
+        from ..queue import enqueue
+
+        left_ms = state.redis.pttl(lock_key)
+        delay = (left_ms / 1000 if left_ms and left_ms > 0 else 0) + 1
+        enqueue(deliver_notification, notification_id, delay=delay, retries=3,
+                job_id=f"notify-{notification_id}-after-{secrets.token_hex(4)}")
+        return "busy"
     try:
         while True:
             step = _next_send(notification_id)
