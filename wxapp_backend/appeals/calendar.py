@@ -30,6 +30,19 @@ def _library_workday(day: date) -> bool | None:
         return None
 
 
+def library_knows(year: int) -> bool:
+    """Whether chinesecalendar has the State Council's holiday notice for `year`."""
+    return _library_workday(date(year, 1, 1)) is not None
+
+
+def missing_holiday_years(overrides: Mapping[date, bool], today: date) -> list[int]:
+    """Years whose holidays no source knows, that SLA clocks need now: this year, and from November on (when the
+    State Council publishes the next year's notice) the next one. The library's data ends with the last notice
+    it was released after; then only the staff's table knows the Spring Festival, else it counts as working days."""
+    years = [today.year] + ([today.year + 1] if today.month >= 11 else [])
+    return [y for y in years if not library_knows(y) and not any(d.year == y for d in overrides)]
+
+
 class WorkCalendar:
     """Which days are working days, and arithmetic in working minutes between 9:00 and 17:30."""
 

@@ -28,7 +28,7 @@ from ..enterprises.models import Building, Grid
 from ..errors import AppError, ValidationError
 from ..validation import DB_INT_MAX, Field, row_id, validate
 from . import intake, metrics, reports, services
-from .calendar import TZ
+from .calendar import TZ, missing_holiday_years
 from .models import Appeal, AppealCategory, Holiday
 from .states import LABELS, OPEN, AppealStatus
 
@@ -260,7 +260,9 @@ def holidays():
         today = utcnow().astimezone(TZ).date()
         upcoming = [(today + timedelta(days=i), cal.is_workday(today + timedelta(days=i)),
                      cal.source(today + timedelta(days=i))) for i in range(0, 21)]
-        return render_template("console/appeals/holidays.html", rows=rows, upcoming=upcoming, error=error)
+        missing = missing_holiday_years(cal.overrides, today)
+        return render_template("console/appeals/holidays.html", rows=rows, upcoming=upcoming, error=error,
+                               missing_years=missing)
 
 
 # --- reports ----------------------------------------------------------------------------------------
@@ -348,11 +350,24 @@ def _card_escalated() -> dict:
             "href": url_for("appeals_console.queue", escalated="true", open_only="true")}
 
 
+def _card_holidays() -> dict | None:
+    """Shown only while a year the SLA clocks need has no holiday data (see calendar.missing_holiday_years)."""
+    with session_scope() as s:
+        cal = services.work_calendar(s)
+    missing = missing_holiday_years(cal.overrides, utcnow().astimezone(TZ).date())
+    if not missing:
+        return None
+    years = "、".join(f"{y} 年" for y in missing)
+    return {"title": "节假日表待补充", "value": years,
+            "hint": "内置日历还没有这些年份的放假和调休安排，请按国务院办公厅通知录入，否则办结期限按周一至周五计算",
+            "href": url_for("appeals_console.holidays")}
+
+
 def _pct(r: metrics.Rate) -> str:
     return metrics.percent_text(r.numerator, r.denominator)
 
 
-for _card in (_card_open, _card_rates, _card_escalated):
+for _card in (_card_open, _card_rates, _card_escalated, _card_holidays):
     if all(getattr(c, "__qualname__", "") != _card.__qualname__ or getattr(c, "__module__", "") != __name__
            for c in DASHBOARD_CARDS):
         DASHBOARD_CARDS.append(_card)

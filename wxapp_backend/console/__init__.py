@@ -154,7 +154,9 @@ def dashboard():
     extra = []
     for card in cards:
         try:
-            extra.append(card())
+            shown = card()
+            if shown is not None:  # a card may have nothing to say (a warning that does not apply)
+                extra.append(shown)
         except Exception:  # a broken card must not take the dashboard down
             current_app.logger.exception("dashboard card failed")
     links = {"enterprises": link("enterprises_console.enterprises"),
