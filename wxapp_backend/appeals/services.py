@@ -543,11 +543,13 @@ def _notify_escalation_owner(session: Session, appeal: Appeal, reason: str) -> N
     for staff_id, user_id in rows:
         try:
             with session.begin_nested():
+                # Number only, not the complaint: the linked user is whoever the staff member typed in as
+                # their test recipient (a wrong id reaches a stranger); what it is about is on the console.
                 notify(session, user_id, "appeal_escalated",
-                       {"number": appeal.number, "status": "办不成事", "note": reason[:20]},
+                       {"number": appeal.number, "status": "办不成事", "note": "请登录工作台查看"},
                        f"pages/appeals/detail?id={appeal.id}", title="办不成事：请 3 个工作日内处理",
-                       body=f"诉求 {appeal.number} 转入“办不成事”窗口：{reason}", ref=f"appeal:{appeal.id}",
-                       dedup_key=f"appeal:{appeal.id}:escalated:owner:{staff_id}")
+                       body=f"诉求 {appeal.number} 已转入“办不成事”窗口，请在 3 个工作日内登录工作台查看处理。",
+                       ref=f"appeal:{appeal.id}", dedup_key=f"appeal:{appeal.id}:escalated:owner:{staff_id}")
         except Exception:  # noqa: BLE001 - the escalation stands; the task and dashboard still show it
             log.exception("escalation owner notification failed", extra={"appeal_id": appeal.id})
     if rows:

@@ -308,6 +308,12 @@ def test_escalation_owner_with_a_linked_wechat_user_is_notified_once(client, wor
         client.post(f"/api/v1/appeals/{a['id']}/escalate", json={"reason": "跑了三次都没办成"}, headers=world.uh)
     to_owner = db.scalars(select(Notification).where(Notification.user_id == owner_phone.id)).all()
     assert len(to_owner) == 1 and to_owner[0].kind == "appeal_escalated"
+    # The complaint itself stays on the console: the linked user is whatever id the staff member typed in.
+    from wxapp_backend.notices.models import InboxItem
+
+    inbox = db.scalars(select(InboxItem).where(InboxItem.user_id == owner_phone.id)).all()
+    assert a["number"] in inbox[0].body
+    assert "跑了三次" not in inbox[0].body and "跑了三次" not in str(to_owner[0].fields)
     to_enterprise = db.scalars(select(Notification).where(Notification.user_id == world.user.id,
                                                           Notification.kind == "appeal_escalated")).all()
     assert len(to_enterprise) == 1
