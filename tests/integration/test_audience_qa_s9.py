@@ -264,3 +264,32 @@ def test_a_user_who_unsubscribed_or_was_blocked_after_the_expansion_is_not_pushe
     with session_scope() as s:  # the credits of those left out were not spent
         assert {u.id: credits.credits_by_template(s, u.id)[template].credits for u in (stay, leave, blocked)} == \
             {stay.id: 0, leave.id: 1, blocked.id: 1}
+
+
+def test_a_reminder_still_waiting_to_go_out_is_not_pushed_after_the_activity_moved(
+        client, app_ctx, new_activity, make_user, user_token, run_jobs, standin, db):
+    """The same wait, and the activity moved meanwhile: the reminder named the old time ("活动将于明天开始 …
+    10:00") while the activity now starts another day; the new time gets its own reminder."""
+    from wxapp_backend.activities import jobs
+    from wxapp_backend.activities.models import Activity
+    from wxapp_backend.db import session_scope
+    from wxapp_backend.notices import credits
+    from wxapp_backend.notices.kinds import get_kind
+    from wxapp_backend.notices.models import Notification
+
+    start = datetime.now(UTC).replace(microsecond=0) + timedelta(days=2)
+    aid = new_activity(start=start)
+    user = make_user()
+    _reg(client, aid, user_token(user))
+    with session_scope() as s:
+        credits.add_credit(s, user.id, get_kind("activity_reminder").template_id)
+    run_jobs()
+    assert jobs.send_reminders(aid, "24h", now=start - timedelta(hours=24)) == 1  # its delivery waits queued
+    with session_scope() as s:  # moved a week later (the console's and the API's edits both end so)
+        s.get(Activity, aid).starts_at = start + timedelta(days=7)
+        s.get(Activity, aid).ends_at = start + timedelta(days=7, hours=2)
+    run_jobs()
+    old = db.query(Notification).filter(Notification.kind == "activity_reminder",
+                                        Notification.dedup_key.like(f"%:{int(start.timestamp())}")).one()
+    assert old.status == "inbox_only"
+    assert not standin.calls_to("/cgi-bin/message/subscribe/send")

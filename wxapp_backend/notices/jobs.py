@@ -153,7 +153,7 @@ def _next_send(notification_id: int) -> _Send | str:
 
 
 def _stale_reminder(s: Session, note: Notification) -> bool:
-    """An activity reminder whose registration was cancelled (or its activity cancelled, or begun) since the
+    """An activity reminder whose registration was cancelled (or its activity cancelled, begun or moved) since the
     reminder was made: a delivery that waited (a retry, a sweep after a lost job) must not push it."""
     from ..activities.models import ActivityStatus, Registration, RegStatus
     from ..activities.services import REMINDER_KIND
@@ -162,8 +162,13 @@ def _stale_reminder(s: Session, note: Notification) -> bool:
     if note.kind != REMINDER_KIND or prefix != "registration" or not reg_id.isdigit():
         return False
     reg = s.get(Registration, int(reg_id))
-    return (reg is None or reg.status != RegStatus.CONFIRMED.value
-            or reg.activity.status != ActivityStatus.PUBLISHED.value or utcnow() >= reg.activity.starts_at)
+    if (reg is None or reg.status != RegStatus.CONFIRMED.value
+            or reg.activity.status != ActivityStatus.PUBLISHED.value or utcnow() >= reg.activity.starts_at):
+        return True
+    # Made for a start time the activity no longer has (it moved since): the text names the old time, and the
+    # reminder for the new time is made on its own ("reminder:<registration>:<label>:<start stamp>").
+    stamp = (note.dedup_key or "").rpartition(":")[2]
+    return stamp.isdigit() and int(stamp) != int(reg.activity.starts_at.timestamp())
 
 
 def _finish(note: Notification, status: DeliveryStatus) -> str:
