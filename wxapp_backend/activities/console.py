@@ -27,6 +27,9 @@ bp = Blueprint("activities_console", __name__, url_prefix="/console")
 STATUS_NAMES = {"draft": "草稿", "published": "已发布", "cancelled": "已取消"}
 _DT_FIELDS = ("starts_at", "ends_at", "registration_opens_at", "registration_closes_at", "cancel_deadline")
 _SPLIT = re.compile(r"[,，、\s]+")
+# Industries are matched whole, and standard names hold 、 (交通运输、仓储和邮政业): split on commas, semicolons and
+# line breaks only.
+_LIST_SPLIT = re.compile(r"\s*[,，;；\n]\s*")
 
 
 @bp.context_processor
@@ -62,8 +65,8 @@ def _form_data() -> dict[str, Any]:
     for name in ("waitlist_enabled", "verified_only", "requires_approval"):
         data[name] = name in f
     data["audience_building_ids"] = row_ids(f.getlist("audience_building_ids"))
-    for name in ("audience_industries", "audience_tags"):
-        data[name] = [x for x in _SPLIT.split(f.get(name, "")) if x]
+    data["audience_industries"] = [x for x in _LIST_SPLIT.split(f.get("audience_industries", "")) if x.strip()]
+    data["audience_tags"] = [x for x in _SPLIT.split(f.get("audience_tags", "")) if x]
     raw = f.get("questions", "").strip()
     if raw:
         try:
@@ -154,7 +157,7 @@ def _values(a: Activity | None) -> dict[str, Any]:
     for k in _DT_FIELDS:
         v[k] = _local_input(getattr(a, k))
     v["audience_building_ids"] = list(a.audience_building_ids or [])
-    v["audience_industries"] = "、".join(a.audience_industries or [])
+    v["audience_industries"] = "，".join(a.audience_industries or [])
     v["audience_tags"] = "、".join(a.audience_tags or [])
     v["questions"] = json.dumps(a.questions, ensure_ascii=False) if a.questions else ""
     return v

@@ -23,6 +23,9 @@ from .models import CATEGORIES, Activity
 bp = Blueprint("notices_console", __name__, url_prefix="/console")
 
 _SPLIT = re.compile(r"[,，、\s]+")
+# Industries are matched whole, and standard names hold 、 (交通运输、仓储和邮政业): split on commas, semicolons and
+# line breaks only.
+_LIST_SPLIT = re.compile(r"\s*[,，;；\n]\s*")
 PER_PAGE = 50
 
 
@@ -44,7 +47,7 @@ def _form_data() -> dict[str, Any]:
         "all": "audience_all" in f,
         "categories": [c for c in f.getlist("categories") if c in CATEGORIES],
         "building_ids": row_ids(f.getlist("building_ids")),
-        "industries": [x for x in _SPLIT.split(f.get("industries", "")) if x],
+        "industries": [x for x in _LIST_SPLIT.split(f.get("industries", "")) if x.strip()],
         "tags": [x for x in _SPLIT.split(f.get("tags", "")) if x],
     }
     if (registrants_of := row_id(f.get("registrants_of"))) is not None:
