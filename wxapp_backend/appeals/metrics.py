@@ -10,6 +10,7 @@ from sqlalchemy import and_, case, func, or_, select, true
 from sqlalchemy.orm import Session
 
 from ..audit import Actor
+from ..db import utcnow
 from .models import Appeal, AppealRating, AppealReturn
 from .states import AppealStatus
 
@@ -63,8 +64,9 @@ def _scope(stmt, actor: Actor | None):
     return stmt
 
 
-def compute(session: Session, start: datetime, end: datetime, actor: Actor | None = None) -> Metrics:
-    """Rates for appeals in [start, end). See docs/appeals.md for what each counts.
+def compute(session: Session, start: datetime, end: datetime, actor: Actor | None = None, *,
+            now: datetime | None = None) -> Metrics:
+    """Rates for appeals in [start, end), as they stand at `now`. See docs/appeals.md for what each counts.
 
     Every figure is counted in the database: a period of a year or more holds thousands of appeals, which must
     not be loaded one by one to be counted."""
@@ -75,8 +77,13 @@ def compute(session: Session, start: datetime, end: datetime, actor: Actor | Non
     # The rating of the latest round (a "not resolved" rating starts the next round).
     last_rated_resolved = (select(AppealRating.resolved).where(AppealRating.appeal_id == Appeal.id)
                            .order_by(AppealRating.round.desc()).limit(1).scalar_subquery())
-    # 响应率: submitted in the period, not withdrawn/merged before anyone responded; responded in time.
-    resp_den = or_(responded, Appeal.status.notin_(EXCLUDED))
+    # 响应率: submitted in the period, not withdrawn/merged before anyone responded; responded in time. One not
+    # responded to yet whose response deadline has not passed is neither a hit nor a miss yet: left out (it made
+    # the rolling 30-day figure dip with every new appeal).
+    now = now or utcnow()
+    still_in_time = and_(Appeal.first_response_at.is_(None), Appeal.response_due_at.is_not(None),
+                         Appeal.response_due_at > now)
+    resp_den = or_(responded, and_(Appeal.status.notin_(EXCLUDED), ~still_in_time))
     resp_num = and_(responded, Appeal.response_due_at.is_not(None),
                     Appeal.first_response_at <= Appeal.response_due_at)
     # 诉求解决率: submitted in the period and accepted for handling; now resolved/closed and not rated unresolved.
