@@ -55,6 +55,9 @@ SEAT_STATUSES = (RegStatus.PENDING_APPROVAL.value, RegStatus.CONFIRMED.value, Re
                  RegStatus.NO_SHOW.value)
 # Statuses that count as "registered" (one per user and activity).
 ACTIVE_STATUSES = SEAT_STATUSES + (RegStatus.WAITLISTED.value,)
+# What the user and staff read for each status (the mini-program shows it as is).
+STATUS_LABELS: dict[str, str] = {"pending_approval": "待审核", "confirmed": "报名成功", "waitlisted": "候补中",
+                                 "attended": "已签到", "no_show": "未到场", "cancelled": "已取消", "rejected": "未通过"}
 
 # The allowed moves; transition() refuses any other with 409.
 TRANSITIONS: dict[str, set[str]] = {
@@ -194,7 +197,8 @@ class Registration(Base):
     user = relationship("User", lazy="select")
 
     def to_dict(self, *, with_activity: bool = False) -> dict:
-        out = {"id": self.id, "activity_id": self.activity_id, "status": self.status, "answers": self.answers or {},
+        out = {"id": self.id, "activity_id": self.activity_id, "status": self.status,
+               "status_label": STATUS_LABELS.get(self.status, self.status), "answers": self.answers or {},
                "checked_in_at": _iso(self.checked_in_at), "created_at": self.created_at.isoformat()}
         if with_activity and self.activity is not None:
             a = self.activity

@@ -36,6 +36,7 @@ from .models import (
     CATEGORIES,
     QUESTION_TYPES,
     SEAT_STATUSES,
+    STATUS_LABELS,
     TRANSITIONS,
     Activity,
     ActivityStatus,
@@ -450,10 +451,6 @@ def transition(session: Session, reg: Registration, to: RegStatus, actor: Actor,
         reg.active_key = None
     _event(session, reg, before, actor, note)
     audit(session, actor, f"registration.{to.value}", reg, **{"from": before, "note": note})
-
-
-STATUS_LABELS = {"pending_approval": "待审核", "confirmed": "报名成功", "waitlisted": "候补中",
-                 "attended": "已签到", "no_show": "未到场", "cancelled": "已取消", "rejected": "未通过"}
 
 
 def no_show_penalty(session: Session, user_id: int, now: datetime) -> int:
