@@ -20,3 +20,57 @@ def test_registration_answers_carry_the_chinese_status_label(client, new_activit
     assert cancelled.get_json()["status_label"] == "已取消"
     mine = client.get("/api/v1/me/registrations", headers=user_token(me)).get_json()["items"]
     assert [(r["status"], r["status_label"]) for r in mine] == [("confirmed", "报名成功")]
+
+
+# --- enterprise contact: appeals ---------------------------------------------------------------------
+
+APPEAL = {"content": "楼下餐厅油烟太大，影响办公，请帮忙协调", "contact_name": "王五", "contact_phone": "13800138001"}
+
+
+def _appeal_world(make_user, make_staff, user_token, staff_headers):
+    user = make_user(nickname="王五")
+    return user_token(user), staff_headers(make_staff(role="admin"))
+
+
+def _act(client, sh, appeal_id, action, **kw):
+    resp = client.post(f"/api/v1/staff/appeals/{appeal_id}/actions", json={"action": action, **kw}, headers=sh)
+    assert resp.status_code == 200, resp.get_json()
+
+
+def test_appeal_detail_says_whether_banbuchengshi_can_be_reported(client, make_user, make_staff, user_token,
+                                                                    staff_headers):
+    """The detail lists the next actions (can_rate, can_withdraw, can_supplement) but had no flag for 办不成事:
+    the button showed on a withdrawn appeal (409) and again after it was reported."""
+    uh, _sh = _appeal_world(make_user, make_staff, user_token, staff_headers)
+    one = client.post("/api/v1/appeals", json=APPEAL, headers=uh).get_json()
+    assert client.get(f"/api/v1/appeals/{one['id']}", headers=uh).get_json()["can_escalate"] is True
+    assert client.post(f"/api/v1/appeals/{one['id']}/escalate", json={"reason": "一直没人管"}, headers=uh).status_code == 200
+    assert client.get(f"/api/v1/appeals/{one['id']}", headers=uh).get_json()["can_escalate"] is False
+
+    two = client.post("/api/v1/appeals", json=APPEAL, headers=uh).get_json()
+    client.post(f"/api/v1/appeals/{two['id']}/withdraw", json={}, headers=uh)
+    detail = client.get(f"/api/v1/appeals/{two['id']}", headers=uh).get_json()
+    assert detail["can_escalate"] is False
+    refused = client.post(f"/api/v1/appeals/{two['id']}/escalate", json={}, headers=uh)
+    assert refused.status_code == 409
+
+
+def test_appeal_detail_does_not_offer_a_rating_the_window_no_longer_takes(client, db, make_user, make_staff,
+                                                                          user_token, staff_headers):
+    """After the 7-day rating window (before the SLA tick closes the appeal) the detail said can_rate while
+    the rating answered 409 rating_window_over."""
+    from datetime import timedelta
+
+    from wxapp_backend.appeals.models import Appeal
+
+    uh, sh = _appeal_world(make_user, make_staff, user_token, staff_headers)
+    aid = client.post("/api/v1/appeals", json=APPEAL, headers=uh).get_json()["id"]
+    _act(client, sh, aid, "accept")
+    _act(client, sh, aid, "resolve", resolution="已约谈餐厅整改")
+    assert client.get(f"/api/v1/appeals/{aid}", headers=uh).get_json()["can_rate"] is True
+    row = db.get(Appeal, aid)
+    row.resolved_at = row.resolved_at - timedelta(days=8)
+    db.commit()
+    assert client.get(f"/api/v1/appeals/{aid}", headers=uh).get_json()["can_rate"] is False
+    late = client.post(f"/api/v1/appeals/{aid}/rating", json={"resolved": True, "satisfaction": 5}, headers=uh)
+    assert late.status_code == 409 and late.get_json()["error"] == "rating_window_over"

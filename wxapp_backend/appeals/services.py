@@ -505,11 +505,14 @@ def rate(session: Session, user_id: int, appeal_id: int, *, resolved: bool, sati
     return rating
 
 
+NOT_ESCALATABLE = frozenset({S.CLOSED, S.REJECTED, S.WITHDRAWN, S.DUPLICATE})
+
+
 def escalate(session: Session, actor: Actor, appeal: Appeal, *, reason: str, now: datetime | None = None) -> bool:
     """办不成事: flag, set the escalation deadline, give the owner a task, tell the enterprise. Once only."""
     if appeal.escalated:
         return False
-    if appeal.status in (S.CLOSED, S.REJECTED, S.WITHDRAWN, S.DUPLICATE):
+    if appeal.status in NOT_ESCALATABLE:
         raise Conflict(f"诉求当前为“{appeal.status_label}”，不能再反映办不成事。", code="illegal_transition")
     now = now or utcnow()
     cal = work_calendar(session)
@@ -1046,8 +1049,13 @@ def ratings(session: Session, appeal: Appeal) -> list[AppealRating]:
 def detail_for_user(session: Session, appeal: Appeal) -> dict[str, Any]:
     body = appeal.to_public()
     body["timeline"] = [e.to_public() for e in timeline(session, appeal, public_only=True)]
-    body["ratings"] = [r.to_dict() for r in ratings(session, appeal)]
-    body["can_rate"] = appeal.status == S.RESOLVED and not any(r.round == appeal.round for r in ratings(session, appeal))
+    body_ratings = ratings(session, appeal)
+    body["ratings"] = [r.to_dict() for r in body_ratings]
+    body["can_rate"] = (appeal.status == S.RESOLVED and appeal.resolved_at is not None
+                        and utcnow() <= appeal.resolved_at + RATING_WINDOW
+                        and not any(r.round == appeal.round for r in body_ratings))
     body["can_withdraw"] = appeal.status in OPEN
     body["can_supplement"] = appeal.status == S.PENDING_ENTERPRISE
+    # The 办不成事 button: what escalate_by_user accepts (once; not on a closed, rejected, withdrawn or merged one).
+    body["can_escalate"] = not appeal.escalated and appeal.status not in NOT_ESCALATABLE
     return body
