@@ -74,3 +74,21 @@ def test_appeal_detail_does_not_offer_a_rating_the_window_no_longer_takes(client
     assert client.get(f"/api/v1/appeals/{aid}", headers=uh).get_json()["can_rate"] is False
     late = client.post(f"/api/v1/appeals/{aid}/rating", json={"resolved": True, "satisfaction": 5}, headers=uh)
     assert late.status_code == 409 and late.get_json()["error"] == "rating_window_over"
+
+
+def test_withdrawing_twice_answers_like_the_first_tap(client, db, make_user, make_staff, user_token, staff_headers):
+    """A double tap on 撤回 showed “诉求当前为“已撤回”，不能撤回” (409) right after it worked; the second tap now
+    answers 200 with the withdrawn appeal and writes nothing more (cancelling a registration twice is the same)."""
+    from sqlalchemy import func, select
+
+    from wxapp_backend.appeals.models import AppealEvent
+
+    uh, _sh = _appeal_world(make_user, make_staff, user_token, staff_headers)
+    aid = client.post("/api/v1/appeals", json=APPEAL, headers=uh).get_json()["id"]
+    first = client.post(f"/api/v1/appeals/{aid}/withdraw", json={"reason": "已自行解决"}, headers=uh)
+    again = client.post(f"/api/v1/appeals/{aid}/withdraw", json={"reason": "已自行解决"}, headers=uh)
+    assert first.status_code == 200 and again.status_code == 200
+    assert again.get_json()["status_label"] == "已撤回" and again.get_json()["closed_at"] == first.get_json()["closed_at"]
+    events = db.scalar(select(func.count(AppealEvent.id)).where(AppealEvent.appeal_id == aid,
+                                                                AppealEvent.action == "withdrawn"))
+    assert events == 1

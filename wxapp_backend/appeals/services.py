@@ -416,6 +416,8 @@ def similar_open(session: Session, appeal: Appeal, *, limit: int = 5, threshold:
 
 def withdraw(session: Session, user_id: int, appeal_id: int, reason: str = "") -> Appeal:
     appeal = get_appeal(session, appeal_id, Actor("user", user_id), lock=True)
+    if appeal.status == S.WITHDRAWN:
+        return appeal  # a double tap: the first one did it (as cancelling a registration twice is harmless)
     if appeal.status not in OPEN:
         raise Conflict(f"诉求当前为“{appeal.status_label}”，不能撤回。", code="illegal_transition")
     transition(session, appeal, S.WITHDRAWN, Actor("user", user_id), action="withdrawn",
