@@ -92,3 +92,22 @@ def test_withdrawing_twice_answers_like_the_first_tap(client, db, make_user, mak
     events = db.scalar(select(func.count(AppealEvent.id)).where(AppealEvent.appeal_id == aid,
                                                                 AppealEvent.action == "withdrawn"))
     assert events == 1
+
+
+def test_a_double_tap_on_not_resolved_says_already_rated(client, make_user, make_staff, user_token, staff_headers):
+    """“未解决” reopens the appeal; the second tap of a double tap was told “诉求尚未办结，办结后才能评价”
+    (not_resolved_yet), as if it had never been resolved. It is already_rated, like a double tap on “已解决”."""
+    uh, sh = _appeal_world(make_user, make_staff, user_token, staff_headers)
+    aid = client.post("/api/v1/appeals", json=APPEAL, headers=uh).get_json()["id"]
+    _act(client, sh, aid, "accept")
+    _act(client, sh, aid, "resolve", resolution="已约谈餐厅整改")
+    bad = {"resolved": False, "satisfaction": 2, "comment": "油烟还是很大"}
+    assert client.post(f"/api/v1/appeals/{aid}/rating", json=bad, headers=uh).status_code == 201
+    again = client.post(f"/api/v1/appeals/{aid}/rating", json=bad, headers=uh)
+    assert again.status_code == 409 and again.get_json()["error"] == "already_rated"
+    detail = client.get(f"/api/v1/appeals/{aid}", headers=uh).get_json()
+    assert detail["status"] == "in_progress" and len(detail["ratings"]) == 1 and detail["can_rate"] is False
+    # resolved again, the new round is rated as usual
+    _act(client, sh, aid, "resolve", resolution="已更换排烟设备")
+    assert client.post(f"/api/v1/appeals/{aid}/rating", json={"resolved": True, "satisfaction": 5},
+                       headers=uh).status_code == 201

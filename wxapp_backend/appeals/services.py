@@ -463,6 +463,10 @@ def rate(session: Session, user_id: int, appeal_id: int, *, resolved: bool, sati
     if session.scalar(select(AppealRating.id).where(AppealRating.appeal_id == appeal.id,
                                                     AppealRating.round == appeal.round)):
         raise Conflict("这一轮办理您已经评价过了。", code="already_rated")
+    if appeal.status in OPEN and appeal.round > 1 and session.scalar(select(AppealRating.id).where(
+            AppealRating.appeal_id == appeal.id, AppealRating.round == appeal.round - 1)):
+        # Their "not resolved" reopened it (a double tap lands here): they rated, it was not "never resolved".
+        raise Conflict("您已经评价过了，诉求正在重新办理，办结后可以再次评价。", code="already_rated")
     if appeal.status in OPEN or appeal.status == S.DUPLICATE:
         raise Conflict("诉求尚未办结，办结后才能评价。", code="not_resolved_yet")
     if appeal.status != S.RESOLVED or appeal.resolved_at is None or now > appeal.resolved_at + RATING_WINDOW:
