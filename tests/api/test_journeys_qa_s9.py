@@ -111,3 +111,36 @@ def test_a_double_tap_on_not_resolved_says_already_rated(client, make_user, make
     _act(client, sh, aid, "resolve", resolution="已更换排烟设备")
     assert client.post(f"/api/v1/appeals/{aid}/rating", json={"resolved": True, "satisfaction": 5},
                        headers=uh).status_code == 201
+
+
+# --- white-collar worker: after the activity ----------------------------------------------------------
+
+def test_a_waitlist_still_waiting_when_the_activity_ends_does_not_stay_open_for_ever(
+        client, db, new_activity, make_user, user_token):
+    """Waitlisted (or awaiting approval) to the end: 我的报名 showed 候补中 for an activity long over, counted as
+    active, and cancelling it answered 409 (the deadline had passed): a state the user could not leave. Closing
+    the attendance now ends it (cancelled, with an event row saying why); the confirmed no-show is unchanged."""
+    from datetime import UTC, datetime, timedelta
+
+    from wxapp_backend.activities import jobs
+    from wxapp_backend.activities.models import Activity, Registration, RegistrationEvent
+
+    aid = new_activity(capacity=1)
+    seated, queued = make_user(), make_user()
+    seat = _reg(client, aid, user_token(seated)).get_json()
+    wait = _reg(client, aid, user_token(queued)).get_json()
+    assert wait["status"] == "waitlisted"
+    now = datetime.now(UTC)
+    activity = db.get(Activity, aid)
+    activity.starts_at, activity.ends_at = now - timedelta(hours=4), now - timedelta(hours=2)
+    db.commit()
+
+    assert jobs.close_attendance(aid) == 1  # the one no-show
+    db.expire_all()
+    assert db.get(Registration, seat["id"]).status == "no_show"
+    mine = client.get("/api/v1/me/registrations", headers=user_token(queued)).get_json()["items"]
+    assert [(r["status"], r["status_label"]) for r in mine] == [("cancelled", "已取消")]
+    notes = [e.note for e in db.query(RegistrationEvent).filter_by(registration_id=wait["id"])]
+    assert "活动已结束，候补未递补" in notes
+    assert client.get(f"/api/v1/activities/{aid}").get_json()["waitlisted"] == 0
+    assert jobs.close_attendance(aid) == 0  # safe to run twice

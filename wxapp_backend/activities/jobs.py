@@ -99,7 +99,8 @@ def send_due_reminders(now: datetime | None = None) -> int:
 
 
 def close_attendance(activity_id: int, now: datetime | None = None) -> int:
-    """After the event, confirmed registrations that never checked in become no-shows; returns how many."""
+    """After the event, confirmed registrations that never checked in become no-shows (returns how many); those
+    still waitlisted or awaiting approval are cancelled."""
     now = now or utcnow()
     with session_scope() as s:
         activity = lock_activity(s, activity_id)
@@ -114,6 +115,15 @@ def close_attendance(activity_id: int, now: datetime | None = None) -> int:
         for reg in regs:
             transition(s, reg, RegStatus.NO_SHOW, SYSTEM, note="活动结束未签到")
         mark_user_no_shows(s, [r.user_id for r in regs])
+        # Still waiting when it ended (no seat came free, or staff never decided): it ends here, or 我的报名 would
+        # show 候补中 / 待审核 for ever, and the user can no longer cancel it.
+        waiting = s.scalars(select(Registration).where(
+            Registration.activity_id == activity_id,
+            Registration.status.in_((RegStatus.WAITLISTED.value, RegStatus.PENDING_APPROVAL.value)))).all()
+        for reg in waiting:
+            note = "活动已结束，候补未递补" if reg.status == RegStatus.WAITLISTED.value else "活动已结束，报名未审核"
+            transition(s, reg, RegStatus.CANCELLED, SYSTEM, note=note)
+            reg.cancelled_at = now
         activity.attendance_closed_at = now
         return len(regs)
 
