@@ -144,3 +144,14 @@ def test_a_waitlist_still_waiting_when_the_activity_ends_does_not_stay_open_for_
     assert "活动已结束，候补未递补" in notes
     assert client.get(f"/api/v1/activities/{aid}").get_json()["waitlisted"] == 0
     assert jobs.close_attendance(aid) == 0  # safe to run twice
+
+
+def test_a_replayed_appeal_submission_answers_like_the_first(client, make_user, make_staff, user_token, staff_headers):
+    """The retry of a submission whose answer was lost (same Idempotency-Key) lacked `subscribe`, so the
+    mini-program never asked for the progress-notice credit the first answer would have asked for."""
+    uh, _sh = _appeal_world(make_user, make_staff, user_token, staff_headers)
+    h = {**uh, "Idempotency-Key": "appeal-tap-1"}
+    first = client.post("/api/v1/appeals", json=APPEAL, headers=h)
+    again = client.post("/api/v1/appeals", json=APPEAL, headers=h)
+    assert first.status_code == 201 and again.status_code == 200
+    assert again.get_json() == first.get_json()

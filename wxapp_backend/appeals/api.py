@@ -137,8 +137,8 @@ def submit():
     if key:
         with session_scope() as s:
             existing = s.scalar(select(Appeal).where(Appeal.user_id == user_id, Appeal.idempotency_key == key))
-            if existing is not None:
-                return jsonify(existing.to_public()), 200
+            if existing is not None:  # the same answer as the first time (it may be the one that never arrived)
+                return jsonify({**existing.to_public(), "subscribe": subscribe_request(list(APPEAL_NOTICE_KINDS))}), 200
     decoded = intake.decode_images(data["images"] or [])  # every photo checked before anything is stored
     with session_scope() as s:
         stored = intake.store_images(current_app.instance_path, decoded) if decoded else []
