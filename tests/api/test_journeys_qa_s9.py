@@ -155,3 +155,33 @@ def test_a_replayed_appeal_submission_answers_like_the_first(client, make_user, 
     again = client.post("/api/v1/appeals", json=APPEAL, headers=h)
     assert first.status_code == 201 and again.status_code == 200
     assert again.get_json() == first.get_json()
+
+
+def test_my_registrations_say_what_can_still_be_done(client, db, new_activity, make_user, user_token):
+    """我的报名 gave no next actions (appeals give can_withdraw, can_rate ...): after the cancel deadline the
+    取消报名 button still showed and answered 409, and a waitlisted user, who may leave until the start, could
+    not tell. Each item now says can_cancel (with cancel_until, as the cancel accepts) and can_show_code."""
+    from datetime import UTC, datetime, timedelta
+
+    from wxapp_backend.activities.models import Activity
+
+    aid = new_activity(capacity=1)
+    seated, queued = make_user(), make_user()
+    seat = _reg(client, aid, user_token(seated)).get_json()
+    _reg(client, aid, user_token(queued))
+
+    def mine(user):
+        (item,) = client.get("/api/v1/me/registrations", headers=user_token(user)).get_json()["items"]
+        return item
+
+    assert (mine(seated)["can_cancel"], mine(seated)["can_show_code"]) == (True, True)
+    assert (mine(queued)["can_cancel"], mine(queued)["can_show_code"]) == (True, False)
+    activity = db.get(Activity, aid)
+    activity.cancel_deadline = datetime.now(UTC) - timedelta(minutes=1)
+    db.commit()
+    seated_now, queued_now = mine(seated), mine(queued)
+    assert seated_now["can_cancel"] is False and seated_now["cancel_until"] is None
+    refused = client.post(f"/api/v1/registrations/{seat['id']}/cancel", json={}, headers=user_token(seated))
+    assert refused.status_code == 409 and refused.get_json()["error"] == "cancel_deadline_passed"
+    assert queued_now["can_cancel"] is True  # leaving the waitlist holds no seat: until the start
+    assert datetime.fromisoformat(queued_now["cancel_until"]) == db.get(Activity, aid).starts_at

@@ -93,11 +93,11 @@ def qr(registration_id: int):
 
 @bp.get("/me/registrations")
 @user_required
-@doc("我的报名", tags=["活动"])
+@doc("我的报名（含可否取消及截止时间 can_cancel / cancel_until、可否出示签到码 can_show_code）", tags=["活动"])
 def my_registrations():
     with session_scope() as s:
         regs = services.my_registrations(s, current_user_id())
-        return jsonify({"items": [r.to_dict(with_activity=True) for r in regs]})
+        return jsonify({"items": [{**r.to_dict(with_activity=True), **services.user_actions(r)} for r in regs]})
 
 
 @bp.get("/me/subscriptions")

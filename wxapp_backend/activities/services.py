@@ -608,6 +608,29 @@ def _own_registration(session: Session, registration_id: int, user_id: int | Non
     return reg
 
 
+def user_cancel_deadline(reg: Registration, activity: Activity) -> datetime:
+    """Until when the user may cancel `reg` themselves."""
+    # The deadline protects the seats; leaving the waitlist (no seat held) is fine until the start.
+    deadline = (activity.cancel_deadline or activity.starts_at) if reg.status in SEAT_STATUSES else activity.starts_at
+    if reg.promoted_at is not None and activity.cancel_deadline and reg.promoted_at >= activity.cancel_deadline:
+        # A seat given from the waitlist after the deadline was never theirs to give back in time.
+        deadline = activity.starts_at
+    return deadline
+
+
+def user_actions(reg: Registration, now: datetime | None = None) -> dict[str, Any]:
+    """What 我的报名 may offer on `reg`: cancel (and until when), the check-in code; what the actions accept."""
+    now = now or utcnow()
+    activity = reg.activity
+    live = activity.status == ActivityStatus.PUBLISHED.value
+    cancellable = live and reg.status in (RegStatus.PENDING_APPROVAL.value, RegStatus.CONFIRMED.value,
+                                          RegStatus.WAITLISTED.value)
+    deadline = user_cancel_deadline(reg, activity) if cancellable else None
+    return {"can_cancel": deadline is not None and now < deadline,
+            "cancel_until": deadline.isoformat() if deadline is not None and now < deadline else None,
+            "can_show_code": live and reg.status in (RegStatus.CONFIRMED.value, RegStatus.ATTENDED.value)}
+
+
 def cancel_registration(session: Session, actor: Actor, registration_id: int, *, user_id: int | None = None,
                         now: datetime | None = None) -> Registration:
     """Cancel (by the user before the deadline, or by staff); a freed seat goes to the waitlist head."""
@@ -618,13 +641,7 @@ def cancel_registration(session: Session, actor: Actor, registration_id: int, *,
     if reg.status == RegStatus.CANCELLED.value:
         return reg  # cancelling twice is harmless
     if user_id is not None:
-        # The deadline protects the seats; leaving the waitlist (no seat held) is fine until the start.
-        deadline = (activity.cancel_deadline or activity.starts_at) if reg.status in SEAT_STATUSES \
-            else activity.starts_at
-        if reg.promoted_at is not None and activity.cancel_deadline and reg.promoted_at >= activity.cancel_deadline:
-            # A seat given from the waitlist after the deadline was never theirs to give back in time.
-            deadline = activity.starts_at
-        if now >= deadline:
+        if now >= user_cancel_deadline(reg, activity):
             raise Conflict("已过取消报名的截止时间，如有特殊情况请联系工作人员。", code="cancel_deadline_passed")
     held_seat = reg.status in SEAT_STATUSES
     transition(session, reg, RegStatus.CANCELLED, actor)
