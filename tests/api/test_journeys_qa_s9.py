@@ -185,3 +185,35 @@ def test_my_registrations_say_what_can_still_be_done(client, db, new_activity, m
     assert refused.status_code == 409 and refused.get_json()["error"] == "cancel_deadline_passed"
     assert queued_now["can_cancel"] is True  # leaving the waitlist holds no seat: until the start
     assert datetime.fromisoformat(queued_now["cancel_until"]) == db.get(Activity, aid).starts_at
+
+
+PNG = ("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR4nGMAAQAABQABDQottAAAAABJRU5ErkJggg==")
+
+
+def test_a_refused_submission_or_supplement_leaves_no_photo_on_disk(app, client, make_user, make_staff, user_token,
+                                                                   staff_headers):
+    """Photos were written before the service decided: a submission refused with 422 (a building that does not
+    exist) or the second tap of a double-tapped 补充 (409) left files on disk that no appeal names, a few MB each
+    time. The files of a refused request are removed again; those of an accepted one stay."""
+    from wxapp_backend.appeals.intake import upload_dir
+
+    def files():
+        return set(upload_dir(app.instance_path).iterdir())
+
+    uh, sh = _appeal_world(make_user, make_staff, user_token, staff_headers)
+    before = files()
+    bad = client.post("/api/v1/appeals", json={**APPEAL, "images": [PNG], "building_id": 999999}, headers=uh)
+    assert bad.status_code == 422 and files() == before
+
+    aid = client.post("/api/v1/appeals", json={**APPEAL, "images": [PNG]}, headers=uh).get_json()["id"]
+    assert len(files() - before) == 1
+    _act(client, sh, aid, "accept")
+    _act(client, sh, aid, "request_info", note="请补充现场照片")
+    more = {"content": "现场照片见附件", "images": [PNG, PNG]}
+    assert client.post(f"/api/v1/appeals/{aid}/supplement", json=more, headers=uh).status_code == 200
+    kept = files()
+    assert len(kept - before) == 3
+    again = client.post(f"/api/v1/appeals/{aid}/supplement", json=more, headers=uh)
+    assert again.status_code == 409 and files() == kept
+    detail = client.get(f"/api/v1/appeals/{aid}", headers=uh).get_json()
+    assert {p.name for p in kept - before} == set(detail["images"])

@@ -140,8 +140,8 @@ def submit():
             if existing is not None:  # the same answer as the first time (it may be the one that never arrived)
                 return jsonify({**existing.to_public(), "subscribe": subscribe_request(list(APPEAL_NOTICE_KINDS))}), 200
     decoded = intake.decode_images(data["images"] or [])  # every photo checked before anything is stored
-    with session_scope() as s:
-        stored = intake.store_images(current_app.instance_path, decoded) if decoded else []
+    with intake.images_kept_if_committed(current_app.instance_path) as store, session_scope() as s:
+        stored = store(decoded)
         appeal, created = services.submit_appeal(s, user_id, services.Intake(
             content=data["content"], contact_name=data["contact_name"], contact_phone=data["contact_phone"],
             category=data["category"], enterprise_id=data["enterprise_id"],
@@ -207,9 +207,9 @@ def supplement(appeal_id: int):
     user_id = current_user_id()
     data = validate(json_body(max_bytes=intake.MAX_BODY_BYTES), SUPPLEMENT_FIELDS)
     decoded = intake.decode_images(data["images"] or [])
-    with session_scope() as s:
+    with intake.images_kept_if_committed(current_app.instance_path) as store, session_scope() as s:
         services.get_appeal(s, appeal_id, Actor("user", user_id))  # 404 before any file is written
-        stored = intake.store_images(current_app.instance_path, decoded) if decoded else []
+        stored = store(decoded)
         appeal = services.supplement(s, user_id, appeal_id, data["content"], stored)
         return jsonify(appeal.to_public())
 

@@ -10,6 +10,8 @@ import base64
 import binascii
 import re
 import secrets
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from ..errors import NotFound, PayloadTooLarge, ValidationError
@@ -73,6 +75,27 @@ def store_images(instance_path: Path, decoded: list[tuple[bytes, str]]) -> list[
         stored.append({"name": name, "type": {"jpg": "image/jpeg", "png": "image/png", "webp": "image/webp"}[ext],
                        "size": len(data)})
     return stored
+
+
+@contextmanager
+def images_kept_if_committed(instance_path: Path) -> Iterator[Callable[[list[tuple[bytes, str]]], list[dict]]]:
+    """A `store` for photos written inside a transaction that may still be refused (a 409, a 422 of the service,
+    a failed commit): the files it wrote are removed again then, so nothing stays on disk that no appeal names.
+    Open it outside `session_scope()`, so that the commit is inside."""
+    written: list[dict] = []
+
+    def store(decoded: list[tuple[bytes, str]]) -> list[dict]:
+        stored = store_images(instance_path, decoded) if decoded else []
+        written.extend(stored)
+        return stored
+
+    try:
+        yield store
+    except BaseException:
+        d = upload_dir(instance_path)
+        for img in written:
+            (d / img["name"]).unlink(missing_ok=True)
+        raise
 
 
 def image_path(instance_path: Path, images: list[dict], name: str) -> tuple[Path, str]:
