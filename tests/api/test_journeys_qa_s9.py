@@ -217,3 +217,22 @@ def test_a_refused_submission_or_supplement_leaves_no_photo_on_disk(app, client,
     assert again.status_code == 409 and files() == kept
     detail = client.get(f"/api/v1/appeals/{aid}", headers=uh).get_json()
     assert {p.name for p in kept - before} == set(detail["images"])
+
+
+def test_a_registration_cancelled_by_staff_is_told_to_its_user(client, new_activity, make_user, user_token, staff,
+                                                               staff_headers):
+    """Staff cancelling one registration (console or API) changed it to 已取消 without a word to its user, who
+    would learn it at the door; an activity cancelled or a registration rejected is told. It is told now, once;
+    a user's own cancel is not echoed back to them."""
+    aid = new_activity(capacity=2)
+    kept, dropped = make_user(), make_user()
+    own = _reg(client, aid, user_token(kept)).get_json()
+    rid = _reg(client, aid, user_token(dropped)).get_json()["id"]
+    for _ in range(2):  # a double tap by staff tells once
+        assert client.post(f"/api/v1/staff/registrations/{rid}/cancel", json={},
+                           headers=staff_headers(staff)).status_code == 200
+    inbox = client.get("/api/v1/me/inbox", headers=user_token(dropped)).get_json()["items"]
+    assert [(i["kind"], i["title"]) for i in inbox] == [("registration_cancelled", "报名已取消")]
+    assert "工作人员取消" in inbox[0]["body"] and inbox[0]["ref"] == f"registration:{rid}"
+    client.post(f"/api/v1/registrations/{own['id']}/cancel", json={}, headers=user_token(kept))
+    assert client.get("/api/v1/me/inbox", headers=user_token(kept)).get_json()["items"] == []

@@ -646,6 +646,9 @@ def cancel_registration(session: Session, actor: Actor, registration_id: int, *,
     held_seat = reg.status in SEAT_STATUSES
     transition(session, reg, RegStatus.CANCELLED, actor)
     reg.cancelled_at = now
+    if user_id is None:  # staff did it: the user would otherwise learn it at the door
+        _tell(session, reg, activity, "registration_cancelled", "报名已取消",
+              f"您报名的活动“{activity.title}”的报名已由工作人员取消，如有疑问，请联系活动工作人员。", "报名已取消")
     session.flush()
     if held_seat and activity.status == ActivityStatus.PUBLISHED.value:
         promote(session, activity, actor)
