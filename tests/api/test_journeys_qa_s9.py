@@ -176,6 +176,7 @@ def test_my_registrations_say_what_can_still_be_done(client, db, new_activity, m
 
     assert (mine(seated)["can_cancel"], mine(seated)["can_show_code"]) == (True, True)
     assert (mine(queued)["can_cancel"], mine(queued)["can_show_code"]) == (True, False)
+    assert {k: seat[k] for k in ("can_cancel", "can_show_code")} == {"can_cancel": True, "can_show_code": True}
     activity = db.get(Activity, aid)
     activity.cancel_deadline = datetime.now(UTC) - timedelta(minutes=1)
     db.commit()
@@ -185,6 +186,8 @@ def test_my_registrations_say_what_can_still_be_done(client, db, new_activity, m
     assert refused.status_code == 409 and refused.get_json()["error"] == "cancel_deadline_passed"
     assert queued_now["can_cancel"] is True  # leaving the waitlist holds no seat: until the start
     assert datetime.fromisoformat(queued_now["cancel_until"]) == db.get(Activity, aid).starts_at
+    left = client.post(f"/api/v1/registrations/{queued_now['id']}/cancel", json={}, headers=user_token(queued))
+    assert (left.status_code, left.get_json()["can_cancel"], left.get_json()["can_show_code"]) == (200, False, False)
 
 
 PNG = ("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR4nGMAAQAABQABDQottAAAAABJRU5ErkJggg==")

@@ -69,7 +69,7 @@ def create_registration(activity_id: int):
     with session_scope() as s:
         reg, created = services.register(s, activity_id=activity_id, user_id=current_user_id(),
                                          answers=body["answers"], idempotency_key=_idempotency_key())
-        out = {**reg.to_dict(), "subscribe": services.subscribe_hint(reg.status)}
+        out = {**reg.to_dict(), **services.user_actions(reg), "subscribe": services.subscribe_hint(reg.status)}
     return jsonify(out), 201 if created else 200
 
 
@@ -80,7 +80,7 @@ def cancel(registration_id: int):
     uid = current_user_id()
     with session_scope() as s:
         reg = services.cancel_registration(s, Actor("user", uid), registration_id, user_id=uid)
-        return jsonify(reg.to_dict())
+        return jsonify({**reg.to_dict(), **services.user_actions(reg)})
 
 
 @bp.get("/registrations/<int:registration_id>/qr")
