@@ -239,3 +239,22 @@ def test_a_registration_cancelled_by_staff_is_told_to_its_user(client, new_activ
     assert "工作人员取消" in inbox[0]["body"] and inbox[0]["ref"] == f"registration:{rid}"
     client.post(f"/api/v1/registrations/{own['id']}/cancel", json={}, headers=user_token(kept))
     assert client.get("/api/v1/me/inbox", headers=user_token(kept)).get_json()["items"] == []
+
+
+def test_a_reopened_appeal_does_not_show_the_rejected_result_as_its_result(client, make_user, make_staff, user_token,
+                                                                           staff_headers):
+    """After “未解决” the appeal is 办理中 again with resolved_at cleared, but list and detail still gave the
+    rejected resolution as its 办理结果 (“已约谈餐厅整改” on an appeal being handled again). It is cleared; the
+    old result stays on the public timeline, and the next resolution is shown when it comes."""
+    uh, sh = _appeal_world(make_user, make_staff, user_token, staff_headers)
+    aid = client.post("/api/v1/appeals", json=APPEAL, headers=uh).get_json()["id"]
+    _act(client, sh, aid, "accept")
+    _act(client, sh, aid, "resolve", resolution="已约谈餐厅整改")
+    client.post(f"/api/v1/appeals/{aid}/rating", json={"resolved": False, "satisfaction": 3}, headers=uh)
+    detail = client.get(f"/api/v1/appeals/{aid}", headers=uh).get_json()
+    (listed,) = client.get("/api/v1/appeals", headers=uh).get_json()["items"]
+    assert (detail["status_label"], detail["resolved_at"], detail["resolution"]) == ("办理中", None, "")
+    assert listed["resolution"] == ""
+    assert any(e["note"] == "办结：已约谈餐厅整改" for e in detail["timeline"])
+    _act(client, sh, aid, "resolve", resolution="已更换排烟设备")
+    assert client.get(f"/api/v1/appeals/{aid}", headers=uh).get_json()["resolution"] == "已更换排烟设备"

@@ -506,6 +506,7 @@ def rate(session: Session, user_id: int, appeal_id: int, *, resolved: bool, sati
         promised = appeal.category.promised_days if appeal.category else DEFAULT_PROMISED_DAYS
         appeal.due_at = cal.add_working_days(now, promised)
         appeal.overdue, appeal.warned_due_at, appeal.resolved_at = False, None, None
+        appeal.resolution = ""  # the result they said did not solve it stays on the timeline, not as this round's
         transition(session, appeal, S.IN_PROGRESS, actor, action="reopened", now=now,
                    note="企业反馈问题未解决，诉求重新办理")
     return rating
