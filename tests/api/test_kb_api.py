@@ -239,3 +239,16 @@ def test_the_app_chat_points_to_the_apps_pages_for_appeals(client, kb, make_user
     reply = chat(client, "我的诉求", h)["reply"]
     assert numbers[0] in reply and numbers[1] not in reply and "小程序“我的诉求”" in reply
     assert "回复“" not in reply.split("\n", 1)[1]  # no chat-only commands in the app
+
+
+def test_the_search_reports_the_bots_decision_whatever_the_page_size(client, kb, app):
+    """The confidence depends on the candidate pool, which grew with `limit`: 雇残疾人能拿补贴吗 was a fallback at
+    limit=5 (what the bot does) and a suggest at limit=20. The API and `flask kb search` report the bot's."""
+    q = "雇残疾人能拿补贴吗"
+    decisions = {limit: client.get("/api/v1/kb/search", query_string={"q": q, "limit": limit}).get_json()
+                 for limit in (1, 5, 20)}
+    assert {d["decision"] for d in decisions.values()} == {decisions[5]["decision"]}, decisions
+    assert len(decisions[20]["results"]) > 5 and len(decisions[1]["results"]) == 1
+    outputs = {app.test_cli_runner().invoke(args=["kb", "search", q, "--limit", str(n)]).output.splitlines()[0]
+               for n in (5, 20)}
+    assert len(outputs) == 1, outputs

@@ -12,6 +12,7 @@ from ..errors import NotFound, TooManyRequests
 from ..http import doc, limit_key, parse, query
 from ..validation import Field, text_key
 from .bot import forget_choices, respond
+from .chat import bot_decision
 from .services import entry_from_row, get_runtime, record_feedback
 
 bp = Blueprint("kb_api", __name__, url_prefix="/api/v1")
@@ -45,8 +46,7 @@ def _who(user_id: int | None) -> str:
 def search():
     q = query(SEARCH_PARAMS)
     kb = get_runtime().get()
-    decision = kb.decide(q["q"], limit=q["limit"])
-    hits = decision.hits if decision.kind != "fallback" else kb.search(q["q"], q["limit"])
+    decision, hits = bot_decision(kb, q["q"], q["limit"])
     return jsonify({
         "decision": decision.kind,
         "results": [{"id": h.entry.id, "question": h.entry.question, "answer": h.entry.answer,

@@ -32,6 +32,21 @@ NUMBER_ONLY = "小二没看明白这个数字～想了解政策或办事，请�
 EXPIRED_NOTE = "您问的“{q}”已经过了有效期（截至 {until}），目前不再受理。有新政策时我们会第一时间更新。"
 
 
+
+# The bot judges a question on this many candidates; the search API and `flask kb search` report the same
+# judgement whatever page size they show (the confidence depends on the candidate pool, so a larger page could
+# turn a "fallback" into a "suggest").
+CHAT_LIMIT = 5
+
+
+def bot_decision(kb: KnowledgeBase, query: str, limit: int) -> tuple[Decision, list]:
+    """The decision the bot would take on `query`, and `limit` hits to show with it."""
+    decision = kb.decide(query, limit=CHAT_LIMIT)
+    if decision.kind != "fallback" and limit <= CHAT_LIMIT:
+        return decision, list(decision.hits[:limit])
+    return decision, kb.search(query, limit)
+
+
 @dataclass
 class ChatResult:
     """What to say, why, and what to remember for the next turn."""
@@ -110,7 +125,7 @@ def ask(kb: KnowledgeBase, text: str, *, last_suggestions: list[str] | None = No
     if not any(ch.isalnum() for ch in text):
         # 👍 alone is no question: not “我还没学会” nor a row in the staff's unanswered queue.
         return ChatResult(NO_WORDS, "smalltalk")
-    decision: Decision = kb.decide(text, limit=5)
+    decision: Decision = kb.decide(text, limit=CHAT_LIMIT)
     if decision.kind == "answer" and decision.best is not None:
         best = decision.best
         reply, cut = format_answer(best.entry, detail_hint=detail_hint)

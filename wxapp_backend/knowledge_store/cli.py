@@ -13,6 +13,7 @@ from knowledge.loaders import KBLoadError, dump_file, load_dir, load_file, unkno
 from ..audit import SYSTEM
 from ..config import ROOT
 from ..db import session_scope
+from .chat import bot_decision
 from .models import KBEntry
 from .services import entry_from_row, get_runtime, import_entries
 
@@ -87,9 +88,9 @@ def register(app: Flask) -> None:
     def kb_search(query_text: str, limit: int) -> None:
         """显示机器人对一个问题的判断（回答、推荐或转人工）和最相近的条目。"""
         kb_index = get_runtime().get()
-        decision = kb_index.decide(query_text, limit=limit)
+        decision, hits = bot_decision(kb_index, query_text, limit)
         click.echo(f"决定：{decision.kind}（{decision.reason}）")
-        for i, h in enumerate(decision.hits or kb_index.search(query_text, limit), 1):
+        for i, h in enumerate(hits, 1):
             click.echo(f"{i}. [{h.confidence:.2f}] {h.entry.id}  {h.entry.question}")
 
     app.cli.add_command(kb)
