@@ -490,4 +490,23 @@ def decide_binding(session: Session, actor: Actor, user_id: int, *, approve: boo
     user.binding_state = (BindingState.VERIFIED if approve else BindingState.REJECTED).value
     audit(session, actor, "binding.verified" if approve else "binding.rejected", user,
           enterprise_id=user.enterprise_id)
+    _tell_binding_result(session, user, approve)
     return user
+
+
+def _tell_binding_result(session: Session, user: User, approve: bool) -> None:
+    """The user waited for staff to check their enterprise: say how it went (subscribe message or inbox)."""
+    from ..db import utcnow as _now
+    from ..notices.services import notify
+
+    name = user.enterprise.name if user.enterprise is not None else "所申请的企业"
+    if approve:
+        body = f"您与“{name}”的绑定已核实通过，现在可以以企业身份反映诉求、查看企业的诉求进度。"
+    else:
+        body = (f"您与“{name}”的绑定未能核实。请核对企业名称和统一社会信用代码后在“我的”里重新申请，"
+                "或联系楼宇的服务专员协助。")
+    notify(session, user.id, "binding_result",
+           {"title": name[:20], "result": "已通过" if approve else "未通过", "time": _now().isoformat(),
+            "note": "可以以企业身份办事了" if approve else "请核对信息后重新申请"},
+           "pages/me/index", title="企业身份核实" + ("通过" if approve else "未通过"), body=body,
+           ref=f"binding:{user.id}:{user.enterprise_id}")

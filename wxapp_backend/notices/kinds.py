@@ -94,6 +94,8 @@ DEFAULT_KINDS: dict[str, Kind] = {k.name: k for k in (
     _registration("registration_cancelled", "已取消", "您的报名已取消"),
     Kind("notice", PLACEHOLDER_PREFIX + "notice", {"thing1": "title", "time2": "time", "thing3": "note"},
          {"thing3": "点击查看详情"}, "pages/notice/detail"),
+    Kind("binding_result", PLACEHOLDER_PREFIX + "binding-result", dict(_REGISTRATION_FIELDS),
+         {"phrase2": "已处理", "thing4": "企业身份核实结果"}, "pages/me/index"),
 )}
 
 _ENTRY_KEYS = {"template_id", "page", "long_term", "fields", "defaults"}
