@@ -157,7 +157,7 @@ def test_every_default_kind_renders_from_what_its_callers_pass():
         render(kind, {"number": "SQ20251016-0001"} if kind.name.startswith("appeal") else {}, title="标题",
                created_at=created)
     assert set(DEFAULT_KINDS) == {
-        "appeal_accepted", "appeal_needs_info", "appeal_resolved", "appeal_closed", "appeal_escalated",
+        "appeal_accepted", "appeal_needs_info", "appeal_resolved", "appeal_closed", "appeal_escalated", "appeal_merged",
         "activity_reminder", "waitlist_promoted", "registration_approved", "registration_cancelled", "notice",
         "binding_result"}
 

@@ -180,6 +180,7 @@ NOTICE_TITLES = {
     "appeal_resolved": "您的诉求已办结，请评价",
     "appeal_closed": "您的诉求已关闭",
     "appeal_escalated": "您的诉求已转入“办不成事”反映窗口",
+    "appeal_merged": "您的诉求已合并办理",
 }
 
 
@@ -757,6 +758,9 @@ def act_merge(session, actor, appeal, data, now):
     appeal.master_id = master.id
     master.version += 1
     _event(session, master, actor, "child_merged", note=f"合并了 {appeal.number}", child=appeal.number)
+    # The enterprise saw its appeal turn 已合并 without a word, and cannot open the master (another's appeal).
+    _notify(session, appeal, "appeal_merged", f"您的诉求 {appeal.number} 与另一条诉求反映的是同一问题，已合并到 "
+            f"{master.number} 一并办理，办结后会通知您结果。", f"merged:{master.id}")
 
 
 def act_split(session, actor, appeal, data, now):

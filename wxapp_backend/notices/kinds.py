@@ -86,6 +86,7 @@ DEFAULT_KINDS: dict[str, Kind] = {k.name: k for k in (
     _appeal("appeal_resolved", "已办结", "请查看办理结果并评价"),
     _appeal("appeal_closed", "已关闭", "诉求已关闭"),
     _appeal("appeal_escalated", "已升级", "已提交上级协调办理"),
+    _appeal("appeal_merged", "已合并", "与同一问题合并办理"),
     Kind("activity_reminder", PLACEHOLDER_PREFIX + "activity-reminder",
          {"thing1": "title", "time2": "time", "thing3": "place", "thing4": "note"},
          {"thing3": "详见活动页面", "thing4": "请准时参加"}, "pages/activity/detail"),
