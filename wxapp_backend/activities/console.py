@@ -20,11 +20,11 @@ from ..errors import AppError, ValidationError
 from ..http import loads
 from ..validation import Field, row_ids, validate
 from . import checkin, services
-from .models import CATEGORIES, QUESTION_TYPES, Activity, Registration
+from .models import ACTIVITY_STATUS_LABELS, CATEGORIES, QUESTION_TYPES, Activity, Registration
 
 bp = Blueprint("activities_console", __name__, url_prefix="/console")
 
-STATUS_NAMES = {"draft": "草稿", "published": "已发布", "cancelled": "已取消"}
+STATUS_NAMES = ACTIVITY_STATUS_LABELS
 _DT_FIELDS = ("starts_at", "ends_at", "registration_opens_at", "registration_closes_at", "cancel_deadline")
 _SPLIT = re.compile(r"[,，、\s]+")
 # Industries are matched whole, and standard names hold 、 (交通运输、仓储和邮政业): split on commas, semicolons and

@@ -40,6 +40,9 @@ class ActivityStatus(enum.StrEnum):
     CANCELLED = "cancelled"
 
 
+ACTIVITY_STATUS_LABELS = {"draft": "草稿", "published": "已发布", "cancelled": "已取消"}
+
+
 class RegStatus(enum.StrEnum):
     PENDING_APPROVAL = "pending_approval"  # holds a seat until staff decide
     CONFIRMED = "confirmed"
@@ -148,6 +151,7 @@ class Activity(Base):
             "requires_approval": self.requires_approval,
             "cover_image": self.cover_image,
             "status": self.status,
+            "status_label": ACTIVITY_STATUS_LABELS.get(self.status, self.status),
         }
         if seats_taken is not None:
             out["seats_taken"] = seats_taken

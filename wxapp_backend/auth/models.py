@@ -23,6 +23,9 @@ class BindingState(enum.StrEnum):
     REJECTED = "rejected"
 
 
+BINDING_LABELS = {"none": "未绑定", "pending": "待核实", "verified": "已核实", "rejected": "已驳回"}
+
+
 class StaffRole(enum.StrEnum):
     ADMIN = "admin"
     STAFF = "staff"
@@ -67,6 +70,7 @@ class User(Base):
             "phone": self.phone,
             "role": self.role,
             "binding_state": self.binding_state,
+            "binding_state_label": BINDING_LABELS.get(self.binding_state, self.binding_state),
             "enterprise": self.enterprise.to_public() if self.enterprise else None,
             "building": self.building.to_public() if self.building else None,
         }

@@ -9,7 +9,7 @@ from flask import Blueprint, Response, flash, g, redirect, render_template, requ
 from sqlalchemy import select
 
 from ..auth.guard import console_required, current_actor
-from ..auth.models import ROLE_RANK, BindingState, StaffRole, StaffUser
+from ..auth.models import BINDING_LABELS, ROLE_RANK, BindingState, StaffRole, StaffUser
 from ..console import add_nav
 from ..db import session_scope
 from ..errors import AppError, BadRequest
@@ -18,7 +18,7 @@ from . import importer, services
 
 bp = Blueprint("enterprises_console", __name__, url_prefix="/console")
 
-STATE_NAMES = {"none": "未绑定", "pending": "待核实", "verified": "已核实", "rejected": "已驳回"}
+STATE_NAMES = BINDING_LABELS
 ROLE_LABELS = {"enterprise_contact": "企业联系人", "white_collar": "白领"}
 BUILDING_FILTERS = (Field("q", "str", "楼宇名称或地址", max_len=100), Field("grid_id", "int", "网格", min=1))
 
