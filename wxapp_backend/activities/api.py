@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 from flask import Blueprint, Flask, current_app, jsonify, request
+from sqlalchemy import select
 
 from ..audit import Actor
-from ..auth.guard import current_actor, current_user_id, staff_api_required, user_required
+from ..auth.guard import current_actor, current_user_id, optional_user_id, staff_api_required, user_required
 from ..auth.models import StaffRole
 from ..db import session_scope
 from ..errors import BadRequest
 from ..http import doc, page_json, parse, query
 from ..validation import Field
 from . import checkin, services
-from .models import CATEGORIES
+from .models import CATEGORIES, Registration
 
 bp = Blueprint("activities_api", __name__, url_prefix="/api/v1")
 
@@ -50,12 +51,19 @@ def list_activities():
 
 
 @bp.get("/activities/<int:activity_id>")
-@doc("活动详情（含剩余名额、报名问题）", auth="none", tags=["活动"])
+@doc("活动详情（含剩余名额、报名问题）；带登录令牌时 my_registration 是本人最近一次报名（状态、可否取消、"
+     "可否出示签到码），没有报名为 null", auth="none", tags=["活动"])
 def get_activity(activity_id: int):
+    user_id = optional_user_id()
     with session_scope() as s:
         a = services.get_activity(s, activity_id)
-        return jsonify(a.to_dict(seats_taken=services.seats_taken(s, a.id),
-                                 waitlisted=services.waitlist_length(s, a.id)))
+        out = a.to_dict(seats_taken=services.seats_taken(s, a.id), waitlisted=services.waitlist_length(s, a.id))
+        if user_id is not None:  # the page shows 已报名 / 候补第 n 位 / 取消报名 without another request
+            reg = s.scalar(select(Registration).where(Registration.activity_id == a.id,
+                                                      Registration.user_id == user_id)
+                           .order_by(Registration.id.desc()).limit(1))
+            out["my_registration"] = {**reg.to_dict(), **services.user_actions(reg)} if reg is not None else None
+        return jsonify(out)
 
 
 @bp.post("/activities/<int:activity_id>/registrations")
