@@ -29,3 +29,20 @@ def test_the_activity_page_shows_the_users_own_registration(client, new_activity
     mine = client.get(f"/api/v1/activities/{aid}", headers=h).get_json()["my_registration"]
     assert mine["id"] == rid and mine["status"] == "confirmed" and mine["can_cancel"] is True
     assert client.get(f"/api/v1/activities/{aid}", headers=user_token(other)).get_json()["my_registration"] is None
+
+
+def test_the_list_and_the_page_say_who_may_not_register(client, new_activity, make_user, user_token,
+                                                        make_building):
+    """The public list showed activities the reader could not join; they learnt it from a 403 after tapping 报名."""
+    mine, other = make_building(name="新华大厦"), make_building(name="幸福大楼")
+    open_to_all = new_activity(title="楼宇音乐会")
+    only_other = new_activity(title="幸福大楼瑜伽", audience_building_ids=[other.id])
+    user = make_user(building_id=mine.id)
+    h = user_token(user)
+    items = {a["id"]: a for a in client.get("/api/v1/activities", headers=h).get_json()["items"]}
+    assert items[open_to_all]["ineligible_reason"] is None
+    assert "不在范围内" in items[only_other]["ineligible_reason"]
+    assert "不在范围内" in client.get(f"/api/v1/activities/{only_other}", headers=h).get_json()["ineligible_reason"]
+    assert all("ineligible_reason" not in a for a in client.get("/api/v1/activities").get_json()["items"])
+    refused = client.post(f"/api/v1/activities/{only_other}/registrations", json={"answers": {}}, headers=h)
+    assert refused.status_code == 403 and refused.get_json()["message"] == items[only_other]["ineligible_reason"]

@@ -7,7 +7,7 @@ from sqlalchemy import select
 
 from ..audit import Actor
 from ..auth.guard import current_actor, current_user_id, optional_user_id, staff_api_required, user_required
-from ..auth.models import StaffRole
+from ..auth.models import StaffRole, User
 from ..db import session_scope
 from ..errors import BadRequest
 from ..http import doc, page_json, parse, query
@@ -42,11 +42,13 @@ def _idempotency_key() -> str | None:
 
 
 @bp.get("/activities")
-@doc("活动列表（可按类别、日期、楼宇筛选），含剩余名额", params=services.LIST_PARAMS, auth="none", tags=["活动"])
+@doc("活动列表（可按类别、日期、楼宇筛选），含剩余名额；带登录令牌时每项有 ineligible_reason（不能报名的原因，"
+     "可以报名为 null）", params=services.LIST_PARAMS, auth="none", tags=["活动"])
 def list_activities():
     q = query(services.LIST_PARAMS)
+    user_id = optional_user_id()
     with session_scope() as s:
-        items, total = services.list_activities(s, q)
+        items, total = services.list_activities(s, q, user_id=user_id)
     return jsonify({**page_json(items, total, q["page"], q["per_page"]), "categories": CATEGORIES})
 
 
@@ -59,6 +61,8 @@ def get_activity(activity_id: int):
         a = services.get_activity(s, activity_id)
         out = a.to_dict(seats_taken=services.seats_taken(s, a.id), waitlisted=services.waitlist_length(s, a.id))
         if user_id is not None:  # the page shows 已报名 / 候补第 n 位 / 取消报名 without another request
+            user = s.get(User, user_id)
+            out["ineligible_reason"] = services.ineligibility(a, user) if user is not None else None
             reg = s.scalar(select(Registration).where(Registration.activity_id == a.id,
                                                       Registration.user_id == user_id)
                            .order_by(Registration.id.desc()).limit(1))

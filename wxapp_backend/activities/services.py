@@ -335,8 +335,10 @@ LIST_PARAMS = (
 )
 
 
-def list_activities(session: Session, q: dict[str, Any], *, staff: bool = False) -> tuple[list[dict], int]:
-    """Activities for the mini-program (published, not yet ended unless include_past) or the console."""
+def list_activities(session: Session, q: dict[str, Any], *, staff: bool = False,
+                    user_id: int | None = None) -> tuple[list[dict], int]:
+    """Activities for the mini-program (published, not yet ended unless include_past) or the console; for a
+    logged-in user each says whether they may register (`ineligible_reason`: why not, or null)."""
     stmt = select(Activity)
     if not staff:
         stmt = stmt.where(Activity.status == ActivityStatus.PUBLISHED.value)
@@ -355,7 +357,12 @@ def list_activities(session: Session, q: dict[str, Any], *, staff: bool = False)
     rows = session.scalars(stmt.order_by(order, Activity.id).offset((q["page"] - 1) * q["per_page"])
                            .limit(q["per_page"])).unique().all()
     counts = seat_counts(session, [a.id for a in rows])
-    return [a.to_dict(seats_taken=counts[a.id][0], waitlisted=counts[a.id][1]) for a in rows], total
+    items = [a.to_dict(seats_taken=counts[a.id][0], waitlisted=counts[a.id][1]) for a in rows]
+    user = session.get(User, user_id) if user_id is not None else None
+    if user is not None:  # the list greys out what they cannot join, instead of a 403 after they tap 报名
+        for item, a in zip(items, rows, strict=True):
+            item["ineligible_reason"] = ineligibility(a, user)
+    return items, total
 
 
 def get_activity(session: Session, activity_id: int, *, staff: bool = False) -> Activity:
