@@ -146,7 +146,7 @@ def submit():
             content=data["content"], contact_name=data["contact_name"], contact_phone=data["contact_phone"],
             category=data["category"], enterprise_id=data["enterprise_id"],
             enterprise_name=data["enterprise_name"] or "", building_id=data["building_id"], images=stored),
-            idempotency_key=key)
+            idempotency_key=key, daily_limit=services.MAX_APPEALS_PER_DAY)
         body = appeal.to_public()
     # The moment to ask for subscribe-message credit: the enterprise wants to hear how this ends.
     body["subscribe"] = subscribe_request(list(APPEAL_NOTICE_KINDS))

@@ -163,7 +163,7 @@ def submit_from_chat(session, user_id: int, draft: dict, *, account: str):
         content=draft["content"], contact_name=draft["contact_name"], contact_phone=draft["contact_phone"],
         enterprise_id=draft.get("enterprise_id"), enterprise_name=draft.get("enterprise_name", ""),
         building_id=draft.get("building_id"), images=[], channel="chat"),
-        idempotency_key=f"chat:{draft['id']}")
+        idempotency_key=f"chat:{draft['id']}", daily_limit=services.MAX_APPEALS_PER_DAY)
     media = [m for m in draft.get("media", []) if isinstance(m, str)][:MAX_IMAGES]
     if created and media:
         queue_chat_photos(session, appeal, account, media, job_id=f"appeal-{appeal.id}-chat-images")

@@ -19,7 +19,7 @@ from ..audit import SYSTEM, Actor, _jsonable, audit
 from ..auth.models import ROLE_RANK, StaffRole, StaffUser, User
 from ..db import utcnow
 from ..enterprises.models import Building, Enterprise
-from ..errors import Conflict, Forbidden, NotFound, ValidationError
+from ..errors import Conflict, Forbidden, NotFound, TooManyRequests, ValidationError
 from ..validation import Field, validate
 from . import classify
 from .calendar import DAY_MINUTES, WorkCalendar, local_date
@@ -49,6 +49,9 @@ AUTO_ESCALATE_OVERDUE_DAYS = 5  # working days overdue before the system escalat
 BAD_SATISFACTION = 2  # 1-2 of 5 is a bad rating (差评)
 LOCK_ROWS = True  # SELECT ... FOR UPDATE on the appeal row for every action (tests switch it off)
 DEFAULT_PROMISED_DAYS = 5
+# Appeals one user may file in any 24 hours (mini-program and chat alike): a script or an angry user can
+# otherwise fill the queue (and the disk, nine photos each) faster than any team can triage.
+MAX_APPEALS_PER_DAY = 20
 
 
 def _after_load(appeal: Appeal) -> None:
@@ -296,9 +299,21 @@ def next_number(session: Session, now: datetime) -> str:
     return f"SQ{day:%Y%m%d}-{n:04d}"
 
 
+def _check_daily_quota(session: Session, user_id: int, now: datetime, limit: int) -> None:
+    since = now - timedelta(days=1)
+    recent = session.execute(select(func.count(Appeal.id), func.min(Appeal.submitted_at))
+                             .where(Appeal.user_id == user_id, Appeal.submitted_at > since)).one()
+    if recent[0] >= limit:
+        wait = max(int((recent[1] + timedelta(days=1) - now).total_seconds()) + 1, 1)
+        raise TooManyRequests(f"您 24 小时内已提交 {recent[0]} 条诉求，暂时不能再提交了。已提交的诉求可以补充说明；"
+                              "急事请直接致电营商服务中心。", code="appeal_daily_limit",
+                              headers={"Retry-After": str(wait)})
+
+
 def submit_appeal(session: Session, user_id: int, intake: Intake, *, idempotency_key: str | None = None,
-                  now: datetime | None = None) -> tuple[Appeal, bool]:
-    """接单: a new appeal (or the one this key already made: created=False). Routes it by the catalogue."""
+                  now: datetime | None = None, daily_limit: int | None = None) -> tuple[Appeal, bool]:
+    """接单: a new appeal (or the one this key already made: created=False). Routes it by the catalogue.
+    With `daily_limit` (the user's channels pass MAX_APPEALS_PER_DAY) the user's 24 hours are capped."""
     if idempotency_key:
         existing = session.scalar(select(Appeal).where(Appeal.user_id == user_id,
                                                        Appeal.idempotency_key == idempotency_key))
@@ -308,6 +323,8 @@ def submit_appeal(session: Session, user_id: int, intake: Intake, *, idempotency
     user = session.get(User, user_id)
     if user is None:
         raise NotFound("用户不存在。")
+    if daily_limit is not None:
+        _check_daily_quota(session, user_id, now, daily_limit)
     ensure_catalogue(session)
     chosen = find_category(session, intake.category)
     enterprise = None
