@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 
 from flask import current_app, request
 
-from .errors import BadRequest, PayloadTooLarge
+from .errors import BadRequest, PayloadTooLarge, TooManyRequests
 from .validation import Field, validate
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -151,6 +151,24 @@ def limit_key(addr: str) -> str:
     if ip.version == 6:
         return str(ipaddress.ip_network(f"{ip}/64", strict=False))
     return str(ip)
+
+
+def throttle(name: str, who: str, limit: int, window: int, message: str) -> None:
+    """Count one request of `who` (a user id, or a client address through limit_key) in a fixed window kept in
+    Redis, so every web process shares it; past `limit` a 429 with Retry-After. `limit` is read from the
+    `<name>_limit` tuning knob (settings.extra) when one is set."""
+    state = current_app.extensions["wxapp"]
+    limit = int(state.settings.extra.get(f"{name}_limit", limit))
+    key = f"rl:{name}:{who}"
+    pipe = state.redis.pipeline()
+    pipe.incr(key)
+    pipe.ttl(key)
+    count, ttl = pipe.execute()
+    if count == 1 or ttl < 0:
+        state.redis.expire(key, window)
+        ttl = window
+    if count > limit:
+        raise TooManyRequests(message, headers={"Retry-After": str(max(int(ttl), 1))})
 
 
 class ClientAddress:

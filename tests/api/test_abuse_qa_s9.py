@@ -5,6 +5,8 @@ from __future__ import annotations
 import base64
 from pathlib import Path
 
+import pytest
+
 from wxapp_backend.appeals import services as appeal_services
 
 
@@ -61,3 +63,62 @@ def test_refused_submission_and_supplement_leave_no_photos_on_disk(app, client, 
         assert resp.status_code == 422, resp.get_json()
     assert _uploads(app) - before == kept
 
+
+@pytest.fixture
+def limits(app, monkeypatch):
+    def set_(**kw):
+        for name, value in kw.items():
+            monkeypatch.setitem(app.extensions["wxapp"].settings.extra, f"{name}_limit", value)
+
+    return set_
+
+
+def _limited(resp) -> None:
+    assert resp.status_code == 429, resp.get_json()
+    body = resp.get_json()
+    assert body["error"] == "too_many_requests" and "太频繁" in body["message"]
+    assert 0 < int(resp.headers["Retry-After"]) <= 60
+
+
+def test_mini_program_login_is_rate_limited_per_address(client, standin, limits):
+    limits(wxa_login=2)
+    assert [client.post("/api/v1/auth/login", json={"code": f"c-{i}"}).status_code for i in range(2)] == [200] * 2
+    _limited(client.post("/api/v1/auth/login", json={"code": "c-9"}))
+    assert len(standin.calls_to("/sns/jscode2session")) == 2  # WeChat's quota is not spent on the script
+    other = client.post("/api/v1/auth/login", json={"code": "c-10"}, environ_base={"REMOTE_ADDR": "203.0.113.9"})
+    assert other.status_code == 200
+
+
+def test_logged_in_chat_is_rate_limited_per_user(client, make_user, user_token, limits):
+    limits(chat=2)
+    h = user_token(make_user())
+    for _ in range(2):
+        assert client.post("/api/v1/chat", json={"text": "你好"}, headers=h).status_code == 200
+    _limited(client.post("/api/v1/chat", json={"text": "你好"}, headers=h))
+    assert client.post("/api/v1/chat", json={"text": "你好"}, headers=user_token(make_user())).status_code == 200
+
+
+def test_kb_search_and_feedback_are_rate_limited(client, make_user, user_token, limits):
+    limits(kb_search=2, kb_feedback=2)
+    long_q = "企业注册地址变更需要什么材料" * 300  # the 5,000-character query an endpoint allows, again and again
+    for _ in range(2):
+        assert client.get("/api/v1/kb/search", query_string={"q": long_q[:5000]}).status_code == 200
+    _limited(client.get("/api/v1/kb/search", query_string={"q": long_q[:5000]}))
+    h = user_token(make_user())
+    assert client.get("/api/v1/kb/search", query_string={"q": "开办企业"}, headers=h).status_code == 200
+    fb = {"entry_id": "no-such-entry", "useful": True}
+    codes = [client.post("/api/v1/kb/feedback", json=fb).status_code for _ in range(2)]
+    assert 429 not in codes
+    _limited(client.post("/api/v1/kb/feedback", json=fb))
+
+
+def test_registration_and_subscribe_results_are_rate_limited_per_user(client, make_user, user_token, limits):
+    limits(registration=2, subscribe_results=2)
+    h = user_token(make_user())
+    for _ in range(2):
+        assert client.post("/api/v1/activities/999999/registrations", json={}, headers=h).status_code == 404
+        assert client.post("/api/v1/me/subscribe-results", json={"results": {"tmpl-unknown": "reject"}}, headers=h).status_code == 200
+    _limited(client.post("/api/v1/activities/999999/registrations", json={}, headers=h))
+    _limited(client.post("/api/v1/me/subscribe-results", json={"results": {"tmpl-unknown": "reject"}}, headers=h))
+    other = user_token(make_user())
+    assert client.post("/api/v1/activities/999999/registrations", json={}, headers=other).status_code == 404

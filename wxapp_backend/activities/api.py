@@ -10,13 +10,14 @@ from ..auth.guard import current_actor, current_user_id, optional_user_id, staff
 from ..auth.models import StaffRole, User
 from ..db import session_scope
 from ..errors import BadRequest
-from ..http import doc, page_json, parse, query
+from ..http import doc, page_json, parse, query, throttle
 from ..validation import Field
 from . import checkin, services
 from .models import CATEGORIES, Registration
 
 bp = Blueprint("activities_api", __name__, url_prefix="/api/v1")
 
+REGISTER_LIMIT_PER_MIN = 30  # registrations a minute per user (the `registration_limit` knob)
 REGISTER_FIELDS = (Field("answers", "dict", "报名问题的回答", default={}),)
 SUBSCRIPTION_FIELDS = (
     Field("categories", "list", "订阅的活动类别", required=False, max_items=len(CATEGORIES), default=[],
@@ -78,6 +79,7 @@ def get_activity(activity_id: int):
      tags=["活动"])
 def create_registration(activity_id: int):
     body = parse(REGISTER_FIELDS)
+    throttle("registration", f"u{current_user_id()}", REGISTER_LIMIT_PER_MIN, 60, "报名操作太频繁了，请稍等一分钟再试。")
     with session_scope() as s:
         reg, created = services.register(s, activity_id=activity_id, user_id=current_user_id(),
                                          answers=body["answers"], idempotency_key=_idempotency_key())

@@ -6,7 +6,7 @@ from flask import Blueprint, current_app, jsonify, request
 
 from ..db import session_scope
 from ..errors import BadRequest, Forbidden, NotFound, ServiceUnavailable, Unauthorized
-from ..http import doc, json_body, parse
+from ..http import doc, json_body, limit_key, parse, throttle
 from ..validation import Field, validate
 from ..wechat.client import WeChatAPIError, code_to_session
 from . import services, tokens
@@ -15,6 +15,7 @@ from .models import User, UserRole
 
 bp = Blueprint("auth_api", __name__, url_prefix="/api/v1")
 
+LOGIN_LIMIT_PER_MIN = 60  # mini-program logins a minute per client address (the `wxa_login_limit` knob)
 LOGIN_FIELDS = (Field("code", "str", "登录凭证 code", required=True, max_len=128),)
 PROFILE_FIELDS = (
     Field("nickname", "str", "昵称", max_len=32),
@@ -41,6 +42,9 @@ def _state():
      responses={200: "{token, user}"}, tags=["账号"])
 def login():
     data = parse(LOGIN_FIELDS)
+    # Every login asks WeChat (code2Session, a daily quota shared by all users): a script must not spend it.
+    throttle("wxa_login", limit_key(request.remote_addr or ""), LOGIN_LIMIT_PER_MIN, 60,
+             "登录太频繁了，请稍等一分钟再试。")
     state = _state()
     s = state.settings
     if not s.wxa_appid or not s.wxa_secret:

@@ -9,7 +9,7 @@ from flask import Blueprint, Flask, current_app, jsonify, request
 from ..auth.guard import optional_user_id
 from ..db import session_scope
 from ..errors import NotFound, TooManyRequests
-from ..http import doc, limit_key, parse, query
+from ..http import doc, limit_key, parse, query, throttle
 from ..validation import Field, text_key
 from .bot import forget_choices, respond
 from .chat import bot_decision
@@ -24,6 +24,9 @@ FEEDBACK_FIELDS = (Field("entry_id", "str", "条目编号", required=True, max_l
                    Field("useful", "bool", "是否有用", required=True),
                    Field("turn_id", "int", "问答编号", min=1))
 ANON_LIMIT_PER_MIN = 30
+USER_LIMIT_PER_MIN = 30  # chat of a logged-in user (the `chat_limit` knob)
+SEARCH_LIMIT_PER_MIN = 60  # searches per user or client address (`kb_search_limit`)
+FEEDBACK_LIMIT_PER_MIN = 30  # 有用/没用 per user or client address (`kb_feedback_limit`)
 
 
 def _who(user_id: int | None) -> str:
@@ -40,11 +43,17 @@ def _who(user_id: int | None) -> str:
     return "ip" + hashlib.sha1(ip.encode()).hexdigest()[:16]
 
 
+def _caller() -> str:
+    user_id = optional_user_id()
+    return f"u{user_id}" if user_id is not None else f"ip:{limit_key(request.remote_addr or '?')}"
+
+
 @bp.get("/kb/search")
 @doc("检索知识库：返回决定（answer/suggest/fallback）和候选条目", params=SEARCH_PARAMS, auth="none",
      tags=["知识库"])
 def search():
     q = query(SEARCH_PARAMS)
+    throttle("kb_search", _caller(), SEARCH_LIMIT_PER_MIN, 60, "查询太频繁了，请稍等一分钟再试。")
     kb = get_runtime().get()
     decision, hits = bot_decision(kb, q["q"], q["limit"])
     return jsonify({
@@ -65,6 +74,8 @@ def chat():
     user_id = optional_user_id()
     state = current_app.extensions["wxapp"]
     who = _who(user_id)
+    if user_id is not None:  # anonymous callers are counted by address in _who
+        throttle("chat", who, USER_LIMIT_PER_MIN, 60, "提问太频繁了，请稍等一分钟再试。")
 
     def fixed(text: str, pending: bool) -> tuple[str, str] | None:
         found = app_reply(text, user_id=user_id, pending_choices=pending)
@@ -98,6 +109,7 @@ def entry_detail(entry_id: str):
 def feedback():
     data = parse(FEEDBACK_FIELDS)
     user_id = optional_user_id()
+    throttle("kb_feedback", _caller(), FEEDBACK_LIMIT_PER_MIN, 60, "评价太频繁了，请稍等一分钟再试。")
     with session_scope() as s:
         fb = record_feedback(s, turn_id=data["turn_id"], entry_id=data["entry_id"], user_id=user_id,
                              useful=data["useful"])

@@ -8,7 +8,7 @@ from sqlalchemy import func, select
 from ..auth.guard import current_user_id, user_required
 from ..db import session_scope, utcnow
 from ..errors import NotFound
-from ..http import PAGE_FIELDS, doc, page_json, parse, query
+from ..http import PAGE_FIELDS, doc, page_json, parse, query, throttle
 from ..validation import Field
 from . import credits
 from .kinds import current_kinds
@@ -64,6 +64,7 @@ def mark_all_read():
         return jsonify({"marked": len(rows)})
 
 
+RESULTS_LIMIT_PER_MIN = 30  # reports a minute per user (the `subscribe_results_limit` knob)
 MAX_RESULTS = 10  # wx.requestSubscribeMessage asks for at most 3 templates a tap; 10 leaves room
 
 
@@ -113,6 +114,7 @@ def subscribe_results():
     data = parse(RESULT_FIELDS)
     results = {k: v for k, v in data["results"].items() if k != "errMsg"}
     uid = current_user_id()
+    throttle("subscribe_results", f"u{uid}", RESULTS_LIMIT_PER_MIN, 60, "操作太频繁了，请稍等一分钟再试。")
     with session_scope() as s:
         applied = credits.record_results(s, uid, results, source="client")
         return jsonify({"results": applied, **_credits_view(s, uid)})
