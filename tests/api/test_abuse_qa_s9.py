@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from handlers.bot import GREETING
+from tests.api.test_webhook import build, post, text_push
 from wxapp_backend.appeals import services as appeal_services
 
 
@@ -122,3 +124,16 @@ def test_registration_and_subscribe_results_are_rate_limited_per_user(client, ma
     _limited(client.post("/api/v1/me/subscribe-results", json={"results": {"tmpl-unknown": "reject"}}, headers=h))
     other = user_token(make_user())
     assert client.post("/api/v1/activities/999999/registrations", json={}, headers=other).status_code == 404
+
+
+def test_webhook_retries_of_one_message_count_once_against_the_rate_limit(app, settings):
+    """WeChat sends a message again when the answer is slow (up to three times): that is one message. Counted
+    three times, a user with slow answers heard “速度有点快” after a few real messages."""
+    a = build(settings, wechat_token="rl-retry", extra={"chat_rate_limit": 3})
+    first = text_push(a, "你好", openid="oRetry1", msg_id="9001")
+    replies = [post(a, "oa", first).get_data(as_text=True) for _ in range(3)]
+    replies += [post(a, "oa", text_push(a, "你好", openid="oRetry1", msg_id=str(9002 + i))).get_data(as_text=True)
+                for i in range(2)]
+    assert all(GREETING in r for r in replies), replies
+    over = post(a, "oa", text_push(a, "你好", openid="oRetry1", msg_id="9009")).get_data(as_text=True)
+    assert "速度有点快" in over  # the limit itself still holds

@@ -76,6 +76,9 @@ def _claim_script(shape: tuple, valid_if: tuple[int, int, int] | None) -> str:
             else:
                 args.append(f"'{part}'")
         pos += 1
+        if name == "INCR_NEW":  # counts the message once: a repeat of it (WeChat's retries) only reads the count
+            lines.append(f"r[{pos}] = created and redis.call('INCR', {args[0]}) or redis.call('GET', {args[0]})\n")
+            continue
         lines.append(f"r[{pos}] = redis.call('{name}', {', '.join(args)})\n")
     if valid_if is not None:
         user, state, rate = valid_if
@@ -164,6 +167,10 @@ class Commands:
 
     def incr(self, key: str) -> None:
         self._add("INCR", key, (), ())
+
+    def incr_new(self, key: str) -> None:
+        """INCR when the claim is new; when the record already exists (the same message again) only GET."""
+        self._add("INCR_NEW", key, (), ())
 
     def expire(self, key: str, seconds: int) -> None:
         self._add("EXPIRE", key, (None,), (int(seconds),))

@@ -547,7 +547,7 @@ def _prefetch(pipe: Commands, msg: Message) -> None:
     pipe.get(state_key(msg.account, msg.source))
     if not rate_exempt(msg):
         key = rate_key(msg.account, msg.source)
-        pipe.incr(key)
+        pipe.incr_new(key)  # WeChat's retries of a slow answer are one message, not three
         pipe.expire(key, 120)
     kind = _window_kind(msg.event, msg.is_event)
     if kind:
