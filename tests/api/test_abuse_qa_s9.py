@@ -137,3 +137,16 @@ def test_webhook_retries_of_one_message_count_once_against_the_rate_limit(app, s
     assert all(GREETING in r for r in replies), replies
     over = post(a, "oa", text_push(a, "你好", openid="oRetry1", msg_id="9009")).get_data(as_text=True)
     assert "速度有点快" in over  # the limit itself still holds
+
+
+def test_enterprise_binding_requests_per_user_are_capped(client, make_user, user_token, limits, db):
+    from wxapp_backend.demo import demo_credit_code
+    from wxapp_backend.enterprises.models import Enterprise
+
+    limits(enterprise_binding=3)
+    h = user_token(make_user())
+    before = db.query(Enterprise).count()
+    codes = [client.post("/api/v1/me/enterprise", json={"name": f"脚本公司{i}", "credit_code": demo_credit_code("91310105", 500 + i)},
+                         headers=h).status_code for i in range(6)]
+    assert codes[:3] == [200] * 3 and codes[3:] == [429] * 3
+    assert db.query(Enterprise).count() - before == 3  # no more invented enterprises in the registry

@@ -15,6 +15,9 @@ from .models import User, UserRole
 
 bp = Blueprint("auth_api", __name__, url_prefix="/api/v1")
 
+# Binding requests a day per user (`enterprise_binding_limit`): each unknown credit code adds an enterprise to
+# the registry (一企一档) for staff to check, so a script must not be able to fill it.
+BINDINGS_PER_DAY = 10
 LOGIN_LIMIT_PER_MIN = 60  # mini-program logins a minute per client address (the `wxa_login_limit` knob)
 LOGIN_FIELDS = (Field("code", "str", "登录凭证 code", required=True, max_len=128),)
 PROFILE_FIELDS = (
@@ -116,6 +119,8 @@ def update_me():
      responses={200: "绑定申请已提交，状态 pending"})
 def bind_enterprise():
     data = parse(BIND_FIELDS)
+    throttle("enterprise_binding", f"u{current_user_id()}", BINDINGS_PER_DAY, 86400,
+             "今天提交的企业绑定申请太多了，请明天再试；如需帮助，请联系营商服务中心。")
     with session_scope() as session:
         user = session.get(User, current_user_id())
         if user is None:
