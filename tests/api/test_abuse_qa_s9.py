@@ -150,3 +150,18 @@ def test_enterprise_binding_requests_per_user_are_capped(client, make_user, user
                          headers=h).status_code for i in range(6)]
     assert codes[:3] == [200] * 3 and codes[3:] == [429] * 3
     assert db.query(Enterprise).count() - before == 3  # no more invented enterprises in the registry
+
+
+def test_a_user_has_one_vote_per_entry_without_a_turn(client, make_user, user_token, db):
+    from wxapp_backend.knowledge_store.cli import load_default_if_empty
+    from wxapp_backend.knowledge_store.models import AnswerFeedback
+
+    load_default_if_empty()
+    h, other = user_token(make_user()), user_token(make_user())
+    entry = client.get("/api/v1/kb/search", query_string={"q": "外籍人才工作许可怎么办"}).get_json()["results"][0]["id"]
+    ids = {client.post("/api/v1/kb/feedback", json={"entry_id": entry, "useful": i % 2 == 0}, headers=h).get_json()["id"]
+           for i in range(5)}
+    assert len(ids) == 1
+    assert client.post("/api/v1/kb/feedback", json={"entry_id": entry, "useful": False}, headers=other).status_code == 200
+    votes = db.query(AnswerFeedback).filter_by(entry_id=entry).all()
+    assert len(votes) == 2 and sorted(v.useful for v in votes) == [False, True]  # the last vote of each counts

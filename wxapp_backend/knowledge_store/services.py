@@ -261,6 +261,15 @@ def record_feedback(session: Session, *, turn_id: int | None, entry_id: str, use
         if existing is not None:
             existing.useful = useful  # changing one's mind replaces the earlier vote
             return existing
+    elif user_id is not None:
+        # Without a turn (a vote on a search result) one user has one vote per entry: tapping 有用 again and
+        # again, or a script with a token, would otherwise move the 有用 share as it liked.
+        existing = session.scalar(select(AnswerFeedback).where(
+            AnswerFeedback.turn_id.is_(None), AnswerFeedback.user_id == user_id,
+            AnswerFeedback.entry_id == entry_id).order_by(AnswerFeedback.id).limit(1))
+        if existing is not None:
+            existing.useful = useful
+            return existing
     fb = AnswerFeedback(turn_id=turn_id, entry_id=entry_id, user_id=user_id, useful=useful)
     try:
         with session.begin_nested():
