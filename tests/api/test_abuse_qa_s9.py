@@ -165,3 +165,13 @@ def test_a_user_has_one_vote_per_entry_without_a_turn(client, make_user, user_to
     assert client.post("/api/v1/kb/feedback", json={"entry_id": entry, "useful": False}, headers=other).status_code == 200
     votes = db.query(AnswerFeedback).filter_by(entry_id=entry).all()
     assert len(votes) == 2 and sorted(v.useful for v in votes) == [False, True]  # the last vote of each counts
+
+
+def test_api_limits_are_set_from_the_environment(settings):
+    from wxapp_backend.config import ConfigError, Settings
+
+    base = {"APP_ENV": "testing", "INSTANCE_PATH": str(settings.instance_path), "SECRET_KEY": "x" * 24}
+    s = Settings.from_env({**base, "CHAT_LIMIT": "50", "ENTERPRISE_BINDING_LIMIT": "3"})
+    assert s.extra["chat_limit"] == 50 and s.extra["enterprise_binding_limit"] == 3
+    with pytest.raises(ConfigError):
+        Settings.from_env({**base, "KB_SEARCH_LIMIT": "0"})
