@@ -175,3 +175,17 @@ def test_api_limits_are_set_from_the_environment(settings):
     assert s.extra["chat_limit"] == 50 and s.extra["enterprise_binding_limit"] == 3
     with pytest.raises(ConfigError):
         Settings.from_env({**base, "KB_SEARCH_LIMIT": "0"})
+
+
+def test_anonymous_chat_limit_recovers_from_a_counter_left_without_expiry(client, redis_client):
+    """The process may stop between counting and setting the expiry: the address must not stay refused."""
+    from wxapp_backend.knowledge_store.api import ANON_LIMIT_PER_MIN
+
+    ask = {"json": {"text": "你好"}, "environ_base": {"REMOTE_ADDR": "203.0.113.77"}}
+    assert all(client.post("/api/v1/chat", **ask).status_code == 200 for _ in range(ANON_LIMIT_PER_MIN))
+    counters = [k for k in redis_client.scan_iter("*203.0.113.77*")]
+    assert counters
+    for key in counters:
+        redis_client.persist(key)  # as if EXPIRE never ran
+    _limited(client.post("/api/v1/chat", **ask))
+    assert all(redis_client.ttl(key) > 0 for key in counters)
