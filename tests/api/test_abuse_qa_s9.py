@@ -189,3 +189,8 @@ def test_anonymous_chat_limit_recovers_from_a_counter_left_without_expiry(client
         redis_client.persist(key)  # as if EXPIRE never ran
     _limited(client.post("/api/v1/chat", **ask))
     assert all(redis_client.ttl(key) > 0 for key in counters)
+
+
+def test_wechat_frequency_limit_on_login_is_a_429_with_retry_after(client, standin):
+    standin.fail_next("/sns/jscode2session", errcode=45011, errmsg="api minute-quota reach limit")
+    _limited(client.post("/api/v1/auth/login", json={"code": "c-45011"}))

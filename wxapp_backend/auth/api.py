@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, current_app, jsonify, request
 
 from ..db import session_scope
-from ..errors import BadRequest, Forbidden, NotFound, ServiceUnavailable, Unauthorized
+from ..errors import Forbidden, NotFound, ServiceUnavailable, TooManyRequests, Unauthorized
 from ..http import doc, json_body, limit_key, parse, throttle
 from ..validation import Field, validate
 from ..wechat.client import WeChatAPIError, code_to_session
@@ -61,8 +61,8 @@ def login():
         if exc.errcode == 40226:  # WeChat refuses logins of accounts it rates high-risk; a new code won't help
             raise Forbidden("微信提示您的微信账号存在安全风险，暂时不能登录小程序；如需办理业务，请致电营商服务中心。",
                             code="login_blocked_by_wechat") from None
-        if exc.errcode == 45011:
-            raise BadRequest("登录太频繁了，请稍后再试。", code="too_many_requests", status=429) from None
+        if exc.errcode == 45011:  # WeChat's own frequency limit: a 429 like ours, with when to try again
+            raise TooManyRequests("登录太频繁了，请稍等一分钟再试。", headers={"Retry-After": "60"}) from None
         raise ServiceUnavailable("微信登录暂时不可用，请稍后再试。", code="wechat_unavailable") from None
     openid = str(answer.get("openid") or "")
     if not openid:
