@@ -194,3 +194,16 @@ def test_anonymous_chat_limit_recovers_from_a_counter_left_without_expiry(client
 def test_wechat_frequency_limit_on_login_is_a_429_with_retry_after(client, standin):
     standin.fail_next("/sns/jscode2session", errcode=45011, errmsg="api minute-quota reach limit")
     _limited(client.post("/api/v1/auth/login", json={"code": "c-45011"}))
+
+
+def test_the_daily_cap_also_holds_in_the_chat_and_says_why(app, app_ctx, standin, monkeypatch):
+    from wxapp_backend.wechat.chat import run_chat
+
+    monkeypatch.setattr(appeal_services, "MAX_APPEALS_PER_DAY", 1)
+    out: list[str] = []
+    for problem in ("园区停车位太少，外来车辆总是违停", "写字楼门口的路灯坏了一个月，晚上很黑"):
+        run_chat(app, "oa", "chat-cap-user", lines=["我要反映", problem, "测试贸易有限公司", "王五 13900139000",
+                                                    "跳过", "确认"], echo=out.append, standin=standin)
+    text = "\n".join(out)
+    assert text.count("诉求已提交，编号 SQ") == 1
+    assert "诉求没有提交：您 24 小时内已提交 1 条诉求" in text
