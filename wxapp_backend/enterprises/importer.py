@@ -13,6 +13,7 @@ import csv
 import io
 import re
 import zipfile
+import zlib
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -35,6 +36,11 @@ MAX_COLUMNS = 60
 MAX_SHEET_ROWS = 200_000  # counting empty rows: a sheet "used" far below its data is refused, not crawled
 # A 5 MB .xlsx that inflates beyond this is not a spreadsheet of 20,000 rows but a zip bomb.
 MAX_XLSX_INFLATED = 200 * 1024 * 1024
+# Cells in the workbook's sheets, counted in their XML before openpyxl opens it: opening parses every sheet
+# without a <dimension> in full (~300,000 cells a second, past MAX_COLUMNS too), so a 300 KB file with one row of
+# six million cells held a web worker for 40 seconds. Twice a full sheet leaves room for columns not imported.
+MAX_SHEET_CELLS = 2 * MAX_ROWS * MAX_COLUMNS
+_CELL_RE = re.compile(rb"<(?:\w+:)?c[\s>/]")
 # Cells starting with these are run as formulas by Excel/WPS (CSV injection); exports prefix them with '.
 FORMULA_CHARS = ("=", "+", "-", "@", "\t", "\r")
 
@@ -257,6 +263,7 @@ def _read_xlsx(data: bytes) -> Iterator[tuple[int, list[Any]]]:
         raise _FileProblem("这个文件不是有效的 .xlsx 文件，请用 Excel 打开后重新保存再导入。") from None
     if inflated > MAX_XLSX_INFLATED:
         raise _FileProblem("表格解压后太大了，请删除多余的工作表或格式后再导入。")
+    _refuse_too_many_cells(archive)
     try:
         book = openpyxl.load_workbook(io.BytesIO(data), read_only=True, data_only=True)
     except Exception:  # openpyxl raises many types for damaged files; all mean the same to the user
@@ -270,6 +277,23 @@ def _read_xlsx(data: bytes) -> Iterator[tuple[int, list[Any]]]:
             yield number, list(values)
     finally:
         book.close()
+
+
+def _refuse_too_many_cells(archive: zipfile.ZipFile) -> None:
+    cells = 0
+    try:
+        for info in archive.infolist():
+            if not (info.filename.startswith("xl/worksheets/") and info.filename.endswith(".xml")):
+                continue
+            with archive.open(info) as fh:
+                while chunk := fh.read(1 << 20):
+                    cells += len(_CELL_RE.findall(chunk))  # a tag cut between two chunks is one cell in millions
+                    if cells > MAX_SHEET_CELLS:
+                        raise _FileProblem(f"表格的单元格太多了（超过 {MAX_SHEET_CELLS} 个），请删除多余的行、列或工作表，"
+                                           "或拆分成几个文件后再导入。")
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, RuntimeError, OSError, EOFError,
+            zlib.error):
+        raise _FileProblem("无法读取这个 Excel 文件，请用 Excel 打开后另存为 .xlsx 再导入。") from None
 
 
 def _refuse_merged_cells(archive: zipfile.ZipFile, path: str, title: str) -> None:
