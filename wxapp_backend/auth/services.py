@@ -263,26 +263,33 @@ def reset_staff_password(session: Session, actor: Actor, staff_id: int, password
 
 
 class LoginThrottle:
-    """Counts failed logins per username and per client address in Redis; locks out after too many."""
+    """Counts failed logins in Redis and locks out after too many: per name from one address (`max`), per address
+    (4 × max: an office behind one NAT shares it) and per name from everywhere (10 × max). A name is locked for
+    everyone only by that last, looser count: with 5 wrong passwords anyone could lock the admin out for the
+    whole window, again and again, when the name alone was counted; a guesser on one address stops at its own
+    limits, one spread over many addresses still stops at the global one."""
+
+    USER_EVERYWHERE = 10
+    ADDRESS = 4
 
     def __init__(self, r: redis.Redis, max_failures: int, lockout_seconds: int) -> None:
         self.r, self.max, self.window = r, max_failures, lockout_seconds
 
     def _keys(self, username: str, ip: str) -> list[str]:
-        # The address limit is looser: an office behind one NAT shares it.
         # An IPv6 client is counted by its /64 (it holds all of it).
-        return [f"login:fail:user:{username.lower()}", f"login:fail:ip:{limit_key(ip)}"]
+        name, where = username.lower(), limit_key(ip)
+        return [f"login:fail:user:{name}:ip:{where}", f"login:fail:ip:{where}", f"login:fail:user:{name}"]
 
     def check(self, username: str, ip: str) -> None:
-        user_key, ip_key = self._keys(username, ip)
-        counts = self.r.mget(user_key, ip_key)
-        user_fails = int(counts[0] or 0)
-        ip_fails = int(counts[1] or 0)
-        if user_fails >= self.max or ip_fails >= self.max * 4:
-            ttl = max(self.r.ttl(user_key if user_fails >= self.max else ip_key), 1)
-            minutes = max(1, (ttl + 59) // 60)
-            raise TooManyRequests(f"登录失败次数太多，请 {minutes} 分钟后再试。",
-                                  headers={"Retry-After": str(ttl)})
+        keys = self._keys(username, ip)
+        counts = [int(c or 0) for c in self.r.mget(*keys)]
+        limits = (self.max, self.max * self.ADDRESS, self.max * self.USER_EVERYWHERE)
+        for key, count, limit in zip(keys, counts, limits, strict=True):
+            if count >= limit:
+                ttl = max(self.r.ttl(key), 1)
+                minutes = max(1, (ttl + 59) // 60)
+                raise TooManyRequests(f"登录失败次数太多，请 {minutes} 分钟后再试。",
+                                      headers={"Retry-After": str(ttl)})
 
     def failed(self, username: str, ip: str) -> None:
         for key in self._keys(username, ip):
@@ -290,8 +297,9 @@ class LoginThrottle:
             if self.r.incr(key) == 1 or self.r.ttl(key) < 0:
                 self.r.expire(key, self.window)
 
-    def succeeded(self, username: str) -> None:
-        self.r.delete(self._keys(username, "")[0])
+    def succeeded(self, username: str, ip: str = "") -> None:
+        name_here, _, name_everywhere = self._keys(username, ip)
+        self.r.delete(name_here, name_everywhere)
 
 
 def authenticate_staff(session: Session, throttle: LoginThrottle, *, username: str, password: str,
@@ -305,7 +313,7 @@ def authenticate_staff(session: Session, throttle: LoginThrottle, *, username: s
     if staff is None or not ok or not staff.active:
         throttle.failed(username, ip)
         raise Unauthorized("用户名或密码不正确。", code="bad_credentials")
-    throttle.succeeded(username)
+    throttle.succeeded(username, ip)
     staff.last_login_at = utcnow()
     audit(session, Actor("staff", staff.id, role=staff.role), "staff.login", staff, ip=ip)
     return staff
