@@ -80,6 +80,8 @@ SUPPLEMENT_NEEDS_TEXT = "请用文字写一下补充的内容，例如：“合�
 SUPPLEMENT_PHOTOS_ONLY = "企业补充了照片 {n} 张"
 COMMENT_LONG = "留言请控制在 500 字以内，精简后再发给我；不想写请回复“跳过”。"
 NOT_HEARD = "没有听清，请用文字回复。"
+DRAFT_OPEN = "\n\n另外，您还有一条未填完的诉求（第 {n}/5 步），还没有提交：回复“继续”接着填，回复“取消”放弃。"
+NONE_YET_DRAFT = "您还没有提交过诉求。"
 DRAFT_FIRST = "您有一条未填完的诉求（进行到第 {n}/5 步）。请先回复“继续”填完，或回复“取消”放弃，再来{cmd}。"
 RATING_OVER = ("诉求 {number} 的评价期限（办结后 7 天）已经过了。如果问题还没解决，请回复“我要反映”重新提交，"
                "我们会尽快处理。")
@@ -182,6 +184,11 @@ def status(ctx: Context) -> Reply:
     if ctx.user_id is None:
         return Text(NO_USER)
     text = status_text(ctx.user_id)
+    draft = _state(ctx)
+    if draft.get("flow") == intake.FLOW and draft.get("step") in intake.STEPS:  # it said “没有提交过” and no more
+        if text == NONE_YET:
+            text = NONE_YET_DRAFT
+        text += DRAFT_OPEN.format(n=intake.STEPS.index(draft["step"]) + 1)
     _leave_flow(ctx)
     from .kb import forget_choices
 
