@@ -73,6 +73,8 @@ NO_NAME = "请同时写上联系人姓名，例如：张三 13800138000。"
 PHOTO_OK = "收到第 {n} 张照片。还有可以继续发送，发完回复“好了”。"
 PHOTO_FULL = "照片已经有 9 张了，回复“好了”继续。"
 PHOTO_NOT_NOW = "这一步不需要照片哦。"
+PHOTO_KEPT = "照片收到了（共 {n} 张），会和诉求一起提交。\n"
+PHOTO_FULL_NOW = "照片已经有 9 张了，不能再加。\n"
 CANCELLED = "已取消，您填写的内容没有保存。需要时回复“我要反映”重新开始。"
 PENDING = "您有一条未填完的诉求（进行到第 {n}/5 步）。回复“继续”接着填，回复“重新开始”从头填写，回复“取消”放弃。"
 PAUSED = "\n\n您还有一条未填完的诉求（第 {n}/5 步），已为您保留：回复“继续”接着填，回复“取消”放弃。"
@@ -318,6 +320,8 @@ def _describe(ctx: Context, d: dict[str, Any]) -> Reply:
 
 
 def _place(ctx: Context, d: dict[str, Any]) -> Reply:
+    if ctx.msg.msg_type == "image":  # kept for the photo step (it was dropped, the user believing it sent)
+        return _photo_reply(ctx, d, PHOTO_KEPT, after=_prompt(d, "place"))
     t = _answer(ctx)
     if not t:
         return Text(PHOTO_NOT_NOW + PROMPTS["place"])
@@ -349,6 +353,8 @@ def _yes(text: str) -> bool:
 
 
 def _contact(ctx: Context, d: dict[str, Any]) -> Reply:
+    if ctx.msg.msg_type == "image":
+        return _photo_reply(ctx, d, PHOTO_KEPT, after=_prompt(d, "contact"))
     t = _answer(ctx)
     if not t:
         return Text(PHOTO_NOT_NOW + PROMPTS["contact"])
@@ -397,13 +403,17 @@ def add_photo(ctx: Context, flow: str, draft_key: str, draft_id: Any, limit: int
     return outcome[0]
 
 
-def _photo_reply(ctx: Context, d: dict[str, Any], ok: str) -> Reply:
+def _photo_reply(ctx: Context, d: dict[str, Any], ok: str, after: str | None = None) -> Reply:
+    """Keep the message's photo with the draft; `after`: the step's prompt, when the photo came at another step
+    (it was dropped there, the user believing it sent)."""
     try:
         n = add_photo(ctx, FLOW, "id", d.get("id"), 9)
     except redis.RedisError:
         return Text(UNAVAILABLE)
     if n is None:
         return Text(LOST)
+    if after is not None:
+        return Text((PHOTO_FULL_NOW if n < 0 else ok.format(n=n)) + after)
     return Text(PHOTO_FULL if n < 0 else ok.format(n=n))
 
 
@@ -417,6 +427,9 @@ def _photos(ctx: Context, d: dict[str, Any]) -> Reply:
 
 
 def _confirm(ctx: Context, d: dict[str, Any]) -> Reply:
+    if ctx.msg.msg_type == "image":  # one more photo after the summary: added, and the summary counts it
+        reply = _photo_reply(ctx, d, PHOTO_KEPT, after="")
+        return reply if reply.text in (LOST, UNAVAILABLE) else Text(reply.text + _summary(_state(ctx) or d))
     if word(_answer(ctx)) not in CONFIRM_WORDS:
         return Text(NOT_CONFIRMED + _summary(d))
     if ctx.user_id is None:

@@ -40,3 +40,21 @@ def test_my_appeals_during_a_draft_mentions_the_draft(oa_kb):  # noqa: F811
     assert "还没有提交过诉求" in reply and "未填完的诉求（第 3/5 步）" in reply and "继续" in reply, reply
     assert "联系人" in say(oa_kb, openid, "继续")
     assert "照片" in say(oa_kb, openid, "张三 13800138000")
+
+
+def test_a_photo_at_another_step_is_kept_for_the_appeal(oa_kb):  # noqa: F811
+    """A photo sent while the bot asked for the enterprise or the contact got “这一步不需要照片哦” and was dropped;
+    sent after the summary, it was dropped without a word (the summary again, “照片：0 张”). It is now kept with
+    the draft, the step's question asked again, and the summary counts it."""
+    openid = "oPhotoEarly"
+    _draft_to(oa_kb, openid, "place")
+    reply = photo(oa_kb, openid)
+    assert "照片收到了（共 1 张）" in reply and "企业名称" in reply, reply
+    say(oa_kb, openid, "上海某某科技有限公司")
+    reply = photo(oa_kb, openid)
+    assert "照片收到了（共 2 张）" in reply and "联系人" in reply, reply
+    say(oa_kb, openid, "张三 13800138000")
+    assert "照片：2 张" in say(oa_kb, openid, "跳过")
+    reply = photo(oa_kb, openid)
+    assert "照片收到了（共 3 张）" in reply and "照片：3 张" in reply and "回复“确认”提交" in reply, reply
+    assert "诉求已提交" in say(oa_kb, openid, "确认")
