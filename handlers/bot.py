@@ -53,6 +53,10 @@ LOCATION_ACK = "收到您的位置{label}，谢谢！如需找附近的服务站
 UNSUPPORTED = "小二暂时只看得懂文字和图片哦～请用文字描述您的问题，或回复“人工”联系工作人员。"
 
 APPEAL_APP = "企业遇到困难、对服务有意见建议，都可以告诉我们（有呼必应）：请在小程序“我要反映”中填写诉求，工作人员会在承诺时限内联系您。"
+APPEAL_APP_TOLD = ("您说的问题还没有登记哦：请在小程序“我要反映”中填写诉求（可以把刚才的描述粘贴进去），"
+                   "工作人员会在承诺时限内联系您。")
+FOLLOWUP_APP = "评价办理结果、补充材料，请在小程序“我的诉求”中打开那条诉求办理。"
+SUPPLEMENT_APP_NOT_SENT = "刚才补充的内容还没有提交：请在小程序“我的诉求”中打开那条诉求补充。\n"
 STATUS_LOGIN = "登录小程序后，就能在这里查看您提交的诉求；也可以直接打开“我的诉求”。"
 # The app's chat cannot hand over by itself: the app shows its 客服 button (open-type="contact") on "handoff".
 HUMAN_APP = ("找工作人员请点“联系客服”，进入微信客服会话（工作时间：工作日 9:00-17:30，非工作时间请留言）。"
@@ -238,12 +242,35 @@ def app_reply(text: str, *, user_id: int | None, pending_choices: bool) -> tuple
         from .appeal_followup import status_text
 
         return status_text(user_id, chat=False), "guide"
+    followup = _app_followup(text.strip(), user_id)
+    if followup is not None:
+        return followup, "guide"
     if t in DIGITS and not pending_choices:  # "回复数字即可查看答案" wins over the menu digits
         return _APP_INTENTS[DIGITS[t]]
     for group in ("menu", "greeting", "thanks", "bye"):
         if t in _FOLDED[group]:
             return _APP_FIXED[group], "smalltalk"
     return None
+
+
+def _app_followup(text: str, user_id: int | None) -> str | None:
+    """“我要反映：问题”, 评价, 补充 (with or without the content) in the app's chat: the WeChat chat's flows for these
+    are chat-only; here they are done on the app's pages (they went to the knowledge base: “这个问题我还没学会…
+    回复“我要反映”提交诉求” to someone who had just said it, and a supplement nobody received)."""
+    from .appeal_followup import _SUPPLEMENT_TEXT_RE
+    from .appeal_intake import _START_WITH_TEXT, RATE_RE, SUPPLEMENT_RE, word
+
+    if _START_WITH_TEXT.match(text):
+        return APPEAL_APP_TOLD
+    said = word(text)
+    told = bool(_SUPPLEMENT_TEXT_RE.match(text))
+    if not (told or RATE_RE.match(said) or SUPPLEMENT_RE.match(said)):
+        return None
+    if user_id is None:
+        return SUPPLEMENT_APP_NOT_SENT.strip() if told else FOLLOWUP_APP
+    from .appeal_followup import status_text
+
+    return (SUPPLEMENT_APP_NOT_SENT if told else "") + status_text(user_id, chat=False)
 
 
 _APP_INTENTS = {"kb": (KB_PROMPT, "smalltalk"), "appeal": (APPEAL_APP, "guide"), "activity": (ACTIVITY_TEXT, "guide"),

@@ -58,3 +58,31 @@ def test_a_photo_at_another_step_is_kept_for_the_appeal(oa_kb):  # noqa: F811
     reply = photo(oa_kb, openid)
     assert "照片收到了（共 3 张）" in reply and "照片：3 张" in reply and "回复“确认”提交" in reply, reply
     assert "诉求已提交" in say(oa_kb, openid, "确认")
+
+
+def test_the_app_chat_points_appeal_rating_and_supplement_to_the_app(client, app_ctx, make_user, user_token):
+    """In the app's chat (POST /api/v1/chat) “我要反映：楼下餐厅油烟太大…” got “这个问题我还没学会…回复“我要反映”
+    提交诉求” (and was queued for staff as an unanswered question), while the WeChat chat starts the intake; “评价”,
+    “补充”, “补充：物业电话…” got knowledge-base lists, the supplement reaching nobody. The app's chat does these on
+    the app's pages (as for a bare “我要反映”): it now says so, and that nothing was filed."""
+    from wxapp_backend.knowledge_store.cli import load_default_if_empty
+
+    load_default_if_empty()
+
+    def chat(text, headers=None):
+        resp = client.post("/api/v1/chat", json={"text": text}, headers=headers or {})
+        assert resp.status_code == 200, resp.get_json()
+        return resp.get_json()
+
+    told = chat("我要反映：楼下餐厅油烟太大了，熏得办公室没法待")
+    assert told["decision"] == "guide" and "还没有登记" in told["reply"] and "我要反映" in told["reply"], told
+    assert chat("我要投诉物业，空调坏了一周没人修")["decision"] == "guide"
+    for text in ("评价", "补充", "评价 SQ20261206-0001"):
+        body = chat(text)
+        assert body["decision"] == "guide" and "我的诉求" in body["reply"], (text, body)
+    body = chat("补充：物业联系方式是 021-12345678，王经理")
+    assert body["decision"] == "guide" and "还没有提交" in body["reply"], body
+    mine = chat("补充：物业联系方式是 021-12345678", user_token(make_user()))
+    assert "还没有提交" in mine["reply"] and "还没有提交过诉求" in mine["reply"], mine
+    for question in ("投诉电话是多少", "补充医疗保险怎么买"):  # questions, as before
+        assert chat(question)["decision"] != "guide", question
