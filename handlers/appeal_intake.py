@@ -91,7 +91,19 @@ SUBMITTED = ("诉求已提交，编号 {number}。\n我们将在 1 个工作日�
 SUMMARY_CONTENT_CHARS = 200
 CONTENT_CUT = "…（共 {n} 字，已完整记录）"
 NOT_CONFIRMED = "诉求还没有提交哦。"
-CONFIRM_HINT = "回复“确认”提交，回复“修改”重新填写，回复“取消”放弃。"
+CONFIRM_HINT = "回复“确认”提交，回复“修改”改其中一项，回复“取消”放弃。"
+EDIT_WHICH = ("要修改哪一项？回复：\n1 问题描述\n2 企业和楼宇\n3 联系人和电话\n4 照片（重新上传）\n"
+              "改完回到这里核对；回复“重新开始”从头填写。")
+EDIT_HINT = "请回复 1～4 选择要修改的一项，或回复“确认”直接提交。\n"
+# The confirmation's fields, as people name them (“改电话”, “修改企业名称”), or by number after “修改”.
+EDIT_FIELDS = {"1": "describe", "2": "place", "3": "contact", "4": "photos"}
+_EDIT_RE = re.compile(r"^(?:修改|更改|改一下|改)(?P<what>问题|描述|问题描述|内容|企业|企业名称|公司|楼宇|地址|企业和楼宇|"
+                      r"联系人|姓名|电话|手机|手机号|号码|联系方式|联系人和电话|照片|图片)$")
+_EDIT_WORDS = {"问题": "describe", "描述": "describe", "问题描述": "describe", "内容": "describe",
+               "企业": "place", "企业名称": "place", "公司": "place", "楼宇": "place", "地址": "place",
+               "企业和楼宇": "place", "联系人": "contact", "姓名": "contact", "电话": "contact", "手机": "contact",
+               "手机号": "contact", "号码": "contact", "联系方式": "contact", "联系人和电话": "contact",
+               "照片": "photos", "图片": "photos"}
 SUMMARY = "请核对您的诉求：\n问题：{content}\n企业：{enterprise}\n楼宇：{building}\n联系人：{name} {phone}\n照片：{photos} 张\n"
 
 
@@ -279,6 +291,8 @@ def step(ctx: Context) -> Reply:
         if d.pop("paused", None):
             _save(ctx, d)
         return Text(_prompt(d, d["step"]))
+    if d["step"] == "confirm" and (t == "修改" or _EDIT_RE.match(t) or (d.get("editing") and t in EDIT_FIELDS)):
+        return _edit(ctx, d, t)
     if t in RESTART_WORDS:
         ctx.state.clear()
         return _new_draft(ctx)
@@ -301,7 +315,31 @@ def _small_talk(text: str) -> bool:
     return t in GREETINGS or t in THANKS_WORDS or t in BYE_WORDS or detect_smalltalk(t) in ("greeting", "thanks", "bye")
 
 
+def _edit(ctx: Context, d: dict[str, Any], t: str) -> Reply:
+    """修改 at the confirmation: one field answered again, then back to the summary (it dropped the whole draft,
+    the user typing everything again to change a phone number)."""
+    m = _EDIT_RE.match(t)
+    field = _EDIT_WORDS[m.group("what")] if m else EDIT_FIELDS.get(t)
+    if field is None:  # “修改”: which one?
+        d["editing"] = True
+        _save(ctx, d)
+        return Text(EDIT_WHICH)
+    d.pop("editing", None)
+    d["back"] = True  # _advance returns to the confirmation once this step is answered
+    if field == "photos":
+        d["media"] = []
+    if field == "place":  # a name not found now must not keep the enterprise and building found before
+        for key in ("enterprise_id", "enterprise_name", "building_id", "building_name"):
+            d.pop(key, None)
+    d["step"] = field
+    _save(ctx, d)
+    return Text(_prompt(d, field))
+
+
 def _advance(ctx: Context, d: dict[str, Any], nxt: str, prefix: str = "") -> Reply:
+    if d.pop("back", None):
+        nxt = "confirm"
+    d.pop("editing", None)
     d["step"] = nxt
     _save(ctx, d)
     return Text(prefix + _prompt(d, nxt))
@@ -427,6 +465,8 @@ def _photos(ctx: Context, d: dict[str, Any]) -> Reply:
 
 
 def _confirm(ctx: Context, d: dict[str, Any]) -> Reply:
+    if d.get("editing") and word(_answer(ctx)) not in CONFIRM_WORDS and ctx.msg.msg_type != "image":
+        return Text(EDIT_HINT + EDIT_WHICH)
     if ctx.msg.msg_type == "image":  # one more photo after the summary: added, and the summary counts it
         reply = _photo_reply(ctx, d, PHOTO_KEPT, after="")
         return reply if reply.text in (LOST, UNAVAILABLE) else Text(reply.text + _summary(_state(ctx) or d))
@@ -444,7 +484,7 @@ def _confirm(ctx: Context, d: dict[str, Any]) -> Reply:
             appeal = submit_from_chat(s, ctx.user_id, d, account=ctx.account)
             number, due = appeal.number, appeal.due_at
     except AppError as exc:  # e.g. a category needing a field: say what is wrong, keep the draft
-        return Text(f"诉求没有提交：{exc.message}\n回复“修改”重新填写，或“取消”放弃。")
+        return Text(f"诉求没有提交：{exc.message}\n回复“修改”改其中一项，或“取消”放弃。")
     ctx.state.clear()
     log.info("chat appeal submitted", extra={"account": ctx.account, "user_id": ctx.user_id})
     return Text(SUBMITTED.format(number=number, due=due.astimezone(TZ).strftime("%m月%d日 %H:%M") if due else "—"))

@@ -86,3 +86,34 @@ def test_the_app_chat_points_appeal_rating_and_supplement_to_the_app(client, app
     assert "还没有提交" in mine["reply"] and "还没有提交过诉求" in mine["reply"], mine
     for question in ("投诉电话是多少", "补充医疗保险怎么买"):  # questions, as before
         assert chat(question)["decision"] != "guide", question
+
+
+def test_change_one_field_at_the_confirmation(oa_kb):  # noqa: F811
+    """“修改” at the summary dropped the whole draft and started again at step 1: to change a phone number the
+    user typed the problem, the enterprise and the contact again. It now asks which item (or takes “改电话”,
+    “改企业” directly), asks only that step again and comes back to the summary."""
+    from sqlalchemy import select
+
+    from wxapp_backend.appeals.models import Appeal
+    from wxapp_backend.db import session_scope
+
+    openid = "oEditOneField"
+    _draft_to(oa_kb, openid, "photos")
+    photo(oa_kb, openid)
+    assert "照片：1 张" in say(oa_kb, openid, "好了")
+    which = say(oa_kb, openid, "修改")
+    assert "1 问题描述" in which and "3 联系人" in which and "共 5 步" not in which, which
+    assert "1～4" in say(oa_kb, openid, "随便")
+    assert "联系人" in say(oa_kb, openid, "3")
+    summary = say(oa_kb, openid, "李四 13900139000")
+    assert "联系人：李四 13900139000\n" in summary and "问题：楼道里的灯坏了两个星期了，晚上很黑\n" in summary, summary
+    assert "照片：1 张" in summary and "企业：上海某某科技有限公司\n" in summary
+    assert "企业名称" in say(oa_kb, openid, "改企业")
+    summary = say(oa_kb, openid, "上海另一家贸易有限公司")
+    assert "企业：上海另一家贸易有限公司\n" in summary and "联系人：李四 13900139000\n" in summary, summary
+    assert "诉求已提交" in say(oa_kb, openid, "确认")
+    with oa_kb.app_context(), session_scope() as s:
+        appeal = s.scalars(select(Appeal).where(Appeal.content == "楼道里的灯坏了两个星期了，晚上很黑")
+                           .order_by(Appeal.id.desc())).first()
+        assert (appeal.contact_name, appeal.contact_phone) == ("李四", "13900139000")
+        assert appeal.enterprise_name == "上海另一家贸易有限公司"
