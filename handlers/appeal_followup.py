@@ -52,7 +52,9 @@ DONE_WORDS = (*SKIP_WORDS, "发完了", "就这些", "提交")
 FILLER_WORDS = ("谢谢", "谢谢你", "谢谢您", "感谢", "多谢", "好的", "好", "嗯", "哦", "收到", "你好", "您好", "在吗")
 RESOLVED_YES = ("1", "已解决", "解决了", "解决", "是", "是的")
 RESOLVED_NO = ("2", "未解决", "没解决", "没有解决", "否", "不是")
-_STARS = re.compile(r"^([1-5])\s*(?:分|星|颗星)?$")
+# “5”, “5分”, “5星”; in words with the unit (“五星”, “五颗星”, “五星好评”: they got the hint again and again).
+_STARS = re.compile(r"^(?:([1-5])\s*(?:分|星|颗星)?|([一二两三四五])\s*(?:分|星|颗星))(?:好评)?$")
+_STAR_WORDS = {"一": 1, "二": 2, "两": 2, "三": 3, "四": 4, "五": 5}
 
 NONE_YET = "您还没有提交过诉求。回复“我要反映”，我来帮您登记。"
 NONE_YET_APP = "您还没有提交过诉求。在小程序“我要反映”中填写，工作人员会在承诺时限内联系您。"
@@ -310,7 +312,7 @@ def _rate_step(ctx: Context, d: dict[str, Any], text: str) -> Reply:
         m = _STARS.match(text)
         if not m:
             return Text(HINT_STARS)
-        d.update(step="comment", stars=int(m.group(1)))
+        d.update(step="comment", stars=int(m.group(1)) if m.group(1) else _STAR_WORDS[m.group(2)])
         return _start(ctx, d, ASK_COMMENT)
     if step == "comment":
         if not text:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 
+from tests.integration.appeals.test_appeal_chat_followup import chat  # noqa: F401  (the follow-up's fixture)
 from tests.integration.test_chat_qa_s9 import oa_kb, say  # noqa: F401  (the first pass's fixture and helper)
 
 _media = itertools.count(1)
@@ -69,23 +70,23 @@ def test_the_app_chat_points_appeal_rating_and_supplement_to_the_app(client, app
 
     load_default_if_empty()
 
-    def chat(text, headers=None):
+    def ask(text, headers=None):
         resp = client.post("/api/v1/chat", json={"text": text}, headers=headers or {})
         assert resp.status_code == 200, resp.get_json()
         return resp.get_json()
 
-    told = chat("我要反映：楼下餐厅油烟太大了，熏得办公室没法待")
+    told = ask("我要反映：楼下餐厅油烟太大了，熏得办公室没法待")
     assert told["decision"] == "guide" and "还没有登记" in told["reply"] and "我要反映" in told["reply"], told
-    assert chat("我要投诉物业，空调坏了一周没人修")["decision"] == "guide"
+    assert ask("我要投诉物业，空调坏了一周没人修")["decision"] == "guide"
     for text in ("评价", "补充", "评价 SQ20261206-0001"):
-        body = chat(text)
+        body = ask(text)
         assert body["decision"] == "guide" and "我的诉求" in body["reply"], (text, body)
-    body = chat("补充：物业联系方式是 021-12345678，王经理")
+    body = ask("补充：物业联系方式是 021-12345678，王经理")
     assert body["decision"] == "guide" and "还没有提交" in body["reply"], body
-    mine = chat("补充：物业联系方式是 021-12345678", user_token(make_user()))
+    mine = ask("补充：物业联系方式是 021-12345678", user_token(make_user()))
     assert "还没有提交" in mine["reply"] and "还没有提交过诉求" in mine["reply"], mine
     for question in ("投诉电话是多少", "补充医疗保险怎么买"):  # questions, as before
-        assert chat(question)["decision"] != "guide", question
+        assert ask(question)["decision"] != "guide", question
 
 
 def test_change_one_field_at_the_confirmation(oa_kb):  # noqa: F811
@@ -117,3 +118,25 @@ def test_change_one_field_at_the_confirmation(oa_kb):  # noqa: F811
                            .order_by(Appeal.id.desc())).first()
         assert (appeal.contact_name, appeal.contact_phone) == ("李四", "13900139000")
         assert appeal.enterprise_name == "上海另一家贸易有限公司"
+
+
+def test_stars_said_in_words(chat):  # noqa: F811
+    """“请为这次办理打分：回复 1～5”: “五星”, “五颗星”, “五星好评”, “三分” got “请回复 1～5 之间的数字” again and again.
+    They are now the score (“5星” already was); a bare “五” stays unclear, as the voice test has it."""
+    from handlers import appeal_followup as followup
+    from wxapp_backend.appeals.models import AppealRating
+    from wxapp_backend.db import session_scope
+
+    for said, stars in (("五星", 5), ("五颗星", 5), ("五星好评", 5), ("三分", 3), ("5星", 5), ("两颗星", 2)):
+        appeal_id, number = chat.resolved()
+        chat(f"评价 {number}")
+        assert chat("解决了") == followup.ASK_STARS
+        assert chat(said) == followup.ASK_COMMENT, said
+        chat("跳过")
+        with session_scope() as s:
+            rating = s.query(AppealRating).filter_by(appeal_id=appeal_id).one()
+            assert rating.satisfaction == stars, said
+    chat.resolved()
+    chat("评价")
+    chat("解决了")
+    assert chat("五") == followup.HINT_STARS
