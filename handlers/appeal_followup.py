@@ -52,9 +52,14 @@ DONE_WORDS = (*SKIP_WORDS, "发完了", "就这些", "提交")
 FILLER_WORDS = ("谢谢", "谢谢你", "谢谢您", "感谢", "多谢", "好的", "好", "嗯", "哦", "收到", "你好", "您好", "在吗")
 RESOLVED_YES = ("1", "已解决", "解决了", "解决", "是", "是的")
 RESOLVED_NO = ("2", "未解决", "没解决", "没有解决", "否", "不是")
+# As people answer “问题解决了吗？” (“已经解决了”, “解决了，谢谢”, “还没解决”, “没有”: the hint came back each time).
+_RESOLVED_NO_RE = re.compile(r"^(?:还|仍然?|依然|并)?(?:没有?|未|没能)(?:完全|彻底)?(?:解决|修好|处理好)(?:好)?(?:了|呢|啊)?$|"
+                             r"^(?:没有|没|还没有?)$")
+_RESOLVED_YES_RE = re.compile(r"^(?:已经?|都|基本上?)?(?:解决|修好|处理好|搞定)(?:好)?(?:了|啦)?"
+                              r"(?:[，,\s]*(?:谢谢|感谢|多谢)\S*)?$")
 # “5”, “5分”, “5星”; in words with the unit (“五星”, “五颗星”, “五星好评”: they got the hint again and again).
-_STARS = re.compile(r"^(?:([1-5])\s*(?:分|星|颗星)?|([一二两三四五])\s*(?:分|星|颗星))(?:好评)?$")
-_STAR_WORDS = {"一": 1, "二": 2, "两": 2, "三": 3, "四": 4, "五": 5}
+_STARS = re.compile(r"^(?:([1-5])\s*(?:分|星|颗星)?|([一二两三四五满])\s*(?:分|星|颗星))(?:好评)?$")
+_STAR_WORDS = {"一": 1, "二": 2, "两": 2, "三": 3, "四": 4, "五": 5, "满": 5}
 
 NONE_YET = "您还没有提交过诉求。回复“我要反映”，我来帮您登记。"
 NONE_YET_APP = "您还没有提交过诉求。在小程序“我要反映”中填写，工作人员会在承诺时限内联系您。"
@@ -304,8 +309,9 @@ def rate_start(ctx: Context) -> Reply:
 def _rate_step(ctx: Context, d: dict[str, Any], text: str) -> Reply:
     step = d.get("step")
     if step == "resolved":
-        if text in RESOLVED_YES or text in RESOLVED_NO:
-            d.update(step="stars", resolved=text in RESOLVED_YES)
+        yes = text in RESOLVED_YES or bool(_RESOLVED_YES_RE.match(text))
+        if yes or text in RESOLVED_NO or _RESOLVED_NO_RE.match(text):
+            d.update(step="stars", resolved=yes)
             return _start(ctx, d, ASK_STARS)
         return Text(HINT_RESOLVED)
     if step == "stars":

@@ -140,3 +140,25 @@ def test_stars_said_in_words(chat):  # noqa: F811
     chat("评价")
     chat("解决了")
     assert chat("五") == followup.HINT_STARS
+
+
+def test_resolved_or_not_said_in_words(chat):  # noqa: F811
+    """“问题解决了吗？回复 1 已解决，回复 2 未解决”: “已经解决了”, “解决了，谢谢”, “修好了”, “还没解决”, “没有” got
+    the hint again; people answer a yes/no question like that. “满分” at the score was not understood either."""
+    from handlers import appeal_followup as followup
+    from wxapp_backend.appeals.models import AppealRating
+    from wxapp_backend.db import session_scope
+
+    for said, resolved in (("已经解决了", True), ("解决了，谢谢！", True), ("修好了", True), ("还没解决", False),
+                           ("没有", False), ("仍未解决", False)):
+        appeal_id, number = chat.resolved()
+        chat(f"评价 {number}")
+        assert chat(said) == followup.ASK_STARS, said
+        assert chat("满分") == followup.ASK_COMMENT, said
+        chat("跳过")
+        with session_scope() as s:
+            rating = s.query(AppealRating).filter_by(appeal_id=appeal_id).one()
+            assert (rating.resolved, rating.satisfaction) == (resolved, 5), said
+    chat.resolved()
+    chat("评价")
+    assert chat("也许吧") == followup.HINT_RESOLVED
