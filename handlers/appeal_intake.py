@@ -250,6 +250,19 @@ _START_WITH_TEXT = re.compile(r"^(?:(?:我要|我想|我有)(?:反映|投诉|诉
                               r"(?:反映问题|投诉|反映|诉求)\s*[：:，,]\s*)(?P<content>\S.{4,1999})$", re.S)
 
 
+# “我想反映个问题”, “我要投诉一下”: the words of 我要反映 as people say them (they got the knowledge base's list of
+# channels, the intake not started; “我想反映一个情况！” was taken as the problem “一个情况！”).
+_START_PHRASE = re.compile(r"^(?:我要|我想|我有|想)(?:反映|投诉)(?:一下|一个|个|点)?(?:问题|情况|事情|事)?$")
+
+
+def start_phrase(text: str) -> bool:
+    return bool(_START_PHRASE.match(word(text))) if text else False
+
+
+def _start_phrase(ctx: Context) -> bool:
+    return ctx.msg.msg_type == "text" and start_phrase(ctx.text)
+
+
 def _start_with_text(ctx: Context) -> re.Match | None:
     return _START_WITH_TEXT.match(ctx.text) if ctx.msg.msg_type == "text" and ctx.text else None
 
@@ -296,7 +309,7 @@ def step(ctx: Context) -> Reply:
     if t in RESTART_WORDS:
         ctx.state.clear()
         return _new_draft(ctx)
-    if t in START_WORDS or _small_talk(t):
+    if t in START_WORDS or start_phrase(t) or _small_talk(t):
         # “你好” after a talk with a person (人工 leaves the draft in place) is no enterprise name or problem.
         return Text(PENDING.format(n=STEPS.index(d["step"]) + 1))
     handler = {"describe": _describe, "place": _place, "contact": _contact, "photos": _photos,
@@ -500,6 +513,7 @@ def install(r: Router) -> Router:
     r.match(_in_flow, cheap=True, pure=True)(step)
     r.match(_menu_in_draft, cheap=True, pure=True)(pause)
     r.text(*START_WORDS)(start)
+    r.match(_start_phrase, cheap=True, pure=True)(start)  # before: “我想反映一个情况！” is no problem told
     r.match(_start_with_text, cheap=True, pure=True)(start)
     r.click("MENU_APPEAL")(start)
     r.match(_lost_answer, cheap=True, fast=True, pure=True)(lost)

@@ -258,8 +258,10 @@ def _app_followup(text: str, user_id: int | None) -> str | None:
     are chat-only; here they are done on the app's pages (they went to the knowledge base: “这个问题我还没学会…
     回复“我要反映”提交诉求” to someone who had just said it, and a supplement nobody received)."""
     from .appeal_followup import _SUPPLEMENT_TEXT_RE
-    from .appeal_intake import _START_WITH_TEXT, RATE_RE, SUPPLEMENT_RE, word
+    from .appeal_intake import _START_WITH_TEXT, RATE_RE, SUPPLEMENT_RE, start_phrase, word
 
+    if start_phrase(text):
+        return APPEAL_APP
     if _START_WITH_TEXT.match(text):
         return APPEAL_APP_TOLD
     said = word(text)

@@ -162,3 +162,17 @@ def test_resolved_or_not_said_in_words(chat):  # noqa: F811
     chat.resolved()
     chat("评价")
     assert chat("也许吧") == followup.HINT_RESOLVED
+
+
+def test_i_want_to_report_a_problem_in_the_users_words(oa_kb, client):  # noqa: F811
+    """“我想反映个问题”, “我要投诉一下”, “我想反映一个情况” got the knowledge base's list of channels (“本小程序 /
+    公众号：直接描述问题并提交诉求…”), the intake not started: only the exact “我要反映” / “我要投诉” were known;
+    “我想反映一个情况！” started it with the problem “一个情况！”. They now start it at step 1 (in the app's chat: where to file it); “我有个问题” stays a question's opener."""
+    for i, text in enumerate(("我想反映个问题", "我要投诉一下", "我想反映一个情况！")):
+        reply = say(oa_kb, f"oStartPhrase{i}", text)
+        assert "共 5 步" in reply and "描述" in reply, (text, reply)
+        body = client.post("/api/v1/chat", json={"text": text}).get_json()
+        assert body["decision"] == "guide" and "我要反映" in body["reply"], (text, body)
+    assert "共 5 步" not in say(oa_kb, "oStartPhrase9", "我有个问题")
+    say(oa_kb, "oStartPhrase0", "楼下餐厅油烟太大，熏得没法办公")
+    assert "未填完的诉求（进行到第 2/5 步）" in say(oa_kb, "oStartPhrase0", "我想反映个问题")  # not the enterprise
