@@ -94,6 +94,7 @@ NOT_CONFIRMED = "诉求还没有提交哦。"
 CONFIRM_HINT = "回复“确认”提交，回复“修改”改其中一项，回复“取消”放弃。"
 EDIT_WHICH = ("要修改哪一项？回复：\n1 问题描述\n2 企业和楼宇\n3 联系人和电话\n4 照片（重新上传）\n"
               "改完回到这里核对；回复“重新开始”从头填写。")
+EDIT_LATER = "前面填的内容都保留着：先接着填完，最后核对时回复“修改”可以改任何一项（回复“重新开始”从头填写）。\n"
 EDIT_HINT = "请回复 1～4 选择要修改的一项，或回复“确认”直接提交。\n"
 # The confirmation's fields, as people name them (“改电话”, “修改企业名称”), or by number after “修改”.
 EDIT_FIELDS = {"1": "describe", "2": "place", "3": "contact", "4": "photos"}
@@ -306,6 +307,8 @@ def step(ctx: Context) -> Reply:
         return Text(_prompt(d, d["step"]))
     if d["step"] == "confirm" and (t == "修改" or _EDIT_RE.match(t) or (d.get("editing") and t in EDIT_FIELDS)):
         return _edit(ctx, d, t)
+    if t == "修改" and d["step"] != "describe":  # it dropped what was filled in, without a word
+        return Text(EDIT_LATER + _prompt(d, d["step"]))
     if t in RESTART_WORDS:
         ctx.state.clear()
         return _new_draft(ctx)

@@ -176,3 +176,18 @@ def test_i_want_to_report_a_problem_in_the_users_words(oa_kb, client):  # noqa: 
     assert "共 5 步" not in say(oa_kb, "oStartPhrase9", "我有个问题")
     say(oa_kb, "oStartPhrase0", "楼下餐厅油烟太大，熏得没法办公")
     assert "未填完的诉求（进行到第 2/5 步）" in say(oa_kb, "oStartPhrase0", "我想反映个问题")  # not the enterprise
+
+
+def test_change_in_the_middle_of_the_draft_keeps_it(oa_kb):  # noqa: F811
+    """“修改” at the contact step dropped the whole draft without a word (“好的，我来帮您登记诉求（共 5 步）”), the
+    problem and the enterprise gone. The draft now stays, and the bot says how to change an item at the summary."""
+    openid = "oEditEarly"
+    _draft_to(oa_kb, openid, "contact")
+    reply = say(oa_kb, openid, "修改")
+    assert "共 5 步" not in reply and "核对时回复“修改”" in reply and "联系人" in reply, reply
+    say(oa_kb, openid, "张三 13800138000")
+    summary = say(oa_kb, openid, "跳过")
+    assert "问题：楼道里的灯坏了两个星期了，晚上很黑\n企业：上海某某科技有限公司\n" in summary, summary
+    assert "共 5 步" in say(oa_kb, "oEditEarly2", "我要反映")
+    say(oa_kb, "oEditEarly2", "楼道里的灯坏了两个星期了")
+    assert "共 5 步" in say(oa_kb, "oEditEarly2", "重新开始")  # starting over is still there
