@@ -387,11 +387,19 @@ def _supplement_step(ctx: Context, d: dict[str, Any], text: str) -> Reply:
     media = _state(ctx).get("media") if text in DONE_WORDS else None
     if media:
         content = SUPPLEMENT_PHOTOS_ONLY.format(n=len(media))
-    elif text in DONE_WORDS or text in FILLER_WORDS:
+    elif text in DONE_WORDS or text in FILLER_WORDS or _in_passing(text):
         return Text(SUPPLEMENT_NEEDS_TEXT)
     else:
         content = _words(ctx)  # the words as written, not normalised
     return _supplement_submit(ctx, d, content)
+
+
+def _in_passing(text: str) -> bool:
+    """“好的，谢谢”, “嗯嗯”, “收到了”, “你好”: said in passing, not the supplement (staff received “好的，谢谢” as the
+    information they asked for, and the appeal went back to work without it)."""
+    from knowledge.smalltalk import detect_smalltalk
+
+    return detect_smalltalk(text) in ("ack", "thanks", "greeting", "bye")
 
 
 def _supplement_submit(ctx: Context, d: dict[str, Any], content: str) -> Reply:

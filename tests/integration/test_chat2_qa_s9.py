@@ -191,3 +191,22 @@ def test_change_in_the_middle_of_the_draft_keeps_it(oa_kb):  # noqa: F811
     assert "共 5 步" in say(oa_kb, "oEditEarly2", "我要反映")
     say(oa_kb, "oEditEarly2", "楼道里的灯坏了两个星期了")
     assert "共 5 步" in say(oa_kb, "oEditEarly2", "重新开始")  # starting over is still there
+
+
+def test_words_in_passing_are_no_supplement(chat):  # noqa: F811
+    """Asked for more information (“补充”), “好的，谢谢”, “嗯嗯”, “收到了” were filed as the supplement itself: staff
+    got “好的，谢谢” as what they asked for and the appeal went back to work without it. Only the exact 好 / 谢谢 /
+    好的 were known as words in passing."""
+    from handlers import appeal_followup as followup
+    from wxapp_backend.appeals.models import Appeal
+    from wxapp_backend.db import session_scope
+
+    appeal_id, _ = chat.submit("办公楼空调不制冷，物业一直不处理")
+    chat.act(appeal_id, "accept")
+    chat.act(appeal_id, "request_info", note="请提供物业联系方式")
+    assert "物业联系方式" in chat("补充")
+    for said in ("好的，谢谢", "嗯嗯", "收到了", "谢谢啦"):
+        assert chat(said) == followup.SUPPLEMENT_NEEDS_TEXT, said
+    with session_scope() as s:
+        assert s.get(Appeal, appeal_id).status == "pending_enterprise"
+    assert "已补充" in chat("物业是某某物业公司，电话 021-12345678")
