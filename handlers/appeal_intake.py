@@ -84,6 +84,10 @@ NOT_HEARD = "没有听清，请用文字回复。"
 LOST = ("小二这边没有您正在填写的诉求，也没有提交任何内容（填写中途超过 30 分钟没有回复，或系统刚刚重启，"
         "填写的内容会失效）。\n反映问题请回复“我要反映”；查看、评价已提交的诉求请回复“我的诉求”；"
         "想了解政策或办事，直接输入问题就行。")
+# A second “确认” (or “继续”) just after submitting: LOST said “也没有提交任何内容”, and the user filed it again.
+JUST_SUBMITTED = ("您的诉求 {number} 已经提交成功了，不用再确认。\n回复“我的诉求”查看进度；还有别的问题要反映，"
+                  "请回复“我要反映”。")
+RECENT_SECONDS = 30 * 60
 UNAVAILABLE = "系统暂时繁忙，刚才的内容没有保存。请稍后回复“我要反映”重新开始。"
 NO_USER = "暂时无法确认您的身份，诉求没有提交。请稍后再试，或在小程序“我要反映”中填写。"
 SUBMITTED = ("诉求已提交，编号 {number}。\n我们将在 1 个工作日内受理，承诺 {due} 前办结。\n"
@@ -507,19 +511,30 @@ def _confirm(ctx: Context, d: dict[str, Any]) -> Reply:
 
 
 def lost(ctx: Context) -> Reply:
+    if ctx.user_id is not None:
+        from datetime import timedelta
+
+        from wxapp_backend.appeals.services import list_own
+        from wxapp_backend.db import session_scope, utcnow
+
+        with session_scope() as s:
+            latest = list_own(s, ctx.user_id, per_page=1).items
+            if latest and latest[0].channel == "chat" and \
+                    latest[0].created_at >= utcnow() - timedelta(seconds=RECENT_SECONDS):
+                return Text(JUST_SUBMITTED.format(number=latest[0].number))
     return Text(LOST)
 
 
 def install(r: Router) -> Router:
     """Register the intake's rules on a router (the default one at import; tests pass their own)."""
-    # Both matchers read only the message and ctx.state (cheap); only `lost` answers without I/O (fast).
+    # The matchers read only the message and ctx.state (cheap); the handlers need the database or Redis.
     r.match(_in_flow, cheap=True, pure=True)(step)
     r.match(_menu_in_draft, cheap=True, pure=True)(pause)
     r.text(*START_WORDS)(start)
     r.match(_start_phrase, cheap=True, pure=True)(start)  # before: “我想反映一个情况！” is no problem told
     r.match(_start_with_text, cheap=True, pure=True)(start)
     r.click("MENU_APPEAL")(start)
-    r.match(_lost_answer, cheap=True, fast=True, pure=True)(lost)
+    r.match(_lost_answer, cheap=True, pure=True)(lost)  # not fast: it looks for an appeal just submitted
     return r
 
 

@@ -210,3 +210,18 @@ def test_words_in_passing_are_no_supplement(chat):  # noqa: F811
     with session_scope() as s:
         assert s.get(Appeal, appeal_id).status == "pending_enterprise"
     assert "已补充" in chat("物业是某某物业公司，电话 021-12345678")
+
+
+def test_confirm_again_after_submitting_says_it_was_filed(oa_kb):  # noqa: F811
+    """A second “确认” just after “诉求已提交，编号 SQ…” (a double tap, or not having seen the answer) got “小二这边没有
+    您正在填写的诉求，也没有提交任何内容”: the user took the appeal as not filed and filed it again. It now says
+    which appeal was filed; someone who never filed one still gets the old answer."""
+    import re
+
+    openid = "oConfirmTwice"
+    _draft_to(oa_kb, openid, "confirm")
+    number = re.search(r"SQ\d{8}-\d{4}", say(oa_kb, openid, "确认")).group(0)
+    for again in ("确认", "继续"):
+        reply = say(oa_kb, openid, again)
+        assert number in reply and "已经提交" in reply and "没有提交任何内容" not in reply, reply
+    assert "没有提交任何内容" in say(oa_kb, "oConfirmNever", "确认")
