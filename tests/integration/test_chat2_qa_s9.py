@@ -225,3 +225,14 @@ def test_confirm_again_after_submitting_says_it_was_filed(oa_kb):  # noqa: F811
         reply = say(oa_kb, openid, again)
         assert number in reply and "已经提交" in reply and "没有提交任何内容" not in reply, reply
     assert "没有提交任何内容" in say(oa_kb, "oConfirmNever", "确认")
+
+
+def test_my_appeals_in_other_words(oa_kb):  # noqa: F811
+    """“查看诉求”, “我的投诉”, “查看进度” got the knowledge base's answer “在小程序进入“我的诉求”…”: in the chat, where
+    “我的诉求” lists the user's own appeals (an Official Account follower may have no mini-program login at all)."""
+    openid = "oStatusWords"
+    _draft_to(oa_kb, openid, "confirm")
+    say(oa_kb, openid, "确认")
+    for text in ("查看诉求", "我的投诉", "查看进度", "我的反映"):
+        reply = say(oa_kb, openid, text)
+        assert "您的诉求（共 1 条）" in reply, (text, reply)
