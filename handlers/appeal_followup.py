@@ -57,8 +57,10 @@ _RESOLVED_NO_RE = re.compile(r"^(?:还|仍然?|依然|并)?(?:没有?|未|没能
                              r"^(?:没有|没|还没有?)$")
 _RESOLVED_YES_RE = re.compile(r"^(?:已经?|都|基本上?)?(?:解决|修好|处理好|搞定)(?:好)?(?:了|啦)?"
                               r"(?:[，,\s]*(?:谢谢|感谢|多谢)\S*)?$")
-# “5”, “5分”, “5星”; in words with the unit (“五星”, “五颗星”, “五星好评”: they got the hint again and again).
-_STARS = re.compile(r"^(?:([1-5])\s*(?:分|星|颗星)?|([一二两三四五满])\s*(?:分|星|颗星))(?:好评)?$")
+# “5”, “5分”, “5星”; in words with the unit (“五星”, “五颗星”, “五星好评”: they got the hint again and again);
+# “给5分”, “打五星吧” (those went to the knowledge base as questions once the hint had been given).
+_STARS = re.compile(r"^(?:我?(?:给|打)(?:你们)?\s*)?(?:([1-5])\s*(?:分|星|颗星)?|([一二两三四五满])\s*(?:分|星|颗星))"
+                    r"(?:好评|吧|啦)?$")
 _STAR_WORDS = {"一": 1, "二": 2, "两": 2, "三": 3, "四": 4, "五": 5, "满": 5}
 
 NONE_YET = "您还没有提交过诉求。回复“我要反映”，我来帮您登记。"

@@ -236,3 +236,15 @@ def test_my_appeals_in_other_words(oa_kb):  # noqa: F811
     for text in ("查看诉求", "我的投诉", "查看进度", "我的反映"):
         reply = say(oa_kb, openid, text)
         assert "您的诉求（共 1 条）" in reply, (text, reply)
+
+
+def test_stars_given_in_a_sentence(chat):  # noqa: F811
+    """“给5分”, “打五星吧”, “我给你们5分” at the score got “请回复 1～5 之间的数字” again."""
+    from handlers import appeal_followup as followup
+
+    for said in ("给5分", "打五星吧", "我给你们5分"):
+        _, number = chat.resolved()
+        chat(f"评价 {number}")
+        chat("解决了")
+        assert chat(said) == followup.ASK_COMMENT, said
+        chat("取消")
