@@ -192,9 +192,12 @@ def _lost_answer(ctx: Context) -> bool:
     inside another flow, such as a rating, is that flow's)."""
     if ctx.msg.msg_type != "text" or _state(ctx).get("flow"):
         return False
-    t = ctx.text
-    return t in CONFIRM_WORDS or t in CONTINUE_WORDS or t in ("跳过", "发完了") or \
-        bool(_NAME_PHONE.fullmatch(t))
+    return intake_answer(ctx.text)
+
+
+def intake_answer(t: str) -> bool:
+    """A text that only answers a step of the intake (确认, 继续, 跳过, “张三 138…”)."""
+    return t in CONFIRM_WORDS or t in CONTINUE_WORDS or t in ("跳过", "发完了") or bool(_NAME_PHONE.fullmatch(t))
 
 
 def _answer(ctx: Context) -> str:

@@ -55,6 +55,8 @@ UNSUPPORTED = "小二暂时只看得懂文字和图片哦～请用文字描述�
 APPEAL_APP = "企业遇到困难、对服务有意见建议，都可以告诉我们（有呼必应）：请在小程序“我要反映”中填写诉求，工作人员会在承诺时限内联系您。"
 APPEAL_APP_TOLD = ("您说的问题还没有登记哦：请在小程序“我要反映”中填写诉求（可以把刚才的描述粘贴进去），"
                    "工作人员会在承诺时限内联系您。")
+APPEAL_APP_NONE = ("这里没有正在填写的诉求，刚才的内容也没有提交。反映问题请在小程序“我要反映”中填写；"
+                   "查看已提交的诉求请打开“我的诉求”。")
 FOLLOWUP_APP = "评价办理结果、补充材料，请在小程序“我的诉求”中打开那条诉求办理。"
 SUPPLEMENT_APP_NOT_SENT = "刚才补充的内容还没有提交：请在小程序“我的诉求”中打开那条诉求补充。\n"
 STATUS_LOGIN = "登录小程序后，就能在这里查看您提交的诉求；也可以直接打开“我的诉求”。"
@@ -258,8 +260,10 @@ def _app_followup(text: str, user_id: int | None) -> str | None:
     are chat-only; here they are done on the app's pages (they went to the knowledge base: “这个问题我还没学会…
     回复“我要反映”提交诉求” to someone who had just said it, and a supplement nobody received)."""
     from .appeal_followup import _SUPPLEMENT_TEXT_RE
-    from .appeal_intake import _START_WITH_TEXT, RATE_RE, SUPPLEMENT_RE, start_phrase, word
+    from .appeal_intake import _START_WITH_TEXT, RATE_RE, SUPPLEMENT_RE, intake_answer, start_phrase, word
 
+    if intake_answer(text):  # “确认”, “继续”, “张三 138…”: the WeChat chat's intake words; no intake here
+        return APPEAL_APP_NONE
     if start_phrase(text):
         return APPEAL_APP
     if _START_WITH_TEXT.match(text):

@@ -248,3 +248,22 @@ def test_stars_given_in_a_sentence(chat):  # noqa: F811
         chat("解决了")
         assert chat(said) == followup.ASK_COMMENT, said
         chat("取消")
+
+
+def test_intake_answers_in_the_app_chat(client, app_ctx):
+    """In the app's chat “继续”, “确认”, “跳过”, “张三 13800138000” (the WeChat chat's intake answers, e.g. typed after
+    leaving the WeChat chat) got knowledge-base lists or “这个问题我还没学会。我已经把它记下来”, the name and phone
+    number queued for staff as an unanswered question. They now say that no appeal is being filled in here and
+    where to file one, as the WeChat chat does."""
+    from sqlalchemy import select
+
+    from wxapp_backend.db import session_scope
+    from wxapp_backend.knowledge_store.cli import load_default_if_empty
+    from wxapp_backend.knowledge_store.models import UnansweredQuestion
+
+    load_default_if_empty()
+    for text in ("继续", "确认", "跳过", "张三 13800138000"):
+        body = client.post("/api/v1/chat", json={"text": text}).get_json()
+        assert body["decision"] == "guide" and "我要反映" in body["reply"], (text, body)
+    with session_scope() as s:
+        assert not s.scalars(select(UnansweredQuestion).where(UnansweredQuestion.text.contains("13800138000"))).all()
