@@ -316,6 +316,8 @@ def step(ctx: Context) -> Reply:
     if d["step"] == "confirm" and (t == "修改" or _EDIT_RE.match(t) or (d.get("editing") and t in EDIT_FIELDS)):
         return _edit(ctx, d, t)
     if t == "修改" and d["step"] != "describe":  # it dropped what was filled in, without a word
+        if d.pop("paused", None):  # put aside by the menu: back in the draft, as with “继续”
+            _save(ctx, d)
         return Text(EDIT_LATER + _prompt(d, d["step"]))
     if t in RESTART_WORDS:
         ctx.state.clear()
@@ -344,6 +346,7 @@ def _edit(ctx: Context, d: dict[str, Any], t: str) -> Reply:
     the user typing everything again to change a phone number)."""
     m = _EDIT_RE.match(t)
     field = _EDIT_WORDS[m.group("what")] if m else EDIT_FIELDS.get(t)
+    d.pop("paused", None)  # put aside by the menu: back in the draft, as with “继续”
     if field is None:  # “修改”: which one?
         d["editing"] = True
         _save(ctx, d)

@@ -267,3 +267,19 @@ def test_intake_answers_in_the_app_chat(client, app_ctx):
         assert body["decision"] == "guide" and "我要反映" in body["reply"], (text, body)
     with session_scope() as s:
         assert not s.scalars(select(UnansweredQuestion).where(UnansweredQuestion.text.contains("13800138000"))).all()
+
+
+def test_change_after_the_menu_resumes_the_draft(oa_kb):  # noqa: F811
+    """The menu puts a draft aside; “修改” (one of the words that resume it) then asked which item to change, but
+    the draft stayed aside: the “1” that answered went to the menu (“请直接输入您想了解的政策…”)."""
+    openid = "oEditPaused"
+    _draft_to(oa_kb, openid, "confirm")
+    say(oa_kb, openid, "菜单")
+    assert "1 问题描述" in say(oa_kb, openid, "修改")
+    assert "描述" in say(oa_kb, openid, "1")
+    assert "问题：楼道里的灯坏了三个星期了\n" in say(oa_kb, openid, "楼道里的灯坏了三个星期了")
+    openid = "oEditPausedEarly"
+    _draft_to(oa_kb, openid, "contact")
+    say(oa_kb, openid, "菜单")
+    assert "核对时回复“修改”" in say(oa_kb, openid, "修改")
+    assert "照片" in say(oa_kb, openid, "张三 13800138000")
