@@ -198,6 +198,9 @@ def status(ctx: Context) -> Reply:
         if text == NONE_YET:
             text = NONE_YET_DRAFT
         text += DRAFT_OPEN.format(n=intake.STEPS.index(draft["step"]) + 1)
+    elif draft.get("flow") == FLOW:  # a rating or supplement under way ends here: say so (it ended silently)
+        what = "评价" if draft.get("kind") == "rate" else "补充"
+        text += MENU_LEFT.format(what=what)
     _leave_flow(ctx)
     from .kb import forget_choices
 

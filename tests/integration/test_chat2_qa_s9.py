@@ -283,3 +283,17 @@ def test_change_after_the_menu_resumes_the_draft(oa_kb):  # noqa: F811
     say(oa_kb, openid, "菜单")
     assert "核对时回复“修改”" in say(oa_kb, openid, "修改")
     assert "照片" in say(oa_kb, openid, "张三 13800138000")
+
+
+def test_my_appeals_during_a_rating_says_the_rating_ended(chat):  # noqa: F811
+    """“我的诉求” in the middle of a rating (solved and 5 stars given) ended the rating without a word: the user's
+    next message (the comment) went to the knowledge base and nothing was rated. It now says the rating was left
+    and how to start it again."""
+    from handlers import appeal_followup as followup
+
+    _, number = chat.resolved()
+    chat(f"评价 {number}")
+    chat("解决了")
+    assert chat("5") == followup.ASK_COMMENT
+    listing = chat("我的诉求")
+    assert number in listing and "评价已退出，没有提交" in listing, listing
