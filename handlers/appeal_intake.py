@@ -69,6 +69,7 @@ PROMPTS = {
 }
 TOO_SHORT = "描述有点短，请再具体说说（至少 5 个字）。"
 TOO_LONG = "描述太长了，请精简到 2000 字以内。"
+NO_PLACE_YES = "小二这边还没有您企业的信息，"
 BAD_CONTACT = "没有认出手机号，请按“姓名 手机号”的格式回复，例如：张三 13800138000。"
 NO_NAME = "请同时写上联系人姓名，例如：张三 13800138000。"
 PHOTO_OK = "收到第 {n} 张照片。还有可以继续发送，发完回复“好了”。"
@@ -395,6 +396,8 @@ def _place(ctx: Context, d: dict[str, Any]) -> Reply:
         for key in ("enterprise_id", "enterprise_name", "building_id", "building_name"):
             if key in known:
                 d[key] = known[key]
+    elif _yes(t):  # no enterprise on file to say yes to: “是” / “好的” became the enterprise's name
+        return Text(NO_PLACE_YES + PROMPTS["place"])
     else:
         from wxapp_backend.appeals.intake import match_place
         from wxapp_backend.db import session_scope

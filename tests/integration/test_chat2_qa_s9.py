@@ -297,3 +297,16 @@ def test_my_appeals_during_a_rating_says_the_rating_ended(chat):  # noqa: F811
     assert chat("5") == followup.ASK_COMMENT
     listing = chat("我的诉求")
     assert number in listing and "评价已退出，没有提交" in listing, listing
+
+
+def test_a_yes_is_no_enterprise_name(oa_kb):  # noqa: F811
+    """Asked “请告诉我企业名称和所在楼宇” (no enterprise on file), “是” / “好的” / “嗯” became the enterprise's name
+    (“企业：是”): the appeal was filed under “是”. The question is now asked again."""
+    for i, yes in enumerate(("是", "好的", "嗯")):
+        openid = f"oYesNoName{i}"
+        _draft_to(oa_kb, openid, "place")
+        reply = say(oa_kb, openid, yes)
+        assert "企业名称" in reply and "联系人" not in reply, (yes, reply)
+        say(oa_kb, openid, "上海某某科技有限公司")
+        say(oa_kb, openid, "张三 13800138000")
+        assert "企业：上海某某科技有限公司\n" in say(oa_kb, openid, "跳过"), yes
