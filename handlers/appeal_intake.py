@@ -251,7 +251,14 @@ def start(ctx: Context) -> Reply:
     if current.get("flow") == FLOW and current.get("step") in STEPS:
         return Text(PENDING.format(n=STEPS.index(current["step"]) + 1))
     said = ctx.match.group("content").strip() if isinstance(ctx.match, re.Match) else ""
-    return _new_draft(ctx, said)
+    reply = _new_draft(ctx, said)
+    if current.get("flow") == "appeal_followup" and reply.text.startswith("好的"):
+        # a rating or supplement under way was replaced without a word (the supplement never sent)
+        from .appeal_followup import MENU_LEFT
+
+        what = "评价" if current.get("kind") == "rate" else "补充"
+        reply = Text(reply.text + MENU_LEFT.format(what=what))
+    return reply
 
 
 # “我要反映：楼下餐厅油烟太大…” in one message: the intake, with the problem already told (it got “这个问题我还没

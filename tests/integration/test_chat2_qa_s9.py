@@ -310,3 +310,14 @@ def test_a_yes_is_no_enterprise_name(oa_kb):  # noqa: F811
         say(oa_kb, openid, "上海某某科技有限公司")
         say(oa_kb, openid, "张三 13800138000")
         assert "企业：上海某某科技有限公司\n" in say(oa_kb, openid, "跳过"), yes
+
+
+def test_a_new_appeal_during_a_supplement_says_the_supplement_was_left(chat):  # noqa: F811
+    """Asked for more information, the user said “我要反映”: the supplement under way was replaced by the new draft
+    without a word, and the information meant for staff became the new appeal's description."""
+    appeal_id, _ = chat.submit("办公楼空调不制冷，物业一直不处理")
+    chat.act(appeal_id, "accept")
+    chat.act(appeal_id, "request_info", note="请提供物业合同首页")
+    assert "物业合同首页" in chat("补充")
+    reply = chat("我要反映")
+    assert "共 5 步" in reply and "补充已退出，没有提交" in reply, reply
