@@ -49,6 +49,8 @@ SUPPLEMENT_MAX = 2000
 REQUEST_CHARS = 200  # of staff's request or resolution, quoted back (their note may be 2,000 characters: the reply has 2,048 bytes)
 # Words that end a photo sending or are said in passing: not a supplement by themselves.
 DONE_WORDS = (*SKIP_WORDS, "发完了", "就这些", "提交")
+NO_COMMENT_WORDS = frozenset({"没有了", "没了", "没什么", "没啥", "没意见", "没有意见", "无意见", "没什么意见",
+                              "就这样", "就这样吧", "不用了", "算了", "没什么说的", "没啥说的"})
 FILLER_WORDS = ("谢谢", "谢谢你", "谢谢您", "感谢", "多谢", "好的", "好", "嗯", "哦", "收到", "你好", "您好", "在吗")
 RESOLVED_YES = ("1", "已解决", "解决了", "解决", "是", "是的")
 RESOLVED_NO = ("2", "未解决", "没解决", "没有解决", "否", "不是")
@@ -328,7 +330,7 @@ def _rate_step(ctx: Context, d: dict[str, Any], text: str) -> Reply:
     if step == "comment":
         if not text:
             return Text(ASK_COMMENT)
-        if text in SKIP_WORDS:
+        if text in SKIP_WORDS or text in NO_COMMENT_WORDS:  # “没有了” is no comment, not the comment “没有了”
             return _rate_submit(ctx, d, "")
         comment = _words(ctx)  # the words as written, not normalised
         if len(comment) > COMMENT_MAX:

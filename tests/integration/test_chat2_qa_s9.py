@@ -321,3 +321,19 @@ def test_a_new_appeal_during_a_supplement_says_the_supplement_was_left(chat):  #
     assert "物业合同首页" in chat("补充")
     reply = chat("我要反映")
     assert "共 5 步" in reply and "补充已退出，没有提交" in reply, reply
+
+
+def test_no_comment_said_in_words_is_no_comment(chat):  # noqa: F811
+    """At “有什么想对我们说的吗？（可跳过）”, “没有了” or “没什么” was saved as the rating's comment, which staff then read
+    as the enterprise's words."""
+    from wxapp_backend.appeals.models import AppealRating
+    from wxapp_backend.db import session_scope
+
+    for said in ("没有了", "没什么。", "没意见"):
+        appeal_id, number = chat.resolved()
+        chat(f"评价 {number}")
+        chat("解决了")
+        chat("5")
+        chat(said)
+        with session_scope() as s:
+            assert s.query(AppealRating).filter_by(appeal_id=appeal_id).one().comment == "", said
