@@ -72,7 +72,7 @@ NO_USER = "暂时无法确认您的身份，请稍后再试。"
 UNAVAILABLE = "系统暂时繁忙，请稍后再试。"
 NOTHING_TO_RATE = "您目前没有待评价的诉求。回复“我的诉求”查看全部。"
 NOTHING_TO_SUPPLEMENT = "您目前没有需要补充材料的诉求。回复“我的诉求”查看全部。"
-PICK_ONE = "您有 {n} 条{what}的诉求，请回复“{cmd} 编号”，例如：{cmd} {example}\n{lines}"
+PICK_ONE = "您有 {n} 条{what}的诉求，请回复“{cmd} 序号”或“{cmd} 编号”，例如：{cmd} 1\n{lines}"
 ASK_RESOLVED = ("诉求 {number} 已办结。\n办理结果：{resolution}\n\n问题解决了吗？回复 1 已解决，回复 2 未解决（将重新办理）。\n"
                 "随时回复“取消”可以退出评价。")
 ASK_STARS = "请为这次办理打分：回复 1～5（5 分最满意）。"
@@ -247,7 +247,7 @@ def _choose(ctx: Context, number: str | None, wanted, what: str, cmd: str, none_
 
     with session_scope() as s:
         now = utcnow()
-        if number:
+        if number and not number.isdigit():
             appeal = own_by_number(s, ctx.user_id, number)
             if appeal is None:
                 return None, NOT_FOUND.format(number=number.upper())
@@ -265,10 +265,14 @@ def _choose(ctx: Context, number: str | None, wanted, what: str, cmd: str, none_
         found = [a for a in recent if wanted(a, rated, now)]
         if not found:
             return None, none_text
-        if len(found) > 1:
-            lines = "\n".join(f"{a.number}：{_summary(a.content)}" for a in found[:LIST_LIMIT])
-            return None, PICK_ONE.format(n=len(found), what=f"待{what}", cmd=cmd, example=found[0].number, lines=lines)
-        return _details(found[0]), None
+        listed = found[:LIST_LIMIT]
+        if number:  # “评价 2”: the second of the list as it was shown
+            if int(number) <= len(listed):
+                return _details(listed[int(number) - 1]), None
+        elif len(found) == 1:
+            return _details(found[0]), None
+        lines = "\n".join(f"{i}. {a.number}：{_summary(a.content)}" for i, a in enumerate(listed, 1))
+        return None, PICK_ONE.format(n=len(found), what=f"待{what}", cmd=cmd, lines=lines)
 
 
 def _details(appeal) -> dict[str, Any]:

@@ -337,3 +337,21 @@ def test_no_comment_said_in_words_is_no_comment(chat):  # noqa: F811
         chat(said)
         with session_scope() as s:
             assert s.query(AppealRating).filter_by(appeal_id=appeal_id).one().comment == "", said
+
+
+def test_an_appeal_is_picked_by_its_place_in_the_list(chat):  # noqa: F811
+    """With several appeals waiting for a rating the bot listed them and asked for the full number
+    (“评价 SQ20261206-0007”); “评价 2” repeated the list. The list is now numbered and the position picks."""
+    from handlers import appeal_followup as followup
+
+    first = chat.resolved()[1]
+    second = chat.resolved("办公楼电梯坏了一周，一直没人修")[1]
+    listing = chat("评价")
+    lines = [line for line in listing.splitlines() if line[:2] in ("1.", "2.")]
+    assert len(lines) == 2 and {first, second} == {line.split()[1].rstrip("：").split("：")[0] for line in lines}
+    chosen = lines[1].split()[1].split("：")[0]
+    asked = chat("评价 2")
+    assert asked.startswith(f"诉求 {chosen} 已办结") and "回复 1 已解决" in asked
+    assert chat("取消")
+    assert "2 条待评价" in chat("评价 7")  # no such place: the list again
+    assert followup.PICK_ONE.split("{")[0] in listing
