@@ -27,3 +27,17 @@ def test_a_guess_spread_over_many_addresses_still_locks_the_name(client, make_st
         ip = f"203.0.113.{i // per_address + 1}"
         assert _login(client, staff.username, "Wrong-pass1", ip).status_code == 401, i
     assert _login(client, staff.username, staff.plain_password, "198.51.100.20").status_code == 429
+
+
+def test_the_console_login_says_when_to_try_again(client, make_staff, settings):
+    """The console's login page answered a lockout with 429 but without Retry-After (the API had it)."""
+    import re
+
+    staff = make_staff()
+    token = re.search(r'name="csrf_token" value="([^"]+)"', client.get("/console/login").get_data(as_text=True)).group(1)
+    for _ in range(settings.login_max_failures):
+        client.post("/console/login", data={"username": staff.username, "password": "Wrong-pass1", "csrf_token": token})
+    locked = client.post("/console/login", data={"username": staff.username, "password": staff.plain_password,
+                                                  "csrf_token": token})
+    assert locked.status_code == 429 and int(locked.headers["Retry-After"]) > 0
+    assert "登录失败次数太多" in locked.get_data(as_text=True)

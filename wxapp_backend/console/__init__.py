@@ -120,9 +120,9 @@ def login():
             staff = auth_services.authenticate_staff(s, throttle, username=username, password=password,
                                                      ip=request.remote_addr or "")
             staff_id, pw_tail = staff.id, password_stamp(staff)
-    except AppError as exc:
+    except AppError as exc:  # a lockout's Retry-After goes with the page, as with every other 429
         return render_template("console/login.html", error=exc.message, username=username,
-                               next=request.form.get("next", "")), exc.status
+                               next=request.form.get("next", "")), exc.status, exc.headers
     # A fresh session on login defeats session fixation.
     session.clear()
     session.permanent = True
