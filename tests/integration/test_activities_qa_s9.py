@@ -30,3 +30,26 @@ def test_a_late_one_hour_reminder_says_how_many_minutes_are_left(app_ctx, make_a
     bodies = {i.user_id: i.body for i in db.scalars(select(InboxItem)).all()}
     assert "1 小时后（2030-01-10 12:00）" in bodies[on_time.id], bodies
     assert "25 分钟后（2030-01-10 12:00）" in bodies[late.id], bodies
+
+
+def test_the_registration_export_writes_yes_no_answers_in_words(client, make_staff, console_login, make_activity,
+                                                                make_user):
+    """The registrations page shows a yes/no answer as 是 / 否; the Excel export wrote TRUE / FALSE."""
+    import io
+
+    from openpyxl import load_workbook
+
+    from wxapp_backend.activities import services
+
+    activity = make_activity(questions=[{"key": "veg", "label": "是否素食", "type": "bool"},
+                                        {"key": "topics", "label": "感兴趣的", "type": "multi",
+                                         "options": ["财税", "法务"]}])
+    for veg in (True, False):
+        with session_scope() as s:
+            services.register(s, activity_id=activity.id, user_id=make_user().id,
+                              answers={"veg": veg, "topics": ["财税", "法务"]})
+    console_login(make_staff(role="staff"))
+    ws = load_workbook(io.BytesIO(client.get(f"/console/activities/{activity.id}/registrations.xlsx").data)).active
+    rows = list(ws.iter_rows(values_only=True))
+    assert rows[0][-2:] == ("是否素食", "感兴趣的")
+    assert sorted(r[-2] for r in rows[1:]) == ["否", "是"] and {r[-1] for r in rows[1:]} == {"财税、法务"}

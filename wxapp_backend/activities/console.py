@@ -212,7 +212,7 @@ def export_registrations(activity_id: int):
         answers = [r["answers"].get(q["key"], "") for q in questions]
         ws.append([r["id"], _cell(r["user"]), _cell(r["phone"]), _cell(r["enterprise"]), _cell(r["building"]),
                    r["status_label"], r["created_at"], r["checked_in_at"]]
-                  + [_cell("、".join(a) if isinstance(a, list) else a) for a in answers])
+                  + [_cell(_answer_text(a)) for a in answers])
     buf = io.BytesIO()
     wb.save(buf)
     from urllib.parse import quote
@@ -220,6 +220,14 @@ def export_registrations(activity_id: int):
     name = quote(f"{title}-报名名单.xlsx")
     return Response(buf.getvalue(), mimetype="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
                     headers={"Content-Disposition": f"attachment; filename=registrations.xlsx; filename*=UTF-8''{name}"})
+
+
+def _answer_text(answer: Any) -> Any:
+    """An answer as the registrations page shows it: 是 / 否 for a yes/no question (Excel showed TRUE / FALSE),
+    choices joined with 、."""
+    if isinstance(answer, bool):
+        return "是" if answer else "否"
+    return "、".join(map(str, answer)) if isinstance(answer, list) else answer
 
 
 def _cell(value: Any) -> Any:
