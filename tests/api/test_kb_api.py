@@ -252,3 +252,20 @@ def test_the_search_reports_the_bots_decision_whatever_the_page_size(client, kb,
     outputs = {app.test_cli_runner().invoke(args=["kb", "search", q, "--limit", str(n)]).output.splitlines()[0]
                for n in (5, 20)}
     assert len(outputs) == 1, outputs
+
+
+def test_anonymous_callers_with_their_own_session_keep_their_own_choices(client, kb):
+    """Without a login, the choices offered were remembered per address: a colleague behind the same office router
+    replying “1” picked from the other's list. A caller naming its conversation (`session`) keeps its own."""
+    def ask(text, session):
+        return client.post("/api/v1/chat", json={"text": text, "session": session}).get_json()
+
+    offered = ask("人才", "desk-a-0001")
+    assert offered["decision"] == "suggest"
+    picked = ask("1", "desk-a-0001")
+    assert picked["decision"] == "answer" and picked["entry_id"] == offered["suggestions"][0]["id"]
+    ask("人才", "desk-a-0001")
+    other = ask("1", "desk-b-0002")  # the same address, another conversation: no choices of its own
+    assert other.get("entry_id") != offered["suggestions"][0]["id"], other
+    bad = client.post("/api/v1/chat", json={"text": "你好", "session": "短"})
+    assert bad.status_code == 422 and "会话编号" in bad.get_json()["message"]

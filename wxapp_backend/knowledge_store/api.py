@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 
 from flask import Blueprint, Flask, current_app, jsonify, request
 
@@ -19,7 +20,12 @@ bp = Blueprint("kb_api", __name__, url_prefix="/api/v1")
 
 SEARCH_PARAMS = (Field("q", "str", "问题", required=True, max_len=5000),
                  Field("limit", "int", "条数", min=1, max=20, default=5))
-CHAT_FIELDS = (Field("text", "text", "消息", required=True, max_len=5000),)
+CHAT_FIELDS = (Field("text", "text", "消息", required=True, max_len=5000),
+               # A caller without a login names its conversation, so that the choices offered (“您是不是想问”) are
+               # remembered for it alone: by address only, everyone behind one office router shared them.
+               Field("session", "str", "会话编号", max_len=64,
+                     check=lambda v: None if re.fullmatch(r"[A-Za-z0-9_-]{8,64}", v) else
+                     "会话编号应为 8-64 位字母、数字、- 或 _"))
 FEEDBACK_FIELDS = (Field("entry_id", "str", "条目编号", required=True, max_len=128),
                    Field("useful", "bool", "是否有用", required=True),
                    Field("turn_id", "int", "问答编号", min=1))
@@ -29,13 +35,15 @@ SEARCH_LIMIT_PER_MIN = 60  # searches per user or client address (`kb_search_lim
 FEEDBACK_LIMIT_PER_MIN = 30  # 有用/没用 per user or client address (`kb_feedback_limit`)
 
 
-def _who(user_id: int | None) -> str:
+def _who(user_id: int | None, session: str | None = None) -> str:
     if user_id is not None:
         return f"u{user_id}"
     ip = request.remote_addr or "?"
     # Through throttle: a counter whose expiry was never set (the process stopped between INCR and EXPIRE)
     # refused the whole address for good, and Retry-After said 60 whatever was left of the minute.
     throttle("anon_chat", limit_key(ip), ANON_LIMIT_PER_MIN, 60, "提问太频繁了，请稍等一分钟再试。")
+    if session:  # the caller's own conversation (the address is part of it: a session id is not a secret)
+        return "s" + hashlib.sha1(f"{ip}\0{session}".encode()).hexdigest()[:16]
     return "ip" + hashlib.sha1(ip.encode()).hexdigest()[:16]
 
 
@@ -60,7 +68,8 @@ def search():
 
 
 @bp.post("/chat")
-@doc("和数字店小二对话（与公众号里的机器人同一套说法；诉求登记、评价等在小程序页面中完成）；登录可选。"
+@doc("和数字店小二对话（与公众号里的机器人同一套说法；诉求登记、评价等在小程序页面中完成）；登录可选，未登录时"
+     "可带 session（8-64 位，客户端自取的会话编号）让“您是不是想问”的选项只对本会话有效。"
      "decision：answer / suggest / fallback / smalltalk / handoff / guide（指向小程序页面）", body=CHAT_FIELDS,
      auth="none", tags=["知识库"], responses={200: "{reply, decision, suggestions, turn_id}"})
 def chat():
@@ -69,7 +78,7 @@ def chat():
     data = parse(CHAT_FIELDS)
     user_id = optional_user_id()
     state = current_app.extensions["wxapp"]
-    who = _who(user_id)
+    who = _who(user_id, data.get("session"))
     if user_id is not None:  # anonymous callers are counted by address in _who
         throttle("chat", who, USER_LIMIT_PER_MIN, 60, "提问太频繁了，请稍等一分钟再试。")
 
