@@ -286,6 +286,10 @@ def _start_with_text(ctx: Context) -> re.Match | None:
 
 
 def _new_draft(ctx: Context, content: str = "") -> Reply:
+    from wxapp_backend.appeals.intake import description_problem
+
+    if content and description_problem(content):
+        content = ""  # “我要反映：😡😡😡😡😡”: asked to describe it, as a bare 我要反映 is
     known: dict[str, Any] = {}
     if ctx.user_id is not None:
         from wxapp_backend.appeals.intake import chat_profile
@@ -389,6 +393,11 @@ def _describe(ctx: Context, d: dict[str, Any]) -> Reply:
         return Text(TOO_SHORT)
     if len(text) > 2000:
         return Text(TOO_LONG)
+    from wxapp_backend.appeals.intake import description_problem
+
+    problem = description_problem(text)
+    if problem:
+        return Text(problem)
     d["content"] = text
     return _advance(ctx, d, "place")
 

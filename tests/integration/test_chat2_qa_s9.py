@@ -355,3 +355,29 @@ def test_an_appeal_is_picked_by_its_place_in_the_list(chat):  # noqa: F811
     assert chat("取消")
     assert "2 条待评价" in chat("评价 7")  # no such place: the list again
     assert followup.PICK_ONE.split("{")[0] in listing
+
+
+def test_a_description_without_words_is_asked_for_again(client, app_ctx, make_user, user_token, redis_client):
+    """Five emoji (or “？？？？？”) passed the 5-character rule and reached staff as an appeal to handle, in the chat
+    and through the API."""
+    from handlers.appeal_intake import install
+    from handlers.router import Context, Router
+    from wxapp_backend.appeals.intake import NO_WORDS
+    from wxapp_backend.wechat.messages import normalise
+
+    user = make_user()
+    router = install(Router())
+
+    def say(text):
+        raw = {"ToUserName": "gh_x", "FromUserName": user.openid, "CreateTime": "1700000000", "MsgType": "text",
+               "Content": text}
+        return router.dispatch(Context(msg=normalise(raw, "oa"), redis=redis_client, user_id=user.id)).text
+
+    say("我要反映")
+    assert say("😡😡😡😡😡") == NO_WORDS and say("？？？？？") == NO_WORDS
+    assert "企业名称" in say("楼下的路灯坏了😡")  # words with an emoji are fine
+    redis_client.flushdb()
+    assert "请简单描述" in say("我要反映：😡😡😡😡😡")  # not taken as the problem
+    resp = client.post("/api/v1/appeals", json={"content": "🙂🙂🙂🙂🙂", "contact_name": "张三",
+                                               "contact_phone": "13800138000"}, headers=user_token(user))
+    assert resp.status_code == 422 and "用文字描述" in resp.get_json()["message"]

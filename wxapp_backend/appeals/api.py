@@ -22,7 +22,7 @@ bp = Blueprint("appeals_api", __name__, url_prefix="/api/v1")
 _IMAGE = Field("image", "str", "照片", max_len=intake.MAX_IMAGE_BYTES * 4 // 3 + 64)
 
 SUBMIT_FIELDS = (
-    Field("content", "text", "问题描述", required=True, min_len=5, max_len=2000),
+    Field("content", "text", "问题描述", required=True, min_len=5, max_len=2000, check=intake.description_problem),
     Field("contact_name", "str", "联系人", required=True, max_len=32),
     Field("contact_phone", "phone", "联系电话", required=True),
     Field("category", "str", "诉求类别", max_len=32, description="类别代码或名称（可不填，系统自动分类）"),

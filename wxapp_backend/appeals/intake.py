@@ -130,6 +130,15 @@ def chat_profile(session, user_id: int) -> dict:
     return out
 
 
+NO_WORDS = "请用文字描述一下问题（至少 5 个字），只有表情或符号的话，工作人员没法办理哦。"
+
+
+def description_problem(text: str) -> str | None:
+    """Why `text` cannot stand as an appeal's description, or None: at least 5 characters (checked by the caller's
+    own limit) of which some are words: “🙂🙂🙂🙂🙂” or “？？？？？” reached staff as an appeal to handle."""
+    return NO_WORDS if sum(ch.isalnum() for ch in text) < 2 else None
+
+
 def match_place(session, text: str) -> dict:
     """Find a known building (and an enterprise by exact name) in free text like '某某公司，新华大厦'."""
     from sqlalchemy import select
