@@ -201,8 +201,21 @@ def _norm(text: str) -> str:
     return _NORM_RE.sub("", text.lower())[:200] or text.strip()[:200]
 
 
+# People type their phone or ID number into the chat (often meaning it for staff): the chat log and the staff's
+# unanswered queue keep the question, not those numbers.
+_MOBILE_RE = re.compile(r"(?<!\d)(1[3-9]\d)\d{4}(\d{4})(?!\d)")
+_ID_CARD_RE = re.compile(r"(?<!\d)(\d{6})(?:19|20)\d{2}(?:0[1-9]|1[0-2])(?:0[1-9]|[12]\d|3[01])(\d{3}[\dXx])(?![\dXx])")
+
+
+def mask_personal(text: str) -> str:
+    """Mobile and ID-card numbers in `text` with their middle digits hidden (138****8000)."""
+    text = _ID_CARD_RE.sub(lambda m: m.group(1) + "*" * 8 + m.group(2), text)
+    return _MOBILE_RE.sub(lambda m: m.group(1) + "****" + m.group(2), text)
+
+
 def log_turn(session: Session, *, channel: str, user_id: int | None, question: str, decision: str,
              entry_id: str | None, confidence: float) -> ChatTurn:
+    question = mask_personal(question)
     turn = ChatTurn(channel=channel, user_id=user_id, question=question[:500], decision=decision,
                     entry_id=entry_id, confidence=round(confidence, 4))
     session.add(turn)
