@@ -67,9 +67,14 @@ def user_middleware(ctx: Context, call_next: Next) -> Reply | None:
     return call_next(ctx)
 
 
+# What a blocked user tells WeChat about their consent still counts: a refusal must stop our subscribe messages.
+CONSENT_EVENTS = frozenset({"subscribe_msg_popup_event", "subscribe_msg_change_event", "subscribe_msg_sent_event"})
+
+
 def blocklist_middleware(ctx: Context, call_next: Next) -> Reply | None:
-    """Blocked users (User.blocked) get no answer at all."""
-    if ctx.blocked:
+    """Blocked users (User.blocked) get no answer at all; their subscribe-message consent events are still applied
+    (they produce no answer either)."""
+    if ctx.blocked and ctx.msg.event not in CONSENT_EVENTS:
         log.info("blocked user ignored", extra={"account": ctx.account, "user_id": ctx.user_id})
         return None
     return call_next(ctx)

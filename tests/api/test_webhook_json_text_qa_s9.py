@@ -36,3 +36,24 @@ def test_the_webhook_answers_them_without_a_server_error(app, settings):
                              {**base, "FromUserName": "oNulUser", "Content": "你\u0000好"})):
         resp = _push(application, json.dumps({**doc, "MsgId": i + 1}))
         assert resp.status_code == 200, resp.get_data(as_text=True)
+
+
+def test_a_blocked_users_refusal_of_subscribe_messages_still_counts(app, settings, make_user, db):
+    """The blocklist dropped every push of a blocked user before the router, their subscribe_msg_change_event
+    (reject) too, so their credits stayed and subscribe messages went on being sent to someone who had refused."""
+    from wxapp_backend.notices import credits
+    from wxapp_backend.notices.kinds import get_kind
+    from wxapp_backend.notices.models import SubscribeCredit
+
+    application = create_app(settings.with_overrides(**WXA))
+    template = get_kind("appeal_accepted").template_id
+    user = make_user(blocked=True)
+    from wxapp_backend.db import session_scope
+
+    with session_scope() as s:
+        credits.add_credit(s, user.id, template)
+    push = {"ToUserName": "gh_x", "FromUserName": user.openid, "CreateTime": 1714112446, "MsgType": "event",
+            "Event": "subscribe_msg_change_event", "List": [{"TemplateId": template, "SubscribeStatusString": "reject"}]}
+    assert _push(application, json.dumps(push)).status_code == 200
+    db.expire_all()
+    assert db.query(SubscribeCredit).filter_by(user_id=user.id, template_id=template).one().credits == 0
