@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import click
 from flask import Flask, current_app
@@ -148,10 +149,10 @@ def register_cli(app: Flask) -> None:
             env["WEB_CONCURRENCY"] = str(workers)
         py = sys.executable
         procs = [subprocess.Popen([py, "-m", "gunicorn", "-c", str(ROOT / "gunicorn.conf.py"), "wsgi:app"],
-                                  cwd=ROOT, env=env, preexec_fn=_die_with_parent)]
+                                  cwd=ROOT, env=env, preexec_fn=_child_setup)]
         if not no_worker:
             procs.append(subprocess.Popen([py, "-m", "flask", "--app", "wsgi", "worker"], cwd=ROOT, env=env,
-                                          preexec_fn=_die_with_parent))
+                                          preexec_fn=_child_setup))
         click.echo(f"已启动：网页服务 http://{env.get('BIND', '127.0.0.1:8000')}/console/"
                    + ("" if no_worker else "，后台任务进程 1 个") + "。按 Ctrl-C 停止。")
         _supervise(procs)
@@ -171,6 +172,22 @@ def register_cli(app: Flask) -> None:
             raise click.ClickException("已设置 REDIS_URL，使用的是外部 Redis，本命令不会停止它。")
         stop_embedded_redis(settings.instance_path)
         click.echo("已停止内置 Redis。")
+
+
+def _child_setup() -> None:
+    """A child of `serve` leads its own process group (what it forks stays in it: gunicorn's workers, RQ's
+    scheduler and job processes), so that `serve` can stop all of it; and it dies with `serve`."""
+    os.setpgid(0, 0)
+    _die_with_parent()
+
+
+def _signal_group(p: subprocess.Popen, sig: int) -> bool:
+    """Send `sig` to `p`'s process group; False when nothing is left in it."""
+    try:
+        os.killpg(p.pid, sig)
+        return True
+    except (ProcessLookupError, PermissionError):
+        return False
 
 
 def _die_with_parent() -> None:
@@ -230,4 +247,30 @@ def _supervise(procs: list[subprocess.Popen]) -> None:
             try:
                 p.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
-                p.kill()
+                _signal_group(p, signal.SIGKILL)
+                p.wait(timeout=5)
+        # What a child leaves behind when it is killed or quits early (RQ's scheduler process, a job's fork, a
+        # gunicorn worker) is in its group: asked to stop, then killed. Left alone it ran on after serve exited.
+        _stop_groups(procs)
+
+
+def _stop_groups(procs: list[subprocess.Popen], grace: float = 3.0) -> None:
+    live = [p for p in procs if _signal_group(p, signal.SIGTERM)]
+    deadline = time.monotonic() + grace
+    while live and time.monotonic() < deadline:
+        time.sleep(0.05)
+        live = [p for p in live if _signal_group(p, 0) and _group_runs(p.pid)]
+    for p in live:
+        _signal_group(p, signal.SIGKILL)
+
+
+def _group_runs(pgid: int) -> bool:
+    """Whether a process of group `pgid` still runs (zombies waiting to be reaped run nothing)."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if len(fields) > 2 and fields[2] == str(pgid) and fields[0] not in ("Z", "X"):
+            return True
+    return False
