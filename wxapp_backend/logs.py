@@ -50,6 +50,9 @@ class RedactFilter(logging.Filter):
             # The traceback too: an exception's text is where a library puts what it was given. Formatters
             # print exc_text when it is set (another handler may have set it already).
             record.exc_text = self.redact(record.exc_text or _PLAIN.formatException(record.exc_info))
+        for key, value in list(vars(record).items()):  # and the extra fields the JSON line carries
+            if isinstance(value, str) and key not in _STANDARD and not key.startswith("_"):
+                setattr(record, key, self.redact(value))
         return True
 
 

@@ -335,3 +335,36 @@ def test_url_credentials_are_masked_under_any_prefix():
     RedactFilter([]).filter(rec)
     msg = rec.getMessage()
     assert not any(v in msg for v in ("TOK1", "SEC2", "SEC3", "TOK4")) and "n=1" in msg
+
+
+def _job_that_fails_with_a_token_in_its_text(url: str) -> None:
+    raise RuntimeError(f"GET {url} failed")
+
+
+def test_the_jobs_page_and_log_extras_mask_secrets(app, app_ctx, run_jobs, client, make_staff, console_login):
+    """The failed-jobs page printed RQ's stored traceback and the job's arguments as they were (a URL with its
+    access token); and the JSON log line's extra fields were not masked like its message."""
+    import io
+    import logging
+
+    from wxapp_backend.logs import JsonFormatter, RedactFilter
+    from wxapp_backend.queue import enqueue
+
+    enqueue(_job_that_fails_with_a_token_in_its_text, "https://api.weixin.qq.com/cgi-bin/x?access_token=SECRET-TOKEN-1")
+    assert run_jobs() == 1
+    console_login(make_staff(role="admin"))
+    page = client.get("/console/jobs").get_data(as_text=True)
+    assert "SECRET-TOKEN-1" not in page and "access_token=***" in page
+
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.addFilter(RedactFilter(["configured-secret-xyz"]))
+    handler.setFormatter(JsonFormatter())
+    log = logging.getLogger("wxapp_backend.test_extras")
+    log.addHandler(handler)
+    try:
+        log.warning("call failed", extra={"url": "https://x/?access_token=SECRET-TOKEN-2", "note": "configured-secret-xyz"})
+    finally:
+        log.removeHandler(handler)
+    line = stream.getvalue()
+    assert "SECRET-TOKEN-2" not in line and "configured-secret-xyz" not in line and "access_token=***" in line

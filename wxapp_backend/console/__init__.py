@@ -178,10 +178,16 @@ DASHBOARD_CARDS: list = []
 @bp.get("/jobs")
 @console_required(StaffRole.ADMIN)
 def jobs():
+    from ..logs import RedactFilter
     from ..queue import failed_jobs, get_queue
 
     q = get_queue()
-    return render_template("console/jobs.html", failed=failed_jobs(100), queued=q.count,
+    # A failed job's traceback and arguments hold what a library was given (a URL with its access token, a
+    # configured secret): masked as in the logs.
+    redact = RedactFilter(current_app.extensions["wxapp"].settings.secret_values()).redact
+    failed = [{**job, "error": redact(job["error"] or ""), "args": redact(job["args"] or "")}
+              for job in failed_jobs(100)]
+    return render_template("console/jobs.html", failed=failed, queued=q.count,
                            scheduled=q.scheduled_job_registry.count, started=q.started_job_registry.count)
 
 
