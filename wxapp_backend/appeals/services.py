@@ -575,7 +575,8 @@ def _notify_escalation_owner(session: Session, appeal: Appeal, reason: str) -> N
                 # their test recipient (a wrong id reaches a stranger); what it is about is on the console.
                 notify(session, user_id, "appeal_escalated",
                        {"number": appeal.number, "status": "办不成事", "note": "请登录工作台查看"},
-                       f"pages/appeals/detail?id={appeal.id}", title="办不成事：请 3 个工作日内处理",
+                       # Not the appeal's page: it is not the linked user's own appeal (诉求不存在 when tapped).
+                       "pages/me/index", title="办不成事：请 3 个工作日内处理",
                        body=f"诉求 {appeal.number} 已转入“办不成事”窗口，请在 3 个工作日内登录工作台查看处理。",
                        ref=f"appeal:{appeal.id}", dedup_key=f"appeal:{appeal.id}:escalated:owner:{staff_id}")
         except Exception:  # noqa: BLE001 - the escalation stands; the task and dashboard still show it

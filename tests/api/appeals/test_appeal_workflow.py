@@ -295,7 +295,7 @@ def test_openapi_documents_every_appeal_route(client):
     assert "/api/v1/appeals" in paths and "/api/v1/staff/reports/weekly" in paths
 
 
-def test_escalation_owner_with_a_linked_wechat_user_is_notified_once(client, world, db, make_user):
+def test_escalation_owner_with_a_linked_wechat_user_is_notified_once(client, world, db, make_user, user_token):
     from wxapp_backend.db import session_scope
     from wxapp_backend.notices.broadcast_models import StaffTestRecipient
 
@@ -314,6 +314,9 @@ def test_escalation_owner_with_a_linked_wechat_user_is_notified_once(client, wor
     inbox = db.scalars(select(InboxItem).where(InboxItem.user_id == owner_phone.id)).all()
     assert a["number"] in inbox[0].body
     assert "跑了三次" not in inbox[0].body and "跑了三次" not in str(to_owner[0].fields)
+    # The appeal is not the linked user's own: its detail page would answer 诉求不存在 (404) when tapped.
+    assert not to_owner[0].page.startswith("pages/appeals/") and not inbox[0].page.startswith("pages/appeals/")
+    assert client.get(f"/api/v1/appeals/{a['id']}", headers=user_token(owner_phone)).status_code == 404
     to_enterprise = db.scalars(select(Notification).where(Notification.user_id == world.user.id,
                                                           Notification.kind == "appeal_escalated")).all()
     assert len(to_enterprise) == 1
