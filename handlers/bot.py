@@ -152,10 +152,9 @@ def install_defaults(router: Router, *, middleware: bool = True) -> Router:
         _apply_credits(ctx)
         return None
 
-    @router.event("subscribe_msg_sent_event", fast=True)
+    @router.event("subscribe_msg_sent_event")
     def on_subscribe_msg_sent(ctx: Context) -> None:
-        log.info("subscribe message delivery", extra={"account": ctx.account,
-                                                      "results": ctx.msg.subscribe_results})
+        _apply_delivery_reports(ctx)
         return None
 
     @router.text(*HUMAN_WORDS, fast=True)
@@ -298,6 +297,17 @@ def _status_words() -> frozenset[str]:
     from .appeal_intake import STATUS_WORDS  # the follow-up plug-in's words (imported late: it imports us)
 
     return _fold(STATUS_WORDS)
+
+
+def _apply_delivery_reports(ctx: Context) -> None:
+    """WeChat's report on subscribe messages we sent is written on each send (and a refusal ends the credits)."""
+    from wxapp_backend.db import session_scope
+    from wxapp_backend.notices import credits
+
+    with session_scope() as s:
+        n = credits.apply_sent_event(s, ctx.openid, ctx.msg.subscribe_results)
+    log.info("subscribe message delivery", extra={"account": ctx.account, "reported": n,
+                                                  "results": ctx.msg.subscribe_results})
 
 
 def _apply_credits(ctx: Context) -> None:

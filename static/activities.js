@@ -16,6 +16,9 @@
     set("subscribe_done", p.subscribe_done);
     set("subscribe_total", p.subscribe_total);
     set("percent", p.percent);
+    if (p.delivery) {
+      Object.keys(p.delivery).forEach(function (k) { set(k, p.delivery[k]); });
+    }
     var bar = box.querySelector('[data-field="bar"]');
     if (bar) { bar.value = p.percent; }
     Object.keys(p.subscribe).forEach(function (k) {

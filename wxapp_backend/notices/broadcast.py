@@ -74,6 +74,7 @@ from ..wechat.templates import TemplateFieldError, field_type
 from ..wechat.templates import validate as validate_template
 from . import credits
 from .broadcast_models import TERMINAL, Notice, NoticeStatus, OutboxRow, OutboxStatus, StaffTestRecipient
+from .credits import msgid_of
 from .models import InboxItem, SubscribeCredit
 
 log = logging.getLogger(__name__)
@@ -625,14 +626,14 @@ def _send_chunk(api, limiter: RateLimiter, token: str, rows: list[tuple[int, int
             at = utcnow()
             called.add(row_id)
             try:
-                api.send_subscribe(openid, template_id, data, page)
+                resp = api.send_subscribe(openid, template_id, data, page)
             except WeChatAPIError as exc:
                 outcomes[row_id] = _record_error(row_id, token, user_id, template_id, exc.errcode, exc.errmsg)
                 continue
             except TemplateFieldError as exc:
                 outcomes[row_id] = _record_error(row_id, token, user_id, template_id, 47003, str(exc))
                 continue
-            sent.append({"rid": row_id, "at": at})
+            sent.append({"rid": row_id, "at": at, "msgid": msgid_of(resp)})
             outcomes[row_id] = "sent"
     except Exception:
         # An error of ours (Redis for the limiter, the database) and no kill: the rows after it never reached
@@ -645,7 +646,8 @@ def _send_chunk(api, limiter: RateLimiter, token: str, rows: list[tuple[int, int
             with session_scope() as s:
                 s.execute(update(t).where(t.c.id == bindparam("rid"), t.c.lease_token == token,
                                           t.c.status == OutboxStatus.SENDING.value)
-                          .values(status=OutboxStatus.SENT.value, sent_at=bindparam("at"), errcode=0, detail=""), sent)
+                          .values(status=OutboxStatus.SENT.value, sent_at=bindparam("at"), errcode=0, detail="",
+                                  msgid=bindparam("msgid")), sent)
     return [outcomes[r[0]] for r in rows if r[0] in outcomes]
 
 
@@ -826,7 +828,15 @@ def progress(session: Session, notice_id: int) -> dict[str, Any]:
         .group_by(OutboxRow.errcode, OutboxRow.detail).order_by(func.count().desc()).limit(10))]
     total = sum(counts.values())
     done = sum(counts[k] for k in TERMINAL)
-    return {"id": notice.id, "status": notice.status, "status_label": NOTICE_STATUS_LABELS[notice.status],
+    # WeChat's later delivery reports (subscribe_msg_sent_event) on the messages it took.
+    delivery = {"delivered": 0, "refused_by_user": 0, "delivery_failed": 0}
+    for report, n in session.execute(select(OutboxRow.delivery, func.count()).where(
+            OutboxRow.notice_id == notice_id, OutboxRow.channel == "subscribe", OutboxRow.delivery != "")
+            .group_by(OutboxRow.delivery)):
+        key = ("delivered" if report == "success" else
+               "refused_by_user" if report == credits.REFUSED_STATUS else "delivery_failed")
+        delivery[key] += n
+    return {"delivery": delivery, "id": notice.id, "status": notice.status, "status_label": NOTICE_STATUS_LABELS[notice.status],
             "recipients": notice.recipients, "inbox": notice.recipients, "subscribe": counts,
             "subscribe_total": total, "subscribe_done": done,
             "percent": round(done / total * 100, 1) if total else (100.0 if notice.status == "done" else 0.0),

@@ -89,6 +89,9 @@ class OutboxRow(Base):
     errcode: Mapped[int] = mapped_column(Integer, default=0)
     detail: Mapped[str] = mapped_column(String(200), default="")
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # As NotificationAttempt: the subscribe message's msgid and WeChat's later delivery report ("" until then).
+    msgid: Mapped[str | None] = mapped_column(String(32), index=True)
+    delivery: Mapped[str] = mapped_column(String(60), default="")
 
 
 class StaffTestRecipient(Base):

@@ -201,3 +201,64 @@ def apply_change_event(session: Session, openid: str, subscribe_results: Any) ->
 def credits_by_template(session: Session, user_id: int) -> dict[str, SubscribeCredit]:
     rows = session.scalars(select(SubscribeCredit).where(SubscribeCredit.user_id == user_id)).all()
     return {r.template_id: r for r in rows}
+
+
+# ------------------------------------------------------------------------------------ delivery reports
+
+REFUSED_STATUS = "failed:user refuse to accept the msg"
+
+
+def msgid_of(response: Any) -> str | None:
+    """The msgid `subscribe/send` answers with (a number in WeChat's JSON), as text; None when there is none."""
+    value = response.get("msgid") if isinstance(response, Mapping) else None
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        return None
+    text = str(value).strip()
+    return text[:32] if text else None
+
+
+def _sent_items(subscribe_results: Any) -> Iterable[tuple[str, str, str | None]]:
+    """(msgid, status, template id) of each item of a subscribe_msg_sent_event's List (object or array)."""
+    items = subscribe_results if isinstance(subscribe_results, list) else [subscribe_results]
+    for item in items:
+        if not isinstance(item, Mapping):
+            continue
+        lowered = {str(k).lower(): v for k, v in item.items()}
+        msgid = lowered.get("msgid") or lowered.get("msg_id")
+        status = lowered.get("errorstatus") or lowered.get("error_status") or lowered.get("status")
+        tid = lowered.get("templateid") or lowered.get("template_id")
+        if isinstance(msgid, int) and not isinstance(msgid, bool):
+            msgid = str(msgid)
+        if isinstance(msgid, str) and msgid.strip() and isinstance(status, str) and status.strip():
+            yield msgid.strip()[:32], status.strip()[:60], tid if isinstance(tid, str) and len(tid) <= 64 else None
+
+
+def apply_sent_event(session: Session, openid: str, subscribe_results: Any) -> int:
+    """subscribe_msg_sent_event: WeChat says what became of subscribe messages it took (`success`, or
+    `failed:user refuse to accept the msg` / `failed:system failed`). The report is written on the send it
+    names (a one-user notification's attempt or a notice's outbox row, by msgid and only for that user); a
+    refusal also ends the user's credits for the template, as a 43101 does. Returns the sends reported on."""
+    from .broadcast_models import OutboxRow
+    from .models import Notification, NotificationAttempt
+
+    user_id = _user_id(session, openid)
+    if user_id is None:
+        return 0
+    applied = 0
+    for msgid, status, tid in _sent_items(subscribe_results):
+        attempt = session.scalar(select(NotificationAttempt).join(Notification)
+                                 .where(NotificationAttempt.msgid == msgid, Notification.user_id == user_id))
+        if attempt is not None:
+            attempt.delivery = status
+            tid = tid or attempt.detail
+        else:
+            row = session.scalar(select(OutboxRow).where(OutboxRow.msgid == msgid, OutboxRow.user_id == user_id))
+            if row is None:
+                continue
+            row.delivery = status
+        applied += 1
+        if status == REFUSED_STATUS and tid:
+            zero_credits(session, user_id, tid)
+    if applied:
+        session.flush()
+    return applied

@@ -50,6 +50,7 @@ from ..wechat.jobs import (
 )
 from ..wechat.templates import TemplateFieldError
 from . import credits
+from .credits import msgid_of
 from .kinds import get_kind, render
 from .models import DeliveryStatus, InboxItem, Notification, NotificationAttempt
 
@@ -343,8 +344,9 @@ def _last_try() -> bool:
 def _send(step: _Send, notification_id: int) -> str | None:
     """Call WeChat and record the outcome; returns the notification's final status, or None to go on."""
     error: WeChatAPIError | None = None
+    resp: Any = None
     try:
-        _call(step)
+        resp = _call(step)
     except WeChatAPIError as exc:
         error = exc
     except TemplateFieldError as exc:  # render() validated already; kept for safety
@@ -357,6 +359,7 @@ def _send(step: _Send, notification_id: int) -> str | None:
             return "missing"
         if error is None:
             _close(s, attempt, Outcome.OK, detail=step.template_id or step.account)
+            attempt.msgid = msgid_of(resp)
             if step.channel == Channel.CUSTOM:
                 KEFU_SENT.labels(step.account).inc()
             return _finish(note, DeliveryStatus.SENT_SUBSCRIBE if step.channel == Channel.SUBSCRIBE

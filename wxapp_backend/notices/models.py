@@ -73,6 +73,10 @@ class NotificationAttempt(Base):
     outcome: Mapped[str] = mapped_column(String(20))  # ok | refused | failed | skipped
     errcode: Mapped[int] = mapped_column(Integer, default=0)
     detail: Mapped[str] = mapped_column(String(300), default="")
+    # A subscribe message WeChat took: its msgid, and what WeChat's subscribe_msg_sent_event later said became of
+    # it ("success", "failed:user refuse to accept the msg", "failed:system failed"; "" until it says).
+    msgid: Mapped[str | None] = mapped_column(String(32), index=True)
+    delivery: Mapped[str] = mapped_column(String(60), default="")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
