@@ -22,7 +22,7 @@ from ..enterprises.models import Building, Enterprise
 from ..errors import Conflict, Forbidden, NotFound, TooManyRequests, ValidationError
 from ..validation import Field, validate
 from . import classify
-from .calendar import DAY_MINUTES, WorkCalendar, local_date
+from .calendar import DAY_MINUTES, TZ, WorkCalendar, local_date
 from .models import (
     Appeal,
     AppealCategory,
@@ -99,6 +99,7 @@ def work_calendar(session: Session) -> WorkCalendar:
 
 
 def set_holiday(session: Session, actor: Actor, day: date, is_workday: bool, name: str = "") -> Holiday:
+    old_cal = work_calendar(session)
     row = session.scalar(select(Holiday).where(Holiday.day == day))
     previous = None if row is None else {"is_workday": row.is_workday, "name": row.name}
     if row is None:
@@ -115,6 +116,8 @@ def set_holiday(session: Session, actor: Actor, day: date, is_workday: bool, nam
     session.flush()
     audit(session, actor, "appeal_holiday.set", row, day=day.isoformat(), is_workday=is_workday, name=name,
           previous=previous)
+    if old_cal.is_workday(day) != is_workday:
+        recount_deadlines(session, old_cal, day, f"{day.isoformat()} 改为{'工作日' if is_workday else '休息日'}")
     return row
 
 
@@ -123,7 +126,59 @@ def delete_holiday(session: Session, actor: Actor, holiday_id: int) -> None:
     if row is None:
         raise NotFound("没有这一天的设置。")
     audit(session, actor, "appeal_holiday.deleted", row, day=row.day.isoformat())
+    old_cal, day = work_calendar(session), row.day
     session.delete(row)
+    session.flush()
+    if old_cal.is_workday(day) != work_calendar(session).is_workday(day):
+        recount_deadlines(session, old_cal, day, f"{day.isoformat()} 的设置已删除")
+
+
+def recount_deadlines(session: Session, old_cal: WorkCalendar, day: date, why: str, *,
+                      now: datetime | None = None) -> int:
+    """The holiday table changed `day`: every open deadline that spans it keeps the working time it had left from
+    now, counted on the new calendar (deadlines were set with the calendar of their day, which for a year
+    chinesecalendar does not know counted holidays as working days). Returns the appeals moved."""
+    now = now or utcnow()
+    today = local_date(now)
+    if day < today:
+        return 0
+    cal = work_calendar(session)
+
+    def recount(when: datetime | None) -> datetime | None:
+        if when is None or when <= now or local_date(when) < day:
+            return when
+        return cal.add_working_minutes(now, old_cal.working_minutes_between(now, when))
+
+    moved = 0
+    open_status = [s.value for s in OPEN]
+    tasks: dict[int, list[AppealTask]] = {}
+    for task in session.scalars(select(AppealTask).join(Appeal, Appeal.id == AppealTask.appeal_id)
+                                .where(AppealTask.status == "open", Appeal.status.in_(open_status))):
+        tasks.setdefault(task.appeal_id, []).append(task)
+    for appeal in session.scalars(select(Appeal).where(Appeal.status.in_(open_status)).order_by(Appeal.id)):
+        before = appeal.due_at
+        changed = {}
+        for attr in ("due_at", "response_due_at", "escalation_due_at"):
+            old, new = getattr(appeal, attr), recount(getattr(appeal, attr))
+            if new != old:
+                setattr(appeal, attr, new)
+                changed[attr] = new
+        for task in tasks.get(appeal.id, ()):
+            new = recount(task.due_at)
+            if new != task.due_at:
+                task.due_at = new
+                changed.setdefault("task_due_at", new)
+        if not changed:
+            continue
+        moved += 1
+        if appeal.due_at != before:
+            appeal.warned_due_at = None
+            if appeal.due_at is not None and appeal.due_at > now:
+                appeal.overdue = False
+        shown = appeal.due_at.astimezone(TZ).strftime("%Y-%m-%d %H:%M") if appeal.due_at else "—"
+        _event(session, appeal, SYSTEM, "deadline_recounted", note=f"工作日历调整（{why}），办理时限重新计算为 {shown}",
+               public=False, **changed)
+    return moved
 
 
 def save_category(session: Session, actor: Actor, data: dict[str, Any], category_id: int | None = None
