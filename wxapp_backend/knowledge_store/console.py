@@ -117,7 +117,8 @@ def _edit(entry_id: str | None):
         try:
             entry = _entry_from_form(form)
             with session_scope() as s:
-                services.save_entry(s, _redis(), g.actor, entry, create=entry_id is None)
+                services.save_entry(s, _redis(), g.actor, entry, create=entry_id is None,
+                                    revision=row_id(request.form.get("revision")))
                 from_q = row_id(request.form.get("from_unanswered"))
                 if from_q:
                     services.resolve_unanswered(s, g.actor, from_q, entry.id)
@@ -137,6 +138,7 @@ def _edit(entry_id: str | None):
             form["similar"] = "\n".join(row.similar or [])
             form["tags"] = ", ".join(row.tags or [])
             form["retired"] = row.retired
+            form["revision"] = row.revision  # sent back on save: an edit made meanwhile is not overwritten
     else:
         form = {"question": request.args.get("question", "")[:300],
                 "from_unanswered": request.args.get("from_unanswered", "")}

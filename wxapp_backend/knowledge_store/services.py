@@ -127,8 +127,11 @@ def import_entries(session: Session, r: redis.Redis, actor: Actor, entries: Iter
     return report
 
 
-def save_entry(session: Session, r: redis.Redis, actor: Actor, entry: Entry, *, create: bool) -> KBEntry:
-    """Create or edit one entry (the console's form); audited with the fields that changed."""
+def save_entry(session: Session, r: redis.Redis, actor: Actor, entry: Entry, *, create: bool,
+               revision: int | None = None) -> KBEntry:
+    """Create or edit one entry (the console's form); audited with the fields that changed. `revision` is the
+    one the editor started from: when the entry has changed since, the edit is refused rather than written over
+    the other change."""
     problems = validate_entry(entry)
     if problems:
         raise ValidationError(problems[0])
@@ -148,6 +151,11 @@ def save_entry(session: Session, r: redis.Redis, actor: Actor, entry: Entry, *, 
     else:
         if row is None:
             raise NotFound("没有找到这个知识条目。")
+        if revision is not None and revision != row.revision:
+            # The form holds every field: saving it would put back what a colleague (or an import, or a phrasing
+            # added from the unanswered queue) changed in the meantime.
+            raise Conflict("这条内容在您编辑期间已被其他同事修改并保存，为免覆盖对方的修改，这次没有保存。"
+                           "请先复制您改动的内容，重新打开这条条目，在最新内容上修改后再保存。")
         values["retired"] = row.retired  # the form never says; retiring and restoring are set_retired's
         changed = {k: v for k, v in values.items() if getattr(row, k) != v}
         # From/to pairs: nothing else keeps what the bot answered before the edit.

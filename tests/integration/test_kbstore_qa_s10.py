@@ -1,0 +1,54 @@
+"""Knowledge base as staff keep it: two staff editing at once, files that go out and come back, retired entries."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from wxapp_backend.knowledge_store import services
+from wxapp_backend.knowledge_store.cli import load_default_if_empty
+from wxapp_backend.knowledge_store.models import KBEntry
+
+
+@pytest.fixture
+def kb(app_ctx):
+    load_default_if_empty()
+    runtime = services.get_runtime()
+    runtime.check_interval = 0  # see edits at once in tests
+    return runtime
+
+
+def _form(page: str) -> dict[str, str]:
+    """The hidden fields of a console form as the browser would send them back."""
+    return dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)"', page))
+
+
+def test_a_second_staff_member_saving_an_older_copy_does_not_overwrite_the_first_ones_edit(
+        client, kb, make_staff, console_login, db):
+    """Two staff open the same entry; one fixes the answer and saves, the other then saves the question from the
+    page they opened earlier. The second save wrote the whole old form back, silently undoing the first fix
+    (and a phrasing added from the unanswered queue meanwhile). It is now refused with a 409 that says why."""
+    first, second = make_staff(role="staff"), make_staff(role="staff")
+    console_login(first)
+    page_first = client.get("/console/kb/talent-foreign-work-permit/edit").get_data(as_text=True)
+    console_login(second)
+    page_second = client.get("/console/kb/talent-foreign-work-permit/edit").get_data(as_text=True)
+    row = db.get(KBEntry, "talent-foreign-work-permit")
+    base = {"question": row.question, "answer": row.answer, "similar": "\n".join(row.similar),
+            "category": row.category, "tags": ", ".join(row.tags)}
+
+    console_login(first)
+    saved = client.post("/console/kb/talent-foreign-work-permit/edit",
+                        data={**base, **_form(page_first), "csrf_token": _form(client.get("/console/kb/").get_data(
+                            as_text=True))["csrf_token"], "answer": "第一位同事更新后的答案。"})
+    assert saved.status_code == 302
+    console_login(second)
+    stale = client.post("/console/kb/talent-foreign-work-permit/edit",
+                        data={**base, **_form(page_second), "csrf_token": _form(client.get("/console/kb/").get_data(
+                            as_text=True))["csrf_token"], "question": "第二位同事改的问题"})
+    assert stale.status_code == 409, stale.status_code
+    assert "其他同事" in stale.get_data(as_text=True)
+    db.expire_all()
+    row = db.get(KBEntry, "talent-foreign-work-permit")
+    assert row.answer == "第一位同事更新后的答案。" and row.question == base["question"]
