@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import re
 
 import pytest
@@ -52,3 +53,30 @@ def test_a_second_staff_member_saving_an_older_copy_does_not_overwrite_the_first
     db.expire_all()
     row = db.get(KBEntry, "talent-foreign-work-permit")
     assert row.answer == "第一位同事更新后的答案。" and row.question == base["question"]
+
+
+def test_importing_a_spreadsheet_without_the_retired_column_keeps_withdrawn_entries_offline(app, kb, tmp_path,
+                                                                                            db, client):
+    """A withdrawn policy is taken offline with 下线; a colleague then imports the team's master spreadsheet (no
+    已下线 column, as the README's columns go) to add one entry. The import read the missing column as "not
+    retired" and put the withdrawn policy back in front of users. Restoring is the console's 恢复, as for an edit."""
+    state = app.extensions["wxapp"]
+    from wxapp_backend.audit import SYSTEM
+    from wxapp_backend.db import session_scope
+
+    with session_scope() as s:
+        services.set_retired(s, state.redis, SYSTEM, "talent-foreign-work-permit", True)
+    row = db.get(KBEntry, "talent-foreign-work-permit")
+    sheet = tmp_path / "master.csv"
+    with sheet.open("w", encoding="utf-8", newline="") as f:
+        csv.writer(f).writerows([("id", "question", "answer"),
+                                 ("talent-foreign-work-permit", row.question, row.answer + "（已核对）"),
+                                 ("new-from-master", "新条目的问题", "新条目的答案")])
+    result = app.test_cli_runner().invoke(args=["kb", "import", str(sheet)])
+    assert result.exit_code == 0, result.output
+    assert "保持下线" in result.output, result.output
+    db.expire_all()
+    row = db.get(KBEntry, "talent-foreign-work-permit")
+    assert row.retired is True and row.answer.endswith("（已核对）")
+    body = client.post("/api/v1/chat", json={"text": "外籍人才工作许可怎么办"}).get_json()
+    assert body["entry_id"] != "talent-foreign-work-permit", body

@@ -82,16 +82,19 @@ class ImportReport:
     updated: int = 0
     unchanged: int = 0
     retired: int = 0
+    kept_retired: int = 0
 
     def summary(self) -> str:
         return (f"新增 {self.created} 条，更新 {self.updated} 条，未变 {self.unchanged} 条"
-                + (f"，下线 {self.retired} 条" if self.retired else ""))
+                + (f"，下线 {self.retired} 条" if self.retired else "")
+                + (f"；其中 {self.kept_retired} 条已下线的条目保持下线（如需恢复，请在控制台知识库中点“恢复”）"
+                   if self.kept_retired else ""))
 
 
 def import_entries(session: Session, r: redis.Redis, actor: Actor, entries: Iterable[Entry], *,
                    replace: bool = False, source: str = "") -> ImportReport:
-    """Upsert entries by id; with replace, entries missing from the import are retired (never deleted).
-    `source` (the file imported) goes on the audit row."""
+    """Upsert entries by id; with replace, entries missing from the import are retired (never deleted). An import
+    never restores a retired entry (the console's 恢复 does). `source` (the file imported) goes on the audit row."""
     entries = list(entries)
     report = ImportReport()
     existing = {row.id: row for row in session.scalars(select(KBEntry))}
@@ -104,6 +107,11 @@ def import_entries(session: Session, r: redis.Redis, actor: Actor, entries: Iter
             report.created += 1
             audit(session, actor, "kb.entry_created", row, via="import", question=entry.question)
             continue
+        if row.retired and not entry.retired:
+            # A file without the retired column (a master spreadsheet kept by the team) says nothing about it: a
+            # withdrawn entry stays offline, as with the console's edit form; restoring is set_retired's.
+            values["retired"] = True
+            report.kept_retired += 1
         changes = {k: [getattr(row, k), v] for k, v in values.items() if getattr(row, k) != v}
         if not changes:
             report.unchanged += 1
@@ -122,7 +130,7 @@ def import_entries(session: Session, r: redis.Redis, actor: Actor, entries: Iter
                 report.retired += 1
                 audit(session, actor, "kb.entry_retired", row, via="import")
     audit(session, actor, "kb.imported", None, created=report.created, updated=report.updated,
-          retired=report.retired, replace=replace, source=source)
+          retired=report.retired, kept_retired=report.kept_retired, replace=replace, source=source)
     _changed(session, r)
     return report
 
