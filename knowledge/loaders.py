@@ -58,6 +58,7 @@ _SPLIT_RE = re.compile(r"[|｜]")
 # Control characters other than tab/newline (Word's soft line break is \x0b) never belong in an entry, and an
 # .xlsx cannot hold them; the console drops them the same way.
 _CONTROL_RE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_LINE_BREAK_RE = re.compile(r"\r\n?")
 _TRUE = {"1", "true", "yes", "y", "是", "t"}
 _FALSE = {"0", "false", "no", "n", "否", "f", ""}
 
@@ -122,7 +123,8 @@ def _text(value: Any) -> str:
         return value.date().isoformat()
     if isinstance(value, date):
         return value.isoformat()
-    return _CONTROL_RE.sub("", str(value)).strip()
+    # Line breaks as LF whatever the file held (an .xlsx gives CRLF back as LF): a re-import is not a change.
+    return _CONTROL_RE.sub("", _LINE_BREAK_RE.sub("\n", str(value))).strip()
 
 
 def _as_list(value: Any) -> tuple[list[str], bool]:

@@ -80,3 +80,22 @@ def test_importing_a_spreadsheet_without_the_retired_column_keeps_withdrawn_entr
     assert row.retired is True and row.answer.endswith("（已核对）")
     body = client.post("/api/v1/chat", json={"text": "外籍人才工作许可怎么办"}).get_json()
     assert body["entry_id"] != "talent-foreign-work-permit", body
+
+
+@pytest.mark.parametrize("ext", [".xlsx", ".csv", ".yaml", ".jsonl"])
+def test_an_answer_written_in_the_console_comes_back_unchanged_from_an_export(app, client, kb, make_staff,
+                                                                               console_login, db, tmp_path, ext):
+    """A browser sends a textarea's line breaks as CRLF. The console kept them, an .xlsx gives them back as LF, so
+    exporting and importing the same file reported the entry as updated (a new revision, an audit row whose
+    from/to differ by invisible characters). Entries hold LF line breaks whichever way they come in."""
+    token = console_login(make_staff(role="staff"))
+    resp = client.post("/console/kb/new", data={
+        "csrf_token": token, "id": "multi-line", "question": "多行答案 <b>&amp; 😀",
+        "answer": "第一步：登录一网通办。\r\n第二步：上传材料。\r\n\r\n<script>alert(1)</script> '; DROP TABLE kb_entries;--",
+        "similar": "问法一\r\n问法二", "conditions": "条件一\r\n条件二", "valid_until": "2099-12-31"})
+    assert resp.status_code == 302
+    assert "\r" not in db.get(KBEntry, "multi-line").answer
+    out = tmp_path / f"kb{ext}"
+    assert app.test_cli_runner().invoke(args=["kb", "export", str(out)]).exit_code == 0
+    result = app.test_cli_runner().invoke(args=["kb", "import", str(out)])
+    assert "新增 0 条，更新 0 条" in result.output, result.output

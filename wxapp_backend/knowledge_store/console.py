@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 
 from flask import Blueprint, abort, current_app, flash, g, redirect, render_template, request, url_for
@@ -21,6 +22,7 @@ from .models import KBEntry, UnansweredQuestion
 bp = Blueprint("kb_console", __name__, url_prefix="/console/kb")
 
 PER_PAGE = 30
+_LINE_BREAK_RE = re.compile(r"\r\n?")
 ENTRY_FIELDS = (
     Field("id", "str", "编号", required=True, max_len=128),
     Field("question", "str", "标准问题", required=True, max_len=300),
@@ -49,6 +51,9 @@ def _redis():
 
 def _entry_from_form(form: dict) -> Entry:
     data = validate(form, ENTRY_FIELDS)
+    # Browsers send a textarea's line breaks as CRLF; entries hold LF, as every file format gives them back (an
+    # .xlsx turns CRLF into LF, so an export and re-import counted the entry as changed).
+    data = {k: _LINE_BREAK_RE.sub("\n", v) if isinstance(v, str) else v for k, v in data.items()}
     split = [s.strip() for s in (data["similar"] or "").splitlines() if s.strip()]
     tags = [t.strip() for t in (data["tags"] or "").replace("、", ",").replace("|", ",").split(",") if t.strip()]
     return Entry(id=data["id"], question=data["question"], answer=data["answer"], similar=tuple(split),
