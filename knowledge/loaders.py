@@ -336,7 +336,9 @@ def _read_jsonl(path: Path, col: _Collector, strict: bool) -> list[tuple[int, En
     if text is None:
         return []
     out: list[tuple[int, Entry]] = []
-    for lineno, line in enumerate(text.splitlines(), start=1):
+    # Split on "\n" only: str.splitlines also breaks at U+2028/U+2029 and \x85, which JSON keeps unescaped inside
+    # a string (text pasted from a web page), so such an entry's line was cut in two.
+    for lineno, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
         try:

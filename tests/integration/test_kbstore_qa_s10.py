@@ -7,6 +7,8 @@ import re
 
 import pytest
 
+from knowledge.loaders import dump_file, load_file
+from knowledge.schema import Entry
 from wxapp_backend.knowledge_store import services
 from wxapp_backend.knowledge_store.cli import load_default_if_empty
 from wxapp_backend.knowledge_store.models import KBEntry
@@ -99,3 +101,16 @@ def test_an_answer_written_in_the_console_comes_back_unchanged_from_an_export(ap
     assert app.test_cli_runner().invoke(args=["kb", "export", str(out)]).exit_code == 0
     result = app.test_cli_runner().invoke(args=["kb", "import", str(out)])
     assert "新增 0 条，更新 0 条" in result.output, result.output
+
+
+def test_a_jsonl_export_of_text_pasted_from_a_web_page_imports_again(tmp_path):
+    """Text copied from a web page or PDF can hold U+2028 / U+2029 (line and paragraph separators). JSON keeps them
+    unescaped inside a string, but the reader split lines on them too, so the exported .jsonl could not be
+    imported again (JSON 格式错误 on that entry and the half-line after it). JSON Lines are split on \\n only."""
+    entry = Entry(id="pasted", question="从网页复制的问题", answer="第一段\u2028第二段\u2029第三段",
+                  similar=("网页问法\u2028",), issuer="区\u2028人社局")
+    out = tmp_path / "kb.jsonl"
+    dump_file([entry], out)
+    assert load_file(out, strict=True) == [Entry(id="pasted", question="从网页复制的问题",
+                                                 answer="第一段\u2028第二段\u2029第三段",
+                                                 similar=("网页问法",), issuer="区\u2028人社局")]
