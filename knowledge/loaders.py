@@ -438,6 +438,13 @@ def _read_xlsx(path: Path, col: _Collector, strict: bool) -> list[tuple[int, Ent
         col.add(None, None, f"无法读取 Excel 文件：{exc}")
         return []
     ws = wb.worksheets[0]
+    uncalculated = _uncalculated_formula(path, 0)
+    if uncalculated:
+        # data_only reads such a cell as empty: the field would be imported as nothing, without a word.
+        col.add(None, None, f"工作表 “{ws.title}” 的单元格 {uncalculated} 是公式，但文件里没有保存计算结果，"
+                            "请用 Excel 或 WPS 打开并保存一次后再导入（或把公式改成数值）")
+        wb.close()
+        return []
     merged = list(ws.merged_cells.ranges)
     bad_rows: set[int] = set()
     for rng in merged:
@@ -456,6 +463,37 @@ def _read_xlsx(path: Path, col: _Collector, strict: bool) -> list[tuple[int, Ent
         return []
     body = ((i, r) for i, r in enumerate(all_rows[1:], start=2) if i not in bad_rows)
     return _rows_to_entries(all_rows[0], body, col, strict)
+
+
+# A cell with a formula and no (or an empty) cached value, unless typed as a text result (t="str"), which is how
+# Excel saves a formula whose result is the empty text. Files written by programs keep no result.
+_UNCALCULATED_RE = re.compile(
+    rb"<(?:\w+:)?c\s+r=\"([A-Z]+\d+)\"(?![^>]*\bt=\"str\")[^>]*>\s*"
+    rb"<(?:\w+:)?f\b[^>]*(?:/>|>[^<]*</(?:\w+:)?f>)\s*(?:<(?:\w+:)?v\s*/>|<(?:\w+:)?v>\s*</(?:\w+:)?v>)?\s*"
+    rb"</(?:\w+:)?c>")
+
+
+def _uncalculated_formula(path: Path, index: int) -> str | None:
+    """The first cell of worksheet `index` holding a formula saved without its result (openpyxl cannot tell)."""
+    import zipfile
+
+    import openpyxl
+
+    wb = openpyxl.load_workbook(path, read_only=True)  # only to find the sheet's part in the archive
+    try:
+        part = getattr(wb.worksheets[index], "_worksheet_path", "")
+    finally:
+        wb.close()
+    if not part:
+        return None
+    with zipfile.ZipFile(path) as archive, archive.open(part.lstrip("/")) as fh:
+        tail = b""
+        while chunk := fh.read(1 << 20):
+            found = _UNCALCULATED_RE.search(tail + chunk)
+            if found:
+                return found.group(1).decode("ascii")
+            tail = chunk[-20000:]
+    return None
 
 
 _READERS = {

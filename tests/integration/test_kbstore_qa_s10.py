@@ -114,3 +114,20 @@ def test_a_jsonl_export_of_text_pasted_from_a_web_page_imports_again(tmp_path):
     assert load_file(out, strict=True) == [Entry(id="pasted", question="从网页复制的问题",
                                                  answer="第一段\u2028第二段\u2029第三段",
                                                  similar=("网页问法",), issuer="区\u2028人社局")]
+
+
+def test_an_xlsx_formula_saved_without_its_result_is_refused_not_imported_as_empty(app, kb, tmp_path, db):
+    """A workbook written by a program (not by Excel or WPS) keeps a formula without its computed value, which the
+    loader read as an empty cell: the entry's phrasings and category were imported as nothing, without a word.
+    Such a file is refused naming the cell, nothing changed; formulas saved with their result import as before."""
+    import openpyxl
+
+    book = openpyxl.Workbook()
+    sheet = book.active
+    sheet.append(["id", "question", "answer", "similar", "category"])
+    sheet.append(["formula-entry", "公式生成的条目", "答案", '=CONCATENATE("问法","一")', "政策"])
+    path = tmp_path / "generated.xlsx"
+    book.save(path)
+    result = app.test_cli_runner().invoke(args=["kb", "import", str(path)])
+    assert result.exit_code != 0 and "D2" in result.output and "公式" in result.output, result.output
+    assert db.get(KBEntry, "formula-entry") is None
