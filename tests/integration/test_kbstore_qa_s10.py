@@ -131,3 +131,28 @@ def test_an_xlsx_formula_saved_without_its_result_is_refused_not_imported_as_emp
     result = app.test_cli_runner().invoke(args=["kb", "import", str(path)])
     assert result.exit_code != 0 and "D2" in result.output and "公式" in result.output, result.output
     assert db.get(KBEntry, "formula-entry") is None
+
+
+def test_the_entry_page_never_shows_a_lapsed_policy_as_current(app, client, kb):
+    """The mini-program's entry page (GET /api/v1/kb/entries/<id>, opened from a result or a shared link) gave a
+    policy whose 截止日期 had passed in full, like a current one; the chat and the search never offer it. It now
+    answers as for a retired entry, saying when the policy ended; a policy not yet in force likewise."""
+    from datetime import timedelta
+
+    from wxapp_backend.audit import SYSTEM
+    from wxapp_backend.db import session_scope
+
+    today = services.today_shanghai()
+    with session_scope() as s:
+        for entry in (Entry(id="ended", question="已结束的补贴怎么申请", answer="向区里申请。",
+                            valid_until=today - timedelta(days=1)),
+                      Entry(id="not-yet", question="明年的补贴怎么申请", answer="向区里申请。",
+                            valid_from=today + timedelta(days=30)),
+                      Entry(id="ends-today", question="今天截止的补贴怎么申请", answer="向区里申请。",
+                            valid_until=today)):
+            services.save_entry(s, app.extensions["wxapp"].redis, SYSTEM, entry, create=True)
+    ended = client.get("/api/v1/kb/entries/ended")
+    assert ended.status_code == 404 and str(today - timedelta(days=1)) in ended.get_json()["message"]
+    not_yet = client.get("/api/v1/kb/entries/not-yet")
+    assert not_yet.status_code == 404 and str(today + timedelta(days=30)) in not_yet.get_json()["message"]
+    assert client.get("/api/v1/kb/entries/ends-today").status_code == 200

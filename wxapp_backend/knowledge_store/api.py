@@ -14,7 +14,7 @@ from ..http import doc, limit_key, parse, query, throttle
 from ..validation import Field, text_key
 from .bot import forget_choices, respond
 from .chat import bot_decision
-from .services import entry_from_row, get_runtime, record_feedback
+from .services import entry_from_row, get_runtime, record_feedback, today_shanghai
 
 bp = Blueprint("kb_api", __name__, url_prefix="/api/v1")
 
@@ -106,7 +106,15 @@ def entry_detail(entry_id: str):
         row = s.get(KBEntry, key) if key else None
         if row is None or row.retired:
             raise NotFound("没有找到这个条目，可能已经下线。")
-        return jsonify(entry_from_row(row).to_dict())
+        entry = entry_from_row(row)
+        # Never shown as current out of its validity (Shanghai's day), as the chat and the search never offer it.
+        today = today_shanghai()
+        if entry.valid_until is not None and today > entry.valid_until:
+            raise NotFound(f"这项政策已于 {entry.valid_until.isoformat()} 截止，目前不再受理。"
+                           "有新政策时我们会第一时间更新，也可以直接问数字店小二。")
+        if entry.valid_from is not None and today < entry.valid_from:
+            raise NotFound(f"这项政策自 {entry.valid_from.isoformat()} 起施行，目前还不能办理，请到时再来看看。")
+        return jsonify(entry.to_dict())
 
 
 @bp.post("/kb/feedback")
