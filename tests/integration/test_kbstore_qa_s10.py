@@ -156,3 +156,15 @@ def test_the_entry_page_never_shows_a_lapsed_policy_as_current(app, client, kb):
     not_yet = client.get("/api/v1/kb/entries/not-yet")
     assert not_yet.status_code == 404 and str(today + timedelta(days=30)) in not_yet.get_json()["message"]
     assert client.get("/api/v1/kb/entries/ends-today").status_code == 200
+
+
+def test_saving_an_entry_with_a_long_id_lands_on_its_list_page_not_an_error(client, kb, make_staff, console_login):
+    """After 保存 the console shows the list searched by the entry's id; ids take 128 characters but the list's
+    search took 100, so saving an entry with a longer id (allowed) ended on a 422 error page, as if it had failed."""
+    token = console_login(make_staff(role="staff"))
+    long_id = "policy-" + "x" * 121
+    saved = client.post("/console/kb/new", data={"csrf_token": token, "id": long_id, "question": "长编号的条目",
+                                                 "answer": "答案"})
+    assert saved.status_code == 302
+    listed = client.get(saved.headers["Location"])
+    assert listed.status_code == 200 and long_id in listed.get_data(as_text=True)
