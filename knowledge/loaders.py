@@ -411,11 +411,12 @@ def _read_csv(path: Path, col: _Collector, strict: bool) -> list[tuple[int, Entr
     text = _read_text(path, col)
     if text is None:
         return []
-    try:
-        dialect = csv.Sniffer().sniff(text[:4096], delimiters=",\t;")
-    except csv.Error:
-        dialect = csv.excel
-    reader = csv.reader(io.StringIO(text, newline=""), dialect)
+    # The delimiter is the one the header row uses most; quoting is the standard '"'. csv.Sniffer also guessed the
+    # quote character from the data, and took ' when answers held text in single quotes: the file came back
+    # changed (quotes dropped, an answer split into the next columns) without a word.
+    header = text.split("\n", 1)[0]
+    delimiter = max(",\t;", key=header.count) if any(d in header for d in ",\t;") else ","
+    reader = csv.reader(io.StringIO(text, newline=""), csv.excel, delimiter=delimiter)
     try:
         rows = list(reader)
     except csv.Error as exc:

@@ -168,3 +168,24 @@ def test_saving_an_entry_with_a_long_id_lands_on_its_list_page_not_an_error(clie
     assert saved.status_code == 302
     listed = client.get(saved.headers["Location"])
     assert listed.status_code == 200 and long_id in listed.get_data(as_text=True)
+
+
+@pytest.mark.parametrize("answer", ["'hello' 是英文问候", "可选 'a','b','c' 三种方式"])
+def test_text_in_single_quotes_comes_back_from_a_csv_unchanged(tmp_path, answer):
+    """The .csv reader let csv.Sniffer guess the quote character from the file's first 4 KB; an answer holding text
+    in ASCII single quotes made it take ' for the quote, so the export came back changed without a word: quotes
+    dropped, or the answer split into the next columns (category, tags). Only the delimiter is guessed now, from
+    the header row; quoting is the standard ", as every spreadsheet writes it."""
+    entries = [Entry(id="quoted", question="单引号的问题", answer=answer, similar=("'x'",), category="c"),
+               Entry(id="second", question="第二个问题", answer="'a','b'", tags=("t",))]
+    out = tmp_path / "kb.csv"
+    dump_file(entries, out)
+    assert load_file(out, strict=True) == entries
+
+
+@pytest.mark.parametrize("delimiter", [",", ";", "\t"])
+def test_a_csv_with_semicolons_or_tabs_still_loads(tmp_path, delimiter):
+    out = tmp_path / "kb.csv"
+    out.write_text(delimiter.join(["编号", "问题", "答案"]) + "\n"
+                   + delimiter.join(["d1", "问题一", '"答案, 含 ; 和 \t 分隔符"']) + "\n", encoding="utf-8")
+    assert load_file(out, strict=True) == [Entry(id="d1", question="问题一", answer="答案, 含 ; 和 \t 分隔符")]
