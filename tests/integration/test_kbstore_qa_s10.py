@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import re
 
 import pytest
@@ -218,3 +219,28 @@ def test_a_csv_export_does_not_hand_excel_a_users_formula_and_still_round_trips(
     row = db.get(KBEntry, "formula-target")
     assert (row.question, row.answer, row.similar, row.issuer, row.window) == (
         "-5% 的贷款贴息怎么申请", "@SUM(1,2) 见链接", [hostile], "+区金融办", "'=每年 3 月")
+
+
+def test_a_policy_not_yet_in_force_is_not_called_expired(app, client, kb):
+    """A policy entered ahead of time (生效日期 next month) is not answered yet, rightly; but the bot told the asker
+    “已经过了有效期（截至 <a date next year>），目前不再受理” — a policy that has not even started, called ended.
+    It now says from when the policy applies; a policy that has ended still gets the ended note."""
+    from datetime import timedelta
+
+    from wxapp_backend.audit import SYSTEM
+    from wxapp_backend.db import session_scope
+
+    today = services.today_shanghai()
+    starts, ends = today + timedelta(days=30), today + timedelta(days=365)
+    entry = Entry(id="next-year-subsidy", question="青浦区跨年度数字化转型专项补贴怎么申请", answer="向区经委申请。",
+                  valid_from=starts, valid_until=ends)
+    with session_scope() as s:
+        services.save_entry(s, app.extensions["wxapp"].redis, SYSTEM, entry, create=True)
+    body = client.post("/api/v1/chat", json={"text": entry.question}).get_json()
+    assert body["entry_id"] != "next-year-subsidy", body
+    assert "过了有效期" not in body["reply"] and starts.isoformat() in body["reply"], body["reply"]
+    ended = dataclasses.replace(entry, valid_from=today - timedelta(days=365), valid_until=today - timedelta(days=2))
+    with session_scope() as s:
+        services.save_entry(s, app.extensions["wxapp"].redis, SYSTEM, ended, create=False)
+    body = client.post("/api/v1/chat", json={"text": entry.question}).get_json()
+    assert "过了有效期" in body["reply"] and ended.valid_until.isoformat() in body["reply"], body["reply"]

@@ -30,6 +30,7 @@ CHOICE_GONE = "您选的这条内容刚刚下线或已过有效期，目前不�
 PICK_AGAIN = "请回复 {choices}查看对应的答案，或者直接输入您的问题。"
 NUMBER_ONLY = "小二没看明白这个数字～想了解政策或办事，请直接用文字问我；回复“菜单”看看我能做什么。"
 EXPIRED_NOTE = "您问的“{q}”已经过了有效期（截至 {until}），目前不再受理。有新政策时我们会第一时间更新。"
+NOT_YET_NOTE = "您问的“{q}”自 {since} 起施行，目前还不能办理。到时候再来问我，就能看到办理方式。"
 
 
 
@@ -133,12 +134,20 @@ def ask(kb: KnowledgeBase, text: str, *, last_suggestions: list[str] | None = No
     if decision.kind == "suggest" and decision.hits:
         reply, items = _suggest_reply(decision.hits)
         return ChatResult(reply, "suggest", None, decision.hits[0].confidence, suggestions=items)
-    lapsed = [h for h in decision.expired if not h.entry.retired and h.entry.valid_until is not None]
-    if lapsed:
-        # Say honestly that the policy has ended rather than pretending not to know it.
-        old = lapsed[0].entry
-        reply = EXPIRED_NOTE.format(q=old.question, until=old.valid_until) + "\n\n" + FALLBACK.split("\n", 1)[1]
-        return ChatResult(reply, "fallback", None, lapsed[0].confidence)
+    day = kb.today or date.today()
+    # Say honestly that the policy has ended (or has not started yet: "expired" hits are all the entries not
+    # current, and one entered ahead of time was called ended) rather than pretending not to know it.
+    for hit in decision.expired:
+        e = hit.entry
+        if e.retired:
+            continue
+        if e.valid_from is not None and day < e.valid_from:
+            note = NOT_YET_NOTE.format(q=e.question, since=e.valid_from)
+        elif e.valid_until is not None and day > e.valid_until:
+            note = EXPIRED_NOTE.format(q=e.question, until=e.valid_until)
+        else:
+            continue
+        return ChatResult(note + "\n\n" + FALLBACK.split("\n", 1)[1], "fallback", None, hit.confidence)
     return ChatResult(FALLBACK, "fallback", None, decision.best.confidence if decision.best else 0.0)
 
 
