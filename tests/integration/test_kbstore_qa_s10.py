@@ -244,3 +244,18 @@ def test_a_policy_not_yet_in_force_is_not_called_expired(app, client, kb):
         services.save_entry(s, app.extensions["wxapp"].redis, SYSTEM, ended, create=False)
     body = client.post("/api/v1/chat", json={"text": entry.question}).get_json()
     assert "过了有效期" in body["reply"] and ended.valid_until.isoformat() in body["reply"], body["reply"]
+
+
+def test_the_console_list_does_not_show_a_policy_not_yet_in_force_as_online(client, kb, make_staff, console_login):
+    """The list's 状态 showed 在线 for an entry whose 生效日期 is still ahead, which the bot does not answer yet
+    (已过期 was shown only for an ended one), so staff could not tell why users got no answer."""
+    from datetime import timedelta
+
+    token = console_login(make_staff(role="staff"))
+    starts = services.today_shanghai() + timedelta(days=10)
+    assert client.post("/console/kb/new", data={"csrf_token": token, "id": "starts-soon", "question": "下月起的补贴",
+                                                "answer": "答案", "valid_from": starts.isoformat()}).status_code == 302
+    page = client.get("/console/kb/?q=starts-soon").get_data(as_text=True)
+    row = page[page.index("<code>starts-soon</code>"):]
+    row = row[:row.index("</tr>")]
+    assert "未生效" in row and "在线" not in row, row
