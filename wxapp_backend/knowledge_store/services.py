@@ -192,14 +192,15 @@ def set_retired(session: Session, r: redis.Redis, actor: Actor, entry_id: str, r
 def add_phrasing(session: Session, r: redis.Redis, actor: Actor, entry_id: str, text: str,
                  unanswered_id: int | None = None) -> KBEntry:
     """Teach an entry a new way of asking (one click from the unanswered queue)."""
-    text = text.strip()
+    # "|" separates phrasings in .csv/.xlsx files (one in a phrasing stopped every table export); the words stay.
+    text = " ".join(_SEPARATOR_RE.sub(" ", text).split())[:300]
     if not text:
         raise ValidationError("问法不能为空。", fields={"text": "不能为空"})
     row = session.get(KBEntry, entry_id, with_for_update=True)
     if row is None:
         raise NotFound("没有找到这个知识条目。")
     if text != row.question and text not in (row.similar or []):
-        row.similar = [*(row.similar or []), text[:300]]
+        row.similar = [*(row.similar or []), text]
         row.revision += 1
         audit(session, actor, "kb.phrasing_added", row, text=text)
         _changed(session, r)
@@ -211,6 +212,7 @@ def add_phrasing(session: Session, r: redis.Redis, actor: Actor, entry_id: str, 
 # --- unanswered queue, turns and feedback -----------------------------------------------------------
 
 _NORM_RE = re.compile(r"[\s\W_]+", re.UNICODE)
+_SEPARATOR_RE = re.compile(r"[|｜]")
 
 
 def _norm(text: str) -> str:
