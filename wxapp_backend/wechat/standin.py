@@ -167,6 +167,9 @@ def _field_ok(key: str, value: str) -> bool:
         return n <= 8
     if kind in ("time", "date"):
         return n <= 64 and not re.search(r"[AaPp][Mm]\b", value)  # 24-hour clock only
+    if kind == "amount":  # a currency sign, at most 10 digits (decimals allowed), "元" at the end
+        return (re.fullmatch(r"[¥￥$]?\d+(\.\d+)?元?", value) is not None
+                and sum(c.isdigit() for c in value) <= 10)
     return n <= 200
 
 

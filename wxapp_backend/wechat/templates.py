@@ -117,8 +117,9 @@ def _symbol(v: str) -> str | None:
 
 def _name(v: str) -> str | None:
     if _CJK_RE.search(v):
-        if not all(_CJK_RE.fullmatch(c) or c == "·" for c in v):
-            return "中文姓名只能是汉字"
+        # WeChat counts a name mixing 汉字 and letters as a Chinese name (10 characters at most).
+        if not all(_CJK_RE.fullmatch(c) or c == "·" or (c.isascii() and c.isalpha()) for c in v):
+            return "中文姓名只能是汉字或字母"
         return f"中文姓名不能超过 10 个字（现在 {len(v)} 个）" if len(v) > 10 else None
     if not v.isascii() or any(c.isdigit() for c in v):
         return "只能是汉字或字母"
@@ -126,8 +127,10 @@ def _name(v: str) -> str | None:
 
 
 def _phone(v: str) -> str | None:
-    if re.fullmatch(r"[0-9+\-]+", v) is None:
-        return "只能是数字、+ 或 -"
+    # Digits and symbols (+86-021-..., (021)...); no letters, no blanks.
+    if not (v.isascii() and all(c.isdigit() or (c.isprintable() and not c.isalnum() and not c.isspace())
+                                for c in v)):
+        return "只能是数字或符号（如 +、-、括号）"
     return f"不能超过 17 位（现在 {len(v)} 位）" if len(v) > 17 else None
 
 
@@ -140,8 +143,9 @@ def _car(v: str) -> str | None:
 
 
 def _amount(v: str) -> str | None:
-    if re.fullmatch(r"[¥￥$]?\d{1,12}(\.\d{1,2})?元?", v) is None:
-        return "应为金额，例如 100、99.50 或 100元"
+    # One currency sign, at most 10 digits in all (decimals allowed), "元" at the end allowed.
+    if re.fullmatch(r"[¥￥$]?\d{1,10}(\.\d{1,2})?元?", v) is None or sum(c.isdigit() for c in v) > 10:
+        return "应为金额（不超过 10 位数字），例如 100、99.50 或 100元"
     return None
 
 

@@ -1,0 +1,57 @@
+"""QA pass 10 on conformance with the WeChat platform (WECHAT.md, wechatpy): field rules, media, windows."""
+
+from __future__ import annotations
+
+import pytest
+import requests
+
+from wxapp_backend.wechat.templates import TemplateFieldError, validate_value
+
+SUBSCRIBE = "/cgi-bin/message/subscribe/send"
+CUSTOM = "/cgi-bin/message/custom/send"
+
+
+# ------------------------------------------------------------------------------------------ subscribe fields
+# WeChat's subscribeMessage.send table: amount is "1个币种符号+10位以内纯数字，可带小数，结尾可带“元”"; name is "10个以内
+# 纯汉字或20个以内纯字母或符号 ... 中文和字母混合按中文名算，10个字内"; phone_number "17位以内，数字、符号".
+
+
+@pytest.mark.parametrize("value", ["12345678901", "¥123456789.50", "123456789012元"])
+def test_an_amount_of_more_than_ten_digits_is_refused_before_wechat_refuses_it(value):
+    with pytest.raises(TemplateFieldError):
+        validate_value("amount1", value)
+
+
+@pytest.mark.parametrize("value", ["1234567890", "¥12345678.50", "1234567890元", "0.5"])
+def test_an_amount_of_up_to_ten_digits_passes(value):
+    assert validate_value("amount1", value) == value
+
+
+@pytest.mark.parametrize("value", ["张Wei", "李Lily", "Anna·李"])
+def test_a_name_mixing_hanzi_and_letters_passes_as_a_chinese_name(value):
+    assert validate_value("name1", value) == value
+
+
+def test_a_mixed_name_is_held_to_the_chinese_limit_of_ten():
+    with pytest.raises(TemplateFieldError):
+        validate_value("name1", "张" + "a" * 10)
+
+
+@pytest.mark.parametrize("value", ["(021)63281234", "021-6328*1234#8", "+86(21)63281234"])
+def test_a_phone_number_may_carry_symbols(value):
+    assert validate_value("phone_number1", value) == value
+
+
+def _subscribe(standin, data: dict) -> dict:
+    http = requests.Session()
+    token = http.post(standin.base_url + "/cgi-bin/stable_token",
+                      json={"grant_type": "client_credential", "appid": "wxqa10", "secret": "s"}).json()["access_token"]
+    body = {"touser": "o9AgO5Kd5ggOC-bXrbNODIiE3bGY", "template_id": "T1",
+            "data": {k: {"value": v} for k, v in data.items()}}
+    return http.post(standin.base_url + SUBSCRIBE, params={"access_token": token}, json=body).json()
+
+
+def test_the_standin_refuses_an_amount_wechat_refuses(standin):
+    assert _subscribe(standin, {"amount1": "¥12345678.50"})["errcode"] == 0
+    assert _subscribe(standin, {"amount1": "12345678901"})["errcode"] == 47003
+    assert _subscribe(standin, {"amount1": "一百元"})["errcode"] == 47003
