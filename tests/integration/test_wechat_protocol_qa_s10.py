@@ -55,3 +55,32 @@ def test_the_standin_refuses_an_amount_wechat_refuses(standin):
     assert _subscribe(standin, {"amount1": "¥12345678.50"})["errcode"] == 0
     assert _subscribe(standin, {"amount1": "12345678901"})["errcode"] == 47003
     assert _subscribe(standin, {"amount1": "一百元"})["errcode"] == 47003
+
+
+# ------------------------------------------------------------------------------------------ media download
+
+
+class _GatewaySession(requests.Session):
+    """api.weixin.qq.com behind a gateway that answers media/get with an HTML error page (502)."""
+
+    def request(self, method, url, **kw):
+        resp = requests.Response()
+        resp.url = url
+        if url.endswith("/cgi-bin/stable_token"):
+            resp.status_code, resp._content = 200, b'{"access_token":"T-qa10","expires_in":7200}'
+            resp.headers["Content-Type"] = "application/json; encoding=utf-8"
+        else:
+            resp.status_code, resp._content = 502, b"<html><body>502 Bad Gateway</body></html>"
+            resp.headers["Content-Type"] = "text/html"
+        return resp
+
+
+def test_a_gateway_error_page_from_media_get_is_a_transient_failure_not_a_photo(app_ctx):
+    from wxapp_backend.wechat.client import WeChatAPIError, WeChatHTTP, build_api
+
+    state = app_ctx.extensions["wxapp"]
+    api = build_api("wxa", state.settings, state.redis, WeChatHTTP("http://wechat.invalid", session=_GatewaySession()),
+                    sleep=lambda s: None)
+    with pytest.raises(WeChatAPIError) as err:
+        api.download_media("MEDIA-qa10")
+    assert err.value.transient  # the job's retry fetches the photo; it is not "not fetched" for good

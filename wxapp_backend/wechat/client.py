@@ -63,6 +63,9 @@ class WeChatHTTP:
             resp = self.http.request(method, self.base_url + path, params=params,
                                      json=json_body if json_body is not None else None, timeout=self.timeout)
             if raw and not resp.headers.get("Content-Type", "").startswith(("application/json", "text/plain")):
+                if resp.status_code != 200:  # a gateway's error page (502, 503 ...) is no file: try again later
+                    errcode = "http_error"
+                    raise WeChatAPIError(-2, f"HTTP {resp.status_code} instead of a file", api)
                 errcode = "0"
                 return resp
             try:
