@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 import requests
 
@@ -84,3 +86,33 @@ def test_a_gateway_error_page_from_media_get_is_a_transient_failure_not_a_photo(
     with pytest.raises(WeChatAPIError) as err:
         api.download_media("MEDIA-qa10")
     assert err.value.transient  # the job's retry fetches the photo; it is not "not fetched" for good
+
+
+# ------------------------------------------------------------------------------------------ customer-service windows
+
+
+def _notify(user) -> int:
+    from wxapp_backend.db import session_scope
+    from wxapp_backend.notices.services import notify
+
+    with session_scope() as s:
+        return notify(s, user.id, "appeal_accepted", {"number": "SQ20251016-0001"}, "pages/appeals/detail?id=1",
+                      title="诉求已受理", body="我们已受理您的诉求。").id
+
+
+def test_a_notice_goes_through_the_mini_program_window_the_user_opened_not_a_made_up_official_account_one(
+        make_user, app_ctx, standin):
+    """A person known to both accounts wrote in the mini-program's customer-service chat an hour ago: WeChat holds
+    that window open (5 sends in 48 h), and none for the Official Account, where they wrote nothing."""
+    from wxapp_backend.db import utcnow
+    from wxapp_backend.notices.jobs import deliver_notification
+    from wxapp_backend.wechat.jobs import open_window, window_key
+
+    r = app_ctx.extensions["wxapp"].redis
+    user = make_user(openid="oWxaQa10" + "w" * 20, oa_openid="oOaQa10" + "o" * 21,
+                     last_message_at=utcnow() - timedelta(hours=1))
+    open_window(r, "wxa", user.openid, kind="message")  # as the webhook did for their message
+    assert deliver_notification(_notify(user)) == "sent_custom"
+    (call,) = standin.calls_to(CUSTOM)
+    assert call.body["touser"] == user.openid  # WeChat answers 45015 to the Official Account openid
+    assert not r.exists(window_key("oa", user.oa_openid))

@@ -7,8 +7,8 @@
    refusals give the credit back; either way delivery falls through to the next channel.
 2. customer-service text, when the user's customer-service window is open and has room: the same Redis
    window the webhook opens and late chat replies spend (`wechat.jobs.take_window`: 5 sends within 48 h of
-   the user's last message), so notifications and chat replies never exceed it together. When Redis has no
-   window but the user's `last_message_at` is within 48 h, the window is restored from it first.
+   the user's last message), so notifications and chat replies never exceed it together. When Redis has none
+   of the user's windows (of either account) but the user's `last_message_at` is within 48 h, the window is restored from it first.
    45015/45047, ours or WeChat's, are counted in /metrics (`wechat_kefu_refused_total`).
 3. otherwise the notification ends ``inbox_only`` (the inbox item exists since notify()). So does an activity
    reminder whose registration is no longer confirmed (or whose activity was cancelled or has begun) by the
@@ -44,6 +44,7 @@ from ..wechat.jobs import (
     KEFU_SENT,
     MESSAGE_LIMIT,
     MESSAGE_WINDOW,
+    event_window_key,
     shut_window,
     take_window,
     window_key,
@@ -272,10 +273,13 @@ def _plan_custom(s: Session, note: Notification, user: User) -> _Send | None:
     if not targets:
         return None
     last = user.last_message_at
-    if last is not None and utcnow() - last < timedelta(seconds=MESSAGE_WINDOW):
+    # Restore only when Redis has lost the user's windows: last_message_at does not say which account they wrote
+    # to, and a window made up for the other account (WeChat answers 45015) would hide the one they opened.
+    if last is not None and utcnow() - last < timedelta(seconds=MESSAGE_WINDOW) and not r.exists(
+            *(key for account, openid in targets for key in (window_key(account, openid),
+                                                             event_window_key(account, openid)))):
         account, openid = targets[0]
-        if not r.exists(window_key(account, openid)):
-            _restore_window(r, account, openid, last)
+        _restore_window(r, account, openid, last)
     full = None
     for account, openid in targets:
         refused = take_window(r, account, openid)
