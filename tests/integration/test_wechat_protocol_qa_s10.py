@@ -116,3 +116,18 @@ def test_a_notice_goes_through_the_mini_program_window_the_user_opened_not_a_mad
     (call,) = standin.calls_to(CUSTOM)
     assert call.body["touser"] == user.openid  # WeChat answers 45015 to the Official Account openid
     assert not r.exists(window_key("oa", user.oa_openid))
+
+
+# ------------------------------------------------------------------------------------------ request bodies
+
+
+def test_chinese_text_goes_to_wechat_as_utf8_not_as_unicode_escapes(app_ctx, standin):
+    """WeChat shows a \\uXXXX escape in a customer-service text as those six characters (and refuses it elsewhere,
+    40033); wechatpy sends its JSON bodies as UTF-8 with ensure_ascii=False for that reason."""
+    from wxapp_backend.wechat.client import get_api
+
+    get_api("wxa").send_text("o9AgO5Kd5ggOC-bXrbNODIiE3bGY", "您好，小二在😊")
+    (call,) = standin.calls_to(CUSTOM)
+    assert "您好，小二在😊".encode() in call.raw
+    assert b"\\u" not in call.raw
+    assert call.body["text"]["content"] == "您好，小二在😊"

@@ -17,6 +17,7 @@ recursively on 40001 (see WECHAT.md). Its message bodies are plain JSON, built h
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -60,8 +61,15 @@ class WeChatHTTP:
         started = time.perf_counter()
         errcode = "transport"
         try:
-            resp = self.http.request(method, self.base_url + path, params=params,
-                                     json=json_body if json_body is not None else None, timeout=self.timeout)
+            data, headers = None, None
+            if json_body is not None:
+                # UTF-8, not requests' json= (\uXXXX escapes): WeChat shows an escape in a message as those six
+                # characters, or refuses it (40033); wechatpy sends ensure_ascii=False for the same reason.
+                # (A lone surrogate, which no UTF-8 text holds, becomes "?".)
+                data = json.dumps(json_body, ensure_ascii=False, allow_nan=False).encode("utf-8", "replace")
+                headers = {"Content-Type": "application/json; charset=utf-8"}
+            resp = self.http.request(method, self.base_url + path, params=params, data=data, headers=headers,
+                                     timeout=self.timeout)
             if raw and not resp.headers.get("Content-Type", "").startswith(("application/json", "text/plain")):
                 if resp.status_code != 200:  # a gateway's error page (502, 503 ...) is no file: try again later
                     errcode = "http_error"

@@ -98,6 +98,7 @@ class Call:
     body: dict[str, Any] | None
     at: float
     errcode: int | None = None  # the errcode answered (0: ok); None until answered or when not JSON (media, HTTP error)
+    raw: bytes = field(default=b"", repr=False)  # the body as it came over the wire
 
 
 @dataclass
@@ -456,7 +457,7 @@ class WeChatStandIn:
             st = self._state
             st.counts[path] = st.counts.get(path, 0) + 1
             if self.record:
-                recorded.append(Call(method, path, query, body, self.clock()))
+                recorded.append(Call(method, path, query, body, self.clock(), raw=raw))
                 st.calls.append(recorded[0])
             delay = st.latency.get(path, self._default_latency)
             failure = None
