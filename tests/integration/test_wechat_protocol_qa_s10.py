@@ -131,3 +131,49 @@ def test_chinese_text_goes_to_wechat_as_utf8_not_as_unicode_escapes(app_ctx, sta
     assert "您好，小二在😊".encode() in call.raw
     assert b"\\u" not in call.raw
     assert call.body["text"]["content"] == "您好，小二在😊"
+
+
+# ------------------------------------------------------------------------------------------ message types
+
+# What WeChat pushes, as a text message, for what it cannot pass on (a sticker, a chat record ...).
+PLACEHOLDER = "【收到不支持的消息类型，暂无法显示】"
+
+
+def _oa_chat(settings):
+    """A plain-mode Official Account and a function that sends one text as a user and returns the reply's text."""
+    from urllib.parse import urlencode
+
+    from wxapp_backend import create_app
+    from wxapp_backend.wechat.chat import make_push, open_reply, seal_push
+    from wxapp_backend.wechat.pipeline import account_from_settings
+
+    application = create_app(settings.with_overrides(wechat_token="qa10token"))
+    acct = account_from_settings(application.extensions["wxapp"].settings, "oa")
+
+    def say(text: str, openid: str = "oQa10Sticker") -> str:
+        args, body = seal_push(acct, make_push(acct, openid, text=text))
+        resp = application.test_client().post("/wechat?" + urlencode(args), data=body)
+        return (open_reply(acct, resp.get_data(as_text=True)) or {}).get("Content", "")
+
+    return say
+
+
+def test_wechats_unsupported_type_placeholder_is_no_question_for_the_knowledge_base(app, settings, db):
+    from sqlalchemy import func, select
+
+    from handlers.bot import UNSUPPORTED
+    from wxapp_backend.knowledge_store.models import ChatTurn, UnansweredQuestion
+
+    say = _oa_chat(settings)
+    assert say(PLACEHOLDER) == UNSUPPORTED  # not “这个问题我还没学会。我已经把它记下来…”
+    assert db.scalar(select(func.count()).select_from(ChatTurn)) == 0
+    assert db.scalar(select(func.count()).select_from(UnansweredQuestion)) == 0  # nothing for staff to answer
+
+
+def test_a_sticker_sent_while_describing_an_appeal_does_not_become_its_description(app, settings):
+    from handlers.appeal_intake import PROMPTS
+
+    say = _oa_chat(settings)
+    assert PROMPTS["describe"] in say("我要反映")
+    assert PROMPTS["place"] not in say(PLACEHOLDER)
+    assert PROMPTS["place"] in say("楼道里的灯坏了一个星期，晚上很黑")

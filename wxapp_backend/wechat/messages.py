@@ -44,6 +44,11 @@ _DTD = re.compile(r"<!\s*(DOCTYPE|ENTITY)", re.IGNORECASE)
 # Characters XML 1.0 forbids; WeChat rejects a reply that contains them.
 _XML_ILLEGAL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
 
+# What WeChat pushes as a text message for something it cannot pass on (a sticker, a chat record ...). It is no
+# text the user typed: such a message gets the type below, which the bot answers as any type it cannot read.
+UNSUPPORTED_PLACEHOLDER = "【收到不支持的消息类型，暂无法显示】"
+UNSUPPORTED_TYPE = "unsupported"
+
 _SUBSCRIBE_MSG_WRAPPERS = {
     "subscribe_msg_popup_event": "SubscribeMsgPopupEvent",
     "subscribe_msg_change_event": "SubscribeMsgChangeEvent",
@@ -434,6 +439,9 @@ def normalise(raw: Mapping[str, Any], account: str) -> Message:
 
     # MsgId for messages; template/mass-send job events carry MsgID, which is just as unique.
     msg_id = _s(raw.get("MsgId")) or _s(raw.get("MsgID"))
+    content = _s(raw.get("Content")) if msg_type == "text" else None
+    if content is not None and content.strip() == UNSUPPORTED_PLACEHOLDER:
+        msg_type, content = UNSUPPORTED_TYPE, None
 
     return Message(
         account=account,
@@ -444,7 +452,7 @@ def normalise(raw: Mapping[str, Any], account: str) -> Message:
         event=event,
         event_key=event_key,
         msg_id=msg_id.strip() if msg_id else None,
-        content=_s(raw.get("Content")) if msg_type == "text" else None,
+        content=content,
         media_id=_s(raw.get("MediaId")),
         pic_url=_s(raw.get("PicUrl")),
         format=_s(raw.get("Format")),
