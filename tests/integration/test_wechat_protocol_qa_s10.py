@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import time
 from datetime import timedelta
 
 import pytest
@@ -177,3 +179,28 @@ def test_a_sticker_sent_while_describing_an_appeal_does_not_become_its_descripti
     assert PROMPTS["describe"] in say("我要反映")
     assert PROMPTS["place"] not in say(PLACEHOLDER)
     assert PROMPTS["place"] in say("楼道里的灯坏了一个星期，晚上很黑")
+
+
+def test_a_subscribe_popup_in_the_mini_program_opens_no_customer_service_window(app, settings, app_ctx, standin,
+                                                                                  make_user, db):
+    """Accepting subscribe messages is no message to the customer-service chat: WeChat keeps no 48-hour window for
+    it and answers 45015 to a customer-service send. A notice after the credit is used keeps to the inbox."""
+    from urllib.parse import urlencode
+
+    from wxapp_backend import create_app
+    from wxapp_backend.notices.jobs import deliver_notification
+    from wxapp_backend.wechat.chat import seal_push
+    from wxapp_backend.wechat.pipeline import account_from_settings
+
+    user = make_user(openid="oWxaQa10Popup" + "p" * 15)
+    application = create_app(settings.with_overrides(wxa_token="qa10wxa", wxa_msg_format="json"))
+    acct = account_from_settings(application.extensions["wxapp"].settings, "wxa")
+    popup = json.dumps({"ToUserName": "gh_qa10", "FromUserName": user.openid, "CreateTime": int(time.time()),
+                        "MsgType": "event", "Event": "subscribe_msg_popup_event",
+                        "List": {"TemplateId": "PLACEHOLDER-appeal-progress", "SubscribeStatusString": "accept",
+                                 "PopupScene": "0"}})
+    args, body = seal_push(acct, popup)
+    assert application.test_client().post("/wxa/message?" + urlencode(args), data=body).get_data() == b"success"
+    assert deliver_notification(_notify(user)) == "sent_subscribe"  # the credit the popup gave
+    assert deliver_notification(_notify(user)) == "inbox_only"
+    assert standin.calls_to(CUSTOM) == []

@@ -590,7 +590,8 @@ def touch_user(r: redis.Redis, account: str, openid: str, *, followed: bool | No
     for attempt in range(2):
         try:
             with session_scope() as s:
-                user_id, blocked = upsert_chat_user(s, account=account, openid=openid, followed=followed, at=when)
+                user_id, blocked = upsert_chat_user(s, account=account, openid=openid, followed=followed, at=when,
+                                                    message=not is_event)
             break
         except StaleDataError:  # the row was merged into the user's mini-program row meanwhile: read again
             if attempt:
@@ -600,11 +601,14 @@ def touch_user(r: redis.Redis, account: str, openid: str, *, followed: bool | No
 
 
 def upsert_chat_user(session, *, account: str, openid: str, followed: bool | None = None,
-                     at: datetime | None = None) -> tuple[int, bool]:
+                     at: datetime | None = None, message: bool = True) -> tuple[int, bool]:
     """Create or refresh the user who wrote to an account; sets last_message_at and, when given, followed.
 
     Official Account users with no mini-program login get the placeholder openid "oa:<oa_openid>" (the
-    users.openid column is the mini-program openid and is required).
+    users.openid column is the mini-program openid and is required). A mini-program event (`message=False`:
+    entering the chat, a subscribe-message popup or result) leaves last_message_at alone: WeChat opens no
+    48-hour customer-service window for it, and notices restore that window from last_message_at. (A
+    follower's events still count: the follower link waits for a quiet moment by it.)
     """
     from ..auth.linking import queue_link
     from ..auth.models import User
@@ -626,7 +630,8 @@ def upsert_chat_user(session, *, account: str, openid: str, followed: bool | Non
         break
     else:
         user = session.scalar(select(User).where(column == openid))
-    user.last_message_at = when
+    if message or account == "oa":
+        user.last_message_at = when
     if followed is not None and account == "oa":
         user.followed = followed
     session.flush()
