@@ -50,7 +50,7 @@ def _float(env: Mapping[str, str], name: str, default: float, *, positive: bool 
 
 # Names whose values must never reach a log line.
 SECRET_FIELDS = ("secret_key", "wechat_secret", "wechat_aes_key", "wechat_aes_key_previous", "wxa_secret",
-                 "wxa_aes_key", "wechat_token", "wxa_token")
+                 "wxa_aes_key", "wxa_aes_key_previous", "wechat_token", "wxa_token")
 
 
 @dataclass(frozen=True)
@@ -74,6 +74,7 @@ class Settings:
     wxa_secret: str = ""
     wxa_token: str = ""
     wxa_aes_key: str = ""
+    wxa_aes_key_previous: str = ""
     wxa_msg_format: str = "json"  # xml | json
     wxa_state: str = "formal"  # miniprogram_state for subscribe messages: developer | trial | formal
     wechat_api_base: str = "https://api.weixin.qq.com"
@@ -151,7 +152,8 @@ class Settings:
         log_level = (env.get("LOG_LEVEL") or "INFO").strip().upper()
         if log_level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
             raise ConfigError(f"LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL, got {log_level!r}")
-        aes = {name: _aes_key(env, name) for name in ("WECHAT_AES_KEY", "WECHAT_AES_KEY_PREVIOUS", "WXA_AES_KEY")}
+        aes = {name: _aes_key(env, name) for name in ("WECHAT_AES_KEY", "WECHAT_AES_KEY_PREVIOUS", "WXA_AES_KEY",
+                                                      "WXA_AES_KEY_PREVIOUS")}
         settings = cls(
             env=app_env,
             secret_key=secret,
@@ -168,6 +170,7 @@ class Settings:
             wxa_secret=env.get("WXA_SECRET", ""),
             wxa_token=env.get("WXA_TOKEN", ""),
             wxa_aes_key=aes["WXA_AES_KEY"],
+            wxa_aes_key_previous=aes["WXA_AES_KEY_PREVIOUS"],
             wxa_msg_format=fmt,
             wxa_state=wxa_state,
             wechat_api_base=(env.get("WECHAT_API_BASE") or "https://api.weixin.qq.com").rstrip("/"),

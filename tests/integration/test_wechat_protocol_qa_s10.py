@@ -204,3 +204,29 @@ def test_a_subscribe_popup_in_the_mini_program_opens_no_customer_service_window(
     assert deliver_notification(_notify(user)) == "sent_subscribe"  # the credit the popup gave
     assert deliver_notification(_notify(user)) == "inbox_only"
     assert standin.calls_to(CUSTOM) == []
+
+
+# ------------------------------------------------------------------------------------------ EncodingAESKey change
+
+
+def test_the_mini_program_keeps_its_previous_encoding_aes_key_and_answers_with_it(app, settings):
+    """WeChat's FAQ: when the EncodingAESKey changes, keep the previous one, try it when the current one fails and
+    answer with the key that worked. The mini-program's message push has an EncodingAESKey of its own."""
+    from urllib.parse import urlencode
+
+    from wxapp_backend import create_app
+    from wxapp_backend.config import Settings
+    from wxapp_backend.wechat.chat import make_push, open_reply, seal_push
+    from wxapp_backend.wechat.pipeline import account_from_settings
+
+    old_key, new_key = "B" * 43, "C" * 43
+    env = {"APP_ENV": "testing", "WXA_AES_KEY": new_key, "WXA_AES_KEY_PREVIOUS": old_key}
+    assert Settings.from_env(env).wxa_aes_key_previous == old_key
+    application = create_app(settings.with_overrides(wxa_token="qa10prev", wxa_aes_key=new_key,
+                                                     wxa_aes_key_previous=old_key, wxa_appid="wxqa10prev"))
+    sender = account_from_settings(settings.with_overrides(wxa_token="qa10prev", wxa_aes_key=old_key,
+                                                           wxa_appid="wxqa10prev"), "wxa")
+    args, body = seal_push(sender, make_push(sender, "oQa10Prev", text="人工"))
+    resp = application.test_client().post("/wxa/message?" + urlencode(args), data=body)
+    assert resp.status_code == 200, resp.get_data(as_text=True)
+    assert open_reply(sender, resp.get_data(as_text=True))["MsgType"] == "transfer_customer_service"

@@ -125,7 +125,7 @@ def throwaway_overrides(settings, account: str) -> dict[str, Any]:
                 "wechat_secret": settings.wechat_secret or "chat-session-secret",
                 "wechat_require_encryption": False}
     if account == "wxa" and not settings.wxa_token:
-        return {"wxa_token": secrets.token_hex(8), "wxa_aes_key": key,
+        return {"wxa_token": secrets.token_hex(8), "wxa_aes_key": key, "wxa_aes_key_previous": "",
                 "wxa_appid": settings.wxa_appid or "wxachatsession000",
                 "wxa_secret": settings.wxa_secret or "chat-session-secret"}
     return {}

@@ -131,8 +131,8 @@ def account_from_settings(settings: Settings, name: str) -> Account:
         token, appid, keys, fmt = (settings.wechat_token, settings.wechat_appid,
                                    [settings.wechat_aes_key, settings.wechat_aes_key_previous], "xml")
     elif name == "wxa":
-        token, appid, keys, fmt = (settings.wxa_token, settings.wxa_appid, [settings.wxa_aes_key],
-                                   settings.wxa_msg_format)
+        token, appid, keys, fmt = (settings.wxa_token, settings.wxa_appid,
+                                   [settings.wxa_aes_key, settings.wxa_aes_key_previous], settings.wxa_msg_format)
     else:
         raise ValueError(name)
     crypto = Crypto(token, keys, appid) if keys[0] else None
