@@ -12,6 +12,16 @@ SmallTalk = Literal["handoff", "thanks", "greeting", "bye", "ack"]
 # Whole-message small talk is short; anything longer is a real question that merely starts politely.
 MAX_SMALLTALK_CHARS = 20
 
+# WeChat's built-in faces reach an account as text: the older ones as codes (“/::)”, “/:strong” for 👍, “/:rose”),
+# the newer ones by name (“[捂脸]”, or “[Facepalm]” from an English-language phone). They say no more than an emoji.
+_FACE_RE = re.compile(r"/:(?:[A-Za-z]+|[^\sA-Za-z/\u3400-\u9fff][^\s/\u3400-\u9fff]{0,5})"
+                      r"|\[[\u4e00-\u9fff]{1,4}\]|\[[A-Za-z][A-Za-z' -]{0,15}\]")
+
+
+def without_faces(text: str) -> str:
+    """`text` without WeChat's faces written as text (“/:strong”, “[微笑]”, “[Smile]”)."""
+    return _FACE_RE.sub(" ", text) if ("/:" in text or "[" in text) else text
+
 # A hand-off request can sit inside a longer sentence ("这个问题我要转人工"); "人工智能" must not match.
 _HANDOFF_RE = re.compile(
     r"转人工|人工客服|人工服务|找人工|要人工|接人工|转接人工|人工(?!智能)|真人|活人|找客服|联系客服|客服在|"
@@ -92,7 +102,7 @@ def detect_smalltalk(text: str | None) -> SmallTalk | None:
     when the whole message is that, else None (a real question)."""
     if not text or not isinstance(text, str):
         return None
-    norm = get_analyzer().normalize(text, max_chars=200)
+    norm = get_analyzer().normalize(without_faces(text), max_chars=200)
     if not norm:
         return None
     if _HANDOFF_RE.search(norm) and len(norm) <= 40:

@@ -230,3 +230,38 @@ def test_the_mini_program_keeps_its_previous_encoding_aes_key_and_answers_with_i
     resp = application.test_client().post("/wxa/message?" + urlencode(args), data=body)
     assert resp.status_code == 200, resp.get_data(as_text=True)
     assert open_reply(sender, resp.get_data(as_text=True))["MsgType"] == "transfer_customer_service"
+
+
+# ------------------------------------------------------------------------------------------ WeChat's faces as text
+# WeChat's built-in faces reach the account as text: older ones as codes (“/:strong” is 👍, “/:rose” 🌹), newer ones
+# by name (“[捂脸]”, “[Facepalm]” from an English-language phone). They say no more than an emoji does.
+
+
+@pytest.mark.parametrize("face", ["/:strong", "/:rose/:rose", "[捂脸][捂脸]", "[强]", "[Thumbs Up]"])
+def test_a_message_of_wechat_faces_alone_is_no_question_for_the_knowledge_base(app, settings, db, face):
+    from sqlalchemy import func, select
+
+    from wxapp_backend.knowledge_store.chat import NO_WORDS
+    from wxapp_backend.knowledge_store.models import ChatTurn, UnansweredQuestion
+
+    say = _oa_chat(settings)
+    assert say(face) == NO_WORDS  # not “这个问题我还没学会。我已经把它记下来…”
+    assert db.scalar(select(func.count()).select_from(ChatTurn)) == 0
+    assert db.scalar(select(func.count()).select_from(UnansweredQuestion)) == 0
+
+
+def test_a_thank_you_with_a_wechat_face_is_a_thank_you(app, settings):
+    from wxapp_backend.knowledge_store.chat import THANKS
+
+    assert _oa_chat(settings)("[抱拳]谢谢") == THANKS
+
+
+def test_wechat_faces_alone_do_not_make_an_appeal_description(app, settings):
+    from handlers.appeal_intake import PROMPTS
+    from wxapp_backend.appeals.intake import NO_WORDS
+
+    say = _oa_chat(settings)
+    say("我要反映")
+    assert say("[发怒][发怒][发怒]") == NO_WORDS
+    assert say("/:strong/:strong/:strong") == NO_WORDS
+    assert PROMPTS["place"] in say("[发怒]楼道里的灯坏了一个星期")

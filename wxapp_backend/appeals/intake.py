@@ -14,6 +14,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from knowledge.smalltalk import without_faces
+
 from ..errors import NotFound, PayloadTooLarge, ValidationError
 
 MAX_IMAGES = 9
@@ -135,8 +137,9 @@ NO_WORDS = "请用文字描述一下问题（至少 5 个字），只有表情�
 
 def description_problem(text: str) -> str | None:
     """Why `text` cannot stand as an appeal's description, or None: at least 5 characters (checked by the caller's
-    own limit) of which some are words: “🙂🙂🙂🙂🙂” or “？？？？？” reached staff as an appeal to handle."""
-    return NO_WORDS if sum(ch.isalnum() for ch in text) < 2 else None
+    own limit) of which some are words: “🙂🙂🙂🙂🙂” or “？？？？？” (or WeChat's faces as text, “[发怒][发怒]”) reached
+    staff as an appeal to handle."""
+    return NO_WORDS if sum(ch.isalnum() for ch in without_faces(text)) < 2 else None
 
 
 def match_place(session, text: str) -> dict:

@@ -9,7 +9,7 @@ from datetime import date
 
 from knowledge.schema import Entry
 from knowledge.search import Decision, KnowledgeBase
-from knowledge.smalltalk import detect_smalltalk
+from knowledge.smalltalk import detect_smalltalk, without_faces
 
 # A passive WeChat reply is cut at about 2048 bytes; Chinese is 3 bytes a character.
 MAX_REPLY_CHARS = 600
@@ -123,8 +123,8 @@ def ask(kb: KnowledgeBase, text: str, *, last_suggestions: list[str] | None = No
         return ChatResult(BYE, "smalltalk")
     if small == "ack":
         return ChatResult(ACK, "smalltalk")
-    if not any(ch.isalnum() for ch in text):
-        # 👍 alone is no question: not “我还没学会” nor a row in the staff's unanswered queue.
+    if not any(ch.isalnum() for ch in without_faces(text)):
+        # 👍 alone (or WeChat's “/:strong”) is no question: not “我还没学会” nor a row in the staff's unanswered queue.
         return ChatResult(NO_WORDS, "smalltalk")
     decision: Decision = kb.decide(text, limit=CHAT_LIMIT)
     if decision.kind == "answer" and decision.best is not None:
