@@ -30,7 +30,7 @@ from ..validation import DB_INT_MAX, Field, row_id, validate
 from . import intake, metrics, reports, services
 from .calendar import TZ, missing_holiday_years
 from .models import Appeal, AppealCategory, Holiday
-from .states import LABELS, OPEN, AppealStatus
+from .states import LABELS, OPEN, AppealStatus, can_move
 
 bp = Blueprint("appeals_console", __name__, url_prefix="/console")
 
@@ -42,6 +42,8 @@ FILTERS = (
     Field("q", "str", "关键词", max_len=100), Field("page", "int", "页码", min=1, default=1),
 )
 ACTION_LABELS = {k: v[2] for k, v in services.ACTIONS.items()}
+# Where the workflow lets an appeal become a duplicate (not while the enterprise owes material or 会办 runs).
+MERGEABLE = frozenset(s for s in OPEN if can_move(s, AppealStatus.DUPLICATE))
 
 
 @bp.context_processor
@@ -103,7 +105,8 @@ def _detail_page(appeal_id: int, typed=None, status: int = 200):
         names = {st.id: st.display_name or st.username for st in staff}
         return render_template("console/appeals/detail.html", a=appeal, d=data, staff=staff, names=names,
                                categories=services.categories(s), departments=_departments(s),
-                               open_states=OPEN, S=AppealStatus, typed_form=typed or {}), status
+                               open_states=OPEN, merge_states=MERGEABLE, S=AppealStatus,
+                               typed_form=typed or {}), status
 
 
 def _number(value: str | None) -> int | None:
