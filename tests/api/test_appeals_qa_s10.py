@@ -76,3 +76,24 @@ def test_the_console_offers_no_assign_on_a_submitted_appeal_and_no_merge_where_i
     world.act(a["id"], "coordinate", tasks=[{"department": "城运中心"}])
     world.act(a["id"], "merge", expect=409, master_id=a["id"] + 1)
     assert not {"merge", "merge-similar"} & _forms(client, a["id"])
+
+
+# --- a handler who can open the appeal --------------------------------------------------------------------
+
+def test_a_department_account_of_another_department_cannot_be_made_the_handler(client, world):
+    a = world.submit()
+    world.act(a["id"], "accept")
+    world.act(a["id"], "assign", department="税务所")
+    # 改派承办人 to 城运中心's account: it became the handler of an appeal it gets 404 for.
+    body = world.act(a["id"], "reassign", expect=422, handler_id=world.env_dept.id)
+    assert "城运中心" in body["message"] and "税务所" in body["message"]
+    body = world.act(a["id"], "assign", expect=422, department="税务所", handler_id=world.env_dept.id)
+    assert "handler_id" in body["fields"]
+    d = world.detail(a["id"])
+    assert d["handler_id"] != world.env_dept.id and d["department"] == "税务所"
+    # The department's own account, a centre account, or the other department with the appeal: all fine.
+    assert world.act(a["id"], "reassign", handler_id=world.tax_dept.id)["handler_id"] == world.tax_dept.id
+    assert world.act(a["id"], "reassign", handler_id=world.specialist.id)["handler_id"] == world.specialist.id
+    d = world.act(a["id"], "assign", department="城运中心", handler_id=world.env_dept.id)
+    assert d["department"] == "城运中心" and d["handler_id"] == world.env_dept.id
+    assert client.get(f"/api/v1/staff/appeals/{a['id']}", headers=world.eh).status_code == 200

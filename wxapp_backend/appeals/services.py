@@ -658,6 +658,16 @@ def _staff(session: Session, staff_id: int | None) -> StaffUser | None:
     return staff
 
 
+def _check_handler(handler: StaffUser | None, appeal: Appeal, department: str) -> None:
+    """A department account handles only its own department's appeals (and the 办不成事 window the escalated
+    ones): named for another, it could not even open the appeal it was given."""
+    if handler is None or handler.role != StaffRole.DEPT or not department or handler.department == department:
+        return
+    if not (appeal.escalated and handler.department == ESCALATION_OWNER):
+        msg = f"{handler.display_name or handler.username}是{handler.department}的账号，不能承办{department}的诉求。"
+        raise ValidationError(msg, fields={"handler_id": msg})
+
+
 def _need(data: dict, name: str, label: str) -> Any:
     value = data.get(name)
     if value in (None, "", []):
@@ -681,6 +691,7 @@ def act_assign(session, actor, appeal, data, now):
         or appeal.department or (appeal.category.department if appeal.category else "")
     if not department:
         raise ValidationError("请选择承办部门。", fields={"department": "请选择承办部门"})
+    _check_handler(handler, appeal, department)
     old, old_handler = appeal.department, appeal.handler_id
     appeal.department = department
     if handler is not None:
@@ -972,6 +983,7 @@ def act_set_category(session, actor, appeal, data, now):
 
 def act_reassign(session, actor, appeal, data, now):
     handler = _staff(session, _need(data, "handler_id", "承办人"))
+    _check_handler(handler, appeal, appeal.department)
     previous = appeal.handler_id
     appeal.handler_id = handler.id
     appeal.version += 1
