@@ -97,3 +97,23 @@ def test_a_department_account_of_another_department_cannot_be_made_the_handler(c
     d = world.act(a["id"], "assign", department="城运中心", handler_id=world.env_dept.id)
     assert d["department"] == "城运中心" and d["handler_id"] == world.env_dept.id
     assert client.get(f"/api/v1/staff/appeals/{a['id']}", headers=world.eh).status_code == 200
+
+
+# --- once the wait for material is over, the enterprise is no longer asked for it ----------------------------
+
+@pytest.mark.parametrize("how", ["start", "assign", "withdraw"])
+def test_the_request_for_material_ends_with_the_wait(client, world, how):
+    a = world.submit()
+    world.act(a["id"], "accept")
+    world.act(a["id"], "request_info", note="请提供发票号码")
+    mine = client.get(f"/api/v1/appeals/{a['id']}", headers=world.uh).get_json()
+    assert mine["info_request"] == "请提供发票号码" and mine["can_supplement"] is True
+    # The enterprise phoned the number in, or staff re-routed it: the appeal goes on without the supplement.
+    if how == "withdraw":
+        assert client.post(f"/api/v1/appeals/{a['id']}/withdraw", json={}, headers=world.uh).status_code == 200
+    else:
+        world.act(a["id"], how, department="城运中心")
+    mine = client.get(f"/api/v1/appeals/{a['id']}", headers=world.uh).get_json()
+    assert mine["can_supplement"] is False
+    assert mine["info_request"] == ""  # it still said 请提供发票号码 while 补充 answered 409
+    assert world.detail(a["id"])["info_request"] == ""

@@ -312,6 +312,7 @@ def transition(session: Session, appeal: Appeal, to: AppealStatus, actor: Actor,
         if appeal.sla_minutes_left is not None and appeal.sla_minutes_left > 0:
             appeal.due_at = cal.add_working_minutes(now, appeal.sla_minutes_left)
         appeal.paused_at, appeal.sla_minutes_left, appeal.paused_from = None, None, ""
+        appeal.info_request = ""  # answered, or staff went on without it: no longer asked of the enterprise
     if to in (S.CLOSED, S.REJECTED, S.WITHDRAWN):
         appeal.closed_at = now
     if src == S.SUBMITTED and actor.type == "staff":
