@@ -117,3 +117,24 @@ def test_the_request_for_material_ends_with_the_wait(client, world, how):
     assert mine["can_supplement"] is False
     assert mine["info_request"] == ""  # it still said 请提供发票号码 while 补充 answered 409
     assert world.detail(a["id"])["info_request"] == ""
+
+
+# --- 会办 that ended while the enterprise was asked for material ---------------------------------------------
+
+def test_coordination_done_during_the_wait_for_material_does_not_leave_the_appeal_in_coordination(client, world):
+    a = world.submit()
+    world.act(a["id"], "accept")
+    world.act(a["id"], "assign", department="税务所")
+    task = world.act(a["id"], "coordinate", tasks=[{"department": "城运中心"}])["tasks"][0]["id"]
+    world.act(a["id"], "request_info", headers=world.th, note="请提供发票号码")
+    # 城运中心 finishes its 会办 task while the appeal waits for the enterprise ...
+    assert world.act(a["id"], "complete_task", headers=world.eh, task_id=task, result="已核查")["status"] == \
+        "pending_enterprise"
+    # ... and the supplement took it back to 协调会办中 with no task left open, where nothing would end it.
+    resp = client.post(f"/api/v1/appeals/{a['id']}/supplement", json={"content": "发票号码 12345678"},
+                       headers=world.uh)
+    assert resp.status_code == 200 and resp.get_json()["status"] == "in_progress"
+    d = world.detail(a["id"])
+    assert [e["action"] for e in d["timeline"]][-2:] == ["supplemented", "coordination_done"]
+    assert [(e["from"], e["to"]) for e in d["timeline"] if e["action"] == "coordination_done"] == \
+        [("coordinating", "in_progress")]

@@ -525,6 +525,7 @@ def supplement(session: Session, user_id: int, appeal_id: int, content: str, ima
     transition(session, appeal, back, actor, action="supplemented", note=f"企业补充：{content}", now=now,
                images=[i["name"] for i in images or []])
     appeal.info_request = ""
+    _end_coordination_if_done(session, appeal, now or utcnow())  # its tasks may have been done during the wait
     return appeal
 
 
@@ -778,6 +779,11 @@ def act_complete_task(session, actor, appeal, data, now):
     _event(session, appeal, actor, "task_done" if task.status == "done" else "task_cancelled",
            note=f"{task.department}：{task.result or ('已取消' if task.status == 'cancelled' else '已完成')}",
            task_id=task.id)
+    _end_coordination_if_done(session, appeal, now)
+
+
+def _end_coordination_if_done(session: Session, appeal: Appeal, now: datetime) -> None:
+    """会办 over (no required task open): the appeal goes back to its handling department."""
     if appeal.status == S.COORDINATING and not _open_required(session, appeal):
         session.flush()
         transition(session, appeal, S.IN_PROGRESS, SYSTEM, action="coordination_done", now=now,
