@@ -138,3 +138,22 @@ def test_coordination_done_during_the_wait_for_material_does_not_leave_the_appea
     assert [e["action"] for e in d["timeline"]][-2:] == ["supplemented", "coordination_done"]
     assert [(e["from"], e["to"]) for e in d["timeline"] if e["action"] == "coordination_done"] == \
         [("coordinating", "in_progress")]
+
+
+# --- the queue filtered by a retired category -----------------------------------------------------------------
+
+def test_the_queue_can_be_filtered_by_a_retired_category(client, world, console_login):
+    a = world.submit(category="税务")
+    world.submit(content="公司门口的路灯坏了很久没人修，晚上很黑", category="市容环境")
+    resp = client.patch("/api/v1/staff/appeal-categories/" + str(world.detail(a["id"])["category_id"]),
+                        json={"active": False}, headers=world.ah)
+    assert resp.status_code == 200
+    # The console's filter lists every category, retired ones too (their appeals are still there) ...
+    console_login(world.admin)
+    page = client.get("/console/appeals?category=tax")
+    assert page.status_code == 200, page.get_data(as_text=True)[:300]
+    assert a["number"] in page.get_data(as_text=True) and "路灯" not in page.get_data(as_text=True)
+    # ... and the staff API the same; a new appeal still cannot choose it.
+    body = client.get("/api/v1/staff/appeals?category=tax", headers=world.ah).get_json()
+    assert [x["number"] for x in body["items"]] == [a["number"]]
+    world.submit(category="税务", expect=422)

@@ -82,11 +82,11 @@ def categories(session: Session, *, active_only: bool = True) -> list[AppealCate
     return list(session.scalars(q))
 
 
-def find_category(session: Session, value: str | int | None) -> AppealCategory | None:
-    """By id, code or name; None for None; 422 for a value that names no active category."""
+def find_category(session: Session, value: str | int | None, *, active_only: bool = True) -> AppealCategory | None:
+    """By id, code or name; None for None; 422 for a value that names no (active) category."""
     if value in (None, ""):
         return None
-    for c in categories(session):
+    for c in categories(session, active_only=active_only):
         if str(value) in (str(c.id), c.code, c.name):
             return c
     raise ValidationError("没有这个诉求类别，请从列表中选择。", fields={"category": "没有这个诉求类别"})
@@ -1085,8 +1085,8 @@ def list_for_staff(session: Session, actor: Actor, *, status: str | None = None,
         stmt = stmt.where(Appeal.status.in_(status.split(",")))
     if open_only:
         stmt = stmt.where(Appeal.status.in_([s.value for s in OPEN]))
-    if category:
-        cat = find_category(session, category)
+    if category:  # a retired category still names the appeals filed under it
+        cat = find_category(session, category, active_only=False)
         stmt = stmt.where(Appeal.category_id == cat.id)
     if department:
         stmt = stmt.where(Appeal.department == department)
