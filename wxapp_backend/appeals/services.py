@@ -518,8 +518,11 @@ def supplement(session: Session, user_id: int, appeal_id: int, content: str, ima
     if appeal.status != S.PENDING_ENTERPRISE:
         raise Conflict("这条诉求目前不需要补充材料。", code="not_pending_enterprise")
     if images:
-        if len(appeal.images or []) + len(images) > 9:
-            raise ValidationError("照片最多 9 张。", fields={"images": "照片最多 9 张"})
+        have = len(appeal.images or [])
+        if have + len(images) > 9:  # say how many still fit: the nine are counted with those sent before
+            msg = (f"这条诉求已有 {have} 张照片，最多还能补充 {9 - have} 张。" if have < 9
+                   else "这条诉求的照片已满 9 张，不能再加照片，请用文字说明补充的内容。")
+            raise ValidationError(msg, fields={"images": msg})
         appeal.images = list(appeal.images or []) + images
     back = AppealStatus(appeal.paused_from or S.IN_PROGRESS.value)
     transition(session, appeal, back, actor, action="supplemented", note=f"企业补充：{content}", now=now,
