@@ -176,3 +176,19 @@ def test_a_supplement_with_too_many_photos_says_how_many_still_fit(client, world
     resp = client.post(f"/api/v1/appeals/{a['id']}/supplement", json={"content": "补充照片", "images": [png] * 3},
                        headers=world.uh)
     assert resp.status_code == 200 and len(resp.get_json()["images"]) == 9
+
+
+# --- the resolution notice reads as one sentence ------------------------------------------------------------------
+
+def test_the_resolution_notice_has_no_doubled_full_stop(client, world, db):
+    from sqlalchemy import select
+
+    from wxapp_backend.notices.models import InboxItem
+
+    a = world.submit()
+    world.act(a["id"], "accept")
+    world.act(a["id"], "resolve", resolution="已联系税务专管员上门更换税控盘，发票已能正常开具。")
+    body = db.scalars(select(InboxItem.body).where(InboxItem.user_id == world.user.id,
+                                                   InboxItem.kind == "appeal_resolved")).one()
+    assert "。。" not in body
+    assert body == f"您的诉求 {a['number']} 已办结：已联系税务专管员上门更换税控盘，发票已能正常开具。请在 7 天内评价。"

@@ -820,7 +820,9 @@ def _resolve(session, actor, appeal, resolution, now):
         # rewrite a figure already reported.
         appeal.first_resolved_at = now
         appeal.resolved_on_time = appeal.due_at is None or now <= appeal.due_at
-    _notify(session, appeal, "appeal_resolved", f"您的诉求 {appeal.number} 已办结：{resolution}。请在 7 天内评价。",
+    # Staff end their result with a full stop as often as not: “…税控盘。。请在 7 天内评价” read as a typo.
+    said = resolution.rstrip().rstrip("。.！!；;，,、 ") or resolution
+    _notify(session, appeal, "appeal_resolved", f"您的诉求 {appeal.number} 已办结：{said}。请在 7 天内评价。",
             f"resolved:{appeal.round}")
 
 
