@@ -192,3 +192,28 @@ def test_the_resolution_notice_has_no_doubled_full_stop(client, world, db):
                                                    InboxItem.kind == "appeal_resolved")).one()
     assert "。。" not in body
     assert body == f"您的诉求 {a['number']} 已办结：已联系税务专管员上门更换税控盘，发票已能正常开具。请在 7 天内评价。"
+
+
+# --- 办不成事 reported on a resolved appeal reaches the window ------------------------------------------------------
+
+def test_a_bancheng_report_on_a_resolved_appeal_is_counted_and_listed_for_the_window(client, world, console_login):
+    a = world.submit()
+    world.act(a["id"], "accept")
+    world.act(a["id"], "resolve", resolution="已处理")
+    # The enterprise is not satisfied with the result and presses 办不成事 (the detail offers it on 已办结).
+    mine = client.get(f"/api/v1/appeals/{a['id']}", headers=world.uh).get_json()
+    assert mine["can_escalate"] is True
+    resp = client.post(f"/api/v1/appeals/{a['id']}/escalate", json={"reason": "问题根本没解决"}, headers=world.uh)
+    assert resp.status_code == 200 and resp.get_json()["escalated"] is True
+    console_login(world.admin)
+    dash = client.get("/console/").get_data(as_text=True)
+    card = re.search(r'<span class="label">办不成事（在办）</span><span class="value">([^<]*)</span>', dash)
+    assert card and card.group(1) == "1"  # it counted only open statuses: 0, and the window never saw it
+    href = re.search(r'href="([^"]*)"><span class="label">办不成事（在办）', dash).group(1).replace("&amp;", "&")
+    assert a["number"] in client.get(href).get_data(as_text=True)  # the card's link lists it too
+    body = client.get("/api/v1/staff/appeals?escalation_open=true", headers=world.ah).get_json()
+    assert [x["number"] for x in body["items"]] == [a["number"]]
+    # Once the window has done its task (and the appeal is no longer open) it leaves the count.
+    task = next(t for t in world.detail(a["id"])["tasks"] if t["kind"] == "escalation")
+    world.act(a["id"], "complete_task", task_id=task["id"], result="已电话回访企业，重新协调")
+    assert client.get("/api/v1/staff/appeals?escalation_open=true", headers=world.ah).get_json()["total"] == 0

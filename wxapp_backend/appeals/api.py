@@ -74,6 +74,7 @@ STAFF_FILTERS = (
     Field("enterprise_id", "int", "企业", min=1),
     Field("overdue", "bool", "超期"),
     Field("escalated", "bool", "办不成事"),
+    Field("escalation_open", "bool", "办不成事待处理（诉求在办，或办不成事任务未完成）"),
     Field("triage", "bool", "待分拣"),
     Field("open_only", "bool", "只看在办"),
     Field("q", "str", "编号/内容/企业", max_len=100),

@@ -38,7 +38,8 @@ FILTERS = (
     Field("status", "str", "状态", max_len=200), Field("category", "str", "类别", max_len=32),
     Field("department", "str", "部门", max_len=64), Field("grid_id", "int", "网格", min=1),
     Field("building_id", "int", "楼宇", min=1), Field("overdue", "bool", "超期"),
-    Field("escalated", "bool", "办不成事"), Field("triage", "bool", "待分拣"), Field("open_only", "bool", "在办"),
+    Field("escalated", "bool", "办不成事"), Field("escalation_open", "bool", "办不成事待处理"),
+    Field("triage", "bool", "待分拣"), Field("open_only", "bool", "在办"),
     Field("q", "str", "关键词", max_len=100), Field("page", "int", "页码", min=1, default=1),
 )
 ACTION_LABELS = {k: v[2] for k, v in services.ACTIONS.items()}
@@ -347,10 +348,10 @@ def _card_rates() -> dict:
 
 def _card_escalated() -> dict:
     with session_scope() as s:
-        n = _count(s, Appeal.escalated.is_(True), Appeal.status.in_([x.value for x in OPEN]))
+        n = _count(s, services.escalation_pending())
         t = _count(s, Appeal.needs_triage.is_(True), Appeal.status.in_([x.value for x in OPEN]))
     return {"title": "办不成事（在办）", "value": n, "hint": f"待分拣 {t} 件",
-            "href": url_for("appeals_console.queue", escalated="true", open_only="true")}
+            "href": url_for("appeals_console.queue", escalation_open="true")}
 
 
 def _card_holidays() -> dict | None:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import exists, func, or_, select
+from sqlalchemy import and_, exists, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -1078,11 +1078,19 @@ class Page:
         return max(1, -(-self.total // self.per_page))
 
 
+def escalation_pending():
+    """办不成事 the window still owes an answer: escalated, and the appeal still open or its escalation task not
+    done (an enterprise may report 办不成事 on a resolved appeal, which then closes when its rating window ends)."""
+    open_task = exists().where(AppealTask.appeal_id == Appeal.id, AppealTask.kind == TaskKind.ESCALATION,
+                               AppealTask.status == "open")
+    return and_(Appeal.escalated.is_(True), or_(Appeal.status.in_([s.value for s in OPEN]), open_task))
+
+
 def list_for_staff(session: Session, actor: Actor, *, status: str | None = None, category: str | None = None,
                    department: str | None = None, grid_id: int | None = None, building_id: int | None = None,
                    enterprise_id: int | None = None, overdue: bool | None = None, escalated: bool | None = None,
                    triage: bool | None = None, q: str | None = None, open_only: bool | None = None,
-                   page: int = 1, per_page: int = 20) -> Page:
+                   escalation_open: bool | None = None, page: int = 1, per_page: int = 20) -> Page:
     stmt = select(Appeal)
     if _dept_only(actor):
         stmt = stmt.where(_dept_clause(actor.department))
@@ -1107,6 +1115,8 @@ def list_for_staff(session: Session, actor: Actor, *, status: str | None = None,
         stmt = stmt.where(Appeal.escalated.is_(escalated))
     if triage is not None:
         stmt = stmt.where(Appeal.needs_triage.is_(triage))
+    if escalation_open:
+        stmt = stmt.where(escalation_pending())
     if q:  # "%" or "_" typed (a rate, a file name) is a character, not a wildcard
         stmt = stmt.where(or_(*(c.icontains(q, autoescape=True)
                                 for c in (Appeal.number, Appeal.content, Appeal.enterprise_name))))
