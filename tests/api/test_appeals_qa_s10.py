@@ -217,3 +217,31 @@ def test_a_bancheng_report_on_a_resolved_appeal_is_counted_and_listed_for_the_wi
     task = next(t for t in world.detail(a["id"])["tasks"] if t["kind"] == "escalation")
     world.act(a["id"], "complete_task", task_id=task["id"], result="已电话回访企业，重新协调")
     assert client.get("/api/v1/staff/appeals?escalation_open=true", headers=world.ah).get_json()["total"] == 0
+
+
+# --- what the console says after an action ------------------------------------------------------------------------
+
+def test_the_console_says_what_a_return_or_a_decision_did(client, world, console_login):
+    a = world.submit()
+    world.act(a["id"], "accept")
+    world.act(a["id"], "assign", department="税务所")
+
+    def post(staff, **form):
+        csrf = console_login(staff)
+        resp = client.post(f"/console/appeals/{a['id']}/action", data={"csrf_token": csrf, **form},
+                           follow_redirects=True)
+        assert resp.status_code == 200
+        return resp.get_data(as_text=True)
+
+    # A department's 退单 is a request the centre still decides: “已退单。” told it the appeal was gone.
+    page = post(world.tax_dept, action="return", reason="不属于本所职责")
+    assert "已提交退单申请，等待中心审核。" in page and "已退单。" not in page
+    ret = world.detail(a["id"])["returns"][0]["id"]
+    page = post(world.admin, action="decide_return", return_id=str(ret), accept="0", note="请先核实")
+    assert "已驳回退单申请，仍由原部门办理。" in page and "已审核退单" not in page
+    page = post(world.admin, action="note", note="已电话联系企业")
+    assert "已添加备注。" in page and "已备注。" not in page
+    page = post(world.admin, action="request_extension", working_days="3", reason="需等待税务系统升级")
+    ext = world.detail(a["id"])["extensions"][0]["id"]
+    page = post(world.admin, action="decide_extension", extension_id=str(ext), accept="1")
+    assert "已同意延期。" in page and "已审批延期" not in page

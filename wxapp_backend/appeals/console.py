@@ -158,9 +158,23 @@ def action(appeal_id: int):
             raise
         flash(f"操作未完成：{exc.message}")
         return _detail_page(appeal_id, typed=form, status=exc.status)
-    flash(f"已{ACTION_LABELS.get(name, '操作')}。")
+    flash(_done_text(name, data))
     back = safe_console_path(form.get("next")) or ""
     return redirect(back if back.startswith("/console/") else url_for("appeals_console.detail", appeal_id=appeal_id))
+
+
+def _done_text(name: str, data: dict[str, Any]) -> str:
+    """What the page says after an action: “已{label}” unless that misreads it (a 退单 waits for the centre; a
+    decision says which way it went)."""
+    if name == "return":
+        return "已提交退单申请，等待中心审核。"
+    if name == "note":
+        return "已添加备注。"
+    if name == "decide_return":
+        return "已同意退单并改派。" if data.get("accept") else "已驳回退单申请，仍由原部门办理。"
+    if name == "decide_extension":
+        return "已同意延期。" if data.get("accept") else "已不同意延期。"
+    return f"已{ACTION_LABELS.get(name, '操作')}。"
 
 
 def _master_id(s, value: str) -> int:
