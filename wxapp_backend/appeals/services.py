@@ -98,7 +98,8 @@ def work_calendar(session: Session) -> WorkCalendar:
     return WorkCalendar({d: w for d, w in rows})
 
 
-def set_holiday(session: Session, actor: Actor, day: date, is_workday: bool, name: str = "") -> Holiday:
+def set_holiday(session: Session, actor: Actor, day: date, is_workday: bool, name: str = "", *,
+                now: datetime | None = None) -> Holiday:
     old_cal = work_calendar(session)
     row = session.scalar(select(Holiday).where(Holiday.day == day))
     previous = None if row is None else {"is_workday": row.is_workday, "name": row.name}
@@ -114,23 +115,26 @@ def set_holiday(session: Session, actor: Actor, day: date, is_workday: bool, nam
                 raise
     row.is_workday, row.name, row.updated_by = is_workday, name, str(actor.name or actor.id)
     session.flush()
-    audit(session, actor, "appeal_holiday.set", row, day=day.isoformat(), is_workday=is_workday, name=name,
-          previous=previous)
+    moved = 0
     if old_cal.is_workday(day) != is_workday:
-        recount_deadlines(session, old_cal, day, f"{day.isoformat()} 改为{'工作日' if is_workday else '休息日'}")
+        moved = recount_deadlines(session, old_cal, day, f"{day.isoformat()} 改为{'工作日' if is_workday else '休息日'}",
+                                  now=now)
+    audit(session, actor, "appeal_holiday.set", row, day=day.isoformat(), is_workday=is_workday, name=name,
+          previous=previous, deadlines_moved=moved)
     return row
 
 
-def delete_holiday(session: Session, actor: Actor, holiday_id: int) -> None:
+def delete_holiday(session: Session, actor: Actor, holiday_id: int, *, now: datetime | None = None) -> None:
     row = session.get(Holiday, holiday_id)
     if row is None:
         raise NotFound("没有这一天的设置。")
-    audit(session, actor, "appeal_holiday.deleted", row, day=row.day.isoformat())
     old_cal, day = work_calendar(session), row.day
+    entry = audit(session, actor, "appeal_holiday.deleted", row, day=day.isoformat())
     session.delete(row)
     session.flush()
     if old_cal.is_workday(day) != work_calendar(session).is_workday(day):
-        recount_deadlines(session, old_cal, day, f"{day.isoformat()} 的设置已删除")
+        moved = recount_deadlines(session, old_cal, day, f"{day.isoformat()} 的设置已删除", now=now)
+        entry.data = {**entry.data, "deadlines_moved": moved}
 
 
 def recount_deadlines(session: Session, old_cal: WorkCalendar, day: date, why: str, *,
@@ -159,6 +163,8 @@ def recount_deadlines(session: Session, old_cal: WorkCalendar, day: date, why: s
         before = appeal.due_at
         changed = {}
         for attr in ("due_at", "response_due_at", "escalation_due_at"):
+            if attr == "due_at" and appeal.status == S.PENDING_ENTERPRISE:
+                continue  # paused: what is left is kept in working minutes (sla_minutes_left) until it resumes
             old, new = getattr(appeal, attr), recount(getattr(appeal, attr))
             if new != old:
                 setattr(appeal, attr, new)

@@ -88,3 +88,59 @@ def test_saving_the_same_day_again_does_not_move_it_twice(world, db):
     with session_scope() as s:
         set_holiday(s, ADMIN, day, False, "临时休息日（改名）")
     assert _appeal(db, a["id"]).due_at == moved
+
+
+def test_a_holiday_entered_later_moves_the_deadlines_still_running(world, db):
+    from datetime import date, datetime
+
+    from sqlalchemy import select
+
+    from wxapp_backend.appeals import jobs, services
+    from wxapp_backend.appeals.calendar import TZ
+    from wxapp_backend.appeals.models import Appeal, AppealEvent, Holiday
+    from wxapp_backend.audit import Actor, AuditLog
+    from wxapp_backend.db import session_scope
+
+    def at(*a):
+        return datetime(*a, tzinfo=TZ)
+
+    def submit(now):
+        with session_scope() as s:
+            appeal, _ = services.submit_appeal(s, world.user.id, services.Intake(
+                content="我们公司的增值税发票开不出来，税控盘坏了", contact_name="张三", contact_phone="13800138000",
+                category="税务"), now=now)
+            return appeal.id
+
+    def due(appeal_id):
+        with session_scope() as s:
+            a = s.get(Appeal, appeal_id)
+            return a.due_at.astimezone(TZ), a.response_due_at.astimezone(TZ)
+
+    staff = Actor("staff", world.admin.id, role="admin", name="管理员")
+    monday = at(2025, 11, 3, 9, 0)  # 5 working days: Friday 11-07 17:30; first response by Monday 17:30
+    running, done, waiting = submit(monday), submit(monday), submit(monday)
+    with session_scope() as s:
+        services.perform(s, staff, done, "accept", {}, now=monday)
+        services.perform(s, staff, done, "resolve", {"resolution": "已处理"}, now=monday)
+        services.perform(s, staff, waiting, "accept", {}, now=monday)
+        services.perform(s, staff, waiting, "request_info", {"note": "请提供发票号码"}, now=monday)
+    assert due(running) == (at(2025, 11, 7, 17, 30), at(2025, 11, 3, 17, 30))
+    # Wednesday is declared a day off (a typhoon) at Monday noon: the appeal still has 4.5 working days to go,
+    # so its deadline is Monday 11-10; it stayed Friday and the tick would flag it overdue a day early.
+    with session_scope() as s:
+        services.set_holiday(s, staff, date(2025, 11, 5), False, "台风停工", now=at(2025, 11, 3, 12, 0))
+    assert due(running) == (at(2025, 11, 10, 17, 30), at(2025, 11, 3, 17, 30))
+    assert jobs.tick(now=at(2025, 11, 7, 18, 0))["overdue"] == 0
+    with session_scope() as s:
+        assert s.get(Appeal, done).due_at.astimezone(TZ) == at(2025, 11, 7, 17, 30)  # resolved: its figure stands
+        assert s.get(Appeal, waiting).sla_minutes_left is not None  # paused: counted in working minutes already
+        ev = s.scalars(select(AppealEvent).where(AppealEvent.appeal_id == running,
+                                                 AppealEvent.action == "deadline_recounted")).one()
+        assert "2025-11-05" in ev.note and not ev.public
+        entry = s.scalars(select(AuditLog).where(AuditLog.action == "appeal_holiday.set")).one()
+        assert entry.data["deadlines_moved"] == 1
+        holiday_id = s.scalar(select(Holiday.id))
+    # Taking the day off the table gives the day back.
+    with session_scope() as s:
+        services.delete_holiday(s, staff, holiday_id, now=at(2025, 11, 4, 12, 0))
+    assert due(running) == (at(2025, 11, 7, 17, 30), at(2025, 11, 3, 17, 30))
