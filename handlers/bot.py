@@ -174,6 +174,10 @@ def install_defaults(router: Router, *, middleware: bool = True) -> Router:
         kb.forget_choices(ctx)
         return Text(MENU_REPLY)
 
+    @router.regex(r"^绑定\s*(\d{6})$")
+    def on_staff_link(ctx: Context) -> Reply:
+        return Text(_link_staff(ctx, ctx.match.group(1)))
+
     @router.regex(r"^[1-4]$")
     def on_digit(ctx: Context) -> Reply | None:
         if kb.has_pending_choices(ctx):  # "回复数字即可查看答案" wins over the menu digits
@@ -297,6 +301,21 @@ def _status_words() -> frozenset[str]:
     from .appeal_intake import STATUS_WORDS  # the follow-up plug-in's words (imported late: it imports us)
 
     return _fold(STATUS_WORDS)
+
+
+def _link_staff(ctx: Context, code: str) -> str:
+    """“绑定 123456” from a staff member's own WeChat, with the code the console gave them."""
+    from wxapp_backend.db import session_scope
+    from wxapp_backend.notices import broadcast
+
+    if ctx.user_id is None:
+        return "暂时无法绑定，请稍后再发一次。"
+    with session_scope() as s:
+        result = broadcast.redeem_link_code(s, ctx.redis, code, ctx.user_id)
+        if isinstance(result, str):
+            return result
+        name = result.display_name or result.username
+    return f"绑定成功！工作人员“{name}”的测试通知和办不成事提醒会发到这个微信。"
 
 
 def _apply_delivery_reports(ctx: Context) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from flask import Blueprint, flash, g, jsonify, redirect, render_template, request, url_for
+from flask import Blueprint, current_app, flash, g, jsonify, redirect, render_template, request, url_for
 from sqlalchemy import select
 
 from ..auth.guard import console_required, current_actor
@@ -157,6 +157,16 @@ def test_recipient():
         flash("测试接收人已保存。" if raw else "已清除测试接收人。")
     except AppError as exc:
         flash(exc.message)
+    return redirect(url_for("notices_console.notices"))
+
+
+@bp.post("/notices/link-code")
+@console_required(StaffRole.STAFF)
+def link_code():
+    """A code to send from one's own WeChat: it links that WeChat as the test recipient (no user number typed)."""
+    code = broadcast.issue_link_code(current_app.extensions["wxapp"].redis, current_actor().id)
+    flash(f"请在 {broadcast.LINK_CODE_TTL // 60} 分钟内，用您自己的微信在公众号或小程序的在线咨询里发送：绑定 {code}"
+          "（只能用一次；绑定后测试通知和办不成事提醒会发到这个微信）。")
     return redirect(url_for("notices_console.notices"))
 
 

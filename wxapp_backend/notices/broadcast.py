@@ -63,7 +63,7 @@ from sqlalchemy.orm import Session
 
 from ..activities.models import ACTIVE_STATUSES, CATEGORIES, Activity, CategorySubscription, Registration
 from ..audit import Actor, audit
-from ..auth.models import BindingState, User
+from ..auth.models import BindingState, StaffUser, User
 from ..db import session_scope, utcnow
 from ..enterprises.models import Building, Enterprise
 from ..errors import Conflict, NotFound, ValidationError
@@ -312,6 +312,50 @@ def set_test_recipient(session: Session, actor: Actor, user_id: int | None) -> N
     else:
         row.user_id = user_id
     audit(session, actor, "notice.test_recipient_set", user_id=user_id, previous=previous)
+
+
+# Linking a staff member's own WeChat by a code they send from it, instead of typing a user number (a typo there
+# sends test notices and 办不成事 alerts to a stranger).
+LINK_CODE_TTL = 600
+LINK_TRIES = 5  # wrong codes a WeChat user may send in LINK_CODE_TTL
+_LINK_CODE = "staff-link:code:{}"
+_LINK_OF = "staff-link:staff:{}"
+_LINK_TRIES = "staff-link:tries:{}"
+
+
+def issue_link_code(client: redis.Redis, staff_id: int) -> str:
+    """A fresh 6-digit code (10 minutes, single use) that links whoever sends it to this staff member; the
+    previous unused code of the same staff member stops working."""
+    for _ in range(20):
+        code = f"{secrets.randbelow(900_000) + 100_000}"
+        if client.set(_LINK_CODE.format(code), staff_id, nx=True, ex=LINK_CODE_TTL):
+            break
+    else:  # pragma: no cover - a million codes, ten minutes each
+        raise Conflict("绑定码生成失败，请稍后重试。")
+    old = client.getset(_LINK_OF.format(staff_id), code)
+    client.expire(_LINK_OF.format(staff_id), LINK_CODE_TTL)
+    if old and (old.decode() if isinstance(old, bytes) else str(old)) != code:
+        client.delete(_LINK_CODE.format(old.decode() if isinstance(old, bytes) else old))
+    return code
+
+
+def redeem_link_code(session: Session, client: redis.Redis, code: str, user_id: int) -> StaffUser | str:
+    """The staff member a code links the sending user to (now their test recipient, audited), or a Chinese
+    reason it did not: a wrong or used code, or too many wrong codes from this user."""
+    tries_key = _LINK_TRIES.format(user_id)
+    if int(client.get(tries_key) or 0) >= LINK_TRIES:
+        return "绑定码输错次数太多，请 10 分钟后再试。"
+    raw = client.getdel(_LINK_CODE.format(code))
+    staff = session.get(StaffUser, int(raw)) if raw else None
+    if staff is None or not staff.active:
+        pipe = client.pipeline()
+        pipe.incr(tries_key)
+        pipe.expire(tries_key, LINK_CODE_TTL)
+        pipe.execute()
+        return "绑定码不对或已过期，请在工作台“通知推送”页重新生成。"
+    client.delete(_LINK_OF.format(staff.id))
+    set_test_recipient(session, Actor("staff", staff.id, staff.role, staff.department, staff.username), user_id)
+    return staff
 
 
 def send_test(session: Session, actor: Actor, notice_id: int) -> dict[str, Any]:
