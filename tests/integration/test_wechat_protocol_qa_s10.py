@@ -265,3 +265,60 @@ def test_wechat_faces_alone_do_not_make_an_appeal_description(app, settings):
     assert say("[发怒][发怒][发怒]") == NO_WORDS
     assert say("/:strong/:strong/:strong") == NO_WORDS
     assert PROMPTS["place"] in say("[发怒]楼道里的灯坏了一个星期")
+
+
+# ------------------------------------------------------------------------------------------ 45011: too fast, retry
+# 45011 is WeChat's per-minute frequency limit ("api minute-quota reach limit  mustslower  retry next minute"): the
+# call is to be made again later, not given up as a refusal.
+
+
+def test_a_customer_service_send_refused_as_too_fast_is_tried_again(app_ctx, standin):
+    from wxapp_backend.wechat.client import WeChatAPIError
+    from wxapp_backend.wechat.jobs import open_window, send_customer_message
+
+    r = app_ctx.extensions["wxapp"].redis
+    open_window(r, "wxa", "oQa10Fast", kind="message")
+    standin.fail_next(CUSTOM, 45011)
+    payload = {"msgtype": "text", "text": {"content": "您好"}}
+    with pytest.raises(WeChatAPIError):  # RQ's retry sends it later (on the window slot it took)
+        send_customer_message("wxa", "oQa10Fast", payload, "qa10-fast")
+    assert send_customer_message("wxa", "oQa10Fast", payload, "qa10-fast") == "sent"
+
+
+def test_a_notice_fan_out_row_refused_as_too_fast_is_retried_not_failed(app_ctx, make_user, make_staff, standin,
+                                                                         run_jobs, db, monkeypatch):
+    from wxapp_backend.db import session_scope, utcnow
+    from wxapp_backend.notices import broadcast, credits
+    from wxapp_backend.notices.broadcast_models import OutboxRow
+    from wxapp_backend.notices.kinds import get_kind
+
+    extra = app_ctx.extensions["wxapp"].settings.extra
+    for k, v in {"fanout_rate": 10000, "fanout_burst": 100, "fanout_jobs": 1}.items():
+        monkeypatch.setitem(extra, k, v)
+    user = make_user()
+    actor = broadcast.Actor("staff", make_staff(role="staff").id, role="staff")
+    with session_scope() as s:
+        credits.add_credit(s, user.id, get_kind("notice").template_id)
+        nid = broadcast.create_notice(s, actor, {"title": "政策速递", "summary": "新政策发布",
+                                                 "audience": {"all": True}}).id
+    with session_scope() as s:
+        broadcast.publish(s, actor, nid)
+    standin.fail_next(SUBSCRIBE, 45011)
+    run_jobs()
+    db.expire_all()
+    row = db.query(OutboxRow).filter_by(notice_id=nid, channel="subscribe").one()
+    assert (row.status, row.errcode) == ("pending", 45011)
+    assert _aware(row.next_attempt_at) - utcnow() > timedelta(seconds=55)  # "retry next minute"
+    with session_scope() as s:
+        s.get(OutboxRow, row.id).next_attempt_at = utcnow()  # the minute has passed
+    broadcast.send_notice(nid)  # the delayed continuation job, run by hand (no scheduler in tests)
+    run_jobs()
+    db.expire_all()
+    assert db.query(OutboxRow).filter_by(notice_id=nid, channel="subscribe").one().status == "sent"
+
+
+def _aware(moment):
+    """SQLite gives naive UTC datetimes back."""
+    from datetime import UTC
+
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

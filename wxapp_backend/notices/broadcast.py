@@ -29,9 +29,9 @@ How a publish travels (the database is the source of truth; Redis only paces and
    at-most-once beats a duplicate). It also re-enqueues the expansion and send jobs of notices that still
    have work (and no live worker), so a Redis restart that lost the queue only delays the fan-out.
 
-Errors: -1, transport errors/timeouts and 45009 (with an alert in the log) are retried with backoff up to
-MAX_ATTEMPTS, the credit given back meanwhile; 43101 zeroes the user's credit for the template and is never
-retried; 47003, 40003 and other refusals fail the row with the reason.
+Errors: -1, transport errors/timeouts, 45011 (too fast: a minute at least) and 45009 (with an alert in the log) are
+retried with backoff up to MAX_ATTEMPTS, the credit given back meanwhile; 43101 zeroes the user's credit for the
+template and is never retried; 47003, 40003 and other refusals fail the row with the reason.
 """
 
 from __future__ import annotations
@@ -96,6 +96,7 @@ LIMITER_KEY = "fanout:rate:subscribe"
 
 REFUSED = 43101
 QUOTA = 45009
+TOO_FAST = 45011  # WeChat's per-minute frequency limit: "retry next minute"
 _RID = re.compile(r"\s*rid:\s*\S+\s*$")
 PERMANENT_REASONS = {47003: "字段内容不符合模板要求", 40003: "用户 openid 无效", 40037: "模板编号无效",
                      41030: "小程序页面路径无效"}
@@ -741,7 +742,7 @@ def _record_error(row_id: int, token: str, user_id: int, template_id: str, errco
                                   detail="用户拒收或订阅额度已用完（43101），不再重试"))
             return "refused"
         credits.refund(s, user_id, template_id)
-        if errcode in (-1, -2, QUOTA):
+        if errcode in (-1, -2, QUOTA, TOO_FAST):
             attempts = s.scalar(select(OutboxRow.attempts).where(OutboxRow.id == row_id)) or 1
             if errcode == QUOTA:
                 log.error("fan-out hit the daily API quota (45009)", extra={"alert": True, "row": row_id})
@@ -750,6 +751,8 @@ def _record_error(row_id: int, token: str, user_id: int, template_id: str, errco
                                       detail=f"多次重试仍失败：{errmsg}"[:200]))
                 return "failed"
             delay = QUOTA_BACKOFF if errcode == QUOTA else BACKOFF[min(attempts - 1, len(BACKOFF) - 1)]
+            if errcode == TOO_FAST:
+                delay = max(delay, 60)
             delay = float(_cfg("fanout_backoff_override", delay))
             s.execute(stmt.values(status=OutboxStatus.PENDING.value, lease_token=None, errcode=errcode,
                                   detail=f"暂时失败，稍后重试：{errmsg}"[:200],

@@ -8,7 +8,8 @@ from the current application's settings, Redis and HTTP layer. Its calls add the
   read) the current one, and retry the call exactly once; a second failure is raised, never looped.
 - -1 (busy): retried after a short backoff, a bounded number of times.
 - 45009 (daily quota): logged as an alert for a person (`alert=True`) and raised; no retry, no clear_quota.
-- anything else: `WeChatAPIError` with `.errcode` and `.transient` (True for -1 and transport failures).
+- anything else: `WeChatAPIError` with `.errcode` and `.transient` (True for -1, transport failures and 45011,
+  the per-minute frequency limit: the caller's queue tries again later).
 
 wechatpy 1.8.18's own client is not used for API calls: it refetches tokens per process, unconditionally and
 recursively on 40001 (see WECHAT.md). Its message bodies are plain JSON, built here directly.
@@ -45,7 +46,8 @@ class WeChatAPIError(Exception):
 
     @property
     def transient(self) -> bool:
-        return self.errcode in {-1, -2}
+        """Busy (-1), unreachable (-2) or too fast (45011, "retry next minute"): the same call may work later."""
+        return self.errcode in {-1, -2, 45011}
 
 
 class WeChatHTTP:
