@@ -8,7 +8,8 @@
 2. customer-service text, when the user's customer-service window is open and has room: the same Redis
    window the webhook opens and late chat replies spend (`wechat.jobs.take_window`: 5 sends within 48 h of
    the user's last message), so notifications and chat replies never exceed it together. When Redis has none
-   of the user's windows (of either account) but the user's `last_message_at` is within 48 h, the window is restored from it first.
+   of the user's windows (of either account) but the user's `last_message_at` is within 48 h, the window is
+   restored from it first.
    45015/45047, ours or WeChat's, are counted in /metrics (`wechat_kefu_refused_total`).
 3. otherwise the notification ends ``inbox_only`` (the inbox item exists since notify()). So does an activity
    reminder whose registration is no longer confirmed (or whose activity was cancelled or has begun) by the
