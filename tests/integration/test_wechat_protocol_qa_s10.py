@@ -322,3 +322,44 @@ def _aware(moment):
     from datetime import UTC
 
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+# ------------------------------------------------------------------------------------------ a late transfer
+
+
+def test_a_transfer_to_a_person_that_comes_too_late_does_not_claim_to_be_transferring(app, settings, standin,
+                                                                                      run_jobs, redis_client):
+    """transfer_customer_service exists only as the passive answer: a hand-over worked out after the deadline
+    (the push was answered "success") cannot pass the conversation on, so its note must not say it does."""
+    import threading
+    from urllib.parse import urlencode
+
+    from handlers import Router, Transfer
+    from handlers.bot import HUMAN_NOTE
+    from wxapp_backend import create_app
+    from wxapp_backend.wechat.chat import make_push, seal_push
+    from wxapp_backend.wechat.jobs import open_window
+    from wxapp_backend.wechat.pipeline import account_from_settings
+
+    release = threading.Event()
+    router = Router()
+
+    @router.default
+    def slow_handover(ctx):
+        release.wait(5)  # held until the push has been answered
+        return Transfer(HUMAN_NOTE)
+
+    application = create_app(settings.with_overrides(wechat_token="qa10late", webhook_deadline=0.2,
+                                                     extra={"wechat_router": router}))
+    acct = account_from_settings(application.extensions["wxapp"].settings, "oa")
+    open_window(redis_client, "oa", "oQa10Late", kind="message")
+    args, body = seal_push(acct, make_push(acct, "oQa10Late", text="这个问题我要找人工问问"))
+    assert application.test_client().post("/wechat?" + urlencode(args), data=body).get_data() == b"success"
+    release.set()
+    deadline = time.monotonic() + 5
+    while not standin.calls_to(CUSTOM) and time.monotonic() < deadline:
+        run_jobs()
+        time.sleep(0.05)
+    (call,) = standin.calls_to(CUSTOM)
+    text = call.body["text"]["content"]
+    assert "正在为您转接" not in text and "人工" in text  # how to reach a person: reply 人工 again

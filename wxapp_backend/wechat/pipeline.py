@@ -71,6 +71,9 @@ log = logging.getLogger(__name__)
 
 SUCCESS = "success"
 CRASH_TEXT = "抱歉，小二刚才开了个小差，请稍后再发一次试试～"
+# A hand-over to a person exists only as the passive answer (transfer_customer_service): one worked out after the
+# deadline cannot pass the conversation on, and its note ("正在为您转接…") would leave the user waiting for nobody.
+LATE_TRANSFER_TEXT = "抱歉，小二刚才有点忙，没能为您转接人工客服。请再回复“人工”，马上为您转接～"
 # How long a retry waits for the first try's answer before answering "success".
 RETRY_WAIT = 0.8
 # A processing record this long past the first try's deadline has no live try behind it (seconds). WeChat's
@@ -389,7 +392,7 @@ class Pipeline:
             msg = ctx.msg
             log.warning("chat handler missed the deadline", extra={"account": msg.account, "msg_type": msg.msg_type,
                                                                    "rule": ctx.extra.get("rule"), "inline": True})
-            raise LateReply(customer_payloads(msg.account, reply))
+            raise LateReply(late_payloads(msg.account, reply))
         return reply
 
     def _work(self, slot: _Slot, ctx: Context) -> Reply | None:
@@ -412,7 +415,7 @@ class Pipeline:
                     if not msg.is_event:
                         self._enqueue_sends(msg.account, msg, customer_payloads(msg.account, Text(CRASH_TEXT)))
                 elif reply is not None:
-                    self._enqueue_sends(msg.account, msg, customer_payloads(msg.account, reply))
+                    self._enqueue_sends(msg.account, msg, late_payloads(msg.account, reply))
                 return None
             if error is not None:
                 raise error
@@ -507,6 +510,16 @@ def _transfer_json(msg: Message) -> str:
 
 def _text_payload(text: str) -> dict[str, Any]:
     return {"msgtype": "text", "text": {"content": truncate_utf8(text, 2048)}}
+
+
+def late_payloads(account: str, reply: Reply | None) -> list[dict[str, Any]]:
+    """The customer-service messages for a reply that missed the deadline: a hand-over to a person (which only a
+    passive answer can make) becomes the advice to ask again."""
+    if isinstance(reply, Many):
+        return [p for r in reply.replies for p in late_payloads(account, r)]
+    if isinstance(reply, Transfer):
+        return [_text_payload(LATE_TRANSFER_TEXT)]
+    return customer_payloads(account, reply)
 
 
 def customer_payloads(account: str, reply: Reply | None) -> list[dict[str, Any]]:
