@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import time
@@ -478,7 +479,13 @@ def dedup_key(msg: Message, appid: str) -> str:
     prefix = f"wx:{appid}:{msg.account}"
     if msg.msg_id:
         return f"{prefix}:id:{msg.msg_id}"
-    return f"{prefix}:ev:{msg.source}:{msg.create_time}:{msg.event or msg.msg_type}:{msg.event_key or ''}"
+    key = f"{prefix}:ev:{msg.source}:{msg.create_time}:{msg.event or msg.msg_type}:{msg.event_key or ''}"
+    if msg.subscribe_results:
+        # Subscribe-message events have no EventKey: two of them for one user in one second (two sends, two
+        # popups) differ only in their List, which WeChat's retry repeats as it was.
+        digest = hashlib.sha1(json.dumps(msg.subscribe_results, sort_keys=True, ensure_ascii=False).encode())
+        key += ":" + digest.hexdigest()[:16]
+    return key
 
 
 # ---------------------------------------------------------------------------------------------- replies

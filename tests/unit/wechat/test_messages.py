@@ -690,3 +690,18 @@ def test_news_reply_limits() -> None:
     assert reply["ArticleCount"] == "8" and len(reply["Articles"]["item"]) == 8
     with pytest.raises(ValueError):
         render_news_reply(follow, [])
+
+
+def test_dedup_key_tells_subscribe_message_events_of_one_second_apart() -> None:
+    """Two subscribe-message reports for one user in the same second (two sends, two popups) carry no EventKey:
+    by sender + time + event alone the second was taken for a retry of the first and dropped."""
+    def sent(msgid: str, status: str = "success") -> Message:
+        body = {"ToUserName": "gh_1", "FromUserName": "oUser9", "CreateTime": 1714112445, "MsgType": "event",
+                "Event": "subscribe_msg_sent_event",
+                "List": {"TemplateId": "T1", "MsgID": msgid, "ErrorCode": 0, "ErrorStatus": status}}
+        return normalise(parse_json(json.dumps(body)), "wxa")
+
+    first, retry, second = sent("1001"), sent("1001"), sent("1002")
+    assert dedup_key(first, "wx1") == dedup_key(retry, "wx1")
+    assert dedup_key(first, "wx1") != dedup_key(second, "wx1")
+    assert dedup_key(first, "wx1") != dedup_key(sent("1001", "failed:system failed"), "wx1")
