@@ -36,8 +36,9 @@ __all__ = [
 MAX_BODY_BYTES = 256 * 1024
 # WeChat cuts passive text replies at about 2048 bytes (WECHAT.md).
 REPLY_TEXT_MAX_BYTES = 2048
-# Passive news replies: 1 article when answering a user message, up to 8 otherwise (WeChat docs).
-NEWS_MAX_ARTICLES = 8
+# Passive news replies: one article. The reply-format page still says up to 8 after an event, but since WeChat's
+# announcement of 2018-10-12 passive and customer-service news carry one article only.
+NEWS_MAX_ARTICLES = 1
 
 ACCOUNTS = ("oa", "wxa")
 
@@ -581,8 +582,7 @@ def render_news_reply(msg: Message, articles: Sequence[Mapping[str, str]], now: 
     """Passive news reply (Official Account); articles are dicts of title, description, pic_url, url."""
     if not articles:
         raise ValueError("at least one article is required")
-    # Answering a user's message allows one article; events (follow, menu click) allow up to eight.
-    limit = NEWS_MAX_ARTICLES if msg.is_event else 1
+    limit = NEWS_MAX_ARTICLES
     items = "".join(
         "<item>"
         f"<Title>{_cdata(a.get('title') or '')}</Title>"
