@@ -245,3 +245,25 @@ def test_the_console_says_what_a_return_or_a_decision_did(client, world, console
     ext = world.detail(a["id"])["extensions"][0]["id"]
     page = post(world.admin, action="decide_extension", extension_id=str(ext), accept="1")
     assert "已同意延期。" in page and "已审批延期" not in page
+
+
+# --- an extension decided after the appeal was resolved ---------------------------------------------------------
+
+def test_an_extension_cannot_be_granted_once_the_appeal_is_resolved(client, world, console_login):
+    a = world.submit()
+    world.act(a["id"], "accept")
+    d = world.act(a["id"], "request_extension", working_days=3, reason="需等待税务系统升级")
+    ext, due = d["extensions"][0]["id"], d["due_at"]
+    world.act(a["id"], "resolve", resolution="已处理")
+    # Granted after 办结, it moved the promise of a resolved appeal and told the enterprise “同意延期” after “办结”.
+    body = world.act(a["id"], "decide_extension", expect=409, extension_id=ext, accept=True)
+    assert "已办结" in body["message"] and "不同意" in body["message"]
+    mine = client.get(f"/api/v1/appeals/{a['id']}", headers=world.uh).get_json()
+    assert mine["due_at"] == due and "extension_approved" not in [e["action"] for e in mine["timeline"]]
+    # The console offers only 不同意 for it, which settles the request.
+    console_login(world.admin)
+    page = client.get(f"/console/appeals/{a['id']}").get_data(as_text=True)
+    table = page.split('id="extension-table"')[1].split("</table>")[0]
+    assert ">不同意</button>" in table and ">同意</button>" not in table
+    d = world.act(a["id"], "decide_extension", extension_id=ext, accept=False)
+    assert d["extensions"][0]["status"] == "rejected" and d["due_at"] == due

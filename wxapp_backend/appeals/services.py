@@ -941,6 +941,11 @@ def act_decide_extension(session, actor, appeal, data, now):
         raise NotFound("没有这个延期申请。")
     if ext.status != "pending":
         raise Conflict("这个延期申请已经处理过了。", code="extension_decided")
+    if data.get("accept") and appeal.status not in OPEN:
+        # Moving the deadline of an appeal already 办结 (or closed) rewrites its promise after the fact, and the
+        # enterprise read “同意延期” after “办结”; the request can only be turned down now.
+        raise Conflict(f"诉求当前为“{appeal.status_label}”，不需要再延期；这个申请可以选“不同意”结束。",
+                       code="illegal_transition")
     ext.decided_by, ext.decided_at = str(actor.name or actor.id), now
     appeal.version += 1
     if data.get("accept"):
