@@ -267,3 +267,17 @@ def test_an_extension_cannot_be_granted_once_the_appeal_is_resolved(client, worl
     assert ">不同意</button>" in table and ">同意</button>" not in table
     d = world.act(a["id"], "decide_extension", extension_id=ext, accept=False)
     assert d["extensions"][0]["status"] == "rejected" and d["due_at"] == due
+
+
+def test_assigning_to_another_department_drops_the_old_departments_handler(client, world):
+    a = world.submit()
+    world.act(a["id"], "accept")
+    d = world.act(a["id"], "assign", department="税务所", handler_id=world.tax_dept.id)
+    assert d["handler_id"] == world.tax_dept.id
+    # 交办 to 城运中心 without naming anyone kept 税务所's account as the handler, which can no longer open it.
+    d = world.act(a["id"], "assign", department="城运中心")
+    assert d["department"] == "城运中心" and d["handler_id"] is None
+    assert client.get(f"/api/v1/staff/appeals/{a['id']}", headers=world.th).status_code == 404
+    # A centre account stays the handler wherever the appeal goes.
+    world.act(a["id"], "reassign", handler_id=world.specialist.id)
+    assert world.act(a["id"], "assign", department="税务所")["handler_id"] == world.specialist.id

@@ -707,6 +707,12 @@ def act_assign(session, actor, appeal, data, now):
     appeal.department = department
     if handler is not None:
         appeal.handler_id = handler.id
+    elif appeal.handler_id is not None:  # 交办 elsewhere: the old department's account no longer handles it
+        current = session.get(StaffUser, appeal.handler_id)
+        try:
+            _check_handler(current, appeal, department)
+        except ValidationError:
+            appeal.handler_id = None
     note = data.get("note") or f"交办至{department}"
     if appeal.status == S.ASSIGNED:
         appeal.version += 1
