@@ -281,3 +281,22 @@ def test_assigning_to_another_department_drops_the_old_departments_handler(clien
     # A centre account stays the handler wherever the appeal goes.
     world.act(a["id"], "reassign", handler_id=world.specialist.id)
     assert world.act(a["id"], "assign", department="税务所")["handler_id"] == world.specialist.id
+
+
+def test_a_return_pending_when_the_appeal_was_resolved_offers_no_rerouting(client, world, console_login):
+    a = world.submit()
+    world.act(a["id"], "accept")
+    world.act(a["id"], "assign", department="税务所")
+    world.act(a["id"], "return", headers=world.th, reason="不属于本所职责")
+    console_login(world.admin)
+
+    def forms():
+        page = client.get(f"/console/appeals/{a['id']}").get_data(as_text=True)
+        return page.split('id="return-table"')[1].split("</table>")[0]
+
+    assert "同意并改派" in forms() and "不同意" in forms()
+    world.act(a["id"], "resolve", headers=world.th, resolution="已与企业沟通解决")
+    # 同意并改派 on a resolved appeal always answered 409 (已办结 cannot become 已交办): only 不同意 is offered.
+    ret = world.detail(a["id"])["returns"][0]["id"]
+    world.act(a["id"], "decide_return", expect=409, return_id=ret, accept=True, department="城运中心")
+    assert "同意并改派" not in forms() and "不同意" in forms()

@@ -45,6 +45,8 @@ FILTERS = (
 ACTION_LABELS = {k: v[2] for k, v in services.ACTIONS.items()}
 # Where the workflow lets an appeal become a duplicate (not while the enterprise owes material or 会办 runs).
 MERGEABLE = frozenset(s for s in OPEN if can_move(s, AppealStatus.DUPLICATE))
+# Where an accepted 退单 can re-route the appeal (交办 again): not in 会办, not once it is 办结 or ended.
+REROUTABLE = frozenset({AppealStatus.ASSIGNED} | {s for s in OPEN if can_move(s, AppealStatus.ASSIGNED)})
 
 
 @bp.context_processor
@@ -106,7 +108,8 @@ def _detail_page(appeal_id: int, typed=None, status: int = 200):
         names = {st.id: st.display_name or st.username for st in staff}
         return render_template("console/appeals/detail.html", a=appeal, d=data, staff=staff, names=names,
                                categories=services.categories(s), departments=_departments(s),
-                               open_states=OPEN, merge_states=MERGEABLE, S=AppealStatus,
+                               open_states=OPEN, merge_states=MERGEABLE, reroutable_states=REROUTABLE,
+                               S=AppealStatus,
                                typed_form=typed or {}), status
 
 
