@@ -300,3 +300,19 @@ def test_a_return_pending_when_the_appeal_was_resolved_offers_no_rerouting(clien
     ret = world.detail(a["id"])["returns"][0]["id"]
     world.act(a["id"], "decide_return", expect=409, return_id=ret, accept=True, department="城运中心")
     assert "同意并改派" not in forms() and "不同意" in forms()
+
+
+# --- a supplement is words, in the mini-program as in the chat ----------------------------------------------------
+
+@pytest.mark.parametrize("content", ["？", "👌👌", "。。。", "好"])
+def test_a_supplement_without_words_is_refused_and_the_wait_goes_on(client, world, content):
+    a = world.submit()
+    world.act(a["id"], "accept")
+    world.act(a["id"], "request_info", note="请提供发票号码")
+    resp = client.post(f"/api/v1/appeals/{a['id']}/supplement", json={"content": content}, headers=world.uh)
+    # It resumed the clock with “？” as the material staff had asked for (the chat asks for at least 2 characters).
+    assert resp.status_code == 422, resp.get_json()
+    assert "content" in resp.get_json()["fields"] and "文字" in resp.get_json()["message"]
+    assert world.detail(a["id"])["status"] == "pending_enterprise"
+    ok = client.post(f"/api/v1/appeals/{a['id']}/supplement", json={"content": "发票号码 12345678"}, headers=world.uh)
+    assert ok.status_code == 200 and ok.get_json()["status"] == "accepted"

@@ -34,7 +34,7 @@ SUBMIT_FIELDS = (
                       "仅 JPG/PNG/WebP（按文件内容判断）；整个请求不超过 15 MB"),
 )
 SUPPLEMENT_FIELDS = (
-    Field("content", "text", "补充内容", required=True, max_len=2000),
+    Field("content", "text", "补充内容", required=True, max_len=2000, check=intake.supplement_problem),
     Field("images", "list", "照片", item=_IMAGE, max_items=intake.MAX_IMAGES),
 )
 WITHDRAW_FIELDS = (Field("reason", "text", "撤回原因", max_len=500),)

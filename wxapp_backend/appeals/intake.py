@@ -142,6 +142,15 @@ def description_problem(text: str) -> str | None:
     return NO_WORDS if sum(ch.isalnum() for ch in without_faces(text)) < 2 else None
 
 
+NO_SUPPLEMENT_WORDS = "请用文字写明补充的内容（至少 2 个字），只有表情或符号的话，工作人员没法据此办理哦。"
+
+
+def supplement_problem(text: str) -> str | None:
+    """Why `text` cannot stand as the material staff asked for, or None: the chat's rule (at least 2 characters of
+    words); “？” or “👌” resumed the clock in the mini-program with nothing for staff to go on."""
+    return NO_SUPPLEMENT_WORDS if sum(ch.isalnum() for ch in text) < 2 else None
+
+
 def match_place(session, text: str) -> dict:
     """Find a known building (and an enterprise by exact name) in free text like '某某公司，新华大厦'."""
     from sqlalchemy import select
