@@ -186,6 +186,8 @@ def _line(appeal, rated: set[tuple[int, int]], now: datetime, *, chat: bool = Tr
         need = _summary(appeal.info_request) or "材料"
         return text + (f"\n  → 需要补充：{need}，回复“补充 {appeal.number}”" if chat else f"\n  → 需要补充：{need}")
     if appeal.status in OPEN and appeal.due_at is not None:
+        if now > appeal.due_at:  # a date gone by is no promise any more: say it is late and being pressed
+            return text + f"（原承诺 {_when(appeal.due_at)} 前办结，已超期，我们正在督办）"
         return text + f"（承诺 {_when(appeal.due_at)} 前办结）"
     return text
 

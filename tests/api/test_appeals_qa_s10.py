@@ -316,3 +316,27 @@ def test_a_supplement_without_words_is_refused_and_the_wait_goes_on(client, worl
     assert world.detail(a["id"])["status"] == "pending_enterprise"
     ok = client.post(f"/api/v1/appeals/{a['id']}/supplement", json={"content": "发票号码 12345678"}, headers=world.uh)
     assert ok.status_code == 200 and ok.get_json()["status"] == "accepted"
+
+
+# --- 我的诉求 in the chat does not restate a promise already broken ------------------------------------------------
+
+def test_my_appeals_in_the_chat_says_an_overdue_appeal_is_late(world):
+    from datetime import datetime
+
+    from handlers.appeal_followup import status_text
+    from wxapp_backend.appeals import services
+    from wxapp_backend.appeals.calendar import TZ
+    from wxapp_backend.db import session_scope, utcnow
+
+    with session_scope() as s:
+        late, _ = services.submit_appeal(s, world.user.id, services.Intake(
+            content="我们公司的增值税发票开不出来，税控盘坏了", contact_name="张三", contact_phone="13800138000"),
+            now=datetime(2025, 11, 3, 9, 0, tzinfo=TZ))  # promised by Friday 2025-11-07
+        fresh, _ = services.submit_appeal(s, world.user.id, services.Intake(
+            content="公司门口的路灯坏了很久没人修，晚上很黑", contact_name="张三", contact_phone="13800138000"),
+            now=utcnow())
+        late_no, fresh_no = late.number, fresh.number
+    lines = {line.split("【")[0].split(". ")[-1]: line for line in status_text(world.user.id).splitlines()}
+    # It said “（承诺 11月07日 前办结）” a year after that date, as if the promise still stood.
+    assert "原承诺 11月07日 前办结，已超期" in lines[late_no] and "（承诺" not in lines[late_no]
+    assert "（承诺" in lines[fresh_no] and "超期" not in lines[fresh_no]
