@@ -340,3 +340,25 @@ def test_my_appeals_in_the_chat_says_an_overdue_appeal_is_late(world):
     # It said “（承诺 11月07日 前办结）” a year after that date, as if the promise still stood.
     assert "原承诺 11月07日 前办结，已超期" in lines[late_no] and "（承诺" not in lines[late_no]
     assert "（承诺" in lines[fresh_no] and "超期" not in lines[fresh_no]
+
+
+# --- a department with only a 会办 task is offered only what it may do ---------------------------------------------
+
+def test_a_department_with_only_a_task_is_offered_only_its_task_and_notes(client, world, console_login):
+    a = world.submit()
+    world.act(a["id"], "accept")
+    world.act(a["id"], "assign", department="税务所")
+    world.act(a["id"], "coordinate", tasks=[{"department": "城运中心"}, {"department": "市场监管所"}])
+    tasks = {t["department"]: t["id"] for t in world.detail(a["id"])["tasks"]}
+    console_login(world.env_dept)
+    page = client.get(f"/console/appeals/{a['id']}").get_data(as_text=True)
+    # Each of these answered 403 “您的部门只承担这件诉求的会办任务…” for 城运中心.
+    assert not {"request_info", "coordinate", "resolve", "request_extension", "return"} & _forms(client, a["id"])
+    assert "note" in _forms(client, a["id"])
+    table = page.split('id="task-table"')[1].split("</table>")[0]
+    assert f'name="task_id" value="{tasks["城运中心"]}"' in table  # its own task: 完成
+    assert f'name="task_id" value="{tasks["市场监管所"]}"' not in table  # another's: 403 “只能办结本部门的任务”
+    world.act(a["id"], "complete_task", headers=world.eh, task_id=tasks["城运中心"])
+    # The handling department keeps every form it may use.
+    console_login(world.tax_dept)
+    assert {"request_info", "coordinate", "resolve", "request_extension", "note"} <= _forms(client, a["id"])

@@ -101,14 +101,20 @@ def detail(appeal_id: int):
 
 def _detail_page(appeal_id: int, typed=None, status: int = 200):
     """The appeal page; `typed` is a failed action's form, put back into that action's boxes."""
+    actor = current_actor()
+    dept_only = services._dept_only(actor)
     with session_scope() as s:
-        appeal = services.get_appeal(s, appeal_id, current_actor())
-        data = services.detail_for_staff(s, appeal, current_actor())
+        appeal = services.get_appeal(s, appeal_id, actor)
+        data = services.detail_for_staff(s, appeal, actor)
+        # A department that only holds a 会办 / 整改 task here does its task and adds notes (services.perform):
+        # the handling forms, and the other departments' tasks, are not its to use.
+        handles = not dept_only or services._handles(actor, appeal)
         staff = list(s.scalars(select(StaffUser).where(StaffUser.active.is_(True)).order_by(StaffUser.username)))
         names = {st.id: st.display_name or st.username for st in staff}
         return render_template("console/appeals/detail.html", a=appeal, d=data, staff=staff, names=names,
                                categories=services.categories(s), departments=_departments(s),
                                open_states=OPEN, merge_states=MERGEABLE, reroutable_states=REROUTABLE,
+                               handles=handles, own_department=actor.department if dept_only else None,
                                S=AppealStatus,
                                typed_form=typed or {}), status
 
