@@ -362,3 +362,21 @@ def test_a_department_with_only_a_task_is_offered_only_its_task_and_notes(client
     # The handling department keeps every form it may use.
     console_login(world.tax_dept)
     assert {"request_info", "coordinate", "resolve", "request_extension", "note"} <= _forms(client, a["id"])
+
+
+# --- staff cannot reopen a resolved appeal behind the rating's back -----------------------------------------------
+
+def test_staff_cannot_start_a_resolved_appeal_again(client, world):
+    a = world.submit()
+    world.act(a["id"], "accept")
+    world.act(a["id"], "resolve", resolution="已处理")
+    # 开始办理 moved it back to 办理中 in the same round with the old result; the next 办结 reached nobody.
+    body = world.act(a["id"], "start", expect=409)
+    assert body["error"] == "illegal_transition" and "评价" in body["message"]
+    d = world.detail(a["id"])
+    assert d["status"] == "resolved" and d["round"] == 1
+    # The enterprise's “未解决” is the way back (a new round, told when resolved again).
+    resp = client.post(f"/api/v1/appeals/{a['id']}/rating", json={"resolved": False, "satisfaction": 3},
+                       headers=world.uh)
+    assert resp.status_code == 201
+    assert world.detail(a["id"])["status"] == "in_progress" and world.detail(a["id"])["round"] == 2

@@ -724,6 +724,10 @@ def act_assign(session, actor, appeal, data, now):
 
 
 def act_start(session, actor, appeal, data, now):
+    if appeal.status == S.RESOLVED:
+        # 已办结 → 办理中 is the enterprise's “未解决” (a new round, a new deadline, rated again); started by staff it
+        # kept the round, the old result and resolved_at, and the next 办结 was never told (its notice was sent).
+        raise Conflict("诉求已办结，正在等企业评价；企业反馈“未解决”时会自动重新办理。", code="illegal_transition")
     transition(session, appeal, S.IN_PROGRESS, actor, action="started", note=data.get("note") or "开始办理", now=now)
 
 
