@@ -380,3 +380,22 @@ def test_staff_cannot_start_a_resolved_appeal_again(client, world):
                        headers=world.uh)
     assert resp.status_code == 201
     assert world.detail(a["id"])["status"] == "in_progress" and world.detail(a["id"])["round"] == 2
+
+
+# --- a merged child leaves 已合并 only with its master or by 取消合并 ----------------------------------------------
+
+@pytest.mark.parametrize("action", ["accept", "resolve"])
+def test_a_merged_child_is_not_accepted_or_resolved_on_its_own(client, world, action):
+    master = world.submit()
+    child = world.submit(headers=world.oh, content="我们公司的增值税发票也开不出来，税控盘坏了")
+    world.act(master["id"], "accept")
+    world.act(child["id"], "merge", master_id=master["id"])
+    # Accepted or resolved directly, the child kept master_id: out of every rate for good, passed by its master's
+    # 办结, and refused as a master of its own (“本身已并入其他诉求”).
+    body = world.act(child["id"], action, expect=409, resolution="已处理")
+    assert body["error"] == "merged" and master["number"] in body["message"] and "取消合并" in body["message"]
+    assert world.detail(child["id"])["status"] == "duplicate"
+    # 取消合并 first (which accepts it again), then it is an appeal of its own.
+    d = world.act(child["id"], "split")
+    assert d["status"] == "accepted" and d["master_id"] is None
+    assert world.act(child["id"], "resolve", resolution="已处理")["status"] == "resolved"

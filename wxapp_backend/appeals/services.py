@@ -686,7 +686,17 @@ def _need(data: dict, name: str, label: str) -> Any:
     return value
 
 
+def _not_merged(session: Session, appeal: Appeal, what: str) -> None:
+    """A merged child leaves 已合并 with its master (办结) or by 取消合并 (split), which also forgets the master: moved
+    by another action it kept master_id, so it stayed out of every figure and its master's 办结 passed it by."""
+    if appeal.status == S.DUPLICATE:
+        master = session.get(Appeal, appeal.master_id) if appeal.master_id else None
+        raise Conflict(f"这条诉求已合并到 {master.number if master else '主诉求'}，随主诉求一并办理；"
+                       f"如需单独{what}，请先“取消合并”。", code="merged")
+
+
 def act_accept(session, actor, appeal, data, now):
+    _not_merged(session, appeal, "受理")
     if data.get("category"):
         _set_category(session, actor, appeal, find_category(session, data["category"]), now)
     # The one who accepts handles it unless someone already does: an assignment, so on the audit row too.
@@ -818,6 +828,7 @@ def _open_required(session: Session, appeal: Appeal) -> list[AppealTask]:
 
 def act_resolve(session, actor, appeal, data, now):
     resolution = _need(data, "resolution", "办理结果")
+    _not_merged(session, appeal, "办结")
     open_tasks = _open_required(session, appeal)
     if open_tasks:
         raise Conflict("还有必须完成的会办任务未办结（" + "、".join(t.department for t in open_tasks) + "），暂不能办结。",
