@@ -399,3 +399,25 @@ def test_a_merged_child_is_not_accepted_or_resolved_on_its_own(client, world, ac
     d = world.act(child["id"], "split")
     assert d["status"] == "accepted" and d["master_id"] is None
     assert world.act(child["id"], "resolve", resolution="已处理")["status"] == "resolved"
+
+
+# --- 会办 started while the enterprise owes material does not end the wait -------------------------------------------
+
+def test_coordination_started_while_waiting_for_material_keeps_the_wait(client, world):
+    a = world.submit()
+    world.act(a["id"], "accept")
+    world.act(a["id"], "assign", department="税务所")
+    world.act(a["id"], "request_info", headers=world.th, note="请提供发票号码")
+    # 税务所 brings 城运中心 in meanwhile: the appeal became 协调会办中, the clock ran again and the enterprise,
+    # told to supplement, got 409 “这条诉求目前不需要补充材料”.
+    d = world.act(a["id"], "coordinate", headers=world.th, tasks=[{"department": "城运中心"}])
+    assert d["status"] == "pending_enterprise" and d["sla_minutes_left"] is not None
+    assert [t["department"] for t in d["tasks"]] == ["城运中心"]
+    mine = client.get(f"/api/v1/appeals/{a['id']}", headers=world.uh).get_json()
+    assert mine["can_supplement"] is True and mine["info_request"] == "请提供发票号码"
+    resp = client.post(f"/api/v1/appeals/{a['id']}/supplement", json={"content": "发票号码 12345678"},
+                       headers=world.uh)
+    assert resp.status_code == 200 and resp.get_json()["status"] == "coordinating"
+    # ... and 会办 ends as usual when the task is done.
+    d = world.act(a["id"], "complete_task", headers=world.eh, task_id=d["tasks"][0]["id"], result="已核查")
+    assert d["status"] == "in_progress"

@@ -785,7 +785,14 @@ def act_coordinate(session, actor, appeal, data, now):
                           created_at=now)
         session.add(task)
         made.append(task.department)
-    if appeal.status != S.COORDINATING:
+    if appeal.status == S.PENDING_ENTERPRISE:
+        # The enterprise still owes the material it was asked for: the wait (and the paused clock) goes on, the
+        # tasks start now, and the appeal comes back into 会办 with the supplement.
+        appeal.paused_from = S.COORDINATING.value
+        appeal.version += 1
+        _event(session, appeal, actor, "tasks_added", departments=made,
+               note=f"增加会办部门：{'、'.join(made)}（企业补充材料后进入协调会办）")
+    elif appeal.status != S.COORDINATING:
         transition(session, appeal, S.COORDINATING, actor, action="coordinating", now=now,
                    note=data.get("note") or f"启动协调会办：{'、'.join(made)}", departments=made)
     else:
