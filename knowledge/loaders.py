@@ -428,11 +428,19 @@ def _read_csv(path: Path, col: _Collector, strict: bool) -> list[tuple[int, Entr
     # changed (quotes dropped, an answer split into the next columns) without a word.
     header = text.split("\n", 1)[0]
     delimiter = max(",\t;", key=header.count) if any(d in header for d in ",\t;") else ","
-    reader = csv.reader(io.StringIO(text, newline=""), csv.excel, delimiter=delimiter)
+    # strict: a quote never closed took every row after it into one answer, and the import "succeeded".
+    reader = csv.reader(io.StringIO(text, newline=""), csv.excel, delimiter=delimiter, strict=True)
     try:
         rows = [[_unguard(c) for c in r] for r in reader]
     except csv.Error as exc:
-        col.add(reader.line_num, None, f"CSV 格式错误：{exc}")
+        # The csv module's messages are English; staff get the likely cause in Chinese instead.
+        if "field limit" in str(exc):
+            cause = f"有一格内容超过 {csv.field_size_limit()} 个字，太长了"
+        elif "end of data" in str(exc):
+            cause = "有一个引号到文件末尾都没有结束，请检查引号是否成对"
+        else:
+            cause = "引号后面紧跟了其他文字，请检查引号是否成对"
+        col.add(reader.line_num, None, f"CSV 格式错误：{cause}（问题在这一行或它前面几行）")
         return []
     if not rows:
         col.add(1, None, "文件为空，缺少表头")

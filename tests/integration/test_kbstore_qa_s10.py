@@ -280,3 +280,23 @@ def test_a_question_with_a_bar_added_from_the_queue_does_not_stop_table_exports(
     assert "明天股票 基金会 涨吗" in db.get(KBEntry, "talent-foreign-work-permit").similar
     result = app.test_cli_runner().invoke(args=["kb", "export", str(tmp_path / f"kb{ext}")])
     assert result.exit_code == 0, result.output
+
+
+def test_a_csv_with_an_unclosed_quote_is_refused_in_chinese_not_read_as_one_long_answer(app, kb, tmp_path, db):
+    """An answer opened with " and never closed swallowed every row after it: kb import reported success, that
+    entry's answer held the next rows' text and those entries were never imported. A stray quote (“"a"b”) was
+    quietly read as ab, and an over-long cell was refused in the csv module's English. Such files are refused
+    now, the cause said in Chinese, nothing changed."""
+    unclosed = tmp_path / "unclosed.csv"
+    unclosed.write_text('id,question,answer\nq-1,营业执照怎么补办,"先登报声明\nq-2,公章丢了怎么办,先报警\n',
+                        encoding="utf-8")
+    stray = tmp_path / "stray.csv"
+    stray.write_text('id,question,answer\nq-3,"税务"登记怎么办,到税务局\n', encoding="utf-8")
+    huge = tmp_path / "huge.csv"
+    huge.write_text("id,question,answer\nq-4,很长的答案," + "长" * 140_000 + "\n", encoding="utf-8")
+    for path in (unclosed, stray, huge):
+        result = app.test_cli_runner().invoke(args=["kb", "import", str(path)])
+        assert result.exit_code != 0 and "未改动" in result.output, (path.name, result.output)
+        said = result.output.replace("Error:", "").replace(path.name, "")  # Click's own prefix
+        assert "CSV 格式错误" in said and not re.search(r"[A-Za-z]{4,}", said), result.output
+    assert db.query(KBEntry).filter(KBEntry.id.in_(["q-1", "q-2", "q-3", "q-4"])).count() == 0
