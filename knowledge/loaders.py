@@ -326,11 +326,36 @@ def _read_yaml(path: Path, col: _Collector, strict: bool) -> list[tuple[int, Ent
         if not isinstance(item, dict):
             col.add(i, None, "必须是键值对（id、question、answer ...）", label)
             continue
+        twice = _yaml_keys_twice(item_nodes[i - 1]) if i - 1 < len(item_nodes) else []
+        for name in twice:
+            col.add(i, name, TWICE, label)
+        if twice:
+            continue
         e = _build_entry({str(k): v for k, v in item.items()}, i, col, strict, label)
         if e is not None:
             out.append((i, e))
     _check_duplicates(out, col, "条")
     return out
+
+
+# YAML and JSON take the last of a key written twice: the first (often the real answer) was dropped silently.
+TWICE = "在同一条里写了两次，请只保留一个"
+
+
+def _yaml_keys_twice(node: Any) -> list[str]:
+    """Keys written more than once in an entry's mapping node, or in its `policy` mapping."""
+    if not isinstance(node, yaml.MappingNode):
+        return []
+    seen: set[str] = set()
+    twice: list[str] = []
+    for key, value in node.value:
+        name = str(getattr(key, "value", ""))
+        if name in seen:
+            twice.append(name)
+        seen.add(name)
+        if name == "policy":
+            twice += [f"policy.{k}" for k in _yaml_keys_twice(value)]
+    return twice
 
 
 def _read_jsonl(path: Path, col: _Collector, strict: bool) -> list[tuple[int, Entry]]:
@@ -344,13 +369,24 @@ def _read_jsonl(path: Path, col: _Collector, strict: bool) -> list[tuple[int, En
     for lineno, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
+        twice: list[str] = []
+
+        def pairs(items: list[tuple[str, Any]], twice: list[str] = twice) -> dict[str, Any]:
+            keys = [k for k, _ in items]
+            twice.extend(k for i, k in enumerate(keys) if k in keys[:i])
+            return dict(items)
+
         try:
-            item = json.loads(line)
+            item = json.loads(line, object_pairs_hook=pairs)
         except json.JSONDecodeError as exc:
             col.add(lineno, None, f"JSON 格式错误（第 {exc.colno} 列）：{exc.msg}")
             continue
         if not isinstance(item, dict):
             col.add(lineno, None, "每行必须是一个 JSON 对象 {...}")
+            continue
+        for name in twice:
+            col.add(lineno, name, TWICE)
+        if twice:
             continue
         e = _build_entry({str(k): v for k, v in item.items()}, lineno, col, strict)
         if e is not None:

@@ -300,3 +300,23 @@ def test_a_csv_with_an_unclosed_quote_is_refused_in_chinese_not_read_as_one_long
         said = result.output.replace("Error:", "").replace(path.name, "")  # Click's own prefix
         assert "CSV 格式错误" in said and not re.search(r"[A-Za-z]{4,}", said), result.output
     assert db.query(KBEntry).filter(KBEntry.id.in_(["q-1", "q-2", "q-3", "q-4"])).count() == 0
+
+
+@pytest.mark.parametrize(("name", "text"), [
+    ("twice.yaml", "- id: dup-key\n  question: 公章丢了怎么办\n  answer: 先登报声明作废，再到公安备案重刻。\n"
+                   "  category: 企业服务\n  answer: 见上\n"),
+    ("twice.jsonl", '{"id": "dup-key", "question": "公章丢了怎么办", "answer": "先登报声明作废，再到公安备案重刻。", '
+                    '"answer": "见上"}\n'),
+    ("policy.yaml", "- id: dup-key\n  question: 公章丢了怎么办\n  answer: 先登报\n  policy:\n"
+                    "    valid_until: 2030-12-31\n    valid_until: 2020-12-31\n"),
+])
+def test_a_field_written_twice_in_one_entry_is_refused_not_half_lost(tmp_path, name, text):
+    """A field pasted twice into one entry of a .yaml or .jsonl file (the second “answer” a leftover draft) was
+    read as the last one alone, the real answer dropped without a word. It is refused now, naming the field."""
+    from knowledge.loaders import KBLoadError
+
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(KBLoadError) as err:
+        load_file(path, strict=True)
+    assert "两次" in str(err.value) and ("answer" in str(err.value) or "valid_until" in str(err.value)), err.value
