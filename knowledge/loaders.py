@@ -278,6 +278,35 @@ def _check_duplicates(items: list[tuple[int, Entry]], col: _Collector, row_label
 # ---------------------------------------------------------------- readers
 
 
+# The parsers' messages are English; staff get the likely cause in Chinese (the line and column stay).
+_YAML_CAUSES: tuple[tuple[str, str], ...] = (
+    ("mapping values are not allowed", "这里不能有冒号“: ”；文字里有冒号时，请把整段文字用引号括起来"),
+    ("'\\t'", "不能用 Tab 缩进，请改用空格"),
+    ("end of stream", "文件在引号或括号结束之前就结束了，请检查引号、括号是否成对"),
+    ("could not find expected ':'", "缺少冒号：每个字段写成 “字段名: 内容”"),
+    ("expected <block end>", "缩进没有对齐，请检查这一行和上一行的缩进"),
+    ("did not find expected key", "缩进没有对齐，或文字里的引号没有成对"),
+    ("did not find expected '-'", "列表的每一项要以 “- ” 开头，并且对齐"),
+    ("undefined alias", "以 “*” 开头的文字在 YAML 里有特殊含义，请把整段文字用引号括起来"),
+    ("cannot start any token", "以 “@”、“`”、“%” 等符号开头的文字，请把整段文字用引号括起来"),
+    ("escape", "双引号里的反斜杠 “\\” 写法不对，请写成 “\\\\” 或改用单引号"),
+)
+_JSON_CAUSES: tuple[tuple[str, str], ...] = (
+    ("Unterminated string", "文字的引号没有结束（缺少右边的 \"）"),
+    ("Expecting property name", "字段名要用英文双引号括起来，最后一个字段后面不能有逗号"),
+    ("Expecting ',' delimiter", "两个字段之间缺少逗号"),
+    ("Expecting ':' delimiter", "字段名后面缺少冒号"),
+    ("Expecting value", "这里缺少内容，或多了一个逗号"),
+    ("Invalid control character", "文字里不能直接换行或有控制字符，换行请写成 \\n"),
+    ("escape", "反斜杠 “\\” 的写法不对，请写成 “\\\\”"),
+    ("Extra data", "一行只能有一个 JSON 对象，后面多出了内容"),
+)
+
+
+def _explain(message: str, causes: tuple[tuple[str, str], ...]) -> str:
+    return next((said for key, said in causes if key in message), "格式不对，请检查这一行的引号、逗号、冒号和缩进")
+
+
 class _StringDateLoader(yaml.SafeLoader):
     """SafeLoader that keeps timestamps as strings, so a bad date is our error, not a PyYAML crash."""
 
@@ -300,9 +329,9 @@ def _read_yaml(path: Path, col: _Collector, strict: bool) -> list[tuple[int, Ent
         mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
         problem = getattr(exc, "problem", None) or str(exc)
         if mark is not None:
-            col.add(mark.line + 1, None, f"YAML 格式错误（第 {mark.column + 1} 列）：{problem}")
+            col.add(mark.line + 1, None, f"YAML 格式错误（第 {mark.column + 1} 列）：{_explain(problem, _YAML_CAUSES)}")
         else:
-            col.add(None, None, f"YAML 格式错误：{problem}")
+            col.add(None, None, f"YAML 格式错误：{_explain(problem, _YAML_CAUSES)}")
         return []
     if data is None:
         return []
@@ -379,7 +408,7 @@ def _read_jsonl(path: Path, col: _Collector, strict: bool) -> list[tuple[int, En
         try:
             item = json.loads(line, object_pairs_hook=pairs)
         except json.JSONDecodeError as exc:
-            col.add(lineno, None, f"JSON 格式错误（第 {exc.colno} 列）：{exc.msg}")
+            col.add(lineno, None, f"JSON 格式错误（第 {exc.colno} 列）：{_explain(exc.msg, _JSON_CAUSES)}")
             continue
         if not isinstance(item, dict):
             col.add(lineno, None, "每行必须是一个 JSON 对象 {...}")

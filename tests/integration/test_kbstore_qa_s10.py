@@ -320,3 +320,28 @@ def test_a_field_written_twice_in_one_entry_is_refused_not_half_lost(tmp_path, n
     with pytest.raises(KBLoadError) as err:
         load_file(path, strict=True)
     assert "两次" in str(err.value) and ("answer" in str(err.value) or "valid_until" in str(err.value)), err.value
+
+
+@pytest.mark.parametrize(("name", "text"), [
+    ("colon.yaml", "- id: x\n  question: 公章丢了: 怎么办\n  answer: 先登报\n"),
+    ("tab.yaml", "- id: x\n\tquestion: 公章丢了怎么办\n"),
+    ("quote.yaml", "- id: x\n  question: '公章丢了怎么办\n"),
+    ("indent.yaml", "- id: x\n  question: 公章丢了怎么办\n - answer: 先登报\n"),
+    ("star.yaml", "- id: x\n  question: *重要* 公章丢了怎么办\n"),
+    ("quote.jsonl", '{"id": "x", "question": "公章丢了怎么办", "answer": "先登报\n'),
+    ("single.jsonl", "{'id': 'x', 'question': '公章丢了怎么办'}\n"),
+    ("comma.jsonl", '{"id": "x" "question": "公章丢了怎么办"}\n'),
+    ("extra.jsonl", '{"id": "x", "question": "公章丢了怎么办", "answer": "先登报"} 备注\n'),
+])
+def test_a_broken_yaml_or_jsonl_file_is_explained_in_chinese(tmp_path, name, text):
+    """A broken .yaml or .jsonl was reported with the parser's English (mapping values are not allowed here,
+    found character '\\t' that cannot start any token, Expecting ',' delimiter, Extra data ...), which staff
+    cannot act on. The line and column stay, the cause is said in Chinese."""
+    from knowledge.loaders import KBLoadError
+
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(KBLoadError) as err:
+        load_file(path, strict=True)
+    said = re.sub(r"YAML|JSON|Tab", "", "\n".join(err.value.errors).replace(name, ""))
+    assert "格式错误" in said and "第 " in said and not re.search(r"[A-Za-z]{3,}", said), said
