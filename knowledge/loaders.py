@@ -520,8 +520,9 @@ def _read_xlsx(path: Path, col: _Collector, strict: bool) -> list[tuple[int, Ent
     try:
         # Not read_only: merged-cell ranges are only available on normal worksheets.
         wb = openpyxl.load_workbook(path, data_only=True)
-    except Exception as exc:  # openpyxl raises many types for corrupt files
-        col.add(None, None, f"无法读取 Excel 文件：{exc}")
+    except Exception:  # openpyxl raises many types (in English) for corrupt files; all mean the same to staff
+        col.add(None, None, "无法读取这个 Excel 文件（可能是改了扩展名的 .xls 或 .csv，或文件已损坏），"
+                            "请用 Excel 或 WPS 打开后另存为 .xlsx 再导入")
         return []
     ws = wb.worksheets[0]
     uncalculated = _uncalculated_formula(path, 0)

@@ -345,3 +345,18 @@ def test_a_broken_yaml_or_jsonl_file_is_explained_in_chinese(tmp_path, name, tex
         load_file(path, strict=True)
     said = re.sub(r"YAML|JSON|Tab", "", "\n".join(err.value.errors).replace(name, ""))
     assert "格式错误" in said and "第 " in said and not re.search(r"[A-Za-z]{3,}", said), said
+
+
+@pytest.mark.parametrize("content", [b"id,question,answer\nx,q,a\n", b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + b"\0" * 504,
+                                     b"PK\x03\x04broken"])
+def test_a_file_that_is_not_really_an_xlsx_is_explained_in_chinese(tmp_path, content):
+    """A CSV renamed to .xlsx, an old .xls renamed, or a damaged download: the import said
+    “无法读取 Excel 文件：File is not a zip file” (openpyxl's English). It now says what to do, in Chinese."""
+    from knowledge.loaders import KBLoadError
+
+    path = tmp_path / "kb.xlsx"
+    path.write_bytes(content)
+    with pytest.raises(KBLoadError) as err:
+        load_file(path, strict=True)
+    said = "\n".join(err.value.errors)
+    assert "另存为 .xlsx" in said and not re.search(r"zip|File|support|Error|not |format", said), said
