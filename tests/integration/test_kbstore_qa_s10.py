@@ -360,3 +360,22 @@ def test_a_file_that_is_not_really_an_xlsx_is_explained_in_chinese(tmp_path, con
         load_file(path, strict=True)
     said = "\n".join(err.value.errors)
     assert "另存为 .xlsx" in said and not re.search(r"zip|File|support|Error|not |format", said), said
+
+
+def test_the_useful_share_covers_the_same_30_days_as_the_other_figures(client, kb, db, make_staff, console_login):
+    """The console's figures are for the last 30 days, but 有用率 counted every vote ever cast: answers fixed since
+    kept the 没用 votes they got before the fix, and the share could not show the improvement."""
+    from datetime import timedelta
+
+    from wxapp_backend.db import utcnow
+    from wxapp_backend.knowledge_store.models import AnswerFeedback
+
+    old = [AnswerFeedback(entry_id="talent-foreign-work-permit", useful=False, created_at=utcnow() - timedelta(days=90))
+           for _ in range(3)]
+    db.add_all([*old, AnswerFeedback(entry_id="talent-foreign-work-permit", useful=True)])
+    db.commit()
+    rates = services.answer_rates(db, since=utcnow() - timedelta(days=30))
+    assert (rates["votes"], rates["useful_rate"]) == (1, 1.0), rates
+    console_login(make_staff(role="staff"))
+    page = client.get("/console/kb/").get_data(as_text=True)
+    assert "100%" in page and "（1）" in page

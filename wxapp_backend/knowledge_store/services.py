@@ -322,7 +322,10 @@ def answer_rates(session: Session, since: datetime | None = None) -> dict:
         stmt = stmt.where(ChatTurn.created_at >= since)
     counts = dict(session.execute(stmt).all())
     asked = sum(v for k, v in counts.items() if k != "smalltalk")
-    fb = dict(session.execute(select(AnswerFeedback.useful, func.count()).group_by(AnswerFeedback.useful)).all())
+    votes_stmt = select(AnswerFeedback.useful, func.count()).group_by(AnswerFeedback.useful)
+    if since is not None:  # the same window as the questions: an answer fixed since shows the change
+        votes_stmt = votes_stmt.where(AnswerFeedback.created_at >= since)
+    fb = dict(session.execute(votes_stmt).all())
     votes = fb.get(True, 0) + fb.get(False, 0)
     return {
         "asked": asked,
