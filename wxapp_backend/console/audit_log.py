@@ -29,7 +29,7 @@ FILTERS = (
     Field("username", "str", "工作人员用户名", max_len=64),
     Field("action", "str", "操作", max_len=64),
     Field("target_type", "str", "对象类型", max_len=40),
-    Field("target_id", "str", "对象编号", max_len=64),
+    Field("target_id", "str", "对象编号", max_len=128),  # a knowledge-base entry id is up to 128
     Field("since", "date", "开始日期"),
     Field("until", "date", "结束日期"),
     Field("page", "int", "页码", min=1, max=100000, default=1),
