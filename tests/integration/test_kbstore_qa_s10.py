@@ -390,3 +390,23 @@ def test_the_audit_log_finds_the_edits_of_an_entry_with_a_long_id(client, kb, ma
                                                 "answer": "答案"}).status_code == 302
     page = client.get("/console/audit", query_string={"target_id": long_id})
     assert page.status_code == 200 and "kb.entry_created" in page.get_data(as_text=True)
+
+
+def test_staff_trying_the_bot_in_the_console_do_not_fill_the_unanswered_queue_or_the_figures(
+        client, kb, db, make_staff, console_login, standin):
+    """对话测试 sends staff's test questions through the real webhook as a follower, so each one was counted as an
+    enterprise's question: odd questions tried out landed in the 未答问题 queue as if users had asked them, and
+    the tries moved the answer-rate figures. They are logged on the console channel, outside both."""
+    from wxapp_backend.knowledge_store.models import ChatTurn, UnansweredQuestion
+
+    csrf = console_login(make_staff(role="staff"))
+    for text in ("明天股票会涨吗", "外籍人才工作许可怎么办"):
+        assert client.post("/console/chat", data={"text": text, "csrf_token": csrf}).status_code == 302
+    assert "外国人工作许可" in client.get("/console/chat").get_data(as_text=True)  # the bot did answer
+    assert db.query(UnansweredQuestion).count() == 0
+    assert {t.channel for t in db.query(ChatTurn).all()} == {"console"}
+    from datetime import timedelta
+
+    from wxapp_backend.db import utcnow
+
+    assert services.answer_rates(db, since=utcnow() - timedelta(days=30))["asked"] == 0

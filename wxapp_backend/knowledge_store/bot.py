@@ -15,6 +15,10 @@ from .services import KBRuntime, log_turn
 log = logging.getLogger(__name__)
 
 MEMORY_TTL = 15 * 60
+# The console's 对话测试 talks to the bot through the real webhook as this follower: staff trying the bot out are
+# logged on the console channel, outside the answer rates and the unanswered queue.
+SIMULATOR_OPENID_PREFIX = "console-sim-"
+CONSOLE_CHANNEL = "console"
 
 
 def _memory_key(channel: str, who: str) -> str:
@@ -32,6 +36,7 @@ def respond(runtime: KBRuntime, db: Database, r: redis.Redis, text: str, *, chan
             ) -> tuple[ChatResult, int | None]:
     """One turn of the bot for `who` (a stable per-user key); returns the result and the logged turn id."""
     key = _memory_key(channel, who)
+    log_channel = CONSOLE_CHANNEL if who.startswith(SIMULATOR_OPENID_PREFIX) else channel
     if fixed is not None:
         stripped = text.strip()
         answer = fixed(stripped, stripped in _DIGITS and has_pending_choices(r, channel, who))
@@ -41,7 +46,7 @@ def respond(runtime: KBRuntime, db: Database, r: redis.Redis, text: str, *, chan
             turn_id = None
             if result.handoff:  # counted with the bot's turns, as the knowledge base's hand-overs are
                 with db.session_scope() as s:
-                    turn_id = log_turn(s, channel=channel, user_id=user_id, question=text, decision=decision,
+                    turn_id = log_turn(s, channel=log_channel, user_id=user_id, question=text, decision=decision,
                                        entry_id=None, confidence=0.0).id
             return result, turn_id
     try:
@@ -60,7 +65,7 @@ def respond(runtime: KBRuntime, db: Database, r: redis.Redis, text: str, *, chan
     turn_id = None
     if result.decision != "smalltalk":
         with db.session_scope() as s:
-            turn_id = log_turn(s, channel=channel, user_id=user_id, question=text, decision=result.decision,
+            turn_id = log_turn(s, channel=log_channel, user_id=user_id, question=text, decision=result.decision,
                                entry_id=result.entry_id, confidence=result.confidence).id
     return result, turn_id
 

@@ -237,7 +237,7 @@ def log_turn(session: Session, *, channel: str, user_id: int | None, question: s
     turn = ChatTurn(channel=channel, user_id=user_id, question=question[:500], decision=decision,
                     entry_id=entry_id, confidence=round(confidence, 4))
     session.add(turn)
-    if decision == "fallback" and question.strip():
+    if decision == "fallback" and question.strip() and channel != "console":  # staff trying the bot out
         _count_unanswered(session, _norm(question), question.strip()[:500])
     session.flush()
     return turn
@@ -317,7 +317,7 @@ def record_feedback(session: Session, *, turn_id: int | None, entry_id: str, use
 
 def answer_rates(session: Session, since: datetime | None = None) -> dict:
     """Shares of questions answered, suggested and not answered, and the share of 有用 votes."""
-    stmt = select(ChatTurn.decision, func.count()).group_by(ChatTurn.decision)
+    stmt = select(ChatTurn.decision, func.count()).where(ChatTurn.channel != "console").group_by(ChatTurn.decision)
     if since is not None:
         stmt = stmt.where(ChatTurn.created_at >= since)
     counts = dict(session.execute(stmt).all())

@@ -11,6 +11,7 @@ from flask import Blueprint, current_app, g, redirect, render_template, request,
 from ..auth.guard import console_required
 from ..auth.models import StaffRole
 from ..console import add_nav
+from ..knowledge_store.bot import SIMULATOR_OPENID_PREFIX
 from .chat import describe_reply, make_push, open_reply, seal_push, throwaway_overrides
 from .crypto import WeChatEnvelopeError
 from .pipeline import account_from_settings
@@ -58,7 +59,7 @@ def chat_send():
     if not text and not event:
         return redirect(url_for("wechat_console.chat"))
     acct = _account()
-    openid = f"console-sim-{g.staff.id}"
+    openid = f"{SIMULATOR_OPENID_PREFIX}{g.staff.id}"
     plain = make_push(acct, openid, text=text if not event else None, event=event)
     args, body = seal_push(acct, plain)
     entries = [{"who": "me", "text": text or "［关注公众号］", "at": int(time.time())}]
