@@ -62,8 +62,8 @@ _LINE_BREAK_RE = re.compile(r"\r\n?")
 # A .csv cell starting with one of these is run as a formula by Excel or WPS (CSV injection: a phrasing comes from
 # a user's chat in one click); the .csv export puts ' before it and the .csv reader takes it off again.
 FORMULA_CHARS: tuple[str, ...] = ("=", "+", "-", "@", "\t", "\r")
-_TRUE = {"1", "true", "yes", "y", "是", "t"}
-_FALSE = {"0", "false", "no", "n", "否", "f", ""}
+_TRUE = {"1", "true", "yes", "y", "是", "t", "on"}
+_FALSE = {"0", "false", "no", "n", "否", "f", "off", ""}
 
 
 @dataclass(frozen=True, slots=True)
@@ -308,11 +308,14 @@ def _explain(message: str, causes: tuple[tuple[str, str], ...]) -> str:
 
 
 class _StringDateLoader(yaml.SafeLoader):
-    """SafeLoader that keeps timestamps as strings, so a bad date is our error, not a PyYAML crash."""
+    """SafeLoader that keeps unquoted values as written: timestamps as strings, so a bad date is our error, not a
+    PyYAML crash; numbers and yes/no too (id 0123 was read as the octal 83, 1.10 as 1.1, an answer "no" as
+    False). Only null (~, empty) keeps its meaning; retired and dates are parsed by the loader itself."""
 
 
+_KEEP_RESOLVED = {"tag:yaml.org,2002:null"}
 _StringDateLoader.yaml_implicit_resolvers = {
-    k: [(tag, regexp) for tag, regexp in v if tag != "tag:yaml.org,2002:timestamp"]
+    k: [(tag, regexp) for tag, regexp in v if tag in _KEEP_RESOLVED]
     for k, v in yaml.SafeLoader.yaml_implicit_resolvers.copy().items()
 }
 

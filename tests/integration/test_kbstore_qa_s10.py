@@ -410,3 +410,19 @@ def test_staff_trying_the_bot_in_the_console_do_not_fill_the_unanswered_queue_or
     from wxapp_backend.db import utcnow
 
     assert services.answer_rates(db, since=utcnow() - timedelta(days=30))["asked"] == 0
+
+
+def test_a_hand_written_yaml_keeps_values_as_written(tmp_path):
+    """YAML turns some unquoted values into numbers or yes/no: id 0123 became “83” (read as octal) and 1.10 became
+    “1.1”, so an import created a new entry instead of updating 0123 (and --replace took 0123 offline); a
+    question or answer reading yes / no / on / off became “True” / “False”. Values are now read as written."""
+    path = tmp_path / "kb.yaml"
+    path.write_text("- id: 0123\n  question: 'yes'\n  answer: 1.10\n  similar: [yes, 007]\n  tags: [on]\n"
+                    "  retired: false\n"
+                    "- id: 1.10\n  question: 营业执照怎么办\n  answer: no\n  retired: no\n"
+                    "  policy:\n    window: 2024\n    valid_until: ~\n", encoding="utf-8")
+    first, second = load_file(path, strict=True)
+    assert (first.id, first.question, first.answer, first.similar, first.tags, first.retired) == (
+        "0123", "yes", "1.10", ("yes", "007"), ("on",), False)
+    assert (second.id, second.answer, second.retired, second.window, second.valid_until) == (
+        "1.10", "no", False, "2024", None)
