@@ -426,3 +426,25 @@ def test_a_hand_written_yaml_keeps_values_as_written(tmp_path):
         "0123", "yes", "1.10", ("yes", "007"), ("on",), False)
     assert (second.id, second.answer, second.retired, second.window, second.valid_until) == (
         "1.10", "no", False, "2024", None)
+
+
+def test_an_entry_taken_offline_by_an_imported_file_has_its_own_audit_row(app, kb, tmp_path, db):
+    """A file whose 已下线 column says 是 took the entry offline, but the audit log called it kb.entry_updated
+    (fields: retired) and the summary counted it as 更新: looking for kb.entry_retired, as 下线 and --replace
+    write it, an admin could not find who took the policy offline."""
+    from wxapp_backend.audit import SYSTEM, AuditLog
+    from wxapp_backend.db import session_scope
+
+    with session_scope() as s:
+        row = services.save_entry(s, app.extensions["wxapp"].redis, SYSTEM, Entry(
+            id="to-go-offline", question="旧的补贴政策", answer="已经停止。"), create=True)
+    sheet = tmp_path / "offline.csv"
+    with sheet.open("w", encoding="utf-8", newline="") as f:
+        csv.writer(f).writerows([("id", "question", "answer", "已下线"), ("to-go-offline", "旧的补贴政策", "已经停止。", "是")])
+    row = db.get(KBEntry, "to-go-offline")
+    result = app.test_cli_runner().invoke(args=["kb", "import", str(sheet)])
+    assert result.exit_code == 0 and "下线 1 条" in result.output, result.output
+    db.expire_all()
+    assert db.get(KBEntry, row.id).retired is True
+    actions = [a.action for a in db.query(AuditLog).filter_by(target_id=row.id).all()]
+    assert "kb.entry_retired" in actions and "kb.entry_updated" not in actions, actions

@@ -119,8 +119,12 @@ def import_entries(session: Session, r: redis.Redis, actor: Actor, entries: Iter
         for k, v in values.items():
             setattr(row, k, v)
         row.revision += 1
-        report.updated += 1
-        audit(session, actor, "kb.entry_updated", row, via="import", fields=sorted(changes), changes=changes)
+        if changes.pop("retired", None) is not None:  # only ever to retired: an import never restores
+            report.retired += 1
+            audit(session, actor, "kb.entry_retired", row, via="import")
+        if changes:
+            report.updated += 1
+            audit(session, actor, "kb.entry_updated", row, via="import", fields=sorted(changes), changes=changes)
     if replace:
         keep = {e.id for e in entries}
         for row in existing.values():
