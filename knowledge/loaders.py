@@ -108,6 +108,7 @@ class _Collector:
         self.file = path.name
         self.row_label = row_label
         self.issues: list[LoadIssue] = []
+        self.columns: frozenset[str] | None = None  # a table's known columns; None for YAML/JSONL
 
     def add(self, row: int | None, field: str | None, message: str, row_label: str | None = None) -> None:
         self.issues.append(LoadIssue(self.file, row, field, message, row_label or self.row_label))
@@ -450,6 +451,7 @@ def _rows_to_entries(
 ) -> list[tuple[int, Entry]]:
     """Shared CSV/XLSX path: check the header, then build one entry per non-blank row."""
     names = [_normalise_header(h) for h in header]
+    col.columns = frozenset(n for n in names if n in FLAT_COLUMNS)
     missing = [n for n in REQUIRED_FIELDS if n not in names]
     if missing:
         col.add(1, None, "缺少必需的列：" + "、".join(f"“{m}”" for m in missing) + "（表头在第 1 行）")
@@ -597,6 +599,12 @@ _READERS = {
 
 def load_file(path: str | Path, *, strict: bool = False) -> list[Entry]:
     """Load entries from one file; raise KBLoadError listing every problem. `strict` also rejects unknown fields."""
+    return load_table(path, strict=strict)[0]
+
+
+def load_table(path: str | Path, *, strict: bool = False) -> tuple[list[Entry], frozenset[str] | None]:
+    """load_file, and the fields a .csv/.xlsx has columns for (None for .yaml/.jsonl): a column the file does not
+    have says nothing about that field, which an import should then leave as it is."""
     p = Path(path)
     ext = p.suffix.lower()
     col = _Collector(p)
@@ -612,7 +620,7 @@ def load_file(path: str | Path, *, strict: bool = False) -> list[Entry]:
     items = reader(p, col, strict)
     if col.issues:
         raise KBLoadError(col.issues)
-    return [e for _, e in items]
+    return [e for _, e in items], col.columns
 
 
 def load_files(paths: Iterable[str | Path], *, strict: bool = False) -> list[Entry]:
@@ -764,4 +772,5 @@ __all__ = [
     "load_dir",
     "load_file",
     "load_files",
+    "load_table",
 ]

@@ -448,3 +448,41 @@ def test_an_entry_taken_offline_by_an_imported_file_has_its_own_audit_row(app, k
     assert db.get(KBEntry, row.id).retired is True
     actions = [a.action for a in db.query(AuditLog).filter_by(target_id=row.id).all()]
     assert "kb.entry_retired" in actions and "kb.entry_updated" not in actions, actions
+
+
+@pytest.mark.parametrize("ext", [".csv", ".xlsx"])
+def test_a_spreadsheet_with_only_the_required_columns_leaves_the_other_fields_alone(app, kb, tmp_path, db, client,
+                                                                                     ext):
+    """The README asks for the columns id, question, answer, the rest optional. A sheet of just those three (to fix
+    some answers) emptied every other field of the entries in it: their phrasings, category, tags and policy
+    fields, 截止日期 among them, so a policy that had ended was answered as current again. A column the file does
+    not have now leaves that field as it is; a column present and empty still empties it."""
+    import openpyxl
+
+    from wxapp_backend.audit import SYSTEM
+    from wxapp_backend.db import session_scope
+
+    with session_scope() as s:
+        services.save_entry(s, app.extensions["wxapp"].redis, SYSTEM, Entry(
+            id="ended-grant", question="青浦区往年数字化转型补贴怎么申请", answer="向区经委申请。",
+            similar=("青浦数字化补贴申请",), category="惠企政策", tags=("补贴",), issuer="区经委",
+            valid_until=services.today_shanghai().replace(year=2021)), create=True)
+    rows = [("id", "question", "answer", "category"),
+            ("ended-grant", "青浦区往年数字化转型补贴怎么申请", "向区经委申请（已核对）。", "")]
+    sheet = tmp_path / f"fix{ext}"
+    if ext == ".csv":
+        with sheet.open("w", encoding="utf-8", newline="") as f:
+            csv.writer(f).writerows(rows)
+    else:
+        book = openpyxl.Workbook()
+        for r in rows:
+            book.active.append(r)
+        book.save(sheet)
+    result = app.test_cli_runner().invoke(args=["kb", "import", str(sheet)])
+    assert result.exit_code == 0 and "更新 1 条" in result.output, result.output
+    db.expire_all()
+    row = db.get(KBEntry, "ended-grant")
+    assert row.answer == "向区经委申请（已核对）。" and row.category == ""  # present: taken as written
+    assert (row.similar, row.tags, row.issuer, row.valid_until.year) == (["青浦数字化补贴申请"], ["补贴"], "区经委", 2021)
+    body = client.post("/api/v1/chat", json={"text": "青浦区往年数字化转型补贴怎么申请"}).get_json()
+    assert body["entry_id"] != "ended-grant", body

@@ -8,7 +8,7 @@ import click
 from flask import Flask, current_app
 from sqlalchemy import func, select
 
-from knowledge.loaders import KBLoadError, dump_file, load_dir, load_file, unknown_fields_only
+from knowledge.loaders import KBLoadError, dump_file, load_dir, load_table, unknown_fields_only
 
 from ..audit import SYSTEM
 from ..config import ROOT
@@ -47,21 +47,21 @@ def register(app: Flask) -> None:
     def kb_import(file: Path, replace: bool) -> None:
         """导入知识库文件 .yaml/.jsonl/.csv/.xlsx（列 id, question, answer；可选 similar, category, tags）。"""
         try:
-            entries = load_file(file, strict=True)
+            entries, columns = load_table(file, strict=True)
         except KBLoadError as exc:
             # Columns beyond the ones we know (a note, a reviewer's mark) are left out, and said so: a misspelt
             # field name shows here rather than vanishing.
             ignored = unknown_fields_only(exc)
             if ignored is None:
                 raise click.ClickException(f"导入失败，知识库未改动：\n{exc}") from None
-            entries = load_file(file)
+            entries, columns = load_table(file)
             click.echo(f"提示：已忽略不认识的列 {'、'.join(ignored)}（可用的列：id、question、answer、similar、"
                        "category、tags 及政策字段）。")
         if not entries:
             raise click.ClickException("文件里没有条目，知识库未改动。")
         with session_scope() as s:
             report = import_entries(s, current_app.extensions["wxapp"].redis, SYSTEM, entries, replace=replace,
-                                    source=str(file))
+                                    source=str(file), columns=columns)
         click.echo(f"导入完成：{report.summary()}。")
 
     @kb.command("export")

@@ -7,7 +7,7 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from datetime import date, datetime
 from zoneinfo import ZoneInfo
@@ -92,9 +92,10 @@ class ImportReport:
 
 
 def import_entries(session: Session, r: redis.Redis, actor: Actor, entries: Iterable[Entry], *,
-                   replace: bool = False, source: str = "") -> ImportReport:
+                   replace: bool = False, source: str = "", columns: Collection[str] | None = None) -> ImportReport:
     """Upsert entries by id; with replace, entries missing from the import are retired (never deleted). An import
-    never restores a retired entry (the console's 恢复 does). `source` (the file imported) goes on the audit row."""
+    never restores a retired entry (the console's 恢复 does). `columns`, a table's fields: the others of an
+    existing entry are left as they are. `source` (the file imported) goes on the audit row."""
     entries = list(entries)
     report = ImportReport()
     existing = {row.id: row for row in session.scalars(select(KBEntry))}
@@ -107,6 +108,8 @@ def import_entries(session: Session, r: redis.Redis, actor: Actor, entries: Iter
             report.created += 1
             audit(session, actor, "kb.entry_created", row, via="import", question=entry.question)
             continue
+        if columns is not None:  # a sheet of id, question, answer emptied the phrasings and 截止日期
+            values.update({k: getattr(row, k) for k in values if k not in columns and k not in ("id", "retired")})
         if row.retired and not entry.retired:
             # A file without the retired column (a master spreadsheet kept by the team) says nothing about it: a
             # withdrawn entry stays offline, as with the console's edit form; restoring is set_retired's.
