@@ -27,6 +27,14 @@ os.environ["PROMETHEUS_MULTIPROC_DIR"] = _metrics_dir
 
 
 def on_starting(server):
+    # A wrong setting stops the master here with one line naming the variable; found in a worker instead, it
+    # made gunicorn boot a new worker for ever.
+    from wxapp_backend.config import ConfigError, Settings
+
+    try:
+        Settings.from_env()
+    except ConfigError as exc:
+        raise SystemExit(f"配置有误，未能启动：{exc}") from None
     if "WXAPP_METRICS_SHARED" not in os.environ:  # `flask serve` prepares a directory shared with the worker
         shutil.rmtree(_metrics_dir, ignore_errors=True)
     os.makedirs(_metrics_dir, exist_ok=True)

@@ -1,5 +1,10 @@
 """WSGI entry point: `gunicorn wsgi:app`, `flask --app wsgi ...`."""
 
 from wxapp_backend import create_app
+from wxapp_backend.config import ConfigError
 
-app = create_app()
+try:
+    app = create_app()
+except ConfigError as exc:
+    # The operator reads one line naming the variable, not a traceback; the exit status is 1.
+    raise SystemExit(f"配置有误，未能启动：{exc}") from None

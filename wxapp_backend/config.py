@@ -8,18 +8,28 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
+from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 class ConfigError(RuntimeError):
-    """Raised when the environment cannot make a valid configuration."""
+    """Raised when the environment cannot make a valid configuration; the message names the variable (in Chinese,
+    for the operator) and never shows a secret's value."""
 
 
-def _bool(value: str | None, default: bool = False) -> bool:
-    if value is None or value.strip() == "":
+_TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool = False) -> bool:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
         return default
-    return value.strip().lower() in {"1", "true", "yes", "on"}
+    value = raw.strip().lower()
+    if value not in _TRUE | _FALSE:
+        # A typo (COOKIE_SECURE=ture) must not quietly turn a safety off.
+        raise ConfigError(f"环境变量 {name} 应为 true 或 false（也可写 1/0、yes/no、on/off），现在是 {raw!r}")
+    return value in _TRUE
 
 
 def _int(env: Mapping[str, str], name: str, default: int, *, positive: bool = False) -> int:
@@ -29,9 +39,9 @@ def _int(env: Mapping[str, str], name: str, default: int, *, positive: bool = Fa
     try:
         value = int(raw)
     except ValueError as exc:
-        raise ConfigError(f"{name} must be an integer, got {raw!r}") from exc
+        raise ConfigError(f"环境变量 {name} 应为整数，现在是 {raw!r}") from exc
     if positive and value <= 0:
-        raise ConfigError(f"{name} must be greater than 0, got {raw!r}")
+        raise ConfigError(f"环境变量 {name} 应大于 0，现在是 {raw!r}")
     return value
 
 
@@ -42,9 +52,9 @@ def _float(env: Mapping[str, str], name: str, default: float, *, positive: bool 
     try:
         value = float(raw)
     except ValueError as exc:
-        raise ConfigError(f"{name} must be a number, got {raw!r}") from exc
+        raise ConfigError(f"环境变量 {name} 应为数字，现在是 {raw!r}") from exc
     if positive and not 0 < value < float("inf"):  # also refuses nan
-        raise ConfigError(f"{name} must be a finite number greater than 0, got {raw!r}")
+        raise ConfigError(f"环境变量 {name} 应为大于 0 的有限数字，现在是 {raw!r}")
     return value
 
 
@@ -129,7 +139,7 @@ class Settings:
         env = os.environ if environ is None else environ
         app_env = (env.get("APP_ENV") or env.get("FLASK_ENV") or "development").strip().lower()
         if app_env not in {"development", "production", "testing"}:
-            raise ConfigError(f"APP_ENV must be development, production or testing, got {app_env!r}")
+            raise ConfigError(f"环境变量 APP_ENV 应为 development、production 或 testing，现在是 {app_env!r}")
         instance = Path(env.get("INSTANCE_PATH") or (ROOT / "instance"))
         secret = env.get("SECRET_KEY", "")
         missing = []
@@ -137,35 +147,35 @@ class Settings:
             if not secret:
                 missing.append("SECRET_KEY")
             elif len(secret) < 16:
-                raise ConfigError("SECRET_KEY is too short for production (at least 16 characters)")
+                raise ConfigError("环境变量 SECRET_KEY 太短：生产环境至少需要 16 个字符")
         if missing:
-            raise ConfigError("Refusing to start in production: missing " + ", ".join(missing))
+            raise ConfigError("生产环境缺少必需的环境变量：" + "、".join(missing))
         if not secret:
             secret = _dev_secret(instance)
         fmt = (env.get("WXA_MSG_FORMAT") or "json").strip().lower()
         if fmt not in {"xml", "json"}:
-            raise ConfigError(f"WXA_MSG_FORMAT must be xml or json, got {fmt!r}")
+            raise ConfigError(f"环境变量 WXA_MSG_FORMAT 应为 xml 或 json，现在是 {fmt!r}")
         wxa_state = (env.get("WXA_STATE") or "formal").strip().lower()
         if wxa_state not in {"developer", "trial", "formal"}:
             # The only miniprogram_state values WeChat knows: any other would go out with every subscribe message.
-            raise ConfigError(f"WXA_STATE must be developer, trial or formal, got {wxa_state!r}")
+            raise ConfigError(f"环境变量 WXA_STATE 应为 developer、trial 或 formal，现在是 {wxa_state!r}")
         log_level = (env.get("LOG_LEVEL") or "INFO").strip().upper()
         if log_level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
-            raise ConfigError(f"LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL, got {log_level!r}")
+            raise ConfigError(f"环境变量 LOG_LEVEL 应为 DEBUG、INFO、WARNING、ERROR 或 CRITICAL，现在是 {log_level!r}")
         aes = {name: _aes_key(env, name) for name in ("WECHAT_AES_KEY", "WECHAT_AES_KEY_PREVIOUS", "WXA_AES_KEY",
                                                       "WXA_AES_KEY_PREVIOUS")}
         settings = cls(
             env=app_env,
             secret_key=secret,
             instance_path=instance,
-            database_url=env.get("DATABASE_URL", "").strip(),
-            redis_url=env.get("REDIS_URL", "").strip(),
+            database_url=_database_url(env),
+            redis_url=_redis_url(env),
             wechat_appid=env.get("WECHAT_APPID", ""),
             wechat_secret=env.get("WECHAT_SECRET", ""),
             wechat_token=env.get("WECHAT_TOKEN", ""),
             wechat_aes_key=aes["WECHAT_AES_KEY"],
             wechat_aes_key_previous=aes["WECHAT_AES_KEY_PREVIOUS"],
-            wechat_require_encryption=_bool(env.get("WECHAT_REQUIRE_ENCRYPTION")),
+            wechat_require_encryption=_bool(env, "WECHAT_REQUIRE_ENCRYPTION"),
             wxa_appid=env.get("WXA_APPID", ""),
             wxa_secret=env.get("WXA_SECRET", ""),
             wxa_token=env.get("WXA_TOKEN", ""),
@@ -173,16 +183,16 @@ class Settings:
             wxa_aes_key_previous=aes["WXA_AES_KEY_PREVIOUS"],
             wxa_msg_format=fmt,
             wxa_state=wxa_state,
-            wechat_api_base=(env.get("WECHAT_API_BASE") or "https://api.weixin.qq.com").rstrip("/"),
+            wechat_api_base=_api_base(env),
             wechat_api_timeout=_float(env, "WECHAT_API_TIMEOUT", 5.0, positive=True),
             webhook_deadline=_float(env, "WEBHOOK_DEADLINE", 4.0, positive=True),
             webhook_timestamp_window=_int(env, "WEBHOOK_TIMESTAMP_WINDOW", 300),
             max_content_length=_int(env, "MAX_CONTENT_LENGTH", 16 * 1024 * 1024, positive=True),
             user_token_ttl=_int(env, "USER_TOKEN_TTL", 7 * 24 * 3600, positive=True),
             staff_token_ttl=_int(env, "STAFF_TOKEN_TTL", 12 * 3600, positive=True),
-            cookie_secure=_bool(env.get("COOKIE_SECURE"), default=app_env == "production"),
+            cookie_secure=_bool(env, "COOKIE_SECURE", default=app_env == "production"),
             log_level=log_level,
-            log_json=_bool(env.get("LOG_JSON"), default=True),
+            log_json=_bool(env, "LOG_JSON", default=True),
             notify_templates_path=env.get("NOTIFY_TEMPLATES", "").strip(),
             forwarded_allow_ips=(env.get("FORWARDED_ALLOW_IPS") or "127.0.0.1,::1").strip(),
             extra=_tuning(env),
@@ -200,6 +210,42 @@ class Settings:
         return out
 
 
+# URLs are checked here, where the variable's name is known: a wrong one stopped the start with a library's
+# traceback that named no variable. The value itself is never shown (it may hold a password).
+def _database_url(env: Mapping[str, str]) -> str:
+    url = env.get("DATABASE_URL", "").strip()
+    if not url:
+        return ""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    from .db import normalise_url
+
+    try:
+        backend = make_url(normalise_url(url)).get_backend_name()
+    except (ArgumentError, ValueError):
+        backend = ""
+    if backend not in {"postgresql", "sqlite"}:
+        raise ConfigError("环境变量 DATABASE_URL 格式不对：应形如 postgresql+psycopg://用户:密码@主机:5432/库名"
+                          "（也可用 postgres:// 或 sqlite:///文件路径）")
+    return url
+
+
+def _redis_url(env: Mapping[str, str]) -> str:
+    url = env.get("REDIS_URL", "").strip()
+    if url and urlsplit(url).scheme not in {"redis", "rediss", "unix"}:
+        raise ConfigError("环境变量 REDIS_URL 格式不对：应形如 redis://主机:6379/0（也可用 rediss:// 或 unix://）")
+    return url
+
+
+def _api_base(env: Mapping[str, str]) -> str:
+    url = (env.get("WECHAT_API_BASE") or "https://api.weixin.qq.com").strip().rstrip("/")
+    parts = urlsplit(url)
+    if parts.scheme not in {"http", "https"} or not parts.netloc:
+        raise ConfigError("环境变量 WECHAT_API_BASE 应为 http:// 或 https:// 开头的网址（不设置即为微信官方接口）")
+    return url
+
+
 def _aes_key(env: Mapping[str, str], name: str) -> str:
     """An EncodingAESKey as the WeChat admin page shows it (43 base64 characters for 32 bytes), surrounding
     whitespace of a paste dropped; a wrong one stops the start naming the variable (never showing the key)."""
@@ -211,8 +257,7 @@ def _aes_key(env: Mapping[str, str], name: str) -> str:
     except binascii.Error:
         ok = False
     if not ok:
-        raise ConfigError(f"{name} must be the 43-character EncodingAESKey from the WeChat admin page "
-                          f"(got {len(key)} characters)")
+        raise ConfigError(f"环境变量 {name} 应为微信后台显示的 43 位 EncodingAESKey（现在是 {len(key)} 位）")
     return key
 
 
@@ -229,7 +274,7 @@ def _tuning(env: Mapping[str, str]) -> dict:
         if env.get(name, "").strip():
             value = _float(env, name, 0.0) if kind is float else _int(env, name, 0)
             if not (0 < value <= most):  # also refuses nan; inf is above the most
-                raise ConfigError(f"{name} must be greater than 0 and at most {most:g}, got {env[name]!r}")
+                raise ConfigError(f"环境变量 {name} 应大于 0 且不超过 {most:g}，现在是 {env[name]!r}")
             out[name.lower()] = value
     return out
 
@@ -253,4 +298,4 @@ def _dev_secret(instance: Path) -> str:
         import time
 
         time.sleep(0.01)
-    raise ConfigError(f"{path} is empty; delete it and start again")
+    raise ConfigError(f"{path} 是空文件；请删除它后重新启动")

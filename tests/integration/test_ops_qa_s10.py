@@ -1,0 +1,75 @@
+"""Operating the service: configuration errors, commands, health and metrics, the worker (QA pass 10)."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from wxapp_backend.config import ConfigError, Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+HAN = re.compile(r"[\u4e00-\u9fff]")
+
+
+def _clean_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    """The process environment without the service's own settings, plus `extra`."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("WECHAT_", "WXA_", "WEBHOOK_", "FLASK_", "TEST_", "APP_ENV", "DATABASE_URL",
+                                "REDIS_URL", "SECRET_KEY", "COOKIE_SECURE", "LOG_", "INSTANCE_PATH", "BIND",
+                                "WEB_", "PROMETHEUS_MULTIPROC_DIR", "WXAPP_"))}
+    env.update({"INSTANCE_PATH": str(tmp_path), **extra})
+    return env
+
+
+def test_a_mistyped_setting_is_refused_naming_the_variable_in_chinese_without_its_secret(tmp_path):
+    """COOKIE_SECURE=ture (or WECHAT_REQUIRE_ENCRYPTION=ture, LOG_JSON=flase) was quietly read as "off": in
+    production a typo sent the console cookie over plain HTTP. A DATABASE_URL or REDIS_URL that was not a URL
+    stopped the start with a library's traceback naming no variable, and WECHAT_API_BASE=api.weixin.qq.com (no
+    scheme) was taken and failed every WeChat call. Each is now a ConfigError naming the variable in Chinese,
+    without the value when it may hold a password."""
+    base = {"INSTANCE_PATH": str(tmp_path)}
+    for name in ("COOKIE_SECURE", "WECHAT_REQUIRE_ENCRYPTION", "LOG_JSON"):
+        with pytest.raises(ConfigError) as exc:
+            Settings.from_env({**base, name: "ture"})
+        assert name in str(exc.value) and HAN.search(str(exc.value))
+    s = Settings.from_env({**base, "COOKIE_SECURE": " Off ", "WECHAT_REQUIRE_ENCRYPTION": "YES", "LOG_JSON": "0"})
+    assert (s.cookie_secure, s.wechat_require_encryption, s.log_json) == (False, True, False)
+    assert Settings.from_env({**base, "APP_ENV": "production", "SECRET_KEY": "k" * 20}).cookie_secure is True
+    for name, bad in (("DATABASE_URL", "mysql://wxapp:Pw-Secret-9@db/wxapp"), ("DATABASE_URL", "Pw-Secret-9"),
+                      ("DATABASE_URL", "postgresql://wxapp:Pw-Secret-9@db:port/wxapp"),
+                      ("REDIS_URL", "Pw-Secret-9@redis:6379"), ("REDIS_URL", "http://:Pw-Secret-9@redis:6379/0"),
+                      ("WECHAT_API_BASE", "api.weixin.qq.com"), ("WECHAT_API_BASE", "ftp://api.weixin.qq.com")):
+        with pytest.raises(ConfigError) as exc:
+            Settings.from_env({**base, name: bad})
+        message = str(exc.value)
+        assert name in message and HAN.search(message) and "Pw-Secret-9" not in message, (name, bad, message)
+    ok = Settings.from_env({**base, "DATABASE_URL": "postgres://u:p@h/db", "REDIS_URL": "rediss://h:1/2",
+                            "WECHAT_API_BASE": "http://127.0.0.1:9/"})
+    assert (ok.database_url, ok.redis_url, ok.wechat_api_base) == ("postgres://u:p@h/db", "rediss://h:1/2",
+                                                                   "http://127.0.0.1:9")
+    with pytest.raises(ConfigError) as exc:
+        Settings.from_env({**base, "APP_ENV": "production"})
+    assert "SECRET_KEY" in str(exc.value) and HAN.search(str(exc.value))
+
+
+def test_a_wrong_setting_stops_flask_and_gunicorn_with_one_chinese_line(tmp_path):
+    """A wrong setting printed a Python traceback from every `flask --app wsgi ...` command. Under gunicorn the
+    worker died of it, and (once the import said it cleanly) gunicorn booted a new worker for ever. Now the
+    command and gunicorn's master stop at once with exit status 1 and one line naming the variable."""
+    env = _clean_env(tmp_path, DATABASE_URL="nonsense://wxapp:Pw-Secret-9@db/wxapp")
+    flask = subprocess.run([sys.executable, "-m", "flask", "--app", "wsgi", "init-db"], cwd=ROOT, env=env,
+                           capture_output=True, text=True, timeout=60)
+    assert flask.returncode == 1, flask.stderr
+    assert "Traceback" not in flask.stderr and "DATABASE_URL" in flask.stderr and "配置有误" in flask.stderr
+    assert "Pw-Secret-9" not in flask.stderr + flask.stdout
+    env = _clean_env(tmp_path, COOKIE_SECURE="ture", BIND="127.0.0.1:0", WEB_CONCURRENCY="1")
+    gunicorn = subprocess.run([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"], cwd=ROOT,
+                              env=env, capture_output=True, text=True, timeout=60)
+    assert gunicorn.returncode == 1, gunicorn.stderr
+    assert "Traceback" not in gunicorn.stderr and "COOKIE_SECURE" in gunicorn.stderr
+    assert "Booting worker" not in gunicorn.stderr
