@@ -236,14 +236,13 @@ def healthz():
 def metrics():
     from flask import current_app
 
-    from .metrics import QUEUE_DEPTH, render
+    from .metrics import LiveCollector, render
 
     state: AppState = current_app.extensions["wxapp"]
-    try:
-        QUEUE_DEPTH.labels("queued").set(state.queue.count)
-        QUEUE_DEPTH.labels("failed").set(state.queue.failed_job_registry.count)
-        QUEUE_DEPTH.labels("scheduled").set(state.queue.scheduled_job_registry.count)
-    except redis.RedisError:
-        pass
-    body, ctype = render()
+
+    def check_db() -> None:
+        with state.db.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+
+    body, ctype = render(LiveCollector(check_db, state.redis, state.queue))
     return Response(body, content_type=ctype)

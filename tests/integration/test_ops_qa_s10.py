@@ -73,3 +73,46 @@ def test_a_wrong_setting_stops_flask_and_gunicorn_with_one_chinese_line(tmp_path
     assert gunicorn.returncode == 1, gunicorn.stderr
     assert "Traceback" not in gunicorn.stderr and "COOKIE_SECURE" in gunicorn.stderr
     assert "Booting worker" not in gunicorn.stderr
+
+
+def _sample(text: str, name: str, label: str) -> str:
+    (line,) = [ln for ln in text.splitlines() if ln.startswith(f"{name}{{{label}}} ")]
+    return line.rsplit(" ", 1)[1]
+
+
+def test_metrics_tell_when_redis_or_the_database_is_down(app, client, monkeypatch):
+    """When Redis went down /metrics went on showing the queue depths last read (0 waiting, 0 failed: all well),
+    and each gunicorn process kept its own last reading, summed up as the largest: a queue drained since stayed
+    "full" on the chart. The depths are now read at scrape time (NaN when Redis does not answer), and
+    `dependency_up{part}` says whether the database and Redis answer."""
+    import redis
+
+    from wxapp_backend.queue import enqueue
+
+    state = app.extensions["wxapp"]
+    with app.app_context():
+        enqueue("time.sleep", 0)
+    text = client.get("/metrics").get_data(as_text=True)
+    assert _sample(text, "job_queue_depth", 'state="queued"') == "1.0"
+    assert _sample(text, "dependency_up", 'part="redis"') == "1.0"
+    assert _sample(text, "dependency_up", 'part="db"') == "1.0"
+
+    def refused(*a, **kw):
+        raise redis.ConnectionError("Error 111 connecting. Connection refused.")
+
+    monkeypatch.setattr(state.redis.connection_pool, "get_connection", refused)
+    resp = client.get("/metrics")
+    text = resp.get_data(as_text=True)
+    assert resp.status_code == 200
+    assert _sample(text, "job_queue_depth", 'state="queued"') == "NaN"
+    assert _sample(text, "dependency_up", 'part="redis"') == "0.0"
+    assert _sample(text, "dependency_up", 'part="db"') == "1.0"
+    monkeypatch.undo()
+
+    def db_down(*a, **kw):
+        raise RuntimeError("db down")
+
+    monkeypatch.setattr(state.db.engine, "connect", db_down)
+    text = client.get("/metrics").get_data(as_text=True)
+    assert _sample(text, "dependency_up", 'part="db"') == "0.0"
+    assert _sample(text, "dependency_up", 'part="redis"') == "1.0"
