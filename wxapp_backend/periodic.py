@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import redis
@@ -53,14 +54,18 @@ def beat_once(r: redis.Redis, queue: Queue, now: float | None = None) -> list[st
     return started
 
 
-def start_beat(r: redis.Redis, queue: Queue, interval: float = 15.0) -> threading.Event:
-    """A daemon thread calling beat_once every `interval` seconds; set the returned event to stop it."""
+def start_beat(r: redis.Redis, queue: Queue, interval: float = 15.0,
+               also: Callable[[], None] | None = None) -> threading.Event:
+    """A daemon thread calling beat_once (and `also`) every `interval` seconds; set the returned event to stop
+    it."""
     stop = threading.Event()
 
     def loop() -> None:
         while not stop.is_set():
             try:
                 beat_once(r, queue)
+                if also is not None:
+                    also()
             except redis.RedisError:
                 log.warning("beat: redis unavailable, will retry")
             except Exception:
