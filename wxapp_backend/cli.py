@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import click
 from flask import Flask, current_app
@@ -114,6 +115,8 @@ def register_cli(app: Flask) -> None:
         """运行后台任务进程（含延时任务和定时任务）。"""
         from .jobs_runtime import run_worker
 
+        if any(not q.strip() for q in queues):
+            raise click.UsageError("队列名（--queue）不能为空")
         run_worker(list(queues) or [_state().settings.queue_name], burst=burst)
 
     @app.cli.command("beat")
@@ -172,6 +175,147 @@ def register_cli(app: Flask) -> None:
             raise click.ClickException("已设置 REDIS_URL，使用的是外部 Redis，本命令不会停止它。")
         stop_embedded_redis(settings.instance_path)
         click.echo("已停止内置 Redis。")
+
+    for command in app.cli.commands.values():
+        localise(command)
+
+
+# --- every command's mistakes in Chinese -----------------------------------------------------------------
+# click words its own refusals in English, each under a Python traceback when a command met a database or Redis
+# that did not answer. `localise` wraps every command (create_app has registered them all by then) so that an
+# operator reads one Chinese line, with click's exit codes: 2 for a usage mistake, 1 for anything else.
+
+
+class CommandError(click.ClickException):
+    """A command's refusal, shown as 错误：… (click shows Error: …)."""
+
+    def show(self, file=None) -> None:  # type: ignore[override]
+        click.echo(f"错误：{self.format_message()}", err=True)
+
+
+class CommandUsageError(click.UsageError):
+    """A usage mistake in Chinese, with where to read the usage."""
+
+    def show(self, file=None) -> None:  # type: ignore[override]
+        click.echo(f"错误：{self.format_message()}", err=True)
+        if self.ctx is not None:
+            path = self.ctx.command_path.split(" ", 1)
+            click.echo(f"用法请看：flask --app wsgi {path[1] if len(path) > 1 else ''} --help".replace("  ", " "),
+                       err=True)
+
+
+def _has_han(text: str) -> bool:
+    return any("\u4e00" <= ch <= "\u9fff" for ch in text)
+
+
+def _param_label(param: click.Parameter | None) -> str:
+    if param is None:
+        return "参数"
+    if isinstance(param, click.Argument):
+        return f"参数 {param.human_readable_name}"
+    return f"选项 {max(param.opts, key=len)}"
+
+
+def _value_hint(param: click.Parameter | None) -> str:
+    kind = param.type if param is not None else None
+    if isinstance(kind, click.Choice):
+        return "只能是 " + "、".join(str(c) for c in kind.choices) + " 之一"
+    if isinstance(kind, click.IntRange):
+        return f"应为 {kind.min} 到 {kind.max} 之间的整数"
+    if isinstance(kind, click.FloatRange):
+        return f"应为 {kind.min} 到 {kind.max} 之间的数字"
+    if isinstance(kind, click.types.IntParamType):
+        return "应为整数"
+    if isinstance(kind, click.types.FloatParamType):
+        return "应为数字"
+    if isinstance(kind, click.Path):
+        return "找不到这个文件（或它是文件夹、没有读取权限）"
+    return "值不对"
+
+
+def usage_message(exc: click.UsageError) -> str:
+    """click's English usage error said in Chinese."""
+    message = exc.format_message()
+    if _has_han(message):  # ours already (raised by a command's own check)
+        return message
+    param = getattr(exc, "param", None)
+    if isinstance(exc, click.MissingParameter):
+        return f"缺少{_param_label(param)}"
+    if isinstance(exc, click.BadParameter):
+        return f"{_param_label(param)}：{_value_hint(param)}"
+    if isinstance(exc, click.NoSuchOption):
+        said = f"没有 {exc.option_name} 这个选项"
+        return said + (f"，您是不是想用 {'、'.join(exc.possibilities)}？" if exc.possibilities else "")
+    if isinstance(exc, click.BadOptionUsage):
+        return f"选项 {exc.option_name} 后面要跟一个值"
+    import re
+
+    if found := re.match(r"No such command '(.+)'", message):
+        return f"没有 {found.group(1)} 这个命令"
+    if found := re.match(r"Got unexpected extra arguments? \((.*)\)", message):
+        return f"多余的参数：{found.group(1)}"
+    return message
+
+
+def _outage_message(exc: Exception) -> str | None:
+    """One line for a database or Redis that does not answer; None for any other error."""
+    import redis
+    from sqlalchemy.exc import OperationalError
+
+    from .kv import EmbeddedRedisError
+
+    if isinstance(exc, OperationalError):
+        part, detail = "数据库（DATABASE_URL）", str(exc.orig or exc)
+    elif isinstance(exc, redis.ConnectionError | redis.TimeoutError | EmbeddedRedisError):
+        part, detail = " Redis（REDIS_URL）", str(exc)
+    else:
+        return None
+    detail = detail.strip().splitlines()[0] if detail.strip() else type(exc).__name__
+    from .logs import RedactFilter
+
+    settings = _state().settings
+    secrets = settings.secret_values()
+    for url in (settings.database_url, settings.redis_url):
+        password = urlsplit(url).password if url else None
+        if password:
+            secrets.append(password)
+    return f"无法使用{part}，请确认它已启动、地址和账号正确：{RedactFilter(secrets).redact(detail)}"
+
+
+def localise(command: click.Command) -> None:
+    """Wrap `command` (and a group's commands) so that its errors reach the operator as one Chinese line."""
+    make_context, invoke = command.make_context, command.invoke
+
+    def make_context_zh(*args, **kwargs):
+        try:
+            return make_context(*args, **kwargs)
+        except click.UsageError as exc:
+            if isinstance(exc, CommandUsageError):
+                raise
+            raise CommandUsageError(usage_message(exc), exc.ctx) from None
+
+    def invoke_zh(ctx):
+        try:
+            return invoke(ctx)
+        except (CommandUsageError, CommandError, click.exceptions.Exit, click.Abort):
+            raise
+        except click.UsageError as exc:
+            raise CommandUsageError(usage_message(exc), exc.ctx or ctx) from None
+        except click.ClickException as exc:
+            raise CommandError(exc.format_message()) from None
+        except KeyboardInterrupt:
+            click.echo("\n已中断。", err=True)
+            raise click.exceptions.Exit(130) from None
+        except Exception as exc:
+            said = _outage_message(exc)
+            if said is None:
+                raise
+            raise CommandError(said) from None
+
+    command.make_context = make_context_zh  # type: ignore[method-assign]
+    command.invoke = invoke_zh  # type: ignore[method-assign]
+    for sub in getattr(command, "commands", {}).values():
+        localise(sub)
 
 
 def _child_setup() -> None:

@@ -161,3 +161,63 @@ def test_the_worker_starts_its_scheduler_again_after_redis_comes_back(app, redis
         assert ticked.wait(10)
     finally:
         stop.set()
+
+
+def test_command_mistakes_are_said_in_chinese_with_click_exit_codes(app, db):
+    """click's own refusals were English ("Error: Missing argument 'USERNAME'.", "Invalid value for '--role':
+    'boss' is not one of ...", "No such option: --pasword") under an English usage block, and a command's own
+    Chinese refusal came as "Error: 密码至少 8 位". `worker --queue ""` started a worker on a queue with no name.
+    Each is now one Chinese line (错误：…) with where to read the usage; exit status 2 for a usage mistake, 1 for a
+    refusal, as before."""
+    from wxapp_backend.auth.models import StaffUser
+
+    runner = app.test_cli_runner()
+    cases = [
+        (["create-staff"], "缺少参数 USERNAME"),
+        (["create-staff", "bob", "--password", "abcdefgh1", "--role", "boss"], "只能是 admin、staff、dept 之一"),
+        (["create-staff", "bob", "--pasword", "abcdefgh1", "--role", "staff"], "没有 --pasword 这个选项"),
+        (["create-staff", "bob", "--password", "abcdefgh1", "--role", "staff", "extra"], "多余的参数：extra"),
+        (["kb", "search", "开公司", "--limit", "0"], "1 到 20 之间的整数"),
+        (["kb", "import", "/nonexistent/kb.csv"], "找不到这个文件"),
+        (["kb", "nosuch"], "没有 nosuch 这个命令"),
+        (["chat", "--account", "xx"], "只能是 oa、wxa 之一"),
+        (["worker", "--burst", "--queue", ""], "队列名"),
+    ]
+    for args, said in cases:
+        result = runner.invoke(args=args)
+        assert result.exit_code == 2, (args, result.output)
+        assert said in result.output and "错误：" in result.output and "--help" in result.output, (args, result.output)
+        assert "Error" not in result.output and "Usage" not in result.output, (args, result.output)
+    weak = runner.invoke(args=["create-staff", "bob", "--password", "x", "--role", "admin"])
+    assert weak.exit_code == 1 and "错误：密码至少 8 位" in weak.output and "Error" not in weak.output
+    assert db.query(StaffUser).count() == 0
+
+
+def test_a_database_or_redis_that_does_not_answer_is_one_line_not_a_traceback(app, settings, monkeypatch):
+    """`init-db`, `create-staff`, `kb ...` with PostgreSQL down, `worker` or `beat` with Redis down, printed a
+    Python traceback of 40 lines. They now say which part does not answer (and the driver's reason, with any
+    configured secret masked) and exit with 1."""
+    import redis
+    from sqlalchemy.exc import OperationalError
+
+    state = app.extensions["wxapp"]
+    runner = app.test_cli_runner()
+
+    def db_down(*a, **kw):
+        raise OperationalError("SELECT 1", {}, Exception(
+            f'connection to server at "db" failed: FATAL: password authentication failed ({settings.secret_key})'))
+
+    monkeypatch.setattr(state.db.engine, "connect", db_down)
+    result = runner.invoke(args=["create-staff", "bob", "--password", "abcdefgh1", "--role", "staff"])
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.exception
+    assert "无法使用数据库（DATABASE_URL）" in result.output and "password authentication failed" in result.output
+    assert settings.secret_key not in result.output
+    monkeypatch.undo()
+
+    def refused(*a, **kw):
+        raise redis.ConnectionError("Error 111 connecting to redis:6379. Connection refused.")
+
+    monkeypatch.setattr(state.redis.connection_pool, "get_connection", refused)
+    result = runner.invoke(args=["beat"])
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.exception
+    assert "无法使用 Redis（REDIS_URL）" in result.output and "Connection refused" in result.output
