@@ -87,6 +87,12 @@ def register_cli(app: Flask) -> None:
 
         password = secrets.token_urlsafe(9)
         report = seed(admin_password=password, reset_admin_password=reset_admin_password)
+        if report.admin_password:
+            # Whoever resets a forgotten password has usually used up their tries: the new one must work at once.
+            from .auth.services import LoginThrottle
+
+            settings = _state().settings
+            LoginThrottle(_state().redis, settings.login_max_failures, settings.login_lockout_seconds).forget("admin")
         for line in report.lines:
             click.echo(line)
         if report.admin_password:

@@ -76,6 +76,8 @@ def seed(*, admin_password: str, reset_admin_password: bool = False) -> SeedRepo
         elif reset_admin_password:
             set_staff_password(s, admin, admin_password + "a1", SYSTEM)
             report.admin_password = admin_password + "a1"
+            if not admin.active:
+                report.lines.append("注意：admin 账号已停用，新密码要等其他管理员在“账号管理”里重新启用后才能登录。")
         else:
             report.lines.append("管理员账号 admin 已存在，密码未改动。")
     for hook in SEED_HOOKS:

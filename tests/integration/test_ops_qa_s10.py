@@ -221,3 +221,29 @@ def test_a_database_or_redis_that_does_not_answer_is_one_line_not_a_traceback(ap
     result = runner.invoke(args=["beat"])
     assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.exception
     assert "无法使用 Redis（REDIS_URL）" in result.output and "Connection refused" in result.output
+
+
+def test_resetting_the_admin_password_lets_the_locked_out_admin_in_at_once(app, client, db):
+    """The README's way back in after a forgotten password is `seed-demo --reset-admin-password`; but whoever
+    forgot it has usually used up the 5 tries, and the new password then met "登录失败次数太多，请 15 分钟后再试"
+    (seen live). The reset now forgets the name's failed logins. A reset of a disabled admin says that it stays
+    disabled, instead of printing a password that cannot log in."""
+    from wxapp_backend.auth.models import StaffUser
+
+    runner = app.test_cli_runner()
+    assert runner.invoke(args=["seed-demo"]).exit_code == 0
+    for address in ("127.0.0.1", "198.51.100.7"):
+        for _ in range(5):
+            wrong = client.post("/api/v1/staff/login", json={"username": "admin", "password": "wrong-pass-1"},
+                                environ_base={"REMOTE_ADDR": address})
+            assert wrong.status_code == 401
+    reset = runner.invoke(args=["seed-demo", "--reset-admin-password"])
+    assert reset.exit_code == 0, reset.output
+    password = re.search(r"密码：(\S+)", reset.output).group(1)
+    login = client.post("/api/v1/staff/login", json={"username": "admin", "password": password})
+    assert login.status_code == 200, login.get_json()
+
+    db.query(StaffUser).filter_by(username="admin").update({"active": False})
+    db.commit()
+    again = runner.invoke(args=["seed-demo", "--reset-admin-password"])
+    assert again.exit_code == 0 and "已停用" in again.output

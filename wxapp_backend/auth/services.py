@@ -301,6 +301,12 @@ class LoginThrottle:
         name_here, _, name_everywhere = self._keys(username, ip)
         self.r.delete(name_here, name_everywhere)
 
+    def forget(self, username: str) -> None:
+        """Drop the name's failures from every address (a password reset on the server: whoever forgot it has
+        usually used up their tries)."""
+        name_everywhere = self._keys(username, "")[2]
+        self.r.delete(name_everywhere, *self.r.scan_iter(f"{name_everywhere}:ip:*", count=500))
+
 
 def authenticate_staff(session: Session, throttle: LoginThrottle, *, username: str, password: str,
                        ip: str) -> StaffUser:
