@@ -5,6 +5,15 @@ import os
 import shutil
 import tempfile
 
+from wxapp_backend.config import ConfigError, Settings
+
+try:
+    _settings = Settings.from_env()
+except ConfigError as exc:
+    # A wrong setting stops the master here with one line naming the variable; found in a worker instead, it
+    # made gunicorn boot a new worker for ever.
+    raise SystemExit(f"配置有误，未能启动：{exc}") from None
+
 bind = os.environ.get("BIND", "127.0.0.1:8000")
 workers = int(os.environ.get("WEB_CONCURRENCY") or max(2, multiprocessing.cpu_count() * 2))
 # gthread, with keep-alive connections spread evenly over the workers (wxapp_backend/http_worker.py).
@@ -15,6 +24,17 @@ graceful_timeout = 20
 keepalive = 5
 accesslog = os.environ.get("ACCESS_LOG") or None
 errorlog = "-"
+loglevel = _settings.log_level.lower()
+# gunicorn's own lines (starting, booting a worker, a worker timed out) in the same JSON as the application's,
+# as LOG_JSON promises for every line on stderr. The access log keeps its own format and place.
+logconfig_dict = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "root": {"level": _settings.log_level, "handlers": []},  # the application installs its own handler
+    "loggers": {"gunicorn.error": {"level": _settings.log_level, "handlers": ["json"], "propagate": False}},
+    "handlers": {"json": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stderr"}},
+    "formatters": {"json": {"()": "wxapp_backend.logs.JsonFormatter"}},
+} if _settings.log_json else {}
 # Load the app in each worker after fork: the database and Redis clients must not be shared.
 preload_app = False
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1,::1")
@@ -27,14 +47,6 @@ os.environ["PROMETHEUS_MULTIPROC_DIR"] = _metrics_dir
 
 
 def on_starting(server):
-    # A wrong setting stops the master here with one line naming the variable; found in a worker instead, it
-    # made gunicorn boot a new worker for ever.
-    from wxapp_backend.config import ConfigError, Settings
-
-    try:
-        Settings.from_env()
-    except ConfigError as exc:
-        raise SystemExit(f"配置有误，未能启动：{exc}") from None
     if "WXAPP_METRICS_SHARED" not in os.environ:  # `flask serve` prepares a directory shared with the worker
         shutil.rmtree(_metrics_dir, ignore_errors=True)
     os.makedirs(_metrics_dir, exist_ok=True)

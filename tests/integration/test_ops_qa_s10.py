@@ -61,9 +61,14 @@ def test_a_wrong_setting_stops_flask_and_gunicorn_with_one_chinese_line(tmp_path
     """A wrong setting printed a Python traceback from every `flask --app wsgi ...` command. Under gunicorn the
     worker died of it, and (once the import said it cleanly) gunicorn booted a new worker for ever. Now the
     command and gunicorn's master stop at once with exit status 1 and one line naming the variable."""
+    from wxapp_backend.kv import stop_embedded_redis
+
     env = _clean_env(tmp_path, DATABASE_URL="nonsense://wxapp:Pw-Secret-9@db/wxapp")
-    flask = subprocess.run([sys.executable, "-m", "flask", "--app", "wsgi", "init-db"], cwd=ROOT, env=env,
-                           capture_output=True, text=True, timeout=60)
+    try:
+        flask = subprocess.run([sys.executable, "-m", "flask", "--app", "wsgi", "init-db"], cwd=ROOT, env=env,
+                               capture_output=True, text=True, timeout=60)
+    finally:
+        stop_embedded_redis(tmp_path)  # without the check, the start got as far as the private Redis
     assert flask.returncode == 1, flask.stderr
     assert "Traceback" not in flask.stderr and "DATABASE_URL" in flask.stderr and "配置有误" in flask.stderr
     assert "Pw-Secret-9" not in flask.stderr + flask.stdout
@@ -247,3 +252,39 @@ def test_resetting_the_admin_password_lets_the_locked_out_admin_in_at_once(app, 
     db.commit()
     again = runner.invoke(args=["seed-demo", "--reset-admin-password"])
     assert again.exit_code == 0 and "已停用" in again.output
+
+
+def test_gunicorns_own_log_lines_are_json_like_the_rest(tmp_path):
+    """LOG_JSON (on by default) promises structured JSON lines on stderr, but gunicorn's own lines ("Booting
+    worker", "Worker exiting", a worker timing out) came as "[2026-12-06 08:29:41 +0000] [10006] [INFO] ...",
+    which a log collector parsing JSON drops or garbles. They are now JSON lines too."""
+    import json
+    import signal
+    import time
+
+    from wxapp_backend.kv import stop_embedded_redis
+
+    env = _clean_env(tmp_path, BIND="127.0.0.1:0", WEB_CONCURRENCY="1", WXAPP_METRICS_SHARED="1",
+                     PROMETHEUS_MULTIPROC_DIR=str(tmp_path / "metrics"))
+    proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"], cwd=ROOT,
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    lines: list[str] = []
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            line = proc.stderr.readline()
+            if not line:
+                break
+            lines.append(line)
+            if "Booting worker" in line:
+                break
+        assert any("Booting worker" in ln for ln in lines), lines
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, rest = proc.communicate(timeout=30)
+        stop_embedded_redis(tmp_path)
+    lines += rest.splitlines()
+    records = [json.loads(ln) for ln in lines if ln.strip()]  # every line: one JSON object
+    assert any(r["msg"].startswith("Starting gunicorn") for r in records)
+    assert any(r["msg"].startswith("Booting worker") for r in records)
+    assert all({"ts", "level", "logger", "msg"} <= set(r) for r in records)
