@@ -142,6 +142,8 @@ def register_cli(app: Flask) -> None:
         upgrade_database()
         _after_init_db()
         env = dict(os.environ)
+        # The children start in the checkout: a relative INSTANCE_PATH must still mean the same folder.
+        env["INSTANCE_PATH"] = str(_state().settings.instance_path)
         # Children must reach the same embedded Redis this process started.
         env.setdefault("REDIS_URL", _state().redis_url)
         # One metrics directory for web and job processes, so /metrics shows both.

@@ -140,7 +140,8 @@ class Settings:
         app_env = (env.get("APP_ENV") or env.get("FLASK_ENV") or "development").strip().lower()
         if app_env not in {"development", "production", "testing"}:
             raise ConfigError(f"环境变量 APP_ENV 应为 development、production 或 testing，现在是 {app_env!r}")
-        instance = Path(env.get("INSTANCE_PATH") or (ROOT / "instance"))
+        # Absolute: Flask refuses a relative instance path, and `serve` starts its children in the checkout.
+        instance = Path(env.get("INSTANCE_PATH") or (ROOT / "instance")).absolute()
         secret = env.get("SECRET_KEY", "")
         missing = []
         if app_env == "production":

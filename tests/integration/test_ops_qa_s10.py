@@ -288,3 +288,13 @@ def test_gunicorns_own_log_lines_are_json_like_the_rest(tmp_path):
     assert any(r["msg"].startswith("Starting gunicorn") for r in records)
     assert any(r["msg"].startswith("Booting worker") for r in records)
     assert all({"ts", "level", "logger", "msg"} <= set(r) for r in records)
+
+
+def test_a_relative_instance_path_means_the_folder_where_the_command_runs(tmp_path, monkeypatch):
+    """INSTANCE_PATH=inst stopped every command with Flask's traceback ("If an instance path is provided it must
+    be absolute"). It is now taken from the folder where the command runs (and `serve` hands its children, which
+    start in the checkout, that same folder)."""
+    monkeypatch.chdir(tmp_path)
+    settings = Settings.from_env({"INSTANCE_PATH": "inst"})
+    assert settings.instance_path.is_absolute() and settings.instance_path == tmp_path / "inst"
+    assert settings.resolved_database_url == f"sqlite:///{tmp_path / 'inst' / 'wxapp.sqlite3'}"
