@@ -148,14 +148,18 @@ def record_results(session: Session, user_id: int, results: Mapping[str, str], *
     return out
 
 
-def _event_items(subscribe_results: Any) -> Iterable[tuple[str, str]]:
-    # The event's List is an object for one template and an array for several (WECHAT.md).
+def _lowered_items(subscribe_results: Any) -> Iterable[dict[str, Any]]:
+    """Each item of a subscribe-message event's List with lower-case keys: WeChat's names (TemplateId,
+    SubscribeStatusString, MsgID) or wechat.messages' normalised ones. The List is an object for one template
+    and an array for several (WECHAT.md); anything else in it is skipped."""
     items = subscribe_results if isinstance(subscribe_results, list) else [subscribe_results]
     for item in items:
-        if not isinstance(item, Mapping):
-            continue
-        # WeChat's names (TemplateId, SubscribeStatusString) or wechat.messages' normalised ones.
-        lowered = {str(k).lower(): v for k, v in item.items()}
+        if isinstance(item, Mapping):
+            yield {str(k).lower(): v for k, v in item.items()}
+
+
+def _event_items(subscribe_results: Any) -> Iterable[tuple[str, str]]:
+    for lowered in _lowered_items(subscribe_results):
         tid = lowered.get("templateid") or lowered.get("template_id")
         status = lowered.get("subscribestatusstring") or lowered.get("status")
         if isinstance(tid, str) and isinstance(status, str) and tid and len(tid) <= 64:
@@ -219,11 +223,7 @@ def msgid_of(response: Any) -> str | None:
 
 def _sent_items(subscribe_results: Any) -> Iterable[tuple[str, str, str | None]]:
     """(msgid, status, template id) of each item of a subscribe_msg_sent_event's List (object or array)."""
-    items = subscribe_results if isinstance(subscribe_results, list) else [subscribe_results]
-    for item in items:
-        if not isinstance(item, Mapping):
-            continue
-        lowered = {str(k).lower(): v for k, v in item.items()}
+    for lowered in _lowered_items(subscribe_results):
         msgid = lowered.get("msgid") or lowered.get("msg_id")
         status = lowered.get("errorstatus") or lowered.get("error_status") or lowered.get("status")
         tid = lowered.get("templateid") or lowered.get("template_id")
