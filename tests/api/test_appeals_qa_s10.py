@@ -1,5 +1,8 @@
-"""Appeals QA (pass 10): the console's action forms against the workflow, who may be named handler, what the
-enterprise is still asked for once the wait is over, ..."""
+"""Appeals QA (pass 10): the console's action forms against the workflow and the actor's role, who may be named
+handler, the wait for the enterprise's material (what it is still asked for, 会办 during it, what a supplement
+must hold), holidays entered after filing, retired categories in the queue, 办不成事 on a resolved appeal, moves
+the transition table allows but the loop must not (restarting a resolved appeal, a merged child on its own,
+granting an extension after 办结), and the words the enterprise and staff read."""
 
 from __future__ import annotations
 
