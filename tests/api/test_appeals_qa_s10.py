@@ -104,14 +104,14 @@ def test_a_department_account_of_another_department_cannot_be_made_the_handler(c
 
 # --- once the wait for material is over, the enterprise is no longer asked for it ----------------------------
 
-@pytest.mark.parametrize("how", ["start", "assign", "withdraw"])
+@pytest.mark.parametrize("how", ["start", "withdraw"])
 def test_the_request_for_material_ends_with_the_wait(client, world, how):
     a = world.submit()
     world.act(a["id"], "accept")
     world.act(a["id"], "request_info", note="请提供发票号码")
     mine = client.get(f"/api/v1/appeals/{a['id']}", headers=world.uh).get_json()
     assert mine["info_request"] == "请提供发票号码" and mine["can_supplement"] is True
-    # The enterprise phoned the number in, or staff re-routed it: the appeal goes on without the supplement.
+    # The enterprise phoned the number in, or withdrew the appeal: it goes on (or ends) without the supplement.
     if how == "withdraw":
         assert client.post(f"/api/v1/appeals/{a['id']}/withdraw", json={}, headers=world.uh).status_code == 200
     else:
@@ -424,3 +424,20 @@ def test_coordination_started_while_waiting_for_material_keeps_the_wait(client, 
     # ... and 会办 ends as usual when the task is done.
     d = world.act(a["id"], "complete_task", headers=world.eh, task_id=d["tasks"][0]["id"], result="已核查")
     assert d["status"] == "in_progress"
+
+
+def test_re_routing_while_the_enterprise_owes_material_keeps_the_wait(client, world):
+    a = world.submit()
+    world.act(a["id"], "accept")
+    world.act(a["id"], "assign", department="税务所")
+    world.act(a["id"], "request_info", headers=world.th, note="请提供发票号码")
+    # 交办 to 城运中心 ended the wait: the clock ran again and the enterprise, told to supplement, got 409.
+    d = world.act(a["id"], "assign", department="城运中心")
+    assert d["status"] == "pending_enterprise" and d["department"] == "城运中心" and d["sla_minutes_left"] is not None
+    assert d["timeline"][-1]["action"] == "reassigned"
+    mine = client.get(f"/api/v1/appeals/{a['id']}", headers=world.uh).get_json()
+    assert mine["can_supplement"] is True and mine["info_request"] == "请提供发票号码"
+    resp = client.post(f"/api/v1/appeals/{a['id']}/supplement", json={"content": "发票号码 12345678"},
+                       headers=world.uh)
+    assert resp.status_code == 200 and resp.get_json()["status"] == "assigned"
+    assert world.detail(a["id"], headers=world.eh)["department"] == "城运中心"

@@ -724,7 +724,11 @@ def act_assign(session, actor, appeal, data, now):
         except ValidationError:
             appeal.handler_id = None
     note = data.get("note") or f"交办至{department}"
-    if appeal.status == S.ASSIGNED:
+    if appeal.status in (S.ASSIGNED, S.PENDING_ENTERPRISE):
+        if appeal.status == S.PENDING_ENTERPRISE:
+            # Re-routed while the enterprise owes material: the wait goes on (it was told to supplement; ended
+            # here it got 409), and the supplement hands the appeal to the new department.
+            appeal.paused_from = S.ASSIGNED.value
         appeal.version += 1
         _event(session, appeal, actor, "reassigned", note=note, department=department, previous=old,
                handler_id=appeal.handler_id, previous_handler_id=old_handler)
