@@ -12,7 +12,7 @@ from datetime import date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, exists, func, or_, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
 from ..audit import SYSTEM, Actor, _jsonable, audit
@@ -282,16 +282,26 @@ def _dept_clause(department: str):
     return or_(Appeal.department == department, task_dept)
 
 
-def get_appeal(session: Session, appeal_id: int, actor: Actor, *, lock: bool = False) -> Appeal:
-    """The appeal this actor may see: users see their own, dept staff their department's; else 404."""
+def get_appeal(session: Session, appeal_id: int, actor: Actor, *, lock: bool = False, nowait: bool = False
+               ) -> Appeal:
+    """The appeal this actor may see: users see their own, dept staff their department's; else 404.
+
+    `nowait`: a second appeal an action changes (a merge's master) is locked without waiting, since the action
+    already holds its own row and two actions taking two rows in opposite orders would deadlock: when another
+    transaction holds it, 409 “稍后再试”."""
     q = select(Appeal).where(Appeal.id == appeal_id)
     if actor.type == "user":
         q = q.where(Appeal.user_id == int(actor.id))
     elif _dept_only(actor):
         q = q.where(_dept_clause(actor.department))
     if lock and LOCK_ROWS:
-        q = q.with_for_update(of=Appeal)
-    appeal = session.scalars(q).unique().first()
+        q = q.with_for_update(of=Appeal, nowait=nowait)
+    try:
+        appeal = session.scalars(q).unique().first()
+    except OperationalError as exc:
+        if nowait and getattr(exc.orig, "sqlstate", None) == "55P03":  # lock_not_available
+            raise Conflict("这条诉求正由他人处理，请稍后再试。", code="busy") from None
+        raise
     if appeal is None:
         raise NotFound("没有找到这条诉求。")
     if lock:
@@ -880,7 +890,9 @@ def act_merge(session, actor, appeal, data, now):
     master_id = _need(data, "master_id", "主诉求")
     if master_id == appeal.id:
         raise Conflict("不能把诉求合并到它自己。", code="merge_into_self")
-    master = get_appeal(session, master_id, actor)
+    # Locked, and read again under the lock: two merges in opposite directions at once (A into B, B into A) each
+    # saw the other still open and made each appeal the other's duplicate.
+    master = get_appeal(session, master_id, actor, lock=True, nowait=True)
     if master.master_id is not None or master.status == S.DUPLICATE:
         raise Conflict(f"{master.number} 本身已并入其他诉求，请合并到它的主诉求。", code="merge_into_child")
     if master.status not in OPEN:

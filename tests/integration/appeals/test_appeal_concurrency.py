@@ -84,3 +84,49 @@ def test_same_idempotency_key_at_the_same_moment_makes_one_appeal(app, arrange):
     assert len(got) == 4 and len({i for i, _ in got}) == 1 and sum(c for _, c in got) == 1
     with session_scope() as s:
         assert len(s.scalars(select(Appeal)).unique().all()) == 1
+
+
+def _merge_race(app, arrange, monkeypatch, *, lock: bool):
+    """A into B and B into A by two staff at the same moment."""
+    from wxapp_backend.appeals.models import Appeal
+
+    a, b = arrange.submit(utcnow()), arrange.submit(utcnow())
+    for appeal_id in (a, b):
+        arrange.act(appeal_id, "accept")
+    monkeypatch.setattr(services, "LOCK_ROWS", lock)
+    monkeypatch.setattr(services, "_after_load", lambda appeal: time.sleep(0.5))
+    results: dict[int, str] = {}
+    barrier = threading.Barrier(2)
+
+    def run(child, master):
+        with app.app_context():
+            barrier.wait()
+            try:
+                with session_scope() as s:
+                    services.perform(s, arrange.actor, child, "merge", {"master_id": master})
+                results[child] = "ok"
+            except Conflict:
+                results[child] = "409"
+
+    threads = [threading.Thread(target=run, args=(a, b)), threading.Thread(target=run, args=(b, a))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    with session_scope() as s:
+        links = {i: s.get(Appeal, i).master_id for i in (a, b)}
+    return results, links, (a, b)
+
+
+@pytest.mark.postgres
+def test_opposite_merges_at_once_never_make_a_cycle(app, arrange, monkeypatch):
+    results, links, (a, b) = _merge_race(app, arrange, monkeypatch, lock=True)
+    assert "ok" not in results.values() or sorted(results.values()) == ["409", "ok"]
+    assert not (links[a] == b and links[b] == a)
+
+
+@pytest.mark.postgres
+def test_negative_control_opposite_merges_without_locks_make_a_cycle(app, arrange, monkeypatch):
+    results, links, (a, b) = _merge_race(app, arrange, monkeypatch, lock=False)
+    assert sorted(results.values()) == ["ok", "ok"]
+    assert links[a] == b and links[b] == a  # each the other's duplicate: the race the locks prevent
