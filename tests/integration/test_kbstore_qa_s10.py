@@ -486,3 +486,12 @@ def test_a_spreadsheet_with_only_the_required_columns_leaves_the_other_fields_al
     assert (row.similar, row.tags, row.issuer, row.valid_until.year) == (["青浦数字化补贴申请"], ["补贴"], "区经委", 2021)
     body = client.post("/api/v1/chat", json={"text": "青浦区往年数字化转型补贴怎么申请"}).get_json()
     assert body["entry_id"] != "ended-grant", body
+
+
+def test_tags_typed_with_a_chinese_comma_are_separate_tags(client, kb, make_staff, console_login, db):
+    """The form says 标签“用逗号分隔”; typed on a Chinese keyboard that comma is “，”, which was not a separator, so
+    “补贴，人才，融资” became one tag with the commas in it."""
+    token = console_login(make_staff(role="staff"))
+    assert client.post("/console/kb/new", data={"csrf_token": token, "id": "tagged", "question": "问题", "answer": "答案",
+                                                "tags": "补贴，人才、融资,  贷款｜担保"}).status_code == 302
+    assert db.get(KBEntry, "tagged").tags == ["补贴", "人才", "融资", "贷款", "担保"]

@@ -23,6 +23,7 @@ bp = Blueprint("kb_console", __name__, url_prefix="/console/kb")
 
 PER_PAGE = 30
 _LINE_BREAK_RE = re.compile(r"\r\n?")
+_TAG_SEPARATORS = re.compile(r"[,，、|｜]")
 ENTRY_FIELDS = (
     Field("id", "str", "编号", required=True, max_len=128),
     Field("question", "str", "标准问题", required=True, max_len=300),
@@ -55,7 +56,8 @@ def _entry_from_form(form: dict) -> Entry:
     # .xlsx turns CRLF into LF, so an export and re-import counted the entry as changed).
     data = {k: _LINE_BREAK_RE.sub("\n", v) if isinstance(v, str) else v for k, v in data.items()}
     split = [s.strip() for s in (data["similar"] or "").splitlines() if s.strip()]
-    tags = [t.strip() for t in (data["tags"] or "").replace("、", ",").replace("|", ",").split(",") if t.strip()]
+    # A Chinese keyboard's comma is “，”; "|" and "｜" separate tags in table files.
+    tags = [t.strip() for t in _TAG_SEPARATORS.split(data["tags"] or "") if t.strip()]
     return Entry(id=data["id"], question=data["question"], answer=data["answer"], similar=tuple(split),
                  category=data["category"] or "", tags=tuple(tags),
                  **{f: data.get(f) for f in POLICY_FIELDS}, retired=False)
