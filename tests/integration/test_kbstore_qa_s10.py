@@ -495,3 +495,16 @@ def test_tags_typed_with_a_chinese_comma_are_separate_tags(client, kb, make_staf
     assert client.post("/console/kb/new", data={"csrf_token": token, "id": "tagged", "question": "问题", "answer": "答案",
                                                 "tags": "补贴，人才、融资,  贷款｜担保"}).status_code == 302
     assert db.get(KBEntry, "tagged").tags == ["补贴", "人才", "融资", "贷款", "担保"]
+
+
+def test_restoring_an_ended_policy_says_the_bot_still_will_not_answer_it(client, kb, make_staff, console_login, db):
+    """恢复 on an entry whose 截止日期 has passed said “已恢复上线。”; the bot still does not answer it (rightly), so
+    staff were left wondering why the restored policy got no answers. The message now says why and what to do."""
+    token = console_login(make_staff(role="staff"))
+    assert client.post("/console/kb/new", data={"csrf_token": token, "id": "old-grant", "question": "往年的补贴",
+                                                "answer": "答案", "valid_until": "2021-12-31"}).status_code == 302
+    for retire in ("1", "0"):
+        assert client.post("/console/kb/old-grant/retire", data={"csrf_token": token, "retire": retire},
+                           follow_redirects=False).status_code == 302
+    page = client.get("/console/kb/").get_data(as_text=True)
+    assert "2021-12-31" in page and "截止日期" in page, page[page.find('class="flash"') - 10:][:300]

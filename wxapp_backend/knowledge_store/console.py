@@ -162,8 +162,17 @@ def retire_entry(entry_id: str):
     if key is None:
         abort(404)
     with session_scope() as s:
-        services.set_retired(s, _redis(), g.actor, key, retire)
-    flash("已下线，机器人不会再用这条回答。" if retire else "已恢复上线。")
+        row = services.set_retired(s, _redis(), g.actor, key, retire)
+        until, since = row.valid_until, row.valid_from
+    today = services.today_shanghai()
+    if retire:
+        flash("已下线，机器人不会再用这条回答。")
+    elif until is not None and until < today:  # the bot still does not answer it: say why
+        flash(f"已恢复上线。但它的截止日期 {until.isoformat()} 已过，机器人仍不会用它回答；如政策延续，请编辑截止日期。")
+    elif since is not None and since > today:
+        flash(f"已恢复上线，生效日期 {since.isoformat()} 起机器人才会用它回答。")
+    else:
+        flash("已恢复上线。")
     return redirect(request.referrer if _same_site(request.referrer) else url_for("kb_console.entries"))
 
 
