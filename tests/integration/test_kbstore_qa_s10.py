@@ -508,3 +508,19 @@ def test_restoring_an_ended_policy_says_the_bot_still_will_not_answer_it(client,
                            follow_redirects=False).status_code == 302
     page = client.get("/console/kb/").get_data(as_text=True)
     assert "2021-12-31" in page and "截止日期" in page, page[page.find('class="flash"') - 10:][:300]
+
+
+def test_the_same_edit_sent_twice_is_saved_once_without_a_false_alarm(client, kb, make_staff, console_login, db):
+    """A double click on 保存 (or the browser resending the form) sends the same edit twice; the second came with
+    the revision the first had just moved past and was refused as a colleague's conflicting edit, telling staff
+    their save had failed when it had not. A resend that changes nothing more is accepted as it is."""
+    console_login(make_staff(role="staff"))
+    page = client.get("/console/kb/talent-foreign-work-permit/edit").get_data(as_text=True)
+    row = db.get(KBEntry, "talent-foreign-work-permit")
+    before = row.revision
+    form = {**_form(page), "question": row.question, "answer": "改过的答案。", "similar": "\n".join(row.similar),
+            "category": row.category, "tags": ", ".join(row.tags)}
+    codes = [client.post("/console/kb/talent-foreign-work-permit/edit", data=form).status_code for _ in range(2)]
+    assert codes == [302, 302], codes
+    db.expire_all()
+    assert db.get(KBEntry, "talent-foreign-work-permit").revision == before + 1

@@ -166,13 +166,14 @@ def save_entry(session: Session, r: redis.Redis, actor: Actor, entry: Entry, *, 
     else:
         if row is None:
             raise NotFound("没有找到这个知识条目。")
-        if revision is not None and revision != row.revision:
-            # The form holds every field: saving it would put back what a colleague (or an import, or a phrasing
-            # added from the unanswered queue) changed in the meantime.
-            raise Conflict("这条内容在您编辑期间已被其他同事修改并保存，为免覆盖对方的修改，这次没有保存。"
-                           "请先复制您改动的内容，重新打开这条条目，在最新内容上修改后再保存。")
         values["retired"] = row.retired  # the form never says; retiring and restoring are set_retired's
         changed = {k: v for k, v in values.items() if getattr(row, k) != v}
+        if changed and revision is not None and revision != row.revision:
+            # The form holds every field: saving it would put back what a colleague (or an import, or a phrasing
+            # added from the unanswered queue) changed in the meantime. (A resend of a save that changes nothing
+            # more, a double click, is no conflict.)
+            raise Conflict("这条内容在您编辑期间已被其他同事修改并保存，为免覆盖对方的修改，这次没有保存。"
+                           "请先复制您改动的内容，重新打开这条条目，在最新内容上修改后再保存。")
         # From/to pairs: nothing else keeps what the bot answered before the edit.
         changes = {k: [getattr(row, k), v] for k, v in changed.items()}
         for k, v in changed.items():
