@@ -49,6 +49,7 @@ HEADER_ALIASES: dict[str, str] = {
     "支持内容": "benefit",
     "办理渠道": "where_to_apply",
     "链接": "url",
+    "原文链接": "url",  # the console form's label
     "生效日期": "valid_from",
     "截止日期": "valid_until",
     "已下线": "retired",

@@ -524,3 +524,17 @@ def test_the_same_edit_sent_twice_is_saved_once_without_a_false_alarm(client, kb
     assert codes == [302, 302], codes
     db.expire_all()
     assert db.get(KBEntry, "talent-foreign-work-permit").revision == before + 1
+
+
+def test_a_sheet_headed_with_the_consoles_own_labels_is_understood(tmp_path):
+    """Staff head a sheet with the names the console's form shows; every one was understood except 原文链接 (the
+    form's label for the link), which was left out as an unknown column, so the links were not imported."""
+    from wxapp_backend.knowledge_store.console import ENTRY_FIELDS
+
+    path = tmp_path / "kb.csv"
+    with path.open("w", encoding="utf-8", newline="") as f:
+        csv.writer(f).writerows([[field.label for field in ENTRY_FIELDS],
+                                 ["p1", "问题", "问法", "答案", "分类", "标签", "区经委", "企业", "条件", "全年", "补贴",
+                                  "线上", "https://example.gov.cn/p1", "2024-01-01", "2030-12-31"]])
+    (entry,) = load_file(path, strict=True)
+    assert entry.url == "https://example.gov.cn/p1" and entry.valid_until.year == 2030
