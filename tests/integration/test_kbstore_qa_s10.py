@@ -402,9 +402,8 @@ def test_staff_trying_the_bot_in_the_console_do_not_fill_the_unanswered_queue_or
     csrf = console_login(make_staff(role="staff"))
     for text in ("明天股票会涨吗", "外籍人才工作许可怎么办"):
         assert client.post("/console/chat", data={"text": text, "csrf_token": csrf}).status_code == 302
-    assert "外国人工作许可" in client.get("/console/chat").get_data(as_text=True)  # the bot did answer
     assert db.query(UnansweredQuestion).count() == 0
-    assert {t.channel for t in db.query(ChatTurn).all()} == {"console"}
+    assert [t.channel for t in db.query(ChatTurn).all()] == ["console", "console"]  # both logged, as the console's
     from datetime import timedelta
 
     from wxapp_backend.db import utcnow
