@@ -704,7 +704,9 @@ class _LiteralDumper(yaml.SafeDumper):
 
 
 def _str_representer(dumper: yaml.SafeDumper, data: str) -> yaml.Node:
-    style = "|" if "\n" in data else None
+    # NEL (U+0085) is written raw in a plain, quoted or block scalar and read back as a line break or a space:
+    # double quotes escape it (\N).
+    style = '"' if "\x85" in data else "|" if "\n" in data else None
     return dumper.represent_scalar("tag:yaml.org,2002:str", data, style=style)
 
 

@@ -537,3 +537,13 @@ def test_a_sheet_headed_with_the_consoles_own_labels_is_understood(tmp_path):
                                   "线上", "https://example.gov.cn/p1", "2024-01-01", "2030-12-31"]])
     (entry,) = load_file(path, strict=True)
     assert entry.url == "https://example.gov.cn/p1" and entry.valid_until.year == 2030
+
+
+def test_a_next_line_character_survives_a_yaml_export(tmp_path):
+    """U+0085 (NEL, what a cp1252 “…” becomes when text is decoded wrongly, kept by the console and the chat) came
+    back from kb export x.yaml as a space or a line break: PyYAML writes it raw in a quoted scalar and reads it as
+    a line break. Such text is now written escaped (double quotes), so it comes back as it was."""
+    entry = Entry(id="nel", question="问题\x85续", answer="第一行\n第二\x85行", similar=("问法\x85一",))
+    out = tmp_path / "kb.yaml"
+    dump_file([entry], out)
+    assert load_file(out, strict=True) == [entry]
