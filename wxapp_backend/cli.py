@@ -268,10 +268,13 @@ def usage_message(exc: click.UsageError) -> str:
 def _outage_message(exc: Exception) -> str | None:
     """One line for a database or Redis that does not answer; None for any other error."""
     import redis
-    from sqlalchemy.exc import OperationalError
+    from sqlalchemy.exc import OperationalError, ProgrammingError
 
     from .kv import EmbeddedRedisError
 
+    if isinstance(exc, OperationalError | ProgrammingError) and (
+            getattr(exc.orig, "sqlstate", None) == "42P01" or "no such table" in str(exc.orig)):
+        return "数据库里还没有建表，请先运行 flask --app wsgi init-db。"
     if isinstance(exc, OperationalError):
         part, detail = "数据库（DATABASE_URL）", str(exc.orig or exc)
     elif isinstance(exc, redis.ConnectionError | redis.TimeoutError | EmbeddedRedisError):

@@ -298,3 +298,18 @@ def test_a_relative_instance_path_means_the_folder_where_the_command_runs(tmp_pa
     settings = Settings.from_env({"INSTANCE_PATH": "inst"})
     assert settings.instance_path.is_absolute() and settings.instance_path == tmp_path / "inst"
     assert settings.resolved_database_url == f"sqlite:///{tmp_path / 'inst' / 'wxapp.sqlite3'}"
+
+
+def test_a_command_before_init_db_says_to_run_init_db(tmp_path):
+    """`seed-demo` (or `kb search`, `create-staff`) on a fresh checkout before `init-db` printed a traceback
+    ending in "no such table: grids". It now says to run init-db first."""
+    from wxapp_backend.kv import stop_embedded_redis
+
+    env = _clean_env(tmp_path)
+    try:
+        result = subprocess.run([sys.executable, "-m", "flask", "--app", "wsgi", "seed-demo"], cwd=ROOT, env=env,
+                                capture_output=True, text=True, timeout=60)
+    finally:
+        stop_embedded_redis(tmp_path)
+    assert result.returncode == 1, result.stderr
+    assert "请先运行 flask --app wsgi init-db" in result.stderr and "Traceback" not in result.stderr
