@@ -313,3 +313,31 @@ def test_a_command_before_init_db_says_to_run_init_db(tmp_path):
         stop_embedded_redis(tmp_path)
     assert result.returncode == 1, result.stderr
     assert "请先运行 flask --app wsgi init-db" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_broken_notify_templates_file_stops_the_start_and_a_broken_edit_keeps_the_last_good_one(
+        app, settings, client, make_user, user_token, monkeypatch, tmp_path):
+    """NOTIFY_TEMPLATES naming a file that cannot be read (or is not YAML/JSON) was found only when the first
+    notification went out: every notification job failed, and GET /api/v1/me/subscribe-credits was a 500 for
+    every user; so was an edit that broke the file while running. The start now stops naming the variable, and
+    a broken edit keeps the templates read before (logged) until the file is fixed."""
+    import wxapp_backend
+    from wxapp_backend.config import ConfigError
+
+    with pytest.raises(ConfigError) as exc:
+        wxapp_backend.create_app(settings.with_overrides(notify_templates_path=str(tmp_path / "missing.yaml")))
+    assert "NOTIFY_TEMPLATES" in str(exc.value) and HAN.search(str(exc.value))
+
+    templates = tmp_path / "kinds.json"
+    templates.write_text('{"appeal_accepted": {"template_id": "tpl-accepted-1"}}', encoding="utf-8")
+    state = app.extensions["wxapp"]
+    monkeypatch.setattr(state, "settings", settings.with_overrides(notify_templates_path=str(templates)))
+    headers = user_token(make_user())
+    first = client.get("/api/v1/me/subscribe-credits", headers=headers)
+    assert first.status_code == 200
+    assert "tpl-accepted-1" in first.get_data(as_text=True)
+    templates.write_text('{"appeal_accepted": {"template_id": ', encoding="utf-8")  # saved half-way
+    os.utime(templates, (1, 1))  # a different modification time, however fast the test runs
+    broken = client.get("/api/v1/me/subscribe-credits", headers=headers)
+    assert broken.status_code == 200, broken.get_json()
+    assert "tpl-accepted-1" in broken.get_data(as_text=True)

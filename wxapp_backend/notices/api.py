@@ -130,7 +130,17 @@ def subscribe_credits():
 
 
 def register(app: Flask) -> None:
+    from ..config import ConfigError
     from ..periodic import register_periodic
+    from .kinds import load_kinds
 
+    path = app.extensions["wxapp"].settings.notify_templates_path
+    if path:
+        # A file that cannot be read stops the start naming the variable; found later, it made every
+        # notification, and GET /me/subscribe-credits, fail with a 500.
+        try:
+            load_kinds(path)
+        except ConfigError as exc:
+            raise ConfigError(f"环境变量 NOTIFY_TEMPLATES 指向的订阅消息模板文件有误：{exc}") from None
     app.register_blueprint(bp)
     register_periodic("notify_sweep", 600, "wxapp_backend.notices.jobs.sweep_pending_notifications")

@@ -189,7 +189,18 @@ def current_kinds() -> dict[str, Kind]:
         hit = _cache.get(path)
         if hit and hit[0] == mtime:
             return hit[1]
-    kinds = load_kinds(path)
+    try:
+        kinds = load_kinds(path)
+    except ConfigError:
+        if hit is None:
+            raise
+        # The file was changed into one that cannot be used: keep the kinds read last, say so, and try again
+        # on the next change. Every notification, and the subscribe-credits page, failed with a 500.
+        log.error("NOTIFY_TEMPLATES: the changed file cannot be used; keeping the templates read before",
+                  exc_info=True)
+        with _cache_lock:
+            _cache[path] = (mtime, hit[1])
+        return hit[1]
     if not settings.env == "testing" and any(k.template_id.startswith(PLACEHOLDER_PREFIX) for k in kinds.values()):
         log.warning("notification kinds still use placeholder template ids; set NOTIFY_TEMPLATES")
     with _cache_lock:
