@@ -14,12 +14,25 @@ except ConfigError as exc:
     # made gunicorn boot a new worker for ever.
     raise SystemExit(f"配置有误，未能启动：{exc}") from None
 
+
+
+def _count(name: str, default: int, least: int = 1) -> int:
+    """A whole number of at least `least`: WEB_CONCURRENCY=0 started a master with no worker (nothing answered,
+    no word why), WEB_THREADS=0 workers that failed to boot, "abc" a traceback."""
+    raw = (os.environ.get(name) or "").strip()
+    if not raw:
+        return default
+    if not (raw.isascii() and raw.isdigit() and int(raw) >= least):
+        raise SystemExit(f"配置有误，未能启动：环境变量 {name} 应为不小于 {least} 的整数，现在是 {raw!r}")
+    return int(raw)
+
+
 bind = os.environ.get("BIND", "127.0.0.1:8000")
-workers = int(os.environ.get("WEB_CONCURRENCY") or max(2, multiprocessing.cpu_count() * 2))
+workers = _count("WEB_CONCURRENCY", max(2, multiprocessing.cpu_count() * 2))
 # gthread, with keep-alive connections spread evenly over the workers (wxapp_backend/http_worker.py).
 worker_class = os.environ.get("WEB_WORKER_CLASS") or "wxapp_backend.http_worker.BalancedThreadWorker"
-threads = int(os.environ.get("WEB_THREADS") or 4)
-timeout = int(os.environ.get("WEB_TIMEOUT") or 30)
+threads = _count("WEB_THREADS", 4)
+timeout = _count("WEB_TIMEOUT", 30, least=0)  # 0: no timeout, as gunicorn's own setting
 graceful_timeout = 20
 keepalive = 5
 accesslog = os.environ.get("ACCESS_LOG") or None
