@@ -195,7 +195,7 @@ class Settings:
             log_level=log_level,
             log_json=_bool(env, "LOG_JSON", default=True),
             notify_templates_path=env.get("NOTIFY_TEMPLATES", "").strip(),
-            forwarded_allow_ips=(env.get("FORWARDED_ALLOW_IPS") or "127.0.0.1,::1").strip(),
+            forwarded_allow_ips=_proxies(env),
             extra=_tuning(env),
         )
         return settings
@@ -245,6 +245,22 @@ def _api_base(env: Mapping[str, str]) -> str:
     if parts.scheme not in {"http", "https"} or not parts.netloc:
         raise ConfigError("环境变量 WECHAT_API_BASE 应为 http:// 或 https:// 开头的网址（不设置即为微信官方接口）")
     return url
+
+
+def _proxies(env: Mapping[str, str]) -> str:
+    """FORWARDED_ALLOW_IPS: addresses or "*", as gunicorn takes them (a network such as 10.0.0.0/8 is not
+    taken): a wrong entry was never matched, so every client behind the proxy was counted as the proxy."""
+    import ipaddress
+
+    raw = (env.get("FORWARDED_ALLOW_IPS") or "127.0.0.1,::1").strip()
+    for part in (p.strip() for p in raw.split(",")):
+        if part and part != "*":
+            try:
+                ipaddress.ip_address(part)
+            except ValueError:
+                raise ConfigError(f"环境变量 FORWARDED_ALLOW_IPS 应为逗号分隔的反向代理 IP 地址（或 *），"
+                                  f"{part!r} 不是 IP 地址（不支持网段写法）") from None
+    return raw
 
 
 def _aes_key(env: Mapping[str, str], name: str) -> str:

@@ -352,3 +352,17 @@ def test_gunicorn_refuses_worker_counts_it_cannot_serve_with(tmp_path):
         proc = subprocess.run([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"], cwd=ROOT,
                               env=env, capture_output=True, text=True, timeout=30)
         assert proc.returncode == 1 and name in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+
+
+def test_forwarded_allow_ips_takes_only_addresses_as_gunicorn_does(tmp_path):
+    """FORWARDED_ALLOW_IPS=10.0.0.0/8 (or a host name, or a typo) was taken and then never matched: the
+    proxy's X-Forwarded-For was ignored and every client behind it counted as the proxy, so one busy office
+    used up everyone's per-address limits (gunicorn itself refuses such a value, in English). It now stops the
+    start naming the variable."""
+    base = {"INSTANCE_PATH": str(tmp_path)}
+    for bad in ("10.0.0.0/8", "nginx", "127.0.0.1;10.0.0.2"):
+        with pytest.raises(ConfigError) as exc:
+            Settings.from_env({**base, "FORWARDED_ALLOW_IPS": bad})
+        assert "FORWARDED_ALLOW_IPS" in str(exc.value) and HAN.search(str(exc.value))
+    ok = Settings.from_env({**base, "FORWARDED_ALLOW_IPS": " 10.0.0.2, ::1 ,*"})
+    assert ok.forwarded_allow_ips == "10.0.0.2, ::1 ,*"
