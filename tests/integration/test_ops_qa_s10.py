@@ -187,6 +187,7 @@ def test_command_mistakes_are_said_in_chinese_with_click_exit_codes(app, db):
         (["kb", "nosuch"], "没有 nosuch 这个命令"),
         (["chat", "--account", "xx"], "只能是 oa、wxa 之一"),
         (["worker", "--burst", "--queue", ""], "队列名"),
+        (["chat", "--openid", " "], "openid"),
     ]
     for args, said in cases:
         result = runner.invoke(args=args)

@@ -270,4 +270,6 @@ def register_cli(app: Flask) -> None:
     @click.option("--openid", default="chat-cli-user", help="模拟用户的 openid")
     def chat_command(account: str, openid: str) -> None:
         """与数字店小二对话：消息经真实的消息接口（签名，配置了 EncodingAESKey 时加密），与线上一致。"""
+        if not openid.strip():  # every message would come back as "［错误 400］" instead of an answer
+            raise click.UsageError("模拟用户的 openid（--openid）不能为空")
         run_chat(current_app._get_current_object(), account, openid)  # type: ignore[attr-defined]
