@@ -93,3 +93,5 @@ def configure_logging(level: str, json_logs: bool, secrets: list[str]) -> None:
     root.addHandler(handler)
     root.setLevel(level)
     logging.getLogger("jieba").setLevel(logging.WARNING)
+    # Alembic announces each of its plugins at INFO: nine lines around init-db's and serve's own report.
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)

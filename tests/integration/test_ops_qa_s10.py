@@ -303,17 +303,22 @@ def test_a_relative_instance_path_means_the_folder_where_the_command_runs(tmp_pa
 
 def test_a_command_before_init_db_says_to_run_init_db(tmp_path):
     """`seed-demo` (or `kb search`, `create-staff`) on a fresh checkout before `init-db` printed a traceback
-    ending in "no such table: grids". It now says to run init-db first."""
+    ending in "no such table: grids". It now says to run init-db first. And init-db's own report is no longer
+    wrapped in nine JSON lines of Alembic announcing its plugins ("setup plugin alembic.autogenerate...")."""
     from wxapp_backend.kv import stop_embedded_redis
 
     env = _clean_env(tmp_path)
     try:
         result = subprocess.run([sys.executable, "-m", "flask", "--app", "wsgi", "seed-demo"], cwd=ROOT, env=env,
                                 capture_output=True, text=True, timeout=60)
+        init_db = subprocess.run([sys.executable, "-m", "flask", "--app", "wsgi", "init-db"], cwd=ROOT, env=env,
+                                 capture_output=True, text=True, timeout=120)
     finally:
         stop_embedded_redis(tmp_path)
     assert result.returncode == 1, result.stderr
     assert "请先运行 flask --app wsgi init-db" in result.stderr and "Traceback" not in result.stderr
+    assert init_db.returncode == 0 and "数据库已就绪" in init_db.stdout, init_db.stderr
+    assert "setup plugin" not in init_db.stderr
 
 
 def test_a_broken_notify_templates_file_stops_the_start_and_a_broken_edit_keeps_the_last_good_one(
