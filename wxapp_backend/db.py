@@ -72,7 +72,11 @@ def make_engine(url: str, *, echo: bool = False) -> Engine:
         engine = create_engine(url, echo=echo, connect_args={"timeout": 30, "check_same_thread": False})
         _sqlite_setup(engine)
     else:
-        engine = create_engine(url, echo=echo, pool_pre_ping=True, pool_size=5, max_overflow=10)
+        # A server that takes the connection but never answers (stuck, or a half-dead proxy in front of it) held
+        # /healthz, /metrics and every request waiting for ever: give up after 5 s unless the URL says otherwise.
+        connect_args = {} if "connect_timeout" in parsed.query else {"connect_timeout": 5}
+        engine = create_engine(url, echo=echo, pool_pre_ping=True, pool_size=5, max_overflow=10,
+                               connect_args=connect_args)
     # A forked child (RQ work horse, gunicorn worker) must not reuse the parent's pooled connections.
     os.register_at_fork(after_in_child=lambda: engine.dispose(close=False))
     return engine

@@ -372,3 +372,36 @@ def test_forwarded_allow_ips_takes_only_addresses_as_gunicorn_does(tmp_path):
         assert "FORWARDED_ALLOW_IPS" in str(exc.value) and HAN.search(str(exc.value))
     ok = Settings.from_env({**base, "FORWARDED_ALLOW_IPS": " 10.0.0.2, ::1 ,*"})
     assert ok.forwarded_allow_ips == "10.0.0.2, ::1 ,*"
+
+
+def test_healthz_answers_503_when_postgresql_takes_the_connection_but_never_answers(settings):
+    """With a PostgreSQL that accepts the TCP connection but never answers (stuck, or a half-dead proxy in
+    front of it), /healthz waited for ever instead of answering 503 naming the database, and so did every
+    request and /metrics. Connecting now gives up after 5 s (unless DATABASE_URL sets connect_timeout)."""
+    import socket
+    import threading
+    import time
+
+    import wxapp_backend
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(16)  # the kernel completes the handshake; nothing ever answers
+    try:
+        url = f"postgresql+psycopg://wxapp:pw@127.0.0.1:{server.getsockname()[1]}/wxapp"
+        stuck = wxapp_backend.create_app(settings.with_overrides(database_url=url))
+        answers: list = []
+
+        def ask() -> None:
+            started = time.monotonic()
+            resp = stuck.test_client().get("/healthz")
+            answers.append((resp.status_code, resp.get_json(), time.monotonic() - started))
+
+        thread = threading.Thread(target=ask, daemon=True)
+        thread.start()
+        thread.join(20)
+        assert answers, "/healthz was still waiting after 20 s"
+        status, body, took = answers[0]
+        assert status == 503 and body["failing"] == ["db"] and took < 15, answers
+    finally:
+        server.close()
