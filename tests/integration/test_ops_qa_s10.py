@@ -374,7 +374,7 @@ def test_forwarded_allow_ips_takes_only_addresses_as_gunicorn_does(tmp_path):
     assert ok.forwarded_allow_ips == "10.0.0.2, ::1 ,*"
 
 
-def test_healthz_answers_503_when_postgresql_takes_the_connection_but_never_answers(settings):
+def test_healthz_answers_503_when_postgresql_takes_the_connection_but_never_answers(app, settings):
     """With a PostgreSQL that accepts the TCP connection but never answers (stuck, or a half-dead proxy in
     front of it), /healthz waited for ever instead of answering 503 naming the database, and so did every
     request and /metrics. Connecting now gives up after 5 s (unless DATABASE_URL sets connect_timeout)."""
