@@ -61,7 +61,8 @@ def register_cli(app: Flask) -> None:
     @app.cli.command("create-staff")
     @click.argument("username")
     @click.option("--password", required=True, help="至少 8 位，需同时包含字母和数字")
-    @click.option("--role", type=click.Choice(["admin", "staff", "dept"]), required=True)
+    @click.option("--role", type=click.Choice(["admin", "staff", "dept"]), required=True,
+                  help="角色：admin 管理员（可管理账号）、staff 工作人员、dept 部门账号（需 --department）")
     @click.option("--department", default="", help="部门账号所属部门")
     @click.option("--name", "display_name", default="", help="显示名称")
     def create_staff(username: str, password: str, role: str, department: str, display_name: str) -> None:

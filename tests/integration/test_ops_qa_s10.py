@@ -194,6 +194,8 @@ def test_command_mistakes_are_said_in_chinese_with_click_exit_codes(app, db):
         assert result.exit_code == 2, (args, result.output)
         assert said in result.output and "错误：" in result.output and "--help" in result.output, (args, result.output)
         assert "Error" not in result.output and "Usage" not in result.output, (args, result.output)
+    usage = runner.invoke(args=["create-staff", "--help"]).output
+    assert "--role" in usage and "admin 管理员" in usage  # the option had no word of help
     weak = runner.invoke(args=["create-staff", "bob", "--password", "x", "--role", "admin"])
     assert weak.exit_code == 1 and "错误：密码至少 8 位" in weak.output and "Error" not in weak.output
     assert db.query(StaffUser).count() == 0
