@@ -63,20 +63,24 @@ def normalise_url(url: str) -> str:
 
 
 def make_engine(url: str, *, echo: bool = False) -> Engine:
-    """Create the engine with the per-backend settings we rely on."""
+    """Create the engine with the per-backend settings we rely on.
+
+    `hide_parameters`: a database error's text (logged with its traceback, kept by RQ for a failed job) names
+    the statement but not its values, which may be a password hash, a phone number or an ID-card number."""
     url = normalise_url(url)
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             os.makedirs(os.path.dirname(os.path.abspath(parsed.database)), exist_ok=True)
-        engine = create_engine(url, echo=echo, connect_args={"timeout": 30, "check_same_thread": False})
+        engine = create_engine(url, echo=echo, hide_parameters=True,
+                               connect_args={"timeout": 30, "check_same_thread": False})
         _sqlite_setup(engine)
     else:
         # A server that takes the connection but never answers (stuck, or a half-dead proxy in front of it) held
         # /healthz, /metrics and every request waiting for ever: give up after 5 s unless the URL says otherwise.
         connect_args = {} if "connect_timeout" in parsed.query else {"connect_timeout": 5}
         engine = create_engine(url, echo=echo, pool_pre_ping=True, pool_size=5, max_overflow=10,
-                               connect_args=connect_args)
+                               connect_args=connect_args, hide_parameters=True)
     # A forked child (RQ work horse, gunicorn worker) must not reuse the parent's pooled connections.
     os.register_at_fork(after_in_child=lambda: engine.dispose(close=False))
     return engine
