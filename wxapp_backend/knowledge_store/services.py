@@ -91,6 +91,9 @@ class ImportReport:
                    if self.kept_retired else ""))
 
 
+IMPORT_LOCKS = True  # an import holds the rows it read (tests switch it off for the negative control)
+
+
 def import_entries(session: Session, r: redis.Redis, actor: Actor, entries: Iterable[Entry], *,
                    replace: bool = False, source: str = "", columns: Collection[str] | None = None) -> ImportReport:
     """Upsert entries by id; with replace, entries missing from the import are retired (never deleted). An import
@@ -98,7 +101,10 @@ def import_entries(session: Session, r: redis.Redis, actor: Actor, entries: Iter
     existing entry are left as they are. `source` (the file imported) goes on the audit row."""
     entries = list(entries)
     report = ImportReport()
-    existing = {row.id: row for row in session.scalars(select(KBEntry))}
+    # Locked until the import commits (PostgreSQL): a console save made meanwhile was written over by the
+    # import's stale copy, both ending on the same revision; now it waits and, its revision being old, is refused.
+    query = select(KBEntry).order_by(KBEntry.id)
+    existing = {row.id: row for row in session.scalars(query.with_for_update() if IMPORT_LOCKS else query)}
     for entry in entries:
         values = _row_values(entry)
         row = existing.get(entry.id)
