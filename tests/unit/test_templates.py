@@ -158,6 +158,7 @@ def test_every_default_kind_renders_from_what_its_callers_pass():
                created_at=created)
     assert set(DEFAULT_KINDS) == {
         "appeal_accepted", "appeal_needs_info", "appeal_resolved", "appeal_closed", "appeal_escalated", "appeal_merged",
+        "appeal_split", "appeal_extended",
         "activity_reminder", "waitlist_promoted", "registration_approved", "registration_cancelled", "notice",
         "binding_result"}
 

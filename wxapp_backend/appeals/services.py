@@ -245,6 +245,8 @@ NOTICE_TITLES = {
     "appeal_closed": "您的诉求已关闭",
     "appeal_escalated": "您的诉求已转入“办不成事”反映窗口",
     "appeal_merged": "您的诉求已合并办理",
+    "appeal_split": "您的诉求已恢复单独办理",
+    "appeal_extended": "您的诉求办理期限已延长",
 }
 
 
@@ -914,6 +916,9 @@ def act_split(session, actor, appeal, data, now):
         raise Conflict("这条诉求没有被合并。", code="not_merged")
     transition(session, appeal, S.ACCEPTED, actor, action="split", now=now, note="取消合并，单独办理")
     appeal.master_id = None
+    # It was told of the merge: without a word it would wait for the master's result, which will not come.
+    _notify(session, appeal, "appeal_split", f"您的诉求 {appeal.number} 已取消合并，将单独办理，办结后会通知您结果。",
+            f"split:{appeal.version}")
 
 
 def act_return(session, actor, appeal, data, now):
@@ -1005,6 +1010,13 @@ def act_decide_extension(session, actor, appeal, data, now):
         appeal.warned_due_at = None
         _event(session, appeal, actor, "extension_approved", note=f"同意延期 {ext.working_days} 个工作日",
                public=True, due_at=appeal.due_at)
+        # The promise the enterprise was given moves: tell them (the timeline alone said it to nobody).
+        when = ""
+        if appeal.status != S.PENDING_ENTERPRISE and appeal.due_at is not None:
+            local = appeal.due_at.astimezone(TZ)
+            when = f"，预计 {local.month}月{local.day}日 前办结"
+        _notify(session, appeal, "appeal_extended", f"您的诉求 {appeal.number} 办理期限已延长 {ext.working_days} 个工作日"
+                f"{when}。", f"extended:{ext.id}")
     else:
         ext.status = "rejected"
         _event(session, appeal, actor, "extension_rejected", note=data.get("note") or "不同意延期")

@@ -87,6 +87,8 @@ DEFAULT_KINDS: dict[str, Kind] = {k.name: k for k in (
     _appeal("appeal_closed", "已关闭", "诉求已关闭"),
     _appeal("appeal_escalated", "已升级", "已提交上级协调办理"),
     _appeal("appeal_merged", "已合并", "与同一问题合并办理"),
+    _appeal("appeal_split", "单独办理", "已取消合并，单独办理"),
+    _appeal("appeal_extended", "已延期", "办理期限已延长"),
     Kind("activity_reminder", PLACEHOLDER_PREFIX + "activity-reminder",
          {"thing1": "title", "time2": "time", "thing3": "place", "thing4": "note"},
          {"thing3": "详见活动页面", "thing4": "请准时参加"}, "pages/activity/detail"),
