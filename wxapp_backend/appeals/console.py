@@ -372,8 +372,10 @@ def _card_rates() -> dict:
 def _card_escalated() -> dict:
     with session_scope() as s:
         n = _count(s, services.escalation_pending())
+        late = _count(s, services.escalation_overdue(utcnow()))
         t = _count(s, Appeal.needs_triage.is_(True), Appeal.status.in_([x.value for x in OPEN]))
-    return {"title": "办不成事（在办）", "value": n, "hint": f"待分拣 {t} 件",
+    hint = f"待分拣 {t} 件" + (f"；超过 3 个工作日未处理 {late} 件" if late else "")
+    return {"title": "办不成事（在办）", "value": n, "hint": hint,
             "href": url_for("appeals_console.queue", escalation_open="true")}
 
 

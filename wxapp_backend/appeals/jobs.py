@@ -15,8 +15,8 @@ from ..audit import SYSTEM
 from ..db import session_scope, utcnow
 from . import reports, services
 from .calendar import TZ
-from .models import Appeal
-from .states import CLOCK_RUNNING, AppealStatus
+from .models import Appeal, AppealTask, TaskKind
+from .states import CLOCK_RUNNING, OPEN, AppealStatus
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +24,8 @@ log = logging.getLogger(__name__)
 def tick(now: datetime | None = None) -> dict[str, int]:
     """One pass over the open appeals; returns how many of each thing it did."""
     now = now or utcnow()
-    done = {"warned": 0, "overdue": 0, "urged": 0, "escalated": 0, "closed": 0, "reports": 0}
+    done = {"warned": 0, "overdue": 0, "urged": 0, "escalated": 0, "closed": 0, "reports": 0,
+            "escalation_overdue": 0, "tasks_overdue": 0}
     with session_scope() as s:
         ids = list(s.scalars(select(Appeal.id).where(
             Appeal.status.in_([st.value for st in CLOCK_RUNNING] + [AppealStatus.RESOLVED.value]))))
@@ -34,6 +35,7 @@ def tick(now: datetime | None = None) -> dict[str, int]:
                 _one(s, appeal_id, now, done)
         except Exception:  # noqa: BLE001 - logged; the next tick tries again
             log.exception("appeal tick failed", extra={"appeal_id": appeal_id})
+    _late_escalations_and_tasks(now, done)
     done["photos"] = sweep_chat_photos(now)
     if now.astimezone(TZ).weekday() == 0:  # Monday: last week's report
         with session_scope() as s:
@@ -76,6 +78,49 @@ def _one(s, appeal_id: int, now: datetime, done: dict[str, int]) -> None:
             services.escalate(s, SYSTEM, appeal, reason=f"超期 {services.AUTO_ESCALATE_OVERDUE_DAYS} 个工作日以上，"
                               "系统自动转入办不成事窗口", now=now)
             done["escalated"] += 1
+
+
+def _late_escalations_and_tasks(now: datetime, done: dict[str, int]) -> None:
+    """Flag, once each, a 办不成事 still owed past its 3 working days and an open 会办 task past its deadline: both
+    dates were shown but nothing noticed them pass."""
+    with session_scope() as s:
+        late = list(s.scalars(select(Appeal.id).where(services.escalation_overdue(now))))
+        tasks = list(s.execute(select(AppealTask.id, AppealTask.appeal_id).join(Appeal, Appeal.id == AppealTask.appeal_id)
+                               .where(AppealTask.status == "open", AppealTask.kind == TaskKind.COORDINATION,
+                                      AppealTask.due_at.is_not(None), AppealTask.due_at <= now,
+                                      Appeal.status.in_([st.value for st in OPEN]))))
+    for appeal_id in late:
+        try:
+            with session_scope() as s:
+                appeal = services.get_appeal(s, appeal_id, SYSTEM, lock=True)
+                due = appeal.escalation_due_at.isoformat() if appeal.escalation_due_at else ""
+                if _flagged(s, appeal_id, "escalation_overdue", "escalation_due_at", due):
+                    continue
+                services._event(s, appeal, SYSTEM, "escalation_overdue",
+                                note="办不成事已超过 3 个工作日仍未处理完，请窗口负责人尽快联系企业", escalation_due_at=due)
+                done["escalation_overdue"] += 1
+        except Exception:  # noqa: BLE001 - logged; the next tick tries again
+            log.exception("escalation overdue check failed", extra={"appeal_id": appeal_id})
+    for task_id, appeal_id in tasks:
+        try:
+            with session_scope() as s:
+                appeal = services.get_appeal(s, appeal_id, SYSTEM, lock=True)
+                if _flagged(s, appeal_id, "task_overdue", "task_id", task_id):
+                    continue
+                task = s.get(AppealTask, task_id)
+                services._event(s, appeal, SYSTEM, "task_overdue", note=f"{task.department}的会办任务已超过期限，请催办",
+                                task_id=task_id, department=task.department)
+                done["tasks_overdue"] += 1
+        except Exception:  # noqa: BLE001 - logged; the next tick tries again
+            log.exception("task overdue check failed", extra={"appeal_id": appeal_id, "task_id": task_id})
+
+
+def _flagged(s, appeal_id: int, action: str, key: str, value) -> bool:
+    """An event of this kind already records this value (the tick runs every 5 minutes)."""
+    from .models import AppealEvent
+
+    return any((data or {}).get(key) == value for data in s.scalars(
+        select(AppealEvent.data).where(AppealEvent.appeal_id == appeal_id, AppealEvent.action == action)))
 
 
 def _retries_left() -> bool:

@@ -1153,6 +1153,14 @@ def escalation_pending():
     return and_(Appeal.escalated.is_(True), or_(Appeal.status.in_([s.value for s in OPEN]), open_task))
 
 
+def escalation_overdue(now: datetime):
+    """办不成事 whose 3 working days have passed with the window's task still open."""
+    open_task = exists().where(AppealTask.appeal_id == Appeal.id, AppealTask.kind == TaskKind.ESCALATION,
+                               AppealTask.status == "open")
+    return and_(Appeal.escalated.is_(True), open_task, Appeal.escalation_due_at.is_not(None),
+                Appeal.escalation_due_at <= now)
+
+
 def list_for_staff(session: Session, actor: Actor, *, status: str | None = None, category: str | None = None,
                    department: str | None = None, grid_id: int | None = None, building_id: int | None = None,
                    enterprise_id: int | None = None, overdue: bool | None = None, escalated: bool | None = None,
