@@ -234,9 +234,15 @@ def _norm(text: str) -> str:
 
 
 # People type their phone or ID number into the chat (often meaning it for staff): the chat log and the staff's
-# unanswered queue keep the question, not those numbers.
-_MOBILE_RE = re.compile(r"(?<!\d)(1[3-9]\d)\d{4}(\d{4})(?!\d)")
-_ID_CARD_RE = re.compile(r"(?<!\d)(\d{6})(?:19|20)\d{2}(?:0[1-9]|1[0-2])(?:0[1-9]|[12]\d|3[01])(\d{3}[\dXx])(?![\dXx])")
+# unanswered queue keep the question, not those numbers. As they type them: grouped with spaces or dashes
+# (138 0013 8000), after the country code (8613800138000), or in the full-width digits of a Chinese input method.
+_D = "[0-9０-９]"
+_SEP = "[ \u3000\\-－]?"
+_MOBILE_RE = re.compile(rf"(?<!{_D})((?:[+＋]?[8８][6６]{_SEP})?[1１][3-9３-９]{_D}){_SEP}{_D}{{4}}{_SEP}({_D}{{4}})"
+                        rf"(?!{_D})")
+_ID_CARD_RE = re.compile(
+    rf"(?<!{_D})({_D}{{6}}){_SEP}(?:[1１][9９]|[2２][0０]){_D}{{2}}(?:[0０][1-9１-９]|[1１][0-2０-２])"
+    rf"(?:[0０][1-9１-９]|[1-2１-２]{_D}|[3３][0-1０-１]){_SEP}({_D}{{3}}[0-9０-９XxＸｘ])(?![0-9０-９XxＸｘ])")
 
 
 def mask_personal(text: str) -> str:
