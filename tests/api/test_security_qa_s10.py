@@ -26,3 +26,22 @@ def test_phone_numbers_written_as_people_type_them_are_not_kept_in_the_chat_log(
     for text in stored:
         assert kept not in text, text
         assert "****" in text, text
+
+
+def test_a_scripted_staff_login_can_be_ended_by_its_holder(client, make_staff):
+    """POST /api/v1/staff/login hands a script a bearer token good for 12 hours, and nothing could end it but a
+    password change or an admin disabling the account: a token left in a script or a shell history stayed
+    usable. The mini-program's token has its logout; the staff token now has one too."""
+    staff = make_staff(role="dept")
+    token = client.post("/api/v1/staff/login", json={"username": staff.username,
+                                                      "password": staff.plain_password}).get_json()["token"]
+    other = client.post("/api/v1/staff/login", json={"username": staff.username,
+                                                      "password": staff.plain_password}).get_json()["token"]
+    headers = {"Authorization": f"Bearer {token}"}
+    assert client.get("/api/v1/staff/grids", headers=headers).status_code == 200
+    resp = client.post("/api/v1/staff/logout", headers=headers, json={})
+    assert resp.status_code == 200, resp.get_json()
+    gone = client.get("/api/v1/staff/grids", headers=headers)
+    assert gone.status_code == 401 and gone.get_json()["error"] == "invalid_token"
+    # Only the token that logged out: the same account's other script keeps working.
+    assert client.get("/api/v1/staff/grids", headers={"Authorization": f"Bearer {other}"}).status_code == 200

@@ -10,8 +10,8 @@ from ..http import doc, json_body, limit_key, parse, throttle
 from ..validation import Field, validate
 from ..wechat.client import WeChatAPIError, code_to_session
 from . import services, tokens
-from .guard import STAFF, USER, current_user_id, password_stamp, user_required
-from .models import User, UserRole
+from .guard import STAFF, USER, current_user_id, password_stamp, staff_api_required, user_required
+from .models import StaffRole, User, UserRole
 
 bp = Blueprint("auth_api", __name__, url_prefix="/api/v1")
 
@@ -146,3 +146,11 @@ def staff_login():
         staff_id, body, stamp = staff.id, staff.to_dict(), password_stamp(staff)
     token = tokens.issue(state.redis, STAFF, staff_id, state.settings.staff_token_ttl, stamp=stamp)
     return jsonify({"token": token, "expires_in": state.settings.staff_token_ttl, "staff": body})
+
+
+@bp.post("/staff/logout")
+@staff_api_required(StaffRole.DEPT)
+@doc("工作人员退出登录，使当前凭证失效（同一账号的其他凭证不受影响）", body=(), auth="staff", tags=["工作人员"])
+def staff_logout():
+    tokens.revoke(_state().redis, STAFF, request.headers["Authorization"].split(" ", 1)[1].strip())
+    return jsonify({"ok": True})
