@@ -80,6 +80,7 @@ _HTTP_MESSAGES = {
     409: ("conflict", "操作和当前状态冲突，请刷新后再试。"),
     413: ("payload_too_large", "提交的内容太大了。"),
     415: ("unsupported_media_type", "请求格式不对，请用 JSON 提交。"),
+    416: ("range_not_satisfiable", "请求的内容范围超出了文件大小，请重新打开后再试。"),
     422: ("validation_error", "填写的内容有误，请按提示修改。"),
     429: ("too_many_requests", "操作太频繁了，请稍后再试。"),
 }
@@ -118,7 +119,8 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException):
         status = exc.code or 500
-        code, message = _HTTP_MESSAGES.get(status, ("error", exc.description or "请求无法完成。"))
+        # Werkzeug's own description is English: never shown, whatever the status.
+        code, message = _HTTP_MESSAGES.get(status, ("error", "请求无法完成，请稍后再试。"))
         headers = {}
         if status == 405 and getattr(exc, "valid_methods", None):
             headers["Allow"] = ", ".join(exc.valid_methods)

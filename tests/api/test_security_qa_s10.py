@@ -45,3 +45,28 @@ def test_a_scripted_staff_login_can_be_ended_by_its_holder(client, make_staff):
     assert gone.status_code == 401 and gone.get_json()["error"] == "invalid_token"
     # Only the token that logged out: the same account's other script keeps working.
     assert client.get("/api/v1/staff/grids", headers={"Authorization": f"Bearer {other}"}).status_code == 200
+
+
+def test_an_unsatisfiable_range_on_an_appeal_photo_is_answered_in_chinese(client, make_user, user_token, make_staff,
+                                                                          console_login):
+    """Photos are sent with Range support, and a range past the end of the file is a 416, which the error handlers
+    did not know: the mini-program got {"error": "error", "message": "The server cannot provide the requested
+    range."} and the console page said the same in English."""
+    import base64
+
+    headers = user_token(make_user())
+    png = base64.b64encode(b"\x89PNG\r\n\x1a\n" + b"\0" * 100).decode()
+    appeal = client.post("/api/v1/appeals", headers=headers, json={
+        "content": "楼道里的灯坏了好几天", "contact_name": "张三", "contact_phone": "13800138000", "images": [png]})
+    assert appeal.status_code == 201, appeal.get_json()
+    appeal_id, name = appeal.get_json()["id"], appeal.get_json()["images"][0]
+    past_the_end = {"Range": "bytes=99999-"}
+    resp = client.get(f"/api/v1/appeals/{appeal_id}/images/{name}", headers={**headers, **past_the_end})
+    assert resp.status_code == 416
+    body = resp.get_json()
+    assert body["error"] == "range_not_satisfiable" and "range" not in body["message"].lower()
+    assert any("\u4e00" <= ch <= "\u9fff" for ch in body["message"]), body
+    console_login(make_staff(role="staff"))
+    page = client.get(f"/console/appeals/{appeal_id}/images/{name}", headers=past_the_end)
+    assert page.status_code == 416
+    assert "requested range" not in page.get_data(as_text=True)
