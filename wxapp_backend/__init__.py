@@ -194,7 +194,8 @@ def _install_request_hooks(app: Flask) -> None:
             resp.headers.setdefault("Content-Security-Policy",
                                     "default-src 'self'; img-src 'self' data:; style-src 'self'; "
                                     "script-src 'self'; frame-ancestors 'none'")
-            resp.headers.setdefault("Cache-Control", "no-store")
+            # Not a default: send_file's no-cache still lets the browser keep an appeal's photo on disk.
+            resp.headers["Cache-Control"] = "no-store"
         if resp.status_code >= 500 or elapsed > 1:
             log.info("request", extra={"method": request.method, "path": request.path,
                                        "status": resp.status_code, "ms": round(elapsed * 1000, 1)})

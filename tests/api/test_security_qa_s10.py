@@ -70,3 +70,21 @@ def test_an_unsatisfiable_range_on_an_appeal_photo_is_answered_in_chinese(client
     page = client.get(f"/console/appeals/{appeal_id}/images/{name}", headers=past_the_end)
     assert page.status_code == 416
     assert "requested range" not in page.get_data(as_text=True)
+
+
+def test_appeal_photos_in_the_console_are_not_kept_in_the_browser_cache(client, make_user, user_token, make_staff,
+                                                                        console_login):
+    """Console pages are sent with Cache-Control: no-store (an office PC is shared), but an appeal's photo (a
+    business licence, an ID card, someone's shop front) went out with send_file's no-cache, which lets the
+    browser keep it on disk: the console's header was only a default."""
+    import base64
+
+    headers = user_token(make_user())
+    png = base64.b64encode(b"\x89PNG\r\n\x1a\n" + b"\0" * 100).decode()
+    appeal = client.post("/api/v1/appeals", headers=headers, json={
+        "content": "营业执照年检的问题想咨询", "contact_name": "张三", "contact_phone": "13800138000", "images": [png]})
+    assert appeal.status_code == 201, appeal.get_json()
+    console_login(make_staff(role="staff"))
+    resp = client.get(f"/console/appeals/{appeal.get_json()['id']}/images/{appeal.get_json()['images'][0]}")
+    assert resp.status_code == 200 and resp.mimetype == "image/png"
+    assert resp.headers["Cache-Control"] == "no-store"
