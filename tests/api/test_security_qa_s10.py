@@ -88,3 +88,35 @@ def test_appeal_photos_in_the_console_are_not_kept_in_the_browser_cache(client, 
     resp = client.get(f"/console/appeals/{appeal.get_json()['id']}/images/{appeal.get_json()['images'][0]}")
     assert resp.status_code == 200 and resp.mimetype == "image/png"
     assert resp.headers["Cache-Control"] == "no-store"
+
+
+def test_a_database_error_logs_no_appeal_text_or_phone_number(app, client, make_user, user_token):
+    """A write the database refuses (SQLite's “database is locked” under load, a PostgreSQL deadlock or a dropped
+    connection) is a 500 whose traceback goes to the log, and SQLAlchemy's error text carries every bound value:
+    the enterprise's whole description and phone number were written to the logs (and to RQ's failed-job
+    record, shown on the jobs page, when it happens in a job)."""
+    import sqlite3
+
+    from sqlalchemy import event
+
+    from tests.integration.test_audit_qa_s9 import captured_logs
+
+    state = app.extensions["wxapp"]
+    engine = state.db.engine
+
+    def locked(cursor, statement, parameters, context):
+        if statement.lstrip().upper().startswith("INSERT INTO APPEALS"):
+            raise sqlite3.OperationalError("database is locked")
+
+    headers = user_token(make_user())
+    event.listen(engine, "do_execute", locked)
+    try:
+        with captured_logs(state, "INFO") as buf:
+            resp = client.post("/api/v1/appeals", headers=headers, json={
+                "content": "仓库漏水严重请尽快处理", "contact_name": "王小二", "contact_phone": "13912345678"})
+    finally:
+        event.remove(engine, "do_execute", locked)
+    out = buf.getvalue()
+    assert resp.status_code == 500 and "database is locked" in out  # the traceback was logged
+    for value in ("仓库漏水严重请尽快处理", "王小二", "13912345678"):
+        assert value not in out, value
