@@ -120,3 +120,37 @@ def test_a_database_error_logs_no_appeal_text_or_phone_number(app, client, make_
     assert resp.status_code == 500 and "database is locked" in out  # the traceback was logged
     for value in ("仓库漏水严重请尽快处理", "王小二", "13912345678"):
         assert value not in out, value
+
+
+def test_wrong_link_codes_sent_at_once_still_stop_at_the_limit(app, app_ctx, make_user):
+    """“绑定 <6 digits>” links the sender's WeChat to a staff member (their test notices and 办不成事 alerts go
+    there), so wrong codes are limited to LINK_TRIES per sender. The count was read, then the code tried, then
+    the count raised: guesses sent together (the chat answers each message on its own thread) all read the
+    count before any raised it, and got through however many there were. Here each guess arrives while the
+    previous one is being tried."""
+    from wxapp_backend.db import session_scope
+    from wxapp_backend.notices import broadcast
+
+    r = app.extensions["wxapp"].redis
+    user = make_user()
+    tried: list[str] = []
+
+    class Concurrent:
+        """The real Redis, but the next guess comes in while a code is being looked up."""
+
+        def __init__(self, session) -> None:
+            self.session = session
+
+        def __getattr__(self, name):
+            return getattr(r, name)
+
+        def getdel(self, key):
+            tried.append(key)
+            if len(tried) < 3 * broadcast.LINK_TRIES:
+                broadcast.redeem_link_code(self.session, self, f"{100000 + len(tried)}", user.id)
+            return r.getdel(key)
+
+    with session_scope() as s:
+        answer = broadcast.redeem_link_code(s, Concurrent(s), "999999", user.id)
+    assert isinstance(answer, str)
+    assert len(tried) == broadcast.LINK_TRIES, f"{len(tried)} codes were tried"

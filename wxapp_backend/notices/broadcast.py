@@ -343,17 +343,22 @@ def issue_link_code(client: redis.Redis, staff_id: int) -> str:
 def redeem_link_code(session: Session, client: redis.Redis, code: str, user_id: int) -> StaffUser | str:
     """The staff member a code links the sending user to (now their test recipient, audited), or a Chinese
     reason it did not: a wrong or used code, or too many wrong codes from this user."""
+    # Counted before the code is tried, in one step: read first and raised after, guesses sent together all
+    # read the count before any raised it, and none was stopped.
     tries_key = _LINK_TRIES.format(user_id)
-    if int(client.get(tries_key) or 0) >= LINK_TRIES:
+    pipe = client.pipeline()
+    pipe.incr(tries_key)
+    pipe.ttl(tries_key)
+    tries, ttl = pipe.execute()
+    if tries == 1 or ttl < 0:
+        client.expire(tries_key, LINK_CODE_TTL)
+    if tries > LINK_TRIES:
         return "绑定码输错次数太多，请 10 分钟后再试。"
     raw = client.getdel(_LINK_CODE.format(code))
     staff = session.get(StaffUser, int(raw)) if raw else None
     if staff is None or not staff.active:
-        pipe = client.pipeline()
-        pipe.incr(tries_key)
-        pipe.expire(tries_key, LINK_CODE_TTL)
-        pipe.execute()
         return "绑定码不对或已过期，请在工作台“通知推送”页重新生成。"
+    client.decr(tries_key)  # only wrong codes count
     client.delete(_LINK_OF.format(staff.id))
     set_test_recipient(session, Actor("staff", staff.id, staff.role, staff.department, staff.username), user_id)
     return staff
