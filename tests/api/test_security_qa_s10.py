@@ -154,3 +154,42 @@ def test_wrong_link_codes_sent_at_once_still_stop_at_the_limit(app, app_ctx, mak
         answer = broadcast.redeem_link_code(s, Concurrent(s), "999999", user.id)
     assert isinstance(answer, str)
     assert len(tried) == broadcast.LINK_TRIES, f"{len(tried)} codes were tried"
+
+
+def test_passwords_guessed_at_once_still_stop_at_the_lockout(app, app_ctx, make_staff, settings, monkeypatch):
+    """A name is locked after login_max_failures wrong passwords from one address. The lock was checked before
+    the password and the failure counted after it, and the check takes a while (scrypt), so guesses sent
+    together all passed the check before any was counted: a script with as many requests in flight as the
+    server has threads (2 × cores × 4) got that many guesses per window, not 5. Here each guess arrives while
+    the previous one's password is being checked."""
+    from wxapp_backend.auth import services
+    from wxapp_backend.db import session_scope
+    from wxapp_backend.errors import AppError
+
+    staff = make_staff(role="admin")
+    state = app.extensions["wxapp"]
+    throttle = services.LoginThrottle(state.redis, settings.login_max_failures, settings.login_lockout_seconds)
+    real_check = services.check_password_hash
+    checked: list[str] = []
+
+    with session_scope() as s:
+        def guess(password: str) -> int:
+            try:
+                services.authenticate_staff(s, throttle, username=staff.username, password=password,
+                                            ip="203.0.113.9")
+            except AppError as exc:
+                return exc.status
+            return 200
+
+        def concurrent_check(pwhash: str, password: str) -> bool:
+            checked.append(password)
+            if len(checked) < 4 * settings.login_max_failures:
+                guess(f"Wrong-pass{len(checked)}")
+            return real_check(pwhash, password)
+
+        monkeypatch.setattr(services, "check_password_hash", concurrent_check)
+        assert guess("Wrong-pass0") == 401
+    assert len(checked) == settings.login_max_failures, f"{len(checked)} passwords were tried"
+    monkeypatch.setattr(services, "check_password_hash", real_check)
+    with session_scope() as s:  # locked here now, as after five failures one after another
+        assert guess(staff.plain_password) == 429

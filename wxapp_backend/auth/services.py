@@ -280,26 +280,42 @@ class LoginThrottle:
         name, where = username.lower(), limit_key(ip)
         return [f"login:fail:user:{name}:ip:{where}", f"login:fail:ip:{where}", f"login:fail:user:{name}"]
 
-    def check(self, username: str, ip: str) -> None:
+    def begin(self, username: str, ip: str) -> None:
+        """Count this attempt as a failure before its password is checked (succeeded() takes it back): checked
+        first and counted after the password (scrypt takes a while), guesses sent together all passed the check
+        before any was counted. A refused attempt is taken back at once, so that one address hammering a locked
+        name does not go on to lock it everywhere."""
         keys = self._keys(username, ip)
-        counts = [int(c or 0) for c in self.r.mget(*keys)]
+        pipe = self.r.pipeline(transaction=False)
+        for key in keys:
+            pipe.incr(key)
+        for key in keys:
+            pipe.ttl(key)
+        answers = pipe.execute()
+        counts, ttls = answers[:3], answers[3:]
+        for key, count, ttl in zip(keys, counts, ttls, strict=True):
+            # The window starts at the first failure (EXPIRE NX needs Redis 7; the embedded one is 6.2).
+            if count == 1 or ttl < 0:
+                self.r.expire(key, self.window)
         limits = (self.max, self.max * self.ADDRESS, self.max * self.USER_EVERYWHERE)
         for key, count, limit in zip(keys, counts, limits, strict=True):
-            if count >= limit:
+            if count > limit:
+                self._take_back(keys)
                 ttl = max(self.r.ttl(key), 1)
                 minutes = max(1, (ttl + 59) // 60)
                 raise TooManyRequests(f"登录失败次数太多，请 {minutes} 分钟后再试。",
                                       headers={"Retry-After": str(ttl)})
 
-    def failed(self, username: str, ip: str) -> None:
-        for key in self._keys(username, ip):
-            # The window starts at the first failure (EXPIRE NX needs Redis 7; the embedded one is 6.2).
-            if self.r.incr(key) == 1 or self.r.ttl(key) < 0:
-                self.r.expire(key, self.window)
+    def _take_back(self, keys: list[str]) -> None:
+        pipe = self.r.pipeline(transaction=False)
+        for key in keys:
+            pipe.decr(key)
+        pipe.execute()
 
     def succeeded(self, username: str, ip: str = "") -> None:
-        name_here, _, name_everywhere = self._keys(username, ip)
+        name_here, where, name_everywhere = self._keys(username, ip)
         self.r.delete(name_here, name_everywhere)
+        self._take_back([where])  # the address's count is of failures: begin() counted this attempt as one
 
     def forget(self, username: str) -> None:
         """Drop the name's failures from every address (a password reset on the server: whoever forgot it has
@@ -311,13 +327,12 @@ class LoginThrottle:
 def authenticate_staff(session: Session, throttle: LoginThrottle, *, username: str, password: str,
                        ip: str) -> StaffUser:
     """Check a staff login; the same answer for an unknown name and a wrong password."""
-    throttle.check(username, ip)
+    throttle.begin(username, ip)
     # A name no account can have is not looked up: a NUL from the login form is refused by PostgreSQL.
     staff = session.scalar(select(StaffUser).where(StaffUser.username == username)) \
         if USERNAME_RE.fullmatch(username) else None
     ok = check_password_hash(staff.password_hash if staff else _DUMMY_HASH, password)
-    if staff is None or not ok or not staff.active:
-        throttle.failed(username, ip)
+    if staff is None or not ok or not staff.active:  # counted as a failure by begin()
         raise Unauthorized("用户名或密码不正确。", code="bad_credentials")
     throttle.succeeded(username, ip)
     staff.last_login_at = utcnow()
