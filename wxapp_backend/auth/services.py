@@ -313,9 +313,9 @@ class LoginThrottle:
         pipe.execute()
 
     def succeeded(self, username: str, ip: str = "") -> None:
-        name_here, where, name_everywhere = self._keys(username, ip)
+        self._take_back(self._keys(username, ip)[1:2])  # the address counts failures: begin() counted this one
+        name_here, _, name_everywhere = self._keys(username, ip)
         self.r.delete(name_here, name_everywhere)
-        self._take_back([where])  # the address's count is of failures: begin() counted this attempt as one
 
     def forget(self, username: str) -> None:
         """Drop the name's failures from every address (a password reset on the server: whoever forgot it has
