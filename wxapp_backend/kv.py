@@ -5,6 +5,8 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import importlib.util
+import os
+import stat
 import subprocess
 import tempfile
 import time
@@ -32,11 +34,26 @@ def _redis_server_binary() -> str:
 
 def _socket_path(directory: Path) -> Path:
     path = directory / "redis.sock"
-    # Unix socket paths are limited to ~107 bytes; deep checkouts get a short path in /tmp instead.
+    # Unix socket paths are limited to ~107 bytes; deep checkouts get a short path in /tmp instead, in a folder
+    # of their own: /tmp itself is anyone's, and a Redis someone else left at a name they can work out would be
+    # used (it sees every token, and RQ unpickles the jobs it hands out).
     if len(str(path)) > 100:
         digest = hashlib.sha1(str(directory).encode()).hexdigest()[:16]
-        path = Path(tempfile.gettempdir()) / f"wxapp-redis-{digest}.sock"
+        path = Path(tempfile.gettempdir()) / f"wxapp-redis-{os.getuid()}-{digest}" / "redis.sock"
     return path
+
+
+def _private_folder(folder: Path) -> None:
+    """Make `folder` (0700), or accept it when it already is this user's alone; refuse anyone else's."""
+    try:
+        folder.mkdir(mode=0o700)
+    except FileExistsError:
+        pass
+    info = os.lstat(folder)
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or stat.S_IMODE(info.st_mode) & 0o077:
+        raise EmbeddedRedisError(
+            f"内置 Redis 的套接字目录 {folder} 不是当前用户私有的（可能被他人抢先创建），为安全起见不使用它。"
+            "请确认后删除该目录，或设置 REDIS_URL，或把项目放在路径较短的目录下。")
 
 
 def ensure_embedded_redis(instance_path: Path, *, timeout: float = 10.0) -> str:
@@ -44,6 +61,8 @@ def ensure_embedded_redis(instance_path: Path, *, timeout: float = 10.0) -> str:
     directory = Path(instance_path) / "redis"
     directory.mkdir(parents=True, exist_ok=True)
     sock = _socket_path(directory)
+    if sock.parent != directory:
+        _private_folder(sock.parent)
     url = f"unix://{sock}"
     with open(directory / "start.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)

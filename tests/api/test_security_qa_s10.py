@@ -193,3 +193,34 @@ def test_passwords_guessed_at_once_still_stop_at_the_lockout(app, app_ctx, make_
     monkeypatch.setattr(services, "check_password_hash", real_check)
     with session_scope() as s:  # locked here now, as after five failures one after another
         assert guess(staff.plain_password) == 429
+
+
+def test_the_embedded_redis_socket_of_a_deep_checkout_is_not_in_the_shared_temp_folder(tmp_path):
+    """A socket path must be short, so a deep checkout's embedded Redis listened on /tmp/wxapp-redis-<hash>.sock:
+    a name anyone on the machine can work out, in a folder anyone can write to. Whoever put a Redis of their own
+    there first was answering the ping and was used: it saw every token and conversation, and RQ unpickles the
+    jobs it hands out. The socket is now in a folder of this user alone (0700), and one that someone else made
+    is refused rather than used."""
+    import os
+    import shutil
+    import stat
+    import tempfile
+
+    from wxapp_backend.kv import EmbeddedRedisError, _socket_path, ensure_embedded_redis, stop_embedded_redis
+
+    instance = tmp_path / ("deep-checkout-" + "x" * 100) / "instance"
+    sock = _socket_path(instance / "redis")
+    shared = os.path.realpath(tempfile.gettempdir())
+    assert os.path.realpath(sock.parent) != shared, f"{sock} is in the shared temp folder"
+    try:
+        sock.parent.mkdir(mode=0o777)  # someone else got there first
+        os.chmod(sock.parent, 0o777)
+        with pytest.raises(EmbeddedRedisError):
+            ensure_embedded_redis(instance)
+        sock.parent.rmdir()
+        assert ensure_embedded_redis(instance) == f"unix://{sock}"
+        mode = os.lstat(sock.parent)
+        assert mode.st_uid == os.getuid() and stat.S_IMODE(mode.st_mode) == 0o700
+    finally:
+        stop_embedded_redis(instance)
+        shutil.rmtree(sock.parent, ignore_errors=True)
