@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -303,11 +304,14 @@ def _dev_secret(instance: Path) -> str:
     instance.mkdir(parents=True, exist_ok=True)
     path = instance / "dev-secret-key"
     try:
-        # O_EXCL: when several processes start at once, exactly one writes and all read the same value.
-        with open(path, "x") as fh:
+        # O_EXCL: when several processes start at once, exactly one writes and all read the same value. 0600: it
+        # signs the console's cookies and the check-in codes.
+        with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as fh:
             fh.write(secrets.token_urlsafe(32))
     except FileExistsError:
-        pass
+        if path.stat().st_mode & 0o077:  # written readable to all by an earlier version
+            with contextlib.suppress(OSError):  # not ours to change: it still works
+                path.chmod(0o600)
     for _ in range(50):
         value = path.read_text().strip()
         if value:

@@ -224,3 +224,25 @@ def test_the_embedded_redis_socket_of_a_deep_checkout_is_not_in_the_shared_temp_
     finally:
         stop_embedded_redis(instance)
         shutil.rmtree(sock.parent, ignore_errors=True)
+
+
+def test_the_development_secret_key_file_is_readable_by_its_owner_only(tmp_path):
+    """Without SECRET_KEY (the embedded set-up the README's two commands start) the key is made once and kept in
+    instance/dev-secret-key, created with the umask's 0644: anyone on the machine could read the key that signs
+    the console's cookies and the check-in codes (a forged code marks anyone as present). It is 0600 now, and a
+    key file left readable by an earlier version is tightened."""
+    import os
+    import stat
+
+    from wxapp_backend.config import Settings
+
+    fresh = tmp_path / "fresh"
+    Settings.from_env({"APP_ENV": "development", "INSTANCE_PATH": str(fresh)})
+    assert stat.S_IMODE(os.stat(fresh / "dev-secret-key").st_mode) == 0o600
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "dev-secret-key").write_text("kept-from-before-0123456789")
+    os.chmod(old / "dev-secret-key", 0o644)
+    settings = Settings.from_env({"APP_ENV": "development", "INSTANCE_PATH": str(old)})
+    assert settings.secret_key == "kept-from-before-0123456789"
+    assert stat.S_IMODE(os.stat(old / "dev-secret-key").st_mode) == 0o600
