@@ -246,3 +246,22 @@ def test_the_development_secret_key_file_is_readable_by_its_owner_only(tmp_path)
     settings = Settings.from_env({"APP_ENV": "development", "INSTANCE_PATH": str(old)})
     assert settings.secret_key == "kept-from-before-0123456789"
     assert stat.S_IMODE(os.stat(old / "dev-secret-key").st_mode) == 0o600
+
+
+def test_appeal_photos_on_disk_are_readable_by_the_service_alone(app, client, make_user, user_token):
+    """Appeal photos (a business licence, an ID card) were written with the umask's 0644 in a folder anyone on
+    the server may list: every local account could read them. The folder is 0700 and each photo 0600."""
+    import base64
+    import os
+    import stat
+
+    from wxapp_backend.appeals.intake import upload_dir
+
+    png = base64.b64encode(b"\x89PNG\r\n\x1a\n" + b"\0" * 100).decode()
+    resp = client.post("/api/v1/appeals", headers=user_token(make_user()), json={
+        "content": "营业执照变更的问题咨询", "contact_name": "张三", "contact_phone": "13800138000", "images": [png]})
+    assert resp.status_code == 201, resp.get_json()
+    folder = upload_dir(app.instance_path)
+    photo = folder / resp.get_json()["images"][0]
+    assert stat.S_IMODE(os.stat(photo).st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(folder).st_mode) == 0o700

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import os
 import re
 import secrets
 from collections.abc import Callable, Iterator
@@ -62,8 +63,12 @@ def decode_images(items: list[str], *, field: str = "images") -> list[tuple[byte
 
 
 def upload_dir(instance_path: Path) -> Path:
+    """instance/uploads/appeals, for the service's user alone (0700; photos are 0600): they show business
+    licences and ID cards."""
     d = Path(instance_path) / "uploads" / "appeals"
-    d.mkdir(parents=True, exist_ok=True)
+    d.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if d.stat().st_mode & 0o077:  # made readable to all by an earlier version
+        d.chmod(0o700)
     return d
 
 
@@ -73,7 +78,8 @@ def store_images(instance_path: Path, decoded: list[tuple[bytes, str]]) -> list[
     stored = []
     for data, ext in decoded:
         name = f"{secrets.token_hex(16)}.{ext}"
-        (d / name).write_bytes(data)
+        with os.fdopen(os.open(d / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as fh:
+            fh.write(data)
         stored.append({"name": name, "type": {"jpg": "image/jpeg", "png": "image/png", "webp": "image/webp"}[ext],
                        "size": len(data)})
     return stored
