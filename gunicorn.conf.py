@@ -53,16 +53,21 @@ preload_app = False
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1,::1")
 
 # Metrics from every worker are aggregated through files in one directory (prometheus_client's
-# multiprocess mode); it is emptied when the master starts.
-_metrics_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or os.path.join(tempfile.gettempdir(),
-                                                                          f"wxapp-metrics-{os.getpid()}")
+# multiprocess mode); it is emptied when the master starts. Without one configured, a fresh private folder
+# (mkdtemp, 0700): a name in /tmp that anyone can work out (the master's pid) is one someone else can make first.
+_metrics_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or tempfile.mkdtemp(prefix="wxapp-metrics-")
 os.environ["PROMETHEUS_MULTIPROC_DIR"] = _metrics_dir
 
 
 def on_starting(server):
-    if "WXAPP_METRICS_SHARED" not in os.environ:  # `flask serve` prepares a directory shared with the worker
-        shutil.rmtree(_metrics_dir, ignore_errors=True)
     os.makedirs(_metrics_dir, exist_ok=True)
+    if "WXAPP_METRICS_SHARED" not in os.environ:  # `flask serve` prepares a directory shared with the worker
+        # Emptied in place: removed and made again, the folder would be free for a moment for anyone to take.
+        for entry in os.scandir(_metrics_dir):
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path, ignore_errors=True)
+            else:
+                os.unlink(entry.path)
 
 
 def pre_fork(server, worker):

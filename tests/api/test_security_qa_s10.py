@@ -265,3 +265,33 @@ def test_appeal_photos_on_disk_are_readable_by_the_service_alone(app, client, ma
     photo = folder / resp.get_json()["images"][0]
     assert stat.S_IMODE(os.stat(photo).st_mode) == 0o600
     assert stat.S_IMODE(os.stat(folder).st_mode) == 0o700
+
+
+def test_gunicorns_metrics_folder_in_tmp_cannot_be_taken_by_someone_else(tmp_path, monkeypatch):
+    """Without PROMETHEUS_MULTIPROC_DIR, gunicorn.conf.py kept the workers' metrics in /tmp/wxapp-metrics-<pid of
+    the master>: a name anyone can guess, which on_starting removed and made again. A folder (or a link to one)
+    someone else made there first could not be removed (the sticky /tmp) and was used as it was, so they chose
+    where the workers write their files. It is now a fresh private folder (mkdtemp, 0700) that is emptied in
+    place, never removed and made again."""
+    import os
+    import runpy
+    import shutil
+    import stat
+
+    from wxapp_backend.config import ROOT
+
+    monkeypatch.setenv("INSTANCE_PATH", str(tmp_path / "instance"))
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", "placeholder")  # so that monkeypatch puts it back afterwards
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR")
+    monkeypatch.delenv("WXAPP_METRICS_SHARED", raising=False)
+    conf = runpy.run_path(str(ROOT / "gunicorn.conf.py"))
+    folder = conf["_metrics_dir"]
+    try:
+        assert os.path.basename(folder) != f"wxapp-metrics-{os.getpid()}", "a name anyone can work out"
+        (open(os.path.join(folder, "counter_1.db"), "w")).close()
+        conf["on_starting"](None)
+        info = os.lstat(folder)
+        assert stat.S_ISDIR(info.st_mode) and info.st_uid == os.getuid() and stat.S_IMODE(info.st_mode) == 0o700
+        assert os.listdir(folder) == []  # emptied for the new master, as before
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
