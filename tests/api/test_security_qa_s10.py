@@ -295,3 +295,30 @@ def test_gunicorns_metrics_folder_in_tmp_cannot_be_taken_by_someone_else(tmp_pat
         assert os.listdir(folder) == []  # emptied for the new master, as before
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_logins_that_fail_on_our_side_do_not_count_towards_the_lockout(app, app_ctx, make_staff, settings,
+                                                                       monkeypatch):
+    """Counting an attempt before its password is checked must not turn our own failure (the database not
+    answering) into wrong passwords: staff retrying through an outage would find themselves locked out after it."""
+    from sqlalchemy.exc import OperationalError
+
+    from wxapp_backend.auth import services
+    from wxapp_backend.db import session_scope
+
+    staff = make_staff(role="admin")
+    state = app.extensions["wxapp"]
+    throttle = services.LoginThrottle(state.redis, settings.login_max_failures, settings.login_lockout_seconds)
+
+    def down(*_a, **_kw):
+        raise OperationalError("SELECT", {}, Exception("server closed the connection unexpectedly"))
+
+    for _ in range(settings.login_max_failures + 2):
+        with session_scope() as s:
+            monkeypatch.setattr(s, "scalar", down)
+            with pytest.raises(OperationalError):
+                services.authenticate_staff(s, throttle, username=staff.username, password=staff.plain_password,
+                                            ip="203.0.113.10")
+    with session_scope() as s:
+        assert services.authenticate_staff(s, throttle, username=staff.username, password=staff.plain_password,
+                                           ip="203.0.113.10").id == staff.id

@@ -306,6 +306,10 @@ class LoginThrottle:
                 raise TooManyRequests(f"登录失败次数太多，请 {minutes} 分钟后再试。",
                                       headers={"Retry-After": str(ttl)})
 
+    def abandon(self, username: str, ip: str) -> None:
+        """Take back an attempt begin() counted that was never judged (the check itself failed)."""
+        self._take_back(self._keys(username, ip))
+
     def _take_back(self, keys: list[str]) -> None:
         pipe = self.r.pipeline(transaction=False)
         for key in keys:
@@ -328,10 +332,14 @@ def authenticate_staff(session: Session, throttle: LoginThrottle, *, username: s
                        ip: str) -> StaffUser:
     """Check a staff login; the same answer for an unknown name and a wrong password."""
     throttle.begin(username, ip)
-    # A name no account can have is not looked up: a NUL from the login form is refused by PostgreSQL.
-    staff = session.scalar(select(StaffUser).where(StaffUser.username == username)) \
-        if USERNAME_RE.fullmatch(username) else None
-    ok = check_password_hash(staff.password_hash if staff else _DUMMY_HASH, password)
+    try:
+        # A name no account can have is not looked up: a NUL from the login form is refused by PostgreSQL.
+        staff = session.scalar(select(StaffUser).where(StaffUser.username == username)) \
+            if USERNAME_RE.fullmatch(username) else None
+        ok = check_password_hash(staff.password_hash if staff else _DUMMY_HASH, password)
+    except BaseException:  # the database did not answer: no wrong password, so no failure to count
+        throttle.abandon(username, ip)
+        raise
     if staff is None or not ok or not staff.active:  # counted as a failure by begin()
         raise Unauthorized("用户名或密码不正确。", code="bad_credentials")
     throttle.succeeded(username, ip)
