@@ -36,6 +36,9 @@ timeout = _count("WEB_TIMEOUT", 30, least=0)  # 0: no timeout, as gunicorn's own
 graceful_timeout = 20
 keepalive = 5
 accesslog = os.environ.get("ACCESS_LOG") or None
+# The path without its query, and no Referer: a WeChat push's URL carries the sender's openid with the signature,
+# timestamp and nonce, a search its question, a console search the phone number looked up.
+access_log_format = '%(h)s %(l)s %(u)s %(t)s "%(m)s %(U)s %(H)s" %(s)s %(b)s "%(a)s" %(M)sms'
 errorlog = "-"
 loglevel = _settings.log_level.lower()
 # gunicorn's own lines (starting, booting a worker, a worker timed out) in the same JSON as the application's,

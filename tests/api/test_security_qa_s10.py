@@ -322,3 +322,36 @@ def test_logins_that_fail_on_our_side_do_not_count_towards_the_lockout(app, app_
     with session_scope() as s:
         assert services.authenticate_staff(s, throttle, username=staff.username, password=staff.plain_password,
                                            ip="203.0.113.10").id == staff.id
+
+
+def test_the_access_log_keeps_no_query_strings(tmp_path, monkeypatch):
+    """With ACCESS_LOG on, gunicorn wrote each request line whole: every WeChat push's URL carries the sender's
+    openid with the signature, timestamp and nonce (enough to post a forged plain-mode push within the 5-minute
+    window), a mini-program search its question, a console search the phone number looked up (also in the
+    Referer of the next page). The access log now has the path without the query, and no Referer."""
+    import runpy
+    from datetime import timedelta
+    from types import SimpleNamespace
+
+    from gunicorn.config import Config
+    from gunicorn.glogging import Logger
+
+    from wxapp_backend.config import ROOT
+
+    monkeypatch.setenv("INSTANCE_PATH", str(tmp_path / "instance"))
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path / "metrics"))
+    conf = runpy.run_path(str(ROOT / "gunicorn.conf.py"))
+    cfg = Config()
+    if "access_log_format" in conf:
+        cfg.set("access_log_format", conf["access_log_format"])
+    query = "signature=5d1c0e2f&timestamp=1796548000&nonce=1234567890&openid=oAbCdEfGhIjKlMnOpQrStUvWxYz0"
+    environ = {"REQUEST_METHOD": "POST", "RAW_URI": f"/wechat?{query}", "SERVER_PROTOCOL": "HTTP/1.1",
+               "PATH_INFO": "/wechat", "QUERY_STRING": query, "REMOTE_ADDR": "203.0.113.5",
+               "HTTP_REFERER": "https://example.org/console/users?q=13800138000", "HTTP_USER_AGENT": "Mozilla/5.0"}
+    resp = SimpleNamespace(status="200 OK", sent=7, headers=[])
+    req = SimpleNamespace(headers=[("USER-AGENT", "Mozilla/5.0")])
+    logger = Logger(cfg)
+    line = cfg.access_log_format % logger.atoms_wrapper_class(logger.atoms(resp, req, environ, timedelta(0)))
+    assert "/wechat" in line and "200" in line
+    for secret in ("oAbCdEfGhIjKlMnOpQrStUvWxYz0", "5d1c0e2f", "1234567890", "13800138000"):
+        assert secret not in line, line
