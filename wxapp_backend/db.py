@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 
 from sqlalchemy import DateTime, MetaData, create_engine, event
@@ -92,6 +92,19 @@ def make_engine(url: str, *, echo: bool = False) -> Engine:
 def _sqlite_setup(engine: Engine) -> None:
     # pysqlite's own transaction handling starts transactions late; we take the write lock up front
     # (BEGIN IMMEDIATE) so that concurrent writers queue instead of failing on a lock upgrade.
+    path = engine.url.database
+    if path and path != ":memory:":
+        # The file holds password hashes and phone numbers: this user's alone. Made beforehand, as sqlite3 would
+        # make it with the umask's 0644 (SQLite gives its -wal and -shm files the database file's mode); files an
+        # earlier version left readable are tightened.
+        try:
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        except FileExistsError:
+            for name in (path, path + "-wal", path + "-shm"):
+                with suppress(OSError):
+                    if os.stat(name).st_mode & 0o077:
+                        os.chmod(name, 0o600)
+
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn, _record):
         dbapi_conn.isolation_level = None

@@ -87,7 +87,8 @@ def ensure_embedded_redis(instance_path: Path, *, timeout: float = 10.0) -> str:
         )
         if sock.exists():
             sock.unlink()
-        result = subprocess.run([_redis_server_binary(), str(conf)], capture_output=True, text=True)
+        # umask 077: its append-only file holds logins, chat drafts with phone numbers and queued jobs.
+        result = subprocess.run([_redis_server_binary(), str(conf)], capture_output=True, text=True, umask=0o077)
         if result.returncode != 0:
             raise EmbeddedRedisError(f"redis-server failed to start: {result.stderr or result.stdout}")
         deadline = time.monotonic() + timeout

@@ -355,3 +355,39 @@ def test_the_access_log_keeps_no_query_strings(tmp_path, monkeypatch):
     assert "/wechat" in line and "200" in line
     for secret in ("oAbCdEfGhIjKlMnOpQrStUvWxYz0", "5d1c0e2f", "1234567890", "13800138000"):
         assert secret not in line, line
+
+
+def test_the_embedded_database_and_redis_files_are_readable_by_the_service_alone(tmp_path):
+    """On the embedded defaults everything lives under instance/: the SQLite database (password hashes, phone
+    numbers, every appeal) and its WAL, and the private Redis's append-only file (logins, chat drafts with phone
+    numbers, queued jobs), all created with the umask's 0644, readable by every account on the machine. They
+    are 0600 now."""
+    import os
+    import stat
+
+    from sqlalchemy import text
+
+    from wxapp_backend.db import make_engine
+    from wxapp_backend.kv import ensure_embedded_redis, make_redis, stop_embedded_redis
+
+    def mode(path) -> int:
+        return stat.S_IMODE(os.stat(path).st_mode)
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'wxapp.sqlite3'}")
+    with engine.begin() as conn:
+        conn.execute(text("CREATE TABLE t (phone TEXT)"))
+        conn.execute(text("INSERT INTO t VALUES ('13800138000')"))
+    files = [tmp_path / name for name in ("wxapp.sqlite3", "wxapp.sqlite3-wal", "wxapp.sqlite3-shm")]
+    try:
+        assert {f.name: mode(f) for f in files if f.exists()} == {f.name: 0o600 for f in files}
+    finally:
+        engine.dispose()
+    instance = tmp_path / "instance"
+    try:
+        make_redis(ensure_embedded_redis(instance)).set("k", "v")
+        redis_dir = instance / "redis"
+        written = [p for p in redis_dir.iterdir() if p.name.startswith("appendonly")]
+        assert written, list(redis_dir.iterdir())
+        assert {p.name: mode(p) for p in written} == {p.name: 0o600 for p in written}
+    finally:
+        stop_embedded_redis(instance)
