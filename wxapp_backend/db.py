@@ -90,8 +90,6 @@ def make_engine(url: str, *, echo: bool = False) -> Engine:
 
 
 def _sqlite_setup(engine: Engine) -> None:
-    # pysqlite's own transaction handling starts transactions late; we take the write lock up front
-    # (BEGIN IMMEDIATE) so that concurrent writers queue instead of failing on a lock upgrade.
     path = engine.url.database
     if path and path != ":memory:":
         # The file holds password hashes and phone numbers: this user's alone. Made beforehand, as sqlite3 would
@@ -105,6 +103,8 @@ def _sqlite_setup(engine: Engine) -> None:
                     if os.stat(name).st_mode & 0o077:
                         os.chmod(name, 0o600)
 
+    # pysqlite's own transaction handling starts transactions late; we take the write lock up front
+    # (BEGIN IMMEDIATE) so that concurrent writers queue instead of failing on a lock upgrade.
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn, _record):
         dbapi_conn.isolation_level = None
