@@ -235,10 +235,12 @@ ATTENDANCE_GRACE = timedelta(hours=1)
 
 
 def _cancel_registrations(session: Session, activity: Activity, actor: Actor) -> int:
-    """The activity is cancelled: every active registration (a seat, the waitlist, awaiting approval) is
-    cancelled with it and its user told; the caller holds the activity lock."""
+    """The activity is cancelled: every registration still waiting for it (a seat, the waitlist, awaiting
+    approval) is cancelled with it and its user told; the caller holds the activity lock. Those already checked
+    in (check-in opens before the start) or recorded as no-shows keep that record: it is what happened."""
+    waiting = (RegStatus.PENDING_APPROVAL.value, RegStatus.CONFIRMED.value, RegStatus.WAITLISTED.value)
     regs = session.scalars(select(Registration).where(Registration.activity_id == activity.id,
-                                                      Registration.status.in_(ACTIVE_STATUSES))).all()
+                                                      Registration.status.in_(waiting))).all()
     now = utcnow()
     for reg in regs:
         transition(session, reg, RegStatus.CANCELLED, actor, note="活动取消")
