@@ -47,3 +47,27 @@ def test_an_activity_can_be_cancelled_after_someone_checked_in(client, new_activ
     assert db.get(Registration, rid_early).status == "attended"  # they came: the record stays
     told = db.scalars(select(InboxItem.user_id).where(InboxItem.kind == "registration_cancelled")).all()
     assert late.id in told
+
+
+def test_a_rejected_registrant_gets_the_result_template_they_subscribed_to(
+        client, new_activity, make_user, user_token, staff, staff_headers, standin, run_jobs, db):
+    """Registering for an approval activity asks credit for the registration-result template (registration_approved);
+    a rejection is the other answer to the same question and goes out through it, as a cancellation does."""
+    from wxapp_backend.notices import credits
+
+    aid = new_activity(capacity=2, requires_approval=True)
+    u = make_user()
+    reg = _reg(client, aid, user_token(u)).get_json()
+    assert reg["status"] == "pending_approval"
+    template = "PLACEHOLDER-registration-result"
+    assert template in reg["subscribe"]["template_ids"]
+    with session_scope() as s:
+        credits.add_credit(s, u.id, template)
+    resp = client.post(f"/api/v1/staff/registrations/{reg['id']}/reject", json={"note": "名额调整"},
+                       headers=staff_headers(staff))
+    assert resp.status_code == 200, resp.get_json()
+    run_jobs()
+    sent = standin.calls_to("/cgi-bin/message/subscribe/send")
+    assert [c.body["template_id"] for c in sent] == [template], sent
+    assert sent[0].body["touser"] == u.openid
+    assert sent[0].body["data"]["phrase2"]["value"] == "未通过"

@@ -159,8 +159,8 @@ def test_every_default_kind_renders_from_what_its_callers_pass():
     assert set(DEFAULT_KINDS) == {
         "appeal_accepted", "appeal_needs_info", "appeal_resolved", "appeal_closed", "appeal_escalated", "appeal_merged",
         "appeal_split", "appeal_extended",
-        "activity_reminder", "waitlist_promoted", "registration_approved", "registration_cancelled", "notice",
-        "binding_result"}
+        "activity_reminder", "waitlist_promoted", "registration_approved", "registration_rejected",
+        "registration_cancelled", "notice", "binding_result"}
 
 
 def test_kinds_file_overrides_and_adds(tmp_path):

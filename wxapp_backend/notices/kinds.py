@@ -94,6 +94,7 @@ DEFAULT_KINDS: dict[str, Kind] = {k.name: k for k in (
          {"thing3": "详见活动页面", "thing4": "请准时参加"}, "pages/activity/detail"),
     _registration("waitlist_promoted", "候补成功", "您已从候补转为正式报名"),
     _registration("registration_approved", "报名成功", "期待您的参加"),
+    _registration("registration_rejected", "未通过", "报名未通过审核"),
     _registration("registration_cancelled", "已取消", "您的报名已取消"),
     Kind("notice", PLACEHOLDER_PREFIX + "notice", {"thing1": "title", "time2": "time", "thing3": "note"},
          {"thing3": "点击查看详情"}, "pages/notice/detail"),
