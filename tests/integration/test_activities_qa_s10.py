@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select
@@ -71,3 +72,30 @@ def test_a_rejected_registrant_gets_the_result_template_they_subscribed_to(
     assert [c.body["template_id"] for c in sent] == [template], sent
     assert sent[0].body["touser"] == u.openid
     assert sent[0].body["data"]["phrase2"]["value"] == "未通过"
+
+
+def test_the_console_says_whether_a_cancel_moved_anyone_up(client, make_activity, make_user, make_staff,
+                                                             console_login, db):
+    """取消 on the registrations page said “已取消，名额已递补给候补。” every time: also with nobody waiting, and when the
+    cancelled registration was itself on the waitlist (no seat freed)."""
+    from wxapp_backend.activities import services
+
+    csrf = console_login(make_staff(role="staff"))
+    a = make_activity(capacity=1)
+    seated, queued = make_user(nickname="张三"), make_user(nickname="李四")
+    with session_scope() as s:
+        rid_seat = services.register(s, activity_id=a.id, user_id=seated.id)[0].id
+        rid_queue = services.register(s, activity_id=a.id, user_id=queued.id)[0].id
+
+    def cancel(rid):
+        page = client.post(f"/console/registrations/{rid}/cancel", data={"csrf_token": csrf},
+                           follow_redirects=True).get_data(as_text=True)
+        return re.findall(r'<div class="flash"[^>]*>([^<]*)</div>', page)
+
+    assert cancel(rid_queue) == ["已取消李四的报名。"]  # a place in the queue frees no seat
+    with session_scope() as s:
+        rid_queue = services.register(s, activity_id=a.id, user_id=queued.id)[0].id
+    assert cancel(rid_seat) == ["已取消张三的报名，空出的名额已递补给候补：李四。"]
+    db.expire_all()
+    assert db.get(Registration, rid_queue).status == "confirmed"
+    assert cancel(rid_queue) == ["已取消李四的报名。"]  # nobody left waiting

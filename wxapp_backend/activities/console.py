@@ -20,7 +20,7 @@ from ..errors import AppError, ValidationError
 from ..http import loads
 from ..validation import Field, row_ids, validate
 from . import checkin, services
-from .models import ACTIVITY_STATUS_LABELS, CATEGORIES, QUESTION_TYPES, Activity, Registration
+from .models import ACTIVITY_STATUS_LABELS, CATEGORIES, QUESTION_TYPES, Activity, Registration, RegStatus
 
 bp = Blueprint("activities_console", __name__, url_prefix="/console")
 
@@ -247,7 +247,9 @@ def registration_action(registration_id: int, action: str):
         note = validate(request.form, NOTE_FORM)["note"]
         with session_scope() as s:
             if action == "cancel":
+                queued = _waitlisted(s, registration_id)
                 reg = services.cancel_registration(s, current_actor(), registration_id)
+                done = _cancelled_text(s, reg, queued)
             elif action == "attended":
                 reg = checkin.mark_attended(s, current_actor(), registration_id, note)
             else:
@@ -260,9 +262,32 @@ def registration_action(registration_id: int, action: str):
         back = request.referrer or ""  # the page the form was on; a Referer naming another site is not followed
         return redirect(back if back.startswith(request.host_url + "console/") else
                         url_for("activities_console.activities"))
-    flash({"approve": "已通过。", "reject": "已驳回。", "cancel": "已取消，名额已递补给候补。",
-           "attended": "已更正为已到场。"}[action])
+    flash(done if action == "cancel" else {"approve": "已通过。", "reject": "已驳回。",
+                                           "attended": "已更正为已到场。"}[action])
     return redirect(url_for("activities_console.registrations", activity_id=activity_id))
+
+
+def _waitlisted(s, registration_id: int) -> set[int]:
+    """The waitlist of the registration's activity before a cancel, to tell who it moved up."""
+    reg = s.get(Registration, registration_id)
+    if reg is None:
+        return set()
+    return set(s.scalars(select(Registration.id).where(Registration.activity_id == reg.activity_id,
+                                                       Registration.status == RegStatus.WAITLISTED.value)))
+
+
+def _cancelled_text(s, reg: Registration, queued: set[int]) -> str:
+    """What the cancel did: a freed seat goes to the waitlist's head, but only a seat, only before the start and
+    only when someone waits; saying “已递补” every time had staff believe someone was told who was not."""
+    def name(r: Registration) -> str:
+        return r.user.nickname or f"用户{r.user_id}"
+
+    moved = [r for r in (s.get(Registration, i) for i in sorted(queued)) if r is not None
+             and r.status in (RegStatus.CONFIRMED.value, RegStatus.PENDING_APPROVAL.value)]
+    if not moved:
+        return f"已取消{name(reg)}的报名。"
+    names = "、".join(name(r) + ("（待审核）" if r.status == RegStatus.PENDING_APPROVAL.value else "") for r in moved)
+    return f"已取消{name(reg)}的报名，空出的名额已递补给候补：{names}。"
 
 
 @bp.route("/checkin", methods=["GET", "POST"])
