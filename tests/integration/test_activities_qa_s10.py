@@ -99,3 +99,20 @@ def test_the_console_says_whether_a_cancel_moved_anyone_up(client, make_activity
     db.expire_all()
     assert db.get(Registration, rid_queue).status == "confirmed"
     assert cancel(rid_queue) == ["已取消李四的报名。"]  # nobody left waiting
+
+
+def test_extending_a_running_activity_tells_only_those_still_to_come(client, new_activity, make_user, user_token,
+                                                                     staff, staff_headers, db):
+    """Staff push the end back while the activity runs (check-in stays open until an hour after the end): whoever
+    is already checked in was told “时间或地点有调整……如不能参加，请在小程序中取消报名”, a cancel they cannot make."""
+    aid = new_activity(capacity=3)
+    here, coming = make_user(), make_user()
+    rid_here = _reg(client, aid, user_token(here)).get_json()["id"]
+    _reg(client, aid, user_token(coming))
+    _starts_in(aid, timedelta(minutes=-30))
+    _scan(client, user_token, here, rid_here, staff_headers, staff)
+    ends = (db.get(Activity, aid).ends_at + timedelta(minutes=30)).isoformat()
+    resp = client.patch(f"/api/v1/staff/activities/{aid}", json={"ends_at": ends}, headers=staff_headers(staff))
+    assert resp.status_code == 200, resp.get_json()
+    told = db.scalars(select(InboxItem.user_id).where(InboxItem.title.startswith("活动调整"))).all()
+    assert told == [coming.id]

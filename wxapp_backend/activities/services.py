@@ -232,15 +232,17 @@ def _check_status_change(session: Session, activity: Activity, to: str) -> None:
 
 # Attendance closes (no-shows recorded, check-in refused) this long after an activity ends.
 ATTENDANCE_GRACE = timedelta(hours=1)
+# Registrations whose holders have yet to come (a seat, the waitlist, awaiting approval): the ones a cancelled or
+# changed activity concerns. Checked in or recorded as no-show, it has happened already.
+STILL_TO_COME = (RegStatus.PENDING_APPROVAL.value, RegStatus.CONFIRMED.value, RegStatus.WAITLISTED.value)
 
 
 def _cancel_registrations(session: Session, activity: Activity, actor: Actor) -> int:
     """The activity is cancelled: every registration still waiting for it (a seat, the waitlist, awaiting
     approval) is cancelled with it and its user told; the caller holds the activity lock. Those already checked
     in (check-in opens before the start) or recorded as no-shows keep that record: it is what happened."""
-    waiting = (RegStatus.PENDING_APPROVAL.value, RegStatus.CONFIRMED.value, RegStatus.WAITLISTED.value)
     regs = session.scalars(select(Registration).where(Registration.activity_id == activity.id,
-                                                      Registration.status.in_(waiting))).all()
+                                                      Registration.status.in_(STILL_TO_COME))).all()
     now = utcnow()
     for reg in regs:
         transition(session, reg, RegStatus.CANCELLED, actor, note="活动取消")
@@ -251,10 +253,11 @@ def _cancel_registrations(session: Session, activity: Activity, actor: Actor) ->
 
 
 def _tell_changed(session: Session, activity: Activity) -> int:
-    """The time or place of a published activity changed: everyone registered (a seat, the waitlist, awaiting
-    approval) is told the new time and place, once per change (a double save of one change tells nobody twice)."""
+    """The time or place of a published activity changed: everyone still to come (a seat, the waitlist, awaiting
+    approval) is told the new time and place, once per change (a double save of one change tells nobody twice).
+    Someone already checked in is not asked to cancel if they cannot come (staff push the end back mid-way)."""
     regs = session.scalars(select(Registration).where(Registration.activity_id == activity.id,
-                                                      Registration.status.in_(ACTIVE_STATUSES))).all()
+                                                      Registration.status.in_(STILL_TO_COME))).all()
     session.refresh(activity, ["building"])
     starts, ends = activity.starts_at.astimezone(SHANGHAI), activity.ends_at.astimezone(SHANGHAI)
     start = starts.strftime("%Y-%m-%d %H:%M")
