@@ -116,3 +116,26 @@ def test_extending_a_running_activity_tells_only_those_still_to_come(client, new
     assert resp.status_code == 200, resp.get_json()
     told = db.scalars(select(InboxItem.user_id).where(InboxItem.title.startswith("活动调整"))).all()
     assert told == [coming.id]
+
+
+def test_a_waitlisted_worker_sees_their_place_in_the_queue(client, new_activity, make_user, user_token):
+    """The detail page shows 已报名 / 候补第 n 位 from my_registration (api.get_activity), but no answer said the n:
+    a waitlisted worker could not tell whether to wait or make other plans."""
+    aid = new_activity(capacity=1)
+    seated, first, second = make_user(), make_user(), make_user()
+    seat = _reg(client, aid, user_token(seated)).get_json()
+    assert seat["waitlist_position"] is None
+    one = _reg(client, aid, user_token(first)).get_json()
+    two = _reg(client, aid, user_token(second)).get_json()
+    assert (one["status"], one["waitlist_position"]) == ("waitlisted", 1)
+    assert (two["status"], two["waitlist_position"]) == ("waitlisted", 2)
+    mine = client.get(f"/api/v1/activities/{aid}", headers=user_token(second)).get_json()["my_registration"]
+    assert mine["waitlist_position"] == 2
+    client.post(f"/api/v1/registrations/{one['id']}/cancel", json={}, headers=user_token(first))
+    mine = client.get(f"/api/v1/activities/{aid}", headers=user_token(second)).get_json()["my_registration"]
+    assert mine["waitlist_position"] == 1
+    items = client.get("/api/v1/me/registrations", headers=user_token(second)).get_json()["items"]
+    assert [i["waitlist_position"] for i in items] == [1]
+    client.post(f"/api/v1/registrations/{seat['id']}/cancel", json={}, headers=user_token(seated))
+    items = client.get("/api/v1/me/registrations", headers=user_token(second)).get_json()["items"]
+    assert [(i["status"], i["waitlist_position"]) for i in items] == [("confirmed", None)]

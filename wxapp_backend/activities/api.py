@@ -42,6 +42,12 @@ def _idempotency_key() -> str | None:
     return key
 
 
+def _mine(s, reg: Registration, *, with_activity: bool = False) -> dict:
+    """A registration as its user reads it: status, next actions and, while waitlisted, their place in the queue."""
+    return {**reg.to_dict(with_activity=with_activity), **services.user_actions(reg),
+            "waitlist_position": services.waitlist_position(s, reg)}
+
+
 @bp.get("/activities")
 @doc("活动列表（可按类别、日期、楼宇筛选），含剩余名额；带登录令牌时每项有 ineligible_reason（不能报名的原因，"
      "可以报名为 null）", params=services.LIST_PARAMS, auth="none", tags=["活动"])
@@ -55,7 +61,7 @@ def list_activities():
 
 @bp.get("/activities/<int:activity_id>")
 @doc("活动详情（含剩余名额、报名问题）；带登录令牌时 my_registration 是本人最近一次报名（状态、可否取消、"
-     "可否出示签到码），没有报名为 null", auth="none", tags=["活动"])
+     "可否出示签到码、候补第几位 waitlist_position），没有报名为 null", auth="none", tags=["活动"])
 def get_activity(activity_id: int):
     user_id = optional_user_id()
     with session_scope() as s:
@@ -67,7 +73,7 @@ def get_activity(activity_id: int):
             reg = s.scalar(select(Registration).where(Registration.activity_id == a.id,
                                                       Registration.user_id == user_id)
                            .order_by(Registration.id.desc()).limit(1))
-            out["my_registration"] = {**reg.to_dict(), **services.user_actions(reg)} if reg is not None else None
+            out["my_registration"] = _mine(s, reg) if reg is not None else None
         return jsonify(out)
 
 
@@ -83,7 +89,7 @@ def create_registration(activity_id: int):
     with session_scope() as s:
         reg, created = services.register(s, activity_id=activity_id, user_id=current_user_id(),
                                          answers=body["answers"], idempotency_key=_idempotency_key())
-        out = {**reg.to_dict(), **services.user_actions(reg), "subscribe": services.subscribe_hint(reg.status)}
+        out = {**_mine(s, reg), "subscribe": services.subscribe_hint(reg.status)}
     return jsonify(out), 201 if created else 200
 
 
@@ -94,7 +100,7 @@ def cancel(registration_id: int):
     uid = current_user_id()
     with session_scope() as s:
         reg = services.cancel_registration(s, Actor("user", uid), registration_id, user_id=uid)
-        return jsonify({**reg.to_dict(), **services.user_actions(reg)})
+        return jsonify(_mine(s, reg))
 
 
 @bp.get("/registrations/<int:registration_id>/qr")
@@ -107,11 +113,12 @@ def qr(registration_id: int):
 
 @bp.get("/me/registrations")
 @user_required
-@doc("我的报名（含可否取消及截止时间 can_cancel / cancel_until、可否出示签到码 can_show_code）", tags=["活动"])
+@doc("我的报名（含可否取消及截止时间 can_cancel / cancel_until、可否出示签到码 can_show_code、"
+     "候补第几位 waitlist_position，不在候补为 null）", tags=["活动"])
 def my_registrations():
     with session_scope() as s:
         regs = services.my_registrations(s, current_user_id())
-        return jsonify({"items": [{**r.to_dict(with_activity=True), **services.user_actions(r)} for r in regs]})
+        return jsonify({"items": [_mine(s, r, with_activity=True) for r in regs]})
 
 
 @bp.get("/me/subscriptions")

@@ -18,7 +18,7 @@ from datetime import date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -641,6 +641,18 @@ def user_actions(reg: Registration, now: datetime | None = None) -> dict[str, An
     return {"can_cancel": deadline is not None and now < deadline,
             "cancel_until": deadline.isoformat() if deadline is not None and now < deadline else None,
             "can_show_code": live and reg.status in (RegStatus.CONFIRMED.value, RegStatus.ATTENDED.value)}
+
+
+def waitlist_position(session: Session, reg: Registration) -> int | None:
+    """Where `reg` stands on its activity's waitlist (1: the next seat is theirs), in the order promote() takes;
+    None when it is not waitlisted."""
+    if reg.status != RegStatus.WAITLISTED.value:
+        return None
+    ahead = session.scalar(select(func.count(Registration.id)).where(
+        Registration.activity_id == reg.activity_id, Registration.status == RegStatus.WAITLISTED.value,
+        tuple_(Registration.queue_hour, Registration.penalty, Registration.id)
+        < tuple_(reg.queue_hour, reg.penalty, reg.id)))
+    return (ahead or 0) + 1
 
 
 def cancel_registration(session: Session, actor: Actor, registration_id: int, *, user_id: int | None = None,
