@@ -139,3 +139,31 @@ def test_a_waitlisted_worker_sees_their_place_in_the_queue(client, new_activity,
     client.post(f"/api/v1/registrations/{seat['id']}/cancel", json={}, headers=user_token(seated))
     items = client.get("/api/v1/me/registrations", headers=user_token(second)).get_json()["items"]
     assert [(i["status"], i["waitlist_position"]) for i in items] == [("confirmed", None)]
+
+
+def test_the_dashboard_counts_registrations_waiting_for_approval(client, make_activity, make_user, make_staff,
+                                                                 console_login):
+    """Nothing told staff that registrations were waiting for their decision: no dashboard count, no column in the
+    activity list. Unseen, they waited until the activity ended and were cancelled unanswered."""
+    from wxapp_backend.activities import services
+
+    later = make_activity(title="财务沙龙", requires_approval=True, starts_at=datetime.now(UTC) + timedelta(days=5))
+    sooner = make_activity(title="企业参访", requires_approval=True, starts_at=datetime.now(UTC) + timedelta(days=2))
+    cancelled = make_activity(title="取消的", requires_approval=True, status="cancelled")
+    free = make_activity(title="音乐会")
+    users = [make_user() for _ in range(5)]
+    with session_scope() as s:
+        for a, u in zip((later, sooner, sooner, free), users, strict=False):
+            services.register(s, activity_id=a.id, user_id=u.id)
+        s.add(Registration(activity_id=cancelled.id, user_id=users[4].id, status="pending_approval",
+                           active_key=f"{cancelled.id}:{users[4].id}"))
+    console_login(make_staff(role="staff"))
+    page = client.get("/console/").get_data(as_text=True)
+    card = re.search(r'<a class="stat" href="([^"]*)"><span class="label">待审核报名</span>'
+                     r'<span class="value">(\d+)</span><span class="hint">([^<]*)</span>', page)
+    assert card is not None, page
+    assert card.group(2) == "3" and "2 个活动" in card.group(3), card.groups()
+    assert card.group(1) == f"/console/activities/{sooner.id}/registrations"  # the soonest to decide
+    client.post("/console/logout")
+    console_login(make_staff(role="dept"))  # reads activities, decides nothing
+    assert "待审核报名" not in client.get("/console/").get_data(as_text=True)

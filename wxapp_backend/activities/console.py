@@ -9,18 +9,26 @@ from datetime import datetime
 from typing import Any
 
 from flask import Blueprint, Response, current_app, flash, g, redirect, render_template, request, url_for
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from ..auth.guard import console_required, current_actor
 from ..auth.models import ROLE_RANK, StaffRole, User
-from ..console import add_nav
+from ..console import DASHBOARD_CARDS, add_nav
 from ..db import session_scope, utcnow
 from ..enterprises.models import Building, Enterprise
 from ..errors import AppError, ValidationError
 from ..http import loads
 from ..validation import Field, row_ids, validate
 from . import checkin, services
-from .models import ACTIVITY_STATUS_LABELS, CATEGORIES, QUESTION_TYPES, Activity, Registration, RegStatus
+from .models import (
+    ACTIVITY_STATUS_LABELS,
+    CATEGORIES,
+    QUESTION_TYPES,
+    Activity,
+    ActivityStatus,
+    Registration,
+    RegStatus,
+)
 
 bp = Blueprint("activities_console", __name__, url_prefix="/console")
 
@@ -321,6 +329,28 @@ def stats():
     return render_template("console/activities/stats.html", stats=data)
 
 
+def _card_pending() -> dict | None:
+    """Registrations waiting for a staff decision (报名需审核) on activities still to end; unseen, they wait until
+    the activity ends and are then cancelled unanswered. Department accounts decide nothing: no card."""
+    if ROLE_RANK[StaffRole(g.staff.role)] < ROLE_RANK[StaffRole.STAFF]:
+        return None
+    with session_scope() as s:
+        rows = s.execute(select(Activity.id, func.count(Registration.id))
+                         .join(Registration, Registration.activity_id == Activity.id)
+                         .where(Registration.status == RegStatus.PENDING_APPROVAL.value,
+                                Activity.status == ActivityStatus.PUBLISHED.value, Activity.ends_at > utcnow())
+                         .group_by(Activity.id, Activity.starts_at).order_by(Activity.starts_at, Activity.id)).all()
+    if not rows:
+        return {"title": "待审核报名", "value": 0, "hint": "没有等待审核的报名",
+                "href": url_for("activities_console.activities")}
+    return {"title": "待审核报名", "value": sum(n for _, n in rows),
+            "hint": f"涉及 {len(rows)} 个活动，点开最近开始的一个",
+            "href": url_for("activities_console.registrations", activity_id=rows[0][0])}
+
+
+if all(getattr(c, "__qualname__", "") != _card_pending.__qualname__ or getattr(c, "__module__", "") != __name__
+       for c in DASHBOARD_CARDS):
+    DASHBOARD_CARDS.append(_card_pending)
 add_nav("activities_console.activities", "活动", StaffRole.DEPT, "白领服务")
 add_nav("activities_console.checkin_page", "签到", StaffRole.DEPT, "白领服务")
 
