@@ -167,3 +167,30 @@ def test_the_dashboard_counts_registrations_waiting_for_approval(client, make_ac
     client.post("/console/logout")
     console_login(make_staff(role="dept"))  # reads activities, decides nothing
     assert "待审核报名" not in client.get("/console/").get_data(as_text=True)
+
+
+def test_a_worker_without_a_verified_enterprise_is_told_what_to_do(client, new_activity, make_user, user_token,
+                                                                   make_enterprise):
+    """An industry- or tag-limited activity told a worker who never bound an enterprise “您所在企业的行业不在范围内”,
+    about an enterprise they never gave; and one whose binding staff are still checking was told to go and bind
+    it (“请先在“我的”中绑定并核实所在企业”), which they had done: they would apply again."""
+    ent = make_enterprise(industry="制造业", tags=["高新技术"])
+    by_industry = new_activity(title="制造业沙龙", audience_industries=["制造业"])
+    by_tag = new_activity(title="高新企业参访", audience_tags=["高新技术"])
+    verified_only = new_activity(title="财务经理沙龙", verified_only=True)
+    nobody = make_user()
+    waiting = make_user(enterprise_id=ent.id, binding_state="pending")
+
+    def reason(user, aid):
+        resp = _reg(client, aid, user_token(user))
+        assert resp.status_code == 403, resp.get_json()
+        return resp.get_json()["message"]
+
+    for aid in (by_industry, by_tag):
+        said = reason(nobody, aid)
+        assert "不在范围内" not in said and "绑定" in said, said
+    for aid in (by_industry, by_tag, verified_only):
+        said = reason(waiting, aid)
+        assert "正在核实" in said and "请先" not in said, said
+    other = make_user(enterprise_id=make_enterprise(industry="金融业").id, binding_state="verified")
+    assert "不在范围内" in reason(other, by_industry)  # a verified enterprise of another industry: the range

@@ -390,18 +390,30 @@ def ineligibility(activity: Activity, user: User) -> str | None:
     if user.blocked:
         return "您的账号已被限制报名，请联系营商服务中心。"
     ent = _verified_enterprise(user)
+    # Without a verified enterprise there is no industry or tag to compare: "not in range" would be about an
+    # enterprise they never gave, and "please bind" is wrong for someone whose binding staff are still checking.
+    if user.binding_state == BindingState.PENDING.value:
+        unverified = "您的企业绑定正在核实中，核实通过后即可报名。"
+    else:
+        unverified = "请先在“我的”中绑定并核实所在企业后再报名。"
     if activity.verified_only and ent is None:
-        return "本活动仅限已核实的企业联系人报名，请先在“我的”中绑定并核实所在企业。"
+        return "本活动仅限已核实的企业联系人报名，" + unverified
     if activity.audience_building_ids:
         buildings = {user.building_id, ent.building_id if ent else None} - {None}
         if not buildings:  # nothing to compare: "not in range" would be news to them; say what is missing
             return "本活动仅面向指定楼宇的白领，请先在“我的”中填写您所在的楼宇后再报名。"
         if not buildings & set(activity.audience_building_ids):
             return "本活动仅面向指定楼宇的白领，您所在的楼宇不在范围内。"
-    if activity.audience_industries and (ent is None or ent.industry not in activity.audience_industries):
-        return "本活动仅面向指定行业的企业，您所在企业的行业不在范围内（或尚未核实企业）。"
-    if activity.audience_tags and (ent is None or not set(ent.tags or []) & set(activity.audience_tags)):
-        return "本活动仅面向特定企业，您所在的企业不在范围内（或尚未核实企业）。"
+    if activity.audience_industries:
+        if ent is None:
+            return "本活动仅面向指定行业的企业，" + unverified
+        if ent.industry not in activity.audience_industries:
+            return "本活动仅面向指定行业的企业，您所在企业的行业不在范围内。"
+    if activity.audience_tags:
+        if ent is None:
+            return "本活动仅面向特定企业，" + unverified
+        if not set(ent.tags or []) & set(activity.audience_tags):
+            return "本活动仅面向特定企业，您所在的企业不在范围内。"
     return None
 
 
