@@ -194,3 +194,28 @@ def test_a_worker_without_a_verified_enterprise_is_told_what_to_do(client, new_a
         assert "正在核实" in said and "请先" not in said, said
     other = make_user(enterprise_id=make_enterprise(industry="金融业").id, binding_state="verified")
     assert "不在范围内" in reason(other, by_industry)  # a verified enterprise of another industry: the range
+
+
+def test_a_date_typed_a_year_back_does_not_make_everyone_a_no_show(client, new_activity, make_user, user_token, staff,
+                                                                   staff_headers, db, run_jobs):
+    """Editing an upcoming activity with the year mistyped (2025 for 2026) moved it into the past: everyone was told
+    the activity had moved, the attendance close ran at once and made every registrant a no-show (counted against
+    them), and the waitlist was cancelled; putting the right year back restored none of it."""
+    from wxapp_backend.auth.models import User
+
+    aid = new_activity(capacity=1)
+    seated, queued = make_user(), make_user()
+    rid_seat = _reg(client, aid, user_token(seated)).get_json()["id"]
+    rid_queue = _reg(client, aid, user_token(queued)).get_json()["id"]
+    run_jobs()
+    a = db.get(Activity, aid)
+    body = {"starts_at": (a.starts_at - timedelta(days=365)).isoformat(),
+            "ends_at": (a.ends_at - timedelta(days=365)).isoformat()}
+    resp = client.patch(f"/api/v1/staff/activities/{aid}", json=body, headers=staff_headers(staff))
+    run_jobs()
+    db.expire_all()
+    assert [db.get(Registration, r).status for r in (rid_seat, rid_queue)] == ["confirmed", "waitlisted"]
+    assert db.get(User, seated.id).no_show_count == 0
+    assert resp.status_code == 422 and "starts_at" in resp.get_json()["fields"], resp.get_json()
+    assert "核对" in resp.get_json()["message"]
+    assert db.scalars(select(InboxItem).where(InboxItem.title.startswith("活动调整"))).all() == []

@@ -186,6 +186,13 @@ def update_activity(session: Session, actor: Actor, activity_id: int, data: dict
     activity = lock_activity(session, activity_id)
     v = _validated(data, activity, clear)
     _check_buildings(session, v)
+    now = utcnow()
+    if activity.starts_at > now and v.get("starts_at") is not None and v["starts_at"] <= now:
+        # A mistyped year: moved into the past, the attendance close would run at once and make every registrant a
+        # no-show (and cancel the waitlist), which putting the right date back does not undo.
+        shown = v["starts_at"].astimezone(SHANGHAI).strftime("%Y-%m-%d %H:%M")
+        msg = f"开始时间 {shown} 已经过去，活动还没开始，请核对日期"
+        raise ValidationError(f"填写的内容有误：{msg}", fields={"starts_at": msg})
     taken = seats_taken(session, activity.id)
     if "capacity" in v and v["capacity"] < taken:
         msg = f"名额不能少于已占用的 {taken} 个（请先取消部分报名）"
