@@ -219,3 +219,26 @@ def test_a_date_typed_a_year_back_does_not_make_everyone_a_no_show(client, new_a
     assert resp.status_code == 422 and "starts_at" in resp.get_json()["fields"], resp.get_json()
     assert "核对" in resp.get_json()["message"]
     assert db.scalars(select(InboxItem).where(InboxItem.title.startswith("活动调整"))).all() == []
+
+
+def test_a_whole_number_answer_reads_as_typed(client, new_activity, make_user, user_token, make_staff,
+                                              console_login, db):
+    """A 数字 question (随行人数) answered 2 was kept as 2.0: the worker's answer, the registrations page and the
+    Excel export all said 2.0 people."""
+    import io
+
+    from openpyxl import load_workbook
+
+    aid = new_activity(questions=[{"key": "guests", "label": "随行人数", "type": "number"},
+                                  {"key": "height", "label": "身高（米）", "type": "number"}])
+    u = make_user(nickname="王五")
+    resp = _reg(client, aid, user_token(u), {"guests": 2, "height": 1.75})
+    assert resp.status_code == 201, resp.get_json()
+    assert resp.get_json()["answers"] == {"guests": 2, "height": 1.75}
+    assert "2.0" not in str(resp.get_json()["answers"])
+    console_login(make_staff(role="staff"))
+    page = client.get(f"/console/activities/{aid}/registrations").get_data(as_text=True)
+    assert "随行人数：2<br>" in page and "身高（米）：1.75<br>" in page, page
+    ws = load_workbook(io.BytesIO(client.get(f"/console/activities/{aid}/registrations.xlsx").data)).active
+    rows = list(ws.iter_rows(values_only=True))
+    assert rows[1][-2:] == (2, 1.75) and not isinstance(rows[1][-2], float), rows

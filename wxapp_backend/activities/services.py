@@ -459,7 +459,16 @@ def check_answers(activity: Activity, answers: dict[str, Any] | None) -> dict[st
         clean = validate(answers, [_answer_field(q) for q in questions])
     except ValidationError as exc:
         raise ValidationError(exc.message, fields={f"answers.{k}": v for k, v in exc.fields.items()}) from None
-    return {k: (v.isoformat() if isinstance(v, date) else v) for k, v in clean.items() if v is not None}
+    return {k: _stored_answer(v) for k, v in clean.items() if v is not None}
+
+
+def _stored_answer(value: Any) -> Any:
+    """A date as ISO text; a whole number as an int (2 people, not 2.0, on the page and in the export)."""
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, float) and value.is_integer() and abs(value) <= 2**53:
+        return int(value)
+    return value
 
 
 # --- registration --------------------------------------------------------------------------------------
