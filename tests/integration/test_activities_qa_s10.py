@@ -242,3 +242,24 @@ def test_a_whole_number_answer_reads_as_typed(client, new_activity, make_user, u
     ws = load_workbook(io.BytesIO(client.get(f"/console/activities/{aid}/registrations.xlsx").data)).active
     rows = list(ws.iter_rows(values_only=True))
     assert rows[1][-2:] == (2, 1.75) and not isinstance(rows[1][-2], float), rows
+
+
+def test_registration_messages_end_their_note_with_a_whole_phrase(client, new_activity, make_user, user_token,
+                                                                  staff, staff_headers, standin, run_jobs):
+    """The subscribe message's 备注 (thing4) was the inbox text cut at 20 characters, so on WeChat it read
+    “您候补的活动“午间一小时·书法体验”已有名” and stopped; the kinds' own short notes were never used."""
+    from wxapp_backend.notices import credits
+
+    aid = new_activity(capacity=1, title="午间一小时·书法体验")
+    seated, queued = make_user(), make_user()
+    seat = _reg(client, aid, user_token(seated)).get_json()
+    _reg(client, aid, user_token(queued))
+    with session_scope() as s:
+        for u in (seated, queued):
+            credits.add_credit(s, u.id, "PLACEHOLDER-registration-result")
+    resp = client.post(f"/api/v1/staff/registrations/{seat['id']}/cancel", json={}, headers=staff_headers(staff))
+    assert resp.status_code == 200, resp.get_json()
+    run_jobs()
+    notes = {c.body["touser"]: c.body["data"]["thing4"]["value"]
+             for c in standin.calls_to("/cgi-bin/message/subscribe/send")}
+    assert notes == {seated.openid: "您的报名已由工作人员取消", queued.openid: "您已从候补转为正式报名"}, notes

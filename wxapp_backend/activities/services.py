@@ -255,7 +255,8 @@ def _cancel_registrations(session: Session, activity: Activity, actor: Actor) ->
         transition(session, reg, RegStatus.CANCELLED, actor, note="活动取消")
         reg.cancelled_at = now
         _tell(session, reg, activity, "registration_cancelled", "活动已取消",
-              f"很抱歉，您报名的活动“{activity.title}”已取消，给您带来不便，敬请谅解。", "活动已取消")
+              f"很抱歉，您报名的活动“{activity.title}”已取消，给您带来不便，敬请谅解。", "活动已取消",
+              note="很抱歉，活动已取消")
     return len(regs)
 
 
@@ -627,16 +628,19 @@ def promote(session: Session, activity: Activity, actor: Actor) -> list[Registra
                   f"您候补的活动“{activity.title}”已有名额，报名成功。", "候补成功")
         else:
             _tell(session, reg, activity, "waitlist_promoted", "候补已有名额，等待审核",
-                  f"您候补的活动“{activity.title}”已有名额，正在等待工作人员审核，结果会通知您。", "等待审核")
+                  f"您候补的活动“{activity.title}”已有名额，正在等待工作人员审核，结果会通知您。", "等待审核",
+                  note="已有名额，等待工作人员审核")
     return list(heads)
 
 
 def _tell(session: Session, reg: Registration, activity: Activity, kind: str, title: str, body: str,
-          result: str) -> None:
-    """Tell the user about their registration (inbox always; subscribe message when they gave credit)."""
+          result: str, *, note: str | None = None) -> None:
+    """Tell the user about their registration (inbox always; subscribe message when they gave credit). The
+    message's short note is `note` when given, else the kind's own (the body cut to 20 characters stopped
+    mid-word)."""
     notify(session, reg.user_id, kind,
            {"title": activity.title, "result": result, "time": activity.starts_at.isoformat(),
-            "place": activity.place or "详见活动页面", "note": body[:20]},
+            "place": activity.place or "详见活动页面", "note": note},
            f"pages/activity/detail?id={activity.id}", title=title, body=body, ref=f"registration:{reg.id}",
            dedup_key=f"{kind}:{reg.id}")
 
@@ -700,7 +704,8 @@ def cancel_registration(session: Session, actor: Actor, registration_id: int, *,
     reg.cancelled_at = now
     if user_id is None:  # staff did it: the user would otherwise learn it at the door
         _tell(session, reg, activity, "registration_cancelled", "报名已取消",
-              f"您报名的活动“{activity.title}”的报名已由工作人员取消，如有疑问，请联系活动工作人员。", "报名已取消")
+              f"您报名的活动“{activity.title}”的报名已由工作人员取消，如有疑问，请联系活动工作人员。", "报名已取消",
+              note="您的报名已由工作人员取消")
     session.flush()
     if held_seat and activity.status == ActivityStatus.PUBLISHED.value:
         promote(session, activity, actor)
