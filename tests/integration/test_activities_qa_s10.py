@@ -263,3 +263,24 @@ def test_registration_messages_end_their_note_with_a_whole_phrase(client, new_ac
     notes = {c.body["touser"]: c.body["data"]["thing4"]["value"]
              for c in standin.calls_to("/cgi-bin/message/subscribe/send")}
     assert notes == {seated.openid: "您的报名已由工作人员取消", queued.openid: "您已从候补转为正式报名"}, notes
+
+
+def test_a_change_notice_shows_a_long_title_as_cut(client, new_activity, make_user, user_token, staff, staff_headers,
+                                                   standin, run_jobs, db):
+    """The 活动调整 message's title was cut at 20 characters before the template's own shortening, which marks a cut
+    with “…”: a longer title simply stopped, looking like the whole name."""
+    from wxapp_backend.notices import credits
+
+    aid = new_activity(title="午间一小时·国韵书法体验课（第三期）")
+    u = make_user()
+    _reg(client, aid, user_token(u))
+    with session_scope() as s:
+        credits.add_credit(s, u.id, "PLACEHOLDER-notice")
+    a = db.get(Activity, aid)
+    resp = client.patch(f"/api/v1/staff/activities/{aid}", headers=staff_headers(staff),
+                        json={"starts_at": (a.starts_at + timedelta(days=1)).isoformat(),
+                              "ends_at": (a.ends_at + timedelta(days=1)).isoformat()})
+    assert resp.status_code == 200, resp.get_json()
+    run_jobs()
+    sent = standin.calls_to("/cgi-bin/message/subscribe/send")
+    assert [c.body["data"]["thing1"]["value"] for c in sent] == ["活动调整：午间一小时·国韵书法体验课（…"], sent

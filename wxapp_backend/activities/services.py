@@ -280,7 +280,7 @@ def _tell_changed(session: Session, activity: Activity) -> int:
         Notification.dedup_key.startswith("activity_changed:", autoescape=True)).group_by(Notification.ref)).all())
     for reg in regs:
         notify(session, reg.user_id, "notice",
-               {"title": f"活动调整：{activity.title}"[:20], "time": activity.starts_at.isoformat(),
+               {"title": f"活动调整：{activity.title}", "time": activity.starts_at.isoformat(),
                 "note": "时间或地点有调整"},
                f"pages/activity/detail?id={activity.id}", title=f"活动调整：{activity.title}"[:100],
                body=f"您报名的活动“{activity.title}”时间或地点有调整：{start}-{end}，{place}。如不能参加，请在小程序中取消报名。",
