@@ -58,8 +58,10 @@ def build_spec(app: Flask) -> dict[str, Any]:
                     op["parameters"].append({"name": f.name, "in": "query", "required": f.required,
                                              "schema": openapi_schema([f])["properties"][f.name]})
                 if facts["body"] is not None and method in {"POST", "PUT", "PATCH"}:
-                    op["requestBody"] = {"required": True, "content": {
-                        "application/json": {"schema": openapi_schema(facts["body"])}}}
+                    schema = openapi_schema(facts["body"])
+                    if method == "PATCH":  # changes only the fields sent: none is required
+                        schema.pop("required", None)
+                    op["requestBody"] = {"required": True, "content": {"application/json": {"schema": schema}}}
                 for status, text in facts["responses"].items():
                     op["responses"][str(status)] = {"description": text}
                 if facts["auth"] != "none":
