@@ -299,3 +299,18 @@ def test_the_openapi_description_of_a_patch_requires_no_field(client, new_activi
     aid = new_activity()
     resp = client.patch(f"/api/v1/staff/activities/{aid}", json={"capacity": 5}, headers=staff_headers(staff))
     assert resp.status_code == 200 and resp.get_json()["capacity"] == 5, resp.get_json()
+
+
+def test_a_rejection_reads_its_reason_as_a_reason(client, new_activity, make_user, user_token, staff, staff_headers,
+                                                  db):
+    """Staff's note was glued after the sentence: “……未通过审核。不符合条件” (no label, no full stop)."""
+    aid = new_activity(requires_approval=True)
+    told, plain = make_user(), make_user()
+    for u, note in ((told, "不符合条件"), (plain, "")):
+        rid = _reg(client, aid, user_token(u)).get_json()["id"]
+        resp = client.post(f"/api/v1/staff/registrations/{rid}/reject", json={"note": note},
+                           headers=staff_headers(staff))
+        assert resp.status_code == 200, resp.get_json()
+    bodies = {i.user_id: i.body for i in db.scalars(select(InboxItem)).all()}
+    assert bodies[told.id] == "很抱歉，您报名的活动“楼宇音乐会”未通过审核，说明：不符合条件。", bodies
+    assert bodies[plain.id] == "很抱歉，您报名的活动“楼宇音乐会”未通过审核。", bodies

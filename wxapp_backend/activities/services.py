@@ -725,8 +725,9 @@ def decide(session: Session, actor: Actor, registration_id: int, approve: bool, 
               f"您报名的活动“{activity.title}”已审核通过。", "审核通过")
     else:
         transition(session, reg, RegStatus.REJECTED, actor, note)
+        reason = note.strip().rstrip("。.！!")
         _tell(session, reg, activity, "registration_rejected", "报名未通过审核",
-              f"很抱歉，您报名的活动“{activity.title}”未通过审核。{note}", "未通过")
+              f"很抱歉，您报名的活动“{activity.title}”未通过审核" + (f"，说明：{reason}。" if reason else "。"), "未通过")
         promote(session, activity, actor)
     return reg
 
