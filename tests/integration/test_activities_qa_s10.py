@@ -314,3 +314,29 @@ def test_a_rejection_reads_its_reason_as_a_reason(client, new_activity, make_use
     bodies = {i.user_id: i.body for i in db.scalars(select(InboxItem)).all()}
     assert bodies[told.id] == "很抱歉，您报名的活动“楼宇音乐会”未通过审核，说明：不符合条件。", bodies
     assert bodies[plain.id] == "很抱歉，您报名的活动“楼宇音乐会”未通过审核。", bodies
+
+
+def test_staff_can_read_back_the_activities_they_manage_through_the_api(client, new_activity, make_staff,
+                                                                        staff, staff_headers):
+    """The staff API could create and edit activities but not read them: a draft made through it answered 404 at
+    GET /api/v1/activities/{id} and appeared in no list, so a script could not check what it had saved."""
+    h = staff_headers(staff)
+    draft = new_activity(title="草稿活动", status="draft")
+    live = new_activity(title="已发布活动", category="fitness")
+    gone = new_activity(title="取消的活动")
+    client.patch(f"/api/v1/staff/activities/{gone}", json={"status": "cancelled"}, headers=h)
+    assert client.get(f"/api/v1/activities/{draft}").status_code == 404  # the public still sees no draft
+
+    one = client.get(f"/api/v1/staff/activities/{draft}", headers=h)
+    assert one.status_code == 200, one.get_json()
+    assert (one.get_json()["title"], one.get_json()["status"], one.get_json()["seats_taken"]) == ("草稿活动", "draft", 0)
+    listed = client.get("/api/v1/staff/activities", headers=h).get_json()
+    assert {a["id"] for a in listed["items"]} == {draft, live, gone} and listed["total"] == 3, listed
+    only = client.get("/api/v1/staff/activities?status=draft", headers=h).get_json()
+    assert [a["id"] for a in only["items"]] == [draft]
+    fit = client.get("/api/v1/staff/activities?category=fitness", headers=h).get_json()
+    assert [a["id"] for a in fit["items"]] == [live]
+    dept = staff_headers(make_staff(role="dept"))  # department accounts read activities in the console too
+    assert client.get(f"/api/v1/staff/activities/{live}", headers=dept).status_code == 200
+    assert client.get("/api/v1/staff/activities").status_code == 401
+    assert client.get("/api/v1/staff/activities/999999", headers=h).status_code == 404

@@ -141,6 +141,27 @@ def put_subscriptions():
 
 # --- staff -------------------------------------------------------------------------------------------
 
+@bp.get("/staff/activities")
+@staff_api_required(StaffRole.DEPT)
+@doc("活动列表（工作人员：含草稿和已取消，新的在前；可按类别、状态筛选），含已占名额和候补人数",
+     params=services.STAFF_LIST_PARAMS, auth="staff", tags=["活动管理"])
+def staff_activities():
+    q = query(services.STAFF_LIST_PARAMS)
+    with session_scope() as s:
+        items, total = services.list_activities(s, q, staff=True)
+    return jsonify(page_json(items, total, q["page"], q["per_page"]))
+
+
+@bp.get("/staff/activities/<int:activity_id>")
+@staff_api_required(StaffRole.DEPT)
+@doc("活动详情（工作人员：草稿和已取消的也可读），含已占名额和候补人数", auth="staff", tags=["活动管理"])
+def staff_activity(activity_id: int):
+    with session_scope() as s:
+        a = services.get_activity(s, activity_id, staff=True)
+        return jsonify(a.to_dict(seats_taken=services.seats_taken(s, a.id),
+                                 waitlisted=services.waitlist_length(s, a.id)))
+
+
 @bp.post("/staff/activities")
 @staff_api_required(StaffRole.STAFF)
 @doc("新建活动", body=services.ACTIVITY_FIELDS, responses={201: "已创建", 422: "填写有误"}, auth="staff",

@@ -355,6 +355,8 @@ def list_activities(session: Session, q: dict[str, Any], *, staff: bool = False,
     stmt = select(Activity)
     if not staff:
         stmt = stmt.where(Activity.status == ActivityStatus.PUBLISHED.value)
+    elif q.get("status"):
+        stmt = stmt.where(Activity.status == q["status"])
     if q.get("category"):
         stmt = stmt.where(Activity.category == q["category"])
     if q.get("building_id"):
@@ -376,6 +378,14 @@ def list_activities(session: Session, q: dict[str, Any], *, staff: bool = False,
         for item, a in zip(items, rows, strict=True):
             item["ineligible_reason"] = ineligibility(a, user)
     return items, total
+
+
+STAFF_LIST_PARAMS = (
+    Field("category", "enum", "活动类别", choices=tuple(CATEGORIES)),
+    Field("status", "enum", "状态", choices=tuple(s.value for s in ActivityStatus)),
+    Field("page", "int", "页码", min=1, max=100000, default=1),
+    Field("per_page", "int", "每页条数", min=1, max=100, default=20),
+)
 
 
 def get_activity(session: Session, activity_id: int, *, staff: bool = False) -> Activity:
