@@ -340,3 +340,24 @@ def test_staff_can_read_back_the_activities_they_manage_through_the_api(client, 
     assert client.get(f"/api/v1/staff/activities/{live}", headers=dept).status_code == 200
     assert client.get("/api/v1/staff/activities").status_code == 401
     assert client.get("/api/v1/staff/activities/999999", headers=h).status_code == 404
+
+
+def test_the_export_survives_a_control_character_in_a_question(client, make_activity, make_user, make_staff,
+                                                               console_login):
+    """A question label pasted from Word carries a vertical tab (\\x0b, its Shift+Enter); the workbook cannot hold it
+    and the whole 导出 Excel was a 500 for that activity."""
+    import io
+
+    from openpyxl import load_workbook
+
+    from wxapp_backend.activities import services
+
+    a = make_activity(questions=[{"key": "size", "label": "T恤\x0b尺码", "type": "text"}])
+    with session_scope() as s:
+        services.register(s, activity_id=a.id, user_id=make_user(nickname="赵六").id, answers={"size": "M"})
+    console_login(make_staff(role="dept"))
+    resp = client.get(f"/console/activities/{a.id}/registrations.xlsx")
+    assert resp.status_code == 200, resp.status_code
+    rows = list(load_workbook(io.BytesIO(resp.data)).active.iter_rows(values_only=True))
+    assert rows[0][-1] == "T恤尺码" and rows[1][-1] == "M", rows
+

@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import Any
 
 from flask import Blueprint, Response, current_app, flash, g, redirect, render_template, request, url_for
+from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
 from sqlalchemy import func, select
 
 from ..auth.guard import console_required, current_actor
@@ -215,7 +216,7 @@ def export_registrations(activity_id: int):
     ws = wb.active
     ws.title = "报名名单"
     ws.append(["报名编号", "姓名/昵称", "手机", "企业", "楼宇", "状态", "报名时间", "签到时间"]
-              + [q["label"] for q in questions])
+              + [_cell(q["label"]) for q in questions])
     for r in rows:
         answers = [r["answers"].get(q["key"], "") for q in questions]
         ws.append([r["id"], _cell(r["user"]), _cell(r["phone"]), _cell(r["enterprise"]), _cell(r["building"]),
@@ -239,6 +240,10 @@ def _answer_text(answer: Any) -> Any:
 
 
 def _cell(value: Any) -> Any:
+    if isinstance(value, str):
+        # Control characters (a vertical tab pasted from Word) cannot be held by a workbook: openpyxl refuses
+        # the whole export.
+        value = ILLEGAL_CHARACTERS_RE.sub("", value)
     # Spreadsheet formula injection: text starting with = + - @ is shown as text, never evaluated.
     if isinstance(value, str) and value[:1] in ("=", "+", "-", "@"):
         return "'" + value
