@@ -361,3 +361,22 @@ def test_the_export_survives_a_control_character_in_a_question(client, make_acti
     rows = list(load_workbook(io.BytesIO(resp.data)).active.iter_rows(values_only=True))
     assert rows[0][-1] == "T恤尺码" and rows[1][-1] == "M", rows
 
+
+
+def test_a_question_pasted_with_stray_characters_can_still_be_answered(client, staff, staff_headers, make_user,
+                                                                       user_token):
+    """An option pasted with a control character (“S\x01”) or a blank around it (“ M ”) was saved as it was, but an
+    answer is cleaned of both before it is compared with the options, so that option could never be chosen:
+    every worker picking it got 422 “尺码只能是：S、 M ”. Labels and options are now saved cleaned too."""
+    start = datetime.now(UTC) + timedelta(days=2)
+    body = {"category": "concert", "title": "楼宇音乐会", "address": "某大厦大堂", "capacity": 2,
+            "starts_at": start.isoformat(), "ends_at": (start + timedelta(hours=2)).isoformat(),
+            "questions": [{"key": "size", "label": "T恤\x0b尺码 ", "type": "choice", "options": ["S\x01", " M "]},
+                          {"key": "diet", "label": "饮食", "type": "multi", "options": ["素食\t", "清真"]}]}
+    resp = client.post("/api/v1/staff/activities", json=body, headers=staff_headers(staff))
+    assert resp.status_code == 201, resp.get_json()
+    qs = resp.get_json()["questions"]
+    assert [(q["label"], q["options"]) for q in qs] == [("T恤尺码", ["S", "M"]), ("饮食", ["素食", "清真"])], qs
+    for answers in ({"size": "S", "diet": ["素食"]}, {"size": "M", "diet": []}):
+        reg = _reg(client, resp.get_json()["id"], user_token(make_user()), answers)
+        assert reg.status_code == 201, reg.get_json()

@@ -30,7 +30,7 @@ from ..errors import Conflict, Forbidden, NotFound, ValidationError
 from ..notices.models import Notification
 from ..notices.services import notify
 from ..queue import enqueue_after_commit
-from ..validation import Field, validate
+from ..validation import Field, clean_text, validate
 from .models import (
     ACTIVE_STATUSES,
     CATEGORIES,
@@ -141,7 +141,23 @@ CLEARABLE = ("registration_opens_at", "registration_closes_at", "cancel_deadline
              "building_id")
 
 
+def _tidy_question(q: Any) -> Any:
+    """A question's label and options as an answer is read (no control characters, no surrounding blanks): an
+    answer is cleaned before it is compared with the options, so an option pasted as "S\x01" or " M " could
+    never be chosen."""
+    if not isinstance(q, dict):
+        return q
+    out = dict(q)
+    if isinstance(out.get("label"), str):
+        out["label"] = clean_text(out["label"])
+    if isinstance(out.get("options"), list):
+        out["options"] = [clean_text(o) if isinstance(o, str) else o for o in out["options"]]
+    return out
+
+
 def _validated(data: dict[str, Any], existing: Activity | None, clear: Iterable[str] = ()) -> dict[str, Any]:
+    if isinstance(data.get("questions"), list):
+        data = {**data, "questions": [_tidy_question(q) for q in data["questions"]]}
     clean = validate(data, ACTIVITY_FIELDS, partial=existing is not None)
     clean.update({name: None for name in clear if name in CLEARABLE and name not in clean})
     merged = dict(clean)
