@@ -380,3 +380,22 @@ def test_a_question_pasted_with_stray_characters_can_still_be_answered(client, s
     for answers in ({"size": "S", "diet": ["素食"]}, {"size": "M", "diet": []}):
         reg = _reg(client, resp.get_json()["id"], user_token(make_user()), answers)
         assert reg.status_code == 201, reg.get_json()
+
+
+def test_an_activity_whose_attendance_is_recorded_cannot_be_cancelled(client, new_activity, make_user, user_token,
+                                                                      staff, staff_headers, db):
+    """Cancelling an activity that has taken place (its attendance closed, no-shows recorded) answered 409 “报名当前
+    状态为“未到场”，不能改为“已取消”” about one registration; it is refused with the reason instead, and the record
+    of who came and who did not stays as it is."""
+    from wxapp_backend.activities import jobs
+
+    aid = new_activity(capacity=3)
+    u = make_user()
+    rid = _reg(client, aid, user_token(u)).get_json()["id"]
+    _starts_in(aid, timedelta(hours=-4))
+    assert jobs.close_attendance(aid) == 1
+    resp = client.patch(f"/api/v1/staff/activities/{aid}", json={"status": "cancelled"}, headers=staff_headers(staff))
+    assert resp.status_code == 422 and "status" in resp.get_json()["fields"], resp.get_json()
+    assert "已结束" in resp.get_json()["message"], resp.get_json()
+    db.expire_all()
+    assert (db.get(Activity, aid).status, db.get(Registration, rid).status) == ("published", "no_show")

@@ -240,10 +240,16 @@ def update_activity(session: Session, actor: Actor, activity_id: int, data: dict
 
 
 def _check_status_change(session: Session, activity: Activity, to: str) -> None:
-    """Cancelling is final (its registrations were cancelled and their users told), and a published activity
-    that people have registered for cannot quietly go back to draft: they would lose it without a word."""
+    """Cancelling is final (its registrations were cancelled and their users told), an activity whose attendance
+    is recorded is past cancelling, and a published activity that people have registered for cannot quietly go
+    back to draft: they would lose it without a word."""
     if activity.status == ActivityStatus.CANCELLED.value:
         msg = "活动已取消，不能再改状态；如需重新举办，请新建一个活动。"
+        raise ValidationError(msg, fields={"status": msg})
+    if to == ActivityStatus.CANCELLED.value and activity.attendance_closed_at is not None:
+        # It took place: who came and who did not is recorded (no-shows counted against them), and cancelling
+        # would leave that record under an activity that "never happened".
+        msg = "活动已结束并已记录签到情况，不能再取消。"
         raise ValidationError(msg, fields={"status": msg})
     if to == ActivityStatus.DRAFT.value and activity.status == ActivityStatus.PUBLISHED.value:
         active = session.scalar(select(func.count(Registration.id)).where(
