@@ -399,3 +399,24 @@ def test_an_activity_whose_attendance_is_recorded_cannot_be_cancelled(client, ne
     assert "已结束" in resp.get_json()["message"], resp.get_json()
     db.expire_all()
     assert (db.get(Activity, aid).status, db.get(Registration, rid).status) == ("published", "no_show")
+
+
+def test_a_past_activity_is_not_reused_by_moving_it_to_a_new_date(client, new_activity, make_user, user_token, staff,
+                                                                  staff_headers, db):
+    """Staff reusing last month's activity by editing its dates moved its old records along: last time's attendees
+    and no-shows held seats of the new date and could not register again (“您已报名这个活动了”), and its attendance,
+    closed already, would never be closed for the new date."""
+    aid = new_activity(capacity=1)
+    came = make_user()
+    _reg(client, aid, user_token(came))
+    _starts_in(aid, timedelta(hours=-4))
+    from wxapp_backend.activities import jobs
+
+    jobs.close_attendance(aid)
+    start = datetime.now(UTC) + timedelta(days=30)
+    resp = client.patch(f"/api/v1/staff/activities/{aid}", headers=staff_headers(staff),
+                        json={"starts_at": start.isoformat(), "ends_at": (start + timedelta(hours=2)).isoformat()})
+    assert resp.status_code == 422 and "starts_at" in resp.get_json()["fields"], resp.get_json()
+    assert "新建" in resp.get_json()["message"], resp.get_json()
+    db.expire_all()
+    assert db.get(Activity, aid).starts_at < datetime.now(UTC)

@@ -209,6 +209,12 @@ def update_activity(session: Session, actor: Actor, activity_id: int, data: dict
         shown = v["starts_at"].astimezone(SHANGHAI).strftime("%Y-%m-%d %H:%M")
         msg = f"开始时间 {shown} 已经过去，活动还没开始，请核对日期"
         raise ValidationError(f"填写的内容有误：{msg}", fields={"starts_at": msg})
+    moved = [k for k in ("starts_at", "ends_at") if v.get(k) is not None and v[k] != getattr(activity, k)]
+    if activity.attendance_closed_at is not None and moved:
+        # Reusing a past activity for a new date would carry its attendees and no-shows along (holding seats,
+        # unable to register again), and its attendance, closed already, would never close for the new date.
+        msg = "活动已结束并已记录签到情况，不能再改时间；如需再办一期，请新建一个活动"
+        raise ValidationError(f"填写的内容有误：{msg}", fields={moved[0]: msg})
     taken = seats_taken(session, activity.id)
     if "capacity" in v and v["capacity"] < taken:
         msg = f"名额不能少于已占用的 {taken} 个（请先取消部分报名）"
