@@ -420,3 +420,28 @@ def test_a_past_activity_is_not_reused_by_moving_it_to_a_new_date(client, new_ac
     assert "新建" in resp.get_json()["message"], resp.get_json()
     db.expire_all()
     assert db.get(Activity, aid).starts_at < datetime.now(UTC)
+
+
+def test_the_editor_says_whom_a_cancel_or_a_move_has_told(client, make_activity, make_user, make_staff,
+                                                          console_login):
+    """Cancelling an activity or moving it in the editor tells every registrant, but the page only said
+    “活动已保存。”, so staff could not know whether anyone had been told (and told them again by hand)."""
+    from wxapp_backend.activities import services
+
+    a = make_activity(capacity=1)
+    with session_scope() as s:
+        for u in (make_user(), make_user()):
+            services.register(s, activity_id=a.id, user_id=u.id)
+    csrf = console_login(make_staff(role="staff"))
+    form = client.get(f"/console/activities/{a.id}/edit").get_data(as_text=True)
+    values = dict(re.findall(r'<input (?:type="[^"]*" )?name="([a-z_]+)" value="([^"]*)"', form))
+
+    def save(**changes):
+        data = {**values, "csrf_token": csrf, "category": a.category, "status": "published",
+                "waitlist_enabled": "on", **changes}
+        page = client.post(f"/console/activities/{a.id}/edit", data=data, follow_redirects=True)
+        return re.findall(r'<div class="flash"[^>]*>([^<]*)</div>', page.get_data(as_text=True))
+
+    assert save(title="垂直马拉松（新版）") == ["活动已保存。"]
+    assert save(address="另一座大厦") == ["活动已保存，已把新的时间和地点通知 2 位报名者。"]
+    assert save(status="cancelled") == ["活动已取消，已通知 2 位报名者。"]

@@ -141,8 +141,11 @@ def _editor(activity_id: int | None):
                 # (Judged on the form itself: a time sent back unchanged was taken out of data above.)
                 cleared = [name for name in services.CLEARABLE
                            if name in request.form and not request.form.get(name, "").strip()]
+                waiting = s.scalar(select(func.count(Registration.id)).where(
+                    Registration.activity_id == activity.id, Registration.status.in_(services.STILL_TO_COME))) or 0
                 saved = services.update_activity(s, current_actor(), activity.id, data, clear=cleared)
             saved_id = saved.id
+            done = _saved_text(activity, saved, waiting) if activity is not None else "活动已保存。"
     except AppError as exc:
         if exc.status in {403, 404}:
             raise
@@ -152,8 +155,21 @@ def _editor(activity_id: int | None):
             values[name] = name in request.form
         return render_template("console/activities/edit.html", activity=activity, v=values, error=exc.message,
                                errors=exc.fields, **ctx), exc.status
-    flash("活动已保存。")
+    flash(done)
     return redirect(url_for("activities_console.registrations", activity_id=saved_id))
+
+
+def _saved_text(before: Activity, saved: Activity, waiting: int) -> str:
+    """What the save did for the registrants: cancelling and moving tell each of them (update_activity), and staff
+    who read only “活动已保存” could not know whether anyone had been told."""
+    if not waiting:
+        return "活动已保存。"
+    if saved.status == ActivityStatus.CANCELLED.value and before.status != ActivityStatus.CANCELLED.value:
+        return f"活动已取消，已通知 {waiting} 位报名者。"
+    moved = any(getattr(before, k) != getattr(saved, k) for k in ("starts_at", "ends_at", "address", "building_id"))
+    if saved.status == ActivityStatus.PUBLISHED.value and moved:
+        return f"活动已保存，已把新的时间和地点通知 {waiting} 位报名者。"
+    return "活动已保存。"
 
 
 def _values(a: Activity | None) -> dict[str, Any]:
