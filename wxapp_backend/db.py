@@ -83,9 +83,6 @@ def make_engine(url: str, *, echo: bool = False) -> Engine:
                                connect_args=connect_args, hide_parameters=True)
     # A forked child (RQ work horse, gunicorn worker) must not reuse the parent's pooled connections.
     os.register_at_fork(after_in_child=lambda: engine.dispose(close=False))
-    # A database error's text (logged with its traceback, kept by RQ for a failed job) names the statement but
-    # not its values: an appeal's text, a phone number, a password hash.
-    engine.hide_parameters = True
     return engine
 
 
