@@ -79,7 +79,8 @@ class Settings:
     wechat_token: str = ""
     wechat_aes_key: str = ""
     wechat_aes_key_previous: str = ""
-    wechat_require_encryption: bool = False
+    # None (unset): an account with an EncodingAESKey refuses plain pushes, one without takes them.
+    wechat_require_encryption: bool | None = None
     # Mini-program
     wxa_appid: str = ""
     wxa_secret: str = ""
@@ -177,7 +178,8 @@ class Settings:
             wechat_token=env.get("WECHAT_TOKEN", ""),
             wechat_aes_key=aes["WECHAT_AES_KEY"],
             wechat_aes_key_previous=aes["WECHAT_AES_KEY_PREVIOUS"],
-            wechat_require_encryption=_bool(env, "WECHAT_REQUIRE_ENCRYPTION"),
+            wechat_require_encryption=(None if not (env.get("WECHAT_REQUIRE_ENCRYPTION") or "").strip()
+                                       else _bool(env, "WECHAT_REQUIRE_ENCRYPTION")),
             wxa_appid=env.get("WXA_APPID", ""),
             wxa_secret=env.get("WXA_SECRET", ""),
             wxa_token=env.get("WXA_TOKEN", ""),

@@ -32,8 +32,10 @@ def build(settings, **overrides):
 
 @pytest.fixture
 def oa(app, settings):
-    """An Official Account in safe mode with Tencent's sample key."""
-    return build(settings, wechat_token=OA_TOKEN, wechat_aes_key=OA_KEY, wechat_appid=OA_APPID)
+    """An Official Account with Tencent's sample key that also takes plain pushes (WECHAT_REQUIRE_ENCRYPTION=false),
+    so that the plain, compatible and safe paths can all be tried on it."""
+    return build(settings, wechat_token=OA_TOKEN, wechat_aes_key=OA_KEY, wechat_appid=OA_APPID,
+                 wechat_require_encryption=False)
 
 
 def acct_of(application, name="oa"):
@@ -165,6 +167,26 @@ def test_require_encryption_refuses_plain(app, settings):
               wechat_require_encryption=True)
     assert_error(post(a, "oa", text_push(a, "你好"), encrypt=False), 403, "encryption_required")
     assert post(a, "oa", text_push(a, "你好")).status_code == 200
+
+
+def test_an_account_with_a_key_refuses_plain_pushes_unless_told_otherwise(app, settings):
+    """Plain mode's signature covers the token, timestamp and nonce but not the body: whoever saw one push URL
+    (a proxy's access log) could post any message as anyone within the timestamp window. An account that has an
+    EncodingAESKey gets safe or compatible pushes from WeChat, which carry the body under msg_signature; plain
+    ones are refused unless WECHAT_REQUIRE_ENCRYPTION=false says the account is really in plain mode."""
+    keyed = build(settings, wechat_token=OA_TOKEN, wechat_aes_key=OA_KEY, wechat_appid=OA_APPID,
+                  wechat_require_encryption=None)
+    assert_error(post(keyed, "oa", text_push(keyed, "你好"), encrypt=False), 403, "encryption_required")
+    assert post(keyed, "oa", text_push(keyed, "你好")).status_code == 200
+    told = build(settings, wechat_token=OA_TOKEN, wechat_aes_key=OA_KEY, wechat_appid=OA_APPID,
+                 wechat_require_encryption=False)
+    assert post(told, "oa", text_push(told, "你好"), encrypt=False).status_code == 200
+    keyless = build(settings, wechat_token=OA_TOKEN, wechat_aes_key="", wechat_appid=OA_APPID,
+                    wechat_require_encryption=None)
+    assert post(keyless, "oa", text_push(keyless, "你好"), encrypt=False).status_code == 200
+    from wxapp_backend.config import Settings
+
+    assert Settings.from_env({"INSTANCE_PATH": "/tmp/x"}).wechat_require_encryption is None  # the default: auto
 
 
 def test_stale_timestamp_is_refused(oa):

@@ -23,7 +23,7 @@ from wxapp_backend.wechat.pipeline import account_from_settings
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "60"))
 OA = dict(wechat_token="pamtest", wechat_aes_key="abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG",
-          wechat_appid="wxb11529c136998cb6")
+          wechat_appid="wxb11529c136998cb6", wechat_require_encryption=False)  # plain pushes fuzzed too
 WXA = dict(wxa_token="wxafuzz", wxa_msg_format="json", wxa_appid="wxafuzzappid")
 
 MSG_TYPES = ["text", "image", "voice", "video", "shortvideo", "location", "link", "event", "file",

@@ -139,7 +139,10 @@ def account_from_settings(settings: Settings, name: str) -> Account:
     else:
         raise ValueError(name)
     crypto = Crypto(token, keys, appid) if keys[0] else None
-    return Account(name, token, appid, crypto, fmt, settings.wechat_require_encryption)
+    # Plain mode's signature does not cover the body, so a key configured means safe or compatible pushes only,
+    # unless WECHAT_REQUIRE_ENCRYPTION says otherwise (an account WeChat really has in plain mode).
+    require = settings.wechat_require_encryption
+    return Account(name, token, appid, crypto, fmt, crypto is not None if require is None else require)
 
 
 @dataclass(frozen=True)
