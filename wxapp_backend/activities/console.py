@@ -12,6 +12,7 @@ from flask import Blueprint, Response, current_app, flash, g, redirect, render_t
 from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
 from sqlalchemy import func, select
 
+from ..audit import audit
 from ..auth.guard import console_required, current_actor
 from ..auth.models import ROLE_RANK, StaffRole, User
 from ..console import DASHBOARD_CARDS, add_nav
@@ -228,6 +229,8 @@ def export_registrations(activity_id: int):
         rows = _registration_rows(s, activity_id)
         questions = list(activity.questions or [])
         title = activity.title
+        # A list of names and phone numbers leaves the system: who took it, and when, is on record.
+        audit(s, current_actor(), "activity.registrations_exported", activity, rows=len(rows))
     wb = Workbook()
     ws = wb.active
     ws.title = "报名名单"

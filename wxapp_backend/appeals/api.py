@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, Flask, Response, current_app, jsonify, request, send_file
 from sqlalchemy import select
 
-from ..audit import Actor
+from ..audit import Actor, audit
 from ..auth.guard import current_actor, current_user_id, staff_api_required, user_required
 from ..auth.models import StaffRole
 from ..db import session_scope
@@ -350,6 +350,8 @@ def weekly():
     args = query(WEEK_FIELDS)
     with session_scope() as s:
         report = reports.weekly(s, args["week"], current_actor())
+        if args["format"] == "xlsx":
+            audit(s, current_actor(), "appeal.weekly_exported", None, week=report["week"])
     if args["format"] == "xlsx":
         return _xlsx(reports.weekly_xlsx(report), f"appeals-weekly-{report['week']}.xlsx")
     return jsonify(report)
@@ -363,6 +365,8 @@ def enterprise_issues():
     args = query(ISSUES_FIELDS)
     with session_scope() as s:
         report = reports.enterprise_issues(s, args["enterprise_id"], current_actor())
+        if args["format"] == "xlsx":
+            audit(s, current_actor(), "appeal.issues_exported", None, enterprise_id=args["enterprise_id"])
     if args["format"] == "xlsx":
         return _xlsx(reports.issues_xlsx(report), "enterprise-issues.xlsx")
     return jsonify(report)

@@ -20,6 +20,7 @@ from flask import (
 )
 from sqlalchemy import func, select
 
+from ..audit import audit
 from ..auth.guard import console_required, current_actor
 from ..auth.models import ROLE_RANK, StaffRole, StaffUser
 from ..console import DASHBOARD_CARDS, add_nav, safe_console_path
@@ -309,6 +310,7 @@ def report_xlsx():
     args = _args((Field("week", "str", "周次", max_len=8),))
     with session_scope() as s:
         data = reports.weekly(s, args["week"], current_actor())
+        audit(s, current_actor(), "appeal.weekly_exported", None, week=data["week"])
     resp = Response(reports.weekly_xlsx(data),
                     mimetype="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet")
     resp.headers["Content-Disposition"] = f'attachment; filename="appeals-weekly-{data["week"]}.xlsx"'
@@ -321,6 +323,7 @@ def issues_xlsx():
     args = _args((Field("enterprise_id", "int", "企业", min=1),))
     with session_scope() as s:
         data = reports.enterprise_issues(s, args["enterprise_id"], current_actor())
+        audit(s, current_actor(), "appeal.issues_exported", None, enterprise_id=args["enterprise_id"])
     resp = Response(reports.issues_xlsx(data),
                     mimetype="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet")
     resp.headers["Content-Disposition"] = 'attachment; filename="enterprise-issues.xlsx"'

@@ -8,6 +8,7 @@ from typing import Any
 from flask import Blueprint, Response, flash, g, redirect, render_template, request, url_for
 from sqlalchemy import select
 
+from ..audit import audit
 from ..auth.guard import console_required, current_actor
 from ..auth.models import BINDING_LABELS, ROLE_RANK, BindingState, StaffRole, StaffUser
 from ..console import add_nav
@@ -155,6 +156,9 @@ def _export(kind: str, fmt: str, filters: dict[str, Any]) -> Response:
         raise BadRequest("只能导出 CSV 或 Excel（xlsx）格式。")
     with session_scope() as s:
         content, mimetype, filename = importer.export_file(s, kind, fmt, **filters)
+        # Contacts and phone numbers leave the system: who took them, and when, is on record.
+        audit(s, current_actor(), f"{kind}.exported", None, format=fmt,
+              filters={k: v for k, v in filters.items() if v not in (None, "")})
     from urllib.parse import quote
 
     resp = Response(content, mimetype=mimetype)
