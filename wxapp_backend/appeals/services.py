@@ -394,6 +394,10 @@ def submit_appeal(session: Session, user_id: int, intake: Intake, *, idempotency
         if existing is not None:
             return existing, False
     now = now or utcnow()
+    # With a cap, the user's row is locked until the appeal is committed (PostgreSQL): submissions at the same
+    # moment each counted the others' uncommitted appeals as absent and all went past the cap.
+    if daily_limit is not None and LOCK_ROWS:
+        session.execute(select(User.id).where(User.id == user_id).with_for_update())
     user = session.get(User, user_id)
     if user is None:
         raise NotFound("用户不存在。")

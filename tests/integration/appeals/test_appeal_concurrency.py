@@ -130,3 +130,49 @@ def test_negative_control_opposite_merges_without_locks_make_a_cycle(app, arrang
     results, links, (a, b) = _merge_race(app, arrange, monkeypatch, lock=False)
     assert sorted(results.values()) == ["ok", "ok"]
     assert links[a] == b and links[b] == a  # each the other's duplicate: the race the locks prevent
+
+
+def _quota_race(app, arrange, monkeypatch, *, lock: bool) -> int:
+    """Four submissions at the same moment by a user one appeal short of a cap of 3."""
+    from wxapp_backend.appeals.models import Appeal
+    from wxapp_backend.errors import TooManyRequests
+
+    for _ in range(2):
+        arrange.submit(utcnow())
+    monkeypatch.setattr(services, "LOCK_ROWS", lock)
+    real = services.ensure_catalogue
+
+    def slow_catalogue(session):  # runs after the count: hold each submission open there
+        time.sleep(0.4)
+        return real(session)
+
+    monkeypatch.setattr(services, "ensure_catalogue", slow_catalogue)
+    barrier = threading.Barrier(4)
+
+    def run():
+        with app.app_context():
+            barrier.wait()
+            try:
+                with session_scope() as s:
+                    services.submit_appeal(s, arrange.user.id, services.Intake(
+                        content="增值税发票开不出来", contact_name="张三", contact_phone="13800138000"), daily_limit=3)
+            except TooManyRequests:
+                pass
+
+    threads = [threading.Thread(target=run) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    with session_scope() as s:
+        return len(s.scalars(select(Appeal.id).where(Appeal.user_id == arrange.user.id)).all())
+
+
+@pytest.mark.postgres
+def test_submissions_at_once_keep_to_the_daily_cap(app, arrange, monkeypatch):
+    assert _quota_race(app, arrange, monkeypatch, lock=True) == 3
+
+
+@pytest.mark.postgres
+def test_negative_control_without_the_lock_they_go_past_the_cap(app, arrange, monkeypatch):
+    assert _quota_race(app, arrange, monkeypatch, lock=False) > 3
