@@ -142,6 +142,9 @@ def test_a_waitlist_still_waiting_when_the_activity_ends_does_not_stay_open_for_
     assert [(r["status"], r["status_label"]) for r in mine] == [("cancelled", "已取消")]
     notes = [e.note for e in db.query(RegistrationEvent).filter_by(registration_id=wait["id"])]
     assert "活动已结束，候补未递补" in notes
+    # ... and told so (it had ended without a word, the user still waiting for a seat).
+    inbox = client.get("/api/v1/me/inbox", headers=user_token(queued)).get_json()["items"]
+    assert [i["title"] for i in inbox if i["kind"] == "registration_cancelled"] == ["活动已结束"]
     assert client.get(f"/api/v1/activities/{aid}").get_json()["waitlisted"] == 0
     assert jobs.close_attendance(aid) == 0  # safe to run twice
 

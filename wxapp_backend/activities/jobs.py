@@ -13,7 +13,15 @@ from ..db import session_scope, utcnow
 from ..notices.models import Notification
 from ..notices.services import notify
 from .models import Activity, ActivityStatus, Registration, RegStatus
-from .services import ATTENDANCE_GRACE, REMINDER_KIND, SHANGHAI, lock_activity, mark_user_no_shows, transition
+from .services import (
+    ATTENDANCE_GRACE,
+    REMINDER_KIND,
+    SHANGHAI,
+    lock_activity,
+    mark_user_no_shows,
+    tell,
+    transition,
+)
 
 log = logging.getLogger(__name__)
 
@@ -121,9 +129,15 @@ def close_attendance(activity_id: int, now: datetime | None = None) -> int:
             Registration.activity_id == activity_id,
             Registration.status.in_((RegStatus.WAITLISTED.value, RegStatus.PENDING_APPROVAL.value)))).all()
         for reg in waiting:
-            note = "活动已结束，候补未递补" if reg.status == RegStatus.WAITLISTED.value else "活动已结束，报名未审核"
+            queued = reg.status == RegStatus.WAITLISTED.value
+            note = "活动已结束，候补未递补" if queued else "活动已结束，报名未审核"
             transition(s, reg, RegStatus.CANCELLED, SYSTEM, note=note)
             reg.cancelled_at = now
+            # They were still waiting for a seat or a decision: say it is over rather than let it end unsaid.
+            why = "一直没有空出名额，这次未能参加" if queued else "报名没有来得及审核，这次未能参加"
+            tell(s, reg, activity, "registration_cancelled", "活动已结束",
+                 f"“{activity.title}”已经结束，您的{'候补' if queued else '报名'}{why}，欢迎关注下一期活动。",
+                 "未能参加", note="活动已结束")
         activity.attendance_closed_at = now
         return len(regs)
 
