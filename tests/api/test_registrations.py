@@ -185,6 +185,24 @@ def test_cancel_deadline_on_server_time(client, new_activity, make_user, user_to
                        headers=staff_headers(staff)).get_json()["status"] == "cancelled"
 
 
+def test_a_registration_not_yet_approved_may_be_withdrawn_after_the_deadline(client, new_activity, make_user,
+                                                                              user_token, app_ctx):
+    """The cancel deadline protects seats the organiser counts on; a registration staff have not approved yet is
+    not one of them, and the user could not take it back while staff might still approve it."""
+    aid = new_activity(requires_approval=True, cancel_deadline=(datetime.now(UTC) + timedelta(hours=1)).isoformat())
+    u = make_user()
+    reg = _reg(client, aid, user_token(u)).get_json()
+    assert reg["status"] == "pending_approval"
+    with session_scope() as s:
+        from wxapp_backend.activities.models import Activity
+
+        s.get(Activity, aid).cancel_deadline = datetime.now(UTC) - timedelta(minutes=1)
+    mine = client.get("/api/v1/me/registrations", headers=user_token(u)).get_json()["items"]
+    assert mine[0]["can_cancel"] is True
+    resp = client.post(f"/api/v1/registrations/{reg['id']}/cancel", json={}, headers=user_token(u))
+    assert resp.status_code == 200 and resp.get_json()["status"] == "cancelled"
+
+
 def test_approval_flow_notifies(client, new_activity, make_user, user_token, staff, staff_headers):
     aid = new_activity(capacity=1, requires_approval=True)
     a, b = make_user(), make_user()

@@ -692,8 +692,10 @@ def _own_registration(session: Session, registration_id: int, user_id: int | Non
 
 def user_cancel_deadline(reg: Registration, activity: Activity) -> datetime:
     """Until when the user may cancel `reg` themselves."""
-    # The deadline protects the seats; leaving the waitlist (no seat held) is fine until the start.
-    deadline = (activity.cancel_deadline or activity.starts_at) if reg.status in SEAT_STATUSES else activity.starts_at
+    # The deadline protects the seats the organiser counts on; leaving the waitlist (no seat held) or withdrawing a
+    # registration staff have not approved yet (not counted on) is fine until the start.
+    counted = reg.status in SEAT_STATUSES and reg.status != RegStatus.PENDING_APPROVAL.value
+    deadline = (activity.cancel_deadline or activity.starts_at) if counted else activity.starts_at
     if reg.promoted_at is not None and activity.cancel_deadline and reg.promoted_at >= activity.cancel_deadline:
         # A seat given from the waitlist after the deadline was never theirs to give back in time.
         deadline = activity.starts_at
