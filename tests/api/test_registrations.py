@@ -260,3 +260,19 @@ def test_me_registrations(client, new_activity, make_user, user_token):
     _reg(client, aid, user_token(u))
     items = client.get("/api/v1/me/registrations", headers=user_token(u)).get_json()["items"]
     assert len(items) == 1 and items[0]["activity"]["title"] == "楼宇音乐会"
+
+
+def test_turning_approval_off_confirms_those_waiting_for_it(client, new_activity, make_user, user_token, staff,
+                                                            staff_headers):
+    aid = new_activity(capacity=5, requires_approval=True)
+    users = [make_user() for _ in range(2)]
+    regs = [_reg(client, aid, user_token(u)).get_json() for u in users]
+    assert {r["status"] for r in regs} == {"pending_approval"}
+    resp = client.patch(f"/api/v1/staff/activities/{aid}", json={"requires_approval": False},
+                        headers=staff_headers(staff))
+    assert resp.status_code == 200, resp.get_json()
+    for u in users:
+        mine = client.get("/api/v1/me/registrations", headers=user_token(u)).get_json()["items"]
+        assert mine[0]["status"] == "confirmed"
+        inbox = client.get("/api/v1/me/inbox", headers=user_token(u)).get_json()["items"]
+        assert any(i["kind"] == "registration_approved" for i in inbox)

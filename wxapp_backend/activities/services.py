@@ -234,6 +234,15 @@ def update_activity(session: Session, actor: Actor, activity_id: int, data: dict
         setattr(activity, k, val)
     session.flush()
     audit(session, actor, "activity.updated", activity, changed=sorted(changed), changes=changes)
+    if changed.get("requires_approval") is False and activity.status != ActivityStatus.CANCELLED:
+        # No approval any more: those waiting for one (their seats held already) are in, and told so; they would
+        # have stayed 待审核 with nobody left to decide.
+        for reg in session.scalars(select(Registration).where(
+                Registration.activity_id == activity.id,
+                Registration.status == RegStatus.PENDING_APPROVAL.value).order_by(Registration.id)):
+            transition(session, reg, RegStatus.CONFIRMED, actor, "活动改为无需审核")
+            tell(session, reg, activity, "registration_approved", "报名成功",
+                 f"您报名的活动“{activity.title}”已改为无需审核，报名已确认。", "报名成功")
     if changed.get("status") == ActivityStatus.CANCELLED:
         _cancel_registrations(session, activity, actor)
     elif activity.status == ActivityStatus.PUBLISHED and {"starts_at", "ends_at", "address", "building_id"} & changed.keys():
