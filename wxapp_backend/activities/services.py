@@ -292,8 +292,8 @@ def _cancel_registrations(session: Session, activity: Activity, actor: Actor) ->
         transition(session, reg, RegStatus.CANCELLED, actor, note="活动取消")
         reg.cancelled_at = now
         tell(session, reg, activity, "registration_cancelled", "活动已取消",
-              f"很抱歉，您报名的活动“{activity.title}”已取消，给您带来不便，敬请谅解。", "活动已取消",
-              note="很抱歉，活动已取消")
+             f"很抱歉，您报名的活动“{activity.title}”已取消，给您带来不便，敬请谅解。", "活动已取消",
+             note="很抱歉，活动已取消")
     return len(regs)
 
 
@@ -672,16 +672,16 @@ def promote(session: Session, activity: Activity, actor: Actor) -> list[Registra
         reg.promoted_at = now
         if to == RegStatus.CONFIRMED:
             tell(session, reg, activity, "waitlist_promoted", "候补成功",
-                  f"您候补的活动“{activity.title}”已有名额，报名成功。", "候补成功")
+                 f"您候补的活动“{activity.title}”已有名额，报名成功。", "候补成功")
         else:
             tell(session, reg, activity, "waitlist_promoted", "候补已有名额，等待审核",
-                  f"您候补的活动“{activity.title}”已有名额，正在等待工作人员审核，结果会通知您。", "等待审核",
-                  note="已有名额，等待工作人员审核")
+                 f"您候补的活动“{activity.title}”已有名额，正在等待工作人员审核，结果会通知您。", "等待审核",
+                 note="已有名额，等待工作人员审核")
     return list(heads)
 
 
 def tell(session: Session, reg: Registration, activity: Activity, kind: str, title: str, body: str,
-          result: str, *, note: str | None = None) -> None:
+         result: str, *, note: str | None = None) -> None:
     """Tell the user about their registration (inbox always; subscribe message when they gave credit). The
     message's short note is `note` when given, else the kind's own (the body cut to 20 characters stopped
     mid-word)."""
@@ -753,8 +753,8 @@ def cancel_registration(session: Session, actor: Actor, registration_id: int, *,
     reg.cancelled_at = now
     if user_id is None:  # staff did it: the user would otherwise learn it at the door
         tell(session, reg, activity, "registration_cancelled", "报名已取消",
-              f"您报名的活动“{activity.title}”的报名已由工作人员取消，如有疑问，请联系活动工作人员。", "报名已取消",
-              note="您的报名已由工作人员取消")
+             f"您报名的活动“{activity.title}”的报名已由工作人员取消，如有疑问，请联系活动工作人员。", "报名已取消",
+             note="您的报名已由工作人员取消")
     session.flush()
     if held_seat and activity.status == ActivityStatus.PUBLISHED.value:
         promote(session, activity, actor)
@@ -771,12 +771,12 @@ def decide(session: Session, actor: Actor, registration_id: int, approve: bool, 
     if approve:
         transition(session, reg, RegStatus.CONFIRMED, actor, note)
         tell(session, reg, activity, "registration_approved", "报名审核通过",
-              f"您报名的活动“{activity.title}”已审核通过。", "审核通过")
+             f"您报名的活动“{activity.title}”已审核通过。", "审核通过")
     else:
         transition(session, reg, RegStatus.REJECTED, actor, note)
         reason = note.strip().rstrip("。.！!")
         tell(session, reg, activity, "registration_rejected", "报名未通过审核",
-              f"很抱歉，您报名的活动“{activity.title}”未通过审核" + (f"，说明：{reason}。" if reason else "。"), "未通过")
+             f"很抱歉，您报名的活动“{activity.title}”未通过审核" + (f"，说明：{reason}。" if reason else "。"), "未通过")
         promote(session, activity, actor)
     return reg
 
