@@ -391,3 +391,17 @@ def test_the_embedded_database_and_redis_files_are_readable_by_the_service_alone
         assert {p.name: mode(p) for p in written} == {p.name: 0o600 for p in written}
     finally:
         stop_embedded_redis(instance)
+
+
+def test_profile_edits_are_rate_limited_per_user(client, make_user, user_token, app):
+    """PATCH /me writes an audit row per change and had no limit: a script with a token could fill the log."""
+    from wxapp_backend.auth.api import PROFILE_LIMIT_PER_MIN
+
+    user, other = make_user(), make_user()
+    headers = user_token(user)
+    codes = [client.patch("/api/v1/me", json={"nickname": f"名字{i}"}, headers=headers).status_code
+             for i in range(PROFILE_LIMIT_PER_MIN + 1)]
+    assert codes[:-1] == [200] * PROFILE_LIMIT_PER_MIN
+    last = client.patch("/api/v1/me", json={"nickname": "再改"}, headers=headers)
+    assert last.status_code == 429 and "太频繁" in last.get_json()["message"] and last.headers["Retry-After"]
+    assert client.patch("/api/v1/me", json={"nickname": "别人"}, headers=user_token(other)).status_code == 200

@@ -18,6 +18,7 @@ bp = Blueprint("auth_api", __name__, url_prefix="/api/v1")
 # Binding requests a day per user (`enterprise_binding_limit`): each unknown credit code adds an enterprise to
 # the registry (一企一档) for staff to check, so a script must not be able to fill it.
 BINDINGS_PER_DAY = 10
+PROFILE_LIMIT_PER_MIN = 20  # PATCH /me per user (`profile_limit`)
 # Mini-program logins a minute per client address (the `wxa_login_limit` knob): generous, since a building's Wi-Fi at
 # an activity's check-in, or a carrier's shared address, puts hundreds of people behind one address.
 LOGIN_LIMIT_PER_MIN = 300
@@ -102,6 +103,8 @@ def me():
 @doc("修改自己的昵称、手机号、身份和所在楼宇（只改提交的字段；昵称、手机号、楼宇传空或 null 即删除）",
      body=PROFILE_FIELDS, tags=["账号"])
 def update_me():
+    # Each change writes an audit row: a script with a token could otherwise fill the log.
+    throttle("profile", f"u{current_user_id()}", PROFILE_LIMIT_PER_MIN, 60, "资料修改太频繁了，请稍等一分钟再试。")
     body = json_body()
     data = validate(body, PROFILE_FIELDS, partial=True)
     # A field sent empty or null is one the user wants removed (validate() gives None or leaves it out).
