@@ -492,9 +492,21 @@ def test_an_event_does_not_spend_or_shorten_the_message_window(app_ctx):
     t0 = time.time()
     open_window(r, "wxa", "oBoth1", kind="message", now=t0)
     open_window(r, "wxa", "oBoth1", kind="event", now=t0 + 10)
-    # five from the 48 hours, then the two of the chat entry's minute
+    # the two of the chat entry's minute, then five from the 48 hours
     assert [take_window(r, "wxa", "oBoth1", now=t0 + 20) for _ in range(8)] == [0] * 7 + [45047]
     assert take_window(r, "wxa", "oBoth1", now=t0 + 3600) == 45047  # the minute is over, the 48 h spent
+
+
+def test_the_event_minute_is_spent_before_the_48_hours(app_ctx):
+    """Entering the chat (or a menu click) allows its own sends for a minute: the welcome reply used one of the
+    five the 48 hours allow first, and a notice later in the day found one fewer."""
+    r = app_ctx.extensions["wxapp"].redis
+    t0 = time.time()
+    open_window(r, "wxa", "oBoth2", kind="message", now=t0)
+    open_window(r, "wxa", "oBoth2", kind="event", now=t0 + 10)
+    assert [take_window(r, "wxa", "oBoth2", now=t0 + 20) for _ in range(2)] == [0, 0]
+    # The minute is over: all five of the 48 hours are still there.
+    assert [take_window(r, "wxa", "oBoth2", now=t0 + 3600) for _ in range(6)] == [0] * 5 + [45047]
 
 
 @pytest.mark.parametrize("errcode", [45015, 45047])

@@ -41,10 +41,11 @@ local function take(key, now, span, limit)
   return redis.call('HINCRBY', key, 'sent', 1)
 end
 local now = tonumber(ARGV[1])
-local a = take(KEYS[1], now, tonumber(ARGV[2]), tonumber(ARGV[3]))
-if a > 0 then return a end
+-- The event's minute first: it lapses on its own, while the 48 hours' five sends are worth keeping for later.
 local b = take(KEYS[2], now, tonumber(ARGV[4]), tonumber(ARGV[5]))
 if b > 0 then return b end
+local a = take(KEYS[1], now, tonumber(ARGV[2]), tonumber(ARGV[3]))
+if a > 0 then return a end
 if a == -2 or b == -2 then return -2 end
 return -1
 """
