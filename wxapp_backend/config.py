@@ -71,6 +71,8 @@ class Settings:
     env: str = "development"  # development | production | testing
     secret_key: str = ""
     instance_path: Path = ROOT / "instance"
+    # Appeal photos (UPLOADS_PATH); None: instance/uploads. With several machines, a folder they all mount.
+    uploads_path: Path | None = None
     database_url: str = ""  # empty: SQLite file under instance/
     redis_url: str = ""  # empty: private redis server under instance/
     # Official Account
@@ -171,6 +173,8 @@ class Settings:
             env=app_env,
             secret_key=secret,
             instance_path=instance,
+            uploads_path=Path(env["UPLOADS_PATH"].strip()).absolute() if (env.get("UPLOADS_PATH") or "").strip()
+            else None,
             database_url=_database_url(env),
             redis_url=_redis_url(env),
             wechat_appid=env.get("WECHAT_APPID", ""),

@@ -15,6 +15,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from flask import current_app, has_app_context
+
 from knowledge.smalltalk import without_faces
 
 from ..errors import NotFound, PayloadTooLarge, ValidationError
@@ -63,9 +65,15 @@ def decode_images(items: list[str], *, field: str = "images") -> list[tuple[byte
 
 
 def upload_dir(instance_path: Path) -> Path:
-    """instance/uploads/appeals, for the service's user alone (0700; photos are 0600): they show business
-    licences and ID cards."""
-    d = Path(instance_path) / "uploads" / "appeals"
+    """<UPLOADS_PATH, default instance/uploads>/appeals, for the service's user alone (0700; photos are 0600): they
+    show business licences and ID cards. Web and worker machines must all see the same folder (a worker stores the
+    photos sent in the chat, a web machine serves them): with several machines, UPLOADS_PATH names a mount they
+    share."""
+    root = None
+    if has_app_context():
+        state = current_app.extensions.get("wxapp")
+        root = getattr(getattr(state, "settings", None), "uploads_path", None)
+    d = Path(root or Path(instance_path) / "uploads") / "appeals"
     d.mkdir(parents=True, exist_ok=True, mode=0o700)
     if d.stat().st_mode & 0o077:  # made readable to all by an earlier version
         d.chmod(0o700)
