@@ -7,48 +7,8 @@ granting an extension after 办结), and the words the enterprise and staff read
 from __future__ import annotations
 
 import re
-from types import SimpleNamespace
 
 import pytest
-
-
-@pytest.fixture
-def world(client, make_user, make_staff, make_building, make_grid, make_enterprise, user_token, staff_headers):
-    admin = make_staff(role="admin")
-    specialist = make_staff(role="staff")
-    grid = make_grid(name="新华一网格", specialist_name="王专员", specialist_staff_id=specialist.id)
-    building = make_building(name="新华大厦", grid_id=grid.id)
-    enterprise = make_enterprise(name="上海测试科技有限公司", building_id=building.id)
-    user = make_user(nickname="张三", enterprise_id=enterprise.id, binding_state="verified", building_id=building.id)
-    other = make_user(nickname="李四")
-    tax_dept = make_staff(role="dept", department="税务所")
-    env_dept = make_staff(role="dept", department="城运中心")
-    ns = SimpleNamespace(admin=admin, specialist=specialist, building=building, enterprise=enterprise, user=user,
-                         other=other, tax_dept=tax_dept, env_dept=env_dept, uh=user_token(user), oh=user_token(other),
-                         ah=staff_headers(admin), sh=staff_headers(specialist), th=staff_headers(tax_dept),
-                         eh=staff_headers(env_dept))
-
-    def submit(headers=None, expect=201, **kw):
-        body = {"content": "我们公司的增值税发票开不出来，税控盘坏了，请帮忙", "contact_name": "张三",
-                "contact_phone": "13800138000"}
-        body.update(kw)
-        resp = client.post("/api/v1/appeals", json=body, headers=headers or ns.uh)
-        assert resp.status_code == expect, resp.get_json()
-        return resp.get_json()
-
-    def act(appeal_id, action, headers=None, expect=200, **kw):
-        resp = client.post(f"/api/v1/staff/appeals/{appeal_id}/actions", json={"action": action, **kw},
-                           headers=headers or ns.ah)
-        assert resp.status_code == expect, resp.get_json()
-        return resp.get_json()
-
-    def detail(appeal_id, headers=None):
-        resp = client.get(f"/api/v1/staff/appeals/{appeal_id}", headers=headers or ns.ah)
-        assert resp.status_code == 200, resp.get_json()
-        return resp.get_json()
-
-    ns.submit, ns.act, ns.detail = submit, act, detail
-    return ns
 
 
 def _forms(client, appeal_id) -> set[str]:
