@@ -501,7 +501,10 @@ def _tell_binding_result(session: Session, user: User, approve: bool) -> None:
 
     name = user.enterprise.name if user.enterprise is not None else "所申请的企业"
     if approve:
-        body = f"您与“{name}”的绑定已核实通过，现在可以以企业身份反映诉求、查看企业的诉求进度。"
+        # Only what a verified binding really opens: appeals count for the enterprise, enterprise-only
+        # activities, notices aimed at enterprises (a contact still sees only their own appeals).
+        body = (f"您与“{name}”的绑定已核实通过，现在可以以企业身份反映诉求、报名面向企业的活动，"
+                "也能收到与企业相关的政策推送。")
     else:
         body = (f"您与“{name}”的绑定未能核实。请核对企业名称和统一社会信用代码后在“我的”里重新申请，"
                 "或联系楼宇的服务专员协助。")
