@@ -83,10 +83,10 @@ def _coerce(f: Field, value: Any) -> Any:  # noqa: C901 - one branch per kind re
         if not isinstance(value, str):
             raise _Bad(f"{t}应为文字")
         value = clean_text(value)
+        if f.kind in {"phone", "credit_code"}:  # full-width digits and letters from a Chinese input method
+            value = unicodedata.normalize("NFKC", value)
         if f.kind == "credit_code":
             value = value.upper().replace(" ", "")
-        if f.kind == "phone":  # full-width digits and dashes from a Chinese input method are the same number
-            value = unicodedata.normalize("NFKC", value)
         if value == "":
             return None
         if f.max_len is not None and len(value) > f.max_len:

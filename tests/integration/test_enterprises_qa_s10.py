@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import unicodedata
+
 from sqlalchemy import select
 
 from wxapp_backend.audit import Actor
@@ -29,4 +31,14 @@ def test_approval_message_promises_only_what_a_verified_contact_can_do(app_ctx, 
     item = db.scalar(select(InboxItem).where(InboxItem.kind == "binding_result"))
     assert "上海云帆科技有限公司" in item.body
     assert "企业的诉求进度" not in item.body, item.body
+
+
+def test_full_width_credit_code_from_a_chinese_keyboard_binds(client, make_user, user_token, db):
+    u = make_user()
+    wide = unicodedata.normalize("NFKC", code(7)).translate({c: c + 0xFEE0 for c in range(0x21, 0x7F)})
+    assert wide != code(7)
+    r = client.post("/api/v1/me/enterprise", json={"name": "全角科技有限公司", "credit_code": wide},
+                    headers=user_token(u))
+    assert r.status_code == 200, r.get_json()
+    assert db.scalar(select(User.binding_state).where(User.id == u.id)) == "pending"
 
