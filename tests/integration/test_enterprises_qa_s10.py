@@ -42,3 +42,18 @@ def test_full_width_credit_code_from_a_chinese_keyboard_binds(client, make_user,
     assert r.status_code == 200, r.get_json()
     assert db.scalar(select(User.binding_state).where(User.id == u.id)) == "pending"
 
+
+def test_deleting_an_enterprise_tells_the_users_who_lose_their_binding(app_ctx, make_enterprise, make_user,
+                                                                         run_jobs, db):
+    from wxapp_backend.notices.models import InboxItem
+
+    ent = make_enterprise(name="待核实科技有限公司")
+    pending = make_user(enterprise_id=ent.id, binding_state="pending", role="enterprise_contact")
+    verified = make_user(enterprise_id=ent.id, binding_state="verified", role="enterprise_contact")
+    make_user(enterprise_id=ent.id, binding_state="rejected", role="enterprise_contact")  # heard already
+    with session_scope() as s:
+        services.delete_enterprise(s, ACTOR, ent.id)
+    run_jobs()
+    items = list(db.scalars(select(InboxItem).where(InboxItem.kind == "binding_result")))
+    assert {i.user_id for i in items} == {pending.id, verified.id}
+    assert all("待核实科技有限公司" in i.body and "重新申请" in i.body for i in items)

@@ -404,6 +404,13 @@ def delete_enterprise(session: Session, actor: Actor, enterprise_id: int) -> Non
     """Delete an enterprise file; its contacts lose the binding (they can apply again)."""
     enterprise = get_enterprise(session, enterprise_id)
     bound = list(session.scalars(select(User.id).where(User.enterprise_id == enterprise.id)))
+    # Contacts verified or still waiting lose their binding without having done anything: tell them, or they keep
+    # waiting for a check that will never come (a rejected one has heard already and needs nothing more).
+    told = list(session.scalars(select(User.id).where(
+        User.enterprise_id == enterprise.id,
+        User.binding_state.in_([BindingState.PENDING.value, BindingState.VERIFIED.value])).order_by(User.id)))
+    for user_id in told:
+        _tell_binding_removed(session, user_id, enterprise)
     if bound:
         session.execute(update(User).where(User.id.in_(bound))
                         .values(enterprise_id=None, binding_state=BindingState.NONE.value))
@@ -492,6 +499,20 @@ def decide_binding(session: Session, actor: Actor, user_id: int, *, approve: boo
           enterprise_id=user.enterprise_id)
     _tell_binding_result(session, user, approve)
     return user
+
+
+def _tell_binding_removed(session: Session, user_id: int, enterprise: Enterprise) -> None:
+    """The enterprise a user was bound to (or applying for) has been taken off file by staff."""
+    from ..db import utcnow as _now
+    from ..notices.services import notify
+
+    notify(session, user_id, "binding_result",
+           {"title": enterprise.name[:20], "result": "已解除", "time": _now().isoformat(),
+            "note": "如仍在该企业任职请重新申请"},
+           "pages/me/index", title="企业绑定已解除",
+           body=(f"服务中心整理企业档案时删除了“{enterprise.name}”的档案，您与它的绑定已解除。"
+                 "如果您仍在这家企业任职，请在“我的”里重新申请绑定，或联系楼宇的服务专员协助。"),
+           ref=f"binding:{user_id}:{enterprise.id}")
 
 
 def _tell_binding_result(session: Session, user: User, approve: bool) -> None:
