@@ -57,3 +57,22 @@ def test_deleting_an_enterprise_tells_the_users_who_lose_their_binding(app_ctx, 
     items = list(db.scalars(select(InboxItem).where(InboxItem.kind == "binding_result")))
     assert {i.user_id for i in items} == {pending.id, verified.id}
     assert all("待核实科技有限公司" in i.body and "重新申请" in i.body for i in items)
+
+
+def test_deciding_a_binding_that_is_gone_says_so(app_ctx, make_enterprise, make_user):
+    """The application vanished (its enterprise file was deleted, which unbinds it) while the page was open: the
+    answer said 已经处理过了 about an application nobody had decided, sending staff looking for who did."""
+    import pytest
+
+    from wxapp_backend.errors import Conflict
+
+    ent = make_enterprise()
+    u = make_user(enterprise_id=ent.id, binding_state="pending")
+    with session_scope() as s:
+        services.delete_enterprise(s, ACTOR, ent.id)
+    with pytest.raises(Conflict) as info, session_scope() as s:
+        services.decide_binding(s, ACTOR, u.id, approve=True, enterprise_id=ent.id)
+    assert "已经处理过" not in info.value.message and "没有待核实" in info.value.message
+    decided = make_user(enterprise_id=make_enterprise().id, binding_state="verified")
+    with pytest.raises(Conflict, match="已经处理过"), session_scope() as s:
+        services.decide_binding(s, ACTOR, decided.id, approve=False)

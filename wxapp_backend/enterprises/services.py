@@ -490,6 +490,10 @@ def decide_binding(session: Session, actor: Actor, user_id: int, *, approve: boo
                           .execution_options(populate_existing=True))
     if user is None:
         raise NotFound("没有找到这个用户。")
+    if user.binding_state == BindingState.NONE.value:
+        # Nobody decided it: the enterprise file it named was deleted meanwhile (which unbinds its users).
+        raise Conflict("这位用户现在没有待核实的绑定申请（所申请企业的档案可能已被删除），请刷新页面查看最新状态。",
+                       code="binding_gone")
     if user.binding_state != BindingState.PENDING.value:
         raise Conflict("这个绑定申请已经处理过了，请刷新页面查看最新状态。")
     if enterprise_id is not None and user.enterprise_id != enterprise_id:
