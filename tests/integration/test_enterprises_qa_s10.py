@@ -76,3 +76,21 @@ def test_deciding_a_binding_that_is_gone_says_so(app_ctx, make_enterprise, make_
     decided = make_user(enterprise_id=make_enterprise().id, binding_state="verified")
     with pytest.raises(Conflict, match="已经处理过"), session_scope() as s:
         services.decide_binding(s, ACTOR, decided.id, approve=False)
+
+
+def test_staff_see_the_company_name_the_applicant_typed(client, make_enterprise, make_user, user_token,
+                                                        make_staff, console_login):
+    """The applicant's own words are the evidence staff check a binding against, and they were shown only the
+    name on file: someone typing “随便写写” with a real company's code looked exactly like its contact."""
+    ent = make_enterprise(name="上海云帆科技有限公司", credit_code=code(31))
+    odd, same = make_user(nickname="小王"), make_user(nickname="小李")
+    for u, name in ((odd, "随便写写公司"), (same, "上海云帆科技有限公司")):
+        r = client.post("/api/v1/me/enterprise", json={"name": name, "credit_code": ent.credit_code},
+                        headers=user_token(u))
+        assert r.status_code == 200, r.get_json()
+    console_login(make_staff(role="staff"))
+    html = client.get("/console/users?state=pending").get_data(as_text=True)
+    row = html.split(f'id="user-{odd.id}"', 1)[1].split("</tr>", 1)[0]
+    assert "随便写写公司" in row and "上海云帆科技有限公司" in row
+    row = html.split(f'id="user-{same.id}"', 1)[1].split("</tr>", 1)[0]
+    assert "申请时填写" not in row  # nothing to point out when the names agree

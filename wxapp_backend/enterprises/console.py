@@ -320,7 +320,7 @@ def users():
     with session_scope() as s:
         page = services.list_users(s, **args)
         return render_template("console/enterprises/users.html", page=page, args=args,
-                               link_args=_link_args(args))
+                               link_args=_link_args(args), names_given=services.names_given(s, page.items))
 
 
 @bp.post("/users/<int:user_id>/binding")

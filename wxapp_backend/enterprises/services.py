@@ -480,6 +480,24 @@ def list_users(session: Session, *, state: str | None = None, q: str | None = No
     return paginate(session, stmt, page, per_page)
 
 
+def names_given(session: Session, users: Sequence[User]) -> dict[int, str]:
+    """{user id: the enterprise name they typed in their latest binding request}, for the users still pending.
+
+    The name on file may be another's (the credit code was known) or theirs (a new record): what they wrote is
+    what staff check, so it is read back from the request's audit row."""
+    from ..audit import AuditLog
+
+    ids = [str(u.id) for u in users if u.binding_state == BindingState.PENDING.value]
+    if not ids:
+        return {}
+    latest = (select(func.max(AuditLog.id)).where(AuditLog.action == "binding.requested",
+                                                   AuditLog.target_type == User.__tablename__,
+                                                   AuditLog.target_id.in_(ids))
+              .group_by(AuditLog.target_id))
+    rows = session.execute(select(AuditLog.target_id, AuditLog.data).where(AuditLog.id.in_(latest)))
+    return {int(target): str(data.get("name_given") or "") for target, data in rows if data.get("name_given")}
+
+
 def decide_binding(session: Session, actor: Actor, user_id: int, *, approve: bool,
                    enterprise_id: int | None = None) -> User:
     """Verify or reject a user's pending enterprise binding; of two concurrent decisions the second gets 409,
