@@ -94,3 +94,31 @@ def test_staff_see_the_company_name_the_applicant_typed(client, make_enterprise,
     assert "随便写写公司" in row and "上海云帆科技有限公司" in row
     row = html.split(f'id="user-{same.id}"', 1)[1].split("</tr>", 1)[0]
     assert "申请时填写" not in row  # nothing to point out when the names agree
+
+
+def test_a_title_row_above_the_header_is_skipped_and_said(app_ctx):
+    """Chinese registers usually open with a title line (“2024年新华街道企业名单”) above the header: the import
+    refused them with 缺少必填列…请在第一行表头中加上, though the header was right there on the next line."""
+    import io
+
+    import openpyxl
+
+    from wxapp_backend.enterprises import importer
+    from wxapp_backend.enterprises.models import Enterprise
+
+    book = openpyxl.Workbook()
+    for row in (["2024年新华街道企业名单"], ["填表单位：营商服务中心", None, "日期：2024-05-01"],
+                ["企业名称", "统一社会信用代码", "联系人"], ["甲科技有限公司", code(41), "张三"]):
+        book.active.append(row)
+    buf = io.BytesIO()
+    book.save(buf)
+    with session_scope() as s:
+        report = importer.import_file(s, ACTOR, "enterprises", "企业.xlsx", buf.getvalue())
+    assert report.ok and report.created == 1, report.error_lines()
+    assert any("第 3 行" in w and "表头" in w for w in report.warnings), report.warnings
+    with session_scope() as s:
+        assert s.scalar(select(Enterprise.contact_name).where(Enterprise.credit_code == code(41))) == "张三"
+    # A file with no header anywhere still says what is missing, about its first row.
+    with session_scope() as s:
+        report = importer.import_file(s, ACTOR, "enterprises", "企业.csv", "名单\n甲科技有限公司\n".encode())
+    assert not report.ok and "缺少必填列「企业名称」" in report.error_lines()[0]

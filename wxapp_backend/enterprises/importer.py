@@ -369,8 +369,12 @@ def import_file(session: Session, actor: Actor, kind: str, filename: str, data: 
     except _FileProblem as exc:
         report.errors.append(Problem(exc.message))
         return report
+    above = _header_index(rows, KINDS[kind][1])
+    rows = rows[above:]
     header_row, header = rows[0]
-    if header_row != 1:
+    if above:
+        report.warnings.append(f"第 {header_row} 行是表头，上面的 {header_row - 1} 行（标题、说明或空行）没有导入。")
+    elif header_row != 1:
         report.warnings.append(f"第 1 至 {header_row - 1} 行为空，已把第 {header_row} 行当作表头。")
     colmap = _map_headers(header, KINDS[kind][1], report)
     if report.errors:
@@ -385,6 +389,22 @@ def import_file(session: Session, actor: Actor, kind: str, filename: str, data: 
     else:
         _import_buildings(session, actor, body, colmap, report)
     return report
+
+
+HEADER_SEARCH_ROWS = 10
+
+
+def _header_index(rows: list[tuple[int, list[str]]], columns: tuple[Column, ...]) -> int:
+    """Where the header is: registers often open with a title line (“2024年企业名单”) or a note above it.
+
+    The first of the opening rows that names every required column; the first row when none does (its missing
+    columns are then reported)."""
+    required = [c.names() for c in columns if c.required]
+    for i, (_number, cells) in enumerate(rows[:HEADER_SEARCH_ROWS]):
+        names = {_norm_header(c) for c in cells}
+        if all(names & r for r in required):
+            return i
+    return 0
 
 
 def _checked_rows(body, colmap, report: ImportReport, *, ref: str, ref_ids: dict[str, int], ref_field: str,
