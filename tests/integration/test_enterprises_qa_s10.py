@@ -122,3 +122,30 @@ def test_a_title_row_above_the_header_is_skipped_and_said(app_ctx):
     with session_scope() as s:
         report = importer.import_file(s, ACTOR, "enterprises", "企业.csv", "名单\n甲科技有限公司\n".encode())
     assert not report.ok and "缺少必填列「企业名称」" in report.error_lines()[0]
+
+
+def test_a_merged_title_above_the_header_is_no_reason_to_refuse(app_ctx):
+    """The title line of a register is nearly always merged across the table (A1:C1): the file was refused for
+    合并单元格 though nothing merged was to be imported. A merge in the data is still refused."""
+    import io
+
+    import openpyxl
+
+    from wxapp_backend.enterprises import importer
+
+    def book(merge: str) -> bytes:
+        wb = openpyxl.Workbook()
+        for row in (["2024年新华街道企业名单"], ["企业名称", "统一社会信用代码", "行业"],
+                    ["甲科技有限公司", code(51), "软件"], ["乙科技有限公司", code(52), "软件"]):
+            wb.active.append(row)
+        wb.active.merge_cells(merge)
+        buf = io.BytesIO()
+        wb.save(buf)
+        return buf.getvalue()
+
+    with session_scope() as s:
+        report = importer.import_file(s, ACTOR, "enterprises", "企业.xlsx", book("A1:C1"))
+    assert report.ok and report.created == 2, report.error_lines()
+    with session_scope() as s:
+        report = importer.import_file(s, ACTOR, "enterprises", "企业.xlsx", book("C3:C4"))
+    assert not report.ok and "合并单元格" in report.error_lines()[0] and "C3:C4" in report.error_lines()[0]

@@ -169,8 +169,11 @@ def _human_size(n: int) -> str:
     return f"{n / 1024 / 1024:.1f} MB" if n >= 1024 * 1024 else f"{max(1, n // 1024)} KB"
 
 
-def read_table(filename: str, data: bytes) -> list[tuple[int, list[str]]]:
-    """The rows of a CSV or XLSX file as (Excel row number, cell texts), empty rows left out."""
+def read_table(filename: str, data: bytes, columns: tuple[Column, ...] = ()) -> list[tuple[int, list[str]]]:
+    """The rows of a CSV or XLSX file as (Excel row number, cell texts), empty rows left out.
+
+    Merged cells are refused, except, given the `columns` to find the header by, those above the header (a
+    register's title is usually merged across the table)."""
     if not data:
         raise _FileProblem("文件是空的，请选择要导入的表格文件。")
     if len(data) > MAX_BYTES:
@@ -178,8 +181,9 @@ def read_table(filename: str, data: bytes) -> list[tuple[int, list[str]]]:
     ext = PurePath(filename or "").suffix.lower()
     if data[:4] == b"\xd0\xcf\x11\xe0" or ext == ".xls":
         raise _FileProblem("暂不支持旧版 .xls 文件，请在 Excel 中「另存为」.xlsx 或 CSV UTF-8 后再导入。")
+    merges: list[tuple[str, str]] = []  # (range, sheet title), filled as an .xlsx is opened
     if data[:4] == b"PK\x03\x04" or ext in {".xlsx", ".xlsm"}:
-        rows = _read_xlsx(data)
+        rows = _read_xlsx(data, merges)
     elif ext in {".csv", ".txt", ""}:
         rows = _read_csv(data)
     else:
@@ -197,7 +201,18 @@ def read_table(filename: str, data: bytes) -> list[tuple[int, list[str]]]:
             raise _FileProblem(f"文件超过 {MAX_ROWS} 行（不含表头），请拆分成几个文件分批导入。")
     if not out:
         raise _FileProblem("文件里没有内容，第一行应为表头。")
+    _refuse_merges(merges, out, columns)
     return out
+
+
+def _refuse_merges(merges: list[tuple[str, str]], rows: list[tuple[int, list[str]]],
+                   columns: tuple[Column, ...]) -> None:
+    header_row = rows[_header_index(rows, columns)][0] if columns else 1
+    for ref, title in merges:
+        last_row = int(re.sub(r"[A-Za-z]", "", ref.split(":")[-1]) or 0)
+        if last_row >= header_row:
+            raise _FileProblem(f"工作表「{title}」中有合并单元格（如 {ref}），请取消合并并把每一格填完整后再导入"
+                               "（合并单元格只有左上角一格有内容）。")
 
 
 def _decode(data: bytes) -> str:
@@ -253,7 +268,8 @@ _UNCALCULATED_RE = re.compile(
     rb"</(?:\w+:)?c>")
 
 
-def _read_xlsx(data: bytes) -> Iterator[tuple[int, list[Any]]]:
+def _read_xlsx(data: bytes, merges: list[tuple[str, str]]) -> Iterator[tuple[int, list[Any]]]:
+    """The first sheet's rows; its merged ranges go into `merges` as (ref, sheet title) before the first row."""
     import openpyxl
 
     try:
@@ -272,7 +288,8 @@ def _read_xlsx(data: bytes) -> Iterator[tuple[int, list[Any]]]:
         if not book.worksheets:
             raise _FileProblem("Excel 文件里没有工作表。")
         sheet = book.worksheets[0]
-        _refuse_merged_cells(archive, getattr(sheet, "_worksheet_path", ""), sheet.title)
+        merges.extend((ref, sheet.title) for ref in _scan_sheet(archive, getattr(sheet, "_worksheet_path", ""),
+                                                                sheet.title))
         for number, values in enumerate(sheet.iter_rows(values_only=True, max_col=MAX_COLUMNS), start=1):
             yield number, list(values)
     finally:
@@ -296,19 +313,19 @@ def _refuse_too_many_cells(archive: zipfile.ZipFile) -> None:
         raise _FileProblem("无法读取这个 Excel 文件，请用 Excel 打开后另存为 .xlsx 再导入。") from None
 
 
-def _refuse_merged_cells(archive: zipfile.ZipFile, path: str, title: str) -> None:
+def _scan_sheet(archive: zipfile.ZipFile, path: str, title: str) -> list[str]:
+    """The sheet's merged ranges ("A1:J1"); a formula saved without its result is refused here."""
     # openpyxl's read-only mode reports neither merged cells nor formulas without a result, so look in the
     # sheet's XML; merged cells are listed after the cell data, so read it as a stream.
     if not path:
-        return
+        return []
     tail = b""
+    merges: dict[str, None] = {}  # in order; the overlap between chunks finds a range twice
     with archive.open(path.lstrip("/")) as fh:
         while chunk := fh.read(1 << 20):
-            found = _MERGE_RE.search(tail + chunk)
-            if found:
-                ref = found.group(1).decode("ascii").replace("$", "")
-                raise _FileProblem(f"工作表「{title}」中有合并单元格（如 {ref}），请取消合并并把每一格填完整后再导入"
-                                   "（合并单元格只有左上角一格有内容）。")
+            for found in _MERGE_RE.finditer(tail + chunk):
+                if len(merges) < 1000:
+                    merges.setdefault(found.group(1).decode("ascii").replace("$", ""), None)
             # A formula saved without its result (files written by programs, not by Excel or WPS) reads as an
             # empty cell, which would silently empty the field.
             found = _UNCALCULATED_RE.search(tail + chunk)
@@ -317,6 +334,7 @@ def _refuse_merged_cells(archive: zipfile.ZipFile, path: str, title: str) -> Non
                 raise _FileProblem(f"工作表「{title}」的单元格 {ref} 是公式，但文件里没有保存计算结果，"
                                    "请用 Excel 或 WPS 打开并保存一次后再导入（或把公式改成数值）。")
             tail = chunk[-20000:]
+    return list(merges)
 
 
 def _map_headers(header: list[str], columns: tuple[Column, ...], report: ImportReport) -> dict[str, tuple[int, str]]:
@@ -365,7 +383,7 @@ def import_file(session: Session, actor: Actor, kind: str, filename: str, data: 
     """Import enterprises or buildings from one file, all or nothing; see the module docstring."""
     report = ImportReport(kind=kind, filename=filename)
     try:
-        rows = read_table(filename, data)
+        rows = read_table(filename, data, KINDS[kind][1])
     except _FileProblem as exc:
         report.errors.append(Problem(exc.message))
         return report
