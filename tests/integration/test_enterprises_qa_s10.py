@@ -149,3 +149,17 @@ def test_a_merged_title_above_the_header_is_no_reason_to_refuse(app_ctx):
     with session_scope() as s:
         report = importer.import_file(s, ACTOR, "enterprises", "企业.xlsx", book("C3:C4"))
     assert not report.ok and "合并单元格" in report.error_lines()[0] and "C3:C4" in report.error_lines()[0]
+
+
+def test_pending_bindings_are_listed_in_the_order_they_were_asked(client, make_enterprise, make_user, user_token):
+    """The queue claimed first-come first-served but sorted by account: someone who signed up a year ago and
+    applied today went ahead of everyone who had been waiting."""
+    ent = make_enterprise()
+    old_account, new_account = make_user(nickname="老用户"), make_user(nickname="新用户")
+    for u in (new_account, old_account):  # the newer account applies first
+        r = client.post("/api/v1/me/enterprise", json={"name": ent.name, "credit_code": ent.credit_code},
+                        headers=user_token(u))
+        assert r.status_code == 200, r.get_json()
+    with session_scope() as s:
+        page = services.list_users(s, state="pending")
+        assert [u.id for u in page.items] == [new_account.id, old_account.id]

@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Select, Text, cast, func, or_, select, update
+from sqlalchemy import Select, String, Text, cast, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -472,7 +472,18 @@ def bound_users(session: Session, enterprise_id: int) -> list[User]:
 def list_users(session: Session, *, state: str | None = None, q: str | None = None, page: int = 1,
                per_page: int = 20) -> Page:
     """Mini-program users, optionally only those in one binding state; pending first-come first-served."""
-    stmt = select(User).order_by(User.id if state == BindingState.PENDING else User.id.desc())
+    if state == BindingState.PENDING:
+        # In the order they asked (their latest request), not by account: an old account applying today waits
+        # behind those who applied before it.
+        from ..audit import AuditLog
+
+        asked = (select(AuditLog.target_id, func.max(AuditLog.id).label("asked"))
+                 .where(AuditLog.action == "binding.requested", AuditLog.target_type == User.__tablename__)
+                 .group_by(AuditLog.target_id).subquery())
+        stmt = (select(User).outerjoin(asked, asked.c.target_id == cast(User.id, String))
+                .order_by(asked.c.asked.is_(None), asked.c.asked, User.id))
+    else:
+        stmt = select(User).order_by(User.id.desc())
     if state:
         stmt = stmt.where(User.binding_state == state)
     if q:
