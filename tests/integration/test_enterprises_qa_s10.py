@@ -163,3 +163,39 @@ def test_pending_bindings_are_listed_in_the_order_they_were_asked(client, make_e
     with session_scope() as s:
         page = services.list_users(s, state="pending")
         assert [u.id for u in page.items] == [new_account.id, old_account.id]
+
+
+def test_a_file_a_binding_created_says_how_the_check_went(client, make_user, user_token, db):
+    """An unknown credit code makes a file noted 待核实 for staff to check with the binding; after staff verified
+    (or rejected) the binding the file still said 待核实 forever, and one a rejected stranger made looked like any
+    other. The note follows the decision, with an audit row."""
+    from wxapp_backend.audit import AuditLog
+    from wxapp_backend.enterprises.models import Enterprise
+
+    first, second = make_user(), make_user()
+    for u in (first, second):
+        r = client.post("/api/v1/me/enterprise", json={"name": "新开张科技有限公司", "credit_code": code(61)},
+                        headers=user_token(u))
+        assert r.status_code == 200
+    ent_id = db.scalar(select(Enterprise.id).where(Enterprise.credit_code == code(61)))
+    with session_scope() as s:
+        services.decide_binding(s, ACTOR, first.id, approve=False)
+    db.expire_all()
+    assert "未通过" in db.get(Enterprise, ent_id).note and "待核实" not in db.get(Enterprise, ent_id).note
+    with session_scope() as s:
+        services.decide_binding(s, ACTOR, second.id, approve=True)
+    db.expire_all()
+    assert "已核实" in db.get(Enterprise, ent_id).note
+    rows = list(db.scalars(select(AuditLog).where(AuditLog.action == "enterprise.updated",
+                                                  AuditLog.target_id == str(ent_id))))
+    assert len(rows) == 2 and all("note" in r.data["changes"] for r in rows)
+
+
+def test_a_note_staff_wrote_is_left_alone(app_ctx, make_enterprise, make_user, db):
+    from wxapp_backend.enterprises.models import Enterprise
+
+    ent = make_enterprise(note="重点企业，区里挂号")
+    u = make_user(enterprise_id=ent.id, binding_state="pending")
+    with session_scope() as s:
+        services.decide_binding(s, ACTOR, u.id, approve=True)
+    assert db.get(Enterprise, ent.id).note == "重点企业，区里挂号"

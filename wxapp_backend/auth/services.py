@@ -13,7 +13,7 @@ from werkzeug.security import check_password_hash, generate_password_hash
 
 from ..audit import SYSTEM, Actor, audit
 from ..db import utcnow
-from ..enterprises.models import Enterprise
+from ..enterprises.models import NOTE_BINDING_PENDING, Enterprise
 from ..errors import Conflict, NotFound, TooManyRequests, Unauthorized, ValidationError
 from ..http import limit_key
 from ..validation import credit_code_problem
@@ -91,8 +91,7 @@ def request_enterprise_binding(session: Session, user: User, *, name: str, credi
     if enterprise is None:
         try:
             with session.begin_nested():
-                enterprise = Enterprise(name=name, credit_code=credit_code,
-                                        note="由企业联系人在小程序中申请绑定时创建，待核实")
+                enterprise = Enterprise(name=name, credit_code=credit_code, note=NOTE_BINDING_PENDING)
                 session.add(enterprise)
                 session.flush()
         except IntegrityError:  # a colleague applied with the same code at the same moment and made the row

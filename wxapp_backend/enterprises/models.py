@@ -9,6 +9,12 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from ..db import Base, UTCDateTime, utcnow
 
+# The note on a file made by a binding request with an unknown credit code, and what it becomes when staff decide
+# that binding (the name and code the applicant typed are what staff check).
+NOTE_BINDING_PENDING = "由企业联系人在小程序中申请绑定时创建，待核实"
+NOTE_BINDING_VERIFIED = "由企业联系人在小程序中申请绑定时创建，绑定申请已通过，名称和信用代码已核实"
+NOTE_BINDING_REJECTED = "由企业联系人在小程序中申请绑定时创建，绑定申请未通过，名称和信用代码未经核实"
+
 
 class Grid(Base):
     __tablename__ = "grids"

@@ -17,7 +17,14 @@ from ..audit import Actor, audit
 from ..auth.models import BindingState, StaffUser, User
 from ..errors import Conflict, NotFound, ValidationError
 from ..validation import Field, validate
-from .models import Building, Enterprise, Grid
+from .models import (
+    NOTE_BINDING_PENDING,
+    NOTE_BINDING_REJECTED,
+    NOTE_BINDING_VERIFIED,
+    Building,
+    Enterprise,
+    Grid,
+)
 
 # Tags are written in one cell as "a|b", "a、b" or "a,b"; a tag itself never contains a separator,
 # so a list survives the trip through a spreadsheet unchanged.
@@ -530,8 +537,24 @@ def decide_binding(session: Session, actor: Actor, user_id: int, *, approve: boo
     user.binding_state = (BindingState.VERIFIED if approve else BindingState.REJECTED).value
     audit(session, actor, "binding.verified" if approve else "binding.rejected", user,
           enterprise_id=user.enterprise_id)
+    _note_binding_check(session, actor, user.enterprise, approve)
     _tell_binding_result(session, user, approve)
     return user
+
+
+def _note_binding_check(session: Session, actor: Actor, enterprise: Enterprise | None, approve: bool) -> None:
+    """A file a binding request made is checked with that binding: its note says how the check went (a note
+    staff wrote is theirs and stays)."""
+    if enterprise is None:
+        return
+    if approve and enterprise.note in {NOTE_BINDING_PENDING, NOTE_BINDING_REJECTED}:
+        note = NOTE_BINDING_VERIFIED
+    elif not approve and enterprise.note == NOTE_BINDING_PENDING:
+        note = NOTE_BINDING_REJECTED
+    else:
+        return
+    audit(session, actor, "enterprise.updated", enterprise, via="binding", changes={"note": [enterprise.note, note]})
+    enterprise.note = note
 
 
 def _tell_binding_removed(session: Session, user_id: int, enterprise: Enterprise) -> None:
