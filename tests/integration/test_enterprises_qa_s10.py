@@ -199,3 +199,24 @@ def test_a_note_staff_wrote_is_left_alone(app_ctx, make_enterprise, make_user, d
     with session_scope() as s:
         services.decide_binding(s, ACTOR, u.id, approve=True)
     assert db.get(Enterprise, ent.id).note == "重点企业，区里挂号"
+
+
+def test_a_user_without_a_verified_binding_can_file_a_tax_appeal_naming_the_company(client, make_user, user_token,
+                                                                                     make_enterprise):
+    """税务、工商登记、融资、政策兑现、知识产权 require an enterprise, and only a verified binding can be chosen: a
+    contact whose binding staff were still checking (or who never bound) was told 需要选择企业 and could not file at
+    all. The company's name, which anyone may write and staff read, answers the requirement; it stays text."""
+    from wxapp_backend.appeals.models import Appeal
+
+    ent = make_enterprise(name="甲科技有限公司")
+    body = {"content": "我们公司的增值税发票开不出来，请帮忙看看", "contact_name": "张三",
+            "contact_phone": "13800138000", "category": "tax"}
+    pending = make_user(enterprise_id=ent.id, binding_state="pending")
+    r = client.post("/api/v1/appeals", json=body, headers=user_token(pending))
+    assert r.status_code == 422 and "企业名称" in r.get_json()["fields"]["enterprise_id"], r.get_json()
+    for u in (pending, make_user()):
+        r = client.post("/api/v1/appeals", json={**body, "enterprise_name": "甲科技有限公司"}, headers=user_token(u))
+        assert r.status_code == 201, r.get_json()
+        with session_scope() as s:
+            appeal = s.get(Appeal, r.get_json()["id"])
+            assert (appeal.enterprise_name, appeal.enterprise_id) == ("甲科技有限公司", None)

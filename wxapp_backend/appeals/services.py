@@ -433,7 +433,7 @@ def submit_appeal(session: Session, user_id: int, intake: Intake, *, idempotency
     suggested = by_code.get(suggestion.code) if suggestion.code else None
     category = chosen or (suggested if suggestion.confidence >= classify.TRIAGE_THRESHOLD else None)
     if chosen is not None:  # a guess by the rules never blocks a submission; staff ask for what is missing
-        _check_required(chosen, enterprise, building, intake.images)
+        _check_required(chosen, enterprise, building, intake.images, enterprise_name=enterprise_name)
     kind, _ = classify.message_type(intake.content)
     cal = work_calendar(session)
     promised = category.promised_days if category else DEFAULT_PROMISED_DAYS
@@ -470,11 +470,12 @@ def submit_appeal(session: Session, user_id: int, intake: Intake, *, idempotency
     return appeal, True
 
 
-def _check_required(category: AppealCategory, enterprise, building, images) -> None:
+def _check_required(category: AppealCategory, enterprise, building, images, *, enterprise_name: str = "") -> None:
     missing = {}
     for f in category.required_fields or []:
-        if f == "enterprise_id" and enterprise is None:
-            missing["enterprise_id"] = f"“{category.name}”类诉求需要选择企业"
+        # Only a verified binding can be chosen: anyone else names the company, which staff read (it stays text).
+        if f == "enterprise_id" and enterprise is None and not (enterprise_name or "").strip():
+            missing["enterprise_id"] = f"“{category.name}”类诉求需要填写企业名称（企业绑定核实后可直接选择）"
         elif f == "building_id" and building is None:
             missing["building_id"] = f"“{category.name}”类诉求需要选择所在楼宇"
         elif f == "images" and not images:
