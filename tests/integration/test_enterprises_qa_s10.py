@@ -220,3 +220,23 @@ def test_a_user_without_a_verified_binding_can_file_a_tax_appeal_naming_the_comp
         with session_scope() as s:
             appeal = s.get(Appeal, r.get_json()["id"])
             assert (appeal.enterprise_name, appeal.enterprise_id) == ("甲科技有限公司", None)
+
+
+def test_a_script_can_find_the_bindings_waiting_for_staff(client, make_enterprise, make_user, user_token, make_staff,
+                                                          staff_headers):
+    """POST /api/v1/staff/users/<id>/binding decides a binding, but no staff API listed the users waiting: a script
+    had no way to learn whom to decide about (the console was the only door)."""
+    ent = make_enterprise(name="上海云帆科技有限公司")
+    waiting = make_user(nickname="小王")
+    make_user(nickname="路人")
+    r = client.post("/api/v1/me/enterprise", json={"name": "云帆", "credit_code": ent.credit_code},
+                    headers=user_token(waiting))
+    assert r.status_code == 200
+    h = staff_headers(make_staff(role="dept"))
+    r = client.get("/api/v1/staff/users?state=pending", headers=h)
+    assert r.status_code == 200, r.get_json()
+    body = r.get_json()
+    assert body["total"] == 1 and [u["id"] for u in body["items"]] == [waiting.id]
+    item = body["items"][0]
+    assert item["enterprise"]["id"] == ent.id and item["name_given"] == "云帆"
+    assert client.get("/api/v1/staff/users?state=maybe", headers=h).status_code == 422

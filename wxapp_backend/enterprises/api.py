@@ -108,6 +108,19 @@ def list_grids():
     return jsonify({"items": items})
 
 
+@bp.get("/staff/users")
+@staff_api_required(StaffRole.DEPT)
+@doc("小程序用户列表（可按绑定状态筛选；待核实的按申请先后排列，并附申请时填写的企业名称）",
+     params=services.USER_FILTERS, auth="staff", tags=["用户"],
+     responses={200: "{items: [{id, nickname, binding_state, enterprise, name_given, ...}], total, page, ...}"})
+def list_users():
+    args = query(services.USER_FILTERS)
+    with session_scope() as s:
+        page = services.list_users(s, **args)
+        typed = services.names_given(s, page.items)
+        return jsonify(_page(page, [{**u.to_dict(), "name_given": typed.get(u.id)} for u in page.items]))
+
+
 @bp.post("/staff/users/<int:user_id>/binding")
 @staff_api_required(StaffRole.STAFF)
 @doc("核实或驳回用户的企业绑定申请", body=services.BINDING_FIELDS, auth="staff", tags=["用户"],
