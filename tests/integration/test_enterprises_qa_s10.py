@@ -240,3 +240,16 @@ def test_a_script_can_find_the_bindings_waiting_for_staff(client, make_enterpris
     item = body["items"][0]
     assert item["enterprise"]["id"] == ent.id and item["name_given"] == "云帆"
     assert client.get("/api/v1/staff/users?state=maybe", headers=h).status_code == 422
+
+
+def test_a_page_past_the_end_does_not_say_the_registry_is_empty(client, make_enterprise, make_user, make_staff,
+                                                                 console_login):
+    """A bookmarked or stale ?page=3 after records went away said 还没有企业档案 / 没有符合条件的用户 while there
+    were records on the pages before."""
+    make_enterprise()
+    make_user(nickname="小王")
+    console_login(make_staff(role="dept"))
+    for path in ("/console/enterprises?page=3", "/console/users?page=3"):
+        html = client.get(path).get_data(as_text=True)
+        assert "还没有企业档案" not in html and "没有符合条件的用户" not in html, path
+        assert "共 1 条" in html and "page=1" in html.replace("&amp;", "&"), path
