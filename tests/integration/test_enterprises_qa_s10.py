@@ -253,3 +253,15 @@ def test_a_page_past_the_end_does_not_say_the_registry_is_empty(client, make_ent
         html = client.get(path).get_data(as_text=True)
         assert "还没有企业档案" not in html and "没有符合条件的用户" not in html, path
         assert "共 1 条" in html and "page=1" in html.replace("&amp;", "&"), path
+
+
+def test_staff_find_an_applicant_by_their_company(app_ctx, make_enterprise, make_user):
+    """A contact phones about their binding: most have no nickname (WeChat no longer gives one) and the search only
+    looked at nickname and phone, so staff could not find them by the company they named."""
+    ent = make_enterprise(name="上海云帆科技有限公司")
+    u = make_user(enterprise_id=ent.id, binding_state="pending")
+    make_user(nickname="云帆爱好者")
+    with session_scope() as s:
+        assert [x.id for x in services.list_users(s, state="pending", q="云帆").items] == [u.id]
+        assert [x.id for x in services.list_users(s, q=ent.credit_code[-6:].lower()).items] == [u.id]
+        assert services.list_users(s, q="云帆").total == 2
