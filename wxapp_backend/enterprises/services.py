@@ -13,7 +13,7 @@ from sqlalchemy import Select, String, Text, cast, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from ..audit import Actor, audit
+from ..audit import Actor, AuditLog, audit
 from ..auth.models import BindingState, StaffUser, User
 from ..errors import Conflict, NotFound, ValidationError
 from ..validation import Field, validate
@@ -482,8 +482,6 @@ def list_users(session: Session, *, state: str | None = None, q: str | None = No
     if state == BindingState.PENDING:
         # In the order they asked (their latest request), not by account: an old account applying today waits
         # behind those who applied before it.
-        from ..audit import AuditLog
-
         asked = (select(AuditLog.target_id, func.max(AuditLog.id).label("asked"))
                  .where(AuditLog.action == "binding.requested", AuditLog.target_type == User.__tablename__)
                  .group_by(AuditLog.target_id).subquery())
@@ -507,8 +505,6 @@ def names_given(session: Session, users: Sequence[User]) -> dict[int, str]:
 
     The name on file may be another's (the credit code was known) or theirs (a new record): what they wrote is
     what staff check, so it is read back from the request's audit row."""
-    from ..audit import AuditLog
-
     ids = [str(u.id) for u in users if u.binding_state == BindingState.PENDING.value]
     if not ids:
         return {}
