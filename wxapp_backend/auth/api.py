@@ -136,6 +136,21 @@ def bind_enterprise():
         return jsonify(user.to_dict())
 
 
+@bp.delete("/me/enterprise")
+@user_required
+@doc("撤回企业绑定申请，或解除已核实的绑定（换了工作、选错了企业）；已提交的诉求不受影响", tags=["账号"],
+     responses={200: "已解除，binding_state 为 none"})
+def leave_enterprise():
+    with session_scope() as session:
+        user = session.get(User, current_user_id())
+        if user is None:
+            raise NotFound("账号不存在，请重新登录。")
+        services.leave_enterprise(session, user)
+        session.flush()
+        session.refresh(user)
+        return jsonify(user.to_dict())
+
+
 @bp.post("/staff/login")
 @doc("工作人员登录（脚本使用），返回 bearer token", body=STAFF_LOGIN_FIELDS, auth="none", tags=["工作人员"])
 def staff_login():

@@ -110,6 +110,19 @@ def request_enterprise_binding(session: Session, user: User, *, name: str, credi
     return user
 
 
+def leave_enterprise(session: Session, user: User) -> User:
+    """The user withdraws their binding application, or ends a binding (a new job, the wrong company chosen):
+    they had no way to, short of asking staff. Appeals already filed for the enterprise stay as they are."""
+    if user.enterprise_id is None and user.binding_state == BindingState.NONE.value:
+        return user
+    previous, state = user.enterprise_id, user.binding_state
+    user.enterprise_id = None
+    user.binding_state = BindingState.NONE.value
+    action = "binding.withdrawn" if state == BindingState.PENDING.value else "binding.ended"
+    audit(session, Actor("user", user.id), action, user, enterprise_id=previous, previous_state=state)
+    return user
+
+
 def validate_password(password: str) -> str | None:
     if len(password) < 8:
         return "密码至少 8 位"
