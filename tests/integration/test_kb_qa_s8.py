@@ -179,6 +179,9 @@ def test_an_edit_whose_version_bump_was_lost_still_reaches_other_processes(app_c
         def incr(self, key):
             raise redis.ConnectionError("Redis is restarting")
 
+        def set(self, key, value, **kw):
+            raise redis.ConnectionError("Redis is restarting")
+
     state = app_ctx.extensions["wxapp"]
     other = services.KBRuntime(state.db, state.redis, check_interval=0)
     other.full_check_interval = 0  # production looks once a minute

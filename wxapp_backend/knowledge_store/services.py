@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import re
+import secrets
 import threading
 import time
 from collections.abc import Collection, Iterable
@@ -63,7 +64,9 @@ def _bump_after_commit(session: Session) -> None:
     r = session.info.pop(_CHANGED, None)
     if r is not None:
         try:
-            r.incr(VERSION_KEY)
+            # A fresh random value rather than a counter: after Redis loses its data a counter starts again at
+            # 1, 2, ... and a process that saw the same number before would keep its old index.
+            r.set(VERSION_KEY, secrets.token_hex(8))
         except redis.RedisError:  # processes also reload on their periodic look at the table (KBRuntime)
             log.exception("could not bump the knowledge-base version")
 
@@ -370,17 +373,18 @@ class KBRuntime:
         self.db, self.r, self.check_interval = db, r, check_interval
         self.full_check_interval = full_check_interval
         self._kb: KnowledgeBase | None = None
-        self._version: int | None = None
+        self._version: str | None = None
         self._stamp: tuple[int, int] | None = None
         self._checked = 0.0
         self._full_checked = 0.0
         self._lock = threading.Lock()
 
-    def _read_version(self) -> int:
+    def _read_version(self) -> str:
         try:
-            return int(self.r.get(VERSION_KEY) or 0)
+            raw = self.r.get(VERSION_KEY)
         except redis.RedisError:
-            return self._version if self._version is not None else 0
+            return self._version if self._version is not None else ""
+        return raw.decode() if isinstance(raw, bytes) else str(raw or "")
 
     def _read_stamp(self, session: Session) -> tuple[int, int]:
         """Entries and the sum of their revisions: every change moves one of them."""
