@@ -138,9 +138,11 @@ def _in_flow(ctx: Context) -> bool:
     if word(ctx.text) in PASS_THROUGH or follow_up_command(ctx.text) or _menu_words(ctx.text):
         return False
     d = _state(ctx)
-    if d.get("paused"):  # the user went to the menu: only the words that resume or drop the draft are its
+    if d.get("paused"):  # the user went to the menu: only the words that resume or drop the draft are its,
+        # and the answers nothing else understands (“张三 138…”, 跳过: they got “这个问题我还没学会”)
+        t = word(_answer(ctx))
         return d.get("flow") == FLOW and ctx.msg.msg_type in ("text", "voice") and \
-            word(_answer(ctx)) in (*CONTINUE_WORDS, *CANCEL_WORDS, *RESTART_WORDS)
+            (t in (*CONTINUE_WORDS, *CANCEL_WORDS, *RESTART_WORDS) or intake_answer(t))
     return d.get("flow") == FLOW
 
 
@@ -338,6 +340,8 @@ def step(ctx: Context) -> Reply:
     if t in START_WORDS or start_phrase(t) or _small_talk(t):
         # “你好” after a talk with a person (人工 leaves the draft in place) is no enterprise name or problem.
         return Text(PENDING.format(n=STEPS.index(d["step"]) + 1))
+    if d.pop("paused", None):  # an answer to the step put aside by the menu: back in the draft
+        _save(ctx, d)
     handler = {"describe": _describe, "place": _place, "contact": _contact, "photos": _photos,
                "confirm": _confirm}[d["step"]]
     return handler(ctx, d)

@@ -1,0 +1,24 @@
+"""QA of the bot's conversations, third pass: a draft put aside by the menu, the intake's place step."""
+
+from __future__ import annotations
+
+from tests.integration.test_chat2_qa_s9 import _draft_to, photo  # noqa: F401
+from tests.integration.test_chat_qa_s9 import oa_kb, say  # noqa: F401  (the first pass's fixture and helper)
+
+
+def test_an_answer_only_the_draft_understands_resumes_a_draft_put_aside(oa_kb):  # noqa: F811
+    """At the contact step the puzzled user typed “？” (a menu word: the draft was put aside), then answered the
+    step, “张三 13800138000”: it went to the knowledge base (“这个问题我还没学会…”) and the contact was dropped.
+    An answer that only the intake understands (a name and a mobile, 跳过, 确认) now resumes the draft."""
+    openid = "oPausedAnswer"
+    _draft_to(oa_kb, openid, "contact")
+    assert "已为您保留" in say(oa_kb, openid, "？")
+    reply = say(oa_kb, openid, "张三 13800138000")
+    assert "照片" in reply and "没学会" not in reply, reply
+    say(oa_kb, openid, "菜单")
+    summary = say(oa_kb, openid, "跳过")
+    assert "请核对您的诉求" in summary and "张三 13800138000" in summary, summary
+    assert "已提交" in say(oa_kb, openid, "确认")
+    # Resumed, not still aside: a question after it is the draft's no more (it was submitted).
+    assert "没有您正在填写的诉求" not in say(oa_kb, openid, "开办企业需要哪些材料")
+
