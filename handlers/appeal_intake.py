@@ -16,6 +16,7 @@ from typing import Any
 
 import redis
 
+from knowledge.smalltalk import without_faces
 from wxapp_backend.validation import PHONE_RE
 
 from . import router as default_router
@@ -71,6 +72,7 @@ PROMPTS = {
 TOO_SHORT = "描述有点短，请再具体说说（至少 5 个字）。"
 TOO_LONG = "描述太长了，请精简到 2000 字以内。"
 NO_PLACE_YES = "小二这边还没有您企业的信息，"
+PLACE_NO_WORDS = "没有看到企业名称哦，"
 BAD_CONTACT = "没有认出手机号，请按“姓名 手机号”的格式回复，例如：张三 13800138000。"
 NO_NAME = "请同时写上联系人姓名，例如：张三 13800138000。"
 PHOTO_OK = "收到第 {n} 张照片。还有的话可以继续发送，发完回复“好了”。"
@@ -419,6 +421,8 @@ def _place(ctx: Context, d: dict[str, Any]) -> Reply:
                 d[key] = known[key]
     elif _yes(t):  # no enterprise on file to say yes to: “是” / “好的” became the enterprise's name
         return Text(NO_PLACE_YES + PROMPTS["place"])
+    elif sum(ch.isalnum() for ch in without_faces(t)) < 2:  # “😀”, “[微笑]”: no name for staff to go on
+        return Text(PLACE_NO_WORDS + _prompt(d, "place"))
     else:
         from wxapp_backend.appeals.intake import match_place
         from wxapp_backend.db import session_scope

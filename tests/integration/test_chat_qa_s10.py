@@ -22,3 +22,13 @@ def test_an_answer_only_the_draft_understands_resumes_a_draft_put_aside(oa_kb): 
     # Resumed, not still aside: a question after it is the draft's no more (it was submitted).
     assert "没有您正在填写的诉求" not in say(oa_kb, openid, "开办企业需要哪些材料")
 
+
+def test_an_emoji_is_not_an_enterprise_name(oa_kb):  # noqa: F811
+    """At the place step “😀” (or “？？”, “[微笑]”) was taken as the enterprise's name and the bot went on to the
+    contact: the appeal reached staff under the enterprise “😀”. It now asks for the name in words."""
+    for i, text in enumerate(("😀", "？？", "[微笑]", "👍👍👍")):
+        openid = f"oEmojiPlace{i}"
+        _draft_to(oa_kb, openid, "place")
+        reply = say(oa_kb, openid, text)
+        assert "企业名称" in reply and "联系人" not in reply, (text, reply)
+        assert "联系人" in say(oa_kb, openid, "上海某某科技有限公司")
