@@ -423,6 +423,8 @@ def _place(ctx: Context, d: dict[str, Any]) -> Reply:
         return Text(NO_PLACE_YES + PROMPTS["place"])
     elif sum(ch.isalnum() for ch in without_faces(t)) < 2:  # “😀”, “[微笑]”: no name for staff to go on
         return Text(PLACE_NO_WORDS + _prompt(d, "place"))
+    elif _QUESTION.search(t) and not _ORGANISATION.search(t):
+        return _question_in_draft(ctx, d, t)
     else:
         from wxapp_backend.appeals.intake import match_place
         from wxapp_backend.db import session_scope
@@ -430,6 +432,24 @@ def _place(ctx: Context, d: dict[str, Any]) -> Reply:
         with session_scope() as s:
             d.update(match_place(s, t))
     return _advance(ctx, d, "contact")
+
+
+# A question typed where the enterprise was asked for (the user turned to something else): it became the
+# enterprise's name, unanswered. Not when it names an organisation or a building (“上海什么值得买科技有限公司”).
+_QUESTION = re.compile(r"[？?]$|怎么|怎样|如何|哪些|哪里|哪儿|什么|多少|能否|能不能|可不可以|是否|吗$|呢$")
+_ORGANISATION = re.compile(r"公司|集团|企业服务|中心|事务所|工作室|大厦|大楼|园|广场|商务楼|厂|店|号|楼")
+
+
+def _question_in_draft(ctx: Context, d: dict[str, Any], text: str) -> Reply:
+    """The question answered, the draft kept aside as the menu keeps it (“继续” resumes the step)."""
+    from . import kb
+
+    d["paused"] = True
+    _save(ctx, d)
+    reply = kb.answer(text, ctx)
+    if not isinstance(reply, Text):
+        return reply
+    return Text(reply.text + PAUSED.format(n=STEPS.index(d["step"]) + 1))
 
 
 # A yes as people say it (“是的，没错”, “好的”, “嗯”, “可以”): these became the enterprise's name, the appeal filed

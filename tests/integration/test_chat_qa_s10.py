@@ -32,3 +32,18 @@ def test_an_emoji_is_not_an_enterprise_name(oa_kb):  # noqa: F811
         reply = say(oa_kb, openid, text)
         assert "企业名称" in reply and "联系人" not in reply, (text, reply)
         assert "联系人" in say(oa_kb, openid, "上海某某科技有限公司")
+
+
+def test_a_question_at_the_place_step_is_answered_not_filed_as_the_enterprise(oa_kb):  # noqa: F811
+    """Mid-intake, asked for the enterprise, the user switched topic and typed “开办企业需要哪些材料？”: it became the
+    enterprise's name and the bot asked for a contact, the question unanswered. A question (with no enterprise or
+    building in it) is now answered and the draft kept aside, as the menu does; “继续” picks it up."""
+    openid = "oQuestionAtPlace"
+    _draft_to(oa_kb, openid, "place")
+    reply = say(oa_kb, openid, "开办企业需要哪些材料")
+    assert "一窗通" in reply and "联系人" not in reply and "已为您保留" in reply, reply
+    assert "企业名称" in say(oa_kb, openid, "继续")
+    assert "联系人" in say(oa_kb, openid, "上海什么值得买科技有限公司")  # a name with 什么 in it is a name
+    say(oa_kb, openid, "张三 13800138000")
+    summary = say(oa_kb, openid, "跳过")
+    assert "企业：上海什么值得买科技有限公司" in summary, summary
