@@ -72,6 +72,8 @@ NO_USER = "暂时无法确认您的身份，请稍后再试。"
 UNAVAILABLE = "系统暂时繁忙，请稍后再试。"
 NOTHING_TO_RATE = "您目前没有待评价的诉求。回复“我的诉求”查看全部。"
 NOTHING_TO_SUPPLEMENT = "您目前没有需要补充材料的诉求。回复“我的诉求”查看全部。"
+SUPPLEMENT_NOT_SENT = "刚才补充的内容没有提交。"
+SUPPLEMENT_ELSEWHERE = "\n有新情况要告诉工作人员，请回复“人工”；反映新的问题请回复“我要反映”。"
 PICK_ONE = "您有 {n} 条{what}的诉求，请回复“{cmd} 序号”或“{cmd} 编号”，例如：{cmd} 1\n{lines}"
 ASK_RESOLVED = ("诉求 {number} 已办结。\n办理结果：{resolution}\n\n问题解决了吗？回复 1 已解决，回复 2 未解决（将重新办理）。\n"
                 "随时回复“取消”可以退出评价。")
@@ -467,8 +469,8 @@ def supplement_with_text(ctx: Context) -> Reply:
     if draft.get("flow") == intake.FLOW and draft.get("step") in intake.STEPS:
         return Text(DRAFT_FIRST.format(n=intake.STEPS.index(draft["step"]) + 1, cmd="补充"))
     found, refusal = _choose(ctx, number, needs_info, "补充材料", "补充", NOTHING_TO_SUPPLEMENT)
-    if found is None:
-        return Text(refusal or NOTHING_TO_SUPPLEMENT)
+    if found is None:  # what they wrote went nowhere: say so (they believed staff had it)
+        return Text(SUPPLEMENT_NOT_SENT + (refusal or NOTHING_TO_SUPPLEMENT) + SUPPLEMENT_ELSEWHERE)
     return _supplement_submit(ctx, {"kind": "supplement", "appeal_id": found["id"], "number": found["number"],
                                     "left": 0, "media": []}, content)
 

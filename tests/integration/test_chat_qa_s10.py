@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from handlers import appeal_followup as followup
+from tests.integration.appeals.test_appeal_chat_followup import chat  # noqa: F401  (the follow-up's fixture)
 from tests.integration.test_chat2_qa_s9 import _draft_to, photo  # noqa: F401
 from tests.integration.test_chat_qa_s9 import oa_kb, say  # noqa: F401  (the first pass's fixture and helper)
 
@@ -47,3 +49,14 @@ def test_a_question_at_the_place_step_is_answered_not_filed_as_the_enterprise(oa
     say(oa_kb, openid, "张三 13800138000")
     summary = say(oa_kb, openid, "跳过")
     assert "企业：上海什么值得买科技有限公司" in summary, summary
+
+
+def test_a_supplement_nobody_asked_for_says_it_was_not_sent(chat):  # noqa: F811
+    """“补充：还有2号楼的路灯也坏了” about an appeal being handled (staff asked for nothing) got “您目前没有需要补充材料
+    的诉求”: not a word that what was written went nowhere, and the user believed staff had it. It now says it
+    was not sent and how to reach staff (人工, or a new appeal)."""
+    appeal_id, _ = chat.submit("办公室门口的路灯坏了一个月了没人修")
+    chat.act(appeal_id, "accept")
+    reply = chat("补充：还有2号楼的路灯也坏了")
+    assert "没有提交" in reply and "人工" in reply, reply
+    assert chat("补充") == followup.NOTHING_TO_SUPPLEMENT  # the bare command: nothing was written, nothing lost
