@@ -255,7 +255,8 @@ def start(ctx: Context) -> Reply:
         return Text(UNAVAILABLE)
     if current.get("flow") == FLOW and current.get("step") in STEPS:
         return Text(PENDING.format(n=STEPS.index(current["step"]) + 1))
-    said = ctx.match.group("content").strip() if isinstance(ctx.match, re.Match) else ""
+    said = ctx.text[ctx.match.start("content"):ctx.match.end("content")].strip() \
+        if isinstance(ctx.match, re.Match) else ""
     reply = _new_draft(ctx, said)
     if current.get("flow") == "appeal_followup" and reply.text.startswith("好的"):
         # a rating or supplement under way was replaced without a word (the supplement never sent)
@@ -286,7 +287,9 @@ def _start_phrase(ctx: Context) -> bool:
 
 
 def _start_with_text(ctx: Context) -> re.Match | None:
-    return _START_WITH_TEXT.match(ctx.text) if ctx.msg.msg_type == "text" and ctx.text else None
+    # 繁體 too (“我要投訴：…” got “这个问题我还没学会”); the table maps one character to one, so the match's
+    # positions hold in the text as written, which start() keeps.
+    return _START_WITH_TEXT.match(to_simplified(ctx.text)) if ctx.msg.msg_type == "text" and ctx.text else None
 
 
 def _new_draft(ctx: Context, content: str = "") -> Reply:

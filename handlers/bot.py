@@ -13,7 +13,7 @@ from dataclasses import replace
 from . import kb
 from .middleware import DEFAULT_MIDDLEWARE
 from .replies import Reply, Text, Transfer, as_reply
-from .router import Context, Router, command_word
+from .router import Context, Router, command_word, to_simplified
 
 log = logging.getLogger("handlers")
 
@@ -269,7 +269,7 @@ def _app_followup(text: str, user_id: int | None) -> str | None:
         return APPEAL_APP_NONE
     if start_phrase(text):
         return APPEAL_APP
-    if _START_WITH_TEXT.match(text):
+    if _START_WITH_TEXT.match(to_simplified(text)):
         return APPEAL_APP_TOLD
     said = word(text)
     told = bool(_SUPPLEMENT_TEXT_RE.match(text))

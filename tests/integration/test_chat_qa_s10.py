@@ -60,3 +60,19 @@ def test_a_supplement_nobody_asked_for_says_it_was_not_sent(chat):  # noqa: F811
     reply = chat("补充：还有2号楼的路灯也坏了")
     assert "没有提交" in reply and "人工" in reply, reply
     assert chat("补充") == followup.NOTHING_TO_SUPPLEMENT  # the bare command: nothing was written, nothing lost
+
+
+def test_an_appeal_told_in_traditional_characters_starts_the_intake(oa_kb, client):  # noqa: F811
+    """“我要投訴：樓下餐廳油煙太大…” (繁體, as typed by many Hong Kong and Taiwan staff of Shanghai enterprises) got
+    “这个问题我还没学会…回复“我要反映”提交诉求”, while “我要投诉：…” starts the intake with the problem told. The
+    problem is kept as written."""
+    openid = "oTraditional"
+    reply = say(oa_kb, openid, "我要投訴：樓下餐廳油煙太大，嗆得沒法辦公")
+    assert "您说的问题已记下" in reply and "没学会" not in reply, reply
+    say(oa_kb, openid, "上海某某科技有限公司")
+    say(oa_kb, openid, "张三 13800138000")
+    assert "问题：樓下餐廳油煙太大，嗆得沒法辦公\n" in say(oa_kb, openid, "跳过")
+    from handlers.bot import APPEAL_APP_TOLD
+
+    body = client.post("/api/v1/chat", json={"text": "我要投訴：樓下餐廳油煙太大，嗆得沒法辦公"}).get_json()
+    assert body["reply"] == APPEAL_APP_TOLD, body
