@@ -73,6 +73,7 @@ TOO_SHORT = "描述有点短，请再具体说说（至少 5 个字）。"
 TOO_LONG = "描述太长了，请精简到 2000 字以内。"
 NO_PLACE_YES = "小二这边还没有您企业的信息，"
 PLACE_NO_WORDS = "没有看到企业名称哦，"
+PLACE_CONTACT_LATER = "联系人和电话下一步再填，"
 BAD_CONTACT = "没有认出手机号，请按“姓名 手机号”的格式回复，例如：张三 13800138000。"
 NO_NAME = "请同时写上联系人姓名，例如：张三 13800138000。"
 PHOTO_OK = "收到第 {n} 张照片。还有的话可以继续发送，发完回复“好了”。"
@@ -428,6 +429,8 @@ def _place(ctx: Context, d: dict[str, Any]) -> Reply:
         return Text(PLACE_NO_WORDS + _prompt(d, "place"))
     elif _QUESTION.search(t) and not _ORGANISATION.search(t):
         return _question_in_draft(ctx, d, t)
+    elif _MOBILE.search(t) and not _ORGANISATION.search(t):  # the contact, a step early: no enterprise's name
+        return Text(PLACE_CONTACT_LATER + _prompt(d, "place"))
     else:
         from wxapp_backend.appeals.intake import match_place
         from wxapp_backend.db import session_scope

@@ -76,3 +76,17 @@ def test_an_appeal_told_in_traditional_characters_starts_the_intake(oa_kb, clien
 
     body = client.post("/api/v1/chat", json={"text": "我要投訴：樓下餐廳油煙太大，嗆得沒法辦公"}).get_json()
     assert body["reply"] == APPEAL_APP_TOLD, body
+
+
+def test_a_contact_given_at_the_place_step_is_not_the_enterprise(oa_kb):  # noqa: F811
+    """Asked for the enterprise, the user (with nothing on file, after “是”) answered with the contact, “我叫孙八，
+    电话18612345678”: it became the enterprise's name, a mobile number in it, and the summary showed it so. The step
+    now says the contact comes next and asks for the enterprise again."""
+    openid = "oContactAtPlace"
+    _draft_to(oa_kb, openid, "place")
+    reply = say(oa_kb, openid, "我叫孙八，电话18612345678")
+    assert "企业名称" in reply and "请留下联系人" not in reply, reply
+    assert "联系人" in say(oa_kb, openid, "上海某某科技有限公司")
+    say(oa_kb, openid, "孙八 18612345678")
+    summary = say(oa_kb, openid, "跳过")
+    assert "企业：上海某某科技有限公司\n" in summary, summary
