@@ -90,3 +90,19 @@ def test_a_contact_given_at_the_place_step_is_not_the_enterprise(oa_kb):  # noqa
     say(oa_kb, openid, "孙八 18612345678")
     summary = say(oa_kb, openid, "跳过")
     assert "企业：上海某某科技有限公司\n" in summary, summary
+
+
+def test_a_building_not_on_file_is_not_shown_as_missing(oa_kb):  # noqa: F811
+    """The prompt's own example, “上海某某科技有限公司，新华大厦”, with a building the centre has not registered: the
+    summary said “楼宇：（未填写）” although the user had just written it (it is kept, with the enterprise's name).
+    It now says the building was not found among the registered ones and is recorded with the name."""
+    openid = "oUnknownBuilding"
+    _draft_to(oa_kb, openid, "place")
+    say(oa_kb, openid, "上海某某科技有限公司，新华大厦")
+    say(oa_kb, openid, "张三 13800138000")
+    summary = say(oa_kb, openid, "跳过")
+    assert "企业：上海某某科技有限公司，新华大厦\n" in summary, summary
+    assert "楼宇：（未填写）" not in summary and "已随企业名称记录" in summary, summary
+    openid = "oNoBuilding"  # only the enterprise given: nothing was written for the building
+    _draft_to(oa_kb, openid, "photos")
+    assert "楼宇：（未填写）" in say(oa_kb, openid, "跳过")
