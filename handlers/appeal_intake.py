@@ -105,6 +105,7 @@ CONFIRM_HINT = "回复“确认”提交，回复“修改”改其中一项，�
 EDIT_WHICH = ("要修改哪一项？回复：\n1 问题描述\n2 企业和楼宇\n3 联系人和电话\n4 照片（重新上传）\n"
               "改完回到这里核对；回复“重新开始”从头填写。")
 EDIT_LATER = "前面填的内容都保留着：先接着填完，最后核对时回复“修改”可以改任何一项（回复“重新开始”从头填写）。\n"
+PHOTOS_DROPPED = "原来的 {n} 张照片已清除，要附照片请重新发送。\n"
 EDIT_HINT = "请回复 1～4 选择要修改的一项，或回复“确认”直接提交。\n"
 # The confirmation's fields, as people name them (“改电话”, “修改企业名称”), or by number after “修改”.
 EDIT_FIELDS = {"1": "describe", "2": "place", "3": "contact", "4": "photos"}
@@ -381,14 +382,17 @@ def _edit(ctx: Context, d: dict[str, Any], t: str) -> Reply:
         return Text(EDIT_WHICH)
     d.pop("editing", None)
     d["back"] = True  # _advance returns to the confirmation once this step is answered
+    said = ""
     if field == "photos":
+        if d.get("media"):  # “跳过” after the step's own prompt lost them, the user believing they were kept
+            said = PHOTOS_DROPPED.format(n=len(d["media"]))
         d["media"] = []
     if field == "place":  # a name not found now must not keep the enterprise and building found before
         for key in ("enterprise_id", "enterprise_name", "building_id", "building_name"):
             d.pop(key, None)
     d["step"] = field
     _save(ctx, d)
-    return Text(_prompt(d, field))
+    return Text(said + _prompt(d, field))
 
 
 def _advance(ctx: Context, d: dict[str, Any], nxt: str, prefix: str = "") -> Reply:

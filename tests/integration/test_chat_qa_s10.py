@@ -106,3 +106,18 @@ def test_a_building_not_on_file_is_not_shown_as_missing(oa_kb):  # noqa: F811
     openid = "oNoBuilding"  # only the enterprise given: nothing was written for the building
     _draft_to(oa_kb, openid, "photos")
     assert "楼宇：（未填写）" in say(oa_kb, openid, "跳过")
+
+
+def test_changing_the_photos_says_the_old_ones_were_dropped(oa_kb):  # noqa: F811
+    """“修改照片” at the summary emptied the photos already sent and showed the photo step's first prompt (“如有现场
+    照片…没有照片请回复“跳过””): the user answering “跳过” to keep them lost every one. It now says the earlier
+    photos were removed and are to be sent again."""
+    openid = "oEditPhotos"
+    _draft_to(oa_kb, openid, "photos")
+    photo(oa_kb, openid)
+    photo(oa_kb, openid)
+    assert "照片：2 张" in say(oa_kb, openid, "好了")
+    reply = say(oa_kb, openid, "修改照片")
+    assert "2 张" in reply and "重新发送" in reply, reply
+    photo(oa_kb, openid)
+    assert "照片：1 张" in say(oa_kb, openid, "好了")
