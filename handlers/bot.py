@@ -196,9 +196,10 @@ def install_defaults(router: Router, *, middleware: bool = True) -> Router:
 
     @router.msg_type("voice")
     def on_voice(ctx: Context) -> Reply | str | None:
-        # With speech recognition switched on, WeChat sends the transcript: treat it as text.
+        # With speech recognition switched on, WeChat sends the transcript: treat it as text, commands included
+        # (“我的诉求。” spoken went to the knowledge base as a question).
         if ctx.msg.recognition and ctx.msg.recognition.strip():
-            return kb.answer(ctx.msg.recognition.strip(), ctx)
+            return _as_text(router, ctx, ctx.msg.recognition.strip())
         return Text(UNSUPPORTED)
 
     router.msg_type("image", answer=Text(IMAGE_ACK))
@@ -228,6 +229,14 @@ def _as_menu_click(router: Router, ctx: Context, intent: str) -> Reply | None:
                     extra=dict(ctx.extra), _state=ctx.state)
     handler = router.resolve(click)
     return as_reply(handler(click)) if handler is not None else INTENTS[intent](ctx)
+
+
+def _as_text(router: Router, ctx: Context, said: str) -> Reply | None:
+    """A voice transcript meets the rules the same words typed meet."""
+    typed = Context(msg=replace(ctx.msg, msg_type="text", content=said), redis=ctx.redis, settings=ctx.settings,
+                    user_id=ctx.user_id, blocked=ctx.blocked, extra=dict(ctx.extra), _state=ctx.state)
+    handler = router.resolve(typed)
+    return as_reply(handler(typed)) if handler is not None else kb.answer(said, ctx)
 
 
 def app_reply(text: str, *, user_id: int | None, pending_choices: bool) -> tuple[str, str] | None:
