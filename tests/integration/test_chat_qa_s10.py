@@ -141,3 +141,18 @@ def test_spoken_commands_do_what_typed_ones_do(oa_kb):  # noqa: F811
     assert "请简单描述" in _voice(oa_kb, openid, "我要反映。")
     assert "企业名称" in _voice(oa_kb, openid, "我们楼里的电梯坏了三天了没人修。")
     assert "一窗通" in _voice(oa_kb, "oSpokenQuestion", "开办企业需要哪些材料？")  # questions still answered
+
+
+def test_a_building_is_found_however_its_spaces_and_dots_are_typed(oa_kb, make_building):  # noqa: F811
+    """The registered “上生·新所” and “新华路 669 号园区” were not found when written as people (and speech
+    recognition) write them, “上生新所”, “新华路669号园区”: the appeal went in without its building."""
+    make_building(name="上生·新所")
+    make_building(name="新华路 669 号园区")
+    for i, (text, building) in enumerate((("上海某某科技有限公司，上生新所", "上生·新所"),
+                                          ("上海某某科技有限公司 新华路669号园区", "新华路 669 号园区"))):
+        openid = f"oBuildingSpelling{i}"
+        _draft_to(oa_kb, openid, "place")
+        say(oa_kb, openid, text)
+        say(oa_kb, openid, "张三 13800138000")
+        summary = say(oa_kb, openid, "跳过")
+        assert f"企业：上海某某科技有限公司\n楼宇：{building}\n" in summary, summary

@@ -165,6 +165,12 @@ def supplement_problem(text: str) -> str | None:
     return NO_SUPPLEMENT_WORDS if sum(ch.isalnum() for ch in text) < 2 else None
 
 
+# Spaces and dots in a building's name are written (and transcribed) as people please: “上生·新所” is “上生新所”,
+# “新华路 669 号园区” is “新华路669号园区” (not found, the appeal went in without its building).
+_SEPARATOR = r"[\s·•・．.\-－—]"
+_LOOSE = re.compile(_SEPARATOR + "+")
+
+
 def match_place(session, text: str) -> dict:
     """Find a known building (and an enterprise by exact name) in free text like '某某公司，新华大厦'."""
     from sqlalchemy import select
@@ -173,13 +179,15 @@ def match_place(session, text: str) -> dict:
 
     text = text.strip()
     out: dict = {"enterprise_name": text[:200]}
-    best = None
+    best, best_key = None, ""
+    loose = _LOOSE.sub("", text)
     for b in session.scalars(select(Building)):
-        if b.name and b.name in text and (best is None or len(b.name) > len(best.name)):
-            best = b
+        key = _LOOSE.sub("", b.name or "")
+        if key and key in loose and len(key) > len(best_key):
+            best, best_key = b, key
     if best is not None:
         out["building_id"], out["building_name"] = best.id, best.name
-        rest = text.replace(best.name, " ")
+        rest = re.sub(f"{_SEPARATOR}*".join(map(re.escape, best_key)), " ", text, count=1)
         name = re.split(r"[，,、/\s]+", rest.strip())
         out["enterprise_name"] = " ".join(n for n in name if n)[:200] or text[:200]
     enterprise = session.scalar(select(Enterprise).where(Enterprise.name == out["enterprise_name"]))
