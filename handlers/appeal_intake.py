@@ -83,6 +83,7 @@ PHOTO_KEPT = "照片收到了（共 {n} 张），会和诉求一起提交。\n"
 PHOTO_FULL_NOW = "照片已经有 9 张了，不能再加。\n"
 CANCELLED = "已取消，您填写的内容没有保存。需要时回复“我要反映”重新开始。"
 PENDING = "您有一条未填完的诉求（进行到第 {n}/5 步）。回复“继续”接着填，回复“重新开始”从头填写，回复“取消”放弃。"
+ANOTHER_PROBLEM = "您说的新问题还没有登记（一次登记一条，这条提交后再回复“我要反映”登记它）。\n"
 PAUSED = "\n\n您还有一条未填完的诉求（第 {n}/5 步），已为您保留：回复“继续”接着填，回复“取消”放弃。"
 NOT_HEARD = "没有听清，请用文字回复。"
 # Also the answer to a “继续” / “确认” from someone who never started an intake (after a long knowledge-base
@@ -349,6 +350,9 @@ def step(ctx: Context) -> Reply:
     if t in RESTART_WORDS:
         ctx.state.clear()
         return _new_draft(ctx)
+    if d["step"] != "describe" and _START_WITH_TEXT.match(to_simplified(ctx.text)):
+        # “我要反映：另外…” told a second problem: it got “没有认出手机号”, or became the enterprise's name
+        return Text(ANOTHER_PROBLEM + PENDING.format(n=STEPS.index(d["step"]) + 1))
     if t in START_WORDS or start_phrase(t) or _small_talk(t):
         # “你好” after a talk with a person (人工 leaves the draft in place) is no enterprise name or problem.
         return Text(PENDING.format(n=STEPS.index(d["step"]) + 1))

@@ -156,3 +156,15 @@ def test_a_building_is_found_however_its_spaces_and_dots_are_typed(oa_kb, make_b
         say(oa_kb, openid, "张三 13800138000")
         summary = say(oa_kb, openid, "跳过")
         assert f"企业：上海某某科技有限公司\n楼宇：{building}\n" in summary, summary
+
+
+def test_a_second_problem_told_during_a_draft_is_not_a_step_answer(oa_kb):  # noqa: F811
+    """At the contact step the user told another problem, “我要反映：另外楼道灯也不亮”: the bot answered “没有认出手机号”
+    (or, at the place step, took it as the enterprise's name). It now says a draft is open and the new problem
+    was not recorded, as a bare 我要反映 during a draft does."""
+    for step, asked in (("contact", "联系人"), ("place", "企业名称")):
+        openid = f"oSecondProblem{step}"
+        _draft_to(oa_kb, openid, step)
+        reply = say(oa_kb, openid, "我要反映：另外楼道灯也不亮")
+        assert "未填完的诉求" in reply and "没有登记" in reply and "手机号" not in reply, reply
+        assert asked in say(oa_kb, openid, "继续")
