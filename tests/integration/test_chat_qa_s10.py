@@ -168,3 +168,14 @@ def test_a_second_problem_told_during_a_draft_is_not_a_step_answer(oa_kb):  # no
         reply = say(oa_kb, openid, "我要反映：另外楼道灯也不亮")
         assert "未填完的诉求" in reply and "没有登记" in reply and "手机号" not in reply, reply
         assert asked in say(oa_kb, openid, "继续")
+
+
+def test_asking_for_a_person_in_the_app_chat_points_to_the_contact_button(client):
+    """In the mini-program's chat “转人工客服” / “我要找真人” (words the knowledge base hears as a hand-over) answered
+    “好的，正在为您转接人工客服，请稍候…”: the app cannot hand over by itself, nothing was coming, and the user waited.
+    Every hand-over there now says what “人工” says: tap 联系客服."""
+    from handlers.bot import HUMAN_APP
+
+    for text in ("转人工客服", "人工", "我要找真人"):
+        body = client.post("/api/v1/chat", json={"text": text}).get_json()
+        assert body["decision"] == "handoff" and body["reply"] == HUMAN_APP, (text, body)

@@ -73,7 +73,7 @@ def search():
      "decision：answer / suggest / fallback / smalltalk / handoff / guide（指向小程序页面）", body=CHAT_FIELDS,
      auth="none", tags=["知识库"], responses={200: "{reply, decision, suggestions, turn_id}"})
 def chat():
-    from handlers.bot import MENU_REPLY, app_reply
+    from handlers.bot import HUMAN_APP, MENU_REPLY, app_reply
 
     data = parse(CHAT_FIELDS)
     user_id = optional_user_id()
@@ -92,6 +92,8 @@ def chat():
     result, turn_id = respond(get_runtime(), state.db, state.redis, data["text"], channel="api", user_id=user_id,
                               who=who, fixed=fixed)
     body = result.to_dict()
+    if result.handoff:  # the knowledge base's “正在为您转接…”: the app cannot hand over, its 联系客服 button does
+        body["reply"] = HUMAN_APP
     body["turn_id"] = turn_id
     return jsonify(body)
 
