@@ -117,6 +117,7 @@ _EDIT_WORDS = {"问题": "describe", "描述": "describe", "问题描述": "desc
                "企业和楼宇": "place", "联系人": "contact", "姓名": "contact", "电话": "contact", "手机": "contact",
                "手机号": "contact", "号码": "contact", "联系方式": "contact", "联系人和电话": "contact",
                "照片": "photos", "图片": "photos"}
+_BUILDING_WORD = re.compile(r"(?:大厦|大楼|广场|中心|园区?|[楼座号弄]|新所|坊|汇|港|公寓)$")
 BUILDING_WITH_NAME = "不在已登记的楼宇中，已随企业名称记录，工作人员会核实"
 SUMMARY = "请核对您的诉求：\n问题：{content}\n企业：{enterprise}\n楼宇：{building}\n联系人：{name} {phone}\n照片：{photos} 张\n"
 
@@ -245,7 +246,7 @@ def _summary(d: dict[str, Any]) -> str:
         content = content[:SUMMARY_CONTENT_CHARS] + CONTENT_CUT.format(n=len(content))
     enterprise = d.get("enterprise_name") or ""
     building = d.get("building_name") or ""
-    if not building and len(re.split(r"[，,、/\s]+", enterprise.strip())) > 1:
+    if not building and any(_BUILDING_WORD.search(part) for part in re.split(r"[，,、/\s]+", enterprise.strip())[1:]):
         building = BUILDING_WITH_NAME  # “某某公司，新华大厦” with a building not on file: it said 未填写
     return SUMMARY.format(content=content, enterprise=enterprise or "（未填写）",
                           building=building or "（未填写）", name=d.get("contact_name", ""),

@@ -106,6 +106,12 @@ def test_a_building_not_on_file_is_not_shown_as_missing(oa_kb):  # noqa: F811
     openid = "oNoBuilding"  # only the enterprise given: nothing was written for the building
     _draft_to(oa_kb, openid, "photos")
     assert "楼宇：（未填写）" in say(oa_kb, openid, "跳过")
+    for i, name in enumerate(("Shanghai Bright Consulting Co Ltd", "不是这家，是上海另一家公司")):
+        openid = f"oNoBuildingSpaces{i}"  # spaces or a comma, but no building in it
+        _draft_to(oa_kb, openid, "place")
+        say(oa_kb, openid, name)
+        say(oa_kb, openid, "张三 13800138000")
+        assert "楼宇：（未填写）" in say(oa_kb, openid, "跳过"), name
 
 
 def test_changing_the_photos_says_the_old_ones_were_dropped(oa_kb):  # noqa: F811
