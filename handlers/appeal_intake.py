@@ -439,6 +439,8 @@ def _place(ctx: Context, d: dict[str, Any]) -> Reply:
                 d[key] = known[key]
     elif _yes(t):  # no enterprise on file to say yes to: “是” / “好的” became the enterprise's name
         return Text(NO_PLACE_YES + PROMPTS["place"])
+    elif known.get("enterprise_name") and _NO_RE.fullmatch(word(t)):  # “不是” to the enterprise on file: became its name
+        return Text(PROMPTS["place"])
     elif sum(ch.isalnum() for ch in without_faces(t)) < 2:  # “😀”, “[微笑]”: no name for staff to go on
         return Text(PLACE_NO_WORDS + _prompt(d, "place"))
     elif _QUESTION.search(t) and not _ORGANISATION.search(t):
@@ -477,6 +479,7 @@ def _question_in_draft(ctx: Context, d: dict[str, Any], text: str) -> Reply:
 _YES_RE = re.compile(r"(?:是的?|对的?|没错|确认|确定|正确|好的?|可以|嗯+|没问题|ok|yes)+", re.IGNORECASE)
 
 
+_NO_RE = re.compile(r"(?:不是|不对|不|否|错了)(?:的|啦|了)?(?:这家|这个|这家公司|这个企业)?")
 _KNOWN_PHONE_YES = re.compile(r"(?:^|[\s,，、:：])(?:是的?|对的?|用这个(?:号码?)?)[。.！!]?$")
 
 

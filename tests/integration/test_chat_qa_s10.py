@@ -185,3 +185,21 @@ def test_asking_for_a_person_in_the_app_chat_points_to_the_contact_button(client
     for text in ("转人工客服", "人工", "我要找真人"):
         body = client.post("/api/v1/chat", json={"text": text}).get_json()
         assert body["decision"] == "handoff" and body["reply"] == HUMAN_APP, (text, body)
+
+
+def test_no_to_the_enterprise_on_file_asks_for_the_right_one(oa_kb, make_user, make_building, make_enterprise):  # noqa: F811
+    """“诉求将登记在“上海测试科技有限公司”名下。回复“是”确认，或直接输入企业名称…”: the user answered “不是” (or “不对”,
+    “不是这家”), which was taken as the enterprise's name, and the appeal went in under the enterprise “不是”. A no
+    now asks for the name; the known enterprise is not used either."""
+    building = make_building(name="新华大厦")
+    enterprise = make_enterprise(name="上海测试科技有限公司", building_id=building.id)
+    for i, no in enumerate(("不是", "不对。", "不是这家")):
+        openid = f"oSaysNo{i}"
+        make_user(oa_openid=openid, enterprise_id=enterprise.id, binding_state="verified")
+        say(oa_kb, openid, "我要反映")
+        assert "上海测试科技有限公司" in say(oa_kb, openid, "楼道里的灯坏了两个星期了，晚上很黑")
+        reply = say(oa_kb, openid, no)
+        assert "企业名称" in reply and "联系人" not in reply, (no, reply)
+        assert "联系人" in say(oa_kb, openid, "上海另一家科技有限公司")
+        say(oa_kb, openid, "张三 13800138000")
+        assert "企业：上海另一家科技有限公司\n" in say(oa_kb, openid, "跳过")
