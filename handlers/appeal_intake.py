@@ -160,21 +160,24 @@ def _menu_words(text: str) -> bool:
 
 
 def menu_message(ctx: Context) -> bool:
-    """The menu: a button other than 我要反映 / 人工, or “菜单”."""
+    """The menu: a button other than 我要反映 / 人工, “菜单”, or the welcome that shows it (a scan, a follow)."""
     msg = ctx.msg
     if msg.is_event:
-        return msg.event == "click" and msg.event_key not in ("MENU_APPEAL", "MENU_HUMAN")
+        return (msg.event == "click" and msg.event_key not in ("MENU_APPEAL", "MENU_HUMAN")) or \
+            msg.event in ("scan", "subscribe")
     return msg.msg_type == "text" and _menu_words(ctx.text)
 
 
 def menu_answer(ctx: Context) -> str:
     """What the menu button (or “菜单”) answers by itself."""
     from . import kb
-    from .bot import INTENTS, MENU, MENU_REPLY, MENU_TEXT
+    from .bot import INTENTS, MENU, MENU_REPLY, MENU_TEXT, WELCOME, WELCOME_BACK
 
     kb.forget_choices(ctx)
     if not ctx.msg.is_event:
         return MENU_REPLY
+    if ctx.msg.event in ("scan", "subscribe"):
+        return WELCOME if ctx.msg.event == "subscribe" else WELCOME_BACK
     entry = MENU.get(ctx.msg.event_key or "")
     return INTENTS[entry[0]](ctx).text if entry is not None else MENU_TEXT
 

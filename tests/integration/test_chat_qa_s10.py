@@ -203,3 +203,16 @@ def test_no_to_the_enterprise_on_file_asks_for_the_right_one(oa_kb, make_user, m
         assert "联系人" in say(oa_kb, openid, "上海另一家科技有限公司")
         say(oa_kb, openid, "张三 13800138000")
         assert "企业：上海另一家科技有限公司\n" in say(oa_kb, openid, "跳过")
+
+
+def test_scanning_or_following_again_during_a_draft_keeps_it_aside(oa_kb):  # noqa: F811
+    """A user filling in a draft scans the centre's code at a building (or follows again): the welcome with its
+    numbered menu came back, not a word of the draft, and the “3” that answered the menu (白领活动) was taken as the
+    draft's contact (“没有认出手机号”). Like the menu, these now keep the draft aside and say so."""
+    for event, key in (("SCAN", "qrscene_building"), ("subscribe", None)):
+        openid = f"oScanInDraft{event}"
+        _draft_to(oa_kb, openid, "contact")
+        shown = say(oa_kb, openid, event=event, event_key=key)
+        assert "回复数字即可" in shown and "已为您保留" in shown, shown
+        assert "白领活动" in say(oa_kb, openid, "3")
+        assert "联系人" in say(oa_kb, openid, "继续")
