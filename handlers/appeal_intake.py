@@ -347,7 +347,8 @@ def step(ctx: Context) -> Reply:
         return Text(_prompt(d, d["step"]))
     if d["step"] == "confirm" and (t == "修改" or _EDIT_RE.match(t) or (d.get("editing") and t in EDIT_FIELDS)):
         return _edit(ctx, d, t)
-    if t == "修改" and d["step"] != "describe":  # it dropped what was filled in, without a word
+    # it dropped what was filled in, without a word; “改电话” became the enterprise's name
+    if (t == "修改" or _EDIT_RE.match(t)) and d["step"] != "describe":
         if d.pop("paused", None):  # put aside by the menu: back in the draft, as with “继续”
             _save(ctx, d)
         return Text(EDIT_LATER + _prompt(d, d["step"]))

@@ -216,3 +216,18 @@ def test_scanning_or_following_again_during_a_draft_keeps_it_aside(oa_kb):  # no
         assert "回复数字即可" in shown and "已为您保留" in shown, shown
         assert "白领活动" in say(oa_kb, openid, "3")
         assert "联系人" in say(oa_kb, openid, "继续")
+
+
+def test_changing_a_field_before_the_summary_is_not_an_answer(oa_kb):  # noqa: F811
+    """“改电话” / “修改企业名称” typed before the summary (the user noticed a mistake at once) was taken as the answer
+    to the step: the enterprise “改电话”, or “没有认出手机号”. It now says, as a bare “修改” does, that everything can
+    be changed at the summary, and the step is asked again."""
+    openid = "oEditEarly"
+    _draft_to(oa_kb, openid, "place")
+    reply = say(oa_kb, openid, "改电话")
+    assert "核对时回复“修改”" in reply and "联系人" not in reply, reply
+    assert "联系人" in say(oa_kb, openid, "上海某某科技有限公司")
+    reply = say(oa_kb, openid, "修改企业名称")
+    assert "核对时回复“修改”" in reply and "没有认出手机号" not in reply, reply
+    say(oa_kb, openid, "张三 13800138000")
+    assert "企业：上海某某科技有限公司\n" in say(oa_kb, openid, "跳过")
