@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 
 from wxapp_backend import create_app
+from wxapp_backend.kv import stop_embedded_redis
 
 PNG = base64.b64encode(b"\x89PNG\r\n\x1a\n" + b"\x00" * 64).decode()
 
@@ -18,6 +19,14 @@ def test_a_photo_stored_by_one_machine_is_served_by_another(app, settings, tmp_p
     common = {"database_url": settings.resolved_database_url, "redis_url": state.redis_url, "uploads_path": shared}
     first = create_app(settings.with_overrides(instance_path=tmp_path / "machine-a", **common))
     second = create_app(settings.with_overrides(instance_path=tmp_path / "machine-b", **common))
+    try:
+        _one_stores_the_other_serves(first, second, shared, tmp_path, make_user, user_token)
+    finally:
+        for name in ("machine-a", "machine-b"):  # whatever a part of the app started there
+            stop_embedded_redis(tmp_path / name)
+
+
+def _one_stores_the_other_serves(first, second, shared, tmp_path, make_user, user_token):
     user = make_user()
     headers = user_token(user)
     resp = first.test_client().post("/api/v1/appeals", headers=headers, json={
