@@ -27,6 +27,7 @@ import os
 import selectors
 import time
 
+from gunicorn import glogging
 from gunicorn.workers.gthread import ThreadWorker
 
 SLOTS = 256  # worker processes one server can have at once (gunicorn's own limit is far above real use)
@@ -166,3 +167,15 @@ class BalancedThreadWorker(ThreadWorker):
             self.poller.pause(listener)
             return
         super().accept(server, listener)
+
+
+class JsonLogger(glogging.Logger):
+    """gunicorn's own log lines as the application's JSON (LOG_JSON); set as `logger_class` in gunicorn.conf.py."""
+
+    def setup(self, cfg) -> None:
+        super().setup(cfg)
+        from .logs import JsonFormatter
+
+        formatter = JsonFormatter()
+        for handler in self.error_log.handlers:
+            handler.setFormatter(formatter)
