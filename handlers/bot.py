@@ -100,28 +100,16 @@ def _when(value) -> str:
 def activity(ctx: Context) -> Reply:
     """白领活动: the next ones still taking registrations, with time, place and seats left; details and the
     registration itself are in the mini-program."""
-    from sqlalchemy import select
-
-    from wxapp_backend.activities.models import Activity, ActivityStatus
-    from wxapp_backend.activities.services import seats_taken
-    from wxapp_backend.db import session_scope, utcnow
+    from wxapp_backend.activities.services import open_for_registration
+    from wxapp_backend.db import session_scope
 
     try:
         with session_scope() as s:
-            now = utcnow()
-            rows = s.scalars(select(Activity).where(
-                Activity.status == ActivityStatus.PUBLISHED.value, Activity.starts_at > now)
-                .order_by(Activity.starts_at, Activity.id).limit(ACTIVITY_LIST_LIMIT * 2)).unique().all()
             lines = []
-            for a in rows:
-                if a.registration_closes_at is not None and a.registration_closes_at <= now:
-                    continue
-                left = a.capacity - seats_taken(s, a.id)
+            for i, (a, left) in enumerate(open_for_registration(s, ACTIVITY_LIST_LIMIT), 1):
                 seats = f"剩 {left} 个名额" if left > 0 else ("已满，可候补" if a.waitlist_enabled else "已满")
                 place = f"，{a.address}" if a.address else ""
-                lines.append(f"{len(lines) + 1}. {a.title}：{_when(a.starts_at)}{place}（{seats}）")
-                if len(lines) >= ACTIVITY_LIST_LIMIT:
-                    break
+                lines.append(f"{i}. {a.title}：{_when(a.starts_at)}{place}（{seats}）")
     except Exception:  # noqa: BLE001 - the lookup is a convenience: point to the mini-program instead
         log.exception("activity lookup failed")
         return Text(ACTIVITY_TEXT)
@@ -133,23 +121,16 @@ def activity(ctx: Context) -> Reply:
 
 def my_registrations(ctx: Context) -> Reply:
     """我的报名: the user's registrations for activities still to come, with their state."""
-    from sqlalchemy import select
-
-    from wxapp_backend.activities.models import STATUS_LABELS, Activity, Registration, RegStatus
-    from wxapp_backend.db import session_scope, utcnow
+    from wxapp_backend.activities.models import STATUS_LABELS
+    from wxapp_backend.activities.services import upcoming_registrations
+    from wxapp_backend.db import session_scope
 
     if ctx.user_id is None:
         return Text("您目前没有报名的活动。" + ACTIVITY_TEXT)
-    active = (RegStatus.CONFIRMED.value, RegStatus.PENDING_APPROVAL.value, RegStatus.WAITLISTED.value,
-              RegStatus.ATTENDED.value)
     with session_scope() as s:
-        rows = s.execute(select(Activity.title, Activity.starts_at, Registration.status)
-                         .join(Activity, Activity.id == Registration.activity_id)
-                         .where(Registration.user_id == ctx.user_id, Registration.status.in_(active),
-                                Activity.ends_at > utcnow())
-                         .order_by(Activity.starts_at).limit(ACTIVITY_LIST_LIMIT)).all()
         lines = [f"{i}. {title}：{_when(starts)}（{STATUS_LABELS.get(status, status)}）"
-                 for i, (title, starts, status) in enumerate(rows, 1)]
+                 for i, (title, starts, status) in enumerate(upcoming_registrations(s, ctx.user_id,
+                                                                                    ACTIVITY_LIST_LIMIT), 1)]
     if not lines:
         return Text("您目前没有报名的活动。回复“活动”看看近期有哪些可以报名。")
     return Text("您报名的活动：\n" + "\n".join(lines) + "\n\n取消报名、出示签到码请到小程序“我的报名”。")

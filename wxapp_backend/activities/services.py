@@ -18,7 +18,7 @@ from datetime import date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import func, select, tuple_, update
+from sqlalchemy import func, or_, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -873,3 +873,26 @@ def mark_user_no_shows(session: Session, user_ids: list[int]) -> None:
     if user_ids:
         for uid in user_ids:
             session.execute(update(User).where(User.id == uid).values(no_show_count=User.no_show_count + 1))
+
+
+def open_for_registration(session: Session, limit: int = 5) -> list[tuple[Activity, int]]:
+    """The next published activities still taking registrations, soonest first, with their seats left (the chat's
+    “活动”)."""
+    now = utcnow()
+    rows = session.scalars(select(Activity).where(
+        Activity.status == ActivityStatus.PUBLISHED.value, Activity.starts_at > now,
+        or_(Activity.registration_closes_at.is_(None), Activity.registration_closes_at > now))
+        .order_by(Activity.starts_at, Activity.id).limit(limit)).unique().all()
+    return [(a, a.capacity - seats_taken(session, a.id)) for a in rows]
+
+
+def upcoming_registrations(session: Session, user_id: int, limit: int = 5) -> list[tuple[str, datetime, str]]:
+    """(title, start, status) of the user's active registrations for activities not over yet (the chat's “我的报名”)."""
+    active = (RegStatus.CONFIRMED.value, RegStatus.PENDING_APPROVAL.value, RegStatus.WAITLISTED.value,
+              RegStatus.ATTENDED.value)
+    return [tuple(r) for r in session.execute(
+        select(Activity.title, Activity.starts_at, Registration.status)
+        .join(Activity, Activity.id == Registration.activity_id)
+        .where(Registration.user_id == user_id, Registration.status.in_(active), Activity.ends_at > utcnow())
+        .order_by(Activity.starts_at).limit(limit))]
+
