@@ -97,7 +97,7 @@ def _when(value) -> str:
     return f"{local.month}月{local.day}日（周{_WEEKDAYS[local.weekday()]}）{local:%H:%M}"
 
 
-def activity(ctx: Context) -> Reply:
+def activity_text() -> str:
     """白领活动: the next ones still taking registrations, with time, place and seats left; details and the
     registration itself are in the mini-program."""
     from wxapp_backend.activities.services import open_for_registration
@@ -112,28 +112,36 @@ def activity(ctx: Context) -> Reply:
                 lines.append(f"{i}. {a.title}：{_when(a.starts_at)}{place}（{seats}）")
     except Exception:  # noqa: BLE001 - the lookup is a convenience: point to the mini-program instead
         log.exception("activity lookup failed")
-        return Text(ACTIVITY_TEXT)
+        return ACTIVITY_TEXT
     if not lines:
-        return Text(NO_ACTIVITY)
-    return Text("近期可以报名的活动：\n" + "\n".join(lines)
-                + "\n\n详情和报名请到小程序“白领活动”，开始前会提醒您；回复“我的报名”查看您报过的活动。")
+        return NO_ACTIVITY
+    return ("近期可以报名的活动：\n" + "\n".join(lines)
+            + "\n\n详情和报名请到小程序“白领活动”，开始前会提醒您；回复“我的报名”查看您报过的活动。")
+
+
+def activity(ctx: Context) -> Reply:
+    return Text(activity_text())
 
 
 def my_registrations(ctx: Context) -> Reply:
+    return Text(my_registrations_text(ctx.user_id))
+
+
+def my_registrations_text(user_id: int | None) -> str:
     """我的报名: the user's registrations for activities still to come, with their state."""
     from wxapp_backend.activities.models import STATUS_LABELS
     from wxapp_backend.activities.services import upcoming_registrations
     from wxapp_backend.db import session_scope
 
-    if ctx.user_id is None:
-        return Text("您目前没有报名的活动。" + ACTIVITY_TEXT)
+    if user_id is None:
+        return "您目前没有报名的活动。" + ACTIVITY_TEXT
     with session_scope() as s:
         lines = [f"{i}. {title}：{_when(starts)}（{STATUS_LABELS.get(status, status)}）"
-                 for i, (title, starts, status) in enumerate(upcoming_registrations(s, ctx.user_id,
+                 for i, (title, starts, status) in enumerate(upcoming_registrations(s, user_id,
                                                                                     ACTIVITY_LIST_LIMIT), 1)]
     if not lines:
-        return Text("您目前没有报名的活动。回复“活动”看看近期有哪些可以报名。")
-    return Text("您报名的活动：\n" + "\n".join(lines) + "\n\n取消报名、出示签到码请到小程序“我的报名”。")
+        return "您目前没有报名的活动。回复“活动”看看近期有哪些可以报名。"
+    return "您报名的活动：\n" + "\n".join(lines) + "\n\n取消报名、出示签到码请到小程序“我的报名”。"
 
 
 def kb_prompt(ctx: Context) -> Reply:
@@ -301,7 +309,9 @@ def app_reply(text: str, *, user_id: int | None, pending_choices: bool) -> tuple
         return None
     for group in ("human", "appeal", "activity"):
         if t in _FOLDED[group]:
-            return _APP_INTENTS[group]
+            return _app_intent(group)
+    if t in _FOLDED["my_registrations"]:
+        return my_registrations_text(user_id), "guide"
     if t in _status_words():
         if user_id is None:
             return STATUS_LOGIN, "guide"
@@ -312,7 +322,7 @@ def app_reply(text: str, *, user_id: int | None, pending_choices: bool) -> tuple
     if followup is not None:
         return followup, "guide"
     if t in DIGITS and not pending_choices:  # "回复数字即可查看答案" wins over the menu digits
-        return _APP_INTENTS[DIGITS[t]]
+        return _app_intent(DIGITS[t])
     for group in ("menu", "greeting", "thanks", "bye"):
         if t in _FOLDED[group]:
             return _APP_FIXED[group], "smalltalk"
@@ -343,8 +353,12 @@ def _app_followup(text: str, user_id: int | None) -> str | None:
     return (SUPPLEMENT_APP_NOT_SENT if told else "") + status_text(user_id, chat=False)
 
 
-_APP_INTENTS = {"kb": (KB_PROMPT, "smalltalk"), "appeal": (APPEAL_APP, "guide"), "activity": (ACTIVITY_TEXT, "guide"),
-                "human": (HUMAN_APP, "handoff")}
+_APP_INTENTS = {"kb": (KB_PROMPT, "smalltalk"), "appeal": (APPEAL_APP, "guide"), "human": (HUMAN_APP, "handoff")}
+
+
+def _app_intent(group: str) -> tuple[str, str]:
+    """The in-app chat's answer to a menu intent; activities are looked up as in the WeChat chat."""
+    return (activity_text(), "guide") if group == "activity" else _APP_INTENTS[group]
 _APP_FIXED = {"menu": MENU_REPLY, "greeting": GREETING, "thanks": THANKS, "bye": BYE}
 
 
@@ -354,7 +368,7 @@ def _fold(words) -> frozenset[str]:
 
 _FOLDED = {"human": _fold(HUMAN_WORDS), "appeal": _fold(APPEAL_WORDS), "activity": _fold(ACTIVITY_WORDS),
            "menu": _fold(MENU_WORDS), "greeting": _fold(GREETINGS), "thanks": _fold(THANKS_WORDS),
-           "bye": _fold(BYE_WORDS)}
+           "bye": _fold(BYE_WORDS), "my_registrations": _fold(MY_REGISTRATION_WORDS)}
 
 
 @functools.cache

@@ -87,12 +87,12 @@ def test_emoji_only_is_not_an_unanswered_question(oa_kb, db, text):
 
 def test_app_chat_menu_after_choices_makes_digits_mean_the_menu_again(oa_kb, client):
     """The same in POST /api/v1/chat: after “菜单”, 3 is the menu's 白领活动, not the third earlier choice."""
-    from handlers.bot import ACTIVITY_TEXT
+    from handlers.bot import NO_ACTIVITY
 
     ask = lambda text: client.post("/api/v1/chat", json={"text": text}).get_json()  # noqa: E731
     assert ask("人才")["decision"] == "suggest"  # three choices pending
     assert ask("菜单")["reply"] == MENU_REPLY
-    assert ask("3")["reply"] == ACTIVITY_TEXT
+    assert ask("3")["reply"] == NO_ACTIVITY  # the activity lookup (none published here)
 
 
 def test_the_fallback_reply_does_not_number_what_a_digit_would_not_do():

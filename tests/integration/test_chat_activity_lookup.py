@@ -36,7 +36,7 @@ def test_no_activity_says_so(app, standin):
     assert "暂时没有" in reply
 
 
-def test_my_registrations_in_the_chat(app, standin, make_activity, db):
+def test_my_registrations_in_the_chat(app, client, standin, make_activity, db, user_token):
     from sqlalchemy import select
 
     from wxapp_backend.auth.models import User
@@ -48,4 +48,8 @@ def test_my_registrations_in_the_chat(app, standin, make_activity, db):
         activity_services.register(s, activity_id=a.id, user_id=user_id)
     reply = "\n".join(_say(app, standin, "o-activity-3", "我的报名"))
     assert "健康讲座" in reply and "报名成功" in reply
+    # The mini-program's own chat says the same.
+    user = db.get(User, user_id)
+    app_reply = client.post("/api/v1/chat", json={"text": "我的报名"}, headers=user_token(user)).get_json()["reply"]
+    assert "健康讲座" in app_reply and "报名成功" in app_reply
     assert "没有报名" in "\n".join(_say(app, standin, "o-activity-4", "我的报名"))
