@@ -1153,17 +1153,19 @@ class Page:
 def escalation_pending():
     """办不成事 the window still owes an answer: escalated, and the appeal still open or its escalation task not
     done (an enterprise may report 办不成事 on a resolved appeal, which then closes when its rating window ends)."""
-    open_task = exists().where(AppealTask.appeal_id == Appeal.id, AppealTask.kind == TaskKind.ESCALATION,
-                               AppealTask.status == "open")
-    return and_(Appeal.escalated.is_(True), or_(Appeal.status.in_([s.value for s in OPEN]), open_task))
+    return and_(Appeal.escalated.is_(True), or_(Appeal.status.in_([s.value for s in OPEN]), _escalation_task_open()))
 
 
 def escalation_overdue(now: datetime):
     """办不成事 whose 3 working days have passed with the window's task still open."""
-    open_task = exists().where(AppealTask.appeal_id == Appeal.id, AppealTask.kind == TaskKind.ESCALATION,
-                               AppealTask.status == "open")
-    return and_(Appeal.escalated.is_(True), open_task, Appeal.escalation_due_at.is_not(None),
+    return and_(Appeal.escalated.is_(True), _escalation_task_open(), Appeal.escalation_due_at.is_not(None),
                 Appeal.escalation_due_at <= now)
+
+
+def _escalation_task_open():
+    """The appeal's 办不成事 task is not done yet."""
+    return exists().where(AppealTask.appeal_id == Appeal.id, AppealTask.kind == TaskKind.ESCALATION,
+                          AppealTask.status == "open")
 
 
 def list_for_staff(session: Session, actor: Actor, *, status: str | None = None, category: str | None = None,
