@@ -116,7 +116,7 @@ def test_greeting_and_handoff(client, kb, db):
 def test_feedback_counts_in_rates(client, kb, db):
     body = chat(client, "外籍人才工作许可怎么办")
     resp = client.post("/api/v1/kb/feedback", json={"entry_id": body["entry_id"], "useful": True,
-                                                    "turn_id": body["turn_id"]})
+                                                    "turn_id": body["turn_id"], "vote_token": body["vote_token"]})
     assert resp.status_code == 200
     from wxapp_backend.knowledge_store.services import answer_rates
 
@@ -224,7 +224,8 @@ def test_the_app_chat_points_to_the_apps_pages_for_appeals(client, kb, make_user
     from wxapp_backend.appeals.services import Intake, submit_appeal
 
     assert chat(client, "我要反映") == {"reply": APPEAL_APP, "decision": "guide", "entry_id": None,
-                                        "suggestions": [], "handoff": False, "turn_id": None}
+                                        "suggestions": [], "handoff": False, "turn_id": None,
+                                        "vote_token": None}
     assert chat(client, "2")["reply"] == APPEAL_APP  # the menu's digit, with no choices pending
     assert chat(client, "我的诉求")["reply"] == STATUS_LOGIN  # not logged in: nobody's appeals
     user, other = make_user(), make_user()

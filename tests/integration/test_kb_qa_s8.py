@@ -90,16 +90,19 @@ def test_feedback_on_a_turn_counts_only_for_the_entry_that_turn_answered(client,
     assert answered["decision"] == "answer"
     other = db.query(KBEntry).filter(KBEntry.id != answered["entry_id"]).first().id
     wrong = client.post("/api/v1/kb/feedback", json={"entry_id": other, "useful": True,
-                                                     "turn_id": answered["turn_id"]})
+                                                     "turn_id": answered["turn_id"],
+                                                     "vote_token": answered["vote_token"]})
     assert wrong.status_code == 422 and "entry_id" in wrong.get_json()["fields"], wrong.get_json()
     unanswered = _chat(client, "明天股票会涨吗")
     assert unanswered["decision"] == "fallback"
     stuffed = client.post("/api/v1/kb/feedback", json={"entry_id": answered["entry_id"], "useful": True,
-                                                       "turn_id": unanswered["turn_id"]})
+                                                       "turn_id": unanswered["turn_id"],
+                                                       "vote_token": unanswered["vote_token"]})
     assert stuffed.status_code == 422, stuffed.get_json()
     assert db.query(AnswerFeedback).count() == 0
     right = client.post("/api/v1/kb/feedback", json={"entry_id": answered["entry_id"], "useful": False,
-                                                     "turn_id": answered["turn_id"]})
+                                                     "turn_id": answered["turn_id"],
+                                                     "vote_token": answered["vote_token"]})
     assert right.status_code == 200 and db.query(AnswerFeedback).count() == 1
 
 

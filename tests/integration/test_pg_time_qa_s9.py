@@ -354,8 +354,10 @@ def test_two_votes_on_the_same_answer_at_once_are_one_vote(app_ctx, db):
     turn_id = db.scalar(select(ChatTurn.id))
 
     def vote(useful: bool):
+        # An anonymous turn: the vote carries the token its answer was sent with.
         return lambda s: kb_services.record_feedback(s, turn_id=turn_id, entry_id="qa9-entry", user_id=None,
-                                                     useful=useful)
+                                                     useful=useful, secret="qa9-secret",
+                                                     vote_token=kb_services.turn_vote_token("qa9-secret", turn_id))
 
     errors = _second_waits_on_the_first(app_ctx, vote(True), vote(False))
     assert not errors, errors

@@ -14,7 +14,7 @@ from ..http import doc, limit_key, parse, query, throttle
 from ..validation import Field, text_key
 from .bot import forget_choices, respond
 from .chat import bot_decision
-from .services import entry_from_row, get_runtime, record_feedback, today_shanghai
+from .services import entry_from_row, get_runtime, record_feedback, today_shanghai, turn_vote_token
 
 bp = Blueprint("kb_api", __name__, url_prefix="/api/v1")
 
@@ -28,7 +28,9 @@ CHAT_FIELDS = (Field("text", "text", "消息", required=True, max_len=5000),
                      "会话编号应为 8-64 位字母、数字、- 或 _"))
 FEEDBACK_FIELDS = (Field("entry_id", "str", "条目编号", required=True, max_len=128),
                    Field("useful", "bool", "是否有用", required=True),
-                   Field("turn_id", "int", "问答编号", min=1))
+                   Field("turn_id", "int", "问答编号", min=1),
+                   # Sent with an anonymous chat answer: the vote on that turn needs it (ids are sequential).
+                   Field("vote_token", "str", "评价凭证", max_len=64))
 ANON_LIMIT_PER_MIN = 30
 USER_LIMIT_PER_MIN = 30  # chat of a logged-in user (the `chat_limit` knob)
 SEARCH_LIMIT_PER_MIN = 60  # searches per user or client address (`kb_search_limit`)
@@ -71,7 +73,7 @@ def search():
 @doc("和数字店小二对话（与公众号里的机器人同一套说法；诉求登记、评价等在小程序页面中完成）；登录可选，未登录时"
      "可带 session（8-64 位，客户端自取的会话编号）让“您是不是想问”的选项只对本会话有效。"
      "decision：answer / suggest / fallback / smalltalk / handoff / guide（指向小程序页面）", body=CHAT_FIELDS,
-     auth="none", tags=["知识库"], responses={200: "{reply, decision, suggestions, turn_id}"})
+     auth="none", tags=["知识库"], responses={200: "{reply, decision, suggestions, turn_id, vote_token}"})
 def chat():
     from handlers.bot import HUMAN_APP, MENU_REPLY, app_reply
 
@@ -95,6 +97,9 @@ def chat():
     if result.handoff:  # the knowledge base's “正在为您转接…”: the app cannot hand over, its 联系客服 button does
         body["reply"] = HUMAN_APP
     body["turn_id"] = turn_id
+    # Only who got an anonymous answer may vote on it; a logged-in user's turn takes that user's vote.
+    body["vote_token"] = (turn_vote_token(state.settings.secret_key, turn_id)
+                          if turn_id is not None and user_id is None else None)
     return jsonify(body)
 
 
@@ -120,14 +125,16 @@ def entry_detail(entry_id: str):
 
 
 @bp.post("/kb/feedback")
-@doc("对一条回答点“有用/没用”", body=FEEDBACK_FIELDS, auth="none", tags=["知识库"])
+@doc("对一条回答点“有用/没用”：对话中的回答带 turn_id（未登录时还要带回答里的 vote_token），"
+     "不带 turn_id 的评价需要登录", body=FEEDBACK_FIELDS, auth="none", tags=["知识库"])
 def feedback():
     data = parse(FEEDBACK_FIELDS)
     user_id = optional_user_id()
     throttle("kb_feedback", _caller(), FEEDBACK_LIMIT_PER_MIN, 60, "评价太频繁了，请稍等一分钟再试。")
     with session_scope() as s:
         fb = record_feedback(s, turn_id=data["turn_id"], entry_id=data["entry_id"], user_id=user_id,
-                             useful=data["useful"])
+                             useful=data["useful"], secret=current_app.extensions["wxapp"].settings.secret_key,
+                             vote_token=data.get("vote_token"))
         return jsonify({"id": fb.id, "useful": fb.useful})
 
 

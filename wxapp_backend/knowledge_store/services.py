@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import base64
 import dataclasses
+import hashlib
+import hmac
 import logging
 import re
 import secrets
@@ -23,7 +26,7 @@ from knowledge.search import KnowledgeBase
 
 from ..audit import Actor, audit
 from ..db import Database, utcnow
-from ..errors import Conflict, NotFound, ValidationError
+from ..errors import Conflict, NotFound, Unauthorized, ValidationError
 from .models import AnswerFeedback, ChatTurn, KBEntry, UnansweredQuestion
 
 log = logging.getLogger(__name__)
@@ -299,13 +302,33 @@ def resolve_unanswered(session: Session, actor: Actor, unanswered_id: int, entry
     return row
 
 
+def turn_vote_token(secret: str, turn_id: int) -> str:
+    """The token an anonymous chat answer is sent with: only who got the answer can vote on it (turn ids are
+    sequential, so the id alone proves nothing)."""
+    digest = hmac.new(secret.encode(), f"kb-vote|{turn_id}".encode(), hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(digest[:18]).decode()
+
+
+def _holds_turn(turn: ChatTurn, user_id: int | None, secret: str, vote_token: str | None) -> bool:
+    if turn.user_id is not None:  # a logged-in user's turn: that user's vote alone
+        return turn.user_id == user_id
+    # As bytes: compare_digest refuses a str with non-ASCII characters, and the token is the caller's text.
+    return bool(vote_token) and bool(secret) and hmac.compare_digest(
+        vote_token.encode("utf-8"), turn_vote_token(secret, turn.id).encode("utf-8"))
+
+
 def record_feedback(session: Session, *, turn_id: int | None, entry_id: str, user_id: int | None,
-                    useful: bool) -> AnswerFeedback:
+                    useful: bool, secret: str = "", vote_token: str | None = None) -> AnswerFeedback:
+    """A 有用/没用 vote: on a chat turn by whoever got its answer (the user, or the holder of its vote token), or
+    without a turn by a logged-in user, once per entry."""
     if session.get(KBEntry, entry_id) is None:
         raise NotFound("没有找到这个知识条目。")
+    if turn_id is None and user_id is None:
+        # Anonymous votes without a turn could not be told apart: each one counted, as often as a script liked.
+        raise Unauthorized("登录后才能评价这条内容；对话中的回答可以直接评价。", code="login_required")
     if turn_id is not None:
         turn = session.get(ChatTurn, turn_id)
-        if turn is None or (turn.user_id is not None and turn.user_id != user_id):
+        if turn is None or not _holds_turn(turn, user_id, secret, vote_token):
             raise NotFound("没有找到这次问答。")
         # A vote on a turn is about what that turn gave: its answer, or one of its suggestions.
         if turn.decision not in ("answer", "suggest") or turn.entry_id not in (None, entry_id):
