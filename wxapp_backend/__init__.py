@@ -240,6 +240,8 @@ def metrics():
     from .metrics import LiveCollector, render
 
     state: AppState = current_app.extensions["wxapp"]
+    if state.settings.metrics_token:
+        _require_metrics_token(state.settings.metrics_token)
 
     def check_db() -> None:
         with state.db.engine.connect() as conn:
@@ -247,3 +249,16 @@ def metrics():
 
     body, ctype = render(LiveCollector(check_db, state.redis, state.queue))
     return Response(body, content_type=ctype)
+
+
+def _require_metrics_token(expected: str) -> None:
+    """METRICS_TOKEN is set: only a scraper that sends it sees the metrics (compared in constant time)."""
+    import hmac
+
+    from .errors import Unauthorized
+
+    scheme, _, sent = request.headers.get("Authorization", "").partition(" ")
+    # As bytes: compare_digest refuses a str with non-ASCII characters, and the header is the caller's text.
+    if scheme.lower() != "bearer" or not hmac.compare_digest(sent.strip().encode("utf-8"), expected.encode("utf-8")):
+        raise Unauthorized("访问监控指标需要令牌：请在请求头中带上 Authorization: Bearer <METRICS_TOKEN>。",
+                           code="unauthorized", headers={"WWW-Authenticate": 'Bearer realm="metrics"'})

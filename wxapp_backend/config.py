@@ -61,7 +61,7 @@ def _float(env: Mapping[str, str], name: str, default: float, *, positive: bool 
 
 # Names whose values must never reach a log line.
 SECRET_FIELDS = ("secret_key", "wechat_secret", "wechat_aes_key", "wechat_aes_key_previous", "wxa_secret",
-                 "wxa_aes_key", "wxa_aes_key_previous", "wechat_token", "wxa_token")
+                 "wxa_aes_key", "wxa_aes_key_previous", "wechat_token", "wxa_token", "metrics_token")
 
 
 @dataclass(frozen=True)
@@ -107,6 +107,9 @@ class Settings:
     cookie_secure: bool = False
     log_level: str = "INFO"
     log_json: bool = True
+    # METRICS_TOKEN: when set, GET /metrics answers only `Authorization: Bearer <token>` (401 otherwise); unset, it
+    # stays open as the contract has it (then keep it off the internet at the reverse proxy). A secret: never logged.
+    metrics_token: str = ""
     # Reverse proxies whose X-Forwarded-For is believed (comma list, "*" for any), as gunicorn's setting.
     forwarded_allow_ips: str = "127.0.0.1,::1"
     # Jobs
@@ -203,6 +206,7 @@ class Settings:
             log_json=_bool(env, "LOG_JSON", default=True),
             notify_templates_path=env.get("NOTIFY_TEMPLATES", "").strip(),
             forwarded_allow_ips=_proxies(env),
+            metrics_token=(env.get("METRICS_TOKEN") or "").strip(),
             extra=_tuning(env),
         )
         return settings

@@ -69,3 +69,57 @@ def test_an_anonymous_vote_needs_a_turn(client, kb, db):
     assert resp.status_code == 401, resp.get_json()
     assert "登录" in resp.get_json()["message"]
     assert db.query(AnswerFeedback).count() == 0
+
+
+# --- 2. /metrics can be closed with METRICS_TOKEN -----------------------------------------------------------
+
+_metrics_apps: dict = {}
+
+
+def _metrics_app(settings, token: str):
+    from wxapp_backend import create_app
+
+    if token not in _metrics_apps:
+        _metrics_apps[token] = create_app(settings.with_overrides(metrics_token=token))
+    return _metrics_apps[token]
+
+
+def test_metrics_token_is_read_from_the_environment_and_never_shown(tmp_path):
+    from wxapp_backend.config import Settings
+
+    token = "metrics-" + "x" * 24
+    s = Settings.from_env({"INSTANCE_PATH": str(tmp_path), "METRICS_TOKEN": f"  {token} "})
+    assert s.metrics_token == token
+    assert s.describe()["metrics_token"] == "***"
+    assert token in s.secret_values()  # redacted from every log line
+    assert Settings.from_env({"INSTANCE_PATH": str(tmp_path)}).metrics_token == ""
+
+
+def test_metrics_stay_open_without_a_token(client):
+    resp = client.get("/metrics")
+    assert resp.status_code == 200 and b"# TYPE" in resp.data
+
+
+@pytest.mark.parametrize("header", [None, "", "Bearer", "Bearer wrong-token", "Basic bWV0cmljczp4",
+                                    "Bearer s3cret-metrics-token-xyz ", "Bearer 令牌", "s3cret-metrics-token-xyz"])
+def test_metrics_need_the_bearer_token_when_one_is_set(app, settings, header):
+    """/metrics named every endpoint with its traffic, the queue's depth and whether the database and Redis were
+    up, to anyone on the internet: a scraper's token can now close it."""
+    a = _metrics_app(settings, "s3cret-metrics-token-xyz")
+    headers = {} if header is None else {"Authorization": header}
+    resp = a.test_client().get("/metrics", headers=headers)
+    if header == "Bearer s3cret-metrics-token-xyz ":  # surrounding space, as a header may carry
+        assert resp.status_code == 200
+        return
+    assert resp.status_code == 401, (header, resp.status_code)
+    body = resp.get_json()
+    assert body["error"] == "unauthorized" and "令牌" in body["message"]
+    assert resp.headers.get("WWW-Authenticate", "").startswith("Bearer")
+    assert b"# TYPE" not in resp.data
+
+
+def test_metrics_answer_the_right_token(app, settings):
+    a = _metrics_app(settings, "s3cret-metrics-token-xyz")
+    resp = a.test_client().get("/metrics", headers={"Authorization": "Bearer s3cret-metrics-token-xyz"})
+    assert resp.status_code == 200 and b"# TYPE" in resp.data
+    assert resp.content_type.startswith("text/plain")
