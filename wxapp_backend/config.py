@@ -206,7 +206,7 @@ class Settings:
             log_json=_bool(env, "LOG_JSON", default=True),
             notify_templates_path=env.get("NOTIFY_TEMPLATES", "").strip(),
             forwarded_allow_ips=_proxies(env),
-            metrics_token=(env.get("METRICS_TOKEN") or "").strip(),
+            metrics_token=_metrics_token(env),
             extra=_tuning(env),
         )
         return settings
@@ -272,6 +272,15 @@ def _proxies(env: Mapping[str, str]) -> str:
                 raise ConfigError(f"环境变量 FORWARDED_ALLOW_IPS 应为逗号分隔的反向代理 IP 地址（或 *），"
                                   f"{part!r} 不是 IP 地址（不支持网段写法）") from None
     return raw
+
+
+def _metrics_token(env: Mapping[str, str]) -> str:
+    """METRICS_TOKEN, when set: long enough that the scraper's header cannot be guessed (/metrics has no rate limit)."""
+    token = (env.get("METRICS_TOKEN") or "").strip()
+    if token and (len(token) < 16 or not token.isascii() or not token.isprintable() or " " in token):
+        raise ConfigError(f"环境变量 METRICS_TOKEN 应为至少 16 位、不含空格的字母数字等可见字符（现在是 {len(token)} 位）；"
+                          "不需要保护 /metrics 时不设置即可")
+    return token
 
 
 def _aes_key(env: Mapping[str, str], name: str) -> str:

@@ -123,3 +123,14 @@ def test_metrics_answer_the_right_token(app, settings):
     resp = a.test_client().get("/metrics", headers={"Authorization": "Bearer s3cret-metrics-token-xyz"})
     assert resp.status_code == 200 and b"# TYPE" in resp.data
     assert resp.content_type.startswith("text/plain")
+
+
+@pytest.mark.parametrize("token", ["short", "x" * 15, "has a space in it 123", "令牌令牌令牌令牌令牌令牌令牌令牌"])
+def test_a_metrics_token_that_could_be_guessed_or_never_sent_stops_the_start(tmp_path, token):
+    """/metrics answers wrong tokens as fast as it likes: a short token would be guessed; one with a space or
+    non-ASCII characters cannot go into a header as it is written."""
+    from wxapp_backend.config import ConfigError, Settings
+
+    with pytest.raises(ConfigError) as exc:
+        Settings.from_env({"INSTANCE_PATH": str(tmp_path), "METRICS_TOKEN": token})
+    assert "METRICS_TOKEN" in str(exc.value) and token not in str(exc.value)
