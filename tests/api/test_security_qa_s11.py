@@ -134,3 +134,43 @@ def test_a_metrics_token_that_could_be_guessed_or_never_sent_stops_the_start(tmp
     with pytest.raises(ConfigError) as exc:
         Settings.from_env({"INSTANCE_PATH": str(tmp_path), "METRICS_TOKEN": token})
     assert "METRICS_TOKEN" in str(exc.value) and token not in str(exc.value)
+
+
+# --- 3. console sessions ---------------------------------------------------------------------------------------
+
+def _login_form(client, staff):
+    import re
+
+    page = client.get("/console/login").get_data(as_text=True)
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+    return client.post("/console/login", data={"username": staff.username, "password": staff.plain_password,
+                                                "csrf_token": token})
+
+
+def test_logging_in_over_a_live_console_session_ends_that_session(client, make_staff, console_login):
+    """On a shared office PC the next person logs in over the last one's session: the browser forgot the old login
+    but it stayed live in Redis for its 12 hours, so a copy of that cookie (another profile, a proxy log) went on
+    working as the earlier account, as a logout would have ended it."""
+    admin, clerk = make_staff(role="admin"), make_staff(role="dept")
+    console_login(admin)
+    copied = client.get_cookie("wxapp_console").value
+    assert _login_form(client, clerk).status_code == 302
+    assert client.get("/console/").status_code == 200  # the new login works
+    client.set_cookie("wxapp_console", copied)
+    resp = client.get("/console/jobs")
+    assert resp.status_code == 302 and "/console/login" in resp.headers["Location"]
+
+
+def test_a_failed_login_leaves_the_live_session_alone(client, make_staff, console_login):
+    """Only a login that succeeds replaces the session: a mistyped password on the login page does not log out
+    whoever is logged in."""
+    import re
+
+    admin = make_staff(role="admin")
+    console_login(admin)
+    page = client.get("/console/login").get_data(as_text=True)
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+    resp = client.post("/console/login", data={"username": admin.username, "password": "wrong-pass-1",
+                                                "csrf_token": token})
+    assert resp.status_code == 401
+    assert client.get("/console/jobs").status_code == 200

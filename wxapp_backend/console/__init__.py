@@ -123,7 +123,9 @@ def login():
     except AppError as exc:  # a lockout's Retry-After goes with the page, as with every other 429
         return render_template("console/login.html", error=exc.message, username=username,
                                next=request.form.get("next", "")), exc.status, exc.headers
-    # A fresh session on login defeats session fixation.
+    # A fresh session on login defeats session fixation. The login it replaces (the last person's, on a shared PC)
+    # ends as a logout would end it: the browser forgets it, and a copy of its cookie must not live on.
+    tokens.revoke(state.redis, CONSOLE, session.get("sid") or "")
     session.clear()
     session.permanent = True
     session["sid"] = tokens.issue(state.redis, CONSOLE, staff_id, state.settings.staff_token_ttl, stamp=pw_tail)
