@@ -174,3 +174,46 @@ def test_a_failed_login_leaves_the_live_session_alone(client, make_staff, consol
                                                 "csrf_token": token})
     assert resp.status_code == 401
     assert client.get("/console/jobs").status_code == 200
+
+
+# --- 4. roles on every console page and staff API route ------------------------------------------------------
+
+def _filled(rule: str) -> str:
+    import re
+
+    url = re.sub(r"<any\(([a-z_]+)[^>]*>", r"\1", rule)  # the first choice of an <any(...)> segment
+    url = re.sub(r"<int:[^>]+>", "1", url)
+    return re.sub(r"<[^>]+>", "x", url)
+
+
+def test_every_staff_route_checks_the_role_it_declares(app, client, make_staff, staff_headers, console_login):
+    """Every console page and /api/v1/staff route names its least role (console_required / staff_api_required),
+    and a department or staff account below it gets 403 on every method, before anything is looked up (ids that
+    do not exist: a 404 would mean the role was checked after the lookup, or not at all)."""
+    from wxapp_backend.auth.models import ROLE_RANK, StaffRole
+
+    open_doors = {"console.login", "console.logout", "auth_api.staff_login"}
+    routes = [r for r in app.url_map.iter_rules()
+              if r.rule.startswith(("/console", "/api/v1/staff")) and r.endpoint not in open_doors]
+    undeclared = [r.rule for r in routes if getattr(app.view_functions[r.endpoint], "__staff_role__", None) is None]
+    assert not undeclared, undeclared
+    problems, tried = [], 0
+    for role in (StaffRole.DEPT, StaffRole.STAFF):
+        account = make_staff(role=role)
+        csrf = console_login(account)
+        bearer = staff_headers(account)
+        for rule in routes:
+            need = app.view_functions[rule.endpoint].__staff_role__
+            if ROLE_RANK[StaffRole(need)] <= ROLE_RANK[role] or rule.endpoint == "auth_api.staff_logout":
+                continue
+            for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
+                url = _filled(rule.rule)
+                if url.startswith("/console"):
+                    resp = client.open(url, method=method, data=None if method == "GET" else {"csrf_token": csrf})
+                else:
+                    resp = client.open(url, method=method, headers=bearer, json=None if method == "GET" else {})
+                tried += 1
+                if resp.status_code != 403:
+                    problems.append(f"{role} {method} {url} (needs {need}): {resp.status_code}")
+    assert tried >= 80
+    assert not problems, "\n".join(problems)
