@@ -25,8 +25,20 @@ MESSAGE_WINDOW = 48 * 3600
 MESSAGE_LIMIT = 5
 EVENT_WINDOW = 60
 EVENT_LIMIT = {"oa": 3, "wxa": 2}
-# Events that open the short window.
-WINDOW_EVENTS = {"subscribe", "scan", "click", "user_enter_tempsession"}
+# Events that open a customer-service window (WeChat's list: a follow, a QR scan, a menu button of type click,
+# scancode_push or scancode_waitmsg; entering the mini-program chat). Others -- LOCATION reports, VIEW (a menu
+# link), unsubscribe, send-job reports -- open none: a send after them is refused with 45015.
+WINDOW_EVENTS = frozenset({"subscribe", "scan", "click", "scancode_push", "scancode_waitmsg",
+                           "user_enter_tempsession"})
+# Of those, the Official Account's also refresh the user's last_message_at, from which a lost 48-hour window is
+# restored (notices.jobs); a mini-program event does not (WeChat opens no 48-hour window for it).
+OA_WINDOW_EVENTS = WINDOW_EVENTS - {"user_enter_tempsession"}
+
+
+def refreshes_last_message(account: str, event: str | None, is_event: bool) -> bool:
+    """Whether this push moves the user's last_message_at: a message, or an Official Account event that opens
+    a window."""
+    return not is_event or (account == "oa" and event in OA_WINDOW_EVENTS)
 
 # Spend one send: from the 48-hour message window (KEYS[1]) if it allows, else from the short event window
 # (KEYS[2]). -1 outside both (45015), -2 when an open one is used up (45047), else the window's sends so far.

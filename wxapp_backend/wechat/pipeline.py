@@ -606,8 +606,9 @@ def touch_user(r: redis.Redis, account: str, openid: str, *, followed: bool | No
     for attempt in range(2):
         try:
             with session_scope() as s:
-                user_id, blocked = upsert_chat_user(s, account=account, openid=openid, followed=followed, at=when,
-                                                    message=not is_event)
+                user_id, blocked = upsert_chat_user(
+                    s, account=account, openid=openid, followed=followed, at=when,
+                    message=jobs.refreshes_last_message(account, event, is_event))
             break
         except StaleDataError:  # the row was merged into the user's mini-program row meanwhile: read again
             if attempt:
@@ -621,10 +622,10 @@ def upsert_chat_user(session, *, account: str, openid: str, followed: bool | Non
     """Create or refresh the user who wrote to an account; sets last_message_at and, when given, followed.
 
     Official Account users with no mini-program login get the placeholder openid "oa:<oa_openid>" (the
-    users.openid column is the mini-program openid and is required). A mini-program event (`message=False`:
-    entering the chat, a subscribe-message popup or result) leaves last_message_at alone: WeChat opens no
-    48-hour customer-service window for it, and notices restore that window from last_message_at. (A
-    follower's events still count: the follower link waits for a quiet moment by it.)
+    users.openid column is the mini-program openid and is required). `message=False` leaves last_message_at
+    alone: for every event that opens no 48-hour customer-service window (`wechat.jobs.refreshes_last_message`:
+    any mini-program event; an Official Account's LOCATION report, VIEW menu link, unsubscribe ...), because
+    notices restore that window from last_message_at and WeChat would refuse the send (45015).
     """
     from ..auth.linking import queue_link
     from ..auth.models import User
@@ -646,7 +647,7 @@ def upsert_chat_user(session, *, account: str, openid: str, followed: bool | Non
         break
     else:
         user = session.scalar(select(User).where(column == openid))
-    if message or account == "oa":
+    if message:
         user.last_message_at = when
     if followed is not None and account == "oa":
         user.followed = followed
