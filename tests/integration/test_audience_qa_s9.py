@@ -192,8 +192,9 @@ def test_a_reminder_still_waiting_to_go_out_is_not_pushed_after_the_registration
     keep, leave = make_user(), make_user()
     rids = {u.id: _reg(client, aid, user_token(u)).get_json()["id"] for u in (keep, leave)}
     template = get_kind("activity_reminder").template_id
-    with session_scope() as s:
+    with session_scope() as s:  # two acceptances: a single one is kept for the 1-hour reminder (session 11)
         for u in (keep, leave):
+            credits.add_credit(s, u.id, template)
             credits.add_credit(s, u.id, template)
     run_jobs()  # what creating the activity and registering queued (nothing is due yet)
     sent_before = len(standin.calls_to("/cgi-bin/message/subscribe/send"))

@@ -111,3 +111,107 @@ def test_a_message_after_a_location_report_still_opens_the_window(oa, app_ctx, m
     with oa.app_context():
         assert deliver_notification(nid) == "sent_custom"
     assert db.scalar(select(Notification.status).where(Notification.id == nid)) == "sent_custom"
+
+
+# --- 2. the reminder credit goes to the nearer reminder --------------------------------------------------------
+
+def _registered(make_activity, user, start) -> int:
+    from wxapp_backend.activities.models import Registration
+
+    a = make_activity(starts_at=start)
+    with session_scope() as s:
+        s.add(Registration(activity_id=a.id, user_id=user.id, status="confirmed", active_key=f"{a.id}:{user.id}"))
+    return a.id
+
+
+def _remind(activity_id: int, label: str, now) -> list[str]:
+    """Make the label's reminders and deliver them; the statuses, in the order made."""
+    from wxapp_backend.activities import jobs
+
+    jobs.send_reminders(activity_id, label, now=now)
+    with session_scope() as s:
+        ids = s.scalars(select(Notification.id).where(Notification.dedup_key.like(f"reminder:%:{label}:%"),
+                                                      Notification.status == "pending")
+                        .order_by(Notification.id)).all()
+    return [deliver_notification(i) for i in ids]
+
+
+def _reminder_credits(user) -> int:
+    from wxapp_backend.notices.kinds import get_kind
+    from wxapp_backend.notices.models import SubscribeCredit
+
+    with session_scope() as s:
+        return s.scalar(select(SubscribeCredit.credits).where(
+            SubscribeCredit.user_id == user.id,
+            SubscribeCredit.template_id == get_kind("activity_reminder").template_id))
+
+
+def _give(user, n: int, kind: str = "activity_reminder") -> None:
+    from wxapp_backend.notices import credits
+    from wxapp_backend.notices.kinds import get_kind
+
+    with session_scope() as s:
+        for _ in range(n):
+            credits.add_credit(s, user.id, get_kind(kind).template_id)
+
+
+def test_the_24_hour_reminder_leaves_the_only_credit_to_the_1_hour_reminder(app_ctx, make_activity, make_user,
+                                                                              standin, db):
+    """A user who allowed one reminder when registering got it the day before, and then nothing an hour before
+    the start (the reminder that gets people there). The 24-hour one now goes to 消息 (or by customer-service
+    message when a window is open) and the credit waits for the 1-hour one."""
+    from wxapp_backend.notices.models import InboxItem, NotificationAttempt
+
+    start = utcnow().replace(microsecond=0) + timedelta(hours=30)
+    user = make_user()
+    aid = _registered(make_activity, user, start)
+    _give(user, 1)
+    sent = len(standin.calls_to(SUBSCRIBE))
+    assert _remind(aid, "24h", start - timedelta(hours=24)) == ["inbox_only"]
+    assert len(standin.calls_to(SUBSCRIBE)) == sent and _reminder_credits(user) == 1
+    assert db.scalar(select(NotificationAttempt.outcome)) == "skipped"
+    assert db.query(InboxItem).filter_by(user_id=user.id).count() == 1
+    assert _remind(aid, "1h", start - timedelta(hours=1)) == ["sent_subscribe"]
+    assert len(standin.calls_to(SUBSCRIBE)) == sent + 1 and _reminder_credits(user) == 0
+
+
+def test_with_two_credits_both_reminders_go_as_subscribe_messages(app_ctx, make_activity, make_user, standin):
+    start = utcnow().replace(microsecond=0) + timedelta(hours=30)
+    user = make_user()
+    aid = _registered(make_activity, user, start)
+    _give(user, 2)
+    assert _remind(aid, "24h", start - timedelta(hours=24)) == ["sent_subscribe"]
+    assert _reminder_credits(user) == 1
+    assert _remind(aid, "1h", start - timedelta(hours=1)) == ["sent_subscribe"]
+    assert _reminder_credits(user) == 0
+
+
+def test_the_24_hour_reminder_goes_by_customer_service_message_when_a_window_is_open(
+        app_ctx, make_activity, make_user, standin):
+    start = utcnow().replace(microsecond=0) + timedelta(hours=30)
+    user = make_user(last_message_at=utcnow() - timedelta(minutes=10))
+    aid = _registered(make_activity, user, start)
+    _give(user, 1)
+    assert _remind(aid, "24h", start - timedelta(hours=24)) == ["sent_custom"]
+    assert _reminder_credits(user) == 1
+
+
+def test_credits_are_kept_for_every_1_hour_reminder_still_to_come(app_ctx, make_activity, make_user, standin):
+    """Two activities tomorrow and two credits: each 1-hour reminder has its credit; the 24-hour ones take none.
+    Once a 1-hour reminder has gone out, the credit it no longer needs is not held back for it."""
+    start = utcnow().replace(microsecond=0) + timedelta(hours=30)
+    user = make_user()
+    first = _registered(make_activity, user, start)
+    second = _registered(make_activity, user, start + timedelta(hours=3))
+    _give(user, 2)
+    assert _remind(first, "24h", start - timedelta(hours=24)) == ["inbox_only"]
+    assert _remind(second, "24h", start - timedelta(hours=21)) == ["inbox_only"]
+    assert _reminder_credits(user) == 2
+    assert _remind(first, "1h", start - timedelta(hours=1)) == ["sent_subscribe"]
+    assert _remind(second, "1h", start + timedelta(hours=2)) == ["sent_subscribe"]
+    assert _reminder_credits(user) == 0
+    # Another activity the day after: its 24-hour reminder needs to leave one credit (for its own 1-hour one).
+    third = _registered(make_activity, user, start + timedelta(hours=30))
+    _give(user, 2)
+    assert _remind(third, "24h", start + timedelta(hours=6)) == ["sent_subscribe"]
+    assert _reminder_credits(user) == 1

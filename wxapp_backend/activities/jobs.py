@@ -15,6 +15,8 @@ from ..notices.services import notify
 from .models import Activity, ActivityStatus, Registration, RegStatus
 from .services import (
     ATTENDANCE_GRACE,
+    EARLY_REMINDER,
+    NEAR_REMINDER,
     REMINDER_KIND,
     SHANGHAI,
     lock_activity,
@@ -25,7 +27,7 @@ from .services import (
 
 log = logging.getLogger(__name__)
 
-REMINDERS = {"24h": timedelta(hours=24), "1h": timedelta(hours=1)}
+REMINDERS = {EARLY_REMINDER: timedelta(hours=24), NEAR_REMINDER: timedelta(hours=1)}
 EARLY_SLACK = timedelta(minutes=5)
 
 

@@ -50,6 +50,8 @@ SHANGHAI = ZoneInfo("Asia/Shanghai")
 NO_SHOW_WINDOW = timedelta(days=90)
 NO_SHOW_PENALTY_AT = 2
 REMINDER_KIND = "activity_reminder"
+# The reminders' labels, in the dedup key "reminder:<registration>:<label>:<start stamp>" (activities.jobs).
+EARLY_REMINDER, NEAR_REMINDER = "24h", "1h"
 
 
 def _check_question(q: Any) -> str | None:
@@ -803,6 +805,30 @@ def subscribe_hint(status: str = RegStatus.CONFIRMED.value) -> dict[str, Any]:
 
     ids = subscribe_request(kinds)["template_ids"]
     return {"kind": REMINDER_KIND, "template_id": template_for(REMINDER_KIND), "template_ids": ids}
+
+
+def reminder_credits_to_keep(session: Session, note: Notification) -> int:
+    """How many of the user's subscribe credits for the reminder template a reminder must leave unspent.
+
+    A one-time acceptance allows one message, and a user who registers usually gives one. The 1-hour reminder is
+    the one that gets them there, so it comes first: a 24-hour reminder spends a credit only when one is left for
+    every 1-hour reminder still to come for the user (their confirmed registrations of published activities not yet
+    started, whose 1-hour reminder has not gone out). Otherwise it goes by customer-service message when a window
+    is open, else to 消息 only. Any other notification keeps nothing back.
+    """
+    parts = (note.dedup_key or "").split(":")
+    if note.kind != REMINDER_KIND or len(parts) != 4 or parts[0] != "reminder" or parts[2] != EARLY_REMINDER:
+        return 0
+    rows = session.execute(select(Registration.id, Activity.starts_at).join(Activity).where(
+        Registration.user_id == note.user_id, Registration.status == RegStatus.CONFIRMED.value,
+        Activity.status == ActivityStatus.PUBLISHED.value, Activity.starts_at > utcnow())).all()
+    keys = {f"reminder:{rid}:{NEAR_REMINDER}:{int(starts.timestamp())}" for rid, starts in rows}
+    if not keys:
+        return 0
+    # A 1-hour reminder made but not yet delivered still needs its credit; one that has finished does not.
+    gone = session.scalar(select(func.count(Notification.id)).where(
+        Notification.dedup_key.in_(keys), Notification.status != "pending")) or 0
+    return len(keys) - gone
 
 
 def template_for(kind: str) -> str:

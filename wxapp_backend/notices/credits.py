@@ -93,8 +93,9 @@ def zero_credits(session: Session, user_id: int, template_id: str, *, ban: bool 
                     .execution_options(synchronize_session=False))
 
 
-def claim(session: Session, user_id: int, template_id: str) -> bool:
-    """Take one credit for a send, atomically: one UPDATE ... WHERE credits > 0; False when none is left.
+def claim(session: Session, user_id: int, template_id: str, *, keep: int = 0) -> bool:
+    """Take one credit for a send, atomically: one UPDATE ... WHERE credits > keep; False when no more than
+    `keep` are left (credits held back for nearer notifications, e.g. an activity's 1-hour reminder).
 
     Correct under concurrency without row locks: the database re-checks the WHERE clause on the row it
     updates (PostgreSQL re-evaluates it after a concurrent update commits; SQLite writers are serial).
@@ -104,12 +105,21 @@ def claim(session: Session, user_id: int, template_id: str) -> bool:
         update(SubscribeCredit)
         .where(SubscribeCredit.user_id == user_id, SubscribeCredit.template_id == template_id,
                SubscribeCredit.banned.is_(False),
-               or_(SubscribeCredit.long_term.is_(True), SubscribeCredit.credits > 0))
+               or_(SubscribeCredit.long_term.is_(True), SubscribeCredit.credits > max(keep, 0)))
         .values(credits=case((SubscribeCredit.long_term.is_(True), SubscribeCredit.credits),
                              else_=SubscribeCredit.credits - 1),
                 updated_at=utcnow())
         .execution_options(synchronize_session=False))
     return result.rowcount == 1
+
+
+def available(session: Session, user_id: int, template_id: str) -> int:
+    """Credits the user has for the template now (0 when banned; long-term counts as 1)."""
+    row = session.scalar(select(SubscribeCredit).where(SubscribeCredit.user_id == user_id,
+                                                       SubscribeCredit.template_id == template_id))
+    if row is None or row.banned:
+        return 0
+    return max(row.credits, 1) if row.long_term else row.credits
 
 
 def refund(session: Session, user_id: int, template_id: str) -> None:

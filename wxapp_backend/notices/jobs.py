@@ -3,7 +3,8 @@
 `deliver_notification` is the job `notify()` enqueues after commit. Channels, in order:
 
 1. subscribe message, when the user has a mini-program openid, the kind has a template, the fields render
-   and a credit can be claimed (atomically). 43101 zeroes the credit; 47003/40003/40037/41030 and other
+   and a credit can be claimed (atomically); a 24-hour activity reminder claims one only when a credit is left
+   for each 1-hour reminder still to come (`activities.services.reminder_credits_to_keep`). 43101 zeroes the credit; 47003/40003/40037/41030 and other
    refusals give the credit back; either way delivery falls through to the next channel.
 2. customer-service text, when the user's customer-service window is open and has room: the same Redis
    window the webhook opens and late chat replies spend (`wechat.jobs.take_window`: 5 sends within 48 h of
@@ -79,6 +80,7 @@ class Outcome(enum.StrEnum):
     INVALID = "invalid"  # our fields would fail WeChat's checks; nothing was sent
     FAILED = "failed"
     LIMITED = "limited"  # customer-service window shut or full (45015, 45047 or our own count)
+    SKIPPED = "skipped"  # a credit was there but is kept for a nearer notification (the 1-hour reminder)
 
 
 @dataclass
@@ -174,6 +176,14 @@ def _stale_reminder(s: Session, note: Notification) -> bool:
     return stamp.isdigit() and int(stamp) != int(reg.activity.starts_at.timestamp())
 
 
+def _credits_to_keep(s: Session, note: Notification) -> int:
+    """Credits of the kind's template this notification must leave for nearer ones (a 24-hour activity reminder
+    leaves the 1-hour reminder's: `activities.services.reminder_credits_to_keep`)."""
+    from ..activities.services import reminder_credits_to_keep
+
+    return reminder_credits_to_keep(s, note)
+
+
 def _finish(note: Notification, status: DeliveryStatus) -> str:
     note.status = status.value
     note.finished_at = utcnow()
@@ -224,7 +234,10 @@ def _plan_subscribe(s: Session, note: Notification, user: User) -> _Send | None:
         log.warning("notification fields do not fit the template",
                     extra={"notification_id": note.id, "kind": note.kind, "field": exc.field})
         return None
-    if not credits.claim(s, user.id, kind.template_id):
+    keep = _credits_to_keep(s, note)
+    if not credits.claim(s, user.id, kind.template_id, keep=keep):
+        if keep and credits.available(s, user.id, kind.template_id):
+            _attempt(s, note, Channel.SUBSCRIBE, Outcome.SKIPPED, detail=f"订阅消息次数留给更近的提醒（{keep} 次）")
         return None
     row = _attempt(s, note, Channel.SUBSCRIBE, Outcome.SENDING, detail=kind.template_id)
     return _Send(row.id, Channel.SUBSCRIBE, "wxa", openid, user.id, kind.template_id, data, page)
