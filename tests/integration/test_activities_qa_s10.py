@@ -271,11 +271,13 @@ def test_a_change_notice_shows_a_long_title_as_cut(client, new_activity, make_us
     with “…”: a longer title simply stopped, looking like the whole name."""
     from wxapp_backend.notices import credits
 
-    aid = new_activity(title="午间一小时·国韵书法体验课（第三期）")
+    # Its own template (kind activity_changed, session 11) shows the activity's name without the 活动调整 prefix: a
+    # longer name shows the cut.
+    aid = new_activity(title="午间一小时·国韵书法体验课（第三期·进阶班）")
     u = make_user()
     _reg(client, aid, user_token(u))
     with session_scope() as s:
-        credits.add_credit(s, u.id, "PLACEHOLDER-notice")
+        credits.add_credit(s, u.id, "PLACEHOLDER-activity-changed")
     a = db.get(Activity, aid)
     resp = client.patch(f"/api/v1/staff/activities/{aid}", headers=staff_headers(staff),
                         json={"starts_at": (a.starts_at + timedelta(days=1)).isoformat(),
@@ -283,7 +285,7 @@ def test_a_change_notice_shows_a_long_title_as_cut(client, new_activity, make_us
     assert resp.status_code == 200, resp.get_json()
     run_jobs()
     sent = standin.calls_to("/cgi-bin/message/subscribe/send")
-    assert [c.body["data"]["thing1"]["value"] for c in sent] == ["活动调整：午间一小时·国韵书法体验课（…"], sent
+    assert [c.body["data"]["thing1"]["value"] for c in sent] == ["午间一小时·国韵书法体验课（第三期·进…"], sent
 
 
 def test_the_openapi_description_of_a_patch_requires_no_field(client, new_activity, staff, staff_headers):

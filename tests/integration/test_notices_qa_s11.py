@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 from urllib.parse import urlencode
+from zoneinfo import ZoneInfo
 
 import pytest
 from sqlalchemy import select
@@ -21,6 +22,7 @@ from wxapp_backend.wechat.pipeline import account_from_settings, user_cache_key
 
 CUSTOM = "/cgi-bin/message/custom/send"
 SUBSCRIBE = "/cgi-bin/message/subscribe/send"
+SHANGHAI_TZ = ZoneInfo("Asia/Shanghai")
 
 _apps: dict = {}
 
@@ -215,3 +217,109 @@ def test_credits_are_kept_for_every_1_hour_reminder_still_to_come(app_ctx, make_
     _give(user, 2)
     assert _remind(third, "24h", start + timedelta(hours=6)) == ["sent_subscribe"]
     assert _reminder_credits(user) == 1
+
+
+# --- 3. 活动调整 has a kind of its own --------------------------------------------------------------------------
+
+def _move(application, activity_id: int, hours: int = 24) -> None:
+    from wxapp_backend.activities.models import Activity
+    from wxapp_backend.activities.services import update_activity
+    from wxapp_backend.audit import SYSTEM
+
+    with application.app_context(), session_scope() as s:
+        a = s.get(Activity, activity_id)
+        update_activity(s, SYSTEM, activity_id, {"starts_at": (a.starts_at + timedelta(hours=hours)).isoformat(),
+                                                 "ends_at": (a.ends_at + timedelta(hours=hours)).isoformat()})
+
+
+def _changed_notes(application) -> list[str]:
+    with application.app_context():
+        with session_scope() as s:
+            ids = s.scalars(select(Notification.id).where(Notification.dedup_key.like("activity_changed:%"))
+                            .order_by(Notification.id)).all()
+        return [deliver_notification(i) for i in ids]
+
+
+def test_a_change_of_time_goes_with_the_activity_changed_template(app, app_ctx, make_activity, make_user, standin,
+                                                                  db):
+    """活动调整 was sent as a generic notice (template "notice", its title and note fields): a template for the
+    change (活动名称 / 新时间 / 地点 / 说明) could not be configured for it, and the registrant's credit for notices
+    was spent on it. It is the kind activity_changed now, with its own template and field mapping."""
+    from wxapp_backend.notices.kinds import get_kind
+
+    start = utcnow().replace(microsecond=0) + timedelta(days=3)
+    user = make_user()
+    aid = _registered(make_activity, user, start)
+    _give(user, 1, "activity_changed")
+    _give(user, 1, "notice")
+    sent = len(standin.calls_to(SUBSCRIBE))
+    _move(app, aid)
+    assert db.scalar(select(Notification.kind).where(Notification.dedup_key.like("activity_changed:%"))) == \
+        "activity_changed"
+    assert _changed_notes(app) == ["sent_subscribe"]
+    (call,) = standin.calls_to(SUBSCRIBE)[sent:]
+    kind = get_kind("activity_changed")
+    assert call.body["template_id"] == kind.template_id != get_kind("notice").template_id
+    data = {k: v["value"] for k, v in call.body["data"].items()}
+    new_start = (start + timedelta(days=1)).astimezone(SHANGHAI_TZ)
+    assert data == {"thing1": "垂直马拉松", "time2": f"{new_start.year}年{new_start.month}月{new_start.day}日 "
+                                                     f"{new_start:%H:%M}",
+                    "thing3": "中心大厦", "thing4": "时间或地点有调整"}, data
+
+
+def test_without_a_template_of_its_own_the_change_goes_with_the_notice_template(settings, app_ctx, make_activity,
+                                                                               make_user, standin, tmp_path):
+    """A deployment whose NOTIFY_TEMPLATES file names the notice template but none for activity_changed (made before
+    the kind existed) keeps sending 活动调整 with the notice template and its fields, as before."""
+    path = tmp_path / "kinds.yaml"
+    path.write_text("notice:\n  template_id: REAL-notice-qa11\n", encoding="utf-8")
+    application = create_app(settings.with_overrides(notify_templates_path=str(path)))
+    start = utcnow().replace(microsecond=0) + timedelta(days=3)
+    user = make_user()
+    aid = _registered(make_activity, user, start)
+    from wxapp_backend.notices import credits
+
+    with session_scope() as s:
+        credits.add_credit(s, user.id, "REAL-notice-qa11")
+    sent = len(standin.calls_to(SUBSCRIBE))
+    _move(application, aid)
+    assert _changed_notes(application) == ["sent_subscribe"]
+    (call,) = standin.calls_to(SUBSCRIBE)[sent:]
+    assert call.body["template_id"] == "REAL-notice-qa11"
+    assert {k: v["value"] for k, v in call.body["data"].items()}.keys() == {"thing1", "time2", "thing3"}
+    assert call.body["data"]["thing1"]["value"] == "活动调整：垂直马拉松"
+    assert call.body["data"]["thing3"]["value"] == "时间或地点有调整"
+
+
+def test_the_kinds_file_configures_activity_changed_like_the_other_kinds(tmp_path):
+    from wxapp_backend.config import ConfigError
+    from wxapp_backend.notices.kinds import DEFAULT_KINDS, parse_kinds
+
+    own = parse_kinds({"notice": {"template_id": "REAL-notice"},
+                       "activity_changed": {"template_id": "REAL-changed",
+                                            "fields": {"thing1": "activity", "time3": "time"}}})
+    assert (own["activity_changed"].template_id, own["activity_changed"].fields) == \
+        ("REAL-changed", {"thing1": "activity", "time3": "time"})
+    fell = parse_kinds({"notice": {"template_id": "REAL-notice"}})["activity_changed"]
+    assert (fell.template_id, fell.fields, fell.page) == ("REAL-notice", DEFAULT_KINDS["notice"].fields,
+                                                          "pages/activity/detail")
+    off = parse_kinds({"notice": {"template_id": ""}})["activity_changed"]
+    assert off.template_id == ""  # notices switched off: so is their stand-in
+    assert parse_kinds({"activity_changed": {"fallback": ""},
+                        "notice": {"template_id": "REAL-notice"}})["activity_changed"].template_id.startswith(
+        "PLACEHOLDER-")
+    with pytest.raises(ConfigError):
+        parse_kinds({"activity_changed": {"fallback": "no_such_kind"}})
+    with pytest.raises(ConfigError):
+        parse_kinds({"activity_changed": {"fallback": 3}})
+
+
+def test_registering_asks_for_the_change_template_too(app_ctx):
+    from wxapp_backend.activities.services import subscribe_hint
+    from wxapp_backend.notices.kinds import get_kind
+
+    changed = get_kind("activity_changed").template_id
+    for status in ("confirmed", "waitlisted", "pending_approval"):
+        hint = subscribe_hint(status)
+        assert hint["template_ids"][0] == get_kind("activity_reminder").template_id
+        assert changed in hint["template_ids"] and len(hint["template_ids"]) <= 3, hint

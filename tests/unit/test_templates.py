@@ -153,14 +153,15 @@ def test_render_maps_fields_defaults_and_times():
 
 def test_every_default_kind_renders_from_what_its_callers_pass():
     created = datetime(2025, 10, 16, 6, 30, tzinfo=UTC)
+    given = {"appeal": {"number": "SQ20251016-0001"}, "activity_changed": {"activity": "垂直马拉松"}}
     for kind in DEFAULT_KINDS.values():
-        render(kind, {"number": "SQ20251016-0001"} if kind.name.startswith("appeal") else {}, title="标题",
+        render(kind, next((v for k, v in given.items() if kind.name.startswith(k)), {}), title="标题",
                created_at=created)
     assert set(DEFAULT_KINDS) == {
         "appeal_accepted", "appeal_needs_info", "appeal_resolved", "appeal_closed", "appeal_escalated", "appeal_merged",
         "appeal_split", "appeal_extended",
         "activity_reminder", "waitlist_promoted", "registration_approved", "registration_rejected",
-        "registration_cancelled", "notice", "binding_result"}
+        "registration_cancelled", "notice", "binding_result", "activity_changed"}
 
 
 def test_kinds_file_overrides_and_adds(tmp_path):

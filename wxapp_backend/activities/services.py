@@ -50,6 +50,7 @@ SHANGHAI = ZoneInfo("Asia/Shanghai")
 NO_SHOW_WINDOW = timedelta(days=90)
 NO_SHOW_PENALTY_AT = 2
 REMINDER_KIND = "activity_reminder"
+CHANGED_KIND = "activity_changed"  # 活动调整: time or place changed, to the registrants
 # The reminders' labels, in the dedup key "reminder:<registration>:<label>:<start stamp>" (activities.jobs).
 EARLY_REMINDER, NEAR_REMINDER = "24h", "1h"
 
@@ -318,9 +319,9 @@ def _tell_changed(session: Session, activity: Activity) -> int:
         Notification.ref.in_([f"registration:{r.id}" for r in regs] or [""]),
         Notification.dedup_key.startswith("activity_changed:", autoescape=True)).group_by(Notification.ref)).all())
     for reg in regs:
-        notify(session, reg.user_id, "notice",
-               {"title": f"活动调整：{activity.title}", "time": activity.starts_at.isoformat(),
-                "note": "时间或地点有调整"},
+        notify(session, reg.user_id, CHANGED_KIND,
+               {"activity": activity.title, "title": f"活动调整：{activity.title}",
+                "time": activity.starts_at.isoformat(), "place": place, "note": "时间或地点有调整"},
                f"pages/activity/detail?id={activity.id}", title=f"活动调整：{activity.title}"[:100],
                body=f"您报名的活动“{activity.title}”时间或地点有调整：{start}-{end}，{place}。如不能参加，请在小程序中取消报名。",
                ref=f"registration:{reg.id}", dedup_key=f"activity_changed:{reg.id}:{version}:{told.get(f'registration:{reg.id}', 0)}")
@@ -794,13 +795,14 @@ def subscribe_hint(status: str = RegStatus.CONFIRMED.value) -> dict[str, Any]:
     """Which subscribe templates the mini-program should ask credit for after registering (at most 3).
 
     Always the reminder template (kind activity_reminder); a waitlisted user also gets the promotion
-    template, a pending one the approval template.
+    template, a pending one the approval template; then the 活动调整 template (kind activity_changed).
     """
     kinds = [REMINDER_KIND]
     if status == RegStatus.WAITLISTED.value:
         kinds.append("waitlist_promoted")
     if status == RegStatus.PENDING_APPROVAL.value:
         kinds.append("registration_approved")
+    kinds.append(CHANGED_KIND)
     from ..notices.kinds import subscribe_request
 
     ids = subscribe_request(kinds)["template_ids"]

@@ -15,6 +15,12 @@ gives, and new kinds may be added::
         time3: time
       defaults:                      # optional: template key: value used when notify() gave no such field
         phrase2: 已受理
+      fallback: notice               # optional: kind whose template to use while this one has none configured
+
+A kind with a ``fallback`` (by default: ``activity_changed`` -> ``notice``) whose template the file never
+names (it is still the placeholder default) takes its fallback's template, fields, defaults and long_term once
+the file configures the fallback (a real id, or "" for off): a deployment that has not yet applied for a
+template of its own for 活动调整 keeps sending it with the generic notice template, as before that kind existed.
 
 How a message's data is made from a notification (`render`): for each template key, the notify() field
 named by the mapping (``title`` and ``body`` default to the inbox title and body), else the template key
@@ -63,6 +69,7 @@ class Kind:
     defaults: dict[str, str] = field(default_factory=dict)  # template key -> value when the field is absent
     page: str = ""
     long_term: bool = False
+    fallback: str = ""  # kind whose template stands in while this one's is not configured
 
 
 _APPEAL_FIELDS = {"character_string1": "number", "thing2": "title", "phrase3": "status", "time4": "time",
@@ -98,11 +105,17 @@ DEFAULT_KINDS: dict[str, Kind] = {k.name: k for k in (
     _registration("registration_cancelled", "已取消", "您的报名已取消"),
     Kind("notice", PLACEHOLDER_PREFIX + "notice", {"thing1": "title", "time2": "time", "thing3": "note"},
          {"thing3": "点击查看详情"}, "pages/notice/detail"),
+    # 活动调整: a published activity's time or place changed (to its registrants). notify() gives "activity" (the
+    # activity's name), "title" ("活动调整：<name>", what the notice template shows), "time" (the new start),
+    # "place" and "note".
+    Kind("activity_changed", PLACEHOLDER_PREFIX + "activity-changed",
+         {"thing1": "activity", "time2": "time", "thing3": "place", "thing4": "note"},
+         {"thing3": "详见活动页面", "thing4": "时间或地点有调整"}, "pages/activity/detail", fallback="notice"),
     Kind("binding_result", PLACEHOLDER_PREFIX + "binding-result", dict(_REGISTRATION_FIELDS),
          {"phrase2": "已处理", "thing4": "企业身份核实结果"}, "pages/me/index"),
 )}
 
-_ENTRY_KEYS = {"template_id", "page", "long_term", "fields", "defaults"}
+_ENTRY_KEYS = {"template_id", "page", "long_term", "fields", "defaults", "fallback"}
 
 
 def _str_map(name: str, key: str, value: Any, *, template_keys: bool) -> dict[str, str]:
@@ -148,14 +161,34 @@ def parse_kinds(raw: Any, base: Mapping[str, Kind] = DEFAULT_KINDS) -> dict[str,
             changes["fields"] = _str_map(name, "fields", entry["fields"], template_keys=True)
         if "defaults" in entry:
             changes["defaults"] = _str_map(name, "defaults", entry["defaults"], template_keys=True)
+        if "fallback" in entry:
+            if not isinstance(entry["fallback"], str):
+                raise ConfigError(f"notify templates: {name}.fallback must be the name of another kind")
+            changes["fallback"] = entry["fallback"].strip()
         kind = replace(kind, **changes)
         if kind.template_id and not kind.fields:
             raise ConfigError(f"notify templates: {name} has a template_id but no fields")
         out[name] = kind
+    out = _resolve_fallbacks(out)
     long_term: dict[str, bool] = {}
     for kind in out.values():  # one template is either long-term or one-time, whatever kind uses it
         if kind.template_id and long_term.setdefault(kind.template_id, kind.long_term) != kind.long_term:
             raise ConfigError(f"notify templates: template {kind.template_id} is long_term for one kind only")
+    return out
+
+
+def _resolve_fallbacks(kinds: dict[str, Kind]) -> dict[str, Kind]:
+    """A kind whose template is still the placeholder default takes its fallback's, when that one is configured."""
+    out = dict(kinds)
+    for name, kind in kinds.items():
+        if not kind.fallback:
+            continue
+        if kind.fallback == name or kind.fallback not in kinds:
+            raise ConfigError(f"notify templates: {name}.fallback names no other kind ({kind.fallback!r})")
+        fb = kinds[kind.fallback]
+        if kind.template_id.startswith(PLACEHOLDER_PREFIX) and not fb.template_id.startswith(PLACEHOLDER_PREFIX):
+            out[name] = replace(kind, template_id=fb.template_id, fields=dict(fb.fields), defaults=dict(fb.defaults),
+                                long_term=fb.long_term)
     return out
 
 
