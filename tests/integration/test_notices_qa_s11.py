@@ -323,3 +323,36 @@ def test_registering_asks_for_the_change_template_too(app_ctx):
         hint = subscribe_hint(status)
         assert hint["template_ids"][0] == get_kind("activity_reminder").template_id
         assert changed in hint["template_ids"] and len(hint["template_ids"]) <= 3, hint
+
+
+# --- review: credits, retries, inbox ----------------------------------------------------------------------------
+
+def test_a_reminder_whose_retry_finds_the_registration_cancelled_is_not_pushed_and_the_credit_comes_back(
+        app_ctx, make_activity, make_user, standin, db):
+    """A stale reminder (registration cancelled, activity moved) is not pushed when its delivery runs late, but
+    only a first try checked it: the retry of a try WeChat answered "too fast" (45011) re-sent the stale reminder on
+    the credit held for it. The retry now ends it in 消息 and gives the credit back."""
+    from wxapp_backend.activities.models import Registration
+    from wxapp_backend.notices.models import NotificationAttempt
+    from wxapp_backend.wechat.client import WeChatAPIError
+
+    start = utcnow().replace(microsecond=0) + timedelta(minutes=50)
+    user = make_user()
+    aid = _registered(make_activity, user, start)
+    _give(user, 1)
+    from wxapp_backend.activities import jobs
+
+    assert jobs.send_reminders(aid, "1h") == 1
+    nid = db.scalar(select(Notification.id).where(Notification.dedup_key.like("reminder:%:1h:%")))
+    standin.fail_next(SUBSCRIBE, 45011)
+    with pytest.raises(WeChatAPIError):
+        deliver_notification(nid)
+    assert _reminder_credits(user) == 0  # held for the retry
+    with session_scope() as s:
+        s.scalar(select(Registration).where(Registration.activity_id == aid)).status = "cancelled"
+    sent = len(standin.calls_to(SUBSCRIBE))
+    assert deliver_notification(nid) == "inbox_only"
+    assert len(standin.calls_to(SUBSCRIBE)) == sent
+    assert _reminder_credits(user) == 1
+    db.expire_all()
+    assert [a.outcome for a in db.scalars(select(NotificationAttempt))] == ["skipped"]

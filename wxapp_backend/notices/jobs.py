@@ -13,8 +13,8 @@
    restored from it first.
    45015/45047, ours or WeChat's, are counted in /metrics (`wechat_kefu_refused_total`).
 3. otherwise the notification ends ``inbox_only`` (the inbox item exists since notify()). So does an activity
-   reminder whose registration is no longer confirmed (or whose activity was cancelled or has begun) by the
-   time its delivery runs.
+   reminder whose registration is no longer confirmed (or whose activity was cancelled, moved or has begun) by the
+   time its delivery runs, or its retry (the credit the interrupted try held is given back).
 
 Run-twice safety: a finished notification is left alone; a Redis lock keeps two runs of one notification
 from overlapping; each send is an attempt row written (``sending``) and committed before WeChat is called,
@@ -141,12 +141,20 @@ def _next_send(notification_id: int) -> _Send | str:
         user = s.get(User, note.user_id)
         attempts = list(note.attempts)
         inflight = next((a for a in attempts if a.outcome == Outcome.SENDING), None)
+        if user is not None and _stale_reminder(s, note):
+            # Also when a try failed for now and this is its retry: the resumed send would push the stale text,
+            # on a credit WeChat never took (given back here).
+            if inflight is not None:
+                claimed = inflight.detail  # a sending subscribe attempt's detail is its template id
+                _close(s, inflight, Outcome.SKIPPED, errcode=inflight.errcode,
+                       detail="提醒已过时（报名已取消或活动已变动），未再发送")
+                if inflight.channel == Channel.SUBSCRIBE:
+                    credits.refund(s, user.id, claimed)
+            return _finish(note, DeliveryStatus.INBOX_ONLY)
         if inflight is not None and user is not None:
             return _resume(s, note, user, inflight)
         tried = {a.channel for a in attempts}
         step = None
-        if user is not None and not attempts and _stale_reminder(s, note):
-            return _finish(note, DeliveryStatus.INBOX_ONLY)
         if user is not None:
             if Channel.SUBSCRIBE not in tried:
                 step = _plan_subscribe(s, note, user)
