@@ -97,6 +97,7 @@ LIMITER_KEY = "fanout:rate:subscribe"
 REFUSED = 43101
 QUOTA = 45009
 TOO_FAST = 45011  # WeChat's per-minute frequency limit: "retry next minute"
+UNKNOWN_RESULT = -3  # errcode of a 'sending' row the sweeper failed (its worker's lease expired): 结果未知
 _RID = re.compile(r"\s*rid:\s*\S+\s*$")
 PERMANENT_REASONS = {47003: "字段内容不符合模板要求", 40003: "用户 openid 无效", 40037: "模板编号无效",
                      41030: "小程序页面路径无效"}
@@ -698,7 +699,33 @@ def _send_chunk(api, limiter: RateLimiter, token: str, rows: list[tuple[int, int
                                           t.c.status == OutboxStatus.SENDING.value)
                           .values(status=OutboxStatus.SENT.value, sent_at=bindparam("at"), errcode=0, detail="",
                                   msgid=bindparam("msgid")), sent)
+        unsent = {r: by_id[r][1] for r in moved if outcomes.get(r) == "lost_lease" and r not in called}
+        if unsent:
+            _reclaim_unsent(unsent, template_id)
     return [outcomes[r[0]] for r in rows if r[0] in outcomes]
+
+
+def _reclaim_unsent(rows: dict[int, int], template_id: str) -> None:
+    """Rows of this worker's chunk ({row id: user id}) it had moved to 'sending', with their credits, but not yet
+    sent when the sweeper took their lease (the worker stalled past it): the sweeper failed them as 结果未知, for good
+    and with the credit spent, though WeChat never had them. Their credit is given back, and while the notice is
+    still sending they are pending again (sent once, later); otherwise they stay failed, saying they were not sent."""
+    try:
+        with session_scope() as s:
+            notice_id = s.scalar(select(OutboxRow.notice_id).where(OutboxRow.id == next(iter(rows))))
+            in_flight = s.scalar(select(Notice.status).where(Notice.id == notice_id)) in IN_FLIGHT
+            values: dict[str, Any] = (
+                {"status": OutboxStatus.PENDING.value, "errcode": 0, "detail": "",
+                 "attempts": OutboxRow.attempts - 1} if in_flight else
+                {"detail": "发送进程停顿超时，未发送（订阅消息额度已退回）"})
+            back = s.scalars(update(OutboxRow).where(
+                OutboxRow.id.in_(list(rows)), OutboxRow.status == OutboxStatus.FAILED.value,
+                OutboxRow.errcode == UNKNOWN_RESULT, OutboxRow.lease_token.is_(None))
+                .values(**values).returning(OutboxRow.id).execution_options(synchronize_session=False)).all()
+            for row_id in back:
+                credits.refund(s, rows[row_id], template_id)
+    except Exception:  # noqa: BLE001 - they stay failed as 结果未知 (at most once), as before
+        log.exception("fan-out could not take back rows it never sent", extra={"rows": len(rows)})
 
 
 def _give_back(token: str, rows: list[tuple[int, int]], template_id: str) -> None:
@@ -816,7 +843,7 @@ def sweep_leases(now: datetime | None = None, lease_seconds: int | None = None, 
                              .execution_options(synchronize_session=False)).rowcount
         unknown = s.execute(update(OutboxRow).where(OutboxRow.status == OutboxStatus.SENDING.value,
                                                     OutboxRow.claimed_at < cutoff)
-                            .values(status=OutboxStatus.FAILED.value, lease_token=None, errcode=-3,
+                            .values(status=OutboxStatus.FAILED.value, lease_token=None, errcode=UNKNOWN_RESULT,
                                     detail="发送过程中进程中断，结果未知；为避免重复不再重发")
                             .execution_options(synchronize_session=False)).rowcount
         active = list(s.execute(select(Notice.id, Notice.status).where(
