@@ -64,6 +64,9 @@ def _last_message_at(db, user_id: int):
 @pytest.mark.parametrize("event, extra", [
     ("LOCATION", {"Latitude": "31.2", "Longitude": "121.4", "Precision": "30.0"}),
     ("VIEW", {"EventKey": "https://example.org/policy"}),
+    # Reports on our own sends come from the user's openid too (every recipient of a template or mass message).
+    ("TEMPLATESENDJOBFINISH", {"MsgID": "200163836", "Status": "success"}),
+    ("MASSSENDJOBFINISH", {"MsgID": "1000001625", "Status": "send success"}),
 ])
 def test_a_location_report_or_a_menu_link_opens_no_window(oa, app_ctx, make_user, standin, db, event, extra):
     """An Official Account's LOCATION report (sent by itself on entering the chat) and a VIEW menu link set
