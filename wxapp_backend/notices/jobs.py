@@ -4,8 +4,9 @@
 
 1. subscribe message, when the user has a mini-program openid, the kind has a template, the fields render
    and a credit can be claimed (atomically); a 24-hour activity reminder claims one only when a credit is left
-   for each 1-hour reminder still to come (`activities.services.reminder_credits_to_keep`). 43101 zeroes the credit; 47003/40003/40037/41030 and other
-   refusals give the credit back; either way delivery falls through to the next channel.
+   for each 1-hour reminder still to come (`activities.services.reminder_credits_to_keep`). 43101 zeroes the
+   credit; 47003/40003/40037/41030 and other refusals give the credit back; either way delivery falls through
+   to the next channel.
 2. customer-service text, when the user's customer-service window is open and has room: the same Redis
    window the webhook opens and late chat replies spend (`wechat.jobs.take_window`: 5 sends within 48 h of
    the user's last message), so notifications and chat replies never exceed it together. When Redis has none
