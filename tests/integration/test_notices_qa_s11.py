@@ -407,3 +407,26 @@ def test_rows_a_stalled_worker_never_sent_get_their_credit_back_and_go_out_once(
     assert sorted(sent) == sorted(u.openid for u in users)  # everyone once
     assert [c.credits for c in db.query(SubscribeCredit).filter(
         SubscribeCredit.user_id.in_([u.id for u in users]))] == [0] * 3
+
+
+def test_a_test_send_shows_the_template_values_staff_wrote(app_ctx, client, make_user, make_staff, staff_headers,
+                                                          run_jobs, standin):
+    """The test send made its subscribe message from the title and summary again, so a staff member who wrote the
+    template values themselves previewed something other than what the notice would send."""
+    from wxapp_backend.notices.kinds import get_kind
+
+    staff = make_staff(role="staff")
+    h = staff_headers(staff)
+    me = make_user()
+    _give(me, 1, "notice")
+    given = {"thing1": "补贴申报提醒", "time2": "2025年03月01日 09:00", "thing3": "请在月底前提交材料"}
+    nid = client.post("/api/v1/staff/notices", json={"title": "稳岗补贴开始申报", "summary": "本周五前提交材料",
+                                                     "audience": {"all": True}, "template_fields": given},
+                      headers=h).get_json()["id"]
+    assert client.put("/api/v1/staff/me/test-recipient", json={"user_id": me.id}, headers=h).status_code == 200
+    assert client.post(f"/api/v1/staff/notices/{nid}/test", json={}, headers=h).get_json()["sent"] is True
+    sent = len(standin.calls_to(SUBSCRIBE))
+    run_jobs()
+    (call,) = standin.calls_to(SUBSCRIBE)[sent:]
+    assert call.body["template_id"] == get_kind("notice").template_id
+    assert {k: v["value"] for k, v in call.body["data"].items()} == given

@@ -367,13 +367,21 @@ def redeem_link_code(session: Session, client: redis.Redis, code: str, user_id: 
 
 def send_test(session: Session, actor: Actor, notice_id: int) -> dict[str, Any]:
     """Send the notice to the staff member's own linked user only; skipped (with a reason) when none."""
+    from .kinds import get_kind
     from .services import notify
 
     notice = _get(session, notice_id)
     link = session.get(StaffTestRecipient, actor.id)
     if link is None:
         return {"sent": False, "reason": "您还没有设置测试接收人（自己的小程序账号），已跳过测试发送。"}
-    notify(session, link.user_id, NOTICE_KIND, {"title": notice.title, "note": (notice.summary or "点击查看详情")},
+    fields = {"title": notice.title, "note": (notice.summary or "点击查看详情")}
+    kind = get_kind(NOTICE_KIND)
+    if kind is not None and not _made_from_text(notice):
+        # Values the staff member wrote themselves are what the fan-out sends: the test shows those, not values
+        # made again from the title and summary (each template key through the kind's mapping to its field).
+        given = notice.template_fields or {}
+        fields.update({source: given[key] for key, source in kind.fields.items() if given.get(key)})
+    notify(session, link.user_id, NOTICE_KIND, fields,
            notice.page, title=f"【测试】{notice.title}"[:100], body=notice.summary, ref=f"notice:{notice.id}:test")
     audit(session, actor, "notice.test_sent", notice, user_id=link.user_id)
     return {"sent": True, "user_id": link.user_id}
