@@ -430,3 +430,22 @@ def test_a_test_send_shows_the_template_values_staff_wrote(app_ctx, client, make
     (call,) = standin.calls_to(SUBSCRIBE)[sent:]
     assert call.body["template_id"] == get_kind("notice").template_id
     assert {k: v["value"] for k, v in call.body["data"].items()} == given
+
+
+def test_a_day_before_reminder_delivered_within_the_last_hour_is_not_pushed(app_ctx, make_activity, make_user,
+                                                                            standin, db):
+    """The 24-hour reminder's delivery waited (a queue backlog, a retry after WeChat's -1) until the 1-hour reminder
+    was due: it still went out, saying 明天 an hour before the start, on a second credit for the same news."""
+    from wxapp_backend.activities import jobs
+
+    start = utcnow().replace(microsecond=0) + timedelta(minutes=50)
+    user = make_user()
+    aid = _registered(make_activity, user, start)
+    _give(user, 2)
+    assert jobs.send_reminders(aid, "24h", now=start - timedelta(hours=24)) == 1
+    nid = db.scalar(select(Notification.id).where(Notification.dedup_key.like("reminder:%:24h:%")))
+    sent = len(standin.calls_to(SUBSCRIBE))
+    assert deliver_notification(nid) == "inbox_only"
+    assert len(standin.calls_to(SUBSCRIBE)) == sent and _reminder_credits(user) == 2
+    assert _remind(aid, "1h", start - timedelta(hours=1)) == ["sent_subscribe"]
+    assert _reminder_credits(user) == 1

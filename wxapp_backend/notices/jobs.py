@@ -169,8 +169,9 @@ def _next_send(notification_id: int) -> _Send | str:
 def _stale_reminder(s: Session, note: Notification) -> bool:
     """An activity reminder whose registration was cancelled (or its activity cancelled, begun or moved) since the
     reminder was made: a delivery that waited (a retry, a sweep after a lost job) must not push it."""
+    from ..activities.jobs import REMINDERS
     from ..activities.models import ActivityStatus, Registration, RegStatus
-    from ..activities.services import REMINDER_KIND
+    from ..activities.services import EARLY_REMINDER, NEAR_REMINDER, REMINDER_KIND
 
     prefix, _, reg_id = (note.ref or "").partition(":")
     if note.kind != REMINDER_KIND or prefix != "registration" or not reg_id.isdigit():
@@ -181,8 +182,13 @@ def _stale_reminder(s: Session, note: Notification) -> bool:
         return True
     # Made for a start time the activity no longer has (it moved since): the text names the old time, and the
     # reminder for the new time is made on its own ("reminder:<registration>:<label>:<start stamp>").
-    stamp = (note.dedup_key or "").rpartition(":")[2]
-    return stamp.isdigit() and int(stamp) != int(reg.activity.starts_at.timestamp())
+    parts = (note.dedup_key or "").split(":")
+    label, stamp = (parts[2], parts[3]) if len(parts) == 4 else ("", parts[-1])
+    if stamp.isdigit() and int(stamp) != int(reg.activity.starts_at.timestamp()):
+        return True
+    # A day-before reminder delivered within the last hour (its job waited, a retry ran late): the 1-hour reminder
+    # is due or gone, and this one's "明天" would be wrong and spend a second credit on the same news.
+    return label == EARLY_REMINDER and utcnow() >= reg.activity.starts_at - REMINDERS[NEAR_REMINDER]
 
 
 def _credits_to_keep(s: Session, note: Notification) -> int:
