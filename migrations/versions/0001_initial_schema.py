@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-12-06 08:38:44.359060
+Create Date: 2026-12-06 11:27:22.886066
 """
 from alembic import op
 import sqlalchemy as sa
@@ -211,14 +211,18 @@ def upgrade() -> None:
     sa.Column('contact_name', sa.String(length=32), nullable=False),
     sa.Column('contact_phone', sa.String(length=20), nullable=False),
     sa.Column('note', sa.Text(), nullable=False),
+    sa.Column('merged_into_id', sa.Integer(), nullable=True),
+    sa.Column('retired_at', wxapp_backend.db.UTCDateTime(timezone=True), nullable=True),
     sa.Column('created_at', wxapp_backend.db.UTCDateTime(timezone=True), nullable=False),
     sa.Column('updated_at', wxapp_backend.db.UTCDateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['building_id'], ['buildings.id'], name=op.f('fk_enterprises_building_id_buildings'), ondelete='SET NULL'),
+    sa.ForeignKeyConstraint(['merged_into_id'], ['enterprises.id'], name=op.f('fk_enterprises_merged_into_id_enterprises'), ondelete='SET NULL'),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_enterprises')),
     sa.UniqueConstraint('credit_code', name=op.f('uq_enterprises_credit_code'))
     )
     with op.batch_alter_table('enterprises', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_enterprises_building_id'), ['building_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_enterprises_merged_into_id'), ['merged_into_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_enterprises_name'), ['name'], unique=False)
 
     op.create_table('notices',
@@ -260,6 +264,7 @@ def upgrade() -> None:
     sa.Column('role', sa.String(length=20), nullable=False),
     sa.Column('enterprise_id', sa.Integer(), nullable=True),
     sa.Column('binding_state', sa.String(length=10), nullable=False),
+    sa.Column('pending_enterprise_id', sa.Integer(), nullable=True),
     sa.Column('building_id', sa.Integer(), nullable=True),
     sa.Column('followed', sa.Boolean(), nullable=False),
     sa.Column('blocked', sa.Boolean(), nullable=False),
@@ -272,6 +277,7 @@ def upgrade() -> None:
     sa.CheckConstraint("role in ('enterprise_contact','white_collar')", name=op.f('ck_users_role')),
     sa.ForeignKeyConstraint(['building_id'], ['buildings.id'], name=op.f('fk_users_building_id_buildings'), ondelete='SET NULL'),
     sa.ForeignKeyConstraint(['enterprise_id'], ['enterprises.id'], name=op.f('fk_users_enterprise_id_enterprises'), ondelete='SET NULL'),
+    sa.ForeignKeyConstraint(['pending_enterprise_id'], ['enterprises.id'], name=op.f('fk_users_pending_enterprise_id_enterprises'), ondelete='SET NULL'),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_users')),
     sa.UniqueConstraint('oa_openid', name=op.f('uq_users_oa_openid')),
     sa.UniqueConstraint('openid', name=op.f('uq_users_openid'))
@@ -279,6 +285,7 @@ def upgrade() -> None:
     with op.batch_alter_table('users', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_users_building_id'), ['building_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_users_enterprise_id'), ['enterprise_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_users_pending_enterprise_id'), ['pending_enterprise_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_users_unionid'), ['unionid'], unique=False)
 
     op.create_table('appeals',
@@ -769,6 +776,7 @@ def downgrade() -> None:
     op.drop_table('appeals')
     with op.batch_alter_table('users', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_users_unionid'))
+        batch_op.drop_index(batch_op.f('ix_users_pending_enterprise_id'))
         batch_op.drop_index(batch_op.f('ix_users_enterprise_id'))
         batch_op.drop_index(batch_op.f('ix_users_building_id'))
 
@@ -779,6 +787,7 @@ def downgrade() -> None:
     op.drop_table('notices')
     with op.batch_alter_table('enterprises', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_enterprises_name'))
+        batch_op.drop_index(batch_op.f('ix_enterprises_merged_into_id'))
         batch_op.drop_index(batch_op.f('ix_enterprises_building_id'))
 
     op.drop_table('enterprises')

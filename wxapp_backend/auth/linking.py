@@ -210,6 +210,7 @@ def merge_users(session: Session, source: User, target: User, *, via: str, actor
         if target.enterprise_id is None:
             target.enterprise_id, target.binding_state, target.role = (
                 source.enterprise_id, source.binding_state, source.role)
+            target.pending_enterprise_id = target.pending_enterprise_id or source.pending_enterprise_id
             facts["enterprise_taken"] = source.enterprise_id
         else:  # the mini-program's own binding wins; staff can see what the chat row had
             facts["enterprise_not_taken"] = {"id": source.enterprise_id, "binding_state": source.binding_state}

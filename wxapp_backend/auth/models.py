@@ -51,6 +51,11 @@ class User(Base):
     role: Mapped[str] = mapped_column(String(20), default=UserRole.WHITE_COLLAR.value)
     enterprise_id: Mapped[int | None] = mapped_column(ForeignKey("enterprises.id", ondelete="SET NULL"), index=True)
     binding_state: Mapped[str] = mapped_column(String(10), default=BindingState.NONE.value)
+    # A verified contact applying to another enterprise: the application waits here, and the verified binding
+    # (enterprise_id) stays until staff approve the new one. Users without a verified binding apply through
+    # enterprise_id with binding_state pending, as before.
+    pending_enterprise_id: Mapped[int | None] = mapped_column(ForeignKey("enterprises.id", ondelete="SET NULL"),
+                                                              index=True)
     building_id: Mapped[int | None] = mapped_column(ForeignKey("buildings.id", ondelete="SET NULL"), index=True)
     followed: Mapped[bool] = mapped_column(Boolean, default=False)
     blocked: Mapped[bool] = mapped_column(Boolean, default=False)
@@ -62,6 +67,19 @@ class User(Base):
 
     enterprise = relationship("Enterprise", foreign_keys=[enterprise_id], lazy="joined")
     building = relationship("Building", foreign_keys=[building_id], lazy="joined")
+    pending_enterprise = relationship("Enterprise", foreign_keys=[pending_enterprise_id], lazy="select")
+
+    @property
+    def awaiting_check(self) -> bool:
+        """Staff have an application of this user's to decide (a first binding or a switch)."""
+        return self.binding_state == BindingState.PENDING.value or self.pending_enterprise_id is not None
+
+    @property
+    def applied_enterprise_id(self) -> int | None:
+        """The enterprise the user's open application names (None without one)."""
+        if self.pending_enterprise_id is not None:
+            return self.pending_enterprise_id
+        return self.enterprise_id if self.binding_state == BindingState.PENDING.value else None
 
     def to_dict(self) -> dict:
         return {
@@ -73,6 +91,8 @@ class User(Base):
             "binding_state_label": BINDING_LABELS.get(self.binding_state, self.binding_state),
             "enterprise": self.enterprise.to_public() if self.enterprise else None,
             "building": self.building.to_public() if self.building else None,
+            # The enterprise a verified contact has applied to switch to, while staff check it.
+            "pending_enterprise": self.pending_enterprise.to_public() if self.pending_enterprise else None,
         }
 
 

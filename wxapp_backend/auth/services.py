@@ -82,7 +82,10 @@ def update_profile(session: Session, user: User, *, nickname: str | None = None,
 
 
 def request_enterprise_binding(session: Session, user: User, *, name: str, credit_code: str) -> User:
-    """The user says they work for this enterprise; staff verify it in the console."""
+    """The user says they work for this enterprise; staff verify it in the console.
+
+    A verified contact applying to another enterprise keeps their verified binding until staff approve the new
+    one (it waits in pending_enterprise_id): an application alone must not leave them with nothing."""
     problem = credit_code_problem(credit_code)
     if problem:
         raise ValidationError(problem, fields={"credit_code": problem})
@@ -100,9 +103,21 @@ def request_enterprise_binding(session: Session, user: User, *, name: str, credi
                 raise
         else:
             audit(session, Actor("user", user.id), "enterprise.created", enterprise, via="binding", name=name)
-    elif user.enterprise_id == enterprise.id and user.binding_state == BindingState.VERIFIED:
+    while enterprise.merged_into is not None:  # a duplicate file staff merged: the kept one carries on
+        enterprise = enterprise.merged_into
+    verified = user.enterprise_id is not None and user.binding_state == BindingState.VERIFIED
+    if verified and user.enterprise_id == enterprise.id:
+        if user.pending_enterprise_id is not None:  # back to the enterprise they are verified for
+            _withdraw_switch(session, user)
+        return user
+    if verified:
+        user.pending_enterprise_id = enterprise.id
+        session.expire(user, ["pending_enterprise"])
+        audit(session, Actor("user", user.id), "binding.requested", user, enterprise_id=enterprise.id,
+              name_given=name, name_on_file=enterprise.name, verified_enterprise_id=user.enterprise_id)
         return user
     user.enterprise_id = enterprise.id
+    user.pending_enterprise_id = None
     user.role = UserRole.ENTERPRISE_CONTACT.value
     user.binding_state = BindingState.PENDING.value
     audit(session, Actor("user", user.id), "binding.requested", user, enterprise_id=enterprise.id,
@@ -110,9 +125,23 @@ def request_enterprise_binding(session: Session, user: User, *, name: str, credi
     return user
 
 
+def _withdraw_switch(session: Session, user: User) -> None:
+    previous = user.pending_enterprise_id
+    user.pending_enterprise_id = None
+    session.expire(user, ["pending_enterprise"])
+    audit(session, Actor("user", user.id), "binding.withdrawn", user, enterprise_id=previous,
+          previous_state=BindingState.PENDING.value, verified_enterprise_id=user.enterprise_id)
+
+
 def leave_enterprise(session: Session, user: User) -> User:
     """The user withdraws their binding application, or ends a binding (a new job, the wrong company chosen):
-    they had no way to, short of asking staff. Appeals already filed for the enterprise stay as they are."""
+    they had no way to, short of asking staff. Appeals already filed for the enterprise stay as they are.
+
+    A verified contact with an application to another enterprise withdraws that application first and stays
+    verified; a second call ends the binding."""
+    if user.pending_enterprise_id is not None:
+        _withdraw_switch(session, user)
+        return user
     if user.enterprise_id is None and user.binding_state == BindingState.NONE.value:
         return user
     previous, state = user.enterprise_id, user.binding_state

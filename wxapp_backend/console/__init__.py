@@ -144,13 +144,15 @@ def logout():
 @bp.get("/")
 @console_required()
 def dashboard():
+    from ..enterprises.services import awaiting_check
+
     with session_scope() as s:
         counts = {
-            "enterprises": s.scalar(select(func.count(Enterprise.id))) or 0,
+            "enterprises": s.scalar(select(func.count(Enterprise.id)).where(Enterprise.retired_at.is_(None))) or 0,
             "buildings": s.scalar(select(func.count(Building.id))) or 0,
             "grids": s.scalar(select(func.count(Grid.id))) or 0,
             "users": s.scalar(select(func.count(User.id))) or 0,
-            "pending_bindings": s.scalar(select(func.count(User.id)).where(User.binding_state == "pending")) or 0,
+            "pending_bindings": s.scalar(select(func.count(User.id)).where(awaiting_check())) or 0,
         }
     cards = list(DASHBOARD_CARDS)
     extra = []

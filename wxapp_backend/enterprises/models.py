@@ -70,10 +70,19 @@ class Enterprise(Base):
     contact_name: Mapped[str] = mapped_column(String(32), default="")
     contact_phone: Mapped[str] = mapped_column(String(20), default="")
     note: Mapped[str] = mapped_column(Text, default="")
+    # A duplicate file staff merged into another is retired, not deleted: it keeps its name and code for the
+    # record and points at the file that carries on.
+    merged_into_id: Mapped[int | None] = mapped_column(ForeignKey("enterprises.id", ondelete="SET NULL"), index=True)
+    retired_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
     building = relationship(Building, lazy="joined")
+    merged_into = relationship("Enterprise", remote_side=[id], lazy="select")
+
+    @property
+    def retired(self) -> bool:
+        return self.retired_at is not None
 
     def to_public(self) -> dict:
         return {"id": self.id, "name": self.name, "credit_code": self.credit_code, "industry": self.industry}
@@ -89,6 +98,8 @@ class Enterprise(Base):
             "contact_name": self.contact_name,
             "contact_phone": self.contact_phone,
             "note": self.note,
+            "merged_into_id": self.merged_into_id,
+            "retired_at": self.retired_at.isoformat() if self.retired_at else None,
             "created_at": self.created_at.isoformat() if self.created_at else None,
             "updated_at": self.updated_at.isoformat() if self.updated_at else None,
         }

@@ -416,16 +416,30 @@ def delete_enterprise(session: Session, actor: Actor, enterprise_id: int) -> Non
     told = list(session.scalars(select(User.id).where(
         User.enterprise_id == enterprise.id,
         User.binding_state.in_([BindingState.PENDING.value, BindingState.VERIFIED.value])).order_by(User.id)))
-    for user_id in told:
+    # Verified contacts applying to another enterprise: their application becomes their binding request.
+    switching = list(session.scalars(select(User.id).where(User.enterprise_id == enterprise.id,
+                                                           User.pending_enterprise_id.is_not(None))))
+    # Verified contacts of another enterprise who applied to this one: the application is gone, the binding stays.
+    applied = list(session.scalars(select(User.id).where(User.pending_enterprise_id == enterprise.id)
+                                   .order_by(User.id)))
+    for user_id in sorted({*told, *applied}):
         _tell_binding_removed(session, user_id, enterprise)
-    if bound:
-        session.execute(update(User).where(User.id.in_(bound))
+    if switching:
+        session.execute(update(User).where(User.id.in_(switching))
+                        .values(enterprise_id=User.pending_enterprise_id, pending_enterprise_id=None,
+                                binding_state=BindingState.PENDING.value))
+    rest = [i for i in bound if i not in set(switching)]
+    if rest:
+        session.execute(update(User).where(User.id.in_(rest))
                         .values(enterprise_id=None, binding_state=BindingState.NONE.value))
+    if applied:
+        session.execute(update(User).where(User.id.in_(applied)).values(pending_enterprise_id=None))
     from ..activities.models import Registration
     from ..appeals.models import Appeal
 
     audit(session, actor, "enterprise.deleted", enterprise, name=enterprise.name,
-          credit_code=enterprise.credit_code, unbound_users=bound,
+          credit_code=enterprise.credit_code, unbound_users=bound, applications_dropped=applied,
+          pending_from_switch=switching,
           **_cleared_links(session, cleared_appeals=(Appeal.id, Appeal.enterprise_id == enterprise.id),
                            cleared_registrations=(Registration.id, Registration.enterprise_id == enterprise.id)))
     session.delete(enterprise)
@@ -476,6 +490,11 @@ def bound_users(session: Session, enterprise_id: int) -> list[User]:
 
 # --- users and bindings -----------------------------------------------------------------------------
 
+def awaiting_check():
+    """The users with an application for staff to decide: a first binding, or a verified contact's switch."""
+    return or_(User.binding_state == BindingState.PENDING.value, User.pending_enterprise_id.is_not(None))
+
+
 def list_users(session: Session, *, state: str | None = None, q: str | None = None, page: int = 1,
                per_page: int = 20) -> Page:
     """Mini-program users, optionally only those in one binding state; pending first-come first-served."""
@@ -489,14 +508,16 @@ def list_users(session: Session, *, state: str | None = None, q: str | None = No
                 .order_by(asked.c.asked.is_(None), asked.c.asked, User.id))
     else:
         stmt = select(User).order_by(User.id.desc())
-    if state:
+    if state == BindingState.PENDING:
+        stmt = stmt.where(awaiting_check())
+    elif state:
         stmt = stmt.where(User.binding_state == state)
     if q:
         # Applicants rarely have a nickname: the company they named finds them too.
         companies = select(Enterprise.id).where(or_(Enterprise.name.icontains(q, autoescape=True),
                                                     Enterprise.credit_code.contains(q.upper(), autoescape=True)))
         stmt = stmt.where(or_(User.nickname.icontains(q, autoescape=True), User.phone.contains(q, autoescape=True),
-                              User.enterprise_id.in_(companies)))
+                              User.enterprise_id.in_(companies), User.pending_enterprise_id.in_(companies)))
     return paginate(session, stmt, page, per_page)
 
 
@@ -505,7 +526,7 @@ def names_given(session: Session, users: Sequence[User]) -> dict[int, str]:
 
     The name on file may be another's (the credit code was known) or theirs (a new record): what they wrote is
     what staff check, so it is read back from the request's audit row."""
-    ids = [str(u.id) for u in users if u.binding_state == BindingState.PENDING.value]
+    ids = [str(u.id) for u in users if u.awaiting_check]
     if not ids:
         return {}
     latest = (select(func.max(AuditLog.id)).where(AuditLog.action == "binding.requested",
@@ -526,19 +547,35 @@ def decide_binding(session: Session, actor: Actor, user_id: int, *, approve: boo
                           .execution_options(populate_existing=True))
     if user is None:
         raise NotFound("没有找到这个用户。")
-    if user.binding_state == BindingState.NONE.value:
+    switching = user.pending_enterprise_id is not None
+    if not switching and user.binding_state == BindingState.NONE.value:
         # Nobody decided it: the enterprise file it named was deleted meanwhile (which unbinds its users).
         raise Conflict("这位用户现在没有待核实的绑定申请（所申请企业的档案可能已被删除），请刷新页面查看最新状态。",
                        code="binding_gone")
-    if user.binding_state != BindingState.PENDING.value:
+    if not switching and user.binding_state != BindingState.PENDING.value:
         raise Conflict("这个绑定申请已经处理过了，请刷新页面查看最新状态。")
-    if enterprise_id is not None and user.enterprise_id != enterprise_id:
+    if enterprise_id is not None and user.applied_enterprise_id != enterprise_id:
         raise Conflict("这位用户刚刚改了申请绑定的企业，请刷新页面核对后再处理。", code="binding_changed")
+    if switching:
+        # A verified contact applied to another enterprise: approval moves the binding, a rejection leaves the
+        # verified one as it was.
+        previous = user.enterprise_id
+        applied = get_enterprise(session, user.pending_enterprise_id)
+        user.pending_enterprise_id = None
+        if approve:
+            user.enterprise_id = applied.id
+        session.expire(user, ["enterprise", "pending_enterprise"])
+        audit(session, actor, "binding.verified" if approve else "binding.rejected", user,
+              enterprise_id=applied.id, previous_enterprise_id=previous)
+        _note_binding_check(session, actor, applied, approve)
+        _tell_binding_result(session, user, approve, applied,
+                             kept=None if approve else session.get(Enterprise, previous))
+        return user
     user.binding_state = (BindingState.VERIFIED if approve else BindingState.REJECTED).value
     audit(session, actor, "binding.verified" if approve else "binding.rejected", user,
           enterprise_id=user.enterprise_id)
     _note_binding_check(session, actor, user.enterprise, approve)
-    _tell_binding_result(session, user, approve)
+    _tell_binding_result(session, user, approve, user.enterprise)
     return user
 
 
@@ -571,12 +608,14 @@ def _tell_binding_removed(session: Session, user_id: int, enterprise: Enterprise
            ref=f"binding:{user_id}:{enterprise.id}")
 
 
-def _tell_binding_result(session: Session, user: User, approve: bool) -> None:
-    """The user waited for staff to check their enterprise: say how it went (subscribe message or inbox)."""
+def _tell_binding_result(session: Session, user: User, approve: bool, enterprise: Enterprise | None,
+                         kept: Enterprise | None = None) -> None:
+    """The user waited for staff to check their enterprise: say how it went (subscribe message or inbox).
+    `kept` is the enterprise a verified contact stays bound to when their application to another is rejected."""
     from ..db import utcnow as _now
     from ..notices.services import notify
 
-    name = user.enterprise.name if user.enterprise is not None else "所申请的企业"
+    name = enterprise.name if enterprise is not None else "所申请的企业"
     if approve:
         # Only what a verified binding really opens: appeals count for the enterprise, enterprise-only
         # activities, notices aimed at enterprises (a contact still sees only their own appeals).
@@ -585,8 +624,10 @@ def _tell_binding_result(session: Session, user: User, approve: bool) -> None:
     else:
         body = (f"您与“{name}”的绑定未能核实。请核对企业名称和统一社会信用代码后在“我的”里重新申请，"
                 "或联系楼宇的服务专员协助。")
+        if kept is not None:
+            body += f"您与“{kept.name}”已核实的绑定保持不变。"
     notify(session, user.id, "binding_result",
            {"title": name[:20], "result": "已通过" if approve else "未通过", "time": _now().isoformat(),
             "note": "可以以企业身份办事了" if approve else "请核对信息后重新申请"},
            "pages/me/index", title="企业身份核实" + ("通过" if approve else "未通过"), body=body,
-           ref=f"binding:{user.id}:{user.enterprise_id}")
+           ref=f"binding:{user.id}:{enterprise.id if enterprise is not None else ''}")
