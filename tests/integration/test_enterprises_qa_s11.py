@@ -109,3 +109,143 @@ def test_console_lists_and_decides_the_switch(switching, client, make_staff, con
     assert r.status_code == 302
     row = _user(db, u.id)
     assert (row.enterprise_id, row.binding_state, row.pending_enterprise_id) == (b_id, "verified", None)
+
+
+# --- 2. staff merge duplicate enterprise files ------------------------------------------------------
+
+ADMIN = Actor("staff", 1, role="admin")
+
+
+def _legacy(make_enterprise, name: str, raw_code: str):
+    """A file from before the check digit was validated (an old import): the code may be anything."""
+    return make_enterprise(name=name, credit_code=raw_code)
+
+
+def test_merge_moves_everything_and_retires_the_duplicate(app_ctx, make_enterprise, make_user, make_building,
+                                                          make_activity, db):
+    from wxapp_backend.activities.models import Registration
+    from wxapp_backend.appeals.models import Appeal
+    from wxapp_backend.enterprises.models import Enterprise
+
+    building = make_building()
+    keep = make_enterprise(name="上海云帆科技有限公司", credit_code=code(10))
+    typo = code(11)[:17] + ("A" if code(11)[17] != "A" else "B")  # the check digit typed wrong
+    dup = _legacy(make_enterprise, "上海云帆科技", typo)
+    with session_scope() as s:
+        s.execute(Enterprise.__table__.update().where(Enterprise.id == dup.id)
+                  .values(industry="信息技术", building_id=building.id, tags=["高新"]))
+    contact = make_user(enterprise_id=dup.id, binding_state="verified", role="enterprise_contact")
+    applicant = make_user(enterprise_id=dup.id, binding_state="pending", role="enterprise_contact")
+    other = make_enterprise()
+    switcher = make_user(enterprise_id=other.id, binding_state="verified", pending_enterprise_id=dup.id)
+    activity = make_activity()
+    with session_scope() as s:
+        appeal = Appeal(number="S11-0001", user_id=contact.id, content="老诉求", contact_name="张三",
+                        contact_phone="13800000000", enterprise_id=dup.id)
+        reg = Registration(activity_id=activity.id, user_id=contact.id, enterprise_id=dup.id,
+                           status="confirmed", active_key=f"{activity.id}:{contact.id}")
+        s.add_all([appeal, reg])
+    with session_scope() as s:
+        services.merge_enterprises(s, ADMIN, keep.id, dup.id)
+    assert (_user(db, contact.id).enterprise_id, _user(db, contact.id).binding_state) == (keep.id, "verified")
+    assert (_user(db, applicant.id).enterprise_id, _user(db, applicant.id).binding_state) == (keep.id, "pending")
+    assert _user(db, switcher.id).pending_enterprise_id == keep.id
+    assert db.scalar(select(Appeal.enterprise_id).where(Appeal.id == appeal.id)) == keep.id
+    assert db.scalar(select(Registration.enterprise_id).where(Registration.id == reg.id)) == keep.id
+    retired = db.scalar(select(Enterprise).where(Enterprise.id == dup.id))  # not deleted
+    assert retired.merged_into_id == keep.id and retired.retired_at is not None
+    kept = db.scalar(select(Enterprise).where(Enterprise.id == keep.id))
+    assert (kept.industry, kept.building_id, kept.tags) == ("信息技术", building.id, ["高新"])
+    row = db.scalar(select(AuditLog).where(AuditLog.action == "enterprise.merged"))
+    assert row.actor_type == "staff" and row.target_id == str(keep.id) and row.data["duplicate_id"] == dup.id
+    assert row.data["moved"]["users"] == sorted([contact.id, applicant.id])
+    # The retired file no longer shows up in lists, and cannot be edited.
+    with session_scope() as s:
+        assert dup.id not in [e.id for e in services.search_enterprises(s, q="云帆").items]
+    with pytest.raises(Conflict, match="已合并"), session_scope() as s:
+        services.update_enterprise(s, ADMIN, dup.id, {"note": "改一下"})
+
+
+@pytest.mark.parametrize("case", ["itself", "into_retired", "retired_again", "two_valid_codes",
+                                  "keep_invalid"])
+def test_merge_refuses_what_is_not_a_duplicate(app_ctx, make_enterprise, case):
+    from wxapp_backend.errors import AppError
+
+    a = make_enterprise(name="甲公司", credit_code=code(20))
+    b = make_enterprise(name="甲公司", credit_code=code(21))
+    bad = _legacy(make_enterprise, "甲公司（旧）", "91310106MA0000000X")
+    keep_id, dup_id, words = {
+        "itself": (a.id, a.id, "合并到它自己"),
+        "into_retired": (bad.id, None, "不能再作为保留"),
+        "retired_again": (a.id, bad.id, "已经合并"),
+        "two_valid_codes": (a.id, b.id, "不同的企业"),
+        "keep_invalid": (bad.id, a.id, "校验不通过"),
+    }[case]
+    if case in {"into_retired", "retired_again"}:
+        with session_scope() as s:
+            services.merge_enterprises(s, ADMIN, a.id, bad.id)
+        if case == "into_retired":
+            dup_id = b.id
+    with pytest.raises(AppError, match=words) as info, session_scope() as s:
+        services.merge_enterprises(s, ADMIN, keep_id, dup_id)
+    assert info.value.status in {409, 422}
+
+
+def test_binding_with_a_retired_code_lands_on_the_kept_file(client, make_enterprise, make_user, user_token, db):
+    keep = make_enterprise(name="乙公司", credit_code=code(30))
+    dup = make_enterprise(name="乙公司（重复）", credit_code=code(30).lower())  # an old import in lower case
+    with session_scope() as s:
+        services.merge_enterprises(s, ADMIN, keep.id, dup.id)
+    u = make_user()
+    with session_scope() as s:
+        from wxapp_backend.auth.services import request_enterprise_binding
+
+        user = s.get(User, u.id)
+        request_enterprise_binding(s, user, name="乙公司", credit_code=code(30))
+    assert _user(db, u.id).enterprise_id == keep.id
+
+
+def test_console_merge_is_admin_only_with_csrf_and_chinese_errors(client, make_enterprise, make_staff,
+                                                                  console_login, db):
+    from wxapp_backend.enterprises.models import Enterprise
+
+    keep = make_enterprise(name="丙公司", credit_code=code(40))
+    dup = _legacy(make_enterprise, "丙公司", "91310106MA0000002X")
+    other = make_enterprise(name="丁公司", credit_code=code(41))
+    staff = make_staff(role="staff")
+    token = console_login(staff)
+    r = client.post(f"/console/enterprises/{keep.id}/merge", data={"duplicate": str(dup.id), "csrf_token": token})
+    assert r.status_code == 403
+    client.post("/console/logout", data={"csrf_token": token})
+    admin = make_staff(role="admin")
+    token = console_login(admin)
+    page = client.get(f"/console/enterprises/{keep.id}").get_data(as_text=True)
+    assert f'id="merge-{dup.id}"' in page  # offered as a likely duplicate (same name)
+    r = client.post(f"/console/enterprises/{keep.id}/merge", data={"duplicate": str(dup.id)})
+    assert r.status_code == 400 and "CSRF" in r.get_data(as_text=True)
+    r = client.post(f"/console/enterprises/{keep.id}/merge", data={"duplicate": other.credit_code,
+                                                                  "csrf_token": token})
+    assert r.status_code == 422 and "不同的企业" in r.get_data(as_text=True)
+    r = client.post(f"/console/enterprises/{keep.id}/merge", data={"duplicate": "不存在的", "csrf_token": token})
+    assert r.status_code == 422 and "没有找到" in r.get_data(as_text=True)
+    r = client.post(f"/console/enterprises/{keep.id}/merge", data={"duplicate": str(dup.id), "csrf_token": token})
+    assert r.status_code == 302
+    assert db.scalar(select(Enterprise.merged_into_id).where(Enterprise.id == dup.id)) == keep.id
+    page = client.get(f"/console/enterprises/{dup.id}").get_data(as_text=True)
+    assert "已合并停用" in page and "丙公司" in page and "编辑档案" not in page
+
+
+def test_staff_api_merge(client, make_enterprise, make_staff, staff_headers, db):
+    keep = make_enterprise(name="戊公司", credit_code=code(50))
+    dup = _legacy(make_enterprise, "戊公司", "91310106MA0000002X")
+    r = client.post(f"/api/v1/staff/enterprises/{keep.id}/merge", json={"duplicate": dup.credit_code},
+                    headers=staff_headers(make_staff(role="staff")))
+    assert r.status_code == 403
+    admin = staff_headers(make_staff(role="admin"))
+    r = client.post(f"/api/v1/staff/enterprises/{keep.id}/merge", json={"duplicate": str(keep.id)}, headers=admin)
+    assert r.status_code == 422 and "自己" in r.get_json()["message"]
+    r = client.post(f"/api/v1/staff/enterprises/{keep.id}/merge", json={"duplicate": dup.credit_code.lower()},
+                    headers=admin)
+    assert r.status_code == 200, r.get_json()
+    r = client.get(f"/api/v1/staff/enterprises/{dup.id}", headers=admin)
+    assert r.get_json()["merged_into_id"] == keep.id

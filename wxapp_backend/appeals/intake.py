@@ -190,7 +190,8 @@ def match_place(session, text: str) -> dict:
         rest = re.sub(f"{_SEPARATOR}*".join(map(re.escape, best_key)), " ", text, count=1)
         name = re.split(r"[，,、/\s]+", rest.strip())
         out["enterprise_name"] = " ".join(n for n in name if n)[:200] or text[:200]
-    enterprise = session.scalar(select(Enterprise).where(Enterprise.name == out["enterprise_name"]))
+    enterprise = session.scalar(select(Enterprise).where(Enterprise.name == out["enterprise_name"],
+                                                         Enterprise.retired_at.is_(None)))
     if enterprise is not None:
         out["enterprise_id"] = enterprise.id
         if best is None and enterprise.building is not None:

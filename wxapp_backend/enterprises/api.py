@@ -78,6 +78,21 @@ def update_enterprise(enterprise_id: int):
         return jsonify(enterprise.to_dict())
 
 
+@bp.post("/staff/enterprises/<int:enterprise_id>/merge")
+@staff_api_required(StaffRole.ADMIN)
+@doc("把重复的企业档案（按档案编号或统一社会信用代码指定）合并到本档案：联系人、绑定申请、诉求和报名随之转移，"
+     "重复档案停用留底", body=services.MERGE_FIELDS, auth="staff", tags=["企业"],
+     responses={200: "保留的企业档案", 404: "不存在", 409: "档案已合并停用", 422: "不能合并（同一份档案、信用代码都有效且不同等）"})
+def merge_enterprise(enterprise_id: int):
+    data = parse(services.MERGE_FIELDS)
+    with session_scope() as s:
+        services.get_enterprise(s, enterprise_id)
+        duplicate = services.find_enterprise(s, data["duplicate"])
+        kept = services.merge_enterprises(s, current_actor(), enterprise_id, duplicate.id)
+        s.refresh(kept)
+        return jsonify(kept.to_dict())
+
+
 @bp.get("/staff/buildings")
 @staff_api_required(StaffRole.DEPT)
 @doc("楼宇档案列表（含所属网格和企业数）", params=BUILDING_FILTERS, auth="staff", tags=["楼宇"])

@@ -75,13 +75,41 @@ def enterprises():
                                grids=services.list_grids(s), industries=services.industries(s))
 
 
-@bp.get("/enterprises/<int:enterprise_id>")
-@console_required(StaffRole.DEPT)
-def enterprise_detail(enterprise_id: int):
+def _enterprise_page(enterprise_id: int, *, error: str | None = None, status: int = 200, duplicate: str = ""):
     with session_scope() as s:
         enterprise = services.get_enterprise(s, enterprise_id)
         return render_template("console/enterprises/enterprise_detail.html", e=enterprise,
-                               users=services.bound_users(s, enterprise_id))
+                               users=services.bound_users(s, enterprise_id),
+                               duplicates=services.possible_duplicates(s, enterprise) if not enterprise.retired else [],
+                               merged_from=services.merged_from(s, enterprise_id), merge_error=error,
+                               duplicate=duplicate), status
+
+
+@bp.get("/enterprises/<int:enterprise_id>")
+@console_required(StaffRole.DEPT)
+def enterprise_detail(enterprise_id: int):
+    return _enterprise_page(enterprise_id)
+
+
+@bp.post("/enterprises/<int:enterprise_id>/merge")
+@console_required(StaffRole.ADMIN)
+def enterprise_merge(enterprise_id: int):
+    """Merge a duplicate file (named by its number or credit code) into this one."""
+    ref = (request.form.get("duplicate") or "").strip()
+    with session_scope() as s:
+        services.get_enterprise(s, enterprise_id)  # this file itself gone: the ordinary 404 page
+    try:
+        data = validate({"duplicate": ref}, services.MERGE_FIELDS)
+        with session_scope() as s:
+            duplicate = services.find_enterprise(s, data["duplicate"])
+            name = duplicate.name
+            kept_name = services.merge_enterprises(s, current_actor(), enterprise_id, duplicate.id).name
+    except AppError as exc:
+        if exc.status == 403:
+            raise
+        return _enterprise_page(enterprise_id, error=exc.message, status=exc.status, duplicate=ref)
+    flash(f"已把「{name}」合并到「{kept_name}」，原档案已停用留底。")
+    return redirect(url_for(".enterprise_detail", enterprise_id=enterprise_id))
 
 
 def _enterprise_form(enterprise=None, values=None, status: int = 200, **extra):

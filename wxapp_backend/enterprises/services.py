@@ -5,18 +5,19 @@ from __future__ import annotations
 import json
 import math
 import re
+import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Select, String, Text, cast, func, or_, select, update
+from sqlalchemy import Select, String, Text, and_, cast, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from ..audit import Actor, AuditLog, audit
 from ..auth.models import BindingState, StaffUser, User
-from ..errors import Conflict, NotFound, ValidationError
-from ..validation import Field, validate
+from ..errors import AppError, Conflict, NotFound, ValidationError
+from ..validation import Field, credit_code_problem, validate
 from .models import (
     NOTE_BINDING_PENDING,
     NOTE_BINDING_REJECTED,
@@ -248,7 +249,7 @@ def delete_grid(session: Session, actor: Actor, grid_id: int) -> None:
 def list_buildings(session: Session, *, q: str | None = None, grid_id: int | None = None) -> list[tuple[Building, int]]:
     """Buildings (optionally filtered) with how many enterprises each houses."""
     counts = (select(Enterprise.building_id, func.count(Enterprise.id).label("n"))
-              .group_by(Enterprise.building_id).subquery())
+              .where(Enterprise.retired_at.is_(None)).group_by(Enterprise.building_id).subquery())
     stmt = (select(Building, func.coalesce(counts.c.n, 0)).outerjoin(counts, counts.c.building_id == Building.id)
             .order_by(Building.name))
     if q:
@@ -330,7 +331,8 @@ def _activities_held_in(session: Session, building_id: int) -> list[str]:
 def delete_building(session: Session, actor: Actor, building_id: int) -> None:
     """Delete a building that no longer houses any enterprise on file."""
     building = get_building(session, building_id)
-    n = session.scalar(select(func.count(Enterprise.id)).where(Enterprise.building_id == building.id)) or 0
+    n = session.scalar(select(func.count(Enterprise.id)).where(Enterprise.building_id == building.id,
+                                                               Enterprise.retired_at.is_(None))) or 0
     if n:
         raise Conflict(f"楼宇「{building.name}」里还登记着 {n} 家企业，请先调整这些企业的楼宇再删除。")
     using = _audiences_naming(session, building.id)
@@ -364,9 +366,12 @@ def get_enterprise(session: Session, enterprise_id: int) -> Enterprise:
 
 def credit_code_conflict(session: Session, code: str, enterprise_id: int | None = None) -> Conflict | None:
     """The Conflict to raise when `code` is already on file for another enterprise."""
-    other = session.execute(select(Enterprise.id, Enterprise.name).where(Enterprise.credit_code == code)).first()
+    other = session.scalar(select(Enterprise).where(Enterprise.credit_code == code))
     if other is None or other.id == enterprise_id:
         return None
+    if other.merged_into is not None:
+        return Conflict(f"统一社会信用代码 {code} 登记在已合并的档案「{other.name}」上，这家企业现在的档案是"
+                        f"「{other.merged_into.name}」，请勿重复建档。", fields={"credit_code": "已存在"})
     return Conflict(f"统一社会信用代码 {code} 已登记为「{other.name}」，请勿重复建档。",
                     fields={"credit_code": "已存在"})
 
@@ -395,6 +400,10 @@ def create_enterprise(session: Session, actor: Actor, data: Mapping[str, Any]) -
 def update_enterprise(session: Session, actor: Actor, enterprise_id: int, data: Mapping[str, Any]) -> Enterprise:
     """Change an enterprise file; only the fields given change."""
     enterprise = get_enterprise(session, enterprise_id)
+    if enterprise.retired:
+        into = enterprise.merged_into.name if enterprise.merged_into else "另一份档案"
+        raise Conflict(f"「{enterprise.name}」已合并到「{into}」，这份档案只作留底，不能再修改；请修改「{into}」的档案。",
+                       code="enterprise_retired")
     values = clean_values(data, ENTERPRISE_FIELDS, partial=True)
     _check_enterprise(session, values, enterprise.id)
     changes = changed_fields(enterprise, values)
@@ -450,6 +459,135 @@ def delete_enterprise(session: Session, actor: Actor, enterprise_id: int) -> Non
         raise Conflict(f"企业「{enterprise.name}」还有关联的业务记录，不能删除。") from None
 
 
+# --- merging duplicate files -------------------------------------------------------------------------
+
+MERGE_FIELDS = (Field("duplicate", "str", "重复的档案", required=True, max_len=64),)
+# Columns a merge copies from the duplicate into the kept file when the kept file has them empty.
+_MERGE_FILL = ("industry", "building_id", "floor_room", "tax_bracket", "contact_name", "contact_phone")
+
+
+def normalized_code(code: str) -> str:
+    """A credit code as validation stores it: full-width folded, upper case, no blanks (old files may differ)."""
+    return re.sub(r"\s", "", unicodedata.normalize("NFKC", code or "")).upper()
+
+
+def find_enterprise(session: Session, ref: str) -> Enterprise:
+    """The file a staff member named by its number (档案编号, the id) or its credit code."""
+    ref = normalized_code(ref)
+    enterprise = None
+    if ref.isdigit() and len(ref) <= 9:
+        enterprise = session.get(Enterprise, int(ref))
+    if enterprise is None and ref:
+        enterprise = session.scalar(select(Enterprise).where(func.upper(Enterprise.credit_code) == ref))
+    if enterprise is None:
+        problem = f"没有找到编号或统一社会信用代码为「{ref}」的企业档案，请核对后再试。"
+        raise ValidationError(problem, fields={"duplicate": "没有找到这份档案"})
+    return enterprise
+
+
+def possible_duplicates(session: Session, enterprise: Enterprise) -> list[Enterprise]:
+    """Other current files that look like the same enterprise: the same name, or the same credit code written
+    differently (an old file in lower case, with blanks)."""
+    name = enterprise.name.strip()
+    code = normalized_code(enterprise.credit_code)
+    stmt = (select(Enterprise).where(Enterprise.id != enterprise.id, Enterprise.retired_at.is_(None),
+                                     or_(func.lower(func.trim(Enterprise.name)) == name.lower(),
+                                         func.upper(func.replace(Enterprise.credit_code, " ", "")) == code))
+            .order_by(Enterprise.id).limit(20))
+    return list(session.scalars(stmt))
+
+
+def merged_from(session: Session, enterprise_id: int) -> list[Enterprise]:
+    """The retired duplicates merged into this file."""
+    return list(session.scalars(select(Enterprise).where(Enterprise.merged_into_id == enterprise_id)
+                                .order_by(Enterprise.id)))
+
+
+def _merge_problem(keep: Enterprise, dup: Enterprise) -> AppError | None:
+    if keep.id == dup.id:
+        return ValidationError("不能把档案合并到它自己，请选择另一份重复的档案。", fields={"duplicate": "不能是同一份档案"})
+    if keep.retired:
+        into = keep.merged_into.name if keep.merged_into else "另一份档案"
+        return Conflict(f"「{keep.name}」已经合并到「{into}」，不能再作为保留的档案；请在「{into}」的档案里合并。",
+                        code="enterprise_retired")
+    if dup.retired:
+        into = dup.merged_into.name if dup.merged_into else "另一份档案"
+        return Conflict(f"「{dup.name}」已经合并到「{into}」了，不需要再合并。", code="enterprise_retired",
+                        fields={"duplicate": "已合并过"})
+    keep_code, dup_code = normalized_code(keep.credit_code), normalized_code(dup.credit_code)
+    if keep_code == dup_code:
+        return None
+    keep_ok, dup_ok = credit_code_problem(keep_code) is None, credit_code_problem(dup_code) is None
+    if keep_ok and dup_ok:
+        return ValidationError(f"「{keep.name}」和「{dup.name}」的统一社会信用代码（{keep.credit_code}、{dup.credit_code}）"
+                               "都是有效代码且不相同，是两家不同的企业，不能合并。",
+                               fields={"duplicate": "信用代码不同"})
+    if dup_ok:
+        return ValidationError(f"「{keep.name}」的统一社会信用代码 {keep.credit_code} 校验不通过，而「{dup.name}」的 "
+                               f"{dup.credit_code} 有效：请打开「{dup.name}」的档案，把「{keep.name}」合并进去。",
+                               fields={"duplicate": "请保留信用代码有效的档案"})
+    return None
+
+
+def merge_enterprises(session: Session, actor: Actor, keep_id: int, duplicate_id: int) -> Enterprise:
+    """Merge a duplicate file into the one kept: its contacts, applications, appeals and registrations move
+    over, empty fields of the kept file are filled from it, and the duplicate is retired (kept on record,
+    pointing at the kept file), not deleted. Two files with different valid credit codes are two enterprises."""
+    from ..activities.models import Registration
+    from ..appeals.models import Appeal
+    from ..db import utcnow
+
+    # Both rows locked in id order: two staff merging the same pair the other way round cannot both win.
+    rows = {e.id: e for e in session.scalars(
+        select(Enterprise).where(Enterprise.id.in_([keep_id, duplicate_id])).order_by(Enterprise.id)
+        .with_for_update(of=Enterprise).execution_options(populate_existing=True))}
+    keep, dup = rows.get(keep_id), rows.get(duplicate_id)
+    if keep is None or dup is None:
+        raise NotFound("没有找到这家企业，可能已被删除。")
+    problem = _merge_problem(keep, dup)
+    if problem is not None:
+        raise problem
+    moved: dict[str, Any] = {}
+    # A contact verified for the duplicate who applied to the kept file (or the other way round) is simply
+    # verified for the kept file: the application is settled by the merge.
+    settled = list(session.scalars(select(User.id).where(
+        User.binding_state == BindingState.VERIFIED.value,
+        or_(and_(User.enterprise_id == dup.id, User.pending_enterprise_id == keep.id),
+            and_(User.enterprise_id == keep.id, User.pending_enterprise_id == dup.id)))))
+    if settled:
+        session.execute(update(User).where(User.id.in_(settled)).values(pending_enterprise_id=None))
+        moved["applications_settled"] = settled
+    for column, key in ((User.enterprise_id, "users"), (User.pending_enterprise_id, "applications")):
+        ids = list(session.scalars(select(User.id).where(column == dup.id).order_by(User.id)))
+        if ids:
+            session.execute(update(User).where(User.id.in_(ids)).values({column.key: keep.id}))
+            moved[key] = ids
+    for model, key in ((Appeal, "appeals"), (Registration, "registrations")):
+        ids = list(session.scalars(select(model.id).where(model.enterprise_id == dup.id).order_by(model.id)))
+        if ids:
+            session.execute(update(model).where(model.id.in_(ids)).values(enterprise_id=keep.id))
+            moved[key] = ids
+    earlier = list(session.scalars(select(Enterprise.id).where(Enterprise.merged_into_id == dup.id)))
+    if earlier:  # duplicates once merged into this one now point at the file that carries on
+        session.execute(update(Enterprise).where(Enterprise.id.in_(earlier)).values(merged_into_id=keep.id))
+        moved["retired_files"] = earlier
+    filled = {k: getattr(dup, k) for k in _MERGE_FILL if getattr(keep, k) in ("", None) and getattr(dup, k)}
+    tags = split_tags([*(keep.tags or []), *(dup.tags or [])])[:MAX_TAGS]
+    if tags != list(keep.tags or []):
+        filled["tags"] = tags
+    for k, v in filled.items():
+        setattr(keep, k, v)
+    dup.merged_into_id, dup.retired_at = keep.id, utcnow()
+    session.flush()
+    session.expire_all()  # users, appeals and registrations loaded before the bulk updates follow them
+    audit(session, actor, "enterprise.merged", keep, duplicate_id=dup.id, duplicate_name=dup.name,
+          duplicate_credit_code=dup.credit_code, kept_name=keep.name, kept_credit_code=keep.credit_code,
+          filled=filled, moved=moved)
+    audit(session, actor, "enterprise.retired", dup, merged_into=keep.id, name=dup.name,
+          credit_code=dup.credit_code)
+    return keep
+
+
 def _tag_pattern(tag: str) -> str:
     # Tags are stored as a JSON list; its text holds each tag exactly as json.dumps writes it.
     return json.dumps(tag)
@@ -458,7 +596,8 @@ def _tag_pattern(tag: str) -> str:
 def enterprise_query(*, q: str | None = None, building_id: int | None = None, grid_id: int | None = None,
                      industry: str | None = None, tag: str | None = None) -> Select:
     """The filtered enterprise query shared by the list pages, the API and the export."""
-    stmt = select(Enterprise).order_by(Enterprise.id)
+    # A retired duplicate lives on only behind the file it was merged into.
+    stmt = select(Enterprise).where(Enterprise.retired_at.is_(None)).order_by(Enterprise.id)
     if q:
         q = q.strip()
         stmt = stmt.where(or_(Enterprise.name.icontains(q, autoescape=True),  # any case, as on SQLite
@@ -481,7 +620,8 @@ def search_enterprises(session: Session, *, page: int = 1, per_page: int = 20, *
 
 def industries(session: Session) -> list[str]:
     """The industries in use, for filter pickers."""
-    return [i for i in session.scalars(select(Enterprise.industry).distinct().order_by(Enterprise.industry)) if i]
+    return [i for i in session.scalars(select(Enterprise.industry).where(Enterprise.retired_at.is_(None))
+                                       .distinct().order_by(Enterprise.industry)) if i]
 
 
 def bound_users(session: Session, enterprise_id: int) -> list[User]:
