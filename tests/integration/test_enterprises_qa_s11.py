@@ -249,3 +249,19 @@ def test_staff_api_merge(client, make_enterprise, make_staff, staff_headers, db)
     assert r.status_code == 200, r.get_json()
     r = client.get(f"/api/v1/staff/enterprises/{dup.id}", headers=admin)
     assert r.get_json()["merged_into_id"] == keep.id
+
+
+def test_import_naming_a_retired_code_points_to_the_kept_file(app_ctx, make_enterprise, db):
+    from wxapp_backend.enterprises import importer
+    from wxapp_backend.enterprises.models import Enterprise
+
+    keep = make_enterprise(name="己公司", credit_code=code(60))
+    dup = make_enterprise(name="己公司（重复）", credit_code=code(61))
+    with session_scope() as s:  # an old duplicate whose code is the same enterprise's (its code was corrected)
+        s.execute(Enterprise.__table__.update().where(Enterprise.id == keep.id).values(credit_code="91310106MA0000002X"))
+        services.merge_enterprises(s, ADMIN, dup.id, keep.id)
+    data = f"企业名称,统一社会信用代码\n己公司（改名）,{code(61)}\n".encode()
+    with session_scope() as s:
+        report = importer.import_file(s, ADMIN, "enterprises", "e.csv", data)
+    assert report.ok and report.updated == 1  # the kept file, not the retired one, carries the valid code
+    assert db.scalar(select(Enterprise.name).where(Enterprise.id == dup.id)) == "己公司（改名）"

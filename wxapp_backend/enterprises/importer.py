@@ -479,14 +479,6 @@ def _import_enterprises(session: Session, actor: Actor, body, colmap, report: Im
     for i in range(0, len(codes), 500):
         for e in session.scalars(select(Enterprise).where(Enterprise.credit_code.in_(codes[i:i + 500]))):
             existing[e.credit_code] = e
-    retired = [e for e in existing.values() if e.merged_into is not None]
-    for e in retired:
-        # Writing over a retired duplicate would revive it beside the file it was merged into.
-        report.errors.append(Problem(f"统一社会信用代码 {e.credit_code} 是已合并的档案「{e.name}」的代码，这家企业现在的"
-                                     f"档案是「{e.merged_into.name}」（信用代码 {e.merged_into.credit_code}），"
-                                     "请改用现在档案的信用代码后再导入。"))
-    if retired:
-        return
     created: list[Enterprise] = []
     for values in valid:
         current = existing.get(values["credit_code"])

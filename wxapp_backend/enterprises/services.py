@@ -366,12 +366,9 @@ def get_enterprise(session: Session, enterprise_id: int) -> Enterprise:
 
 def credit_code_conflict(session: Session, code: str, enterprise_id: int | None = None) -> Conflict | None:
     """The Conflict to raise when `code` is already on file for another enterprise."""
-    other = session.scalar(select(Enterprise).where(Enterprise.credit_code == code))
+    other = session.execute(select(Enterprise.id, Enterprise.name).where(Enterprise.credit_code == code)).first()
     if other is None or other.id == enterprise_id:
         return None
-    if other.merged_into is not None:
-        return Conflict(f"统一社会信用代码 {code} 登记在已合并的档案「{other.name}」上，这家企业现在的档案是"
-                        f"「{other.merged_into.name}」，请勿重复建档。", fields={"credit_code": "已存在"})
     return Conflict(f"统一社会信用代码 {code} 已登记为「{other.name}」，请勿重复建档。",
                     fields={"credit_code": "已存在"})
 
