@@ -265,3 +265,17 @@ def test_import_naming_a_retired_code_points_to_the_kept_file(app_ctx, make_ente
         report = importer.import_file(s, ADMIN, "enterprises", "e.csv", data)
     assert report.ok and report.updated == 1  # the kept file, not the retired one, carries the valid code
     assert db.scalar(select(Enterprise.name).where(Enterprise.id == dup.id)) == "己公司（改名）"
+
+
+def test_the_applied_enterprise_file_shows_the_switch_applicant(switching, client, make_staff, console_login,
+                                                                 staff_headers):
+    a, u, body = switching
+    b_id = body["pending_enterprise"]["id"]
+    staff = make_staff(role="staff")
+    r = client.get(f"/api/v1/staff/enterprises/{b_id}", headers=staff_headers(staff))
+    assert [x["id"] for x in r.get_json()["users"]] == [u.id]
+    console_login(staff)
+    page = client.get(f"/console/enterprises/{b_id}").get_data(as_text=True)
+    assert "申请改绑" in page and "去核实" in page
+    page = client.get(f"/console/enterprises/{a.id}").get_data(as_text=True)
+    assert "已核实" in page

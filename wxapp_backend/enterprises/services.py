@@ -622,7 +622,11 @@ def industries(session: Session) -> list[str]:
 
 
 def bound_users(session: Session, enterprise_id: int) -> list[User]:
-    return list(session.scalars(select(User).where(User.enterprise_id == enterprise_id).order_by(User.id)))
+    """The users bound to (or applying for) this enterprise, verified contacts of another one applying to switch
+    to it included."""
+    return list(session.scalars(select(User).where(or_(User.enterprise_id == enterprise_id,
+                                                       User.pending_enterprise_id == enterprise_id))
+                                .order_by(User.id)))
 
 
 # --- users and bindings -----------------------------------------------------------------------------
