@@ -279,3 +279,18 @@ def test_the_applied_enterprise_file_shows_the_switch_applicant(switching, clien
     assert "申请改绑" in page and "去核实" in page
     page = client.get(f"/console/enterprises/{a.id}").get_data(as_text=True)
     assert "已核实" in page
+
+
+# --- review: what a demanding user would call wrong ------------------------------------------------
+
+def test_search_finds_a_credit_code_pasted_full_width_or_with_blanks(app_ctx, make_enterprise, make_user):
+    """A code copied from a licence photo's OCR or typed with a Chinese keyboard found nothing, while the same
+    text is accepted when binding or creating a file."""
+    e = make_enterprise(name="庚科技有限公司", credit_code=code(70))
+    u = make_user(enterprise_id=e.id, binding_state="pending")
+    wide = code(70).lower().translate({c: c + 0xFEE0 for c in range(0x21, 0x7F)})
+    spaced = " ".join([code(70)[:6], code(70)[6:12], code(70)[12:]])
+    with session_scope() as s:
+        for q in (wide, spaced):
+            assert [x.id for x in services.search_enterprises(s, q=q).items] == [e.id], q
+        assert [x.id for x in services.list_users(s, q=wide).items] == [u.id]

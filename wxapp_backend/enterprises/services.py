@@ -597,8 +597,9 @@ def enterprise_query(*, q: str | None = None, building_id: int | None = None, gr
     stmt = select(Enterprise).where(Enterprise.retired_at.is_(None)).order_by(Enterprise.id)
     if q:
         q = q.strip()
+        # A code is stored folded (half-width, upper case, no blanks): a pasted one is compared the same way.
         stmt = stmt.where(or_(Enterprise.name.icontains(q, autoescape=True),  # any case, as on SQLite
-                              Enterprise.credit_code.contains(q.upper(), autoescape=True)))
+                              Enterprise.credit_code.contains(normalized_code(q), autoescape=True)))
     if building_id:
         stmt = stmt.where(Enterprise.building_id == building_id)
     if grid_id:
@@ -655,8 +656,9 @@ def list_users(session: Session, *, state: str | None = None, q: str | None = No
         stmt = stmt.where(User.binding_state == state)
     if q:
         # Applicants rarely have a nickname: the company they named finds them too.
-        companies = select(Enterprise.id).where(or_(Enterprise.name.icontains(q, autoescape=True),
-                                                    Enterprise.credit_code.contains(q.upper(), autoescape=True)))
+        companies = select(Enterprise.id).where(or_(
+            Enterprise.name.icontains(q, autoescape=True),
+            Enterprise.credit_code.contains(normalized_code(q), autoescape=True)))
         stmt = stmt.where(or_(User.nickname.icontains(q, autoescape=True), User.phone.contains(q, autoescape=True),
                               User.enterprise_id.in_(companies), User.pending_enterprise_id.in_(companies)))
     return paginate(session, stmt, page, per_page)
