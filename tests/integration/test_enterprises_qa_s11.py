@@ -294,3 +294,27 @@ def test_search_finds_a_credit_code_pasted_full_width_or_with_blanks(app_ctx, ma
         for q in (wide, spaced):
             assert [x.id for x in services.search_enterprises(s, q=q).items] == [e.id], q
         assert [x.id for x in services.list_users(s, q=wide).items] == [u.id]
+
+
+def test_deleting_a_file_tells_switching_users_what_really_changed(switching, run_jobs, db):
+    """A verified contact of A applying to B heard '您与它的绑定已解除…请重新申请' when B's file was deleted, though
+    only the application went and A's binding stayed; and when A's file went, that their B application stands."""
+    from wxapp_backend.notices.models import InboxItem
+
+    a, u, body = switching
+    with session_scope() as s:
+        services.delete_enterprise(s, ACTOR, body["pending_enterprise"]["id"])
+    run_jobs()
+    item = db.scalar(select(InboxItem).where(InboxItem.kind == "binding_result", InboxItem.user_id == u.id))
+    assert "绑定已解除" not in item.title + item.body and "甲科技有限公司" in item.body, item.body
+
+
+def test_deleting_the_verified_file_says_the_application_stands(switching, run_jobs, db):
+    from wxapp_backend.notices.models import InboxItem
+
+    a, u, _body = switching
+    with session_scope() as s:
+        services.delete_enterprise(s, ACTOR, a.id)
+    run_jobs()
+    item = db.scalar(select(InboxItem).where(InboxItem.kind == "binding_result", InboxItem.user_id == u.id))
+    assert "乙科技有限公司" in item.body and "重新申请" not in item.body, item.body

@@ -423,29 +423,35 @@ def delete_enterprise(session: Session, actor: Actor, enterprise_id: int) -> Non
         User.enterprise_id == enterprise.id,
         User.binding_state.in_([BindingState.PENDING.value, BindingState.VERIFIED.value])).order_by(User.id)))
     # Verified contacts applying to another enterprise: their application becomes their binding request.
-    switching = list(session.scalars(select(User.id).where(User.enterprise_id == enterprise.id,
-                                                           User.pending_enterprise_id.is_not(None))))
+    switching = dict(session.execute(select(User.id, User.pending_enterprise_id).where(
+        User.enterprise_id == enterprise.id, User.pending_enterprise_id.is_not(None))).all())
     # Verified contacts of another enterprise who applied to this one: the application is gone, the binding stays.
-    applied = list(session.scalars(select(User.id).where(User.pending_enterprise_id == enterprise.id)
-                                   .order_by(User.id)))
+    applied = dict(session.execute(select(User.id, User.enterprise_id).where(
+        User.pending_enterprise_id == enterprise.id).order_by(User.id)).all())
     for user_id in sorted({*told, *applied}):
-        _tell_binding_removed(session, user_id, enterprise)
+        if user_id in switching:
+            _tell_binding_removed(session, user_id, enterprise, still_applying=session.get(Enterprise,
+                                                                                           switching[user_id]))
+        elif user_id in applied:
+            _tell_binding_removed(session, user_id, enterprise, still_bound=session.get(Enterprise, applied[user_id]))
+        else:
+            _tell_binding_removed(session, user_id, enterprise)
     if switching:
-        session.execute(update(User).where(User.id.in_(switching))
+        session.execute(update(User).where(User.id.in_(list(switching)))
                         .values(enterprise_id=User.pending_enterprise_id, pending_enterprise_id=None,
                                 binding_state=BindingState.PENDING.value))
-    rest = [i for i in bound if i not in set(switching)]
+    rest = [i for i in bound if i not in switching]
     if rest:
         session.execute(update(User).where(User.id.in_(rest))
                         .values(enterprise_id=None, binding_state=BindingState.NONE.value))
     if applied:
-        session.execute(update(User).where(User.id.in_(applied)).values(pending_enterprise_id=None))
+        session.execute(update(User).where(User.id.in_(list(applied))).values(pending_enterprise_id=None))
     from ..activities.models import Registration
     from ..appeals.models import Appeal
 
     audit(session, actor, "enterprise.deleted", enterprise, name=enterprise.name,
-          credit_code=enterprise.credit_code, unbound_users=bound, applications_dropped=applied,
-          pending_from_switch=switching,
+          credit_code=enterprise.credit_code, unbound_users=bound, applications_dropped=sorted(applied),
+          pending_from_switch=sorted(switching),
           **_cleared_links(session, cleared_appeals=(Appeal.id, Appeal.enterprise_id == enterprise.id),
                            cleared_registrations=(Registration.id, Registration.enterprise_id == enterprise.id)))
     session.delete(enterprise)
@@ -737,18 +743,30 @@ def _note_binding_check(session: Session, actor: Actor, enterprise: Enterprise |
     enterprise.note = note
 
 
-def _tell_binding_removed(session: Session, user_id: int, enterprise: Enterprise) -> None:
-    """The enterprise a user was bound to (or applying for) has been taken off file by staff."""
+def _tell_binding_removed(session: Session, user_id: int, enterprise: Enterprise, *,
+                          still_applying: Enterprise | None = None, still_bound: Enterprise | None = None) -> None:
+    """The enterprise a user was bound to (or applying for) has been taken off file by staff. `still_applying`:
+    their application to switch to another enterprise stands; `still_bound`: only their application to switch
+    to this one went, the verified binding to another stays."""
     from ..db import utcnow as _now
     from ..notices.services import notify
 
+    gone = f"服务中心整理企业档案时删除了“{enterprise.name}”的档案，"
+    if still_bound is not None:
+        title, result, note = "改绑申请已取消", "已取消", "原企业的绑定不变"
+        body = (f"{gone}您申请改绑到它的申请已取消；您与“{still_bound.name}”已核实的绑定保持不变。"
+                "如果仍需改绑，请在“我的”里核对企业名称和信用代码后重新申请。")
+    elif still_applying is not None:
+        title, result, note = "企业绑定已解除", "已解除", "改绑申请仍在核实中"
+        body = (f"{gone}您与它的绑定已解除。您改绑到“{still_applying.name}”的申请仍在核实中，"
+                "核实后会通知您。")
+    else:
+        title, result, note = "企业绑定已解除", "已解除", "如仍在该企业任职请重新申请"
+        body = (f"{gone}您与它的绑定已解除。"
+                "如果您仍在这家企业任职，请在“我的”里重新申请绑定，或联系楼宇的服务专员协助。")
     notify(session, user_id, "binding_result",
-           {"title": enterprise.name[:20], "result": "已解除", "time": _now().isoformat(),
-            "note": "如仍在该企业任职请重新申请"},
-           "pages/me/index", title="企业绑定已解除",
-           body=(f"服务中心整理企业档案时删除了“{enterprise.name}”的档案，您与它的绑定已解除。"
-                 "如果您仍在这家企业任职，请在“我的”里重新申请绑定，或联系楼宇的服务专员协助。"),
-           ref=f"binding:{user_id}:{enterprise.id}")
+           {"title": enterprise.name[:20], "result": result, "time": _now().isoformat(), "note": note},
+           "pages/me/index", title=title, body=body, ref=f"binding:{user_id}:{enterprise.id}")
 
 
 def _tell_binding_result(session: Session, user: User, approve: bool, enterprise: Enterprise | None,
