@@ -318,3 +318,12 @@ def test_deleting_the_verified_file_says_the_application_stands(switching, run_j
     run_jobs()
     item = db.scalar(select(InboxItem).where(InboxItem.kind == "binding_result", InboxItem.user_id == u.id))
     assert "乙科技有限公司" in item.body and "重新申请" not in item.body, item.body
+
+
+def test_staff_who_cannot_merge_still_see_a_likely_duplicate(client, make_enterprise, make_staff, console_login):
+    keep = make_enterprise(name="辛科技有限公司", credit_code=code(80))
+    dup = _legacy(make_enterprise, "辛科技有限公司", "91310106MA0000002X")
+    console_login(make_staff(role="staff"))
+    page = client.get(f"/console/enterprises/{keep.id}").get_data(as_text=True)
+    assert 'id="possible-duplicates"' in page and f"/console/enterprises/{dup.id}" in page
+    assert 'id="merge-submit"' not in page
