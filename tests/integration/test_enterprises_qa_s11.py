@@ -327,3 +327,55 @@ def test_staff_who_cannot_merge_still_see_a_likely_duplicate(client, make_enterp
     page = client.get(f"/console/enterprises/{keep.id}").get_data(as_text=True)
     assert 'id="possible-duplicates"' in page and f"/console/enterprises/{dup.id}" in page
     assert 'id="merge-submit"' not in page
+
+
+def _approve_while_the_user_applies_elsewhere(app, make_enterprise, make_user) -> tuple[int, int]:
+    """Staff approve a user's application for A and hold the transaction open a moment while the user, in the
+    mini-program, applies to B. Returns (user id, A's id)."""
+    import threading
+
+    from wxapp_backend.auth.services import request_enterprise_binding
+
+    a = make_enterprise(name="壬公司")
+    u = make_user(enterprise_id=a.id, binding_state="pending", role="enterprise_contact")
+    locked = threading.Event()
+
+    def staff():
+        with app.app_context(), session_scope() as s:
+            services.decide_binding(s, ACTOR, u.id, approve=True)
+            locked.set()
+            threading.Event().wait(0.5)
+
+    def user():
+        with app.app_context(), session_scope() as s:
+            row = s.get(User, u.id)  # as the API loads it: before the decision commits
+            locked.wait(5)
+            request_enterprise_binding(s, row, name="癸公司", credit_code=code(90))
+
+    threads = [threading.Thread(target=staff), threading.Thread(target=user)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    return u.id, a.id
+
+
+@pytest.mark.postgres
+def test_an_application_racing_an_approval_does_not_undo_it(app, app_ctx, db, make_enterprise, make_user):
+    user_id, a_id = _approve_while_the_user_applies_elsewhere(app, make_enterprise, make_user)
+    row = _user(db, user_id)
+    assert (row.enterprise_id, row.binding_state) == (a_id, "verified")
+    assert row.pending_enterprise_id is not None
+
+
+@pytest.mark.postgres
+def test_negative_control_without_the_lock_the_approval_is_lost(app, app_ctx, db, make_enterprise, make_user,
+                                                                monkeypatch):
+    from wxapp_backend.auth import services as auth_services
+
+    monkeypatch.setattr(auth_services, "_locked", lambda session, user: user)
+    user_id, a_id = _approve_while_the_user_applies_elsewhere(app, make_enterprise, make_user)
+    row = _user(db, user_id)
+    # The race the lock prevents: the verification of A is gone, and (only the changed column being written)
+    # the user even ends up "verified" for B, which nobody checked.
+    assert row.enterprise_id != a_id and row.pending_enterprise_id is None

@@ -89,6 +89,7 @@ def request_enterprise_binding(session: Session, user: User, *, name: str, credi
     problem = credit_code_problem(credit_code)
     if problem:
         raise ValidationError(problem, fields={"credit_code": problem})
+    user = _locked(session, user)
     by_code = select(Enterprise).where(Enterprise.credit_code == credit_code)
     enterprise = session.scalar(by_code)
     if enterprise is None:
@@ -125,6 +126,13 @@ def request_enterprise_binding(session: Session, user: User, *, name: str, credi
     return user
 
 
+def _locked(session: Session, user: User) -> User:
+    """The user's row, locked and read afresh: a staff decision committed since the caller loaded it is seen,
+    and not overwritten with the state from before it."""
+    return session.scalar(select(User).where(User.id == user.id).with_for_update(of=User)
+                          .execution_options(populate_existing=True)) or user
+
+
 def _withdraw_switch(session: Session, user: User) -> None:
     previous = user.pending_enterprise_id
     user.pending_enterprise_id = None
@@ -139,6 +147,7 @@ def leave_enterprise(session: Session, user: User) -> User:
 
     A verified contact with an application to another enterprise withdraws that application first and stays
     verified; a second call ends the binding."""
+    user = _locked(session, user)
     if user.pending_enterprise_id is not None:
         _withdraw_switch(session, user)
         return user
