@@ -379,3 +379,14 @@ def test_negative_control_without_the_lock_the_approval_is_lost(app, app_ctx, db
     # The race the lock prevents: the verification of A is gone, and (only the changed column being written)
     # the user even ends up "verified" for B, which nobody checked.
     assert row.enterprise_id != a_id and row.pending_enterprise_id is None
+
+
+def test_applying_again_to_the_verified_enterprise_withdraws_the_switch(switching, client, user_token, db):
+    a, u, _body = switching
+    r = client.post("/api/v1/me/enterprise", json={"name": a.name, "credit_code": a.credit_code},
+                    headers=user_token(u))
+    assert r.status_code == 200 and r.get_json()["pending_enterprise"] is None
+    row = _user(db, u.id)
+    assert (row.enterprise_id, row.binding_state, row.pending_enterprise_id) == (a.id, "verified", None)
+    assert db.scalar(select(AuditLog.action).where(AuditLog.target_id == str(u.id))
+                     .order_by(AuditLog.id.desc()).limit(1)) == "binding.withdrawn"
