@@ -390,3 +390,17 @@ def test_applying_again_to_the_verified_enterprise_withdraws_the_switch(switchin
     assert (row.enterprise_id, row.binding_state, row.pending_enterprise_id) == (a.id, "verified", None)
     assert db.scalar(select(AuditLog.action).where(AuditLog.target_id == str(u.id))
                      .order_by(AuditLog.id.desc()).limit(1)) == "binding.withdrawn"
+
+
+def test_a_decision_from_a_page_loaded_before_a_merge_still_counts(app_ctx, make_enterprise, make_user, db):
+    """The users page was opened, an admin merged the file the user applied for, then the decision was sent: it
+    was refused with '这位用户刚刚改了申请绑定的企业', which the user never did."""
+    keep = make_enterprise(name="子公司", credit_code=code(95))
+    dup = _legacy(make_enterprise, "子公司", "91310106MA0000002X")
+    u = make_user(enterprise_id=dup.id, binding_state="pending", role="enterprise_contact")
+    with session_scope() as s:
+        services.merge_enterprises(s, ADMIN, keep.id, dup.id)
+    with session_scope() as s:
+        services.decide_binding(s, ACTOR, u.id, approve=True, enterprise_id=dup.id)
+    row = _user(db, u.id)
+    assert (row.enterprise_id, row.binding_state) == (keep.id, "verified")

@@ -703,7 +703,7 @@ def decide_binding(session: Session, actor: Actor, user_id: int, *, approve: boo
                        code="binding_gone")
     if not switching and user.binding_state != BindingState.PENDING.value:
         raise Conflict("这个绑定申请已经处理过了，请刷新页面查看最新状态。")
-    if enterprise_id is not None and user.applied_enterprise_id != enterprise_id:
+    if enterprise_id is not None and user.applied_enterprise_id != _current_file(session, enterprise_id):
         raise Conflict("这位用户刚刚改了申请绑定的企业，请刷新页面核对后再处理。", code="binding_changed")
     if switching:
         # A verified contact applied to another enterprise: approval moves the binding, a rejection leaves the
@@ -726,6 +726,16 @@ def decide_binding(session: Session, actor: Actor, user_id: int, *, approve: boo
     _note_binding_check(session, actor, user.enterprise, approve)
     _tell_binding_result(session, user, approve, user.enterprise)
     return user
+
+
+def _current_file(session: Session, enterprise_id: int) -> int:
+    """The file that carries on for `enterprise_id`: itself, or the file a merged duplicate went into."""
+    seen = {enterprise_id}
+    while (into := session.scalar(select(Enterprise.merged_into_id).where(Enterprise.id == enterprise_id))) \
+            and into not in seen:
+        seen.add(into)
+        enterprise_id = into
+    return enterprise_id
 
 
 def _note_binding_check(session: Session, actor: Actor, enterprise: Enterprise | None, approve: bool) -> None:
