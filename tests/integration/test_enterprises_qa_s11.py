@@ -404,3 +404,19 @@ def test_a_decision_from_a_page_loaded_before_a_merge_still_counts(app_ctx, make
         services.decide_binding(s, ACTOR, u.id, approve=True, enterprise_id=dup.id)
     row = _user(db, u.id)
     assert (row.enterprise_id, row.binding_state) == (keep.id, "verified")
+
+
+def test_contacts_moved_by_a_merge_are_told_under_which_name(app_ctx, make_enterprise, make_user, run_jobs, db):
+    """The name of a contact's enterprise changed in the app overnight, with no word why."""
+    from wxapp_backend.notices.models import InboxItem
+
+    keep = make_enterprise(name="上海丑科技有限公司", credit_code=code(96))
+    dup = _legacy(make_enterprise, "丑科技", "91310106MA0000002X")
+    verified = make_user(enterprise_id=dup.id, binding_state="verified", role="enterprise_contact")
+    rejected = make_user(enterprise_id=dup.id, binding_state="rejected", role="enterprise_contact")
+    with session_scope() as s:
+        services.merge_enterprises(s, ADMIN, keep.id, dup.id)
+    run_jobs()
+    items = list(db.scalars(select(InboxItem).where(InboxItem.kind == "binding_result")))
+    assert [i.user_id for i in items] == [verified.id] and rejected.id not in [i.user_id for i in items]
+    assert "丑科技" in items[0].body and "上海丑科技有限公司" in items[0].body and "无需重新申请" in items[0].body

@@ -550,6 +550,14 @@ def merge_enterprises(session: Session, actor: Actor, keep_id: int, duplicate_id
     problem = _merge_problem(keep, dup)
     if problem is not None:
         raise problem
+    if dup.name != keep.name:
+        # Their enterprise shows under another name from now on: say why, and that nothing is asked of them.
+        told = list(session.scalars(select(User.id).where(
+            or_(and_(User.enterprise_id == dup.id, User.binding_state.in_([BindingState.PENDING.value,
+                                                                           BindingState.VERIFIED.value])),
+                User.pending_enterprise_id == dup.id)).order_by(User.id)))
+        for user_id in told:
+            _tell_merged(session, user_id, dup, keep)
     moved: dict[str, Any] = {}
     # A contact verified for the duplicate who applied to the kept file (or the other way round) is simply
     # verified for the kept file: the application is settled by the merge.
@@ -777,6 +785,19 @@ def _tell_binding_removed(session: Session, user_id: int, enterprise: Enterprise
     notify(session, user_id, "binding_result",
            {"title": enterprise.name[:20], "result": result, "time": _now().isoformat(), "note": note},
            "pages/me/index", title=title, body=body, ref=f"binding:{user_id}:{enterprise.id}")
+
+
+def _tell_merged(session: Session, user_id: int, duplicate: Enterprise, kept: Enterprise) -> None:
+    """A user's enterprise (or the one they applied for) was a duplicate file, merged into `kept`."""
+    from ..db import utcnow as _now
+    from ..notices.services import notify
+
+    notify(session, user_id, "binding_result",
+           {"title": kept.name[:20], "result": "已合并", "time": _now().isoformat(), "note": "无需重新申请"},
+           "pages/me/index", title="企业档案已合并",
+           body=(f"服务中心整理企业档案时发现“{duplicate.name}”和“{kept.name}”是同一家企业，已合并为“{kept.name}”。"
+                 "您的企业绑定（或绑定申请）已随之转过去，状态不变，无需重新申请。"),
+           ref=f"binding:{user_id}:{kept.id}")
 
 
 def _tell_binding_result(session: Session, user: User, approve: bool, enterprise: Enterprise | None,
