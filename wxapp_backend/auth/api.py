@@ -120,8 +120,9 @@ def update_me():
 
 @bp.post("/me/enterprise")
 @user_required
-@doc("申请绑定所在企业（企业名称 + 统一社会信用代码），由服务中心核实", body=BIND_FIELDS, tags=["账号"],
-     responses={200: "绑定申请已提交，状态 pending"})
+@doc("申请绑定所在企业（企业名称 + 统一社会信用代码），由服务中心核实；已核实的联系人申请另一家企业时，"
+     "原绑定在新申请通过前保持不变", body=BIND_FIELDS, tags=["账号"],
+     responses={200: "绑定申请已提交：状态 pending；已核实的联系人状态仍为 verified，申请的企业在 pending_enterprise"})
 def bind_enterprise():
     data = parse(BIND_FIELDS)
     throttle("enterprise_binding", f"u{current_user_id()}", BINDINGS_PER_DAY, 86400,
@@ -138,8 +139,9 @@ def bind_enterprise():
 
 @bp.delete("/me/enterprise")
 @user_required
-@doc("撤回企业绑定申请，或解除已核实的绑定（换了工作、选错了企业）；已提交的诉求不受影响", tags=["账号"],
-     responses={200: "已解除，binding_state 为 none"})
+@doc("撤回企业绑定申请，或解除已核实的绑定（换了工作、选错了企业）；已核实的联系人有改绑申请时先撤回改绑申请、"
+     "原绑定不变；已提交的诉求不受影响", tags=["账号"],
+     responses={200: "已解除（binding_state 为 none），或改绑申请已撤回（pending_enterprise 为 null）"})
 def leave_enterprise():
     with session_scope() as session:
         user = session.get(User, current_user_id())
