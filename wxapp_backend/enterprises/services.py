@@ -464,7 +464,7 @@ def delete_enterprise(session: Session, actor: Actor, enterprise_id: int) -> Non
 
 # --- merging duplicate files -------------------------------------------------------------------------
 
-MERGE_FIELDS = (Field("duplicate", "str", "重复的档案", required=True, max_len=64),)
+MERGE_FIELDS = (Field("duplicate", "str", "重复档案的编号或统一社会信用代码", required=True, max_len=64),)
 # Columns a merge copies from the duplicate into the kept file when the kept file has them empty.
 _MERGE_FILL = ("industry", "building_id", "floor_room", "tax_bracket", "contact_name", "contact_phone")
 
