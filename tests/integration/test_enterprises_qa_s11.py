@@ -420,3 +420,19 @@ def test_contacts_moved_by_a_merge_are_told_under_which_name(app_ctx, make_enter
     items = list(db.scalars(select(InboxItem).where(InboxItem.kind == "binding_result")))
     assert [i.user_id for i in items] == [verified.id] and rejected.id not in [i.user_id for i in items]
     assert "丑科技" in items[0].body and "上海丑科技有限公司" in items[0].body and "无需重新申请" in items[0].body
+
+
+def test_the_enterprise_file_shows_its_appeals(client, make_enterprise, make_user, make_staff, console_login):
+    """一企一档: the file page said nothing of the enterprise's appeals; staff had to search the queue by name."""
+    from wxapp_backend.appeals.models import Appeal
+
+    e = make_enterprise(name="寅公司")
+    u = make_user(enterprise_id=e.id, binding_state="verified")
+    with session_scope() as s:
+        for i, status in enumerate(["submitted", "closed"]):
+            s.add(Appeal(number=f"S11-10{i}", user_id=u.id, content="问题", contact_name="张三",
+                         contact_phone="13800000000", enterprise_id=e.id, status=status))
+    console_login(make_staff(role="dept"))
+    page = client.get(f"/console/enterprises/{e.id}").get_data(as_text=True)
+    assert 'id="appeal-counts"' in page and "共 2 件" in page and "在办 1 件" in page
+    assert f"/console/appeals/issues.xlsx?enterprise_id={e.id}" in page

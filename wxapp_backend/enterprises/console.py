@@ -82,6 +82,7 @@ def _enterprise_page(enterprise_id: int, *, error: str | None = None, status: in
                                users=services.bound_users(s, enterprise_id),
                                duplicates=services.possible_duplicates(s, enterprise) if not enterprise.retired else [],
                                merged_from=services.merged_from(s, enterprise_id), merge_error=error,
+                               appeal_counts=services.appeal_counts(s, enterprise_id),
                                duplicate=duplicate), status
 
 

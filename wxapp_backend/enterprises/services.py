@@ -636,6 +636,18 @@ def industries(session: Session) -> list[str]:
                                        .distinct().order_by(Enterprise.industry)) if i]
 
 
+def appeal_counts(session: Session, enterprise_id: int) -> tuple[int, int]:
+    """(all, still open) appeals filed for this enterprise, for its file page (一企一档)."""
+    from ..appeals.models import Appeal
+    from ..appeals.states import OPEN
+
+    total, open_ = session.execute(select(
+        func.count(Appeal.id),
+        func.count(Appeal.id).filter(Appeal.status.in_([s.value for s in OPEN])))
+        .where(Appeal.enterprise_id == enterprise_id)).one()
+    return int(total or 0), int(open_ or 0)
+
+
 def bound_users(session: Session, enterprise_id: int) -> list[User]:
     """The users bound to (or applying for) this enterprise, verified contacts of another one applying to switch
     to it included."""
