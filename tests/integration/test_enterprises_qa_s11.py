@@ -436,3 +436,18 @@ def test_the_enterprise_file_shows_its_appeals(client, make_enterprise, make_use
     page = client.get(f"/console/enterprises/{e.id}").get_data(as_text=True)
     assert 'id="appeal-counts"' in page and "共 2 件" in page and "在办 1 件" in page
     assert f"/console/appeals/issues.xlsx?enterprise_id={e.id}" in page
+
+
+def test_staff_find_an_applicant_by_the_name_they_typed(client, make_enterprise, make_user, user_token):
+    """An applicant rings about their application under the name they typed, which differs from the name on
+    file (their code is another's, or the file's name is the official one): the users search found nothing."""
+    make_enterprise(name="上海辰星餐饮管理有限公司", credit_code=code(97))
+    u = make_user(nickname="")
+    r = client.post("/api/v1/me/enterprise", json={"name": "卯记小馆", "credit_code": code(97)},
+                    headers=user_token(u))
+    assert r.status_code == 200
+    with session_scope() as s:
+        assert [x.id for x in services.list_users(s, q="卯记").items] == [u.id]
+        assert [x.id for x in services.list_users(s, state="pending", q="卯记").items] == [u.id]
+        assert services.list_users(s, q="不相干").items == []
+        assert services.list_users(s, q="name").items == []  # the JSON's keys are not what staff search

@@ -685,8 +685,15 @@ def list_users(session: Session, *, state: str | None = None, q: str | None = No
         companies = select(Enterprise.id).where(or_(
             Enterprise.name.icontains(q, autoescape=True),
             Enterprise.credit_code.contains(normalized_code(q), autoescape=True)))
-        stmt = stmt.where(or_(User.nickname.icontains(q, autoescape=True), User.phone.contains(q, autoescape=True),
-                              User.enterprise_id.in_(companies), User.pending_enterprise_id.in_(companies)))
+        found = [User.nickname.icontains(q, autoescape=True), User.phone.contains(q, autoescape=True),
+                 User.enterprise_id.in_(companies), User.pending_enterprise_id.in_(companies)]
+        if not q.isascii():
+            # ... and so does the name they typed when applying, kept in the request's audit row as JSON text
+            # (non-ASCII escaped): only words with Chinese in them, which cannot match the JSON's keys or ids.
+            found.append(cast(User.id, String).in_(select(AuditLog.target_id).where(
+                AuditLog.action == "binding.requested", AuditLog.target_type == User.__tablename__,
+                cast(AuditLog.data, Text).icontains(json.dumps(q)[1:-1], autoescape=True))))
+        stmt = stmt.where(or_(*found))
     return paginate(session, stmt, page, per_page)
 
 
