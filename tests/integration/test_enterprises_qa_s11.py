@@ -451,3 +451,46 @@ def test_staff_find_an_applicant_by_the_name_they_typed(client, make_enterprise,
         assert [x.id for x in services.list_users(s, state="pending", q="卯记").items] == [u.id]
         assert services.list_users(s, q="不相干").items == []
         assert services.list_users(s, q="name").items == []  # the JSON's keys are not what staff search
+
+
+def test_staff_can_end_a_verified_binding_with_a_reason(client, make_enterprise, make_user, make_staff,
+                                                        console_login, run_jobs, db):
+    """A contact left the company and the enterprise asked the centre to remove them: staff had no way to, short
+    of deleting the whole enterprise file; the former employee kept filing appeals in the enterprise's name."""
+    from wxapp_backend.notices.models import InboxItem
+
+    e = make_enterprise(name="巳公司")
+    u = make_user(enterprise_id=e.id, binding_state="verified", role="enterprise_contact", nickname="小李")
+    token = console_login(make_staff(role="dept"))
+    r = client.post(f"/console/users/{u.id}/binding/revoke", data={"reason": "已离职", "csrf_token": token})
+    assert r.status_code == 403
+    client.post("/console/logout", data={"csrf_token": token})
+    token = console_login(make_staff(role="staff"))
+    page = client.get("/console/users?state=verified").get_data(as_text=True)
+    assert f'id="revoke-{u.id}"' in page
+    r = client.post(f"/console/users/{u.id}/binding/revoke", data={"reason": "", "csrf_token": token})
+    assert r.status_code == 422 and "原因" in r.get_data(as_text=True)
+    r = client.post(f"/console/users/{u.id}/binding/revoke", data={"reason": "企业来函：已离职", "csrf_token": token})
+    assert r.status_code == 302
+    row = _user(db, u.id)
+    assert (row.enterprise_id, row.binding_state) == (None, "none")
+    log = db.scalar(select(AuditLog).where(AuditLog.action == "binding.revoked"))
+    assert log.actor_type == "staff" and log.data == {"enterprise_id": e.id, "reason": "企业来函：已离职"}
+    run_jobs()
+    item = db.scalar(select(InboxItem).where(InboxItem.user_id == u.id))
+    assert "巳公司" in item.body and "企业来函：已离职" in item.body
+    r = client.post(f"/console/users/{u.id}/binding/revoke", data={"reason": "再来一次", "csrf_token": token})
+    assert r.status_code == 409
+
+
+def test_revoking_a_switchers_binding_leaves_their_application_pending(switching, client, make_staff,
+                                                                      staff_headers, db):
+    a, u, body = switching
+    headers = staff_headers(make_staff(role="staff"))
+    r = client.post(f"/api/v1/staff/users/{u.id}/binding/revoke", json={}, headers=headers)
+    assert r.status_code == 422
+    r = client.post(f"/api/v1/staff/users/{u.id}/binding/revoke", json={"reason": "企业来函"}, headers=headers)
+    assert r.status_code == 200, r.get_json()
+    row = _user(db, u.id)
+    assert (row.enterprise_id, row.binding_state, row.pending_enterprise_id) == (
+        body["pending_enterprise"]["id"], "pending", None)

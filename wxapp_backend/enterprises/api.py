@@ -148,3 +148,15 @@ def decide_binding(user_id: int):
                                        enterprise_id=data["enterprise_id"])
         s.flush()
         return jsonify(user.to_dict())
+
+
+@bp.post("/staff/users/<int:user_id>/binding/revoke")
+@staff_api_required(StaffRole.STAFF)
+@doc("解除用户已核实的企业绑定（如企业来函说明已离职），须填写原因，本人会收到通知", body=services.REVOKE_FIELDS,
+     auth="staff", tags=["用户"], responses={200: "用户", 404: "用户不存在", 409: "没有已核实的绑定", 422: "未填写原因"})
+def revoke_binding(user_id: int):
+    data = parse(services.REVOKE_FIELDS)
+    with session_scope() as s:
+        user = services.revoke_binding(s, current_actor(), user_id, reason=data["reason"])
+        s.flush()
+        return jsonify(user.to_dict())

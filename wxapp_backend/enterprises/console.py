@@ -368,6 +368,18 @@ def user_binding(user_id: int):
     return redirect(url_for(".users", state=back if back in {s.value for s in BindingState} else None))
 
 
+@bp.post("/users/<int:user_id>/binding/revoke")
+@console_required(StaffRole.STAFF)
+def user_binding_revoke(user_id: int):
+    data = validate({"reason": request.form.get("reason", "")}, services.REVOKE_FIELDS)
+    with session_scope() as s:
+        user = services.revoke_binding(s, current_actor(), user_id, reason=data["reason"])
+        who = user.nickname or f"用户 {user.id}"
+    flash(f"已解除 {who} 的企业绑定，并已通知本人。")
+    back = request.form.get("state", "")
+    return redirect(url_for(".users", state=back if back in {s.value for s in BindingState} else None))
+
+
 add_nav("enterprises_console.enterprises", "企业")
 add_nav("enterprises_console.buildings", "楼宇")
 add_nav("enterprises_console.grids", "网格")

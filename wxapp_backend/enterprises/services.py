@@ -755,6 +755,30 @@ def decide_binding(session: Session, actor: Actor, user_id: int, *, approve: boo
     return user
 
 
+REVOKE_FIELDS = (Field("reason", "str", "解除原因", required=True, min_len=2, max_len=200),)
+
+
+def revoke_binding(session: Session, actor: Actor, user_id: int, *, reason: str) -> User:
+    """End a verified binding on the enterprise's word (the contact left, or was never theirs): the user is told
+    why. An application of theirs to switch to another enterprise stays, as an ordinary pending one."""
+    user = session.scalar(select(User).where(User.id == user_id).with_for_update(of=User)
+                          .execution_options(populate_existing=True))
+    if user is None:
+        raise NotFound("没有找到这个用户。")
+    if user.binding_state != BindingState.VERIFIED.value or user.enterprise_id is None:
+        raise Conflict("这位用户现在没有已核实的企业绑定，请刷新页面查看最新状态。", code="binding_not_verified")
+    enterprise = user.enterprise
+    audit(session, actor, "binding.revoked", user, enterprise_id=enterprise.id, reason=reason)
+    if user.pending_enterprise_id is not None:
+        user.enterprise_id, user.pending_enterprise_id = user.pending_enterprise_id, None
+        user.binding_state = BindingState.PENDING.value
+    else:
+        user.enterprise_id, user.binding_state = None, BindingState.NONE.value
+    session.expire(user, ["enterprise", "pending_enterprise"])
+    _tell_binding_revoked(session, user.id, enterprise, reason)
+    return user
+
+
 def _current_file(session: Session, enterprise_id: int) -> int:
     """The file that carries on for `enterprise_id`: itself, or the file a merged duplicate went into."""
     seen = {enterprise_id}
@@ -804,6 +828,18 @@ def _tell_binding_removed(session: Session, user_id: int, enterprise: Enterprise
     notify(session, user_id, "binding_result",
            {"title": enterprise.name[:20], "result": result, "time": _now().isoformat(), "note": note},
            "pages/me/index", title=title, body=body, ref=f"binding:{user_id}:{enterprise.id}")
+
+
+def _tell_binding_revoked(session: Session, user_id: int, enterprise: Enterprise, reason: str) -> None:
+    from ..db import utcnow as _now
+    from ..notices.services import notify
+
+    notify(session, user_id, "binding_result",
+           {"title": enterprise.name[:20], "result": "已解除", "time": _now().isoformat(), "note": reason[:20]},
+           "pages/me/index", title="企业绑定已解除",
+           body=(f"服务中心解除了您与“{enterprise.name}”的企业绑定，原因：{reason}。"
+                 "如有疑问，或您仍在这家企业任职，请联系楼宇的服务专员，或在“我的”里重新申请绑定。"),
+           ref=f"binding:{user_id}:{enterprise.id}")
 
 
 def _tell_merged(session: Session, user_id: int, duplicate: Enterprise, kept: Enterprise) -> None:
