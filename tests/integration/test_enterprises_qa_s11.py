@@ -494,3 +494,23 @@ def test_revoking_a_switchers_binding_leaves_their_application_pending(switching
     row = _user(db, u.id)
     assert (row.enterprise_id, row.binding_state, row.pending_enterprise_id) == (
         body["pending_enterprise"]["id"], "pending", None)
+
+
+def test_a_rejection_can_say_why(client, make_enterprise, make_user, make_staff, console_login, run_jobs, db):
+    """A rejected applicant heard only '未能核实，请核对名称和信用代码', with no way for staff to say what was wrong
+    (e.g. 'not on the enterprise's list of contacts'), so they re-applied with the same details."""
+    from wxapp_backend.notices.models import InboxItem
+
+    e = make_enterprise(name="午公司")
+    u = make_user(enterprise_id=e.id, binding_state="pending", role="enterprise_contact")
+    token = console_login(make_staff(role="staff"))
+    page = client.get("/console/users?state=pending").get_data(as_text=True)
+    assert f'id="reject-reason-{u.id}"' in page
+    r = client.post(f"/console/users/{u.id}/binding", data={"approve": "0", "enterprise_id": str(e.id),
+                                                            "reason": "企业联系人名单中没有您", "csrf_token": token})
+    assert r.status_code == 302
+    run_jobs()
+    item = db.scalar(select(InboxItem).where(InboxItem.user_id == u.id))
+    assert "企业联系人名单中没有您" in item.body
+    log = db.scalar(select(AuditLog).where(AuditLog.action == "binding.rejected"))
+    assert log.data["reason"] == "企业联系人名单中没有您"

@@ -145,7 +145,7 @@ def decide_binding(user_id: int):
     data = parse(services.BINDING_FIELDS)
     with session_scope() as s:
         user = services.decide_binding(s, current_actor(), user_id, approve=data["approve"],
-                                       enterprise_id=data["enterprise_id"])
+                                       enterprise_id=data["enterprise_id"], reason=data["reason"])
         s.flush()
         return jsonify(user.to_dict())
 

@@ -358,9 +358,10 @@ def user_binding(user_id: int):
     decision = request.form.get("approve", "")
     if decision not in {"1", "0"}:
         raise BadRequest("请选择通过或驳回。")
+    reason = validate({"reason": request.form.get("reason", "")}, services.BINDING_FIELDS[2:])["reason"]
     with session_scope() as s:
         user = services.decide_binding(s, current_actor(), user_id, approve=decision == "1",
-                                       enterprise_id=row_id(request.form.get("enterprise_id")))
+                                       enterprise_id=row_id(request.form.get("enterprise_id")), reason=reason)
         who = user.nickname or f"用户 {user.id}"
         company = user.enterprise.name if user.enterprise else ""
     flash(f"已核实 {who} 与「{company}」的绑定。" if decision == "1" else f"已驳回 {who} 的绑定申请。")

@@ -97,6 +97,8 @@ BINDING_FIELDS = (
     Field("approve", "bool", "是否通过", required=True),
     # The enterprise the decision was made about: the user can change their application meanwhile.
     Field("enterprise_id", "int", "核实的企业", min=1),
+    # Said to the applicant with a rejection: what to fix before applying again.
+    Field("reason", "str", "驳回原因", max_len=200),
 )
 
 # Columns holding text: an emptied field is stored as "", not NULL.
@@ -714,7 +716,7 @@ def names_given(session: Session, users: Sequence[User]) -> dict[int, str]:
 
 
 def decide_binding(session: Session, actor: Actor, user_id: int, *, approve: bool,
-                   enterprise_id: int | None = None) -> User:
+                   enterprise_id: int | None = None, reason: str | None = None) -> User:
     """Verify or reject a user's pending enterprise binding; of two concurrent decisions the second gets 409,
     and so does a decision about `enterprise_id` when the user has applied for another one since."""
     # User eager-joins its enterprise and building, and PostgreSQL refuses FOR UPDATE on the nullable side
@@ -742,16 +744,16 @@ def decide_binding(session: Session, actor: Actor, user_id: int, *, approve: boo
             user.enterprise_id = applied.id
         session.expire(user, ["enterprise", "pending_enterprise"])
         audit(session, actor, "binding.verified" if approve else "binding.rejected", user,
-              enterprise_id=applied.id, previous_enterprise_id=previous)
+              enterprise_id=applied.id, previous_enterprise_id=previous, **_reason(approve, reason))
         _note_binding_check(session, actor, applied, approve)
         _tell_binding_result(session, user, approve, applied,
-                             kept=None if approve else session.get(Enterprise, previous))
+                             kept=None if approve else session.get(Enterprise, previous), reason=reason)
         return user
     user.binding_state = (BindingState.VERIFIED if approve else BindingState.REJECTED).value
     audit(session, actor, "binding.verified" if approve else "binding.rejected", user,
-          enterprise_id=user.enterprise_id)
+          enterprise_id=user.enterprise_id, **_reason(approve, reason))
     _note_binding_check(session, actor, user.enterprise, approve)
-    _tell_binding_result(session, user, approve, user.enterprise)
+    _tell_binding_result(session, user, approve, user.enterprise, reason=reason)
     return user
 
 
@@ -777,6 +779,10 @@ def revoke_binding(session: Session, actor: Actor, user_id: int, *, reason: str)
     session.expire(user, ["enterprise", "pending_enterprise"])
     _tell_binding_revoked(session, user.id, enterprise, reason)
     return user
+
+
+def _reason(approve: bool, reason: str | None) -> dict[str, str]:
+    return {"reason": reason} if reason and not approve else {}
 
 
 def _current_file(session: Session, enterprise_id: int) -> int:
@@ -856,7 +862,7 @@ def _tell_merged(session: Session, user_id: int, duplicate: Enterprise, kept: En
 
 
 def _tell_binding_result(session: Session, user: User, approve: bool, enterprise: Enterprise | None,
-                         kept: Enterprise | None = None) -> None:
+                         kept: Enterprise | None = None, reason: str | None = None) -> None:
     """The user waited for staff to check their enterprise: say how it went (subscribe message or inbox).
     `kept` is the enterprise a verified contact stays bound to when their application to another is rejected."""
     from ..db import utcnow as _now
@@ -869,7 +875,8 @@ def _tell_binding_result(session: Session, user: User, approve: bool, enterprise
         body = (f"您与“{name}”的绑定已核实通过，现在可以以企业身份反映诉求、报名面向企业的活动，"
                 "也能收到与企业相关的政策推送。")
     else:
-        body = (f"您与“{name}”的绑定未能核实。请核对企业名称和统一社会信用代码后在“我的”里重新申请，"
+        why = f"原因：{reason}。" if reason else ""
+        body = (f"您与“{name}”的绑定未能核实。{why}请核对企业名称和统一社会信用代码后在“我的”里重新申请，"
                 "或联系楼宇的服务专员协助。")
         if kept is not None:
             body += f"您与“{kept.name}”已核实的绑定保持不变。"
