@@ -514,3 +514,26 @@ def test_a_rejection_can_say_why(client, make_enterprise, make_user, make_staff,
     assert "企业联系人名单中没有您" in item.body
     log = db.scalar(select(AuditLog).where(AuditLog.action == "binding.rejected"))
     assert log.data["reason"] == "企业联系人名单中没有您"
+
+
+def test_a_retired_duplicate_is_counted_and_exported_nowhere(client, make_enterprise, make_building, make_staff,
+                                                             console_login, db):
+    import re
+
+    building = make_building()
+    keep = make_enterprise(name="未公司", credit_code=code(98), building_id=building.id, industry="零售")
+    dup = _legacy(make_enterprise, "未公司", "91310106MA0000002X")
+    with session_scope() as s:
+        from wxapp_backend.enterprises.models import Enterprise
+
+        s.execute(Enterprise.__table__.update().where(Enterprise.id == dup.id)
+                  .values(building_id=building.id, industry="旧行业"))
+        services.merge_enterprises(s, ADMIN, keep.id, dup.id)
+    with session_scope() as s:
+        assert services.industries(s) == ["零售"]
+        assert dict((b.id, n) for b, n in services.list_buildings(s))[building.id] == 1
+    console_login(make_staff(role="staff"))
+    page = client.get("/console/").get_data(as_text=True)
+    assert re.search(r'id="count-enterprises">1<', page)
+    csv = client.get("/console/enterprises/export.csv").get_data(as_text=True)
+    assert csv.count("未公司") == 1 and "91310106MA0000002X" not in csv
