@@ -391,7 +391,7 @@ LIST_PARAMS = (
 def list_activities(session: Session, q: dict[str, Any], *, staff: bool = False,
                     user_id: int | None = None) -> tuple[list[dict], int]:
     """Activities for the mini-program (published, not yet ended unless include_past) or the console; for a
-    logged-in user each says whether they may register (`ineligible_reason`: why not, or null)."""
+    logged-in user each says whether they may register (`ineligible_reason`: why not, or null: see refusal())."""
     stmt = select(Activity)
     if not staff:
         stmt = stmt.where(Activity.status == ActivityStatus.PUBLISHED.value)
@@ -414,9 +414,10 @@ def list_activities(session: Session, q: dict[str, Any], *, staff: bool = False,
     counts = seat_counts(session, [a.id for a in rows])
     items = [a.to_dict(seats_taken=counts[a.id][0], waitlisted=counts[a.id][1]) for a in rows]
     user = session.get(User, user_id) if user_id is not None else None
-    if user is not None:  # the list greys out what they cannot join, instead of a 403 after they tap 报名
+    if user is not None:  # the list greys out what they cannot join, instead of a 403 / 409 after they tap 报名
+        now = utcnow()
         for item, a in zip(items, rows, strict=True):
-            item["ineligible_reason"] = ineligibility(a, user)
+            item["ineligible_reason"] = refusal(a, user, *counts[a.id], now)
     return items, total
 
 
@@ -551,18 +552,44 @@ def no_show_penalty(session: Session, user_id: int, now: datetime) -> int:
     return 1 if n >= NO_SHOW_PENALTY_AT else 0
 
 
-def _precheck(activity: Activity, user: User, now: datetime, answers: dict[str, Any] | None) -> dict[str, Any]:
-    """Everything about a registration that needs no seat count (pure: no queries); returns clean answers."""
-    if activity.status != ActivityStatus.PUBLISHED.value:
-        raise (NotFound("没有找到这个活动。") if activity.status == ActivityStatus.DRAFT.value
-               else Conflict("活动已取消，不能报名。", code="activity_cancelled"))
+def _closed(activity: Activity, now: datetime) -> tuple[str, str] | None:
+    """(code, Chinese reason) when nobody may register for the published or cancelled `activity` at `now`."""
+    if activity.status == ActivityStatus.CANCELLED.value:
+        return "activity_cancelled", "活动已取消，不能报名。"
     if now >= activity.starts_at:
-        raise Conflict("活动已开始或已结束，不能再报名了。", code="registration_closed")
+        return "registration_closed", "活动已开始或已结束，不能再报名了。"
     if activity.registration_opens_at and now < activity.registration_opens_at:
         opens = activity.registration_opens_at.astimezone(SHANGHAI).strftime("%Y-%m-%d %H:%M")
-        raise Conflict(f"报名尚未开始（{opens} 开始）。", code="registration_not_open")
+        return "registration_not_open", f"报名尚未开始（{opens} 开始）。"
     if activity.registration_closes_at and now >= activity.registration_closes_at:
-        raise Conflict("报名已截止。", code="registration_closed")
+        return "registration_closed", "报名已截止。"
+    return None
+
+
+FULL = "名额已满，本活动不设候补。"
+
+
+def refusal(activity: Activity, user: User, taken: int, queued: int, now: datetime | None = None) -> str | None:
+    """Why register() would refuse `user` a new registration for `activity` now, in its words (the list and the
+    detail grey out 报名 with it), or None; `taken`/`queued` are the activity's seats taken and waitlist."""
+    closed = _closed(activity, now or utcnow())
+    if closed is not None:
+        return closed[1]
+    problem = ineligibility(activity, user)
+    if problem:
+        return problem
+    if not (taken < activity.capacity and queued == 0) and not activity.waitlist_enabled:
+        return FULL
+    return None
+
+
+def _precheck(activity: Activity, user: User, now: datetime, answers: dict[str, Any] | None) -> dict[str, Any]:
+    """Everything about a registration that needs no seat count (pure: no queries); returns clean answers."""
+    if activity.status == ActivityStatus.DRAFT.value:
+        raise NotFound("没有找到这个活动。")
+    closed = _closed(activity, now)
+    if closed is not None:
+        raise Conflict(closed[1], code=closed[0])
     problem = ineligibility(activity, user)
     if problem:
         raise Forbidden(problem, code="not_eligible")
@@ -636,7 +663,7 @@ def register(session: Session, *, activity_id: int, user_id: int, answers: dict[
     elif activity.waitlist_enabled:
         status = RegStatus.WAITLISTED
     else:
-        raise Conflict("名额已满，本活动不设候补。", code="activity_full")
+        raise Conflict(FULL, code="activity_full")
     reg = Registration(activity_id=activity_id, user_id=user_id, enterprise_id=ent.id if ent else None,
                        status=status.value, active_key=f"{activity_id}:{user_id}", idempotency_key=idem,
                        answers=clean_answers, queue_hour=int(now.timestamp() // 3600),

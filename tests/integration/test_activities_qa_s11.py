@@ -1,0 +1,37 @@
+"""White-collar activities, found wanting by exploratory QA (session 11)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+
+def _reg(client, aid, headers, answers=None):
+    return client.post(f"/api/v1/activities/{aid}/registrations", json={"answers": answers or {}}, headers=headers)
+
+
+def test_the_list_greys_out_what_nobody_can_register_for_any_more(client, make_activity, make_user, user_token,
+                                                                   staff, staff_headers):
+    """ineligible_reason is there so the list greys out what the worker cannot join "instead of a 409 after they
+    tap 报名"; it spoke only of the audience, so an activity under way, one whose registration had closed or not
+    opened, a full one without a waitlist and a cancelled one all offered 报名 and then refused it."""
+    now = datetime.now(UTC)
+    going = make_activity(title="进行中", starts_at=now - timedelta(minutes=30)).id
+    ended = make_activity(title="已结束", starts_at=now - timedelta(days=2)).id
+    closed = make_activity(title="已截止", registration_closes_at=now - timedelta(hours=1)).id
+    later = make_activity(title="未开放", registration_opens_at=now + timedelta(hours=3)).id
+    full = make_activity(title="满员", capacity=1, waitlist_enabled=False).id
+    called_off = make_activity(title="取消了", status="cancelled").id
+    fine = make_activity(title="可报名").id
+    _reg(client, full, user_token(make_user()))
+    worker = make_user()
+    h = user_token(worker)
+    items = {i["id"]: i for i in client.get("/api/v1/activities?include_past=1", headers=h).get_json()["items"]}
+    assert items[fine]["ineligible_reason"] is None
+    for aid in (going, ended, closed, later, full, called_off):
+        refused = _reg(client, aid, h)
+        assert refused.status_code == 409, refused.get_json()
+        detail = client.get(f"/api/v1/activities/{aid}", headers=h).get_json()
+        assert detail["ineligible_reason"] == refused.get_json()["message"], aid
+        if aid != called_off:  # the list shows published activities only
+            assert items[aid]["ineligible_reason"] == refused.get_json()["message"], aid
+    assert client.get(f"/api/v1/activities/{fine}", headers=h).get_json()["ineligible_reason"] is None
