@@ -35,3 +35,23 @@ def test_the_list_greys_out_what_nobody_can_register_for_any_more(client, make_a
         if aid != called_off:  # the list shows published activities only
             assert items[aid]["ineligible_reason"] == refused.get_json()["message"], aid
     assert client.get(f"/api/v1/activities/{fine}", headers=h).get_json()["ineligible_reason"] is None
+
+
+def _chat(client, headers, text):
+    resp = client.post("/api/v1/chat", json={"text": text}, headers=headers)
+    assert resp.status_code == 200, resp.get_json()
+    return resp.get_json()["reply"]
+
+
+def test_the_chat_does_not_offer_an_activity_whose_registration_has_not_opened(client, make_activity, make_user,
+                                                                             user_token):
+    """“活动” answers “近期可以报名的活动”; one whose registration opens tomorrow was listed with its seats left, and
+    the worker who went to register was told 报名尚未开始."""
+    now = datetime.now(UTC)
+    make_activity(title="明天开放报名的讲座", registration_opens_at=now + timedelta(days=1),
+                  starts_at=now + timedelta(days=3))
+    make_activity(title="正在报名的瑜伽课")
+    reply = _chat(client, user_token(make_user()), "活动")
+    assert "正在报名的瑜伽课" in reply
+    assert "明天开放报名的讲座" not in reply
+

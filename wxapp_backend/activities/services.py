@@ -936,6 +936,7 @@ def open_for_registration(session: Session, limit: int = 5) -> list[tuple[Activi
     now = utcnow()
     rows = session.scalars(select(Activity).where(
         Activity.status == ActivityStatus.PUBLISHED.value, Activity.starts_at > now,
+        or_(Activity.registration_opens_at.is_(None), Activity.registration_opens_at <= now),
         or_(Activity.registration_closes_at.is_(None), Activity.registration_closes_at > now))
         .order_by(Activity.starts_at, Activity.id).limit(limit)).unique().all()
     return [(a, a.capacity - seats_taken(session, a.id)) for a in rows]
