@@ -108,7 +108,7 @@ def activity_text() -> str:
             lines = []
             for i, (a, left) in enumerate(open_for_registration(s, ACTIVITY_LIST_LIMIT), 1):
                 seats = f"剩 {left} 个名额" if left > 0 else ("已满，可候补" if a.waitlist_enabled else "已满")
-                place = f"，{a.address}" if a.address else ""
+                place = f"，{a.place}" if a.place else ""  # the building too: the address is often a room in it
                 lines.append(f"{i}. {a.title}：{_when(a.starts_at)}{place}（{seats}）")
     except Exception:  # noqa: BLE001 - the lookup is a convenience: point to the mini-program instead
         log.exception("activity lookup failed")

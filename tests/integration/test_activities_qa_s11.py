@@ -55,3 +55,11 @@ def test_the_chat_does_not_offer_an_activity_whose_registration_has_not_opened(c
     assert "正在报名的瑜伽课" in reply
     assert "明天开放报名的讲座" not in reply
 
+
+def test_the_chat_names_the_building_an_activity_is_in(client, make_activity, make_building, make_user, user_token):
+    """An activity held in one of the street's buildings has its room in `address` (“3 楼多功能厅”); the chat showed
+    only that, and the worker could not tell which building to go to."""
+    tower = make_building(name="新华大厦")
+    make_activity(title="午间读书会", building_id=tower.id, address="3 楼多功能厅")
+    reply = _chat(client, user_token(make_user()), "活动")
+    assert "新华大厦 3 楼多功能厅" in reply
