@@ -4,6 +4,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from sqlalchemy import func, select
+
+from wxapp_backend.activities.models import Activity
+from wxapp_backend.activities.services import SHANGHAI
+
 
 def _reg(client, aid, headers, answers=None):
     return client.post(f"/api/v1/activities/{aid}/registrations", json={"answers": answers or {}}, headers=headers)
@@ -63,3 +68,38 @@ def test_the_chat_names_the_building_an_activity_is_in(client, make_activity, ma
     make_activity(title="午间读书会", building_id=tower.id, address="3 楼多功能厅")
     reply = _chat(client, user_token(make_user()), "活动")
     assert "新华大厦 3 楼多功能厅" in reply
+
+
+def _console_create(client, csrf, **fields):
+    data = {"csrf_token": csrf, "category": "concert", "title": "楼宇音乐会", "address": "大堂", "capacity": "5",
+            "status": "published", "waitlist_enabled": "on", **fields}
+    return client.post("/console/activities/new", data=data)
+
+
+def test_a_new_activity_cannot_start_in_the_past(client, make_staff, console_login, staff_headers, db):
+    """Editing refuses a start moved into the past (a mistyped year); creating took it: the activity was saved as
+    published, could never be registered for and did not show in the mini-program, and staff read “活动已保存”."""
+    staff = make_staff(role="staff")
+    csrf = console_login(staff)
+    last_year = (datetime.now(UTC) - timedelta(days=365)).astimezone(SHANGHAI).date()
+    resp = _console_create(client, csrf, starts_at=f"{last_year}T12:00", ends_at=f"{last_year}T13:00")
+    assert resp.status_code == 422
+    assert f"开始时间 {last_year} 12:00 已经过去，请核对日期" in resp.get_data(as_text=True)
+    start = datetime.now(UTC) - timedelta(hours=1)
+    body = {"category": "concert", "title": "午间音乐会", "address": "大堂", "capacity": 5,
+            "starts_at": start.isoformat(), "ends_at": (start + timedelta(hours=2)).isoformat()}
+    resp = client.post("/api/v1/staff/activities", json=body, headers=staff_headers(staff))
+    assert resp.status_code == 422 and "已经过去" in resp.get_json()["fields"]["starts_at"]
+    assert db.scalar(select(func.count(Activity.id))) == 0
+
+
+def test_an_end_typed_before_the_start_on_the_same_date_says_to_pick_the_next_day(client, make_staff, console_login):
+    """A night event, 22:00 to 02:00, typed with one date: “结束时间必须晚于开始时间” reads as wrong to someone who
+    means two in the morning."""
+    csrf = console_login(make_staff(role="staff"))
+    day = (datetime.now(UTC) + timedelta(days=3)).astimezone(SHANGHAI).date()
+    resp = _console_create(client, csrf, starts_at=f"{day}T22:00", ends_at=f"{day}T02:00")
+    assert resp.status_code == 422
+    assert "活动跨过午夜的，结束日期请选第二天" in resp.get_data(as_text=True)
+    nxt = day + timedelta(days=1)
+    assert _console_create(client, csrf, starts_at=f"{day}T22:00", ends_at=f"{nxt}T02:00").status_code == 302

@@ -124,6 +124,9 @@ def _cross_check(v: dict[str, Any]) -> dict[str, str]:
     starts, ends = v.get("starts_at"), v.get("ends_at")
     if starts and ends and ends <= starts:
         errors["ends_at"] = "结束时间必须晚于开始时间"
+        if ends.astimezone(SHANGHAI).date() == starts.astimezone(SHANGHAI).date():
+            # 22:00 to 02:00 typed on one date: the end is meant on the next day, and the bare rule reads as wrong.
+            errors["ends_at"] += "（活动跨过午夜的，结束日期请选第二天）"
     opens, closes = v.get("registration_opens_at"), v.get("registration_closes_at")
     if opens and starts and opens >= starts:
         errors["registration_opens_at"] = "报名开始时间必须早于活动开始时间"
@@ -189,6 +192,12 @@ def create_activity(session: Session, actor: Actor, data: dict[str, Any]) -> Act
     """Create an activity from raw input (validated here: 422 with a Chinese message per field)."""
     v = _validated(data, None)
     _check_buildings(session, v)
+    if v["starts_at"] <= utcnow():
+        # A mistyped year: published at once, it could never be registered for, was closed with nobody in it, and
+        # was missing from the mini-program, with “活动已保存” the only word staff had.
+        shown = v["starts_at"].astimezone(SHANGHAI).strftime("%Y-%m-%d %H:%M")
+        msg = f"开始时间 {shown} 已经过去，请核对日期"
+        raise ValidationError(f"填写的内容有误：{msg}", fields={"starts_at": msg})
     activity = Activity(**v, created_by=actor.id if actor.type == "staff" else None)
     session.add(activity)
     session.flush()
