@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
-from wxapp_backend.activities.models import Activity
+from wxapp_backend.activities.models import Activity, Registration
 from wxapp_backend.activities.services import SHANGHAI
 
 
@@ -103,3 +103,35 @@ def test_an_end_typed_before_the_start_on_the_same_date_says_to_pick_the_next_da
     assert "活动跨过午夜的，结束日期请选第二天" in resp.get_data(as_text=True)
     nxt = day + timedelta(days=1)
     assert _console_create(client, csrf, starts_at=f"{day}T22:00", ends_at=f"{nxt}T02:00").status_code == 302
+
+
+def test_staff_see_the_waitlist_in_the_order_it_moves_up(client, make_activity, make_user, user_token, make_staff,
+                                                       console_login, db):
+    """The waitlist moves up by hour of registration, with those who failed to turn up twice behind the others of
+    their hour; the registrations page and the export listed it by registration number with a bare “候补中”, so
+    staff answering “我排第几？” told the wrong place to the one who had registered first."""
+    from io import BytesIO
+
+    from openpyxl import load_workbook
+
+    now = datetime.now(UTC)
+    aid = make_activity(capacity=1, title="缘来外滩").id
+    make_user()
+    seated, habitual, punctual = make_user(nickname="甲"), make_user(nickname="爽约两次"), make_user(nickname="准时")
+    for days in (10, 20):  # two no-shows in the last 90 days
+        past = make_activity(starts_at=now - timedelta(days=days)).id
+        db.add(Registration(activity_id=past, user_id=habitual.id, status="no_show"))
+    db.commit()
+    for u in (seated, habitual, punctual):
+        assert _reg(client, aid, user_token(u)).status_code == 201
+    db.execute(update(Registration).where(Registration.activity_id == aid).values(queue_hour=1))  # one hour
+    db.commit()
+    mine = client.get(f"/api/v1/activities/{aid}", headers=user_token(habitual)).get_json()["my_registration"]
+    assert mine["waitlist_position"] == 2
+    console_login(make_staff(role="dept"))
+    page = client.get(f"/console/activities/{aid}/registrations").get_data(as_text=True)
+    rows = {name: row for row in page.split("<tr") for name in ("爽约两次", "准时") if name in row}
+    assert "候补中（第 2 位）" in rows["爽约两次"] and "候补中（第 1 位）" in rows["准时"]
+    sheet = load_workbook(BytesIO(client.get(f"/console/activities/{aid}/registrations.xlsx").data)).active
+    status = {row[1]: row[5] for row in sheet.iter_rows(min_row=2, values_only=True)}
+    assert status == {"甲": "报名成功", "爽约两次": "候补中（第 2 位）", "准时": "候补中（第 1 位）"}

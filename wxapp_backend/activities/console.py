@@ -195,9 +195,14 @@ def _registration_rows(s, activity_id: int) -> list[dict[str, Any]]:
                      .outerjoin(Enterprise, Enterprise.id == Registration.enterprise_id)
                      .where(Registration.activity_id == activity_id)
                      .order_by(Registration.id)).unique().all()
+    # The waitlist's order is promote()'s (hour of registration, repeated no-shows last within it), not the number.
+    queue = {rid: n for n, rid in enumerate(s.scalars(select(Registration.id).where(
+        Registration.activity_id == activity_id, Registration.status == RegStatus.WAITLISTED.value)
+        .order_by(Registration.queue_hour, Registration.penalty, Registration.id)), 1)}
     out = []
     for reg, user, ent in rows:
-        out.append({"id": reg.id, "status": reg.status, "status_label": services.STATUS_LABELS[reg.status],
+        label = f"候补中（第 {queue[reg.id]} 位）" if reg.id in queue else services.STATUS_LABELS[reg.status]
+        out.append({"id": reg.id, "status": reg.status, "status_label": label,
                     "user": user.nickname or f"用户{user.id}", "phone": user.phone,
                     "enterprise": ent.name if ent else "", "building": user.building.name if user.building else "",
                     "answers": reg.answers or {}, "created_at": _local(reg.created_at),
