@@ -135,3 +135,28 @@ def test_staff_see_the_waitlist_in_the_order_it_moves_up(client, make_activity, 
     sheet = load_workbook(BytesIO(client.get(f"/console/activities/{aid}/registrations.xlsx").data)).active
     status = {row[1]: row[5] for row in sheet.iter_rows(min_row=2, values_only=True)}
     assert status == {"甲": "报名成功", "爽约两次": "候补中（第 2 位）", "准时": "候补中（第 1 位）"}
+
+
+def test_a_new_activity_notice_reaches_its_category_subscribers_and_opens_the_activity(
+        client, new_activity, make_user, user_token, make_staff, console_login, run_jobs, db):
+    """The journey of “订阅 → 新活动通知”: a notice composed in the console for an activity, sent to the subscribers
+    of its category, reaches them and nobody else; but with 相关活动 chosen and no page typed, tapping it opened
+    nothing (the page stayed empty), so the subscriber had to hunt for the activity it announced."""
+    from wxapp_backend.notices.broadcast_models import Notice
+    from wxapp_backend.notices.models import InboxItem
+
+    aid = new_activity(category="fitness", title="午间瑜伽")
+    fan, other, gone = make_user(), make_user(), make_user()
+    for u, cats in ((fan, ["fitness", "concert"]), (other, ["concert"]), (gone, ["fitness"]), (gone, [])):
+        assert client.put("/api/v1/me/subscriptions", json={"categories": cats}, headers=user_token(u)).status_code == 200
+    csrf = console_login(make_staff(role="staff"))
+    resp = client.post("/console/notices/new", data={"csrf_token": csrf, "kind": "activity", "title": "新活动：午间瑜伽",
+                                                     "summary": "周三午间，欢迎报名", "activity_id": str(aid),
+                                                     "categories": ["fitness"]})
+    assert resp.status_code == 302
+    nid = db.scalar(select(Notice.id))
+    client.post(f"/console/notices/{nid}/publish", data={"csrf_token": csrf})
+    run_jobs()
+    inbox = db.scalars(select(InboxItem)).all()
+    assert [(i.user_id, i.title) for i in inbox] == [(fan.id, "新活动：午间瑜伽")]
+    assert inbox[0].page == f"pages/activity/detail?id={aid}"
