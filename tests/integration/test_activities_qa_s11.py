@@ -116,7 +116,6 @@ def test_staff_see_the_waitlist_in_the_order_it_moves_up(client, make_activity, 
 
     now = datetime.now(UTC)
     aid = make_activity(capacity=1, title="缘来外滩").id
-    make_user()
     seated, habitual, punctual = make_user(nickname="甲"), make_user(nickname="爽约两次"), make_user(nickname="准时")
     for days in (10, 20):  # two no-shows in the last 90 days
         past = make_activity(starts_at=now - timedelta(days=days)).id
@@ -160,3 +159,25 @@ def test_a_new_activity_notice_reaches_its_category_subscribers_and_opens_the_ac
     inbox = db.scalars(select(InboxItem)).all()
     assert [(i.user_id, i.title) for i in inbox] == [(fan.id, "新活动：午间瑜伽")]
     assert inbox[0].page == f"pages/activity/detail?id={aid}"
+
+
+def test_someone_at_the_door_before_the_start_can_be_recorded_by_hand(client, make_activity, make_user, user_token,
+                                                                    make_staff, staff_headers, console_login, db):
+    """Check-in opens two hours before the start; someone who arrives then with a flat phone could not be recorded
+    by hand (“活动还没开始，请在现场扫码签到”) and the page offered no button until the start, by which time the
+    desk had moved on and they ended as a no-show."""
+    aid = make_activity(starts_at=datetime.now(UTC) + timedelta(minutes=40)).id
+    u = make_user(nickname="手机没电")
+    rid = _reg(client, aid, user_token(u)).get_json()["id"]
+    staff = make_staff(role="staff")
+    console_login(staff)
+    page = client.get(f"/console/activities/{aid}/registrations").get_data(as_text=True)
+    assert "改为已到场" in page
+    resp = client.post(f"/api/v1/staff/registrations/{rid}/attended", json={"note": "现场手工登记"},
+                       headers=staff_headers(staff))
+    assert resp.status_code == 200 and resp.get_json()["status"] == "attended", resp.get_json()
+    early = make_activity(starts_at=datetime.now(UTC) + timedelta(hours=3)).id  # check-in not open yet
+    rid = _reg(client, early, user_token(u)).get_json()["id"]
+    resp = client.post(f"/api/v1/staff/registrations/{rid}/attended", json={"note": "现场手工登记"},
+                       headers=staff_headers(staff))
+    assert resp.status_code == 409 and resp.get_json()["message"] == "签到尚未开始（活动开始前 2 小时开放签到）。"

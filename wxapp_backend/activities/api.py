@@ -236,7 +236,7 @@ def staff_cancel(registration_id: int):
 @bp.post("/staff/registrations/<int:registration_id>/attended")
 @staff_api_required(StaffRole.STAFF)
 @doc("更正为已到场（未扫码但确实到场；爽约记录随之撤销）", body=ATTENDED_FIELDS,
-     responses={200: "报名", 409: "状态不允许或活动未开始", 422: "缺少说明"}, auth="staff", tags=["活动管理"])
+     responses={200: "报名", 409: "状态不允许或签到未开始（开始前 2 小时开放）", 422: "缺少说明"}, auth="staff", tags=["活动管理"])
 def staff_mark_attended(registration_id: int):
     body = parse(ATTENDED_FIELDS)
     with session_scope() as s:

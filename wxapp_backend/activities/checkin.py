@@ -141,7 +141,7 @@ def open_for_checkin(session: Session, now: datetime | None = None) -> list[Acti
 def mark_attended(session: Session, actor: Actor, registration_id: int, note: str,
                   now: datetime | None = None) -> Registration:
     """Staff correct the record: someone came without being scanned (the phone was flat, the scanner down)
-    and was marked no-show, or is confirmed and the activity has begun. The no-show count goes back down."""
+    and was marked no-show, or is confirmed and check-in is open. The no-show count goes back down."""
     now = now or utcnow()
     note = (note or "").strip()
     if not note:
@@ -155,7 +155,8 @@ def mark_attended(session: Session, actor: Actor, registration_id: int, note: st
         return reg
     if reg.status not in (RegStatus.CONFIRMED.value, RegStatus.NO_SHOW.value):
         raise Conflict(f"报名当前为“{STATUS_LABELS[reg.status]}”，不能改为已到场。", code="illegal_transition")
-    if now < activity.starts_at:
-        raise Conflict("活动还没开始，请在现场扫码签到。", code="checkin_not_open")
+    if now < activity.starts_at - CHECKIN_OPENS_BEFORE:
+        # From when the scan is taken: someone at the door early with a flat phone is recorded then, not at the start.
+        raise Conflict("签到尚未开始（活动开始前 2 小时开放签到）。", code="checkin_not_open")
     _attend(session, reg, actor, now, f"工作人员更正为已到场：{note}"[:200])
     return reg
