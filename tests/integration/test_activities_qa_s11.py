@@ -181,3 +181,42 @@ def test_someone_at_the_door_before_the_start_can_be_recorded_by_hand(client, ma
     resp = client.post(f"/api/v1/staff/registrations/{rid}/attended", json={"note": "现场手工登记"},
                        headers=staff_headers(staff))
     assert resp.status_code == 409 and resp.get_json()["message"] == "签到尚未开始（活动开始前 2 小时开放签到）。"
+
+
+def test_publishing_an_activity_leads_staff_to_tell_its_category_subscribers(
+        client, make_staff, console_login, make_building, make_user, user_token, run_jobs, db):
+    """Workers subscribe to categories because “新活动发布时会第一时间通知您” (the chat says so), yet nothing after
+    publishing led staff to that notice: the activity page had no way to it and the composer started blank, so the
+    subscribers heard of it only if someone remembered to write one and tick the right category and buildings."""
+    import re
+
+    from wxapp_backend.notices.broadcast_models import Notice
+    from wxapp_backend.notices.models import InboxItem
+
+    tower, other_tower = make_building(name="新华大厦"), make_building(name="别的大厦")
+    inside, outside, elsewhere = (make_user(building_id=tower.id), make_user(building_id=other_tower.id),
+                                  make_user(building_id=tower.id))
+    for u, cats in ((inside, ["fitness"]), (outside, ["fitness"]), (elsewhere, ["concert"])):
+        client.put("/api/v1/me/subscriptions", json={"categories": cats}, headers=user_token(u))
+    csrf = console_login(make_staff(role="staff"))
+    day = (datetime.now(UTC) + timedelta(days=3)).astimezone(SHANGHAI).date()
+    resp = _console_create(client, csrf, category="fitness", title="午间瑜伽", starts_at=f"{day}T12:00",
+                           ends_at=f"{day}T13:00", audience_building_ids=str(tower.id))
+    assert resp.status_code == 302
+    aid = db.scalar(select(Activity.id))
+    page = client.get(resp.headers["Location"]).get_data(as_text=True)
+    link = f"/console/notices/new?activity_id={aid}"
+    assert link in page and "订阅了“健身”的用户还不知道，可点“通知订阅者”给他们发通知" in page
+    composer = client.get(link).get_data(as_text=True)
+    assert 'value="新活动：午间瑜伽"' in composer and f"{day.month}月{day.day}日 12:00，大堂，欢迎报名。" in composer
+    assert re.search(r'name="categories" value="fitness" checked', composer)
+    assert re.search(rf'<option value="{tower.id}" selected>新华大厦', composer)
+    assert re.search(rf'<option value="{aid}" selected>午间瑜伽', composer)
+    # staff send it as prefilled
+    sent = client.post("/console/notices/new", data={"csrf_token": csrf, "kind": "activity", "activity_id": str(aid),
+                                                     "title": "新活动：午间瑜伽", "categories": ["fitness"],
+                                                     "building_ids": [str(tower.id)]})
+    assert sent.status_code == 302
+    client.post(f"/console/notices/{db.scalar(select(Notice.id))}/publish", data={"csrf_token": csrf})
+    run_jobs()
+    assert db.scalars(select(InboxItem.user_id)).all() == [inside.id]

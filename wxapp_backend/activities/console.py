@@ -146,7 +146,7 @@ def _editor(activity_id: int | None):
                     Registration.activity_id == activity.id, Registration.status.in_(services.STILL_TO_COME))) or 0
                 saved = services.update_activity(s, current_actor(), activity.id, data, clear=cleared)
             saved_id = saved.id
-            done = _saved_text(activity, saved, waiting) if activity is not None else "活动已保存。"
+            done = _saved_text(activity, saved, waiting) if activity is not None else _created_text(saved)
     except AppError as exc:
         if exc.status in {403, 404}:
             raise
@@ -158,6 +158,13 @@ def _editor(activity_id: int | None):
                                errors=exc.fields, **ctx), exc.status
     flash(done)
     return redirect(url_for("activities_console.registrations", activity_id=saved_id))
+
+
+def _created_text(saved: Activity) -> str:
+    """Publishing tells nobody by itself: the subscribers of the category hear of it from a notice staff send."""
+    if saved.status != ActivityStatus.PUBLISHED.value:
+        return "活动已保存。"
+    return f"活动已发布。订阅了“{saved.category_label}”的用户还不知道，可点“通知订阅者”给他们发通知。"
 
 
 def _saved_text(before: Activity, saved: Activity, waiting: int) -> str:

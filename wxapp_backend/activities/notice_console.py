@@ -89,8 +89,10 @@ def notices():
 def new_notice():
     with session_scope() as s:
         ctx = _choices(s)
+        about = s.get(Activity, row_id(request.args.get("activity_id")) or 0) if request.method == "GET" else None
+        v = _about_activity(about) if about is not None else {"audience": {}}
     if request.method == "GET":
-        return render_template("console/notices/edit.html", v={"audience": {}}, errors={}, **ctx)
+        return render_template("console/notices/edit.html", v=v, errors={}, **ctx)
     data = _form_data()
     try:
         with session_scope() as s:
@@ -103,6 +105,19 @@ def new_notice():
                                **ctx), exc.status
     flash("通知草稿已保存，请查看送达预估后发布。")
     return redirect(url_for("notices_console.notice", notice_id=notice_id))
+
+
+def _about_activity(a: Activity) -> dict[str, Any]:
+    """The composer filled in for announcing `a` (the activity page's “通知订阅者”): to the subscribers of its
+    category, narrowed to its audience's buildings, industries and tags, so nobody is told of what they cannot join."""
+    from .services import SHANGHAI
+
+    local = a.starts_at.astimezone(SHANGHAI)
+    when = f"{local.month}月{local.day}日 {local:%H:%M}"
+    return {"kind": "activity", "activity_id": a.id, "title": f"新活动：{a.title}"[:100],
+            "summary": f"{when}，{a.place or '详见活动页面'}，欢迎报名。",
+            "audience": {"categories": [a.category], "building_ids": list(a.audience_building_ids or []),
+                         "industries": list(a.audience_industries or []), "tags": list(a.audience_tags or [])}}
 
 
 @bp.get("/notices/<int:notice_id>")
