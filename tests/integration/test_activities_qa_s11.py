@@ -220,3 +220,25 @@ def test_publishing_an_activity_leads_staff_to_tell_its_category_subscribers(
     client.post(f"/console/notices/{db.scalar(select(Notice.id))}/publish", data={"csrf_token": csrf})
     run_jobs()
     assert db.scalars(select(InboxItem.user_id)).all() == [inside.id]
+
+
+def test_a_worker_holding_a_seat_is_not_told_the_activity_is_full(client, make_activity, make_user, user_token, db):
+    """The greyed-out reason is register()'s answer to this worker: someone holding a seat in a full activity without
+    a waitlist read “名额已满，本活动不设候补” in the list as if they were left out; and one whose registration was
+    rejected saw 报名 offered again."""
+    full = make_activity(title="满员", capacity=1, waitlist_enabled=False).id
+    approval = make_activity(title="需审核", requires_approval=True).id
+    seated, rejected = make_user(), make_user()
+    rid_seated = _reg(client, full, user_token(seated)).get_json()["id"]
+    rid = _reg(client, approval, user_token(rejected)).get_json()["id"]
+    db.execute(update(Registration).where(Registration.id == rid).values(status="rejected", active_key=None))
+    db.commit()
+    for who, aid in ((seated, full), (rejected, approval)):
+        h = user_token(who)
+        refused = _reg(client, aid, h).get_json()["message"]
+        items = {i["id"]: i for i in client.get("/api/v1/activities", headers=h).get_json()["items"]}
+        assert items[aid]["ineligible_reason"] == refused
+        assert client.get(f"/api/v1/activities/{aid}", headers=h).get_json()["ineligible_reason"] == refused
+    assert "您已报名" in _reg(client, full, user_token(seated)).get_json()["message"]
+    client.post(f"/api/v1/registrations/{rid_seated}/cancel", headers=user_token(seated))  # the seat is free again
+    assert client.get(f"/api/v1/activities/{full}", headers=user_token(seated)).get_json()["ineligible_reason"] is None

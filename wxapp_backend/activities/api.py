@@ -50,7 +50,8 @@ def _mine(s, reg: Registration, *, with_activity: bool = False) -> dict:
 
 @bp.get("/activities")
 @doc("活动列表（可按类别、日期、楼宇筛选），含剩余名额；带登录令牌时每项有 ineligible_reason（现在不能报名的原因："
-     "报名未开始或已截止、活动已开始、名额已满且不设候补、不在面向范围等，与报名时的提示相同；可以报名为 null）", params=services.LIST_PARAMS, auth="none", tags=["活动"])
+     "报名未开始或已截止、活动已开始、不在面向范围、已报名、名额已满且不设候补等，与报名时的提示相同；可以报名为 null）",
+     params=services.LIST_PARAMS, auth="none", tags=["活动"])
 def list_activities():
     q = query(services.LIST_PARAMS)
     user_id = optional_user_id()
@@ -70,7 +71,9 @@ def get_activity(activity_id: int):
         out = a.to_dict(seats_taken=taken, waitlisted=queued)
         if user_id is not None:  # the page shows 已报名 / 候补第 n 位 / 取消报名 without another request
             user = s.get(User, user_id)
-            out["ineligible_reason"] = services.refusal(a, user, taken, queued) if user is not None else None
+            standing = services.own_standing(s, user_id, [a.id]).get(a.id)
+            out["ineligible_reason"] = (services.refusal(a, user, taken, queued, standing=standing)
+                                        if user is not None else None)
             reg = s.scalar(select(Registration).where(Registration.activity_id == a.id,
                                                       Registration.user_id == user_id)
                            .order_by(Registration.id.desc()).limit(1))

@@ -424,9 +424,9 @@ def list_activities(session: Session, q: dict[str, Any], *, staff: bool = False,
     items = [a.to_dict(seats_taken=counts[a.id][0], waitlisted=counts[a.id][1]) for a in rows]
     user = session.get(User, user_id) if user_id is not None else None
     if user is not None:  # the list greys out what they cannot join, instead of a 403 / 409 after they tap 报名
-        now = utcnow()
+        now, standing = utcnow(), own_standing(session, user.id, [a.id for a in rows])
         for item, a in zip(items, rows, strict=True):
-            item["ineligible_reason"] = refusal(a, user, *counts[a.id], now)
+            item["ineligible_reason"] = refusal(a, user, *counts[a.id], now, standing.get(a.id))
     return items, total
 
 
@@ -578,15 +578,38 @@ def _closed(activity: Activity, now: datetime) -> tuple[str, str] | None:
 FULL = "名额已满，本活动不设候补。"
 
 
-def refusal(activity: Activity, user: User, taken: int, queued: int, now: datetime | None = None) -> str | None:
-    """Why register() would refuse `user` a new registration for `activity` now, in its words (the list and the
-    detail grey out 报名 with it), or None; `taken`/`queued` are the activity's seats taken and waitlist."""
+ALREADY_REGISTERED = "您已报名这个活动了。"
+REJECTED = "您这次活动的报名没有通过审核，不能再次报名；如有疑问，请联系活动工作人员。"
+
+
+def own_standing(session: Session, user_id: int, activity_ids: list[int]) -> dict[int, str]:
+    """{activity_id: "active" | "rejected"} for the user's registrations among `activity_ids` (an active one wins)."""
+    out: dict[int, str] = {}
+    if not activity_ids:
+        return out
+    for aid, status in session.execute(select(Registration.activity_id, Registration.status).where(
+            Registration.user_id == user_id, Registration.activity_id.in_(activity_ids),
+            Registration.status.in_(ACTIVE_STATUSES + (RegStatus.REJECTED.value,)))):
+        if out.get(aid) != "active":
+            out[aid] = "rejected" if status == RegStatus.REJECTED.value else "active"
+    return out
+
+
+def refusal(activity: Activity, user: User, taken: int, queued: int, now: datetime | None = None,
+            standing: str | None = None) -> str | None:
+    """Why register() would refuse `user` a new registration for `activity` now, in its words and order (the list
+    and the detail grey out 报名 with it), or None; `taken`/`queued` are the activity's seats taken and waitlist,
+    `standing` the user's own (own_standing())."""
     closed = _closed(activity, now or utcnow())
     if closed is not None:
         return closed[1]
     problem = ineligibility(activity, user)
     if problem:
         return problem
+    if standing == "active":
+        return ALREADY_REGISTERED
+    if standing == "rejected":
+        return REJECTED
     if not (taken < activity.capacity and queued == 0) and not activity.waitlist_enabled:
         return FULL
     return None
@@ -650,14 +673,13 @@ def register(session: Session, *, activity_id: int, user_id: int, answers: dict[
     clean_answers = _precheck(activity, user, now, answers)
     existing = session.scalar(select(Registration.id).where(Registration.active_key == f"{activity_id}:{user_id}"))
     if existing is not None:
-        raise Conflict("您已报名这个活动了。", code="already_registered", fields={"registration_id": str(existing)})
+        raise Conflict(ALREADY_REGISTERED, code="already_registered", fields={"registration_id": str(existing)})
     rejected = session.scalar(select(Registration.id).where(
         Registration.activity_id == activity_id, Registration.user_id == user_id,
         Registration.status == RegStatus.REJECTED.value).limit(1))
     if rejected is not None:
         # Staff said no once; a new row would put the same person back in their queue without end.
-        raise Conflict("您这次活动的报名没有通过审核，不能再次报名；如有疑问，请联系活动工作人员。",
-                       code="registration_rejected", fields={"registration_id": str(rejected)})
+        raise Conflict(REJECTED, code="registration_rejected", fields={"registration_id": str(rejected)})
     ent = _verified_enterprise(user)
     if activity.per_enterprise_cap and ent is not None:
         used = session.scalar(select(func.count(Registration.id)).where(
@@ -687,7 +709,7 @@ def register(session: Session, *, activity_id: int, user_id: int, answers: dict[
                 session.flush()
         except IntegrityError:
             # Without the lock, the database constraint is what still refuses a second active row.
-            raise Conflict("您已报名这个活动了。", code="already_registered") from None
+            raise Conflict(ALREADY_REGISTERED, code="already_registered") from None
     _event(session, reg, "", actor)
     audit(session, actor, "registration.created", reg, status=reg.status, activity_id=activity_id)
     return reg, True
