@@ -242,3 +242,18 @@ def test_a_worker_holding_a_seat_is_not_told_the_activity_is_full(client, make_a
     assert "您已报名" in _reg(client, full, user_token(seated)).get_json()["message"]
     client.post(f"/api/v1/registrations/{rid_seated}/cancel", headers=user_token(seated))  # the seat is free again
     assert client.get(f"/api/v1/activities/{full}", headers=user_token(seated)).get_json()["ineligible_reason"] is None
+
+
+def test_the_console_list_shows_when_an_activity_ends(client, make_activity, make_staff, console_login):
+    """The list showed the start only: a three-day training and a night event running past midnight read like a
+    one-hour session."""
+    day = (datetime.now(UTC) + timedelta(days=5)).astimezone(SHANGHAI).replace(hour=9, minute=0, second=0,
+                                                                                microsecond=0)
+    make_activity(title="三天培训", starts_at=day, ends_at=day + timedelta(days=2, hours=8))
+    make_activity(title="午间一小时", starts_at=day + timedelta(hours=3), ends_at=day + timedelta(hours=4))
+    console_login(make_staff(role="dept"))
+    page = client.get("/console/activities").get_data(as_text=True)
+    rows = {name: row for row in page.split("<tr") for name in ("三天培训", "午间一小时") if name in row}
+    last = day + timedelta(days=2)
+    assert f"{day:%Y-%m-%d} 09:00 – {last:%Y-%m-%d} 17:00" in rows["三天培训"]
+    assert f"{day:%Y-%m-%d} 12:00 – 13:00" in rows["午间一小时"]

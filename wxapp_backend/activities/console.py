@@ -105,7 +105,14 @@ def activities():
     with session_scope() as s:
         items, total = services.list_activities(s, q, staff=True)
     return render_template("console/activities/list.html", items=items, total=total, q=q, categories=CATEGORIES,
-                           status_names=STATUS_NAMES, local=lambda iso: _local(datetime.fromisoformat(iso)))
+                           status_names=STATUS_NAMES, span=_span)
+
+
+def _span(starts_iso: str, ends_iso: str) -> str:
+    """“2026-12-09 12:00 – 13:00”, or the end's date too when it is another day (past midnight, several days)."""
+    starts, ends = datetime.fromisoformat(starts_iso), datetime.fromisoformat(ends_iso)
+    same_day = starts.astimezone(services.SHANGHAI).date() == ends.astimezone(services.SHANGHAI).date()
+    return f"{_local(starts)} – {_local(ends)[11:] if same_day else _local(ends)}"
 
 
 @bp.route("/activities/new", methods=["GET", "POST"])
