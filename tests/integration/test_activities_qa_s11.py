@@ -257,3 +257,28 @@ def test_the_console_list_shows_when_an_activity_ends(client, make_activity, mak
     last = day + timedelta(days=2)
     assert f"{day:%Y-%m-%d} 09:00 – {last:%Y-%m-%d} 17:00" in rows["三天培训"]
     assert f"{day:%Y-%m-%d} 12:00 – 13:00" in rows["午间一小时"]
+
+
+def test_a_new_activity_notice_gives_the_activity_time_in_the_wechat_message(client, make_activity, make_staff,
+                                                                            console_login, db):
+    """The subscribe message of a notice has a 时间 line; made from the title and summary it held the moment the notice
+    was written, so a “新活动：午间瑜伽” card read 时间 today, 19:32 — the subscriber took it for the activity's time.
+    Composed from the activity page, it carries the activity's start."""
+    import re
+
+    from wxapp_backend.notices.broadcast_models import Notice
+
+    start = (datetime.now(UTC) + timedelta(days=4)).astimezone(SHANGHAI).replace(hour=12, minute=0, second=0,
+                                                                                  microsecond=0)
+    aid = make_activity(category="fitness", title="午间瑜伽", starts_at=start).id
+    csrf = console_login(make_staff(role="staff"))
+    composer = client.get(f"/console/notices/new?activity_id={aid}").get_data(as_text=True)
+    fields = re.search(r'<textarea name="template_fields"[^>]*>([^<]*)</textarea>', composer).group(1)
+    when = f"{start.year}年{start.month}月{start.day}日 12:00"
+    assert f"time2={when}" in fields
+    resp = client.post("/console/notices/new", data={"csrf_token": csrf, "kind": "activity", "activity_id": str(aid),
+                                                     "title": "新活动：午间瑜伽", "categories": ["fitness"],
+                                                     "template_fields": fields.replace("&#10;", "\n")})
+    assert resp.status_code == 302, resp.get_data(as_text=True)
+    notice = db.scalars(select(Notice)).one()
+    assert notice.template_fields["time2"] == when and notice.template_fields["thing1"] == "新活动：午间瑜伽"

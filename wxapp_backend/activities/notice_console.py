@@ -113,11 +113,29 @@ def _about_activity(a: Activity) -> dict[str, Any]:
     from .services import SHANGHAI
 
     local = a.starts_at.astimezone(SHANGHAI)
-    when = f"{local.month}月{local.day}日 {local:%H:%M}"
-    return {"kind": "activity", "activity_id": a.id, "title": f"新活动：{a.title}"[:100],
-            "summary": f"{when}，{a.place or '详见活动页面'}，欢迎报名。",
+    title = f"新活动：{a.title}"[:100]
+    summary = f"{local.month}月{local.day}日 {local:%H:%M}，{a.place or '详见活动页面'}，欢迎报名。"
+    return {"kind": "activity", "activity_id": a.id, "title": title, "summary": summary,
+            "template_fields_text": _activity_template_text(a, title, summary),
             "audience": {"categories": [a.category], "building_ids": list(a.audience_building_ids or []),
                          "industries": list(a.audience_industries or []), "tags": list(a.audience_tags or [])}}
+
+
+def _activity_template_text(a: Activity, title: str, summary: str) -> str:
+    """The subscribe-message values with the activity's start as the time (made from the text alone, the time is the
+    moment the notice was written, which a subscriber reads as the activity's), one “key=value” a line."""
+    from ..notices.kinds import get_kind, render
+    from ..wechat.templates import TemplateFieldError
+
+    kind = get_kind(broadcast.NOTICE_KIND)
+    if kind is None or not kind.template_id:
+        return ""
+    try:
+        data = render(kind, {"title": title, "time": a.starts_at.isoformat(), "note": summary}, title=title,
+                      body=summary)
+    except TemplateFieldError:
+        return ""  # a template without these fields: the composer makes them from the text as before
+    return "\n".join(f"{k}={v}" for k, v in data.items())
 
 
 @bp.get("/notices/<int:notice_id>")
