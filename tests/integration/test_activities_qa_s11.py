@@ -282,3 +282,13 @@ def test_a_new_activity_notice_gives_the_activity_time_in_the_wechat_message(cli
     assert resp.status_code == 302, resp.get_data(as_text=True)
     notice = db.scalars(select(Notice)).one()
     assert notice.template_fields["time2"] == when and notice.template_fields["thing1"] == "新活动：午间瑜伽"
+
+
+def test_the_reason_says_whether_the_activity_is_under_way_or_over(client, make_activity, make_user, user_token):
+    """Shown on every past activity in the list now, “活动已开始或已结束” left the worker to guess which it was."""
+    now = datetime.now(UTC)
+    going = make_activity(starts_at=now - timedelta(minutes=30)).id
+    over = make_activity(starts_at=now - timedelta(days=1)).id
+    h = user_token(make_user())
+    assert _reg(client, going, h).get_json()["message"] == "活动已开始，不能再报名了。"
+    assert _reg(client, over, h).get_json()["message"] == "活动已结束，不能再报名了。"

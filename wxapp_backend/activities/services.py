@@ -566,7 +566,7 @@ def _closed(activity: Activity, now: datetime) -> tuple[str, str] | None:
     if activity.status == ActivityStatus.CANCELLED.value:
         return "activity_cancelled", "活动已取消，不能报名。"
     if now >= activity.starts_at:
-        return "registration_closed", "活动已开始或已结束，不能再报名了。"
+        return "registration_closed", f"活动已{'结束' if now >= activity.ends_at else '开始'}，不能再报名了。"
     if activity.registration_opens_at and now < activity.registration_opens_at:
         opens = activity.registration_opens_at.astimezone(SHANGHAI).strftime("%Y-%m-%d %H:%M")
         return "registration_not_open", f"报名尚未开始（{opens} 开始）。"
