@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import func, select, update
@@ -292,3 +293,28 @@ def test_the_reason_says_whether_the_activity_is_under_way_or_over(client, make_
     h = user_token(make_user())
     assert _reg(client, going, h).get_json()["message"] == "活动已开始，不能再报名了。"
     assert _reg(client, over, h).get_json()["message"] == "活动已结束，不能再报名了。"
+
+
+def test_the_cancel_button_warns_only_of_what_it_will_do(client, make_activity, make_user, user_token, make_staff,
+                                                         console_login, db):
+    """“确定取消 X 的报名吗？名额会递补给候补。” was asked on every row: cancelling someone on the waitlist frees no
+    seat, and once the activity has begun nobody moves up."""
+    aid = make_activity(capacity=1).id
+    seated, queued = make_user(nickname="有座"), make_user(nickname="排队")
+    for u in (seated, queued):
+        _reg(client, aid, user_token(u))
+    console_login(make_staff(role="staff"))
+
+    def confirms():
+        page = client.get(f"/console/activities/{aid}/registrations").get_data(as_text=True)
+        rows = {name: row for row in page.split("<tr") for name in ("有座", "排队") if name in row}
+        return {name: re.findall(r'data-confirm="([^"]*取消[^"]*)"', row) for name, row in rows.items()}
+
+    assert confirms() == {"有座": ["确定取消 有座 的报名吗？名额会递补给候补。"], "排队": ["确定取消 排队 的候补吗？"]}
+    db.execute(update(Activity).where(Activity.id == aid).values(
+        starts_at=datetime.now(UTC) - timedelta(minutes=10), ends_at=datetime.now(UTC) + timedelta(hours=1)))
+    db.commit()
+    assert confirms() == {"有座": ["确定取消 有座 的报名吗？活动已开始，空出的名额不再递补。"], "排队": ["确定取消 排队 的候补吗？"]}
+    db.execute(update(Registration).where(Registration.user_id == queued.id).values(status="cancelled", active_key=None))
+    db.commit()
+    assert confirms() == {"有座": ["确定取消 有座 的报名吗？"], "排队": []}  # nobody waiting: nothing to promise

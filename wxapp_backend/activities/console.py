@@ -235,6 +235,7 @@ def registrations(activity_id: int):
     return render_template("console/activities/registrations.html", activity=activity, rows=rows, taken=taken,
                            queued=queued, stats=stats, status_names=STATUS_NAMES,
                            question_labels={q["key"]: q["label"] for q in activity.questions or []},
+                           started=utcnow() >= activity.starts_at,
                            checkin_open=utcnow() >= activity.starts_at - checkin.CHECKIN_OPENS_BEFORE)
 
 
