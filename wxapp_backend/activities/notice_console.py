@@ -56,11 +56,7 @@ def _form_data() -> dict[str, Any]:
                             "summary": f.get("summary", ""), "page": f.get("page", ""),
                             "template_fields": fields, "audience": audience}
     if (activity_id := row_id(f.get("activity_id"))) is not None:
-        data["activity_id"] = activity_id
-        if not data["page"].strip():
-            # Tapping a notice about an activity opens that activity (the page registration messages open); left
-            # empty, it opened nothing and the reader had to look for it.
-            data["page"] = f"pages/activity/detail?id={activity_id}"
+        data["activity_id"] = activity_id  # no page given: the notice opens the activity (broadcast._clean)
     return data
 
 

@@ -181,6 +181,11 @@ def _clean(data: dict[str, Any], existing: Notice | None = None) -> dict[str, An
     else:
         given = {}  # made from the title and summary: made again from the edited ones
     v["template_fields"] = _template_data(title, summary or "", given or {})
+    activity_id = v.get("activity_id", existing.activity_id if existing else None)
+    if activity_id is not None and not v.get("page", existing.page if existing else "").strip():
+        # Tapping a notice about an activity opens that activity (the page registration messages open); left
+        # empty, it opened nothing and the reader had to look for it. The console and the API alike.
+        v["page"] = f"pages/activity/detail?id={activity_id}"
     return v
 
 
