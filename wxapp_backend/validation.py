@@ -59,6 +59,8 @@ class Field:
     min: float | None = None
     max: float | None = None
     choices: tuple[str, ...] = ()
+    # Names people read for enum codes (活动类别 lunch_hour -> 午间一小时): messages name them, not the codes alone.
+    choice_names: Mapping[str, str] | None = None
     item: Field | None = None  # for lists
     max_items: int | None = None
     default: Any = None
@@ -102,7 +104,8 @@ def _coerce(f: Field, value: Any) -> Any:  # noqa: C901 - one branch per kind re
             if problem:
                 raise _Bad(problem)
         if f.kind == "enum" and value not in f.choices:
-            raise _Bad(f"{t}只能是：{'、'.join(f.choices)}")
+            names = f.choice_names or {}
+            raise _Bad(f"{t}只能是：{'、'.join(f'{names[c]}（{c}）' if c in names else c for c in f.choices)}")
         return value
     if f.kind == "int":
         if isinstance(value, bool):

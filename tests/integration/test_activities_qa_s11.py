@@ -340,3 +340,11 @@ def test_a_notice_made_through_the_staff_api_with_an_activity_opens_that_activit
     resp = client.post("/api/v1/staff/notices", headers=headers, json={
         "title": "停水通知", "summary": "周六停水", "audience": {"all": True}})
     assert resp.get_json()["page"] == ""  # no activity: nothing to open
+
+
+def test_an_unknown_category_is_explained_by_the_names_people_read(client, make_user, user_token):
+    """A subscription to a category the app no longer has was refused naming lunch_hour、concert… only."""
+    resp = client.put("/api/v1/me/subscriptions", headers=user_token(make_user()), json={"categories": ["yoga"]})
+    assert resp.status_code in (400, 422), resp.get_json()
+    text = str(resp.get_json())
+    assert "午间一小时（lunch_hour）" in text and "财务经理沙龙（cfo_salon）" in text

@@ -21,7 +21,8 @@ REGISTER_LIMIT_PER_MIN = 30  # registrations a minute per user (the `registratio
 REGISTER_FIELDS = (Field("answers", "dict", "报名问题的回答", default={}),)
 SUBSCRIPTION_FIELDS = (
     Field("categories", "list", "订阅的活动类别", required=False, max_items=len(CATEGORIES), default=[],
-          item=Field("category", "enum", "活动类别", choices=tuple(CATEGORIES))),
+          item=Field("category", "enum", "活动类别", choices=tuple(CATEGORIES),
+                     choice_names=CATEGORIES)),
 )
 CHECKIN_FIELDS = (Field("token", "str", "签到码", required=True, max_len=100),
                   Field("activity_id", "int", "本场活动（填写后只接受这场活动的签到码）", min=1))
