@@ -55,8 +55,11 @@ def test_chat_suggestions_then_number_reply(client, kb, make_user, user_token, r
     second = body["suggestions"][1]["id"]
     picked = chat(client, "2", h)
     assert picked["decision"] == "answer" and picked["entry_id"] == second
-    again = chat(client, "2", h)  # the choice was used: a bare number is now just a (bad) question
-    assert again["entry_id"] != second or again["decision"] != "answer"
+    first = body["suggestions"][0]["id"]
+    again = chat(client, "1", h)  # the list stays after a pick: another of its choices can be picked
+    assert again["decision"] == "answer" and again["entry_id"] == first
+    chat(client, "外籍人才工作许可怎么办", h)  # a new question's answer drops the list
+    assert chat(client, "2", h)["entry_id"] != second
 
 
 @pytest.mark.parametrize("reply", ["²", "1" * 4500, "٢"])

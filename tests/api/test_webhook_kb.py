@@ -44,5 +44,7 @@ def test_digit_after_suggestions_picks_a_choice_not_the_menu(oa_kb, redis_client
     redis_client.set(_memory_key("oa", "oUserA1"), '["talent-foreign-work-permit", "talent-hub"]', ex=60)
     reply = ask(oa_kb, "1", 9003)
     assert "工作许可" in reply
-    menu = ask(oa_kb, "1", 9004)  # no pending choices now: 1 is the menu's 政策问答 again
+    assert "人才港" in ask(oa_kb, "2", 9004)  # the list stays after a pick: 2 is its second choice
+    ask(oa_kb, "菜单", 9005)
+    menu = ask(oa_kb, "1", 9006)  # the menu shown since: 1 is the menu's 政策问答 again
     assert "政策" in menu

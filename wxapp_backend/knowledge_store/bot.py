@@ -58,6 +58,8 @@ def respond(runtime: KBRuntime, db: Database, r: redis.Redis, text: str, *, chan
     try:
         if result.suggestions:
             r.set(key, json.dumps([s["id"] for s in result.suggestions]), ex=MEMORY_TTL)
+        elif result.picked:  # “第二个” next wants another of the same list: kept, for as long again
+            r.expire(key, MEMORY_TTL)
         elif result.decision in {"answer", "fallback"}:
             r.delete(key)
     except redis.RedisError:

@@ -28,6 +28,7 @@ NO_WORDS = "小二收到啦～想了解政策或办事，请直接用文字问�
 CHOICE_GONE = "您选的这条内容刚刚下线或已过有效期，目前不再提供。"
 # A bare number that picks nothing: not a question for the knowledge base (it found "similar" entries for "2").
 PICK_AGAIN = "请回复 {choices}查看对应的答案，或者直接输入您的问题。"
+OTHER_CHOICES = "\n\n（想看刚才列出的其他问题，回复 {numbers}）"
 NUMBER_ONLY = "小二没看明白这个数字～想了解政策或办事，请直接用文字问我；回复“菜单”看看我能做什么。"
 EXPIRED_NOTE = "您问的“{q}”已经过了有效期（截至 {until}），目前不再受理。有新政策时我们会第一时间更新。"
 NOT_YET_NOTE = "您问的“{q}”自 {since} 起施行，目前还不能办理。到时候再来问我，就能看到办理方式。"
@@ -59,6 +60,7 @@ class ChatResult:
     suggestions: list[dict] = field(default_factory=list)  # [{"id", "question"}], numbered 1..n in the reply
     handoff: bool = False
     truncated: bool = False
+    picked: bool = False  # the answer is one of the last turn's numbered choices (which stay for another pick)
 
     def to_dict(self) -> dict:
         return {"reply": self.reply, "decision": self.decision, "entry_id": self.entry_id,
@@ -104,7 +106,10 @@ def ask(kb: KnowledgeBase, text: str, *, last_suggestions: list[str] | None = No
         entry = kb.get(choice)
         if entry is not None and entry.is_current(kb.today or date.today()):
             reply, cut = format_answer(entry, detail_hint=detail_hint)
-            return ChatResult(reply, "answer", entry.id, 1.0, truncated=cut)
+            others = [str(i) for i, c in enumerate(last_suggestions or [], 1) if c != choice]
+            if others:  # the list stays: say so, or a digit after this would surprise (it is no menu digit)
+                reply += OTHER_CHOICES.format(numbers="、".join(others))
+            return ChatResult(reply, "answer", entry.id, 1.0, truncated=cut, picked=True)
         # Retired or lapsed since the choices were offered: never give it as current.
         return ChatResult(CHOICE_GONE + "\n\n" + FALLBACK.split("\n", 1)[1], "fallback")
     if _bare_number(text):
