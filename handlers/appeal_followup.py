@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import re
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import redis
 
@@ -52,18 +52,103 @@ DONE_WORDS = (*SKIP_WORDS, "发完了", "就这些", "提交")
 NO_COMMENT_WORDS = frozenset({"没有了", "没了", "没什么", "没啥", "没意见", "没有意见", "无意见", "没什么意见",
                               "就这样", "就这样吧", "不用了", "算了", "没什么说的", "没啥说的"})
 FILLER_WORDS = ("谢谢", "谢谢你", "谢谢您", "感谢", "多谢", "好的", "好", "嗯", "哦", "收到", "你好", "您好", "在吗")
-RESOLVED_YES = ("1", "已解决", "解决了", "解决", "是", "是的")
-RESOLVED_NO = ("2", "未解决", "没解决", "没有解决", "否", "不是")
-# As people answer “问题解决了吗？” (“已经解决了”, “解决了，谢谢”, “还没解决”, “没有”: the hint came back each time).
-_RESOLVED_NO_RE = re.compile(r"^(?:还|仍然?|依然|并)?(?:没有?|未|没能)(?:完全|彻底)?(?:解决|修好|处理好)(?:好)?(?:了|呢|啊)?$|"
-                             r"^(?:没有|没|还没有?)$")
-_RESOLVED_YES_RE = re.compile(r"^(?:已经?|都|基本上?)?(?:解决|修好|处理好|搞定)(?:好)?(?:了|啦)?"
-                              r"(?:[，,\s]*(?:谢谢|感谢|多谢)\S*)?$")
 # “5”, “5分”, “5星”; in words with the unit (“五星”, “五颗星”, “五星好评”: they got the hint again and again);
 # “给5分”, “打五星吧” (those went to the knowledge base as questions once the hint had been given).
 _STARS = re.compile(r"^(?:我?(?:给|打)(?:你们)?\s*)?(?:([1-5])\s*(?:分|星|颗星)?|([一二两三四五满])\s*(?:分|星|颗星))"
                     r"(?:好评|吧|啦)?$")
 _STAR_WORDS = {"一": 1, "二": 2, "两": 2, "三": 3, "四": 4, "五": 5, "满": 5}
+
+# What people answer to “问题解决了吗？” and “请打分” (read by `verdict`): the bare 1 / 2 and 1～5 of the prompts, and
+# the words: “满意”, “挺好的”, “还行”, “不满意”, “还没好”, “解决了，很满意” (they got the hint again and again). Grades
+# in words are the five of 政务服务“好差评”: 非常满意 5, 满意 4, 基本满意 3, 不满意 2, 非常不满意 1.
+_GRADES = (
+    (1, "非常不满意|很不满意|特别不满意|十分不满意|极不满意|太不满意|超级不满意|非常差|很差|特别差|太差|极差|差评|"
+        "太烂|很烂|垃圾|糟糕透|糟透|太失望|很失望|非常失望"),
+    (2, "不满意|不太满意|不大满意|不怎么满意|不是很满意|不太好|不怎么样|不咋样|不咋地|比较差|有点差|较差|差劲|差|不好|"
+        "失望|有点失望|不太行"),
+    (3, "基本满意|还算满意|还行|还可以|还凑合|凑合|一般般?|马马虎虎|过得去|还过得去|勉强|还好|中规中矩"),
+    (4, "满意|挺满意|比较满意|蛮满意|还挺满意|挺好|蛮好|不错|挺不错|还不错|蛮不错|可以的|挺好用"),
+    (5, "非常满意|很满意|特别满意|十分满意|超级?满意|太满意|相当满意|非常好|很好|特别好|太好|真好|好评|五星好评|"
+        "满分|完美|点赞|超赞|很棒|太棒|非常棒|真棒|棒|赞|给力|非常给力|太给力|很给力|效率很高|效率真高"),
+)
+GRADE_LABELS = {1: "非常不满意", 2: "不满意", 3: "基本满意", 4: "满意", 5: "非常满意"}
+_LEAD = r"(?:嗯+|恩+|哦+|额|呃|那个|其实|但是?|不过|就是|只是|总体|整体|总的来说|我?觉得|感觉|个人觉得)*"
+_TAIL = r"(?:的|了|啦|呀|啊|哈|吧|哦|呢|嘛|喔|滴|咯|喽|哟)*"
+_OBJECT = r"(?:(?:服务|办理|处理|态度|结果|效率|速度|你们|工作人员|小二)(?:还?是|都|也)?)?"
+_GRADE_RE = [(n, re.compile(f"{_LEAD}{_OBJECT}(?:{words}){_TAIL}")) for n, words in _GRADES]
+_FIXED_VERBS = "解决|修好|修复|处理好|处理完|弄好|搞好|搞定|办好|办妥|办完|落实|恢复正常|恢复"
+_RESOLVED_YES_RE = re.compile(f"{_LEAD}(?:问题)?(?:现在|目前|已经?|都|基本上?|早就?|总算|终于|也|完全|彻底)*"
+                              f"(?:(?:被)?(?:{_FIXED_VERBS}){_TAIL}|(?:好|可以|行|能用|正常|没问题|没事)(?:了|啦|咯|喽)+{_TAIL})")
+_RESOLVED_NO_RE = re.compile(f"{_LEAD}(?:问题)?(?:还|仍然?|依然|依旧|并|根本|完全|一直|压根|都|也)*(?:没有?|未|没能)(?:被)?"
+                             f"(?:完全|彻底|真正|真的|有人|人)?(?:{_FIXED_VERBS}|处理|修|管|好|弄|办)(?:好|完)?{_TAIL}|"
+                             f"{_LEAD}(?:还是?|仍然|依然|依旧)(?:不行|没用|老样子|一样|没变化|没反应|没动静|有问题){_TAIL}|"
+                             f"{_LEAD}(?:老样子|没用|没有变化|没变化|没反应|没动静){_TAIL}")
+_THANKS_RE = re.compile(r"(?:谢谢|感谢|多谢|辛苦|麻烦)")
+# Plain yes and no: in answer to “问题解决了吗？” only, never taken for a late answer (they answer anything).
+_PLAIN_YES = frozenset({"是", "是的", "对", "对的", "嗯", "嗯嗯", "恩", "恩恩", "有", "解决", "ok", "yes"})
+_PLAIN_NO = frozenset({"否", "不是", "没有", "没", "还没", "还没有", "没呢", "没有呢", "还没呢", "不行", "no", "不"})
+# Said in passing around the answer (“解决了，谢谢”, “好的，5分”).
+_FILLERS = frozenset({"谢谢", "谢谢你", "谢谢你们", "谢谢您", "感谢", "多谢", "辛苦了", "辛苦", "辛苦你们了", "麻烦了",
+                      "好的", "好", "嗯", "收到", "ok", "谢了", "谢谢啦", "非常感谢", "感谢你们", "哈哈"})
+
+
+class Verdict(NamedTuple):
+    """An answer to “问题解决了吗？” and / or the score: resolved (None: not said), stars (None: not said); `strong` when
+    it cannot mean anything but that (a plain “是” or “2” might answer anything)."""
+
+    resolved: bool | None
+    stars: int | None
+    strong: bool
+    graded: bool  # the stars came from words (“满意”), not a number: the reply says which score that is
+
+
+def verdict(text: str, step: str | None = None) -> Verdict | None:
+    """`text` as an answer at the rating's `step` (“resolved”, “stars”, or None: no rating under way), or None when it
+    is something else (a sentence, a question). Generic Chinese, clause by clause: “解决了，很满意” is both answers."""
+    t = intake.word(text).lower()
+    clauses = [c for c in re.split(r"[，,。.！!、；;～~\s]+", t) if c]
+    if not clauses or len(t) > 24:
+        return None
+    resolved: set[bool] = set()
+    stars: list[int] = []
+    strong = graded = False
+    for clause in clauses:
+        if len(clauses) > 1 and (clause in _FILLERS or _THANKS_RE.match(clause)):
+            continue
+        if clause in ("1", "2") and step == "resolved":
+            resolved.add(clause == "1")
+            continue
+        m = _STARS.match(clause)
+        if m and (step == "stars" or not m.group(1) or clause != m.group(1) or clause == "5"):
+            # a bare 1～4 is a score at the score step only (elsewhere: the menu's digits)
+            stars.append(int(m.group(1)) if m.group(1) else _STAR_WORDS[m.group(2)])
+            strong = True
+            continue
+        if _RESOLVED_NO_RE.fullmatch(clause):  # before yes: “还没好” is no “好了”
+            resolved.add(False)
+            strong = True
+            continue
+        if _RESOLVED_YES_RE.fullmatch(clause):
+            resolved.add(True)
+            strong = strong or any(v in clause for v in _FIXED_VERBS.split("|"))
+            continue
+        grade = next((n for n, rx in _GRADE_RE if rx.fullmatch(clause)), None)
+        if grade is not None:
+            stars.append(grade)
+            strong = graded = True
+            continue
+        if clause in _PLAIN_YES or clause in _PLAIN_NO:
+            if step == "resolved":
+                resolved.add(clause in _PLAIN_YES)
+                continue
+            return None
+        return None
+    if len(resolved) > 1 or len(set(stars)) > 1:
+        return None  # “解决了，没解决”: unclear
+    if not resolved and not stars:
+        return None
+    return Verdict(next(iter(resolved)) if resolved else None, stars[0] if stars else None, strong, graded)
+
 
 NONE_YET = "您还没有提交过诉求。回复“我要反映”，我来帮您登记。"
 NONE_YET_APP = "您还没有提交过诉求。在小程序“我要反映”中填写，工作人员会在承诺时限内联系您。"
@@ -81,6 +166,13 @@ ASK_STARS = "请为这次办理打分：回复 1～5（5 分最满意）。"
 ASK_COMMENT = "还有什么想对我们说的吗？直接回复即可；不想写请回复“跳过”。"
 HINT_RESOLVED = "请回复 1（已解决）或 2（未解决）。"
 HINT_STARS = "请回复 1～5 之间的数字（5 分最满意）。"
+NOTED = "好的，记下了：{what}。\n"
+ASK_RESOLVED_AGAIN = "问题本身解决了吗？回复 1 已解决，回复 2 未解决（将重新办理）。"
+STARS_CHANGED = "好的，改为 {stars} 分。\n"
+LATE_INTRO = "您是在评价诉求 {number} 吧（办理结果：{resolution}）。\n"
+LATE_MORE = "\n（您还有 {n} 条诉求等待评价，这条评完后回复“评价”继续。）"
+LATE_NOT_THIS = "\n不是要评价的话，回复“取消”即可。"
+STARS_CHANGE_HINT = "\n（分数不对，直接回复 1～5 就能改。）"
 RATED_CLOSED = "感谢您的评价！诉求 {number} 已关闭。"
 RATED_REOPENED = "收到您的反馈，诉求 {number} 将重新办理，工作人员会尽快与您联系。"
 RATED_BAD = "\n给您添麻烦了，我们已安排整改。"
@@ -324,28 +416,57 @@ def rate_start(ctx: Context) -> Reply:
 def _rate_step(ctx: Context, d: dict[str, Any], text: str) -> Reply:
     step = d.get("step")
     if step == "resolved":
-        yes = text in RESOLVED_YES or bool(_RESOLVED_YES_RE.match(text))
-        if yes or text in RESOLVED_NO or _RESOLVED_NO_RE.match(text):
-            d.update(step="stars", resolved=yes)
-            return _start(ctx, d, ASK_STARS)
-        return Text(HINT_RESOLVED)
+        said = verdict(text, "resolved")
+        if said is None:
+            return Text(HINT_RESOLVED)
+        return _record(ctx, d, said)
     if step == "stars":
-        m = _STARS.match(text)
-        if not m:
+        said = verdict(text, "stars")
+        if said is None:
             return Text(HINT_STARS)
-        d.update(step="comment", stars=int(m.group(1)) if m.group(1) else _STAR_WORDS[m.group(2)])
-        return _start(ctx, d, ASK_COMMENT)
+        return _record(ctx, d, said)
     if step == "comment":
         if not text:
             return Text(ASK_COMMENT)
         if text in SKIP_WORDS or text in NO_COMMENT_WORDS:  # “没有了” is no comment, not the comment “没有了”
             return _rate_submit(ctx, d, "")
+        score = _STARS.match(text)
+        if score:  # “4”, “改成4分”: the score again (a comment “4” says nothing), changed
+            stars = int(score.group(1)) if score.group(1) else _STAR_WORDS[score.group(2)]
+            d["stars"] = stars
+            return _start(ctx, d, STARS_CHANGED.format(stars=stars) + ASK_COMMENT)
         comment = _words(ctx)  # the words as written, not normalised
         if len(comment) > COMMENT_MAX:
             return Text(COMMENT_LONG)
         return _rate_submit(ctx, d, comment)
     ctx.state.clear()
     return Text(LOST)
+
+
+def _record(ctx: Context, d: dict[str, Any], said: Verdict, intro: str = "") -> Reply:
+    """Keep what an answer said (resolved or not, the score, or both) and ask what is still missing."""
+    resolved = said.resolved
+    if resolved is None and said.graded and said.stars is not None and said.stars >= 4 and "resolved" not in d:
+        resolved = True  # “满意” / “挺好的” to “问题解决了吗？” is a yes
+    noted = []
+    if resolved is not None:
+        d["resolved"] = resolved
+        if intro or said.resolved is None or said.stars is not None or d.get("step") != "resolved":
+            noted.append("问题已解决" if resolved else "问题还没解决")
+    if said.stars is not None:
+        d["stars"] = said.stars
+        if said.graded or d.get("step") != "stars" or intro:
+            noted.append(f"{said.stars} 分（{GRADE_LABELS[said.stars]}）")
+    head = intro + (NOTED.format(what="，".join(noted)) if noted else "")
+    if "resolved" not in d:
+        d["step"] = "resolved"
+        return _start(ctx, d, head + ASK_RESOLVED_AGAIN)
+    if "stars" not in d:
+        d["step"] = "stars"
+        return _start(ctx, d, head + ASK_STARS)
+    d["step"] = "comment"
+    change = STARS_CHANGE_HINT if said.graded or intro else ""
+    return _start(ctx, d, head + ASK_COMMENT + change)
 
 
 def _rate_submit(ctx: Context, d: dict[str, Any], comment: str) -> Reply:
@@ -527,6 +648,43 @@ def step(ctx: Context) -> Reply:
     return _supplement_step(ctx, d, text)
 
 
+def _late_rating(ctx: Context) -> Verdict | None:
+    """“满意”, “解决了”, “5分” with no rating under way: the answer to a rating asked more than 30 minutes ago (the
+    conversation forgotten), or to the 办结 notice itself (“请评价”). Whether an appeal waits for it is for the
+    handler to find out."""
+    if ctx.msg.msg_type != "text" or not ctx.text or _state(ctx).get("flow"):
+        return None
+    said = verdict(ctx.text)
+    return said if said is not None and said.strong else None
+
+
+def late_rating(ctx: Context) -> Reply:
+    """A late answer lands on the user's most recently resolved appeal still waiting for a rating (from the
+    database): the rating starts again with what the answer said. With no such appeal it is a question as before."""
+    from wxapp_backend.appeals.followup import awaiting_rating_latest
+    from wxapp_backend.db import session_scope, utcnow
+
+    from . import kb
+
+    said: Verdict = ctx.match
+    if ctx.user_id is None or (plain(ctx.text).isdigit() and kb.has_pending_choices(ctx)):
+        return kb.answer(ctx.text, ctx)  # “5” among “您是不是想问” choices: theirs to explain
+    with session_scope() as s:
+        appeal, waiting = awaiting_rating_latest(s, ctx.user_id, utcnow())
+        found = _details(appeal) if appeal is not None else None
+    if found is None:
+        return kb.answer(ctx.text, ctx)
+    d = {"flow": FLOW, "v": VERSION, "kind": "rate", "step": "resolved", "appeal_id": found["id"],
+         "number": found["number"], "round": found["round"]}
+    intro = LATE_INTRO.format(number=found["number"],
+                              resolution=_shorten(found["resolution"], REQUEST_CHARS) or "（见通知）")
+    reply = _record(ctx, d, said, intro)
+    if not isinstance(reply, Text) or reply.text == UNAVAILABLE:
+        return reply
+    more = LATE_MORE.format(n=waiting - 1) if waiting > 1 else ""
+    return Text(reply.text + more + LATE_NOT_THIS)
+
+
 def _rate_command(ctx: Context) -> bool:
     return ctx.msg.msg_type == "text" and bool(RATE_RE.match(plain(ctx.text)))
 
@@ -545,6 +703,7 @@ def install(r: Router) -> Router:
     r.match(_rate_command, cheap=True, pure=True)(rate_start)
     r.match(_supplement_command, cheap=True, pure=True)(supplement_start)
     r.match(_supplement_with_text, cheap=True, pure=True)(supplement_with_text)
+    r.match(_late_rating, cheap=True, pure=True)(late_rating)
     return r
 
 

@@ -2,8 +2,158 @@
 
 from __future__ import annotations
 
+from sqlalchemy import select
+
+from handlers import appeal_followup as followup
+from tests.integration.appeals.test_appeal_chat_followup import chat  # noqa: F401  (the follow-up's fixture)
 from tests.integration.test_chat_qa_s9 import oa_kb, say  # noqa: F401  (the first pass's fixture and helper)
+from wxapp_backend.appeals.models import Appeal, AppealRating
+from wxapp_backend.db import session_scope
 from wxapp_backend.knowledge_store.bot import _memory_key
+
+
+def _rating(appeal_id):
+    with session_scope() as s:
+        return s.scalars(select(AppealRating).where(AppealRating.appeal_id == appeal_id)).one_or_none()
+
+
+def _forget(redis_client):
+    """What 30 minutes of silence does: the conversation state expires."""
+    for key in redis_client.scan_iter("wx:conv:*"):
+        redis_client.delete(key)
+
+
+# --- 1. a late answer to the rating -------------------------------------------------------------------------
+
+
+def test_a_late_answer_to_a_rating_lands_on_the_appeal_waiting_for_it(chat, redis_client):  # noqa: F811
+    """Asked “问题解决了吗？”, the user answered an hour later, “解决了”: the conversation was forgotten after 30
+    minutes, and “解决了” went to the knowledge base (a list of unrelated questions, or “没学会”). The answer now
+    lands on their appeal waiting for a rating (found in the database), and the rating goes on from there."""
+    appeal_id, number = chat.resolved()
+    assert "问题解决了吗" in chat("评价")
+    _forget(redis_client)
+    reply = chat("解决了")
+    assert number in reply and followup.ASK_STARS in reply and "取消" in reply, reply
+    assert chat("5") == followup.ASK_COMMENT
+    assert chat("跳过") == followup.RATED_CLOSED.format(number=number)
+    rating = _rating(appeal_id)
+    assert rating.resolved and rating.satisfaction == 5
+
+
+def test_an_answer_to_the_resolved_notice_itself_starts_the_rating(chat):  # noqa: F811
+    """The 办结 notice says “请评价”; the user answered it straight away with “满意” (never typing “评价”): the
+    knowledge base answered. It is now the rating of that appeal: resolved, 4 points (满意), and the comment
+    is asked for; the reply names the appeal and says how to back out."""
+    appeal_id, number = chat.resolved()
+    reply = chat("满意")
+    assert number in reply and "4 分（满意）" in reply and "问题已解决" in reply, reply
+    assert followup.ASK_COMMENT in reply and "取消" in reply, reply
+    assert chat("没有了") == followup.RATED_CLOSED.format(number=number)
+    rating = _rating(appeal_id)
+    assert rating.resolved and rating.satisfaction == 4
+
+
+def test_a_late_not_resolved_reopens_the_appeal(chat, redis_client):  # noqa: F811
+    """“还没好” a day after the notice: not understood (and the appeal stayed 已办结, awaiting a rating that never
+    came). It is the “未解决” answer now; the score is asked, and the appeal goes back to work."""
+    appeal_id, number = chat.resolved()
+    reply = chat("还没好")
+    assert number in reply and "问题还没解决" in reply and followup.ASK_STARS in reply, reply
+    chat("2")
+    chat("税控盘还是报错")
+    assert _rating(appeal_id).resolved is False
+    with session_scope() as s:
+        assert s.get(Appeal, appeal_id).status == "in_progress"
+
+
+def test_late_answers_without_an_appeal_to_rate_are_questions_as_before(chat):  # noqa: F811
+    """With nothing waiting for a rating, “满意” or “5” is not taken for one (no appeal is named, nothing is
+    stored): the knowledge base answers as before. A bare menu digit is never a late rating."""
+    chat.submit()  # open, not resolved
+    assert "评价" not in (chat("5") or "") and "评价" not in (chat("解决了") or "")
+    chat.resolved()
+    assert chat("2") is None  # the follow-up's router has no menu: a menu digit is left to it, not rated
+
+
+def test_the_most_recent_of_several_appeals_waiting_is_rated_and_the_others_mentioned(chat):  # noqa: F811
+    first_id, first = chat.resolved("楼道灯坏了一个月")
+    second_id, second = chat.resolved("电梯坏了一周")
+    reply = chat("解决了")
+    assert second in reply and "还有 1 条诉求等待评价" in reply, reply
+    chat("4")
+    chat("跳过")
+    assert _rating(second_id).satisfaction == 4 and _rating(first_id) is None
+
+
+def test_cancel_after_a_late_answer_taken_for_a_rating(chat):  # noqa: F811
+    """“挺好的” was about something else: “取消” backs out and nothing is rated."""
+    appeal_id, _ = chat.resolved()
+    assert "评价" in chat("挺好的")
+    assert chat("取消") == followup.CANCELLED
+    assert _rating(appeal_id) is None
+
+
+# --- 3. colloquial answers inside the rating --------------------------------------------------------------
+
+
+def test_colloquial_answers_to_resolved(chat):  # noqa: F811
+    """“问题解决了吗？”: “没解决”, “还没好”, “还是不行”, “嗯，解决了”, “好了”, “不满意” got “请回复 1（已解决）或 2（未
+    解决）” again and again."""
+    for said, resolved in (("没解决", False), ("还没好", False), ("还是不行", False), ("嗯，解决了", True),
+                           ("好了", True), ("搞定了，谢谢", True), ("问题还没解决呢", False), ("对的", True)):
+        appeal_id, number = chat.resolved()
+        chat(f"评价 {number}")
+        assert chat(said) == followup.ASK_STARS, said
+        chat("3")
+        chat("跳过")
+        assert _rating(appeal_id).resolved is resolved, said
+
+
+def test_satisfaction_words_are_scores(chat):  # noqa: F811
+    """At “请为这次办理打分：回复 1～5”: “满意”, “挺好的”, “还行”, “不满意”, “非常满意”, “太差了” got “请回复 1～5 之间的数字”.
+    They are the five grades of 好差评 now, and the reply says which score was recorded."""
+    for said, stars in (("满意", 4), ("挺好的", 4), ("还行", 3), ("一般般吧", 3), ("不满意", 2), ("非常满意", 5),
+                        ("很满意，谢谢", 5), ("太差了", 1), ("不太满意", 2), ("服务很好", 5)):
+        appeal_id, number = chat.resolved()
+        chat(f"评价 {number}")
+        chat("解决了")
+        reply = chat(said)
+        assert f"{stars} 分" in reply and followup.ASK_COMMENT in reply, (said, reply)
+        chat("跳过")
+        assert _rating(appeal_id).satisfaction == stars, said
+
+
+def test_satisfaction_at_the_resolved_question(chat):  # noqa: F811
+    """“满意” to “问题解决了吗？” is a yes with its score; “不满意” is a score, and whether it was solved is asked
+    again (an unhappy user may or may not have the problem solved); “5” there is a score too."""
+    appeal_id, number = chat.resolved()
+    chat(f"评价 {number}")
+    reply = chat("满意")
+    assert "问题已解决" in reply and "4 分" in reply and followup.ASK_COMMENT in reply, reply
+    assert chat("5").startswith("好的，改为 5 分")  # the score changed at the comment step
+    chat("跳过")
+    assert (_rating(appeal_id).resolved, _rating(appeal_id).satisfaction) == (True, 5)
+    appeal_id, number = chat.resolved()
+    chat(f"评价 {number}")
+    reply = chat("不满意")
+    assert "2 分（不满意）" in reply and "解决了吗" in reply, reply
+    assert chat("没有") == followup.ASK_COMMENT  # the score was given already
+    chat("等了两周才有人来")
+    rating = _rating(appeal_id)
+    assert (rating.resolved, rating.satisfaction) == (False, 2)
+    _, number = chat.resolved()
+    chat(f"评价 {number}")
+    assert "5 分" in chat("5") and "解决了吗" in chat("5")
+
+
+def test_a_sentence_is_not_taken_for_an_answer(chat):  # noqa: F811
+    """Unclear answers still get the hint, never a guess."""
+    _, number = chat.resolved()
+    chat(f"评价 {number}")
+    for said in ("也许吧", "解决了一半", "解决了，没解决", "你们的电话是多少"):
+        assert chat(said) == followup.HINT_RESOLVED, said
+
 
 # --- 2. another pick from the same “您是不是想问” list ---------------------------------------------------------
 

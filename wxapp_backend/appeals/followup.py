@@ -37,3 +37,14 @@ def own_by_number(session: Session, user_id: int, number: str) -> Appeal | None:
     """The user's own appeal with this number (SQ…, any case); None for anyone else's."""
     return session.scalars(select(Appeal).where(Appeal.user_id == user_id,
                                                 Appeal.number == number.upper())).unique().first()
+
+
+def awaiting_rating_latest(session: Session, user_id: int, now: datetime) -> tuple[Appeal | None, int]:
+    """The user's most recently resolved appeal still waiting for their rating, and how many wait in all."""
+    from .services import list_own
+
+    recent = list_own(session, user_id, per_page=50).items
+    rated = rated_rounds(session, [a.id for a in recent])
+    waiting = sorted((a for a in recent if awaiting_rating(a, rated, now)),
+                     key=lambda a: (a.resolved_at, a.id), reverse=True)
+    return (waiting[0] if waiting else None), len(waiting)
