@@ -22,7 +22,26 @@ def answer(text: str, ctx: Context) -> Reply:
                             user_id=ctx.user_id, who=ctx.openid, detail_hint=DETAIL_HINT)
     if result.handoff:
         return Transfer(result.reply)
+    if result.decision == "fallback" and ctx.user_id is not None:
+        return Text(result.reply + _supplement_hint(ctx.user_id))
     return Text(result.reply)
+
+
+SUPPLEMENT_HINT = ("\n\n另外，诉求 {number} 正等您补充材料：如果刚才说的就是要补充的内容，请回复“补充：”加上内容"
+                   "（例如“补充：{example}”），工作人员就能收到。")
+
+
+def _supplement_hint(user_id: int) -> str:
+    """An unanswerable text from someone asked for material: likely the material, sent after the chat's 补充 had
+    expired (30 minutes) or without it. It reached nobody; say how it does."""
+    from wxapp_backend.appeals.followup import needing_info_latest
+    from wxapp_backend.db import session_scope
+
+    with session_scope() as s:
+        appeal = needing_info_latest(s, user_id)
+        if appeal is None:
+            return ""
+        return SUPPLEMENT_HINT.format(number=appeal.number, example="物业合同首页已拍照")
 
 
 def has_pending_choices(ctx: Context) -> bool:

@@ -173,3 +173,32 @@ def test_a_second_pick_from_the_same_choices(oa_kb, redis_client):  # noqa: F811
     assert redis_client.ttl(_memory_key("oa", openid)) > 60  # kept for as long again
     say(oa_kb, openid, "菜单")  # the menu: a digit means the menu again
     assert "请直接输入您想了解的政策" in say(oa_kb, openid, "1")
+
+
+def test_material_sent_after_the_supplement_expired_says_how_to_send_it(oa_kb, redis_client, make_staff):  # noqa: F811
+    """“补充” asked for the material; the user came back after 30 minutes with it: the text went to the knowledge
+    base (“这个问题我还没学会”), nobody received it, and nothing said so. An unanswerable text from someone whose
+    appeal waits for material now says how to send it (“补充：内容”), and that way it reaches the appeal."""
+    from wxapp_backend.appeals import services
+    from wxapp_backend.audit import Actor
+    from wxapp_backend.auth.models import User
+
+    openid = "oLateSupplement"
+    say(oa_kb, openid, "你好")
+    with session_scope() as s:
+        user_id = s.scalars(select(User.id).where(User.oa_openid == openid)).one()
+        appeal, _ = services.submit_appeal(s, user_id, services.Intake(
+            content="办公楼空调不制冷，物业一直不处理", contact_name="张三", contact_phone="13800138000"))
+        appeal_id, number = appeal.id, appeal.number
+    staff = Actor("staff", make_staff(role="admin").id, role="admin", name="管理员")
+    for action, data in (("accept", {}), ("request_info", {"note": "请提供物业合同首页"})):
+        with session_scope() as s:
+            services.perform(s, staff, appeal_id, action, data)
+    assert "物业合同首页" in say(oa_kb, openid, "补充")
+    _forget(redis_client)
+    late = "合同原件在老板那里，明天下午拍照发给你们"
+    reply = say(oa_kb, openid, late)
+    assert number in reply and "补充：" in reply, reply
+    assert "恢复办理" in say(oa_kb, openid, "补充：" + late)
+    with session_scope() as s:
+        assert s.get(Appeal, appeal_id).status != "pending_enterprise"

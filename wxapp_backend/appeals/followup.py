@@ -48,3 +48,10 @@ def awaiting_rating_latest(session: Session, user_id: int, now: datetime) -> tup
     waiting = sorted((a for a in recent if awaiting_rating(a, rated, now)),
                      key=lambda a: (a.resolved_at, a.id), reverse=True)
     return (waiting[0] if waiting else None), len(waiting)
+
+
+def needing_info_latest(session: Session, user_id: int) -> Appeal | None:
+    """The user's most recent appeal on which staff wait for material from them (the chat's 补充)."""
+    return session.scalars(select(Appeal).where(Appeal.user_id == user_id,
+                                                Appeal.status == AppealStatus.PENDING_ENTERPRISE)
+                           .order_by(Appeal.id.desc()).limit(1)).unique().first()
