@@ -343,6 +343,9 @@ def _app_followup(text: str, user_id: int | None) -> str | None:
     if _START_WITH_TEXT.match(to_simplified(text)):
         return APPEAL_APP_TOLD
     said = word(text)
+    late = _app_rating(text, user_id)
+    if late is not None:
+        return late
     told = bool(_SUPPLEMENT_TEXT_RE.match(text))
     if not (told or RATE_RE.match(said) or SUPPLEMENT_RE.match(said)):
         return None
@@ -351,6 +354,25 @@ def _app_followup(text: str, user_id: int | None) -> str | None:
     from .appeal_followup import status_text
 
     return (SUPPLEMENT_APP_NOT_SENT if told else "") + status_text(user_id, chat=False)
+
+
+RATE_APP = "诉求 {number} 已办结，正等您评价：请在小程序“我的诉求”中打开这条诉求，点“评价”，说说问题解决了没有、给办理打个分。"
+
+
+def _app_rating(text: str, user_id: int | None) -> str | None:
+    """“满意”, “解决了”, “还没好” in the app's chat from someone with an appeal waiting for a rating: the rating is on
+    the appeal's page (the knowledge base answered it)."""
+    from .appeal_followup import verdict
+
+    said = verdict(text)
+    if user_id is None or said is None or not said.strong:
+        return None
+    from wxapp_backend.appeals.followup import awaiting_rating_latest
+    from wxapp_backend.db import session_scope, utcnow
+
+    with session_scope() as s:
+        appeal, _waiting = awaiting_rating_latest(s, user_id, utcnow())
+        return RATE_APP.format(number=appeal.number) if appeal is not None else None
 
 
 _APP_INTENTS = {"kb": (KB_PROMPT, "smalltalk"), "appeal": (APPEAL_APP, "guide"), "human": (HUMAN_APP, "handoff")}

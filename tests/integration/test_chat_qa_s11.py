@@ -202,3 +202,15 @@ def test_material_sent_after_the_supplement_expired_says_how_to_send_it(oa_kb, r
     assert "恢复办理" in say(oa_kb, openid, "补充：" + late)
     with session_scope() as s:
         assert s.get(Appeal, appeal_id).status != "pending_enterprise"
+
+
+def test_a_rating_answer_in_the_app_chat_points_to_the_appeal(chat, client, user_token):  # noqa: F811
+    """In the mini-program's chat, “满意” / “解决了” from a user whose appeal waits for a rating got a knowledge-base
+    answer; it now names the appeal and says where to rate it. Without such an appeal, nothing changes."""
+    h = user_token(chat.user)
+    before = client.post("/api/v1/chat", json={"text": "满意"}, headers=h).get_json()
+    assert "评价" not in before["reply"], before
+    _, number = chat.resolved()
+    for text in ("满意", "解决了", "还没好"):
+        body = client.post("/api/v1/chat", json={"text": text}, headers=h).get_json()
+        assert number in body["reply"] and "评价" in body["reply"] and body["decision"] == "guide", (text, body)
