@@ -71,6 +71,7 @@ PROMPTS = {
 }
 TOO_SHORT = "描述有点短，请再具体说说（至少 5 个字）。"
 TOO_LONG = "描述太长了，请精简到 2000 字以内。"
+PLACE_SKIPPED = "好的，企业名称先不填（工作人员联系您时会再确认）。\n"
 NO_PLACE_YES = "小二这边还没有您企业的信息，"
 PLACE_NO_WORDS = "没有看到企业名称哦，"
 PLACE_CONTACT_LATER = "联系人和电话下一步再填，"
@@ -445,6 +446,9 @@ def _place(ctx: Context, d: dict[str, Any]) -> Reply:
         return Text(NO_PLACE_YES + PROMPTS["place"])
     elif known.get("enterprise_name") and _NO_RE.fullmatch(word(t)):  # “不是” to the enterprise on file: became its name
         return Text(PROMPTS["place"])
+    elif word(t) in SKIP_WORDS or _NO_ENTERPRISE.fullmatch(word(t)):
+        # “跳过”, “没有公司”, “个人”: became the enterprise's name (“企业：跳过” reached staff)
+        return _advance(ctx, d, "contact", PLACE_SKIPPED)
     elif sum(ch.isalnum() for ch in without_faces(t)) < 2:  # “😀”, “[微笑]”: no name for staff to go on
         return Text(PLACE_NO_WORDS + _prompt(d, "place"))
     elif _QUESTION.search(t) and not _ORGANISATION.search(t):
@@ -483,6 +487,8 @@ def _question_in_draft(ctx: Context, d: dict[str, Any], text: str) -> Reply:
 _YES_RE = re.compile(r"(?:是的?|对的?|没错|确认|确定|正确|好的?|可以|嗯+|没问题|ok|yes)+", re.IGNORECASE)
 
 
+_NO_ENTERPRISE = re.compile(r"(?:我是)?(?:个人|个体|没有?(?:公司|企业|单位)|无(?:公司|企业|单位)|不填|不想填|不方便(?:说|透露|填)?)"
+                            r"(?:的|了|啦)?")
 _NO_RE = re.compile(r"(?:不是|不对|不|否|错了)(?:的|啦|了)?(?:这家|这个|这家公司|这个企业)?")
 _KNOWN_PHONE_YES = re.compile(r"(?:^|[\s,，、:：])(?:是的?|对的?|用这个(?:号码?)?)[。.！!]?$")
 

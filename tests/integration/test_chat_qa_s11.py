@@ -214,3 +214,18 @@ def test_a_rating_answer_in_the_app_chat_points_to_the_appeal(chat, client, user
     for text in ("满意", "解决了", "还没好"):
         body = client.post("/api/v1/chat", json={"text": text}, headers=h).get_json()
         assert number in body["reply"] and "评价" in body["reply"] and body["decision"] == "guide", (text, body)
+
+
+def test_skipping_the_enterprise_is_not_an_enterprise_named_skip(oa_kb):  # noqa: F811
+    """Asked for the enterprise, the user answered “跳过” (or “个人”, “没有公司”): it became the enterprise's name and
+    the appeal reached staff as from the enterprise “跳过”. The step is now left empty, and the user told so."""
+    from tests.integration.test_chat2_qa_s9 import _draft_to
+
+    for i, said in enumerate(("跳过", "个人", "没有公司", "不方便说")):
+        openid = f"oSkipPlace{i}"
+        _draft_to(oa_kb, openid, "place")
+        reply = say(oa_kb, openid, said)
+        assert "先不填" in reply and "联系人" in reply, (said, reply)
+        say(oa_kb, openid, "张三 13800138000")
+        summary = say(oa_kb, openid, "跳过")
+        assert "企业：（未填写）" in summary, (said, summary)
