@@ -72,7 +72,7 @@ _GRADES = (
         "满分|完美|点赞|超赞|很棒|太棒|非常棒|真棒|棒|赞|给力|非常给力|太给力|很给力|效率很高|效率真高"),
 )
 GRADE_LABELS = {1: "非常不满意", 2: "不满意", 3: "基本满意", 4: "满意", 5: "非常满意"}
-_LEAD = r"(?:嗯+|恩+|哦+|额|呃|那个|其实|但是?|不过|就是|只是|总体|整体|总的来说|我?觉得|感觉|个人觉得)*"
+_LEAD = r"(?:嗯+|恩+|哦+|额|呃|那个|其实|但是?|不过|就是|只是|总体|整体|总的来说|我?觉得|感觉|个人觉得|还是|也)*"
 _TAIL = r"(?:的|了|啦|呀|啊|哈|吧|哦|呢|嘛|喔|滴|咯|喽|哟)*"
 _OBJECT = r"(?:(?:服务|办理|处理|态度|结果|效率|速度|你们|工作人员|小二)(?:还?是|都|也)?)?"
 _GRADE_RE = [(n, re.compile(f"{_LEAD}{_OBJECT}(?:{words}){_TAIL}")) for n, words in _GRADES]
@@ -83,6 +83,8 @@ _RESOLVED_NO_RE = re.compile(f"{_LEAD}(?:问题)?(?:还|仍然?|依然|依旧|�
                              f"(?:完全|彻底|真正|真的|有人|人)?(?:{_FIXED_VERBS}|处理|修|管|好|弄|办)(?:好|完)?{_TAIL}|"
                              f"{_LEAD}(?:还是?|仍然|依然|依旧)(?:不行|没用|老样子|一样|没变化|没反应|没动静|有问题){_TAIL}|"
                              f"{_LEAD}(?:老样子|没用|没有变化|没变化|没反应|没动静){_TAIL}")
+# “还是吵”, “还在漏水”, “照样堵”: the problem is still there (to “问题解决了吗？” only; grades were tried first).
+_STILL_RE = re.compile(r"(?:问题)?(?:还是|依然|仍然|依旧|照样|照旧|还在|还有|还会|还)(?!.*(?:满意|好|不错|可以|行))\S{1,8}")
 _THANKS_RE = re.compile(r"(?:谢谢|感谢|多谢|辛苦|麻烦)")
 # Plain yes and no: in answer to “问题解决了吗？” only, never taken for a late answer (they answer anything).
 _PLAIN_YES = frozenset({"是", "是的", "对", "对的", "嗯", "嗯嗯", "恩", "恩恩", "有", "解决", "ok", "yes"})
@@ -137,6 +139,9 @@ def verdict(text: str, step: str | None = None) -> Verdict | None:
             stars.append(grade)
             strong = graded = True
             continue
+        if step == "resolved" and _STILL_RE.fullmatch(clause):  # “还是吵”, “还在漏水”: not solved
+            resolved.add(False)
+            continue
         if clause in _PLAIN_YES or clause in _PLAIN_NO:
             if step == "resolved":
                 resolved.add(clause in _PLAIN_YES)
@@ -164,7 +169,7 @@ ASK_RESOLVED = ("诉求 {number} 已办结。\n办理结果：{resolution}\n\n�
                 "随时回复“取消”可以退出评价。")
 ASK_STARS = "请为这次办理打分：回复 1～5（5 分最满意）。"
 ASK_COMMENT = "还有什么想对我们说的吗？直接回复即可；不想写请回复“跳过”。"
-HINT_RESOLVED = "请回复 1（已解决）或 2（未解决）。"
+HINT_RESOLVED = "请先回复 1（已解决）或 2（未解决），具体情况稍后可以写给我们。"
 HINT_STARS = "请回复 1～5 之间的数字（5 分最满意）。"
 NOTED = "好的，记下了：{what}。\n"
 ASK_RESOLVED_AGAIN = "问题本身解决了吗？回复 1 已解决，回复 2 未解决（将重新办理）。"

@@ -110,6 +110,22 @@ def test_colloquial_answers_to_resolved(chat):  # noqa: F811
         assert _rating(appeal_id).resolved is resolved, said
 
 
+def test_the_problem_still_there_is_a_no(chat):  # noqa: F811
+    """“没用，还是吵”, “还在漏水” to “问题解决了吗？” got the hint, which then said only “请回复 1 或 2”: the user had
+    said it plainly. These are a “未解决” now; the hint says details can follow."""
+    for said in ("没用，还是吵", "还在漏水", "照样堵"):
+        appeal_id, number = chat.resolved()
+        chat(f"评价 {number}")
+        assert chat(said) == followup.ASK_STARS, said
+        chat("1")
+        chat("跳过")
+        assert _rating(appeal_id).resolved is False, said
+    _, number = chat.resolved()
+    chat(f"评价 {number}")
+    assert "具体情况稍后" in chat("物业来看过一次")
+    assert "问题已解决" in chat("还是挺满意的")
+
+
 def test_satisfaction_words_are_scores(chat):  # noqa: F811
     """At “请为这次办理打分：回复 1～5”: “满意”, “挺好的”, “还行”, “不满意”, “非常满意”, “太差了” got “请回复 1～5 之间的数字”.
     They are the five grades of 好差评 now, and the reply says which score was recorded."""
