@@ -69,6 +69,8 @@ PROMPTS = {
     "contact_known": "请留下联系人姓名和手机号，例如：张三 13800138000（回复“是”使用 {masked}，需同时写上姓名：张三 是）。",
     "photos": "如有现场照片，现在可以直接发送（最多 9 张），发完回复“好了”；没有照片请回复“跳过”。",
 }
+OFFER_DESCRIPTION = ("您刚才说：“{text}”\n用这段话作为问题描述，请回复“是”；要重新描述，直接输入即可（至少 5 个字）。\n"
+                     "随时回复“取消”可以退出。")
 TOO_SHORT = "描述有点短，请再具体说说（至少 5 个字）。"
 TOO_LONG = "描述太长了，请精简到 2000 字以内。"
 PLACE_SKIPPED = "好的，企业名称先不填（工作人员联系您时会再确认）。\n"
@@ -319,15 +321,30 @@ def _new_draft(ctx: Context, content: str = "") -> Reply:
             known = chat_profile(s, ctx.user_id)
     draft = {"flow": FLOW, "v": VERSION, "step": "describe", "id": secrets.token_hex(8), "known": known,
              "media": []}
+    offered = ""
     if content:
         draft.update(content=content, step="place")
+    else:
+        from .kb import take_unanswered
+
+        offered = take_unanswered(ctx)  # what the bot could not answer just before: likely the problem itself
+        if offered and not description_problem(offered):
+            draft["offered"] = offered
+        else:
+            offered = ""
     try:
         _save(ctx, draft)
     except redis.RedisError:
         return Text(UNAVAILABLE)
     if content:
         return Text("好的，我来帮您登记诉求（共 5 步），您说的问题已记下（第 1 步）。\n" + _prompt(draft, "place"))
+    if offered:
+        return Text("好的，我来帮您登记诉求（共 5 步）。\n" + OFFER_DESCRIPTION.format(text=_shorten(offered)))
     return Text("好的，我来帮您登记诉求（共 5 步）。\n" + PROMPTS["describe"])
+
+
+def _shorten(text: str, limit: int = 80) -> str:
+    return text if len(text) <= limit else text[:limit] + "…"
 
 
 def step(ctx: Context) -> Reply:
@@ -416,6 +433,12 @@ def _advance(ctx: Context, d: dict[str, Any], nxt: str, prefix: str = "") -> Rep
 
 def _describe(ctx: Context, d: dict[str, Any]) -> Reply:
     text = ctx.text or (ctx.msg.recognition or "").strip()  # the description keeps the transcript as said
+    offered = d.pop("offered", None)
+    if offered and _yes(text):  # “是”: what they told the bot before 我要反映
+        text = offered
+    elif offered and ctx.msg.msg_type != "image" and len(text) < 5:
+        d["offered"] = offered  # still on offer: “嗯？” is neither yes nor a description
+        return Text(OFFER_DESCRIPTION.format(text=_shorten(offered)))
     if ctx.msg.msg_type == "image":
         return _photo_reply(ctx, d, "照片收到了，请再用文字描述一下问题（至少 5 个字）。")
     if len(text) < 5:

@@ -22,9 +22,42 @@ def answer(text: str, ctx: Context) -> Reply:
                             user_id=ctx.user_id, who=ctx.openid, detail_hint=DETAIL_HINT)
     if result.handoff:
         return Transfer(result.reply)
+    _remember_unanswered(ctx, text if result.decision == "fallback" else "")
     if result.decision == "fallback" and ctx.user_id is not None:
         return Text(result.reply + _supplement_hint(ctx.user_id))
     return Text(result.reply)
+
+
+UNANSWERED_TTL = 30 * 60
+
+
+def _unanswered_key(ctx: Context) -> str:
+    return f"wx:unanswered:{ctx.account}:{ctx.openid}"
+
+
+def _remember_unanswered(ctx: Context, text: str) -> None:
+    """The text the bot could not answer (its fallback says “回复“我要反映”提交诉求”), for the intake to offer as
+    the description: the user had to type their problem a second time. Any other answer forgets it."""
+    import redis
+
+    try:
+        if text and 5 <= len(text) <= 2000:
+            ctx.redis.set(_unanswered_key(ctx), text, ex=UNANSWERED_TTL)
+        else:
+            ctx.redis.delete(_unanswered_key(ctx))
+    except redis.RedisError:
+        pass  # the intake then asks for the description as usual
+
+
+def take_unanswered(ctx: Context) -> str:
+    """The last text the bot could not answer (within 30 minutes), forgotten as it is taken; '' when none."""
+    import redis
+
+    try:
+        raw = ctx.redis.getdel(_unanswered_key(ctx))
+    except redis.RedisError:
+        return ""
+    return raw.decode("utf-8") if isinstance(raw, bytes) else (raw or "")
 
 
 SUPPLEMENT_HINT = ("\n\n另外，诉求 {number} 正等您补充材料：如果刚才说的就是要补充的内容，请回复“补充：”加上内容"

@@ -245,3 +245,30 @@ def test_skipping_the_enterprise_is_not_an_enterprise_named_skip(oa_kb):  # noqa
         say(oa_kb, openid, "张三 13800138000")
         summary = say(oa_kb, openid, "跳过")
         assert "企业：（未填写）" in summary, (said, summary)
+
+
+def test_a_problem_the_bot_could_not_answer_is_offered_as_the_description(oa_kb):  # noqa: F811
+    """“楼下外卖电动车乱停，门口都堵死了，能不能管管” got “没学会…回复“我要反映”提交诉求”; the user did, and was asked to
+    describe the problem: typing it a second time. The intake now offers what they said (“是” takes it); a new
+    description still works, and an answered question is not offered."""
+    openid = "oOfferDescription"
+    problem = "楼下外卖电动车乱停，门口都堵死了，能不能管管"
+    assert "我要反映" in say(oa_kb, openid, problem)
+    reply = say(oa_kb, openid, "我要反映")
+    assert problem in reply and "回复“是”" in reply, reply
+    assert "企业名称" in say(oa_kb, openid, "是")
+    say(oa_kb, openid, "上海某某科技有限公司")
+    say(oa_kb, openid, "张三 13800138000")
+    assert f"问题：{problem}\n" in say(oa_kb, openid, "跳过")
+    say(oa_kb, openid, "取消")
+    openid = "oOfferDeclined"
+    say(oa_kb, openid, problem)
+    say(oa_kb, openid, "我要反映")
+    say(oa_kb, openid, "办公室空调坏了三天")
+    say(oa_kb, openid, "上海某某科技有限公司")
+    say(oa_kb, openid, "张三 13800138000")
+    assert "问题：办公室空调坏了三天\n" in say(oa_kb, openid, "跳过")
+    openid = "oOfferNone"
+    say(oa_kb, openid, problem)
+    say(oa_kb, openid, "开办企业需要哪些材料")  # answered since: the earlier text is no longer on offer
+    assert "您刚才说" not in say(oa_kb, openid, "我要反映")
