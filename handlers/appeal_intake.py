@@ -69,6 +69,12 @@ PROMPTS = {
     "contact_known": "请留下联系人姓名和手机号，例如：张三 13800138000（回复“是”使用 {masked}，需同时写上姓名：张三 是）。",
     "photos": "如有现场照片，现在可以直接发送（最多 9 张），发完回复“好了”；没有照片请回复“跳过”。",
 }
+HOLD_ON = "好的，不着急～准备好了直接回复就行。\n"
+# “等一下”, “稍等”, “我查一下”: the user is looking something up, not answering the step.
+_HOLD_RE = re.compile(r"(?:请|麻烦)?(?:等一?下|等等|等会儿?|等一会儿?|稍等(?:一下|片刻)?|稍后|马上|一会儿?|"
+                      r"我?(?:先)?(?:看|查|找|问|翻|想)一?下(?:公司|企业)?(?:电话|号码|手机号?|名字|全称|名称|地址|楼号)?|"
+                      r"我?想想|我?(?:去)?(?:查查|问问|找找|看看))"
+                      r"(?:哈|啊|呀|哦|吧|啦|了)?")
 OFFER_DESCRIPTION = ("您刚才说：“{text}”\n用这段话作为问题描述，请回复“是”；要重新描述，直接输入即可（至少 5 个字）。\n"
                      "随时回复“取消”可以退出。")
 TOO_SHORT = "描述有点短，请再具体说说（至少 5 个字）。"
@@ -376,6 +382,9 @@ def step(ctx: Context) -> Reply:
     if d["step"] != "describe" and _START_WITH_TEXT.match(to_simplified(ctx.text)):
         # “我要反映：另外…” told a second problem: it got “没有认出手机号”, or became the enterprise's name
         return Text(ANOTHER_PROBLEM + PENDING.format(n=STEPS.index(d["step"]) + 1))
+    if _HOLD_RE.fullmatch(t) and ctx.msg.msg_type != "image":
+        # “等一下” while looking up the phone number became the enterprise's name (or “太短了” as the problem)
+        return Text(HOLD_ON + _prompt(d, d["step"]))
     if t in START_WORDS or start_phrase(t) or _small_talk(t):
         # “你好” after a talk with a person (人工 leaves the draft in place) is no enterprise name or problem.
         return Text(PENDING.format(n=STEPS.index(d["step"]) + 1))

@@ -272,3 +272,21 @@ def test_a_problem_the_bot_could_not_answer_is_offered_as_the_description(oa_kb)
     say(oa_kb, openid, problem)
     say(oa_kb, openid, "开办企业需要哪些材料")  # answered since: the earlier text is no longer on offer
     assert "您刚才说" not in say(oa_kb, openid, "我要反映")
+
+
+def test_wait_a_moment_is_not_an_answer_to_the_step(oa_kb):  # noqa: F811
+    """“等一下” at the enterprise step (the user went to look up the company's full name) became the enterprise's
+    name, and the bot moved on to the contact. “等一下”, “稍等”, “我查一下” now keep the step and say so."""
+    from tests.integration.test_chat2_qa_s9 import _draft_to
+
+    for i, said in enumerate(("等一下", "稍等", "我查一下", "等等哈")):
+        openid = f"oHold{i}"
+        _draft_to(oa_kb, openid, "place")
+        reply = say(oa_kb, openid, said)
+        assert "不着急" in reply and "企业名称" in reply and "联系人" not in reply, (said, reply)
+        assert "联系人" in say(oa_kb, openid, "上海某某科技有限公司")
+    openid = "oHoldContact"
+    _draft_to(oa_kb, openid, "contact")
+    assert "不着急" in say(oa_kb, openid, "我找一下电话")
+    assert "照片" in say(oa_kb, openid, "张三 13800138000")
+
