@@ -84,6 +84,15 @@ _GREETING_WORDS = (
     "问一下",
     "我想问个问题",
     "我有个问题",
+    # The same without 一 (“你好，我想问下”: it was a question the knowledge base lacked, “没学会”).
+    "我想问下",
+    "想问下",
+    "麻烦问下",
+    "请问下",
+    "咨询下",
+    "打扰一下",
+    "打扰了",
+    "问下",
     "请问",
 )
 _BYE_WORDS = ("再见", "拜拜", "回头见", "bye")

@@ -290,3 +290,10 @@ def test_wait_a_moment_is_not_an_answer_to_the_step(oa_kb):  # noqa: F811
     assert "不着急" in say(oa_kb, openid, "我找一下电话")
     assert "照片" in say(oa_kb, openid, "张三 13800138000")
 
+
+def test_an_opener_without_the_question_is_a_greeting(oa_kb):  # noqa: F811
+    """“你好，我想问下” (the question comes in the next message) got “这个问题我还没学会。我已经把它记下来”, and went to
+    the staff's queue of unanswered questions: “我想问一下” was known, not the same without 一."""
+    for text in ("你好，我想问下", "请问下", "打扰了"):
+        reply = say(oa_kb, "oOpener", text)
+        assert "没学会" not in reply and "直接问我" in reply, (text, reply)
