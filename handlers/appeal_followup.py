@@ -690,6 +690,37 @@ def late_rating(ctx: Context) -> Reply:
     return Text(reply.text + more + LATE_NOT_THIS)
 
 
+# An appeal's number pasted from the notice (“SQ20261206-0001”, “查一下SQ…”, “SQ…进度怎么样了”): it got “没学会”.
+_NUMBER_QUERY = re.compile(r"^(?:查询?|查看|查一下|请问|我的)?(?:诉求)?\s*(SQ\d{8}-\d{4})\s*(?:的)?"
+                           r"(?:进度|进展|状态|情况)?(?:怎么样|如何|到哪了?|办得怎么样|办好了吗|有结果了吗)?(?:了|呢|啊)?$",
+                           re.IGNORECASE)
+
+
+def _number_query(ctx: Context) -> re.Match | None:
+    return _NUMBER_QUERY.match(intake.word(ctx.text)) if ctx.msg.msg_type == "text" and ctx.text else None
+
+
+def number_status(ctx: Context) -> Reply:
+    """One appeal by its number: where it stands and what the user can do about it (their own appeals only)."""
+    if ctx.user_id is None:
+        return Text(NO_USER)
+    return Text(number_status_text(ctx.user_id, ctx.match.group(1)))
+
+
+def number_status_text(user_id: int, number: str, *, chat: bool = True) -> str:
+    """The text of `number_status`; `chat=False` for the app's chat (acting on it is on the mini-program's pages)."""
+    from wxapp_backend.appeals.followup import own_by_number, rated_rounds
+    from wxapp_backend.db import session_scope, utcnow
+
+    number = number.upper()
+    with session_scope() as s:
+        appeal = own_by_number(s, user_id, number)
+        if appeal is None:
+            return NOT_FOUND.format(number=number)
+        line = _line(appeal, rated_rounds(s, [appeal.id]), utcnow(), chat=chat)
+    return f"诉求 {line}\n" + ("回复“我的诉求”查看您的全部诉求。" if chat else "在小程序“我的诉求”中可以查看详情。")
+
+
 def _rate_command(ctx: Context) -> bool:
     return ctx.msg.msg_type == "text" and bool(RATE_RE.match(plain(ctx.text)))
 
@@ -709,6 +740,7 @@ def install(r: Router) -> Router:
     r.match(_supplement_command, cheap=True, pure=True)(supplement_start)
     r.match(_supplement_with_text, cheap=True, pure=True)(supplement_with_text)
     r.match(_late_rating, cheap=True, pure=True)(late_rating)
+    r.match(_number_query, cheap=True, pure=True)(number_status)
     return r
 
 

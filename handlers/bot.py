@@ -343,6 +343,11 @@ def _app_followup(text: str, user_id: int | None) -> str | None:
     if _START_WITH_TEXT.match(to_simplified(text)):
         return APPEAL_APP_TOLD
     said = word(text)
+    from .appeal_followup import _NUMBER_QUERY, number_status_text
+
+    number = _NUMBER_QUERY.match(said)
+    if number:
+        return number_status_text(user_id, number.group(1), chat=False) if user_id is not None else STATUS_LOGIN
     late = _app_rating(text, user_id)
     if late is not None:
         return late

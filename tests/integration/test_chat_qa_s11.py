@@ -297,3 +297,18 @@ def test_an_opener_without_the_question_is_a_greeting(oa_kb):  # noqa: F811
     for text in ("你好，我想问下", "请问下", "打扰了"):
         reply = say(oa_kb, "oOpener", text)
         assert "没学会" not in reply and "直接问我" in reply, (text, reply)
+
+
+def test_an_appeal_number_pasted_in_the_chat_shows_that_appeal(chat, client, user_token):  # noqa: F811
+    """The notice gives the appeal's number; the user pasted it (“SQ20261206-0001”, “查一下 SQ…”, “SQ…进度怎么样了”)
+    and got “这个问题我还没学会”. It now shows where that appeal stands, their own appeals only."""
+    appeal_id, number = chat.submit("办公室门口的垃圾桶好几天没人清理")
+    for text in (number, f"查一下 {number}", f"{number}进度怎么样了", number.lower()):
+        reply = chat(text)
+        assert reply.startswith(f"诉求 {number}【已提交】") and "承诺" in reply, (text, reply)
+    _, done = chat.resolved()
+    assert f"评价 {done}" in chat(done)
+    _, theirs = chat.submit("别人的诉求", owner=chat.other.id)
+    assert chat(theirs) == followup.NOT_FOUND.format(number=theirs)
+    h_reply = client.post("/api/v1/chat", json={"text": number}, headers=user_token(chat.user)).get_json()["reply"]
+    assert h_reply.startswith(f"诉求 {number}【已提交】") and "小程序" in h_reply, h_reply
