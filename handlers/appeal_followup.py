@@ -721,6 +721,63 @@ def number_status_text(user_id: int, number: str, *, chat: bool = True) -> str:
     return f"诉求 {line}\n" + ("回复“我的诉求”查看您的全部诉求。" if chat else "在小程序“我的诉求”中可以查看详情。")
 
 
+# “催一下”, “怎么还没人联系我”, “什么时候能处理好”, “催办 SQ…”: pressing an open appeal (the knowledge base offered
+# unrelated entries). Pressing words only, short: “怎么催办” is a question about it.
+_PRESS = re.compile(r"^(?:(?:帮我|麻烦|请|能不能|可以)?(?:帮我)?催(?:一下|一催|下|办|办一下|促一下)?(?:吧|啊|呀|哈|好吗|可以吗)?|"
+                    r"(?:我的(?:诉求|问题)?|诉求)?(?:怎么|为什么|为啥)?(?:还|一直|都)没(?:有)?(?:人)?(?:处理|联系我?|回复|解决|回音|"
+                    r"动静|消息|进展|来|管|办|答复)(?:啊|呀|呢|了)?|"
+                    r"(?:到底)?什么时候(?:能|才能|可以|才)?(?:处理|解决|办好|有结果|联系我?|来人|给答复)(?:啊|呀|呢|了)?|"
+                    r"(?:我的)?(?:诉求)?有(?:进展|结果|消息)了?(?:吗|没有?)|(?:到底)?(?:有没有人|还有人)管(?:吗|啊|呀)?)"
+                    r"\s*(SQ\d{8}-\d{4})?$", re.IGNORECASE)
+
+
+def _press_command(ctx: Context) -> re.Match | None:
+    if ctx.msg.msg_type != "text" or not ctx.text or len(ctx.text) > 40 or _state(ctx).get("flow"):
+        return None
+    return _PRESS.match(intake.word(ctx.text))
+
+
+PRESSED = ("已在诉求 {number} 上记下您的催办，承办的工作人员会看到，请您耐心等待。\n{line}\n"
+           "着急的话也可以回复“人工”直接联系工作人员。")
+PRESSED_AGAIN = "诉求 {number} 今天已经催办过了，工作人员会尽快处理。\n{line}\n着急的话可以回复“人工”直接联系工作人员。"
+NOTHING_TO_PRESS = "您目前没有正在办理中的诉求，不需要催办。回复“我的诉求”查看全部；有新的问题请回复“我要反映”。"
+PRESS_OTHERS = "\n（您还有 {n} 条诉求在办理中，催办其中一条请回复“催办 编号”。）"
+
+
+def press(ctx: Context) -> Reply:
+    """催办: the user's most recent open appeal (or the numbered one) pressed once a day, written on its timeline."""
+    from wxapp_backend.appeals.followup import own_by_number, rated_rounds
+    from wxapp_backend.appeals.services import list_own, press_own
+    from wxapp_backend.appeals.states import OPEN
+    from wxapp_backend.db import session_scope, utcnow
+    from wxapp_backend.errors import AppError
+
+    if ctx.user_id is None:
+        return Text(NO_USER)
+    number = ctx.match.group(1)
+    try:
+        with session_scope() as s:
+            now = utcnow()
+            if number:
+                appeal = own_by_number(s, ctx.user_id, number)
+                if appeal is None:
+                    return Text(NOT_FOUND.format(number=number.upper()))
+                others = 0
+            else:
+                open_ones = [a for a in list_own(s, ctx.user_id, per_page=50).items if a.status in OPEN]
+                if not open_ones:
+                    return Text(NOTHING_TO_PRESS)
+                appeal, others = open_ones[0], len(open_ones) - 1
+            done = press_own(s, ctx.user_id, appeal.id, now)
+            line = _line(appeal, rated_rounds(s, [appeal.id]), now)
+            appeal_number = appeal.number
+    except AppError as exc:  # not open any more
+        return Text(f"{exc.message}回复“我的诉求”查看。")
+    log.info("chat appeal pressed", extra={"account": ctx.account, "user_id": ctx.user_id, "recorded": done})
+    reply = (PRESSED if done else PRESSED_AGAIN).format(number=appeal_number, line=line)
+    return Text(reply + (PRESS_OTHERS.format(n=others) if others else ""))
+
+
 def _rate_command(ctx: Context) -> bool:
     return ctx.msg.msg_type == "text" and bool(RATE_RE.match(plain(ctx.text)))
 
@@ -741,6 +798,7 @@ def install(r: Router) -> Router:
     r.match(_supplement_with_text, cheap=True, pure=True)(supplement_with_text)
     r.match(_late_rating, cheap=True, pure=True)(late_rating)
     r.match(_number_query, cheap=True, pure=True)(number_status)
+    r.match(_press_command, cheap=True, pure=True)(press)
     return r
 
 

@@ -312,3 +312,28 @@ def test_an_appeal_number_pasted_in_the_chat_shows_that_appeal(chat, client, use
     assert chat(theirs) == followup.NOT_FOUND.format(number=theirs)
     h_reply = client.post("/api/v1/chat", json={"text": number}, headers=user_token(chat.user)).get_json()["reply"]
     assert h_reply.startswith(f"诉求 {number}【已提交】") and "小程序" in h_reply, h_reply
+
+
+def test_pressing_an_open_appeal_is_written_on_its_timeline(chat):  # noqa: F811
+    """“催一下” / “怎么还没人联系我” about an open appeal got a knowledge-base list (“网格化服务是什么？…”): the press
+    reached nobody. It is now written on the appeal's timeline (an event and an audit row, once a day) for the staff
+    handling it, and the user told where the appeal stands."""
+    from wxapp_backend.appeals.models import AppealEvent
+    from wxapp_backend.audit import AuditLog
+
+    assert chat("催一下") == followup.NOTHING_TO_PRESS
+    first_id, first = chat.submit("楼道灯坏了")
+    appeal_id, number = chat.submit("办公室门口的垃圾桶好几天没人清理")
+    reply = chat("怎么还没人联系我")
+    assert number in reply and "记下您的催办" in reply and "还有 1 条" in reply, reply
+    assert "今天已经催办过了" in chat("催一下")
+    assert "记下您的催办" in chat(f"催办 {first}")
+    with session_scope() as s:
+        events = s.scalars(select(AppealEvent).where(AppealEvent.action == "pressed")).all()
+        assert sorted(e.appeal_id for e in events) == sorted([appeal_id, first_id])
+        assert all(e.public and e.actor_type == "user" for e in events)
+        assert s.scalar(select(AuditLog.id).where(AuditLog.action == "appeal.pressed")) is not None
+    chat.act(appeal_id, "accept")
+    chat.act(appeal_id, "resolve", resolution="已清理")
+    assert "不需要催办" in chat(f"催办 {number}")
+    assert chat("怎么催办") != chat("催一下")  # a question about it is no press

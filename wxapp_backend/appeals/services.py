@@ -523,6 +523,24 @@ def withdraw(session: Session, user_id: int, appeal_id: int, reason: str = "") -
     return appeal
 
 
+def press_own(session: Session, user_id: int, appeal_id: int, now: datetime | None = None) -> bool:
+    """企业催办: the enterprise presses its own open appeal (in the chat: “催一下”). One a day per appeal is written on
+    the timeline (an event and an audit row) for the staff handling it; returns False when already pressed today."""
+    now = now or utcnow()
+    actor = Actor("user", user_id)
+    appeal = get_appeal(session, appeal_id, actor)
+    if appeal.status not in OPEN:
+        raise Conflict(f"诉求当前为“{appeal.status_label}”，不需要催办。", code="illegal_transition")
+    day_start = datetime.combine(local_date(now), datetime.min.time(), TZ)
+    pressed = session.scalar(select(AppealEvent.id).where(
+        AppealEvent.appeal_id == appeal.id, AppealEvent.action == "pressed", AppealEvent.actor_type == "user",
+        AppealEvent.created_at >= day_start).limit(1))
+    if pressed is not None:
+        return False
+    _event(session, appeal, actor, "pressed", note="企业在对话中催办", public=True, department=appeal.department)
+    return True
+
+
 def _release_children(session: Session, master: Appeal, now: datetime) -> None:
     """A master that ends without a resolution (withdrawn, rejected) will never resolve its merged children:
     each goes on as its own appeal, as a split by staff would."""

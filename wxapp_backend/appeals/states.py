@@ -61,7 +61,7 @@ EVENT_LABELS: dict[str, str] = {
     "rated": "企业评价", "rectification_opened": "差评整改", "merged": "合并", "child_merged": "并入本诉求",
     "split": "取消合并", "return_requested": "申请退单", "return_rejected": "退单未通过",
     "extension_requested": "申请延期", "extension_approved": "同意延期", "extension_rejected": "不同意延期",
-    "urged": "催办", "due_soon": "临期提醒", "overdue": "已超期", "escalated": "转办不成事",
+    "urged": "催办", "pressed": "企业催办", "due_soon": "临期提醒", "overdue": "已超期", "escalated": "转办不成事",
     "categorised": "调整分类", "reassigned": "改派部门", "handler_changed": "改派承办人", "noted": "备注",
     "notified": "通知企业", "owner_notified": "通知办不成事窗口负责人", "photos_pending": "照片待保存",
     "photos_attached": "照片已保存", "deadline_recounted": "工作日历调整，时限重算",
