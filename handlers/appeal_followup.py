@@ -778,6 +778,61 @@ def press(ctx: Context) -> Reply:
     return Text(reply + (PRESS_OTHERS.format(n=others) if others else ""))
 
 
+# “撤回诉求”, “撤销 SQ…”, “诉求不需要了”: the mini-program's 撤回, for a follower who never opened it (they got “没学会”).
+# Without the number the bot names the appeal and asks for “撤回 编号”: the number typed is the confirmation.
+_WITHDRAW = re.compile(r"^(?:我要|我想|申请|帮我)?(?:撤回|撤销|取消)(?:诉求|投诉|反映)?(?:吧)?\s*(SQ\d{8}-\d{4})?$|"
+                       r"^(?:诉求|投诉)(?:不需要了|不用了|不用处理了|撤回|撤销)$", re.IGNORECASE)
+
+
+def _withdraw_command(ctx: Context) -> re.Match | None:
+    if ctx.msg.msg_type != "text" or not ctx.text or _state(ctx).get("flow"):
+        return None
+    m = _WITHDRAW.match(intake.word(ctx.text))
+    # a bare “取消” is the flows' word (and with no flow, the knowledge base's: 取消报名 …)
+    return m if m and intake.word(ctx.text) != "取消" else None
+
+
+WITHDRAW_ASK = ("要撤回诉求 {number}（{summary}）吗？撤回后工作人员将不再办理。\n确认请回复：撤回 {number}")
+WITHDRAW_PICK = "您有 {n} 条办理中的诉求，要撤回哪一条？请回复“撤回 编号”，例如：撤回 {first}\n{lines}"
+WITHDRAWN = "诉求 {number} 已撤回，工作人员不会再办理。以后有问题，随时回复“我要反映”。"
+NOTHING_TO_WITHDRAW = "您目前没有可以撤回的诉求（已办结的诉求不能撤回）。回复“我的诉求”查看全部。"
+
+
+def withdraw(ctx: Context) -> Reply:
+    """撤回 [编号]: with the number, the appeal is withdrawn (the service's rules and audit row); without, which one."""
+    from wxapp_backend.appeals.followup import own_by_number
+    from wxapp_backend.appeals.services import list_own
+    from wxapp_backend.appeals.services import withdraw as withdraw_appeal
+    from wxapp_backend.appeals.states import OPEN
+    from wxapp_backend.db import session_scope
+    from wxapp_backend.errors import AppError
+
+    if ctx.user_id is None:
+        return Text(NO_USER)
+    number = ctx.match.group(1)
+    if number:
+        try:
+            with session_scope() as s:
+                appeal = own_by_number(s, ctx.user_id, number)
+                if appeal is None:
+                    return Text(NOT_FOUND.format(number=number.upper()))
+                withdraw_appeal(s, ctx.user_id, appeal.id, "企业在对话中撤回")
+                done = appeal.number
+        except AppError as exc:
+            return Text(f"没有撤回：{exc.message}")
+        log.info("chat appeal withdrawn", extra={"account": ctx.account, "user_id": ctx.user_id})
+        return Text(WITHDRAWN.format(number=done))
+    with session_scope() as s:
+        open_ones = [(a.number, _summary(a.content)) for a in list_own(s, ctx.user_id, per_page=50).items
+                     if a.status in OPEN]
+    if not open_ones:
+        return Text(NOTHING_TO_WITHDRAW)
+    if len(open_ones) == 1:
+        return Text(WITHDRAW_ASK.format(number=open_ones[0][0], summary=open_ones[0][1]))
+    lines = "\n".join(f"{i}. {n}：{summary}" for i, (n, summary) in enumerate(open_ones[:LIST_LIMIT], 1))
+    return Text(WITHDRAW_PICK.format(n=len(open_ones), first=open_ones[0][0], lines=lines))
+
+
 def _rate_command(ctx: Context) -> bool:
     return ctx.msg.msg_type == "text" and bool(RATE_RE.match(plain(ctx.text)))
 
@@ -799,6 +854,7 @@ def install(r: Router) -> Router:
     r.match(_late_rating, cheap=True, pure=True)(late_rating)
     r.match(_number_query, cheap=True, pure=True)(number_status)
     r.match(_press_command, cheap=True, pure=True)(press)
+    r.match(_withdraw_command, cheap=True, pure=True)(withdraw)
     return r
 
 

@@ -337,3 +337,21 @@ def test_pressing_an_open_appeal_is_written_on_its_timeline(chat):  # noqa: F811
     chat.act(appeal_id, "resolve", resolution="已清理")
     assert "不需要催办" in chat(f"催办 {number}")
     assert chat("怎么催办") != chat("催一下")  # a question about it is no press
+
+
+def test_withdrawing_an_appeal_in_the_chat(chat):  # noqa: F811
+    """“撤回诉求” (the problem solved itself) got “这个问题我还没学会”: a follower who never opened the mini-program
+    had no way to withdraw. The bot names the appeal and asks for “撤回 编号”, which withdraws it (the service's
+    rules: not once resolved)."""
+    assert chat("撤回诉求") == followup.NOTHING_TO_WITHDRAW
+    appeal_id, number = chat.submit("楼道灯坏了")
+    ask = chat("撤回诉求")
+    assert number in ask and f"撤回 {number}" in ask, ask
+    with session_scope() as s:
+        assert s.get(Appeal, appeal_id).status == "submitted"  # asking is not withdrawing
+    assert chat(f"撤回 {number}") == followup.WITHDRAWN.format(number=number)
+    with session_scope() as s:
+        assert s.get(Appeal, appeal_id).status == "withdrawn"
+    _, done = chat.resolved()
+    assert chat(f"撤销 {done}").startswith("没有撤回：")
+    assert chat("取消") != followup.NOTHING_TO_WITHDRAW  # the flows' word, not a withdrawal
