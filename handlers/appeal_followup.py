@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import re
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
 import redis
@@ -174,6 +174,8 @@ HINT_STARS = "请回复 1～5 之间的数字（5 分最满意）。"
 NOTED = "好的，记下了：{what}。\n"
 ASK_RESOLVED_AGAIN = "问题本身解决了吗？回复 1 已解决，回复 2 未解决（将重新办理）。"
 STARS_CHANGED = "好的，改为 {stars} 分。\n"
+RECENTLY_RATED = timedelta(days=1)
+ALREADY_RATED_THANKS = "您对诉求 {number} 的评价已经收到了，谢谢！还有别的问题，直接告诉小二就行。"
 LATE_INTRO = "您是在评价诉求 {number} 吧（办理结果：{resolution}）。\n"
 LATE_MORE = "\n（您还有 {n} 条诉求等待评价，这条评完后回复“评价”继续。）"
 LATE_NOT_THIS = "\n不是要评价的话，回复“取消”即可。"
@@ -666,7 +668,7 @@ def _late_rating(ctx: Context) -> Verdict | None:
 def late_rating(ctx: Context) -> Reply:
     """A late answer lands on the user's most recently resolved appeal still waiting for a rating (from the
     database): the rating starts again with what the answer said. With no such appeal it is a question as before."""
-    from wxapp_backend.appeals.followup import awaiting_rating_latest
+    from wxapp_backend.appeals.followup import awaiting_rating_latest, rated_since
     from wxapp_backend.db import session_scope, utcnow
 
     from . import kb
@@ -675,8 +677,12 @@ def late_rating(ctx: Context) -> Reply:
     if ctx.user_id is None or (plain(ctx.text).isdigit() and kb.has_pending_choices(ctx)):
         return kb.answer(ctx.text, ctx)  # “5” among “您是不是想问” choices: theirs to explain
     with session_scope() as s:
-        appeal, waiting = awaiting_rating_latest(s, ctx.user_id, utcnow())
+        now = utcnow()
+        appeal, waiting = awaiting_rating_latest(s, ctx.user_id, now)
         found = _details(appeal) if appeal is not None else None
+        rated = rated_since(s, ctx.user_id, now - RECENTLY_RATED) if found is None else None
+    if rated is not None:  # “满意” just after rating: it got “您是不是想问：对诉求处理结果不满意怎么办？”
+        return Text(ALREADY_RATED_THANKS.format(number=rated))
     if found is None:
         return kb.answer(ctx.text, ctx)
     d = {"flow": FLOW, "v": VERSION, "kind": "rate", "step": "resolved", "appeal_id": found["id"],

@@ -355,3 +355,13 @@ def test_withdrawing_an_appeal_in_the_chat(chat):  # noqa: F811
     _, done = chat.resolved()
     assert chat(f"撤销 {done}").startswith("没有撤回：")
     assert chat("取消") != followup.NOTHING_TO_WITHDRAW  # the flows' word, not a withdrawal
+
+
+def test_satisfied_just_after_rating_is_thanked(chat):  # noqa: F811
+    """“满意” right after the rating was sent got “您是不是想问：对诉求处理结果不满意怎么办？”. It is thanked now."""
+    _, number = chat.resolved()
+    chat(f"评价 {number}")
+    chat("1")
+    chat("5")
+    chat("跳过")
+    assert chat("满意") == followup.ALREADY_RATED_THANKS.format(number=number)

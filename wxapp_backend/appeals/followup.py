@@ -55,3 +55,10 @@ def needing_info_latest(session: Session, user_id: int) -> Appeal | None:
     return session.scalars(select(Appeal).where(Appeal.user_id == user_id,
                                                 Appeal.status == AppealStatus.PENDING_ENTERPRISE)
                            .order_by(Appeal.id.desc()).limit(1)).unique().first()
+
+
+def rated_since(session: Session, user_id: int, since: datetime) -> str | None:
+    """The number of the appeal this user rated most recently, if after `since`."""
+    return session.scalar(select(Appeal.number).join(AppealRating, AppealRating.appeal_id == Appeal.id)
+                          .where(AppealRating.user_id == user_id, AppealRating.created_at >= since)
+                          .order_by(AppealRating.id.desc()).limit(1))
