@@ -365,3 +365,11 @@ def test_satisfied_just_after_rating_is_thanked(chat):  # noqa: F811
     chat("5")
     chat("跳过")
     assert chat("满意") == followup.ALREADY_RATED_THANKS.format(number=number)
+
+
+def test_an_impatient_hello_is_a_greeting(oa_kb):  # noqa: F811
+    """“喂”, “有人没” got “这个问题我还没学会。我已经把它记下来” (and a row in the staff's unanswered queue)."""
+    for text in ("喂", "有人没", "喂，在不"):
+        reply = say(oa_kb, "oImpatient", text)
+        assert "没学会" not in reply and "直接问我" in reply, (text, reply)
+
