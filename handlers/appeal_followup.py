@@ -733,8 +733,19 @@ _PRESS = re.compile(r"^(?:(?:帮我|麻烦|请|能不能|可以)?(?:帮我)?催(
                     r"(?:我的(?:诉求|问题)?|诉求)?(?:怎么|为什么|为啥)?(?:还|一直|都)没(?:有)?(?:人)?(?:处理|联系我?|回复|解决|回音|"
                     r"动静|消息|进展|来|管|办|答复)(?:啊|呀|呢|了)?|"
                     r"(?:到底)?什么时候(?:能|才能|可以|才)?(?:处理|解决|办好|有结果|联系我?|来人|给答复)(?:啊|呀|呢|了)?|"
-                    r"(?:我的)?(?:诉求)?有(?:进展|结果|消息)了?(?:吗|没有?)|(?:到底)?(?:有没有人|还有人)管(?:吗|啊|呀)?)"
+                    r"(?:到底)?(?:有没有人|还有人)管(?:吗|啊|呀)?)"
                     r"\s*(SQ\d{8}-\d{4})?$", re.IGNORECASE)
+
+
+# “有进展吗”, “办得怎么样了”, “进度如何”: a question about where the appeals stand (it got knowledge-base lists), not
+# a press: answered as 我的诉求.
+_PROGRESS = re.compile(r"^(?:我的)?(?:诉求|投诉|问题)?(?:现在)?(?:有(?:进展|结果|消息|回音)了?(?:吗|没有?)|"
+                       r"(?:办|处理)(?:得|的)?怎么样了?|进度(?:如何|怎么样了?)|到哪一?步了)(?:呢|啊)?$")
+
+
+def _progress_question(ctx: Context) -> bool:
+    return ctx.msg.msg_type == "text" and bool(ctx.text) and not _state(ctx).get("flow") and \
+        bool(_PROGRESS.match(intake.word(ctx.text)))
 
 
 def _press_command(ctx: Context) -> re.Match | None:
@@ -860,6 +871,7 @@ def install(r: Router) -> Router:
     r.match(_late_rating, cheap=True, pure=True)(late_rating)
     r.match(_number_query, cheap=True, pure=True)(number_status)
     r.match(_press_command, cheap=True, pure=True)(press)
+    r.match(_progress_question, cheap=True, pure=True)(status)
     r.match(_withdraw_command, cheap=True, pure=True)(withdraw)
     return r
 

@@ -373,3 +373,15 @@ def test_an_impatient_hello_is_a_greeting(oa_kb):  # noqa: F811
         reply = say(oa_kb, "oImpatient", text)
         assert "没学会" not in reply and "直接问我" in reply, (text, reply)
 
+
+def test_asking_for_progress_shows_the_appeals_and_presses_nothing(chat):  # noqa: F811
+    """“有进展吗” / “办得怎么样了” got knowledge-base lists; it is a question about where the appeals stand (我的诉求),
+    not a press written on the timeline."""
+    from wxapp_backend.appeals.models import AppealEvent
+
+    _, number = chat.submit("楼道灯坏了")
+    for text in ("有进展吗", "办得怎么样了", "我的诉求有结果了没"):
+        reply = chat(text)
+        assert number in reply and "您的诉求（共 1 条）" in reply, (text, reply)
+    with session_scope() as s:
+        assert s.scalar(select(AppealEvent.id).where(AppealEvent.action == "pressed")) is None
