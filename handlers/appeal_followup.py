@@ -758,41 +758,49 @@ PRESSED = ("已在诉求 {number} 上记下您的催办，承办的工作人员�
            "着急的话也可以回复“人工”直接联系工作人员。")
 PRESSED_AGAIN = "诉求 {number} 今天已经催办过了，工作人员会尽快处理。\n{line}\n着急的话可以回复“人工”直接联系工作人员。"
 NOTHING_TO_PRESS = "您目前没有正在办理中的诉求，不需要催办。回复“我的诉求”查看全部；有新的问题请回复“我要反映”。"
+NOTHING_TO_PRESS_APP = "您目前没有正在办理中的诉求，不需要催办。有新的问题，请在“我要反映”中填写。"
+WITHDRAW_APP = "撤回诉求请在小程序“我的诉求”中打开那条诉求，点“撤回”（已办结的诉求不能撤回）。"
 PRESS_OTHERS = "\n（您还有 {n} 条诉求在办理中，催办其中一条请回复“催办 编号”。）"
 
 
 def press(ctx: Context) -> Reply:
     """催办: the user's most recent open appeal (or the numbered one) pressed once a day, written on its timeline."""
+    if ctx.user_id is None:
+        return Text(NO_USER)
+    return Text(press_text(ctx.user_id, ctx.match.group(1), account=ctx.account))
+
+
+def press_text(user_id: int, number: str | None, *, account: str = "api", chat: bool = True) -> str:
+    """The press and its reply; `chat=False` for the app's chat (its 联系客服 button instead of 人工)."""
     from wxapp_backend.appeals.followup import own_by_number, rated_rounds
     from wxapp_backend.appeals.services import list_own, press_own
     from wxapp_backend.appeals.states import OPEN
     from wxapp_backend.db import session_scope, utcnow
     from wxapp_backend.errors import AppError
 
-    if ctx.user_id is None:
-        return Text(NO_USER)
-    number = ctx.match.group(1)
     try:
         with session_scope() as s:
             now = utcnow()
             if number:
-                appeal = own_by_number(s, ctx.user_id, number)
+                appeal = own_by_number(s, user_id, number)
                 if appeal is None:
-                    return Text(NOT_FOUND.format(number=number.upper()))
+                    return NOT_FOUND.format(number=number.upper())
                 others = 0
             else:
-                open_ones = [a for a in list_own(s, ctx.user_id, per_page=50).items if a.status in OPEN]
+                open_ones = [a for a in list_own(s, user_id, per_page=50).items if a.status in OPEN]
                 if not open_ones:
-                    return Text(NOTHING_TO_PRESS)
+                    return NOTHING_TO_PRESS if chat else NOTHING_TO_PRESS_APP
                 appeal, others = open_ones[0], len(open_ones) - 1
-            done = press_own(s, ctx.user_id, appeal.id, now)
-            line = _line(appeal, rated_rounds(s, [appeal.id]), now)
+            done = press_own(s, user_id, appeal.id, now)
+            line = _line(appeal, rated_rounds(s, [appeal.id]), now, chat=chat)
             appeal_number = appeal.number
     except AppError as exc:  # not open any more
-        return Text(f"{exc.message}回复“我的诉求”查看。")
-    log.info("chat appeal pressed", extra={"account": ctx.account, "user_id": ctx.user_id, "recorded": done})
+        return f"{exc.message}" + ("回复“我的诉求”查看。" if chat else "")
+    log.info("chat appeal pressed", extra={"account": account, "user_id": user_id, "recorded": done})
     reply = (PRESSED if done else PRESSED_AGAIN).format(number=appeal_number, line=line)
-    return Text(reply + (PRESS_OTHERS.format(n=others) if others else ""))
+    if not chat:
+        reply = reply.replace("回复“人工”直接联系工作人员", "点“联系客服”直接联系工作人员")
+    return reply + (PRESS_OTHERS.format(n=others) if others and chat else "")
 
 
 # “撤回诉求”, “撤销 SQ…”, “诉求不需要了”: the mini-program's 撤回, for a follower who never opened it (they got “没学会”).

@@ -343,11 +343,23 @@ def _app_followup(text: str, user_id: int | None) -> str | None:
     if _START_WITH_TEXT.match(to_simplified(text)):
         return APPEAL_APP_TOLD
     said = word(text)
-    from .appeal_followup import _NUMBER_QUERY, number_status_text
+    from .appeal_followup import (
+        _NUMBER_QUERY,
+        _PRESS,
+        _WITHDRAW,
+        WITHDRAW_APP,
+        number_status_text,
+        press_text,
+    )
 
     number = _NUMBER_QUERY.match(said)
     if number:
         return number_status_text(user_id, number.group(1), chat=False) if user_id is not None else STATUS_LOGIN
+    pressed = _PRESS.match(said) if len(said) <= 40 else None
+    if pressed:  # “催一下”: the same press as in the WeChat chat
+        return press_text(user_id, pressed.group(1), chat=False) if user_id is not None else STATUS_LOGIN
+    if said != "取消" and _WITHDRAW.match(said):
+        return WITHDRAW_APP
     late = _app_rating(text, user_id)
     if late is not None:
         return late

@@ -385,3 +385,18 @@ def test_asking_for_progress_shows_the_appeals_and_presses_nothing(chat):  # noq
         assert number in reply and "您的诉求（共 1 条）" in reply, (text, reply)
     with session_scope() as s:
         assert s.scalar(select(AppealEvent.id).where(AppealEvent.action == "pressed")) is None
+
+
+def test_press_and_withdraw_in_the_app_chat(chat, client, user_token):  # noqa: F811
+    """In the mini-program's chat “催一下” got a knowledge-base list and “撤回诉求” “没学会”. The press is the WeChat
+    chat's (written on the timeline); withdrawing is pointed to the appeal's page, where its button is."""
+    from wxapp_backend.appeals.models import AppealEvent
+
+    h = user_token(chat.user)
+    appeal_id, number = chat.submit("楼道灯坏了")
+    body = client.post("/api/v1/chat", json={"text": "催一下"}, headers=h).get_json()
+    assert number in body["reply"] and "记下您的催办" in body["reply"] and "联系客服" in body["reply"], body
+    with session_scope() as s:
+        assert s.scalar(select(AppealEvent.appeal_id).where(AppealEvent.action == "pressed")) == appeal_id
+    body = client.post("/api/v1/chat", json={"text": "撤回诉求"}, headers=h).get_json()
+    assert "撤回" in body["reply"] and "我的诉求" in body["reply"] and body["decision"] == "guide", body
