@@ -104,7 +104,9 @@ _GREETING_WORDS = (
 )
 _BYE_WORDS = ("再见", "拜拜", "回头见", "bye")
 # Filler that may surround small talk without changing what it is.
-_FILLER_RE = re.compile(r"[^\w]+|[啊呀哈嘿哦噢嗯呢吧啦了的好呀]|ok|okay|好的|知道了|收到|明白了")
+# “不用了”, “不需要了”, “没事了” close a topic as “好的” does (“不需要了” got an answer about company names).
+_FILLER_RE = re.compile(r"[^\w]+|不需要了|不用了|没事了|没事儿|没事|没有了|没了|[啊呀哈嘿哦噢嗯呢吧啦了的好呀]|ok|okay|好的|"
+                        r"知道了|收到|明白了")
 
 
 def _residue(text: str, words: tuple[str, ...]) -> str:

@@ -400,3 +400,11 @@ def test_press_and_withdraw_in_the_app_chat(chat, client, user_token):  # noqa: 
         assert s.scalar(select(AppealEvent.appeal_id).where(AppealEvent.action == "pressed")) == appeal_id
     body = client.post("/api/v1/chat", json={"text": "撤回诉求"}, headers=h).get_json()
     assert "撤回" in body["reply"] and "我的诉求" in body["reply"] and body["decision"] == "guide", body
+
+
+def test_no_longer_needed_is_an_acknowledgement(oa_kb):  # noqa: F811
+    """“不需要了” got an answer about choosing a company name (the nearest entry the search found), “没事了” a list of
+    unrelated questions. Closing words are an acknowledgement now."""
+    for text in ("不需要了", "没事了", "不用了，谢谢"):
+        reply = say(oa_kb, "oNoLonger", text)
+        assert "名称" not in reply and "您是不是想问" not in reply and "没学会" not in reply, (text, reply)
