@@ -81,10 +81,10 @@ _RESOLVED_YES_RE = re.compile(f"{_LEAD}(?:问题)?(?:现在|目前|已经?|都|�
                               f"(?:(?:被)?(?:{_FIXED_VERBS}){_TAIL}|(?:好|可以|行|能用|正常|没问题|没事)(?:了|啦|咯|喽)+{_TAIL})")
 _RESOLVED_NO_RE = re.compile(f"{_LEAD}(?:问题)?(?:还|仍然?|依然|依旧|并|根本|完全|一直|压根|都|也)*(?:没有?|未|没能)(?:被)?"
                              f"(?:完全|彻底|真正|真的|有人|人)?(?:{_FIXED_VERBS}|处理|修|管|好|弄|办)(?:好|完)?{_TAIL}|"
-                             f"{_LEAD}(?:还是?|仍然|依然|依旧)(?:不行|没用|老样子|一样|没变化|没反应|没动静|有问题){_TAIL}|"
+                             f"{_LEAD}(?:还是?|仍然|依然|依旧)(?:不行|没用|老样子|一样|没变化|没反应|没动静){_TAIL}|"
                              f"{_LEAD}(?:老样子|没用|没有变化|没变化|没反应|没动静){_TAIL}")
 # “还是吵”, “还在漏水”, “照样堵”: the problem is still there (to “问题解决了吗？” only; grades were tried first).
-_STILL_RE = re.compile(r"(?:问题)?(?:还是|依然|仍然|依旧|照样|照旧|还在|还有|还会|还)(?!.*(?:满意|好|不错|可以|行))\S{1,8}")
+_STILL_RE = re.compile(r"(?!.*(?:满意|好|不错|可以|行|吗|么|在不|有没有|个问题|别的|其他|想问|要问))(?:问题)?(?:还是|依然|仍然|依旧|照样|照旧|还在|还有|还会|还)\S{1,8}")
 _THANKS_RE = re.compile(r"(?:谢谢|感谢|多谢|辛苦|麻烦)")
 # Plain yes and no: in answer to “问题解决了吗？” only, never taken for a late answer (they answer anything).
 _PLAIN_YES = frozenset({"是", "是的", "对", "对的", "嗯", "嗯嗯", "恩", "恩恩", "有", "解决", "ok", "yes"})

@@ -408,3 +408,14 @@ def test_no_longer_needed_is_an_acknowledgement(oa_kb):  # noqa: F811
     for text in ("不需要了", "没事了", "不用了，谢谢"):
         reply = say(oa_kb, "oNoLonger", text)
         assert "名称" not in reply and "您是不是想问" not in reply and "没学会" not in reply, (text, reply)
+
+
+def test_still_there_questions_are_not_a_no(chat):  # noqa: F811
+    """“还在吗” / “还有个问题” during “问题解决了吗？” are not “未解决” (“还…” means the problem is still there only when
+    it says so); nor is “还有问题” outside a rating a late “未解决”."""
+    _, number = chat.resolved()
+    chat(f"评价 {number}")
+    for said in ("还在吗", "还有个问题", "还在不在"):
+        assert chat(said) == followup.HINT_RESOLVED, said
+    chat("取消")
+    assert "评价" not in (chat("还有问题") or "")
