@@ -1,4 +1,5 @@
-"""After the intake, in the chat: 我的诉求 (progress), 评价 (rate a resolved appeal), 补充 (send what staff asked for).
+"""After the intake, in the chat: 我的诉求 (progress), 评价 (rate a resolved appeal), 补充 (send what staff asked for),
+催办 (“催一下”: written on the appeal's timeline), 撤回 [编号], and an appeal's number alone (where it stands).
 
 An Official Account follower who never opened the mini-program has no other way to follow an appeal filed in
 the chat: the mini-program logs in with a different openid, so its "我的诉求" page would be empty for them.
@@ -6,8 +7,10 @@ These rules close the loop where the appeal was opened. They use the same servic
 (`appeals.services.rate` / `supplement`), so the rules, the audit rows and the notices are the same.
 
 Rating is three short answers (解决了吗 → 1-5 分 → 留言 or 跳过), kept in the conversation state like the
-intake; supplementing is one text (photos sent before it go with it). A user only ever reaches their own
-appeals: an appeal number of someone else's reads as unknown.
+intake; supplementing is one text (photos sent before it go with it). Answers are read as people say them
+(`verdict`: “满意”, “还没好”, “解决了，很满意”), and one that comes after the conversation state expired (30
+minutes) lands on the user's most recently resolved appeal still waiting for a rating, found in the database. A
+user only ever reaches their own appeals: an appeal number of someone else's reads as unknown.
 """
 
 from __future__ import annotations
