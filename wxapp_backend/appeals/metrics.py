@@ -74,9 +74,12 @@ def compute(session: Session, start: datetime, end: datetime, actor: Actor | Non
         return func.coalesce(func.sum(case((cond, 1), else_=0)), 0)
 
     responded = Appeal.first_response_at.is_not(None)
-    # The rating of the latest round (a "not resolved" rating starts the next round).
-    last_rated_resolved = (select(AppealRating.resolved).where(AppealRating.appeal_id == Appeal.id)
-                           .order_by(AppealRating.round.desc()).limit(1).scalar_subquery())
+    # The rating of the appeal's current round. A "not resolved" rating starts the next round, so an earlier
+    # round's rating says nothing about the result now: read as the latest rating, it kept an appeal resolved
+    # again (and then confirmed, or closed unrated) out of the resolution rate for good.
+    last_rated_resolved = (select(AppealRating.resolved).where(AppealRating.appeal_id == Appeal.id,
+                                                               AppealRating.round == Appeal.round)
+                           .limit(1).scalar_subquery())
     # 响应率: submitted in the period, not withdrawn/merged before anyone responded; responded in time. One not
     # responded to yet whose response deadline has not passed is neither a hit nor a miss yet: left out (it made
     # the rolling 30-day figure dip with every new appeal).
