@@ -85,3 +85,42 @@ def test_an_appeal_resolved_again_after_not_resolved_counts_as_resolved(client, 
     m = _metrics(client, world.ah)
     assert (m["resolution"]["numerator"], m["resolution"]["denominator"]) == (1, 1)
     assert m["resolution"]["meets_target"] is True
+
+
+# --- withdraw and reject: nothing left owed -------------------------------------------------------------
+
+def _inbox(client, headers):
+    return client.get("/api/v1/me/inbox", headers=headers).get_json()["items"]
+
+
+def test_a_withdrawn_appeal_leaves_the_banbuchengshi_window_and_the_coordinating_department(client, world):
+    from wxapp_backend.appeals import jobs
+
+    a = world.submit()
+    world.act(a["id"], "accept")
+    world.user_post(a["id"], "escalate", reason="拖了很久没人管")
+    world.act(a["id"], "coordinate", tasks=[{"department": "城运中心", "description": "现场核查"}])
+    world.user_post(a["id"], "withdraw", reason="已自行解决")
+    tasks = world.detail(a["id"])["tasks"]
+    assert [(t["kind"], t["status"]) for t in tasks] == [("escalation", "cancelled"), ("coordination", "cancelled")]
+    assert all("撤回" in t["result"] for t in tasks)
+    # The window's 办不成事待处理 (and the dashboard card it feeds) no longer holds it ...
+    q = client.get("/api/v1/staff/appeals", query_string={"escalation_open": "true"}, headers=world.ah).get_json()
+    assert q["total"] == 0
+    # ... and the tick does not call the window late on an appeal the enterprise withdrew.
+    done = jobs.tick(datetime.now(UTC) + timedelta(days=10))
+    assert done["escalation_overdue"] == 0
+    actions = [e["action"] for e in world.detail(a["id"])["timeline"]]
+    assert actions.count("task_cancelled") == 2 and "escalation_overdue" not in actions
+    # 城运中心 can no longer complete a task that was cancelled.
+    world.act(a["id"], "complete_task", headers=world.eh, expect=409, task_id=tasks[1]["id"], result="已核查")
+
+
+def test_a_rejected_appeal_cancels_its_open_tasks(client, world):
+    a = world.submit()
+    world.user_post(a["id"], "escalate", reason="没人受理")
+    world.act(a["id"], "reject", reason="不属于本街道管辖，请向区税务局反映")
+    assert [t["status"] for t in world.detail(a["id"])["tasks"]] == ["cancelled"]
+    q = client.get("/api/v1/staff/appeals", query_string={"escalation_open": "true"}, headers=world.ah).get_json()
+    assert q["total"] == 0
+

@@ -517,9 +517,11 @@ def withdraw(session: Session, user_id: int, appeal_id: int, reason: str = "") -
         return appeal  # a double tap: the first one did it (as cancelling a registration twice is harmless)
     if appeal.status not in OPEN:
         raise Conflict(f"诉求当前为“{appeal.status_label}”，不能撤回。", code="illegal_transition")
-    transition(session, appeal, S.WITHDRAWN, Actor("user", user_id), action="withdrawn",
+    now = utcnow()
+    transition(session, appeal, S.WITHDRAWN, Actor("user", user_id), action="withdrawn", now=now,
                note=f"企业撤回诉求{('：' + reason) if reason else ''}")
-    _release_children(session, appeal, utcnow())
+    _cancel_open_tasks(session, appeal, "企业已撤回诉求，任务取消", now)
+    _release_children(session, appeal, now)
     return appeal
 
 
@@ -539,6 +541,17 @@ def press_own(session: Session, user_id: int, appeal_id: int, now: datetime | No
         return False
     _event(session, appeal, actor, "pressed", note="企业在对话中催办", public=True, department=appeal.department)
     return True
+
+
+def _cancel_open_tasks(session: Session, appeal: Appeal, why: str, now: datetime) -> None:
+    """An appeal that ends without being handled (withdrawn, rejected) owes no 会办 and no 办不成事 answer: their
+    tasks stayed open, so the window's 办不成事待处理 kept it for good (flagged overdue after 3 days) and the 会办
+    departments kept it in their queues. A 差评整改 task is about work already done and stays."""
+    for task in session.scalars(select(AppealTask).where(
+            AppealTask.appeal_id == appeal.id, AppealTask.status == "open",
+            AppealTask.kind.in_([TaskKind.COORDINATION, TaskKind.ESCALATION]))):
+        task.status, task.result, task.closed_at = "cancelled", why, now
+        _event(session, appeal, SYSTEM, "task_cancelled", note=f"{task.department}：{why}", task_id=task.id)
 
 
 def _release_children(session: Session, master: Appeal, now: datetime) -> None:
@@ -907,6 +920,7 @@ def act_close(session, actor, appeal, data, now):
 def act_reject(session, actor, appeal, data, now):
     reason = _need(data, "reason", "不予受理的理由")
     transition(session, appeal, S.REJECTED, actor, action="rejected", note=f"不予受理：{reason}", now=now)
+    _cancel_open_tasks(session, appeal, "诉求不予受理，任务取消", now)
     _notify(session, appeal, "appeal_closed", f"您的诉求 {appeal.number} 不予受理：{reason}", "closed")
     _release_children(session, appeal, now)
 
