@@ -124,3 +124,23 @@ def test_a_rejected_appeal_cancels_its_open_tasks(client, world):
     q = client.get("/api/v1/staff/appeals", query_string={"escalation_open": "true"}, headers=world.ah).get_json()
     assert q["total"] == 0
 
+
+def test_a_child_whose_master_is_withdrawn_is_told_it_is_handled_on_its_own_again(client, world):
+    m = world.submit()
+    c = world.submit(headers=world.oh, content="我们公司的增值税发票也开不出来，税控盘坏了")
+    world.act(m["id"], "accept")
+    world.act(c["id"], "merge", master_id=m["id"])
+    world.user_post(m["id"], "withdraw")
+    child = world.mine(c["id"], headers=world.oh)
+    assert child["status"] == "accepted"
+    # It had been told to wait for the master's result, which now never comes: it hears it is on its own again.
+    items = _inbox(client, world.oh)
+    assert [i["kind"] for i in items] == ["appeal_split", "appeal_merged"]
+    assert c["number"] in items[0]["body"] and "单独办理" in items[0]["body"] and items[0]["title"] == "您的诉求已恢复单独办理"
+    # The same when staff reject the master.
+    m2 = world.submit()
+    c2 = world.submit(headers=world.oh, content="我们公司的增值税发票还是开不出来，税控盘坏了")
+    world.act(c2["id"], "merge", master_id=m2["id"])
+    world.act(m2["id"], "reject", reason="重复反映，已另案办理")
+    assert _inbox(client, world.oh)[0]["kind"] == "appeal_split"
+    assert world.mine(c2["id"], headers=world.oh)["status"] == "accepted"

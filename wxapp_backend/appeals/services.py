@@ -562,6 +562,9 @@ def _release_children(session: Session, master: Appeal, now: datetime) -> None:
         transition(session, child, S.ACCEPTED, SYSTEM, action="split", now=now,
                    note=f"合并的主诉求 {master.number} 已不再办理，您的诉求恢复单独办理")
         child.master_id = None
+        # It was told to wait for the master's result, which will not come now: say so, as a split by staff does.
+        _notify(session, child, "appeal_split", f"您的诉求 {child.number} 原与 {master.number} 合并办理，该诉求已不再办理，"
+                "您的诉求恢复单独办理，办结后会通知您结果。", f"split:{child.version}")
 
 
 def supplement(session: Session, user_id: int, appeal_id: int, content: str, images: list[dict] | None = None,
