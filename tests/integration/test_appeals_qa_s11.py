@@ -144,3 +144,49 @@ def test_a_child_whose_master_is_withdrawn_is_told_it_is_handled_on_its_own_agai
     world.act(m2["id"], "reject", reason="重复反映，已另案办理")
     assert _inbox(client, world.oh)[0]["kind"] == "appeal_split"
     assert world.mine(c2["id"], headers=world.oh)["status"] == "accepted"
+
+
+
+# --- deadlines -----------------------------------------------------------------------------------------
+
+def _set(db, appeal_id, **values):
+    from sqlalchemy import update
+
+    from wxapp_backend.appeals.models import Appeal
+
+    db.execute(update(Appeal).where(Appeal.id == appeal_id).values(**values))
+    db.commit()
+
+
+def test_an_extension_cannot_be_asked_for_once_the_deadline_has_passed(client, world, db, console_login):
+    from wxapp_backend.appeals import jobs
+
+    a = world.submit(category="税务")
+    world.act(a["id"], "accept")
+    world.act(a["id"], "assign", department="税务所")
+    now = datetime.now(UTC)
+    _set(db, a["id"], due_at=now - timedelta(hours=2))
+    assert jobs.tick(now)["overdue"] == 1
+    # Asked for (and granted) after the deadline, the extension moved the deadline past today, cleared 超期 and
+    # the late 办结 then counted as on time.
+    body = world.act(a["id"], "request_extension", headers=world.th, expect=409, working_days=5, reason="需要再核实")
+    assert body["error"] == "overdue" and "期限" in body["message"]
+    d = world.detail(a["id"])
+    assert d["extensions"] == [] and d["overdue"] is True
+    console_login(world.tax_dept)
+    assert 'id="action-request_extension"' not in client.get(f"/console/appeals/{a['id']}").get_data(as_text=True)
+    # Waiting for the enterprise with no time left when the wait began: the same.
+    world.act(a["id"], "request_info", headers=world.th, note="请提供税控盘编号")
+    world.act(a["id"], "request_extension", headers=world.th, expect=409, working_days=5, reason="需要再核实")
+
+
+def test_an_extension_asked_for_in_time_is_still_granted(client, world, console_login):
+    a = world.submit(category="税务")
+    world.act(a["id"], "accept")
+    world.act(a["id"], "assign", department="税务所")
+    console_login(world.tax_dept)
+    assert 'id="action-request_extension"' in client.get(f"/console/appeals/{a['id']}").get_data(as_text=True)
+    d = world.act(a["id"], "request_extension", headers=world.th, working_days=2, reason="需要区局复核")
+    before = d["due_at"]
+    d = world.act(a["id"], "decide_extension", extension_id=d["extensions"][0]["id"], accept=True)
+    assert d["due_at"] > before and d["extensions"][0]["status"] == "approved"

@@ -135,11 +135,12 @@ def test_a_longer_promise_clears_the_overdue_flag(w):
 def test_extension_granted_while_paused_clears_the_overdue_flag(w):
     a = w.submit()  # due Mon 10-27 10:00
     w.act(a, "accept")
+    # Asked for before the deadline (an extension cannot be asked for after it, pass 11), decided after it.
+    w.act(a, "request_extension", now=sh(2025, 10, 27, 9, 30), working_days=10, reason="需等待上级批复")
     late = sh(2025, 10, 29, 10, 0)
     jobs.tick(now=late)
     assert w.get(a).overdue
     w.act(a, "request_info", now=late, note="请提供发票照片")
-    w.act(a, "request_extension", now=late, working_days=10, reason="需等待上级批复")
     with session_scope() as s:
         ext_id = s.scalar(select(AppealExtension.id).where(AppealExtension.appeal_id == a))
     w.act(a, "decide_extension", now=late, extension_id=ext_id, accept=True)

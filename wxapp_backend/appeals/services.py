@@ -1015,6 +1015,10 @@ def act_request_extension(session, actor, appeal, data, now):
         raise Conflict("已有待审批的延期申请。", code="extension_pending")
     if not isinstance(days, int) or not 1 <= days <= 30:
         raise ValidationError("延期应为 1-30 个工作日。", fields={"working_days": "应为 1-30"})
+    if _past_deadline(appeal, now):
+        # An extension is asked for before the deadline: granted afterwards it moved an overdue appeal's deadline
+        # past today, cleared 超期 and counted its late 办结 as on time.
+        raise Conflict("诉求已超过办结期限，不能再申请延期（延期须在期限届满前申请），请尽快办结。", code="overdue")
     ext = AppealExtension(appeal_id=appeal.id, working_days=days, reason=reason,
                           requested_by=str(actor.name or actor.id), created_at=now)
     session.add(ext)
@@ -1022,6 +1026,13 @@ def act_request_extension(session, actor, appeal, data, now):
     appeal.version += 1
     _event(session, appeal, actor, "extension_requested", note=f"申请延期 {days} 个工作日：{reason}",
            extension_id=ext.id)
+
+
+def _past_deadline(appeal: Appeal, now: datetime) -> bool:
+    """The promised time is used up (while waiting for the enterprise: none of it was left when the wait began)."""
+    if appeal.status == S.PENDING_ENTERPRISE:
+        return appeal.sla_minutes_left is not None and appeal.sla_minutes_left <= 0
+    return appeal.due_at is not None and now >= appeal.due_at
 
 
 def act_decide_extension(session, actor, appeal, data, now):
