@@ -190,3 +190,25 @@ def test_an_extension_asked_for_in_time_is_still_granted(client, world, console_
     before = d["due_at"]
     d = world.act(a["id"], "decide_extension", extension_id=d["extensions"][0]["id"], accept=True)
     assert d["due_at"] > before and d["extensions"][0]["status"] == "approved"
+
+
+# --- transfer between departments -------------------------------------------------------------------------
+
+def test_assigning_elsewhere_answers_the_old_departments_pending_return(client, world, console_login):
+    a = world.submit(category="税务")
+    world.act(a["id"], "accept")
+    world.act(a["id"], "assign", department="税务所")
+    world.act(a["id"], "return", headers=world.th, reason="不属于我所职责，应由城运中心办理")
+    # The centre 交办 it straight to 城运中心 instead of using the return's own form.
+    d = world.act(a["id"], "assign", department="城运中心")
+    assert d["department"] == "城运中心"
+    assert [(r["status"], r["new_department"]) for r in d["returns"]] == [("accepted", "城运中心")]
+    console_login(world.admin)
+    page = client.get(f"/console/appeals/{a['id']}").get_data(as_text=True)
+    assert "同意并改派" not in page
+    # 城运中心 may return it in turn: the old request no longer stands in its way (“已有待中心审核的退单申请”).
+    d = world.act(a["id"], "return", headers=world.eh, reason="也不属于我中心职责")
+    assert [r["status"] for r in d["returns"]] == ["accepted", "pending"]
+    # Deciding the return by its own form still works as before.
+    d = world.act(a["id"], "decide_return", return_id=d["returns"][1]["id"], accept=True, department="税务所")
+    assert d["department"] == "税务所" and [r["status"] for r in d["returns"]] == ["accepted", "accepted"]

@@ -775,6 +775,9 @@ def act_assign(session, actor, appeal, data, now):
         except ValidationError:
             appeal.handler_id = None
     note = data.get("note") or f"交办至{department}"
+    settled = _settle_returns(session, actor, appeal, department, now) if department != old else []
+    if settled:
+        note += "（原部门的退单申请随之办结）"
     if appeal.status in (S.ASSIGNED, S.PENDING_ENTERPRISE):
         if appeal.status == S.PENDING_ENTERPRISE:
             # Re-routed while the enterprise owes material: the wait goes on (it was told to supplement; ended
@@ -782,10 +785,25 @@ def act_assign(session, actor, appeal, data, now):
             appeal.paused_from = S.ASSIGNED.value
         appeal.version += 1
         _event(session, appeal, actor, "reassigned", note=note, department=department, previous=old,
-               handler_id=appeal.handler_id, previous_handler_id=old_handler)
+               handler_id=appeal.handler_id, previous_handler_id=old_handler, returns_settled=settled or None)
     else:
         transition(session, appeal, S.ASSIGNED, actor, action="assigned", note=note, now=now,
-                   department=department, handler_id=appeal.handler_id, previous_handler_id=old_handler)
+                   department=department, handler_id=appeal.handler_id, previous_handler_id=old_handler,
+                   returns_settled=settled or None)
+
+
+def _settle_returns(session: Session, actor: Actor, appeal: Appeal, department: str, now: datetime) -> list[int]:
+    """交办 to another department answers the old department's pending 退单 (it no longer handles the appeal). Left
+    pending, it kept 同意并改派 on the page and refused the new department's own 退单 (“已有待中心审核的退单申请”)."""
+    settled = []
+    for ret in session.scalars(select(AppealReturn).where(AppealReturn.appeal_id == appeal.id,
+                                                          AppealReturn.status == "pending",
+                                                          AppealReturn.department != department)):
+        ret.status, ret.new_department = "accepted", department
+        ret.decided_by, ret.decided_at = str(actor.name or actor.id), now
+        ret.decision_note = ret.decision_note or f"已交办至{department}"
+        settled.append(ret.id)
+    return settled
 
 
 def act_start(session, actor, appeal, data, now):
