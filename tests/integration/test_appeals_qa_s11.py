@@ -147,6 +147,23 @@ def test_a_child_whose_master_is_withdrawn_is_told_it_is_handled_on_its_own_agai
 
 
 
+
+def test_an_enterprise_may_withdraw_an_appeal_merged_into_another(client, world):
+    m = world.submit()
+    c = world.submit(headers=world.oh, content="我们公司的增值税发票也开不出来，税控盘坏了")
+    world.act(m["id"], "accept")
+    world.act(c["id"], "merge", master_id=m["id"])
+    assert world.mine(c["id"], headers=world.oh)["can_withdraw"] is True
+    # Its problem went away: it was refused (“已合并，不能撤回”), and would still be told the master's 办结 as its own.
+    body = world.user_post(c["id"], "withdraw", headers=world.oh, reason="问题已自行解决")
+    assert body["status"] == "withdrawn"
+    world.act(m["id"], "resolve", resolution="已协调税务所更换税控盘")
+    child = world.mine(c["id"], headers=world.oh)
+    assert child["status"] == "withdrawn" and child["can_withdraw"] is False and child["can_rate"] is False
+    assert [i["kind"] for i in _inbox(client, world.oh)] == ["appeal_merged"]
+    assert world.mine(m["id"])["status"] == "resolved"
+
+
 # --- deadlines -----------------------------------------------------------------------------------------
 
 def _set(db, appeal_id, **values):

@@ -511,11 +511,16 @@ def similar_open(session: Session, appeal: Appeal, *, limit: int = 5, threshold:
 
 # --- enterprise-side actions ----------------------------------------------------------------------------
 
+# What an enterprise may withdraw: an open appeal, or one merged into another's (its problem may have gone away; it
+# was refused with “已合并，不能撤回” and then told the master's result as its own).
+WITHDRAWABLE = OPEN | {S.DUPLICATE}
+
+
 def withdraw(session: Session, user_id: int, appeal_id: int, reason: str = "") -> Appeal:
     appeal = get_appeal(session, appeal_id, Actor("user", user_id), lock=True)
     if appeal.status == S.WITHDRAWN:
         return appeal  # a double tap: the first one did it (as cancelling a registration twice is harmless)
-    if appeal.status not in OPEN:
+    if appeal.status not in WITHDRAWABLE:
         raise Conflict(f"诉求当前为“{appeal.status_label}”，不能撤回。", code="illegal_transition")
     now = utcnow()
     transition(session, appeal, S.WITHDRAWN, Actor("user", user_id), action="withdrawn", now=now,
@@ -1318,7 +1323,7 @@ def detail_for_user(session: Session, appeal: Appeal) -> dict[str, Any]:
     body["can_rate"] = (appeal.status == S.RESOLVED and appeal.resolved_at is not None
                         and utcnow() <= appeal.resolved_at + RATING_WINDOW
                         and not any(r.round == appeal.round for r in body_ratings))
-    body["can_withdraw"] = appeal.status in OPEN
+    body["can_withdraw"] = appeal.status in WITHDRAWABLE
     body["can_supplement"] = appeal.status == S.PENDING_ENTERPRISE
     # The 办不成事 button: what escalate_by_user accepts (once; not on a closed, rejected, withdrawn or merged one).
     body["can_escalate"] = not appeal.escalated and appeal.status not in NOT_ESCALATABLE

@@ -33,8 +33,8 @@ TRANSITIONS: dict[AppealStatus, frozenset[AppealStatus]] = {
     S.COORDINATING: frozenset({S.IN_PROGRESS, S.PENDING_ENTERPRISE, S.RESOLVED, S.WITHDRAWN}),
     # Resolved waits for the rating: "not resolved" reopens it, the window's end closes it.
     S.RESOLVED: frozenset({S.CLOSED, S.IN_PROGRESS}),
-    # A merged child follows its master to resolved, or is split off again by staff.
-    S.DUPLICATE: frozenset({S.RESOLVED, S.ACCEPTED}),
+    # A merged child follows its master to resolved, is split off again by staff, or is withdrawn by its enterprise.
+    S.DUPLICATE: frozenset({S.RESOLVED, S.ACCEPTED, S.WITHDRAWN}),
     S.CLOSED: frozenset(),
     S.REJECTED: frozenset(),
     S.WITHDRAWN: frozenset(),
