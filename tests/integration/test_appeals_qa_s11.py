@@ -229,3 +229,27 @@ def test_assigning_elsewhere_answers_the_old_departments_pending_return(client, 
     # Deciding the return by its own form still works as before.
     d = world.act(a["id"], "decide_return", return_id=d["returns"][1]["id"], accept=True, department="税务所")
     assert d["department"] == "税务所" and [r["status"] for r in d["returns"]] == ["accepted", "accepted"]
+
+
+# --- 办不成事 -------------------------------------------------------------------------------------------------
+
+def _forms(client, appeal_id) -> set[str]:
+    import re
+
+    return set(re.findall(r'id="action-([a-z_]+)"', client.get(f"/console/appeals/{appeal_id}").get_data(as_text=True)))
+
+
+def test_the_banbuchengshi_window_is_not_offered_the_departments_return(client, world, console_login):
+    a = world.submit(category="税务")
+    world.act(a["id"], "accept")
+    world.act(a["id"], "assign", department="税务所")
+    world.user_post(a["id"], "escalate", reason="税务所说不归他们管")
+    q = client.get("/api/v1/staff/appeals", query_string={"escalation_open": "true"}, headers=world.wh).get_json()
+    assert [x["id"] for x in q["items"]] == [a["id"]]
+    console_login(world.window)
+    forms = _forms(client, a["id"])
+    # The window handles the escalated appeal, but a 退单 is the handling department's: it always answered 403.
+    assert "return" not in forms and {"resolve", "request_info"} <= forms
+    world.act(a["id"], "return", headers=world.wh, expect=403, reason="应由税务所办理")
+    console_login(world.tax_dept)
+    assert "return" in _forms(client, a["id"])
