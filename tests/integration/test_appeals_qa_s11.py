@@ -253,3 +253,40 @@ def test_the_banbuchengshi_window_is_not_offered_the_departments_return(client, 
     world.act(a["id"], "return", headers=world.wh, expect=403, reason="应由税务所办理")
     console_login(world.tax_dept)
     assert "return" in _forms(client, a["id"])
+
+
+# --- the weekly report, its page and its workbook --------------------------------------------------------
+
+def test_the_weekly_workbook_and_page_count_states_and_average_stars_as_the_rows_say(client, world, console_login):
+    import io
+
+    from openpyxl import load_workbook
+
+    from wxapp_backend.appeals.calendar import TZ
+
+    a, b, c, d = (world.submit(content=f"我们公司的增值税发票开不出来，税控盘坏了，第 {i} 次反映") for i in range(4))
+    world.act(a["id"], "accept")
+    world.act(a["id"], "resolve", resolution="已更换税控盘")
+    world.user_post(a["id"], "rating", expect=201, resolved=True, satisfaction=5)
+    world.act(b["id"], "accept")
+    world.act(b["id"], "resolve", resolution="已上门处理")
+    world.user_post(b["id"], "rating", expect=201, resolved=True, satisfaction=2)
+    world.user_post(c["id"], "withdraw")
+    y, w, _ = datetime.now(TZ).isocalendar()
+    week = f"{y}-W{w:02d}"
+    report = client.get("/api/v1/staff/reports/weekly", query_string={"week": week}, headers=world.ah).get_json()
+    assert report["by_status"] == {"已提交": 1, "已关闭": 2, "已撤回": 1}
+    assert report["metrics"]["satisfaction"]["average"] == 3.5  # (5 + 2) / 2
+    x = client.get("/api/v1/staff/reports/weekly", query_string={"week": week, "format": "xlsx"}, headers=world.ah)
+    wb = load_workbook(io.BytesIO(x.data))
+    overview = [tuple(v for v in row if v is not None) for row in wb["概览"].iter_rows(values_only=True)]
+    rows = list(wb["本周诉求"].iter_rows(values_only=True))
+    states = [r[rows[0].index("状态")] for r in rows[1:]]
+    # The workbook sent upwards counts the same states as its own rows (it had no per-state counts at all).
+    start = overview.index(("按状态",))
+    listed = dict(overview[start + 1:start + 1 + len(set(states))])
+    assert listed == {s: states.count(s) for s in set(states)} == report["by_status"]
+    assert ("平均满意度（星）", 3.5) in overview and ("其中办不成事", 0) in overview
+    console_login(world.admin)
+    page = client.get("/console/appeals/report", query_string={"week": week}).get_data(as_text=True)
+    assert "<li>已关闭：2</li>" in page and "平均满意度" in page and "3.5" in page

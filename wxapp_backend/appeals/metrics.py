@@ -47,11 +47,13 @@ class Metrics:
     resolution: Rate
     satisfaction: Rate
     returns_by_department: dict[str, int] = field(default_factory=dict)
+    satisfaction_average: float | None = None  # 平均满意度: mean stars of the ratings given in the period
 
     def as_dict(self) -> dict:
         d = asdict(self)
         for k in ("response", "on_time", "resolution", "satisfaction"):
             d[k] = getattr(self, k).as_dict()
+        d["satisfaction"]["average"] = d.pop("satisfaction_average")
         d["resolution"]["target"] = RESOLUTION_TARGET
         d["resolution"]["meets_target"] = (self.resolution.value or 0) >= RESOLUTION_TARGET \
             if self.resolution.denominator else None
@@ -104,11 +106,12 @@ def compute(session: Session, start: datetime, end: datetime, actor: Actor | Non
         .where(Appeal.first_resolved_at >= start, Appeal.first_resolved_at < end, Appeal.master_id.is_(None)),
         actor)).one()
     # 满意率: ratings given in the period; 4 or 5 stars.
-    rq = select(func.count(AppealRating.id), count(AppealRating.satisfaction >= 4)).where(
+    rq = select(func.count(AppealRating.id), count(AppealRating.satisfaction >= 4),
+                func.sum(AppealRating.satisfaction)).where(
         AppealRating.created_at >= start, AppealRating.created_at < end)
     if actor is not None and actor.type == "staff" and actor.role == "dept":
         rq = rq.where(AppealRating.department == actor.department)
-    n_rated, n_happy = session.execute(rq).one()
+    n_rated, n_happy, stars = session.execute(rq).one()
     # 退单数: return requests made in the period, by the department that returned the appeal.
     retq = select(AppealReturn.department, func.count(AppealReturn.id)).where(
         AppealReturn.created_at >= start, AppealReturn.created_at < end).group_by(AppealReturn.department)
@@ -117,4 +120,5 @@ def compute(session: Session, start: datetime, end: datetime, actor: Actor | Non
     returns = {d: n for d, n in session.execute(retq)}
     return Metrics(start.isoformat(), end.isoformat(), int(submitted), Rate(int(n_resp_num), int(n_resp_den)),
                    Rate(int(n_on_time), int(n_done)), Rate(int(n_res_num), int(n_res_den)),
-                   Rate(int(n_happy), int(n_rated)), returns)
+                   Rate(int(n_happy), int(n_rated)), returns,
+                   round(int(stars) / int(n_rated), 2) if n_rated else None)

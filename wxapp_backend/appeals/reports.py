@@ -23,7 +23,7 @@ from ..validation import MAX_YEAR, MIN_YEAR
 from . import metrics
 from .calendar import TZ
 from .models import Appeal, AppealCategory, AppealReport
-from .states import LABELS, OPEN
+from .states import LABELS, OPEN, AppealStatus
 
 _WEEK = re.compile(r"^(\d{4})-W(\d{2})$")
 
@@ -74,7 +74,9 @@ def weekly(session: Session, week: str | None, actor: Actor | None = None) -> di
                    "escalated": sum(1 for a in new if a.escalated)},
         "by_category": dict(Counter(a.category.name if a.category else "未分类" for a in new)),
         "by_department": dict(Counter(a.department or "未交办" for a in new)),
-        "by_status": dict(Counter(LABELS[a.status] for a in new)),
+        # In the workflow's order (已提交 → … → 已撤回), as staff read a state list, not in the order rows came.
+        "by_status": {LABELS[st]: n for st in AppealStatus
+                      if (n := sum(1 for a in new if a.status == st.value))},
         "by_building": dict(Counter(a.building.name if a.building else "未填写" for a in new)),
         "appeals": [_row(a) for a in new],
         "overdue": [_row(a) for a in overdue],
@@ -190,10 +192,14 @@ def weekly_xlsx(report: dict) -> bytes:
     for key, name in names.items():
         ws.append([name, m[key]["numerator"], m[key]["denominator"], m[key]["rate"]])
     ws.append([])
+    ws.append(["平均满意度（星）", m["satisfaction"].get("average")])
+    ws.append([])
     ws.append(["本周新增", report["totals"]["submitted"]])
+    ws.append(["其中办不成事", report["totals"]["escalated"]])
     ws.append(["在办", report["totals"]["open_now"]])
     ws.append(["超期在办", report["totals"]["overdue_now"]])
-    for title, key in (("按类别", "by_category"), ("按部门", "by_department")):
+    # The page and the JSON count this week's appeals per state: the workbook sent upwards left them out.
+    for title, key in (("按状态", "by_status"), ("按类别", "by_category"), ("按部门", "by_department")):
         ws.append([])
         ws.append([title])
         for k, v in report[key].items():
