@@ -85,6 +85,7 @@ PLACE_NO_WORDS = "没有看到企业名称哦，"
 PLACE_CONTACT_LATER = "联系人和电话下一步再填，"
 BAD_CONTACT = "没有认出手机号，请按“姓名 手机号”的格式回复，例如：张三 13800138000。"
 NO_NAME = "请同时写上联系人姓名，例如：张三 13800138000。"
+ONE_PHONE = "请只留一个联系电话（手机号或座机），例如：张三 13800138000。"
 PHOTO_OK = "收到第 {n} 张照片。还有的话可以继续发送，发完回复“好了”。"
 PHOTO_FULL = "照片已经有 9 张了，回复“好了”继续。"
 PHOTO_NOT_NOW = "这一步不需要照片哦。"
@@ -549,6 +550,9 @@ def _contact(ctx: Context, d: dict[str, Any]) -> Reply:
         phone, rest = known_phone, t[:said_yes.start()]
     if not phone or not PHONE_RE.match(phone):
         return Text(BAD_CONTACT)
+    if _MOBILE.search(rest) or _LANDLINE.search(rest):
+        # A second number was kept as part of the name (“张三 13900139000”) and reached staff that way.
+        return Text(ONE_PHONE)
     name = re.sub(r"[\s,，:：;；]+", " ", rest).replace("联系人", "").replace("电话", "").replace("手机", "").strip()
     if not name:
         return Text(NO_NAME)

@@ -290,3 +290,47 @@ def test_the_weekly_workbook_and_page_count_states_and_average_stars_as_the_rows
     console_login(world.admin)
     page = client.get("/console/appeals/report", query_string={"week": week}).get_data(as_text=True)
     assert "<li>已关闭：2</li>" in page and "平均满意度" in page and "3.5" in page
+
+
+# --- the chat intake ---------------------------------------------------------------------------------------
+
+@pytest.fixture
+def chat(redis_client, make_user, make_building, make_enterprise, app_ctx):
+    from handlers.appeal_intake import install
+    from handlers.router import Context, Router
+    from wxapp_backend.wechat.messages import normalise
+
+    building = make_building(name="新华大厦")
+    enterprise = make_enterprise(name="上海测试科技有限公司", building_id=building.id)
+    user = make_user(enterprise_id=enterprise.id, binding_state="verified")
+    router = install(Router())
+
+    def say(content):
+        raw = {"ToUserName": "gh_x", "FromUserName": user.openid, "CreateTime": "1700000000", "MsgType": "text",
+               "Content": content}
+        reply = router.dispatch(Context(msg=normalise(raw, "oa"), redis=redis_client, user_id=user.id))
+        return reply.text if reply is not None else None
+
+    return say
+
+
+def test_chat_contact_with_two_phone_numbers_is_asked_for_one(chat):
+    from sqlalchemy import select
+
+    from handlers.appeal_intake import ONE_PHONE
+    from wxapp_backend.appeals.models import Appeal
+    from wxapp_backend.db import session_scope
+
+    chat("我要反映")
+    chat("新华大厦12楼的电梯坏了三天了，物业一直不来修理")
+    chat("是")
+    # The second number was kept as part of the name: staff read the contact “张三 13900139000”.
+    assert chat("张三 13800138000 13900139000") == ONE_PHONE
+    assert chat("张三，13800138000，021-64001234") == ONE_PHONE
+    assert "照片" in chat("张三 13800138000")
+    summary = chat("跳过")
+    assert "联系人：张三 13800138000\n" in summary
+    chat("确认")
+    with session_scope() as s:
+        appeal = s.scalars(select(Appeal)).unique().one()
+        assert (appeal.contact_name, appeal.contact_phone) == ("张三", "13800138000")
