@@ -125,6 +125,17 @@ def test_a_rejected_appeal_cancels_its_open_tasks(client, world):
     assert q["total"] == 0
 
 
+def test_a_rejected_appeal_is_announced_as_rejected_not_as_closed(client, world):
+    a = world.submit()
+    world.act(a["id"], "reject", reason="不属于本街道管辖，请向区税务局反映")
+    item = _inbox(client, world.uh)[0]
+    # “您的诉求已关闭” above a refusal read as if the matter had been dealt with.
+    assert item["kind"] == "appeal_closed" and item["title"] == "您的诉求不予受理"
+    assert item["body"] == f"您的诉求 {a['number']} 不予受理：不属于本街道管辖，请向区税务局反映"
+    notes = [e["note"] for e in world.mine(a["id"])["timeline"] if e["action"] == "notified"]
+    assert notes == ["已通知企业：您的诉求不予受理"]
+
+
 def test_a_child_whose_master_is_withdrawn_is_told_it_is_handled_on_its_own_again(client, world):
     m = world.submit()
     c = world.submit(headers=world.oh, content="我们公司的增值税发票也开不出来，税控盘坏了")

@@ -250,8 +250,10 @@ NOTICE_TITLES = {
 }
 
 
-def _notify(session: Session, appeal: Appeal, kind: str, body: str, key: str) -> None:
-    """Tell the enterprise; a failure is recorded on the timeline and never undoes the state change."""
+def _notify(session: Session, appeal: Appeal, kind: str, body: str, key: str, *, title: str | None = None) -> None:
+    """Tell the enterprise; a failure is recorded on the timeline and never undoes the state change. `title`
+    replaces the kind's own where one kind carries two outcomes (不予受理 goes out as appeal_closed)."""
+    title = title or NOTICE_TITLES.get(kind, "诉求进展")
     from ..notices.models import Notification
     from ..notices.services import notify
 
@@ -264,12 +266,12 @@ def _notify(session: Session, appeal: Appeal, kind: str, body: str, key: str) ->
             notify(session, appeal.user_id, kind,
                    {"number": appeal.number, "status": appeal.status_label, "note": body[:20],
                     "reply_hint": REPLY_HINTS.get(kind, "回复“我的诉求”查看办理进度")},
-                   f"pages/appeals/detail?id={appeal.id}", title=NOTICE_TITLES.get(kind, "诉求进展"), body=body,
+                   f"pages/appeals/detail?id={appeal.id}", title=title, body=body,
                    ref=f"appeal:{appeal.id}", dedup_key=dedup)
     except Exception:  # noqa: BLE001 - whatever broke, the appeal's own change stands
         log.exception("appeal notification failed", extra={"appeal_id": appeal.id, "kind": kind})
         outcome = "failed"
-    _event(session, appeal, SYSTEM, "notified", note=f"已通知企业：{NOTICE_TITLES.get(kind, kind)}"
+    _event(session, appeal, SYSTEM, "notified", note=f"已通知企业：{title}"
            + ("" if outcome == "queued" else "（通知发送失败，已记录）"), public=True, kind=kind, outcome=outcome)
 
 
@@ -947,7 +949,9 @@ def act_reject(session, actor, appeal, data, now):
     reason = _need(data, "reason", "不予受理的理由")
     transition(session, appeal, S.REJECTED, actor, action="rejected", note=f"不予受理：{reason}", now=now)
     _cancel_open_tasks(session, appeal, "诉求不予受理，任务取消", now)
-    _notify(session, appeal, "appeal_closed", f"您的诉求 {appeal.number} 不予受理：{reason}", "closed")
+    # Its own title: “您的诉求已关闭” above a refusal read as if the matter had been dealt with.
+    _notify(session, appeal, "appeal_closed", f"您的诉求 {appeal.number} 不予受理：{reason}", "closed",
+            title="您的诉求不予受理")
     _release_children(session, appeal, now)
 
 
