@@ -345,3 +345,29 @@ def test_chat_contact_with_two_phone_numbers_is_asked_for_one(chat):
     with session_scope() as s:
         appeal = s.scalars(select(Appeal)).unique().one()
         assert (appeal.contact_name, appeal.contact_phone) == ("张三", "13800138000")
+
+
+def test_the_enterprise_sees_why_its_promised_date_moved_when_a_holiday_is_entered(client, world, db):
+    from datetime import date
+
+    from wxapp_backend.appeals.calendar import TZ, local_date
+    from wxapp_backend.appeals.services import set_holiday, work_calendar
+    from wxapp_backend.audit import Actor
+    from wxapp_backend.db import session_scope
+
+    a = world.submit(category="税务")
+    before = world.mine(a["id"])["due_at"]
+    cal = work_calendar(db)
+    day = local_date(datetime.now(UTC)) + timedelta(days=1)
+    while not cal.is_workday(day):
+        day += timedelta(days=1)
+    assert day < date.fromisoformat(before[:10]) + timedelta(days=1)
+    with session_scope() as s:
+        set_holiday(s, Actor("staff", world.admin.id, "admin"), day, False, "台风停工")
+    mine = world.mine(a["id"])
+    assert mine["due_at"] > before
+    # The promised date moved later: the enterprise's timeline says so, and why (it moved without a word).
+    due = datetime.fromisoformat(mine["due_at"]).astimezone(TZ)
+    shown = [e["note"] for e in mine["timeline"] if e["action"] == "deadline_recounted"]
+    assert shown == [f"节假日安排调整，承诺办结时间相应改为 {due.month}月{due.day}日 {due:%H:%M}"]
+    assert "工作日历调整" in [e for e in world.detail(a["id"])["timeline"] if e["action"] == "deadline_recounted"][0]["note"]

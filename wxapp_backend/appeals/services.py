@@ -182,8 +182,13 @@ def recount_deadlines(session: Session, old_cal: WorkCalendar, day: date, why: s
             if appeal.due_at is not None and appeal.due_at > now:
                 appeal.overdue = False
         shown = appeal.due_at.astimezone(TZ).strftime("%Y-%m-%d %H:%M") if appeal.due_at else "—"
+        # The enterprise sees its promised date move: on its timeline too, with why (it changed without a word).
+        moved_due = appeal.due_at != before and appeal.due_at is not None
+        local = appeal.due_at.astimezone(TZ) if moved_due else None
         _event(session, appeal, SYSTEM, "deadline_recounted", note=f"工作日历调整（{why}），办理时限重新计算为 {shown}",
-               public=False, **changed)
+               public=moved_due, **changed,
+               public_note=f"节假日安排调整，承诺办结时间相应改为 {local.month}月{local.day}日 {local:%H:%M}"
+               if local else None)
     return moved
 
 

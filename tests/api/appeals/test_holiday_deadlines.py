@@ -136,7 +136,9 @@ def test_a_holiday_entered_later_moves_the_deadlines_still_running(world, db):
         assert s.get(Appeal, waiting).sla_minutes_left is not None  # paused: counted in working minutes already
         ev = s.scalars(select(AppealEvent).where(AppealEvent.appeal_id == running,
                                                  AppealEvent.action == "deadline_recounted")).one()
-        assert "2025-11-05" in ev.note and not ev.public
+        # Shown to the enterprise too (pass 11): its promised date moved, and it reads why.
+        assert "2025-11-05" in ev.note and ev.public
+        assert ev.to_public()["note"] == "节假日安排调整，承诺办结时间相应改为 11月10日 17:30"
         entry = s.scalars(select(AuditLog).where(AuditLog.action == "appeal_holiday.set")).one()
         assert entry.data["deadlines_moved"] == 1
         holiday_id = s.scalar(select(Holiday.id))
