@@ -371,3 +371,23 @@ def test_the_enterprise_sees_why_its_promised_date_moved_when_a_holiday_is_enter
     shown = [e["note"] for e in mine["timeline"] if e["action"] == "deadline_recounted"]
     assert shown == [f"节假日安排调整，承诺办结时间相应改为 {due.month}月{due.day}日 {due:%H:%M}"]
     assert "工作日历调整" in [e for e in world.detail(a["id"])["timeline"] if e["action"] == "deadline_recounted"][0]["note"]
+
+
+# --- what the WeChat message says -----------------------------------------------------------------------
+
+def test_the_subscribe_message_note_says_what_happened_not_the_number_again(client, world, db):
+    from sqlalchemy import select
+
+    from wxapp_backend.notices.kinds import get_kind, render
+    from wxapp_backend.notices.models import Notification
+
+    a = world.submit(category="税务")
+    world.act(a["id"], "accept")
+    world.act(a["id"], "request_info", note="请提供税控盘编号")
+    notes = {n.kind: n for n in db.scalars(select(Notification))}
+    data = {k: render(get_kind(k), n.fields, title="标题", created_at=n.created_at) for k, n in notes.items()}
+    # The 20-character 备注 read “您的诉求 SQ20261206-0001” on every message: what to supplement never reached WeChat.
+    assert data["appeal_needs_info"]["thing5"] == "需要补充：请提供税控盘编号"
+    assert data["appeal_needs_info"]["character_string1"] == a["number"]
+    assert data["appeal_accepted"]["thing5"].startswith("已受理")
+    assert all(a["number"] not in d["thing5"] for d in data.values())

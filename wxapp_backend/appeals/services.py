@@ -263,13 +263,16 @@ def _notify(session: Session, appeal: Appeal, kind: str, body: str, key: str, *,
     from ..notices.services import notify
 
     dedup = f"appeal:{appeal.id}:{key}"
+    # The subscribe message's 备注 (20 characters): what happened, not “您的诉求 SQ…” again, which filled all 20 and
+    # left out what to supplement or what was done (the number has its own field).
+    gist = body.removeprefix(f"您的诉求 {appeal.number} ").strip() or body
     if session.scalar(select(Notification.id).where(Notification.dedup_key == dedup)) is not None:
         return  # a retried job or a repeated click: already told
     outcome = "queued"
     try:
         with session.begin_nested():
             notify(session, appeal.user_id, kind,
-                   {"number": appeal.number, "status": appeal.status_label, "note": body[:20],
+                   {"number": appeal.number, "status": appeal.status_label, "note": gist[:40],
                     "reply_hint": REPLY_HINTS.get(kind, "回复“我的诉求”查看办理进度")},
                    f"pages/appeals/detail?id={appeal.id}", title=title, body=body,
                    ref=f"appeal:{appeal.id}", dedup_key=dedup)
