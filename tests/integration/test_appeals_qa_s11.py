@@ -378,6 +378,7 @@ def test_the_enterprise_sees_why_its_promised_date_moved_when_a_holiday_is_enter
 def test_the_subscribe_message_note_says_what_happened_not_the_number_again(client, world, db):
     from sqlalchemy import select
 
+    from wxapp_backend.appeals.calendar import TZ
     from wxapp_backend.notices.kinds import get_kind, render
     from wxapp_backend.notices.models import Notification
 
@@ -389,5 +390,8 @@ def test_the_subscribe_message_note_says_what_happened_not_the_number_again(clie
     # The 20-character 备注 read “您的诉求 SQ20261206-0001” on every message: what to supplement never reached WeChat.
     assert data["appeal_needs_info"]["thing5"] == "需要补充：请提供税控盘编号"
     assert data["appeal_needs_info"]["character_string1"] == a["number"]
-    assert data["appeal_accepted"]["thing5"].startswith("已受理")
+    # And the promised date itself (it said “承诺办结时间见详情”).
+    due = datetime.fromisoformat(world.mine(a["id"])["due_at"]).astimezone(TZ)
+    assert data["appeal_accepted"]["thing5"] == f"已受理，承诺 {due.month}月{due.day}日 前办结。"
+    assert _inbox(client, world.uh)[-1]["body"] == f"您的诉求 {a['number']} 已受理，承诺 {due.month}月{due.day}日 前办结。"
     assert all(a["number"] not in d["thing5"] for d in data.values())

@@ -769,7 +769,10 @@ def act_accept(session, actor, appeal, data, now):
     appeal.handler_id = appeal.handler_id or int(actor.id)
     transition(session, appeal, S.ACCEPTED, actor, action="accepted", now=now,
                note=data.get("note") or "诉求已受理", handler_id=appeal.handler_id)
-    _notify(session, appeal, "appeal_accepted", f"您的诉求 {appeal.number} 已受理，承诺办结时间见详情。", "accepted")
+    # The promise itself, not “见详情”: a WeChat message is read where it arrives.
+    due = appeal.due_at.astimezone(TZ) if appeal.due_at else None
+    promise = f"承诺 {due.month}月{due.day}日 前办结" if due else "承诺办结时间见详情"
+    _notify(session, appeal, "appeal_accepted", f"您的诉求 {appeal.number} 已受理，{promise}。", "accepted")
 
 
 def act_assign(session, actor, appeal, data, now):
