@@ -231,6 +231,9 @@ def test_assigning_elsewhere_answers_the_old_departments_pending_return(client, 
     d = world.act(a["id"], "assign", department="城运中心")
     assert d["department"] == "城运中心"
     assert [(r["status"], r["new_department"]) for r in d["returns"]] == [("accepted", "城运中心")]
+    assert [e["action_label"] for e in d["timeline"]][-2:] == ["退单随交办办结", "改派部门"]
+    # The departments' return stays between staff.
+    assert not [e for e in world.mine(a["id"])["timeline"] if "退单" in e["note"] or "退单" in e["action_label"]]
     console_login(world.admin)
     page = client.get(f"/console/appeals/{a['id']}").get_data(as_text=True)
     assert "同意并改派" not in page

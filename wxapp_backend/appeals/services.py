@@ -794,8 +794,6 @@ def act_assign(session, actor, appeal, data, now):
             appeal.handler_id = None
     note = data.get("note") or f"交办至{department}"
     settled = _settle_returns(session, actor, appeal, department, now) if department != old else []
-    if settled:
-        note += "（原部门的退单申请随之办结）"
     if appeal.status in (S.ASSIGNED, S.PENDING_ENTERPRISE):
         if appeal.status == S.PENDING_ENTERPRISE:
             # Re-routed while the enterprise owes material: the wait goes on (it was told to supplement; ended
@@ -821,6 +819,8 @@ def _settle_returns(session: Session, actor: Actor, appeal: Appeal, department: 
         ret.decided_by, ret.decided_at = str(actor.name or actor.id), now
         ret.decision_note = ret.decision_note or f"已交办至{department}"
         settled.append(ret.id)
+        _event(session, appeal, actor, "return_settled", note=f"{ret.department}的退单申请随交办至{department}办结",
+               return_id=ret.id)  # staff only: the enterprise's timeline shows the 交办
     return settled
 
 

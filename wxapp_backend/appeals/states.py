@@ -59,7 +59,7 @@ EVENT_LABELS: dict[str, str] = {
     "tasks_added": "增加会办任务", "task_done": "会办任务办结", "task_cancelled": "会办任务取消", "coordination_done": "会办完成",
     "resolved": "办结", "closed": "关闭", "rejected": "不予受理", "withdrawn": "企业撤回", "reopened": "重新办理",
     "rated": "企业评价", "rectification_opened": "差评整改", "merged": "合并", "child_merged": "并入本诉求",
-    "split": "取消合并", "return_requested": "申请退单", "return_rejected": "退单未通过",
+    "split": "取消合并", "return_requested": "申请退单", "return_rejected": "退单未通过", "return_settled": "退单随交办办结",
     "extension_requested": "申请延期", "extension_approved": "同意延期", "extension_rejected": "不同意延期",
     "urged": "催办", "pressed": "企业催办", "due_soon": "临期提醒", "overdue": "已超期", "escalated": "转办不成事",
     "categorised": "调整分类", "reassigned": "改派部门", "handler_changed": "改派承办人", "noted": "备注",
