@@ -173,6 +173,19 @@ def test_an_enterprise_may_withdraw_an_appeal_merged_into_another(client, world)
     assert child["status"] == "withdrawn" and child["can_withdraw"] is False and child["can_rate"] is False
     assert [i["kind"] for i in _inbox(client, world.oh)] == ["appeal_merged"]
     assert world.mine(m["id"])["status"] == "resolved"
+    assert world.detail(m["id"])["children"] == []
+    assert any(e["note"] == f"并入本诉求的 {c['number']} 已由企业撤回" for e in world.detail(m["id"])["timeline"])
+
+
+def test_a_master_whose_only_child_was_withdrawn_can_itself_be_merged(client, world):
+    m = world.submit()
+    c = world.submit(headers=world.oh, content="我们公司的增值税发票也开不出来，税控盘坏了")
+    other = world.submit(content="我们公司的增值税发票开不出来，税控盘坏了，再次反映")
+    world.act(c["id"], "merge", master_id=m["id"])
+    world.user_post(c["id"], "withdraw", headers=world.oh)
+    # The withdrawn child kept its link, so the master read as “已是其他诉求的主诉求” and could not be merged.
+    d = world.act(m["id"], "merge", master_id=other["id"])
+    assert d["status"] == "duplicate" and d["master_id"] == other["id"]
 
 
 # --- deadlines -----------------------------------------------------------------------------------------

@@ -537,6 +537,13 @@ def withdraw(session: Session, user_id: int, appeal_id: int, reason: str = "") -
                note=f"企业撤回诉求{('：' + reason) if reason else ''}")
     _cancel_open_tasks(session, appeal, "企业已撤回诉求，任务取消", now)
     _release_children(session, appeal, now)
+    if appeal.master_id is not None:
+        # A withdrawn child is no longer one of its master's: kept, it still made the master “已是其他诉求的主诉求”.
+        master = session.get(Appeal, appeal.master_id)
+        appeal.master_id = None
+        if master is not None:
+            master.version += 1
+            _event(session, master, SYSTEM, "noted", note=f"并入本诉求的 {appeal.number} 已由企业撤回", child=appeal.number)
     return appeal
 
 
