@@ -411,3 +411,22 @@ def test_the_subscribe_message_note_says_what_happened_not_the_number_again(clie
     assert data["appeal_accepted"]["thing5"] == f"已受理，承诺 {due.month}月{due.day}日 前办结。"
     assert _inbox(client, world.uh)[-1]["body"] == f"您的诉求 {a['number']} 已受理，承诺 {due.month}月{due.day}日 前办结。"
     assert all(a["number"] not in d["thing5"] for d in data.values())
+
+
+def test_the_dashboard_names_appeals_left_unaccepted_past_one_working_day(client, world, db, console_login):
+    import re
+
+    a = world.submit()
+    world.submit()  # still inside its day: not counted
+    _set(db, a["id"], response_due_at=datetime.now(UTC) - timedelta(minutes=5))
+    console_login(world.specialist)
+
+    def card():
+        page = client.get("/console/").get_data(as_text=True)
+        return re.search(r'<span class="label">在办诉求</span><span class="value">([^<]*)</span>'
+                         r'<span class="hint">([^<]*)</span>', page).groups()
+
+    # Nothing told the centre (who accepts) that an appeal had waited past its first-response promise.
+    assert card() == ("2", "其中超期 0 件；超过 1 个工作日未受理 1 件")
+    world.act(a["id"], "accept")
+    assert card() == ("2", "其中超期 0 件")
