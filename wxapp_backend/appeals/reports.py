@@ -196,8 +196,9 @@ def weekly_xlsx(report: dict) -> bytes:
     ws.append([])
     ws.append(["本周新增", report["totals"]["submitted"]])
     ws.append(["其中办不成事", report["totals"]["escalated"]])
-    ws.append(["在办", report["totals"]["open_now"]])
-    ws.append(["超期在办", report["totals"]["overdue_now"]])
+    # Counted when the report is made, not at the week's end: a past week's workbook must not pass them off as its own.
+    ws.append(["当前在办（生成报表时）", report["totals"]["open_now"]])
+    ws.append(["当前超期在办（生成报表时）", report["totals"]["overdue_now"]])
     # The page and the JSON count this week's appeals per state: the workbook sent upwards left them out.
     for title, key in (("按状态", "by_status"), ("按类别", "by_category"), ("按部门", "by_department")):
         ws.append([])
@@ -209,7 +210,7 @@ def weekly_xlsx(report: dict) -> bytes:
     for k, v in m["returns_by_department"].items():
         _append(ws, [k, v])
     _sheet(wb, "本周诉求", report["appeals"])
-    _sheet(wb, "超期在办", report["overdue"])
+    _sheet(wb, "当前超期在办", report["overdue"])
     buf = io.BytesIO()
     wb.save(buf)
     return buf.getvalue()
