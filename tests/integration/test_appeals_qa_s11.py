@@ -433,3 +433,28 @@ def test_the_dashboard_names_appeals_left_unaccepted_past_one_working_day(client
     assert card() == ("2", "其中超期 0 件；超过 1 个工作日未受理 1 件")
     world.act(a["id"], "accept")
     assert card() == ("2", "其中超期 0 件")
+
+
+def test_a_withdrawn_appeal_ends_its_pending_return_and_extension_requests(client, world):
+    """A 退单 or 延期 waiting for the centre stayed pending after the enterprise withdrew the appeal: the centre
+    still had it to decide by hand, on an appeal nobody handles any more."""
+    a = world.submit(category="税务")
+    world.act(a["id"], "accept")
+    world.act(a["id"], "assign", department="税务所")
+    world.act(a["id"], "return", headers=world.th, reason="不属于我所职责，应由城运中心办理")
+    b = world.submit(category="税务")
+    world.act(b["id"], "accept")
+    world.act(b["id"], "assign", department="税务所")
+    world.act(b["id"], "request_extension", headers=world.th, working_days=3, reason="需要区局复核")
+    for appeal in (a, b):
+        world.user_post(appeal["id"], "withdraw", reason="已自行解决")
+    d = world.detail(a["id"])
+    assert [(r["status"], r["decision_note"]) for r in d["returns"]] == [("rejected", "企业已撤回诉求，退单不再需要审核")]
+    assert "税务所的退单申请随之结束（企业已撤回诉求）" in [e["note"] for e in d["timeline"]]
+    d = world.detail(b["id"])
+    assert [x["status"] for x in d["extensions"]] == ["rejected"]
+    assert "延期 3 个工作日的申请随之结束（企业已撤回诉求）" in [e["note"] for e in d["timeline"]]
+    # Between staff: the enterprise's timeline says nothing of the departments' requests.
+    assert not [e for e in world.mine(b["id"])["timeline"] if "申请" in e["note"]]
+    # Nothing left to decide.
+    world.act(b["id"], "decide_extension", expect=409, extension_id=d["extensions"][0]["id"], accept=True)

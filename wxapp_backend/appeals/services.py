@@ -574,6 +574,20 @@ def _cancel_open_tasks(session: Session, appeal: Appeal, why: str, now: datetime
             AppealTask.kind.in_([TaskKind.COORDINATION, TaskKind.ESCALATION]))):
         task.status, task.result, task.closed_at = "cancelled", why, now
         _event(session, appeal, SYSTEM, "task_cancelled", note=f"{task.department}：{why}", task_id=task.id)
+    # A 退单 or 延期 still waiting for the centre is moot too: left pending, it stayed in the centre's queue until
+    # someone turned it down by hand.
+    for req in [*session.scalars(select(AppealReturn).where(AppealReturn.appeal_id == appeal.id,
+                                                            AppealReturn.status == "pending")),
+                *session.scalars(select(AppealExtension).where(AppealExtension.appeal_id == appeal.id,
+                                                               AppealExtension.status == "pending"))]:
+        cause = why.split("，")[0]  # 企业已撤回诉求 / 诉求不予受理
+        req.status, req.decided_by, req.decided_at = "rejected", "system", now
+        if isinstance(req, AppealReturn):
+            req.decision_note = f"{cause}，退单不再需要审核"
+            what = f"{req.department}的退单申请"
+        else:
+            what = f"延期 {req.working_days} 个工作日的申请"
+        _event(session, appeal, SYSTEM, "noted", note=f"{what}随之结束（{cause}）", request_id=req.id)
 
 
 def _release_children(session: Session, master: Appeal, now: datetime) -> None:
