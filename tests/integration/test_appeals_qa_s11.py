@@ -458,3 +458,18 @@ def test_a_withdrawn_appeal_ends_its_pending_return_and_extension_requests(clien
     assert not [e for e in world.mine(b["id"])["timeline"] if "申请" in e["note"]]
     # Nothing left to decide.
     world.act(b["id"], "decide_extension", expect=409, extension_id=d["extensions"][0]["id"], accept=True)
+
+
+def test_an_appeal_cannot_be_sent_to_a_department_nobody_knows(client, world):
+    """交办 and 会办 through the API took any text: “税物所” (a typo) routed the appeal to a department no account
+    belongs to and no one ever saw it. Unknown names are refused, naming the departments there are."""
+    a = world.submit(category="税务")
+    world.act(a["id"], "accept")
+    body = world.act(a["id"], "assign", department="税物所", expect=422)
+    assert "没有“税物所”这个部门" in body["message"] and "税务所" in body["message"]
+    body = world.act(a["id"], "coordinate", expect=422, tasks=[{"department": "城运中心"}, {"department": "城管"}])
+    assert body["message"].startswith("第 2 个会办任务：没有“城管”这个部门")
+    assert world.detail(a["id"])["tasks"] == []  # the valid first task was not kept either
+    world.act(a["id"], "assign", department="税务所")
+    world.act(a["id"], "coordinate", tasks=[{"department": "城运中心"}])
+    assert world.detail(a["id"])["department"] == "税务所"

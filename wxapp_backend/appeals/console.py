@@ -30,7 +30,7 @@ from ..errors import AppError, ValidationError
 from ..validation import DB_INT_MAX, Field, row_id, validate
 from . import intake, metrics, reports, services
 from .calendar import TZ, missing_holiday_years
-from .models import Appeal, AppealCategory, Holiday
+from .models import Appeal, Holiday
 from .states import LABELS, OPEN, AppealStatus, can_move
 
 bp = Blueprint("appeals_console", __name__, url_prefix="/console")
@@ -331,9 +331,7 @@ def issues_xlsx():
 
 
 def _departments(s) -> list[str]:
-    names = set(s.scalars(select(AppealCategory.department)))
-    names |= {d for d in s.scalars(select(StaffUser.department)) if d}
-    return sorted(names)
+    return services.known_departments(s)
 
 
 # --- navigation and dashboard ------------------------------------------------------------------------

@@ -766,6 +766,26 @@ def _check_handler(handler: StaffUser | None, appeal: Appeal, department: str) -
         raise ValidationError(msg, fields={"handler_id": msg})
 
 
+def known_departments(session: Session) -> list[str]:
+    """The departments an appeal can go to: those the service list (服务清单) names and those staff accounts
+    belong to, in the console's order."""
+    names = set(session.scalars(select(AppealCategory.department)))
+    names |= {d for d in session.scalars(select(StaffUser.department)) if d}
+    names.discard("")
+    return sorted(names)
+
+
+def _check_department(session: Session, department: str, field: str, label: str = "") -> None:
+    """交办 / 会办 through the API took any text: a typo (税物所) sent the appeal to a department no account
+    belongs to, where nobody ever saw it. A name the service list and the staff accounts do not know is refused
+    (an install with neither yet takes any)."""
+    known = known_departments(session)
+    if known and department not in known:
+        msg = (f"{label}没有“{department}”这个部门。现有部门：{'、'.join(known)}。"
+               "如需新部门，请先在服务清单里设它为承办部门，或为它建工作人员账号。")
+        raise ValidationError(msg, fields={field: f"没有“{department}”这个部门"})
+
+
 def _need(data: dict, name: str, label: str) -> Any:
     value = data.get(name)
     if value in (None, "", []):
@@ -802,6 +822,8 @@ def act_assign(session, actor, appeal, data, now):
         or appeal.department or (appeal.category.department if appeal.category else "")
     if not department:
         raise ValidationError("请选择承办部门。", fields={"department": "请选择承办部门"})
+    if department != appeal.department:
+        _check_department(session, department, "department")
     _check_handler(handler, appeal, department)
     old, old_handler = appeal.department, appeal.handler_id
     appeal.department = department
@@ -891,6 +913,7 @@ def act_coordinate(session, actor, appeal, data, now):
             problem = next(iter(exc.fields.values()))
             raise ValidationError(f"第 {i + 1} 个会办任务：{problem}。", fields={"tasks": f"第 {i + 1} 项：{problem}"}) \
                 from None
+        _check_department(session, text["department"], "tasks", f"第 {i + 1} 个会办任务：")
         task = AppealTask(appeal_id=appeal.id, kind=TaskKind.COORDINATION, department=text["department"],
                           description=text["description"], required=required,
                           due_at=cal.add_working_days(now, days), created_by=str(actor.name or actor.id),
