@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import timedelta
 
 from flask import Blueprint, abort, current_app, flash, g, redirect, render_template, request, url_for
-from sqlalchemy import func, or_, select
+from sqlalchemy import Text, cast, func, or_, select
 
 from knowledge.schema import POLICY_FIELDS, Entry
 
@@ -79,8 +80,13 @@ def entries():
         stmt = select(KBEntry)
         if q:
             # Any case on PostgreSQL too (its LIKE is case-sensitive), and "%" or "_" typed is just a character.
+            # Phrasings and tags too (a phrasing added from the unanswered queue is what staff remember). They are
+            # stored as JSON text with Chinese as \uXXXX escapes: the words are looked for as JSON writes them.
+            in_json = json.dumps(q)[1:-1]
             stmt = stmt.where(or_(*(c.icontains(q, autoescape=True)
-                                    for c in (KBEntry.id, KBEntry.question, KBEntry.answer))))
+                                    for c in (KBEntry.id, KBEntry.question, KBEntry.answer)),
+                                  *(cast(c, Text).icontains(in_json, autoescape=True)
+                                    for c in (KBEntry.similar, KBEntry.tags))))
         if category:
             stmt = stmt.where(KBEntry.category == category)
         if show == "current":

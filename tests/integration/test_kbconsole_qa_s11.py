@@ -1,0 +1,45 @@
+"""Knowledge base as staff keep it (session 11): the list, the forms, spreadsheets, the unanswered queue, rates."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from wxapp_backend.knowledge_store import services
+from wxapp_backend.knowledge_store.cli import load_default_if_empty
+from wxapp_backend.knowledge_store.models import KBEntry
+
+
+@pytest.fixture
+def kb(app_ctx):
+    load_default_if_empty()
+    runtime = services.get_runtime()
+    runtime.check_interval = 0  # see edits at once in tests
+    return runtime
+
+
+def _total(page: str) -> int:
+    return int(re.search(r"共 (\d+) 条", page).group(1))
+
+
+def _alerts(page: str) -> list[str]:
+    return re.findall(r'class="alert"[^>]*>([^<]*)<', page)
+
+
+def test_the_list_finds_an_entry_by_one_of_its_phrasings_or_tags(client, kb, make_staff, console_login, db):
+    """A staff member remembers the phrasing they added from the unanswered queue (or a tag) and types it into the
+    list's search box: the list said 共 0 条, as if the entry did not exist, because only the id, the standard
+    question and the answer were searched. Phrasings and tags are searched too (stored as JSON, Chinese escaped)."""
+    console_login(make_staff(role="staff"))
+    row = db.get(KBEntry, "appeal-how-to-submit")
+    phrasing = "有问题找谁反映"
+    assert phrasing in row.similar and phrasing not in row.question + row.answer
+    page = client.get("/console/kb/", query_string={"q": phrasing}).get_data(as_text=True)
+    assert _total(page) == 1 and "<code>appeal-how-to-submit</code>" in page
+    tag = "反映渠道"
+    assert tag in row.tags
+    page = client.get("/console/kb/", query_string={"q": tag, "show": "all"}).get_data(as_text=True)
+    assert "<code>appeal-how-to-submit</code>" in page, _total(page)
+    # A quote or a backslash typed into the box is just a character (it is escaped inside the stored JSON).
+    assert client.get("/console/kb/", query_string={"q": '"\\'}).status_code == 200
