@@ -41,7 +41,7 @@ FIELD_LABELS: dict[str, str] = {
     "window": "申报时间",
     "benefit": "支持内容",
     "where_to_apply": "办理渠道",
-    "url": "链接",
+    "url": "原文链接",
     "valid_from": "生效日期",
     "valid_until": "截止日期",
     "retired": "已下线",
@@ -107,37 +107,42 @@ class Entry:
         return out
 
 
-def validate_entry(entry: Entry) -> list[str]:
-    """Return the problems with one entry as Chinese messages; an empty list means valid."""
-    errors: list[str] = []
+def entry_issues(entry: Entry) -> list[tuple[str, str]]:
+    """The problems with one entry as (field, Chinese text to follow the field's label); empty means valid."""
+    issues: list[tuple[str, str]] = []
     for name in REQUIRED_FIELDS:
         value = getattr(entry, name)
         if not isinstance(value, str) or not value.strip():
-            errors.append(f"“{name}”（{FIELD_LABELS[name]}）不能为空")
+            issues.append((name, "不能为空"))
     if isinstance(entry.id, str) and entry.id.strip() and not ID_RE.match(entry.id):
-        errors.append(f"“id” 不能含空白、“/”、“\\” 或 “|”，不能是 “.” 或 “..”，且不超过 128 个字符：{entry.id!r}")
+        issues.append(("id", f"不能含空白、“/”、“\\” 或 “|”，不能是 “.” 或 “..”，且不超过 128 个字符：{entry.id}"))
     for name, limit in MAX_LENGTHS.items():
         value = getattr(entry, name)
         if isinstance(value, str) and len(value) > limit:
-            errors.append(f"“{name}”（{FIELD_LABELS[name]}）不能超过 {limit} 个字（现在 {len(value)} 个）")
+            issues.append((name, f"不能超过 {limit} 个字（现在 {len(value)} 个）"))
     for name in ("similar", "tags"):
         value = getattr(entry, name)
         if not isinstance(value, tuple) or not all(isinstance(x, str) for x in value):
-            errors.append(f"“{name}”（{FIELD_LABELS[name]}）必须是文本列表")
+            issues.append((name, "必须是文本列表"))
     for name in DATE_FIELDS:
         value = getattr(entry, name)
         if value is not None and not isinstance(value, date):
-            errors.append(f"“{name}”（{FIELD_LABELS[name]}）必须是日期（YYYY-MM-DD）")
+            issues.append((name, "必须是日期（YYYY-MM-DD）"))
     if (
         isinstance(entry.valid_from, date)
         and isinstance(entry.valid_until, date)
         and entry.valid_from > entry.valid_until
     ):
-        errors.append(f"“valid_from”（{FIELD_LABELS['valid_from']}）{entry.valid_from} 晚于 “valid_until”"
-                      f"（{FIELD_LABELS['valid_until']}）{entry.valid_until}")
+        issues.append(("valid_from", f"（{entry.valid_from}）晚于{FIELD_LABELS['valid_until']}（{entry.valid_until}）"))
     if entry.url and not re.match(r"^https?://", entry.url):
-        errors.append(f"“url”（{FIELD_LABELS['url']}）必须以 http:// 或 https:// 开头：{entry.url}")
-    return errors
+        issues.append(("url", f"必须以 http:// 或 https:// 开头：{entry.url}"))
+    return issues
+
+
+def validate_entry(entry: Entry) -> list[str]:
+    """Return the problems with one entry as Chinese messages; an empty list means valid."""
+    # Files name their columns in English or Chinese: both are given.
+    return [f"“{name}”（{FIELD_LABELS[name]}）{text}" for name, text in entry_issues(entry)]
 
 
 def validate_entries(entries: list[Entry]) -> list[str]:

@@ -164,7 +164,7 @@ def test_an_id_with_a_slash_is_refused_because_its_pages_could_never_be_opened(a
     token = console_login(make_staff(role="staff"))
     resp = client.post("/console/kb/new", data={"csrf_token": token, "id": "policy/2025-01", "question": "问题",
                                                 "answer": "答案"})
-    assert resp.status_code == 422 and "“id”" in resp.get_data(as_text=True)
+    assert resp.status_code == 422 and "编号不能含" in resp.get_data(as_text=True)
     f = tmp_path / "slash.csv"
     f.write_text("id,question,answer\npolicy/2025-02,问题,答案\n", encoding="utf-8")
     result = app.test_cli_runner().invoke(args=["kb", "import", str(f)])

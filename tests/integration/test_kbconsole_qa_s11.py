@@ -43,3 +43,25 @@ def test_the_list_finds_an_entry_by_one_of_its_phrasings_or_tags(client, kb, mak
     assert "<code>appeal-how-to-submit</code>" in page, _total(page)
     # A quote or a backslash typed into the box is just a character (it is escaped inside the stored JSON).
     assert client.get("/console/kb/", query_string={"q": '"\\'}).status_code == 200
+
+
+@pytest.mark.parametrize(("form", "field", "message"), [
+    ({"id": "外籍 人才"}, "id", "编号不能含空白"),
+    ({"url": "www.shanghai.gov.cn/zc"}, "url", "原文链接必须以 http:// 或 https:// 开头"),
+    ({"valid_from": "2025-05-01", "valid_until": "2025-01-31"}, "valid_from", "生效日期（2025-05-01）晚于截止日期（2025-01-31）"),
+])
+def test_a_mistake_on_the_entry_form_is_explained_in_chinese_beside_its_field(client, kb, make_staff, console_login,
+                                                                             form, field, message):
+    """An id with a space, a link typed without http://, or dates the wrong way round: the form answered with one
+    line at the top naming the field in English (“url”（链接）, “valid_from”, 'a b' in Python quotes), nothing
+    beside the field, and the console's own label for the link (原文链接) nowhere. Each problem is now said in
+    Chinese under its field, with the label the form shows."""
+    token = console_login(make_staff(role="staff"))
+    data = {"csrf_token": token, "id": "new-entry", "question": "新问题", "answer": "新答案", **form}
+    resp = client.post("/console/kb/new", data=data)
+    page = resp.get_data(as_text=True)
+    assert resp.status_code == 422
+    assert not re.search(r"“(id|url|valid_from|valid_until)”|&#39;", page), _alerts(page)
+    # beside the field: inside the same <label> as its input
+    label = next(b for b in re.findall(r"<label>.*?</label>", page, re.S) if f'name="{field}"' in b)
+    assert message in label, _alerts(page)

@@ -21,7 +21,7 @@ from sqlalchemy import case, event, func, select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from knowledge.schema import POLICY_FIELDS, Entry, validate_entry
+from knowledge.schema import FIELD_LABELS, POLICY_FIELDS, Entry, entry_issues
 from knowledge.search import KnowledgeBase
 
 from ..audit import Actor, audit
@@ -159,9 +159,11 @@ def save_entry(session: Session, r: redis.Redis, actor: Actor, entry: Entry, *, 
     """Create or edit one entry (the console's form); audited with the fields that changed. `revision` is the
     one the editor started from: when the entry has changed since, the edit is refused rather than written over
     the other change."""
-    problems = validate_entry(entry)
-    if problems:
-        raise ValidationError(problems[0])
+    problems: dict[str, str] = {}
+    for name, text in entry_issues(entry):
+        problems.setdefault(name, FIELD_LABELS[name] + text)
+    if problems:  # each beside its field on the form, in the form's words (not the file columns' English names)
+        raise ValidationError(next(iter(problems.values())), fields=problems)
     row = session.get(KBEntry, entry.id, with_for_update=True)
     values = _row_values(entry)
     if create:
