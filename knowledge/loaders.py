@@ -147,7 +147,7 @@ def _as_list(value: Any) -> tuple[list[str], bool]:
     return [i.strip() for i in items if i and i.strip()], True
 
 
-_DATE_RE = re.compile(r"^(\d{4})[-/.年](\d{1,2})[-/.月](\d{1,2})日?$")
+_DATE_RE = re.compile(r"^(\d{4})[-/.年](\d{1,2})[-/.月](\d{1,2})日?$|^(\d{4})(\d{2})(\d{2})$")  # also 20251231
 
 
 def _as_date(value: Any) -> tuple[date | None, bool]:
@@ -161,8 +161,9 @@ def _as_date(value: Any) -> tuple[date | None, bool]:
     m = _DATE_RE.match(_text(value))
     if not m:
         return None, False
+    parts = m.groups()[:3] if m.group(1) else m.groups()[3:]
     try:
-        return date(int(m.group(1)), int(m.group(2)), int(m.group(3))), True
+        return date(*map(int, parts)), True
     except ValueError:
         return None, False
 
@@ -522,6 +523,7 @@ def _read_csv(path: Path, col: _Collector, strict: bool) -> list[tuple[int, Entr
 def _read_xlsx(path: Path, col: _Collector, strict: bool) -> list[tuple[int, Entry]]:
     """Parse the first worksheet of an .xlsx; merged cells are refused, because guessing their value is unsafe."""
     import openpyxl  # only needed for spreadsheets
+    from openpyxl.utils.datetime import from_excel
 
     try:
         # Not read_only: merged-cell ranges are only available on normal worksheets.
@@ -548,15 +550,26 @@ def _read_xlsx(path: Path, col: _Collector, strict: bool) -> list[tuple[int, Ent
         )
         bad_rows.update(range(rng.min_row, rng.max_row + 1))
     all_rows = [list(r) for r in ws.iter_rows(values_only=True)]
+    epoch = wb.epoch
     wb.close()
     if not all_rows:
         col.add(1, None, f"工作表 “{ws.title}” 为空，缺少表头")
         return []
     if 1 in bad_rows:
         return []
+    # A date typed into a cell formatted 常规 (or pasted as values) is saved as its serial number (2025-12-31 is
+    # 46022): the staff member sees a date, so it is read as one (8-digit numbers are 20251231, see _as_date).
+    names = [_normalise_header(h) for h in all_rows[0]]
+    for cells in all_rows[1:]:
+        for i, cell in enumerate(cells):
+            if (i < len(names) and names[i] in DATE_FIELDS and isinstance(cell, (int, float))
+                    and not isinstance(cell, bool) and 1 <= cell < _EXCEL_SERIAL_END):
+                cells[i] = from_excel(cell, epoch)
     body = ((i, r) for i, r in enumerate(all_rows[1:], start=2) if i not in bad_rows)
     return _rows_to_entries(all_rows[0], body, col, strict)
 
+
+_EXCEL_SERIAL_END = 2958466  # 9999-12-31 is serial 2958465
 
 # A cell with a formula and no (or an empty) cached value, unless typed as a text result (t="str"), which is how
 # Excel saves a formula whose result is the empty text. Files written by programs keep no result.

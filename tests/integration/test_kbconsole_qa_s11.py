@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from datetime import date
 
 import pytest
 
@@ -65,3 +66,23 @@ def test_a_mistake_on_the_entry_form_is_explained_in_chinese_beside_its_field(cl
     # beside the field: inside the same <label> as its input
     label = next(b for b in re.findall(r"<label>.*?</label>", page, re.S) if f'name="{field}"' in b)
     assert message in label, _alerts(page)
+
+
+def test_dates_that_a_spreadsheet_holds_as_numbers_are_read_as_the_dates_they_show(app, kb, tmp_path, db):
+    """A date typed into a cell formatted 常规 (or pasted as values) is saved by Excel / WPS as its serial number
+    (2025-12-31 is 46022), and 20251231 typed without separators is a number too. The import refused the whole
+    sheet (“不是有效日期：46022”) though the staff member sees a date. Both are read as the date."""
+    import openpyxl
+
+    wb = openpyxl.Workbook()
+    ws = wb.active
+    ws.append(["编号", "标准问题", "答案", "生效日期", "截止日期"])
+    ws.append(["sheet-serial", "以序号保存的日期", "答案一", 45658, 46022.0])
+    ws.append(["sheet-digits", "不带分隔符的日期", "答案二", 20250101, "20251231"])
+    path = tmp_path / "dates.xlsx"
+    wb.save(path)
+    result = app.test_cli_runner().invoke(args=["kb", "import", str(path)])
+    assert result.exit_code == 0, result.output
+    for entry_id in ("sheet-serial", "sheet-digits"):
+        row = db.get(KBEntry, entry_id)
+        assert (row.valid_from, row.valid_until) == (date(2025, 1, 1), date(2025, 12, 31)), entry_id
