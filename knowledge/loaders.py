@@ -540,6 +540,14 @@ def _read_xlsx(path: Path, col: _Collector, strict: bool) -> list[tuple[int, Ent
                             "请用 Excel 或 WPS 打开并保存一次后再导入（或把公式改成数值）")
         wb.close()
         return []
+    for other in wb.worksheets[1:]:
+        # Only the first sheet is read: entries on another one (政策 on one sheet, 常见问题 on the next) were left
+        # out while the import said 导入完成. A sheet of notes, without the entry columns, is no such sheet.
+        rows = other.iter_rows(values_only=True)
+        header = {_normalise_header(h) for h in next(rows, ())}
+        if header & set(REQUIRED_FIELDS) and any(any(_text(c) for c in r) for r in rows):
+            col.add(None, None, f"工作表 “{other.title}” 也有知识条目，但只会导入第一个工作表 “{ws.title}”："
+                                "请把条目合并到第一个工作表，或把各工作表分别另存为文件后逐个导入")
     merged = list(ws.merged_cells.ranges)
     bad_rows: set[int] = set()
     for rng in merged:

@@ -86,3 +86,30 @@ def test_dates_that_a_spreadsheet_holds_as_numbers_are_read_as_the_dates_they_sh
     for entry_id in ("sheet-serial", "sheet-digits"):
         row = db.get(KBEntry, entry_id)
         assert (row.valid_from, row.valid_until) == (date(2025, 1, 1), date(2025, 12, 31)), entry_id
+
+
+def test_entries_on_a_second_worksheet_are_not_silently_left_out(app, kb, tmp_path, db):
+    """The team keeps 政策 on one sheet and 常见问题 on another. The import read the first sheet only and said
+    导入完成, so every entry on the second sheet was missing without a word. A workbook whose other sheets hold
+    entries is refused, naming the sheet, and nothing changes; a sheet of notes (no id/question/answer columns)
+    is no reason to refuse."""
+    import openpyxl
+
+    wb = openpyxl.Workbook()
+    wb.active.title = "政策"
+    wb.active.append(["id", "question", "answer"])
+    wb.active.append(["sheet-one", "第一页的问题", "第一页的答案"])
+    notes = wb.create_sheet("填写说明")
+    notes.append(["每行一个条目，编号不能重复。"])
+    path = tmp_path / "notes.xlsx"
+    wb.save(path)
+    assert app.test_cli_runner().invoke(args=["kb", "import", str(path)]).exit_code == 0
+    faq = wb.create_sheet("常见问题")
+    faq.append(["编号", "标准问题", "答案"])
+    faq.append(["sheet-two", "第二页的问题", "第二页的答案"])
+    wb["政策"].append(["sheet-one-b", "第一页的第二个问题", "答案"])
+    path = tmp_path / "two.xlsx"
+    wb.save(path)
+    result = app.test_cli_runner().invoke(args=["kb", "import", str(path)])
+    assert result.exit_code == 1 and "知识库未改动" in result.output and "常见问题" in result.output, result.output
+    assert db.get(KBEntry, "sheet-one-b") is None and db.get(KBEntry, "sheet-two") is None
