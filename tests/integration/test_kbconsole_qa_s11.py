@@ -9,7 +9,7 @@ import pytest
 
 from wxapp_backend.knowledge_store import services
 from wxapp_backend.knowledge_store.cli import load_default_if_empty
-from wxapp_backend.knowledge_store.models import KBEntry
+from wxapp_backend.knowledge_store.models import KBEntry, UnansweredQuestion
 
 
 @pytest.fixture
@@ -113,3 +113,31 @@ def test_entries_on_a_second_worksheet_are_not_silently_left_out(app, kb, tmp_pa
     result = app.test_cli_runner().invoke(args=["kb", "import", str(path)])
     assert result.exit_code == 1 and "知识库未改动" in result.output and "常见问题" in result.output, result.output
     assert db.get(KBEntry, "sheet-one-b") is None and db.get(KBEntry, "sheet-two") is None
+
+
+@pytest.mark.parametrize("how", ["retired", "expired"])
+def test_a_question_is_not_marked_handled_by_a_phrasing_on_an_entry_the_bot_will_not_use(client, kb, make_staff,
+                                                                                        console_login, db, how):
+    """The queue offers entries that fit; a colleague takes one offline (or its 截止日期 passes) before the click.
+    Adding the question to it said 已把这个问法加到条目 and moved the question to 已处理, yet the bot still could
+    not answer it. The click is refused with the reason, and the question stays in the queue."""
+    from wxapp_backend.audit import SYSTEM
+    from wxapp_backend.db import session_scope
+
+    token = console_login(make_staff(role="staff"))
+    assert client.post("/api/v1/chat", json={"text": "园区停车费多少"}).get_json()["decision"] == "fallback"
+    question = db.query(UnansweredQuestion).filter_by(status="open").one()
+    state = client.application.extensions["wxapp"]
+    with session_scope() as s:
+        if how == "retired":
+            services.set_retired(s, state.redis, SYSTEM, "building-park", True)
+        else:
+            s.get(KBEntry, "building-park").valid_until = date(2020, 12, 31)
+    before = list(db.get(KBEntry, "building-park").similar)
+    resp = client.post(f"/console/kb/unanswered/{question.id}/phrasing",
+                       data={"csrf_token": token, "entry_id": "building-park"})
+    assert resp.status_code == 409
+    assert ("已下线" if how == "retired" else "2020-12-31") in resp.get_data(as_text=True)
+    db.expire_all()
+    assert db.get(UnansweredQuestion, question.id).status == "open"
+    assert db.get(KBEntry, "building-park").similar == before

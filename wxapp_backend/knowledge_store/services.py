@@ -221,6 +221,13 @@ def add_phrasing(session: Session, r: redis.Redis, actor: Actor, entry_id: str, 
     row = session.get(KBEntry, entry_id, with_for_update=True)
     if row is None:
         raise NotFound("没有找到这个知识条目。")
+    # Marking the question handled when the bot still cannot answer it with this entry would hide it from the queue.
+    if row.retired:
+        raise Conflict(f"条目“{row.question}”已下线，加上这个问法机器人也不会用它回答，问题仍留在待处理中。"
+                       "请先在知识库中恢复该条目，或为这个问题新建条目。")
+    if row.valid_until is not None and row.valid_until < today_shanghai():
+        raise Conflict(f"条目“{row.question}”已于 {row.valid_until.isoformat()} 截止，加上这个问法机器人也不会用它"
+                       "回答，问题仍留在待处理中。如政策延续，请先编辑该条目的截止日期；否则请为这个问题新建条目。")
     if text != row.question and text not in (row.similar or []):
         row.similar = [*(row.similar or []), text]
         row.revision += 1
