@@ -141,3 +141,27 @@ def test_a_question_is_not_marked_handled_by_a_phrasing_on_an_entry_the_bot_will
     db.expire_all()
     assert db.get(UnansweredQuestion, question.id).status == "open"
     assert db.get(KBEntry, "building-park").similar == before
+
+
+def test_a_new_entry_made_from_the_queue_answers_the_question_as_it_was_asked(client, kb, make_staff,
+                                                                              console_login, db):
+    """新建条目 from the queue opens the form with the question as asked; staff then write it the standard way
+    (外卖小哥能进写字楼吗 → 外卖配送人员进入商务楼宇有什么规定) and save. The question was marked 已处理, but the
+    words people actually used were not kept anywhere, so asking them again still got “我还没学会”. The asked
+    text is added to the new entry as a phrasing (audited), and the chat answers it at once."""
+    token = console_login(make_staff(role="staff"))
+    asked = "外卖小哥能进写字楼吗"
+    assert client.post("/api/v1/chat", json={"text": asked}).get_json()["decision"] == "fallback"
+    question = db.query(UnansweredQuestion).filter_by(text=asked).one()
+    page = client.get("/console/kb/new", query_string={"question": asked, "from_unanswered": question.id})
+    assert asked in page.get_data(as_text=True)
+    resp = client.post("/console/kb/new", data={
+        "csrf_token": token, "id": "building-delivery-riders", "question": "外卖配送人员进入商务楼宇有什么规定",
+        "answer": "外卖配送人员可在大堂登记后进入，部分楼宇设有外卖柜，请以物业规定为准。",
+        "from_unanswered": str(question.id)})
+    assert resp.status_code == 302
+    body = client.post("/api/v1/chat", json={"text": asked}).get_json()
+    assert (body["decision"], body["entry_id"]) == ("answer", "building-delivery-riders"), body
+    db.expire_all()
+    assert db.get(UnansweredQuestion, question.id).status == "resolved"
+    assert asked in db.get(KBEntry, "building-delivery-riders").similar

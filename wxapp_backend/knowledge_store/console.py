@@ -135,7 +135,7 @@ def _edit(entry_id: str | None):
                                     revision=row_id(request.form.get("revision")))
                 from_q = row_id(request.form.get("from_unanswered"))
                 if from_q:
-                    services.resolve_unanswered(s, g.actor, from_q, entry.id)
+                    services.add_unanswered_as_phrasing(s, _redis(), g.actor, from_q, entry.id)
             flash("已保存，机器人几秒内就会用上新内容。")
             return redirect(url_for("kb_console.entries", q=entry.id))
         except AppError as exc:
@@ -206,10 +206,7 @@ def unanswered():
 def unanswered_to_phrasing(qid: int):
     entry_id = text_key(request.form.get("entry_id"), 128) or ""  # "" is no entry: the service says so
     with session_scope() as s:
-        row = s.get(UnansweredQuestion, qid)
-        if row is None:
-            abort(404)
-        services.add_phrasing(s, _redis(), g.actor, entry_id, row.text, unanswered_id=qid)
+        services.add_unanswered_as_phrasing(s, _redis(), g.actor, qid, entry_id)
     flash(f"已把这个问法加到条目 {entry_id}。")
     return redirect(url_for("kb_console.unanswered"))
 

@@ -238,6 +238,16 @@ def add_phrasing(session: Session, r: redis.Redis, actor: Actor, entry_id: str, 
     return row
 
 
+def add_unanswered_as_phrasing(session: Session, r: redis.Redis, actor: Actor, unanswered_id: int,
+                               entry_id: str) -> KBEntry:
+    """Handle a question from the unanswered queue with an entry: the words as asked become one of its phrasings
+    (an entry made from the question has it reworded, and the bot must answer the words people used)."""
+    asked = session.get(UnansweredQuestion, unanswered_id)
+    if asked is None:
+        raise NotFound("没有找到这个问题。")
+    return add_phrasing(session, r, actor, entry_id, asked.text, unanswered_id=unanswered_id)
+
+
 # --- unanswered queue, turns and feedback -----------------------------------------------------------
 
 _NORM_RE = re.compile(r"[\s\W_]+", re.UNICODE)
