@@ -165,3 +165,13 @@ def test_a_new_entry_made_from_the_queue_answers_the_question_as_it_was_asked(cl
     db.expire_all()
     assert db.get(UnansweredQuestion, question.id).status == "resolved"
     assert asked in db.get(KBEntry, "building-delivery-riders").similar
+
+
+def test_the_same_question_typed_in_full_width_letters_is_one_row_in_the_queue(client, kb, db):
+    """A Chinese input method in full-width mode types ＡＰＰ and ２０２５ for APP and 2025. The same question
+    asked both ways made two rows in the unanswered queue, each with half the count, so it ranked lower than it
+    should. Questions are grouped after NFKC normalisation too."""
+    for text in ("楼宇ＡＰＰ能订会议室吗２０２５", "楼宇app能订会议室吗2025？", "楼宇 App 能订会议室吗 2025"):
+        assert client.post("/api/v1/chat", json={"text": text}).get_json()["decision"] == "fallback", text
+    rows = db.query(UnansweredQuestion).all()
+    assert [r.count for r in rows] == [3], [(r.text, r.count) for r in rows]

@@ -11,6 +11,7 @@ import re
 import secrets
 import threading
 import time
+import unicodedata
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -255,7 +256,8 @@ _SEPARATOR_RE = re.compile(r"[|｜]")
 
 
 def _norm(text: str) -> str:
-    return _NORM_RE.sub("", text.lower())[:200] or text.strip()[:200]
+    # NFKC: a Chinese input method's full-width ＡＰＰ / ２０２５ is the same question as APP / 2025.
+    return _NORM_RE.sub("", unicodedata.normalize("NFKC", text).lower())[:200] or text.strip()[:200]
 
 
 # People type their phone or ID number into the chat (often meaning it for staff): the chat log and the staff's
