@@ -558,6 +558,14 @@ def _read_xlsx(path: Path, col: _Collector, strict: bool) -> list[tuple[int, Ent
         )
         bad_rows.update(range(rng.min_row, rng.max_row + 1))
     all_rows = [list(r) for r in ws.iter_rows(values_only=True)]
+    names = [_normalise_header(h) for h in all_rows[0]] if all_rows else []
+    for cells in ws.iter_rows():
+        for cell in cells:
+            # A formula that failed (#N/A from a lookup, #REF!) is saved as its error text: not an answer to give.
+            if cell.data_type == "e" and cell.value:
+                name = names[cell.column - 1] if cell.row > 1 and cell.column <= len(names) else None
+                col.add(cell.row, name or None, f"单元格 {cell.coordinate} 是公式算出的错误值 {cell.value}，"
+                                                "请在 Excel 或 WPS 中修正公式（或直接填写内容）后重新导入")
     epoch = wb.epoch
     wb.close()
     if not all_rows:
@@ -567,7 +575,6 @@ def _read_xlsx(path: Path, col: _Collector, strict: bool) -> list[tuple[int, Ent
         return []
     # A date typed into a cell formatted 常规 (or pasted as values) is saved as its serial number (2025-12-31 is
     # 46022): the staff member sees a date, so it is read as one (8-digit numbers are 20251231, see _as_date).
-    names = [_normalise_header(h) for h in all_rows[0]]
     for cells in all_rows[1:]:
         for i, cell in enumerate(cells):
             if (i < len(names) and names[i] in DATE_FIELDS and isinstance(cell, (int, float))

@@ -175,3 +175,22 @@ def test_the_same_question_typed_in_full_width_letters_is_one_row_in_the_queue(c
         assert client.post("/api/v1/chat", json={"text": text}).get_json()["decision"] == "fallback", text
     rows = db.query(UnansweredQuestion).all()
     assert [r.count for r in rows] == [3], [(r.text, r.count) for r in rows]
+
+
+def test_a_formula_whose_result_is_an_excel_error_is_refused_not_imported_as_text(app, kb, tmp_path, db):
+    """The answers were pulled from another sheet with a formula (=VLOOKUP(...)); for one row the lookup failed and
+    the cell shows #N/A. The import took “#N/A” as that entry's answer and the bot would have said it to users.
+    A cell holding an Excel error is refused, naming the row and the column."""
+    import openpyxl
+
+    path = tmp_path / "lookup.xlsx"
+    wb = openpyxl.Workbook()
+    wb.active.append(["id", "question", "answer"])
+    wb.active.append(["lookup-ok", "查得到的问题", "查得到的答案"])
+    wb.active.append(["lookup-failed", "查不到的问题", "#N/A"])
+    wb.active["C3"].data_type = "e"  # as Excel saves a formula's error result: <c t="e"><v>#N/A</v></c>
+    wb.save(path)
+    result = app.test_cli_runner().invoke(args=["kb", "import", str(path)])
+    assert result.exit_code == 1, result.output
+    assert "lookup.xlsx：第 3 行 “answer”" in result.output and "#N/A" in result.output, result.output
+    assert db.get(KBEntry, "lookup-failed") is None and db.get(KBEntry, "lookup-ok") is None
