@@ -194,3 +194,35 @@ def test_a_formula_whose_result_is_an_excel_error_is_refused_not_imported_as_tex
     assert result.exit_code == 1, result.output
     assert "lookup.xlsx：第 3 行 “answer”" in result.output and "#N/A" in result.output, result.output
     assert db.get(KBEntry, "lookup-failed") is None and db.get(KBEntry, "lookup-ok") is None
+
+
+def test_replying_with_the_number_of_a_choice_is_not_counted_as_another_question(client, kb, db, make_user,
+                                                                                 user_token):
+    """One person asks “税务”, the bot offers choices, they reply “1” and get the answer. The figures counted two
+    questions, one answered directly: 近 30 天提问 2, 直接回答率 50 %, though the bot answered no question
+    directly. And when the chosen entry had gone offline in between, the reply “1” landed in the unanswered queue
+    as a question for staff. A reply picking a choice is logged as such: neither a question nor unanswered; a vote
+    on the answer it gave still counts."""
+    from wxapp_backend.audit import SYSTEM
+    from wxapp_backend.db import session_scope
+
+    headers = user_token(make_user())
+    first = client.post("/api/v1/chat", json={"text": "税务"}, headers=headers).get_json()
+    assert first["decision"] == "suggest" and len(first["suggestions"]) >= 2, first
+    picked = client.post("/api/v1/chat", json={"text": "1"}, headers=headers).get_json()
+    assert picked["decision"] == "answer" and picked["entry_id"] == first["suggestions"][0]["id"]
+    vote = client.post("/api/v1/kb/feedback", headers=headers,
+                       json={"entry_id": picked["entry_id"], "useful": True, "turn_id": picked["turn_id"]})
+    assert vote.status_code == 200, vote.get_json()
+    rates = services.answer_rates(db)
+    assert (rates["asked"], rates["answered"], rates["suggested"]) == (1, 0, 1), rates
+    assert (rates["useful_votes"], rates["votes"]) == (1, 1)
+
+    again = client.post("/api/v1/chat", json={"text": "税务"}, headers=headers).get_json()
+    with session_scope() as s:
+        services.set_retired(s, client.application.extensions["wxapp"].redis, SYSTEM,
+                             again["suggestions"][1]["id"], True)
+    gone = client.post("/api/v1/chat", json={"text": "2"}, headers=headers).get_json()
+    assert gone["decision"] == "fallback" and "下线" in gone["reply"]
+    assert db.query(UnansweredQuestion).count() == 0, [q.text for q in db.query(UnansweredQuestion)]
+    assert services.answer_rates(db)["asked"] == 2

@@ -10,7 +10,7 @@ import redis
 
 from ..db import Database
 from .chat import ChatResult, ask
-from .services import KBRuntime, log_turn
+from .services import CHOICE, KBRuntime, log_turn
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +67,10 @@ def respond(runtime: KBRuntime, db: Database, r: redis.Redis, text: str, *, chan
     turn_id = None
     if result.decision != "smalltalk":
         with db.session_scope() as s:
-            turn_id = log_turn(s, channel=log_channel, user_id=user_id, question=text, decision=result.decision,
+            # A picked choice is logged as "choice": the question was the turn that offered it (counted as
+            # suggested), and a "1" is no question for the answer rates nor the unanswered queue.
+            turn_id = log_turn(s, channel=log_channel, user_id=user_id, question=text,
+                               decision=CHOICE if result.picked else result.decision,
                                entry_id=result.entry_id, confidence=result.confidence).id
     return result, turn_id
 

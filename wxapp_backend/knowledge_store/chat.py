@@ -60,7 +60,9 @@ class ChatResult:
     suggestions: list[dict] = field(default_factory=list)  # [{"id", "question"}], numbered 1..n in the reply
     handoff: bool = False
     truncated: bool = False
-    picked: bool = False  # the answer is one of the last turn's numbered choices (which stay for another pick)
+    # A reply picking one of the last turn's numbered choices (which stay for another pick): not a question of its
+    # own, so it is logged as a pick, outside 提问 and the unanswered queue.
+    picked: bool = False
 
     def to_dict(self) -> dict:
         return {"reply": self.reply, "decision": self.decision, "entry_id": self.entry_id,
@@ -111,7 +113,7 @@ def ask(kb: KnowledgeBase, text: str, *, last_suggestions: list[str] | None = No
                 reply += OTHER_CHOICES.format(numbers="、".join(others))
             return ChatResult(reply, "answer", entry.id, 1.0, truncated=cut, picked=True)
         # Retired or lapsed since the choices were offered: never give it as current.
-        return ChatResult(CHOICE_GONE + "\n\n" + FALLBACK.split("\n", 1)[1], "fallback")
+        return ChatResult(CHOICE_GONE + "\n\n" + FALLBACK.split("\n", 1)[1], "fallback", picked=True)
     if _bare_number(text):
         if last_suggestions:  # a number outside the choices: the choices stay, the number says which to pick
             n = len(last_suggestions)

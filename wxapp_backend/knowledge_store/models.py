@@ -59,7 +59,7 @@ class ChatTurn(Base):
     channel: Mapped[str] = mapped_column(String(10))  # api | oa | wxa | console
     user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"), index=True)
     question: Mapped[str] = mapped_column(String(500))
-    decision: Mapped[str] = mapped_column(String(10), index=True)  # answer | suggest | fallback | smalltalk
+    decision: Mapped[str] = mapped_column(String(10), index=True)  # answer | suggest | fallback | handoff | choice (a picked choice)
     entry_id: Mapped[str | None] = mapped_column(String(128), index=True)
     confidence: Mapped[float] = mapped_column(Float, default=0.0)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)

@@ -33,6 +33,7 @@ from .models import AnswerFeedback, ChatTurn, KBEntry, UnansweredQuestion
 log = logging.getLogger(__name__)
 
 VERSION_KEY = "kb:version"
+CHOICE = "choice"  # a chat turn that picked one of the offered choices by its number
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 _CHANGED = "wxapp_kb_changed"
 
@@ -352,7 +353,8 @@ def record_feedback(session: Session, *, turn_id: int | None, entry_id: str, use
         if turn is None or not _holds_turn(turn, user_id, secret, vote_token):
             raise NotFound("没有找到这次问答。")
         # A vote on a turn is about what that turn gave: its answer, or one of its suggestions.
-        if turn.decision not in ("answer", "suggest") or turn.entry_id not in (None, entry_id):
+        if (turn.decision not in ("answer", "suggest", CHOICE) or turn.entry_id not in (None, entry_id)
+                or (turn.decision == CHOICE and turn.entry_id is None)):  # the choice had gone: nothing given
             raise ValidationError("这次问答没有给出这条回答，无法评价。",
                                   fields={"entry_id": "与这次问答给出的回答不符"})
         existing = session.scalar(select(AnswerFeedback).where(AnswerFeedback.turn_id == turn_id))
@@ -388,7 +390,7 @@ def answer_rates(session: Session, since: datetime | None = None) -> dict:
     if since is not None:
         stmt = stmt.where(ChatTurn.created_at >= since)
     counts = dict(session.execute(stmt).all())
-    asked = sum(v for k, v in counts.items() if k != "smalltalk")
+    asked = sum(v for k, v in counts.items() if k not in ("smalltalk", CHOICE))
     votes_stmt = select(AnswerFeedback.useful, func.count()).group_by(AnswerFeedback.useful)
     if since is not None:  # the same window as the questions: an answer fixed since shows the change
         votes_stmt = votes_stmt.where(AnswerFeedback.created_at >= since)
