@@ -226,3 +226,25 @@ def test_replying_with_the_number_of_a_choice_is_not_counted_as_another_question
     assert gone["decision"] == "fallback" and "下线" in gone["reply"]
     assert db.query(UnansweredQuestion).count() == 0, [q.text for q in db.query(UnansweredQuestion)]
     assert services.answer_rates(db)["asked"] == 2
+
+
+@pytest.mark.parametrize(("change", "shown"), [
+    ({"retired": True}, "已下线"),
+    ({"valid_until": date(2020, 12, 31)}, "已于 2020-12-31 截止"),
+    ({"valid_from": date(2999, 1, 1)}, "2999-01-01 起"),
+])
+def test_the_edit_page_says_when_the_bot_does_not_use_the_entry(client, kb, make_staff, console_login, db, change,
+                                                                 shown):
+    """Opening an entry from a search (or from the audit log) showed the form and nothing else: a staff member
+    polished the answer of an entry that was offline, or past its 截止日期, and wondered why users never saw it.
+    The page says so above the form."""
+    from wxapp_backend.db import session_scope
+
+    console_login(make_staff(role="staff"))
+    with session_scope() as s:
+        row = s.get(KBEntry, "building-park")
+        for k, v in change.items():
+            setattr(row, k, v)
+    page = client.get("/console/kb/building-park/edit").get_data(as_text=True)
+    assert shown in page
+    assert "已下线" not in client.get("/console/kb/startup-cancel/edit").get_data(as_text=True)

@@ -124,6 +124,7 @@ def edit_entry(entry_id: str):
 def _edit(entry_id: str | None):
     errors: dict[str, str] = {}
     form: dict = {}
+    notice = ""
     if request.method == "POST":
         form = request.form.to_dict()
         if entry_id is not None:
@@ -153,11 +154,25 @@ def _edit(entry_id: str | None):
             form["tags"] = ", ".join(row.tags or [])
             form["retired"] = row.retired
             form["revision"] = row.revision  # sent back on save: an edit made meanwhile is not overwritten
+            notice = _offline_notice(row)
     else:
         form = {"question": request.args.get("question", "")[:300],
                 "from_unanswered": request.args.get("from_unanswered", "")}
     return render_template("console/kb/edit.html", form=form, errors=errors, entry_id=entry_id,
-                           fields=ENTRY_FIELDS)
+                           fields=ENTRY_FIELDS, notice=notice)
+
+
+def _offline_notice(row: KBEntry) -> str:
+    """Why the bot does not answer with this entry today, if it does not (said above its form)."""
+    today = services.today_shanghai()
+    if row.retired:
+        return "这条内容已下线，机器人不会用它回答。要重新启用，请在知识库列表中点“恢复”。"
+    if row.valid_until is not None and row.valid_until < today:
+        return (f"这项政策已于 {row.valid_until.isoformat()} 截止，机器人不会再把它当作现行政策回答。"
+                "如政策延续，请修改截止日期。")
+    if row.valid_from is not None and row.valid_from > today:
+        return f"这项政策自 {row.valid_from.isoformat()} 起施行，在此之前机器人不会用它回答。"
+    return ""
 
 
 @bp.post("/<entry_id>/retire")
