@@ -248,3 +248,24 @@ def test_the_edit_page_says_when_the_bot_does_not_use_the_entry(client, kb, make
     page = client.get("/console/kb/building-park/edit").get_data(as_text=True)
     assert shown in page
     assert "已下线" not in client.get("/console/kb/startup-cancel/edit").get_data(as_text=True)
+
+
+def test_the_list_shows_each_entrys_useful_and_useless_votes(client, kb, make_staff, console_login, db, make_user,
+                                                            user_token):
+    """Users tap 没用 under an answer; the list showed one 有用率 for the whole knowledge base, so nobody could
+    find which answer they meant. Each row shows its own 有用 / 没用 of the last 30 days, as the vote rows say."""
+    from datetime import timedelta
+
+    from wxapp_backend.db import utcnow
+    from wxapp_backend.knowledge_store.models import AnswerFeedback
+
+    console_login(make_staff(role="staff"))
+    for useful in (True, False, False):
+        headers = user_token(make_user())
+        assert client.post("/api/v1/kb/feedback", headers=headers,
+                           json={"entry_id": "building-park", "useful": useful}).status_code == 200
+    db.add(AnswerFeedback(entry_id="building-park", useful=False, created_at=utcnow() - timedelta(days=40)))
+    db.commit()
+    page = client.get("/console/kb/", query_string={"q": "building-park"}).get_data(as_text=True)
+    row = next(r for r in re.findall(r"<tr>.*?</tr>", page, re.S) if "<code>building-park</code>" in r)
+    assert re.search(r"有用\s*1\s*/\s*没用\s*2", re.sub(r"<[^>]+>", "", row)), row

@@ -97,12 +97,14 @@ def entries():
         rows = s.scalars(stmt.order_by(KBEntry.category, KBEntry.id).offset((page - 1) * PER_PAGE)
                          .limit(PER_PAGE)).all()
         categories = [c for (c,) in s.execute(select(KBEntry.category).distinct().order_by(KBEntry.category))]
-        rates = services.answer_rates(s, since=utcnow() - timedelta(days=30))
+        since = utcnow() - timedelta(days=30)
+        rates = services.answer_rates(s, since=since)
+        votes = services.entry_votes(s, [r.id for r in rows], since=since)  # which answers the 没用 are about
     hits = []
     if q:
         hits = services.get_runtime().get().search(q, 5)
     return render_template("console/kb/list.html", rows=rows, total=total, page=page, per_page=PER_PAGE, q=q,
-                           category=category, categories=categories, show=show, rates=rates, hits=hits,
+                           category=category, categories=categories, show=show, rates=rates, hits=hits, votes=votes,
                            today=services.today_shanghai())
 
 

@@ -409,6 +409,20 @@ def answer_rates(session: Session, since: datetime | None = None) -> dict:
     }
 
 
+def entry_votes(session: Session, entry_ids: Collection[str], since: datetime | None = None,
+                ) -> dict[str, tuple[int, int]]:
+    """有用 and 没用 votes of each entry (those without votes are left out), over the same window as answer_rates."""
+    stmt = (select(AnswerFeedback.entry_id, AnswerFeedback.useful, func.count())
+            .where(AnswerFeedback.entry_id.in_(list(entry_ids))).group_by(AnswerFeedback.entry_id, AnswerFeedback.useful))
+    if since is not None:
+        stmt = stmt.where(AnswerFeedback.created_at >= since)
+    votes: dict[str, tuple[int, int]] = {}
+    for entry_id, useful, n in session.execute(stmt):
+        up, down = votes.get(entry_id, (0, 0))
+        votes[entry_id] = (up + n, down) if useful else (up, down + n)
+    return votes
+
+
 # --- the per-process index ---------------------------------------------------------------------------
 
 class KBRuntime:
