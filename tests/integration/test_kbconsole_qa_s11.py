@@ -269,3 +269,21 @@ def test_the_list_shows_each_entrys_useful_and_useless_votes(client, kb, make_st
     page = client.get("/console/kb/", query_string={"q": "building-park"}).get_data(as_text=True)
     row = next(r for r in re.findall(r"<tr>.*?</tr>", page, re.S) if "<code>building-park</code>" in r)
     assert re.search(r"有用\s*1\s*/\s*没用\s*2", re.sub(r"<[^>]+>", "", row)), row
+
+
+def test_entries_without_a_category_can_be_listed_on_their_own(client, kb, make_staff, console_login, db):
+    """Entries imported from a sheet without a 分类 column have none; the list's category menu offers （未分类）,
+    but choosing it sent an empty value, which means 全部分类: all entries came back and the uncategorised ones
+    could not be found to sort them."""
+    from knowledge.schema import Entry
+    from wxapp_backend.audit import SYSTEM
+    from wxapp_backend.db import session_scope
+
+    with session_scope() as s:
+        services.save_entry(s, client.application.extensions["wxapp"].redis, SYSTEM,
+                            Entry(id="no-category", question="没有分类的问题", answer="答案"), create=True)
+    console_login(make_staff(role="staff"))
+    page = client.get("/console/kb/").get_data(as_text=True)
+    value = re.search(r'<option value="([^"]*)"[^>]*>（未分类）</option>', page).group(1)
+    page = client.get("/console/kb/", query_string={"category": value}).get_data(as_text=True)
+    assert _total(page) == 1 and "<code>no-category</code>" in page, _total(page)

@@ -23,6 +23,7 @@ from .models import KBEntry, UnansweredQuestion
 bp = Blueprint("kb_console", __name__, url_prefix="/console/kb")
 
 PER_PAGE = 30
+NO_CATEGORY = "（未分类）"
 _LINE_BREAK_RE = re.compile(r"\r\n?")
 _TAG_SEPARATORS = re.compile(r"[,，、|｜]")
 ENTRY_FIELDS = (
@@ -87,8 +88,8 @@ def entries():
                                     for c in (KBEntry.id, KBEntry.question, KBEntry.answer)),
                                   *(cast(c, Text).icontains(in_json, autoescape=True)
                                     for c in (KBEntry.similar, KBEntry.tags))))
-        if category:
-            stmt = stmt.where(KBEntry.category == category)
+        if category:  # the menu's （未分类） is its own value: an empty one means every category
+            stmt = stmt.where(KBEntry.category == ("" if category == NO_CATEGORY else category))
         if show == "current":
             stmt = stmt.where(KBEntry.retired.is_(False))
         elif show == "retired":
@@ -105,6 +106,7 @@ def entries():
         hits = services.get_runtime().get().search(q, 5)
     return render_template("console/kb/list.html", rows=rows, total=total, page=page, per_page=PER_PAGE, q=q,
                            category=category, categories=categories, show=show, rates=rates, hits=hits, votes=votes,
+                           no_category=NO_CATEGORY,
                            today=services.today_shanghai())
 
 
