@@ -287,3 +287,34 @@ def test_entries_without_a_category_can_be_listed_on_their_own(client, kb, make_
     value = re.search(r'<option value="([^"]*)"[^>]*>（未分类）</option>', page).group(1)
     page = client.get("/console/kb/", query_string={"category": value}).get_data(as_text=True)
     assert _total(page) == 1 and "<code>no-category</code>" in page, _total(page)
+
+
+def test_a_question_ignored_by_mistake_can_be_put_back_and_a_stale_ignore_does_not_undo_a_colleagues_work(
+        client, kb, make_staff, console_login, db):
+    """忽略 was final: a question ignored by a slip of the mouse stayed in 已忽略 for good (asked again, it is only
+    counted there), with no way back to 待处理. And a colleague's 忽略 from a page opened earlier overwrote a
+    question another had just handled, forgetting the entry it was handled with. Handled questions can be put back
+    (audited); 忽略 of a question already handled is refused."""
+    from wxapp_backend.audit import AuditLog
+
+    token = console_login(make_staff(role="staff"))
+    for text in ("园区停车费多少", "楼宇里有没有母婴室"):
+        assert client.post("/api/v1/chat", json={"text": text}).get_json()["decision"] == "fallback"
+    parking = db.query(UnansweredQuestion).filter_by(text="园区停车费多少").one()
+    nursery = db.query(UnansweredQuestion).filter_by(text="楼宇里有没有母婴室").one()
+
+    assert client.post(f"/console/kb/unanswered/{parking.id}/ignore", data={"csrf_token": token}).status_code == 302
+    page = client.get("/console/kb/unanswered", query_string={"status": "ignored"}).get_data(as_text=True)
+    assert f"/console/kb/unanswered/{parking.id}/reopen" in page
+    resp = client.post(f"/console/kb/unanswered/{parking.id}/reopen", data={"csrf_token": token})
+    assert resp.status_code == 302
+    db.expire_all()
+    assert db.get(UnansweredQuestion, parking.id).status == "open"
+    assert db.query(AuditLog).filter_by(action="kb.unanswered_reopened", target_id=str(parking.id)).count() == 1
+
+    client.post(f"/console/kb/unanswered/{nursery.id}/phrasing", data={"csrf_token": token, "entry_id": "building-venue"})
+    stale = client.post(f"/console/kb/unanswered/{nursery.id}/ignore", data={"csrf_token": token})
+    assert stale.status_code == 409 and "已被处理" in stale.get_data(as_text=True)
+    db.expire_all()
+    row = db.get(UnansweredQuestion, nursery.id)
+    assert (row.status, row.resolved_entry_id) == ("resolved", "building-venue")

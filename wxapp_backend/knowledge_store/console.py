@@ -237,3 +237,12 @@ def unanswered_ignore(qid: int):
         services.resolve_unanswered(s, g.actor, qid, None, ignore=True)
     flash("已忽略。")
     return redirect(url_for("kb_console.unanswered"))
+
+
+@bp.post("/unanswered/<int:qid>/reopen")
+@console_required(StaffRole.STAFF)
+def unanswered_reopen(qid: int):
+    with session_scope() as s:
+        services.reopen_unanswered(s, g.actor, qid)
+    flash("已放回待处理。")
+    return redirect(url_for("kb_console.unanswered"))

@@ -314,9 +314,12 @@ def _count_unanswered(session: Session, norm: str, text: str) -> None:
 
 def resolve_unanswered(session: Session, actor: Actor, unanswered_id: int, entry_id: str | None,
                        *, ignore: bool = False) -> UnansweredQuestion:
-    row = session.get(UnansweredQuestion, unanswered_id)
+    row = session.get(UnansweredQuestion, unanswered_id, with_for_update=True)
     if row is None:
         raise NotFound("没有找到这个问题。")
+    if ignore and row.status != "open":
+        # 忽略 from a page opened earlier would forget the entry a colleague has just handled it with.
+        raise Conflict("这个问题已被处理（或已忽略），无需再忽略。如需重新处理，请在“已处理”或“已忽略”中把它放回待处理。")
     row.status = "ignored" if ignore else "resolved"
     row.resolved_entry_id = entry_id
     audit(session, actor, "kb.unanswered_ignored" if ignore else "kb.unanswered_resolved", row,
@@ -337,6 +340,17 @@ def _holds_turn(turn: ChatTurn, user_id: int | None, secret: str, vote_token: st
     # As bytes: compare_digest refuses a str with non-ASCII characters, and the token is the caller's text.
     return bool(vote_token) and bool(secret) and hmac.compare_digest(
         vote_token.encode("utf-8"), turn_vote_token(secret, turn.id).encode("utf-8"))
+
+
+def reopen_unanswered(session: Session, actor: Actor, unanswered_id: int) -> UnansweredQuestion:
+    """Put a handled or ignored question back in the queue (a 忽略 clicked by mistake was otherwise final)."""
+    row = session.get(UnansweredQuestion, unanswered_id, with_for_update=True)
+    if row is None:
+        raise NotFound("没有找到这个问题。")
+    if row.status != "open":
+        audit(session, actor, "kb.unanswered_reopened", row, was=row.status, entry_id=row.resolved_entry_id)
+        row.status, row.resolved_entry_id = "open", None
+    return row
 
 
 def record_feedback(session: Session, *, turn_id: int | None, entry_id: str, user_id: int | None,
