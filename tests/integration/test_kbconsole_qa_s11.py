@@ -318,3 +318,15 @@ def test_a_question_ignored_by_mistake_can_be_put_back_and_a_stale_ignore_does_n
     db.expire_all()
     row = db.get(UnansweredQuestion, nursery.id)
     assert (row.status, row.resolved_entry_id) == ("resolved", "building-venue")
+
+
+def test_a_users_long_question_pasted_into_the_list_search_is_searched(client, kb, make_staff, console_login):
+    """To see how the bot matches what a user wrote, staff paste the user's question into the list's search box.
+    A question longer than 128 characters (a standard question may have 300) answered with an error page
+    (搜索不能超过 128 个字) instead of the list and the bot's matches."""
+    console_login(make_staff(role="staff"))
+    question = "您好，我们是一家刚从外省迁到长宁的科技型中小企业，" * 6 + "请问外籍人才工作许可怎么办？"
+    assert 128 < len(question) <= 300
+    resp = client.get("/console/kb/", query_string={"q": question})
+    assert resp.status_code == 200
+    assert "机器人会怎么匹配" in resp.get_data(as_text=True)

@@ -65,8 +65,9 @@ def _entry_from_form(form: dict) -> Entry:
                  **{f: data.get(f) for f in POLICY_FIELDS}, retired=False)
 
 
-# q takes a whole id (128 characters): saving an entry lands on the list searched by its id.
-LIST_FILTERS = (Field("q", "str", "搜索", max_len=128, default=""), Field("category", "str", "分类", max_len=40, default=""))
+# q takes a whole id (128 characters: saving an entry lands on the list searched by its id) and a whole question
+# (300, a user's question pasted in to see what the bot matches).
+LIST_FILTERS = (Field("q", "str", "搜索", max_len=300, default=""), Field("category", "str", "分类", max_len=40, default=""))
 
 
 @bp.get("/")
