@@ -330,3 +330,25 @@ def test_a_users_long_question_pasted_into_the_list_search_is_searched(client, k
     resp = client.get("/console/kb/", query_string={"q": question})
     assert resp.status_code == 200
     assert "机器人会怎么匹配" in resp.get_data(as_text=True)
+
+
+def test_a_question_can_be_added_to_an_entry_the_queue_did_not_suggest(client, kb, make_staff, console_login, db):
+    """The queue offers the entries the bot finds closest; when the right one is not among them, the only way was
+    to open that entry, type the question in by hand, and then 忽略 the question (so it counted as ignored, not
+    handled, and nothing tied it to the entry). The queue takes the number of any entry."""
+    token = console_login(make_staff(role="staff"))
+    asked = "外卖小哥能进写字楼吗"
+    assert client.post("/api/v1/chat", json={"text": asked}).get_json()["decision"] == "fallback"
+    question = db.query(UnansweredQuestion).one()
+    page = client.get("/console/kb/unanswered").get_data(as_text=True)
+    forms = re.findall(rf'<form method="post" action="/console/kb/unanswered/{question.id}/phrasing".*?</form>',
+                       page, re.S)
+    inputs = [i for f in forms for i in re.findall(r"<input[^>]*>", f) if 'name="entry_id"' in i]
+    assert any('type="hidden"' not in i for i in inputs), inputs
+    resp = client.post(f"/console/kb/unanswered/{question.id}/phrasing",
+                       data={"csrf_token": token, "entry_id": " building-venue "})
+    assert resp.status_code == 302
+    body = client.post("/api/v1/chat", json={"text": asked}).get_json()
+    assert (body["decision"], body["entry_id"]) == ("answer", "building-venue")
+    db.expire_all()
+    assert db.get(UnansweredQuestion, question.id).resolved_entry_id == "building-venue"
