@@ -352,3 +352,27 @@ def test_a_question_can_be_added_to_an_entry_the_queue_did_not_suggest(client, k
     assert (body["decision"], body["entry_id"]) == ("answer", "building-venue")
     db.expire_all()
     assert db.get(UnansweredQuestion, question.id).resolved_entry_id == "building-venue"
+
+
+def test_an_offline_entry_is_not_lost_from_the_list_after_a_save_or_a_search(client, kb, make_staff, console_login,
+                                                                             db):
+    """Saving an entry that is offline led to the list searched by its id, showing 在线 entries only: 共 0 条, as if
+    the save had lost it. Searching for an offline entry said 共 0 条 the same way. After a save the list shows the
+    entry whatever its state, and a search says how many offline entries match too."""
+    from wxapp_backend.audit import SYSTEM
+    from wxapp_backend.db import session_scope
+
+    token = console_login(make_staff(role="staff"))
+    with session_scope() as s:
+        services.set_retired(s, client.application.extensions["wxapp"].redis, SYSTEM, "building-park", True)
+    page = client.get("/console/kb/building-park/edit").get_data(as_text=True)
+    form = dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)"', page))
+    row = db.get(KBEntry, "building-park")
+    resp = client.post("/console/kb/building-park/edit", data={
+        **form, "csrf_token": token, "question": row.question, "answer": row.answer + "（已更新）",
+        "similar": "\n".join(row.similar), "category": row.category, "tags": ", ".join(row.tags)},
+        follow_redirects=True)
+    page = resp.get_data(as_text=True)
+    assert resp.status_code == 200 and "<code>building-park</code>" in page, _total(page)
+    page = client.get("/console/kb/", query_string={"q": "building-park"}).get_data(as_text=True)
+    assert _total(page) == 0 and "另有 1 条已下线" in page

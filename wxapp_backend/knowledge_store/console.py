@@ -91,7 +91,11 @@ def entries():
                                     for c in (KBEntry.similar, KBEntry.tags))))
         if category:  # the menu's （未分类） is its own value: an empty one means every category
             stmt = stmt.where(KBEntry.category == ("" if category == NO_CATEGORY else category))
+        offline = 0
         if show == "current":
+            if q or category:  # otherwise a search for an offline entry said 共 0 条, as if it did not exist
+                retired = stmt.where(KBEntry.retired.is_(True))
+                offline = s.scalar(select(func.count()).select_from(retired.subquery()))
             stmt = stmt.where(KBEntry.retired.is_(False))
         elif show == "retired":
             stmt = stmt.where(KBEntry.retired.is_(True))
@@ -106,7 +110,7 @@ def entries():
     if q:
         hits = services.get_runtime().get().search(q, 5)
     return render_template("console/kb/list.html", rows=rows, total=total, page=page, per_page=PER_PAGE, q=q,
-                           category=category, categories=categories, show=show, rates=rates, hits=hits, votes=votes,
+                           category=category, categories=categories, show=show, rates=rates, hits=hits, votes=votes, offline=offline,
                            no_category=NO_CATEGORY,
                            today=services.today_shanghai())
 
@@ -143,7 +147,8 @@ def _edit(entry_id: str | None):
                 if from_q:
                     services.add_unanswered_as_phrasing(s, _redis(), g.actor, from_q, entry.id)
             flash("已保存，机器人几秒内就会用上新内容。")
-            return redirect(url_for("kb_console.entries", q=entry.id))
+            # show=all: an offline entry, saved, is still on the page (在线 only said 共 0 条, as if it were lost).
+            return redirect(url_for("kb_console.entries", q=entry.id, show="all"))
         except AppError as exc:
             errors = exc.fields or {"_": exc.message}
             status = exc.status
