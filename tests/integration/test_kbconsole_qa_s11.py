@@ -376,3 +376,18 @@ def test_an_offline_entry_is_not_lost_from_the_list_after_a_save_or_a_search(cli
     assert resp.status_code == 200 and "<code>building-park</code>" in page, _total(page)
     page = client.get("/console/kb/", query_string={"q": "building-park"}).get_data(as_text=True)
     assert _total(page) == 0 and "另有 1 条已下线" in page
+
+
+def test_one_anonymous_caller_tapping_useless_again_and_again_does_not_move_the_useful_share(client, kb, db):
+    """A logged-in user has one vote per entry, and a chat turn one vote; a caller without a login voting on an
+    entry without a turn got a new vote row each time (30 a minute from one address), so one person could drive
+    an answer's 有用率 wherever they liked. Such a vote needs the chat turn it is about, or a login."""
+    for _ in range(3):
+        resp = client.post("/api/v1/kb/feedback", json={"entry_id": "building-park", "useful": False})
+        assert resp.status_code == 401 and "登录" in resp.get_json()["message"], resp.get_json()
+    assert services.answer_rates(db)["votes"] == 0
+    body = client.post("/api/v1/chat", json={"text": "外籍人才工作许可怎么办"}).get_json()
+    resp = client.post("/api/v1/kb/feedback", json={"entry_id": body["entry_id"], "useful": True,
+                                                    "turn_id": body["turn_id"], "vote_token": body["vote_token"]})
+    assert resp.status_code == 200
+    assert services.answer_rates(db)["votes"] == 1
