@@ -56,6 +56,9 @@ HEADER_ALIASES: dict[str, str] = {
 }
 LIST_SEPARATOR = "|"
 _SPLIT_RE = re.compile(r"[|｜]")
+# Tags are keywords: a file's “高新、专精特新” is two, as the console's form reads it (a form save of an entry with
+# that one tag otherwise changed its tags behind the editor's back).
+TAG_SEPARATORS = re.compile(r"[,，、|｜]")
 # Control characters other than tab/newline (Word's soft line break is \x0b) never belong in an entry, and an
 # .xlsx cannot hold them; the console drops them the same way.
 _CONTROL_RE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
@@ -238,6 +241,8 @@ def _build_entry(
         items, ok = _as_list(data.get(name))
         if not ok:
             err(name, "必须是文本列表（YAML/JSON 用列表，CSV/Excel 用 “|” 分隔）")
+        if name == "tags":
+            items = list(dict.fromkeys(t.strip() for i in items for t in TAG_SEPARATORS.split(i) if t.strip()))
         kwargs[name] = tuple(items)
     for name in POLICY_FIELDS:
         if name in DATE_FIELDS:

@@ -391,3 +391,25 @@ def test_one_anonymous_caller_tapping_useless_again_and_again_does_not_move_the_
                                                     "turn_id": body["turn_id"], "vote_token": body["vote_token"]})
     assert resp.status_code == 200
     assert services.answer_rates(db)["votes"] == 1
+
+
+def test_fixing_an_answer_does_not_quietly_split_a_tag_that_came_from_a_file(app, client, kb, make_staff,
+                                                                              console_login, db, tmp_path):
+    """A sheet tagged an entry “高新、专精特新”. A colleague later fixed a typo in its answer in the console: the save
+    also changed the tags (the form splits tags at “、” and “，”), an edit nobody made, in the audit as theirs. Files
+    read tags with the form's separators, so the form gives back what it was shown."""
+    from wxapp_backend.audit import AuditLog
+
+    sheet = tmp_path / "tags.csv"
+    sheet.write_text("id,question,answer,tags\ntagged,带标签的问题,带标签的答案,高新、专精特新|融资，贷款\n", encoding="utf-8")
+    assert app.test_cli_runner().invoke(args=["kb", "import", str(sheet)]).exit_code == 0
+    token = console_login(make_staff(role="staff"))
+    page = client.get("/console/kb/tagged/edit").get_data(as_text=True)
+    form = dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)"', page))
+    shown = re.search(r'<input name="tags" value="([^"]*)"', page).group(1)
+    resp = client.post("/console/kb/tagged/edit", data={**form, "csrf_token": token, "question": "带标签的问题",
+                                                         "answer": "带标签的答案（已更正）", "tags": shown})
+    assert resp.status_code == 302
+    db.expire_all()
+    edit = db.query(AuditLog).filter_by(action="kb.entry_updated", target_id="tagged").one()
+    assert edit.data["fields"] == ["answer"], edit.data

@@ -9,6 +9,7 @@ from datetime import timedelta
 from flask import Blueprint, abort, current_app, flash, g, redirect, render_template, request, url_for
 from sqlalchemy import Text, cast, func, or_, select
 
+from knowledge.loaders import TAG_SEPARATORS
 from knowledge.schema import POLICY_FIELDS, Entry
 
 from ..auth.guard import console_required
@@ -25,7 +26,6 @@ bp = Blueprint("kb_console", __name__, url_prefix="/console/kb")
 PER_PAGE = 30
 NO_CATEGORY = "（未分类）"
 _LINE_BREAK_RE = re.compile(r"\r\n?")
-_TAG_SEPARATORS = re.compile(r"[,，、|｜]")
 ENTRY_FIELDS = (
     Field("id", "str", "编号", required=True, max_len=128),
     Field("question", "str", "标准问题", required=True, max_len=300),
@@ -59,7 +59,7 @@ def _entry_from_form(form: dict) -> Entry:
     data = {k: _LINE_BREAK_RE.sub("\n", v) if isinstance(v, str) else v for k, v in data.items()}
     split = [s.strip() for s in (data["similar"] or "").splitlines() if s.strip()]
     # A Chinese keyboard's comma is “，”; "|" and "｜" separate tags in table files.
-    tags = [t.strip() for t in _TAG_SEPARATORS.split(data["tags"] or "") if t.strip()]
+    tags = [t.strip() for t in TAG_SEPARATORS.split(data["tags"] or "") if t.strip()]
     return Entry(id=data["id"], question=data["question"], answer=data["answer"], similar=tuple(split),
                  category=data["category"] or "", tags=tuple(tags),
                  **{f: data.get(f) for f in POLICY_FIELDS}, retired=False)
