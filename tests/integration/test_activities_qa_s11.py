@@ -348,3 +348,32 @@ def test_an_unknown_category_is_explained_by_the_names_people_read(client, make_
     assert resp.status_code in (400, 422), resp.get_json()
     text = str(resp.get_json())
     assert "午间一小时（lunch_hour）" in text and "财务经理沙龙（cfo_salon）" in text
+
+
+def test_registrants_of_a_cancelled_activity_are_told_why(client, new_activity, make_user, user_token, staff,
+                                                          staff_headers, db, console_login):
+    """Cancelling told registrants only “很抱歉，活动已取消”: they asked the centre why, and whether it would be held
+    later. Staff may give a reason (API and console); it goes into the notice, the registration's history and the
+    audit row. Too long a reason is refused before anything is cancelled."""
+    from wxapp_backend.audit import AuditLog
+
+    aid = new_activity(capacity=3)
+    u = make_user()
+    _reg(client, aid, user_token(u))
+    resp = client.patch(f"/api/v1/staff/activities/{aid}", headers=staff_headers(staff),
+                        json={"status": "cancelled", "cancel_reason": "因" + "台风" * 30})
+    assert resp.status_code == 422 and "取消原因" in resp.get_json()["message"]
+    assert client.get(f"/api/v1/activities/{aid}").get_json()["status"] == "published"
+    resp = client.patch(f"/api/v1/staff/activities/{aid}", headers=staff_headers(staff),
+                        json={"status": "cancelled", "cancel_reason": "因台风预警，活动改期另行通知。"})
+    assert resp.status_code == 200, resp.get_json()
+    inbox = client.get("/api/v1/me/inbox", headers=user_token(u)).get_json()["items"]
+    assert any("已取消（因台风预警，活动改期另行通知），给您带来不便" in i["body"] for i in inbox), inbox
+    row = db.scalars(select(AuditLog).where(AuditLog.action == "activity.updated")
+                     .order_by(AuditLog.id.desc())).first()
+    assert row.data["cancel_reason"] == "因台风预警，活动改期另行通知。"
+    # The console's editor offers the box while the activity can still be cancelled.
+    other = new_activity(capacity=3)
+    console_login(staff)
+    page = client.get(f"/console/activities/{other}/edit").get_data(as_text=True)
+    assert 'name="cancel_reason"' in page

@@ -183,7 +183,8 @@ def create_activity():
 
 @bp.patch("/staff/activities/<int:activity_id>")
 @staff_api_required(StaffRole.STAFF)
-@doc("修改活动（只传要改的字段；增加名额会自动递补候补）", body=services.ACTIVITY_FIELDS, auth="staff",
+@doc("修改活动（只传要改的字段；增加名额会自动递补候补；取消活动时可带 cancel_reason 告知报名者）",
+     body=(*services.ACTIVITY_FIELDS, services.CANCEL_REASON), auth="staff",
      tags=["活动管理"])
 def update_activity(activity_id: int):
     from ..http import json_body

@@ -66,7 +66,7 @@ def _form_data() -> dict[str, Any]:
     """The editor form as the service's input (datetime-local values are Shanghai time)."""
     f = request.form
     data: dict[str, Any] = {}
-    for name in ("category", "title", "description", "address", "cover_image", "status"):
+    for name in ("category", "title", "description", "address", "cover_image", "status", "cancel_reason"):
         if name in f:
             data[name] = f.get(name, "")
     for name in _DT_FIELDS + ("capacity", "per_enterprise_cap", "building_id"):

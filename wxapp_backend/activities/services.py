@@ -145,6 +145,8 @@ def _cross_check(v: dict[str, Any]) -> dict[str, str]:
 # Optional settings an edit may remove (a partial validation reads a missing or null value as "unchanged").
 CLEARABLE = ("registration_opens_at", "registration_closes_at", "cancel_deadline", "per_enterprise_cap",
              "building_id")
+CANCEL_REASON = Field("cancel_reason", "str", "取消原因", max_len=50, default="",
+                      description="把活动状态改为已取消时可填，写进给报名者的通知")
 
 
 def _tidy_question(q: Any) -> Any:
@@ -212,7 +214,9 @@ def update_activity(session: Session, actor: Actor, activity_id: int, data: dict
     """Edit an activity; raising the capacity promotes that many from the waitlist in this transaction.
     `clear` names optional settings (CLEARABLE) to remove, as the console's editor does with an emptied box."""
     activity = lock_activity(session, activity_id)
-    v = _validated(data, activity, clear)
+    # 取消原因: not a setting of the activity, the registrants' notice and the audit row carry it.
+    reason = validate({"cancel_reason": data.get("cancel_reason", "")}, (CANCEL_REASON,))["cancel_reason"]
+    v = _validated({k: val for k, val in data.items() if k != "cancel_reason"}, activity, clear)
     _check_buildings(session, v)
     now = utcnow()
     if activity.starts_at > now and v.get("starts_at") is not None and v["starts_at"] <= now:
@@ -245,7 +249,9 @@ def update_activity(session: Session, actor: Actor, activity_id: int, data: dict
     for k, val in changed.items():
         setattr(activity, k, val)
     session.flush()
-    audit(session, actor, "activity.updated", activity, changed=sorted(changed), changes=changes)
+    cancelled = changed.get("status") == ActivityStatus.CANCELLED
+    audit(session, actor, "activity.updated", activity, changed=sorted(changed), changes=changes,
+          **({"cancel_reason": reason} if cancelled and reason else {}))
     if changed.get("requires_approval") is False and activity.status != ActivityStatus.CANCELLED:
         # No approval any more: those waiting for one (their seats held already) are in, and told so; they would
         # have stayed 待审核 with nobody left to decide.
@@ -255,8 +261,8 @@ def update_activity(session: Session, actor: Actor, activity_id: int, data: dict
             transition(session, reg, RegStatus.CONFIRMED, actor, "活动改为无需审核")
             tell(session, reg, activity, "registration_approved", "报名成功",
                  f"您报名的活动“{activity.title}”已改为无需审核，报名已确认。", "报名成功")
-    if changed.get("status") == ActivityStatus.CANCELLED:
-        _cancel_registrations(session, activity, actor)
+    if cancelled:
+        _cancel_registrations(session, activity, actor, reason)
     elif activity.status == ActivityStatus.PUBLISHED and {"starts_at", "ends_at", "address", "building_id"} & changed.keys():
         _tell_changed(session, activity)
     if activity.status == ActivityStatus.PUBLISHED:
@@ -293,19 +299,21 @@ ATTENDANCE_GRACE = timedelta(hours=1)
 STILL_TO_COME = (RegStatus.PENDING_APPROVAL.value, RegStatus.CONFIRMED.value, RegStatus.WAITLISTED.value)
 
 
-def _cancel_registrations(session: Session, activity: Activity, actor: Actor) -> int:
+def _cancel_registrations(session: Session, activity: Activity, actor: Actor, reason: str = "") -> int:
     """The activity is cancelled: every registration still waiting for it (a seat, the waitlist, awaiting
-    approval) is cancelled with it and its user told; the caller holds the activity lock. Those already checked
-    in (check-in opens before the start) or recorded as no-shows keep that record: it is what happened."""
+    approval) is cancelled with it and its user told, with staff's reason when they gave one (a bare apology
+    left people asking why, and whether it would be held later); the caller holds the activity lock. Those
+    already checked in (check-in opens before the start) or recorded as no-shows keep that record."""
     regs = session.scalars(select(Registration).where(Registration.activity_id == activity.id,
                                                       Registration.status.in_(STILL_TO_COME))).all()
     now = utcnow()
     for reg in regs:
-        transition(session, reg, RegStatus.CANCELLED, actor, note="活动取消")
+        transition(session, reg, RegStatus.CANCELLED, actor, note=f"活动取消：{reason}" if reason else "活动取消")
         reg.cancelled_at = now
+        why = f"（{reason.rstrip('。.')}）" if reason else ""
         tell(session, reg, activity, "registration_cancelled", "活动已取消",
-             f"很抱歉，您报名的活动“{activity.title}”已取消，给您带来不便，敬请谅解。", "活动已取消",
-             note="很抱歉，活动已取消")
+             f"很抱歉，您报名的活动“{activity.title}”已取消{why}，给您带来不便，敬请谅解。", "活动已取消",
+             note=f"活动取消：{reason}" if reason else "很抱歉，活动已取消")
     return len(regs)
 
 
