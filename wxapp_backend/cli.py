@@ -377,6 +377,8 @@ def _masked_url() -> str:
 
 
 def _supervise(procs: list[subprocess.Popen]) -> None:
+    from .jobs_runtime import STOP_GRACE
+
     stopping = False
 
     def stop(*_):
@@ -398,7 +400,8 @@ def _supervise(procs: list[subprocess.Popen]) -> None:
                     break
             time.sleep(0.5)
     finally:
-        deadline = time.monotonic() + 20
+        # The job worker gives its job STOP_GRACE seconds, then hands it back to the queue and exits.
+        deadline = time.monotonic() + STOP_GRACE + 10
         for p in procs:
             try:
                 p.wait(timeout=max(0.1, deadline - time.monotonic()))

@@ -1,25 +1,153 @@
-"""The RQ worker process: runs jobs inside the application context and counts them in /metrics."""
+"""The RQ worker process: runs jobs inside the application context and counts them in /metrics.
+
+Stopping and crashing: a job is never left behind. Asked to stop (SIGTERM / Ctrl-C, `serve` stopping), the worker
+takes no new job and gives the one in hand STOP_GRACE seconds; then it stops the job's process and puts the job
+back at the head of its queue, where the next worker start (or another worker) picks it up. A job whose process
+died under it (killed -9, out of memory), or whose worker died (its work-horse dies with it), runs once more; a
+job that dies a second time goes to the failed jobs, where staff can requeue it.
+"""
 
 from __future__ import annotations
 
 import logging
+import os
+import signal
+import threading
+import time
 
 from flask import current_app
 from rq import Queue, Worker
+from rq.exceptions import AbandonedJobError
 
 from .metrics import JOBS
 
 log = logging.getLogger(__name__)
 
+STOP_GRACE = 10.0  # seconds a job may go on after the worker is asked to stop; `serve` waits longer than this
+RERUN_KEY = "wxapp_reruns"  # job.meta: times the job was run again because its process died under it
+MAINTENANCE_INTERVAL = 60  # seconds between RQ's registry clean-ups, which find the jobs of a worker that died
+
+
+def _die_with_parent(sig: int) -> None:
+    """Linux: this process gets `sig` when its parent dies, even by SIGKILL."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, sig)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def allow_one_rerun(job) -> None:
+    """A job whose process died under it runs again once (RQ would fail a job without retries for good, and
+    retry one with retries as often as it has them: a job that kills its process each time would do it again)."""
+    reruns = int(job.meta.get(RERUN_KEY, 0))
+    if reruns >= 1:
+        job.retries_left = 0
+        return
+    job.meta[RERUN_KEY] = reruns + 1
+    if not job.retries_left:
+        job.retries_left = 1
+
+
+def _abandoned(job, exc_type, exc_value, traceback) -> bool:
+    """RQ's clean-up found a job whose worker stopped sending heartbeats (it was killed): run it once more."""
+    if exc_type is AbandonedJobError:
+        log.warning("job abandoned by a worker that died: running it again", extra={"job_id": job.id})
+        allow_one_rerun(job)
+    return True  # the other handlers (and RQ's own handling) still run
+
 
 class AppWorker(Worker):
     """A forking worker; the work horse inherits the app context pushed by `flask worker`."""
+
+    def __init__(self, *args, stop_grace: float = STOP_GRACE, **kwargs) -> None:
+        kwargs.setdefault("maintenance_interval", MAINTENANCE_INTERVAL)
+        super().__init__(*args, **kwargs)
+        self.stop_grace = stop_grace
+        self._main_pid = os.getpid()
+        self._job_in_hand: str | None = None
+        self._handing_back: str | None = None
+        self.push_exc_handler(_abandoned)
+
+    # --- the job's process ------------------------------------------------------------------------------
+
+    def main_work_horse(self, job, queue):  # type: ignore[override]
+        # RQ gives the horse a process group of its own, so signals to the worker's group miss it: without this it
+        # ran its job on, unsupervised, after its worker was killed (and a second worker then ran the same job).
+        _die_with_parent(signal.SIGKILL)
+        if os.getppid() != self._main_pid:  # the worker died before the line above
+            os._exit(1)
+        return super().main_work_horse(job, queue)
+
+    def execute_job(self, job, queue):  # type: ignore[override]
+        self._job_in_hand = job.id
+        try:
+            return super().execute_job(job, queue)
+        finally:
+            self._job_in_hand = self._handing_back = None
+
+    # --- stopping -----------------------------------------------------------------------------------------
+
+    def request_stop(self, signum, frame):  # type: ignore[override]
+        job_id = self._job_in_hand
+        super().request_stop(signum, frame)  # idle: raises StopRequested; busy: stops after this job
+        if job_id is not None:
+            log.info("worker stopping: the job in hand has %s s to finish", self.stop_grace,
+                     extra={"job_id": job_id})
+            threading.Thread(target=self._cut_off_after_grace, args=(job_id,), name="stop-grace",
+                             daemon=True).start()
+
+    def request_force_stop(self, signum, frame):  # type: ignore[override]
+        # Asked a second time: hand the job back now instead of killing it and leaving it "started" (RQ's way).
+        if self._job_in_hand is not None and self.horse_pid:
+            self._cut_off(self._job_in_hand)
+            return
+        super().request_force_stop(signum, frame)
+
+    def _cut_off_after_grace(self, job_id: str) -> None:
+        deadline = time.monotonic() + self.stop_grace
+        while self._job_in_hand == job_id and time.monotonic() < deadline:
+            time.sleep(0.1)
+        while self._job_in_hand == job_id and not self.horse_pid:  # dequeued, its process not forked yet
+            time.sleep(0.05)
+        if self._job_in_hand == job_id:
+            self._cut_off(job_id)
+
+    def _cut_off(self, job_id: str) -> None:
+        if self._handing_back == job_id:
+            return
+        log.warning("worker stopping: handing the unfinished job back to the queue", extra={"job_id": job_id})
+        self._handing_back = job_id
+        self.kill_horse()  # the monitor loop then sees the horse gone and calls handle_job_failure
+
+    def _hand_back(self, job, queue) -> None:
+        """Put a job this worker stopped back at the head of its queue (it was not run to its end)."""
+        job.started_at = job.ended_at = None
+        with self.connection.pipeline() as pipeline:
+            pipeline.multi()  # one transaction: out of "started" and back in the queue, or neither
+            self.cleanup_execution(job, pipeline=pipeline)
+            queue.enqueue_job(job, pipeline=pipeline, at_front=True)
+            pipeline.execute()
+        JOBS.labels(job.func_name, "handed_back").inc()
+        log.warning("unfinished job handed back to the head of its queue (not failed): the next worker runs it",
+                    extra={"job_id": job.id})
+
+    # --- outcomes -----------------------------------------------------------------------------------------
+
+    def handle_work_horse_killed(self, job, retpid, ret_val, rusage):  # type: ignore[override]
+        super().handle_work_horse_killed(job, retpid, ret_val, rusage)
+        if job.id != self._handing_back:
+            allow_one_rerun(job)
 
     def handle_job_success(self, job, queue, started_job_registry):  # type: ignore[override]
         JOBS.labels(job.func_name, "ok").inc()
         return super().handle_job_success(job, queue, started_job_registry)
 
     def handle_job_failure(self, job, queue, started_job_registry=None, exc_string=""):  # type: ignore[override]
+        if self._handing_back is not None and job.id == self._handing_back:
+            self._hand_back(job, queue)
+            return None
         JOBS.labels(job.func_name, "failed").inc()
         return super().handle_job_failure(job, queue, started_job_registry=started_job_registry,
                                           exc_string=exc_string)

@@ -1,0 +1,274 @@
+"""Stopping and crashing the real processes (QA pass 11): `serve` and `flask worker` with a job in hand."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import redis
+from rq import Queue, Retry, Worker
+from rq.registry import FailedJobRegistry, StartedJobRegistry
+
+from tests.e2e.helpers import ROOT, descendants, free_port, is_running, run_flask, tail, wait_for_health
+from wxapp_backend.db import session_scope
+
+pytestmark = pytest.mark.e2e
+
+
+def long_job(marker: str, long_runs: int = 1) -> str:
+    """A job for the worker: notes each run (and its process) in `marker`; its first `long_runs` runs take five
+    minutes, a later one ends at once."""
+    path = Path(marker)
+    runs = path.read_text().count("start") if path.exists() else 0
+    with path.open("a") as fh:
+        fh.write(f"start {os.getpid()}\n")
+    if runs < long_runs:
+        time.sleep(300)
+    with path.open("a") as fh:
+        fh.write(f"done {os.getpid()}\n")
+    return "done"
+
+
+def _lines(marker: Path, word: str) -> list[str]:
+    if not marker.exists():
+        return []
+    return [ln.split()[1] for ln in marker.read_text().splitlines() if ln.startswith(word + " ")]
+
+
+def _wait(what: str, check, timeout: float, proc: subprocess.Popen | None = None, stderr_path: Path | None = None):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = check()
+        if found:
+            return found
+        if proc is not None and proc.poll() is not None:
+            pytest.fail(f"{what}: the process exited with {proc.returncode}\n--- stderr\n{tail(stderr_path)}",
+                        pytrace=False)
+        time.sleep(0.1)
+    pytest.fail(f"{what}: not within {timeout:.0f} s" + (f"\n--- stderr\n{tail(stderr_path)}" if stderr_path else ""),
+                pytrace=False)
+
+
+class Serve:
+    """`flask --app wsgi serve` in its own session, as a newcomer starts it."""
+
+    def __init__(self, service_env, tmp_path: Path, name: str) -> None:
+        self.service_env, self.port = service_env, free_port()
+        self.stderr_path = tmp_path / f"{name}.stderr"
+        self.stdout_path = tmp_path / f"{name}.stdout"
+        with open(self.stdout_path, "wb") as out, open(self.stderr_path, "wb") as err:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "flask", "--app", "wsgi", "serve", "--bind", f"127.0.0.1:{self.port}",
+                 "--workers", "1"], cwd=ROOT, env=service_env.env, stdout=out, stderr=err, start_new_session=True)
+        self.seen: dict[int, str] = {}
+
+    def wait_ready(self) -> redis.Redis:
+        wait_for_health(f"http://127.0.0.1:{self.port}", self.proc, self.stderr_path, timeout=60)
+        client = redis.Redis.from_url(self.service_env.redis_url())
+
+        def registered():
+            ours = descendants(self.proc.pid)
+            return [w for w in Worker.all(connection=client) if w.pid in ours]
+
+        _wait("serve's job worker registers", registered, 30, self.proc, self.stderr_path)
+        return client
+
+    def snapshot(self) -> dict[int, str]:
+        self.seen.update(descendants(self.proc.pid))
+        return self.seen
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 60) -> None:
+        self.snapshot()
+        os.kill(self.proc.pid, sig)
+        try:
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"serve did not exit within {timeout:.0f} s of {signal.Signals(sig).name}; still running: "
+                        f"{descendants(self.proc.pid)}\n--- stderr\n{tail(self.stderr_path)}", pytrace=False)
+
+    def left_running(self, grace: float = 3.0) -> dict[int, str]:
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline and any(is_running(pid) for pid in self.seen):
+            time.sleep(0.1)
+        return {pid: cmd for pid, cmd in self.seen.items() if is_running(pid)}
+
+    def kill_all(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=5)
+        for pid in self.seen:
+            if is_running(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
+def test_stopping_serve_mid_job_leaves_no_process_and_the_job_runs_on_the_next_start(service_env, tmp_path):
+    """SIGTERM to `serve` while its worker ran a long job: the worker waited for the job, serve killed the worker
+    after 20 s, and the job's work-horse (RQ puts it in a process group of its own) ran on as an orphan, holding
+    the embedded Redis (which serve then left running). Now the worker gives the job a grace period, then stops
+    it and puts it back at the head of the queue; nothing outlives serve, and the next start runs the job."""
+    marker = tmp_path / "runs.txt"
+    first = Serve(service_env, tmp_path, "first")
+    try:
+        client = first.wait_ready()
+        Queue("default", connection=client).enqueue("tests.e2e.test_ops_qa_s11.long_job", str(marker), job_id="qa-s11-long")
+        client.close()
+        horse = int(_wait("the job starts", lambda: _lines(marker, "start"), 30, first.proc,
+                          first.stderr_path)[0])
+        assert horse in first.snapshot()
+        started = time.monotonic()
+        first.stop(signal.SIGTERM)
+        assert time.monotonic() - started < 40
+        left = first.left_running()
+        assert not left, f"processes left running after serve exited: {left}"
+        assert first.proc.returncode == 0, tail(first.stderr_path)
+        assert _lines(marker, "done") == []  # cut off, not finished
+        if not service_env.external_redis_url:
+            assert "已停止内置 Redis" in first.stdout_path.read_text(), first.stdout_path.read_text()
+    finally:
+        first.kill_all()
+
+    second = Serve(service_env, tmp_path, "second")
+    try:
+        client = second.wait_ready()
+        _wait("the job handed back runs on the next start", lambda: _lines(marker, "done"), 60, second.proc,
+              second.stderr_path)
+        assert len(_lines(marker, "start")) == 2 and len(_lines(marker, "done")) == 1
+        queue = Queue("default", connection=client)
+        assert FailedJobRegistry(queue=queue).get_job_ids() == []
+        assert StartedJobRegistry(queue=queue).get_job_ids() == []
+        client.close()
+        second.stop(signal.SIGINT)
+        assert not second.left_running()
+    finally:
+        second.kill_all()
+
+
+# --------------------------------------------------------------------------- a job's process killed -9
+
+
+class FlaskWorker:
+    """`flask --app wsgi worker` on its own."""
+
+    def __init__(self, service_env, tmp_path: Path, name: str) -> None:
+        self.stderr_path = tmp_path / f"{name}.stderr"
+        with open(self.stderr_path, "wb") as err:
+            self.proc = subprocess.Popen([sys.executable, "-m", "flask", "--app", "wsgi", "worker"], cwd=ROOT,
+                                         env=service_env.env, stdout=subprocess.DEVNULL, stderr=err,
+                                         start_new_session=True)
+        self.client = redis.Redis.from_url(service_env.redis_url())
+        _wait("the worker registers", lambda: [w for w in Worker.all(connection=self.client) if w.pid == self.proc.pid],
+              60, self.proc, self.stderr_path)
+        self.queue = Queue("default", connection=self.client)
+
+    def close(self) -> None:
+        for pid in descendants(self.proc.pid):
+            os.kill(pid, signal.SIGKILL)
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(timeout=10)
+        self.client.close()
+
+
+@pytest.fixture
+def worker(service_env, tmp_path):
+    run_flask(["init-db"], service_env.env)  # the worker's beat runs the periodic jobs on the tables
+    w = FlaskWorker(service_env, tmp_path, "worker")
+    yield w
+    w.close()
+
+
+def _kill_horse_of_run(marker: Path, run: int, proc) -> int:
+    pid = int(_wait(f"run {run} of the job starts", lambda: (_lines(marker, "start") + [None] * run)[run - 1], 60,
+                    proc))
+    os.kill(pid, signal.SIGKILL)
+    return pid
+
+
+def test_a_job_whose_process_is_killed_runs_once_more(worker, tmp_path):
+    """kill -9 of the process running a job (the out-of-memory killer, an operator): RQ moved a job without retries
+    (an activity's reminders, a notice's send, every periodic job) to the failed jobs, lost until someone requeued
+    it by hand. It now runs once more, and only once."""
+    marker = tmp_path / "killed-once.txt"
+    job = worker.queue.enqueue("tests.e2e.test_ops_qa_s11.long_job", str(marker), 1, job_id="qa-s11-killed-once")
+    _kill_horse_of_run(marker, 1, worker.proc)
+    _wait("the job runs once more and ends", lambda: _lines(marker, "done"), 60, worker.proc, worker.stderr_path)
+    time.sleep(1)
+    assert len(_lines(marker, "start")) == 2 and len(_lines(marker, "done")) == 1
+    job.refresh()
+    assert job.get_status() == "finished"
+    assert FailedJobRegistry(queue=worker.queue).get_job_ids() == []
+
+
+def test_a_job_killed_twice_goes_to_the_failed_jobs_not_round_again(worker, tmp_path):
+    marker = tmp_path / "killed-twice.txt"
+    job = worker.queue.enqueue("tests.e2e.test_ops_qa_s11.long_job", str(marker), 5, job_id="qa-s11-killed-twice",
+                               retry=Retry(max=3))
+    _kill_horse_of_run(marker, 1, worker.proc)
+    _kill_horse_of_run(marker, 2, worker.proc)
+    _wait("the job is failed", lambda: job.get_status(refresh=True) == "failed", 30, worker.proc, worker.stderr_path)
+    time.sleep(2)
+    assert len(_lines(marker, "start")) == 2  # no third run, retries or not
+    assert job.id in FailedJobRegistry(queue=worker.queue).get_job_ids()
+
+
+def test_a_killed_worker_takes_its_job_process_with_it_and_the_job_runs_again(worker, service_env, tmp_path):
+    """kill -9 of the worker itself: its work-horse (in a process group of its own) ran the job on, unsupervised;
+    nothing refreshed the job's heartbeat, so once it lapsed the next clean-up handed the still running job to
+    another worker as well. Now the horse dies with its worker, and the clean-up runs the job once more."""
+    from rq.utils import current_timestamp
+
+    from wxapp_backend.jobs_runtime import AppWorker
+
+    marker = tmp_path / "worker-killed.txt"
+    job = worker.queue.enqueue("tests.e2e.test_ops_qa_s11.long_job", str(marker), 1, job_id="qa-s11-worker-killed")
+    horse = int(_wait("the job starts", lambda: _lines(marker, "start"), 60, worker.proc)[0])
+    os.kill(worker.proc.pid, signal.SIGKILL)
+    worker.proc.wait(timeout=10)
+    _wait("the job's process dies with its worker", lambda: not is_running(horse), 5)
+    # What the next worker's registry clean-up does once the dead worker's heartbeat has lapsed (~90 s).
+    survivor = AppWorker([worker.queue], connection=worker.client)
+    StartedJobRegistry(queue=worker.queue).cleanup(timestamp=current_timestamp() + 600,
+                                                   exception_handlers=survivor._exc_handlers)
+    assert job.get_status(refresh=True) == "queued"
+    again = FlaskWorker(service_env, tmp_path, "again")
+    try:
+        _wait("the job runs once more and ends", lambda: _lines(marker, "done"), 60, again.proc, again.stderr_path)
+        assert len(_lines(marker, "start")) == 2
+    finally:
+        again.close()
+
+
+# --------------------------------------------------------------------------- test isolation: the KB index
+
+
+def _kb_ids(app) -> list[str]:
+    from wxapp_backend.knowledge_store.services import get_runtime
+
+    with app.app_context():
+        return sorted(e.id for e in get_runtime().get().entries)
+
+
+def test_kb_isolation_first_test_builds_an_index(app_ctx):
+    """With the next test: the suite's one application keeps this process's knowledge-base index between tests.
+    `_clean` emptied the tables and Redis but not that index, so the next test searched this test's entries: a
+    test adding rows as this one does (no version bump) saw them for a minute, and one that loaded the default
+    knowledge base saw them for a second (`kb search` printed "决定：fallback" for 营业执照 after
+    test_inputs_qa_s9's console test when run as test_api_fuzz, test_auth, test_inputs_qa_s9, test_contract_qa_s9)."""
+    from wxapp_backend.knowledge_store.models import KBEntry
+
+    with session_scope() as s:
+        s.add(KBEntry(id="qa-s11-first", question="外籍人才工作许可怎么办", answer="到一网通办申请。"))
+    assert _kb_ids(app_ctx) == ["qa-s11-first"]
+
+
+def test_kb_isolation_second_test_sees_only_its_own_entries(app_ctx):
+    from wxapp_backend.knowledge_store.models import KBEntry
+
+    with session_scope() as s:
+        s.add(KBEntry(id="qa-s11-second", question="社保怎么开户", answer="一网通办。"))
+    assert _kb_ids(app_ctx) == ["qa-s11-second"]
