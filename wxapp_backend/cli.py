@@ -8,6 +8,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -48,12 +50,38 @@ def upgrade_database() -> str:
     return ScriptDirectory.from_config(alembic_config()).get_current_head() or ""
 
 
+@contextmanager
+def _one_init_at_a_time() -> Iterator[None]:
+    """PostgreSQL: init-db and serve on several machines at once take turns through the migrations and the
+    after-init hooks (each hook sees what the one before loaded: runs that each saw an empty knowledge base all
+    loaded it, and all but one died of a duplicate key). SQLite's write lock already serialises them."""
+    db = _state().db
+    if db.dialect != "postgresql":
+        yield
+        return
+    with db.engine.connect() as conn:
+        conn.exec_driver_sql("SELECT pg_advisory_lock(727002)")  # a session lock: it outlives the commit
+        conn.commit()
+        try:
+            yield
+        finally:
+            conn.exec_driver_sql("SELECT pg_advisory_unlock(727002)")
+            conn.commit()
+
+
+def prepare_database() -> tuple[str, list[str]]:
+    """Migrations, then the after-init hooks (default knowledge base, appeal catalogue); returns the head
+    revision and what the hooks loaded."""
+    with _one_init_at_a_time():
+        head = upgrade_database()
+        return head, _after_init_db()
+
+
 def register_cli(app: Flask) -> None:
     @app.cli.command("init-db")
     def init_db() -> None:
         """创建或升级数据库，并在知识库为空时载入默认知识库和诉求分类（可重复运行）。"""
-        head = upgrade_database()
-        loaded = _after_init_db()
+        head, loaded = prepare_database()
         click.echo(f"数据库已就绪（迁移版本 {head}）：{_masked_url()}")
         for line in loaded:
             click.echo(line)
@@ -140,8 +168,7 @@ def register_cli(app: Flask) -> None:
     @click.option("--no-worker", is_flag=True, help="不启动后台任务进程")
     def serve(bind: str | None, workers: int | None, no_worker: bool) -> None:
         """在本机启动网页服务和一个后台任务进程；按 Ctrl-C 全部停止。"""
-        upgrade_database()
-        _after_init_db()
+        prepare_database()
         env = dict(os.environ)
         # The children start in the checkout: a relative INSTANCE_PATH must still mean the same folder.
         env["INSTANCE_PATH"] = str(_state().settings.instance_path)

@@ -272,3 +272,28 @@ def test_kb_isolation_second_test_sees_only_its_own_entries(app_ctx):
     with session_scope() as s:
         s.add(KBEntry(id="qa-s11-second", question="社保怎么开户", answer="一网通办。"))
     assert _kb_ids(app_ctx) == ["qa-s11-second"]
+
+
+# --------------------------------------------------------------------------- init-db: again, and at the same time
+
+
+def test_init_db_run_three_times_at_once_and_again_succeeds_each_time_with_the_same_data(service_env):
+    """Deploy scripts run init-db on every machine (and `serve` does it too): on PostgreSQL, runs at the same
+    moment each saw an empty knowledge base after the migrations and loaded it; all but one died with a
+    UniqueViolation traceback (exit status 1). Every run now succeeds, and a later run changes nothing."""
+    from tests.e2e.helpers import count_rows
+
+    cmd = [sys.executable, "-m", "flask", "--app", "wsgi", "init-db"]
+    runs = [subprocess.Popen(cmd, cwd=ROOT, env=service_env.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True) for _ in range(3)]
+    outputs = [(p.wait(timeout=180), *p.communicate()) for p in runs]
+    for code, out, err in outputs:
+        assert code == 0 and "Traceback" not in err, err[-3000:]
+        assert "数据库已就绪" in out
+    assert sum("知识库：载入默认条目" in out for _, out, _ in outputs) == 1
+    tables = ("kb_entries", "appeal_categories", "alembic_version")
+    counts = {t: count_rows(service_env.database_url, t) for t in tables}
+    assert counts["kb_entries"] > 100 and counts["appeal_categories"] > 5 and counts["alembic_version"] == 1
+    again = subprocess.run(cmd, cwd=ROOT, env=service_env.env, capture_output=True, text=True, timeout=180)
+    assert again.returncode == 0 and "知识库：载入" not in again.stdout, again.stderr[-3000:]
+    assert {t: count_rows(service_env.database_url, t) for t in tables} == counts
