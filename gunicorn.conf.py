@@ -14,6 +14,15 @@ except ConfigError as exc:
     # made gunicorn boot a new worker for ever.
     raise SystemExit(f"配置有误，未能启动：{exc}") from None
 
+if not _settings.redis_url:
+    # The private Redis is started here, in the master: one that cannot start stops gunicorn with one line. Found
+    # in a worker instead, it was a traceback from each worker and "Worker failed to boot".
+    from wxapp_backend.kv import EmbeddedRedisError, ensure_embedded_redis
+
+    try:
+        ensure_embedded_redis(_settings.instance_path)
+    except EmbeddedRedisError as exc:
+        raise SystemExit(f"内置 Redis 未能启动：{exc}") from None
 
 
 def _count(name: str, default: int, least: int = 1) -> int:

@@ -152,6 +152,7 @@ def register_cli(app: Flask) -> None:
 
         if any(not q.strip() for q in queues):
             raise click.UsageError("队列名（--queue）不能为空")
+        _check_dependencies()  # refused here in one line, rather than every job failing
         run_worker(list(queues) or [_state().settings.queue_name], burst=burst)
 
     @app.cli.command("beat")
@@ -168,6 +169,7 @@ def register_cli(app: Flask) -> None:
     @click.option("--no-worker", is_flag=True, help="不启动后台任务进程")
     def serve(bind: str | None, workers: int | None, no_worker: bool) -> None:
         """在本机启动网页服务和一个后台任务进程；按 Ctrl-C 全部停止。"""
+        _state().redis.ping()  # before anything starts: a Redis that does not answer is one line, exit status 1
         prepare_database()
         env = dict(os.environ)
         # The children start in the checkout: a relative INSTANCE_PATH must still mean the same folder.
@@ -194,7 +196,7 @@ def register_cli(app: Flask) -> None:
                                           preexec_fn=_child_setup))
         click.echo(f"已启动：网页服务 http://{env.get('BIND', '127.0.0.1:8000')}/console/"
                    + ("" if no_worker else "，后台任务进程 1 个") + "。按 Ctrl-C 停止。")
-        _supervise(procs)
+        requested = _supervise(procs)
         settings = _state().settings
         if is_embedded(settings):  # started for us by init-db or this command: stop it too, unless in use
             _state().redis.connection_pool.disconnect()  # our own connections do not count as "in use"
@@ -202,6 +204,8 @@ def register_cli(app: Flask) -> None:
                 click.echo("已停止内置 Redis（排队中的任务保存在 instance/redis，下次启动时继续）。")
             else:
                 click.echo("内置 Redis 仍有其他进程在用，保持运行；不用时运行 flask --app wsgi stop-redis 停止。")
+        if not requested:  # a child quit on its own: not a stop anyone asked for (service managers restart on this)
+            raise click.exceptions.Exit(1)
 
     @app.cli.command("stop-redis")
     def stop_redis() -> None:
@@ -383,6 +387,16 @@ def _die_with_parent() -> None:
         pass
 
 
+def _check_dependencies() -> None:
+    """Raise what the database (or its missing tables) and Redis raise when they cannot be used; `localise` says
+    it in one line."""
+    from sqlalchemy import text
+
+    _state().redis.ping()
+    with _state().db.engine.connect() as conn:
+        conn.execute(text("SELECT 1 FROM alembic_version"))
+
+
 def _after_init_db() -> list[str]:
     """Hooks that run after migrations (e.g. loading the default knowledge base when it is empty); returns the
     lines they report (what they loaded)."""
@@ -403,10 +417,12 @@ def _masked_url() -> str:
     return make_url(_state().db.url).render_as_string(hide_password=True)
 
 
-def _supervise(procs: list[subprocess.Popen]) -> None:
+def _supervise(procs: list[subprocess.Popen]) -> bool:
+    """Run until SIGINT / SIGTERM or until a child quits, then stop them all; True when a stop was asked for."""
     from .jobs_runtime import STOP_GRACE
 
     stopping = False
+    requested = False
 
     def stop(*_):
         nonlocal stopping
@@ -415,8 +431,13 @@ def _supervise(procs: list[subprocess.Popen]) -> None:
             if p.poll() is None:
                 p.terminate()
 
-    signal.signal(signal.SIGINT, stop)
-    signal.signal(signal.SIGTERM, stop)
+    def asked(*_):
+        nonlocal requested
+        requested = True
+        stop()
+
+    signal.signal(signal.SIGINT, asked)
+    signal.signal(signal.SIGTERM, asked)
     try:
         while not stopping:
             for p in procs:
@@ -438,6 +459,7 @@ def _supervise(procs: list[subprocess.Popen]) -> None:
         # What a child leaves behind when it is killed or quits early (RQ's scheduler process, a job's fork, a
         # gunicorn worker) is in its group: asked to stop, then killed. Left alone it ran on after serve exited.
         _stop_groups(procs)
+    return requested
 
 
 def _stop_groups(procs: list[subprocess.Popen], grace: float = 3.0) -> None:

@@ -297,3 +297,89 @@ def test_init_db_run_three_times_at_once_and_again_succeeds_each_time_with_the_s
     again = subprocess.run(cmd, cwd=ROOT, env=service_env.env, capture_output=True, text=True, timeout=180)
     assert again.returncode == 0 and "知识库：载入" not in again.stdout, again.stderr[-3000:]
     assert {t: count_rows(service_env.database_url, t) for t in tables} == counts
+
+
+# --------------------------------------------------------------------------- Redis or the database missing at start
+
+
+def _clean_env(instance: Path, **extra: str) -> dict[str, str]:
+    from tests.e2e.conftest import make_service_env
+
+    return {**make_service_env(instance).env, **extra}
+
+
+def test_serve_refuses_to_start_without_redis_in_one_line(tmp_path):
+    """REDIS_URL pointing at a Redis that does not answer: serve loaded the database, printed 已启动, started
+    gunicorn and the worker, and stopped again when the worker died of it, with exit status 0. It now says in one
+    line that Redis does not answer, before starting anything, with exit status 1."""
+    env = _clean_env(tmp_path / "instance", REDIS_URL="redis://127.0.0.1:1/0")
+    run = subprocess.run([sys.executable, "-m", "flask", "--app", "wsgi", "serve", "--bind",
+                          f"127.0.0.1:{free_port()}", "--workers", "1"], cwd=ROOT, env=env, capture_output=True,
+                         text=True, timeout=120)
+    assert run.returncode == 1, run.stdout + run.stderr[-3000:]
+    assert "无法使用 Redis（REDIS_URL）" in run.stderr and "Traceback" not in run.stderr
+    assert "已启动" not in run.stdout and "gunicorn" not in run.stderr
+
+
+def test_serve_whose_worker_dies_says_so_and_exits_with_failure(service_env, tmp_path):
+    """kill -9 of serve's job worker: serve stopped the rest, as it should, and exited with status 0, so a service
+    manager (Restart=on-failure) or a script took it for a requested stop. Now 1; nothing is left running."""
+    serve = Serve(service_env, tmp_path, "dies")
+    try:
+        client = serve.wait_ready()
+        (worker,) = [w.pid for w in Worker.all(connection=client) if w.pid in descendants(serve.proc.pid)]
+        client.close()
+        serve.snapshot()
+        os.kill(worker, signal.SIGKILL)
+        serve.proc.wait(timeout=60)
+        assert serve.proc.returncode == 1, tail(serve.stderr_path)
+        assert "已退出" in serve.stderr_path.read_text()
+        assert not serve.left_running()
+    finally:
+        serve.kill_all()
+
+
+def test_a_worker_without_its_database_says_so_in_one_line(tmp_path):
+    """`flask worker` with a database that does not answer (or has no tables yet) started and failed every job,
+    with nothing said at the start. It now refuses in one line naming DATABASE_URL (or init-db), exit status 1."""
+    from wxapp_backend.kv import stop_embedded_redis
+
+    instance = tmp_path / "instance"
+    cases = [({"DATABASE_URL": "postgresql+psycopg://wxapp:Pw-Secret-9@127.0.0.1:1/wxapp"}, "DATABASE_URL"),
+             ({}, "init-db")]  # the embedded SQLite file, never initialised
+    try:
+        for extra, said in cases:
+            try:
+                run = subprocess.run([sys.executable, "-m", "flask", "--app", "wsgi", "worker"], cwd=ROOT,
+                                     env=_clean_env(instance, **extra), capture_output=True, text=True, timeout=40)
+            except subprocess.TimeoutExpired:
+                pytest.fail(f"the worker ran on without its database ({said})", pytrace=False)
+            assert run.returncode == 1 and said in run.stderr and "Traceback" not in run.stderr, run.stderr[-3000:]
+            assert "Pw-Secret-9" not in run.stderr
+    finally:
+        stop_embedded_redis(instance)
+
+
+def test_an_embedded_redis_that_cannot_start_is_one_line_for_flask_and_gunicorn(tmp_path):
+    """The private Redis refusing to start (here: its socket folder, in /tmp for a deep checkout, made by someone
+    else) printed a traceback from every flask command and from gunicorn's worker. Now one line, exit status 1."""
+    import hashlib
+
+    instance = tmp_path / ("deep" * 30) / "instance"
+    redis_dir = instance / "redis"
+    digest = hashlib.sha1(str(redis_dir).encode()).hexdigest()[:16]
+    taken = Path("/tmp") / f"wxapp-redis-{os.getuid()}-{digest}"
+    taken.mkdir(mode=0o777)
+    taken.chmod(0o777)
+    try:
+        env = _clean_env(instance, BIND=f"127.0.0.1:{free_port()}", WEB_CONCURRENCY="1")
+        flask = subprocess.run([sys.executable, "-m", "flask", "--app", "wsgi", "init-db"], cwd=ROOT, env=env,
+                               capture_output=True, text=True, timeout=60)
+        gunicorn = subprocess.run([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"], cwd=ROOT,
+                                  env=env, capture_output=True, text=True, timeout=60)
+    finally:
+        taken.rmdir()
+    for run in (flask, gunicorn):
+        assert run.returncode == 1, run.stderr[-3000:]
+        assert "内置 Redis" in run.stderr and "Traceback" not in run.stderr, run.stderr[-3000:]
+    assert "Booting worker" not in gunicorn.stderr
