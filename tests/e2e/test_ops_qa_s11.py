@@ -383,3 +383,34 @@ def test_an_embedded_redis_that_cannot_start_is_one_line_for_flask_and_gunicorn(
         assert run.returncode == 1, run.stderr[-3000:]
         assert "内置 Redis" in run.stderr and "Traceback" not in run.stderr, run.stderr[-3000:]
     assert "Booting worker" not in gunicorn.stderr
+
+
+# --------------------------------------------------------------------------- periodic jobs: several schedulers
+
+
+def test_beats_in_several_processes_at_once_enqueue_each_periodic_job_once(service_env):
+    """Every worker runs a beat and cron may run `flask beat` too: started together, the SLA tick (deadlines),
+    the reminders and the other periodic jobs are enqueued once per time slot between them, not once each."""
+    run_flask(["init-db"], service_env.env)
+    cmd = [sys.executable, "-m", "flask", "--app", "wsgi", "beat"]
+    runs = [subprocess.Popen(cmd, cwd=ROOT, env=service_env.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True) for _ in range(4)]
+    outputs = [(p.wait(timeout=120), *p.communicate()) for p in runs]
+    assert all(code == 0 for code, _, _ in outputs), [err[-2000:] for _, _, err in outputs]
+    client = redis.Redis.from_url(service_env.redis_url())
+    queue = Queue("default", connection=client)
+    try:
+        ids = queue.get_job_ids()
+        assert len(ids) == len(set(ids)), ids  # no job twice in the queue
+        names = [i.rsplit("-", 1)[0].removeprefix("periodic-") for i in ids]
+        assert {"appeals_tick", "activity_reminders", "activity_attendance", "notify_sweep"} <= set(names), ids
+        # Once per slot: a slot may turn over while the four start (its job then runs for each slot, as it should).
+        assert all(names.count(n) <= 2 for n in names), ids
+        # Negative control: without the slot claims, a second beat puts the same jobs in again, and the check
+        # above sees it.
+        client.delete(*client.keys("beat:*"))
+        run_flask(["beat"], service_env.env)
+        again = queue.get_job_ids()
+        assert len(again) > len(set(again))
+    finally:
+        client.close()
