@@ -216,6 +216,21 @@ def test_a_job_killed_twice_goes_to_the_failed_jobs_not_round_again(worker, tmp_
     assert job.id in FailedJobRegistry(queue=worker.queue).get_job_ids()
 
 
+def test_a_second_stop_request_hands_the_job_back_at_once(worker, tmp_path):
+    """Ctrl-C twice (or SIGTERM twice) on `flask worker`: RQ's cold stop killed the job and left it "started",
+    found only when its heartbeat lapsed. The second request now hands the job back at once."""
+    marker = tmp_path / "twice.txt"
+    job = worker.queue.enqueue("tests.e2e.test_ops_qa_s11.long_job", str(marker), 1, job_id="qa-s11-twice")
+    horse = int(_wait("the job starts", lambda: _lines(marker, "start"), 60, worker.proc)[0])
+    os.kill(worker.proc.pid, signal.SIGTERM)
+    time.sleep(1.5)  # RQ ignores a second signal within a second of the first
+    os.kill(worker.proc.pid, signal.SIGTERM)
+    worker.proc.wait(timeout=5)  # well within the 10 s grace
+    assert not is_running(horse)
+    assert job.get_status(refresh=True) == "queued" and worker.queue.get_job_ids()[0] == job.id
+    assert StartedJobRegistry(queue=worker.queue).get_job_ids() == []
+
+
 def test_a_killed_worker_takes_its_job_process_with_it_and_the_job_runs_again(worker, service_env, tmp_path):
     """kill -9 of the worker itself: its work-horse (in a process group of its own) ran the job on, unsupervised;
     nothing refreshed the job's heartbeat, so once it lapsed the next clean-up handed the still running job to
