@@ -213,12 +213,15 @@ def healthz():
 
     state: AppState = current_app.extensions["wxapp"]
     result: dict[str, Any] = {"status": "ok", "db": "ok", "redis": "ok"}
+    no_tables = False
     try:
         with state.db.engine.connect() as conn:
-            conn.execute(text("SELECT 1"))
+            # Not SELECT 1: an empty database answers that too, while every page and push fails on it.
+            conn.execute(text("SELECT 1 FROM alembic_version"))
     except Exception as exc:  # any failure means unhealthy; say which part
         log.warning("health: database failed: %s", type(exc).__name__)
         result["db"] = "error"
+        no_tables = "alembic_version" in str(getattr(exc, "orig", "") or "")
     try:
         state.redis.ping()
     except Exception as exc:
@@ -229,6 +232,8 @@ def healthz():
         result["status"] = "error"
         result["failing"] = failing
         result["message"] = "以下部分不可用：" + "、".join({"db": "数据库", "redis": "Redis"}[k] for k in failing)
+        if no_tables:
+            result["message"] += "（数据库还没有建表，请运行 flask --app wsgi init-db）"
         return jsonify(result), 503
     return jsonify(result)
 

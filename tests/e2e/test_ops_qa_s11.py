@@ -429,3 +429,20 @@ def test_beats_in_several_processes_at_once_enqueue_each_periodic_job_once(servi
         assert len(again) > len(set(again))
     finally:
         client.close()
+
+
+# --------------------------------------------------------------------------- /healthz before init-db
+
+
+def test_healthz_says_the_database_has_no_tables_yet(settings, tmp_path):
+    """gunicorn started before `init-db` (or on the wrong, empty database): /healthz answered 200 "db": "ok"
+    (SELECT 1 works on an empty database) while every page and push failed, so a load balancer sent traffic to
+    it. It is now 503 naming the database, with what to run."""
+    from wxapp_backend import create_app
+
+    empty = create_app(settings.with_overrides(database_url=f"sqlite:///{tmp_path / 'empty.sqlite3'}"))
+    resp = empty.test_client().get("/healthz")
+    body = resp.get_json()
+    assert resp.status_code == 503 and body["db"] == "error" and body["failing"] == ["db"], body
+    assert "init-db" in body["message"] and body["redis"] == "ok"
+    empty.extensions["wxapp"].db.engine.dispose()
