@@ -18,6 +18,7 @@ import time
 from flask import current_app
 from rq import Queue, Worker
 from rq.exceptions import AbandonedJobError
+from rq.scheduler import RQScheduler
 
 from .metrics import JOBS
 
@@ -58,6 +59,21 @@ def _abandoned(job, exc_type, exc_value, traceback) -> bool:
     return True  # the other handlers (and RQ's own handling) still run
 
 
+class AppScheduler(RQScheduler):
+    """RQ's scheduler process, which dies with its worker: left alone it ran on after a kill -9 of the worker,
+    holding the scheduler lock (no other worker's scheduler could take over) and a Redis connection."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._worker_pid = os.getpid()
+
+    def work(self) -> None:
+        _die_with_parent(signal.SIGTERM)  # SIGTERM: it stops as asked, releasing its locks
+        if os.getppid() != self._worker_pid:  # the worker died before the line above
+            return
+        super().work()
+
+
 class AppWorker(Worker):
     """A forking worker; the work horse inherits the app context pushed by `flask worker`."""
 
@@ -69,6 +85,20 @@ class AppWorker(Worker):
         self._job_in_hand: str | None = None
         self._handing_back: str | None = None
         self.push_exc_handler(_abandoned)
+
+    def _start_scheduler(self, burst=False, logging_level=None, date_format=None, log_format=None):  # type: ignore[override]
+        """RQ's own (rq 2.6), with the scheduler process that dies with this worker."""
+        formats = {k: v for k, v in (("date_format", date_format), ("log_format", log_format)) if v is not None}
+        self.scheduler = AppScheduler(self.queues, connection=self.connection, serializer=self.serializer,
+                                      logging_level=logging_level if logging_level is not None else self.log.level,
+                                      **formats)
+        self.scheduler.acquire_locks()
+        if self.scheduler.acquired_locks:
+            if burst:
+                self.scheduler.enqueue_scheduled_jobs()
+                self.scheduler.release_locks()
+            else:
+                self.scheduler.start()
 
     # --- the job's process ------------------------------------------------------------------------------
 

@@ -234,7 +234,8 @@ def test_a_second_stop_request_hands_the_job_back_at_once(worker, tmp_path):
 def test_a_killed_worker_takes_its_job_process_with_it_and_the_job_runs_again(worker, service_env, tmp_path):
     """kill -9 of the worker itself: its work-horse (in a process group of its own) ran the job on, unsupervised;
     nothing refreshed the job's heartbeat, so once it lapsed the next clean-up handed the still running job to
-    another worker as well. Now the horse dies with its worker, and the clean-up runs the job once more."""
+    another worker as well. RQ's scheduler process ran on too, holding the scheduler lock. Now both die with
+    their worker, and the clean-up runs the job once more."""
     from rq.utils import current_timestamp
 
     from wxapp_backend.jobs_runtime import AppWorker
@@ -242,9 +243,12 @@ def test_a_killed_worker_takes_its_job_process_with_it_and_the_job_runs_again(wo
     marker = tmp_path / "worker-killed.txt"
     job = worker.queue.enqueue("tests.e2e.test_ops_qa_s11.long_job", str(marker), 1, job_id="qa-s11-worker-killed")
     horse = int(_wait("the job starts", lambda: _lines(marker, "start"), 60, worker.proc)[0])
+    children = descendants(worker.proc.pid)  # the horse and RQ's scheduler process
+    assert horse in children and len(children) >= 2, children
     os.kill(worker.proc.pid, signal.SIGKILL)
     worker.proc.wait(timeout=10)
     _wait("the job's process dies with its worker", lambda: not is_running(horse), 5)
+    _wait("the scheduler process dies with its worker", lambda: not any(is_running(p) for p in children), 10)
     # What the next worker's registry clean-up does once the dead worker's heartbeat has lapsed (~90 s).
     survivor = AppWorker([worker.queue], connection=worker.client)
     StartedJobRegistry(queue=worker.queue).cleanup(timestamp=current_timestamp() + 600,
