@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import secrets
 import signal
@@ -170,6 +171,9 @@ def register_cli(app: Flask) -> None:
     def serve(bind: str | None, workers: int | None, no_worker: bool) -> None:
         """在本机启动网页服务和一个后台任务进程；按 Ctrl-C 全部停止。"""
         _state().redis.ping()  # before anything starts: a Redis that does not answer is one line, exit status 1
+        address = bind or os.environ.get("BIND") or "127.0.0.1:8000"
+        if said := _bind_problem(address):
+            raise click.ClickException(said)
         prepare_database()
         env = dict(os.environ)
         # The children start in the checkout: a relative INSTANCE_PATH must still mean the same folder.
@@ -385,6 +389,31 @@ def _die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
         pass
+
+
+def _bind_problem(address: str) -> str | None:
+    """Why gunicorn could not listen on HOST:PORT (in use, no such address), or None; gunicorn itself retries for
+    seconds and says it in its log lines only."""
+    import socket
+
+    if address.startswith(("unix:", "fd://")) or ":" not in address:
+        return None
+    host, _, port = address.rpartition(":")
+    host = host.strip("[]") or "0.0.0.0"
+    try:
+        family, kind, proto, _, sockaddr = socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM)[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gunicorn does
+            probe.bind(sockaddr)
+    except ValueError:
+        return f"监听地址 {address} 的端口不是数字，请用 --bind HOST:PORT（或环境变量 BIND）指定。"
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            return (f"无法监听 {address}：端口已被占用（另一个 serve 或程序正在使用）；请先停止它，"
+                    "或用 --bind HOST:PORT（或环境变量 BIND）换一个端口。")
+        return (f"无法监听 {address}：{exc.strerror or exc}；请用 --bind HOST:PORT（或环境变量 BIND）"
+                "指定本机的一个地址。")
+    return None
 
 
 def _check_dependencies() -> None:

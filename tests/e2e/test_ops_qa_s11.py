@@ -450,3 +450,24 @@ def test_healthz_says_the_database_has_no_tables_yet(settings, tmp_path):
     assert resp.status_code == 503 and body["db"] == "error" and body["failing"] == ["db"], body
     assert "init-db" in body["message"] and body["redis"] == "ok"
     empty.extensions["wxapp"].db.engine.dispose()
+
+
+def test_serve_on_a_port_in_use_says_so_in_one_line(tmp_path):
+    """`serve` on a port something else listens on (a second serve, say): it printed 已启动, then gunicorn's JSON
+    lines "Connection in use" for a few seconds and "子进程 gunicorn 已退出（1）". It now refuses at once, naming
+    the address and --bind, and starts nothing."""
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = _clean_env(tmp_path / "instance")
+        run = subprocess.run([sys.executable, "-m", "flask", "--app", "wsgi", "serve", "--bind", f"127.0.0.1:{port}",
+                              "--workers", "1"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    from wxapp_backend.kv import stop_embedded_redis
+
+    stop_embedded_redis(tmp_path / "instance")
+    assert run.returncode == 1, run.stdout + run.stderr[-3000:]
+    assert f"127.0.0.1:{port}" in run.stderr and "--bind" in run.stderr and "Traceback" not in run.stderr
+    assert "已启动" not in run.stdout and "gunicorn" not in run.stderr
