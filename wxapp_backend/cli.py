@@ -465,8 +465,9 @@ def _supervise(procs: list[subprocess.Popen]) -> bool:
         requested = True
         stop()
 
-    signal.signal(signal.SIGINT, asked)
-    signal.signal(signal.SIGTERM, asked)
+    # SIGHUP: the terminal closed, a stop like Ctrl-C (it killed serve outright, leaving the private Redis).
+    stop_signals = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    before = [signal.signal(sig, asked) for sig in stop_signals]
     try:
         while not stopping:
             for p in procs:
@@ -488,6 +489,8 @@ def _supervise(procs: list[subprocess.Popen]) -> bool:
         # What a child leaves behind when it is killed or quits early (RQ's scheduler process, a job's fork, a
         # gunicorn worker) is in its group: asked to stop, then killed. Left alone it ran on after serve exited.
         _stop_groups(procs)
+        for sig, handler in zip(stop_signals, before, strict=True):
+            signal.signal(sig, handler)
     return requested
 
 

@@ -471,3 +471,19 @@ def test_serve_on_a_port_in_use_says_so_in_one_line(tmp_path):
     assert run.returncode == 1, run.stdout + run.stderr[-3000:]
     assert f"127.0.0.1:{port}" in run.stderr and "--bind" in run.stderr and "Traceback" not in run.stderr
     assert "已启动" not in run.stdout and "gunicorn" not in run.stderr
+
+
+def test_closing_the_terminal_stops_serve_like_ctrl_c(service_env, tmp_path):
+    """SIGHUP (the terminal serve ran in was closed, an ssh session dropped): serve died of it at once, its
+    children stopped only through their parent-death signal, and the embedded Redis was left running. It is now
+    a stop like Ctrl-C: everything ends, the private Redis too, exit status 0."""
+    serve = Serve(service_env, tmp_path, "hup")
+    try:
+        serve.wait_ready().close()
+        serve.stop(signal.SIGHUP)
+        assert serve.proc.returncode == 0, tail(serve.stderr_path)
+        assert not serve.left_running()
+        if not service_env.external_redis_url:
+            assert "已停止内置 Redis" in serve.stdout_path.read_text()
+    finally:
+        serve.kill_all()
