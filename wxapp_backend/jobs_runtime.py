@@ -68,7 +68,9 @@ class AppScheduler(RQScheduler):
         self._worker_pid = os.getpid()
 
     def work(self) -> None:
-        _die_with_parent(signal.SIGTERM)  # SIGTERM: it stops as asked, releasing its locks
+        # SIGTERM: it stops as asked, releasing its locks. (Linux sends it when the forking *thread* ends: a scheduler
+        # revived by the beat thread goes when the beat does, i.e. when the worker stops.)
+        _die_with_parent(signal.SIGTERM)
         if os.getppid() != self._worker_pid:  # the worker died before the line above
             return
         super().work()
