@@ -571,6 +571,11 @@ def _read_xlsx(path: Path, col: _Collector, strict: bool) -> list[tuple[int, Ent
                 name = names[cell.column - 1] if cell.row > 1 and cell.column <= len(names) else None
                 col.add(cell.row, name or None, f"单元格 {cell.coordinate} 是公式算出的错误值 {cell.value}，"
                                                 "请在 Excel 或 WPS 中修正公式（或直接填写内容）后重新导入")
+            elif cell.data_type == "n" and "%" in (cell.number_format or ""):
+                # A cell formatted 百分比 holds 0.3 and shows 30%: the staff member typed 30%, so that is the text.
+                shown = _percent_text(cell.value, cell.number_format)
+                if shown is not None:
+                    all_rows[cell.row - 1][cell.column - 1] = shown
     epoch = wb.epoch
     wb.close()
     if not all_rows:
@@ -587,6 +592,17 @@ def _read_xlsx(path: Path, col: _Collector, strict: bool) -> list[tuple[int, Ent
                 cells[i] = from_excel(cell, epoch)
     body = ((i, r) for i, r in enumerate(all_rows[1:], start=2) if i not in bad_rows)
     return _rows_to_entries(all_rows[0], body, col, strict)
+
+
+_PERCENT_DECIMALS_RE = re.compile(r"\.([0#]+)%")
+
+
+def _percent_text(value: Any, number_format: str) -> str | None:
+    """A percentage-formatted number as the sheet shows it (0.3 with 0% is "30%", 0.125 with 0.0% "12.5%")."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return None
+    m = _PERCENT_DECIMALS_RE.search(number_format.split(";")[0])
+    return f"{value * 100:.{len(m.group(1)) if m else 0}f}%"
 
 
 _EXCEL_SERIAL_END = 2958466  # 9999-12-31 is serial 2958465
