@@ -24,6 +24,7 @@ from .models import KBEntry, UnansweredQuestion
 bp = Blueprint("kb_console", __name__, url_prefix="/console/kb")
 
 PER_PAGE = 30
+UNANSWERED_PER_PAGE = 50  # each question on the page is searched for its suggestions
 NO_CATEGORY = "（未分类）"
 _LINE_BREAK_RE = re.compile(r"\r\n?")
 ENTRY_FIELDS = (
@@ -218,12 +219,22 @@ def unanswered():
     if status not in {"open", "resolved", "ignored"}:
         status = "open"
     with session_scope() as s:
+        counts = dict(s.execute(select(UnansweredQuestion.status, func.count())
+                                .group_by(UnansweredQuestion.status)).all())
+        total = counts.get(status, 0)
+        pages = max(1, -(-total // UNANSWERED_PER_PAGE))
+        # Past the last page (questions handled meanwhile) shows the last one rather than an empty page.
+        page = min(max(1, min(request.args.get("page", 1, type=int) or 1, 100000)), pages)
+        # id last: questions asked as often at the same moment keep their place from one page to the next.
         rows = s.scalars(select(UnansweredQuestion).where(UnansweredQuestion.status == status)
-                         .order_by(UnansweredQuestion.count.desc(), UnansweredQuestion.last_asked_at.desc())
-                         .limit(200)).all()
+                         .order_by(UnansweredQuestion.count.desc(), UnansweredQuestion.last_asked_at.desc(),
+                                   UnansweredQuestion.id)
+                         .offset((page - 1) * UNANSWERED_PER_PAGE).limit(UNANSWERED_PER_PAGE)).all()
     kb = services.get_runtime().get()
-    suggestions = {row.id: kb.search(row.text, 3) for row in rows[:50]}
-    return render_template("console/kb/unanswered.html", rows=rows, status=status, suggestions=suggestions)
+    # Every question on the page gets its suggestions (only the first 50 of 200 had them, the rest none).
+    suggestions = {row.id: kb.search(row.text, 3) for row in rows}
+    return render_template("console/kb/unanswered.html", rows=rows, status=status, suggestions=suggestions,
+                           counts=counts, total=total, page=page, pages=pages, per_page=UNANSWERED_PER_PAGE)
 
 
 @bp.post("/unanswered/<int:qid>/phrasing")
@@ -233,7 +244,7 @@ def unanswered_to_phrasing(qid: int):
     with session_scope() as s:
         services.add_unanswered_as_phrasing(s, _redis(), g.actor, qid, entry_id)
     flash(f"已把这个问法加到条目 {entry_id}。")
-    return redirect(url_for("kb_console.unanswered"))
+    return _back_to_queue()
 
 
 @bp.post("/unanswered/<int:qid>/ignore")
@@ -242,7 +253,7 @@ def unanswered_ignore(qid: int):
     with session_scope() as s:
         services.resolve_unanswered(s, g.actor, qid, None, ignore=True)
     flash("已忽略。")
-    return redirect(url_for("kb_console.unanswered"))
+    return _back_to_queue()
 
 
 @bp.post("/unanswered/<int:qid>/reopen")
@@ -251,4 +262,12 @@ def unanswered_reopen(qid: int):
     with session_scope() as s:
         services.reopen_unanswered(s, g.actor, qid)
     flash("已放回待处理。")
+    return _back_to_queue()
+
+
+def _back_to_queue():
+    # Back to the page and tab the staff member was working on (page 4 of the queue, not page 1 again).
+    ref = request.referrer
+    if _same_site(ref) and "/console/kb/unanswered" in ref:
+        return redirect(ref)
     return redirect(url_for("kb_console.unanswered"))
