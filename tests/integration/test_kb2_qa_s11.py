@@ -3,6 +3,9 @@ save, percentages in spreadsheets."""
 
 from __future__ import annotations
 
+import html
+import re
+
 import openpyxl
 import pytest
 
@@ -60,3 +63,51 @@ def test_the_unanswered_queue_pages_through_every_question_with_suggestions(clie
     assert last.count("<tr>") - 1 == 10
     # A page past the end (questions handled meanwhile) shows the last page, not an empty one.
     assert entry.question in client.get("/console/kb/unanswered", query_string={"page": 99}).get_data(as_text=True)
+
+
+def _form(page: str) -> dict[str, str]:
+    """The hidden fields of a console form as the browser would send them back."""
+    return dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)"', page))
+
+
+def test_after_an_edit_conflict_the_form_shows_the_colleagues_version_beside_the_unsaved_text(
+        client, kb, make_staff, console_login, db):
+    """Two staff edit one entry; the first saves a new answer and a new phrasing, the second then saves a new
+    question from the page opened earlier and gets the 409. The form only said a colleague had saved, asking them
+    to copy their text, reopen the entry and find the changes themselves. Now the colleague's saved version is
+    shown beside the unsaved text field by field (question, answer, phrasings), the unsaved text stays in the form,
+    and saving it again once merged is accepted."""
+    entry_id = "talent-foreign-work-permit"
+    first, second = make_staff(role="staff"), make_staff(role="staff")
+    console_login(first)
+    page_first = client.get(f"/console/kb/{entry_id}/edit").get_data(as_text=True)
+    token = console_login(second)
+    page_second = client.get(f"/console/kb/{entry_id}/edit").get_data(as_text=True)
+    row = db.get(KBEntry, entry_id)
+    base = {"question": row.question, "answer": row.answer, "similar": "\n".join(row.similar),
+            "category": row.category, "tags": ", ".join(row.tags)}
+    token_first = console_login(first)
+    theirs = {**base, **_form(page_first), "csrf_token": token_first, "answer": "同事更新后的答案：10 个工作日。",
+              "similar": base["similar"] + "\n老外来上班要办什么证"}
+    assert client.post(f"/console/kb/{entry_id}/edit", data=theirs).status_code == 302
+    token = console_login(second)
+    mine = {**base, **_form(page_second), "csrf_token": token, "question": "我改的标准问题：外籍人才怎么办工作许可"}
+    stale = client.post(f"/console/kb/{entry_id}/edit", data=mine)
+    assert stale.status_code == 409
+    page = html.unescape(stale.get_data(as_text=True))
+    card = page[page.index('id="kb-conflict"'):page.index("</table>", page.index('id="kb-conflict"'))]
+    cells = {label: (saved, unsaved) for label, saved, unsaved in re.findall(
+        r"<tr class=\"conflict-\w+\">\s*<th>([^<\s]+).*?</th>\s*<td><div[^>]*>(.*?)</div></td>\s*"
+        r"<td><div[^>]*>(.*?)</div></td>", card, re.S)}
+    assert cells["答案"] == ("同事更新后的答案：10 个工作日。", base["answer"])
+    assert "老外来上班要办什么证" in cells["相似问法"][0] and "老外来上班要办什么证" not in cells["相似问法"][1]
+    assert cells["标准问题"] == (base["question"], mine["question"])
+    # The unsaved question is still in the form (nothing typed is lost)...
+    assert f'name="question" value="{mine["question"]}"' in page
+    # ...and, merged with the colleague's answer and phrasing, it saves.
+    merged = {**mine, **_form(stale.get_data(as_text=True)), "answer": theirs["answer"], "similar": theirs["similar"]}
+    assert client.post(f"/console/kb/{entry_id}/edit", data=merged).status_code == 302
+    db.expire_all()
+    row = db.get(KBEntry, entry_id)
+    assert (row.question, row.answer) == (mine["question"], theirs["answer"])
+    assert "老外来上班要办什么证" in row.similar

@@ -150,6 +150,18 @@ def _edit(entry_id: str | None):
             flash("已保存，机器人几秒内就会用上新内容。")
             # show=all: an offline entry, saved, is still on the page (在线 only said 共 0 条, as if it were lost).
             return redirect(url_for("kb_console.entries", q=entry.id, show="all"))
+        except services.StaleEdit:
+            # What the colleague saved, beside what this staff member typed (still in the form, nothing lost);
+            # the form now carries the colleague's revision, so saving again after merging is accepted.
+            with session_scope() as s:
+                row = s.get(KBEntry, entry_id)
+                theirs = _form_values(row) if row is not None else {}
+            form["revision"] = theirs.get("revision", form.get("revision"))
+            errors = {"_": "这条内容在您编辑期间已被其他同事修改并保存，为免覆盖对方的修改，这次没有保存。"
+                           "下方对照列出了同事保存的版本和您未保存的内容；您填写的内容仍在表单里，"
+                           "请对照合并后再点“保存”。"}
+            return render_template("console/kb/edit.html", form=form, errors=errors, entry_id=entry_id,
+                                   fields=ENTRY_FIELDS, conflict=_conflict_rows(theirs, form)), 409
         except AppError as exc:
             errors = exc.fields or {"_": exc.message}
             status = exc.status
@@ -160,17 +172,46 @@ def _edit(entry_id: str | None):
             row = s.get(KBEntry, entry_id)
             if row is None:
                 abort(404)
-            form = {f.name: getattr(row, f.name) for f in ENTRY_FIELDS}
-            form["similar"] = "\n".join(row.similar or [])
-            form["tags"] = ", ".join(row.tags or [])
-            form["retired"] = row.retired
-            form["revision"] = row.revision  # sent back on save: an edit made meanwhile is not overwritten
+            form = _form_values(row)
             notice = _offline_notice(row)
     else:
         form = {"question": request.args.get("question", "")[:300],
                 "from_unanswered": request.args.get("from_unanswered", "")}
     return render_template("console/kb/edit.html", form=form, errors=errors, entry_id=entry_id,
                            fields=ENTRY_FIELDS, notice=notice)
+
+
+def _form_values(row: KBEntry) -> dict:
+    """An entry as its edit form shows it."""
+    form = {f.name: getattr(row, f.name) for f in ENTRY_FIELDS}
+    form["similar"] = "\n".join(row.similar or [])
+    form["tags"] = ", ".join(row.tags or [])
+    form["retired"] = row.retired
+    form["revision"] = row.revision  # sent back on save: an edit made meanwhile is not overwritten
+    return form
+
+
+def _shown(value) -> str:
+    text = value.isoformat() if hasattr(value, "isoformat") else str(value or "")
+    return "\n".join(line.strip() for line in _LINE_BREAK_RE.sub("\n", text).strip().splitlines())
+
+
+def _conflict_rows(theirs: dict, mine: dict) -> list[tuple[str, str, str, bool]]:
+    """(label, the colleague's saved text, this staff member's unsaved text, differ) for each field of the form:
+    the standard question, answer and phrasings always, the other fields where the two differ."""
+    rows = []
+    for f in ENTRY_FIELDS:
+        if f.name == "id":
+            continue
+        saved, unsaved = _shown(theirs.get(f.name)), _shown(mine.get(f.name))
+        if f.name == "tags":  # the same tags, however separated, are no difference
+            saved, unsaved = (", ".join(t.strip() for t in TAG_SEPARATORS.split(v) if t.strip())
+                              for v in (saved, unsaved))
+        if f.name == "similar":
+            saved, unsaved = ("\n".join(line for line in v.splitlines() if line) for v in (saved, unsaved))
+        if saved != unsaved or f.name in ("question", "answer", "similar"):
+            rows.append((f.label, saved, unsaved, saved != unsaved))
+    return rows
 
 
 def _offline_notice(row: KBEntry) -> str:

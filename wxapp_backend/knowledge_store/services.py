@@ -156,6 +156,12 @@ def import_entries(session: Session, r: redis.Redis, actor: Actor, entries: Iter
     return report
 
 
+class StaleEdit(Conflict):
+    """An edit started from a revision a colleague has saved over (the console shows both versions side by side)."""
+
+    code = "stale_edit"
+
+
 def save_entry(session: Session, r: redis.Redis, actor: Actor, entry: Entry, *, create: bool,
                revision: int | None = None) -> KBEntry:
     """Create or edit one entry (the console's form); audited with the fields that changed. `revision` is the
@@ -188,8 +194,8 @@ def save_entry(session: Session, r: redis.Redis, actor: Actor, entry: Entry, *, 
             # The form holds every field: saving it would put back what a colleague (or an import, or a phrasing
             # added from the unanswered queue) changed in the meantime. (A resend of a save that changes nothing
             # more, a double click, is no conflict.)
-            raise Conflict("这条内容在您编辑期间已被其他同事修改并保存，为免覆盖对方的修改，这次没有保存。"
-                           "请先复制您改动的内容，重新打开这条条目，在最新内容上修改后再保存。")
+            raise StaleEdit("这条内容在您编辑期间已被其他同事修改并保存，为免覆盖对方的修改，这次没有保存。"
+                            "请先复制您改动的内容，重新打开这条条目，在最新内容上修改后再保存。")
         # From/to pairs: nothing else keeps what the bot answered before the edit.
         changes = {k: [getattr(row, k), v] for k, v in changed.items()}
         for k, v in changed.items():
