@@ -111,3 +111,48 @@ def test_after_an_edit_conflict_the_form_shows_the_colleagues_version_beside_the
     row = db.get(KBEntry, entry_id)
     assert (row.question, row.answer) == (mine["question"], theirs["answer"])
     assert "老外来上班要办什么证" in row.similar
+
+
+def test_questions_the_bot_now_answers_are_marked_in_the_queue_and_handled_in_one_click(
+        client, kb, make_staff, console_login, db):
+    """A question came into the queue when the bot could not answer it; a colleague then added an entry that
+    answers it, but the question stayed open, among the others, until someone found and handled it by hand. The
+    queue now says which open questions the bot answers now (the chat's own answer decision) and with which entry,
+    and one click marks them handled with that entry, audited; what it does not answer stays open."""
+    from wxapp_backend.audit import AuditLog
+
+    staff = make_staff(role="staff")
+    token = console_login(staff)
+    asked = "外卖小哥能进写字楼吗"
+    assert client.post("/api/v1/chat", json={"text": asked}).get_json()["decision"] == "fallback"
+    other = "附近哪里能停共享单车"
+    assert client.post("/api/v1/chat", json={"text": other}).get_json()["decision"] == "fallback"
+    question = db.query(UnansweredQuestion).filter_by(text=asked).one()
+    still = db.query(UnansweredQuestion).filter_by(text=other).one()
+    page = client.get("/console/kb/unanswered").get_data(as_text=True)
+    assert "现在能回答" not in page
+    # A colleague adds an entry that answers it (the new-entry form, not from the queue).
+    resp = client.post("/console/kb/new", data={
+        "csrf_token": token, "id": "delivery-riders", "question": "外卖员可以进入写字楼送餐吗",
+        "similar": "外卖小哥能进写字楼吗\n外卖能送上楼吗", "answer": "可以。外卖员在一楼登记后即可进入写字楼送餐。"})
+    assert resp.status_code == 302
+    assert client.post("/api/v1/chat", json={"text": asked}).get_json()["entry_id"] == "delivery-riders"
+    page = client.get("/console/kb/unanswered").get_data(as_text=True)
+    assert page.count("现在能回答") == 2  # the card above the table, and the badge on its row
+    badge_row = next(r for r in re.findall(r"<tr>.*?</tr>", page, re.S) if "now-answerable" in r)
+    assert asked in badge_row and "外卖员可以进入写字楼送餐吗" in badge_row
+    bulk = re.search(r'<form method="post" action="(/console/kb/unanswered/resolve-answerable)".*?</form>', page,
+                     re.S)
+    assert re.findall(r'name="qid" value="(\d+)"', bulk.group(0)) == [str(question.id)]
+    # The other question posted too (a stale page, or by hand): judged again, it stays open.
+    resp = client.post(bulk.group(1), data={"csrf_token": token, "qid": [question.id, still.id]})
+    assert resp.status_code == 302
+    db.expire_all()
+    assert (db.get(UnansweredQuestion, question.id).status,
+            db.get(UnansweredQuestion, question.id).resolved_entry_id) == ("resolved", "delivery-riders")
+    assert db.get(UnansweredQuestion, still.id).status == "open"
+    row = db.query(AuditLog).filter_by(action="kb.unanswered_resolved", target_id=str(question.id)).one()
+    assert (row.actor_id, row.data["entry_id"], row.data["via"]) == (str(staff.id), "delivery-riders",
+                                                                     "now_answerable")
+    page = client.get("/console/kb/unanswered").get_data(as_text=True)
+    assert "已把 1 个" in page and "now-answerable" not in page and 'id="kb-answerable"' not in page

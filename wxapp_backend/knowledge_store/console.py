@@ -17,8 +17,9 @@ from ..auth.models import StaffRole
 from ..console import add_nav
 from ..db import session_scope, utcnow
 from ..errors import AppError
-from ..validation import Field, row_id, text_key, validate
+from ..validation import Field, row_id, row_ids, text_key, validate
 from . import services
+from .chat import ask
 from .models import KBEntry, UnansweredQuestion
 
 bp = Blueprint("kb_console", __name__, url_prefix="/console/kb")
@@ -274,8 +275,34 @@ def unanswered():
     kb = services.get_runtime().get()
     # Every question on the page gets its suggestions (only the first 50 of 200 had them, the rest none).
     suggestions = {row.id: kb.search(row.text, 3) for row in rows}
+    # An entry added or edited since may answer a question still open here: said, with one click to mark them.
+    answerable = {}
+    if status == "open":
+        for row in rows:
+            entry = kb.get(_bot_answers(kb, row.text) or "")
+            if entry is not None:
+                answerable[row.id] = entry
     return render_template("console/kb/unanswered.html", rows=rows, status=status, suggestions=suggestions,
-                           counts=counts, total=total, page=page, pages=pages, per_page=UNANSWERED_PER_PAGE)
+                           counts=counts, total=total, page=page, pages=pages, per_page=UNANSWERED_PER_PAGE,
+                           answerable=answerable)
+
+
+def _bot_answers(kb, text: str) -> str | None:
+    """The entry the chat answers `text` with today (its answer decision only: no 您是不是想问 choices)."""
+    result = ask(kb, text)
+    return result.entry_id if result.decision == "answer" and not result.picked else None
+
+
+@bp.post("/unanswered/resolve-answerable")
+@console_required(StaffRole.STAFF)
+def unanswered_resolve_answerable():
+    kb = services.get_runtime().get()
+    qids = row_ids(request.form.getlist("qid"))[:UNANSWERED_PER_PAGE]
+    with session_scope() as s:
+        done, left = services.resolve_answerable(s, g.actor, qids, lambda text: _bot_answers(kb, text))
+    flash(f"已把 {done} 个机器人现在能回答的问题标为已处理。"
+          + (f"另有 {left} 个已被同事处理或机器人仍答不上，保持原样。" if left else ""))
+    return _back_to_queue()
 
 
 @bp.post("/unanswered/<int:qid>/phrasing")

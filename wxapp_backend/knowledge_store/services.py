@@ -12,7 +12,7 @@ import secrets
 import threading
 import time
 import unicodedata
-from collections.abc import Collection, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from datetime import date, datetime
 from zoneinfo import ZoneInfo
@@ -319,7 +319,7 @@ def _count_unanswered(session: Session, norm: str, text: str) -> None:
 
 
 def resolve_unanswered(session: Session, actor: Actor, unanswered_id: int, entry_id: str | None,
-                       *, ignore: bool = False) -> UnansweredQuestion:
+                       *, ignore: bool = False, via: str | None = None) -> UnansweredQuestion:
     row = session.get(UnansweredQuestion, unanswered_id, with_for_update=True)
     if row is None:
         raise NotFound("没有找到这个问题。")
@@ -329,8 +329,25 @@ def resolve_unanswered(session: Session, actor: Actor, unanswered_id: int, entry
     row.status = "ignored" if ignore else "resolved"
     row.resolved_entry_id = entry_id
     audit(session, actor, "kb.unanswered_ignored" if ignore else "kb.unanswered_resolved", row,
-          entry_id=entry_id)
+          entry_id=entry_id, **({"via": via} if via else {}))
     return row
+
+
+def resolve_answerable(session: Session, actor: Actor, unanswered_ids: Iterable[int],
+                       answer_for: Callable[[str], str | None]) -> tuple[int, int]:
+    """Mark handled the open questions among `unanswered_ids` that the bot now answers (`answer_for` gives the
+    entry it answers a text with, or None), each with that entry; returns (handled, left as they were). Judged
+    again here, not on the page's word: an entry may have gone offline, or a colleague handled the question."""
+    done = left = 0
+    for qid in dict.fromkeys(unanswered_ids):
+        row = session.get(UnansweredQuestion, qid, with_for_update=True)
+        entry_id = answer_for(row.text) if row is not None and row.status == "open" else None
+        if entry_id is None:
+            left += 1
+            continue
+        resolve_unanswered(session, actor, qid, entry_id, via="now_answerable")
+        done += 1
+    return done, left
 
 
 def turn_vote_token(secret: str, turn_id: int) -> str:
