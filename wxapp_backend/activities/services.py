@@ -22,7 +22,7 @@ from sqlalchemy import func, or_, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from ..audit import Actor, audit
+from ..audit import SYSTEM, Actor, audit
 from ..auth.models import BindingState, User
 from ..db import utcnow
 from ..enterprises.models import Building, Enterprise
@@ -266,7 +266,7 @@ def update_activity(session: Session, actor: Actor, activity_id: int, data: dict
     elif activity.status == ActivityStatus.PUBLISHED and {"starts_at", "ends_at", "address", "building_id"} & changed.keys():
         _tell_changed(session, activity)
     if activity.status == ActivityStatus.PUBLISHED:
-        promote(session, activity, actor)
+        promote(session, activity, actor, cause=f"activity:{activity.id}", why="活动名额或设置调整")
     if {"starts_at", "ends_at"} & changed.keys():
         _schedule(session, activity)
     return activity
@@ -547,8 +547,10 @@ def _event(session: Session, reg: Registration, from_status: str, actor: Actor, 
                                   actor=f"{actor.type}:{actor.id}", note=note[:200]))
 
 
-def transition(session: Session, reg: Registration, to: RegStatus, actor: Actor, note: str = "") -> None:
-    """Move a registration to `to` if the workflow allows it (409 otherwise), with an event and audit row."""
+def transition(session: Session, reg: Registration, to: RegStatus, actor: Actor, note: str = "",
+               **data: Any) -> None:
+    """Move a registration to `to` if the workflow allows it (409 otherwise), with an event and audit row (`data`
+    goes into the audit row too)."""
     if to.value not in {s.value for s in TRANSITIONS[RegStatus(reg.status)]}:
         raise Conflict(f"报名当前状态为“{STATUS_LABELS[reg.status]}”，不能改为“{STATUS_LABELS[to.value]}”。",
                        code="illegal_transition")
@@ -559,7 +561,7 @@ def transition(session: Session, reg: Registration, to: RegStatus, actor: Actor,
     else:
         reg.active_key = None
     _event(session, reg, before, actor, note)
-    audit(session, actor, f"registration.{to.value}", reg, **{"from": before, "note": note})
+    audit(session, actor, f"registration.{to.value}", reg, **{"from": before, "note": note, **data})
 
 
 def no_show_penalty(session: Session, user_id: int, now: datetime) -> int:
@@ -723,9 +725,14 @@ def register(session: Session, *, activity_id: int, user_id: int, answers: dict[
     return reg, True
 
 
-def promote(session: Session, activity: Activity, actor: Actor) -> list[Registration]:
+def promote(session: Session, activity: Activity, actor: Actor, *, cause: str = "",
+            why: str = "") -> list[Registration]:
     """Fill free seats from the head of the waitlist; the caller holds the activity lock. Nothing moves for an
-    activity that is not published or has started (a seat freed then would only make a no-show)."""
+    activity that is not published or has started (a seat freed then would only make a no-show).
+
+    The promotion is the system's doing, not `actor`'s (the person whose cancel, rejection or capacity change freed
+    the seat): its event and audit row name the system, with `cause` (e.g. "registration:12"), `actor` and `why`
+    (the words the history shows) as the reference to what set it off."""
     if activity.status != ActivityStatus.PUBLISHED.value or utcnow() >= activity.starts_at:
         return []
     free = activity.capacity - seats_taken(session, activity.id)
@@ -736,8 +743,10 @@ def promote(session: Session, activity: Activity, actor: Actor) -> list[Registra
         .order_by(Registration.queue_hour, Registration.penalty, Registration.id).limit(free)).all()
     to = RegStatus.PENDING_APPROVAL if activity.requires_approval else RegStatus.CONFIRMED
     now = utcnow()
+    by = f"{actor.type}:{actor.id}"
+    note = f"候补递补（{why}）" if why else "候补递补"
     for reg in heads:
-        transition(session, reg, to, actor, note="候补递补")
+        transition(session, reg, to, SYSTEM, note=note, cause=cause, caused_by=by)
         reg.promoted_at = now
         if to == RegStatus.CONFIRMED:
             tell(session, reg, activity, "waitlist_promoted", "候补成功",
@@ -826,7 +835,7 @@ def cancel_registration(session: Session, actor: Actor, registration_id: int, *,
              note="您的报名已由工作人员取消")
     session.flush()
     if held_seat and activity.status == ActivityStatus.PUBLISHED.value:
-        promote(session, activity, actor)
+        promote(session, activity, actor, cause=f"registration:{reg.id}", why=f"报名 #{reg.id} 取消后空出名额")
     return reg
 
 
@@ -846,7 +855,7 @@ def decide(session: Session, actor: Actor, registration_id: int, approve: bool, 
         reason = note.strip().rstrip("。.！!")
         tell(session, reg, activity, "registration_rejected", "报名未通过审核",
              f"很抱歉，您报名的活动“{activity.title}”未通过审核" + (f"，说明：{reason}。" if reason else "。"), "未通过")
-        promote(session, activity, actor)
+        promote(session, activity, actor, cause=f"registration:{reg.id}", why=f"报名 #{reg.id} 未通过审核后空出名额")
     return reg
 
 

@@ -1,0 +1,50 @@
+"""White-collar activities: the gaps an earlier pass of session 11 left (waitlist at the door, promotion attribution,
+the staff registrations API, the check-in code after check-in has closed)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import select
+
+from wxapp_backend.activities.models import Activity, RegistrationEvent
+from wxapp_backend.audit import AuditLog
+from wxapp_backend.db import session_scope
+
+
+def _reg(client, aid, headers):
+    return client.post(f"/api/v1/activities/{aid}/registrations", json={"answers": {}}, headers=headers)
+
+
+def _starts_in(aid, delta, hours=2):
+    with session_scope() as s:
+        a = s.get(Activity, aid)
+        a.starts_at = datetime.now(UTC) + delta
+        a.ends_at = a.starts_at + timedelta(hours=hours)
+        a.registration_opens_at = a.registration_closes_at = a.cancel_deadline = None
+
+
+def test_a_promotion_is_the_systems_doing_with_a_reference_to_the_cancel(client, new_activity, make_user,
+                                                                        user_token, staff, staff_headers, db):
+    """The promotion's event and audit row named the user (or staff member) whose cancel freed the seat, as if
+    they had confirmed someone else's registration."""
+    aid = new_activity(capacity=1)
+    seated, queued, queued2 = make_user(), make_user(), make_user()
+    seat = _reg(client, aid, user_token(seated)).get_json()
+    wait = _reg(client, aid, user_token(queued)).get_json()
+    wait2 = _reg(client, aid, user_token(queued2)).get_json()
+    client.post(f"/api/v1/registrations/{seat['id']}/cancel", json={}, headers=user_token(seated))
+    client.post(f"/api/v1/staff/registrations/{wait['id']}/cancel", json={}, headers=staff_headers(staff))
+    for moved, cancelled, by in ((wait, seat, f"user:{seated.id}"), (wait2, wait, f"staff:{staff.id}")):
+        event = db.scalar(select(RegistrationEvent).where(RegistrationEvent.registration_id == moved["id"],
+                                                          RegistrationEvent.to_status == "confirmed"))
+        assert event.actor == "system:system"
+        assert f"#{cancelled['id']}" in event.note
+        row = db.scalar(select(AuditLog).where(AuditLog.action == "registration.confirmed",
+                                               AuditLog.target_id == str(moved["id"])))
+        assert row.actor_type == "system"
+        assert row.data["cause"] == f"registration:{cancelled['id']}" and row.data["caused_by"] == by
+    # The cancel itself is still the canceller's.
+    row = db.scalar(select(AuditLog).where(AuditLog.action == "registration.cancelled",
+                                           AuditLog.target_id == str(seat["id"])))
+    assert (row.actor_type, row.actor_id) == ("user", str(seated.id))
