@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select
 
-from wxapp_backend.activities.models import Activity, RegistrationEvent
+from wxapp_backend.activities.models import Activity, Registration, RegistrationEvent
 from wxapp_backend.audit import AuditLog
 from wxapp_backend.db import session_scope
 
@@ -48,3 +48,31 @@ def test_a_promotion_is_the_systems_doing_with_a_reference_to_the_cancel(client,
     row = db.scalar(select(AuditLog).where(AuditLog.action == "registration.cancelled",
                                            AuditLog.target_id == str(seat["id"])))
     assert (row.actor_type, row.actor_id) == ("user", str(seated.id))
+
+
+def test_the_staff_registrations_api_reads_like_the_console(client, new_activity, make_user, user_token, make_staff,
+                                                            staff_headers, make_enterprise, db):
+    """GET /api/v1/staff/activities/<id>/registrations gave user ids only: no name, phone, enterprise or status
+    label, and no waitlist place (the registration number is not the order the waitlist moves up in)."""
+    ent = make_enterprise(name="黄浦测试科技有限公司")
+    aid = new_activity(capacity=1)
+    seated = make_user(nickname="小王", phone="13800000001")
+    noisy, quiet = make_user(nickname="老爽约"), make_user(nickname="小李", phone="13800000002")
+    _reg(client, aid, user_token(seated))
+    first = _reg(client, aid, user_token(noisy)).get_json()
+    second = _reg(client, aid, user_token(quiet)).get_json()
+    with session_scope() as s:  # two no-shows put the first one behind the other of the same hour
+        s.get(Registration, first["id"]).penalty = 1
+        s.get(Registration, second["id"]).enterprise_id = ent.id
+    resp = client.get(f"/api/v1/staff/activities/{aid}/registrations", headers=staff_headers(make_staff(role="dept")))
+    assert resp.status_code == 200, resp.get_json()
+    items = {i["id"]: i for i in resp.get_json()["items"]}
+    assert items[second["id"]]["waitlist_position"] == 1
+    assert items[first["id"]]["waitlist_position"] == 2
+    assert items[second["id"]]["status_label"] == "候补中（第 1 位）"
+    assert (items[second["id"]]["name"], items[second["id"]]["phone"], items[second["id"]]["enterprise"]) == (
+        "小李", "13800000002", "黄浦测试科技有限公司")
+    seat = next(i for i in items.values() if i["status"] == "confirmed")
+    assert (seat["name"], seat["phone"], seat["waitlist_position"], seat["enterprise"]) == (
+        "小王", "13800000001", None, "")
+    assert seat["status_label"] == "报名成功"

@@ -198,18 +198,16 @@ def update_activity(activity_id: int):
 
 @bp.get("/staff/activities/<int:activity_id>/registrations")
 @staff_api_required(StaffRole.DEPT)
-@doc("活动的报名名单", auth="staff", tags=["活动管理"])
+@doc("活动的报名名单（与后台名单相同：姓名/昵称 name、手机 phone、企业 enterprise、状态 status_label；"
+     "候补中的 waitlist_position 是实际递补的先后，不是报名编号的先后，不在候补为 null）", auth="staff", tags=["活动管理"])
 def staff_registrations(activity_id: int):
-    from sqlalchemy import select
-
-    from .models import Registration
-
     with session_scope() as s:
         services.get_activity(s, activity_id, staff=True)
-        regs = s.scalars(select(Registration).where(Registration.activity_id == activity_id)
-                         .order_by(Registration.id)).unique().all()
-        return jsonify({"items": [{**r.to_dict(), "user_id": r.user_id, "enterprise_id": r.enterprise_id}
-                                  for r in regs]})
+        items = [{**reg.to_dict(), "user_id": reg.user_id, "enterprise_id": reg.enterprise_id,
+                  "name": services.roster_name(user), "phone": user.phone, "enterprise": ent.name if ent else "",
+                  "status_label": services.roster_label(reg, place), "waitlist_position": place}
+                 for reg, user, ent, place in services.registration_roster(s, activity_id)]
+        return jsonify({"items": items})
 
 
 @bp.post("/staff/registrations/<int:registration_id>/approve")

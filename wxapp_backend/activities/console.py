@@ -14,10 +14,10 @@ from sqlalchemy import func, select
 
 from ..audit import audit
 from ..auth.guard import console_required, current_actor
-from ..auth.models import ROLE_RANK, StaffRole, User
+from ..auth.models import ROLE_RANK, StaffRole
 from ..console import DASHBOARD_CARDS, add_nav
 from ..db import session_scope, utcnow
-from ..enterprises.models import Building, Enterprise
+from ..enterprises.models import Building
 from ..errors import AppError, ValidationError
 from ..http import loads
 from ..validation import Field, row_ids, validate
@@ -204,20 +204,10 @@ def _values(a: Activity | None) -> dict[str, Any]:
 
 
 def _registration_rows(s, activity_id: int) -> list[dict[str, Any]]:
-    rows = s.execute(select(Registration, User, Enterprise)
-                     .join(User, User.id == Registration.user_id)
-                     .outerjoin(Enterprise, Enterprise.id == Registration.enterprise_id)
-                     .where(Registration.activity_id == activity_id)
-                     .order_by(Registration.id)).unique().all()
-    # The waitlist's order is promote()'s (hour of registration, repeated no-shows last within it), not the number.
-    queue = {rid: n for n, rid in enumerate(s.scalars(select(Registration.id).where(
-        Registration.activity_id == activity_id, Registration.status == RegStatus.WAITLISTED.value)
-        .order_by(Registration.queue_hour, Registration.penalty, Registration.id)), 1)}
     out = []
-    for reg, user, ent in rows:
-        label = f"候补中（第 {queue[reg.id]} 位）" if reg.id in queue else services.STATUS_LABELS[reg.status]
-        out.append({"id": reg.id, "status": reg.status, "status_label": label,
-                    "user": user.nickname or f"用户{user.id}", "phone": user.phone,
+    for reg, user, ent, place in services.registration_roster(s, activity_id):
+        out.append({"id": reg.id, "status": reg.status, "status_label": services.roster_label(reg, place),
+                    "user": services.roster_name(user), "phone": user.phone,
                     "enterprise": ent.name if ent else "", "building": user.building.name if user.building else "",
                     "answers": reg.answers or {}, "created_at": _local(reg.created_at),
                     "checked_in_at": _local(reg.checked_in_at), "no_shows": user.no_show_count})

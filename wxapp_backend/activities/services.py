@@ -814,6 +814,32 @@ def waitlist_position(session: Session, reg: Registration) -> int | None:
     return (ahead or 0) + 1
 
 
+def registration_roster(session: Session, activity_id: int
+                        ) -> list[tuple[Registration, User, Enterprise | None, int | None]]:
+    """An activity's registrations by number, each with its user, enterprise and place on the waitlist (None when
+    not waitlisted): the console's list, its export and the staff API read the same rows."""
+    rows = session.execute(select(Registration, User, Enterprise)
+                           .join(User, User.id == Registration.user_id)
+                           .outerjoin(Enterprise, Enterprise.id == Registration.enterprise_id)
+                           .where(Registration.activity_id == activity_id)
+                           .order_by(Registration.id)).unique().all()
+    # The waitlist's order is promote()'s (hour of registration, repeated no-shows last within it), not the number.
+    queue = {rid: n for n, rid in enumerate(session.scalars(select(Registration.id).where(
+        Registration.activity_id == activity_id, Registration.status == RegStatus.WAITLISTED.value)
+        .order_by(Registration.queue_hour, Registration.penalty, Registration.id)), 1)}
+    return [(reg, user, ent, queue.get(reg.id)) for reg, user, ent in rows]
+
+
+def roster_label(reg: Registration, place: int | None) -> str:
+    """A registration's status as staff read it (候补中（第 n 位） on the waitlist)."""
+    return f"候补中（第 {place} 位）" if place is not None else STATUS_LABELS[reg.status]
+
+
+def roster_name(user: User) -> str:
+    """The name staff see for a registrant (nickname, else 用户<id>)."""
+    return user.nickname or f"用户{user.id}"
+
+
 def cancel_registration(session: Session, actor: Actor, registration_id: int, *, user_id: int | None = None,
                         now: datetime | None = None) -> Registration:
     """Cancel (by the user before the deadline, or by staff); a freed seat goes to the waitlist head."""
