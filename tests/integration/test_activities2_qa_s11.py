@@ -76,3 +76,17 @@ def test_the_staff_registrations_api_reads_like_the_console(client, new_activity
     assert (seat["name"], seat["phone"], seat["waitlist_position"], seat["enterprise"]) == (
         "小王", "13800000001", None, "")
     assert seat["status_label"] == "报名成功"
+
+
+def test_the_check_in_code_is_not_offered_after_check_in_has_closed(client, new_activity, make_user, user_token):
+    """Between end + 1 hour (check-in closed) and the attendance sweep (every 15 minutes), 我的报名 still offered
+    the code, which the door then refused with 活动已结束，签到已关闭."""
+    aid = new_activity(capacity=2)
+    user = make_user()
+    _reg(client, aid, user_token(user))
+    _starts_in(aid, timedelta(hours=-3, minutes=-5), hours=2)  # ended 65 minutes ago; attendance not swept yet
+    mine = client.get("/api/v1/me/registrations", headers=user_token(user)).get_json()["items"][0]
+    assert (mine["status"], mine["can_show_code"]) == ("confirmed", False)
+    _starts_in(aid, timedelta(hours=-2, minutes=-30), hours=2)  # ended 30 minutes ago: check-in still open
+    mine = client.get("/api/v1/me/registrations", headers=user_token(user)).get_json()["items"][0]
+    assert mine["can_show_code"] is True

@@ -790,7 +790,8 @@ def user_cancel_deadline(reg: Registration, activity: Activity) -> datetime:
 
 
 def user_actions(reg: Registration, now: datetime | None = None) -> dict[str, Any]:
-    """What 我的报名 may offer on `reg`: cancel (and until when), the check-in code; what the actions accept."""
+    """What 我的报名 may offer on `reg`: cancel (and until when), the check-in code (while check-in is open, as
+    checkin.check_in decides: a code after that is refused at the door); what the actions accept."""
     now = now or utcnow()
     activity = reg.activity
     live = activity.status == ActivityStatus.PUBLISHED.value
@@ -799,7 +800,8 @@ def user_actions(reg: Registration, now: datetime | None = None) -> dict[str, An
     deadline = user_cancel_deadline(reg, activity) if cancellable else None
     return {"can_cancel": deadline is not None and now < deadline,
             "cancel_until": deadline.isoformat() if deadline is not None and now < deadline else None,
-            "can_show_code": live and reg.status in (RegStatus.CONFIRMED.value, RegStatus.ATTENDED.value)}
+            "can_show_code": live and reg.status in (RegStatus.CONFIRMED.value, RegStatus.ATTENDED.value)
+            and now < activity.ends_at + ATTENDANCE_GRACE}
 
 
 def waitlist_position(session: Session, reg: Registration) -> int | None:
