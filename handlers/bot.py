@@ -129,14 +129,20 @@ def my_registrations(ctx: Context) -> Reply:
 
 def my_registrations_text(user_id: int | None) -> str:
     """我的报名: the user's registrations for activities still to come, with their state."""
-    from wxapp_backend.activities.models import STATUS_LABELS
-    from wxapp_backend.activities.services import upcoming_registrations
-    from wxapp_backend.db import session_scope
+    from wxapp_backend.activities.models import STATUS_LABELS, RegStatus
+    from wxapp_backend.activities.services import WAITLIST_MISSED, upcoming_registrations
+    from wxapp_backend.db import session_scope, utcnow
+
+    def label(status: str, starts) -> str:
+        # Still waitlisted once it has begun: the waitlist will not move any more (promote() stops at the start).
+        if status == RegStatus.WAITLISTED.value and starts <= utcnow():
+            return WAITLIST_MISSED
+        return STATUS_LABELS.get(status, status)
 
     if user_id is None:
         return "您目前没有报名的活动。" + ACTIVITY_TEXT
     with session_scope() as s:
-        lines = [f"{i}. {title}：{_when(starts)}（{STATUS_LABELS.get(status, status)}）"
+        lines = [f"{i}. {title}：{_when(starts)}（{label(status, starts)}）"
                  for i, (title, starts, status) in enumerate(upcoming_registrations(s, user_id,
                                                                                     ACTIVITY_LIST_LIMIT), 1)]
     if not lines:

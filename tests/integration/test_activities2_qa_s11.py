@@ -24,6 +24,68 @@ def _starts_in(aid, delta, hours=2):
         a.registration_opens_at = a.registration_closes_at = a.cancel_deadline = None
 
 
+def test_staff_admit_a_waitlisted_person_at_the_door_when_a_seat_is_free(client, new_activity, make_user, user_token,
+                                                                        staff, staff_headers, db):
+    """Once the activity has started the waitlist stops moving, so a seat freed then stayed empty: the person
+    waiting at the door could be neither checked in (该报名还在候补中) nor confirmed, and 我的报名 still said
+    候补第 1 位 until attendance closed."""
+    aid = new_activity(capacity=1)
+    seated, queued, later = make_user(), make_user(), make_user()
+    seat = _reg(client, aid, user_token(seated)).get_json()
+    wait = _reg(client, aid, user_token(queued)).get_json()
+    wait2 = _reg(client, aid, user_token(later)).get_json()
+    assert wait["status"] == "waitlisted"
+    _starts_in(aid, timedelta(minutes=-20))
+    client.post(f"/api/v1/staff/registrations/{seat['id']}/cancel", json={}, headers=staff_headers(staff))
+
+    # The user's view: the waitlist did not move, said plainly, no place in a queue that no longer moves.
+    mine = client.get("/api/v1/me/registrations", headers=user_token(queued)).get_json()["items"][0]
+    assert (mine["status"], mine["waitlist_position"]) == ("waitlisted", None)
+    assert "候补未能递补" in mine["waitlist_note"] and mine["status_label"] == "候补未递补"
+    detail = client.get(f"/api/v1/activities/{aid}", headers=user_token(queued)).get_json()["my_registration"]
+    assert detail["waitlist_position"] is None and detail["waitlist_note"]
+    chat = client.post("/api/v1/chat", json={"text": "我的报名"}, headers=user_token(queued)).get_json()["reply"]
+    assert "候补未能递补" in chat and "候补中" not in chat
+
+    url = f"/api/v1/staff/registrations/{wait['id']}/admit"
+    assert client.post(url, json={}, headers=staff_headers(staff)).status_code == 422  # a note is required
+    resp = client.post(url, json={"note": "现场有空位"}, headers=staff_headers(staff))
+    assert resp.status_code == 200, resp.get_json()
+    assert resp.get_json()["status"] == "attended"
+    audit_row = db.scalar(select(AuditLog).where(AuditLog.action == "registration.admitted_from_waitlist"))
+    assert (audit_row.actor_type, audit_row.actor_id, audit_row.target_id) == ("staff", str(staff.id), str(wait["id"]))
+    # The seat is taken now: the next one waiting is refused with a reason, not let in over capacity.
+    full = client.post(f"/api/v1/staff/registrations/{wait2['id']}/admit", json={"note": "也来了"},
+                       headers=staff_headers(staff))
+    assert (full.status_code, full.get_json()["error"]) == (409, "activity_full")
+    assert "名额已满" in full.get_json()["message"]
+    # Not before check-in opens, nor after it closes.
+    other = new_activity(capacity=1)
+    _reg(client, other, user_token(make_user()))
+    early = _reg(client, other, user_token(make_user())).get_json()
+    resp = client.post(f"/api/v1/staff/registrations/{early['id']}/admit", json={"note": "x"},
+                       headers=staff_headers(staff))
+    assert resp.get_json()["error"] == "checkin_not_open"
+
+
+def test_the_console_offers_admission_from_the_waitlist(client, new_activity, make_user, user_token, make_staff,
+                                                        console_login, staff, staff_headers):
+    aid = new_activity(capacity=1)
+    seated, queued = make_user(), make_user()
+    seat = _reg(client, aid, user_token(seated)).get_json()
+    wait = _reg(client, aid, user_token(queued)).get_json()
+    _starts_in(aid, timedelta(minutes=-20))
+    client.post(f"/api/v1/staff/registrations/{seat['id']}/cancel", json={}, headers=staff_headers(staff))
+    csrf = console_login(make_staff(role="staff"))
+    page = client.get(f"/console/activities/{aid}/registrations").get_data(as_text=True)
+    assert "现场候补入场" in page
+    resp = client.post(f"/console/registrations/{wait['id']}/admit",
+                       data={"csrf_token": csrf, "note": "现场有空位"}, follow_redirects=True)
+    assert "已现场候补入场并签到" in resp.get_data(as_text=True)
+    with session_scope() as s:
+        assert s.get(Registration, wait["id"]).status == "attended"
+
+
 def test_a_promotion_is_the_systems_doing_with_a_reference_to_the_cancel(client, new_activity, make_user,
                                                                         user_token, staff, staff_headers, db):
     """The promotion's event and audit row named the user (or staff member) whose cancel freed the seat, as if

@@ -44,9 +44,13 @@ def _idempotency_key() -> str | None:
 
 
 def _mine(s, reg: Registration, *, with_activity: bool = False) -> dict:
-    """A registration as its user reads it: status, next actions and, while waitlisted, their place in the queue."""
-    return {**reg.to_dict(with_activity=with_activity), **services.user_actions(reg),
-            "waitlist_position": services.waitlist_position(s, reg)}
+    """A registration as its user reads it: status, next actions and, while waitlisted, their place in the queue
+    (after the start: that the waitlist did not move up, in the status label too)."""
+    out = {**reg.to_dict(with_activity=with_activity), **services.user_actions(reg),
+           "waitlist_position": services.waitlist_position(s, reg)}
+    if out["waitlist_note"]:
+        out["status_label"] = "候补未递补"
+    return out
 
 
 @bp.get("/activities")
@@ -119,7 +123,8 @@ def qr(registration_id: int):
 @bp.get("/me/registrations")
 @user_required
 @doc("我的报名（含可否取消及截止时间 can_cancel / cancel_until、可否出示签到码 can_show_code、"
-     "候补第几位 waitlist_position，不在候补为 null）", tags=["活动"])
+     "候补第几位 waitlist_position，不在候补或活动已开始为 null；活动开始时仍在候补的，waitlist_note 说明候补未能递补）",
+     tags=["活动"])
 def my_registrations():
     with session_scope() as s:
         regs = services.my_registrations(s, current_user_id())
@@ -244,6 +249,17 @@ def staff_mark_attended(registration_id: int):
     body = parse(ATTENDED_FIELDS)
     with session_scope() as s:
         return jsonify(checkin.mark_attended(s, current_actor(), registration_id, body["note"]).to_dict())
+
+
+@bp.post("/staff/registrations/<int:registration_id>/admit")
+@staff_api_required(StaffRole.STAFF)
+@doc("现场候补入场：签到开放期间、仍有空余名额时，把候补中的报名改为已确认并签到", body=ATTENDED_FIELDS,
+     responses={200: "报名（已签到）", 409: "不是候补、名额已满、签到未开始或已关闭", 422: "缺少说明"}, auth="staff",
+     tags=["活动管理"])
+def staff_admit(registration_id: int):
+    body = parse(ATTENDED_FIELDS)
+    with session_scope() as s:
+        return jsonify(checkin.admit_waitlisted(s, current_actor(), registration_id, body["note"]).to_dict())
 
 
 @bp.post("/staff/checkins")

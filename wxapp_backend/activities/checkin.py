@@ -20,7 +20,7 @@ from ..audit import Actor, audit
 from ..db import utcnow
 from ..errors import Conflict, NotFound, ValidationError
 from .models import Activity, ActivityStatus, Registration, RegStatus
-from .services import ATTENDANCE_GRACE, STATUS_LABELS, lock_activity, transition
+from .services import ATTENDANCE_GRACE, STATUS_LABELS, lock_activity, seats_taken, transition
 
 STEP_SECONDS = 60
 CHECKIN_OPENS_BEFORE = timedelta(hours=2)
@@ -159,4 +159,36 @@ def mark_attended(session: Session, actor: Actor, registration_id: int, note: st
         # From when the scan is taken: someone at the door early with a flat phone is recorded then, not at the start.
         raise Conflict("签到尚未开始（活动开始前 2 小时开放签到）。", code="checkin_not_open")
     _attend(session, reg, actor, now, f"工作人员更正为已到场：{note}"[:200])
+    return reg
+
+
+def admit_waitlisted(session: Session, actor: Actor, registration_id: int, note: str,
+                     now: datetime | None = None) -> Registration:
+    """Staff let a waitlisted person in at the door: once the activity has started the waitlist no longer moves
+    (promote() stops), so a seat left free can only be given here. Allowed while check-in is open and a seat is
+    free; the registration is confirmed and checked in at once, with an audit row naming the staff member."""
+    now = now or utcnow()
+    note = (note or "").strip()
+    if not note:
+        raise ValidationError("请说明情况（例如：现场候补入场）。", fields={"note": "请填写说明"})
+    reg = session.get(Registration, registration_id)
+    if reg is None:
+        raise NotFound("没有找到这条报名记录。")
+    activity = lock_activity(session, reg.activity_id)
+    session.refresh(reg)
+    if reg.status != RegStatus.WAITLISTED.value:
+        raise Conflict(f"报名当前为“{STATUS_LABELS[reg.status]}”，不是候补，不能现场候补入场。",
+                       code="not_waitlisted")
+    if activity.status != ActivityStatus.PUBLISHED.value:
+        raise Conflict("活动已取消，不能入场。", code="activity_cancelled")
+    if now < activity.starts_at - CHECKIN_OPENS_BEFORE:
+        raise Conflict("签到尚未开始（活动开始前 2 小时开放签到）。", code="checkin_not_open")
+    if now >= activity.ends_at + ATTENDANCE_GRACE:
+        raise Conflict("活动已结束，签到已关闭。", code="checkin_closed")
+    if activity.capacity - seats_taken(session, activity.id) <= 0:
+        raise Conflict("名额已满，不能现场候补入场。", code="activity_full")
+    text = f"现场候补入场：{note}"[:200]
+    transition(session, reg, RegStatus.CONFIRMED, actor, note=text)
+    _attend(session, reg, actor, now, text)
+    audit(session, actor, "registration.admitted_from_waitlist", reg, activity_id=activity.id, note=note)
     return reg

@@ -282,7 +282,7 @@ def _cell(value: Any) -> Any:
 NOTE_FORM = (Field("note", "str", "说明", max_len=200, default=""),)  # as the API's DECIDE_FIELDS
 
 
-@bp.post("/registrations/<int:registration_id>/<any(approve,reject,cancel,attended):action>")
+@bp.post("/registrations/<int:registration_id>/<any(approve,reject,cancel,attended,admit):action>")
 @console_required(StaffRole.STAFF)
 def registration_action(registration_id: int, action: str):
     try:
@@ -294,6 +294,8 @@ def registration_action(registration_id: int, action: str):
                 done = _cancelled_text(s, reg, queued)
             elif action == "attended":
                 reg = checkin.mark_attended(s, current_actor(), registration_id, note)
+            elif action == "admit":
+                reg = checkin.admit_waitlisted(s, current_actor(), registration_id, note)
             else:
                 reg = services.decide(s, current_actor(), registration_id, action == "approve", note)
             activity_id = reg.activity_id
@@ -305,7 +307,7 @@ def registration_action(registration_id: int, action: str):
         return redirect(back if back.startswith(request.host_url + "console/") else
                         url_for("activities_console.activities"))
     flash(done if action == "cancel" else {"approve": "已通过。", "reject": "已驳回。",
-                                           "attended": "已更正为已到场。"}[action])
+                                           "attended": "已更正为已到场。", "admit": "已现场候补入场并签到。"}[action])
     return redirect(url_for("activities_console.registrations", activity_id=activity_id))
 
 

@@ -789,9 +789,14 @@ def user_cancel_deadline(reg: Registration, activity: Activity) -> datetime:
     return deadline
 
 
+WAITLIST_MISSED = "活动已开始，候补未能递补"
+
+
 def user_actions(reg: Registration, now: datetime | None = None) -> dict[str, Any]:
     """What 我的报名 may offer on `reg`: cancel (and until when), the check-in code (while check-in is open, as
-    checkin.check_in decides: a code after that is refused at the door); what the actions accept."""
+    checkin.check_in decides: a code after that is refused at the door); what the actions accept. A registration
+    still waitlisted when the activity starts will not move up any more (promote() stops then): `waitlist_note`
+    says so instead of a place in a queue that no longer moves."""
     now = now or utcnow()
     activity = reg.activity
     live = activity.status == ActivityStatus.PUBLISHED.value
@@ -801,13 +806,15 @@ def user_actions(reg: Registration, now: datetime | None = None) -> dict[str, An
     return {"can_cancel": deadline is not None and now < deadline,
             "cancel_until": deadline.isoformat() if deadline is not None and now < deadline else None,
             "can_show_code": live and reg.status in (RegStatus.CONFIRMED.value, RegStatus.ATTENDED.value)
-            and now < activity.ends_at + ATTENDANCE_GRACE}
+            and now < activity.ends_at + ATTENDANCE_GRACE,
+            "waitlist_note": WAITLIST_MISSED if reg.status == RegStatus.WAITLISTED.value and live
+            and now >= activity.starts_at else None}
 
 
-def waitlist_position(session: Session, reg: Registration) -> int | None:
+def waitlist_position(session: Session, reg: Registration, now: datetime | None = None) -> int | None:
     """Where `reg` stands on its activity's waitlist (1: the next seat is theirs), in the order promote() takes;
-    None when it is not waitlisted."""
-    if reg.status != RegStatus.WAITLISTED.value:
+    None when it is not waitlisted, or once the activity has started (the waitlist no longer moves)."""
+    if reg.status != RegStatus.WAITLISTED.value or (now or utcnow()) >= reg.activity.starts_at:
         return None
     ahead = session.scalar(select(func.count(Registration.id)).where(
         Registration.activity_id == reg.activity_id, Registration.status == RegStatus.WAITLISTED.value,
