@@ -950,6 +950,14 @@ def act_complete_task(session, actor, appeal, data, now):
     _event(session, appeal, actor, "task_done" if task.status == "done" else "task_cancelled",
            note=f"{task.department}：{task.result or ('已取消' if task.status == 'cancelled' else '已完成')}",
            task_id=task.id)
+    if task.kind == TaskKind.ESCALATION:
+        # The enterprise was promised an answer from the 办不成事 window within 3 working days: the window's
+        # answer is that answer (it heard nothing when the task was done).
+        outcome = task.result or ("窗口已结束处理" if task.status == "cancelled" else "窗口已处理完毕")
+        said = outcome.rstrip().rstrip("。.！!；;，,、 ") or outcome
+        _notify(session, appeal, "appeal_escalated", f"您的诉求 {appeal.number} 在“办不成事”反映窗口的处理结果：{said}。"
+                "如仍有问题，可回复“我的诉求”查看进度或联系我们。", f"escalation_done:{task.id}",
+                title="“办不成事”窗口已答复您的诉求")
     _end_coordination_if_done(session, appeal, now)
 
 

@@ -1,0 +1,88 @@
+"""Appeals QA (pass 11, second wave): what the enterprise and staff are told, and clocks that never stopped.
+
+- the 办不成事 window's answer (its task done) reaches the enterprise;
+- a merged appeal's time as 已合并 does not count against its own deadline once it is split off or released;
+- 待补充材料 does not wait forever: a reminder to the enterprise, then the tick ends the wait;
+- 超期 and 企业催办 reach the handling department's WeChat-linked accounts.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from types import SimpleNamespace
+
+import pytest
+from sqlalchemy import select
+
+from wxapp_backend.appeals import services
+from wxapp_backend.appeals.calendar import TZ
+from wxapp_backend.appeals.models import Appeal, AppealEvent, AppealTask
+from wxapp_backend.audit import Actor
+from wxapp_backend.db import session_scope
+from wxapp_backend.notices.models import InboxItem, Notification
+
+
+def at(*a) -> datetime:
+    return datetime(*a, tzinfo=TZ)
+
+
+@pytest.fixture
+def w(make_user, make_staff, make_building, make_grid, make_enterprise):
+    grid = make_grid()
+    building = make_building(grid_id=grid.id)
+    enterprise = make_enterprise(building_id=building.id)
+    user = make_user(enterprise_id=enterprise.id, binding_state="verified")
+    other = make_user(nickname="李四")
+    admin = make_staff(role="admin")
+    window = make_staff(role="dept", department=services.ESCALATION_OWNER)
+    tax = make_staff(role="dept", department="税务所")
+    ns = SimpleNamespace(user=user, other=other, admin=admin, window=window, tax=tax,
+                         actor=Actor("staff", admin.id, role="admin", name="管理员"),
+                         window_actor=Actor("staff", window.id, role="dept", name="窗口", department=window.department))
+
+    def submit(now, user_id=None, content="我们公司的增值税发票开不出来，税控盘坏了"):
+        with session_scope() as s:
+            appeal, _ = services.submit_appeal(s, user_id or user.id, services.Intake(
+                content=content, contact_name="张三", contact_phone="13800138000"), now=now)
+            return appeal.id
+
+    def act(appeal_id, action, now=None, actor=None, **data):
+        with session_scope() as s:
+            return services.perform(s, actor or ns.actor, appeal_id, action, data, now=now).status
+
+    def appeal(appeal_id) -> Appeal:
+        with session_scope() as s:
+            a = s.get(Appeal, appeal_id)
+            s.expunge(a)
+            return a
+
+    def events(appeal_id, action):
+        with session_scope() as s:
+            return [(e.note, e.data) for e in s.scalars(select(AppealEvent).where(
+                AppealEvent.appeal_id == appeal_id, AppealEvent.action == action).order_by(AppealEvent.id))]
+
+    ns.submit, ns.act, ns.appeal, ns.events = submit, act, appeal, events
+    return ns
+
+
+# --- 1. the 办不成事 window's answer reaches the enterprise ---------------------------------------------
+
+def test_the_enterprise_hears_the_escalation_windows_answer(w, db):
+    monday = at(2025, 11, 3, 10, 0)
+    appeal_id = w.submit(monday)
+    w.act(appeal_id, "accept", now=monday)
+    with session_scope() as s:
+        services.escalate(s, w.actor, services.get_appeal(s, appeal_id, w.actor, lock=True), reason="跑了三次没办成",
+                          now=monday)
+        task_id = s.scalars(select(AppealTask.id).where(AppealTask.appeal_id == appeal_id,
+                                                        AppealTask.kind == "escalation")).one()
+    w.act(appeal_id, "complete_task", now=at(2025, 11, 4, 10, 0), actor=w.window_actor, task_id=task_id,
+          result="已协调税务所上门更换税控盘。")
+    number = w.appeal(appeal_id).number
+    inbox = db.scalars(select(InboxItem).where(InboxItem.user_id == w.user.id)).all()
+    answer = [i for i in inbox if "处理结果" in i.body]
+    assert len(answer) == 1
+    assert number in answer[0].body and "已协调税务所上门更换税控盘" in answer[0].body and "。。" not in answer[0].body
+    assert "办不成事" in answer[0].title
+    assert db.scalar(select(Notification).where(Notification.dedup_key == f"appeal:{appeal_id}:escalation_done:{task_id}"))
+    assert any("办不成事" in (note or "") for note, _ in w.events(appeal_id, "notified")[-1:])
