@@ -14,7 +14,7 @@ from types import SimpleNamespace
 import pytest
 from sqlalchemy import select
 
-from wxapp_backend.appeals import services
+from wxapp_backend.appeals import jobs, services
 from wxapp_backend.appeals.calendar import TZ
 from wxapp_backend.appeals.models import Appeal, AppealEvent, AppealTask
 from wxapp_backend.audit import Actor
@@ -86,3 +86,53 @@ def test_the_enterprise_hears_the_escalation_windows_answer(w, db):
     assert "办不成事" in answer[0].title
     assert db.scalar(select(Notification).where(Notification.dedup_key == f"appeal:{appeal_id}:escalation_done:{task_id}"))
     assert any("办不成事" in (note or "") for note, _ in w.events(appeal_id, "notified")[-1:])
+
+
+# --- 2. time spent 已合并 does not count against the appeal's own deadline ---------------------------------
+
+def _merged_then_split(w, split_at, how="split"):
+    monday = at(2025, 11, 3, 10, 0)
+    master = w.submit(monday, content="新华大厦电梯坏了三天了一直没人修")
+    child = w.submit(monday, user_id=w.other.id, content="新华大厦的电梯坏了好几天没人修理")
+    w.act(master, "accept", now=monday)
+    w.act(child, "accept", now=monday)
+    due = w.appeal(child).due_at
+    assert due.astimezone(TZ) == at(2025, 11, 6, 10, 0)  # 楼宇物业: 3 working days
+    w.act(child, "merge", now=at(2025, 11, 4, 10, 0), master_id=master)  # 2 working days left
+    if how == "split":
+        w.act(child, "split", now=split_at)
+    else:  # the master is rejected: its children are released
+        w.act(master, "reject", now=split_at, reason="不属于本中心受理范围")
+    return child
+
+
+@pytest.mark.parametrize("how", ["split", "released"])
+def test_a_deadline_that_passed_while_merged_is_not_overdue_at_the_split(w, how):
+    split_at = at(2025, 11, 24, 10, 0)  # three weeks merged
+    child = _merged_then_split(w, split_at, how)
+    a = w.appeal(child)
+    assert a.status == "accepted"
+    assert a.due_at.astimezone(TZ) == at(2025, 11, 26, 10, 0)  # the 2 working days it had left, from the split
+    jobs.tick(now=at(2025, 11, 24, 10, 5))  # (the master, overdue for weeks, is escalated: not the child)
+    assert w.appeal(child).overdue is False
+    assert not w.events(child, "overdue") and not w.events(child, "escalated")
+    (note, data), = w.events(child, "deadline_recounted")
+    assert "合并期间" in note and data["merged_minutes"] == 14 * 510
+    jobs.tick(now=at(2025, 11, 26, 11, 0))
+    assert w.appeal(child).overdue is True  # its own time still runs out
+
+
+def test_an_appeal_overdue_when_merged_keeps_only_its_own_lateness(w):
+    monday = at(2025, 11, 3, 10, 0)
+    master = w.submit(monday, content="新华大厦电梯坏了三天了一直没人修")
+    child = w.submit(monday, user_id=w.other.id, content="新华大厦的电梯坏了好几天没人修理")
+    w.act(master, "accept", now=monday)
+    w.act(child, "accept", now=monday)
+    jobs.tick(now=at(2025, 11, 11, 10, 0))  # 3 working days late (due 11-06 10:00)
+    assert w.appeal(child).overdue is True
+    w.act(child, "merge", now=at(2025, 11, 11, 10, 0), master_id=master)
+    w.act(child, "split", now=at(2025, 12, 1, 10, 0))
+    # Still late by the 3 days it was late when merged: not 17 (auto-escalated at 5), not cleared either.
+    assert w.appeal(child).due_at.astimezone(TZ) == at(2025, 11, 26, 10, 0)
+    jobs.tick(now=at(2025, 12, 1, 10, 5))
+    assert w.appeal(child).overdue is True and not w.appeal(child).escalated

@@ -332,6 +332,7 @@ def transition(session: Session, appeal: Appeal, to: AppealStatus, actor: Actor,
         raise Conflict(f"诉求当前为“{LABELS[src]}”，不能变为“{LABELS[to]}”。", code="illegal_transition")
     now = now or utcnow()
     cal = work_calendar(session)
+    moved = 0
     if to == S.PENDING_ENTERPRISE:
         appeal.paused_from = src.value
         appeal.paused_at = now
@@ -341,6 +342,11 @@ def transition(session: Session, appeal: Appeal, to: AppealStatus, actor: Actor,
             appeal.due_at = cal.add_working_minutes(now, appeal.sla_minutes_left)
         appeal.paused_at, appeal.sla_minutes_left, appeal.paused_from = None, None, ""
         appeal.info_request = ""  # answered, or staff went on without it: no longer asked of the enterprise
+    if to == S.DUPLICATE:
+        appeal.paused_at = now  # merged: its own clock stops (the master's runs for it)
+    elif src == S.DUPLICATE:  # split off or released (to 已受理): handled on its own from now
+        moved = _resume_after_merge(session, appeal, cal, now) if to == S.ACCEPTED else 0
+        appeal.paused_at = None
     if to in (S.CLOSED, S.REJECTED, S.WITHDRAWN):
         appeal.closed_at = now
     if src == S.SUBMITTED and actor.type == "staff":
@@ -351,7 +357,36 @@ def transition(session: Session, appeal: Appeal, to: AppealStatus, actor: Actor,
     appeal.status = to.value
     appeal.version += 1
     appeal.updated_at = now
-    return _event(session, appeal, actor, action, note=note, public=public, src=src.value, dst=to.value, **data)
+    ev = _event(session, appeal, actor, action, note=note, public=public, src=src.value, dst=to.value, **data)
+    if src == S.DUPLICATE and moved:
+        local = appeal.due_at.astimezone(TZ)
+        _event(session, appeal, SYSTEM, "deadline_recounted", public=True, due_at=appeal.due_at,
+               merged_minutes=moved, note=f"合并期间（{moved // DAY_MINUTES} 个工作日 {moved % DAY_MINUTES} 分钟）不计入办理时限，"
+               f"承诺办结时间顺延为 {local:%Y-%m-%d %H:%M}",
+               public_note=f"合并办理期间不计入办理时限，承诺办结时间相应改为 {local.month}月{local.day}日 {local:%H:%M}")
+    return ev
+
+
+def _resume_after_merge(session: Session, appeal: Appeal, cal: WorkCalendar, now: datetime) -> int:
+    """An appeal split off or released from 已合并 (by staff, or when its master ends unresolved): the time it spent
+    merged does not count against its own deadline (its master was being handled for it), like the paused clock of
+    待补充材料 — the deadline moves later by that time, so the time left (or the lateness, when it was already
+    overdue when merged) is what it was at the merge. Before, a deadline that passed while merged made it overdue,
+    and soon auto-escalated, the moment it was split off. Returns the working minutes the deadline moved."""
+    since, appeal.paused_at = appeal.paused_at, None
+    if since is None:  # merged before the merge stopped the clock: the merge's own event says when
+        since = session.scalar(select(func.max(AppealEvent.created_at)).where(
+            AppealEvent.appeal_id == appeal.id, AppealEvent.action == "merged"))
+    if since is None or appeal.due_at is None or now <= since:
+        return 0
+    merged = cal.working_minutes_between(since, now)
+    if merged <= 0:
+        return 0
+    appeal.due_at = cal.add_working_minutes(appeal.due_at, merged)
+    appeal.warned_due_at = None
+    if appeal.due_at > now:
+        appeal.overdue = False
+    return merged
 
 
 # --- intake -------------------------------------------------------------------------------------------
