@@ -136,3 +136,36 @@ def test_an_appeal_overdue_when_merged_keeps_only_its_own_lateness(w):
     assert w.appeal(child).due_at.astimezone(TZ) == at(2025, 11, 26, 10, 0)
     jobs.tick(now=at(2025, 12, 1, 10, 5))
     assert w.appeal(child).overdue is True and not w.appeal(child).escalated
+
+
+# --- 3. 待补充材料 does not wait for ever -------------------------------------------------------------------
+
+def test_an_unanswered_request_for_material_is_reminded_once_then_handled_on_what_there_is(w, db):
+    monday = at(2025, 11, 3, 10, 0)
+    appeal_id = w.submit(monday)
+    w.act(appeal_id, "accept", now=monday)
+    w.act(appeal_id, "start", now=monday)
+    w.act(appeal_id, "request_info", now=at(2025, 11, 4, 10, 0), note="请提供税控盘的购买发票")
+    number = w.appeal(appeal_id).number
+    assert jobs.tick(now=at(2025, 11, 7, 9, 30))["info_reminded"] == 0  # 2.x working days
+    assert jobs.tick(now=at(2025, 11, 7, 10, 0))["info_reminded"] == 1  # 3 working days
+    assert jobs.tick(now=at(2025, 11, 10, 10, 0))["info_reminded"] == 0  # once
+    reminders = db.scalars(select(InboxItem).where(InboxItem.user_id == w.user.id,
+                                                   InboxItem.title.contains("还需补充材料"))).all()
+    assert len(reminders) == 1
+    assert number in reminders[0].body and "税控盘的购买发票" in reminders[0].body
+    assert w.appeal(appeal_id).status == "pending_enterprise"
+    assert jobs.tick(now=at(2025, 11, 18, 9, 59))["info_resumed"] == 0
+    done = jobs.tick(now=at(2025, 11, 18, 10, 0))  # 10 working days
+    assert done["info_resumed"] == 1
+    a = w.appeal(appeal_id)
+    assert a.status == "in_progress" and a.info_request == "" and a.paused_at is None
+    (note, data), = w.events(appeal_id, "info_timeout")
+    assert "未补充材料" in note
+    told = db.scalars(select(InboxItem).where(InboxItem.user_id == w.user.id,
+                                              InboxItem.title.contains("按现有材料"))).all()
+    assert len(told) == 1 and number in told[0].body and "继续办理" in told[0].body
+    assert jobs.tick(now=at(2025, 11, 19, 10, 0))["info_resumed"] == 0
+    # A new request starts a new wait with its own reminder.
+    w.act(appeal_id, "request_info", now=at(2025, 11, 19, 10, 0), note="请提供营业执照")
+    assert jobs.tick(now=at(2025, 11, 24, 10, 0))["info_reminded"] == 1

@@ -25,10 +25,11 @@ def tick(now: datetime | None = None) -> dict[str, int]:
     """One pass over the open appeals; returns how many of each thing it did."""
     now = now or utcnow()
     done = {"warned": 0, "overdue": 0, "urged": 0, "escalated": 0, "closed": 0, "reports": 0,
-            "escalation_overdue": 0, "tasks_overdue": 0}
+            "escalation_overdue": 0, "tasks_overdue": 0, "info_reminded": 0, "info_resumed": 0}
     with session_scope() as s:
         ids = list(s.scalars(select(Appeal.id).where(
-            Appeal.status.in_([st.value for st in CLOCK_RUNNING] + [AppealStatus.RESOLVED.value]))))
+            Appeal.status.in_([st.value for st in CLOCK_RUNNING]
+                              + [AppealStatus.RESOLVED.value, AppealStatus.PENDING_ENTERPRISE.value]))))
     for appeal_id in ids:  # one transaction per appeal: one bad row does not stop the rest
         try:
             with session_scope() as s:
@@ -52,6 +53,11 @@ def _one(s, appeal_id: int, now: datetime, done: dict[str, int]) -> None:
             services.transition(s, appeal, AppealStatus.CLOSED, SYSTEM, action="closed", now=now,
                                 note="评价期已过，诉求自动关闭")
             done["closed"] += 1
+        return
+    if appeal.status == AppealStatus.PENDING_ENTERPRISE:
+        did = services.watch_info_wait(s, appeal, now)
+        if did:
+            done[f"info_{did}"] += 1
         return
     if appeal.status not in CLOCK_RUNNING or appeal.due_at is None:
         return

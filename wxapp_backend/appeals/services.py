@@ -47,6 +47,8 @@ RATING_WINDOW = timedelta(days=7)  # the enterprise may rate (and reopen) within
 WARN_MINUTES = 510  # warn when less than one working day is left
 AUTO_ESCALATE_OVERDUE_DAYS = 5  # working days overdue before the system escalates by itself
 BAD_SATISFACTION = 2  # 1-2 of 5 is a bad rating (差评)
+INFO_REMIND_DAYS = 3  # 待补充材料: the enterprise is reminded once after 3 working days without a supplement
+INFO_GIVE_UP_DAYS = 10  # ... and after 10 the appeal goes back to the department, handled on what it has
 LOCK_ROWS = True  # SELECT ... FOR UPDATE on the appeal row for every action (tests switch it off)
 DEFAULT_PROMISED_DAYS = 5
 # Appeals one user may file in any 24 hours (mini-program and chat alike): a script or an angry user can
@@ -658,6 +660,40 @@ def supplement(session: Session, user_id: int, appeal_id: int, content: str, ima
     appeal.info_request = ""
     _end_coordination_if_done(session, appeal, now or utcnow())  # its tasks may have been done during the wait
     return appeal
+
+
+def watch_info_wait(session: Session, appeal: Appeal, now: datetime) -> str:
+    """待补充材料 waited for ever: after `INFO_REMIND_DAYS` working days the enterprise is reminded (once per
+    request), after `INFO_GIVE_UP_DAYS` the tick ends the wait — the appeal goes back to where it was asked from
+    (its clock resumes) to be handled on the material it has, and the enterprise is told. Returns what it did:
+    "reminded", "resumed" or ""."""
+    if appeal.status != S.PENDING_ENTERPRISE or appeal.paused_at is None:
+        return ""
+    cal = work_calendar(session)
+    waited = cal.working_minutes_between(appeal.paused_at, now)
+    asked = f"：{appeal.info_request}" if appeal.info_request else ""
+    if waited >= INFO_GIVE_UP_DAYS * DAY_MINUTES:
+        back = AppealStatus(appeal.paused_from or S.IN_PROGRESS.value)
+        transition(session, appeal, back, SYSTEM, action="info_timeout", now=now, department=appeal.department,
+                   note=f"企业 {INFO_GIVE_UP_DAYS} 个工作日未补充材料，转回{appeal.department or '承办部门'}按现有材料继续办理"
+                   "（可联系企业核实）",
+                   public_note=f"{INFO_GIVE_UP_DAYS} 个工作日内未收到补充材料，按现有材料继续办理")
+        _end_coordination_if_done(session, appeal, now)
+        _notify(session, appeal, "appeal_accepted", f"您的诉求 {appeal.number} 等待补充材料已满 {INFO_GIVE_UP_DAYS} 个工作日，"
+                "我们将按现有材料继续办理，办结后会通知您结果。如还有材料要提供，请直接联系承办部门。",
+                f"info_timeout:{appeal.version}", title="您的诉求已按现有材料继续办理")
+        return "resumed"
+    paused = appeal.paused_at.isoformat()
+    if waited >= INFO_REMIND_DAYS * DAY_MINUTES and not any(
+            (d or {}).get("paused_at") == paused for d in session.scalars(select(AppealEvent.data).where(
+                AppealEvent.appeal_id == appeal.id, AppealEvent.action == "info_reminded"))):
+        _event(session, appeal, SYSTEM, "info_reminded", note=f"企业 {INFO_REMIND_DAYS} 个工作日未补充材料，已提醒企业",
+               paused_at=paused)
+        _notify(session, appeal, "appeal_needs_info", f"您的诉求 {appeal.number} 还在等您补充材料{asked}。补充后我们马上继续办理；"
+                f"满 {INFO_GIVE_UP_DAYS} 个工作日未补充的，将按现有材料继续办理。", f"info_reminder:{paused}",
+                title="提醒：您的诉求还需补充材料")
+        return "reminded"
+    return ""
 
 
 def rate(session: Session, user_id: int, appeal_id: int, *, resolved: bool, satisfaction: int, comment: str = "",
