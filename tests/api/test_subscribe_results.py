@@ -39,7 +39,8 @@ def test_accept_adds_one_credit_per_tap(client, make_user, user_token, db):
     assert _template(body, APPEAL)["credits"] == 1
     assert set(_template(body, APPEAL)["kinds"]) == {"appeal_accepted", "appeal_needs_info", "appeal_resolved",
                                                      "appeal_closed", "appeal_escalated", "appeal_merged",
-                                                     "appeal_split", "appeal_extended"}
+                                                     "appeal_split", "appeal_extended",
+                                                     "appeal_staff_alert"}
     _post(client, headers, {APPEAL: "accept"})
     assert _credit(db, user).credits == 2
     view = client.get("/api/v1/me/subscribe-credits", headers=headers).get_json()

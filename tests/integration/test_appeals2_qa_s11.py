@@ -8,7 +8,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from types import SimpleNamespace
 
 import pytest
@@ -169,3 +169,66 @@ def test_an_unanswered_request_for_material_is_reminded_once_then_handled_on_wha
     # A new request starts a new wait with its own reminder.
     w.act(appeal_id, "request_info", now=at(2025, 11, 19, 10, 0), note="请提供营业执照")
     assert jobs.tick(now=at(2025, 11, 24, 10, 0))["info_reminded"] == 1
+
+
+# --- 4. 超期 and 企业催办 reach the handling department's WeChat-linked staff --------------------------------
+
+def _link(staff, user_id):
+    from wxapp_backend.notices.broadcast import set_test_recipient
+
+    with session_scope() as s:
+        set_test_recipient(s, Actor("staff", staff.id, staff.role, staff.department, staff.username), user_id)
+
+
+def _alerts(db, user_id):
+    db.expire_all()
+    return db.scalars(select(InboxItem).where(InboxItem.user_id == user_id, InboxItem.kind == "appeal_staff_alert")
+                      .order_by(InboxItem.id)).all()
+
+
+def test_overdue_and_pressed_reach_the_departments_linked_staff_once(w, db, make_user, make_staff):
+    tax_phone, other_phone = make_user(nickname="税务所小王"), make_user(nickname="城运小李")
+    make_staff(role="dept", department="税务所")  # not linked: nobody to tell
+    env = make_staff(role="dept", department="城运中心")
+    _link(w.tax, tax_phone.id)
+    _link(env, other_phone.id)  # another department's: not told
+    monday = at(2025, 11, 3, 10, 0)
+    appeal_id = w.submit(monday)
+    w.act(appeal_id, "accept", now=monday)
+    w.act(appeal_id, "assign", now=monday, department="税务所")
+    number = w.appeal(appeal_id).number
+    due = w.appeal(appeal_id).due_at
+    jobs.tick(now=due + timedelta(minutes=1))
+    assert w.appeal(appeal_id).overdue is True
+    (alert,) = _alerts(db, tax_phone.id)
+    assert number in alert.title and "超过办结期限" in alert.body and alert.page == "pages/me/index"
+    assert _alerts(db, other_phone.id) == []
+    jobs.tick(now=due.astimezone(TZ).replace(hour=16))
+    assert len(_alerts(db, tax_phone.id)) == 1  # once per event
+    with session_scope() as s:
+        assert services.press_own(s, w.user.id, appeal_id) is True
+    with session_scope() as s:
+        assert services.press_own(s, w.user.id, appeal_id) is False  # pressed again today: nothing new
+    alerts = _alerts(db, tax_phone.id)
+    assert len(alerts) == 2 and "企业催办" in alerts[1].body and number in alerts[1].body
+    assert _alerts(db, other_phone.id) == []
+    assert [d["alert"] for _, d in w.events(appeal_id, "staff_notified")] == ["overdue", "pressed"]
+
+
+def test_a_failing_staff_alert_never_fails_the_tick(w, db, make_user, monkeypatch):
+    from wxapp_backend.notices import services as notice_services
+
+    phone = make_user(nickname="税务所小王")
+    _link(w.tax, phone.id)
+    monday = at(2025, 11, 3, 10, 0)
+    appeal_id = w.submit(monday)
+    w.act(appeal_id, "accept", now=monday)
+    w.act(appeal_id, "assign", now=monday, department="税务所")
+
+    def broken(*a, **kw):
+        raise RuntimeError("WeChat down")
+
+    monkeypatch.setattr(notice_services, "notify", broken)
+    assert jobs.tick(now=at(2025, 11, 20, 10, 0))["overdue"] == 1
+    assert w.appeal(appeal_id).overdue is True and w.events(appeal_id, "overdue")
+    assert _alerts(db, phone.id) == []

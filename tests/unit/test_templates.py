@@ -159,7 +159,7 @@ def test_every_default_kind_renders_from_what_its_callers_pass():
                created_at=created)
     assert set(DEFAULT_KINDS) == {
         "appeal_accepted", "appeal_needs_info", "appeal_resolved", "appeal_closed", "appeal_escalated", "appeal_merged",
-        "appeal_split", "appeal_extended",
+        "appeal_split", "appeal_extended", "appeal_staff_alert",
         "activity_reminder", "waitlist_promoted", "registration_approved", "registration_rejected",
         "registration_cancelled", "notice", "binding_result", "activity_changed"}
 

@@ -70,7 +70,9 @@ def _one(s, appeal_id: int, now: datetime, done: dict[str, int]) -> None:
     if now >= appeal.due_at:
         if not appeal.overdue:
             appeal.overdue = True
-            services._event(s, appeal, SYSTEM, "overdue", note="已超过办结期限", department=appeal.department)
+            ev = services._event(s, appeal, SYSTEM, "overdue", note="已超过办结期限", department=appeal.department)
+            s.flush()
+            services.notify_department(s, appeal, "overdue", f"overdue:{ev.id}")
             done["overdue"] += 1
         today = now.astimezone(TZ).date()
         if appeal.last_urged_on != today and cal.is_workday(today):

@@ -598,7 +598,9 @@ def press_own(session: Session, user_id: int, appeal_id: int, now: datetime | No
         AppealEvent.created_at >= day_start).limit(1))
     if pressed is not None:
         return False
-    _event(session, appeal, actor, "pressed", note="企业在对话中催办", public=True, department=appeal.department)
+    ev = _event(session, appeal, actor, "pressed", note="企业在对话中催办", public=True, department=appeal.department)
+    session.flush()
+    notify_department(session, appeal, "pressed", f"pressed:{ev.id}")
     return True
 
 
@@ -808,6 +810,46 @@ def _notify_escalation_owner(session: Session, appeal: Appeal, reason: str) -> N
     if rows:
         _event(session, appeal, SYSTEM, "owner_notified", note=f"已通知办不成事窗口负责人 {len(rows)} 人",
                public=False)
+
+
+STAFF_ALERTS = {"overdue": ("已超期", "诉求 {number} 已超过办结期限，请尽快办理并登录工作台查看。"),
+                "pressed": ("企业催办", "企业催办诉求 {number}，请尽快办理并登录工作台查看。")}
+
+
+def notify_department(session: Session, appeal: Appeal, what: str, key: str) -> int:
+    """超期 / 企业催办 reach the handling department's staff whose account is linked to a WeChat user (“绑定 123456”,
+    `notices.broadcast.redeem_link_code`): an in-app notice (inbox always; a subscribe or customer-service message
+    when WeChat lets it), once per event (`key`), never to an unlinked account. Never raises: the tick and the
+    press go on whatever happens here. Returns how many were told."""
+    if not appeal.department:
+        return 0
+    status, text = STAFF_ALERTS[what]
+    told = 0
+    try:
+        from ..notices.broadcast_models import StaffTestRecipient
+        from ..notices.services import notify
+
+        rows = session.execute(select(StaffUser.id, StaffTestRecipient.user_id)
+                               .join(StaffTestRecipient, StaffTestRecipient.staff_id == StaffUser.id)
+                               .where(StaffUser.department == appeal.department, StaffUser.active.is_(True))).all()
+        for staff_id, user_id in rows:
+            try:
+                with session.begin_nested():
+                    # The number only (the linked user is a phone the staff member named), and not the appeal's
+                    # page: it is not the linked user's own appeal.
+                    notify(session, user_id, "appeal_staff_alert",
+                           {"number": appeal.number, "status": status, "note": "请登录工作台查看"},
+                           "pages/me/index", title=f"{status}：{appeal.number}", body=text.format(number=appeal.number),
+                           ref=f"appeal:{appeal.id}", dedup_key=f"appeal:{appeal.id}:staff:{key}:{staff_id}")
+                told += 1
+            except Exception:  # noqa: BLE001 - the others are still told; the timeline has the event
+                log.exception("staff alert failed", extra={"appeal_id": appeal.id, "staff_id": staff_id})
+        if told:
+            _event(session, appeal, SYSTEM, "staff_notified", note=f"已通知{appeal.department}已绑定微信的工作人员 {told} 人"
+                   f"（{status}）", department=appeal.department, alert=what, key=key)
+    except Exception:  # noqa: BLE001 - never fails the tick or the enterprise's press
+        log.exception("staff alerts failed", extra={"appeal_id": appeal.id})
+    return told
 
 
 def escalate_by_user(session: Session, user_id: int, appeal_id: int, reason: str) -> tuple[Appeal, bool]:

@@ -96,6 +96,8 @@ DEFAULT_KINDS: dict[str, Kind] = {k.name: k for k in (
     _appeal("appeal_merged", "已合并", "与同一问题合并办理"),
     _appeal("appeal_split", "单独办理", "已取消合并，单独办理"),
     _appeal("appeal_extended", "已延期", "办理期限已延长"),
+    # To staff (their WeChat-linked user): an appeal of their department is overdue or pressed by the enterprise.
+    _appeal("appeal_staff_alert", "待处理", "请登录工作台查看"),
     Kind("activity_reminder", PLACEHOLDER_PREFIX + "activity-reminder",
          {"thing1": "title", "time2": "time", "thing3": "place", "thing4": "note"},
          {"thing3": "详见活动页面", "thing4": "请准时参加"}, "pages/activity/detail"),
