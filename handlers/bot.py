@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import re
 from dataclasses import replace
 
 from . import kb
@@ -97,30 +98,100 @@ def _when(value) -> str:
     return f"{local.month}月{local.day}日（周{_WEEKDAYS[local.weekday()]}）{local:%H:%M}"
 
 
-def activity_text() -> str:
+def activity_text(user_id: int | None = None, *, category: str | None = None, title: str | None = None,
+                  label: str = "") -> str:
     """白领活动: the next ones still taking registrations, with time, place and seats left; details and the
-    registration itself are in the mini-program."""
+    registration itself are in the mini-program. For a known user only those they may register for (an activity
+    for other buildings or industries was listed and then refused); `category` / `title` (with their `label`, as
+    the user said it) for “报名午间一小时”."""
     from wxapp_backend.activities.services import open_for_registration
     from wxapp_backend.db import session_scope
 
     try:
         with session_scope() as s:
             lines = []
-            for i, (a, left) in enumerate(open_for_registration(s, ACTIVITY_LIST_LIMIT), 1):
+            found = open_for_registration(s, ACTIVITY_LIST_LIMIT, user_id=user_id, category=category, title=title)
+            for i, (a, left) in enumerate(found, 1):
                 seats = f"剩 {left} 个名额" if left > 0 else ("已满，可候补" if a.waitlist_enabled else "已满")
                 place = f"，{a.place}" if a.place else ""  # the building too: the address is often a room in it
                 lines.append(f"{i}. {a.title}：{_when(a.starts_at)}{place}（{seats}）")
     except Exception:  # noqa: BLE001 - the lookup is a convenience: point to the mini-program instead
         log.exception("activity lookup failed")
         return ACTIVITY_TEXT
+    if label:
+        if not lines:
+            return NO_ACTIVITY_OF.format(label=label)
+        return (f"“{label}”近期可以报名的活动：\n" + "\n".join(lines) + "\n\n" + HOW_TO_REGISTER)
     if not lines:
         return NO_ACTIVITY
     return ("近期可以报名的活动：\n" + "\n".join(lines)
             + "\n\n详情和报名请到小程序“白领活动”，开始前会提醒您；回复“我的报名”查看您报过的活动。")
 
 
+NO_ACTIVITY_OF = ("“{label}”最近暂时没有可以报名的活动。可以在小程序“白领活动”里订阅这个类别，新活动发布时会第一时间"
+                  "通知您；回复“活动”看看其他可以报名的活动。")
+HOW_TO_REGISTER = ("报名方法：打开小程序“白领活动”，点开这个活动，点“报名”即可（开始前会提醒您）；"
+                   "回复“我的报名”查看您报过的活动。")
+# What people call a category besides its label (“报名健身活动”, “报名音乐会”, “我要报名爬楼”).
+CATEGORY_ALIASES: dict[str, tuple[str, ...]] = {
+    "lunch_hour": ("午间一小时", "午间1小时", "午间课堂"),
+    "concert": ("楼宇音乐会", "音乐会"),
+    "vertical_marathon": ("垂直马拉松", "马拉松", "爬楼"),
+    "social": ("交友联谊", "联谊", "交友", "相亲"),
+    "health_check": ("健康体检", "体检"),
+    "fitness": ("健身", "运动"),
+    "training": ("培训",),
+    "cfo_salon": ("财务经理沙龙", "沙龙"),
+    "company_visit": ("企业参访", "参访"),
+}
+_SIGN_UP = re.compile(r"报名")
+# Words around “报名 X” that are not X: “我想报名参加一下午间一小时的活动吧”.
+_SIGN_UP_NOISE = re.compile(r"我想|我要|我也想|想要|想|要|请问|怎么|如何|怎样|在哪里?|哪里|可以|能|帮我|给我|"
+                            r"报名|参加|参与|一下|活动|的|了|吗|呢|吧|啊|呀|[\s，,。.！!？?、～~：:]")
+
+
+def sign_up_topic(text: str) -> tuple[str | None, str | None, str] | None:
+    """“我想报名午间一小时”, “报名健身活动”, “报名楼宇音乐会”: (category, title words, label) of what the user wants to
+    register for, or None (no 报名, 取消报名 or 我的报名, or nothing named). A category is found from its words;
+    otherwise the rest of the text is a title to look up."""
+    t = to_simplified(text.strip())
+    if not t or len(t) > 40 or not _SIGN_UP.search(t) or "取消" in t or "我的报名" in t or "记录" in t:
+        return None
+    for key, words in CATEGORY_ALIASES.items():
+        for w in words:
+            if w in t:
+                return key, None, w
+    rest = _SIGN_UP_NOISE.sub("", t)
+    return (None, rest, rest) if len(rest) >= 2 else None
+
+
+def _sign_up_match(ctx: Context) -> tuple[str | None, str | None, str] | None:
+    """A 报名 naming a category, or the title of an activity open for registration (a database look-up)."""
+    topic = sign_up_topic(ctx.text) if ctx.msg.msg_type == "text" and ctx.text else None
+    if topic is None or topic[0] is not None:
+        return topic
+    return topic if _title_exists(topic[1]) else None
+
+
+def _title_exists(words: str | None) -> bool:
+    from wxapp_backend.activities.services import open_for_registration
+    from wxapp_backend.db import session_scope
+
+    try:
+        with session_scope() as s:
+            return bool(words) and bool(open_for_registration(s, 1, title=words))
+    except Exception:  # noqa: BLE001 - the knowledge base answers instead
+        log.exception("activity title lookup failed")
+        return False
+
+
+def sign_up_text(user_id: int | None, topic: tuple[str | None, str | None, str]) -> str:
+    category, title, label = topic
+    return activity_text(user_id, category=category, title=title, label=label)
+
+
 def activity(ctx: Context) -> Reply:
-    return Text(activity_text())
+    return Text(activity_text(ctx.user_id))
 
 
 def my_registrations(ctx: Context) -> Reply:
@@ -254,6 +325,10 @@ def install_defaults(router: Router, *, middleware: bool = True) -> Router:
     router.text(*THANKS_WORDS, answer=Text(THANKS))
     router.text(*BYE_WORDS, answer=Text(BYE))
 
+    @router.match(_sign_up_match)  # not cheap: a title is looked up in the database
+    def on_sign_up(ctx: Context) -> Reply:
+        return Text(sign_up_text(ctx.user_id, ctx.match))
+
     @router.msg_type("text")
     def on_text(ctx: Context) -> Reply | str | None:
         if not ctx.text:
@@ -315,7 +390,7 @@ def app_reply(text: str, *, user_id: int | None, pending_choices: bool) -> tuple
         return None
     for group in ("human", "appeal", "activity"):
         if t in _FOLDED[group]:
-            return _app_intent(group)
+            return _app_intent(group, user_id)
     if t in _FOLDED["my_registrations"]:
         return my_registrations_text(user_id), "guide"
     if t in _status_words():
@@ -327,8 +402,11 @@ def app_reply(text: str, *, user_id: int | None, pending_choices: bool) -> tuple
     followup = _app_followup(text.strip(), user_id)
     if followup is not None:
         return followup, "guide"
+    topic = sign_up_topic(text)  # “我想报名午间一小时”: that category's activities, as in the WeChat chat
+    if topic is not None and (topic[0] is not None or _title_exists(topic[1])):
+        return sign_up_text(user_id, topic), "guide"
     if t in DIGITS and not pending_choices:  # "回复数字即可查看答案" wins over the menu digits
-        return _app_intent(DIGITS[t])
+        return _app_intent(DIGITS[t], user_id)
     for group in ("menu", "greeting", "thanks", "bye"):
         if t in _FOLDED[group]:
             return _APP_FIXED[group], "smalltalk"
@@ -401,9 +479,9 @@ def _app_rating(text: str, user_id: int | None) -> str | None:
 _APP_INTENTS = {"kb": (KB_PROMPT, "smalltalk"), "appeal": (APPEAL_APP, "guide"), "human": (HUMAN_APP, "handoff")}
 
 
-def _app_intent(group: str) -> tuple[str, str]:
+def _app_intent(group: str, user_id: int | None = None) -> tuple[str, str]:
     """The in-app chat's answer to a menu intent; activities are looked up as in the WeChat chat."""
-    return (activity_text(), "guide") if group == "activity" else _APP_INTENTS[group]
+    return (activity_text(user_id), "guide") if group == "activity" else _APP_INTENTS[group]
 _APP_FIXED = {"menu": MENU_REPLY, "greeting": GREETING, "thanks": THANKS, "bye": BYE}
 
 

@@ -3,6 +3,8 @@ the chat (报名 + category, only what the user may join)."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 import pytest
 from sqlalchemy import select
 
@@ -42,3 +44,53 @@ def test_the_supplement_hint_also_follows_a_did_you_mean_list(oa_kb, asked_for_m
     reply = say(oa_kb, openid, "融资")
     assert "您是不是想问" in reply, reply
     assert f"诉求 {number} 正等您补充材料" in reply and "补充：" in reply, reply
+
+
+def _chat(app, standin, openid: str, *lines: str) -> str:
+    from wxapp_backend.wechat.chat import run_chat
+
+    out: list[str] = []
+    run_chat(app, "oa", openid, lines=list(lines), echo=out.append, standin=standin)
+    return "\n".join(line for line in out if line.startswith("店小二>"))
+
+
+def test_sign_up_for_a_category_lists_its_open_activities(app, client, standin, make_activity, make_user,
+                                                          user_token):
+    """“我想报名午间一小时” / “报名健身活动” got a knowledge-base description of the programme, not the activities one
+    could register for nor how: they now list that category's open activities and the way to register, in the WeChat
+    chat and in the mini-program's chat."""
+    soon = datetime.now(UTC) + timedelta(days=2)
+    make_activity(category="lunch_hour", title="午间一小时·瑜伽", capacity=20, starts_at=soon)
+    make_activity(category="fitness", title="健身操入门", capacity=15, starts_at=soon)
+    make_activity(category="concert", title="楼宇音乐会", capacity=50, starts_at=soon)
+    make_activity(category="social", title="咖啡拉花体验课", capacity=8, starts_at=soon)
+    reply = _chat(app, standin, "oSignUpLunch", "我想报名午间一小时")
+    assert "午间一小时·瑜伽" in reply and "剩 20 个名额" in reply and "报名" in reply, reply
+    assert "楼宇音乐会" not in reply and "健身操入门" not in reply, reply
+    reply = _chat(app, standin, "oSignUpFit", "报名健身活动")
+    assert "健身操入门" in reply and "午间一小时·瑜伽" not in reply, reply
+    reply = _chat(app, standin, "oSignUpTitle", "我要报名咖啡拉花体验课")
+    assert "咖啡拉花体验课" in reply and "剩 8 个名额" in reply, reply
+    assert "没有可以报名" in _chat(app, standin, "oSignUpNone", "报名垂直马拉松")
+    user = make_user()
+    body = client.post("/api/v1/chat", json={"text": "我想报名午间一小时"}, headers=user_token(user)).get_json()
+    assert "午间一小时·瑜伽" in body["reply"] and "楼宇音乐会" not in body["reply"], body
+
+
+def test_the_activity_list_shows_only_what_the_user_may_join(app, client, standin, make_activity, make_user,
+                                                             make_building, user_token):
+    """“活动” listed activities for other buildings, industries or verified contacts only: the user picked one in
+    the mini-program and was refused. A known user now sees only those the registration would accept."""
+    soon = datetime.now(UTC) + timedelta(days=2)
+    other = make_building(name="别的大厦")
+    make_activity(title="人人可报的瑜伽课", capacity=20, starts_at=soon)
+    make_activity(title="别的大厦专场音乐会", capacity=20, starts_at=soon, audience_building_ids=[other.id])
+    make_activity(title="金融业专场沙龙", capacity=20, starts_at=soon, audience_industries=["金融业"])
+    make_activity(title="核实联系人专场", capacity=20, starts_at=soon, verified_only=True)
+    reply = _chat(app, standin, "oEligibleList", "活动")
+    assert "人人可报的瑜伽课" in reply, reply
+    for title in ("别的大厦专场音乐会", "金融业专场沙龙", "核实联系人专场"):
+        assert title not in reply, (title, reply)
+    user = make_user()
+    body = client.post("/api/v1/chat", json={"text": "活动"}, headers=user_token(user)).get_json()
+    assert "人人可报的瑜伽课" in body["reply"] and "别的大厦专场音乐会" not in body["reply"], body

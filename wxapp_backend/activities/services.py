@@ -1013,15 +1013,30 @@ def mark_user_no_shows(session: Session, user_ids: list[int]) -> None:
             session.execute(update(User).where(User.id == uid).values(no_show_count=User.no_show_count + 1))
 
 
-def open_for_registration(session: Session, limit: int = 5) -> list[tuple[Activity, int]]:
+_ELIGIBLE_SCAN = 200  # activities looked at to find `limit` a user may join (most are open to everyone)
+
+
+def open_for_registration(session: Session, limit: int = 5, *, user_id: int | None = None,
+                          category: str | None = None, title: str | None = None) -> list[tuple[Activity, int]]:
     """The next published activities still taking registrations, soonest first, with their seats left (the chat's
-    “活动”)."""
+    “活动”). With `user_id`, only those that user may register for (the registration's own `ineligibility`);
+    `category` (a key of CATEGORIES) or `title` (words of the title) narrow the list further."""
     now = utcnow()
-    rows = session.scalars(select(Activity).where(
+    query = select(Activity).where(
         Activity.status == ActivityStatus.PUBLISHED.value, Activity.starts_at > now,
         or_(Activity.registration_opens_at.is_(None), Activity.registration_opens_at <= now),
         or_(Activity.registration_closes_at.is_(None), Activity.registration_closes_at > now))
-        .order_by(Activity.starts_at, Activity.id).limit(limit)).unique().all()
+    if category:
+        query = query.where(Activity.category == category)
+    if title:
+        query = query.where(Activity.title.contains(title, autoescape=True))
+    query = query.order_by(Activity.starts_at, Activity.id)
+    user = session.get(User, user_id) if user_id is not None else None
+    if user is None:
+        rows = list(session.scalars(query.limit(limit)).unique().all())
+    else:
+        rows = [a for a in session.scalars(query.limit(_ELIGIBLE_SCAN)).unique().all()
+                if ineligibility(a, user) is None][:limit]
     return [(a, a.capacity - seats_taken(session, a.id)) for a in rows]
 
 
