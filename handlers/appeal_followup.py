@@ -181,6 +181,7 @@ RECENTLY_RATED = timedelta(days=1)
 ALREADY_RATED_THANKS = "您对诉求 {number} 的评价已经收到了，谢谢！还有别的问题，直接告诉小二就行。"
 LATE_INTRO = "您是在评价诉求 {number} 吧（办理结果：{resolution}）。\n"
 LATE_MORE = "\n（您还有 {n} 条诉求等待评价，这条评完后回复“评价”继续。）"
+RESUMED = "诉求 {number} 已办结。\n办理结果：{resolution}\n\n您上次已回复：{told}。\n"
 LATE_NOT_THIS = "\n不是要评价的话，回复“取消”即可。"
 STARS_CHANGE_HINT = "\n（分数不对，直接回复 1～5 就能改。）"
 RATED_CLOSED = "感谢您的评价！诉求 {number} 已关闭。"
@@ -336,9 +337,12 @@ def status_text(user_id: int, *, chat: bool = True) -> str:
 
 
 def _leave_flow(ctx: Context) -> None:
+    """The user left the rating or supplement (menu, 人工, 我的诉求): “需要时回复“评价”重新开始” — from the start, so
+    what an unfinished rating had been told is forgotten too (only a conversation that expired keeps it)."""
     try:
         if ctx.state.get().get("flow") == FLOW:
             ctx.state.clear()
+            _drop_kept(ctx)
     except redis.RedisError:
         pass
 
@@ -391,6 +395,8 @@ def _start(ctx: Context, data: dict[str, Any], reply: str) -> Reply:
         ctx.state.set({"flow": FLOW, "v": VERSION, **data})
     except redis.RedisError:
         return Text(UNAVAILABLE)
+    if data.get("kind") == "rate":
+        _keep_answers(ctx, data)
     return Text(reply)
 
 
@@ -418,9 +424,16 @@ def rate_start(ctx: Context) -> Reply:
     if found is None:
         return refusal
     resolution = _shorten(found["resolution"], REQUEST_CHARS)
-    return _start(ctx, {"kind": "rate", "step": "resolved", "appeal_id": found["id"], "number": found["number"],
-                        "round": found["round"]},
-                  ASK_RESOLVED.format(number=found["number"], resolution=resolution or "（见通知）"))
+    d = {"kind": "rate", "step": "resolved", "appeal_id": found["id"], "number": found["number"],
+         "round": found["round"]}
+    kept = _kept_answers(ctx, found["id"], found["round"])
+    if kept:  # an unfinished rating of it: only what is missing is asked
+        d.update(kept)
+        told = "，".join(([("问题已解决" if kept["resolved"] else "问题还没解决")] if "resolved" in kept else [])
+                        + ([f"{kept['stars']} 分"] if "stars" in kept else []))
+        return _record(ctx, d, Verdict(None, None, False, False),
+                       RESUMED.format(number=found["number"], resolution=resolution or "（见通知）", told=told))
+    return _start(ctx, d, ASK_RESOLVED.format(number=found["number"], resolution=resolution or "（见通知）"))
 
 
 def _rate_step(ctx: Context, d: dict[str, Any], text: str) -> Reply:
@@ -498,6 +511,7 @@ def _rate_submit(ctx: Context, d: dict[str, Any], comment: str) -> Reply:
     except Exception:
         _put_back(ctx, taken)
         raise
+    _drop_kept(ctx)
     log.info("chat appeal rated", extra={"account": ctx.account, "user_id": ctx.user_id, "appeal_id": d["appeal_id"]})
     reply = (RATED_CLOSED if d.get("resolved") else RATED_REOPENED).format(number=d["number"])
     return Text(reply + (RATED_BAD if int(d.get("stars") or 0) <= BAD_SATISFACTION else ""))
@@ -646,6 +660,7 @@ def step(ctx: Context) -> Reply:
         return Text(NOT_HEARD)
     if text in CANCEL_WORDS:
         ctx.state.clear()
+        _drop_kept(ctx)
         return Text(CANCELLED)
     if d.get("v") != VERSION or d.get("kind") not in ("rate", "supplement") or ctx.user_id is None:
         ctx.state.clear()
@@ -670,15 +685,23 @@ def _late_rating(ctx: Context) -> Verdict | None:
 
 def late_rating(ctx: Context) -> Reply:
     """A late answer lands on the user's most recently resolved appeal still waiting for a rating (from the
-    database): the rating starts again with what the answer said. With no such appeal it is a question as before."""
-    from wxapp_backend.appeals.followup import awaiting_rating_latest, rated_since
-    from wxapp_backend.db import session_scope, utcnow
-
+    database): the rating goes on with what the answer said. With no such appeal it is a question as before."""
     from . import kb
 
     said: Verdict = ctx.match
     if ctx.user_id is None or (plain(ctx.text).isdigit() and kb.has_pending_choices(ctx)):
         return kb.answer(ctx.text, ctx)  # “5” among “您是不是想问” choices: theirs to explain
+    return _late(ctx, said)
+
+
+def _late(ctx: Context, said: Verdict) -> Reply:
+    """The late answer `said` on the most recently resolved appeal waiting for a rating, with what an earlier,
+    unfinished rating of it already said (only what is missing is asked)."""
+    from wxapp_backend.appeals.followup import awaiting_rating_latest, rated_since
+    from wxapp_backend.db import session_scope, utcnow
+
+    from . import kb
+
     with session_scope() as s:
         now = utcnow()
         appeal, waiting = awaiting_rating_latest(s, ctx.user_id, now)
@@ -690,6 +713,7 @@ def late_rating(ctx: Context) -> Reply:
         return kb.answer(ctx.text, ctx)
     d = {"flow": FLOW, "v": VERSION, "kind": "rate", "step": "resolved", "appeal_id": found["id"],
          "number": found["number"], "round": found["round"]}
+    d.update(_kept_answers(ctx, found["id"], found["round"]))
     intro = LATE_INTRO.format(number=found["number"],
                               resolution=_shorten(found["resolution"], REQUEST_CHARS) or "（见通知）")
     reply = _record(ctx, d, said, intro)
@@ -697,6 +721,85 @@ def late_rating(ctx: Context) -> Reply:
         return reply
     more = LATE_MORE.format(n=waiting - 1) if waiting > 1 else ""
     return Text(reply.text + more + LATE_NOT_THIS)
+
+
+# A bare digit this long after a 办结 notice (or after the chat asked for the score) answers it, unless the bot has
+# offered numbers of its own since (the menu, “您是不是想问”): “4” as a score reached 人工 (menu item 4).
+SCORE_WINDOW = timedelta(hours=2)
+
+
+def score_after_notice(ctx: Context) -> Reply | None:
+    """A bare 1～5 shortly after the user's appeal was resolved (“请评价”), as the rating's answer; None when the digit
+    means something else (the menu, choices)."""
+    from datetime import UTC
+
+    from wxapp_backend.appeals.followup import awaiting_rating_latest
+    from wxapp_backend.db import session_scope, utcnow
+
+    from . import kb
+
+    digit = plain(ctx.text)
+    if ctx.user_id is None or ctx.msg.msg_type != "text" or digit not in ("1", "2", "3", "4", "5") \
+            or _state(ctx).get("flow"):
+        return None
+    with session_scope() as s:
+        now = utcnow()
+        appeal, _waiting = awaiting_rating_latest(s, ctx.user_id, now)
+        if appeal is None or appeal.resolved_at is None:
+            return None
+        asked = appeal.resolved_at if appeal.resolved_at.tzinfo else appeal.resolved_at.replace(tzinfo=UTC)
+        kept = _kept_answers(ctx, appeal.id, appeal.round, with_step=True)
+    if kept.get("at"):
+        asked = max(asked, datetime.fromtimestamp(float(kept["at"]), UTC))
+    if now - asked > SCORE_WINDOW or kb.numbers_since(ctx, asked.timestamp()):
+        return None
+    if kept.get("step") == "resolved" and digit in ("1", "2"):  # the chat last asked “问题解决了吗？”
+        return _late(ctx, Verdict(digit == "1", None, True, False))
+    return _late(ctx, Verdict(None, int(digit), True, False))
+
+
+# --- unfinished ratings --------------------------------------------------------------------------------------
+# The conversation state lasts 30 minutes: what a rating had already been told (“1” 已解决) is kept longer, for
+# the rating window, so that a late answer asks only for what is missing.
+KEPT_TTL = 7 * 24 * 60 * 60
+
+
+def _kept_key(ctx: Context) -> str:
+    return f"wx:rating:{ctx.account}:{ctx.openid}"
+
+
+def _keep_answers(ctx: Context, d: dict[str, Any]) -> None:
+    import json
+    import time
+
+    kept = {k: d[k] for k in ("appeal_id", "round", "resolved", "stars", "step") if k in d}
+    kept["at"] = time.time()
+    try:
+        ctx.redis.set(_kept_key(ctx), json.dumps(kept), ex=KEPT_TTL)
+    except redis.RedisError:
+        pass  # a late answer then asks from the start, as before
+
+
+def _kept_answers(ctx: Context, appeal_id: int, round_: int, *, with_step: bool = False) -> dict[str, Any]:
+    """What an unfinished rating of this round of `appeal_id` was told: {"resolved", "stars"} (those given)."""
+    import json
+
+    try:
+        raw = ctx.redis.get(_kept_key(ctx))
+        kept = json.loads(raw) if raw else {}
+    except (redis.RedisError, ValueError):
+        return {}
+    if not isinstance(kept, dict) or kept.get("appeal_id") != appeal_id or kept.get("round") != round_:
+        return {}
+    names = ("resolved", "stars", "step", "at") if with_step else ("resolved", "stars")
+    return {k: kept[k] for k in names if k in kept}
+
+
+def _drop_kept(ctx: Context) -> None:
+    try:
+        ctx.redis.delete(_kept_key(ctx))
+    except redis.RedisError:
+        pass
 
 
 # An appeal's number pasted from the notice (“SQ20261206-0001”, “查一下SQ…”, “SQ…进度怎么样了”): it got “没学会”.

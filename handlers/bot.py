@@ -317,6 +317,11 @@ def install_defaults(router: Router, *, middleware: bool = True) -> Router:
 
     @router.regex(r"^[1-4]$")
     def on_digit(ctx: Context) -> Reply | None:
+        from .appeal_followup import score_after_notice
+
+        scored = score_after_notice(ctx)  # “4” just after “您的诉求已办结，请评价”: the score, not 人工
+        if scored is not None:
+            return scored
         if kb.has_pending_choices(ctx):  # "回复数字即可查看答案" wins over the menu digits
             return kb.answer(ctx.text, ctx)
         return _as_menu_click(router, ctx, DIGITS[ctx.text])

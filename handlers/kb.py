@@ -85,4 +85,38 @@ def has_pending_choices(ctx: Context) -> bool:
 
 def forget_choices(ctx: Context) -> None:
     """The bot showed its numbered menu: a digit from now on means the menu, not an earlier “您是不是想问”."""
+    import time
+
+    import redis
+
     _forget(ctx.redis, ctx.account, ctx.openid)
+    try:  # when: a digit answers whichever was asked last, the menu or a 办结 notice's 评价 (see numbers_since)
+        ctx.redis.set(_menu_key(ctx), str(time.time()), ex=MENU_SEEN_TTL)
+    except redis.RedisError:
+        pass
+
+
+MENU_SEEN_TTL = 24 * 60 * 60
+
+
+def _menu_key(ctx: Context) -> str:
+    return f"wx:menu_at:{ctx.account}:{ctx.openid}"
+
+
+def numbers_since(ctx: Context, when: float) -> bool:
+    """Whether the bot offered numbers of its own (the menu, or “您是不是想问” choices) at or after the UNIX time
+    `when`: a bare digit then means those."""
+    import time
+
+    import redis
+
+    from wxapp_backend.knowledge_store.bot import MEMORY_TTL, _memory_key
+
+    try:
+        menu_at = ctx.redis.get(_menu_key(ctx))
+        left = ctx.redis.ttl(_memory_key(ctx.account, ctx.openid))
+    except redis.RedisError:
+        return True  # unknown: the digit keeps its usual meaning
+    if menu_at is not None and float(menu_at) >= when:
+        return True
+    return left is not None and left > 0 and time.time() - (MEMORY_TTL - left) >= when

@@ -10,6 +10,7 @@ from sqlalchemy import select
 
 from tests.integration.test_chat_qa_s9 import oa_kb, say  # noqa: F401  (the first pass's fixture and helper)
 from wxapp_backend.appeals import services as appeal_services
+from wxapp_backend.appeals.models import Appeal, AppealRating
 from wxapp_backend.appeals.services import Actor
 from wxapp_backend.auth.models import User
 from wxapp_backend.db import session_scope
@@ -21,20 +22,34 @@ def _user_of(openid: str) -> int:
 
 
 @pytest.fixture
-def asked_for_material(oa_kb, make_staff):  # noqa: F811
-    """A follower whose appeal waits for material staff asked for: (openid, appeal number)."""
-    openid = "oChat2Material"
-    say(oa_kb, openid, "你好")
-    user_id = _user_of(openid)
+def appeal_of(oa_kb, make_staff):  # noqa: F811
+    """appeal_of(openid, action, **data): a follower's appeal, accepted, then `action` by staff; its number."""
     admin = make_staff(role="admin")
     staff = Actor("staff", admin.id, role="admin", name="管理员")
-    with oa_kb.app_context(), session_scope() as s:
-        appeal, _ = appeal_services.submit_appeal(s, user_id, appeal_services.Intake(
-            content="园区门口的路灯坏了一个月了没人修", contact_name="张三", contact_phone="13800138000"))
-        appeal_services.perform(s, staff, appeal.id, "accept", {})
-        appeal_services.perform(s, staff, appeal.id, "request_info", {"note": "请提供路灯的具体位置"})
-        number = appeal.number
-    return openid, number
+
+    def make(openid: str, action: str, **data) -> str:
+        say(oa_kb, openid, "你好")
+        with oa_kb.app_context(), session_scope() as s:
+            appeal, _ = appeal_services.submit_appeal(s, _user_of(openid), appeal_services.Intake(
+                content="园区门口的路灯坏了一个月了没人修", contact_name="张三", contact_phone="13800138000"))
+            appeal_services.perform(s, staff, appeal.id, "accept", {})
+            appeal_services.perform(s, staff, appeal.id, action, data)
+            return appeal.number
+
+    return make
+
+
+@pytest.fixture
+def asked_for_material(appeal_of):
+    """A follower whose appeal waits for material staff asked for: (openid, appeal number)."""
+    openid = "oChat2Material"
+    return openid, appeal_of(openid, "request_info", note="请提供路灯的具体位置")
+
+
+def _rating_of(number: str) -> AppealRating | None:
+    with session_scope() as s:
+        return s.scalar(select(AppealRating).join(Appeal, Appeal.id == AppealRating.appeal_id)
+                        .where(Appeal.number == number))
 
 
 def test_the_supplement_hint_also_follows_a_did_you_mean_list(oa_kb, asked_for_material):  # noqa: F811
@@ -94,3 +109,49 @@ def test_the_activity_list_shows_only_what_the_user_may_join(app, client, standi
     user = make_user()
     body = client.post("/api/v1/chat", json={"text": "活动"}, headers=user_token(user)).get_json()
     assert "人人可报的瑜伽课" in body["reply"] and "别的大厦专场音乐会" not in body["reply"], body
+
+
+def test_a_digit_right_after_the_resolution_notice_is_the_score(oa_kb, appeal_of):  # noqa: F811
+    """Right after “您的诉求已办结…请评价”, the user answered “4” (a score): it meant menu item 4 and handed them to 人工.
+    Shortly after a resolution notice a bare 1～5 is now the score, said back with 取消 offered; once the menu has
+    been shown since, a digit means the menu again."""
+    openid = "oScoreAfterNotice"
+    number = appeal_of(openid, "resolve", resolution="已协调物业修好路灯")
+    reply = say(oa_kb, openid, "4")
+    assert "4 分" in reply and number in reply and "取消" in reply, reply
+    assert "解决了吗" in reply, reply
+    assert "想对我们说" in say(oa_kb, openid, "1")  # “问题本身解决了吗？” was asked last: 1 is 已解决
+    assert number in say(oa_kb, openid, "跳过")
+    rating = _rating_of(number)
+    assert rating is not None and rating.satisfaction == 4 and rating.resolved, rating
+
+    other = "oMenuAfterNotice"
+    appeal_of(other, "resolve", resolution="已协调物业修好路灯")
+    say(oa_kb, other, "菜单")  # the menu shown after the notice: its digits are meant
+    reply = say(oa_kb, other, "3")
+    assert "活动" in reply and "分（" not in reply, reply
+
+
+def test_an_unfinished_rating_keeps_what_was_answered(oa_kb, appeal_of, redis_client):  # noqa: F811
+    """“1” (已解决) answered, then the user came back after the conversation had expired and said “满意”: the bot
+    asked “问题解决了吗？” again from the start. What was answered is now kept, and only what is missing is asked."""
+    from handlers.state import state_key
+
+    openid = "oUnfinishedRating"
+    number = appeal_of(openid, "resolve", resolution="已协调物业修好路灯")
+    assert "解决了吗" in say(oa_kb, openid, "评价")
+    assert "打分" in say(oa_kb, openid, "1")
+    redis_client.delete(state_key("oa", openid))  # half an hour of silence
+    reply = say(oa_kb, openid, "满意")
+    assert "解决了吗" not in reply and "想对我们说" in reply, reply
+    say(oa_kb, openid, "跳过")
+    rating = _rating_of(number)
+    assert rating is not None and rating.resolved and rating.satisfaction == 4, rating
+
+    second = "oUnfinishedRating2"
+    appeal_of(second, "resolve", resolution="已协调物业修好路灯")
+    say(oa_kb, second, "评价")
+    say(oa_kb, second, "2")  # 未解决
+    redis_client.delete(state_key("oa", second))
+    reply = say(oa_kb, second, "评价")  # the command again: it goes on where it stopped
+    assert "问题还没解决" in reply and "打分" in reply and "回复 1 已解决" not in reply, reply
