@@ -145,6 +145,8 @@ CATEGORY_ALIASES: dict[str, tuple[str, ...]] = {
     "company_visit": ("企业参访", "参访"),
 }
 _SIGN_UP = re.compile(r"报名")
+# “职业技能培训补贴怎么报名”, “考试报名条件”: questions for the knowledge base, not the white-collar activities.
+_POLICY_WORDS = re.compile(r"补贴|补助|政策|条件|材料|资格|申请|申报|考试|证书|职称|落户|社保|费用|学历|资助")
 # Words around “报名 X” that are not X: “我想报名参加一下午间一小时的活动吧”.
 _SIGN_UP_NOISE = re.compile(r"我想|我要|我也想|想要|想|要|请问|怎么|如何|怎样|在哪里?|哪里|可以|能|帮我|给我|"
                             r"报名|参加|参与|一下|活动|的|了|吗|呢|吧|啊|呀|[\s，,。.！!？?、～~：:]")
@@ -155,7 +157,8 @@ def sign_up_topic(text: str) -> tuple[str | None, str | None, str] | None:
     register for, or None (no 报名, 取消报名 or 我的报名, or nothing named). A category is found from its words;
     otherwise the rest of the text is a title to look up."""
     t = to_simplified(text.strip())
-    if not t or len(t) > 40 or not _SIGN_UP.search(t) or "取消" in t or "我的报名" in t or "记录" in t:
+    if not t or len(t) > 40 or not _SIGN_UP.search(t) or "取消" in t or "我的报名" in t or "记录" in t \
+            or _POLICY_WORDS.search(t):
         return None
     for key, words in CATEGORY_ALIASES.items():
         for w in words:

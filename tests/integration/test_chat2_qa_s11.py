@@ -87,6 +87,9 @@ def test_sign_up_for_a_category_lists_its_open_activities(app, client, standin, 
     reply = _chat(app, standin, "oSignUpTitle", "我要报名咖啡拉花体验课")
     assert "咖啡拉花体验课" in reply and "剩 8 个名额" in reply, reply
     assert "没有可以报名" in _chat(app, standin, "oSignUpNone", "报名垂直马拉松")
+    # A policy question with 报名 in it stays the knowledge base's.
+    reply = _chat(app, standin, "oSignUpPolicy", "职业技能培训补贴怎么报名")
+    assert "可以报名的活动" not in reply, reply
     user = make_user()
     body = client.post("/api/v1/chat", json={"text": "我想报名午间一小时"}, headers=user_token(user)).get_json()
     assert "午间一小时·瑜伽" in body["reply"] and "楼宇音乐会" not in body["reply"], body
