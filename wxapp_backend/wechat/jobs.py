@@ -167,3 +167,27 @@ def send_customer_message(account: str, openid: str, payload: dict[str, Any], se
     if done_key:
         r.set(done_key, b"1", ex=24 * 3600)
     return "sent"
+
+
+def finish_late_reply(account: str, msg: Any) -> str:
+    """Job, LATE_WATCHDOG_AFTER seconds after a push whose handler missed the deadline: the push was answered
+    "success" (WeChat sends no retry after it) and the handler, still running, was to send its reply itself. If it
+    never did (its process died), the message runs again here and its reply goes by customer-service message;
+    if it did, nothing happens. Which of the two sends is settled once in Redis (Pipeline.claim_late_answer)."""
+    from handlers.replies import Text
+
+    from .pipeline import CRASH_TEXT, customer_payloads, late_payloads
+    from .webhook import get_pipeline
+
+    pipeline = get_pipeline()
+    if not pipeline.claim_late_answer(msg, "watchdog"):
+        return "answered"
+    log.warning("late chat reply lost with its process: running the message again",
+                extra={"account": account, "msg_type": msg.msg_type})
+    try:
+        payloads = late_payloads(account, pipeline.dispatch(msg))
+    except Exception:
+        log.exception("chat handler failed again in the late-reply watchdog", extra={"account": account})
+        payloads = [] if msg.is_event else customer_payloads(account, Text(CRASH_TEXT))
+    pipeline.enqueue_sends(account, msg, payloads)
+    return "sent" if payloads else "no_reply"

@@ -85,6 +85,11 @@ USER_CACHE_TTL = 60  # seconds at most; also how quickly a new block (User.block
 # do not all need their database refresh in the same second a minute later.
 USER_CACHE_SPREAD = USER_CACHE_TTL // 5
 POOL_THREADS = 16
+# A handler still running when the push was answered "success" sends its reply itself when it finishes; if its
+# process dies first (kill -9, a crash, a deploy), WeChat sends no retry after that "success" and the reply would
+# be lost. A job scheduled this long after the push runs the message again unless the handler finished (seconds).
+LATE_WATCHDOG_AFTER = 300
+LATE_MARK_TTL = 3600
 
 OUTCOMES = Counter("wechat_webhook_messages_total", "Webhook pushes by outcome", ["account", "outcome"])
 _OUTCOME_CHILDREN: dict[tuple[str, str], Any] = {}
@@ -161,12 +166,12 @@ class LateReply(Exception):
     """The handler missed the deadline; its reply goes out through the customer-service API.
 
     `sends` carries the payloads when the caller is to enqueue them (an inline handler, after the dedup
-    record); a pool handler enqueues its own when it finishes.
+    record); None for a pool handler, which enqueues its own when it finishes.
     """
 
     def __init__(self, sends: list[dict[str, Any]] | None = None) -> None:
         super().__init__()
-        self.sends = sends or []
+        self.sends = sends
 
 
 class _Slot:
@@ -298,7 +303,9 @@ class Pipeline:
         except LateReply as late:
             # Retries must not get the late reply passively (it is on its way by customer-service message).
             self.dedup.finish_nowait(claim, SUCCESS.encode())
-            self._enqueue_sends(acct.name, msg, late.sends)  # after the record, as below
+            if late.sends is None:  # still running in the pool: if its process dies, the watchdog answers
+                self._enqueue_watchdog(acct.name, msg)
+            self.enqueue_sends(acct.name, msg, late.sends or [])  # after the record, as below
             _count(acct.name, "late")
             return _SUCCESS
         except Exception:
@@ -309,12 +316,12 @@ class Pipeline:
             if acct.name == "oa" and not msg.is_event:
                 return self._render(acct, msg, Text(CRASH_TEXT), key_index, nonce)[0]
             if not msg.is_event:  # the mini-program's chat takes no passive text, and "success" is never retried
-                self._enqueue_sends(acct.name, msg, customer_payloads(acct.name, Text(CRASH_TEXT)))
+                self.enqueue_sends(acct.name, msg, customer_payloads(acct.name, Text(CRASH_TEXT)))
             return _SUCCESS
         outcome, sends = self._render(acct, msg, reply, key_index, nonce)
         self.dedup.finish_nowait(claim, outcome.body.encode("utf-8"))
         # After the dedup record: a retry can no longer produce a second send.
-        self._enqueue_sends(acct.name, msg, sends)
+        self.enqueue_sends(acct.name, msg, sends)
         _count(acct.name, "answered" if outcome is not _SUCCESS else "success")
         return outcome
 
@@ -411,14 +418,18 @@ class Pipeline:
                 slot.finished = True
                 late = slot.late
             if late:
+                if not self.claim_late_answer(msg, "handler"):
+                    log.warning("late chat handler finished after the watchdog answered",
+                                extra={"account": msg.account, "msg_type": msg.msg_type})
+                    return None
                 if error is not None:
                     log.error("late chat handler failed", exc_info=error)
                     # The push was answered "success" and its retries are answered from that record: no retry
                     # runs the message again, so say what a failure in time says (by customer-service message).
                     if not msg.is_event:
-                        self._enqueue_sends(msg.account, msg, customer_payloads(msg.account, Text(CRASH_TEXT)))
+                        self.enqueue_sends(msg.account, msg, customer_payloads(msg.account, Text(CRASH_TEXT)))
                 elif reply is not None:
-                    self._enqueue_sends(msg.account, msg, late_payloads(msg.account, reply))
+                    self.enqueue_sends(msg.account, msg, late_payloads(msg.account, reply))
                 return None
             if error is not None:
                 raise error
@@ -474,7 +485,24 @@ class Pipeline:
             body = acct.crypto.encrypt_xml(body, key_index, nonce=nonce)
         return Outcome(body, "application/xml; charset=utf-8"), sends
 
-    def _enqueue_sends(self, account: str, msg: Message, payloads: list[dict[str, Any]]) -> None:
+    def claim_late_answer(self, msg: Message, who: str) -> bool:
+        """Whether `who` (the late handler, or the watchdog job) is the one to send the reply of a push answered
+        "success" before its handler finished: the first to ask, once."""
+        try:
+            return bool(self.redis.set(late_mark_key(msg), who, nx=True, ex=LATE_MARK_TTL))
+        except redis.RedisError:
+            return who == "handler"  # without Redis the handler that finished answers; the watchdog cannot know
+
+    def _enqueue_watchdog(self, account: str, msg: Message) -> None:
+        from ..queue import enqueue
+
+        try:
+            enqueue(jobs.finish_late_reply, account, msg, job_id=f"late-{late_mark_key(msg).rsplit(':', 1)[1]}",
+                    delay=LATE_WATCHDOG_AFTER, timeout=120)
+        except Exception:  # the push is answered either way; only the crash insurance is missing
+            log.exception("could not schedule the late-reply watchdog", extra={"account": account})
+
+    def enqueue_sends(self, account: str, msg: Message, payloads: list[dict[str, Any]]) -> None:
         if not payloads:
             return
         from ..queue import enqueue
@@ -487,6 +515,12 @@ class Pipeline:
             send_id = f"{account}-{base}-{i}"
             enqueue(jobs.send_customer_message, account, msg.source, payload, send_id, job_id=f"kf-{send_id}",
                     retries=3, timeout=60)
+
+
+def late_mark_key(msg: Message) -> str:
+    """Redis key saying who sends a late reply (the handler or the watchdog); the message's own fields as a digest."""
+    origin = f"{msg.account}\0{msg.source}\0{msg.msg_id or ''}\0{msg.create_time}\0{msg.event or msg.msg_type}"
+    return "wx:late:" + hashlib.sha1(origin.encode("utf-8", "surrogatepass")).hexdigest()[:24]
 
 
 def _content_type(body: str) -> str:
