@@ -138,19 +138,27 @@ def open_for_checkin(session: Session, now: datetime | None = None) -> list[Acti
         Activity.ends_at > now - ATTENDANCE_GRACE).order_by(Activity.starts_at).limit(50)))
 
 
-def mark_attended(session: Session, actor: Actor, registration_id: int, note: str,
-                  now: datetime | None = None) -> Registration:
-    """Staff correct the record: someone came without being scanned (the phone was flat, the scanner down)
-    and was marked no-show, or is confirmed and check-in is open. The no-show count goes back down."""
-    now = now or utcnow()
+def _staff_door_action(session: Session, registration_id: int, note: str,
+                       example: str) -> tuple[str, Registration, Activity]:
+    """The note staff must give, the registration read afresh and its activity locked: what every correction at
+    the door starts with."""
     note = (note or "").strip()
     if not note:
-        raise ValidationError("请说明情况（例如：现场手工登记）。", fields={"note": "请填写说明"})
+        raise ValidationError(f"请说明情况（例如：{example}）。", fields={"note": "请填写说明"})
     reg = session.get(Registration, registration_id)
     if reg is None:
         raise NotFound("没有找到这条报名记录。")
     activity = lock_activity(session, reg.activity_id)
     session.refresh(reg)
+    return note, reg, activity
+
+
+def mark_attended(session: Session, actor: Actor, registration_id: int, note: str,
+                  now: datetime | None = None) -> Registration:
+    """Staff correct the record: someone came without being scanned (the phone was flat, the scanner down)
+    and was marked no-show, or is confirmed and check-in is open. The no-show count goes back down."""
+    now = now or utcnow()
+    note, reg, activity = _staff_door_action(session, registration_id, note, "现场手工登记")
     if reg.status == RegStatus.ATTENDED.value:
         return reg
     if reg.status not in (RegStatus.CONFIRMED.value, RegStatus.NO_SHOW.value):
@@ -168,14 +176,7 @@ def admit_waitlisted(session: Session, actor: Actor, registration_id: int, note:
     (promote() stops), so a seat left free can only be given here. Allowed while check-in is open and a seat is
     free; the registration is confirmed and checked in at once, with an audit row naming the staff member."""
     now = now or utcnow()
-    note = (note or "").strip()
-    if not note:
-        raise ValidationError("请说明情况（例如：现场候补入场）。", fields={"note": "请填写说明"})
-    reg = session.get(Registration, registration_id)
-    if reg is None:
-        raise NotFound("没有找到这条报名记录。")
-    activity = lock_activity(session, reg.activity_id)
-    session.refresh(reg)
+    note, reg, activity = _staff_door_action(session, registration_id, note, "现场候补入场")
     if reg.status != RegStatus.WAITLISTED.value:
         raise Conflict(f"报名当前为“{STATUS_LABELS[reg.status]}”，不是候补，不能现场候补入场。",
                        code="not_waitlisted")
