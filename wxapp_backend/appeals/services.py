@@ -781,35 +781,41 @@ def escalate(session: Session, actor: Actor, appeal: Appeal, *, reason: str, now
     return True
 
 
-def _notify_escalation_owner(session: Session, appeal: Appeal, reason: str) -> None:
-    """The 办不成事 window is the centre's admins: each one with a linked WeChat user gets a message too.
-
-    Staff reach WeChat through the mini-program user they linked to their account (the same link the notice
-    composer's test sends use); unlinked admins see the task and the dashboard count.
-    """
-    from ..auth.models import StaffUser
+def _tell_linked_staff(session: Session, appeal: Appeal, who: Any, kind: str, status: str, title: str, body: str,
+                       key: str) -> int:
+    """Each active staff account matching `who` whose account is linked to a WeChat user (“绑定 123456”,
+    `notices.broadcast.redeem_link_code`; the link the notice composer's test sends use) gets an in-app notice
+    (inbox always; a subscribe or customer-service message when WeChat lets it), once per `key`. The number only,
+    not the complaint (the linked user is whoever the staff member named), and not the appeal's page: it is not
+    the linked user's own appeal (诉求不存在 when tapped). One failure does not stop the others; returns how many."""
     from ..notices.broadcast_models import StaffTestRecipient
     from ..notices.services import notify
 
     rows = session.execute(select(StaffUser.id, StaffTestRecipient.user_id)
                            .join(StaffTestRecipient, StaffTestRecipient.staff_id == StaffUser.id)
-                           .where(StaffUser.role == StaffRole.ADMIN, StaffUser.active.is_(True))).all()
+                           .where(who, StaffUser.active.is_(True))).all()
+    told = 0
     for staff_id, user_id in rows:
         try:
             with session.begin_nested():
-                # Number only, not the complaint: the linked user is whoever the staff member typed in as
-                # their test recipient (a wrong id reaches a stranger); what it is about is on the console.
-                notify(session, user_id, "appeal_escalated",
-                       {"number": appeal.number, "status": "办不成事", "note": "请登录工作台查看"},
-                       # Not the appeal's page: it is not the linked user's own appeal (诉求不存在 when tapped).
-                       "pages/me/index", title="办不成事：请 3 个工作日内处理",
-                       body=f"诉求 {appeal.number} 已转入“办不成事”窗口，请在 3 个工作日内登录工作台查看处理。",
-                       ref=f"appeal:{appeal.id}", dedup_key=f"appeal:{appeal.id}:escalated:owner:{staff_id}")
-        except Exception:  # noqa: BLE001 - the escalation stands; the task and dashboard still show it
-            log.exception("escalation owner notification failed", extra={"appeal_id": appeal.id})
-    if rows:
-        _event(session, appeal, SYSTEM, "owner_notified", note=f"已通知办不成事窗口负责人 {len(rows)} 人",
-               public=False)
+                notify(session, user_id, kind, {"number": appeal.number, "status": status, "note": "请登录工作台查看"},
+                       "pages/me/index", title=title, body=body, ref=f"appeal:{appeal.id}",
+                       dedup_key=f"appeal:{appeal.id}:{key}:{staff_id}")
+            told += 1
+        except Exception:  # noqa: BLE001 - the others are still told; the task, timeline and dashboard show it
+            log.exception("staff notification failed", extra={"appeal_id": appeal.id, "staff_id": staff_id})
+    return told
+
+
+def _notify_escalation_owner(session: Session, appeal: Appeal, reason: str) -> None:
+    """The 办不成事 window is the centre's admins: each one with a linked WeChat user gets a message too;
+    unlinked admins see the task and the dashboard count."""
+    told = _tell_linked_staff(session, appeal, StaffUser.role == StaffRole.ADMIN, "appeal_escalated", "办不成事",
+                              "办不成事：请 3 个工作日内处理",
+                              f"诉求 {appeal.number} 已转入“办不成事”窗口，请在 3 个工作日内登录工作台查看处理。",
+                              "escalated:owner")
+    if told:
+        _event(session, appeal, SYSTEM, "owner_notified", note=f"已通知办不成事窗口负责人 {told} 人", public=False)
 
 
 STAFF_ALERTS = {"overdue": ("已超期", "诉求 {number} 已超过办结期限，请尽快办理并登录工作台查看。"),
@@ -817,33 +823,17 @@ STAFF_ALERTS = {"overdue": ("已超期", "诉求 {number} 已超过办结期限�
 
 
 def notify_department(session: Session, appeal: Appeal, what: str, key: str) -> int:
-    """超期 / 企业催办 reach the handling department's staff whose account is linked to a WeChat user (“绑定 123456”,
-    `notices.broadcast.redeem_link_code`): an in-app notice (inbox always; a subscribe or customer-service message
-    when WeChat lets it), once per event (`key`), never to an unlinked account. Never raises: the tick and the
-    press go on whatever happens here. Returns how many were told."""
+    """超期 / 企业催办 reach the handling department's staff whose account is linked to a WeChat user, once per
+    event (`key`), never an unlinked account. Never raises: the tick and the press go on whatever happens here.
+    Returns how many were told."""
     if not appeal.department:
         return 0
     status, text = STAFF_ALERTS[what]
     told = 0
     try:
-        from ..notices.broadcast_models import StaffTestRecipient
-        from ..notices.services import notify
-
-        rows = session.execute(select(StaffUser.id, StaffTestRecipient.user_id)
-                               .join(StaffTestRecipient, StaffTestRecipient.staff_id == StaffUser.id)
-                               .where(StaffUser.department == appeal.department, StaffUser.active.is_(True))).all()
-        for staff_id, user_id in rows:
-            try:
-                with session.begin_nested():
-                    # The number only (the linked user is a phone the staff member named), and not the appeal's
-                    # page: it is not the linked user's own appeal.
-                    notify(session, user_id, "appeal_staff_alert",
-                           {"number": appeal.number, "status": status, "note": "请登录工作台查看"},
-                           "pages/me/index", title=f"{status}：{appeal.number}", body=text.format(number=appeal.number),
-                           ref=f"appeal:{appeal.id}", dedup_key=f"appeal:{appeal.id}:staff:{key}:{staff_id}")
-                told += 1
-            except Exception:  # noqa: BLE001 - the others are still told; the timeline has the event
-                log.exception("staff alert failed", extra={"appeal_id": appeal.id, "staff_id": staff_id})
+        told = _tell_linked_staff(session, appeal, StaffUser.department == appeal.department, "appeal_staff_alert",
+                                  status, f"{status}：{appeal.number}", text.format(number=appeal.number),
+                                  f"staff:{key}")
         if told:
             _event(session, appeal, SYSTEM, "staff_notified", note=f"已通知{appeal.department}已绑定微信的工作人员 {told} 人"
                    f"（{status}）", department=appeal.department, alert=what, key=key)
