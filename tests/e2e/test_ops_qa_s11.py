@@ -325,9 +325,15 @@ def test_init_db_run_three_times_at_once_and_again_succeeds_each_time_with_the_s
 
 
 def _clean_env(instance: Path, **extra: str) -> dict[str, str]:
-    from tests.e2e.conftest import make_service_env
+    """The embedded defaults (SQLite in `instance`, the private Redis) whatever the suite runs on: these tests are
+    about what a newcomer's one-command start says. (make_service_env would hand them the suite's external Redis,
+    so the private one never starts, and create a PostgreSQL database nobody drops.)"""
+    from tests.e2e.conftest import _APP_ENV_NAMES, _APP_ENV_PREFIXES
 
-    return {**make_service_env(instance).env, **extra}
+    env = {k: v for k, v in os.environ.items() if k not in _APP_ENV_NAMES and not k.startswith(_APP_ENV_PREFIXES)}
+    env.update({"APP_ENV": "development", "INSTANCE_PATH": str(instance), "PYTHONUNBUFFERED": "1"})
+    instance.mkdir(parents=True, exist_ok=True)
+    return {**env, **extra}
 
 
 def test_serve_refuses_to_start_without_redis_in_one_line(tmp_path):
