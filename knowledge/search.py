@@ -44,6 +44,9 @@ class Decision:
     hits: list[Hit] = field(default_factory=list)
     reason: str = ""
     expired: list[Hit] = field(default_factory=list)
+    # The current entries weighed, best first, whatever the kind (a fallback's are below the suggest threshold):
+    # what a caller shows as "possibly related" without searching the same question a second time.
+    candidates: list[Hit] = field(default_factory=list)
 
     @property
     def best(self) -> Hit | None:
@@ -193,11 +196,11 @@ class KnowledgeBase:
             reason = "未找到足够相关的条目"
             if expired:
                 reason += f"；相关政策 “{expired[0].entry.question}” 已过期或下线"
-            return Decision("fallback", hits[:0] if best is None else [], reason, expired)
+            return Decision("fallback", hits[:0] if best is None else [], reason, expired, hits)
         suggestions = [h for h in hits if h.confidence >= self.suggest_threshold]
         if best.confidence >= self.answer_threshold and len(set(q.tokens)) < self.min_answer_tokens:
             # One keyword ("融资", "营业执照") matches many entries equally well: offer choices instead.
-            return Decision("suggest", suggestions, "问题太短，只有一个关键词，先给出几个可能的问题", expired)
+            return Decision("suggest", suggestions, "问题太短，只有一个关键词，先给出几个可能的问题", expired, hits)
         if expired and expired[0].confidence > best.confidence:
             # The question is about an expired policy more than about any current entry: say so rather
             # than answer with the nearest current one.
@@ -206,6 +209,7 @@ class KnowledgeBase:
                 suggestions,
                 f"最相关的政策 “{expired[0].entry.question}” 已过期或下线（置信度 {expired[0].confidence:.2f}）",
                 expired,
+                hits,
             )
         if best.confidence >= self.answer_threshold:
             runner = hits[1] if len(hits) > 1 else None
@@ -215,13 +219,15 @@ class KnowledgeBase:
                     suggestions,
                     f"前两条置信度接近（{best.confidence:.2f} / {runner.confidence:.2f}）",
                     expired,
+                    hits,
                 )
             return Decision(
                 "answer",
                 hits,
                 f"置信度 {best.confidence:.2f} ≥ 回答阈值 {self.answer_threshold:.2f}",
                 expired,
+                hits,
             )
         return Decision(
-            "suggest", suggestions, f"置信度 {best.confidence:.2f} 介于推荐阈值与回答阈值之间", expired
+            "suggest", suggestions, f"置信度 {best.confidence:.2f} 介于推荐阈值与回答阈值之间", expired, hits
         )

@@ -63,6 +63,9 @@ class ChatResult:
     # A reply picking one of the last turn's numbered choices (which stay for another pick): not a question of its
     # own, so it is logged as a pick, outside 提问 and the unanswered queue.
     picked: bool = False
+    # The current entries the search weighed for a question (best first, any decision; empty when no search was
+    # made): the console's "possibly related" entries, from the same search as the decision.
+    candidates: list = field(default_factory=list, repr=False)
 
     def to_dict(self) -> dict:
         return {"reply": self.reply, "decision": self.decision, "entry_id": self.entry_id,
@@ -137,10 +140,12 @@ def ask(kb: KnowledgeBase, text: str, *, last_suggestions: list[str] | None = No
     if decision.kind == "answer" and decision.best is not None:
         best = decision.best
         reply, cut = format_answer(best.entry, detail_hint=detail_hint)
-        return ChatResult(reply, "answer", best.entry.id, best.confidence, truncated=cut)
+        return ChatResult(reply, "answer", best.entry.id, best.confidence, truncated=cut,
+                          candidates=decision.candidates)
     if decision.kind == "suggest" and decision.hits:
         reply, items = _suggest_reply(decision.hits)
-        return ChatResult(reply, "suggest", None, decision.hits[0].confidence, suggestions=items)
+        return ChatResult(reply, "suggest", None, decision.hits[0].confidence, suggestions=items,
+                          candidates=decision.candidates)
     day = kb.today or date.today()
     # Say honestly that the policy has ended (or has not started yet: "expired" hits are all the entries not
     # current, and one entered ahead of time was called ended) rather than pretending not to know it.
@@ -154,8 +159,10 @@ def ask(kb: KnowledgeBase, text: str, *, last_suggestions: list[str] | None = No
             note = EXPIRED_NOTE.format(q=e.question, until=e.valid_until)
         else:
             continue
-        return ChatResult(note + "\n\n" + FALLBACK.split("\n", 1)[1], "fallback", None, hit.confidence)
-    return ChatResult(FALLBACK, "fallback", None, decision.best.confidence if decision.best else 0.0)
+        return ChatResult(note + "\n\n" + FALLBACK.split("\n", 1)[1], "fallback", None, hit.confidence,
+                          candidates=decision.candidates)
+    return ChatResult(FALLBACK, "fallback", None, decision.best.confidence if decision.best else 0.0,
+                      candidates=decision.candidates)
 
 
 _NUMERALS = frozenset("一二三四五六七八九十零〇两")

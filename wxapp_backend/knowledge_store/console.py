@@ -19,13 +19,12 @@ from ..db import session_scope, utcnow
 from ..errors import AppError
 from ..validation import Field, row_id, row_ids, text_key, validate
 from . import services
-from .chat import ask
 from .models import KBEntry, UnansweredQuestion
 
 bp = Blueprint("kb_console", __name__, url_prefix="/console/kb")
 
 PER_PAGE = 30
-UNANSWERED_PER_PAGE = 50  # each question on the page is searched for its suggestions
+UNANSWERED_PER_PAGE = 50  # each question on the page is searched once per index content (cached)
 NO_CATEGORY = "（未分类）"
 _LINE_BREAK_RE = re.compile(r"\r\n?")
 ENTRY_FIELDS = (
@@ -272,14 +271,16 @@ def unanswered():
                          .order_by(UnansweredQuestion.count.desc(), UnansweredQuestion.last_asked_at.desc(),
                                    UnansweredQuestion.id)
                          .offset((page - 1) * UNANSWERED_PER_PAGE).limit(UNANSWERED_PER_PAGE)).all()
-    kb = services.get_runtime().get()
-    # Every question on the page gets its suggestions (only the first 50 of 200 had them, the rest none).
-    suggestions = {row.id: kb.search(row.text, 3) for row in rows}
-    # An entry added or edited since may answer a question still open here: said, with one click to mark them.
+    runtime = services.get_runtime()
+    kb = runtime.get()
+    # Every question on the page gets its suggestions, and an open one is marked when an entry added or edited
+    # since answers it, with one click to mark them: one search per question, cached per index content.
+    marks = services.question_marks(kb, runtime.content_key(kb), _redis(), (row.text for row in rows))
+    suggestions = {row.id: [e for e in map(kb.get, marks[row.text].suggestions) if e is not None] for row in rows}
     answerable = {}
     if status == "open":
         for row in rows:
-            entry = kb.get(_bot_answers(kb, row.text) or "")
+            entry = kb.get(marks[row.text].answer or "")
             if entry is not None:
                 answerable[row.id] = entry
     return render_template("console/kb/unanswered.html", rows=rows, status=status, suggestions=suggestions,
@@ -287,19 +288,19 @@ def unanswered():
                            answerable=answerable)
 
 
-def _bot_answers(kb, text: str) -> str | None:
-    """The entry the chat answers `text` with today (its answer decision only: no 您是不是想问 choices)."""
-    result = ask(kb, text)
-    return result.entry_id if result.decision == "answer" and not result.picked else None
-
-
 @bp.post("/unanswered/resolve-answerable")
 @console_required(StaffRole.STAFF)
 def unanswered_resolve_answerable():
-    kb = services.get_runtime().get()
+    runtime = services.get_runtime()
+    kb = runtime.get()
+    key = runtime.content_key(kb)
     qids = row_ids(request.form.getlist("qid"))[:UNANSWERED_PER_PAGE]
+
+    def answer_for(text: str) -> str | None:  # judged on today's index (cached with the page's marks)
+        return services.question_marks(kb, key, _redis(), [text])[text].answer
+
     with session_scope() as s:
-        done, left = services.resolve_answerable(s, g.actor, qids, lambda text: _bot_answers(kb, text))
+        done, left = services.resolve_answerable(s, g.actor, qids, answer_for)
     flash(f"已把 {done} 个机器人现在能回答的问题标为已处理。"
           + (f"另有 {left} 个已被同事处理或机器人仍答不上，保持原样。" if left else ""))
     return _back_to_queue()

@@ -6,12 +6,14 @@ import base64
 import dataclasses
 import hashlib
 import hmac
+import json
 import logging
 import re
 import secrets
 import threading
 import time
 import unicodedata
+import weakref
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -28,6 +30,7 @@ from knowledge.search import KnowledgeBase
 from ..audit import Actor, audit
 from ..db import Database, utcnow
 from ..errors import Conflict, NotFound, Unauthorized, ValidationError
+from .chat import ask
 from .models import AnswerFeedback, ChatTurn, KBEntry, UnansweredQuestion
 
 log = logging.getLogger(__name__)
@@ -350,6 +353,71 @@ def resolve_answerable(session: Session, actor: Actor, unanswered_ids: Iterable[
     return done, left
 
 
+# --- the unanswered queue's marks ----------------------------------------------------------------------
+
+SUGGESTIONS_SHOWN = 3
+MARKS_KEY = "kb:marks:v1:{key}"  # a hash per index content: one field per question text
+MARKS_TTL = 2 * 86400
+
+
+@dataclass(frozen=True)
+class QuestionMarks:
+    """What the queue shows beside a question: entries it may belong to (ids, best first), and the entry the bot
+    answers it with today, if it does."""
+
+    suggestions: tuple[str, ...]
+    answer: str | None
+
+
+def _judge(kb: KnowledgeBase, text: str) -> QuestionMarks:
+    # One search for both: the bot's own decision, and the current entries that search weighed (a second search
+    # per question for the suggestions made a page of 50 questions two searches each).
+    result = ask(kb, text)
+    hits = result.candidates or kb.search(text, SUGGESTIONS_SHOWN)
+    answer = result.entry_id if result.decision == "answer" and not result.picked else None
+    return QuestionMarks(tuple(h.entry.id for h in hits[:SUGGESTIONS_SHOWN]), answer)
+
+
+def question_marks(kb: KnowledgeBase, content_key: str | None, r: redis.Redis | None,
+                   texts: Iterable[str]) -> dict[str, QuestionMarks]:
+    """The marks of each text on this index, computed once per index content and shared by every process through
+    Redis (a page of the queue searched all its questions on every load; most loads follow a click that changed
+    no entry). Without a key or Redis, they are computed here."""
+    texts = list(dict.fromkeys(texts))
+    fields = [hashlib.sha256(t.encode("utf-8")).hexdigest()[:24] for t in texts]
+    key = MARKS_KEY.format(key=content_key) if content_key else None
+    cached: list = [None] * len(texts)
+    if key is not None and r is not None and texts:
+        try:
+            cached = r.hmget(key, fields)
+        except redis.RedisError:
+            log.warning("could not read the cached question marks")
+            key = None
+    out: dict[str, QuestionMarks] = {}
+    fresh: dict[str, str] = {}
+    for text, fld, raw in zip(texts, fields, cached, strict=True):
+        marks = None
+        if raw is not None:
+            try:
+                data = json.loads(raw)
+                marks = QuestionMarks(tuple(str(i) for i in data["s"]), data["a"])
+            except (ValueError, KeyError, TypeError):
+                marks = None
+        if marks is None:
+            marks = _judge(kb, text)
+            fresh[fld] = json.dumps({"s": list(marks.suggestions), "a": marks.answer})
+        out[text] = marks
+    if fresh and key is not None and r is not None:
+        try:
+            pipe = r.pipeline(transaction=False)
+            pipe.hset(key, mapping=fresh)
+            pipe.expire(key, MARKS_TTL)
+            pipe.execute()
+        except redis.RedisError:
+            log.warning("could not cache the question marks")
+    return out
+
+
 def turn_vote_token(secret: str, turn_id: int) -> str:
     """The token an anonymous chat answer is sent with: only who got the answer can vote on it (turn ids are
     sequential, so the id alone proves nothing)."""
@@ -475,6 +543,15 @@ class KBRuntime:
         self._checked = 0.0
         self._full_checked = 0.0
         self._lock = threading.Lock()
+        # Each index's content key (entries, sum of revisions, day): what a result computed on it is cached under.
+        self._keys: weakref.WeakKeyDictionary[KnowledgeBase, str] = weakref.WeakKeyDictionary()
+
+    def content_key(self, kb: KnowledgeBase) -> str | None:
+        """A key naming what `kb` was built from, the same in every process that built it from the same rows: the
+        version in Redis (a fresh random value at every change) and the rows' stamp (no entry is ever deleted and
+        every change raises a revision, so it moves even when the version could not be bumped); None for an index
+        this runtime did not build."""
+        return self._keys.get(kb)
 
     def _read_version(self) -> str:
         try:
@@ -520,18 +597,22 @@ class KBRuntime:
             return self._kb  # another thread is rebuilding; keep serving the previous index
         try:
             if self._kb is None or moved or version != self._version or self._kb.today != day:
-                self._kb = self._build(day)
+                self._kb = self._build(day, version)
                 self._version = version
         finally:
             self._lock.release()
         return self._kb
 
-    def _build(self, day: date) -> KnowledgeBase:
+    def _build(self, day: date, version: str = "") -> KnowledgeBase:
         started = time.perf_counter()
         with self.db.session_scope() as s:
-            stamp = self._read_stamp(s)
-            entries = [entry_from_row(row) for row in s.scalars(select(KBEntry).order_by(KBEntry.id))]
+            rows = s.scalars(select(KBEntry).order_by(KBEntry.id)).all()
+            # The stamp of the rows read, not of a query of its own: a save committed between two statements
+            # (PostgreSQL's read committed) gave an index the stamp of content it did not hold.
+            stamp = (len(rows), sum(row.revision or 0 for row in rows))
+            entries = [entry_from_row(row) for row in rows]
         kb = KnowledgeBase(entries, today=day)
+        self._keys[kb] = f"{version or '-'}:{stamp[0]}:{stamp[1]}:{day.isoformat()}"
         self._stamp, self._full_checked = stamp, time.monotonic()
         log.info("knowledge base loaded", extra={"entries": len(entries),
                                                  "ms": round((time.perf_counter() - started) * 1000)})
