@@ -409,6 +409,7 @@ def upgrade() -> None:
     sa.Column('question', sa.String(length=500), nullable=False),
     sa.Column('decision', sa.String(length=10), nullable=False),
     sa.Column('entry_id', sa.String(length=128), nullable=True),
+    sa.Column('offered', sa.JSON(), nullable=True),
     sa.Column('confidence', sa.Float(), nullable=False),
     sa.Column('created_at', wxapp_backend.db.UTCDateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['user_id'], ['users.id'], name=op.f('fk_kb_chat_turns_user_id_users'), ondelete='SET NULL'),

@@ -82,3 +82,30 @@ def test_the_unanswered_queue_searches_each_question_once_per_knowledge_base_con
     page = client.get("/console/kb/unanswered").get_data(as_text=True)
     assert not _badged(page) and "外卖员可以进入写字楼送餐吗" not in page
 
+
+def _chat(client, text: str) -> dict:
+    resp = client.post("/api/v1/chat", json={"text": text, "session": "qa12-kbscale"})
+    assert resp.status_code == 200, resp.get_json()
+    return resp.get_json()
+
+
+def test_a_vote_on_a_suggestion_turn_is_taken_only_for_the_entries_that_turn_offered(client, kb, db):
+    """A 'suggest' turn (您是不是想问 1. 2. 3.) logged no entry, and a vote on it was taken for any entry id: a script
+    holding one such turn could move the 有用 share of whichever entry it liked. Only the entries the turn offered
+    now take its vote; another is a clear Chinese 422 naming entry_id."""
+    from wxapp_backend.knowledge_store.models import AnswerFeedback, ChatTurn
+
+    body = _chat(client, "融资")
+    assert body["decision"] == "suggest" and body["suggestions"], body
+    offered = [s["id"] for s in body["suggestions"]]
+    other = db.query(KBEntry).filter(KBEntry.id.notin_(offered), KBEntry.retired.is_(False)).first().id
+    vote = {"turn_id": body["turn_id"], "vote_token": body["vote_token"], "useful": True}
+    wrong = client.post("/api/v1/kb/feedback", json={**vote, "entry_id": other})
+    assert wrong.status_code == 422, wrong.get_json()
+    err = wrong.get_json()
+    assert "entry_id" in err["fields"] and re.search(r"[\u4e00-\u9fff]", err["message"]), err
+    assert db.query(AnswerFeedback).count() == 0
+    assert db.get(ChatTurn, body["turn_id"]).offered == offered
+    right = client.post("/api/v1/kb/feedback", json={**vote, "entry_id": offered[-1]})
+    assert right.status_code == 200, right.get_json()
+    assert [(f.entry_id, f.useful) for f in db.query(AnswerFeedback)] == [(offered[-1], True)]

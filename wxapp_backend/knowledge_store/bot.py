@@ -71,7 +71,8 @@ def respond(runtime: KBRuntime, db: Database, r: redis.Redis, text: str, *, chan
             # suggested), and a "1" is no question for the answer rates nor the unanswered queue.
             turn_id = log_turn(s, channel=log_channel, user_id=user_id, question=text,
                                decision=CHOICE if result.picked else result.decision,
-                               entry_id=result.entry_id, confidence=result.confidence).id
+                               entry_id=result.entry_id, confidence=result.confidence,
+                               offered=[s["id"] for s in result.suggestions]).id
     return result, turn_id
 
 

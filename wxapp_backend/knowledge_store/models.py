@@ -61,6 +61,8 @@ class ChatTurn(Base):
     question: Mapped[str] = mapped_column(String(500))
     decision: Mapped[str] = mapped_column(String(10), index=True)  # answer | suggest | fallback | handoff | choice (a picked choice)
     entry_id: Mapped[str | None] = mapped_column(String(128), index=True)
+    # The entry ids a 'suggest' turn offered (您是不是想问 1. 2. 3.), in order: the only ones its vote is taken for.
+    offered: Mapped[list | None] = mapped_column(JSON)
     confidence: Mapped[float] = mapped_column(Float, default=0.0)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
 

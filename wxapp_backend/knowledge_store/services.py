@@ -289,10 +289,11 @@ def mask_personal(text: str) -> str:
 
 
 def log_turn(session: Session, *, channel: str, user_id: int | None, question: str, decision: str,
-             entry_id: str | None, confidence: float) -> ChatTurn:
+             entry_id: str | None, confidence: float, offered: list[str] | None = None) -> ChatTurn:
+    """`offered`: the entry ids of the choices a 'suggest' turn gave."""
     question = mask_personal(question)
     turn = ChatTurn(channel=channel, user_id=user_id, question=question[:500], decision=decision,
-                    entry_id=entry_id, confidence=round(confidence, 4))
+                    entry_id=entry_id, confidence=round(confidence, 4), offered=list(offered) if offered else None)
     session.add(turn)
     if decision == "fallback" and question.strip() and channel != "console":  # staff trying the bot out
         _count_unanswered(session, _norm(question), question.strip()[:500])
@@ -458,8 +459,13 @@ def record_feedback(session: Session, *, turn_id: int | None, entry_id: str, use
         if turn is None or not _holds_turn(turn, user_id, secret, vote_token):
             raise NotFound("没有找到这次问答。")
         # A vote on a turn is about what that turn gave: its answer, or one of its suggestions.
-        if (turn.decision not in ("answer", "suggest", CHOICE) or turn.entry_id not in (None, entry_id)
-                or (turn.decision == CHOICE and turn.entry_id is None)):  # the choice had gone: nothing given
+        if turn.decision == "suggest":
+            # Any entry id was taken here (the turn named none): one turn voted for whichever entry a script liked.
+            if entry_id not in (turn.offered or []):
+                raise ValidationError("这次问答推荐的问题里没有这一条，无法评价。",
+                                      fields={"entry_id": "不是这次问答推荐的条目"})
+        elif (turn.decision not in ("answer", CHOICE) or turn.entry_id != entry_id):
+            # (a choice that had gone gave nothing: its entry is None)
             raise ValidationError("这次问答没有给出这条回答，无法评价。",
                                   fields={"entry_id": "与这次问答给出的回答不符"})
         existing = session.scalar(select(AnswerFeedback).where(AnswerFeedback.turn_id == turn_id))
