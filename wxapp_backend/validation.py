@@ -140,6 +140,10 @@ def _coerce(f: Field, value: Any) -> Any:  # noqa: C901 - one branch per kind re
             return False
         raise _Bad(f"{t}应为是或否")
     if f.kind == "date":
+        if isinstance(value, str) and not clean_text(value):
+            # A browser sends a date input left empty as "": no date, as a blank text field is no text (the KB
+            # form refused every entry without 生效日期/截止日期, and a 截止日期 could not be removed).
+            return None
         if isinstance(value, date) and not isinstance(value, datetime):
             parsed_day = value
         else:

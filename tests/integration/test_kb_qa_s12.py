@@ -3,6 +3,7 @@ the choices a turn offered, and the other defects found on the way."""
 
 from __future__ import annotations
 
+import html
 import re
 
 import pytest
@@ -109,3 +110,41 @@ def test_a_vote_on_a_suggestion_turn_is_taken_only_for_the_entries_that_turn_off
     right = client.post("/api/v1/kb/feedback", json={**vote, "entry_id": offered[-1]})
     assert right.status_code == 200, right.get_json()
     assert [(f.entry_id, f.useful) for f in db.query(AnswerFeedback)] == [(offered[-1], True)]
+
+
+
+def _browser_form(page: str) -> dict[str, str]:
+    """Every field of the entry form as a browser sends it: blank inputs are sent too, as empty strings."""
+    form = dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)"', page))
+    form.update(re.findall(r'<input(?: type="date")? name="([^"]+)" value="([^"]*)"', page))
+    form.update(re.findall(r'<textarea name="([^"]+)"[^>]*>([^<]*)</textarea>', page))
+    return {k: html.unescape(v) for k, v in form.items()}
+
+
+def test_the_entry_form_saves_as_a_browser_sends_it_with_its_dates_left_blank(
+        client, kb, make_staff, console_login, db):
+    """A browser sends a date input left empty as valid_from= (an empty string), and the form refused it: 生效日期
+    日期格式不对 / 截止日期日期格式不对, so no entry without dates could be created or edited in the console, and a
+    policy extended indefinitely could not have its 截止日期 removed. A blank date is now no date."""
+    from datetime import date
+
+    console_login(make_staff(role="staff"))
+    form = _browser_form(client.get("/console/kb/new").get_data(as_text=True))
+    assert form["valid_from"] == "" and form["valid_until"] == ""
+    form.update({"id": "qa12-canteen", "question": "园区食堂几点开门", "answer": "园区食堂 7:00-19:00 开放。"})
+    resp = client.post("/console/kb/new", data=form)
+    assert resp.status_code == 302, re.findall(r'class="alert"[^>]*>([^<]+)', resp.get_data(as_text=True))
+    row = db.get(KBEntry, "qa12-canteen")
+    assert (row.valid_from, row.valid_until) == (None, None)
+    # A policy with an end date, extended without one: its 截止日期 is emptied and saved.
+    row.valid_until = date(2020, 12, 31)
+    row.revision += 1
+    db.commit()
+    form = _browser_form(client.get("/console/kb/qa12-canteen/edit").get_data(as_text=True))
+    assert form["valid_until"] == "2020-12-31"
+    form["valid_until"] = ""
+    resp = client.post("/console/kb/qa12-canteen/edit", data=form)
+    assert resp.status_code == 302, re.findall(r'class="alert"[^>]*>([^<]+)', resp.get_data(as_text=True))
+    db.expire_all()
+    assert db.get(KBEntry, "qa12-canteen").valid_until is None
+
