@@ -155,7 +155,9 @@ def import_entries(session: Session, r: redis.Redis, actor: Actor, entries: Iter
                 audit(session, actor, "kb.entry_retired", row, via="import")
     audit(session, actor, "kb.imported", None, created=report.created, updated=report.updated,
           retired=report.retired, kept_retired=report.kept_retired, replace=replace, source=source)
-    _changed(session, r)
+    if report.created or report.updated or report.retired:
+        # Only a change makes every process rebuild its index (the whole table; tens of seconds at 100k entries).
+        _changed(session, r)
     return report
 
 
@@ -203,9 +205,10 @@ def save_entry(session: Session, r: redis.Redis, actor: Actor, entry: Entry, *, 
         changes = {k: [getattr(row, k), v] for k, v in changed.items()}
         for k, v in changed.items():
             setattr(row, k, v)
-        if changed:
-            row.revision += 1
-            audit(session, actor, "kb.entry_updated", row, fields=sorted(changed), changes=changes)
+        if not changed:  # saved unchanged (a second click, a check): no process need rebuild its index
+            return row
+        row.revision += 1
+        audit(session, actor, "kb.entry_updated", row, fields=sorted(changed), changes=changes)
     _changed(session, r)
     return row
 
