@@ -177,3 +177,29 @@ def test_a_save_or_import_that_changes_nothing_does_not_make_every_process_rebui
     form["revision"] = str(row.revision)
     assert client.post(f"/console/kb/{entry_id}/edit", data=form).status_code == 302
     assert redis_client.get(services.VERSION_KEY) != version
+
+
+def test_taking_offline_the_last_entry_of_the_last_page_does_not_leave_an_empty_page(
+        client, kb, make_staff, console_login, db):
+    """The list goes back to the page it was on after 下线 (the referrer). Taking offline the only entry on the last
+    page of 在线 (or opening an old link past the end) showed 共 N 条 over an empty table, as if entries were lost,
+    with no 下一页 and only 上一页 to click. A page past the end now shows the last page, as the queue does."""
+    token = console_login(make_staff(role="staff"))
+    total = db.query(KBEntry).filter(KBEntry.retired.is_(False)).count()
+    extra = (1 - total % 30) % 30  # leave exactly one entry on the last page
+    db.add_all([KBEntry(id=f"zz-qa12-{i:02d}", question=f"第{i}个问题", answer="答案。") for i in range(extra)])
+    db.commit()
+    total = db.query(KBEntry).filter(KBEntry.retired.is_(False)).count()
+    assert total % 30 == 1
+    last_page = total // 30 + 1
+    last = client.get("/console/kb/", query_string={"page": last_page}).get_data(as_text=True)
+    ids = re.findall(r"<td><code>([^<]+)</code></td>", last)
+    assert len(ids) == 1
+    resp = client.post(f"/console/kb/{ids[0]}/retire", data={"csrf_token": token, "retire": "1"},
+                       headers={"Referer": f"http://localhost/console/kb/?page={last_page}"})
+    assert resp.status_code == 302
+    page = client.get(resp.headers["Location"]).get_data(as_text=True)
+    assert len(re.findall(r"<td><code>([^<]+)</code></td>", page)) == 30, "the page before, now the last"
+    assert f"共 {total - 1} 条" in page
+    far = client.get("/console/kb/", query_string={"page": 999}).get_data(as_text=True)
+    assert len(re.findall(r"<td><code>([^<]+)</code></td>", far)) == 30

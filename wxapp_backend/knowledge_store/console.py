@@ -101,6 +101,8 @@ def entries():
         elif show == "retired":
             stmt = stmt.where(KBEntry.retired.is_(True))
         total = s.scalar(select(func.count()).select_from(stmt.subquery()))
+        # Past the last page (its only entry just taken offline, an old link) shows the last one, not an empty table.
+        page = min(page, max(1, -(-total // PER_PAGE)))
         rows = s.scalars(stmt.order_by(KBEntry.category, KBEntry.id).offset((page - 1) * PER_PAGE)
                          .limit(PER_PAGE)).all()
         categories = [c for (c,) in s.execute(select(KBEntry.category).distinct().order_by(KBEntry.category))]
