@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date
@@ -106,8 +107,9 @@ class KnowledgeBase:
         self._index = SearchIndex(
             texts, owner, self.analyzer, params, weights, entry_texts=[_entry_text(e) for e in self._entries]
         )
-        self._mask_day: date | None = None
-        self._mask: np.ndarray | None = None
+        # (day, per-document flag), swapped in as one object: threads asking for different days (around
+        # midnight) never pair one day with the other's flags.
+        self._masked: tuple[date, np.ndarray] | None = None
 
     # -- collection -------------------------------------------------------------------
 
@@ -144,15 +146,23 @@ class KnowledgeBase:
 
     # -- search -----------------------------------------------------------------------
 
+    def on_day(self, today: date) -> KnowledgeBase:
+        """The same index with `today` as its default day. Validity is judged per query, so nothing is rebuilt:
+        the new day costs one pass over the entries' dates at its first search, not a new index."""
+        twin = copy.copy(self)
+        twin.today = today
+        twin._masked = None
+        return twin
+
     def _current_mask(self, today: date) -> np.ndarray:
         """Per-document flag: does the owning entry count as current on `today` (cached per day)."""
-        if self._mask_day != today or self._mask is None:
-            cur = np.fromiter(
-                (e.is_current(today) for e in self._entries), dtype=bool, count=len(self._entries)
-            )
-            self._mask = cur[self._index.doc_entry] if len(self._entries) else np.zeros(0, dtype=bool)
-            self._mask_day = today
-        return self._mask
+        masked = self._masked
+        if masked is not None and masked[0] == today:
+            return masked[1]
+        cur = np.fromiter((e.is_current(today) for e in self._entries), dtype=bool, count=len(self._entries))
+        mask = cur[self._index.doc_entry] if len(self._entries) else np.zeros(0, dtype=bool)
+        self._masked = (today, mask)
+        return mask
 
     def search(
         self, query: str, limit: int = 5, *, include_expired: bool = False, today: date | None = None

@@ -24,6 +24,7 @@ from sqlalchemy import case, event, func, select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
+from knowledge.analysis import get_analyzer
 from knowledge.schema import FIELD_LABELS, POLICY_FIELDS, Entry, entry_issues
 from knowledge.search import KnowledgeBase
 
@@ -540,7 +541,17 @@ def entry_votes(session: Session, entry_ids: Collection[str], since: datetime | 
 # --- the per-process index ---------------------------------------------------------------------------
 
 class KBRuntime:
-    """Holds this process's KnowledgeBase; rebuilds it when the Redis version moves (checked ≤ once a second)."""
+    """Holds this process's KnowledgeBase; rebuilds it when the Redis version moves (checked ≤ once a second).
+
+    A rebuild runs on a thread of its own while the previous index goes on answering. The request that noticed the
+    change waits for it when the last build was quick (a few hundred entries: well under a second), so an edit is
+    in the next answer; a slow one (about half a minute at 100,000 entries) is not waited for: a WeChat push
+    that stood behind it would miss its five seconds, and every process's first question after each edit would
+    hang. A new day is no rebuild at all: validity is judged per query (KnowledgeBase.on_day)."""
+
+    # Wait for a rebuild when the last build took less than this many seconds (the default knowledge base's
+    # ~200 entries: 0.3-0.8 s; 10,000: about 4 s).
+    wait_for_builds_under = 3.0
 
     def __init__(self, db: Database, r: redis.Redis, check_interval: float = 1.0,
                  full_check_interval: float = 60.0) -> None:
@@ -552,15 +563,22 @@ class KBRuntime:
         self._checked = 0.0
         self._full_checked = 0.0
         self._lock = threading.Lock()
-        # Each index's content key (entries, sum of revisions, day): what a result computed on it is cached under.
-        self._keys: weakref.WeakKeyDictionary[KnowledgeBase, str] = weakref.WeakKeyDictionary()
+        self._builder: threading.Thread | None = None
+        self._last_build_seconds = 0.0
+        # What each index was built from (version, entries, sum of revisions): a result computed on it is cached
+        # under that and its day.
+        self._sources: weakref.WeakKeyDictionary[KnowledgeBase, tuple[str, int, int]] = weakref.WeakKeyDictionary()
 
     def content_key(self, kb: KnowledgeBase) -> str | None:
         """A key naming what `kb` was built from, the same in every process that built it from the same rows: the
         version in Redis (a fresh random value at every change) and the rows' stamp (no entry is ever deleted and
         every change raises a revision, so it moves even when the version could not be bumped); None for an index
         this runtime did not build."""
-        return self._keys.get(kb)
+        source = self._sources.get(kb)
+        if source is None or kb.today is None:
+            return None
+        version, n, revisions = source
+        return f"{version or '-'}:{n}:{revisions}:{kb.today.isoformat()}"
 
     def _read_version(self) -> str:
         try:
@@ -585,34 +603,65 @@ class KBRuntime:
 
     def get(self) -> KnowledgeBase:
         now = time.monotonic()
-        # Validity is judged by the centre's day, not the server clock's (UTC is a day behind until 08:00);
-        # the index is rebuilt when that day changes.
+        # Validity is judged by the centre's day, not the server clock's (UTC is a day behind until 08:00).
         day = today_shanghai()
-        if self._kb is not None and now - self._checked < self.check_interval and self._kb.today == day:
-            return self._kb
+        kb = self._kb
+        if kb is not None and kb.today != day:
+            kb = self._redate(kb, day)
+        if kb is not None and now - self._checked < self.check_interval:
+            return kb
         version = self._read_version()
         self._checked = now
-        moved = False
-        if self._kb is not None and version == self._version and self._kb.today == day:
-            if now - self._full_checked < self.full_check_interval:
+        if kb is None:
+            with self._lock:  # the first index: every caller needs it
+                if self._kb is None:
+                    self._kb, self._version = self._build(day, version), version
                 return self._kb
+        if version == self._version:
+            if now - self._full_checked < self.full_check_interval:
+                return kb
             # The version bump after a commit is best effort (Redis can be briefly unreachable): now and then
             # look at the table itself, so such an edit still arrives.
             self._full_checked = now
-            moved = self._table_moved()
-            if not moved:
-                return self._kb
-        if not self._lock.acquire(blocking=self._kb is None):
-            return self._kb  # another thread is rebuilding; keep serving the previous index
+            if not self._table_moved():
+                return kb
+        return self._rebuild_behind(day, version)
+
+    def _redate(self, kb: KnowledgeBase, day: date) -> KnowledgeBase:
+        with self._lock:
+            if self._kb is kb:
+                self._kb = kb.on_day(day)
+                source = self._sources.get(kb)
+                if source is not None:
+                    self._sources[self._kb] = source
+            return self._kb if self._kb is not None else kb
+
+    def _rebuild_behind(self, day: date, version: str) -> KnowledgeBase:
+        with self._lock:
+            builder = self._builder
+            if builder is not None:  # already under way: keep serving the previous index
+                return self._kb  # type: ignore[return-value]
+            builder = self._builder = threading.Thread(
+                target=self._build_and_swap, args=(day, version), name="kb-rebuild", daemon=True)
+            builder.start()
+        if self._last_build_seconds < self.wait_for_builds_under:
+            builder.join()
+        return self._kb  # type: ignore[return-value]
+
+    def _build_and_swap(self, day: date, version: str) -> None:
         try:
-            if self._kb is None or moved or version != self._version or self._kb.today != day:
-                self._kb = self._build(day, version)
-                self._version = version
+            kb = self._build(day, version)
+            with self._lock:
+                self._kb, self._version = kb, version
+        except Exception:
+            # The previous index goes on answering; the next check (a second on) tries again.
+            log.exception("knowledge base rebuild failed")
         finally:
-            self._lock.release()
-        return self._kb
+            with self._lock:
+                self._builder = None
 
     def _build(self, day: date, version: str = "") -> KnowledgeBase:
+        get_analyzer()  # jieba's dictionary, loaded once per process, is no part of what a rebuild costs
         started = time.perf_counter()
         with self.db.session_scope() as s:
             rows = s.scalars(select(KBEntry).order_by(KBEntry.id)).all()
@@ -621,10 +670,11 @@ class KBRuntime:
             stamp = (len(rows), sum(row.revision or 0 for row in rows))
             entries = [entry_from_row(row) for row in rows]
         kb = KnowledgeBase(entries, today=day)
-        self._keys[kb] = f"{version or '-'}:{stamp[0]}:{stamp[1]}:{day.isoformat()}"
+        self._sources[kb] = (version, *stamp)
         self._stamp, self._full_checked = stamp, time.monotonic()
+        self._last_build_seconds = time.perf_counter() - started
         log.info("knowledge base loaded", extra={"entries": len(entries),
-                                                 "ms": round((time.perf_counter() - started) * 1000)})
+                                                 "ms": round(self._last_build_seconds * 1000)})
         return kb
 
 
