@@ -758,6 +758,35 @@ def score_after_notice(ctx: Context) -> Reply | None:
     return _late(ctx, Verdict(None, int(digit), True, False))
 
 
+SCORE_APP = ("您是给诉求 {number} 打 {stars} 分（{label}）吧？分数还没有提交：请在小程序“我的诉求”中打开这条诉求，"
+             "点“评价”，说说问题解决了没有、选 {stars} 分提交。")
+
+
+def app_score_after_notice(user_id: int | None, text: str, numbers_since) -> str | None:
+    """`score_after_notice` for the in-app chat (POST /api/v1/chat): a bare 1～5 shortly after the user's appeal was
+    resolved is the score (named back; the rating itself is on the appeal's page), unless the chat offered numbers
+    of its own since (`numbers_since(when)`: the menu, “您是不是想问” choices). None when the digit means those."""
+    from datetime import UTC
+
+    from wxapp_backend.appeals.followup import awaiting_rating_latest
+    from wxapp_backend.db import session_scope, utcnow
+
+    digit = plain(text)
+    if user_id is None or digit not in ("1", "2", "3", "4", "5"):
+        return None
+    with session_scope() as s:
+        now = utcnow()
+        appeal, _waiting = awaiting_rating_latest(s, user_id, now)
+        if appeal is None or appeal.resolved_at is None:
+            return None
+        asked = appeal.resolved_at if appeal.resolved_at.tzinfo else appeal.resolved_at.replace(tzinfo=UTC)
+        number = appeal.number
+    if now - asked > SCORE_WINDOW or numbers_since(asked.timestamp()):
+        return None
+    stars = int(digit)
+    return SCORE_APP.format(number=number, stars=stars, label=GRADE_LABELS[stars])
+
+
 # --- unfinished ratings --------------------------------------------------------------------------------------
 # The conversation state lasts 30 minutes: what a rating had already been told (“1” 已解决) is kept longer, for
 # the rating window, so that a late answer asks only for what is missing.

@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import logging
 import re
+from collections.abc import Callable
 from dataclasses import replace
 
 from . import kb
@@ -388,11 +389,14 @@ def _as_text(router: Router, ctx: Context, said: str) -> Reply | None:
     return as_reply(handler(typed)) if handler is not None else kb.answer(said, ctx)
 
 
-def app_reply(text: str, *, user_id: int | None, pending_choices: bool) -> tuple[str, str] | None:
+def app_reply(text: str, *, user_id: int | None, pending_choices: bool,
+              numbers_since: Callable[[float], bool] | None = None) -> tuple[str, str] | None:
     """What the router answers without the knowledge base, for the mini-program's in-app chat (POST
     /api/v1/chat): the same words as the WeChat chat where they mean the same there, the mini-program's pages
     where the WeChat chat would start a chat-only flow (the appeal intake, rating). Returns (reply, decision)
-    or None for the knowledge base. Decisions: smalltalk, handoff, guide (points to a page of the app)."""
+    or None for the knowledge base. Decisions: smalltalk, handoff, guide (points to a page of the app).
+    `numbers_since(when)`: whether this chat offered numbers of its own (its menu, “您是不是想问”) since the UNIX time
+    `when` (a bare digit after a 办结 notice is the score unless it did)."""
     t = command_word(text) if text and text.strip() else ""
     if not t:
         return None
@@ -407,6 +411,12 @@ def app_reply(text: str, *, user_id: int | None, pending_choices: bool) -> tuple
         from .appeal_followup import status_text
 
         return status_text(user_id, chat=False), "guide"
+    if numbers_since is not None and len(t) == 1:  # “4” just after “您的诉求已办结，请评价”: the score, not 联系客服
+        from .appeal_followup import app_score_after_notice
+
+        scored = app_score_after_notice(user_id, t, numbers_since)
+        if scored is not None:
+            return scored, "guide"
     followup = _app_followup(text.strip(), user_id)
     if followup is not None:
         return followup, "guide"

@@ -85,27 +85,38 @@ def has_pending_choices(ctx: Context) -> bool:
 
 def forget_choices(ctx: Context) -> None:
     """The bot showed its numbered menu: a digit from now on means the menu, not an earlier “您是不是想问”."""
-    import time
-
-    import redis
-
     _forget(ctx.redis, ctx.account, ctx.openid)
-    try:  # when: a digit answers whichever was asked last, the menu or a 办结 notice's 评价 (see numbers_since)
-        ctx.redis.set(_menu_key(ctx), str(time.time()), ex=MENU_SEEN_TTL)
-    except redis.RedisError:
-        pass
+    menu_shown(ctx.redis, ctx.account, ctx.openid)
 
 
 MENU_SEEN_TTL = 24 * 60 * 60
 
 
-def _menu_key(ctx: Context) -> str:
-    return f"wx:menu_at:{ctx.account}:{ctx.openid}"
+def _menu_key(channel: str, who: str) -> str:
+    return f"wx:menu_at:{channel}:{who}"
+
+
+def menu_shown(r, channel: str, who: str) -> None:
+    """When `who` was shown the numbered menu on `channel` (the WeChat account, or "api" for the in-app chat): a
+    digit answers whichever was asked last, the menu or a 办结 notice's 评价 (see numbers_since)."""
+    import time
+
+    import redis
+
+    try:
+        r.set(_menu_key(channel, who), str(time.time()), ex=MENU_SEEN_TTL)
+    except redis.RedisError:
+        pass
 
 
 def numbers_since(ctx: Context, when: float) -> bool:
     """Whether the bot offered numbers of its own (the menu, or “您是不是想问” choices) at or after the UNIX time
     `when`: a bare digit then means those."""
+    return numbers_offered_since(ctx.redis, ctx.account, ctx.openid, when)
+
+
+def numbers_offered_since(r, channel: str, who: str, when: float) -> bool:
+    """`numbers_since` for any channel: the in-app chat passes "api" and its caller's key."""
     import time
 
     import redis
@@ -113,8 +124,8 @@ def numbers_since(ctx: Context, when: float) -> bool:
     from wxapp_backend.knowledge_store.bot import MEMORY_TTL, _memory_key
 
     try:
-        menu_at = ctx.redis.get(_menu_key(ctx))
-        left = ctx.redis.ttl(_memory_key(ctx.account, ctx.openid))
+        menu_at = r.get(_menu_key(channel, who))
+        left = r.ttl(_memory_key(channel, who))
     except redis.RedisError:
         return True  # unknown: the digit keeps its usual meaning
     if menu_at is not None and float(menu_at) >= when:

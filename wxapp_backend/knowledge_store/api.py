@@ -76,6 +76,7 @@ def search():
      auth="none", tags=["知识库"], responses={200: "{reply, decision, suggestions, turn_id, vote_token}"})
 def chat():
     from handlers.bot import HUMAN_APP, MENU_REPLY, app_reply
+    from handlers.kb import menu_shown, numbers_offered_since
 
     data = parse(CHAT_FIELDS)
     user_id = optional_user_id()
@@ -85,9 +86,11 @@ def chat():
         throttle("chat", who, USER_LIMIT_PER_MIN, 60, "提问太频繁了，请稍等一分钟再试。")
 
     def fixed(text: str, pending: bool) -> tuple[str, str] | None:
-        found = app_reply(text, user_id=user_id, pending_choices=pending)
+        found = app_reply(text, user_id=user_id, pending_choices=pending,
+                          numbers_since=lambda when: numbers_offered_since(state.redis, "api", who, when))
         if found is not None and found[0] == MENU_REPLY:  # its digits now mean the menu, as in the WeChat chat
             forget_choices(state.redis, "api", who)
+            menu_shown(state.redis, "api", who)
         return found
 
     # The words the WeChat chat answers without the knowledge base (menu, 人工, 我要反映, 我的诉求 ...) first.

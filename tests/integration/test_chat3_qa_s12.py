@@ -1,0 +1,36 @@
+"""QA of the bot's conversation as reached from both channels (twelfth pass): the Official Account webhook and the
+mini-program's in-app chat (POST /api/v1/chat), which must mean the same by the same words."""
+
+from __future__ import annotations
+
+from tests.integration.appeals.test_appeal_chat_followup import chat  # noqa: F401  (the follow-up's fixture)
+from wxapp_backend.knowledge_store.bot import _memory_key
+
+
+def _app(client, headers, text: str) -> dict:
+    resp = client.post("/api/v1/chat", json={"text": text}, headers=headers)
+    assert resp.status_code == 200, resp.get_data(as_text=True)
+    return resp.get_json()
+
+
+def test_a_digit_right_after_the_resolution_notice_is_the_score_in_the_app_chat(chat, client, user_token,  # noqa: F811
+                                                                                 redis_client):
+    """Right after “您的诉求已办结…请评价”, “4” in the mini-program's chat was menu item 4 (联系客服, a hand-over)
+    while the WeChat chat read it as the score. It is now the score there too (named back with the appeal, rated on
+    the appeal's page); once the menu or “您是不是想问” choices were shown since, a digit means those again."""
+    h = user_token(chat.user)
+    _, number = chat.resolved()
+    body = _app(client, h, "4")
+    assert body["decision"] == "guide" and "联系客服" not in body["reply"], body
+    assert number in body["reply"] and "4 分" in body["reply"] and "评价" in body["reply"], body
+    assert "没有提交" in body["reply"], body  # honest: the page takes the rating, the chat did not
+    assert "5 分" in _app(client, h, "５")["reply"]  # a full-width digit, and 5 (no menu item) alike
+    # The menu shown since: its digits are meant.
+    _app(client, h, "菜单")
+    body = _app(client, h, "4")
+    assert body["decision"] == "handoff", body
+    # “您是不是想问” choices offered since: a digit picks one of them (not the score).
+    redis_client.set(_memory_key("api", f"u{chat.user.id}"), '["talent-foreign-work-permit", "talent-hub"]',
+                     ex=60)
+    body = _app(client, h, "1")
+    assert "4 分" not in body["reply"] and "1 分" not in body["reply"] and number not in body["reply"], body
