@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import logging
 import re
+import unicodedata
 from collections.abc import Callable
 from dataclasses import replace
 
@@ -233,6 +234,15 @@ INTENTS = {"kb": kb_prompt, "appeal": appeal, "activity": activity, "human": hum
 DIGITS = {"1": "kb", "2": "appeal", "3": "activity", "4": "human"}
 
 
+def _menu_digit(ctx: Context) -> str | None:
+    """A menu digit alone, full-width folded (“４” is 4): the digit, or None."""
+    t = ctx.text
+    if not t or len(t) > 3:
+        return None
+    digit = unicodedata.normalize("NFKC", t).strip()
+    return digit if digit in DIGITS else None
+
+
 def install_defaults(router: Router, *, middleware: bool = True) -> Router:
     """Register the default middleware (outermost) and rules on `router`, after any rules already there.
 
@@ -319,7 +329,7 @@ def install_defaults(router: Router, *, middleware: bool = True) -> Router:
     def on_staff_link(ctx: Context) -> Reply:
         return Text(_link_staff(ctx, ctx.match.group(1)))
 
-    @router.regex(r"^[1-4]$")
+    @router.match(_menu_digit, cheap=True, pure=True)  # “4”, and “４” from a phone's Chinese keyboard
     def on_digit(ctx: Context) -> Reply | None:
         from .appeal_followup import score_after_notice
 
@@ -327,8 +337,8 @@ def install_defaults(router: Router, *, middleware: bool = True) -> Router:
         if scored is not None:
             return scored
         if kb.has_pending_choices(ctx):  # "回复数字即可查看答案" wins over the menu digits
-            return kb.answer(ctx.text, ctx)
-        return _as_menu_click(router, ctx, DIGITS[ctx.text])
+            return kb.answer(ctx.match, ctx)
+        return _as_menu_click(router, ctx, DIGITS[ctx.match])
 
     router.text(*GREETINGS, answer=Text(GREETING))
     router.text(*THANKS_WORDS, answer=Text(THANKS))

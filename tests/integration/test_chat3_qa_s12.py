@@ -3,7 +3,12 @@ mini-program's in-app chat (POST /api/v1/chat), which must mean the same by the 
 
 from __future__ import annotations
 
+from handlers.bot import KB_PROMPT
 from tests.integration.appeals.test_appeal_chat_followup import chat  # noqa: F401  (the follow-up's fixture)
+from tests.integration.test_chat2_qa_s11 import (
+    appeal_of,  # noqa: F401  (a follower's appeal, acted on by staff)
+)
+from tests.integration.test_chat_qa_s9 import oa_kb, say  # noqa: F401  (the signed webhook and its helper)
 from wxapp_backend.knowledge_store.bot import _memory_key
 
 
@@ -34,3 +39,25 @@ def test_a_digit_right_after_the_resolution_notice_is_the_score_in_the_app_chat(
                      ex=60)
     body = _app(client, h, "1")
     assert "4 分" not in body["reply"] and "1 分" not in body["reply"] and number not in body["reply"], body
+
+
+def test_full_width_digits_mean_what_ascii_digits_mean_in_both_chats(oa_kb, appeal_of, client, user_token,  # noqa: F811
+                                                                     make_user):
+    """A phone's Chinese keyboard types “２” as often as “2”. In the WeChat chat “３” after the menu got “小二没看明白
+    这个数字” and “４” after a 办结 notice was no score; in the app's chat “２” among “您是不是想问” choices was the
+    menu's 我要反映 instead of choice 2. A full-width digit now means what the ASCII one means, in both chats."""
+    openid = "oFullWidthMenu"
+    say(oa_kb, openid, "菜单")
+    assert say(oa_kb, openid, "１") == KB_PROMPT
+    say(oa_kb, openid, "菜单")
+    assert "活动" in say(oa_kb, openid, "３") and "没看明白" not in say(oa_kb, openid, "菜单")
+
+    scorer = "oFullWidthScore"
+    number = appeal_of(scorer, "resolve", resolution="已协调物业修好路灯")
+    reply = say(oa_kb, scorer, "４")
+    assert "4 分" in reply and number in reply, reply
+
+    h = user_token(make_user())
+    assert _app(client, h, "融资")["decision"] == "suggest"
+    body = _app(client, h, "２")
+    assert body["decision"] == "answer" and "质押" in body["reply"], body

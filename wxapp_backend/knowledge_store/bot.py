@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import unicodedata
 from collections.abc import Callable
 
 import redis
@@ -39,7 +40,8 @@ def respond(runtime: KBRuntime, db: Database, r: redis.Redis, text: str, *, chan
     log_channel = CONSOLE_CHANNEL if who.startswith(SIMULATOR_OPENID_PREFIX) else channel
     if fixed is not None:
         stripped = text.strip()
-        answer = fixed(stripped, stripped in _DIGITS and has_pending_choices(r, channel, who))
+        digit = unicodedata.normalize("NFKC", stripped)  # “２” from a phone's keyboard is 2, a choice too
+        answer = fixed(stripped, digit in _DIGITS and has_pending_choices(r, channel, who))
         if answer is not None:
             reply, decision = answer
             result = ChatResult(reply, decision, handoff=decision == "handoff")

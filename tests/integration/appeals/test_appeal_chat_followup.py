@@ -193,7 +193,7 @@ def test_followup_is_plugged_into_the_bot_and_keeps_the_fast_path():
     names = [r.name for r in bot.rules]
     flow = len(names) - 1 - names[::-1].index("match:_in_flow")  # the intake has a rule of the same name
     # A rating's "1" / "2" and a supplement's text come before the menu digits and the knowledge base.
-    assert flow < names.index("regex:^[1-4]$") < names.index("type:text")
+    assert flow < names.index("match:_menu_digit") < names.index("type:text")
     assert names.index("match:_rate_command") < names.index("type:text")
     assert names.index("match:_lost_answer") < flow  # and a rating's “跳过” is still the rating's (see above)
 
