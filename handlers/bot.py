@@ -400,13 +400,15 @@ def _as_text(router: Router, ctx: Context, said: str) -> Reply | None:
 
 
 def app_reply(text: str, *, user_id: int | None, pending_choices: bool,
-              numbers_since: Callable[[float], bool] | None = None) -> tuple[str, str] | None:
+              numbers_since: Callable[[float], bool] | None = None,
+              forget: Callable[[], None] | None = None) -> tuple[str, str] | None:
     """What the router answers without the knowledge base, for the mini-program's in-app chat (POST
     /api/v1/chat): the same words as the WeChat chat where they mean the same there, the mini-program's pages
     where the WeChat chat would start a chat-only flow (the appeal intake, rating). Returns (reply, decision)
     or None for the knowledge base. Decisions: smalltalk, handoff, guide (points to a page of the app).
     `numbers_since(when)`: whether this chat offered numbers of its own (its menu, “您是不是想问”) since the UNIX time
-    `when` (a bare digit after a 办结 notice is the score unless it did)."""
+    `when` (a bare digit after a 办结 notice is the score unless it did); `forget()` drops this chat's pending
+    “您是不是想问” choices (called where the WeChat chat drops them: a list of the user's appeals)."""
     t = command_word(text) if text and text.strip() else ""
     if not t:
         return None
@@ -415,11 +417,14 @@ def app_reply(text: str, *, user_id: int | None, pending_choices: bool,
             return _app_intent(group, user_id)
     if t in _FOLDED["my_registrations"]:
         return my_registrations_text(user_id), "guide"
-    if t in _status_words():
+    from .appeal_followup import _PROGRESS, status_text
+    from .appeal_intake import word
+
+    if t in _status_words() or _PROGRESS.match(word(text)):  # 我的诉求, “有进展吗”, “办得怎么样了”
         if user_id is None:
             return STATUS_LOGIN, "guide"
-        from .appeal_followup import status_text
-
+        if forget is not None:  # another topic: a digit no longer picks an earlier “您是不是想问” choice
+            forget()
         return status_text(user_id, chat=False), "guide"
     if numbers_since is not None and len(t) == 1:  # “4” just after “您的诉求已办结，请评价”: the score, not 联系客服
         from .appeal_followup import app_score_after_notice

@@ -3,7 +3,7 @@ mini-program's in-app chat (POST /api/v1/chat), which must mean the same by the 
 
 from __future__ import annotations
 
-from handlers.bot import KB_PROMPT
+from handlers.bot import KB_PROMPT, STATUS_LOGIN
 from tests.integration.appeals.test_appeal_chat_followup import chat  # noqa: F401  (the follow-up's fixture)
 from tests.integration.test_chat2_qa_s11 import (
     appeal_of,  # noqa: F401  (a follower's appeal, acted on by staff)
@@ -61,3 +61,22 @@ def test_full_width_digits_mean_what_ascii_digits_mean_in_both_chats(oa_kb, appe
     assert _app(client, h, "融资")["decision"] == "suggest"
     body = _app(client, h, "２")
     assert body["decision"] == "answer" and "质押" in body["reply"], body
+
+
+def test_progress_questions_show_the_appeals_in_the_app_chat_too(chat, oa_kb, client, user_token):  # noqa: F811
+    """“有进展吗”, “办得怎么样了”, “我的诉求进度如何”: the WeChat chat lists the user's appeals where they stand; the
+    app's chat gave a knowledge-base guess or “这个问题我还没学会”, which also put it in staff's unanswered queue. It
+    now lists them too (a caller without a login is told to log in); and like the WeChat chat, a list of appeals
+    drops the “您是不是想问” choices offered before it, so a “1” after it is no financing answer."""
+    h = user_token(chat.user)
+    appeal_id, number = chat.submit()
+    chat.act(appeal_id, "accept")
+    for text in ("有进展吗", "办得怎么样了", "我的诉求进度如何"):
+        body = _app(client, h, text)
+        assert body["decision"] == "guide" and number in body["reply"] and "已受理" in body["reply"], (text, body)
+    assert _app(client, {}, "有进展吗")["reply"] == STATUS_LOGIN
+    for listing in ("我的诉求", "有进展吗"):
+        assert _app(client, h, "融资")["decision"] == "suggest"
+        assert number in _app(client, h, listing)["reply"]
+        body = _app(client, h, "1")
+        assert "普惠金融" not in body["reply"] and body["reply"] == KB_PROMPT, (listing, body)

@@ -87,7 +87,8 @@ def chat():
 
     def fixed(text: str, pending: bool) -> tuple[str, str] | None:
         found = app_reply(text, user_id=user_id, pending_choices=pending,
-                          numbers_since=lambda when: numbers_offered_since(state.redis, "api", who, when))
+                          numbers_since=lambda when: numbers_offered_since(state.redis, "api", who, when),
+                          forget=lambda: forget_choices(state.redis, "api", who))
         if found is not None and found[0] == MENU_REPLY:  # its digits now mean the menu, as in the WeChat chat
             forget_choices(state.redis, "api", who)
             menu_shown(state.redis, "api", who)
