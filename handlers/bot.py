@@ -336,7 +336,7 @@ def install_defaults(router: Router, *, middleware: bool = True) -> Router:
         scored = score_after_notice(ctx)  # “4” just after “您的诉求已办结，请评价”: the score, not 人工
         if scored is not None:
             return scored
-        if kb.has_pending_choices(ctx):  # "回复数字即可查看答案" wins over the menu digits
+        if kb.choices_last(ctx):  # "回复数字即可查看答案" wins over the menu digits (expired: it says so)
             return kb.answer(ctx.match, ctx)
         return _as_menu_click(router, ctx, DIGITS[ctx.match])
 

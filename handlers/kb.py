@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from flask import current_app
 
+from wxapp_backend.knowledge_store.bot import choices_last as _choices_last
 from wxapp_backend.knowledge_store.bot import forget_choices as _forget
 from wxapp_backend.knowledge_store.bot import has_pending_choices as _pending
 from wxapp_backend.knowledge_store.bot import respond
@@ -81,6 +82,12 @@ def _supplement_hint(user_id: int) -> str:
 def has_pending_choices(ctx: Context) -> bool:
     """True when the last answer offered numbered choices, so a digit picks one of them."""
     return _pending(ctx.redis, ctx.account, ctx.openid)
+
+
+def choices_last(ctx: Context) -> bool:
+    """True when the last numbers the bot offered were “您是不是想问” choices, pending or expired since: a digit
+    means one of them (the knowledge base picks it, or says the list has expired), not a menu item."""
+    return _choices_last(ctx.redis, ctx.account, ctx.openid)
 
 
 def forget_choices(ctx: Context) -> None:

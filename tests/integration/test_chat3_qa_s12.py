@@ -80,3 +80,31 @@ def test_progress_questions_show_the_appeals_in_the_app_chat_too(chat, oa_kb, cl
         assert number in _app(client, h, listing)["reply"]
         body = _app(client, h, "1")
         assert "普惠金融" not in body["reply"] and body["reply"] == KB_PROMPT, (listing, body)
+
+
+def test_a_digit_for_choices_that_expired_is_not_a_menu_item(oa_kb, client, user_token, make_user,  # noqa: F811
+                                                             redis_client):
+    """“您是不是想问” choices are remembered for 15 minutes. A user who came back later and replied “2” (or “4”) to
+    them started the appeal intake (or was handed to a person): the digit fell to the menu, which they had not been
+    shown. Now the bot says the list has expired and asks for the question again; once the menu is shown, its digits
+    are meant again, in both chats."""
+    openid = "oExpiredChoices"
+    say(oa_kb, openid, "你好")
+    assert "您是不是想问" in say(oa_kb, openid, "融资")
+    redis_client.delete(_memory_key("oa", openid))  # a quarter of an hour later
+    for digit in ("2", "4", "5"):
+        reply = say(oa_kb, openid, digit)
+        assert "过期" in reply and "登记诉求" not in reply, (digit, reply)
+    say(oa_kb, openid, "菜单")
+    assert "登记诉求" in say(oa_kb, openid, "2")
+
+    user = make_user()
+    h = user_token(user)
+    assert _app(client, h, "融资")["decision"] == "suggest"
+    redis_client.delete(_memory_key("api", f"u{user.id}"))
+    for digit in ("2", "4", "5"):
+        body = _app(client, h, digit)
+        assert "过期" in body["reply"] and body["decision"] == "smalltalk", (digit, body)
+    _app(client, h, "菜单")
+    assert _app(client, h, "4")["decision"] == "handoff"
+

@@ -10,7 +10,7 @@ from collections.abc import Callable
 import redis
 
 from ..db import Database
-from .chat import ChatResult, ask
+from .chat import ChatResult, _bare_number, ask
 from .services import CHOICE, KBRuntime, log_turn
 
 log = logging.getLogger(__name__)
@@ -24,6 +24,18 @@ CONSOLE_CHANNEL = "console"
 
 def _memory_key(channel: str, who: str) -> str:
     return f"kb:last:{channel}:{who}"
+
+
+# That choices were offered (and not since answered past, nor replaced by the menu): kept longer than the choices
+# themselves, so that a digit sent for them after they expired is not taken for a menu item (“2” started the appeal
+# intake, “4” handed over to a person).
+OFFERED_TTL = 2 * 60 * 60
+CHOICES_EXPIRED = ("刚才列出的问题已经过期了（超过 15 分钟），小二不确定您选的是哪一个～请把您的问题再发一次；"
+                   "回复“菜单”看看我能做什么。")
+
+
+def _offered_key(channel: str, who: str) -> str:
+    return f"kb:offered:{channel}:{who}"
 
 
 # A channel's own answers that come before the knowledge base: (text, whether numbered choices are pending)
@@ -41,7 +53,7 @@ def respond(runtime: KBRuntime, db: Database, r: redis.Redis, text: str, *, chan
     if fixed is not None:
         stripped = text.strip()
         digit = unicodedata.normalize("NFKC", stripped)  # “２” from a phone's keyboard is 2, a choice too
-        answer = fixed(stripped, digit in _DIGITS and has_pending_choices(r, channel, who))
+        answer = fixed(stripped, digit in _DIGITS and choices_last(r, channel, who))
         if answer is not None:
             reply, decision = answer
             result = ChatResult(reply, decision, handoff=decision == "handoff")
@@ -56,14 +68,19 @@ def respond(runtime: KBRuntime, db: Database, r: redis.Redis, text: str, *, chan
         last = json.loads(raw) if raw else None
     except (redis.RedisError, ValueError):
         last = None  # losing the memory only means a number reply is read as a question
+    if last is None and _bare_number(text) and _offered(r, channel, who):
+        return ChatResult(CHOICES_EXPIRED, "smalltalk"), None  # a pick from a list that has expired
     result = ask(runtime.get(), text, last_suggestions=last, detail_hint=detail_hint)
+    offered = _offered_key(channel, who)
     try:
         if result.suggestions:
             r.set(key, json.dumps([s["id"] for s in result.suggestions]), ex=MEMORY_TTL)
+            r.set(offered, "1", ex=OFFERED_TTL)
         elif result.picked:  # “第二个” next wants another of the same list: kept, for as long again
             r.expire(key, MEMORY_TTL)
+            r.expire(offered, OFFERED_TTL)
         elif result.decision in {"answer", "fallback"}:
-            r.delete(key)
+            r.delete(key, offered)
     except redis.RedisError:
         log.warning("could not store the suggestion memory")
     turn_id = None
@@ -85,9 +102,25 @@ def has_pending_choices(r: redis.Redis, channel: str, who: str) -> bool:
         return False
 
 
+def _offered(r: redis.Redis, channel: str, who: str) -> bool:
+    try:
+        return bool(r.exists(_offered_key(channel, who)))
+    except redis.RedisError:
+        return False
+
+
+def choices_last(r: redis.Redis, channel: str, who: str) -> bool:
+    """Whether the last numbers the bot offered were “您是不是想问” choices (pending, or expired since): a bare digit
+    then means one of them, not a menu item."""
+    try:
+        return bool(r.exists(_memory_key(channel, who), _offered_key(channel, who)))
+    except redis.RedisError:
+        return False
+
+
 def forget_choices(r: redis.Redis, channel: str, who: str) -> None:
     """Drop the pending choices: the bot has since offered other numbers (its menu), which a digit now means."""
     try:
-        r.delete(_memory_key(channel, who))
+        r.delete(_memory_key(channel, who), _offered_key(channel, who))
     except redis.RedisError:
         log.warning("could not drop the suggestion memory")
