@@ -63,6 +63,7 @@ APPEAL_APP_NONE = ("这里没有正在填写的诉求，刚才的内容也没有
 FOLLOWUP_APP = "评价办理结果、补充材料，请在小程序“我的诉求”中打开那条诉求办理。"
 SUPPLEMENT_APP_NOT_SENT = "刚才补充的内容还没有提交：请在小程序“我的诉求”中打开那条诉求补充。\n"
 STATUS_LOGIN = "登录小程序后，就能在这里查看您提交的诉求；也可以直接打开“我的诉求”。"
+REGISTRATIONS_LOGIN = "登录小程序后，就能在这里查看您报名的活动；也可以直接打开“我的报名”。"
 # The app's chat cannot hand over by itself: the app shows its 客服 button (open-type="contact") on "handoff".
 HUMAN_APP = ("找工作人员请点“联系客服”，进入微信客服会话（工作时间：工作日 9:00-17:30，非工作时间请留言）。"
              "要反映问题，也可以在“我要反映”中留下诉求。")
@@ -415,8 +416,8 @@ def app_reply(text: str, *, user_id: int | None, pending_choices: bool,
     for group in ("human", "appeal", "activity"):
         if t in _FOLDED[group]:
             return _app_intent(group, user_id)
-    if t in _FOLDED["my_registrations"]:
-        return my_registrations_text(user_id), "guide"
+    if t in _FOLDED["my_registrations"]:  # without a login nobody knows whose: not “您目前没有报名的活动”
+        return (my_registrations_text(user_id) if user_id is not None else REGISTRATIONS_LOGIN), "guide"
     from .appeal_followup import _PROGRESS, status_text
     from .appeal_intake import word
 

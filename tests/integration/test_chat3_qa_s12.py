@@ -108,3 +108,19 @@ def test_a_digit_for_choices_that_expired_is_not_a_menu_item(oa_kb, client, user
     _app(client, h, "菜单")
     assert _app(client, h, "4")["decision"] == "handoff"
 
+
+def test_my_registrations_without_a_login_does_not_say_there_are_none(client, make_activity, make_user, user_token):
+    """“我的报名” in the app's chat without a login answered “您目前没有报名的活动”: someone registered for three
+    activities was told they had none (their login had lapsed). Like 我的诉求, it now says to log in first."""
+    from datetime import UTC, datetime, timedelta
+
+    from wxapp_backend.activities.services import register
+    from wxapp_backend.db import session_scope
+
+    user = make_user()
+    activity = make_activity(title="午间一小时·瑜伽", capacity=20, starts_at=datetime.now(UTC) + timedelta(days=2))
+    with session_scope() as s:
+        register(s, activity_id=activity.id, user_id=user.id)
+    body = _app(client, {}, "我的报名")
+    assert "没有报名" not in body["reply"] and "登录" in body["reply"], body
+    assert "午间一小时·瑜伽" in _app(client, user_token(user), "我的报名")["reply"]
