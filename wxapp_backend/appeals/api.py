@@ -128,8 +128,9 @@ APPEAL_NOTICE_KINDS = ("appeal_accepted", "appeal_needs_info", "appeal_resolved"
 
 @bp.post("/appeals")
 @user_required
-@doc("提交诉求（可带 Idempotency-Key 请求头：同一用户同一键返回同一条诉求，200 而非 201）", body=SUBMIT_FIELDS,
-     tags=["诉求"], responses={201: "{id, number, status, due_at, ...}", 200: "同一 Idempotency-Key 的已有诉求",
+@doc("提交诉求（可带 Idempotency-Key 请求头：同一用户同一键返回同一条诉求，200 而非 201；不带时，10 分钟内"
+     "再次提交内容、联系人和电话都相同的诉求视为网络重试，同样返回已提交的那条，200）", body=SUBMIT_FIELDS,
+     tags=["诉求"], responses={201: "{id, number, status, due_at, ...}", 200: "同一 Idempotency-Key 或重试的已有诉求",
                               413: "照片过大", 422: "填写有误（类别不存在、电话格式、照片类型等）"})
 def submit():
     user_id = current_user_id()
@@ -147,8 +148,10 @@ def submit():
             content=data["content"], contact_name=data["contact_name"], contact_phone=data["contact_phone"],
             category=data["category"], enterprise_id=data["enterprise_id"],
             enterprise_name=data["enterprise_name"] or "", building_id=data["building_id"], images=stored),
-            idempotency_key=key, daily_limit=services.MAX_APPEALS_PER_DAY)
+            idempotency_key=key, daily_limit=services.MAX_APPEALS_PER_DAY, retry_window=services.RETRY_WINDOW)
         body = appeal.to_public()
+    if not created:  # the first submission's appeal, with its own photos: these copies are nobody's
+        intake.remove_images(current_app.instance_path, stored)
     # The moment to ask for subscribe-message credit: the enterprise wants to hear how this ends.
     body["subscribe"] = subscribe_request(list(APPEAL_NOTICE_KINDS))
     return jsonify(body), 201 if created else 200

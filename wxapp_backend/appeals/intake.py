@@ -93,6 +93,13 @@ def store_images(instance_path: Path, decoded: list[tuple[bytes, str]]) -> list[
     return stored
 
 
+def remove_images(instance_path: Path, images: list[dict]) -> None:
+    """Delete stored photos that no appeal names (a submission answered with an earlier appeal)."""
+    d = upload_dir(instance_path)
+    for img in images:
+        (d / img["name"]).unlink(missing_ok=True)
+
+
 @contextmanager
 def images_kept_if_committed(instance_path: Path) -> Iterator[Callable[[list[tuple[bytes, str]]], list[dict]]]:
     """A `store` for photos written inside a transaction that may still be refused (a 409, a 422 of the service,
@@ -108,9 +115,7 @@ def images_kept_if_committed(instance_path: Path) -> Iterator[Callable[[list[tup
     try:
         yield store
     except BaseException:
-        d = upload_dir(instance_path)
-        for img in written:
-            (d / img["name"]).unlink(missing_ok=True)
+        remove_images(instance_path, written)
         raise
 
 

@@ -54,6 +54,9 @@ DEFAULT_PROMISED_DAYS = 5
 # Appeals one user may file in any 24 hours (mini-program and chat alike): a script or an angry user can
 # otherwise fill the queue (and the disk, nine photos each) faster than any team can triage.
 MAX_APPEALS_PER_DAY = 20
+# On the mini-program API, a submission without an Idempotency-Key that repeats one of the user's own (same words and
+# contact) within this window is the page's retry after a timeout, or a double tap: the first appeal is answered again.
+RETRY_WINDOW = timedelta(minutes=10)
 
 
 def _after_load(appeal: Appeal) -> None:
@@ -431,9 +434,22 @@ def _check_daily_quota(session: Session, user_id: int, now: datetime, limit: int
                               headers={"Retry-After": str(wait)})
 
 
+def _retried(session: Session, user_id: int, intake: Intake, since: datetime) -> Appeal | None:
+    """The user's appeal since `since` that this keyless submission repeats, if any: one nobody has acted on yet
+    (a retry comes within seconds; sent again after a withdrawal, a staff step or a 办不成事, it is meant as a new
+    one)."""
+    return session.scalar(select(Appeal).where(
+        Appeal.user_id == user_id, Appeal.channel == intake.channel, Appeal.content == intake.content,
+        Appeal.contact_name == intake.contact_name, Appeal.contact_phone == intake.contact_phone,
+        Appeal.submitted_at > since, Appeal.status == S.SUBMITTED.value, Appeal.escalated.is_(False))
+        .order_by(Appeal.id.desc()).limit(1))
+
+
 def submit_appeal(session: Session, user_id: int, intake: Intake, *, idempotency_key: str | None = None,
-                  now: datetime | None = None, daily_limit: int | None = None) -> tuple[Appeal, bool]:
-    """接单: a new appeal (or the one this key already made: created=False). Routes it by the catalogue.
+                  now: datetime | None = None, daily_limit: int | None = None,
+                  retry_window: timedelta | None = None) -> tuple[Appeal, bool]:
+    """接单: a new appeal (or the one this key already made, or, given `retry_window` and no key, the one this
+    submission repeats within that window: created=False). Routes it by the catalogue.
     With `daily_limit` (the user's channels pass MAX_APPEALS_PER_DAY) the user's 24 hours are capped."""
     if idempotency_key:
         existing = session.scalar(select(Appeal).where(Appeal.user_id == user_id,
@@ -448,6 +464,8 @@ def submit_appeal(session: Session, user_id: int, intake: Intake, *, idempotency
     user = session.get(User, user_id)
     if user is None:
         raise NotFound("用户不存在。")
+    if retry_window and not idempotency_key and (twin := _retried(session, user_id, intake, now - retry_window)):
+        return twin, False  # before the cap: the retry of the day's last appeal is no new one
     if daily_limit is not None:
         _check_daily_quota(session, user_id, now, daily_limit)
     ensure_catalogue(session)

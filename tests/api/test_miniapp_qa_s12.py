@@ -1,0 +1,62 @@
+"""The mini-program's user-facing /api/v1 under a demanding user and a flaky network (QA session 12)."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+
+from wxapp_backend.appeals.models import Appeal
+
+PNG = base64.b64encode(b"\x89PNG\r\n\x1a\n" + b"\x00" * 64).decode()
+
+
+def _appeal_body(**kw) -> dict:
+    return {"content": "园区南门的路灯坏了三天，晚上下班很黑😀", "contact_name": "张三", "contact_phone": "13800138000",
+            **kw}
+
+
+def _uploads(app) -> set[str]:
+    d = Path(app.instance_path) / "uploads" / "appeals"
+    return {p.name for p in d.iterdir()} if d.is_dir() else set()
+
+
+def test_an_appeal_sent_again_by_a_network_retry_is_not_filed_twice(app, client, make_user, user_token, db):
+    """wx.request gives up on a slow answer and the page sends the same appeal again (no Idempotency-Key: the
+    header is optional): the second POST is the first appeal again (200), not a second number for staff to
+    merge; photos it carried are not left on disk."""
+    h = user_token(make_user())
+    first = client.post("/api/v1/appeals", json=_appeal_body(images=[PNG]), headers=h)
+    assert first.status_code == 201, first.get_json()
+    kept = _uploads(app)
+    again = client.post("/api/v1/appeals", json=_appeal_body(images=[PNG]), headers=h)
+    assert again.status_code == 200, again.get_json()
+    assert again.get_json()["id"] == first.get_json()["id"]
+    assert again.get_json()["number"] == first.get_json()["number"]
+    assert db.query(Appeal).count() == 1
+    assert _uploads(app) == kept
+    # Another problem, or the same words from someone else, is a new appeal.
+    other = client.post("/api/v1/appeals", json=_appeal_body(content="停车场入口的道闸一直抬不起来"), headers=h)
+    assert other.status_code == 201
+    assert client.post("/api/v1/appeals", json=_appeal_body(), headers=user_token(make_user())).status_code == 201
+    assert db.query(Appeal).count() == 3
+
+
+def test_the_retry_of_the_days_last_appeal_is_not_refused_by_the_cap(client, make_user, user_token, monkeypatch):
+    from wxapp_backend.appeals import services
+
+    monkeypatch.setattr(services, "MAX_APPEALS_PER_DAY", 1)
+    h = user_token(make_user())
+    first = client.post("/api/v1/appeals", json=_appeal_body(), headers=h)
+    assert first.status_code == 201
+    again = client.post("/api/v1/appeals", json=_appeal_body(), headers=h)
+    assert again.status_code == 200 and again.get_json()["id"] == first.get_json()["id"]
+    assert client.post("/api/v1/appeals", json=_appeal_body(content="停车场入口的道闸一直抬不起来"),
+                       headers=h).status_code == 429
+
+
+def test_an_appeal_withdrawn_and_sent_again_is_a_new_one(client, make_user, user_token, db):
+    h = user_token(make_user())
+    first = client.post("/api/v1/appeals", json=_appeal_body(), headers=h).get_json()
+    assert client.post(f"/api/v1/appeals/{first['id']}/withdraw", json={}, headers=h).status_code == 200
+    again = client.post("/api/v1/appeals", json=_appeal_body(), headers=h)
+    assert again.status_code == 201 and again.get_json()["id"] != first["id"]
