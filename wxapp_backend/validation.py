@@ -77,6 +77,11 @@ def clean_text(value: str) -> str:
     return _CONTROL_RE.sub("", value).strip()
 
 
+def _named(title: str, word: str) -> str:
+    """The label with the word for what it is (生日 -> 生日日期), unless it already says it (开始时间, 日期)."""
+    return title if title.endswith(word) else title + word
+
+
 def _coerce(f: Field, value: Any) -> Any:  # noqa: C901 - one branch per kind reads best
     t = f.title
     if f.kind in {"str", "text", "phone", "credit_code", "enum"}:
@@ -150,7 +155,7 @@ def _coerce(f: Field, value: Any) -> Any:  # noqa: C901 - one branch per kind re
             try:
                 parsed_day = date.fromisoformat(str(value).strip())
             except ValueError:
-                raise _Bad(f"{t}日期格式不对，请用 2025-01-31 这样的格式") from None
+                raise _Bad(f"{_named(t, '日期')}格式不对，请用 2025-01-31 这样的格式") from None
         _year_range(t, parsed_day.year)
         return parsed_day
     if f.kind == "datetime":
@@ -160,7 +165,7 @@ def _coerce(f: Field, value: Any) -> Any:  # noqa: C901 - one branch per kind re
             try:
                 parsed = datetime.fromisoformat(str(value).strip().replace("Z", "+00:00"))
             except ValueError:
-                raise _Bad(f"{t}时间格式不对，请用 2025-01-31T09:30:00+08:00 这样的格式") from None
+                raise _Bad(f"{_named(t, '时间')}格式不对，请用 2025-01-31T09:30:00+08:00 这样的格式") from None
         if parsed.tzinfo is None:
             from zoneinfo import ZoneInfo
 

@@ -60,3 +60,22 @@ def test_an_appeal_withdrawn_and_sent_again_is_a_new_one(client, make_user, user
     assert client.post(f"/api/v1/appeals/{first['id']}/withdraw", json={}, headers=h).status_code == 200
     again = client.post("/api/v1/appeals", json=_appeal_body(), headers=h)
     assert again.status_code == 201 and again.get_json()["id"] != first["id"]
+
+
+def test_a_badly_written_date_is_named_once_not_twice(client, make_user, user_token):
+    """“日期日期格式不对”: the word was added to a label that already ends with it (日期, 开始时间 ...)."""
+    from wxapp_backend.errors import ValidationError
+    from wxapp_backend.validation import Field, validate
+
+    body = client.get("/api/v1/activities?date=2025-13-01", headers=user_token(make_user())).get_json()
+    assert body["fields"]["date"] == "日期格式不对，请用 2025-01-31 这样的格式"
+    for field, word in ((Field("starts_at", "datetime", "开始时间"), "开始时间格式不对"),
+                        (Field("day", "date", "到场日期"), "到场日期格式不对"),
+                        (Field("birthday", "date", "生日"), "生日日期格式不对"),
+                        (Field("at", "datetime", "预约"), "预约时间格式不对")):
+        try:
+            validate({field.name: "不是日期"}, [field])
+        except ValidationError as exc:
+            assert exc.fields[field.name].startswith(word), exc.fields
+        else:
+            raise AssertionError("accepted")
