@@ -115,8 +115,11 @@ def _coerce(f: Field, value: Any) -> Any:  # noqa: C901 - one branch per kind re
     if f.kind == "int":
         if isinstance(value, bool):
             raise _Bad(f"{t}应为整数")
-        if isinstance(value, str) and re.fullmatch(r"-?\d{1,12}", value.strip()):
-            value = int(value.strip())
+        if isinstance(value, str) and re.fullmatch(r"-?\d+", value.strip()):
+            text = value.strip()
+            # More digits than any field takes is a whole number all the same: out of range, not “应为整数” (and
+            # never handed to int(), which refuses more than 4300 digits).
+            value = int(text) if len(text) <= 30 else (-(10**30) if text.startswith("-") else 10**30)
         if not isinstance(value, int):
             raise _Bad(f"{t}应为整数")
         _range(f, value)

@@ -79,3 +79,16 @@ def test_a_badly_written_date_is_named_once_not_twice(client, make_user, user_to
             assert exc.fields[field.name].startswith(word), exc.fields
         else:
             raise AssertionError("accepted")
+
+
+def test_a_huge_page_number_is_out_of_range_not_not_a_number(client, make_user, user_token):
+    """?page=99999999999999 is a whole number: “页码应为整数” sent the user looking for a typo."""
+    h = user_token(make_user())
+    for url in ("/api/v1/me/inbox", "/api/v1/appeals", "/api/v1/activities"):
+        resp = client.get(url + "?page=99999999999999", headers=h)
+        assert resp.status_code == 422
+        assert resp.get_json()["fields"]["page"] == "页码不能大于 100000", resp.get_json()
+        resp = client.get(url + "?per_page=-99999999999999999999", headers=h)
+        assert resp.get_json()["fields"]["per_page"] == "每页条数不能小于 1", resp.get_json()
+    resp = client.get("/api/v1/me/inbox?page=" + "9" * 5000, headers=h)
+    assert resp.status_code == 422 and resp.get_json()["fields"]["page"] == "页码不能大于 100000"

@@ -380,7 +380,7 @@ def test_audit_data_is_escaped_and_readable(admin_client):
 @pytest.mark.parametrize("query, message", [
     ("?page=abc", "页码应为整数"),
     ("?page=0", "页码不能小于 1"),
-    ("?page=" + "9" * 40, "页码应为整数"),
+    ("?page=" + "9" * 40, "页码不能大于"),  # a whole number, only far too large
     ("?since=2025-13-45", "开始日期格式不对"),
     ("?until=0001-01-01", "年份应在"),
     ("?since=2025-03-02&until=2025-03-01", "开始日期不能晚于结束日期"),
