@@ -303,7 +303,7 @@ _TUNING = {"FANOUT_RATE": (float, 10_000.0), "FANOUT_BURST": (int, 10_000), "FAN
            # Per-user / per-address limits of the mini-program API (http.throttle reads `<name>_limit`).
            **{f"{name}_LIMIT": (int, 100_000) for name in ("WXA_LOGIN", "CHAT", "KB_SEARCH", "KB_FEEDBACK",
                                                            "REGISTRATION", "SUBSCRIBE_RESULTS", "ENTERPRISE_BINDING",
-                                                           "PROFILE")}}
+                                                           "PROFILE", "SUBSCRIPTIONS")}}
 
 
 def _tuning(env: Mapping[str, str]) -> dict:

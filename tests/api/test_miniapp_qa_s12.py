@@ -6,6 +6,7 @@ import base64
 from pathlib import Path
 
 from wxapp_backend.appeals.models import Appeal
+from wxapp_backend.audit import AuditLog
 
 PNG = base64.b64encode(b"\x89PNG\r\n\x1a\n" + b"\x00" * 64).decode()
 
@@ -92,3 +93,43 @@ def test_a_huge_page_number_is_out_of_range_not_not_a_number(client, make_user, 
         assert resp.get_json()["fields"]["per_page"] == "每页条数不能小于 1", resp.get_json()
     resp = client.get("/api/v1/me/inbox?page=" + "9" * 5000, headers=h)
     assert resp.status_code == 422 and resp.get_json()["fields"]["page"] == "页码不能大于 100000"
+
+
+def test_saving_the_same_activity_subscriptions_again_writes_no_audit_row(client, make_user, user_token, db):
+    """Each PUT /me/subscriptions wrote an audit row, changed or not: the page saves on every visit."""
+    h = user_token(make_user())
+    for _ in range(3):
+        resp = client.put("/api/v1/me/subscriptions", json={"categories": ["concert", "fitness"]}, headers=h)
+        assert resp.status_code == 200 and resp.get_json()["categories"] == ["concert", "fitness"]
+    assert client.put("/api/v1/me/subscriptions", json={"categories": ["fitness", "concert"]},
+                      headers=h).status_code == 200
+    assert db.query(AuditLog).filter_by(action="subscriptions.set").count() == 1
+    assert client.put("/api/v1/me/subscriptions", json={"categories": []}, headers=h).status_code == 200
+    assert db.query(AuditLog).filter_by(action="subscriptions.set").count() == 2
+
+
+def test_subscription_saves_are_rate_limited_per_user(app, client, make_user, user_token, db, monkeypatch):
+    """Switching between two sets of categories wrote an audit row a request, as fast as a script could send."""
+    from wxapp_backend.activities.api import SUBSCRIPTIONS_LIMIT_PER_MIN
+
+    h = user_token(make_user())
+    sets = (["concert"], ["fitness"])
+    codes = [client.put("/api/v1/me/subscriptions", json={"categories": sets[i % 2]}, headers=h).status_code
+             for i in range(SUBSCRIPTIONS_LIMIT_PER_MIN + 1)]
+    assert codes[:-1] == [200] * SUBSCRIPTIONS_LIMIT_PER_MIN and codes[-1] == 429
+    assert db.query(AuditLog).filter_by(action="subscriptions.set").count() == SUBSCRIPTIONS_LIMIT_PER_MIN
+    # Someone else is not affected; the knob moves the limit.
+    assert client.put("/api/v1/me/subscriptions", json={"categories": ["concert"]},
+                      headers=user_token(make_user())).status_code == 200
+    monkeypatch.setitem(app.extensions["wxapp"].settings.extra, "subscriptions_limit", 1)
+    other = user_token(make_user())
+    assert client.put("/api/v1/me/subscriptions", json={"categories": []}, headers=other).status_code == 200
+    late = client.put("/api/v1/me/subscriptions", json={"categories": []}, headers=other)
+    assert late.status_code == 429 and "太频繁" in late.get_json()["message"]
+
+
+def test_the_subscriptions_limit_is_set_from_the_environment(settings):
+    from wxapp_backend.config import Settings
+
+    base = {"APP_ENV": "testing", "INSTANCE_PATH": str(settings.instance_path), "SECRET_KEY": "x" * 24}
+    assert Settings.from_env({**base, "SUBSCRIPTIONS_LIMIT": "5"}).extra["subscriptions_limit"] == 5

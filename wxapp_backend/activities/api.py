@@ -18,6 +18,7 @@ from .models import CATEGORIES, Registration
 bp = Blueprint("activities_api", __name__, url_prefix="/api/v1")
 
 REGISTER_LIMIT_PER_MIN = 30  # registrations a minute per user (the `registration_limit` knob)
+SUBSCRIPTIONS_LIMIT_PER_MIN = 20  # category subscription saves a minute per user (`subscriptions_limit`)
 REGISTER_FIELDS = (Field("answers", "dict", "报名问题的回答", default={}),)
 SUBSCRIPTION_FIELDS = (
     Field("categories", "list", "订阅的活动类别", required=False, max_items=len(CATEGORIES), default=[],
@@ -144,6 +145,9 @@ def get_subscriptions():
 @doc("设置订阅的活动类别（整体替换）", body=SUBSCRIPTION_FIELDS, tags=["活动"])
 def put_subscriptions():
     body = parse(SUBSCRIPTION_FIELDS)
+    # A change writes an audit row: a script with a token could otherwise fill the log.
+    throttle("subscriptions", f"u{current_user_id()}", SUBSCRIPTIONS_LIMIT_PER_MIN, 60,
+             "订阅设置修改太频繁了，请稍等一分钟再试。")
     with session_scope() as s:
         cats = services.set_subscriptions(s, current_user_id(), body["categories"])
     return jsonify({"categories": cats, "available": CATEGORIES})

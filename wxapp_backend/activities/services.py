@@ -970,7 +970,8 @@ def set_subscriptions(session: Session, user_id: int, categories: list[str]) -> 
     for cat in wanted - have.keys():
         session.add(CategorySubscription(user_id=user_id, category=cat))
     session.flush()
-    audit(session, Actor("user", user_id), "subscriptions.set", None, categories=sorted(wanted))
+    if wanted != have.keys():  # the page saves on every visit: only a change is worth a row
+        audit(session, Actor("user", user_id), "subscriptions.set", None, categories=sorted(wanted))
     return sorted(wanted)
 
 
