@@ -220,7 +220,7 @@ def test_a_refused_submission_or_supplement_leaves_no_photo_on_disk(app, client,
     kept = files()
     assert len(kept - before) == 3
     again = client.post(f"/api/v1/appeals/{aid}/supplement", json=more, headers=uh)
-    assert again.status_code == 409 and files() == kept
+    assert again.status_code == 200 and files() == kept  # the double tap is taken as a retry (qa s12)
     detail = client.get(f"/api/v1/appeals/{aid}", headers=uh).get_json()
     assert {p.name for p in kept - before} == set(detail["images"])
 

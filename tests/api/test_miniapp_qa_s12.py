@@ -133,3 +133,30 @@ def test_the_subscriptions_limit_is_set_from_the_environment(settings):
 
     base = {"APP_ENV": "testing", "INSTANCE_PATH": str(settings.instance_path), "SECRET_KEY": "x" * 24}
     assert Settings.from_env({**base, "SUBSCRIPTIONS_LIMIT": "5"}).extra["subscriptions_limit"] == 5
+
+
+def test_a_supplement_sent_again_by_a_network_retry_is_answered_not_refused(app, client, make_user, user_token,
+                                                                            make_staff, staff_headers, db):
+    """The supplement went through but its answer was lost; the page sent it again and heard 409 “这条诉求目前不需要
+    补充材料”, as if the material had never been wanted. The retry now answers with the appeal (200); its photos
+    are not kept twice. Different words, after that, are still refused."""
+    from wxapp_backend.appeals.models import AppealEvent
+
+    h, sh = user_token(make_user()), staff_headers(make_staff(role="admin"))
+    appeal = client.post("/api/v1/appeals", json=_appeal_body(), headers=h).get_json()
+    for action, extra in (("accept", {}), ("request_info", {"note": "请拍一张路灯的照片"})):
+        resp = client.post(f"/api/v1/staff/appeals/{appeal['id']}/actions", json={"action": action, **extra},
+                           headers=sh)
+        assert resp.status_code == 200, resp.get_json()
+    body = {"content": "照片已拍好，是南门左手第二根路灯", "images": [PNG]}
+    first = client.post(f"/api/v1/appeals/{appeal['id']}/supplement", json=body, headers=h)
+    assert first.status_code == 200, first.get_json()
+    kept = _uploads(app)
+    again = client.post(f"/api/v1/appeals/{appeal['id']}/supplement", json=body, headers=h)
+    assert again.status_code == 200, again.get_json()
+    assert again.get_json()["status"] == first.get_json()["status"]
+    assert _uploads(app) == kept
+    assert db.query(AppealEvent).filter_by(appeal_id=appeal["id"], action="supplemented").count() == 1
+    other = client.post(f"/api/v1/appeals/{appeal['id']}/supplement", json={"content": "还有一件事想补充一下"},
+                        headers=h)
+    assert other.status_code == 409 and other.get_json()["error"] == "not_pending_enterprise"

@@ -205,8 +205,8 @@ def withdraw(appeal_id: int):
 
 @bp.post("/appeals/<int:appeal_id>/supplement")
 @user_required
-@doc("补充材料（工作人员要求补充时）", body=SUPPLEMENT_FIELDS, tags=["诉求"],
-     responses={200: "诉求", 409: "不需要补充"})
+@doc("补充材料（工作人员要求补充时；10 分钟内再次提交同样的补充视为网络重试，返回诉求，不重复登记）",
+     body=SUPPLEMENT_FIELDS, tags=["诉求"], responses={200: "诉求", 409: "不需要补充"})
 def supplement(appeal_id: int):
     user_id = current_user_id()
     data = validate(json_body(max_bytes=intake.MAX_BODY_BYTES), SUPPLEMENT_FIELDS)
@@ -214,8 +214,13 @@ def supplement(appeal_id: int):
     with intake.images_kept_if_committed(current_app.instance_path) as store, session_scope() as s:
         services.get_appeal(s, appeal_id, Actor("user", user_id))  # 404 before any file is written
         stored = store(decoded)
-        appeal = services.supplement(s, user_id, appeal_id, data["content"], stored)
-        return jsonify(appeal.to_public())
+        appeal = services.supplement(s, user_id, appeal_id, data["content"], stored,
+                                     retry_window=services.RETRY_WINDOW)
+        body = appeal.to_public()
+        taken = {img.get("name") for img in appeal.images or []}
+    # A retry of a supplement already taken: the appeal has the first copies of its photos, these are nobody's.
+    intake.remove_images(current_app.instance_path, [img for img in stored if img["name"] not in taken])
+    return jsonify(body)
 
 
 @bp.post("/appeals/<int:appeal_id>/rating")

@@ -660,12 +660,25 @@ def _release_children(session: Session, master: Appeal, now: datetime) -> None:
                 "您的诉求恢复单独办理，办结后会通知您结果。", f"split:{child.version}")
 
 
+def _supplement_retried(session: Session, appeal: Appeal, user_id: int, content: str, since: datetime) -> bool:
+    """The appeal's last supplement, since `since`, was this user's with these very words."""
+    last = session.scalar(select(AppealEvent).where(AppealEvent.appeal_id == appeal.id,
+                                                    AppealEvent.action == "supplemented")
+                          .order_by(AppealEvent.id.desc()).limit(1))
+    return (last is not None and last.actor_type == "user" and last.actor_id == str(user_id)
+            and last.created_at > since and last.note == f"企业补充：{content}")
+
+
 def supplement(session: Session, user_id: int, appeal_id: int, content: str, images: list[dict] | None = None,
-               now: datetime | None = None) -> Appeal:
-    """补充材料: only when asked; the paused clock resumes from where it stopped."""
+               now: datetime | None = None, retry_window: timedelta | None = None) -> Appeal:
+    """补充材料: only when asked; the paused clock resumes from where it stopped. Given `retry_window`, the same words
+    sent again within it after they were taken (the page's retry) answer with the appeal and change nothing: the
+    caller drops the photos the retry carried (they are not among appeal.images)."""
     actor = Actor("user", user_id)
     appeal = get_appeal(session, appeal_id, actor, lock=True)
     if appeal.status != S.PENDING_ENTERPRISE:
+        if retry_window and _supplement_retried(session, appeal, user_id, content, (now or utcnow()) - retry_window):
+            return appeal
         raise Conflict("这条诉求目前不需要补充材料。", code="not_pending_enterprise")
     if images:
         have = len(appeal.images or [])
