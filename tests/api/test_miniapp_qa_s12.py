@@ -160,3 +160,16 @@ def test_a_supplement_sent_again_by_a_network_retry_is_answered_not_refused(app,
     other = client.post(f"/api/v1/appeals/{appeal['id']}/supplement", json={"content": "还有一件事想补充一下"},
                         headers=h)
     assert other.status_code == 409 and other.get_json()["error"] == "not_pending_enterprise"
+
+
+def test_a_multiple_choice_answer_keeps_each_option_once(client, make_user, user_token, make_activity, db):
+    """["瑜伽", "瑜伽"] was stored as given: the roster and its export read “瑜伽、瑜伽”."""
+    from wxapp_backend.activities.models import Registration
+
+    a = make_activity(questions=[{"key": "likes", "label": "感兴趣的项目", "type": "multi",
+                                  "options": ["瑜伽", "跑步", "羽毛球"]}])
+    resp = client.post(f"/api/v1/activities/{a.id}/registrations", json={"answers": {"likes": ["跑步", "瑜伽", "跑步"]}},
+                       headers=user_token(make_user()))
+    assert resp.status_code == 201, resp.get_json()
+    assert resp.get_json()["answers"] == {"likes": ["跑步", "瑜伽"]}
+    assert db.query(Registration).one().answers == {"likes": ["跑步", "瑜伽"]}

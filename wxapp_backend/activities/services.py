@@ -532,7 +532,10 @@ def check_answers(activity: Activity, answers: dict[str, Any] | None) -> dict[st
 
 
 def _stored_answer(value: Any) -> Any:
-    """A date as ISO text; a whole number as an int (2 people, not 2.0, on the page and in the export)."""
+    """A date as ISO text; a whole number as an int (2 people, not 2.0, on the page and in the export); the options
+    of a multiple choice once each, in the order chosen."""
+    if isinstance(value, list):
+        return list(dict.fromkeys(value))
     if isinstance(value, date):
         return value.isoformat()
     if isinstance(value, float) and value.is_integer() and abs(value) <= 2**53:
