@@ -173,3 +173,25 @@ def test_a_multiple_choice_answer_keeps_each_option_once(client, make_user, user
     assert resp.status_code == 201, resp.get_json()
     assert resp.get_json()["answers"] == {"likes": ["跑步", "瑜伽"]}
     assert db.query(Registration).one().answers == {"likes": ["跑步", "瑜伽"]}
+
+
+def test_no_checkin_code_is_issued_once_checkin_has_closed(client, make_user, user_token, make_activity, db):
+    """我的报名 said can_show_code false after the activity (and its hour of grace) ended, but GET .../qr still
+    issued a code, which the door then refused with “签到已关闭”."""
+    from datetime import UTC, datetime, timedelta
+
+    from wxapp_backend.activities.models import Activity
+
+    h = user_token(make_user())
+    a = make_activity()
+    reg = client.post(f"/api/v1/activities/{a.id}/registrations", json={}, headers=h).get_json()
+    assert client.get(f"/api/v1/registrations/{reg['id']}/qr", headers=h).status_code == 200
+    row = db.get(Activity, a.id)
+    row.starts_at = datetime.now(UTC) - timedelta(hours=6)
+    row.ends_at = datetime.now(UTC) - timedelta(hours=3)
+    db.commit()
+    mine = client.get("/api/v1/me/registrations", headers=h).get_json()["items"][0]
+    assert mine["can_show_code"] is False
+    resp = client.get(f"/api/v1/registrations/{reg['id']}/qr", headers=h)
+    assert resp.status_code == 409, resp.get_json()
+    assert resp.get_json()["error"] == "checkin_closed" and "签到已关闭" in resp.get_json()["message"]

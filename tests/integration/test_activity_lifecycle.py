@@ -180,7 +180,11 @@ def test_no_checkin_after_attendance_closed(client, new_activity, make_user, use
     rid = _reg(client, aid, user_token(u)).get_json()["id"]
     now = datetime.now(UTC)
     _move(aid, starts_at=now - timedelta(days=3, hours=2), ends_at=now - timedelta(days=3))  # attendance not closed
-    token = client.get(f"/api/v1/registrations/{rid}/qr", headers=user_token(u)).get_json()["token"]
+    qr = client.get(f"/api/v1/registrations/{rid}/qr", headers=user_token(u))
+    assert qr.status_code == 409 and qr.get_json()["error"] == "checkin_closed"  # no code is issued any more ...
+    from wxapp_backend.activities.checkin import make_token
+
+    token = make_token(client.application.extensions["wxapp"].settings.secret_key, rid)["token"]  # ... nor taken
     resp = client.post("/api/v1/staff/checkins", json={"token": token}, headers=staff_headers(make_staff(role="dept")))
     assert resp.status_code == 409, (resp.status_code, resp.get_json())
 

@@ -115,7 +115,8 @@ def cancel(registration_id: int):
 
 @bp.get("/registrations/<int:registration_id>/qr")
 @user_required
-@doc("签到码（每分钟更换；前一分钟的码仍可用）", tags=["活动"])
+@doc("签到码（每分钟更换；前一分钟的码仍可用）", tags=["活动"],
+     responses={200: "签到码", 404: "不是本人的报名", 409: "报名状态没有签到码、活动已取消或签到已关闭 checkin_closed"})
 def qr(registration_id: int):
     with session_scope() as s:
         return jsonify(checkin.qr_for(s, _secret(), registration_id, current_user_id()))

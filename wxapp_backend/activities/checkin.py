@@ -53,6 +53,8 @@ def qr_for(session: Session, secret: str, registration_id: int, user_id: int, no
         raise Conflict(f"报名状态为“{STATUS_LABELS[reg.status]}”，没有签到码。", code="no_checkin_code")
     if reg.activity.status != ActivityStatus.PUBLISHED.value:
         raise Conflict("活动已取消，没有签到码。", code="activity_cancelled")
+    if (now or utcnow()) >= reg.activity.ends_at + ATTENDANCE_GRACE:  # as check_in (and can_show_code) decide
+        raise Conflict("活动已结束，签到已关闭。", code="checkin_closed")
     return {**make_token(secret, reg.id, now), "registration_id": reg.id, "status": reg.status}
 
 
