@@ -65,7 +65,11 @@ def _one(s, appeal_id: int, now: datetime, done: dict[str, int]) -> None:
     if 0 < left <= services.WARN_MINUTES and appeal.warned_due_at != appeal.due_at and now < appeal.due_at:
         appeal.warned_due_at = appeal.due_at
         services._event(s, appeal, SYSTEM, "due_soon", note=f"距办结期限不足 1 个工作日（剩 {left} 分钟）",
-                        department=appeal.department)
+                        department=appeal.department, due_at=appeal.due_at)
+        s.flush()
+        # Once per deadline (a 延期 or a resumed clock makes a new one, and its own alert); in this transaction,
+        # so a tick that dies before its commit leaves neither the flag nor the alert, and the next one does both.
+        services.notify_department(s, appeal, "due_soon", f"due_soon:{int(appeal.due_at.timestamp())}")
         done["warned"] += 1
     if now >= appeal.due_at:
         if not appeal.overdue:

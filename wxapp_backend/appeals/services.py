@@ -850,27 +850,48 @@ def _notify_escalation_owner(session: Session, appeal: Appeal, reason: str) -> N
 
 
 STAFF_ALERTS = {"overdue": ("已超期", "诉求 {number} 已超过办结期限，请尽快办理并登录工作台查看。"),
-                "pressed": ("企业催办", "企业催办诉求 {number}，请尽快办理并登录工作台查看。")}
+                "pressed": ("企业催办", "企业催办诉求 {number}，请尽快办理并登录工作台查看。"),
+                "due_soon": ("临期", "诉求 {number} 距办结期限不足 1 个工作日，请在 {due} 前办结，并登录工作台查看。")}
 
 
 def notify_department(session: Session, appeal: Appeal, what: str, key: str) -> int:
-    """超期 / 企业催办 reach the handling department's staff whose account is linked to a WeChat user, once per
-    event (`key`), never an unlinked account. Never raises: the tick and the press go on whatever happens here.
-    Returns how many were told."""
-    if not appeal.department:
-        return 0
+    """临期 / 超期 / 企业催办 reach the people answering for the appeal — the handling department's staff and its
+    handler (承办人, whatever their department) — whose account is linked to a WeChat user, once per event (`key`),
+    never an unlinked account. When nobody could be told, the timeline says so (`staff_unreachable`, on the
+    console's page): the alert is not dropped without a word. Never raises: the tick and the press go on whatever
+    happens here. Returns how many were told."""
     status, text = STAFF_ALERTS[what]
+    due = ""
+    if appeal.due_at is not None:
+        local = appeal.due_at.astimezone(TZ)
+        due = f"{local.month}月{local.day}日 {local:%H:%M}"
+    who = [StaffUser.department == appeal.department] if appeal.department else []
+    if appeal.handler_id is not None:
+        who.append(StaffUser.id == appeal.handler_id)
     told = 0
     try:
-        told = _tell_linked_staff(session, appeal, StaffUser.department == appeal.department, "appeal_staff_alert",
-                                  status, f"{status}：{appeal.number}", text.format(number=appeal.number),
-                                  f"staff:{key}")
+        if who:
+            told = _tell_linked_staff(session, appeal, or_(*who), "appeal_staff_alert", status,
+                                      f"{status}：{appeal.number}", text.format(number=appeal.number, due=due),
+                                      f"staff:{key}")
+        whom = "和".join(([f"{appeal.department}工作人员"] if appeal.department else [])
+                        + (["承办人"] if appeal.handler_id else []))
         if told:
-            _event(session, appeal, SYSTEM, "staff_notified", note=f"已通知{appeal.department}已绑定微信的工作人员 {told} 人"
+            _event(session, appeal, SYSTEM, "staff_notified", note=f"已通知{whom}中已绑定微信的 {told} 人"
                    f"（{status}）", department=appeal.department, alert=what, key=key)
+        elif not _flagged_alert(session, appeal, "staff_unreachable", key):
+            why = (f"{whom}的账号都未绑定微信（可在工作台“通知推送”页点“用我的微信绑定”）" if who
+                   else "诉求尚未交办，也没有承办人")
+            _event(session, appeal, SYSTEM, "staff_unreachable", note=f"{status}提醒未能发出：{why}，请在工作台跟进",
+                   department=appeal.department, alert=what, key=key)
     except Exception:  # noqa: BLE001 - never fails the tick or the enterprise's press
         log.exception("staff alerts failed", extra={"appeal_id": appeal.id})
     return told
+
+
+def _flagged_alert(session: Session, appeal: Appeal, action: str, key: str) -> bool:
+    return any((d or {}).get("key") == key for d in session.scalars(select(AppealEvent.data).where(
+        AppealEvent.appeal_id == appeal.id, AppealEvent.action == action)))
 
 
 def escalate_by_user(session: Session, user_id: int, appeal_id: int, reason: str) -> tuple[Appeal, bool]:

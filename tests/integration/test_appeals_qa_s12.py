@@ -1,0 +1,121 @@
+"""Appeals QA (pass 12): the staff side — alerts to the people handling an appeal, deadlines, the console's queue.
+
+- 临期 (less than one working day left) reaches the handling department's WeChat-linked staff and the appeal's
+  handler, once per deadline: a second tick, a tick that dies half-way and is run again, a 延期 (a new deadline);
+- an alert with nobody linked to receive it is said on the timeline (the console shows it), not silently dropped;
+- the console's 超期 / 临期 filters.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from sqlalchemy import select
+
+from tests.integration.test_appeals2_qa_s11 import (  # noqa: F401  (the last pass's fixture)
+    _alerts,
+    _link,
+    at,
+    w,
+)
+from wxapp_backend.appeals import jobs, services
+from wxapp_backend.appeals.calendar import TZ
+from wxapp_backend.appeals.models import AppealExtension
+from wxapp_backend.audit import AuditLog
+
+MONDAY = at(2025, 11, 3, 10, 0)
+
+
+def _assigned(world, department="税务所", now=MONDAY):
+    appeal_id = world.submit(now)
+    world.act(appeal_id, "accept", now=now)
+    world.act(appeal_id, "assign", now=now, department=department)
+    return appeal_id
+
+
+# --- 1. 临期 reaches the handling staff, once per deadline ----------------------------------------------
+
+def test_due_soon_alerts_the_departments_linked_staff_and_the_handler_once(w, db, make_user, make_staff):  # noqa: F811
+    tax_phone, admin_phone, other_phone = (make_user(nickname=n) for n in ("税务所小王", "管理员手机", "城运小李"))
+    env = make_staff(role="dept", department="城运中心")
+    _link(w.tax, tax_phone.id)
+    _link(w.admin, admin_phone.id)  # the admin accepted it: its handler (承办人)
+    _link(env, other_phone.id)  # another department's: not told
+    appeal_id = _assigned(w)
+    a = w.appeal(appeal_id)
+    assert a.handler_id == w.admin.id
+    done = jobs.tick(now=a.due_at - timedelta(minutes=30))
+    assert done["warned"] == 1
+    (alert,) = _alerts(db, tax_phone.id)
+    local = a.due_at.astimezone(TZ)
+    assert a.number in alert.title and "临期" in alert.title
+    assert "不足 1 个工作日" in alert.body and f"{local.month}月{local.day}日 {local:%H:%M}" in alert.body
+    assert len(_alerts(db, admin_phone.id)) == 1
+    assert _alerts(db, other_phone.id) == []
+    # The tick runs every 5 minutes: nothing more for the same deadline.
+    jobs.tick(now=a.due_at - timedelta(minutes=25))
+    jobs.tick(now=a.due_at - timedelta(minutes=20))
+    assert len(_alerts(db, tax_phone.id)) == 1 and len(_alerts(db, admin_phone.id)) == 1
+    (told,) = w.events(appeal_id, "staff_notified")
+    assert told[1]["alert"] == "due_soon" and "2 人" in told[0]
+    assert db.scalar(select(AuditLog.id).where(AuditLog.action == "appeal.staff_notified")) is not None
+
+
+def test_a_tick_that_dies_after_the_alert_leaves_nothing_and_the_next_one_alerts_once(w, db, make_user,  # noqa: F811
+                                                                                        monkeypatch):
+    phone = make_user(nickname="税务所小王")
+    _link(w.tax, phone.id)
+    appeal_id = _assigned(w)
+    due = w.appeal(appeal_id).due_at
+    real = services.notify_department
+
+    def dies_after(*a, **kw):
+        real(*a, **kw)
+        raise RuntimeError("worker killed")
+
+    monkeypatch.setattr(services, "notify_department", dies_after)
+    jobs.tick(now=due - timedelta(minutes=30))
+    assert _alerts(db, phone.id) == [] and w.events(appeal_id, "due_soon") == []
+    assert w.appeal(appeal_id).warned_due_at is None
+    monkeypatch.setattr(services, "notify_department", real)
+    assert jobs.tick(now=due - timedelta(minutes=25))["warned"] == 1
+    jobs.tick(now=due - timedelta(minutes=20))
+    assert len(_alerts(db, phone.id)) == 1 and len(w.events(appeal_id, "due_soon")) == 1
+
+
+def test_an_extension_makes_a_new_deadline_and_its_own_alert(w, db, make_user):  # noqa: F811
+    phone = make_user(nickname="税务所小王")
+    _link(w.tax, phone.id)
+    appeal_id = _assigned(w)
+    due = w.appeal(appeal_id).due_at
+    jobs.tick(now=due - timedelta(minutes=30))
+    assert len(_alerts(db, phone.id)) == 1
+    w.act(appeal_id, "request_extension", now=due - timedelta(minutes=20), working_days=2, reason="需现场核查")
+    ext_id = db.scalar(select(AppealExtension.id).where(AppealExtension.appeal_id == appeal_id))
+    w.act(appeal_id, "decide_extension", now=due - timedelta(minutes=10), extension_id=ext_id, accept=True)
+    new_due = w.appeal(appeal_id).due_at
+    assert new_due > due
+    jobs.tick(now=due + timedelta(minutes=5))  # the old deadline passes: not overdue, and nothing said
+    assert len(_alerts(db, phone.id)) == 1 and w.appeal(appeal_id).overdue is False
+    jobs.tick(now=new_due - timedelta(minutes=30))
+    jobs.tick(now=new_due - timedelta(minutes=25))
+    alerts = _alerts(db, phone.id)
+    assert len(alerts) == 2
+    local = new_due.astimezone(TZ)
+    assert f"{local.month}月{local.day}日 {local:%H:%M}" in alerts[1].body
+
+
+# --- 2. nobody linked: said on the timeline, not dropped -----------------------------------------------
+
+def test_an_alert_nobody_could_receive_is_on_the_timeline_and_the_console_page(w, db, client, console_login):  # noqa: F811
+    appeal_id = _assigned(w)  # 税务所 has an account, not linked to any WeChat user; nor is the admin
+    due = w.appeal(appeal_id).due_at
+    jobs.tick(now=due - timedelta(minutes=30))
+    jobs.tick(now=due - timedelta(minutes=25))
+    (unreached,) = w.events(appeal_id, "staff_unreachable")
+    assert unreached[1]["alert"] == "due_soon" and "未绑定微信" in unreached[0]
+    jobs.tick(now=due + timedelta(minutes=5))
+    assert [d["alert"] for _, d in w.events(appeal_id, "staff_unreachable")] == ["due_soon", "overdue"]
+    console_login(w.admin)
+    page = client.get(f"/console/appeals/{appeal_id}").get_data(as_text=True)
+    assert "未能提醒" in page and "未绑定微信" in page
