@@ -119,3 +119,35 @@ def test_an_alert_nobody_could_receive_is_on_the_timeline_and_the_console_page(w
     console_login(w.admin)
     page = client.get(f"/console/appeals/{appeal_id}").get_data(as_text=True)
     assert "未能提醒" in page and "未绑定微信" in page
+
+
+# --- 3. the queue's 临期 filter ------------------------------------------------------------------------
+
+def test_the_queue_filters_appeals_due_within_a_working_day(w, db, client, console_login, staff_headers):  # noqa: F811
+    from wxapp_backend.appeals.models import Appeal
+    from wxapp_backend.db import session_scope, utcnow
+
+    now = utcnow()
+    ids = {name: w.submit(now) for name in ("soon", "later", "paused", "late", "resolved")}
+    for appeal_id in ids.values():
+        w.act(appeal_id, "accept", now=now)
+        w.act(appeal_id, "assign", now=now, department="税务所")
+    w.act(ids["paused"], "request_info", now=now, note="请提供营业执照")
+    w.act(ids["resolved"], "resolve", now=now, resolution="已更换税控盘")
+    with session_scope() as s:
+        cal = services.work_calendar(s)
+        for name, minutes in (("soon", 60), ("later", 3 * 510), ("paused", 60), ("resolved", 60)):
+            s.get(Appeal, ids[name]).due_at = cal.add_working_minutes(now, minutes)
+        late = s.get(Appeal, ids["late"])
+        late.due_at, late.overdue = now - timedelta(hours=1), True
+    numbers = {name: w.appeal(i).number for name, i in ids.items()}
+    console_login(w.admin)
+    page = client.get("/console/appeals?due_soon=true").get_data(as_text=True)
+    assert numbers["soon"] in page and "临期" in page
+    assert not any(numbers[n] in page for n in ("later", "paused", "late", "resolved"))
+    everything = client.get("/console/appeals").get_data(as_text=True)
+    assert everything.count('class="badge warn">临期') == 1
+    resp = client.get("/api/v1/staff/appeals?due_soon=true", headers=staff_headers(w.admin))
+    assert resp.status_code == 200 and [a["number"] for a in resp.get_json()["items"]] == [numbers["soon"]]
+    tax = client.get("/api/v1/staff/appeals?due_soon=true", headers=staff_headers(w.tax)).get_json()
+    assert [a["number"] for a in tax["items"]] == [numbers["soon"]]

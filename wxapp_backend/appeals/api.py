@@ -73,6 +73,7 @@ STAFF_FILTERS = (
     Field("building_id", "int", "楼宇", min=1),
     Field("enterprise_id", "int", "企业", min=1),
     Field("overdue", "bool", "超期"),
+    Field("due_soon", "bool", "临期（在办且距办结期限不足 1 个工作日，未超期）"),
     Field("escalated", "bool", "办不成事"),
     Field("escalation_open", "bool", "办不成事待处理（诉求在办，或办不成事任务未完成）"),
     Field("triage", "bool", "待分拣"),

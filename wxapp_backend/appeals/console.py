@@ -38,7 +38,7 @@ bp = Blueprint("appeals_console", __name__, url_prefix="/console")
 FILTERS = (
     Field("status", "str", "状态", max_len=200), Field("category", "str", "类别", max_len=32),
     Field("department", "str", "部门", max_len=64), Field("grid_id", "int", "网格", min=1),
-    Field("building_id", "int", "楼宇", min=1), Field("overdue", "bool", "超期"),
+    Field("building_id", "int", "楼宇", min=1), Field("overdue", "bool", "超期"), Field("due_soon", "bool", "临期"),
     Field("escalated", "bool", "办不成事"), Field("escalation_open", "bool", "办不成事待处理"),
     Field("triage", "bool", "待分拣"), Field("open_only", "bool", "在办"),
     Field("q", "str", "关键词", max_len=100), Field("page", "int", "页码", min=1, default=1),
@@ -75,9 +75,12 @@ def _args(fields) -> dict[str, Any]:
 @console_required(StaffRole.DEPT)
 def queue():
     args = _args(FILTERS)
+    now = utcnow()
     with session_scope() as s:
-        page = services.list_for_staff(s, current_actor(), per_page=30, **args)
+        page = services.list_for_staff(s, current_actor(), per_page=30, now=now, **args)
+        soon_before = services.due_soon_before(services.work_calendar(s), now)
         return render_template("console/appeals/list.html", page=page, args=args,
+                               due_soon=lambda a: services.is_due_soon(a, soon_before, now),
                                link_args={k: v for k, v in args.items() if v not in (None, "") and k != "page"},
                                categories=services.categories(s, active_only=False),
                                departments=_departments(s), grids=list(s.scalars(select(Grid).order_by(Grid.name))),

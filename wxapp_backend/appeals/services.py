@@ -35,7 +35,7 @@ from .models import (
     Holiday,
     TaskKind,
 )
-from .states import LABELS, OPEN, AppealStatus, can_move
+from .states import CLOCK_RUNNING, LABELS, OPEN, AppealStatus, can_move
 
 log = logging.getLogger(__name__)
 S = AppealStatus
@@ -1459,11 +1459,29 @@ def _escalation_task_open():
                           AppealTask.status == "open")
 
 
+def due_soon_before(cal: WorkCalendar, now: datetime) -> datetime:
+    """临期: a deadline at or before this instant has less than one working day left (the tick's 临期提醒)."""
+    return cal.add_working_minutes(now, WARN_MINUTES)
+
+
+def due_soon_clause(cal: WorkCalendar, now: datetime):
+    """Appeals whose clock runs and whose deadline has not passed but is less than one working day away."""
+    return and_(Appeal.status.in_([s.value for s in CLOCK_RUNNING]), Appeal.overdue.is_(False),
+                Appeal.due_at > now, Appeal.due_at <= due_soon_before(cal, now))
+
+
+def is_due_soon(appeal: Appeal, soon_before: datetime, now: datetime) -> bool:
+    """The same test as due_soon_clause, on a loaded appeal (the queue's 临期 badge)."""
+    return (appeal.status in CLOCK_RUNNING and not appeal.overdue and appeal.due_at is not None
+            and now < appeal.due_at <= soon_before)
+
+
 def list_for_staff(session: Session, actor: Actor, *, status: str | None = None, category: str | None = None,
                    department: str | None = None, grid_id: int | None = None, building_id: int | None = None,
                    enterprise_id: int | None = None, overdue: bool | None = None, escalated: bool | None = None,
                    triage: bool | None = None, q: str | None = None, open_only: bool | None = None,
-                   escalation_open: bool | None = None, page: int = 1, per_page: int = 20) -> Page:
+                   escalation_open: bool | None = None, due_soon: bool | None = None, page: int = 1,
+                   per_page: int = 20, now: datetime | None = None) -> Page:
     stmt = select(Appeal)
     if _dept_only(actor):
         stmt = stmt.where(_dept_clause(actor.department))
@@ -1490,6 +1508,8 @@ def list_for_staff(session: Session, actor: Actor, *, status: str | None = None,
         stmt = stmt.where(Appeal.needs_triage.is_(triage))
     if escalation_open:
         stmt = stmt.where(escalation_pending())
+    if due_soon:
+        stmt = stmt.where(due_soon_clause(work_calendar(session), now or utcnow()))
     if q:  # "%" or "_" typed (a rate, a file name) is a character, not a wildcard
         stmt = stmt.where(or_(*(c.icontains(q, autoescape=True)
                                 for c in (Appeal.number, Appeal.content, Appeal.enterprise_name))))
