@@ -151,3 +151,22 @@ def test_the_queue_filters_appeals_due_within_a_working_day(w, db, client, conso
     assert resp.status_code == 200 and [a["number"] for a in resp.get_json()["items"]] == [numbers["soon"]]
     tax = client.get("/api/v1/staff/appeals?due_soon=true", headers=staff_headers(w.tax)).get_json()
     assert [a["number"] for a in tax["items"]] == [numbers["soon"]]
+
+
+# --- 4. the centre's 催办 reaches the department too ----------------------------------------------------
+
+def test_the_centres_urge_reaches_the_departments_linked_staff_not_the_one_urging(w, db, make_user, make_staff):  # noqa: F811
+    tax_phone, city_phone, admin_phone = (make_user(nickname=n) for n in ("税务所小王", "城运小李", "管理员手机"))
+    city = make_staff(role="dept", department="城运中心")
+    _link(w.tax, tax_phone.id)
+    _link(city, city_phone.id)
+    _link(w.admin, admin_phone.id)  # the handler, and the one urging: not told of its own 催办
+    appeal_id = _assigned(w)
+    number = w.appeal(appeal_id).number
+    w.act(appeal_id, "urge", now=MONDAY + timedelta(hours=1), note="企业很着急")
+    (alert,) = _alerts(db, tax_phone.id)
+    assert "催办" in alert.title and number in alert.title and "企业很着急" in alert.body
+    assert _alerts(db, city_phone.id) == [] and _alerts(db, admin_phone.id) == []
+    w.act(appeal_id, "urge", now=MONDAY + timedelta(hours=2))  # each 催办 is someone asking again
+    assert len(_alerts(db, tax_phone.id)) == 2
+    assert [d["alert"] for _, d in w.events(appeal_id, "staff_notified")] == ["urged", "urged"]

@@ -851,31 +851,36 @@ def _notify_escalation_owner(session: Session, appeal: Appeal, reason: str) -> N
 
 STAFF_ALERTS = {"overdue": ("已超期", "诉求 {number} 已超过办结期限，请尽快办理并登录工作台查看。"),
                 "pressed": ("企业催办", "企业催办诉求 {number}，请尽快办理并登录工作台查看。"),
-                "due_soon": ("临期", "诉求 {number} 距办结期限不足 1 个工作日，请在 {due} 前办结，并登录工作台查看。")}
+                "due_soon": ("临期", "诉求 {number} 距办结期限不足 1 个工作日，请在 {due} 前办结，并登录工作台查看。"),
+                "urged": ("催办", "营商服务中心催办诉求 {number}{note}，请尽快办理并登录工作台查看。")}
 
 
-def notify_department(session: Session, appeal: Appeal, what: str, key: str) -> int:
+def notify_department(session: Session, appeal: Appeal, what: str, key: str, *, actor: Actor | None = None,
+                      note: str = "") -> int:
     """临期 / 超期 / 企业催办 reach the people answering for the appeal — the handling department's staff and its
     handler (承办人, whatever their department) — whose account is linked to a WeChat user, once per event (`key`),
     never an unlinked account. When nobody could be told, the timeline says so (`staff_unreachable`, on the
     console's page): the alert is not dropped without a word. Never raises: the tick and the press go on whatever
-    happens here. Returns how many were told."""
+    happens here. `actor`, a staff member acting (a 催办), is not told of its own act. Returns how many were told."""
     status, text = STAFF_ALERTS[what]
     due = ""
     if appeal.due_at is not None:
         local = appeal.due_at.astimezone(TZ)
         due = f"{local.month}月{local.day}日 {local:%H:%M}"
+    acting = int(actor.id) if actor is not None and actor.type == "staff" and actor.id is not None else None
+    handler = appeal.handler_id if appeal.handler_id != acting else None
     who = [StaffUser.department == appeal.department] if appeal.department else []
-    if appeal.handler_id is not None:
-        who.append(StaffUser.id == appeal.handler_id)
+    if handler is not None:
+        who.append(StaffUser.id == handler)
     told = 0
     try:
         if who:
-            told = _tell_linked_staff(session, appeal, or_(*who), "appeal_staff_alert", status,
-                                      f"{status}：{appeal.number}", text.format(number=appeal.number, due=due),
+            told = _tell_linked_staff(session, appeal, and_(or_(*who), StaffUser.id != (acting or 0)),
+                                      "appeal_staff_alert", status, f"{status}：{appeal.number}",
+                                      text.format(number=appeal.number, due=due, note=f"：{note}" if note else ""),
                                       f"staff:{key}")
         whom = "和".join(([f"{appeal.department}工作人员"] if appeal.department else [])
-                        + (["承办人"] if appeal.handler_id else []))
+                        + (["承办人"] if handler is not None else []))
         if told:
             _event(session, appeal, SYSTEM, "staff_notified", note=f"已通知{whom}中已绑定微信的 {told} 人"
                    f"（{status}）", department=appeal.department, alert=what, key=key)
@@ -1323,7 +1328,10 @@ def act_urge(session, actor, appeal, data, now):
         raise Conflict("诉求已不在办理中，无需催办。", code="illegal_transition")
     appeal.urge_count += 1
     appeal.version += 1
-    _event(session, appeal, actor, "urged", note=data.get("note") or "催办", department=appeal.department)
+    ev = _event(session, appeal, actor, "urged", note=data.get("note") or "催办", department=appeal.department)
+    session.flush()
+    # A 催办 is for the department handling it: written only on the timeline, nobody there heard it.
+    notify_department(session, appeal, "urged", f"urged:{ev.id}", actor=actor, note=(data.get("note") or "")[:60])
 
 
 def _set_category(session, actor, appeal, category: AppealCategory, now):
