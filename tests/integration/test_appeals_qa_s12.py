@@ -170,3 +170,32 @@ def test_the_centres_urge_reaches_the_departments_linked_staff_not_the_one_urgin
     w.act(appeal_id, "urge", now=MONDAY + timedelta(hours=2))  # each 催办 is someone asking again
     assert len(_alerts(db, tax_phone.id)) == 2
     assert [d["alert"] for _, d in w.events(appeal_id, "staff_notified")] == ["urged", "urged"]
+
+
+# --- 5. who may cancel a 会办 task -------------------------------------------------------------------------
+
+def test_a_coordinating_department_cannot_cancel_its_own_task_the_handling_one_can(w, db, make_staff):  # noqa: F811
+    from wxapp_backend.appeals.models import AppealTask
+    from wxapp_backend.audit import Actor
+    from wxapp_backend.errors import Forbidden
+
+    city = make_staff(role="dept", department="城运中心")
+    city_actor = Actor("staff", city.id, role="dept", name="城运", department="城运中心")
+    tax_actor = Actor("staff", w.tax.id, role="dept", name="税务", department="税务所")
+    appeal_id = _assigned(w)
+    w.act(appeal_id, "coordinate", now=MONDAY, actor=tax_actor,
+          tasks=[{"department": "城运中心", "description": "核实现场", "working_days": 3}])
+    task_id = db.scalar(select(AppealTask.id).where(AppealTask.appeal_id == appeal_id))
+    # Asked to 会办, the department answers it; dropping the request is not its call (it ended the 会办 unanswered).
+    try:
+        w.act(appeal_id, "complete_task", now=MONDAY, actor=city_actor, task_id=task_id, cancel=True)
+    except Forbidden as exc:
+        assert "取消" in exc.message
+    else:
+        raise AssertionError("the 会办 department cancelled its own task")
+    assert w.appeal(appeal_id).status == "coordinating"
+    # The department that asked for it may withdraw the request.
+    assert w.act(appeal_id, "complete_task", now=MONDAY, actor=tax_actor, task_id=task_id, cancel=True,
+                 note="已自行核实") == "in_progress"
+    db.expire_all()
+    assert db.get(AppealTask, task_id).status == "cancelled"

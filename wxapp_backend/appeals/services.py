@@ -1100,8 +1100,17 @@ def act_complete_task(session, actor, appeal, data, now):
     task = session.get(AppealTask, task_id)
     if task is None or task.appeal_id != appeal.id:
         raise NotFound("没有这个任务。")
-    if _dept_only(actor) and task.department != actor.department:
-        raise Forbidden("只能办结本部门的任务。")
+    if _dept_only(actor):
+        if data.get("cancel"):
+            # A 会办 is withdrawn by the department that asked for it (or the centre); the department asked, and the
+            # 整改 department, answer theirs: cancelled by them, the 会办 ended unanswered. The 办不成事 window may
+            # end its own.
+            may = ((task.kind == TaskKind.COORDINATION and _handles(actor, appeal))
+                   or (task.kind == TaskKind.ESCALATION and task.department == actor.department))
+            if not may:
+                raise Forbidden("这个任务只能由承办部门或营商服务中心取消；如本部门无法办理，请在“完成”时写明情况和原因。")
+        elif task.department != actor.department:
+            raise Forbidden("只能办结本部门的任务。")
     if task.status != "open":
         raise Conflict("这个任务已经办结或取消了。", code="task_closed")
     task.status = "cancelled" if data.get("cancel") else "done"
