@@ -199,3 +199,37 @@ def test_a_coordinating_department_cannot_cancel_its_own_task_the_handling_one_c
                  note="已自行核实") == "in_progress"
     db.expire_all()
     assert db.get(AppealTask, task_id).status == "cancelled"
+
+
+# --- 6. 退单 and 延期 waiting for the centre can be found ---------------------------------------------------
+
+def test_returns_and_extensions_awaiting_the_centre_are_a_queue_filter_and_a_dashboard_card(
+        w, db, client, console_login, staff_headers):  # noqa: F811
+    from wxapp_backend.appeals.models import AppealReturn
+    from wxapp_backend.audit import Actor
+    from wxapp_backend.db import utcnow
+
+    now = utcnow()
+    tax_actor = Actor("staff", w.tax.id, role="dept", name="税务", department="税务所")
+    ids = []
+    for _ in range(3):
+        appeal_id = w.submit(now)
+        w.act(appeal_id, "accept", now=now)
+        w.act(appeal_id, "assign", now=now, department="税务所")
+        ids.append(appeal_id)
+    returned, extended, plain = ids
+    w.act(returned, "return", now=now, actor=tax_actor, reason="不属于本所职责")
+    w.act(extended, "request_extension", now=now, actor=tax_actor, working_days=2, reason="需现场核查")
+    numbers = [w.appeal(i).number for i in ids]
+    console_login(w.admin)
+    page = client.get("/console/appeals?pending_requests=true").get_data(as_text=True)
+    assert numbers[0] in page and numbers[1] in page and numbers[2] not in page
+    assert "待审核" in page
+    dash = client.get("/console/").get_data(as_text=True)
+    assert "待审核的退单、延期申请" in dash and "pending_requests=true" in dash
+    api = client.get("/api/v1/staff/appeals?pending_requests=true", headers=staff_headers(w.admin)).get_json()
+    assert sorted(a["number"] for a in api["items"]) == sorted(numbers[:2])
+    ret_id = db.scalar(select(AppealReturn.id).where(AppealReturn.appeal_id == returned))
+    w.act(returned, "decide_return", now=now, return_id=ret_id, accept=False, note="请继续办理")
+    api = client.get("/api/v1/staff/appeals?pending_requests=true", headers=staff_headers(w.admin)).get_json()
+    assert [a["number"] for a in api["items"]] == [numbers[1]]

@@ -75,6 +75,7 @@ STAFF_FILTERS = (
     Field("overdue", "bool", "超期"),
     Field("due_soon", "bool", "临期（在办且距办结期限不足 1 个工作日，未超期）"),
     Field("escalated", "bool", "办不成事"),
+    Field("pending_requests", "bool", "有待中心审核的退单或延期申请"),
     Field("escalation_open", "bool", "办不成事待处理（诉求在办，或办不成事任务未完成）"),
     Field("triage", "bool", "待分拣"),
     Field("open_only", "bool", "只看在办"),

@@ -1476,6 +1476,12 @@ def _escalation_task_open():
                           AppealTask.status == "open")
 
 
+def requests_pending():
+    """A 退单 or 延期 the department asked for is waiting for the centre's decision."""
+    return or_(exists().where(AppealReturn.appeal_id == Appeal.id, AppealReturn.status == "pending"),
+               exists().where(AppealExtension.appeal_id == Appeal.id, AppealExtension.status == "pending"))
+
+
 def due_soon_before(cal: WorkCalendar, now: datetime) -> datetime:
     """临期: a deadline at or before this instant has less than one working day left (the tick's 临期提醒)."""
     return cal.add_working_minutes(now, WARN_MINUTES)
@@ -1497,8 +1503,9 @@ def list_for_staff(session: Session, actor: Actor, *, status: str | None = None,
                    department: str | None = None, grid_id: int | None = None, building_id: int | None = None,
                    enterprise_id: int | None = None, overdue: bool | None = None, escalated: bool | None = None,
                    triage: bool | None = None, q: str | None = None, open_only: bool | None = None,
-                   escalation_open: bool | None = None, due_soon: bool | None = None, page: int = 1,
-                   per_page: int = 20, now: datetime | None = None) -> Page:
+                   escalation_open: bool | None = None, due_soon: bool | None = None,
+                   pending_requests: bool | None = None, page: int = 1, per_page: int = 20,
+                   now: datetime | None = None) -> Page:
     stmt = select(Appeal)
     if _dept_only(actor):
         stmt = stmt.where(_dept_clause(actor.department))
@@ -1527,6 +1534,8 @@ def list_for_staff(session: Session, actor: Actor, *, status: str | None = None,
         stmt = stmt.where(escalation_pending())
     if due_soon:
         stmt = stmt.where(due_soon_clause(work_calendar(session), now or utcnow()))
+    if pending_requests:
+        stmt = stmt.where(requests_pending())
     if q:  # "%" or "_" typed (a rate, a file name) is a character, not a wildcard
         stmt = stmt.where(or_(*(c.icontains(q, autoescape=True)
                                 for c in (Appeal.number, Appeal.content, Appeal.enterprise_name))))
