@@ -233,3 +233,37 @@ def test_returns_and_extensions_awaiting_the_centre_are_a_queue_filter_and_a_das
     w.act(returned, "decide_return", now=now, return_id=ret_id, accept=False, note="请继续办理")
     api = client.get("/api/v1/staff/appeals?pending_requests=true", headers=staff_headers(w.admin)).get_json()
     assert [a["number"] for a in api["items"]] == [numbers[1]]
+
+
+# --- 6. a 会办 task or a 办不成事 past its deadline reaches those who owe it --------------------------------------
+
+def test_an_overdue_coordination_task_alerts_its_department_once(w, db, make_user, make_staff):  # noqa: F811
+    from wxapp_backend.audit import Actor
+
+    city = make_staff(role="dept", department="城运中心")
+    city_phone, tax_phone = make_user(nickname="城运小李"), make_user(nickname="税务所小王")
+    _link(city, city_phone.id)
+    _link(w.tax, tax_phone.id)
+    tax_actor = Actor("staff", w.tax.id, role="dept", name="税务", department="税务所")
+    appeal_id = _assigned(w)
+    w.act(appeal_id, "coordinate", now=MONDAY, actor=tax_actor,
+          tasks=[{"department": "城运中心", "description": "核实现场", "working_days": 1}])
+    number = w.appeal(appeal_id).number
+    assert jobs.tick(now=at(2025, 11, 4, 11, 0))["tasks_overdue"] == 1
+    jobs.tick(now=at(2025, 11, 4, 11, 5))
+    (alert,) = _alerts(db, city_phone.id)
+    assert number in alert.title and "会办" in alert.body and "超过期限" in alert.body
+    assert [d["alert"] for _, d in w.events(appeal_id, "staff_notified")] == ["task_overdue"]
+
+
+def test_an_overdue_escalation_alerts_the_windows_linked_admins_once(w, db, make_user):  # noqa: F811
+    admin_phone = make_user(nickname="管理员手机")
+    _link(w.admin, admin_phone.id)
+    appeal_id = _assigned(w)
+    w.act(appeal_id, "escalate", now=MONDAY, reason="多次反映无果")
+    before = len(_alerts(db, admin_phone.id))  # the escalation itself goes to appeal_escalated, not here
+    due = w.appeal(appeal_id).escalation_due_at
+    assert jobs.tick(now=due + timedelta(minutes=5))["escalation_overdue"] == 1
+    jobs.tick(now=due + timedelta(minutes=10))
+    alerts = _alerts(db, admin_phone.id)
+    assert len(alerts) == before + 1 and "办不成事" in alerts[-1].body and "3 个工作日" in alerts[-1].body

@@ -110,6 +110,8 @@ def _late_escalations_and_tasks(now: datetime, done: dict[str, int]) -> None:
                     continue
                 services._event(s, appeal, SYSTEM, "escalation_overdue",
                                 note="办不成事已超过 3 个工作日仍未处理完，请窗口负责人尽快联系企业", escalation_due_at=due)
+                s.flush()
+                services.notify_escalation_window(s, appeal, "escalation_overdue", f"escalation_overdue:{due}")
                 done["escalation_overdue"] += 1
         except Exception:  # noqa: BLE001 - logged; the next tick tries again
             log.exception("escalation overdue check failed", extra={"appeal_id": appeal_id})
@@ -122,6 +124,8 @@ def _late_escalations_and_tasks(now: datetime, done: dict[str, int]) -> None:
                 task = s.get(AppealTask, task_id)
                 services._event(s, appeal, SYSTEM, "task_overdue", note=f"{task.department}的会办任务已超过期限，请催办",
                                 task_id=task_id, department=task.department)
+                s.flush()
+                services.notify_task_department(s, appeal, task, "task_overdue", f"task_overdue:{task_id}")
                 done["tasks_overdue"] += 1
         except Exception:  # noqa: BLE001 - logged; the next tick tries again
             log.exception("task overdue check failed", extra={"appeal_id": appeal_id, "task_id": task_id})

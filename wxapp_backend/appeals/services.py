@@ -852,43 +852,68 @@ def _notify_escalation_owner(session: Session, appeal: Appeal, reason: str) -> N
 STAFF_ALERTS = {"overdue": ("已超期", "诉求 {number} 已超过办结期限，请尽快办理并登录工作台查看。"),
                 "pressed": ("企业催办", "企业催办诉求 {number}，请尽快办理并登录工作台查看。"),
                 "due_soon": ("临期", "诉求 {number} 距办结期限不足 1 个工作日，请在 {due} 前办结，并登录工作台查看。"),
-                "urged": ("催办", "营商服务中心催办诉求 {number}{note}，请尽快办理并登录工作台查看。")}
+                "urged": ("催办", "营商服务中心催办诉求 {number}{note}，请尽快办理并登录工作台查看。"),
+                "task_overdue": ("会办超期", "诉求 {number} 交{department}会办的任务已超过期限，请尽快办理并登录工作台查看。"),
+                "escalation_overdue": ("办不成事", "诉求 {number} 转入“办不成事”窗口已超过 3 个工作日仍未处理完，"
+                                       "请尽快联系企业并登录工作台查看。")}
+# The inbox title's word where the status phrase (5 characters at most in a subscribe message) says less.
+STAFF_ALERT_TITLES = {"escalation_overdue": "办不成事超期"}
 
 
 def notify_department(session: Session, appeal: Appeal, what: str, key: str, *, actor: Actor | None = None,
                       note: str = "") -> int:
-    """临期 / 超期 / 企业催办 reach the people answering for the appeal — the handling department's staff and its
-    handler (承办人, whatever their department) — whose account is linked to a WeChat user, once per event (`key`),
-    never an unlinked account. When nobody could be told, the timeline says so (`staff_unreachable`, on the
-    console's page): the alert is not dropped without a word. Never raises: the tick and the press go on whatever
-    happens here. `actor`, a staff member acting (a 催办), is not told of its own act. Returns how many were told."""
-    status, text = STAFF_ALERTS[what]
-    due = ""
-    if appeal.due_at is not None:
-        local = appeal.due_at.astimezone(TZ)
-        due = f"{local.month}月{local.day}日 {local:%H:%M}"
+    """临期 / 超期 / 催办 / 企业催办 reach the people answering for the appeal — the handling department's staff and
+    its handler (承办人, whatever their department) — whose account is linked to a WeChat user, once per event
+    (`key`), never an unlinked account. `actor`, a staff member acting (a 催办), is not told of its own act."""
     acting = int(actor.id) if actor is not None and actor.type == "staff" and actor.id is not None else None
     handler = appeal.handler_id if appeal.handler_id != acting else None
     who = [StaffUser.department == appeal.department] if appeal.department else []
     if handler is not None:
         who.append(StaffUser.id == handler)
+    whom = "和".join(([f"{appeal.department}工作人员"] if appeal.department else [])
+                    + (["承办人"] if handler is not None else []))
+    return _alert_staff(session, appeal, what, key, who, whom, acting=acting, note=note,
+                        department=appeal.department)
+
+
+def notify_task_department(session: Session, appeal: Appeal, task: AppealTask, what: str, key: str) -> int:
+    """An alert about a 会办 task (its deadline passed) to the staff of the department that owes it."""
+    return _alert_staff(session, appeal, what, key, [StaffUser.department == task.department],
+                        f"{task.department}工作人员", department=task.department)
+
+
+def notify_escalation_window(session: Session, appeal: Appeal, what: str, key: str) -> int:
+    """An alert about a 办不成事 to the window: the centre's admins and the window's own accounts."""
+    return _alert_staff(session, appeal, what, key, [StaffUser.role == StaffRole.ADMIN,
+                                                      StaffUser.department == ESCALATION_OWNER],
+                        "办不成事窗口负责人", department=ESCALATION_OWNER)
+
+
+def _alert_staff(session: Session, appeal: Appeal, what: str, key: str, who: list, whom: str, *,
+                 acting: int | None = None, note: str = "", department: str = "") -> int:
+    """Tell the linked staff matching any of `who` (not `acting`); a staff_notified event says who was told, or,
+    when nobody could be, a staff_unreachable one says so (on the console's page): the alert is not dropped
+    without a word. Never raises: the tick and the press go on whatever happens here. Returns how many were told."""
+    status, text = STAFF_ALERTS[what]
+    due = ""
+    if appeal.due_at is not None:
+        local = appeal.due_at.astimezone(TZ)
+        due = f"{local.month}月{local.day}日 {local:%H:%M}"
     told = 0
     try:
         if who:
+            body = text.format(number=appeal.number, due=due, note=f"：{note}" if note else "", department=department)
             told = _tell_linked_staff(session, appeal, and_(or_(*who), StaffUser.id != (acting or 0)),
-                                      "appeal_staff_alert", status, f"{status}：{appeal.number}",
-                                      text.format(number=appeal.number, due=due, note=f"：{note}" if note else ""),
-                                      f"staff:{key}")
-        whom = "和".join(([f"{appeal.department}工作人员"] if appeal.department else [])
-                        + (["承办人"] if handler is not None else []))
+                                      "appeal_staff_alert", status,
+                                      f"{STAFF_ALERT_TITLES.get(what, status)}：{appeal.number}", body, f"staff:{key}")
         if told:
             _event(session, appeal, SYSTEM, "staff_notified", note=f"已通知{whom}中已绑定微信的 {told} 人"
-                   f"（{status}）", department=appeal.department, alert=what, key=key)
+                   f"（{STAFF_ALERT_TITLES.get(what, status)}）", department=department, alert=what, key=key)
         elif not _flagged_alert(session, appeal, "staff_unreachable", key):
             why = (f"{whom}的账号都未绑定微信（可在工作台“通知推送”页点“用我的微信绑定”）" if who
                    else "诉求尚未交办，也没有承办人")
-            _event(session, appeal, SYSTEM, "staff_unreachable", note=f"{status}提醒未能发出：{why}，请在工作台跟进",
-                   department=appeal.department, alert=what, key=key)
+            _event(session, appeal, SYSTEM, "staff_unreachable", note=f"{STAFF_ALERT_TITLES.get(what, status)}提醒未能发出："
+                   f"{why}，请在工作台跟进", department=department, alert=what, key=key)
     except Exception:  # noqa: BLE001 - never fails the tick or the enterprise's press
         log.exception("staff alerts failed", extra={"appeal_id": appeal.id})
     return told
