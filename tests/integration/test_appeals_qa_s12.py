@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
 from sqlalchemy import select
 
 from tests.integration.test_appeals2_qa_s11 import (  # noqa: F401  (the last pass's fixture)
@@ -22,6 +23,7 @@ from wxapp_backend.appeals import jobs, services
 from wxapp_backend.appeals.calendar import TZ
 from wxapp_backend.appeals.models import AppealExtension
 from wxapp_backend.audit import AuditLog
+from wxapp_backend.db import session_scope, utcnow
 
 MONDAY = at(2025, 11, 3, 10, 0)
 
@@ -267,3 +269,38 @@ def test_an_overdue_escalation_alerts_the_windows_linked_admins_once(w, db, make
     jobs.tick(now=due + timedelta(minutes=10))
     alerts = _alerts(db, admin_phone.id)
     assert len(alerts) == before + 1 and "办不成事" in alerts[-1].body and "3 个工作日" in alerts[-1].body
+
+
+# --- 7. two presses at the same moment -----------------------------------------------------------------------
+
+@pytest.mark.postgres
+def test_two_presses_at_once_make_one_press_and_one_alert(app, w, db, make_user, monkeypatch):  # noqa: F811
+    import threading
+    import time
+
+    phone = make_user(nickname="税务所小王")
+    _link(w.tax, phone.id)
+    appeal_id = _assigned(w, now=utcnow())
+    real = services._event
+
+    def slow(session, appeal, actor, action, **kw):
+        if action == "pressed":
+            time.sleep(0.5)  # both presses have looked for today's press before either writes it
+        return real(session, appeal, actor, action, **kw)
+
+    monkeypatch.setattr(services, "_event", slow)
+    results, barrier = [], threading.Barrier(2)
+
+    def press():
+        with app.app_context():
+            barrier.wait()
+            with session_scope() as s:
+                results.append(services.press_own(s, w.user.id, appeal_id))
+
+    threads = [threading.Thread(target=press) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert sorted(results) == [False, True]
+    assert len(w.events(appeal_id, "pressed")) == 1 and len(_alerts(db, phone.id)) == 1

@@ -607,7 +607,9 @@ def press_own(session: Session, user_id: int, appeal_id: int, now: datetime | No
     the timeline (an event and an audit row) for the staff handling it; returns False when already pressed today."""
     now = now or utcnow()
     actor = Actor("user", user_id)
-    appeal = get_appeal(session, appeal_id, actor)
+    # Locked: two presses at once (a double tap, the chat and the mini-program) each found no press today and both
+    # wrote one, alerting the department twice.
+    appeal = get_appeal(session, appeal_id, actor, lock=True)
     if appeal.status not in OPEN:
         raise Conflict(f"诉求当前为“{appeal.status_label}”，不需要催办。", code="illegal_transition")
     day_start = datetime.combine(local_date(now), datetime.min.time(), TZ)
