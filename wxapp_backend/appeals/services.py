@@ -1380,6 +1380,11 @@ def _set_category(session, actor, appeal, category: AppealCategory, now):
     # Only the promise changes: the deadline moves by the difference, so what already moved it stays (granted
     # extensions, time paused for the enterprise, the new start of a reopened round).
     delta = (category.promised_days - old_days) * DAY_MINUTES
+    if appeal.status not in OPEN and appeal.status != S.DUPLICATE:
+        # 办结 or ended: a category corrected for the statistics does not rewrite the promise that was kept or
+        # missed (it moved the deadline of a late appeal past its 办结 and cleared 超期 in the 企业问题清单). A
+        # reopened round starts from the new category's days.
+        delta = 0
     if appeal.status == S.PENDING_ENTERPRISE:
         if appeal.sla_minutes_left is not None:
             appeal.sla_minutes_left += delta
