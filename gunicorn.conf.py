@@ -14,16 +14,6 @@ except ConfigError as exc:
     # made gunicorn boot a new worker for ever.
     raise SystemExit(f"配置有误，未能启动：{exc}") from None
 
-if not _settings.redis_url:
-    # The private Redis is started here, in the master: one that cannot start stops gunicorn with one line. Found
-    # in a worker instead, it was a traceback from each worker and "Worker failed to boot".
-    from wxapp_backend.kv import EmbeddedRedisError, ensure_embedded_redis
-
-    try:
-        ensure_embedded_redis(_settings.instance_path)
-    except EmbeddedRedisError as exc:
-        raise SystemExit(f"内置 Redis 未能启动：{exc}") from None
-
 
 def _count(name: str, default: int, least: int = 1) -> int:
     """A whole number of at least `least`: WEB_CONCURRENCY=0 started a master with no worker (nothing answered,
@@ -42,6 +32,18 @@ workers = _count("WEB_CONCURRENCY", max(2, multiprocessing.cpu_count() * 2))
 worker_class = os.environ.get("WEB_WORKER_CLASS") or "wxapp_backend.http_worker.BalancedThreadWorker"
 threads = _count("WEB_THREADS", 4)
 timeout = _count("WEB_TIMEOUT", 30, least=0)  # 0: no timeout, as gunicorn's own setting
+
+if not _settings.redis_url:
+    # The private Redis is started here, in the master: one that cannot start stops gunicorn with one line. Found
+    # in a worker instead, it was a traceback from each worker and "Worker failed to boot". After the counts above:
+    # a count refused after it left a redis-server running that nobody had asked for.
+    from wxapp_backend.kv import EmbeddedRedisError, ensure_embedded_redis
+
+    try:
+        ensure_embedded_redis(_settings.instance_path)
+    except EmbeddedRedisError as exc:
+        raise SystemExit(f"内置 Redis 未能启动：{exc}") from None
+
 graceful_timeout = 20
 keepalive = 5
 accesslog = os.environ.get("ACCESS_LOG") or None

@@ -354,12 +354,17 @@ def test_a_broken_notify_templates_file_stops_the_start_and_a_broken_edit_keeps_
 def test_gunicorn_refuses_worker_counts_it_cannot_serve_with(tmp_path):
     """WEB_CONCURRENCY=0 started a gunicorn master with no worker: nothing answered and nothing said why.
     WEB_THREADS=abc stopped it with a traceback from the configuration file. Both now stop it with one line
-    naming the variable."""
-    for name, bad in (("WEB_CONCURRENCY", "0"), ("WEB_THREADS", "abc"), ("WEB_TIMEOUT", "-1")):
-        env = _clean_env(tmp_path, BIND="127.0.0.1:0", **{name: bad})
-        proc = subprocess.run([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"], cwd=ROOT,
-                              env=env, capture_output=True, text=True, timeout=30)
-        assert proc.returncode == 1 and name in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    naming the variable (and no private Redis left behind: tests/integration/test_jobs_qa_s12.py)."""
+    from wxapp_backend.kv import stop_embedded_redis
+
+    try:
+        for name, bad in (("WEB_CONCURRENCY", "0"), ("WEB_THREADS", "abc"), ("WEB_TIMEOUT", "-1")):
+            env = _clean_env(tmp_path, BIND="127.0.0.1:0", **{name: bad})
+            proc = subprocess.run([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"],
+                                  cwd=ROOT, env=env, capture_output=True, text=True, timeout=30)
+            assert proc.returncode == 1 and name in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    finally:
+        stop_embedded_redis(tmp_path)
 
 
 def test_forwarded_allow_ips_takes_only_addresses_as_gunicorn_does(tmp_path):
