@@ -20,6 +20,7 @@ from rq import Queue, Worker
 from rq.exceptions import AbandonedJobError
 from rq.scheduler import RQScheduler
 
+from .kv import make_redis
 from .metrics import JOBS
 
 log = logging.getLogger(__name__)
@@ -197,8 +198,13 @@ class AppWorker(Worker):
 
 def run_worker(queue_names: list[str], *, burst: bool = False) -> bool:
     state = current_app.extensions["wxapp"]
-    queues = [Queue(n, connection=state.redis) for n in queue_names]
-    worker = AppWorker(queues, connection=state.redis)
+    # A Redis client of the worker's own: RQ waits for a job with a blocking pop of up to 405 s and raises the
+    # client's socket timeout for it, but only for connections made after. On the shared client the connection
+    # `flask worker` had checked Redis with (10-s timeout) stayed in the pool, the wait took it, and the worker
+    # quit ("Redis connection timeout") after 10 quiet seconds. The jobs keep the shared client and its timeout.
+    connection = make_redis(state.redis_url)
+    queues = [Queue(n, connection=connection) for n in queue_names]
+    worker = AppWorker(queues, connection=connection)
     log.info("worker starting", extra={"queues": ",".join(queue_names)})
     stop = None
     if not burst:
@@ -211,3 +217,4 @@ def run_worker(queue_names: list[str], *, burst: bool = False) -> bool:
     finally:
         if stop is not None:
             stop.set()
+        connection.close()

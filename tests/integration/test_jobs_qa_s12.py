@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
+
+import pytest
 
 from tests.integration.test_ops_qa_s10 import _clean_env
 
@@ -41,3 +46,108 @@ def test_gunicorn_refusing_a_worker_count_leaves_no_redis_running(tmp_path):
             assert _redis_servers_under(tmp_path) == [], f"{name}={bad} left a redis-server running"
     finally:
         stop_embedded_redis(tmp_path)
+
+
+# --------------------------------------------------------------------------- a worker killed -9 with a job in hand
+
+
+@pytest.fixture
+def worker_env(tmp_path):
+    """A service environment (its own SQLite file and embedded Redis) with init-db run, for `flask worker`s."""
+    from tests.e2e.conftest import close_service_env, make_service_env
+    from tests.e2e.helpers import run_flask
+
+    svc = make_service_env(tmp_path / "instance")
+    try:
+        run_flask(["init-db"], svc.env)
+        yield svc
+    finally:
+        close_service_env(svc)
+
+
+def test_a_job_whose_worker_was_killed_runs_again_as_soon_as_a_worker_starts(worker_env, tmp_path):
+    """kill -9 of `flask worker` (or of serve's worker: serve then stops, and its service manager starts it again)
+    with a job in hand: the job sat "started" until its heartbeat lapsed (90 s) and a clean-up after that found it,
+    up to two and a half minutes later, a late reply to a WeChat message or a reminder held up all that time. A
+    worker starting on the same machine now sees that the job's worker is gone (its process no longer runs) and
+    runs the job again at once."""
+    from tests.e2e.test_ops_qa_s11 import FlaskWorker, _lines, _wait
+
+    marker = tmp_path / "killed-worker.txt"
+    first = FlaskWorker(worker_env, tmp_path, "first")
+    try:
+        first.queue.enqueue("tests.e2e.test_ops_qa_s11.long_job", str(marker), 1, job_id="qa-s12-worker-killed")
+        _wait("the job starts", lambda: _lines(marker, "start"), 60, first.proc, first.stderr_path)
+        os.kill(first.proc.pid, signal.SIGKILL)
+        first.proc.wait(timeout=10)
+    finally:
+        first.close()
+    started = time.monotonic()
+    again = FlaskWorker(worker_env, tmp_path, "again")
+    try:
+        _wait("the job runs again and ends", lambda: _lines(marker, "done"), 30, again.proc, again.stderr_path)
+        assert time.monotonic() - started < 30
+        assert len(_lines(marker, "start")) == 2
+        job = again.queue.fetch_job("qa-s12-worker-killed")
+        _wait("the job is finished", lambda: job.get_status(refresh=True) == "finished", 10)
+    finally:
+        again.close()
+
+
+def test_a_second_worker_leaves_a_live_workers_job_alone(worker_env, tmp_path):
+    """The other side of the test above: a worker starting while another one runs a long job does not take the
+    job as abandoned (that would be the job twice: a second WeChat message, a second credit spent)."""
+    from tests.e2e.test_ops_qa_s11 import FlaskWorker, _lines, _wait
+
+    marker = tmp_path / "live-worker.txt"
+    first = FlaskWorker(worker_env, tmp_path, "first")
+    try:
+        first.queue.enqueue("tests.e2e.test_ops_qa_s11.long_job", str(marker), 1, job_id="qa-s12-live")
+        _wait("the job starts", lambda: _lines(marker, "start"), 60, first.proc, first.stderr_path)
+        second = FlaskWorker(worker_env, tmp_path, "second")
+        try:
+            time.sleep(4)  # the second worker's start-up clean-up has run by now
+            assert len(_lines(marker, "start")) == 1
+            assert first.queue.fetch_job("qa-s12-live").get_status() == "started"
+        finally:
+            second.close()
+    finally:
+        first.close()
+
+
+# --------------------------------------------------------------------------- the idle worker's wait for a job
+
+
+def test_an_idle_worker_waits_for_jobs_longer_than_the_shared_clients_redis_timeout(app, monkeypatch):
+    """The worker waits for a job with a blocking pop of up to 405 s, on the application's shared Redis client.
+    RQ raises that client's socket timeout for the wait, but only for connections made after: the one `flask
+    worker` had used to check Redis (10 s timeout) stayed in the pool, the wait took it, and after 10 quiet
+    seconds the worker logged "Redis connection timeout, quitting..." and exited (seen in this pass; under `serve`
+    a worker that quits stops the whole service). The worker now waits on a Redis client of its own, so no
+    connection with the short timeout is in its pool; the jobs keep the shared client's 10-s timeout."""
+    import redis
+
+    from wxapp_backend.jobs_runtime import AppWorker, run_worker
+
+    state = app.extensions["wxapp"]
+    seen: dict[str, AppWorker] = {}
+
+    def capture(self, **kwargs) -> bool:
+        seen["worker"] = self
+        return True
+
+    monkeypatch.setattr(AppWorker, "work", capture)
+    with app.app_context():
+        state.redis.ping()  # what `flask worker` does first (_check_dependencies): a pooled 10-s connection
+        run_worker(["qa-s12-idle"], burst=True)
+    worker = seen["worker"]
+    waits_on = worker.connection.connection_pool.get_connection()
+    try:
+        assert waits_on.socket_timeout is None or waits_on.socket_timeout > worker.dequeue_timeout
+    finally:
+        worker.connection.connection_pool.release(waits_on)
+    # The jobs' client is not the one whose timeout RQ raises (a stalled Redis fails a job, it does not hang it).
+    assert worker.connection.connection_pool is not state.redis.connection_pool
+    # And a blocking pop longer than that timeout does not fail on the worker's connection.
+    assert worker.connection.blpop(["qa-s12-never-filled"], 11) is None
+    assert isinstance(worker.connection, redis.Redis)
