@@ -201,6 +201,8 @@ def register_cli(app: Flask) -> None:
         click.echo(f"已启动：网页服务 http://{env.get('BIND', '127.0.0.1:8000')}/console/"
                    + ("" if no_worker else "，后台任务进程 1 个") + "。按 Ctrl-C 停止。")
         requested = _supervise(procs)
+        if not no_worker:
+            _reclaim_jobs_of_stopped_worker()
         settings = _state().settings
         if is_embedded(settings):  # started for us by init-db or this command: stop it too, unless in use
             _state().redis.connection_pool.disconnect()  # our own connections do not count as "in use"
@@ -414,6 +416,21 @@ def _bind_problem(address: str) -> str | None:
         return (f"无法监听 {address}：{exc.strerror or exc}；请用 --bind HOST:PORT（或环境变量 BIND）"
                 "指定本机的一个地址。")
     return None
+
+
+def _reclaim_jobs_of_stopped_worker() -> None:
+    """The job a killed worker had in hand (serve's own, just now) goes back on the queue at once: the next start
+    runs it first thing."""
+    import redis
+
+    from .jobs_runtime import reclaim_after_stop
+
+    try:
+        reclaimed = reclaim_after_stop(_state().queue)
+    except redis.RedisError:
+        return  # Redis went away with the worker: the next worker's clean-up finds the job
+    if reclaimed:
+        click.echo(f"后台任务进程中断时正在执行的 {len(reclaimed)} 个任务已放回队列，下次启动时重新执行。", err=True)
 
 
 def _check_dependencies() -> None:

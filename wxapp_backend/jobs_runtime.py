@@ -4,7 +4,9 @@ Stopping and crashing: a job is never left behind. Asked to stop (SIGTERM / Ctrl
 takes no new job and gives the one in hand STOP_GRACE seconds; then it stops the job's process and puts the job
 back at the head of its queue, where the next worker start (or another worker) picks it up. A job whose process
 died under it (killed -9, out of memory), or whose worker died (its work-horse dies with it), runs once more; a
-job that dies a second time goes to the failed jobs, where staff can requeue it.
+job that dies a second time goes to the failed jobs, where staff can requeue it. A dead worker's job is found at
+once by a worker on the same machine (its clean-up runs at start and every minute: it sees the dead worker's
+process gone) or by `serve` when its worker has ended; a worker elsewhere finds it when its heartbeat lapses (90 s).
 """
 
 from __future__ import annotations
@@ -12,13 +14,17 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
 import threading
 import time
+from pathlib import Path
 
 from flask import current_app
-from rq import Queue, Worker
+from rq import Queue, Worker, worker_registration
 from rq.exceptions import AbandonedJobError
+from rq.registry import StartedJobRegistry, clean_registries
 from rq.scheduler import RQScheduler
+from rq.utils import now
 
 from .kv import make_redis
 from .metrics import JOBS
@@ -28,6 +34,8 @@ log = logging.getLogger(__name__)
 STOP_GRACE = 10.0  # seconds a job may go on after the worker is asked to stop; `serve` waits longer than this
 RERUN_KEY = "wxapp_reruns"  # job.meta: times the job was run again because its process died under it
 MAINTENANCE_INTERVAL = 60  # seconds between RQ's registry clean-ups, which find the jobs of a worker that died
+HOST_FIELD = "wxapp_host"  # in RQ's worker hash: the machine and process namespace the worker runs in
+STARTED_FIELD = "wxapp_started"  # ...and when its process started (clock ticks since boot), against a reused pid
 
 
 def _die_with_parent(sig: int) -> None:
@@ -38,6 +46,44 @@ def _die_with_parent(sig: int) -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, sig)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
         pass
+
+
+def host_identity() -> str | None:
+    """This machine's boot and process namespace: two workers with the same identity see each other's pids. None
+    when it cannot be known (not Linux, /proc not readable)."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        pid_namespace = os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return None
+    return f"{socket.gethostname()}|{boot}|{pid_namespace}" if boot else None
+
+
+def process_started(pid: int) -> str | None:
+    """When process `pid` started (clock ticks since boot); None when no such process runs (a zombie is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    if len(fields) < 20 or fields[0] in ("Z", "X"):
+        return None
+    return fields[19]  # field 22 of stat: the fields after the name start at field 3
+
+
+def worker_is_gone(connection, worker_name: str, host: str | None) -> bool:
+    """Whether the worker `worker_name` is known to have died: it ran where this process runs (same machine,
+    same process namespace) and its process no longer runs (or its pid is another process's now). A worker
+    elsewhere, or one whose record has expired, is not known to be gone: RQ's heartbeat finds its jobs."""
+    if host is None:
+        return False
+    recorded_host, started, pid = connection.hmget(Worker.redis_worker_namespace_prefix + worker_name,
+                                                   HOST_FIELD, STARTED_FIELD, "pid")
+    if recorded_host is None or started is None or pid is None or recorded_host.decode() != host:
+        return False
+    try:
+        return process_started(int(pid)) != started.decode()
+    except ValueError:
+        return False
 
 
 def allow_one_rerun(job) -> None:
@@ -58,6 +104,45 @@ def _abandoned(job, exc_type, exc_value, traceback) -> bool:
         log.warning("job abandoned by a worker that died: running it again", extra={"job_id": job.id})
         allow_one_rerun(job)
     return True  # the other handlers (and RQ's own handling) still run
+
+
+def reclaim_jobs_of_dead_workers(queue: Queue, exception_handlers: list | None = None,
+                                 own_name: str | None = None) -> list[str]:
+    """Jobs "started" by a worker on this machine whose process has died (kill -9, out of memory): RQ finds them
+    only when their heartbeat lapses (90 s), at a clean-up after that: up to 2.5 minutes late. They are marked
+    lapsed now, and RQ's clean-up runs them once more (`_abandoned`). Call it holding the queue's maintenance
+    lock (two clean-ups at once could both requeue a job). Returns their ids."""
+    connection = queue.connection
+    host = host_identity()
+    registry = StartedJobRegistry(queue=queue)
+    gone: dict[str, bool] = {}
+    lapsed = []
+    for entry in connection.zrange(registry.key, 0, -1):
+        job = queue.fetch_job(registry.parse_job_id(entry))
+        name = job.worker_name if job is not None else None
+        if not name or name == own_name:
+            continue
+        if name not in gone:
+            gone[name] = worker_is_gone(connection, name, host)
+        if gone[name]:
+            connection.zadd(registry.key, {entry: 0}, xx=True)  # as if its heartbeat had lapsed long ago
+            lapsed.append(job.id)
+    if lapsed:
+        log.warning("jobs of a worker that died: running them again now", extra={"job_ids": ",".join(lapsed)})
+        registry.cleanup(timestamp=1, exception_handlers=exception_handlers or [_abandoned])  # those scored 0
+    return lapsed
+
+
+def reclaim_after_stop(queue: Queue) -> list[str]:
+    """For `serve`, once its worker has ended: a worker that was killed (or died) left its job "started"; it is put
+    back on the queue now, for the next start or another machine's worker, instead of 90 s after. Returns the ids
+    (none when another worker is cleaning up right now: that clean-up finds them)."""
+    if not queue.acquire_maintenance_lock():
+        return []
+    try:
+        return reclaim_jobs_of_dead_workers(queue)
+    finally:
+        queue.release_maintenance_lock()
 
 
 class AppScheduler(RQScheduler):
@@ -88,6 +173,30 @@ class AppWorker(Worker):
         self._job_in_hand: str | None = None
         self._handing_back: str | None = None
         self.push_exc_handler(_abandoned)
+        self._host = host_identity()
+
+    def register_birth(self) -> None:  # type: ignore[override]
+        super().register_birth()
+        started = process_started(os.getpid())
+        if self._host is not None and started is not None:  # for another worker to tell that this one died
+            self.connection.hset(self.key, mapping={HOST_FIELD: self._host, STARTED_FIELD: started})
+
+    # --- jobs of a worker that died -------------------------------------------------------------------------
+
+    def clean_registries(self) -> None:  # type: ignore[override]
+        """RQ's (rq 2.6), first handing the jobs of a worker known to be dead to RQ's clean-up at once."""
+        for queue in self.queues:
+            if queue.acquire_maintenance_lock():
+                self.log.info("Worker %s: cleaning registries for queue: %s", self.name, queue.name)
+                try:
+                    reclaim_jobs_of_dead_workers(queue, self._exc_handlers, own_name=self.name)
+                except Exception:  # the heartbeat still finds them
+                    log.exception("could not look for the jobs of dead workers")
+                clean_registries(queue, self._exc_handlers)
+                worker_registration.clean_worker_registry(queue)
+                queue.intermediate_queue.cleanup(self, queue)
+                queue.release_maintenance_lock()
+        self.last_cleaned_at = now()
 
     def _start_scheduler(self, burst=False, logging_level=None, date_format=None, log_format=None):  # type: ignore[override]
         """RQ's own (rq 2.6), with the scheduler process that dies with this worker."""

@@ -151,3 +151,72 @@ def test_an_idle_worker_waits_for_jobs_longer_than_the_shared_clients_redis_time
     # And a blocking pop longer than that timeout does not fail on the worker's connection.
     assert worker.connection.blpop(["qa-s12-never-filled"], 11) is None
     assert isinstance(worker.connection, redis.Redis)
+
+
+def test_serve_whose_worker_was_killed_puts_its_job_back_before_it_exits(worker_env, tmp_path):
+    """kill -9 of serve's job worker with a job in hand: serve stopped the rest and exited, the job left "started"
+    in Redis until a clean-up 90 s after the next start (or never, if serve was not started again on a machine
+    whose other workers share the Redis). serve now puts the job back on the queue before it exits, and says so."""
+    import redis
+    from rq import Queue, Worker
+
+    from tests.e2e.helpers import descendants, tail
+    from tests.e2e.test_ops_qa_s11 import Serve, _lines, _wait
+
+    marker = tmp_path / "serve-worker-killed.txt"
+    serve = Serve(worker_env, tmp_path, "serve")
+    try:
+        client = serve.wait_ready()
+        (worker,) = [w.pid for w in Worker.all(connection=client) if w.pid in descendants(serve.proc.pid)]
+        Queue("default", connection=client).enqueue("tests.e2e.test_ops_qa_s11.long_job", str(marker), 1,
+                                                    job_id="qa-s12-serve-killed")
+        client.close()
+        _wait("the job starts", lambda: _lines(marker, "start"), 60, serve.proc, serve.stderr_path)
+        serve.snapshot()
+        os.kill(worker, signal.SIGKILL)
+        serve.proc.wait(timeout=60)
+        assert serve.proc.returncode == 1, tail(serve.stderr_path)
+        assert "1 个任务已放回队列" in serve.stderr_path.read_text(), tail(serve.stderr_path)
+        assert not serve.left_running()
+    finally:
+        serve.kill_all()
+    client = redis.Redis.from_url(worker_env.redis_url())  # (the embedded Redis again, from what it saved)
+    try:
+        queue = Queue("default", connection=client)
+        assert queue.fetch_job("qa-s12-serve-killed").get_status() == "queued"
+        assert "qa-s12-serve-killed" in queue.get_job_ids()
+    finally:
+        client.close()
+
+
+def test_a_worker_is_taken_for_dead_only_when_its_process_here_is_gone(redis_client):
+    """What the quick clean-up relies on: a worker on this machine whose pid no longer runs, or runs another
+    process (a pid used again after a restart, as in a container), is dead; one that runs, one on another machine
+    (or in another container) and one whose record has expired are not known to be."""
+    from wxapp_backend.jobs_runtime import (
+        HOST_FIELD,
+        STARTED_FIELD,
+        host_identity,
+        process_started,
+        worker_is_gone,
+    )
+
+    host = host_identity()
+    me = process_started(os.getpid())
+    assert host and me
+    ended = subprocess.Popen([sys.executable, "-c", "pass"])
+    ended.wait()
+    key = "rq:worker:qa-s12-probe"
+
+    def gone(**fields) -> bool:
+        redis_client.delete(key)
+        if fields:
+            redis_client.hset(key, mapping=fields)
+        return worker_is_gone(redis_client, "qa-s12-probe", host)
+
+    assert not gone(**{HOST_FIELD: host, STARTED_FIELD: me, "pid": os.getpid()})  # alive
+    assert gone(**{HOST_FIELD: host, STARTED_FIELD: str(int(me) + 1), "pid": os.getpid()})  # pid used again
+    assert gone(**{HOST_FIELD: host, STARTED_FIELD: me, "pid": ended.pid})  # ended
+    assert not gone(**{HOST_FIELD: "elsewhere|boot|pid:[1]", STARTED_FIELD: me, "pid": ended.pid})
+    assert not gone(pid=ended.pid)  # a plain RQ worker: nothing recorded to tell by
+    assert not gone()  # expired
