@@ -19,6 +19,7 @@ import threading
 import time
 from pathlib import Path
 
+import redis
 from flask import current_app
 from rq import Queue, Worker, worker_registration
 from rq.exceptions import AbandonedJobError
@@ -228,6 +229,24 @@ class AppWorker(Worker):
             return super().execute_job(job, queue)
         finally:
             self._job_in_hand = self._handing_back = None
+
+    # While a job runs, the worker notes its working time and heartbeat in Redis every job_monitoring_interval
+    # seconds. RQ let a Redis that did not answer then (a restart, a fail-over) end the worker ("found an unhandled
+    # exception, quitting"), and the job's process died with it, half done. The job now runs on; the next beat
+    # tries again.
+
+    def set_current_job_working_time(self, current_job_working_time, pipeline=None) -> None:  # type: ignore[override]
+        try:
+            super().set_current_job_working_time(current_job_working_time, pipeline=pipeline)
+        except (redis.ConnectionError, redis.TimeoutError):
+            pass  # only shown in RQ's worker list; maintain_heartbeats says Redis is away
+
+    def maintain_heartbeats(self, job) -> None:  # type: ignore[override]
+        try:
+            super().maintain_heartbeats(job)
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            log.warning("heartbeat missed, Redis does not answer: the job runs on", extra={"job_id": job.id,
+                                                                                        "error": str(exc)[:200]})
 
     # --- stopping -----------------------------------------------------------------------------------------
 

@@ -16,6 +16,16 @@ from tests.integration.test_ops_qa_s10 import _clean_env
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def slow_job(marker: str, seconds: float) -> str:
+    """A job for a real worker: notes its start and its end in `marker`, `seconds` apart."""
+    with open(marker, "a") as fh:
+        fh.write(f"start {os.getpid()}\n")
+    time.sleep(seconds)
+    with open(marker, "a") as fh:
+        fh.write(f"done {os.getpid()}\n")
+    return "done"
+
+
 def _redis_servers_under(folder: Path) -> list[int]:
     """Pids of redis-server processes whose command line names `folder` (an embedded Redis started there)."""
     found = []
@@ -52,11 +62,14 @@ def test_gunicorn_refusing_a_worker_count_leaves_no_redis_running(tmp_path):
 
 
 @pytest.fixture
-def worker_env(tmp_path):
-    """A service environment (its own SQLite file and embedded Redis) with init-db run, for `flask worker`s."""
+def worker_env(tmp_path, monkeypatch):
+    """A service environment with init-db run, for `flask worker`s: its own database, and always its own embedded
+    Redis (which a test may stop and start again), also on a run with REDIS_URL set."""
     from tests.e2e.conftest import close_service_env, make_service_env
     from tests.e2e.helpers import run_flask
 
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    monkeypatch.delenv("TEST_REDIS_URL", raising=False)
     svc = make_service_env(tmp_path / "instance")
     try:
         run_flask(["init-db"], svc.env)
@@ -220,3 +233,38 @@ def test_a_worker_is_taken_for_dead_only_when_its_process_here_is_gone(redis_cli
     assert not gone(**{HOST_FIELD: "elsewhere|boot|pid:[1]", STARTED_FIELD: me, "pid": ended.pid})
     assert not gone(pid=ended.pid)  # a plain RQ worker: nothing recorded to tell by
     assert not gone()  # expired
+
+
+# --------------------------------------------------------------------------- Redis going away during a job
+
+
+def test_a_worker_rides_out_redis_going_away_while_its_job_runs(worker_env, tmp_path):
+    """Redis stopped for half a minute (a restart, a fail-over) while a job ran: the worker's next heartbeat
+    failed, RQ logged "found an unhandled exception, quitting...", the worker exited (with status 0, so a service
+    manager restarting on failure did not start it again; under `serve` the whole service stopped) and its job's
+    process died with it, half done. The worker now notes the missed heartbeat and goes on: the job ends, its
+    result is recorded once Redis is back, and the worker takes the next job."""
+    from rq import Queue
+
+    from tests.e2e.test_ops_qa_s11 import FlaskWorker, _lines, _wait
+    from wxapp_backend.kv import ensure_embedded_redis, stop_embedded_redis
+
+    marker = tmp_path / "redis-away.txt"
+    worker = FlaskWorker(worker_env, tmp_path, "worker")
+    try:
+        worker.queue.enqueue("tests.integration.test_jobs_qa_s12.slow_job", str(marker), 45, job_id="qa-s12-away")
+        _wait("the job starts", lambda: _lines(marker, "start"), 60, worker.proc, worker.stderr_path)
+        worker.client.close()
+        stop_embedded_redis(worker_env.instance)
+        time.sleep(40)  # the worker's heartbeat (every 30 s of the job) meets no Redis
+        assert worker.proc.poll() is None, "the worker quit while Redis was away"
+        ensure_embedded_redis(worker_env.instance)
+        _wait("the job ends", lambda: _lines(marker, "done"), 30, worker.proc, worker.stderr_path)
+        queue = Queue("default", connection=worker.client)
+        job = queue.fetch_job("qa-s12-away")
+        _wait("the job is finished", lambda: job.get_status(refresh=True) == "finished", 30, worker.proc,
+              worker.stderr_path)
+        worker.queue.enqueue("tests.integration.test_jobs_qa_s12.slow_job", str(marker), 0, job_id="qa-s12-next")
+        _wait("the next job runs", lambda: len(_lines(marker, "done")) == 2, 30, worker.proc, worker.stderr_path)
+    finally:
+        worker.close()
