@@ -268,3 +268,56 @@ def test_a_worker_rides_out_redis_going_away_while_its_job_runs(worker_env, tmp_
         _wait("the next job runs", lambda: len(_lines(marker, "done")) == 2, 30, worker.proc, worker.stderr_path)
     finally:
         worker.close()
+
+
+# --------------------------------------------------------------------------- a push's delivery run again
+
+
+def test_the_rerun_of_a_delivery_whose_process_died_does_not_wait_for_its_own_lock(make_user, standin, db, app_ctx,
+                                                                                 run_jobs, monkeypatch):
+    """A notification's delivery holds a Redis lock (2 minutes) so that two runs never send at once. A run whose
+    process died (kill -9, out of memory) leaves it held; RQ runs the job once more within seconds (at once,
+    now, when the worker was killed), and that rerun found the lock "busy" and came back when it had expired: the
+    push went out two minutes late. The lock now names the RQ job holding it, and the job's own rerun (the same
+    job: RQ never runs one job twice at once) carries on at once; any other run still waits."""
+    import redis.lock
+    from rq import Retry
+
+    from tests.integration.test_notify_delivery import SUBSCRIBE, _give_credits, _notify
+    from wxapp_backend.notices import jobs
+
+    user = make_user()
+    _give_credits(user, 1)
+    nid = _notify(user)
+    state = app_ctx.extensions["wxapp"]
+    state.queue.empty()  # notify()'s own job: this test enqueues the delivery itself
+    real_send, real_release = jobs._send, redis.lock.Lock.release
+    died: list[int] = []
+
+    def send(step, notification_id):
+        if not died:
+            died.append(1)
+            raise RuntimeError("the process died here")
+        return real_send(step, notification_id)
+
+    def release(self):
+        if died == [1]:  # the dead run releases nothing
+            died.append(2)
+            return None
+        return real_release(self)
+
+    monkeypatch.setattr(jobs, "_send", send)
+    monkeypatch.setattr(redis.lock.Lock, "release", release)
+    job = state.queue.enqueue(jobs.deliver_notification, nid, job_id="qa-s12-delivery", retry=Retry(max=1))
+    run_jobs()
+    assert died == [1, 2]
+    assert job.get_status(refresh=True) == "finished" and job.return_value() == "sent_subscribe"
+    assert standin.count(SUBSCRIBE) == 1
+
+    # Another job (the sweep's, a second enqueue) finding a lock held still waits for it.
+    other = _notify(user, title="诉求已办结")
+    state.queue.empty()
+    state.redis.set(f"wxapp:notify:lock:{other}", "job:qa-s12-delivery", px=30_000)
+    state.queue.enqueue(jobs.deliver_notification, other, job_id="qa-s12-other")
+    run_jobs()
+    assert state.queue.fetch_job("qa-s12-other").return_value() == "busy"

@@ -18,7 +18,7 @@
    time its delivery runs, or its retry (the credit the interrupted try held is given back).
 
 Run-twice safety: a finished notification is left alone; a Redis lock keeps two runs of one notification
-from overlapping; each send is an attempt row written (``sending``) and committed before WeChat is called,
+from overlapping (it names the RQ job holding it: the job's own rerun after its process died takes it over); each send is an attempt row written (``sending``) and committed before WeChat is called,
 so a run that resumes after a transient failure (-1 after backoff, timeouts: the job raises and RQ retries)
 re-sends on the credit or window slot already taken instead of taking another. On the last retry a
 transient failure gives the credit back and ends the notification ``failed``. The one duplicate left
@@ -35,6 +35,7 @@ from datetime import timedelta
 from typing import Any
 
 import redis
+import redis.lock
 from flask import current_app
 from prometheus_client import Counter
 from sqlalchemy.orm import Session
@@ -99,10 +100,17 @@ class _Send:
 
 def deliver_notification(notification_id: int) -> str:
     """Deliver one notification; returns its final status. Safe to run twice (a finished one is skipped)."""
+    from rq import get_current_job
+
     state = current_app.extensions["wxapp"]
     lock_key = f"wxapp:notify:lock:{notification_id}"
     lock = state.redis.lock(lock_key, timeout=LOCK_TTL)
-    if not lock.acquire(blocking=False):
+    job = get_current_job()
+    # The lock names the RQ job holding it: RQ never runs one job twice at once, so a lock held by this very job
+    # is one its earlier run left when its process died (kill -9, out of memory), and the rerun carries on at once
+    # instead of two minutes later.
+    token = f"job:{job.id}" if job is not None else None
+    if not lock.acquire(blocking=False, token=token) and not _own_lock_left_by_dead_run(lock, token):
         # Another run is sending right now, or was when its worker was killed: the lock outlives a dead run by
         # up to LOCK_TTL, and RQ's retry of the killed job lands here within seconds. Come back once the lock can
         # have expired (a live run has finished by then: the next run finds nothing to do) rather than leave the
@@ -127,6 +135,20 @@ def deliver_notification(notification_id: int) -> str:
             lock.release()
         except redis.exceptions.LockError:
             pass
+
+
+def _own_lock_left_by_dead_run(lock: redis.lock.Lock, token: str | None) -> bool:
+    """Take the lock over when its holder is `token` (an earlier run of this job, which died holding it)."""
+    if token is None:
+        return False
+    lock.local.token = token.encode()
+    try:
+        lock.reacquire()  # only while it still holds our token: otherwise LockNotOwnedError
+    except redis.exceptions.LockError:
+        lock.local.token = None
+        return False
+    log.warning("notification lock left by this job's run that died: carrying on", extra={"job_token": token})
+    return True
 
 
 # --------------------------------------------------------------------------------------------- planning
