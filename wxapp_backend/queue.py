@@ -97,10 +97,14 @@ def failed_jobs(limit: int = 50) -> list[dict[str, Any]]:
     for job in Job.fetch_many(ids, connection=q.connection):
         if job is None:
             continue
+        try:
+            args = repr(job.args)[:200]
+        except Exception:  # pickled from a class a later release renamed or moved: the page must still show
+            args = "（参数无法读取：可能由旧版本排队，任务所用的类已更名或移除）"
         out.append({
             "id": job.id,
-            "func": job.func_name,
-            "args": repr(job.args)[:200],
+            "func": _func_name(job),
+            "args": args,
             "enqueued_at": job.enqueued_at,
             "ended_at": job.ended_at,
             "error": (job.latest_result().exc_string if job.latest_result() else "")[-2000:],
@@ -112,4 +116,13 @@ def requeue_failed(job_id: str) -> str:
     """Put a failed job back on its queue; returns its function's name."""
     q = get_queue()
     job = FailedJobRegistry(queue=q).requeue(job_id)
-    return job.func_name
+    return _func_name(job)
+
+
+def _func_name(job: Job) -> str:
+    """The job's function; read from its description when its pickled data no longer loads (the function's name
+    and arguments are pickled together)."""
+    try:
+        return job.func_name
+    except Exception:
+        return (job.description or job.id).split("(", 1)[0][:200]

@@ -321,3 +321,63 @@ def test_the_rerun_of_a_delivery_whose_process_died_does_not_wait_for_its_own_lo
     state.queue.enqueue(jobs.deliver_notification, other, job_id="qa-s12-other")
     run_jobs()
     assert state.queue.fetch_job("qa-s12-other").return_value() == "busy"
+
+
+# --------------------------------------------------------------------------- the failed jobs page
+
+
+class Parcel:
+    """A job argument of a class that a later release renames (see the test below)."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+
+def parcel_job(parcel: Parcel) -> None:
+    raise ValueError(f"无法处理 {parcel.text}")
+
+
+def test_the_failed_jobs_page_shows_jobs_whose_arguments_no_longer_load(app_ctx, run_jobs, client, make_staff,
+                                                                         console_login, monkeypatch, db):
+    """A failed job whose arguments were pickled from a class a later release renamed or moved (an upgrade with
+    failed jobs kept for 30 days) made /console/jobs a 500 for everyone: the page unpickled every job's
+    arguments. Such a job is now listed, its arguments said to be unreadable. Its 重新执行 button requeued it and
+    then said 这个任务已不在失败列表中, with no audit row; it now says it was requeued, on file."""
+    from tests.integration.test_audit_qa_s9 import _audit_rows
+    from wxapp_backend.queue import enqueue
+
+    first = enqueue(parcel_job, Parcel("旧版本的参数"))
+    enqueue(parcel_job, Parcel("另一个"))
+    assert run_jobs() == 2
+    monkeypatch.delattr(sys.modules[__name__], "Parcel")  # the upgrade
+    admin = make_staff(role="admin")
+    csrf = console_login(admin)
+    resp = client.get("/console/jobs")
+    assert resp.status_code == 200
+    page = resp.get_data(as_text=True)
+    name = f"{__name__}.parcel_job"
+    assert page.count(f"<code>{name}</code>") == 2
+    assert page.count("参数无法读取") == 2
+    resp = client.post(f"/console/jobs/{first.id}/requeue", data={"csrf_token": csrf}, follow_redirects=True)
+    assert "已重新排队" in resp.get_data(as_text=True)
+    (requeued,) = _audit_rows(db, "job.requeued")
+    assert requeued.data == {"job_id": first.id, "func": name}
+
+
+def test_the_failed_jobs_card_counts_all_of_them_not_the_hundred_shown(app_ctx, run_jobs, client, make_staff,
+                                                                      console_login):
+    """The 失败 card showed how many rows the page lists (the newest 100): a periodic job failing every minute
+    for a day (1,440 failed jobs) read "100". It now shows the failed jobs there are, and says the list is the
+    newest 100."""
+    import re
+
+    from wxapp_backend.queue import enqueue
+
+    for n in range(103):
+        enqueue(parcel_job, n)
+    assert run_jobs() == 103
+    console_login(make_staff(role="admin"))
+    page = client.get("/console/jobs").get_data(as_text=True)
+    card = re.search(r'<span class="label">失败</span><span class="value">(\d+)</span>', page)
+    assert card and card.group(1) == "103"
+    assert "最近 100 个" in page

@@ -191,7 +191,7 @@ def jobs():
     redact = RedactFilter(current_app.extensions["wxapp"].settings.secret_values()).redact
     failed = [{**job, "error": redact(job["error"] or ""), "args": redact(job["args"] or "")}
               for job in failed_jobs(100)]
-    return render_template("console/jobs.html", failed=failed, queued=q.count,
+    return render_template("console/jobs.html", failed=failed, queued=q.count, failed_total=q.failed_job_registry.count,
                            scheduled=q.scheduled_job_registry.count, started=q.started_job_registry.count)
 
 
