@@ -67,8 +67,10 @@ def _gunicorn(tmp_path, workers: int, worker_class: str | None = None, app: str 
     port, sockets): sockets put in that list are closed before the server stops."""
     (tmp_path / "pid_app.py").write_text(app)
     port = free_port()
+    # INSTANCE_PATH of its own: without REDIS_URL gunicorn.conf.py starts the private Redis there, and with the
+    # checkout's instance/ each run left a redis-server running in it (stopped below).
     env = {**os.environ, "BIND": f"127.0.0.1:{port}", "WEB_CONCURRENCY": str(workers), "WEB_THREADS": "2",
-           "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics")}
+           "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics"), "INSTANCE_PATH": str(tmp_path / "instance")}
     env.pop("WEB_WORKER_CLASS", None)
     if worker_class:
         env["WEB_WORKER_CLASS"] = worker_class
@@ -90,6 +92,9 @@ def _gunicorn(tmp_path, workers: int, worker_class: str | None = None, app: str 
             proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             proc.kill()
+        from wxapp_backend.kv import stop_embedded_redis
+
+        stop_embedded_redis(tmp_path / "instance")
 
 
 def _loads(tmp_path, workers: int, connections: int, worker_class: str | None = None) -> collections.Counter:
