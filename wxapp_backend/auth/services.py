@@ -86,26 +86,34 @@ def request_enterprise_binding(session: Session, user: User, *, name: str, credi
 
     A verified contact applying to another enterprise keeps their verified binding until staff approve the new
     one (it waits in pending_enterprise_id): an application alone must not leave them with nothing."""
+    from ..enterprises.services import carrying_on, find_by_code
+
     problem = credit_code_problem(credit_code)
     if problem:
         raise ValidationError(problem, fields={"credit_code": problem})
-    user = _locked(session, user)
-    by_code = select(Enterprise).where(Enterprise.credit_code == credit_code)
-    enterprise = session.scalar(by_code)
-    if enterprise is None:
+    # The enterprise's file is found (however an old file wrote the code) and share-locked before the user's row,
+    # in the order a merge takes them: a merge committing meanwhile is waited for and its result read, or it waits
+    # for this request and moves the user along. Without it the request wrote the user onto the duplicate the
+    # merge had just retired.
+    found = find_by_code(session, credit_code, lock=True)
+    if found is None:
         try:
             with session.begin_nested():
-                enterprise = Enterprise(name=name, credit_code=credit_code, note=NOTE_BINDING_PENDING)
-                session.add(enterprise)
+                found = Enterprise(name=name, credit_code=credit_code, note=NOTE_BINDING_PENDING)
+                session.add(found)
                 session.flush()
         except IntegrityError:  # a colleague applied with the same code at the same moment and made the row
-            enterprise = session.scalar(by_code)
-            if enterprise is None:
+            found = find_by_code(session, credit_code, lock=True)
+            if found is None:
                 raise
         else:
-            audit(session, Actor("user", user.id), "enterprise.created", enterprise, via="binding", name=name)
-    while enterprise.merged_into is not None:  # a duplicate file staff merged: the kept one carries on
-        enterprise = enterprise.merged_into
+            audit(session, Actor("user", user.id), "enterprise.created", found, via="binding", name=name)
+    enterprise = carrying_on(session, found, lock=True)  # a duplicate file staff merged: the kept one carries on
+    if enterprise is None:
+        raise Conflict(f"统一社会信用代码 {credit_code} 对应的企业档案（{found.name}）已停用，暂时不能绑定。"
+                       "请联系楼宇的服务专员或营商服务中心核实处理。", code="enterprise_retired",
+                       fields={"credit_code": "该企业档案已停用"})
+    user = _locked(session, user)
     verified = user.enterprise_id is not None and user.binding_state == BindingState.VERIFIED
     if verified and user.enterprise_id == enterprise.id:
         if user.pending_enterprise_id is not None:  # back to the enterprise they are verified for

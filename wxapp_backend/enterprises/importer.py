@@ -474,14 +474,31 @@ def _import_enterprises(session: Session, actor: Actor, body, colmap, report: Im
                           duplicate="统一社会信用代码 {value} 与第 {row} 行重复。")
     if report.errors:
         return
+    # Files on record by their folded code (an old file may have it in lower case or with blanks): a current file
+    # before a retired duplicate, which stands for the file it was merged into.
     existing: dict[str, Enterprise] = {}
     codes = [values["credit_code"] for values in valid]
     for i in range(0, len(codes), 500):
-        for e in session.scalars(select(Enterprise).where(Enterprise.credit_code.in_(codes[i:i + 500]))):
-            existing[e.credit_code] = e
-    created: list[Enterprise] = []
+        for e in session.scalars(select(Enterprise).where(services.code_key(Enterprise.credit_code)
+                                                          .in_(codes[i:i + 500]))
+                                 .order_by(Enterprise.retired_at.is_(None), Enterprise.id.desc())):
+            existing[services.normalized_code(e.credit_code)] = e  # the last written wins: current, lowest id
+    targets: list[tuple[dict, Enterprise | None]] = []
     for values in valid:
         current = existing.get(values["credit_code"])
+        if current is not None and current.retired:
+            current = services.carrying_on(session, current)
+            if current is None:  # merged into a file deleted since (old data): nothing to update, nor to add
+                report.errors.append(Problem(f"统一社会信用代码 {values['credit_code']} 对应的企业档案已合并停用，"
+                                             "而它合并到的档案已被删除；请先请管理员核实处理，再导入这一行。"))
+                continue
+            if current.credit_code != values["credit_code"]:
+                values = {k: v for k, v in values.items() if k != "credit_code"}  # the kept file keeps its own
+        targets.append((values, current))
+    if report.errors:
+        return
+    created: list[Enterprise] = []
+    for values, current in targets:
         if current is None:
             current = Enterprise(**{"tags": [], **values})
             session.add(current)

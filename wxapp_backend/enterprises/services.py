@@ -366,10 +366,64 @@ def get_enterprise(session: Session, enterprise_id: int) -> Enterprise:
     return enterprise
 
 
+def code_key(column: Any) -> Any:
+    """SQL: a stored credit code folded the way `normalized_code` folds a typed one (upper case, no blanks). Old
+    files were written in lower case or with blanks, and the unique index compares the text as stored: an exact
+    comparison missed them (a binding made a second file of the same enterprise)."""
+    for blank in (" ", "\u3000", "\t"):
+        column = func.replace(column, blank, "")
+    return func.upper(column)
+
+
+def find_by_code(session: Session, code: str, *, lock: bool = False) -> Enterprise | None:
+    """The file on record for a credit code however an old file wrote it: a current file before a retired one,
+    the exact spelling before another. `lock`: the row is share-locked (a merge or a deletion of it waits for the
+    caller's commit, and the caller waited for theirs) and read afresh."""
+    code = normalized_code(code)
+    if not code:
+        return None
+    stmt = (select(Enterprise).where(or_(Enterprise.credit_code == code, code_key(Enterprise.credit_code) == code))
+            .order_by(Enterprise.retired_at.is_not(None), Enterprise.credit_code != code, Enterprise.id).limit(1))
+    if lock:
+        stmt = stmt.with_for_update(read=True, of=Enterprise).execution_options(populate_existing=True)
+    return session.scalar(stmt)
+
+
+def carrying_on(session: Session, enterprise: Enterprise, *, lock: bool = False) -> Enterprise | None:
+    """The file that carries on for `enterprise`: itself, or the file a merged duplicate went into (followed
+    along a chain of merges). None for a retired file whose kept file is gone (old data: deleting a kept file
+    now deletes its duplicates too). `lock`: each file on the way is share-locked and read afresh, so a merge
+    committing meanwhile is either waited for or waits."""
+    seen = {enterprise.id}
+    while enterprise.retired:
+        into = enterprise.merged_into_id
+        if into is None or into in seen:
+            return None
+        seen.add(into)
+        stmt = select(Enterprise).where(Enterprise.id == into)
+        if lock:
+            stmt = stmt.with_for_update(read=True, of=Enterprise).execution_options(populate_existing=True)
+        enterprise = session.scalar(stmt)
+        if enterprise is None:
+            return None
+    return enterprise
+
+
 def credit_code_conflict(session: Session, code: str, enterprise_id: int | None = None) -> Conflict | None:
-    """The Conflict to raise when `code` is already on file for another enterprise."""
-    other = session.execute(select(Enterprise.id, Enterprise.name).where(Enterprise.credit_code == code)).first()
-    if other is None or other.id == enterprise_id:
+    """The Conflict to raise when `code` is already on file for another enterprise (however an old file wrote it).
+    A retired duplicate merged into the file being edited holds that code for the record, and is no conflict."""
+    other = None
+    for found in session.scalars(select(Enterprise).where(
+            or_(Enterprise.credit_code == code, code_key(Enterprise.credit_code) == normalized_code(code)),
+            Enterprise.id != (enterprise_id or 0)).order_by(Enterprise.retired_at.is_not(None), Enterprise.id)):
+        current = carrying_on(session, found) if found.retired else found
+        if found.credit_code == code or current is None:  # the very text is taken (the unique index says so)
+            other = found
+            break
+        if current.id != enterprise_id:
+            other = current  # the file that carries on for a retired duplicate with this code
+            break
+    if other is None:
         return None
     return Conflict(f"统一社会信用代码 {code} 已登记为「{other.name}」，请勿重复建档。",
                     fields={"credit_code": "已存在"})
@@ -483,7 +537,8 @@ def find_enterprise(session: Session, ref: str) -> Enterprise:
     if ref.isdigit() and len(ref) <= 9:
         enterprise = session.get(Enterprise, int(ref))
     if enterprise is None and ref:
-        enterprise = session.scalar(select(Enterprise).where(func.upper(Enterprise.credit_code) == ref))
+        enterprise = session.scalar(select(Enterprise).where(code_key(Enterprise.credit_code) == ref)
+                                    .order_by(Enterprise.retired_at.is_not(None), Enterprise.id).limit(1))
     if enterprise is None:
         problem = f"没有找到编号或统一社会信用代码为「{ref}」的企业档案，请核对后再试。"
         raise ValidationError(problem, fields={"duplicate": "没有找到这份档案"})
@@ -497,7 +552,7 @@ def possible_duplicates(session: Session, enterprise: Enterprise) -> list[Enterp
     code = normalized_code(enterprise.credit_code)
     stmt = (select(Enterprise).where(Enterprise.id != enterprise.id, Enterprise.retired_at.is_(None),
                                      or_(func.lower(func.trim(Enterprise.name)) == name.lower(),
-                                         func.upper(func.replace(Enterprise.credit_code, " ", "")) == code))
+                                         code_key(Enterprise.credit_code) == code))
             .order_by(Enterprise.id).limit(20))
     return list(session.scalars(stmt))
 
@@ -615,7 +670,7 @@ def enterprise_query(*, q: str | None = None, building_id: int | None = None, gr
         q = q.strip()
         # A code is stored folded (half-width, upper case, no blanks): a pasted one is compared the same way.
         stmt = stmt.where(or_(Enterprise.name.icontains(q, autoescape=True),  # any case, as on SQLite
-                              Enterprise.credit_code.contains(normalized_code(q), autoescape=True)))
+                              code_key(Enterprise.credit_code).contains(normalized_code(q), autoescape=True)))
     if building_id:
         stmt = stmt.where(Enterprise.building_id == building_id)
     if grid_id:
@@ -686,7 +741,7 @@ def list_users(session: Session, *, state: str | None = None, q: str | None = No
         # Applicants rarely have a nickname: the company they named finds them too.
         companies = select(Enterprise.id).where(or_(
             Enterprise.name.icontains(q, autoescape=True),
-            Enterprise.credit_code.contains(normalized_code(q), autoescape=True)))
+            code_key(Enterprise.credit_code).contains(normalized_code(q), autoescape=True)))
         found = [User.nickname.icontains(q, autoescape=True), User.phone.contains(q, autoescape=True),
                  User.enterprise_id.in_(companies), User.pending_enterprise_id.in_(companies)]
         if not q.isascii():
@@ -732,26 +787,42 @@ def decide_binding(session: Session, actor: Actor, user_id: int, *, approve: boo
                        code="binding_gone")
     if not switching and user.binding_state != BindingState.PENDING.value:
         raise Conflict("这个绑定申请已经处理过了，请刷新页面查看最新状态。")
-    if enterprise_id is not None and user.applied_enterprise_id != _current_file(session, enterprise_id):
+    applied_id = user.applied_enterprise_id
+    if applied_id is None:  # pending with no file named: nothing to decide about
+        raise Conflict("这位用户现在没有待核实的绑定申请，请刷新页面查看最新状态。", code="binding_gone")
+    if enterprise_id is not None and _current_file(session, applied_id) != _current_file(session, enterprise_id):
         raise Conflict("这位用户刚刚改了申请绑定的企业，请刷新页面核对后再处理。", code="binding_changed")
+    # The file applied for may have been merged into another since (or the request raced the merge): the decision
+    # is about the file that carries on, and the user is moved there; a verified binding to a file no list shows,
+    # whose appeals count nowhere, is never made.
+    applied = get_enterprise(session, applied_id)
+    current = carrying_on(session, applied)
+    if current is None and approve:
+        raise Conflict(f"这位用户申请绑定的「{applied.name}」档案已合并停用，而它合并到的档案已被删除，不能核实到这份档案；"
+                       "请驳回并请用户重新申请，由系统为该企业重新建档。", code="enterprise_retired")
+    merged = {"merged_from": applied.id} if current is not None and current.id != applied.id else {}
+    if merged:
+        applied = current
+        if not switching:
+            user.enterprise_id = applied.id
+            session.expire(user, ["enterprise"])
     if switching:
         # A verified contact applied to another enterprise: approval moves the binding, a rejection leaves the
         # verified one as it was.
         previous = user.enterprise_id
-        applied = get_enterprise(session, user.pending_enterprise_id)
         user.pending_enterprise_id = None
         if approve:
             user.enterprise_id = applied.id
         session.expire(user, ["enterprise", "pending_enterprise"])
         audit(session, actor, "binding.verified" if approve else "binding.rejected", user,
-              enterprise_id=applied.id, previous_enterprise_id=previous, **_reason(approve, reason))
+              enterprise_id=applied.id, previous_enterprise_id=previous, **merged, **_reason(approve, reason))
         _note_binding_check(session, actor, applied, approve)
         _tell_binding_result(session, user, approve, applied,
                              kept=None if approve else session.get(Enterprise, previous), reason=reason)
         return user
     user.binding_state = (BindingState.VERIFIED if approve else BindingState.REJECTED).value
     audit(session, actor, "binding.verified" if approve else "binding.rejected", user,
-          enterprise_id=user.enterprise_id, **_reason(approve, reason))
+          enterprise_id=user.enterprise_id, **merged, **_reason(approve, reason))
     _note_binding_check(session, actor, user.enterprise, approve)
     _tell_binding_result(session, user, approve, user.enterprise, reason=reason)
     return user
