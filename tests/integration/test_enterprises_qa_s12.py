@@ -184,3 +184,47 @@ def test_search_and_import_find_a_lower_case_legacy_file(app_ctx, make_enterpris
         report = importer.import_file(s, ADMIN, "enterprises", "e.csv", data)
     assert report.ok and (report.created, report.updated) == (0, 1), report
     assert db.scalar(select(Enterprise.industry).where(Enterprise.id == legacy.id)) == "软件"
+
+
+# --- 3. chat intake names a retired duplicate --------------------------------------------------------
+
+def test_chat_intake_maps_a_retired_duplicates_name_to_the_kept_file(app_ctx, make_enterprise, make_building):
+    from wxapp_backend.appeals import intake
+
+    building = make_building(name="酉大厦")
+    keep, dup = _merged_pair(make_enterprise, keep_name="上海酉科技有限公司", dup_name="酉科技", n=10)
+    _set(keep.id, building_id=building.id)
+    with session_scope() as s:
+        found = intake.match_place(s, "酉科技")
+    assert found["enterprise_id"] == keep.id and found["building_id"] == building.id
+
+
+def test_a_chat_draft_made_before_a_merge_files_into_the_kept_file(app_ctx, make_enterprise, make_user, db):
+    """A verified contact's draft named the duplicate (their file when the chat began); the merge moved them to
+    the kept file, and the appeal went in with no enterprise at all."""
+    from wxapp_backend.appeals import intake
+    from wxapp_backend.appeals.models import Appeal
+
+    keep = make_enterprise(name="上海戌科技有限公司", credit_code=code(11))
+    dup = make_enterprise(name="戌科技", credit_code=INVALID)
+    u = make_user(enterprise_id=dup.id, binding_state="verified", role="enterprise_contact")
+    with session_scope() as s:
+        draft = {"id": "d-s12", "content": "园区停车位不够，能否协调", "contact_name": "王五",
+                 "contact_phone": "13800138000", **intake.chat_profile(s, u.id)}
+    assert draft["enterprise_id"] == dup.id
+    with session_scope() as s:
+        services.merge_enterprises(s, ADMIN, keep.id, dup.id)
+    with session_scope() as s:
+        appeal_id = intake.submit_from_chat(s, u.id, draft, account="oa").id
+    row = db.scalar(select(Appeal).where(Appeal.id == appeal_id))
+    assert (row.enterprise_id, row.enterprise_name) == (keep.id, "上海戌科技有限公司")
+
+
+def test_the_chat_offers_the_kept_file_to_a_contact_left_on_a_retired_one(app_ctx, make_enterprise, make_user):
+    from wxapp_backend.appeals import intake
+
+    keep, dup = _merged_pair(make_enterprise, keep_name="上海乾科技有限公司", dup_name="乾科技", n=15)
+    u = make_user(enterprise_id=dup.id, binding_state="verified", role="enterprise_contact")  # a lost race
+    with session_scope() as s:
+        profile = intake.chat_profile(s, u.id)
+    assert (profile["enterprise_id"], profile["enterprise_name"]) == (keep.id, "上海乾科技有限公司")

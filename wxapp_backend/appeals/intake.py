@@ -139,11 +139,16 @@ def chat_profile(session, user_id: int) -> dict:
     if user is None:
         return {}
     out: dict = {}
-    if user.enterprise_id and user.binding_state == "verified" and user.enterprise is not None:
-        out["enterprise_id"] = user.enterprise.id
-        out["enterprise_name"] = user.enterprise.name
-        if user.enterprise.building is not None:
-            out["building_id"], out["building_name"] = user.enterprise.building.id, user.enterprise.building.name
+    enterprise = user.enterprise if user.enterprise_id and user.binding_state == "verified" else None
+    if enterprise is not None and enterprise.retired:  # bound before a merge finished: the file carrying on
+        from ..enterprises.services import carrying_on
+
+        enterprise = carrying_on(session, enterprise)
+    if enterprise is not None:
+        out["enterprise_id"] = enterprise.id
+        out["enterprise_name"] = enterprise.name
+        if enterprise.building is not None:
+            out["building_id"], out["building_name"] = enterprise.building.id, enterprise.building.name
     if "building_id" not in out and user.building is not None:
         out["building_id"], out["building_name"] = user.building.id, user.building.name
     if user.phone:
@@ -181,6 +186,7 @@ def match_place(session, text: str) -> dict:
     from sqlalchemy import select
 
     from ..enterprises.models import Building, Enterprise
+    from ..enterprises.services import carrying_on
 
     text = text.strip()
     out: dict = {"enterprise_name": text[:200]}
@@ -195,8 +201,14 @@ def match_place(session, text: str) -> dict:
         rest = re.sub(f"{_SEPARATOR}*".join(map(re.escape, best_key)), " ", text, count=1)
         name = re.split(r"[，,、/\s]+", rest.strip())
         out["enterprise_name"] = " ".join(n for n in name if n)[:200] or text[:200]
-    enterprise = session.scalar(select(Enterprise).where(Enterprise.name == out["enterprise_name"],
-                                                         Enterprise.retired_at.is_(None)))
+    # A retired duplicate's name (the name the enterprise went by before staff merged its two files) stands for
+    # the file it was merged into; a current file of that name comes first.
+    enterprise = None
+    for named in session.scalars(select(Enterprise).where(Enterprise.name == out["enterprise_name"])
+                                 .order_by(Enterprise.retired_at.is_not(None), Enterprise.id).limit(5)):
+        enterprise = carrying_on(session, named)
+        if enterprise is not None:
+            break
     if enterprise is not None:
         out["enterprise_id"] = enterprise.id
         if best is None and enterprise.building is not None:

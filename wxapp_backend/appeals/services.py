@@ -474,6 +474,12 @@ def submit_appeal(session: Session, user_id: int, intake: Intake, *, idempotency
     enterprise_name = intake.enterprise_name
     if intake.enterprise_id is not None:
         enterprise = session.get(Enterprise, intake.enterprise_id)
+        if enterprise is not None and enterprise.retired:
+            # A draft made before staff merged the file into another (the chat keeps it a while): the file that
+            # carries on, where the merge moved its verified contacts.
+            from ..enterprises.services import carrying_on
+
+            enterprise = carrying_on(session, enterprise)
         if enterprise is None:
             raise ValidationError("没有找到这家企业。", fields={"enterprise_id": "没有找到这家企业"})
         if not (user.enterprise_id == enterprise.id and user.binding_state == "verified"):
