@@ -228,3 +228,34 @@ def test_the_chat_offers_the_kept_file_to_a_contact_left_on_a_retired_one(app_ct
     with session_scope() as s:
         profile = intake.chat_profile(s, u.id)
     assert (profile["enterprise_id"], profile["enterprise_name"]) == (keep.id, "上海乾科技有限公司")
+
+
+# --- 4. deleting a kept file --------------------------------------------------------------------------
+
+def test_deleting_a_kept_file_takes_its_retired_duplicates_with_it(client, make_enterprise, make_user, user_token,
+                                                                   db):
+    """The duplicates merged into a deleted file stayed retired pointing at nothing: a user typing a duplicate's
+    code was then bound to a file no list shows (and staff could neither edit nor merge it)."""
+    keep, dup = _merged_pair(make_enterprise, keep_name="上海亥科技有限公司", dup_name="亥科技", n=12)
+    dup_code = code(13)
+    _set(dup.id, credit_code=dup_code)  # a valid code of its own (a merge of old files keeps both on record)
+    with session_scope() as s:
+        services.delete_enterprise(s, ADMIN, keep.id)
+    assert db.scalar(select(Enterprise.id)) is None
+    rows = list(db.scalars(select(AuditLog).where(AuditLog.action == "enterprise.deleted").order_by(AuditLog.id)))
+    by_target = {r.target_id: r.data for r in rows}
+    assert by_target[str(keep.id)]["retired_files_deleted"] == [dup.id]
+    assert by_target[str(dup.id)]["with_kept_file"] == keep.id
+    u = make_user()
+    r = client.post("/api/v1/me/enterprise", json={"name": "亥科技", "credit_code": dup_code}, headers=user_token(u))
+    assert r.status_code == 200, r.get_json()
+    fresh = db.scalar(select(Enterprise).where(Enterprise.credit_code == dup_code))
+    assert fresh.retired_at is None and r.get_json()["enterprise"]["id"] == fresh.id
+
+
+def test_the_delete_button_of_a_kept_file_says_its_duplicates_go_too(client, make_enterprise, make_staff,
+                                                                      console_login):
+    keep, _dup = _merged_pair(make_enterprise, keep_name="上海子丑有限公司", dup_name="子丑", n=14)
+    console_login(make_staff(role="admin"))
+    page = client.get(f"/console/enterprises/{keep.id}").get_data(as_text=True)
+    assert "合并进来的 1 份留底档案" in page

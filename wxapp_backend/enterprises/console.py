@@ -154,8 +154,9 @@ def enterprise_edit(enterprise_id: int):
 def enterprise_delete(enterprise_id: int):
     with session_scope() as s:
         name = services.get_enterprise(s, enterprise_id).name
-        services.delete_enterprise(s, current_actor(), enterprise_id)
-    flash(f"已删除企业「{name}」。")
+        retired = services.delete_enterprise(s, current_actor(), enterprise_id)
+    also = f"，以及合并进来的 {len(retired)} 份留底档案" if retired else ""
+    flash(f"已删除企业「{name}」{also}。")
     return redirect(url_for(".enterprises"))
 
 

@@ -469,9 +469,23 @@ def update_enterprise(session: Session, actor: Actor, enterprise_id: int, data: 
     return enterprise
 
 
-def delete_enterprise(session: Session, actor: Actor, enterprise_id: int) -> None:
-    """Delete an enterprise file; its contacts lose the binding (they can apply again)."""
-    enterprise = get_enterprise(session, enterprise_id)
+def delete_enterprise(session: Session, actor: Actor, enterprise_id: int, *,
+                      with_kept_file: int | None = None) -> list[int]:
+    """Delete an enterprise file; its contacts lose the binding (they can apply again). The retired duplicates
+    merged into it go with it (each with its own audit row): they are records of the same enterprise that live
+    only behind this file, and left behind they pointed at nothing, so that a user typing one's code was bound
+    to a file no list shows, which staff could neither edit nor merge. Returns the ids of those duplicates."""
+    # The row is locked first, as a merge and a binding request take it: a request binding a user to this file
+    # meanwhile is waited for (and its user unbound below), or it waits and finds the file gone.
+    enterprise = session.scalar(select(Enterprise).where(Enterprise.id == enterprise_id)
+                                .with_for_update(of=Enterprise).execution_options(populate_existing=True))
+    if enterprise is None:
+        raise NotFound("没有找到这家企业，可能已被删除。")
+    retired = list(session.scalars(select(Enterprise.id).where(Enterprise.merged_into_id == enterprise.id,
+                                                               Enterprise.id != enterprise.id)
+                                   .order_by(Enterprise.id)))
+    for duplicate_id in retired:
+        delete_enterprise(session, actor, duplicate_id, with_kept_file=enterprise.id)
     bound = list(session.scalars(select(User.id).where(User.enterprise_id == enterprise.id)))
     # Contacts verified or still waiting lose their binding without having done anything: tell them, or they keep
     # waiting for a check that will never come (a rejected one has heard already and needs nothing more).
@@ -505,9 +519,12 @@ def delete_enterprise(session: Session, actor: Actor, enterprise_id: int) -> Non
     from ..activities.models import Registration
     from ..appeals.models import Appeal
 
+    kept = {"with_kept_file": with_kept_file} if with_kept_file is not None else {}
+    if retired:
+        kept["retired_files_deleted"] = retired
     audit(session, actor, "enterprise.deleted", enterprise, name=enterprise.name,
           credit_code=enterprise.credit_code, unbound_users=bound, applications_dropped=sorted(applied),
-          pending_from_switch=sorted(switching),
+          pending_from_switch=sorted(switching), **kept,
           **_cleared_links(session, cleared_appeals=(Appeal.id, Appeal.enterprise_id == enterprise.id),
                            cleared_registrations=(Registration.id, Registration.enterprise_id == enterprise.id)))
     session.delete(enterprise)
@@ -516,6 +533,7 @@ def delete_enterprise(session: Session, actor: Actor, enterprise_id: int) -> Non
     except IntegrityError:
         # Rows of other domains (appeals, registrations) that must keep their enterprise.
         raise Conflict(f"企业「{enterprise.name}」还有关联的业务记录，不能删除。") from None
+    return retired
 
 
 # --- merging duplicate files -------------------------------------------------------------------------
