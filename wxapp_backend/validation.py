@@ -36,6 +36,16 @@ def credit_code_problem(code: str) -> str | None:
     return None
 
 
+def enterprise_name_problem(name: str) -> str | None:
+    """Why `name` cannot be an enterprise's name, or None: it has words in it (“？？”, “🙂🙂” or “12” made a file
+    in the registry under that name) and stays on one line."""
+    if any(ch in name for ch in "\r\n\t\u2028\u2029"):
+        return "企业名称请写在一行里，不要换行"
+    if sum(ch.isalpha() for ch in name) < 2:
+        return "企业名称应至少有 2 个汉字或字母，请按营业执照上的名称填写"
+    return None
+
+
 def credit_code_check_char(first17: str) -> str:
     """The check character for the first 17 characters (used by demo data and tests)."""
     total = sum(_CREDIT_CHARS.index(c) * w for c, w in zip(first17, _CREDIT_WEIGHTS, strict=True))

@@ -259,3 +259,24 @@ def test_the_delete_button_of_a_kept_file_says_its_duplicates_go_too(client, mak
     console_login(make_staff(role="admin"))
     page = client.get(f"/console/enterprises/{keep.id}").get_data(as_text=True)
     assert "合并进来的 1 份留底档案" in page
+
+
+# --- further defects -------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["？？", "🙂🙂", "12", "!!!", "上海甲\n科技有限公司"])
+def test_an_enterprise_name_without_words_is_refused_in_chinese(client, make_user, user_token, make_staff,
+                                                                staff_headers, name, db):
+    """A binding request named “？？” (or 🙂🙂, or 12) made a file in the registry under that name."""
+    from wxapp_backend.enterprises import importer
+
+    r = client.post("/api/v1/me/enterprise", json={"name": name, "credit_code": code(20)},
+                    headers=user_token(make_user()))
+    assert r.status_code == 422 and "企业名称" in r.get_json()["fields"]["name"], r.get_json()
+    r = client.post("/api/v1/staff/enterprises", json={"name": name, "credit_code": code(21)},
+                    headers=staff_headers(make_staff(role="staff")))
+    assert r.status_code == 422 and "企业名称" in r.get_json()["fields"]["name"], r.get_json()
+    data = ("企业名称,统一社会信用代码\n" + '"' + name + '"' + f",{code(22)}\n").encode()
+    with session_scope() as s:
+        report = importer.import_file(s, ADMIN, "enterprises", "e.csv", data)
+    assert not report.ok and "企业名称" in str(report.errors[0])
+    assert db.scalar(select(Enterprise.id)) is None

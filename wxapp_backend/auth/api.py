@@ -7,7 +7,7 @@ from flask import Blueprint, current_app, jsonify, request
 from ..db import session_scope
 from ..errors import Forbidden, NotFound, ServiceUnavailable, TooManyRequests, Unauthorized
 from ..http import doc, json_body, limit_key, parse, throttle
-from ..validation import Field, validate
+from ..validation import Field, enterprise_name_problem, validate
 from ..wechat.client import WeChatAPIError, code_to_session
 from . import services, tokens
 from .guard import STAFF, USER, current_user_id, password_stamp, staff_api_required, user_required
@@ -30,7 +30,7 @@ PROFILE_FIELDS = (
     Field("building_id", "int", "所在楼宇", min=1),
 )
 BIND_FIELDS = (
-    Field("name", "str", "企业名称", required=True, max_len=200, min_len=2),
+    Field("name", "str", "企业名称", required=True, max_len=200, min_len=2, check=enterprise_name_problem),
     Field("credit_code", "credit_code", "统一社会信用代码", required=True),
 )
 STAFF_LOGIN_FIELDS = (

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from ..audit import Actor, AuditLog, audit
 from ..auth.models import BindingState, StaffUser, User
 from ..errors import AppError, Conflict, NotFound, ValidationError
-from ..validation import Field, credit_code_problem, validate
+from ..validation import Field, credit_code_problem, enterprise_name_problem, validate
 from .models import (
     NOTE_BINDING_PENDING,
     NOTE_BINDING_REJECTED,
@@ -63,7 +63,8 @@ BUILDING_FIELDS = (
 )
 
 ENTERPRISE_FIELDS = (
-    Field("name", "str", "企业名称", required=True, max_len=200, min_len=2),
+    Field("name", "str", "企业名称", required=True, max_len=200, min_len=2,
+          check=enterprise_name_problem),
     Field("credit_code", "credit_code", "统一社会信用代码", required=True),
     Field("industry", "str", "行业", max_len=64),
     Field("building_id", "int", "所在楼宇", min=1),
