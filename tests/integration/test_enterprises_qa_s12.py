@@ -280,3 +280,22 @@ def test_an_enterprise_name_without_words_is_refused_in_chinese(client, make_use
         report = importer.import_file(s, ADMIN, "enterprises", "e.csv", data)
     assert not report.ok and "企业名称" in str(report.errors[0])
     assert db.scalar(select(Enterprise.id)) is None
+
+
+def test_merging_by_a_code_both_files_share_means_the_other_file(client, make_enterprise, make_staff, staff_headers,
+                                                                 console_login, db):
+    """The lower-case legacy file and the new one have the same code: naming it from the new file's page
+    answered '不能把档案合并到它自己'."""
+    keep = make_enterprise(name="上海坤科技有限公司", credit_code=code(23))
+    dup = make_enterprise(name="坤科技", credit_code=code(23).lower())
+    r = client.post(f"/api/v1/staff/enterprises/{keep.id}/merge", json={"duplicate": code(23)},
+                    headers=staff_headers(make_staff(role="admin")))
+    assert r.status_code == 200, r.get_json()
+    assert db.scalar(select(Enterprise.merged_into_id).where(Enterprise.id == dup.id)) == keep.id
+    # ... and the console form the same way round.
+    other = make_enterprise(name="上海艮科技有限公司", credit_code=code(24))
+    legacy = make_enterprise(name="艮科技", credit_code=code(24).lower())
+    token = console_login(make_staff(role="admin"))
+    r = client.post(f"/console/enterprises/{legacy.id}/merge", data={"duplicate": code(24), "csrf_token": token})
+    assert r.status_code == 302, r.get_data(as_text=True)
+    assert db.scalar(select(Enterprise.merged_into_id).where(Enterprise.id == other.id)) == legacy.id

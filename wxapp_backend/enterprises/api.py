@@ -87,7 +87,7 @@ def merge_enterprise(enterprise_id: int):
     data = parse(services.MERGE_FIELDS)
     with session_scope() as s:
         services.get_enterprise(s, enterprise_id)
-        duplicate = services.find_enterprise(s, data["duplicate"])
+        duplicate = services.find_enterprise(s, data["duplicate"], other_than=enterprise_id)
         kept = services.merge_enterprises(s, current_actor(), enterprise_id, duplicate.id)
         s.refresh(kept)
         return jsonify(kept.to_dict())

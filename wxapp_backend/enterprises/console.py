@@ -102,7 +102,7 @@ def enterprise_merge(enterprise_id: int):
     try:
         data = validate({"duplicate": ref}, services.MERGE_FIELDS)
         with session_scope() as s:
-            duplicate = services.find_enterprise(s, data["duplicate"])
+            duplicate = services.find_enterprise(s, data["duplicate"], other_than=enterprise_id)
             name = duplicate.name
             kept_name = services.merge_enterprises(s, current_actor(), enterprise_id, duplicate.id).name
     except AppError as exc:

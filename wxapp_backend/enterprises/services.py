@@ -549,15 +549,18 @@ def normalized_code(code: str) -> str:
     return re.sub(r"\s", "", unicodedata.normalize("NFKC", code or "")).upper()
 
 
-def find_enterprise(session: Session, ref: str) -> Enterprise:
-    """The file a staff member named by its number (档案编号, the id) or its credit code."""
+def find_enterprise(session: Session, ref: str, *, other_than: int | None = None) -> Enterprise:
+    """The file a staff member named by its number (档案编号, the id) or its credit code. `other_than`: the file
+    the duplicate is named from, which the code names too when the duplicate is an old file with the same code
+    written in lower case: the other file is meant."""
     ref = normalized_code(ref)
     enterprise = None
     if ref.isdigit() and len(ref) <= 9:
         enterprise = session.get(Enterprise, int(ref))
     if enterprise is None and ref:
         enterprise = session.scalar(select(Enterprise).where(code_key(Enterprise.credit_code) == ref)
-                                    .order_by(Enterprise.retired_at.is_not(None), Enterprise.id).limit(1))
+                                    .order_by(Enterprise.id == (other_than or 0), Enterprise.retired_at.is_not(None),
+                                              Enterprise.id).limit(1))
     if enterprise is None:
         problem = f"没有找到编号或统一社会信用代码为「{ref}」的企业档案，请核对后再试。"
         raise ValidationError(problem, fields={"duplicate": "没有找到这份档案"})
