@@ -299,3 +299,15 @@ def test_merging_by_a_code_both_files_share_means_the_other_file(client, make_en
     r = client.post(f"/console/enterprises/{legacy.id}/merge", data={"duplicate": code(24), "csrf_token": token})
     assert r.status_code == 302, r.get_data(as_text=True)
     assert db.scalar(select(Enterprise.merged_into_id).where(Enterprise.id == other.id)) == legacy.id
+
+
+def test_a_company_name_typed_with_other_brackets_is_still_recognised(app_ctx, make_enterprise):
+    """“上海酉(集团)科技有限公司” typed in the chat, “上海酉（集团）科技有限公司” on file: the appeal went in without
+    its enterprise, and the two files were not offered as likely duplicates either."""
+    from wxapp_backend.appeals import intake
+
+    e = make_enterprise(name="上海巽（集团）科技有限公司", credit_code=code(25))
+    twin = make_enterprise(name="上海巽(集团) 科技有限公司", credit_code=INVALID)
+    with session_scope() as s:
+        assert intake.match_place(s, "上海巽(集团)科技有限公司").get("enterprise_id") == e.id
+        assert [d.id for d in services.possible_duplicates(s, s.get(Enterprise, e.id))] == [twin.id]

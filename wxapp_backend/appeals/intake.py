@@ -186,7 +186,7 @@ def match_place(session, text: str) -> dict:
     from sqlalchemy import select
 
     from ..enterprises.models import Building, Enterprise
-    from ..enterprises.services import carrying_on
+    from ..enterprises.services import carrying_on, name_key, normalized_name
 
     text = text.strip()
     out: dict = {"enterprise_name": text[:200]}
@@ -204,8 +204,11 @@ def match_place(session, text: str) -> dict:
     # A retired duplicate's name (the name the enterprise went by before staff merged its two files) stands for
     # the file it was merged into; a current file of that name comes first.
     enterprise = None
-    for named in session.scalars(select(Enterprise).where(Enterprise.name == out["enterprise_name"])
-                                 .order_by(Enterprise.retired_at.is_not(None), Enterprise.id).limit(5)):
+    # Brackets and blanks are typed as they come (“（集团）” or “(集团)”): compared folded, the exact name first.
+    said = out["enterprise_name"]
+    for named in session.scalars(select(Enterprise).where(name_key(Enterprise.name) == normalized_name(said))
+                                 .order_by(Enterprise.name != said, Enterprise.retired_at.is_not(None),
+                                           Enterprise.id).limit(5)):
         enterprise = carrying_on(session, named)
         if enterprise is not None:
             break

@@ -567,13 +567,31 @@ def find_enterprise(session: Session, ref: str, *, other_than: int | None = None
     return enterprise
 
 
+# How the same company name is written differently: full- or half-width brackets (“（集团）”, “(集团)”), blanks.
+_NAME_FOLDS = (("（", "("), ("）", ")"), (" ", ""), ("\u3000", ""))
+
+
+def normalized_name(name: str) -> str:
+    """A company name folded for comparison with `name_key` (brackets half-width, no blanks, ASCII lower case)."""
+    name = name or ""
+    for a, b in _NAME_FOLDS:
+        name = name.replace(a, b)
+    return re.sub(r"[A-Z]+", lambda m: m.group().lower(), name)
+
+
+def name_key(column: Any) -> Any:
+    """SQL: a stored company name folded as `normalized_name` folds a typed one."""
+    for a, b in _NAME_FOLDS:
+        column = func.replace(column, a, b)
+    return func.lower(column)
+
+
 def possible_duplicates(session: Session, enterprise: Enterprise) -> list[Enterprise]:
-    """Other current files that look like the same enterprise: the same name, or the same credit code written
-    differently (an old file in lower case, with blanks)."""
-    name = enterprise.name.strip()
+    """Other current files that look like the same enterprise: the same name (brackets and blanks as they come),
+    or the same credit code written differently (an old file in lower case, with blanks)."""
     code = normalized_code(enterprise.credit_code)
     stmt = (select(Enterprise).where(Enterprise.id != enterprise.id, Enterprise.retired_at.is_(None),
-                                     or_(func.lower(func.trim(Enterprise.name)) == name.lower(),
+                                     or_(name_key(Enterprise.name) == normalized_name(enterprise.name),
                                          code_key(Enterprise.credit_code) == code))
             .order_by(Enterprise.id).limit(20))
     return list(session.scalars(stmt))
