@@ -378,15 +378,16 @@ def code_key(column: Any) -> Any:
 
 def find_by_code(session: Session, code: str, *, lock: bool = False) -> Enterprise | None:
     """The file on record for a credit code however an old file wrote it: a current file before a retired one,
-    the exact spelling before another. `lock`: the row is share-locked (a merge or a deletion of it waits for the
-    caller's commit, and the caller waited for theirs) and read afresh."""
+    the exact spelling before another. `lock`: the row is locked FOR KEY SHARE and read afresh: a merge or a
+    deletion of it (FOR UPDATE) waits for the caller's commit, and the caller waited for theirs; a merge of the
+    file it went into only re-points it (a no-key update), which must not wait, or the two would deadlock."""
     code = normalized_code(code)
     if not code:
         return None
     stmt = (select(Enterprise).where(or_(Enterprise.credit_code == code, code_key(Enterprise.credit_code) == code))
             .order_by(Enterprise.retired_at.is_not(None), Enterprise.credit_code != code, Enterprise.id).limit(1))
     if lock:
-        stmt = stmt.with_for_update(read=True, of=Enterprise).execution_options(populate_existing=True)
+        stmt = stmt.with_for_update(read=True, key_share=True, of=Enterprise).execution_options(populate_existing=True)
     return session.scalar(stmt)
 
 
@@ -403,7 +404,7 @@ def carrying_on(session: Session, enterprise: Enterprise, *, lock: bool = False)
         seen.add(into)
         stmt = select(Enterprise).where(Enterprise.id == into)
         if lock:
-            stmt = stmt.with_for_update(read=True, of=Enterprise).execution_options(populate_existing=True)
+            stmt = stmt.with_for_update(read=True, key_share=True, of=Enterprise).execution_options(populate_existing=True)
         enterprise = session.scalar(stmt)
         if enterprise is None:
             return None
