@@ -311,3 +311,24 @@ def test_a_company_name_typed_with_other_brackets_is_still_recognised(app_ctx, m
     with session_scope() as s:
         assert intake.match_place(s, "上海巽(集团)科技有限公司").get("enterprise_id") == e.id
         assert [d.id for d in services.possible_duplicates(s, s.get(Enterprise, e.id))] == [twin.id]
+
+
+def test_the_kept_legacy_file_can_still_be_edited_after_a_merge(client, make_enterprise, make_staff, console_login,
+                                                                 db):
+    """The old lower-case file was kept and the upper-case one a binding made was merged into it: the edit form
+    sends the code back (folded to upper case), which the retired file holds, and every save was refused."""
+    keep = make_enterprise(name="上海离科技有限公司", credit_code=code(26).lower())
+    dup = make_enterprise(name="离科技", credit_code=code(26))
+    with session_scope() as s:
+        services.merge_enterprises(s, ADMIN, keep.id, dup.id)
+    token = console_login(make_staff(role="staff"))
+    form = {"name": "上海离科技有限公司", "credit_code": keep.credit_code, "industry": "软件", "csrf_token": token}
+    r = client.post(f"/console/enterprises/{keep.id}/edit", data=form)
+    assert r.status_code == 302, r.get_data(as_text=True)
+    assert db.scalar(select(Enterprise.industry).where(Enterprise.id == keep.id)) == "软件"
+    # A legacy file with no such twin gets its code written the standard way by the same save.
+    alone = make_enterprise(name="上海坎科技有限公司", credit_code=code(27).lower())
+    r = client.post(f"/console/enterprises/{alone.id}/edit",
+                    data={**form, "name": "上海坎科技有限公司", "credit_code": alone.credit_code})
+    assert r.status_code == 302
+    assert db.scalar(select(Enterprise.credit_code).where(Enterprise.id == alone.id)) == code(27)

@@ -460,6 +460,13 @@ def update_enterprise(session: Session, actor: Actor, enterprise_id: int, data: 
         raise Conflict(f"「{enterprise.name}」已合并到「{into}」，这份档案只作留底，不能再修改；请修改「{into}」的档案。",
                        code="enterprise_retired")
     values = clean_values(data, ENTERPRISE_FIELDS, partial=True)
+    code = values.get("credit_code")
+    if code and code != enterprise.credit_code and normalized_code(enterprise.credit_code) == code:
+        # An old file's code written in lower case comes back from the form folded; when the standard spelling is
+        # held by a duplicate merged into this file (kept on record), it is the same code, left as it is.
+        holder = session.scalar(select(Enterprise).where(Enterprise.credit_code == code))
+        if holder is not None and holder.retired and getattr(carrying_on(session, holder), "id", None) == enterprise.id:
+            del values["credit_code"]
     _check_enterprise(session, values, enterprise.id)
     changes = changed_fields(enterprise, values)
     for k, v in values.items():
