@@ -332,3 +332,19 @@ def test_the_kept_legacy_file_can_still_be_edited_after_a_merge(client, make_ent
                     data={**form, "name": "上海坎科技有限公司", "credit_code": alone.credit_code})
     assert r.status_code == 302
     assert db.scalar(select(Enterprise.credit_code).where(Enterprise.id == alone.id)) == code(27)
+
+
+def test_an_import_updates_a_kept_legacy_file_after_a_merge(app_ctx, make_enterprise, db):
+    """The same pair through the import: the row's code was written onto the kept file, collided with the
+    retired one, and the whole import was refused as '有其他人同时修改了相同的档案'."""
+    from wxapp_backend.enterprises import importer
+
+    keep = make_enterprise(name="上海震科技有限公司", credit_code=code(28).lower())
+    dup = make_enterprise(name="震科技", credit_code=code(28))
+    with session_scope() as s:
+        services.merge_enterprises(s, ADMIN, keep.id, dup.id)
+    data = f"企业名称,统一社会信用代码,行业\n上海震科技有限公司,{code(28)},软件\n".encode()
+    with session_scope() as s:
+        report = importer.import_file(s, ADMIN, "enterprises", "e.csv", data)
+    assert report.ok and report.updated == 1, report
+    assert db.scalar(select(Enterprise.industry).where(Enterprise.id == keep.id)) == "软件"

@@ -494,6 +494,8 @@ def _import_enterprises(session: Session, actor: Actor, body, colmap, report: Im
                 continue
             if current.credit_code != values["credit_code"]:
                 values = {k: v for k, v in values.items() if k != "credit_code"}  # the kept file keeps its own
+        elif current is not None and services.keeps_its_spelling(session, current, values["credit_code"]):
+            values = {k: v for k, v in values.items() if k != "credit_code"}
         targets.append((values, current))
     if report.errors:
         return

@@ -452,6 +452,16 @@ def create_enterprise(session: Session, actor: Actor, data: Mapping[str, Any]) -
     return enterprise
 
 
+def keeps_its_spelling(session: Session, enterprise: Enterprise, code: str | None) -> bool:
+    """Whether `code`, sent for `enterprise`, is its own code written the standard way while that spelling is held
+    by a duplicate merged into it (kept on record): the old file's code, in lower case, comes back from a form or
+    an import folded, and writing it would collide with the retired file; it is the same code, left as stored."""
+    if not code or code == enterprise.credit_code or normalized_code(enterprise.credit_code) != code:
+        return False
+    holder = session.scalar(select(Enterprise).where(Enterprise.credit_code == code))
+    return holder is not None and holder.retired and getattr(carrying_on(session, holder), "id", None) == enterprise.id
+
+
 def update_enterprise(session: Session, actor: Actor, enterprise_id: int, data: Mapping[str, Any]) -> Enterprise:
     """Change an enterprise file; only the fields given change."""
     enterprise = get_enterprise(session, enterprise_id)
@@ -460,13 +470,8 @@ def update_enterprise(session: Session, actor: Actor, enterprise_id: int, data: 
         raise Conflict(f"「{enterprise.name}」已合并到「{into}」，这份档案只作留底，不能再修改；请修改「{into}」的档案。",
                        code="enterprise_retired")
     values = clean_values(data, ENTERPRISE_FIELDS, partial=True)
-    code = values.get("credit_code")
-    if code and code != enterprise.credit_code and normalized_code(enterprise.credit_code) == code:
-        # An old file's code written in lower case comes back from the form folded; when the standard spelling is
-        # held by a duplicate merged into this file (kept on record), it is the same code, left as it is.
-        holder = session.scalar(select(Enterprise).where(Enterprise.credit_code == code))
-        if holder is not None and holder.retired and getattr(carrying_on(session, holder), "id", None) == enterprise.id:
-            del values["credit_code"]
+    if keeps_its_spelling(session, enterprise, values.get("credit_code")):
+        del values["credit_code"]
     _check_enterprise(session, values, enterprise.id)
     changes = changed_fields(enterprise, values)
     for k, v in values.items():
