@@ -348,3 +348,12 @@ def test_an_import_updates_a_kept_legacy_file_after_a_merge(app_ctx, make_enterp
         report = importer.import_file(s, ADMIN, "enterprises", "e.csv", data)
     assert report.ok and report.updated == 1, report
     assert db.scalar(select(Enterprise.industry).where(Enterprise.id == keep.id)) == "软件"
+
+
+def test_staff_find_a_user_by_a_phone_number_pasted_with_blanks(app_ctx, make_user):
+    """The number as people write it (“138 0013 8000”, “138-0013-8000”) found nobody."""
+    u = make_user(phone="13800138000", nickname="小王")
+    make_user(phone="13900139000")
+    with session_scope() as s:
+        for q in ("138 0013 8000", "138-0013-8000", "１３８００１３８０００"):
+            assert [x.id for x in services.list_users(s, q=q).items] == [u.id], q

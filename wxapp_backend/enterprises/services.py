@@ -795,7 +795,10 @@ def list_users(session: Session, *, state: str | None = None, q: str | None = No
         companies = select(Enterprise.id).where(or_(
             Enterprise.name.icontains(q, autoescape=True),
             code_key(Enterprise.credit_code).contains(normalized_code(q), autoescape=True)))
-        found = [User.nickname.icontains(q, autoescape=True), User.phone.contains(q, autoescape=True),
+        # A phone number is stored without blanks or dashes: “138 0013 8000” as pasted finds it too.
+        dialled = re.sub(r"[\s\-－—]", "", unicodedata.normalize("NFKC", q))
+        found = [User.nickname.icontains(q, autoescape=True),
+                 User.phone.contains(dialled if dialled.isdigit() else q, autoescape=True),
                  User.enterprise_id.in_(companies), User.pending_enterprise_id.in_(companies)]
         if not q.isascii():
             # ... and so does the name they typed when applying, kept in the request's audit row as JSON text
