@@ -357,3 +357,11 @@ def test_staff_find_a_user_by_a_phone_number_pasted_with_blanks(app_ctx, make_us
     with session_scope() as s:
         for q in ("138 0013 8000", "138-0013-8000", "１３８００１３８０００"):
             assert [x.id for x in services.list_users(s, q=q).items] == [u.id], q
+
+
+def test_search_finds_a_name_typed_with_other_brackets(app_ctx, make_enterprise, make_user):
+    e = make_enterprise(name="上海艮（集团）有限公司", credit_code=code(30))
+    u = make_user(enterprise_id=e.id, binding_state="pending")
+    with session_scope() as s:
+        assert [x.id for x in services.search_enterprises(s, q="艮(集团)").items] == [e.id]
+        assert [x.id for x in services.list_users(s, q="艮(集团)").items] == [u.id]

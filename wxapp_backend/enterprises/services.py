@@ -723,6 +723,8 @@ def enterprise_query(*, q: str | None = None, building_id: int | None = None, gr
         q = q.strip()
         # A code is stored folded (half-width, upper case, no blanks): a pasted one is compared the same way.
         stmt = stmt.where(or_(Enterprise.name.icontains(q, autoescape=True),  # any case, as on SQLite
+                              # brackets and blanks as typed: “(集团)” finds “（集团）”
+                              name_key(Enterprise.name).contains(normalized_name(q), autoescape=True),
                               code_key(Enterprise.credit_code).contains(normalized_code(q), autoescape=True)))
     if building_id:
         stmt = stmt.where(Enterprise.building_id == building_id)
@@ -794,6 +796,7 @@ def list_users(session: Session, *, state: str | None = None, q: str | None = No
         # Applicants rarely have a nickname: the company they named finds them too.
         companies = select(Enterprise.id).where(or_(
             Enterprise.name.icontains(q, autoescape=True),
+            name_key(Enterprise.name).contains(normalized_name(q), autoescape=True),
             code_key(Enterprise.credit_code).contains(normalized_code(q), autoescape=True)))
         # A phone number is stored without blanks or dashes: “138 0013 8000” as pasted finds it too.
         dialled = re.sub(r"[\s\-－—]", "", unicodedata.normalize("NFKC", q))
