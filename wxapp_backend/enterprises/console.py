@@ -42,8 +42,10 @@ def _link_args(args: dict[str, Any]) -> dict[str, Any]:
 
 
 def _form(fields: tuple[Field, ...]) -> dict[str, Any]:
-    """The submitted fields; a blank box or "（未选择）" is None, which empties the field in an edit."""
-    return {f.name: (request.form[f.name] if request.form[f.name].strip() else None)
+    """The submitted fields; a blank box or "（未选择）" is None, which empties the field in an edit. A required
+    field's blank box stays blank, to be refused: as None an edit skipped it (a required field is never cleared)
+    and the page said “已保存” with the old value still there."""
+    return {f.name: (request.form[f.name] if request.form[f.name].strip() else ("" if f.required else None))
             for f in fields if f.name in request.form}
 
 
