@@ -380,3 +380,21 @@ def test_emptying_a_required_field_in_an_edit_is_refused_not_ignored(client, mak
     b = make_building(name="乾元大厦")
     r = client.post(f"/console/buildings/{b.id}/edit", data={"name": " ", "address": "新华路1号", "csrf_token": token})
     assert r.status_code == 422 and "请填写楼宇名称" in r.get_data(as_text=True)
+
+
+def test_retiring_a_kept_file_by_a_merge_re_points_its_duplicates(app_ctx, make_enterprise, make_user, db):
+    """The other half of deleting a kept file: merged into a third file, its duplicates follow it there."""
+    final = make_enterprise(name="上海巳午科技有限公司", credit_code=code(32))
+    kept = make_enterprise(name="巳午科技", credit_code=code(32).lower())
+    dup = make_enterprise(name="巳午", credit_code=INVALID)
+    with session_scope() as s:
+        services.merge_enterprises(s, ADMIN, kept.id, dup.id)
+    u = make_user(enterprise_id=dup.id, binding_state="pending", role="enterprise_contact")  # a lost race
+    with session_scope() as s:
+        services.merge_enterprises(s, ADMIN, final.id, kept.id)
+    assert db.scalar(select(Enterprise.merged_into_id).where(Enterprise.id == dup.id)) == final.id
+    with session_scope() as s:
+        services.decide_binding(s, ACTOR, u.id, approve=True, enterprise_id=dup.id)
+    assert (_user(db, u.id).enterprise_id, _user(db, u.id).binding_state) == (final.id, "verified")
+    row = db.scalar(select(AuditLog).where(AuditLog.action == "enterprise.merged", AuditLog.target_id == str(final.id)))
+    assert row.data["moved"]["retired_files"] == [dup.id]
