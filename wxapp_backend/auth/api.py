@@ -122,7 +122,10 @@ def update_me():
 @user_required
 @doc("申请绑定所在企业（企业名称 + 统一社会信用代码），由服务中心核实；已核实的联系人申请另一家企业时，"
      "原绑定在新申请通过前保持不变", body=BIND_FIELDS, tags=["账号"],
-     responses={200: "绑定申请已提交：状态 pending；已核实的联系人状态仍为 verified，申请的企业在 pending_enterprise"})
+     responses={200: "绑定申请已提交：状态 pending；已核实的联系人状态仍为 verified，申请的企业在 pending_enterprise"
+                     "（信用代码属于已合并的重复档案时，申请的是它合并到的档案）",
+                409: "该信用代码的企业档案已合并停用且无保留档案（code enterprise_retired），请联系服务专员",
+                422: "企业名称或信用代码填写有误"})
 def bind_enterprise():
     data = parse(BIND_FIELDS)
     throttle("enterprise_binding", f"u{current_user_id()}", BINDINGS_PER_DAY, 86400,
