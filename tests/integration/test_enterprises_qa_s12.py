@@ -129,9 +129,25 @@ def test_a_retired_file_whose_kept_file_is_gone_is_refused_in_chinese(client, ma
     assert (row.enterprise_id, row.binding_state) == (None, "none")
     # ... and one already waiting on it is not approved onto it either.
     _set_user(u.id, enterprise_id=orphan.id, binding_state="pending")
-    with pytest.raises(Conflict, match="停用"), session_scope() as s:
+    with pytest.raises(Conflict, match="停用.*删除这份停用的档案"), session_scope() as s:
         services.decide_binding(s, ACTOR, u.id, approve=True)
     assert _user(db, u.id).binding_state == "pending"
+
+
+def test_an_orphaned_retired_file_says_how_to_get_out_of_it(client, make_enterprise, make_user, user_token,
+                                                           make_staff, console_login):
+    """Neither the user (refused) nor staff (a retired file cannot be edited or merged) had a way on: the page
+    now says that deleting the orphan lets the enterprise be filed again, and after that a request binds."""
+    orphan = make_enterprise(name="未申科技", credit_code=code(33))
+    _set(orphan.id, retired_at=datetime(2026, 1, 1, tzinfo=UTC))
+    token = console_login(make_staff(role="admin"))
+    page = client.get(f"/console/enterprises/{orphan.id}").get_data(as_text=True)
+    assert "它合并到的档案已被删除" in page and "请管理员删除这份档案" in page
+    r = client.post(f"/console/enterprises/{orphan.id}/delete", data={"csrf_token": token})
+    assert r.status_code == 302
+    r = client.post("/api/v1/me/enterprise", json={"name": "未申科技", "credit_code": code(33)},
+                    headers=user_token(make_user()))
+    assert r.status_code == 200 and r.get_json()["binding_state"] == "pending"
 
 
 # --- 2. legacy codes stored lower-case or with blanks ------------------------------------------------

@@ -858,7 +858,8 @@ def decide_binding(session: Session, actor: Actor, user_id: int, *, approve: boo
     current = carrying_on(session, applied)
     if current is None and approve:
         raise Conflict(f"这位用户申请绑定的「{applied.name}」档案已合并停用，而它合并到的档案已被删除，不能核实到这份档案；"
-                       "请驳回并请用户重新申请，由系统为该企业重新建档。", code="enterprise_retired")
+                       "请驳回，由管理员删除这份停用的档案后，再请用户重新申请（系统会为该企业重新建档）。",
+                       code="enterprise_retired")
     merged = {"merged_from": applied.id} if current is not None and current.id != applied.id else {}
     if merged:
         applied = current
