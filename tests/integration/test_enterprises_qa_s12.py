@@ -414,3 +414,43 @@ def test_retiring_a_kept_file_by_a_merge_re_points_its_duplicates(app_ctx, make_
     assert (_user(db, u.id).enterprise_id, _user(db, u.id).binding_state) == (final.id, "verified")
     row = db.scalar(select(AuditLog).where(AuditLog.action == "enterprise.merged", AuditLog.target_id == str(final.id)))
     assert row.data["moved"]["retired_files"] == [dup.id]
+
+
+@pytest.mark.postgres
+def test_a_binding_request_racing_a_deletion_gets_a_fresh_file(app, app_ctx, make_enterprise, make_user, db):
+    """An admin deleted the file while a user's request for its code was being written: the request failed on
+    the foreign key (a 500 for the user). Now it waits for the deletion and makes a fresh file to check."""
+    from wxapp_backend.auth.services import request_enterprise_binding
+
+    gone = make_enterprise(name="上海丙丁科技有限公司", credit_code=code(34))
+    u = make_user()
+    deleting, errors = threading.Event(), []
+
+    def admin():
+        try:
+            with app.app_context(), session_scope() as s:
+                services.delete_enterprise(s, ADMIN, gone.id)
+                deleting.set()
+                threading.Event().wait(0.6)
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+            deleting.set()
+
+    def applicant():
+        try:
+            deleting.wait(5)
+            with app.app_context(), session_scope() as s:
+                request_enterprise_binding(s, s.get(User, u.id), name="丙丁科技", credit_code=code(34))
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=admin), threading.Thread(target=applicant)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert not errors, errors
+    row = _user(db, u.id)
+    fresh = db.scalar(select(Enterprise).where(Enterprise.credit_code == code(34)))
+    assert fresh is not None and fresh.id != gone.id and fresh.note.startswith("由企业联系人")
+    assert (row.enterprise_id, row.binding_state) == (fresh.id, "pending")
