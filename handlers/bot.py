@@ -107,28 +107,94 @@ def activity_text(user_id: int | None = None, *, category: str | None = None, ti
     registration itself are in the mini-program. For a known user only those they may register for (an activity
     for other buildings or industries was listed and then refused); `category` / `title` (with their `label`, as
     the user said it) for “报名午间一小时”."""
+    return activity_list(user_id, category=category, title=title, label=label)[0]
+
+
+def activity_list(user_id: int | None = None, *, category: str | None = None, title: str | None = None,
+                  label: str = "") -> tuple[str, list[int]]:
+    """`activity_text` and the ids of the activities it numbered (a number replied next picks one of them)."""
     from wxapp_backend.activities.services import open_for_registration
     from wxapp_backend.db import session_scope
 
     try:
         with session_scope() as s:
-            lines = []
+            lines, ids = [], []
             found = open_for_registration(s, ACTIVITY_LIST_LIMIT, user_id=user_id, category=category, title=title)
             for i, (a, left) in enumerate(found, 1):
                 seats = f"剩 {left} 个名额" if left > 0 else ("已满，可候补" if a.waitlist_enabled else "已满")
                 place = f"，{a.place}" if a.place else ""  # the building too: the address is often a room in it
                 lines.append(f"{i}. {a.title}：{_when(a.starts_at)}{place}（{seats}）")
+                ids.append(a.id)
     except Exception:  # noqa: BLE001 - the lookup is a convenience: point to the mini-program instead
         log.exception("activity lookup failed")
-        return ACTIVITY_TEXT
+        return ACTIVITY_TEXT, []
+    pick = _pick_hint(len(ids))
     if label:
         if not lines:
-            return NO_ACTIVITY_OF.format(label=label)
-        return (f"“{label}”近期可以报名的活动：\n" + "\n".join(lines) + "\n\n" + HOW_TO_REGISTER)
+            return NO_ACTIVITY_OF.format(label=label), []
+        return (f"“{label}”近期可以报名的活动：\n" + "\n".join(lines) + "\n\n" + pick + HOW_TO_REGISTER), ids
     if not lines:
-        return NO_ACTIVITY
-    return ("近期可以报名的活动：\n" + "\n".join(lines)
-            + "\n\n详情和报名请到小程序“白领活动”，开始前会提醒您；回复“我的报名”查看您报过的活动。")
+        return NO_ACTIVITY, []
+    return ("近期可以报名的活动：\n" + "\n".join(lines) + "\n\n" + pick
+            + "报名请到小程序“白领活动”，开始前会提醒您；回复“我的报名”查看您报过的活动。"), ids
+
+
+def _pick_hint(n: int) -> str:
+    """The line under a numbered list of activities: a number picks one (it was the menu's item)."""
+    return "回复序号 1 查看详情。" if n == 1 else f"回复序号（1～{n}）查看详情。"
+
+
+ACTIVITY_GONE = "这个活动已经下线了，回复“活动”看看近期可以报名的活动。"
+DESCRIPTION_CHARS = 150
+OTHER_ACTIVITIES = "\n\n（想看刚才列出的其他活动，回复 {numbers}）"
+
+
+def activity_detail_text(activity_id: int, user_id: int | None) -> str:
+    """One activity picked from a numbered list (“活动”, “报名午间一小时”, “我的报名”): time, place, seats, what it is,
+    the user's own registration, and how to register (in the mini-program)."""
+    from wxapp_backend.activities.models import STATUS_LABELS
+    from wxapp_backend.activities.services import SHANGHAI, chat_detail
+    from wxapp_backend.db import session_scope
+
+    with session_scope() as s:
+        found = chat_detail(s, int(activity_id), user_id)
+        if found is None:
+            return ACTIVITY_GONE
+        a, taken, queued, own, why = found
+        ends = a.ends_at.astimezone(SHANGHAI)
+        same_day = ends.date() == a.starts_at.astimezone(SHANGHAI).date()
+        lines = [f"【{a.title}】", f"时间：{_when(a.starts_at)} - {f'{ends:%H:%M}' if same_day else _when(a.ends_at)}"]
+        if a.place:
+            lines.append(f"地点：{a.place}")
+        left = a.capacity - taken
+        if left > 0:
+            lines.append(f"名额：剩 {left} 个（共 {a.capacity} 个）")
+        else:
+            lines.append("名额：已满" + (f"，可候补（已有 {queued} 人候补）" if a.waitlist_enabled and queued
+                                         else "，可候补" if a.waitlist_enabled else ""))
+        description = " ".join((a.description or "").split())
+        if description:
+            cut = description[:DESCRIPTION_CHARS] + ("…" if len(description) > DESCRIPTION_CHARS else "")
+            lines.append(f"简介：{cut}")
+        if own is not None:
+            tail = (f"您的报名：{STATUS_LABELS.get(own, own)}。取消报名、出示签到码请到小程序“我的报名”。")
+        elif why:
+            tail = f"现在不能报名：{why}"
+        else:
+            tail = HOW_TO_REGISTER
+    return "\n".join(lines) + "\n\n" + tail
+
+
+def picked_item(kind: str, item_id, user_id: int | None, others: list[int]) -> tuple[str, str]:
+    """A number picking from a list the bot showed (knowledge_store.bot.offer_items): its reply and decision."""
+    try:
+        text = activity_detail_text(int(item_id), user_id)
+    except Exception:  # noqa: BLE001 - a convenience, as the list itself: point to the mini-program instead
+        log.exception("activity detail lookup failed")
+        return ACTIVITY_TEXT, "guide"
+    if others and text != ACTIVITY_GONE:
+        text += OTHER_ACTIVITIES.format(numbers="、".join(str(n) for n in others))
+    return text, "guide"
 
 
 NO_ACTIVITY_OF = ("“{label}”最近暂时没有可以报名的活动。可以在小程序“白领活动”里订阅这个类别，新活动发布时会第一时间"
@@ -192,22 +258,37 @@ def _title_exists(words: str | None) -> bool:
 
 
 def sign_up_text(user_id: int | None, topic: tuple[str | None, str | None, str]) -> str:
+    return sign_up_list(user_id, topic)[0]
+
+
+def sign_up_list(user_id: int | None, topic: tuple[str | None, str | None, str]) -> tuple[str, list[int]]:
     category, title, label = topic
-    return activity_text(user_id, category=category, title=title, label=label)
+    return activity_list(user_id, category=category, title=title, label=label)
+
+
+def _offered(ctx: Context, found: tuple[str, list[int]]) -> Reply:
+    """A numbered list of activities shown in the WeChat chat: a number next picks one of them."""
+    kb.offer_activities(ctx, found[1])
+    return Text(found[0])
 
 
 def activity(ctx: Context) -> Reply:
-    return Text(activity_text(ctx.user_id))
+    return _offered(ctx, activity_list(ctx.user_id))
 
 
 def my_registrations(ctx: Context) -> Reply:
-    return Text(my_registrations_text(ctx.user_id))
+    return _offered(ctx, my_registrations_list(ctx.user_id))
 
 
 def my_registrations_text(user_id: int | None) -> str:
     """我的报名: the user's registrations for activities still to come, with their state."""
+    return my_registrations_list(user_id)[0]
+
+
+def my_registrations_list(user_id: int | None) -> tuple[str, list[int]]:
+    """`my_registrations_text` and the ids of the activities it numbered."""
     from wxapp_backend.activities.models import STATUS_LABELS, RegStatus
-    from wxapp_backend.activities.services import WAITLIST_MISSED, upcoming_registrations
+    from wxapp_backend.activities.services import WAITLIST_MISSED, upcoming_registrations_with_ids
     from wxapp_backend.db import session_scope, utcnow
 
     def label(status: str, starts) -> str:
@@ -217,14 +298,15 @@ def my_registrations_text(user_id: int | None) -> str:
         return STATUS_LABELS.get(status, status)
 
     if user_id is None:
-        return "您目前没有报名的活动。" + ACTIVITY_TEXT
+        return "您目前没有报名的活动。" + ACTIVITY_TEXT, []
     with session_scope() as s:
+        rows = upcoming_registrations_with_ids(s, user_id, ACTIVITY_LIST_LIMIT)
         lines = [f"{i}. {title}：{_when(starts)}（{label(status, starts)}）"
-                 for i, (title, starts, status) in enumerate(upcoming_registrations(s, user_id,
-                                                                                    ACTIVITY_LIST_LIMIT), 1)]
+                 for i, (_id, title, starts, status) in enumerate(rows, 1)]
     if not lines:
-        return "您目前没有报名的活动。回复“活动”看看近期有哪些可以报名。"
-    return "您报名的活动：\n" + "\n".join(lines) + "\n\n取消报名、出示签到码请到小程序“我的报名”。"
+        return "您目前没有报名的活动。回复“活动”看看近期有哪些可以报名。", []
+    return ("您报名的活动：\n" + "\n".join(lines) + "\n\n" + _pick_hint(len(rows))
+            + "取消报名、出示签到码请到小程序“我的报名”。"), [row[0] for row in rows]
 
 
 def kb_prompt(ctx: Context) -> Reply:
@@ -347,7 +429,7 @@ def install_defaults(router: Router, *, middleware: bool = True) -> Router:
 
     @router.match(_sign_up_match)  # not cheap: a title is looked up in the database
     def on_sign_up(ctx: Context) -> Reply:
-        return Text(sign_up_text(ctx.user_id, ctx.match))
+        return _offered(ctx, sign_up_list(ctx.user_id, ctx.match))
 
     @router.msg_type("text")
     def on_text(ctx: Context) -> Reply | str | None:
@@ -402,22 +484,30 @@ def _as_text(router: Router, ctx: Context, said: str) -> Reply | None:
 
 def app_reply(text: str, *, user_id: int | None, pending_choices: bool,
               numbers_since: Callable[[float], bool] | None = None,
-              forget: Callable[[], None] | None = None) -> tuple[str, str] | None:
+              forget: Callable[[], None] | None = None,
+              offer: Callable[[str, list[int]], None] | None = None) -> tuple[str, str] | None:
     """What the router answers without the knowledge base, for the mini-program's in-app chat (POST
     /api/v1/chat): the same words as the WeChat chat where they mean the same there, the mini-program's pages
     where the WeChat chat would start a chat-only flow (the appeal intake, rating). Returns (reply, decision)
     or None for the knowledge base. Decisions: smalltalk, handoff, guide (points to a page of the app).
     `numbers_since(when)`: whether this chat offered numbers of its own (its menu, “您是不是想问”) since the UNIX time
     `when` (a bare digit after a 办结 notice is the score unless it did); `forget()` drops this chat's pending
-    “您是不是想问” choices (called where the WeChat chat drops them: a list of the user's appeals)."""
+    “您是不是想问” choices (called where the WeChat chat drops them: a list of the user's appeals); `offer(kind, ids)`
+    remembers a numbered list of activities it showed (a number next picks one, as in the WeChat chat)."""
     t = command_word(text) if text and text.strip() else ""
     if not t:
         return None
+
+    def listed(found: tuple[str, list[int]]) -> tuple[str, str]:
+        if offer is not None:
+            offer("activity", found[1])
+        return found[0], "guide"
+
     for group in ("human", "appeal", "activity"):
         if t in _FOLDED[group]:
-            return _app_intent(group, user_id)
+            return _app_intent(group, user_id, listed)
     if t in _FOLDED["my_registrations"]:  # without a login nobody knows whose: not “您目前没有报名的活动”
-        return (my_registrations_text(user_id) if user_id is not None else REGISTRATIONS_LOGIN), "guide"
+        return listed(my_registrations_list(user_id)) if user_id is not None else (REGISTRATIONS_LOGIN, "guide")
     from .appeal_followup import _PROGRESS, status_text
     from .appeal_intake import word
 
@@ -438,9 +528,9 @@ def app_reply(text: str, *, user_id: int | None, pending_choices: bool,
         return followup, "guide"
     topic = sign_up_topic(text)  # “我想报名午间一小时”: that category's activities, as in the WeChat chat
     if topic is not None and (topic[0] is not None or _title_exists(topic[1])):
-        return sign_up_text(user_id, topic), "guide"
+        return listed(sign_up_list(user_id, topic))
     if t in DIGITS and not pending_choices:  # "回复数字即可查看答案" wins over the menu digits
-        return _app_intent(DIGITS[t], user_id)
+        return _app_intent(DIGITS[t], user_id, listed)
     for group in ("menu", "greeting", "thanks", "bye"):
         if t in _FOLDED[group]:
             return _APP_FIXED[group], "smalltalk"
@@ -513,9 +603,14 @@ def _app_rating(text: str, user_id: int | None) -> str | None:
 _APP_INTENTS = {"kb": (KB_PROMPT, "smalltalk"), "appeal": (APPEAL_APP, "guide"), "human": (HUMAN_APP, "handoff")}
 
 
-def _app_intent(group: str, user_id: int | None = None) -> tuple[str, str]:
-    """The in-app chat's answer to a menu intent; activities are looked up as in the WeChat chat."""
-    return (activity_text(user_id), "guide") if group == "activity" else _APP_INTENTS[group]
+def _app_intent(group: str, user_id: int | None = None,
+                listed: Callable[[tuple[str, list[int]]], tuple[str, str]] | None = None) -> tuple[str, str]:
+    """The in-app chat's answer to a menu intent; activities are looked up as in the WeChat chat (`listed` keeps
+    the numbers of the list shown)."""
+    if group != "activity":
+        return _APP_INTENTS[group]
+    found = activity_list(user_id)
+    return listed(found) if listed is not None else (found[0], "guide")
 _APP_FIXED = {"menu": MENU_REPLY, "greeting": GREETING, "thanks": THANKS, "bye": BYE}
 
 

@@ -7,6 +7,7 @@ from flask import current_app
 from wxapp_backend.knowledge_store.bot import choices_last as _choices_last
 from wxapp_backend.knowledge_store.bot import forget_choices as _forget
 from wxapp_backend.knowledge_store.bot import has_pending_choices as _pending
+from wxapp_backend.knowledge_store.bot import offer_items as _offer_items
 from wxapp_backend.knowledge_store.bot import respond
 from wxapp_backend.knowledge_store.services import get_runtime
 
@@ -19,8 +20,10 @@ DETAIL_HINT = "（内容较长，完整内容请在小程序“政策问答”�
 def answer(text: str, ctx: Context) -> Reply:
     """Answer `text` from the knowledge base: an answer, numbered “您是不是想问” choices, or a fallback."""
     state = current_app.extensions["wxapp"]
+    from .bot import picked_item
+
     result, _turn = respond(get_runtime(), state.db, state.redis, text, channel=ctx.account,
-                            user_id=ctx.user_id, who=ctx.openid, detail_hint=DETAIL_HINT)
+                            user_id=ctx.user_id, who=ctx.openid, detail_hint=DETAIL_HINT, pick_item=picked_item)
     if result.handoff:
         return Transfer(result.reply)
     _remember_unanswered(ctx, text if result.decision == "fallback" else "")
@@ -88,6 +91,11 @@ def choices_last(ctx: Context) -> bool:
     """True when the last numbers the bot offered were “您是不是想问” choices, pending or expired since: a digit
     means one of them (the knowledge base picks it, or says the list has expired), not a menu item."""
     return _choices_last(ctx.redis, ctx.account, ctx.openid)
+
+
+def offer_activities(ctx: Context, ids: list[int]) -> None:
+    """A numbered list of activities was shown: a number next picks one of them (not a menu item)."""
+    _offer_items(ctx.redis, ctx.account, ctx.openid, "activity", ids)
 
 
 def forget_choices(ctx: Context) -> None:

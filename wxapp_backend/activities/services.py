@@ -1044,13 +1044,48 @@ def open_for_registration(session: Session, limit: int = 5, *, user_id: int | No
     return [(a, a.capacity - seats_taken(session, a.id)) for a in rows]
 
 
+_UPCOMING = (RegStatus.CONFIRMED.value, RegStatus.PENDING_APPROVAL.value, RegStatus.WAITLISTED.value,
+             RegStatus.ATTENDED.value)
+
+
 def upcoming_registrations(session: Session, user_id: int, limit: int = 5) -> list[tuple[str, datetime, str]]:
     """(title, start, status) of the user's active registrations for activities not over yet (the chat's “我的报名”)."""
-    active = (RegStatus.CONFIRMED.value, RegStatus.PENDING_APPROVAL.value, RegStatus.WAITLISTED.value,
-              RegStatus.ATTENDED.value)
+    return [row[1:] for row in upcoming_registrations_with_ids(session, user_id, limit)]
+
+
+def upcoming_registrations_with_ids(session: Session, user_id: int, limit: int = 5
+                                    ) -> list[tuple[int, str, datetime, str]]:
+    """`upcoming_registrations` with each activity's id first: (activity id, title, start, status)."""
     return [tuple(r) for r in session.execute(
-        select(Activity.title, Activity.starts_at, Registration.status)
+        select(Activity.id, Activity.title, Activity.starts_at, Registration.status)
         .join(Activity, Activity.id == Registration.activity_id)
-        .where(Registration.user_id == user_id, Registration.status.in_(active), Activity.ends_at > utcnow())
-        .order_by(Activity.starts_at).limit(limit))]
+        .where(Registration.user_id == user_id, Registration.status.in_(_UPCOMING), Activity.ends_at > utcnow())
+        .order_by(Activity.starts_at, Activity.id).limit(limit))]
+
+
+def chat_detail(session: Session, activity_id: int, user_id: int | None = None
+                ) -> tuple[Activity, int, int, str | None, str | None] | None:
+    """One activity as the chat shows it when picked from a list: (activity, seats taken, waitlisted, the user's own
+    active registration status or None, why a new registration would be refused now or None); None when there is
+    nothing to show (gone, or a draft)."""
+    activity = session.get(Activity, activity_id)
+    if activity is None or activity.status == ActivityStatus.DRAFT.value:
+        return None
+    taken, queued = seat_and_waitlist(session, activity_id)
+    own = None
+    if user_id is not None:
+        own = session.scalar(select(Registration.status).where(
+            Registration.user_id == user_id, Registration.activity_id == activity_id,
+            Registration.status.in_(ACTIVE_STATUSES)).order_by(Registration.id.desc()).limit(1))
+    user = session.get(User, user_id) if user_id is not None else None
+    if own is not None:
+        why = None
+    elif user is not None:
+        why = refusal(activity, user, taken, queued, standing=own_standing(session, user.id, [activity_id]).get(
+            activity_id))
+    else:
+        closed = _closed(activity, utcnow())
+        why = closed[1] if closed else (FULL if taken >= activity.capacity and not activity.waitlist_enabled
+                                        else None)
+    return activity, taken, queued, own, why
 

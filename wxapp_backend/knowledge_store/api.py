@@ -12,7 +12,7 @@ from ..db import session_scope
 from ..errors import NotFound
 from ..http import doc, limit_key, parse, query, throttle
 from ..validation import Field, text_key
-from .bot import forget_choices, respond
+from .bot import forget_choices, offer_items, respond
 from .chat import bot_decision
 from .services import entry_from_row, get_runtime, record_feedback, today_shanghai, turn_vote_token
 
@@ -75,7 +75,7 @@ def search():
      "decision：answer / suggest / fallback / smalltalk / handoff / guide（指向小程序页面）", body=CHAT_FIELDS,
      auth="none", tags=["知识库"], responses={200: "{reply, decision, suggestions, turn_id, vote_token}"})
 def chat():
-    from handlers.bot import HUMAN_APP, MENU_REPLY, app_reply
+    from handlers.bot import HUMAN_APP, MENU_REPLY, app_reply, picked_item
     from handlers.kb import menu_shown, numbers_offered_since
 
     data = parse(CHAT_FIELDS)
@@ -88,7 +88,8 @@ def chat():
     def fixed(text: str, pending: bool) -> tuple[str, str] | None:
         found = app_reply(text, user_id=user_id, pending_choices=pending,
                           numbers_since=lambda when: numbers_offered_since(state.redis, "api", who, when),
-                          forget=lambda: forget_choices(state.redis, "api", who))
+                          forget=lambda: forget_choices(state.redis, "api", who),
+                          offer=lambda kind, ids: offer_items(state.redis, "api", who, kind, ids))
         if found is not None and found[0] == MENU_REPLY:  # its digits now mean the menu, as in the WeChat chat
             forget_choices(state.redis, "api", who)
             menu_shown(state.redis, "api", who)
@@ -96,7 +97,7 @@ def chat():
 
     # The words the WeChat chat answers without the knowledge base (menu, 人工, 我要反映, 我的诉求 ...) first.
     result, turn_id = respond(get_runtime(), state.db, state.redis, data["text"], channel="api", user_id=user_id,
-                              who=who, fixed=fixed)
+                              who=who, fixed=fixed, pick_item=picked_item)
     body = result.to_dict()
     if result.handoff:  # the knowledge base's “正在为您转接…”: the app cannot hand over, its 联系客服 button does
         body["reply"] = HUMAN_APP

@@ -10,7 +10,7 @@ from collections.abc import Callable
 import redis
 
 from ..db import Database
-from .chat import ChatResult, _bare_number, ask
+from .chat import ChatResult, _bare_number, ask, choice_index
 from .services import CHOICE, KBRuntime, log_turn
 
 log = logging.getLogger(__name__)
@@ -38,6 +38,51 @@ def _offered_key(channel: str, who: str) -> str:
     return f"kb:offered:{channel}:{who}"
 
 
+# Lists of other things than knowledge-base entries that the bot numbers (“活动”, “我的报名”): remembered in the same
+# place as the “您是不是想问” choices, as {"kind": ..., "ids": [...]}, so that a number means whichever list was shown
+# last (it was main-menu item 1 after the activity list), and the menu, an answer or new choices replace them alike.
+ITEM_KINDS = {"activity": "活动"}
+ITEMS_EXPIRED = ("刚才列出的{what}已经过期了（超过 15 分钟），小二不确定您选的是哪一个～请回复“{again}”重新查看；"
+                 "回复“菜单”看看我能做什么。")
+ITEM_PICK_AGAIN = "请回复 {choices}查看对应的{what}，或者直接输入您的问题。"
+# (kind, the picked item's id, the caller's user id, the other numbers of the list) -> (reply, decision)
+PickItem = Callable[[str, "int | str", "int | None", "list[int]"], "tuple[str, str]"]
+
+
+def offer_items(r: redis.Redis, channel: str, who: str, kind: str, ids: list) -> None:
+    """The bot showed `who` a numbered list of `kind` (ids in their order): a number now picks one of them."""
+    if not ids:
+        return  # nothing numbered was shown: the numbers offered before keep their meaning
+    try:
+        r.set(_memory_key(channel, who), json.dumps({"kind": kind, "ids": list(ids)}), ex=MEMORY_TTL)
+        r.set(_offered_key(channel, who), kind, ex=OFFERED_TTL)
+    except redis.RedisError:
+        log.warning("could not store the list memory")
+
+
+def _pick_item(r: redis.Redis, channel: str, who: str, text: str, items: dict, user_id: int | None,
+               pick_item: PickItem | None) -> ChatResult | None:
+    """A reply to a numbered list of items (`offer_items`): the picked item, or which numbers to pick; None when the
+    text is no number (a question: the list stays until something else is answered)."""
+    kind, ids = items.get("kind"), items.get("ids")
+    if kind not in ITEM_KINDS or not isinstance(ids, list) or not ids or pick_item is None:
+        return None
+    index = choice_index(text, len(ids))
+    if index is None:
+        if not _bare_number(text):
+            return None
+        n = len(ids)
+        return ChatResult(ITEM_PICK_AGAIN.format(choices="1 " if n == 1 else f"1～{n} 之间的数字",
+                                                 what=ITEM_KINDS[kind]), "smalltalk")
+    reply, decision = pick_item(kind, ids[index], user_id, [i + 1 for i in range(len(ids)) if i != index])
+    try:  # another of the same list may be wanted next: kept, for as long again
+        r.expire(_memory_key(channel, who), MEMORY_TTL)
+        r.expire(_offered_key(channel, who), OFFERED_TTL)
+    except redis.RedisError:
+        pass
+    return ChatResult(reply, decision)
+
+
 # A channel's own answers that come before the knowledge base: (text, whether numbered choices are pending)
 # -> (reply, decision) or None. The app's chat passes handlers.bot.app_reply (the WeChat chat's fixed words).
 Fixed = Callable[[str, bool], "tuple[str, str] | None"]
@@ -46,8 +91,9 @@ _DIGITS = frozenset("1234")  # the only texts for which pending choices matter t
 
 def respond(runtime: KBRuntime, db: Database, r: redis.Redis, text: str, *, channel: str,
             user_id: int | None, who: str, detail_hint: str = "", fixed: Fixed | None = None,
-            ) -> tuple[ChatResult, int | None]:
-    """One turn of the bot for `who` (a stable per-user key); returns the result and the logged turn id."""
+            pick_item: PickItem | None = None) -> tuple[ChatResult, int | None]:
+    """One turn of the bot for `who` (a stable per-user key); returns the result and the logged turn id.
+    `pick_item` answers a number picking from a list other than “您是不是想问” choices (`offer_items`)."""
     key = _memory_key(channel, who)
     log_channel = CONSOLE_CHANNEL if who.startswith(SIMULATOR_OPENID_PREFIX) else channel
     if fixed is not None:
@@ -68,8 +114,19 @@ def respond(runtime: KBRuntime, db: Database, r: redis.Redis, text: str, *, chan
         last = json.loads(raw) if raw else None
     except (redis.RedisError, ValueError):
         last = None  # losing the memory only means a number reply is read as a question
-    if last is None and _bare_number(text) and _offered(r, channel, who):
-        return ChatResult(CHOICES_EXPIRED, "smalltalk"), None  # a pick from a list that has expired
+    if isinstance(last, dict):  # a list of activities (or other items), not knowledge-base choices
+        picked = _pick_item(r, channel, who, text, last, user_id, pick_item)
+        if picked is not None:
+            return picked, None
+        last = None
+    elif not isinstance(last, list):
+        last = None
+    if last is None and _bare_number(text):
+        kind = _offered_kind(r, channel, who)
+        if kind in ITEM_KINDS:  # a pick from a list of activities that has expired
+            return ChatResult(ITEMS_EXPIRED.format(what=ITEM_KINDS[kind], again=ITEM_KINDS[kind]), "smalltalk"), None
+        if kind:
+            return ChatResult(CHOICES_EXPIRED, "smalltalk"), None  # a pick from a list that has expired
     result = ask(runtime.get(), text, last_suggestions=last, detail_hint=detail_hint)
     offered = _offered_key(channel, who)
     try:
@@ -102,11 +159,13 @@ def has_pending_choices(r: redis.Redis, channel: str, who: str) -> bool:
         return False
 
 
-def _offered(r: redis.Redis, channel: str, who: str) -> bool:
+def _offered_kind(r: redis.Redis, channel: str, who: str) -> str:
+    """What the last numbered list offered was: "1" for “您是不是想问” choices, an ITEM_KINDS key, or '' (none)."""
     try:
-        return bool(r.exists(_offered_key(channel, who)))
+        raw = r.get(_offered_key(channel, who))
     except redis.RedisError:
-        return False
+        return ""
+    return (raw.decode() if isinstance(raw, bytes) else raw) or ""
 
 
 def choices_last(r: redis.Redis, channel: str, who: str) -> bool:

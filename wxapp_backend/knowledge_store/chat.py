@@ -184,10 +184,20 @@ _CHOICE_WORDS = re.compile(r"^(?:[选選][择擇]?|要)?第?|(?:[个個条條项
 def _numbered_choice(text: str, last: list[str] | None) -> str | None:
     if not last:
         return None
-    t = text.strip().strip("。.、")
-    t = _CHOICE_WORDS.sub("", t) or t  # “第二个”, “第2条”, “2号”, “选3”
-    t = {"一": "1", "二": "2", "三": "3", "１": "1", "２": "2", "３": "3"}.get(t, t)
+    index = choice_index(text, len(last))
+    return last[index] if index is not None else None
+
+
+_CHOICE_NUMERALS = {"一": "1", "二": "2", "两": "2", "三": "3", "四": "4", "五": "5"}
+
+
+def choice_index(text: str, count: int) -> int | None:
+    """The 0-based position a reply picks among `count` numbered lines (“2”, “２”, “第二个”, “第2条”, “2号”, “选3”),
+    or None."""
+    t = unicodedata.normalize("NFKC", text).strip().strip("。.、")
+    t = _CHOICE_WORDS.sub("", t) or t
+    t = _CHOICE_NUMERALS.get(t, t)
     # ASCII and short: "²".isdigit() is True but int("²") fails, and int() refuses 4,300 digits or more.
-    if t.isascii() and t.isdigit() and len(t) <= 3 and 1 <= int(t) <= len(last):
-        return last[int(t) - 1]
+    if t.isascii() and t.isdigit() and len(t) <= 3 and 1 <= int(t) <= count:
+        return int(t) - 1
     return None

@@ -1,0 +1,107 @@
+"""QA of the bot's conversation in both channels (twelfth pass, fourth look): the Official Account webhook and the
+mini-program's in-app chat (POST /api/v1/chat). A number means what the last numbered list the bot showed says it
+means; words that only make sense inside a flow get a plain answer outside one."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import select
+
+from handlers.bot import KB_PROMPT
+from tests.integration.appeals.test_appeal_chat_followup import chat  # noqa: F401  (the follow-up's fixture)
+from tests.integration.test_chat_qa_s9 import oa_kb, say  # noqa: F401  (the signed webhook and its helper)
+from wxapp_backend.db import session_scope
+from wxapp_backend.knowledge_store.bot import _memory_key
+
+
+def _app(client, headers, text: str, session: str | None = None) -> dict:
+    body = {"text": text} if session is None else {"text": text, "session": session}
+    resp = client.post("/api/v1/chat", json=body, headers=headers)
+    assert resp.status_code == 200, resp.get_data(as_text=True)
+    return resp.get_json()
+
+
+def _user_of(openid: str) -> int:
+    from wxapp_backend.auth.models import User
+
+    with session_scope() as s:
+        return s.scalar(select(User.id).where(User.oa_openid == openid))
+
+
+def _two_activities(make_activity):
+    soon = datetime.now(UTC) + timedelta(days=2)
+    yoga = make_activity(title="午间一小时·瑜伽", category="lunch_hour", address="新华大厦 3 楼", capacity=20,
+                         starts_at=soon, description="在大堂练习舒缓瑜伽，请自带瑜伽垫。")
+    concert = make_activity(title="楼宇音乐会·弦乐四重奏", category="concert", address="幸福大楼大堂", capacity=50,
+                            starts_at=soon + timedelta(days=1))
+    return yoga, concert
+
+
+def test_a_number_after_the_activity_list_picks_that_activity_in_the_wechat_chat(oa_kb, make_activity,  # noqa: F811
+                                                                                   redis_client):
+    """After “活动” listed “1. 午间一小时·瑜伽 2. 楼宇音乐会…”, a “1” was main-menu item 1 (政策问答's prompt) and a
+    “2” started the appeal intake: the user meant the activity. A number now picks that activity (its details and how
+    to register) as “您是不是想问” choices are picked; once the menu is shown, its digits are meant again."""
+    _two_activities(make_activity)
+    openid = "oActivityPick"
+    say(oa_kb, openid, "你好")
+    listing = say(oa_kb, openid, "活动")
+    assert "1. 午间一小时·瑜伽" in listing, listing
+    reply = say(oa_kb, openid, "1")
+    assert reply != KB_PROMPT and "午间一小时·瑜伽" in reply and "自带瑜伽垫" in reply, reply
+    assert "报名" in reply and "小程序" in reply and "新华大厦 3 楼" in reply, reply
+    reply = say(oa_kb, openid, "第2个")
+    assert "弦乐四重奏" in reply and "登记诉求" not in reply, reply
+    reply = say(oa_kb, openid, "5")  # beyond the list: says which numbers, no “没看明白”
+    assert "1～2" in reply, reply
+    say(oa_kb, openid, "菜单")
+    assert say(oa_kb, openid, "1") == KB_PROMPT
+    # A category's list (“报名午间一小时”) and the user's own (“我的报名”) are numbered the same way.
+    listing = say(oa_kb, openid, "报名午间一小时")
+    assert "1. 午间一小时·瑜伽" in listing, listing
+    assert "自带瑜伽垫" in say(oa_kb, openid, "1")
+    redis_client.delete(_memory_key("oa", openid))  # a quarter of an hour later: not the menu's 我要反映 either
+    reply = say(oa_kb, openid, "2")
+    assert "活动已经过期" in reply and "登记诉求" not in reply, reply
+
+
+def test_a_number_after_my_registrations_picks_it_in_both_chats(oa_kb, make_activity, client, user_token,  # noqa: F811
+                                                                  make_user):
+    from wxapp_backend.activities.services import register
+
+    yoga, concert = _two_activities(make_activity)
+    openid = "oMyRegPick"
+    say(oa_kb, openid, "你好")
+    with session_scope() as s:
+        register(s, activity_id=concert.id, user_id=_user_of(openid))
+    assert "1. 楼宇音乐会·弦乐四重奏" in say(oa_kb, openid, "我的报名")
+    reply = say(oa_kb, openid, "1")
+    assert "弦乐四重奏" in reply and "报名成功" in reply and reply != KB_PROMPT, reply
+
+    user = make_user()
+    with session_scope() as s:
+        register(s, activity_id=yoga.id, user_id=user.id)
+    h = user_token(user)
+    assert "1. 午间一小时·瑜伽" in _app(client, h, "我的报名")["reply"]
+    body = _app(client, h, "1")
+    assert "自带瑜伽垫" in body["reply"] and "报名成功" in body["reply"] and body["decision"] == "guide", body
+
+
+def test_a_number_after_the_activity_list_picks_that_activity_in_the_app_chat(make_activity, client, user_token,
+                                                                            make_user):
+    """The same in the mini-program's chat: “3” after the activity list was 白领活动 again, “1” the 政策问答 prompt,
+    “4” 联系客服 (a hand-over)."""
+    _two_activities(make_activity)
+    h = user_token(make_user())
+    assert "2. 楼宇音乐会" in _app(client, h, "活动")["reply"]
+    body = _app(client, h, "2")
+    assert "弦乐四重奏" in body["reply"] and body["decision"] == "guide", body
+    body = _app(client, h, "１")
+    assert "自带瑜伽垫" in body["reply"], body
+    assert "1～2" in _app(client, h, "4")["reply"]  # not 联系客服
+    _app(client, h, "菜单")
+    assert _app(client, h, "1")["reply"] == KB_PROMPT
+    # Anonymous callers with their own session too.
+    assert "1. 午间一小时" in _app(client, {}, "活动", session="anon-session-1")["reply"]
+    assert "自带瑜伽垫" in _app(client, {}, "1", session="anon-session-1")["reply"]
