@@ -76,6 +76,12 @@ MENU_REPLY = "我是数字店小二，可以帮您：\n" + MENU_TEXT
 GREETINGS = ("你好", "您好", "hi", "hello", "在吗", "在么", "在不在", "哈喽", "嗨", "早上好", "下午好", "晚上好")
 THANKS_WORDS = ("谢谢", "谢谢你", "谢谢您", "感谢", "多谢", "thanks", "thank you", "好的谢谢", "辛苦了")
 BYE_WORDS = ("再见", "拜拜", "bye")
+# “取消” with nothing under way (no intake, rating or supplement): it got “您是不是想问：报名了去不了，怎么取消？…” and
+# was logged as a question. Inside a flow the flow's own rules answer these first.
+NOTHING_WORDS = ("取消", "算了", "算了吧", "不用了", "不需要了", "退出", "不提交了")
+NOTHING_UNDER_WAY = ("好的～现在没有进行中的事项（没有正在填写的诉求、评价或补充）。还有什么需要，直接问我就行；"
+                     "回复“菜单”看看我能做什么。")
+DRAFT_KEPT = "您还有一条未填完的诉求（第 {n}/5 步），已为您保留：回复“取消”放弃它，回复“继续”接着填。"
 
 
 def human(ctx: Context) -> Reply:
@@ -423,6 +429,15 @@ def install_defaults(router: Router, *, middleware: bool = True) -> Router:
             return kb.answer(ctx.match, ctx)
         return _as_menu_click(router, ctx, DIGITS[ctx.match])
 
+    @router.text(*NOTHING_WORDS, fast=True)
+    def on_nothing_to_cancel(ctx: Context) -> Reply:
+        from .appeal_intake import FLOW, STEPS, _state
+
+        d = _state(ctx)  # a draft put aside by the menu: “不用了” is not the intake's 取消, and the draft is there
+        if d.get("flow") == FLOW and d.get("step") in STEPS:
+            return Text(DRAFT_KEPT.format(n=STEPS.index(d["step"]) + 1))
+        return Text(NOTHING_UNDER_WAY)
+
     router.text(*GREETINGS, answer=Text(GREETING))
     router.text(*THANKS_WORDS, answer=Text(THANKS))
     router.text(*BYE_WORDS, answer=Text(BYE))
@@ -531,7 +546,7 @@ def app_reply(text: str, *, user_id: int | None, pending_choices: bool,
         return listed(sign_up_list(user_id, topic))
     if t in DIGITS and not pending_choices:  # "回复数字即可查看答案" wins over the menu digits
         return _app_intent(DIGITS[t], user_id, listed)
-    for group in ("menu", "greeting", "thanks", "bye"):
+    for group in ("menu", "greeting", "thanks", "bye", "nothing"):
         if t in _FOLDED[group]:
             return _APP_FIXED[group], "smalltalk"
     return None
@@ -611,7 +626,7 @@ def _app_intent(group: str, user_id: int | None = None,
         return _APP_INTENTS[group]
     found = activity_list(user_id)
     return listed(found) if listed is not None else (found[0], "guide")
-_APP_FIXED = {"menu": MENU_REPLY, "greeting": GREETING, "thanks": THANKS, "bye": BYE}
+_APP_FIXED = {"menu": MENU_REPLY, "greeting": GREETING, "thanks": THANKS, "bye": BYE, "nothing": NOTHING_UNDER_WAY}
 
 
 def _fold(words) -> frozenset[str]:
@@ -620,7 +635,7 @@ def _fold(words) -> frozenset[str]:
 
 _FOLDED = {"human": _fold(HUMAN_WORDS), "appeal": _fold(APPEAL_WORDS), "activity": _fold(ACTIVITY_WORDS),
            "menu": _fold(MENU_WORDS), "greeting": _fold(GREETINGS), "thanks": _fold(THANKS_WORDS),
-           "bye": _fold(BYE_WORDS), "my_registrations": _fold(MY_REGISTRATION_WORDS)}
+           "bye": _fold(BYE_WORDS), "my_registrations": _fold(MY_REGISTRATION_WORDS), "nothing": _fold(NOTHING_WORDS)}
 
 
 @functools.cache

@@ -105,3 +105,28 @@ def test_a_number_after_the_activity_list_picks_that_activity_in_the_app_chat(ma
     # Anonymous callers with their own session too.
     assert "1. 午间一小时" in _app(client, {}, "活动", session="anon-session-1")["reply"]
     assert "自带瑜伽垫" in _app(client, {}, "1", session="anon-session-1")["reply"]
+
+
+def test_cancel_with_nothing_under_way_gets_a_plain_answer(oa_kb, client, user_token, make_user):  # noqa: F811
+    """A bare “取消” (“算了”, “不用了”) with no intake, rating or supplement under way got “您是不是想问” and a list of
+    unrelated entries, in both chats, and was logged as a question. It now gets a plain “没有进行中的事项”."""
+    from wxapp_backend.knowledge_store.models import ChatTurn
+
+    openid = "oCancelNothing"
+    say(oa_kb, openid, "你好")
+    h = user_token(make_user())
+    for text in ("取消", "算了", "不用了", "取消。"):
+        reply = say(oa_kb, openid, text)
+        assert "没有进行中" in reply and "您是不是想问" not in reply, (text, reply)
+        body = _app(client, h, text)
+        assert "没有进行中" in body["reply"] and body["decision"] == "smalltalk", (text, body)
+    with session_scope() as s:
+        logged = s.scalars(select(ChatTurn.question).where(ChatTurn.question.in_(("取消", "算了", "不用了")))).all()
+    assert logged == []
+    # Inside an intake “取消” still drops the draft; a draft put aside by the menu is not “nothing under way”.
+    say(oa_kb, openid, "我要反映")
+    say(oa_kb, openid, "菜单")
+    reply = say(oa_kb, openid, "不用了")
+    assert "未填完的诉求" in reply and "没有进行中" not in reply, reply
+    assert "已取消" in say(oa_kb, openid, "取消")
+    assert "没有进行中" in say(oa_kb, openid, "算了")
