@@ -760,12 +760,18 @@ def score_after_notice(ctx: Context) -> Reply | None:
 
 SCORE_APP = ("您是给诉求 {number} 打 {stars} 分（{label}）吧？分数还没有提交：请在小程序“我的诉求”中打开这条诉求，"
              "点“评价”，说说问题解决了没有、选 {stars} 分提交。")
+# A second bare digit after SCORE_APP: nothing was asked (the WeChat chat asks “问题解决了吗？” and reads it as the
+# answer); it was named back as a new score (“4” then “1”: “1 分”). The chat cannot take a rating: say where.
+SCORE_APP_AGAIN = ("在这里回复的数字小二没法替您提交评价哦～诉求 {number} 的评价请在小程序“我的诉求”中打开这条诉求，"
+                   "点“评价”：先选问题解决了没有，再选分数（1～5 分）提交。")
+_SCORED_NOTE = "app_scored"
 
 
-def app_score_after_notice(user_id: int | None, text: str, numbers_since) -> str | None:
+def app_score_after_notice(user_id: int | None, text: str, numbers_since, memory=None) -> str | None:
     """`score_after_notice` for the in-app chat (POST /api/v1/chat): a bare 1～5 shortly after the user's appeal was
     resolved is the score (named back; the rating itself is on the appeal's page), unless the chat offered numbers
-    of its own since (`numbers_since(when)`: the menu, “您是不是想问” choices). None when the digit means those."""
+    of its own since (`numbers_since(when)`: the menu, “您是不是想问” choices). None when the digit means those.
+    `memory` (handlers.kb.ChatMemory) keeps the score named back: a digit after it says where to rate instead."""
     from datetime import UTC
 
     from wxapp_backend.appeals.followup import awaiting_rating_latest
@@ -783,6 +789,12 @@ def app_score_after_notice(user_id: int | None, text: str, numbers_since) -> str
         number = appeal.number
     if now - asked > SCORE_WINDOW or numbers_since(asked.timestamp()):
         return None
+    earlier = memory.recall(_SCORED_NOTE) if memory is not None else None
+    if earlier and earlier.get("number") == number and float(earlier.get("at", 0)) >= asked.timestamp():
+        return SCORE_APP_AGAIN.format(number=number)
+    if memory is not None:
+        memory.remember(_SCORED_NOTE, {"number": number, "at": now.timestamp()},
+                        int((SCORE_WINDOW - (now - asked)).total_seconds()))
     stars = int(digit)
     return SCORE_APP.format(number=number, stars=stars, label=GRADE_LABELS[stars])
 

@@ -500,7 +500,8 @@ def _as_text(router: Router, ctx: Context, said: str) -> Reply | None:
 def app_reply(text: str, *, user_id: int | None, pending_choices: bool,
               numbers_since: Callable[[float], bool] | None = None,
               forget: Callable[[], None] | None = None,
-              offer: Callable[[str, list[int]], None] | None = None) -> tuple[str, str] | None:
+              offer: Callable[[str, list[int]], None] | None = None,
+              memory: kb.ChatMemory | None = None) -> tuple[str, str] | None:
     """What the router answers without the knowledge base, for the mini-program's in-app chat (POST
     /api/v1/chat): the same words as the WeChat chat where they mean the same there, the mini-program's pages
     where the WeChat chat would start a chat-only flow (the appeal intake, rating). Returns (reply, decision)
@@ -508,10 +509,15 @@ def app_reply(text: str, *, user_id: int | None, pending_choices: bool,
     `numbers_since(when)`: whether this chat offered numbers of its own (its menu, “您是不是想问”) since the UNIX time
     `when` (a bare digit after a 办结 notice is the score unless it did); `forget()` drops this chat's pending
     “您是不是想问” choices (called where the WeChat chat drops them: a list of the user's appeals); `offer(kind, ids)`
-    remembers a numbered list of activities it showed (a number next picks one, as in the WeChat chat)."""
+    remembers a numbered list of activities it showed (a number next picks one, as in the WeChat chat). `memory`, the
+    conversation's memory, gives all three (and keeps what a score reply said, for the digit after it)."""
     t = command_word(text) if text and text.strip() else ""
     if not t:
         return None
+    if memory is not None:
+        numbers_since = numbers_since or memory.numbers_since
+        forget = forget or memory.forget
+        offer = offer or memory.offer
 
     def listed(found: tuple[str, list[int]]) -> tuple[str, str]:
         if offer is not None:
@@ -535,7 +541,7 @@ def app_reply(text: str, *, user_id: int | None, pending_choices: bool,
     if numbers_since is not None and len(t) == 1:  # “4” just after “您的诉求已办结，请评价”: the score, not 联系客服
         from .appeal_followup import app_score_after_notice
 
-        scored = app_score_after_notice(user_id, t, numbers_since)
+        scored = app_score_after_notice(user_id, t, numbers_since, memory)
         if scored is not None:
             return scored, "guide"
     followup = _app_followup(text.strip(), user_id)

@@ -146,3 +146,45 @@ def numbers_offered_since(r, channel: str, who: str, when: float) -> bool:
     if menu_at is not None and float(menu_at) >= when:
         return True
     return left is not None and left > 0 and time.time() - (MEMORY_TTL - left) >= when
+
+
+class ChatMemory:
+    """What one conversation (a `channel` and its caller `who`) remembers between turns, for the in-app chat's own
+    answers (handlers.bot.app_reply): the numbers it offered, and short notes such as a score it named back."""
+
+    def __init__(self, r, channel: str, who: str) -> None:
+        self.redis, self.channel, self.who = r, channel, who
+
+    def numbers_since(self, when: float) -> bool:
+        return numbers_offered_since(self.redis, self.channel, self.who, when)
+
+    def forget(self) -> None:
+        _forget(self.redis, self.channel, self.who)
+
+    def offer(self, kind: str, ids: list) -> None:
+        _offer_items(self.redis, self.channel, self.who, kind, ids)
+
+    def _note_key(self, name: str) -> str:
+        return f"wx:note:{name}:{self.channel}:{self.who}"
+
+    def remember(self, name: str, value: dict, ttl: int) -> None:
+        import json
+
+        import redis
+
+        try:
+            self.redis.set(self._note_key(name), json.dumps(value), ex=max(1, int(ttl)))
+        except redis.RedisError:
+            pass  # the next turn then answers as if this one had not happened
+
+    def recall(self, name: str) -> dict | None:
+        import json
+
+        import redis
+
+        try:
+            raw = self.redis.get(self._note_key(name))
+            value = json.loads(raw) if raw else None
+        except (redis.RedisError, ValueError):
+            return None
+        return value if isinstance(value, dict) else None

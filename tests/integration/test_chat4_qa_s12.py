@@ -107,6 +107,22 @@ def test_a_number_after_the_activity_list_picks_that_activity_in_the_app_chat(ma
     assert "自带瑜伽垫" in _app(client, {}, "1", session="anon-session-1")["reply"]
 
 
+def test_a_second_digit_after_the_app_score_reply_is_not_a_new_score(chat, client, user_token):  # noqa: F811
+    """In the app's chat “4” right after a 办结 notice is read as the score (“您是给诉求 … 打 4 分吧？…”); a second bare
+    digit (“1”) was read as a new score (“1 分”) although nothing was asked: the WeChat chat reads it as the answer to
+    its “问题解决了吗？”. The app's chat cannot take a rating: the second digit now gets where to rate, no new score."""
+    h = user_token(chat.user)
+    _, number = chat.resolved()
+    body = _app(client, h, "4")
+    assert "4 分" in body["reply"], body
+    body = _app(client, h, "1")
+    assert "1 分" not in body["reply"] and "非常不满意" not in body["reply"], body
+    assert number in body["reply"] and "评价" in body["reply"] and body["decision"] == "guide", body
+    # The menu shown since: its digits again.
+    _app(client, h, "菜单")
+    assert _app(client, h, "1")["reply"] == KB_PROMPT
+
+
 def test_cancel_with_nothing_under_way_gets_a_plain_answer(oa_kb, client, user_token, make_user):  # noqa: F811
     """A bare “取消” (“算了”, “不用了”) with no intake, rating or supplement under way got “您是不是想问” and a list of
     unrelated entries, in both chats, and was logged as a question. It now gets a plain “没有进行中的事项”."""

@@ -12,7 +12,7 @@ from ..db import session_scope
 from ..errors import NotFound
 from ..http import doc, limit_key, parse, query, throttle
 from ..validation import Field, text_key
-from .bot import forget_choices, offer_items, respond
+from .bot import forget_choices, respond
 from .chat import bot_decision
 from .services import entry_from_row, get_runtime, record_feedback, today_shanghai, turn_vote_token
 
@@ -76,7 +76,7 @@ def search():
      auth="none", tags=["知识库"], responses={200: "{reply, decision, suggestions, turn_id, vote_token}"})
 def chat():
     from handlers.bot import HUMAN_APP, MENU_REPLY, app_reply, picked_item
-    from handlers.kb import menu_shown, numbers_offered_since
+    from handlers.kb import ChatMemory, menu_shown
 
     data = parse(CHAT_FIELDS)
     user_id = optional_user_id()
@@ -86,10 +86,7 @@ def chat():
         throttle("chat", who, USER_LIMIT_PER_MIN, 60, "提问太频繁了，请稍等一分钟再试。")
 
     def fixed(text: str, pending: bool) -> tuple[str, str] | None:
-        found = app_reply(text, user_id=user_id, pending_choices=pending,
-                          numbers_since=lambda when: numbers_offered_since(state.redis, "api", who, when),
-                          forget=lambda: forget_choices(state.redis, "api", who),
-                          offer=lambda kind, ids: offer_items(state.redis, "api", who, kind, ids))
+        found = app_reply(text, user_id=user_id, pending_choices=pending, memory=ChatMemory(state.redis, "api", who))
         if found is not None and found[0] == MENU_REPLY:  # its digits now mean the menu, as in the WeChat chat
             forget_choices(state.redis, "api", who)
             menu_shown(state.redis, "api", who)
