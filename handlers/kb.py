@@ -164,6 +164,24 @@ class ChatMemory:
     def offer(self, kind: str, ids: list) -> None:
         _offer_items(self.redis, self.channel, self.who, kind, ids)
 
+    def adopt(self, other: str) -> None:
+        """The conversation the caller had as `other` (an anonymous session, before logging in) goes on as this one:
+        the numbers offered there (“您是不是想问”, a list of activities, the menu) are meant by the next digit here.
+        Moved, not copied: it happens once."""
+        import redis
+
+        from wxapp_backend.knowledge_store.bot import _memory_key, _offered_key
+
+        if not other or other == self.who:
+            return
+        try:
+            for make in (_memory_key, _offered_key, _menu_key):
+                src = make(self.channel, other)
+                if self.redis.exists(src):
+                    self.redis.rename(src, make(self.channel, self.who))
+        except redis.RedisError:
+            pass  # a digit then means the menu, as before
+
     def _note_key(self, name: str) -> str:
         return f"wx:note:{name}:{self.channel}:{self.who}"
 

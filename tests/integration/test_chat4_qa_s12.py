@@ -146,3 +146,13 @@ def test_cancel_with_nothing_under_way_gets_a_plain_answer(oa_kb, client, user_t
     assert "未填完的诉求" in reply and "没有进行中" not in reply, reply
     assert "已取消" in say(oa_kb, openid, "取消")
     assert "没有进行中" in say(oa_kb, openid, "算了")
+
+
+def test_choices_offered_before_logging_in_stay_with_the_session(oa_kb, client, user_token, make_user):  # noqa: F811
+    """An anonymous caller got “您是不是想问” choices, then logged in (the app now sends its token with the same
+    session): “2” was main-menu item 2 (我要反映), the choices lost with the anonymous key. They now follow the caller."""
+    session = "before-login-0001"
+    assert _app(client, {}, "融资", session=session)["decision"] == "suggest"
+    h = user_token(make_user())
+    body = _app(client, h, "2", session=session)
+    assert body["decision"] == "answer" and "质押" in body["reply"], body

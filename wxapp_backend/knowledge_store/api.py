@@ -45,8 +45,13 @@ def _who(user_id: int | None, session: str | None = None) -> str:
     # refused the whole address for good, and Retry-After said 60 whatever was left of the minute.
     throttle("anon_chat", limit_key(ip), ANON_LIMIT_PER_MIN, 60, "提问太频繁了，请稍等一分钟再试。")
     if session:  # the caller's own conversation (the address is part of it: a session id is not a secret)
-        return "s" + hashlib.sha1(f"{ip}\0{session}".encode()).hexdigest()[:16]
+        return _session_who(session)
     return "ip" + hashlib.sha1(ip.encode()).hexdigest()[:16]
+
+
+def _session_who(session: str) -> str:
+    ip = request.remote_addr or "?"
+    return "s" + hashlib.sha1(f"{ip}\0{session}".encode()).hexdigest()[:16]
 
 
 def _caller() -> str:
@@ -71,7 +76,8 @@ def search():
 
 @bp.post("/chat")
 @doc("和数字店小二对话（与公众号里的机器人同一套说法；诉求登记、评价等在小程序页面中完成）；登录可选，未登录时"
-     "可带 session（8-64 位，客户端自取的会话编号）让“您是不是想问”的选项只对本会话有效。"
+     "可带 session（8-64 位，客户端自取的会话编号）让“您是不是想问”的选项只对本会话有效；登录后继续带同一个 session，"
+     "登录前列出的选项接着有效。"
      "decision：answer / suggest / fallback / smalltalk / handoff / guide（指向小程序页面）", body=CHAT_FIELDS,
      auth="none", tags=["知识库"], responses={200: "{reply, decision, suggestions, turn_id, vote_token}"})
 def chat():
@@ -82,11 +88,14 @@ def chat():
     user_id = optional_user_id()
     state = current_app.extensions["wxapp"]
     who = _who(user_id, data.get("session"))
+    memory = ChatMemory(state.redis, "api", who)
     if user_id is not None:  # anonymous callers are counted by address in _who
         throttle("chat", who, USER_LIMIT_PER_MIN, 60, "提问太频繁了，请稍等一分钟再试。")
+        if data.get("session"):  # logged in part-way: the choices offered before go on (“2” was 我要反映)
+            memory.adopt(_session_who(data["session"]))
 
     def fixed(text: str, pending: bool) -> tuple[str, str] | None:
-        found = app_reply(text, user_id=user_id, pending_choices=pending, memory=ChatMemory(state.redis, "api", who))
+        found = app_reply(text, user_id=user_id, pending_choices=pending, memory=memory)
         if found is not None and found[0] == MENU_REPLY:  # its digits now mean the menu, as in the WeChat chat
             forget_choices(state.redis, "api", who)
             menu_shown(state.redis, "api", who)
