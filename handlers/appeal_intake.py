@@ -211,6 +211,36 @@ def pause(ctx: Context) -> Reply:
     return Text(menu_answer(ctx) + PAUSED.format(n=STEPS.index(d["step"]) + 1))
 
 
+def _person_in_draft(ctx: Context) -> bool:
+    """人工 (“我要转人工”, the menu's 人工服务) while a draft is open: the talk with the person comes between, so the
+    words after it are no answer to the step left (“开办企业需要哪些材料” got “没有认出手机号”)."""
+    msg = ctx.msg
+    if msg.msg_type == "text":
+        t = word(ctx.text)
+        if t not in PASS_THROUGH:
+            from knowledge.smalltalk import detect_smalltalk
+
+            if len(t) > 12 or detect_smalltalk(t) != "handoff":  # “我要转人工”, “找人工客服” became the problem told
+                return False
+    elif not (msg.is_event and msg.event == "click" and msg.event_key == "MENU_HUMAN"):
+        return False
+    d = _state(ctx)
+    return d.get("flow") == FLOW and d.get("step") in STEPS
+
+
+def to_person(ctx: Context) -> Reply:
+    """The hand-over, the draft kept aside (as the menu keeps it) until “继续”; the note says so."""
+    from .bot import HUMAN_NOTE
+    from .replies import Transfer
+
+    d = _state(ctx)
+    try:
+        ctx.state.merge(paused=True)
+    except redis.RedisError:
+        pass
+    return Transfer(HUMAN_NOTE + PAUSED.format(n=STEPS.index(d["step"]) + 1))
+
+
 def _lost_answer(ctx: Context) -> bool:
     """A reply that only makes sense inside an intake, arriving with no conversation state at all (a “跳过”
     inside another flow, such as a rating, is that flow's)."""
@@ -652,6 +682,7 @@ def lost(ctx: Context) -> Reply:
 def install(r: Router) -> Router:
     """Register the intake's rules on a router (the default one at import; tests pass their own)."""
     # The matchers read only the message and ctx.state (cheap); the handlers need the database or Redis.
+    r.match(_person_in_draft, cheap=True, pure=True)(to_person)
     r.match(_in_flow, cheap=True, pure=True)(step)
     r.match(_menu_in_draft, cheap=True, pure=True)(pause)
     r.text(*START_WORDS)(start)

@@ -156,3 +156,28 @@ def test_choices_offered_before_logging_in_stay_with_the_session(oa_kb, client, 
     h = user_token(make_user())
     body = _app(client, h, "2", session=session)
     assert body["decision"] == "answer" and "质押" in body["reply"], body
+
+
+def test_a_person_asked_for_during_the_intake_puts_the_draft_aside(oa_kb, chat):  # noqa: F811
+    """“人工” (or “我要转人工”) in the middle of the appeal intake handed over and left the draft waiting at its step:
+    after the talk with the person the next words were taken as the step's answer (“开办企业需要哪些材料” got “没有认出
+    手机号”; “我要转人工” at the enterprise step became the enterprise's name). The draft is now put aside as the
+    menu puts it aside, and the hand-over note says so; “继续” resumes it."""
+    from handlers.replies import Transfer
+
+    openid = "oPersonInDraft"
+    say(oa_kb, openid, "我要反映")
+    say(oa_kb, openid, "园区门口的路灯坏了一个月了没人修")
+    say(oa_kb, openid, "上海测试科技有限公司")
+    say(oa_kb, openid, "人工")
+    reply = say(oa_kb, openid, "开办企业需要哪些材料")
+    assert "没有认出手机号" not in reply and "一网通办" in reply, reply  # answered, as after the menu
+    assert "联系人" in say(oa_kb, openid, "继续")
+    assert "如有现场照片" in say(oa_kb, openid, "张三 13800138000")
+
+    chat("我要反映")
+    chat("办公楼空调不制冷，物业一直不处理")
+    handed = chat("我要转人工")
+    assert isinstance(handed, Transfer) and "第 2/5 步" in handed.note and "继续" in handed.note, handed
+    reply = chat("继续")
+    assert "企业名称" in reply or "登记在" in reply, reply

@@ -6,6 +6,7 @@ import pytest
 from sqlalchemy import func, select
 
 from handlers.appeal_intake import CANCELLED, JUST_SUBMITTED, LOST, install
+from handlers.replies import Transfer
 from handlers.router import Context, Router
 from wxapp_backend.appeals.models import Appeal
 from wxapp_backend.db import session_scope
@@ -29,7 +30,7 @@ def chat(redis_client, make_user, make_building, make_enterprise, app_ctx):
             raw["MediaId"], raw["PicUrl"] = media_id, "http://example.invalid/p.jpg"
         ctx = Context(msg=normalise(raw, "oa"), redis=redis_client, user_id=user_id)
         reply = router.dispatch(ctx)
-        return reply.text if reply is not None else None
+        return getattr(reply, "text", reply)  # a Transfer (人工) has no text
 
     say.user, say.building, say.enterprise = user, building, enterprise
     return say
@@ -108,7 +109,8 @@ def test_redis_restart_mid_intake_tells_the_user(chat, redis_client):
 def test_unrelated_messages_are_left_to_other_handlers(chat):
     assert chat("你好") is None
     chat("我要反映")
-    assert chat("人工") is None  # a person can always be reached, the draft stays
+    handed = chat("人工")  # a person can always be reached, the draft stays (put aside, and the note says so)
+    assert isinstance(handed, Transfer) and "第 1/5 步" in handed.note, handed
     assert "第 1/5 步" in chat("我要反映")
 
 
