@@ -13,6 +13,7 @@ from tests.integration.appeals.test_appeal_chat_followup import chat  # noqa: F4
 from tests.integration.test_chat_qa_s9 import oa_kb, say  # noqa: F401  (the signed webhook and its helper)
 from wxapp_backend.db import session_scope
 from wxapp_backend.knowledge_store.bot import _memory_key
+from wxapp_backend.knowledge_store.models import ChatTurn
 
 
 def _app(client, headers, text: str, session: str | None = None) -> dict:
@@ -126,8 +127,6 @@ def test_a_second_digit_after_the_app_score_reply_is_not_a_new_score(chat, clien
 def test_cancel_with_nothing_under_way_gets_a_plain_answer(oa_kb, client, user_token, make_user):  # noqa: F811
     """A bare “取消” (“算了”, “不用了”) with no intake, rating or supplement under way got “您是不是想问” and a list of
     unrelated entries, in both chats, and was logged as a question. It now gets a plain “没有进行中的事项”."""
-    from wxapp_backend.knowledge_store.models import ChatTurn
-
     openid = "oCancelNothing"
     say(oa_kb, openid, "你好")
     h = user_token(make_user())
@@ -181,3 +180,19 @@ def test_a_person_asked_for_during_the_intake_puts_the_draft_aside(oa_kb, chat):
     assert isinstance(handed, Transfer) and "第 2/5 步" in handed.note and "继续" in handed.note, handed
     reply = chat("继续")
     assert "企业名称" in reply or "登记在" in reply, reply
+
+
+def test_the_same_unanswered_question_sent_again_counts_once(oa_kb):  # noqa: F811
+    """An impatient user who sends the question the bot could not answer three times in a row counted as three
+    askers in staff's unanswered queue (“被问 3 次”), ahead of questions three different people asked. A repeat by
+    the same user within ten minutes now counts once; another user asking it counts again."""
+    from wxapp_backend.knowledge_store.models import UnansweredQuestion
+
+    question = "楼下新开的奶茶店周末几点开门营业"
+    for _ in range(3):
+        assert "没学会" in say(oa_kb, "oRepeatAsker", question)
+    say(oa_kb, "oOtherAsker", question)
+    with oa_kb.app_context(), session_scope() as s:
+        row = s.scalars(select(UnansweredQuestion).where(UnansweredQuestion.text == question)).one()
+        assert row.count == 2, row.count
+        assert len(s.scalars(select(ChatTurn).where(ChatTurn.question == question)).all()) == 4  # every turn logged

@@ -16,7 +16,7 @@ import unicodedata
 import weakref
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import redis
@@ -292,14 +292,23 @@ def mask_personal(text: str) -> str:
     return _MOBILE_RE.sub(lambda m: m.group(1) + "****" + m.group(2), text)
 
 
+REPEAT_WINDOW = timedelta(minutes=10)
+
+
 def log_turn(session: Session, *, channel: str, user_id: int | None, question: str, decision: str,
              entry_id: str | None, confidence: float, offered: list[str] | None = None) -> ChatTurn:
     """`offered`: the entry ids of the choices a 'suggest' turn gave."""
     question = mask_personal(question)
+    # The same user sending the same unanswered question again (impatient, or thinking it was lost) is one asker:
+    # three sends counted as three people in staff's unanswered queue.
+    repeated = decision == "fallback" and user_id is not None and session.scalar(
+        select(ChatTurn.id).where(ChatTurn.user_id == user_id, ChatTurn.channel == channel,
+                                  ChatTurn.question == question[:500], ChatTurn.decision == "fallback",
+                                  ChatTurn.created_at >= utcnow() - REPEAT_WINDOW).limit(1)) is not None
     turn = ChatTurn(channel=channel, user_id=user_id, question=question[:500], decision=decision,
                     entry_id=entry_id, confidence=round(confidence, 4), offered=list(offered) if offered else None)
     session.add(turn)
-    if decision == "fallback" and question.strip() and channel != "console":  # staff trying the bot out
+    if decision == "fallback" and question.strip() and channel != "console" and not repeated:  # staff trying it out
         _count_unanswered(session, _norm(question), question.strip()[:500])
     session.flush()
     return turn
