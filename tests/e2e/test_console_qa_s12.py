@@ -1,0 +1,56 @@
+"""The staff console as staff meet it (QA pass 12): a question before what cannot be taken back, dates in
+Shanghai time, the list staff were working on kept after an action, and what was typed kept after a refusal.
+
+Most checks read the HTML through Flask's test client; the browser is used only where JavaScript or layout decide.
+"""
+
+from __future__ import annotations
+
+import re
+
+from wxapp_backend.db import session_scope
+
+
+def _csrf(page: str) -> str:
+    return re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+
+
+def _form_tag(page: str, action: str) -> str:
+    """The opening <form ...> tag of the form posting to `action`."""
+    found = re.search(r'<form[^>]*action="' + re.escape(action) + r'"[^>]*>', page, re.S)
+    assert found, f"no form posting to {action}"
+    return found.group(0)
+
+
+# --- 1. a question before what cannot be taken back ------------------------------------------------
+
+def test_taking_a_kb_entry_offline_asks_first(client, make_staff, console_login):
+    from wxapp_backend.knowledge_store.models import KBEntry
+
+    console_login(make_staff(role="staff"))
+    with session_scope() as s:
+        s.add(KBEntry(id="qa12-online", question="稳岗补贴怎么申请", answer="在一网通办申报。"))
+        s.add(KBEntry(id="qa12-offline", question="旧政策", answer="已废止。", retired=True))
+    page = client.get("/console/kb/?show=all").get_data(as_text=True)
+    # 下线: the bot stops answering with it at once; a slip of the mouse in a long list must not do that.
+    offline = _form_tag(page, "/console/kb/qa12-online/retire")
+    assert "data-confirm=" in offline and "下线" in offline, offline
+    # 恢复 puts it back: nothing to ask.
+    assert "data-confirm" not in _form_tag(page, "/console/kb/qa12-offline/retire")
+
+
+def test_closing_a_resolved_appeal_asks_first(client, make_user, make_staff, console_login):
+    from wxapp_backend.appeals import services as appeal_services
+
+    csrf = console_login(make_staff(role="staff"))
+    with session_scope() as s:
+        appeal, _ = appeal_services.submit_appeal(s, make_user().id, appeal_services.Intake(
+            content="门口路灯不亮", contact_name="张三", contact_phone="13800138000"))
+        appeal_id = appeal.id
+    for action, extra in (("accept", {}), ("resolve", {"resolution": "已修好"})):
+        resp = client.post(f"/console/appeals/{appeal_id}/action", data={"csrf_token": csrf, "action": action, **extra})
+        assert resp.status_code == 302, resp.get_data(as_text=True)
+    page = client.get(f"/console/appeals/{appeal_id}").get_data(as_text=True)
+    # 关闭 is the end of the loop (no more rework for the enterprise): asked, like 不予受理 and 退单.
+    close = re.search(r'<form[^>]*id="action-close"[^>]*>', page).group(0)
+    assert "data-confirm=" in close, close
