@@ -7,6 +7,9 @@ Most checks read the HTML through Flask's test client; the browser is used only 
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
+
+from sqlalchemy import update
 
 from wxapp_backend.db import session_scope
 
@@ -54,3 +57,20 @@ def test_closing_a_resolved_appeal_asks_first(client, make_user, make_staff, con
     # 关闭 is the end of the loop (no more rework for the enterprise): asked, like 不予受理 and 退单.
     close = re.search(r'<form[^>]*id="action-close"[^>]*>', page).group(0)
     assert "data-confirm=" in close, close
+
+
+# --- 2. dates in Shanghai time ---------------------------------------------------------------------
+
+def test_merged_enterprise_says_the_shanghai_day_it_was_merged(client, make_enterprise, make_staff, console_login):
+    from wxapp_backend.enterprises.models import Enterprise
+
+    keep = make_enterprise(name="上海甲科技有限公司")
+    dup = make_enterprise(name="上海甲科技公司")
+    # 2026-03-01 20:30 UTC is 2026-03-02 04:30 in Shanghai: the day staff merged it.
+    with session_scope() as s:
+        s.execute(update(Enterprise).where(Enterprise.id == dup.id).values(
+            retired_at=datetime(2026, 3, 1, 20, 30, tzinfo=UTC), merged_into_id=keep.id))
+    console_login(make_staff(role="staff"))
+    page = client.get(f"/console/enterprises/{dup.id}").get_data(as_text=True)
+    note = re.search(r'id="retired-note">(.*?)</p>', page, re.S).group(1)
+    assert "2026-03-02" in note and "2026-03-01" not in note, note
