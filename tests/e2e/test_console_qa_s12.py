@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime
 
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from wxapp_backend.db import session_scope
 
@@ -74,3 +74,52 @@ def test_merged_enterprise_says_the_shanghai_day_it_was_merged(client, make_ente
     page = client.get(f"/console/enterprises/{dup.id}").get_data(as_text=True)
     note = re.search(r'id="retired-note">(.*?)</p>', page, re.S).group(1)
     assert "2026-03-02" in note and "2026-03-01" not in note, note
+
+
+# --- 3. the list staff were working on ------------------------------------------------------------
+
+def test_a_binding_decision_returns_to_the_same_search_and_page(client, make_enterprise, make_user, make_staff,
+                                                                console_login):
+    from wxapp_backend.auth.models import User
+
+    ent = make_enterprise(name="上海示例物流有限公司")
+    waiting = [make_user(nickname=f"物流{i:02d}", enterprise_id=ent.id, binding_state="pending")
+               for i in range(25)]
+    make_user(nickname="别家的申请", enterprise_id=make_enterprise(name="上海乙公司").id, binding_state="pending")
+    csrf = console_login(make_staff(role="staff"))
+    listing = "/console/users?state=pending&q=%E7%89%A9%E6%B5%81&page=2"  # q=物流
+    page = client.get(listing).get_data(as_text=True)
+    assert "第 2 / 2 页" in page
+    target = next(u for u in waiting if f'id="approve-{u.id}"' in page)
+    rejected = next(u for u in waiting if u.id != target.id and f'id="reject-{u.id}"' in page)
+
+    for user, decision in ((target, "1"), (rejected, "0")):
+        form = re.search(rf'<form[^>]*action="/console/users/{user.id}/binding"[^>]*>(.*?)</form>', page, re.S)
+        fields = dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)"', form.group(1)))
+        assert fields["approve"] in {"0", "1"}
+        fields["approve"] = decision
+        resp = client.post(f"/console/users/{user.id}/binding", data={**fields, "csrf_token": csrf})
+        assert resp.status_code == 302, resp.get_data(as_text=True)
+        # Back to page 2 of the 物流 search of pending applications, not to page 1 of everyone's.
+        back = resp.headers["Location"]
+        assert "q=%E7%89%A9%E6%B5%81" in back and "page=2" in back and "state=pending" in back, back
+
+    with session_scope() as s:
+        states = dict(s.execute(select(User.id, User.binding_state).where(User.id.in_([target.id, rejected.id]))).all())
+    assert states == {target.id: "verified", rejected.id: "rejected"}
+
+
+def test_revoking_a_binding_returns_to_the_same_search(client, make_enterprise, make_user, make_staff,
+                                                       console_login):
+    ent = make_enterprise(name="上海示例物流有限公司")
+    user = make_user(nickname="物流小张", enterprise_id=ent.id, binding_state="verified")
+    csrf = console_login(make_staff(role="staff"))
+    page = client.get("/console/users?state=verified&q=%E5%B0%8F%E5%BC%A0").get_data(as_text=True)  # q=小张
+    form = re.search(rf'<form[^>]*action="/console/users/{user.id}/binding/revoke"[^>]*>(.*?)</form>', page,
+                     re.S)
+    fields = dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)"', form.group(1)))
+    resp = client.post(f"/console/users/{user.id}/binding/revoke",
+                       data={**fields, "csrf_token": csrf, "reason": "企业来函，已离职"})
+    assert resp.status_code == 302, resp.get_data(as_text=True)
+    back = resp.headers["Location"]
+    assert "q=%E5%B0%8F%E5%BC%A0" in back and "state=verified" in back, back

@@ -10,7 +10,7 @@ from sqlalchemy import select
 
 from ..audit import audit
 from ..auth.guard import console_required, current_actor
-from ..auth.models import BINDING_LABELS, ROLE_RANK, BindingState, StaffRole, StaffUser
+from ..auth.models import BINDING_LABELS, ROLE_RANK, StaffRole, StaffUser
 from ..console import add_nav
 from ..db import session_scope
 from ..errors import AppError, BadRequest
@@ -368,8 +368,7 @@ def user_binding(user_id: int):
         who = user.nickname or f"用户 {user.id}"
         company = user.enterprise.name if user.enterprise else ""
     flash(f"已核实 {who} 与「{company}」的绑定。" if decision == "1" else f"已驳回 {who} 的绑定申请。")
-    back = request.form.get("state", "")
-    return redirect(url_for(".users", state=back if back in {s.value for s in BindingState} else None))
+    return redirect(_users_list_back())
 
 
 @bp.post("/users/<int:user_id>/binding/revoke")
@@ -380,8 +379,24 @@ def user_binding_revoke(user_id: int):
         user = services.revoke_binding(s, current_actor(), user_id, reason=data["reason"])
         who = user.nickname or f"用户 {user.id}"
     flash(f"已解除 {who} 的企业绑定，并已通知本人。")
-    back = request.form.get("state", "")
-    return redirect(url_for(".users", state=back if back in {s.value for s in BindingState} else None))
+    return redirect(_users_list_back())
+
+
+def _users_list_back() -> str:
+    """The users list the decision was made on: its state tab, search and page (the form carries them). Staff
+    working through page 2 of a search were sent to page 1 of every user after each click. A value that is not
+    a valid filter is dropped, not refused: the decision is made already."""
+    back = {}
+    for f in services.USER_FILTERS:
+        value = (request.form.get(f.name) or "").strip()
+        if value and f.name != "per_page":
+            try:
+                back.update(validate({f.name: value}, (f,)))
+            except AppError:
+                pass
+    if back.get("page") == 1:
+        del back["page"]
+    return url_for(".users", **back)
 
 
 add_nav("enterprises_console.enterprises", "企业")
