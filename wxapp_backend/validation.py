@@ -178,7 +178,9 @@ def _coerce(f: Field, value: Any) -> Any:  # noqa: C901 - one branch per kind re
             try:
                 parsed = datetime.fromisoformat(str(value).strip().replace("Z", "+00:00"))
             except ValueError:
-                raise _Bad(f"{_named(t, '时间')}格式不对，请用 2025-01-31T09:30:00+08:00 这样的格式") from None
+                # Staff read this beside a date-time box: an ISO string with a T and an offset told them nothing
+                # (and the API takes this form too, as Shanghai time).
+                raise _Bad(f"{_named(t, '时间')}格式不对，请用 2025-01-31 09:30 这样的格式") from None
         if parsed.tzinfo is None:
             from zoneinfo import ZoneInfo
 

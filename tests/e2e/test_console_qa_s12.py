@@ -123,3 +123,27 @@ def test_revoking_a_binding_returns_to_the_same_search(client, make_enterprise, 
     assert resp.status_code == 302, resp.get_data(as_text=True)
     back = resp.headers["Location"]
     assert "q=%E5%B0%8F%E5%BC%A0" in back and "state=verified" in back, back
+
+
+# --- 4. what staff read when a form is refused --------------------------------------------------------
+
+def test_a_mistyped_time_is_explained_in_the_consoles_words(client, make_staff, console_login):
+    csrf = console_login(make_staff(role="staff"))
+    # A five-digit year typed into the date picker: the browser sends it as it is.
+    resp = client.post("/console/activities/new", data={
+        "csrf_token": csrf, "category": "concert", "title": "楼宇音乐会", "address": "大堂", "capacity": "20",
+        "status": "draft", "starts_at": "20261-12-20T19:00", "ends_at": "2026-12-20T21:00"})
+    assert resp.status_code == 422
+    page = resp.get_data(as_text=True)
+    errors = " ".join(re.findall(r'class="alert"[^>]*>([^<]*)<', page))
+    assert "开始时间格式不对" in errors, errors
+    # Staff pick a time in a date-time box: an ISO string with a T and an offset tells them nothing.
+    assert "时间时间" not in errors and "+08:00" not in errors and "T09:30" not in errors, errors
+    assert 'value="楼宇音乐会"' in page  # and what was typed is still there
+
+
+def test_a_mistyped_audit_date_is_explained_without_a_stutter(client, make_staff, console_login):
+    console_login(make_staff(role="admin"))
+    page = client.get("/console/audit?since=2025-13-45").get_data(as_text=True)
+    error = re.search(r'id="filter-error">([^<]*)<', page).group(1)
+    assert "开始日期格式不对" in error and "日期日期" not in error, error
