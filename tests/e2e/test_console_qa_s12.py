@@ -147,3 +147,20 @@ def test_a_mistyped_audit_date_is_explained_without_a_stutter(client, make_staff
     page = client.get("/console/audit?since=2025-13-45").get_data(as_text=True)
     error = re.search(r'id="filter-error">([^<]*)<', page).group(1)
     assert "开始日期格式不对" in error and "日期日期" not in error, error
+
+
+def test_a_refused_holiday_keeps_what_was_typed(client, make_staff, console_login):
+    from wxapp_backend.appeals.models import Holiday
+
+    csrf = console_login(make_staff(role="staff"))
+    # A date picker lets a five-digit year through; the page says why and keeps the name and the choice made.
+    resp = client.post("/console/appeal-holidays", data={"csrf_token": csrf, "day": "20261-10-08",
+                                                         "is_workday": "true", "name": "国庆调休上班"})
+    assert resp.status_code == 422
+    page = resp.get_data(as_text=True)
+    assert re.search(r'<div class="alert" role="alert">[^<]*日期', page)
+    form = re.search(r'<form[^>]*id="holiday-form".*?</form>', page, re.S).group(0)
+    assert 'value="国庆调休上班"' in form
+    assert re.search(r'<option value="true"[^>]*selected', form), form
+    with session_scope() as s:
+        assert s.scalar(select(Holiday.id)) is None

@@ -271,7 +271,7 @@ HOLIDAY_FORM = (Field("day", "date", "日期", required=True), Field("is_workday
 @bp.route("/appeal-holidays", methods=["GET", "POST"])
 @console_required(StaffRole.DEPT)
 def holidays():
-    error = None
+    error, typed, status = None, {}, 200
     if request.method == "POST":
         if ROLE_RANK[StaffRole(g.staff.role)] < ROLE_RANK[StaffRole.STAFF]:
             raise AppError("部门账号不能修改节假日表。", status=403, code="forbidden")
@@ -285,7 +285,11 @@ def holidays():
             flash("已保存。")
             return redirect(url_for("appeals_console.holidays"))
         except AppError as exc:
-            error = exc.message
+            # Refused: said with its status, and the form keeps what was typed (the name and the choice were
+            # emptied, with a 200 as if the page had simply been opened).
+            error, status = exc.message, exc.status
+            if not request.form.get("delete_id"):
+                typed = {k: request.form.get(k, "") for k in ("day", "is_workday", "name")}
     with session_scope() as s:
         rows = list(s.scalars(select(Holiday).order_by(Holiday.day.desc())))
         cal = services.work_calendar(s)
@@ -294,7 +298,7 @@ def holidays():
                      cal.source(today + timedelta(days=i))) for i in range(0, 21)]
         missing = missing_holiday_years(cal.overrides, today)
         return render_template("console/appeals/holidays.html", rows=rows, upcoming=upcoming, error=error,
-                               missing_years=missing)
+                               missing_years=missing, typed=typed), status
 
 
 # --- reports ----------------------------------------------------------------------------------------
