@@ -3,6 +3,16 @@
 document.addEventListener("submit", function (event) {
   var form = event.target;
   var message = form && form.getAttribute && form.getAttribute("data-confirm");
+  // data-confirm-when="name=value": ask (data-confirm-when-message) only when the form's field has that value,
+  // e.g. an editor whose status select is set to cancelled.
+  var when = form && form.getAttribute && form.getAttribute("data-confirm-when");
+  if (!message && when) {
+    var eq = when.indexOf("=");
+    var field = form.elements[when.slice(0, eq)];
+    if (field && field.value === when.slice(eq + 1)) {
+      message = form.getAttribute("data-confirm-when-message");
+    }
+  }
   if (message && !window.confirm(message)) {
     event.preventDefault();
     return;

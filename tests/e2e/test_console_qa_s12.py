@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime
 
+import pytest
 from sqlalchemy import select, update
 
 from wxapp_backend.db import session_scope
@@ -164,3 +165,73 @@ def test_a_refused_holiday_keeps_what_was_typed(client, make_staff, console_logi
     assert re.search(r'<option value="true"[^>]*selected', form), form
     with session_scope() as s:
         assert s.scalar(select(Holiday.id)) is None
+
+
+# --- 5. in the browser: what JavaScript and the layout decide ----------------------------------------
+
+def _browser_login(page, base_url: str, password: str) -> None:
+    from urllib.parse import urlsplit
+
+    page.goto(base_url + "/console/login")
+    page.fill("#username", "admin")
+    page.fill("#password", password)
+    with page.expect_navigation():
+        page.click("#login-submit")
+    assert urlsplit(page.url).path == "/console/", page.url
+
+
+def _activity_statuses(database_url: str) -> dict[str, str]:
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(database_url)
+    try:
+        with engine.connect() as conn:
+            return dict(conn.execute(text("SELECT title, status FROM activities")).all())
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.e2e
+def test_cancelling_an_activity_asks_first(live_server, browser):
+    from datetime import timedelta
+
+    from wxapp_backend.activities.services import SHANGHAI
+
+    page, log = browser
+    base, db_url = live_server.base_url, live_server.service.database_url
+    _browser_login(page, base, live_server.admin_password)
+
+    # An activity published for tomorrow, made in the editor as staff make one.
+    start = (datetime.now(UTC) + timedelta(days=1)).astimezone(SHANGHAI).replace(hour=12, minute=0)
+    page.goto(base + "/console/activities/new")
+    page.select_option("select[name=category]", "concert")
+    page.select_option("select[name=status]", "published")
+    page.fill("input[name=title]", "午间音乐会")
+    page.fill("input[name=address]", "一楼大堂")
+    page.fill("input[name=starts_at]", start.strftime("%Y-%m-%dT%H:%M"))
+    page.fill("input[name=ends_at]", (start + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M"))
+    page.fill("input[name=capacity]", "30")
+    with page.expect_navigation():
+        page.click("form.form button[type=submit]")
+    assert _activity_statuses(db_url) == {"午间音乐会": "published"}
+    activity_id = re.search(r'/console/activities/(\d+)/edit', page.content()).group(1)
+
+    # Changing the status to 已取消 and saving cancels every registration and tells each registrant, and cannot be
+    # undone: the browser asks first, and "cancel" keeps the activity as it was.
+    page.goto(f"{base}/console/activities/{activity_id}/edit")
+    page.select_option("select[name=status]", "cancelled")
+    asked = []
+    page.once("dialog", lambda d: (asked.append(d.message), d.dismiss()))
+    page.click("form.form button[type=submit]")
+    page.wait_for_timeout(500)
+    assert asked and "午间音乐会" in asked[0] and "不能恢复" in asked[0], asked
+    assert _activity_statuses(db_url) == {"午间音乐会": "published"}
+    # Any other edit is saved without a question.
+    page.goto(f"{base}/console/activities/{activity_id}/edit")
+    page.fill("input[name=address]", "二楼多功能厅")
+    questions = []
+    page.on("dialog", lambda d: (questions.append(d.message), d.accept()))
+    with page.expect_navigation():
+        page.click("form.form button[type=submit]")
+    assert not questions, questions
+    assert not [m for m in log.console_errors if "favicon" not in m], log.console_errors

@@ -132,6 +132,10 @@ def _editor(activity_id: int | None):
         activity = services.get_activity(s, activity_id, staff=True) if activity_id else None
         ctx = _choices(s)
         values = _values(activity)
+        # Told in the question asked before the status is set to 已取消: how many people that notifies.
+        ctx["waiting"] = s.scalar(select(func.count(Registration.id)).where(
+            Registration.activity_id == activity.id, Registration.status.in_(services.STILL_TO_COME))) or 0 \
+            if activity is not None else 0
     if request.method == "GET":
         return render_template("console/activities/edit.html", activity=activity, v=values, errors={}, **ctx)
     try:
