@@ -235,3 +235,24 @@ def test_cancelling_an_activity_asks_first(live_server, browser):
         page.click("form.form button[type=submit]")
     assert not questions, questions
     assert not [m for m in log.console_errors if "favicon" not in m], log.console_errors
+
+
+@pytest.mark.e2e
+def test_a_pasted_link_does_not_widen_the_page(live_server, browser):
+    page, log = browser
+    base = live_server.base_url
+    _browser_login(page, base, live_server.admin_password)
+    # A link pasted into a standard question (an unbroken 200-character run) stays inside the page.
+    link = "https://zwdt.sh.gov.cn/govPortals/bsfw/item/" + "a1b2c3d4e5" * 16
+    page.goto(base + "/console/kb/new")
+    page.fill("input[name=id]", "qa12-long-link")
+    page.fill("input[name=question]", "一网通办的办事指南在哪里看 " + link)
+    page.fill("textarea[name=answer]", "请打开 " + link)
+    with page.expect_navigation():
+        page.click("form.form button[type=submit]")
+    for path in ("/console/kb/?q=qa12-long-link&show=all", "/console/kb/qa12-long-link/edit"):
+        page.goto(base + path)
+        assert link in page.content()
+        width = page.evaluate("document.documentElement.scrollWidth")
+        assert width <= 1280, (path, width)
+    assert not [m for m in log.console_errors if "favicon" not in m], log.console_errors
