@@ -256,3 +256,19 @@ def test_a_pasted_link_does_not_widen_the_page(live_server, browser):
         width = page.evaluate("document.documentElement.scrollWidth")
         assert width <= 1280, (path, width)
     assert not [m for m in log.console_errors if "favicon" not in m], log.console_errors
+
+
+def test_the_weekly_report_says_which_days_it_covers_and_keeps_a_mistyped_week(client, make_staff, console_login):
+    console_login(make_staff(role="staff"))
+    page = client.get("/console/appeals/report?week=2026-W10").get_data(as_text=True)
+    # “2026-W10” alone is a code: staff are told the days (Monday to Sunday, Shanghai time).
+    assert "2026年3月2日 至 3月8日" in page, re.search(r"<h1>.*?</h1>", page, re.S).group(0)
+    assert 'type="week"' in page  # the browser's week picker, not a code to type
+    across = client.get("/console/appeals/report?week=2026-W01").get_data(as_text=True)
+    assert "2025年12月29日 至 2026年1月4日" in across
+
+    resp = client.get("/console/appeals/report?week=2026-W60")
+    assert resp.status_code == 422
+    page = resp.get_data(as_text=True)
+    # The report's own page says what is wrong, with the week typed still in its box to correct.
+    assert "没有这一周" in page and 'value="2026-W60"' in page and 'id="report-week-error"' in page

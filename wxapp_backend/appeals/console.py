@@ -306,10 +306,25 @@ def holidays():
 @bp.get("/appeals/report")
 @console_required(StaffRole.DEPT)
 def report():
-    args = _args((Field("week", "str", "周次", max_len=8),))
-    with session_scope() as s:
-        data = reports.weekly(s, args["week"], current_actor())
-    return render_template("console/appeals/report.html", r=data, pct=metrics.percent_text)
+    try:
+        args = _args((Field("week", "str", "周次", max_len=8),))
+        with session_scope() as s:
+            data = reports.weekly(s, args["week"], current_actor())
+    except ValidationError as exc:
+        # Said on the report's own page, the week typed still in its box to correct (the bare error page had no
+        # way back but the browser's).
+        return render_template("console/appeals/report.html", r=None, error=exc.message,
+                               week=(request.args.get("week") or "")[:20]), exc.status
+    return render_template("console/appeals/report.html", r=data, pct=metrics.percent_text, week=data["week"],
+                           days=_week_days(data["start"]))
+
+
+def _week_days(start_iso: str) -> str:
+    """“2026年3月2日 至 3月8日” (the year again when the week crosses into the next): the days a 2026-W10 covers."""
+    first = datetime.fromisoformat(start_iso).astimezone(TZ).date()
+    last = first + timedelta(days=6)
+    end = f"{last.year}年{last.month}月{last.day}日" if last.year != first.year else f"{last.month}月{last.day}日"
+    return f"{first.year}年{first.month}月{first.day}日 至 {end}"
 
 
 @bp.get("/appeals/report.xlsx")
