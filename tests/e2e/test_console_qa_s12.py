@@ -272,3 +272,27 @@ def test_the_weekly_report_says_which_days_it_covers_and_keeps_a_mistyped_week(c
     page = resp.get_data(as_text=True)
     # The report's own page says what is wrong, with the week typed still in its box to correct.
     assert "没有这一周" in page and 'value="2026-W60"' in page and 'id="report-week-error"' in page
+
+
+def test_deleting_a_building_returns_to_the_filtered_list(client, make_grid, make_building, make_staff, console_login):
+    from wxapp_backend.enterprises.models import Building
+
+    grid = make_grid(name="番禺路网格")
+    gone = make_building(name="番禺路 100 号旧楼", grid_id=grid.id)
+    make_building(name="番禺路 200 号", grid_id=grid.id)
+    csrf = console_login(make_staff(role="admin"))
+    listing = f"http://localhost/console/buildings?grid_id={grid.id}&q=%E7%95%AA%E7%A6%BA"  # q=番禺
+    assert "番禺路 100 号旧楼" in client.get(listing).get_data(as_text=True)
+    resp = client.post(f"/console/buildings/{gone.id}/delete", data={"csrf_token": csrf},
+                       headers={"Referer": listing})
+    assert resp.status_code == 302
+    # Back to the grid's buildings and the search the admin was working in, not to every building.
+    assert resp.headers["Location"].endswith(f"/console/buildings?grid_id={grid.id}&q=%E7%95%AA%E7%A6%BA"), \
+        resp.headers["Location"]
+    with session_scope() as s:
+        assert s.get(Building, gone.id) is None
+    # A Referer naming another site or another page is not followed.
+    other = make_building(name="别处的楼", grid_id=grid.id)
+    resp = client.post(f"/console/buildings/{other.id}/delete", data={"csrf_token": csrf},
+                       headers={"Referer": "https://example.com/console/buildings?x=1"})
+    assert resp.headers["Location"].endswith("/console/buildings"), resp.headers["Location"]

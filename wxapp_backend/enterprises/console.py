@@ -276,7 +276,7 @@ def building_delete(building_id: int):
         name = services.get_building(s, building_id).name
         services.delete_building(s, current_actor(), building_id)
     flash(f"已删除楼宇「{name}」。")
-    return redirect(url_for(".buildings"))
+    return redirect(_back_to_list(".buildings"))
 
 
 @bp.route("/buildings/import", methods=["GET", "POST"])
@@ -340,7 +340,15 @@ def grid_delete(grid_id: int):
         name = services.get_grid(s, grid_id).name
         services.delete_grid(s, current_actor(), grid_id)
     flash(f"已删除网格「{name}」。")
-    return redirect(url_for(".grids"))
+    return redirect(_back_to_list(".grids"))
+
+
+def _back_to_list(endpoint: str) -> str:
+    """The list page the delete button was on, with its filters and page (this site's, that list's only); the
+    admin was sent to the whole unfiltered list after each delete."""
+    listing = request.host_url.rstrip("/") + url_for(endpoint)
+    ref = request.referrer or ""
+    return ref if ref == listing or ref.startswith(listing + "?") else url_for(endpoint)
 
 
 # --- users and bindings -----------------------------------------------------------------------------
