@@ -308,3 +308,24 @@ def test_an_expired_page_is_explained_without_jargon(client, make_staff, console
     assert "页面已过期" in message and "没有提交" in message, message
     # No "CSRF", and no "来源不明" that reads like an attack to someone who only left a page open.
     assert not re.search(r"[A-Za-z]", message) and "来源不明" not in message, message
+
+
+def test_triage_shows_the_longest_waiting_first_and_says_how_many_more(client, make_user, make_staff, console_login,
+                                                                     monkeypatch):
+    from wxapp_backend.appeals import console as appeals_console
+    from wxapp_backend.appeals import services as appeal_services
+
+    numbers = []
+    for text in ("有个事情想问一下", "麻烦联系我一下", "想找人聊聊情况"):  # nothing the rules can place
+        with session_scope() as s:
+            appeal, _ = appeal_services.submit_appeal(s, make_user().id, appeal_services.Intake(
+                content=text, contact_name="张三", contact_phone="13800138000"))
+            assert appeal.needs_triage
+            numbers.append(appeal.number)
+    console_login(make_staff(role="staff"))
+    monkeypatch.setattr(appeals_console, "TRIAGE_PER_PAGE", 2)  # the page lists 100: two stand for them here
+    page = client.get("/console/appeals/triage").get_data(as_text=True)
+    shown = re.findall(r">(SQ\d{8}-\d{4})</a>", page)
+    # The two waiting longest (their deadlines run from submission), not the two newest with the oldest unseen.
+    assert shown == numbers[:2], shown
+    assert re.search(r"共 3 件[^<]*列出[^<]*2 件", page), re.search(r"<h1>.*?<table", page, re.S).group(0)

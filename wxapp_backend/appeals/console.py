@@ -88,11 +88,17 @@ def queue():
                                buildings=list(s.scalars(select(Building).order_by(Building.name))))
 
 
+# The triage page lists this many, the longest waiting first (their deadlines run from submission); the page says
+# how many more there are. Newest first, a backlog past 100 hid its oldest appeals with nothing said.
+TRIAGE_PER_PAGE = 100
+
+
 @bp.get("/appeals/triage")
 @console_required(StaffRole.STAFF)
 def triage():
     with session_scope() as s:
-        page = services.list_for_staff(s, current_actor(), triage=True, open_only=True, per_page=100)
+        page = services.list_for_staff(s, current_actor(), triage=True, open_only=True, per_page=TRIAGE_PER_PAGE,
+                                       oldest_first=True)
         suggestions = {c.id: c for c in services.categories(s, active_only=False)}
         return render_template("console/appeals/triage.html", page=page, suggestions=suggestions,
                                categories=services.categories(s))

@@ -1543,7 +1543,7 @@ def list_for_staff(session: Session, actor: Actor, *, status: str | None = None,
                    triage: bool | None = None, q: str | None = None, open_only: bool | None = None,
                    escalation_open: bool | None = None, due_soon: bool | None = None,
                    pending_requests: bool | None = None, page: int = 1, per_page: int = 20,
-                   now: datetime | None = None) -> Page:
+                   now: datetime | None = None, oldest_first: bool = False) -> Page:
     stmt = select(Appeal)
     if _dept_only(actor):
         stmt = stmt.where(_dept_clause(actor.department))
@@ -1578,7 +1578,8 @@ def list_for_staff(session: Session, actor: Actor, *, status: str | None = None,
         stmt = stmt.where(or_(*(c.icontains(q, autoescape=True)
                                 for c in (Appeal.number, Appeal.content, Appeal.enterprise_name))))
     total = session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
-    items = list(session.scalars(stmt.order_by(Appeal.id.desc()).offset((page - 1) * per_page).limit(per_page))
+    items = list(session.scalars(stmt.order_by(Appeal.id.asc() if oldest_first else Appeal.id.desc())
+                                 .offset((page - 1) * per_page).limit(per_page))
                  .unique())
     return Page(items, total, page, per_page)
 
