@@ -329,3 +329,16 @@ def test_triage_shows_the_longest_waiting_first_and_says_how_many_more(client, m
     # The two waiting longest (their deadlines run from submission), not the two newest with the oldest unseen.
     assert shown == numbers[:2], shown
     assert re.search(r"共 3 件[^<]*列出[^<]*2 件", page), re.search(r"<h1>.*?<table", page, re.S).group(0)
+
+
+def test_an_appeal_queue_page_past_the_end_is_not_called_empty(client, make_user, make_staff, console_login):
+    from wxapp_backend.appeals import services as appeal_services
+
+    with session_scope() as s:
+        appeal_services.submit_appeal(s, make_user().id, appeal_services.Intake(
+            content="楼道灯坏了", contact_name="张三", contact_phone="13800138000"))
+    console_login(make_staff(role="staff"))
+    # An old link to page 4 (appeals were handled since): not “没有符合条件的诉求” while one is listed on page 1.
+    page = client.get("/console/appeals?page=4&open_only=true").get_data(as_text=True)
+    assert "没有符合条件的诉求" not in page
+    assert "这一页已经没有内容了" in page and 'href="/console/appeals?page=1&amp;open_only=True"' in page, page
