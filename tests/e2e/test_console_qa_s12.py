@@ -298,18 +298,6 @@ def test_deleting_a_building_returns_to_the_filtered_list(client, make_grid, mak
     assert resp.headers["Location"].endswith("/console/buildings"), resp.headers["Location"]
 
 
-def test_an_expired_page_is_explained_without_jargon(client, make_staff, console_login):
-    console_login(make_staff(role="staff"))
-    # A form left open overnight: its token no longer matches the session's.
-    resp = client.post("/console/kb/new", data={"csrf_token": "from-yesterday", "id": "x", "question": "问",
-                                                "answer": "答"})
-    assert resp.status_code == 400
-    message = re.search(r"<p>(.*?)</p>", resp.get_data(as_text=True), re.S).group(1)
-    assert "页面已过期" in message and "没有提交" in message, message
-    # No "CSRF", and no "来源不明" that reads like an attack to someone who only left a page open.
-    assert not re.search(r"[A-Za-z]", message) and "来源不明" not in message, message
-
-
 def test_triage_shows_the_longest_waiting_first_and_says_how_many_more(client, make_user, make_staff, console_login,
                                                                      monkeypatch):
     from wxapp_backend.appeals import console as appeals_console

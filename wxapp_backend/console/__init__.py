@@ -68,10 +68,8 @@ def check_csrf() -> None:
         expected = session.get("csrf", "")
         # As bytes: compare_digest raises TypeError for a str with non-ASCII characters, and `sent` can be anything.
         if not expected or not sent or not hmac.compare_digest(sent.encode("utf-8"), expected.encode("utf-8")):
-            # Mostly a page left open past the login's end: said plainly (no "CSRF", no "来源不明" that reads
-            # like an attack), with how not to lose what was typed (refreshing this answer would post it again).
-            raise AppError("页面已过期，这次没有提交。请返回上一页，先复制您填写的内容，刷新页面（如需要请重新登录）后再提交。",
-                           code="csrf_failed", status=400)
+            raise AppError("页面已过期或来源不明（CSRF 校验失败），请刷新页面后再提交。", code="csrf_failed",
+                           status=400)
 
 
 @bp.app_context_processor
