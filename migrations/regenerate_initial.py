@@ -2,6 +2,8 @@
 
 Used while the schema is young and nothing is deployed: every model lives in one initial migration.
 Once a release is deployed, add new revisions with `alembic revision --autogenerate` instead.
+Later revisions (0002 ...) are set aside while 0001 is written and put back after; each must therefore cope with
+a 0001 that already holds its change (create only what is missing, as 0002 does).
 Run: .venv/bin/python migrations/regenerate_initial.py
 """
 
@@ -25,14 +27,21 @@ def main() -> None:
     versions = ROOT / "migrations" / "versions"
     for f in versions.glob("0001_*.py"):
         f.unlink()
-    with tempfile.TemporaryDirectory() as tmp:
-        settings = Settings.from_env({"INSTANCE_PATH": tmp, "LOG_LEVEL": "WARNING"})
-        app = create_app(settings)
-        with app.app_context():
-            command.revision(alembic_config(), message="initial schema", autogenerate=True, rev_id="0001")
-        from wxapp_backend.kv import stop_embedded_redis
+    with tempfile.TemporaryDirectory() as tmp, tempfile.TemporaryDirectory() as aside:
+        later = [f for f in versions.glob("0*.py")]
+        for f in later:  # 0001 is written against an empty database: the revisions after it would be missing it
+            f.rename(Path(aside) / f.name)
+        try:
+            settings = Settings.from_env({"INSTANCE_PATH": tmp, "LOG_LEVEL": "WARNING"})
+            app = create_app(settings)
+            with app.app_context():
+                command.revision(alembic_config(), message="initial schema", autogenerate=True, rev_id="0001")
+            from wxapp_backend.kv import stop_embedded_redis
 
-        stop_embedded_redis(settings.instance_path)
+            stop_embedded_redis(settings.instance_path)
+        finally:
+            for f in later:
+                (Path(aside) / f.name).rename(f)
     print("rewrote", next(versions.glob("0001_*.py")))
 
 

@@ -4,7 +4,19 @@ from __future__ import annotations
 
 from datetime import date, datetime
 
-from sqlalchemy import JSON, Boolean, CheckConstraint, Date, Float, ForeignKey, Integer, String, Text
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    CheckConstraint,
+    Date,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    text,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from ..db import Base, UTCDateTime, utcnow
@@ -71,6 +83,12 @@ class AnswerFeedback(Base):
     """有用 / 没用 on one answer."""
 
     __tablename__ = "kb_feedback"
+    __table_args__ = (
+        # One vote per user per entry outside a chat turn (有用 on a search result): the service looks first, but
+        # two taps at the same moment both found none and both were saved (PostgreSQL). Migration 0002.
+        Index("uq_kb_feedback_user_entry_without_turn", "user_id", "entry_id", unique=True,
+              postgresql_where=text("turn_id IS NULL"), sqlite_where=text("turn_id IS NULL")),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     turn_id: Mapped[int | None] = mapped_column(ForeignKey("kb_chat_turns.id", ondelete="SET NULL"), unique=True)

@@ -458,6 +458,13 @@ def reopen_unanswered(session: Session, actor: Actor, unanswered_id: int) -> Una
     return row
 
 
+def own_vote(session: Session, user_id: int, entry_id: str) -> AnswerFeedback | None:
+    """The user's vote on an entry outside any chat turn (on a search result), if any."""
+    return session.scalar(select(AnswerFeedback).where(
+        AnswerFeedback.turn_id.is_(None), AnswerFeedback.user_id == user_id,
+        AnswerFeedback.entry_id == entry_id).order_by(AnswerFeedback.id).limit(1))
+
+
 def record_feedback(session: Session, *, turn_id: int | None, entry_id: str, user_id: int | None,
                     useful: bool, secret: str = "", vote_token: str | None = None) -> AnswerFeedback:
     """A 有用/没用 vote: on a chat turn by whoever got its answer (the user, or the holder of its vote token), or
@@ -488,9 +495,7 @@ def record_feedback(session: Session, *, turn_id: int | None, entry_id: str, use
     elif user_id is not None:
         # Without a turn (a vote on a search result) one user has one vote per entry: tapping 有用 again and
         # again, or a script with a token, would otherwise move the 有用 share as it liked.
-        existing = session.scalar(select(AnswerFeedback).where(
-            AnswerFeedback.turn_id.is_(None), AnswerFeedback.user_id == user_id,
-            AnswerFeedback.entry_id == entry_id).order_by(AnswerFeedback.id).limit(1))
+        existing = own_vote(session, user_id, entry_id)
         if existing is not None:
             existing.useful = useful
             return existing
@@ -499,8 +504,11 @@ def record_feedback(session: Session, *, turn_id: int | None, entry_id: str, use
         with session.begin_nested():
             session.add(fb)
             session.flush()
-    except IntegrityError:  # a double tap on the same turn (PostgreSQL; SQLite queues writers): one vote
-        existing = session.scalar(select(AnswerFeedback).where(AnswerFeedback.turn_id == turn_id))
+    except IntegrityError:  # a double tap (PostgreSQL; SQLite queues writers): the vote saved first takes this one
+        if turn_id is not None:
+            existing = session.scalar(select(AnswerFeedback).where(AnswerFeedback.turn_id == turn_id))
+        else:  # the user's vote on this entry outside a turn (uq_kb_feedback_user_entry_without_turn)
+            existing = own_vote(session, user_id, entry_id)
         if existing is None:
             raise
         existing.useful = useful

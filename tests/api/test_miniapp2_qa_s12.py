@@ -1,0 +1,147 @@
+"""The mini-program's user API under /api/v1, second pass (QA session 12): double taps on 有用, appeal keys reused
+with another body, expired logins on the open pages, number questions, and paging 我的报名."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+
+import pytest
+
+from wxapp_backend.knowledge_store.models import AnswerFeedback, KBEntry
+
+VOTE_INDEX = "uq_kb_feedback_user_entry_without_turn"
+
+
+def _parallel(app, n, fn):
+    barrier = threading.Barrier(n)
+    out: list = []
+    guard = threading.Lock()
+
+    def one(i):
+        with app.app_context():
+            c = app.test_client()
+            barrier.wait()
+            try:
+                r = fn(c, i)
+            except Exception as exc:  # noqa: BLE001
+                r = repr(exc)
+            with guard:
+                out.append(r)
+
+    ts = [threading.Thread(target=one, args=(i,)) for i in range(n)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(60)
+    return out
+
+
+# --- 1. 有用 on a search result, tapped twice at once ------------------------------------------------------
+
+@pytest.fixture
+def slow_vote_lookup(monkeypatch):
+    """Widen the window between “has this user voted on this entry?” and the insert, so that the race happens
+    on every run and not only on a lucky one."""
+    from wxapp_backend.knowledge_store import services
+
+    original = services.own_vote
+
+    def slow(session, user_id, entry_id):
+        found = original(session, user_id, entry_id)
+        time.sleep(0.05)
+        return found
+
+    monkeypatch.setattr(services, "own_vote", slow)
+
+
+def _double_taps(app, db, make_user, user_token, n=6):
+    db.add(KBEntry(id="qa12-vote", question="开办企业需要多久？", answer="一般 1 个工作日内办结。"))
+    db.commit()
+    user = make_user()
+    h = user_token(user)
+    codes = _parallel(app, n, lambda c, i: c.post("/api/v1/kb/feedback", json={"entry_id": "qa12-vote",
+                                                                              "useful": True}, headers=h).status_code)
+    db.expire_all()
+    return codes, db.query(AnswerFeedback).filter_by(user_id=user.id, entry_id="qa12-vote").count()
+
+
+@pytest.mark.postgres
+def test_two_useful_taps_at_once_on_a_search_result_are_one_vote(app, app_ctx, make_user, user_token, db,
+                                                                 slow_vote_lookup):
+    codes, votes = _double_taps(app, db, make_user, user_token)
+    assert Counter(codes) == Counter({200: 6}), Counter(codes)
+    assert votes == 1
+
+
+@pytest.mark.postgres
+def test_negative_control_without_the_index_the_taps_are_counted_twice(app, app_ctx, make_user, user_token, db,
+                                                                        slow_vote_lookup):
+    engine = app.extensions["wxapp"].db.engine
+    with engine.begin() as conn:
+        conn.exec_driver_sql(f"DROP INDEX {VOTE_INDEX}")
+    try:
+        codes, votes = _double_taps(app, db, make_user, user_token)
+    finally:
+        with engine.begin() as conn:
+            conn.exec_driver_sql("DELETE FROM kb_feedback")
+            conn.exec_driver_sql(f"CREATE UNIQUE INDEX {VOTE_INDEX} ON kb_feedback (user_id, entry_id) "
+                                 "WHERE turn_id IS NULL")
+    assert votes > 1, (codes, votes)  # the race the index closes
+
+
+def test_one_user_has_one_vote_per_search_result_in_the_database_itself(app_ctx, make_user, db):
+    """The rule holds in the schema (SQLite and PostgreSQL alike), not only in the service's look-up first; votes
+    on chat turns, and votes of users since deleted (user_id NULL), are not limited by it."""
+    from sqlalchemy.exc import IntegrityError
+
+    from wxapp_backend.knowledge_store.models import ChatTurn
+
+    db.add(KBEntry(id="qa12-vote", question="开办企业需要多久？", answer="一般 1 个工作日内办结。"))
+    user = make_user()
+    db.add(AnswerFeedback(entry_id="qa12-vote", user_id=user.id, useful=True))
+    db.commit()
+    db.add(AnswerFeedback(entry_id="qa12-vote", user_id=user.id, useful=False))
+    with pytest.raises(IntegrityError):
+        db.commit()
+    db.rollback()
+    turns = [ChatTurn(channel="api", user_id=user.id, question="开办企业", decision="answer", entry_id="qa12-vote")
+             for _ in range(2)]
+    db.add_all(turns)
+    db.commit()
+    db.add_all([AnswerFeedback(entry_id="qa12-vote", user_id=user.id, useful=True, turn_id=t.id) for t in turns])
+    db.add_all([AnswerFeedback(entry_id="qa12-vote", user_id=None, useful=True) for _ in range(2)])
+    db.commit()
+    assert db.query(AnswerFeedback).count() == 5
+
+
+def test_migration_0002_folds_votes_already_doubled_into_one(app_ctx, tmp_path):
+    """A database at 0001 may already hold doubled votes (the index could not be created over them): the upgrade
+    keeps each user's first vote on an entry and leaves votes on chat turns and of deleted users alone."""
+    from alembic import command
+    from sqlalchemy import create_engine, text
+
+    from wxapp_backend.cli import alembic_config
+
+    engine = create_engine(f"sqlite:///{tmp_path / 'old.db'}")
+    try:
+        with engine.begin() as conn:
+            command.upgrade(alembic_config(conn), "0001")
+            # (a plain SQLite connection does not enforce the foreign keys: no users or turns are needed)
+            rows = [(1, None, "e1", 1, 1), (2, None, "e1", 1, 0), (3, None, "e1", 1, 1), (4, None, "e2", 1, 1),
+                    (5, None, "e1", 2, 0), (6, 7, "e1", 1, 1), (7, 8, "e1", 1, 1), (8, None, "e1", None, 1),
+                    (9, None, "e1", None, 0)]
+            for row in rows:
+                conn.execute(text("INSERT INTO kb_feedback (id, turn_id, entry_id, user_id, useful, created_at) "
+                                  "VALUES (:i, :t, :e, :u, :y, '2026-01-01')"),
+                             dict(zip("iteuy", row, strict=True)))
+            command.upgrade(alembic_config(conn), "head")
+            left = [r[0] for r in conn.execute(text("SELECT id FROM kb_feedback ORDER BY id"))]
+            assert left == [1, 4, 5, 6, 7, 8, 9]
+            with pytest.raises(Exception, match="UNIQUE"):
+                with conn.begin_nested():
+                    conn.execute(text("INSERT INTO kb_feedback (turn_id, entry_id, user_id, useful, created_at) "
+                                      "VALUES (NULL, 'e2', 1, 0, '2026-01-01')"))
+    finally:
+        engine.dispose()
