@@ -9,6 +9,7 @@ from collections import Counter
 
 import pytest
 
+from tests.api.test_miniapp_qa_s12 import PNG, _uploads
 from wxapp_backend.knowledge_store.models import AnswerFeedback, KBEntry
 
 VOTE_INDEX = "uq_kb_feedback_user_entry_without_turn"
@@ -145,3 +146,50 @@ def test_migration_0002_folds_votes_already_doubled_into_one(app_ctx, tmp_path):
                                       "VALUES (NULL, 'e2', 1, 0, '2026-01-01')"))
     finally:
         engine.dispose()
+
+
+# --- 2. an appeal's Idempotency-Key sent again with another body -------------------------------------------
+
+def _appeal(**kw) -> dict:
+    return {"content": "园区南门的路灯坏了三天，晚上下班很黑", "contact_name": "张三", "contact_phone": "13800138000", **kw}
+
+
+def test_an_appeal_key_reused_with_another_body_is_refused_not_answered_with_the_first(app, client, make_user,
+                                                                                      user_token, db):
+    """The page kept its Idempotency-Key after the first appeal and sent the next problem with it: the answer was
+    the first appeal (200), so the second problem was silently dropped. As for registrations, the key reused for
+    something else is now a 409 that says so; the same body again is still the first appeal."""
+    from wxapp_backend.appeals.models import Appeal
+
+    h = user_token(make_user())
+    key = {**h, "Idempotency-Key": "appeal-tap-1"}
+    first = client.post("/api/v1/appeals", json=_appeal(), headers=key)
+    assert first.status_code == 201, first.get_json()
+    again = client.post("/api/v1/appeals", json=_appeal(), headers=key)
+    assert again.status_code == 200 and again.get_json()["id"] == first.get_json()["id"]
+    kept = _uploads(app)
+    for other in (_appeal(content="停车场入口的道闸一直抬不起来"), _appeal(contact_phone="13900139000"),
+                  _appeal(contact_name="李四"), _appeal(images=[PNG]), _appeal(enterprise_name="某某科技有限公司")):
+        resp = client.post("/api/v1/appeals", json=other, headers=key)
+        assert resp.status_code == 409, (other, resp.get_json())
+        body = resp.get_json()
+        assert body["error"] == "idempotency_key_reused"
+        assert "Idempotency-Key" not in body["message"] and "已用于" in body["message"], body["message"]
+    assert db.query(Appeal).count() == 1
+    assert _uploads(app) == kept  # the refused one's photo is not left on disk
+    # The same key of another user is theirs; a new key files the second problem.
+    assert client.post("/api/v1/appeals", json=_appeal(content="停车场入口的道闸一直抬不起来"),
+                       headers={**user_token(make_user()), "Idempotency-Key": "appeal-tap-1"}).status_code == 201
+    assert client.post("/api/v1/appeals", json=_appeal(content="停车场入口的道闸一直抬不起来"),
+                       headers={**h, "Idempotency-Key": "appeal-tap-2"}).status_code == 201
+
+
+def test_an_appeal_retried_with_its_key_and_photo_is_still_the_first(app, client, make_user, user_token, db):
+    from wxapp_backend.appeals.models import Appeal
+
+    key = {**user_token(make_user()), "Idempotency-Key": "appeal-photo-1"}
+    first = client.post("/api/v1/appeals", json=_appeal(images=[PNG]), headers=key)
+    assert first.status_code == 201, first.get_json()
+    again = client.post("/api/v1/appeals", json=_appeal(images=[PNG]), headers=key)
+    assert again.status_code == 200 and again.get_json()["id"] == first.get_json()["id"]
+    assert db.query(Appeal).count() == 1

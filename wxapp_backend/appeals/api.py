@@ -15,7 +15,7 @@ from ..notices.kinds import subscribe_request
 from ..validation import Field, validate
 from . import intake, reports, services
 from . import metrics as appeal_metrics
-from .models import Appeal, Holiday
+from .models import Holiday
 
 bp = Blueprint("appeals_api", __name__, url_prefix="/api/v1")
 
@@ -130,27 +130,32 @@ APPEAL_NOTICE_KINDS = ("appeal_accepted", "appeal_needs_info", "appeal_resolved"
 
 @bp.post("/appeals")
 @user_required
-@doc("提交诉求（可带 Idempotency-Key 请求头：同一用户同一键返回同一条诉求，200 而非 201；不带时，10 分钟内"
+@doc("提交诉求（可带 Idempotency-Key 请求头：同一用户同一键、同样内容返回同一条诉求，200 而非 201；同一键内容不同为 "
+     "409 idempotency_key_reused；不带时，10 分钟内"
      "再次提交内容、联系人和电话都相同的诉求视为网络重试，同样返回已提交的那条，200）", body=SUBMIT_FIELDS,
      tags=["诉求"], responses={201: "{id, number, status, due_at, ...}", 200: "同一 Idempotency-Key 或重试的已有诉求",
+                              409: "同一 Idempotency-Key 已用于内容不同的诉求（idempotency_key_reused）",
                               413: "照片过大", 422: "填写有误（类别不存在、电话格式、照片类型等）"})
 def submit():
     user_id = current_user_id()
     data = validate(json_body(max_bytes=intake.MAX_BODY_BYTES), SUBMIT_FIELDS)
     key = _idempotency_key()
+    decoded = intake.decode_images(data["images"] or [])  # every photo checked before anything is stored
+    # What this keyed request asks for: the same key with another body is a 409, not the first appeal again.
+    digest = services.request_digest(data, [raw for raw, _ in decoded]) if key else None
     if key:
         with session_scope() as s:
-            existing = s.scalar(select(Appeal).where(Appeal.user_id == user_id, Appeal.idempotency_key == key))
+            existing = services.keyed_appeal(s, user_id, key, digest)
             if existing is not None:  # the same answer as the first time (it may be the one that never arrived)
                 return jsonify({**existing.to_public(), "subscribe": subscribe_request(list(APPEAL_NOTICE_KINDS))}), 200
-    decoded = intake.decode_images(data["images"] or [])  # every photo checked before anything is stored
     with intake.images_kept_if_committed(current_app.instance_path) as store, session_scope() as s:
         stored = store(decoded)
         appeal, created = services.submit_appeal(s, user_id, services.Intake(
             content=data["content"], contact_name=data["contact_name"], contact_phone=data["contact_phone"],
             category=data["category"], enterprise_id=data["enterprise_id"],
             enterprise_name=data["enterprise_name"] or "", building_id=data["building_id"], images=stored),
-            idempotency_key=key, daily_limit=services.MAX_APPEALS_PER_DAY, retry_window=services.RETRY_WINDOW)
+            idempotency_key=key, daily_limit=services.MAX_APPEALS_PER_DAY, retry_window=services.RETRY_WINDOW,
+            digest=digest)
         body = appeal.to_public()
     if not created:  # the first submission's appeal, with its own photos: these copies are nobody's
         intake.remove_images(current_app.instance_path, stored)

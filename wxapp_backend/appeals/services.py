@@ -445,15 +445,44 @@ def _retried(session: Session, user_id: int, intake: Intake, since: datetime) ->
         .order_by(Appeal.id.desc()).limit(1))
 
 
+def request_digest(fields: dict[str, Any], images: list[bytes]) -> str:
+    """What a keyed submission asked for, as a short hash (kept in its `submitted` event): a retry with the same key
+    must ask for the same thing."""
+    import hashlib
+    import json
+
+    body = {**{k: v for k, v in fields.items() if k != "images"},
+            "images": [hashlib.sha256(b).hexdigest() for b in images]}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, ensure_ascii=False, default=str).encode()).hexdigest()[:32]
+
+
+def keyed_appeal(session: Session, user_id: int, idempotency_key: str, digest: str | None = None) -> Appeal | None:
+    """The user's appeal made with this Idempotency-Key, if any. Sent with another body (the page kept its key for
+    the next problem), the key is not the same request: 409, as for registrations, rather than the first appeal
+    answered in place of a problem nobody would ever see."""
+    existing = session.scalar(select(Appeal).where(Appeal.user_id == user_id,
+                                                   Appeal.idempotency_key == idempotency_key))
+    if existing is None or digest is None:
+        return existing
+    first = session.scalar(select(AppealEvent.data).where(AppealEvent.appeal_id == existing.id,
+                                                          AppealEvent.action == "submitted")
+                           .order_by(AppealEvent.id).limit(1))
+    kept = (first or {}).get("request_digest")
+    if kept is not None and kept != digest:  # (appeals made before digests were kept: taken as the same)
+        raise Conflict(f"这个提交编号已用于您之前提交的诉求 {existing.number}，这次填写的内容与它不同，没有登记。"
+                       "请重新打开“我要反映”页面后再提交。", code="idempotency_key_reused")
+    return existing
+
+
 def submit_appeal(session: Session, user_id: int, intake: Intake, *, idempotency_key: str | None = None,
                   now: datetime | None = None, daily_limit: int | None = None,
-                  retry_window: timedelta | None = None) -> tuple[Appeal, bool]:
+                  retry_window: timedelta | None = None, digest: str | None = None) -> tuple[Appeal, bool]:
     """接单: a new appeal (or the one this key already made, or, given `retry_window` and no key, the one this
     submission repeats within that window: created=False). Routes it by the catalogue.
-    With `daily_limit` (the user's channels pass MAX_APPEALS_PER_DAY) the user's 24 hours are capped."""
+    With `daily_limit` (the user's channels pass MAX_APPEALS_PER_DAY) the user's 24 hours are capped.
+    With `digest` (request_digest of a keyed submission) the key answers only the same request again (409 else)."""
     if idempotency_key:
-        existing = session.scalar(select(Appeal).where(Appeal.user_id == user_id,
-                                                       Appeal.idempotency_key == idempotency_key))
+        existing = keyed_appeal(session, user_id, idempotency_key, digest)
         if existing is not None:
             return existing, False
     now = now or utcnow()
@@ -528,8 +557,7 @@ def submit_appeal(session: Session, user_id: int, intake: Intake, *, idempotency
             session.flush()
     except IntegrityError:
         if idempotency_key:  # the same key raced in from a second request: return the winner
-            existing = session.scalar(select(Appeal).where(Appeal.user_id == user_id,
-                                                           Appeal.idempotency_key == idempotency_key))
+            existing = keyed_appeal(session, user_id, idempotency_key, digest)
             if existing is not None:
                 return existing, False
         raise
@@ -537,7 +565,8 @@ def submit_appeal(session: Session, user_id: int, intake: Intake, *, idempotency
     actor = Actor("user", user_id, name=intake.contact_name)
     _event(session, appeal, actor, "submitted", note="企业提交诉求", public=True, dst=S.SUBMITTED.value,
            channel=intake.channel, suggested=suggestion.code, confidence=suggestion.confidence,
-           triage=appeal.needs_triage, similar=[{"id": a.id, "number": a.number, "score": sc} for a, sc in similar])
+           triage=appeal.needs_triage, similar=[{"id": a.id, "number": a.number, "score": sc} for a, sc in similar],
+           request_digest=digest if idempotency_key else None)
     return appeal, True
 
 
