@@ -74,7 +74,9 @@ def build_spec(app: Flask) -> dict[str, Any]:
     return {
         "openapi": "3.0.3",
         "info": {"title": "wxapp_backend 小程序接口", "version": "1",
-                 "description": "营商服务中心小程序后端接口。错误统一为 {error, message, fields}。"},
+                 "description": "营商服务中心小程序后端接口。错误统一为 {error, message, fields}。"
+                                "不要求登录的接口不带 Authorization 时按未登录处理；带了已过期或无效的登录令牌则返回 "
+                                "401 invalid_token（请重新登录），不会悄悄按未登录处理。"},
         "servers": [{"url": "/"}],
         "paths": paths,
         "components": {

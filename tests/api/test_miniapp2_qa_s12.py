@@ -193,3 +193,62 @@ def test_an_appeal_retried_with_its_key_and_photo_is_still_the_first(app, client
     again = client.post("/api/v1/appeals", json=_appeal(images=[PNG]), headers=key)
     assert again.status_code == 200 and again.get_json()["id"] == first.get_json()["id"]
     assert db.query(Appeal).count() == 1
+
+
+# --- 3. a login that has expired, on the pages open to everyone --------------------------------------------
+
+def _open_calls(activity_id: int):
+    return (("GET", "/api/v1/activities", None), ("GET", f"/api/v1/activities/{activity_id}", None),
+            ("GET", "/api/v1/kb/search?q=开办企业需要什么材料", None), ("POST", "/api/v1/chat", {"text": "开办企业需要什么材料"}))
+
+
+def test_an_expired_login_on_an_open_page_says_log_in_again(app, client, make_user, user_token, make_activity,
+                                                             redis_client):
+    """The mini-program sends its stored token with every request. Once it had expired, the activity list, the
+    activity page, search and chat answered as if nobody were logged in (no 已报名, no vote on one's own answers),
+    and the page never learnt it should log in again. A token that is sent and not valid is now a 401
+    invalid_token with a Chinese message; without a token (or the empty one a page sends before login) the pages
+    stay open to everyone."""
+    a = make_activity()
+    user = make_user()
+    h = user_token(user)
+    for method, url, body in _open_calls(a.id):
+        assert client.open(url, method=method, json=body, headers=h).status_code == 200, url
+    for key in redis_client.scan_iter("tok:user:*"):
+        redis_client.delete(key)  # what the TTL does when it runs out
+    from flask import g
+
+    g.pop("user_auth", None)  # the test's app context outlives each request; a real one does not
+    for headers in (h, {"Authorization": "Bearer forged-token-123"}):
+        for method, url, body in _open_calls(a.id):
+            resp = client.open(url, method=method, json=body, headers=headers)
+            assert resp.status_code == 401, (url, resp.get_json())
+            assert resp.get_json()["error"] == "invalid_token"
+            assert "重新进入小程序" in resp.get_json()["message"], resp.get_json()
+    for headers in ({}, {"Authorization": ""}, {"Authorization": "Bearer "}, {"Authorization": "Bearer undefined"},
+                    {"Authorization": "Bearer null"}):
+        for method, url, body in _open_calls(a.id):
+            resp = client.open(url, method=method, json=body, headers=headers)
+            assert resp.status_code == 200, (headers, url, resp.get_json())
+    detail = client.get(f"/api/v1/activities/{a.id}").get_json()
+    assert "my_registration" not in detail
+
+
+def test_an_expired_login_voting_on_an_answer_is_told_too(app, client, make_user, user_token, db):
+    db.add(KBEntry(id="qa12-vote", question="开办企业需要多久？", answer="一般 1 个工作日内办结。"))
+    db.commit()
+    resp = client.post("/api/v1/kb/feedback", json={"entry_id": "qa12-vote", "useful": True},
+                       headers={"Authorization": "Bearer forged-token-123"})
+    assert resp.status_code == 401 and resp.get_json()["error"] == "invalid_token"
+    # Without a token a vote outside a chat turn still asks for a login, as before.
+    resp = client.post("/api/v1/kb/feedback", json={"entry_id": "qa12-vote", "useful": True})
+    assert resp.status_code == 401 and resp.get_json()["error"] == "login_required"
+
+
+def test_a_staff_token_on_an_open_page_is_still_served(client, make_staff, staff_headers, make_activity):
+    """A staff script that sends its own token with every request (a staff token is not a mini-program login)
+    keeps reading the open pages, as before."""
+    a = make_activity()
+    h = staff_headers(make_staff(role="staff"))
+    for method, url, body in _open_calls(a.id):
+        assert client.open(url, method=method, json=body, headers=h).status_code == 200, url

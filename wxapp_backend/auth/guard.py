@@ -40,12 +40,27 @@ def current_user_id() -> int:
     return user_id
 
 
+# What a page sends before anyone logged in: "Bearer " + an empty, undefined or null stored token.
+_NO_TOKEN = {"", "undefined", "null"}
+
+
 def optional_user_id() -> int | None:
-    """The mini-program user when a valid bearer token is sent, else None (for endpoints open to all)."""
+    """For endpoints open to all: the mini-program user of the bearer token, or None when no token is sent.
+
+    A token that is sent but no longer valid is a 401 invalid_token (登录已过期): answered as anonymous, the page
+    showed no 已报名 and never learnt that it should log in again. A staff token is no mini-program login: a
+    staff script that sends it everywhere is served as anonymous, as before."""
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or token.strip() in _NO_TOKEN:
+        return None
     try:
         return current_user_id()
     except Unauthorized:
-        return None
+        state = current_app.extensions["wxapp"]
+        if tokens.resolve(state.redis, STAFF, token.strip()) is not None:
+            return None
+        raise
 
 
 def user_required(fn: F) -> F:
