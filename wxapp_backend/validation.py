@@ -238,11 +238,16 @@ def _year_range(title: str, year: int) -> None:
         raise _Bad(f"{title}的年份应在 {MIN_YEAR} 到 {MAX_YEAR} 之间")
 
 
+def _bound(v: float) -> str:
+    """A bound as a person writes it: 1000000, not 1e+06; 35.5 as it is."""
+    return str(int(v)) if float(v).is_integer() else f"{v:g}"
+
+
 def _range(f: Field, value: float) -> None:
     if f.min is not None and value < f.min:
-        raise _Bad(f"{f.title}不能小于 {f.min:g}")
+        raise _Bad(f"{f.title}不能小于 {_bound(f.min)}")
     if f.max is not None and value > f.max:
-        raise _Bad(f"{f.title}不能大于 {f.max:g}")
+        raise _Bad(f"{f.title}不能大于 {_bound(f.max)}")
 
 
 class _Bad(Exception):

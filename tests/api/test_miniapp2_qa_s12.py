@@ -252,3 +252,58 @@ def test_a_staff_token_on_an_open_page_is_still_served(client, make_staff, staff
     h = staff_headers(make_staff(role="staff"))
     for method, url, body in _open_calls(a.id):
         assert client.open(url, method=method, json=body, headers=h).status_code == 200, url
+
+
+# --- 4. number questions on a registration form ------------------------------------------------------------
+
+def _register(client, aid, headers, answers):
+    return client.post(f"/api/v1/activities/{aid}/registrations", json={"answers": answers}, headers=headers)
+
+
+def test_a_number_question_refuses_a_negative_or_huge_answer(client, new_activity, make_user, user_token):
+    """随行人数 took -3 and 1e15: the roster summed them and the export showed them to staff as given."""
+    aid = new_activity(capacity=10, questions=[{"key": "guests", "label": "随行人数", "type": "number"}])
+    for value, says in ((-3, "随行人数不能小于 0"), (1e15, "随行人数不能大于 99999"), ("-0.5", "随行人数不能小于 0")):
+        resp = _register(client, aid, user_token(make_user()), {"guests": value})
+        assert resp.status_code == 422, (value, resp.get_json())
+        assert resp.get_json()["fields"]["answers.guests"] == says, resp.get_json()
+    ok = _register(client, aid, user_token(make_user()), {"guests": 2})
+    assert ok.status_code == 201 and ok.get_json()["answers"] == {"guests": 2}
+
+
+def test_staff_set_the_range_of_a_number_question(client, new_activity, make_user, user_token):
+    aid = new_activity(capacity=10, questions=[
+        {"key": "guests", "label": "随行人数", "type": "number", "min": 1, "max": 3, "required": True},
+        {"key": "temp", "label": "体温", "type": "number", "min": 35.5, "max": 42},
+        {"key": "floor", "label": "所在楼层", "type": "number", "min": -3, "max": 120}])
+    detail = client.get(f"/api/v1/activities/{aid}").get_json()
+    assert detail["questions"][0]["min"] == 1 and detail["questions"][0]["max"] == 3  # the page can say so
+    for answers, field, says in (({"guests": 0}, "guests", "随行人数不能小于 1"),
+                                 ({"guests": 4}, "guests", "随行人数不能大于 3"),
+                                 ({"guests": 1, "temp": 35}, "temp", "体温不能小于 35.5"),
+                                 ({"guests": 1, "floor": -4}, "floor", "所在楼层不能小于 -3")):
+        resp = _register(client, aid, user_token(make_user()), answers)
+        assert resp.status_code == 422, (answers, resp.get_json())
+        assert resp.get_json()["fields"][f"answers.{field}"] == says, resp.get_json()
+    ok = _register(client, aid, user_token(make_user()), {"guests": 3, "temp": 36.6, "floor": -2})
+    assert ok.status_code == 201 and ok.get_json()["answers"] == {"guests": 3, "temp": 36.6, "floor": -2}
+
+
+@pytest.mark.parametrize("question, says", [
+    ({"min": 5, "max": 1}, "最小值不能大于最大值"),
+    ({"min": "一"}, "min"),
+    ({"max": True}, "max"),
+    ({"max": 10 ** 12}, "max"),
+    ({"type": "text", "max": 3}, "只有数字题"),
+])
+def test_a_number_question_with_a_bad_range_is_refused_when_staff_save_it(client, staff, staff_headers, question,
+                                                                          says):
+    from datetime import UTC, datetime, timedelta
+
+    start = datetime.now(UTC) + timedelta(days=2)
+    body = {"category": "concert", "title": "楼宇音乐会", "address": "某大厦大堂", "starts_at": start.isoformat(),
+            "ends_at": (start + timedelta(hours=2)).isoformat(), "capacity": 2,
+            "questions": [{"key": "guests", "label": "随行人数", "type": "number", **question}]}
+    resp = client.post("/api/v1/staff/activities", json=body, headers=staff_headers(staff))
+    assert resp.status_code == 422, resp.get_json()
+    assert says in resp.get_json()["fields"]["questions"], resp.get_json()

@@ -55,6 +55,31 @@ CHANGED_KIND = "activity_changed"  # 活动调整: time or place changed, to the
 EARLY_REMINDER, NEAR_REMINDER = "24h", "1h"
 
 
+# A number question's answers lie in [min, max]: staff may set either on the question; without them 随行人数 took -3
+# and 1e15. Staff's own bounds stay within ±NUMBER_BOUND.
+NUMBER_MIN, NUMBER_MAX, NUMBER_BOUND = 0, 99999, 10**9
+
+
+def _number_range(q: dict) -> tuple[float, float]:
+    return q.get("min", NUMBER_MIN), q.get("max", NUMBER_MAX)
+
+
+def _check_range(q: dict, label: str) -> str | None:
+    given = [k for k in ("min", "max") if k in q]
+    if not given:
+        return None
+    if q.get("type") != "number":
+        return f"问题“{label}”：只有数字题可以设置 min / max"
+    for k in given:
+        v = q[k]
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or v != v or abs(v) > NUMBER_BOUND:
+            return f"问题“{label}”的 {k} 应为 -{NUMBER_BOUND} 到 {NUMBER_BOUND} 之间的数字"
+    low, high = _number_range(q)
+    if low > high:
+        return (f"问题“{label}”的最小值不能大于最大值（未设置时最小值为 {NUMBER_MIN}、最大值为 {NUMBER_MAX}）")
+    return None
+
+
 def _check_question(q: Any) -> str | None:
     if not isinstance(q, dict):
         return "每个问题应为对象（含 key、label、type）"
@@ -69,7 +94,7 @@ def _check_question(q: Any) -> str | None:
         options = q.get("options")
         if not isinstance(options, list) or not options or not all(isinstance(o, str) and o for o in options):
             return f"问题“{label}”需要至少一个选项"
-    return None
+    return _check_range(q, label)
 
 
 def _check_questions(qs: list) -> str | None:
@@ -105,7 +130,8 @@ ACTIVITY_FIELDS = (
           default=[]),
     Field("verified_only", "bool", "仅限已核实的企业联系人", default=False),
     Field("per_enterprise_cap", "int", "每家企业名额上限", max=100000),
-    Field("questions", "list", "报名问题", max_items=20, default=[], check=_check_questions),
+    Field("questions", "list", "报名问题", max_items=20, default=[], check=_check_questions,
+          description="每项 {key, label, type, required}；单选、多选题带 options；数字题可带 min、max（不设时为 0 到 99999）"),
     Field("requires_approval", "bool", "报名需审核", default=False),
     Field("cover_image", "str", "封面图片地址", max_len=300, default=""),
     Field("status", "enum", "状态", choices=tuple(s.value for s in ActivityStatus),
@@ -501,7 +527,8 @@ def _answer_field(q: dict) -> Field:
     if kind == "text":
         return Field(q["key"], "str", label, required=required, max_len=500)
     if kind == "number":
-        return Field(q["key"], "float", label, required=required)
+        low, high = _number_range(q)
+        return Field(q["key"], "float", label, required=required, min=low, max=high)
     if kind == "choice":
         return Field(q["key"], "enum", label, required=required, choices=tuple(q["options"]))
     if kind == "multi":
