@@ -307,3 +307,36 @@ def test_a_number_question_with_a_bad_range_is_refused_when_staff_save_it(client
     resp = client.post("/api/v1/staff/activities", json=body, headers=staff_headers(staff))
     assert resp.status_code == 422, resp.get_json()
     assert says in resp.get_json()["fields"]["questions"], resp.get_json()
+
+
+# --- 5. 我的报名, paged -------------------------------------------------------------------------------------
+
+def test_my_registrations_are_paged_like_every_other_list(client, make_user, user_token, make_activity, db):
+    """GET /me/registrations ignored ?page / ?per_page and stopped at 200 registrations, with no total: a user with
+    more (a regular of 午间一小时 over the years) could never see the oldest, and the page could not say how many."""
+    from wxapp_backend.activities.models import Registration
+
+    user = make_user()
+    h = user_token(user)
+    a, b = make_activity(title="午间一小时·书法"), make_activity(title="楼宇音乐会")
+    db.add_all([Registration(activity_id=a.id, user_id=user.id, status="cancelled") for _ in range(204)])
+    db.add(Registration(activity_id=b.id, user_id=user.id, status="confirmed", active_key=f"{b.id}:{user.id}"))
+    db.commit()
+    ids = [r.id for r in db.query(Registration).order_by(Registration.id.desc())]
+    first = client.get("/api/v1/me/registrations", headers=h).get_json()
+    assert (first["total"], first["page"], first["per_page"], first["pages"]) == (205, 1, 20, 11)
+    assert [r["id"] for r in first["items"]] == ids[:20]
+    assert first["items"][0]["activity"]["title"] == "楼宇音乐会"
+    last = client.get("/api/v1/me/registrations?page=3&per_page=100", headers=h).get_json()
+    assert [r["id"] for r in last["items"]] == ids[200:] and last["pages"] == 3
+    beyond = client.get("/api/v1/me/registrations?page=12", headers=h).get_json()
+    assert beyond["items"] == [] and beyond["total"] == 205
+    for query, field, says in (("per_page=101", "per_page", "每页条数不能大于 100"), ("page=0", "page", "页码不能小于 1"),
+                               ("page=abc", "page", "页码应为整数")):
+        resp = client.get(f"/api/v1/me/registrations?{query}", headers=h)
+        assert resp.status_code == 422 and resp.get_json()["fields"][field] == says, resp.get_json()
+    # Someone else's list is their own.
+    other = client.get("/api/v1/me/registrations", headers=user_token(make_user())).get_json()
+    assert other["items"] == [] and other["total"] == 0
+    spec = client.get("/api/v1/openapi.json").get_json()["paths"]["/api/v1/me/registrations"]["get"]
+    assert {p["name"] for p in spec["parameters"]} >= {"page", "per_page"}

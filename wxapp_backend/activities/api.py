@@ -10,7 +10,7 @@ from ..auth.guard import current_actor, current_user_id, optional_user_id, staff
 from ..auth.models import StaffRole, User
 from ..db import session_scope
 from ..errors import BadRequest
-from ..http import doc, page_json, parse, query, throttle
+from ..http import PAGE_FIELDS, doc, page_json, parse, query, throttle
 from ..validation import Field
 from . import checkin, services
 from .models import CATEGORIES, Registration
@@ -125,12 +125,13 @@ def qr(registration_id: int):
 @bp.get("/me/registrations")
 @user_required
 @doc("我的报名（含可否取消及截止时间 can_cancel / cancel_until、可否出示签到码 can_show_code、"
-     "候补第几位 waitlist_position，不在候补或活动已开始为 null；活动开始时仍在候补的，waitlist_note 说明候补未能递补）",
-     tags=["活动"])
+     "候补第几位 waitlist_position，不在候补或活动已开始为 null；活动开始时仍在候补的，waitlist_note 说明候补未能递补）；"
+     "按报名先后倒序分页，{items, total, page, per_page, pages}", params=PAGE_FIELDS, tags=["活动"])
 def my_registrations():
+    q = query(PAGE_FIELDS)
     with session_scope() as s:
-        regs = services.my_registrations(s, current_user_id())
-        return jsonify({"items": [_mine(s, r, with_activity=True) for r in regs]})
+        regs, total = services.my_registrations_page(s, current_user_id(), page=q["page"], per_page=q["per_page"])
+        return jsonify(page_json([_mine(s, r, with_activity=True) for r in regs], total, q["page"], q["per_page"]))
 
 
 @bp.get("/me/subscriptions")

@@ -924,11 +924,13 @@ def decide(session: Session, actor: Actor, registration_id: int, approve: bool, 
     return reg
 
 
-def my_registrations(session: Session, user_id: int, *, include_inactive: bool = True) -> list[Registration]:
-    stmt = select(Registration).where(Registration.user_id == user_id)
-    if not include_inactive:
-        stmt = stmt.where(Registration.status.in_(ACTIVE_STATUSES))
-    return list(session.scalars(stmt.order_by(Registration.id.desc()).limit(200)).unique())
+def my_registrations_page(session: Session, user_id: int, *, page: int = 1,
+                          per_page: int = 20) -> tuple[list[Registration], int]:
+    """我的报名 one page at a time, newest first, and how many there are in all (it stopped at 200, with no total)."""
+    total = session.scalar(select(func.count(Registration.id)).where(Registration.user_id == user_id)) or 0
+    stmt = (select(Registration).where(Registration.user_id == user_id).order_by(Registration.id.desc())
+            .offset((page - 1) * per_page).limit(per_page))
+    return list(session.scalars(stmt).unique()), total
 
 
 def subscribe_hint(status: str = RegStatus.CONFIRMED.value) -> dict[str, Any]:
