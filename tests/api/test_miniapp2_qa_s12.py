@@ -340,3 +340,28 @@ def test_my_registrations_are_paged_like_every_other_list(client, make_user, use
     assert other["items"] == [] and other["total"] == 0
     spec = client.get("/api/v1/openapi.json").get_json()["paths"]["/api/v1/me/registrations"]["get"]
     assert {p["name"] for p in spec["parameters"]} >= {"page", "per_page"}
+
+
+# --- registrations: the same key with other answers (found on the way) --------------------------------------
+
+def test_a_registration_key_reused_with_other_answers_is_refused_in_chinese(client, make_user, user_token,
+                                                                           make_activity, db):
+    """The registration's key, sent again with other answers (随行人数 1, then 3), answered with the first
+    registration and its old answers (200): the change was silently lost. Like an appeal's key, it is now a 409
+    that says so in Chinese (the message for another activity named the header “Idempotency-Key”); the same
+    answers again are still the first registration."""
+    from wxapp_backend.activities.models import Registration
+
+    a, b = make_activity(questions=[{"key": "guests", "label": "随行人数", "type": "number"}]), make_activity()
+    h = {**user_token(make_user()), "Idempotency-Key": "reg-tap-1"}
+    first = _register(client, a.id, h, {"guests": 1})
+    assert first.status_code == 201, first.get_json()
+    again = _register(client, a.id, h, {"guests": 1.0})
+    assert again.status_code == 200 and again.get_json()["id"] == first.get_json()["id"]
+    for aid, answers in ((a.id, {"guests": 3}), (a.id, {}), (b.id, {})):
+        resp = _register(client, aid, h, answers)
+        assert resp.status_code == 409, (aid, answers, resp.get_json())
+        body = resp.get_json()
+        assert body["error"] == "idempotency_key_reused" and "Idempotency-Key" not in body["message"], body
+        assert "已用于" in body["message"]
+    assert db.query(Registration).one().answers == {"guests": 1}

@@ -692,8 +692,20 @@ def register(session: Session, *, activity_id: int, user_id: int, answers: dict[
 
     def replay() -> Registration | None:
         previous = session.scalar(select(Registration).where(Registration.idempotency_key == idem)) if idem else None
-        if previous is not None and previous.activity_id != activity_id:
-            raise Conflict("这个 Idempotency-Key 已用于另一个活动的报名。", code="idempotency_key_reused")
+        if previous is None:
+            return None
+        if previous.activity_id != activity_id:
+            raise Conflict("这个提交编号已用于您另一个活动的报名，这次没有报名。请重新打开活动页面后再报名。",
+                           code="idempotency_key_reused")
+        # The same key with other answers is not the same request: answered with the first registration, the
+        # change was silently lost. (Answers that no longer fit the questions, edited since, cannot be compared.)
+        try:
+            same = check_answers(previous.activity, answers) == (previous.answers or {})
+        except ValidationError:
+            same = True
+        if not same:
+            raise Conflict("这个提交编号已用于您之前的报名，这次填写的内容与它不同，没有更改。如需修改请先取消原报名后"
+                           "重新打开活动页面报名。", code="idempotency_key_reused")
         return previous
 
     if (previous := replay()) is not None:
