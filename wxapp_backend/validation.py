@@ -46,6 +46,27 @@ def enterprise_name_problem(name: str) -> str | None:
     return None
 
 
+def strip_invisible(value: str) -> str:
+    """`value` without invisible format characters (Unicode category Cf: zero-width space and joiners U+200B-U+200D,
+    the word joiner U+2060, a stray BOM U+FEFF, bidi marks and overrides, the soft hyphen). Pasted from a web page,
+    Word or a chat they show nothing, yet made “上海甲科技” and “上海甲\u200b科技” two names: a second file of the same
+    enterprise, and a name typed later that matched nothing. What an emoji is made of stays: a zero-width joiner
+    between two pictographs (👨‍👩‍👧) and the tag characters of a flag (🏴 and its tags)."""
+    if value.isascii():
+        return value
+    out: list[str] = []
+    last = len(value) - 1
+    for i, ch in enumerate(value):
+        if unicodedata.category(ch) != "Cf":
+            out.append(ch)
+        elif ch == "\u200d" and out and i < last and unicodedata.category(out[-1]) in {"So", "Sk", "Mn"} \
+                and unicodedata.category(value[i + 1]) == "So":
+            out.append(ch)
+        elif "\U000e0020" <= ch <= "\U000e007f" and out and (out[-1] == "\U0001f3f4" or "\U000e0020" <= out[-1] <= "\U000e007f"):
+            out.append(ch)
+    return "".join(out)
+
+
 def credit_code_check_char(first17: str) -> str:
     """The check character for the first 17 characters (used by demo data and tests)."""
     total = sum(_CREDIT_CHARS.index(c) * w for c, w in zip(first17, _CREDIT_WEIGHTS, strict=True))
@@ -76,6 +97,8 @@ class Field:
     default: Any = None
     check: Callable[[Any], str | None] | None = None
     description: str = ""
+    # Text kept exactly as typed (a password): invisible characters are not removed from it.
+    verbatim: bool = False
 
     @property
     def title(self) -> str:
@@ -100,6 +123,8 @@ def _coerce(f: Field, value: Any) -> Any:  # noqa: C901 - one branch per kind re
         if not isinstance(value, str):
             raise _Bad(f"{t}应为文字")
         value = clean_text(value)
+        if not f.verbatim:
+            value = strip_invisible(value).strip()
         if f.kind in {"phone", "credit_code"}:  # full-width digits and letters from a Chinese input method
             value = unicodedata.normalize("NFKC", value)
         if f.kind == "credit_code":

@@ -20,6 +20,7 @@ from flask import current_app, has_app_context
 from knowledge.smalltalk import without_faces
 
 from ..errors import NotFound, PayloadTooLarge, ValidationError
+from ..validation import strip_invisible
 
 MAX_IMAGES = 9
 MAX_IMAGE_BYTES = 2 * 1024 * 1024
@@ -188,7 +189,8 @@ def match_place(session, text: str) -> dict:
     from ..enterprises.models import Building, Enterprise
     from ..enterprises.services import carrying_on, name_key, normalized_name
 
-    text = text.strip()
+    # Invisible characters pasted with the name (a zero-width space) are in no name on file: see strip_invisible.
+    text = strip_invisible(text).strip()
     out: dict = {"enterprise_name": text[:200]}
     best, best_key = None, ""
     loose = _LOOSE.sub("", text)

@@ -35,7 +35,7 @@ BIND_FIELDS = (
 )
 STAFF_LOGIN_FIELDS = (
     Field("username", "str", "用户名", required=True, max_len=64),
-    Field("password", "str", "密码", required=True, max_len=128),
+    Field("password", "str", "密码", required=True, max_len=128, verbatim=True),
 )
 
 

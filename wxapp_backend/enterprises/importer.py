@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session
 
 from ..audit import Actor, audit
 from ..errors import Conflict, ValidationError
+from ..validation import strip_invisible
 from . import services
 from .models import Building, Enterprise, Grid
 
@@ -438,7 +439,7 @@ def _checked_rows(body, colmap, report: ImportReport, *, ref: str, ref_ids: dict
         data: dict[str, Any] = {k: v for k, v in record.items() if k != ref}
         problems: list[Problem] = []
         if ref in record:
-            name = record[ref].strip()
+            name = strip_invisible(record[ref]).strip()  # as the names on file were written: see validation
             if name and name not in ref_ids:
                 problems.append(Problem(missing.format(name=name), row=number, column=colmap[ref][1]))
             data[ref_field] = ref_ids.get(name)

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from ..audit import Actor, AuditLog, audit
 from ..auth.models import BindingState, StaffUser, User
 from ..errors import AppError, Conflict, NotFound, ValidationError
-from ..validation import Field, credit_code_problem, enterprise_name_problem, validate
+from ..validation import Field, credit_code_problem, enterprise_name_problem, strip_invisible, validate
 from .models import (
     NOTE_BINDING_PENDING,
     NOTE_BINDING_REJECTED,
@@ -367,11 +367,16 @@ def get_enterprise(session: Session, enterprise_id: int) -> Enterprise:
     return enterprise
 
 
+# The invisible characters old files may hold (written before validation removed them: see strip_invisible), left out
+# when a stored name or code is compared: zero-width space, joiners and marks, the word joiner, a BOM, a soft hyphen.
+INVISIBLE = ("\u200b", "\u200c", "\u200d", "\u200e", "\u200f", "\u2060", "\ufeff", "\u00ad")
+
+
 def code_key(column: Any) -> Any:
     """SQL: a stored credit code folded the way `normalized_code` folds a typed one (upper case, no blanks). Old
     files were written in lower case or with blanks, and the unique index compares the text as stored: an exact
     comparison missed them (a binding made a second file of the same enterprise)."""
-    for blank in (" ", "\u3000", "\t"):
+    for blank in (" ", "\u3000", "\t", *INVISIBLE):
         column = func.replace(column, blank, "")
     return func.upper(column)
 
@@ -559,7 +564,7 @@ _MERGE_FILL = ("industry", "building_id", "floor_room", "tax_bracket", "contact_
 
 def normalized_code(code: str) -> str:
     """A credit code as validation stores it: full-width folded, upper case, no blanks (old files may differ)."""
-    return re.sub(r"\s", "", unicodedata.normalize("NFKC", code or "")).upper()
+    return re.sub(r"\s", "", unicodedata.normalize("NFKC", strip_invisible(code or ""))).upper()
 
 
 def find_enterprise(session: Session, ref: str, *, other_than: int | None = None) -> Enterprise:
@@ -581,12 +586,12 @@ def find_enterprise(session: Session, ref: str, *, other_than: int | None = None
 
 
 # How the same company name is written differently: full- or half-width brackets (“（集团）”, “(集团)”), blanks.
-_NAME_FOLDS = (("（", "("), ("）", ")"), (" ", ""), ("\u3000", ""))
+_NAME_FOLDS = (("（", "("), ("）", ")"), (" ", ""), ("\u3000", ""), *((ch, "") for ch in INVISIBLE))
 
 
 def normalized_name(name: str) -> str:
     """A company name folded for comparison with `name_key` (brackets half-width, no blanks, ASCII lower case)."""
-    name = name or ""
+    name = strip_invisible(name or "")
     for a, b in _NAME_FOLDS:
         name = name.replace(a, b)
     return re.sub(r"[A-Z]+", lambda m: m.group().lower(), name)

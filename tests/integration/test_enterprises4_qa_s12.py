@@ -1,0 +1,119 @@
+"""Enterprises, buildings, grids and bindings (second pass of session 12): each test fails without its fix."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import select
+
+from wxapp_backend.audit import Actor, AuditLog
+from wxapp_backend.auth.models import User
+from wxapp_backend.db import session_scope
+from wxapp_backend.demo import demo_credit_code
+from wxapp_backend.enterprises import importer, services
+from wxapp_backend.enterprises.models import Building, Enterprise
+
+ACTOR = Actor("staff", 3, role="staff")
+ADMIN = Actor("staff", 1, role="admin")
+INVALID = "91310106MA0000002X"  # an old file's code, from before the check digit was validated
+ZW = "\u200b"  # zero-width space, the commonest of the invisible characters pasted from web pages and Word
+
+
+def code(n: int) -> str:
+    return demo_credit_code("91310113", n)
+
+
+def _set(enterprise_id: int, **values) -> None:
+    """Write columns as old data left them, past every service check."""
+    with session_scope() as s:
+        s.execute(Enterprise.__table__.update().where(Enterprise.id == enterprise_id).values(**values))
+
+
+# --- 1. invisible characters in names and codes ------------------------------------------------------
+
+@pytest.mark.parametrize("mark", ["\u200b", "\u200c", "\u200d", "\ufeff", "\u2060", "\u202e", "\u00ad"])
+def test_a_binding_request_with_invisible_characters_files_the_clean_name(client, make_user, user_token, db,
+                                                                           mark):
+    """A name pasted from a web page carried a zero-width space: the file was made under a name that no exact
+    comparison (the chat's enterprise match, staff's duplicate check) ever found again."""
+    u = make_user()
+    r = client.post("/api/v1/me/enterprise",
+                    json={"name": f"上海甲{mark}科技有限公司{mark}", "credit_code": mark + code(1) + mark},
+                    headers=user_token(u))
+    assert r.status_code == 200, r.get_json()
+    e = db.scalar(select(Enterprise))
+    assert (e.name, e.credit_code) == ("上海甲科技有限公司", code(1))
+    asked = db.scalar(select(AuditLog).where(AuditLog.action == "binding.requested"))
+    assert asked.data["name_given"] == "上海甲科技有限公司"
+
+
+def test_a_name_of_invisible_characters_only_is_refused_in_chinese(client, make_user, user_token, db):
+    r = client.post("/api/v1/me/enterprise", json={"name": f"甲{ZW}{ZW}\u2060", "credit_code": code(2)},
+                    headers=user_token(make_user()))
+    assert r.status_code == 422 and "企业名称" in r.get_json()["fields"]["name"], r.get_json()
+    assert db.scalar(select(Enterprise.id)) is None
+
+
+def test_staff_forms_store_names_without_invisible_characters(client, make_staff, staff_headers, db):
+    headers = staff_headers(make_staff(role="staff"))
+    r = client.post("/api/v1/staff/buildings", json={"name": f"新华{ZW}大厦", "address": "新华路\ufeff1号"},
+                    headers=headers)
+    assert r.status_code == 201, r.get_json()
+    r = client.post("/api/v1/staff/enterprises",
+                    json={"name": f"上海乙{ZW}科技有限公司", "credit_code": code(3), "contact_name": "王\u200d五",
+                          "building_id": r.get_json()["id"], "tags": [f"{ZW}软件"]}, headers=headers)
+    assert r.status_code == 201, r.get_json()
+    e = db.scalar(select(Enterprise))
+    assert (e.name, e.contact_name, e.tags, e.building.name) == ("上海乙科技有限公司", "王五", ["软件"], "新华大厦")
+    # ... so the same name typed clean is a duplicate, not a second building.
+    r = client.post("/api/v1/staff/buildings", json={"name": "新华大厦"}, headers=headers)
+    assert r.status_code == 409, r.get_json()
+
+
+def test_an_import_with_invisible_characters_matches_the_files_and_buildings(app_ctx, make_enterprise,
+                                                                              make_building, db):
+    b = make_building(name="新华大厦")
+    e = make_enterprise(name="上海丙科技有限公司", credit_code=code(4))
+    data = ("企业名称,统一社会信用代码,楼宇,联系人\n"
+            f"上海丙{ZW}科技有限公司,{code(4)}{ZW},新华\u2060大厦,李\ufeff四\n"
+            f"\ufeff上海丁科技有限公司,{ZW}{code(5)},\u200c新华大厦,\n").encode()
+    with session_scope() as s:
+        report = importer.import_file(s, ADMIN, "enterprises", "e.csv", data)
+    assert report.ok and (report.created, report.updated) == (1, 1), report
+    rows = {x.credit_code: x for x in db.scalars(select(Enterprise))}
+    assert (rows[code(4)].id, rows[code(4)].name, rows[code(4)].building_id, rows[code(4)].contact_name) == \
+        (e.id, "上海丙科技有限公司", b.id, "李四")
+    assert (rows[code(5)].name, rows[code(5)].building_id) == ("上海丁科技有限公司", b.id)
+    # Buildings by name the same way.
+    data = f"楼宇名称,地址\n新华{ZW}大厦,新华路2号\n".encode()
+    with session_scope() as s:
+        report = importer.import_file(s, ADMIN, "buildings", "b.csv", data)
+    assert report.ok and (report.created, report.updated) == (0, 1), report
+    assert db.scalar(select(Building.address).where(Building.id == b.id)) == "新华路2号"
+
+
+def test_an_old_file_with_an_invisible_character_is_still_found(app_ctx, make_enterprise, make_user):
+    """Files written before the fix keep their invisible characters: search, the chat's name match, the duplicate
+    check and a binding by code compare past them."""
+    from wxapp_backend.appeals import intake
+    from wxapp_backend.auth.services import request_enterprise_binding
+
+    old = make_enterprise(name=f"上海戊{ZW}科技有限公司", credit_code=code(6))
+    twin = make_enterprise(name="上海戊科技有限公司", credit_code=INVALID)
+    legacy = make_enterprise(name="上海己科技有限公司", credit_code=code(7) + "\ufeff")
+    with session_scope() as s:
+        assert [x.id for x in services.search_enterprises(s, q="上海戊科技").items] == [old.id, twin.id]
+        assert intake.match_place(s, "上海戊科技有限公司")["enterprise_id"] == twin.id
+        assert intake.match_place(s, f"上海{ZW}己科技有限公司")["enterprise_id"] == legacy.id
+        assert [d.id for d in services.possible_duplicates(s, s.get(Enterprise, old.id))] == [twin.id]
+        assert services.find_enterprise(s, code(7)).id == legacy.id
+    u = make_user()
+    with session_scope() as s:
+        request_enterprise_binding(s, s.get(User, u.id), name="上海己科技有限公司", credit_code=code(7))
+        assert s.get(User, u.id).enterprise_id == legacy.id
+
+
+def test_an_emoji_joined_by_a_zero_width_joiner_in_a_nickname_stays_whole(client, make_user, user_token):
+    """The joiner inside 👨‍👩‍👧 is part of the emoji, not an invisible stray: it is kept."""
+    family = "\U0001f468\u200d\U0001f469\u200d\U0001f467"
+    r = client.patch("/api/v1/me", json={"nickname": f"小王{family}"}, headers=user_token(make_user()))
+    assert r.status_code == 200 and r.get_json()["nickname"] == f"小王{family}", r.get_json()
