@@ -117,3 +117,68 @@ def test_an_emoji_joined_by_a_zero_width_joiner_in_a_nickname_stays_whole(client
     family = "\U0001f468\u200d\U0001f469\u200d\U0001f467"
     r = client.patch("/api/v1/me", json={"nickname": f"小王{family}"}, headers=user_token(make_user()))
     assert r.status_code == 200 and r.get_json()["nickname"] == f"小王{family}", r.get_json()
+
+
+# --- 2. a merge's moved users each have their own audit row ----------------------------------------------
+
+def test_each_user_a_merge_moves_has_the_move_in_their_history(client, make_enterprise, make_user, make_staff,
+                                                               console_login, db):
+    """Only the merge's own row (on the kept file) listed the users: the history of a user (the audit log
+    filtered to them) showed a binding requested for one file and verified for another, with nothing between."""
+    keep = make_enterprise(name="上海庚科技有限公司", credit_code=code(8))
+    dup = make_enterprise(name="庚科技", credit_code=INVALID)
+    other = make_enterprise(name="上海辛贸易有限公司", credit_code=code(9))
+    verified = make_user(enterprise_id=dup.id, binding_state="verified", role="enterprise_contact")
+    pending = make_user(enterprise_id=dup.id, binding_state="pending", role="enterprise_contact")
+    switching = make_user(enterprise_id=other.id, binding_state="verified", role="enterprise_contact",
+                          pending_enterprise_id=dup.id)
+    settled = make_user(enterprise_id=keep.id, binding_state="verified", role="enterprise_contact",
+                        pending_enterprise_id=dup.id)
+    untouched = make_user(enterprise_id=other.id, binding_state="verified", role="enterprise_contact")
+    token = console_login(make_staff(role="admin"))
+    r = client.post(f"/console/enterprises/{keep.id}/merge", data={"duplicate": str(dup.id), "csrf_token": token})
+    assert r.status_code == 302, r.get_data(as_text=True)
+
+    def history(user):
+        return [(row.action, row.data) for row in db.scalars(select(AuditLog).where(
+            AuditLog.target_type == "users", AuditLog.target_id == str(user.id)).order_by(AuditLog.id))]
+
+    assert history(verified) == [("binding.merged", {
+        "enterprise_id": keep.id, "previous_enterprise_id": dup.id, "binding_state": "verified",
+        "moved": "binding", "duplicate_name": "庚科技", "kept_name": "上海庚科技有限公司"})]
+    assert history(pending)[0][1]["moved"] == "binding" and history(pending)[0][1]["binding_state"] == "pending"
+    assert history(switching) == [("binding.merged", {
+        "enterprise_id": keep.id, "previous_enterprise_id": dup.id, "binding_state": "verified",
+        "moved": "application", "duplicate_name": "庚科技", "kept_name": "上海庚科技有限公司",
+        "verified_enterprise_id": other.id})]
+    assert history(settled)[0][1]["moved"] == "application_settled"
+    assert history(untouched) == []
+    # The console's audit page, filtered to the user, shows it.
+    page = client.get(f"/console/audit?target_type=users&target_id={pending.id}").get_data(as_text=True)
+    assert "binding.merged" in page and "庚科技" in page
+
+
+def test_each_user_a_deletion_unbinds_has_it_in_their_history(app_ctx, make_enterprise, make_user, db):
+    """The same for a deletion: only the file's deletion row listed the users it unbound."""
+    gone = make_enterprise(name="上海子科技有限公司", credit_code=code(12))
+    other = make_enterprise(name="上海丑科技有限公司", credit_code=code(13))
+    bound = make_user(enterprise_id=gone.id, binding_state="verified", role="enterprise_contact")
+    switching = make_user(enterprise_id=gone.id, binding_state="verified", role="enterprise_contact",
+                          pending_enterprise_id=other.id)
+    applying = make_user(enterprise_id=other.id, binding_state="verified", role="enterprise_contact",
+                         pending_enterprise_id=gone.id)
+    with session_scope() as s:
+        services.delete_enterprise(s, ADMIN, gone.id)
+
+    def rows(user):
+        return [(r.action, r.data) for r in db.scalars(select(AuditLog).where(
+            AuditLog.target_type == "users", AuditLog.target_id == str(user.id)))]
+
+    assert rows(bound) == [("binding.removed", {"enterprise_id": gone.id, "enterprise_name": "上海子科技有限公司",
+                                                "binding_state": "verified", "now": "none"})]
+    assert rows(switching) == [("binding.removed", {"enterprise_id": gone.id, "enterprise_name": "上海子科技有限公司",
+                                                    "binding_state": "verified", "now": "pending",
+                                                    "pending_enterprise_id": other.id})]
+    assert rows(applying) == [("binding.removed", {"enterprise_id": gone.id, "enterprise_name": "上海子科技有限公司",
+                                                   "binding_state": "verified", "now": "application_dropped",
+                                                   "verified_enterprise_id": other.id})]

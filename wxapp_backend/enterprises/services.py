@@ -517,6 +517,18 @@ def delete_enterprise(session: Session, actor: Actor, enterprise_id: int, *,
     # Verified contacts of another enterprise who applied to this one: the application is gone, the binding stays.
     applied = dict(session.execute(select(User.id, User.enterprise_id).where(
         User.pending_enterprise_id == enterprise.id).order_by(User.id)).all())
+    # Each of them gets a row of their own (the user's history in the audit log), as with a merge.
+    states = dict(session.execute(select(User.id, User.binding_state).where(
+        or_(User.enterprise_id == enterprise.id, User.pending_enterprise_id == enterprise.id))).all())
+    for user_id in sorted(states):
+        if user_id in switching:
+            now: dict[str, Any] = {"now": BindingState.PENDING.value, "pending_enterprise_id": switching[user_id]}
+        elif user_id in applied:
+            now = {"now": "application_dropped", "verified_enterprise_id": applied[user_id]}
+        else:
+            now = {"now": BindingState.NONE.value}
+        audit(session, actor, "binding.removed", _UserRef(user_id), enterprise_id=enterprise.id,
+              enterprise_name=enterprise.name, binding_state=states[user_id], **now)
     for user_id in sorted({*told, *applied}):
         if user_id in switching:
             _tell_binding_removed(session, user_id, enterprise, still_applying=session.get(Enterprise,
@@ -674,6 +686,11 @@ def merge_enterprises(session: Session, actor: Actor, keep_id: int, duplicate_id
         for user_id in told:
             _tell_merged(session, user_id, dup, keep)
     moved: dict[str, Any] = {}
+    # Every user whose binding or application moves gets a row of their own: the history of a user (the audit log
+    # filtered to them) otherwise showed a binding requested for one file and verified for another, nothing between.
+    affected = session.execute(select(User.id, User.binding_state, User.enterprise_id)
+                               .where(or_(User.enterprise_id == dup.id, User.pending_enterprise_id == dup.id))
+                               .order_by(User.id)).all()
     # A contact verified for the duplicate who applied to the kept file (or the other way round) is simply
     # verified for the kept file: the application is settled by the merge.
     settled = list(session.scalars(select(User.id).where(
@@ -711,7 +728,25 @@ def merge_enterprises(session: Session, actor: Actor, keep_id: int, duplicate_id
           filled=filled, moved=moved)
     audit(session, actor, "enterprise.retired", dup, merged_into=keep.id, name=dup.name,
           credit_code=dup.credit_code)
+    for user_id, state, enterprise_id in affected:
+        if user_id in settled:
+            how: dict[str, Any] = {"moved": "application_settled"}
+        elif enterprise_id == dup.id:
+            how = {"moved": "binding"}
+        else:
+            how = {"moved": "application", "verified_enterprise_id": enterprise_id}
+        audit(session, actor, "binding.merged", _UserRef(user_id), enterprise_id=keep.id,
+              previous_enterprise_id=dup.id, binding_state=state, duplicate_name=dup.name, kept_name=keep.name,
+              **how)
     return keep
+
+
+@dataclass(frozen=True)
+class _UserRef:
+    """A user named in an audit row by id alone (the row written after a bulk update, with no User loaded)."""
+
+    id: int
+    __tablename__ = User.__tablename__
 
 
 def _tag_pattern(tag: str) -> str:
