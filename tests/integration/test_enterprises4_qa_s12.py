@@ -182,3 +182,34 @@ def test_each_user_a_deletion_unbinds_has_it_in_their_history(app_ctx, make_ente
     assert rows(applying) == [("binding.removed", {"enterprise_id": gone.id, "enterprise_name": "上海子科技有限公司",
                                                    "binding_state": "verified", "now": "application_dropped",
                                                    "verified_enterprise_id": other.id})]
+
+
+# --- 3. a console decision naming no file -------------------------------------------------------------------
+
+@pytest.mark.parametrize("sent", ["abc", "12a", "-3", "1.5", "０x"])
+def test_a_console_decision_with_a_bad_enterprise_id_is_refused_in_chinese(client, make_enterprise, make_user,
+                                                                          make_staff, console_login, db, sent):
+    """The hidden field altered (or a page from another version): the stale-page check was skipped and the
+    decision went through for whatever the user had applied for by then."""
+    e = make_enterprise(name="上海壬科技有限公司", credit_code=code(10))
+    u = make_user(enterprise_id=e.id, binding_state="pending", role="enterprise_contact")
+    token = console_login(make_staff(role="staff"))
+    r = client.post(f"/console/users/{u.id}/binding", data={"approve": "1", "enterprise_id": sent,
+                                                           "csrf_token": token})
+    assert 400 <= r.status_code < 500, r.status_code
+    page = r.get_data(as_text=True)
+    assert "请刷新页面" in page and "Traceback" not in page
+    db.expire_all()
+    assert db.scalar(select(User.binding_state).where(User.id == u.id)) == "pending"
+    assert db.scalar(select(AuditLog.id).where(AuditLog.action == "binding.verified")) is None
+
+
+def test_a_console_decision_without_the_field_still_goes_through(client, make_enterprise, make_user, make_staff,
+                                                                 console_login, db):
+    e = make_enterprise(name="上海癸科技有限公司", credit_code=code(11))
+    u = make_user(enterprise_id=e.id, binding_state="pending", role="enterprise_contact")
+    token = console_login(make_staff(role="staff"))
+    r = client.post(f"/console/users/{u.id}/binding", data={"approve": "1", "enterprise_id": " ",
+                                                           "csrf_token": token})
+    assert r.status_code == 302
+    assert db.scalar(select(User.binding_state).where(User.id == u.id)) == "verified"

@@ -370,9 +370,15 @@ def user_binding(user_id: int):
     if decision not in {"1", "0"}:
         raise BadRequest("请选择通过或驳回。")
     reason = validate({"reason": request.form.get("reason", "")}, services.BINDING_FIELDS[2:])["reason"]
+    # The file the page showed, for the stale-page check: a value that names no file (an altered form) is refused,
+    # not read as “no file named”, which skipped the check and decided whatever the user had applied for since.
+    sent = request.form.get("enterprise_id", "").strip()
+    enterprise_id = row_id(sent) if sent else None
+    if sent and enterprise_id is None:
+        raise BadRequest("页面上的企业信息不完整（企业编号不对），这次没有处理；请刷新页面，核对申请的企业后再处理。")
     with session_scope() as s:
         user = services.decide_binding(s, current_actor(), user_id, approve=decision == "1",
-                                       enterprise_id=row_id(request.form.get("enterprise_id")), reason=reason)
+                                       enterprise_id=enterprise_id, reason=reason)
         who = user.nickname or f"用户 {user.id}"
         company = user.enterprise.name if user.enterprise else ""
     flash(f"已核实 {who} 与「{company}」的绑定。" if decision == "1" else f"已驳回 {who} 的绑定申请。")
