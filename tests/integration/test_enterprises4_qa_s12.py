@@ -213,3 +213,61 @@ def test_a_console_decision_without_the_field_still_goes_through(client, make_en
                                                            "csrf_token": token})
     assert r.status_code == 302
     assert db.scalar(select(User.binding_state).where(User.id == u.id)) == "verified"
+
+
+# --- further defects -------------------------------------------------------------------------------------
+
+def test_a_building_named_with_other_blanks_or_brackets_is_the_same_building(client, make_building, make_staff,
+                                                                            staff_headers, db):
+    """“新华 大厦” (or “SOHO(东海)广场”) was filed as a second building beside “新华大厦”: enterprises and users then
+    split between the two, and the chat's building match picked one of them."""
+    make_building(name="新华大厦")
+    make_building(name="SOHO（东海）广场")
+    headers = staff_headers(make_staff(role="staff"))
+    for name in ("新华 大厦", "新华\u3000大厦", "soho(东海)广场"):
+        r = client.post("/api/v1/staff/buildings", json={"name": name}, headers=headers)
+        assert r.status_code == 409, (name, r.get_json())
+        assert "已有名为「" in r.get_json()["message"]
+    assert db.scalar(select(Building.id).where(Building.name == "新华 大厦")) is None
+
+
+def test_a_building_import_with_the_same_building_twice_is_refused(app_ctx, make_building, db):
+    data = "楼宇名称,地址\n新华大厦,新华路1号\n新华 大厦,新华路2号\n".encode()
+    with session_scope() as s:
+        report = importer.import_file(s, ADMIN, "buildings", "b.csv", data)
+    assert not report.ok and "与第 2 行重复" in str(report.errors[0]) and report.errors[0].row == 3, report
+    assert db.scalar(select(Building.id)) is None
+
+
+def test_a_building_import_updates_the_building_written_another_way(app_ctx, make_building, db):
+    b = make_building(name="SOHO东海广场", address="")
+    data = "楼宇名称,地址\nsoho 东海广场,延安西路1号\n".encode()
+    with session_scope() as s:
+        report = importer.import_file(s, ADMIN, "buildings", "b.csv", data)
+    assert report.ok and (report.created, report.updated) == (0, 1), report
+    assert db.scalar(select(Building.name).where(Building.id == b.id)) == "SOHO东海广场"  # the name on file stays
+    assert db.scalar(select(Building.address).where(Building.id == b.id)) == "延安西路1号"
+    assert db.scalar(select(Building.id).where(Building.id != b.id)) is None
+
+
+def test_an_enterprise_import_finds_its_building_written_another_way(app_ctx, make_building, db):
+    """A register's “新华（一期）大厦” for the building filed as “新华(一期)大厦”: every row was refused as
+    “楼宇不存在”, though the building was right there."""
+    b = make_building(name="新华(一期)大厦")
+    data = f"企业名称,统一社会信用代码,楼宇\n上海午未科技有限公司,{code(20)},新华（一期）大厦\n".encode()
+    with session_scope() as s:
+        report = importer.import_file(s, ADMIN, "enterprises", "e.csv", data)
+    assert report.ok and report.created == 1, report
+    assert db.scalar(select(Enterprise.building_id)) == b.id
+    # Two old near-twins: the exact spelling still finds its own; a third spelling is not guessed.
+    exact = make_building(name="新华（一期） 大厦")
+    data = (f"企业名称,统一社会信用代码,楼宇\n上海申酉科技有限公司,{code(21)},新华（一期） 大厦\n"
+            f"上海戌亥科技有限公司,{code(22)},新华 (一期) 大厦\n").encode()
+    with session_scope() as s:
+        report = importer.import_file(s, ADMIN, "enterprises", "e.csv", data)
+    assert [str(p) for p in report.errors] == [
+        "第 3 行「楼宇」: 「新华 (一期) 大厦」和已有的「新华(一期)大厦」、「新华（一期） 大厦」写法相近，请写出其中准确的一个"]
+    data = f"企业名称,统一社会信用代码,楼宇\n上海申酉科技有限公司,{code(21)},新华（一期） 大厦\n".encode()
+    with session_scope() as s:
+        assert importer.import_file(s, ADMIN, "enterprises", "e.csv", data).ok
+    assert db.scalar(select(Enterprise.building_id).where(Enterprise.credit_code == code(21))) == exact.id

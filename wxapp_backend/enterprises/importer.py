@@ -14,7 +14,7 @@ import io
 import re
 import zipfile
 import zlib
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import PurePath
@@ -426,22 +426,38 @@ def _header_index(rows: list[tuple[int, list[str]]], columns: tuple[Column, ...]
     return 0
 
 
+def _by_name(ref_ids: Mapping[str, int]) -> dict[str, list[str]]:
+    """Names on file by their fold (blanks, brackets, ASCII case), to find a name written another way."""
+    out: dict[str, list[str]] = {}
+    for name in ref_ids:
+        out.setdefault(services.normalized_name(name), []).append(name)
+    return out
+
+
 def _checked_rows(body, colmap, report: ImportReport, *, ref: str, ref_ids: dict[str, int], ref_field: str,
-                  missing: str, fields, key: str, duplicate: str) -> list[dict[str, Any]]:
+                  missing: str, fields, key: str, duplicate: str,
+                  fold: Callable[[str], str] = str) -> list[dict[str, Any]]:
     """Validate every row; problems go to the report (naming row and column), good rows are returned.
 
     `ref` is the column naming another record by name (楼宇 for enterprises, 网格 for buildings), resolved
-    through `ref_ids` into `ref_field`; `key` must be unique within the file.
+    through `ref_ids` into `ref_field` (the exact name first, else the one name written another way:
+    “新华（一期）大厦” is “新华(一期)大厦”); `key` must be unique within the file, compared by `fold`.
     """
     valid: list[dict[str, Any]] = []
     first_row: dict[str, int] = {}
+    folded = _by_name(ref_ids)
     for number, record in _records(body, colmap):
         data: dict[str, Any] = {k: v for k, v in record.items() if k != ref}
         problems: list[Problem] = []
         if ref in record:
             name = strip_invisible(record[ref]).strip()  # as the names on file were written: see validation
+            near = folded.get(services.normalized_name(name), [])
+            if name and name not in ref_ids and len(near) == 1:
+                name = near[0]
             if name and name not in ref_ids:
-                problems.append(Problem(missing.format(name=name), row=number, column=colmap[ref][1]))
+                problem = (missing.format(name=name) if not near else
+                           f"「{name}」和已有的{'、'.join(f'「{n}」' for n in near[:3])}写法相近，请写出其中准确的一个")
+                problems.append(Problem(problem, row=number, column=colmap[ref][1]))
             data[ref_field] = ref_ids.get(name)
         for k, text in data.items():
             if isinstance(text, str) and _SCIENTIFIC_RE.match(text):
@@ -455,11 +471,11 @@ def _checked_rows(body, colmap, report: ImportReport, *, ref: str, ref_ids: dict
             values = {}
         value = values.get(key)
         if value:
-            if value in first_row:
-                problems.append(Problem(duplicate.format(value=value, row=first_row[value]), row=number,
+            if fold(value) in first_row:
+                problems.append(Problem(duplicate.format(value=value, row=first_row[fold(value)]), row=number,
                                         column=colmap[key][1]))
             else:
-                first_row[value] = number
+                first_row[fold(value)] = number
         if problems:
             report.errors.extend(problems)
         else:
@@ -527,13 +543,24 @@ def _import_buildings(session: Session, actor: Actor, body, colmap, report: Impo
     grids = {name: id_ for id_, name in session.execute(select(Grid.id, Grid.name))}
     valid = _checked_rows(body, colmap, report, ref="grid", ref_ids=grids, ref_field="grid_id",
                           missing="网格「{name}」不存在，请先在网格页面新建后再导入。",
-                          fields=services.BUILDING_FIELDS, key="name", duplicate="楼宇「{value}」与第 {row} 行重复。")
+                          fields=services.BUILDING_FIELDS, key="name", duplicate="楼宇「{value}」与第 {row} 行重复。",
+                          fold=services.normalized_name)
     if report.errors:
         return
     existing = {b.name: b for b in session.scalars(select(Building))}
+    folded = _by_name(existing)
     created: list[Building] = []
     for values in valid:
         current = existing.get(values["name"])
+        near = folded.get(services.normalized_name(values["name"]), [])
+        if current is None and len(near) == 1:
+            # The building on file written another way (“SOHO 东海广场”): it is updated, and keeps its name.
+            current = existing[near[0]]
+            values = {k: v for k, v in values.items() if k != "name"}
+        elif current is None and near:
+            report.errors.append(Problem(f"楼宇「{values['name']}」和已有的{'、'.join(f'「{n}」' for n in near[:3])}"
+                                         "写法相近，请写出其中准确的一个。"))
+            continue
         if current is None:
             current = Building(**values)
             session.add(current)
@@ -547,6 +574,8 @@ def _import_buildings(session: Session, actor: Actor, body, colmap, report: Impo
             audit(session, actor, "building.updated", current, via="import", changes=changes)
         else:
             report.unchanged += 1
+    if report.errors:
+        return
     _flush(session)
     for b in created:
         audit(session, actor, "building.created", b, via="import", name=b.name)

@@ -186,11 +186,26 @@ def get_grid(session: Session, grid_id: int) -> Grid:
     return grid
 
 
+def name_taken(session: Session, model: Any, name: str, row_id: int | None = None) -> Any:
+    """The other grid or building (`model`) filed under `name`, written the same or another way (blanks, full- or
+    half-width brackets, ASCII case: “新华 大厦” is “新华大厦”, which it made a second building of, with its
+    enterprises and users split between the two). A row renamed to its own name written another way is not held
+    up by an old near-twin of it."""
+    exact = session.scalar(select(model).where(model.name == name).limit(1))
+    if exact is not None:
+        return exact if exact.id != row_id else None
+    own = session.get(model, row_id) if row_id else None
+    if own is not None and normalized_name(own.name) == normalized_name(name):
+        return None
+    return session.scalar(select(model).where(name_key(model.name) == normalized_name(name), model.id != (row_id or 0))
+                          .order_by(model.id).limit(1))
+
+
 def _check_grid(session: Session, values: Mapping[str, Any], grid_id: int | None = None) -> None:
     if "name" in values:
-        other = session.scalar(select(Grid.id).where(Grid.name == values["name"]))
-        if other is not None and other != grid_id:
-            raise Conflict(f"已有名为「{values['name']}」的网格，请换一个名称。", fields={"name": "名称已存在"})
+        other = name_taken(session, Grid, values["name"], grid_id)
+        if other is not None:
+            raise Conflict(f"已有名为「{other.name}」的网格，请换一个名称。", fields={"name": "名称已存在"})
     staff_id = values.get("specialist_staff_id")
     if staff_id is not None and session.get(StaffUser, staff_id) is None:
         raise ValidationError("没有找到这个工作人员账号。", fields={"specialist_staff_id": "账号不存在"})
@@ -273,9 +288,9 @@ def get_building(session: Session, building_id: int) -> Building:
 
 def _check_building(session: Session, values: Mapping[str, Any], building_id: int | None = None) -> None:
     if "name" in values:
-        other = session.scalar(select(Building.id).where(Building.name == values["name"]))
-        if other is not None and other != building_id:
-            raise Conflict(f"已有名为「{values['name']}」的楼宇，请换一个名称。", fields={"name": "名称已存在"})
+        other = name_taken(session, Building, values["name"], building_id)
+        if other is not None:
+            raise Conflict(f"已有名为「{other.name}」的楼宇，请换一个名称。", fields={"name": "名称已存在"})
     if values.get("grid_id") is not None and session.get(Grid, values["grid_id"]) is None:
         raise ValidationError("没有找到这个网格。", fields={"grid_id": "网格不存在"})
 
