@@ -271,3 +271,18 @@ def test_an_enterprise_import_finds_its_building_written_another_way(app_ctx, ma
     with session_scope() as s:
         assert importer.import_file(s, ADMIN, "enterprises", "e.csv", data).ok
     assert db.scalar(select(Enterprise.building_id).where(Enterprise.credit_code == code(21))) == exact.id
+
+
+def test_deleting_a_building_lists_the_retired_files_it_clears(app_ctx, make_building, make_enterprise, db):
+    """A retired duplicate filed in the building (it counts nowhere, so it does not stop the deletion) lost its
+    building silently: the deletion's row named users, appeals and activities cleared, not these files."""
+    b = make_building(name="戌亥大厦")
+    keep = make_enterprise(name="上海戌亥科技有限公司", credit_code=code(23))
+    dup = make_enterprise(name="戌亥科技", credit_code=INVALID, building_id=b.id)
+    with session_scope() as s:
+        services.merge_enterprises(s, ADMIN, keep.id, dup.id)
+        s.execute(Enterprise.__table__.update().where(Enterprise.id == keep.id).values(building_id=None))
+    with session_scope() as s:
+        services.delete_building(s, ADMIN, b.id)
+    row = db.scalar(select(AuditLog).where(AuditLog.action == "building.deleted"))
+    assert row.data["cleared_enterprises"] == [dup.id]

@@ -368,7 +368,9 @@ def delete_building(session: Session, actor: Actor, building_id: int) -> None:
 
     audit(session, actor, "building.deleted", building, name=building.name, cleared_users=cleared,
           **_cleared_links(session, cleared_appeals=(Appeal.id, Appeal.building_id == building.id),
-                           cleared_activities=(Activity.id, Activity.building_id == building.id)))
+                           cleared_activities=(Activity.id, Activity.building_id == building.id),
+                           # retired duplicates filed here (they count nowhere, so they do not stop it)
+                           cleared_enterprises=(Enterprise.id, Enterprise.building_id == building.id)))
     session.delete(building)
     session.flush()
 
