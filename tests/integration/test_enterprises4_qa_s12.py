@@ -286,3 +286,12 @@ def test_deleting_a_building_lists_the_retired_files_it_clears(app_ctx, make_bui
         services.delete_building(s, ADMIN, b.id)
     row = db.scalar(select(AuditLog).where(AuditLog.action == "building.deleted"))
     assert row.data["cleared_enterprises"] == [dup.id]
+
+
+def test_a_bad_binding_state_filter_names_the_states_in_chinese(client, make_staff, console_login, staff_headers):
+    staff = make_staff(role="staff")
+    r = client.get("/api/v1/staff/users?state=waiting", headers=staff_headers(staff))
+    assert r.status_code in (400, 422) and "待核实" in r.get_json()["message"], r.get_json()
+    console_login(staff)
+    r = client.get("/console/users?state=waiting")
+    assert 400 <= r.status_code < 500 and "待核实" in r.get_data(as_text=True)

@@ -15,7 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from ..audit import Actor, AuditLog, audit
-from ..auth.models import BindingState, StaffUser, User
+from ..auth.models import BINDING_LABELS, BindingState, StaffUser, User
 from ..errors import AppError, Conflict, NotFound, ValidationError
 from ..validation import Field, credit_code_problem, enterprise_name_problem, strip_invisible, validate
 from .models import (
@@ -88,7 +88,7 @@ ENTERPRISE_FILTERS = (
 )
 
 USER_FILTERS = (
-    Field("state", "enum", "绑定状态", choices=tuple(s.value for s in BindingState)),
+    Field("state", "enum", "绑定状态", choices=tuple(s.value for s in BindingState), choice_names=BINDING_LABELS),
     Field("q", "str", "昵称、手机号或企业", max_len=64),
     Field("page", "int", "页码", min=1, max=100000, default=1),
     Field("per_page", "int", "每页条数", min=1, max=100, default=20),
