@@ -295,3 +295,13 @@ def test_a_bad_binding_state_filter_names_the_states_in_chinese(client, make_sta
     console_login(staff)
     r = client.get("/console/users?state=waiting")
     assert 400 <= r.status_code < 500 and "待核实" in r.get_data(as_text=True)
+
+
+def test_the_building_picker_finds_a_name_typed_with_other_blanks_or_brackets(client, make_building):
+    """The mini-program's building search (and staff's) found nothing for “新华 大厦” or “(一期)” though the
+    building is filed as “新华大厦（一期）”: the user could not pick their building."""
+    b = make_building(name="新华大厦（一期）")
+    make_building(name="东海广场")
+    for q in ("新华 大厦", "大厦(一期)", "新华\u3000大厦"):
+        r = client.get("/api/v1/buildings", query_string={"q": q})
+        assert [x["id"] for x in r.get_json()["items"]] == [b.id], q

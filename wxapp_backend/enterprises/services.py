@@ -273,6 +273,8 @@ def list_buildings(session: Session, *, q: str | None = None, grid_id: int | Non
     if q:
         # icontains: "soho" finds "SOHO东海广场" on PostgreSQL too (its LIKE is case-sensitive, SQLite's is not).
         stmt = stmt.where(or_(Building.name.icontains(q, autoescape=True),
+                              # blanks and brackets as typed: “新华 大厦”, “(一期)” find “新华大厦（一期）”
+                              name_key(Building.name).contains(normalized_name(q), autoescape=True),
                               Building.address.icontains(q, autoescape=True)))
     if grid_id:
         stmt = stmt.where(Building.grid_id == grid_id)
