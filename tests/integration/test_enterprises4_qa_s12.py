@@ -307,3 +307,19 @@ def test_the_building_picker_finds_a_name_typed_with_other_blanks_or_brackets(cl
     for q in ("新华 大厦", "大厦(一期)", "新华\u3000大厦"):
         r = client.get("/api/v1/buildings", query_string={"q": q})
         assert [x["id"] for x in r.get_json()["items"]] == [b.id], q
+
+
+def test_an_import_naming_one_enterprise_under_two_codes_warns(app_ctx, make_enterprise, db):
+    """The same company twice in a register, the second time with another (valid) code: two files of one name
+    were made and the report said only “新建 2 个企业”. Names are unique in a region; the report now says which rows
+    to check (the files are made: two valid codes may be two enterprises, and the import is not refused)."""
+    make_enterprise(name="上海乾坤科技有限公司", credit_code=code(30))
+    data = (f"企业名称,统一社会信用代码\n上海未申科技有限公司,{code(31)}\n上海酉戌贸易有限公司,{code(32)}\n"
+            f"上海未申科技有限公司 ,{code(33)}\n上海乾坤科技有限公司,{code(34)}\n").encode()
+    with session_scope() as s:
+        report = importer.import_file(s, ADMIN, "enterprises", "e.csv", data)
+    assert report.ok and report.created == 4, report
+    text = " ".join(report.warnings)
+    assert "第 4 行的企业名称「上海未申科技有限公司」与第 2 行相同" in text, report.warnings
+    assert "第 5 行的企业名称「上海乾坤科技有限公司」已登记" in text and code(30) in text, report.warnings
+    assert "上海酉戌贸易有限公司" not in text

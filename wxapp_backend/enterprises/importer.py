@@ -435,13 +435,14 @@ def _by_name(ref_ids: Mapping[str, int]) -> dict[str, list[str]]:
 
 
 def _checked_rows(body, colmap, report: ImportReport, *, ref: str, ref_ids: dict[str, int], ref_field: str,
-                  missing: str, fields, key: str, duplicate: str,
-                  fold: Callable[[str], str] = str) -> list[dict[str, Any]]:
+                  missing: str, fields, key: str, duplicate: str, fold: Callable[[str], str] = str,
+                  rows: list[int] | None = None) -> list[dict[str, Any]]:
     """Validate every row; problems go to the report (naming row and column), good rows are returned.
 
     `ref` is the column naming another record by name (楼宇 for enterprises, 网格 for buildings), resolved
     through `ref_ids` into `ref_field` (the exact name first, else the one name written another way:
-    “新华（一期）大厦” is “新华(一期)大厦”); `key` must be unique within the file, compared by `fold`.
+    “新华（一期）大厦” is “新华(一期)大厦”); `key` must be unique within the file, compared by `fold`. `rows`, when
+    given, receives each good row's number (Excel's), in the order of the rows returned.
     """
     valid: list[dict[str, Any]] = []
     first_row: dict[str, int] = {}
@@ -480,15 +481,18 @@ def _checked_rows(body, colmap, report: ImportReport, *, ref: str, ref_ids: dict
             report.errors.extend(problems)
         else:
             valid.append(values)
+            if rows is not None:
+                rows.append(number)
     return valid
 
 
 def _import_enterprises(session: Session, actor: Actor, body, colmap, report: ImportReport) -> None:
     buildings = {name: id_ for id_, name in session.execute(select(Building.id, Building.name))}
+    numbers: list[int] = []
     valid = _checked_rows(body, colmap, report, ref="building", ref_ids=buildings, ref_field="building_id",
                           missing="楼宇「{name}」不存在，请先在楼宇页面建档（或先导入楼宇）后再导入企业。",
                           fields=services.ENTERPRISE_FIELDS, key="credit_code",
-                          duplicate="统一社会信用代码 {value} 与第 {row} 行重复。")
+                          duplicate="统一社会信用代码 {value} 与第 {row} 行重复。", rows=numbers)
     if report.errors:
         return
     # Files on record by their folded code (an old file may have it in lower case or with blanks): a current file
@@ -516,6 +520,7 @@ def _import_enterprises(session: Session, actor: Actor, body, colmap, report: Im
         targets.append((values, current))
     if report.errors:
         return
+    _warn_same_names(session, report, targets, numbers)
     created: list[Enterprise] = []
     for values, current in targets:
         if current is None:
@@ -537,6 +542,42 @@ def _import_enterprises(session: Session, actor: Actor, body, colmap, report: Im
     report.created = len(created)
     audit(session, actor, "enterprises.imported", None, filename=report.filename, rows=report.rows,
           created=report.created, updated=report.updated, unchanged=report.unchanged)
+
+
+MAX_NAME_WARNINGS = 20
+
+
+def _warn_same_names(session: Session, report: ImportReport, targets: list[tuple[dict, Enterprise | None]],
+                     numbers: list[int]) -> None:
+    """A new file under the name of another row, or of a file on record, with a different credit code: names are
+    unique in a region, so one of the codes is likely mistyped (a valid check digit by chance). The files are made
+    (two valid codes may be two enterprises) and the report says which rows to check."""
+    new = [(number, values) for number, (values, current) in zip(numbers, targets, strict=True) if current is None]
+    if not new:
+        return
+    keys = sorted({services.normalized_name(values["name"]) for _n, values in new})
+    on_file: dict[str, Enterprise] = {}
+    for i in range(0, len(keys), 500):
+        for e in session.scalars(select(Enterprise).where(Enterprise.retired_at.is_(None),
+                                                          services.name_key(Enterprise.name).in_(keys[i:i + 500]))
+                                 .order_by(Enterprise.id.desc())):
+            on_file[services.normalized_name(e.name)] = e  # the oldest wins
+    first: dict[str, int] = {}
+    for number, values in zip(numbers, (v for v, _c in targets), strict=True):
+        first.setdefault(services.normalized_name(values["name"]), number)
+    lines = []
+    for number, values in new:
+        key, name = services.normalized_name(values["name"]), values["name"]
+        known = on_file.get(key)
+        if known is not None:
+            lines.append(f"第 {number} 行的企业名称「{name}」已登记（信用代码 {known.credit_code}），本行的信用代码 "
+                         f"{values['credit_code']} 不同，已另建一份档案；如是同一家企业，请核对信用代码后合并。")
+        elif first[key] != number:
+            lines.append(f"第 {number} 行的企业名称「{name}」与第 {first[key]} 行相同，但统一社会信用代码不同，已分别建档；"
+                         "如是同一家企业，请核对信用代码后合并。")
+    if len(lines) > MAX_NAME_WARNINGS:
+        lines = [*lines[:MAX_NAME_WARNINGS], f"……另有 {len(lines) - MAX_NAME_WARNINGS} 行企业名称重复，未一一列出。"]
+    report.warnings.extend(lines)
 
 
 def _import_buildings(session: Session, actor: Actor, body, colmap, report: ImportReport) -> None:
