@@ -323,3 +323,13 @@ def test_an_import_naming_one_enterprise_under_two_codes_warns(app_ctx, make_ent
     assert "第 4 行的企业名称「上海未申科技有限公司」与第 2 行相同" in text, report.warnings
     assert "第 5 行的企业名称「上海乾坤科技有限公司」已登记" in text and code(30) in text, report.warnings
     assert "上海酉戌贸易有限公司" not in text
+
+
+def test_staff_find_a_user_by_a_number_pasted_with_the_country_code(app_ctx, make_user):
+    """“+86 138 0013 8000” (as a phone's contact card copies it) found nobody."""
+    u = make_user(phone="13800138000", nickname="小王")
+    make_user(phone="13900139000")
+    with session_scope() as s:
+        for q in ("+86 138 0013 8000", "+86-13800138000", "008613800138000", "86 13800138000", "＋８６ １３８００１３８０００"):
+            assert [x.id for x in services.list_users(s, q=q).items] == [u.id], q
+        assert services.list_users(s, q="+86").total == 0  # a country code alone is no number

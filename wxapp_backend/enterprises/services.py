@@ -859,6 +859,8 @@ def list_users(session: Session, *, state: str | None = None, q: str | None = No
             code_key(Enterprise.credit_code).contains(normalized_code(q), autoescape=True)))
         # A phone number is stored without blanks or dashes: “138 0013 8000” as pasted finds it too.
         dialled = re.sub(r"[\s\-－—]", "", unicodedata.normalize("NFKC", q))
+        # ... and so does one copied with the country code (“+86 138 0013 8000”, “0086…”): mobiles are stored without it.
+        dialled = re.sub(r"^(?:\+|00)?86(?=1\d{10}$)", "", dialled)
         found = [User.nickname.icontains(q, autoescape=True),
                  User.phone.contains(dialled if dialled.isdigit() else q, autoescape=True),
                  User.enterprise_id.in_(companies), User.pending_enterprise_id.in_(companies)]
