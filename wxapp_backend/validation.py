@@ -20,6 +20,21 @@ _CREDIT_CHARS = "0123456789ABCDEFGHJKLMNPQRTUWXY"
 _CREDIT_WEIGHTS = (1, 3, 9, 27, 19, 26, 16, 17, 20, 29, 25, 13, 8, 24, 10, 30, 28)
 
 
+def dialable(value: str) -> str:
+    """A phone number as stored, from the ways people write one (NFKC-folded already): blanks left out, a mobile
+    without its dashes or country code (“138-0013-8000”, “+86 138 0013 8000” -> 13800138000), a landline with its
+    area code in brackets or its number split (“(021)62345678”, “021-6234-5678” -> 021-62345678). Anything else comes back as it was, for PHONE_RE to judge."""
+    value = re.sub(r"\s", "", value)
+    mobile = re.sub(r"^(?:\+|00)?86(?=1)", "", re.sub(r"[-—－]", "", value))
+    if re.fullmatch(r"1[3-9]\d{9}", mobile, re.ASCII):
+        return mobile
+    # The area code set apart by brackets or a dash (never guessed from bare digits: 02162345678 stays as it is).
+    landline = re.fullmatch(r"(?:\((0\d{2,3})\)-?|(0\d{2,3})-)(\d{3,4})-?(\d{4})((?:-\d{1,6})?)", value, re.ASCII)
+    if landline:
+        return f"{landline[1] or landline[2]}-{landline[3]}{landline[4]}{landline[5]}"
+    return value
+
+
 def credit_code_problem(code: str) -> str | None:
     """Why a 统一社会信用代码 (GB 32100-2015) is invalid, or None when it is valid."""
     if len(code) != 18:
@@ -135,10 +150,10 @@ def _coerce(f: Field, value: Any) -> Any:  # noqa: C901 - one branch per kind re
             raise _Bad(f"{t}不能超过 {f.max_len} 个字（现在 {len(value)} 个）")
         if f.min_len is not None and len(value) < f.min_len:
             raise _Bad(f"{t}至少 {f.min_len} 个字")
-        if f.kind == "phone" and not PHONE_RE.match(value.replace(" ", "")):
-            raise _Bad(f"{t}格式不对，请填写 11 位手机号或带区号的座机号")
         if f.kind == "phone":
-            value = value.replace(" ", "")
+            value = dialable(value)
+        if f.kind == "phone" and not PHONE_RE.match(value):
+            raise _Bad(f"{t}格式不对，请填写 11 位手机号或带区号的座机号")
         if f.kind == "credit_code":
             problem = credit_code_problem(value)
             if problem:

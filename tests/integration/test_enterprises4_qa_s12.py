@@ -333,3 +333,24 @@ def test_staff_find_a_user_by_a_number_pasted_with_the_country_code(app_ctx, mak
         for q in ("+86 138 0013 8000", "+86-13800138000", "008613800138000", "86 13800138000", "＋８６ １３８００１３８０００"):
             assert [x.id for x in services.list_users(s, q=q).items] == [u.id], q
         assert services.list_users(s, q="+86").total == 0  # a country code alone is no number
+
+
+@pytest.mark.parametrize("typed, stored", [("138-0013-8000", "13800138000"), ("+86 138 0013 8000", "13800138000"),
+                                           ("0086-13800138000", "13800138000"), ("(021)62345678", "021-62345678"),
+                                           ("（021）6234-5678", "021-62345678")])
+def test_a_phone_number_written_the_usual_ways_is_taken(app_ctx, client, make_user, user_token, db, typed, stored):
+    """A register's contact phones written “138-0013-8000” or “+86 138…” refused the whole import (“格式不对”), and
+    a user could not save their number as their phone copies it."""
+    data = f"企业名称,统一社会信用代码,联系电话\n上海坎离科技有限公司,{code(40)},{typed}\n".encode()
+    with session_scope() as s:
+        report = importer.import_file(s, ADMIN, "enterprises", "e.csv", data)
+    assert report.ok, report
+    assert db.scalar(select(Enterprise.contact_phone)) == stored
+    r = client.patch("/api/v1/me", json={"phone": typed}, headers=user_token(make_user()))
+    assert r.status_code == 200 and r.get_json()["phone"] == stored, r.get_json()
+
+
+def test_a_number_that_is_no_phone_is_still_refused(client, make_user, user_token):
+    for typed in ("+1 415 555 0100", "138-0013-800", "86-21-62345678x", "13800l38000"):
+        r = client.patch("/api/v1/me", json={"phone": typed}, headers=user_token(make_user()))
+        assert r.status_code == 422 and "手机号" in r.get_json()["fields"]["phone"], (typed, r.get_json())
