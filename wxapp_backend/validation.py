@@ -67,7 +67,7 @@ def strip_invisible(value: str) -> str:
     Word or a chat they show nothing, yet made “上海甲科技” and “上海甲\u200b科技” two names: a second file of the same
     enterprise, and a name typed later that matched nothing. What an emoji is made of stays: a zero-width joiner
     between two pictographs (👨‍👩‍👧) and the tag characters of a flag (🏴 and its tags)."""
-    if value.isascii():
+    if value.isascii() or value.isprintable():  # no format character is printable: the common case, at C speed
         return value
     out: list[str] = []
     last = len(value) - 1
