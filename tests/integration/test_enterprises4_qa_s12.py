@@ -354,3 +354,16 @@ def test_a_number_that_is_no_phone_is_still_refused(client, make_user, user_toke
     for typed in ("+1 415 555 0100", "138-0013-800", "86-21-62345678x", "13800l38000"):
         r = client.patch("/api/v1/me", json={"phone": typed}, headers=user_token(make_user()))
         assert r.status_code == 422 and "手机号" in r.get_json()["fields"]["phone"], (typed, r.get_json())
+
+
+@pytest.mark.parametrize("role", ["admin", "staff"])
+def test_an_admin_reaches_a_users_history_from_the_users_list(client, make_user, make_staff, console_login, role):
+    """The per-user rows (binding.requested, .merged, .verified …) were only found by typing the filter by hand."""
+    u = make_user(nickname="小李")
+    console_login(make_staff(role=role))
+    page = client.get("/console/users").get_data(as_text=True)
+    if role == "admin":
+        assert f'/console/audit?target_type=users&amp;target_id={u.id}"' in page
+        assert client.get(f"/console/audit?target_type=users&target_id={u.id}").status_code == 200
+    else:  # the audit log is for admins: no dead link for the others
+        assert "/console/audit?" not in page
