@@ -198,21 +198,23 @@ def test_overdue_and_pressed_reach_the_departments_linked_staff_once(w, db, make
     w.act(appeal_id, "assign", now=monday, department="税务所")
     number = w.appeal(appeal_id).number
     due = w.appeal(appeal_id).due_at
+    (assigned,) = _alerts(db, tax_phone.id)  # the 交办 itself (pass 12): the department hears it is theirs
+    assert "交办" in assigned.title
     jobs.tick(now=due + timedelta(minutes=1))
     assert w.appeal(appeal_id).overdue is True
-    (alert,) = _alerts(db, tax_phone.id)
+    (_, alert) = _alerts(db, tax_phone.id)
     assert number in alert.title and "超过办结期限" in alert.body and alert.page == "pages/me/index"
     assert _alerts(db, other_phone.id) == []
     jobs.tick(now=due.astimezone(TZ).replace(hour=16))
-    assert len(_alerts(db, tax_phone.id)) == 1  # once per event
+    assert len(_alerts(db, tax_phone.id)) == 2  # once per event
     with session_scope() as s:
         assert services.press_own(s, w.user.id, appeal_id) is True
     with session_scope() as s:
         assert services.press_own(s, w.user.id, appeal_id) is False  # pressed again today: nothing new
     alerts = _alerts(db, tax_phone.id)
-    assert len(alerts) == 2 and "企业催办" in alerts[1].body and number in alerts[1].body
+    assert len(alerts) == 3 and "企业催办" in alerts[2].body and number in alerts[2].body
     assert _alerts(db, other_phone.id) == []
-    assert [d["alert"] for _, d in w.events(appeal_id, "staff_notified")] == ["overdue", "pressed"]
+    assert [d["alert"] for _, d in w.events(appeal_id, "staff_notified")] == ["assigned", "overdue", "pressed"]
 
 
 def test_a_failing_staff_alert_never_fails_the_tick(w, db, make_user, monkeypatch):
@@ -228,7 +230,8 @@ def test_a_failing_staff_alert_never_fails_the_tick(w, db, make_user, monkeypatc
     def broken(*a, **kw):
         raise RuntimeError("WeChat down")
 
+    assert len(_alerts(db, phone.id)) == 1  # the 交办 (pass 12), before WeChat broke
     monkeypatch.setattr(notice_services, "notify", broken)
     assert jobs.tick(now=at(2025, 11, 20, 10, 0))["overdue"] == 1
     assert w.appeal(appeal_id).overdue is True and w.events(appeal_id, "overdue")
-    assert _alerts(db, phone.id) == []
+    assert len(_alerts(db, phone.id)) == 1

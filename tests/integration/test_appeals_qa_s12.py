@@ -48,7 +48,8 @@ def test_due_soon_alerts_the_departments_linked_staff_and_the_handler_once(w, db
     assert a.handler_id == w.admin.id
     done = jobs.tick(now=a.due_at - timedelta(minutes=30))
     assert done["warned"] == 1
-    (alert,) = _alerts(db, tax_phone.id)
+    (assigned, alert) = _alerts(db, tax_phone.id)  # the 交办 told 税务所 first (pass 12, test_appeals4_qa_s12)
+    assert "交办" in assigned.title
     local = a.due_at.astimezone(TZ)
     assert a.number in alert.title and "临期" in alert.title
     assert "不足 1 个工作日" in alert.body and f"{local.month}月{local.day}日 {local:%H:%M}" in alert.body
@@ -57,8 +58,8 @@ def test_due_soon_alerts_the_departments_linked_staff_and_the_handler_once(w, db
     # The tick runs every 5 minutes: nothing more for the same deadline.
     jobs.tick(now=a.due_at - timedelta(minutes=25))
     jobs.tick(now=a.due_at - timedelta(minutes=20))
-    assert len(_alerts(db, tax_phone.id)) == 1 and len(_alerts(db, admin_phone.id)) == 1
-    (told,) = w.events(appeal_id, "staff_notified")
+    assert len(_alerts(db, tax_phone.id)) == 2 and len(_alerts(db, admin_phone.id)) == 1
+    (_, told) = w.events(appeal_id, "staff_notified")
     assert told[1]["alert"] == "due_soon" and "2 人" in told[0]
     assert db.scalar(select(AuditLog.id).where(AuditLog.action == "appeal.staff_notified")) is not None
 
@@ -77,12 +78,12 @@ def test_a_tick_that_dies_after_the_alert_leaves_nothing_and_the_next_one_alerts
 
     monkeypatch.setattr(services, "notify_department", dies_after)
     jobs.tick(now=due - timedelta(minutes=30))
-    assert _alerts(db, phone.id) == [] and w.events(appeal_id, "due_soon") == []
+    assert len(_alerts(db, phone.id)) == 1 and w.events(appeal_id, "due_soon") == []  # the 交办's only
     assert w.appeal(appeal_id).warned_due_at is None
     monkeypatch.setattr(services, "notify_department", real)
     assert jobs.tick(now=due - timedelta(minutes=25))["warned"] == 1
     jobs.tick(now=due - timedelta(minutes=20))
-    assert len(_alerts(db, phone.id)) == 1 and len(w.events(appeal_id, "due_soon")) == 1
+    assert len(_alerts(db, phone.id)) == 2 and len(w.events(appeal_id, "due_soon")) == 1
 
 
 def test_an_extension_makes_a_new_deadline_and_its_own_alert(w, db, make_user):  # noqa: F811
@@ -91,20 +92,20 @@ def test_an_extension_makes_a_new_deadline_and_its_own_alert(w, db, make_user): 
     appeal_id = _assigned(w)
     due = w.appeal(appeal_id).due_at
     jobs.tick(now=due - timedelta(minutes=30))
-    assert len(_alerts(db, phone.id)) == 1
+    assert len(_alerts(db, phone.id)) == 2  # the 交办 (pass 12) and the 临期
     w.act(appeal_id, "request_extension", now=due - timedelta(minutes=20), working_days=2, reason="需现场核查")
     ext_id = db.scalar(select(AppealExtension.id).where(AppealExtension.appeal_id == appeal_id))
     w.act(appeal_id, "decide_extension", now=due - timedelta(minutes=10), extension_id=ext_id, accept=True)
     new_due = w.appeal(appeal_id).due_at
     assert new_due > due
     jobs.tick(now=due + timedelta(minutes=5))  # the old deadline passes: not overdue, and nothing said
-    assert len(_alerts(db, phone.id)) == 1 and w.appeal(appeal_id).overdue is False
+    assert len(_alerts(db, phone.id)) == 2 and w.appeal(appeal_id).overdue is False
     jobs.tick(now=new_due - timedelta(minutes=30))
     jobs.tick(now=new_due - timedelta(minutes=25))
     alerts = _alerts(db, phone.id)
-    assert len(alerts) == 2
+    assert len(alerts) == 3
     local = new_due.astimezone(TZ)
-    assert f"{local.month}月{local.day}日 {local:%H:%M}" in alerts[1].body
+    assert f"{local.month}月{local.day}日 {local:%H:%M}" in alerts[2].body
 
 
 # --- 2. nobody linked: said on the timeline, not dropped -----------------------------------------------
@@ -166,12 +167,12 @@ def test_the_centres_urge_reaches_the_departments_linked_staff_not_the_one_urgin
     appeal_id = _assigned(w)
     number = w.appeal(appeal_id).number
     w.act(appeal_id, "urge", now=MONDAY + timedelta(hours=1), note="企业很着急")
-    (alert,) = _alerts(db, tax_phone.id)
+    (_, alert) = _alerts(db, tax_phone.id)  # after the 交办's (pass 12)
     assert "催办" in alert.title and number in alert.title and "企业很着急" in alert.body
     assert _alerts(db, city_phone.id) == [] and _alerts(db, admin_phone.id) == []
     w.act(appeal_id, "urge", now=MONDAY + timedelta(hours=2))  # each 催办 is someone asking again
-    assert len(_alerts(db, tax_phone.id)) == 2
-    assert [d["alert"] for _, d in w.events(appeal_id, "staff_notified")] == ["urged", "urged"]
+    assert len(_alerts(db, tax_phone.id)) == 3
+    assert [d["alert"] for _, d in w.events(appeal_id, "staff_notified")] == ["assigned", "urged", "urged"]
 
 
 # --- 5. who may cancel a 会办 task -------------------------------------------------------------------------
@@ -255,7 +256,7 @@ def test_an_overdue_coordination_task_alerts_its_department_once(w, db, make_use
     jobs.tick(now=at(2025, 11, 4, 11, 5))
     (alert,) = _alerts(db, city_phone.id)
     assert number in alert.title and "会办" in alert.body and "超过期限" in alert.body
-    assert [d["alert"] for _, d in w.events(appeal_id, "staff_notified")] == ["task_overdue"]
+    assert [d["alert"] for _, d in w.events(appeal_id, "staff_notified")] == ["assigned", "task_overdue"]
 
 
 def test_an_overdue_escalation_alerts_the_windows_linked_admins_once(w, db, make_user):  # noqa: F811

@@ -892,9 +892,11 @@ STAFF_ALERTS = {"overdue": ("已超期", "诉求 {number} 已超过办结期限�
                 "urged": ("催办", "营商服务中心催办诉求 {number}{note}，请尽快办理并登录工作台查看。"),
                 "task_overdue": ("会办超期", "诉求 {number} 交{department}会办的任务已超过期限，请尽快办理并登录工作台查看。"),
                 "escalation_overdue": ("办不成事", "诉求 {number} 转入“办不成事”窗口已超过 3 个工作日仍未处理完，"
-                                       "请尽快联系企业并登录工作台查看。")}
+                                       "请尽快联系企业并登录工作台查看。"),
+                "assigned": ("已交办", "诉求 {number} 已交办{department}办理{due_note}，请登录工作台查看。"),
+                "handler_changed": ("改派承办人", "诉求 {number} 已改由您承办{due_note}，请登录工作台查看。")}
 # The inbox title's word where the status phrase (5 characters at most in a subscribe message) says less.
-STAFF_ALERT_TITLES = {"escalation_overdue": "办不成事超期"}
+STAFF_ALERT_TITLES = {"escalation_overdue": "办不成事超期", "assigned": "新交办诉求", "handler_changed": "改由您承办"}
 
 
 def notify_department(session: Session, appeal: Appeal, what: str, key: str, *, actor: Actor | None = None,
@@ -913,6 +915,23 @@ def notify_department(session: Session, appeal: Appeal, what: str, key: str, *, 
                         department=appeal.department)
 
 
+def notify_assignment(session: Session, appeal: Appeal, what: str, key: str, *, actor: Actor,
+                      department: str | None = None, handler_id: int | None = None) -> int:
+    """交办 (`assigned`: `department` newly answers for the appeal, and/or `handler_id` is its new 承办人) or 改派承办人
+    (`handler_changed`): those who now answer for it hear of it once (`key`, one per assignment), as they hear of
+    its 临期 and 超期 — not the staff member doing it. Nobody new to tell, or nobody of them linked to WeChat:
+    nothing is sent and no 未能提醒 is written (the appeal is in their queue; a 临期 or 超期 is still said)."""
+    acting = int(actor.id) if actor.type == "staff" and actor.id is not None else None
+    handler = handler_id if handler_id != acting else None
+    who = ([StaffUser.department == department] if department else []) \
+        + ([StaffUser.id == handler] if handler is not None else [])
+    if not who:
+        return 0
+    whom = "和".join(([f"{department}工作人员"] if department else []) + (["新承办人"] if handler is not None else []))
+    return _alert_staff(session, appeal, what, key, who, whom, acting=acting,
+                        department=department or appeal.department, say_unreachable=False)
+
+
 def notify_task_department(session: Session, appeal: Appeal, task: AppealTask, what: str, key: str) -> int:
     """An alert about a 会办 task (its deadline passed) to the staff of the department that owes it."""
     return _alert_staff(session, appeal, what, key, [StaffUser.department == task.department],
@@ -927,10 +946,11 @@ def notify_escalation_window(session: Session, appeal: Appeal, what: str, key: s
 
 
 def _alert_staff(session: Session, appeal: Appeal, what: str, key: str, who: list, whom: str, *,
-                 acting: int | None = None, note: str = "", department: str = "") -> int:
+                 acting: int | None = None, note: str = "", department: str = "", say_unreachable: bool = True) -> int:
     """Tell the linked staff matching any of `who` (not `acting`); a staff_notified event says who was told, or,
     when nobody could be, a staff_unreachable one says so (on the console's page): the alert is not dropped
-    without a word. Never raises: the tick and the press go on whatever happens here. Returns how many were told."""
+    without a word (unless `say_unreachable` is False: news the queue itself shows, a 交办). Never raises: the tick
+    and the press go on whatever happens here. Returns how many were told."""
     status, text = STAFF_ALERTS[what]
     due = ""
     if appeal.due_at is not None:
@@ -939,14 +959,16 @@ def _alert_staff(session: Session, appeal: Appeal, what: str, key: str, who: lis
     told = 0
     try:
         if who:
-            body = text.format(number=appeal.number, due=due, note=f"：{note}" if note else "", department=department)
+            due_note = f"，请在 {due} 前办结" if due and appeal.status in CLOCK_RUNNING else ""
+            body = text.format(number=appeal.number, due=due, note=f"：{note}" if note else "", department=department,
+                               due_note=due_note)
             told = _tell_linked_staff(session, appeal, and_(or_(*who), StaffUser.id != (acting or 0)),
                                       "appeal_staff_alert", status,
                                       f"{STAFF_ALERT_TITLES.get(what, status)}：{appeal.number}", body, f"staff:{key}")
         if told:
             _event(session, appeal, SYSTEM, "staff_notified", note=f"已通知{whom}中已绑定微信的 {told} 人"
                    f"（{STAFF_ALERT_TITLES.get(what, status)}）", department=department, alert=what, key=key)
-        elif not _flagged_alert(session, appeal, "staff_unreachable", key):
+        elif say_unreachable and not _flagged_alert(session, appeal, "staff_unreachable", key):
             why = (f"{whom}的账号都未绑定微信（可在工作台“通知推送”页点“用我的微信绑定”）" if who
                    else "诉求尚未交办，也没有承办人")
             _event(session, appeal, SYSTEM, "staff_unreachable", note=f"{STAFF_ALERT_TITLES.get(what, status)}提醒未能发出："
@@ -1059,18 +1081,26 @@ def act_assign(session, actor, appeal, data, now):
             appeal.handler_id = None
     note = data.get("note") or f"交办至{department}"
     settled = _settle_returns(session, actor, appeal, department, now) if department != old else []
+    newly = department != old
     if appeal.status in (S.ASSIGNED, S.PENDING_ENTERPRISE):
         if appeal.status == S.PENDING_ENTERPRISE:
             # Re-routed while the enterprise owes material: the wait goes on (it was told to supplement; ended
             # here it got 409), and the supplement hands the appeal to the new department.
             appeal.paused_from = S.ASSIGNED.value
         appeal.version += 1
-        _event(session, appeal, actor, "reassigned", note=note, department=department, previous=old,
-               handler_id=appeal.handler_id, previous_handler_id=old_handler, returns_settled=settled or None)
+        ev = _event(session, appeal, actor, "reassigned", note=note, department=department, previous=old,
+                    handler_id=appeal.handler_id, previous_handler_id=old_handler, returns_settled=settled or None)
     else:
-        transition(session, appeal, S.ASSIGNED, actor, action="assigned", note=note, now=now,
-                   department=department, handler_id=appeal.handler_id, previous_handler_id=old_handler,
-                   returns_settled=settled or None)
+        first = appeal.status == S.ACCEPTED  # the first 交办: the department is given the appeal now
+        ev = transition(session, appeal, S.ASSIGNED, actor, action="assigned", note=note, now=now,
+                        department=department, handler_id=appeal.handler_id, previous_handler_id=old_handler,
+                        returns_settled=settled or None)
+        newly = newly or first
+    # Those who now answer for it hear of it (they heard of its 临期 and 超期, not that it was theirs).
+    session.flush()
+    notify_assignment(session, appeal, "assigned", f"assigned:{ev.id}", actor=actor,
+                      department=department if newly else None,
+                      handler_id=appeal.handler_id if appeal.handler_id != old_handler else None)
 
 
 def _settle_returns(session: Session, actor: Actor, appeal: Appeal, department: str, now: datetime) -> list[int]:
@@ -1446,8 +1476,12 @@ def act_reassign(session, actor, appeal, data, now):
     previous = appeal.handler_id
     appeal.handler_id = handler.id
     appeal.version += 1
-    _event(session, appeal, actor, "handler_changed", note=f"承办人改为 {handler.display_name or handler.username}",
-           handler_id=handler.id, previous_handler_id=previous)
+    ev = _event(session, appeal, actor, "handler_changed", note=f"承办人改为 {handler.display_name or handler.username}",
+                handler_id=handler.id, previous_handler_id=previous)
+    if handler.id != previous:
+        session.flush()
+        notify_assignment(session, appeal, "handler_changed", f"handler_changed:{ev.id}", actor=actor,
+                          handler_id=handler.id)
 
 
 def act_note(session, actor, appeal, data, now):
