@@ -24,6 +24,7 @@ from tests.integration.test_appeals2_qa_s11 import (  # noqa: F401  (the last pa
 from wxapp_backend.appeals import jobs, services  # noqa: F401
 from wxapp_backend.appeals.models import AppealExtension, AppealReturn  # noqa: F401
 from wxapp_backend.audit import Actor
+from wxapp_backend.db import session_scope
 from wxapp_backend.errors import Conflict, Forbidden, ValidationError  # noqa: F401
 
 MONDAY = at(2025, 11, 3, 10, 0)
@@ -83,3 +84,43 @@ def test_a_new_handler_is_alerted_of_the_reassignment_and_no_one_else(w, db, mak
     # Naming oneself as handler alerts nobody.
     w.act(appeal_id, "reassign", now=MONDAY + timedelta(hours=2), handler_id=w.admin.id)
     assert _alerts(db, admin_phone.id) == [] and len(_alerts(db, colleague_phone.id)) == 2
+
+
+# --- 2. an appeal nobody has accepted yet alerts the centre, who must accept it ----------------------------------
+
+def test_alerts_on_an_appeal_not_yet_accepted_go_to_the_centre_not_the_guessed_department(w, db, make_user,  # noqa: F811
+                                                                                          make_staff):
+    tax_phone, centre_phone, admin_phone = (make_user(nickname=n) for n in ("税务所小王", "中心小陈", "管理员手机"))
+    centre = make_staff(role="staff")
+    _link(w.tax, tax_phone.id)
+    _link(centre, centre_phone.id)
+    _link(w.admin, admin_phone.id)
+    appeal_id = w.submit(MONDAY)
+    a = w.appeal(appeal_id)
+    assert a.status == "submitted" and a.department == "税务所"  # chosen by the rules at submission
+    jobs.tick(now=a.due_at - timedelta(minutes=30))
+    assert _alerts(db, tax_phone.id) == []  # 税务所 has not been given it: nothing it can do yet
+    (alert,) = _alerts(db, centre_phone.id)
+    assert "临期" in alert.title and a.number in alert.title
+    assert len(_alerts(db, admin_phone.id)) == 1
+    (note, data), = w.events(appeal_id, "staff_notified")
+    assert data["alert"] == "due_soon" and "营商服务中心" in note and "税务所" not in note
+    with session_scope() as s:
+        assert services.press_own(s, w.user.id, appeal_id, now=a.due_at - timedelta(minutes=10)) is True
+    assert len(_alerts(db, centre_phone.id)) == 2 and _alerts(db, tax_phone.id) == []
+    # The centre's 催办 of an appeal still waiting to be accepted: the centre's others, not the one urging.
+    w.act(appeal_id, "urge", now=a.due_at - timedelta(minutes=5), note="请尽快受理")
+    assert len(_alerts(db, centre_phone.id)) == 3 and len(_alerts(db, admin_phone.id)) == 2
+    assert _alerts(db, tax_phone.id) == []
+    # Accepted and given to 税务所: from then on it is 税务所's.
+    w.act(appeal_id, "accept", now=a.due_at - timedelta(minutes=4))
+    w.act(appeal_id, "assign", now=a.due_at - timedelta(minutes=3), department="税务所")
+    jobs.tick(now=a.due_at + timedelta(minutes=5))
+    assert [x.title.split("：")[0] for x in _alerts(db, tax_phone.id)] == ["新交办诉求", "已超期"]
+
+
+def test_an_unaccepted_appeal_nobody_at_the_centre_could_hear_of_says_so(w, db):  # noqa: F811
+    appeal_id = w.submit(MONDAY)
+    jobs.tick(now=w.appeal(appeal_id).due_at + timedelta(minutes=5))
+    (note, data), = w.events(appeal_id, "staff_unreachable")
+    assert data["alert"] == "overdue" and "营商服务中心" in note

@@ -43,6 +43,7 @@ S = AppealStatus
 RESPONSE_DAYS = 1  # first response (受理) promised within one working day
 ESCALATION_DAYS = 3  # 办不成事: the escalation owner answers within three working days
 ESCALATION_OWNER = "营商服务中心（办不成事窗口）"
+CENTRE = "营商服务中心"  # its staff and admins accept (受理) what enterprises submit
 RATING_WINDOW = timedelta(days=7)  # the enterprise may rate (and reopen) within 7 days of resolution
 WARN_MINUTES = 510  # warn when less than one working day is left
 AUTO_ESCALATE_OVERDUE_DAYS = 5  # working days overdue before the system escalates by itself
@@ -902,9 +903,15 @@ STAFF_ALERT_TITLES = {"escalation_overdue": "办不成事超期", "assigned": "�
 def notify_department(session: Session, appeal: Appeal, what: str, key: str, *, actor: Actor | None = None,
                       note: str = "") -> int:
     """临期 / 超期 / 催办 / 企业催办 reach the people answering for the appeal — the handling department's staff and
-    its handler (承办人, whatever their department) — whose account is linked to a WeChat user, once per event
-    (`key`), never an unlinked account. `actor`, a staff member acting (a 催办), is not told of its own act."""
+    its handler (承办人, whatever their department); while it is 已提交 (not accepted yet) the centre's staff and
+    admins — whose account is linked to a WeChat user, once per event (`key`), never an unlinked account. `actor`,
+    a staff member acting (a 催办), is not told of its own act."""
     acting = int(actor.id) if actor is not None and actor.type == "staff" and actor.id is not None else None
+    if appeal.status == S.SUBMITTED:
+        # Not accepted yet: the centre owes the next step (受理), not the department the rules guessed at submission,
+        # which has not been given it (and is not told it is theirs until the 交办).
+        return _alert_staff(session, appeal, what, key, [StaffUser.role.in_([StaffRole.STAFF, StaffRole.ADMIN])],
+                            f"{CENTRE}工作人员", acting=acting, note=note, department=CENTRE)
     handler = appeal.handler_id if appeal.handler_id != acting else None
     who = [StaffUser.department == appeal.department] if appeal.department else []
     if handler is not None:
