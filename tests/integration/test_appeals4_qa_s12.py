@@ -124,3 +124,61 @@ def test_an_unaccepted_appeal_nobody_at_the_centre_could_hear_of_says_so(w, db):
     jobs.tick(now=w.appeal(appeal_id).due_at + timedelta(minutes=5))
     (note, data), = w.events(appeal_id, "staff_unreachable")
     assert data["alert"] == "overdue" and "营商服务中心" in note
+
+
+# --- 3. separation of duties: the one who asked for a 延期 does not grant it ------------------------------------------
+
+def _ext_id(db, appeal_id):
+    db.expire_all()
+    return db.scalars(select(AppealExtension.id).where(AppealExtension.appeal_id == appeal_id)
+                      .order_by(AppealExtension.id.desc())).first()
+
+
+def test_a_centre_account_cannot_approve_its_own_extension_request(w, db, make_staff, client, console_login,  # noqa: F811
+                                                                    staff_headers):
+    centre = make_staff(role="staff")
+    me = _actor(centre, "中心小陈")
+    appeal_id = w.submit(MONDAY)
+    w.act(appeal_id, "accept", now=MONDAY, actor=me)
+    due = w.appeal(appeal_id).due_at
+    w.act(appeal_id, "request_extension", now=MONDAY, actor=me, working_days=3, reason="需现场核查")
+    ext = _ext_id(db, appeal_id)
+    exc = _refused(lambda: w.act(appeal_id, "decide_extension", now=MONDAY, actor=me, extension_id=ext, accept=True),
+                   Forbidden)
+    assert "本人" in exc.message and "其他" in exc.message
+    assert w.appeal(appeal_id).due_at == due and db.get(AppealExtension, ext).status == "pending"
+    # The API says the same, in Chinese, as a 403.
+    resp = client.post(f"/api/v1/staff/appeals/{appeal_id}/actions", headers=staff_headers(centre),
+                       json={"action": "decide_extension", "extension_id": ext, "accept": True})
+    assert resp.status_code == 403 and "本人" in resp.get_json()["message"]
+    # Its page does not offer it 同意 for its own request (only 不同意, which withdraws it), and says why.
+    console_login(centre)
+    page = client.get(f"/console/appeals/{appeal_id}").get_data(as_text=True)
+    table = page.split('id="extension-table"')[1].split("</table>")[0]
+    assert ">同意</button>" not in table and ">不同意</button>" in table and "本人申请" in table
+    # Another colleague (here the admin) grants it.
+    w.act(appeal_id, "decide_extension", now=MONDAY, extension_id=ext, accept=True)
+    assert w.appeal(appeal_id).due_at > due
+
+
+def test_an_admin_approves_its_own_request_only_when_nobody_else_could(w, db, make_staff):  # noqa: F811
+    appeal_id = w.submit(MONDAY)
+    w.act(appeal_id, "accept", now=MONDAY)
+    w.act(appeal_id, "request_extension", now=MONDAY, working_days=2, reason="需等待区局答复")
+    ext = _ext_id(db, appeal_id)
+    other = make_staff(role="admin")
+    _refused(lambda: w.act(appeal_id, "decide_extension", now=MONDAY, extension_id=ext, accept=True), Forbidden)
+    # Turning one's own request down is withdrawing it: allowed.
+    w.act(appeal_id, "decide_extension", now=MONDAY, extension_id=ext, accept=False, note="不需要了")
+    w.act(appeal_id, "request_extension", now=MONDAY, working_days=2, reason="需等待区局答复")
+    ext = _ext_id(db, appeal_id)
+    w.act(appeal_id, "decide_extension", now=MONDAY, actor=_actor(other, "另一位管理员"), extension_id=ext, accept=True)
+    # The only account at the centre that can decide: it may, and the timeline says it was its own request.
+    from wxapp_backend.auth.models import StaffUser
+
+    db.get(StaffUser, other.id).active = False
+    db.commit()
+    w.act(appeal_id, "request_extension", now=MONDAY, working_days=1, reason="再核实一次")
+    w.act(appeal_id, "decide_extension", now=MONDAY, extension_id=_ext_id(db, appeal_id), accept=True)
+    (note, _) = w.events(appeal_id, "extension_approved")[-1]
+    assert "本人申请" in note

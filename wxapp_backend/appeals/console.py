@@ -122,11 +122,15 @@ def _detail_page(appeal_id: int, typed=None, status: int = 200):
         handles = not dept_only or services._handles(actor, appeal)
         staff = list(s.scalars(select(StaffUser).where(StaffUser.active.is_(True)).order_by(StaffUser.username)))
         names = {st.id: st.display_name or st.username for st in staff}
+        # 延期 this account asked for and may not grant itself (services.may_approve_own_extension): 不同意 only.
+        own_extensions = set() if dept_only or services.may_approve_own_extension(s, actor) else {
+            x["id"] for x in data["extensions"] if x["status"] == "pending"
+            and services.own_extension_request(s, actor, s.get(services.AppealExtension, x["id"]))}
         return render_template("console/appeals/detail.html", a=appeal, d=data, staff=staff, names=names,
                                categories=services.categories(s), departments=_departments(s),
                                open_states=OPEN, merge_states=MERGEABLE, reroutable_states=REROUTABLE,
                                handles=handles, own_department=actor.department if dept_only else None,
-                               S=AppealStatus,
+                               S=AppealStatus, own_extensions=own_extensions,
                                typed_form=typed or {}), status
 
 

@@ -1404,6 +1404,9 @@ def act_decide_extension(session, actor, appeal, data, now):
         # enterprise read “同意延期” after “办结”; the request can only be turned down now.
         raise Conflict(f"诉求当前为“{appeal.status_label}”，不需要再延期；这个申请可以选“不同意”结束。",
                        code="illegal_transition")
+    own = data.get("accept") and own_extension_request(session, actor, ext)
+    if own and not may_approve_own_extension(session, actor):
+        raise Forbidden("这是您本人提出的延期申请，须由其他工作人员审批（本人可以选“不同意”撤回）。")
     ext.decided_by, ext.decided_at = str(actor.name or actor.id), now
     appeal.version += 1
     if data.get("accept"):
@@ -1417,8 +1420,9 @@ def act_decide_extension(session, actor, appeal, data, now):
             if appeal.due_at > now:
                 appeal.overdue = False
         appeal.warned_due_at = None
-        _event(session, appeal, actor, "extension_approved", note=f"同意延期 {ext.working_days} 个工作日",
-               public=True, due_at=appeal.due_at)
+        _event(session, appeal, actor, "extension_approved", note=f"同意延期 {ext.working_days} 个工作日"
+               + ("（本人申请，中心没有其他可审批的工作人员）" if own else ""),
+               public=True, due_at=appeal.due_at, own_request=bool(own) or None)
         # The promise the enterprise was given moves: tell them (the timeline alone said it to nobody).
         when = ""
         if appeal.status != S.PENDING_ENTERPRISE and appeal.due_at is not None:
@@ -1429,6 +1433,26 @@ def act_decide_extension(session, actor, appeal, data, now):
     else:
         ext.status = "rejected"
         _event(session, appeal, actor, "extension_rejected", note=data.get("note") or "不同意延期")
+
+
+def own_extension_request(session: Session, actor: Actor, ext: AppealExtension) -> bool:
+    """The staff member `actor` asked for this 延期 (its extension_requested event names who did)."""
+    if actor.type != "staff" or actor.id is None:
+        return False
+    return any((d or {}).get("extension_id") == ext.id for d in session.scalars(select(AppealEvent.data).where(
+        AppealEvent.appeal_id == ext.appeal_id, AppealEvent.action == "extension_requested",
+        AppealEvent.actor_type == "staff", AppealEvent.actor_id == str(actor.id))))
+
+
+def may_approve_own_extension(session: Session, actor: Actor) -> bool:
+    """Separation of duties: a 延期 is granted by someone other than the one who asked (a centre account could ask and
+    grant its own). The one exception is an admin when no other active centre account (staff or admin) exists to
+    decide it: a one-person centre would otherwise have no way to grant it."""
+    if actor.role != StaffRole.ADMIN:
+        return False
+    return not session.scalar(select(StaffUser.id).where(
+        StaffUser.active.is_(True), StaffUser.id != int(actor.id),
+        StaffUser.role.in_([StaffRole.STAFF, StaffRole.ADMIN])).limit(1))
 
 
 def act_urge(session, actor, appeal, data, now):
