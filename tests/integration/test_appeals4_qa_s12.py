@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
 from sqlalchemy import select  # noqa: F401
 
 from tests.integration.test_appeals2_qa_s11 import (  # noqa: F401  (the last pass's fixture)
@@ -182,3 +183,44 @@ def test_an_admin_approves_its_own_request_only_when_nobody_else_could(w, db, ma
     w.act(appeal_id, "decide_extension", now=MONDAY, extension_id=_ext_id(db, appeal_id), accept=True)
     (note, _) = w.events(appeal_id, "extension_approved")[-1]
     assert "本人申请" in note
+
+
+# --- 4. an ended appeal keeps the handler and category it ended with ----------------------------------------------
+
+def _ended(w, how):  # noqa: F811
+    appeal_id = w.submit(MONDAY)
+    if how == "rejected":
+        w.act(appeal_id, "reject", now=MONDAY, reason="不属于受理范围")
+        return appeal_id
+    w.act(appeal_id, "accept", now=MONDAY)
+    w.act(appeal_id, "assign", now=MONDAY, department="税务所", handler_id=w.tax.id)
+    if how == "withdrawn":
+        with session_scope() as s:
+            services.withdraw(s, w.user.id, appeal_id, "已自行解决")
+        return appeal_id
+    w.act(appeal_id, "resolve", now=MONDAY + timedelta(hours=1), resolution="已更换税控盘")
+    if how == "closed":
+        with session_scope() as s:
+            services.rate(s, w.user.id, appeal_id, resolved=True, satisfaction=5, now=MONDAY + timedelta(hours=2))
+    return appeal_id
+
+
+def test_an_ended_appeal_cannot_be_given_another_handler_or_category(w, db, make_staff, client, staff_headers):  # noqa: F811
+    colleague = make_staff(role="dept", department="税务所")
+    for how, label in (("resolved", "已办结"), ("closed", "已关闭"), ("withdrawn", "已撤回"), ("rejected", "不予受理")):
+        appeal_id = _ended(w, how)
+        before = w.appeal(appeal_id)
+        assert before.status == how
+        with pytest.raises(Conflict) as exc:
+            w.act(appeal_id, "reassign", now=MONDAY + timedelta(hours=3), handler_id=colleague.id)
+        assert label in exc.value.message and "改派承办人" in exc.value.message
+        with pytest.raises(Conflict) as exc:
+            w.act(appeal_id, "set_category", now=MONDAY + timedelta(hours=3), category="talent")
+        assert label in exc.value.message and "分类" in exc.value.message
+        after = w.appeal(appeal_id)
+        assert (after.handler_id, after.category_id, after.due_at, after.version) == (
+            before.handler_id, before.category_id, before.due_at, before.version)
+        assert w.events(appeal_id, "handler_changed") == [] and w.events(appeal_id, "categorised") == []
+    resp = client.post(f"/api/v1/staff/appeals/{appeal_id}/actions", headers=staff_headers(w.admin),
+                       json={"action": "set_category", "category": "talent"})
+    assert resp.status_code == 409 and "不予受理" in resp.get_json()["message"]

@@ -307,19 +307,21 @@ def test_two_presses_at_once_make_one_press_and_one_alert(app, w, db, make_user,
     assert len(w.events(appeal_id, "pressed")) == 1 and len(_alerts(db, phone.id)) == 1
 
 
-# --- 8. a category corrected after the fact does not rewrite the deadline that was kept or missed -------------
+# --- 8. a category is not corrected after the fact: the deadline kept or missed stays -------------------------------
 
-def test_recategorising_a_resolved_late_appeal_keeps_its_deadline_and_its_lateness(w, db):  # noqa: F811
+def test_recategorising_a_resolved_late_appeal_is_refused_and_keeps_its_deadline_and_its_lateness(w, db):  # noqa: F811
+    # Pass 12 (later): 改分类 on an ended appeal is refused outright (test_appeals4_qa_s12); before, it was taken
+    # and only the deadline kept. The record stays as it was.
+    from wxapp_backend.errors import Conflict
+
     appeal_id = _assigned(w)  # 税务 (5 working days)
     due = w.appeal(appeal_id).due_at
     jobs.tick(now=due + timedelta(minutes=5))
     assert w.appeal(appeal_id).overdue is True
     w.act(appeal_id, "resolve", now=due + timedelta(hours=1), resolution="已更换税控盘")
-    w.act(appeal_id, "set_category", now=due + timedelta(hours=2), category="talent")  # 人才/落户: 10 working days
+    category = w.appeal(appeal_id).category_id
+    with pytest.raises(Conflict, match="已办结"):
+        w.act(appeal_id, "set_category", now=due + timedelta(hours=2), category="talent")
     a = w.appeal(appeal_id)
-    from wxapp_backend.appeals.models import AppealCategory
-
-    assert db.get(AppealCategory, a.category_id).code == "talent"
-    assert (a.due_at, a.overdue, a.resolved_on_time) == (due, True, False)
-    (note, _), = w.events(appeal_id, "categorised")
-    assert "人才" in note
+    assert (a.category_id, a.due_at, a.overdue, a.resolved_on_time) == (category, due, True, False)
+    assert w.events(appeal_id, "categorised") == []

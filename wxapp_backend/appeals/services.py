@@ -1476,11 +1476,6 @@ def _set_category(session, actor, appeal, category: AppealCategory, now):
     # Only the promise changes: the deadline moves by the difference, so what already moved it stays (granted
     # extensions, time paused for the enterprise, the new start of a reopened round).
     delta = (category.promised_days - old_days) * DAY_MINUTES
-    if appeal.status not in OPEN and appeal.status != S.DUPLICATE:
-        # 办结 or ended: a category corrected for the statistics does not rewrite the promise that was kept or
-        # missed (it moved the deadline of a late appeal past its 办结 and cleared 超期 in the 企业问题清单). A
-        # reopened round starts from the new category's days.
-        delta = 0
     if appeal.status == S.PENDING_ENTERPRISE:
         if appeal.sla_minutes_left is not None:
             appeal.sla_minutes_left += delta
@@ -1495,13 +1490,28 @@ def _set_category(session, actor, appeal, category: AppealCategory, now):
            category=category.code, department=appeal.department)
 
 
+# 办结 and after: the handling is over (a reopened round, the enterprise's “未解决”, brings it back into 办理中).
+ENDED = frozenset({S.RESOLVED, S.CLOSED, S.WITHDRAWN, S.REJECTED})
+
+
+def _not_ended(appeal: Appeal, what: str) -> None:
+    """改派承办人 and 改分类 change who answers for an appeal and what it promised: on an ended one they rewrote the
+    record after the fact (a resolved late appeal recategorised moved its deadline, a handler named for a closed
+    one was answerable for nothing, and an 办结 one was told to no one)."""
+    if appeal.status in ENDED:
+        again = "；企业反馈“未解决”时诉求会重新办理，届时可以调整" if appeal.status == S.RESOLVED else ""
+        raise Conflict(f"诉求当前为“{appeal.status_label}”，办理已结束，不能再{what}{again}。", code="illegal_transition")
+
+
 def act_set_category(session, actor, appeal, data, now):
+    _not_ended(appeal, "调整分类")
     category = find_category(session, _need(data, "category", "类别"))
     appeal.version += 1
     _set_category(session, actor, appeal, category, now)
 
 
 def act_reassign(session, actor, appeal, data, now):
+    _not_ended(appeal, "改派承办人")
     handler = _staff(session, _need(data, "handler_id", "承办人"))
     _check_handler(handler, appeal, appeal.department)
     previous = appeal.handler_id
