@@ -224,3 +224,40 @@ def test_an_ended_appeal_cannot_be_given_another_handler_or_category(w, db, make
     resp = client.post(f"/api/v1/staff/appeals/{appeal_id}/actions", headers=staff_headers(w.admin),
                        json={"action": "set_category", "category": "talent"})
     assert resp.status_code == 409 and "不予受理" in resp.get_json()["message"]
+
+
+# --- 5. the console's 会办 form: 0 days is refused, not turned into 3 -------------------------------------------------
+
+@pytest.mark.parametrize("typed", ["0", "31", "三天", "-2"])
+def test_the_console_coordination_form_refuses_days_out_of_range_and_keeps_what_was_typed(
+        w, db, client, console_login, typed):  # noqa: F811
+    from wxapp_backend.appeals.models import AppealTask
+
+    appeal_id = w.submit(MONDAY)
+    w.act(appeal_id, "accept", now=MONDAY)
+    w.act(appeal_id, "assign", now=MONDAY, department="税务所")
+    csrf = console_login(w.admin)
+    resp = client.post(f"/console/appeals/{appeal_id}/action", data={
+        "csrf_token": csrf, "action": "coordinate", "task_department": "营商服务中心（办不成事窗口）",
+        "task_description": "请核实现场情况", "task_days": typed, "task_required": "0"})
+    page = resp.get_data(as_text=True)
+    assert resp.status_code == 422
+    assert "会办期限应为 1-30 个工作日" in page
+    assert f'value="{typed}"' in page and 'value="请核实现场情况"' in page and '<option value="0" selected>否' in page
+    assert db.scalars(select(AppealTask).where(AppealTask.appeal_id == appeal_id)).all() == []
+    assert w.appeal(appeal_id).status == "assigned"
+
+
+def test_the_console_coordination_form_takes_three_days_when_left_empty(w, db, client, console_login):  # noqa: F811
+    from wxapp_backend.appeals.models import AppealTask
+
+    appeal_id = w.submit(MONDAY)
+    w.act(appeal_id, "accept", now=MONDAY)
+    w.act(appeal_id, "assign", now=MONDAY, department="税务所")
+    csrf = console_login(w.admin)
+    resp = client.post(f"/console/appeals/{appeal_id}/action", data={
+        "csrf_token": csrf, "action": "coordinate", "task_department": "营商服务中心（办不成事窗口）",
+        "task_days": " ", "task_required": "1"})
+    assert resp.status_code == 302
+    (task,) = db.scalars(select(AppealTask).where(AppealTask.appeal_id == appeal_id)).all()
+    assert services.work_calendar(db).working_minutes_between(task.created_at, task.due_at) == 3 * 510

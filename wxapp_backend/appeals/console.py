@@ -143,6 +143,17 @@ def _number(value: str | None) -> int | None:
     return int(value) if len(value) <= 12 else DB_INT_MAX + 1
 
 
+def _task_days(value: str | None) -> int:
+    """The 会办 form's 期限: 3 when left empty; a typed 0 (or anything not a whole number) was taken as 3 without a
+    word, and the task went out with a deadline nobody chose. Refused like the API's 1-30."""
+    if not (value or "").strip():
+        return 3
+    days = _number(value)
+    if days is None or not 1 <= days <= 30:
+        raise ValidationError("会办期限应为 1-30 个工作日。", fields={"tasks": "期限应为 1-30 个工作日"})
+    return days
+
+
 # The texts of an action, with the limits of the API's action fields (the form's maxlength says the same).
 ACTION_TEXTS = (
     Field("note", "text", "说明", max_len=1000), Field("reason", "text", "理由", max_len=1000),
@@ -174,7 +185,7 @@ def action(appeal_id: int):
             if name == "coordinate":
                 data["tasks"] = [{"department": form.get("task_department", "").strip(),
                                   "description": form.get("task_description", "").strip(),
-                                  "working_days": _number(form.get("task_days")) or 3,
+                                  "working_days": _task_days(form.get("task_days")),
                                   "required": form.get("task_required", "1") == "1"}]
             services.perform(s, current_actor(), appeal_id, name, data)
     except AppError as exc:
