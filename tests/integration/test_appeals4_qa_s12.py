@@ -261,3 +261,41 @@ def test_the_console_coordination_form_takes_three_days_when_left_empty(w, db, c
     assert resp.status_code == 302
     (task,) = db.scalars(select(AppealTask).where(AppealTask.appeal_id == appeal_id)).all()
     assert services.work_calendar(db).working_minutes_between(task.created_at, task.due_at) == 3 * 510
+
+
+# --- 6. a 退单 or 延期 still waiting when the appeal is 办结 ends with it -------------------------------------------
+
+def test_pending_return_and_extension_end_with_the_resolution(w, db, client, console_login, staff_headers):  # noqa: F811
+    tax = _actor(w.tax, "税务所")
+    appeal_id = w.submit(MONDAY)
+    w.act(appeal_id, "accept", now=MONDAY)
+    w.act(appeal_id, "assign", now=MONDAY, department="税务所")
+    w.act(appeal_id, "request_extension", now=MONDAY, actor=tax, working_days=3, reason="需现场核查")
+    w.act(appeal_id, "return", now=MONDAY, actor=tax, reason="部分事项不属于本所职责")
+    due = w.appeal(appeal_id).due_at
+    w.act(appeal_id, "resolve", now=MONDAY + timedelta(hours=2), actor=tax, resolution="已更换税控盘")
+    db.expire_all()
+    (ret,) = db.scalars(select(AppealReturn).where(AppealReturn.appeal_id == appeal_id)).all()
+    (ext,) = db.scalars(select(AppealExtension).where(AppealExtension.appeal_id == appeal_id)).all()
+    assert (ret.status, ret.decided_by, ret.decision_note) == ("rejected", "system", "诉求已办结，退单不再需要审核")
+    assert (ext.status, ext.decided_by) == ("rejected", "system")
+    notes = [n for n, _ in w.events(appeal_id, "noted")]
+    assert "税务所的退单申请随之结束（诉求已办结）" in notes and "延期 3 个工作日的申请随之结束（诉求已办结）" in notes
+    a = w.appeal(appeal_id)
+    assert a.due_at == due and a.resolved_on_time is True
+    # Nothing left for the centre to decide: not in the 待审核 queue, no dashboard card, no buttons.
+    api = client.get("/api/v1/staff/appeals?pending_requests=true", headers=staff_headers(w.admin)).get_json()
+    assert api["items"] == []
+    console_login(w.admin)
+    assert "待审核的退单、延期申请" not in client.get("/console/").get_data(as_text=True)
+    page = client.get(f"/console/appeals/{appeal_id}").get_data(as_text=True)
+    for table in ("extension-table", "return-table"):
+        rows = page.split(f'id="{table}"')[1].split("</table>")[0]
+        assert "结束" in rows and "不再需要" in rows and "不同意" not in rows and "<button" not in rows
+    with pytest.raises(Conflict):
+        w.act(appeal_id, "decide_extension", now=MONDAY + timedelta(hours=3), extension_id=ext.id, accept=False)
+    # The enterprise's timeline says nothing of the departments' requests.
+    with session_scope() as s:
+        appeal = services.get_appeal(s, appeal_id, w.actor)
+        public = [e["note"] for e in services.detail_for_user(s, appeal)["timeline"]]
+    assert not [n for n in public if "申请" in n]

@@ -295,7 +295,8 @@ class AppealReturn(Base):
     def to_dict(self) -> dict:
         return {"id": self.id, "department": self.department, "reason": self.reason, "status": self.status,
                 "decision_note": self.decision_note, "new_department": self.new_department,
-                "created_at": _iso(self.created_at), "decided_at": _iso(self.decided_at)}
+                "decided_by": self.decided_by, "created_at": _iso(self.created_at),
+                "decided_at": _iso(self.decided_at)}
 
 
 class AppealExtension(Base):
@@ -319,7 +320,8 @@ class AppealExtension(Base):
 
     def to_dict(self) -> dict:
         return {"id": self.id, "working_days": self.working_days, "reason": self.reason, "status": self.status,
-                "created_at": _iso(self.created_at), "decided_at": _iso(self.decided_at)}
+                "decided_by": self.decided_by, "created_at": _iso(self.created_at),
+                "decided_at": _iso(self.decided_at)}
 
 
 class AppealReport(Base):

@@ -671,11 +671,16 @@ def _cancel_open_tasks(session: Session, appeal: Appeal, why: str, now: datetime
         _event(session, appeal, SYSTEM, "task_cancelled", note=f"{task.department}：{why}", task_id=task.id)
     # A 退单 or 延期 still waiting for the centre is moot too: left pending, it stayed in the centre's queue until
     # someone turned it down by hand.
+    _end_pending_requests(session, appeal, why.split("，")[0], now)  # 企业已撤回诉求 / 诉求不予受理
+
+
+def _end_pending_requests(session: Session, appeal: Appeal, cause: str, now: datetime) -> None:
+    """The 退单 and 延期 requests still waiting for the centre end with the appeal's handling (withdrawn, rejected,
+    办结): decided by "system", with a staff-only timeline entry saying why."""
     for req in [*session.scalars(select(AppealReturn).where(AppealReturn.appeal_id == appeal.id,
                                                             AppealReturn.status == "pending")),
                 *session.scalars(select(AppealExtension).where(AppealExtension.appeal_id == appeal.id,
                                                                AppealExtension.status == "pending"))]:
-        cause = why.split("，")[0]  # 企业已撤回诉求 / 诉求不予受理
         req.status, req.decided_by, req.decided_at = "rejected", "system", now
         if isinstance(req, AppealReturn):
             req.decision_note = f"{cause}，退单不再需要审核"
@@ -1260,6 +1265,10 @@ def act_resolve(session, actor, appeal, data, now):
 def _resolve(session, actor, appeal, resolution, now):
     transition(session, appeal, S.RESOLVED, actor, action="resolved", note=f"办结：{resolution}", now=now)
     appeal.resolution, appeal.resolved_at = resolution, now
+    # 办结 answers what a 退单 or 延期 still waiting asked: the department did the work, and the deadline no longer
+    # matters (the on-time figure is taken now). Left pending they kept the appeal in the centre's 待审核 queue and
+    # card until someone recorded a 不同意 nobody meant.
+    _end_pending_requests(session, appeal, "诉求已办结", now)
     if appeal.first_resolved_at is None:
         # 按时办结率 judges the first resolution (its period is first_resolved_at); a later round must not
         # rewrite a figure already reported.

@@ -220,17 +220,21 @@ def test_an_extension_cannot_be_granted_once_the_appeal_is_resolved(client, worl
     ext, due = d["extensions"][0]["id"], d["due_at"]
     world.act(a["id"], "resolve", resolution="已处理")
     # Granted after 办结, it moved the promise of a resolved appeal and told the enterprise “同意延期” after “办结”.
+    # Since pass 12 (test_appeals4_qa_s12) the 办结 itself ends the request: nothing is left to grant or to turn down
+    # by hand (staff had to record a 不同意 nobody meant to clear the 待审核 queue).
+    d = world.detail(a["id"])
+    assert (d["extensions"][0]["status"], d["extensions"][0]["decided_by"]) == ("rejected", "system")
+    assert "延期 3 个工作日的申请随之结束（诉求已办结）" in [e["note"] for e in d["timeline"]]
     body = world.act(a["id"], "decide_extension", expect=409, extension_id=ext, accept=True)
-    assert "已办结" in body["message"] and "不同意" in body["message"]
+    assert "已经处理过了" in body["message"]
     mine = client.get(f"/api/v1/appeals/{a['id']}", headers=world.uh).get_json()
     assert mine["due_at"] == due and "extension_approved" not in [e["action"] for e in mine["timeline"]]
-    # The console offers only 不同意 for it, which settles the request.
+    # The console offers no button for it any more.
     console_login(world.admin)
     page = client.get(f"/console/appeals/{a['id']}").get_data(as_text=True)
     table = page.split('id="extension-table"')[1].split("</table>")[0]
-    assert ">不同意</button>" in table and ">同意</button>" not in table
-    d = world.act(a["id"], "decide_extension", extension_id=ext, accept=False)
-    assert d["extensions"][0]["status"] == "rejected" and d["due_at"] == due
+    assert "<button" not in table and "不再需要审批" in table
+    assert world.detail(a["id"])["due_at"] == due
 
 
 def test_assigning_to_another_department_drops_the_old_departments_handler(client, world):
@@ -260,10 +264,12 @@ def test_a_return_pending_when_the_appeal_was_resolved_offers_no_rerouting(clien
 
     assert "同意并改派" in forms() and "不同意" in forms()
     world.act(a["id"], "resolve", headers=world.th, resolution="已与企业沟通解决")
-    # 同意并改派 on a resolved appeal always answered 409 (已办结 cannot become 已交办): only 不同意 is offered.
+    # 同意并改派 on a resolved appeal always answered 409 (已办结 cannot become 已交办). Since pass 12
+    # (test_appeals4_qa_s12) the 办结 ends the pending 退单 itself: nothing is offered, and deciding it is 409.
     ret = world.detail(a["id"])["returns"][0]["id"]
     world.act(a["id"], "decide_return", expect=409, return_id=ret, accept=True, department="城运中心")
-    assert "同意并改派" not in forms() and "不同意" in forms()
+    world.act(a["id"], "decide_return", expect=409, return_id=ret, accept=False)
+    assert "同意并改派" not in forms() and "<button" not in forms() and "退单不再需要审核" in forms()
 
 
 # --- a supplement is words, in the mini-program as in the chat ----------------------------------------------------
