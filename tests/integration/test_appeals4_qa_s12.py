@@ -299,3 +299,43 @@ def test_pending_return_and_extension_end_with_the_resolution(w, db, client, con
         appeal = services.get_appeal(s, appeal_id, w.actor)
         public = [e["note"] for e in services.detail_for_user(s, appeal)["timeline"]]
     assert not [n for n in public if "申请" in n]
+
+
+# --- 7. further: a new 办不成事 reaches the window's own accounts; a new 会办 task its department -----------------------
+
+def test_a_new_escalation_reaches_the_windows_linked_accounts_not_the_admin_escalating(w, db, make_user):  # noqa: F811
+    from wxapp_backend.notices.models import InboxItem
+
+    window_phone, admin_phone = make_user(nickname="窗口小刘"), make_user(nickname="管理员手机")
+    _link(w.window, window_phone.id)
+    _link(w.admin, admin_phone.id)
+    appeal_id = w.submit(MONDAY)
+    w.act(appeal_id, "accept", now=MONDAY)
+    w.act(appeal_id, "escalate", now=MONDAY, reason="多次反映无果")
+    db.expire_all()
+    told = db.scalars(select(InboxItem).where(InboxItem.user_id == window_phone.id)).all()
+    assert len(told) == 1 and "办不成事" in told[0].title and w.appeal(appeal_id).number in told[0].body
+    # The admin escalated it: not told of its own act.
+    assert db.scalars(select(InboxItem).where(InboxItem.user_id == admin_phone.id)).all() == []
+
+
+def test_a_new_coordination_task_reaches_its_departments_linked_staff_once(w, db, make_user, make_staff):  # noqa: F811
+    city, market = make_staff(role="dept", department="城运中心"), make_staff(role="dept", department="市场监管所")
+    city_phone, market_phone, tax_phone = (make_user(nickname=n) for n in ("城运小李", "市场小周", "税务所小王"))
+    _link(city, city_phone.id)
+    _link(market, market_phone.id)
+    _link(w.tax, tax_phone.id)
+    appeal_id = w.submit(MONDAY)
+    w.act(appeal_id, "accept", now=MONDAY)
+    w.act(appeal_id, "assign", now=MONDAY, department="税务所")
+    tax = _actor(w.tax, "税务所")
+    w.act(appeal_id, "coordinate", now=MONDAY, actor=tax,
+          tasks=[{"department": "城运中心", "description": "核实现场", "working_days": 2}])
+    (alert,) = _alerts(db, city_phone.id)
+    assert "会办" in alert.title and w.appeal(appeal_id).number in alert.title and "核实现场" not in alert.body
+    assert len(_alerts(db, tax_phone.id)) == 1  # its 交办 only: it asked for the 会办
+    w.act(appeal_id, "coordinate", now=MONDAY + timedelta(hours=1), actor=tax,
+          tasks=[{"department": "市场监管所", "description": "参考意见", "required": False}])
+    assert len(_alerts(db, market_phone.id)) == 1 and len(_alerts(db, city_phone.id)) == 1
+    assert [d["alert"] for _, d in w.events(appeal_id, "staff_notified")] == ["assigned", "task_assigned",
+                                                                              "task_assigned"]

@@ -254,9 +254,11 @@ def test_an_overdue_coordination_task_alerts_its_department_once(w, db, make_use
     number = w.appeal(appeal_id).number
     assert jobs.tick(now=at(2025, 11, 4, 11, 0))["tasks_overdue"] == 1
     jobs.tick(now=at(2025, 11, 4, 11, 5))
-    (alert,) = _alerts(db, city_phone.id)
+    (given, alert) = _alerts(db, city_phone.id)  # the task itself was told first (pass 12, test_appeals4_qa_s12)
+    assert "会办任务" in given.title
     assert number in alert.title and "会办" in alert.body and "超过期限" in alert.body
-    assert [d["alert"] for _, d in w.events(appeal_id, "staff_notified")] == ["assigned", "task_overdue"]
+    assert [d["alert"] for _, d in w.events(appeal_id, "staff_notified")] == ["assigned", "task_assigned",
+                                                                              "task_overdue"]
 
 
 def test_an_overdue_escalation_alerts_the_windows_linked_admins_once(w, db, make_user):  # noqa: F811

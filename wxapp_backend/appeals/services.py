@@ -851,7 +851,7 @@ def escalate(session: Session, actor: Actor, appeal: Appeal, *, reason: str, now
            escalation_due_at=appeal.escalation_due_at)
     _notify(session, appeal, "appeal_escalated", f"您的诉求 {appeal.number} 已转入“办不成事”反映窗口，"
             f"将在 3 个工作日内由专人联系您。", "escalated")
-    _notify_escalation_owner(session, appeal, reason)
+    _notify_escalation_owner(session, appeal, reason, actor)
     return True
 
 
@@ -881,10 +881,13 @@ def _tell_linked_staff(session: Session, appeal: Appeal, who: Any, kind: str, st
     return told
 
 
-def _notify_escalation_owner(session: Session, appeal: Appeal, reason: str) -> None:
-    """The 办不成事 window is the centre's admins: each one with a linked WeChat user gets a message too;
-    unlinked admins see the task and the dashboard count."""
-    told = _tell_linked_staff(session, appeal, StaffUser.role == StaffRole.ADMIN, "appeal_escalated", "办不成事",
+def _notify_escalation_owner(session: Session, appeal: Appeal, reason: str, actor: Actor = SYSTEM) -> None:
+    """The 办不成事 window is the centre's admins and the window's own accounts (who hold its task, and were told
+    nothing until it was 3 days late): each one with a linked WeChat user gets a message too, except the staff
+    member escalating it; unlinked ones see the task and the dashboard count."""
+    acting = int(actor.id) if actor.type == "staff" and actor.id is not None else 0
+    who = and_(or_(StaffUser.role == StaffRole.ADMIN, StaffUser.department == ESCALATION_OWNER), StaffUser.id != acting)
+    told = _tell_linked_staff(session, appeal, who, "appeal_escalated", "办不成事",
                               "办不成事：请 3 个工作日内处理",
                               f"诉求 {appeal.number} 已转入“办不成事”窗口，请在 3 个工作日内登录工作台查看处理。",
                               "escalated:owner")
@@ -899,10 +902,11 @@ STAFF_ALERTS = {"overdue": ("已超期", "诉求 {number} 已超过办结期限�
                 "task_overdue": ("会办超期", "诉求 {number} 交{department}会办的任务已超过期限，请尽快办理并登录工作台查看。"),
                 "escalation_overdue": ("办不成事", "诉求 {number} 转入“办不成事”窗口已超过 3 个工作日仍未处理完，"
                                        "请尽快联系企业并登录工作台查看。"),
+                "task_assigned": ("会办", "诉求 {number} 需要{department}协助会办（期限{note}），请登录工作台查看并办理。"),
                 "assigned": ("已交办", "诉求 {number} 已交办{department}办理{due_note}，请登录工作台查看。"),
                 "handler_changed": ("改派承办人", "诉求 {number} 已改由您承办{due_note}，请登录工作台查看。")}
 # The inbox title's word where the status phrase (5 characters at most in a subscribe message) says less.
-STAFF_ALERT_TITLES = {"escalation_overdue": "办不成事超期", "assigned": "新交办诉求", "handler_changed": "改由您承办"}
+STAFF_ALERT_TITLES = {"escalation_overdue": "办不成事超期", "task_assigned": "会办任务", "assigned": "新交办诉求", "handler_changed": "改由您承办"}
 
 
 def notify_department(session: Session, appeal: Appeal, what: str, key: str, *, actor: Actor | None = None,
@@ -944,10 +948,19 @@ def notify_assignment(session: Session, appeal: Appeal, what: str, key: str, *, 
                         department=department or appeal.department, say_unreachable=False)
 
 
-def notify_task_department(session: Session, appeal: Appeal, task: AppealTask, what: str, key: str) -> int:
-    """An alert about a 会办 task (its deadline passed) to the staff of the department that owes it."""
+def notify_task_department(session: Session, appeal: Appeal, task: AppealTask, what: str, key: str, *,
+                           actor: Actor | None = None) -> int:
+    """An alert about a 会办 task (given to it: `task_assigned`; its deadline passed: `task_overdue`) to the staff
+    of the department that owes it, not the staff member `actor` acting. A new task nobody could be told of is in
+    the department's queue: no 未能提醒 for it."""
+    acting = int(actor.id) if actor is not None and actor.type == "staff" and actor.id is not None else None
+    note = ""
+    if what == "task_assigned" and task.due_at is not None:
+        local = task.due_at.astimezone(TZ)
+        note = f"{local.month}月{local.day}日 {local:%H:%M}"
     return _alert_staff(session, appeal, what, key, [StaffUser.department == task.department],
-                        f"{task.department}工作人员", department=task.department)
+                        f"{task.department}工作人员", acting=acting, note=note, department=task.department,
+                        say_unreachable=what != "task_assigned")
 
 
 def notify_escalation_window(session: Session, appeal: Appeal, what: str, key: str) -> int:
@@ -1157,7 +1170,7 @@ def act_coordinate(session, actor, appeal, data, now):
     if not isinstance(tasks, list) or len(tasks) > 20:
         raise ValidationError("会办任务应为列表，最多 20 项。", fields={"tasks": "应为列表，最多 20 项"})
     cal = work_calendar(session)
-    made = []
+    made, added = [], []
     for i, t in enumerate(tasks):
         if not isinstance(t, dict) or not isinstance(t.get("department"), str) or not t["department"].strip():
             raise ValidationError(f"第 {i + 1} 个会办任务缺少部门。", fields={"tasks": f"第 {i + 1} 项缺少部门"})
@@ -1184,6 +1197,7 @@ def act_coordinate(session, actor, appeal, data, now):
                           created_at=now)
         session.add(task)
         made.append(task.department)
+        added.append(task)
     if appeal.status == S.PENDING_ENTERPRISE:
         # The enterprise still owes the material it was asked for: the wait (and the paused clock) goes on, the
         # tasks start now, and the appeal comes back into 会办 with the supplement.
@@ -1197,6 +1211,9 @@ def act_coordinate(session, actor, appeal, data, now):
     else:
         appeal.version += 1
         _event(session, appeal, actor, "tasks_added", note=f"增加会办部门：{'、'.join(made)}", departments=made)
+    session.flush()
+    for task in added:  # each department asked to 会办 hears of it (before, only once its deadline had passed)
+        notify_task_department(session, appeal, task, "task_assigned", f"task_assigned:{task.id}", actor=actor)
 
 
 def act_complete_task(session, actor, appeal, data, now):
