@@ -339,3 +339,15 @@ def test_a_new_coordination_task_reaches_its_departments_linked_staff_once(w, db
     assert len(_alerts(db, market_phone.id)) == 1 and len(_alerts(db, city_phone.id)) == 1
     assert [d["alert"] for _, d in w.events(appeal_id, "staff_notified")] == ["assigned", "task_assigned",
                                                                               "task_assigned"]
+
+
+def test_no_extension_is_asked_for_an_appeal_nobody_has_accepted_yet(w, db, client, console_login):  # noqa: F811
+    appeal_id = w.submit(MONDAY)
+    assert w.appeal(appeal_id).department == "税务所"  # the rules' guess: 税务所 can open it, it was not given it
+    with pytest.raises(Conflict) as exc:
+        w.act(appeal_id, "request_extension", now=MONDAY, actor=_actor(w.tax, "税务所"), working_days=5,
+              reason="事情比较复杂")
+    assert "尚未受理" in exc.value.message
+    assert db.scalars(select(AppealExtension).where(AppealExtension.appeal_id == appeal_id)).all() == []
+    console_login(w.tax)
+    assert 'id="action-request_extension"' not in client.get(f"/console/appeals/{appeal_id}").get_data(as_text=True)

@@ -1394,6 +1394,10 @@ def act_request_extension(session, actor, appeal, data, now):
     reason = _need(data, "reason", "延期理由")
     if appeal.status not in OPEN:
         raise Conflict("诉求已不在办理中，无需延期。", code="illegal_transition")
+    if appeal.status == S.SUBMITTED:
+        # Not accepted, not given to anyone: the department the rules guessed could ask for more time on an appeal
+        # the centre had not even taken on (and may yet reject or send elsewhere).
+        raise Conflict("诉求尚未受理，不能申请延期；受理并交办后，承办部门可以申请。", code="illegal_transition")
     if session.scalar(select(AppealExtension.id).where(AppealExtension.appeal_id == appeal.id,
                                                        AppealExtension.status == "pending")):
         raise Conflict("已有待审批的延期申请。", code="extension_pending")
