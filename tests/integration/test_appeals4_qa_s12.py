@@ -351,3 +351,21 @@ def test_no_extension_is_asked_for_an_appeal_nobody_has_accepted_yet(w, db, clie
     assert db.scalars(select(AppealExtension).where(AppealExtension.appeal_id == appeal_id)).all() == []
     console_login(w.tax)
     assert 'id="action-request_extension"' not in client.get(f"/console/appeals/{appeal_id}").get_data(as_text=True)
+
+
+@pytest.mark.parametrize("then", ["assigned", "pending_enterprise"])
+def test_an_appeal_is_accepted_once(w, db, then):  # noqa: F811
+    appeal_id = w.submit(MONDAY)
+    w.act(appeal_id, "accept", now=MONDAY)
+    w.act(appeal_id, "assign", now=MONDAY, department="税务所", handler_id=w.tax.id)
+    if then == "pending_enterprise":
+        w.act(appeal_id, "request_info", now=MONDAY, note="请提供税控盘编号")
+    before = w.appeal(appeal_id)
+    # 受理 again moved an appeal already with 税务所 (or waiting for the enterprise, ending the wait) back to 已受理,
+    # and the enterprise read “诉求已受理” a second time.
+    with pytest.raises(Conflict) as exc:
+        w.act(appeal_id, "accept", now=MONDAY + timedelta(hours=1))
+    assert "已受理" in exc.value.message
+    after = w.appeal(appeal_id)
+    assert (after.status, after.version, after.info_request) == (then, before.version, before.info_request)
+    assert len(w.events(appeal_id, "accepted")) == 1

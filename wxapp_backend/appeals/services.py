@@ -1073,6 +1073,12 @@ def _not_merged(session: Session, appeal: Appeal, what: str) -> None:
 
 def act_accept(session, actor, appeal, data, now):
     _not_merged(session, appeal, "受理")
+    if appeal.status != S.SUBMITTED:
+        # The table lets 已交办 / 待补充材料 go back to 已受理 (for a supplement or a split), not for a second 受理: it
+        # took an appeal back from its department (or ended the enterprise's wait) and told the enterprise again.
+        if appeal.status in (S.REJECTED, S.WITHDRAWN):
+            raise Conflict(f"诉求当前为“{appeal.status_label}”，不能受理。", code="illegal_transition")
+        raise Conflict(f"诉求已受理过了（当前为“{appeal.status_label}”），不需要再次受理。", code="illegal_transition")
     if data.get("category"):
         _set_category(session, actor, appeal, find_category(session, data["category"]), now)
     # The one who accepts handles it unless someone already does: an assignment, so on the audit row too.
