@@ -369,3 +369,18 @@ def test_an_appeal_is_accepted_once(w, db, then):  # noqa: F811
     after = w.appeal(appeal_id)
     assert (after.status, after.version, after.info_request) == (then, before.version, before.info_request)
     assert len(w.events(appeal_id, "accepted")) == 1
+
+
+def test_start_does_not_end_a_coordination_still_running(w, db, make_staff):  # noqa: F811
+    make_staff(role="dept", department="城运中心")
+    tax = _actor(w.tax, "税务所")
+    appeal_id = w.submit(MONDAY)
+    w.act(appeal_id, "accept", now=MONDAY)
+    w.act(appeal_id, "assign", now=MONDAY, department="税务所")
+    w.act(appeal_id, "coordinate", now=MONDAY, actor=tax, tasks=[{"department": "城运中心", "description": "核实现场"}])
+    # “开始办理” took it out of 会办 with the required task still open: shown 办理中, yet it could not be 办结, and
+    # the task's completion no longer brought it back (it was not 协调会办中 any more).
+    with pytest.raises(Conflict) as exc:
+        w.act(appeal_id, "start", now=MONDAY + timedelta(hours=1), actor=tax)
+    assert "会办" in exc.value.message
+    assert w.appeal(appeal_id).status == "coordinating"

@@ -1155,6 +1155,11 @@ def act_start(session, actor, appeal, data, now):
         # 已办结 → 办理中 is the enterprise's “未解决” (a new round, a new deadline, rated again); started by staff it
         # kept the round, the old result and resolved_at, and the next 办结 was never told (its notice was sent).
         raise Conflict("诉求已办结，正在等企业评价；企业反馈“未解决”时会自动重新办理。", code="illegal_transition")
+    if appeal.status == S.COORDINATING and _open_required(session, appeal):
+        # Started, it left 会办 with required tasks open: shown 办理中 yet not resolvable, and the last task's
+        # completion no longer brought it back (it was not 协调会办中 any more).
+        raise Conflict("协调会办进行中：会办任务全部完成后会自动回到办理中；不再需要的会办任务可以取消。",
+                       code="open_subtasks")
     transition(session, appeal, S.IN_PROGRESS, actor, action="started", note=data.get("note") or "开始办理", now=now)
 
 
