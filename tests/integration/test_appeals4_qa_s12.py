@@ -384,3 +384,30 @@ def test_start_does_not_end_a_coordination_still_running(w, db, make_staff):  # 
         w.act(appeal_id, "start", now=MONDAY + timedelta(hours=1), actor=tax)
     assert "会办" in exc.value.message
     assert w.appeal(appeal_id).status == "coordinating"
+
+
+def test_the_department_hears_the_centres_decision_on_its_return_and_extension(w, db, make_user):  # noqa: F811
+    tax_phone, admin_phone = make_user(nickname="税务所小王"), make_user(nickname="管理员手机")
+    _link(w.tax, tax_phone.id)
+    _link(w.admin, admin_phone.id)
+    tax = _actor(w.tax, "税务所")
+    appeal_id = w.submit(MONDAY)
+    number = w.appeal(appeal_id).number
+    w.act(appeal_id, "accept", now=MONDAY)
+    w.act(appeal_id, "assign", now=MONDAY, department="税务所")
+    w.act(appeal_id, "return", now=MONDAY, actor=tax, reason="不属于本所职责")
+    ret = db.scalar(select(AppealReturn.id).where(AppealReturn.appeal_id == appeal_id))
+    w.act(appeal_id, "decide_return", now=MONDAY, return_id=ret, accept=False, note="请继续办理")
+    alerts = _alerts(db, tax_phone.id)
+    assert len(alerts) == 2 and "退单" in alerts[1].title and number in alerts[1].title
+    assert "仍由税务所办理" in alerts[1].body
+    w.act(appeal_id, "request_extension", now=MONDAY, actor=tax, working_days=3, reason="需现场核查")
+    w.act(appeal_id, "decide_extension", now=MONDAY, extension_id=_ext_id(db, appeal_id), accept=True)
+    alerts = _alerts(db, tax_phone.id)
+    due = w.appeal(appeal_id).due_at.astimezone(at(2025, 1, 1).tzinfo)
+    assert len(alerts) == 3 and "延期已同意" in alerts[2].title and f"{due.month}月{due.day}日" in alerts[2].body
+    w.act(appeal_id, "request_extension", now=MONDAY, actor=tax, working_days=2, reason="还需核查")
+    w.act(appeal_id, "decide_extension", now=MONDAY, extension_id=_ext_id(db, appeal_id), accept=False)
+    alerts = _alerts(db, tax_phone.id)
+    assert len(alerts) == 4 and "延期未同意" in alerts[3].title
+    assert _alerts(db, admin_phone.id) == []  # the one deciding is not told its own decision

@@ -98,14 +98,15 @@ def test_an_extension_makes_a_new_deadline_and_its_own_alert(w, db, make_user): 
     w.act(appeal_id, "decide_extension", now=due - timedelta(minutes=10), extension_id=ext_id, accept=True)
     new_due = w.appeal(appeal_id).due_at
     assert new_due > due
+    assert "延期已同意" in _alerts(db, phone.id)[2].title  # the decision is told too (pass 12)
     jobs.tick(now=due + timedelta(minutes=5))  # the old deadline passes: not overdue, and nothing said
-    assert len(_alerts(db, phone.id)) == 2 and w.appeal(appeal_id).overdue is False
+    assert len(_alerts(db, phone.id)) == 3 and w.appeal(appeal_id).overdue is False
     jobs.tick(now=new_due - timedelta(minutes=30))
     jobs.tick(now=new_due - timedelta(minutes=25))
     alerts = _alerts(db, phone.id)
-    assert len(alerts) == 3
+    assert len(alerts) == 4
     local = new_due.astimezone(TZ)
-    assert f"{local.month}月{local.day}日 {local:%H:%M}" in alerts[2].body
+    assert f"{local.month}月{local.day}日 {local:%H:%M}" in alerts[3].body
 
 
 # --- 2. nobody linked: said on the timeline, not dropped -----------------------------------------------

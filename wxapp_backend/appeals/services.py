@@ -903,6 +903,10 @@ STAFF_ALERTS = {"overdue": ("已超期", "诉求 {number} 已超过办结期限�
                 "escalation_overdue": ("办不成事", "诉求 {number} 转入“办不成事”窗口已超过 3 个工作日仍未处理完，"
                                        "请尽快联系企业并登录工作台查看。"),
                 "task_assigned": ("会办", "诉求 {number} 需要{department}协助会办（期限{note}），请登录工作台查看并办理。"),
+                "return_rejected": ("退单未通过", "诉求 {number} 的退单申请未获同意，仍由{department}办理{due_note}，"
+                                    "请登录工作台查看。"),
+                "extension_approved": ("延期已同意", "诉求 {number} 的延期申请已同意{note}，请登录工作台查看。"),
+                "extension_rejected": ("延期未同意", "诉求 {number} 的延期申请未获同意{due_note}，请登录工作台查看。"),
                 "assigned": ("已交办", "诉求 {number} 已交办{department}办理{due_note}，请登录工作台查看。"),
                 "handler_changed": ("改派承办人", "诉求 {number} 已改由您承办{due_note}，请登录工作台查看。")}
 # The inbox title's word where the status phrase (5 characters at most in a subscribe message) says less.
@@ -946,6 +950,22 @@ def notify_assignment(session: Session, appeal: Appeal, what: str, key: str, *, 
     whom = "和".join(([f"{department}工作人员"] if department else []) + (["新承办人"] if handler is not None else []))
     return _alert_staff(session, appeal, what, key, who, whom, acting=acting,
                         department=department or appeal.department, say_unreachable=False)
+
+
+def notify_decision(session: Session, appeal: Appeal, what: str, key: str, *, actor: Actor, note: str = "") -> int:
+    """The centre's answer to a department's 退单 (not agreed: it stays) or 延期 reaches the handling department's
+    staff and the handler, not the one deciding: it was on the appeal's page only, so a department went on
+    waiting for an answer it had been given (or thought its deadline moved). No 未能提醒 (the page says it)."""
+    acting = int(actor.id) if actor.type == "staff" and actor.id is not None else None
+    handler = appeal.handler_id if appeal.handler_id != acting else None
+    who = ([StaffUser.department == appeal.department] if appeal.department else []) \
+        + ([StaffUser.id == handler] if handler is not None else [])
+    if not who:
+        return 0
+    whom = "和".join(([f"{appeal.department}工作人员"] if appeal.department else [])
+                    + (["承办人"] if handler is not None else []))
+    return _alert_staff(session, appeal, what, key, who, whom, acting=acting, note=note,
+                        department=appeal.department, say_unreachable=False)
 
 
 def notify_task_department(session: Session, appeal: Appeal, task: AppealTask, what: str, key: str, *,
@@ -1395,9 +1415,11 @@ def act_decide_return(session, actor, appeal, data, now):
     else:
         ret.status = "rejected"
         appeal.version += 1
-        _event(session, appeal, actor, "return_rejected",
-               note=f"不同意退单，仍由{ret.department}办理" + (f"：{ret.decision_note}" if ret.decision_note else ""),
-               return_id=ret.id)
+        ev = _event(session, appeal, actor, "return_rejected",
+                    note=f"不同意退单，仍由{ret.department}办理" + (f"：{ret.decision_note}" if ret.decision_note else ""),
+                    return_id=ret.id)
+        session.flush()
+        notify_decision(session, appeal, "return_rejected", f"return_rejected:{ev.id}", actor=actor)
 
 
 def act_request_extension(session, actor, appeal, data, now):
@@ -1471,9 +1493,18 @@ def act_decide_extension(session, actor, appeal, data, now):
             when = f"，预计 {local.month}月{local.day}日 前办结"
         _notify(session, appeal, "appeal_extended", f"您的诉求 {appeal.number} 办理期限已延长 {ext.working_days} 个工作日"
                 f"{when}。", f"extended:{ext.id}")
+        moved = ""
+        if appeal.status != S.PENDING_ENTERPRISE and appeal.due_at is not None:
+            local = appeal.due_at.astimezone(TZ)
+            moved = f"办结期限延至 {local.month}月{local.day}日 {local:%H:%M}"
+        session.flush()
+        notify_decision(session, appeal, "extension_approved", f"extension_decided:{ext.id}", actor=actor,
+                        note=moved)
     else:
         ext.status = "rejected"
         _event(session, appeal, actor, "extension_rejected", note=data.get("note") or "不同意延期")
+        session.flush()
+        notify_decision(session, appeal, "extension_rejected", f"extension_decided:{ext.id}", actor=actor)
 
 
 def own_extension_request(session: Session, actor: Actor, ext: AppealExtension) -> bool:
