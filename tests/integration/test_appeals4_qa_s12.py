@@ -410,4 +410,25 @@ def test_the_department_hears_the_centres_decision_on_its_return_and_extension(w
     w.act(appeal_id, "decide_extension", now=MONDAY, extension_id=_ext_id(db, appeal_id), accept=False)
     alerts = _alerts(db, tax_phone.id)
     assert len(alerts) == 4 and "延期未同意" in alerts[3].title
-    assert _alerts(db, admin_phone.id) == []  # the one deciding is not told its own decision
+    # The one deciding is told of the requests it had to decide, never of its own decisions.
+    assert [a.title.split("：")[0] for a in _alerts(db, admin_phone.id)] == ["退单待审核", "延期待审批", "延期待审批"]
+
+
+def test_a_departments_return_or_extension_request_reaches_the_centre_that_decides_it(w, db, make_user, make_staff):  # noqa: F811
+    centre = make_staff(role="staff")
+    centre_phone, admin_phone, tax_phone = (make_user(nickname=n) for n in ("中心小陈", "管理员手机", "税务所小王"))
+    _link(centre, centre_phone.id)
+    _link(w.admin, admin_phone.id)
+    _link(w.tax, tax_phone.id)
+    tax = _actor(w.tax, "税务所")
+    appeal_id = w.submit(MONDAY)
+    number = w.appeal(appeal_id).number
+    w.act(appeal_id, "accept", now=MONDAY, actor=_actor(centre, "中心小陈"))
+    w.act(appeal_id, "assign", now=MONDAY, actor=_actor(centre, "中心小陈"), department="税务所")
+    w.act(appeal_id, "request_extension", now=MONDAY, actor=tax, working_days=3, reason="需现场核查")
+    (alert,) = _alerts(db, admin_phone.id)
+    assert "延期" in alert.title and number in alert.title and "审批" in alert.body
+    assert len(_alerts(db, centre_phone.id)) == 1
+    w.act(appeal_id, "return", now=MONDAY, actor=tax, reason="不属于本所职责")
+    assert len(_alerts(db, admin_phone.id)) == 2 and "退单" in _alerts(db, admin_phone.id)[1].title
+    assert len(_alerts(db, tax_phone.id)) == 1  # its 交办 only: not told of its own requests

@@ -903,6 +903,8 @@ STAFF_ALERTS = {"overdue": ("已超期", "诉求 {number} 已超过办结期限�
                 "escalation_overdue": ("办不成事", "诉求 {number} 转入“办不成事”窗口已超过 3 个工作日仍未处理完，"
                                        "请尽快联系企业并登录工作台查看。"),
                 "task_assigned": ("会办", "诉求 {number} 需要{department}协助会办（期限{note}），请登录工作台查看并办理。"),
+                "return_requested": ("待审核", "{department}申请退回诉求 {number}{note}，请登录工作台审核。"),
+                "extension_requested": ("待审批", "{department}申请诉求 {number} 延期{note}，请在办结期限前登录工作台审批。"),
                 "return_rejected": ("退单未通过", "诉求 {number} 的退单申请未获同意，仍由{department}办理{due_note}，"
                                     "请登录工作台查看。"),
                 "extension_approved": ("延期已同意", "诉求 {number} 的延期申请已同意{note}，请登录工作台查看。"),
@@ -910,7 +912,8 @@ STAFF_ALERTS = {"overdue": ("已超期", "诉求 {number} 已超过办结期限�
                 "assigned": ("已交办", "诉求 {number} 已交办{department}办理{due_note}，请登录工作台查看。"),
                 "handler_changed": ("改派承办人", "诉求 {number} 已改由您承办{due_note}，请登录工作台查看。")}
 # The inbox title's word where the status phrase (5 characters at most in a subscribe message) says less.
-STAFF_ALERT_TITLES = {"escalation_overdue": "办不成事超期", "task_assigned": "会办任务", "assigned": "新交办诉求", "handler_changed": "改由您承办"}
+STAFF_ALERT_TITLES = {"return_requested": "退单待审核", "extension_requested": "延期待审批",
+                      "escalation_overdue": "办不成事超期", "task_assigned": "会办任务", "assigned": "新交办诉求", "handler_changed": "改由您承办"}
 
 
 def notify_department(session: Session, appeal: Appeal, what: str, key: str, *, actor: Actor | None = None,
@@ -950,6 +953,16 @@ def notify_assignment(session: Session, appeal: Appeal, what: str, key: str, *, 
     whom = "和".join(([f"{department}工作人员"] if department else []) + (["新承办人"] if handler is not None else []))
     return _alert_staff(session, appeal, what, key, who, whom, acting=acting,
                         department=department or appeal.department, say_unreachable=False)
+
+
+def notify_request(session: Session, appeal: Appeal, what: str, key: str, *, actor: Actor, note: str = "") -> int:
+    """A department's 退单 or 延期 waits for the centre: its linked staff and admins (who decide it) hear of it, not
+    the one asking; a 延期 asked for in time otherwise sat on the page while the deadline passed. No 未能提醒 (the
+    dashboard's 待审核 card shows it)."""
+    acting = int(actor.id) if actor.type == "staff" and actor.id is not None else None
+    return _alert_staff(session, appeal, what, key, [StaffUser.role.in_([StaffRole.STAFF, StaffRole.ADMIN])],
+                        f"{CENTRE}工作人员", acting=acting, note=note, department=appeal.department or CENTRE,
+                        say_unreachable=False)
 
 
 def notify_decision(session: Session, appeal: Appeal, what: str, key: str, *, actor: Actor, note: str = "") -> int:
@@ -1394,6 +1407,7 @@ def act_return(session, actor, appeal, data, now):
     appeal.version += 1
     _event(session, appeal, actor, "return_requested", note=f"{appeal.department}申请退单：{reason}",
            return_id=ret.id, department=appeal.department)
+    notify_request(session, appeal, "return_requested", f"return_requested:{ret.id}", actor=actor)
 
 
 def act_decide_return(session, actor, appeal, data, now):
@@ -1447,6 +1461,8 @@ def act_request_extension(session, actor, appeal, data, now):
     appeal.version += 1
     _event(session, appeal, actor, "extension_requested", note=f"申请延期 {days} 个工作日：{reason}",
            extension_id=ext.id)
+    notify_request(session, appeal, "extension_requested", f"extension_requested:{ext.id}", actor=actor,
+                   note=f"{days} 个工作日")
 
 
 def _past_deadline(appeal: Appeal, now: datetime) -> bool:

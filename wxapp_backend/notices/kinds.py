@@ -98,7 +98,8 @@ DEFAULT_KINDS: dict[str, Kind] = {k.name: k for k in (
     _appeal("appeal_extended", "已延期", "办理期限已延长"),
     # To staff (their WeChat-linked user): an appeal they handle (their department's, or theirs as 承办人) is given to
     # them (交办, 改派承办人), due soon, overdue, urged (催办) or pressed by the enterprise; a 会办 task is given to them,
-    # or a 会办 task of theirs or a 办不成事 is past its deadline; one not yet accepted is due soon, overdue or pressed (to the centre's staff).
+    # or a 会办 task of theirs or a 办不成事 is past its deadline; the centre answered their 退单 / 延期 (and the centre
+    # hears of those requests); one not yet accepted is due soon, overdue or pressed (to the centre's staff).
     _appeal("appeal_staff_alert", "待处理", "请登录工作台查看"),
     Kind("activity_reminder", PLACEHOLDER_PREFIX + "activity-reminder",
          {"thing1": "title", "time2": "time", "thing3": "place", "thing4": "note"},
