@@ -14,7 +14,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import select  # noqa: F401
+from sqlalchemy import select
 
 from tests.integration.test_appeals2_qa_s11 import (  # noqa: F401  (the last pass's fixture)
     _alerts,
@@ -22,11 +22,11 @@ from tests.integration.test_appeals2_qa_s11 import (  # noqa: F401  (the last pa
     at,
     w,
 )
-from wxapp_backend.appeals import jobs, services  # noqa: F401
-from wxapp_backend.appeals.models import AppealExtension, AppealReturn  # noqa: F401
+from wxapp_backend.appeals import jobs, services
+from wxapp_backend.appeals.models import AppealExtension, AppealReturn
 from wxapp_backend.audit import Actor
 from wxapp_backend.db import session_scope
-from wxapp_backend.errors import Conflict, Forbidden, ValidationError  # noqa: F401
+from wxapp_backend.errors import Conflict, Forbidden
 
 MONDAY = at(2025, 11, 3, 10, 0)
 
