@@ -201,14 +201,20 @@ def _menu_in_draft(ctx: Context) -> bool:
     return d.get("flow") == FLOW and d.get("step") in STEPS
 
 
-def pause(ctx: Context) -> Reply:
-    """The menu's own answer, the draft kept (paused) until “继续”."""
+def _park(ctx: Context) -> str:
+    """Keep the open draft aside (paused) until “继续”; the words that tell the user so."""
     d = _state(ctx)
     try:
         ctx.state.merge(paused=True)
     except redis.RedisError:
         pass
-    return Text(menu_answer(ctx) + PAUSED.format(n=STEPS.index(d["step"]) + 1))
+    return PAUSED.format(n=STEPS.index(d["step"]) + 1)
+
+
+def pause(ctx: Context) -> Reply:
+    """The menu's own answer, the draft kept (paused) until “继续”."""
+    note = _park(ctx)
+    return Text(menu_answer(ctx) + note)
 
 
 def _person_in_draft(ctx: Context) -> bool:
@@ -233,12 +239,7 @@ def to_person(ctx: Context) -> Reply:
     from .bot import HUMAN_NOTE
     from .replies import Transfer
 
-    d = _state(ctx)
-    try:
-        ctx.state.merge(paused=True)
-    except redis.RedisError:
-        pass
-    return Transfer(HUMAN_NOTE + PAUSED.format(n=STEPS.index(d["step"]) + 1))
+    return Transfer(HUMAN_NOTE + _park(ctx))
 
 
 def _lost_answer(ctx: Context) -> bool:
