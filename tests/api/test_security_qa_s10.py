@@ -267,6 +267,14 @@ def test_appeal_photos_on_disk_are_readable_by_the_service_alone(app, client, ma
     assert stat.S_IMODE(os.stat(folder).st_mode) == 0o700
 
 
+def _no_private_redis(monkeypatch):
+    """gunicorn.conf.py starts the private Redis when no REDIS_URL is set, and nothing here would stop it (each run
+    of these tests on the embedded defaults left two redis-servers behind). A URL it never connects to."""
+    import os
+
+    monkeypatch.setenv("REDIS_URL", os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/15")
+
+
 def test_gunicorns_metrics_folder_in_tmp_cannot_be_taken_by_someone_else(tmp_path, monkeypatch):
     """Without PROMETHEUS_MULTIPROC_DIR, gunicorn.conf.py kept the workers' metrics in /tmp/wxapp-metrics-<pid of
     the master>: a name anyone can guess, which on_starting removed and made again. A folder (or a link to one)
@@ -281,10 +289,12 @@ def test_gunicorns_metrics_folder_in_tmp_cannot_be_taken_by_someone_else(tmp_pat
     from wxapp_backend.config import ROOT
 
     monkeypatch.setenv("INSTANCE_PATH", str(tmp_path / "instance"))
+    _no_private_redis(monkeypatch)
     monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", "placeholder")  # so that monkeypatch puts it back afterwards
     monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR")
     monkeypatch.delenv("WXAPP_METRICS_SHARED", raising=False)
     conf = runpy.run_path(str(ROOT / "gunicorn.conf.py"))
+    assert not (tmp_path / "instance" / "redis").exists(), "a private Redis was started and left running"
     folder = conf["_metrics_dir"]
     try:
         assert os.path.basename(folder) != f"wxapp-metrics-{os.getpid()}", "a name anyone can work out"
@@ -339,8 +349,10 @@ def test_the_access_log_keeps_no_query_strings(tmp_path, monkeypatch):
     from wxapp_backend.config import ROOT
 
     monkeypatch.setenv("INSTANCE_PATH", str(tmp_path / "instance"))
+    _no_private_redis(monkeypatch)
     monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path / "metrics"))
     conf = runpy.run_path(str(ROOT / "gunicorn.conf.py"))
+    assert not (tmp_path / "instance" / "redis").exists(), "a private Redis was started and left running"
     cfg = Config()
     if "access_log_format" in conf:
         cfg.set("access_log_format", conf["access_log_format"])
