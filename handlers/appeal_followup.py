@@ -301,7 +301,7 @@ def status(ctx: Context) -> Reply:
     """我的诉求: the user's latest appeals, each with what they can do about it."""
     if ctx.user_id is None:
         return Text(NO_USER)
-    text = status_text(ctx.user_id)
+    text, ids = status_list(ctx.user_id)
     draft = _state(ctx)
     if draft.get("flow") == intake.FLOW and draft.get("step") in intake.STEPS:  # it said “没有提交过” and no more
         if text == NONE_YET:
@@ -311,29 +311,80 @@ def status(ctx: Context) -> Reply:
         what = "评价" if draft.get("kind") == "rate" else "补充"
         text += MENU_LEFT.format(what=what)
     _leave_flow(ctx)
-    from .kb import forget_choices
+    from .kb import forget_choices, offer_list
 
     forget_choices(ctx)  # another topic: a digit no longer picks an earlier “您是不是想问” choice
+    offer_list(ctx, "appeal", ids)  # but one of these appeals (“1”: the first of the list, not 政策问答)
     return Text(text)
 
 
 def status_text(user_id: int, *, chat: bool = True) -> str:
     """我的诉求 as text: in the WeChat chat with the replies that act on each appeal; elsewhere (the API's chat,
     inside the mini-program) pointing to the mini-program's pages, where the same is done with buttons."""
+    return status_list(user_id, chat=chat)[0]
+
+
+def status_list(user_id: int, *, chat: bool = True) -> tuple[str, list[int]]:
+    """`status_text` and the ids of the appeals it numbered: a number replied next picks one (`appeal_detail_text`),
+    as after a list of activities (it was main-menu item 1)."""
     from wxapp_backend.appeals.followup import rated_rounds
     from wxapp_backend.appeals.services import list_own
     from wxapp_backend.db import session_scope, utcnow
+
+    from .bot import _pick_hint
 
     with session_scope() as s:
         page = list_own(s, user_id, per_page=LIST_LIMIT)
         total, appeals = page.total, page.items
         if not total:
-            return NONE_YET if chat else NONE_YET_APP
+            return (NONE_YET if chat else NONE_YET_APP), []
         rated, now = rated_rounds(s, [a.id for a in appeals]), utcnow()
         lines = [f"{i}. {_line(a, rated, now, chat=chat)}" for i, a in enumerate(appeals, 1)]
+        ids = [a.id for a in appeals]
     head = f"您的诉求（共 {total} 条" + (f"，显示最近 {LIST_LIMIT} 条）：" if total > LIST_LIMIT else "）：")
     tail = "回复“我要反映”登记新的诉求。" if chat else "在小程序“我的诉求”中可以查看详情、补充材料和评价。"
-    return "\n".join([head, *lines, tail])
+    return "\n".join([head, *lines, _pick_hint(len(ids)).replace("详情", "办理进展") + tail]), ids
+
+
+PROGRESS_EVENTS = 5  # the latest public steps of the timeline an appeal picked from the list shows
+PROGRESS_NOTE_CHARS = 60
+_NOT_A_STEP = frozenset({"notified"})  # “已通知企业：…” only repeats the step before it
+APPEAL_GONE = "没有找到这条诉求（只能查看您本人提交的诉求）。回复“我的诉求”重新查看。"
+
+
+def appeal_detail_text(user_id: int | None, appeal_id: int, *, chat: bool = True) -> str:
+    """One appeal picked by its number from the list 我的诉求 showed: where it stands (the list's line, with what the
+    user can do about it) and its progress, the timeline's public steps as the mini-program shows them. Only the
+    user's own appeal: anything else reads as not found."""
+    from wxapp_backend.appeals.followup import own_by_id, rated_rounds
+    from wxapp_backend.appeals.services import timeline
+    from wxapp_backend.db import session_scope, utcnow
+
+    if user_id is None:
+        return APPEAL_GONE
+    with session_scope() as s:
+        appeal = own_by_id(s, user_id, int(appeal_id))
+        if appeal is None:
+            return APPEAL_GONE
+        line = _line(appeal, rated_rounds(s, [appeal.id]), utcnow(), chat=chat)
+        content = " ".join((appeal.content or "").split())
+        events = [e.to_public() | {"when": _when(e.created_at)}
+                  for e in timeline(s, appeal, public_only=True) if e.action not in _NOT_A_STEP]
+    steps = []
+    for e in events[-PROGRESS_EVENTS:]:
+        note = " ".join((e["note"] or "").split())
+        # “受理：诉求已受理”, “提交诉求：企业提交诉求”: a note that only says the step again is left out
+        note = "" if e["action_label"] in note or e["action_label"].replace("诉求", "") in note[:8] else \
+            _shorten(note, PROGRESS_NOTE_CHARS)
+        steps.append(f"· {e['when']} {e['action_label']}" + (f"：{note}" if note else ""))
+    more = f"（共 {len(events)} 步，显示最近 {PROGRESS_EVENTS} 步）" if len(events) > PROGRESS_EVENTS else ""
+    parts = [f"诉求 {line}"]
+    if len(content) > SUMMARY_CHARS:  # the list's line shows its first words only
+        parts.append(f"内容：{_shorten(content, PROGRESS_NOTE_CHARS * 2)}")
+    if steps:
+        parts.append(f"办理进展{more}：\n" + "\n".join(steps))
+    parts.append("回复“我的诉求”查看您的全部诉求。" if chat else "在小程序“我的诉求”中可以查看详情、补充材料和评价。")
+    return "\n".join(parts)
 
 
 def _leave_flow(ctx: Context) -> None:

@@ -152,7 +152,7 @@ def _pick_hint(n: int) -> str:
 
 ACTIVITY_GONE = "这个活动已经下线了，回复“活动”看看近期可以报名的活动。"
 DESCRIPTION_CHARS = 150
-OTHER_ACTIVITIES = "\n\n（想看刚才列出的其他活动，回复 {numbers}）"
+OTHER_ITEMS = "\n\n（想看刚才列出的其他{what}，回复 {numbers}）"
 
 
 def activity_detail_text(activity_id: int, user_id: int | None) -> str:
@@ -191,16 +191,35 @@ def activity_detail_text(activity_id: int, user_id: int | None) -> str:
     return "\n".join(lines) + "\n\n" + tail
 
 
-def picked_item(kind: str, item_id, user_id: int | None, others: list[int]) -> tuple[str, str]:
-    """A number picking from a list the bot showed (knowledge_store.bot.offer_items): its reply and decision."""
-    try:
-        text = activity_detail_text(int(item_id), user_id)
-    except Exception:  # noqa: BLE001 - a convenience, as the list itself: point to the mini-program instead
-        log.exception("activity detail lookup failed")
-        return ACTIVITY_TEXT, "guide"
-    if others and text != ACTIVITY_GONE:
-        text += OTHER_ACTIVITIES.format(numbers="、".join(str(n) for n in others))
+def picked_item(kind: str, item_id, user_id: int | None, others: list[int], *, chat: bool = True
+                ) -> tuple[str, str]:
+    """A number picking from a list the bot showed (knowledge_store.bot.offer_items): its reply and decision.
+    `chat=False` for the in-app chat (what to do is on the mini-program's pages, not chat commands)."""
+    if kind == "appeal":
+        from .appeal_followup import APPEAL_GONE, UNAVAILABLE, appeal_detail_text
+
+        try:
+            text = appeal_detail_text(user_id, int(item_id), chat=chat)
+        except Exception:  # noqa: BLE001 - a convenience: the list (我的诉求) still works
+            log.exception("appeal detail lookup failed")
+            return UNAVAILABLE, "guide"
+        gone = APPEAL_GONE
+    else:
+        try:
+            text = activity_detail_text(int(item_id), user_id)
+        except Exception:  # noqa: BLE001 - a convenience, as the list itself: point to the mini-program instead
+            log.exception("activity detail lookup failed")
+            return ACTIVITY_TEXT, "guide"
+        gone = ACTIVITY_GONE
+    if others and text != gone:
+        text += OTHER_ITEMS.format(what="诉求" if kind == "appeal" else "活动",
+                                   numbers="、".join(str(n) for n in others))
     return text, "guide"
+
+
+def app_picked_item(kind: str, item_id, user_id: int | None, others: list[int]) -> tuple[str, str]:
+    """`picked_item` for the in-app chat (POST /api/v1/chat)."""
+    return picked_item(kind, item_id, user_id, others, chat=False)
 
 
 NO_ACTIVITY_OF = ("“{label}”最近暂时没有可以报名的活动。可以在小程序“白领活动”里订阅这个类别，新活动发布时会第一时间"
@@ -529,7 +548,7 @@ def app_reply(text: str, *, user_id: int | None, pending_choices: bool,
             return _app_intent(group, user_id, listed)
     if t in _FOLDED["my_registrations"]:  # without a login nobody knows whose: not “您目前没有报名的活动”
         return listed(my_registrations_list(user_id)) if user_id is not None else (REGISTRATIONS_LOGIN, "guide")
-    from .appeal_followup import _PROGRESS, status_text
+    from .appeal_followup import _PROGRESS, status_list
     from .appeal_intake import word
 
     if t in _status_words() or _PROGRESS.match(word(text)):  # 我的诉求, “有进展吗”, “办得怎么样了”
@@ -537,14 +556,17 @@ def app_reply(text: str, *, user_id: int | None, pending_choices: bool,
             return STATUS_LOGIN, "guide"
         if forget is not None:  # another topic: a digit no longer picks an earlier “您是不是想问” choice
             forget()
-        return status_text(user_id, chat=False), "guide"
+        text, ids = status_list(user_id, chat=False)
+        if offer is not None:  # but one of these appeals, as in the WeChat chat
+            offer("appeal", ids)
+        return text, "guide"
     if numbers_since is not None and len(t) == 1:  # “4” just after “您的诉求已办结，请评价”: the score, not 联系客服
         from .appeal_followup import app_score_after_notice
 
         scored = app_score_after_notice(user_id, t, numbers_since, memory)
         if scored is not None:
             return scored, "guide"
-    followup = _app_followup(text.strip(), user_id)
+    followup = _app_followup(text.strip(), user_id, offer)
     if followup is not None:
         return followup, "guide"
     topic = sign_up_topic(text)  # “我想报名午间一小时”: that category's activities, as in the WeChat chat
@@ -558,7 +580,8 @@ def app_reply(text: str, *, user_id: int | None, pending_choices: bool,
     return None
 
 
-def _app_followup(text: str, user_id: int | None) -> str | None:
+def _app_followup(text: str, user_id: int | None,
+                  offer: Callable[[str, list[int]], None] | None = None) -> str | None:
     """“我要反映：问题”, 评价, 补充 (with or without the content) in the app's chat: the WeChat chat's flows for these
     are chat-only; here they are done on the app's pages (they went to the knowledge base: “这个问题我还没学会…
     回复“我要反映”提交诉求” to someone who had just said it, and a supplement nobody received)."""
@@ -597,9 +620,12 @@ def _app_followup(text: str, user_id: int | None) -> str | None:
         return None
     if user_id is None:
         return SUPPLEMENT_APP_NOT_SENT.strip() if told else FOLLOWUP_APP
-    from .appeal_followup import status_text
+    from .appeal_followup import status_list
 
-    return (SUPPLEMENT_APP_NOT_SENT if told else "") + status_text(user_id, chat=False)
+    text, ids = status_list(user_id, chat=False)
+    if offer is not None:  # numbered as 我的诉求's list: a number next picks one of them
+        offer("appeal", ids)
+    return (SUPPLEMENT_APP_NOT_SENT if told else "") + text
 
 
 RATE_APP = "诉求 {number} 已办结，正等您评价：请在小程序“我的诉求”中打开这条诉求，点“评价”，说说问题解决了没有、给办理打个分。"

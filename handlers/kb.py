@@ -95,7 +95,13 @@ def choices_last(ctx: Context) -> bool:
 
 def offer_activities(ctx: Context, ids: list[int]) -> None:
     """A numbered list of activities was shown: a number next picks one of them (not a menu item)."""
-    _offer_items(ctx.redis, ctx.account, ctx.openid, "activity", ids)
+    offer_list(ctx, "activity", ids)
+
+
+def offer_list(ctx: Context, kind: str, ids: list[int]) -> None:
+    """A numbered list of `kind` (knowledge_store.bot.ITEM_KINDS: activities, the user's appeals) was shown: a number
+    next picks one of them (not a menu item)."""
+    _offer_items(ctx.redis, ctx.account, ctx.openid, kind, ids)
 
 
 def forget_choices(ctx: Context) -> None:

@@ -39,6 +39,12 @@ def own_by_number(session: Session, user_id: int, number: str) -> Appeal | None:
                                                 Appeal.number == number.upper())).unique().first()
 
 
+def own_by_id(session: Session, user_id: int, appeal_id: int) -> Appeal | None:
+    """The user's own appeal with this id (picked from a list the chat showed them); None for anyone else's."""
+    appeal = session.get(Appeal, appeal_id)
+    return appeal if appeal is not None and appeal.user_id == user_id else None
+
+
 def awaiting_rating_latest(session: Session, user_id: int, now: datetime) -> tuple[Appeal | None, int]:
     """The user's most recently resolved appeal still waiting for their rating, and how many wait in all."""
     from .services import list_own

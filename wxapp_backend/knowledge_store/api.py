@@ -81,7 +81,7 @@ def search():
      "decision：answer / suggest / fallback / smalltalk / handoff / guide（指向小程序页面）", body=CHAT_FIELDS,
      auth="none", tags=["知识库"], responses={200: "{reply, decision, suggestions, turn_id, vote_token}"})
 def chat():
-    from handlers.bot import HUMAN_APP, MENU_REPLY, app_reply, picked_item
+    from handlers.bot import HUMAN_APP, MENU_REPLY, app_picked_item, app_reply
     from handlers.kb import ChatMemory, menu_shown
 
     data = parse(CHAT_FIELDS)
@@ -103,7 +103,7 @@ def chat():
 
     # The words the WeChat chat answers without the knowledge base (menu, 人工, 我要反映, 我的诉求 ...) first.
     result, turn_id = respond(get_runtime(), state.db, state.redis, data["text"], channel="api", user_id=user_id,
-                              who=who, fixed=fixed, pick_item=picked_item)
+                              who=who, fixed=fixed, pick_item=app_picked_item)
     body = result.to_dict()
     if result.handoff:  # the knowledge base's “正在为您转接…”: the app cannot hand over, its 联系客服 button does
         body["reply"] = HUMAN_APP

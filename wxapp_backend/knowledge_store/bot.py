@@ -41,7 +41,8 @@ def _offered_key(channel: str, who: str) -> str:
 # Lists of other things than knowledge-base entries that the bot numbers (“活动”, “我的报名”): remembered in the same
 # place as the “您是不是想问” choices, as {"kind": ..., "ids": [...]}, so that a number means whichever list was shown
 # last (it was main-menu item 1 after the activity list), and the menu, an answer or new choices replace them alike.
-ITEM_KINDS = {"activity": "活动"}
+ITEM_KINDS = {"activity": "活动", "appeal": "诉求"}
+ITEM_AGAIN = {"activity": "活动", "appeal": "我的诉求"}  # the words that list them again (“诉求” starts the intake)
 ITEMS_EXPIRED = ("刚才列出的{what}已经过期了（超过 15 分钟），小二不确定您选的是哪一个～请回复“{again}”重新查看；"
                  "回复“菜单”看看我能做什么。")
 ITEM_PICK_AGAIN = "请回复 {choices}查看对应的{what}，或者直接输入您的问题。"
@@ -123,8 +124,8 @@ def respond(runtime: KBRuntime, db: Database, r: redis.Redis, text: str, *, chan
         last = None
     if last is None and _bare_number(text):
         kind = _offered_kind(r, channel, who)
-        if kind in ITEM_KINDS:  # a pick from a list of activities that has expired
-            return ChatResult(ITEMS_EXPIRED.format(what=ITEM_KINDS[kind], again=ITEM_KINDS[kind]), "smalltalk"), None
+        if kind in ITEM_KINDS:  # a pick from a list of activities (or appeals) that has expired
+            return ChatResult(ITEMS_EXPIRED.format(what=ITEM_KINDS[kind], again=ITEM_AGAIN[kind]), "smalltalk"), None
         if kind:
             return ChatResult(CHOICES_EXPIRED, "smalltalk"), None  # a pick from a list that has expired
     result = ask(runtime.get(), text, last_suggestions=last, detail_hint=detail_hint)

@@ -1,0 +1,110 @@
+"""QA of the bot's conversation in both channels (twelfth pass, fifth look): the Official Account webhook and the
+mini-program's in-app chat (POST /api/v1/chat). A number after the list of the user's appeals picks that appeal;
+numbers and long texts are no questions for staff's unanswered queue as they are; “取消吧” is no withdrawal."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import select
+
+from handlers.bot import KB_PROMPT
+from tests.integration.test_chat_qa_s9 import oa_kb, say  # noqa: F401  (the signed webhook and its helper)
+from wxapp_backend.appeals import services as appeal_services
+from wxapp_backend.appeals.services import Actor
+from wxapp_backend.auth.models import User
+from wxapp_backend.db import session_scope
+from wxapp_backend.knowledge_store.bot import _memory_key
+
+
+def _app(client, headers, text: str) -> dict:
+    resp = client.post("/api/v1/chat", json={"text": text}, headers=headers)
+    assert resp.status_code == 200, resp.get_data(as_text=True)
+    return resp.get_json()
+
+
+def _user_of(openid: str) -> int:
+    with session_scope() as s:
+        return s.scalar(select(User.id).where(User.oa_openid == openid))
+
+
+@pytest.fixture
+def appeals_for(make_staff):
+    """appeals_for(user_id): two appeals of that user, as they stand after staff acted: (street lamp accepted,
+    air conditioning waiting for material); their (id, number) pairs, oldest first."""
+    admin = make_staff(role="admin")
+    staff = Actor("staff", admin.id, role="admin", name="管理员")
+
+    def make(user_id: int) -> list[tuple[int, str]]:
+        made = []
+        for content, actions in (("园区门口的路灯坏了一个月了没人修", [("accept", {})]),
+                                 ("办公楼空调不制冷，物业一直不处理", [("accept", {}),
+                                                                    ("request_info", {"note": "请提供物业合同首页照片"})])):
+            with session_scope() as s:
+                appeal, _ = appeal_services.submit_appeal(s, user_id, appeal_services.Intake(
+                    content=content, contact_name="张三", contact_phone="13800138000"))
+                for action, data in actions:
+                    appeal_services.perform(s, staff, appeal.id, action, data)
+                made.append((appeal.id, appeal.number))
+        return made
+
+    return make
+
+
+def test_a_number_after_my_appeals_picks_that_appeal_in_the_wechat_chat(oa_kb, appeals_for,  # noqa: F811
+                                                                         redis_client, make_user):
+    """“我的诉求” lists the user's appeals numbered “1. SQ…【已受理】…”, as the activity list is numbered; a “1” after
+    it was main-menu item 1 (政策问答's prompt) and a “2” started the appeal intake. A number now picks that appeal:
+    where it stands and its progress (the public timeline), for as long as a list of activities is remembered."""
+    openid = "oAppealPick"
+    say(oa_kb, openid, "你好")
+    with oa_kb.app_context():
+        (lamp_id, lamp), (air_id, air) = appeals_for(_user_of(openid))
+    listing = say(oa_kb, openid, "我的诉求")
+    assert f"1. {air}" in listing and f"2. {lamp}" in listing and "序号" in listing, listing
+    reply = say(oa_kb, openid, "1")
+    assert reply != KB_PROMPT and air in reply and "待补充材料" in reply, reply
+    assert "请提供物业合同首页照片" in reply and "受理" in reply, reply  # the progress, staff's request included
+    assert f"补充 {air}" in reply, reply  # and what the user can do about it, as in the list
+    reply = say(oa_kb, openid, "第2个")
+    assert lamp in reply and "登记诉求" not in reply and "路灯" in reply, reply
+    assert "1～2" in say(oa_kb, openid, "5")
+    # “有进展吗” lists them too, numbered the same way.
+    assert f"1. {air}" in say(oa_kb, openid, "有进展吗")
+    assert lamp in say(oa_kb, openid, "2")
+    # Only the user's own appeals: a list remembered with someone else's appeal in it shows nothing of it.
+    other = make_user()
+    with session_scope() as s:
+        theirs, _ = appeal_services.submit_appeal(s, other.id, appeal_services.Intake(
+            content="隔壁公司的秘密诉求内容", contact_name="李四", contact_phone="13900139000"))
+        their_number = theirs.number
+    redis_client.set(_memory_key("oa", openid), f'{{"kind": "appeal", "ids": [{theirs.id}]}}', ex=60)
+    reply = say(oa_kb, openid, "1")
+    assert their_number not in reply and "秘密" not in reply, reply
+    # The menu shown since: its digits again; the list expired: not the menu's 我要反映 either.
+    say(oa_kb, openid, "菜单")
+    assert say(oa_kb, openid, "1") == KB_PROMPT
+    say(oa_kb, openid, "我的诉求")
+    redis_client.delete(_memory_key("oa", openid))
+    reply = say(oa_kb, openid, "2")
+    assert "已经过期" in reply and "我的诉求" in reply and "登记诉求" not in reply, reply
+
+
+def test_a_number_after_my_appeals_picks_that_appeal_in_the_app_chat(oa_kb, appeals_for, client,  # noqa: F811
+                                                                     user_token, make_user):
+    """The same in the mini-program's chat: “1” after 我的诉求 was the 政策问答 prompt, “4” 联系客服 (a hand-over)."""
+    user = make_user()
+    (lamp_id, lamp), (air_id, air) = appeals_for(user.id)
+    h = user_token(user)
+    assert f"1. {air}" in _app(client, h, "我的诉求")["reply"]
+    body = _app(client, h, "1")
+    assert air in body["reply"] and "请提供物业合同首页照片" in body["reply"] and body["decision"] == "guide", body
+    assert f"补充 {air}" not in body["reply"] and "小程序" in body["reply"], body  # the app's pages, not chat commands
+    body = _app(client, h, "２")
+    assert lamp in body["reply"], body
+    body = _app(client, h, "4")
+    assert "1～2" in body["reply"] and body["decision"] != "handoff", body
+    _app(client, h, "菜单")
+    assert _app(client, h, "1")["reply"] == KB_PROMPT
+    # “补充” (or “评价”) in the app's chat answers with the same numbered list: its numbers pick as well.
+    assert f"1. {air}" in _app(client, h, "补充")["reply"]
+    assert "请提供物业合同首页照片" in _app(client, h, "1")["reply"]
