@@ -108,3 +108,26 @@ def test_a_number_after_my_appeals_picks_that_appeal_in_the_app_chat(oa_kb, appe
     # “补充” (or “评价”) in the app's chat answers with the same numbered list: its numbers pick as well.
     assert f"1. {air}" in _app(client, h, "补充")["reply"]
     assert "请提供物业合同首页照片" in _app(client, h, "1")["reply"]
+
+
+def test_a_long_number_alone_is_no_question_for_staff(oa_kb, client, user_token, make_user):  # noqa: F811
+    """“1111111111111” (13 digits: a pocket dial, a card or account number) got “这个问题我还没学会，我已经把它记下来”
+    and a row in staff's unanswered queue, while an 11-digit phone number got a friendly hint; an ID-card number, a
+    landline with its dash or a phone number typed in groups went the same way as the 13 digits (“021-12345678” even
+    got “您是不是想问：企业的问题可以打 12345 反映吗？”). A text of digits alone is now answered with a hint, in both
+    chats, and queued for nobody."""
+    from wxapp_backend.knowledge_store.models import UnansweredQuestion
+
+    noise = ("1111111111111", "310101199001011234", "021-12345678", "138 0013 8000", "１２３４５６７８９０１２３４",
+             "+86 138-0013-8000", "12345678901234567890123456789")
+    h = user_token(make_user())
+    for i, text in enumerate(noise):
+        reply = say(oa_kb, f"oLongNumber{i}", text)
+        assert "没学会" not in reply and "您是不是想问" not in reply and "人工" in reply, (text, reply)
+        body = _app(client, h, text)
+        assert body["decision"] == "smalltalk" and "没学会" not in body["reply"], (text, body)
+    assert "没学会" not in say(oa_kb, "oLongNumberPhone", "13800138000")
+    with oa_kb.app_context(), session_scope() as s:
+        assert s.scalars(select(UnansweredQuestion.text)).all() == []
+    # Words around the number are a question as before.
+    assert "这串数字" not in say(oa_kb, "oLongNumberWords", "营业执照丢了怎么办 91310000MA1FL0000X")

@@ -30,6 +30,11 @@ CHOICE_GONE = "您选的这条内容刚刚下线或已过有效期，目前不�
 PICK_AGAIN = "请回复 {choices}查看对应的答案，或者直接输入您的问题。"
 OTHER_CHOICES = "\n\n（想看刚才列出的其他问题，回复 {numbers}）"
 NUMBER_ONLY = "小二没看明白这个数字～想了解政策或办事，请直接用文字问我；回复“菜单”看看我能做什么。"
+# A phone, account or ID-card number alone (“1111111111111”, “021-12345678”): no question for the knowledge base (it
+# got “我还没学会，已经记下来” and a row in staff's unanswered queue). Often meant for staff: say how to reach them.
+NUMBER_LONG = ("小二没看明白这串数字～如果是想把联系方式或证件号留给工作人员，请回复“我要反映”登记诉求，或回复“人工”联系"
+               "工作人员；想了解政策或办事，请直接用文字问我。")
+LONG_NUMBER_DIGITS = 7
 EXPIRED_NOTE = "您问的“{q}”已经过了有效期（截至 {until}），目前不再受理。有新政策时我们会第一时间更新。"
 NOT_YET_NOTE = "您问的“{q}”自 {since} 起施行，目前还不能办理。到时候再来问我，就能看到办理方式。"
 
@@ -117,11 +122,13 @@ def ask(kb: KnowledgeBase, text: str, *, last_suggestions: list[str] | None = No
             return ChatResult(reply, "answer", entry.id, 1.0, truncated=cut, picked=True)
         # Retired or lapsed since the choices were offered: never give it as current.
         return ChatResult(CHOICE_GONE + "\n\n" + FALLBACK.split("\n", 1)[1], "fallback", picked=True)
-    if _bare_number(text):
-        if last_suggestions:  # a number outside the choices: the choices stay, the number says which to pick
+    bare = _bare_number(text)
+    if bare or number_noise(text):
+        if bare and last_suggestions:  # a number outside the choices: the choices stay, the number says which to pick
             n = len(last_suggestions)
             return ChatResult(PICK_AGAIN.format(choices="1 " if n == 1 else f"1～{n} 之间的数字"), "smalltalk")
-        return ChatResult(NUMBER_ONLY, "smalltalk")
+        long = sum(ch.isdigit() for ch in unicodedata.normalize("NFKC", text)) >= LONG_NUMBER_DIGITS
+        return ChatResult(NUMBER_LONG if long else NUMBER_ONLY, "smalltalk")
     small = detect_smalltalk(text)
     if small == "handoff":
         return ChatResult(HANDOFF, "handoff", handoff=True)
@@ -176,6 +183,13 @@ def _bare_number(text: str) -> bool:
 
 
 _BARE_NUMBER = re.compile(r"[-+]?\d{1,12}")
+# Digits with what people type between them (spaces, dashes, brackets, dots), and nothing else.
+_NUMBER_NOISE = re.compile(r"\+?[\d\s\-–—().,/]*\d[\d\s\-–—().,/]*")
+
+
+def number_noise(text: str) -> bool:
+    """A text of digits alone, however long, grouped as people type phone numbers (“138 0013 8000”, “021-1234…”)."""
+    return bool(_NUMBER_NOISE.fullmatch(unicodedata.normalize("NFKC", text).strip()))
 
 
 _CHOICE_WORDS = re.compile(r"^(?:[选選][择擇]?|要)?第?|(?:[个個条條项項号號])?(?:吧|的)?$")
