@@ -131,3 +131,25 @@ def test_a_long_number_alone_is_no_question_for_staff(oa_kb, client, user_token,
         assert s.scalars(select(UnansweredQuestion.text)).all() == []
     # Words around the number are a question as before.
     assert "这串数字" not in say(oa_kb, "oLongNumberWords", "营业执照丢了怎么办 91310000MA1FL0000X")
+
+
+def test_a_long_unanswered_text_shows_staff_it_was_cut(client, oa_kb, user_token, make_user):  # noqa: F811
+    """The app's chat takes up to 5000 characters; an unanswered one reached staff's unanswered queue (and the chat
+    log) cut to its first 500 characters without a mark: staff read it as the whole question. The cut is visible
+    now: it ends with “…” and the original length."""
+    from wxapp_backend.knowledge_store.models import ChatTurn, UnansweredQuestion
+
+    text = "".join(f"第{i}件事：楼下新开的奶茶店周末几点开门营业，外卖能不能送到二十八楼。" for i in range(150))[:4321]
+    assert len(text) == 4321
+    body = _app(client, user_token(make_user()), text)
+    assert body["decision"] == "fallback", body
+    with session_scope() as s:
+        row = s.scalars(select(UnansweredQuestion)).one()
+        turn = s.scalars(select(ChatTurn).where(ChatTurn.decision == "fallback")).one()
+        for kept in (row.text, turn.question):
+            assert len(kept) <= 500 and kept.startswith(text[:300]), kept
+            assert "…" in kept and "4321" in kept, kept[-40:]
+    short = "楼下新开的奶茶店周末几点开门营业呀"
+    assert _app(client, user_token(make_user()), short)["decision"] == "fallback"
+    with session_scope() as s:
+        assert s.scalar(select(UnansweredQuestion.text).where(UnansweredQuestion.text == short)) == short

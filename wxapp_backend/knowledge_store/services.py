@@ -293,23 +293,34 @@ def mask_personal(text: str) -> str:
 
 
 REPEAT_WINDOW = timedelta(minutes=10)
+QUESTION_CHARS = 500  # ChatTurn.question, UnansweredQuestion.text
+
+
+def clip_question(text: str, limit: int = QUESTION_CHARS) -> str:
+    """`text` as the chat log and the unanswered queue keep it: a text longer than their column (the app's chat takes
+    5,000 characters) is cut with a visible mark and its length, so staff do not read the beginning as the whole."""
+    if len(text) <= limit:
+        return text
+    mark = f"…（原文共 {len(text)} 字，只保留了前面部分）"
+    return text[: limit - len(mark)].rstrip() + mark
 
 
 def log_turn(session: Session, *, channel: str, user_id: int | None, question: str, decision: str,
              entry_id: str | None, confidence: float, offered: list[str] | None = None) -> ChatTurn:
     """`offered`: the entry ids of the choices a 'suggest' turn gave."""
     question = mask_personal(question)
+    kept = clip_question(question)
     # The same user sending the same unanswered question again (impatient, or thinking it was lost) is one asker:
     # three sends counted as three people in staff's unanswered queue.
     repeated = decision == "fallback" and user_id is not None and session.scalar(
         select(ChatTurn.id).where(ChatTurn.user_id == user_id, ChatTurn.channel == channel,
-                                  ChatTurn.question == question[:500], ChatTurn.decision == "fallback",
+                                  ChatTurn.question == kept, ChatTurn.decision == "fallback",
                                   ChatTurn.created_at >= utcnow() - REPEAT_WINDOW).limit(1)) is not None
-    turn = ChatTurn(channel=channel, user_id=user_id, question=question[:500], decision=decision,
+    turn = ChatTurn(channel=channel, user_id=user_id, question=kept, decision=decision,
                     entry_id=entry_id, confidence=round(confidence, 4), offered=list(offered) if offered else None)
     session.add(turn)
     if decision == "fallback" and question.strip() and channel != "console" and not repeated:  # staff trying it out
-        _count_unanswered(session, _norm(question), question.strip()[:500])
+        _count_unanswered(session, _norm(question), clip_question(question.strip()))
     session.flush()
     return turn
 
