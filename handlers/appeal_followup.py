@@ -25,7 +25,6 @@ import redis
 from . import appeal_intake as intake
 from . import router as default_router
 from .appeal_intake import (
-    CANCEL_WORDS,
     PASS_THROUGH,
     RATE_RE,
     SKIP_WORDS,
@@ -35,6 +34,8 @@ from .appeal_intake import (
     _state,  # the conversation state, {} when Redis cannot be read
     add_photo,
     follow_up_command,
+    is_cancel,
+    not_cancel,
     plain,
 )
 from .replies import Reply, Text
@@ -207,6 +208,7 @@ SUPPLEMENT_LONG = "补充的内容太长了，请精简到 2000 字以内。"
 SUPPLEMENTED = "已补充，诉求 {number} 恢复办理。{photos}办理结果会通知您，回复“我的诉求”可随时查看进度。"
 MENU_LEFT = "\n\n刚才的{what}已退出，没有提交；需要时回复“{what}”重新开始。"
 CANCELLED = "已退出，没有提交任何内容。需要时回复“我的诉求”查看。"
+NOT_CANCELLED = "好的，不取消。"
 LOST = "刚才的操作已失效（超过 30 分钟没有回复，或系统刚刚重启），内容没有提交。请回复“我的诉求”重新查看。"
 
 
@@ -709,13 +711,17 @@ def step(ctx: Context) -> Reply:
     text = intake.word(_words(ctx))  # “取消。”, “5分！”: the word, not the punctuation
     if ctx.msg.msg_type == "voice" and not text:
         return Text(NOT_HEARD)
-    if text in CANCEL_WORDS:
+    if is_cancel(text):  # “取消吧” too (it was sent to staff as the supplement)
         ctx.state.clear()
         _drop_kept(ctx)
         return Text(CANCELLED)
     if d.get("v") != VERSION or d.get("kind") not in ("rate", "supplement") or ctx.user_id is None:
         ctx.state.clear()
         return Text(LOST)
+    if not_cancel(text):  # “不取消”: neither the supplement nor an answer to the rating
+        if d["kind"] == "supplement":
+            return Text(NOT_CANCELLED + SUPPLEMENT_NEEDS_TEXT)
+        return Text(NOT_CANCELLED + {"resolved": ASK_RESOLVED_AGAIN, "stars": ASK_STARS}.get(d.get("step"), ASK_COMMENT))
     if d["kind"] == "rate":
         if ctx.msg.msg_type == "image":
             return Text(HINT_RESOLVED if d.get("step") == "resolved" else HINT_STARS if d.get("step") == "stars"
@@ -1010,9 +1016,10 @@ _WITHDRAW = re.compile(r"^(?:我要|我想|申请|帮我)?(?:撤回|撤销|取�
 def _withdraw_command(ctx: Context) -> re.Match | None:
     if ctx.msg.msg_type != "text" or not ctx.text or _state(ctx).get("flow"):
         return None
-    m = _WITHDRAW.match(intake.word(ctx.text))
-    # a bare “取消” is the flows' word (and with no flow, the knowledge base's: 取消报名 …)
-    return m if m and intake.word(ctx.text) != "取消" else None
+    said = intake.word(ctx.text)
+    m = _WITHDRAW.match(said)
+    # “取消”, “取消吧”, “我要取消” are the flows' word (with no flow: nothing under way), not 撤回 诉求
+    return m if m and not is_cancel(said) else None
 
 
 WITHDRAW_ASK = ("要撤回诉求 {number}（{summary}）吗？撤回后工作人员将不再办理。\n确认请回复：撤回 {number}")

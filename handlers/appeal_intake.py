@@ -55,6 +55,28 @@ def word(text: str) -> str:
     return to_simplified(plain(text)).strip(_PUNCT)
 
 
+# 取消 as people say it: “取消吧”, “还是取消吧”, “那算了吧”, “我要取消”, “取消了”, “退出啦” (“取消吧” became the
+# enterprise's name, and the supplement sent to staff; with no flow, “取消吧” was read as withdrawing an appeal).
+# Not “不用了”: at the photo step it means “no photos” (see bot.NOTHING_WORDS for it outside a flow).
+_CANCEL_RE = re.compile(r"(?:那|那就|那还是|还是|就|先|我|我要|我想|我还是)?"
+                        r"(?:取消|取消了|算了|退出|不提交了?|不填了|不弄了|不登记了)"
+                        r"(?:吧|啦|呀|啊|哈|嘛|哦|咯|喽|了)*")
+# “不取消”, “先不取消”, “不用取消”, “别撤回”: keep things as they are (it got the knowledge base's 取消报名 answer, and
+# in the intake it became the enterprise's name).
+_NOT_CANCEL_RE = re.compile(r"(?:先|暂时|还是|我)?(?:不|不要|别|不用|不想)(?:取消|撤回|撤销|退出)"
+                            r"(?:了|吧|啦|呀|啊|哈|嘛|哦)*")
+
+
+def is_cancel(text: str) -> bool:
+    """`text` (a command word, see `word`) means 取消: the flows' own word, however it is said."""
+    return text in CANCEL_WORDS or bool(_CANCEL_RE.fullmatch(text))
+
+
+def not_cancel(text: str) -> bool:
+    """`text` (a command word) says not to cancel (“不取消”)."""
+    return bool(_NOT_CANCEL_RE.fullmatch(text))
+
+
 def follow_up_command(text: str) -> bool:
     """我的诉求 / 评价 [编号] / 补充 [编号]."""
     t = word(text)
@@ -159,7 +181,7 @@ def _in_flow(ctx: Context) -> bool:
         # and the answers nothing else understands (“张三 138…”, 跳过: they got “这个问题我还没学会”)
         t = word(_answer(ctx))
         return d.get("flow") == FLOW and ctx.msg.msg_type in ("text", "voice") and \
-            (t in (*CONTINUE_WORDS, *CANCEL_WORDS, *RESTART_WORDS) or intake_answer(t))
+            (t in (*CONTINUE_WORDS, *RESTART_WORDS) or is_cancel(t) or intake_answer(t))
     return d.get("flow") == FLOW
 
 
@@ -394,10 +416,10 @@ def step(ctx: Context) -> Reply:
     t = word(_answer(ctx))
     if ctx.msg.msg_type == "voice" and not t:
         return Text(NOT_HEARD)
-    if t in CANCEL_WORDS:
+    if is_cancel(t):
         ctx.state.clear()
         return Text(CANCELLED)
-    if t in CONTINUE_WORDS:
+    if t in CONTINUE_WORDS or not_cancel(t):  # “不取消”: the step again (it became the enterprise's name)
         if d.pop("paused", None):
             _save(ctx, d)
         return Text(_prompt(d, d["step"]))

@@ -82,6 +82,37 @@ NOTHING_WORDS = ("取消", "算了", "算了吧", "不用了", "不需要了", "
 NOTHING_UNDER_WAY = ("好的～现在没有进行中的事项（没有正在填写的诉求、评价或补充）。还有什么需要，直接问我就行；"
                      "回复“菜单”看看我能做什么。")
 DRAFT_KEPT = "您还有一条未填完的诉求（第 {n}/5 步），已为您保留：回复“取消”放弃它，回复“继续”接着填。"
+# “我要取消” with nothing under way: the user means something they did before (it was read as withdrawing an appeal).
+CANCEL_WHICH = "\n想取消活动报名，请到小程序“我的报名”；想撤回已提交的诉求，请回复“撤回诉求”。"
+# “不取消”, “不撤回” (it got the knowledge base's answer on how to cancel a registration).
+KEEP_AS_IS = "好的，保持原样，不做任何更改～还有什么需要，直接问我就行。"
+
+
+def _loose_cancel(text: str) -> str | None:
+    """`text` as a 取消 said loosely (“取消吧”, “我要取消”: appeal_intake.is_cancel) or one of NOTHING_WORDS: its command
+    word, or None."""
+    from .appeal_intake import is_cancel, word
+
+    if not text or len(text) > 16:
+        return None
+    t = word(text)
+    return t if command_word(text) in _FOLDED["nothing"] or is_cancel(t) else None
+
+
+def nothing_under_way(text: str) -> str:
+    """The answer to a 取消 with no intake, rating or supplement under way."""
+    t = _loose_cancel(text) or ""
+    return NOTHING_UNDER_WAY + (CANCEL_WHICH if t.startswith("我") else "")
+
+
+def _nothing_word(ctx: Context) -> bool:
+    return ctx.msg.msg_type == "text" and _loose_cancel(ctx.text) is not None
+
+
+def _not_cancel_word(ctx: Context) -> bool:
+    from .appeal_intake import not_cancel, word
+
+    return ctx.msg.msg_type == "text" and bool(ctx.text) and len(ctx.text) <= 16 and not_cancel(word(ctx.text))
 
 
 def human(ctx: Context) -> Reply:
@@ -448,14 +479,18 @@ def install_defaults(router: Router, *, middleware: bool = True) -> Router:
             return kb.answer(ctx.match, ctx)
         return _as_menu_click(router, ctx, DIGITS[ctx.match])
 
-    @router.text(*NOTHING_WORDS, fast=True)
+    @router.match(_nothing_word, cheap=True, pure=True, fast=True)
     def on_nothing_to_cancel(ctx: Context) -> Reply:
         from .appeal_intake import FLOW, STEPS, _state
 
         d = _state(ctx)  # a draft put aside by the menu: “不用了” is not the intake's 取消, and the draft is there
         if d.get("flow") == FLOW and d.get("step") in STEPS:
             return Text(DRAFT_KEPT.format(n=STEPS.index(d["step"]) + 1))
-        return Text(NOTHING_UNDER_WAY)
+        return Text(nothing_under_way(ctx.text))
+
+    @router.match(_not_cancel_word, cheap=True, pure=True, fast=True)
+    def on_not_cancel(ctx: Context) -> Reply:
+        return Text(KEEP_AS_IS)
 
     router.text(*GREETINGS, answer=Text(GREETING))
     router.text(*THANKS_WORDS, answer=Text(THANKS))
@@ -574,9 +609,15 @@ def app_reply(text: str, *, user_id: int | None, pending_choices: bool,
         return listed(sign_up_list(user_id, topic))
     if t in DIGITS and not pending_choices:  # "回复数字即可查看答案" wins over the menu digits
         return _app_intent(DIGITS[t], user_id, listed)
-    for group in ("menu", "greeting", "thanks", "bye", "nothing"):
+    for group in ("menu", "greeting", "thanks", "bye"):
         if t in _FOLDED[group]:
             return _APP_FIXED[group], "smalltalk"
+    if _loose_cancel(text) is not None:  # “取消”, “取消吧”, “我要取消”: nothing is under way in this chat
+        return nothing_under_way(text), "smalltalk"
+    from .appeal_intake import not_cancel
+
+    if len(text) <= 16 and not_cancel(word(text)):
+        return KEEP_AS_IS, "smalltalk"
     return None
 
 
@@ -610,7 +651,7 @@ def _app_followup(text: str, user_id: int | None,
     pressed = _PRESS.match(said) if len(said) <= 40 else None
     if pressed:  # “催一下”: the same press as in the WeChat chat
         return press_text(user_id, pressed.group(1), chat=False) if user_id is not None else STATUS_LOGIN
-    if said != "取消" and _WITHDRAW.match(said):
+    if _WITHDRAW.match(said) and _loose_cancel(text) is None:  # “取消吧” is no 撤回 诉求
         return WITHDRAW_APP
     late = _app_rating(text, user_id)
     if late is not None:
@@ -658,7 +699,7 @@ def _app_intent(group: str, user_id: int | None = None,
         return _APP_INTENTS[group]
     found = activity_list(user_id)
     return listed(found) if listed is not None else (found[0], "guide")
-_APP_FIXED = {"menu": MENU_REPLY, "greeting": GREETING, "thanks": THANKS, "bye": BYE, "nothing": NOTHING_UNDER_WAY}
+_APP_FIXED = {"menu": MENU_REPLY, "greeting": GREETING, "thanks": THANKS, "bye": BYE}
 
 
 def _fold(words) -> frozenset[str]:

@@ -153,3 +153,66 @@ def test_a_long_unanswered_text_shows_staff_it_was_cut(client, oa_kb, user_token
     assert _app(client, user_token(make_user()), short)["decision"] == "fallback"
     with session_scope() as s:
         assert s.scalar(select(UnansweredQuestion.text).where(UnansweredQuestion.text == short)) == short
+
+
+def test_cancel_said_loosely_is_no_withdrawal_and_ends_the_flow_under_way(oa_kb, appeals_for, client,  # noqa: F811
+                                                                          user_token, make_user):
+    """“取消吧” (“我要取消”, “还是取消吧”) with no flow under way was read as withdrawing an appeal (“要撤回诉求 …
+    吗？”) in the WeChat chat, and got the app's 撤回 instructions; “取消啦” got “您是不是想问：报名了去不了，怎么取消？”;
+    “不取消” got the knowledge base's answer on how to cancel a registration. Inside the appeal intake “取消吧” became
+    the enterprise's name (“算了吧” “描述有点短”), and at the summary it was no 取消. Now: a cancel said loosely is the
+    flows' 取消 (and with nothing under way, “没有进行中的事项”); “不取消” keeps things as they are; 撤回诉求 is still
+    the withdrawal; “怎么取消报名” is still a question."""
+    openid = "oLooseCancel"
+    say(oa_kb, openid, "你好")
+    user = make_user()
+    with oa_kb.app_context():
+        appeals_for(_user_of(openid))
+        appeals_for(user.id)
+    h = user_token(user)
+    for text in ("取消吧", "我要取消", "我想取消", "取消啦", "还是取消吧", "那算了吧", "取消了"):
+        reply = say(oa_kb, openid, text)
+        assert "撤回" not in reply[:10] and "没有进行中" in reply and "您是不是想问" not in reply, (text, reply)
+        body = _app(client, h, text)
+        assert "没有进行中" in body["reply"] and "点“撤回”" not in body["reply"], (text, body)
+    for text in ("不取消", "先不取消", "不撤回", "不用取消"):
+        reply = say(oa_kb, openid, text)
+        assert "取消报名" not in reply and "撤回诉求" not in reply[:12] and "好的" in reply, (text, reply)
+        body = _app(client, h, text)
+        assert "取消报名" not in body["reply"] and body["decision"] == "smalltalk", (text, body)
+    assert "要撤回诉求" in say(oa_kb, openid, "撤回诉求") or "要撤回哪一条" in say(oa_kb, openid, "撤回诉求")
+    assert "撤回" in _app(client, h, "取消诉求")["reply"]
+    assert "取消报名" in say(oa_kb, openid, "怎么取消报名")
+
+    # Inside the intake.
+    for steps in (["取消吧"], ["算了吧"], ["园区门口的路灯坏了一个月了没人修", "取消吧"],
+                  ["园区门口的路灯坏了一个月了没人修", "上海测试科技有限公司", "张三 13800138000", "跳过", "还是取消吧"]):
+        who = f"oLooseCancelIntake{len(steps)}"
+        say(oa_kb, who, "我要反映")
+        for text in steps[:-1]:
+            say(oa_kb, who, text)
+        reply = say(oa_kb, who, steps[-1])
+        assert "已取消" in reply, (steps, reply)
+        assert "没有进行中" in say(oa_kb, who, "取消"), steps  # the draft is gone
+    who = "oNotCancelIntake"
+    say(oa_kb, who, "我要反映")
+    say(oa_kb, who, "园区门口的路灯坏了一个月了没人修")
+    reply = say(oa_kb, who, "不取消")
+    assert "企业名称" in reply and "联系人" not in reply, reply  # not the enterprise's name: the step again
+    assert "联系人" in say(oa_kb, who, "上海测试科技有限公司")
+
+
+def test_cancel_said_loosely_during_a_supplement_is_not_sent_to_staff(oa_kb, appeals_for):  # noqa: F811
+    """In the supplement flow (“补充”: the next text goes to staff as the material), “取消吧” was submitted as the
+    material and the appeal went back to work; it now ends the flow as “取消” does."""
+    from wxapp_backend.appeals.models import Appeal
+
+    openid = "oLooseCancelSupplement"
+    say(oa_kb, openid, "你好")
+    with oa_kb.app_context():
+        (_lamp_id, _lamp), (air_id, air) = appeals_for(_user_of(openid))
+    assert "需要您补充" in say(oa_kb, openid, f"补充 {air}")
+    reply = say(oa_kb, openid, "取消吧")
+    assert "已退出" in reply and "已补充" not in reply, reply
+    with session_scope() as s:
+        assert s.get(Appeal, air_id).status == "pending_enterprise"
