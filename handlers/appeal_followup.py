@@ -620,7 +620,11 @@ def _supplement_submit(ctx: Context, d: dict[str, Any], content: str) -> Reply:
         return Text(SUPPLEMENT_SHORT)
     if len(content) > SUPPLEMENT_MAX:
         return Text(SUPPLEMENT_LONG)
-    from wxapp_backend.appeals.intake import queue_chat_photos
+    from wxapp_backend.appeals.intake import queue_chat_photos, supplement_problem
+
+    problem = supplement_problem(content)
+    if problem:  # “👍👍”, “[微笑][微笑]”: sent to staff as the material, the appeal back to work with nothing
+        return Text(problem if d.get("step") else SUPPLEMENT_NOT_SENT + problem)
     from wxapp_backend.appeals.services import supplement
     from wxapp_backend.db import session_scope
     from wxapp_backend.errors import AppError

@@ -216,3 +216,29 @@ def test_cancel_said_loosely_during_a_supplement_is_not_sent_to_staff(oa_kb, app
     assert "已退出" in reply and "已补充" not in reply, reply
     with session_scope() as s:
         assert s.get(Appeal, air_id).status == "pending_enterprise"
+
+
+def test_faces_alone_are_no_supplement(oa_kb, appeals_for, client, user_token, make_user):  # noqa: F811
+    """Staff asked for material; in the chat's supplement flow “👍👍”, “😀😀😀” or WeChat's faces as text (“[微笑][微笑]”,
+    “/:strong/:strong”) were submitted as the material and the appeal went back to work with nothing for staff to go
+    on (the intake refuses such a description; the mini-program's supplement refused “👌” but took “[微笑][微笑]”).
+    Now the chat asks for words and keeps the flow; the API refuses faces written as text too."""
+    from wxapp_backend.appeals.models import Appeal
+
+    openid = "oFacesSupplement"
+    say(oa_kb, openid, "你好")
+    with oa_kb.app_context():
+        (_lamp_id, _lamp), (air_id, air) = appeals_for(_user_of(openid))
+    assert "需要您补充" in say(oa_kb, openid, f"补充 {air}")
+    for faces in ("👍👍", "[微笑][微笑]", "/:strong/:strong", "😀😀😀"):
+        reply = say(oa_kb, openid, faces)
+        assert "已补充" not in reply and "文字" in reply, (faces, reply)
+    with session_scope() as s:
+        assert s.get(Appeal, air_id).status == "pending_enterprise"
+    assert "已补充" in say(oa_kb, openid, "物业合同首页已经拍照发给专员了")
+
+    user = make_user()
+    (_lamp_id, _lamp), (air_id, _air) = appeals_for(user.id)
+    resp = client.post(f"/api/v1/appeals/{air_id}/supplement", json={"content": "[微笑][微笑]"},
+                       headers=user_token(user))
+    assert resp.status_code == 422 and "表情" in resp.get_data(as_text=True), resp.get_data(as_text=True)

@@ -172,8 +172,9 @@ NO_SUPPLEMENT_WORDS = "请用文字写明补充的内容（至少 2 个字），
 
 def supplement_problem(text: str) -> str | None:
     """Why `text` cannot stand as the material staff asked for, or None: the chat's rule (at least 2 characters of
-    words); “？” or “👌” resumed the clock in the mini-program with nothing for staff to go on."""
-    return NO_SUPPLEMENT_WORDS if sum(ch.isalnum() for ch in text) < 2 else None
+    words); “？” or “👌” resumed the clock in the mini-program with nothing for staff to go on, and so did WeChat's
+    faces written as text (“[微笑][微笑]”)."""
+    return NO_SUPPLEMENT_WORDS if sum(ch.isalnum() for ch in without_faces(text)) < 2 else None
 
 
 # Spaces and dots in a building's name are written (and transcribed) as people please: “上生·新所” is “上生新所”,
