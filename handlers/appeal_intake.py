@@ -68,8 +68,8 @@ _NOT_CANCEL_RE = re.compile(r"(?:先|暂时|还是|我)?(?:不|不要|别|不用
 
 
 def is_cancel(text: str) -> bool:
-    """`text` (a command word, see `word`) means 取消: the flows' own word, however it is said."""
-    return text in CANCEL_WORDS or bool(_CANCEL_RE.fullmatch(text))
+    """`text` (a command word, see `word`) means 取消: the flows' own word, however it is said (“cancel” too)."""
+    return text in CANCEL_WORDS or bool(_CANCEL_RE.fullmatch(text)) or command_word(text) in ("cancel", "quit")
 
 
 def not_cancel(text: str) -> bool:

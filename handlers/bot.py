@@ -71,14 +71,15 @@ HUMAN_APP = ("找工作人员请点“联系客服”，进入微信客服会话
 HUMAN_WORDS = ("人工", "转人工", "人工客服", "人工服务", "客服")
 APPEAL_WORDS = ("我要反映", "反映问题", "投诉", "诉求")
 ACTIVITY_WORDS = ("白领活动", "活动")
-MENU_WORDS = ("菜单", "帮助", "help", "?", "？", "menu")
+MENU_WORDS = ("菜单", "帮助", "help", "help me", "?", "？", "menu")
 MENU_REPLY = "我是数字店小二，可以帮您：\n" + MENU_TEXT
 GREETINGS = ("你好", "您好", "hi", "hello", "在吗", "在么", "在不在", "哈喽", "嗨", "早上好", "下午好", "晚上好")
-THANKS_WORDS = ("谢谢", "谢谢你", "谢谢您", "感谢", "多谢", "thanks", "thank you", "好的谢谢", "辛苦了")
+THANKS_WORDS = ("谢谢", "谢谢你", "谢谢您", "感谢", "多谢", "thanks", "thank you", "thank u", "thx", "好的谢谢",
+                "辛苦了")
 BYE_WORDS = ("再见", "拜拜", "bye")
 # “取消” with nothing under way (no intake, rating or supplement): it got “您是不是想问：报名了去不了，怎么取消？…” and
 # was logged as a question. Inside a flow the flow's own rules answer these first.
-NOTHING_WORDS = ("取消", "算了", "算了吧", "不用了", "不需要了", "退出", "不提交了")
+NOTHING_WORDS = ("取消", "算了", "算了吧", "不用了", "不需要了", "退出", "不提交了", "cancel")
 NOTHING_UNDER_WAY = ("好的～现在没有进行中的事项（没有正在填写的诉求、评价或补充）。还有什么需要，直接问我就行；"
                      "回复“菜单”看看我能做什么。")
 DRAFT_KEPT = "您还有一条未填完的诉求（第 {n}/5 步），已为您保留：回复“取消”放弃它，回复“继续”接着填。"

@@ -44,11 +44,17 @@ _UNRESOLVED = object()
 _PUNCT = " 。，、！？!?,.～~…"
 
 
+# “我的诉求 please”, “菜单 pls”, “Please 菜单”: English politeness around a command (it went to the knowledge base).
+_POLITE = re.compile(r"^(?:please|pls|plz)(?![A-Za-z])[\s,，]*|[\s,，]*(?<![A-Za-z])(?:please|pls|plz)$", re.IGNORECASE)
+
+
 def command_word(text: str) -> str:
     """A short text as a command word: full-width folded, in simplified characters (“菜單” is 菜单), case-folded,
-    without the punctuation around it (“我要反映！”, “菜单。”); punctuation alone (“？”, a menu word) stays."""
+    without the punctuation around it (“我要反映！”, “菜单。”) nor an English “please” (“我的诉求 please”); punctuation
+    alone (“？”, a menu word) stays."""
     t = to_simplified(unicodedata.normalize("NFKC", text).strip())
-    return (t.strip(_PUNCT) or t).casefold()
+    t = t.strip(_PUNCT) or t
+    return (_POLITE.sub("", t).strip(_PUNCT) or t).casefold()
 
 
 def to_simplified(text: str) -> str:

@@ -242,3 +242,33 @@ def test_faces_alone_are_no_supplement(oa_kb, appeals_for, client, user_token, m
     resp = client.post(f"/api/v1/appeals/{air_id}/supplement", json={"content": "[微笑][微笑]"},
                        headers=user_token(user))
     assert resp.status_code == 422 and "表情" in resp.get_data(as_text=True), resp.get_data(as_text=True)
+
+
+def test_command_words_with_english_around_them(oa_kb, appeals_for, client, user_token, make_user):  # noqa: F811
+    """Office workers mix English in: “我的诉求 please”, “菜单 pls”, “help me”, “cancel”, “thank u” got “这个问题我还没
+    学会” and landed in staff's unanswered queue (“cancel” inside the appeal intake became the problem's description or
+    the enterprise's name). They now mean the command, in both chats."""
+    from wxapp_backend.knowledge_store.models import UnansweredQuestion
+
+    openid = "oEnglishAround"
+    say(oa_kb, openid, "你好")
+    user = make_user()
+    with oa_kb.app_context():
+        (_l, lamp), _ = appeals_for(_user_of(openid))
+        (_l2, lamp2), _ = appeals_for(user.id)
+    h = user_token(user)
+    assert lamp in say(oa_kb, openid, "我的诉求 please")
+    assert lamp2 in _app(client, h, "我的诉求 please")["reply"]
+    for text in ("菜单 pls", "help me", "Please 菜单"):
+        assert "回复数字即可" in say(oa_kb, openid, text), text
+        assert "回复数字即可" in _app(client, h, text)["reply"], text
+    assert "没有进行中" in say(oa_kb, openid, "cancel")
+    assert "没有进行中" in _app(client, h, "Cancel")["reply"]
+    for text in ("thank u", "Thank you!"):
+        assert "不客气" in say(oa_kb, openid, text), text
+        assert "不客气" in _app(client, h, text)["reply"], text
+    say(oa_kb, openid, "我要反映")
+    say(oa_kb, openid, "园区门口的路灯坏了一个月了没人修")
+    assert "已取消" in say(oa_kb, openid, "cancel")
+    with oa_kb.app_context(), session_scope() as s:
+        assert s.scalars(select(UnansweredQuestion.text)).all() == []
