@@ -52,6 +52,10 @@ GREETING = "您好！我是数字店小二，有什么可以帮您？回复“�
 THANKS = "不客气！还有问题随时找小二～"
 BYE = "好的，祝您工作顺利，再见！"
 IMAGE_ACK = "收到您的图片啦！如果是想反映问题，请回复“我要反映”，按提示说明情况后再把照片发给小二，会一起登记转给工作人员。"
+# A photo sent outside the 补充 flow by someone whose appeal waits for material (it got IMAGE_ACK: “回复“我要反映””, a
+# new appeal, while the photo staff asked for reached nobody).
+IMAGE_FOR_SUPPLEMENT = ("收到您的图片啦！不过它还没有交给工作人员：诉求 {number} 正等您补充材料，请先回复“补充 {number}”，"
+                        "再把照片和文字说明发给小二，会一起提交。")
 LOCATION_ACK = "收到您的位置{label}，谢谢！如需找附近的服务站点或反映问题，请用文字告诉小二。"
 UNSUPPORTED = "小二暂时只看得懂文字和图片哦～请用文字描述您的问题，或回复“人工”联系工作人员。"
 
@@ -114,6 +118,24 @@ def _not_cancel_word(ctx: Context) -> bool:
     from .appeal_intake import not_cancel, word
 
     return ctx.msg.msg_type == "text" and bool(ctx.text) and len(ctx.text) <= 16 and not_cancel(word(ctx.text))
+
+
+def image_ack(user_id: int | None) -> str:
+    """The answer to a photo outside any flow: where a photo goes (the supplement staff asked for, or a new appeal)."""
+    if user_id is not None:
+        from wxapp_backend.appeals.followup import needing_info_latest
+        from wxapp_backend.db import session_scope
+
+        try:
+            with session_scope() as s:
+                appeal = needing_info_latest(s, user_id)
+                number = appeal.number if appeal is not None else None
+        except Exception:  # noqa: BLE001 - the usual hint then
+            log.exception("supplement lookup for a photo failed")
+            number = None
+        if number:
+            return IMAGE_FOR_SUPPLEMENT.format(number=number)
+    return IMAGE_ACK
 
 
 def human(ctx: Context) -> Reply:
@@ -515,7 +537,9 @@ def install_defaults(router: Router, *, middleware: bool = True) -> Router:
             return _as_text(router, ctx, ctx.msg.recognition.strip())
         return Text(UNSUPPORTED)
 
-    router.msg_type("image", answer=Text(IMAGE_ACK))
+    @router.msg_type("image")
+    def on_image(ctx: Context) -> Reply:
+        return Text(image_ack(ctx.user_id))
 
     @router.msg_type("location", fast=True)
     def on_location(ctx: Context) -> Reply:

@@ -272,3 +272,21 @@ def test_command_words_with_english_around_them(oa_kb, appeals_for, client, user
     assert "已取消" in say(oa_kb, openid, "cancel")
     with oa_kb.app_context(), session_scope() as s:
         assert s.scalars(select(UnansweredQuestion.text)).all() == []
+
+
+def test_a_photo_from_someone_asked_for_material_points_to_the_supplement(oa_kb, appeals_for):  # noqa: F811
+    """Staff asked for a photo (“请提供物业合同首页照片”); the user sent it straight into the chat, outside the 补充 flow.
+    The bot answered “如果是想反映问题，请回复“我要反映”…”: a new appeal, while the photo reached nobody. It now says
+    the photo has not reached staff yet and how it does (补充 with that appeal's number); others get the usual hint."""
+    from tests.integration.test_chat2_qa_s9 import photo
+
+    openid = "oPhotoForMaterial"
+    say(oa_kb, openid, "你好")
+    with oa_kb.app_context():
+        (_lamp_id, _lamp), (_air_id, air) = appeals_for(_user_of(openid))
+    reply = photo(oa_kb, openid)
+    assert f"补充 {air}" in reply and "还没有" in reply and "我要反映" not in reply, reply
+    assert "需要您补充" in say(oa_kb, openid, f"补充 {air}")
+    assert "第 1 张" in photo(oa_kb, openid)  # in the flow: taken, as before
+    reply = photo(oa_kb, "oPhotoNobodyAsked")
+    assert "我要反映" in reply and "补充" not in reply, reply
