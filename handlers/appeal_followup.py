@@ -799,7 +799,7 @@ def score_after_notice(ctx: Context) -> Reply | None:
 
     from . import kb
 
-    digit = plain(ctx.text)
+    digit = intake.word(ctx.text)  # “4。”: a spoken digit ends with a full stop
     if ctx.user_id is None or ctx.msg.msg_type != "text" or digit not in ("1", "2", "3", "4", "5") \
             or _state(ctx).get("flow"):
         return None

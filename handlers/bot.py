@@ -9,7 +9,6 @@ from __future__ import annotations
 import functools
 import logging
 import re
-import unicodedata
 from collections.abc import Callable
 from dataclasses import replace
 
@@ -397,11 +396,11 @@ DIGITS = {"1": "kb", "2": "appeal", "3": "activity", "4": "human"}
 
 
 def _menu_digit(ctx: Context) -> str | None:
-    """A menu digit alone, full-width folded (“４” is 4): the digit, or None."""
+    """A menu digit alone, full-width folded (“４” is 4), punctuation around it dropped: the digit, or None."""
     t = ctx.text
     if not t or len(t) > 3:
         return None
-    digit = unicodedata.normalize("NFKC", t).strip()
+    digit = command_word(t)  # “1。” too: speech recognition ends a spoken “1” with a full stop
     return digit if digit in DIGITS else None
 
 

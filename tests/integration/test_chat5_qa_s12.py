@@ -8,6 +8,9 @@ import pytest
 from sqlalchemy import select
 
 from handlers.bot import KB_PROMPT
+from tests.integration.test_chat2_qa_s11 import (
+    appeal_of,  # noqa: F401  (a follower's appeal, acted on by staff)
+)
 from tests.integration.test_chat_qa_s9 import oa_kb, say  # noqa: F401  (the signed webhook and its helper)
 from wxapp_backend.appeals import services as appeal_services
 from wxapp_backend.appeals.services import Actor
@@ -290,3 +293,23 @@ def test_a_photo_from_someone_asked_for_material_points_to_the_supplement(oa_kb,
     assert "第 1 张" in photo(oa_kb, openid)  # in the flow: taken, as before
     reply = photo(oa_kb, "oPhotoNobodyAsked")
     assert "我要反映" in reply and "补充" not in reply, reply
+
+
+def _voice(application, openid: str, heard: str) -> str:
+    return say(application, openid, extra={"MsgType": "voice", "MediaId": "VOICE1", "Format": "amr",
+                                           "Recognition": heard})
+
+
+def test_a_spoken_menu_digit_means_the_menu_item(oa_kb, appeal_of):  # noqa: F811
+    """WeChat's speech recognition ends what it heard with “。”: “1” spoken after the menu came as “1。” and got “小二
+    没看明白这个数字” (typed, “1” is 政策问答); “4。” after a 办结 notice was no score either. A spoken digit now means
+    what the typed one means."""
+    openid = "oSpokenDigit"
+    say(oa_kb, openid, "菜单")
+    assert _voice(oa_kb, openid, "1。") == KB_PROMPT
+    say(oa_kb, openid, "菜单")
+    assert "登记诉求" in _voice(oa_kb, openid, "2。")
+    scorer = "oSpokenScore"
+    number = appeal_of(scorer, "resolve", resolution="已协调物业修好路灯")
+    reply = _voice(oa_kb, scorer, "4。")
+    assert "4 分" in reply and number in reply, reply
