@@ -87,6 +87,20 @@ def test_a_new_handler_is_alerted_of_the_reassignment_and_no_one_else(w, db, mak
     assert _alerts(db, admin_phone.id) == [] and len(_alerts(db, colleague_phone.id)) == 2
 
 
+def test_naming_the_current_handler_again_changes_and_records_nothing(w, db, make_staff):  # noqa: F811
+    """A second click on 改派 (or the form sent again) wrote another “承办人改为 …” on the timeline and raised the
+    version, so a colleague's open page was refused as stale for nothing."""
+    colleague = make_staff(role="dept", department="税务所")
+    appeal_id = w.submit(MONDAY)
+    w.act(appeal_id, "accept", now=MONDAY)
+    w.act(appeal_id, "assign", now=MONDAY, department="税务所")
+    w.act(appeal_id, "reassign", now=MONDAY + timedelta(hours=1), handler_id=colleague.id)
+    version = w.appeal(appeal_id).version
+    w.act(appeal_id, "reassign", now=MONDAY + timedelta(hours=2), handler_id=colleague.id)
+    assert len(w.events(appeal_id, "handler_changed")) == 1
+    assert w.appeal(appeal_id).version == version and w.appeal(appeal_id).handler_id == colleague.id
+
+
 # --- 2. an appeal nobody has accepted yet alerts the centre, who must accept it ----------------------------------
 
 def test_alerts_on_an_appeal_not_yet_accepted_go_to_the_centre_not_the_guessed_department(w, db, make_user,  # noqa: F811

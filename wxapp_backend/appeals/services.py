@@ -1603,14 +1603,15 @@ def act_reassign(session, actor, appeal, data, now):
     handler = _staff(session, _need(data, "handler_id", "承办人"))
     _check_handler(handler, appeal, appeal.department)
     previous = appeal.handler_id
+    if handler.id == previous:
+        return  # already the handler (a second click, a resent form): nothing changed, nothing to record or tell
     appeal.handler_id = handler.id
     appeal.version += 1
     ev = _event(session, appeal, actor, "handler_changed", note=f"承办人改为 {handler.display_name or handler.username}",
                 handler_id=handler.id, previous_handler_id=previous)
-    if handler.id != previous:
-        session.flush()
-        notify_assignment(session, appeal, "handler_changed", f"handler_changed:{ev.id}", actor=actor,
-                          handler_id=handler.id)
+    session.flush()
+    notify_assignment(session, appeal, "handler_changed", f"handler_changed:{ev.id}", actor=actor,
+                      handler_id=handler.id)
 
 
 def act_note(session, actor, appeal, data, now):
