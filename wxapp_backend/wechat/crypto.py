@@ -159,8 +159,9 @@ def check_timestamp(ts: str | int | None, now: float | None = None, window_secon
     `window_seconds=None` (or <= 0) disables the window but still requires a well-formed number.
     """
     text = "" if ts is None else str(ts).strip()
-    # int() would accept "١٢" or "1_000"; WeChat sends plain ASCII digits.
-    if not (text.isascii() and text.isdigit()):
+    # int() would accept "١٢" or "1_000"; WeChat sends plain ASCII digits. And a few thousand of them make int()
+    # raise ValueError (Python's limit on digits), which is no envelope error: a 500 instead of a 403.
+    if not (text.isascii() and text.isdigit()) or len(text) > 20:
         raise StaleTimestamp(message_zh="微信消息时间戳无效。")
     value = int(text)
     if window_seconds is not None and window_seconds > 0:
