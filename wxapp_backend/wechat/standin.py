@@ -155,7 +155,7 @@ def _field_ok(key: str, value: str) -> bool:
     if kind == "character_string":
         return n <= 32 and value.isascii()
     if kind == "number":
-        return n <= 32 and re.fullmatch(r"[+-]?\d+(\.\d+)?", value) is not None
+        return n <= 32 and re.fullmatch(r"[+-]?[0-9]+(\.[0-9]+)?", value) is not None
     if kind == "letter":
         return n <= 32 and value.isascii() and value.isalpha()
     if kind == "symbol":
@@ -163,13 +163,14 @@ def _field_ok(key: str, value: str) -> bool:
     if kind == "name":
         return n <= (10 if _CJK.search(value) else 20)
     if kind == "phone_number":
-        return n <= 17 and re.fullmatch(r"[0-9+\- ]+", value) is not None
+        # Digits and symbols (+86-021-..., (021)..., *, #); no letters.
+        return n <= 17 and value.isascii() and not any(c.isalpha() for c in value)
     if kind == "car_number":
         return n <= 8
     if kind in ("time", "date"):
         return n <= 64 and not re.search(r"[AaPp][Mm]\b", value)  # 24-hour clock only
     if kind == "amount":  # a currency sign, at most 10 digits (decimals allowed), "元" at the end
-        return (re.fullmatch(r"[¥￥$]?\d+(\.\d+)?元?", value) is not None
+        return (re.fullmatch(r"[¥￥$]?[0-9]+(\.[0-9]+)?元?", value) is not None
                 and sum(c.isdigit() for c in value) <= 10)
     return n <= 200
 

@@ -23,9 +23,11 @@ _CJK = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
 _CJK_RE = re.compile(f"[{_CJK}]")
 _KEY_RE = re.compile(r"([a-z_]+?)(\d*)")
 
-# 24-hour clock; dates as 2025年10月16日, 2025-10-16 or 2025/10/16.
-_DATE = r"(?P<y>\d{4})(?:年(?P<m1>\d{1,2})月(?P<d1>\d{1,2})日|(?P<sep>[-/])(?P<m2>\d{1,2})(?P=sep)(?P<d2>\d{1,2}))"
-_TIME = r"(?P<H>[01]?\d|2[0-3]):(?P<M>[0-5]\d)(?::(?P<S>[0-5]\d))?"
+# 24-hour clock; dates as 2025年10月16日, 2025-10-16 or 2025/10/16. Digits are 0-9 only, here and in number and
+# amount: Python's \d also takes the full-width "１２" a Chinese input method types (and other scripts' digits),
+# which WeChat refuses (47003).
+_DATE = r"(?P<y>[0-9]{4})(?:年(?P<m1>[0-9]{1,2})月(?P<d1>[0-9]{1,2})日|(?P<sep>[-/])(?P<m2>[0-9]{1,2})(?P=sep)(?P<d2>[0-9]{1,2}))"
+_TIME = r"(?P<H>[01]?[0-9]|2[0-3]):(?P<M>[0-5][0-9])(?::(?P<S>[0-5][0-9]))?"
 _DATE_POINT = re.compile(rf"{_DATE}(?:\s*{_TIME})?")
 _TIME_POINT = re.compile(rf"(?:{_DATE}\s*)?{_TIME}")
 
@@ -97,7 +99,7 @@ def _character_string(v: str) -> str | None:
 
 
 def _number(v: str) -> str | None:
-    if re.fullmatch(r"[+-]?\d+(\.\d+)?", v) is None:
+    if re.fullmatch(r"[+-]?[0-9]+(\.[0-9]+)?", v) is None:
         return "只能是数字（可带小数）"
     digits = sum(c.isdigit() for c in v)
     return f"不能超过 32 位数字（现在 {digits} 位）" if digits > 32 else None
@@ -144,7 +146,7 @@ def _car(v: str) -> str | None:
 
 def _amount(v: str) -> str | None:
     # One currency sign, at most 10 digits in all (decimals allowed), "元" at the end allowed.
-    if re.fullmatch(r"[¥￥$]?\d{1,10}(\.\d{1,2})?元?", v) is None or sum(c.isdigit() for c in v) > 10:
+    if re.fullmatch(r"[¥￥$]?[0-9]{1,10}(\.[0-9]{1,2})?元?", v) is None or sum(c.isdigit() for c in v) > 10:
         return "应为金额（不超过 10 位数字），例如 100、99.50 或 100元"
     return None
 
