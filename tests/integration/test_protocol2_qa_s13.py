@@ -5,6 +5,7 @@ from __future__ import annotations
 from urllib.parse import urlencode
 
 import pytest
+import requests
 
 from tests.api.test_webhook import OA_APPID, OA_KEY, OA_TOKEN, acct_of, assert_error, build, reply_of
 from wxapp_backend.wechat.chat import make_push, seal_push
@@ -95,3 +96,37 @@ def test_the_standin_takes_the_phone_numbers_wechat_and_we_take(value):
 
     assert validate_value("phone_number1", value) == value
     assert _field_ok("phone_number1", value)
+
+
+# ------------------------------------------------------------------------------------------ API answers
+
+
+class _JsonGatewaySession(requests.Session):
+    """api.weixin.qq.com behind a gateway (an egress proxy, a load balancer) that answers sends with an HTTP error
+    and a JSON body of its own, without WeChat's errcode."""
+
+    def request(self, method, url, **kw):
+        resp = requests.Response()
+        resp.url = url
+        resp.headers["Content-Type"] = "application/json"
+        if url.endswith("/cgi-bin/stable_token"):
+            resp.status_code, resp._content = 200, b'{"access_token":"T-qa13","expires_in":7200}'
+        else:
+            resp.status_code, resp._content = 503, b'{"message":"Service Unavailable","code":503}'
+        return resp
+
+
+def test_a_gateway_error_with_a_json_body_is_a_transient_failure_not_a_send(app_ctx):
+    """WeChat answers every call with HTTP 200; a 503 carrying JSON came from something in between and WeChat never
+    had the message. It counted as sent: a notification marked delivered, a subscribe credit spent, a chat reply
+    lost without a retry."""
+    from wxapp_backend.wechat.client import WeChatAPIError, WeChatHTTP, build_api
+
+    state = app_ctx.extensions["wxapp"]
+    api = build_api("wxa", state.settings, state.redis,
+                    WeChatHTTP("http://wechat.invalid", session=_JsonGatewaySession()), sleep=lambda s: None)
+    with pytest.raises(WeChatAPIError) as err:
+        api.send_text("o9AgO5Kd5ggOC-bXrbNODIiE3bGY", "您好")
+    assert err.value.transient and "503" in err.value.errmsg
+    with pytest.raises(WeChatAPIError):
+        api.send_subscribe("o9AgO5Kd5ggOC-bXrbNODIiE3bGY", "T1", {"thing1": "活动提醒"})

@@ -84,6 +84,11 @@ class WeChatHTTP:
                 errcode = "bad_response"
                 raise WeChatAPIError(-2, f"non-JSON answer, HTTP {resp.status_code}", api) from None
             code = int(data.get("errcode", 0) or 0) if isinstance(data, dict) else 0
+            if code == 0 and resp.status_code != 200:
+                # WeChat answers every call with HTTP 200 (errors in errcode): JSON under another status comes from
+                # a gateway in between, and WeChat never had the call. Not a success: try again later.
+                errcode = "http_error"
+                raise WeChatAPIError(-2, f"HTTP {resp.status_code} without an errcode", api)
             errcode = str(code)
             if code != 0:
                 raise WeChatAPIError(code, str(data.get("errmsg", "")), api)
