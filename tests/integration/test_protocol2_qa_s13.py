@@ -130,3 +130,40 @@ def test_a_gateway_error_with_a_json_body_is_a_transient_failure_not_a_send(app_
     assert err.value.transient and "503" in err.value.errmsg
     with pytest.raises(WeChatAPIError):
         api.send_subscribe("o9AgO5Kd5ggOC-bXrbNODIiE3bGY", "T1", {"thing1": "活动提醒"})
+
+
+# ------------------------------------------------------------------------------------------ envelope edges (guards)
+
+
+def test_query_parameters_in_upper_case_hex_and_repeated_names(oa):
+    """encrypt_type "AES" and upper-case hex signatures are WeChat's too; of a repeated name the first value counts
+    (as Flask's request.args gives it), so a second msg_signature appended cannot replace the one that was checked."""
+    acct = acct_of(oa)
+    args, body = seal_push(acct, make_push(acct, "oCase1", text="你好"))
+    upper = dict(args, encrypt_type="AES", msg_signature=args["msg_signature"].upper(),
+                 signature=args["signature"].upper())
+    assert reply_of(oa, oa.test_client().post("/wechat?" + urlencode(upper), data=body))["MsgType"] == "text"
+    args2, body2 = seal_push(acct, make_push(acct, "oCase1", text="菜单"))
+    forged_first = "msg_signature=" + "0" * 40 + "&" + urlencode(args2)
+    assert_error(oa.test_client().post("/wechat?" + forged_first, data=body2), 403, "bad_signature")
+    assert oa.test_client().post("/wechat?" + urlencode(args2) + "&msg_signature=" + "0" * 40,
+                                 data=body2).status_code == 200
+
+
+def test_a_json_retry_with_its_msgid_as_a_huge_number_or_as_text_runs_once(app, settings, standin, run_jobs):
+    """The MsgId of a JSON push can come as a number (here beyond 64 bits) or as a string: one message either way."""
+    import json
+
+    wxa = build(settings, wxa_token="AAAAA", wxa_aes_key="A" * 43, wxa_appid="wxba5fad812f8e6fb9",
+                wxa_msg_format="json")
+    acct = acct_of(wxa, "wxa")
+    standin.reset()
+    digits = "123456789012345678901234567890"
+    for msg_id in (int(digits), digits):
+        plain = json.loads(make_push(acct, "oHugeId1", text="你好"))
+        plain["MsgId"] = msg_id
+        args, body = seal_push(acct, json.dumps(plain, ensure_ascii=False))
+        resp = wxa.test_client().post("/wxa/message?" + urlencode(args), data=body)
+        assert resp.status_code == 200 and resp.get_data() == b"success"
+    run_jobs()
+    assert len(standin.calls_to("/cgi-bin/message/custom/send")) == 1
