@@ -47,6 +47,9 @@ def test_a_pasted_web_page_is_a_message_not_an_attack(oa, text):
     '<!-- <![CDATA[ --><!DOCTYPE x [<!ENTITY a "b">]><!-- ]]> --><xml><A>&a;</A></xml>',
     '<xml><A><!DOCTYPE x [<!ENTITY a "b">]></A></xml>',
     '<xml><A>1</A></xml><!DOCTYPE x>',
+    ' \ufeff<!DOCTYPE x [<!ENTITY a "b">]><xml><A>&a;</A></xml>',
+    b'\n\xef\xbb\xbf<!DOCTYPE x [<!ENTITY a "b">]><xml><A>&a;</A></xml>',
+    '\u00a0<!DOCTYPE x [<!ENTITY a "b">]><xml><A>&a;</A></xml>',
 ])
 def test_a_real_dtd_anywhere_is_still_refused(body):
     with pytest.raises(BadPayload):

@@ -44,9 +44,10 @@ ACCOUNTS = ("oa", "wxa")
 
 _DTD = re.compile(r"<!\s*(DOCTYPE|ENTITY)", re.IGNORECASE)
 # What may come before the root element besides a DTD: blanks, comments, processing instructions (an XML
-# declaration). A DTD can stand only there; anywhere after, the parser refuses "<!DOCTYPE" as a syntax error
-# without reading it, and inside a CDATA section it is the user's text (a pasted web page).
+# declaration). A DTD can stand only there; once the root element has begun the parser refuses "<!DOCTYPE" as a
+# syntax error without reading it, and inside a CDATA section it is the user's text (a pasted web page).
 _PROLOG = re.compile(r"(?:\s+|<!--.*?-->|<\?.*?\?>)*", re.DOTALL)
+_ELEMENT_START = re.compile(r"<[A-Za-z_]")
 # Characters XML 1.0 forbids; WeChat rejects a reply that contains them.
 _XML_ILLEGAL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
 
@@ -91,8 +92,11 @@ def _as_text(body: bytes | str, max_bytes: int) -> str:
 def parse_xml(body: bytes | str, max_bytes: int = MAX_BODY_BYTES) -> dict[str, Any]:
     """Parse a WeChat XML document (`<xml>...</xml>`) into a dict; DTDs and entities are refused."""
     text = _as_text(body, max_bytes)
-    if _DTD.match(text, _PROLOG.match(text).end()):  # (the prolog pattern matches at least the empty string)
-        # Refuse outright rather than rely on the parser: billion laughs and XXE both need a DTD.
+    # Refuse outright rather than rely on the parser: billion laughs and XXE both need a DTD. When the prolog is
+    # not followed by the root element's start tag (a DTD, or anything this scan does not read as the parser
+    # does, such as a BOM after a blank), the whole document is searched, as before.
+    root = _PROLOG.match(text).end()  # (the pattern matches at least the empty string)
+    if _ELEMENT_START.match(text, root) is None and _DTD.search(text):
         raise BadPayload(message_zh="微信消息不能包含 DOCTYPE 或 ENTITY。")
     doc = _parse_plain_xml(text)
     if doc is None:
