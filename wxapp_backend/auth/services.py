@@ -386,6 +386,16 @@ class LoginThrottle:
         self.r.delete(name_everywhere, *self.r.scan_iter(f"{name_everywhere}:ip:*", count=500))
 
 
+def _refused(session: Session, staff_id: int | None, *, username: str, ip: str, reason: str) -> None:
+    """The audit row of a refused login, committed now: the caller rolls its transaction back when the refusal
+    is raised, and a row written in it would go too. The attempt itself changed nothing that could be lost."""
+    session.rollback()
+    row = audit(session, SYSTEM, "staff.login_failed", None, username=username[:64], ip=ip, reason=reason)
+    if staff_id is not None:  # the account tried, for the audit page's filter by target
+        row.target_type, row.target_id = StaffUser.__tablename__, str(staff_id)
+    session.commit()
+
+
 def authenticate_staff(session: Session, throttle: LoginThrottle, *, username: str, password: str,
                        ip: str) -> StaffUser:
     """Check a staff login; the same answer for an unknown name and a wrong password."""
@@ -399,6 +409,8 @@ def authenticate_staff(session: Session, throttle: LoginThrottle, *, username: s
         throttle.abandon(username, ip)
         raise
     if staff is None or not ok or not staff.active:  # counted as a failure by begin()
+        reason = "unknown_user" if staff is None else "wrong_password" if not ok else "disabled"
+        _refused(session, staff.id if staff is not None else None, username=username, ip=ip, reason=reason)
         raise Unauthorized("用户名或密码不正确。", code="bad_credentials")
     throttle.succeeded(username, ip)
     staff.last_login_at = utcnow()
