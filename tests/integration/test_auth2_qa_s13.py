@@ -44,3 +44,28 @@ def test_refused_staff_logins_are_audited(client, make_staff, db):
         text = repr(row.data)
         assert "Wrong-pass" not in text and gone.plain_password not in text
     assert not _rows(db, "staff.login")  # and none of them logged in
+
+
+def test_a_login_lockout_is_audited_once_per_lock(client, make_staff, db, settings):
+    """Locking a name out after too many wrong passwords wrote nothing: an admin asked why a colleague could not
+    log in all morning had only the colleague's word. The attempt that meets the lock now writes one
+    staff.login_locked row (which limit, for how long); the attempts refused after it, however many a script
+    sends, write no more."""
+    staff = make_staff(role="admin")
+    for _ in range(settings.login_max_failures):
+        assert client.post("/api/v1/staff/login", json={"username": staff.username,
+                                                        "password": "Wrong-pass1"}).status_code == 401
+    for _ in range(3):
+        resp = client.post("/api/v1/staff/login", json={"username": staff.username,
+                                                        "password": staff.plain_password})
+        assert resp.status_code == 429
+        assert re.fullmatch(r"登录失败次数太多，请 \d+ 分钟后再试。", resp.get_json()["message"])
+    resp = client.post("/console/login", data={"username": staff.username, "password": staff.plain_password,
+                                               "csrf_token": _login_page_token(client)})
+    assert resp.status_code == 429 and "登录失败次数太多" in resp.get_data(as_text=True)
+    rows = _rows(db, "staff.login_locked")
+    assert len(rows) == 1, [r.data for r in rows]
+    assert rows[0].target_id == str(staff.id)
+    assert rows[0].data["username"] == staff.username and rows[0].data["ip"]
+    assert rows[0].data["scope"] == "name_from_address" and rows[0].data["seconds"] > 0
+    assert len(_rows(db, "staff.login_failed")) == settings.login_max_failures

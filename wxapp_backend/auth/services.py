@@ -329,9 +329,13 @@ class LoginThrottle:
 
     USER_EVERYWHERE = 10
     ADDRESS = 4
+    SCOPES = ("name_from_address", "address", "name")  # what each of _keys() counts, for the audit row
 
     def __init__(self, r: redis.Redis, max_failures: int, lockout_seconds: int) -> None:
         self.r, self.max, self.window = r, max_failures, lockout_seconds
+        # Set by begin() when this attempt is the first one a lock refuses: (scope, seconds left). Only that one
+        # is audited; a script hammering a locked name must not write a row per request.
+        self.newly_locked: tuple[str, int] | None = None
 
     def _keys(self, username: str, ip: str) -> list[str]:
         # An IPv6 client is counted by its /64 (it holds all of it).
@@ -356,10 +360,12 @@ class LoginThrottle:
             if count == 1 or ttl < 0:
                 self.r.expire(key, self.window)
         limits = (self.max, self.max * self.ADDRESS, self.max * self.USER_EVERYWHERE)
-        for key, count, limit in zip(keys, counts, limits, strict=True):
+        for key, count, limit, scope in zip(keys, counts, limits, self.SCOPES, strict=True):
             if count > limit:
                 self._take_back(keys)
                 ttl = max(self.r.ttl(key), 1)
+                if self.r.set(f"login:locked:{key}", "1", nx=True, ex=ttl):
+                    self.newly_locked = (scope, ttl)
                 minutes = max(1, (ttl + 59) // 60)
                 raise TooManyRequests(f"登录失败次数太多，请 {minutes} 分钟后再试。",
                                       headers={"Retry-After": str(ttl)})
@@ -377,20 +383,23 @@ class LoginThrottle:
     def succeeded(self, username: str, ip: str = "") -> None:
         self._take_back(self._keys(username, ip)[1:2])  # the address counts failures: begin() counted this one
         name_here, _, name_everywhere = self._keys(username, ip)
-        self.r.delete(name_here, name_everywhere)
+        self.r.delete(name_here, name_everywhere, f"login:locked:{name_here}", f"login:locked:{name_everywhere}")
 
     def forget(self, username: str) -> None:
         """Drop the name's failures from every address (a password reset on the server: whoever forgot it has
         usually used up their tries)."""
         name_everywhere = self._keys(username, "")[2]
-        self.r.delete(name_everywhere, *self.r.scan_iter(f"{name_everywhere}:ip:*", count=500))
+        self.r.delete(name_everywhere, f"login:locked:{name_everywhere}",
+                      *self.r.scan_iter(f"{name_everywhere}:ip:*", count=500),
+                      *self.r.scan_iter(f"login:locked:{name_everywhere}:ip:*", count=500))
 
 
-def _refused(session: Session, staff_id: int | None, *, username: str, ip: str, reason: str) -> None:
+def _refused(session: Session, staff_id: int | None, *, username: str, ip: str,
+             action: str = "staff.login_failed", **data: object) -> None:
     """The audit row of a refused login, committed now: the caller rolls its transaction back when the refusal
     is raised, and a row written in it would go too. The attempt itself changed nothing that could be lost."""
     session.rollback()
-    row = audit(session, SYSTEM, "staff.login_failed", None, username=username[:64], ip=ip, reason=reason)
+    row = audit(session, SYSTEM, action, None, username=username[:64], ip=ip, **data)
     if staff_id is not None:  # the account tried, for the audit page's filter by target
         row.target_type, row.target_id = StaffUser.__tablename__, str(staff_id)
     session.commit()
@@ -399,7 +408,16 @@ def _refused(session: Session, staff_id: int | None, *, username: str, ip: str, 
 def authenticate_staff(session: Session, throttle: LoginThrottle, *, username: str, password: str,
                        ip: str) -> StaffUser:
     """Check a staff login; the same answer for an unknown name and a wrong password."""
-    throttle.begin(username, ip)
+    try:
+        throttle.begin(username, ip)
+    except TooManyRequests:
+        if throttle.newly_locked is not None:
+            scope, seconds = throttle.newly_locked
+            staff_id = session.scalar(select(StaffUser.id).where(StaffUser.username == username)) \
+                if USERNAME_RE.fullmatch(username) else None
+            _refused(session, staff_id, username=username, ip=ip, action="staff.login_locked", scope=scope,
+                     seconds=seconds)
+        raise
     try:
         # A name no account can have is not looked up: a NUL from the login form is refused by PostgreSQL.
         staff = session.scalar(select(StaffUser).where(StaffUser.username == username)) \
