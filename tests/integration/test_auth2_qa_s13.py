@@ -69,3 +69,29 @@ def test_a_login_lockout_is_audited_once_per_lock(client, make_staff, db, settin
     assert rows[0].data["username"] == staff.username and rows[0].data["ip"]
     assert rows[0].data["scope"] == "name_from_address" and rows[0].data["seconds"] > 0
     assert len(_rows(db, "staff.login_failed")) == settings.login_max_failures
+
+
+def test_the_token_of_an_account_that_is_gone_asks_for_a_new_login(client, make_user, user_token, make_activity,
+                                                                    redis_client):
+    """A mini-program token outlives its account row (removed on a person's request to delete their data, or a
+    database restored from a backup): /me answered 404 “账号不存在，请重新登录” and saving subscriptions a 500,
+    and the mini-program, which logs in again on a 401 invalid_token only, kept sending the dead token for
+    its whole week. Now such a request is the 401 invalid_token of an expired login, and the token is ended."""
+    from wxapp_backend.auth.models import User
+    from wxapp_backend.db import session_scope
+
+    activity = make_activity()
+    headers = [user_token(make_user()) for _ in range(4)]
+    with session_scope() as s:
+        for user in s.query(User).all():
+            s.delete(user)
+    calls = [("get", "/api/v1/me", None), ("put", "/api/v1/me/subscriptions", {"categories": ["concert"]}),
+             ("post", f"/api/v1/activities/{activity.id}/registrations", {"answers": {}}),
+             ("delete", "/api/v1/me/enterprise", None)]
+    for h, (method, url, body) in zip(headers, calls, strict=True):
+        resp = getattr(client, method)(url, json=body, headers=h)
+        assert resp.status_code == 401, (url, resp.status_code, resp.get_json())
+        assert resp.get_json()["error"] == "invalid_token"
+        assert resp.get_json()["message"] == "登录已过期，请重新进入小程序。"
+        again = client.get("/api/v1/appeals", headers=h)  # the token is ended: a list no longer answers 200
+        assert again.status_code == 401 and again.get_json()["error"] == "invalid_token"

@@ -7,9 +7,10 @@ from functools import wraps
 from typing import Any, TypeVar
 
 from flask import current_app, g, redirect, request, session, url_for
+from sqlalchemy.exc import IntegrityError
 
 from ..audit import Actor
-from ..errors import Forbidden, Unauthorized
+from ..errors import Forbidden, NotFound, Unauthorized
 from . import tokens
 from .models import ROLE_RANK, StaffRole
 
@@ -63,11 +64,31 @@ def optional_user_id() -> int | None:
         raise
 
 
+def _user_exists(user_id: int) -> bool:
+    from sqlalchemy import select
+
+    from ..db import session_scope
+    from .models import User
+
+    with session_scope() as s:
+        return s.scalar(select(User.id).where(User.id == user_id)) is not None
+
+
 def user_required(fn: F) -> F:
     @wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        current_user_id()
-        return fn(*args, **kwargs)
+        user_id = current_user_id()
+        try:
+            return fn(*args, **kwargs)
+        except (NotFound, IntegrityError):
+            # The token can outlive its account row (deleted on the person's request, a restored backup): what
+            # failed for want of it (a 404, a foreign key) is an expired login, so that the mini-program logs in
+            # again, and the token ends. Looked up only after a failure: a working request pays nothing.
+            if _user_exists(user_id):
+                raise
+            tokens.revoke(current_app.extensions["wxapp"].redis, USER, _bearer())
+            g.pop("user_auth", None)
+            raise Unauthorized("登录已过期，请重新进入小程序。", code="invalid_token") from None
 
     return wrapper  # type: ignore[return-value]
 
