@@ -1,4 +1,5 @@
-"""Console pages for staff accounts (admins only): list, create, edit, disable and re-enable, reset a password."""
+"""Console pages for staff accounts (admins only): list, create, edit, disable and re-enable, reset a password;
+and every account's own 修改密码."""
 
 from __future__ import annotations
 
@@ -112,6 +113,33 @@ def staff_password(staff_id: int):
         session["sid"] = tokens.issue(state.redis, CONSOLE, staff_id, state.settings.staff_token_ttl, stamp=stamp)
     flash(f"已重置 {username} 的密码，该账号原有的登录已全部失效。")
     return redirect(url_for(".staff_list"))
+
+
+@bp.route("/password", methods=["GET", "POST"])
+@console_required(StaffRole.DEPT)
+def own_password():
+    """Every account changes its own password here (账号管理, where an admin resets one, is for admins only)."""
+    if request.method == "GET":
+        return render_template("console/password.html")
+    state = current_app.extensions["wxapp"]
+    throttle = services.LoginThrottle(state.redis, state.settings.login_max_failures,
+                                      state.settings.login_lockout_seconds)
+    staff_id = g.staff.id
+    try:
+        with session_scope() as s:
+            staff = services.change_own_password(s, throttle, staff_id, current=request.form.get("current_password", ""),
+                                                 new=_text("password"), ip=request.remote_addr or "")
+            stamp = password_stamp(staff)
+    except AppError as exc:
+        if exc.status in {403, 404}:
+            raise
+        return render_template("console/password.html", error=exc.message, field_errors=exc.fields), exc.status, \
+            exc.headers
+    # Every other login of the account ends (a PC left logged in, a script's token); this browser carries on.
+    _end_logins(staff_id)
+    session["sid"] = tokens.issue(state.redis, CONSOLE, staff_id, state.settings.staff_token_ttl, stamp=stamp)
+    flash("密码已修改。您在其他电脑和脚本上的登录已全部失效，下次请用新密码登录。")
+    return redirect(url_for("console.dashboard"))
 
 
 @bp.post("/staff/<int:staff_id>/active")

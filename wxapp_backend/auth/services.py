@@ -320,6 +320,32 @@ def reset_staff_password(session: Session, actor: Actor, staff_id: int, password
     return staff
 
 
+def change_own_password(session: Session, throttle: LoginThrottle, staff_id: int, *, current: str, new: str,
+                        ip: str) -> StaffUser:
+    """A staff member sets their own password, proving the current one first: whoever finds a console left
+    logged in must not be able to take the account over. A wrong current password counts towards the login
+    lockout, as a wrong password at the login does.
+
+    The caller ends the account's other logins after the commit (guard.end_staff_logins)."""
+    staff = get_staff(session, staff_id)
+    problem = validate_password(new)
+    if problem:
+        raise ValidationError(problem, fields={"password": problem})
+    throttle.begin(staff.username, ip)
+    try:
+        ok = check_password_hash(staff.password_hash, current)
+    except BaseException:
+        throttle.abandon(staff.username, ip)
+        raise
+    if not ok:
+        raise ValidationError("当前密码不正确，请重新输入。", fields={"current_password": "当前密码不正确"})
+    throttle.succeeded(staff.username, ip)
+    if current == new:
+        raise ValidationError("新密码不能和当前密码相同。", fields={"password": "与当前密码相同"})
+    set_staff_password(session, staff, new, Actor("staff", staff.id, role=staff.role))
+    return staff
+
+
 class LoginThrottle:
     """Counts failed logins in Redis and locks out after too many: per name from one address (`max`), per address
     (4 × max: an office behind one NAT shares it) and per name from everywhere (10 × max). A name is locked for
