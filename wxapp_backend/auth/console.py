@@ -108,8 +108,11 @@ def staff_password(staff_id: int):
             raise
         return _edit_page(staff_id, status=exc.status, password_error=exc.message)
     _end_logins(staff_id)
+    state = current_app.extensions["wxapp"]
+    # Whoever asks an admin for a new password has usually used up their tries: the new one must work at once.
+    services.LoginThrottle(state.redis, state.settings.login_max_failures,
+                           state.settings.login_lockout_seconds).forget(username)
     if staff_id == g.staff.id:  # the admin changed their own password here: keep this browser logged in
-        state = current_app.extensions["wxapp"]
         session["sid"] = tokens.issue(state.redis, CONSOLE, staff_id, state.settings.staff_token_ttl, stamp=stamp)
     flash(f"已重置 {username} 的密码，该账号原有的登录已全部失效。")
     return redirect(url_for(".staff_list"))
