@@ -105,7 +105,7 @@ def test_staff_can_change_their_own_password_and_it_ends_their_other_logins(app,
     """Only an admin could set a password (账号管理, admins only): a colleague kept for good the initial password
     the admin had told them by phone, known to the admin, and had no way to end a login left open on another
     PC. Every account now has 修改密码 (/console/password): the current password is asked (a wrong one counts
-    towards the login lockout), the new one must pass the usual rules, and every other console login and API
+    towards the login lockout and is audited as a failed login), the new one must pass the usual rules, and every other console login and API
     token of the account ends, while this browser stays logged in."""
     from wxapp_backend.auth.models import StaffUser
 
@@ -130,6 +130,7 @@ def test_staff_can_change_their_own_password_and_it_ends_their_other_logins(app,
                                                   "password": "short"})
     assert weak.status_code == 422 and "密码至少 8 位" in weak.get_data(as_text=True)
     assert not _rows(db, "staff.password_changed")
+    assert [r.data["reason"] for r in _rows(db, "staff.login_failed")] == ["wrong_current_password"]
     done = client.post("/console/password", data={"csrf_token": token, "current_password": "Initial-pass1",
                                                   "password": "Brand-new-pass2"})
     assert done.status_code == 302, done.get_data(as_text=True)

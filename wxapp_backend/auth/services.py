@@ -331,13 +331,15 @@ def change_own_password(session: Session, throttle: LoginThrottle, staff_id: int
     problem = validate_password(new)
     if problem:
         raise ValidationError(problem, fields={"password": problem})
-    throttle.begin(staff.username, ip)
+    username = staff.username
+    _begin(session, throttle, username, ip)
     try:
         ok = check_password_hash(staff.password_hash, current)
     except BaseException:
-        throttle.abandon(staff.username, ip)
+        throttle.abandon(username, ip)
         raise
-    if not ok:
+    if not ok:  # audited as a wrong password at the login is: it may be someone at a console left logged in
+        _refused(session, staff_id, username=username, ip=ip, reason="wrong_current_password")
         raise ValidationError("当前密码不正确，请重新输入。", fields={"current_password": "当前密码不正确"})
     throttle.succeeded(staff.username, ip)
     if current == new:
@@ -431,9 +433,8 @@ def _refused(session: Session, staff_id: int | None, *, username: str, ip: str,
     session.commit()
 
 
-def authenticate_staff(session: Session, throttle: LoginThrottle, *, username: str, password: str,
-                       ip: str) -> StaffUser:
-    """Check a staff login; the same answer for an unknown name and a wrong password."""
+def _begin(session: Session, throttle: LoginThrottle, username: str, ip: str) -> None:
+    """throttle.begin(), with the audit row of the attempt that a lock refuses first."""
     try:
         throttle.begin(username, ip)
     except TooManyRequests:
@@ -444,6 +445,12 @@ def authenticate_staff(session: Session, throttle: LoginThrottle, *, username: s
             _refused(session, staff_id, username=username, ip=ip, action="staff.login_locked", scope=scope,
                      seconds=seconds)
         raise
+
+
+def authenticate_staff(session: Session, throttle: LoginThrottle, *, username: str, password: str,
+                       ip: str) -> StaffUser:
+    """Check a staff login; the same answer for an unknown name and a wrong password."""
+    _begin(session, throttle, username, ip)
     try:
         # A name no account can have is not looked up: a NUL from the login form is refused by PostgreSQL.
         staff = session.scalar(select(StaffUser).where(StaffUser.username == username)) \
