@@ -21,7 +21,8 @@ def _rows(db, action: str) -> list[AuditLog]:
 def test_refused_staff_logins_are_audited(client, make_staff, db):
     """Only a successful login left an audit row: wrong passwords, unknown names and a disabled account's
     attempts, at the console or by script, left nothing for an admin to look back on after a break-in attempt.
-    Each is now a staff.login_failed row with the name tried, the address and why (never the password)."""
+    Each is now a staff.login_failed row with the name tried (masked when no account has it: people type their
+    password there), the address and why (never the password)."""
     from wxapp_backend.auth.models import StaffUser
 
     staff = make_staff(role="staff")
@@ -32,17 +33,21 @@ def test_refused_staff_logins_are_audited(client, make_staff, db):
     assert resp.status_code == 401
     resp = client.post("/api/v1/staff/login", json={"username": "nobody", "password": "Wrong-pass2"})
     assert resp.status_code == 401
+    # the password typed into the name field: no account has that name, and the log must not show it
+    resp = client.post("/api/v1/staff/login", json={"username": "Secret-pass3", "password": "Secret-pass3"})
+    assert resp.status_code == 401
     resp = client.post("/console/login", data={"username": gone.username, "password": gone.plain_password,
                                                "csrf_token": _login_page_token(client)})
     assert resp.status_code == 401 and "用户名或密码不正确" in resp.get_data(as_text=True)
     rows = _rows(db, "staff.login_failed")
     assert [(r.data["username"], r.data["reason"]) for r in rows] == [
-        (staff.username, "wrong_password"), ("nobody", "unknown_user"), (gone.username, "disabled")]
-    assert [r.target_id for r in rows] == [str(staff.id), "", str(gone.id)]
+        (staff.username, "wrong_password"), ("no****", "unknown_user"), ("Se********", "unknown_user"),
+        (gone.username, "disabled")]
+    assert [r.target_id for r in rows] == [str(staff.id), "", "", str(gone.id)]
     assert all(r.data["ip"] for r in rows)
     for row in rows:
         text = repr(row.data)
-        assert "Wrong-pass" not in text and gone.plain_password not in text
+        assert "Wrong-pass" not in text and "Secret-pass" not in text and gone.plain_password not in text
     assert not _rows(db, "staff.login")  # and none of them logged in
 
 

@@ -427,7 +427,10 @@ def _refused(session: Session, staff_id: int | None, *, username: str, ip: str,
     """The audit row of a refused login, committed now: the caller rolls its transaction back when the refusal
     is raised, and a row written in it would go too. The attempt itself changed nothing that could be lost."""
     session.rollback()
-    row = audit(session, SYSTEM, action, None, username=username[:64], ip=ip, **data)
+    # A name no account has is kept masked: people type their password into the name field, and the audit page
+    # must not show it to whoever reads the log.
+    shown = username[:64] if staff_id is not None else username[:2] + "*" * min(len(username) - 2, 8)
+    row = audit(session, SYSTEM, action, None, username=shown, ip=ip, **data)
     if staff_id is not None:  # the account tried, for the audit page's filter by target
         row.target_type, row.target_id = StaffUser.__tablename__, str(staff_id)
     session.commit()
