@@ -67,7 +67,8 @@ def test_token_error_refreshes_once_and_retries_once(wxa, standin, errcode):
     standin.fail_next(CUSTOM, errcode)
     assert wxa.send_text("o-user-1", "hi")["errcode"] == 0
     assert standin.count(CUSTOM) == 2
-    assert standin.count(STABLE) == 2  # the cold fetch and the one refresh
+    # The cold fetch and the one refresh, forced: the stand-in's ordinary refetch hands back the refused token.
+    assert [c.body["force_refresh"] for c in standin.calls_to(STABLE)] == [False, False, True]
 
 
 def test_expired_token_gets_a_new_one(wxa, standin, state):
@@ -87,7 +88,7 @@ def test_second_token_error_is_raised_not_looped(wxa, standin):
         wxa.send_text("o-user-1", "hi")
     assert info.value.errcode == 40001 and not info.value.transient
     assert standin.count(CUSTOM) == 2
-    assert standin.count(STABLE) == 2
+    assert standin.count(STABLE) == 3  # the cold fetch, the refetch (the same token) and one forced refresh
 
 
 def test_busy_is_retried_with_backoff(wxa, standin, sleeps):

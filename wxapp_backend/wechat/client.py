@@ -5,7 +5,9 @@ from the current application's settings, Redis and HTTP layer. Its calls add the
 (`tokens.TokenStore`) and handle WeChat's answers in one place:
 
 - 40001 / 40014 / 42001 (token invalid or expired): compare-and-expire the token that failed, fetch (or
-  read) the current one, and retry the call exactly once; a second failure is raised, never looped.
+  read) the current one, and retry the call exactly once; a second failure is raised, never looped. When the
+  fetch hands back the very token refused, a forced refresh replaces it (`TokenStore.replace_refused`: once per
+  refused token across processes, within WeChat's limits); when none is allowed, the error is raised at once.
 - -1 (busy): retried after a short backoff, a bounded number of times.
 - 45009 (daily quota): logged as an alert for a person (`alert=True`) and raised; no retry, no clear_quota.
 - anything else: `WeChatAPIError` with `.errcode` and `.transient` (True for -1, transport failures and 45011,
@@ -168,7 +170,14 @@ class WeChatAPI:
                     dropped = self.tokens.invalidate(token)
                     log.info("access token refused, refreshing once",
                              extra={"api": api, "errcode": exc.errcode, "dropped": dropped})
-                    token = self.tokens.get()
+                    fresh = self.tokens.get()
+                    if fresh == token:
+                        # stable_token's normal mode handed back the very token just refused: sending with it again
+                        # would fail too, until it expires. Only a forced refresh replaces it (once, for everyone).
+                        fresh = self.tokens.replace_refused(token)
+                        if fresh is None:
+                            raise
+                    token = fresh
                     continue
                 if exc.errcode == QUOTA_EXCEEDED:
                     # A person decides whether to spend one of the 10 monthly clear_quota resets.

@@ -108,6 +108,7 @@ class _Token:
     stable: bool
     expires_at: float
     revoked_at: float | None = None
+    refused: bool = False  # API calls answer 40001 while stable_token (normal mode) still hands it out
 
 
 @dataclass
@@ -383,6 +384,12 @@ class WeChatStandIn:
             for tok in self._state.tokens.values():
                 tok.expires_at = min(tok.expires_at, now)
 
+    def refuse_token(self, value: str) -> None:
+        """Make API calls with `value` answer 40001 while stable_token's normal mode keeps handing it out (as WeChat
+        has been seen to do): only a forced refresh replaces it."""
+        with self._lock:
+            self._state.tokens[value].refused = True
+
     def add_media(self, media_id: str, data: bytes, content_type: str = "image/jpeg") -> None:
         """Serve `data` for media_id from /cgi-bin/media/get."""
         with self._lock:
@@ -521,7 +528,7 @@ class WeChatStandIn:
         now = self.clock()
         with self._lock:
             tok = self._state.tokens.get(value)
-        if tok is None or (tok.revoked_at is not None and now >= tok.revoked_at):
+        if tok is None or tok.refused or (tok.revoked_at is not None and now >= tok.revoked_at):
             raise _Reply(40001)
         if now >= tok.expires_at:
             raise _Reply(42001)

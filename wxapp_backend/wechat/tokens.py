@@ -7,10 +7,17 @@
   failed, so a process holding a stale token cannot throw away the newer token another process cached.
 - A failed fetch is remembered for ERROR_TTL seconds so that waiting callers, and callers arriving meanwhile,
   fail fast instead of queueing up to repeat it (the daily fetch quota is small).
+- `replace_refused(token)`: when the ordinary refetch hands back the very token WeChat just refused (normal mode
+  returns the cached token while WeChat's token service thinks it valid), only ``force_refresh`` replaces it. That
+  mode is allowed 20 times a day, 30 s apart (WeChat's docs), and it revokes the previous token for every process
+  at once: one forced refresh per refused token across all processes (a Redis marker), none within
+  FORCE_INTERVAL of the last one, at most FORCE_DAILY_MAX a day (China's day: WeChat's quotas reset at midnight
+  there); the forcing caller holds the fetch lock, the others wait for its token.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import secrets
 import time
@@ -21,6 +28,7 @@ import redis
 from .client import WeChatAPIError, WeChatHTTP, retry_busy
 
 ERROR_TTL = 2  # seconds a failed fetch answers every caller
+CHINA_OFFSET = 8 * 3600  # WeChat's days (daily quotas) are China's
 
 log = logging.getLogger(__name__)
 
@@ -32,9 +40,26 @@ end
 return 0
 """
 
+# KEYS: the refused token's marker, the interval key, today's count; ARGV: marker ttl, interval ms, daily max,
+# count ttl. 1: this caller forces; 0: another caller has (or is doing) it for this token; -1/-2: interval/day limit.
+_FORCE_GATE = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+if redis.call('EXISTS', KEYS[2]) == 1 then return -1 end
+if tonumber(redis.call('GET', KEYS[3]) or '0') >= tonumber(ARGV[3]) then return -2 end
+redis.call('SET', KEYS[1], '1', 'EX', ARGV[1])
+redis.call('SET', KEYS[2], '1', 'PX', ARGV[2])
+redis.call('INCR', KEYS[3])
+redis.call('EXPIRE', KEYS[3], ARGV[4])
+return 1
+"""
+
 
 class TokenStore:
     """The access token of one appid, shared through Redis."""
+
+    FORCE_INTERVAL = 30  # seconds between two forced refreshes (WeChat does not refresh sooner)
+    FORCE_DAILY_MAX = 20  # WeChat's daily allowance of forced refreshes
+    FORCE_MARK_TTL = 7200  # a refused token is forced away once in its lifetime
 
     def __init__(self, client: redis.Redis, http: WeChatHTTP, appid: str, secret: str, *,
                  wait: float | None = None, poll: float = 0.05, busy_backoff: Sequence[float] = (0.2, 0.5),
@@ -53,7 +78,9 @@ class TokenStore:
         self.key = f"wxapp:wechat:access_token:{appid}"
         self.lock_key = self.key + ":lock"
         self.error_key = self.key + ":error"
+        self.force_interval_key = self.key + ":force:interval"
         self._cad = client.register_script(_COMPARE_AND_DELETE)
+        self._force_gate = client.register_script(_FORCE_GATE)
 
     def cached(self) -> str | None:
         raw = self.redis.get(self.key)
@@ -99,9 +126,54 @@ class TokenStore:
         """Drop the cached token only if it is still `token`; True when it was dropped."""
         return bool(self._cad(keys=[self.key], args=[token]))
 
-    def _fetch(self) -> str:
+    def replace_refused(self, refused: str) -> str | None:
+        """A token other than `refused`, which WeChat refused and stable_token's normal mode still hands out: forced
+        out once (by one caller across all processes, within WeChat's limits), or the one another caller got. None
+        when no other token can be had now (limits reached, or the forced refresh gave nothing new)."""
+        deadline = time.monotonic() + self.wait
+        owner = secrets.token_hex(8)
+        while True:
+            current = self.cached()
+            if current and current != refused:
+                return current
+            if self.redis.set(self.lock_key, owner, nx=True, px=int(self.lock_ttl * 1000)):
+                try:
+                    return self._force_once(refused)
+                finally:
+                    self._cad(keys=[self.lock_key], args=[owner])
+            if time.monotonic() > deadline:
+                return None
+            self.sleep(self.poll)
+
+    def _force_once(self, refused: str) -> str | None:
+        """Under the fetch lock: the forced refresh, unless another caller did it for this token already."""
+        current = self.cached()
+        if current and current != refused:  # cached by another process meanwhile
+            return current
+        marker = f"{self.key}:force:{hashlib.sha1(refused.encode()).hexdigest()[:16]}"
+        day = time.strftime("%Y%m%d", time.gmtime(time.time() + CHINA_OFFSET))
+        verdict = int(self._force_gate(
+            keys=[marker, self.force_interval_key, f"{self.key}:force:day:{day}"],
+            args=[self.FORCE_MARK_TTL, int(self.FORCE_INTERVAL * 1000), self.FORCE_DAILY_MAX, 2 * 86400]))
+        if verdict == 0:  # forced away already: its successor, unless the cache lost it meanwhile (then fetch it)
+            token = current or self._fetch()
+            return token if token != refused else None
+        if verdict < 0:
+            log.warning("access token refused again, but no forced refresh is allowed now",
+                        extra={"appid": self.appid, "limit": "interval" if verdict == -1 else "daily"})
+            return None
+        log.warning("access token refused but handed back by stable_token: forcing a refresh",
+                    extra={"appid": self.appid})
+        try:
+            token = self._fetch(force=True)
+        except WeChatAPIError:
+            self.redis.delete(marker)  # nothing was replaced: a later refusal may try (the interval still paces it)
+            raise
+        return token if token != refused else None
+
+    def _fetch(self, force: bool = False) -> str:
         body = {"grant_type": "client_credential", "appid": self.appid, "secret": self._secret,
-                "force_refresh": False}
+                "force_refresh": force}
         try:
             data = retry_busy(lambda: self.http.call("POST", "/cgi-bin/stable_token", api="stable_token",
                                                      json_body=body), self.busy_backoff, self.sleep)
