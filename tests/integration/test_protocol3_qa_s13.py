@@ -7,6 +7,8 @@ import threading
 
 import pytest
 
+from handlers import Router
+from handlers.replies import Image, Many, News, Text
 from wxapp_backend.wechat.client import WeChatAPIError, build_api
 
 CUSTOM = "/cgi-bin/message/custom/send"
@@ -108,3 +110,89 @@ def test_the_daily_force_refresh_budget_is_kept(wxa, standin, state, monkeypatch
         wxa.send_text("o-user-1", "hi")
     assert info.value.errcode == 40001
     assert _forced(standin).count(True) == 0 and standin.count(CUSTOM) == 1
+
+
+# ------------------------------------------------------------------------------------------ empty replies
+# A handler that answered an empty Text, News or Many made the webhook answer 500 (the rendering raised after the
+# claim) and left the dedup record "processing": WeChat's retries got "success" and the message was lost. An empty
+# reply is no reply now.
+
+EMPTY = {"空文本": Text(""), "空白": Text(" \n"), "空图文": News(()), "空组合": Many(()),
+         "组合里全空": Many((Text(""), News(()))), "空图片": Image("")}
+
+
+@pytest.fixture(scope="module")
+def empty_app(settings):
+    from wxapp_backend import create_app
+
+    r = Router()
+
+    @r.default
+    def answer(ctx):
+        if ctx.text.startswith("先空"):
+            return Many((Text(""), Text("真正的回答"), News(())))
+        return EMPTY[ctx.text]
+
+    return create_app(settings.with_overrides(wechat_token="emptyreply", wxa_token="emptyreply",
+                                              wechat_aes_key="", wxa_aes_key="", wxa_msg_format="xml",
+                                              extra={"wechat_router": r}))
+
+
+def _push(application, account, text, msg_id):
+    from urllib.parse import urlencode
+
+    from wxapp_backend.wechat.chat import make_push, seal_push
+    from wxapp_backend.wechat.pipeline import account_from_settings
+
+    acct = account_from_settings(application.extensions["wxapp"].settings, account)
+    plain = make_push(acct, f"oEmpty{account}", text=text, msg_id=msg_id)
+    args, body = seal_push(acct, plain)
+    path = "/wechat" if account == "oa" else "/wxa/message"
+    return application.test_client().post(path + "?" + urlencode(args), data=body), plain, acct
+
+
+@pytest.mark.parametrize("account", ["oa", "wxa"])
+@pytest.mark.parametrize("text", list(EMPTY))
+def test_an_empty_reply_is_no_reply_not_a_500(empty_app, account, text, run_jobs, standin):
+    from wxapp_backend.wechat.messages import dedup_key, normalise, parse_body
+
+    msg_id = str(771000 + list(EMPTY).index(text) + (100 if account == "wxa" else 0))
+    resp, plain, acct = _push(empty_app, account, text, msg_id)
+    assert resp.status_code == 200 and resp.get_data() == b"success", resp.get_data(as_text=True)
+    pipeline = empty_app.extensions["wxapp_pipeline"]
+    msg = normalise(parse_body(plain.encode(), acct.fmt), account)
+    record = pipeline.dedup.wait(dedup_key(msg, acct.appid or acct.name), 1.0)
+    assert record is not None and record.state == "done"  # not left "processing"
+    with empty_app.app_context():
+        run_jobs()
+    assert standin.count(CUSTOM) == 0  # nothing empty goes out by customer-service message either
+
+
+def test_the_first_non_empty_part_of_many_is_the_answer(empty_app):
+    from wxapp_backend.wechat.chat import open_reply
+
+    resp, _, acct = _push(empty_app, "oa", "先空后实", "771900")
+    assert resp.status_code == 200
+    assert open_reply(acct, resp.get_data(as_text=True))["Content"] == "真正的回答"
+
+
+def test_a_reply_that_cannot_be_rendered_is_a_failed_handler(empty_app, monkeypatch):
+    """Whatever else makes rendering fail is handled as a handler failure: the crash text, the record released."""
+    from wxapp_backend.wechat import pipeline as pipeline_module
+    from wxapp_backend.wechat.chat import open_reply
+    from wxapp_backend.wechat.messages import dedup_key, normalise, parse_body
+
+    real = pipeline_module.render_text_reply
+
+    def broken(msg, text, *args, **kwargs):
+        if text == "真正的回答":
+            raise ValueError("cannot render")
+        return real(msg, text, *args, **kwargs)
+
+    monkeypatch.setattr(pipeline_module, "render_text_reply", broken)
+    resp, plain, acct = _push(empty_app, "oa", "先空后实", "771902")
+    assert resp.status_code == 200
+    monkeypatch.undo()
+    assert open_reply(acct, resp.get_data(as_text=True))["Content"] == pipeline_module.CRASH_TEXT
+    msg = normalise(parse_body(plain.encode(), acct.fmt), "oa")
+    assert empty_app.extensions["wxapp"].redis.get(dedup_key(msg, acct.appid or acct.name)) is None  # released

@@ -300,6 +300,9 @@ class Pipeline:
                                                    "rate_count": fetched[2] if not rate_exempt(msg) else None}
         try:
             reply = self._run(msg, deadline, prefetched)
+            # Rendered inside the try: a reply that cannot be rendered is a failed handler (released, the crash
+            # text), never a 500 that leaves the record "processing" for WeChat's retries to be told "success".
+            outcome, sends = self._render(acct, msg, reply, key_index, nonce)
         except LateReply as late:
             # Retries must not get the late reply passively (it is on its way by customer-service message).
             self.dedup.finish_nowait(claim, SUCCESS.encode())
@@ -318,7 +321,6 @@ class Pipeline:
             if not msg.is_event:  # the mini-program's chat takes no passive text, and "success" is never retried
                 self.enqueue_sends(acct.name, msg, customer_payloads(acct.name, Text(CRASH_TEXT)))
             return _SUCCESS
-        outcome, sends = self._render(acct, msg, reply, key_index, nonce)
         self.dedup.finish_nowait(claim, outcome.body.encode("utf-8"))
         # After the dedup record: a retry can no longer produce a second send.
         self.enqueue_sends(acct.name, msg, sends)
@@ -449,6 +451,7 @@ class Pipeline:
 
     def _render(self, acct: Account, msg: Message, reply: Reply | None, key_index: int | None,
                 nonce: str) -> tuple[Outcome, list[dict[str, Any]]]:
+        reply = solid(reply)
         if reply is None:
             return _SUCCESS, []
         first, rest = (reply.replies[0], list(reply.replies[1:])) if isinstance(reply, Many) else (reply, [])
@@ -549,6 +552,26 @@ def _text_payload(text: str) -> dict[str, Any]:
     return {"msgtype": "text", "text": {"content": truncate_utf8(text, 2048)}}
 
 
+def solid(reply: Reply | None) -> Reply | None:
+    """`reply` without its empty parts (a blank text, 图文 without articles, an image without media id); None when
+    nothing is left. An empty reply is no reply ("success"): WeChat takes no empty passive answer nor an empty
+    customer-service message, and the renderer refuses one."""
+    if isinstance(reply, Text):
+        return reply if reply.text and not reply.text.isspace() else None
+    if isinstance(reply, Many):
+        parts = tuple(p for r in reply.replies for p in _parts(solid(r)))
+        return None if not parts else parts[0] if len(parts) == 1 else Many(parts)
+    if isinstance(reply, News):
+        return reply if reply.articles else None
+    if isinstance(reply, Image):
+        return reply if reply.media_id else None
+    return reply
+
+
+def _parts(reply: Reply | None) -> tuple[Reply, ...]:
+    return () if reply is None else reply.replies if isinstance(reply, Many) else (reply,)
+
+
 def late_payloads(account: str, reply: Reply | None) -> list[dict[str, Any]]:
     """The customer-service messages for a reply that missed the deadline: a hand-over to a person (which only a
     passive answer can make) becomes the advice to ask again."""
@@ -561,6 +584,7 @@ def late_payloads(account: str, reply: Reply | None) -> list[dict[str, Any]]:
 
 def customer_payloads(account: str, reply: Reply | None) -> list[dict[str, Any]]:
     """The customer-service message bodies (without touser) that carry `reply`."""
+    reply = solid(reply)
     if reply is None:
         return []
     if isinstance(reply, Many):
