@@ -300,6 +300,7 @@ def _aes_key(env: Mapping[str, str], name: str) -> str:
 
 # Optional tuning knobs read by domain code through settings.extra (name -> parser, largest sensible value).
 _TUNING = {"FANOUT_RATE": (float, 10_000.0), "FANOUT_BURST": (int, 10_000), "FANOUT_JOBS": (int, 64),
+           "WECHAT_QUOTA_COOLDOWN": (float, 86_400.0),  # seconds an API waits after its 45009 (wechat/client.py)
            # Per-user / per-address limits of the mini-program API (http.throttle reads `<name>_limit`).
            **{f"{name}_LIMIT": (int, 100_000) for name in ("WXA_LOGIN", "CHAT", "KB_SEARCH", "KB_FEEDBACK",
                                                            "REGISTRATION", "SUBSCRIBE_RESULTS", "ENTERPRISE_BINDING",

@@ -3,6 +3,7 @@ replies, the daily quota (45009) in a fan-out and in notifications."""
 
 from __future__ import annotations
 
+import logging
 import threading
 
 import pytest
@@ -196,3 +197,94 @@ def test_a_reply_that_cannot_be_rendered_is_a_failed_handler(empty_app, monkeypa
     assert open_reply(acct, resp.get_data(as_text=True))["Content"] == pipeline_module.CRASH_TEXT
     msg = normalise(parse_body(plain.encode(), acct.fmt), "oa")
     assert empty_app.extensions["wxapp"].redis.get(dedup_key(msg, acct.appid or acct.name)) is None  # released
+
+
+# ------------------------------------------------------------------------------------------ daily quota (45009)
+# Once WeChat answered 45009 (the API's daily quota is used up), every remaining row of the fan-out chunk still
+# called WeChat, each logging its own alert, and so did every later chunk and every notification.
+
+
+def _alerts(caplog) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if getattr(r, "alert", False)]
+
+
+def test_a_fanout_stops_calling_wechat_after_45009(app, app_ctx, make_user, make_staff, run_jobs, standin, db,
+                                                   monkeypatch, caplog):
+    from sqlalchemy import update
+
+    from wxapp_backend.db import session_scope
+    from wxapp_backend.notices import broadcast, credits
+    from wxapp_backend.notices.broadcast_models import OutboxRow
+    from wxapp_backend.notices.kinds import get_kind
+    from wxapp_backend.notices.models import SubscribeCredit
+
+    extra = app.extensions["wxapp"].settings.extra
+    for k, v in {"fanout_rate": 10000, "fanout_burst": 100, "fanout_jobs": 1, "fanout_send_chunk": 2}.items():
+        monkeypatch.setitem(extra, k, v)
+    template = get_kind("notice").template_id
+    users = [make_user() for _ in range(5)]
+    actor = broadcast.Actor("staff", make_staff(role="staff").id, role="staff")
+    with session_scope() as s:
+        for u in users:
+            credits.add_credit(s, u.id, template)
+        nid = broadcast.create_notice(s, actor, {"title": "政策速递", "summary": "新政策发布",
+                                                 "audience": {"all": True}}).id
+    with session_scope() as s:
+        broadcast.publish(s, actor, nid)
+    standin.fail_next(SUBSCRIBE, 45009)
+    with caplog.at_level(logging.WARNING):
+        run_jobs()
+        assert standin.count(SUBSCRIBE) == 1  # the rest of the chunk and the later chunks waited
+        rows = db.query(OutboxRow).filter_by(notice_id=nid, channel="subscribe").order_by(OutboxRow.id).all()
+        assert [r.status for r in rows] == ["pending"] * 5
+        assert all(r.next_attempt_at is not None and r.errcode == 45009 for r in rows)
+        assert [r.attempts for r in rows] == [1, 0, 0, 0, 0]  # only the row WeChat refused used a try
+        assert [c.credits for c in db.query(SubscribeCredit).all()] == [1] * 5  # nothing spent
+        # Rows due meanwhile (a new job, the sweeper's) do not call WeChat either while the quota is out.
+        with session_scope() as s:
+            s.execute(update(OutboxRow).where(OutboxRow.notice_id == nid).values(next_attempt_at=None))
+        broadcast.send_notice(nid)
+        run_jobs()
+        assert standin.count(SUBSCRIBE) == 1
+    assert len(_alerts(caplog)) == 1
+    # The cool-down over (WeChat's midnight, or a person's clear_quota), the rows go out.
+    for key in app.extensions["wxapp"].redis.scan_iter("wxapp:wechat:quota:*"):
+        app.extensions["wxapp"].redis.delete(key)
+    broadcast.send_notice(nid)
+    run_jobs()
+    db.expire_all()
+    assert [r.status for r in db.query(OutboxRow).filter_by(notice_id=nid, channel="subscribe")] == ["sent"] * 5
+    assert standin.count(SUBSCRIBE) == 6
+
+
+def test_notifications_after_45009_go_to_the_inbox_without_calling_wechat(make_user, standin, db, caplog):
+    from tests.integration.test_notify_delivery import _give_credits, _notify
+    from wxapp_backend.notices.jobs import deliver_notification
+
+    users = [make_user() for _ in range(3)]
+    for u in users:
+        _give_credits(u, 1)
+    standin.fail_next(SUBSCRIBE, 45009)
+    with caplog.at_level(logging.WARNING):
+        assert [deliver_notification(_notify(u)) for u in users] == ["inbox_only"] * 3
+    assert standin.count(SUBSCRIBE) == 1
+    assert len(_alerts(caplog)) == 1
+
+
+def test_the_quota_cool_down_is_configurable_and_alerts_once_per_cool_down(state, wxa, standin, monkeypatch,
+                                                                           caplog):
+    from wxapp_backend.config import Settings
+
+    assert Settings.from_env({"APP_ENV": "testing", "WECHAT_QUOTA_COOLDOWN": "600"}).extra[
+        "wechat_quota_cooldown"] == 600
+    monkeypatch.setitem(state.settings.extra, "wechat_quota_cooldown", 600)
+    standin.fail_next(CUSTOM, 45009)
+    with caplog.at_level(logging.WARNING):
+        for _ in range(3):
+            with pytest.raises(WeChatAPIError) as info:
+                wxa.send_text("o-user-1", "hi")
+            assert info.value.errcode == 45009 and not info.value.transient
+    assert standin.count(CUSTOM) == 1 and len(_alerts(caplog)) == 1
+    assert 590 < wxa.quota_wait("custom_send") <= 600
+    assert wxa.quota_wait("subscribe_send") == 0  # each API has its own quota
+    assert wxa.send_subscribe("o-user-1", "TPL", {"thing1": "活动"})["errcode"] == 0

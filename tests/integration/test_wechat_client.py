@@ -145,9 +145,10 @@ def test_compare_and_expire_keeps_a_newer_token(wxa, standin, state, monkeypatch
         "secret": state.settings.wxa_secret, "force_refresh": True}, timeout=5).json()["access_token"]
     state.redis.set(wxa.tokens.key, fresh, ex=600)
     # Our call started before that and still holds the stale token.
-    real_get = wxa.tokens.get
+    real_read = wxa.tokens.cached_with  # the call reads the token (with the API's quota mark) once, at its start
     handed = iter([stale])
-    monkeypatch.setattr(wxa.tokens, "get", lambda: next(handed, None) or real_get())
+    monkeypatch.setattr(wxa.tokens, "cached_with",
+                        lambda key: (next(handed, None) or real_read(key)[0], None))
     wxa.send_text("o-user-1", "hi")
     assert [c.query["access_token"] for c in standin.calls_to(CUSTOM)] == [stale, fresh]
     assert state.redis.get(wxa.tokens.key).decode() == fresh

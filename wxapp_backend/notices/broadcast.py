@@ -29,9 +29,12 @@ How a publish travels (the database is the source of truth; Redis only paces and
    at-most-once beats a duplicate). It also re-enqueues the expansion and send jobs of notices that still
    have work (and no live worker), so a Redis restart that lost the queue only delays the fan-out.
 
-Errors: -1, transport errors/timeouts, 45011 (too fast: a minute at least) and 45009 (with an alert in the log) are
-retried with backoff up to MAX_ATTEMPTS, the credit given back meanwhile; 43101 zeroes the user's credit for the
-template and is never retried; 47003, 40003 and other refusals fail the row with the reason.
+Errors: -1, transport errors/timeouts, 45011 (too fast: a minute at least) and 45009 are retried with backoff up
+to MAX_ATTEMPTS, the credit given back meanwhile; 43101 zeroes the user's credit for the template and is never
+retried; 47003, 40003 and other refusals fail the row with the reason. After a 45009 (the daily quota; the client
+alerts a person once and leaves the API alone until WeChat's midnight or a cool-down, `client.QuotaReached`) the
+rest of the chunk and of the claimed batch go back to ``pending`` untried (no attempt used, credit given back) for
+when the cool-down ends, and no job calls WeChat for the subscribe API until then.
 """
 
 from __future__ import annotations
@@ -69,7 +72,7 @@ from ..enterprises.models import Building, Enterprise
 from ..errors import Conflict, NotFound, ValidationError
 from ..queue import enqueue, enqueue_after_commit
 from ..validation import Field, validate
-from ..wechat.client import WeChatAPIError
+from ..wechat.client import QuotaReached, WeChatAPIError
 from ..wechat.templates import TemplateFieldError, field_type
 from ..wechat.templates import validate as validate_template
 from . import credits
@@ -97,6 +100,8 @@ LIMITER_KEY = "fanout:rate:subscribe"
 REFUSED = 43101
 QUOTA = 45009
 TOO_FAST = 45011  # WeChat's per-minute frequency limit: "retry next minute"
+SUBSCRIBE_API = "subscribe_send"  # the API name the client keys its quota cool-down by
+QUOTA_WAIT_DETAIL = "微信今日该接口调用次数已用完，额度恢复后自动发送"
 UNKNOWN_RESULT = -3  # errcode of a 'sending' row the sweeper failed (its worker's lease expired): 结果未知
 _RID = re.compile(r"\s*rid:\s*\S+\s*$")
 PERMANENT_REASONS = {47003: "字段内容不符合模板要求", 40003: "用户 openid 无效", 40037: "模板编号无效",
@@ -609,7 +614,11 @@ def send_notice(notice_id: int, slot: int = 0, generation: int = 0) -> dict[str,
     api = _api()
     deadline = time.monotonic() + float(_cfg("fanout_job_budget", JOB_BUDGET_SECONDS))
     counts: dict[str, int] = {}
+    quota_wait = 0.0
     while True:
+        quota_wait = api.quota_wait(SUBSCRIBE_API)
+        if quota_wait:  # the daily quota is used up: nothing to send before the cool-down ends
+            break
         token, rows = _claim(notice_id, int(_cfg("fanout_claim_batch", CLAIM_BATCH)))
         if not rows:
             with session_scope() as s:
@@ -621,9 +630,13 @@ def send_notice(notice_id: int, slot: int = 0, generation: int = 0) -> dict[str,
         for i in range(0, len(rows), chunk):
             for outcome in _send_chunk(api, limiter, token, rows[i:i + chunk], template_id, data, page):
                 counts[outcome] = counts.get(outcome, 0) + 1
-        if time.monotonic() >= deadline:
+            if counts.get("deferred"):  # 45009: the batch's other chunks wait too, untried
+                quota_wait = max(api.quota_wait(SUBSCRIBE_API), 1.0)
+                counts["deferred"] += _defer_claimed(token, [r[0] for r in rows[i + chunk:]], quota_wait)
+                break
+        if quota_wait or time.monotonic() >= deadline:
             break
-    _continue(notice_id, slot, generation)
+    _continue(notice_id, slot, generation, not_before=quota_wait)
     return counts
 
 
@@ -691,6 +704,18 @@ def _send_chunk(api, limiter: RateLimiter, token: str, rows: list[tuple[int, int
             called.add(row_id)
             try:
                 resp = api.send_subscribe(openid, template_id, data, page)
+            except QuotaReached as exc:
+                # The daily quota is used up: the rest of the chunk is not sent either (each would be refused and
+                # spend a try); it goes back to 'pending' untried, for when the cool-down ends.
+                if exc.called:
+                    outcomes[row_id] = _record_error(row_id, token, user_id, template_id, exc.errcode, exc.errmsg,
+                                                     retry_in=exc.retry_in)
+                else:
+                    called.discard(row_id)
+                untried = [(r[0], r[1]) for r in rows if r[0] not in outcomes and r[0] not in called]
+                _give_back(token, untried, template_id, retry_in=exc.retry_in)
+                outcomes.update(dict.fromkeys((r for r, _ in untried), "deferred"))
+                break
             except WeChatAPIError as exc:
                 outcomes[row_id] = _record_error(row_id, token, user_id, template_id, exc.errcode, exc.errmsg)
                 continue
@@ -741,22 +766,44 @@ def _reclaim_unsent(rows: dict[int, int], template_id: str) -> None:
         log.exception("fan-out could not take back rows it never sent", extra={"rows": len(rows)})
 
 
-def _give_back(token: str, rows: list[tuple[int, int]], template_id: str) -> None:
-    """Rows moved to 'sending' under `token` that were never sent: 'pending' again, their credits refunded."""
+def _give_back(token: str, rows: list[tuple[int, int]], template_id: str, *, retry_in: float | None = None) -> None:
+    """Rows moved to 'sending' under `token` that were never sent: 'pending' again, their credits refunded (not before
+    `retry_in` seconds when given: the daily quota's cool-down)."""
     if not rows:
         return
     users = dict(rows)
+    values: dict[str, Any] = {"status": OutboxStatus.PENDING.value, "lease_token": None,
+                              "attempts": OutboxRow.attempts - 1}
+    if retry_in is not None:
+        values.update(_quota_wait_values(retry_in))
     try:
         with session_scope() as s:
             back = s.scalars(update(OutboxRow).where(
                 OutboxRow.id.in_(list(users)), OutboxRow.lease_token == token,
                 OutboxRow.status == OutboxStatus.SENDING.value)
-                .values(status=OutboxStatus.PENDING.value, lease_token=None, attempts=OutboxRow.attempts - 1)
+                .values(**values)
                 .returning(OutboxRow.id).execution_options(synchronize_session=False)).all()
             for row_id in back:
                 credits.refund(s, users[row_id], template_id)
     except Exception:  # noqa: BLE001 - the rows stay 'sending'; the sweeper reports them (at most once)
         log.exception("fan-out could not give back unsent rows", extra={"rows": len(rows)})
+
+
+def _quota_wait_values(retry_in: float) -> dict[str, Any]:
+    delay = float(_cfg("fanout_backoff_override", retry_in))
+    return {"errcode": QUOTA, "detail": QUOTA_WAIT_DETAIL, "next_attempt_at": utcnow() + timedelta(seconds=delay)}
+
+
+def _defer_claimed(token: str, row_ids: list[int], retry_in: float) -> int:
+    """Rows of this batch still only claimed (no credit taken, never sent) when the daily quota ran out: 'pending'
+    again for when its cool-down ends. Returns how many."""
+    if not row_ids:
+        return 0
+    with session_scope() as s:
+        return len(s.scalars(update(OutboxRow).where(
+            OutboxRow.id.in_(row_ids), OutboxRow.lease_token == token, OutboxRow.status == OutboxStatus.CLAIMED.value)
+            .values(status=OutboxStatus.PENDING.value, lease_token=None, **_quota_wait_values(retry_in))
+            .returning(OutboxRow.id).execution_options(synchronize_session=False)).all())
 
 
 def _renew(token: str, row_ids: list[int]) -> set[int]:
@@ -773,7 +820,8 @@ def _send_one(api, limiter: RateLimiter, row_id: int, token: str, user_id: int, 
     return _send_chunk(api, limiter, token, [(row_id, user_id, openid)], template_id, data, page)[0]
 
 
-def _record_error(row_id: int, token: str, user_id: int, template_id: str, errcode: int, errmsg: str) -> str:
+def _record_error(row_id: int, token: str, user_id: int, template_id: str, errcode: int, errmsg: str, *,
+                  retry_in: float | None = None) -> str:
     # WeChat ends each errmsg with the call's own "rid: ...": kept in the log, left out of the row's detail so
     # that the progress view's failure reasons add up across users instead of listing one per user.
     if _RID.search(errmsg):
@@ -789,13 +837,13 @@ def _record_error(row_id: int, token: str, user_id: int, template_id: str, errco
         credits.refund(s, user_id, template_id)
         if errcode in (-1, -2, QUOTA, TOO_FAST):
             attempts = s.scalar(select(OutboxRow.attempts).where(OutboxRow.id == row_id)) or 1
-            if errcode == QUOTA:
-                log.error("fan-out hit the daily API quota (45009)", extra={"alert": True, "row": row_id})
             if attempts >= MAX_ATTEMPTS:
                 s.execute(stmt.values(status=OutboxStatus.FAILED.value, errcode=errcode,
                                       detail=f"多次重试仍失败：{errmsg}"[:200]))
                 return "failed"
-            delay = QUOTA_BACKOFF if errcode == QUOTA else BACKOFF[min(attempts - 1, len(BACKOFF) - 1)]
+            # 45009: the client alerted a person once and leaves the API alone for `retry_in` seconds.
+            delay = ((retry_in or QUOTA_BACKOFF) if errcode == QUOTA
+                     else BACKOFF[min(attempts - 1, len(BACKOFF) - 1)])
             if errcode == TOO_FAST:
                 delay = max(delay, 60)
             delay = float(_cfg("fanout_backoff_override", delay))
@@ -808,13 +856,15 @@ def _record_error(row_id: int, token: str, user_id: int, template_id: str, errco
         return "failed"
 
 
-def _continue(notice_id: int, slot: int, generation: int) -> None:
-    """After a job's turn: finish the notice, hand over to a fresh job, or wake up for the next retry."""
+def _continue(notice_id: int, slot: int, generation: int, not_before: float = 0.0) -> None:
+    """After a job's turn: finish the notice, hand over to a fresh job, or wake up for the next retry (not before
+    `not_before` seconds: the daily quota's cool-down)."""
     with session_scope() as s:
         notice = _get(s, notice_id, lock=True)
         if notice.status == NoticeStatus.EXPANDING.value:  # more rows are coming: keep this slot going
             enqueue_after_commit(s, send_notice, notice_id, slot, generation + 1,
-                                 job_id=f"notice-send-{notice_id}-{slot}-{generation + 1}", timeout=600)
+                                 job_id=f"notice-send-{notice_id}-{slot}-{generation + 1}", timeout=600,
+                                 delay=not_before or None)
             return
         if notice.status != NoticeStatus.SENDING.value:
             return
@@ -833,6 +883,8 @@ def _continue(notice_id: int, slot: int, generation: int) -> None:
             OutboxRow.notice_id == notice_id, OutboxRow.status == OutboxStatus.PENDING.value,
             or_(OutboxRow.next_attempt_at.is_(None), OutboxRow.next_attempt_at <= now)))
         delay = None if due_now else max((due_at - now).total_seconds(), 0.5) if due_at else None
+        if not_before:
+            delay = max(delay or 0.0, not_before)
         enqueue_after_commit(s, send_notice, notice_id, slot, generation + 1,
                              job_id=f"notice-send-{notice_id}-{slot}-{generation + 1}", delay=delay, timeout=600)
 

@@ -9,7 +9,11 @@ from the current application's settings, Redis and HTTP layer. Its calls add the
   fetch hands back the very token refused, a forced refresh replaces it (`TokenStore.replace_refused`: once per
   refused token across processes, within WeChat's limits); when none is allowed, the error is raised at once.
 - -1 (busy): retried after a short backoff, a bounded number of times.
-- 45009 (daily quota): logged as an alert for a person (`alert=True`) and raised; no retry, no clear_quota.
+- 45009 (daily quota): raised as `QuotaReached`; no retry, no clear_quota. The API is then left alone for that
+  account until WeChat's midnight or a cool-down (settings.extra["wechat_quota_cooldown"], QUOTA_COOLDOWN s),
+  whichever comes first: calls meanwhile raise `QuotaReached` (called=False) without reaching WeChat, and only
+  the 45009 that starts the cool-down is logged as an alert for a person (`alert=True`). The mark is read with the
+  token in the same Redis round trip.
 - anything else: `WeChatAPIError` with `.errcode` and `.transient` (True for -1, transport failures and 45011,
   the per-minute frequency limit: the caller's queue tries again later).
 
@@ -50,6 +54,15 @@ class WeChatAPIError(Exception):
     def transient(self) -> bool:
         """Busy (-1), unreachable (-2) or too fast (45011, "retry next minute"): the same call may work later."""
         return self.errcode in {-1, -2, 45011}
+
+
+class QuotaReached(WeChatAPIError):
+    """45009: the API's daily quota is used up. `called` is False when WeChat was not called (the quota was known
+    to be used up); `retry_in` is how many seconds the API is left alone."""
+
+    def __init__(self, errmsg: str, api: str, *, retry_in: float, called: bool) -> None:
+        super().__init__(QUOTA_EXCEEDED, errmsg, api)
+        self.retry_in, self.called = retry_in, called
 
 
 class WeChatHTTP:
@@ -119,6 +132,8 @@ def code_to_session(http: WeChatHTTP, appid: str, secret: str, code: str, *,
 
 TOKEN_ERRORS = frozenset({40001, 40014, 42001})
 QUOTA_EXCEEDED = 45009
+QUOTA_COOLDOWN = 1800.0  # seconds an API is left alone after its 45009 (at most until WeChat's midnight)
+CHINA_OFFSET = 8 * 3600  # WeChat's daily quotas reset at midnight, China time
 BUSY = -1
 ACCOUNTS = ("oa", "wxa")
 
@@ -142,21 +157,35 @@ class WeChatAPI:
     """The API of one account (Official Account or mini-program) with a shared access token."""
 
     def __init__(self, http: WeChatHTTP, tokens: TokenStore, *, account: str, wxa_state: str = "formal",
-                 busy_backoff: Sequence[float] = (0.2, 0.5), sleep: Callable[[float], None] = time.sleep) -> None:
+                 busy_backoff: Sequence[float] = (0.2, 0.5), sleep: Callable[[float], None] = time.sleep,
+                 tuning: dict[str, Any] | None = None) -> None:
         self.http, self.tokens, self.account = http, tokens, account
         self.appid = tokens.appid
         self.wxa_state = wxa_state
         self.busy_backoff = tuple(busy_backoff)
         self.sleep = sleep
+        self.tuning = tuning if tuning is not None else {}  # settings.extra, read when used
 
     def access_token(self) -> str:
         """The current access token (cached in Redis; fetched by one process for all)."""
         return self.tokens.get()
 
+    def quota_key(self, api: str) -> str:
+        return f"wxapp:wechat:quota:{self.appid}:{api}"
+
+    def quota_wait(self, api: str) -> float:
+        """Seconds `api` is still left alone after a 45009 (0: call it)."""
+        return _left(self.tokens.redis.get(self.quota_key(api)))
+
     def call(self, method: str, path: str, *, api: str, params: dict[str, Any] | None = None,
              json_body: dict[str, Any] | None = None, raw: bool = False) -> Any:
         """One authenticated call: one token refresh + retry on a token error, backoff on busy."""
-        token = self.access_token()
+        token, until = self.tokens.cached_with(self.quota_key(api))  # one round trip for both
+        wait = _left(until)
+        if wait:
+            raise QuotaReached("daily quota used up: not called until the cool-down ends", api, retry_in=wait,
+                               called=False)
+        token = token or self.access_token()
         refreshed = False
         while True:
             query = {**(params or {}), "access_token": token}
@@ -180,10 +209,27 @@ class WeChatAPI:
                     token = fresh
                     continue
                 if exc.errcode == QUOTA_EXCEEDED:
-                    # A person decides whether to spend one of the 10 monthly clear_quota resets.
-                    log.error("WeChat daily API quota reached (45009)",
-                              extra={"alert": True, "api": api, "appid": self.appid, "account": self.account})
+                    raise self._quota_reached(api, exc) from None
                 raise
+
+    def _quota_reached(self, api: str, exc: WeChatAPIError) -> QuotaReached:
+        """Leave `api` alone until WeChat's midnight or the cool-down; alert once, by whoever starts it."""
+        now = time.time()
+        to_midnight = 86400 - (now + CHINA_OFFSET) % 86400
+        wait = max(0.05, min(float(self.tuning.get("wechat_quota_cooldown", QUOTA_COOLDOWN)), to_midnight))
+        try:
+            first = bool(self.tokens.redis.set(self.quota_key(api), f"{now + wait:.3f}", nx=True,
+                                               px=int(wait * 1000)))
+        except Exception:  # noqa: BLE001 - without Redis every caller alerts: better than none
+            first = True
+        if first:
+            # A person decides whether to spend one of the 10 monthly clear_quota resets.
+            log.error("WeChat daily API quota reached (45009); this API waits for the quota",
+                      extra={"alert": True, "api": api, "appid": self.appid, "account": self.account,
+                             "retry_in": round(wait)})
+        else:
+            log.warning("WeChat daily API quota reached (45009) again", extra={"api": api, "appid": self.appid})
+        return QuotaReached(exc.errmsg, api, retry_in=wait, called=True)
 
     # ----------------------------------------------------------------------------- customer service
 
@@ -258,6 +304,16 @@ class WeChatAPI:
         return resp.content, ctype
 
 
+def _left(until: bytes | str | None) -> float:
+    """Seconds until the epoch time `until` (a quota mark), 0 when none or past."""
+    if not until:
+        return 0.0
+    try:
+        return max(0.0, float(until) - time.time())
+    except ValueError:
+        return 0.0
+
+
 def build_api(account: str, settings: Settings, client: redis.Redis, http: WeChatHTTP, *,
               busy_backoff: Sequence[float] = (0.2, 0.5), sleep: Callable[[float], None] = time.sleep,
               use_lock: bool = True) -> WeChatAPI:
@@ -273,7 +329,7 @@ def build_api(account: str, settings: Settings, client: redis.Redis, http: WeCha
                      else (settings.wxa_appid, settings.wxa_secret))
     tokens = TokenStore(client, http, appid, secret, busy_backoff=busy_backoff, sleep=sleep, use_lock=use_lock)
     return WeChatAPI(http, tokens, account=account, wxa_state=settings.wxa_state, busy_backoff=busy_backoff,
-                     sleep=sleep)
+                     sleep=sleep, tuning=settings.extra)
 
 
 def get_api(account: str) -> WeChatAPI:

@@ -86,6 +86,11 @@ class TokenStore:
         raw = self.redis.get(self.key)
         return raw.decode() if isinstance(raw, bytes) else raw
 
+    def cached_with(self, other: str) -> tuple[str | None, bytes | None]:
+        """The cached token and the value of another key, in one round trip."""
+        raw, value = self.redis.mget(self.key, other)
+        return (raw.decode() if isinstance(raw, bytes) else raw), value
+
     def get(self) -> str:
         """A valid token: from the cache, or fetched by exactly one caller while the others wait."""
         token = self.cached()
