@@ -89,9 +89,13 @@ def get_activity(activity_id: int):
 
 @bp.post("/activities/<int:activity_id>/registrations")
 @user_required
-@doc("报名活动（可带 Idempotency-Key 头）；返回报名状态和应申请的订阅消息模板", body=REGISTER_FIELDS,
+@doc("报名活动（可带 Idempotency-Key 头：一个键只代表一次报名请求，同一键、同样的回答返回第一次的结果；"
+     "这次报名取消后想再报名是新的请求，要换一个新键，用旧键为 409 idempotency_key_reused）；"
+     "返回报名状态和应申请的订阅消息模板", body=REGISTER_FIELDS,
      responses={201: "报名成功、候补或待审核", 200: "重复提交，返回第一次的结果", 403: "不在活动面向范围",
-                409: "名额已满 activity_full / 已报名 / 报名未开始或已截止", 422: "回答不符合要求"},
+                409: "名额已满 activity_full / 已报名 / 报名未开始或已截止 / 同一 Idempotency-Key 已用于另一活动、"
+                     "不同的回答或已取消的报名 idempotency_key_reused（fields.registration_id 是那次报名）",
+                422: "回答不符合要求"},
      tags=["活动"])
 def create_registration(activity_id: int):
     body = parse(REGISTER_FIELDS)

@@ -697,6 +697,14 @@ def register(session: Session, *, activity_id: int, user_id: int, answers: dict[
         if previous.activity_id != activity_id:
             raise Conflict("这个提交编号已用于您另一个活动的报名，这次没有报名。请重新打开活动页面后再报名。",
                            code="idempotency_key_reused")
+        # A key names one request. Once its registration is cancelled, the same key again is a new 报名 from a page
+        # that kept its key (or a retry that arrived after the cancel): replayed, the page read the cancelled row's
+        # 200 as 报名成功 while the user held no seat; registered anew, a late retry would sign up someone who had
+        # just cancelled. So it is refused, saying what happened and what to do.
+        if previous.status == RegStatus.CANCELLED.value:
+            raise Conflict("您之前这次提交的报名已取消，这次没有重新报名。如需再次报名，请重新打开活动页面后"
+                           "点“报名”。", code="idempotency_key_reused",
+                           fields={"registration_id": str(previous.id)})
         # The same key with other answers is not the same request: answered with the first registration, the
         # change was silently lost. (Answers that no longer fit the questions, edited since, cannot be compared.)
         try:
