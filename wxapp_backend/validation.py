@@ -114,6 +114,8 @@ class Field:
     description: str = ""
     # Text kept exactly as typed (a password): invisible characters are not removed from it.
     verbatim: bool = False
+    # A "float" that must be a whole number (参加人数): 2.5 and "2.5" are refused, 3.0 is 3.
+    whole: bool = False
 
     @property
     def title(self) -> str:
@@ -177,8 +179,15 @@ def _coerce(f: Field, value: Any) -> Any:  # noqa: C901 - one branch per kind re
             raise _Bad(f"{t}超出可用范围")
         return value
     if f.kind == "float":
+        wrong = f"{t}应为整数（不能有小数）" if f.whole else f"{t}应为数字（如 3 或 2.5）"
         if isinstance(value, bool):
-            raise _Bad(f"{t}应为数字")
+            raise _Bad(wrong)
+        if isinstance(value, str):
+            # Digits as typed, full-width ones folded. float() also reads "1e3", "1_000" and Arabic-Indic digits:
+            # numbers nobody typed into a box that asks for 参加人数.
+            value = unicodedata.normalize("NFKC", value).strip()
+            if not re.fullmatch(r"[+-]?\d+" if f.whole else r"[+-]?(?:\d+\.?\d*|\.\d+)", value, re.ASCII):
+                raise _Bad(wrong)
         try:
             value = float(value)
         except (TypeError, ValueError):
@@ -187,6 +196,8 @@ def _coerce(f: Field, value: Any) -> Any:  # noqa: C901 - one branch per kind re
             raise _Bad(f"{t}应为有限的数字") from None
         if value != value or value in (float("inf"), float("-inf")):
             raise _Bad(f"{t}应为有限的数字")
+        if f.whole and not value.is_integer():
+            raise _Bad(wrong)
         _range(f, value)
         return value
     if f.kind == "bool":
@@ -360,7 +371,7 @@ def _field_schema(f: Field) -> dict[str, Any]:
         if f.max_items is not None:
             s["maxItems"] = f.max_items
     else:
-        s = dict(kinds[f.kind])
+        s = dict(kinds["int"] if f.whole else kinds[f.kind])
     if f.max_len is not None and f.kind in {"str", "text"}:
         s["maxLength"] = f.max_len
     if f.min is not None:

@@ -3,6 +3,8 @@ questions, optional login in the OpenAPI document, paging, other users' rows, em
 
 from __future__ import annotations
 
+import pytest
+
 from wxapp_backend.activities.models import Registration
 
 
@@ -54,3 +56,73 @@ def test_a_key_of_a_registration_staff_cancelled_is_refused_too(client, make_act
     assert client.post(f"/api/v1/staff/registrations/{rid}/cancel", json={}, headers=staff).status_code == 200
     again = _register(client, a.id, h, key="reg-s1")
     assert again.status_code == 409 and again.get_json()["error"] == "idempotency_key_reused", again.get_json()
+
+
+# --- 2. whole-number questions ------------------------------------------------------------------------------
+
+PEOPLE = {"key": "people", "label": "参加人数", "type": "number", "integer": True, "min": 1, "max": 10}
+
+
+def test_a_whole_number_question_refuses_fractions_and_exponents(client, new_activity, make_user, user_token):
+    """参加人数 took 2.5 and "1e3": the roster showed 2.5 people, and 1000 read from “1e3” was a number nobody typed.
+    A question with "integer": true now refuses both with a Chinese message naming the answer; a plain whole number,
+    as a number or as text (full-width digits from a Chinese keyboard too), is stored as an int."""
+    aid = new_activity(capacity=10, questions=[PEOPLE, {"key": "temp", "label": "体温", "type": "number",
+                                                        "min": 35, "max": 42}])
+    for value in (2.5, "2.5", "1e3", 1.5e0, "3.", "1_0", "٣"):
+        resp = _register(client, aid, user_token(make_user()), {"people": value})
+        assert resp.status_code == 422, (value, resp.get_json())
+        says = resp.get_json()["fields"]["answers.people"]
+        assert says.startswith("参加人数应为整数"), (value, says)
+    for value, stored in ((3, 3), ("4", 4), (" 5 ", 5), ("６", 6), (7.0, 7)):
+        resp = _register(client, aid, user_token(make_user()), {"people": value, "temp": "36.6"})
+        assert resp.status_code == 201, (value, resp.get_json())
+        assert resp.get_json()["answers"] == {"people": stored, "temp": 36.6}, resp.get_json()
+        assert type(resp.get_json()["answers"]["people"]) is int
+    # A question that allows decimals keeps them, and text in exponent notation is no number anybody typed there
+    resp = _register(client, aid, user_token(make_user()), {"people": 1, "temp": "3.6e1"})
+    assert resp.status_code == 422 and resp.get_json()["fields"]["answers.temp"].startswith("体温应为数字")
+    detail = client.get(f"/api/v1/activities/{aid}").get_json()
+    assert detail["questions"][0]["integer"] is True  # the page can offer a digits-only keyboard
+
+
+def _activity_body(question):
+    from datetime import UTC, datetime, timedelta
+
+    start = datetime.now(UTC) + timedelta(days=2)
+    return {"category": "concert", "title": "楼宇音乐会", "address": "某大厦大堂", "starts_at": start.isoformat(),
+            "ends_at": (start + timedelta(hours=2)).isoformat(), "capacity": 2, "questions": [question]}
+
+
+@pytest.mark.parametrize("question, says", [
+    ({**PEOPLE, "integer": "yes"}, "integer"),
+    ({"key": "size", "label": "尺码", "type": "text", "integer": True}, "只有数字题"),
+    ({**PEOPLE, "min": 0.5}, "整数"),
+    ({**PEOPLE, "max": 9.5}, "整数"),
+])
+def test_a_bad_whole_number_setting_is_refused_when_staff_save_it(client, staff, staff_headers, question, says):
+    resp = client.post("/api/v1/staff/activities", json=_activity_body(question), headers=staff_headers(staff))
+    assert resp.status_code == 422, resp.get_json()
+    assert says in resp.get_json()["fields"]["questions"], resp.get_json()
+
+
+def test_the_console_question_editor_sets_a_whole_number_question(client, make_staff, console_login, db,
+                                                                   make_user, user_token):
+    import json
+    from datetime import UTC, datetime, timedelta
+
+    from wxapp_backend.activities.models import Activity
+
+    csrf = console_login(make_staff(role="staff"))
+    page = client.get("/console/activities/new").get_data(as_text=True)
+    assert '"integer":true' in page.replace("&#34;", '"') and "整数" in page  # the editor says how
+    start = datetime.now(UTC) + timedelta(days=2, hours=8)
+    form = {"csrf_token": csrf, "category": "cfo_salon", "title": "财务经理沙龙", "address": "服务中心 2 楼",
+            "starts_at": start.strftime("%Y-%m-%dT%H:%M"),
+            "ends_at": (start + timedelta(hours=2)).strftime("%Y-%m-%dT%H:%M"), "capacity": "5",
+            "waitlist_enabled": "on", "status": "published", "questions": json.dumps([PEOPLE], ensure_ascii=False)}
+    assert client.post("/console/activities/new", data=form).status_code == 302
+    a = db.query(Activity).one()
+    assert a.questions[0]["integer"] is True
+    resp = _register(client, a.id, user_token(make_user()), {"people": 2.5})
+    assert resp.status_code == 422 and "answers.people" in resp.get_json()["fields"]

@@ -56,7 +56,7 @@ EARLY_REMINDER, NEAR_REMINDER = "24h", "1h"
 
 
 # A number question's answers lie in [min, max]: staff may set either on the question; without them 随行人数 took -3
-# and 1e15. Staff's own bounds stay within ±NUMBER_BOUND.
+# and 1e15. Staff's own bounds stay within ±NUMBER_BOUND. "integer": true takes whole numbers only (参加人数 took 2.5).
 NUMBER_MIN, NUMBER_MAX, NUMBER_BOUND = 0, 99999, 10**9
 
 
@@ -66,6 +66,11 @@ def _number_range(q: dict) -> tuple[float, float]:
 
 def _check_range(q: dict, label: str) -> str | None:
     given = [k for k in ("min", "max") if k in q]
+    if "integer" in q:  # 参加人数 and the like: no 2.5 people
+        if q.get("type") != "number":
+            return f"问题“{label}”：只有数字题可以设置 integer（只收整数）"
+        if not isinstance(q["integer"], bool):
+            return f"问题“{label}”的 integer 应为 true（只收整数）或 false"
     if not given:
         return None
     if q.get("type") != "number":
@@ -74,6 +79,8 @@ def _check_range(q: dict, label: str) -> str | None:
         v = q[k]
         if isinstance(v, bool) or not isinstance(v, (int, float)) or v != v or abs(v) > NUMBER_BOUND:
             return f"问题“{label}”的 {k} 应为 -{NUMBER_BOUND} 到 {NUMBER_BOUND} 之间的数字"
+        if q.get("integer") is True and not float(v).is_integer():
+            return f"问题“{label}”只收整数，{k} 也应为整数"
     low, high = _number_range(q)
     if low > high:
         return (f"问题“{label}”的最小值不能大于最大值（未设置时最小值为 {NUMBER_MIN}、最大值为 {NUMBER_MAX}）")
@@ -131,7 +138,8 @@ ACTIVITY_FIELDS = (
     Field("verified_only", "bool", "仅限已核实的企业联系人", default=False),
     Field("per_enterprise_cap", "int", "每家企业名额上限", max=100000),
     Field("questions", "list", "报名问题", max_items=20, default=[], check=_check_questions,
-          description="每项 {key, label, type, required}；单选、多选题带 options；数字题可带 min、max（不设时为 0 到 99999）"),
+          description="每项 {key, label, type, required}；单选、多选题带 options；数字题可带 min、max（不设时为 0 到 99999），"
+                      "只收整数的（如参加人数）再带 \"integer\": true"),
     Field("requires_approval", "bool", "报名需审核", default=False),
     Field("cover_image", "str", "封面图片地址", max_len=300, default=""),
     Field("status", "enum", "状态", choices=tuple(s.value for s in ActivityStatus),
@@ -528,7 +536,7 @@ def _answer_field(q: dict) -> Field:
         return Field(q["key"], "str", label, required=required, max_len=500)
     if kind == "number":
         low, high = _number_range(q)
-        return Field(q["key"], "float", label, required=required, min=low, max=high)
+        return Field(q["key"], "float", label, required=required, min=low, max=high, whole=q.get("integer") is True)
     if kind == "choice":
         return Field(q["key"], "enum", label, required=required, choices=tuple(q["options"]))
     if kind == "multi":
