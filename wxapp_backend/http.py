@@ -109,7 +109,9 @@ def page_json(items: list[Any], total: int, page: int, per_page: int) -> dict[st
 
 def doc(summary: str, *, body: Iterable[Field] | None = None, params: Iterable[Field] | None = None,
         responses: dict[int, str] | None = None, auth: str = "user", tags: Iterable[str] = ()) -> Callable[[F], F]:
-    """Attach OpenAPI facts to a view; the document at /api/v1/openapi.json is built from these."""
+    """Attach OpenAPI facts to a view; the document at /api/v1/openapi.json is built from these. `auth`: "user"
+    (a mini-program login), "staff", "none" (no token is read) or "optional" (optional_user_id: anonymous
+    callers are served, a login gives more, a bad token is a 401)."""
 
     def wrap(fn: F) -> F:
         fn.__openapi__ = {  # type: ignore[attr-defined]

@@ -64,7 +64,14 @@ def build_spec(app: Flask) -> dict[str, Any]:
                     op["requestBody"] = {"required": True, "content": {"application/json": {"schema": schema}}}
                 for status, text in facts["responses"].items():
                     op["responses"][str(status)] = {"description": text}
-                if facts["auth"] != "none":
+                if facts["auth"] == "optional":
+                    # Works without a login and gives more with one; a bad token is 401 invalid_token. The empty
+                    # requirement is OpenAPI's way of saying "or none at all".
+                    op["security"] = [{}, {"bearer": []}]
+                    op["responses"].setdefault("401", {
+                        "description": "带了已过期或无效的登录令牌（invalid_token，请重新登录）；不带令牌按未登录处理",
+                        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}})
+                elif facts["auth"] != "none":
                     op["security"] = [{"bearer": []}]
             for status, text in _STATUS_TEXT.items():
                 op["responses"].setdefault(str(status), {
@@ -75,8 +82,9 @@ def build_spec(app: Flask) -> dict[str, Any]:
         "openapi": "3.0.3",
         "info": {"title": "wxapp_backend 小程序接口", "version": "1",
                  "description": "营商服务中心小程序后端接口。错误统一为 {error, message, fields}。"
-                                "不要求登录的接口不带 Authorization 时按未登录处理；带了已过期或无效的登录令牌则返回 "
-                                "401 invalid_token（请重新登录），不会悄悄按未登录处理。"},
+                                "登录可选的接口（security 为 [{}, {bearer}]）不带 Authorization 时按未登录处理，带了登录令牌时"
+                                "多给本人的信息；带了已过期或无效的登录令牌则返回 401 invalid_token（请重新登录），"
+                                "不会悄悄按未登录处理。没有 security 的接口不看登录令牌。"},
         "servers": [{"url": "/"}],
         "paths": paths,
         "components": {

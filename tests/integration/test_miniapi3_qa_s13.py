@@ -126,3 +126,85 @@ def test_the_console_question_editor_sets_a_whole_number_question(client, make_s
     assert a.questions[0]["integer"] is True
     resp = _register(client, a.id, user_token(make_user()), {"people": 2.5})
     assert resp.status_code == 422 and "answers.people" in resp.get_json()["fields"]
+
+
+# --- 3. optional login in the OpenAPI document ----------------------------------------------------------------
+
+OPTIONAL = [{}, {"bearer": []}]
+
+
+def test_the_openapi_document_says_which_operations_take_a_login_optionally(client, make_activity, make_staff):
+    """The activity list and detail, the KB search, the chat and 有用/没用 work without a login, give more with one
+    (已报名, 候补第几位, the user's own vote), and answer a bad token with 401 invalid_token; the document described
+    them as needing no login at all (no security), so a generated client sent no token and never showed 已报名.
+    Checked against what each operation really does: every operation the document opens to anonymous callers is
+    called without a token, with a forged one and with a real login; one that refuses the forged token must be
+    documented with optional bearer auth ([{}, {bearer}]), one that ignores it must not be."""
+    from wxapp_backend.knowledge_store.cli import load_default_if_empty
+    from wxapp_backend.knowledge_store.services import get_runtime
+
+    load_default_if_empty()
+    get_runtime().check_interval = 0
+    activity = make_activity()
+    make_staff(username="qa13_openapi")
+    codes = iter(f"qa13-code-{i}" for i in range(100))
+    login = client.post("/api/v1/auth/login", json={"code": next(codes)})
+    assert login.status_code == 200, login.get_json()
+    user = {"Authorization": f"Bearer {login.get_json()['token']}"}
+    turn = client.post("/api/v1/chat", json={"text": "外籍人才工作许可怎么办"}).get_json()
+    assert turn["entry_id"] and turn["vote_token"], turn
+
+    samples = {  # a request each operation answers without a login
+        ("GET", "/api/v1/activities"): lambda: ("/api/v1/activities", {}),
+        ("GET", "/api/v1/activities/{activity_id}"): lambda: (f"/api/v1/activities/{activity.id}", {}),
+        ("GET", "/api/v1/appeal-categories"): lambda: ("/api/v1/appeal-categories", {}),
+        ("POST", "/api/v1/auth/login"): lambda: ("/api/v1/auth/login", {"json": {"code": next(codes)}}),
+        ("GET", "/api/v1/buildings"): lambda: ("/api/v1/buildings", {}),
+        ("POST", "/api/v1/chat"): lambda: ("/api/v1/chat", {"json": {"text": "你好"}}),
+        ("GET", "/api/v1/kb/entries/{entry_id}"): lambda: (f"/api/v1/kb/entries/{turn['entry_id']}", {}),
+        ("POST", "/api/v1/kb/feedback"): lambda: ("/api/v1/kb/feedback", {"json": {
+            "entry_id": turn["entry_id"], "useful": True, "turn_id": turn["turn_id"],
+            "vote_token": turn["vote_token"]}}),
+        ("GET", "/api/v1/kb/search"): lambda: ("/api/v1/kb/search", {"query_string": {"q": "社保"}}),
+        ("POST", "/api/v1/staff/login"): lambda: ("/api/v1/staff/login", {"json": {
+            "username": "qa13_openapi", "password": "Passw0rd!x"}}),
+    }
+    spec = client.get("/api/v1/openapi.json").get_json()
+    assert "bearer" in spec["components"]["securitySchemes"]
+    open_ops = {(m.upper(), p): op.get("security") for p, ops in spec["paths"].items() for m, op in ops.items()
+                if not op.get("security") or {} in op["security"]}
+    assert set(open_ops) == set(samples), "an operation open to anonymous callers needs a sample here: " \
+        f"{sorted(set(open_ops) ^ set(samples))}"
+    forged = {"Authorization": "Bearer qa13-not-a-token"}
+    problems, optional = [], set()
+    for (method, path), security in sorted(open_ops.items()):
+        documented = security == OPTIONAL
+        if security not in (None, OPTIONAL):
+            problems.append(f"{method} {path}: security {security}, want none or {OPTIONAL}")
+        url, kw = samples[(method, path)]()
+        anon = client.open(url, method=method, **kw)
+        if anon.status_code >= 400:
+            problems.append(f"{method} {path} without a token: {anon.status_code} {anon.get_json()}")
+        url, kw = samples[(method, path)]()
+        bad = client.open(url, method=method, headers=forged, **kw)
+        reads_token = bad.status_code == 401
+        if reads_token:
+            optional.add((method, path))
+            if bad.get_json()["error"] != "invalid_token":
+                problems.append(f"{method} {path} with a forged token: {bad.get_json()}")
+        if reads_token != documented:
+            problems.append(f"{method} {path}: forged token gives {bad.status_code}, documented "
+                            f"{'optional' if documented else 'without'} login")
+        if documented:
+            url, kw = samples[(method, path)]()
+            good = client.open(url, method=method, headers=user, **kw)
+            if good.status_code == 401:
+                problems.append(f"{method} {path} with a real login: 401")
+            if "401" not in spec["paths"][path][method.lower()]["responses"]:
+                problems.append(f"{method} {path}: 401 not documented")
+    assert not problems, "\n".join(problems)
+    assert optional >= {("GET", "/api/v1/activities"), ("GET", "/api/v1/activities/{activity_id}"),
+                        ("POST", "/api/v1/chat"), ("GET", "/api/v1/kb/search"), ("POST", "/api/v1/kb/feedback")}
+    # “gives more with a login”: the detail says whether the caller registered only to a logged-in caller
+    assert "my_registration" not in client.get(f"/api/v1/activities/{activity.id}").get_json()
+    assert client.get(f"/api/v1/activities/{activity.id}", headers=user).get_json()["my_registration"] is None

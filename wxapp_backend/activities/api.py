@@ -57,7 +57,7 @@ def _mine(s, reg: Registration, *, with_activity: bool = False) -> dict:
 @bp.get("/activities")
 @doc("活动列表（可按类别、日期、楼宇筛选），含剩余名额；带登录令牌时每项有 ineligible_reason（现在不能报名的原因："
      "报名未开始或已截止、活动已开始、不在面向范围、已报名、名额已满且不设候补等，与报名时的提示相同；可以报名为 null）",
-     params=services.LIST_PARAMS, auth="none", tags=["活动"])
+     params=services.LIST_PARAMS, auth="optional", tags=["活动"])
 def list_activities():
     q = query(services.LIST_PARAMS)
     user_id = optional_user_id()
@@ -68,7 +68,7 @@ def list_activities():
 
 @bp.get("/activities/<int:activity_id>")
 @doc("活动详情（含剩余名额、报名问题）；带登录令牌时 my_registration 是本人最近一次报名（状态、可否取消、"
-     "可否出示签到码、候补第几位 waitlist_position），没有报名为 null；ineligible_reason 同活动列表", auth="none", tags=["活动"])
+     "可否出示签到码、候补第几位 waitlist_position），没有报名为 null；ineligible_reason 同活动列表", auth="optional", tags=["活动"])
 def get_activity(activity_id: int):
     user_id = optional_user_id()
     with session_scope() as s:

@@ -60,7 +60,7 @@ def _caller() -> str:
 
 
 @bp.get("/kb/search")
-@doc("检索知识库：返回决定（answer/suggest/fallback）和候选条目", params=SEARCH_PARAMS, auth="none",
+@doc("检索知识库：返回决定（answer/suggest/fallback）和候选条目", params=SEARCH_PARAMS, auth="optional",
      tags=["知识库"])
 def search():
     q = query(SEARCH_PARAMS)
@@ -79,7 +79,7 @@ def search():
      "可带 session（8-64 位，客户端自取的会话编号）让“您是不是想问”的选项只对本会话有效；登录后继续带同一个 session，"
      "登录前列出的选项接着有效。"
      "decision：answer / suggest / fallback / smalltalk / handoff / guide（指向小程序页面）", body=CHAT_FIELDS,
-     auth="none", tags=["知识库"], responses={200: "{reply, decision, suggestions, turn_id, vote_token}"})
+     auth="optional", tags=["知识库"], responses={200: "{reply, decision, suggestions, turn_id, vote_token}"})
 def chat():
     from handlers.bot import HUMAN_APP, MENU_REPLY, app_picked_item, app_reply
     from handlers.kb import ChatMemory, menu_shown
@@ -137,7 +137,7 @@ def entry_detail(entry_id: str):
 
 @bp.post("/kb/feedback")
 @doc("对一条回答点“有用/没用”：对话中的回答带 turn_id（未登录时还要带回答里的 vote_token），"
-     "不带 turn_id 的评价需要登录", body=FEEDBACK_FIELDS, auth="none", tags=["知识库"])
+     "不带 turn_id 的评价需要登录", body=FEEDBACK_FIELDS, auth="optional", tags=["知识库"])
 def feedback():
     data = parse(FEEDBACK_FIELDS)
     user_id = optional_user_id()
