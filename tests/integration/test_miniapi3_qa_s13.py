@@ -208,3 +208,132 @@ def test_the_openapi_document_says_which_operations_take_a_login_optionally(clie
     # “gives more with a login”: the detail says whether the caller registered only to a logged-in caller
     assert "my_registration" not in client.get(f"/api/v1/activities/{activity.id}").get_json()
     assert client.get(f"/api/v1/activities/{activity.id}", headers=user).get_json()["my_registration"] is None
+
+
+# --- 4. paging parameters on every list of the mini-program ---------------------------------------------------
+
+PAGED = ("/api/v1/activities", "/api/v1/me/registrations", "/api/v1/appeals", "/api/v1/me/inbox")
+
+
+@pytest.mark.parametrize("url", PAGED)
+@pytest.mark.parametrize("query, field", [
+    ("page=-1", "page"), ("page=0", "page"), ("page=abc", "page"), ("page=1.5", "page"), ("page=1e3", "page"),
+    ("page=" + "9" * 5000, "page"), ("page=100001", "page"), ("per_page=0", "per_page"),
+    ("per_page=-20", "per_page"), ("per_page=1000000", "per_page"), ("per_page=ten", "per_page"),
+    ("page=%00", "page"), ("page=NaN", "page"), ("per_page=%EF%BC%8D1", "per_page"),
+])
+def test_bad_paging_is_a_chinese_422_naming_the_parameter(client, make_user, user_token, url, query, field):
+    resp = client.get(f"{url}?{query}", headers=user_token(make_user()))
+    assert resp.status_code == 422, (query, resp.status_code, resp.get_data(as_text=True)[:300])
+    body = resp.get_json()
+    assert list(body["fields"]) == [field], body
+    says = body["fields"][field]
+    assert says.startswith("页码" if field == "page" else "每页条数") and len(says) < 60, says
+
+
+@pytest.mark.parametrize("url", PAGED)
+def test_the_last_allowed_page_is_an_empty_page_not_an_error(client, make_user, user_token, url):
+    resp = client.get(f"{url}?page=100000&per_page=100", headers=user_token(make_user()))
+    assert resp.status_code == 200, resp.get_json()
+    body = resp.get_json()
+    assert body["items"] == [] and (body["page"], body["per_page"]) == (100000, 100)
+
+
+# --- 5. one user never sees another's rows ----------------------------------------------------------------------
+
+def test_lists_and_keys_never_cross_users(client, make_activity, make_user, user_token, db):
+    """Alice's registration (made with key K), appeal (key K too) and inbox item; Bob lists his own pages, reads the
+    activity, and sends the same key K for the same activity and the same appeal words: he gets his own new rows,
+    never hers (a key is the user's own: a shared key must not hand back another user's registration or appeal)."""
+    from wxapp_backend.db import session_scope
+    from wxapp_backend.notices.services import notify
+
+    alice, bob = make_user(nickname="Alice"), make_user(nickname="Bob")
+    ah, bh = user_token(alice), user_token(bob)
+    a = make_activity(questions=[{"key": "note", "label": "备注", "type": "text"}])
+    mine = _register(client, a.id, ah, {"note": "Alice 的电话 13800138000"}, key="shared-key-1")
+    assert mine.status_code == 201, mine.get_json()
+    appeal_body = {"content": "我们楼下的路灯坏了一个星期了，晚上很黑", "contact_name": "Alice",
+                   "contact_phone": "13800138000"}
+    appeal = client.post("/api/v1/appeals", json=appeal_body, headers={**ah, "Idempotency-Key": "shared-key-1"})
+    assert appeal.status_code == 201, appeal.get_json()
+    with session_scope() as s:
+        notify(s, alice.id, "notice", {}, title="给 Alice 的消息")
+
+    for url in ("/api/v1/me/registrations", "/api/v1/appeals", "/api/v1/me/inbox", "/api/v1/me/inbox?unread=1"):
+        body = client.get(url, headers=bh).get_json()
+        assert body["items"] == [] and body["total"] == 0, (url, body)
+    assert client.get("/api/v1/me/inbox", headers=bh).get_json()["unread"] == 0
+    assert client.get(f"/api/v1/activities/{a.id}", headers=bh).get_json()["my_registration"] is None
+    listed = client.get("/api/v1/activities", headers=bh).get_json()["items"]
+    assert [i["ineligible_reason"] for i in listed if i["id"] == a.id] == [None]
+    # Bob cannot mark Alice's messages read through read-all
+    assert client.post("/api/v1/me/inbox/read-all", json={}, headers=bh).get_json() == {"marked": 0}
+    assert client.get("/api/v1/me/inbox", headers=ah).get_json()["unread"] == 1
+
+    his = _register(client, a.id, bh, {"note": "Bob"}, key="shared-key-1")
+    assert his.status_code == 201, his.get_json()
+    assert his.get_json()["id"] != mine.get_json()["id"] and his.get_json()["answers"] == {"note": "Bob"}
+    his_appeal = client.post("/api/v1/appeals", json={**appeal_body, "contact_name": "Bob"},
+                             headers={**bh, "Idempotency-Key": "shared-key-1"})
+    assert his_appeal.status_code == 201, his_appeal.get_json()
+    assert his_appeal.get_json()["id"] != appeal.get_json()["id"]
+    text = str(client.get("/api/v1/me/registrations", headers=bh).get_json())
+    assert "Alice" not in text and "13800138000" not in text
+    # and Alice still sees exactly hers
+    regs = client.get("/api/v1/me/registrations", headers=ah).get_json()["items"]
+    assert [r["id"] for r in regs] == [mine.get_json()["id"]]
+
+
+# --- 6. emoji and other Unicode in the answers --------------------------------------------------------------------
+
+EMOJI_QUESTIONS = [
+    {"key": "note", "label": "备注 📝", "type": "text"},
+    {"key": "fruit", "label": "水果", "type": "choice", "options": ["🍎 苹果", "❤️‍🔥 火龙果", "👨‍👩‍👧 家庭装"]},
+    {"key": "tags", "label": "兴趣", "type": "multi", "options": ["🏃 跑步", "🎵 音乐"]},
+]
+
+
+def test_emoji_answers_arrive_whole_everywhere_staff_and_the_user_read_them(client, staff, staff_headers,
+                                                                             make_user, user_token, console_login):
+    import io
+    from datetime import UTC, datetime, timedelta
+
+    from openpyxl import load_workbook
+
+    start = datetime.now(UTC) + timedelta(days=2)
+    created = client.post("/api/v1/staff/activities", headers=staff_headers(staff), json={
+        "category": "social", "title": "缘来外滩 💕", "address": "外滩 3 号", "starts_at": start.isoformat(),
+        "ends_at": (start + timedelta(hours=2)).isoformat(), "capacity": 5, "questions": EMOJI_QUESTIONS})
+    assert created.status_code == 201, created.get_json()
+    aid = created.get_json()["id"]
+    note = "带 2 位朋友🙋‍♀️🙋🏽‍♂️，🏳️‍🌈 𠮷野家见 \u0301é"
+    answers = {"note": note, "fruit": "❤️‍🔥 火龙果", "tags": ["🎵 音乐", "🏃 跑步"]}
+    h = user_token(make_user(nickname="小🐟"))
+    resp = _register(client, aid, h, answers)
+    assert resp.status_code == 201, resp.get_json()
+    assert resp.get_json()["answers"] == answers
+    mine = client.get("/api/v1/me/registrations", headers=h).get_json()["items"][0]
+    assert mine["answers"] == answers and mine["activity"]["title"] == "缘来外滩 💕"
+    roster = client.get(f"/api/v1/staff/activities/{aid}/registrations", headers=staff_headers(staff)).get_json()
+    assert roster["items"][0]["answers"] == answers and roster["items"][0]["name"] == "小🐟"
+    console_login(staff)
+    page = client.get(f"/console/activities/{aid}/registrations")
+    assert page.status_code == 200 and note.replace("\u0301é", "") in page.get_data(as_text=True)
+    sheet = client.get(f"/console/activities/{aid}/registrations.xlsx")
+    assert sheet.status_code == 200
+    rows = list(load_workbook(io.BytesIO(sheet.data)).active.iter_rows(values_only=True))
+    assert rows[0][-3:] == ("备注 📝", "水果", "兴趣")
+    assert rows[1][-3:] == (note, "❤️‍🔥 火龙果", "🎵 音乐、🏃 跑步")
+    # 500 emoji are 500 characters, not 2000 bytes' worth; 501 are refused by count
+    assert _register(client, aid, user_token(make_user()), {"note": "😀" * 500}).status_code == 201
+    too_long = _register(client, aid, user_token(make_user()), {"note": "😀" * 501})
+    assert too_long.status_code == 422 and "501" in too_long.get_json()["fields"]["answers.note"]
+
+
+def test_a_broken_emoji_half_is_a_400_not_a_500(client, make_activity, make_user, user_token):
+    a = make_activity(questions=[{"key": "note", "label": "备注", "type": "text"}])
+    resp = client.post(f"/api/v1/activities/{a.id}/registrations", headers={
+        **user_token(make_user()), "Content-Type": "application/json"},
+        data='{"answers": {"note": "半个表情\\ud83d"}}')
+    assert resp.status_code == 400 and resp.get_json()["error"] == "malformed_json", resp.get_json()
