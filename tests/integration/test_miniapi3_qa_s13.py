@@ -337,3 +337,21 @@ def test_a_broken_emoji_half_is_a_400_not_a_500(client, make_activity, make_user
         **user_token(make_user()), "Content-Type": "application/json"},
         data='{"answers": {"note": "半个表情\\ud83d"}}')
     assert resp.status_code == 400 and resp.get_json()["error"] == "malformed_json", resp.get_json()
+
+
+# --- 7. a number question left empty ----------------------------------------------------------------------------
+
+def test_an_optional_number_or_yes_no_question_left_empty_is_no_answer(client, new_activity, make_user, user_token):
+    """The mini-program's form sends an input left empty as "" (as it does for a text or a date): an optional 随行人数
+    left empty was refused with “随行人数应为数字”, so the user could not register without making up a number. It
+    is now no answer, as for text and dates; a required one says 请填写."""
+    aid = new_activity(capacity=10, questions=[
+        {"key": "guests", "label": "随行人数", "type": "number"},
+        {"key": "people", "label": "参加人数", "type": "number", "integer": True, "required": True, "min": 1},
+        {"key": "parking", "label": "是否停车", "type": "bool"}])
+    resp = _register(client, aid, user_token(make_user()), {"guests": "", "people": "", "parking": ""})
+    assert resp.status_code == 422, resp.get_json()
+    assert resp.get_json()["fields"] == {"answers.people": "请填写参加人数"}, resp.get_json()
+    resp = _register(client, aid, user_token(make_user()), {"guests": " ", "people": 2, "parking": ""})
+    assert resp.status_code == 201, resp.get_json()
+    assert resp.get_json()["answers"] == {"people": 2}

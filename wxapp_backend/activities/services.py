@@ -559,6 +559,9 @@ def check_answers(activity: Activity, answers: dict[str, Any] | None) -> dict[st
     if unknown:
         key = sorted(unknown)[0]
         raise ValidationError(f"没有这个报名问题：{key}", fields={f"answers.{key}": "没有这个报名问题"})
+    # The form sends a box left empty as "": no answer, for a number or 是/否 question as validate() already reads a
+    # blank text, choice or date (an optional 随行人数 left empty was “应为数字”, and the user could not register).
+    answers = {k: v for k, v in answers.items() if not (isinstance(v, str) and not clean_text(v))}
     try:
         clean = validate(answers, [_answer_field(q) for q in questions])
     except ValidationError as exc:
