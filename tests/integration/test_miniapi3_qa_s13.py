@@ -355,3 +355,28 @@ def test_an_optional_number_or_yes_no_question_left_empty_is_no_answer(client, n
     resp = _register(client, aid, user_token(make_user()), {"guests": " ", "people": 2, "parking": ""})
     assert resp.status_code == 201, resp.get_json()
     assert resp.get_json()["answers"] == {"people": 2}
+
+
+# --- 8. an appeal's key sent again after the appeal was withdrawn --------------------------------------------------
+
+def test_an_appeal_key_sent_again_after_a_withdrawal_is_refused_not_replayed(client, make_user, user_token, db):
+    """As for a cancelled registration: 我要反映 (key K), 撤回, then 提交 again from the page that kept K and its words
+    answered 200 with the withdrawn appeal, so the page said 提交成功 and nothing reached staff. It is now 409
+    idempotency_key_reused saying the earlier one was withdrawn; a new key files it. (Without a key, the same words
+    after a withdrawal were already a new appeal.)"""
+    from wxapp_backend.appeals.models import Appeal
+
+    h = user_token(make_user())
+    body = {"content": "我们楼下的路灯坏了一个星期了，晚上很黑", "contact_name": "王先生", "contact_phone": "13800138000"}
+    first = client.post("/api/v1/appeals", json=body, headers={**h, "Idempotency-Key": "ap-k1"})
+    assert first.status_code == 201, first.get_json()
+    aid = first.get_json()["id"]
+    assert client.post(f"/api/v1/appeals/{aid}/withdraw", json={"reason": "写错了"}, headers=h).status_code == 200
+    again = client.post("/api/v1/appeals", json=body, headers={**h, "Idempotency-Key": "ap-k1"})
+    assert again.status_code == 409, again.get_json()
+    out = again.get_json()
+    assert out["error"] == "idempotency_key_reused" and "撤回" in out["message"], out
+    assert first.get_json()["number"] in out["message"] and "Idempotency-Key" not in out["message"]
+    assert db.query(Appeal).count() == 1
+    fresh = client.post("/api/v1/appeals", json=body, headers={**h, "Idempotency-Key": "ap-k2"})
+    assert fresh.status_code == 201 and fresh.get_json()["id"] != aid, fresh.get_json()

@@ -131,10 +131,10 @@ APPEAL_NOTICE_KINDS = ("appeal_accepted", "appeal_needs_info", "appeal_resolved"
 @bp.post("/appeals")
 @user_required
 @doc("提交诉求（可带 Idempotency-Key 请求头：同一用户同一键、同样内容返回同一条诉求，200 而非 201；同一键内容不同为 "
-     "409 idempotency_key_reused；不带时，10 分钟内"
+     "409 idempotency_key_reused，那条诉求已撤回后再用同一键也是 409（重新反映要换新键）；不带时，10 分钟内"
      "再次提交内容、联系人和电话都相同的诉求视为网络重试，同样返回已提交的那条，200）", body=SUBMIT_FIELDS,
      tags=["诉求"], responses={201: "{id, number, status, due_at, ...}", 200: "同一 Idempotency-Key 或重试的已有诉求",
-                              409: "同一 Idempotency-Key 已用于内容不同的诉求（idempotency_key_reused）",
+                              409: "同一 Idempotency-Key 已用于内容不同或已撤回的诉求（idempotency_key_reused）",
                               413: "照片过大", 422: "填写有误（类别不存在、电话格式、照片类型等）"})
 def submit():
     user_id = current_user_id()

@@ -465,6 +465,11 @@ def keyed_appeal(session: Session, user_id: int, idempotency_key: str, digest: s
                                                    Appeal.idempotency_key == idempotency_key))
     if existing is None or digest is None:
         return existing
+    if existing.status == S.WITHDRAWN.value:
+        # A key names one request: the same words sent again after 撤回 are a new one (as a registration's key
+        # after 取消). Replayed, the page said 提交成功 while nothing reached staff.
+        raise Conflict(f"您之前这次提交的诉求 {existing.number} 已撤回，这次没有登记。如需重新反映，请重新打开"
+                       "“我要反映”页面后再提交。", code="idempotency_key_reused")
     first = session.scalar(select(AppealEvent.data).where(AppealEvent.appeal_id == existing.id,
                                                           AppealEvent.action == "submitted")
                            .order_by(AppealEvent.id).limit(1))
