@@ -107,8 +107,16 @@ def page_json(items: list[Any], total: int, page: int, per_page: int) -> dict[st
             "pages": max(1, -(-total // per_page))}
 
 
+def idempotency_header(max_len: int, description: str) -> dict[str, Any]:
+    """The optional Idempotency-Key request header as the OpenAPI document states it (for doc(headers=...)); the
+    view's own check takes the same: letters, digits and - _ : ., at most `max_len` long."""
+    return {"name": "Idempotency-Key", "in": "header", "required": False, "description": description,
+            "schema": {"type": "string", "minLength": 1, "maxLength": max_len, "pattern": r"^[A-Za-z0-9_.:-]+$"}}
+
+
 def doc(summary: str, *, body: Iterable[Field] | None = None, params: Iterable[Field] | None = None,
-        responses: dict[int, str] | None = None, auth: str = "user", tags: Iterable[str] = ()) -> Callable[[F], F]:
+        responses: dict[int, str] | None = None, auth: str = "user", tags: Iterable[str] = (),
+        headers: Iterable[dict[str, Any]] = ()) -> Callable[[F], F]:
     """Attach OpenAPI facts to a view; the document at /api/v1/openapi.json is built from these. `auth`: "user"
     (a mini-program login), "staff", "none" (no token is read) or "optional" (optional_user_id: anonymous
     callers are served, a login gives more, a bad token is a 401)."""
@@ -121,6 +129,7 @@ def doc(summary: str, *, body: Iterable[Field] | None = None, params: Iterable[F
             "responses": responses or {200: "成功"},
             "auth": auth,
             "tags": tuple(tags),
+            "headers": tuple(headers),
         }
         return fn
 

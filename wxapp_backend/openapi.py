@@ -54,6 +54,7 @@ def build_spec(app: Flask) -> dict[str, Any]:
             }
             if facts:
                 op["tags"] = list(facts["tags"])
+                op["parameters"].extend(dict(h) for h in facts.get("headers", ()))
                 for f in facts["params"]:
                     op["parameters"].append({"name": f.name, "in": "query", "required": f.required,
                                              "schema": openapi_schema([f])["properties"][f.name]})

@@ -380,3 +380,32 @@ def test_an_appeal_key_sent_again_after_a_withdrawal_is_refused_not_replayed(cli
     assert db.query(Appeal).count() == 1
     fresh = client.post("/api/v1/appeals", json=body, headers={**h, "Idempotency-Key": "ap-k2"})
     assert fresh.status_code == 201 and fresh.get_json()["id"] != aid, fresh.get_json()
+
+
+# --- 9. the Idempotency-Key header in the OpenAPI document ------------------------------------------------------
+
+def test_the_idempotency_key_header_is_documented_as_it_is_checked(client, make_activity, make_user, user_token):
+    """Registrations and appeals take an Idempotency-Key header (and refuse a malformed one with 400), but the
+    document did not mention it: a client generated from it could not send one. Now it is a header parameter with
+    its limits, and the limits are the ones the server applies."""
+    import re
+
+    spec = client.get("/api/v1/openapi.json").get_json()["paths"]
+    a = make_activity()
+    h = user_token(make_user())
+    appeal = {"content": "我们楼下的路灯坏了一个星期了，晚上很黑", "contact_name": "王先生", "contact_phone": "13800138000"}
+    for path, url, body in (("/api/v1/activities/{activity_id}/registrations",
+                             f"/api/v1/activities/{a.id}/registrations", {"answers": {}}),
+                            ("/api/v1/appeals", "/api/v1/appeals", appeal)):
+        params = [p for p in spec[path]["post"]["parameters"] if p["in"] == "header"]
+        assert [p["name"] for p in params] == ["Idempotency-Key"], (path, params)
+        schema = params[0]["schema"]
+        assert params[0]["required"] is False and "idempotency_key_reused" in params[0]["description"]
+        longest = schema["maxLength"]
+        assert re.fullmatch(schema["pattern"], "a" * longest)
+        too_long = client.post(url, json=body, headers={**h, "Idempotency-Key": "b" * (longest + 1)})
+        assert too_long.status_code == 400 and too_long.get_json()["error"] == "bad_idempotency_key"
+        bad_char = client.post(url, json=body, headers={**h, "Idempotency-Key": "a/b"})
+        assert bad_char.status_code == 400 and not re.fullmatch(schema["pattern"], "a/b")
+        ok = client.post(url, json=body, headers={**h, "Idempotency-Key": "c" * longest})
+        assert ok.status_code == 201, (path, ok.get_json())

@@ -10,7 +10,7 @@ from ..auth.guard import current_actor, current_user_id, optional_user_id, staff
 from ..auth.models import StaffRole, User
 from ..db import session_scope
 from ..errors import BadRequest
-from ..http import PAGE_FIELDS, doc, page_json, parse, query, throttle
+from ..http import PAGE_FIELDS, doc, idempotency_header, page_json, parse, query, throttle
 from ..validation import Field
 from . import checkin, services
 from .models import CATEGORIES, Registration
@@ -31,6 +31,12 @@ DECIDE_FIELDS = (Field("note", "str", "说明", max_len=200, default=""),)
 ATTENDED_FIELDS = (Field("note", "str", "说明", required=True, max_len=200),)
 
 
+IDEMPOTENCY_KEY_MAX = 80
+IDEMPOTENCY_HEADER = idempotency_header(
+    IDEMPOTENCY_KEY_MAX, "提交编号：一次报名请求一个，网络重试时带同一个，同样的回答返回第一次的结果；回答不同、用于另一活动，"
+    "或那次报名已取消，为 409 idempotency_key_reused（重新报名请换一个新的）")
+
+
 def _secret() -> str:
     return current_app.extensions["wxapp"].settings.secret_key
 
@@ -39,7 +45,7 @@ def _idempotency_key() -> str | None:
     key = request.headers.get("Idempotency-Key", "").strip()
     if not key:
         return None
-    if len(key) > 80 or not all(c.isalnum() or c in "-_:." for c in key):
+    if len(key) > IDEMPOTENCY_KEY_MAX or not all(c.isalnum() or c in "-_:." for c in key):
         raise BadRequest("Idempotency-Key 格式不对（最多 80 位字母、数字或 - _ : .）。", code="bad_idempotency_key")
     return key
 
@@ -95,7 +101,7 @@ def get_activity(activity_id: int):
      responses={201: "报名成功、候补或待审核", 200: "重复提交，返回第一次的结果", 403: "不在活动面向范围",
                 409: "名额已满 activity_full / 已报名 / 报名未开始或已截止 / 同一 Idempotency-Key 已用于另一活动、"
                      "不同的回答或已取消的报名 idempotency_key_reused（fields.registration_id 是那次报名）",
-                422: "回答不符合要求"},
+                422: "回答不符合要求"}, headers=(IDEMPOTENCY_HEADER,),
      tags=["活动"])
 def create_registration(activity_id: int):
     body = parse(REGISTER_FIELDS)

@@ -10,7 +10,7 @@ from ..auth.guard import current_actor, current_user_id, staff_api_required, use
 from ..auth.models import StaffRole
 from ..db import session_scope
 from ..errors import AppError, BadRequest, ValidationError
-from ..http import PAGE_FIELDS, doc, json_body, parse, query
+from ..http import PAGE_FIELDS, doc, idempotency_header, json_body, parse, query
 from ..notices.kinds import subscribe_request
 from ..validation import Field, validate
 from . import intake, reports, services
@@ -114,11 +114,17 @@ def _images(values: list[str] | None) -> list[dict]:
     return intake.store_images(current_app.instance_path, decoded) if decoded else []
 
 
+IDEMPOTENCY_KEY_MAX = 64  # the appeals' column
+IDEMPOTENCY_HEADER = idempotency_header(
+    IDEMPOTENCY_KEY_MAX, "提交编号：一次提交一个，网络重试时带同一个，同样的内容返回同一条诉求；内容不同或那条诉求已撤回，"
+    "为 409 idempotency_key_reused（重新反映请换一个新的）")
+
+
 def _idempotency_key() -> str | None:
     key = request.headers.get("Idempotency-Key", "").strip()
     if not key:
         return None
-    if len(key) > 64 or not all(c.isalnum() or c in "-_.:" for c in key):
+    if len(key) > IDEMPOTENCY_KEY_MAX or not all(c.isalnum() or c in "-_.:" for c in key):
         raise BadRequest("Idempotency-Key 只能由字母、数字和 -_.: 组成，最长 64 位。", code="bad_idempotency_key")
     return key
 
@@ -135,7 +141,8 @@ APPEAL_NOTICE_KINDS = ("appeal_accepted", "appeal_needs_info", "appeal_resolved"
      "再次提交内容、联系人和电话都相同的诉求视为网络重试，同样返回已提交的那条，200）", body=SUBMIT_FIELDS,
      tags=["诉求"], responses={201: "{id, number, status, due_at, ...}", 200: "同一 Idempotency-Key 或重试的已有诉求",
                               409: "同一 Idempotency-Key 已用于内容不同或已撤回的诉求（idempotency_key_reused）",
-                              413: "照片过大", 422: "填写有误（类别不存在、电话格式、照片类型等）"})
+                              413: "照片过大", 422: "填写有误（类别不存在、电话格式、照片类型等）"},
+     headers=(IDEMPOTENCY_HEADER,))
 def submit():
     user_id = current_user_id()
     data = validate(json_body(max_bytes=intake.MAX_BODY_BYTES), SUBMIT_FIELDS)
