@@ -409,3 +409,47 @@ def test_the_idempotency_key_header_is_documented_as_it_is_checked(client, make_
         assert bad_char.status_code == 400 and not re.fullmatch(schema["pattern"], "a/b")
         ok = client.post(url, json=body, headers={**h, "Idempotency-Key": "c" * longest})
         assert ok.status_code == 201, (path, ok.get_json())
+
+
+# --- 10. the last seat, taken at once through the API ------------------------------------------------------------
+
+def test_the_last_seat_tapped_at_once_goes_to_one_and_a_refused_key_stays_usable(app, client, make_activity, make_user,
+                                                                                  user_token, db):
+    """Eight people tap 报名 on the last seat at once (each page with its key, each tapping twice): one seat taken
+    once, its owner's second tap the same registration, everyone else 名额已满 (no waitlist). The refused key made
+    nothing, so when the seat frees up the same page's retry with that key registers (a key is used up only by a
+    registration it made)."""
+    import threading
+    from collections import Counter
+
+    a = make_activity(capacity=1, waitlist_enabled=False)
+    heads = [user_token(make_user()) for _ in range(8)]
+    barrier = threading.Barrier(16)
+    out: list = []
+    guard = threading.Lock()
+
+    def tap(i):
+        with app.app_context():
+            c = app.test_client()
+            barrier.wait()
+            r = _register(c, a.id, heads[i // 2], key=f"last-seat-{i // 2}")
+            with guard:
+                out.append((i // 2, r.status_code, (r.get_json() or {}).get("error") or r.get_json()["id"]))
+
+    threads = [threading.Thread(target=tap, args=(i,)) for i in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert len(out) == 16
+    db.expire_all()
+    seats = db.query(Registration).filter_by(activity_id=a.id).all()
+    assert len(seats) == 1 and seats[0].status == "confirmed"
+    winner = next(who for who, code, _ in out if code == 201)
+    assert Counter((who == winner, code) for who, code, _ in out) == Counter(
+        {(True, 201): 1, (True, 200): 1, (False, 409): 14}), out
+    assert {err for who, code, err in out if who != winner} == {"activity_full"}
+    assert _cancel(client, seats[0].id, heads[winner]).status_code == 200
+    loser = (winner + 1) % 8
+    retry = _register(client, a.id, heads[loser], key=f"last-seat-{loser}")
+    assert retry.status_code == 201 and retry.get_json()["status"] == "confirmed", retry.get_json()
