@@ -453,3 +453,21 @@ def test_the_last_seat_tapped_at_once_goes_to_one_and_a_refused_key_stays_usable
     loser = (winner + 1) % 8
     retry = _register(client, a.id, heads[loser], key=f"last-seat-{loser}")
     assert retry.status_code == 201 and retry.get_json()["status"] == "confirmed", retry.get_json()
+
+
+# --- 11. a page that has not logged in yet -----------------------------------------------------------------------
+
+def test_a_page_before_login_is_told_to_log_in_not_that_its_login_expired(client):
+    """Before wx.login finishes, a page sends “Bearer undefined” (or null, or nothing after Bearer) from its empty
+    storage. The open pages already read that as no login; the pages that need one answered 401 invalid_token
+    “登录已过期”, to someone who had never logged in. It is now missing_token “请先登录”, as with no header."""
+    for header in ("Bearer undefined", "Bearer null", "Bearer  ", "bearer undefined"):
+        for method, url in (("GET", "/api/v1/me/registrations"), ("GET", "/api/v1/me/inbox"),
+                            ("POST", "/api/v1/appeals")):
+            resp = client.open(url, method=method, headers={"Authorization": header},
+                               json={} if method == "POST" else None)
+            assert resp.status_code == 401, (header, url, resp.status_code)
+            body = resp.get_json()
+            assert body["error"] == "missing_token" and "请先登录" in body["message"], (header, url, body)
+    forged = client.get("/api/v1/me/registrations", headers={"Authorization": "Bearer qa13-forged"})
+    assert forged.status_code == 401 and forged.get_json()["error"] == "invalid_token"

@@ -18,11 +18,16 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 USER, STAFF, CONSOLE = "user", "staff", "console"
 
+# What a page sends before anyone logged in: "Bearer " + an empty, undefined or null stored token.
+_NO_TOKEN = {"", "undefined", "null"}
+
 
 def _bearer() -> str:
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
+    # "Bearer undefined" is a page that has not logged in yet (_NO_TOKEN): 登录已过期 was news to someone who never
+    # logged in.
+    if scheme.lower() != "bearer" or token.strip() in _NO_TOKEN:
         raise Unauthorized("请先登录（缺少登录凭证）。", code="missing_token")
     return token.strip()
 
@@ -40,9 +45,6 @@ def current_user_id() -> int:
     g.user_auth = (token, user_id)
     return user_id
 
-
-# What a page sends before anyone logged in: "Bearer " + an empty, undefined or null stored token.
-_NO_TOKEN = {"", "undefined", "null"}
 
 
 def optional_user_id() -> int | None:
