@@ -924,16 +924,20 @@ STAFF_ALERT_TITLES = {"return_requested": "退单待审核", "extension_requeste
 def notify_department(session: Session, appeal: Appeal, what: str, key: str, *, actor: Actor | None = None,
                       note: str = "") -> int:
     """临期 / 超期 / 催办 / 企业催办 reach the people answering for the appeal — the handling department's staff and
-    its handler (承办人, whatever their department); while it is 已提交 (not accepted yet) the centre's staff and
-    admins — whose account is linked to a WeChat user, once per event (`key`), never an unlinked account. `actor`,
+    its handler (承办人, whatever their department); while it is 已提交, or accepted but not given out (交办), the
+    centre's staff and admins and its handler — whose account is linked to a WeChat user, once per event (`key`), never an unlinked account. `actor`,
     a staff member acting (a 催办), is not told of its own act."""
     acting = int(actor.id) if actor is not None and actor.type == "staff" and actor.id is not None else None
-    if appeal.status == S.SUBMITTED:
-        # Not accepted yet: the centre owes the next step (受理), not the department the rules guessed at submission,
-        # which has not been given it (and is not told it is theirs until the 交办).
-        return _alert_staff(session, appeal, what, key, [StaffUser.role.in_([StaffRole.STAFF, StaffRole.ADMIN])],
-                            f"{CENTRE}工作人员", acting=acting, note=note, department=CENTRE)
     handler = appeal.handler_id if appeal.handler_id != acting else None
+    if appeal.status == S.SUBMITTED or not given_out(session, appeal):
+        # Not accepted, or accepted and not given out (交办) yet: the centre owes the next step (受理, 交办) and its
+        # handler, if any, holds it — not the department the rules guessed at submission, which has not been given
+        # it (and is not told it is theirs until the 交办). Accepted, it alerted that department like its own.
+        who = [StaffUser.role.in_([StaffRole.STAFF, StaffRole.ADMIN])]
+        if handler is not None:
+            who.append(StaffUser.id == handler)
+        return _alert_staff(session, appeal, what, key, who, f"{CENTRE}工作人员" + ("和承办人" if handler else ""),
+                            acting=acting, note=note, department=CENTRE)
     who = [StaffUser.department == appeal.department] if appeal.department else []
     if handler is not None:
         who.append(StaffUser.id == handler)
@@ -941,6 +945,16 @@ def notify_department(session: Session, appeal: Appeal, what: str, key: str, *, 
                     + (["承办人"] if handler is not None else []))
     return _alert_staff(session, appeal, what, key, who, whom, acting=acting, note=note,
                         department=appeal.department)
+
+
+def given_out(session: Session, appeal: Appeal) -> bool:
+    """The appeal's department was given it (交办: an `assigned` or `reassigned` event names it), rather than only
+    guessed at submission by the rules (or the category) and kept in `department` as the suggestion."""
+    if not appeal.department:
+        return False
+    return any((d or {}).get("department") == appeal.department for d in session.scalars(
+        select(AppealEvent.data).where(AppealEvent.appeal_id == appeal.id,
+                                       AppealEvent.action.in_(["assigned", "reassigned"]))))
 
 
 def notify_assignment(session: Session, appeal: Appeal, what: str, key: str, *, actor: Actor,

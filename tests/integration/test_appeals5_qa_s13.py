@@ -1,0 +1,82 @@
+"""Appeals QA (pass 13, appeals5): the closed loop's ends — who hears of an appeal nobody has given out yet, what
+happens to 会办 tasks at the 办结, and when staff may close an appeal the enterprise has not rated.
+
+- an accepted appeal not yet 交办 alerts the centre (who dispatches) and its handler, not the department the rules
+  guessed at submission; that department hears of it at the 交办;
+- the 办结 closes the optional 会办 tasks still open (timeline + audit), and acting on one afterwards is a Chinese 409;
+- staff cannot close a resolved appeal while the enterprise's 7-day rating window runs; closed after it, the
+  record says no rating came.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from tests.integration.test_appeals2_qa_s11 import (  # noqa: F401  (pass 11's fixture)
+    _alerts,
+    _link,
+    at,
+    w,
+)
+from wxapp_backend.appeals import jobs, services
+from wxapp_backend.audit import Actor
+from wxapp_backend.db import session_scope
+from wxapp_backend.errors import Conflict
+
+MONDAY = at(2025, 11, 3, 10, 0)
+
+
+def _refused(fn, exc_type=Conflict):
+    try:
+        fn()
+    except exc_type as exc:
+        return exc
+    raise AssertionError(f"not refused with {exc_type.__name__}")
+
+
+def _dept(staff, name="部门"):
+    return Actor("staff", staff.id, role=staff.role, name=name, department=staff.department)
+
+
+# --- 1. an accepted appeal nobody has given out alerts those who dispatch ------------------------------------
+
+def test_alerts_on_an_accepted_appeal_not_yet_assigned_go_to_the_centre_not_the_guessed_department(
+        w, db, make_user, make_staff):  # noqa: F811
+    tax_phone, centre_phone, admin_phone = (make_user(nickname=n) for n in ("税务所小王", "中心小陈", "管理员手机"))
+    centre = make_staff(role="staff")
+    _link(w.tax, tax_phone.id)
+    _link(centre, centre_phone.id)
+    _link(w.admin, admin_phone.id)
+    appeal_id = w.submit(MONDAY)
+    w.act(appeal_id, "accept", now=MONDAY)  # the admin accepts it (its handler); nobody is given it yet
+    a = w.appeal(appeal_id)
+    assert a.status == "accepted" and a.department == "税务所"  # the rules' guess, not a 交办
+    jobs.tick(now=a.due_at - timedelta(minutes=30))  # 临期
+    assert _alerts(db, tax_phone.id) == []  # 税务所 has not been given it
+    (alert,) = _alerts(db, centre_phone.id)
+    assert "临期" in alert.title and a.number in alert.title
+    assert len(_alerts(db, admin_phone.id)) == 1  # the handler, who accepted it
+    with session_scope() as s:  # the enterprise presses: the centre owes the 交办
+        assert services.press_own(s, w.user.id, appeal_id, now=a.due_at - timedelta(minutes=20)) is True
+    assert _alerts(db, tax_phone.id) == [] and len(_alerts(db, centre_phone.id)) == 2
+    (told, _) = w.events(appeal_id, "staff_notified")
+    assert "营商服务中心" in told[0] and "税务所" not in told[0]
+    # Given to 税务所 (交办): from then on 税务所 hears of it, the 交办 first.
+    w.act(appeal_id, "assign", now=a.due_at - timedelta(minutes=10), department="税务所")
+    jobs.tick(now=a.due_at + timedelta(minutes=5))
+    assert [x.title.split("：")[0] for x in _alerts(db, tax_phone.id)] == ["新交办诉求", "已超期"]
+    assert len(_alerts(db, centre_phone.id)) == 2
+
+
+def test_an_accepted_appeal_the_centre_handles_itself_keeps_the_guessed_department_out_of_its_alerts(
+        w, db, make_user):  # noqa: F811
+    """Started by the centre without a 交办, it is still nobody else's: the guessed department is not alerted."""
+    tax_phone, admin_phone = make_user(nickname="税务所小王"), make_user(nickname="管理员手机")
+    _link(w.tax, tax_phone.id)
+    _link(w.admin, admin_phone.id)
+    appeal_id = w.submit(MONDAY)
+    w.act(appeal_id, "accept", now=MONDAY)
+    w.act(appeal_id, "start", now=MONDAY)
+    jobs.tick(now=w.appeal(appeal_id).due_at + timedelta(minutes=5))
+    assert _alerts(db, tax_phone.id) == []
+    assert [x.title.split("：")[0] for x in _alerts(db, admin_phone.id)] == ["已超期"]
