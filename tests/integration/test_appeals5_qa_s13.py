@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from sqlalchemy import select
+
 from tests.integration.test_appeals2_qa_s11 import (  # noqa: F401  (pass 11's fixture)
     _alerts,
     _link,
@@ -19,7 +21,8 @@ from tests.integration.test_appeals2_qa_s11 import (  # noqa: F401  (pass 11's f
     w,
 )
 from wxapp_backend.appeals import jobs, services
-from wxapp_backend.audit import Actor
+from wxapp_backend.appeals.models import AppealTask
+from wxapp_backend.audit import Actor, AuditLog
 from wxapp_backend.db import session_scope
 from wxapp_backend.errors import Conflict
 
@@ -80,3 +83,65 @@ def test_an_accepted_appeal_the_centre_handles_itself_keeps_the_guessed_departme
     jobs.tick(now=w.appeal(appeal_id).due_at + timedelta(minutes=5))
     assert _alerts(db, tax_phone.id) == []
     assert [x.title.split("：")[0] for x in _alerts(db, admin_phone.id)] == ["已超期"]
+
+
+# --- 2. the 办结 closes the optional 会办 tasks still open ------------------------------------------------------
+
+def _coordinated(w, make_staff, *, required=False):  # noqa: F811
+    city = make_staff(role="dept", department="城运中心")
+    appeal_id = w.submit(MONDAY)
+    w.act(appeal_id, "accept", now=MONDAY)
+    w.act(appeal_id, "assign", now=MONDAY, department="税务所")
+    w.act(appeal_id, "coordinate", now=MONDAY, actor=_dept(w.tax, "税务"),
+          tasks=[{"department": "城运中心", "description": "核实现场", "working_days": 3, "required": required}])
+    with session_scope() as s:
+        task_id = s.scalar(select(AppealTask.id).where(AppealTask.appeal_id == appeal_id))
+    return appeal_id, task_id, city
+
+
+def test_resolving_closes_the_optional_coordination_tasks_still_open(w, db, make_staff, client,  # noqa: F811
+                                                                     staff_headers, console_login):
+    appeal_id, task_id, city = _coordinated(w, make_staff)
+    assert w.act(appeal_id, "resolve", now=MONDAY + timedelta(hours=2), actor=_dept(w.tax, "税务"),
+                 resolution="已更换税控盘") == "resolved"
+    db.expire_all()
+    task = db.get(AppealTask, task_id)
+    assert task.status == "cancelled" and task.closed_at is not None and "办结" in task.result
+    ((note, data),) = w.events(appeal_id, "task_cancelled")
+    assert "城运中心" in note and "办结" in note and data["task_id"] == task_id
+    assert db.scalar(select(AuditLog.id).where(AuditLog.action == "appeal.task_cancelled")) is not None
+    # The 会办 department can no longer act on it: a clear Chinese 409, nothing changed.
+    version = w.appeal(appeal_id).version
+    resp = client.post(f"/api/v1/staff/appeals/{appeal_id}/actions", headers=staff_headers(city),
+                       json={"action": "complete_task", "task_id": task_id, "result": "现场已核实"})
+    assert resp.status_code == 409, resp.get_json()
+    body = resp.get_json()
+    assert "诉求已办结" in body["message"] and "随之关闭" in body["message"] and body["error"] == "task_closed"
+    assert w.appeal(appeal_id).version == version
+    detail = client.get(f"/api/v1/staff/appeals/{appeal_id}", headers=staff_headers(city)).get_json()
+    assert [t["status"] for t in detail["tasks"]] == ["cancelled"]
+    # ... and its page offers nothing more to do on it.
+    console_login(city)
+    page = client.get(f"/console/appeals/{appeal_id}").get_data(as_text=True)
+    assert 'value="complete_task"' not in page and "已取消" in page
+
+
+def test_a_coordination_task_left_open_on_a_resolved_appeal_cannot_be_acted_on(w, db, make_staff):  # noqa: F811
+    """One left open by an 办结 before this pass (or in any way) is not done after the appeal's handling ended."""
+    appeal_id, task_id, city = _coordinated(w, make_staff)
+    w.act(appeal_id, "resolve", now=MONDAY + timedelta(hours=2), actor=_dept(w.tax, "税务"), resolution="已办")
+    db.execute(AppealTask.__table__.update().where(AppealTask.id == task_id).values(status="open", closed_at=None))
+    exc = _refused(lambda: w.act(appeal_id, "complete_task", now=MONDAY + timedelta(hours=3), actor=_dept(city, "城运"),
+                                 task_id=task_id, result="晚了"))
+    assert "已办结" in exc.message and exc.code == "task_closed"
+    db.expire_all()
+    assert db.get(AppealTask, task_id).status == "open"
+
+
+def test_resolving_with_a_required_task_open_is_still_refused(w, db, make_staff):  # noqa: F811
+    appeal_id, task_id, _ = _coordinated(w, make_staff, required=True)
+    exc = _refused(lambda: w.act(appeal_id, "resolve", now=MONDAY + timedelta(hours=2), actor=_dept(w.tax, "税务"),
+                                 resolution="已办"))
+    assert exc.code == "open_subtasks"
+    db.expire_all()
+    assert db.get(AppealTask, task_id).status == "open"

@@ -665,15 +665,21 @@ def press_own(session: Session, user_id: int, appeal_id: int, now: datetime | No
     return True
 
 
-def _cancel_open_tasks(session: Session, appeal: Appeal, why: str, now: datetime) -> None:
+def _cancel_open_tasks(session: Session, appeal: Appeal, why: str, now: datetime, *,
+                       kinds: tuple[str, ...] = (TaskKind.COORDINATION, TaskKind.ESCALATION),
+                       requests: bool = True) -> None:
     """An appeal that ends without being handled (withdrawn, rejected) owes no 会办 and no 办不成事 answer: their
     tasks stayed open, so the window's 办不成事待处理 kept it for good (flagged overdue after 3 days) and the 会办
-    departments kept it in their queues. A 差评整改 task is about work already done and stays."""
+    departments kept it in their queues. A 差评整改 task is about work already done and stays. With `kinds` only
+    those tasks (the 办结 closes the 会办 only: a 办不成事 on a resolved appeal is still owed an answer); without
+    `requests` the pending 退单 and 延期 are left to the caller (the 办结 ends them with its own cause)."""
     for task in session.scalars(select(AppealTask).where(
-            AppealTask.appeal_id == appeal.id, AppealTask.status == "open",
-            AppealTask.kind.in_([TaskKind.COORDINATION, TaskKind.ESCALATION]))):
+            AppealTask.appeal_id == appeal.id, AppealTask.status == "open", AppealTask.kind.in_(list(kinds)))):
         task.status, task.result, task.closed_at = "cancelled", why, now
-        _event(session, appeal, SYSTEM, "task_cancelled", note=f"{task.department}：{why}", task_id=task.id)
+        _event(session, appeal, SYSTEM, "task_cancelled", note=f"{task.department}：{why}", task_id=task.id,
+               department=task.department)
+    if not requests:
+        return
     # A 退单 or 延期 still waiting for the centre is moot too: left pending, it stayed in the centre's queue until
     # someone turned it down by hand.
     _end_pending_requests(session, appeal, why.split("，")[0], now)  # 企业已撤回诉求 / 诉求不予受理
@@ -1296,7 +1302,15 @@ def act_complete_task(session, actor, appeal, data, now):
         elif task.department != actor.department:
             raise Forbidden("只能办结本部门的任务。")
     if task.status != "open":
+        if task.kind == TaskKind.COORDINATION and task.result == COORDINATION_ENDED:
+            raise Conflict(f"诉求已办结，{task.department}的这个会办任务已随之关闭，不需要再办理；如有情况请添加备注。",
+                           code="task_closed")
         raise Conflict("这个任务已经办结或取消了。", code="task_closed")
+    if task.kind == TaskKind.COORDINATION and appeal.status in ENDED and not data.get("cancel"):
+        # The handling is over (one left open by an 办结 before the 办结 closed them): what the 会办 found can no
+        # longer change the result; the task may still be cancelled (tidied away).
+        raise Conflict(f"诉求当前为“{appeal.status_label}”，办理已结束，会办任务不能再办结；如有情况请添加备注。",
+                       code="task_closed")
     task.status = "cancelled" if data.get("cancel") else "done"
     task.result, task.closed_at = data.get("result") or data.get("note") or "", now
     appeal.version += 1
@@ -1342,9 +1356,16 @@ def act_resolve(session, actor, appeal, data, now):
         _resolve(session, SYSTEM, child, f"已随主诉求 {appeal.number} 一并办结：{resolution}", now)
 
 
+# What a 会办 task still open at the 办结 is closed with (its `result`): the lead department answered the appeal.
+COORDINATION_ENDED = "诉求已办结，会办任务随之关闭"
+
+
 def _resolve(session, actor, appeal, resolution, now):
     transition(session, appeal, S.RESOLVED, actor, action="resolved", note=f"办结：{resolution}", now=now)
     appeal.resolution, appeal.resolved_at = resolution, now
+    # An optional 会办 still open (a required one refuses the 办结) was left open for good: in the department's
+    # tasks with a 完成 button, and 完成 afterwards wrote a result after the appeal's. It ends with the handling.
+    _cancel_open_tasks(session, appeal, COORDINATION_ENDED, now, kinds=(TaskKind.COORDINATION,), requests=False)
     # 办结 answers what a 退单 or 延期 still waiting asked: the department did the work, and the deadline no longer
     # matters (the on-time figure is taken now). Left pending they kept the appeal in the centre's 待审核 queue and
     # card until someone recorded a 不同意 nobody meant.
