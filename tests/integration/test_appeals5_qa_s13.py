@@ -23,7 +23,7 @@ from tests.integration.test_appeals2_qa_s11 import (  # noqa: F401  (pass 11's f
 from wxapp_backend.appeals import jobs, services
 from wxapp_backend.appeals.models import AppealTask
 from wxapp_backend.audit import Actor, AuditLog
-from wxapp_backend.db import session_scope
+from wxapp_backend.db import session_scope, utcnow
 from wxapp_backend.errors import Conflict
 
 MONDAY = at(2025, 11, 3, 10, 0)
@@ -145,3 +145,49 @@ def test_resolving_with_a_required_task_open_is_still_refused(w, db, make_staff)
     assert exc.code == "open_subtasks"
     db.expire_all()
     assert db.get(AppealTask, task_id).status == "open"
+
+
+# --- 3. the enterprise's rating window comes before staff close the appeal ------------------------------------
+
+def _resolved(w):  # noqa: F811
+    """Resolved an hour ago, by the clock the API and the console read."""
+    now = utcnow() - timedelta(hours=2)
+    appeal_id = w.submit(now)
+    w.act(appeal_id, "accept", now=now)
+    w.act(appeal_id, "resolve", now=now + timedelta(hours=1), resolution="已更换税控盘")
+    return appeal_id
+
+
+def test_staff_cannot_close_a_resolved_appeal_while_the_enterprise_may_still_rate_it(w, db, client,  # noqa: F811
+                                                                                    staff_headers):
+    appeal_id = _resolved(w)
+    resolved_at = w.appeal(appeal_id).resolved_at
+    exc = _refused(lambda: w.act(appeal_id, "close", now=resolved_at + timedelta(days=1), note="电话确认已解决"))
+    assert exc.code == "rating_window_open" and "评价" in exc.message and "7 天" in exc.message
+    assert w.appeal(appeal_id).status == "resolved"
+    resp = client.post(f"/api/v1/staff/appeals/{appeal_id}/actions", headers=staff_headers(w.admin),
+                       json={"action": "close", "note": "电话确认已解决"})
+    assert resp.status_code == 409 and resp.get_json()["error"] == "rating_window_open"
+    assert "评价" in resp.get_json()["message"]
+    # The enterprise can still rate it: the loop ends with its word.
+    with session_scope() as s:
+        services.rate(s, w.user.id, appeal_id, resolved=True, satisfaction=5)
+    assert w.appeal(appeal_id).status == "closed"
+
+
+def test_closing_after_the_window_records_that_no_rating_came(w, db):  # noqa: F811
+    appeal_id = _resolved(w)
+    resolved_at = w.appeal(appeal_id).resolved_at
+    assert w.act(appeal_id, "close", now=resolved_at + services.RATING_WINDOW + timedelta(minutes=1),
+                 note="归档") == "closed"
+    ((note, data),) = w.events(appeal_id, "closed")
+    assert "未评价" in note and data.get("rated") is False
+    entry = db.scalar(select(AuditLog).where(AuditLog.action == "appeal.closed"))
+    assert entry is not None and entry.data.get("rated") is False
+
+
+def test_the_console_offers_no_close_while_the_rating_window_runs(w, db, client, console_login):  # noqa: F811
+    appeal_id = _resolved(w)
+    console_login(w.admin)
+    page = client.get(f"/console/appeals/{appeal_id}").get_data(as_text=True)
+    assert 'value="close"' not in page and "评价" in page

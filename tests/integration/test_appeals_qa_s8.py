@@ -222,17 +222,23 @@ def test_a_late_second_round_does_not_rewrite_the_first_resolution_on_time(w):
 
 
 def test_rating_an_appeal_staff_closed_early_does_not_say_the_window_lapsed(w):
-    """Staff may close a resolved appeal the enterprise confirmed by phone; the enterprise trying to rate it on
-    day 1 was told the 7-day window had passed."""
+    """The enterprise trying to rate a closed appeal on day 1 was told the 7-day window had passed. (Pass 13: staff
+    no longer close a resolved appeal inside the window — 409 rating_window_open — so a rejected one stands for an
+    appeal ended early.)"""
     from wxapp_backend.errors import Conflict
 
     a = w.submit()
     w.act(a, "accept", category="tax")
     w.act(a, "resolve", now=sh(2025, 10, 22, 10, 0), resolution="已更换税控盘")
-    w.act(a, "close", now=sh(2025, 10, 22, 11, 0), note="企业电话确认已解决")
+    with pytest.raises(Conflict) as info:
+        w.act(a, "close", now=sh(2025, 10, 22, 11, 0), note="企业电话确认已解决")
+    assert info.value.code == "rating_window_open"
+    b = w.submit()
+    w.act(b, "reject", now=sh(2025, 10, 22, 11, 0), reason="不属于受理范围")
     with pytest.raises(Conflict) as info, session_scope() as s:
-        services.rate(s, w.user.id, a, resolved=True, satisfaction=5, now=sh(2025, 10, 23, 10, 0))
-    assert info.value.code == "not_awaiting_rating" and "已关闭" in info.value.message
+        services.rate(s, w.user.id, b, resolved=True, satisfaction=5, now=sh(2025, 10, 23, 10, 0))
+    assert info.value.code == "not_awaiting_rating" and "不予受理" in info.value.message
+    w.act(a, "close", now=sh(2025, 10, 30, 11, 0), note="归档")  # the window has passed
     with pytest.raises(Conflict) as info, session_scope() as s:  # and a lapsed window still says so
         services.rate(s, w.user.id, a, resolved=True, satisfaction=5, now=sh(2025, 11, 3, 10, 0))
     assert info.value.code == "rating_window_over"

@@ -131,6 +131,7 @@ def _detail_page(appeal_id: int, typed=None, status: int = 200):
                                open_states=OPEN, merge_states=MERGEABLE, reroutable_states=REROUTABLE,
                                handles=handles, own_department=actor.department if dept_only else None,
                                S=AppealStatus, own_extensions=own_extensions,
+                               rating_ends=services.rating_window_ends(appeal), now=utcnow(),
                                typed_form=typed or {}), status
 
 

@@ -51,7 +51,7 @@ def _one(s, appeal_id: int, now: datetime, done: dict[str, int]) -> None:
     if appeal.status == AppealStatus.RESOLVED:
         if appeal.resolved_at and now > appeal.resolved_at + services.RATING_WINDOW:
             services.transition(s, appeal, AppealStatus.CLOSED, SYSTEM, action="closed", now=now,
-                                note="评价期已过，诉求自动关闭")
+                                note="评价期已过，企业未评价，诉求自动关闭", rated=False)
             done["closed"] += 1
         return
     if appeal.status == AppealStatus.PENDING_ENTERPRISE:

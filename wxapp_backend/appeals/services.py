@@ -1381,8 +1381,27 @@ def _resolve(session, actor, appeal, resolution, now):
             f"resolved:{appeal.round}")
 
 
+def rating_window_ends(appeal: Appeal) -> datetime | None:
+    """When the enterprise's 7 days to rate this round's 办结 end (None when it is not resolved)."""
+    if appeal.status != S.RESOLVED or appeal.resolved_at is None:
+        return None
+    return appeal.resolved_at + RATING_WINDOW
+
+
 def act_close(session, actor, appeal, data, now):
-    transition(session, appeal, S.CLOSED, actor, action="closed", note=data.get("note") or "诉求关闭", now=now)
+    ends = rating_window_ends(appeal)
+    if ends is not None and now <= ends:
+        # 办结反馈 → 好差评: the enterprise was told it may rate within 7 days. Closed by staff on day 1 (“电话确认已
+        # 解决”), it could no longer rate or say “未解决”, and a staff member's word stood for the enterprise's.
+        local = ends.astimezone(TZ)
+        raise Conflict(f"企业可在办结后 7 天内评价（至 {local.month}月{local.day}日 {local:%H:%M}），评价期内不能关闭。"
+                       "企业评价“已解决”后诉求自动关闭，到期未评价的由系统自动关闭；电话回访的情况可以先添加备注。",
+                       code="rating_window_open")
+    # Past the window (the tick closes it within minutes): the record says the enterprise gave no rating.
+    unrated = ends is not None
+    note = data.get("note") or "诉求关闭"
+    transition(session, appeal, S.CLOSED, actor, action="closed", now=now,
+               note=f"{note}（评价期已过，企业未评价）" if unrated else note, rated=False if unrated else None)
     _notify(session, appeal, "appeal_closed", f"您的诉求 {appeal.number} 已关闭。", "closed")
 
 
