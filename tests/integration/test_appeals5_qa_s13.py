@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
 from sqlalchemy import select
 
 from tests.integration.test_appeals2_qa_s11 import (  # noqa: F401  (pass 11's fixture)
@@ -191,3 +192,58 @@ def test_the_console_offers_no_close_while_the_rating_window_runs(w, db, client,
     console_login(w.admin)
     page = client.get(f"/console/appeals/{appeal_id}").get_data(as_text=True)
     assert 'value="close"' not in page and "评价" in page
+
+
+# --- 4. the 办结 and the 会办 department's 完成 at the same moment -------------------------------------------------
+
+def _resolve_and_complete_at_once(app, w, make_staff, monkeypatch, *, lock):  # noqa: F811
+    import threading
+    import time
+
+    appeal_id, task_id, city = _coordinated(w, make_staff)
+    monkeypatch.setattr(services, "LOCK_ROWS", lock)
+    monkeypatch.setattr(services, "_after_load", lambda appeal: time.sleep(0.5))  # both read before either writes
+    event = services._event
+
+    def slow_done(session, appeal, actor, action, **kw):  # the 完成 is not committed before the 办结 reads the task
+        if action == "task_done":
+            time.sleep(1)
+        return event(session, appeal, actor, action, **kw)
+
+    monkeypatch.setattr(services, "_event", slow_done)
+    results: dict[str, str] = {}
+    barrier = threading.Barrier(2)
+
+    def run(name, actor, action, data):
+        with app.app_context():
+            barrier.wait()
+            try:
+                with session_scope() as s:
+                    services.perform(s, actor, appeal_id, action, data, now=MONDAY + timedelta(hours=2))
+                results[name] = "ok"
+            except Conflict:
+                results[name] = "409"
+
+    threads = [threading.Thread(target=run, args=("resolve", _dept(w.tax, "税务"), "resolve", {"resolution": "已办"})),
+               threading.Thread(target=run, args=("complete", _dept(city, "城运"), "complete_task",
+                                                  {"task_id": task_id, "result": "现场已核实"}))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    ended = [a for a in ("task_done", "task_cancelled") for _ in w.events(appeal_id, a)]
+    return results, ended
+
+
+@pytest.mark.postgres
+def test_a_resolution_and_the_tasks_completion_at_once_end_the_task_once(app, w, make_staff, monkeypatch):  # noqa: F811
+    results, ended = _resolve_and_complete_at_once(app, w, make_staff, monkeypatch, lock=True)
+    assert results["resolve"] == "ok"
+    # Either the 会办 answered first (done, then the 办结 found nothing open) or the 办结 closed it first (409).
+    assert (results["complete"], ended) in (("ok", ["task_done"]), ("409", ["task_cancelled"]))
+
+
+@pytest.mark.postgres
+def test_negative_control_without_the_lock_the_task_ends_twice(app, w, make_staff, monkeypatch):  # noqa: F811
+    results, ended = _resolve_and_complete_at_once(app, w, make_staff, monkeypatch, lock=False)
+    assert results == {"resolve": "ok", "complete": "ok"} and sorted(ended) == ["task_cancelled", "task_done"]
