@@ -86,6 +86,27 @@ def test_an_accepted_appeal_the_centre_handles_itself_keeps_the_guessed_departme
     assert [x.title.split("：")[0] for x in _alerts(db, admin_phone.id)] == ["已超期"]
 
 
+def test_the_guessed_department_cannot_handle_an_appeal_before_it_is_given_it(w, db, client, console_login):  # noqa: F811
+    """Accepted by the centre and not given out, it was the rules' guess's to start, 办结 or 退单 as if its own:
+    the 交办 (分类交办) was skipped, and a 退单 sent back an appeal the department had never been given."""
+    appeal_id = w.submit(MONDAY)
+    w.act(appeal_id, "accept", now=MONDAY)
+    tax = _dept(w.tax, "税务")
+    for action, data in (("start", {}), ("resolve", {"resolution": "已办"}), ("return", {"reason": "不归我们"}),
+                         ("request_extension", {"working_days": 2, "reason": "需要时间"})):
+        exc = _refused(lambda action=action, data=data: w.act(appeal_id, action, now=MONDAY, actor=tax, **data))
+        assert exc.code == "not_assigned" and "交办" in exc.message, action
+    assert w.appeal(appeal_id).status == "accepted"
+    assert w.act(appeal_id, "note", now=MONDAY, actor=tax, note="我们可以办") == "accepted"  # a note is welcome
+    console_login(w.tax)
+    page = client.get(f"/console/appeals/{appeal_id}").get_data(as_text=True)
+    assert 'value="resolve"' not in page and 'value="note"' in page and "尚未交办给本部门" in page
+    w.act(appeal_id, "assign", now=MONDAY, department="税务所")  # given to it: its own to handle
+    assert w.act(appeal_id, "start", now=MONDAY, actor=tax) == "in_progress"
+    page = client.get(f"/console/appeals/{appeal_id}").get_data(as_text=True)
+    assert 'value="resolve"' in page and "尚未交办给本部门" not in page
+
+
 # --- 2. the 办结 closes the optional 会办 tasks still open ------------------------------------------------------
 
 def _coordinated(w, make_staff, *, required=False):  # noqa: F811

@@ -120,6 +120,9 @@ def _detail_page(appeal_id: int, typed=None, status: int = 200):
         # A department that only holds a 会办 / 整改 task here does its task and adds notes (services.perform):
         # the handling forms, and the other departments' tasks, are not its to use.
         handles = not dept_only or services._handles(actor, appeal)
+        # Its department only suggested (no 交办 yet): it reads and notes until the centre gives it the appeal.
+        not_given = dept_only and handles and not services._handed_to(s, actor, appeal)
+        handles = handles and not not_given
         staff = list(s.scalars(select(StaffUser).where(StaffUser.active.is_(True)).order_by(StaffUser.username)))
         names = {st.id: st.display_name or st.username for st in staff}
         # 延期 this account asked for and may not grant itself (services.may_approve_own_extension): 不同意 only.
@@ -129,7 +132,7 @@ def _detail_page(appeal_id: int, typed=None, status: int = 200):
         return render_template("console/appeals/detail.html", a=appeal, d=data, staff=staff, names=names,
                                categories=services.categories(s), departments=_departments(s),
                                open_states=OPEN, merge_states=MERGEABLE, reroutable_states=REROUTABLE,
-                               handles=handles, own_department=actor.department if dept_only else None,
+                               handles=handles, not_given=not_given, own_department=actor.department if dept_only else None,
                                S=AppealStatus, own_extensions=own_extensions,
                                rating_ends=services.rating_window_ends(appeal), now=utcnow(),
                                typed_form=typed or {}), status

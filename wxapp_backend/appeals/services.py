@@ -1711,6 +1711,13 @@ ACTIONS: dict[str, tuple[str, Callable, str]] = {
 TASK_ONLY_ACTIONS = frozenset({"complete_task", "note"})
 
 
+def _handed_to(session: Session, actor: Actor, appeal: Appeal) -> bool:
+    """A department account handles the appeal once it was given it (交办), not while its department is only the
+    one the rules (or the category) suggested: the centre accepts and dispatches (分类交办), and the department
+    started, 办结 or 退单 an appeal it had never been given. The 办不成事 window handles the escalated ones."""
+    return (appeal.escalated and actor.department == ESCALATION_OWNER) or given_out(session, appeal)
+
+
 def _handles(actor: Actor, appeal: Appeal) -> bool:
     """The department handling the appeal, or the 办不成事 window once the appeal is escalated to it."""
     return appeal.department == actor.department or (appeal.escalated and actor.department == ESCALATION_OWNER)
@@ -1725,8 +1732,12 @@ def perform(session: Session, actor: Actor, appeal_id: int, action: str, data: d
     if ROLE_RANK[StaffRole(actor.role)] < ROLE_RANK[StaffRole(min_role)]:
         raise Forbidden("您的账号不能进行这个操作。")
     appeal = get_appeal(session, appeal_id, actor, lock=True)
-    if _dept_only(actor) and action not in TASK_ONLY_ACTIONS and not _handles(actor, appeal):
-        raise Forbidden("您的部门只承担这件诉求的会办任务：可以办结本部门的任务或添加备注，办理本身由承办部门负责。")
+    if _dept_only(actor) and action not in TASK_ONLY_ACTIONS:
+        if not _handles(actor, appeal):
+            raise Forbidden("您的部门只承担这件诉求的会办任务：可以办结本部门的任务或添加备注，办理本身由承办部门负责。")
+        if appeal.status != S.SUBMITTED and not _handed_to(session, actor, appeal):  # (submitted: “尚未受理”)
+            raise Conflict("这件诉求还没有交办给贵部门（目前是按类别预先分到的部门），营商服务中心交办后才能办理；"
+                           "现在可以查看和添加备注。", code="not_assigned")
     if data.get("version") is not None and data["version"] != appeal.version:
         raise Conflict("诉求已被他人更新，请刷新后再操作。", code="stale_version")
     fn(session, actor, appeal, data, now or utcnow())
