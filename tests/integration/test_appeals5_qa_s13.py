@@ -107,6 +107,21 @@ def test_the_guessed_department_cannot_handle_an_appeal_before_it_is_given_it(w,
     assert 'value="resolve"' in page and "尚未交办给本部门" not in page
 
 
+def test_the_guessed_department_cannot_cancel_the_centres_coordination_task(w, db, make_staff):  # noqa: F811
+    from wxapp_backend.errors import Forbidden
+
+    make_staff(role="dept", department="城运中心")
+    appeal_id = w.submit(MONDAY)
+    w.act(appeal_id, "accept", now=MONDAY)
+    w.act(appeal_id, "coordinate", now=MONDAY, tasks=[{"department": "城运中心", "description": "核实现场"}])
+    task_id = db.scalar(select(AppealTask.id).where(AppealTask.appeal_id == appeal_id))
+    exc = _refused(lambda: w.act(appeal_id, "complete_task", now=MONDAY, actor=_dept(w.tax, "税务"), task_id=task_id,
+                                 cancel=True), Forbidden)
+    assert "取消" in exc.message
+    db.expire_all()
+    assert db.get(AppealTask, task_id).status == "open" and w.appeal(appeal_id).status == "coordinating"
+
+
 # --- 2. the 办结 closes the optional 会办 tasks still open ------------------------------------------------------
 
 def _coordinated(w, make_staff, *, required=False):  # noqa: F811

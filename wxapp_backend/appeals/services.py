@@ -1295,7 +1295,7 @@ def act_complete_task(session, actor, appeal, data, now):
             # A 会办 is withdrawn by the department that asked for it (or the centre); the department asked, and the
             # 整改 department, answer theirs: cancelled by them, the 会办 ended unanswered. The 办不成事 window may
             # end its own.
-            may = ((task.kind == TaskKind.COORDINATION and _handles(actor, appeal))
+            may = ((task.kind == TaskKind.COORDINATION and _handles(actor, appeal) and _handed_to(session, actor, appeal))
                    or (task.kind == TaskKind.ESCALATION and task.department == actor.department))
             if not may:
                 raise Forbidden("这个任务只能由承办部门或营商服务中心取消；如本部门无法办理，请在“完成”时写明情况和原因。")
