@@ -86,6 +86,22 @@ def test_an_accepted_appeal_the_centre_handles_itself_keeps_the_guessed_departme
     assert [x.title.split("：")[0] for x in _alerts(db, admin_phone.id)] == ["已超期"]
 
 
+def test_the_centres_decision_on_an_extension_for_an_appeal_not_given_out_skips_the_guessed_department(
+        w, db, make_user, make_staff):  # noqa: F811
+    tax_phone, centre_phone = make_user(nickname="税务所小王"), make_user(nickname="中心小陈")
+    centre = make_staff(role="staff")
+    _link(w.tax, tax_phone.id)
+    _link(centre, centre_phone.id)
+    appeal_id = w.submit(MONDAY)
+    w.act(appeal_id, "accept", now=MONDAY, actor=_dept(centre, "小陈"))  # 小陈 handles it; nobody is given it
+    w.act(appeal_id, "request_extension", now=MONDAY, actor=_dept(centre, "小陈"), working_days=3, reason="需现场核查")
+    with session_scope() as s:
+        ext_id = s.scalar(select(services.AppealExtension.id).where(services.AppealExtension.appeal_id == appeal_id))
+    w.act(appeal_id, "decide_extension", now=MONDAY, extension_id=ext_id, accept=True)
+    assert _alerts(db, tax_phone.id) == []
+    assert [x.title.split("：")[0] for x in _alerts(db, centre_phone.id)] == ["延期已同意"]
+
+
 def test_the_guessed_department_cannot_handle_an_appeal_before_it_is_given_it(w, db, client, console_login):  # noqa: F811
     """Accepted by the centre and not given out, it was the rules' guess's to start, 办结 or 退单 as if its own:
     the 交办 (分类交办) was skipped, and a 退单 sent back an appeal the department had never been given."""

@@ -996,12 +996,14 @@ def notify_decision(session: Session, appeal: Appeal, what: str, key: str, *, ac
     waiting for an answer it had been given (or thought its deadline moved). No 未能提醒 (the page says it)."""
     acting = int(actor.id) if actor.type == "staff" and actor.id is not None else None
     handler = appeal.handler_id if appeal.handler_id != acting else None
-    who = ([StaffUser.department == appeal.department] if appeal.department else []) \
+    # Not given out (交办) yet: the centre's handler asked, not the department the rules guessed (told nothing else
+    # of the appeal, it was told of a decision on a request it never made).
+    department = appeal.department if given_out(session, appeal) else ""
+    who = ([StaffUser.department == department] if department else []) \
         + ([StaffUser.id == handler] if handler is not None else [])
     if not who:
         return 0
-    whom = "和".join(([f"{appeal.department}工作人员"] if appeal.department else [])
-                    + (["承办人"] if handler is not None else []))
+    whom = "和".join(([f"{department}工作人员"] if department else []) + (["承办人"] if handler is not None else []))
     return _alert_staff(session, appeal, what, key, who, whom, acting=acting, note=note,
                         department=appeal.department, say_unreachable=False)
 
