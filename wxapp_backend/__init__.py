@@ -56,6 +56,7 @@ def _import_models() -> None:
     from .enterprises import models as _ent  # noqa: F401
     from .knowledge_store import models as _kb  # noqa: F401
     from .notices import models as _not  # noqa: F401
+    from .wechat import models as _wx  # noqa: F401
 
 
 class RowIdConverter(IntegerConverter):

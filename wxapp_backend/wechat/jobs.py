@@ -25,6 +25,8 @@ MESSAGE_WINDOW = 48 * 3600
 MESSAGE_LIMIT = 5
 EVENT_WINDOW = 60
 EVENT_LIMIT = {"oa": 3, "wxa": 2}
+# Days a customer-service send is remembered (models.CustomSend): a failed job can be requeued for 30 (queue.py).
+SENT_KEEP_DAYS = 31
 # Events that open a customer-service window (WeChat's list: a follow, a QR scan, a menu button of type click,
 # scancode_push or scancode_waitmsg; entering the mini-program chat). Others -- LOCATION reports, VIEW (a menu
 # link), unsubscribe, send-job reports -- open none: a send after them is refused with 45015.
@@ -137,7 +139,7 @@ def send_customer_message(account: str, openid: str, payload: dict[str, Any], se
 
     r: redis.Redis = current_app.extensions["wxapp"].redis
     done_key = f"wx:kf:sent:{send_id}" if send_id else ""
-    if done_key and r.exists(done_key):
+    if done_key and (r.exists(done_key) or _recorded_sent(send_id)):
         return "already_sent"
     # A retry after a transient failure re-sends on the slot its first run took (as notifications do):
     # one message, one of the window's sends, however many times WeChat was busy.
@@ -164,9 +166,58 @@ def send_customer_message(account: str, openid: str, payload: dict[str, Any], se
         log.warning("customer-service message failed", extra={"account": account, "errcode": exc.errcode})
         return f"failed_{exc.errcode}"
     KEFU_SENT.labels(account).inc()
-    if done_key:
-        r.set(done_key, b"1", ex=24 * 3600)
+    if send_id:
+        _record_sent(r, account, send_id)
     return "sent"
+
+
+def _recorded_sent(send_id: str) -> bool:
+    from ..db import session_scope
+    from .models import CustomSend
+
+    with session_scope() as s:
+        return s.get(CustomSend, send_id) is not None
+
+
+def _record_sent(r: redis.Redis, account: str, send_id: str) -> None:
+    """Note that WeChat has the message, where a re-run of the job looks first. In the database: Redis may not
+    answer right now (a restart, a fail-over), and then the job cannot be marked finished either and runs again
+    once Redis is back; a note kept only in Redis was lost with it and the user got the reply twice. In Redis too,
+    so that a database away at this moment is not a second message either. Raises only when neither took it."""
+    from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+
+    from ..db import session_scope
+    from .models import CustomSend
+
+    recorded = False
+    try:
+        with session_scope() as s:
+            s.add(CustomSend(send_id=send_id, account=account))
+        recorded = True
+    except IntegrityError:
+        recorded = True  # noted already (a requeued job of a send that went out)
+    except SQLAlchemyError:
+        log.exception("could not record a customer-service send in the database", extra={"account": account})
+    try:
+        r.set(f"wx:kf:sent:{send_id}", b"1", ex=24 * 3600)
+    except redis.RedisError:
+        if not recorded:
+            raise
+        log.warning("customer-service send recorded in the database only: Redis does not answer",
+                    extra={"account": account})
+
+
+def forget_old_sends(days: int = SENT_KEEP_DAYS) -> int:
+    """Periodic: drop the records of customer-service sends older than any job that could still run again."""
+    from datetime import timedelta
+
+    from sqlalchemy import delete
+
+    from ..db import session_scope, utcnow
+    from .models import CustomSend
+
+    with session_scope() as s:
+        return s.execute(delete(CustomSend).where(CustomSend.sent_at < utcnow() - timedelta(days=days))).rowcount
 
 
 def finish_late_reply(account: str, msg: Any) -> str:

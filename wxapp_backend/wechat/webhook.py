@@ -28,6 +28,7 @@ def register(app: Flask) -> None:
     """Install the webhooks, the console chat simulator and `flask chat` (called by create_app)."""
     from handlers import build_router
 
+    from ..periodic import register_periodic
     from . import chat, console
 
     router = app.extensions["wxapp"].settings.extra.get("wechat_router") or build_router()
@@ -36,6 +37,7 @@ def register(app: Flask) -> None:
     app.register_blueprint(bp)
     app.register_blueprint(console.bp)
     chat.register_cli(app)
+    register_periodic("kefu_sends_cleanup", 24 * 3600, "wxapp_backend.wechat.jobs.forget_old_sends")
 
 
 def get_pipeline() -> Pipeline:
