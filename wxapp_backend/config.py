@@ -301,6 +301,8 @@ def _aes_key(env: Mapping[str, str], name: str) -> str:
 # Optional tuning knobs read by domain code through settings.extra (name -> parser, largest sensible value).
 _TUNING = {"FANOUT_RATE": (float, 10_000.0), "FANOUT_BURST": (int, 10_000), "FANOUT_JOBS": (int, 64),
            "WECHAT_QUOTA_COOLDOWN": (float, 86_400.0),  # seconds an API waits after its 45009 (wechat/client.py)
+           # Seconds between a busy job worker's heartbeats; a worker elsewhere that died is found ~7 beats on.
+           "JOB_HEARTBEAT": (int, 60),
            # Per-user / per-address limits of the mini-program API (http.throttle reads `<name>_limit`).
            **{f"{name}_LIMIT": (int, 100_000) for name in ("WXA_LOGIN", "CHAT", "KB_SEARCH", "KB_FEEDBACK",
                                                            "REGISTRATION", "SUBSCRIBE_RESULTS", "ENTERPRISE_BINDING",

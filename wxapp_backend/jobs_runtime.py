@@ -4,9 +4,13 @@ Stopping and crashing: a job is never left behind. Asked to stop (SIGTERM / Ctrl
 takes no new job and gives the one in hand STOP_GRACE seconds; then it stops the job's process and puts the job
 back at the head of its queue, where the next worker start (or another worker) picks it up. A job whose process
 died under it (killed -9, out of memory), or whose worker died (its work-horse dies with it), runs once more; a
-job that dies a second time goes to the failed jobs, where staff can requeue it. A dead worker's job is found at
-once by a worker on the same machine (its clean-up runs at start and every minute: it sees the dead worker's
-process gone) or by `serve` when its worker has ended; a worker elsewhere finds it when its heartbeat lapses (90 s).
+job that dies a second time goes to the failed jobs, where staff can requeue it. A dead worker's job is found by
+every other worker's beat thread (every JOB_HEARTBEAT seconds, busy or idle) and at its start: at once when the
+dead worker ran on the same machine (its process is gone), by `serve` when its own worker has ended, and for a
+worker elsewhere (killed, powered off) once its beats have stopped for LAPSE_BEATS beats and stayed stopped for
+CONFIRM_BEATS more: 7 to 8 beats, under 40 s by default (it was RQ's 90-s heartbeat lapse, found by a clean-up
+that an idle worker ran only between its 405-s waits for a job). A live worker beats all through a long job, so its job is
+never taken from it; RQ's own 90-s lapse stays as the last resort.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import redis
 from flask import current_app
 from rq import Queue, Worker, worker_registration
 from rq.exceptions import AbandonedJobError
+from rq.job import Job
 from rq.registry import StartedJobRegistry, clean_registries
 from rq.scheduler import RQScheduler
 from rq.utils import now
@@ -37,6 +42,11 @@ RERUN_KEY = "wxapp_reruns"  # job.meta: times the job was run again because its 
 MAINTENANCE_INTERVAL = 60  # seconds between RQ's registry clean-ups, which find the jobs of a worker that died
 HOST_FIELD = "wxapp_host"  # in RQ's worker hash: the machine and process namespace the worker runs in
 STARTED_FIELD = "wxapp_started"  # ...and when its process started (clock ticks since boot), against a reused pid
+BEAT_FIELD = "wxapp_beat"  # ...and its heartbeat interval: it keeps alive_key() while it runs a job
+HEARTBEAT = 5  # seconds between a busy worker's heartbeats (JOB_HEARTBEAT)
+LAPSE_BEATS = 4  # a worker's alive key lapses after this many heartbeats without one
+CONFIRM_BEATS = 2  # ...and it is taken for dead when the key stays missing this many more (Redis's clock, both)
+RQ_LAPSE = 90  # seconds: RQ's own heartbeat lapse (its registries, on each machine's clock), kept as it was
 
 
 def _die_with_parent(sig: int) -> None:
@@ -87,6 +97,42 @@ def worker_is_gone(connection, worker_name: str, host: str | None) -> bool:
         return False
 
 
+def alive_key(worker_name: str) -> str:
+    """Set by a worker with each heartbeat while it runs a job, expiring (on Redis's clock) LAPSE_BEATS beats on."""
+    return f"wxapp:worker:alive:{worker_name}"
+
+
+def _missed_key(worker_name: str) -> str:
+    return f"wxapp:worker:missed:{worker_name}"
+
+
+def stopped_beating(connection, worker_name: str) -> bool:
+    """Whether the worker `worker_name`, wherever it runs, has stopped its heartbeats: its alive key has lapsed
+    and is still missing CONFIRM_BEATS beats after a clean-up first saw it missing. Both on Redis's own clock, so
+    no machine's clock matters; and the second look is what keeps a live worker's job when Redis itself was away
+    (a restart, a fail-over): keys lapse meanwhile, and the worker's next beat, one interval after Redis is back,
+    comes before the second look. A worker that keeps no alive key (an older release) is not known to be gone."""
+    beat = connection.hget(Worker.redis_worker_namespace_prefix + worker_name, BEAT_FIELD)
+    try:
+        beat = float(beat) if beat is not None else None
+    except ValueError:
+        beat = None
+    if beat is None:
+        return False
+    if connection.exists(alive_key(worker_name)):
+        connection.delete(_missed_key(worker_name))
+        return False
+    seconds, micros = connection.time()
+    redis_now = seconds + micros / 1e6
+    if connection.set(_missed_key(worker_name), redis_now, nx=True, ex=int(beat * (LAPSE_BEATS + CONFIRM_BEATS) * 4)):
+        return False  # missing for the first time: look again
+    first = connection.get(_missed_key(worker_name))
+    try:
+        return first is not None and redis_now - float(first) >= beat * CONFIRM_BEATS
+    except ValueError:
+        return False
+
+
 def allow_one_rerun(job) -> None:
     """A job whose process died under it runs again once (RQ would fail a job without retries for good, and
     retry one with retries as often as it has them: a job that kills its process each time would do it again)."""
@@ -109,25 +155,27 @@ def _abandoned(job, exc_type, exc_value, traceback) -> bool:
 
 def reclaim_jobs_of_dead_workers(queue: Queue, exception_handlers: list | None = None,
                                  own_name: str | None = None) -> list[str]:
-    """Jobs "started" by a worker on this machine whose process has died (kill -9, out of memory): RQ finds them
-    only when their heartbeat lapses (90 s), at a clean-up after that: up to 2.5 minutes late. They are marked
-    lapsed now, and RQ's clean-up runs them once more (`_abandoned`). Call it holding the queue's maintenance
-    lock (two clean-ups at once could both requeue a job). Returns their ids."""
+    """Jobs "started" by a worker known to be dead: on this machine, its process is gone (kill -9, out of memory);
+    elsewhere, it stopped beating (`stopped_beating`). RQ finds them only when their heartbeat lapses (90 s), at a
+    clean-up after that. They are marked lapsed now, and RQ's clean-up runs them once more (`_abandoned`). Call it
+    holding the queue's maintenance lock (two clean-ups at once could both requeue a job). Returns their ids."""
     connection = queue.connection
     host = host_identity()
     registry = StartedJobRegistry(queue=queue)
     gone: dict[str, bool] = {}
     lapsed = []
     for entry in connection.zrange(registry.key, 0, -1):
-        job = queue.fetch_job(registry.parse_job_id(entry))
-        name = job.worker_name if job is not None else None
+        # Only the job's worker, not the whole job (every worker's beat thread looks, every few seconds).
+        job_id = registry.parse_job_id(entry)
+        name = connection.hget(Job.key_for(job_id), "worker_name")
+        name = name.decode() if name else None
         if not name or name == own_name:
             continue
         if name not in gone:
-            gone[name] = worker_is_gone(connection, name, host)
+            gone[name] = worker_is_gone(connection, name, host) or stopped_beating(connection, name)
         if gone[name]:
             connection.zadd(registry.key, {entry: 0}, xx=True)  # as if its heartbeat had lapsed long ago
-            lapsed.append(job.id)
+            lapsed.append(job_id)
     if lapsed:
         log.warning("jobs of a worker that died: running them again now", extra={"job_ids": ",".join(lapsed)})
         registry.cleanup(timestamp=1, exception_handlers=exception_handlers or [_abandoned])  # those scored 0
@@ -166,8 +214,9 @@ class AppScheduler(RQScheduler):
 class AppWorker(Worker):
     """A forking worker; the work horse inherits the app context pushed by `flask worker`."""
 
-    def __init__(self, *args, stop_grace: float = STOP_GRACE, **kwargs) -> None:
+    def __init__(self, *args, stop_grace: float = STOP_GRACE, heartbeat: int = HEARTBEAT, **kwargs) -> None:
         kwargs.setdefault("maintenance_interval", MAINTENANCE_INTERVAL)
+        kwargs.setdefault("job_monitoring_interval", heartbeat)  # RQ's beat while a job runs (its default: 30 s)
         super().__init__(*args, **kwargs)
         self.stop_grace = stop_grace
         self._main_pid = os.getpid()
@@ -181,6 +230,36 @@ class AppWorker(Worker):
         started = process_started(os.getpid())
         if self._host is not None and started is not None:  # for another worker to tell that this one died
             self.connection.hset(self.key, mapping={HOST_FIELD: self._host, STARTED_FIELD: started})
+        self.connection.hset(self.key, BEAT_FIELD, self.job_monitoring_interval)
+
+    # --- heartbeats ---------------------------------------------------------------------------------------
+
+    def beat_alive(self, pipeline=None) -> None:
+        """Say this worker lives, for LAPSE_BEATS beats (`stopped_beating`)."""
+        (pipeline or self.connection).set(alive_key(self.name), 1,
+                                          px=int(self.job_monitoring_interval * LAPSE_BEATS * 1000))
+
+    def get_heartbeat_ttl(self, job) -> int:  # type: ignore[override]
+        # RQ's lapse is the beat + 60 s, compared on each machine's clock: kept at its 90 s (the fast way to find a
+        # dead worker is the alive key, on Redis's clock), whatever the beat.
+        remaining = job.timeout - self.current_job_working_time if job.timeout and job.timeout > 0 else RQ_LAPSE
+        return int(min(remaining, self.job_monitoring_interval)) + RQ_LAPSE - self.job_monitoring_interval
+
+    def reclaim_in_beat(self, connection) -> list[str]:
+        """From the beat thread: the jobs of dead workers, busy or idle (RQ's clean-up runs only between jobs, and an
+        idle worker waits up to 405 s for one)."""
+        lapsed = []
+        for queue in self.queues:
+            q = Queue(queue.name, connection=connection)
+            if q.acquire_maintenance_lock():
+                # RQ's lock lasts 15 minutes: a worker killed while holding it (more likely now that it is taken
+                # every few seconds) would stop every clean-up for that long. Ours is done within a second or two.
+                connection.expire(q.registry_cleaning_key, 30)
+                try:
+                    lapsed += reclaim_jobs_of_dead_workers(q, self._exc_handlers, own_name=self.name)
+                finally:
+                    q.release_maintenance_lock()
+        return lapsed
 
     # --- jobs of a worker that died -------------------------------------------------------------------------
 
@@ -226,6 +305,10 @@ class AppWorker(Worker):
     def execute_job(self, job, queue):  # type: ignore[override]
         self._job_in_hand = job.id
         try:
+            self.beat_alive()
+        except (redis.ConnectionError, redis.TimeoutError):
+            pass  # the job's own bookkeeping needs Redis next: RQ handles that
+        try:
             return super().execute_job(job, queue)
         finally:
             self._job_in_hand = self._handing_back = None
@@ -244,6 +327,7 @@ class AppWorker(Worker):
     def maintain_heartbeats(self, job) -> None:  # type: ignore[override]
         try:
             super().maintain_heartbeats(job)
+            self.beat_alive()
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             log.warning("heartbeat missed, Redis does not answer: the job runs on", extra={"job_id": job.id,
                                                                                         "error": str(exc)[:200]})
@@ -332,13 +416,18 @@ def run_worker(queue_names: list[str], *, burst: bool = False) -> bool:
     # quit ("Redis connection timeout") after 10 quiet seconds. The jobs keep the shared client and its timeout.
     connection = make_redis(state.redis_url)
     queues = [Queue(n, connection=connection) for n in queue_names]
-    worker = AppWorker(queues, connection=connection)
+    heartbeat = int(state.settings.extra.get("job_heartbeat", HEARTBEAT))
+    worker = AppWorker(queues, connection=connection, heartbeat=heartbeat)
     log.info("worker starting", extra={"queues": ",".join(queue_names)})
     stop = None
     if not burst:
         from .periodic import start_beat
 
-        stop = start_beat(state.redis, state.queue, also=worker.revive_scheduler)
+        def also() -> None:
+            worker.revive_scheduler()
+            worker.reclaim_in_beat(state.redis)
+
+        stop = start_beat(state.redis, state.queue, interval=min(15.0, heartbeat), also=also)
     try:
         # LOG_LEVEL governs rq's own loggers too (rq sets rq.worker to INFO otherwise).
         return worker.work(burst=burst, with_scheduler=True, logging_level=state.settings.log_level)

@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import time
+from pathlib import Path
+
 import pytest
 import redis
 
+from tests.integration import test_jobs_qa_s12
 from wxapp_backend.wechat.jobs import open_window, window_key
+
+worker_env = test_jobs_qa_s12.worker_env  # a fixture: `flask worker`s on their own embedded Redis and database
 
 CUSTOM = "/cgi-bin/message/custom/send"
 TEXT = {"msgtype": "text", "text": {"content": "小二来回复您啦"}}
@@ -167,3 +175,114 @@ def test_the_record_of_customer_sends_is_kept_a_month_then_dropped(app_ctx, stan
     with session_scope() as s:
         assert s.get(CustomSend, "wxa-old-0") is None and s.get(CustomSend, "wxa-month-0") is not None
     assert "wxapp_backend.wechat.jobs.forget_old_sends" in {p.func for p in PERIODIC}
+
+
+# --------------------------------------------------------------------------- 2. a worker elsewhere that died
+
+
+def timed_job(marker: str, seconds: float) -> str:
+    """A job for a real worker: notes each run's start and end in `marker`; the first run takes `seconds` (300:
+    until it is killed), a later one ends at once."""
+    path = Path(marker)
+    first = not path.exists()
+    with path.open("a") as fh:
+        fh.write(f"start {os.getpid()}\n")
+    if first:
+        time.sleep(seconds)
+    with path.open("a") as fh:
+        fh.write(f"done {os.getpid()}\n")
+    return "done"
+
+
+def _as_if_elsewhere(client: redis.Redis, pid: int) -> str:
+    """Make the worker of process `pid` look as if it ran on another machine (no pid of it to look at here)."""
+    from rq import Worker
+
+    from wxapp_backend.jobs_runtime import HOST_FIELD
+
+    worker = next(w for w in Worker.all(connection=client) if w.pid == pid)
+    client.hset(worker.key, HOST_FIELD, "another-machine|boot|pid:[1]")
+    return worker.name
+
+
+def test_a_job_of_a_worker_that_died_on_another_machine_runs_again_within_seconds(worker_env, tmp_path):
+    """A worker on another machine killed -9 (or powered off) with a job in hand: its job waited for RQ's heartbeat
+    lapse (90 s), and then for a clean-up, which an idle worker runs only between its waits for a job (up to
+    405 s each). Workers now beat every JOB_HEARTBEAT seconds into a key that lapses on Redis's clock, and every
+    worker's beat thread, busy or idle, runs the job of one that stopped beating again some 7 beats later."""
+    from tests.e2e.test_ops_qa_s11 import FlaskWorker, _lines, _wait
+
+    worker_env.env["JOB_HEARTBEAT"] = "1"
+    marker = tmp_path / "elsewhere-died.txt"
+    first = FlaskWorker(worker_env, tmp_path, "first")
+    idle = None
+    try:
+        first.queue.enqueue("tests.integration.test_jobs2_qa_s13.timed_job", str(marker), 300, job_id="qa-s13-elsewhere")
+        _wait("the job starts", lambda: _lines(marker, "start"), 60, first.proc, first.stderr_path)
+        _as_if_elsewhere(first.client, first.proc.pid)
+        idle = FlaskWorker(worker_env, tmp_path, "idle")  # waits for jobs meanwhile, as a second machine's would
+        time.sleep(3)  # the idle worker's start-up clean-up is over: the job is for its beat thread to find
+        os.kill(first.proc.pid, signal.SIGKILL)
+        first.proc.wait(timeout=10)
+    finally:
+        first.close()
+    try:
+        died = time.monotonic()
+        _wait("the job runs again and ends", lambda: _lines(marker, "done"), 45, idle.proc, idle.stderr_path)
+        assert time.monotonic() - died < 45
+        assert len(_lines(marker, "start")) == 2
+        job = idle.queue.fetch_job("qa-s13-elsewhere")
+        _wait("the job is finished", lambda: job.get_status(refresh=True) == "finished", 10)
+    finally:
+        if idle is not None:
+            idle.close()
+
+
+def test_a_live_workers_long_job_is_not_taken_from_it(worker_env, tmp_path):
+    """The negative control: a worker elsewhere running a job many beats long keeps beating; the other worker
+    leaves the job alone, and it runs once."""
+    from tests.e2e.test_ops_qa_s11 import FlaskWorker, _lines, _wait
+    from wxapp_backend.jobs_runtime import CONFIRM_BEATS, LAPSE_BEATS
+
+    worker_env.env["JOB_HEARTBEAT"] = "1"
+    marker = tmp_path / "elsewhere-live.txt"
+    seconds = 3 * (LAPSE_BEATS + CONFIRM_BEATS)  # three times what finds a dead worker
+    first = FlaskWorker(worker_env, tmp_path, "first")
+    other = None
+    try:
+        first.queue.enqueue("tests.integration.test_jobs2_qa_s13.timed_job", str(marker), seconds, job_id="qa-s13-live")
+        _wait("the job starts", lambda: _lines(marker, "start"), 60, first.proc, first.stderr_path)
+        _as_if_elsewhere(first.client, first.proc.pid)
+        other = FlaskWorker(worker_env, tmp_path, "other")
+        _wait("the job ends", lambda: _lines(marker, "done"), seconds + 30, first.proc, first.stderr_path)
+        job = first.queue.fetch_job("qa-s13-live")
+        _wait("the job is finished", lambda: job.get_status(refresh=True) == "finished", 10)
+        time.sleep(2)
+        assert len(_lines(marker, "start")) == 1, "a live worker's job was run a second time"
+    finally:
+        first.close()
+        if other is not None:
+            other.close()
+
+
+def test_a_worker_whose_beat_lapsed_while_redis_was_away_keeps_its_job(app_ctx, redis_client):
+    """Redis away (a restart, a fail-over) for longer than the lapse: every worker's alive key has lapsed when it
+    is back. The first look that finds a key missing only notes it; a worker that beats again before the second
+    look (it does one beat after Redis is back) is alive and keeps its job. One that stays silent is dead."""
+    from rq import Worker
+
+    from wxapp_backend.jobs_runtime import BEAT_FIELD, CONFIRM_BEATS, alive_key, stopped_beating
+
+    name = "qa-s13-probe"
+    redis_client.hset(Worker.redis_worker_namespace_prefix + name, mapping={BEAT_FIELD: 1, "pid": 1})
+    assert not stopped_beating(redis_client, name)  # first look: noted
+    redis_client.set(alive_key(name), 1, px=4000)  # its next beat
+    time.sleep(CONFIRM_BEATS + 0.2)
+    assert not stopped_beating(redis_client, name)
+    redis_client.delete(alive_key(name))
+    assert not stopped_beating(redis_client, name)  # missing again: a new first look
+    time.sleep(CONFIRM_BEATS + 0.2)
+    assert stopped_beating(redis_client, name)
+    # A worker of an earlier release keeps no alive key: never taken for dead this way (RQ's lapse finds it).
+    redis_client.hdel(Worker.redis_worker_namespace_prefix + name, BEAT_FIELD)
+    assert not stopped_beating(redis_client, name)
