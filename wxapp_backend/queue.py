@@ -10,7 +10,8 @@ from typing import Any
 
 from rq import Queue, Retry
 from rq.job import Job
-from rq.registry import FailedJobRegistry
+from rq.registry import FailedJobRegistry, StartedJobRegistry
+from rq.utils import now
 from sqlalchemy import event
 from sqlalchemy.orm import Session
 
@@ -110,6 +111,31 @@ def failed_jobs(limit: int = 50) -> list[dict[str, Any]]:
             "error": (job.latest_result().exc_string if job.latest_result() else "")[-2000:],
         })
     return out
+
+
+def started_jobs(limit: int | None = None) -> list[dict[str, Any]]:
+    """Jobs running now, the longest-running first, for the console: what each is, since when, on which worker."""
+    q = get_queue()
+    # No clean-up from a web request (RQ's would fail the jobs of dead workers without the workers' handlers).
+    ids = list(dict.fromkeys(StartedJobRegistry(queue=q).get_job_ids(0, -1, cleanup=False)))
+    out = []
+    for job in Job.fetch_many(ids, connection=q.connection):
+        if job is None:
+            continue
+        started = job.started_at
+        out.append({"id": job.id, "func": _func_name(job), "started_at": started, "worker": job.worker_name or "",
+                    "running_for": _duration((now() - started).total_seconds()) if started else ""})
+    out.sort(key=lambda j: (j["started_at"] is None, j["started_at"] or now()))
+    return out[:limit]
+
+
+def _duration(seconds: float) -> str:
+    seconds = max(int(seconds), 0)
+    if seconds < 60:
+        return f"{seconds} 秒"
+    if seconds < 3600:
+        return f"{seconds // 60} 分钟"
+    return f"{seconds // 3600} 小时 {seconds % 3600 // 60} 分钟"
 
 
 def requeue_failed(job_id: str) -> str:

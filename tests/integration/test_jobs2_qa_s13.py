@@ -286,3 +286,52 @@ def test_a_worker_whose_beat_lapsed_while_redis_was_away_keeps_its_job(app_ctx, 
     # A worker of an earlier release keeps no alive key: never taken for dead this way (RQ's lapse finds it).
     redis_client.hdel(Worker.redis_worker_namespace_prefix + name, BEAT_FIELD)
     assert not stopped_beating(redis_client, name)
+
+
+# --------------------------------------------------------------------------- the jobs page: what is running
+
+
+def test_the_jobs_page_says_which_jobs_are_running_and_for_how_long(app_ctx, client, make_staff, console_login):
+    """/console/jobs counted 执行中 but named none: an admin seeing “执行中 1” for half an hour (a notice's send to
+    thousands, a job stuck on WeChat) could not tell what it was, since when, or on which worker. The page now
+    lists the running jobs: the job, when it started, how long it has run, and the worker."""
+    from datetime import timedelta
+
+    from rq.registry import StartedJobRegistry
+    from rq.utils import now
+
+    from wxapp_backend.queue import enqueue
+
+    state = app_ctx.extensions["wxapp"]
+    job = enqueue("wxapp_backend.notices.broadcast.send_notice", 7, 0, 0, job_id="qa-s13-running")
+    state.queue.remove(job.id)
+    job.started_at = now() - timedelta(minutes=42, seconds=5)
+    job.worker_name = "host-a.12345"
+    job.save()
+    state.redis.zadd(StartedJobRegistry(queue=state.queue).key, {f"{job.id}:exec1": time.time() + 90})
+    console_login(make_staff(role="admin"))
+    page = client.get("/console/jobs").get_data(as_text=True)
+    assert "执行中的任务" in page
+    assert "<code>wxapp_backend.notices.broadcast.send_notice</code>" in page
+    assert "42 分钟" in page and "host-a.12345" in page
+
+
+def test_opening_the_jobs_page_does_not_fail_a_dead_workers_job(app_ctx, client, make_staff, console_login):
+    """The page's 执行中 count was RQ's count of the registry, which first runs RQ's clean-up of it, from the web
+    process: a job whose worker had died (its heartbeat lapsed) went to the failed jobs for good when an admin
+    looked, where the workers' own clean-up runs it once more. Looking now changes nothing."""
+    from rq.job import JobStatus
+    from rq.registry import FailedJobRegistry, StartedJobRegistry
+
+    from wxapp_backend.queue import enqueue
+
+    state = app_ctx.extensions["wxapp"]
+    job = enqueue("wxapp_backend.notices.broadcast.fanout_tick", job_id="qa-s13-lapsed")  # no retries
+    state.queue.remove(job.id)
+    job.set_status(JobStatus.STARTED)
+    state.redis.zadd(StartedJobRegistry(queue=state.queue).key, {f"{job.id}:exec1": time.time() - 30})  # lapsed
+    console_login(make_staff(role="admin"))
+    page = client.get("/console/jobs").get_data(as_text=True)
+    assert '<span class="label">执行中</span><span class="value">1</span>' in page
+    assert FailedJobRegistry(queue=state.queue).get_job_count(cleanup=False) == 0
+    assert job.get_status(refresh=True) == JobStatus.STARTED

@@ -183,7 +183,7 @@ DASHBOARD_CARDS: list = []
 @console_required(StaffRole.ADMIN)
 def jobs():
     from ..logs import RedactFilter
-    from ..queue import failed_jobs, get_queue
+    from ..queue import failed_jobs, get_queue, started_jobs
 
     q = get_queue()
     # A failed job's traceback and arguments hold what a library was given (a URL with its access token, a
@@ -191,8 +191,11 @@ def jobs():
     redact = RedactFilter(current_app.extensions["wxapp"].settings.secret_values()).redact
     failed = [{**job, "error": redact(job["error"] or ""), "args": redact(job["args"] or "")}
               for job in failed_jobs(100)]
+    # Not q.started_job_registry.count: it runs RQ's clean-up of that registry from here, which failed a dead
+    # worker's job for good (the workers' clean-up runs it once more) and raced theirs.
+    running = started_jobs()
     return render_template("console/jobs.html", failed=failed, queued=q.count, failed_total=q.failed_job_registry.count,
-                           scheduled=q.scheduled_job_registry.count, started=q.started_job_registry.count)
+                           scheduled=q.scheduled_job_registry.count, started=len(running), running=running[:50])
 
 
 @bp.post("/jobs/<job_id>/requeue")
