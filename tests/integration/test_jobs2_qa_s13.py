@@ -335,3 +335,22 @@ def test_opening_the_jobs_page_does_not_fail_a_dead_workers_job(app_ctx, client,
     assert '<span class="label">执行中</span><span class="value">1</span>' in page
     assert FailedJobRegistry(queue=state.queue).get_job_count(cleanup=False) == 0
     assert job.get_status(refresh=True) == JobStatus.STARTED
+
+
+def test_a_customer_message_is_still_sent_once_while_the_database_is_away(app_ctx, standin, monkeypatch):
+    """The database is where a send is now noted; while it does not answer, a chat reply is not held back (it
+    goes by the Redis note alone, as before), and a re-run still sends nothing."""
+    from sqlalchemy.exc import OperationalError
+
+    from wxapp_backend import db as db_module
+    from wxapp_backend.wechat import jobs as wechat_jobs
+
+    def away():
+        raise OperationalError("SELECT 1", {}, Exception("connection refused"))
+
+    monkeypatch.setattr(db_module.Database, "session_scope", lambda self: away())
+    r = app_ctx.extensions["wxapp"].redis
+    open_window(r, "wxa", "oDbAway", kind="message")
+    assert wechat_jobs.send_customer_message("wxa", "oDbAway", TEXT, "wxa-db-away-0") == "sent"
+    assert wechat_jobs.send_customer_message("wxa", "oDbAway", TEXT, "wxa-db-away-0") == "already_sent"
+    assert standin.count(CUSTOM) == 1
