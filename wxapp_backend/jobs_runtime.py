@@ -239,6 +239,11 @@ class AppWorker(Worker):
         (pipeline or self.connection).set(alive_key(self.name), 1,
                                           px=int(self.job_monitoring_interval * LAPSE_BEATS * 1000))
 
+    def heartbeat(self, timeout=None, pipeline=None):  # type: ignore[override]
+        # RQ keeps the worker's record for the beat + 60 s while a job runs: kept at 90 s as with RQ's 30-s beat, so a
+        # shorter beat does not lose the record (and this module's fields in it) to a shorter Redis outage.
+        return super().heartbeat(max(timeout, RQ_LAPSE) if timeout else timeout, pipeline=pipeline)
+
     def get_heartbeat_ttl(self, job) -> int:  # type: ignore[override]
         # RQ's lapse is the beat + 60 s, compared on each machine's clock: kept at its 90 s (the fast way to find a
         # dead worker is the alive key, on Redis's clock), whatever the beat.
