@@ -96,7 +96,10 @@ def _render(status: int, code: str, message: str, fields: dict | None = None, he
     if _wants_json():
         resp = jsonify({"error": code, "message": message, "fields": fields or {}})
     else:
-        resp = render_template("error.html", status=status, code=code, message=message,
+        from .console import referrer_path
+
+        # Back to the page the staff member came from (an expired form, a stale link), not only to the dashboard.
+        resp = render_template("error.html", status=status, code=code, message=message, back=referrer_path(),
                                request_id=getattr(g, "request_id", "")), status
         from flask import make_response
 

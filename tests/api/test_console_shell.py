@@ -30,7 +30,7 @@ def test_login_without_csrf_is_refused(client, make_staff):
     client.get("/console/login")
     resp = client.post("/console/login", data={"username": staff.username, "password": staff.plain_password})
     assert resp.status_code == 400
-    assert "CSRF" in resp.get_data(as_text=True)
+    assert "登录页面已过期" in resp.get_data(as_text=True)  # the login form again, in plain words
 
 
 def test_wrong_password_shows_chinese_error(client, make_staff):

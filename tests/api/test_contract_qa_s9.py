@@ -91,6 +91,6 @@ def test_a_console_csrf_token_with_non_ascii_characters_is_a_clean_400(client, m
                     "headers": {"X-CSRF-Token": "токен"}}):
         resp = client.post("/console/staff/new", **kwargs)
         assert resp.status_code == 400, resp.status_code
-        assert "CSRF" in resp.get_data(as_text=True)
+        assert "页面已过期" in resp.get_data(as_text=True)
     assert db.query(StaffUser).filter_by(username="newbie").count() == 0
     assert client.get("/console/").status_code == 200  # still logged in

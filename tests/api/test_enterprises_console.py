@@ -92,7 +92,7 @@ def test_missing_csrf_is_400(client, make_staff, console_login, make_enterprise,
                        (f"/console/users/{u.id}/binding", {"approve": "1"}),
                        ("/console/grids/new", {"name": "网格"})):
         resp = client.post(path, data=data)
-        assert resp.status_code == 400 and "CSRF" in resp.get_data(as_text=True), path
+        assert resp.status_code == 400 and "页面已过期" in resp.get_data(as_text=True), path
     with session_scope() as s:
         assert s.get(Enterprise, e.id) is not None and s.get(User, u.id).binding_state == "pending"
 

@@ -288,7 +288,7 @@ def test_posts_without_csrf_are_refused_and_change_nothing(admin_client, make_st
             form = data if token is None else {**data, "csrf_token": token}
             resp = client.post(path, data=form)
             assert resp.status_code == 400, path
-            assert "CSRF" in resp.get_data(as_text=True)
+            assert "页面已过期" in resp.get_data(as_text=True)
     k = _account("kept")
     assert (k.role, k.active, k.display_name, k.password_hash) == ("staff", True, "kept", before)
     assert _account("nocsrf") is None

@@ -222,7 +222,7 @@ def test_console_merge_is_admin_only_with_csrf_and_chinese_errors(client, make_e
     page = client.get(f"/console/enterprises/{keep.id}").get_data(as_text=True)
     assert f'id="merge-{dup.id}"' in page  # offered as a likely duplicate (same name)
     r = client.post(f"/console/enterprises/{keep.id}/merge", data={"duplicate": str(dup.id)})
-    assert r.status_code == 400 and "CSRF" in r.get_data(as_text=True)
+    assert r.status_code == 400 and "页面已过期" in r.get_data(as_text=True)
     r = client.post(f"/console/enterprises/{keep.id}/merge", data={"duplicate": other.credit_code,
                                                                   "csrf_token": token})
     assert r.status_code == 422 and "不同的企业" in r.get_data(as_text=True)

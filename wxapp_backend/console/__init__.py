@@ -61,15 +61,35 @@ def csrf_token() -> str:
     return token
 
 
-def check_csrf() -> None:
+# What a staff member reads when a form is refused for its token: what happened and what to do, in their words
+# (most often a page left open past the login's 12 hours, or a logout in another tab). The code stays csrf_failed.
+CSRF_MESSAGE = ("页面已过期（打开太久，或在别的窗口退出过登录），为了安全，这次提交没有保存。"
+                "请回到刚才的页面，先把填写的内容复制下来，再刷新页面重新填写提交。")
+
+
+def check_csrf():
     """App-wide before_request: every state-changing console request carries the session's token."""
     if request.path.startswith("/console") and request.method in {"POST", "PUT", "PATCH", "DELETE"}:
         sent = request.form.get("csrf_token") or request.headers.get("X-CSRF-Token", "")
         expected = session.get("csrf", "")
         # As bytes: compare_digest raises TypeError for a str with non-ASCII characters, and `sent` can be anything.
         if not expected or not sent or not hmac.compare_digest(sent.encode("utf-8"), expected.encode("utf-8")):
-            raise AppError("页面已过期或来源不明（CSRF 校验失败），请刷新页面后再提交。", code="csrf_failed",
-                           status=400)
+            if request.endpoint == "console.login":
+                # A login page left open overnight: the form again, with a fresh token and the name typed.
+                return render_template("console/login.html", error="登录页面已过期，为了安全，请重新输入密码登录。",
+                                       username=clean_text(request.form.get("username") or "")[:64],
+                                       next=request.form.get("next", "")), 400
+            raise AppError(CSRF_MESSAGE, code="csrf_failed", status=400)
+    return None
+
+
+def referrer_path() -> str | None:
+    """The console page (path and query) the browser came from, when it is one of this site's, else None."""
+    ref = urlsplit(request.referrer or "")
+    here = urlsplit(request.host_url)
+    if ref.scheme != here.scheme or ref.netloc != here.netloc:
+        return None
+    return safe_console_path(ref.path + (f"?{ref.query}" if ref.query else ""))
 
 
 @bp.app_context_processor
