@@ -34,3 +34,77 @@ window.addEventListener("pageshow", function () {
     sent[i].removeAttribute("data-sent");
   }
 });
+
+// A form sent after the login ran out comes back filled after logging in again (base.html puts what was typed in
+// #console-draft). It is only filled, never sent: the staff member checks it and sends it. The form is the one
+// posting where the kept one did whose hidden fields (which action, the version of the record) still agree; a
+// record changed meanwhile is not filled over, and the text stays to copy from the note above.
+(function () {
+  var holder = document.getElementById("console-draft");
+  if (!holder) {
+    return;
+  }
+  var draft;
+  try {
+    draft = JSON.parse(holder.textContent);
+  } catch (e) {
+    return;
+  }
+  var values = {};
+  draft.fields.forEach(function (pair) {
+    (values[pair[0]] = values[pair[0]] || []).push(pair[1]);
+  });
+  function controls(form, name) {
+    var found = form.elements.namedItem(name);
+    if (!found) {
+      return [];
+    }
+    return found.tagName ? [found] : Array.prototype.slice.call(found);  // one control, or a RadioNodeList
+  }
+  var forms = document.querySelectorAll("form");
+  var target = null;
+  for (var i = 0; i < forms.length && !target; i++) {
+    var form = forms[i];
+    if ((form.getAttribute("method") || "get").toLowerCase() !== "post") {
+      continue;
+    }
+    if (new URL(form.getAttribute("action") || window.location.href, window.location.href).pathname !== draft.action) {
+      continue;
+    }
+    var agrees = true;
+    Object.keys(values).forEach(function (name) {
+      controls(form, name).forEach(function (el) {
+        if (el.type === "hidden" && name !== "csrf_token" && values[name].indexOf(el.value) < 0) {
+          agrees = false;
+        }
+      });
+    });
+    if (agrees) {
+      target = form;
+    }
+  }
+  if (!target) {
+    return;
+  }
+  Object.keys(values).forEach(function (name) {
+    var typed = values[name];
+    var next = 0;
+    controls(target, name).forEach(function (el) {
+      var type = (el.type || "").toLowerCase();
+      if (type === "hidden" || type === "file" || type === "password" || type === "submit" || type === "button") {
+        return;
+      }
+      if (type === "checkbox" || type === "radio") {
+        el.checked = typed.indexOf(el.value) >= 0;
+      } else if (el.tagName === "SELECT") {
+        for (var k = 0; k < el.options.length; k++) {
+          el.options[k].selected = el.multiple ? typed.indexOf(el.options[k].value) >= 0
+            : el.options[k].value === typed[0];
+        }
+      } else if (next < typed.length) {
+        el.value = typed[next++];
+      }
+    });
+  });
+  target.scrollIntoView();
+})();

@@ -172,6 +172,10 @@ def _install_request_hooks(app: Flask) -> None:
         if not rid or len(rid) > 64 or not rid.replace("-", "").isalnum():
             rid = random_bytes(8).hex()  # os.urandom bytes, read in 4 KiB batches
         g.request_id = rid
+        # Who is logged in is this request's to find out: under an outer app context (a script, the tests) g is
+        # shared by the requests made inside it, and a page would be drawn for the staff member of the one before.
+        g.pop("staff", None)
+        g.pop("actor", None)
         g.started = time.perf_counter()
         request_id_var.set(rid)
 

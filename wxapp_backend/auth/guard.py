@@ -165,8 +165,9 @@ def console_required(min_role: str = StaffRole.DEPT) -> Callable[[F], F]:
             found = tokens.resolve_stamped(state.redis, CONSOLE, session.get("sid") or "")
             staff = _load_staff(found[0]) if found is not None else None
             if staff is None or found[1] != password_stamp(staff):
-                session.clear()
-                return redirect(url_for("console.login", next=request.full_path.rstrip("?") if request.method == "GET" else None))
+                return _to_login()
+            if session.get("uid") != staff.id:  # who this browser belongs to, for a form kept past the login
+                session["uid"] = staff.id
             _check_role(staff, min_role)
             return fn(*args, **kwargs)
 
@@ -174,6 +175,26 @@ def console_required(min_role: str = StaffRole.DEPT) -> Callable[[F], F]:
         return wrapper  # type: ignore[return-value]
 
     return deco
+
+
+def _to_login():
+    """The login page, and back to this page (a GET) or the page the form was on (a POST) after it.
+
+    A form sent after the login ran out (a long appeal reply, a knowledge-base answer) is kept for the same
+    person's next login and comes back filled on that page: it was lost before, and the page came back empty."""
+    from ..console import drafts, referrer_path
+
+    back = None
+    if request.method == "GET":
+        back = request.full_path.rstrip("?")
+    else:
+        rule = request.url_rule
+        back = referrer_path() or (request.path if rule is not None and "GET" in (rule.methods or ()) else None)
+    uid = session.get("uid")
+    session.clear()
+    if back and request.method != "GET":
+        drafts.keep(uid, back)
+    return redirect(url_for("console.login", next=back))
 
 
 def current_actor() -> Actor:

@@ -30,6 +30,7 @@ from ..db import session_scope
 from ..enterprises.models import Building, Enterprise, Grid
 from ..errors import AppError
 from ..validation import clean_text
+from . import drafts
 
 bp = Blueprint("console", __name__, url_prefix="/console")
 
@@ -100,7 +101,10 @@ def _layout_context() -> dict:
         rank = ROLE_RANK[StaffRole(staff.role)]
         nav = [item for item in NAV if rank >= ROLE_RANK[StaffRole(item.min_role)]
                and item.endpoint in current_app.view_functions]
-    return {"csrf_token": csrf_token, "nav": nav, "current_staff": staff,
+    # The form sent after the login ran out, on the first page shown after logging in again (console.js fills it).
+    restored = drafts.take() if staff is not None and request.method == "GET" and "draft" in session else None
+    return {"csrf_token": csrf_token, "nav": nav, "current_staff": staff, "restored_draft": restored,
+            "draft_waiting": staff is None and "draft" in session,
             "role_names": {"admin": "管理员", "staff": "工作人员", "dept": "部门"}}
 
 
@@ -146,9 +150,12 @@ def login():
     # A fresh session on login defeats session fixation. The login it replaces (the last person's, on a shared PC)
     # ends as a logout would end it: the browser forgets it, and a copy of its cookie must not live on.
     tokens.revoke(state.redis, CONSOLE, session.get("sid") or "")
+    kept = session.get("draft")
     session.clear()
     session.permanent = True
     session["sid"] = tokens.issue(state.redis, CONSOLE, staff_id, state.settings.staff_token_ttl, stamp=pw_tail)
+    session["uid"] = staff_id
+    drafts.carry_over(kept, staff_id)
     csrf_token()
     return redirect(_safe_next(request.form.get("next")))
 

@@ -1,0 +1,143 @@
+"""Staff console as staff meet it: an expired page or login in plain words, work kept across a new login, audit
+actions in Chinese, deletes refused on the list page itself."""
+
+from __future__ import annotations
+
+import json
+import re
+from html import unescape
+
+from wxapp_backend.auth import tokens
+from wxapp_backend.db import session_scope
+
+
+def _csrf(page: str) -> str:
+    return re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+
+
+def _expire_login(client, app) -> None:
+    """The console login runs out in Redis (its 12 hours are up) while the browser keeps its cookie."""
+    with client.session_transaction("/console/") as sess:
+        sid = sess["sid"]
+    tokens.revoke(app.extensions["wxapp"].redis, "console", sid)
+
+
+def _draft(page: str) -> dict | None:
+    found = re.search(r'<script type="application/json" id="console-draft">(.*?)</script>', page, re.S)
+    return json.loads(unescape(found.group(1))) if found else None
+
+
+# --- 1. a refused CSRF token, in words a staff member understands -----------------------------------------
+
+def test_an_expired_page_says_what_happened_and_links_back_without_jargon(client, make_staff, console_login, db):
+    from wxapp_backend.auth.models import StaffUser
+
+    console_login(make_staff(role="admin"))
+    resp = client.post("/console/staff/new", data={"csrf_token": "stale", "username": "newbie", "role": "staff",
+                                                   "password": "Secret-123"},
+                       headers={"Referer": "http://localhost/console/staff/new"})
+    assert resp.status_code == 400
+    page = resp.get_data(as_text=True)
+    text = re.sub(r"<[^>]+>", " ", page)
+    assert "CSRF" not in text and "csrf" not in text.lower().replace("csrf_failed", ""), text
+    assert "页面已过期" in page and "刷新" in page and "没有保存" in page, text
+    # A link back to the form the staff member was on (this site's only), not just to the dashboard.
+    assert 'id="back-link" href="/console/staff/new"' in page, page
+    assert 'data-error="csrf_failed"' in page  # the code stays available for scripts, out of sight
+    assert db.query(StaffUser).filter_by(username="newbie").count() == 0
+
+    resp = client.post("/console/staff/new", data={"csrf_token": "stale"},
+                       headers={"Referer": "https://evil.example/console/staff/new"})
+    assert resp.status_code == 400 and 'id="back-link" href="/console/"' in resp.get_data(as_text=True)
+
+
+def test_a_login_page_left_open_too_long_comes_back_ready_to_log_in(client, make_staff):
+    staff = make_staff()
+    client.get("/console/login")
+    resp = client.post("/console/login", data={"username": staff.username, "password": staff.plain_password,
+                                               "csrf_token": "from-yesterday", "next": "/console/appeals"})
+    assert resp.status_code == 400
+    page = resp.get_data(as_text=True)
+    assert "CSRF" not in page and "登录页面已过期" in page
+    # The login form itself again, with the name typed and where to go next kept (never the password).
+    assert 'id="login-submit"' in page and f'value="{staff.username}"' in page
+    assert 'name="next" value="/console/appeals"' in page and staff.plain_password not in page
+    resp = client.post("/console/login", data={"username": staff.username, "password": staff.plain_password,
+                                               "csrf_token": _csrf(page), "next": "/console/appeals"})
+    assert resp.status_code == 302 and resp.headers["Location"].endswith("/console/appeals")
+
+
+# --- 2. a login that ran out while a long form was being filled ---------------------------------------------
+
+def test_a_form_sent_after_the_login_ran_out_comes_back_filled_after_logging_in(client, app, make_staff,
+                                                                                console_login):
+    from wxapp_backend.knowledge_store.models import KBEntry
+
+    staff = make_staff(role="staff")
+    csrf = console_login(staff)
+    assert client.get("/console/kb/new").status_code == 200
+    _expire_login(client, app)
+    answer = "企业可在「一网通办」申请，材料：营业执照、法人身份证。\n咨询电话 021-12345678。" * 20
+    form = {"csrf_token": csrf, "id": "policy-rent", "question": "房租补贴怎么申请？", "answer": answer,
+            "category": "惠企政策", "from_unanswered": ""}
+    resp = client.post("/console/kb/new", data=form, headers={"Referer": "http://localhost/console/kb/new"})
+    assert resp.status_code == 302
+    assert "/console/login?next=/console/kb/new" in resp.headers["Location"], resp.headers["Location"]
+    with session_scope() as s:
+        assert s.get(KBEntry, "policy-rent") is None  # nothing sent on the staff member's behalf
+
+    login_page = client.get(resp.headers["Location"]).get_data(as_text=True)
+    assert 'id="draft-kept"' in login_page and "暂存" in login_page
+    resp = client.post("/console/login", data={"username": staff.username, "password": staff.plain_password,
+                                               "csrf_token": _csrf(login_page), "next": "/console/kb/new"})
+    assert resp.status_code == 302 and resp.headers["Location"].endswith("/console/kb/new")
+
+    page = client.get("/console/kb/new").get_data(as_text=True)
+    draft = _draft(page)
+    assert draft is not None and 'id="draft-restored"' in page, page[:2000]
+    fields = dict(draft["fields"])
+    assert draft["action"] == "/console/kb/new"
+    assert fields["answer"] == answer and fields["question"] == "房租补贴怎么申请？"
+    assert "csrf_token" not in fields
+    # Still not saved: the staff member checks the form and sends it.
+    with session_scope() as s:
+        assert s.get(KBEntry, "policy-rent") is None
+    # Filled once: the next visit is the plain form.
+    assert _draft(client.get("/console/kb/new").get_data(as_text=True)) is None
+
+
+def test_a_kept_form_never_holds_a_password_and_goes_back_to_the_page_it_came_from(client, app, make_staff,
+                                                                                   console_login, redis_client):
+    admin = make_staff(role="admin")
+    target = make_staff(role="staff")
+    csrf = console_login(admin)
+    _expire_login(client, app)
+    # The password form is POST-only and lives on the account's edit page (the Referer).
+    resp = client.post(f"/console/staff/{target.id}/password", data={"csrf_token": csrf, "password": "Brand-new-9"},
+                       headers={"Referer": f"http://localhost/console/staff/{target.id}/edit"})
+    assert resp.status_code == 302
+    assert f"next=/console/staff/{target.id}/edit" in resp.headers["Location"], resp.headers["Location"]
+    for key in redis_client.scan_iter("console:draft:*"):
+        assert b"Brand-new-9" not in redis_client.get(key)
+    login_page = client.get(resp.headers["Location"]).get_data(as_text=True)
+    client.post("/console/login", data={"username": admin.username, "password": admin.plain_password,
+                                        "csrf_token": _csrf(login_page), "next": f"/console/staff/{target.id}/edit"})
+    page = client.get(f"/console/staff/{target.id}/edit").get_data(as_text=True)
+    assert "Brand-new-9" not in page
+
+
+def test_a_colleague_logging_in_on_the_same_browser_never_sees_the_kept_form(client, app, make_staff,
+                                                                            console_login):
+    first = make_staff(role="staff")
+    csrf = console_login(first)
+    _expire_login(client, app)
+    resp = client.post("/console/kb/new", data={"csrf_token": csrf, "id": "x1", "question": "内部草稿问题",
+                                                "answer": "只给本人看的草稿"})
+    assert resp.status_code == 302
+    other = make_staff(role="staff")
+    login_page = client.get("/console/login?next=/console/kb/new").get_data(as_text=True)
+    client.post("/console/login", data={"username": other.username, "password": other.plain_password,
+                                        "csrf_token": _csrf(login_page), "next": "/console/kb/new"})
+    page = client.get("/console/kb/new").get_data(as_text=True)
+    assert _draft(page) is None and "只给本人看的草稿" not in page
+
