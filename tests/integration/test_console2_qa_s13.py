@@ -7,6 +7,7 @@ import json
 import re
 from html import unescape
 
+from wxapp_backend.audit import SYSTEM, Actor, audit
 from wxapp_backend.auth import tokens
 from wxapp_backend.db import session_scope
 
@@ -140,4 +141,47 @@ def test_a_colleague_logging_in_on_the_same_browser_never_sees_the_kept_form(cli
                                         "csrf_token": _csrf(login_page), "next": "/console/kb/new"})
     page = client.get("/console/kb/new").get_data(as_text=True)
     assert _draft(page) is None and "只给本人看的草稿" not in page
+
+
+# --- 3. audit actions in Chinese ---------------------------------------------------------------------------
+
+def test_the_audit_log_names_actions_in_chinese_and_keeps_the_code(client, make_staff, console_login):
+    admin = make_staff(role="admin")
+    console_login(admin)
+    with session_scope() as s:
+        audit(s, Actor("staff", admin.id), "binding.merged", None, enterprise_id=1)
+        audit(s, Actor("staff", admin.id), "appeal.assigned", None, number="SQ1")
+        audit(s, SYSTEM, "registration.cancelled", None)
+        audit(s, Actor("staff", admin.id), "enterprises.exported", None, format="xlsx")
+        audit(s, SYSTEM, "something.new_kind", None)
+    page = client.get("/console/audit").get_data(as_text=True)
+    cells = re.findall(r'<td class="audit-action"[^>]*>(.*?)</td>', page, re.S)
+    shown = [re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", c)).strip() for c in cells]
+    shown = shown[:5]  # newest first; the login's own row (工作人员登录) comes after
+    assert shown[0] == "something.new_kind", shown  # unknown: the code itself, once
+    assert shown[1].startswith("导出企业") and "enterprises.exported" in shown[1], shown
+    assert shown[2].startswith("报名") and "取消" in shown[2], shown
+    assert shown[3].startswith("诉求") and "交办" in shown[3] and "appeal.assigned" in shown[3], shown
+    assert shown[4].startswith("合并") and "binding.merged" in shown[4], shown
+    assert 'title="binding.merged"' in page
+
+
+def test_every_action_the_code_writes_has_a_chinese_label():
+    """A new audit action added without its label would show as a bare code again."""
+    import ast
+    import pathlib
+
+    from wxapp_backend.console.audit_log import action_label
+
+    root = pathlib.Path(__file__).resolve().parents[2] / "wxapp_backend"
+    missing = []
+    for path in root.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "audit" and len(node.args) >= 3:
+                arg = node.args[2]  # a code, or `"a.b" if ... else "a.c"` (f-strings are checked by family above)
+                for c in (arg.body, arg.orelse) if isinstance(arg, ast.IfExp) else (arg,):
+                    if isinstance(c, ast.Constant) and isinstance(c.value, str):
+                        if action_label(c.value) == c.value:
+                            missing.append(f"{path.name}: {c.value}")
+    assert not missing, missing
 

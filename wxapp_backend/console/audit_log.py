@@ -36,6 +36,63 @@ FILTERS = (
 )
 FILTER_NAMES = tuple(f.name for f in FILTERS)
 
+# What each action code means, as staff say it. The code itself stays on the page (smaller, and as the cell's
+# title) for the 操作 filter; a code not listed here is shown as it is.
+ACTION_LABELS = {
+    "activity.created": "新建活动", "activity.updated": "修改活动", "activity.registrations_exported": "导出报名名单",
+    "appeal.issues_exported": "导出企业问题清单", "appeal.weekly_exported": "导出诉求周报",
+    "appeal_category.saved": "保存诉求类别", "appeal_holiday.set": "设置节假日", "appeal_holiday.deleted": "删除节假日",
+    "binding.requested": "申请绑定企业", "binding.verified": "通过企业绑定", "binding.rejected": "驳回企业绑定",
+    "binding.withdrawn": "撤回绑定申请", "binding.ended": "解除企业绑定（本人）", "binding.revoked": "解除企业绑定",
+    "binding.removed": "企业删除，绑定随之解除", "binding.merged": "合并企业，绑定随之转移",
+    "building.created": "新建楼宇", "building.updated": "修改楼宇", "building.deleted": "删除楼宇",
+    "buildings.imported": "导入楼宇", "demo.seeded": "生成演示数据",
+    "enterprise.created": "新建企业", "enterprise.updated": "修改企业", "enterprise.deleted": "删除企业",
+    "enterprise.merged": "合并企业", "enterprise.retired": "企业档案并入后留底", "enterprises.imported": "导入企业",
+    "grid.created": "新建网格", "grid.updated": "修改网格", "grid.deleted": "删除网格", "job.requeued": "后台任务重新排队",
+    "kb.entry_created": "新建知识条目", "kb.entry_updated": "修改知识条目", "kb.entry_retired": "下线知识条目",
+    "kb.entry_restored": "恢复知识条目", "kb.imported": "导入知识库", "kb.phrasing_added": "添加相似问法",
+    "kb.unanswered_ignored": "忽略未答问题", "kb.unanswered_resolved": "未答问题已处理",
+    "kb.unanswered_reopened": "未答问题重新待处理",
+    "notice.created": "新建通知", "notice.updated": "修改通知", "notice.published": "发布通知", "notice.resumed": "继续发送通知",
+    "notice.finished": "通知发送完毕", "notice.test_sent": "发送测试通知", "notice.test_recipient_set": "设置测试接收人",
+    "notice.test_recipient_cleared": "取消测试接收人",
+    "registration.created": "报名", "registration.checked_in": "签到", "registration.admitted_from_waitlist": "候补转正",
+    "staff.created": "新建工作人员账号", "staff.updated": "修改工作人员账号", "staff.enabled": "启用工作人员账号",
+    "staff.disabled": "停用工作人员账号", "staff.password_changed": "重置密码", "staff.login": "工作人员登录",
+    "subscriptions.set": "设置活动订阅", "user.created": "用户首次登录", "user.profile_updated": "修改个人资料",
+    "user.linked": "关联公众号", "user.link_failed": "关联公众号未成功", "user.merged": "合并用户账号",
+}
+# Object types (the tables' names) as staff call them.
+TARGET_LABELS = {
+    "appeals": "诉求", "appeal_categories": "诉求类别", "appeal_holidays": "节假日", "activities": "活动",
+    "registrations": "报名", "buildings": "楼宇", "enterprises": "企业", "grids": "网格", "users": "用户",
+    "staff_users": "工作人员账号", "kb_entries": "知识条目", "kb_unanswered": "未答问题", "notices": "通知",
+}
+
+
+def action_label(code: str) -> str:
+    """The Chinese name of an audit action; codes made of a family and a step (appeal.assigned,
+    registration.cancelled, enterprises.exported) are named from their family's own labels."""
+    if code in ACTION_LABELS:
+        return ACTION_LABELS[code]
+    family, _, step = code.partition(".")
+    if family == "appeal":
+        from ..appeals.services import ACTIONS
+        from ..appeals.states import EVENT_LABELS
+
+        label = EVENT_LABELS.get(step) or (ACTIONS[step][2] if step in ACTIONS else None)
+        return f"诉求：{label}" if label else code
+    if family == "registration":
+        from ..activities.models import STATUS_LABELS
+
+        return f"报名状态改为「{STATUS_LABELS[step]}」" if step in STATUS_LABELS else code
+    if step == "exported":
+        from ..enterprises.importer import KINDS
+
+        return f"导出{KINDS[family][0]}名单" if family in KINDS else code
+    return code
+
 
 def _filters() -> tuple[dict[str, Any], dict[str, str]]:
     """The validated filters, and the raw values to put back into the form."""
@@ -77,7 +134,8 @@ def audit_log():
     with session_scope() as s:
         page = search_audit(s, per_page=PER_PAGE, **query)
         staff_names = {str(a.id): a.username for a in auth_services.list_staff(s)}
-        rows = [{"row": r, "when": _when(r.created_at), "data": _pretty(r.data)} for r in page.items]
+        rows = [{"row": r, "when": _when(r.created_at), "data": _pretty(r.data), "label": action_label(r.action),
+                 "target": TARGET_LABELS.get(r.target_type, r.target_type)} for r in page.items]
     link_args = {k: v for k, v in raw.items() if k != "page"}
     return render_template("console/audit.html", page=page, rows=rows, values=raw, link_args=link_args,
                            staff_names=staff_names, error=None, actor_types=ACTOR_TYPES)
