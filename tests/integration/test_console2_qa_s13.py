@@ -185,3 +185,43 @@ def test_every_action_the_code_writes_has_a_chinese_label():
                             missing.append(f"{path.name}: {c.value}")
     assert not missing, missing
 
+
+# --- 4. a delete that cannot happen, on the list page ------------------------------------------------------
+
+def test_deleting_a_building_with_enterprises_explains_on_the_list_page(client, make_staff, console_login,
+                                                                        make_grid, make_building, make_enterprise):
+    from wxapp_backend.enterprises.models import Building
+
+    grid = make_grid(name="新华网格")
+    busy = make_building(name="新华大厦", grid_id=grid.id)
+    make_building(name="番禺大楼", address="番禺路 8 号", grid_id=grid.id)
+    make_enterprise(building_id=busy.id)
+    make_enterprise(building_id=busy.id)
+    csrf = console_login(make_staff(role="admin"))
+    listing = f"http://localhost/console/buildings?grid_id={grid.id}&q=%E6%96%B0%E5%8D%8E"  # q=新华
+    resp = client.post(f"/console/buildings/{busy.id}/delete", data={"csrf_token": csrf},
+                       headers={"Referer": listing})
+    assert resp.status_code == 409
+    page = resp.get_data(as_text=True)
+    assert re.search(r'id="delete-error"[^>]*>[^<]*还登记着 2 家企业', page), page
+    # The list itself, as it was filtered: the search box still holds 新华, the other building is filtered out.
+    assert 'id="building-table"' in page and 'value="新华"' in page and "番禺大楼" not in page
+    assert "新华大厦" in page and 'class="topbar"' in page and "请求没有完成" not in page
+    with session_scope() as s:
+        assert s.get(Building, busy.id) is not None
+
+
+def test_deleting_a_grid_with_buildings_explains_on_the_list_page(client, make_staff, console_login, make_grid,
+                                                                  make_building):
+    from wxapp_backend.enterprises.models import Grid
+
+    grid = make_grid(name="淮海网格")
+    make_building(grid_id=grid.id)
+    csrf = console_login(make_staff(role="admin"))
+    resp = client.post(f"/console/grids/{grid.id}/delete", data={"csrf_token": csrf})
+    assert resp.status_code == 409
+    page = resp.get_data(as_text=True)
+    assert re.search(r'id="delete-error"[^>]*>[^<]*还有 1 栋楼宇', page), page
+    assert 'id="grid-table"' in page and "淮海网格" in page and "请求没有完成" not in page
+    with session_scope() as s:
+        assert s.get(Grid, grid.id) is not None

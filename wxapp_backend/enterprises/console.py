@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 
 from flask import Blueprint, Response, flash, g, redirect, render_template, request, url_for
 from sqlalchemy import select
@@ -13,7 +14,7 @@ from ..auth.guard import console_required, current_actor
 from ..auth.models import BINDING_LABELS, ROLE_RANK, StaffRole, StaffUser
 from ..console import add_nav
 from ..db import session_scope
-from ..errors import AppError, BadRequest
+from ..errors import AppError, BadRequest, Conflict
 from ..validation import Field, row_id, validate
 from . import importer, services
 
@@ -230,10 +231,13 @@ def import_template(kind: str):
 @bp.get("/buildings")
 @console_required(StaffRole.DEPT)
 def buildings():
-    args = _args(BUILDING_FILTERS)
+    return _buildings_page(_args(BUILDING_FILTERS))
+
+
+def _buildings_page(args: dict[str, Any], **extra):
     with session_scope() as s:
         return render_template("console/enterprises/buildings.html", rows=services.list_buildings(s, **args),
-                               args=args, link_args=_link_args(args), grids=services.list_grids(s))
+                               args=args, link_args=_link_args(args), grids=services.list_grids(s), **extra)
 
 
 def _building_form(building=None, values=None, status: int = 200, **extra):
@@ -272,9 +276,13 @@ def building_edit(building_id: int):
 @bp.post("/buildings/<int:building_id>/delete")
 @console_required(StaffRole.ADMIN)
 def building_delete(building_id: int):
-    with session_scope() as s:
-        name = services.get_building(s, building_id).name
-        services.delete_building(s, current_actor(), building_id)
+    try:
+        with session_scope() as s:
+            name = services.get_building(s, building_id).name
+            services.delete_building(s, current_actor(), building_id)
+    except Conflict as exc:
+        # Still in use: the list the button was on, saying why and what to do first, not a bare error page.
+        return _buildings_page(_listed_args(".buildings", BUILDING_FILTERS), delete_error=exc.message), 409
     flash(f"已删除楼宇「{name}」。")
     return redirect(_back_to_list(".buildings"))
 
@@ -296,8 +304,12 @@ def building_export(fmt: str):
 @bp.get("/grids")
 @console_required(StaffRole.DEPT)
 def grids():
+    return _grids_page()
+
+
+def _grids_page(**extra):
     with session_scope() as s:
-        return render_template("console/enterprises/grids.html", rows=services.list_grids(s))
+        return render_template("console/enterprises/grids.html", rows=services.list_grids(s), **extra)
 
 
 def _grid_form(grid=None, values=None, status: int = 200, **extra):
@@ -336,9 +348,12 @@ def grid_edit(grid_id: int):
 @bp.post("/grids/<int:grid_id>/delete")
 @console_required(StaffRole.ADMIN)
 def grid_delete(grid_id: int):
-    with session_scope() as s:
-        name = services.get_grid(s, grid_id).name
-        services.delete_grid(s, current_actor(), grid_id)
+    try:
+        with session_scope() as s:
+            name = services.get_grid(s, grid_id).name
+            services.delete_grid(s, current_actor(), grid_id)
+    except Conflict as exc:  # buildings still in it: said on the grid list, as for a building
+        return _grids_page(delete_error=exc.message), 409
     flash(f"已删除网格「{name}」。")
     return redirect(_back_to_list(".grids"))
 
@@ -349,6 +364,16 @@ def _back_to_list(endpoint: str) -> str:
     listing = request.host_url.rstrip("/") + url_for(endpoint)
     ref = request.referrer or ""
     return ref if ref == listing or ref.startswith(listing + "?") else url_for(endpoint)
+
+
+def _listed_args(endpoint: str, fields: tuple[Field, ...]) -> dict[str, Any]:
+    """The filters of the list page the delete button was on (its Referer, when it is that list), else none."""
+    here = _back_to_list(endpoint)
+    query = {k: v for k, v in parse_qsl(urlsplit(here).query) if v != ""}
+    try:
+        return validate(query, fields)
+    except AppError:
+        return validate({}, fields)
 
 
 # --- users and bindings -----------------------------------------------------------------------------
