@@ -225,3 +225,30 @@ def test_deleting_a_grid_with_buildings_explains_on_the_list_page(client, make_s
     assert 'id="grid-table"' in page and "淮海网格" in page and "请求没有完成" not in page
     with session_scope() as s:
         assert s.get(Grid, grid.id) is not None
+
+
+# --- bad input keeps what was typed ------------------------------------------------------------------------
+
+def test_a_refused_edit_of_a_category_keeps_what_was_typed_in_that_category_row(client, make_staff, console_login):
+    from wxapp_backend.appeals.models import AppealCategory
+    from wxapp_backend.appeals.services import ensure_catalogue
+
+    csrf = console_login(make_staff(role="admin"))
+    with session_scope() as s:
+        ensure_catalogue(s)
+        s.flush()
+        tax = s.query(AppealCategory).filter_by(code="tax").one()
+        tax_id, keywords = tax.id, list(tax.keywords)
+    typed = "税,发票,退税,出口退税新政"
+    resp = client.post("/console/appeal-categories", data={"csrf_token": csrf, "id": str(tax_id), "name": "税务",
+                                                           "department": "税务所", "promised_days": "0",
+                                                           "keywords": typed, "active": "true"})
+    assert resp.status_code == 422
+    page = resp.get_data(as_text=True)
+    form = re.search(rf'<form[^>]*id="category-{tax_id}".*?</form>', page, re.S)
+    assert form is not None, page
+    # The row being edited holds the keywords as typed and says what is wrong, right there.
+    assert f'value="{typed}"' in form.group(0) and 'value="0"' in form.group(0), form.group(0)
+    assert re.search(rf'id="category-error-{tax_id}"[^>]*>[^<]*承诺办结工作日', page), page
+    with session_scope() as s:
+        assert s.get(AppealCategory, tax_id).keywords == keywords

@@ -264,7 +264,7 @@ def _required_fields(text: str | None) -> list[str]:
 @bp.route("/appeal-categories", methods=["GET", "POST"])
 @console_required(StaffRole.DEPT)
 def categories():
-    error, status, typed = None, 200, {}
+    error, status, typed, typed_id = None, 200, {}, None
     if request.method == "POST":
         if ROLE_RANK[StaffRole(g.staff.role)] < ROLE_RANK[StaffRole.ADMIN]:
             raise AppError("只有管理员可以修改政府服务清单。", status=403, code="forbidden")
@@ -281,12 +281,13 @@ def categories():
             return redirect(url_for("appeals_console.categories"))
         except AppError as exc:
             error, status = exc.message, exc.status
-            if row_id(request.form.get("id")) is None:  # a refused new category: its form keeps what was typed
-                typed = request.form
+            # The refused form keeps what was typed: the new category's, or the row being edited (it showed the
+            # saved values again, a long keyword list typed for nothing, and the reason far above it).
+            typed, typed_id = request.form, row_id(request.form.get("id"))
     with session_scope() as s:
         rows = services.categories(s, active_only=False)
         return render_template("console/appeals/categories.html", rows=rows, error=error, typed=typed,
-                               requirable=REQUIRABLE_LABELS), status
+                               typed_id=typed_id, requirable=REQUIRABLE_LABELS), status
 
 
 HOLIDAY_FORM = (Field("day", "date", "日期", required=True), Field("is_workday", "bool", "是否上班", default=False),
