@@ -252,3 +252,22 @@ def test_a_refused_edit_of_a_category_keeps_what_was_typed_in_that_category_row(
     assert re.search(rf'id="category-error-{tax_id}"[^>]*>[^<]*承诺办结工作日', page), page
     with session_scope() as s:
         assert s.get(AppealCategory, tax_id).keywords == keywords
+
+
+# --- empty states and paging -------------------------------------------------------------------------------
+
+def test_the_activity_list_tells_an_empty_category_and_a_page_past_the_end_from_no_activities(
+        client, make_staff, console_login, make_activity):
+    def empty(url: str) -> str:
+        found = re.search(r'id="no-activities">(.*?)</td>', client.get(url).get_data(as_text=True), re.S)
+        return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", found.group(1))).strip() if found else ""
+
+    console_login(make_staff(role="staff"))
+    assert empty("/console/activities").startswith("还没有活动")
+    make_activity(category="vertical_marathon", title="登高赛")
+    # A category with nothing in it is not "no activities": it names the category and offers the whole list.
+    assert empty("/console/activities?category=fitness") == "“健身”类别下还没有活动。 查看全部活动"
+    # A page past the end (an old link) says so and leads back to the first page.
+    assert empty("/console/activities?page=5") == "这一页已经没有内容了（共 1 个活动）。 回到第一页"
+    page = client.get("/console/activities").get_data(as_text=True)
+    assert "登高赛" in page and 'id="no-activities"' not in page
