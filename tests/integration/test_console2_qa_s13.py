@@ -271,3 +271,40 @@ def test_the_activity_list_tells_an_empty_category_and_a_page_past_the_end_from_
     assert empty("/console/activities?page=5") == "这一页已经没有内容了（共 1 个活动）。 回到第一页"
     page = client.get("/console/activities").get_data(as_text=True)
     assert "登高赛" in page and 'id="no-activities"' not in page
+
+
+def test_a_binding_decision_that_cannot_be_made_is_explained_on_the_users_list(client, make_staff, console_login,
+                                                                             make_enterprise, make_user):
+    from wxapp_backend.auth.models import User
+    from wxapp_backend.enterprises import services as ent_services
+
+    e = make_enterprise(name="新华科技有限公司")
+    applicant = make_user(nickname="小王", enterprise_id=e.id, binding_state="pending")
+    colleague = make_staff(role="staff")
+    csrf = console_login(make_staff(role="staff"))
+    listing = client.get("/console/users?state=pending").get_data(as_text=True)
+    assert f'id="approve-{applicant.id}"' in listing
+    with session_scope() as s:  # a colleague got there first
+        ent_services.decide_binding(s, Actor("staff", colleague.id, role="staff"), applicant.id, approve=True,
+                                    enterprise_id=e.id)
+    resp = client.post(f"/console/users/{applicant.id}/binding",
+                       data={"csrf_token": csrf, "approve": "0", "enterprise_id": str(e.id), "reason": "材料不全",
+                             "state": "pending", "q": "", "page": "1"})
+    assert resp.status_code == 409
+    page = resp.get_data(as_text=True)
+    # The pending list itself (its tab kept), saying what happened, not a bare error page.
+    assert re.search(r'id="decision-error"[^>]*>[^<]*已经处理过了', page), page
+    assert "请求没有完成" not in page and "没有待核实的绑定申请" in page
+    with session_scope() as s:
+        assert s.get(User, applicant.id).binding_state == "verified"
+
+    # A reason the service refuses (too short): the users list again, with the reason as typed in its box.
+    resp = client.post(f"/console/users/{applicant.id}/binding/revoke",
+                       data={"csrf_token": csrf, "reason": "走", "state": "", "q": "小王", "page": "1"})
+    assert resp.status_code == 422
+    page = resp.get_data(as_text=True)
+    assert re.search(r'id="decision-error"[^>]*>[^<]*解除原因', page), page
+    assert re.search(r'<form[^>]*binding/revoke[^>]*>.*?name="reason" value="走"', page, re.S), page
+    assert 'value="小王"' in page and "请求没有完成" not in page
+    with session_scope() as s:
+        assert s.get(User, applicant.id).binding_state == "verified"

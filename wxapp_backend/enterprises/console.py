@@ -381,31 +381,49 @@ def _listed_args(endpoint: str, fields: tuple[Field, ...]) -> dict[str, Any]:
 @bp.get("/users")
 @console_required(StaffRole.DEPT)
 def users():
-    args = _args(services.USER_FILTERS)
+    return _users_page(_args(services.USER_FILTERS))
+
+
+def _users_page(args: dict[str, Any], **extra):
     with session_scope() as s:
         page = services.list_users(s, **args)
         return render_template("console/enterprises/users.html", page=page, args=args,
-                               link_args=_link_args(args), names_given=services.names_given(s, page.items))
+                               link_args=_link_args(args), names_given=services.names_given(s, page.items), **extra)
+
+
+def _refused_on_users_list(exc: AppError, user_id: int):
+    """A decision that could not be made (a colleague was first, the user changed their application, a reason
+    too short): the list it was made on, saying why, with the reason typed still in its box. It was a bare error
+    page, and the way back was the dashboard."""
+    if exc.status in {403, 404}:
+        raise exc
+    args = validate({}, services.USER_FILTERS) | _users_back_args()
+    typed = {"user_id": user_id, "reason": request.form.get("reason", ""), "approve": request.form.get("approve")}
+    return _users_page(args, decision_error=exc.message, typed=typed), exc.status
 
 
 @bp.post("/users/<int:user_id>/binding")
 @console_required(StaffRole.STAFF)
 def user_binding(user_id: int):
     decision = request.form.get("approve", "")
-    if decision not in {"1", "0"}:
-        raise BadRequest("请选择通过或驳回。")
-    reason = validate({"reason": request.form.get("reason", "")}, services.BINDING_FIELDS[2:])["reason"]
-    # The file the page showed, for the stale-page check: a value that names no file (an altered form) is refused,
-    # not read as “no file named”, which skipped the check and decided whatever the user had applied for since.
-    sent = request.form.get("enterprise_id", "").strip()
-    enterprise_id = row_id(sent) if sent else None
-    if sent and enterprise_id is None:
-        raise BadRequest("页面上的企业信息不完整（企业编号不对），这次没有处理；请刷新页面，核对申请的企业后再处理。")
-    with session_scope() as s:
-        user = services.decide_binding(s, current_actor(), user_id, approve=decision == "1",
-                                       enterprise_id=enterprise_id, reason=reason)
-        who = user.nickname or f"用户 {user.id}"
-        company = user.enterprise.name if user.enterprise else ""
+    try:
+        if decision not in {"1", "0"}:
+            raise BadRequest("请选择通过或驳回。")
+        reason = validate({"reason": request.form.get("reason", "")}, services.BINDING_FIELDS[2:])["reason"]
+        # The file the page showed, for the stale-page check: a value that names no file (an altered form) is
+        # refused, not read as “no file named”, which skipped the check and decided whatever the user had applied
+        # for since.
+        sent = request.form.get("enterprise_id", "").strip()
+        enterprise_id = row_id(sent) if sent else None
+        if sent and enterprise_id is None:
+            raise BadRequest("页面上的企业信息不完整（企业编号不对），这次没有处理；请刷新页面，核对申请的企业后再处理。")
+        with session_scope() as s:
+            user = services.decide_binding(s, current_actor(), user_id, approve=decision == "1",
+                                           enterprise_id=enterprise_id, reason=reason)
+            who = user.nickname or f"用户 {user.id}"
+            company = user.enterprise.name if user.enterprise else ""
+    except AppError as exc:
+        return _refused_on_users_list(exc, user_id)
     flash(f"已核实 {who} 与「{company}」的绑定。" if decision == "1" else f"已驳回 {who} 的绑定申请。")
     return redirect(_users_list_back())
 
@@ -413,10 +431,13 @@ def user_binding(user_id: int):
 @bp.post("/users/<int:user_id>/binding/revoke")
 @console_required(StaffRole.STAFF)
 def user_binding_revoke(user_id: int):
-    data = validate({"reason": request.form.get("reason", "")}, services.REVOKE_FIELDS)
-    with session_scope() as s:
-        user = services.revoke_binding(s, current_actor(), user_id, reason=data["reason"])
-        who = user.nickname or f"用户 {user.id}"
+    try:
+        data = validate({"reason": request.form.get("reason", "")}, services.REVOKE_FIELDS)
+        with session_scope() as s:
+            user = services.revoke_binding(s, current_actor(), user_id, reason=data["reason"])
+            who = user.nickname or f"用户 {user.id}"
+    except AppError as exc:
+        return _refused_on_users_list(exc, user_id)
     flash(f"已解除 {who} 的企业绑定，并已通知本人。")
     return redirect(_users_list_back())
 
@@ -425,7 +446,14 @@ def _users_list_back() -> str:
     """The users list the decision was made on: its state tab, search and page (the form carries them). Staff
     working through page 2 of a search were sent to page 1 of every user after each click. A value that is not
     a valid filter is dropped, not refused: the decision is made already."""
-    back = {}
+    back = _users_back_args()
+    if back.get("page") == 1:
+        del back["page"]
+    return url_for(".users", **back)
+
+
+def _users_back_args() -> dict[str, Any]:
+    back: dict[str, Any] = {}
     for f in services.USER_FILTERS:
         value = (request.form.get(f.name) or "").strip()
         if value and f.name != "per_page":
@@ -433,9 +461,7 @@ def _users_list_back() -> str:
                 back.update(validate({f.name: value}, (f,)))
             except AppError:
                 pass
-    if back.get("page") == 1:
-        del back["page"]
-    return url_for(".users", **back)
+    return back
 
 
 add_nav("enterprises_console.enterprises", "企业")
