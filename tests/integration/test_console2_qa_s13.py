@@ -308,3 +308,32 @@ def test_a_binding_decision_that_cannot_be_made_is_explained_on_the_users_list(c
     assert 'value="小王"' in page and "请求没有完成" not in page
     with session_scope() as s:
         assert s.get(User, applicant.id).binding_state == "verified"
+
+
+def test_a_list_link_with_a_filter_that_does_not_hold_is_the_list_saying_so(client, make_staff, console_login,
+                                                                           make_enterprise, make_building):
+    """An edited or stale link (page=abc, a category no longer offered): the list without that condition and a
+    note on what was left out, with a 4xx; it was a bare error page whose only way on was the dashboard."""
+    from wxapp_backend.appeals.services import ensure_catalogue
+
+    with session_scope() as s:
+        ensure_catalogue(s)
+    make_enterprise(name="静安咖啡有限公司")
+    make_building(name="静安大厦")
+    console_login(make_staff(role="admin"))
+    for url, table, word in (("/console/enterprises?q=静安&page=abc", "enterprise-table", "页码"),
+                             ("/console/buildings?q=静安&grid_id=abc", "building-table", "网格"),
+                             ("/console/users?state=zzz", None, "绑定状态"),
+                             ("/console/appeals?q=灯&category=zzz", None, "类别"),
+                             ("/console/appeals?page=0&status=", None, "页码")):
+        resp = client.get(url)
+        page = resp.get_data(as_text=True)
+        assert resp.status_code == 422, (url, resp.status_code)
+        assert "请求没有完成" not in page and 'id="filter-error"' in page, (url, page)
+        assert word in re.search(r'id="filter-error"[^>]*>([^<]*)<', page).group(1), url
+        assert "没有用上" in page, url
+        if table:
+            assert f'id="{table}"' in page and 'value="静安"' in page, url
+    assert 'value="灯"' in client.get("/console/appeals?q=灯&category=zzz").get_data(as_text=True)
+    # An export never drops a condition: a file of everything is not what was asked for.
+    assert client.get("/console/enterprises/export.csv?building_id=abc").status_code == 422

@@ -23,7 +23,7 @@ from sqlalchemy import func, select
 from ..audit import audit
 from ..auth.guard import console_required, current_actor
 from ..auth.models import ROLE_RANK, StaffRole, StaffUser
-from ..console import DASHBOARD_CARDS, add_nav, safe_console_path
+from ..console import DASHBOARD_CARDS, add_nav, safe_console_path, without_refused_filters
 from ..db import session_scope, utcnow
 from ..enterprises.models import Building, Grid
 from ..errors import AppError, ValidationError
@@ -75,17 +75,21 @@ def _args(fields) -> dict[str, Any]:
 @bp.get("/appeals")
 @console_required(StaffRole.DEPT)
 def queue():
-    args = _args(FILTERS)
     now = utcnow()
     with session_scope() as s:
-        page = services.list_for_staff(s, current_actor(), per_page=30, now=now, **args)
+        def attempt(raw: dict[str, str]):
+            args = validate(raw, FILTERS)
+            return args, services.list_for_staff(s, current_actor(), per_page=30, now=now, **args)
+
+        (args, page), note = without_refused_filters({k: v for k, v in request.args.items() if v != ""}, attempt)
         soon_before = services.due_soon_before(services.work_calendar(s), now)
         return render_template("console/appeals/list.html", page=page, args=args,
                                due_soon=lambda a: services.is_due_soon(a, soon_before, now),
                                link_args={k: v for k, v in args.items() if v not in (None, "") and k != "page"},
                                categories=services.categories(s, active_only=False),
                                departments=_departments(s), grids=list(s.scalars(select(Grid).order_by(Grid.name))),
-                               buildings=list(s.scalars(select(Building).order_by(Building.name))))
+                               buildings=list(s.scalars(select(Building).order_by(Building.name))),
+                               filter_error=note), 422 if note else 200
 
 
 # The triage page lists this many, the longest waiting first (their deadlines run from submission); the page says

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import hmac
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 from urllib.parse import urlsplit
 
 from flask import (
@@ -28,11 +30,12 @@ from ..auth.guard import CONSOLE, console_required, current_actor, password_stam
 from ..auth.models import ROLE_RANK, StaffRole, User
 from ..db import session_scope
 from ..enterprises.models import Building, Enterprise, Grid
-from ..errors import AppError
+from ..errors import AppError, ValidationError
 from ..validation import clean_text
 from . import drafts
 
 bp = Blueprint("console", __name__, url_prefix="/console")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -106,6 +109,26 @@ def _layout_context() -> dict:
     return {"csrf_token": csrf_token, "nav": nav, "current_staff": staff, "restored_draft": restored,
             "draft_waiting": staff is None and "draft" in session,
             "role_names": {"admin": "管理员", "staff": "工作人员", "dept": "部门"}}
+
+
+# --- list filters -----------------------------------------------------------------------------------
+
+def without_refused_filters(raw: dict[str, str], attempt: Callable[[dict[str, str]], T]) -> tuple[T, str | None]:
+    """attempt(raw) for a list page; a filter it refuses by name (page=abc in an edited link, a category or state
+    that no longer exists) is left out and tried again. Returns the result and the note to show, or None.
+
+    A stale link was a bare error page whose only way on was the dashboard. Exports must not use this: a file of
+    everything is not what was asked for."""
+    note = None
+    while True:
+        try:
+            return attempt(raw), note
+        except ValidationError as exc:
+            refused = set(exc.fields) & set(raw)
+            if not refused:
+                raise
+            note = note or f"{exc.message.removeprefix('填写的内容有误：').rstrip('。')}，这个筛选条件没有用上，下面是其余条件的结果。"
+            raw = {k: v for k, v in raw.items() if k not in refused}
 
 
 # --- login ------------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from sqlalchemy import select
 from ..audit import audit
 from ..auth.guard import console_required, current_actor
 from ..auth.models import BINDING_LABELS, ROLE_RANK, StaffRole, StaffUser
-from ..console import add_nav
+from ..console import add_nav, without_refused_filters
 from ..db import session_scope
 from ..errors import AppError, BadRequest, Conflict
 from ..validation import Field, row_id, validate
@@ -35,6 +35,12 @@ def _perms() -> dict[str, Any]:
 
 def _args(fields: tuple[Field, ...]) -> dict[str, Any]:
     return validate({k: v for k, v in request.args.items() if v != ""}, fields)
+
+
+def _list_args(fields: tuple[Field, ...]) -> tuple[dict[str, Any], str | None]:
+    """A list page's filters, less any that does not hold, and the note saying which (see without_refused_filters)."""
+    return without_refused_filters({k: v for k, v in request.args.items() if v != ""},
+                                   lambda raw: validate(raw, fields))
 
 
 def _link_args(args: dict[str, Any]) -> dict[str, Any]:
@@ -70,12 +76,13 @@ def _save(render: Callable[..., Any], action: Callable[[Any], Any], success: str
 @bp.get("/enterprises")
 @console_required(StaffRole.DEPT)
 def enterprises():
-    args = _args(services.ENTERPRISE_FILTERS)
+    args, note = _list_args(services.ENTERPRISE_FILTERS)
     with session_scope() as s:
         page = services.search_enterprises(s, **args)
         return render_template("console/enterprises/enterprises.html", page=page, args=args,
                                link_args=_link_args(args), buildings=services.list_buildings(s),
-                               grids=services.list_grids(s), industries=services.industries(s))
+                               grids=services.list_grids(s), industries=services.industries(s),
+                               filter_error=note), 422 if note else 200
 
 
 def _enterprise_page(enterprise_id: int, *, error: str | None = None, status: int = 200, duplicate: str = ""):
@@ -231,7 +238,8 @@ def import_template(kind: str):
 @bp.get("/buildings")
 @console_required(StaffRole.DEPT)
 def buildings():
-    return _buildings_page(_args(BUILDING_FILTERS))
+    args, note = _list_args(BUILDING_FILTERS)
+    return _buildings_page(args, filter_error=note), 422 if note else 200
 
 
 def _buildings_page(args: dict[str, Any], **extra):
@@ -381,7 +389,8 @@ def _listed_args(endpoint: str, fields: tuple[Field, ...]) -> dict[str, Any]:
 @bp.get("/users")
 @console_required(StaffRole.DEPT)
 def users():
-    return _users_page(_args(services.USER_FILTERS))
+    args, note = _list_args(services.USER_FILTERS)
+    return _users_page(args, filter_error=note), 422 if note else 200
 
 
 def _users_page(args: dict[str, Any], **extra):
