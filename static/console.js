@@ -86,25 +86,28 @@ window.addEventListener("pageshow", function () {
   if (!target) {
     return;
   }
-  Object.keys(values).forEach(function (name) {
-    var typed = values[name];
-    var next = 0;
-    controls(target, name).forEach(function (el) {
-      var type = (el.type || "").toLowerCase();
-      if (type === "hidden" || type === "file" || type === "password" || type === "submit" || type === "button") {
-        return;
+  // Every control of the form: a box left unticked or a list with nothing chosen is not in a sent form at all,
+  // and must come back unticked rather than as the page's default.
+  var next = {};
+  Array.prototype.forEach.call(target.elements, function (el) {
+    var type = (el.type || "").toLowerCase();
+    var typed = values[el.name] || [];
+    if (!el.name || type === "hidden" || type === "file" || type === "password" || type === "submit" ||
+        type === "button") {
+      return;
+    }
+    if (type === "checkbox" || type === "radio") {
+      el.checked = typed.indexOf(el.value) >= 0;
+    } else if (el.tagName === "SELECT" && el.multiple) {
+      for (var k = 0; k < el.options.length; k++) {
+        el.options[k].selected = typed.indexOf(el.options[k].value) >= 0;
       }
-      if (type === "checkbox" || type === "radio") {
-        el.checked = typed.indexOf(el.value) >= 0;
-      } else if (el.tagName === "SELECT") {
-        for (var k = 0; k < el.options.length; k++) {
-          el.options[k].selected = el.multiple ? typed.indexOf(el.options[k].value) >= 0
-            : el.options[k].value === typed[0];
-        }
-      } else if (next < typed.length) {
-        el.value = typed[next++];
+    } else if (typed.length) {
+      next[el.name] = next[el.name] || 0;
+      if (next[el.name] < typed.length) {
+        el.value = typed[next[el.name]++];
       }
-    });
+    }
   });
   target.scrollIntoView();
 })();
