@@ -28,13 +28,14 @@ def test_pages_need_login(client):
 def test_dept_can_view_but_not_edit(client, make_staff, console_login, make_enterprise):
     token = console_login(make_staff(role="dept"))
     e = make_enterprise(name="只读企业有限公司")
-    for path in ("/console/enterprises", "/console/buildings", "/console/grids", "/console/users?state=pending",
-                 f"/console/enterprises/{e.id}"):
+    for path in ("/console/enterprises", "/console/buildings", "/console/grids", f"/console/enterprises/{e.id}"):
         assert client.get(path).status_code == 200, path
     page = client.get("/console/enterprises").get_data(as_text=True)
     assert "只读企业有限公司" in page and "新建企业" not in page
-    for nav in ("企业", "楼宇", "网格", "用户"):
+    for nav in ("企业", "楼宇", "网格"):
         assert f">{nav}</a>" in page
+    # The list of every user's phone and binding is for staff and admins (a department decides no binding).
+    assert ">用户</a>" not in page and client.get("/console/users?state=pending").status_code == 403
     assert client.get("/console/enterprises/new").status_code == 403
     assert client.post("/console/enterprises/new", data={"csrf_token": token, "name": "x公司",
                                                          "credit_code": code(1)}).status_code == 403
@@ -237,10 +238,22 @@ def test_missing_rows_are_404_pages(client, make_staff, console_login):
 
 
 def test_dashboard_links_to_these_pages(client, make_staff, console_login):
-    console_login(make_staff(role="dept"))
+    console_login(make_staff(role="staff"))
     page = client.get("/console/").get_data(as_text=True)
     assert 'href="/console/users?state=pending"' in page
     assert re.search(r'href="/console/enterprises"', page)
+
+
+def test_a_department_has_no_users_cards_or_list(client, make_staff, console_login, staff_headers):
+    """The users list holds every mini-program user's phone and enterprise binding, white-collar workers included;
+    a department account could browse it (console and API) though it decides no binding."""
+    dept = make_staff(role="dept", department="税务所")
+    console_login(dept)
+    page = client.get("/console/").get_data(as_text=True)
+    assert 'id="count-users"' not in page and "/console/users" not in page
+    assert 'href="/console/enterprises"' in page
+    assert client.get("/console/users").status_code == 403
+    assert client.get("/api/v1/staff/users", headers=staff_headers(dept)).status_code == 403
 
 
 def test_edit_enterprise_clears_blank_fields(client, make_staff, console_login, make_enterprise, make_building, db):

@@ -232,7 +232,7 @@ def test_a_script_can_find_the_bindings_waiting_for_staff(client, make_enterpris
     r = client.post("/api/v1/me/enterprise", json={"name": "云帆", "credit_code": ent.credit_code},
                     headers=user_token(waiting))
     assert r.status_code == 200
-    h = staff_headers(make_staff(role="dept"))
+    h = staff_headers(make_staff(role="staff"))
     r = client.get("/api/v1/staff/users?state=pending", headers=h)
     assert r.status_code == 200, r.get_json()
     body = r.get_json()
@@ -248,7 +248,7 @@ def test_a_page_past_the_end_does_not_say_the_registry_is_empty(client, make_ent
     were records on the pages before."""
     make_enterprise()
     make_user(nickname="小王")
-    console_login(make_staff(role="dept"))
+    console_login(make_staff(role="staff"))
     for path in ("/console/enterprises?page=3", "/console/users?page=3"):
         html = client.get(path).get_data(as_text=True)
         assert "还没有企业档案" not in html and "没有符合条件的用户" not in html, path

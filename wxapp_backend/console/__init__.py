@@ -217,7 +217,10 @@ def dashboard():
              "buildings": link("enterprises_console.buildings"), "grids": link("enterprises_console.grids"),
              "users": link("enterprises_console.users"),
              "pending_bindings": link("enterprises_console.users", state="pending")}
-    return render_template("console/dashboard.html", counts=counts, links=links, extra_cards=extra)
+    # The users list is for staff and admins (enterprises/console.py): a department gets neither its cards nor links
+    # that would end on 无权访问.
+    people = ROLE_RANK[StaffRole(current_actor().role)] >= ROLE_RANK[StaffRole.STAFF]
+    return render_template("console/dashboard.html", counts=counts, links=links, extra_cards=extra, people=people)
 
 
 def link(endpoint: str, **values) -> str:

@@ -124,7 +124,7 @@ def list_grids():
 
 
 @bp.get("/staff/users")
-@staff_api_required(StaffRole.DEPT)
+@staff_api_required(StaffRole.STAFF)  # as /console/users: every user's phone and binding, not a department's business
 @doc("小程序用户列表（可按绑定状态筛选；待核实的按申请先后排列，并附申请时填写的企业名称；state=pending 也列出"
      "申请改绑的已核实联系人，其申请的企业在 pending_enterprise）",
      params=services.USER_FILTERS, auth="staff", tags=["用户"],

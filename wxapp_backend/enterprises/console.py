@@ -386,8 +386,11 @@ def _listed_args(endpoint: str, fields: tuple[Field, ...]) -> dict[str, Any]:
 
 # --- users and bindings -----------------------------------------------------------------------------
 
+# Staff and admins only: the list is every mini-program user's phone and binding, white-collar workers included. A
+# department sees the contacts of an enterprise on its 一企一档 page and of an appeal on the appeal; it decides no
+# binding, so the whole list of people is not its business.
 @bp.get("/users")
-@console_required(StaffRole.DEPT)
+@console_required(StaffRole.STAFF)
 def users():
     args, note = _list_args(services.USER_FILTERS)
     return _users_page(args, filter_error=note), 422 if note else 200
@@ -476,4 +479,4 @@ def _users_back_args() -> dict[str, Any]:
 add_nav("enterprises_console.enterprises", "企业")
 add_nav("enterprises_console.buildings", "楼宇")
 add_nav("enterprises_console.grids", "网格")
-add_nav("enterprises_console.users", "用户")
+add_nav("enterprises_console.users", "用户", StaffRole.STAFF)
