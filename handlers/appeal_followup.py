@@ -111,6 +111,8 @@ class Verdict(NamedTuple):
 def verdict(text: str, step: str | None = None) -> Verdict | None:
     """`text` as an answer at the rating's `step` (“resolved”, “stars”, or None: no rating under way), or None when it
     is something else (a sentence, a question). Generic Chinese, clause by clause: “解决了，很满意” is both answers."""
+    from .bot import menu_digit
+
     t = intake.word(text).lower()
     clauses = [c for c in re.split(r"[，,。.！!、；;～~\s]+", t) if c]
     if not clauses or len(t) > 24:
@@ -121,6 +123,7 @@ def verdict(text: str, step: str | None = None) -> Verdict | None:
     for clause in clauses:
         if len(clauses) > 1 and (clause in _FILLERS or _THANKS_RE.match(clause)):
             continue
+        clause = menu_digit(clause) or clause  # “一”, “第五个”: the digit, as every numbered choice is read
         if clause in ("1", "2") and step == "resolved":
             resolved.add(clause == "1")
             continue
@@ -798,8 +801,9 @@ def score_after_notice(ctx: Context) -> Reply | None:
     from wxapp_backend.db import session_scope, utcnow
 
     from . import kb
+    from .bot import menu_digit
 
-    digit = intake.word(ctx.text)  # “4。”: a spoken digit ends with a full stop
+    digit = menu_digit(ctx.text)  # “4。”: a spoken digit ends with a full stop; “四” as typed
     if ctx.user_id is None or ctx.msg.msg_type != "text" or digit not in ("1", "2", "3", "4", "5") \
             or _state(ctx).get("flow"):
         return None
@@ -838,7 +842,9 @@ def app_score_after_notice(user_id: int | None, text: str, numbers_since, memory
     from wxapp_backend.appeals.followup import awaiting_rating_latest
     from wxapp_backend.db import session_scope, utcnow
 
-    digit = plain(text)
+    from .bot import menu_digit
+
+    digit = menu_digit(text)
     if user_id is None or digit not in ("1", "2", "3", "4", "5"):
         return None
     with session_scope() as s:

@@ -423,6 +423,10 @@ def step(ctx: Context) -> Reply:
         if d.pop("paused", None):
             _save(ctx, d)
         return Text(_prompt(d, d["step"]))
+    if d["step"] == "confirm" and d.get("editing"):  # “二”, “第二项”: the digit (they got the hint again)
+        from .bot import menu_digit
+
+        t = menu_digit(t) or t
     if d["step"] == "confirm" and (t == "修改" or _EDIT_RE.match(t) or (d.get("editing") and t in EDIT_FIELDS)):
         return _edit(ctx, d, t)
     # it dropped what was filled in, without a word; “改电话” became the enterprise's name

@@ -395,12 +395,20 @@ INTENTS = {"kb": kb_prompt, "appeal": appeal, "activity": activity, "human": hum
 DIGITS = {"1": "kb", "2": "appeal", "3": "activity", "4": "human"}
 
 
-def _menu_digit(ctx: Context) -> str | None:
-    """A menu digit alone, full-width folded (“４” is 4), punctuation around it dropped: the digit, or None."""
-    t = ctx.text
-    if not t or len(t) > 3:
+def menu_digit(text: str) -> str | None:
+    """`text` as a number choice (“４”, “1。” as speech recognition ends a spoken “1”, “一”, “第三个”, “3号”): its
+    ASCII digits, or None. Numbered choices everywhere in the chat read their answer with this."""
+    from wxapp_backend.knowledge_store.chat import choice_number
+
+    if not text or len(text) > 8:
         return None
-    digit = command_word(t)  # “1。” too: speech recognition ends a spoken “1” with a full stop
+    n = choice_number(text)
+    return str(n) if n is not None else None
+
+
+def _menu_digit(ctx: Context) -> str | None:
+    """A menu digit alone (`menu_digit`): the digit, or None."""
+    digit = menu_digit(ctx.text)
     return digit if digit in DIGITS else None
 
 
@@ -619,10 +627,11 @@ def app_reply(text: str, *, user_id: int | None, pending_choices: bool,
         if offer is not None:  # but one of these appeals, as in the WeChat chat
             offer("appeal", ids)
         return text, "guide"
-    if numbers_since is not None and len(t) == 1:  # “4” just after “您的诉求已办结，请评价”: the score, not 联系客服
+    digit = menu_digit(text)  # “4”, “四”, “第四个”
+    if numbers_since is not None and digit is not None:  # “4” just after “您的诉求已办结，请评价”: the score, not 联系客服
         from .appeal_followup import app_score_after_notice
 
-        scored = app_score_after_notice(user_id, t, numbers_since, memory)
+        scored = app_score_after_notice(user_id, digit, numbers_since, memory)
         if scored is not None:
             return scored, "guide"
     followup = _app_followup(text.strip(), user_id, offer)
@@ -631,8 +640,8 @@ def app_reply(text: str, *, user_id: int | None, pending_choices: bool,
     topic = sign_up_topic(text)  # “我想报名午间一小时”: that category's activities, as in the WeChat chat
     if topic is not None and (topic[0] is not None or _title_exists(topic[1])):
         return listed(sign_up_list(user_id, topic))
-    if t in DIGITS and not pending_choices:  # "回复数字即可查看答案" wins over the menu digits
-        return _app_intent(DIGITS[t], user_id, listed)
+    if digit in DIGITS and not pending_choices:  # "回复数字即可查看答案" wins over the menu digits
+        return _app_intent(DIGITS[digit], user_id, listed)
     for group in ("menu", "greeting", "thanks", "bye"):
         if t in _FOLDED[group]:
             return _APP_FIXED[group], "smalltalk"

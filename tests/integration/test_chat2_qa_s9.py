@@ -122,7 +122,7 @@ def test_change_one_field_at_the_confirmation(oa_kb):  # noqa: F811
 
 def test_stars_said_in_words(chat):  # noqa: F811
     """“请为这次办理打分：回复 1～5”: “五星”, “五颗星”, “五星好评”, “三分” got “请回复 1～5 之间的数字” again and again.
-    They are now the score (“5星” already was); a bare “五” stays unclear, as the voice test has it."""
+    They are now the score (“5星” already was); so is a bare “五”, as “二” or “第三个” pick a numbered choice elsewhere."""
     from handlers import appeal_followup as followup
     from wxapp_backend.appeals.models import AppealRating
     from wxapp_backend.db import session_scope
@@ -139,7 +139,7 @@ def test_stars_said_in_words(chat):  # noqa: F811
     chat.resolved()
     chat("评价")
     chat("解决了")
-    assert chat("五") == followup.HINT_STARS
+    assert chat("五") == followup.ASK_COMMENT
 
 
 def test_resolved_or_not_said_in_words(chat):  # noqa: F811

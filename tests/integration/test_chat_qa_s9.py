@@ -56,7 +56,7 @@ def test_a_number_outside_the_choices_asks_again_and_keeps_them(oa_kb, redis_cli
 def test_a_bare_number_with_no_choices_is_not_a_question(oa_kb):
     """“5” or “0” with nothing offered: no “您是不是想问” list of unrelated entries, no “还没学会” (which also
     put the number in the staff's queue of unanswered questions)."""
-    for text in ("5", "0", "12", "二"):
+    for text in ("5", "0", "12", "十二"):  # “二” alone is the menu's 2, as “2” is
         reply = say(oa_kb, "oBareNumber", text)
         assert "您是不是想问" not in reply and "没学会" not in reply and "菜单" in reply, (text, reply)
 

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 import logging
-import unicodedata
 from collections.abc import Callable
 
 import redis
 
 from ..db import Database
-from .chat import ChatResult, _bare_number, ask, choice_index
+from .chat import ChatResult, _bare_number, ask, choice_index, choice_number
 from .services import CHOICE, KBRuntime, log_turn
 
 log = logging.getLogger(__name__)
@@ -99,7 +98,8 @@ def respond(runtime: KBRuntime, db: Database, r: redis.Redis, text: str, *, chan
     log_channel = CONSOLE_CHANNEL if who.startswith(SIMULATOR_OPENID_PREFIX) else channel
     if fixed is not None:
         stripped = text.strip()
-        digit = unicodedata.normalize("NFKC", stripped)  # “２” from a phone's keyboard is 2, a choice too
+        # “２” from a phone's keyboard is 2, a choice too; so are “二” and “第二个”
+        digit = str(choice_number(stripped)) if len(stripped) <= 8 else ""
         answer = fixed(stripped, digit in _DIGITS and choices_last(r, channel, who))
         if answer is not None:
             reply, decision = answer

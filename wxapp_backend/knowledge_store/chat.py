@@ -202,16 +202,25 @@ def _numbered_choice(text: str, last: list[str] | None) -> str | None:
     return last[index] if index is not None else None
 
 
-_CHOICE_NUMERALS = {"一": "1", "二": "2", "两": "2", "三": "3", "四": "4", "五": "5"}
+_CHOICE_NUMERALS = {"一": "1", "二": "2", "两": "2", "三": "3", "四": "4", "五": "5", "六": "6", "七": "7", "八": "8",
+                    "九": "9"}
+_CHOICE_PUNCT = " 。.、，,！!？?～~…"
 
 
-def choice_index(text: str, count: int) -> int | None:
-    """The 0-based position a reply picks among `count` numbered lines (“2”, “２”, “第二个”, “第2条”, “2号”, “选3”),
-    or None."""
-    t = unicodedata.normalize("NFKC", text).strip().strip("。.、")
+def choice_number(text: str) -> int | None:
+    """The number a reply to numbered lines says (“2”, “２”, “二”, “第二个”, “第2条”, “3号”, “选3”, “1。”), or None.
+    Every numbered choice the chat offers reads its answer with this (the menu, “您是不是想问”, lists, the rating's
+    1～5, the intake's 1～4): “二” and “第三个” picked in some places and got “没看明白这个数字” in others."""
+    t = unicodedata.normalize("NFKC", text).strip().strip(_CHOICE_PUNCT)
     t = _CHOICE_WORDS.sub("", t) or t
     t = _CHOICE_NUMERALS.get(t, t)
     # ASCII and short: "²".isdigit() is True but int("²") fails, and int() refuses 4,300 digits or more.
-    if t.isascii() and t.isdigit() and len(t) <= 3 and 1 <= int(t) <= count:
-        return int(t) - 1
+    if t.isascii() and t.isdigit() and len(t) <= 3:
+        return int(t)
     return None
+
+
+def choice_index(text: str, count: int) -> int | None:
+    """The 0-based position a reply picks among `count` numbered lines (`choice_number`), or None."""
+    n = choice_number(text)
+    return n - 1 if n is not None and 1 <= n <= count else None

@@ -1,0 +1,78 @@
+"""QA of the bot's conversation (thirteenth pass, sixth look), through the real webhook and the in-app chat: a “什么意思”
+after an answer, “评价 2” after a numbered list, Chinese numerals as choices, odd inputs."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+
+from handlers.bot import KB_PROMPT
+from tests.integration.test_chat2_qa_s11 import (
+    _rating_of,
+    appeal_of,  # noqa: F401  (a follower's appeal, acted on by staff)
+)
+from tests.integration.test_chat5_qa_s12 import (  # noqa: F401  (the in-app chat, two appeals of a user)
+    _app,
+    _user_of,
+    appeals_for,
+)
+from tests.integration.test_chat_qa_s9 import oa_kb, say  # noqa: F401  (the signed webhook and its helper)
+from wxapp_backend.db import session_scope
+
+
+def _unanswered() -> list[str]:
+    from wxapp_backend.knowledge_store.models import UnansweredQuestion
+
+    with session_scope() as s:
+        return list(s.scalars(select(UnansweredQuestion.text)))
+
+
+def test_chinese_numerals_pick_like_digits(oa_kb, appeal_of, appeals_for, client, user_token,  # noqa: F811
+                                           make_user):
+    """“1”, “２” and a spoken “1。” picked a menu item, “一”, “二”, “第三个”, “3号” got “小二没看明白这个数字”; in the
+    rating “五” was no score, “一” no answer to “问题解决了吗？（回复 1 …）”; at the intake's “要修改哪一项？回复 1～4”
+    “二” was no choice. They now mean the digit wherever a numbered choice is offered, in both chats."""
+    openid = "oNumerals"
+    say(oa_kb, openid, "菜单")
+    assert say(oa_kb, openid, "一") == KB_PROMPT
+    say(oa_kb, openid, "菜单")
+    assert "登记诉求" in say(oa_kb, openid, "第二个")
+    say(oa_kb, openid, "取消")
+    say(oa_kb, openid, "菜单")
+    assert "活动" in say(oa_kb, openid, "3号")
+    say(oa_kb, openid, "菜单")
+    assert "活动" in say(oa_kb, openid, "第三个。")
+
+    # “您是不是想问” choices and the list of the user's appeals.
+    assert "您是不是想问" in say(oa_kb, openid, "融资")
+    assert "没看明白" not in say(oa_kb, openid, "第二个")
+    with oa_kb.app_context():
+        (_lamp_id, lamp), (_air_id, air) = appeals_for(_user_of(openid))
+    say(oa_kb, openid, "我的诉求")
+    assert lamp in say(oa_kb, openid, "二")
+
+    # The rating's answers.
+    scorer = "oNumeralsScore"
+    number = appeal_of(scorer, "resolve", resolution="已协调物业修好路灯")
+    assert "解决了吗" in say(oa_kb, scorer, "评价")
+    assert "打分" in say(oa_kb, scorer, "一")
+    reply = say(oa_kb, scorer, "五")
+    assert "想对我们说" in reply, reply
+    assert number in say(oa_kb, scorer, "跳过")
+    rating = _rating_of(number)
+    assert rating is not None and rating.resolved and rating.satisfaction == 5, rating
+
+    # The intake's “修改” choices.
+    who = "oNumeralsEdit"
+    say(oa_kb, who, "我要反映")
+    for text in ("园区门口的路灯坏了一个月了没人修", "上海测试科技有限公司", "张三 13800138000", "跳过"):
+        say(oa_kb, who, text)
+    assert "要修改哪一项" in say(oa_kb, who, "修改")
+    assert "企业名称" in say(oa_kb, who, "二")
+
+    # The in-app chat.
+    h = user_token(make_user())
+    assert _app(client, h, "一")["reply"] == KB_PROMPT
+    assert _app(client, h, "四")["decision"] == "handoff"
+    assert "您是不是想问" in _app(client, h, "融资")["reply"]
+    body = _app(client, h, "第二个")
+    assert body["decision"] == "answer" and "没看明白" not in body["reply"], body
