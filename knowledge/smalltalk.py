@@ -138,6 +138,27 @@ def detect_smalltalk(text: str | None) -> SmallTalk | None:
     return None
 
 
+# “什么意思”, “啥意思？”, “没看懂”, “能解释一下吗”: about what the bot just said, with nothing of its own to look up (the
+# knowledge base answered an entry about the meaning of some other words, with confidence). Whole messages only: “照后
+# 减证是什么意思” is a question.
+_CLARIFY_RE = re.compile(
+    r"(?:请问|那|那么|所以|可是|但是)?"
+    r"(?:(?:(?:这|那)(?:个|句|句话|段|段话|条)?|上面的?|刚才的?|刚刚的?|你|您|你们)?"
+    r"(?:说的|讲的|写的|回的|回复的|回答的|发的)?(?:是|都是)?(?:什么|啥|甚么|神马)意思"
+    r"|我?(?:还是|有点|有些|完全|真的?|实在|都)?(?:没有?看|没有?听|没有?读|看不|听不|读不|搞不|没有?|不太|不大|不是很|不)"
+    r"(?:太|大|是很)?(?:懂|明白|清楚)"
+    r"|(?:能|可以|麻烦|请)?(?:再)?(?:解释|说明)(?:一下|下)?)"
+    r"(?:了|呀|啊|呢|诶|哦|嘛|吗|哈)*")
+
+
+def is_clarification(text: str | None) -> bool:
+    """True when the whole message asks what the bot's last reply meant (“什么意思”, “啥意思？”, “没看懂”)."""
+    if not text or not isinstance(text, str) or len(text) > MAX_SMALLTALK_CHARS:
+        return False
+    norm = re.sub(r"[^\w]+", "", get_analyzer().normalize(without_faces(text), max_chars=MAX_SMALLTALK_CHARS))
+    return bool(norm) and bool(_CLARIFY_RE.fullmatch(norm))
+
+
 def is_greeting(text: str | None) -> bool:
     """True for a bare greeting such as 你好 / 在吗 / hello."""
     return detect_smalltalk(text) == "greeting"

@@ -26,6 +26,36 @@ def _unanswered() -> list[str]:
         return list(s.scalars(select(UnansweredQuestion.text)))
 
 
+def test_what_does_that_mean_refers_to_the_answer_just_given(oa_kb, client, user_token, make_user):  # noqa: F811
+    """“什么意思” right after an answer got another entry's answer, with confidence (楼宇经济, “税收落地率是什么意思”);
+    “啥意思” a “您是不是想问” list of entries about meanings, “没看懂” “我还没学会” and a row in staff's queue. Such a
+    follow-up is about the answer just given: the bot names it and says how to get it explained (the word that was
+    not clear, or 人工), in both chats; a question that says what it asks about (“照后减证是什么意思”) is answered."""
+    openid = "oWhatMeans"
+    for follow in ("什么意思", "啥意思", "什么意思？", "这是什么意思啊", "没看懂", "看不懂。"):
+        assert "一窗通" in say(oa_kb, openid, "开办企业需要哪些材料")
+        reply = say(oa_kb, openid, follow)
+        assert "注册一家公司" in reply and "人工" in reply, (follow, reply)  # the entry answered: its question
+        assert "楼宇经济" not in reply and "您是不是想问" not in reply and "没学会" not in reply, (follow, reply)
+    # Nothing answered before: no entry picked at random either.
+    reply = say(oa_kb, "oWhatMeansFresh", "什么意思")
+    assert "楼宇经济" not in reply and "您是不是想问" not in reply and "人工" in reply, reply
+    # After a “您是不是想问” list: what the list is.
+    assert "您是不是想问" in say(oa_kb, "oWhatMeansList", "融资")
+    reply = say(oa_kb, "oWhatMeansList", "啥意思")
+    assert "数字（1～" in reply and "您是不是想问" not in reply, reply
+    reply = say(oa_kb, "oWhatMeansList", "1")  # the list still picks
+    assert "您是不是想问" not in reply and "没看明白" not in reply and "想看刚才列出的其他问题" in reply, reply
+    assert "照后减证" in say(oa_kb, openid, "照后减证是什么意思")
+    assert "明白" not in say(oa_kb, openid, "明白了")  # understood: an acknowledgement, as before
+
+    h = user_token(make_user())
+    assert _app(client, h, "开办企业需要哪些材料")["decision"] == "answer"
+    body = _app(client, h, "什么意思")
+    assert body["decision"] == "smalltalk" and "注册一家公司" in body["reply"], body
+    assert _unanswered() == []
+
+
 def test_chinese_numerals_pick_like_digits(oa_kb, appeal_of, appeals_for, client, user_token,  # noqa: F811
                                            make_user):
     """“1”, “２” and a spoken “1。” picked a menu item, “一”, “二”, “第三个”, “3号” got “小二没看明白这个数字”; in the

@@ -8,6 +8,8 @@ from collections.abc import Callable
 
 import redis
 
+from knowledge.smalltalk import is_clarification
+
 from ..db import Database
 from .chat import ChatResult, _bare_number, ask, choice_index, choice_number
 from .services import CHOICE, KBRuntime, log_turn
@@ -47,6 +49,37 @@ ITEMS_EXPIRED = ("刚才列出的{what}已经过期了（超过 15 分钟），�
 ITEM_PICK_AGAIN = "请回复 {choices}查看对应的{what}，或者直接输入您的问题。"
 # (kind, the picked item's id, the caller's user id, the other numbers of the list) -> (reply, decision)
 PickItem = Callable[[str, "int | str", "int | None", "list[int]"], "tuple[str, str]"]
+
+
+def _answered_key(channel: str, who: str) -> str:
+    return f"kb:answered:{channel}:{who}"
+
+
+# “什么意思”, “没看懂” just after a reply (knowledge.smalltalk.is_clarification): about that reply. They got another
+# entry's answer, with confidence (“楼宇经济…税收落地率是什么意思”), or a “您是不是想问” list of meanings.
+CLARIFY_ANSWER = ("您是指刚才“{question}”的回答吧？抱歉小二没说清楚～可以把没看懂的词或那一句发给我，我再具体解释；"
+                  "也可以回复“人工”，请工作人员为您讲解。")
+CLARIFY_CHOICES = ("上面列出的是小二猜您想问的问题：回复对应的数字（{choices}）就能看到答案；都不是的话，请换个说法再问，"
+                   "或回复“人工”联系工作人员。")
+CLARIFY_ITEMS = "上面列出的是{what}：回复序号（{choices}）查看详情；还有不明白的地方，可以回复“人工”联系工作人员。"
+CLARIFY_NONE = ("您指的是哪一句呢？可以把没看懂的内容或您的问题直接发给小二；也可以回复“人工”，请工作人员为您解答。")
+ITEM_LISTS = {"activity": "近期可以报名的活动", "appeal": "您的诉求"}
+
+
+def _clarify(runtime: KBRuntime, r: redis.Redis, channel: str, who: str, last) -> str:
+    """The answer to “什么意思”: what the last reply was (the answer's question, or the numbered list still pending) and
+    how to get it explained; `last` is the pending list as remembered (choices, or {"kind", "ids"})."""
+    if isinstance(last, list) and last:
+        return CLARIFY_CHOICES.format(choices="1" if len(last) == 1 else f"1～{len(last)}")
+    if isinstance(last, dict) and last.get("kind") in ITEM_LISTS and isinstance(last.get("ids"), list) and last["ids"]:
+        n = len(last["ids"])
+        return CLARIFY_ITEMS.format(what=ITEM_LISTS[last["kind"]], choices="1" if n == 1 else f"1～{n}")
+    try:
+        raw = r.get(_answered_key(channel, who))
+    except redis.RedisError:
+        raw = None
+    entry = runtime.get().get(raw.decode() if isinstance(raw, bytes) else raw) if raw else None
+    return CLARIFY_ANSWER.format(question=entry.question.rstrip("？?")) if entry is not None else CLARIFY_NONE
 
 
 def offer_items(r: redis.Redis, channel: str, who: str, kind: str, ids: list) -> None:
@@ -115,6 +148,8 @@ def respond(runtime: KBRuntime, db: Database, r: redis.Redis, text: str, *, chan
         last = json.loads(raw) if raw else None
     except (redis.RedisError, ValueError):
         last = None  # losing the memory only means a number reply is read as a question
+    if is_clarification(text):  # “什么意思”: about the reply just given, no entry of its own
+        return ChatResult(_clarify(runtime, r, channel, who, last), "smalltalk"), None
     if isinstance(last, dict):  # a list of activities (or other items), not knowledge-base choices
         picked = _pick_item(r, channel, who, text, last, user_id, pick_item)
         if picked is not None:
@@ -139,6 +174,10 @@ def respond(runtime: KBRuntime, db: Database, r: redis.Redis, text: str, *, chan
             r.expire(offered, OFFERED_TTL)
         elif result.decision in {"answer", "fallback"}:
             r.delete(key, offered)
+        if result.decision == "answer" and result.entry_id:  # what a “什么意思” next is about
+            r.set(_answered_key(channel, who), result.entry_id, ex=MEMORY_TTL)
+        elif result.decision in {"suggest", "fallback"}:
+            r.delete(_answered_key(channel, who))
     except redis.RedisError:
         log.warning("could not store the suggestion memory")
     turn_id = None
@@ -181,6 +220,6 @@ def choices_last(r: redis.Redis, channel: str, who: str) -> bool:
 def forget_choices(r: redis.Redis, channel: str, who: str) -> None:
     """Drop the pending choices: the bot has since offered other numbers (its menu), which a digit now means."""
     try:
-        r.delete(_memory_key(channel, who), _offered_key(channel, who))
+        r.delete(_memory_key(channel, who), _offered_key(channel, who), _answered_key(channel, who))
     except redis.RedisError:
         log.warning("could not drop the suggestion memory")
