@@ -403,17 +403,36 @@ def _leave_flow(ctx: Context) -> None:
         pass
 
 
-def _choose(ctx: Context, number: str | None, wanted, what: str, cmd: str, none_text: str) -> tuple[Any, str | None]:
-    """The appeal a command is about: the numbered one, or the only one `wanted` accepts. Returns (appeal id and
-    details, None) or (None, the reply to give instead)."""
-    from wxapp_backend.appeals.followup import awaiting_rating, own_by_number, rated_rounds
+# “评价 2”: the 2nd of the numbered list the bot showed last (我的诉求's, or the list of those to rate), as a bare “2”
+# picks from it. It took the 2nd of a list of appeals waiting for a rating the user may never have seen (after 我的诉求,
+# “评价 1” rated another appeal than the list's 1st), and with a single one to rate “评价 2” may mean 2 points.
+PICKED = "\n（选的是刚才列表中的第 {n} 条{more}。）"
+LISTED_NOT_THIS = "刚才列表中的第 {n} 条是诉求 {number}（{label}），现在不需要{what}。"
+LISTED_NOT_THERE = "刚才的列表只有 {count} 条，没有第 {n} 条。"
+LISTED_GONE = "刚才列表中的第 {n} 条诉求找不到了。"
+ONE_INSTEAD = "现在需要{what}的是诉求 {number}（{summary}）：请回复“{cmd} {number}”。"
+NO_LIST = "刚才没有列出诉求（或列表已超过 15 分钟），小二不确定“{cmd} {n}”指的是哪一条。\n"
+SCORE_OR_PLACE = ("小二不确定“评价 {n}”的意思：是要给诉求 {number}（{summary}）打 {n} 分吗？是的话请回复“{n}分”；"
+                  "想从头评价这条诉求，请回复“评价”。")
+
+
+def _choose(ctx: Context, number: str | None, wanted, what: str, cmd: str, none_text: str, *,
+            scored: bool = False) -> tuple[Any, str | None]:
+    """The appeal a command is about: the one with that number (SQ…), the one at that position of the list the bot
+    showed last, or the only one `wanted` accepts. Returns (appeal id and details, None) or (None, the reply to give
+    instead: a numbered list to pick from, remembered as 我的诉求's is). `scored`: a bare position might be a score."""
+    from wxapp_backend.appeals.followup import awaiting_rating, own_by_id, own_by_number, rated_rounds
     from wxapp_backend.appeals.services import list_own
     from wxapp_backend.appeals.states import LABELS, AppealStatus
     from wxapp_backend.db import session_scope, utcnow
+    from wxapp_backend.knowledge_store.chat import choice_number
 
+    from . import kb
+
+    position = choice_number(number) if number and not number.upper().startswith("SQ") else None
     with session_scope() as s:
         now = utcnow()
-        if number and not number.isdigit():
+        if number and position is None:
             appeal = own_by_number(s, ctx.user_id, number)
             if appeal is None:
                 return None, NOT_FOUND.format(number=number.upper())
@@ -429,16 +448,41 @@ def _choose(ctx: Context, number: str | None, wanted, what: str, cmd: str, none_
         recent = list_own(s, ctx.user_id, per_page=50).items
         rated = rated_rounds(s, [a.id for a in recent])
         found = [a for a in recent if wanted(a, rated, now)]
+        head = ""
+        shown = kb.shown_list(ctx, "appeal") if position is not None else None
+        if shown is not None:  # the list the bot showed last: its numbering
+            if position > len(shown):
+                head = LISTED_NOT_THERE.format(count=len(shown), n=position)
+            else:
+                appeal = own_by_id(s, ctx.user_id, int(shown[position - 1]))
+                if appeal is None:
+                    head = LISTED_GONE.format(n=position)
+                elif wanted(appeal, rated_rounds(s, [appeal.id]), now):
+                    return _details(appeal) | {"position": position}, None
+                else:
+                    head = LISTED_NOT_THIS.format(n=position, number=appeal.number, what=what,
+                                                  label=LABELS.get(appeal.status, appeal.status))
+            if len(found) == 1:  # named by its number: the list shown stays as it was
+                return None, head + ONE_INSTEAD.format(what=what, number=found[0].number, cmd=cmd,
+                                                       summary=_summary(found[0].content))
         if not found:
-            return None, none_text
-        listed = found[:LIST_LIMIT]
-        if number:  # “评价 2”: the second of the list as it was shown
-            if int(number) <= len(listed):
-                return _details(listed[int(number) - 1]), None
-        elif len(found) == 1:
+            return None, head + none_text
+        if position is None and len(found) == 1:
             return _details(found[0]), None
+        if position is not None and shown is None:  # no list shown: which one, or a score?
+            if len(found) == 1 and scored and position <= 5:
+                return None, SCORE_OR_PLACE.format(n=position, number=found[0].number,
+                                                   summary=_summary(found[0].content))
+            if len(found) == 1 and position == 1:
+                return _details(found[0]), None
+            head = NO_LIST.format(cmd=cmd, n=position)
+            if len(found) == 1:
+                return None, head + ONE_INSTEAD.format(what=what, number=found[0].number, cmd=cmd,
+                                                       summary=_summary(found[0].content))
+        listed = found[:LIST_LIMIT]
+        kb.offer_list(ctx, "appeal", [a.id for a in listed])  # “评价 2” or a bare “2” next picks from this list
         lines = "\n".join(f"{i}. {a.number}：{_summary(a.content)}" for i, a in enumerate(listed, 1))
-        return None, PICK_ONE.format(n=len(found), what=f"待{what}", cmd=cmd, lines=lines)
+        return None, head + PICK_ONE.format(n=len(found), what=f"待{what}", cmd=cmd, lines=lines)
 
 
 def _details(appeal) -> dict[str, Any]:
@@ -460,7 +504,7 @@ def _start(ctx: Context, data: dict[str, Any], reply: str) -> Reply:
 
 
 def _target(ctx: Context, pattern: re.Pattern[str], wanted, what: str, cmd: str,
-            none_text: str) -> tuple[dict[str, Any], None] | tuple[None, Reply]:
+            none_text: str, *, scored: bool = False) -> tuple[dict[str, Any], None] | tuple[None, Reply]:
     """The appeal a 评价 / 补充 command is about, or the reply that says why there is none."""
     if ctx.user_id is None:
         return None, Text(NO_USER)
@@ -468,7 +512,7 @@ def _target(ctx: Context, pattern: re.Pattern[str], wanted, what: str, cmd: str,
     if draft.get("flow") == intake.FLOW and draft.get("step") in intake.STEPS:  # not overwritten by a new flow
         return None, Text(DRAFT_FIRST.format(n=intake.STEPS.index(draft["step"]) + 1, cmd=cmd))
     number = pattern.match(plain(ctx.text))
-    found, refusal = _choose(ctx, number.group(1) if number else None, wanted, what, cmd, none_text)
+    found, refusal = _choose(ctx, number.group(1) if number else None, wanted, what, cmd, none_text, scored=scored)
     return (found, None) if found is not None else (None, Text(refusal or none_text))
 
 
@@ -476,9 +520,20 @@ def rate_start(ctx: Context) -> Reply:
     """评价 [编号]."""
     from wxapp_backend.appeals.followup import awaiting_rating
 
-    found, refusal = _target(ctx, RATE_RE, awaiting_rating, "评价", "评价", NOTHING_TO_RATE)
+    found, refusal = _target(ctx, RATE_RE, awaiting_rating, "评价", "评价", NOTHING_TO_RATE, scored=True)
     if found is None:
         return refusal
+    return _with_position(_rate_start(ctx, found), found, "，分数稍后再打")
+
+
+def _with_position(reply: Reply, found: dict[str, Any], more: str = "") -> Reply:
+    """The reply to a command that picked an appeal by its position in a list: which it took, said."""
+    if not found.get("position") or not isinstance(reply, Text) or reply.text == UNAVAILABLE:
+        return reply
+    return Text(reply.text + PICKED.format(n=found["position"], more=more))
+
+
+def _rate_start(ctx: Context, found: dict[str, Any]) -> Reply:
     resolution = _shorten(found["resolution"], REQUEST_CHARS)
     d = {"kind": "rate", "step": "resolved", "appeal_id": found["id"], "number": found["number"],
          "round": found["round"]}
@@ -587,8 +642,8 @@ def supplement_start(ctx: Context) -> Reply:
     photos = SUPPLEMENT_PHOTOS.format(left=left) if left else SUPPLEMENT_NO_PHOTOS
     ask = ASK_SUPPLEMENT.format(number=found["number"], request=_shorten(found["request"], REQUEST_CHARS) or "（见通知）",
                                 photos=photos)
-    return _start(ctx, {"kind": "supplement", "step": "content", "appeal_id": found["id"], "number": found["number"],
-                        "left": left, "media": []}, ask)
+    return _with_position(_start(ctx, {"kind": "supplement", "step": "content", "appeal_id": found["id"],
+                                       "number": found["number"], "left": left, "media": []}, ask), found)
 
 
 def _supplement_step(ctx: Context, d: dict[str, Any], text: str) -> Reply:

@@ -40,9 +40,10 @@ PASS_THROUGH = ("人工", "转人工", "人工客服", "人工服务", "客服")
 # the draft as it is, 评价 / 补充 say to finish or drop it first.
 STATUS_WORDS = ("我的诉求", "诉求进度", "查询诉求", "诉求查询", "查进度", "查询进度", "办理进度", "查看诉求", "查看进度",
                 "我的投诉", "我的反映", "诉求状态")
-# With an appeal's number, or its position in the list the bot showed (“评价 2”).
-RATE_RE = re.compile(r"^(?:评价|评价诉求|我要评价)\s*(SQ\d{8}-\d{4}|[1-9])?$", re.IGNORECASE)
-SUPPLEMENT_RE = re.compile(r"^(?:补充|补充材料|我要补充)\s*(SQ\d{8}-\d{4}|[1-9])?$", re.IGNORECASE)
+# With an appeal's number, or its position in the list the bot showed (“评价 2”, “评价第二条”).
+_POSITION = r"第?\s*[1-9一二两三四五六七八九]\s*[个条项号]?"
+RATE_RE = re.compile(rf"^(?:评价|评价诉求|我要评价)\s*(SQ\d{{8}}-\d{{4}}|{_POSITION})?$", re.IGNORECASE)
+SUPPLEMENT_RE = re.compile(rf"^(?:补充|补充材料|我要补充)\s*(SQ\d{{8}}-\d{{4}}|{_POSITION})?$", re.IGNORECASE)
 
 
 def plain(text: str) -> str:

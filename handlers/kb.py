@@ -8,6 +8,7 @@ from wxapp_backend.knowledge_store.bot import choices_last as _choices_last
 from wxapp_backend.knowledge_store.bot import forget_choices as _forget
 from wxapp_backend.knowledge_store.bot import has_pending_choices as _pending
 from wxapp_backend.knowledge_store.bot import offer_items as _offer_items
+from wxapp_backend.knowledge_store.bot import offered_list as _offered_list
 from wxapp_backend.knowledge_store.bot import respond
 from wxapp_backend.knowledge_store.services import get_runtime
 
@@ -102,6 +103,11 @@ def offer_list(ctx: Context, kind: str, ids: list[int]) -> None:
     """A numbered list of `kind` (knowledge_store.bot.ITEM_KINDS: activities, the user's appeals) was shown: a number
     next picks one of them (not a menu item)."""
     _offer_items(ctx.redis, ctx.account, ctx.openid, kind, ids)
+
+
+def shown_list(ctx: Context, kind: str) -> list | None:
+    """The ids of the numbered list of `kind` shown last (a number still picks from it), or None."""
+    return _offered_list(ctx.redis, ctx.account, ctx.openid, kind)
 
 
 def forget_choices(ctx: Context) -> None:

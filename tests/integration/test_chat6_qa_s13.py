@@ -56,6 +56,59 @@ def test_what_does_that_mean_refers_to_the_answer_just_given(oa_kb, client, user
     assert _unanswered() == []
 
 
+def test_rate_with_a_number_picks_from_the_list_just_shown(oa_kb, appeal_of, appeals_for):  # noqa: F811
+    """“评价 2” picked the 2nd appeal of a list of appeals waiting for a rating the user had not been shown: after “我的
+    诉求” (numbered differently: all the user's appeals), “评价 1” rated another appeal than the list's 1st, saying
+    nothing of it. A number now means the list the bot showed last, as a bare number picks from it, and the reply says
+    which it took; a listed appeal with nothing to rate says so. With no list shown it asks: a list, or, with a single
+    appeal to rate, whether the number is a score."""
+    openid = "oRateNumber"
+    resolved = appeal_of(openid, "resolve", resolution="已协调物业修好路灯")
+    with oa_kb.app_context():
+        (_lamp_id, lamp), (_air_id, air) = appeals_for(_user_of(openid))
+    listing = say(oa_kb, openid, "我的诉求")
+    assert f"1. {air}" in listing and f"3. {resolved}" in listing, listing
+    reply = say(oa_kb, openid, "评价 1")
+    assert air in reply and "不需要评价" in reply and "解决了吗" not in reply, reply
+    assert "评价 3" in reply or f"评价 {resolved}" in reply, reply  # the one that can be rated
+    reply = say(oa_kb, openid, "评价 3")
+    assert reply.startswith(f"诉求 {resolved} 已办结") and "第 3 条" in reply, reply
+    assert "取消" in reply
+    say(oa_kb, openid, "取消")
+    reply = say(oa_kb, openid, "补充 1")  # the same list, for the supplement
+    assert f"诉求 {air} 需要您补充" in reply and "第 1 条" in reply, reply
+    say(oa_kb, openid, "取消")
+
+    # No list shown since (the menu replaced it): “评价 2” might be 2 points for the one appeal to rate. Asked.
+    say(oa_kb, openid, "菜单")
+    reply = say(oa_kb, openid, "评价 2")
+    assert resolved in reply and "2 分" in reply and "解决了吗" not in reply, reply
+    reply = say(oa_kb, openid, "2分")
+    assert "2 分" in reply and resolved in reply and "解决了吗" in reply, reply
+
+
+def test_rate_with_a_number_and_several_to_rate(oa_kb, appeal_of, redis_client):  # noqa: F811
+    """Several appeals to rate and no list shown: “评价 2” rated the 2nd of a list the user never saw. The list is shown
+    now (and remembered: “评价 2” and a bare “2” pick from it, as from 我的诉求's list)."""
+    from wxapp_backend.knowledge_store.bot import _memory_key
+
+    openid = "oRateSeveral"
+    first = appeal_of(openid, "resolve", resolution="已协调物业修好路灯")
+    second = appeal_of(openid, "resolve", resolution="已协调物业修好电梯")
+    say(oa_kb, openid, "菜单")
+    reply = say(oa_kb, openid, "评价 2")
+    assert "已办结" not in reply and first in reply and second in reply and "2 条待评价" in reply, reply
+    listed = [line.split()[1].rstrip("：").split("：")[0] for line in reply.splitlines() if line[:2] in ("1.", "2.")]
+    assert sorted(listed) == sorted([first, second]), reply
+    reply = say(oa_kb, openid, "2")  # the list just shown: its 2nd appeal, not the menu's 我要反映
+    assert listed[1] in reply and "登记诉求" not in reply, reply
+    reply = say(oa_kb, openid, "评价 第二条")
+    assert reply.startswith(f"诉求 {listed[1]} 已办结") and "第 2 条" in reply, reply
+    say(oa_kb, openid, "取消")
+    redis_client.delete(_memory_key("oa", openid))
+    assert "已办结" not in say(oa_kb, openid, "评价 1")  # the list expired: shown again, not a guess
+
+
 def test_chinese_numerals_pick_like_digits(oa_kb, appeal_of, appeals_for, client, user_token,  # noqa: F811
                                            make_user):
     """“1”, “２” and a spoken “1。” picked a menu item, “一”, “二”, “第三个”, “3号” got “小二没看明白这个数字”; in the

@@ -59,21 +59,25 @@ def _answered_key(channel: str, who: str) -> str:
 # entry's answer, with confidence (“楼宇经济…税收落地率是什么意思”), or a “您是不是想问” list of meanings.
 CLARIFY_ANSWER = ("您是指刚才“{question}”的回答吧？抱歉小二没说清楚～可以把没看懂的词或那一句发给我，我再具体解释；"
                   "也可以回复“人工”，请工作人员为您讲解。")
-CLARIFY_CHOICES = ("上面列出的是小二猜您想问的问题：回复对应的数字（{choices}）就能看到答案；都不是的话，请换个说法再问，"
+CLARIFY_CHOICES = ("上面列出的是小二猜您想问的问题：回复对应的数字{choices}就能看到答案；都不是的话，请换个说法再问，"
                    "或回复“人工”联系工作人员。")
-CLARIFY_ITEMS = "上面列出的是{what}：回复序号（{choices}）查看详情；还有不明白的地方，可以回复“人工”联系工作人员。"
+CLARIFY_ITEMS = "上面列出的是{what}：回复序号{choices}查看详情；还有不明白的地方，可以回复“人工”联系工作人员。"
 CLARIFY_NONE = ("您指的是哪一句呢？可以把没看懂的内容或您的问题直接发给小二；也可以回复“人工”，请工作人员为您解答。")
 ITEM_LISTS = {"activity": "近期可以报名的活动", "appeal": "您的诉求"}
+
+
+def _numbers(n: int) -> str:
+    return " 1 " if n == 1 else f"（1～{n}）"
 
 
 def _clarify(runtime: KBRuntime, r: redis.Redis, channel: str, who: str, last) -> str:
     """The answer to “什么意思”: what the last reply was (the answer's question, or the numbered list still pending) and
     how to get it explained; `last` is the pending list as remembered (choices, or {"kind", "ids"})."""
     if isinstance(last, list) and last:
-        return CLARIFY_CHOICES.format(choices="1" if len(last) == 1 else f"1～{len(last)}")
+        return CLARIFY_CHOICES.format(choices=_numbers(len(last)))
     if isinstance(last, dict) and last.get("kind") in ITEM_LISTS and isinstance(last.get("ids"), list) and last["ids"]:
         n = len(last["ids"])
-        return CLARIFY_ITEMS.format(what=ITEM_LISTS[last["kind"]], choices="1" if n == 1 else f"1～{n}")
+        return CLARIFY_ITEMS.format(what=ITEM_LISTS[last["kind"]], choices=_numbers(n))
     try:
         raw = r.get(_answered_key(channel, who))
     except redis.RedisError:
@@ -91,6 +95,19 @@ def offer_items(r: redis.Redis, channel: str, who: str, kind: str, ids: list) ->
         r.set(_offered_key(channel, who), kind, ex=OFFERED_TTL)
     except redis.RedisError:
         log.warning("could not store the list memory")
+
+
+def offered_list(r: redis.Redis, channel: str, who: str, kind: str) -> list | None:
+    """The ids of the numbered list of `kind` the bot showed `who` last (`offer_items`), while a number still picks
+    from it; None when the last numbers offered were something else, or have expired."""
+    try:
+        raw = r.get(_memory_key(channel, who))
+        last = json.loads(raw) if raw else None
+    except (redis.RedisError, ValueError):
+        return None
+    if isinstance(last, dict) and last.get("kind") == kind and isinstance(last.get("ids"), list) and last["ids"]:
+        return last["ids"]
+    return None
 
 
 def _pick_item(r: redis.Redis, channel: str, who: str, text: str, items: dict, user_id: int | None,
