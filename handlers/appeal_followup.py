@@ -1075,7 +1075,10 @@ def press_text(user_id: int, number: str | None, *, account: str = "api", chat: 
 # “撤回诉求”, “撤销 SQ…”, “诉求不需要了”: the mini-program's 撤回, for a follower who never opened it (they got “没学会”).
 # Without the number the bot names the appeal and asks for “撤回 编号”: the number typed is the confirmation.
 _WITHDRAW = re.compile(r"^(?:我要|我想|申请|帮我)?(?:撤回|撤销|取消)(?:诉求|投诉|反映)?(?:吧)?\s*(SQ\d{8}-\d{4})?$|"
-                       r"^(?:诉求|投诉)(?:不需要了|不用了|不用处理了|撤回|撤销)$", re.IGNORECASE)
+                       r"^(?:诉求|投诉)(?:不需要了|不用了|不用处理了|撤回|撤销)$|"
+                       # “撤回 2”, “撤回第二条”: the position in the list shown (“取消 2” is no withdrawal)
+                       r"^(?:我要|我想|申请|帮我)?(?:撤回|撤销)(?:诉求)?\s*(?P<position>第?\s*[1-9一二两三四五六七八九]\s*[个条项号]?)$",
+                       re.IGNORECASE)
 
 
 def _withdraw_command(ctx: Context) -> re.Match | None:
@@ -1088,7 +1091,8 @@ def _withdraw_command(ctx: Context) -> re.Match | None:
 
 
 WITHDRAW_ASK = ("要撤回诉求 {number}（{summary}）吗？撤回后工作人员将不再办理。\n确认请回复：撤回 {number}")
-WITHDRAW_PICK = "您有 {n} 条办理中的诉求，要撤回哪一条？请回复“撤回 编号”，例如：撤回 {first}\n{lines}"
+WITHDRAW_PICK = "您有 {n} 条办理中的诉求，要撤回哪一条？请回复序号，或“撤回 编号”，例如：撤回 {first}\n{lines}"
+NOT_WITHDRAWABLE = "诉求 {number}（{label}）不能撤回了：只有办理中的诉求可以撤回。回复“我的诉求”查看全部。"
 WITHDRAWN = "诉求 {number} 已撤回，工作人员不会再办理。以后有问题，随时回复“我要反映”。"
 NOTHING_TO_WITHDRAW = "您目前没有可以撤回的诉求（已办结的诉求不能撤回）。回复“我的诉求”查看全部。"
 
@@ -1117,15 +1121,50 @@ def withdraw(ctx: Context) -> Reply:
             return Text(f"没有撤回：{exc.message}")
         log.info("chat appeal withdrawn", extra={"account": ctx.account, "user_id": ctx.user_id})
         return Text(WITHDRAWN.format(number=done))
+    from wxapp_backend.knowledge_store.chat import choice_number
+
+    from . import kb
+
+    position = choice_number(ctx.match.group("position")) if ctx.match.group("position") else None
+    head = ""
+    shown = kb.shown_list(ctx, "withdraw", "appeal") if position is not None else None
+    if shown is not None:  # “撤回 2”: the 2nd of the list shown last, as a bare “2” picks from it
+        if position > len(shown):
+            head = LISTED_NOT_THERE.format(count=len(shown), n=position)
+        else:
+            asked = withdraw_ask_text(ctx.user_id, int(shown[position - 1]), position=position)
+            if asked is not None:
+                return Text(asked + PICKED.format(n=position, more=""))
+            head = LISTED_GONE.format(n=position)
+    elif position is not None:
+        head = NO_LIST.format(cmd="撤回", n=position)
     with session_scope() as s:
-        open_ones = [(a.number, _summary(a.content)) for a in list_own(s, ctx.user_id, per_page=50).items
+        open_ones = [(a.id, a.number, _summary(a.content)) for a in list_own(s, ctx.user_id, per_page=50).items
                      if a.status in OPEN]
     if not open_ones:
-        return Text(NOTHING_TO_WITHDRAW)
-    if len(open_ones) == 1:
-        return Text(WITHDRAW_ASK.format(number=open_ones[0][0], summary=open_ones[0][1]))
-    lines = "\n".join(f"{i}. {n}：{summary}" for i, (n, summary) in enumerate(open_ones[:LIST_LIMIT], 1))
-    return Text(WITHDRAW_PICK.format(n=len(open_ones), first=open_ones[0][0], lines=lines))
+        return Text(head + NOTHING_TO_WITHDRAW)
+    if len(open_ones) == 1:  # the number typed is the confirmation: asking is safe
+        return Text(head + WITHDRAW_ASK.format(number=open_ones[0][1], summary=open_ones[0][2]))
+    listed = open_ones[:LIST_LIMIT]
+    kb.offer_list(ctx, "withdraw", [i for i, _n, _s in listed])  # a number next picks one (it was the menu's)
+    lines = "\n".join(f"{i}. {n}：{summary}" for i, (_id, n, summary) in enumerate(listed, 1))
+    return Text(head + WITHDRAW_PICK.format(n=len(open_ones), first=open_ones[0][1], lines=lines))
+
+
+def withdraw_ask_text(user_id: int | None, appeal_id: int, *, position: int | None = None) -> str | None:
+    """The confirmation asked for the user's own appeal `appeal_id` picked from a list (“2”, “撤回 2”): WITHDRAW_ASK,
+    or why it cannot be withdrawn; an APPEAL_GONE (None with `position`: the caller says which) when it is not theirs."""
+    from wxapp_backend.appeals.followup import own_by_id
+    from wxapp_backend.appeals.states import LABELS, OPEN
+    from wxapp_backend.db import session_scope
+
+    with session_scope() as s:
+        appeal = own_by_id(s, user_id, appeal_id) if user_id is not None else None
+        if appeal is None:
+            return None if position is not None else APPEAL_GONE
+        if appeal.status not in OPEN:
+            return NOT_WITHDRAWABLE.format(number=appeal.number, label=LABELS.get(appeal.status, appeal.status))
+        return WITHDRAW_ASK.format(number=appeal.number, summary=_summary(appeal.content))
 
 
 def _rate_command(ctx: Context) -> bool:

@@ -248,11 +248,12 @@ def picked_item(kind: str, item_id, user_id: int | None, others: list[int], *, c
                 ) -> tuple[str, str]:
     """A number picking from a list the bot showed (knowledge_store.bot.offer_items): its reply and decision.
     `chat=False` for the in-app chat (what to do is on the mini-program's pages, not chat commands)."""
-    if kind == "appeal":
-        from .appeal_followup import APPEAL_GONE, UNAVAILABLE, appeal_detail_text
+    if kind in ("appeal", "withdraw"):
+        from .appeal_followup import APPEAL_GONE, UNAVAILABLE, appeal_detail_text, withdraw_ask_text
 
         try:
-            text = appeal_detail_text(user_id, int(item_id), chat=chat)
+            text = (withdraw_ask_text(user_id, int(item_id)) if kind == "withdraw"
+                    else appeal_detail_text(user_id, int(item_id), chat=chat))
         except Exception:  # noqa: BLE001 - a convenience: the list (我的诉求) still works
             log.exception("appeal detail lookup failed")
             return UNAVAILABLE, "guide"
@@ -264,8 +265,8 @@ def picked_item(kind: str, item_id, user_id: int | None, others: list[int], *, c
             log.exception("activity detail lookup failed")
             return ACTIVITY_TEXT, "guide"
         gone = ACTIVITY_GONE
-    if others and text != gone:
-        text += OTHER_ITEMS.format(what="诉求" if kind == "appeal" else "活动",
+    if others and text != gone and kind != "withdraw":  # (its reply asks to confirm one: no other to look at)
+        text += OTHER_ITEMS.format(what="活动" if kind == "activity" else "诉求",
                                    numbers="、".join(str(n) for n in others))
     return text, "guide"
 

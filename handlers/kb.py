@@ -105,9 +105,9 @@ def offer_list(ctx: Context, kind: str, ids: list[int]) -> None:
     _offer_items(ctx.redis, ctx.account, ctx.openid, kind, ids)
 
 
-def shown_list(ctx: Context, kind: str) -> list | None:
-    """The ids of the numbered list of `kind` shown last (a number still picks from it), or None."""
-    return _offered_list(ctx.redis, ctx.account, ctx.openid, kind)
+def shown_list(ctx: Context, *kinds: str) -> list | None:
+    """The ids of the numbered list of one of `kinds` shown last (a number still picks from it), or None."""
+    return _offered_list(ctx.redis, ctx.account, ctx.openid, *kinds)
 
 
 def forget_choices(ctx: Context) -> None:

@@ -159,3 +159,29 @@ def test_chinese_numerals_pick_like_digits(oa_kb, appeal_of, appeals_for, client
     assert "您是不是想问" in _app(client, h, "融资")["reply"]
     body = _app(client, h, "第二个")
     assert body["decision"] == "answer" and "没看明白" not in body["reply"], body
+
+
+def test_a_number_after_the_withdraw_list_picks_from_it(oa_kb, appeals_for):  # noqa: F811
+    """“撤回诉求” with two open appeals lists them numbered (“1. SQ…”) and asks for “撤回 编号”: “2” then was the
+    menu's 我要反映 and started an appeal intake (“撤回第二条” became its description), “撤回 2” went to the knowledge
+    base. The number now picks from that list, as elsewhere: the withdrawal of that appeal is asked to be confirmed
+    (its number typed), nothing is withdrawn on a digit."""
+    from wxapp_backend.appeals.models import Appeal
+
+    openid = "oWithdrawPick"
+    say(oa_kb, openid, "你好")
+    with oa_kb.app_context():
+        (lamp_id, lamp), (air_id, air) = appeals_for(_user_of(openid))
+    listing = say(oa_kb, openid, "撤回诉求")
+    assert f"1. {air}" in listing and f"2. {lamp}" in listing, listing
+    for pick in ("2", "撤回 2", "撤回第二条"):
+        reply = say(oa_kb, openid, pick)
+        assert f"要撤回诉求 {lamp}" in reply and f"撤回 {lamp}" in reply and "登记诉求" not in reply, (pick, reply)
+    assert "没有进行中" in say(oa_kb, openid, "取消")  # no intake was started
+    # Without a list shown: which one is asked, the list shown.
+    say(oa_kb, openid, "菜单")
+    reply = say(oa_kb, openid, "撤回 2")
+    assert "要撤回诉求" not in reply and "不确定" in reply and f"2. {lamp}" in reply, reply
+    with session_scope() as s:
+        assert s.get(Appeal, lamp_id).status != "withdrawn"
+    assert "已撤回" in say(oa_kb, openid, f"撤回 {lamp}")

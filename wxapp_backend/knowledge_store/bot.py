@@ -42,8 +42,8 @@ def _offered_key(channel: str, who: str) -> str:
 # Lists of other things than knowledge-base entries that the bot numbers (“活动”, “我的报名”): remembered in the same
 # place as the “您是不是想问” choices, as {"kind": ..., "ids": [...]}, so that a number means whichever list was shown
 # last (it was main-menu item 1 after the activity list), and the menu, an answer or new choices replace them alike.
-ITEM_KINDS = {"activity": "活动", "appeal": "诉求"}
-ITEM_AGAIN = {"activity": "活动", "appeal": "我的诉求"}  # the words that list them again (“诉求” starts the intake)
+ITEM_KINDS = {"activity": "活动", "appeal": "诉求", "withdraw": "诉求"}  # withdraw: “撤回诉求”'s list (a pick asks)
+ITEM_AGAIN = {"activity": "活动", "appeal": "我的诉求", "withdraw": "撤回诉求"}  # the words that list them again (“诉求” starts the intake)
 ITEMS_EXPIRED = ("刚才列出的{what}已经过期了（超过 15 分钟），小二不确定您选的是哪一个～请回复“{again}”重新查看；"
                  "回复“菜单”看看我能做什么。")
 ITEM_PICK_AGAIN = "请回复 {choices}查看对应的{what}，或者直接输入您的问题。"
@@ -63,7 +63,7 @@ CLARIFY_CHOICES = ("上面列出的是小二猜您想问的问题：回复对应
                    "或回复“人工”联系工作人员。")
 CLARIFY_ITEMS = "上面列出的是{what}：回复序号{choices}查看详情；还有不明白的地方，可以回复“人工”联系工作人员。"
 CLARIFY_NONE = ("您指的是哪一句呢？可以把没看懂的内容或您的问题直接发给小二；也可以回复“人工”，请工作人员为您解答。")
-ITEM_LISTS = {"activity": "近期可以报名的活动", "appeal": "您的诉求"}
+ITEM_LISTS = {"activity": "近期可以报名的活动", "appeal": "您的诉求", "withdraw": "可以撤回的诉求"}
 
 
 def _numbers(n: int) -> str:
@@ -97,15 +97,15 @@ def offer_items(r: redis.Redis, channel: str, who: str, kind: str, ids: list) ->
         log.warning("could not store the list memory")
 
 
-def offered_list(r: redis.Redis, channel: str, who: str, kind: str) -> list | None:
-    """The ids of the numbered list of `kind` the bot showed `who` last (`offer_items`), while a number still picks
-    from it; None when the last numbers offered were something else, or have expired."""
+def offered_list(r: redis.Redis, channel: str, who: str, *kinds: str) -> list | None:
+    """The ids of the numbered list of one of `kinds` the bot showed `who` last (`offer_items`), while a number still
+    picks from it; None when the last numbers offered were something else, or have expired."""
     try:
         raw = r.get(_memory_key(channel, who))
         last = json.loads(raw) if raw else None
     except (redis.RedisError, ValueError):
         return None
-    if isinstance(last, dict) and last.get("kind") == kind and isinstance(last.get("ids"), list) and last["ids"]:
+    if isinstance(last, dict) and last.get("kind") in kinds and isinstance(last.get("ids"), list) and last["ids"]:
         return last["ids"]
     return None
 
