@@ -212,6 +212,12 @@ SUPPLEMENTED = "已补充，诉求 {number} 恢复办理。{photos}办理结果�
 MENU_LEFT = "\n\n刚才的{what}已退出，没有提交；需要时回复“{what}”重新开始。"
 CANCELLED = "已退出，没有提交任何内容。需要时回复“我的诉求”查看。"
 NOT_CANCELLED = "好的，不取消。"
+# “什么意思”, “没看懂” inside a flow (knowledge.smalltalk.is_clarification): about the question just asked, no answer
+# (it was sent to staff as the material, or became the rating's comment).
+CLARIFY_SUPPLEMENT = ("抱歉没说清楚～办理诉求 {number} 的工作人员需要您补充：{request}\n请把这些内容用文字回复给小二"
+                      "（有照片可以先发照片），发送后就转给工作人员。不清楚要补充什么，可以回复“人工”问问工作人员；"
+                      "回复“取消”退出。")
+CLARIFY_COMMENT = "就是请您说说对这次办理的看法或建议，工作人员会看到；没有要说的，回复“跳过”就提交评价。"
 LOST = "刚才的操作已失效（超过 30 分钟没有回复，或系统刚刚重启），内容没有提交。请回复“我的诉求”重新查看。"
 
 
@@ -643,7 +649,8 @@ def supplement_start(ctx: Context) -> Reply:
     ask = ASK_SUPPLEMENT.format(number=found["number"], request=_shorten(found["request"], REQUEST_CHARS) or "（见通知）",
                                 photos=photos)
     return _with_position(_start(ctx, {"kind": "supplement", "step": "content", "appeal_id": found["id"],
-                                       "number": found["number"], "left": left, "media": []}, ask), found)
+                                       "number": found["number"], "left": left, "media": [],
+                                       "request": _shorten(found["request"], REQUEST_CHARS)}, ask), found)
 
 
 def _supplement_step(ctx: Context, d: dict[str, Any], text: str) -> Reply:
@@ -784,6 +791,13 @@ def step(ctx: Context) -> Reply:
         if d["kind"] == "supplement":
             return Text(NOT_CANCELLED + SUPPLEMENT_NEEDS_TEXT)
         return Text(NOT_CANCELLED + {"resolved": ASK_RESOLVED_AGAIN, "stars": ASK_STARS}.get(d.get("step"), ASK_COMMENT))
+    from knowledge.smalltalk import is_clarification
+
+    if ctx.msg.msg_type != "image" and is_clarification(text):
+        if d["kind"] == "supplement":
+            return Text(CLARIFY_SUPPLEMENT.format(number=d.get("number", ""), request=d.get("request") or "（见通知）"))
+        if d.get("step") == "comment":
+            return Text(CLARIFY_COMMENT)
     if d["kind"] == "rate":
         if ctx.msg.msg_type == "image":
             return Text(HINT_RESOLVED if d.get("step") == "resolved" else HINT_STARS if d.get("step") == "stars"

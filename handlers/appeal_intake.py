@@ -16,7 +16,7 @@ from typing import Any
 
 import redis
 
-from knowledge.smalltalk import without_faces
+from knowledge.smalltalk import is_clarification, without_faces
 from wxapp_backend.validation import PHONE_RE
 
 from . import router as default_router
@@ -93,6 +93,9 @@ PROMPTS = {
     "photos": "如有现场照片，现在可以直接发送（最多 9 张），发完回复“好了”；没有照片请回复“跳过”。",
 }
 HOLD_ON = "好的，不着急～准备好了直接回复就行。\n"
+# “什么意思”, “没看懂” at a step: it became the enterprise's name (or got “您指的是哪一句呢？”).
+CLARIFY_STEP = "抱歉没说清楚～现在是登记诉求的第 {n}/5 步，小二要把这些信息转给工作人员：\n"
+CLARIFY_WAYS = "\n不想登记了请回复“取消”；想直接找工作人员请回复“人工”。"
 # “等一下”, “稍等”, “我查一下”: the user is looking something up, not answering the step.
 _HOLD_RE = re.compile(r"(?:请|麻烦)?(?:等一?下|等等|等会儿?|等一会儿?|稍等(?:一下|片刻)?|稍后|马上|一会儿?|"
                       r"我?(?:先)?(?:看|查|找|问|翻|想)一?下(?:公司|企业)?(?:电话|号码|手机号?|名字|全称|名称|地址|楼号)?|"
@@ -441,6 +444,10 @@ def step(ctx: Context) -> Reply:
     if d["step"] != "describe" and _START_WITH_TEXT.match(to_simplified(ctx.text)):
         # “我要反映：另外…” told a second problem: it got “没有认出手机号”, or became the enterprise's name
         return Text(ANOTHER_PROBLEM + PENDING.format(n=STEPS.index(d["step"]) + 1))
+    if ctx.msg.msg_type != "image" and is_clarification(t):  # “什么意思”: the step again, in other words
+        if d.pop("paused", None):
+            _save(ctx, d)
+        return Text(CLARIFY_STEP.format(n=STEPS.index(d["step"]) + 1) + _prompt(d, d["step"]) + CLARIFY_WAYS)
     if _HOLD_RE.fullmatch(t) and ctx.msg.msg_type != "image":
         # “等一下” while looking up the phone number became the enterprise's name (or “太短了” as the problem)
         return Text(HOLD_ON + _prompt(d, d["step"]))

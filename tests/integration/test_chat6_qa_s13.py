@@ -185,3 +185,45 @@ def test_a_number_after_the_withdraw_list_picks_from_it(oa_kb, appeals_for):  # 
     with session_scope() as s:
         assert s.get(Appeal, lamp_id).status != "withdrawn"
     assert "已撤回" in say(oa_kb, openid, f"撤回 {lamp}")
+
+
+def test_what_does_that_mean_inside_a_flow_is_no_answer(oa_kb, appeals_for, appeal_of):  # noqa: F811
+    """Inside the chat's flows “什么意思” was taken as the answer: in the 补充 flow it was sent to staff as the material
+    they asked for and the appeal went back to work; at the rating's “还有什么想对我们说的吗？” it became the comment
+    staff read; at the intake's enterprise step it got “您指的是哪一句呢？”. It now says again, in other words, what the
+    step wants, and the flow goes on."""
+    from wxapp_backend.appeals.models import Appeal, AppealRating
+
+    openid = "oWhatMeansFlow"
+    say(oa_kb, openid, "你好")
+    with oa_kb.app_context():
+        (_lamp_id, _lamp), (air_id, air) = appeals_for(_user_of(openid))
+    assert "需要您补充" in say(oa_kb, openid, f"补充 {air}")
+    for follow in ("什么意思", "没看懂"):
+        reply = say(oa_kb, openid, follow)
+        assert "已补充" not in reply and "请提供物业合同首页照片" in reply and "人工" in reply, reply
+    with session_scope() as s:
+        assert s.get(Appeal, air_id).status == "pending_enterprise"
+    assert "已补充" in say(oa_kb, openid, "物业合同首页已经拍照发给专员了")
+
+    scorer = "oWhatMeansRate"
+    number = appeal_of(scorer, "resolve", resolution="已协调物业修好路灯")
+    say(oa_kb, scorer, "评价")
+    say(oa_kb, scorer, "1")
+    assert "想对我们说" in say(oa_kb, scorer, "5")
+    reply = say(oa_kb, scorer, "什么意思")
+    assert "已关闭" not in reply and "跳过" in reply, reply
+    assert "已关闭" in say(oa_kb, scorer, "师傅很负责")
+    with session_scope() as s:
+        rating = s.scalar(select(AppealRating).join(Appeal, Appeal.id == AppealRating.appeal_id)
+                          .where(Appeal.number == number))
+        assert rating.comment == "师傅很负责", rating.comment
+
+    who = "oWhatMeansIntake"
+    say(oa_kb, who, "我要反映")
+    assert "企业名称" in say(oa_kb, who, "园区门口的路灯坏了一个月了没人修")
+    reply = say(oa_kb, who, "什么意思")
+    assert "企业名称" in reply and "第 2/5 步" in reply and "哪一句" not in reply, reply
+    assert "联系人" in say(oa_kb, who, "上海测试科技有限公司")
+    reply = say(oa_kb, who, "看不懂")
+    assert "联系人" in reply and "第 3/5 步" in reply, reply
