@@ -133,8 +133,8 @@ def detect_smalltalk(text: str | None) -> SmallTalk | None:
         return "bye"
     if not _residue(norm, ()) and any(ch.isalnum() for ch in norm):  # filler words alone: “好的” is no hello
         return "ack"
-    if not _residue(norm, _GREETING_WORDS):
-        return "greeting"
+    if not _residue(norm, _GREETING_WORDS) and any(ch.isalnum() for ch in norm):
+        return "greeting"  # (“！！！”, “……” alone were greeted as a hello: they say nothing, see without_faces's callers)
     return None
 
 
@@ -151,10 +151,16 @@ _CLARIFY_RE = re.compile(
     r"(?:了|呀|啊|呢|诶|哦|嘛|吗|哈)*")
 
 
+# “？？”, “???”: puzzled by the reply (one “？” alone is the chat's menu word).
+_PUZZLED_RE = re.compile(r"[?？]{2,}[!！。.…]*")
+
+
 def is_clarification(text: str | None) -> bool:
     """True when the whole message asks what the bot's last reply meant (“什么意思”, “啥意思？”, “没看懂”)."""
     if not text or not isinstance(text, str) or len(text) > MAX_SMALLTALK_CHARS:
         return False
+    if _PUZZLED_RE.fullmatch(text.strip()):
+        return True
     norm = re.sub(r"[^\w]+", "", get_analyzer().normalize(without_faces(text), max_chars=MAX_SMALLTALK_CHARS))
     return bool(norm) and bool(_CLARIFY_RE.fullmatch(norm))
 

@@ -227,3 +227,22 @@ def test_what_does_that_mean_inside_a_flow_is_no_answer(oa_kb, appeals_for, appe
     assert "联系人" in say(oa_kb, who, "上海测试科技有限公司")
     reply = say(oa_kb, who, "看不懂")
     assert "联系人" in reply and "第 3/5 步" in reply, reply
+
+
+def test_punctuation_alone(oa_kb, client, user_token, make_user):  # noqa: F811
+    """“！！！”, “……”, “。。。” got the greeting (“您好！我是营商服务中心的数字店小二…”) as if the user had said hello;
+    “？？” right after an answer, the same greeting, where it means “什么意思”. Punctuation alone now gets the
+    hint to use words; two or more question marks are a “什么意思” about the reply just given. In both chats."""
+    openid = "oPunctuation"
+    h = user_token(make_user())
+    for text in ("！！！", "……", "。。。", "~~~"):
+        reply = say(oa_kb, openid, text)
+        assert "您好" not in reply and "文字" in reply, (text, reply)
+        body = _app(client, h, text)
+        assert "您好" not in body["reply"] and "文字" in body["reply"] and body["decision"] == "smalltalk", (text, body)
+    assert "一窗通" in say(oa_kb, openid, "开办企业需要哪些材料")
+    for text in ("？？", "???"):
+        reply = say(oa_kb, openid, text)
+        assert "注册一家公司" in reply and "您好" not in reply, (text, reply)
+    assert "回复数字即可" in say(oa_kb, openid, "？")  # one question mark: the menu, as before
+    assert _unanswered() == []

@@ -95,7 +95,7 @@ def test_acknowledgements_thanks_to_xiaoer_and_goodbyes_are_understood(oa_kb):
     for text in ("好的", "嗯", "ok", "收到"):
         reply = say(oa_kb, openid, text)
         assert reply not in (GREETING, KB_GREETING) and "您好" not in reply and "没学会" not in reply, (text, reply)
-    assert say(oa_kb, openid, "？？？") == KB_GREETING  # puzzled, no acknowledgement: as before
+    assert "哪一句" in say(oa_kb, openid, "？？？")  # puzzled, no acknowledgement: which reply (no greeting again)
     assert "不客气" in say(oa_kb, openid, "谢谢小二")
     for text in ("拜拜～", "再见！", "谢谢，再见"):
         reply = say(oa_kb, openid, text)
