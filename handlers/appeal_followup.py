@@ -267,6 +267,12 @@ def _menu_in_flow(ctx: Context) -> bool:
     return intake.menu_message(ctx) and _state(ctx).get("flow") == FLOW
 
 
+def _command_in_flow(ctx: Context) -> bool:
+    """“活动”, “撤回诉求” during a rating or supplement: another command (“活动” was sent to staff as the material); the
+    flow ends, as for the menu."""
+    return ctx.msg.msg_type == "text" and intake.elsewhere_command(ctx.text) and _state(ctx).get("flow") == FLOW
+
+
 def leave_for_menu(ctx: Context) -> Reply:
     kind = _state(ctx).get("kind")
     _leave_flow(ctx)
@@ -1096,8 +1102,9 @@ _WITHDRAW = re.compile(r"^(?:我要|我想|申请|帮我)?(?:撤回|撤销|取�
 
 
 def _withdraw_command(ctx: Context) -> re.Match | None:
-    if ctx.msg.msg_type != "text" or not ctx.text or _state(ctx).get("flow"):
-        return None
+    d = _state(ctx)
+    if ctx.msg.msg_type != "text" or not ctx.text or (d.get("flow") and not d.get("paused")):
+        return None  # (a draft put aside by the menu, or by “撤回诉求” itself, is no flow under way)
     said = intake.word(ctx.text)
     m = _WITHDRAW.match(said)
     # “取消”, “取消吧”, “我要取消” are the flows' word (with no flow: nothing under way), not 撤回 诉求
@@ -1194,6 +1201,13 @@ def install(r: Router) -> Router:
     # The matchers read only the message and ctx.state; every handler needs the database.
     r.match(_person_in_flow, cheap=True, pure=True)(to_person)
     r.match(_menu_in_flow, cheap=True, pure=True)(leave_for_menu)
+
+    @r.match(_command_in_flow, cheap=True, pure=True)
+    def leave_for_command(ctx: Context) -> Reply:
+        what = "评价" if _state(ctx).get("kind") == "rate" else "补充"
+        _leave_flow(ctx)
+        return Text(intake.answer_elsewhere(r, ctx) + MENU_LEFT.format(what=what))
+
     r.match(_in_flow, cheap=True, pure=True)(step)
     r.text(*STATUS_WORDS)(status)
     r.match(_rate_command, cheap=True, pure=True)(rate_start)

@@ -204,6 +204,33 @@ def menu_message(ctx: Context) -> bool:
     return msg.msg_type == "text" and _menu_words(ctx.text)
 
 
+def elsewhere_command(text: str) -> bool:
+    """A typed command of the chat's own that is no answer to a flow's step (“活动”, “我的报名”, “撤回诉求”): inside a
+    flow it was taken as the answer (the supplement sent to staff, the enterprise's name). The flows step aside for
+    it, as for the menu's buttons. (Not “催一下” and its kin: “还没解决” answers the rating.)"""
+    from .appeal_followup import _WITHDRAW
+    from .bot import ACTIVITY_WORDS, MY_REGISTRATION_WORDS
+
+    if not text or len(text) > 40:
+        return False
+    t = word(text)
+    if command_word(text) in {command_word(w) for w in (*ACTIVITY_WORDS, *MY_REGISTRATION_WORDS)}:
+        return True
+    return bool(_WITHDRAW.match(t)) and not is_cancel(t)
+
+
+def answer_elsewhere(r: Router, ctx: Context) -> str:
+    """What the rule of `ctx`'s command answers, once the flow has stepped aside (its state changed: the flow's rules
+    let the command pass); the menu when no rule does. The router dispatching `ctx` resolves it (`r`, the plug-ins'
+    own, lacks the defaults: “活动” is theirs)."""
+    from .bot import MENU_REPLY
+    from .replies import as_reply
+
+    handler = (ctx.extra.get("router") or r).resolve(ctx)
+    reply = as_reply(handler(ctx)) if handler is not None else None
+    return reply.text if isinstance(reply, Text) else MENU_REPLY
+
+
 def menu_answer(ctx: Context) -> str:
     """What the menu button (or “菜单”) answers by itself."""
     from . import kb
@@ -714,10 +741,25 @@ def lost(ctx: Context) -> Reply:
     return Text(LOST)
 
 
+def _command_in_draft(ctx: Context) -> bool:
+    """“活动”, “撤回诉求” while a draft is open (not put aside): another command, no answer to the step."""
+    if ctx.msg.msg_type != "text" or not elsewhere_command(ctx.text):
+        return False
+    d = _state(ctx)
+    return d.get("flow") == FLOW and d.get("step") in STEPS and not d.get("paused")
+
+
 def install(r: Router) -> Router:
     """Register the intake's rules on a router (the default one at import; tests pass their own)."""
+
+    def aside(ctx: Context) -> Reply:
+        """The command's own answer, the draft kept aside (paused) until “继续”, as the menu keeps it."""
+        note = _park(ctx)
+        return Text(answer_elsewhere(r, ctx) + note)
+
     # The matchers read only the message and ctx.state (cheap); the handlers need the database or Redis.
     r.match(_person_in_draft, cheap=True, pure=True)(to_person)
+    r.match(_command_in_draft, cheap=True, pure=True)(aside)
     r.match(_in_flow, cheap=True, pure=True)(step)
     r.match(_menu_in_draft, cheap=True, pure=True)(pause)
     r.text(*START_WORDS)(start)

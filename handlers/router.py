@@ -351,6 +351,7 @@ class Router:
         return as_reply(handler(ctx)) if handler is not None else None
 
     def dispatch(self, ctx: Context) -> Reply | None:
+        ctx.extra["router"] = self  # a rule that steps aside for another one's answer resolves in the whole router
         # The middleware chain is built once (and again only when the middleware list changes).
         middleware = tuple(self.middleware)
         chain = self._chain

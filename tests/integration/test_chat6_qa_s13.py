@@ -246,3 +246,37 @@ def test_punctuation_alone(oa_kb, client, user_token, make_user):  # noqa: F811
         assert "注册一家公司" in reply and "您好" not in reply, (text, reply)
     assert "回复数字即可" in say(oa_kb, openid, "？")  # one question mark: the menu, as before
     assert _unanswered() == []
+
+
+def test_other_commands_inside_a_flow_are_not_its_answer(oa_kb, appeals_for, appeal_of):  # noqa: F811
+    """Typed commands other than the menu's were the step's answer: “活动” in the 补充 flow was sent to staff as the
+    material asked for (the appeal back to work), “活动” at the intake's enterprise step became the enterprise's name,
+    “撤回诉求” there too; in the rating they got the score's hint, the command ignored. They now do what they say, as
+    the menu's buttons do: the rating or supplement ends (and says so), the intake's draft is kept aside for “继续”."""
+    from wxapp_backend.appeals.models import Appeal
+
+    openid = "oCommandInFlow"
+    say(oa_kb, openid, "你好")
+    with oa_kb.app_context():
+        (_lamp_id, _lamp), (air_id, air) = appeals_for(_user_of(openid))
+    for command, says in (("活动", "可以报名的活动"), ("我的报名", "报名的活动"), ("撤回诉求", "撤回")):
+        assert "需要您补充" in say(oa_kb, openid, f"补充 {air}")
+        reply = say(oa_kb, openid, command)
+        assert "已补充" not in reply and says in reply and "补充已退出" in reply, (command, reply)
+        with session_scope() as s:
+            assert s.get(Appeal, air_id).status == "pending_enterprise", command
+
+    scorer = "oCommandInRating"
+    appeal_of(scorer, "resolve", resolution="已协调物业修好路灯")
+    say(oa_kb, scorer, "评价")
+    reply = say(oa_kb, scorer, "活动")
+    assert "请先回复 1" not in reply and "可以报名的活动" in reply and "评价已退出" in reply, reply
+
+    who = "oCommandInDraft"
+    say(oa_kb, who, "我要反映")
+    say(oa_kb, who, "园区门口的路灯坏了一个月了没人修")
+    for command, says in (("活动", "可以报名的活动"), ("撤回诉求", "可以撤回的诉求")):
+        reply = say(oa_kb, who, command)
+        assert says in reply and "联系人" not in reply and "未填完的诉求（第 2/5 步）" in reply, (command, reply)
+        assert "企业名称" in say(oa_kb, who, "继续")
+    assert "联系人" in say(oa_kb, who, "上海测试科技有限公司")
