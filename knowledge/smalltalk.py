@@ -165,6 +165,23 @@ def is_clarification(text: str | None) -> bool:
     return bool(norm) and bool(_CLARIFY_RE.fullmatch(norm))
 
 
+# “你好笨”, “垃圾”, “没用”, “滚”: annoyance at a reply that did not help, whole messages only (“垃圾分类怎么做” is a
+# question). They got “这个问题我还没学会，已经记下来” and a row in staff's queue of unanswered questions.
+_VENT_RE = re.compile(
+    r"(?:你|你们|小二|机器人|这)?(?:也|真|好|太|很|真是|就是)?(?:个)?"
+    r"(?:笨|蠢|傻|笨蛋|蠢货|傻瓜|傻子|弱智|智障|垃圾|废物|没用|无语|差劲|太差|好差|真差|差评|坑人|骗人|烦人|烦死了?)"
+    r"(?:死了|透了|极了|至极)?(?:吧|啊|呀|了|的)*"
+    r"|(?:什么|啥)破?(?:机器人|玩意儿?|东西|回答|系统)(?:啊|呀)?|滚(?:开|蛋)?|去死|有病(?:吧|啊)?")
+
+
+def is_venting(text: str | None) -> bool:
+    """True when the whole message vents annoyance (“你好笨”, “垃圾”, “没用！”, “滚”) rather than asks anything."""
+    if not text or not isinstance(text, str) or len(text) > MAX_SMALLTALK_CHARS:
+        return False
+    norm = re.sub(r"[^\w]+", "", get_analyzer().normalize(without_faces(text), max_chars=MAX_SMALLTALK_CHARS))
+    return bool(norm) and bool(_VENT_RE.fullmatch(norm))
+
+
 def is_greeting(text: str | None) -> bool:
     """True for a bare greeting such as 你好 / 在吗 / hello."""
     return detect_smalltalk(text) == "greeting"

@@ -280,3 +280,18 @@ def test_other_commands_inside_a_flow_are_not_its_answer(oa_kb, appeals_for, app
         assert says in reply and "联系人" not in reply and "未填完的诉求（第 2/5 步）" in reply, (command, reply)
         assert "企业名称" in say(oa_kb, who, "继续")
     assert "联系人" in say(oa_kb, who, "上海测试科技有限公司")
+
+
+def test_an_annoyed_user_gets_an_apology_not_a_question_for_staff(oa_kb, client, user_token, make_user):  # noqa: F811
+    """“你好笨”, “垃圾”, “没用”, “滚” (an answer that did not help) got “抱歉，这个问题我还没学会。我已经把它记下来，工作
+    人员会尽快补充” and a row in staff's queue of unanswered questions, as if the insult were a question. They now get an
+    apology and the ways on (人工, 我要反映), in both chats, and reach no queue; a question with such a word in it is
+    a question (“垃圾分类怎么做”)."""
+    h = user_token(make_user())
+    for i, text in enumerate(("你好笨", "垃圾", "什么破机器人", "没用！", "滚", "太差劲了", "笨死了")):
+        reply = say(oa_kb, f"oAnnoyed{i}", text)
+        assert "抱歉" in reply and "人工" in reply and "没学会" not in reply and "您是不是想问" not in reply, (text, reply)
+        body = _app(client, h, text)
+        assert body["decision"] == "smalltalk" and "抱歉" in body["reply"], (text, body)
+    assert _unanswered() == []
+    assert "抱歉没能帮上" not in say(oa_kb, "oAnnoyedQuestion", "垃圾分类怎么做")

@@ -9,7 +9,7 @@ from datetime import date
 
 from knowledge.schema import Entry
 from knowledge.search import Decision, KnowledgeBase
-from knowledge.smalltalk import detect_smalltalk, without_faces
+from knowledge.smalltalk import detect_smalltalk, is_venting, without_faces
 
 # A passive WeChat reply is cut at about 2048 bytes; Chinese is 3 bytes a character.
 MAX_REPLY_CHARS = 600
@@ -20,6 +20,9 @@ GREETING = ("您好！我是营商服务中心的数字店小二 🙂 惠企政�
 THANKS = "不客气！还有什么需要，随时找我。"
 BYE = "好的，祝您工作顺利，再见！有需要随时找我。"
 ACK = "好的～还有什么想了解的，直接问我就行。"
+# “你好笨”, “垃圾”, “没用”: the bot did not help (they got “我还没学会，已经记下来” and a row in staff's queue).
+VENT = ("抱歉没能帮上您，小二还在学习中～您可以：\n· 换个说法再问问我\n· 回复“人工”请工作人员帮您\n"
+        "· 对服务有意见建议，回复“我要反映”，我们会认真处理")
 HANDOFF = "好的，正在为您转接人工客服，请稍候。工作时间以外，您也可以回复“我要反映”留下诉求，我们会尽快联系您。"
 FALLBACK = ("抱歉，这个问题我还没学会。我已经把它记下来，工作人员会尽快补充。\n"
             # Bullets, not numbers: a digit reply means the menu (2 我要反映, 3 白领活动 ...), not this list.
@@ -140,6 +143,8 @@ def ask(kb: KnowledgeBase, text: str, *, last_suggestions: list[str] | None = No
         return ChatResult(BYE, "smalltalk")
     if small == "ack":
         return ChatResult(ACK, "smalltalk")
+    if is_venting(text):
+        return ChatResult(VENT, "smalltalk")
     if not any(ch.isalnum() for ch in without_faces(text)):
         # 👍 alone (or WeChat's “/:strong”) is no question: not “我还没学会” nor a row in the staff's unanswered queue.
         return ChatResult(NO_WORDS, "smalltalk")
