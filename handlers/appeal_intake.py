@@ -95,7 +95,7 @@ PROMPTS = {
 HOLD_ON = "好的，不着急～准备好了直接回复就行。\n"
 # “什么意思”, “没看懂” at a step: it became the enterprise's name (or got “您指的是哪一句呢？”).
 CLARIFY_STEP = "抱歉没说清楚～现在是登记诉求的第 {n}/5 步，小二要把这些信息转给工作人员：\n"
-CLARIFY_WAYS = "\n不想登记了请回复“取消”；想直接找工作人员请回复“人工”。"
+CLARIFY_WAYS = "不想登记了请回复“取消”；想直接找工作人员请回复“人工”。"
 # “等一下”, “稍等”, “我查一下”: the user is looking something up, not answering the step.
 _HOLD_RE = re.compile(r"(?:请|麻烦)?(?:等一?下|等等|等会儿?|等一会儿?|稍等(?:一下|片刻)?|稍后|马上|一会儿?|"
                       r"我?(?:先)?(?:看|查|找|问|翻|想)一?下(?:公司|企业)?(?:电话|号码|手机号?|名字|全称|名称|地址|楼号)?|"
@@ -474,7 +474,9 @@ def step(ctx: Context) -> Reply:
     if ctx.msg.msg_type != "image" and is_clarification(t):  # “什么意思”: the step again, in other words
         if d.pop("paused", None):
             _save(ctx, d)
-        return Text(CLARIFY_STEP.format(n=STEPS.index(d["step"]) + 1) + _prompt(d, d["step"]) + CLARIFY_WAYS)
+        asked = EDIT_WHICH if d["step"] == "confirm" and d.get("editing") else _prompt(d, d["step"])
+        ways = CLARIFY_WAYS if "“取消”" not in asked else CLARIFY_WAYS.split("；")[1]
+        return Text(CLARIFY_STEP.format(n=STEPS.index(d["step"]) + 1) + asked + "\n" + ways)
     if _HOLD_RE.fullmatch(t) and ctx.msg.msg_type != "image":
         # “等一下” while looking up the phone number became the enterprise's name (or “太短了” as the problem)
         return Text(HOLD_ON + _prompt(d, d["step"]))

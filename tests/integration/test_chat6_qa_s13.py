@@ -226,7 +226,13 @@ def test_what_does_that_mean_inside_a_flow_is_no_answer(oa_kb, appeals_for, appe
     assert "企业名称" in reply and "第 2/5 步" in reply and "哪一句" not in reply, reply
     assert "联系人" in say(oa_kb, who, "上海测试科技有限公司")
     reply = say(oa_kb, who, "看不懂")
-    assert "联系人" in reply and "第 3/5 步" in reply, reply
+    assert "联系人" in reply and "第 3/5 步" in reply and reply.count("取消") == 1, reply
+    say(oa_kb, who, "张三 13800138000")
+    say(oa_kb, who, "跳过")
+    assert "要修改哪一项" in say(oa_kb, who, "修改")
+    reply = say(oa_kb, who, "什么意思")  # the choice asked, not the summary
+    assert "要修改哪一项" in reply and "请核对" not in reply, reply
+    assert "企业名称" in say(oa_kb, who, "第二项")
 
 
 def test_punctuation_alone(oa_kb, client, user_token, make_user):  # noqa: F811
