@@ -341,13 +341,20 @@ def _cancel_registrations(session: Session, activity: Activity, actor: Actor, re
     regs = session.scalars(select(Registration).where(Registration.activity_id == activity.id,
                                                       Registration.status.in_(STILL_TO_COME))).all()
     now = utcnow()
+    note = f"活动取消：{reason}" if reason else "很抱歉，活动已取消"
     for reg in regs:
         transition(session, reg, RegStatus.CANCELLED, actor, note=f"活动取消：{reason}" if reason else "活动取消")
         reg.cancelled_at = now
         why = f"（{reason.rstrip('。.')}）" if reason else ""
-        tell(session, reg, activity, "registration_cancelled", "活动已取消",
-             f"很抱歉，您报名的活动“{activity.title}”已取消{why}，给您带来不便，敬请谅解。", "活动已取消",
-             note=f"活动取消：{reason}" if reason else "很抱歉，活动已取消")
+        # As 活动调整 (CHANGED_KIND), the template every registration asks the worker to allow (subscribe_hint): on
+        # the registration-result template, which a confirmed registrant was never asked for, it found no credit and
+        # stayed in 消息, and they came to the door of an activity that was not taking place.
+        notify(session, reg.user_id, CHANGED_KIND,
+               {"activity": activity.title, "title": f"活动已取消：{activity.title}", "result": "活动已取消",
+                "time": activity.starts_at.isoformat(), "place": activity.place or "详见活动页面", "note": note},
+               f"pages/activity/detail?id={activity.id}", title="活动已取消",
+               body=f"很抱歉，您报名的活动“{activity.title}”已取消{why}，给您带来不便，敬请谅解。",
+               ref=f"registration:{reg.id}", dedup_key=f"activity_cancelled:{reg.id}")
     return len(regs)
 
 
