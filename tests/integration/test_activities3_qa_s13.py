@@ -4,8 +4,11 @@ notices staff push."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 from sqlalchemy import select
 
+from wxapp_backend.activities.models import Activity
 from wxapp_backend.notices.models import InboxItem, Notification
 
 SUBSCRIBE = "/cgi-bin/message/subscribe/send"
@@ -51,3 +54,36 @@ def test_registrants_of_a_cancelled_activity_are_pushed_the_news_on_a_template_t
     for user in (sure, queued):
         titles = db.scalars(select(InboxItem.title).where(InboxItem.user_id == user.id)).all()
         assert titles.count("活动已取消") == 1, titles
+
+
+def test_a_reminder_job_that_finds_the_activity_moved_once_it_holds_the_lock_reminds_nobody(
+        client, new_activity, make_user, user_token, staff, staff_headers, db, monkeypatch):
+    """send_reminders judged the activity (published? is the reminder due?) on the row read before it took the lock.
+    Staff postponing it by a week at that moment (their save commits while the job waits for the lock, PostgreSQL)
+    left the job with the new start: a “24 小时” reminder a week early, whose dedup key (new start) then kept the real
+    one from going out the day before. The job now judges the row it holds locked."""
+    from sqlalchemy import update
+
+    from wxapp_backend.activities import jobs
+
+    start = datetime.now(UTC).replace(microsecond=0) + timedelta(hours=23, minutes=50)
+    aid = new_activity(capacity=3, start=start)
+    u = make_user()
+    _reg(client, aid, user_token(u))
+    later = start + timedelta(days=7)
+    real_lock = jobs.lock_activity
+
+    def lock_after_staff_moved_it(session, activity_id, **kw):
+        # What the lock returns when staff's save committed between the job's first read and its lock.
+        session.execute(update(Activity).where(Activity.id == activity_id)
+                        .values(starts_at=later, ends_at=later + timedelta(hours=2)))
+        return real_lock(session, activity_id, **kw)
+
+    monkeypatch.setattr(jobs, "lock_activity", lock_after_staff_moved_it)
+    assert jobs.send_reminders(aid, "24h") == 0
+    monkeypatch.setattr(jobs, "lock_activity", real_lock)
+    assert db.scalars(select(Notification.dedup_key).where(Notification.user_id == u.id)).all() == []
+    # The day before the new start, the reminder goes out, once.
+    assert jobs.send_reminders(aid, "24h", now=later - timedelta(hours=24)) == 1
+    assert jobs.send_reminders(aid, "24h", now=later - timedelta(hours=24)) == 0
+

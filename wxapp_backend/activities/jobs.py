@@ -43,15 +43,19 @@ def send_reminders(activity_id: int, label: str, now: datetime | None = None) ->
     sent = 0
     try:
         with session_scope() as s:
-            activity = s.get(Activity, activity_id)
-            if activity is None or activity.status != ActivityStatus.PUBLISHED.value:
+            if s.get(Activity, activity_id) is None:
+                return 0
+            # Judged on the row as locked: staff moving or cancelling it while this job waited for the lock would
+            # otherwise leave a "24 小时" reminder going out a week early, under the new start's key (so the real
+            # one would never go out).
+            activity = lock_activity(s, activity_id)
+            if activity.status != ActivityStatus.PUBLISHED.value:
                 return 0
             due = activity.starts_at - before
             if now < due - EARLY_SLACK or now >= activity.starts_at:
                 return 0  # moved (a job for the new time exists) or already started
             if label == "24h" and now >= activity.starts_at - REMINDERS["1h"]:
                 return 0  # the 1-hour reminder covers it; don't spend two credits within the hour
-            activity = lock_activity(s, activity_id)
             regs = s.scalars(select(Registration).where(Registration.activity_id == activity_id,
                                                         Registration.status == RegStatus.CONFIRMED.value)).all()
             # The start time is in the key: a postponed activity reminds again for its new time.
