@@ -87,3 +87,46 @@ def test_a_reminder_job_that_finds_the_activity_moved_once_it_holds_the_lock_rem
     assert jobs.send_reminders(aid, "24h", now=later - timedelta(hours=24)) == 1
     assert jobs.send_reminders(aid, "24h", now=later - timedelta(hours=24)) == 0
 
+
+
+def test_a_reminder_whose_worker_died_after_wechat_took_it_is_not_sent_again(
+        client, new_activity, make_user, user_token, standin, db, monkeypatch):
+    """The delivery commits its attempt ('sending') before it calls WeChat, and a rerun resumes a 'sending' attempt
+    by sending again. A worker killed after WeChat had taken the reminder (kill -9 during the call, out of memory
+    before the result was written) thus had its rerun (RQ's retry, the 10-minute sweep) push the same reminder a
+    second time. The delivery now marks the call as started; a rerun that finds the mark gives up on that send
+    (at most once, as the notices' fan-out does: the reminder is in 消息 either way). One that died before the call
+    still sends (test_jobs_qa_s12)."""
+    from wxapp_backend.activities import jobs as activity_jobs
+    from wxapp_backend.notices import jobs
+    from wxapp_backend.notices.models import NotificationAttempt
+
+    start = datetime.now(UTC).replace(microsecond=0) + timedelta(minutes=59)
+    aid = new_activity(capacity=3, start=start)
+    u = make_user()
+    h = user_token(u)
+    _accept_all(client, h, _reg(client, aid, h)["subscribe"]["template_ids"])
+    assert activity_jobs.send_reminders(aid, "1h") == 1
+    nid = db.scalar(select(Notification.id).where(Notification.kind == "activity_reminder"))
+    before = len(standin.calls_to(SUBSCRIBE))
+    real_call = jobs._call
+
+    def call_then_die(step):
+        real_call(step)  # WeChat has it
+        raise SystemExit("worker killed before it wrote the result down")
+
+    monkeypatch.setattr(jobs, "_call", call_then_die)
+    try:
+        jobs.deliver_notification(nid)
+    except SystemExit:
+        pass
+    monkeypatch.setattr(jobs, "_call", real_call)
+    assert len(standin.calls_to(SUBSCRIBE)) == before + 1
+    jobs.deliver_notification(nid)  # the rerun
+    jobs.deliver_notification(nid)
+    assert len(standin.calls_to(SUBSCRIBE)) == before + 1
+    db.expire_all()
+    note = db.get(Notification, nid)
+    assert note.status != "pending"
+    attempt = db.scalars(select(NotificationAttempt).where(NotificationAttempt.notification_id == nid)).one()
+    assert attempt.outcome != "sending" and "结果未知" in attempt.detail, attempt.detail

@@ -21,8 +21,10 @@ Run-twice safety: a finished notification is left alone; a Redis lock keeps two 
 from overlapping (it names the RQ job holding it: the job's own rerun after its process died takes it over); each send is an attempt row written (``sending``) and committed before WeChat is called,
 so a run that resumes after a transient failure (-1 after backoff, timeouts: the job raises and RQ retries)
 re-sends on the credit or window slot already taken instead of taking another. On the last retry a
-transient failure gives the credit back and ends the notification ``failed``. The one duplicate left
-possible is a crash between WeChat's "ok" and our commit of it.
+transient failure gives the credit back and ends the notification ``failed``. A run that dies inside its WeChat
+call (or after it, before its commit) leaves a Redis mark that the call started: its rerun ends that attempt as
+结果未知 instead of sending it again (at most once, as the fan-out). The one duplicate left possible is a timeout
+(-2) on a request WeChat did take, which the retry sends again.
 """
 
 from __future__ import annotations
@@ -68,6 +70,8 @@ REFUSED = 43101  # the user's acceptance is used up or withdrawn: routine, never
 CUSTOM_LIMITS = frozenset({45015, 45047})
 LOCK_TTL = 120  # seconds; longer than one run's sends (timeouts and busy backoff included)
 CUSTOM_TEXT_MAX = 600
+CALLING_TTL = 24 * 3600  # seconds a "WeChat call started" mark outlives its run: past the 10-minute sweep's rerun
+UNKNOWN_RESULT = -3  # errcode of an attempt whose run died inside its WeChat call (as the fan-out's 结果未知)
 
 
 class Channel(enum.StrEnum):
@@ -164,6 +168,14 @@ def _next_send(notification_id: int) -> _Send | str:
         user = s.get(User, note.user_id)
         attempts = list(note.attempts)
         inflight = next((a for a in attempts if a.outcome == Outcome.SENDING), None)
+        if inflight is not None and _call_started(inflight.id):
+            # The run that made this attempt died inside its WeChat call (or after it, before writing the result
+            # down): WeChat may well have the message, and sending it again would push it twice. At most once, as
+            # the notices' fan-out does; the inbox has it either way.
+            _close(s, inflight, Outcome.FAILED, errcode=UNKNOWN_RESULT,
+                   detail="发送时进程中断，结果未知（微信可能已收到）；为避免重复不再重发")
+            log.warning("notification send interrupted mid-call: not sent again", extra={"notification_id": note.id})
+            return _finish(note, DeliveryStatus.FAILED)
         if user is not None and _stale_reminder(s, note):
             # Also when a try failed for now and this is its retry: the resumed send would push the stale text,
             # on a credit WeChat never took (given back here).
@@ -396,16 +408,33 @@ def _last_try() -> bool:
     return job is not None and not job.retries_left
 
 
+def _calling_key(attempt_id: int) -> str:
+    return f"wxapp:notify:calling:{attempt_id}"
+
+
+def _call_started(attempt_id: int) -> bool:
+    """Whether a run called WeChat for this attempt and never heard back (see _send)."""
+    return bool(current_app.extensions["wxapp"].redis.exists(_calling_key(attempt_id)))
+
+
 def _send(step: _Send, notification_id: int) -> str | None:
-    """Call WeChat and record the outcome; returns the notification's final status, or None to go on."""
+    """Call WeChat and record the outcome; returns the notification's final status, or None to go on.
+
+    The call is marked as started in Redis first, and the mark is taken off when WeChat answers with an error
+    (nothing reached the user: a retry may send): a rerun that finds the mark on a 'sending' attempt knows the run
+    before it died inside or after the call, and does not send it again (_next_send)."""
     error: WeChatAPIError | None = None
     resp: Any = None
+    r = current_app.extensions["wxapp"].redis
+    r.set(_calling_key(step.attempt_id), 1, ex=CALLING_TTL)
     try:
         resp = _call(step)
     except WeChatAPIError as exc:
         error = exc
+        r.delete(_calling_key(step.attempt_id))
     except TemplateFieldError as exc:  # render() validated already; kept for safety
         error = WeChatAPIError(47003, str(exc), "subscribe_send")
+        r.delete(_calling_key(step.attempt_id))
     final = error is not None and error.transient and _last_try()
     with session_scope() as s:
         attempt = s.get(NotificationAttempt, step.attempt_id)
