@@ -130,3 +130,54 @@ def test_a_reminder_whose_worker_died_after_wechat_took_it_is_not_sent_again(
     assert note.status != "pending"
     attempt = db.scalars(select(NotificationAttempt).where(NotificationAttempt.notification_id == nid)).one()
     assert attempt.outcome != "sending" and "结果未知" in attempt.detail, attempt.detail
+
+
+def _subscribed(client, make_user, user_token, category="concert", n=2):
+    users = [make_user() for _ in range(n)]
+    for u in users:
+        resp = client.put("/api/v1/me/subscriptions", json={"categories": [category]}, headers=user_token(u))
+        assert resp.status_code == 200, resp.get_json()
+    return users
+
+
+def test_a_notice_about_an_activity_called_off_since_it_was_drafted_is_not_published(
+        client, new_activity, make_user, user_token, staff, staff_headers, make_staff, console_login, db, run_jobs):
+    """A “新活动：…，欢迎报名” notice drafted for an activity that a colleague then cancelled (or one still a draft,
+    which the worker's tap opens as “没有找到这个活动”) went out to every subscriber of the category when published.
+    Publishing now refuses with a Chinese reason (API 409, console message) and nobody is sent anything."""
+    from wxapp_backend.notices.broadcast_models import Notice
+
+    subscribers = _subscribed(client, make_user, user_token)
+    h = staff_headers(staff)
+    called_off = new_activity(title="楼宇音乐会")
+    drafted = new_activity(title="午间读书会", status="draft")
+    ids = {}
+    for aid in (called_off, drafted):
+        resp = client.post("/api/v1/staff/notices", headers=h, json={
+            "kind": "activity", "title": "新活动：楼宇音乐会", "summary": "欢迎报名", "activity_id": aid,
+            "audience": {"categories": ["concert"]}})
+        assert resp.status_code == 201, resp.get_json()
+        ids[aid] = resp.get_json()["id"]
+    resp = client.patch(f"/api/v1/staff/activities/{called_off}", json={"status": "cancelled"}, headers=h)
+    assert resp.status_code == 200, resp.get_json()
+
+    resp = client.post(f"/api/v1/staff/notices/{ids[called_off]}/publish", headers=h)
+    assert resp.status_code == 409, resp.get_json()
+    assert "已取消" in resp.get_json()["message"], resp.get_json()
+    resp = client.post(f"/api/v1/staff/notices/{ids[drafted]}/publish", headers=h)
+    assert resp.status_code == 409, resp.get_json()
+    assert "草稿" in resp.get_json()["message"], resp.get_json()
+    csrf = console_login(make_staff(role="staff"))
+    page = client.post(f"/console/notices/{ids[called_off]}/publish", data={"csrf_token": csrf},
+                       follow_redirects=True).get_data(as_text=True)
+    assert "已取消" in page and "已发布，正在发送" not in page
+    run_jobs()
+    db.expire_all()
+    assert {db.get(Notice, i).status for i in ids.values()} == {"draft"}
+    for u in subscribers:
+        assert client.get("/api/v1/me/inbox", headers=user_token(u)).get_json()["items"] == []
+    # Once the draft activity is published, its notice goes out.
+    resp = client.patch(f"/api/v1/staff/activities/{drafted}", json={"status": "published"}, headers=h)
+    assert resp.status_code == 200, resp.get_json()
+    resp = client.post(f"/api/v1/staff/notices/{ids[drafted]}/publish", headers=h)
+    assert resp.status_code == 200, resp.get_json()

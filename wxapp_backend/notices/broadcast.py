@@ -64,7 +64,14 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
-from ..activities.models import ACTIVE_STATUSES, CATEGORIES, Activity, CategorySubscription, Registration
+from ..activities.models import (
+    ACTIVE_STATUSES,
+    CATEGORIES,
+    Activity,
+    ActivityStatus,
+    CategorySubscription,
+    Registration,
+)
 from ..audit import Actor, audit
 from ..auth.models import BindingState, StaffUser, User
 from ..db import session_scope, utcnow
@@ -397,11 +404,28 @@ def send_test(session: Session, actor: Actor, notice_id: int) -> dict[str, Any]:
     return {"sent": True, "user_id": link.user_id}
 
 
+def _check_still_on(session: Session, notice: Notice) -> None:
+    """A notice tied to an activity goes out only while that activity is published: one drafted for an activity a
+    colleague has cancelled since invited every subscriber to it, and one about an activity still a draft opened
+    “没有找到这个活动” on the worker's tap."""
+    activity = session.get(Activity, notice.activity_id) if notice.activity_id is not None else None
+    if activity is None:
+        return
+    if activity.status == ActivityStatus.CANCELLED.value:
+        raise Conflict(f"相关活动“{activity.title}”已取消，这条通知没有发出。如需告诉订阅者活动取消了，请另建一条"
+                       "不关联活动的通知（已报名的人已自动收到取消通知）。", code="activity_cancelled")
+    if activity.status == ActivityStatus.DRAFT.value:
+        raise Conflict(f"相关活动“{activity.title}”还是草稿，用户点开通知会看到“没有找到这个活动”。请先发布活动，"
+                       "再发布这条通知。", code="activity_not_published")
+
+
 def publish(session: Session, actor: Actor, notice_id: int) -> Notice:
-    """Start the fan-out; publishing twice changes nothing. An empty audience is refused (422)."""
+    """Start the fan-out; publishing twice changes nothing. An empty audience is refused (422), so is a notice
+    about an activity cancelled or still a draft (409)."""
     notice = _get(session, notice_id, lock=True)
     if notice.status != NoticeStatus.DRAFT.value:
         return notice
+    _check_still_on(session, notice)
     estimate = reach(session, notice)
     if estimate["recipients"] == 0:
         raise ValidationError("推送对象为空：没有符合条件的用户，请调整推送对象。", code="empty_audience",

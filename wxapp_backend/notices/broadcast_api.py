@@ -82,7 +82,8 @@ def set_test_recipient():
 
 @bp.post("/notices/<int:notice_id>/publish")
 @staff_api_required(StaffRole.STAFF)
-@doc("发布通知（重复发布不会重复发送）", body=(), responses={200: "已开始发送或早已发布", 422: "推送对象为空"},
+@doc("发布通知（重复发布不会重复发送）", body=(), responses={200: "已开始发送或早已发布", 409: "相关活动已取消 activity_cancelled 或还是草稿 activity_not_published",
+                422: "推送对象为空"},
      auth="staff", tags=["通知推送"])
 def publish(notice_id: int):
     with session_scope() as s:
