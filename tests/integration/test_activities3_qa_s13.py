@@ -181,3 +181,24 @@ def test_a_notice_about_an_activity_called_off_since_it_was_drafted_is_not_publi
     assert resp.status_code == 200, resp.get_json()
     resp = client.post(f"/api/v1/staff/notices/{ids[drafted]}/publish", headers=h)
     assert resp.status_code == 200, resp.get_json()
+
+
+def test_a_confirmed_registration_staff_cancel_is_pushed_on_a_template_the_worker_allowed(
+        client, new_activity, make_user, user_token, staff, staff_headers, standin, run_jobs, db):
+    """Staff cancelling one confirmed registration (a duplicate, someone who rang to cancel late) told its user on the
+    registration-result template, which registering never asked a confirmed worker to allow: it stayed in 消息 and
+    they came to the door. It goes as 活动调整 now, whose credit a cancelled registration has no more use for."""
+    aid = new_activity(capacity=2)
+    u = make_user()
+    h = user_token(u)
+    out = _reg(client, aid, h)
+    assert out["status"] == "confirmed"
+    _accept_all(client, h, out["subscribe"]["template_ids"])
+    run_jobs()
+    before = len(standin.calls_to(SUBSCRIBE))
+    resp = client.post(f"/api/v1/staff/registrations/{out['id']}/cancel", json={}, headers=staff_headers(staff))
+    assert resp.status_code == 200, resp.get_json()
+    run_jobs()
+    (call,) = standin.calls_to(SUBSCRIBE)[before:]
+    assert call.body["touser"] == u.openid
+    assert "工作人员取消" in " ".join(v["value"] for v in call.body["data"].values()), call.body["data"]

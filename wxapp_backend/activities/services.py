@@ -346,16 +346,28 @@ def _cancel_registrations(session: Session, activity: Activity, actor: Actor, re
         transition(session, reg, RegStatus.CANCELLED, actor, note=f"活动取消：{reason}" if reason else "活动取消")
         reg.cancelled_at = now
         why = f"（{reason.rstrip('。.')}）" if reason else ""
-        # As 活动调整 (CHANGED_KIND), the template every registration asks the worker to allow (subscribe_hint): on
-        # the registration-result template, which a confirmed registrant was never asked for, it found no credit and
-        # stayed in 消息, and they came to the door of an activity that was not taking place.
-        notify(session, reg.user_id, CHANGED_KIND,
-               {"activity": activity.title, "title": f"活动已取消：{activity.title}", "result": "活动已取消",
-                "time": activity.starts_at.isoformat(), "place": activity.place or "详见活动页面", "note": note},
-               f"pages/activity/detail?id={activity.id}", title="活动已取消",
-               body=f"很抱歉，您报名的活动“{activity.title}”已取消{why}，给您带来不便，敬请谅解。",
-               ref=f"registration:{reg.id}", dedup_key=f"activity_cancelled:{reg.id}")
+        tell_cancelled(session, reg, activity, "活动已取消",
+                       f"很抱歉，您报名的活动“{activity.title}”已取消{why}，给您带来不便，敬请谅解。", note)
     return len(regs)
+
+
+def tell_cancelled(session: Session, reg: Registration, activity: Activity, title: str, body: str,
+                   note: str) -> None:
+    """Tell a registrant their registration is off before the activity (it was cancelled, or staff cancelled the
+    registration): on the registration-result template (registration_cancelled) when they hold credit for it (a
+    waitlisted or pending registration asks for it), else as 活动调整 (CHANGED_KIND), the template every registration
+    asks the worker to allow (subscribe_hint), whose credit is of no more use to them. Always on the former, a
+    confirmed registrant (never asked for it) had no credit: the news stayed in 消息 and they came to the door."""
+    from ..notices import credits
+
+    result = "registration_cancelled"
+    kind = result if credits.available(session, reg.user_id, template_for(result)) else CHANGED_KIND
+    notify(session, reg.user_id, kind,
+           {"activity": activity.title, "title": activity.title if kind == result else f"{title}：{activity.title}",
+            "result": title, "time": activity.starts_at.isoformat(), "place": activity.place or "详见活动页面",
+            "note": note},
+           f"pages/activity/detail?id={activity.id}", title=title, body=body, ref=f"registration:{reg.id}",
+           dedup_key=f"registration_cancelled:{reg.id}")
 
 
 def _tell_changed(session: Session, activity: Activity) -> int:
@@ -933,9 +945,9 @@ def cancel_registration(session: Session, actor: Actor, registration_id: int, *,
     transition(session, reg, RegStatus.CANCELLED, actor)
     reg.cancelled_at = now
     if user_id is None:  # staff did it: the user would otherwise learn it at the door
-        tell(session, reg, activity, "registration_cancelled", "报名已取消",
-             f"您报名的活动“{activity.title}”的报名已由工作人员取消，如有疑问，请联系活动工作人员。", "报名已取消",
-             note="您的报名已由工作人员取消")
+        tell_cancelled(session, reg, activity, "报名已取消",
+                       f"您报名的活动“{activity.title}”的报名已由工作人员取消，如有疑问，请联系活动工作人员。",
+                       "您的报名已由工作人员取消")
     session.flush()
     if held_seat and activity.status == ActivityStatus.PUBLISHED.value:
         promote(session, activity, actor, cause=f"registration:{reg.id}", why=f"报名 #{reg.id} 取消后空出名额")
