@@ -202,3 +202,27 @@ def test_a_confirmed_registration_staff_cancel_is_pushed_on_a_template_the_worke
     (call,) = standin.calls_to(SUBSCRIBE)[before:]
     assert call.body["touser"] == u.openid
     assert "工作人员取消" in " ".join(v["value"] for v in call.body["data"].values()), call.body["data"]
+
+
+def test_a_wrong_status_category_or_notice_kind_is_explained_by_the_names_staff_read(
+        client, new_activity, make_user, staff, staff_headers):
+    """A status, category or notice kind the staff API does not know was answered “状态只能是：draft、published、
+    cancelled”: codes, where the console and every other message say 草稿 / 已发布 / 已取消. The Chinese name now goes
+    with each code, as the subscriptions' categories already did."""
+    h = staff_headers(staff)
+    aid = new_activity()
+    msg = client.patch(f"/api/v1/staff/activities/{aid}", json={"status": "closed"}, headers=h).get_json()["message"]
+    assert "草稿（draft）、已发布（published）、已取消（cancelled）" in msg, msg
+    msg = client.patch(f"/api/v1/staff/activities/{aid}", json={"category": "yoga"}, headers=h).get_json()["message"]
+    assert "午间一小时（lunch_hour）" in msg and "企业参访（company_visit）" in msg, msg
+    msg = client.get("/api/v1/staff/activities?status=closed", headers=h).get_json()["message"]
+    assert "已取消（cancelled）" in msg, msg
+    msg = client.get("/api/v1/activities?category=yoga").get_json()["message"]
+    assert "健身（fitness）" in msg, msg
+    resp = client.post("/api/v1/staff/notices", headers=h, json={"kind": "news", "title": "停电通知",
+                                                                  "audience": {"all": True}})
+    assert resp.status_code == 422 and "政策通知（policy）、活动通知（activity）" in resp.get_json()["message"], \
+        resp.get_json()
+    resp = client.post("/api/v1/staff/notices", headers=h, json={"title": "停电通知",
+                                                                  "audience": {"categories": ["yoga"]}})
+    assert resp.status_code == 422 and "垂直马拉松（vertical_marathon）" in resp.get_json()["message"], resp.get_json()

@@ -33,6 +33,7 @@ from ..queue import enqueue_after_commit
 from ..validation import Field, clean_text, validate
 from .models import (
     ACTIVE_STATUSES,
+    ACTIVITY_STATUS_LABELS,
     CATEGORIES,
     QUESTION_TYPES,
     SEAT_STATUSES,
@@ -117,7 +118,7 @@ def _check_questions(qs: list) -> str | None:
 
 
 ACTIVITY_FIELDS = (
-    Field("category", "enum", "活动类别", required=True, choices=tuple(CATEGORIES)),
+    Field("category", "enum", "活动类别", required=True, choices=tuple(CATEGORIES), choice_names=CATEGORIES),
     Field("title", "str", "活动名称", required=True, max_len=100),
     Field("description", "text", "活动介绍", max_len=5000, default=""),
     Field("building_id", "int", "所在楼宇", min=1),
@@ -143,7 +144,7 @@ ACTIVITY_FIELDS = (
     Field("requires_approval", "bool", "报名需审核", default=False),
     Field("cover_image", "str", "封面图片地址", max_len=300, default=""),
     Field("status", "enum", "状态", choices=tuple(s.value for s in ActivityStatus),
-          default=ActivityStatus.PUBLISHED.value),
+          choice_names=ACTIVITY_STATUS_LABELS, default=ActivityStatus.PUBLISHED.value),
 )
 
 
@@ -449,7 +450,7 @@ def seat_counts(session: Session, activity_ids: list[int]) -> dict[int, tuple[in
 
 
 LIST_PARAMS = (
-    Field("category", "enum", "活动类别", choices=tuple(CATEGORIES)),
+    Field("category", "enum", "活动类别", choices=tuple(CATEGORIES), choice_names=CATEGORIES),
     Field("date", "date", "日期"),
     Field("building_id", "int", "楼宇", min=1),
     Field("include_past", "bool", "包括已结束的活动", default=False),
@@ -492,8 +493,9 @@ def list_activities(session: Session, q: dict[str, Any], *, staff: bool = False,
 
 
 STAFF_LIST_PARAMS = (
-    Field("category", "enum", "活动类别", choices=tuple(CATEGORIES)),
-    Field("status", "enum", "状态", choices=tuple(s.value for s in ActivityStatus)),
+    Field("category", "enum", "活动类别", choices=tuple(CATEGORIES), choice_names=CATEGORIES),
+    Field("status", "enum", "状态", choices=tuple(s.value for s in ActivityStatus),
+          choice_names=ACTIVITY_STATUS_LABELS),
     Field("page", "int", "页码", min=1, max=100000, default=1),
     Field("per_page", "int", "每页条数", min=1, max=100, default=20),
 )

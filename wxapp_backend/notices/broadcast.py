@@ -130,7 +130,7 @@ def _check_page(value: str) -> str | None:
 AUDIENCE_FIELDS = (
     Field("all", "bool", "全部用户", default=False),
     Field("categories", "list", "订阅了这些活动类别的用户", max_items=len(CATEGORIES), default=[],
-          item=Field("category", "enum", "活动类别", choices=tuple(CATEGORIES))),
+          item=Field("category", "enum", "活动类别", choices=tuple(CATEGORIES), choice_names=CATEGORIES)),
     Field("building_ids", "list", "楼宇", max_items=500, default=[], item=Field("building_id", "int", "楼宇", min=1)),
     Field("industries", "list", "行业", max_items=100, default=[], item=Field("industry", "str", "行业", max_len=64)),
     Field("tags", "list", "企业标签", max_items=100, default=[], item=Field("tag", "str", "标签", max_len=32)),
@@ -138,7 +138,8 @@ AUDIENCE_FIELDS = (
 )
 
 NOTICE_FIELDS = (
-    Field("kind", "enum", "通知类型", choices=("policy", "activity"), default="policy"),
+    Field("kind", "enum", "通知类型", choices=("policy", "activity"), default="policy",
+          choice_names={"policy": "政策通知", "activity": "活动通知"}),
     Field("title", "str", "标题", required=True, max_len=100),
     Field("summary", "text", "摘要", max_len=2000, default=""),
     Field("page", "str", "打开的小程序页面", max_len=200, default="", check=_check_page),
