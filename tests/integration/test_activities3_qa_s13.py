@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select
 
-from wxapp_backend.activities.models import Activity
+from wxapp_backend.activities.models import Activity, Registration
 from wxapp_backend.notices.models import InboxItem, Notification
 
 SUBSCRIBE = "/cgi-bin/message/subscribe/send"
@@ -226,3 +226,41 @@ def test_a_wrong_status_category_or_notice_kind_is_explained_by_the_names_staff_
     resp = client.post("/api/v1/staff/notices", headers=h, json={"title": "停电通知",
                                                                   "audience": {"categories": ["yoga"]}})
     assert resp.status_code == 422 and "垂直马拉松（vertical_marathon）" in resp.get_json()["message"], resp.get_json()
+
+
+def test_a_seat_given_from_the_waitlist_minutes_before_the_start_is_not_held_against_a_worker_who_missed_it(
+        client, make_activity, make_user, user_token, db):
+    """Someone cancelling ten minutes before the start moves the waitlist's head up (“候补成功” pushed to a worker at
+    their desk); not there in time, they were recorded as a no-show like anyone who had held the seat for days, and
+    two such evenings put them behind everyone else on every waitlist for 90 days. A seat given within two hours of
+    the start is still recorded as not taken up (未到场), but no longer counted against them."""
+    from wxapp_backend.activities import jobs, services
+    from wxapp_backend.auth.models import User
+    from wxapp_backend.db import session_scope
+
+    late = make_user()
+    for _ in range(2):
+        start = datetime.now(UTC) + timedelta(minutes=10)
+        aid = make_activity(capacity=1, starts_at=start).id
+        holder = make_user()
+        held = _reg(client, aid, user_token(holder))
+        assert _reg(client, aid, user_token(late))["status"] == "waitlisted"
+        resp = client.post(f"/api/v1/registrations/{held['id']}/cancel", json={}, headers=user_token(holder))
+        assert resp.status_code == 200, resp.get_json()
+        mine = db.scalar(select(Registration).where(Registration.activity_id == aid,
+                                                    Registration.user_id == late.id))
+        assert mine.status == "confirmed"
+        assert jobs.close_attendance(aid, now=start + timedelta(hours=4, minutes=5)) == 1
+        db.expire_all()
+        assert db.get(Registration, mine.id).status == "no_show"  # what happened stays on record
+    db.expire_all()
+    assert db.get(User, late.id).no_show_count == 0
+    with session_scope() as s:
+        assert services.no_show_penalty(s, late.id, datetime.now(UTC)) == 0
+    # A seat held for days and missed still counts.
+    start = datetime.now(UTC) + timedelta(days=1)
+    aid = make_activity(capacity=1, starts_at=start).id
+    _reg(client, aid, user_token(late))
+    assert jobs.close_attendance(aid, now=start + timedelta(hours=4, minutes=5)) == 1
+    db.expire_all()
+    assert db.get(User, late.id).no_show_count == 1

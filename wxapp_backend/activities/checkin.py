@@ -20,7 +20,14 @@ from ..audit import Actor, audit
 from ..db import utcnow
 from ..errors import Conflict, NotFound, ValidationError
 from .models import Activity, ActivityStatus, Registration, RegStatus
-from .services import ATTENDANCE_GRACE, STATUS_LABELS, lock_activity, seats_taken, transition
+from .services import (
+    ATTENDANCE_GRACE,
+    STATUS_LABELS,
+    counts_as_no_show,
+    lock_activity,
+    seats_taken,
+    transition,
+)
 
 STEP_SECONDS = 60
 CHECKIN_OPENS_BEFORE = timedelta(hours=2)
@@ -84,8 +91,8 @@ def verify_token(secret: str, token: str, now: datetime | None = None) -> int:
 
 def _attend(session: Session, reg: Registration, actor: Actor, now: datetime, note: str) -> None:
     """confirmed / no_show -> attended (event and audit row by transition); a no-show taken back lowers the
-    user's count."""
-    was_no_show = reg.status == RegStatus.NO_SHOW.value
+    user's count (when it was counted: not for a seat promoted just before the start)."""
+    was_no_show = reg.status == RegStatus.NO_SHOW.value and counts_as_no_show(reg.promoted_at, reg.activity.starts_at)
     transition(session, reg, RegStatus.ATTENDED, actor, note=note)
     reg.checked_in_at = now
     reg.checked_in_by = actor.id if actor.type == "staff" else None

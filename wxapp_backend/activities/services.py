@@ -626,10 +626,23 @@ def transition(session: Session, reg: Registration, to: RegStatus, actor: Actor,
     audit(session, actor, f"registration.{to.value}", reg, **{"from": before, "note": note, **data})
 
 
+# A seat given from the waitlist this close to the start may reach a worker too late to come (someone cancelled ten
+# minutes before): not taking it up is recorded (未到场) but not held against them (no_show_count, the waitlist
+# penalty).
+LATE_PROMOTION = timedelta(hours=2)
+
+
+def counts_as_no_show(promoted_at: datetime | None, starts_at: datetime) -> bool:
+    """Whether missing a seat promoted at `promoted_at` (None: held from the start) counts against the worker."""
+    return promoted_at is None or promoted_at < starts_at - LATE_PROMOTION
+
+
 def no_show_penalty(session: Session, user_id: int, now: datetime) -> int:
-    n = session.scalar(select(func.count(Registration.id)).join(Activity, Activity.id == Registration.activity_id)
-                       .where(Registration.user_id == user_id, Registration.status == RegStatus.NO_SHOW.value,
-                              Activity.ends_at >= now - NO_SHOW_WINDOW)) or 0
+    rows = session.execute(select(Registration.promoted_at, Activity.starts_at)
+                           .join(Activity, Activity.id == Registration.activity_id)
+                           .where(Registration.user_id == user_id, Registration.status == RegStatus.NO_SHOW.value,
+                                  Activity.ends_at >= now - NO_SHOW_WINDOW)).all()
+    n = sum(1 for promoted_at, starts_at in rows if counts_as_no_show(promoted_at, starts_at))
     return 1 if n >= NO_SHOW_PENALTY_AT else 0
 
 
