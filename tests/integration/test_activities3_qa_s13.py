@@ -264,3 +264,23 @@ def test_a_seat_given_from_the_waitlist_minutes_before_the_start_is_not_held_aga
     assert jobs.close_attendance(aid, now=start + timedelta(hours=4, minutes=5)) == 1
     db.expire_all()
     assert db.get(User, late.id).no_show_count == 1
+
+
+def test_an_activity_that_has_ended_cannot_be_cancelled_and_nobody_is_told_it_was(
+        client, make_activity, make_user, user_token, staff, staff_headers, db):
+    """In the hour after the end (before attendance is closed) an activity could still be set to 已取消: everyone who
+    had not been scanned was told “很抱歉，您报名的活动已取消” about an evening that took place, and escaped their
+    no-show. Staff are told it has ended instead (under way, it still cancels: test_activities_qa_s10)."""
+    from wxapp_backend.db import session_scope
+
+    start = datetime.now(UTC) - timedelta(hours=2, minutes=30)
+    aid = make_activity(starts_at=start, ends_at=start + timedelta(hours=2)).id
+    u = make_user()
+    with session_scope() as s:
+        s.add(Registration(activity_id=aid, user_id=u.id, status="confirmed", active_key=f"{aid}:{u.id}"))
+    resp = client.patch(f"/api/v1/staff/activities/{aid}", json={"status": "cancelled"}, headers=staff_headers(staff))
+    assert resp.status_code == 422, resp.get_json()
+    assert "已结束" in resp.get_json()["message"], resp.get_json()
+    db.expire_all()
+    assert db.get(Activity, aid).status == "published"
+    assert client.get("/api/v1/me/inbox", headers=user_token(u)).get_json()["items"] == []

@@ -319,6 +319,11 @@ def _check_status_change(session: Session, activity: Activity, to: str) -> None:
         # would leave that record under an activity that "never happened".
         msg = "活动已结束并已记录签到情况，不能再取消。"
         raise ValidationError(msg, fields={"status": msg})
+    if to == ActivityStatus.CANCELLED.value and utcnow() >= activity.ends_at:
+        # Over, in the hour before attendance closes: those not scanned were told it had been cancelled, about an
+        # evening that took place (and escaped their no-show).
+        msg = "活动已结束，不能再取消；如有人到场未签到，请在报名名单中更正为已到场。"
+        raise ValidationError(msg, fields={"status": msg})
     if to == ActivityStatus.DRAFT.value and activity.status == ActivityStatus.PUBLISHED.value:
         active = session.scalar(select(func.count(Registration.id)).where(
             Registration.activity_id == activity.id, Registration.status.in_(ACTIVE_STATUSES))) or 0
