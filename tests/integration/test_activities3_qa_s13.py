@@ -284,3 +284,42 @@ def test_an_activity_that_has_ended_cannot_be_cancelled_and_nobody_is_told_it_wa
     db.expire_all()
     assert db.get(Activity, aid).status == "published"
     assert client.get("/api/v1/me/inbox", headers=user_token(u)).get_json()["items"] == []
+
+
+def test_a_notice_still_going_out_stops_pushing_an_activity_cancelled_meanwhile(
+        client, new_activity, make_user, user_token, staff, staff_headers, standin, run_jobs, db):
+    """A “新活动” notice goes out at the fan-out's pace (retries wait minutes, a 45009 half an hour): an activity
+    cancelled meanwhile was still pushed as “欢迎报名” to those not reached yet. The send jobs now leave the rest
+    unsent (inbox rows are already there), saying why."""
+    from wxapp_backend.db import session_scope
+    from wxapp_backend.notices import credits
+    from wxapp_backend.notices.broadcast_models import OutboxRow
+    from wxapp_backend.notices.kinds import get_kind
+
+    subscribers = _subscribed(client, make_user, user_token, n=3)
+    with session_scope() as s:
+        for u in subscribers:
+            credits.add_credit(s, u.id, get_kind("notice").template_id)
+    h = staff_headers(staff)
+    aid = new_activity(title="楼宇音乐会")
+    resp = client.post("/api/v1/staff/notices", headers=h, json={
+        "kind": "activity", "title": "新活动：楼宇音乐会", "summary": "欢迎报名", "activity_id": aid,
+        "audience": {"categories": ["concert"]}})
+    nid = resp.get_json()["id"]
+    run_jobs()  # the activity's own jobs
+    assert client.post(f"/api/v1/staff/notices/{nid}/publish", headers=h).status_code == 200
+    assert run_jobs(max_jobs=1) == 1  # the expansion: rows written, senders queued
+    before = len(standin.calls_to(SUBSCRIBE))
+    resp = client.patch(f"/api/v1/staff/activities/{aid}", json={"status": "cancelled"}, headers=h)
+    assert resp.status_code == 200, resp.get_json()
+    run_jobs()
+    assert len(standin.calls_to(SUBSCRIBE)) == before
+    rows = db.scalars(select(OutboxRow).where(OutboxRow.notice_id == nid, OutboxRow.channel == "subscribe")).all()
+    assert len(rows) == 3 and {(r.status, r.detail) for r in rows} == {("skipped", "相关活动已取消，未发送")}, \
+        [(r.status, r.detail) for r in rows]
+    from wxapp_backend.notices.broadcast_models import Notice
+
+    assert db.get(Notice, nid).status == "done"
+    # Their credits are left for a message they want.
+    with session_scope() as s:
+        assert [credits.available(s, u.id, get_kind("notice").template_id) for u in subscribers] == [1, 1, 1]

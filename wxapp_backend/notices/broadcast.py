@@ -14,7 +14,8 @@ How a publish travels (the database is the source of truth; Redis only paces and
 3. `send_notice` jobs (FANOUT_JOBS of them, one per worker; they run while the notice is ``expanding`` or
    ``sending`` and poll while the expansion has nothing new for them) claim up to CLAIM_BATCH pending rows
    (``FOR UPDATE SKIP LOCKED`` on PostgreSQL; SQLite writers are serial), stamping a lease token and
-   ``claimed_at``; a claimed user no longer in the audience (unsubscribed, blocked) is ``skipped``.
+   ``claimed_at``; a claimed user no longer in the audience (unsubscribed, blocked) is ``skipped``, and so is every
+   row once the notice's activity has been cancelled (or taken back to draft).
    Then per chunk of SEND_CHUNK rows: in one transaction move the rows ``claimed -> sending`` *fenced by the
    lease token* and claim the users' credits; commit; for each row wait for the global rate limiter (GCRA in
    one Lua script on the shared Redis) and call WeChat at once; mark the
@@ -550,7 +551,18 @@ def _claim(notice_id: int, limit: int) -> tuple[str, list[tuple[int, int, str]]]
                   .execution_options(synchronize_session=False))
         # The audience again, for these users only: one who unsubscribed from the category or was blocked since
         # the expansion (a retry can come hours later) is left out, their credit unspent.
-        audience = s.scalar(select(Notice.audience).where(Notice.id == notice_id)) or {}
+        audience, activity_id = s.execute(select(Notice.audience, Notice.activity_id)
+                                          .where(Notice.id == notice_id)).one()
+        audience = audience or {}
+        gone = _activity_gone(s, activity_id)
+        if gone:
+            # The activity the notice invites to was cancelled (or taken back to draft) while it went out: the rest
+            # are not pushed (their inbox rows are there already), their credits left for a message they want.
+            s.execute(update(OutboxRow).where(OutboxRow.id.in_(ids), OutboxRow.lease_token == token,
+                                              OutboxRow.status == OutboxStatus.CLAIMED.value)
+                      .values(status=OutboxStatus.SKIPPED.value, lease_token=None, detail=gone)
+                      .execution_options(synchronize_session=False))
+            return token, []
         leased = select(OutboxRow.user_id).where(OutboxRow.id.in_(ids), OutboxRow.lease_token == token)
         s.execute(update(OutboxRow).where(
             OutboxRow.id.in_(ids), OutboxRow.lease_token == token, OutboxRow.status == OutboxStatus.CLAIMED.value,
@@ -562,6 +574,16 @@ def _claim(notice_id: int, limit: int) -> tuple[str, list[tuple[int, int, str]]]
                                 OutboxRow.status == OutboxStatus.CLAIMED.value)
                          .order_by(OutboxRow.id)).all()
     return token, [tuple(r) for r in rows]
+
+
+def _activity_gone(s: Session, activity_id: int | None) -> str | None:
+    """Why a notice's remaining sends stop because of its activity (cancelled, or back to draft), else None."""
+    status = s.scalar(select(Activity.status).where(Activity.id == activity_id)) if activity_id else None
+    if status == ActivityStatus.CANCELLED.value:
+        return "相关活动已取消，未发送"
+    if status == ActivityStatus.DRAFT.value:
+        return "相关活动已改回草稿，未发送"
+    return None
 
 
 def _fenced(row_id: int, token: str, status: str):
@@ -980,7 +1002,7 @@ def fanout_tick() -> dict[str, int]:
 # --- progress ------------------------------------------------------------------------------------------
 
 STATUS_LABELS = {"pending": "等待发送", "claimed": "已领取", "sending": "发送中", "sent": "已发送", "failed": "失败",
-                 "skipped": "无额度或已不在推送对象中（仅站内信）"}
+                 "skipped": "无额度、已不在推送对象中或活动已取消（仅站内信）"}
 NOTICE_STATUS_LABELS = {"draft": "草稿", "expanding": "生成名单中", "sending": "发送中", "done": "已完成"}
 
 
