@@ -323,3 +323,25 @@ def test_a_notice_still_going_out_stops_pushing_an_activity_cancelled_meanwhile(
     # Their credits are left for a message they want.
     with session_scope() as s:
         assert [credits.available(s, u.id, get_kind("notice").template_id) for u in subscribers] == [1, 1, 1]
+
+
+def test_publishing_a_draft_in_the_editor_leads_staff_to_tell_the_subscribers_too(
+        client, make_activity, make_staff, console_login):
+    """Saved as 草稿 first and published later in the editor (the usual way: checked by a colleague), the activity
+    was answered “活动已保存。”: the hint that its category's subscribers do not know yet, given when it is published
+    at once, never came."""
+    import re
+
+    from wxapp_backend.activities.console import _local_input
+
+    a = make_activity(category="fitness", title="午间瑜伽", status="draft",
+                      starts_at=datetime.now(UTC).replace(second=0, microsecond=0) + timedelta(days=3))
+    csrf = console_login(make_staff(role="staff"))
+    form = {"csrf_token": csrf, "category": "fitness", "title": "午间瑜伽", "address": a.address, "capacity": "10",
+            "starts_at": _local_input(a.starts_at), "ends_at": _local_input(a.ends_at), "waitlist_enabled": "on",
+            "status": "published"}
+    resp = client.post(f"/console/activities/{a.id}/edit", data=form)
+    assert resp.status_code == 302, resp.get_data(as_text=True)
+    page = client.get(resp.headers["Location"]).get_data(as_text=True)
+    assert "订阅了“健身”的用户还不知道，可点“通知订阅者”给他们发通知" in page, re.findall(r"活动[^<]{0,40}", page)[:5]
+    assert f"/console/notices/new?activity_id={a.id}" in page

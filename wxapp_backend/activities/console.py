@@ -180,7 +180,10 @@ def _created_text(saved: Activity) -> str:
 
 def _saved_text(before: Activity, saved: Activity, waiting: int) -> str:
     """What the save did for the registrants: cancelling and moving tell each of them (update_activity), and staff
-    who read only “活动已保存” could not know whether anyone had been told."""
+    who read only “活动已保存” could not know whether anyone had been told. A draft published here gets the hint a
+    published-at-once activity gets: its category's subscribers do not know yet."""
+    if before.status == ActivityStatus.DRAFT.value and saved.status == ActivityStatus.PUBLISHED.value:
+        return _created_text(saved)
     if not waiting:
         return "活动已保存。"
     if saved.status == ActivityStatus.CANCELLED.value and before.status != ActivityStatus.CANCELLED.value:
