@@ -345,3 +345,37 @@ def test_publishing_a_draft_in_the_editor_leads_staff_to_tell_the_subscribers_to
     page = client.get(resp.headers["Location"]).get_data(as_text=True)
     assert "订阅了“健身”的用户还不知道，可点“通知订阅者”给他们发通知" in page, re.findall(r"活动[^<]{0,40}", page)[:5]
     assert f"/console/notices/new?activity_id={a.id}" in page
+
+
+def test_a_change_notice_overtaken_by_a_later_change_is_not_pushed_after_it(
+        client, new_activity, make_user, user_token, staff, staff_headers, standin, db):
+    """Staff moved the activity to 15:00, saw the typo and moved it to 16:00: two 活动调整 notices. The first one's
+    delivery failed for now (WeChat busy) and its retry ran after the second had gone out, so the last word the
+    worker had on WeChat was the wrong time. A change notice whose time and place are no longer the activity's (or
+    whose registration or activity is off) now stays in 消息 only, like a reminder made for an old time."""
+    from wxapp_backend.db import session_scope
+    from wxapp_backend.notices import credits
+    from wxapp_backend.notices.jobs import deliver_notification
+    from wxapp_backend.notices.kinds import get_kind
+
+    start = datetime.now(UTC).replace(second=0, microsecond=0) + timedelta(days=3)
+    aid = new_activity(start=start)
+    u = make_user()
+    _reg(client, aid, user_token(u))
+    with session_scope() as s:
+        for _ in range(2):
+            credits.add_credit(s, u.id, get_kind("activity_changed").template_id)
+    h = staff_headers(staff)
+    for hours in (3, 4):
+        new = start + timedelta(hours=hours)
+        resp = client.patch(f"/api/v1/staff/activities/{aid}", headers=h, json={
+            "starts_at": new.isoformat(), "ends_at": (new + timedelta(hours=2)).isoformat()})
+        assert resp.status_code == 200, resp.get_json()
+    first, second = db.scalars(select(Notification.id).where(Notification.kind == "activity_changed")
+                               .order_by(Notification.id)).all()
+    before = len(standin.calls_to(SUBSCRIBE))
+    assert deliver_notification(second) == "sent_subscribe"
+    assert deliver_notification(first) == "inbox_only"
+    assert len(standin.calls_to(SUBSCRIBE)) == before + 1
+    with session_scope() as s:  # the credit the stale one did not spend is still there
+        assert credits.available(s, u.id, get_kind("activity_changed").template_id) == 1

@@ -388,7 +388,7 @@ def _tell_changed(session: Session, activity: Activity) -> int:
     # The end's date too when it is another day (past midnight, or several days): "09:00-17:00" misled.
     end = ends.strftime("%H:%M" if ends.date() == starts.date() else "%Y-%m-%d %H:%M")
     place = activity.place or "详见活动页面"
-    version = hashlib.sha1(f"{activity.starts_at.isoformat()}|{activity.ends_at.isoformat()}|{place}".encode()).hexdigest()[:12]
+    version = change_version(activity)
     # How many change notices each has had: moved there and back and there again, the third is a new notice
     # even though its time and place were told once before.
     told = dict(session.execute(select(Notification.ref, func.count(Notification.id)).where(
@@ -402,6 +402,15 @@ def _tell_changed(session: Session, activity: Activity) -> int:
                body=f"您报名的活动“{activity.title}”时间或地点有调整：{start}-{end}，{place}。如不能参加，请在小程序中取消报名。",
                ref=f"registration:{reg.id}", dedup_key=f"activity_changed:{reg.id}:{version}:{told.get(f'registration:{reg.id}', 0)}")
     return len(regs)
+
+
+def change_version(activity: Activity) -> str:
+    """The time and place a 活动调整 notice tells, as a short hash (in its dedup key "activity_changed:<registration>:
+    <version>:<n>"): delivery compares it with the activity's, and does not push a notice a later change overtook. By
+    the instants, not their text: the values saved carry the offset typed, those read back are UTC."""
+    place = activity.place or "详见活动页面"
+    told = f"{int(activity.starts_at.timestamp())}|{int(activity.ends_at.timestamp())}|{place}"
+    return hashlib.sha1(told.encode()).hexdigest()[:12]
 
 
 def _schedule(session: Session, activity: Activity) -> None:

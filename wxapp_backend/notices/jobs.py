@@ -15,7 +15,8 @@
    45015/45047, ours or WeChat's, are counted in /metrics (`wechat_kefu_refused_total`).
 3. otherwise the notification ends ``inbox_only`` (the inbox item exists since notify()). So does an activity
    reminder whose registration is no longer confirmed (or whose activity was cancelled, moved or has begun) by the
-   time its delivery runs, or its retry (the credit the interrupted try held is given back).
+   time its delivery runs, or its retry (the credit the interrupted try held is given back), and a 活动调整 notice a
+   later change of time or place overtook.
 
 Run-twice safety: a finished notification is left alone; a Redis lock keeps two runs of one notification
 from overlapping (it names the RQ job holding it: the job's own rerun after its process died takes it over); each send is an attempt row written (``sending``) and committed before WeChat is called,
@@ -202,13 +203,31 @@ def _next_send(notification_id: int) -> _Send | str:
 
 def _stale_reminder(s: Session, note: Notification) -> bool:
     """An activity reminder whose registration was cancelled (or its activity cancelled, begun or moved) since the
-    reminder was made: a delivery that waited (a retry, a sweep after a lost job) must not push it."""
+    reminder was made, or a 活动调整 notice a later change overtook: a delivery that waited (a retry, a sweep after a
+    lost job) must not push it."""
     from ..activities.jobs import REMINDERS
     from ..activities.models import ActivityStatus, Registration, RegStatus
-    from ..activities.services import EARLY_REMINDER, NEAR_REMINDER, REMINDER_KIND
+    from ..activities.services import (
+        CHANGED_KIND,
+        EARLY_REMINDER,
+        NEAR_REMINDER,
+        REMINDER_KIND,
+        STILL_TO_COME,
+        change_version,
+    )
 
     prefix, _, reg_id = (note.ref or "").partition(":")
-    if note.kind != REMINDER_KIND or prefix != "registration" or not reg_id.isdigit():
+    if prefix != "registration" or not reg_id.isdigit():
+        return False
+    if note.kind == CHANGED_KIND and (note.dedup_key or "").startswith("activity_changed:"):
+        # A 活动调整 notice that a later change overtook (its delivery waited for a retry): pushed after the newer
+        # one, the worker's last word would be the wrong time or place.
+        reg = s.get(Registration, int(reg_id))
+        version = (note.dedup_key or "").split(":")[2:3]
+        return (reg is None or reg.status not in STILL_TO_COME
+                or reg.activity.status != ActivityStatus.PUBLISHED.value
+                or version != [change_version(reg.activity)])
+    if note.kind != REMINDER_KIND:
         return False
     reg = s.get(Registration, int(reg_id))
     if (reg is None or reg.status != RegStatus.CONFIRMED.value
