@@ -291,6 +291,8 @@ CATEGORY_ALIASES: dict[str, tuple[str, ...]] = {
     "training": ("培训",),
     "cfo_salon": ("财务经理沙龙", "沙龙"),
     "company_visit": ("企业参访", "参访"),
+    "forum": ("营商论坛", "论坛", "专题会商"),
+    "wellbeing": ("情感疏解", "心理疏导", "减压"),
 }
 _SIGN_UP = re.compile(r"报名")
 # “职业技能培训补贴怎么报名”, “考试报名条件”: questions for the knowledge base, not the white-collar activities.

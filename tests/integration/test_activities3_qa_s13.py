@@ -379,3 +379,25 @@ def test_a_change_notice_overtaken_by_a_later_change_is_not_pushed_after_it(
     assert len(standin.calls_to(SUBSCRIBE)) == before + 1
     with session_scope() as s:  # the credit the stale one did not spend is still there
         assert credits.available(s, u.id, get_kind("activity_changed").template_id) == 1
+
+
+def test_the_forums_and_wellbeing_sessions_the_plans_name_have_a_category(client, staff, staff_headers, make_user,
+                                                                          user_token):
+    """The street's plans list 营商论坛（专题会商） among the activities to hold and 情感疏解 among the services for
+    office workers (seeds 001, 000); neither had a category, so staff filed a forum under 培训 and its subscribers
+    never heard of it. Both are categories now: staff publish them, workers subscribe, the chat finds them."""
+    start = datetime.now(UTC) + timedelta(days=4)
+    for category, title in (("forum", "外滩营商论坛"), ("wellbeing", "午间减压：情绪管理")):
+        resp = client.post("/api/v1/staff/activities", headers=staff_headers(staff), json={
+            "category": category, "title": title, "address": "中心大厦 3 楼", "capacity": 30,
+            "starts_at": start.isoformat(), "ends_at": (start + timedelta(hours=2)).isoformat()})
+        assert resp.status_code == 201, resp.get_json()
+    u = make_user()
+    resp = client.put("/api/v1/me/subscriptions", json={"categories": ["forum", "wellbeing"]}, headers=user_token(u))
+    assert resp.status_code == 200, resp.get_json()
+    assert resp.get_json()["available"]["forum"] == "营商论坛"
+    assert resp.get_json()["available"]["wellbeing"] == "情感疏解"
+    reply = client.post("/api/v1/chat", json={"text": "我想报名营商论坛"}, headers=user_token(u)).get_json()["reply"]
+    assert "外滩营商论坛" in reply, reply
+    reply = client.post("/api/v1/chat", json={"text": "报名情感疏解活动"}, headers=user_token(u)).get_json()["reply"]
+    assert "午间减压：情绪管理" in reply, reply

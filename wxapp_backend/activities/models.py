@@ -20,7 +20,7 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from ..db import Base, UTCDateTime, utcnow
 
-# Activity categories named in the street's plans (午间一小时, 楼宇音乐会, 垂直马拉松, "缘来外滩" ...).
+# Activity categories named in the street's plans (午间一小时, 楼宇音乐会, 垂直马拉松, "缘来外滩", 营商论坛, 情感疏解 ...).
 CATEGORIES: dict[str, str] = {
     "lunch_hour": "午间一小时",
     "concert": "楼宇音乐会",
@@ -31,6 +31,8 @@ CATEGORIES: dict[str, str] = {
     "training": "培训",
     "cfo_salon": "财务经理沙龙",
     "company_visit": "企业参访",
+    "forum": "营商论坛",  # 营商论坛、专题会商 (seeds 001)
+    "wellbeing": "情感疏解",  # the plans' 情感疏解 for office workers (seeds 000)
 }
 
 
