@@ -401,3 +401,29 @@ def test_the_forums_and_wellbeing_sessions_the_plans_name_have_a_category(client
     assert "外滩营商论坛" in reply, reply
     reply = client.post("/api/v1/chat", json={"text": "报名情感疏解活动"}, headers=user_token(u)).get_json()["reply"]
     assert "午间减压：情绪管理" in reply, reply
+
+
+def test_approving_or_rejecting_again_answers_like_the_first_time(client, new_activity, make_user, user_token, staff,
+                                                                   make_staff, staff_headers, db):
+    """Two colleagues working the same 待审核 list (or a script's retry) approving one registration: the second was
+    refused 409 “这条报名不在待审核状态”, and whoever read it thought the approval had failed. The same decision again
+    now answers with the registration as decided, and tells nobody twice; the opposite decision is still refused."""
+    from wxapp_backend.audit import AuditLog
+
+    aid = new_activity(capacity=3, requires_approval=True)
+    a, b = make_user(), make_user()
+    ra, rb = _reg(client, aid, user_token(a)), _reg(client, aid, user_token(b))
+    other = staff_headers(make_staff(role="staff"))
+    for h in (staff_headers(staff), other):
+        resp = client.post(f"/api/v1/staff/registrations/{ra['id']}/approve", json={}, headers=h)
+        assert resp.status_code == 200 and resp.get_json()["status"] == "confirmed", resp.get_json()
+        resp = client.post(f"/api/v1/staff/registrations/{rb['id']}/reject", json={"note": "名额已满"}, headers=h)
+        assert resp.status_code == 200 and resp.get_json()["status"] == "rejected", resp.get_json()
+    resp = client.post(f"/api/v1/staff/registrations/{ra['id']}/reject", json={}, headers=other)
+    assert resp.status_code == 409 and "已审核通过" in resp.get_json()["message"], resp.get_json()
+    for u in (a, b):
+        assert len(client.get("/api/v1/me/inbox", headers=user_token(u)).get_json()["items"]) == 1
+    actions = db.scalars(select(AuditLog.action).where(AuditLog.target_type == "registrations",
+                                                       AuditLog.target_id.in_([str(ra["id"]), str(rb["id"])]))).all()
+    assert sorted(actions) == ["registration.confirmed", "registration.created", "registration.created",
+                               "registration.rejected"], actions

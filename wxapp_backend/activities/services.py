@@ -989,7 +989,13 @@ def decide(session: Session, actor: Actor, registration_id: int, approve: bool, 
     activity = lock_activity(session, reg.activity_id)
     session.refresh(reg)
     if reg.status != RegStatus.PENDING_APPROVAL.value:
-        raise Conflict("这条报名不在待审核状态。", code="illegal_transition")
+        # The same decision again (a colleague on the same list, a retried request) is what was asked: answered with
+        # the registration as decided, nobody told twice. A 409 read as "the approval failed".
+        if reg.status == (RegStatus.CONFIRMED.value if approve else RegStatus.REJECTED.value):
+            return reg
+        if reg.status == RegStatus.CONFIRMED.value:
+            raise Conflict("这条报名已审核通过，不能再驳回；如需取消，请用“取消报名”。", code="illegal_transition")
+        raise Conflict(f"这条报名当前为“{STATUS_LABELS[reg.status]}”，不在待审核状态。", code="illegal_transition")
     if approve:
         transition(session, reg, RegStatus.CONFIRMED, actor, note)
         tell(session, reg, activity, "registration_approved", "报名审核通过",
