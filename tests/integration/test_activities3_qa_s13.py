@@ -427,3 +427,30 @@ def test_approving_or_rejecting_again_answers_like_the_first_time(client, new_ac
                                                        AuditLog.target_id.in_([str(ra["id"]), str(rb["id"])]))).all()
     assert sorted(actions) == ["registration.confirmed", "registration.created", "registration.created",
                                "registration.rejected"], actions
+
+
+def test_putting_the_start_back_half_an_hour_does_not_send_the_day_before_reminder_again(
+        client, new_activity, make_user, user_token, staff, staff_headers, db):
+    """The day-before reminder had gone out (“明天 10:00”); the next morning staff put the start back to 10:30. The
+    registrants were told the new time (活动调整), and the day-before reminder for 10:30, already past due, went out
+    at once as well: a second “活动提醒” on top of the change notice, hours before the 1-hour reminder. A registration
+    reminded the day before within the last 24 hours is not reminded the day before again; postponed by days, it is
+    (test_activity_lifecycle)."""
+    from wxapp_backend.activities import jobs
+
+    start = datetime.now(UTC).replace(second=0, microsecond=0) + timedelta(hours=26)
+    aid = new_activity(capacity=3, start=start)
+    u = make_user()
+    _reg(client, aid, user_token(u))
+    assert jobs.send_reminders(aid, "24h", now=start - timedelta(hours=24)) == 1
+    later = start + timedelta(minutes=30)
+    resp = client.patch(f"/api/v1/staff/activities/{aid}", headers=staff_headers(staff), json={
+        "starts_at": later.isoformat(), "ends_at": (later + timedelta(hours=2)).isoformat()})
+    assert resp.status_code == 200, resp.get_json()
+    assert jobs.send_reminders(aid, "24h", now=start - timedelta(hours=21)) == 0
+    assert jobs.send_due_reminders(now=start - timedelta(hours=21)) == 0
+    kinds = db.scalars(select(Notification.kind).where(Notification.user_id == u.id)
+                       .order_by(Notification.id)).all()
+    assert kinds == ["activity_reminder", "activity_changed"], kinds
+    # The hour before the new start, the 1-hour reminder goes out.
+    assert jobs.send_reminders(aid, "1h", now=later - timedelta(hours=1)) == 1

@@ -64,6 +64,15 @@ def send_reminders(activity_id: int, label: str, now: datetime | None = None) ->
             keys = {f"reminder:{r.id}:{label}:{stamp}" for r in regs}
             done = set(s.scalars(select(Notification.dedup_key).where(Notification.dedup_key.in_(keys)))) \
                 if keys else set()
+            if label == EARLY_REMINDER and regs:
+                # Reminded the day before within the last day, for a start since put back a little: the change notice
+                # told the new time, and a second day-before reminder on top of it (due at once) is one too many.
+                # Postponed by days, the last one is older than that and the new one goes out in its time.
+                recent = set(s.scalars(select(Notification.ref).where(
+                    Notification.kind == REMINDER_KIND, Notification.ref.in_([f"registration:{r.id}" for r in regs]),
+                    Notification.dedup_key.like(f"reminder:%:{EARLY_REMINDER}:%"),
+                    Notification.created_at >= now - REMINDERS[EARLY_REMINDER])))
+                done |= {f"reminder:{r.id}:{label}:{stamp}" for r in regs if f"registration:{r.id}" in recent}
             start = activity.starts_at.astimezone(SHANGHAI).strftime("%Y-%m-%d %H:%M")
             when = _day_word(now, activity.starts_at) if label == "24h" else _soon_word(now, activity.starts_at)
             for reg in regs:
