@@ -991,9 +991,13 @@ def decide(session: Session, actor: Actor, registration_id: int, approve: bool, 
     if reg.status != RegStatus.PENDING_APPROVAL.value:
         # The same decision again (a colleague on the same list, a retried request) is what was asked: answered with
         # the registration as decided, nobody told twice. A 409 read as "the approval failed".
-        if reg.status == (RegStatus.CONFIRMED.value if approve else RegStatus.REJECTED.value):
+        approved = reg.status == RegStatus.CONFIRMED.value and session.scalar(select(RegistrationEvent.id).where(
+            RegistrationEvent.registration_id == reg.id,
+            RegistrationEvent.from_status == RegStatus.PENDING_APPROVAL.value,
+            RegistrationEvent.to_status == RegStatus.CONFIRMED.value).limit(1)) is not None
+        if (approved and approve) or (reg.status == RegStatus.REJECTED.value and not approve):
             return reg
-        if reg.status == RegStatus.CONFIRMED.value:
+        if approved:
             raise Conflict("这条报名已审核通过，不能再驳回；如需取消，请用“取消报名”。", code="illegal_transition")
         raise Conflict(f"这条报名当前为“{STATUS_LABELS[reg.status]}”，不在待审核状态。", code="illegal_transition")
     if approve:
