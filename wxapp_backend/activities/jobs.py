@@ -136,11 +136,11 @@ def close_attendance(activity_id: int, now: datetime | None = None) -> int:
             return 0  # a cancelled (or unpublished) activity has no no-shows
         regs = s.scalars(select(Registration).where(Registration.activity_id == activity_id,
                                                     Registration.status == RegStatus.CONFIRMED.value)).all()
-        counted = [r for r in regs if counts_as_no_show(r.promoted_at, activity.starts_at)]
+        counted = {r.id for r in regs if counts_as_no_show(r.promoted_at, activity.starts_at)}
         for reg in regs:
             transition(s, reg, RegStatus.NO_SHOW, SYSTEM,
-                       note="活动结束未签到" if reg in counted else "活动结束未签到（开始前不久才候补递补，不计爽约）")
-        mark_user_no_shows(s, [r.user_id for r in counted])
+                       note="活动结束未签到" if reg.id in counted else "活动结束未签到（开始前不久才候补递补，不计爽约）")
+        mark_user_no_shows(s, [r.user_id for r in regs if r.id in counted])
         # Still waiting when it ended (no seat came free, or staff never decided): it ends here, or 我的报名 would
         # show 候补中 / 待审核 for ever, and the user can no longer cancel it.
         waiting = s.scalars(select(Registration).where(
