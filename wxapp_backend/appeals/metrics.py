@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from ..audit import Actor
 from ..db import utcnow
-from .models import Appeal, AppealRating, AppealReturn
+from .models import Appeal, AppealRating, AppealReturn, handled_by
 from .states import AppealStatus
 
 S = AppealStatus
@@ -62,7 +62,7 @@ class Metrics:
 
 def _scope(stmt, actor: Actor | None):
     if actor is not None and actor.type == "staff" and actor.role == "dept":
-        stmt = stmt.where(Appeal.department == actor.department)
+        stmt = stmt.where(handled_by(actor.department))  # given to it, not only guessed for it
     return stmt
 
 

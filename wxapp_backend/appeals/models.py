@@ -16,6 +16,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    and_,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
@@ -112,6 +113,10 @@ class Appeal(Base):
     confidence: Mapped[float] = mapped_column(Float, default=0.0)
     needs_triage: Mapped[bool] = mapped_column(Boolean, default=False, index=True)
     department: Mapped[str] = mapped_column(String(64), default="", index=True)
+    # The department the appeal was last given to (交办 / 改派: the `assigned` / `reassigned` event naming it); ""
+    # while nobody was. `department` alone is also the rules' (or the category's) guess at submission, so a
+    # department's queue, counts and figures read this one (services.given_out, handled_by).
+    given_to: Mapped[str] = mapped_column(String(64), default="", server_default="", index=True)
 
     specialist_staff_id: Mapped[int | None] = mapped_column(ForeignKey("staff_users.id", ondelete="SET NULL"))
     first_responder_id: Mapped[int | None] = mapped_column(ForeignKey("staff_users.id", ondelete="SET NULL"))
@@ -333,6 +338,13 @@ class AppealReport(Base):
     week: Mapped[str] = mapped_column(String(8), unique=True)  # 2025-W40
     data: Mapped[dict] = mapped_column(JSON, default=dict)
     generated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+def handled_by(department: str):
+    """Appeals `department` handles: given to it (交办 / 改派) and still its own. Not those it was only guessed for
+    at submission (已提交, or 已受理 and not given out), which the centre may yet send elsewhere: a department's
+    queue, counts, figures and reports held those as its own (services.given_out is the same rule)."""
+    return and_(Appeal.department == department, Appeal.given_to == department)
 
 
 def _iso(value: datetime | None) -> str | None:

@@ -22,7 +22,7 @@ from ..errors import ValidationError
 from ..validation import MAX_YEAR, MIN_YEAR
 from . import metrics
 from .calendar import TZ
-from .models import Appeal, AppealCategory, AppealReport
+from .models import Appeal, AppealCategory, AppealReport, handled_by
 from .states import LABELS, OPEN, AppealStatus
 
 _WEEK = re.compile(r"^(\d{4})-W(\d{2})$")
@@ -57,12 +57,12 @@ def weekly(session: Session, week: str | None, actor: Actor | None = None) -> di
     m = metrics.compute(session, start, end, actor)
     q = select(Appeal).where(Appeal.submitted_at >= start, Appeal.submitted_at < end)
     if actor is not None and actor.type == "staff" and actor.role == "dept":
-        q = q.where(Appeal.department == actor.department)
+        q = q.where(handled_by(actor.department))
     new = list(session.scalars(q.order_by(Appeal.id)).unique())
     # Every appeal still open is counted in the database; only the overdue ones, which the report lists, are loaded.
     open_cond = [Appeal.status.in_([s.value for s in OPEN]), Appeal.submitted_at < end]
     if actor is not None and actor.type == "staff" and actor.role == "dept":
-        open_cond.append(Appeal.department == actor.department)
+        open_cond.append(handled_by(actor.department))
     open_now = session.scalar(select(func.count(Appeal.id)).where(*open_cond)) or 0
     overdue = list(session.scalars(select(Appeal).where(*open_cond, Appeal.overdue.is_(True))
                                    .order_by(Appeal.id)).unique())
@@ -133,7 +133,7 @@ def enterprise_issues(session: Session, enterprise_id: int | None = None, actor:
     if enterprise_id:
         q = q.where(Appeal.enterprise_id == enterprise_id)
     if actor is not None and actor.type == "staff" and actor.role == "dept":
-        q = q.where(Appeal.department == actor.department)
+        q = q.where(handled_by(actor.department))
     # One group per enterprise row: a name typed on an appeal (anyone may type any name) or a namesake company
     # must not join an enterprise's list, which holds only what its verified contacts filed.
     groups: dict[tuple[str, int | None], list[dict]] = {}

@@ -34,6 +34,7 @@ from .models import (
     AppealTask,
     Holiday,
     TaskKind,
+    handled_by,
 )
 from .states import CLOCK_RUNNING, LABELS, OPEN, AppealStatus, can_move
 
@@ -296,8 +297,11 @@ def _dept_only(actor: Actor) -> bool:
 
 
 def _dept_clause(department: str):
+    """What a department account sees: the appeals given out to it (交办 / 改派, see given_out) and those holding a
+    task for it (会办, 整改, 办不成事). The department only guessed at submission saw (and counted) the appeal in its
+    queue and 临期 list before the centre had accepted or given it out."""
     task_dept = exists().where(AppealTask.appeal_id == Appeal.id, AppealTask.department == department)
-    return or_(Appeal.department == department, task_dept)
+    return or_(handled_by(department), task_dept)
 
 
 def get_appeal(session: Session, appeal_id: int, actor: Actor, *, lock: bool = False, nowait: bool = False
@@ -954,13 +958,10 @@ def notify_department(session: Session, appeal: Appeal, what: str, key: str, *, 
 
 
 def given_out(session: Session, appeal: Appeal) -> bool:
-    """The appeal's department was given it (交办: an `assigned` or `reassigned` event names it), rather than only
-    guessed at submission by the rules (or the category) and kept in `department` as the suggestion."""
-    if not appeal.department:
-        return False
-    return any((d or {}).get("department") == appeal.department for d in session.scalars(
-        select(AppealEvent.data).where(AppealEvent.appeal_id == appeal.id,
-                                       AppealEvent.action.in_(["assigned", "reassigned"]))))
+    """The appeal's department was given it (交办: the latest `assigned` or `reassigned` event named it, kept in
+    `given_to`), rather than only guessed at submission by the rules (or the category) and kept in `department` as
+    the suggestion. models.handled_by is the same rule in SQL."""
+    return bool(appeal.department) and appeal.given_to == appeal.department
 
 
 def notify_assignment(session: Session, appeal: Appeal, what: str, key: str, *, actor: Actor,
@@ -1161,7 +1162,7 @@ def act_assign(session, actor, appeal, data, now):
         _check_department(session, department, "department")
     _check_handler(handler, appeal, department)
     old, old_handler = appeal.department, appeal.handler_id
-    appeal.department = department
+    appeal.department = appeal.given_to = department
     if handler is not None:
         appeal.handler_id = handler.id
     elif appeal.handler_id is not None:  # 交办 elsewhere: the old department's account no longer handles it
