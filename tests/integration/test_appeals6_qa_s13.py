@@ -11,6 +11,8 @@ from __future__ import annotations
 import re
 from datetime import timedelta
 
+from sqlalchemy import select
+
 from tests.integration.test_appeals2_qa_s11 import (  # noqa: F401  (pass 11's fixture)
     _alerts,
     _link,
@@ -18,6 +20,7 @@ from tests.integration.test_appeals2_qa_s11 import (  # noqa: F401  (pass 11's f
     w,
 )
 from wxapp_backend.appeals import metrics, reports, services
+from wxapp_backend.appeals.models import AppealReturn
 from wxapp_backend.audit import Actor
 from wxapp_backend.db import session_scope
 
@@ -104,3 +107,31 @@ def test_a_departments_figures_and_reports_count_only_what_was_given_out(w, db, 
     assert len(centre_week["appeals"]) == 4
     listed = re.findall(r"SQ\d{8}-\d{4}", repr(issues))
     assert set(listed) == {given_number}, issues
+
+
+# --- 2. a 退单 on an appeal nobody was given -----------------------------------------------------------------------
+
+def test_a_rejected_return_on_an_appeal_not_given_out_does_not_name_the_guessed_department(
+        w, db, make_user, make_staff):  # noqa: F811
+    admin_phone = make_user(nickname="管理员手机")
+    _link(w.admin, admin_phone.id)
+    second = make_staff(role="admin")
+    other = Actor("staff", second.id, role="admin", name="另一位管理员")  # not the admin who asked
+    appeal_id = w.submit(MONDAY)
+    w.act(appeal_id, "accept", now=MONDAY)  # the admin accepts it and handles it; 税务所 is only the guess
+    w.act(appeal_id, "return", now=MONDAY, reason="不属于本中心职责")
+    ret_id = db.scalar(select(AppealReturn.id).where(AppealReturn.appeal_id == appeal_id))
+    (asked,) = w.events(appeal_id, "return_requested")
+    assert "税务所" not in asked[0], asked
+    w.act(appeal_id, "decide_return", now=MONDAY, actor=other, return_id=ret_id, accept=False)
+    (rejected,) = w.events(appeal_id, "return_rejected")
+    assert "税务所" not in rejected[0] and "营商服务中心" in rejected[0], rejected
+    (alert,) = _alerts(db, admin_phone.id)
+    assert "税务所" not in alert.body and "营商服务中心" in alert.body, alert.body
+    # Negative control: given to 税务所, its own 退单 turned down stays with 税务所.
+    w.act(appeal_id, "assign", now=MONDAY, department="税务所")
+    w.act(appeal_id, "return", now=MONDAY, actor=_dept(w.tax, "税务"), reason="不归我们")
+    ret_id = db.scalar(select(AppealReturn.id).where(AppealReturn.appeal_id == appeal_id,
+                                                     AppealReturn.status == "pending"))
+    w.act(appeal_id, "decide_return", now=MONDAY, return_id=ret_id, accept=False)
+    assert "仍由税务所办理" in w.events(appeal_id, "return_rejected")[-1][0]

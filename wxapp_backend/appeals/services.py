@@ -1006,7 +1006,7 @@ def notify_decision(session: Session, appeal: Appeal, what: str, key: str, *, ac
         return 0
     whom = "和".join(([f"{department}工作人员"] if department else []) + (["承办人"] if handler is not None else []))
     return _alert_staff(session, appeal, what, key, who, whom, acting=acting, note=note,
-                        department=appeal.department, say_unreachable=False)
+                        department=department or CENTRE, say_unreachable=False)
 
 
 def notify_task_department(session: Session, appeal: Appeal, task: AppealTask, what: str, key: str, *,
@@ -1462,13 +1462,16 @@ def act_return(session, actor, appeal, data, now):
     if session.scalar(select(AppealReturn.id).where(AppealReturn.appeal_id == appeal.id,
                                                     AppealReturn.status == "pending")):
         raise Conflict("已有待中心审核的退单申请。", code="return_pending")
-    ret = AppealReturn(appeal_id=appeal.id, department=appeal.department, reason=reason,
+    # Not given out (交办) yet, the centre holds it (its handler asks): the department the rules guessed never had
+    # it, and was named as the one returning it (and, turned down, as the one it stayed with).
+    holder = appeal.department if given_out(session, appeal) else CENTRE
+    ret = AppealReturn(appeal_id=appeal.id, department=holder, reason=reason,
                        requested_by=str(actor.name or actor.id), created_at=now)
     session.add(ret)
     session.flush()
     appeal.version += 1
-    _event(session, appeal, actor, "return_requested", note=f"{appeal.department}申请退单：{reason}",
-           return_id=ret.id, department=appeal.department)
+    _event(session, appeal, actor, "return_requested", note=f"{holder}申请退单：{reason}",
+           return_id=ret.id, department=holder)
     notify_request(session, appeal, "return_requested", f"return_requested:{ret.id}", actor=actor)
 
 
@@ -1491,8 +1494,11 @@ def act_decide_return(session, actor, appeal, data, now):
     else:
         ret.status = "rejected"
         appeal.version += 1
+        # It stays with whoever holds it now: the centre until a 交办 (a 退单 stored before the centre was named
+        # carries the guessed department).
+        holder = appeal.department if given_out(session, appeal) else CENTRE
         ev = _event(session, appeal, actor, "return_rejected",
-                    note=f"不同意退单，仍由{ret.department}办理" + (f"：{ret.decision_note}" if ret.decision_note else ""),
+                    note=f"不同意退单，仍由{holder}办理" + (f"：{ret.decision_note}" if ret.decision_note else ""),
                     return_id=ret.id)
         session.flush()
         notify_decision(session, appeal, "return_rejected", f"return_rejected:{ev.id}", actor=actor)
