@@ -1112,8 +1112,8 @@ def _withdraw_command(ctx: Context) -> re.Match | None:
 
 
 WITHDRAW_ASK = ("要撤回诉求 {number}（{summary}）吗？撤回后工作人员将不再办理。\n确认请回复：撤回 {number}")
-WITHDRAW_PICK = "您有 {n} 条办理中的诉求，要撤回哪一条？请回复序号，或“撤回 编号”，例如：撤回 {first}\n{lines}"
-NOT_WITHDRAWABLE = "诉求 {number}（{label}）不能撤回了：只有办理中的诉求可以撤回。回复“我的诉求”查看全部。"
+WITHDRAW_PICK = "您有 {n} 条可以撤回的诉求，要撤回哪一条？请回复序号，或“撤回 编号”，例如：撤回 {first}\n{lines}"
+NOT_WITHDRAWABLE = "诉求 {number}（{label}）不能撤回了：只有办理中（或已合并）的诉求可以撤回。回复“我的诉求”查看全部。"
 WITHDRAWN = "诉求 {number} 已撤回，工作人员不会再办理。以后有问题，随时回复“我要反映”。"
 NOTHING_TO_WITHDRAW = "您目前没有可以撤回的诉求（已办结的诉求不能撤回）。回复“我的诉求”查看全部。"
 
@@ -1121,9 +1121,8 @@ NOTHING_TO_WITHDRAW = "您目前没有可以撤回的诉求（已办结的诉求
 def withdraw(ctx: Context) -> Reply:
     """撤回 [编号]: with the number, the appeal is withdrawn (the service's rules and audit row); without, which one."""
     from wxapp_backend.appeals.followup import own_by_number
-    from wxapp_backend.appeals.services import list_own
+    from wxapp_backend.appeals.services import WITHDRAWABLE, list_own
     from wxapp_backend.appeals.services import withdraw as withdraw_appeal
-    from wxapp_backend.appeals.states import OPEN
     from wxapp_backend.db import session_scope
     from wxapp_backend.errors import AppError
 
@@ -1159,9 +1158,11 @@ def withdraw(ctx: Context) -> Reply:
             head = LISTED_GONE.format(n=position)
     elif position is not None:
         head = NO_LIST.format(cmd="撤回", n=position)
+    # What the service lets the enterprise withdraw (services.WITHDRAWABLE): a merged (已合并) one too, which “撤回
+    # 编号” withdrew while this list left it out and said there was nothing to withdraw.
     with session_scope() as s:
         open_ones = [(a.id, a.number, _summary(a.content)) for a in list_own(s, ctx.user_id, per_page=50).items
-                     if a.status in OPEN]
+                     if a.status in WITHDRAWABLE]
     if not open_ones:
         return Text(head + NOTHING_TO_WITHDRAW)
     if len(open_ones) == 1:  # the number typed is the confirmation: asking is safe
@@ -1176,14 +1177,15 @@ def withdraw_ask_text(user_id: int | None, appeal_id: int, *, position: int | No
     """The confirmation asked for the user's own appeal `appeal_id` picked from a list (“2”, “撤回 2”): WITHDRAW_ASK,
     or why it cannot be withdrawn; an APPEAL_GONE (None with `position`: the caller says which) when it is not theirs."""
     from wxapp_backend.appeals.followup import own_by_id
-    from wxapp_backend.appeals.states import LABELS, OPEN
+    from wxapp_backend.appeals.services import WITHDRAWABLE
+    from wxapp_backend.appeals.states import LABELS
     from wxapp_backend.db import session_scope
 
     with session_scope() as s:
         appeal = own_by_id(s, user_id, appeal_id) if user_id is not None else None
         if appeal is None:
             return None if position is not None else APPEAL_GONE
-        if appeal.status not in OPEN:
+        if appeal.status not in WITHDRAWABLE:
             return NOT_WITHDRAWABLE.format(number=appeal.number, label=LABELS.get(appeal.status, appeal.status))
         return WITHDRAW_ASK.format(number=appeal.number, summary=_summary(appeal.content))
 

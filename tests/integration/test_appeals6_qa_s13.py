@@ -135,3 +135,33 @@ def test_a_rejected_return_on_an_appeal_not_given_out_does_not_name_the_guessed_
                                                      AppealReturn.status == "pending"))
     w.act(appeal_id, "decide_return", now=MONDAY, return_id=ret_id, accept=False)
     assert "仍由税务所办理" in w.events(appeal_id, "return_rejected")[-1][0]
+
+
+# --- 3. the chat's 撤回 list -----------------------------------------------------------------------------------------
+
+def test_the_chats_withdraw_offers_a_merged_appeal(w, db):  # noqa: F811
+    from handlers import appeal_followup
+
+    master = w.submit(MONDAY)
+    child = w.submit(MONDAY, content="税控盘坏了，发票开不出来，和上次一样")
+    w.act(master, "accept", now=MONDAY)
+    w.act(child, "merge", now=MONDAY, master_id=master)
+    assert w.appeal(child).status == "duplicate"
+    text = _withdraw_reply(appeal_followup, w.user.id)
+    assert w.appeal(master).number in text and w.appeal(child).number in text, text
+    # and withdrawn by the number the list gave, as the service allows
+    ctx = _ctx(w.user.id, f"撤回 {w.appeal(child).number}")
+    assert "已撤回" in appeal_followup.withdraw(ctx).text
+    assert w.appeal(child).status == "withdrawn"
+
+
+def _ctx(user_id, said):
+    from types import SimpleNamespace
+
+    from handlers import appeal_followup
+
+    return SimpleNamespace(user_id=user_id, account="test", match=appeal_followup._WITHDRAW.match(said))
+
+
+def _withdraw_reply(appeal_followup, user_id):
+    return appeal_followup.withdraw(_ctx(user_id, "撤回诉求")).text
