@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from datetime import timedelta
 
+import pytest
 from sqlalchemy import select
 
 from tests.integration.test_appeals2_qa_s11 import (  # noqa: F401  (pass 11's fixture)
@@ -20,7 +21,7 @@ from tests.integration.test_appeals2_qa_s11 import (  # noqa: F401  (pass 11's f
     w,
 )
 from wxapp_backend.appeals import metrics, reports, services
-from wxapp_backend.appeals.models import AppealReturn
+from wxapp_backend.appeals.models import AppealRating, AppealReturn, AppealTask
 from wxapp_backend.audit import Actor
 from wxapp_backend.db import session_scope
 
@@ -165,3 +166,26 @@ def _ctx(user_id, said):
 
 def _withdraw_reply(appeal_followup, user_id):
     return appeal_followup.withdraw(_ctx(user_id, "撤回诉求")).text
+
+
+# --- 4. the rating of an appeal nobody was given ------------------------------------------------------------------
+
+@pytest.mark.parametrize("given", [False, True])
+def test_a_rating_is_credited_to_the_department_given_the_appeal_not_the_guess(w, db, given):  # noqa: F811
+    appeal_id = w.submit(MONDAY)
+    w.act(appeal_id, "accept", now=MONDAY)
+    if given:  # negative control: given to 税务所, its rating and its 整改 are 税务所's
+        w.act(appeal_id, "assign", now=MONDAY, department="税务所")
+    w.act(appeal_id, "resolve", now=MONDAY + timedelta(hours=1), resolution="已更换税控盘")
+    with session_scope() as s:
+        services.rate(s, w.user.id, appeal_id, resolved=True, satisfaction=1, comment="太慢了",
+                      now=MONDAY + timedelta(hours=2))
+    owner = "税务所" if given else "营商服务中心"
+    assert db.scalar(select(AppealRating.department).where(AppealRating.appeal_id == appeal_id)) == owner
+    assert db.scalar(select(AppealTask.department).where(AppealTask.appeal_id == appeal_id,
+                                                         AppealTask.kind == "rectification")) == owner
+    tax = _dept(w.tax, "税务")
+    with session_scope() as s:
+        m = metrics.compute(s, MONDAY - timedelta(days=1), MONDAY + timedelta(days=1), tax, now=MONDAY)
+        assert m.satisfaction.denominator == (1 if given else 0)
+        assert [a.id for a in services.list_for_staff(s, tax).items] == ([appeal_id] if given else [])

@@ -809,8 +809,11 @@ def rate(session: Session, user_id: int, appeal_id: int, *, resolved: bool, sati
                            code="not_awaiting_rating")
         raise Conflict("已超过评价期限（办结后 7 天内），如问题仍未解决请重新提交诉求。", code="rating_window_over")
     # Who handled this round: a merged child was resolved by its master's department, whatever its own routing.
+    # Never given out (交办), the centre handled it: the department the rules guessed was credited the rating (its
+    # 满意率) and given the 整改 of a 差评 on an appeal it never had.
     master = session.get(Appeal, appeal.master_id) if appeal.master_id else None
-    handled_by = master.department if master is not None and master.department else appeal.department
+    handling = master if master is not None and master.department else appeal
+    handled_by = handling.department if given_out(session, handling) else CENTRE
     rating = AppealRating(appeal_id=appeal.id, user_id=user_id, round=appeal.round, resolved=resolved,
                           satisfaction=satisfaction, comment=comment, department=handled_by, created_at=now)
     session.add(rating)
