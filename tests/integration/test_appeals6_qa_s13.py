@@ -161,7 +161,11 @@ def _ctx(user_id, said):
 
     from handlers import appeal_followup
 
-    return SimpleNamespace(user_id=user_id, account="test", match=appeal_followup._WITHDRAW.match(said))
+    from flask import current_app
+
+    # The list it shows is remembered for the next number (handlers/kb.offer_list): the Redis and the openid it needs.
+    return SimpleNamespace(user_id=user_id, account="test", openid=f"o-{user_id}",
+                           redis=current_app.extensions["wxapp"].redis, match=appeal_followup._WITHDRAW.match(said))
 
 
 def _withdraw_reply(appeal_followup, user_id):

@@ -1,7 +1,7 @@
 """appeals.given_to: the department the appeal was given to (交办 / 改派)
 
-Revision ID: 0003
-Revises: 0002
+Revision ID: 0004
+Revises: 0003
 Create Date: 2026-12-06 18:30:00
 
 A department account saw, counted and reported the appeals its department was only guessed for at submission
@@ -15,8 +15,8 @@ from alembic import op
 import sqlalchemy as sa
 
 
-revision = '0003'
-down_revision = '0002'
+revision = '0004'
+down_revision = '0003'
 branch_labels = None
 depends_on = None
 
