@@ -84,6 +84,16 @@ window.addEventListener("pageshow", function () {
     }
   }
   if (!target) {
+    // Nothing filled: the note must not say it was, and the text is shown unfolded, ready to copy.
+    var lead = document.getElementById("draft-restored-lead");
+    var kept = document.getElementById("draft-restored-values");
+    if (lead) {
+      lead.textContent = "这条记录在您重新登录前后已有变动（可能同事已经处理过），为免盖掉新的内容，没有把您填写的内容填回表单。" +
+        "请先看看下方的最新情况，需要时从这里复制您填写的内容。";
+    }
+    if (kept) {
+      kept.open = true;
+    }
     return;
   }
   // Every control of the form: a box left unticked or a list with nothing chosen is not in a sent form at all,
