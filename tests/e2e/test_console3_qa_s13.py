@@ -240,3 +240,46 @@ def test_an_appeal_changed_meanwhile_is_not_filled_and_the_note_shows_the_text(l
     page.wait_for_load_state("networkidle")
     assert posts[sent_before:] == ["/console/login"], posts  # the login only: nothing sent for the staff member
     assert not [m for m in log.console_errors if "favicon" not in m], log.console_errors
+
+
+@pytest.mark.parametrize("changed", [False, True], ids=["unchanged", "saved-by-a-colleague"])
+def test_a_kb_entry_edit_is_filled_back_only_over_the_revision_it_was_typed_on(live_server, browser, posts,
+                                                                                database, changed):
+    from playwright.sync_api import expect
+
+    page, log = browser
+    entry = f"qa13-edit-{'changed' if changed else 'same'}"
+    from wxapp_backend.knowledge_store.models import KBEntry
+
+    with database.session_scope() as s:
+        s.add(KBEntry(id=entry, question="稳岗补贴怎么申请", answer="在一网通办申报。"))
+    edit = f"/console/kb/{entry}/edit"
+    _log_in_first(page, live_server)
+    page.goto(live_server.base_url + edit)
+    typed = "在一网通办申报，材料：营业执照、社保缴费记录。\n2026 年起按季度发放。"
+    page.fill("textarea[name=answer]", typed)
+    _expire_login(live_server, database)
+    with page.expect_navigation():
+        page.click("#kb-save")
+    assert urlsplit(page.url).path == "/console/login", page.url
+    if changed:  # a colleague saves the entry meanwhile: the revision the form carries is now old
+        with database.session_scope() as s:
+            row = s.get(KBEntry, entry)
+            row.answer, row.revision = "同事改过的答案", row.revision + 1
+    _login(page, live_server.admin_password)
+    assert urlsplit(page.url).path == edit, page.url
+    note = page.locator("#draft-restored")
+    expect(note).to_be_visible()
+
+    if changed:
+        expect(page.locator("textarea[name=answer]")).to_have_value("同事改过的答案")
+        expect(note).to_contain_text("已有变动")
+        expect(note.locator(".draft-value").filter(has_text="社保缴费记录")).to_be_visible()
+    else:
+        expect(page.locator("textarea[name=answer]")).to_have_value(typed)
+        expect(note).to_contain_text("还没有提交")
+    page.wait_for_load_state("networkidle")
+    with database.session_scope() as s:
+        saved = s.execute(text("SELECT answer FROM kb_entries WHERE id = :i"), {"i": entry}).scalar_one()
+    assert saved == ("同事改过的答案" if changed else "在一网通办申报。")
+    assert not [m for m in log.console_errors if "favicon" not in m], log.console_errors
