@@ -344,6 +344,28 @@ def validate(data: Mapping[str, Any] | None, fields_: Iterable[Field], *, partia
     return out
 
 
+def require_present(data: Mapping[str, Any], fields_: Iterable[Field], hint: str = "") -> None:
+    """For a body that replaces a whole setting (PUT): each field must be sent, a required one not as null. validate()
+    would default an absent one, and a page that lost its state ({}) or misspelt the name set the setting to nothing
+    (all subscriptions gone). The message names the field in words and as sent; `hint` says how to ask for nothing."""
+    missing = [f for f in fields_ if f.name not in data or (f.required and data[f.name] is None)]
+    if missing:
+        names = "、".join(f"{f.title}（{f.name}）" for f in missing)
+        raise ValidationError(f"填写的内容有误：缺少{names}{hint}",
+                              fields={f.name: f"请填写{f.title}" for f in missing})
+
+
+def require_some(data: Mapping[str, Any], fields_: Iterable[Field]) -> None:
+    """For an edit (PATCH): a body that is not empty yet names none of the fields (“nick_name”, “mobile”) is a
+    mistake, not a request to change nothing; answered 200, the page said 已保存 and nothing was saved. {} stays a
+    no-op, and fields sent beside known ones are left alone (a page may send back what GET gave it)."""
+    fields_ = tuple(fields_)
+    if data and not any(f.name in data for f in fields_):
+        names = "、".join(f"{f.name}（{f.title}）" for f in fields_)
+        raise ValidationError(f"填写的内容有误：没有可以修改的字段，可以修改的是 {names}",
+                              fields={k: "不认识这个字段" for k in list(data)[:20]})
+
+
 def openapi_schema(fields_: Iterable[Field]) -> dict[str, Any]:
     """JSON schema (OpenAPI 3) for a list of fields."""
     props: dict[str, Any] = {}

@@ -10,8 +10,8 @@ from ..auth.guard import current_actor, current_user_id, optional_user_id, staff
 from ..auth.models import StaffRole, User
 from ..db import session_scope
 from ..errors import BadRequest
-from ..http import PAGE_FIELDS, doc, idempotency_header, page_json, parse, query, throttle
-from ..validation import Field
+from ..http import PAGE_FIELDS, doc, idempotency_header, json_body, page_json, parse, query, throttle
+from ..validation import Field, require_present, validate
 from . import checkin, services
 from .models import CATEGORIES, Registration
 
@@ -21,7 +21,7 @@ REGISTER_LIMIT_PER_MIN = 30  # registrations a minute per user (the `registratio
 SUBSCRIPTIONS_LIMIT_PER_MIN = 20  # category subscription saves a minute per user (`subscriptions_limit`)
 REGISTER_FIELDS = (Field("answers", "dict", "报名问题的回答", default={}),)
 SUBSCRIPTION_FIELDS = (
-    Field("categories", "list", "订阅的活动类别", required=False, max_items=len(CATEGORIES), default=[],
+    Field("categories", "list", "订阅的活动类别", required=True, max_items=len(CATEGORIES),
           item=Field("category", "enum", "活动类别", choices=tuple(CATEGORIES),
                      choice_names=CATEGORIES)),
 )
@@ -154,9 +154,14 @@ def get_subscriptions():
 
 @bp.put("/me/subscriptions")
 @user_required
-@doc("设置订阅的活动类别（整体替换）", body=SUBSCRIPTION_FIELDS, tags=["活动"])
+@doc("设置订阅的活动类别（整体替换）：categories 是要订阅的类别代码列表，空列表 [] 即全部退订；"
+     "不带 categories（或拼错）为 422，已有订阅不变", body=SUBSCRIPTION_FIELDS, tags=["活动"],
+     responses={200: "{categories, available}", 422: "缺少 categories 或类别不认识"})
 def put_subscriptions():
-    body = parse(SUBSCRIPTION_FIELDS)
+    data = json_body()
+    # {} or a misspelt name used to mean "no categories" and removed every subscription without a word.
+    require_present(data, SUBSCRIPTION_FIELDS, "；一个类别都不订阅请传空列表 []")
+    body = validate(data, SUBSCRIPTION_FIELDS)
     # A change writes an audit row: a script with a token could otherwise fill the log.
     throttle("subscriptions", f"u{current_user_id()}", SUBSCRIPTIONS_LIMIT_PER_MIN, 60,
              "订阅设置修改太频繁了，请稍等一分钟再试。")
@@ -193,8 +198,6 @@ def staff_activity(activity_id: int):
 @doc("新建活动", body=services.ACTIVITY_FIELDS, responses={201: "已创建", 422: "填写有误"}, auth="staff",
      tags=["活动管理"])
 def create_activity():
-    from ..http import json_body
-
     data = json_body()
     with session_scope() as s:
         a = services.create_activity(s, current_actor(), data)
@@ -208,8 +211,6 @@ def create_activity():
      body=(*services.ACTIVITY_FIELDS, services.CANCEL_REASON), auth="staff",
      tags=["活动管理"])
 def update_activity(activity_id: int):
-    from ..http import json_body
-
     data = json_body()
     with session_scope() as s:
         a = services.update_activity(s, current_actor(), activity_id, data)
