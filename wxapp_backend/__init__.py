@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis
-from flask import Flask, Response, g, jsonify, request
+from flask import Flask, Response, current_app, g, jsonify, request
 from flask.sessions import SecureCookieSessionInterface
 from rq import Queue
 from sqlalchemy import text
@@ -201,10 +201,32 @@ def _install_request_hooks(app: Flask) -> None:
                                     "script-src 'self'; frame-ancestors 'none'")
             # Not a default: send_file's no-cache still lets the browser keep an appeal's photo on disk.
             resp.headers["Cache-Control"] = "no-store"
+        elif request.path.startswith("/api/"):
+            _api_cache_headers(resp)
         if resp.status_code >= 500 or elapsed > 1:
             log.info("request", extra={"method": request.method, "path": request.path,
                                        "status": resp.status_code, "ms": round(elapsed * 1000, 1)})
         return resp
+
+
+# Views open to anonymous callers (doc(auth=...)): only their answers to a request without a token are the same for
+# everyone.
+_PUBLIC_AUTH = frozenset({"none", "optional"})
+
+
+def _api_cache_headers(resp: Response) -> None:
+    """/api/v1 answers depend on who asks: /me/... is one person's data, an optional-login view adds
+    my_registration and ineligible_reason for a token, a login answer carries a token. A cache (a proxy, the
+    WebView's) must key them by Authorization and keep none that a token, a login or a change produced. What an
+    anonymous GET of an open view gets is the same for all, yet seats and statuses change by the minute: no-cache."""
+    resp.vary.add("Authorization")
+    view = current_app.view_functions.get(request.endpoint or "")
+    auth = getattr(view, "__openapi__", {}).get("auth")
+    if request.method in {"GET", "HEAD"} and auth in _PUBLIC_AUTH and "Authorization" not in request.headers:
+        resp.headers.setdefault("Cache-Control", "no-cache")
+    else:
+        # Not setdefault: send_file's "no-cache" lets a cache store the photo of someone's appeal.
+        resp.headers["Cache-Control"] = "private, no-store"
 
 
 from flask import Blueprint  # noqa: E402
