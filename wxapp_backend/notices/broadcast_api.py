@@ -8,8 +8,8 @@ from sqlalchemy import func, select
 from ..auth.guard import current_actor, staff_api_required
 from ..auth.models import StaffRole
 from ..db import session_scope
-from ..http import PAGE_FIELDS, doc, json_body, page_json, parse, query
-from ..validation import Field
+from ..http import PAGE_FIELDS, doc, json_body, page_json, query
+from ..validation import Field, require_present, validate
 from . import broadcast
 from .broadcast_models import Notice
 
@@ -72,9 +72,12 @@ def send_test(notice_id: int):
 
 @bp.put("/me/test-recipient")
 @staff_api_required(StaffRole.STAFF)
-@doc("设置自己的测试接收人（自己的小程序账号）", body=TEST_RECIPIENT_FIELDS, auth="staff", tags=["通知推送"])
+@doc("设置自己的测试接收人（自己的小程序账号）；user_id 为 null 即清除，不带 user_id 为 422", body=TEST_RECIPIENT_FIELDS, auth="staff", tags=["通知推送"])
 def set_test_recipient():
-    body = parse(TEST_RECIPIENT_FIELDS)
+    data = json_body()
+    # {} or "userId" cleared the recipient as a null does; then 发给自己测试 reached nobody.
+    require_present(data, TEST_RECIPIENT_FIELDS, "；要清除测试接收人请传 null")
+    body = validate(data, TEST_RECIPIENT_FIELDS)
     with session_scope() as s:
         broadcast.set_test_recipient(s, current_actor(), body["user_id"])
     return jsonify({"user_id": body["user_id"]})
