@@ -7,7 +7,7 @@ from flask import Blueprint, current_app, jsonify, request
 from ..db import session_scope
 from ..errors import Forbidden, NotFound, ServiceUnavailable, TooManyRequests, Unauthorized
 from ..http import doc, json_body, limit_key, parse, throttle
-from ..validation import Field, enterprise_name_problem, validate
+from ..validation import Field, enterprise_name_problem, require_some, validate
 from ..wechat.client import WeChatAPIError, code_to_session
 from . import services, tokens
 from .guard import STAFF, USER, current_user_id, password_stamp, staff_api_required, user_required
@@ -106,6 +106,7 @@ def update_me():
     # Each change writes an audit row: a script with a token could otherwise fill the log.
     throttle("profile", f"u{current_user_id()}", PROFILE_LIMIT_PER_MIN, 60, "资料修改太频繁了，请稍等一分钟再试。")
     body = json_body()
+    require_some(body, PROFILE_FIELDS)  # {"nick_name": ...} answered 200 and saved nothing
     data = validate(body, PROFILE_FIELDS, partial=True)
     # A field sent empty or null is one the user wants removed (validate() gives None or leaves it out).
     clear = [name for name in services.CLEARABLE if name in body and data.get(name) is None]
