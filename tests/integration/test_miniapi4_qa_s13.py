@@ -153,3 +153,29 @@ def test_a_profile_edit_with_only_unknown_fields_is_refused(client, make_user, u
     assert client.patch("/api/v1/me", json={}, headers=h).status_code == 200
     ok = client.patch("/api/v1/me", json={"nickname": "小王"}, headers=h)
     assert ok.status_code == 200 and ok.get_json()["nickname"] == "小王"
+
+
+# --- 5. the staff PATCHes with only misspelt fields ----------------------------------------------------------------
+
+def test_staff_edits_with_only_unknown_fields_are_refused(client, make_staff, staff_headers, make_activity,
+                                                          make_enterprise, db):
+    """PATCH /staff/activities/<id> {"titel": ...}, /staff/enterprises/<id> {"nmae": ...}, /staff/appeal-categories/<id>
+    and /staff/notices/<id> answered 200 with nothing changed: a script's typo looked like a saved edit. Now a 422
+    that lists the fields; {} stays a no-op, a real field still saves."""
+    h = staff_headers(make_staff(role="admin"))
+    a, e = make_activity(title="垂直马拉松"), make_enterprise()
+    notice = client.post("/api/v1/staff/notices", json={"title": "政策通知", "audience": {"all": True}}, headers=h)
+    assert notice.status_code == 201, notice.get_json()
+    cat = client.get("/api/v1/staff/appeal-categories", headers=h).get_json()["items"][0]
+    cases = [(f"/api/v1/staff/activities/{a.id}", {"titel": "新标题"}, "title", {"title": "新标题"}),
+             (f"/api/v1/staff/enterprises/{e.id}", {"nmae": "上海新名称有限公司"}, "name", {"note": "备注"}),
+             (f"/api/v1/staff/appeal-categories/{cat['id']}", {"nmae": "新类别名"}, "name", {"name": "新类别名"}),
+             (f"/api/v1/staff/notices/{notice.get_json()['id']}", {"titel": "新标题"}, "title", {"title": "新标题"})]
+    for path, typo, field, good in cases:
+        resp = client.patch(path, json=typo, headers=h)
+        assert resp.status_code == 422, (path, resp.get_json())
+        out = resp.get_json()
+        assert field in out["message"] and set(typo) <= set(out["fields"]), (path, out)
+        assert client.patch(path, json={}, headers=h).status_code == 200, path
+        ok = client.patch(path, json=good, headers=h)
+        assert ok.status_code == 200, (path, ok.get_json())

@@ -11,7 +11,7 @@ from ..auth.models import StaffRole, User
 from ..db import session_scope
 from ..errors import BadRequest
 from ..http import PAGE_FIELDS, doc, idempotency_header, json_body, page_json, parse, query, throttle
-from ..validation import Field, require_present, validate
+from ..validation import Field, require_present, require_some, validate
 from . import checkin, services
 from .models import CATEGORIES, Registration
 
@@ -212,6 +212,8 @@ def create_activity():
      tags=["活动管理"])
 def update_activity(activity_id: int):
     data = json_body()
+    # {"titel": ...} alone answered 200 with nothing changed.
+    require_some(data, (*services.ACTIVITY_FIELDS, services.CANCEL_REASON))
     with session_scope() as s:
         a = services.update_activity(s, current_actor(), activity_id, data)
         return jsonify(a.to_dict(seats_taken=services.seats_taken(s, a.id),

@@ -12,7 +12,7 @@ from ..db import session_scope
 from ..errors import AppError, BadRequest, ValidationError
 from ..http import PAGE_FIELDS, doc, idempotency_header, json_body, parse, query
 from ..notices.kinds import subscribe_request
-from ..validation import Field, validate
+from ..validation import Field, require_some, validate
 from . import intake, reports, services
 from . import metrics as appeal_metrics
 from .models import Holiday
@@ -327,7 +327,9 @@ def create_category():
 @staff_api_required(StaffRole.ADMIN)
 @doc("修改诉求类别", body=CATEGORY_FIELDS, auth="staff", tags=["诉求"])
 def update_category(category_id: int):
-    data = parse(CATEGORY_FIELDS, partial=True)
+    body = json_body()
+    require_some(body, CATEGORY_FIELDS)  # {"nmae": ...} alone answered 200 with nothing changed
+    data = validate(body, CATEGORY_FIELDS, partial=True)
     data.pop("code", None)
     with session_scope() as s:
         return jsonify(services.save_category(s, current_actor(), data, category_id).to_dict())

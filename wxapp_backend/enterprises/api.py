@@ -8,7 +8,7 @@ from ..auth.guard import current_actor, staff_api_required
 from ..auth.models import StaffRole
 from ..db import session_scope
 from ..http import doc, json_body, parse, query
-from ..validation import Field
+from ..validation import Field, require_some
 from . import services
 
 bp = Blueprint("enterprises_api", __name__, url_prefix="/api/v1")
@@ -73,6 +73,7 @@ def get_enterprise(enterprise_id: int):
      responses={200: "企业档案", 404: "不存在", 409: "信用代码已登记", 422: "填写有误"})
 def update_enterprise(enterprise_id: int):
     data = json_body()  # the service validates; null must reach it to clear a field
+    require_some(data, services.ENTERPRISE_FIELDS)  # {"nmae": ...} alone answered 200 with nothing changed
     with session_scope() as s:
         enterprise = services.update_enterprise(s, current_actor(), enterprise_id, data)
         return jsonify(enterprise.to_dict())

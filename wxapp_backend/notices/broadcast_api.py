@@ -9,7 +9,7 @@ from ..auth.guard import current_actor, staff_api_required
 from ..auth.models import StaffRole
 from ..db import session_scope
 from ..http import PAGE_FIELDS, doc, json_body, page_json, query
-from ..validation import Field, require_present, validate
+from ..validation import Field, require_present, require_some, validate
 from . import broadcast
 from .broadcast_models import Notice
 
@@ -48,6 +48,7 @@ def create_notice():
 @doc("修改草稿通知", body=broadcast.NOTICE_FIELDS, auth="staff", tags=["通知推送"])
 def update_notice(notice_id: int):
     data = json_body()
+    require_some(data, broadcast.NOTICE_FIELDS)  # {"titel": ...} alone answered 200 with nothing changed
     with session_scope() as s:
         n = broadcast.update_notice(s, current_actor(), notice_id, data)
         return jsonify({**n.to_dict(), "reach": broadcast.reach(s, n)})
