@@ -356,14 +356,16 @@ def require_present(data: Mapping[str, Any], fields_: Iterable[Field], hint: str
 
 
 def require_some(data: Mapping[str, Any], fields_: Iterable[Field]) -> None:
-    """For an edit (PATCH): a body that is not empty yet names none of the fields (“nick_name”, “mobile”) is a
-    mistake, not a request to change nothing; answered 200, the page said 已保存 and nothing was saved. {} stays a
-    no-op, and fields sent beside known ones are left alone (a page may send back what GET gave it)."""
+    """For a body whose fields are all optional (an edit, a reason): one that is not empty yet names none of them
+    (“nick_name”, “reson”) is a mistake, not a request with nothing in it; answered 200, the page said 已保存 and
+    nothing was saved, or a withdrawal went through without the reason typed. {} stays what it was, and fields sent
+    beside known ones are left alone (a page may send back what GET gave it)."""
     fields_ = tuple(fields_)
     if data and not any(f.name in data for f in fields_):
+        sent = "、".join(str(k)[:40] for k in list(data)[:5])
         names = "、".join(f"{f.name}（{f.title}）" for f in fields_)
-        raise ValidationError(f"填写的内容有误：没有可以修改的字段，可以修改的是 {names}",
-                              fields={k: "不认识这个字段" for k in list(data)[:20]})
+        raise ValidationError(f"填写的内容有误：不认识提交的字段 {sent}，可以填写的是 {names}",
+                              fields={str(k)[:40]: "不认识这个字段" for k in list(data)[:20]})
 
 
 def openapi_schema(fields_: Iterable[Field]) -> dict[str, Any]:

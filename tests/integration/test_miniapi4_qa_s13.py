@@ -8,6 +8,7 @@ import base64
 
 import pytest
 
+from wxapp_backend.activities.models import Registration
 from wxapp_backend.audit import AuditLog
 
 PNG = base64.b64encode(b"\x89PNG\r\n\x1a\n" + b"\x00" * 64).decode()
@@ -179,3 +180,53 @@ def test_staff_edits_with_only_unknown_fields_are_refused(client, make_staff, st
         assert client.patch(path, json={}, headers=h).status_code == 200, path
         ok = client.patch(path, json=good, headers=h)
         assert ok.status_code == 200, (path, ok.get_json())
+
+
+# --- 6. user and staff actions whose only field is misspelt --------------------------------------------------------
+
+def _appeal(client, h) -> int:
+    body = {"content": "园区南门的路灯坏了三天，晚上下班很黑", "contact_name": "张三", "contact_phone": "13800138000"}
+    resp = client.post("/api/v1/appeals", json=body, headers=h)
+    assert resp.status_code == 201, resp.get_json()
+    return resp.get_json()["id"]
+
+
+def test_a_withdrawal_or_escalation_with_its_reason_misspelt_is_refused(client, make_user, user_token):
+    """撤回 {"reson": "已自行解决"} or 办不成事 {"reasons": "..."} went through without the words the user wrote: staff
+    read an empty reason. A body naming none of the fields is now a 422, nothing happens; {} still works."""
+    h = user_token(make_user())
+    aid = _appeal(client, h)
+    resp = client.post(f"/api/v1/appeals/{aid}/escalate", json={"reasons": "跑了三次都没办成"}, headers=h)
+    assert resp.status_code == 422 and "reason" in resp.get_json()["message"], resp.get_json()
+    assert client.get(f"/api/v1/appeals/{aid}", headers=h).get_json().get("escalated") is not True
+    resp = client.post(f"/api/v1/appeals/{aid}/withdraw", json={"reson": "已自行解决"}, headers=h)
+    assert resp.status_code == 422 and "撤回原因" in resp.get_json()["message"], resp.get_json()
+    assert client.get(f"/api/v1/appeals/{aid}", headers=h).get_json()["status"] != "withdrawn"
+    ok = client.post(f"/api/v1/appeals/{aid}/withdraw", json={"reason": "已自行解决"}, headers=h)
+    assert ok.status_code == 200 and ok.get_json()["status"] == "withdrawn", ok.get_json()
+
+
+def test_a_registration_with_answers_misspelt_is_refused(client, make_activity, make_user, user_token, db):
+    """{"answer": {"company": ...}} registered with no answers at all (the question is optional): the organiser's
+    roster lost what the user typed. Now a 422; nobody is registered."""
+    a = make_activity(questions=[{"key": "company", "label": "公司名称", "type": "text"}])
+    h = user_token(make_user())
+    resp = client.post(f"/api/v1/activities/{a.id}/registrations", json={"answer": {"company": "甲公司"}}, headers=h)
+    assert resp.status_code == 422 and "answers" in resp.get_json()["message"], resp.get_json()
+    assert db.query(Registration).filter_by(activity_id=a.id).count() == 0
+    ok = client.post(f"/api/v1/activities/{a.id}/registrations", json={"answers": {"company": "甲公司"}}, headers=h)
+    assert ok.status_code == 201, ok.get_json()
+
+
+def test_a_rejection_with_its_note_misspelt_is_refused(client, make_activity, make_user, user_token, make_staff,
+                                                      staff_headers):
+    """驳回 {"reason": "名额已满"} rejected the registration and told the user no reason: the field is `note`."""
+    a = make_activity(requires_approval=True)
+    reg = client.post(f"/api/v1/activities/{a.id}/registrations", json={}, headers=user_token(make_user()))
+    assert reg.status_code == 201 and reg.get_json()["status"] == "pending_approval", reg.get_json()
+    sh = staff_headers(make_staff(role="staff"))
+    rid = reg.get_json()["id"]
+    resp = client.post(f"/api/v1/staff/registrations/{rid}/reject", json={"reason": "名额已满"}, headers=sh)
+    assert resp.status_code == 422 and "note" in resp.get_json()["message"], resp.get_json()
+    ok = client.post(f"/api/v1/staff/registrations/{rid}/reject", json={"note": "名额已满"}, headers=sh)
+    assert ok.status_code == 200 and ok.get_json()["status"] == "rejected", ok.get_json()

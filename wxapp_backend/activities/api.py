@@ -104,7 +104,9 @@ def get_activity(activity_id: int):
                 422: "回答不符合要求"}, headers=(IDEMPOTENCY_HEADER,),
      tags=["活动"])
 def create_registration(activity_id: int):
-    body = parse(REGISTER_FIELDS)
+    data = json_body()
+    require_some(data, REGISTER_FIELDS)  # {"answer": ...} registered with the answers typed thrown away
+    body = validate(data, REGISTER_FIELDS)
     throttle("registration", f"u{current_user_id()}", REGISTER_LIMIT_PER_MIN, 60, "报名操作太频繁了，请稍等一分钟再试。")
     with session_scope() as s:
         reg, created = services.register(s, activity_id=activity_id, user_id=current_user_id(),
@@ -238,7 +240,9 @@ def staff_registrations(activity_id: int):
 @staff_api_required(StaffRole.STAFF)
 @doc("审核通过报名", body=DECIDE_FIELDS, auth="staff", tags=["活动管理"])
 def approve(registration_id: int):
-    body = parse(DECIDE_FIELDS)
+    data = json_body()
+    require_some(data, DECIDE_FIELDS)  # {"reason": ...}: the field is note, and the words were lost
+    body = validate(data, DECIDE_FIELDS)
     with session_scope() as s:
         return jsonify(services.decide(s, current_actor(), registration_id, True, body["note"]).to_dict())
 
@@ -247,7 +251,9 @@ def approve(registration_id: int):
 @staff_api_required(StaffRole.STAFF)
 @doc("驳回报名", body=DECIDE_FIELDS, auth="staff", tags=["活动管理"])
 def reject(registration_id: int):
-    body = parse(DECIDE_FIELDS)
+    data = json_body()
+    require_some(data, DECIDE_FIELDS)  # {"reason": ...} rejected and told the user no reason
+    body = validate(data, DECIDE_FIELDS)
     with session_scope() as s:
         return jsonify(services.decide(s, current_actor(), registration_id, False, body["note"]).to_dict())
 

@@ -211,7 +211,9 @@ def my_image(appeal_id: int, name: str):
 @user_required
 @doc("撤回诉求（办结后不能撤回）", body=WITHDRAW_FIELDS, tags=["诉求"], responses={200: "诉求", 409: "当前状态不能撤回"})
 def withdraw(appeal_id: int):
-    data = parse(WITHDRAW_FIELDS)
+    body = json_body()
+    require_some(body, WITHDRAW_FIELDS)  # {"reson": ...} withdrew without the reason typed
+    data = validate(body, WITHDRAW_FIELDS)
     with session_scope() as s:
         appeal = services.withdraw(s, current_user_id(), appeal_id, data["reason"] or "")
         return jsonify(appeal.to_public())
@@ -254,7 +256,9 @@ def rate(appeal_id: int):
 @doc("反映“办不成事”（重复提交不会重复登记）", body=ESCALATE_FIELDS, tags=["诉求"],
      responses={200: "诉求（escalated=true）", 409: "已关闭的诉求"})
 def escalate(appeal_id: int):
-    data = parse(ESCALATE_FIELDS)
+    body = json_body()
+    require_some(body, ESCALATE_FIELDS)  # {"reasons": ...} escalated without the words typed
+    data = validate(body, ESCALATE_FIELDS)
     with session_scope() as s:
         appeal, _ = services.escalate_by_user(s, current_user_id(), appeal_id, data["reason"] or "")
         return jsonify(appeal.to_public())
