@@ -230,3 +230,26 @@ def test_a_rejection_with_its_note_misspelt_is_refused(client, make_activity, ma
     assert resp.status_code == 422 and "note" in resp.get_json()["message"], resp.get_json()
     ok = client.post(f"/api/v1/staff/registrations/{rid}/reject", json={"note": "名额已满"}, headers=sh)
     assert ok.status_code == 200 and ok.get_json()["status"] == "rejected", ok.get_json()
+
+
+# --- 7. a notice's audience with a criterion misspelt --------------------------------------------------------------
+
+def test_a_notice_audience_with_a_misspelt_criterion_is_refused(client, make_staff, staff_headers, make_building):
+    """Every criterion of an audience must hold, so {"building_ids": [b], "industires": ["软件"]} dropped the misspelt one
+    and pushed to everyone in the building instead of its software firms. An unknown criterion is now a 422 naming it,
+    on create and on edit; the draft keeps its audience."""
+    h = staff_headers(make_staff(role="staff"))
+    b = make_building()
+    bad = {"building_ids": [b.id], "industires": ["软件"]}
+    resp = client.post("/api/v1/staff/notices", json={"title": "软件企业政策", "audience": bad}, headers=h)
+    assert resp.status_code == 422, resp.get_json()
+    out = resp.get_json()
+    assert "industires" in out["message"] and "industries" in out["message"], out["message"]
+    assert "audience.industires" in out["fields"], out
+    good = {"building_ids": [b.id], "industries": ["软件"]}
+    made = client.post("/api/v1/staff/notices", json={"title": "软件企业政策", "audience": good}, headers=h)
+    assert made.status_code == 201, made.get_json()
+    nid = made.get_json()["id"]
+    resp = client.patch(f"/api/v1/staff/notices/{nid}", json={"audience": bad}, headers=h)
+    assert resp.status_code == 422, resp.get_json()
+    assert client.get(f"/api/v1/staff/notices/{nid}", headers=h).get_json()["audience"]["industries"] == ["软件"]

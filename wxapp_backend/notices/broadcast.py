@@ -178,6 +178,13 @@ def _template_data(title: str, summary: str, given: dict[str, Any]) -> dict[str,
 def _clean(data: dict[str, Any], existing: Notice | None = None) -> dict[str, Any]:
     v = validate(data, NOTICE_FIELDS, partial=existing is not None)
     if "audience" in v:
+        # Every criterion must hold: one misspelt ("industires") was dropped and the notice went to everyone the
+        # others named, people it was not meant for.
+        unknown = [str(k)[:40] for k in v["audience"] if k not in {f.name for f in AUDIENCE_FIELDS}]
+        if unknown:
+            names = "、".join(f"{f.name}（{f.title}）" for f in AUDIENCE_FIELDS)
+            raise ValidationError(f"推送对象中有不认识的条件 {'、'.join(unknown[:5])}，可用的条件是 {names}",
+                                  fields={f"audience.{k}": "不认识这个条件" for k in unknown[:20]})
         try:
             v["audience"] = validate(v["audience"], AUDIENCE_FIELDS)
         except ValidationError as exc:
