@@ -182,6 +182,8 @@ def _saved_text(before: Activity, saved: Activity, waiting: int) -> str:
     """What the save did for the registrants: cancelling and moving tell each of them (update_activity), and staff
     who read only “活动已保存” could not know whether anyone had been told. A draft published here gets the hint a
     published-at-once activity gets: its category's subscribers do not know yet."""
+    if all(getattr(before, f.name) == getattr(saved, f.name) for f in services.ACTIVITY_FIELDS):
+        return "没有改动，活动保持原样。"
     if before.status == ActivityStatus.DRAFT.value and saved.status == ActivityStatus.PUBLISHED.value:
         return _created_text(saved)
     if not waiting:

@@ -271,6 +271,10 @@ def update_activity(session: Session, actor: Actor, activity_id: int, data: dict
         msg = f"名额不能少于已占用的 {taken} 个（请先取消部分报名）"
         raise ValidationError(msg, fields={"capacity": msg})
     changed = {k: val for k, val in v.items() if getattr(activity, k) != val}
+    if not changed:
+        # The editor sent back as shown, a PATCH of the values read: nothing to record, nobody to tell. Each such
+        # save wrote an “activity.updated” row naming no change, burying the saves that changed something.
+        return activity
     if "status" in changed:
         _check_status_change(session, activity, changed["status"])
     deadline = changed.get("cancel_deadline", activity.cancel_deadline)

@@ -1,0 +1,83 @@
+"""Activities and staff notices, a demanding user's QA pass (session 13, fourth): saves that change nothing, a
+form sent twice, reminders that must tell the activity as it is when they go out, and editing a draft notice."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import func, select
+
+from wxapp_backend.audit import AuditLog
+from wxapp_backend.notices.models import Notification
+
+
+def _reg(client, aid, headers, answers=None):
+    resp = client.post(f"/api/v1/activities/{aid}/registrations", json={"answers": answers or {}}, headers=headers)
+    assert resp.status_code in (200, 201), resp.get_json()
+    return resp.get_json()
+
+
+def _updated_rows(db, aid) -> int:
+    return db.scalar(select(func.count(AuditLog.id)).where(AuditLog.action == "activity.updated",
+                                                           AuditLog.target_id == str(aid))) or 0
+
+
+def test_saving_an_activity_unchanged_records_and_tells_nothing(
+        client, new_activity, make_building, make_user, user_token, staff, staff_headers, make_staff,
+        console_login, db):
+    """The editor resent as it was shown (or the API's PATCH with the values it read) wrote an “activity.updated”
+    row naming no change each time: the log of who changed what filled with saves that changed nothing. Nothing
+    changed is nothing to record, and nobody registered hears of it."""
+    from wxapp_backend.activities.console import _local_input
+    from wxapp_backend.activities.models import Activity
+    from wxapp_backend.db import session_scope
+
+    b = make_building()
+    start = datetime.now(UTC).replace(second=0, microsecond=0) + timedelta(days=3)
+    aid = new_activity(start=start, building_id=b.id, address="3 楼多功能厅",
+                       cancel_deadline=(start - timedelta(hours=2)).isoformat(), per_enterprise_cap=2,
+                       questions=[{"key": "size", "label": "尺码", "type": "choice", "options": ["S", "M"],
+                                   "required": True}], description="<p>欢迎</p>")
+    u = make_user()
+    _reg(client, aid, user_token(u), {"size": "S"})
+    h = staff_headers(staff)
+    resp = client.patch(f"/api/v1/staff/activities/{aid}", headers=h, json={
+        "audience_building_ids": [b.id], "audience_industries": ["交通运输、仓储和邮政业"], "audience_tags": ["高新"]})
+    assert resp.status_code == 200, resp.get_json()
+    read = client.get(f"/api/v1/staff/activities/{aid}", headers=h).get_json()
+    body = {k: read[k] for k in ("category", "title", "description", "address", "starts_at", "ends_at",
+                                 "registration_opens_at", "registration_closes_at", "cancel_deadline", "capacity",
+                                 "waitlist_enabled", "per_enterprise_cap", "questions", "requires_approval",
+                                 "cover_image", "status")}
+    body.update(building_id=b.id, audience_building_ids=read["audience"]["building_ids"],
+                audience_industries=read["audience"]["industries"], audience_tags=read["audience"]["tags"],
+                verified_only=read["audience"]["verified_only"])
+    before = _updated_rows(db, aid)
+    for _ in range(2):
+        resp = client.patch(f"/api/v1/staff/activities/{aid}", json=body, headers=h)
+        assert resp.status_code == 200, resp.get_json()
+    assert _updated_rows(db, aid) == before, db.scalars(select(AuditLog.data).where(
+        AuditLog.action == "activity.updated")).all()
+    # The console's editor sent back as shown.
+    csrf = console_login(make_staff(role="staff"))
+    with session_scope() as s:
+        a = s.get(Activity, aid)
+        form = {"csrf_token": csrf, "category": a.category, "title": a.title, "description": a.description,
+                "address": a.address, "capacity": str(a.capacity), "building_id": str(b.id),
+                "per_enterprise_cap": "2", "starts_at": _local_input(a.starts_at), "ends_at": _local_input(a.ends_at),
+                "registration_opens_at": "", "registration_closes_at": "",
+                "cancel_deadline": _local_input(a.cancel_deadline), "waitlist_enabled": "on", "status": a.status,
+                "audience_building_ids": str(b.id), "audience_industries": "交通运输、仓储和邮政业",
+                "audience_tags": "高新", "cover_image": "",
+                "questions": '[{"key": "size", "label": "尺码", "type": "choice", "options": ["S", "M"], '
+                             '"required": true}]'}
+    resp = client.post(f"/console/activities/{aid}/edit", data=form)
+    assert resp.status_code == 302, resp.get_data(as_text=True)
+    assert "没有改动" in client.get(resp.headers["Location"]).get_data(as_text=True)
+    assert _updated_rows(db, aid) == before
+    assert db.scalar(select(func.count(Notification.id)).where(Notification.kind == "activity_changed")) == 0
+    # A real change is still recorded, once.
+    resp = client.patch(f"/api/v1/staff/activities/{aid}", json={"capacity": 5}, headers=h)
+    assert resp.status_code == 200, resp.get_json()
+    assert _updated_rows(db, aid) == before + 1
+
