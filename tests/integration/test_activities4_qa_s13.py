@@ -3,12 +3,15 @@ form sent twice, reminders that must tell the activity as it is when they go out
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import func, select
 
 from wxapp_backend.audit import AuditLog
 from wxapp_backend.notices.models import Notification
+
+SUBSCRIBE = "/cgi-bin/message/subscribe/send"
 
 
 def _reg(client, aid, headers, answers=None):
@@ -80,4 +83,67 @@ def test_saving_an_activity_unchanged_records_and_tells_nothing(
     resp = client.patch(f"/api/v1/staff/activities/{aid}", json={"capacity": 5}, headers=h)
     assert resp.status_code == 200, resp.get_json()
     assert _updated_rows(db, aid) == before + 1
+
+
+def _form_once(page: str) -> str:
+    found = re.search(r'name="form_once" value="([^"]+)"', page)
+    assert found, "the create form carries no one-time token"
+    return found.group(1)
+
+
+def test_a_notice_or_activity_form_sent_twice_saves_one_draft(client, make_staff, console_login, db):
+    """A double-click on 保存草稿 (console.js off, or the browser resending the form after a slow answer) made two
+    drafts: two notices to the same people, one easily published by a colleague after the other. The create forms
+    carry a one-time token now; the second post of the same form is led to the first draft."""
+    from wxapp_backend.activities.models import Activity
+    from wxapp_backend.notices.broadcast_models import Notice
+
+    csrf = console_login(make_staff(role="staff"))
+    once = _form_once(client.get("/console/notices/new").get_data(as_text=True))
+    form = {"csrf_token": csrf, "form_once": once, "kind": "policy", "title": "稳岗补贴申报开始",
+            "summary": "请符合条件的企业于月底前申报。", "audience_all": "on"}
+    places = []
+    for _ in range(2):
+        resp = client.post("/console/notices/new", data=form)
+        assert resp.status_code == 302, resp.get_data(as_text=True)
+        places.append(resp.headers["Location"])
+    assert db.scalar(select(func.count(Notice.id))) == 1
+    assert places[0] == places[1]
+    assert "已经保存过" in client.get(places[1]).get_data(as_text=True)
+    # A fresh form is a new notice.
+    form["form_once"] = _form_once(client.get("/console/notices/new").get_data(as_text=True))
+    assert client.post("/console/notices/new", data=form).status_code == 302
+    assert db.scalar(select(func.count(Notice.id))) == 2
+
+    # The activity editor's “新建活动” the same way.
+    once = _form_once(client.get("/console/activities/new").get_data(as_text=True))
+    start = datetime.now(UTC).astimezone().replace(second=0, microsecond=0) + timedelta(days=3)
+    from wxapp_backend.activities.console import _local_input
+    form = {"csrf_token": csrf, "form_once": once, "category": "fitness", "title": "午间瑜伽", "address": "大堂",
+            "capacity": "10", "starts_at": _local_input(start), "ends_at": _local_input(start + timedelta(hours=1)),
+            "waitlist_enabled": "on", "status": "draft"}
+    places = []
+    for _ in range(2):
+        resp = client.post("/console/activities/new", data=form)
+        assert resp.status_code == 302, resp.get_data(as_text=True)
+        places.append(resp.headers["Location"])
+    assert db.scalar(select(func.count(Activity.id))) == 1
+    assert places[0] == places[1]
+
+
+def test_a_create_form_refused_for_a_mistake_can_be_sent_again_corrected(client, make_staff, console_login, db):
+    """The one-time token is spent only by a save: a form refused (no title) comes back with it and, corrected,
+    is saved."""
+    from wxapp_backend.notices.broadcast_models import Notice
+
+    csrf = console_login(make_staff(role="staff"))
+    once = _form_once(client.get("/console/notices/new").get_data(as_text=True))
+    form = {"csrf_token": csrf, "form_once": once, "kind": "policy", "title": "", "audience_all": "on"}
+    resp = client.post("/console/notices/new", data=form)
+    assert resp.status_code == 422, resp.status_code
+    assert _form_once(resp.get_data(as_text=True)) == once
+    form["title"] = "稳岗补贴申报开始"
+    resp = client.post("/console/notices/new", data=form)
+    assert resp.status_code == 302, resp.get_data(as_text=True)
+    assert db.scalar(select(func.count(Notice.id))) == 1
 

@@ -15,7 +15,7 @@ from sqlalchemy import func, select
 from ..audit import audit
 from ..auth.guard import console_required, current_actor
 from ..auth.models import ROLE_RANK, StaffRole
-from ..console import DASHBOARD_CARDS, add_nav
+from ..console import DASHBOARD_CARDS, add_nav, once
 from ..db import session_scope, utcnow
 from ..enterprises.models import Building
 from ..errors import AppError, ValidationError
@@ -138,6 +138,13 @@ def _editor(activity_id: int | None):
             if activity is not None else 0
     if request.method == "GET":
         return render_template("console/activities/edit.html", activity=activity, v=values, errors={}, **ctx)
+    if activity is None and (first := once.claim(current_actor().id)) is not None:
+        # The same 新建活动 form sent again (a double-click): its first post's activity, not another.
+        if not first:
+            flash("这个活动正在保存，请稍候在活动列表中查看，不要重复提交。")
+            return redirect(url_for("activities_console.activities"))
+        flash("这个活动已经保存过了（表单提交了两次），没有再建一个。")
+        return redirect(url_for("activities_console.registrations", activity_id=int(first)))
     try:
         with session_scope() as s:
             data = _form_data()
@@ -158,8 +165,10 @@ def _editor(activity_id: int | None):
                 saved = services.update_activity(s, current_actor(), activity.id, data, clear=cleared)
             saved_id = saved.id
             done = _saved_text(activity, saved, waiting) if activity is not None else _created_text(saved)
-    except AppError as exc:
-        if exc.status in {403, 404}:
+    except BaseException as exc:
+        if activity is None:
+            once.release(current_actor().id)
+        if not isinstance(exc, AppError) or exc.status in {403, 404}:
             raise
         values = {**values, **{k: request.form.get(k, "") for k in request.form}}
         values["audience_building_ids"] = row_ids(request.form.getlist("audience_building_ids"))
@@ -167,6 +176,8 @@ def _editor(activity_id: int | None):
             values[name] = name in request.form
         return render_template("console/activities/edit.html", activity=activity, v=values, error=exc.message,
                                errors=exc.fields, **ctx), exc.status
+    if activity is None:
+        once.saved(current_actor().id, saved_id)
     flash(done)
     return redirect(url_for("activities_console.registrations", activity_id=saved_id))
 

@@ -10,7 +10,7 @@ from sqlalchemy import select
 
 from ..auth.guard import console_required, current_actor
 from ..auth.models import ROLE_RANK, StaffRole
-from ..console import add_nav
+from ..console import add_nav, once
 from ..db import session_scope
 from ..enterprises.models import Building
 from ..enterprises.services import paginate
@@ -90,17 +90,30 @@ def new_notice():
     if request.method == "GET":
         return render_template("console/notices/edit.html", v=v, errors={}, **ctx)
     data = _form_data()
+    first = once.claim(current_actor().id)
+    if first is not None:  # the same form sent again (a double-click): its first post's draft, not another
+        return _sent_twice(first)
     try:
         with session_scope() as s:
             notice_id = broadcast.create_notice(s, current_actor(), data).id
-    except AppError as exc:
-        if exc.status in {403, 404}:
+    except BaseException as exc:
+        once.release(current_actor().id)
+        if not isinstance(exc, AppError) or exc.status in {403, 404}:
             raise
         data["template_fields_text"] = request.form.get("template_fields", "")
         return render_template("console/notices/edit.html", v=data, error=exc.message, errors=exc.fields,
                                **ctx), exc.status
+    once.saved(current_actor().id, notice_id)
     flash("通知草稿已保存，请查看送达预估后发布。")
     return redirect(url_for("notices_console.notice", notice_id=notice_id))
+
+
+def _sent_twice(first: str):
+    if not first:
+        flash("这份通知正在保存，请稍候在列表中查看，不要重复提交。")
+        return redirect(url_for("notices_console.notices"))
+    flash("这份通知已经保存过了（表单提交了两次），这是第一次保存的草稿，没有再建一份。")
+    return redirect(url_for("notices_console.notice", notice_id=int(first)))
 
 
 def _about_activity(a: Activity) -> dict[str, Any]:

@@ -32,7 +32,7 @@ from ..db import session_scope
 from ..enterprises.models import Building, Enterprise, Grid
 from ..errors import AppError, ValidationError
 from ..validation import clean_text
-from . import drafts
+from . import drafts, once
 
 bp = Blueprint("console", __name__, url_prefix="/console")
 T = TypeVar("T")
@@ -106,7 +106,7 @@ def _layout_context() -> dict:
                and item.endpoint in current_app.view_functions]
     # The form sent after the login ran out, on the first page shown after logging in again (console.js fills it).
     restored = drafts.take() if staff is not None and request.method == "GET" and "draft" in session else None
-    return {"csrf_token": csrf_token, "nav": nav, "current_staff": staff, "restored_draft": restored,
+    return {"csrf_token": csrf_token, "form_once": once.token, "nav": nav, "current_staff": staff, "restored_draft": restored,
             "draft_waiting": staff is None and "draft" in session,
             "role_names": {"admin": "管理员", "staff": "工作人员", "dept": "部门"}}
 
