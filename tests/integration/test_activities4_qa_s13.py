@@ -147,3 +147,36 @@ def test_a_create_form_refused_for_a_mistake_can_be_sent_again_corrected(client,
     assert resp.status_code == 302, resp.get_data(as_text=True)
     assert db.scalar(select(func.count(Notice.id))) == 1
 
+
+def test_a_reminder_waiting_to_go_out_tells_the_place_the_activity_has_when_it_is_sent(
+        client, new_activity, make_user, user_token, staff, staff_headers, standin, run_jobs, db):
+    """The day-before reminder was made (its delivery queued, or waiting for a retry while WeChat was busy) and staff
+    then moved the activity to another room: the reminder went out naming the old room, after the 活动调整 notice
+    had named the new one, so the last word the worker had was wrong. A reminder is rendered with the activity's
+    time and place as they are when it is sent, in the subscribe message and in 消息 alike."""
+    from wxapp_backend.activities import jobs
+    from wxapp_backend.db import session_scope
+    from wxapp_backend.notices import credits
+    from wxapp_backend.notices.kinds import get_kind
+    from wxapp_backend.notices.models import InboxItem
+
+    start = datetime.now(UTC).replace(microsecond=0) + timedelta(hours=23, minutes=50)
+    aid = new_activity(start=start, address="A 座 3 楼多功能厅")
+    u = make_user()
+    _reg(client, aid, user_token(u))
+    reminder = get_kind("activity_reminder").template_id
+    with session_scope() as s:
+        for _ in range(2):  # the day-before reminder leaves one for the 1-hour reminder
+            credits.add_credit(s, u.id, reminder)
+    assert jobs.send_reminders(aid, "24h") == 1  # made; its delivery waits in the queue
+    resp = client.patch(f"/api/v1/staff/activities/{aid}", json={"address": "B 座 1 楼报告厅"},
+                        headers=staff_headers(staff))
+    assert resp.status_code == 200, resp.get_json()
+    run_jobs()
+    pushed = [c for c in standin.calls_to(SUBSCRIBE) if c.body["template_id"] == reminder]
+    assert len(pushed) == 1, [n.status for n in db.scalars(select(Notification)).all()]
+    values = " ".join(v["value"] for v in pushed[0].body["data"].values())
+    assert "B 座" in values and "A 座" not in values, values
+    bodies = db.scalars(select(InboxItem.body).where(InboxItem.user_id == u.id, InboxItem.kind == "activity_reminder"))
+    assert [("B 座" in b, "A 座" in b) for b in bodies] == [(True, False)]
+

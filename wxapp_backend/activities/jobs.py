@@ -22,6 +22,7 @@ from .services import (
     counts_as_no_show,
     lock_activity,
     mark_user_no_shows,
+    reminder_body,
     tell,
     transition,
 )
@@ -73,18 +74,17 @@ def send_reminders(activity_id: int, label: str, now: datetime | None = None) ->
                     Notification.dedup_key.like(f"reminder:%:{EARLY_REMINDER}:%"),
                     Notification.created_at >= now - REMINDERS[EARLY_REMINDER])))
                 done |= {f"reminder:{r.id}:{label}:{stamp}" for r in regs if f"registration:{r.id}" in recent}
-            start = activity.starts_at.astimezone(SHANGHAI).strftime("%Y-%m-%d %H:%M")
             when = _day_word(now, activity.starts_at) if label == "24h" else _soon_word(now, activity.starts_at)
             for reg in regs:
                 key = f"reminder:{reg.id}:{label}:{stamp}"
                 if key in done:
                     continue
+                # "when" kept: the text is made again with the place the activity has when it is sent.
                 notify(s, reg.user_id, REMINDER_KIND,
                        {"title": activity.title, "time": activity.starts_at.isoformat(),
-                        "place": activity.place or "详见活动页面", "note": f"活动将于{when}开始"},
+                        "place": activity.place or "详见活动页面", "note": f"活动将于{when}开始", "when": when},
                        f"pages/activity/detail?id={activity.id}", title=f"活动提醒：{activity.title}"[:100],
-                       body=f"您报名的活动“{activity.title}”将于{when}（{start}）开始，地点：{activity.place}。",
-                       ref=f"registration:{reg.id}", dedup_key=key)
+                       body=reminder_body(activity, when), ref=f"registration:{reg.id}", dedup_key=key)
                 sent += 1
     except IntegrityError:
         # Another scheduler committed the same reminders between our check and insert: theirs count.

@@ -1068,6 +1068,35 @@ def reminder_credits_to_keep(session: Session, note: Notification) -> int:
     return len(keys) - gone
 
 
+def reminder_body(activity: Activity, when: str) -> str:
+    """A reminder's text in 消息 (and a customer-service message): `when` is "明天" / "1 小时后" as it was made."""
+    start = activity.starts_at.astimezone(SHANGHAI).strftime("%Y-%m-%d %H:%M")
+    return f"您报名的活动“{activity.title}”将于{when}（{start}）开始，地点：{activity.place or '详见活动页面'}。"
+
+
+def refresh_reminder(session: Session, note: Notification) -> None:
+    """A reminder about to be sent names the activity's time and place as they are now, not as when it was made:
+    one waiting in the queue (or for a retry) while staff moved the activity to another room went out with the old
+    room, after the 活动调整 notice had told the new one. (A moved start makes it stale instead: _stale_reminder.)"""
+    from ..notices.models import InboxItem
+
+    prefix, _, reg_id = (note.ref or "").partition(":")
+    if note.kind != REMINDER_KIND or prefix != "registration" or not reg_id.isdigit():
+        return
+    reg = session.get(Registration, int(reg_id))
+    if reg is None:
+        return
+    activity = reg.activity
+    fields = {**(note.fields or {}), "time": activity.starts_at.isoformat(),
+              "place": activity.place or "详见活动页面"}
+    if fields != note.fields:
+        note.fields = fields
+    item = session.get(InboxItem, note.inbox_item_id) if note.inbox_item_id else None
+    when = fields.get("when")
+    if item is not None and isinstance(when, str) and item.body != (body := reminder_body(activity, when)):
+        item.body = body
+
+
 def template_for(kind: str) -> str:
     """The subscribe template id configured for a notification kind ("" when none)."""
     from ..notices.kinds import get_kind

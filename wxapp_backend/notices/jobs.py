@@ -187,6 +187,7 @@ def _next_send(notification_id: int) -> _Send | str:
                 if inflight.channel == Channel.SUBSCRIBE:
                     credits.refund(s, user.id, claimed)
             return _finish(note, DeliveryStatus.INBOX_ONLY)
+        _refresh(s, note)
         if inflight is not None and user is not None:
             return _resume(s, note, user, inflight)
         tried = {a.channel for a in attempts}
@@ -242,6 +243,13 @@ def _stale_reminder(s: Session, note: Notification) -> bool:
     # A day-before reminder delivered within the last hour (its job waited, a retry ran late): the 1-hour reminder
     # is due or gone, and this one's "明天" would be wrong and spend a second credit on the same news.
     return label == EARLY_REMINDER and utcnow() >= reg.activity.starts_at - REMINDERS[NEAR_REMINDER]
+
+
+def _refresh(s: Session, note: Notification) -> None:
+    """An activity reminder tells the activity's place as it is when sent (`activities.services.refresh_reminder`)."""
+    from ..activities.services import refresh_reminder
+
+    refresh_reminder(s, note)
 
 
 def _credits_to_keep(s: Session, note: Notification) -> int:
