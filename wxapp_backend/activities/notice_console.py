@@ -116,6 +116,49 @@ def _sent_twice(first: str):
     return redirect(url_for("notices_console.notice", notice_id=int(first)))
 
 
+@bp.route("/notices/<int:notice_id>/edit", methods=["GET", "POST"])
+@console_required(StaffRole.STAFF)
+def edit_notice(notice_id: int):
+    """A draft's edit page, the create form filled in (a typo could be fixed through the API only); a notice once
+    published is not edited: it has gone out."""
+    with session_scope() as s:
+        n = broadcast._get(s, notice_id)
+        ctx = _choices(s)
+        v = _notice_values(n)
+        status = n.status
+    if status != "draft":
+        flash("通知已发布，不能再修改。")
+        return redirect(url_for("notices_console.notice", notice_id=notice_id))
+    if request.method == "GET":
+        return render_template("console/notices/edit.html", v=v, errors={}, editing=notice_id, **ctx)
+    data = _form_data()
+    if "activity_id" not in data and "activity_id" in request.form:
+        data["activity_id"] = None  # 相关活动 set back to （无）
+    try:
+        with session_scope() as s:
+            broadcast.update_notice(s, current_actor(), notice_id, data)
+    except AppError as exc:
+        if exc.status == 409:  # published by a colleague meanwhile
+            flash(exc.message)
+            return redirect(url_for("notices_console.notice", notice_id=notice_id))
+        if exc.status in {403, 404}:
+            raise
+        data["template_fields_text"] = request.form.get("template_fields", "")
+        return render_template("console/notices/edit.html", v=data, error=exc.message, errors=exc.fields,
+                               editing=notice_id, **ctx), exc.status
+    flash("通知草稿已修改，请查看送达预估后发布。")
+    return redirect(url_for("notices_console.notice", notice_id=notice_id))
+
+
+def _notice_values(n) -> dict[str, Any]:
+    """A draft as the form shows it. Template values made from the title and summary are left out of their box:
+    sent back, they would stay as they were after the title was corrected (made again when the box is empty)."""
+    own = not broadcast._made_from_text(n)
+    return {"kind": n.kind, "activity_id": n.activity_id, "title": n.title, "summary": n.summary, "page": n.page,
+            "template_fields_text": "\n".join(f"{k}={val}" for k, val in (n.template_fields or {}).items()) if own
+            else "", "audience": dict(n.audience or {})}
+
+
 def _about_activity(a: Activity) -> dict[str, Any]:
     """The composer filled in for announcing `a` (the activity page's “通知订阅者”): to the subscribers of its
     category, narrowed to its audience's buildings, industries and tags, so nobody is told of what they cannot join."""

@@ -262,6 +262,8 @@ def update_notice(session: Session, actor: Actor, notice_id: int, data: dict[str
     # From/to pairs (the summary, up to 2000 characters, by name): who the draft was meant for, and what it said.
     changes = {k: [getattr(notice, k), val] if k != "summary" else "changed" for k, val in v.items()
                if getattr(notice, k) != val}
+    if not changes:
+        return notice  # saved as it was (the edit form sent back unchanged): nothing to record
     for k, val in v.items():
         setattr(notice, k, val)
     audit(session, actor, "notice.updated", notice, changes=changes)
