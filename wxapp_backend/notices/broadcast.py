@@ -30,12 +30,13 @@ How a publish travels (the database is the source of truth; Redis only paces and
    at-most-once beats a duplicate). It also re-enqueues the expansion and send jobs of notices that still
    have work (and no live worker), so a Redis restart that lost the queue only delays the fan-out.
 
-Errors: -1, transport errors/timeouts, 45011 (too fast: a minute at least) and 45009 are retried with backoff up
-to MAX_ATTEMPTS, the credit given back meanwhile; 43101 zeroes the user's credit for the template and is never
+Errors: -1, transport errors/timeouts and 45011 (too fast: a minute at least) are retried with backoff up to
+MAX_ATTEMPTS, the credit given back meanwhile; 43101 zeroes the user's credit for the template and is never
 retried; 47003, 40003 and other refusals fail the row with the reason. After a 45009 (the daily quota; the client
 alerts a person once and leaves the API alone until WeChat's midnight or a cool-down, `client.QuotaReached`) the
-rest of the chunk and of the claimed batch go back to ``pending`` untried (no attempt used, credit given back) for
-when the cool-down ends, and no job calls WeChat for the subscribe API until then.
+row WeChat refused, the rest of the chunk and of the claimed batch go back to ``pending`` (no attempt used, credit
+given back: the quota is not the message's fault, and it may stay used up all day) for when the cool-down ends, and
+no job calls WeChat for the subscribe API until then.
 """
 
 from __future__ import annotations
@@ -891,15 +892,19 @@ def _record_error(row_id: int, token: str, user_id: int, template_id: str, errco
                                   detail="用户拒收或订阅额度已用完（43101），不再重试"))
             return "refused"
         credits.refund(s, user_id, template_id)
-        if errcode in (-1, -2, QUOTA, TOO_FAST):
+        if errcode == QUOTA:
+            # The daily quota, not the message: the row waits with the untried ones, its try given back. Spending
+            # one per cool-down failed it for good within hours on a day the quota stays used up.
+            s.execute(stmt.values(status=OutboxStatus.PENDING.value, lease_token=None,
+                                  attempts=OutboxRow.attempts - 1, **_quota_wait_values(retry_in or QUOTA_BACKOFF)))
+            return "retry"
+        if errcode in (-1, -2, TOO_FAST):
             attempts = s.scalar(select(OutboxRow.attempts).where(OutboxRow.id == row_id)) or 1
             if attempts >= MAX_ATTEMPTS:
                 s.execute(stmt.values(status=OutboxStatus.FAILED.value, errcode=errcode,
                                       detail=f"多次重试仍失败：{errmsg}"[:200]))
                 return "failed"
-            # 45009: the client alerted a person once and leaves the API alone for `retry_in` seconds.
-            delay = ((retry_in or QUOTA_BACKOFF) if errcode == QUOTA
-                     else BACKOFF[min(attempts - 1, len(BACKOFF) - 1)])
+            delay = BACKOFF[min(attempts - 1, len(BACKOFF) - 1)]
             if errcode == TOO_FAST:
                 delay = max(delay, 60)
             delay = float(_cfg("fanout_backoff_override", delay))

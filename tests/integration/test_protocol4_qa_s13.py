@@ -1,0 +1,76 @@
+"""QA pass 13 on WeChat's daily quota (45009), follow-ups: in a fan-out the row WeChat answered 45009 spent a try
+at each cool-down's end until it failed for good, and every cool-down that ended on a still used-up quota alerted
+a person again."""
+
+from __future__ import annotations
+
+import pytest
+
+from wxapp_backend.db import session_scope
+from wxapp_backend.notices import broadcast, credits
+from wxapp_backend.notices.broadcast_models import OutboxRow
+from wxapp_backend.notices.kinds import get_kind
+from wxapp_backend.notices.models import SubscribeCredit
+
+SUBSCRIBE = "/cgi-bin/message/subscribe/send"
+
+
+@pytest.fixture
+def state(app_ctx):
+    return app_ctx.extensions["wxapp"]
+
+
+def _end_cool_down(state) -> None:
+    """The cool-down over (its mark expired) with the quota maybe still used up."""
+    for key in state.redis.scan_iter("wxapp:wechat:quota:*"):
+        state.redis.delete(key)
+
+
+# ------------------------------------------------------------------------------------------ the row that got 45009
+# The quota used up all day: each cool-down's end, the first row sent got 45009 again and spent one of its
+# MAX_ATTEMPTS tries (the others waited untried), so after ~2.5 hours it failed for good as 多次重试仍失败, though
+# the message was never at fault and the quota came back at midnight.
+
+
+def test_a_row_answered_45009_waits_for_the_quota_without_spending_a_try(app, state, make_user, make_staff,
+                                                                         run_jobs, standin, db, monkeypatch):
+    from sqlalchemy import update
+
+    for k, v in {"fanout_rate": 10000, "fanout_burst": 100, "fanout_jobs": 1, "fanout_send_chunk": 2}.items():
+        monkeypatch.setitem(state.settings.extra, k, v)
+    template = get_kind("notice").template_id
+    users = [make_user() for _ in range(2)]
+    actor = broadcast.Actor("staff", make_staff(role="staff").id, role="staff")
+    with session_scope() as s:
+        for u in users:
+            credits.add_credit(s, u.id, template)
+        nid = broadcast.create_notice(s, actor, {"title": "政策速递", "summary": "新政策发布",
+                                                 "audience": {"all": True}}).id
+    with session_scope() as s:
+        broadcast.publish(s, actor, nid)
+    rounds = broadcast.MAX_ATTEMPTS + 2
+    for n in range(rounds):
+        standin.fail_next(SUBSCRIBE, 45009)
+        if n:  # the cool-down ends, the rows are due, and WeChat still says the quota is used up
+            _end_cool_down(state)
+            with session_scope() as s:
+                s.execute(update(OutboxRow).where(OutboxRow.notice_id == nid).values(next_attempt_at=None))
+            broadcast.send_notice(nid)
+        run_jobs()
+        db.expire_all()
+        rows = db.query(OutboxRow).filter_by(notice_id=nid, channel="subscribe").order_by(OutboxRow.id).all()
+        assert [r.status for r in rows] == ["pending", "pending"], n
+        assert [r.attempts for r in rows] == [0, 0], n  # a 45009 is the quota's doing, not the message's
+        assert all(r.errcode == 45009 and r.detail == broadcast.QUOTA_WAIT_DETAIL and r.next_attempt_at
+                   for r in rows), n
+        assert [c.credits for c in db.query(SubscribeCredit).all()] == [1, 1], n  # kept
+    assert standin.count(SUBSCRIBE) == rounds  # one call per cool-down, as before
+    # The quota back (WeChat's midnight), both go out.
+    _end_cool_down(state)
+    with session_scope() as s:
+        s.execute(update(OutboxRow).where(OutboxRow.notice_id == nid).values(next_attempt_at=None))
+    broadcast.send_notice(nid)
+    run_jobs()
+    db.expire_all()
+    assert [r.status for r in db.query(OutboxRow).filter_by(notice_id=nid, channel="subscribe")] == ["sent"] * 2
+    assert [c.credits for c in db.query(SubscribeCredit).all()] == [0, 0]
