@@ -4,6 +4,10 @@ a person again."""
 
 from __future__ import annotations
 
+import logging
+import time
+import types
+
 import pytest
 
 from wxapp_backend.db import session_scope
@@ -11,7 +15,10 @@ from wxapp_backend.notices import broadcast, credits
 from wxapp_backend.notices.broadcast_models import OutboxRow
 from wxapp_backend.notices.kinds import get_kind
 from wxapp_backend.notices.models import SubscribeCredit
+from wxapp_backend.wechat import client as client_module
+from wxapp_backend.wechat.client import QuotaReached, build_api
 
+CUSTOM = "/cgi-bin/message/custom/send"
 SUBSCRIBE = "/cgi-bin/message/subscribe/send"
 
 
@@ -24,6 +31,10 @@ def _end_cool_down(state) -> None:
     """The cool-down over (its mark expired) with the quota maybe still used up."""
     for key in state.redis.scan_iter("wxapp:wechat:quota:*"):
         state.redis.delete(key)
+
+
+def _alerts(caplog) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if getattr(r, "alert", False)]
 
 
 # ------------------------------------------------------------------------------------------ the row that got 45009
@@ -74,3 +85,61 @@ def test_a_row_answered_45009_waits_for_the_quota_without_spending_a_try(app, st
     db.expire_all()
     assert [r.status for r in db.query(OutboxRow).filter_by(notice_id=nid, channel="subscribe")] == ["sent"] * 2
     assert [c.credits for c in db.query(SubscribeCredit).all()] == [0, 0]
+
+
+# ------------------------------------------------------------------------------------------ one alert a day
+# Every cool-down that ended on a quota still used up started a new one, and its 45009 alerted a person again:
+# one alert every 30 minutes until midnight, for a fact they already knew.
+
+
+def test_45009_alerts_a_person_once_per_wechat_day(state, standin, monkeypatch, caplog):
+    wxa = build_api("wxa", state.settings, state.redis, state.wechat_http, sleep=lambda s: None)
+    monkeypatch.setitem(state.settings.extra, "wechat_quota_cooldown", 600)
+    quota_logs = []
+    with caplog.at_level(logging.INFO, logger="wxapp_backend.wechat.client"):
+        for n in range(4):
+            standin.fail_next(CUSTOM, 45009)
+            with pytest.raises(QuotaReached) as info:
+                wxa.send_text("o-user-1", "hi")
+            assert info.value.called
+            if n == 0:
+                assert len(_alerts(caplog)) == 1  # the first one at once
+            _end_cool_down(state)
+        quota_logs = [r for r in caplog.records if "45009" in r.getMessage()]
+    assert standin.count(CUSTOM) == 4
+    assert len(_alerts(caplog)) == 1
+    assert [r.levelno for r in quota_logs] == [logging.ERROR] + [logging.WARNING] * 3
+    # Each API has its own quota, and its own alert.
+    standin.fail_next("/cgi-bin/message/subscribe/send", 45009)
+    with caplog.at_level(logging.WARNING, logger="wxapp_backend.wechat.client"):
+        with pytest.raises(QuotaReached):
+            wxa.send_subscribe("o-user-1", "TPL", {"thing1": "活动"})
+    assert [r.api for r in _alerts(caplog)] == ["custom_send", "subscribe_send"]
+    # The next WeChat day (China's midnight) a used-up quota is news again.
+    now = time.time()
+    tomorrow = now + 86400 - (now + client_module.CHINA_OFFSET) % 86400 + 60
+    fake = types.SimpleNamespace(time=lambda: tomorrow + (time.time() - now), perf_counter=time.perf_counter,
+                                 sleep=time.sleep, monotonic=time.monotonic)
+    monkeypatch.setattr(client_module, "time", fake)
+    _end_cool_down(state)
+    standin.fail_next(CUSTOM, 45009)
+    with caplog.at_level(logging.WARNING, logger="wxapp_backend.wechat.client"):
+        with pytest.raises(QuotaReached):
+            wxa.send_text("o-user-1", "hi")
+    assert [r.api for r in _alerts(caplog)] == ["custom_send", "subscribe_send", "custom_send"]
+
+
+def test_the_day_alert_falls_back_to_alerting_without_redis(state, standin, monkeypatch, caplog):
+    """Redis down when the 45009 comes: better an alert too many than none."""
+    wxa = build_api("wxa", state.settings, state.redis, state.wechat_http, sleep=lambda s: None)
+    wxa.access_token()
+    standin.fail_next(CUSTOM, 45009)
+
+    def down(*a, **k):
+        raise ConnectionError("redis down")
+
+    monkeypatch.setattr(wxa.tokens.redis, "set", down)
+    with caplog.at_level(logging.WARNING, logger="wxapp_backend.wechat.client"):
+        with pytest.raises(QuotaReached):
+            wxa.send_text("o-user-1", "hi")
+    assert len(_alerts(caplog)) == 1

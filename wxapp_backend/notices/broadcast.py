@@ -33,7 +33,7 @@ How a publish travels (the database is the source of truth; Redis only paces and
 Errors: -1, transport errors/timeouts and 45011 (too fast: a minute at least) are retried with backoff up to
 MAX_ATTEMPTS, the credit given back meanwhile; 43101 zeroes the user's credit for the template and is never
 retried; 47003, 40003 and other refusals fail the row with the reason. After a 45009 (the daily quota; the client
-alerts a person once and leaves the API alone until WeChat's midnight or a cool-down, `client.QuotaReached`) the
+alerts a person once a day and leaves the API alone until WeChat's midnight or a cool-down, `client.QuotaReached`) the
 row WeChat refused, the rest of the chunk and of the claimed batch go back to ``pending`` (no attempt used, credit
 given back: the quota is not the message's fault, and it may stay used up all day) for when the cool-down ends, and
 no job calls WeChat for the subscribe API until then.

@@ -12,8 +12,9 @@ from the current application's settings, Redis and HTTP layer. Its calls add the
 - 45009 (daily quota): raised as `QuotaReached`; no retry, no clear_quota. The API is then left alone for that
   account until WeChat's midnight or a cool-down (settings.extra["wechat_quota_cooldown"], QUOTA_COOLDOWN s),
   whichever comes first: calls meanwhile raise `QuotaReached` (called=False) without reaching WeChat, and only
-  the 45009 that starts the cool-down is logged as an alert for a person (`alert=True`). The mark is read with the
-  token in the same Redis round trip.
+  the first 45009 of the WeChat day (China's) for that account and API is logged as an alert for a person
+  (`alert=True`); later ones, when a cool-down ends on a quota still used up, are warnings. The mark is read with
+  the token in the same Redis round trip.
 - anything else: `WeChatAPIError` with `.errcode` and `.transient` (True for -1, transport failures and 45011,
   the per-minute frequency limit: the caller's queue tries again later).
 
@@ -213,7 +214,7 @@ class WeChatAPI:
                 raise
 
     def _quota_reached(self, api: str, exc: WeChatAPIError) -> QuotaReached:
-        """Leave `api` alone until WeChat's midnight or the cool-down; alert once, by whoever starts it."""
+        """Leave `api` alone until WeChat's midnight or the cool-down; alert once a day, by whoever starts it."""
         now = time.time()
         to_midnight = 86400 - (now + CHINA_OFFSET) % 86400
         wait = max(0.05, min(float(self.tuning.get("wechat_quota_cooldown", QUOTA_COOLDOWN)), to_midnight))
@@ -223,12 +224,22 @@ class WeChatAPI:
         except Exception:  # noqa: BLE001 - without Redis every caller alerts: better than none
             first = True
         if first:
+            # Each cool-down that ends on a quota still used up starts another: a person hears of it once a WeChat
+            # day (China's), at its first 45009, not every half hour until midnight.
+            day = int((now + CHINA_OFFSET) // 86400)
+            try:
+                first = bool(self.tokens.redis.set(f"wxapp:wechat:quota-alerted:{self.appid}:{api}:{day}", "1",
+                                                   nx=True, ex=int(to_midnight) + 3600))
+            except Exception:  # noqa: BLE001 - as above: an alert too many rather than none
+                first = True
+        if first:
             # A person decides whether to spend one of the 10 monthly clear_quota resets.
             log.error("WeChat daily API quota reached (45009); this API waits for the quota",
                       extra={"alert": True, "api": api, "appid": self.appid, "account": self.account,
                              "retry_in": round(wait)})
         else:
-            log.warning("WeChat daily API quota reached (45009) again", extra={"api": api, "appid": self.appid})
+            log.warning("WeChat daily API quota reached (45009) again (alerted already today)",
+                        extra={"api": api, "appid": self.appid, "retry_in": round(wait)})
         return QuotaReached(exc.errmsg, api, retry_in=wait, called=True)
 
     # ----------------------------------------------------------------------------- customer service
