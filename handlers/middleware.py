@@ -1,4 +1,4 @@
-"""Middleware every message passes: logging, user upsert, blocklist, per-user rate limit.
+"""Middleware every message passes: logging, user upsert, blocklist, per-user rate limit, per-user step lock.
 
 Each carries `inline` (see handlers/router.py): True, or a function saying whether it is quick for a message
 (no database write, no Redis round trip of its own because the webhook's first round trip read the data).
@@ -98,6 +98,19 @@ def rate_limit_middleware(ctx: Context, call_next: Next) -> Reply | None:
     return None
 
 
+def conversation_lock_middleware(ctx: Context, call_next: Next) -> Reply | None:
+    """One message of a user at a time through the rules and its handler, on the state as the message before left it
+    (handlers/state.py says why). A quick route planned in the request thread only reads the state and writes
+    nothing: it takes no lock and no Redis round trip, nor does an answer stored with the claim (no handler runs)."""
+    if ctx.planned:
+        return call_next(ctx)
+    from .state import step_lock
+
+    with step_lock(ctx.redis, ctx.account, ctx.openid) as raw:
+        ctx.restate(raw)
+        return call_next(ctx)
+
+
 def _user_inline(ctx: Context) -> bool:
     # Quick when the user cache was read in the webhook's round trip and hit, and nothing is recorded.
     prefetched = ctx.extra.get("prefetched")
@@ -112,5 +125,7 @@ logging_middleware.inline = True  # type: ignore[attr-defined]
 user_middleware.inline = _user_inline  # type: ignore[attr-defined]
 blocklist_middleware.inline = True  # type: ignore[attr-defined]
 rate_limit_middleware.inline = _rate_inline  # type: ignore[attr-defined]
+conversation_lock_middleware.inline = True  # type: ignore[attr-defined]  (a planned route takes no lock)
 
-DEFAULT_MIDDLEWARE = (logging_middleware, user_middleware, blocklist_middleware, rate_limit_middleware)
+DEFAULT_MIDDLEWARE = (logging_middleware, user_middleware, blocklist_middleware, rate_limit_middleware,
+                      conversation_lock_middleware)

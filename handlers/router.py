@@ -119,6 +119,22 @@ class Context:
                 self._state = ConversationState(self.redis, self.account, self.openid)
         return self._state
 
+    @property
+    def planned(self) -> bool:
+        """Whether `Router.plan` resolved a quick route for this message (it runs in the request thread)."""
+        return self._resolved is not _UNRESOLVED
+
+    def restate(self, raw: Any) -> None:
+        """The state as read again under the user's step lock (`raw`, or handlers.state._NO_SNAPSHOT to read it on
+        use): it replaces what the webhook's claim read, and the rules are tried again on it (the route found on
+        the old state may be the wrong one: a draft opened meanwhile)."""
+        from .state import ConversationState
+
+        self._state = ConversationState(self.redis, self.account, self.openid, snapshot=raw)
+        self._resolved = _UNRESOLVED
+        self.match = None
+        self.answer = None
+
 
 @dataclass(frozen=True)
 class Rule:

@@ -101,7 +101,7 @@ def test_default_bot_plans_greetings_only_when_the_users_data_came_with_the_clai
     assert r.plan(ctx(content="开办企业需要什么材料", prefetched=hit)) is False  # knowledge base
     c = ctx(content="你好", prefetched=hit)
     assert r.plan(c) and r.dispatch(c) == Text(GREETING) and c.user_id == 7
-    assert [getattr(m, "inline", None) is not None for m in DEFAULT_MIDDLEWARE] == [True] * 4
+    assert all(getattr(m, "inline", None) is not None for m in DEFAULT_MIDDLEWARE)
 
 
 def test_state_snapshot_is_used_until_the_state_changes():
