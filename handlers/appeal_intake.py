@@ -732,14 +732,23 @@ def lost(ctx: Context) -> Reply:
     if ctx.user_id is not None:
         from datetime import timedelta
 
+        from wxapp_backend.appeals.followup import rated_since
         from wxapp_backend.appeals.services import list_own
         from wxapp_backend.db import session_scope, utcnow
 
+        from .appeal_followup import ALREADY_RATED_THANKS
+
         with session_scope() as s:
+            since = utcnow() - timedelta(seconds=RECENT_SECONDS)
             latest = list_own(s, ctx.user_id, per_page=1).items
-            if latest and latest[0].channel == "chat" and \
-                    latest[0].created_at >= utcnow() - timedelta(seconds=RECENT_SECONDS):
-                return Text(JUST_SUBMITTED.format(number=latest[0].number))
+            submitted = latest[0] if latest and latest[0].channel == "chat" and latest[0].created_at >= since else None
+            # “跳过” just after a rating (its comment step answered by the message sent with it, or a double tap):
+            # LOST said “也没有提交任何内容” to someone whose rating had just been saved.
+            rated = rated_since(s, ctx.user_id, submitted.created_at if submitted is not None else since)
+            if rated is not None:
+                return Text(ALREADY_RATED_THANKS.format(number=rated))
+            if submitted is not None:
+                return Text(JUST_SUBMITTED.format(number=submitted.number))
     return Text(LOST)
 
 

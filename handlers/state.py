@@ -32,7 +32,7 @@ _RETRIES = 50
 # process that died holding it, a database that hangs); a message waits at most LOCK_WAIT for it, then goes on
 # without it (past the webhook's deadline its answer goes by customer-service message anyway).
 LOCK_TTL = 15
-LOCK_WAIT = 5.0
+LOCK_WAIT = 10.0
 _LOCK_POLL = 0.02
 
 log = logging.getLogger("handlers")
