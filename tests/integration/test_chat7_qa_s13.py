@@ -201,3 +201,26 @@ def test_a_greeting_is_still_answered_from_the_claim(oa_kb, monkeypatch):  # noq
     monkeypatch.setattr(pipeline, "_run", lambda *a, **k: ran.append(a))
     assert "您好" in say(oa_kb, openid, "你好")
     assert ran == []
+
+
+def test_step_lock_is_per_user_reentrant_and_never_hangs(redis_client):
+    """The lock itself: a nested step of the same thread does not wait for itself; a lock left by a process that died
+    is waited for at most `wait` (and expires by itself); it is released for the next message."""
+    from handlers import state
+
+    redis_client.set(state.state_key("oa", "oLock"), '{"flow":"x"}')
+    with state.step_lock(redis_client, "oa", "oLock") as raw:
+        assert state._load(raw) == {"flow": "x"}  # read in the same round trip as the lock
+        with state.step_lock(redis_client, "oa", "oLock", wait=5) as inner:
+            assert inner is state._NO_SNAPSHOT
+        held_elsewhere = []
+        t = threading.Thread(target=lambda: held_elsewhere.append(
+            state.step_lock(redis_client, "oa", "oLock", wait=0.1).__enter__()))
+        t.start()
+        t.join()
+        assert state._load(held_elsewhere[0]) == {"flow": "x"}  # another thread waited 0.1 s, then went on reading
+        assert redis_client.exists(state.lock_key("oa", "oLock"))
+    assert not redis_client.exists(state.lock_key("oa", "oLock"))
+    redis_client.set(state.lock_key("oa", "oDead"), "gone", ex=state.LOCK_TTL)  # its holder died
+    with state.step_lock(redis_client, "oa", "oDead", wait=0.1) as raw:
+        assert raw is None  # went on without it, the state read all the same
