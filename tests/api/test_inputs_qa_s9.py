@@ -187,13 +187,14 @@ def test_console_knowledge_list_search_loses_nul(client, app_ctx, make_staff, co
 
 def test_nan_infinity_and_overflowing_numbers_are_400(client, make_staff, staff_headers):
     """Python's json reads NaN, Infinity and 1e999 (as inf); where a value is stored as JSON without a field
-    looking into it (an extra key of an activity's question) it was saved, and PostgreSQL's json refuses it."""
+    looking into it (an extra key of an activity's question, refused by name since) it was saved, and PostgreSQL's
+    json refuses it."""
     from wxapp_backend.activities.models import Activity
 
     headers = staff_headers(make_staff(role="admin"))
     body = ('{"category": "concert", "title": "楼宇音乐会", "address": "某大厦大堂", '
             '"starts_at": "2030-01-05T19:00:00+08:00", "ends_at": "2030-01-05T21:00:00+08:00", "capacity": 2, '
-            '"questions": [{"key": "size", "label": "尺码", "type": "text", "hint": %s}]}')
+            '"questions": [{"key": "guests", "label": "随行人数", "type": "number", "max": %s}]}')
     for number in ("NaN", "Infinity", "-Infinity", "1e999", "-1e999"):
         resp = _post_raw(client, "POST", "/api/v1/staff/activities", body % number, headers)
         _assert_clean_4xx(resp)

@@ -88,6 +88,10 @@ def _check_range(q: dict, label: str) -> str | None:
     return None
 
 
+# Everything a question item may carry; _answer_field and the mini-program read nothing else.
+QUESTION_KEYS = ("key", "label", "type", "required", "options", "min", "max", "integer")
+
+
 def _check_question(q: Any) -> str | None:
     if not isinstance(q, dict):
         return "每个问题应为对象（含 key、label、type）"
@@ -98,6 +102,12 @@ def _check_question(q: Any) -> str | None:
         return f"问题“{key}”缺少标题（最多 60 个字）"
     if kind not in QUESTION_TYPES:
         return f"问题“{label}”的类型只能是：{'、'.join(QUESTION_TYPES)}"
+    # A misspelt setting ("requried", "opitons", "maxx") was dropped without a word and the question saved without
+    # the rule staff meant: name it rather than guess.
+    unknown = [str(k)[:40] for k in q if k not in QUESTION_KEYS]
+    if unknown:
+        return (f"问题“{label}”里有不认识的设置 {'、'.join(unknown[:5])}，"
+                f"可用的设置只有 {'、'.join(QUESTION_KEYS)}")
     if kind in {"choice", "multi"}:
         options = q.get("options")
         if not isinstance(options, list) or not options or not all(isinstance(o, str) and o for o in options):

@@ -1,0 +1,65 @@
+"""Small polish, QA session 13 (polish 5): misspelt keys in an activity's registration questions, role codes in
+the staff account messages, the audit log's 对象类型 filter, and the caching header on the public OpenAPI document."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import select
+
+from wxapp_backend.db import session_scope
+
+# --- 1. an unknown key in a registration question -----------------------------------------------------------
+
+def _activity_body(**kw):
+    start = datetime.now(UTC) + timedelta(days=2)
+    return {"category": "concert", "title": "楼宇音乐会", "address": "某大厦大堂", "starts_at": start.isoformat(),
+            "ends_at": (start + timedelta(hours=2)).isoformat(), "capacity": 2, **kw}
+
+
+@pytest.mark.parametrize("question, bad", [
+    ({"key": "size", "label": "尺码", "type": "text", "requried": True}, "requried"),
+    ({"key": "size", "label": "尺码", "type": "choice", "options": ["S"], "opitons": ["S", "M"]}, "opitons"),
+    ({"key": "guests", "label": "随行人数", "type": "number", "maxx": 3}, "maxx"),
+])
+def test_a_misspelt_key_in_a_question_is_refused_on_create_and_edit(client, staff, staff_headers, question, bad):
+    """{"requried": true} was dropped without a word: the question was saved optional, the limit staff meant was
+    never applied. An unknown key is now a 422 naming it and the question, listing the keys there are."""
+    from wxapp_backend.activities.models import Activity
+
+    h = staff_headers(staff)
+    resp = client.post("/api/v1/staff/activities", json=_activity_body(questions=[question]), headers=h)
+    assert resp.status_code == 422, resp.get_json()
+    says = resp.get_json()["fields"]["questions"]
+    assert bad in says and question["label"] in says and "required" in says and "options" in says, says
+    assert bad in resp.get_json()["message"]
+    with session_scope() as s:
+        assert s.scalars(select(Activity)).all() == []
+
+    created = client.post("/api/v1/staff/activities", json=_activity_body(), headers=h)
+    assert created.status_code == 201
+    aid = created.get_json()["id"]
+    resp = client.patch(f"/api/v1/staff/activities/{aid}", json={"questions": [question]}, headers=h)
+    assert resp.status_code == 422 and bad in resp.get_json()["fields"]["questions"], resp.get_json()
+    assert client.get(f"/api/v1/staff/activities/{aid}", headers=h).get_json()["questions"] == []
+
+
+def test_the_console_editor_refuses_a_misspelt_question_key(client, make_staff, console_login):
+    from wxapp_backend.activities.models import Activity
+
+    csrf = console_login(make_staff(role="admin"))
+    base = {"csrf_token": csrf, "category": "concert", "title": "楼宇音乐会", "address": "某大厦大堂",
+            "starts_at": "2030-01-05T19:00", "ends_at": "2030-01-05T21:00", "capacity": "2"}
+    resp = client.post("/console/activities/new", data={
+        **base, "questions": '[{"key": "size", "label": "尺码", "type": "text", "requried": true}]'})
+    page = resp.get_data(as_text=True)
+    assert resp.status_code == 422 and "requried" in page and "尺码" in page, page[-2000:]
+    with session_scope() as s:
+        assert s.scalars(select(Activity)).all() == []
+    # every key that means something is still welcome
+    ok = client.post("/console/activities/new", data={
+        **base, "questions": '[{"key": "n", "label": "随行人数", "type": "number", "required": true, "min": 0, '
+                             '"max": 3, "integer": true}, {"key": "size", "label": "尺码", "type": "choice", '
+                             '"options": ["S", "M"], "required": false}]'})
+    assert ok.status_code == 302, ok.get_data(as_text=True)[-2000:]
