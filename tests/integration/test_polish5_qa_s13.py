@@ -63,3 +63,23 @@ def test_the_console_editor_refuses_a_misspelt_question_key(client, make_staff, 
                              '"max": 3, "integer": true}, {"key": "size", "label": "尺码", "type": "choice", '
                              '"options": ["S", "M"], "required": false}]'})
     assert ok.status_code == 302, ok.get_data(as_text=True)[-2000:]
+
+
+# --- 2. the role message in Chinese ---------------------------------------------------------------------------
+
+def test_a_role_that_does_not_exist_is_explained_with_the_chinese_role_names(client, make_staff, console_login):
+    """"角色只能是 admin、staff 或 dept" showed staff the internal codes only; the names the console shows for the
+    roles now come with them."""
+    from wxapp_backend.auth.services import create_staff
+    from wxapp_backend.errors import ValidationError
+
+    csrf = console_login(make_staff(role="admin"))
+    resp = client.post("/console/staff/new", data={"csrf_token": csrf, "username": "newbie", "password": "Passw0rd!x",
+                                                   "role": "boss", "department": "", "display_name": ""})
+    page = resp.get_data(as_text=True)
+    assert resp.status_code == 422, page[-2000:]
+    for said in ("管理员（admin）", "工作人员（staff）", "部门（dept）"):
+        assert said in page, page[-2000:]
+    with session_scope() as s, pytest.raises(ValidationError) as caught:
+        create_staff(s, username="newbie2", password="Passw0rd!x", role="boss")
+    assert "工作人员（staff）" in caught.value.fields["role"]

@@ -33,6 +33,8 @@ class StaffRole(enum.StrEnum):
 
 
 ROLE_RANK = {StaffRole.DEPT: 1, StaffRole.STAFF: 2, StaffRole.ADMIN: 3}
+# What the console calls each role (the account pages, the header, the messages about roles).
+STAFF_ROLE_NAMES = {StaffRole.ADMIN.value: "管理员", StaffRole.STAFF.value: "工作人员", StaffRole.DEPT.value: "部门"}
 
 
 class User(Base):

@@ -17,7 +17,7 @@ from ..enterprises.models import NOTE_BINDING_PENDING, Enterprise
 from ..errors import Conflict, NotFound, TooManyRequests, Unauthorized, ValidationError
 from ..http import limit_key
 from ..validation import credit_code_problem
-from .models import BindingState, StaffRole, StaffUser, User, UserRole
+from .models import STAFF_ROLE_NAMES, BindingState, StaffRole, StaffUser, User, UserRole
 
 USERNAME_RE = re.compile(r"^[A-Za-z0-9_.\-]{3,64}$")
 # A hash to compare against when the username does not exist, so timing does not reveal which names exist.
@@ -195,7 +195,9 @@ def _clean(value: str | None) -> str:
 def _profile_problems(role: str, department: str, display_name: str) -> dict[str, str]:
     errors = {}
     if role not in {r.value for r in StaffRole}:
-        errors["role"] = "角色只能是 admin、staff 或 dept"
+        # The codes alone meant nothing to the staff reading the form: the names they see in the console come first.
+        names = "、".join(f"{name}（{code}）" for code, name in STAFF_ROLE_NAMES.items())
+        errors["role"] = f"角色只能是 {names}"
     if role == StaffRole.DEPT and not department:
         errors["department"] = "部门账号必须填写所属部门"
     elif len(department) > STAFF_TEXT_MAX:

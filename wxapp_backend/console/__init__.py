@@ -27,7 +27,7 @@ from ..audit import audit
 from ..auth import services as auth_services
 from ..auth import tokens
 from ..auth.guard import CONSOLE, console_required, current_actor, password_stamp
-from ..auth.models import ROLE_RANK, StaffRole, User
+from ..auth.models import ROLE_RANK, STAFF_ROLE_NAMES, StaffRole, User
 from ..db import session_scope
 from ..enterprises.models import Building, Enterprise, Grid
 from ..errors import AppError, ValidationError
@@ -108,7 +108,7 @@ def _layout_context() -> dict:
     restored = drafts.take() if staff is not None and request.method == "GET" and "draft" in session else None
     return {"csrf_token": csrf_token, "form_once": once.token, "nav": nav, "current_staff": staff, "restored_draft": restored,
             "draft_waiting": staff is None and "draft" in session,
-            "role_names": {"admin": "管理员", "staff": "工作人员", "dept": "部门"}}
+            "role_names": STAFF_ROLE_NAMES}
 
 
 # --- list filters -----------------------------------------------------------------------------------
