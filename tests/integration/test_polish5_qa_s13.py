@@ -83,3 +83,47 @@ def test_a_role_that_does_not_exist_is_explained_with_the_chinese_role_names(cli
     with session_scope() as s, pytest.raises(ValidationError) as caught:
         create_staff(s, username="newbie2", password="Passw0rd!x", role="boss")
     assert "工作人员（staff）" in caught.value.fields["role"]
+
+
+# --- 3. the audit log's 对象类型 filter ------------------------------------------------------------------------
+
+def _audit_row(action: str, target_type: str, target_id: str) -> int:
+    from wxapp_backend.audit import SYSTEM, audit
+
+    with session_scope() as s:
+        row = audit(s, SYSTEM, action, None)
+        row.target_type, row.target_id = target_type, target_id
+        s.flush()
+        return row.id
+
+
+def test_the_audit_target_type_filter_is_a_select_of_chinese_names(client, make_staff, console_login):
+    """对象类型 was a text box that wanted table names (appeals, staff_users): staff had to know the database. It is a
+    select of the names the table already shows, sending the same codes, so the links from other pages work."""
+    import re
+
+    console_login(make_staff(role="admin"))
+    appeal = _audit_row("appeal.assigned", "appeals", "7")
+    account = _audit_row("staff.updated", "staff_users", "7")
+    page = client.get("/console/audit").get_data(as_text=True)
+    select_box = re.search(r'<select name="target_type"[^>]*>(.*?)</select>', page, re.S)
+    assert select_box, page[-3000:]
+    options = dict((v, label.strip()) for v, label in
+                   re.findall(r'<option value="([^"]*)"[^>]*>([^<]*)</option>', select_box.group(1)))
+    assert options[""] == "（全部）" and options["appeals"] == "诉求" and options["staff_users"] == "工作人员账号"
+    chosen = client.get("/console/audit?target_type=staff_users&target_id=7").get_data(as_text=True)
+    assert re.search(r'<option value="staff_users" selected>', chosen)
+    assert f'id="audit-{account}"' in chosen and f'id="audit-{appeal}"' not in chosen
+
+
+def test_an_unknown_audit_target_type_is_left_out_with_a_note(client, make_staff, console_login):
+    """An old or edited link with a type the select does not have: as on the other list pages, that filter is left
+    out with a note saying so, and the others still apply."""
+    console_login(make_staff(role="admin"))
+    appeal = _audit_row("appeal.assigned", "appeals", "8")
+    other = _audit_row("appeal.assigned", "appeals", "9")
+    resp = client.get("/console/audit?target_type=appealz&target_id=8")
+    page = resp.get_data(as_text=True)
+    assert resp.status_code == 422, page[-2000:]
+    assert 'id="filter-error"' in page and "对象类型" in page and "没有用上" in page, page[-3000:]
+    assert f'id="audit-{appeal}"' in page and f'id="audit-{other}"' not in page
