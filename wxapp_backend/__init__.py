@@ -218,9 +218,13 @@ def _api_cache_headers(resp: Response) -> None:
     """/api/v1 answers depend on who asks: /me/... is one person's data, an optional-login view adds
     my_registration and ineligible_reason for a token, a login answer carries a token. A cache (a proxy, the
     WebView's) must key them by Authorization and keep none that a token, a login or a change produced. What an
-    anonymous GET of an open view gets is the same for all, yet seats and statuses change by the minute: no-cache."""
-    resp.vary.add("Authorization")
+    anonymous GET of an open view gets is the same for all, yet seats and statuses change by the minute: no-cache.
+    A view marked same_for_everyone (the OpenAPI document) answers all alike, token or not: no-cache, no Vary."""
     view = current_app.view_functions.get(request.endpoint or "")
+    if getattr(view, "same_for_everyone", False) and request.method in {"GET", "HEAD"}:
+        resp.headers["Cache-Control"] = "no-cache"
+        return
+    resp.vary.add("Authorization")
     auth = getattr(view, "__openapi__", {}).get("auth")
     if request.method in {"GET", "HEAD"} and auth in _PUBLIC_AUTH and "Authorization" not in request.headers:
         resp.headers.setdefault("Cache-Control", "no-cache")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from flask import Blueprint, Flask, current_app, jsonify
+from flask import Blueprint, Flask, current_app, jsonify, request
 
 from .validation import openapi_schema
 
@@ -97,4 +97,11 @@ def build_spec(app: Flask) -> dict[str, Any]:
 
 @bp.get("/api/v1/openapi.json")
 def spec():
-    return jsonify(build_spec(current_app))
+    # The same document for everyone: cached and revalidated by its ETag (a 304 while the code has not changed),
+    # rather than fetched whole on every look like a person's data.
+    resp = jsonify(build_spec(current_app))
+    resp.add_etag()
+    return resp.make_conditional(request)
+
+
+spec.same_for_everyone = True  # type: ignore[attr-defined]  # read by the /api caching rule

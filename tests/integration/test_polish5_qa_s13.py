@@ -127,3 +127,22 @@ def test_an_unknown_audit_target_type_is_left_out_with_a_note(client, make_staff
     assert resp.status_code == 422, page[-2000:]
     assert 'id="filter-error"' in page and "对象类型" in page and "没有用上" in page, page[-3000:]
     assert f'id="audit-{appeal}"' in page and f'id="audit-{other}"' not in page
+
+
+# --- 4. the OpenAPI document's caching header -------------------------------------------------------------------
+
+@pytest.mark.parametrize("with_token", [False, True], ids=["anonymous", "with_token"])
+def test_the_openapi_document_may_be_cached_and_revalidated(client, make_staff, staff_headers, with_token):
+    """/api/v1/openapi.json went out "private, no-store" like a person's data: every look at the docs fetched it
+    whole, though it is the same for everyone (a token changes nothing in it). It is now no-cache with an ETag,
+    so a client revalidates and gets a 304 while it has not changed."""
+    h = staff_headers(make_staff(role="admin")) if with_token else {}
+    resp = client.get("/api/v1/openapi.json", headers=h)
+    assert resp.status_code == 200 and resp.get_json()["openapi"]
+    assert resp.headers["Cache-Control"] == "no-cache", resp.headers
+    assert "Authorization" not in resp.headers.get("Vary", "")
+    again = client.get("/api/v1/openapi.json", headers={**h, "If-None-Match": resp.headers["ETag"]})
+    assert again.status_code == 304
+    # the rest of /api keeps its rule
+    me = client.get("/api/v1/me", headers=h)
+    assert me.headers["Cache-Control"] == "private, no-store"
