@@ -305,6 +305,34 @@ def make_staff(app_ctx):
 
 
 @pytest.fixture
+def published_notice(app_ctx, make_user, make_staff, monkeypatch):
+    """publish(n, **tuning): a published notice (not yet expanded) to n new users (or to the users listed) who all
+    hold credit for its template; `tuning` sets fan-out knobs (fanout_send_chunk=2 ...) over a fast limiter and one send job. Returns the
+    notice id."""
+    from wxapp_backend.db import session_scope
+    from wxapp_backend.notices import broadcast, credits
+    from wxapp_backend.notices.kinds import get_kind
+
+    def publish(n: int | list, **tuning) -> int:
+        extra = app_ctx.extensions["wxapp"].settings.extra
+        for k, v in {"fanout_rate": 10000, "fanout_burst": 100, "fanout_jobs": 1, **tuning}.items():
+            monkeypatch.setitem(extra, k, v)
+        template = get_kind("notice").template_id
+        users = [make_user() for _ in range(n)] if isinstance(n, int) else n  # or the test's own users
+        actor = broadcast.Actor("staff", make_staff(role="staff").id, role="staff")
+        with session_scope() as s:
+            for u in users:
+                credits.add_credit(s, u.id, template)
+            nid = broadcast.create_notice(s, actor, {"title": "政策速递", "summary": "新政策发布",
+                                                     "audience": {"all": True}}).id
+        with session_scope() as s:
+            broadcast.publish(s, actor, nid)
+        return nid
+
+    return publish
+
+
+@pytest.fixture
 def staff_headers(app):
     from wxapp_backend.auth import tokens
 

@@ -159,9 +159,9 @@ def test_the_chats_withdraw_offers_a_merged_appeal(w, db):  # noqa: F811
 def _ctx(user_id, said):
     from types import SimpleNamespace
 
-    from handlers import appeal_followup
-
     from flask import current_app
+
+    from handlers import appeal_followup
 
     # The list it shows is remembered for the next number (handlers/kb.offer_list): the Redis and the openid it needs.
     return SimpleNamespace(user_id=user_id, account="test", openid=f"o-{user_id}",

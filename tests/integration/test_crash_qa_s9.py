@@ -131,32 +131,21 @@ def test_a_late_handler_that_fails_tells_the_user_to_send_again(app, settings, s
 # --------------------------------------------------------------------------- fan-out: an error inside a chunk
 
 
-def test_rows_a_failed_chunk_never_sent_go_back_to_pending_with_their_credit(app_ctx, make_user, make_staff,
+def test_rows_a_failed_chunk_never_sent_go_back_to_pending_with_their_credit(published_notice, app_ctx, make_user, make_staff,
                                                                              run_jobs, standin, db, monkeypatch):
     """Redis (the shared rate limiter) fails in the middle of a chunk, no worker is killed: the rows after it in
     the chunk were never sent, yet they stayed 'sending' and the sweeper failed them as 结果未知 for good, the
     users' credits spent. Now they are pending again, credit back, and the next run sends them, once each."""
     import redis
 
-    from wxapp_backend.notices import broadcast, credits
+    from wxapp_backend.notices import broadcast
     from wxapp_backend.notices.broadcast_models import OutboxRow
     from wxapp_backend.notices.kinds import get_kind
     from wxapp_backend.notices.models import SubscribeCredit
 
-    extra = app_ctx.extensions["wxapp"].settings.extra
-    for k, v in {"fanout_rate": 10000, "fanout_burst": 100, "fanout_jobs": 1, "fanout_claim_batch": 6,
-                 "fanout_send_chunk": 3}.items():
-        monkeypatch.setitem(extra, k, v)
     template = get_kind("notice").template_id
     users = [make_user() for _ in range(6)]
-    actor = broadcast.Actor("staff", make_staff(role="staff").id, role="staff")
-    with session_scope() as s:
-        for u in users:
-            credits.add_credit(s, u.id, template)
-        nid = broadcast.create_notice(s, actor, {"title": "政策速递", "summary": "新政策发布",
-                                                 "audience": {"all": True}}).id
-    with session_scope() as s:
-        broadcast.publish(s, actor, nid)
+    nid = published_notice(users, fanout_claim_batch=6, fanout_send_chunk=3)
     broadcast.expand_notice(nid)
     real = broadcast.RateLimiter.acquire
     calls = []

@@ -9,9 +9,8 @@ import time
 import pytest
 
 from wxapp_backend.db import session_scope
-from wxapp_backend.notices import broadcast, credits
+from wxapp_backend.notices import broadcast
 from wxapp_backend.notices.broadcast_models import OutboxRow
-from wxapp_backend.notices.kinds import get_kind
 from wxapp_backend.notices.models import SubscribeCredit
 
 SUBSCRIBE = "/cgi-bin/message/subscribe/send"
@@ -26,24 +25,9 @@ def fanout_cfg(app, monkeypatch):
 
 
 @pytest.fixture
-def published(app_ctx, make_user, make_staff, fanout_cfg):
+def published(published_notice, fanout_cfg):
     """publish(n): a published notice to n users who all hold credit; returns the notice id (not yet expanded)."""
-
-    def make(n: int) -> int:
-        template = get_kind("notice").template_id
-        users = [make_user() for _ in range(n)]
-        staff = make_staff(role="staff")
-        actor = broadcast.Actor("staff", staff.id, role="staff")
-        with session_scope() as s:
-            for u in users:
-                credits.add_credit(s, u.id, template)
-            nid = broadcast.create_notice(s, actor, {"title": "政策速递", "summary": "新政策发布",
-                                                     "audience": {"all": True}}).id
-        with session_scope() as s:
-            broadcast.publish(s, actor, nid)
-        return nid
-
-    return make
+    return published_notice
 
 
 def _statuses(db, nid):

@@ -361,30 +361,19 @@ def test_a_reminder_whose_retry_finds_the_registration_cancelled_is_not_pushed_a
     assert [a.outcome for a in db.scalars(select(NotificationAttempt))] == ["skipped"]
 
 
-def test_rows_a_stalled_worker_never_sent_get_their_credit_back_and_go_out_once(app_ctx, make_user, make_staff,
+def test_rows_a_stalled_worker_never_sent_get_their_credit_back_and_go_out_once(published_notice, app_ctx, make_user, make_staff,
                                                                                 run_jobs, standin, db, monkeypatch):
     """A fan-out worker that stalls past its lease (a long pause mid-chunk) finds at its next renewal that the sweeper
     has failed its chunk's 'sending' rows as 结果未知. The rows it had not sent yet were left so, for good: the users
     never got the notice and the credit claimed for them was gone. They now get the credit back and go out once."""
-    from wxapp_backend.notices import broadcast, credits
+    from wxapp_backend.notices import broadcast
     from wxapp_backend.notices.broadcast_models import OutboxRow
     from wxapp_backend.notices.kinds import get_kind
     from wxapp_backend.notices.models import SubscribeCredit
 
-    extra = app_ctx.extensions["wxapp"].settings.extra
-    for k, v in {"fanout_rate": 10000, "fanout_burst": 100, "fanout_jobs": 1, "fanout_claim_batch": 3,
-                 "fanout_send_chunk": 3}.items():
-        monkeypatch.setitem(extra, k, v)
     template = get_kind("notice").template_id
     users = [make_user() for _ in range(3)]
-    actor = broadcast.Actor("staff", make_staff(role="staff").id, role="staff")
-    with session_scope() as s:
-        for u in users:
-            credits.add_credit(s, u.id, template)
-        nid = broadcast.create_notice(s, actor, {"title": "政策速递", "summary": "新政策发布",
-                                                 "audience": {"all": True}}).id
-    with session_scope() as s:
-        broadcast.publish(s, actor, nid)
+    nid = published_notice(users, fanout_claim_batch=3, fanout_send_chunk=3)
     broadcast.expand_notice(nid)
     monkeypatch.setattr(broadcast, "LEASE_SECONDS", 0)  # the worker renews its lease before every send
     real = broadcast.RateLimiter.acquire

@@ -208,29 +208,16 @@ def _alerts(caplog) -> list[logging.LogRecord]:
     return [r for r in caplog.records if getattr(r, "alert", False)]
 
 
-def test_a_fanout_stops_calling_wechat_after_45009(app, app_ctx, make_user, make_staff, run_jobs, standin, db,
+def test_a_fanout_stops_calling_wechat_after_45009(published_notice, app, app_ctx, make_user, make_staff, run_jobs, standin, db,
                                                    monkeypatch, caplog):
     from sqlalchemy import update
 
     from wxapp_backend.db import session_scope
-    from wxapp_backend.notices import broadcast, credits
+    from wxapp_backend.notices import broadcast
     from wxapp_backend.notices.broadcast_models import OutboxRow
-    from wxapp_backend.notices.kinds import get_kind
     from wxapp_backend.notices.models import SubscribeCredit
 
-    extra = app.extensions["wxapp"].settings.extra
-    for k, v in {"fanout_rate": 10000, "fanout_burst": 100, "fanout_jobs": 1, "fanout_send_chunk": 2}.items():
-        monkeypatch.setitem(extra, k, v)
-    template = get_kind("notice").template_id
-    users = [make_user() for _ in range(5)]
-    actor = broadcast.Actor("staff", make_staff(role="staff").id, role="staff")
-    with session_scope() as s:
-        for u in users:
-            credits.add_credit(s, u.id, template)
-        nid = broadcast.create_notice(s, actor, {"title": "政策速递", "summary": "新政策发布",
-                                                 "audience": {"all": True}}).id
-    with session_scope() as s:
-        broadcast.publish(s, actor, nid)
+    nid = published_notice(5, fanout_send_chunk=2)
     standin.fail_next(SUBSCRIBE, 45009)
     with caplog.at_level(logging.WARNING):
         run_jobs()

@@ -11,9 +11,8 @@ import types
 import pytest
 
 from wxapp_backend.db import session_scope
-from wxapp_backend.notices import broadcast, credits
+from wxapp_backend.notices import broadcast
 from wxapp_backend.notices.broadcast_models import OutboxRow
-from wxapp_backend.notices.kinds import get_kind
 from wxapp_backend.notices.models import SubscribeCredit
 from wxapp_backend.wechat import client as client_module
 from wxapp_backend.wechat.client import QuotaReached, build_api
@@ -43,22 +42,11 @@ def _alerts(caplog) -> list[logging.LogRecord]:
 # the message was never at fault and the quota came back at midnight.
 
 
-def test_a_row_answered_45009_waits_for_the_quota_without_spending_a_try(app, state, make_user, make_staff,
+def test_a_row_answered_45009_waits_for_the_quota_without_spending_a_try(published_notice, app, state, make_user, make_staff,
                                                                          run_jobs, standin, db, monkeypatch):
     from sqlalchemy import update
 
-    for k, v in {"fanout_rate": 10000, "fanout_burst": 100, "fanout_jobs": 1, "fanout_send_chunk": 2}.items():
-        monkeypatch.setitem(state.settings.extra, k, v)
-    template = get_kind("notice").template_id
-    users = [make_user() for _ in range(2)]
-    actor = broadcast.Actor("staff", make_staff(role="staff").id, role="staff")
-    with session_scope() as s:
-        for u in users:
-            credits.add_credit(s, u.id, template)
-        nid = broadcast.create_notice(s, actor, {"title": "政策速递", "summary": "新政策发布",
-                                                 "audience": {"all": True}}).id
-    with session_scope() as s:
-        broadcast.publish(s, actor, nid)
+    nid = published_notice(2, fanout_send_chunk=2)
     rounds = broadcast.MAX_ATTEMPTS + 2
     for n in range(rounds):
         standin.fail_next(SUBSCRIBE, 45009)
