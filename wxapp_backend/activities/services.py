@@ -71,7 +71,7 @@ def _check_range(q: dict, label: str) -> str | None:
         if q.get("type") != "number":
             return f"问题“{label}”：只有数字题可以设置 integer（只收整数）"
         if not isinstance(q["integer"], bool):
-            return f"问题“{label}”的 integer 应为 true（只收整数）或 false"
+            return f"问题“{label}”的 integer 应为 true（只收整数）或 false，不要加引号"
     if not given:
         return None
     if q.get("type") != "number":
@@ -108,6 +108,10 @@ def _check_question(q: Any) -> str | None:
     if unknown:
         return (f"问题“{label}”里有不认识的设置 {'、'.join(unknown[:5])}，"
                 f"可用的设置只有 {'、'.join(QUESTION_KEYS)}")
+    # {"required": "false"} is a non-empty string, which reads as true: the question staff meant optional would
+    # block every registration left without an answer. Only JSON's own true / false say it.
+    if "required" in q and not isinstance(q["required"], bool):
+        return f"问题“{label}”的 required 应为 true（必填）或 false（选填），不要加引号"
     if kind in {"choice", "multi"}:
         options = q.get("options")
         if not isinstance(options, list) or not options or not all(isinstance(o, str) and o for o in options):
