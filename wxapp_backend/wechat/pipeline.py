@@ -56,6 +56,7 @@ from .crypto import (
 )
 from .dedup import Claim, Commands, Dedup
 from .messages import (
+    _XML_ILLEGAL,
     Message,
     dedup_key,
     encrypted_field,
@@ -557,7 +558,15 @@ def solid(reply: Reply | None) -> Reply | None:
     nothing is left. An empty reply is no reply ("success"): WeChat takes no empty passive answer nor an empty
     customer-service message, and the renderer refuses one."""
     if isinstance(reply, Text):
-        return reply if reply.text and not reply.text.isspace() else None
+        text = reply.text
+        if not text or text.isspace():
+            return None
+        # The renderer drops the characters XML forbids, so a text of nothing else ("\x00") would go out empty.
+        # Only a text whose first non-blank character is one of them can be such: the common reply is not
+        # cleaned twice.
+        if _XML_ILLEGAL.match(text.lstrip()) and not _XML_ILLEGAL.sub("", text).strip():
+            return None
+        return reply
     if isinstance(reply, Many):
         parts = tuple(p for r in reply.replies for p in _parts(solid(r)))
         return None if not parts else parts[0] if len(parts) == 1 else Many(parts)
