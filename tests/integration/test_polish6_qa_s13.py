@@ -93,12 +93,12 @@ def test_the_token_fetch_45009_alerts_once_per_account_per_wechat_day(app_ctx, s
     assert len(_alerts(caplog)) == 1
     # the other account has its own quota, and its own alert
     oa = build_api("oa", state.settings, state.redis, state.wechat_http, sleep=lambda s: None)
-    if oa.tokens.appid != wxa.tokens.appid:
-        standin.fail_next("/cgi-bin/stable_token", 45009)
-        with caplog.at_level(logging.INFO, logger="wxapp_backend.wechat.tokens"):
-            with pytest.raises(WeChatAPIError):
-                oa.access_token()
-        assert [r.appid for r in _alerts(caplog)] == [wxa.tokens.appid, oa.tokens.appid]
+    assert oa.tokens.appid != wxa.tokens.appid
+    standin.fail_next("/cgi-bin/stable_token", 45009)
+    with caplog.at_level(logging.INFO, logger="wxapp_backend.wechat.tokens"):
+        with pytest.raises(WeChatAPIError):
+            oa.access_token()
+    assert [r.appid for r in _alerts(caplog)] == [wxa.tokens.appid, oa.tokens.appid]
     # the next China day a used-up quota is news again
     now = time.time()
     tomorrow = now + 86400 - (now + tokens_module.CHINA_OFFSET) % 86400 + 60

@@ -154,6 +154,19 @@ def retry_busy(fn: Callable[[], T], backoff: Sequence[float], sleep: Callable[[f
     raise AssertionError("unreachable")
 
 
+def first_quota_alert_today(client: redis.Redis, appid: str, api: str, now: float) -> bool:
+    """True for the first 45009 of the WeChat day (China's) for this account and API, across all processes: that
+    one alerts a person, later ones are warnings. Without Redis every caller alerts: an alert too many rather
+    than none."""
+    day = int((now + CHINA_OFFSET) // 86400)
+    to_midnight = 86400 - (now + CHINA_OFFSET) % 86400
+    try:
+        return bool(client.set(f"wxapp:wechat:quota-alerted:{appid}:{api}:{day}", "1", nx=True,
+                               ex=int(to_midnight) + 3600))
+    except Exception:  # noqa: BLE001 - as said: better an alert too many
+        return True
+
+
 class WeChatAPI:
     """The API of one account (Official Account or mini-program) with a shared access token."""
 
@@ -226,12 +239,7 @@ class WeChatAPI:
         if first:
             # Each cool-down that ends on a quota still used up starts another: a person hears of it once a WeChat
             # day (China's), at its first 45009, not every half hour until midnight.
-            day = int((now + CHINA_OFFSET) // 86400)
-            try:
-                first = bool(self.tokens.redis.set(f"wxapp:wechat:quota-alerted:{self.appid}:{api}:{day}", "1",
-                                                   nx=True, ex=int(to_midnight) + 3600))
-            except Exception:  # noqa: BLE001 - as above: an alert too many rather than none
-                first = True
+            first = first_quota_alert_today(self.tokens.redis, self.appid, api, now)
         if first:
             # A person decides whether to spend one of the 10 monthly clear_quota resets.
             log.error("WeChat daily API quota reached (45009); this API waits for the quota",

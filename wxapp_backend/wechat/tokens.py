@@ -6,7 +6,8 @@
 - `invalidate(token)` is compare-and-expire: the cached token is dropped only while it is still the one that
   failed, so a process holding a stale token cannot throw away the newer token another process cached.
 - A failed fetch is remembered for ERROR_TTL seconds so that waiting callers, and callers arriving meanwhile,
-  fail fast instead of queueing up to repeat it (the daily fetch quota is small).
+  fail fast instead of queueing up to repeat it (the daily fetch quota is small). A 45009 (that quota used up)
+  alerts a person at its first of the China day per account; later ones are warnings (client.py's day mark).
 - `replace_refused(token)`: when the ordinary refetch hands back the very token WeChat just refused (normal mode
   returns the cached token while WeChat's token service thinks it valid), only ``force_refresh`` replaces it. That
   mode is allowed 20 times a day, 30 s apart (WeChat's docs), and it revokes the previous token for every process
@@ -25,7 +26,7 @@ from collections.abc import Callable, Sequence
 
 import redis
 
-from .client import WeChatAPIError, WeChatHTTP, retry_busy
+from .client import WeChatAPIError, WeChatHTTP, first_quota_alert_today, retry_busy
 
 ERROR_TTL = 2  # seconds a failed fetch answers every caller
 CHINA_OFFSET = 8 * 3600  # WeChat's days (daily quotas) are China's
@@ -185,8 +186,14 @@ class TokenStore:
         except WeChatAPIError as exc:
             self.redis.set(self.error_key, str(exc.errcode), px=max(1, int(self.error_ttl * 1000)))
             if exc.errcode == 45009:
-                log.error("WeChat daily quota reached while fetching the access token (45009)",
-                          extra={"alert": True, "api": "stable_token", "appid": self.appid})
+                # Every caller after ERROR_TTL fetches again and meets the same 45009 until midnight: a person
+                # hears of it once a WeChat day (China's) per account, as for the other APIs' quotas.
+                if first_quota_alert_today(self.redis, self.appid, "stable_token", time.time()):
+                    log.error("WeChat daily quota reached while fetching the access token (45009)",
+                              extra={"alert": True, "api": "stable_token", "appid": self.appid})
+                else:
+                    log.warning("WeChat daily quota reached while fetching the access token (45009) again "
+                                "(alerted already today)", extra={"api": "stable_token", "appid": self.appid})
             raise
         token = data.get("access_token")
         if not isinstance(token, str) or not token:
