@@ -112,3 +112,35 @@ def test_the_token_fetch_45009_alerts_once_per_account_per_wechat_day(app_ctx, s
         with pytest.raises(WeChatAPIError):
             wxa.access_token()
     assert len(_alerts(caplog)) == before + 1
+
+
+# --- 4. Idempotency-Key on creating a notice -----------------------------------------------------------------
+
+
+def test_a_retried_notice_create_with_the_same_key_makes_one_draft(client, make_staff, staff_headers):
+    """POST /api/v1/staff/notices took no Idempotency-Key: a client that retried after a lost answer made a second
+    draft, which someone then had to spot and delete (or published twice). The same key and body now answer the
+    first draft (200), another body is a 409 idempotency_key_reused, and each staff member's keys are their own."""
+    from wxapp_backend.audit import AuditLog
+    from wxapp_backend.notices.broadcast_models import Notice
+
+    alice, bob = make_staff(role="staff"), make_staff(role="staff")
+    body = {"title": "政策通知", "summary": "稳岗补贴申报开始了", "audience": {"all": True}}
+    h = {**staff_headers(alice), "Idempotency-Key": "notice-1"}
+    first = client.post("/api/v1/staff/notices", json=body, headers=h)
+    assert first.status_code == 201, first.get_json()
+    again = client.post("/api/v1/staff/notices", json=body, headers=h)
+    assert again.status_code == 200 and again.get_json()["id"] == first.get_json()["id"], again.get_json()
+    other = client.post("/api/v1/staff/notices", json={**body, "title": "另一条通知"}, headers=h)
+    assert other.status_code == 409 and other.get_json()["error"] == "idempotency_key_reused", other.get_json()
+    assert other.get_json()["fields"]["notice_id"] == str(first.get_json()["id"])
+    # another staff member's key of the same spelling is theirs
+    mine = client.post("/api/v1/staff/notices", json=body, headers={**staff_headers(bob), "Idempotency-Key": "notice-1"})
+    assert mine.status_code == 201 and mine.get_json()["id"] != first.get_json()["id"]
+    # without a key every create is a new draft, as before
+    assert client.post("/api/v1/staff/notices", json=body, headers=staff_headers(alice)).status_code == 201
+    bad = client.post("/api/v1/staff/notices", json=body, headers={**staff_headers(alice), "Idempotency-Key": "bad key!"})
+    assert bad.status_code == 400 and bad.get_json()["error"] == "bad_idempotency_key"
+    with session_scope() as s:
+        assert len(s.scalars(select(Notice)).all()) == 3
+        assert len(s.scalars(select(AuditLog).where(AuditLog.action == "notice.created")).all()) == 3

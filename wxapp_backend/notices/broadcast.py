@@ -41,6 +41,8 @@ no job calls WeChat for the subscribe API until then.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import re
 import secrets
@@ -64,6 +66,7 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from ..activities.models import (
@@ -240,18 +243,58 @@ def _check_activity(session: Session, v: dict[str, Any]) -> None:
         raise ValidationError("推送对象中的活动不存在，请重新选择。", fields={"audience.registrants_of": "没有找到这个活动"})
 
 
-def create_notice(session: Session, actor: Actor, data: dict[str, Any]) -> Notice:
+def create_notice(session: Session, actor: Actor, data: dict[str, Any], *, idempotency_key: str | None = None,
+                  digest: str | None = None) -> Notice:
     """A draft notice (validated: template values against WeChat's limits, a non-empty audience rule)."""
     from .kinds import get_kind
 
     v = _clean(data)
     _check_activity(session, v)
     kind = get_kind(NOTICE_KIND)
-    notice = Notice(**v, template_id=kind.template_id if kind else "", created_by=actor.id)
+    notice = Notice(**v, template_id=kind.template_id if kind else "", created_by=actor.id,
+                    idempotency_key=idempotency_key, request_digest=digest)
     session.add(notice)
     session.flush()
     audit(session, actor, "notice.created", notice, title=notice.title, audience=notice.audience)
     return notice
+
+
+def request_digest(data: Any) -> str:
+    """What a keyed create asks for: the same Idempotency-Key with another body is not the same request."""
+    raw = json.dumps(data, sort_keys=True, ensure_ascii=False, default=str)
+    return hashlib.sha256(raw.encode()).hexdigest()[:32]
+
+
+def keyed_notice(session: Session, actor: Actor, idempotency_key: str, digest: str) -> Notice | None:
+    """The notice this staff member created with this Idempotency-Key, if any; with another body, a 409 (as for
+    the mini-program's registrations and appeals) rather than the first draft answered for a notice never made."""
+    existing = session.scalar(select(Notice).where(Notice.created_by == actor.id,
+                                                   Notice.idempotency_key == idempotency_key))
+    if existing is not None and existing.request_digest != digest:
+        raise Conflict(f"这个提交编号已用于您之前新建的通知“{existing.title}”（编号 {existing.id}），这次填写的内容"
+                       "与它不同，没有新建。请刷新页面后再新建。", code="idempotency_key_reused",
+                       fields={"notice_id": str(existing.id)})
+    return existing
+
+
+def create_keyed_notice(session: Session, actor: Actor, data: dict[str, Any],
+                        idempotency_key: str | None) -> tuple[Notice, bool]:
+    """create_notice with an optional Idempotency-Key: (notice, created). A retry of the same request gets the
+    draft it made (created False), even when the two raced."""
+    if not idempotency_key:
+        return create_notice(session, actor, data), True
+    digest = request_digest(data)
+    existing = keyed_notice(session, actor, idempotency_key, digest)
+    if existing is not None:
+        return existing, False
+    try:
+        with session.begin_nested():
+            return create_notice(session, actor, data, idempotency_key=idempotency_key, digest=digest), True
+    except IntegrityError:
+        existing = keyed_notice(session, actor, idempotency_key, digest)  # the same key raced in: the winner
+        if existing is None:
+            raise
+        return existing, False
 
 
 def update_notice(session: Session, actor: Actor, notice_id: int, data: dict[str, Any]) -> Notice:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Flask, jsonify
+from flask import Blueprint, Flask, jsonify, request
 from sqlalchemy import func, select
 
 from ..auth.guard import current_actor, staff_api_required
 from ..auth.models import StaffRole
 from ..db import session_scope
-from ..http import PAGE_FIELDS, doc, json_body, page_json, query
+from ..errors import BadRequest
+from ..http import PAGE_FIELDS, doc, idempotency_header, json_body, page_json, query
 from ..validation import Field, require_present, require_some, validate
 from . import broadcast
 from .broadcast_models import Notice
@@ -31,16 +32,35 @@ def list_notices():
         return jsonify(page_json([n.to_dict() for n in rows], total, q["page"], q["per_page"]))
 
 
+IDEMPOTENCY_KEY_MAX = 80
+IDEMPOTENCY_HEADER = idempotency_header(
+    IDEMPOTENCY_KEY_MAX, "提交编号：新建一条通知一个，网络重试时带同一个，同样的内容返回第一次建好的草稿（200）；内容不同为 "
+    "409 idempotency_key_reused（新建另一条请换一个新的）")
+
+
+def _idempotency_key() -> str | None:
+    key = request.headers.get("Idempotency-Key", "").strip()
+    if not key:
+        return None
+    if len(key) > IDEMPOTENCY_KEY_MAX or not all(c.isalnum() or c in "-_:." for c in key):
+        raise BadRequest("Idempotency-Key 格式不对（最多 80 位字母、数字或 - _ : .）。", code="bad_idempotency_key")
+    return key
+
+
 @bp.post("/notices")
 @staff_api_required(StaffRole.STAFF)
-@doc("新建通知（草稿）：标题、摘要、打开页面、订阅消息字段、推送对象", body=broadcast.NOTICE_FIELDS,
-     responses={201: "已创建", 422: "字段超出微信限制或推送对象为空"}, auth="staff", tags=["通知推送"])
+@doc("新建通知（草稿）：标题、摘要、打开页面、订阅消息字段、推送对象（可带 Idempotency-Key 请求头：同一人同一键、同样内容"
+     "返回第一次建好的草稿，200 而非 201；同一键内容不同为 409 idempotency_key_reused）", body=broadcast.NOTICE_FIELDS,
+     responses={201: "已创建", 200: "同一 Idempotency-Key 已建好的草稿",
+                409: "同一 Idempotency-Key 已用于内容不同的通知（idempotency_key_reused，fields.notice_id 是那条）",
+                422: "字段超出微信限制或推送对象为空"}, auth="staff", tags=["通知推送"], headers=(IDEMPOTENCY_HEADER,))
 def create_notice():
     data = json_body()
+    key = _idempotency_key()
     with session_scope() as s:
-        n = broadcast.create_notice(s, current_actor(), data)
+        n, created = broadcast.create_keyed_notice(s, current_actor(), data, key)
         out = {**n.to_dict(), "reach": broadcast.reach(s, n)}
-    return jsonify(out), 201
+    return jsonify(out), 201 if created else 200
 
 
 @bp.patch("/notices/<int:notice_id>")

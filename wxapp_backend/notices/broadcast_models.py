@@ -35,6 +35,7 @@ class Notice(Base):
     __table_args__ = (
         CheckConstraint("status in ('draft','expanding','sending','done')", name="status"),
         CheckConstraint("kind in ('policy','activity')", name="kind"),
+        UniqueConstraint("created_by", "idempotency_key"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -57,6 +58,10 @@ class Notice(Base):
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+    # The creating request's Idempotency-Key (per staff member) and what that request asked for: a client's retry
+    # gets this draft back, not a second one; the same key with another body is a 409.
+    idempotency_key: Mapped[str | None] = mapped_column(String(80))
+    request_digest: Mapped[str | None] = mapped_column(String(32))
 
     def to_dict(self) -> dict:
         return {"id": self.id, "kind": self.kind, "title": self.title, "summary": self.summary, "page": self.page,
