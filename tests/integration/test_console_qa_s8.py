@@ -84,6 +84,7 @@ def test_dept_dashboard_counts_only_its_own_departments_appeals(client, make_use
         for appeal_id, dept in zip(ids, ("税务所", "城运中心", "城运中心", "城运中心"), strict=True):
             appeal = s.get(Appeal, appeal_id)
             appeal.department = dept
+            appeal.given_to = dept  # given out (交办) to it: a department's view (appeals6, s13)
             appeal.overdue = dept == "城运中心"
             appeal.escalated = dept == "城运中心"
     console_login(make_staff(role="dept", department="税务所"))

@@ -14,6 +14,8 @@ from typing import Any
 
 from flask import current_app, request, session
 
+from .once import FIELD as ONCE_FIELD
+
 DRAFT_TTL = 2 * 3600
 # Fields never kept, whatever the form: the page's own token and anything that may be a secret.
 _SECRET_WORDS = ("password", "secret", "token", "aes_key")
@@ -27,7 +29,9 @@ def _key(name: str) -> str:
 
 def _kept(name: str) -> bool:
     lowered = name.lower()
-    return name != "next" and not any(word in lowered for word in _SECRET_WORDS)  # csrf_token included
+    # Nor the create forms' one-time token (console/once.py): the page shown after the login has a fresh one, and a
+    # kept old one made the form look like another (its hidden fields disagreed), so nothing was filled back.
+    return name not in ("next", ONCE_FIELD) and not any(word in lowered for word in _SECRET_WORDS)  # csrf_token too
 
 
 def keep(staff_id: int | None, page: str) -> None:
