@@ -114,6 +114,16 @@ def idempotency_header(max_len: int, description: str) -> dict[str, Any]:
             "schema": {"type": "string", "minLength": 1, "maxLength": max_len, "pattern": r"^[A-Za-z0-9_.:-]+$"}}
 
 
+def idempotency_key(max_len: int) -> str | None:
+    """The request's Idempotency-Key (None when not sent), checked as idempotency_header documents it."""
+    key = request.headers.get("Idempotency-Key", "").strip()
+    if not key:
+        return None
+    if len(key) > max_len or not all(c.isalnum() or c in "-_:." for c in key):
+        raise BadRequest(f"Idempotency-Key 格式不对（最多 {max_len} 位字母、数字或 - _ : .）。", code="bad_idempotency_key")
+    return key
+
+
 def doc(summary: str, *, body: Iterable[Field] | None = None, params: Iterable[Field] | None = None,
         responses: dict[int, str] | None = None, auth: str = "user", tags: Iterable[str] = (),
         headers: Iterable[dict[str, Any]] = ()) -> Callable[[F], F]:

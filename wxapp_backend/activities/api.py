@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Flask, current_app, jsonify, request
+from flask import Blueprint, Flask, current_app, jsonify
 from sqlalchemy import select
 
 from ..audit import Actor
 from ..auth.guard import current_actor, current_user_id, optional_user_id, staff_api_required, user_required
 from ..auth.models import StaffRole, User
 from ..db import session_scope
-from ..errors import BadRequest
-from ..http import PAGE_FIELDS, doc, idempotency_header, json_body, page_json, parse, query, throttle
+from ..http import (
+    PAGE_FIELDS,
+    doc,
+    idempotency_header,
+    idempotency_key,
+    json_body,
+    page_json,
+    parse,
+    query,
+    throttle,
+)
 from ..validation import Field, require_present, require_some, validate
 from . import checkin, services
 from .models import CATEGORIES, Registration
@@ -39,15 +48,6 @@ IDEMPOTENCY_HEADER = idempotency_header(
 
 def _secret() -> str:
     return current_app.extensions["wxapp"].settings.secret_key
-
-
-def _idempotency_key() -> str | None:
-    key = request.headers.get("Idempotency-Key", "").strip()
-    if not key:
-        return None
-    if len(key) > IDEMPOTENCY_KEY_MAX or not all(c.isalnum() or c in "-_:." for c in key):
-        raise BadRequest("Idempotency-Key 格式不对（最多 80 位字母、数字或 - _ : .）。", code="bad_idempotency_key")
-    return key
 
 
 def _mine(s, reg: Registration, *, with_activity: bool = False) -> dict:
@@ -110,7 +110,7 @@ def create_registration(activity_id: int):
     throttle("registration", f"u{current_user_id()}", REGISTER_LIMIT_PER_MIN, 60, "报名操作太频繁了，请稍等一分钟再试。")
     with session_scope() as s:
         reg, created = services.register(s, activity_id=activity_id, user_id=current_user_id(),
-                                         answers=body["answers"], idempotency_key=_idempotency_key())
+                                         answers=body["answers"], idempotency_key=idempotency_key(IDEMPOTENCY_KEY_MAX))
         out = {**_mine(s, reg), "subscribe": services.subscribe_hint(reg.status)}
     return jsonify(out), 201 if created else 200
 

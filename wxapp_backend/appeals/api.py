@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Flask, Response, current_app, jsonify, request, send_file
+from flask import Blueprint, Flask, Response, current_app, jsonify, send_file
 from sqlalchemy import select
 
 from ..audit import Actor, audit
 from ..auth.guard import current_actor, current_user_id, staff_api_required, user_required
 from ..auth.models import StaffRole
 from ..db import session_scope
-from ..errors import AppError, BadRequest, ValidationError
-from ..http import PAGE_FIELDS, doc, idempotency_header, json_body, parse, query
+from ..errors import AppError, ValidationError
+from ..http import PAGE_FIELDS, doc, idempotency_header, idempotency_key, json_body, parse, query
 from ..notices.kinds import subscribe_request
 from ..validation import Field, require_some, validate
 from . import intake, reports, services
@@ -120,15 +120,6 @@ IDEMPOTENCY_HEADER = idempotency_header(
     "为 409 idempotency_key_reused（重新反映请换一个新的）")
 
 
-def _idempotency_key() -> str | None:
-    key = request.headers.get("Idempotency-Key", "").strip()
-    if not key:
-        return None
-    if len(key) > IDEMPOTENCY_KEY_MAX or not all(c.isalnum() or c in "-_.:" for c in key):
-        raise BadRequest("Idempotency-Key 只能由字母、数字和 -_.: 组成，最长 64 位。", code="bad_idempotency_key")
-    return key
-
-
 # --- mini-program ---------------------------------------------------------------------------------
 
 # The steps an enterprise hears about, in the order their templates are asked for (WeChat allows 3 a tap).
@@ -146,7 +137,7 @@ APPEAL_NOTICE_KINDS = ("appeal_accepted", "appeal_needs_info", "appeal_resolved"
 def submit():
     user_id = current_user_id()
     data = validate(json_body(max_bytes=intake.MAX_BODY_BYTES), SUBMIT_FIELDS)
-    key = _idempotency_key()
+    key = idempotency_key(IDEMPOTENCY_KEY_MAX)
     decoded = intake.decode_images(data["images"] or [])  # every photo checked before anything is stored
     # What this keyed request asks for: the same key with another body is a 409, not the first appeal again.
     digest = services.request_digest(data, [raw for raw, _ in decoded]) if key else None

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Flask, jsonify, request
+from flask import Blueprint, Flask, jsonify
 from sqlalchemy import func, select
 
 from ..auth.guard import current_actor, staff_api_required
 from ..auth.models import StaffRole
 from ..db import session_scope
-from ..errors import BadRequest
-from ..http import PAGE_FIELDS, doc, idempotency_header, json_body, page_json, query
+from ..http import PAGE_FIELDS, doc, idempotency_header, idempotency_key, json_body, page_json, query
 from ..validation import Field, require_present, require_some, validate
 from . import broadcast
 from .broadcast_models import Notice
@@ -38,15 +37,6 @@ IDEMPOTENCY_HEADER = idempotency_header(
     "409 idempotency_key_reused（新建另一条请换一个新的）")
 
 
-def _idempotency_key() -> str | None:
-    key = request.headers.get("Idempotency-Key", "").strip()
-    if not key:
-        return None
-    if len(key) > IDEMPOTENCY_KEY_MAX or not all(c.isalnum() or c in "-_:." for c in key):
-        raise BadRequest("Idempotency-Key 格式不对（最多 80 位字母、数字或 - _ : .）。", code="bad_idempotency_key")
-    return key
-
-
 @bp.post("/notices")
 @staff_api_required(StaffRole.STAFF)
 @doc("新建通知（草稿）：标题、摘要、打开页面、订阅消息字段、推送对象（可带 Idempotency-Key 请求头：同一人同一键、同样内容"
@@ -56,7 +46,7 @@ def _idempotency_key() -> str | None:
                 422: "字段超出微信限制或推送对象为空"}, auth="staff", tags=["通知推送"], headers=(IDEMPOTENCY_HEADER,))
 def create_notice():
     data = json_body()
-    key = _idempotency_key()
+    key = idempotency_key(IDEMPOTENCY_KEY_MAX)
     with session_scope() as s:
         n, created = broadcast.create_keyed_notice(s, current_actor(), data, key)
         out = {**n.to_dict(), "reach": broadcast.reach(s, n)}
