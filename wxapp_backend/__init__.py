@@ -14,6 +14,7 @@ from rq import Queue
 from sqlalchemy import text
 from werkzeug.routing import IntegerConverter
 
+from . import astguard
 from .config import ROOT, Settings
 from .db import Database
 from .errors import register_error_handlers
@@ -23,7 +24,7 @@ from .validation import DB_INT_MAX
 from .wechat.client import WeChatHTTP
 
 log = logging.getLogger(__name__)
-
+astguard.install()
 
 
 @dataclass
