@@ -32,6 +32,9 @@ _EMOJI_RE = re.compile(
 )
 _TAG_RE = re.compile(r"<[^<>]{0,200}>")
 _SPACE_RE = re.compile(r"\s+")
+# Three or more Chinese characters each standing alone between spaces (“外 籍 人 才”): typed spaced out, meant as one
+# phrase. Joined back so that jieba sees words; a space between two words (“一网通办 注册”) is left as it is.
+_SPACED_HAN_RE = re.compile(r"(?<![\u4e00-\u9fff])[\u4e00-\u9fff](?: [\u4e00-\u9fff](?![\u4e00-\u9fff])){2,}")
 _WORDLIKE_RE = re.compile(r"\w", re.UNICODE)
 _HAN_RE = re.compile(r"[\u4e00-\u9fff]")
 # Characters that carry no meaning in char n-grams: punctuation, symbols, spaces.
@@ -143,6 +146,8 @@ class Analyzer:
         t = _TAG_RE.sub(" ", t)
         t = _EMOJI_RE.sub(" ", t)
         t = _SPACE_RE.sub(" ", t).strip()
+        if " " in t:
+            t = _SPACED_HAN_RE.sub(lambda m: m.group().replace(" ", ""), t)
         if max_chars is not None and len(t) > max_chars:
             t = t[:max_chars]
         return t
