@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import json
 import math
@@ -10,7 +11,7 @@ from typing import Any, TypeVar
 
 from flask import current_app, request
 
-from .errors import BadRequest, PayloadTooLarge, TooManyRequests
+from .errors import BadRequest, PayloadTooLarge, TooManyRequests, ValidationError
 from .validation import Field, validate
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -90,8 +91,34 @@ def parse(fields: Iterable[Field], *, partial: bool = False) -> dict[str, Any]:
 
 
 def query(fields: Iterable[Field]) -> dict[str, Any]:
-    """Validate query-string parameters."""
-    return validate({k: v for k, v in request.args.items()}, fields)
+    """Validate query-string parameters.
+
+    A name that is not one of `fields` is left alone (a mini-program adds `t=<time>` to dodge caches), except one
+    that is a slip of a known name not sent as well (`categroy`, `Page`, `per-page`): that filter would have been
+    dropped without a word and the answer would have listed everything."""
+    fields = tuple(fields)
+    args = {k: v for k, v in request.args.items()}
+    slips = {name: known for name in args if (known := _slip_of(name, fields, args))}
+    if slips:
+        first, known = next(iter(slips.items()))
+        raise ValidationError(f"查询参数 {first[:40]} 不认识，您是不是想写 {known.name}（{known.title}）？",
+                              fields={k[:40]: f"不认识这个参数，应为 {f.name}" for k, f in slips.items()})
+    return validate(args, fields)
+
+
+def _slip_of(name: str, fields: tuple[Field, ...], sent: dict[str, Any]) -> Field | None:
+    """The known field `name` is a misspelling of (same letters but for case, - for _, one or two letters off), when
+    that field was not sent itself; None for a name that is known or looks like nothing known."""
+    names = {f.name: f for f in fields}
+    if name in names:
+        return None
+    folded = name.strip().lower().replace("-", "_")
+    for f in fields:
+        if f.name in sent:
+            continue
+        if folded == f.name or (len(f.name) >= 4 and difflib.SequenceMatcher(None, folded, f.name).ratio() >= 0.8):
+            return f
+    return None
 
 
 PAGE_FIELDS = (
