@@ -291,6 +291,13 @@ def update_activity(session: Session, actor: Actor, activity_id: int, data: dict
         return activity
     if "status" in changed:
         _check_status_change(session, activity, changed["status"])
+    starts = changed.get("starts_at", activity.starts_at)
+    if changed.get("status") == ActivityStatus.PUBLISHED and starts <= now:
+        # A draft left past its date, then published: nobody could register, attendance closed at once with nobody
+        # in it, and the mini-program never listed it (create_activity refuses such a start in the same words).
+        shown = starts.astimezone(SHANGHAI).strftime("%Y-%m-%d %H:%M")
+        msg = f"开始时间 {shown} 已经过去，不能发布，请先核对日期"
+        raise ValidationError(f"填写的内容有误：{msg}", fields={"starts_at": msg})
     deadline = changed.get("cancel_deadline", activity.cancel_deadline)
     if (changed.get("status", activity.status) == ActivityStatus.PUBLISHED and deadline is not None
             and deadline <= utcnow() and {"starts_at", "ends_at", "address", "building_id"} & changed.keys()):
@@ -312,6 +319,7 @@ def update_activity(session: Session, actor: Actor, activity_id: int, data: dict
                 Registration.activity_id == activity.id,
                 Registration.status == RegStatus.PENDING_APPROVAL.value).order_by(Registration.id)):
             transition(session, reg, RegStatus.CONFIRMED, actor, "活动改为无需审核")
+            reg.promoted_at = now  # a seat given now, as an approval (decide)
             tell(session, reg, activity, "registration_approved", "报名成功",
                  f"您报名的活动“{activity.title}”已改为无需审核，报名已确认。", "报名成功")
     if cancelled:
@@ -1020,6 +1028,9 @@ def decide(session: Session, actor: Actor, registration_id: int, approve: bool, 
         raise Conflict(f"这条报名当前为“{STATUS_LABELS[reg.status]}”，不在待审核状态。", code="illegal_transition")
     if approve:
         transition(session, reg, RegStatus.CONFIRMED, actor, note)
+        # The seat is theirs from now: approved minutes before the start (or at the door), missing it is not held
+        # against them, as for a seat promoted that late (counts_as_no_show); nor is the cancel deadline past.
+        reg.promoted_at = utcnow()
         tell(session, reg, activity, "registration_approved", "报名审核通过",
              f"您报名的活动“{activity.title}”已审核通过。", "审核通过")
     else:
