@@ -126,7 +126,7 @@ def test_the_staff_registrations_api_reads_like_the_console(client, new_activity
     with session_scope() as s:  # two no-shows put the first one behind the other of the same hour
         s.get(Registration, first["id"]).penalty = 1
         s.get(Registration, second["id"]).enterprise_id = ent.id
-    resp = client.get(f"/api/v1/staff/activities/{aid}/registrations", headers=staff_headers(make_staff(role="dept")))
+    resp = client.get(f"/api/v1/staff/activities/{aid}/registrations", headers=staff_headers(make_staff(role="staff")))
     assert resp.status_code == 200, resp.get_json()
     items = {i["id"]: i for i in resp.get_json()["items"]}
     assert items[second["id"]]["waitlist_position"] == 1

@@ -81,3 +81,35 @@ def test_a_draft_whose_start_has_passed_cannot_be_published(client, new_activity
         "status": "published", "starts_at": new_start.isoformat(),
         "ends_at": (new_start + timedelta(hours=2)).isoformat()})
     assert resp.status_code == 200 and resp.get_json()["status"] == "published", resp.get_json()
+
+
+def test_a_department_account_does_not_get_the_registrants_phone_numbers(
+        client, make_activity, make_user, user_token, make_staff, staff, staff_headers, console_login):
+    """A department account checks people in at the door; it decides nothing and calls nobody. The registrations
+    page, its Excel export and the staff API still gave it every registrant's mobile (and the numbers typed into
+    a 电话 question), though every user's phone is not a department's business anywhere else (the user list is for
+    staff and admins). A department now reads 138****8000; staff and admins read the number."""
+    from openpyxl import load_workbook
+
+    a = make_activity(questions=[{"key": "tel", "label": "紧急联系电话", "type": "phone"},
+                                 {"key": "size", "label": "尺码", "type": "text"}])
+    u = make_user(nickname="小王", phone="13800138000")
+    _reg(client, a.id, user_token(u), {"tel": "13912345678", "size": "M"})
+    url = f"/api/v1/staff/activities/{a.id}/registrations"
+    item = client.get(url, headers=staff_headers(make_staff(role="dept"))).get_json()["items"][0]
+    assert (item["name"], item["phone"], item["answers"]) == ("小王", "138****8000",
+                                                               {"tel": "139****5678", "size": "M"}), item
+    item = client.get(url, headers=staff_headers(staff)).get_json()["items"][0]
+    assert (item["phone"], item["answers"]["tel"]) == ("13800138000", "13912345678"), item
+
+    csrf = console_login(make_staff(role="dept"))
+    page = client.get(f"/console/activities/{a.id}/registrations").get_data(as_text=True)
+    assert "138****8000" in page and "139****5678" in page and "13800138000" not in page and "13912345678" not in page
+    sheet = load_workbook(io.BytesIO(client.get(f"/console/activities/{a.id}/registrations.xlsx").data)).active
+    row = list(sheet.iter_rows(min_row=2, values_only=True))[0]
+    assert (row[1], row[2], row[-2], row[-1]) == ("小王", "138****8000", "139****5678", "M"), row
+    client.post("/console/logout", data={"csrf_token": csrf})
+    console_login(staff)
+    sheet = load_workbook(io.BytesIO(client.get(f"/console/activities/{a.id}/registrations.xlsx").data)).active
+    row = list(sheet.iter_rows(min_row=2, values_only=True))[0]
+    assert (row[2], row[-2]) == ("13800138000", "13912345678"), row

@@ -23,7 +23,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from ..audit import SYSTEM, Actor, audit
-from ..auth.models import BindingState, User
+from ..auth.models import ROLE_RANK, BindingState, StaffRole, User
 from ..db import utcnow
 from ..enterprises.models import Building, Enterprise
 from ..errors import Conflict, Forbidden, NotFound, ValidationError
@@ -977,6 +977,25 @@ def registration_roster(session: Session, activity_id: int
 def roster_label(reg: Registration, place: int | None) -> str:
     """A registration's status as staff read it (候补中（第 n 位） on the waitlist)."""
     return f"候补中（第 {place} 位）" if place is not None else STATUS_LABELS[reg.status]
+
+
+def sees_phones(role: str) -> bool:
+    """Whether a staff account of `role` reads registrants' phone numbers whole: staff and admins do; a department
+    account checks people in and decides nothing, and every user's phone is not its business (as /console/users)."""
+    return ROLE_RANK[StaffRole(role)] >= ROLE_RANK[StaffRole.STAFF]
+
+
+def roster_phone(phone: str | None, full: bool) -> str | None:
+    """A phone number as a roster shows it: whole, or with its middle hidden (138****8000) for a department."""
+    if full or not phone:
+        return phone
+    return f"{phone[:3]}****{phone[-4:]}" if len(phone) >= 8 else "****"
+
+
+def roster_answers(answers: dict[str, Any] | None, questions: list | None, full: bool) -> dict[str, Any]:
+    """A registration's answers as a roster shows them: the answers to 电话 questions as roster_phone()."""
+    phones = {q.get("key") for q in questions or [] if isinstance(q, dict) and q.get("type") == "phone"}
+    return {k: roster_phone(v, full) if k in phones and isinstance(v, str) else v for k, v in (answers or {}).items()}
 
 
 def roster_name(user: User) -> str:
