@@ -113,3 +113,27 @@ def test_a_department_account_does_not_get_the_registrants_phone_numbers(
     sheet = load_workbook(io.BytesIO(client.get(f"/console/activities/{a.id}/registrations.xlsx").data)).active
     row = list(sheet.iter_rows(min_row=2, values_only=True))[0]
     assert (row[2], row[-2]) == ("13800138000", "13912345678"), row
+
+
+def test_admitting_from_the_waitlist_twice_is_not_an_error(client, new_activity, make_user, user_token, staff,
+                                                           staff_headers, db):
+    """现场候补入场 tapped twice at the door (or two colleagues on the same list): the second answered 409 “报名当前为
+    “已签到”，不是候补，不能现场候补入场”, and the console flashed it as if the person had been turned away, though they
+    were in. Like 更正为已到场 and a second scan, the second tap now answers with the registration as it is."""
+    from wxapp_backend.activities.models import Activity
+
+    aid = new_activity(capacity=1)
+    seat = _reg(client, aid, user_token(make_user()))
+    wait = _reg(client, aid, user_token(make_user()))
+    with db.begin():
+        a = db.get(Activity, aid)
+        a.starts_at = datetime.now(UTC) - timedelta(minutes=20)
+        a.ends_at = a.starts_at + timedelta(hours=2)
+    h = staff_headers(staff)
+    client.post(f"/api/v1/staff/registrations/{seat['id']}/cancel", json={}, headers=h)
+    url = f"/api/v1/staff/registrations/{wait['id']}/admit"
+    for _ in range(2):
+        resp = client.post(url, json={"note": "现场有空位"}, headers=h)
+        assert resp.status_code == 200 and resp.get_json()["status"] == "attended", resp.get_json()
+    assert db.scalar(select(func.count(AuditLog.id)).where(
+        AuditLog.action == "registration.admitted_from_waitlist")) == 1

@@ -186,6 +186,8 @@ def admit_waitlisted(session: Session, actor: Actor, registration_id: int, note:
     free; the registration is confirmed and checked in at once, with an audit row naming the staff member."""
     now = now or utcnow()
     note, reg, activity = _staff_door_action(session, registration_id, note, "现场候补入场")
+    if reg.status == RegStatus.ATTENDED.value:
+        return reg  # tapped twice (or a colleague was quicker): they are in, as mark_attended answers
     if reg.status != RegStatus.WAITLISTED.value:
         raise Conflict(f"报名当前为“{STATUS_LABELS[reg.status]}”，不是候补，不能现场候补入场。",
                        code="not_waitlisted")
