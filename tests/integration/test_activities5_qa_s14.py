@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from sqlalchemy import func, select
 
 from wxapp_backend.activities.models import Activity, Registration
@@ -137,3 +138,72 @@ def test_admitting_from_the_waitlist_twice_is_not_an_error(client, new_activity,
         assert resp.status_code == 200 and resp.get_json()["status"] == "attended", resp.get_json()
     assert db.scalar(select(func.count(AuditLog.id)).where(
         AuditLog.action == "registration.admitted_from_waitlist")) == 1
+
+
+@pytest.mark.postgres
+def test_a_no_show_taken_back_while_another_is_counted_loses_neither(app, app_ctx, make_activity, make_user, staff,
+                                                                    db, monkeypatch):
+    """更正为已到场 lowered the user's 爽约 count in Python (read, minus one, written back) while closing the attendance
+    of another activity raises it in SQL. Under PostgreSQL the two run side by side (each locks only its own
+    activity): the correction read the count before the other's commit and wrote its stale figure over it, and the
+    no-show just counted was lost (SQLite serialises the two). Negative control: one after the other, the same
+    figure the interleaving must give."""
+    import threading
+    import time
+
+    from wxapp_backend.activities import checkin, jobs
+    from wxapp_backend.audit import Actor
+    from wxapp_backend.auth.models import User
+    from wxapp_backend.db import session_scope
+
+    now = datetime.now(UTC)
+    actor = Actor("staff", staff.id, role="staff")
+
+    def arrange():
+        u = make_user(no_show_count=1)
+        corrected = make_activity(starts_at=now - timedelta(hours=6)).id
+        ended = make_activity(starts_at=now - timedelta(hours=5)).id
+        db.add(Registration(activity_id=corrected, user_id=u.id, status="no_show"))
+        db.add(Registration(activity_id=ended, user_id=u.id, status="confirmed"))
+        db.commit()
+        return u.id, ended, db.scalar(select(Registration.id).where(Registration.activity_id == corrected))
+
+    def correct(reg_id):
+        with app.app_context(), session_scope() as s:
+            checkin.mark_attended(s, actor, reg_id, "现场手工登记，扫码枪故障")
+
+    # Negative control: one after the other.
+    uid, ended, reg_id = arrange()
+    assert jobs.close_attendance(ended) == 1
+    correct(reg_id)
+    db.expire_all()
+    assert db.get(User, uid).no_show_count == 1  # 1 + 1 - 1
+
+    # Side by side: the close has counted (not yet committed) when the correction reads the user.
+    uid, ended, reg_id = arrange()
+    counted, go = threading.Event(), threading.Event()
+    original = jobs.mark_user_no_shows
+
+    def count_then_wait(session, user_ids):
+        original(session, user_ids)
+        counted.set()
+        assert go.wait(30)
+
+    monkeypatch.setattr(jobs, "mark_user_no_shows", count_then_wait)
+
+    def close():
+        with app.app_context():
+            jobs.close_attendance(ended)
+
+    closer = threading.Thread(target=close)
+    closer.start()
+    assert counted.wait(30)
+    corrector = threading.Thread(target=correct, args=(reg_id,))
+    corrector.start()
+    time.sleep(2)  # the correction has read the user and waits for the close's row lock
+    go.set()
+    closer.join(30)
+    corrector.join(30)
+    db.expire_all()
+    assert db.get(Registration, reg_id).status == "attended"
+    assert db.get(User, uid).no_show_count == 1  # 1 + 1 - 1: neither change lost

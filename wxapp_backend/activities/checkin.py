@@ -14,9 +14,11 @@ import hmac
 import re
 from datetime import datetime, timedelta
 
+from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from ..audit import Actor, audit
+from ..auth.models import User
 from ..db import utcnow
 from ..errors import Conflict, NotFound, ValidationError
 from .models import Activity, ActivityStatus, Registration, RegStatus
@@ -96,8 +98,11 @@ def _attend(session: Session, reg: Registration, actor: Actor, now: datetime, no
     transition(session, reg, RegStatus.ATTENDED, actor, note=note)
     reg.checked_in_at = now
     reg.checked_in_by = actor.id if actor.type == "staff" else None
-    if was_no_show and reg.user.no_show_count > 0:
-        reg.user.no_show_count -= 1
+    if was_no_show:
+        # In SQL, as mark_user_no_shows counts: read and written back in Python, a no-show counted meanwhile for
+        # another activity (its attendance closing, which does not wait for this one's lock) was overwritten.
+        session.execute(update(User).where(User.id == reg.user_id, User.no_show_count > 0)
+                        .values(no_show_count=User.no_show_count - 1))
 
 
 def check_in(session: Session, actor: Actor, secret: str, token: str, now: datetime | None = None, *,
