@@ -207,3 +207,36 @@ def test_a_no_show_taken_back_while_another_is_counted_loses_neither(app, app_ct
     db.expire_all()
     assert db.get(Registration, reg_id).status == "attended"
     assert db.get(User, uid).no_show_count == 1  # 1 + 1 - 1: neither change lost
+
+
+def test_a_no_show_taken_back_gives_back_the_waitlist_place_it_cost(client, make_activity, make_user, user_token,
+                                                                     staff, staff_headers, db):
+    """Two no-shows in 90 days put a worker behind the others of their hour on every waitlist they join. When staff
+    found one of the two was a scanner fault (更正为已到场: “爽约记录随之撤销”), the record was corrected but the
+    waitlists they were already on kept them at the back, behind someone who registered after them."""
+    from sqlalchemy import update
+
+    now = datetime.now(UTC)
+    habitual, punctual = make_user(nickname="被误记爽约"), make_user(nickname="准时")
+    missed = []
+    for days in (10, 20):  # two no-shows in the last 90 days
+        past = make_activity(starts_at=now - timedelta(days=days)).id
+        reg = Registration(activity_id=past, user_id=habitual.id, status="no_show")
+        db.add(reg)
+        db.commit()
+        missed.append(reg.id)
+    aid = make_activity(capacity=1).id
+    _reg(client, aid, user_token(make_user()))
+    first = _reg(client, aid, user_token(habitual))
+    _reg(client, aid, user_token(punctual))
+    db.execute(update(Registration).where(Registration.activity_id == aid).values(queue_hour=1))  # one hour
+    db.commit()
+    mine = client.get(f"/api/v1/activities/{aid}", headers=user_token(habitual)).get_json()["my_registration"]
+    assert mine["waitlist_position"] == 2
+    resp = client.post(f"/api/v1/staff/registrations/{missed[0]}/attended", json={"note": "扫码枪故障，本人到场"},
+                       headers=staff_headers(staff))
+    assert resp.status_code == 200 and resp.get_json()["status"] == "attended", resp.get_json()
+    mine = client.get(f"/api/v1/activities/{aid}", headers=user_token(habitual)).get_json()["my_registration"]
+    assert (mine["id"], mine["waitlist_position"]) == (first["id"], 1)
+    other = client.get(f"/api/v1/activities/{aid}", headers=user_token(punctual)).get_json()["my_registration"]
+    assert other["waitlist_position"] == 2

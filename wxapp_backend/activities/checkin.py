@@ -27,6 +27,7 @@ from .services import (
     STATUS_LABELS,
     counts_as_no_show,
     lock_activity,
+    no_show_penalty,
     seats_taken,
     transition,
 )
@@ -103,6 +104,11 @@ def _attend(session: Session, reg: Registration, actor: Actor, now: datetime, no
         # another activity (its attendance closing, which does not wait for this one's lock) was overwritten.
         session.execute(update(User).where(User.id == reg.user_id, User.no_show_count > 0)
                         .values(no_show_count=User.no_show_count - 1))
+        if not no_show_penalty(session, reg.user_id, now):
+            # The no-show that put them behind the others of their hour on the waitlists they are on is taken back.
+            session.execute(update(Registration).where(
+                Registration.user_id == reg.user_id, Registration.status == RegStatus.WAITLISTED.value,
+                Registration.penalty != 0).values(penalty=0))
 
 
 def check_in(session: Session, actor: Actor, secret: str, token: str, now: datetime | None = None, *,
