@@ -38,3 +38,11 @@ def test_a_spaced_out_question_gets_the_answer_the_plain_one_gets(kb, typed, ent
     spaced = kb.decide(typed)
     assert plain.kind == "answer" and plain.hits[0].entry.id == entry
     assert spaced.kind == "answer" and spaced.hits[0].entry.id == entry
+
+
+@pytest.mark.parametrize("typed", ["一网通办怎么注册", "怎么注册一网通办", "一网通办 怎么 注册"])
+def test_registering_on_yiwangtongban_is_not_answered_with_opening_a_branch(kb, typed):
+    """“一网通办怎么注册” was answered outright (0.98) with “怎么设立分公司？”: a confident wrong answer."""
+    decision = kb.decide(typed)
+    assert decision.hits[0].entry.id == "gov-legal-person-login"
+    assert decision.kind != "answer" or decision.hits[0].entry.id == "gov-legal-person-login"
