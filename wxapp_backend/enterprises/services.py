@@ -164,8 +164,13 @@ def _flush(session: Session, message: str, field: str) -> None:
 
 
 def changed_fields(row: Any, values: Mapping[str, Any]) -> dict[str, list[Any]]:
-    """{field: [old, new]} for the values that differ from the row."""
-    return {k: [getattr(row, k), v] for k, v in values.items() if getattr(row, k) != v}
+    """{field: [old, new]} for the values that differ from the row (for the audit log: a phone number keeps its
+    last four digits only, as a user's own does in user.profile_updated; admins read this log, not a phone book)."""
+    return {k: [_audited(k, getattr(row, k)), _audited(k, v)] for k, v in values.items() if getattr(row, k) != v}
+
+
+def _audited(field: str, value: Any) -> Any:
+    return "***" + value[-4:] if field.endswith("phone") and isinstance(value, str) and value else value
 
 
 # --- grids ------------------------------------------------------------------------------------------
