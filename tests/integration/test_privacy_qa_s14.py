@@ -36,3 +36,45 @@ def test_audit_rows_do_not_keep_contact_phone_numbers_in_full(client, make_staff
         services.update_grid(s, Actor("staff", 1, role="admin"), grid.id, {"specialist_phone": "13611112222"})
     [changes] = _changes(db, "grid.updated")
     assert changes["specialist_phone"] == ["", "***2222"]
+
+
+def test_enterprise_page_counts_only_the_appeals_a_department_may_see(client, app, make_enterprise, make_user,
+                                                                      user_token, make_staff, db):
+    """A department account's 一企一档 page said “共 3 件，在办 3 件” of the enterprise's appeals, counting those given
+    to other departments, while its queue and the 导出本企业问题清单 link beside the figure hold only its own: the
+    page told it how many appeals other departments have with the enterprise. It now counts what that export lists;
+    staff still see every appeal."""
+    import re
+
+    from wxapp_backend.appeals.models import Appeal
+    from wxapp_backend.auth.models import User
+
+    ent = make_enterprise()
+    contact = make_user()
+    row = db.get(User, contact.id)
+    row.enterprise_id, row.binding_state = ent.id, "verified"
+    db.commit()
+    ids = []
+    for i in range(3):
+        resp = client.post("/api/v1/appeals", headers=user_token(contact), json={
+            "content": f"园区门口的路灯坏了第{i}盏", "contact_name": "王五", "contact_phone": "13912345678",
+            "enterprise_id": ent.id})
+        assert resp.status_code == 201, resp.get_json()
+        ids.append(resp.get_json()["id"])
+    for appeal_id, department in zip(ids, ("税务所", "城运中心", "城运中心"), strict=True):
+        appeal = db.get(Appeal, appeal_id)
+        appeal.department = appeal.given_to = department
+    db.commit()
+
+    def counts(staff) -> str:
+        c = app.test_client()
+        page = c.get("/console/login").get_data(as_text=True)
+        token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+        c.post("/console/login", data={"username": staff.username, "password": staff.plain_password,
+                                       "csrf_token": token})
+        page = c.get(f"/console/enterprises/{ent.id}").get_data(as_text=True)
+        return re.sub(r"\s+", " ", re.search(r'id="appeal-counts">(.*?)</td>', page, re.S).group(1))
+
+    assert "共 1 件，在办 1 件" in counts(make_staff(role="dept", department="税务所"))
+    assert "还没有以本企业名义提交的诉求" in counts(make_staff(role="dept", department="街道办"))
+    assert "共 3 件，在办 3 件" in counts(make_staff(role="staff"))

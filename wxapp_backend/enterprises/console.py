@@ -85,6 +85,12 @@ def enterprises():
                                filter_error=note), 422 if note else 200
 
 
+def _own_department() -> str | None:
+    """A department account's department (its figures count only what it handles), else None."""
+    actor = current_actor()
+    return actor.department if actor.role == StaffRole.DEPT else None
+
+
 def _enterprise_page(enterprise_id: int, *, error: str | None = None, status: int = 200, duplicate: str = ""):
     with session_scope() as s:
         enterprise = services.get_enterprise(s, enterprise_id)
@@ -92,7 +98,7 @@ def _enterprise_page(enterprise_id: int, *, error: str | None = None, status: in
                                users=services.bound_users(s, enterprise_id),
                                duplicates=services.possible_duplicates(s, enterprise) if not enterprise.retired else [],
                                merged_from=services.merged_from(s, enterprise_id), merge_error=error,
-                               appeal_counts=services.appeal_counts(s, enterprise_id),
+                               appeal_counts=services.appeal_counts(s, enterprise_id, _own_department()),
                                duplicate=duplicate), status
 
 

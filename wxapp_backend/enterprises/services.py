@@ -812,15 +812,17 @@ def industries(session: Session) -> list[str]:
                                        .distinct().order_by(Enterprise.industry)) if i]
 
 
-def appeal_counts(session: Session, enterprise_id: int) -> tuple[int, int]:
-    """(all, still open) appeals filed for this enterprise, for its file page (一企一档)."""
-    from ..appeals.models import Appeal
+def appeal_counts(session: Session, enterprise_id: int, department: str | None = None) -> tuple[int, int]:
+    """(all, still open) appeals filed for this enterprise, for its file page (一企一档); with `department` (a
+    department account reading it) only those that department handles, as its 企业问题清单 export lists."""
+    from ..appeals.models import Appeal, handled_by
     from ..appeals.states import OPEN
 
-    total, open_ = session.execute(select(
-        func.count(Appeal.id),
-        func.count(Appeal.id).filter(Appeal.status.in_([s.value for s in OPEN])))
-        .where(Appeal.enterprise_id == enterprise_id)).one()
+    stmt = select(func.count(Appeal.id), func.count(Appeal.id).filter(Appeal.status.in_([s.value for s in OPEN]))
+                  ).where(Appeal.enterprise_id == enterprise_id)
+    if department is not None:
+        stmt = stmt.where(handled_by(department))
+    total, open_ = session.execute(stmt).one()
     return int(total or 0), int(open_ or 0)
 
 
