@@ -432,7 +432,7 @@ def test_the_enterprise_file_shows_its_appeals(client, make_enterprise, make_use
         for i, status in enumerate(["submitted", "closed"]):
             s.add(Appeal(number=f"S11-10{i}", user_id=u.id, content="问题", contact_name="张三",
                          contact_phone="13800000000", enterprise_id=e.id, status=status))
-    console_login(make_staff(role="dept"))
+    console_login(make_staff(role="staff"))  # a department counts only its own (test_privacy_qa_s14)
     page = client.get(f"/console/enterprises/{e.id}").get_data(as_text=True)
     assert 'id="appeal-counts"' in page and "共 2 件" in page and "在办 1 件" in page
     assert f"/console/appeals/issues.xlsx?enterprise_id={e.id}" in page
