@@ -78,3 +78,19 @@ def test_enterprise_page_counts_only_the_appeals_a_department_may_see(client, ap
     assert "共 1 件，在办 1 件" in counts(make_staff(role="dept", department="税务所"))
     assert "还没有以本企业名义提交的诉求" in counts(make_staff(role="dept", department="街道办"))
     assert "共 3 件，在办 3 件" in counts(make_staff(role="staff"))
+
+
+def test_activity_zero_is_not_the_new_activity_form(client, make_staff, console_login, db):
+    """/console/activities/0/edit (an id that cannot exist) showed the 新建活动 form, and posting it created a new
+    activity, where every other missing id is a 404: a mistyped or forged edit link published an activity."""
+    from sqlalchemy import func
+
+    from wxapp_backend.activities.models import Activity
+
+    token = console_login(make_staff(role="staff"))
+    assert client.get("/console/activities/0/edit").status_code == 404
+    resp = client.post("/console/activities/0/edit", data={
+        "csrf_token": token, "category": "concert", "title": "楼宇音乐会", "address": "某大厦大堂",
+        "starts_at": "2030-01-02T12:00", "ends_at": "2030-01-02T13:00", "capacity": "5", "status": "published"})
+    assert resp.status_code == 404
+    assert db.scalar(select(func.count(Activity.id))) == 0

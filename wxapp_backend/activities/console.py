@@ -129,7 +129,7 @@ def edit_activity(activity_id: int):
 
 def _editor(activity_id: int | None):
     with session_scope() as s:
-        activity = services.get_activity(s, activity_id, staff=True) if activity_id else None
+        activity = services.get_activity(s, activity_id, staff=True) if activity_id is not None else None
         ctx = _choices(s)
         values = _values(activity)
         # Told in the question asked before the status is set to 已取消: how many people that notifies.
