@@ -76,7 +76,7 @@ def test_enterprise_page_counts_only_the_appeals_a_department_may_see(client, ap
         return re.sub(r"\s+", " ", re.search(r'id="appeal-counts">(.*?)</td>', page, re.S).group(1))
 
     assert "共 1 件，在办 1 件" in counts(make_staff(role="dept", department="税务所"))
-    assert "还没有以本企业名义提交的诉求" in counts(make_staff(role="dept", department="街道办"))
+    assert "没有本部门承办的本企业诉求" in counts(make_staff(role="dept", department="街道办"))
     assert "共 3 件，在办 3 件" in counts(make_staff(role="staff"))
 
 

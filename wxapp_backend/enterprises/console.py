@@ -94,11 +94,12 @@ def _own_department() -> str | None:
 def _enterprise_page(enterprise_id: int, *, error: str | None = None, status: int = 200, duplicate: str = ""):
     with session_scope() as s:
         enterprise = services.get_enterprise(s, enterprise_id)
-        return render_template("console/enterprises/enterprise_detail.html", e=enterprise,
+        own = _own_department()
+        return render_template("console/enterprises/enterprise_detail.html", e=enterprise, own_department=own,
                                users=services.bound_users(s, enterprise_id),
                                duplicates=services.possible_duplicates(s, enterprise) if not enterprise.retired else [],
                                merged_from=services.merged_from(s, enterprise_id), merge_error=error,
-                               appeal_counts=services.appeal_counts(s, enterprise_id, _own_department()),
+                               appeal_counts=services.appeal_counts(s, enterprise_id, own),
                                duplicate=duplicate), status
 
 
