@@ -94,3 +94,32 @@ def test_activity_zero_is_not_the_new_activity_form(client, make_staff, console_
         "starts_at": "2030-01-02T12:00", "ends_at": "2030-01-02T13:00", "capacity": "5", "status": "published"})
     assert resp.status_code == 404
     assert db.scalar(select(func.count(Activity.id))) == 0
+
+
+def test_staff_notes_on_routing_steps_stay_with_staff(client, make_user, user_token, make_staff, staff_headers):
+    """受理 / 交办 / 开始办理 / 协调会办 through the staff API take a note (说明), and the enterprise's timeline showed it
+    word for word: a scripted “交办给李科长，这家企业反复投诉” reached the enterprise, staff names and all, though the
+    enterprise's view holds no internal routing or staff names. It now reads the step's own wording (诉求已受理,
+    交办至税务所 ...), as 退单 and 延期 decisions already did; staff still read their note."""
+    user = make_user()
+    resp = client.post("/api/v1/appeals", headers=user_token(user), json={
+        "content": "园区门口的路灯坏了很久没人修", "contact_name": "王五", "contact_phone": "13912345678"})
+    appeal_id = resp.get_json()["id"]
+    centre = staff_headers(make_staff(role="staff"))
+    tax = make_staff(role="dept", department="税务所")
+    make_staff(role="dept", department="城运中心")
+    steps = ((centre, {"action": "accept", "note": "内部：李科长说这家企业反复投诉"}),
+             (centre, {"action": "assign", "department": "税务所", "handler_id": tax.id, "note": "内部：交给李科长"}),
+             (staff_headers(tax), {"action": "start", "note": "内部：先放一放"}),
+             (staff_headers(tax), {"action": "coordinate", "note": "内部：让城运中心兜底",
+                                   "tasks": [{"department": "城运中心", "description": "查看路灯", "working_days": 3}]}))
+    for headers, body in steps:
+        resp = client.post(f"/api/v1/staff/appeals/{appeal_id}/actions", json=body, headers=headers)
+        assert resp.status_code == 200, resp.get_json()
+    public = client.get(f"/api/v1/appeals/{appeal_id}", headers=user_token(user)).get_json()["timeline"]
+    notes = {e["action"]: e["note"] for e in public}
+    assert "内部" not in repr(public) and "李科长" not in repr(public)
+    assert notes["accepted"] == "诉求已受理" and notes["assigned"] == "交办至税务所"
+    assert notes["started"] == "开始办理" and notes["coordinating"] == "启动协调会办：城运中心"
+    staff_view = client.get(f"/api/v1/staff/appeals/{appeal_id}", headers=centre).get_json()["timeline"]
+    assert {e["note"] for e in staff_view} >= {b["note"] for _, b in steps}

@@ -1148,11 +1148,18 @@ def act_accept(session, actor, appeal, data, now):
     # The one who accepts handles it unless someone already does: an assignment, so on the audit row too.
     appeal.handler_id = appeal.handler_id or int(actor.id)
     transition(session, appeal, S.ACCEPTED, actor, action="accepted", now=now,
-               note=data.get("note") or "诉求已受理", handler_id=appeal.handler_id)
+               note=data.get("note") or "诉求已受理", handler_id=appeal.handler_id,
+               public_note=_for_enterprise(data, "诉求已受理"))
     # The promise itself, not “见详情”: a WeChat message is read where it arrives.
     due = appeal.due_at.astimezone(TZ) if appeal.due_at else None
     promise = f"承诺 {due.month}月{due.day}日 前办结" if due else "承诺办结时间见详情"
     _notify(session, appeal, "appeal_accepted", f"您的诉求 {appeal.number} 已受理，{promise}。", "accepted")
+
+
+def _for_enterprise(data: dict[str, Any], wording: str) -> str | None:
+    """The enterprise's timeline line for a routing step whose note staff typed (受理, 交办, 开始办理, 协调会办): the
+    step's own wording. The note is staff's (names, internal remarks); None, without one, shows the default note."""
+    return wording if data.get("note") else None
 
 
 def act_assign(session, actor, appeal, data, now):
@@ -1175,6 +1182,7 @@ def act_assign(session, actor, appeal, data, now):
         except ValidationError:
             appeal.handler_id = None
     note = data.get("note") or f"交办至{department}"
+    public_note = _for_enterprise(data, f"交办至{department}")
     settled = _settle_returns(session, actor, appeal, department, now) if department != old else []
     newly = department != old
     if appeal.status in (S.ASSIGNED, S.PENDING_ENTERPRISE):
@@ -1188,7 +1196,7 @@ def act_assign(session, actor, appeal, data, now):
     else:
         first = appeal.status == S.ACCEPTED  # the first 交办: the department is given the appeal now
         ev = transition(session, appeal, S.ASSIGNED, actor, action="assigned", note=note, now=now,
-                        department=department, handler_id=appeal.handler_id, previous_handler_id=old_handler,
+                        public_note=public_note, department=department, handler_id=appeal.handler_id, previous_handler_id=old_handler,
                         returns_settled=settled or None)
         newly = newly or first
     # Those who now answer for it hear of it (they heard of its 临期 and 超期, not that it was theirs).
@@ -1224,7 +1232,8 @@ def act_start(session, actor, appeal, data, now):
         # completion no longer brought it back (it was not 协调会办中 any more).
         raise Conflict("协调会办进行中：会办任务全部完成后会自动回到办理中；不再需要的会办任务可以取消。",
                        code="open_subtasks")
-    transition(session, appeal, S.IN_PROGRESS, actor, action="started", note=data.get("note") or "开始办理", now=now)
+    transition(session, appeal, S.IN_PROGRESS, actor, action="started", note=data.get("note") or "开始办理", now=now,
+               public_note=_for_enterprise(data, "开始办理"))
 
 
 def act_request_info(session, actor, appeal, data, now):
@@ -1282,7 +1291,8 @@ def act_coordinate(session, actor, appeal, data, now):
                note=f"增加会办部门：{'、'.join(made)}（企业补充材料后进入协调会办）")
     elif appeal.status != S.COORDINATING:
         transition(session, appeal, S.COORDINATING, actor, action="coordinating", now=now,
-                   note=data.get("note") or f"启动协调会办：{'、'.join(made)}", departments=made)
+                   note=data.get("note") or f"启动协调会办：{'、'.join(made)}", departments=made,
+                   public_note=_for_enterprise(data, f"启动协调会办：{'、'.join(made)}"))
     else:
         appeal.version += 1
         _event(session, appeal, actor, "tasks_added", note=f"增加会办部门：{'、'.join(made)}", departments=made)
