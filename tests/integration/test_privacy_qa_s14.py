@@ -123,3 +123,34 @@ def test_staff_notes_on_routing_steps_stay_with_staff(client, make_user, user_to
     assert notes["started"] == "开始办理" and notes["coordinating"] == "启动协调会办：城运中心"
     staff_view = client.get(f"/api/v1/staff/appeals/{appeal_id}", headers=centre).get_json()["timeline"]
     assert {e["note"] for e in staff_view} >= {b["note"] for _, b in steps}
+
+
+def test_department_reads_only_its_own_similar_appeals_in_the_timeline(client, make_user, user_token, make_staff,
+                                                                       staff_headers, make_building, db):
+    """The staff detail's 相似诉求 list is limited to what a department account may open, but the timeline's 提交
+    event carried the similar appeals found at submission in its data, whoever handled them: a department read the
+    ids and numbers of other departments' appeals there. The event now lists only those it may open."""
+    from wxapp_backend.appeals.models import Appeal
+
+    building = make_building()
+    user = make_user()
+    ids = []
+    for content in ("园区门口的路灯坏了很久没人修理", "园区门口的路灯坏了很久都没人修理"):
+        resp = client.post("/api/v1/appeals", headers=user_token(user), json={
+            "content": content, "contact_name": "王五", "contact_phone": "13912345678",
+            "building_id": building.id, "category": "talent"})
+        assert resp.status_code == 201, resp.get_json()
+        ids.append(resp.get_json()["id"])
+    for appeal_id, department in zip(ids, ("城运中心", "税务所"), strict=True):
+        appeal = db.get(Appeal, appeal_id)
+        appeal.department = appeal.given_to = department
+    db.commit()
+    admin = client.get(f"/api/v1/staff/appeals/{ids[1]}", headers=staff_headers(make_staff(role="admin"))).get_json()
+    [submitted] = [e for e in admin["timeline"] if e["action"] == "submitted"]
+    assert [s["id"] for s in submitted["data"]["similar"]] == [ids[0]]  # staff see what was found
+    tax = staff_headers(make_staff(role="dept", department="税务所"))
+    body = client.get(f"/api/v1/staff/appeals/{ids[1]}", headers=tax).get_json()
+    [submitted] = [e for e in body["timeline"] if e["action"] == "submitted"]
+    assert submitted["data"].get("similar", []) == [] and body["similar"] == []
+    number = db.get(Appeal, ids[0]).number
+    assert number not in repr(body)

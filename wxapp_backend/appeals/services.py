@@ -1888,6 +1888,14 @@ def detail_for_staff(session: Session, appeal: Appeal, actor: Actor | None = Non
     """The staff view of an appeal; `actor` (the one reading it) limits the similar appeals to those it may see."""
     body = appeal.to_staff()
     body["timeline"] = [e.to_dict() for e in timeline(session, appeal, public_only=False)]
+    if actor is not None and _dept_only(actor):
+        # The similar appeals found at submission, as the 相似诉求 list below: only those the department may open.
+        found = {s["id"] for e in body["timeline"] for s in (e["data"] or {}).get("similar") or []}
+        mine = set(session.scalars(select(Appeal.id).where(Appeal.id.in_(found), _dept_clause(actor.department)))
+                   ) if found else set()
+        for e in body["timeline"]:
+            if (e["data"] or {}).get("similar"):
+                e["data"] = {**e["data"], "similar": [s for s in e["data"]["similar"] if s["id"] in mine]}
     body["tasks"] = [t.to_dict() for t in session.scalars(select(AppealTask).where(
         AppealTask.appeal_id == appeal.id).order_by(AppealTask.id))]
     body["returns"] = [r.to_dict() for r in session.scalars(select(AppealReturn).where(
