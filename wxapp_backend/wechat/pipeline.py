@@ -50,6 +50,7 @@ from .crypto import (
     BadPayload,
     BadSignature,
     Crypto,
+    PayloadTooLarge,
     WeChatEnvelopeError,
     check_signature,
     check_timestamp,
@@ -186,6 +187,22 @@ class _Slot:
         self.late = False
 
 
+def _format_mismatch(acct: Account, body: bytes) -> BadPayload | None:
+    """A push that is not the account's format but reads as the other one: the mini-program console's 数据格式 and
+    WXA_MSG_FORMAT disagree. Refused all the same (400), under a code of its own so that the log says what to fix
+    rather than “not JSON” for every message."""
+    if acct.name != "wxa":  # the Official Account speaks XML only
+        return None
+    other = "xml" if acct.fmt == "json" else "json"
+    try:
+        parse_body(body, other)
+    except (BadPayload, ValueError):
+        return None
+    return BadPayload(code="format_mismatch", message_zh=(
+        f"收到的消息是 {other.upper()} 格式，而服务器按 {acct.fmt.upper()} 解析（WXA_MSG_FORMAT={acct.fmt}）："
+        f"请让小程序后台“消息推送”的数据格式与 WXA_MSG_FORMAT 一致。"))
+
+
 class Pipeline:
     """Everything between the HTTP request and the answer, for both accounts."""
 
@@ -252,7 +269,12 @@ class Pipeline:
         elif signature is not None and not check_signature(acct.token, signature, timestamp, nonce):
             raise BadSignature()
         max_bytes = self.settings.webhook_max_body
-        doc = parse_body(body, acct.fmt, max_bytes=max_bytes)
+        try:
+            doc = parse_body(body, acct.fmt, max_bytes=max_bytes)
+        except PayloadTooLarge:
+            raise
+        except BadPayload as exc:
+            raise _format_mismatch(acct, body) or exc from None
         ciphertext = encrypted_field(doc)
         key_index: int | None = None
         if encrypted or ciphertext is not None:
