@@ -83,7 +83,7 @@ from ..db import session_scope, utcnow
 from ..enterprises.models import Building, Enterprise
 from ..errors import Conflict, NotFound, ValidationError
 from ..queue import enqueue, enqueue_after_commit
-from ..validation import Field, validate
+from ..validation import Field, clean_text, strip_invisible, validate
 from ..wechat.client import QuotaReached, WeChatAPIError
 from ..wechat.templates import TemplateFieldError, field_type
 from ..wechat.templates import validate as validate_template
@@ -163,6 +163,10 @@ def _template_data(title: str, summary: str, given: dict[str, Any]) -> dict[str,
         # instead of being sent as "None" or "{'a': 1}".
         values = {str(k): str(v) if isinstance(v, int | float) and not isinstance(v, bool) else v
                   for k, v in given.items()}
+        # Cleaned as every other text field is: a value pasted from a web page or a chat kept its zero-width space,
+        # NUL or line break, passed the length check and went to every subscriber (WeChat's 47003, or a blank).
+        values = {k: " ".join(strip_invisible(clean_text(v)).split()) if isinstance(v, str) else v
+                  for k, v in values.items()}
         try:
             return validate_template(values)
         except TemplateFieldError as exc:
