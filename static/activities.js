@@ -25,10 +25,11 @@
       var cell = box.querySelector('[data-count="' + k + '"]');
       if (cell) { cell.textContent = String(p.subscribe[k]); }
     });
-    var body = box.querySelector('[data-field="failures"]');
-    if (body) {
+    ["failures", "waiting"].forEach(function (name) {
+      var body = box.querySelector('[data-field="' + name + '"]');
+      if (!body || !p[name]) { return; }
       body.textContent = "";
-      p.failures.forEach(function (f) {
+      p[name].forEach(function (f) {
         var tr = document.createElement("tr");
         [f.errcode, f.detail, f.count].forEach(function (v) {
           var td = document.createElement("td");
@@ -37,7 +38,7 @@
         });
         body.appendChild(tr);
       });
-    }
+    });
     return p.finished;
   }
 

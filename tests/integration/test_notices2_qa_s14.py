@@ -63,3 +63,39 @@ def test_a_template_value_of_invisible_characters_only_is_refused(app_ctx, clien
     make_user()
     resp = _create(client, staff_h, template_fields={"thing1": "\u200b\u200b", "time2": "2025-03-01 09:00"})
     assert resp.status_code == 422 and "template_fields.thing1" in resp.get_json()["fields"]
+
+
+# --- 2. why a fan-out waits -------------------------------------------------------------------------------------
+
+def test_progress_says_why_rows_wait_after_45009_and_a_busy_wechat(published_notice, app_ctx, client, run_jobs,
+                                                                    standin, make_staff, console_login, db):
+    """After WeChat's daily quota ran out (45009) every row waited 'pending' until the cool-down ended, and the
+    progress view showed only “等待发送” with 失败原因 “无”: nothing said why or that it would carry on by itself."""
+    from wxapp_backend.db import session_scope
+
+    nid = published_notice(3)
+    standin.fail_next(SUBSCRIBE, 45009)
+    run_jobs()
+    with session_scope() as s:
+        p = broadcast.progress(s, nid)
+    assert p["subscribe"]["pending"] == 3 and p["failures"] == []
+    assert p["waiting"] == [{"errcode": 45009, "detail": broadcast.QUOTA_WAIT_DETAIL, "count": 3}]
+    assert sum(p["subscribe"].values()) == p["subscribe_total"] == 3
+    console_login(make_staff(role="dept"))
+    page = client.get(f"/console/notices/{nid}").get_data(as_text=True)
+    assert "等待原因" in page and broadcast.QUOTA_WAIT_DETAIL in page
+    assert client.get(f"/console/notices/{nid}/progress.json").get_json()["waiting"][0]["count"] == 3
+
+
+def test_progress_lists_rows_waiting_for_a_retry_after_minus_1(published_notice, app, app_ctx, run_jobs, standin,
+                                                               monkeypatch):
+    from wxapp_backend.db import session_scope
+
+    monkeypatch.setitem(app.extensions["wxapp"].settings.extra, "fanout_backoff_override", 3600)
+    nid = published_notice(2)
+    standin.fail_next(SUBSCRIBE, -1)
+    run_jobs()
+    with session_scope() as s:
+        p = broadcast.progress(s, nid)
+    assert p["subscribe"]["sent"] == 1 and p["subscribe"]["pending"] == 1
+    assert [(w["errcode"], w["count"]) for w in p["waiting"]] == [(-1, 1)] and "稍后重试" in p["waiting"][0]["detail"]

@@ -1078,6 +1078,13 @@ def progress(session: Session, notice_id: int) -> dict[str, Any]:
         select(OutboxRow.errcode, OutboxRow.detail, func.count()).where(
             OutboxRow.notice_id == notice_id, OutboxRow.status == OutboxStatus.FAILED.value)
         .group_by(OutboxRow.errcode, OutboxRow.detail).order_by(func.count().desc()).limit(10))]
+    # Why rows wait (WeChat's daily quota, a busy WeChat retried later): without it a fan-out stopped for the day
+    # showed only “等待发送” and no reason, and staff pressed 重新启动 again and again.
+    waiting = [{"errcode": e, "detail": d, "count": n} for e, d, n in session.execute(
+        select(OutboxRow.errcode, OutboxRow.detail, func.count()).where(
+            OutboxRow.notice_id == notice_id, OutboxRow.channel == "subscribe",
+            OutboxRow.status == OutboxStatus.PENDING.value, OutboxRow.errcode != 0)
+        .group_by(OutboxRow.errcode, OutboxRow.detail).order_by(func.count().desc()).limit(10))]
     total = sum(counts.values())
     done = sum(counts[k] for k in TERMINAL)
     # WeChat's later delivery reports (subscribe_msg_sent_event) on the messages it took.
@@ -1092,6 +1099,6 @@ def progress(session: Session, notice_id: int) -> dict[str, Any]:
             "recipients": notice.recipients, "inbox": notice.recipients, "subscribe": counts,
             "subscribe_total": total, "subscribe_done": done,
             "percent": round(done / total * 100, 1) if total else (100.0 if notice.status == "done" else 0.0),
-            "failures": reasons, "finished": notice.status == NoticeStatus.DONE.value,
+            "failures": reasons, "waiting": waiting, "finished": notice.status == NoticeStatus.DONE.value,
             "published_at": notice.published_at.isoformat() if notice.published_at else None,
             "finished_at": notice.finished_at.isoformat() if notice.finished_at else None}
