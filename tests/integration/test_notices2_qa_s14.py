@@ -99,3 +99,103 @@ def test_progress_lists_rows_waiting_for_a_retry_after_minus_1(published_notice,
         p = broadcast.progress(s, nid)
     assert p["subscribe"]["sent"] == 1 and p["subscribe"]["pending"] == 1
     assert [(w["errcode"], w["count"]) for w in p["waiting"]] == [(-1, 1)] and "稍后重试" in p["waiting"][0]["detail"]
+
+
+# --- 3. an activity's time in the subscribe message -------------------------------------------------------------
+
+def _activity_draft(client, make_activity, make_staff, console_login, db):
+    """A notice announcing an activity, composed the way the activity page's “通知订阅者” fills it in."""
+    import re
+    from datetime import UTC, datetime, timedelta
+
+    from sqlalchemy import select
+
+    start = (datetime.now(UTC) + timedelta(days=4)).replace(second=0, microsecond=0)
+    aid = make_activity(category="fitness", title="午间瑜伽", starts_at=start).id
+    csrf = console_login(make_staff(role="staff"))
+    composer = client.get(f"/console/notices/new?activity_id={aid}").get_data(as_text=True)
+    fields = re.search(r'<textarea name="template_fields"[^>]*>([^<]*)</textarea>', composer).group(1)
+    summary = re.search(r'<textarea name="summary"[^>]*>([^<]*)</textarea>', composer).group(1)
+    resp = client.post("/console/notices/new", data={
+        "csrf_token": csrf, "kind": "activity", "activity_id": str(aid), "title": "新活动：午间瑜伽",
+        "summary": summary, "audience_all": "1", "template_fields": fields.replace("&#10;", "\n")})
+    assert resp.status_code == 302, resp.get_data(as_text=True)
+    from wxapp_backend.wechat.templates import format_time
+
+    return db.scalars(select(Notice)).one().id, format_time(start), csrf
+
+
+def test_publishing_keeps_the_activity_start_as_the_subscribe_message_time(app_ctx, client, make_activity, make_user,
+                                                                           make_staff, console_login, db, run_jobs,
+                                                                           standin, fast):
+    """The composer wrote the activity's start as time2; publishing made the values again from the title and
+    summary (they matched) and time2 became the moment of publishing: subscribers read “12月7日 05:30” for a class
+    on the 11th at noon."""
+    _with_credit(make_user)
+    nid, when, csrf = _activity_draft(client, make_activity, make_staff, console_login, db)
+    assert db.get(Notice, nid).template_fields["time2"] == when
+    client.post(f"/console/notices/{nid}/publish", data={"csrf_token": csrf})
+    db.expire_all()
+    assert db.get(Notice, nid).template_fields["time2"] == when
+    run_jobs()
+    (call,) = standin.calls_to(SUBSCRIBE)
+    assert call.body["data"]["time2"]["value"] == when
+
+
+def test_editing_the_title_keeps_the_activity_start_and_the_test_send_shows_it(app_ctx, client, make_activity,
+                                                                                make_user, make_staff, console_login,
+                                                                                db, staff_headers, run_jobs, standin):
+    nid, when, csrf = _activity_draft(client, make_activity, make_staff, console_login, db)
+    staff = make_staff(role="staff")
+    h = staff_headers(staff)
+    resp = client.patch(f"/api/v1/staff/notices/{nid}", json={"title": "新活动：午间瑜伽（加场）"}, headers=h)
+    assert resp.status_code == 200
+    fields = resp.get_json()["template_fields"]
+    assert fields["thing1"] == "新活动：午间瑜伽（加场）" and fields["time2"] == when
+    me = _with_credit(make_user)[0]
+    assert client.put("/api/v1/staff/me/test-recipient", json={"user_id": me.id}, headers=h).status_code == 200
+    assert client.post(f"/api/v1/staff/notices/{nid}/test", json={}, headers=h).get_json()["sent"] is True
+    run_jobs()
+    (call,) = standin.calls_to(SUBSCRIBE)
+    assert call.body["data"]["time2"]["value"] == when
+
+
+def test_a_draft_made_from_its_text_still_says_when_it_was_published(app_ctx, client, make_user, staff_h, db):
+    from datetime import timedelta
+
+    from wxapp_backend.db import session_scope, utcnow
+    from wxapp_backend.wechat.templates import format_time
+
+    make_user()
+    nid = _create(client, staff_h).get_json()["id"]
+    earlier = utcnow() - timedelta(days=3)
+    with session_scope() as s:  # a draft written three days ago
+        n = s.get(Notice, nid)
+        n.template_fields = {**n.template_fields, "time2": format_time(earlier)}
+        s.flush()
+        s.execute(Notice.__table__.update().where(Notice.id == nid).values(created_at=earlier, updated_at=earlier))
+    client.post(f"/api/v1/staff/notices/{nid}/publish", json={}, headers=staff_h)
+    db.expire_all()
+    assert db.get(Notice, nid).template_fields["time2"] == format_time(db.get(Notice, nid).published_at)
+
+
+def test_a_notice_about_an_activity_goes_out_with_its_start_as_it_is_when_published(app_ctx, client, make_activity,
+                                                                                   make_user, staff_h, db):
+    from datetime import UTC, datetime, timedelta
+
+    from wxapp_backend.activities.models import Activity
+    from wxapp_backend.db import session_scope
+    from wxapp_backend.wechat.templates import format_time
+
+    make_user()
+    start = (datetime.now(UTC) + timedelta(days=5)).replace(second=0, microsecond=0)
+    aid = make_activity(title="楼宇音乐会", starts_at=start, status="published").id
+    n = _create(client, staff_h, kind="activity", activity_id=aid).get_json()
+    assert n["template_fields"]["time2"] == format_time(start)
+    moved = start + timedelta(days=1, hours=2)
+    with session_scope() as s:  # moved after the draft was written
+        a = s.get(Activity, aid)
+        a.starts_at, a.ends_at = moved, moved + timedelta(hours=2)
+    assert client.post(f"/api/v1/staff/notices/{n['id']}/publish", json={}, headers=staff_h).status_code == 200
+    db.expire_all()
+    assert db.get(Notice, n["id"]).template_fields["time2"] == format_time(moved)

@@ -154,8 +154,9 @@ NOTICE_FIELDS = (
 )
 
 
-def _template_data(title: str, summary: str, given: dict[str, Any]) -> dict[str, str]:
-    """The subscribe-message data: the staff's values checked strictly, else made from the notice kind."""
+def _template_data(title: str, summary: str, given: dict[str, Any], starts_at: datetime | None = None) -> dict[str, str]:
+    """The subscribe-message data: the staff's values checked strictly, else made from the notice kind (its time the
+    related activity's start `starts_at` when there is one, else the moment it is made)."""
     from .kinds import get_kind, render
 
     if given:
@@ -176,14 +177,21 @@ def _template_data(title: str, summary: str, given: dict[str, Any]) -> dict[str,
     if kind is None or not kind.template_id:
         return {}
     try:
-        return render(kind, {"title": title, "note": summary or "点击查看详情"}, title=title, body=summary,
+        # A notice about an activity: the time a subscriber reads is the activity's (as the composer fills it in);
+        # made again from the text at publishing, it became the moment of publishing.
+        when = {"time": starts_at.isoformat()} if starts_at is not None else {}
+        return render(kind, {"title": title, "note": summary or "点击查看详情", **when}, title=title, body=summary,
                       created_at=utcnow())
     except TemplateFieldError as exc:
         raise ValidationError(f"订阅消息字段 {exc.field} {exc.problem}",
                               fields={f"template_fields.{exc.field}": exc.problem}) from None
 
 
-def _clean(data: dict[str, Any], existing: Notice | None = None) -> dict[str, Any]:
+def _activity_start(session: Session, activity_id: int | None) -> datetime | None:
+    return session.scalar(select(Activity.starts_at).where(Activity.id == activity_id)) if activity_id else None
+
+
+def _clean(session: Session, data: dict[str, Any], existing: Notice | None = None) -> dict[str, Any]:
     v = validate(data, NOTICE_FIELDS, partial=existing is not None)
     if "audience" in v:
         # Every criterion must hold: one misspelt ("industires") was dropped and the notice went to everyone the
@@ -209,8 +217,8 @@ def _clean(data: dict[str, Any], existing: Notice | None = None) -> dict[str, An
         given = existing.template_fields  # the staff member's own values stay
     else:
         given = {}  # made from the title and summary: made again from the edited ones
-    v["template_fields"] = _template_data(title, summary or "", given or {})
     activity_id = v.get("activity_id", existing.activity_id if existing else None)
+    v["template_fields"] = _template_data(title, summary or "", given or {}, _activity_start(session, activity_id))
     if activity_id is not None and not v.get("page", existing.page if existing else "").strip():
         # Tapping a notice about an activity opens that activity (the page registration messages open); left
         # empty, it opened nothing and the reader had to look for it. The console and the API alike.
@@ -252,7 +260,7 @@ def create_notice(session: Session, actor: Actor, data: dict[str, Any], *, idemp
     """A draft notice (validated: template values against WeChat's limits, a non-empty audience rule)."""
     from .kinds import get_kind
 
-    v = _clean(data)
+    v = _clean(session, data)
     _check_activity(session, v)
     kind = get_kind(NOTICE_KIND)
     notice = Notice(**v, template_id=kind.template_id if kind else "", created_by=actor.id,
@@ -305,7 +313,7 @@ def update_notice(session: Session, actor: Actor, notice_id: int, data: dict[str
     notice = _get(session, notice_id, lock=True)
     if notice.status != NoticeStatus.DRAFT.value:
         raise Conflict("通知已发布，不能再修改。", code="already_published")
-    v = _clean(data, notice)
+    v = _clean(session, data, notice)
     _check_activity(session, v)
     # From/to pairs (the summary, up to 2000 characters, by name): who the draft was meant for, and what it said.
     changes = {k: [getattr(notice, k), val] if k != "summary" else "changed" for k, val in v.items()
@@ -457,6 +465,8 @@ def send_test(session: Session, actor: Actor, notice_id: int) -> dict[str, Any]:
         # made again from the title and summary (each template key through the kind's mapping to its field).
         given = notice.template_fields or {}
         fields.update({source: given[key] for key, source in kind.fields.items() if given.get(key)})
+    elif (start := _activity_start(session, notice.activity_id)) is not None:
+        fields["time"] = start.isoformat()  # what publishing sends: the activity's start
     notify(session, link.user_id, NOTICE_KIND, fields,
            notice.page, title=f"【测试】{notice.title}"[:100], body=notice.summary, ref=f"notice:{notice.id}:test")
     audit(session, actor, "notice.test_sent", notice, user_id=link.user_id)
@@ -490,7 +500,8 @@ def publish(session: Session, actor: Actor, notice_id: int) -> Notice:
         raise ValidationError("推送对象为空：没有符合条件的用户，请调整推送对象。", code="empty_audience",
                               fields={"audience": "没有符合条件的用户"})
     if _made_from_text(notice):  # its time value says when it was sent, not when the draft was started
-        notice.template_fields = _template_data(notice.title, notice.summary or "", {})
+        notice.template_fields = _template_data(notice.title, notice.summary or "", {},
+                                                _activity_start(session, notice.activity_id))
     notice.status = NoticeStatus.EXPANDING.value
     notice.published_by = actor.id
     notice.published_at = utcnow()
