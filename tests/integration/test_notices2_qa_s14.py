@@ -199,3 +199,35 @@ def test_a_notice_about_an_activity_goes_out_with_its_start_as_it_is_when_publis
     assert client.post(f"/api/v1/staff/notices/{n['id']}/publish", json={}, headers=staff_h).status_code == 200
     db.expire_all()
     assert db.get(Notice, n["id"]).template_fields["time2"] == format_time(moved)
+
+
+# --- 4. template values for some keys only ----------------------------------------------------------------------
+
+def test_values_given_for_some_template_keys_go_out_with_the_rest_made_from_the_text(app_ctx, client, make_user,
+                                                                                     make_staff, staff_headers,
+                                                                                     run_jobs, standin, db, fast):
+    """Staff wrote thing1 only: the test send (made through the kind) filled time2 and thing3 and arrived, the
+    published notice sent {thing1} alone, which WeChat refuses for every subscriber (47003: data.time2 is empty)."""
+    staff = make_staff(role="staff")
+    h = staff_headers(staff)
+    me, other = _with_credit(make_user, 2)
+    keys = list(get_kind("notice").fields)
+    nid = _create(client, h, template_fields={"thing1": "稳岗补贴开始申报"}).get_json()["id"]
+    assert client.put("/api/v1/staff/me/test-recipient", json={"user_id": me.id}, headers=h).status_code == 200
+    assert client.post(f"/api/v1/staff/notices/{nid}/test", json={}, headers=h).get_json()["sent"] is True
+    run_jobs()
+    assert sorted(standin.calls_to(SUBSCRIBE)[0].body["data"]) == sorted(keys)
+    from wxapp_backend.db import session_scope
+
+    with session_scope() as s:  # the test send spent the staff member's credit: they accept once more
+        credits.add_credit(s, me.id, get_kind("notice").template_id)
+    assert client.post(f"/api/v1/staff/notices/{nid}/publish", json={}, headers=h).status_code == 200
+    run_jobs()
+    calls = standin.calls_to(SUBSCRIBE)[1:]
+    assert len(calls) == 2
+    for call in calls:
+        assert sorted(call.body["data"]) == sorted(keys)
+        assert call.body["data"]["thing1"]["value"] == "稳岗补贴开始申报"
+        assert call.body["data"]["thing3"]["value"] == "本周五前提交材料"
+    db.expire_all()
+    assert db.query(OutboxRow).filter_by(notice_id=nid, channel="subscribe", status="sent").count() == 2

@@ -499,9 +499,18 @@ def publish(session: Session, actor: Actor, notice_id: int) -> Notice:
     if estimate["recipients"] == 0:
         raise ValidationError("推送对象为空：没有符合条件的用户，请调整推送对象。", code="empty_audience",
                               fields={"audience": "没有符合条件的用户"})
-    if _made_from_text(notice):  # its time value says when it was sent, not when the draft was started
-        notice.template_fields = _template_data(notice.title, notice.summary or "", {},
-                                                _activity_start(session, notice.activity_id))
+    try:
+        made = _template_data(notice.title, notice.summary or "", {}, _activity_start(session, notice.activity_id))
+    except ValidationError:
+        made = {}  # the template's values cannot be made from this text: the staff member's own ones go as they are
+    if made and _made_from_text(notice):  # its time value says when it was sent, not when the draft was started
+        notice.template_fields = made
+    elif notice.template_fields and made.keys() - notice.template_fields.keys():
+        # Values the staff member wrote for some of the template's keys only: WeChat refuses a message that lacks
+        # one (47003, for every subscriber) while the test send, made through the kind, filled them in and went
+        # out. The rest are made from the text, as the test send makes them.
+        notice.template_fields = {**{k: val for k, val in made.items() if k not in notice.template_fields},
+                                  **notice.template_fields}
     notice.status = NoticeStatus.EXPANDING.value
     notice.published_by = actor.id
     notice.published_at = utcnow()
