@@ -231,3 +231,39 @@ def test_values_given_for_some_template_keys_go_out_with_the_rest_made_from_the_
         assert call.body["data"]["thing3"]["value"] == "本周五前提交材料"
     db.expire_all()
     assert db.query(OutboxRow).filter_by(notice_id=nid, channel="subscribe", status="sent").count() == 2
+
+
+# --- 5. the inbox read page by page -----------------------------------------------------------------------------
+
+def _tell(user, n, start=0):
+    from wxapp_backend.db import session_scope
+    from wxapp_backend.notices.services import notify
+
+    with session_scope() as s:
+        for i in range(start, start + n):
+            notify(s, user.id, "notice", {"title": f"通知{i}"}, title=f"通知{i}")
+
+
+def test_the_inbox_continues_after_the_last_item_read_whatever_arrived_or_was_read(app_ctx, client, make_user,
+                                                                                   user_token):
+    """Pages by number shifted under the reader: a notice that arrived while they scrolled repeated the last item of
+    page 1 on page 2, and marking page 1 read (只看未读) made page 2 skip three unread ones."""
+    user = make_user()
+    h = user_token(user)
+    _tell(user, 6)
+    first = client.get("/api/v1/me/inbox?per_page=3", headers=h).get_json()["items"]
+    assert [i["title"] for i in first] == ["通知5", "通知4", "通知3"]
+    _tell(user, 1, start=6)  # arrives while the user scrolls
+    nxt = client.get(f"/api/v1/me/inbox?per_page=3&before_id={first[-1]['id']}", headers=h).get_json()
+    assert [i["title"] for i in nxt["items"]] == ["通知2", "通知1", "通知0"]
+    unread = client.get("/api/v1/me/inbox?per_page=3&unread=1", headers=h).get_json()["items"]
+    for item in unread:
+        assert client.post(f"/api/v1/me/inbox/{item['id']}/read", headers=h).status_code == 200
+    rest = client.get(f"/api/v1/me/inbox?per_page=3&unread=1&before_id={unread[-1]['id']}", headers=h).get_json()
+    assert [i["title"] for i in rest["items"]] == ["通知3", "通知2", "通知1"] and rest["unread"] == 4
+
+
+def test_a_bad_before_id_is_a_clear_422(app_ctx, client, make_user, user_token):
+    h = user_token(make_user())
+    resp = client.get("/api/v1/me/inbox?before_id=abc", headers=h)
+    assert resp.status_code == 422 and "before_id" in resp.get_json()["fields"]

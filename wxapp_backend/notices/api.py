@@ -16,7 +16,13 @@ from .models import InboxItem
 
 bp = Blueprint("notices_api", __name__, url_prefix="/api/v1")
 
-INBOX_PARAMS = PAGE_FIELDS + (Field("unread", "bool", "只看未读"),)
+INBOX_PARAMS = PAGE_FIELDS + (
+    Field("unread", "bool", "只看未读"),
+    # Pages by number shift under the reader: a notice arriving while they scroll repeated the last item of the page
+    # before, and marking the first page read (with 只看未读) skipped a page of unread ones.
+    Field("before_id", "int", "只看这条消息之前的", min=1,
+          description="上一页最后一条消息的 id：从它之前接着看（新消息到来或标记已读时不重复、不漏看）"),
+)
 
 
 @bp.get("/me/inbox")
@@ -29,6 +35,8 @@ def inbox():
         stmt = select(InboxItem).where(InboxItem.user_id == uid)
         if q["unread"]:
             stmt = stmt.where(InboxItem.read_at.is_(None))
+        if q["before_id"]:
+            stmt = stmt.where(InboxItem.id < q["before_id"])
         total = s.scalar(select(func.count()).select_from(stmt.subquery()))
         unread = s.scalar(select(func.count(InboxItem.id)).where(InboxItem.user_id == uid,
                                                                  InboxItem.read_at.is_(None)))
