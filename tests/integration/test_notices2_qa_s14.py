@@ -267,3 +267,60 @@ def test_a_bad_before_id_is_a_clear_422(app_ctx, client, make_user, user_token):
     h = user_token(make_user())
     resp = client.get("/api/v1/me/inbox?before_id=abc", headers=h)
     assert resp.status_code == 422 and "before_id" in resp.get_json()["fields"]
+
+
+# --- 6. announcing an activity only verified contacts may join --------------------------------------------------
+
+def _subscribers(make_user, make_enterprise):
+    from wxapp_backend.activities.models import CategorySubscription
+    from wxapp_backend.db import session_scope
+
+    ent = make_enterprise()
+    verified = make_user(enterprise_id=ent.id, binding_state="verified")
+    pending = make_user(enterprise_id=ent.id, binding_state="pending")
+    plain = make_user()
+    with session_scope() as s:
+        for u in (verified, pending, plain):
+            s.add(CategorySubscription(user_id=u.id, category="fitness"))
+    return verified, pending, plain
+
+
+def test_announcing_a_verified_only_activity_reaches_verified_contacts_only(app_ctx, client, make_user,
+                                                                           make_enterprise, make_activity, make_staff,
+                                                                           console_login, db, run_jobs):
+    """The composer filled in for a 仅限已核实的企业联系人 activity named its category only: every subscriber was
+    invited, and the unverified ones read “本活动仅限已核实的企业联系人报名” when they tried to register."""
+    import re
+
+    from wxapp_backend.notices.models import InboxItem
+
+    verified, pending, plain = _subscribers(make_user, make_enterprise)
+    aid = make_activity(category="fitness", title="企业沙龙", verified_only=True).id
+    csrf = console_login(make_staff(role="staff"))
+    composer = client.get(f"/console/notices/new?activity_id={aid}").get_data(as_text=True)
+    assert re.search(r'name="verified_only" checked', composer)
+    resp = client.post("/console/notices/new", data={"csrf_token": csrf, "kind": "activity", "activity_id": str(aid),
+                                                     "title": "新活动：企业沙龙", "categories": ["fitness"],
+                                                     "verified_only": "on"})
+    assert resp.status_code == 302, resp.get_data(as_text=True)
+    n = db.query(Notice).one()
+    assert n.audience["verified_only"] is True
+    page = client.get(f"/console/notices/{n.id}/edit").get_data(as_text=True)
+    assert re.search(r'name="verified_only" checked', page)  # the edit form keeps it
+    client.post(f"/console/notices/{n.id}/publish", data={"csrf_token": csrf})
+    run_jobs()
+    db.expire_all()
+    assert [i.user_id for i in db.query(InboxItem).filter_by(ref=f"notice:{n.id}")] == [verified.id]
+
+
+def test_verified_only_through_the_api_and_alone_as_the_audience(app_ctx, client, make_user, make_enterprise,
+                                                                 staff_h):
+    verified, pending, plain = _subscribers(make_user, make_enterprise)
+    resp = _create(client, staff_h, audience={"categories": ["fitness"], "verified_only": True})
+    assert resp.status_code == 201 and resp.get_json()["reach"]["recipients"] == 1
+    resp = _create(client, staff_h, audience={"verified_only": True})  # all verified contacts
+    assert resp.status_code == 201 and resp.get_json()["reach"]["recipients"] == 1
+    resp = _create(client, staff_h, audience={"categories": ["fitness"]})
+    assert resp.get_json()["reach"]["recipients"] == 3
+    resp = _create(client, staff_h, audience={"verified_only": "maybe"})
+    assert resp.status_code == 422 and "audience.verified_only" in resp.get_json()["fields"]

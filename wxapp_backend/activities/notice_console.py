@@ -49,6 +49,7 @@ def _form_data() -> dict[str, Any]:
         "building_ids": row_ids(f.getlist("building_ids")),
         "industries": [x for x in _LIST_SPLIT.split(f.get("industries", "")) if x.strip()],
         "tags": [x for x in _SPLIT.split(f.get("tags", "")) if x],
+        "verified_only": "verified_only" in f,
     }
     if (registrants_of := row_id(f.get("registrants_of"))) is not None:
         audience["registrants_of"] = registrants_of
@@ -161,7 +162,8 @@ def _notice_values(n) -> dict[str, Any]:
 
 def _about_activity(a: Activity) -> dict[str, Any]:
     """The composer filled in for announcing `a` (the activity page's “通知订阅者”): to the subscribers of its
-    category, narrowed to its audience's buildings, industries and tags, so nobody is told of what they cannot join."""
+    category, narrowed to its audience's buildings, industries, tags and verified contacts only, so nobody is told of
+    what they cannot join."""
     from .services import SHANGHAI
 
     local = a.starts_at.astimezone(SHANGHAI)
@@ -170,7 +172,8 @@ def _about_activity(a: Activity) -> dict[str, Any]:
     return {"kind": "activity", "activity_id": a.id, "title": title, "summary": summary,
             "template_fields_text": _activity_template_text(a, title, summary),
             "audience": {"categories": [a.category], "building_ids": list(a.audience_building_ids or []),
-                         "industries": list(a.audience_industries or []), "tags": list(a.audience_tags or [])}}
+                         "industries": list(a.audience_industries or []), "tags": list(a.audience_tags or []),
+                         "verified_only": bool(a.verified_only)}}
 
 
 def _activity_template_text(a: Activity, title: str, summary: str) -> str:

@@ -140,6 +140,9 @@ AUDIENCE_FIELDS = (
     Field("industries", "list", "行业", max_items=100, default=[], item=Field("industry", "str", "行业", max_len=64)),
     Field("tags", "list", "企业标签", max_items=100, default=[], item=Field("tag", "str", "标签", max_len=32)),
     Field("registrants_of", "int", "某个活动的报名人", min=1),
+    # An activity only verified enterprise contacts may join (Activity.verified_only): its announcement went to every
+    # subscriber of the category, and the unverified ones read “本活动仅限已核实的企业联系人报名” on registering.
+    Field("verified_only", "bool", "仅限已核实的企业联系人", default=False),
 )
 
 NOTICE_FIELDS = (
@@ -207,7 +210,7 @@ def _clean(session: Session, data: dict[str, Any], existing: Notice | None = Non
             raise ValidationError(exc.message, fields={f"audience.{k}": m for k, m in exc.fields.items()}) from None
         a = v["audience"]
         if not a["all"] and not any(a[k] for k in ("categories", "building_ids", "industries", "tags",
-                                                   "registrants_of")):
+                                                   "registrants_of", "verified_only")):
             raise ValidationError("请选择推送对象（或明确选择“全部用户”）。", fields={"audience": "请选择推送对象"})
     title = v.get("title", existing.title if existing else "")
     summary = v.get("summary", existing.summary if existing else "")
@@ -357,6 +360,8 @@ def audience_select(session: Session, audience: dict[str, Any]):
         wanted = set(audience["tags"])
         ids = [eid for eid, tags in session.execute(select(Enterprise.id, Enterprise.tags)) if wanted & set(tags or [])]
         stmt = stmt.where(verified, User.enterprise_id.in_(ids or [-1]))
+    if audience.get("verified_only"):
+        stmt = stmt.where(verified, User.enterprise_id.is_not(None))
     if audience.get("registrants_of"):
         stmt = stmt.where(User.id.in_(select(Registration.user_id).where(
             Registration.activity_id == audience["registrants_of"], Registration.status.in_(ACTIVE_STATUSES))))

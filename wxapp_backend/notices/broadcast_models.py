@@ -47,7 +47,7 @@ class Notice(Base):
     template_id: Mapped[str] = mapped_column(String(64), default="")
     template_fields: Mapped[dict] = mapped_column(JSON, default=dict)
     # {"all": bool, "categories": [...], "building_ids": [...], "industries": [...], "tags": [...],
-    #  "registrants_of": activity id or null}; every given criterion must hold.
+    #  "registrants_of": activity id or null, "verified_only": bool}; every given criterion must hold.
     audience: Mapped[dict] = mapped_column(JSON, default=dict)
     status: Mapped[str] = mapped_column(String(12), default=NoticeStatus.DRAFT.value, index=True)
     expand_cursor: Mapped[int] = mapped_column(Integer, default=0)  # last users.id written to the outbox
