@@ -324,3 +324,27 @@ def test_verified_only_through_the_api_and_alone_as_the_audience(app_ctx, client
     assert resp.get_json()["reach"]["recipients"] == 3
     resp = _create(client, staff_h, audience={"verified_only": "maybe"})
     assert resp.status_code == 422 and "audience.verified_only" in resp.get_json()["fields"]
+
+
+# --- 7. an activity cancelled between publishing and the expansion ---------------------------------------------
+
+def test_an_activity_cancelled_before_the_expansion_puts_no_invitation_in_anyones_inbox(app_ctx, client, make_user,
+                                                                                       make_activity, staff_h, db,
+                                                                                       run_jobs, standin, fast):
+    """Publishing refused a cancelled activity, and the send jobs skipped its subscribe messages, but the expansion
+    (queued behind other jobs) still wrote “新活动：… 欢迎报名” into every inbox for an activity cancelled meanwhile."""
+    from wxapp_backend.activities.models import Activity
+    from wxapp_backend.db import session_scope
+    from wxapp_backend.notices.models import InboxItem
+
+    _with_credit(make_user, 3)
+    aid = make_activity(title="楼宇音乐会", status="published").id
+    nid = _create(client, staff_h, kind="activity", activity_id=aid, title="新活动：楼宇音乐会").get_json()["id"]
+    assert client.post(f"/api/v1/staff/notices/{nid}/publish", json={}, headers=staff_h).status_code == 200
+    with session_scope() as s:  # a colleague cancels it before the expansion job runs
+        s.get(Activity, aid).status = "cancelled"
+    run_jobs()
+    db.expire_all()
+    assert db.query(InboxItem).filter_by(ref=f"notice:{nid}").count() == 0
+    assert standin.count(SUBSCRIBE) == 0
+    assert db.get(Notice, nid).status == "done"

@@ -595,8 +595,13 @@ def expand_notice(notice_id: int, batch: int | None = None) -> int:
                     OutboxRow.notice_id == notice_id, OutboxRow.channel == "subscribe").limit(1)) is not None
             window = (audience_select(s, notice.audience or {}).where(User.id > notice.expand_cursor)
                       .order_by(User.id).limit(batch).subquery())
-            hi = s.scalar(select(func.max(window.c.id)))
+            # The activity the notice invites to was cancelled (or taken back to draft) since it was published: the
+            # users not yet written get no inbox invitation either (the send jobs skip the subscribe rows written).
+            gone = _activity_gone(s, notice.activity_id)
+            hi = None if gone else s.scalar(select(func.max(window.c.id)))
             if hi is None:
+                if gone:
+                    log.info("notice expansion stopped: its activity is gone", extra={"notice_id": notice_id})
                 open_rows = s.scalar(select(OutboxRow.id).where(
                     OutboxRow.notice_id == notice_id, OutboxRow.channel == "subscribe",
                     OutboxRow.status.not_in(TERMINAL)).limit(1))
