@@ -348,3 +348,31 @@ def test_an_activity_cancelled_before_the_expansion_puts_no_invitation_in_anyone
     assert db.query(InboxItem).filter_by(ref=f"notice:{nid}").count() == 0
     assert standin.count(SUBSCRIBE) == 0
     assert db.get(Notice, nid).status == "done"
+
+
+# --- 8. a template configured after the draft was written -------------------------------------------------------
+
+def test_a_draft_written_before_the_template_was_configured_goes_out_with_the_configured_one(app_ctx, client,
+                                                                                          make_user, staff_h, db,
+                                                                                          run_jobs, standin, fast,
+                                                                                          monkeypatch):
+    """NOTIFY_TEMPLATES is re-read when it changes; a draft written before the real template was configured kept the
+    placeholder id: its subscribers, who accepted the real template, got nothing but the inbox."""
+    from dataclasses import replace
+
+    from wxapp_backend.db import session_scope
+    from wxapp_backend.notices import kinds
+
+    user = make_user()
+    nid = _create(client, staff_h).get_json()["id"]
+    old = db.get(Notice, nid).template_id
+    configured = {**kinds.DEFAULT_KINDS, "notice": replace(kinds.DEFAULT_KINDS["notice"], template_id="REAL-notice")}
+    monkeypatch.setattr(kinds, "current_kinds", lambda: configured)
+    with session_scope() as s:
+        credits.add_credit(s, user.id, "REAL-notice")
+    assert client.post(f"/api/v1/staff/notices/{nid}/publish", json={}, headers=staff_h).status_code == 200
+    run_jobs()
+    db.expire_all()
+    assert old != "REAL-notice" and db.get(Notice, nid).template_id == "REAL-notice"
+    (call,) = standin.calls_to(SUBSCRIBE)
+    assert call.body["template_id"] == "REAL-notice" and call.body["touser"] == user.openid

@@ -496,26 +496,31 @@ def _check_still_on(session: Session, notice: Notice) -> None:
 def publish(session: Session, actor: Actor, notice_id: int) -> Notice:
     """Start the fan-out; publishing twice changes nothing. An empty audience is refused (422), so is a notice
     about an activity cancelled or still a draft (409)."""
+    from .kinds import get_kind
+
     notice = _get(session, notice_id, lock=True)
     if notice.status != NoticeStatus.DRAFT.value:
         return notice
     _check_still_on(session, notice)
-    estimate = reach(session, notice)
-    if estimate["recipients"] == 0:
-        raise ValidationError("推送对象为空：没有符合条件的用户，请调整推送对象。", code="empty_audience",
-                              fields={"audience": "没有符合条件的用户"})
     try:
         made = _template_data(notice.title, notice.summary or "", {}, _activity_start(session, notice.activity_id))
     except ValidationError:
         made = {}  # the template's values cannot be made from this text: the staff member's own ones go as they are
     if made and _made_from_text(notice):  # its time value says when it was sent, not when the draft was started
         notice.template_fields = made
+        # Made for the template configured now (NOTIFY_TEMPLATES is re-read when it changes): a draft written before
+        # a template was configured or replaced went out under the old id, which nobody holds credit for.
+        notice.template_id = get_kind(NOTICE_KIND).template_id
     elif notice.template_fields and made.keys() - notice.template_fields.keys():
         # Values the staff member wrote for some of the template's keys only: WeChat refuses a message that lacks
         # one (47003, for every subscriber) while the test send, made through the kind, filled them in and went
         # out. The rest are made from the text, as the test send makes them.
         notice.template_fields = {**{k: val for k, val in made.items() if k not in notice.template_fields},
                                   **notice.template_fields}
+    estimate = reach(session, notice)
+    if estimate["recipients"] == 0:
+        raise ValidationError("推送对象为空：没有符合条件的用户，请调整推送对象。", code="empty_audience",
+                              fields={"audience": "没有符合条件的用户"})
     notice.status = NoticeStatus.EXPANDING.value
     notice.published_by = actor.id
     notice.published_at = utcnow()
