@@ -10,6 +10,7 @@ from datetime import date
 # path segment in /console/kb/<id>/edit and /api/v1/kb/entries/<id>), and nothing a browser rewrites in a path:
 # "\" (read as "/") and the segments "." and ".." (resolved away, so the entry's pages could not be reached).
 ID_RE = re.compile(r"^(?!\.{1,2}$)[^\s|/\\]{1,128}$")
+_SURROGATE_RE = re.compile("[\ud800-\udfff]")
 
 POLICY_FIELDS: tuple[str, ...] = (
     "issuer",
@@ -136,6 +137,13 @@ def entry_issues(entry: Entry) -> list[tuple[str, str]]:
         issues.append(("valid_from", f"（{entry.valid_from}）晚于{FIELD_LABELS['valid_until']}（{entry.valid_until}）"))
     if entry.url and not re.match(r"^https?://", entry.url):
         issues.append(("url", f"必须以 http:// 或 https:// 开头：{entry.url}"))
+    for f in fields(entry):
+        # A lone surrogate ("\ud83d" in a JSON or YAML file cut mid-emoji) is no UTF-8 text: the database write
+        # failed with a traceback, after the whole file had been read as fine.
+        value = getattr(entry, f.name)
+        texts = value if isinstance(value, tuple) else (value,)
+        if any(isinstance(t, str) and _SURROGATE_RE.search(t) for t in texts):
+            issues.append((f.name, "含有无法识别的字符（可能是被截断的表情符号），请删除或重新输入这个字符"))
     return issues
 
 
