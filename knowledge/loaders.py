@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import re
+import unicodedata
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -447,10 +448,19 @@ def _read_text(path: Path, col: _Collector) -> str | None:
     return None
 
 
+# A template's note after the name: “编号（必填）”, “标签(用|分隔)”, “答案【必填】”, and the required mark “*编号”.
+_HEADER_NOTE_RE = re.compile(r"\s*[(\[【][^()\[\]【】]*[)\]】]\s*$|^\s*\*|\*\s*$")
+
+
 def _normalise_header(h: Any) -> str:
-    """Map a header cell to a field name (case-insensitive, Chinese aliases accepted)."""
+    """Map a header cell to a field name (case-insensitive, full-width letters as half-width, Chinese aliases and
+    a note in brackets accepted)."""
     t = _text(h)
-    return HEADER_ALIASES.get(t, t.lower())
+    wide = unicodedata.normalize("NFKC", t)
+    for name in (t, wide, _HEADER_NOTE_RE.sub("", wide).strip()):
+        if name in HEADER_ALIASES or name.lower() in KNOWN_KEYS:
+            return HEADER_ALIASES.get(name, name.lower())
+    return t.lower()  # another column keeps its name as written, for the note on the columns left out
 
 
 def _rows_to_entries(
