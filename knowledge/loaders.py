@@ -547,15 +547,20 @@ def _read_xlsx(path: Path, col: _Collector, strict: bool) -> list[tuple[int, Ent
         col.add(None, None, "无法读取这个 Excel 文件（可能是改了扩展名的 .xls 或 .csv，或文件已损坏），"
                             "请用 Excel 或 WPS 打开后另存为 .xlsx 再导入")
         return []
-    ws = wb.worksheets[0]
-    uncalculated = _uncalculated_formula(path, 0)
+    # The first sheet staff see with something on it: a hidden one (a 填写说明, an old copy kept out of sight) was
+    # read instead of the one on screen, and so was WPS's empty Sheet1 in front of the data sheet.
+    visible = [w for w in wb.worksheets if w.sheet_state == "visible"] or wb.worksheets[:1]
+    ws = next((w for w in visible if any(_text(c) for r in w.iter_rows(values_only=True) for c in r)), visible[0])
+    uncalculated = _uncalculated_formula(path, wb.worksheets.index(ws))
     if uncalculated:
         # data_only reads such a cell as empty: the field would be imported as nothing, without a word.
         col.add(None, None, f"工作表 “{ws.title}” 的单元格 {uncalculated} 是公式，但文件里没有保存计算结果，"
                             "请用 Excel 或 WPS 打开并保存一次后再导入（或把公式改成数值）")
         wb.close()
         return []
-    for other in wb.worksheets[1:]:
+    for other in visible:
+        if other is ws:
+            continue
         # Only the first sheet is read: entries on another one (政策 on one sheet, 常见问题 on the next) were left
         # out while the import said 导入完成. A sheet of notes, without the entry columns, is no such sheet.
         rows = other.iter_rows(values_only=True)
