@@ -56,7 +56,9 @@ HEADER_ALIASES: dict[str, str] = {
     "已下线": "retired",
 }
 LIST_SEPARATOR = "|"
-_SPLIT_RE = re.compile(r"[|｜]")
+# The table files' list separator (the console's 相似问法 box takes it too: a phrasing holding it stopped every
+# .csv/.xlsx export).
+LIST_SEPARATORS = re.compile(r"[|｜]")
 # Tags are keywords: a file's “高新、专精特新” is two, as the console's form reads it (a form save of an entry with
 # that one tag otherwise changed its tags behind the editor's back).
 TAG_SEPARATORS = re.compile(r"[,，、|｜]")
@@ -145,7 +147,7 @@ def _as_list(value: Any) -> tuple[list[str], bool]:
             return [], False
         items = [_text(v) for v in value]
     elif isinstance(value, (str, int, float)):
-        items = _SPLIT_RE.split(_text(value))
+        items = LIST_SEPARATORS.split(_text(value))
     else:
         return [], False
     return [i.strip() for i in items if i and i.strip()], True
@@ -747,7 +749,7 @@ def _flat_row(e: Entry) -> list[str]:
     """CSV/XLSX shape: one column per field, lists joined with '|'."""
     for name in LIST_FIELDS:
         for item in getattr(e, name):
-            if _SPLIT_RE.search(item):
+            if LIST_SEPARATORS.search(item):
                 raise ValueError(f"条目 “{e.id}” 的 “{name}” 含有分隔符 “|”，无法导出为表格：{item}")
     row: list[str] = []
     for name in FLAT_COLUMNS:

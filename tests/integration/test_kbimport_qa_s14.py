@@ -103,3 +103,23 @@ def test_an_xlsx_whose_first_sheet_is_hidden_or_empty_imports_the_sheet_staff_se
     ws.append(["new-2", "问题二", "答案二"])
     wb.save(empty_first)
     assert [e.id for e in load_file(empty_first, strict=True)] == ["new-2"]
+
+
+def test_a_phrasing_typed_with_the_tables_separator_does_not_stop_every_table_export(
+        app, app_ctx, client, make_staff, console_login, tmp_path, db):
+    """The 相似问法 box takes one phrasing a line; a colleague used to the spreadsheet wrote “营业执照丢了|执照补办”.
+    It was kept as one phrasing holding “|”, and from then on kb export to .csv or .xlsx refused the whole
+    knowledge base (“含有分隔符 “|”，无法导出为表格”). The box reads “|” as a table's cell does."""
+    token = console_login(make_staff(role="staff"))
+    resp = client.post("/console/kb/new", data={
+        "csrf_token": token, "id": "license-lost", "question": "营业执照遗失怎么补办",
+        "similar": "营业执照丢了|执照补办\r\n证照遗失｜补领执照", "answer": "在一网通办申请补领，无需登报。"})
+    assert resp.status_code == 302, resp.get_data(as_text=True)
+    db.expire_all()
+    assert db.get(KBEntry, "license-lost").similar == ["营业执照丢了", "执照补办", "证照遗失", "补领执照"]
+    for ext in ("csv", "xlsx"):
+        out = tmp_path / f"out.{ext}"
+        result = app.test_cli_runner().invoke(args=["kb", "export", str(out)])
+        assert result.exit_code == 0, result.output
+        result = app.test_cli_runner().invoke(args=["kb", "import", str(out)])
+        assert result.exit_code == 0 and "新增 0 条，更新 0 条" in result.output, result.output

@@ -9,7 +9,7 @@ from datetime import timedelta
 from flask import Blueprint, abort, current_app, flash, g, redirect, render_template, request, url_for
 from sqlalchemy import Text, cast, func, or_, select
 
-from knowledge.loaders import TAG_SEPARATORS
+from knowledge.loaders import LIST_SEPARATORS, TAG_SEPARATORS
 from knowledge.schema import POLICY_FIELDS, Entry
 
 from ..auth.guard import console_required
@@ -58,7 +58,8 @@ def _entry_from_form(form: dict) -> Entry:
     # Browsers send a textarea's line breaks as CRLF; entries hold LF, as every file format gives them back (an
     # .xlsx turns CRLF into LF, so an export and re-import counted the entry as changed).
     data = {k: _LINE_BREAK_RE.sub("\n", v) if isinstance(v, str) else v for k, v in data.items()}
-    split = [s.strip() for s in (data["similar"] or "").splitlines() if s.strip()]
+    # One phrasing a line; "|" separates them too, as in a table file (kept in a phrasing, it stopped every export).
+    split = [s.strip() for line in (data["similar"] or "").splitlines() for s in LIST_SEPARATORS.split(line) if s.strip()]
     # A Chinese keyboard's comma is “，”; "|" and "｜" separate tags in table files.
     tags = [t.strip() for t in TAG_SEPARATORS.split(data["tags"] or "") if t.strip()]
     return Entry(id=data["id"], question=data["question"], answer=data["answer"], similar=tuple(split),
