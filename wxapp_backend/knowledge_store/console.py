@@ -61,7 +61,8 @@ def _entry_from_form(form: dict) -> Entry:
     # One phrasing a line; "|" separates them too, as in a table file (kept in a phrasing, it stopped every export).
     split = [s.strip() for line in (data["similar"] or "").splitlines() for s in LIST_SEPARATORS.split(line) if s.strip()]
     # A Chinese keyboard's comma is “，”; "|" and "｜" separate tags in table files.
-    tags = [t.strip() for t in TAG_SEPARATORS.split(data["tags"] or "") if t.strip()]
+    # Each once, as a file import keeps them (else the first export and re-import counted the entry as changed).
+    tags = list(dict.fromkeys(t.strip() for t in TAG_SEPARATORS.split(data["tags"] or "") if t.strip()))
     return Entry(id=data["id"], question=data["question"], answer=data["answer"], similar=tuple(split),
                  category=data["category"] or "", tags=tuple(tags),
                  **{f: data.get(f) for f in POLICY_FIELDS}, retired=False)
