@@ -153,7 +153,9 @@ def _as_list(value: Any) -> tuple[list[str], bool]:
     return [i.strip() for i in items if i and i.strip()], True
 
 
-_DATE_RE = re.compile(r"^(\d{4})[-/.年](\d{1,2})[-/.月](\d{1,2})日?$|^(\d{4})(\d{2})(\d{2})$")  # also 20251231
+# Also 20251231, and a time of day after the date (Excel saves a cell formatted 日期时间 as “2025/12/31 0:00”).
+_DATE_RE = re.compile(r"^(\d{4})[-/.年](\d{1,2})[-/.月](\d{1,2})日?(?:[ T]+([01]?\d|2[0-3]):[0-5]\d(?::[0-5]\d(?:\.\d+)?)?)?$"
+                      r"|^(\d{4})(\d{2})(\d{2})$")
 
 
 def _as_date(value: Any) -> tuple[date | None, bool]:
@@ -167,7 +169,7 @@ def _as_date(value: Any) -> tuple[date | None, bool]:
     m = _DATE_RE.match(_text(value))
     if not m:
         return None, False
-    parts = m.groups()[:3] if m.group(1) else m.groups()[3:]
+    parts = m.groups()[:3] if m.group(1) else m.groups()[4:]
     try:
         return date(*map(int, parts)), True
     except ValueError:

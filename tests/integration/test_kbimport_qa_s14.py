@@ -141,3 +141,22 @@ def test_an_entry_saved_with_a_tag_typed_twice_round_trips_through_export_and_im
     assert app.test_cli_runner().invoke(args=["kb", "export", str(out)]).exit_code == 0
     result = app.test_cli_runner().invoke(args=["kb", "import", str(out)])
     assert result.exit_code == 0 and "新增 0 条，更新 0 条，未变 1 条" in result.output, result.output
+
+
+def test_a_date_column_saved_with_its_time_of_day_is_read_as_that_day(app, app_ctx, tmp_path, db):
+    """A sheet whose 截止日期 column is formatted 日期时间 (or came out of the office system that way) is saved by
+    Excel as “2025/12/31 0:00”, by others as “2025-06-30 17:30:00”: every row was refused as 不是有效日期."""
+    f = tmp_path / "政策.csv"
+    f.write_bytes("编号,问题,答案,生效日期,截止日期\r\n"
+                  "p-1,稳岗补贴怎么申请,在一网通办申请。,2025/1/1 0:00,2030/12/31 0:00\r\n"
+                  "p-2,人才安居补贴怎么申请,向街道人才服务站申请。,2025-06-01T09:00,2030-06-30 17:30:00\r\n"
+                  .encode("gb18030"))
+    result = app.test_cli_runner().invoke(args=["kb", "import", str(f)])
+    assert result.exit_code == 0, result.output
+    db.expire_all()
+    assert [(str(r.valid_from), str(r.valid_until)) for r in db.query(KBEntry).order_by(KBEntry.id)] == [
+        ("2025-01-01", "2030-12-31"), ("2025-06-01", "2030-06-30")]
+    bad = tmp_path / "bad.csv"
+    bad.write_text("id,question,answer,valid_until\nb-1,问,答,2030/12/31 25:99\n", encoding="utf-8")
+    result = app.test_cli_runner().invoke(args=["kb", "import", str(bad)])
+    assert result.exit_code != 0 and "第 2 行" in result.output and "valid_until" in result.output
