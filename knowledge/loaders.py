@@ -224,7 +224,7 @@ def _build_entry(
                         err(f"policy.{key}", UNKNOWN_POLICY_FIELD)
                     continue
                 data[key] = value
-    if strict:
+    if strict and col.columns is None:  # a table's columns are checked once, at its header
         for key in data:
             if key not in KNOWN_KEYS:
                 err(key, UNKNOWN_FIELD)
@@ -482,6 +482,10 @@ def _rows_to_entries(
         if n and n in seen:
             col.add(1, n, "列重复出现")
         seen.add(n)
+    if strict:
+        # Said once for the column: on every row, one real mistake in a long sheet with a 备注 column was buried.
+        for n in dict.fromkeys(n for n in names if n and n not in KNOWN_KEYS):
+            col.add(1, n, UNKNOWN_FIELD)
     out: list[tuple[int, Entry]] = []
     for rowno, cells in rows:
         if all(_text(c) == "" for c in cells):

@@ -160,3 +160,19 @@ def test_a_date_column_saved_with_its_time_of_day_is_read_as_that_day(app, app_c
     bad.write_text("id,question,answer,valid_until\nb-1,问,答,2030/12/31 25:99\n", encoding="utf-8")
     result = app.test_cli_runner().invoke(args=["kb", "import", str(bad)])
     assert result.exit_code != 0 and "第 2 行" in result.output and "valid_until" in result.output
+
+
+def test_a_real_mistake_in_a_sheet_with_a_notes_column_is_not_buried_under_a_line_per_row(app, app_ctx, tmp_path, db):
+    """A sheet with a 备注 column imports (the column is left out, and said so). With one real mistake in it as
+    well, the refusal listed “备注” 是未知字段 once for every row: 20,000 lines, the one that mattered at the end.
+    The column is named once, at the header."""
+    f = tmp_path / "清单.csv"
+    rows = "".join(f"n{i},问题{i},答案{i},核对过\r\n" for i in range(300))
+    f.write_bytes(("编号,问题,答案,备注\r\n" + rows + "bad-1,,答案,待补\r\n").encode("gb18030"))
+    result = app.test_cli_runner().invoke(args=["kb", "import", str(f)])
+    assert result.exit_code != 0 and "未改动" in result.output
+    assert "清单.csv：第 302 行 “question”（标准问题）不能为空" in result.output or (
+        "第 302 行" in result.output and "question" in result.output), result.output
+    assert result.output.count("备注") == 1 and len(result.output.splitlines()) < 6, result.output
+    db.expire_all()
+    assert db.query(KBEntry).count() == 0
