@@ -42,12 +42,22 @@ def upgrade_database() -> str:
     from alembic.script import ScriptDirectory
 
     db = _state().db
-    with db.engine.begin() as conn:
-        if db.dialect == "postgresql":
-            # Two processes running init-db at once must not both create the tables.
-            conn.exec_driver_sql("SELECT pg_advisory_xact_lock(727001)")
-        cfg = alembic_config(conn)
-        command.upgrade(cfg, "head")
+    with db.engine.connect() as conn:
+        sqlite = db.dialect == "sqlite"
+        if sqlite:
+            # A batch migration rebuilds a table (copy, DROP, rename): with foreign keys on, the DROP deleted every
+            # row that points at it through ON DELETE CASCADE. SQLite takes the pragma outside a transaction only.
+            conn.connection.driver_connection.execute("PRAGMA foreign_keys=OFF")
+        try:
+            with conn.begin():
+                if db.dialect == "postgresql":
+                    # Two processes running init-db at once must not both create the tables.
+                    conn.exec_driver_sql("SELECT pg_advisory_xact_lock(727001)")
+                cfg = alembic_config(conn)
+                command.upgrade(cfg, "head")
+        finally:
+            if sqlite:
+                conn.connection.driver_connection.execute("PRAGMA foreign_keys=ON")
     return ScriptDirectory.from_config(alembic_config()).get_current_head() or ""
 
 
@@ -117,18 +127,19 @@ def register_cli(app: Flask) -> None:
 
         password = secrets.token_urlsafe(9)
         report = seed(admin_password=password, reset_admin_password=reset_admin_password)
+        for line in report.lines:
+            click.echo(line)
         if report.admin_password:
+            # Shown before Redis is used: the password is committed already, and a Redis that did not answer
+            # below left the operator with an error and an admin password nobody knew.
+            click.echo("")
+            click.echo(f"  工作台管理员账号：admin   密码：{report.admin_password}")
+            click.echo("  （请妥善保存；忘记时运行 flask --app wsgi seed-demo --reset-admin-password）")
             # Whoever resets a forgotten password has usually used up their tries: the new one must work at once.
             from .auth.services import LoginThrottle
 
             settings = _state().settings
             LoginThrottle(_state().redis, settings.login_max_failures, settings.login_lockout_seconds).forget("admin")
-        for line in report.lines:
-            click.echo(line)
-        if report.admin_password:
-            click.echo("")
-            click.echo(f"  工作台管理员账号：admin   密码：{report.admin_password}")
-            click.echo("  （请妥善保存；忘记时运行 flask --app wsgi seed-demo --reset-admin-password）")
 
     @app.cli.command("link-followers")
     def link_followers() -> None:
