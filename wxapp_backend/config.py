@@ -148,7 +148,7 @@ class Settings:
         if app_env not in {"development", "production", "testing"}:
             raise ConfigError(f"环境变量 APP_ENV 应为 development、production 或 testing，现在是 {app_env!r}")
         # Absolute: Flask refuses a relative instance path, and `serve` starts its children in the checkout.
-        instance = Path(env.get("INSTANCE_PATH") or (ROOT / "instance")).absolute()
+        instance = _folder(env, "INSTANCE_PATH", ROOT / "instance", make=True)
         secret = env.get("SECRET_KEY", "")
         missing = []
         if app_env == "production":
@@ -176,8 +176,7 @@ class Settings:
             env=app_env,
             secret_key=secret,
             instance_path=instance,
-            uploads_path=Path(env["UPLOADS_PATH"].strip()).absolute() if (env.get("UPLOADS_PATH") or "").strip()
-            else None,
+            uploads_path=_folder(env, "UPLOADS_PATH", None),
             database_url=_database_url(env),
             redis_url=_redis_url(env),
             wechat_appid=env.get("WECHAT_APPID", ""),
@@ -241,6 +240,24 @@ def _database_url(env: Mapping[str, str]) -> str:
         raise ConfigError("环境变量 DATABASE_URL 格式不对：应形如 postgresql+psycopg://用户:密码@主机:5432/库名"
                           "（也可用 postgres:// 或 sqlite:///文件路径）")
     return url
+
+
+def _folder(env: Mapping[str, str], name: str, default: Path | None, *, make: bool = False) -> Path | None:
+    """A folder setting, absolute; one that names a file (or, with `make`, a folder that cannot be made) stopped
+    the start with pathlib's traceback, or (UPLOADS_PATH) failed every appeal photo later."""
+    raw = (env.get(name) or "").strip()
+    if not raw and default is None:
+        return None
+    path = Path(raw or default).absolute()
+    try:
+        if make:
+            path.mkdir(parents=True, exist_ok=True)
+        elif path.exists() and not path.is_dir():
+            raise NotADirectoryError(path)
+    except OSError as exc:
+        raise ConfigError(f"环境变量 {name} 应为一个可用的文件夹，{path} 不行"
+                          f"（{'它是一个文件' if path.is_file() else '无法创建：' + (exc.strerror or type(exc).__name__)}）") from None
+    return path
 
 
 def _redis_url(env: Mapping[str, str]) -> str:

@@ -66,3 +66,35 @@ def test_seed_demo_shows_the_reset_admin_password_even_when_redis_does_not_answe
     assert found.group(1) != old
     login = client.post("/api/v1/staff/login", json={"username": "admin", "password": found.group(1)})
     assert login.status_code == 200, login.get_json()
+
+
+def test_an_instance_or_uploads_path_that_is_a_file_stops_the_start_naming_the_variable(tmp_path):
+    """INSTANCE_PATH naming a file (or a place no folder can be made) stopped every command with a Python
+    traceback (FileExistsError from pathlib) naming no variable; UPLOADS_PATH naming a file was taken, and every
+    appeal photo later failed. Both are now a ConfigError naming the variable, and `flask` says it in one line."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import pytest
+
+    from wxapp_backend.config import ConfigError, Settings
+
+    afile = tmp_path / "not-a-folder"
+    afile.write_text("x")
+    for env in ({"INSTANCE_PATH": str(afile)}, {"INSTANCE_PATH": str(afile / "sub")},
+                {"INSTANCE_PATH": str(tmp_path / "inst"), "UPLOADS_PATH": str(afile)}):
+        with pytest.raises(ConfigError) as exc:
+            Settings.from_env(env)
+        name = "UPLOADS_PATH" if "UPLOADS_PATH" in env else "INSTANCE_PATH"
+        assert name in str(exc.value) and re.search(r"[\u4e00-\u9fff]", str(exc.value)), str(exc.value)
+    ok = Settings.from_env({"INSTANCE_PATH": str(tmp_path / "new" / "inst"), "UPLOADS_PATH": str(tmp_path / "up")})
+    assert ok.instance_path.is_dir() and ok.uploads_path == tmp_path / "up"
+    root = Path(__file__).resolve().parents[2]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("INSTANCE_PATH", "UPLOADS_PATH", "APP_ENV"))}
+    env.update(INSTANCE_PATH=str(afile), REDIS_URL="redis://127.0.0.1:1/0", SECRET_KEY="k" * 24)
+    run = subprocess.run([sys.executable, "-m", "flask", "--app", "wsgi", "init-db"], cwd=root, env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 1, run.stderr
+    assert "Traceback" not in run.stderr and "INSTANCE_PATH" in run.stderr and "配置有误" in run.stderr, run.stderr
