@@ -54,11 +54,25 @@ def upgrade_database() -> str:
                     # Two processes running init-db at once must not both create the tables.
                     conn.exec_driver_sql("SELECT pg_advisory_xact_lock(727001)")
                 cfg = alembic_config(conn)
+                _refuse_unknown_revision(conn, ScriptDirectory.from_config(cfg))
                 command.upgrade(cfg, "head")
         finally:
             if sqlite:
                 conn.connection.driver_connection.execute("PRAGMA foreign_keys=ON")
     return ScriptDirectory.from_config(alembic_config()).get_current_head() or ""
+
+
+def _refuse_unknown_revision(conn, script) -> None:
+    """A database a newer release has migrated (then rolled back to this one) stopped init-db and serve with
+    alembic's traceback "Can't locate revision"; it is one line now, and the database is left as it is."""
+    from alembic.migration import MigrationContext
+
+    known = {rev.revision for rev in script.walk_revisions()}
+    unknown = [rev for rev in MigrationContext.configure(conn).get_current_heads() if rev not in known]
+    if unknown:
+        raise click.ClickException(
+            f"数据库的迁移版本是 {'、'.join(unknown)}，本程序不认识（本程序最新为 {script.get_current_head()}）："
+            "它多半已由更新版本的程序升级过。请改用那个版本的程序，或从备份恢复与本版本相符的数据库；数据库未改动。")
 
 
 @contextmanager

@@ -98,3 +98,23 @@ def test_an_instance_or_uploads_path_that_is_a_file_stops_the_start_naming_the_v
                          capture_output=True, text=True, timeout=60)
     assert run.returncode == 1, run.stderr
     assert "Traceback" not in run.stderr and "INSTANCE_PATH" in run.stderr and "配置有误" in run.stderr, run.stderr
+
+
+def test_init_db_on_a_database_of_a_newer_release_says_so_in_one_line(settings, tmp_path):
+    """Rolled back to this release after a newer one had migrated the database, `init-db` (and `serve`) stopped
+    with alembic's traceback "Can't locate revision identified by '0099'". It now says in one Chinese line what
+    the revision is and what to do, exit status 1, the database untouched."""
+    app = wxapp_backend.create_app(settings.with_overrides(database_url=f"sqlite:///{tmp_path / 'new.sqlite3'}"))
+    runner = app.test_cli_runner()
+    first = runner.invoke(args=["init-db"])
+    assert first.exit_code == 0, first.output
+    engine = app.extensions["wxapp"].db.engine
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE alembic_version SET version_num = '0099'"))
+    again = runner.invoke(args=["init-db"])
+    assert again.exit_code == 1, again.output
+    assert "0099" in again.output and "错误：" in again.output and "Traceback" not in again.output, again.output
+    assert not isinstance(again.exception, Exception) or isinstance(again.exception, SystemExit), again.exception
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0099"
+    engine.dispose()
