@@ -338,6 +338,13 @@ def _outage_message(exc: Exception) -> str | None:
     if isinstance(exc, OperationalError | ProgrammingError) and (
             getattr(exc.orig, "sqlstate", None) == "42P01" or "no such table" in str(exc.orig)):
         return "数据库里还没有建表，请先运行 flask --app wsgi init-db。"
+    if isinstance(exc, OperationalError | ProgrammingError) and (
+            getattr(exc.orig, "sqlstate", None) == "42P07" or "already exists" in str(exc.orig)):
+        # A database that another program's tables are in (DATABASE_URL pointing at the wrong one): PostgreSQL's
+        # DuplicateTable was a traceback, SQLite's said the database was down.
+        detail = str(exc.orig).strip().splitlines()[0] if str(exc.orig).strip() else type(exc.orig).__name__
+        return (f"数据库里已有同名的表，但不是本程序建的（{detail}）：请确认 DATABASE_URL 指向本程序专用的数据库，"
+                "或换一个空数据库后再运行 flask --app wsgi init-db。")
     if isinstance(exc, OperationalError):
         part, detail = "数据库（DATABASE_URL）", str(exc.orig or exc)
     elif isinstance(exc, redis.ConnectionError | redis.TimeoutError | EmbeddedRedisError):

@@ -118,3 +118,28 @@ def test_init_db_on_a_database_of_a_newer_release_says_so_in_one_line(settings, 
     with engine.connect() as conn:
         assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0099"
     engine.dispose()
+
+
+def test_init_db_on_a_database_that_holds_another_programs_tables_says_so(settings, tmp_path, app):
+    """DATABASE_URL pointing at a database that already has a `users` table but no migrations of ours: on
+    PostgreSQL `init-db` stopped with a traceback (DuplicateTable is a ProgrammingError), on SQLite it said the
+    database was down ("请确认它已启动"). Both now say the database already holds such tables."""
+    from sqlalchemy.exc import ProgrammingError
+
+    from wxapp_backend.cli import _outage_message
+
+    path = tmp_path / "other.sqlite3"
+    other = wxapp_backend.create_app(settings.with_overrides(database_url=f"sqlite:///{path}"))
+    with other.extensions["wxapp"].db.engine.begin() as conn:
+        conn.execute(text("CREATE TABLE users (id INTEGER PRIMARY KEY)"))
+    result = other.test_cli_runner().invoke(args=["init-db"])
+    assert result.exit_code == 1, result.output
+    assert "已有" in result.output and "请确认它已启动" not in result.output, result.output
+    other.extensions["wxapp"].db.engine.dispose()
+
+    class DuplicateTable(Exception):
+        sqlstate = "42P07"
+
+    with app.app_context():
+        said = _outage_message(ProgrammingError("CREATE TABLE users", {}, DuplicateTable('relation "users" already exists')))
+    assert said is not None and "已有" in said and "users" in said, said
