@@ -143,3 +143,19 @@ def test_init_db_on_a_database_that_holds_another_programs_tables_says_so(settin
     with app.app_context():
         said = _outage_message(ProgrammingError("CREATE TABLE users", {}, DuplicateTable('relation "users" already exists')))
     assert said is not None and "已有" in said and "users" in said, said
+
+
+def test_chat_without_redis_stops_at_once_in_one_line(app, monkeypatch):
+    """`flask chat` with a Redis that does not answer started the conversation, then answered every line with
+    "［错误 500］" and a traceback in the log. It now stops before the first line, as `worker` does: one Chinese
+    line naming REDIS_URL, exit status 1."""
+    state = app.extensions["wxapp"]
+
+    def refused(*args, **kwargs):
+        raise redis.ConnectionError("Error 111 connecting to 127.0.0.1:6390. Connection refused.")
+
+    monkeypatch.setattr(state.redis.connection_pool, "get_connection", refused)
+    result = app.test_cli_runner().invoke(args=["chat"], input="你好\n")
+    assert result.exit_code == 1, result.output
+    assert "REDIS_URL" in result.output and "店小二>" not in result.output and "500" not in result.output, \
+        result.output

@@ -264,18 +264,6 @@ def run_chat(app: Flask, account: str, openid: str, lines: Any = None, echo: Any
             own_standin.stop()
 
 
-def _check_schema() -> None:
-    """Before the first line: a database without tables (init-db not run yet) answered every message with
-    "稍后再发一次" and a traceback in the log; this stops with one line saying what to run (cli.localise)."""
-    from sqlalchemy import select
-
-    from ..auth.models import User
-    from ..db import session_scope
-
-    with session_scope() as s:
-        s.execute(select(User.id).limit(1))
-
-
 def register_cli(app: Flask) -> None:
     @app.cli.command("chat")
     @click.option("--account", type=click.Choice(["oa", "wxa"]), default="oa", help="公众号（oa）或小程序（wxa）")
@@ -284,5 +272,9 @@ def register_cli(app: Flask) -> None:
         """与数字店小二对话：消息经真实的消息接口（签名，配置了 EncodingAESKey 时加密），与线上一致。"""
         if not openid.strip():  # every message would come back as "［错误 400］" instead of an answer
             raise click.UsageError("模拟用户的 openid（--openid）不能为空")
-        _check_schema()
+        # Before the first line: without its tables (init-db not run yet) or Redis, every message was answered
+        # "稍后再发一次" or "［错误 500］" with a traceback in the log; this stops with one line (cli.localise).
+        from ..cli import _check_dependencies
+
+        _check_dependencies()
         run_chat(current_app._get_current_object(), account, openid)  # type: ignore[attr-defined]
