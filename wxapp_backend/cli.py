@@ -434,6 +434,8 @@ def _bind_problem(address: str) -> str | None:
         return None
     host, _, port = address.rpartition(":")
     host = host.strip("[]") or "0.0.0.0"
+    if port.strip().isdigit() and int(port) > 65535:  # the probe's port wrapped round; gunicorn died of it
+        return f"监听地址 {address} 的端口应为 0 到 65535 之间的数字，请用 --bind HOST:PORT（或环境变量 BIND）指定。"
     try:
         family, kind, proto, _, sockaddr = socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM)[0]
         with socket.socket(family, kind, proto) as probe:

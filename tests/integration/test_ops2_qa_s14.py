@@ -159,3 +159,16 @@ def test_chat_without_redis_stops_at_once_in_one_line(app, monkeypatch):
     assert result.exit_code == 1, result.output
     assert "REDIS_URL" in result.output and "店小二>" not in result.output and "500" not in result.output, \
         result.output
+
+
+def test_serve_refuses_a_port_beyond_65535_in_one_line(app):
+    """`serve --bind 127.0.0.1:99999` passed the address check (the probe's port wrapped round), said it had
+    started, then gunicorn died with an OverflowError traceback. The port's range is now checked first."""
+    from wxapp_backend.cli import _bind_problem
+
+    for address in ("127.0.0.1:99999", "127.0.0.1:65536", "[::1]:70000"):
+        said = _bind_problem(address)
+        assert said is not None and "65535" in said and "BIND" in said, (address, said)
+    assert _bind_problem("127.0.0.1:0") is None
+    result = app.test_cli_runner().invoke(args=["serve", "--no-worker", "--bind", "127.0.0.1:99999"])
+    assert result.exit_code == 1 and "65535" in result.output and "已启动" not in result.output, result.output
