@@ -246,10 +246,16 @@ def healthz():
     state: AppState = current_app.extensions["wxapp"]
     result: dict[str, Any] = {"status": "ok", "db": "ok", "redis": "ok"}
     no_tables = False
+    behind = None
     try:
+        from .cli import schema_behind
+
         with state.db.engine.connect() as conn:
-            # Not SELECT 1: an empty database answers that too, while every page and push fails on it.
-            conn.execute(text("SELECT 1 FROM alembic_version"))
+            # Not SELECT 1: an empty database (or one still at an older migration) answers that too, while every
+            # page and push fails on it.
+            behind = schema_behind(conn)
+        if behind:
+            result["db"] = "error"
     except Exception as exc:  # any failure means unhealthy; say which part
         log.warning("health: database failed: %s", type(exc).__name__)
         result["db"] = "error"
@@ -266,6 +272,8 @@ def healthz():
         result["message"] = "以下部分不可用：" + "、".join({"db": "数据库", "redis": "Redis"}[k] for k in failing)
         if no_tables:
             result["message"] += "（数据库还没有建表，请运行 flask --app wsgi init-db）"
+        elif behind:
+            result["message"] += f"（{behind}）"
         return jsonify(result), 503
     return jsonify(result)
 

@@ -36,6 +36,27 @@ def alembic_config(connection=None):
     return cfg
 
 
+_REVISIONS: tuple[str, frozenset[str]] | None = None  # this release's head and every revision it knows
+
+
+def schema_behind(conn) -> str | None:
+    """What to do when the database is at an older migration of ours (the code upgraded, init-db not run since:
+    pages and jobs fail on a missing column); None when it is up to date (or newer, or unknown: init-db says)."""
+    global _REVISIONS
+    from sqlalchemy import text
+
+    if _REVISIONS is None:
+        from alembic.script import ScriptDirectory
+
+        script = ScriptDirectory.from_config(alembic_config())
+        _REVISIONS = (script.get_current_head() or "", frozenset(r.revision for r in script.walk_revisions()))
+    head, known = _REVISIONS
+    current = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+    if current in known and current != head:
+        return f"数据库还停在迁移版本 {current}（本程序需要 {head}），请先运行 flask --app wsgi init-db 升级数据库。"
+    return None
+
+
 def upgrade_database() -> str:
     """Apply every migration (idempotent); returns the head revision."""
     from alembic import command
@@ -470,11 +491,11 @@ def _reclaim_jobs_of_stopped_worker() -> None:
 def _check_dependencies() -> None:
     """Raise what the database (or its missing tables) and Redis raise when they cannot be used; `localise` says
     it in one line."""
-    from sqlalchemy import text
-
     _state().redis.ping()
     with _state().db.engine.connect() as conn:
-        conn.execute(text("SELECT 1 FROM alembic_version"))
+        behind = schema_behind(conn)
+    if behind:
+        raise click.ClickException(behind)
 
 
 def _after_init_db() -> list[str]:

@@ -172,3 +172,28 @@ def test_serve_refuses_a_port_beyond_65535_in_one_line(app):
     assert _bind_problem("127.0.0.1:0") is None
     result = app.test_cli_runner().invoke(args=["serve", "--no-worker", "--bind", "127.0.0.1:99999"])
     assert result.exit_code == 1 and "65535" in result.output and "已启动" not in result.output, result.output
+
+
+def test_a_database_not_yet_upgraded_is_unhealthy_and_the_worker_says_to_run_init_db(settings, tmp_path):
+    """New code started on a database still at an older migration (init-db forgotten after an upgrade): /healthz
+    answered 200 (the load balancer sent traffic to pages that failed on the missing column) and `worker`
+    started and failed its jobs. /healthz now answers 503 naming the database and init-db; `worker` refuses."""
+    from alembic import command
+
+    from wxapp_backend.cli import alembic_config, upgrade_database
+
+    app = wxapp_backend.create_app(settings.with_overrides(database_url=f"sqlite:///{tmp_path / 'behind.sqlite3'}"))
+    with app.app_context():
+        with app.extensions["wxapp"].db.engine.begin() as conn:
+            command.upgrade(alembic_config(conn), "0004")
+    resp = app.test_client().get("/healthz")
+    body = resp.get_json()
+    assert resp.status_code == 503 and body["db"] == "error" and body["failing"] == ["db"], body
+    assert "init-db" in body["message"] and "0004" in body["message"], body
+    worker = app.test_cli_runner().invoke(args=["worker", "--burst"])
+    assert worker.exit_code == 1 and "init-db" in worker.output and "0004" in worker.output, worker.output
+    with app.app_context():
+        upgrade_database()
+    resp = app.test_client().get("/healthz")
+    assert resp.status_code == 200, resp.get_json()
+    app.extensions["wxapp"].db.engine.dispose()
