@@ -149,6 +149,9 @@ class Settings:
             raise ConfigError(f"环境变量 APP_ENV 应为 development、production 或 testing，现在是 {app_env!r}")
         # Absolute: Flask refuses a relative instance path, and `serve` starts its children in the checkout.
         instance = _folder(env, "INSTANCE_PATH", ROOT / "instance", make=True)
+        # prometheus_client's multiprocess folder (gunicorn.conf.py, `serve`): one that did not exist (under /run
+        # after a reboot) failed every request and job outside gunicorn on opening its metrics file.
+        _folder(env, "PROMETHEUS_MULTIPROC_DIR", None, make=True)
         secret = env.get("SECRET_KEY", "")
         missing = []
         if app_env == "production":

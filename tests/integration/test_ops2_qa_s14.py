@@ -197,3 +197,41 @@ def test_a_database_not_yet_upgraded_is_unhealthy_and_the_worker_says_to_run_ini
     resp = app.test_client().get("/healthz")
     assert resp.status_code == 200, resp.get_json()
     app.extensions["wxapp"].db.engine.dispose()
+
+
+def test_a_metrics_directory_that_is_missing_is_made_at_start_and_a_wrong_one_refused(tmp_path):
+    """PROMETHEUS_MULTIPROC_DIR naming a folder that does not exist (under /run, emptied by a reboot) was taken:
+    then every request outside gunicorn (and every job's counter) failed on opening its metrics file: a 500 for
+    /healthz and /metrics. The folder is now made at start; one that cannot be is a ConfigError naming it."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import pytest
+
+    from wxapp_backend.config import ConfigError, Settings
+
+    afile = tmp_path / "a-file"
+    afile.write_text("x")
+    with pytest.raises(ConfigError) as exc:
+        Settings.from_env({"INSTANCE_PATH": str(tmp_path / "i"), "PROMETHEUS_MULTIPROC_DIR": str(afile)})
+    assert "PROMETHEUS_MULTIPROC_DIR" in str(exc.value)
+    root = Path(__file__).resolve().parents[2]
+    missing = tmp_path / "run" / "metrics"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("APP_ENV", "DATABASE_URL", "TEST_", "WXAPP_"))}
+    env.update(INSTANCE_PATH=str(tmp_path / "inst"), PROMETHEUS_MULTIPROC_DIR=str(missing), LOG_LEVEL="ERROR")
+    code = ("from wsgi import app\n"
+            "from wxapp_backend.cli import upgrade_database\n"
+            "from wxapp_backend.kv import stop_embedded_redis\n"
+            "try:\n"
+            "    with app.app_context():\n"
+            "        upgrade_database()\n"
+            "    c = app.test_client()\n"
+            "    print(c.get('/healthz').status_code, c.get('/metrics').status_code)\n"
+            "finally:\n"
+            "    stop_embedded_redis(app.extensions['wxapp'].settings.instance_path)\n")
+    env.pop("REDIS_URL", None)
+    run = subprocess.run([sys.executable, "-c", code], cwd=root, env=env, capture_output=True, text=True, timeout=120)
+    assert run.stdout.split() == ["200", "200"], run.stdout + run.stderr[-2000:]
+    assert missing.is_dir()
