@@ -5,7 +5,7 @@ import os
 import shutil
 import tempfile
 
-from wxapp_backend.config import ConfigError, Settings
+from wxapp_backend.config import ConfigError, Settings, web_count
 
 try:
     _settings = Settings.from_env()
@@ -16,14 +16,10 @@ except ConfigError as exc:
 
 
 def _count(name: str, default: int, least: int = 1) -> int:
-    """A whole number of at least `least`: WEB_CONCURRENCY=0 started a master with no worker (nothing answered,
-    no word why), WEB_THREADS=0 workers that failed to boot, "abc" a traceback."""
-    raw = (os.environ.get(name) or "").strip()
-    if not raw:
-        return default
-    if not (raw.isascii() and raw.isdigit() and int(raw) >= least):
-        raise SystemExit(f"配置有误，未能启动：环境变量 {name} 应为不小于 {least} 的整数，现在是 {raw!r}")
-    return int(raw)
+    try:
+        return web_count(os.environ, name, default, least)
+    except ConfigError as exc:
+        raise SystemExit(f"配置有误，未能启动：{exc}") from None
 
 
 bind = os.environ.get("BIND", "127.0.0.1:8000")

@@ -220,6 +220,14 @@ def register_cli(app: Flask) -> None:
         address = bind or os.environ.get("BIND") or "127.0.0.1:8000"
         if said := _bind_problem(address):
             raise click.ClickException(said)
+        from .config import ConfigError, web_count
+
+        try:  # gunicorn reads WEB_CONCURRENCY when imported, before gunicorn.conf.py could say it in one line
+            for name, least in (("WEB_CONCURRENCY", 1), ("WEB_THREADS", 1), ("WEB_TIMEOUT", 0)):
+                if not (name == "WEB_CONCURRENCY" and workers):
+                    web_count(os.environ, name, 1, least)
+        except ConfigError as exc:
+            raise click.ClickException(f"配置有误，未能启动：{exc}") from None
         prepare_database()
         env = dict(os.environ)
         # The children start in the checkout: a relative INSTANCE_PATH must still mean the same folder.

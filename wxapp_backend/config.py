@@ -59,6 +59,19 @@ def _float(env: Mapping[str, str], name: str, default: float, *, positive: bool 
     return value
 
 
+def web_count(env: Mapping[str, str], name: str, default: int, least: int = 1) -> int:
+    """WEB_CONCURRENCY, WEB_THREADS, WEB_TIMEOUT: a whole number of at least `least` (gunicorn.conf.py, and `serve`
+    before it starts gunicorn, which reads WEB_CONCURRENCY itself when imported and died of "abc" with a traceback).
+    WEB_CONCURRENCY=0 started a master with no worker (nothing answered, no word why), WEB_THREADS=0 workers that
+    failed to boot."""
+    raw = (env.get(name) or "").strip()
+    if not raw:
+        return default
+    if not (raw.isascii() and raw.isdigit() and int(raw) >= least):
+        raise ConfigError(f"环境变量 {name} 应为不小于 {least} 的整数，现在是 {raw!r}")
+    return int(raw)
+
+
 # Names whose values must never reach a log line.
 SECRET_FIELDS = ("secret_key", "wechat_secret", "wechat_aes_key", "wechat_aes_key_previous", "wxa_secret",
                  "wxa_aes_key", "wxa_aes_key_previous", "wechat_token", "wxa_token", "metrics_token")

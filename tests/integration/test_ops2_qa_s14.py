@@ -235,3 +235,24 @@ def test_a_metrics_directory_that_is_missing_is_made_at_start_and_a_wrong_one_re
     run = subprocess.run([sys.executable, "-c", code], cwd=root, env=env, capture_output=True, text=True, timeout=120)
     assert run.stdout.split() == ["200", "200"], run.stdout + run.stderr[-2000:]
     assert missing.is_dir()
+
+
+def test_serve_refuses_a_non_numeric_web_concurrency_before_starting_anything(app):
+    """WEB_CONCURRENCY=abc: gunicorn reads it when it is imported, before gunicorn.conf.py can check it, so `serve`
+    printed 已启动 and then gunicorn's ValueError traceback. `serve` now checks the web counts itself first."""
+    runner = app.test_cli_runner()
+    for name, bad in (("WEB_CONCURRENCY", "abc"), ("WEB_THREADS", "0"), ("WEB_TIMEOUT", "1.5")):
+        result = runner.invoke(args=["serve", "--no-worker", "--bind", "127.0.0.1:0"], env={name: bad})
+        assert result.exit_code == 1, result.output
+        assert name in result.output and "已启动" not in result.output and "Traceback" not in result.output, \
+            result.output
+    # --workers names the count itself: the environment's is not used then.
+    from wxapp_backend.config import ConfigError, web_count
+
+    assert web_count({"WEB_TIMEOUT": "0"}, "WEB_TIMEOUT", 30, least=0) == 0
+    try:
+        web_count({"WEB_CONCURRENCY": "-2"}, "WEB_CONCURRENCY", 2)
+    except ConfigError as exc:
+        assert "WEB_CONCURRENCY" in str(exc)
+    else:
+        raise AssertionError("WEB_CONCURRENCY=-2 was taken")
