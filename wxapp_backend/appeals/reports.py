@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from ..audit import Actor
 from ..db import utcnow
+from ..enterprises.importer import FORMULA_CHARS
 from ..enterprises.models import Building, Enterprise
 from ..errors import ValidationError
 from ..validation import MAX_YEAR, MIN_YEAR
@@ -158,7 +159,8 @@ COLUMNS = (("number", "编号"), ("status", "状态"), ("category", "类别"), (
 
 
 def _append(ws: Worksheet, values: list) -> None:
-    """Add a row; text that starts with "=" stays text (openpyxl would write it as a formula, which Excel runs).
+    """Add a row; text that starts with "=" stays text (openpyxl would write it as a formula, which Excel runs), and
+    so does text starting with + - @ (Excel and WPS run it as a formula once staff edit the cell).
 
     Control characters (a chat message may carry them) are dropped: a workbook cannot hold them and openpyxl
     refuses the whole export."""
@@ -166,7 +168,7 @@ def _append(ws: Worksheet, values: list) -> None:
     for value in values:
         if isinstance(value, str):
             value = ILLEGAL_CHARACTERS_RE.sub("", value)
-        if isinstance(value, str) and value.startswith("="):
+        if isinstance(value, str) and value.startswith(FORMULA_CHARS):
             value = Cell(ws, value=value)
             value.data_type = "s"
             value.quotePrefix = True  # still text when staff edit the cell in Excel
