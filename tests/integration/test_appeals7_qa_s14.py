@@ -1,6 +1,7 @@
 """Appeals QA (pass 14, appeals7): the closed loop's reports and the enterprise's side of it.
 
 - the weekly report and 企业问题清单 workbooks keep any text starting with = + - @ as text (formula injection);
+- a merged child its enterprise reopens (“未解决”) no longer counts its master's 办结 again in 按时办结率;
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import pytest
 from openpyxl import load_workbook
 
 from tests.integration.test_appeals2_qa_s11 import at, w  # noqa: F401  (pass 11's fixture)
-from wxapp_backend.appeals import reports
+from wxapp_backend.appeals import metrics, reports, services
 from wxapp_backend.db import session_scope
 
 MONDAY = at(2025, 11, 3, 10, 0)
@@ -33,3 +34,38 @@ def test_exported_workbooks_keep_formula_like_text_as_text(w, db, lead):  # noqa
         assert cell.data_type == "s"
         # Still text when staff edit the cell (F2, Enter) in Excel / WPS: + - @ run as formulas as = does.
         assert cell.quotePrefix is True
+
+
+# --- 2. a merged child reopened by its enterprise is not counted a second time in 按时办结率 -----------------------
+
+def _merged_pair(w):  # noqa: F811
+    master = w.submit(MONDAY, content="新华大厦电梯坏了三天了一直没人修")
+    child = w.submit(MONDAY, user_id=w.other.id, content="新华大厦的电梯坏了好几天没人修理")
+    for appeal_id in (master, child):
+        w.act(appeal_id, "accept", now=MONDAY)
+    w.act(child, "merge", now=at(2025, 11, 3, 11, 0), master_id=master)
+    w.act(master, "resolve", now=at(2025, 11, 5, 10, 0), resolution="已联系物业更换电梯主板")
+    assert w.appeal(child).status == "resolved"
+    return master, child
+
+
+def _on_time(start, end):
+    with session_scope() as s:
+        return metrics.compute(s, start, end, now=end).on_time
+
+
+def test_a_reopened_merged_child_does_not_count_its_masters_resolution_again(w, db):  # noqa: F811
+    master, child = _merged_pair(w)
+    week = (at(2025, 11, 3, 0, 0), at(2025, 11, 10, 0, 0))
+    assert (_on_time(*week).numerator, _on_time(*week).denominator) == (1, 1)  # the master's 办结, once
+    with session_scope() as s:  # the child's enterprise: not solved for us
+        services.rate(s, w.other.id, child, resolved=False, satisfaction=3, now=at(2025, 11, 5, 15, 0))
+    a = w.appeal(child)
+    assert a.status == "in_progress" and a.master_id is None
+    # Still one 办结 in that week: the master's, which the child only followed.
+    assert _on_time(*week).denominator == 1
+    # Resolved on its own later, the child's own 办结 counts, in its own week, against its own new deadline.
+    w.act(child, "resolve", now=at(2025, 11, 10, 10, 0), resolution="已另行联系维保单位修复")
+    later = _on_time(at(2025, 11, 10, 0, 0), at(2025, 11, 17, 0, 0))
+    assert (later.numerator, later.denominator) == (1, 1)
+    assert _on_time(*week).denominator == 1

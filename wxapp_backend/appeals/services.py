@@ -838,6 +838,10 @@ def rate(session: Session, user_id: int, appeal_id: int, *, resolved: bool, sati
     else:
         appeal.round += 1
         appeal.reopen_count += 1
+        if appeal.master_id is not None:
+            # Its 办结 was its master's, counted in 按时办结率 as the master's: on its own now, its own first 办结 is the
+            # one to count (kept, it joined the figure of that week a second time, judged on its paused deadline).
+            appeal.first_resolved_at, appeal.resolved_on_time = None, None
         appeal.master_id = None  # a merged child that is not resolved goes on as its own appeal
         promised = appeal.category.promised_days if appeal.category else DEFAULT_PROMISED_DAYS
         appeal.due_at = cal.add_working_days(now, promised)
