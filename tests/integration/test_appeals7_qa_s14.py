@@ -2,6 +2,8 @@
 
 - the weekly report and 企业问题清单 workbooks keep any text starting with = + - @ as text (formula injection);
 - a merged child its enterprise reopens (“未解决”) no longer counts its master's 办结 again in 按时办结率;
+- the enterprise's timeline says 交办至… for an accepted 退单 and “办理期限延长…” for a 延期, not the centre's internal
+  reasons (同意退单, 本人申请，中心没有其他可审批的工作人员);
 """
 
 from __future__ import annotations
@@ -10,9 +12,13 @@ import io
 
 import pytest
 from openpyxl import load_workbook
+from sqlalchemy import select
 
 from tests.integration.test_appeals2_qa_s11 import at, w  # noqa: F401  (pass 11's fixture)
 from wxapp_backend.appeals import metrics, reports, services
+from wxapp_backend.appeals.calendar import TZ
+from wxapp_backend.appeals.models import AppealExtension, AppealReturn
+from wxapp_backend.audit import Actor
 from wxapp_backend.db import session_scope
 
 MONDAY = at(2025, 11, 3, 10, 0)
@@ -69,3 +75,43 @@ def test_a_reopened_merged_child_does_not_count_its_masters_resolution_again(w, 
     later = _on_time(at(2025, 11, 10, 0, 0), at(2025, 11, 17, 0, 0))
     assert (later.numerator, later.denominator) == (1, 1)
     assert _on_time(*week).denominator == 1
+
+
+# --- 3. the enterprise's timeline does not carry the centre's internal steps ----------------------------------
+
+def _public_notes(w, appeal_id):  # noqa: F811
+    with session_scope() as s:
+        appeal = services.get_appeal(s, appeal_id, Actor("user", w.user.id))
+        return [(e["action"], e["note"]) for e in services.detail_for_user(s, appeal)["timeline"]]
+
+
+def test_an_accepted_return_reads_as_a_handover_to_the_enterprise(w, db, make_staff):  # noqa: F811
+    appeal_id = w.submit(MONDAY)
+    w.act(appeal_id, "accept", now=MONDAY)
+    w.act(appeal_id, "assign", now=MONDAY, department="税务所")
+    tax = Actor("staff", w.tax.id, role="dept", name="税务小王", department="税务所")
+    w.act(appeal_id, "start", now=MONDAY, actor=tax)
+    w.act(appeal_id, "return", now=MONDAY, actor=tax, reason="不属于本所职责")
+    make_staff(role="dept", department="市场所")
+    with session_scope() as s:
+        return_id = s.scalar(select(AppealReturn.id).where(AppealReturn.appeal_id == appeal_id))
+    w.act(appeal_id, "decide_return", now=MONDAY, return_id=return_id, accept=True, department="市场所")
+    notes = _public_notes(w, appeal_id)
+    assert ("assigned", "交办至市场所") in notes
+    assert not any("退单" in note for _, note in notes)  # the departments' dispute is the centre's business
+    # staff still read why it moved
+    assert any(note == "同意退单，改派至市场所" for note, _ in w.events(appeal_id, "assigned"))
+
+
+def test_an_extension_granted_by_its_own_requester_is_not_explained_to_the_enterprise(w, db):  # noqa: F811
+    appeal_id = w.submit(MONDAY)
+    w.act(appeal_id, "accept", now=MONDAY)
+    w.act(appeal_id, "request_extension", now=MONDAY, working_days=3, reason="需现场核查")
+    with session_scope() as s:
+        ext_id = s.scalar(select(AppealExtension.id).where(AppealExtension.appeal_id == appeal_id))
+    w.act(appeal_id, "decide_extension", now=MONDAY, extension_id=ext_id, accept=True)  # the only centre account
+    (note, data), = w.events(appeal_id, "extension_approved")
+    assert "本人申请" in note and data["own_request"] is True  # on the staff timeline and the audit row
+    due = w.appeal(appeal_id).due_at.astimezone(TZ)
+    public = [n for action, n in _public_notes(w, appeal_id) if action == "extension_approved"]
+    assert public == [f"办理期限延长 3 个工作日，承诺办结时间改为 {due.month}月{due.day}日 {due:%H:%M}"]

@@ -1200,8 +1200,8 @@ def act_assign(session, actor, appeal, data, now):
     else:
         first = appeal.status == S.ACCEPTED  # the first 交办: the department is given the appeal now
         ev = transition(session, appeal, S.ASSIGNED, actor, action="assigned", note=note, now=now,
-                        public_note=public_note, department=department, handler_id=appeal.handler_id, previous_handler_id=old_handler,
-                        returns_settled=settled or None)
+                        public_note=public_note, department=department, handler_id=appeal.handler_id,
+                        previous_handler_id=old_handler, returns_settled=settled or None)
         newly = newly or first
     # Those who now answer for it hear of it (they heard of its 临期 and 超期, not that it was theirs).
     session.flush()
@@ -1506,8 +1506,10 @@ def act_decide_return(session, actor, appeal, data, now):
         ret.status, ret.new_department = "accepted", department
         # Re-route; the SLA clock keeps running from the original submission (due_at untouched).
         appeal.handler_id = None  # the returning department's handler no longer owns it
+        # The enterprise reads the 交办 (the departments' 退单 is the centre's business, as on its request).
         act_assign(session, actor, appeal, {"department": department, "handler_id": data.get("handler_id"),
-                                            "note": f"同意退单，改派至{department}"}, now)
+                                            "note": f"同意退单，改派至{department}",
+                                            "public_note": f"交办至{department}"}, now)
     else:
         ret.status = "rejected"
         appeal.version += 1
@@ -1584,20 +1586,19 @@ def act_decide_extension(session, actor, appeal, data, now):
             if appeal.due_at > now:
                 appeal.overdue = False
         appeal.warned_due_at = None
+        local = appeal.due_at.astimezone(TZ) \
+            if appeal.status != S.PENDING_ENTERPRISE and appeal.due_at is not None else None
+        # The enterprise reads what changed for it, not who asked or who could approve (the staff note says it).
         _event(session, appeal, actor, "extension_approved", note=f"同意延期 {ext.working_days} 个工作日"
                + ("（本人申请，中心没有其他可审批的工作人员）" if own else ""),
-               public=True, due_at=appeal.due_at, own_request=bool(own) or None)
+               public=True, due_at=appeal.due_at, own_request=bool(own) or None,
+               public_note=f"办理期限延长 {ext.working_days} 个工作日"
+               + (f"，承诺办结时间改为 {local.month}月{local.day}日 {local:%H:%M}" if local else ""))
         # The promise the enterprise was given moves: tell them (the timeline alone said it to nobody).
-        when = ""
-        if appeal.status != S.PENDING_ENTERPRISE and appeal.due_at is not None:
-            local = appeal.due_at.astimezone(TZ)
-            when = f"，预计 {local.month}月{local.day}日 前办结"
+        when = f"，预计 {local.month}月{local.day}日 前办结" if local else ""
         _notify(session, appeal, "appeal_extended", f"您的诉求 {appeal.number} 办理期限已延长 {ext.working_days} 个工作日"
                 f"{when}。", f"extended:{ext.id}")
-        moved = ""
-        if appeal.status != S.PENDING_ENTERPRISE and appeal.due_at is not None:
-            local = appeal.due_at.astimezone(TZ)
-            moved = f"办结期限延至 {local.month}月{local.day}日 {local:%H:%M}"
+        moved = f"办结期限延至 {local.month}月{local.day}日 {local:%H:%M}" if local else ""
         session.flush()
         notify_decision(session, appeal, "extension_approved", f"extension_decided:{ext.id}", actor=actor,
                         note=moved)
