@@ -4,6 +4,7 @@
 - a merged child its enterprise reopens (“未解决”) no longer counts its master's 办结 again in 按时办结率;
 - the enterprise's timeline says 交办至… for an accepted 退单 and “办理期限延长…” for a 延期, not the centre's internal
   reasons (同意退单, 本人申请，中心没有其他可审批的工作人员);
+- the same 会办 task sent twice (a double tap, a retry without `version`) is one task, alerted once;
 """
 
 from __future__ import annotations
@@ -12,12 +13,12 @@ import io
 
 import pytest
 from openpyxl import load_workbook
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from tests.integration.test_appeals2_qa_s11 import at, w  # noqa: F401  (pass 11's fixture)
 from wxapp_backend.appeals import metrics, reports, services
 from wxapp_backend.appeals.calendar import TZ
-from wxapp_backend.appeals.models import AppealExtension, AppealReturn
+from wxapp_backend.appeals.models import AppealExtension, AppealReturn, AppealTask
 from wxapp_backend.audit import Actor
 from wxapp_backend.db import session_scope
 
@@ -115,3 +116,34 @@ def test_an_extension_granted_by_its_own_requester_is_not_explained_to_the_enter
     due = w.appeal(appeal_id).due_at.astimezone(TZ)
     public = [n for action, n in _public_notes(w, appeal_id) if action == "extension_approved"]
     assert public == [f"办理期限延长 3 个工作日，承诺办结时间改为 {due.month}月{due.day}日 {due:%H:%M}"]
+
+
+# --- 4. a 会办 sent twice (a double tap, a retried request) gives the department one task ------------------------
+
+def test_the_same_coordination_task_sent_twice_is_one_task(w, db, make_staff):  # noqa: F811
+    make_staff(role="dept", department="城运中心")
+    appeal_id = w.submit(MONDAY)
+    w.act(appeal_id, "accept", now=MONDAY)
+    w.act(appeal_id, "assign", now=MONDAY, department="城运中心")
+    task = {"department": "税务所", "description": "核实开票", "working_days": 3}
+    for _ in range(2):  # the API takes an action without `version`: the retry is not refused as stale
+        assert w.act(appeal_id, "coordinate", now=MONDAY, tasks=[task]) == "coordinating"
+    with session_scope() as s:
+        tasks = s.scalars(select(AppealTask).where(AppealTask.appeal_id == appeal_id)).all()
+    assert [(t.department, t.description, t.status) for t in tasks] == [("税务所", "核实开票", "open")]
+    assert len(w.events(appeal_id, "coordinating")) == 1 and not w.events(appeal_id, "tasks_added")
+    # Another task, or the same one for another department, is still added.
+    w.act(appeal_id, "coordinate", now=MONDAY, tasks=[task, {"department": "税务所", "description": "上门查看税控盘"}])
+    w.act(appeal_id, "coordinate", now=MONDAY, tasks=[{**task, "department": "城运中心"}])
+    with session_scope() as s:
+        tasks = s.scalars(select(AppealTask).where(AppealTask.appeal_id == appeal_id).order_by(AppealTask.id)).all()
+    assert [(t.department, t.description) for t in tasks] == [("税务所", "核实开票"), ("税务所", "上门查看税控盘"),
+                                                              ("城运中心", "核实开票")]
+    (note, data), _ = w.events(appeal_id, "tasks_added")
+    assert data["departments"] == ["税务所"]
+    # Once the first one is done, the same task may be given again (it is a new request).
+    w.act(appeal_id, "complete_task", now=MONDAY, task_id=tasks[0].id, result="已核实")
+    w.act(appeal_id, "coordinate", now=MONDAY, tasks=[task])
+    with session_scope() as s:
+        assert s.scalar(select(func.count(AppealTask.id)).where(AppealTask.appeal_id == appeal_id,
+                                                                AppealTask.status == "open")) == 3

@@ -1259,6 +1259,10 @@ def act_coordinate(session, actor, appeal, data, now):
         raise ValidationError("会办任务应为列表，最多 20 项。", fields={"tasks": "应为列表，最多 20 项"})
     cal = work_calendar(session)
     made, added = [], []
+    # What is already asked and not yet answered: the same task again (a double tap, a request retried without
+    # `version`) gave the department a second task to answer, alerted it twice, and both held up the 办结.
+    asked = set(session.execute(select(AppealTask.department, AppealTask.description).where(
+        AppealTask.appeal_id == appeal.id, AppealTask.kind == TaskKind.COORDINATION, AppealTask.status == "open")))
     for i, t in enumerate(tasks):
         if not isinstance(t, dict) or not isinstance(t.get("department"), str) or not t["department"].strip():
             raise ValidationError(f"第 {i + 1} 个会办任务缺少部门。", fields={"tasks": f"第 {i + 1} 项缺少部门"})
@@ -1279,6 +1283,9 @@ def act_coordinate(session, actor, appeal, data, now):
             raise ValidationError(f"第 {i + 1} 个会办任务：{problem}。", fields={"tasks": f"第 {i + 1} 项：{problem}"}) \
                 from None
         _check_department(session, text["department"], "tasks", f"第 {i + 1} 个会办任务：")
+        if (text["department"], text["description"]) in asked:
+            continue
+        asked.add((text["department"], text["description"]))
         task = AppealTask(appeal_id=appeal.id, kind=TaskKind.COORDINATION, department=text["department"],
                           description=text["description"], required=required,
                           due_at=cal.add_working_days(now, days), created_by=str(actor.name or actor.id),
@@ -1286,6 +1293,8 @@ def act_coordinate(session, actor, appeal, data, now):
         session.add(task)
         made.append(task.department)
         added.append(task)
+    if not added:
+        return  # every task asked for is already open: nothing changed, nothing to record or tell
     if appeal.status == S.PENDING_ENTERPRISE:
         # The enterprise still owes the material it was asked for: the wait (and the paused clock) goes on, the
         # tasks start now, and the appeal comes back into 会办 with the supplement.
