@@ -5,6 +5,7 @@
 - the enterprise's timeline says 交办至… for an accepted 退单 and “办理期限延长…” for a 延期, not the centre's internal
   reasons (同意退单, 本人申请，中心没有其他可审批的工作人员);
 - the same 会办 task sent twice (a double tap, a retry without `version`) is one task, alerted once;
+- a merge ends the 退单 / 延期 requests still waiting on the merged appeal (they could only be refused by hand);
 """
 
 from __future__ import annotations
@@ -147,3 +148,22 @@ def test_the_same_coordination_task_sent_twice_is_one_task(w, db, make_staff):  
     with session_scope() as s:
         assert s.scalar(select(func.count(AppealTask.id)).where(AppealTask.appeal_id == appeal_id,
                                                                 AppealTask.status == "open")) == 3
+
+
+# --- 5. a merge ends the 退单 and 延期 requests still waiting on the merged appeal -----------------------------
+
+def test_merging_an_appeal_ends_its_pending_return_and_extension(w, db):  # noqa: F811
+    master = w.submit(MONDAY, content="新华大厦电梯坏了三天了一直没人修")
+    child = w.submit(MONDAY, user_id=w.other.id, content="新华大厦的电梯坏了好几天没人修理")
+    for appeal_id in (master, child):
+        w.act(appeal_id, "accept", now=MONDAY)
+    w.act(child, "request_extension", now=MONDAY, working_days=2, reason="需物业配合")
+    w.act(child, "return", now=MONDAY, reason="应由物业自行处理")
+    w.act(child, "merge", now=at(2025, 11, 3, 11, 0), master_id=master)
+    with session_scope() as s:
+        assert s.scalars(select(AppealExtension.status).where(AppealExtension.appeal_id == child)).all() == ["rejected"]
+        ret = s.scalars(select(AppealReturn).where(AppealReturn.appeal_id == child)).one()
+        assert ret.status == "rejected" and ret.decided_by == "system" and "合并" in ret.decision_note
+        # no longer waiting in the centre's 待审核 queue (where neither could be granted any more)
+        assert services.list_for_staff(s, w.actor, pending_requests=True).total == 0
+    assert len([n for n, _ in w.events(child, "noted") if "合并" in n]) == 2  # said on the staff timeline (audited)

@@ -1460,6 +1460,9 @@ def act_merge(session, actor, appeal, data, now):
     transition(session, appeal, S.DUPLICATE, actor, action="merged", now=now,
                note=f"与 {master.number} 为同一问题，已合并办理", master=master.number)
     appeal.master_id = master.id
+    # Merged, it is handled as its master: a 延期 can no longer be granted nor a 退单 re-route it, and left pending
+    # they stayed in the centre's 待审核 queue until someone turned them down by hand.
+    _end_pending_requests(session, appeal, f"诉求已合并到 {master.number}", now)
     master.version += 1
     _event(session, master, actor, "child_merged", note=f"合并了 {appeal.number}", child=appeal.number)
     # The enterprise saw its appeal turn 已合并 without a word, and cannot open the master (another's appeal).
