@@ -6,18 +6,21 @@
   reasons (同意退单, 本人申请，中心没有其他可审批的工作人员);
 - the same 会办 task sent twice (a double tap, a retry without `version`) is one task, alerted once;
 - a merge ends the 退单 / 延期 requests still waiting on the merged appeal (they could only be refused by hand);
+- 待补充材料 on an overdue appeal: the enterprise's wait is not counted as lateness (it was auto-escalated as
+  “超期 5 个工作日以上” at the next tick), and given time again (a longer category) it is no longer flagged 超期.
 """
 
 from __future__ import annotations
 
 import io
+from datetime import timedelta
 
 import pytest
 from openpyxl import load_workbook
 from sqlalchemy import func, select
 
 from tests.integration.test_appeals2_qa_s11 import at, w  # noqa: F401  (pass 11's fixture)
-from wxapp_backend.appeals import metrics, reports, services
+from wxapp_backend.appeals import jobs, metrics, reports, services
 from wxapp_backend.appeals.calendar import TZ
 from wxapp_backend.appeals.models import AppealExtension, AppealReturn, AppealTask
 from wxapp_backend.audit import Actor
@@ -167,3 +170,50 @@ def test_merging_an_appeal_ends_its_pending_return_and_extension(w, db):  # noqa
         # no longer waiting in the centre's 待审核 queue (where neither could be granted any more)
         assert services.list_for_staff(s, w.actor, pending_requests=True).total == 0
     assert len([n for n, _ in w.events(child, "noted") if "合并" in n]) == 2  # said on the staff timeline (audited)
+
+
+# --- 6. the wait for the enterprise's material does not count as lateness of an appeal already overdue -------
+
+def test_waiting_for_material_on_an_overdue_appeal_is_not_counted_as_lateness(w, db):  # noqa: F811
+    appeal_id = w.submit(MONDAY)
+    w.act(appeal_id, "accept", now=MONDAY)
+    due = w.appeal(appeal_id).due_at
+    asked = due + timedelta(days=1)  # one working day late (Mon 2025-11-03 + promise: a weekday)
+    assert asked.astimezone(TZ).weekday() < 5
+    jobs.tick(now=asked - timedelta(minutes=5))
+    assert w.appeal(appeal_id).overdue is True
+    w.act(appeal_id, "request_info", now=asked, note="请提供税控盘的购买凭证")
+    with session_scope() as s:
+        late_then = -services.work_calendar(s).working_minutes_between(asked, due)
+    back = asked + timedelta(days=7)  # the enterprise answers a week (5 working days) later
+    with session_scope() as s:
+        services.supplement(s, w.user.id, appeal_id, "凭证照片已补充，请查收", now=back)
+    a = w.appeal(appeal_id)
+    with session_scope() as s:
+        late_now = -services.work_calendar(s).working_minutes_between(back, a.due_at)
+    assert late_now == late_then  # as late as when the material was asked for, no later
+    assert a.overdue is True  # (still overdue: it was before the wait)
+    jobs.tick(now=back + timedelta(minutes=5))
+    assert not w.events(appeal_id, "escalated")  # not “超期 5 个工作日以上” for the week the enterprise took
+    assert w.appeal(appeal_id).escalated is False
+
+
+def test_an_appeal_given_time_again_while_waiting_is_not_left_flagged_overdue(w, db):  # noqa: F811
+    appeal_id = w.submit(MONDAY)  # 税务: 5 working days
+    w.act(appeal_id, "accept", now=MONDAY)
+    due = w.appeal(appeal_id).due_at
+    jobs.tick(now=due + timedelta(hours=1))
+    assert w.appeal(appeal_id).overdue is True
+    asked = due + timedelta(days=1)
+    w.act(appeal_id, "request_info", now=asked, note="请提供落户材料清单")
+    # It turns out to be a 人才/落户 matter: a 10-day promise, 5 working days more than it had
+    w.act(appeal_id, "set_category", now=asked + timedelta(hours=1), category="talent")
+    assert w.appeal(appeal_id).sla_minutes_left > 0
+    back = asked + timedelta(days=1)
+    with session_scope() as s:
+        services.supplement(s, w.user.id, appeal_id, "材料清单已补充，请查收", now=back)
+    a = w.appeal(appeal_id)
+    assert a.due_at > back and a.overdue is False  # time left again: not 超期 with a deadline days away
+    with session_scope() as s:
+        assert services.list_for_staff(s, w.actor, overdue=True).total == 0
+        assert reports.weekly(s, "2025-W46")["totals"]["overdue_now"] == 0

@@ -350,6 +350,18 @@ def transition(session: Session, appeal: Appeal, to: AppealStatus, actor: Actor,
     elif src == S.PENDING_ENTERPRISE:
         if appeal.sla_minutes_left is not None and appeal.sla_minutes_left > 0:
             appeal.due_at = cal.add_working_minutes(now, appeal.sla_minutes_left)
+            # Time left again (a longer category's promise while it waited): no longer 超期 — the flag stayed, with a
+            # deadline days away, in the 超期 filter and the weekly report, and no 临期 reminder came before it.
+            appeal.overdue = False
+        elif appeal.sla_minutes_left is not None and appeal.due_at is not None and appeal.paused_at is not None:
+            # Already late when the material was asked for: as late as it was then (and as a category change in
+            # the wait made it), not later by the wait as well. Kept, the enterprise's week counted as lateness and
+            # the next tick escalated it as “超期 5 个工作日以上” (as _resume_after_merge does for a merge).
+            shift = (cal.working_minutes_between(appeal.paused_at, now) + appeal.sla_minutes_left
+                     - cal.working_minutes_between(appeal.paused_at, appeal.due_at))
+            if shift > 0:
+                appeal.due_at = cal.add_working_minutes(appeal.due_at, shift)
+                appeal.warned_due_at = None
         appeal.paused_at, appeal.sla_minutes_left, appeal.paused_from = None, None, ""
         appeal.info_request = ""  # answered, or staff went on without it: no longer asked of the enterprise
     if to == S.DUPLICATE:
