@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 from typing import Any
 
 from flask import Blueprint, current_app, flash, g, jsonify, redirect, render_template, request, url_for
@@ -238,7 +239,8 @@ def notice_action(notice_id: int, action: str):
 @bp.post("/notices/test-recipient")
 @console_required(StaffRole.STAFF)
 def test_recipient():
-    raw = request.form.get("user_id", "").strip()
+    # Full-width digits (a Chinese input method's ２３) are the same number.
+    raw = unicodedata.normalize("NFKC", request.form.get("user_id", "")).strip()
     user_id = row_id(raw)
     if raw and user_id is None:  # a typo must not clear the recipient already set
         flash("用户编号应为正整数，测试接收人没有改动。")

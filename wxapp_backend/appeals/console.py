@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -221,6 +222,8 @@ def _done_text(name: str, data: dict[str, Any]) -> str:
 
 
 def _master_id(s, value: str) -> int:
+    # Typed in a Chinese input method's full-width mode (ＳＱ２０２５…－０００７, １２): the same number.
+    value = unicodedata.normalize("NFKC", value)
     if (appeal_id := row_id(value)) is not None:
         return appeal_id
     found = s.scalar(select(Appeal.id).where(Appeal.number == value.upper()))

@@ -314,8 +314,13 @@ def unanswered_resolve_answerable():
 @console_required(StaffRole.STAFF)
 def unanswered_to_phrasing(qid: int):
     entry_id = text_key(request.form.get("entry_id"), 128) or ""  # "" is no entry: the service says so
-    with session_scope() as s:
-        services.add_unanswered_as_phrasing(s, _redis(), g.actor, qid, entry_id)
+    try:
+        with session_scope() as s:
+            services.add_unanswered_as_phrasing(s, _redis(), g.actor, qid, entry_id)
+    except AppError as exc:
+        # A number mistyped into 加为问法, an entry offline: said on the queue the staff member was working on (a
+        # bare 页面不存在 page lost their place), with the number typed.
+        return _refused_on_queue(exc, f"没有加为条目 {request.form.get('entry_id', '').strip()[:128]} 的问法：")
     flash(f"已把这个问法加到条目 {entry_id}。")
     return _back_to_queue()
 
@@ -323,8 +328,11 @@ def unanswered_to_phrasing(qid: int):
 @bp.post("/unanswered/<int:qid>/ignore")
 @console_required(StaffRole.STAFF)
 def unanswered_ignore(qid: int):
-    with session_scope() as s:
-        services.resolve_unanswered(s, g.actor, qid, None, ignore=True)
+    try:
+        with session_scope() as s:
+            services.resolve_unanswered(s, g.actor, qid, None, ignore=True)
+    except AppError as exc:  # handled by a colleague meanwhile
+        return _refused_on_queue(exc)
     flash("已忽略。")
     return _back_to_queue()
 
@@ -332,9 +340,19 @@ def unanswered_ignore(qid: int):
 @bp.post("/unanswered/<int:qid>/reopen")
 @console_required(StaffRole.STAFF)
 def unanswered_reopen(qid: int):
-    with session_scope() as s:
-        services.reopen_unanswered(s, g.actor, qid)
+    try:
+        with session_scope() as s:
+            services.reopen_unanswered(s, g.actor, qid)
+    except AppError as exc:
+        return _refused_on_queue(exc)
     flash("已放回待处理。")
+    return _back_to_queue()
+
+
+def _refused_on_queue(exc: AppError, lead: str = ""):
+    if exc.status == 403:
+        raise exc
+    flash(lead + exc.message)
     return _back_to_queue()
 
 

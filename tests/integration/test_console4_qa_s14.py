@@ -1,0 +1,132 @@
+"""Staff console pages (pass 14): stale page links, refusals said on the page they came from, typed input kept."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from wxapp_backend.audit import SYSTEM, audit
+from wxapp_backend.db import session_scope
+from wxapp_backend.knowledge_store import services as kb_services
+from wxapp_backend.knowledge_store.cli import load_default_if_empty
+from wxapp_backend.knowledge_store.models import UnansweredQuestion
+
+
+@pytest.fixture
+def kb(app_ctx):
+    load_default_if_empty()
+    runtime = kb_services.get_runtime()
+    runtime.check_interval = 0
+    return runtime
+
+
+def _text(page: str) -> str:
+    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", page))
+
+
+# --- 1. the audit log's page past the end -----------------------------------------------------------------
+
+def test_an_audit_log_page_past_the_end_is_not_said_to_have_no_records(client, make_staff, console_login):
+    """An old link to page 3 of the log (a filter narrowed since, a bookmark): it said 没有符合条件的记录 with no
+    pager, as if nothing matched, while the log had plenty. It says the page is past the end, with a way back."""
+    console_login(make_staff(role="admin"))
+    with session_scope() as s:
+        for i in range(3):
+            audit(s, SYSTEM, "demo.seeded", None, n=i)
+    resp = client.get("/console/audit", query_string={"action": "demo.", "page": "3"})
+    assert resp.status_code == 200
+    page = resp.get_data(as_text=True)
+    assert "没有符合条件的记录" not in page, _text(page)
+    assert "这一页已经没有内容了（共 3 条）" in page
+    assert re.search(r'href="/console/audit\?[^"]*page=1', page), page
+    # A filter that matches nothing still says so.
+    page = client.get("/console/audit", query_string={"action": "nothing."}).get_data(as_text=True)
+    assert "没有符合条件的记录" in page
+
+
+# --- 2. the unanswered queue's buttons refused: said on the queue, the staff member kept on their page -----
+
+def test_a_mistyped_entry_number_for_a_phrasing_is_said_on_the_queue_page(client, kb, make_staff, console_login, db):
+    """“加为问法” with an entry number mistyped (or an entry taken offline meanwhile): a bare error page titled
+    页面不存在, the queue and its page gone. The queue comes back, page and tab kept, saying what went wrong and
+    which number was typed; the question is still waiting."""
+    csrf = console_login(make_staff(role="staff"))
+    db.add_all([UnansweredQuestion(norm=f"q{i}", text=f"没人答过的问题{i}号", count=60 - i) for i in range(55)])
+    db.commit()
+    asked = db.query(UnansweredQuestion).filter_by(norm="q52").one()
+    queue = "http://localhost/console/kb/unanswered?status=open&page=2"
+    resp = client.post(f"/console/kb/unanswered/{asked.id}/phrasing", data={"csrf_token": csrf, "entry_id": "no-such-entry"},
+                       headers={"Referer": queue})
+    assert resp.status_code == 302, _text(resp.get_data(as_text=True))
+    assert resp.headers["Location"].endswith("/console/kb/unanswered?status=open&page=2")
+    page = client.get("/console/kb/unanswered?status=open&page=2").get_data(as_text=True)
+    assert "没有找到" in page and "no-such-entry" in page, _text(page)
+    assert "已把这个问法加到" not in page
+    db.expire_all()
+    assert db.get(UnansweredQuestion, asked.id).status == "open"
+
+    # Ignored by a colleague meanwhile: said on the queue too, not an error page.
+    db.get(UnansweredQuestion, asked.id).status = "ignored"
+    db.commit()
+    resp = client.post(f"/console/kb/unanswered/{asked.id}/ignore", data={"csrf_token": csrf},
+                       headers={"Referer": queue})
+    assert resp.status_code == 302 and resp.headers["Location"].endswith("page=2")
+    page = client.get("/console/kb/unanswered?status=open&page=2").get_data(as_text=True)
+    assert "已被处理" in page and "已忽略。" not in page, _text(page)
+
+
+# --- 3. numbers typed with a Chinese input method's full-width digits ----------------------------------------
+
+def _submit(user_id: int, content: str) -> tuple[int, str]:
+    from wxapp_backend.appeals import services as appeal_services
+
+    with session_scope() as s:
+        appeal, _ = appeal_services.submit_appeal(s, user_id, appeal_services.Intake(
+            content=content, contact_name="张三", contact_phone="13800138000"))
+        return appeal.id, appeal.number
+
+
+def _wide(text: str) -> str:
+    """As a Chinese input method in full-width mode types it: ＳＱ２０２５…－０００７."""
+    return "".join(chr(ord(c) + 0xFEE0) if "!" <= c <= "~" else c for c in text)
+
+
+def test_an_appeal_number_typed_in_full_width_finds_the_master_appeal(client, make_user, make_staff, console_login,
+                                                                      db):
+    """合并到主诉求 with the number typed in full-width mode (ＳＱ２０２６１２０６－０００１) was refused with
+    “没有编号为 ＳＱ… 的诉求” while that appeal was on screen: the same number, other digits."""
+    from wxapp_backend.appeals.models import Appeal
+
+    csrf = console_login(make_staff(role="admin"))
+    user = make_user()
+    master_id, master_number = _submit(user.id, "楼道灯坏了，麻烦修一下")
+    child_id, _ = _submit(user.id, "我们楼道的灯也坏了")
+    version = db.get(Appeal, child_id).version
+    resp = client.post(f"/console/appeals/{child_id}/action", data={
+        "csrf_token": csrf, "action": "merge", "version": str(version), "master": _wide(master_number)})
+    assert resp.status_code == 302, _text(resp.get_data(as_text=True))
+    db.expire_all()
+    assert db.get(Appeal, child_id).master_id == master_id
+    # The appeal's number in the id's place works the same way (１２ is 12).
+    third_id, _ = _submit(user.id, "三楼的灯也不亮")
+    resp = client.post(f"/console/appeals/{third_id}/action", data={
+        "csrf_token": csrf, "action": "merge", "version": str(db.get(Appeal, third_id).version),
+        "master": _wide(str(master_id))})
+    assert resp.status_code == 302, _text(resp.get_data(as_text=True))
+    db.expire_all()
+    assert db.get(Appeal, third_id).master_id == master_id
+
+
+def test_a_test_recipient_number_typed_in_full_width_is_saved(client, make_user, make_staff, console_login, db):
+    """我的测试接收人 is a plain text box: 用户编号 typed as ２３ was refused as “应为正整数”."""
+    from wxapp_backend.notices.broadcast_models import StaffTestRecipient
+
+    staff = make_staff(role="staff")
+    csrf = console_login(staff)
+    user = make_user()
+    resp = client.post("/console/notices/test-recipient", data={"csrf_token": csrf, "user_id": _wide(str(user.id))})
+    assert resp.status_code == 302
+    page = client.get("/console/notices").get_data(as_text=True)
+    assert "测试接收人已保存" in page, _text(page)
+    assert db.get(StaffTestRecipient, staff.id).user_id == user.id
