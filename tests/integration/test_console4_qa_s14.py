@@ -130,3 +130,41 @@ def test_a_test_recipient_number_typed_in_full_width_is_saved(client, make_user,
     page = client.get("/console/notices").get_data(as_text=True)
     assert "测试接收人已保存" in page, _text(page)
     assert db.get(StaffTestRecipient, staff.id).user_id == user.id
+
+
+# --- 4. a long name does not widen the page ---------------------------------------------------------------
+
+def _overflow(page: str, tmp_path, width: int) -> list[str]:
+    """The elements of `page` that reach past a `width`-pixel window, as headless Chromium lays it out with the
+    console's stylesheet."""
+    import shutil
+    import subprocess
+    from pathlib import Path
+
+    chromium = shutil.which("chromium") or "/usr/bin/chromium"
+    assert Path(chromium).exists(), "Chromium is not installed: run .ci/install-browser"
+    css = (Path(__file__).resolve().parents[2] / "static" / "console.css").as_uri()
+    page = re.sub(r'href="/static/console\.css[^"]*"', f'href="{css}"', page)
+    probe = ("<script>addEventListener('load', () => document.body.dataset.wide = [...document.querySelectorAll('*')]"
+             ".filter(e => e.getBoundingClientRect().right > innerWidth + 1)"
+             ".map(e => e.tagName + ':' + (e.name || e.className)).join(' '));</script>")
+    html = tmp_path / f"page{len(list(tmp_path.iterdir()))}.html"
+    html.write_text(page.replace("</body>", probe + "</body>"))
+    dom = subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", f"--window-size={width},800",
+                          "--virtual-time-budget=3000", "--dump-dom", html.as_uri()],
+                         capture_output=True, text=True, timeout=90).stdout
+    found = re.search(r'data-wide="([^"]*)"', dom)
+    assert found is not None, dom[-2000:]
+    return found.group(1).split()
+
+
+def test_a_long_building_name_does_not_widen_the_list_pages_or_the_activity_form(
+        client, make_staff, make_building, console_login, tmp_path):
+    """The 楼宇 filter menu is as wide as its longest option: one building named at length (a full address in
+    English, up to 100 characters) pushed the appeals and enterprises lists past a 700-pixel window, which then
+    scrolled sideways; the activity form's three date-time boxes in a row did the same."""
+    console_login(make_staff(role="admin"))
+    make_building(name=("SHANGHAI " + "INTERNATIONAL " * 6 + "FINANCE CENTRE")[:100])
+    for url in ("/console/appeals", "/console/enterprises", "/console/activities/new"):
+        page = client.get(url).get_data(as_text=True)
+        assert _overflow(page, tmp_path, 700) == [], url
