@@ -168,3 +168,27 @@ def test_a_long_building_name_does_not_widen_the_list_pages_or_the_activity_form
     for url in ("/console/appeals", "/console/enterprises", "/console/activities/new"):
         page = client.get(url).get_data(as_text=True)
         assert _overflow(page, tmp_path, 700) == [], url
+
+
+# --- 5. 退出 clicked in a second tab after logging out in the first -----------------------------------------
+
+def test_logging_out_again_from_another_tab_is_not_an_expired_page_error(client, make_staff, console_login):
+    """Two tabs open; 退出 in the first, then 退出 in the second (its form's token belonged to the ended login): the
+    second said 页面已过期…这次提交没有保存…把填写的内容复制下来 — an error about unsaved work, for a logout that had
+    already happened. It lands on the login page, logged out."""
+    csrf = console_login(make_staff(role="staff"))
+    assert client.post("/console/logout", data={"csrf_token": csrf}).status_code == 302
+    resp = client.post("/console/logout", data={"csrf_token": csrf})
+    assert resp.status_code == 302, _text(resp.get_data(as_text=True))
+    assert resp.headers["Location"].endswith("/console/login")
+    page = client.get("/console/login").get_data(as_text=True)
+    assert "页面已过期" not in page and "退出" in _text(page)
+    assert client.get("/console/").status_code == 302  # still logged out
+
+
+def test_a_logout_without_the_token_still_cannot_end_a_live_login(client, make_staff, console_login):
+    """Another site's form posting to /console/logout while the staff member is logged in stays refused."""
+    console_login(make_staff(role="staff"))
+    resp = client.post("/console/logout", data={"csrf_token": "forged"})
+    assert resp.status_code == 400
+    assert client.get("/console/").status_code == 200

@@ -83,6 +83,10 @@ def check_csrf():
                 return render_template("console/login.html", error="登录页面已过期，为了安全，请重新输入密码登录。",
                                        username=clean_text(request.form.get("username") or "")[:64],
                                        next=request.form.get("next", "")), 400
+            if request.endpoint == "console.logout" and not session.get("sid"):
+                # 退出 in a second tab after logging out in the first: done already, nothing unsaved to warn about.
+                flash("您已安全退出。")
+                return redirect(url_for("console.login"))
             raise AppError(CSRF_MESSAGE, code="csrf_failed", status=400)
     return None
 
