@@ -192,3 +192,16 @@ def test_a_logout_without_the_token_still_cannot_end_a_live_login(client, make_s
     resp = client.post("/console/logout", data={"csrf_token": "forged"})
     assert resp.status_code == 400
     assert client.get("/console/").status_code == 200
+
+
+# --- 6. an audit-log link with an 操作人类型 the menu lacks --------------------------------------------------
+
+def test_an_audit_link_with_an_unknown_actor_type_names_the_choices_in_chinese(client, make_staff, console_login):
+    """An old or edited link (actor_type=robot) was answered “操作人类型只能是：staff、user、system”: codes staff never
+    see in the menu, which says 工作人员、用户、系统. The choices are named as the menu names them."""
+    console_login(make_staff(role="admin"))
+    resp = client.get("/console/audit", query_string={"actor_type": "robot"})
+    assert resp.status_code == 400
+    message = re.search(r'id="filter-error">([^<]*)<', resp.get_data(as_text=True)).group(1)
+    assert "操作人类型只能是" in message and "工作人员" in message and "系统" in message, message
+    assert "staff、user" not in message

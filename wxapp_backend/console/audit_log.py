@@ -30,7 +30,7 @@ TARGET_LABELS = {
     "staff_users": "工作人员账号", "kb_entries": "知识条目", "kb_unanswered": "未答问题", "notices": "通知",
 }
 FILTERS = (
-    Field("actor_type", "enum", "操作人类型", choices=tuple(ACTOR_TYPES)),
+    Field("actor_type", "enum", "操作人类型", choices=tuple(ACTOR_TYPES), choice_names=ACTOR_TYPES),
     Field("actor_id", "str", "操作人编号", max_len=64),
     Field("username", "str", "工作人员用户名", max_len=64),
     Field("action", "str", "操作", max_len=64),
