@@ -1889,8 +1889,12 @@ def list_for_staff(session: Session, actor: Actor, *, status: str | None = None,
     if pending_requests:
         stmt = stmt.where(requests_pending())
     if q:  # "%" or "_" typed (a rate, a file name) is a character, not a wildcard
+        # The enterprise by its file's name too, as the list shows it (the name copied onto the appeal when it was
+        # sent stays as it was after the file is renamed).
+        renamed = select(Enterprise.id).where(Enterprise.name.icontains(q, autoescape=True))
         stmt = stmt.where(or_(*(c.icontains(q, autoescape=True)
-                                for c in (Appeal.number, Appeal.content, Appeal.enterprise_name))))
+                                for c in (Appeal.number, Appeal.content, Appeal.enterprise_name)),
+                              Appeal.enterprise_id.in_(renamed)))
     total = session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
     items = list(session.scalars(stmt.order_by(Appeal.id.asc() if oldest_first else Appeal.id.desc())
                                  .offset((page - 1) * per_page).limit(per_page))

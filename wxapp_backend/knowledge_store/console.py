@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 import re
 from datetime import timedelta
+from urllib.parse import parse_qsl, urlsplit
 
 from flask import Blueprint, abort, current_app, flash, g, redirect, render_template, request, url_for
 from sqlalchemy import Text, cast, func, or_, select
+from werkzeug.datastructures import MultiDict
 
 from knowledge.loaders import LIST_SEPARATORS, TAG_SEPARATORS
 from knowledge.schema import POLICY_FIELDS, Entry
@@ -260,7 +262,12 @@ def _same_site(url: str | None) -> bool:
 @bp.get("/unanswered")
 @console_required(StaffRole.STAFF)
 def unanswered():
-    status = request.args.get("status", "open")
+    return _queue_page(request.args)
+
+
+def _queue_page(args, **extra):
+    """The unanswered queue at `args`' tab and page (a GET's query, or the page a refused button was on)."""
+    status = args.get("status", "open")
     if status not in {"open", "resolved", "ignored"}:
         status = "open"
     with session_scope() as s:
@@ -269,7 +276,7 @@ def unanswered():
         total = counts.get(status, 0)
         pages = max(1, -(-total // UNANSWERED_PER_PAGE))
         # Past the last page (questions handled meanwhile) shows the last one rather than an empty page.
-        page = min(max(1, min(request.args.get("page", 1, type=int) or 1, 100000)), pages)
+        page = min(max(1, min(args.get("page", 1, type=int) or 1, 100000)), pages)
         # id last: questions asked as often at the same moment keep their place from one page to the next.
         rows = s.scalars(select(UnansweredQuestion).where(UnansweredQuestion.status == status)
                          .order_by(UnansweredQuestion.count.desc(), UnansweredQuestion.last_asked_at.desc(),
@@ -289,7 +296,7 @@ def unanswered():
                 answerable[row.id] = entry
     return render_template("console/kb/unanswered.html", rows=rows, status=status, suggestions=suggestions,
                            counts=counts, total=total, page=page, pages=pages, per_page=UNANSWERED_PER_PAGE,
-                           answerable=answerable)
+                           answerable=answerable, **extra)
 
 
 @bp.post("/unanswered/resolve-answerable")
@@ -350,10 +357,13 @@ def unanswered_reopen(qid: int):
 
 
 def _refused_on_queue(exc: AppError, lead: str = ""):
+    """A button on the queue refused: the queue again, at the tab and page it was pressed on, saying why."""
     if exc.status == 403:
         raise exc
-    flash(lead + exc.message)
-    return _back_to_queue()
+    ref = request.referrer or ""
+    args = MultiDict(parse_qsl(urlsplit(ref).query)) if _same_site(ref) and "/console/kb/unanswered" in ref \
+        else MultiDict()
+    return _queue_page(args, refusal=lead + exc.message), exc.status
 
 
 def _back_to_queue():
