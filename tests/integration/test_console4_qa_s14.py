@@ -227,3 +227,24 @@ def test_the_appeals_search_finds_an_enterprise_by_the_name_the_list_shows(clien
     assert number in page and "上海新名称科技有限公司" in page, _text(page)
     # "%" typed is still a character, not a wildcard.
     assert number not in client.get("/console/appeals", query_string={"q": "新%称"}).get_data(as_text=True)
+
+
+# --- 8. 同意并改派 refused: the department typed stays in its box ----------------------------------------------
+
+def test_a_refused_reroute_keeps_the_department_typed(client, make_user, make_staff, console_login):
+    """同意退单并改派 to the department that returned it (请改派到另一个部门) came back with the box empty, and the
+    不同意 form's 说明 likewise: typed again from nothing. The refused form's text is back in its box."""
+    csrf = console_login(make_staff(role="admin"))
+    appeal_id, _ = _submit(make_user().id, "楼道灯坏了，麻烦修一下")
+    for action, extra in (("accept", {}), ("assign", {"department": "城运中心"}), ("return", {"reason": "不归我们管"})):
+        resp = client.post(f"/console/appeals/{appeal_id}/action", data={"csrf_token": csrf, "action": action, **extra})
+        assert resp.status_code == 302, (action, _text(resp.get_data(as_text=True)))
+    page = client.get(f"/console/appeals/{appeal_id}").get_data(as_text=True)
+    return_id = re.search(r'name="return_id" value="(\d+)"', page).group(1)
+    resp = client.post(f"/console/appeals/{appeal_id}/action", data={
+        "csrf_token": csrf, "action": "decide_return", "return_id": return_id, "accept": "1", "department": "城运中心"})
+    assert resp.status_code == 422
+    page = resp.get_data(as_text=True)
+    assert "请改派到另一个部门" in page
+    box = re.search(r'<input name="department" required list="departments"[^>]*>', page).group(0)
+    assert 'value="城运中心"' in box, box
