@@ -248,3 +248,20 @@ def test_a_refused_reroute_keeps_the_department_typed(client, make_user, make_st
     assert "请改派到另一个部门" in page
     box = re.search(r'<input name="department" required list="departments"[^>]*>', page).group(0)
     assert 'value="城运中心"' in box, box
+
+
+# --- 9. the knowledge-base list with a search the box cannot hold ---------------------------------------------
+
+def test_a_knowledge_base_link_with_an_overlong_search_shows_the_list_with_a_note(client, kb, make_staff,
+                                                                                  console_login):
+    """A link with a whole chat message as its search (longer than the box's 300 characters, pasted into the
+    address bar or sent by a colleague): a bare 请求没有完成 page. As on the other lists, the search is left out with
+    a note and the list is there, its other filters applied."""
+    console_login(make_staff(role="staff"))
+    resp = client.get("/console/kb/", query_string={"q": "停车" * 200, "show": "all"})
+    page = resp.get_data(as_text=True)
+    assert "请求没有完成" not in page, _text(page)
+    note = re.search(r'id="filter-error">([^<]*)<', page)
+    assert note is not None and "搜索不能超过 300 个字" in note.group(1) and "没有用上" in note.group(1)
+    assert "<code>appeal-how-to-submit</code>" in page or re.search(r"共 [1-9]\d* 条", page), _text(page)
+    assert 'value="all" selected' in page

@@ -16,7 +16,7 @@ from knowledge.schema import POLICY_FIELDS, Entry
 
 from ..auth.guard import console_required
 from ..auth.models import StaffRole
-from ..console import add_nav
+from ..console import add_nav, without_refused_filters
 from ..db import session_scope, utcnow
 from ..errors import AppError
 from ..validation import Field, row_id, row_ids, text_key, validate
@@ -79,7 +79,9 @@ LIST_FILTERS = (Field("q", "str", "搜索", max_len=300, default=""), Field("cat
 @console_required(StaffRole.STAFF)
 def entries():
     # Validated like every console filter: control characters out (a NUL in a LIKE is a 500 on PostgreSQL).
-    args = validate({k: request.args.get(k) for k in ("q", "category")}, LIST_FILTERS)
+    # A search the box cannot hold (a link with a whole message in it) is left out with a note, as on the other lists.
+    args, note = without_refused_filters({k: v for k in ("q", "category") if (v := request.args.get(k)) is not None},
+                                         lambda raw: validate(raw, LIST_FILTERS))
     q, category = args["q"], args["category"]
     show = request.args.get("show", "current")
     page = max(1, min(request.args.get("page", 1, type=int) or 1, 10000))
@@ -118,8 +120,8 @@ def entries():
         hits = services.get_runtime().get().search(q, 5)
     return render_template("console/kb/list.html", rows=rows, total=total, page=page, per_page=PER_PAGE, q=q,
                            category=category, categories=categories, show=show, rates=rates, hits=hits, votes=votes, offline=offline,
-                           no_category=NO_CATEGORY,
-                           today=services.today_shanghai())
+                           no_category=NO_CATEGORY, filter_error=note,
+                           today=services.today_shanghai()), 422 if note else 200
 
 
 @bp.route("/new", methods=["GET", "POST"])
