@@ -98,8 +98,26 @@ def format_answer(entry: Entry, *, max_chars: int = MAX_REPLY_CHARS, detail_hint
     if len(text) <= max_chars:
         return text, False
     hint = detail_hint or "（内容较长，完整内容请在小程序“政策问答”中查看）"
-    cut = text[: max_chars - len(hint) - 1].rstrip()
-    return cut + "…" + hint, True
+    # The facts under a long answer (【有效期至】, 【原文】) were cut off, or their link cut mid-way: the body gives way
+    # to them, when they leave it room.
+    facts = parts[1] if len(parts) > 1 else ""
+    room = max_chars - len(hint) - 1 - len(facts) - 2
+    if facts and room >= max_chars // 3:
+        return _cut(parts[0], room) + "…" + hint + "\n\n" + facts, True
+    return _cut(text, max_chars - len(hint) - 1) + "…" + hint, True
+
+
+_LINK = re.compile(r"https?://[^\s，。；、！？（）“”《》<>\"'…]+", re.IGNORECASE)
+
+
+def _cut(text: str, room: int) -> str:
+    """`text` to at most `room` characters, never ending inside a link: WeChat still makes a cut link clickable, and it
+    opens a wrong page."""
+    for m in _LINK.finditer(text):
+        if m.start() < room < m.end():
+            room = m.start()
+            break
+    return text[:room].rstrip()
 
 
 def _suggest_reply(hits) -> tuple[str, list[dict]]:

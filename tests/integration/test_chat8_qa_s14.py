@@ -1,0 +1,73 @@
+"""QA of the bot's conversations as an enterprise user has them (fourteenth pass, eighth look at the chat): through
+the real (signed, encrypted) webhook and POST /api/v1/chat."""
+
+from __future__ import annotations
+
+import re
+from datetime import date
+
+from knowledge.schema import Entry
+from tests.integration.test_chat_qa_s9 import oa_kb, say  # noqa: F401  (the signed webhook and its helper)
+from wxapp_backend.audit import Actor
+from wxapp_backend.db import session_scope
+
+POLICY_URL = "https://www.shanghai.gov.cn/nw12344/20240315/0001-12344_123456789abcdef.html"
+
+
+def _add_entries(application, *entries: Entry) -> None:
+    from wxapp_backend.knowledge_store.services import import_entries
+
+    with application.app_context(), session_scope() as s:
+        import_entries(s, application.extensions["wxapp"].redis, Actor("staff", 1, "admin", name="admin"), entries)
+    with application.app_context():  # the index rebuilt now, not while the first message waits for its answer
+        from wxapp_backend.knowledge_store.services import get_runtime
+
+        get_runtime().get()
+
+
+def _long_policy() -> Entry:
+    body = ("企业开展研发活动、建设研发机构，可申请区级研发费用补贴。补贴按企业上一年度经审计的研发投入分档给予，"
+            "重点支持集成电路、生物医药、人工智能等产业的中小企业，鼓励企业与高校、科研院所联合攻关。") * 6
+    return Entry(id="qa14-rd-subsidy", question="研发费用补贴怎么申请", answer=body, category="policy",
+                 eligibility="在本区注册并纳税的科技型中小企业", where_to_apply="一网通办“惠企政策”专栏",
+                 valid_until=date(2099, 12, 31), url=POLICY_URL)
+
+
+def test_a_long_policy_answer_keeps_its_deadline_and_a_whole_link(oa_kb):  # noqa: F811
+    """A policy whose answer runs past the chat's length: the cut fell in the facts under it, so the user saw neither
+    【有效期至】 (the deadline they act on) nor 【原文】, or a link cut in the middle (“https://www.shanghai.gov.cn/nw1…”)
+    that WeChat still makes clickable and that opens a wrong page. The body is shortened now, the facts kept whole."""
+    _add_entries(oa_kb, _long_policy())
+    reply = say(oa_kb, "oChat8Long", "研发费用补贴怎么申请")
+    assert "研发费用补贴" in reply and "小程序" in reply, reply
+    assert "【有效期至】2099-12-31" in reply, reply
+    assert POLICY_URL in reply, reply
+    for url in re.findall(r"https?://[^\s（）…]+", reply):  # no other (cut) link
+        assert url == POLICY_URL, reply
+    assert len(reply.encode("utf-8")) <= 2048
+
+
+def test_a_cut_never_ends_inside_a_link_of_the_answer(app_ctx):
+    """A long answer with a link in its text, where the cut falls: the link is dropped whole, not cut mid-way."""
+    from wxapp_backend.knowledge_store.chat import format_answer
+
+    body = "办理流程说明。" * 75 + "详见 " + POLICY_URL + " 的办事指南。" + "其他说明。" * 50
+    text, cut = format_answer(Entry(id="x", question="q", answer=body))
+    assert cut
+    assert all(u == POLICY_URL for u in re.findall(r"https?://[^\s（）…]+", text)), text
+
+
+def test_the_description_sent_twice_is_not_taken_for_the_enterprise(oa_kb):  # noqa: F811
+    """The problem sent twice (the first seemed not to go through, or a double tap): the second one became the
+    enterprise's name, and staff got “企业：空调坏了一周了，物业不管”. It now says the problem is recorded and asks for
+    the enterprise again."""
+    openid = "oChat8Twice"
+    say(oa_kb, openid, "我要反映")
+    problem = "办公室空调坏了一周了，物业一直不管"
+    assert "企业名称" in say(oa_kb, openid, problem)
+    again = say(oa_kb, openid, problem + "。")
+    assert "已经记下" in again and "企业名称" in again and "联系人" not in again, again
+    assert "联系人" in say(oa_kb, openid, "上海某某科技有限公司，新华大厦")
+    say(oa_kb, openid, "张三 13800138000")
+    summary = say(oa_kb, openid, "跳过")
+    assert "企业：上海某某科技有限公司" in summary, summary
