@@ -121,6 +121,7 @@ CANCELLED = "已取消，您填写的内容没有保存。需要时回复“我�
 PENDING = "您有一条未填完的诉求（进行到第 {n}/5 步）。回复“继续”接着填，回复“重新开始”从头填写，回复“取消”放弃。"
 ANOTHER_PROBLEM = "您说的新问题还没有登记（一次登记一条，这条提交后再回复“我要反映”登记它）。\n"
 PAUSED = "\n\n您还有一条未填完的诉求（第 {n}/5 步），已为您保留：回复“继续”接着填，回复“取消”放弃。"
+TOLD_AGAIN = "这个问题小二已经记下了（第 1 步），不用再发～\n"
 NOT_HEARD = "没有听清，请用文字回复。"
 # Also the answer to a “继续” / “确认” from someone who never started an intake (after a long knowledge-base
 # answer, say): it must not tell them that something they filled in was lost.
@@ -483,11 +484,23 @@ def step(ctx: Context) -> Reply:
     if t in START_WORDS or start_phrase(t) or _small_talk(t):
         # “你好” after a talk with a person (人工 leaves the draft in place) is no enterprise name or problem.
         return Text(PENDING.format(n=STEPS.index(d["step"]) + 1))
+    if d["step"] != "describe" and ctx.msg.msg_type == "text" and _same_words(t, d.get("content", "")):
+        # the problem sent again (a double tap, or it seemed not to go through) became the enterprise's name
+        return Text(TOLD_AGAIN + _prompt(d, d["step"]))
     if d.pop("paused", None):  # an answer to the step put aside by the menu: back in the draft
         _save(ctx, d)
     handler = {"describe": _describe, "place": _place, "contact": _contact, "photos": _photos,
                "confirm": _confirm}[d["step"]]
     return handler(ctx, d)
+
+
+def _same_words(text: str, other: str) -> bool:
+    """Whether two texts say the same words, whatever the punctuation and spaces between them."""
+    def bare(t: str) -> str:
+        return re.sub(r"[\W_]+", "", word(t))
+
+    said = bare(text)
+    return bool(said) and said == bare(other)
 
 
 def _small_talk(text: str) -> bool:
