@@ -55,6 +55,10 @@ IMAGE_ACK = "收到您的图片啦！如果是想反映问题，请回复“我�
 # new appeal, while the photo staff asked for reached nobody).
 IMAGE_FOR_SUPPLEMENT = ("收到您的图片啦！不过它还没有交给工作人员：诉求 {number} 正等您补充材料，请先回复“补充 {number}”，"
                         "再把照片和文字说明发给小二，会一起提交。")
+# A photo just after an appeal was filed or supplemented (“确认”, then the photo remembered): IMAGE_ACK's “回复“我要反映””
+# filed the same problem a second time.
+IMAGE_AFTER = ("收到您的图片啦！不过诉求 {number} 已经提交，这张图片没有附上。要把照片交给工作人员，请回复“人工”；"
+               "反映新的问题，请回复“我要反映”。")
 LOCATION_ACK = "收到您的位置{label}，谢谢！如需找附近的服务站点或反映问题，请用文字告诉小二。"
 UNSUPPORTED = "小二暂时只看得懂文字和图片哦～请用文字描述您的问题，或回复“人工”联系工作人员。"
 
@@ -122,18 +126,25 @@ def _not_cancel_word(ctx: Context) -> bool:
 def image_ack(user_id: int | None) -> str:
     """The answer to a photo outside any flow: where a photo goes (the supplement staff asked for, or a new appeal)."""
     if user_id is not None:
-        from wxapp_backend.appeals.followup import needing_info_latest
-        from wxapp_backend.db import session_scope
+        from datetime import timedelta
+
+        from wxapp_backend.appeals.followup import needing_info_latest, told_since
+        from wxapp_backend.db import session_scope, utcnow
+
+        from .appeal_intake import RECENT_SECONDS
 
         try:
             with session_scope() as s:
                 appeal = needing_info_latest(s, user_id)
                 number = appeal.number if appeal is not None else None
+                told = None if number else told_since(s, user_id, utcnow() - timedelta(seconds=RECENT_SECONDS))
         except Exception:  # noqa: BLE001 - the usual hint then
             log.exception("supplement lookup for a photo failed")
-            number = None
+            number = told = None
         if number:
             return IMAGE_FOR_SUPPLEMENT.format(number=number)
+        if told:
+            return IMAGE_AFTER.format(number=told)
     return IMAGE_ACK
 
 

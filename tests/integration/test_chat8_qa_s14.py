@@ -7,6 +7,9 @@ import re
 from datetime import date
 
 from knowledge.schema import Entry
+from tests.integration.test_chat2_qa_s11 import (
+    appeal_of,  # noqa: F401  (a follower's appeal, acted on by staff)
+)
 from tests.integration.test_chat_qa_s9 import oa_kb, say  # noqa: F401  (the signed webhook and its helper)
 from wxapp_backend.audit import Actor
 from wxapp_backend.db import session_scope
@@ -71,3 +74,37 @@ def test_the_description_sent_twice_is_not_taken_for_the_enterprise(oa_kb):  # n
     say(oa_kb, openid, "张三 13800138000")
     summary = say(oa_kb, openid, "跳过")
     assert "企业：上海某某科技有限公司" in summary, summary
+
+
+PHOTO = {"extra": {"MsgType": "image", "PicUrl": "http://mmbiz.qpic.cn/x.jpg", "MediaId": "media-after"}}
+
+
+def test_a_photo_just_after_filing_is_not_sent_to_a_new_appeal(oa_kb):  # noqa: F811
+    """The appeal filed (“确认”), the user remembers the photo and sends it: the bot said “如果是想反映问题，请回复
+    “我要反映”…会一起登记”, and following it filed the same problem a second time. It now says the photo did not go
+    with appeal SQ… and how it reaches the staff."""
+    openid = "oChat8PhotoAfter"
+    for text in ("我要反映", "办公室空调坏了一周了，物业一直不管", "上海某某科技有限公司，新华大厦", "张三 13800138000", "跳过"):
+        say(oa_kb, openid, text)
+    filed = say(oa_kb, openid, "确认")
+    number = re.search(r"SQ\d{8}-\d{4}", filed).group(0)
+    reply = say(oa_kb, openid, **PHOTO)
+    assert number in reply and "没有附上" in reply and "人工" in reply, reply
+    assert "会一起登记" not in reply, reply
+
+
+def test_a_photo_just_after_a_supplement_says_it_did_not_go_with_it(oa_kb, appeal_of):  # noqa: F811
+    """补充: the text sent (“发送后即提交”), then the photo: “如果是想反映问题，请回复“我要反映””, a new appeal, while the
+    photo meant for the supplement reached nobody."""
+    openid = "oChat8SupPhoto"
+    number = appeal_of(openid, "request_info", note="请提供路灯的具体位置")
+    say(oa_kb, openid, "补充")
+    assert "已补充" in say(oa_kb, openid, "在园区东门口第三根路灯")
+    reply = say(oa_kb, openid, **PHOTO)
+    assert number in reply and "没有附上" in reply and "会一起登记" not in reply, reply
+
+
+def test_a_photo_from_someone_with_nothing_recent_gets_the_usual_hint(oa_kb):  # noqa: F811
+    from handlers.bot import IMAGE_ACK
+
+    assert say(oa_kb, "oChat8PhotoNew", **PHOTO) == IMAGE_ACK

@@ -8,7 +8,7 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from .models import Appeal, AppealRating
+from .models import Appeal, AppealEvent, AppealRating
 from .services import RATING_WINDOW
 from .states import AppealStatus
 
@@ -68,3 +68,12 @@ def rated_since(session: Session, user_id: int, since: datetime) -> str | None:
     return session.scalar(select(Appeal.number).join(AppealRating, AppealRating.appeal_id == Appeal.id)
                           .where(AppealRating.user_id == user_id, AppealRating.created_at >= since)
                           .order_by(AppealRating.id.desc()).limit(1))
+
+
+def told_since(session: Session, user_id: int, since: datetime) -> str | None:
+    """The number of the appeal this user filed or supplemented most recently, if after `since` (a photo sent just
+    after was meant for it)."""
+    return session.scalar(select(Appeal.number).join(AppealEvent, AppealEvent.appeal_id == Appeal.id)
+                          .where(Appeal.user_id == user_id, AppealEvent.action.in_(("submitted", "supplemented")),
+                                 AppealEvent.created_at >= since)
+                          .order_by(AppealEvent.id.desc()).limit(1))
