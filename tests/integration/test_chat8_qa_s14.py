@@ -108,3 +108,50 @@ def test_a_photo_from_someone_with_nothing_recent_gets_the_usual_hint(oa_kb):  #
     from handlers.bot import IMAGE_ACK
 
     assert say(oa_kb, "oChat8PhotoNew", **PHOTO) == IMAGE_ACK
+
+
+FINANCE = ("小微企业贷款难，有什么普惠金融支持？", "专利、商标能拿来质押贷款吗？", "街道能帮企业对接银行融资吗？")
+
+
+def _offered_finance(application, openid: str) -> None:
+    with application.app_context():  # the index built now, not while the message waits for its answer
+        from wxapp_backend.knowledge_store.services import get_runtime
+
+        get_runtime().get()
+    offered = say(application, openid, "融资")
+    assert all(f"{i}. {q}" in offered for i, q in enumerate(FINANCE, 1)), offered
+
+
+def test_two_numbers_picked_at_once_answer_the_first_not_another_entry(oa_kb):  # noqa: F811
+    """“您是不是想问” with three choices, the user wants two: “2和3” was searched as a question, and the bot answered
+    with confidence an unrelated entry (长宁“3+2”重点产业). The first number picked is answered now, the others kept."""
+    openid = "oChat8TwoPicks"
+    _offered_finance(oa_kb, openid)
+    reply = say(oa_kb, openid, "2和3")
+    assert "质押" in reply and "重点产业" not in reply and "回复 1、3" in reply, reply
+    assert "服务专员" in say(oa_kb, openid, "3")
+
+
+def test_which_one_said_loosely_picks_from_the_list(oa_kb):  # noqa: F811
+    """“那第二个呢” after “您是不是想问”: “这个问题我还没学会” (and a row in staff's unanswered queue)."""
+    openid = "oChat8Loose"
+    _offered_finance(oa_kb, openid)
+    for text in ("那第二个呢", "第2个呢"):
+        reply = say(oa_kb, openid, text)
+        assert "质押" in reply and "没学会" not in reply, (text, reply)
+
+
+def test_none_of_the_choices_is_not_an_unanswered_question(oa_kb):  # noqa: F811
+    """“都不是” to “您是不是想问”: “抱歉，这个问题我还没学会。我已经把它记下来” — and “都不是” went to the staff's queue of
+    questions to answer. It now asks to say the question in other words (or reach a person), and logs nothing."""
+    from sqlalchemy import func, select
+
+    from wxapp_backend.knowledge_store.models import UnansweredQuestion
+
+    openid = "oChat8NoneOfThem"
+    for text in ("都不是", "以上都不是", "没有我想问的"):
+        _offered_finance(oa_kb, openid)
+        reply = say(oa_kb, openid, text)
+        assert "没学会" not in reply and "换个说法" in reply and "人工" in reply, (text, reply)
+    with oa_kb.app_context(), session_scope() as s:
+        assert s.scalar(select(func.count(UnansweredQuestion.id))) == 0

@@ -28,6 +28,9 @@ FALLBACK = ("抱歉，这个问题我还没学会。我已经把它记下来，�
             # Bullets, not numbers: a digit reply means the menu (2 我要反映, 3 白领活动 ...), not this list.
             "您可以：\n· 换个说法再问问我\n· 回复“人工”联系工作人员\n· 回复“我要反映”提交诉求，我们会在承诺时限内答复")
 NO_WORDS = "小二收到啦～想了解政策或办事，请直接用文字问我；回复“菜单”看看我能做什么。"
+# “都不是” to “您是不是想问”: it got “这个问题我还没学会”, and went to the staff's queue of questions to answer.
+NONE_OF_THEM = ("好的，看来小二没猜对～请换个说法再问一次，说得具体些更好（例如“小微企业贷款有贴息吗”）；"
+                "也可以回复“人工”请工作人员帮您。")
 CHOICE_GONE = "您选的这条内容刚刚下线或已过有效期，目前不再提供。"
 # A bare number that picks nothing: not a question for the knowledge base (it found "similar" entries for "2").
 PICK_AGAIN = "请回复 {choices}查看对应的答案，或者直接输入您的问题。"
@@ -133,6 +136,11 @@ def ask(kb: KnowledgeBase, text: str, *, last_suggestions: list[str] | None = No
     if not text:
         return ChatResult("您好像没有输入内容，想了解什么可以直接问我～", "smalltalk")
     choice = _numbered_choice(text, last_suggestions)
+    if choice is None and last_suggestions:
+        several = _several_choices(text, len(last_suggestions))  # “2和3”: the first now, the others are offered after it
+        choice = last_suggestions[several[0]] if several else None
+        if choice is None and _NONE_OF_THEM.fullmatch(unicodedata.normalize("NFKC", text).strip(_CHOICE_PUNCT)):
+            return ChatResult(NONE_OF_THEM, "smalltalk")  # no question of its own (it was one for staff's queue)
     if choice is not None:
         entry = kb.get(choice)
         if entry is not None and entry.is_current(kb.today or date.today()):
@@ -215,7 +223,20 @@ def number_noise(text: str) -> bool:
     return bool(_NUMBER_NOISE.fullmatch(unicodedata.normalize("NFKC", text).strip()))
 
 
-_CHOICE_WORDS = re.compile(r"^(?:[选選][择擇]?|要)?第?|(?:[个個条條项項号號])?(?:吧|的)?$")
+# “第二个”, “选3”, and as people ask on (“那第二个呢”: it got “这个问题我还没学会”).
+_CHOICE_WORDS = re.compile(r"^(?:那就?|那)?(?:[选選][择擇]?|要|看)?第?|(?:[个個条條项項号號])?(?:吧|的|呢)?$")
+_CHOICE_JOINS = re.compile(r"\s*(?:和|跟|与|及|还有|、|,|，|/|\s)\s*")
+_NONE_OF_THEM = re.compile(r"(?:以上|上面的?|这些|这几个)?(?:都|全都|全|好像都|也都)?(?:不是|不对|没有|没)(?:我)?"
+                           r"(?:要问的|想问的|要的|想要的|要找的)?(?:的|呢|啊|哦|啦|吧|哎|诶)*")
+
+
+def _several_choices(text: str, count: int) -> list[int] | None:
+    """The 0-based positions a reply picks when it names several of `count` numbered lines (“2和3”, “1、3”), or None."""
+    parts = [p for p in _CHOICE_JOINS.split(unicodedata.normalize("NFKC", text).strip().strip(_CHOICE_PUNCT)) if p]
+    if not 2 <= len(parts) <= count:
+        return None
+    picked = [choice_index(p, count) for p in parts]
+    return picked if all(i is not None for i in picked) else None  # type: ignore[return-value]
 
 
 def _numbered_choice(text: str, last: list[str] | None) -> str | None:
