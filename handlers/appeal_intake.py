@@ -319,6 +319,42 @@ def _answer(ctx: Context) -> str:
 
 def _save(ctx: Context, data: dict[str, Any]) -> None:
     ctx.state.set(data)
+    try:
+        ctx.redis.set(_expired_key(ctx), data.get("step", ""), ex=EXPIRED_TTL)
+    except redis.RedisError:
+        pass  # the first message after the draft ran out then says nothing of it, as before
+
+
+def _end(ctx: Context) -> None:
+    """The draft is over (filed, dropped, or started again): no note of it is left."""
+    ctx.state.clear()
+    try:
+        ctx.redis.delete(_expired_key(ctx))
+    except redis.RedisError:
+        pass
+
+
+# The draft's step, kept longer than the conversation state (30 minutes): “好了” at the photo step after a pause got
+# “好的～还有什么想了解的”, the enterprise's name “这个问题我还没学会”, the user waiting for an appeal nobody had filed.
+EXPIRED_TTL = 24 * 60 * 60
+EXPIRED = ("（您之前填写的诉求停在第 {n}/5 步，超过 30 分钟没有回复已失效，没有提交。需要的话请回复“我要反映”重新填写。）"
+           "\n\n")
+
+
+def _expired_key(ctx: Context) -> str:
+    return f"wx:draftstep:{ctx.account}:{ctx.openid}"
+
+
+def expired_note(ctx: Context) -> str:
+    """For the first message after a draft ran out (its state's TTL), once: that it was not filed; '' otherwise."""
+    if _state(ctx).get("flow") == FLOW:
+        return ""
+    try:
+        step = ctx.redis.getdel(_expired_key(ctx))
+    except redis.RedisError:
+        return ""
+    step = step.decode() if isinstance(step, bytes) else step
+    return EXPIRED.format(n=STEPS.index(step) + 1) if step in STEPS else ""
 
 
 def _masked(phone: str) -> str:
@@ -443,13 +479,13 @@ def step(ctx: Context) -> Reply:
     """One answer inside the flow."""
     d = _state(ctx)
     if d.get("v") != VERSION or d.get("step") not in STEPS:
-        ctx.state.clear()
+        _end(ctx)
         return Text(LOST)
     t = word(_answer(ctx))
     if ctx.msg.msg_type == "voice" and not t:
         return Text(NOT_HEARD)
     if is_cancel(t):
-        ctx.state.clear()
+        _end(ctx)
         return Text(CANCELLED)
     if t in CONTINUE_WORDS or not_cancel(t):  # “不取消”: the step again (it became the enterprise's name)
         if d.pop("paused", None):
@@ -467,7 +503,7 @@ def step(ctx: Context) -> Reply:
             _save(ctx, d)
         return Text(EDIT_LATER + _prompt(d, d["step"]))
     if t in RESTART_WORDS:
-        ctx.state.clear()
+        _end(ctx)
         return _new_draft(ctx)
     if d["step"] != "describe" and _START_WITH_TEXT.match(to_simplified(ctx.text)):
         # “我要反映：另外…” told a second problem: it got “没有认出手机号”, or became the enterprise's name
@@ -736,12 +772,13 @@ def _confirm(ctx: Context, d: dict[str, Any]) -> Reply:
             number, due = appeal.number, appeal.due_at
     except AppError as exc:  # e.g. a category needing a field: say what is wrong, keep the draft
         return Text(f"诉求没有提交：{exc.message}\n回复“修改”改其中一项，或“取消”放弃。")
-    ctx.state.clear()
+    _end(ctx)
     log.info("chat appeal submitted", extra={"account": ctx.account, "user_id": ctx.user_id})
     return Text(SUBMITTED.format(number=number, due=due.astimezone(TZ).strftime("%m月%d日 %H:%M") if due else "—"))
 
 
 def lost(ctx: Context) -> Reply:
+    expired_note(ctx)  # LOST says it (the note is not given again with the next answer)
     if ctx.user_id is not None:
         from datetime import timedelta
 

@@ -560,7 +560,9 @@ def install_defaults(router: Router, *, middleware: bool = True) -> Router:
 
     @router.msg_type("image")
     def on_image(ctx: Context) -> Reply:
-        return Text(image_ack(ctx.user_id))
+        from .appeal_intake import expired_note
+
+        return Text(expired_note(ctx) + image_ack(ctx.user_id))
 
     @router.msg_type("location", fast=True)
     def on_location(ctx: Context) -> Reply:

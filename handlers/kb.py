@@ -28,10 +28,13 @@ def answer(text: str, ctx: Context) -> Reply:
     if result.handoff:
         return Transfer(result.reply)
     _remember_unanswered(ctx, text if result.decision == "fallback" else "")
+    from .appeal_intake import expired_note
+
+    note = expired_note(ctx)  # an answer to a step of a draft that ran out meanwhile: it was not filed
     # A “您是不是想问” list is as much a guess as the fallback: the text may well be the material staff asked for.
     if result.decision in ("fallback", "suggest") and ctx.user_id is not None:
-        return Text(result.reply + _supplement_hint(ctx.user_id))
-    return Text(result.reply)
+        return Text(note + result.reply + _supplement_hint(ctx.user_id))
+    return Text(note + result.reply)
 
 
 UNANSWERED_TTL = 30 * 60

@@ -22,10 +22,7 @@ def _add_entries(application, *entries: Entry) -> None:
 
     with application.app_context(), session_scope() as s:
         import_entries(s, application.extensions["wxapp"].redis, Actor("staff", 1, "admin", name="admin"), entries)
-    with application.app_context():  # the index rebuilt now, not while the first message waits for its answer
-        from wxapp_backend.knowledge_store.services import get_runtime
-
-        get_runtime().get()
+    _warm(application)
 
 
 def _long_policy() -> Entry:
@@ -113,11 +110,17 @@ def test_a_photo_from_someone_with_nothing_recent_gets_the_usual_hint(oa_kb):  #
 FINANCE = ("小微企业贷款难，有什么普惠金融支持？", "专利、商标能拿来质押贷款吗？", "街道能帮企业对接银行融资吗？")
 
 
-def _offered_finance(application, openid: str) -> None:
-    with application.app_context():  # the index built now, not while the message waits for its answer
-        from wxapp_backend.knowledge_store.services import get_runtime
+def _warm(application) -> None:
+    """The knowledge-base index built now, not while the first message waits for its answer (past the deadline the
+    answer goes as a customer-service message, and the passive reply is empty)."""
+    from wxapp_backend.knowledge_store.services import get_runtime
 
+    with application.app_context():
         get_runtime().get()
+
+
+def _offered_finance(application, openid: str) -> None:
+    _warm(application)
     offered = say(application, openid, "融资")
     assert all(f"{i}. {q}" in offered for i, q in enumerate(FINANCE, 1)), offered
 
@@ -155,3 +158,50 @@ def test_none_of_the_choices_is_not_an_unanswered_question(oa_kb):  # noqa: F811
         assert "没学会" not in reply and "换个说法" in reply and "人工" in reply, (text, reply)
     with oa_kb.app_context(), session_scope() as s:
         assert s.scalar(select(func.count(UnansweredQuestion.id))) == 0
+
+
+def _draft_to(application, openid: str, texts: tuple[str, ...]) -> None:
+    _warm(application)
+    for text in ("我要反映", *texts):
+        say(application, openid, text)
+
+
+def _forget_state(application, openid: str) -> None:
+    """30 minutes of silence: the conversation state's TTL ran out."""
+    from handlers.state import state_key
+
+    application.extensions["wxapp"].redis.delete(state_key("oa", openid))
+
+
+def test_an_answer_after_the_draft_expired_says_the_appeal_was_not_filed(oa_kb):  # noqa: F811
+    """At the photo step the user goes quiet for more than 30 minutes, then replies “好了”: “好的～还有什么想了解的，直接问我
+    就行” — as if done, and they waited for an appeal nobody had filed. The enterprise's name after the draft expired got
+    “这个问题我还没学会”. Now the first reply after a draft ran out says it was not filed (once)."""
+    openid = "oChat8Expired"
+    _draft_to(oa_kb, openid, ("办公室空调坏了一周了，物业一直不管", "上海某某科技有限公司，新华大厦", "张三 13800138000"))
+    _forget_state(oa_kb, openid)
+    reply = say(oa_kb, openid, "好了")
+    assert "没有提交" in reply and "第 4/5 步" in reply and "我要反映" in reply, reply
+    assert "没有提交" not in say(oa_kb, openid, "好了")  # said once
+
+    openid = "oChat8ExpiredPlace"
+    _draft_to(oa_kb, openid, ("办公室空调坏了一周了，物业一直不管",))
+    _forget_state(oa_kb, openid)
+    reply = say(oa_kb, openid, "上海某某科技有限公司，新华大厦")
+    assert "没有提交" in reply and "第 2/5 步" in reply, reply
+
+    openid = "oChat8ExpiredPhoto"
+    _draft_to(oa_kb, openid, ("办公室空调坏了一周了，物业一直不管", "上海某某科技有限公司，新华大厦", "张三 13800138000"))
+    _forget_state(oa_kb, openid)
+    reply = say(oa_kb, openid, **PHOTO)
+    assert "没有提交" in reply and "第 4/5 步" in reply, reply
+
+
+def test_a_draft_cancelled_or_filed_leaves_no_note_behind(oa_kb):  # noqa: F811
+    openid = "oChat8Cancelled"
+    _draft_to(oa_kb, openid, ("办公室空调坏了一周了，物业一直不管", "取消"))
+    assert "没有提交" not in say(oa_kb, openid, "好了")
+    openid = "oChat8Filed"
+    _draft_to(oa_kb, openid, ("办公室空调坏了一周了，物业一直不管", "上海某某科技有限公司，新华大厦", "张三 13800138000",
+                              "跳过", "确认"))
+    assert "没有提交" not in say(oa_kb, openid, "外籍人才工作许可怎么办")
