@@ -716,7 +716,42 @@ def _supplement_submit(ctx: Context, d: dict[str, Any], content: str) -> Reply:
     log.info("chat appeal supplemented", extra={"account": ctx.account, "user_id": ctx.user_id,
                                                 "appeal_id": d["appeal_id"]})
     photos = f"照片 {len(media)} 张稍后附上。" if media else ""
+    _remember_supplement(ctx, d["number"], content)
     return Text(SUPPLEMENTED.format(number=d["number"], photos=photos))
+
+
+# The supplement sent again (a double tap, or the answer was slow): “刚才补充的内容没有提交” (the first had reached staff),
+# or “这个问题我还没学会” when it came after the 补充 flow.
+SUPPLEMENT_AGAIN = "这段补充已经提交过了（诉求 {number}），不用再发～办理结果会通知您，回复“我的诉求”可随时查看进度。"
+SUPPLEMENT_AGAIN_TTL = 10 * 60
+
+
+def _again_key(ctx: Context) -> str:
+    return f"wx:supplemented:{ctx.account}:{ctx.openid}"
+
+
+def _remember_supplement(ctx: Context, number: str, content: str) -> None:
+    import json
+
+    try:
+        ctx.redis.set(_again_key(ctx), json.dumps({"number": number, "content": content}, ensure_ascii=False),
+                      ex=SUPPLEMENT_AGAIN_TTL)
+    except redis.RedisError:
+        pass  # the text sent again is then answered as any other
+
+
+def supplement_again(ctx: Context, text: str) -> str | None:
+    """What to say to `text` when it is the supplement just submitted, sent again; None otherwise."""
+    import json
+
+    try:
+        raw = ctx.redis.get(_again_key(ctx))
+        told = json.loads(raw) if raw else None
+    except (redis.RedisError, ValueError):
+        return None
+    if isinstance(told, dict) and intake.same_words(text, str(told.get("content") or "")):
+        return SUPPLEMENT_AGAIN.format(number=told.get("number", ""))
+    return None
 
 
 # “补充：物业电话 021-…” in one message (it went to the knowledge base). A separator or a number is needed:
@@ -743,6 +778,9 @@ def supplement_with_text(ctx: Context) -> Reply:
         return Text(DRAFT_FIRST.format(n=intake.STEPS.index(draft["step"]) + 1, cmd="补充"))
     found, refusal = _choose(ctx, number, needs_info, "补充材料", "补充", NOTHING_TO_SUPPLEMENT)
     if found is None:  # what they wrote went nowhere: say so (they believed staff had it)
+        again = supplement_again(ctx, content)
+        if again is not None:
+            return Text(again)
         return Text(SUPPLEMENT_NOT_SENT + (refusal or NOTHING_TO_SUPPLEMENT) + SUPPLEMENT_ELSEWHERE)
     return _supplement_submit(ctx, {"kind": "supplement", "appeal_id": found["id"], "number": found["number"],
                                     "left": 0, "media": []}, content)

@@ -520,7 +520,7 @@ def step(ctx: Context) -> Reply:
     if t in START_WORDS or start_phrase(t) or _small_talk(t):
         # “你好” after a talk with a person (人工 leaves the draft in place) is no enterprise name or problem.
         return Text(PENDING.format(n=STEPS.index(d["step"]) + 1))
-    if d["step"] != "describe" and ctx.msg.msg_type == "text" and _same_words(t, d.get("content", "")):
+    if d["step"] != "describe" and ctx.msg.msg_type == "text" and same_words(t, d.get("content", "")):
         # the problem sent again (a double tap, or it seemed not to go through) became the enterprise's name
         return Text(TOLD_AGAIN + _prompt(d, d["step"]))
     if d.pop("paused", None):  # an answer to the step put aside by the menu: back in the draft
@@ -530,7 +530,7 @@ def step(ctx: Context) -> Reply:
     return handler(ctx, d)
 
 
-def _same_words(text: str, other: str) -> bool:
+def same_words(text: str, other: str) -> bool:
     """Whether two texts say the same words, whatever the punctuation and spaces between them."""
     def bare(t: str) -> str:
         return re.sub(r"[\W_]+", "", word(t))

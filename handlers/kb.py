@@ -21,7 +21,12 @@ DETAIL_HINT = "（内容较长，完整内容请在小程序“政策问答”�
 def answer(text: str, ctx: Context) -> Reply:
     """Answer `text` from the knowledge base: an answer, numbered “您是不是想问” choices, or a fallback."""
     state = current_app.extensions["wxapp"]
+    from .appeal_followup import supplement_again
     from .bot import picked_item
+
+    again = supplement_again(ctx, text) if ctx.user_id is not None else None
+    if again is not None:  # the supplement just submitted, sent again: no question
+        return Text(again)
 
     result, _turn = respond(get_runtime(), state.db, state.redis, text, channel=ctx.account,
                             user_id=ctx.user_id, who=ctx.openid, detail_hint=DETAIL_HINT, pick_item=picked_item)

@@ -205,3 +205,28 @@ def test_a_draft_cancelled_or_filed_leaves_no_note_behind(oa_kb):  # noqa: F811
     _draft_to(oa_kb, openid, ("办公室空调坏了一周了，物业一直不管", "上海某某科技有限公司，新华大厦", "张三 13800138000",
                               "跳过", "确认"))
     assert "没有提交" not in say(oa_kb, openid, "外籍人才工作许可怎么办")
+
+
+def test_a_supplement_sent_twice_is_not_said_to_have_failed(oa_kb, appeal_of):  # noqa: F811
+    """“补充：…” sent twice (a double tap, or the answer was slow): the second got “刚才补充的内容没有提交。您目前没有需要补充
+    材料的诉求” — the user believed the material lost, though the first had reached staff. Inside the 补充 flow the text sent
+    again got “这个问题我还没学会” (and a row in staff's queue). Both now say it was already submitted."""
+    from sqlalchemy import func, select
+
+    from wxapp_backend.knowledge_store.models import UnansweredQuestion
+
+    _warm(oa_kb)
+    openid = "oChat8SupTwice"
+    number = appeal_of(openid, "request_info", note="请提供路灯的具体位置")
+    assert "已补充" in say(oa_kb, openid, "补充：在园区东门口第三根路灯")
+    again = say(oa_kb, openid, "补充：在园区东门口第三根路灯")
+    assert "没有提交" not in again and "已经提交" in again and number in again, again
+
+    openid = "oChat8SupTwiceFlow"
+    number = appeal_of(openid, "request_info", note="请提供路灯的具体位置")
+    say(oa_kb, openid, "补充")
+    assert "已补充" in say(oa_kb, openid, "在园区东门口第三根路灯")
+    again = say(oa_kb, openid, "在园区东门口第三根路灯。")
+    assert "没学会" not in again and "已经提交" in again and number in again, again
+    with oa_kb.app_context(), session_scope() as s:
+        assert s.scalar(select(func.count(UnansweredQuestion.id))) == 0
