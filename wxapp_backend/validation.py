@@ -13,6 +13,9 @@ from .errors import ValidationError
 
 # ASCII: \d alone also takes Arabic-Indic, Devanagari ... digits, which nobody can dial or search for.
 PHONE_RE = re.compile(r"^(1[3-9]\d{9}|0\d{2,3}-?\d{7,8}(-\d{1,6})?)$", re.ASCII)
+# A link in a chat text, as WeChat makes it clickable (up to a space or Chinese punctuation): a text cut to a length
+# must not end inside one (it still opens, on a page that does not exist).
+LINK_RE = re.compile(r"https?://[^\s，。；、！？（）“”《》<>\"'…]+", re.IGNORECASE)
 # Control characters other than tab/newline never belong in user text.
 _CONTROL_RE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 

@@ -230,3 +230,18 @@ def test_a_supplement_sent_twice_is_not_said_to_have_failed(oa_kb, appeal_of):  
     assert "没学会" not in again and "已经提交" in again and number in again, again
     with oa_kb.app_context(), session_scope() as s:
         assert s.scalar(select(func.count(UnansweredQuestion.id))) == 0
+
+
+def test_a_passive_reply_cut_at_the_byte_limit_never_ends_inside_a_link():
+    """A reply past WeChat's 2,048 bytes (a long answer with a note before it) is cut: the cut fell in the 【原文】 link,
+    which WeChat still shows as a link, to a page that does not exist. The partial link is dropped."""
+    from wxapp_backend.wechat.messages import REPLY_TEXT_MAX_BYTES, truncate_utf8
+
+    text = "说明" * 330 + "\n【原文】" + POLICY_URL + "\n其他说明"
+    assert len(("说明" * 330 + "\n【原文】").encode()) < REPLY_TEXT_MAX_BYTES < len(text.encode())
+    cut = truncate_utf8(text)
+    assert len(cut.encode()) <= REPLY_TEXT_MAX_BYTES and cut.endswith("…")
+    assert "http" not in cut, cut[-80:]
+    assert truncate_utf8("说明" * 300 + " " + POLICY_URL) == "说明" * 300 + " " + POLICY_URL  # within the limit: whole
+    bare = "a" * 2036 + " https://" + " " + "b" * 50  # a scheme with nothing after it, where the cut falls: no link
+    assert truncate_utf8(bare) == "a" * 2036 + " https://…"

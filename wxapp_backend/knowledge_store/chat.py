@@ -11,6 +11,8 @@ from knowledge.schema import Entry
 from knowledge.search import Decision, KnowledgeBase
 from knowledge.smalltalk import detect_smalltalk, is_venting, without_faces
 
+from ..validation import LINK_RE
+
 # A passive WeChat reply is cut at about 2048 bytes; Chinese is 3 bytes a character.
 MAX_REPLY_CHARS = 600
 SUGGEST_COUNT = 3
@@ -110,13 +112,10 @@ def format_answer(entry: Entry, *, max_chars: int = MAX_REPLY_CHARS, detail_hint
     return _cut(text, max_chars - len(hint) - 1) + "…" + hint, True
 
 
-_LINK = re.compile(r"https?://[^\s，。；、！？（）“”《》<>\"'…]+", re.IGNORECASE)
-
-
 def _cut(text: str, room: int) -> str:
     """`text` to at most `room` characters, never ending inside a link: WeChat still makes a cut link clickable, and it
     opens a wrong page."""
-    for m in _LINK.finditer(text):
+    for m in LINK_RE.finditer(text):
         if m.start() < room < m.end():
             room = m.start()
             break

@@ -13,6 +13,7 @@ from xml.etree.ElementTree import XMLParser
 
 import xmltodict
 
+from wxapp_backend.validation import LINK_RE
 from wxapp_backend.wechat.crypto import BadPayload, PayloadTooLarge
 
 __all__ = [
@@ -509,7 +510,15 @@ def truncate_utf8(text: str, max_bytes: int = REPLY_TEXT_MAX_BYTES, suffix: str 
     if room <= 0:
         return data[:max_bytes].decode("utf-8", "ignore")
     # "ignore" drops only the trailing partial character left by the byte slice.
-    return data[:room].decode("utf-8", "ignore") + suffix
+    cut = data[:room].decode("utf-8", "ignore")
+    link = _TRAILING_LINK.search(cut)
+    whole = LINK_RE.match(text, link.start()) if link is not None else None
+    if whole is not None and whole.end() > len(cut):  # the cut fell inside a link
+        cut = cut[:whole.start()].rstrip()
+    return cut + suffix
+
+
+_TRAILING_LINK = re.compile(r"https?://\S*$", re.IGNORECASE)
 
 
 def _cdata(value: str) -> str:
