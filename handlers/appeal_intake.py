@@ -810,6 +810,31 @@ def _command_in_draft(ctx: Context) -> bool:
     return d.get("flow") == FLOW and d.get("step") in STEPS and not d.get("paused")
 
 
+# A location, a sticker, a video while a draft is open: answered as if none were (“收到您的位置…请用文字告诉小二”), the
+# step forgotten and nothing said of the appeal not yet filed.
+IN_DRAFT = "\n\n您正在登记诉求（第 {n}/5 步），还没有提交：\n{ask}"
+
+
+def _other_in_draft(ctx: Context) -> bool:
+    """A message of a type no step reads (not text, image or voice) while a draft is open and not put aside."""
+    if ctx.msg.is_event or ctx.msg.msg_type in ("text", "image", "voice"):
+        return False
+    d = _state(ctx)
+    return d.get("flow") == FLOW and d.get("step") in STEPS and not d.get("paused")
+
+
+def other_in_draft(ctx: Context) -> Reply:
+    """What the chat says to such a message anyway, then the step that waits."""
+    from .bot import UNSUPPORTED, location_ack
+
+    d = _state(ctx)
+    said = location_ack(ctx) if ctx.msg.msg_type == "location" else UNSUPPORTED
+    if d.get("step") not in STEPS:  # gone meanwhile
+        return Text(said)
+    ask = CONFIRM_HINT if d["step"] == "confirm" else _prompt(d, d["step"])
+    return Text(said + IN_DRAFT.format(n=STEPS.index(d["step"]) + 1, ask=ask))
+
+
 def install(r: Router) -> Router:
     """Register the intake's rules on a router (the default one at import; tests pass their own)."""
 
@@ -822,6 +847,7 @@ def install(r: Router) -> Router:
     r.match(_person_in_draft, cheap=True, pure=True)(to_person)
     r.match(_command_in_draft, cheap=True, pure=True)(aside)
     r.match(_in_flow, cheap=True, pure=True)(step)
+    r.match(_other_in_draft, cheap=True, pure=True)(other_in_draft)
     r.match(_menu_in_draft, cheap=True, pure=True)(pause)
     r.text(*START_WORDS)(start)
     r.match(_start_phrase, cheap=True, pure=True)(start)  # before: “我想反映一个情况！” is no problem told

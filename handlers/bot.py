@@ -148,6 +148,12 @@ def image_ack(user_id: int | None) -> str:
     return IMAGE_ACK
 
 
+def location_ack(ctx: Context) -> str:
+    """The answer to a location sent in the chat."""
+    label = ctx.msg.location.label if ctx.msg.location and ctx.msg.location.label else ""
+    return LOCATION_ACK.format(label=f"（{label}）" if label else "")
+
+
 def human(ctx: Context) -> Reply:
     """Hand over to a person: both accounts pass the conversation to WeChat's customer-service tool
     (transfer_customer_service; the note goes first as a customer-service message)."""
@@ -566,8 +572,7 @@ def install_defaults(router: Router, *, middleware: bool = True) -> Router:
 
     @router.msg_type("location", fast=True)
     def on_location(ctx: Context) -> Reply:
-        label = ctx.msg.location.label if ctx.msg.location and ctx.msg.location.label else ""
-        return Text(LOCATION_ACK.format(label=f"（{label}）" if label else ""))
+        return Text(location_ack(ctx))
 
     @router.default(fast=True)
     def on_other(ctx: Context) -> Reply | None:

@@ -245,3 +245,24 @@ def test_a_passive_reply_cut_at_the_byte_limit_never_ends_inside_a_link():
     assert truncate_utf8("说明" * 300 + " " + POLICY_URL) == "说明" * 300 + " " + POLICY_URL  # within the limit: whole
     bare = "a" * 2036 + " https://" + " " + "b" * 50  # a scheme with nothing after it, where the cut falls: no link
     assert truncate_utf8(bare) == "a" * 2036 + " https://…"
+
+
+LOCATION = {"extra": {"MsgType": "location", "Location_X": "31.2", "Location_Y": "121.4", "Scale": "15",
+                      "Label": "新华路1号"}}
+STICKER = {"extra": {"MsgType": "text", "Content": "【收到不支持的消息类型，暂无法显示】"}}
+
+
+def test_a_location_or_sticker_mid_draft_reminds_where_the_draft_stands(oa_kb):  # noqa: F811
+    """Asked for the enterprise and building, the user sends their location (or a sticker at the confirmation): the bot
+    answered as if no draft were open (“收到您的位置，谢谢！如需…反映问题，请用文字告诉小二”), the step forgotten, nothing
+    said of the appeal not yet filed. The reply now says which step waits and what to answer."""
+    openid = "oChat8Location"
+    _draft_to(oa_kb, openid, ("办公室空调坏了一周了，物业一直不管",))
+    reply = say(oa_kb, openid, **LOCATION)
+    assert "新华路1号" in reply and "第 2/5 步" in reply and "企业名称" in reply, reply
+    assert "联系人" in say(oa_kb, openid, "上海某某科技有限公司，新华大厦")  # the draft goes on
+    say(oa_kb, openid, "张三 13800138000")
+    say(oa_kb, openid, "跳过")
+    reply = say(oa_kb, openid, **STICKER)
+    assert "还没有提交" in reply and "确认" in reply, reply
+    assert "诉求已提交" in say(oa_kb, openid, "确认")
