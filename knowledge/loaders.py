@@ -59,6 +59,10 @@ LIST_SEPARATOR = "|"
 # The table files' list separator (the console's 相似问法 box takes it too: a phrasing holding it stopped every
 # .csv/.xlsx export).
 LIST_SEPARATORS = re.compile(r"[|｜]")
+# In a table file's cell a bar that belongs to the text is written “\|” (a phrasing holding one, stored from a YAML
+# list, stopped every .csv/.xlsx export): only a bar without a backslash before it separates.
+_CELL_SEPARATORS = re.compile(r"(?<!\\)[|｜]")
+_ESCAPED_SEPARATOR = re.compile(r"\\([|｜])")
 # Tags are keywords: a file's “高新、专精特新” is two, as the console's form reads it (a form save of an entry with
 # that one tag otherwise changed its tags behind the editor's back).
 TAG_SEPARATORS = re.compile(r"[,，、|｜]")
@@ -147,10 +151,18 @@ def _as_list(value: Any) -> tuple[list[str], bool]:
             return [], False
         items = [_text(v) for v in value]
     elif isinstance(value, (str, int, float)):
-        items = LIST_SEPARATORS.split(_text(value))
+        items = [_ESCAPED_SEPARATOR.sub(r"\1", i) for i in _CELL_SEPARATORS.split(_text(value))]
     else:
         return [], False
     return [i.strip() for i in items if i and i.strip()], True
+
+
+def _join_cell(items: tuple[str, ...]) -> str:
+    """A list as one table cell, read back by _as_list: a bar in an item is escaped, and a space keeps an item's
+    final backslash from escaping the separator after it."""
+    escaped = [re.sub(r"([|｜])", r"\\\1", i) for i in items]
+    return LIST_SEPARATOR.join(i + " " if i.endswith("\\") and n < len(escaped) - 1 else i
+                               for n, i in enumerate(escaped))
 
 
 # Also 20251231, and a time of day after the date (Excel saves a cell formatted 日期时间 as “2025/12/31 0:00”).
@@ -188,6 +200,8 @@ def _as_bool(value: Any) -> tuple[bool, bool]:
     return False, False
 
 
+# How Excel shows (and saves to .csv) a long number: 123456789012 becomes 1.23457E+11, its digits lost.
+_EXCEL_NUMBER_RE = re.compile(r"^[+-]?\d+(?:\.\d+)?[eE][+-]?\d+$")
 UNKNOWN_FIELD, UNKNOWN_POLICY_FIELD = "是未知字段", "是未知的政策字段"
 
 
@@ -238,6 +252,9 @@ def _build_entry(
         text = _text(value)
         if not text:
             err(name, "不能为空")
+        if name == "id" and _EXCEL_NUMBER_RE.match(text):
+            err(name, f"是科学计数法 “{text}”，像是 Excel 打开并保存时把长数字编号改掉了（编号已经丢失）："
+                      "请改回原来的编号（在 Excel 里先把这一列设为“文本”格式），或改用导出的 .xlsx 文件编辑")
         kwargs[name] = text
     kwargs["category"] = (
         _text(data.get("category")) if not isinstance(data.get("category"), (dict, list)) else ""
@@ -441,9 +458,11 @@ def _read_jsonl(path: Path, col: _Collector, strict: bool) -> list[tuple[int, En
 
 
 def _read_text(path: Path, col: _Collector) -> str | None:
-    """Decode a text file: UTF-8 (with or without BOM) first, then GB18030 for Excel-on-Windows CSVs."""
+    """Decode a text file: UTF-8 (with or without BOM) first, then GB18030 for Excel-on-Windows CSVs; a UTF-16 BOM
+    (Excel's 另存为 “Unicode 文本”, tab-separated) is read as UTF-16."""
     raw = path.read_bytes()
-    for enc in ("utf-8-sig", "gb18030"):
+    utf16 = raw.startswith((b"\xff\xfe", b"\xfe\xff"))
+    for enc in ("utf-16",) if utf16 else ("utf-8-sig", "gb18030"):
         try:
             return raw.decode(enc)
         except UnicodeDecodeError:
@@ -752,16 +771,12 @@ def _nested(e: Entry) -> dict[str, Any]:
 
 
 def _flat_row(e: Entry) -> list[str]:
-    """CSV/XLSX shape: one column per field, lists joined with '|'."""
-    for name in LIST_FIELDS:
-        for item in getattr(e, name):
-            if LIST_SEPARATORS.search(item):
-                raise ValueError(f"条目 “{e.id}” 的 “{name}” 含有分隔符 “|”，无法导出为表格：{item}")
+    """CSV/XLSX shape: one column per field, lists joined with '|' (a bar in an item written “\\|”)."""
     row: list[str] = []
     for name in FLAT_COLUMNS:
         v = getattr(e, name)
         if isinstance(v, tuple):
-            row.append(LIST_SEPARATOR.join(v))
+            row.append(_join_cell(v))
         elif isinstance(v, bool):
             row.append("true" if v else "")
         elif isinstance(v, date):

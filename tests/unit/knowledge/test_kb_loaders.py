@@ -290,9 +290,9 @@ def test_dump_round_trip(tmp_path: Path, ext: str) -> None:
     assert load_file(p) == ENTRIES
 
 
-def test_dump_refuses_pipe_in_list_for_tables(tmp_path: Path) -> None:
+def test_dump_escapes_pipe_in_list_for_tables(tmp_path: Path) -> None:
     e = Entry(id="a", question="问", answer="答", similar=("甲|乙",))
-    with pytest.raises(ValueError, match="分隔符"):
-        dump_file([e], tmp_path / "x.csv")
+    dump_file([e], tmp_path / "x.csv")  # refusing stopped every table export of the whole knowledge base
+    assert load_file(tmp_path / "x.csv")[0].similar == ("甲|乙",)
     dump_file([e], tmp_path / "x.yaml")  # lists are native there
     assert load_file(tmp_path / "x.yaml")[0].similar == ("甲|乙",)
