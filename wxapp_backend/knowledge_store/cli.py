@@ -13,6 +13,7 @@ from knowledge.loaders import KBLoadError, dump_file, load_dir, load_table, unkn
 from ..audit import SYSTEM
 from ..config import ROOT
 from ..db import session_scope
+from ..errors import AppError
 from .chat import bot_decision
 from .models import KBEntry
 from .services import entry_from_row, get_runtime, import_entries
@@ -59,9 +60,12 @@ def register(app: Flask) -> None:
                        "category、tags 及政策字段）。")
         if not entries:
             raise click.ClickException("文件里没有条目，知识库未改动。")
-        with session_scope() as s:
-            report = import_entries(s, current_app.extensions["wxapp"].redis, SYSTEM, entries, replace=replace,
-                                    source=str(file), columns=columns)
+        try:
+            with session_scope() as s:
+                report = import_entries(s, current_app.extensions["wxapp"].redis, SYSTEM, entries, replace=replace,
+                                        source=str(file), columns=columns)
+        except AppError as exc:
+            raise click.ClickException(f"导入失败，知识库未改动：\n{exc.message}") from None
         click.echo(f"导入完成：{report.summary()}。")
 
     @kb.command("export")
@@ -74,13 +78,16 @@ def register(app: Flask) -> None:
             if not include_retired:
                 stmt = stmt.where(KBEntry.retired.is_(False))
             entries = [entry_from_row(r) for r in s.scalars(stmt)]
+            # Said, not silent: a backup without them, restored into an empty database, lost them.
+            left_out = 0 if include_retired else s.scalar(select(func.count(KBEntry.id)).where(KBEntry.retired))
         try:
             dump_file(entries, file)
         except (KBLoadError, ValueError) as exc:
             raise click.ClickException(str(exc)) from None
         except OSError:
             raise click.ClickException(f"无法写入 {file}，请确认文件夹存在、有写入权限，且文件没有在别的程序中打开。") from None
-        click.echo(f"已导出 {len(entries)} 条到 {file}。")
+        click.echo(f"已导出 {len(entries)} 条到 {file}。"
+                   + (f"另有 {left_out} 条已下线的条目没有导出；备份整个知识库请加 --include-retired。" if left_out else ""))
 
     @kb.command("search")
     @click.argument("query_text", metavar="QUERY")

@@ -117,6 +117,7 @@ def import_entries(session: Session, r: redis.Redis, actor: Actor, entries: Iter
     # import's stale copy, both ending on the same revision; now it waits and, its revision being old, is refused.
     query = select(KBEntry).order_by(KBEntry.id)
     existing = {row.id: row for row in session.scalars(query.with_for_update() if IMPORT_LOCKS else query)}
+    _refuse_zeros_dropped(existing, entries)
     for entry in entries:
         values = _row_values(entry)
         row = existing.get(entry.id)
@@ -160,6 +161,22 @@ def import_entries(session: Session, r: redis.Redis, actor: Actor, entries: Iter
         # Only a change makes every process rebuild its index (the whole table; tens of seconds at 100k entries).
         _changed(session, r)
     return report
+
+
+def _refuse_zeros_dropped(existing: dict[str, KBEntry], entries: list[Entry]) -> None:
+    """Refuse an import that would create entries whose ids are existing ones without their leading zeros: Excel
+    reads an exported .csv's 0012 as the number 12, and the saved file then made new entries (with --replace
+    retiring the originals, their votes and history left behind)."""
+    stripped: dict[str, str] = {}
+    for old_id in existing:
+        if old_id.startswith("0") and old_id.isdigit():
+            stripped.setdefault(old_id.lstrip("0") or "0", old_id)
+    pairs = [(e.id, stripped[e.id]) for e in entries if e.id not in existing and e.id in stripped]
+    if pairs:
+        shown = "、".join(f"“{new}”（原为 “{old}”）" for new, old in pairs[:5]) + (" 等" if len(pairs) > 5 else "")
+        raise Conflict(f"文件里有 {len(pairs)} 个编号像是已有编号去掉了开头的 0：{shown}。这通常是 Excel 打开并保存 "
+                       ".csv 时把编号当成了数字：请改回原来的编号（在 Excel 里先把编号列设为“文本”格式），"
+                       "或改用导出的 .xlsx 文件编辑后再导入。")
 
 
 class StaleEdit(Conflict):
