@@ -18,7 +18,7 @@ from . import astguard
 from .config import ROOT, Settings
 from .db import Database
 from .errors import register_error_handlers
-from .kv import make_redis, resolve_redis_url
+from .kv import HEALTH_CHECK_TIMEOUT, make_redis, resolve_redis_url
 from .logs import configure_logging, request_id_var
 from .validation import DB_INT_MAX
 from .wechat.client import WeChatHTTP
@@ -37,6 +37,8 @@ class AppState:
     redis_url: str
     queue: Queue
     wechat_http: WeChatHTTP
+    # For /healthz and /metrics only: its own pool with a short timeout (kv.HEALTH_CHECK_TIMEOUT).
+    health_redis: redis.Redis
 
 
 class ConsoleSessionInterface(SecureCookieSessionInterface):
@@ -103,6 +105,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         redis_url=redis_url,
         queue=Queue(settings.queue_name, connection=client),
         wechat_http=WeChatHTTP(settings.wechat_api_base, settings.wechat_api_timeout),
+        health_redis=make_redis(redis_url, timeout=HEALTH_CHECK_TIMEOUT),
     )
 
     register_error_handlers(app)
@@ -261,7 +264,7 @@ def healthz():
         result["db"] = "error"
         no_tables = "alembic_version" in str(getattr(exc, "orig", "") or "")
     try:
-        state.redis.ping()
+        state.health_redis.ping()
     except Exception as exc:
         log.warning("health: redis failed: %s", type(exc).__name__)
         result["redis"] = "error"
@@ -292,7 +295,9 @@ def metrics():
         with state.db.engine.connect() as conn:
             conn.execute(text("SELECT 1"))
 
-    body, ctype = render(LiveCollector(check_db, state.redis, state.queue))
+    # The short-timeout client: a scraper gives up long before the shared client's timeout.
+    queue = Queue(state.queue.name, connection=state.health_redis)
+    body, ctype = render(LiveCollector(check_db, state.health_redis, queue))
     return Response(body, content_type=ctype)
 
 

@@ -132,10 +132,16 @@ def resolve_redis_url(settings: Settings) -> str:
     return settings.redis_url or ensure_embedded_redis(settings.instance_path)
 
 
-def make_redis(url: str) -> redis.Redis:
-    """The shared client: a pooled, thread-safe connection with timeouts."""
+# /healthz and /metrics: a Redis that takes the connection but never answers must be reported before a probe's or a
+# scraper's own timeout (often 1-5 s) runs out, not after the shared client's 10 s.
+HEALTH_CHECK_TIMEOUT = 1.5
+
+
+def make_redis(url: str, *, timeout: float = 10) -> redis.Redis:
+    """The shared client: a pooled, thread-safe connection with timeouts (`timeout` for each answer)."""
     # redis-py's pool notices a fork by pid and reconnects in the child by itself.
-    return redis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=5, health_check_interval=30)
+    return redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=min(timeout, 5),
+                                health_check_interval=30)
 
 
 def get_redis() -> redis.Redis:

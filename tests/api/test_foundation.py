@@ -21,7 +21,7 @@ def test_healthz_names_the_failing_part(app, client, monkeypatch):
     def boom():
         raise redis.ConnectionError("down")
 
-    monkeypatch.setattr(state.redis, "ping", boom)
+    monkeypatch.setattr(state.health_redis, "ping", boom)  # the health check's own short-timeout client
     resp = client.get("/healthz")
     assert resp.status_code == 503
     body = resp.get_json()

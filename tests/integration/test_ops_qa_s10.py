@@ -105,7 +105,7 @@ def test_metrics_tell_when_redis_or_the_database_is_down(app, client, monkeypatc
     def refused(*a, **kw):
         raise redis.ConnectionError("Error 111 connecting. Connection refused.")
 
-    monkeypatch.setattr(state.redis.connection_pool, "get_connection", refused)
+    monkeypatch.setattr(state.health_redis.connection_pool, "get_connection", refused)  # /metrics' own client
     resp = client.get("/metrics")
     text = resp.get_data(as_text=True)
     assert resp.status_code == 200
