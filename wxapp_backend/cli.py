@@ -207,6 +207,7 @@ def register_cli(app: Flask) -> None:
         """把当前到期的定时任务放入队列（worker 会自动做；供 cron 使用）。"""
         from .periodic import PERIODIC, beat_once
 
+        _check_dependencies()  # jobs enqueued on a database without tables (or down) would all fail in the worker
         started = beat_once(_state().redis, _state().queue)
         click.echo(f"已排队：{'、'.join(started) or '无（本时段已执行）'}；共 {len(PERIODIC)} 个定时任务。")
 

@@ -76,8 +76,10 @@ def _bump_after_commit(session: Session) -> None:
             # A fresh random value rather than a counter: after Redis loses its data a counter starts again at
             # 1, 2, ... and a process that saw the same number before would keep its old index.
             r.set(VERSION_KEY, secrets.token_hex(8))
-        except redis.RedisError:  # processes also reload on their periodic look at the table (KBRuntime)
-            log.exception("could not bump the knowledge-base version")
+        except redis.RedisError as exc:  # processes also reload on their periodic look at the table (KBRuntime)
+            # One line: the change is committed, and init-db or an import with Redis down is not a crash.
+            log.warning("could not bump the knowledge-base version (%s: %s); other processes reload it on their "
+                        "periodic look at the table", type(exc).__name__, exc)
 
 
 @event.listens_for(Session, "after_soft_rollback")
