@@ -7,8 +7,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import select
 
 from .audit import SYSTEM, audit
-from .auth.models import StaffUser
-from .auth.services import create_staff, set_staff_password
+from .auth.services import create_staff, find_staff_by_username, set_staff_password
 from .db import session_scope
 from .enterprises.models import Building, Enterprise, Grid
 from .validation import credit_code_check_char
@@ -69,7 +68,7 @@ def seed(*, admin_password: str, reset_admin_password: bool = False) -> SeedRepo
                 created += 1
         audit(s, SYSTEM, "demo.seeded", None, enterprises=created)
         report.lines.append(f"演示数据：网格 {len(grids)} 个，楼宇 {len(buildings)} 栋，新增企业 {created} 家。")
-        admin = s.scalar(select(StaffUser).where(StaffUser.username == "admin"))
+        admin = find_staff_by_username(s, "admin")  # also an `Admin` made by hand: names are one whatever the case
         if admin is None:
             create_staff(s, username="admin", password=admin_password + "a1", role="admin", display_name="管理员")
             report.admin_password = admin_password + "a1"

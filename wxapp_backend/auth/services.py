@@ -6,7 +6,7 @@ import re
 from collections.abc import Iterable
 
 import redis
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from werkzeug.security import check_password_hash, generate_password_hash
@@ -207,6 +207,18 @@ def _profile_problems(role: str, department: str, display_name: str) -> dict[str
     return errors
 
 
+def find_staff_by_username(session: Session, username: str) -> StaffUser | None:
+    """The account a login name means. Usernames are one name whatever their case (as the login lock-out counts
+    them): `Admin` logs in to `admin`. Two accounts made before that rule, differing only in case, each keep
+    their exact spelling; any other spelling of them is ambiguous and means no account."""
+    # A name no account can have is not looked up: a NUL from the login form is refused by PostgreSQL.
+    if not USERNAME_RE.fullmatch(username or ""):
+        return None
+    found = list(session.scalars(select(StaffUser).where(func.lower(StaffUser.username) == username.lower())))
+    exact = [s for s in found if s.username == username]
+    return exact[0] if exact else found[0] if len(found) == 1 else None
+
+
 def create_staff(session: Session, *, username: str, password: str, role: str, department: str = "",
                  display_name: str = "", actor: Actor = SYSTEM) -> StaffUser:
     """Create a staff account with a hashed password."""
@@ -220,8 +232,8 @@ def create_staff(session: Session, *, username: str, password: str, role: str, d
     errors.update(_profile_problems(role, department, display_name))
     if errors:
         raise ValidationError(next(iter(errors.values())), fields=errors)
-    taken = Conflict(f"用户名 {username} 已存在。", fields={"username": "已存在"})
-    if session.scalar(select(StaffUser.id).where(StaffUser.username == username)) is not None:
+    taken = Conflict(f"用户名 {username} 已存在（用户名不区分大小写）。", fields={"username": "已存在"})
+    if session.scalar(select(StaffUser.id).where(func.lower(StaffUser.username) == username.lower())) is not None:
         raise taken
     staff = StaffUser(username=username, password_hash=generate_password_hash(password), role=role,
                       department=department, display_name=display_name or username)
@@ -445,8 +457,8 @@ def _begin(session: Session, throttle: LoginThrottle, username: str, ip: str) ->
     except TooManyRequests:
         if throttle.newly_locked is not None:
             scope, seconds = throttle.newly_locked
-            staff_id = session.scalar(select(StaffUser.id).where(StaffUser.username == username)) \
-                if USERNAME_RE.fullmatch(username) else None
+            staff = find_staff_by_username(session, username)
+            staff_id = staff.id if staff is not None else None
             _refused(session, staff_id, username=username, ip=ip, action="staff.login_locked", scope=scope,
                      seconds=seconds)
         raise
@@ -457,9 +469,7 @@ def authenticate_staff(session: Session, throttle: LoginThrottle, *, username: s
     """Check a staff login; the same answer for an unknown name and a wrong password."""
     _begin(session, throttle, username, ip)
     try:
-        # A name no account can have is not looked up: a NUL from the login form is refused by PostgreSQL.
-        staff = session.scalar(select(StaffUser).where(StaffUser.username == username)) \
-            if USERNAME_RE.fullmatch(username) else None
+        staff = find_staff_by_username(session, username)
         ok = check_password_hash(staff.password_hash if staff else _DUMMY_HASH, password)
     except BaseException:  # the database did not answer: no wrong password, so no failure to count
         throttle.abandon(username, ip)
