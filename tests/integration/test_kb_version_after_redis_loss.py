@@ -14,6 +14,9 @@ from wxapp_backend.knowledge_store import services
 def test_an_edit_after_redis_lost_the_version_still_reaches_every_process(app_ctx):
     r = app_ctx.extensions["wxapp"].redis
     runtime = services.KBRuntime(get_db(), r, check_interval=0.0, full_check_interval=3600.0)
+    # Always wait for the rebuild: on a loaded machine the first build can take longer than the runtime's
+    # wait-for-it limit, and the next get() would then (rightly) still answer from the previous index.
+    runtime.wait_for_builds_under = float("inf")
     r.delete(services.VERSION_KEY)
     with session_scope() as s:
         services.import_entries(s, r, SYSTEM, [Entry(id="first", question="公司注册要多久？", answer="一般 1 天。")])
