@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import and_, or_, select
 
 from ..audit import SYSTEM
 from ..db import session_scope, utcnow
@@ -40,7 +40,7 @@ def tick(now: datetime | None = None) -> dict[str, int]:
     done["photos"] = sweep_chat_photos(now)
     if now.astimezone(TZ).weekday() == 0:  # Monday: last week's report
         with session_scope() as s:
-            _, created = reports.prepare_weekly(s, None)
+            _, created = reports.prepare_weekly(s, reports.parse_week(None, now.astimezone(TZ).date())[0])
             done["reports"] += int(created)
     return done
 
@@ -52,6 +52,9 @@ def _one(s, appeal_id: int, now: datetime, done: dict[str, int]) -> None:
         if appeal.resolved_at and now > appeal.resolved_at + services.RATING_WINDOW:
             services.transition(s, appeal, AppealStatus.CLOSED, SYSTEM, action="closed", now=now,
                                 note="评价期已过，企业未评价，诉求自动关闭", rated=False)
+            # As a close by staff is told: the appeal left their “待评价” without a word.
+            services._notify(s, appeal, "appeal_closed", f"您的诉求 {appeal.number} 评价期（办结后 7 天）已过，已自动关闭。"
+                             "如问题仍未解决，请重新提交诉求。", "closed")
             done["closed"] += 1
         return
     if appeal.status == AppealStatus.PENDING_ENTERPRISE:
@@ -93,14 +96,17 @@ def _one(s, appeal_id: int, now: datetime, done: dict[str, int]) -> None:
 
 
 def _late_escalations_and_tasks(now: datetime, done: dict[str, int]) -> None:
-    """Flag, once each, a 办不成事 still owed past its 3 working days and an open 会办 task past its deadline: both
-    dates were shown but nothing noticed them pass."""
+    """Flag, once each, a 办不成事 still owed past its 3 working days and an open 会办 or 差评整改 task past its
+    deadline: the dates were shown but nothing noticed them pass. A 整改 follows a rating, on an appeal closed (or
+    being handled again) by then."""
     with session_scope() as s:
         late = list(s.scalars(select(Appeal.id).where(services.escalation_overdue(now))))
         tasks = list(s.execute(select(AppealTask.id, AppealTask.appeal_id).join(Appeal, Appeal.id == AppealTask.appeal_id)
-                               .where(AppealTask.status == "open", AppealTask.kind == TaskKind.COORDINATION,
-                                      AppealTask.due_at.is_not(None), AppealTask.due_at <= now,
-                                      Appeal.status.in_([st.value for st in OPEN]))))
+                               .where(AppealTask.status == "open", AppealTask.due_at.is_not(None),
+                                      AppealTask.due_at <= now,
+                                      or_(and_(AppealTask.kind == TaskKind.COORDINATION,
+                                               Appeal.status.in_([st.value for st in OPEN])),
+                                          AppealTask.kind == TaskKind.RECTIFICATION))))
     for appeal_id in late:
         try:
             with session_scope() as s:
@@ -119,13 +125,15 @@ def _late_escalations_and_tasks(now: datetime, done: dict[str, int]) -> None:
         try:
             with session_scope() as s:
                 appeal = services.get_appeal(s, appeal_id, SYSTEM, lock=True)
-                if _flagged(s, appeal_id, "task_overdue", "task_id", task_id):
-                    continue
                 task = s.get(AppealTask, task_id)
-                services._event(s, appeal, SYSTEM, "task_overdue", note=f"{task.department}的会办任务已超过期限，请催办",
+                action, what = (("rectification_overdue", "差评整改任务") if task.kind == TaskKind.RECTIFICATION
+                                else ("task_overdue", "会办任务"))
+                if _flagged(s, appeal_id, action, "task_id", task_id):
+                    continue
+                services._event(s, appeal, SYSTEM, action, note=f"{task.department}的{what}已超过期限，请催办",
                                 task_id=task_id, department=task.department)
                 s.flush()
-                services.notify_task_department(s, appeal, task, "task_overdue", f"task_overdue:{task_id}")
+                services.notify_task_department(s, appeal, task, action, f"{action}:{task_id}")
                 done["tasks_overdue"] += 1
         except Exception:  # noqa: BLE001 - logged; the next tick tries again
             log.exception("task overdue check failed", extra={"appeal_id": appeal_id, "task_id": task_id})

@@ -11,9 +11,9 @@ from openpyxl import Workbook
 from openpyxl.cell import Cell
 from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
 from openpyxl.worksheet.worksheet import Worksheet
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from ..audit import Actor
 from ..db import utcnow
@@ -122,6 +122,7 @@ def enterprise_issues(session: Session, enterprise_id: int | None = None, actor:
     """企业问题清单: each enterprise's appeals, open ones first."""
     # Every appeal of every enterprise: read as plain columns, not as objects with their category, enterprise
     # and building (and theirs) joined in, which took seconds for a few years of appeals.
+    master = aliased(Appeal)
     q = (select(Appeal.enterprise_id, Enterprise.name, Appeal.number, Appeal.status,
                 func.coalesce(AppealCategory.name, ""), Appeal.department,
                 func.coalesce(Enterprise.name, Appeal.enterprise_name), func.coalesce(Building.name, ""),
@@ -130,7 +131,11 @@ def enterprise_issues(session: Session, enterprise_id: int | None = None, actor:
          .outerjoin(AppealCategory, AppealCategory.id == Appeal.category_id)
          .outerjoin(Enterprise, Enterprise.id == Appeal.enterprise_id)
          .outerjoin(Building, Building.id == Appeal.building_id)
-         .where(Appeal.status.notin_(["duplicate"])))
+         .outerjoin(master, master.id == Appeal.master_id)
+         # A merged appeal is its master's row, when that is in the same enterprise's list: merged into another
+         # enterprise's, it left its own enterprise's list altogether while merged.
+         .where(or_(Appeal.status != AppealStatus.DUPLICATE.value, Appeal.enterprise_id.is_(None),
+                    master.enterprise_id.is_(None), master.enterprise_id != Appeal.enterprise_id)))
     if enterprise_id:
         q = q.where(Appeal.enterprise_id == enterprise_id)
     if actor is not None and actor.type == "staff" and actor.role == "dept":

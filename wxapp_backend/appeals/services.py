@@ -803,6 +803,9 @@ def rate(session: Session, user_id: int, appeal_id: int, *, resolved: bool, sati
          now: datetime | None = None) -> AppealRating:
     """好差评, one per resolution round. 'Not resolved' reopens; a bad one opens 整改; two bad ones escalate."""
     now = now or utcnow()
+    if isinstance(satisfaction, bool) or not isinstance(satisfaction, int) or not 1 <= satisfaction <= 5:
+        # The API and the chat check it too; reaching the table's check, it read as “已经评价过了” in the chat.
+        raise ValidationError("满意度请打 1 到 5 分。", fields={"satisfaction": "应为 1 到 5 分"})
     actor = Actor("user", user_id)
     appeal = get_appeal(session, appeal_id, actor, lock=True)
     if session.scalar(select(AppealRating.id).where(AppealRating.appeal_id == appeal.id,
@@ -934,6 +937,8 @@ STAFF_ALERTS = {"overdue": ("已超期", "诉求 {number} 已超过办结期限�
                 "due_soon": ("临期", "诉求 {number} 距办结期限不足 1 个工作日，请在 {due} 前办结，并登录工作台查看。"),
                 "urged": ("催办", "营商服务中心催办诉求 {number}{note}，请尽快办理并登录工作台查看。"),
                 "task_overdue": ("会办超期", "诉求 {number} 交{department}会办的任务已超过期限，请尽快办理并登录工作台查看。"),
+                "rectification_overdue": ("整改超期", "诉求 {number} 差评后交{department}的整改任务已超过期限，"
+                                          "请尽快整改并登录工作台查看。"),
                 "escalation_overdue": ("办不成事", "诉求 {number} 转入“办不成事”窗口已超过 3 个工作日仍未处理完，"
                                        "请尽快联系企业并登录工作台查看。"),
                 "task_assigned": ("会办", "诉求 {number} 需要{department}协助会办（期限{note}），请登录工作台查看并办理。"),
@@ -947,7 +952,8 @@ STAFF_ALERTS = {"overdue": ("已超期", "诉求 {number} 已超过办结期限�
                 "handler_changed": ("改派承办人", "诉求 {number} 已改由您承办{due_note}，请登录工作台查看。")}
 # The inbox title's word where the status phrase (5 characters at most in a subscribe message) says less.
 STAFF_ALERT_TITLES = {"return_requested": "退单待审核", "extension_requested": "延期待审批",
-                      "escalation_overdue": "办不成事超期", "task_assigned": "会办任务", "assigned": "新交办诉求", "handler_changed": "改由您承办"}
+                      "escalation_overdue": "办不成事超期", "rectification_overdue": "差评整改超期",
+                      "task_assigned": "会办任务", "assigned": "新交办诉求", "handler_changed": "改由您承办"}
 
 
 def notify_department(session: Session, appeal: Appeal, what: str, key: str, *, actor: Actor | None = None,

@@ -65,7 +65,7 @@ EVENT_LABELS: dict[str, str] = {
     "categorised": "调整分类", "reassigned": "改派部门", "handler_changed": "改派承办人", "noted": "备注",
     "notified": "通知企业", "owner_notified": "通知办不成事窗口负责人", "photos_pending": "照片待保存",
     "photos_attached": "照片已保存", "deadline_recounted": "工作日历调整，时限重算",
-    "escalation_overdue": "办不成事超期", "task_overdue": "会办任务超期",
+    "escalation_overdue": "办不成事超期", "task_overdue": "会办任务超期", "rectification_overdue": "整改任务超期",
     "info_reminded": "提醒企业补充材料", "info_timeout": "未补充材料，继续办理", "staff_notified": "通知部门工作人员",
     "staff_unreachable": "未能提醒工作人员",
 }
