@@ -112,6 +112,8 @@ def test_an_appeal_merged_into_another_enterprises_master_stays_in_its_issue_lis
     assert lists[other_ent.id] == [w.appeal(child).number]
     assert [r["status"] for e in report["enterprises"] if e["enterprise_id"] == other_ent.id
             for r in e["appeals"]] == ["已合并"]
+    # still being handled (with its master): counted open, as it was before the merge
+    assert [e["open"] for e in report["enterprises"] if e["enterprise_id"] == other_ent.id] == [1]
     # merged into its own enterprise's master: the same issue, listed once (the master's row)
     assert lists[w.appeal(master).enterprise_id] == [w.appeal(master).number]
 

@@ -127,7 +127,7 @@ def enterprise_issues(session: Session, enterprise_id: int | None = None, actor:
                 func.coalesce(AppealCategory.name, ""), Appeal.department,
                 func.coalesce(Enterprise.name, Appeal.enterprise_name), func.coalesce(Building.name, ""),
                 Appeal.content, Appeal.submitted_at, Appeal.due_at, Appeal.overdue, Appeal.escalated,
-                Appeal.reopen_count)
+                Appeal.reopen_count, master.status)
          .outerjoin(AppealCategory, AppealCategory.id == Appeal.category_id)
          .outerjoin(Enterprise, Enterprise.id == Appeal.enterprise_id)
          .outerjoin(Building, Building.id == Appeal.building_id)
@@ -143,13 +143,15 @@ def enterprise_issues(session: Session, enterprise_id: int | None = None, actor:
     # One group per enterprise row: a name typed on an appeal (anyone may type any name) or a namesake company
     # must not join an enterprise's list, which holds only what its verified contacts filed.
     groups: dict[tuple[str, int | None], list[dict]] = {}
-    for eid, ename, *values in session.execute(q.order_by(Appeal.id)):
+    for eid, ename, *values, master_status in session.execute(q.order_by(Appeal.id)):
         if ename is not None:
             key = (ename, eid)
         else:
             typed = values[4]
             key = (f"{typed}（未核实）" if typed else "未关联企业", None)
-        groups.setdefault(key, []).append({**_format(*values), "open": values[1] in OPEN})
+        # merged, it is open while its master is
+        status = master_status if values[1] == AppealStatus.DUPLICATE.value and master_status else values[1]
+        groups.setdefault(key, []).append({**_format(*values), "open": status in OPEN})
     out = []
     for (name, eid), rows in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1] or 0)):
         rows.sort(key=lambda r: (not r["open"], r["number"]))
