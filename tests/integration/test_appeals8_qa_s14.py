@@ -124,3 +124,23 @@ def test_a_monday_tick_stores_the_report_of_the_week_before_its_now(w, db):  # n
     assert jobs.tick(now=MONDAY)["reports"] == 1
     db.expire_all()
     assert db.scalars(select(AppealReport.week)).all() == ["2025-W44"]
+
+
+def test_an_overdue_rectification_the_centre_owes_reaches_the_centres_staff(w, db, make_user, make_staff):  # noqa: F811
+    centre = make_staff(role="staff")
+    phone = make_user(nickname="中心小张")
+    _link(centre, phone.id)
+    appeal_id = w.submit(MONDAY)
+    w.act(appeal_id, "accept", now=MONDAY)
+    w.act(appeal_id, "resolve", now=MONDAY + timedelta(hours=1), resolution="中心已电话解答")  # never given out
+    with session_scope() as s:
+        services.rate(s, w.user.id, appeal_id, resolved=True, satisfaction=2, now=at(2025, 11, 4, 10, 0))
+    with session_scope() as s:
+        task = s.scalar(select(AppealTask).where(AppealTask.appeal_id == appeal_id,
+                                                 AppealTask.kind == "rectification"))
+        due, department = task.due_at, task.department
+    assert department == services.CENTRE
+    jobs.tick(now=due + timedelta(minutes=1))
+    assert len(w.events(appeal_id, "rectification_overdue")) == 1
+    assert any("整改" in a.title for a in _alerts(db, phone.id))
+    assert not w.events(appeal_id, "staff_unreachable")

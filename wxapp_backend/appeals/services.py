@@ -1044,7 +1044,10 @@ def notify_task_department(session: Session, appeal: Appeal, task: AppealTask, w
     if what == "task_assigned" and task.due_at is not None:
         local = task.due_at.astimezone(TZ)
         note = f"{local.month}月{local.day}日 {local:%H:%M}"
-    return _alert_staff(session, appeal, what, key, [StaffUser.department == task.department],
+    # A 差评整改 of an appeal the centre handled itself (never given out) is the centre's: its staff and admins.
+    who = (StaffUser.role.in_([StaffRole.STAFF, StaffRole.ADMIN]) if task.department == CENTRE
+           else StaffUser.department == task.department)
+    return _alert_staff(session, appeal, what, key, [who],
                         f"{task.department}工作人员", acting=acting, note=note, department=task.department,
                         say_unreachable=what != "task_assigned")
 
