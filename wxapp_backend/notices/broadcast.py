@@ -171,6 +171,9 @@ def _template_data(title: str, summary: str, given: dict[str, Any], starts_at: d
         # NUL or line break, passed the length check and went to every subscriber (WeChat's 47003, or a blank).
         values = {k: " ".join(strip_invisible(clean_text(v)).split()) if isinstance(v, str) else v
                   for k, v in values.items()}
+        # A key the notice template does not have (thing9) passed the per-type checks and went to every
+        # subscriber, each answered 47003.
+        _check_template_keys(get_kind(NOTICE_KIND), values)
         try:
             return validate_template(values)
         except TemplateFieldError as exc:
@@ -188,6 +191,20 @@ def _template_data(title: str, summary: str, given: dict[str, Any], starts_at: d
     except TemplateFieldError as exc:
         raise ValidationError(f"订阅消息字段 {exc.field} {exc.problem}",
                               fields={f"template_fields.{exc.field}": exc.problem}) from None
+
+
+def _unknown_template_keys(kind: Any, values: dict[str, Any]) -> list[str]:
+    """Keys of `values` the configured notice template (`kind`) does not have; none when no template is configured."""
+    if kind is None or not kind.template_id:
+        return []
+    return [str(k)[:40] for k in values if k not in kind.fields]
+
+
+def _check_template_keys(kind: Any, values: dict[str, Any]) -> None:
+    unknown = _unknown_template_keys(kind, values)
+    if unknown:
+        raise ValidationError(f"订阅消息模板没有字段 {'、'.join(unknown[:5])}，这个模板的字段是 {'、'.join(kind.fields)}",
+                              fields={f"template_fields.{k}": "模板没有这个字段" for k in unknown[:20]})
 
 
 def _activity_start(session: Session, activity_id: int | None) -> datetime | None:
@@ -517,6 +534,18 @@ def publish(session: Session, actor: Actor, notice_id: int) -> Notice:
         # out. The rest are made from the text, as the test send makes them.
         notice.template_fields = {**{k: val for k, val in made.items() if k not in notice.template_fields},
                                   **notice.template_fields}
+    kind = get_kind(NOTICE_KIND)
+    if notice.template_fields:
+        # The staff member's own values go with the template configured now too: kept under the id the draft was
+        # started with, they went to nobody (no one holds credit for a replaced template) or with the wrong keys.
+        unknown = _unknown_template_keys(kind, notice.template_fields)
+        if unknown and notice.template_id != kind.template_id:
+            raise Conflict(f"订阅消息模板已更换，草稿里填写的字段 {'、'.join(unknown[:5])} 新模板没有（新模板的字段是 "
+                           f"{'、'.join(kind.fields)}），这条通知没有发出。请在编辑页按新模板重新填写订阅消息字段后再发布。",
+                           code="template_changed", fields={f"template_fields.{k}": "新模板没有这个字段"
+                                                            for k in unknown[:20]})
+        _check_template_keys(kind, notice.template_fields)
+        notice.template_id = kind.template_id if kind else ""
     estimate = reach(session, notice)
     if estimate["recipients"] == 0:
         raise ValidationError("推送对象为空：没有符合条件的用户，请调整推送对象。", code="empty_audience",
@@ -1122,6 +1151,18 @@ def progress(session: Session, notice_id: int) -> dict[str, Any]:
         .group_by(OutboxRow.errcode, OutboxRow.detail).order_by(func.count().desc()).limit(10))]
     total = sum(counts.values())
     done = sum(counts[k] for k in TERMINAL)
+    to_come = 0
+    if notice.status == NoticeStatus.EXPANDING.value and notice.template_id and notice.template_fields:
+        # The audience is still being written: the rows so far, all sent, read 100 % under “生成名单中”. Those still
+        # to be written (users past the cursor who hold credit) count as well, and it is never 100 % yet.
+        rest = audience_select(session, notice.audience or {}).where(
+            User.id > notice.expand_cursor, User.id.in_(_has_credit(notice.template_id))).subquery()
+        to_come = session.scalar(select(func.count()).select_from(rest)) or 0
+    percent = round(done / (total + to_come) * 100, 1) if total + to_come else 0.0
+    if notice.status == NoticeStatus.EXPANDING.value:
+        percent = min(percent, 99.9)
+    elif notice.status == NoticeStatus.DONE.value and not total:
+        percent = 100.0
     # WeChat's later delivery reports (subscribe_msg_sent_event) on the messages it took.
     delivery = {"delivered": 0, "refused_by_user": 0, "delivery_failed": 0}
     for report, n in session.execute(select(OutboxRow.delivery, func.count()).where(
@@ -1133,7 +1174,7 @@ def progress(session: Session, notice_id: int) -> dict[str, Any]:
     return {"delivery": delivery, "id": notice.id, "status": notice.status, "status_label": NOTICE_STATUS_LABELS[notice.status],
             "recipients": notice.recipients, "inbox": notice.recipients, "subscribe": counts,
             "subscribe_total": total, "subscribe_done": done,
-            "percent": round(done / total * 100, 1) if total else (100.0 if notice.status == "done" else 0.0),
+            "percent": percent,
             "failures": reasons, "waiting": waiting, "finished": notice.status == NoticeStatus.DONE.value,
             "published_at": notice.published_at.isoformat() if notice.published_at else None,
             "finished_at": notice.finished_at.isoformat() if notice.finished_at else None}

@@ -19,7 +19,7 @@ TEST_RECIPIENT_FIELDS = (Field("user_id", "int", "测试接收人（用户编号
 
 
 @bp.get("/notices")
-@staff_api_required(StaffRole.STAFF)
+@staff_api_required(StaffRole.DEPT)  # as the console's list, and a single notice: department accounts read them
 @doc("通知列表", params=PAGE_FIELDS, auth="staff", tags=["通知推送"],
      responses={200: "{items, total, page, per_page, pages}"})
 def list_notices():

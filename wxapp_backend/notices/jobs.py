@@ -13,7 +13,10 @@
    of the user's windows (of either account) but the user's `last_message_at` is within 48 h, the window is
    restored from it first.
    45015/45047, ours or WeChat's, are counted in /metrics (`wechat_kefu_refused_total`).
-3. otherwise the notification ends ``inbox_only`` (the inbox item exists since notify()). So does an activity
+3. otherwise the notification ends ``inbox_only`` (the inbox item exists since notify()) -- unless a subscribe
+   message met WeChat's daily quota (45009, `client.QuotaReached`): its credit is given back and, when no
+   customer-service message can carry it meanwhile, the notification stays ``pending`` and is tried again when the
+   cool-down ends (as the notices' fan-out waits), for up to QUOTA_WAITS cool-downs. So does an activity
    reminder whose registration is no longer confirmed (or whose activity was cancelled, moved or has begun) by the
    time its delivery runs, or its retry (the credit the interrupted try held is given back), and a 活动调整 notice a
    later change of time or place overtook.
@@ -45,7 +48,7 @@ from sqlalchemy.orm import Session
 
 from ..auth.models import User
 from ..db import session_scope, utcnow
-from ..wechat.client import WeChatAPIError, get_api
+from ..wechat.client import QuotaReached, WeChatAPIError, get_api
 from ..wechat.jobs import (
     KEFU_REFUSED,
     KEFU_SENT,
@@ -71,6 +74,8 @@ REFUSED = 43101  # the user's acceptance is used up or withdrawn: routine, never
 CUSTOM_LIMITS = frozenset({45015, 45047})
 LOCK_TTL = 120  # seconds; longer than one run's sends (timeouts and busy backoff included)
 CUSTOM_TEXT_MAX = 600
+SUBSCRIBE_API = "subscribe_send"  # the API name the client keys its 45009 cool-down by (as broadcast.SUBSCRIBE_API)
+QUOTA_WAITS = 48  # 45009 cool-downs a notification waits out for its subscribe message (a day of half hours)
 CALLING_TTL = 24 * 3600  # seconds a "WeChat call started" mark outlives its run: past the 10-minute sweep's rerun
 UNKNOWN_RESULT = -3  # errcode of an attempt whose run died inside its WeChat call (as the fan-out's 结果未知)
 
@@ -88,6 +93,7 @@ class Outcome(enum.StrEnum):
     FAILED = "failed"
     LIMITED = "limited"  # customer-service window shut or full (45015, 45047 or our own count)
     SKIPPED = "skipped"  # a credit was there but is kept for a nearer notification (the 1-hour reminder)
+    WAITING = "waiting"  # 45009: the subscribe API's daily quota; the credit was given back, tried again later
 
 
 @dataclass
@@ -190,15 +196,29 @@ def _next_send(notification_id: int) -> _Send | str:
         _refresh(s, note)
         if inflight is not None and user is not None:
             return _resume(s, note, user, inflight)
-        tried = {a.channel for a in attempts}
+        waits = sum(a.outcome == Outcome.WAITING for a in attempts)
+        tried = {a.channel for a in attempts if a.outcome != Outcome.WAITING}
+        if waits >= QUOTA_WAITS:
+            tried.add(Channel.SUBSCRIBE.value)
+        quota_wait = 0.0
         step = None
         if user is not None:
-            if Channel.SUBSCRIBE not in tried:
+            if Channel.SUBSCRIBE not in tried and waits:
+                quota_wait = get_api("wxa").quota_wait(SUBSCRIBE_API)
+            if Channel.SUBSCRIBE not in tried and not quota_wait:
                 step = _plan_subscribe(s, note, user)
             if step is None and Channel.CUSTOM not in tried:
                 step = _plan_custom(s, note, user)
         if step is not None:
             return step
+        if quota_wait:
+            # The user holds a credit and WeChat's daily quota is used up: the subscribe message waits for the
+            # cool-down, as the notices' fan-out does (it ended inbox_only, the message never sent).
+            from ..queue import enqueue_after_commit
+
+            enqueue_after_commit(s, deliver_notification, note.id, delay=quota_wait + 1, retries=3,
+                                 job_id=f"notify-{note.id}-quota-{waits}")
+            return DeliveryStatus.PENDING.value
         return _finish(note, DeliveryStatus.INBOX_ONLY)
 
 
@@ -488,7 +508,9 @@ def _send(step: _Send, notification_id: int) -> str | None:
                 _close(s, attempt, Outcome.REFUSED, errcode=error.errcode, detail=detail)
                 credits.zero_credits(s, step.user_id, step.template_id)
             else:  # 47003, 40003, 40037, 41030, 45009...: WeChat did not take it, so the credit is unused
-                _close(s, attempt, Outcome.FAILED, errcode=error.errcode, detail=detail)
+                # 45009 is the day's quota, not the message's fault: it is tried again after the cool-down.
+                _close(s, attempt, Outcome.WAITING if isinstance(error, QuotaReached) else Outcome.FAILED,
+                       errcode=error.errcode, detail=detail)
                 credits.refund(s, step.user_id, step.template_id)
                 log.warning("subscribe message refused", extra={"notification_id": notification_id,
                                                                  "errcode": error.errcode})
