@@ -18,7 +18,7 @@ from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from ..audit import Actor, audit
-from ..auth.models import User
+from ..auth.models import StaffRole, User
 from ..db import utcnow
 from ..errors import Conflict, NotFound, ValidationError
 from .models import Activity, ActivityStatus, Registration, RegStatus
@@ -28,7 +28,10 @@ from .services import (
     counts_as_no_show,
     lock_activity,
     no_show_penalty,
+    roster_name,
+    roster_phone,
     seats_taken,
+    sees_phones,
     transition,
 )
 
@@ -111,6 +114,18 @@ def _attend(session: Session, reg: Registration, actor: Actor, now: datetime, no
                 Registration.penalty != 0).values(penalty=0))
 
 
+def _who(reg: Registration, activity: Activity, actor: Actor) -> dict:
+    """Who is at the door, for staff to confirm: the nickname (often “微信用户” or an emoji) alone confirmed nothing.
+    Also the name they gave (the answer to a 姓名 question, None without one) and their phone as the roster shows it
+    to this account (masked for a department: sees_phones)."""
+    user = reg.user
+    full = actor.type == "staff" and actor.role in {r.value for r in StaffRole} and sees_phones(actor.role)
+    named = [q["key"] for q in activity.questions or []
+             if isinstance(q, dict) and q.get("type") == "text" and "姓名" in str(q.get("label", ""))]
+    name = next((a for k in named if isinstance(a := (reg.answers or {}).get(k), str) and a.strip()), None)
+    return {"user": roster_name(user), "name": name, "phone": roster_phone(user.phone, full)}
+
+
 def check_in(session: Session, actor: Actor, secret: str, token: str, now: datetime | None = None, *,
              activity_id: int | None = None) -> dict:
     """Mark the token's registration attended; a repeated scan answers `already: true`. With `activity_id`
@@ -132,8 +147,7 @@ def check_in(session: Session, actor: Actor, secret: str, token: str, now: datet
         raise Conflict("签到尚未开始（活动开始前 2 小时开放签到）。", code="checkin_not_open")
     if now >= activity.ends_at + ATTENDANCE_GRACE:
         raise Conflict("活动已结束，签到已关闭。", code="checkin_closed")
-    user = reg.user
-    who = {"registration_id": reg.id, "user": user.nickname or f"用户{user.id}", "activity": activity.title}
+    who = {"registration_id": reg.id, **_who(reg, activity, actor), "activity": activity.title}
     if reg.status == RegStatus.ATTENDED.value:
         return {**who, "status": reg.status, "already": True, "message": "已签到过，无需重复签到。"}
     if reg.status not in (RegStatus.CONFIRMED.value, RegStatus.NO_SHOW.value):

@@ -162,9 +162,16 @@ def _editor(activity_id: int | None):
                            if name in request.form and not request.form.get(name, "").strip()]
                 waiting = s.scalar(select(func.count(Registration.id)).where(
                     Registration.activity_id == activity.id, Registration.status.in_(services.STILL_TO_COME))) or 0
+                queued = _waitlist(s, activity.id)
                 saved = services.update_activity(s, current_actor(), activity.id, data, clear=cleared)
             saved_id = saved.id
             done = _saved_text(activity, saved, waiting) if activity is not None else _created_text(saved)
+            if activity is not None and activity.waitlist_enabled and not saved.waitlist_enabled and queued:
+                # 候补 switched off releases those waiting (update_activity): staff are told that they were told.
+                released = s.scalar(select(func.count(Registration.id)).where(
+                    Registration.id.in_(queued), Registration.status == RegStatus.CANCELLED.value)) or 0
+                if released and saved.status == ActivityStatus.PUBLISHED.value:
+                    done += f"候补已关闭，已通知 {released} 位候补者取消候补。"
     except BaseException as exc:
         if activity is None:
             once.release(current_actor().id)
@@ -242,11 +249,12 @@ def registrations(activity_id: int):
     with session_scope() as s:
         activity = services.get_activity(s, activity_id, staff=True)
         rows = _registration_rows(s, activity)
+        questions = services.roster_questions(s, activity, (r["answers"] for r in rows))
         taken, queued = services.seats_taken(s, activity_id), services.waitlist_length(s, activity_id)
         stats = services.attendance_stats(s, activity_id)
     return render_template("console/activities/registrations.html", activity=activity, rows=rows, taken=taken,
                            queued=queued, stats=stats, status_names=STATUS_NAMES,
-                           question_labels={q["key"]: q["label"] for q in activity.questions or []},
+                           question_labels={q["key"]: q["label"] for q in questions},
                            started=utcnow() >= activity.starts_at,
                            checkin_open=utcnow() >= activity.starts_at - checkin.CHECKIN_OPENS_BEFORE)
 
@@ -259,7 +267,7 @@ def export_registrations(activity_id: int):
     with session_scope() as s:
         activity = services.get_activity(s, activity_id, staff=True)
         rows = _registration_rows(s, activity)
-        questions = list(activity.questions or [])
+        questions = services.roster_questions(s, activity, (r["answers"] for r in rows))
         title = activity.title
         # A list of names and phone numbers leaves the system: who took it, and when, is on record.
         audit(s, current_actor(), "activity.registrations_exported", activity, rows=len(rows))
@@ -338,7 +346,11 @@ def _waitlisted(s, registration_id: int) -> set[int]:
     reg = s.get(Registration, registration_id)
     if reg is None:
         return set()
-    return set(s.scalars(select(Registration.id).where(Registration.activity_id == reg.activity_id,
+    return _waitlist(s, reg.activity_id)
+
+
+def _waitlist(s, activity_id: int) -> set[int]:
+    return set(s.scalars(select(Registration.id).where(Registration.activity_id == activity_id,
                                                        Registration.status == RegStatus.WAITLISTED.value)))
 
 

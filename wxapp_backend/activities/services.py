@@ -328,6 +328,8 @@ def update_activity(session: Session, actor: Actor, activity_id: int, data: dict
         _tell_changed(session, activity)
     if activity.status == ActivityStatus.PUBLISHED:
         promote(session, activity, actor, cause=f"activity:{activity.id}", why="活动名额或设置调整")
+    if changed.get("waitlist_enabled") is False and activity.status != ActivityStatus.CANCELLED:
+        _release_waitlist(session, activity, actor)
     if {"starts_at", "ends_at"} & changed.keys():
         _schedule(session, activity)
     return activity
@@ -380,6 +382,26 @@ def _cancel_registrations(session: Session, activity: Activity, actor: Actor, re
         why = f"（{reason.rstrip('。.')}）" if reason else ""
         tell_cancelled(session, reg, activity, "活动已取消",
                        f"很抱歉，您报名的活动“{activity.title}”已取消{why}，给您带来不便，敬请谅解。", note)
+    return len(regs)
+
+
+WAITLIST_CLOSED = "活动不再设候补"
+
+
+def _release_waitlist(session: Session, activity: Activity, actor: Actor) -> int:
+    """候补 switched off: those still waiting (after any seat this save freed went to the head) are released and
+    told, as a registration staff cancel is; left waitlisted, they heard nothing and a seat freed later still went
+    to them from a waitlist the organiser had closed. The caller holds the activity lock."""
+    regs = session.scalars(select(Registration).where(Registration.activity_id == activity.id,
+                                                      Registration.status == RegStatus.WAITLISTED.value)
+                           .order_by(Registration.id)).all()
+    now = utcnow()
+    for reg in regs:
+        transition(session, reg, RegStatus.CANCELLED, actor, note=WAITLIST_CLOSED)
+        reg.cancelled_at = now
+        tell_cancelled(session, reg, activity, "候补已取消",
+                       f"很抱歉，您候补的活动“{activity.title}”已不再设候补，您的候补已取消；"
+                       "如之后有名额空出，可在小程序中重新报名。", f"{WAITLIST_CLOSED}，候补已取消")
     return len(regs)
 
 
@@ -998,6 +1020,28 @@ def roster_answers(answers: dict[str, Any] | None, questions: list | None, full:
     return {k: roster_phone(v, full) if k in phones and isinstance(v, str) else v for k, v in (answers or {}).items()}
 
 
+def roster_questions(session: Session, activity: Activity, answers: Iterable[dict | None]) -> list[dict]:
+    """The questions a roster shows answers under: the activity's, then any removed after people answered it (its
+    answers dropped out of the export, and the page showed its bare key), under the label it had (the edit history
+    keeps it) marked 已删除."""
+    from ..audit import AuditLog
+
+    questions = [q for q in activity.questions or [] if isinstance(q, dict) and "key" in q]
+    asked = {q["key"] for q in questions}
+    gone = list(dict.fromkeys(k for a in answers for k in (a or {}) if k not in asked))
+    if not gone:
+        return questions
+    labels: dict[str, str] = {}
+    for data in session.scalars(select(AuditLog.data).where(
+            AuditLog.action == "activity.updated", AuditLog.target_type == Activity.__tablename__,
+            AuditLog.target_id == str(activity.id)).order_by(AuditLog.id.desc())):
+        before = ((data or {}).get("changes") or {}).get("questions") or [[]]
+        for q in before[0] or []:
+            if isinstance(q, dict) and isinstance(q.get("label"), str):
+                labels.setdefault(q.get("key"), q["label"])
+    return questions + [{"key": k, "label": f"{labels.get(k, k)}（已删除的问题）"} for k in gone]
+
+
 def roster_name(user: User) -> str:
     """The name staff see for a registrant (nickname, else 用户<id>)."""
     return user.nickname or f"用户{user.id}"
@@ -1050,8 +1094,11 @@ def decide(session: Session, actor: Actor, registration_id: int, approve: bool, 
         # The seat is theirs from now: approved minutes before the start (or at the door), missing it is not held
         # against them, as for a seat promoted that late (counts_as_no_show); nor is the cancel deadline past.
         reg.promoted_at = utcnow()
-        tell(session, reg, activity, "registration_approved", "报名审核通过",
-             f"您报名的活动“{activity.title}”已审核通过。", "审核通过")
+        if reg.promoted_at < activity.ends_at:
+            # Approved after the end (to record at the door someone who came): “审核通过” about an evening that is
+            # over would only puzzle them; the approval is on record, and mark_attended can follow.
+            tell(session, reg, activity, "registration_approved", "报名审核通过",
+                 f"您报名的活动“{activity.title}”已审核通过。", "审核通过")
     else:
         transition(session, reg, RegStatus.REJECTED, actor, note)
         reason = note.strip().rstrip("。.！!")
