@@ -64,6 +64,7 @@ def test_switching_the_waitlist_off_releases_those_waiting_and_tells_them(
     _reg(client, b.id, user_token(make_user()))
     queued = _reg(client, b.id, user_token(make_user()))
     csrf = console_login(staff)
+    assert "现有 1 人候补" in client.get(f"/console/activities/{b.id}/edit").get_data(as_text=True)
     form = {"csrf_token": csrf, "category": b.category, "title": b.title, "description": "", "address": b.address,
             "capacity": "1", "building_id": "", "per_enterprise_cap": "", "starts_at": _local_input(b.starts_at),
             "ends_at": _local_input(b.ends_at), "registration_opens_at": "", "registration_closes_at": "",
@@ -89,6 +90,8 @@ def test_answers_to_a_removed_question_stay_in_the_export_and_the_page_under_its
     resp = client.patch(f"/api/v1/staff/activities/{a.id}", json={"questions": questions[:1]},
                         headers=staff_headers(staff))
     assert resp.status_code == 200, resp.get_json()
+    listed = client.get(f"/api/v1/staff/activities/{a.id}/registrations", headers=staff_headers(staff)).get_json()
+    assert {q["key"]: q["label"] for q in listed["questions"]} == {"name": "姓名", "size": "T恤尺码（已删除的问题）"}
     console_login(staff)
     sheet = load_workbook(io.BytesIO(client.get(f"/console/activities/{a.id}/registrations.xlsx").data)).active
     header = [c.value for c in sheet[1]]
@@ -148,3 +151,18 @@ def test_the_scan_result_names_the_registrant_with_their_phone_masked_for_a_depa
                                                  "token": checkin.make_token(secret, reg["id"])["token"]})
     text = page.get_data(as_text=True)
     assert page.status_code == 200 and "李四" in text and "138****8000" in text and "13812348000" not in text
+
+
+def test_switching_approval_off_after_the_end_confirms_without_telling(
+        client, make_activity, make_user, staff, staff_headers, db):
+    """The same with 报名需审核 switched off in the hour after the end (to record at the door those staff never
+    decided on): each was pushed “报名已确认” for an evening that was over. They are confirmed, and told nothing."""
+    start = datetime.now(UTC) - timedelta(hours=3, minutes=30)
+    a = make_activity(starts_at=start, requires_approval=True)
+    reg_id = _pending(a, make_user())
+    resp = client.patch(f"/api/v1/staff/activities/{a.id}", json={"requires_approval": False},
+                        headers=staff_headers(staff))
+    assert resp.status_code == 200, resp.get_json()
+    db.expire_all()
+    assert db.get(Registration, reg_id).status == "confirmed"
+    assert not [n for n in _notes(db, reg_id) if n.kind == "registration_approved"]

@@ -226,7 +226,8 @@ def update_activity(activity_id: int):
 @staff_api_required(StaffRole.DEPT)
 @doc("活动的报名名单（与后台名单相同：姓名/昵称 name、手机 phone（部门账号只见 138****8000，电话题的回答同样）、"
      "企业 enterprise、状态 status_label；"
-     "候补中的 waitlist_position 是实际递补的先后，不是报名编号的先后，不在候补为 null）", auth="staff", tags=["活动管理"])
+     "候补中的 waitlist_position 是实际递补的先后，不是报名编号的先后，不在候补为 null；questions 是回答对应的问题 key 与标题，"
+     "含回答后被删除的问题）", auth="staff", tags=["活动管理"])
 def staff_registrations(activity_id: int):
     with session_scope() as s:
         activity = services.get_activity(s, activity_id, staff=True)
@@ -236,7 +237,9 @@ def staff_registrations(activity_id: int):
                   "phone": services.roster_phone(user.phone, full), "enterprise": ent.name if ent else "",
                   "status_label": services.roster_label(reg, place), "waitlist_position": place}
                  for reg, user, ent, place in services.registration_roster(s, activity_id)]
-        return jsonify({"items": items})
+        # The answers' questions with their labels, one removed after it was answered too (as the console's list).
+        questions = services.roster_questions(s, activity, (i["answers"] for i in items))
+        return jsonify({"items": items, "questions": [{"key": q["key"], "label": q["label"]} for q in questions]})
 
 
 @bp.post("/staff/registrations/<int:registration_id>/approve")

@@ -136,6 +136,8 @@ def _editor(activity_id: int | None):
         ctx["waiting"] = s.scalar(select(func.count(Registration.id)).where(
             Registration.activity_id == activity.id, Registration.status.in_(services.STILL_TO_COME))) or 0 \
             if activity is not None else 0
+        # Beside 满员后可候补: unticking it releases those waiting (update_activity), and staff should know before.
+        ctx["queued"] = services.waitlist_length(s, activity.id) if activity is not None else 0
     if request.method == "GET":
         return render_template("console/activities/edit.html", activity=activity, v=values, errors={}, **ctx)
     if activity is None and (first := once.claim(current_actor().id)) is not None:

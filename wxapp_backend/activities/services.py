@@ -320,8 +320,9 @@ def update_activity(session: Session, actor: Actor, activity_id: int, data: dict
                 Registration.status == RegStatus.PENDING_APPROVAL.value).order_by(Registration.id)):
             transition(session, reg, RegStatus.CONFIRMED, actor, "活动改为无需审核")
             reg.promoted_at = now  # a seat given now, as an approval (decide)
-            tell(session, reg, activity, "registration_approved", "报名成功",
-                 f"您报名的活动“{activity.title}”已改为无需审核，报名已确认。", "报名成功")
+            if now < activity.ends_at:  # after the end, as decide: nothing to tell about an evening that is over
+                tell(session, reg, activity, "registration_approved", "报名成功",
+                     f"您报名的活动“{activity.title}”已改为无需审核，报名已确认。", "报名成功")
     if cancelled:
         _cancel_registrations(session, activity, actor, reason)
     elif activity.status == ActivityStatus.PUBLISHED and {"starts_at", "ends_at", "address", "building_id"} & changed.keys():
@@ -396,12 +397,14 @@ def _release_waitlist(session: Session, activity: Activity, actor: Actor) -> int
                                                       Registration.status == RegStatus.WAITLISTED.value)
                            .order_by(Registration.id)).all()
     now = utcnow()
+    # Once it has started nobody can register again: the hint would send them to a 报名 button that refuses.
+    hint = "如之后有名额空出，可在小程序中重新报名。" if now < activity.starts_at else "给您带来不便，敬请谅解。"
     for reg in regs:
         transition(session, reg, RegStatus.CANCELLED, actor, note=WAITLIST_CLOSED)
         reg.cancelled_at = now
         tell_cancelled(session, reg, activity, "候补已取消",
-                       f"很抱歉，您候补的活动“{activity.title}”已不再设候补，您的候补已取消；"
-                       "如之后有名额空出，可在小程序中重新报名。", f"{WAITLIST_CLOSED}，候补已取消")
+                       f"很抱歉，您候补的活动“{activity.title}”已不再设候补，您的候补已取消；{hint}",
+                       f"{WAITLIST_CLOSED}，候补已取消")
     return len(regs)
 
 
