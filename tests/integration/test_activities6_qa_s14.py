@@ -166,3 +166,25 @@ def test_switching_approval_off_after_the_end_confirms_without_telling(
     db.expire_all()
     assert db.get(Registration, reg_id).status == "confirmed"
     assert not [n for n in _notes(db, reg_id) if n.kind == "registration_approved"]
+
+
+def test_a_removed_phone_question_stays_masked_for_a_department(
+        client, make_activity, make_user, user_token, make_staff, staff, staff_headers, console_login):
+    """A 电话 question removed after it was answered: the registrations page showed its answers whole to a
+    department account (as any answer whose question it no longer knew), the number the roster masks otherwise."""
+    from openpyxl import load_workbook
+
+    questions = [{"key": "contact", "label": "紧急联系电话", "type": "phone"}]
+    a = make_activity(questions=questions)
+    _reg(client, a.id, user_token(make_user()), {"contact": "13912345678"})
+    resp = client.patch(f"/api/v1/staff/activities/{a.id}", json={"questions": []}, headers=staff_headers(staff))
+    assert resp.status_code == 200, resp.get_json()
+    dept = make_staff(role="dept")
+    listed = client.get(f"/api/v1/staff/activities/{a.id}/registrations", headers=staff_headers(dept)).get_json()
+    assert listed["items"][0]["answers"] == {"contact": "139****5678"}, listed
+    console_login(dept)
+    page = client.get(f"/console/activities/{a.id}/registrations").get_data(as_text=True)
+    assert "13912345678" not in page and "139****5678" in page and "紧急联系电话" in page
+    sheet = load_workbook(io.BytesIO(client.get(f"/console/activities/{a.id}/registrations.xlsx").data)).active
+    cells = [c.value for row in sheet.iter_rows() for c in row]
+    assert "13912345678" not in cells and "139****5678" in cells, cells

@@ -232,13 +232,14 @@ def staff_registrations(activity_id: int):
     with session_scope() as s:
         activity = services.get_activity(s, activity_id, staff=True)
         full = services.sees_phones(current_actor().role)  # a department account reads 138****8000
-        items = [{**reg.to_dict(), "answers": services.roster_answers(reg.answers, activity.questions, full),
+        roster = services.registration_roster(s, activity_id)
+        # The answers' questions, one removed after it was answered too (as the console's list).
+        questions = services.roster_questions(s, activity, (reg.answers for reg, *_ in roster))
+        items = [{**reg.to_dict(), "answers": services.roster_answers(reg.answers, questions, full),
                   "user_id": reg.user_id, "enterprise_id": reg.enterprise_id, "name": services.roster_name(user),
                   "phone": services.roster_phone(user.phone, full), "enterprise": ent.name if ent else "",
                   "status_label": services.roster_label(reg, place), "waitlist_position": place}
-                 for reg, user, ent, place in services.registration_roster(s, activity_id)]
-        # The answers' questions with their labels, one removed after it was answered too (as the console's list).
-        questions = services.roster_questions(s, activity, (i["answers"] for i in items))
+                 for reg, user, ent, place in roster]
         return jsonify({"items": items, "questions": [{"key": q["key"], "label": q["label"]} for q in questions]})
 
 

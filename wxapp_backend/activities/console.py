@@ -232,17 +232,20 @@ def _values(a: Activity | None) -> dict[str, Any]:
     return v
 
 
-def _registration_rows(s, activity: Activity) -> list[dict[str, Any]]:
+def _registration_rows(s, activity: Activity) -> tuple[list[dict[str, Any]], list[dict]]:
+    """The roster's rows, and the questions their answers are shown under (one removed after it was answered too)."""
     out = []
     full = services.sees_phones(g.staff.role)  # a department account reads 138****8000
-    for reg, user, ent, place in services.registration_roster(s, activity.id):
+    roster = services.registration_roster(s, activity.id)
+    questions = services.roster_questions(s, activity, (reg.answers for reg, *_ in roster))
+    for reg, user, ent, place in roster:
         out.append({"id": reg.id, "status": reg.status, "status_label": services.roster_label(reg, place),
                     "user": services.roster_name(user), "phone": services.roster_phone(user.phone, full),
                     "enterprise": ent.name if ent else "", "building": user.building.name if user.building else "",
-                    "answers": services.roster_answers(reg.answers, activity.questions, full),
+                    "answers": services.roster_answers(reg.answers, questions, full),
                     "created_at": _local(reg.created_at),
                     "checked_in_at": _local(reg.checked_in_at), "no_shows": user.no_show_count})
-    return out
+    return out, questions
 
 
 @bp.get("/activities/<int:activity_id>/registrations")
@@ -250,8 +253,7 @@ def _registration_rows(s, activity: Activity) -> list[dict[str, Any]]:
 def registrations(activity_id: int):
     with session_scope() as s:
         activity = services.get_activity(s, activity_id, staff=True)
-        rows = _registration_rows(s, activity)
-        questions = services.roster_questions(s, activity, (r["answers"] for r in rows))
+        rows, questions = _registration_rows(s, activity)
         taken, queued = services.seats_taken(s, activity_id), services.waitlist_length(s, activity_id)
         stats = services.attendance_stats(s, activity_id)
     return render_template("console/activities/registrations.html", activity=activity, rows=rows, taken=taken,
@@ -268,8 +270,7 @@ def export_registrations(activity_id: int):
 
     with session_scope() as s:
         activity = services.get_activity(s, activity_id, staff=True)
-        rows = _registration_rows(s, activity)
-        questions = services.roster_questions(s, activity, (r["answers"] for r in rows))
+        rows, questions = _registration_rows(s, activity)
         title = activity.title
         # A list of names and phone numbers leaves the system: who took it, and when, is on record.
         audit(s, current_actor(), "activity.registrations_exported", activity, rows=len(rows))

@@ -1025,8 +1025,8 @@ def roster_answers(answers: dict[str, Any] | None, questions: list | None, full:
 
 def roster_questions(session: Session, activity: Activity, answers: Iterable[dict | None]) -> list[dict]:
     """The questions a roster shows answers under: the activity's, then any removed after people answered it (its
-    answers dropped out of the export, and the page showed its bare key), under the label it had (the edit history
-    keeps it) marked 已删除."""
+    answers dropped out of the export, and the page showed its bare key), as it was (the edit history keeps it: its
+    label, marked 已删除, and its type, for roster_answers)."""
     from ..audit import AuditLog
 
     questions = [q for q in activity.questions or [] if isinstance(q, dict) and "key" in q]
@@ -1034,15 +1034,16 @@ def roster_questions(session: Session, activity: Activity, answers: Iterable[dic
     gone = list(dict.fromkeys(k for a in answers for k in (a or {}) if k not in asked))
     if not gone:
         return questions
-    labels: dict[str, str] = {}
+    known: dict[str, dict] = {}  # the last form of each, with its type: a removed 电话 question stays masked
     for data in session.scalars(select(AuditLog.data).where(
             AuditLog.action == "activity.updated", AuditLog.target_type == Activity.__tablename__,
             AuditLog.target_id == str(activity.id)).order_by(AuditLog.id.desc())):
         before = ((data or {}).get("changes") or {}).get("questions") or [[]]
         for q in before[0] or []:
             if isinstance(q, dict) and isinstance(q.get("label"), str):
-                labels.setdefault(q.get("key"), q["label"])
-    return questions + [{"key": k, "label": f"{labels.get(k, k)}（已删除的问题）"} for k in gone]
+                known.setdefault(q.get("key"), q)
+    return questions + [{**known.get(k, {}), "key": k, "label": f"{known.get(k, {}).get('label', k)}（已删除的问题）"}
+                        for k in gone]
 
 
 def roster_name(user: User) -> str:
