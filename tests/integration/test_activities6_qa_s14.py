@@ -188,3 +188,17 @@ def test_a_removed_phone_question_stays_masked_for_a_department(
     sheet = load_workbook(io.BytesIO(client.get(f"/console/activities/{a.id}/registrations.xlsx").data)).active
     cells = [c.value for row in sheet.iter_rows() for c in row]
     assert "13912345678" not in cells and "139****5678" in cells, cells
+
+
+def test_a_seat_added_in_the_save_that_closes_the_waitlist_goes_to_its_head_first(
+        client, make_activity, make_user, user_token, staff, staff_headers, db):
+    """One more seat and 候补 off in one save: the head of the waitlist gets the seat, only the rest are released."""
+    a = make_activity(capacity=1, waitlist_enabled=True)
+    _reg(client, a.id, user_token(make_user()))
+    head, rest = (_reg(client, a.id, user_token(make_user())) for _ in range(2))
+    resp = client.patch(f"/api/v1/staff/activities/{a.id}", json={"capacity": 2, "waitlist_enabled": False},
+                        headers=staff_headers(staff))
+    assert resp.status_code == 200, resp.get_json()
+    db.expire_all()
+    assert db.get(Registration, head["id"]).status == "confirmed"
+    assert db.get(Registration, rest["id"]).status == "cancelled"
