@@ -181,6 +181,8 @@ def action(appeal_id: int):
     for key in ("version", "handler_id", "task_id", "return_id", "extension_id", "working_days"):
         if (number := _number(form.get(key))) is not None:
             data[key] = number
+        elif key == "working_days" and (form.get(key) or "").strip():
+            data[key] = form[key].strip()  # “abc”, “2.5”: refused as not 1-30, not as if the box were empty
     for key in ("accept", "cancel"):
         if key in form:
             data[key] = form.get(key) in ("1", "true", "on", "yes")

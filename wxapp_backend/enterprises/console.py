@@ -48,6 +48,12 @@ def _link_args(args: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in args.items() if v not in (None, "") and k not in {"page", "per_page"}}
 
 
+def _page_args(args: dict[str, Any]) -> dict[str, Any]:
+    """The filters and the page size asked for, for the pager's links (下一页 went back to 20 a page)."""
+    default = next(f.default for f in services.USER_FILTERS if f.name == "per_page")
+    return _link_args(args) | ({"per_page": args["per_page"]} if args.get("per_page", default) != default else {})
+
+
 def _form(fields: tuple[Field, ...]) -> dict[str, Any]:
     """The submitted fields; a blank box or "（未选择）" is None, which empties the field in an edit. A required
     field's blank box stays blank, to be refused: as None an edit skipped it (a required field is never cleared)
@@ -80,7 +86,8 @@ def enterprises():
     with session_scope() as s:
         page = services.search_enterprises(s, **args)
         return render_template("console/enterprises/enterprises.html", page=page, args=args,
-                               link_args=_link_args(args), buildings=services.list_buildings(s),
+                               link_args=_link_args(args), page_args=_page_args(args),
+                               buildings=services.list_buildings(s),
                                grids=services.list_grids(s), industries=services.industries(s),
                                filter_error=note), 422 if note else 200
 
@@ -407,7 +414,7 @@ def _users_page(args: dict[str, Any], **extra):
     with session_scope() as s:
         page = services.list_users(s, **args)
         return render_template("console/enterprises/users.html", page=page, args=args,
-                               link_args=_link_args(args), names_given=services.names_given(s, page.items), **extra)
+                               link_args=_link_args(args), page_args=_page_args(args), names_given=services.names_given(s, page.items), **extra)
 
 
 def _refused_on_users_list(exc: AppError, user_id: int):
@@ -475,7 +482,7 @@ def _users_back_args() -> dict[str, Any]:
     back: dict[str, Any] = {}
     for f in services.USER_FILTERS:
         value = (request.form.get(f.name) or "").strip()
-        if value and f.name != "per_page":
+        if value:
             try:
                 back.update(validate({f.name: value}, (f,)))
             except AppError:
