@@ -62,6 +62,37 @@ window.addEventListener("pageshow", function () {
     return found.tagName ? [found] : Array.prototype.slice.call(found);  // one control, or a RadioNodeList
   }
   var forms = document.querySelectorAll("form");
+  // The note's kept values show a menu's choice or a ticked box as the page words them (政策通知, 全部用户), not
+  // as the codes the form sent (policy, on).
+  function wording(el, value) {
+    if (el.tagName === "SELECT") {
+      for (var k = 0; k < el.options.length; k++) {
+        if (el.options[k].value === value) {
+          return el.options[k].text.trim();
+        }
+      }
+    } else if ((el.type === "checkbox" || el.type === "radio") && el.value === value && el.parentNode) {
+      return "已勾选：" + el.parentNode.textContent.trim();
+    }
+    return null;
+  }
+  Array.prototype.forEach.call(document.querySelectorAll(".draft-value[data-name]"), function (kept) {
+    var name = kept.getAttribute("data-name");
+    for (var f = 0; f < forms.length; f++) {
+      var form = forms[f];
+      if (new URL(form.getAttribute("action") || window.location.href, window.location.href).pathname !== draft.action) {
+        continue;
+      }
+      var found = controls(form, name);
+      for (var c = 0; c < found.length; c++) {
+        var words = wording(found[c], kept.textContent);
+        if (words) {
+          kept.textContent = words;
+          return;
+        }
+      }
+    }
+  });
   var target = null;
   for (var i = 0; i < forms.length && !target; i++) {
     var form = forms[i];

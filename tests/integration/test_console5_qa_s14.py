@@ -12,6 +12,14 @@ import re
 
 import pytest
 
+from tests.e2e.conftest import browser, chromium_executable, live_server  # noqa: F401  (headless Chromium)
+from tests.e2e.test_console3_qa_s13 import (  # noqa: F401  (pass 13's login-ran-out steps)
+    _expire_login,
+    _log_in_first,
+    _send_and_log_in_again,
+    database,
+    posts,
+)
 from tests.integration.test_appeals2_qa_s11 import at, w  # noqa: F401  (pass 11's fixture)
 from wxapp_backend.appeals.models import AppealExtension
 from wxapp_backend.auth.models import BindingState
@@ -161,3 +169,49 @@ def test_a_category_save_naming_no_category_says_why(client, make_staff, console
     page = resp.get_data(as_text=True)
     assert resp.status_code == 404
     assert "没有这个类别" in page, _text(page)
+
+
+# --- 5. the kept-values note of a notice draft sent after the login ran out: words, not codes ------------------
+
+def test_the_kept_values_note_shows_the_words_of_menus_and_boxes_not_their_codes(client, make_staff, app, db):
+    """The note's list (to copy from when the form is not filled) showed policy, activity, on, 3 for the notice
+    composer's menus and boxes: the values are sent with their field's name, for console.js to word them."""
+    from wxapp_backend.auth import tokens
+
+    staff = make_staff(role="staff")
+    page = client.get("/console/login").get_data(as_text=True)
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+    login = {"username": staff.username, "password": staff.plain_password, "csrf_token": csrf}
+    assert client.post("/console/login", data=login).status_code == 302
+    page = client.get("/console/notices/new").get_data(as_text=True)
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+    with client.session_transaction("/console/") as sess:
+        tokens.revoke(app.extensions["wxapp"].redis, "console", sess["sid"])
+    resp = client.post("/console/notices/new", data={"csrf_token": csrf, "kind": "activity", "title": "稳岗补贴申报开始",
+                                                     "audience_all": "on"})
+    assert resp.status_code in (302, 401, 400), resp.status_code
+    page = client.get("/console/login").get_data(as_text=True)
+    login["csrf_token"] = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+    assert client.post("/console/login", data={**login, "next": "/console/notices/new"}).status_code == 302
+    page = client.get("/console/notices/new").get_data(as_text=True)
+    kept = re.findall(r'<pre class="draft-value" data-name="([^"]+)">([^<]*)</pre>', page)
+    assert ("kind", "activity") in kept and ("title", "稳岗补贴申报开始") in kept and ("audience_all", "on") in kept, page
+
+
+@pytest.mark.e2e
+def test_in_the_browser_the_kept_values_note_words_menus_and_boxes(live_server, browser, posts, database):  # noqa: F811
+    page, log = browser
+    _log_in_first(page, live_server)
+    page.goto(live_server.base_url + "/console/notices/new")
+    page.select_option("select[name=kind]", "activity")
+    page.fill("input[name=title]", "稳岗补贴申报开始")
+    page.check("input[type=checkbox][name=audience_all]")
+    _expire_login(live_server, database)
+
+    _send_and_log_in_again(page, live_server, "form.form button[type=submit]", "/console/notices/new")
+
+    kept = [page.locator(".draft-value").nth(i).text_content() for i in range(page.locator(".draft-value").count())]
+    assert "活动通知" in kept and "稳岗补贴申报开始" in kept and "已勾选：全部用户" in kept, kept
+    assert "activity" not in kept and "on" not in kept, kept
+    assert page.locator("select[name=kind]").input_value() == "activity"  # the form is filled as before
+    assert not [m for m in log.console_errors if "favicon" not in m], log.console_errors

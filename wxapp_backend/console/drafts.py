@@ -75,6 +75,7 @@ def take() -> dict[str, Any] | None:
     draft = json.loads(raw)
     if draft.get("page") != request.path:
         return None
-    # For the note to copy from: what was typed, without the forms' bookkeeping (which action, which version).
-    draft["typed"] = [v for k, v in draft["fields"] if v.strip() and k not in _BOOKKEEPING]
+    # For the note to copy from: what was typed, without the forms' bookkeeping (which action, which version); with
+    # its field's name, for console.js to show a menu's or a box's choice as the page words it, not as its code.
+    draft["typed"] = [[k, v] for k, v in draft["fields"] if v.strip() and k not in _BOOKKEEPING]
     return draft
