@@ -620,13 +620,19 @@ def _rate_submit(ctx: Context, d: dict[str, Any], comment: str) -> Reply:
 
     from wxapp_backend.appeals.services import BAD_SATISFACTION, rate
     from wxapp_backend.db import session_scope
-    from wxapp_backend.errors import AppError
+    from wxapp_backend.errors import AppError, ValidationError
 
     taken = _take(ctx, d)  # whatever the service answers, this flow is over: a repeated answer cannot rate twice
     try:
         with session_scope() as s:
             rate(s, ctx.user_id, int(d["appeal_id"]), resolved=bool(d.get("resolved")),
                  satisfaction=int(d.get("stars") or 0), comment=comment)
+    except ValidationError as exc:
+        if "satisfaction" not in exc.fields:
+            return Text(f"评价没有提交：{exc.message}")
+        # The score refused: the rating stays open at the score (the user had to start it all over again).
+        again = {k: v for k, v in taken.items() if k not in ("flow", "v", "stars")}
+        return _start(ctx, {**again, "step": "stars"}, f"评价没有提交：{exc.message}\n{ASK_STARS}")
     except AppError as exc:  # already rated, the window closed, reopened by staff meanwhile ...
         return Text(f"评价没有提交：{exc.message}")
     except IntegrityError:  # a concurrent rating of the same round won the race

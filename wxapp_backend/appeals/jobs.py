@@ -40,7 +40,7 @@ def tick(now: datetime | None = None) -> dict[str, int]:
     done["photos"] = sweep_chat_photos(now)
     if now.astimezone(TZ).weekday() == 0:  # Monday: last week's report
         with session_scope() as s:
-            _, created = reports.prepare_weekly(s, reports.parse_week(None, now.astimezone(TZ).date())[0])
+            _, created = reports.prepare_weekly(s, reports.parse_week(None, now.astimezone(TZ).date())[0], now=now)
             done["reports"] += int(created)
     return done
 

@@ -53,9 +53,9 @@ def parse_week(value: str | None, today: date | None = None) -> tuple[str, datet
     return value.strip(), start, start + timedelta(days=7)
 
 
-def weekly(session: Session, week: str | None, actor: Actor | None = None) -> dict:
+def weekly(session: Session, week: str | None, actor: Actor | None = None, *, now: datetime | None = None) -> dict:
     label, start, end = parse_week(week)
-    m = metrics.compute(session, start, end, actor)
+    m = metrics.compute(session, start, end, actor, now=now)  # as the tick's `now` sees it (None: the real clock)
     q = select(Appeal).where(Appeal.submitted_at >= start, Appeal.submitted_at < end)
     if actor is not None and actor.type == "staff" and actor.role == "dept":
         q = q.where(handled_by(actor.department))
@@ -99,13 +99,14 @@ def _format(number: str, status: str, category: str, department: str, enterprise
             "overdue": overdue, "escalated": escalated, "reopen_count": reopen_count}
 
 
-def prepare_weekly(session: Session, week: str | None = None) -> tuple[AppealReport, bool]:
-    """The Monday job: store last week's report once (created=False when it was already there)."""
+def prepare_weekly(session: Session, week: str | None = None, *, now: datetime | None = None
+                   ) -> tuple[AppealReport, bool]:
+    """The Monday job: store last week's report once (created=False when it was already there), as of `now`."""
     label, _, _ = parse_week(week)
     row = session.scalar(select(AppealReport).where(AppealReport.week == label))
     if row is not None:
         return row, False
-    row = AppealReport(week=label, data=weekly(session, label))
+    row = AppealReport(week=label, data=weekly(session, label, now=now))
     try:
         with session.begin_nested():
             session.add(row)

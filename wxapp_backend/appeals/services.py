@@ -676,6 +676,7 @@ def press_own(session: Session, user_id: int, appeal_id: int, now: datetime | No
     if pressed is not None:
         return False
     ev = _event(session, appeal, actor, "pressed", note="企业在对话中催办", public=True, department=appeal.department)
+    ev.created_at = now  # the check above reads it: on `now`'s clock, not the real one
     session.flush()
     notify_department(session, appeal, "pressed", f"pressed:{ev.id}")
     return True
@@ -870,8 +871,10 @@ def rate(session: Session, user_id: int, appeal_id: int, *, resolved: bool, sati
 NOT_ESCALATABLE = frozenset({S.CLOSED, S.REJECTED, S.WITHDRAWN, S.DUPLICATE})
 
 
-def escalate(session: Session, actor: Actor, appeal: Appeal, *, reason: str, now: datetime | None = None) -> bool:
-    """办不成事: flag, set the escalation deadline, give the owner a task, tell the enterprise. Once only."""
+def escalate(session: Session, actor: Actor, appeal: Appeal, *, reason: str, now: datetime | None = None,
+             public_note: str | None = None) -> bool:
+    """办不成事: flag, set the escalation deadline, give the owner a task, tell the enterprise. Once only.
+    `public_note`: what the enterprise's timeline reads instead of the reason (a staff member's reason is staff's)."""
     if appeal.escalated:
         return False
     if appeal.status in NOT_ESCALATABLE:
@@ -885,7 +888,7 @@ def escalate(session: Session, actor: Actor, appeal: Appeal, *, reason: str, now
                            description=f"办不成事：{reason}", required=False, due_at=appeal.escalation_due_at,
                            created_by=str(actor.name or actor.id)))
     _event(session, appeal, actor, "escalated", note=f"转入“办不成事”反映窗口：{reason}", public=True,
-           escalation_due_at=appeal.escalation_due_at)
+           escalation_due_at=appeal.escalation_due_at, public_note=public_note)
     _notify(session, appeal, "appeal_escalated", f"您的诉求 {appeal.number} 已转入“办不成事”反映窗口，"
             f"将在 3 个工作日内由专人联系您。", "escalated")
     _notify_escalation_owner(session, appeal, reason, actor)
@@ -1182,8 +1185,8 @@ def act_accept(session, actor, appeal, data, now):
 
 
 def _for_enterprise(data: dict[str, Any], wording: str) -> str | None:
-    """The enterprise's timeline line for a routing step whose note staff typed (受理, 交办, 开始办理, 协调会办): the
-    step's own wording. The note is staff's (names, internal remarks); None, without one, shows the default note."""
+    """The enterprise's timeline line for a step whose note staff typed (受理, 交办, 开始办理, 协调会办, 关闭, 转办不成事):
+    the step's own wording. The note is staff's (names, internal remarks); None, without one, shows the default note."""
     return wording if data.get("note") else None
 
 
@@ -1450,8 +1453,9 @@ def act_close(session, actor, appeal, data, now):
     # Past the window (the tick closes it within minutes): the record says the enterprise gave no rating.
     unrated = ends is not None
     note = data.get("note") or "诉求关闭"
-    transition(session, appeal, S.CLOSED, actor, action="closed", now=now,
-               note=f"{note}（评价期已过，企业未评价）" if unrated else note, rated=False if unrated else None)
+    why = "（评价期已过，企业未评价）" if unrated else ""
+    transition(session, appeal, S.CLOSED, actor, action="closed", now=now, note=f"{note}{why}",
+               rated=False if unrated else None, public_note=_for_enterprise(data, f"诉求关闭{why}"))
     _notify(session, appeal, "appeal_closed", f"您的诉求 {appeal.number} 已关闭。", "closed")
 
 
@@ -1739,7 +1743,9 @@ def act_note(session, actor, appeal, data, now):
 
 
 def act_escalate(session, actor, appeal, data, now):
-    escalate(session, actor, appeal, reason=data.get("reason") or data.get("note") or "工作人员转办不成事", now=now)
+    reason = data.get("reason") or data.get("note")
+    escalate(session, actor, appeal, reason=reason or "工作人员转办不成事", now=now,
+             public_note=_for_enterprise({"note": reason}, "转入“办不成事”反映窗口"))
 
 
 ACTIONS: dict[str, tuple[str, Callable, str]] = {
@@ -1945,6 +1951,9 @@ def detail_for_staff(session: Session, appeal: Appeal, actor: Actor | None = Non
     body["extensions"] = [x.to_dict() for x in session.scalars(select(AppealExtension).where(
         AppealExtension.appeal_id == appeal.id).order_by(AppealExtension.id))]
     body["ratings"] = [r.to_dict() for r in ratings(session, appeal)]
+    # The appeals merged into this one, for everyone who may read it, a department handling it too: they are the same
+    # issue, resolved with this one (act_resolve), and the list holds no content or enterprise; opening one is still
+    # get_appeal's rule. Unlike the similar appeals, which may be any department's other matters.
     body["children"] = [{"id": c.id, "number": c.number, "status": c.status} for c in session.scalars(
         select(Appeal).where(Appeal.master_id == appeal.id)).unique()]
     body["similar"] = [{"id": a.id, "number": a.number, "score": sc, "content": a.content[:80]}
