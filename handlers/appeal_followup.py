@@ -273,6 +273,34 @@ def _command_in_flow(ctx: Context) -> bool:
     return ctx.msg.msg_type == "text" and intake.elsewhere_command(ctx.text) and _state(ctx).get("flow") == FLOW
 
 
+# A location, a sticker, a video during a rating or supplement: answered as if nothing were under way (“收到您的位置…请用
+# 文字告诉小二”), the question waiting forgotten. As in a draft (appeal_intake.other_in_draft): what waits is said.
+IN_FLOW = {"rate": "\n\n您正在评价诉求 {number}，还没有提交：\n{ask}",
+           "supplement": "\n\n您正在为诉求 {number} 补充材料，还没有提交：\n{ask}"}
+
+
+def _other_in_flow(ctx: Context) -> bool:
+    """A message of a type no step reads (not text, image or voice) during a rating or supplement."""
+    if ctx.msg.is_event or ctx.msg.msg_type in ("text", "image", "voice"):
+        return False
+    return _state(ctx).get("flow") == FLOW
+
+
+def other_in_flow(ctx: Context) -> Reply:
+    """What the chat says to such a message anyway, then the question that waits."""
+    from .bot import UNSUPPORTED, location_ack
+
+    d = _state(ctx)
+    said = location_ack(ctx) if ctx.msg.msg_type == "location" else UNSUPPORTED
+    if d.get("kind") == "rate":
+        ask = {"resolved": ASK_RESOLVED_AGAIN, "stars": ASK_STARS}.get(d.get("step"), ASK_COMMENT)
+    elif d.get("kind") == "supplement":
+        ask = f"工作人员需要您补充：{d.get('request') or '（见通知）'}\n{SUPPLEMENT_NEEDS_TEXT}"
+    else:  # gone meanwhile
+        return Text(said)
+    return Text(said + IN_FLOW[d["kind"]].format(number=d.get("number", ""), ask=ask))
+
+
 def leave_for_menu(ctx: Context) -> Reply:
     kind = _state(ctx).get("kind")
     _leave_flow(ctx)
@@ -746,12 +774,14 @@ def _remember_supplement(ctx: Context, number: str, content: str) -> None:
         pass  # the text sent again is then answered as any other
 
 
-def supplement_again(ctx: Context, text: str) -> str | None:
-    """What to say to `text` when it is the supplement just submitted, sent again; None otherwise."""
+def supplement_again(ctx: Context, text: str, raw: Any = intake._UNREAD) -> str | None:
+    """What to say to `text` when it is the supplement just submitted, sent again; None otherwise. `raw`: the value
+    of `_again_key` already read by the caller (with other reads in one round trip)."""
     import json
 
     try:
-        raw = ctx.redis.get(_again_key(ctx))
+        if raw is intake._UNREAD:
+            raw = ctx.redis.get(_again_key(ctx))
         told = json.loads(raw) if raw else None
     except (redis.RedisError, ValueError):
         return None
@@ -1255,6 +1285,7 @@ def install(r: Router) -> Router:
         return Text(intake.answer_elsewhere(r, ctx) + MENU_LEFT.format(what=what))
 
     r.match(_in_flow, cheap=True, pure=True)(step)
+    r.match(_other_in_flow, cheap=True, pure=True)(other_in_flow)
     r.text(*STATUS_WORDS)(status)
     r.match(_rate_command, cheap=True, pure=True)(rate_start)
     r.match(_supplement_command, cheap=True, pure=True)(supplement_start)

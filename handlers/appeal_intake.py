@@ -345,14 +345,19 @@ def _expired_key(ctx: Context) -> str:
     return f"wx:draftstep:{ctx.account}:{ctx.openid}"
 
 
-def expired_note(ctx: Context) -> str:
-    """For the first message after a draft ran out (its state's TTL), once: that it was not filed; '' otherwise."""
+_UNREAD = object()
+
+
+def expired_note(ctx: Context, step: Any = _UNREAD) -> str:
+    """For the first message after a draft ran out (its state's TTL), once: that it was not filed; '' otherwise.
+    `step`: the value of `_expired_key` already taken (GETDEL) by the caller, with other reads in one round trip."""
     if _state(ctx).get("flow") == FLOW:
         return ""
-    try:
-        step = ctx.redis.getdel(_expired_key(ctx))
-    except redis.RedisError:
-        return ""
+    if step is _UNREAD:
+        try:
+            step = ctx.redis.getdel(_expired_key(ctx))
+        except redis.RedisError:
+            return ""
     step = step.decode() if isinstance(step, bytes) else step
     return EXPIRED.format(n=STEPS.index(step) + 1) if step in STEPS else ""
 

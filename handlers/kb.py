@@ -22,24 +22,51 @@ def answer(text: str, ctx: Context) -> Reply:
     """Answer `text` from the knowledge base: an answer, numbered “您是不是想问” choices, or a fallback."""
     state = current_app.extensions["wxapp"]
     from .appeal_followup import supplement_again
+    from .appeal_intake import expired_note
     from .bot import picked_item
 
-    again = supplement_again(ctx, text) if ctx.user_id is not None else None
+    told, step = _recent_notes(ctx)
+    # an answer to a step of a draft that ran out meanwhile: it was not filed (said once)
+    note = expired_note(ctx, step)
+    again = supplement_again(ctx, text, told) if ctx.user_id is not None else None
     if again is not None:  # the supplement just submitted, sent again: no question
-        return Text(again)
+        return Text(note + again)
 
-    result, _turn = respond(get_runtime(), state.db, state.redis, text, channel=ctx.account,
-                            user_id=ctx.user_id, who=ctx.openid, detail_hint=DETAIL_HINT, pick_item=picked_item)
+    # What the bot cannot answer just after saying the draft ran out is the draft's answer (the problem, the
+    # enterprise): no question for staff's unanswered queue. It is kept for “我要反映”, which the note asks for.
+    result, _turn = respond(get_runtime(), state.db, state.redis, text, channel=ctx.account, user_id=ctx.user_id,
+                            who=ctx.openid, detail_hint=DETAIL_HINT, pick_item=picked_item, unanswered=not note)
     if result.handoff:
         return Transfer(result.reply)
     _remember_unanswered(ctx, text if result.decision == "fallback" else "")
-    from .appeal_intake import expired_note
-
-    note = expired_note(ctx)  # an answer to a step of a draft that ran out meanwhile: it was not filed
+    if note and result.decision == "fallback":  # not “这个问题我还没学会。我已经把它记下来”
+        reply = note.rstrip()
+        return Text(reply + (_supplement_hint(ctx.user_id) if ctx.user_id is not None else ""))
     # A “您是不是想问” list is as much a guess as the fallback: the text may well be the material staff asked for.
     if result.decision in ("fallback", "suggest") and ctx.user_id is not None:
         return Text(note + result.reply + _supplement_hint(ctx.user_id))
     return Text(note + result.reply)
+
+
+def _recent_notes(ctx: Context) -> tuple[object, object]:
+    """The supplement just submitted (`wx:supplemented:*`, read) and the step of a draft that ran out
+    (`wx:draftstep:*`, taken unless a draft is open): both in one round trip, as every answer reads them."""
+    import redis
+
+    from .appeal_followup import _again_key
+    from .appeal_intake import FLOW, _expired_key, _state
+
+    try:
+        pipe = ctx.redis.pipeline(transaction=False)
+        pipe.get(_again_key(ctx))
+        if _state(ctx).get("flow") == FLOW:
+            pipe.get(_expired_key(ctx))  # the draft goes on: its note is for when it runs out
+        else:
+            pipe.getdel(_expired_key(ctx))
+        told, step = pipe.execute()
+    except redis.RedisError:
+        return None, None  # nothing said of either, as when nothing was stored
+    return told, step
 
 
 UNANSWERED_TTL = 30 * 60

@@ -141,9 +141,10 @@ _DIGITS = frozenset("1234")  # the only texts for which pending choices matter t
 
 def respond(runtime: KBRuntime, db: Database, r: redis.Redis, text: str, *, channel: str,
             user_id: int | None, who: str, detail_hint: str = "", fixed: Fixed | None = None,
-            pick_item: PickItem | None = None) -> tuple[ChatResult, int | None]:
+            pick_item: PickItem | None = None, unanswered: bool = True) -> tuple[ChatResult, int | None]:
     """One turn of the bot for `who` (a stable per-user key); returns the result and the logged turn id.
-    `pick_item` answers a number picking from a list other than “您是不是想问” choices (`offer_items`)."""
+    `pick_item` answers a number picking from a list other than “您是不是想问” choices (`offer_items`).
+    `unanswered=False`: a fallback is no question for staff's unanswered queue (the caller knows what the text is)."""
     key = _memory_key(channel, who)
     log_channel = CONSOLE_CHANNEL if who.startswith(SIMULATOR_OPENID_PREFIX) else channel
     if fixed is not None:
@@ -186,7 +187,9 @@ def respond(runtime: KBRuntime, db: Database, r: redis.Redis, text: str, *, chan
         if result.suggestions:
             r.set(key, json.dumps([s["id"] for s in result.suggestions]), ex=MEMORY_TTL)
             r.set(offered, "1", ex=OFFERED_TTL)
-        elif result.picked:  # “第二个” next wants another of the same list: kept, for as long again
+        elif result.picked or (result.decision == "answer" and isinstance(last, list) and result.entry_id in last):
+            # “第二个” next wants another of the same list: kept, for as long again. So when one of the choices was
+            # typed out in full instead of its number (the list was dropped: “3” next opened menu item 3, 白领活动).
             r.expire(key, MEMORY_TTL)
             r.expire(offered, OFFERED_TTL)
         elif result.decision in {"answer", "fallback"}:
@@ -205,7 +208,7 @@ def respond(runtime: KBRuntime, db: Database, r: redis.Redis, text: str, *, chan
             turn_id = log_turn(s, channel=log_channel, user_id=user_id, question=text,
                                decision=CHOICE if result.picked else result.decision,
                                entry_id=result.entry_id, confidence=result.confidence,
-                               offered=[s["id"] for s in result.suggestions]).id
+                               offered=[s["id"] for s in result.suggestions], unanswered=unanswered).id
     return result, turn_id
 
 

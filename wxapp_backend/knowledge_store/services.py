@@ -325,8 +325,10 @@ def clip_question(text: str, limit: int = QUESTION_CHARS) -> str:
 
 
 def log_turn(session: Session, *, channel: str, user_id: int | None, question: str, decision: str,
-             entry_id: str | None, confidence: float, offered: list[str] | None = None) -> ChatTurn:
-    """`offered`: the entry ids of the choices a 'suggest' turn gave."""
+             entry_id: str | None, confidence: float, offered: list[str] | None = None,
+             unanswered: bool = True) -> ChatTurn:
+    """`offered`: the entry ids of the choices a 'suggest' turn gave. `unanswered=False`: a fallback is logged as the
+    bot's turn but not counted in staff's unanswered queue (the text answered something else than a question)."""
     question = mask_personal(question)
     kept = clip_question(question)
     # The same user sending the same unanswered question again (impatient, or thinking it was lost) is one asker:
@@ -338,7 +340,7 @@ def log_turn(session: Session, *, channel: str, user_id: int | None, question: s
     turn = ChatTurn(channel=channel, user_id=user_id, question=kept, decision=decision,
                     entry_id=entry_id, confidence=round(confidence, 4), offered=list(offered) if offered else None)
     session.add(turn)
-    if decision == "fallback" and question.strip() and channel != "console" and not repeated:  # staff trying it out
+    if decision == "fallback" and unanswered and question.strip() and channel != "console" and not repeated:  # staff trying it out
         _count_unanswered(session, _norm(question), clip_question(question.strip()))
     session.flush()
     return turn
