@@ -253,7 +253,7 @@ def healthz():
     try:
         from .cli import schema_behind
 
-        with state.db.engine.connect() as conn:
+        with state.db.health_connection() as conn:
             # Not SELECT 1: an empty database (or one still at an older migration) answers that too, while every
             # page and push fails on it.
             behind = schema_behind(conn)
@@ -292,7 +292,7 @@ def metrics():
         _require_metrics_token(state.settings.metrics_token)
 
     def check_db() -> None:
-        with state.db.engine.connect() as conn:
+        with state.db.health_connection() as conn:
             conn.execute(text("SELECT 1"))
 
     # The short-timeout client: a scraper gives up long before the shared client's timeout.

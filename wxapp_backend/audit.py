@@ -66,8 +66,8 @@ def search_audit(session: Session, *, actor_type: str | None = None, actor_id: s
                  target_id: str | None = None, since: datetime | None = None, until: datetime | None = None,
                  page: int = 1, per_page: int = 50):
     """Audit rows, newest first, one page. `action` matches as a prefix ("appeal." finds every appeal
-    action), `username` names a staff actor, `since` is inclusive and `until` exclusive."""
-    from .auth.models import StaffUser
+    action), `username` names a staff actor (whatever its case), `since` is inclusive and `until` exclusive."""
+    from .auth.services import find_staff_by_username
     from .enterprises.services import Page
 
     stmt = select(AuditLog)
@@ -76,8 +76,9 @@ def search_audit(session: Session, *, actor_type: str | None = None, actor_id: s
     if actor_id:
         stmt = stmt.where(AuditLog.actor_id == actor_id)
     if username:
-        ids = [str(i) for i in session.scalars(select(StaffUser.id).where(StaffUser.username == username))]
-        stmt = stmt.where(AuditLog.actor_type == "staff", AuditLog.actor_id.in_(ids))
+        # The account the name logs in to, whatever its case (the same rule as login and account creation).
+        staff = find_staff_by_username(session, username)
+        stmt = stmt.where(AuditLog.actor_type == "staff", AuditLog.actor_id == str(staff.id if staff else ""))
     if action:
         stmt = stmt.where(AuditLog.action.startswith(action, autoescape=True))
     if target_type:

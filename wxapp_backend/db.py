@@ -8,8 +8,9 @@ from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 
 from sqlalchemy import DateTime, MetaData, create_engine, event
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
+from sqlalchemy.pool import NullPool
 from sqlalchemy.types import TypeDecorator
 
 NAMING = {
@@ -86,6 +87,21 @@ def make_engine(url: str, *, echo: bool = False) -> Engine:
     return engine
 
 
+# /healthz and /metrics: a PostgreSQL that takes the connection but never answers, or drops the packets, must be
+# reported before a probe's or a scraper's own timeout (often 1-5 s) runs out, not after the shared engine's 5 s.
+# psycopg's shortest connect timeout is 2 s; the query itself may take HEALTH_CHECK_TIMEOUT_MS.
+HEALTH_CONNECT_TIMEOUT = 2
+HEALTH_CHECK_TIMEOUT_MS = 1500
+
+
+def _make_health_engine(url: str) -> Engine:
+    """PostgreSQL's engine for the health checks only: a fresh connection each time (a pooled one may be the
+    one that went dead), a short connect timeout, and unacknowledged packets give up after the same bound."""
+    return create_engine(url, poolclass=NullPool, hide_parameters=True,
+                         connect_args={"connect_timeout": HEALTH_CONNECT_TIMEOUT,
+                                       "tcp_user_timeout": HEALTH_CHECK_TIMEOUT_MS})
+
+
 def _sqlite_setup(engine: Engine) -> None:
     path = engine.url.database
     if path and path != ":memory:":
@@ -124,10 +140,26 @@ class Database:
         self.url = normalise_url(url)
         self.engine = make_engine(self.url, echo=echo)
         self.Session = sessionmaker(self.engine, expire_on_commit=False)
+        self._health_engine: Engine | None = None
 
     @property
     def dialect(self) -> str:
         return self.engine.dialect.name
+
+    @contextmanager
+    def health_connection(self) -> Iterator[Connection]:
+        """A connection for /healthz and /metrics, bounded in time (PostgreSQL: see HEALTH_CHECK_TIMEOUT_MS);
+        normal requests keep the shared engine and its timeouts."""
+        if self.dialect != "postgresql":
+            with self.engine.connect() as conn:
+                yield conn
+            return
+        if self._health_engine is None:
+            self._health_engine = _make_health_engine(self.url)
+        with self._health_engine.connect() as conn:
+            # SET LOCAL: for this transaction only (safe behind a pooler such as PgBouncer).
+            conn.exec_driver_sql(f"SET LOCAL statement_timeout = {HEALTH_CHECK_TIMEOUT_MS}")
+            yield conn
 
     @contextmanager
     def session_scope(self) -> Iterator[Session]:

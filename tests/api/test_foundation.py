@@ -35,7 +35,7 @@ def test_healthz_names_a_failing_database(app, client, monkeypatch):
     def broken_connect(*a, **kw):
         raise RuntimeError("db down")
 
-    monkeypatch.setattr(state.db.engine, "connect", broken_connect)
+    monkeypatch.setattr(state.db, "health_connection", broken_connect)  # the checks' own connection
     resp = client.get("/healthz")
     assert resp.status_code == 503
     assert resp.get_json()["failing"] == ["db"]

@@ -117,7 +117,7 @@ def test_metrics_tell_when_redis_or_the_database_is_down(app, client, monkeypatc
     def db_down(*a, **kw):
         raise RuntimeError("db down")
 
-    monkeypatch.setattr(state.db.engine, "connect", db_down)
+    monkeypatch.setattr(state.db, "health_connection", db_down)  # /metrics' own connection
     text = client.get("/metrics").get_data(as_text=True)
     assert _sample(text, "dependency_up", 'part="db"') == "0.0"
     assert _sample(text, "dependency_up", 'part="redis"') == "1.0"

@@ -6,7 +6,7 @@ import re
 from collections.abc import Iterable
 
 import redis
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from werkzeug.security import check_password_hash, generate_password_hash
@@ -233,6 +233,11 @@ def create_staff(session: Session, *, username: str, password: str, role: str, d
     if errors:
         raise ValidationError(next(iter(errors.values())), fields=errors)
     taken = Conflict(f"用户名 {username} 已存在（用户名不区分大小写）。", fields={"username": "已存在"})
+    # The unique constraint is on the exact spelling: two admins creating `Bob` and `bob` at once would both pass
+    # the check below. Creations of one name, whatever its case, wait for each other (PostgreSQL; the SQLite
+    # engine's writers are serialised by BEGIN IMMEDIATE already).
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(hashtext(:k))"), {"k": f"staff:{username.lower()}"})
     if session.scalar(select(StaffUser.id).where(func.lower(StaffUser.username) == username.lower())) is not None:
         raise taken
     staff = StaffUser(username=username, password_hash=generate_password_hash(password), role=role,
