@@ -174,6 +174,14 @@ def _editor(activity_id: int | None):
                     Registration.id.in_(queued), Registration.status == RegStatus.CANCELLED.value)) or 0
                 if released and saved.status == ActivityStatus.PUBLISHED.value:
                     done += f"候补已关闭，已通知 {released} 位候补者取消候补。"
+            if activity is not None and saved.status != ActivityStatus.CANCELLED.value and any(
+                    getattr(activity, k) != getattr(saved, k) for k in services.AUDIENCE_FIELDS):
+                # Narrowed after people registered: those now outside it keep their place (staff decide), and staff
+                # heard nothing of them.
+                outside = services.out_of_audience(s, saved)
+                if outside:
+                    done += (f"注意：有 {outside} 位报名者不在新的报名范围内，报名没有自动取消，"
+                             "如需取消，请在报名名单中处理。")
     except BaseException as exc:
         if activity is None:
             once.release(current_actor().id)

@@ -310,8 +310,10 @@ def update_activity(session: Session, actor: Actor, activity_id: int, data: dict
         setattr(activity, k, val)
     session.flush()
     cancelled = changed.get("status") == ActivityStatus.CANCELLED
+    outside = out_of_audience(session, activity) if set(AUDIENCE_FIELDS) & changed.keys() and not cancelled else 0
     audit(session, actor, "activity.updated", activity, changed=sorted(changed), changes=changes,
-          **({"cancel_reason": reason} if cancelled and reason else {}))
+          **({"cancel_reason": reason} if cancelled and reason else {}),
+          **({"out_of_audience": outside} if outside else {}))
     if changed.get("requires_approval") is False and activity.status != ActivityStatus.CANCELLED:
         # No approval any more: those waiting for one (their seats held already) are in, and told so; they would
         # have stayed 待审核 with nobody left to decide.
@@ -585,6 +587,11 @@ def ineligibility(activity: Activity, user: User) -> str | None:
     """Why `user` may not register for `activity` (Chinese), or None when they may."""
     if user.blocked:
         return "您的账号已被限制报名，请联系营商服务中心。"
+    return audience_miss(activity, user)
+
+
+def audience_miss(activity: Activity, user: User) -> str | None:
+    """Why `user` is outside `activity`'s audience (楼宇, 行业, 标签, verified-only), or None when inside."""
     ent = _verified_enterprise(user)
     # Without a verified enterprise there is no industry or tag to compare: "not in range" would be about an
     # enterprise they never gave, and "please bind" is wrong for someone whose binding staff are still checking.
@@ -611,6 +618,17 @@ def ineligibility(activity: Activity, user: User) -> str | None:
         if not set(ent.tags or []) & set(activity.audience_tags):
             return "本活动仅面向特定企业，您所在的企业不在范围内。"
     return None
+
+
+AUDIENCE_FIELDS = ("audience_building_ids", "audience_industries", "audience_tags", "verified_only")
+
+
+def out_of_audience(session: Session, activity: Activity) -> int:
+    """How many registrants still to come fall outside the activity's audience as it is now: narrowed after they
+    registered, they are not cancelled (staff decide), but staff must know they are there."""
+    users = session.scalars(select(User).join(Registration, Registration.user_id == User.id).where(
+        Registration.activity_id == activity.id, Registration.status.in_(STILL_TO_COME))).unique().all()
+    return sum(1 for user in users if audience_miss(activity, user) is not None)
 
 
 # --- answers -------------------------------------------------------------------------------------------
@@ -1018,8 +1036,10 @@ def roster_phone(phone: str | None, full: bool) -> str | None:
 
 
 def roster_answers(answers: dict[str, Any] | None, questions: list | None, full: bool) -> dict[str, Any]:
-    """A registration's answers as a roster shows them: the answers to 电话 questions as roster_phone()."""
-    phones = {q.get("key") for q in questions or [] if isinstance(q, dict) and q.get("type") == "phone"}
+    """A registration's answers as a roster shows them: the answers to 电话 questions (or once 电话: roster_questions
+    marks them was_phone) as roster_phone()."""
+    phones = {q.get("key") for q in questions or []
+              if isinstance(q, dict) and (q.get("type") == "phone" or q.get("was_phone"))}
     return {k: roster_phone(v, full) if k in phones and isinstance(v, str) else v for k, v in (answers or {}).items()}
 
 
@@ -1031,10 +1051,12 @@ def roster_questions(session: Session, activity: Activity, answers: Iterable[dic
 
     questions = [q for q in activity.questions or [] if isinstance(q, dict) and "key" in q]
     asked = {q["key"] for q in questions}
-    gone = list(dict.fromkeys(k for a in answers for k in (a or {}) if k not in asked))
-    if not gone:
+    answered = list(dict.fromkeys(k for a in answers for k in (a or {})))
+    gone = [k for k in answered if k not in asked]
+    if not gone and not [q for q in questions if q["key"] in answered and q.get("type") != "phone"]:
         return questions
     known: dict[str, dict] = {}  # the last form of each, with its type: a removed 电话 question stays masked
+    was_phone: set[str] = set()  # and one changed to another type: its answers given as 电话 are phone numbers
     for data in session.scalars(select(AuditLog.data).where(
             AuditLog.action == "activity.updated", AuditLog.target_type == Activity.__tablename__,
             AuditLog.target_id == str(activity.id)).order_by(AuditLog.id.desc())):
@@ -1042,6 +1064,10 @@ def roster_questions(session: Session, activity: Activity, answers: Iterable[dic
         for q in before[0] or []:
             if isinstance(q, dict) and isinstance(q.get("label"), str):
                 known.setdefault(q.get("key"), q)
+                if q.get("type") == "phone":
+                    was_phone.add(q.get("key"))
+    questions = [{**q, "was_phone": True} if q["key"] in was_phone and q.get("type") != "phone" else q
+                 for q in questions]
     return questions + [{**known.get(k, {}), "key": k, "label": f"{known.get(k, {}).get('label', k)}（已删除的问题）"}
                         for k in gone]
 
@@ -1106,8 +1132,10 @@ def decide(session: Session, actor: Actor, registration_id: int, approve: bool, 
     else:
         transition(session, reg, RegStatus.REJECTED, actor, note)
         reason = note.strip().rstrip("。.！!")
-        tell(session, reg, activity, "registration_rejected", "报名未通过审核",
-             f"很抱歉，您报名的活动“{activity.title}”未通过审核" + (f"，说明：{reason}。" if reason else "。"), "未通过")
+        if utcnow() < activity.ends_at:  # after the end, as an approval then: the decision is on record, untold
+            tell(session, reg, activity, "registration_rejected", "报名未通过审核",
+                 f"很抱歉，您报名的活动“{activity.title}”未通过审核" + (f"，说明：{reason}。" if reason else "。"),
+                 "未通过")
         promote(session, activity, actor, cause=f"registration:{reg.id}", why=f"报名 #{reg.id} 未通过审核后空出名额")
     return reg
 

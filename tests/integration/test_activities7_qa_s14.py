@@ -1,0 +1,107 @@
+"""White-collar activities, a demanding user's QA pass (session 14, seventh): a 电话 question turned into a text
+question, a registration rejected after the evening was over, and an audience narrowed after people registered."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import select
+
+from wxapp_backend.activities.models import Registration
+from wxapp_backend.notices.models import Notification
+
+
+def _reg(client, aid, headers, answers=None):
+    resp = client.post(f"/api/v1/activities/{aid}/registrations", json={"answers": answers or {}}, headers=headers)
+    assert resp.status_code in (200, 201), resp.get_json()
+    return resp.get_json()
+
+
+def _pending(activity, user) -> int:
+    """A registration awaiting approval, put straight in (the activity may be over: nobody could register now)."""
+    from wxapp_backend.db import session_scope
+
+    with session_scope() as s:
+        reg = Registration(activity_id=activity.id, user_id=user.id, status="pending_approval", answers={},
+                           active_key=f"{activity.id}:{user.id}", queue_hour=0, penalty=0)
+        s.add(reg)
+        s.flush()
+        return reg.id
+
+
+def _notes(db, reg_id):
+    db.expire_all()
+    return list(db.scalars(select(Notification).where(Notification.ref == f"registration:{reg_id}")))
+
+
+def test_a_phone_question_turned_into_text_stays_masked_for_a_department(
+        client, make_activity, make_user, user_token, make_staff, staff, staff_headers, console_login):
+    """A 电话 question changed to a text question (not removed) after it was answered: its answers, read under a
+    question no longer typed 电话, were shown whole to a department account. They stay masked, as when removed."""
+    questions = [{"key": "contact", "label": "紧急联系电话", "type": "phone"}]
+    a = make_activity(questions=questions)
+    _reg(client, a.id, user_token(make_user()), {"contact": "13912345678"})
+    resp = client.patch(f"/api/v1/staff/activities/{a.id}",
+                        json={"questions": [{"key": "contact", "label": "紧急联系人", "type": "text"}]},
+                        headers=staff_headers(staff))
+    assert resp.status_code == 200, resp.get_json()
+    dept = make_staff(role="dept")
+    listed = client.get(f"/api/v1/staff/activities/{a.id}/registrations", headers=staff_headers(dept)).get_json()
+    assert listed["items"][0]["answers"] == {"contact": "139****5678"}, listed
+    console_login(dept)
+    page = client.get(f"/console/activities/{a.id}/registrations").get_data(as_text=True)
+    assert "13912345678" not in page and "139****5678" in page
+    # Staff still read it whole.
+    listed = client.get(f"/api/v1/staff/activities/{a.id}/registrations", headers=staff_headers(staff)).get_json()
+    assert listed["items"][0]["answers"] == {"contact": "13912345678"}, listed
+
+
+def test_rejecting_after_the_activity_ended_tells_nobody(client, make_activity, make_user, staff, staff_headers, db):
+    """报名需审核: rejecting, in the hour after the evening ended, a registration nobody decided on pushed
+    “未通过审核” about an event that was over, while approving it then is silent. Rejection is silent too."""
+    start = datetime.now(UTC) - timedelta(hours=3, minutes=30)
+    a = make_activity(starts_at=start, requires_approval=True)
+    u = make_user()
+    reg_id = _pending(a, u)
+    h = staff_headers(staff)
+    resp = client.post(f"/api/v1/staff/registrations/{reg_id}/reject", json={"note": "未到场"}, headers=h)
+    assert resp.status_code == 200 and resp.get_json()["status"] == "rejected", resp.get_json()
+    assert not [n for n in _notes(db, reg_id) if n.kind == "registration_rejected"]
+    # Before the end, the rejection is told as ever.
+    b = make_activity(requires_approval=True)
+    other = _pending(b, u)
+    resp = client.post(f"/api/v1/staff/registrations/{other}/reject", json={}, headers=h)
+    assert resp.status_code == 200, resp.get_json()
+    assert [n for n in _notes(db, other) if n.kind == "registration_rejected"]
+
+
+def test_narrowing_the_audience_tells_the_editor_how_many_registrants_no_longer_match(
+        client, make_activity, make_building, make_user, user_token, staff, staff_headers, console_login, db):
+    """面向楼宇 narrowed after people registered: those outside it stayed registered and nobody said a word. They
+    are not cancelled (staff decide), but the editor says how many no longer match, and the audit row records it."""
+    from wxapp_backend.activities.console import _local_input
+    from wxapp_backend.audit import AuditLog
+
+    east, west = make_building(), make_building()
+    a = make_activity(capacity=5)
+    inside = _reg(client, a.id, user_token(make_user(building_id=east.id)))
+    outside = [_reg(client, a.id, user_token(make_user(building_id=west.id))) for _ in range(2)]
+    csrf = console_login(staff)
+    form = {"csrf_token": csrf, "category": a.category, "title": a.title, "description": "", "address": a.address,
+            "capacity": "5", "building_id": "", "per_enterprise_cap": "", "starts_at": _local_input(a.starts_at),
+            "ends_at": _local_input(a.ends_at), "registration_opens_at": "", "registration_closes_at": "",
+            "cancel_deadline": "", "status": "published", "audience_industries": "", "audience_tags": "",
+            "cover_image": "", "questions": "", "waitlist_enabled": "y", "audience_building_ids": [str(east.id)]}
+    resp = client.post(f"/console/activities/{a.id}/edit", data=form)
+    assert resp.status_code == 302, resp.get_data(as_text=True)
+    page = client.get(resp.headers["Location"]).get_data(as_text=True)
+    assert "2 位报名者不在新的报名范围内" in page, page
+    db.expire_all()
+    assert all(db.get(Registration, r["id"]).status == "confirmed" for r in [inside, *outside])
+    row = db.scalars(select(AuditLog).where(AuditLog.action == "activity.updated",
+                                            AuditLog.target_id == str(a.id))).all()[-1]
+    assert row.data.get("out_of_audience") == 2, row.data
+    # The API's editor hears it too.
+    resp = client.patch(f"/api/v1/staff/activities/{a.id}", json={"verified_only": True},
+                        headers=staff_headers(staff))
+    assert resp.status_code == 200 and resp.get_json()["out_of_audience"] == 3, resp.get_json()
