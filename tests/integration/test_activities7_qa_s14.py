@@ -105,3 +105,19 @@ def test_narrowing_the_audience_tells_the_editor_how_many_registrants_no_longer_
     resp = client.patch(f"/api/v1/staff/activities/{a.id}", json={"verified_only": True},
                         headers=staff_headers(staff))
     assert resp.status_code == 200 and resp.get_json()["out_of_audience"] == 3, resp.get_json()
+
+
+def test_lowering_the_per_enterprise_cap_below_an_enterprise_registered_is_refused(
+        client, make_activity, make_enterprise, make_user, user_token, staff, staff_headers):
+    """每家企业名额上限 lowered to 1 while three people of one enterprise had registered: saved without a word, they
+    all kept their seats over the new cap. As the capacity below the seats taken, it is refused with the count."""
+    ent = make_enterprise()
+    a = make_activity(capacity=10, per_enterprise_cap=5)
+    for _ in range(3):
+        _reg(client, a.id, user_token(make_user(enterprise_id=ent.id, binding_state="verified")))
+    h = staff_headers(staff)
+    resp = client.patch(f"/api/v1/staff/activities/{a.id}", json={"per_enterprise_cap": 1}, headers=h)
+    body = resp.get_json()
+    assert resp.status_code == 422 and "3" in body["fields"]["per_enterprise_cap"], body
+    resp = client.patch(f"/api/v1/staff/activities/{a.id}", json={"per_enterprise_cap": 3}, headers=h)
+    assert resp.status_code == 200 and resp.get_json()["per_enterprise_cap"] == 3, resp.get_json()

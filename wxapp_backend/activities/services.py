@@ -284,6 +284,16 @@ def update_activity(session: Session, actor: Actor, activity_id: int, data: dict
     if "capacity" in v and v["capacity"] < taken:
         msg = f"名额不能少于已占用的 {taken} 个（请先取消部分报名）"
         raise ValidationError(msg, fields={"capacity": msg})
+    if v.get("per_enterprise_cap") is not None and v["per_enterprise_cap"] < (activity.per_enterprise_cap or 10**9):
+        # Lowered below what one enterprise holds already: its registrants all kept their places over the new cap,
+        # and nothing said so (as the capacity, above).
+        most = session.scalar(select(func.count(Registration.id)).where(
+            Registration.activity_id == activity.id, Registration.enterprise_id.is_not(None),
+            Registration.status.in_(ACTIVE_STATUSES)).group_by(Registration.enterprise_id)
+            .order_by(func.count(Registration.id).desc()).limit(1)) or 0
+        if v["per_enterprise_cap"] < most:
+            msg = f"每家企业名额上限不能少于已有企业报名的 {most} 人（请先取消该企业的部分报名）"
+            raise ValidationError(msg, fields={"per_enterprise_cap": msg})
     changed = {k: val for k, val in v.items() if getattr(activity, k) != val}
     if not changed:
         # The editor sent back as shown, a PATCH of the values read: nothing to record, nobody to tell. Each such
