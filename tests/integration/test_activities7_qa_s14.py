@@ -54,6 +54,11 @@ def test_a_phone_question_turned_into_text_stays_masked_for_a_department(
     # Staff still read it whole.
     listed = client.get(f"/api/v1/staff/activities/{a.id}/registrations", headers=staff_headers(staff)).get_json()
     assert listed["items"][0]["answers"] == {"contact": "13912345678"}, listed
+    # Then removed too: its last form was text, but its answers are still phone numbers.
+    resp = client.patch(f"/api/v1/staff/activities/{a.id}", json={"questions": []}, headers=staff_headers(staff))
+    assert resp.status_code == 200, resp.get_json()
+    listed = client.get(f"/api/v1/staff/activities/{a.id}/registrations", headers=staff_headers(dept)).get_json()
+    assert listed["items"][0]["answers"] == {"contact": "139****5678"}, listed
 
 
 def test_rejecting_after_the_activity_ended_tells_nobody(client, make_activity, make_user, staff, staff_headers, db):

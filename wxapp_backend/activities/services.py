@@ -1078,8 +1078,8 @@ def roster_questions(session: Session, activity: Activity, answers: Iterable[dic
                     was_phone.add(q.get("key"))
     questions = [{**q, "was_phone": True} if q["key"] in was_phone and q.get("type") != "phone" else q
                  for q in questions]
-    return questions + [{**known.get(k, {}), "key": k, "label": f"{known.get(k, {}).get('label', k)}（已删除的问题）"}
-                        for k in gone]
+    return questions + [{**known.get(k, {}), "key": k, "label": f"{known.get(k, {}).get('label', k)}（已删除的问题）",
+                         **({"was_phone": True} if k in was_phone else {})} for k in gone]
 
 
 def roster_name(user: User) -> str:
