@@ -126,3 +126,36 @@ def test_lowering_the_per_enterprise_cap_below_an_enterprise_registered_is_refus
     assert resp.status_code == 422 and "3" in body["fields"]["per_enterprise_cap"], body
     resp = client.patch(f"/api/v1/staff/activities/{a.id}", json={"per_enterprise_cap": 3}, headers=h)
     assert resp.status_code == 200 and resp.get_json()["per_enterprise_cap"] == 3, resp.get_json()
+
+
+def test_staff_cancelling_a_registration_after_the_end_tells_nobody(
+        client, make_activity, make_user, staff, staff_headers, db):
+    """A registration cancelled by staff in the hour after the evening ended (someone who had phoned to say they
+    could not come, kept off the no-show list): they were pushed “报名已由工作人员取消” about an evening that was
+    over, as approving or rejecting then no longer does. The cancellation is recorded, nobody is told."""
+    from wxapp_backend.db import session_scope
+
+    start = datetime.now(UTC) - timedelta(hours=3, minutes=30)
+    a = make_activity(starts_at=start)
+    u = make_user()
+    with session_scope() as s:
+        reg = Registration(activity_id=a.id, user_id=u.id, status="confirmed", answers={},
+                           active_key=f"{a.id}:{u.id}", queue_hour=0, penalty=0)
+        s.add(reg)
+        s.flush()
+        reg_id = reg.id
+    h = staff_headers(staff)
+    resp = client.post(f"/api/v1/staff/registrations/{reg_id}/cancel", json={}, headers=h)
+    assert resp.status_code == 200 and resp.get_json()["status"] == "cancelled", resp.get_json()
+    assert not _notes(db, reg_id)
+    # Before the end, the user is told as ever.
+    b = make_activity()
+    with session_scope() as s:
+        reg = Registration(activity_id=b.id, user_id=u.id, status="confirmed", answers={},
+                           active_key=f"{b.id}:{u.id}", queue_hour=0, penalty=0)
+        s.add(reg)
+        s.flush()
+        other = reg.id
+    resp = client.post(f"/api/v1/staff/registrations/{other}/cancel", json={}, headers=h)
+    assert resp.status_code == 200, resp.get_json()
+    assert _notes(db, other)

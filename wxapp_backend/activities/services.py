@@ -1102,7 +1102,8 @@ def cancel_registration(session: Session, actor: Actor, registration_id: int, *,
     held_seat = reg.status in SEAT_STATUSES
     transition(session, reg, RegStatus.CANCELLED, actor)
     reg.cancelled_at = now
-    if user_id is None:  # staff did it: the user would otherwise learn it at the door
+    if user_id is None and now < activity.ends_at:  # staff did it: the user would otherwise learn it at the door
+        # (after the end, as an approval or rejection then: about an evening that is over, the record is enough)
         tell_cancelled(session, reg, activity, "报名已取消",
                        f"您报名的活动“{activity.title}”的报名已由工作人员取消，如有疑问，请联系活动工作人员。",
                        "您的报名已由工作人员取消")
