@@ -7,31 +7,8 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select
 
+from tests.integration.test_activities6_qa_s14 import _notes, _pending, _reg
 from wxapp_backend.activities.models import Registration
-from wxapp_backend.notices.models import Notification
-
-
-def _reg(client, aid, headers, answers=None):
-    resp = client.post(f"/api/v1/activities/{aid}/registrations", json={"answers": answers or {}}, headers=headers)
-    assert resp.status_code in (200, 201), resp.get_json()
-    return resp.get_json()
-
-
-def _pending(activity, user) -> int:
-    """A registration awaiting approval, put straight in (the activity may be over: nobody could register now)."""
-    from wxapp_backend.db import session_scope
-
-    with session_scope() as s:
-        reg = Registration(activity_id=activity.id, user_id=user.id, status="pending_approval", answers={},
-                           active_key=f"{activity.id}:{user.id}", queue_hour=0, penalty=0)
-        s.add(reg)
-        s.flush()
-        return reg.id
-
-
-def _notes(db, reg_id):
-    db.expire_all()
-    return list(db.scalars(select(Notification).where(Notification.ref == f"registration:{reg_id}")))
 
 
 def test_a_phone_question_turned_into_text_stays_masked_for_a_department(

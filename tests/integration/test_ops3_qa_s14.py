@@ -16,14 +16,26 @@ def test_healthz_and_metrics_answer_quickly_when_redis_takes_the_connection_but_
     /healthz and /metrics waiting the 10 s of the shared client's socket timeout: longer than a probe's or a
     scraper's own timeout, so they saw a time-out instead of 503 / dependency_up 0. The checks now use a client
     of their own with a short timeout; ordinary requests keep theirs."""
+    stuck, got = ask_health_with_a_part_that_never_answers(
+        lambda port: settings.with_overrides(redis_url=f"redis://127.0.0.1:{port}/0"))
+    status, body, took = got["/healthz"]
+    assert status == 503 and '"failing":["redis"]' in body.replace(" ", "") and took < 4, got["/healthz"]
+    status, body, took = got["/metrics"]
+    assert status == 200 and 'dependency_up{part="redis"} 0.0' in body and took < 4, got["/metrics"]
+    # Ordinary requests and jobs keep the longer timeout: a slow command under load is not an outage.
+    assert stuck.extensions["wxapp"].redis.connection_pool.connection_kwargs["socket_timeout"] == 10
+
+
+def ask_health_with_a_part_that_never_answers(settings_for_port):
+    """/healthz and /metrics, asked at once, of an app whose Redis or database (`settings_for_port(port)`) is a
+    local socket that takes the connection and never answers; returns the app and {path: (status, body, seconds)}."""
     import wxapp_backend
 
     server = socket.socket()
     server.bind(("127.0.0.1", 0))
     server.listen(16)  # the kernel completes the handshake; nothing ever answers
     try:
-        stuck = wxapp_backend.create_app(
-            settings.with_overrides(redis_url=f"redis://127.0.0.1:{server.getsockname()[1]}/0"))
+        stuck = wxapp_backend.create_app(settings_for_port(server.getsockname()[1]))
         answers: list = []
 
         def ask(path: str) -> None:
@@ -37,13 +49,7 @@ def test_healthz_and_metrics_answer_quickly_when_redis_takes_the_connection_but_
         for thread in threads:
             thread.join(20)
         assert len(answers) == 2, f"still waiting after 20 s: {answers}"
-        got = {path: (status, body, took) for path, status, body, took in answers}
-        status, body, took = got["/healthz"]
-        assert status == 503 and '"failing":["redis"]' in body.replace(" ", "") and took < 4, got["/healthz"]
-        status, body, took = got["/metrics"]
-        assert status == 200 and 'dependency_up{part="redis"} 0.0' in body and took < 4, got["/metrics"]
-        # Ordinary requests and jobs keep the longer timeout: a slow command under load is not an outage.
-        assert stuck.extensions["wxapp"].redis.connection_pool.connection_kwargs["socket_timeout"] == 10
+        return stuck, {path: (status, body, took) for path, status, body, took in answers}
     finally:
         server.close()
 

@@ -3,9 +3,9 @@ log's username filter and two admins creating one name at once (QA pass 14, ops4
 
 from __future__ import annotations
 
-import socket
 import threading
-import time
+
+from tests.integration.test_ops3_qa_s14 import ask_health_with_a_part_that_never_answers
 
 
 def test_healthz_and_metrics_answer_quickly_when_the_database_takes_the_connection_but_never_answers(app, settings):
@@ -13,34 +13,12 @@ def test_healthz_and_metrics_answer_quickly_when_the_database_takes_the_connecti
     kept /healthz and /metrics waiting the 5 s connect timeout of the shared engine: longer than a probe's or a
     scraper's own timeout, so they saw a time-out instead of 503 / dependency_up 0. The checks now connect with
     a short timeout of their own; ordinary requests keep theirs."""
-    import wxapp_backend
-
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen(16)  # the kernel completes the handshake; nothing ever answers
-    try:
-        stuck = wxapp_backend.create_app(settings.with_overrides(
-            database_url=f"postgresql+psycopg://postgres@127.0.0.1:{server.getsockname()[1]}/nothing"))
-        answers: list = []
-
-        def ask(path: str) -> None:
-            started = time.monotonic()
-            resp = stuck.test_client().get(path)
-            answers.append((path, resp.status_code, resp.get_data(as_text=True), time.monotonic() - started))
-
-        threads = [threading.Thread(target=ask, args=(path,), daemon=True) for path in ("/healthz", "/metrics")]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(20)
-        assert len(answers) == 2, f"still waiting after 20 s: {answers}"
-        got = {path: (status, body, took) for path, status, body, took in answers}
-        status, body, took = got["/healthz"]
-        assert status == 503 and '"failing":["db"]' in body.replace(" ", "") and took < 4, got["/healthz"]
-        status, body, took = got["/metrics"]
-        assert status == 200 and 'dependency_up{part="db"} 0.0' in body and took < 4, got["/metrics"]
-    finally:
-        server.close()
+    _, got = ask_health_with_a_part_that_never_answers(lambda port: settings.with_overrides(
+        database_url=f"postgresql+psycopg://postgres@127.0.0.1:{port}/nothing"))
+    status, body, took = got["/healthz"]
+    assert status == 503 and '"failing":["db"]' in body.replace(" ", "") and took < 4, got["/healthz"]
+    status, body, took = got["/metrics"]
+    assert status == 200 and 'dependency_up{part="db"} 0.0' in body and took < 4, got["/metrics"]
 
 
 def test_audit_filter_by_username_finds_the_account_whatever_the_case(app, db):
