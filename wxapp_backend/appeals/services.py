@@ -704,11 +704,16 @@ def _cancel_open_tasks(session: Session, appeal: Appeal, why: str, now: datetime
 
 def _end_pending_requests(session: Session, appeal: Appeal, cause: str, now: datetime) -> None:
     """The 退单 and 延期 requests still waiting for the centre end with the appeal's handling (withdrawn, rejected,
-    办结): decided by "system", with a staff-only timeline entry saying why."""
-    for req in [*session.scalars(select(AppealReturn).where(AppealReturn.appeal_id == appeal.id,
-                                                            AppealReturn.status == "pending")),
-                *session.scalars(select(AppealExtension).where(AppealExtension.appeal_id == appeal.id,
-                                                               AppealExtension.status == "pending"))]:
+    办结): decided by "system", with a staff-only timeline entry saying why.
+
+    The reads do not flush the caller's pending changes: flushed here, a merge wrote its own row before its master's
+    (at commit), so two merges in opposite directions could deadlock where one flush writes both rows in key order."""
+    with session.no_autoflush:
+        pending = [*session.scalars(select(AppealReturn).where(AppealReturn.appeal_id == appeal.id,
+                                                               AppealReturn.status == "pending")),
+                   *session.scalars(select(AppealExtension).where(AppealExtension.appeal_id == appeal.id,
+                                                                  AppealExtension.status == "pending"))]
+    for req in pending:
         req.status, req.decided_by, req.decided_at = "rejected", "system", now
         if isinstance(req, AppealReturn):
             req.decision_note = f"{cause}，退单不再需要审核"
