@@ -17,6 +17,21 @@ from .validation import Field, validate
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+# Set in a WSGI environ by a server that runs the request where it must not block (http_worker's inline pushes):
+# the application may then answer with a `Deferred` instead of an iterable of bytes.
+DEFER_KEY = "wxapp.defer"
+
+
+class Deferred:
+    """An answer still to be worked out: `finish()` runs the rest (it may block), calls start_response and
+    returns the body's chunks. Only given to a server that set DEFER_KEY."""
+
+    __slots__ = ("finish",)
+
+    def __init__(self, finish: Callable[[], list[bytes]]) -> None:
+        self.finish = finish
+
+
 class JSONTextError(ValueError):
     """Text that json.loads would read but that is no JSON we can store or answer with; the message is Chinese."""
 

@@ -17,18 +17,34 @@ process that exited (`release_slot`, from `child_exit`), and a row whose heartbe
 the loop, which turns at least once a second) is older than `STALE` seconds is ignored, so a hung process
 cannot hold the others back.
 
+Pushes answered in the poller's thread. A WeChat push (POST /wechat, /wxa/message) that has arrived whole, in a
+plain HTTP/1.1 request, is read and answered by the worker's main loop itself, without the hand-over to a pool
+thread and back, gunicorn's request parser and its WSGI environ (together about as much CPU as the pipeline's own
+work: docs/bench/webhook.md, session 15). The application then runs with `DEFER_KEY` set, and a push whose answer
+needs a handler or a wait (anything but an answer the claim settled) comes back as a `Deferred`, finished on a
+pool thread as every other request is. Anything unusual (a request not yet complete, chunked, `Expect`, a header
+gunicorn would refuse or rewrite, a connection that has used gunicorn's parser, an access log or request hooks
+configured) takes gunicorn's own path unchanged. `WEB_INLINE_PUSHES=0` turns the inline path off.
+
 Everything else is gunicorn 23's ThreadWorker as it is.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import mmap
 import os
 import selectors
+import socket
+import sys
 import time
+from email.utils import formatdate
 
-from gunicorn import glogging
+from gunicorn import SERVER, glogging
 from gunicorn.workers.gthread import ThreadWorker
+
+from .http import DEFER_KEY, Deferred
 
 SLOTS = 256  # worker processes one server can have at once (gunicorn's own limit is far above real use)
 SLACK = 2  # accept while holding fewer than (least loaded live process + SLACK) connections
@@ -112,6 +128,90 @@ class _Selector(selectors.DefaultSelector):  # type: ignore[misc, valid-type]
         return super().select(0)
 
 
+PEEK = 65536  # bytes looked at for a whole push; a larger request takes gunicorn's path
+INLINE_PATHS = frozenset((b"/wechat", b"/wxa/message"))  # wechat/webhook.py's FastPushPath.ROUTES
+
+
+class InlineRequest:
+    """A complete, plain HTTP/1.1 POST to a push route, read off the first `size` bytes of `data`."""
+
+    __slots__ = ("body", "headers", "path", "query", "size", "target")
+
+    def __init__(self, target: bytes, path: bytes, query: bytes, headers: dict[str, str], body: bytes,
+                 size: int) -> None:
+        self.target, self.path, self.query, self.headers, self.body, self.size = target, path, query, headers, body, size
+
+
+def parse_inline(data: bytes, *, max_line: int = 4094, max_fields: int = 100,
+                 max_field: int = 8190) -> InlineRequest | None:
+    """The push at the start of `data` when it can be answered inline, else None (gunicorn's path decides: it
+    may be incomplete, unusual or wrong, and gunicorn answers those as it always has). Header names are given in
+    environ form (HTTP_X_Y, CONTENT_TYPE, CONTENT_LENGTH)."""
+    end = data.find(b"\r\n\r\n")
+    if end < 0:
+        return None
+    lines = data[:end].split(b"\r\n")
+    line = lines[0]
+    if (max_line and len(line) > max_line) or (max_fields and len(lines) - 1 > max_fields):
+        return None
+    parts = line.split(b" ")
+    if len(parts) != 3 or parts[0] != b"POST" or parts[2] != b"HTTP/1.1":
+        return None
+    target = parts[1]
+    path, _, query = target.partition(b"?")
+    # Only the routes' exact paths: no escapes, fragments or absolute forms for gunicorn to rewrite.
+    if path not in INLINE_PATHS or not all(0x21 <= c <= 0x7E for c in query) or b"#" in query:
+        return None
+    headers: dict[str, str] = {}
+    length = -1
+    for raw in lines[1:]:
+        if max_field and len(raw) > max_field:
+            return None
+        name, sep, value = raw.partition(b":")
+        # No folded lines, no odd names (gunicorn refuses or drops "_" and non-token names), no control bytes.
+        if not sep or not name or not name.replace(b"-", b"").isalnum() or not name.isascii():
+            return None
+        value = value.strip(b" \t")
+        if any(c < 0x20 and c != 0x09 or c == 0x7F for c in value):
+            return None
+        key = name.upper().decode("ascii").replace("-", "_")
+        if key == "CONTENT_LENGTH":
+            if length >= 0 or not value.isdigit():
+                return None
+            length = int(value)
+        elif key in ("TRANSFER_ENCODING", "EXPECT", "UPGRADE", "TE", "TRAILER"):
+            return None
+        elif key == "CONNECTION" and value.lower() != b"keep-alive":
+            return None  # "close" and the rest: gunicorn's path
+        if key not in ("CONTENT_LENGTH", "CONTENT_TYPE"):
+            key = "HTTP_" + key
+        text = value.decode("latin-1")
+        headers[key] = headers[key] + "," + text if key in headers else text
+    if length < 0:
+        return None
+    size = end + 4 + length
+    if len(data) < size:
+        return None  # the body has not all arrived: gunicorn's path reads the rest
+    return InlineRequest(target, path, query, headers, data[end + 4:size], size)
+
+
+_date_cache: list = [0, ""]
+
+
+def http_date() -> str:
+    """gunicorn's Date header, formatted once a second."""
+    now = int(time.time())
+    if _date_cache[0] != now:
+        _date_cache[1] = formatdate(now, localtime=False, usegmt=True)
+        _date_cache[0] = now
+    return _date_cache[1]
+
+
+def _is_default(cfg, name: str) -> bool:
+    setting = cfg.settings[name]
+    return setting.value is type(setting).default
+
+
 class BalancedThreadWorker(ThreadWorker):
     """gthread with even keep-alive connections (see the module's docstring)."""
 
@@ -148,7 +248,18 @@ class BalancedThreadWorker(ThreadWorker):
         super().notify()
         self._publish(BEAT, time.monotonic_ns())
 
+    def _inline_allowed(self) -> bool:
+        """May pushes be answered in the poller's thread? Not when anything gunicorn does per request would be
+        skipped by it: an access log, request hooks, TLS, a SCRIPT_NAME."""
+        cfg = self.cfg
+        if os.environ.get("WEB_INLINE_PUSHES", "1").strip() == "0" or cfg.is_ssl or os.environ.get("SCRIPT_NAME"):
+            return False
+        if cfg.accesslog or cfg.logconfig or cfg.logconfig_dict or cfg.logconfig_json or cfg.syslog:
+            return False
+        return _is_default(cfg, "pre_request") and _is_default(cfg, "post_request")
+
     def run(self) -> None:
+        self.inline = self._inline_allowed()
         if self.alive:  # the pid last: the others never see a live row with stale fields
             self._publish(CONNS, self._conns)
             self._publish(BEAT, time.monotonic_ns())
@@ -158,6 +269,153 @@ class BalancedThreadWorker(ThreadWorker):
         self.poller.close()
         self.poller = poller
         super().run()
+
+    def on_client_socket_readable(self, conn, client) -> None:
+        # A connection gunicorn's parser has read from may hold bytes in that parser: it stays on gunicorn's path.
+        if self.inline and conn.parser is None and self._answer_inline(conn):
+            return
+        super().on_client_socket_readable(conn, client)
+
+    def _answer_inline(self, conn) -> bool:
+        """Answer one whole push from the poller's thread; False leaves the connection to gunicorn's path."""
+        try:
+            data = conn.sock.recv(PEEK, socket.MSG_PEEK)
+        except BlockingIOError:
+            return True  # nothing to read after all: still registered, polled again
+        except OSError:
+            return False
+        cfg = self.cfg
+        req = parse_inline(data, max_line=cfg.limit_request_line, max_fields=cfg.limit_request_fields,
+                           max_field=cfg.limit_request_field_size)
+        if req is None:
+            return False
+        got = conn.sock.recv(req.size)  # the bytes looked at, taken off the socket (a pipelined next stays)
+        if len(got) != req.size:  # cannot happen with TCP (they were there); if it did, this one is lost
+            self._drop(conn)
+            return True
+        environ = self._environ(conn, req)
+        captured: list = []
+
+        def start_response(status, headers, exc_info=None):
+            captured[:] = [status, headers]
+            return None
+
+        try:
+            result = self.wsgi(environ, start_response)
+        except Exception:  # as gunicorn's path: logged, a bare 500, the connection closed
+            self.log.exception("Error handling request")
+            with contextlib.suppress(OSError):
+                self._send(conn.sock, ["500 Internal Server Error", [("Content-Type", "text/plain"),
+                                                                     ("Content-Length", "21")]],
+                           b"Internal Server Error", True)
+            self._drop(conn)
+            return True
+        self.nr += 1
+        if self.nr >= self.max_requests and self.alive:
+            self.log.info("Autorestarting worker after current request.")
+            self.alive = False
+        with self._lock:
+            try:
+                self._keep.remove(conn)
+            except ValueError:
+                pass
+            close = not self.alive or not cfg.keepalive or len(self._keep) >= self.max_keepalived
+        if isinstance(result, Deferred):  # a handler or a wait: finished on a pool thread, as gunicorn would
+            with self._lock:
+                self.poller.unregister(conn.sock)
+            conn.initialized = True
+            fs = self.tpool.submit(self._finish_deferred, conn, result, captured, close)
+            self._wrap_future(fs, conn)
+            return True
+        try:
+            body = b"".join(result)
+        finally:
+            if hasattr(result, "close"):
+                result.close()
+        try:
+            self._send(conn.sock, captured, body, close)
+        except OSError:
+            self._drop(conn)
+            return True
+        if close:
+            self._drop(conn)
+            return True
+        conn.initialized = True  # so that gunicorn's path takes it off the keep-alive queue when it reads it
+        conn.set_timeout()
+        with self._lock:
+            self._keep.append(conn)
+        return True
+
+    def _finish_deferred(self, conn, deferred: Deferred, captured: list, close: bool) -> tuple[bool, object]:
+        conn.sock.setblocking(True)
+        try:
+            body = b"".join(deferred.finish())
+            self._send(conn.sock, captured, body, close)
+        except OSError:
+            return False, conn
+        except Exception:
+            self.log.exception("Error handling request")
+            return False, conn
+        return not close, conn
+
+    def _environ(self, conn, req: InlineRequest) -> dict:
+        client, server = conn.client, conn.server
+        environ = {
+            "REQUEST_METHOD": "POST", "SCRIPT_NAME": "", "PATH_INFO": req.path.decode("ascii"),
+            "QUERY_STRING": req.query.decode("ascii"), "RAW_URI": req.target.decode("ascii"),
+            "SERVER_PROTOCOL": "HTTP/1.1", "SERVER_SOFTWARE": SERVER,
+            "REMOTE_ADDR": client[0] if isinstance(client, tuple) else "",
+            "REMOTE_PORT": str(client[1]) if isinstance(client, tuple) else "",
+            "SERVER_NAME": str(server[0]) if isinstance(server, tuple) else str(server),
+            "SERVER_PORT": str(server[1]) if isinstance(server, tuple) else "",
+            "wsgi.version": (1, 0), "wsgi.url_scheme": "http", "wsgi.input": io.BytesIO(req.body),
+            "wsgi.errors": sys.stderr, "wsgi.multithread": True, "wsgi.multiprocess": self.cfg.workers > 1,
+            "wsgi.run_once": False, "gunicorn.socket": conn.sock, DEFER_KEY: True,
+        }
+        environ.update(req.headers)
+        # wsgi.url_scheme as gunicorn works it out: a trusted proxy's word on TLS (secure_scheme_headers).
+        cfg = self.cfg
+        if "*" in cfg.forwarded_allow_ips or environ["REMOTE_ADDR"] in cfg.forwarded_allow_ips:
+            for name, value in cfg.secure_scheme_headers.items():
+                if environ.get("HTTP_" + name.upper().replace("-", "_")) == value:
+                    environ["wsgi.url_scheme"] = "https"
+        return environ
+
+    @staticmethod
+    def _send(sock, captured: list, body: bytes, close: bool) -> None:
+        status, headers = captured
+        head = [f"HTTP/1.1 {status}\r\nServer: {SERVER}\r\nDate: {http_date()}\r\n"
+                f"Connection: {'close' if close else 'keep-alive'}\r\n"]
+        head.extend(f"{name}: {value}\r\n" for name, value in headers)
+        head.append("\r\n")
+        data = "".join(head).encode("latin-1") + body
+        if sock.getblocking():
+            sock.sendall(data)
+            return
+        try:
+            sent = sock.send(data)
+        except BlockingIOError:
+            sent = 0
+        if sent < len(data):  # the peer reads slowly: wait for it, as gunicorn's thread would
+            sock.setblocking(True)
+            try:
+                sock.sendall(data[sent:])
+            finally:
+                sock.setblocking(False)
+
+    def _drop(self, conn) -> None:
+        """Close a connection answered (or failed) inline and forget it."""
+        with self._lock:
+            try:
+                self.poller.unregister(conn.sock)
+            except (KeyError, ValueError, OSError):
+                pass
+            try:
+                self._keep.remove(conn)
+            except ValueError:
+                pass
+        self.nr_conns -= 1
+        conn.close()
 
     def accept(self, server, listener) -> None:
         slot = getattr(self, "wxapp_slot", None)

@@ -62,9 +62,10 @@ def _workers_up(port: int, workers: int, proc: subprocess.Popen, stderr_path, ti
 
 
 @contextlib.contextmanager
-def _gunicorn(tmp_path, workers: int, worker_class: str | None = None, app: str = APP):
+def _gunicorn(tmp_path, workers: int, worker_class: str | None = None, app: str = APP, env_extra: dict | None = None):
     """The project's gunicorn serving `app` (WSGI source) with `workers` processes, every worker up. Yields (master process,
-    port, sockets): sockets put in that list are closed before the server stops."""
+    port, sockets): sockets put in that list are closed before the server stops. `env_extra` is added to the
+    server's environment."""
     (tmp_path / "pid_app.py").write_text(app)
     port = free_port()
     # INSTANCE_PATH of its own: without REDIS_URL gunicorn.conf.py starts the private Redis there, and with the
@@ -74,6 +75,7 @@ def _gunicorn(tmp_path, workers: int, worker_class: str | None = None, app: str 
     env.pop("WEB_WORKER_CLASS", None)
     if worker_class:
         env["WEB_WORKER_CLASS"] = worker_class
+    env.update(env_extra or {})
     stderr_path = tmp_path / "gunicorn.stderr"
     with open(stderr_path, "wb") as err:
         proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", str(ROOT / "gunicorn.conf.py"),

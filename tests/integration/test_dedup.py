@@ -130,7 +130,11 @@ def _healthy(base: str) -> bool:
 
 
 @pytest.mark.slow
-def test_dedup_across_three_gunicorn_workers(app, settings, redis_client, tmp_path):
+@pytest.mark.parametrize("worker", ["gthread", "wxapp_backend.http_worker.BalancedThreadWorker"])
+def test_dedup_across_three_gunicorn_workers(app, settings, redis_client, tmp_path, worker):
+    """Stock gthread with a connection per try; and the project's worker over keep-alive connections, where pushes
+    are answered in the poller's thread (http_worker's inline path: a stored or fixed answer there, a handler's
+    answer finished on a pool thread)."""
     state = app.extensions["wxapp"]
     port = _free_port()
     env = {**os.environ, "APP_ENV": "testing", "INSTANCE_PATH": str(settings.instance_path),
@@ -138,7 +142,7 @@ def test_dedup_across_three_gunicorn_workers(app, settings, redis_client, tmp_pa
            "REDIS_URL": state.redis_url, "WECHAT_TOKEN": TOKEN, "WECHAT_AES_KEY": KEY, "WECHAT_APPID": APPID,
            "WECHAT_API_BASE": settings.wechat_api_base, "LOG_LEVEL": "WARNING", "DEDUP_DELAY": "0.3",
            "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
-    cmd = [sys.executable, "-m", "gunicorn", "-w", "3", "-k", "gthread", "--threads", "4", "-b",
+    cmd = [sys.executable, "-m", "gunicorn", "-w", "3", "-k", worker, "--threads", "4", "-b",
            f"127.0.0.1:{port}", "--pythonpath", f"{ROOT},{ROOT / 'tests' / 'integration'}",
            "test_dedup:gunicorn_app()"]
     log_path = tmp_path / "gunicorn.log"
@@ -155,11 +159,14 @@ def test_dedup_across_three_gunicorn_workers(app, settings, redis_client, tmp_pa
                                                              wechat_appid=APPID), "oa")
         plain = make_push(acct, "oDedupUser", text="多进程", msg_id="8001")
 
-        def send(_):
+        sessions = [requests.Session() for _ in range(3)]
+
+        def send(i):
             args, body = seal_push(acct, plain)
-            # A fresh connection per try, so gunicorn spreads them over its workers.
-            return requests.post(f"{base}/wechat?{urlencode(args)}", data=body, timeout=10,
-                                 headers={"Connection": "close"})
+            if worker == "gthread":  # a fresh connection per try, so gunicorn spreads them over its workers
+                return requests.post(f"{base}/wechat?{urlencode(args)}", data=body, timeout=10,
+                                     headers={"Connection": "close"})
+            return sessions[i].post(f"{base}/wechat?{urlencode(args)}", data=body, timeout=10)
 
         with ThreadPoolExecutor(3) as pool:
             concurrent = list(pool.map(send, range(3)))

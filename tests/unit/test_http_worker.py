@@ -149,3 +149,62 @@ def test_a_pause_shortens_any_longer_wait(monkeypatch, timeout):
     finally:
         poller.close()
         listener.close()
+
+
+# ------------------------------------------------------------------------------------ pushes answered inline
+
+PUSH = (b"POST /wechat?signature=s&timestamp=1&nonce=n HTTP/1.1\r\nHost: h\r\nContent-Type: text/xml\r\n"
+        b"X-Forwarded-For: 1.2.3.4\r\nx-forwarded-for: 5.6.7.8\r\nContent-Length: 12\r\n\r\n<xml>a</xml>")
+
+
+def test_a_whole_plain_push_is_read_off_the_front_of_the_bytes():
+    req = http_worker.parse_inline(PUSH + b"POST /wechat HTTP/1.1\r\n")  # a pipelined next request stays
+    assert req is not None and req.size == len(PUSH)
+    assert req.path == b"/wechat" and req.query == b"signature=s&timestamp=1&nonce=n" and req.body == b"<xml>a</xml>"
+    assert req.headers == {"HTTP_HOST": "h", "CONTENT_TYPE": "text/xml", "CONTENT_LENGTH": "12",
+                           "HTTP_X_FORWARDED_FOR": "1.2.3.4,5.6.7.8"}  # repeated headers joined, as gunicorn does
+    assert http_worker.parse_inline(PUSH.replace(b"/wechat", b"/wxa/message", 1)).path == b"/wxa/message"
+
+
+@pytest.mark.parametrize("data", [
+    PUSH[:40],  # the head has not all arrived
+    PUSH[:-1],  # nor the body
+    PUSH.replace(b"POST", b"GET", 1),
+    PUSH.replace(b"HTTP/1.1", b"HTTP/1.0", 1),
+    PUSH.replace(b"/wechat", b"/wechat/", 1),
+    PUSH.replace(b"/wechat", b"/wech%61t", 1),
+    PUSH.replace(b"/wechat", b"http://h/wechat", 1),
+    PUSH.replace(b"nonce=n", b"nonce=n#f", 1),
+    PUSH.replace(b"nonce=n", b"nonce=\x01", 1),
+    PUSH.replace(b"Content-Length: 12\r\n", b""),
+    PUSH.replace(b"Content-Length: 12\r\n", b"Content-Length: 12\r\nContent-Length: 12\r\n"),
+    PUSH.replace(b"Content-Length: 12", b"Content-Length: +12"),
+    PUSH.replace(b"Host: h", b"Transfer-Encoding: chunked"),
+    PUSH.replace(b"Host: h", b"Expect: 100-continue"),
+    PUSH.replace(b"Host: h", b"Connection: close"),
+    PUSH.replace(b"Host: h", b"Connection: Upgrade"),
+    PUSH.replace(b"Host: h", b"Host: h\r\n folded"),
+    PUSH.replace(b"Host: h", b"X_Under: 1"),  # gunicorn drops or refuses names with "_"
+    PUSH.replace(b"Host: h", b"Bad Name: 1"),
+    PUSH.replace(b"Host: h", b"Host: h\x00"),
+    PUSH.replace(b"Host: h", b"Host" + b"h" * 9000),
+], ids=["head-partial", "body-partial", "get", "http10", "other-path", "escaped", "absolute", "fragment",
+        "control-in-query", "no-length", "two-lengths", "signed-length", "chunked", "expect", "close", "upgrade",
+        "folded", "underscore", "space-in-name", "nul-in-value", "long-field"])
+def test_anything_unusual_is_left_to_gunicorn(data):
+    assert http_worker.parse_inline(data) is None
+
+
+def test_gunicorns_limits_are_kept():
+    assert http_worker.parse_inline(PUSH, max_line=20) is None
+    assert http_worker.parse_inline(PUSH, max_fields=4) is None
+    assert http_worker.parse_inline(PUSH, max_fields=5) is not None
+    assert http_worker.parse_inline(PUSH, max_field=10) is None
+
+
+def test_the_date_header_is_worked_out_once_a_second(monkeypatch):
+    monkeypatch.setattr(http_worker.time, "time", lambda: 1_700_000_000.2)
+    first = http_worker.http_date()
+    monkeypatch.setattr(http_worker, "formatdate", lambda *a, **k: pytest.fail("formatted again"))
+    monkeypatch.setattr(http_worker.time, "time", lambda: 1_700_000_000.9)
+    assert http_worker.http_date() == first == "Tue, 14 Nov 2023 22:13:20 GMT"

@@ -164,6 +164,18 @@ class Outcome:
 _SUCCESS = Outcome(SUCCESS)
 
 
+class Pending:
+    """The rest of a push after its claim (`Pipeline.begin`): call it, once, to get the answer."""
+
+    __slots__ = ("args", "run")
+
+    def __init__(self, run, *args: Any) -> None:
+        self.run, self.args = run, args
+
+    def __call__(self) -> Outcome:
+        return self.run(*self.args)
+
+
 class LateReply(Exception):
     """The handler missed the deadline; its reply goes out through the customer-service API.
 
@@ -237,6 +249,14 @@ class Pipeline:
 
         `account_config` replaces the configured account (the console simulator's throwaway token).
         """
+        answer = self.begin(account, args, body, started=started, account_config=account_config)
+        return answer if isinstance(answer, Outcome) else answer()
+
+    def begin(self, account: str, args: Mapping[str, str], body: bytes, *,
+              started: float | None = None, account_config: Account | None = None) -> Outcome | Pending:
+        """`handle` as far as the claim: the answer when the claim settled it (a stored answer, a fixed answer
+        stored by the claim, every refusal), else the rest to run (`Pending()`), which may wait for a handler or
+        for a first try's answer and so belongs on a thread that may block (http_worker's inline pushes)."""
         started = time.monotonic() if started is None else started
         acct = account_config or self._account(account)
         msg, key_index, nonce = self._open(acct, args, body)
@@ -296,7 +316,8 @@ class Pipeline:
 
     # ------------------------------------------------------------------------------------ answer
 
-    def _answer(self, acct: Account, msg: Message, key_index: int | None, nonce: str, deadline: float) -> Outcome:
+    def _answer(self, acct: Account, msg: Message, key_index: int | None, nonce: str,
+                deadline: float) -> Outcome | Pending:
         # A reply that depends on the message alone is worked out first and stored with the claim.
         early = self._answer_early(acct, msg, key_index, nonce)
         # One round trip claims the message and reads/counts what the middleware needs for this user.
@@ -305,6 +326,10 @@ class Pipeline:
         if claim.state == "answered":
             _count(acct.name, "answered")
             return early[0]
+        return Pending(self._answer_rest, acct, msg, key_index, nonce, deadline, claim, fetched)
+
+    def _answer_rest(self, acct: Account, msg: Message, key_index: int | None, nonce: str, deadline: float,
+                     claim: Claim, fetched: list | None) -> Outcome:
         if claim.state != "new":
             retried = self._retry(acct, claim, deadline)
             if isinstance(retried, Outcome):

@@ -9,15 +9,17 @@ from __future__ import annotations
 import json
 import logging
 import time
+from functools import partial
 from urllib.parse import parse_qsl
 
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
 from werkzeug.http import HTTP_STATUS_CODES
 
+from ..http import DEFER_KEY, Deferred
 from ..logs import request_id_var
 from ..metrics import LATENCY, REQUESTS
 from .crypto import PayloadTooLarge, WeChatEnvelopeError, random_bytes
-from .pipeline import Pipeline
+from .pipeline import Outcome, Pending, Pipeline
 
 log = logging.getLogger(__name__)
 
@@ -114,9 +116,28 @@ class FastPushPath:
         rid = random_bytes(8).hex()
         token = request_id_var.set(rid)
         try:
-            status, content_type, body = self._answer(account, environ, started)
+            answer = self._answer(account, environ, started, defer=environ.get(DEFER_KEY, False))
         finally:
             request_id_var.reset(token)
+        if isinstance(answer, Pending):
+            pending = answer
+
+            # The server runs this request where it must not block (http_worker's inline pushes): the rest (a
+            # handler, or the wait for a first try's answer) runs where the server calls `finish`.
+            def finish() -> list[bytes]:
+                token = request_id_var.set(rid)
+                try:
+                    rest = self._guarded(account, environ, pending)
+                finally:
+                    request_id_var.reset(token)
+                return self._respond(endpoint, started, rid, rest, start_response)  # type: ignore[arg-type]
+
+            return Deferred(finish)
+        return self._respond(endpoint, started, rid, answer, start_response)
+
+    def _respond(self, endpoint: str, started: float, rid: str, answer: tuple[int, str, bytes],
+                 start_response) -> list[bytes]:
+        status, content_type, body = answer
         count, latency = self._metrics(endpoint, status)
         count.inc()
         latency.observe(time.monotonic() - started)
@@ -125,19 +146,32 @@ class FastPushPath:
             ("X-Content-Type-Options", "nosniff")])
         return [body]
 
-    def _answer(self, account: str, environ, started: float) -> tuple[int, str, bytes]:
+    def _answer(self, account: str, environ, started: float, *,
+                defer: bool = False) -> tuple[int, str, bytes] | Pending:
+        """The push's answer (status, content type, body); with `defer`, a `Pending` instead when the rest needs a
+        handler or a wait (then `_guarded(account, environ, pending)` gives the answer, where blocking is fine)."""
+        return self._guarded(account, environ, partial(self._begin, account, environ, started, defer))
+
+    def _begin(self, account: str, environ, started: float, defer: bool) -> Outcome | Pending:
         pipeline: Pipeline = self.app.extensions["wxapp_pipeline"]
         limit = self.settings.webhook_max_body
+        args = query_args(environ.get("QUERY_STRING", ""))
+        declared = environ.get("CONTENT_LENGTH") or ""
+        if declared.strip() and (not declared.strip().isdigit() or int(declared) > limit):
+            raise PayloadTooLarge()
+        body = environ["wsgi.input"].read(limit + 1) if declared.strip() != "0" else b""
+        if len(body) > limit:
+            raise PayloadTooLarge()
+        # No app context here: the pipeline opens one once a push needs more than its stored answer.
+        answer = pipeline.begin(account, args, body, started=started)
+        return answer if defer or isinstance(answer, Outcome) else answer()
+
+    def _guarded(self, account: str, environ, step) -> tuple[int, str, bytes] | Pending:
+        """Run `step` (giving an Outcome, or a Pending to pass on); refusals and failures become their JSON."""
         try:
-            args = query_args(environ.get("QUERY_STRING", ""))
-            declared = environ.get("CONTENT_LENGTH") or ""
-            if declared.strip() and (not declared.strip().isdigit() or int(declared) > limit):
-                raise PayloadTooLarge()
-            body = environ["wsgi.input"].read(limit + 1) if declared.strip() != "0" else b""
-            if len(body) > limit:
-                raise PayloadTooLarge()
-            # No app context here: the pipeline opens one once a push needs more than its stored answer.
-            outcome = pipeline.handle(account, args, body, started=started)
+            outcome = step()
+            if isinstance(outcome, Pending):
+                return outcome
             return outcome.status, outcome.content_type, outcome.body.encode("utf-8")
         except WeChatEnvelopeError as exc:
             log.warning("wechat push refused", extra={"account": account, "code": exc.code, "status": exc.status,
