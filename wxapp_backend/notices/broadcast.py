@@ -391,14 +391,33 @@ def _has_credit(template_id: str):
         or_(SubscribeCredit.long_term.is_(True), SubscribeCredit.credits > 0))
 
 
+def _template_at_publish(session: Session, notice: Notice) -> tuple[str, bool]:
+    """(template id, whether it has values to send) a draft would be published with now: the template configured
+    now, as publish() decides, not the one configured when the draft was written."""
+    from .kinds import get_kind
+
+    kind = get_kind(NOTICE_KIND)
+    template_id = kind.template_id if kind else ""
+    if not template_id or notice.template_fields:
+        return template_id, bool(notice.template_fields)
+    try:
+        return template_id, bool(_template_data(notice.title, notice.summary or "", {},
+                                                _activity_start(session, notice.activity_id)))
+    except ValidationError:
+        return template_id, False
+
+
 def reach(session: Session, notice: Notice) -> dict[str, int]:
     """How many users the notice reaches; how many can get a subscribe message; how many only the inbox."""
     ids = audience_select(session, notice.audience or {}).subquery()
     total = session.scalar(select(func.count()).select_from(ids)) or 0
     subscribe = 0
-    if notice.template_id and notice.template_fields:
+    template_id, sends = notice.template_id, bool(notice.template_fields)
+    if notice.status == NoticeStatus.DRAFT.value:
+        template_id, sends = _template_at_publish(session, notice)
+    if template_id and sends:
         subscribe = session.scalar(select(func.count()).select_from(ids).where(
-            ids.c.id.in_(_has_credit(notice.template_id)))) or 0
+            ids.c.id.in_(_has_credit(template_id)))) or 0
     return {"recipients": total, "subscribe": subscribe, "inbox_only": total - subscribe}
 
 
@@ -523,8 +542,10 @@ def publish(session: Session, actor: Actor, notice_id: int) -> Notice:
         made = _template_data(notice.title, notice.summary or "", {}, _activity_start(session, notice.activity_id))
     except ValidationError:
         made = {}  # the template's values cannot be made from this text: the staff member's own ones go as they are
-    if made and _made_from_text(notice):  # its time value says when it was sent, not when the draft was started
-        notice.template_fields = made
+    # No values at all: the draft was written while notices had no template ("" in NOTIFY_TEMPLATES), so nothing
+    # could be made then; made now, with the template configured since, or its subscribers got the inbox only.
+    if made and (not notice.template_fields or _made_from_text(notice)):
+        notice.template_fields = made  # its time value says when it was sent, not when the draft was started
         # Made for the template configured now (NOTIFY_TEMPLATES is re-read when it changes): a draft written before
         # a template was configured or replaced went out under the old id, which nobody holds credit for.
         notice.template_id = get_kind(NOTICE_KIND).template_id
