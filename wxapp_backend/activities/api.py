@@ -54,7 +54,7 @@ def _mine(s, reg: Registration, *, with_activity: bool = False) -> dict:
     """A registration as its user reads it: status, next actions and, while waitlisted, their place in the queue
     (after the start: that the waitlist did not move up, in the status label too)."""
     out = {**reg.to_dict(with_activity=with_activity), **services.user_actions(reg),
-           "waitlist_position": services.waitlist_position(s, reg)}
+           "waitlist_position": services.waitlist_position(s, reg), "audience_note": services.audience_note(reg)}
     if out["waitlist_note"]:
         out["status_label"] = "候补未递补"
     return out
@@ -74,7 +74,8 @@ def list_activities():
 
 @bp.get("/activities/<int:activity_id>")
 @doc("活动详情（含剩余名额、报名问题）；带登录令牌时 my_registration 是本人最近一次报名（状态、可否取消、"
-     "可否出示签到码、候补第几位 waitlist_position），没有报名为 null；ineligible_reason 同活动列表", auth="optional", tags=["活动"])
+     "可否出示签到码、候补第几位 waitlist_position；报名后活动报名范围收窄、本人已不在范围内时 audience_note 说明报名"
+     "仍然有效，否则为 null），没有报名为 null；ineligible_reason 同活动列表", auth="optional", tags=["活动"])
 def get_activity(activity_id: int):
     user_id = optional_user_id()
     with session_scope() as s:
@@ -137,7 +138,8 @@ def qr(registration_id: int):
 @bp.get("/me/registrations")
 @user_required
 @doc("我的报名（含可否取消及截止时间 can_cancel / cancel_until、可否出示签到码 can_show_code、"
-     "候补第几位 waitlist_position，不在候补或活动已开始为 null；活动开始时仍在候补的，waitlist_note 说明候补未能递补）；"
+     "候补第几位 waitlist_position，不在候补或活动已开始为 null；活动开始时仍在候补的，waitlist_note 说明候补未能递补；"
+     "报名后报名范围收窄、本人已不在范围内的，audience_note 说明报名仍然有效）；"
      "按报名先后倒序分页，{items, total, page, per_page, pages}", params=PAGE_FIELDS, tags=["活动"])
 def my_registrations():
     q = query(PAGE_FIELDS)

@@ -7,7 +7,9 @@ first, so counting seats inside the transaction is exact.
 
 Waitlist order (documented rule): by the hour of registration, then users with two or more no-shows in
 the last 90 days behind the others of that hour, then first come first served. Newcomers never jump the
-queue: while anyone is waitlisted, a newcomer is waitlisted too.
+queue: while anyone is waitlisted, a newcomer is waitlisted too. An audience narrowed after people registered
+cancels nobody (staff decide), but those on the waitlist now outside it are moved up only after everyone inside
+it (in the same order among themselves): a freed seat goes to the people the activity is now meant for.
 """
 
 from __future__ import annotations
@@ -633,6 +635,46 @@ def audience_miss(activity: Activity, user: User) -> str | None:
 AUDIENCE_FIELDS = ("audience_building_ids", "audience_industries", "audience_tags", "verified_only")
 
 
+def has_audience(activity: Activity) -> bool:
+    """Whether the activity is meant for some users only (楼宇, 行业, 标签, verified-only)."""
+    return any(getattr(activity, k) for k in AUDIENCE_FIELDS)
+
+
+# What a registrant left outside an audience narrowed after they registered reads: by the rule above their
+# registration stands; “不在范围内” beside 报名成功 read as if it no longer counted.
+STILL_REGISTERED = "您已报名这个活动了。活动的报名范围调整过，您的报名仍然有效。"
+AUDIENCE_NOTE = "活动的报名范围调整过，您已不在新的范围内，但您的报名仍然有效。"
+AUDIENCE_NOTE_WAITLISTED = ("活动的报名范围调整过，您已不在新的范围内，您的候补仍然保留；有名额时会先递补范围内的"
+                            "候补者，再轮到您。")
+
+
+def audience_note(reg: Registration) -> str | None:
+    """For a registration still to come whose holder the activity's audience, narrowed since, no longer takes in:
+    that it stands (and, on the waitlist, that those inside go first); None otherwise."""
+    if reg.status not in STILL_TO_COME or not has_audience(reg.activity) or reg.user is None:
+        return None
+    if audience_miss(reg.activity, reg.user) is None:
+        return None
+    return AUDIENCE_NOTE_WAITLISTED if reg.status == RegStatus.WAITLISTED.value else AUDIENCE_NOTE
+
+
+def waitlist_order(session: Session, activity: Activity, limit: int | None = None) -> list[Registration]:
+    """The activity's waitlist in the order promote() takes it: the documented order, those outside an audience
+    narrowed since they registered after everyone inside it."""
+    stmt = select(Registration).where(
+        Registration.activity_id == activity.id, Registration.status == RegStatus.WAITLISTED.value).order_by(
+        Registration.queue_hour, Registration.penalty, Registration.id)
+    if not has_audience(activity):  # nobody can be outside it: the order is the database's
+        return list(session.scalars(stmt.limit(limit) if limit is not None else stmt).all())
+    regs = list(session.scalars(stmt).all())
+    users = {u.id: u for u in session.scalars(select(User).where(User.id.in_({r.user_id for r in regs})))} \
+        if regs else {}
+    inside = [r for r in regs if users.get(r.user_id) is not None and audience_miss(activity, users[r.user_id]) is None]
+    chosen = {r.id for r in inside}
+    ordered = inside + [r for r in regs if r.id not in chosen]
+    return ordered[:limit] if limit is not None else ordered
+
+
 def out_of_audience(session: Session, activity: Activity) -> int:
     """How many registrants still to come fall outside the activity's audience as it is now: narrowed after they
     registered, they are not cancelled (staff decide), but staff must know they are there."""
@@ -777,15 +819,18 @@ def refusal(activity: Activity, user: User, taken: int, queued: int, now: dateti
             standing: str | None = None) -> str | None:
     """Why register() would refuse `user` a new registration for `activity` now, in its words and order (the list
     and the detail grey out 报名 with it), or None; `taken`/`queued` are the activity's seats taken and waitlist,
-    `standing` the user's own (own_standing())."""
+    `standing` the user's own (own_standing()). One who is registered reads that first: their registration stands,
+    an audience narrowed since they registered notwithstanding."""
     closed = _closed(activity, now or utcnow())
     if closed is not None:
         return closed[1]
+    if standing == "active":
+        # Before the audience: one narrowed since they registered left their registration standing, and
+        # “不在范围内” read as if it no longer counted.
+        return STILL_REGISTERED if audience_miss(activity, user) is not None else ALREADY_REGISTERED
     problem = ineligibility(activity, user)
     if problem:
         return problem
-    if standing == "active":
-        return ALREADY_REGISTERED
     if standing == "rejected":
         return REJECTED
     if not (taken < activity.capacity and queued == 0) and not activity.waitlist_enabled:
@@ -926,9 +971,7 @@ def promote(session: Session, activity: Activity, actor: Actor, *, cause: str = 
     free = activity.capacity - seats_taken(session, activity.id)
     if free <= 0:
         return []
-    heads = session.scalars(select(Registration).where(
-        Registration.activity_id == activity.id, Registration.status == RegStatus.WAITLISTED.value)
-        .order_by(Registration.queue_hour, Registration.penalty, Registration.id).limit(free)).all()
+    heads = waitlist_order(session, activity, limit=free)
     to = RegStatus.PENDING_APPROVAL if activity.requires_approval else RegStatus.CONFIRMED
     now = utcnow()
     by = f"{actor.type}:{actor.id}"
@@ -1004,6 +1047,8 @@ def waitlist_position(session: Session, reg: Registration, now: datetime | None 
     None when it is not waitlisted, or once the activity has started (the waitlist no longer moves)."""
     if reg.status != RegStatus.WAITLISTED.value or (now or utcnow()) >= reg.activity.starts_at:
         return None
+    if has_audience(reg.activity):  # those outside an audience narrowed since go after everyone inside it
+        return next((n for n, r in enumerate(waitlist_order(session, reg.activity), 1) if r.id == reg.id), None)
     ahead = session.scalar(select(func.count(Registration.id)).where(
         Registration.activity_id == reg.activity_id, Registration.status == RegStatus.WAITLISTED.value,
         tuple_(Registration.queue_hour, Registration.penalty, Registration.id)
@@ -1021,9 +1066,9 @@ def registration_roster(session: Session, activity_id: int
                            .where(Registration.activity_id == activity_id)
                            .order_by(Registration.id)).unique().all()
     # The waitlist's order is promote()'s (hour of registration, repeated no-shows last within it), not the number.
-    queue = {rid: n for n, rid in enumerate(session.scalars(select(Registration.id).where(
-        Registration.activity_id == activity_id, Registration.status == RegStatus.WAITLISTED.value)
-        .order_by(Registration.queue_hour, Registration.penalty, Registration.id)), 1)}
+    # Those outside an audience narrowed since they registered come after everyone inside it (promote()).
+    activity = session.get(Activity, activity_id)
+    queue = {r.id: n for n, r in enumerate(waitlist_order(session, activity), 1)} if activity is not None else {}
     return [(reg, user, ent, queue.get(reg.id)) for reg, user, ent in rows]
 
 
