@@ -118,6 +118,10 @@ def test_a_registrant_left_outside_a_narrowed_audience_reads_that_their_registra
     assert detail["my_registration"]["status"] == "confirmed"
     assert "不在范围内" not in (detail["ineligible_reason"] or ""), detail["ineligible_reason"]
     assert "仍然有效" in detail["my_registration"]["audience_note"], detail["my_registration"]
+    # Tapping 报名 again says the same, not a 403 “不在范围内”.
+    again = client.post(f"/api/v1/activities/{a.id}/registrations", json={"answers": {}}, headers=h)
+    assert again.status_code == 409 and again.get_json()["error"] == "already_registered", again.get_json()
+    assert "仍然有效" in again.get_json()["message"]
     mine = client.get("/api/v1/me/registrations", headers=h).get_json()["items"][0]
     assert "仍然有效" in mine["audience_note"], mine
     # Someone inside the audience reads no such note.

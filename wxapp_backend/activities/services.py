@@ -907,6 +907,11 @@ def register(session: Session, *, activity_id: int, user_id: int, answers: dict[
     unlocked = session.get(Activity, activity_id)
     if unlocked is None:
         raise NotFound("没有找到这个活动。")
+    if audience_miss(unlocked, user) is not None and (held := session.scalar(select(Registration.id).where(
+            Registration.active_key == f"{activity_id}:{user_id}"))) is not None:
+        # Registered before the audience was narrowed: their registration stands (refusal() says so too); a
+        # 403 “不在范围内” on a second tap read as if it no longer counted.
+        raise Conflict(STILL_REGISTERED, code="already_registered", fields={"registration_id": str(held)})
     _precheck(unlocked, user, now, answers)
     penalty = no_show_penalty(session, user_id, now)
 
