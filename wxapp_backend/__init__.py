@@ -249,6 +249,7 @@ def healthz():
     state: AppState = current_app.extensions["wxapp"]
     result: dict[str, Any] = {"status": "ok", "db": "ok", "redis": "ok"}
     no_tables = False
+    busy = False
     behind = None
     try:
         from .cli import schema_behind
@@ -263,6 +264,7 @@ def healthz():
         log.warning("health: database failed: %s", type(exc).__name__)
         result["db"] = "error"
         no_tables = "alembic_version" in str(getattr(exc, "orig", "") or "")
+        busy = state.db.timed_out(exc)
     try:
         state.health_redis.ping()
     except Exception as exc:
@@ -275,6 +277,8 @@ def healthz():
         result["message"] = "以下部分不可用：" + "、".join({"db": "数据库", "redis": "Redis"}[k] for k in failing)
         if no_tables:
             result["message"] += "（数据库还没有建表，请运行 flask --app wsgi init-db）"
+        elif busy:
+            result["message"] += "（数据库忙，检查没能在限时内完成：可能有长时间的写入占着数据库，请稍后再看）"
         elif behind:
             result["message"] += f"（{behind}）"
         return jsonify(result), 503

@@ -74,8 +74,8 @@ def make_engine(url: str, *, echo: bool = False) -> Engine:
         if parsed.database and parsed.database != ":memory:":
             os.makedirs(os.path.dirname(os.path.abspath(parsed.database)), exist_ok=True)
         engine = create_engine(url, echo=echo, hide_parameters=True,
-                               connect_args={"timeout": 30, "check_same_thread": False})
-        _sqlite_setup(engine)
+                               connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000, "check_same_thread": False})
+        _sqlite_setup(engine, busy_timeout_ms=SQLITE_BUSY_TIMEOUT_MS)
     else:
         # A server that takes the connection but never answers (stuck, or a half-dead proxy in front of it) held
         # /healthz, /metrics and every request waiting for ever: give up after 5 s unless the URL says otherwise.
@@ -87,22 +87,33 @@ def make_engine(url: str, *, echo: bool = False) -> Engine:
     return engine
 
 
+# How long a SQLite connection waits for another writer's lock before "database is locked".
+SQLITE_BUSY_TIMEOUT_MS = 30000
+
 # /healthz and /metrics: a PostgreSQL that takes the connection but never answers, or drops the packets, must be
 # reported before a probe's or a scraper's own timeout (often 1-5 s) runs out, not after the shared engine's 5 s.
-# psycopg's shortest connect timeout is 2 s; the query itself may take HEALTH_CHECK_TIMEOUT_MS.
+# psycopg's shortest connect timeout is 2 s; the query itself may take HEALTH_CHECK_TIMEOUT_MS. On SQLite the check
+# waits HEALTH_CHECK_TIMEOUT_MS for a writer's lock, not the 30 s every request waits.
 HEALTH_CONNECT_TIMEOUT = 2
 HEALTH_CHECK_TIMEOUT_MS = 1500
 
 
 def _make_health_engine(url: str) -> Engine:
-    """PostgreSQL's engine for the health checks only: a fresh connection each time (a pooled one may be the
-    one that went dead), a short connect timeout, and unacknowledged packets give up after the same bound."""
+    """The engine for the health checks only: a fresh connection each time (a pooled one may be the one that went
+    dead). PostgreSQL: a short connect timeout, and unacknowledged packets give up after the same bound. SQLite:
+    the same transactions as every request (BEGIN IMMEDIATE: a writer holding the file blocks them all, so the
+    check must see it too) with a short busy timeout."""
+    if make_url(url).get_backend_name() == "sqlite":
+        engine = create_engine(url, poolclass=NullPool, hide_parameters=True,
+                               connect_args={"timeout": HEALTH_CHECK_TIMEOUT_MS / 1000, "check_same_thread": False})
+        _sqlite_setup(engine, busy_timeout_ms=HEALTH_CHECK_TIMEOUT_MS)
+        return engine
     return create_engine(url, poolclass=NullPool, hide_parameters=True,
                          connect_args={"connect_timeout": HEALTH_CONNECT_TIMEOUT,
                                        "tcp_user_timeout": HEALTH_CHECK_TIMEOUT_MS})
 
 
-def _sqlite_setup(engine: Engine) -> None:
+def _sqlite_setup(engine: Engine, *, busy_timeout_ms: int) -> None:
     path = engine.url.database
     if path and path != ":memory:":
         # The file holds password hashes and phone numbers: this user's alone. Made beforehand, as sqlite3 would
@@ -124,7 +135,7 @@ def _sqlite_setup(engine: Engine) -> None:
         cur = dbapi_conn.cursor()
         cur.execute("PRAGMA foreign_keys=ON")
         cur.execute("PRAGMA journal_mode=WAL")
-        cur.execute("PRAGMA busy_timeout=30000")
+        cur.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
         cur.execute("PRAGMA synchronous=NORMAL")
         cur.close()
 
@@ -148,18 +159,31 @@ class Database:
 
     @contextmanager
     def health_connection(self) -> Iterator[Connection]:
-        """A connection for /healthz and /metrics, bounded in time (PostgreSQL: see HEALTH_CHECK_TIMEOUT_MS);
-        normal requests keep the shared engine and its timeouts."""
-        if self.dialect != "postgresql":
+        """A connection for /healthz and /metrics, bounded in time (see HEALTH_CHECK_TIMEOUT_MS); normal requests
+        keep the shared engine and its timeouts."""
+        if self.dialect not in ("postgresql", "sqlite") or self._in_memory:
+            # An in-memory SQLite is one connection's own: another engine would see another, empty database.
             with self.engine.connect() as conn:
                 yield conn
             return
         if self._health_engine is None:
             self._health_engine = _make_health_engine(self.url)
         with self._health_engine.connect() as conn:
-            # SET LOCAL: for this transaction only (safe behind a pooler such as PgBouncer).
-            conn.exec_driver_sql(f"SET LOCAL statement_timeout = {HEALTH_CHECK_TIMEOUT_MS}")
+            if self.dialect == "postgresql":
+                # SET LOCAL: for this transaction only (safe behind a pooler such as PgBouncer).
+                conn.exec_driver_sql(f"SET LOCAL statement_timeout = {HEALTH_CHECK_TIMEOUT_MS}")
             yield conn
+
+    @property
+    def _in_memory(self) -> bool:
+        return self.dialect == "sqlite" and make_url(self.url).database in (None, "", ":memory:")
+
+    @staticmethod
+    def timed_out(exc: BaseException) -> bool:
+        """Whether a health check failed because the database stayed busy past its bound (a writer holding SQLite's
+        lock, PostgreSQL's statement timeout) rather than being unreachable or broken."""
+        text = str(getattr(exc, "orig", None) or exc).lower()
+        return "database is locked" in text or "database is busy" in text or "statement timeout" in text
 
     @contextmanager
     def session_scope(self) -> Iterator[Session]:
