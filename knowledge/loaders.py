@@ -457,11 +457,41 @@ def _read_jsonl(path: Path, col: _Collector, strict: bool) -> list[tuple[int, En
     return out
 
 
+# Control characters that do not occur in a text file (Word's \v and \f, and NEL, do); a "UTF-16" reading that
+# yields them, or the non-characters U+FFFE/U+FFFF, was binary after all.
+_NOT_TEXT_RE = re.compile(r"[\x00-\x08\x0e-\x1f\x7f-\x84\x86-\x9f\ufffe\uffff]")
+
+
+def decode_utf16_without_bom(raw: bytes) -> str | None:
+    """The text of UTF-16 without a BOM (some exporters and scripts write it so), or None when `raw` is not that.
+
+    Such a file is mostly NUL bytes in every other position: every ASCII character (digits, commas, tabs, line
+    breaks, the JSON keys) is a NUL and its byte, and UTF-8, GB18030 or any other text encoding never holds a NUL.
+    The NULs' side says the byte order; a reading that is not strict UTF-16 or yields control characters is not
+    text, and is left to the caller's usual refusal."""
+    if len(raw) < 2 or len(raw) % 2 or b"\0" not in raw:
+        return None
+    units = len(raw) // 2
+    even, odd = raw[0::2].count(0), raw[1::2].count(0)
+    # Even Chinese-only text has a line break or a comma now and then (an ASCII character: a NUL); the few NULs on
+    # the other side are characters such as 一 (U+4E00) or 最 (U+6700).
+    for nuls, other, encoding in ((odd, even, "utf-16-le"), (even, odd, "utf-16-be")):
+        if nuls >= max(2, units // 50) and other * 2 <= nuls:
+            try:
+                text = raw.decode(encoding)
+            except UnicodeDecodeError:
+                return None
+            return None if _NOT_TEXT_RE.search(text) else text
+    return None
+
+
 def _read_text(path: Path, col: _Collector) -> str | None:
     """Decode a text file: UTF-8 (with or without BOM) first, then GB18030 for Excel-on-Windows CSVs; a UTF-16 BOM
-    (Excel's 另存为 “Unicode 文本”, tab-separated) is read as UTF-16."""
+    (Excel's 另存为 “Unicode 文本”, tab-separated) is read as UTF-16, and so is UTF-16 without one."""
     raw = path.read_bytes()
     utf16 = raw.startswith((b"\xff\xfe", b"\xfe\xff"))
+    if not utf16 and (text := decode_utf16_without_bom(raw)) is not None:
+        return text
     for enc in ("utf-16",) if utf16 else ("utf-8-sig", "gb18030"):
         try:
             return raw.decode(enc)

@@ -41,3 +41,65 @@ def test_healthz_answers_503_quickly_when_a_long_writer_holds_the_sqlite_databas
     # Ordinary requests keep waiting their 30 s: a writer finishing a long import is not an outage for them.
     with state.db.engine.connect() as conn:
         assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 30000
+
+
+UTF16_TABLE = "id,question,answer,similar\r\nu16,营业执照怎么办,一网通办，最快一天,执照|办照\r\n"
+UTF16_JSONL = '{"id": "j16", "question": "社保怎么交", "answer": "找人社窗口，一次办好"}\n'
+# A NUL after every byte, like UTF-16's ASCII, but C1 control characters: not UTF-16, nor UTF-8, nor GB18030.
+NOT_TEXT = b"\x81\x00\xfe\x00" * 50
+
+
+def _kb(app, *args: str):
+    return app.test_cli_runner().invoke(args=["kb", *args])
+
+
+@pytest.mark.parametrize("encoding", ["utf-16-le", "utf-16-be"])
+def test_kb_import_reads_utf16_without_a_bom(app, app_ctx, tmp_path, db, encoding):
+    """Some exporters and scripts (PowerShell's Out-File, a few OA systems) write UTF-16 without a BOM: `kb import`
+    refused it (文件编码无法识别) or read GB18030 mojibake. The NULs in every other byte say it is UTF-16, and on
+    which side the byte order; the file is now read like any other."""
+    from knowledge.loaders import load_file
+    from knowledge.schema import Entry
+    from wxapp_backend.knowledge_store.models import KBEntry
+
+    table, jsonl = tmp_path / "kb.csv", tmp_path / "kb.jsonl"
+    table.write_bytes(UTF16_TABLE.encode(encoding))
+    jsonl.write_bytes(UTF16_JSONL.encode(encoding))
+    assert not table.read_bytes().startswith((b"\xff\xfe", b"\xfe\xff"))
+    assert load_file(table, strict=True) == [Entry(id="u16", question="营业执照怎么办", answer="一网通办，最快一天",
+                                                   similar=("执照", "办照"))]
+    assert load_file(jsonl, strict=True) == [Entry(id="j16", question="社保怎么交", answer="找人社窗口，一次办好")]
+    for path in (table, jsonl):
+        result = _kb(app, "import", str(path))
+        assert result.exit_code == 0 and "新增 1 条" in result.output, result.output
+    assert {e.id: e.question for e in db.query(KBEntry)} == {"u16": "营业执照怎么办", "j16": "社保怎么交"}
+
+
+def test_kb_import_still_refuses_a_file_that_is_not_text(app, app_ctx, tmp_path, db):
+    from knowledge.loaders import KBLoadError, decode_utf16_without_bom, load_file
+
+    path = tmp_path / "kb.csv"
+    path.write_bytes(NOT_TEXT)
+    with pytest.raises(KBLoadError) as err:
+        load_file(path, strict=True)
+    assert "文件编码无法识别" in "\n".join(err.value.errors)
+    result = _kb(app, "import", str(path))
+    assert result.exit_code != 0 and "文件编码无法识别" in result.output, result.output
+    # Binary with NULs in every other byte (16-bit numbers) is no text; UTF-8 with an odd NUL is no UTF-16.
+    assert decode_utf16_without_bom(b"\x01\x00\x02\x00\x03\x00") is None
+    assert decode_utf16_without_bom(b"a,b\n\x00x,y\n") is None
+    assert decode_utf16_without_bom("问题,答案\n".encode()) is None
+
+
+@pytest.mark.parametrize("encoding", ["utf-16-le", "utf-16-be"])
+def test_enterprise_import_reads_utf16_without_a_bom_and_refuses_what_is_not_text(encoding):
+    """The enterprise/building import decodes uploaded CSV the same way: UTF-16 without a BOM was refused (or, all
+    ASCII, read as UTF-8 with a NUL after every character). Garbage keeps its clear refusal."""
+    from wxapp_backend.enterprises.importer import _FileProblem, read_table
+
+    text = "企业名称,行业\r\n最新一号公司,餐饮\r\n"
+    assert read_table("a.csv", text.encode(encoding)) == [(1, ["企业名称", "行业"]), (2, ["最新一号公司", "餐饮"])]
+    assert read_table("a.csv", "name,x\r\nA1,2\r\n".encode(encoding)) == [(1, ["name", "x"]), (2, ["A1", "2"])]
+    with pytest.raises(_FileProblem) as err:
+        read_table("a.csv", NOT_TEXT)
+    assert "文件编码无法识别" in str(err.value)

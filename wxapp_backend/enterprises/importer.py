@@ -25,6 +25,8 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from knowledge.loaders import decode_utf16_without_bom
+
 from ..audit import Actor, audit
 from ..errors import Conflict, ValidationError
 from ..validation import strip_invisible
@@ -227,6 +229,9 @@ def _decode(data: bytes) -> str:
             return data.decode("utf-16")
         except UnicodeDecodeError:
             raise _FileProblem("文件编码无法识别，请在 Excel 中另存为「CSV UTF-8」后再导入。") from None
+    # Before UTF-8: UTF-16 without a BOM is valid UTF-8 when it is all ASCII (a NUL after every character).
+    if (text := decode_utf16_without_bom(data)) is not None:
+        return text
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError:
