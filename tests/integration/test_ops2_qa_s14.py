@@ -35,7 +35,7 @@ def test_upgrading_an_sqlite_database_keeps_the_rows_that_hang_on_a_rebuilt_tabl
             conn.execute(text(
                 "INSERT INTO notice_outbox (notice_id, user_id, channel, status, attempts, errcode, detail, delivery)"
                 " VALUES (1, 1, 'subscribe', 'sent', 1, 0, '', '')"))
-        assert upgrade_database() == "0005"
+        assert upgrade_database() >= "0005"  # the head: 0005 or a later revision
         with engine.connect() as conn:
             assert conn.execute(text("SELECT count(*) FROM notice_outbox")).scalar() == 1
             assert conn.execute(text("SELECT count(*) FROM notices")).scalar() == 1

@@ -34,7 +34,8 @@ def test_audit_filter_by_username_finds_the_account_whatever_the_case(app, db):
     state = app.extensions["wxapp"]
     with state.db.session_scope() as s:
         wang = create_staff(s, username="Wang.Li", password="abcdefgh1", role="staff")
-        for name in ("zhao", "Zhao"):
+        # Two accounts differing only in case, which the database now refuses (QA pass 15), are left out.
+        for name in ("zhao",):
             s.add(StaffUser(username=name, password_hash=generate_password_hash("abcdefgh1"), role="staff",
                             department="", display_name=name))
         s.flush()
@@ -45,8 +46,7 @@ def test_audit_filter_by_username_finds_the_account_whatever_the_case(app, db):
         for spelling in ("Wang.Li", "wang.li", "WANG.LI"):
             page = search_audit(s, username=spelling)
             assert [r.data["by"] for r in page.items] == ["Wang.Li"], spelling
-        assert [r.data["by"] for r in search_audit(s, username="zhao").items] == ["zhao"]
-        assert [r.data["by"] for r in search_audit(s, username="Zhao").items] == ["Zhao"]
+        assert [r.data["by"] for r in search_audit(s, username="Zhao").items] == ["zhao"]
         assert search_audit(s, username="nobody").total == 0
 
 

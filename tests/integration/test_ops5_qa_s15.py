@@ -103,3 +103,68 @@ def test_enterprise_import_reads_utf16_without_a_bom_and_refuses_what_is_not_tex
     with pytest.raises(_FileProblem) as err:
         read_table("a.csv", NOT_TEXT)
     assert "文件编码无法识别" in str(err.value)
+
+
+def test_the_database_refuses_two_staff_usernames_differing_only_in_case(app, db):
+    """Usernames were one name whatever their case only through create_staff's check and lock: a row written any
+    other way (a script, a restore, another code path) could put `Bob` next to `bob`, two accounts sharing one
+    login lock-out. A unique index on lower(username) now makes the database refuse it."""
+    from sqlalchemy.exc import IntegrityError
+    from werkzeug.security import generate_password_hash
+
+    from wxapp_backend.auth.models import StaffUser
+
+    state = app.extensions["wxapp"]
+    with pytest.raises(IntegrityError):
+        with state.db.session_scope() as s:
+            for name in ("Bob", "bob"):
+                s.add(StaffUser(username=name, password_hash=generate_password_hash("abcdefgh1"), role="staff",
+                                department="", display_name=name))
+                s.flush()
+    with state.db.session_scope() as s:
+        s.add(StaffUser(username="Bob", password_hash="x", role="staff", department="", display_name="Bob"))
+    with pytest.raises(IntegrityError):
+        with state.db.session_scope() as s:
+            s.add(StaffUser(username="BOB", password_hash="x", role="staff", department="", display_name="BOB"))
+    assert [u.username for u in db.query(StaffUser)] == ["Bob"]
+
+
+def test_upgrading_renames_the_later_of_accounts_differing_only_in_case_and_says_so(settings, tmp_path, caplog):
+    """Accounts made before usernames were one name whatever their case may clash: 0006 keeps the oldest name
+    of each group, renames the later ones `<name>-<id>` (their password unchanged), warns in init-db's log and
+    writes a `staff.renamed` audit row, instead of failing on the new index."""
+    import logging
+
+    from alembic import command
+    from sqlalchemy import text
+
+    import wxapp_backend
+    from wxapp_backend.cli import alembic_config, upgrade_database
+
+    app = wxapp_backend.create_app(settings.with_overrides(database_url=f"sqlite:///{tmp_path / 'old.sqlite3'}"))
+    with app.app_context():
+        engine = app.extensions["wxapp"].db.engine
+        with engine.begin() as conn:
+            command.upgrade(alembic_config(conn), "0005")
+        with engine.begin() as conn:
+            for staff_id, name in ((1, "zhao"), (2, "Zhao"), (3, "wang"), (4, "ZHAO"), (5, "zhao-4")):
+                conn.execute(text(
+                    "INSERT INTO staff_users (id, username, password_hash, role, department, display_name, active,"
+                    " created_at) VALUES (:id, :name, :hash, 'staff', '', :name, 1, '2026-01-01 00:00:00')"),
+                    {"id": staff_id, "name": name, "hash": f"hash-{staff_id}"})
+        with caplog.at_level(logging.WARNING, logger="wxapp_backend.migrations"):
+            upgrade_database()
+        with engine.connect() as conn:
+            rows = conn.execute(text("SELECT id, username, password_hash FROM staff_users ORDER BY id")).all()
+            renamed = conn.execute(text("SELECT target_id, data FROM audit_logs WHERE action = 'staff.renamed'"
+                                        " ORDER BY id")).all()
+        assert [tuple(r) for r in rows] == [(1, "zhao", "hash-1"), (2, "Zhao-2", "hash-2"), (3, "wang", "hash-3"),
+                                            (4, "ZHAO-4-1", "hash-4"), (5, "zhao-4", "hash-5")]
+        assert [r[0] for r in renamed] == ["2", "4"] and '"to": "ZHAO-4-1"' in renamed[1][1], renamed
+        said = caplog.text
+        assert "Zhao-2" in said and "ZHAO-4-1" in said and "新用户名登录" in said, said
+        with engine.begin() as conn, pytest.raises(Exception, match="UNIQUE"):
+            conn.execute(text("INSERT INTO staff_users (username, password_hash, role, department, display_name,"
+                              " active, created_at) VALUES ('WANG', 'x', 'staff', '', '', 1, '2026-01-01')"))
+        upgrade_database()  # idempotent
+    app.extensions["wxapp"].db.engine.dispose()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 from datetime import datetime
 
-from sqlalchemy import Boolean, CheckConstraint, ForeignKey, Integer, String
+from sqlalchemy import Boolean, CheckConstraint, ForeignKey, Index, Integer, String, func
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from ..db import Base, UTCDateTime, utcnow
@@ -118,3 +118,7 @@ class StaffUser(Base):
     def to_dict(self) -> dict:
         return {"id": self.id, "username": self.username, "role": self.role, "department": self.department,
                 "display_name": self.display_name, "active": self.active}
+
+
+# A username is one name whatever its case (login, lock-out, creation): the database holds to it too (migration 0006).
+Index("uq_staff_users_lower_username", func.lower(StaffUser.username), unique=True)

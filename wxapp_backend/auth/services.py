@@ -209,8 +209,9 @@ def _profile_problems(role: str, department: str, display_name: str) -> dict[str
 
 def find_staff_by_username(session: Session, username: str) -> StaffUser | None:
     """The account a login name means. Usernames are one name whatever their case (as the login lock-out counts
-    them): `Admin` logs in to `admin`. Two accounts made before that rule, differing only in case, each keep
-    their exact spelling; any other spelling of them is ambiguous and means no account."""
+    them): `Admin` logs in to `admin`. The database refuses two accounts differing only in case (migration 0006
+    renamed the later ones of those made before); were there two, an exact spelling would pick one and any other
+    would mean no account."""
     # A name no account can have is not looked up: a NUL from the login form is refused by PostgreSQL.
     if not USERNAME_RE.fullmatch(username or ""):
         return None
@@ -233,9 +234,9 @@ def create_staff(session: Session, *, username: str, password: str, role: str, d
     if errors:
         raise ValidationError(next(iter(errors.values())), fields=errors)
     taken = Conflict(f"用户名 {username} 已存在（用户名不区分大小写）。", fields={"username": "已存在"})
-    # The unique constraint is on the exact spelling: two admins creating `Bob` and `bob` at once would both pass
-    # the check below. Creations of one name, whatever its case, wait for each other (PostgreSQL; the SQLite
-    # engine's writers are serialised by BEGIN IMMEDIATE already).
+    # Two admins creating `Bob` and `bob` at once would both pass the check below; the second then fails on the
+    # unique index on lower(username). Creations of one name, whatever its case, wait for each other so that the
+    # second gets the plain "exists" answer (PostgreSQL; SQLite's writers are serialised by BEGIN IMMEDIATE).
     if session.get_bind().dialect.name == "postgresql":
         session.execute(text("SELECT pg_advisory_xact_lock(hashtext(:k))"), {"k": f"staff:{username.lower()}"})
     if session.scalar(select(StaffUser.id).where(func.lower(StaffUser.username) == username.lower())) is not None:
