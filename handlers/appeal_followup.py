@@ -279,6 +279,23 @@ IN_FLOW = {"rate": "\n\n您正在评价诉求 {number}，还没有提交：\n{as
            "supplement": "\n\n您正在为诉求 {number} 补充材料，还没有提交：\n{ask}"}
 
 
+# A location sent while supplementing: recorded as the supplement's text (the appeal has no place field), so staff see
+# where it is; it was only answered with “收到您的位置…请用文字告诉小二” and the reminder, the place never reaching them.
+LOCATION_SUPPLEMENTED = "收到您的位置{label}，已作为补充内容提交给工作人员。\n"
+
+
+def location_text(ctx: Context) -> str:
+    """“位置：新华路1号（经纬度 31.2,121.4）” for a location message; "" when it carries neither a label nor a point."""
+    loc = ctx.msg.location
+    if loc is None:
+        return ""
+    label = (loc.label or "").strip()
+    point = f"经纬度 {loc.lat},{loc.lng}" if loc.lat is not None and loc.lng is not None else ""
+    if not label and not point:
+        return ""
+    return f"位置：{label}（{point}）" if label and point else f"位置：{label or point}"
+
+
 def _other_in_flow(ctx: Context) -> bool:
     """A message of a type no step reads (not text, image or voice) during a rating or supplement."""
     if ctx.msg.is_event or ctx.msg.msg_type in ("text", "image", "voice"):
@@ -291,6 +308,14 @@ def other_in_flow(ctx: Context) -> Reply:
     from .bot import UNSUPPORTED, location_ack
 
     d = _state(ctx)
+    if d.get("kind") == "supplement" and ctx.msg.msg_type == "location":
+        where = location_text(ctx)
+        if where:  # the place staff asked about (“门牌在哪”): part of the supplement, as a text is
+            reply = _supplement_submit(ctx, d, where)
+            if isinstance(reply, Text) and reply.text.startswith(SUPPLEMENTED.split("，")[0]):
+                label = (ctx.msg.location.label or "").strip()
+                return Text(LOCATION_SUPPLEMENTED.format(label=f"（{label}）" if label else "") + reply.text)
+            return reply
     said = location_ack(ctx) if ctx.msg.msg_type == "location" else UNSUPPORTED
     if d.get("kind") == "rate":
         ask = {"resolved": ASK_RESOLVED_AGAIN, "stars": ASK_STARS}.get(d.get("step"), ASK_COMMENT)
