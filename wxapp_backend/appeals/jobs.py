@@ -67,7 +67,7 @@ def _one(s, appeal_id: int, now: datetime, done: dict[str, int]) -> None:
     left = cal.working_minutes_between(now, appeal.due_at)
     if 0 < left <= services.WARN_MINUTES and appeal.warned_due_at != appeal.due_at and now < appeal.due_at:
         appeal.warned_due_at = appeal.due_at
-        services._event(s, appeal, SYSTEM, "due_soon", note=f"距办结期限不足 1 个工作日（剩 {left} 分钟）",
+        services._event(s, appeal, SYSTEM, "due_soon", at=now, note=f"距办结期限不足 1 个工作日（剩 {left} 分钟）",
                         department=appeal.department, due_at=appeal.due_at)
         s.flush()
         # Once per deadline (a 延期 or a resumed clock makes a new one, and its own alert); in this transaction,
@@ -77,7 +77,7 @@ def _one(s, appeal_id: int, now: datetime, done: dict[str, int]) -> None:
     if now >= appeal.due_at:
         if not appeal.overdue:
             appeal.overdue = True
-            ev = services._event(s, appeal, SYSTEM, "overdue", note="已超过办结期限", department=appeal.department)
+            ev = services._event(s, appeal, SYSTEM, "overdue", at=now, note="已超过办结期限", department=appeal.department)
             s.flush()
             services.notify_department(s, appeal, "overdue", f"overdue:{ev.id}")
             done["overdue"] += 1
@@ -85,7 +85,7 @@ def _one(s, appeal_id: int, now: datetime, done: dict[str, int]) -> None:
         if appeal.last_urged_on != today and cal.is_workday(today):
             appeal.last_urged_on = today
             appeal.urge_count += 1
-            services._event(s, appeal, SYSTEM, "urged", note=f"系统催办（第 {appeal.urge_count} 次）",
+            services._event(s, appeal, SYSTEM, "urged", at=now, note=f"系统催办（第 {appeal.urge_count} 次）",
                             department=appeal.department)
             done["urged"] += 1
         late = -cal.working_minutes_between(now, appeal.due_at)
@@ -114,7 +114,7 @@ def _late_escalations_and_tasks(now: datetime, done: dict[str, int]) -> None:
                 due = appeal.escalation_due_at.isoformat() if appeal.escalation_due_at else ""
                 if _flagged(s, appeal_id, "escalation_overdue", "escalation_due_at", due):
                     continue
-                services._event(s, appeal, SYSTEM, "escalation_overdue",
+                services._event(s, appeal, SYSTEM, "escalation_overdue", at=now,
                                 note="办不成事已超过 3 个工作日仍未处理完，请窗口负责人尽快联系企业", escalation_due_at=due)
                 s.flush()
                 services.notify_escalation_window(s, appeal, "escalation_overdue", f"escalation_overdue:{due}")
@@ -130,7 +130,7 @@ def _late_escalations_and_tasks(now: datetime, done: dict[str, int]) -> None:
                                 else ("task_overdue", "会办任务"))
                 if _flagged(s, appeal_id, action, "task_id", task_id):
                     continue
-                services._event(s, appeal, SYSTEM, action, note=f"{task.department}的{what}已超过期限，请催办",
+                services._event(s, appeal, SYSTEM, action, at=now, note=f"{task.department}的{what}已超过期限，请催办",
                                 task_id=task_id, department=task.department)
                 s.flush()
                 services.notify_task_department(s, appeal, task, action, f"{action}:{task_id}")

@@ -192,7 +192,7 @@ def recount_deadlines(session: Session, old_cal: WorkCalendar, day: date, why: s
         # The enterprise sees its promised date move: on its timeline too, with why (it changed without a word).
         moved_due = appeal.due_at != before and appeal.due_at is not None
         local = appeal.due_at.astimezone(TZ) if moved_due else None
-        _event(session, appeal, SYSTEM, "deadline_recounted", note=f"工作日历调整（{why}），办理时限重新计算为 {shown}",
+        _event(session, appeal, SYSTEM, "deadline_recounted", at=now, note=f"工作日历调整（{why}），办理时限重新计算为 {shown}",
                public=moved_due, **changed,
                public_note=f"节假日安排调整，承诺办结时间相应改为 {local.month}月{local.day}日 {local:%H:%M}"
                if local else None)
@@ -238,10 +238,15 @@ CATEGORY_AUDITED = ("name", "department", "promised_days", "description", "activ
 # --- events, audit and notifications --------------------------------------------------------------
 
 def _event(session: Session, appeal: Appeal, actor: Actor, action: str, *, note: str = "", public: bool = False,
-           src: str = "", dst: str = "", **data: Any) -> AppealEvent:
+           src: str = "", dst: str = "", at: datetime | None = None, **data: Any) -> AppealEvent:
+    """One timeline row (and its audit row), stamped `at`: the caller's `now`, the clock the change itself was made
+    on (a service run with `now=` wrote its status and deadlines at that time but the row at the real one, so the
+    timeline, ordered by time, put a change before the one it followed and the day's checks read the wrong day)."""
     ev = AppealEvent(appeal_id=appeal.id, action=action, from_status=src, to_status=dst, actor_type=actor.type,
                      actor_id=str(actor.id or ""), actor_name=actor.name or "", note=note, public=public,
                      data=_jsonable({k: v for k, v in data.items() if v is not None}))
+    if at is not None:
+        ev.created_at = at
     session.add(ev)
     audit(session, actor, f"appeal.{action}", appeal, number=appeal.number, **({"from": src, "to": dst}
                                                                                if dst else {}), **data)
@@ -379,10 +384,10 @@ def transition(session: Session, appeal: Appeal, to: AppealStatus, actor: Actor,
     appeal.status = to.value
     appeal.version += 1
     appeal.updated_at = now
-    ev = _event(session, appeal, actor, action, note=note, public=public, src=src.value, dst=to.value, **data)
+    ev = _event(session, appeal, actor, action, at=now, note=note, public=public, src=src.value, dst=to.value, **data)
     if src == S.DUPLICATE and moved:
         local = appeal.due_at.astimezone(TZ)
-        _event(session, appeal, SYSTEM, "deadline_recounted", public=True, due_at=appeal.due_at,
+        _event(session, appeal, SYSTEM, "deadline_recounted", at=now, public=True, due_at=appeal.due_at,
                merged_minutes=moved, note=f"合并期间（{moved // DAY_MINUTES} 个工作日 {moved % DAY_MINUTES} 分钟）不计入办理时限，"
                f"承诺办结时间顺延为 {local:%Y-%m-%d %H:%M}",
                public_note=f"合并办理期间不计入办理时限，承诺办结时间相应改为 {local.month}月{local.day}日 {local:%H:%M}")
@@ -585,7 +590,7 @@ def submit_appeal(session: Session, user_id: int, intake: Intake, *, idempotency
         raise
     similar = similar_open(session, appeal, limit=5)
     actor = Actor("user", user_id, name=intake.contact_name)
-    _event(session, appeal, actor, "submitted", note="企业提交诉求", public=True, dst=S.SUBMITTED.value,
+    _event(session, appeal, actor, "submitted", at=now, note="企业提交诉求", public=True, dst=S.SUBMITTED.value,
            channel=intake.channel, suggested=suggestion.code, confidence=suggestion.confidence,
            triage=appeal.needs_triage, similar=[{"id": a.id, "number": a.number, "score": sc} for a, sc in similar],
            request_digest=digest if idempotency_key else None)
@@ -655,7 +660,7 @@ def withdraw(session: Session, user_id: int, appeal_id: int, reason: str = "") -
         appeal.master_id = None
         if master is not None:
             master.version += 1
-            _event(session, master, SYSTEM, "noted", note=f"并入本诉求的 {appeal.number} 已由企业撤回", child=appeal.number)
+            _event(session, master, SYSTEM, "noted", at=now, note=f"并入本诉求的 {appeal.number} 已由企业撤回", child=appeal.number)
     return appeal
 
 
@@ -675,8 +680,7 @@ def press_own(session: Session, user_id: int, appeal_id: int, now: datetime | No
         AppealEvent.created_at >= day_start).limit(1))
     if pressed is not None:
         return False
-    ev = _event(session, appeal, actor, "pressed", note="企业在对话中催办", public=True, department=appeal.department)
-    ev.created_at = now  # the check above reads it: on `now`'s clock, not the real one
+    ev = _event(session, appeal, actor, "pressed", at=now, note="企业在对话中催办", public=True, department=appeal.department)
     session.flush()
     notify_department(session, appeal, "pressed", f"pressed:{ev.id}")
     return True
@@ -693,7 +697,7 @@ def _cancel_open_tasks(session: Session, appeal: Appeal, why: str, now: datetime
     for task in session.scalars(select(AppealTask).where(
             AppealTask.appeal_id == appeal.id, AppealTask.status == "open", AppealTask.kind.in_(list(kinds)))):
         task.status, task.result, task.closed_at = "cancelled", why, now
-        _event(session, appeal, SYSTEM, "task_cancelled", note=f"{task.department}：{why}", task_id=task.id,
+        _event(session, appeal, SYSTEM, "task_cancelled", at=now, note=f"{task.department}：{why}", task_id=task.id,
                department=task.department)
     if not requests:
         return
@@ -720,7 +724,7 @@ def _end_pending_requests(session: Session, appeal: Appeal, cause: str, now: dat
             what = f"{req.department}的退单申请"
         else:
             what = f"延期 {req.working_days} 个工作日的申请"
-        _event(session, appeal, SYSTEM, "noted", note=f"{what}随之结束（{cause}）", request_id=req.id)
+        _event(session, appeal, SYSTEM, "noted", at=now, note=f"{what}随之结束（{cause}）", request_id=req.id)
 
 
 def _release_children(session: Session, master: Appeal, now: datetime) -> None:
@@ -796,7 +800,7 @@ def watch_info_wait(session: Session, appeal: Appeal, now: datetime) -> str:
     if waited >= INFO_REMIND_DAYS * DAY_MINUTES and not any(
             (d or {}).get("paused_at") == paused for d in session.scalars(select(AppealEvent.data).where(
                 AppealEvent.appeal_id == appeal.id, AppealEvent.action == "info_reminded"))):
-        _event(session, appeal, SYSTEM, "info_reminded", note=f"企业 {INFO_REMIND_DAYS} 个工作日未补充材料，已提醒企业",
+        _event(session, appeal, SYSTEM, "info_reminded", at=now, note=f"企业 {INFO_REMIND_DAYS} 个工作日未补充材料，已提醒企业",
                paused_at=paused)
         _notify(session, appeal, "appeal_needs_info", f"您的诉求 {appeal.number} 还在等您补充材料{asked}。补充后我们马上继续办理；"
                 f"满 {INFO_GIVE_UP_DAYS} 个工作日未补充的，将按现有材料继续办理。", f"info_reminder:{paused}",
@@ -839,7 +843,7 @@ def rate(session: Session, user_id: int, appeal_id: int, *, resolved: bool, sati
                           satisfaction=satisfaction, comment=comment, department=handled_by, created_at=now)
     session.add(rating)
     session.flush()
-    _event(session, appeal, actor, "rated", note=f"企业评价：{'已解决' if resolved else '未解决'}，满意度 {satisfaction} 星"
+    _event(session, appeal, actor, "rated", at=now, note=f"企业评价：{'已解决' if resolved else '未解决'}，满意度 {satisfaction} 星"
            + (f"，{comment}" if comment else ""), public=True, round=appeal.round, resolved=resolved,
            satisfaction=satisfaction)
     cal = work_calendar(session)
@@ -848,7 +852,7 @@ def rate(session: Session, user_id: int, appeal_id: int, *, resolved: bool, sati
                           description=f"差评整改（第 {appeal.round} 轮，{satisfaction} 星）：{comment}", required=False,
                           due_at=cal.add_working_days(now, 5), created_by="system")
         session.add(task)
-        _event(session, appeal, SYSTEM, "rectification_opened", note="差评，已生成整改任务",
+        _event(session, appeal, SYSTEM, "rectification_opened", at=now, note="差评，已生成整改任务",
                department=task.department)
     bad = session.scalar(select(func.count(AppealRating.id)).where(
         AppealRating.appeal_id == appeal.id, AppealRating.satisfaction <= BAD_SATISFACTION)) or 0
@@ -892,7 +896,7 @@ def escalate(session: Session, actor: Actor, appeal: Appeal, *, reason: str, now
     session.add(AppealTask(appeal_id=appeal.id, kind=TaskKind.ESCALATION, department=ESCALATION_OWNER,
                            description=f"办不成事：{reason}", required=False, due_at=appeal.escalation_due_at,
                            created_by=str(actor.name or actor.id)))
-    _event(session, appeal, actor, "escalated", note=f"转入“办不成事”反映窗口：{reason}", public=True,
+    _event(session, appeal, actor, "escalated", at=now, note=f"转入“办不成事”反映窗口：{reason}", public=True,
            escalation_due_at=appeal.escalation_due_at, public_note=public_note)
     _notify(session, appeal, "appeal_escalated", f"您的诉求 {appeal.number} 已转入“办不成事”反映窗口，"
             f"将在 3 个工作日内由专人联系您。", "escalated")
@@ -1224,7 +1228,7 @@ def act_assign(session, actor, appeal, data, now):
             # here it got 409), and the supplement hands the appeal to the new department.
             appeal.paused_from = S.ASSIGNED.value
         appeal.version += 1
-        ev = _event(session, appeal, actor, "reassigned", note=note, department=department, previous=old,
+        ev = _event(session, appeal, actor, "reassigned", at=now, note=note, department=department, previous=old,
                     handler_id=appeal.handler_id, previous_handler_id=old_handler, returns_settled=settled or None)
     else:
         first = appeal.status == S.ACCEPTED  # the first 交办: the department is given the appeal now
@@ -1250,7 +1254,7 @@ def _settle_returns(session: Session, actor: Actor, appeal: Appeal, department: 
         ret.decided_by, ret.decided_at = str(actor.name or actor.id), now
         ret.decision_note = ret.decision_note or f"已交办至{department}"
         settled.append(ret.id)
-        _event(session, appeal, actor, "return_settled", note=f"{ret.department}的退单申请随交办至{department}办结",
+        _event(session, appeal, actor, "return_settled", at=now, note=f"{ret.department}的退单申请随交办至{department}办结",
                return_id=ret.id)  # staff only: the enterprise's timeline shows the 交办
     return settled
 
@@ -1329,7 +1333,7 @@ def act_coordinate(session, actor, appeal, data, now):
         # tasks start now, and the appeal comes back into 会办 with the supplement.
         appeal.paused_from = S.COORDINATING.value
         appeal.version += 1
-        _event(session, appeal, actor, "tasks_added", departments=made,
+        _event(session, appeal, actor, "tasks_added", at=now, departments=made,
                note=f"增加会办部门：{'、'.join(made)}（企业补充材料后进入协调会办）")
     elif appeal.status != S.COORDINATING:
         transition(session, appeal, S.COORDINATING, actor, action="coordinating", now=now,
@@ -1337,7 +1341,7 @@ def act_coordinate(session, actor, appeal, data, now):
                    public_note=_for_enterprise(data, f"启动协调会办：{'、'.join(made)}"))
     else:
         appeal.version += 1
-        _event(session, appeal, actor, "tasks_added", note=f"增加会办部门：{'、'.join(made)}", departments=made)
+        _event(session, appeal, actor, "tasks_added", at=now, note=f"增加会办部门：{'、'.join(made)}", departments=made)
     session.flush()
     for task in added:  # each department asked to 会办 hears of it (before, only once its deadline had passed)
         notify_task_department(session, appeal, task, "task_assigned", f"task_assigned:{task.id}", actor=actor)
@@ -1372,7 +1376,7 @@ def act_complete_task(session, actor, appeal, data, now):
     task.status = "cancelled" if data.get("cancel") else "done"
     task.result, task.closed_at = data.get("result") or data.get("note") or "", now
     appeal.version += 1
-    _event(session, appeal, actor, "task_done" if task.status == "done" else "task_cancelled",
+    _event(session, appeal, actor, "task_done" if task.status == "done" else "task_cancelled", at=now,
            note=f"{task.department}：{task.result or ('已取消' if task.status == 'cancelled' else '已完成')}",
            task_id=task.id)
     if task.kind == TaskKind.ESCALATION:
@@ -1494,7 +1498,7 @@ def act_merge(session, actor, appeal, data, now):
     # they stayed in the centre's 待审核 queue until someone turned them down by hand.
     _end_pending_requests(session, appeal, f"诉求已合并到 {master.number}", now)
     master.version += 1
-    _event(session, master, actor, "child_merged", note=f"合并了 {appeal.number}", child=appeal.number)
+    _event(session, master, actor, "child_merged", at=now, note=f"合并了 {appeal.number}", child=appeal.number)
     # The enterprise saw its appeal turn 已合并 without a word, and cannot open the master (another's appeal).
     _notify(session, appeal, "appeal_merged", f"您的诉求 {appeal.number} 与另一条诉求反映的是同一问题，已合并到 "
             f"{master.number} 一并办理，办结后会通知您结果。", f"merged:{master.id}")
@@ -1529,7 +1533,7 @@ def act_return(session, actor, appeal, data, now):
     session.add(ret)
     session.flush()
     appeal.version += 1
-    _event(session, appeal, actor, "return_requested", note=f"{holder}申请退单：{reason}",
+    _event(session, appeal, actor, "return_requested", at=now, note=f"{holder}申请退单：{reason}",
            return_id=ret.id, department=holder)
     notify_request(session, appeal, "return_requested", f"return_requested:{ret.id}", actor=actor)
 
@@ -1558,7 +1562,7 @@ def act_decide_return(session, actor, appeal, data, now):
         # It stays with whoever holds it now: the centre until a 交办 (a 退单 stored before the centre was named
         # carries the guessed department).
         holder = appeal.department if given_out(session, appeal) else CENTRE
-        ev = _event(session, appeal, actor, "return_rejected",
+        ev = _event(session, appeal, actor, "return_rejected", at=now,
                     note=f"不同意退单，仍由{holder}办理" + (f"：{ret.decision_note}" if ret.decision_note else ""),
                     return_id=ret.id)
         session.flush()
@@ -1588,7 +1592,7 @@ def act_request_extension(session, actor, appeal, data, now):
     session.add(ext)
     session.flush()
     appeal.version += 1
-    _event(session, appeal, actor, "extension_requested", note=f"申请延期 {days} 个工作日：{reason}",
+    _event(session, appeal, actor, "extension_requested", at=now, note=f"申请延期 {days} 个工作日：{reason}",
            extension_id=ext.id)
     notify_request(session, appeal, "extension_requested", f"extension_requested:{ext.id}", actor=actor,
                    note=f"{days} 个工作日")
@@ -1631,7 +1635,7 @@ def act_decide_extension(session, actor, appeal, data, now):
         local = appeal.due_at.astimezone(TZ) \
             if appeal.status != S.PENDING_ENTERPRISE and appeal.due_at is not None else None
         # The enterprise reads what changed for it, not who asked or who could approve (the staff note says it).
-        _event(session, appeal, actor, "extension_approved", note=f"同意延期 {ext.working_days} 个工作日"
+        _event(session, appeal, actor, "extension_approved", at=now, note=f"同意延期 {ext.working_days} 个工作日"
                + ("（本人申请，中心没有其他可审批的工作人员）" if own else ""),
                public=True, due_at=appeal.due_at, own_request=bool(own) or None,
                public_note=f"办理期限延长 {ext.working_days} 个工作日"
@@ -1646,7 +1650,7 @@ def act_decide_extension(session, actor, appeal, data, now):
                         note=moved)
     else:
         ext.status = "rejected"
-        _event(session, appeal, actor, "extension_rejected", note=data.get("note") or "不同意延期")
+        _event(session, appeal, actor, "extension_rejected", at=now, note=data.get("note") or "不同意延期")
         session.flush()
         notify_decision(session, appeal, "extension_rejected", f"extension_decided:{ext.id}", actor=actor)
 
@@ -1676,7 +1680,7 @@ def act_urge(session, actor, appeal, data, now):
         raise Conflict("诉求已不在办理中，无需催办。", code="illegal_transition")
     appeal.urge_count += 1
     appeal.version += 1
-    ev = _event(session, appeal, actor, "urged", note=data.get("note") or "催办", department=appeal.department)
+    ev = _event(session, appeal, actor, "urged", at=now, note=data.get("note") or "催办", department=appeal.department)
     session.flush()
     # A 催办 is for the department handling it: written only on the timeline, nobody there heard it.
     notify_department(session, appeal, "urged", f"urged:{ev.id}", actor=actor, note=(data.get("note") or "")[:60])
@@ -1702,7 +1706,7 @@ def _set_category(session, actor, appeal, category: AppealCategory, now):
         if appeal.due_at > now:  # a longer promise: no longer overdue (the tick marks a shorter one that is)
             appeal.overdue = False
         appeal.warned_due_at = None
-    _event(session, appeal, actor, "categorised", note=f"分类：{old or '未分类'} → {category.name}",
+    _event(session, appeal, actor, "categorised", at=now, note=f"分类：{old or '未分类'} → {category.name}",
            category=category.code, department=appeal.department)
 
 
@@ -1735,7 +1739,7 @@ def act_reassign(session, actor, appeal, data, now):
         return  # already the handler (a second click, a resent form): nothing changed, nothing to record or tell
     appeal.handler_id = handler.id
     appeal.version += 1
-    ev = _event(session, appeal, actor, "handler_changed", note=f"承办人改为 {handler.display_name or handler.username}",
+    ev = _event(session, appeal, actor, "handler_changed", at=now, note=f"承办人改为 {handler.display_name or handler.username}",
                 handler_id=handler.id, previous_handler_id=previous)
     session.flush()
     notify_assignment(session, appeal, "handler_changed", f"handler_changed:{ev.id}", actor=actor,
@@ -1744,7 +1748,7 @@ def act_reassign(session, actor, appeal, data, now):
 
 def act_note(session, actor, appeal, data, now):
     appeal.version += 1
-    _event(session, appeal, actor, "noted", note=_need(data, "note", "备注"))
+    _event(session, appeal, actor, "noted", at=now, note=_need(data, "note", "备注"))
 
 
 def act_escalate(session, actor, appeal, data, now):
