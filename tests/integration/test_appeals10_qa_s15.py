@@ -102,7 +102,8 @@ def _utc(value: datetime) -> datetime:
 
 def test_timeline_rows_carry_the_clock_the_change_was_made_on(people):
     """Services and jobs run with `now=` (the tick, the tests' travel in time) wrote the appeal's status, deadlines and
-    times at `now` but its timeline rows at the real clock: only 催办 was stamped `now`. Every row is now."""
+    times at `now` but its timeline rows at the real clock: only 催办 was stamped `now`. The change's rows and the
+    enterprise's notice (已通知企业) are now."""
     user, staff = people
     appeal_id, _ = _submit(user.id, now=NOW)
     _act(staff, appeal_id, "accept", now=NOW + timedelta(hours=1))
@@ -114,9 +115,12 @@ def test_timeline_rows_carry_the_clock_the_change_was_made_on(people):
         due = s.get(Appeal, appeal_id).due_at
     late = _utc(due) + timedelta(minutes=5)
     jobs.tick(now=late)  # 已超期: the tick's own rows
+    rows = [(action, _utc(at)) for action, at in _events(appeal_id)]
     got = {}
-    for action, at in _events(appeal_id):
-        got.setdefault(action, _utc(at))
+    for action, at in rows:
+        got.setdefault(action, at)
+    told = [at for action, at in rows if action == "notified"]  # 已通知企业: the notice goes with the change
+    assert told[:2] == [NOW + timedelta(hours=1), NOW + timedelta(hours=3)], rows
     assert got["submitted"] == NOW
     assert got["accepted"] == NOW + timedelta(hours=1)
     assert got["noted"] == NOW + timedelta(hours=2)

@@ -54,7 +54,7 @@ def _one(s, appeal_id: int, now: datetime, done: dict[str, int]) -> None:
                                 note="评价期已过，企业未评价，诉求自动关闭", rated=False)
             # As a close by staff is told: the appeal left their “待评价” without a word.
             services._notify(s, appeal, "appeal_closed", f"您的诉求 {appeal.number} 评价期（办结后 7 天）已过，已自动关闭。"
-                             "如问题仍未解决，请重新提交诉求。", "closed")
+                             "如问题仍未解决，请重新提交诉求。", "closed", now=now)
             done["closed"] += 1
         return
     if appeal.status == AppealStatus.PENDING_ENTERPRISE:

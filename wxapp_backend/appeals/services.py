@@ -267,7 +267,8 @@ NOTICE_TITLES = {
 }
 
 
-def _notify(session: Session, appeal: Appeal, kind: str, body: str, key: str, *, title: str | None = None) -> None:
+def _notify(session: Session, appeal: Appeal, kind: str, body: str, key: str, *, title: str | None = None,
+            now: datetime | None = None) -> None:
     """Tell the enterprise; a failure is recorded on the timeline and never undoes the state change. `title`
     replaces the kind's own where one kind carries two outcomes (不予受理 goes out as appeal_closed)."""
     title = title or NOTICE_TITLES.get(kind, "诉求进展")
@@ -292,7 +293,7 @@ def _notify(session: Session, appeal: Appeal, kind: str, body: str, key: str, *,
         log.exception("appeal notification failed", extra={"appeal_id": appeal.id, "kind": kind})
         outcome = "failed"
     _event(session, appeal, SYSTEM, "notified", note=f"已通知企业：{title}"
-           + ("" if outcome == "queued" else "（通知发送失败，已记录）"), public=True, kind=kind, outcome=outcome)
+           + ("" if outcome == "queued" else "（通知发送失败，已记录）"), public=True, kind=kind, outcome=outcome, at=now)
 
 
 # --- loading and visibility ------------------------------------------------------------------------
@@ -737,7 +738,7 @@ def _release_children(session: Session, master: Appeal, now: datetime) -> None:
         child.master_id = None
         # It was told to wait for the master's result, which will not come now: say so, as a split by staff does.
         _notify(session, child, "appeal_split", f"您的诉求 {child.number} 原与 {master.number} 合并办理，该诉求已不再办理，"
-                "您的诉求恢复单独办理，办结后会通知您结果。", f"split:{child.version}")
+                "您的诉求恢复单独办理，办结后会通知您结果。", f"split:{child.version}", now=now)
 
 
 def _supplement_retried(session: Session, appeal: Appeal, user_id: int, content: str, since: datetime) -> bool:
@@ -794,7 +795,7 @@ def watch_info_wait(session: Session, appeal: Appeal, now: datetime) -> str:
         _end_coordination_if_done(session, appeal, now)
         _notify(session, appeal, "appeal_accepted", f"您的诉求 {appeal.number} 等待补充材料已满 {INFO_GIVE_UP_DAYS} 个工作日，"
                 "我们将按现有材料继续办理，办结后会通知您结果。如还有材料要提供，请直接联系承办部门。",
-                f"info_timeout:{appeal.version}", title="您的诉求已按现有材料继续办理")
+                f"info_timeout:{appeal.version}", title="您的诉求已按现有材料继续办理", now=now)
         return "resumed"
     paused = appeal.paused_at.isoformat()
     if waited >= INFO_REMIND_DAYS * DAY_MINUTES and not any(
@@ -804,7 +805,7 @@ def watch_info_wait(session: Session, appeal: Appeal, now: datetime) -> str:
                paused_at=paused)
         _notify(session, appeal, "appeal_needs_info", f"您的诉求 {appeal.number} 还在等您补充材料{asked}。补充后我们马上继续办理；"
                 f"满 {INFO_GIVE_UP_DAYS} 个工作日未补充的，将按现有材料继续办理。", f"info_reminder:{paused}",
-                title="提醒：您的诉求还需补充材料")
+                title="提醒：您的诉求还需补充材料", now=now)
         return "reminded"
     return ""
 
@@ -899,7 +900,7 @@ def escalate(session: Session, actor: Actor, appeal: Appeal, *, reason: str, now
     _event(session, appeal, actor, "escalated", at=now, note=f"转入“办不成事”反映窗口：{reason}", public=True,
            escalation_due_at=appeal.escalation_due_at, public_note=public_note)
     _notify(session, appeal, "appeal_escalated", f"您的诉求 {appeal.number} 已转入“办不成事”反映窗口，"
-            f"将在 3 个工作日内由专人联系您。", "escalated")
+            f"将在 3 个工作日内由专人联系您。", "escalated", now=now)
     _notify_escalation_owner(session, appeal, reason, actor)
     return True
 
@@ -1190,7 +1191,7 @@ def act_accept(session, actor, appeal, data, now):
     # The promise itself, not “见详情”: a WeChat message is read where it arrives.
     due = appeal.due_at.astimezone(TZ) if appeal.due_at else None
     promise = f"承诺 {due.month}月{due.day}日 前办结" if due else "承诺办结时间见详情"
-    _notify(session, appeal, "appeal_accepted", f"您的诉求 {appeal.number} 已受理，{promise}。", "accepted")
+    _notify(session, appeal, "appeal_accepted", f"您的诉求 {appeal.number} 已受理，{promise}。", "accepted", now=now)
 
 
 def _for_enterprise(data: dict[str, Any], wording: str) -> str | None:
@@ -1279,7 +1280,7 @@ def act_request_info(session, actor, appeal, data, now):
                now=now)
     appeal.info_request = note
     _notify(session, appeal, "appeal_needs_info", f"您的诉求 {appeal.number} 需要补充：{note}",
-            f"needs_info:{appeal.version}")
+            f"needs_info:{appeal.version}", now=now)
 
 
 _TASK_TEXTS = (Field("department", "str", "部门", required=True, max_len=64),
@@ -1386,7 +1387,7 @@ def act_complete_task(session, actor, appeal, data, now):
         said = outcome.rstrip().rstrip("。.！!；;，,、 ") or outcome
         _notify(session, appeal, "appeal_escalated", f"您的诉求 {appeal.number} 在“办不成事”反映窗口的处理结果：{said}。"
                 "如仍有问题，可回复“我的诉求”查看进度或联系我们。", f"escalation_done:{task.id}",
-                title="“办不成事”窗口已答复您的诉求")
+                title="“办不成事”窗口已答复您的诉求", now=now)
     _end_coordination_if_done(session, appeal, now)
 
 
@@ -1440,7 +1441,7 @@ def _resolve(session, actor, appeal, resolution, now):
     # Staff end their result with a full stop as often as not: “…税控盘。。请在 7 天内评价” read as a typo.
     said = resolution.rstrip().rstrip("。.！!；;，,、 ") or resolution
     _notify(session, appeal, "appeal_resolved", f"您的诉求 {appeal.number} 已办结：{said}。请在 7 天内评价。",
-            f"resolved:{appeal.round}")
+            f"resolved:{appeal.round}", now=now)
 
 
 def rating_window_ends(appeal: Appeal) -> datetime | None:
@@ -1465,7 +1466,7 @@ def act_close(session, actor, appeal, data, now):
     why = "（评价期已过，企业未评价）" if unrated else ""
     transition(session, appeal, S.CLOSED, actor, action="closed", now=now, note=f"{note}{why}",
                rated=False if unrated else None, public_note=_for_enterprise(data, f"诉求关闭{why}"))
-    _notify(session, appeal, "appeal_closed", f"您的诉求 {appeal.number} 已关闭。", "closed")
+    _notify(session, appeal, "appeal_closed", f"您的诉求 {appeal.number} 已关闭。", "closed", now=now)
 
 
 def act_reject(session, actor, appeal, data, now):
@@ -1474,7 +1475,7 @@ def act_reject(session, actor, appeal, data, now):
     _cancel_open_tasks(session, appeal, "诉求不予受理，任务取消", now)
     # Its own title: “您的诉求已关闭” above a refusal read as if the matter had been dealt with.
     _notify(session, appeal, "appeal_closed", f"您的诉求 {appeal.number} 不予受理：{reason}", "closed",
-            title="您的诉求不予受理")
+            title="您的诉求不予受理", now=now)
     _release_children(session, appeal, now)
 
 
@@ -1501,7 +1502,7 @@ def act_merge(session, actor, appeal, data, now):
     _event(session, master, actor, "child_merged", at=now, note=f"合并了 {appeal.number}", child=appeal.number)
     # The enterprise saw its appeal turn 已合并 without a word, and cannot open the master (another's appeal).
     _notify(session, appeal, "appeal_merged", f"您的诉求 {appeal.number} 与另一条诉求反映的是同一问题，已合并到 "
-            f"{master.number} 一并办理，办结后会通知您结果。", f"merged:{master.id}")
+            f"{master.number} 一并办理，办结后会通知您结果。", f"merged:{master.id}", now=now)
 
 
 def act_split(session, actor, appeal, data, now):
@@ -1511,7 +1512,7 @@ def act_split(session, actor, appeal, data, now):
     appeal.master_id = None
     # It was told of the merge: without a word it would wait for the master's result, which will not come.
     _notify(session, appeal, "appeal_split", f"您的诉求 {appeal.number} 已取消合并，将单独办理，办结后会通知您结果。",
-            f"split:{appeal.version}")
+            f"split:{appeal.version}", now=now)
 
 
 def act_return(session, actor, appeal, data, now):
@@ -1643,7 +1644,7 @@ def act_decide_extension(session, actor, appeal, data, now):
         # The promise the enterprise was given moves: tell them (the timeline alone said it to nobody).
         when = f"，预计 {local.month}月{local.day}日 前办结" if local else ""
         _notify(session, appeal, "appeal_extended", f"您的诉求 {appeal.number} 办理期限已延长 {ext.working_days} 个工作日"
-                f"{when}。", f"extended:{ext.id}")
+                f"{when}。", f"extended:{ext.id}", now=now)
         moved = f"办结期限延至 {local.month}月{local.day}日 {local:%H:%M}" if local else ""
         session.flush()
         notify_decision(session, appeal, "extension_approved", f"extension_decided:{ext.id}", actor=actor,
