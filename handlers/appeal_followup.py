@@ -274,7 +274,8 @@ def _command_in_flow(ctx: Context) -> bool:
 
 
 # A location, a sticker, a video during a rating or supplement: answered as if nothing were under way (“收到您的位置…请用
-# 文字告诉小二”), the question waiting forgotten. As in a draft (appeal_intake.other_in_draft): what waits is said.
+# 文字告诉小二”), the question waiting forgotten. As in a draft (appeal_intake.other_in_draft): what waits is said. (A
+# location during a supplement is the supplement itself: see LOCATION_SUPPLEMENTED.)
 IN_FLOW = {"rate": "\n\n您正在评价诉求 {number}，还没有提交：\n{ask}",
            "supplement": "\n\n您正在为诉求 {number} 补充材料，还没有提交：\n{ask}"}
 
