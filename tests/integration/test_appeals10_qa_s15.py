@@ -102,8 +102,8 @@ def _utc(value: datetime) -> datetime:
 
 def test_timeline_rows_carry_the_clock_the_change_was_made_on(people):
     """Services and jobs run with `now=` (the tick, the tests' travel in time) wrote the appeal's status, deadlines and
-    times at `now` but its timeline rows at the real clock: only 催办 was stamped `now`. The change's rows and the
-    enterprise's notice (已通知企业) are now."""
+    times at `now` but its timeline rows at the real clock: only 催办 was stamped `now`. The change's rows, the
+    enterprise's notice (已通知企业) and the staff alert's row (已通知 / 未能提醒) are now."""
     user, staff = people
     appeal_id, _ = _submit(user.id, now=NOW)
     _act(staff, appeal_id, "accept", now=NOW + timedelta(hours=1))
@@ -127,3 +127,5 @@ def test_timeline_rows_carry_the_clock_the_change_was_made_on(people):
     assert got["info_requested"] == NOW + timedelta(hours=3)
     assert got["supplemented"] == NOW + timedelta(hours=4)
     assert got["overdue"] == late
+    assert got.get("staff_unreachable", got.get("staff_notified")) == late  # the 超期 alert's own row
+    assert all(NOW <= at <= late for _, at in rows), rows  # not one row on the real clock

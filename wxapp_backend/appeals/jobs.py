@@ -72,14 +72,14 @@ def _one(s, appeal_id: int, now: datetime, done: dict[str, int]) -> None:
         s.flush()
         # Once per deadline (a 延期 or a resumed clock makes a new one, and its own alert); in this transaction,
         # so a tick that dies before its commit leaves neither the flag nor the alert, and the next one does both.
-        services.notify_department(s, appeal, "due_soon", f"due_soon:{int(appeal.due_at.timestamp())}")
+        services.notify_department(s, appeal, "due_soon", f"due_soon:{int(appeal.due_at.timestamp())}", now=now)
         done["warned"] += 1
     if now >= appeal.due_at:
         if not appeal.overdue:
             appeal.overdue = True
             ev = services._event(s, appeal, SYSTEM, "overdue", at=now, note="已超过办结期限", department=appeal.department)
             s.flush()
-            services.notify_department(s, appeal, "overdue", f"overdue:{ev.id}")
+            services.notify_department(s, appeal, "overdue", f"overdue:{ev.id}", now=now)
             done["overdue"] += 1
         today = now.astimezone(TZ).date()
         if appeal.last_urged_on != today and cal.is_workday(today):
@@ -117,7 +117,7 @@ def _late_escalations_and_tasks(now: datetime, done: dict[str, int]) -> None:
                 services._event(s, appeal, SYSTEM, "escalation_overdue", at=now,
                                 note="办不成事已超过 3 个工作日仍未处理完，请窗口负责人尽快联系企业", escalation_due_at=due)
                 s.flush()
-                services.notify_escalation_window(s, appeal, "escalation_overdue", f"escalation_overdue:{due}")
+                services.notify_escalation_window(s, appeal, "escalation_overdue", f"escalation_overdue:{due}", now=now)
                 done["escalation_overdue"] += 1
         except Exception:  # noqa: BLE001 - logged; the next tick tries again
             log.exception("escalation overdue check failed", extra={"appeal_id": appeal_id})
@@ -133,7 +133,7 @@ def _late_escalations_and_tasks(now: datetime, done: dict[str, int]) -> None:
                 services._event(s, appeal, SYSTEM, action, at=now, note=f"{task.department}的{what}已超过期限，请催办",
                                 task_id=task_id, department=task.department)
                 s.flush()
-                services.notify_task_department(s, appeal, task, action, f"{action}:{task_id}")
+                services.notify_task_department(s, appeal, task, action, f"{action}:{task_id}", now=now)
                 done["tasks_overdue"] += 1
         except Exception:  # noqa: BLE001 - logged; the next tick tries again
             log.exception("task overdue check failed", extra={"appeal_id": appeal_id, "task_id": task_id})

@@ -683,7 +683,7 @@ def press_own(session: Session, user_id: int, appeal_id: int, now: datetime | No
         return False
     ev = _event(session, appeal, actor, "pressed", at=now, note="企业在对话中催办", public=True, department=appeal.department)
     session.flush()
-    notify_department(session, appeal, "pressed", f"pressed:{ev.id}")
+    notify_department(session, appeal, "pressed", f"pressed:{ev.id}", now=now)
     return True
 
 
@@ -901,7 +901,7 @@ def escalate(session: Session, actor: Actor, appeal: Appeal, *, reason: str, now
            escalation_due_at=appeal.escalation_due_at, public_note=public_note)
     _notify(session, appeal, "appeal_escalated", f"您的诉求 {appeal.number} 已转入“办不成事”反映窗口，"
             f"将在 3 个工作日内由专人联系您。", "escalated", now=now)
-    _notify_escalation_owner(session, appeal, reason, actor)
+    _notify_escalation_owner(session, appeal, reason, actor, now=now)
     return True
 
 
@@ -931,7 +931,8 @@ def _tell_linked_staff(session: Session, appeal: Appeal, who: Any, kind: str, st
     return told
 
 
-def _notify_escalation_owner(session: Session, appeal: Appeal, reason: str, actor: Actor = SYSTEM) -> None:
+def _notify_escalation_owner(session: Session, appeal: Appeal, reason: str, actor: Actor = SYSTEM,
+                             now: datetime | None = None) -> None:
     """The 办不成事 window is the centre's admins and the window's own accounts (who hold its task, and were told
     nothing until it was 3 days late): each one with a linked WeChat user gets a message too, except the staff
     member escalating it; unlinked ones see the task and the dashboard count."""
@@ -942,7 +943,7 @@ def _notify_escalation_owner(session: Session, appeal: Appeal, reason: str, acto
                               f"诉求 {appeal.number} 已转入“办不成事”窗口，请在 3 个工作日内登录工作台查看处理。",
                               "escalated:owner")
     if told:
-        _event(session, appeal, SYSTEM, "owner_notified", note=f"已通知办不成事窗口负责人 {told} 人", public=False)
+        _event(session, appeal, SYSTEM, "owner_notified", note=f"已通知办不成事窗口负责人 {told} 人", public=False, at=now)
 
 
 STAFF_ALERTS = {"overdue": ("已超期", "诉求 {number} 已超过办结期限，请尽快办理并登录工作台查看。"),
@@ -970,7 +971,7 @@ STAFF_ALERT_TITLES = {"return_requested": "退单待审核", "extension_requeste
 
 
 def notify_department(session: Session, appeal: Appeal, what: str, key: str, *, actor: Actor | None = None,
-                      note: str = "") -> int:
+                      note: str = "", now: datetime | None = None) -> int:
     """临期 / 超期 / 催办 / 企业催办 reach the people answering for the appeal — the handling department's staff and
     its handler (承办人, whatever their department); while it is 已提交, or accepted but not given out (交办), the
     centre's staff and admins and its handler — whose account is linked to a WeChat user, once per event (`key`), never an unlinked account. `actor`,
@@ -985,14 +986,14 @@ def notify_department(session: Session, appeal: Appeal, what: str, key: str, *, 
         if handler is not None:
             who.append(StaffUser.id == handler)
         return _alert_staff(session, appeal, what, key, who, f"{CENTRE}工作人员" + ("和承办人" if handler else ""),
-                            acting=acting, note=note, department=CENTRE)
+                            acting=acting, note=note, department=CENTRE, now=now)
     who = [StaffUser.department == appeal.department] if appeal.department else []
     if handler is not None:
         who.append(StaffUser.id == handler)
     whom = "和".join(([f"{appeal.department}工作人员"] if appeal.department else [])
                     + (["承办人"] if handler is not None else []))
     return _alert_staff(session, appeal, what, key, who, whom, acting=acting, note=note,
-                        department=appeal.department)
+                        department=appeal.department, now=now)
 
 
 def given_out(session: Session, appeal: Appeal) -> bool:
@@ -1003,7 +1004,7 @@ def given_out(session: Session, appeal: Appeal) -> bool:
 
 
 def notify_assignment(session: Session, appeal: Appeal, what: str, key: str, *, actor: Actor,
-                      department: str | None = None, handler_id: int | None = None) -> int:
+                      department: str | None = None, handler_id: int | None = None, now: datetime | None = None) -> int:
     """交办 (`assigned`: `department` newly answers for the appeal, and/or `handler_id` is its new 承办人) or 改派承办人
     (`handler_changed`): those who now answer for it hear of it once (`key`, one per assignment), as they hear of
     its 临期 and 超期 — not the staff member doing it. Nobody new to tell, or nobody of them linked to WeChat:
@@ -1016,20 +1017,22 @@ def notify_assignment(session: Session, appeal: Appeal, what: str, key: str, *, 
         return 0
     whom = "和".join(([f"{department}工作人员"] if department else []) + (["新承办人"] if handler is not None else []))
     return _alert_staff(session, appeal, what, key, who, whom, acting=acting,
-                        department=department or appeal.department, say_unreachable=False)
+                        department=department or appeal.department, say_unreachable=False, now=now)
 
 
-def notify_request(session: Session, appeal: Appeal, what: str, key: str, *, actor: Actor, note: str = "") -> int:
+def notify_request(session: Session, appeal: Appeal, what: str, key: str, *, actor: Actor, note: str = "",
+                   now: datetime | None = None) -> int:
     """A department's 退单 or 延期 waits for the centre: its linked staff and admins (who decide it) hear of it, not
     the one asking; a 延期 asked for in time otherwise sat on the page while the deadline passed. No 未能提醒 (the
     dashboard's 待审核 card shows it)."""
     acting = int(actor.id) if actor.type == "staff" and actor.id is not None else None
     return _alert_staff(session, appeal, what, key, [StaffUser.role.in_([StaffRole.STAFF, StaffRole.ADMIN])],
                         f"{CENTRE}工作人员", acting=acting, note=note, department=appeal.department or CENTRE,
-                        say_unreachable=False)
+                        say_unreachable=False, now=now)
 
 
-def notify_decision(session: Session, appeal: Appeal, what: str, key: str, *, actor: Actor, note: str = "") -> int:
+def notify_decision(session: Session, appeal: Appeal, what: str, key: str, *, actor: Actor, note: str = "",
+                    now: datetime | None = None) -> int:
     """The centre's answer to a department's 退单 (not agreed: it stays) or 延期 reaches the handling department's
     staff and the handler, not the one deciding: it was on the appeal's page only, so a department went on
     waiting for an answer it had been given (or thought its deadline moved). No 未能提醒 (the page says it)."""
@@ -1044,11 +1047,11 @@ def notify_decision(session: Session, appeal: Appeal, what: str, key: str, *, ac
         return 0
     whom = "和".join(([f"{department}工作人员"] if department else []) + (["承办人"] if handler is not None else []))
     return _alert_staff(session, appeal, what, key, who, whom, acting=acting, note=note,
-                        department=department or CENTRE, say_unreachable=False)
+                        department=department or CENTRE, say_unreachable=False, now=now)
 
 
 def notify_task_department(session: Session, appeal: Appeal, task: AppealTask, what: str, key: str, *,
-                           actor: Actor | None = None) -> int:
+                           actor: Actor | None = None, now: datetime | None = None) -> int:
     """An alert about a 会办 task (given to it: `task_assigned`; its deadline passed: `task_overdue`) to the staff
     of the department that owes it, not the staff member `actor` acting. A new task nobody could be told of is in
     the department's queue: no 未能提醒 for it."""
@@ -1062,18 +1065,20 @@ def notify_task_department(session: Session, appeal: Appeal, task: AppealTask, w
            else StaffUser.department == task.department)
     return _alert_staff(session, appeal, what, key, [who],
                         f"{task.department}工作人员", acting=acting, note=note, department=task.department,
-                        say_unreachable=what != "task_assigned")
+                        say_unreachable=what != "task_assigned", now=now)
 
 
-def notify_escalation_window(session: Session, appeal: Appeal, what: str, key: str) -> int:
+def notify_escalation_window(session: Session, appeal: Appeal, what: str, key: str, *,
+                             now: datetime | None = None) -> int:
     """An alert about a 办不成事 to the window: the centre's admins and the window's own accounts."""
     return _alert_staff(session, appeal, what, key, [StaffUser.role == StaffRole.ADMIN,
                                                       StaffUser.department == ESCALATION_OWNER],
-                        "办不成事窗口负责人", department=ESCALATION_OWNER)
+                        "办不成事窗口负责人", department=ESCALATION_OWNER, now=now)
 
 
 def _alert_staff(session: Session, appeal: Appeal, what: str, key: str, who: list, whom: str, *,
-                 acting: int | None = None, note: str = "", department: str = "", say_unreachable: bool = True) -> int:
+                 acting: int | None = None, note: str = "", department: str = "", say_unreachable: bool = True,
+                 now: datetime | None = None) -> int:
     """Tell the linked staff matching any of `who` (not `acting`); a staff_notified event says who was told, or,
     when nobody could be, a staff_unreachable one says so (on the console's page): the alert is not dropped
     without a word (unless `say_unreachable` is False: news the queue itself shows, a 交办). Never raises: the tick
@@ -1094,12 +1099,12 @@ def _alert_staff(session: Session, appeal: Appeal, what: str, key: str, who: lis
                                       f"{STAFF_ALERT_TITLES.get(what, status)}：{appeal.number}", body, f"staff:{key}")
         if told:
             _event(session, appeal, SYSTEM, "staff_notified", note=f"已通知{whom}中已绑定微信的 {told} 人"
-                   f"（{STAFF_ALERT_TITLES.get(what, status)}）", department=department, alert=what, key=key)
+                   f"（{STAFF_ALERT_TITLES.get(what, status)}）", department=department, alert=what, key=key, at=now)
         elif say_unreachable and not _flagged_alert(session, appeal, "staff_unreachable", key):
             why = (f"{whom}的账号都未绑定微信（可在工作台“通知推送”页点“用我的微信绑定”）" if who
                    else "诉求尚未交办，也没有承办人")
             _event(session, appeal, SYSTEM, "staff_unreachable", note=f"{STAFF_ALERT_TITLES.get(what, status)}提醒未能发出："
-                   f"{why}，请在工作台跟进", department=department, alert=what, key=key)
+                   f"{why}，请在工作台跟进", department=department, alert=what, key=key, at=now)
     except Exception:  # noqa: BLE001 - never fails the tick or the enterprise's press
         log.exception("staff alerts failed", extra={"appeal_id": appeal.id})
     return told
@@ -1241,7 +1246,7 @@ def act_assign(session, actor, appeal, data, now):
     session.flush()
     notify_assignment(session, appeal, "assigned", f"assigned:{ev.id}", actor=actor,
                       department=department if newly else None,
-                      handler_id=appeal.handler_id if appeal.handler_id != old_handler else None)
+                      handler_id=appeal.handler_id if appeal.handler_id != old_handler else None, now=now)
 
 
 def _settle_returns(session: Session, actor: Actor, appeal: Appeal, department: str, now: datetime) -> list[int]:
@@ -1345,7 +1350,7 @@ def act_coordinate(session, actor, appeal, data, now):
         _event(session, appeal, actor, "tasks_added", at=now, note=f"增加会办部门：{'、'.join(made)}", departments=made)
     session.flush()
     for task in added:  # each department asked to 会办 hears of it (before, only once its deadline had passed)
-        notify_task_department(session, appeal, task, "task_assigned", f"task_assigned:{task.id}", actor=actor)
+        notify_task_department(session, appeal, task, "task_assigned", f"task_assigned:{task.id}", actor=actor, now=now)
 
 
 def act_complete_task(session, actor, appeal, data, now):
@@ -1536,7 +1541,7 @@ def act_return(session, actor, appeal, data, now):
     appeal.version += 1
     _event(session, appeal, actor, "return_requested", at=now, note=f"{holder}申请退单：{reason}",
            return_id=ret.id, department=holder)
-    notify_request(session, appeal, "return_requested", f"return_requested:{ret.id}", actor=actor)
+    notify_request(session, appeal, "return_requested", f"return_requested:{ret.id}", actor=actor, now=now)
 
 
 def act_decide_return(session, actor, appeal, data, now):
@@ -1567,7 +1572,7 @@ def act_decide_return(session, actor, appeal, data, now):
                     note=f"不同意退单，仍由{holder}办理" + (f"：{ret.decision_note}" if ret.decision_note else ""),
                     return_id=ret.id)
         session.flush()
-        notify_decision(session, appeal, "return_rejected", f"return_rejected:{ev.id}", actor=actor)
+        notify_decision(session, appeal, "return_rejected", f"return_rejected:{ev.id}", actor=actor, now=now)
 
 
 def act_request_extension(session, actor, appeal, data, now):
@@ -1596,7 +1601,7 @@ def act_request_extension(session, actor, appeal, data, now):
     _event(session, appeal, actor, "extension_requested", at=now, note=f"申请延期 {days} 个工作日：{reason}",
            extension_id=ext.id)
     notify_request(session, appeal, "extension_requested", f"extension_requested:{ext.id}", actor=actor,
-                   note=f"{days} 个工作日")
+                   note=f"{days} 个工作日", now=now)
 
 
 def _past_deadline(appeal: Appeal, now: datetime) -> bool:
@@ -1648,12 +1653,12 @@ def act_decide_extension(session, actor, appeal, data, now):
         moved = f"办结期限延至 {local.month}月{local.day}日 {local:%H:%M}" if local else ""
         session.flush()
         notify_decision(session, appeal, "extension_approved", f"extension_decided:{ext.id}", actor=actor,
-                        note=moved)
+                        note=moved, now=now)
     else:
         ext.status = "rejected"
         _event(session, appeal, actor, "extension_rejected", at=now, note=data.get("note") or "不同意延期")
         session.flush()
-        notify_decision(session, appeal, "extension_rejected", f"extension_decided:{ext.id}", actor=actor)
+        notify_decision(session, appeal, "extension_rejected", f"extension_decided:{ext.id}", actor=actor, now=now)
 
 
 def own_extension_request(session: Session, actor: Actor, ext: AppealExtension) -> bool:
@@ -1684,7 +1689,7 @@ def act_urge(session, actor, appeal, data, now):
     ev = _event(session, appeal, actor, "urged", at=now, note=data.get("note") or "催办", department=appeal.department)
     session.flush()
     # A 催办 is for the department handling it: written only on the timeline, nobody there heard it.
-    notify_department(session, appeal, "urged", f"urged:{ev.id}", actor=actor, note=(data.get("note") or "")[:60])
+    notify_department(session, appeal, "urged", f"urged:{ev.id}", actor=actor, note=(data.get("note") or "")[:60], now=now)
 
 
 def _set_category(session, actor, appeal, category: AppealCategory, now):
@@ -1744,7 +1749,7 @@ def act_reassign(session, actor, appeal, data, now):
                 handler_id=handler.id, previous_handler_id=previous)
     session.flush()
     notify_assignment(session, appeal, "handler_changed", f"handler_changed:{ev.id}", actor=actor,
-                      handler_id=handler.id)
+                      handler_id=handler.id, now=now)
 
 
 def act_note(session, actor, appeal, data, now):
