@@ -41,7 +41,8 @@ import sys
 import time
 from email.utils import formatdate
 
-from gunicorn import SERVER, glogging
+from gunicorn import SERVER, SERVER_SOFTWARE, glogging
+from gunicorn.http.wsgi import FileWrapper
 from gunicorn.workers.gthread import ThreadWorker
 
 from .http import DEFER_KEY, Deferred
@@ -250,9 +251,10 @@ class BalancedThreadWorker(ThreadWorker):
 
     def _inline_allowed(self) -> bool:
         """May pushes be answered in the poller's thread? Not when anything gunicorn does per request would be
-        skipped by it: an access log, request hooks, TLS, a SCRIPT_NAME."""
+        skipped by it: an access log, request hooks, TLS, the PROXY protocol, a SCRIPT_NAME."""
         cfg = self.cfg
-        if os.environ.get("WEB_INLINE_PUSHES", "1").strip() == "0" or cfg.is_ssl or os.environ.get("SCRIPT_NAME"):
+        if (os.environ.get("WEB_INLINE_PUSHES", "1").strip() == "0" or cfg.is_ssl or cfg.proxy_protocol
+                or os.environ.get("SCRIPT_NAME")):
             return False
         if cfg.accesslog or cfg.logconfig or cfg.logconfig_dict or cfg.logconfig_json or cfg.syslog:
             return False
@@ -359,20 +361,27 @@ class BalancedThreadWorker(ThreadWorker):
         return not close, conn
 
     def _environ(self, conn, req: InlineRequest) -> dict:
+        """The WSGI environ gunicorn's path would give this request (gunicorn.http.wsgi.create)."""
         client, server = conn.client, conn.server
         environ = {
             "REQUEST_METHOD": "POST", "SCRIPT_NAME": "", "PATH_INFO": req.path.decode("ascii"),
             "QUERY_STRING": req.query.decode("ascii"), "RAW_URI": req.target.decode("ascii"),
-            "SERVER_PROTOCOL": "HTTP/1.1", "SERVER_SOFTWARE": SERVER,
-            "REMOTE_ADDR": client[0] if isinstance(client, tuple) else "",
-            "REMOTE_PORT": str(client[1]) if isinstance(client, tuple) else "",
-            "SERVER_NAME": str(server[0]) if isinstance(server, tuple) else str(server),
-            "SERVER_PORT": str(server[1]) if isinstance(server, tuple) else "",
+            "SERVER_PROTOCOL": "HTTP/1.1", "SERVER_SOFTWARE": SERVER_SOFTWARE,
             "wsgi.version": (1, 0), "wsgi.url_scheme": "http", "wsgi.input": io.BytesIO(req.body),
             "wsgi.errors": sys.stderr, "wsgi.multithread": True, "wsgi.multiprocess": self.cfg.workers > 1,
-            "wsgi.run_once": False, "gunicorn.socket": conn.sock, DEFER_KEY: True,
+            "wsgi.run_once": False, "wsgi.input_terminated": True, "wsgi.file_wrapper": FileWrapper,
+            "gunicorn.socket": conn.sock, DEFER_KEY: True,
         }
         environ.update(req.headers)
+        if isinstance(client, tuple):
+            environ["REMOTE_ADDR"], environ["REMOTE_PORT"] = client[0], str(client[1])
+        else:  # a UNIX socket's peer
+            environ["REMOTE_ADDR"] = client.decode() if isinstance(client, bytes) else str(client or "")
+        if isinstance(server, tuple):
+            environ["SERVER_NAME"], environ["SERVER_PORT"] = server[0], str(server[1])
+        else:  # a UNIX socket: named after the Host header, as gunicorn does
+            name, _, port = environ.get("HTTP_HOST", "").partition(":")
+            environ["SERVER_NAME"], environ["SERVER_PORT"] = name or str(server), port or ("80" if name else "")
         # wsgi.url_scheme as gunicorn works it out: a trusted proxy's word on TLS (secure_scheme_headers).
         cfg = self.cfg
         if "*" in cfg.forwarded_allow_ips or environ["REMOTE_ADDR"] in cfg.forwarded_allow_ips:

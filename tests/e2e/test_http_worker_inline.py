@@ -34,7 +34,10 @@ def app(environ, start_response):
             "method": environ["REQUEST_METHOD"], "path": environ["PATH_INFO"], "query": environ["QUERY_STRING"],
             "body": environ["wsgi.input"].read().decode("utf-8"), "type": environ.get("CONTENT_TYPE"),
             "x": environ.get("HTTP_X_TEST"), "scheme": environ["wsgi.url_scheme"],
-            "remote": environ.get("REMOTE_ADDR")}
+            "remote": environ.get("REMOTE_ADDR"),
+            "env": {k: repr(v) for k, v in environ.items() if k.isupper() and k not in ("REMOTE_PORT", "RAW_URI")}
+                   | {k: repr(environ.get(k)) for k in ("wsgi.url_scheme", "wsgi.multiprocess", "wsgi.version",
+                                                        "wsgi.run_once", "wsgi.input_terminated")}}
 
     def respond():
         info["finished_in"] = threading.current_thread().name
@@ -220,3 +223,22 @@ def test_max_requests_restarts_the_worker_after_an_inline_answer(tmp_path):
                 assert time.monotonic() < deadline, "no new worker"
                 time.sleep(0.2)
         assert info["pid"] not in pids
+
+
+def test_the_inline_environ_is_the_one_gunicorns_path_gives(tmp_path):
+    """The same request, once inline and once through gunicorn's parser (its body sent later, which leaves it to
+    gunicorn): the application sees the same environ (but for the client's port and the defer flag)."""
+    with _gunicorn(tmp_path, 1, app=APP) as (_, port, socks):
+        extra = "X-Forwarded-For: 1.2.3.4\r\nx-forwarded-for: 5.6.7.8\r\nX-Forwarded-Proto: https\r\n"
+        request = _push("/wxa/message?a=1&b=%E4%BD%A0", extra=extra)
+        inline = _ask(_connect(port, socks), request)[1]
+        late = _connect(port, socks)
+        late.sendall(request[:-3])
+        time.sleep(0.3)
+        late.sendall(request[-3:])
+        gunicorn = json.loads(_read(late)[1])
+        assert inline["inline"] is True and gunicorn["inline"] is False
+        inline["env"].pop("wxapp.defer", None)
+        assert inline["env"] == gunicorn["env"]
+        assert inline["scheme"] == "https"  # 127.0.0.1 is a trusted proxy (FORWARDED_ALLOW_IPS' default)
+        assert inline["env"]["HTTP_X_FORWARDED_FOR"] == repr("1.2.3.4,5.6.7.8")
