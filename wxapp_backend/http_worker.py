@@ -274,8 +274,14 @@ class BalancedThreadWorker(ThreadWorker):
 
     def on_client_socket_readable(self, conn, client) -> None:
         # A connection gunicorn's parser has read from may hold bytes in that parser: it stays on gunicorn's path.
-        if self.inline and conn.parser is None and self._answer_inline(conn):
-            return
+        if self.inline and conn.parser is None:
+            try:
+                if self._answer_inline(conn):
+                    return
+            except Exception:  # never the poller's loop: that would end the process and all its connections
+                self.log.exception("Error handling request")
+                self._drop(conn)
+                return
         super().on_client_socket_readable(conn, client)
 
     def _answer_inline(self, conn) -> bool:
@@ -291,8 +297,11 @@ class BalancedThreadWorker(ThreadWorker):
                            max_field=cfg.limit_request_field_size)
         if req is None:
             return False
-        got = conn.sock.recv(req.size)  # the bytes looked at, taken off the socket (a pipelined next stays)
-        if len(got) != req.size:  # cannot happen with TCP (they were there); if it did, this one is lost
+        try:
+            got = conn.sock.recv(req.size)  # the bytes looked at, taken off the socket (a pipelined next stays)
+        except OSError:
+            got = b""
+        if len(got) != req.size:  # reset meanwhile (with TCP the bytes looked at are there to take)
             self._drop(conn)
             return True
         environ = self._environ(conn, req)
@@ -304,6 +313,12 @@ class BalancedThreadWorker(ThreadWorker):
 
         try:
             result = self.wsgi(environ, start_response)
+            if not isinstance(result, Deferred):
+                try:
+                    body = b"".join(result)
+                finally:
+                    if hasattr(result, "close"):
+                        result.close()
         except Exception:  # as gunicorn's path: logged, a bare 500, the connection closed
             self.log.exception("Error handling request")
             with contextlib.suppress(OSError):
@@ -329,11 +344,6 @@ class BalancedThreadWorker(ThreadWorker):
             fs = self.tpool.submit(self._finish_deferred, conn, result, captured, close)
             self._wrap_future(fs, conn)
             return True
-        try:
-            body = b"".join(result)
-        finally:
-            if hasattr(result, "close"):
-                result.close()
         try:
             self._send(conn.sock, captured, body, close)
         except OSError:

@@ -30,6 +30,9 @@ def app(environ, start_response):
         return [body]
     if environ["QUERY_STRING"] == "boom":
         raise RuntimeError("boom")
+    if environ["QUERY_STRING"] == "boom-later":  # fails while its body is being read
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return (str(1 / 0).encode() for _ in range(1))
     info = {"pid": os.getpid(), "thread": threading.current_thread().name, "inline": DEFER_KEY in environ,
             "method": environ["REQUEST_METHOD"], "path": environ["PATH_INFO"], "query": environ["QUERY_STRING"],
             "body": environ["wsgi.input"].read().decode("utf-8"), "type": environ.get("CONTENT_TYPE"),
@@ -188,10 +191,11 @@ def test_connection_close_is_honoured(server):
     assert _closed(sock)  # by the server
 
 
-def test_an_application_error_is_a_500_and_the_connection_closed(server):
+@pytest.mark.parametrize("query", ["boom", "boom-later"])
+def test_an_application_error_is_a_500_and_the_connection_closed(server, query):
     inline, port, socks = server
     sock = _connect(port, socks)
-    sock.sendall(_push("/wechat?boom"))
+    sock.sendall(_push(f"/wechat?{query}"))
     headers, body, status = _read(sock)
     assert status.startswith("HTTP/1.1 500")
     assert _closed(sock)
