@@ -5,26 +5,10 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-import pytest
-
+from tests.integration.test_notices2_qa_s14 import SUBSCRIBE, fast, staff_h  # noqa: F401 - shared fixtures
 from wxapp_backend.activities.models import Registration
 from wxapp_backend.notices import credits
 from wxapp_backend.notices.broadcast_models import Notice
-
-SUBSCRIBE = "/cgi-bin/message/subscribe/send"
-
-
-@pytest.fixture
-def staff_h(make_staff, staff_headers):
-    return staff_headers(make_staff(role="staff"))
-
-
-@pytest.fixture
-def fast(app, monkeypatch):
-    extra = app.extensions["wxapp"].settings.extra
-    for k, v in {"fanout_rate": 10000, "fanout_burst": 100, "fanout_jobs": 1}.items():
-        monkeypatch.setitem(extra, k, v)
-    return extra
 
 
 def _templates(monkeypatch, template_id: str) -> None:
@@ -38,7 +22,7 @@ def _templates(monkeypatch, template_id: str) -> None:
 # --- 1. a notice drafted while its template was switched off ------------------------------------------------
 
 def test_a_draft_written_while_notices_were_switched_off_goes_out_with_the_template_configured_since(
-        app_ctx, client, make_user, staff_h, db, run_jobs, standin, fast, monkeypatch):
+        app_ctx, client, make_user, staff_h, db, run_jobs, standin, fast, monkeypatch):  # noqa: F811
     """template_id "" when the draft was written: it kept no template values and no template, and once staff
     configured the real one and published, its subscribers (who accepted that template) got the inbox only."""
     from wxapp_backend.db import session_scope
@@ -72,7 +56,7 @@ def test_a_draft_written_while_notices_were_switched_off_goes_out_with_the_templ
 
 
 def test_a_draft_written_with_a_template_goes_without_one_once_notices_are_switched_off(
-        app_ctx, client, make_user, staff_h, db, run_jobs, standin, fast, monkeypatch):
+        app_ctx, client, make_user, staff_h, db, run_jobs, standin, fast, monkeypatch):  # noqa: F811
     """The other way round: configured as "" since, the draft goes to the inbox only (no call WeChat refuses)."""
     from wxapp_backend.db import session_scope
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 
 import redis
@@ -10,19 +11,31 @@ from sqlalchemy import text
 import wxapp_backend
 
 
+@contextlib.contextmanager
+def sqlite_database_at(settings, tmp_path, revision: str):
+    """A fresh SQLite database migrated to `revision` only, inside its app's context: yields its engine."""
+    from alembic import command
+
+    from wxapp_backend.cli import alembic_config
+
+    app = wxapp_backend.create_app(settings.with_overrides(database_url=f"sqlite:///{tmp_path / 'old.sqlite3'}"))
+    try:
+        with app.app_context():
+            engine = app.extensions["wxapp"].db.engine
+            with engine.begin() as conn:
+                command.upgrade(alembic_config(conn), revision)
+            yield engine
+    finally:
+        app.extensions["wxapp"].db.engine.dispose()
+
+
 def test_upgrading_an_sqlite_database_keeps_the_rows_that_hang_on_a_rebuilt_table(settings, tmp_path):
     """0005 rebuilds `notices` on SQLite (batch mode: copy, DROP TABLE, rename). With the application's
     foreign_keys=ON the DROP deleted every notice_outbox row through ON DELETE CASCADE: after `init-db` on a
     database of 0004 each published notice had lost its whole delivery list (who got it, who is still due)."""
-    app = wxapp_backend.create_app(settings.with_overrides(database_url=f"sqlite:///{tmp_path / 'old.sqlite3'}"))
-    from alembic import command
+    from wxapp_backend.cli import upgrade_database
 
-    from wxapp_backend.cli import alembic_config, upgrade_database
-
-    with app.app_context():
-        engine = app.extensions["wxapp"].db.engine
-        with engine.begin() as conn:
-            command.upgrade(alembic_config(conn), "0004")
+    with sqlite_database_at(settings, tmp_path, "0004") as engine:
         with engine.begin() as conn:
             conn.execute(text(
                 "INSERT INTO users (id, openid, nickname, phone, role, binding_state, followed, blocked, no_show_count,"
@@ -42,7 +55,6 @@ def test_upgrading_an_sqlite_database_keeps_the_rows_that_hang_on_a_rebuilt_tabl
             # Foreign keys are on again for the connections the application goes on using.
             assert conn.execute(text("PRAGMA foreign_keys")).scalar() == 1
         upgrade_database()  # idempotent
-    app.extensions["wxapp"].db.engine.dispose()
 
 
 def test_seed_demo_shows_the_reset_admin_password_even_when_redis_does_not_answer(app, client, db, monkeypatch):

@@ -135,17 +135,12 @@ def test_upgrading_renames_the_later_of_accounts_differing_only_in_case_and_says
     writes a `staff.renamed` audit row, instead of failing on the new index."""
     import logging
 
-    from alembic import command
     from sqlalchemy import text
 
-    import wxapp_backend
-    from wxapp_backend.cli import alembic_config, upgrade_database
+    from tests.integration.test_ops2_qa_s14 import sqlite_database_at
+    from wxapp_backend.cli import upgrade_database
 
-    app = wxapp_backend.create_app(settings.with_overrides(database_url=f"sqlite:///{tmp_path / 'old.sqlite3'}"))
-    with app.app_context():
-        engine = app.extensions["wxapp"].db.engine
-        with engine.begin() as conn:
-            command.upgrade(alembic_config(conn), "0005")
+    with sqlite_database_at(settings, tmp_path, "0005") as engine:
         with engine.begin() as conn:
             for staff_id, name in ((1, "zhao"), (2, "Zhao"), (3, "wang"), (4, "ZHAO"), (5, "zhao-4")):
                 conn.execute(text(
@@ -167,4 +162,3 @@ def test_upgrading_renames_the_later_of_accounts_differing_only_in_case_and_says
             conn.execute(text("INSERT INTO staff_users (username, password_hash, role, department, display_name,"
                               " active, created_at) VALUES ('WANG', 'x', 'staff', '', '', 1, '2026-01-01')"))
         upgrade_database()  # idempotent
-    app.extensions["wxapp"].db.engine.dispose()
