@@ -644,13 +644,15 @@ def similar_open(session: Session, appeal: Appeal, *, limit: int = 5, threshold:
 WITHDRAWABLE = OPEN | {S.DUPLICATE}
 
 
-def withdraw(session: Session, user_id: int, appeal_id: int, reason: str = "") -> Appeal:
+def withdraw(session: Session, user_id: int, appeal_id: int, reason: str = "", now: datetime | None = None) -> Appeal:
+    """企业撤回: its timeline rows, closing time and the tasks and requests it ends are stamped `now` (the caller's
+    clock, as every other service: the real clock here put them after rows written on a travelled one)."""
     appeal = get_appeal(session, appeal_id, Actor("user", user_id), lock=True)
     if appeal.status == S.WITHDRAWN:
         return appeal  # a double tap: the first one did it (as cancelling a registration twice is harmless)
     if appeal.status not in WITHDRAWABLE:
         raise Conflict(f"诉求当前为“{appeal.status_label}”，不能撤回。", code="illegal_transition")
-    now = utcnow()
+    now = now or utcnow()
     transition(session, appeal, S.WITHDRAWN, Actor("user", user_id), action="withdrawn", now=now,
                note=f"企业撤回诉求{('：' + reason) if reason else ''}")
     _cancel_open_tasks(session, appeal, "企业已撤回诉求，任务取消", now)

@@ -1,0 +1,118 @@
+"""Appeals, QA pass 15 (11): the withdrawal and the chat photos' timeline rows run on the caller's clock."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import select
+
+from wxapp_backend import queue as queue_mod
+from wxapp_backend.appeals import jobs, services
+from wxapp_backend.appeals.intake import queue_chat_photos, submit_from_chat
+from wxapp_backend.appeals.models import Appeal, AppealEvent, AppealReturn, AppealTask
+from wxapp_backend.audit import Actor
+from wxapp_backend.db import session_scope
+
+NOW = datetime(2025, 10, 20, 2, 0, tzinfo=UTC)  # a Monday, 10:00 in Shanghai; long past: never the real clock
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    return value if value is None or value.tzinfo else value.replace(tzinfo=UTC)  # SQLite hands back naive UTC
+
+
+@pytest.fixture
+def people(make_user, make_staff, make_building, make_enterprise, app_ctx):
+    building = make_building(name="新华大厦")
+    enterprise = make_enterprise(name="上海测试科技有限公司", building_id=building.id)
+    user = make_user(enterprise_id=enterprise.id, binding_state="verified")
+    admin = make_staff(role="admin")
+    return user, Actor("staff", admin.id, role="admin", name="管理员")
+
+
+def _submit(user_id: int, now: datetime | None = None) -> int:
+    with session_scope() as s:
+        appeal, _ = services.submit_appeal(s, user_id, services.Intake(
+            content="办公楼门口的路灯坏了，晚上很黑", contact_name="张三", contact_phone="13800138000"), now=now)
+        return appeal.id
+
+
+def _events(appeal_id: int, action: str | None = None) -> list[AppealEvent]:
+    with session_scope() as s:
+        stmt = select(AppealEvent).where(AppealEvent.appeal_id == appeal_id).order_by(AppealEvent.id)
+        if action:
+            stmt = stmt.where(AppealEvent.action == action)
+        rows = list(s.scalars(stmt))
+        s.expunge_all()
+        return rows
+
+
+def test_a_withdrawal_runs_on_the_callers_clock(people):
+    """withdraw() alone read the real clock: a test travelling in time (or a replay) got its 撤回 row, the closing
+    time and the cancelled tasks and requests at today's date, after rows written on the travelled clock."""
+    user, staff = people
+    appeal_id = _submit(user.id, now=NOW)
+    with session_scope() as s:
+        services.perform(s, staff, appeal_id, "accept", {}, now=NOW + timedelta(hours=1))
+    with session_scope() as s:
+        services.perform(s, staff, appeal_id, "assign", {"department": "税务所"}, now=NOW + timedelta(hours=1, minutes=30))
+    with session_scope() as s:  # a 退单 waiting and a 会办 task: both end with the withdrawal
+        services.perform(s, staff, appeal_id, "return", {"reason": "不属于本部门职责范围"},
+                         now=NOW + timedelta(hours=2))
+    with session_scope() as s:
+        services.perform(s, staff, appeal_id, "coordinate",
+                         {"tasks": [{"department": "城运中心", "description": "请协助"}]},
+                         now=NOW + timedelta(hours=2, minutes=30))
+    at = NOW + timedelta(hours=3)
+    with session_scope() as s:
+        services.withdraw(s, user.id, appeal_id, "已自行解决", now=at)
+    with session_scope() as s:
+        appeal = s.get(Appeal, appeal_id)
+        assert appeal.status == "withdrawn"
+        assert _utc(appeal.closed_at) == at
+        task = s.scalars(select(AppealTask).where(AppealTask.appeal_id == appeal_id)).one()
+        assert task.status == "cancelled" and _utc(task.closed_at) == at
+        ret = s.scalars(select(AppealReturn).where(AppealReturn.appeal_id == appeal_id)).one()
+        assert ret.status == "rejected" and _utc(ret.decided_at) == at
+    rows = [(e.action, _utc(e.created_at)) for e in _events(appeal_id)]
+    assert ("withdrawn", at) in rows, rows
+    assert all(when == at for action, when in rows if action in ("withdrawn", "task_cancelled")), rows
+    assert all(NOW <= when <= at for _, when in rows), rows  # not one row on the real clock
+
+
+def test_chat_photos_pending_row_is_on_the_callers_clock_and_the_sweep_reads_it(people, run_jobs, monkeypatch):
+    """The sweep compares `photos_pending` rows with its `now`, but the row was written on the real clock: a sweep run
+    on a travelled clock found every row "in the future" (or long expired) whatever its age. The row (and the
+    `photos_attached` one the fetch writes) now carry the caller's clock."""
+    user, _ = people
+
+    def redis_down(*args, **kwargs):
+        raise ConnectionError("Redis is down")
+
+    monkeypatch.setattr(queue_mod, "enqueue", redis_down)  # the job is lost: only the sweep can fetch them
+    with session_scope() as s:
+        appeal = submit_from_chat(s, user.id, {"id": "d-travel", "content": "楼道里堆满了垃圾，已经一周了",
+                                               "contact_name": "张三", "contact_phone": "13800138000",
+                                               "media": ["MEDIA-T"]}, account="oa", now=NOW)
+        appeal_id = appeal.id
+    monkeypatch.undo()
+    (pending,) = _events(appeal_id, "photos_pending")
+    assert _utc(pending.created_at) == NOW
+    assert _utc(_events(appeal_id, "submitted")[0].created_at) == NOW
+    assert jobs.sweep_chat_photos(NOW + timedelta(minutes=5)) == 0  # too fresh: its job may be on its way
+    assert jobs.sweep_chat_photos(NOW + timedelta(days=4)) == 0  # WeChat no longer keeps it
+    later = NOW + timedelta(minutes=20)
+    assert jobs.sweep_chat_photos(later) == 1
+    assert run_jobs() == 1
+    (attached,) = _events(appeal_id, "photos_attached")
+    assert _utc(attached.created_at) == later  # the sweep's clock, after the pending row
+    assert jobs.sweep_chat_photos(later + timedelta(minutes=5)) == 0  # attached: nothing left
+
+
+def test_supplement_photos_pending_row_takes_the_callers_now(people):
+    user, staff = people
+    appeal_id = _submit(user.id, now=NOW)
+    with session_scope() as s:
+        queue_chat_photos(s, s.get(Appeal, appeal_id), "oa", ["MEDIA-S"], job_id="t-supp", now=NOW + timedelta(hours=1))
+    (pending,) = _events(appeal_id, "photos_pending")
+    assert _utc(pending.created_at) == NOW + timedelta(hours=1)
