@@ -222,33 +222,38 @@ def match_place(session, text: str) -> dict:
     return out
 
 
-def submit_from_chat(session, user_id: int, draft: dict, *, account: str):
-    """The confirmed chat draft becomes an appeal (idempotent per draft); photos are fetched by a job."""
+def submit_from_chat(session, user_id: int, draft: dict, *, account: str, now=None):
+    """The confirmed chat draft becomes an appeal (idempotent per draft); photos are fetched by a job. `now`: the
+    clock it is made on (default the real one), its `photos_pending` row's included."""
     from . import services
 
     appeal, created = services.submit_appeal(session, user_id, services.Intake(
         content=draft["content"], contact_name=draft["contact_name"], contact_phone=draft["contact_phone"],
         enterprise_id=draft.get("enterprise_id"), enterprise_name=draft.get("enterprise_name", ""),
         building_id=draft.get("building_id"), images=[], channel="chat"),
-        idempotency_key=f"chat:{draft['id']}", daily_limit=services.MAX_APPEALS_PER_DAY)
+        idempotency_key=f"chat:{draft['id']}", daily_limit=services.MAX_APPEALS_PER_DAY, now=now)
     media = [m for m in draft.get("media", []) if isinstance(m, str)][:MAX_IMAGES]
     if created and media:
-        queue_chat_photos(session, appeal, account, media, job_id=f"appeal-{appeal.id}-chat-images")
+        queue_chat_photos(session, appeal, account, media, job_id=f"appeal-{appeal.id}-chat-images", now=now)
     return appeal
 
 
-def queue_chat_photos(session, appeal, account: str, media: list[str], *, job_id: str) -> None:
+def queue_chat_photos(session, appeal, account: str, media: list[str], *, job_id: str, now=None) -> None:
     """Fetch photos sent in the chat (WeChat media ids) after the commit, and record in the same transaction that
     they are due (a `photos_pending` event): the job's arguments are not their only trace, so a lost enqueue or a
-    job Redis lost is picked up by `jobs.sweep_chat_photos` while WeChat still keeps the media (3 days)."""
+    job Redis lost is picked up by `jobs.sweep_chat_photos` while WeChat still keeps the media (3 days).
+
+    The row is stamped `now` (default the real clock): the sweep compares its time with the `now` it is run on, so
+    a row on the real clock under a travelled one was never (or always) due. A `now` given goes to the job too, for
+    its `photos_attached` row."""
     from ..audit import SYSTEM
     from ..queue import enqueue_after_commit
     from . import services
 
     services._event(session, appeal, SYSTEM, "photos_pending", media=list(media), account=account,
-                    job_id=job_id, note=f"对话中发送的照片 {len(media)} 张待保存")
+                    job_id=job_id, note=f"对话中发送的照片 {len(media)} 张待保存", at=now)
     enqueue_after_commit(session, "wxapp_backend.appeals.jobs.fetch_chat_images", appeal.id, account, list(media),
-                         job_id=job_id, retries=2)
+                         job_id=job_id, retries=2, **({"now": now} if now is not None else {}))
 
 
 def decode_raw(data: bytes) -> tuple[bytes, str]:

@@ -197,7 +197,7 @@ def sweep_chat_photos(now: datetime | None = None) -> int:
             continue  # a run for them is still on its way
         try:
             enqueue("wxapp_backend.appeals.jobs.fetch_chat_images", appeal_id, account, left, job_id=job_id,
-                    retries=2)
+                    retries=2, now=now)
             enqueued += 1
         except Exception:  # noqa: BLE001 - the next tick tries again
             log.exception("chat photo sweep could not enqueue", extra={"appeal_id": appeal_id})
@@ -213,8 +213,10 @@ def _job_status(job_cls, queue, job_id: str):
         return None
 
 
-def fetch_chat_images(appeal_id: int, account: str, media_ids: list[str]) -> int:
-    """Download photos sent in the chat intake and attach them; media already attached are skipped.
+def fetch_chat_images(appeal_id: int, account: str, media_ids: list[str], now: datetime | None = None) -> int:
+    """Download photos sent in the chat intake and attach them; media already attached are skipped. The
+    `photos_attached` row is stamped `now` when the enqueuer had a clock of its own (the sweep's, a travelled
+    intake's), else the real clock.
 
     A photo WeChat could not give for now (busy, a timeout) is fetched by the job's retry, the others being
     kept at once; on the last try, or when WeChat refuses it (expired), it is recorded as not fetched."""
@@ -258,7 +260,7 @@ def fetch_chat_images(appeal_id: int, account: str, media_ids: list[str]) -> int
             appeal.images = list(appeal.images or []) + new
             services._event(s, appeal, SYSTEM, "photos_attached",
                             note=f"对话中发送的照片已保存 {len(new)} 张" + (f"，{len(failed)} 张未能获取" if failed else ""),
-                            public=True, not_fetched=failed or None)
+                            public=True, not_fetched=failed or None, at=now)
     if later is not None:
         raise later  # RQ tries again; what was attached now is skipped then
     return len(fetched)
