@@ -1149,6 +1149,8 @@ PRESSED_AGAIN = "诉求 {number} 今天已经催办过了，工作人员会尽�
 NOTHING_TO_PRESS = "您目前没有正在办理中的诉求，不需要催办。回复“我的诉求”查看全部；有新的问题请回复“我要反映”。"
 NOTHING_TO_PRESS_APP = "您目前没有正在办理中的诉求，不需要催办。有新的问题，请在“我要反映”中填写。"
 WITHDRAW_APP = "撤回诉求请在小程序“我的诉求”中打开那条诉求，点“撤回”（已办结的诉求不能撤回）。"
+# “催一下” on an appeal staff asked material for: the wait is on the user (its clock stopped), nothing is pressed.
+PRESS_NEEDS_INFO = "诉求 {number} 正在等您补充材料，补充后工作人员会继续办理，不需要催办哦～\n{line}"
 PRESS_OTHERS = "\n（您还有 {n} 条诉求在办理中，催办其中一条请回复“催办 编号”。）"
 
 
@@ -1163,7 +1165,7 @@ def press_text(user_id: int, number: str | None, *, account: str = "api", chat: 
     """The press and its reply; `chat=False` for the app's chat (its 联系客服 button instead of 人工)."""
     from wxapp_backend.appeals.followup import own_by_number, rated_rounds
     from wxapp_backend.appeals.services import list_own, press_own
-    from wxapp_backend.appeals.states import OPEN
+    from wxapp_backend.appeals.states import OPEN, AppealStatus
     from wxapp_backend.db import session_scope, utcnow
     from wxapp_backend.errors import AppError
 
@@ -1179,7 +1181,11 @@ def press_text(user_id: int, number: str | None, *, account: str = "api", chat: 
                 open_ones = [a for a in list_own(s, user_id, per_page=50).items if a.status in OPEN]
                 if not open_ones:
                     return NOTHING_TO_PRESS if chat else NOTHING_TO_PRESS_APP
-                appeal, others = open_ones[0], len(open_ones) - 1
+                # The one being handled, before one that waits on the user's own supplement (nothing to press)
+                being_handled = [a for a in open_ones if a.status != AppealStatus.PENDING_ENTERPRISE]
+                appeal, others = (being_handled or open_ones)[0], len(open_ones) - 1
+            if appeal.status == AppealStatus.PENDING_ENTERPRISE:  # the next step is theirs: say what is asked
+                return PRESS_NEEDS_INFO.format(number=appeal.number, line=_line(appeal, set(), now, chat=chat))
             done = press_own(s, user_id, appeal.id, now)
             line = _line(appeal, rated_rounds(s, [appeal.id]), now, chat=chat)
             appeal_number = appeal.number

@@ -116,3 +116,30 @@ def test_supplement_photos_pending_row_takes_the_callers_now(people):
         queue_chat_photos(s, s.get(Appeal, appeal_id), "oa", ["MEDIA-S"], job_id="t-supp", now=NOW + timedelta(hours=1))
     (pending,) = _events(appeal_id, "photos_pending")
     assert _utc(pending.created_at) == NOW + timedelta(hours=1)
+
+
+def test_pressing_an_appeal_that_waits_for_the_enterprise_asks_for_the_supplement(people):
+    """“催一下” on an appeal staff had asked material for (待补充材料, its clock stopped) was recorded as a press and
+    alerted the department (“企业很着急”) while it waited on the enterprise, who was told “请您耐心等待”. Without a
+    number the newest open appeal was pressed even when it was that one. Now the user is told what is asked and how
+    to send it, nothing is pressed, and without a number the appeal that is really being handled is pressed."""
+    from handlers import appeal_followup as followup
+    from wxapp_backend.errors import Conflict
+
+    user, staff = people
+    handled = _submit(user.id)
+    waiting = _submit(user.id)
+    with session_scope() as s:
+        services.perform(s, staff, waiting, "accept", {})
+    with session_scope() as s:
+        services.perform(s, staff, waiting, "request_info", {"note": "请提供路灯的具体位置"})
+        number, handled_number = s.get(Appeal, waiting).number, s.get(Appeal, handled).number
+    reply = followup.press_text(user.id, number)
+    assert "记下您的催办" not in reply and "请提供路灯的具体位置" in reply and f"补充 {number}" in reply, reply
+    with pytest.raises(Conflict):
+        with session_scope() as s:
+            services.press_own(s, user.id, waiting)
+    assert _events(waiting, "pressed") == []
+    reply = followup.press_text(user.id, None)  # the newest open one waits on them: the other is the one pressed
+    assert handled_number in reply and "记下您的催办" in reply, reply
+    assert _events(waiting, "pressed") == [] and len(_events(handled, "pressed")) == 1

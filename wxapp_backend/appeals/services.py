@@ -677,6 +677,12 @@ def press_own(session: Session, user_id: int, appeal_id: int, now: datetime | No
     appeal = get_appeal(session, appeal_id, actor, lock=True)
     if appeal.status not in OPEN:
         raise Conflict(f"诉求当前为“{appeal.status_label}”，不需要催办。", code="illegal_transition")
+    if appeal.status == S.PENDING_ENTERPRISE:
+        # Staff wait on the enterprise (its clock stopped): a press alerted the department that the enterprise was
+        # in a hurry, and told the enterprise to wait, while the next step was theirs.
+        asked = f"：{appeal.info_request}" if appeal.info_request else ""
+        raise Conflict(f"诉求 {appeal.number} 正在等您补充材料{asked}。补充后工作人员会继续办理。",
+                       code="awaiting_supplement")
     day_start = datetime.combine(local_date(now), datetime.min.time(), TZ)
     pressed = session.scalar(select(AppealEvent.id).where(
         AppealEvent.appeal_id == appeal.id, AppealEvent.action == "pressed", AppealEvent.actor_type == "user",
