@@ -345,6 +345,8 @@ def transition(session: Session, appeal: Appeal, to: AppealStatus, actor: Actor,
     """Move the appeal along the table, keep the SLA clock, write the event and audit rows; 409 otherwise."""
     src = AppealStatus(appeal.status)
     if not can_move(src, to):
+        if src == to:  # a double tap (or a colleague first): done already, not "cannot become what it is"
+            raise Conflict(f"诉求已经是“{LABELS[src]}”了，不需要重复操作（可能刚刚已经办过）。", code="illegal_transition")
         raise Conflict(f"诉求当前为“{LABELS[src]}”，不能变为“{LABELS[to]}”。", code="illegal_transition")
     now = now or utcnow()
     cal = work_calendar(session)

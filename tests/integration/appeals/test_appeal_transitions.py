@@ -62,3 +62,19 @@ def test_forbidden_move_is_409_and_changes_nothing(arrange, src, dst, db):
     row = db.get(Appeal, appeal_id)
     assert row.status == src.value and row.version == version
     assert db.query(AppealEvent).filter_by(appeal_id=appeal_id).count() == before_events
+
+
+SAME = [status for status in AppealStatus if status not in TRANSITIONS[status]]
+
+
+@pytest.mark.parametrize("status", SAME, ids=[s.value for s in SAME])
+def test_a_move_to_the_state_it_is_in_says_it_is_done_already(arrange, status, db):
+    """关闭 (or 不予受理 ...) sent twice: "已关闭, cannot become 已关闭" read like an error in the system."""
+    appeal_id = arrange.submit(NOW)
+    _put_in(appeal_id, status)
+    version = db.get(Appeal, appeal_id).version
+    with pytest.raises(Conflict) as exc, session_scope() as s:
+        services.transition(s, s.get(Appeal, appeal_id), status, arrange.actor, action="test_move", now=NOW)
+    assert exc.value.code == "illegal_transition" and "已经是" in exc.value.message and "不能变为" not in exc.value.message
+    db.expire_all()
+    assert db.get(Appeal, appeal_id).version == version
