@@ -166,7 +166,7 @@ def parse_inline(data: bytes, *, max_line: int = 4094, max_fields: int = 100,
     headers: dict[str, str] = {}
     length = -1
     for raw in lines[1:]:
-        if max_field and len(raw) > max_field:
+        if max_field and len(raw) + 2 > max_field:  # gunicorn counts the line's CRLF
             return None
         name, sep, value = raw.partition(b":")
         # No folded lines, no odd names (gunicorn refuses or drops "_" and non-token names), no control bytes.
@@ -311,22 +311,7 @@ class BalancedThreadWorker(ThreadWorker):
             captured[:] = [status, headers]
             return None
 
-        try:
-            result = self.wsgi(environ, start_response)
-            if not isinstance(result, Deferred):
-                try:
-                    body = b"".join(result)
-                finally:
-                    if hasattr(result, "close"):
-                        result.close()
-        except Exception:  # as gunicorn's path: logged, a bare 500, the connection closed
-            self.log.exception("Error handling request")
-            with contextlib.suppress(OSError):
-                self._send(conn.sock, ["500 Internal Server Error", [("Content-Type", "text/plain"),
-                                                                     ("Content-Length", "21")]],
-                           b"Internal Server Error", True)
-            self._drop(conn)
-            return True
+        # Counted and judged before the application runs, as gunicorn's path does (handle_request).
         self.nr += 1
         if self.nr >= self.max_requests and self.alive:
             self.log.info("Autorestarting worker after current request.")
@@ -337,17 +322,33 @@ class BalancedThreadWorker(ThreadWorker):
             except ValueError:
                 pass
             close = not self.alive or not cfg.keepalive or len(self._keep) >= self.max_keepalived
-        if isinstance(result, Deferred):  # a handler or a wait: finished on a pool thread, as gunicorn would
-            with self._lock:
-                self.poller.unregister(conn.sock)
-            conn.initialized = True
-            fs = self.tpool.submit(self._finish_deferred, conn, result, captured, close)
-            self._wrap_future(fs, conn)
+        try:
+            result = self.wsgi(environ, start_response)
+            if isinstance(result, Deferred):  # a handler or a wait: finished on a pool thread, as gunicorn would
+                self._hand_over(conn, self._finish_deferred, result, captured, close)
+                return True
+            try:
+                body = b"".join(result)
+            finally:
+                if hasattr(result, "close"):
+                    result.close()
+            data = self._response(captured, body, close)
+        except Exception:  # the application's or its answer's (a str chunk, a header not latin-1): logged, a
+            # bare 500, the connection closed; never out of the poller's loop, which would end the worker
+            self.log.exception("Error handling request")
+            with contextlib.suppress(OSError):
+                conn.sock.send(self._error_response())
+            self._drop(conn)
             return True
         try:
-            self._send(conn.sock, captured, body, close)
+            sent = conn.sock.send(data)
+        except BlockingIOError:
+            sent = 0
         except OSError:
             self._drop(conn)
+            return True
+        if sent < len(data):  # the peer reads slowly: a pool thread waits for it, never the poller's thread
+            self._hand_over(conn, self._send_rest, memoryview(data)[sent:], close)
             return True
         if close:
             self._drop(conn)
@@ -358,15 +359,28 @@ class BalancedThreadWorker(ThreadWorker):
             self._keep.append(conn)
         return True
 
+    def _hand_over(self, conn, task, *args) -> None:
+        """The rest of this connection's answer is `task(conn, *args)` on a pool thread; its result, (keep-alive,
+        conn), goes back to gunicorn's finish_request, which polls the connection again or closes it."""
+        with self._lock:
+            self.poller.unregister(conn.sock)
+        conn.initialized = True
+        self._wrap_future(self.tpool.submit(task, conn, *args), conn)
+
     def _finish_deferred(self, conn, deferred: Deferred, captured: list, close: bool) -> tuple[bool, object]:
+        try:
+            data = self._response(captured, b"".join(deferred.finish()), close)
+        except Exception:  # nothing is sent yet: a bare 500, as gunicorn's path answers
+            self.log.exception("Error handling request")
+            data, close = self._error_response(), True
+        return self._send_rest(conn, data, close)
+
+    @staticmethod
+    def _send_rest(conn, data, close: bool) -> tuple[bool, object]:
         conn.sock.setblocking(True)
         try:
-            body = b"".join(deferred.finish())
-            self._send(conn.sock, captured, body, close)
+            conn.sock.sendall(data)
         except OSError:
-            return False, conn
-        except Exception:
-            self.log.exception("Error handling request")
             return False, conn
         return not close, conn
 
@@ -401,26 +415,18 @@ class BalancedThreadWorker(ThreadWorker):
         return environ
 
     @staticmethod
-    def _send(sock, captured: list, body: bytes, close: bool) -> None:
+    def _response(captured: list, body: bytes, close: bool) -> bytes:
         status, headers = captured
         head = [f"HTTP/1.1 {status}\r\nServer: {SERVER}\r\nDate: {http_date()}\r\n"
                 f"Connection: {'close' if close else 'keep-alive'}\r\n"]
         head.extend(f"{name}: {value}\r\n" for name, value in headers)
         head.append("\r\n")
-        data = "".join(head).encode("latin-1") + body
-        if sock.getblocking():
-            sock.sendall(data)
-            return
-        try:
-            sent = sock.send(data)
-        except BlockingIOError:
-            sent = 0
-        if sent < len(data):  # the peer reads slowly: wait for it, as gunicorn's thread would
-            sock.setblocking(True)
-            try:
-                sock.sendall(data[sent:])
-            finally:
-                sock.setblocking(False)
+        return "".join(head).encode("latin-1") + body
+
+    @classmethod
+    def _error_response(cls) -> bytes:
+        return cls._response(["500 Internal Server Error", [("Content-Type", "text/plain"), ("Content-Length", "21")]],
+                             b"Internal Server Error", True)
 
     def _drop(self, conn) -> None:
         """Close a connection answered (or failed) inline and forget it."""
