@@ -297,6 +297,9 @@ class BalancedThreadWorker(ThreadWorker):
                            max_field=cfg.limit_request_field_size)
         if req is None:
             return False
+        environ = self._environ(conn, req)
+        if environ is None:
+            return False
         try:
             got = conn.sock.recv(req.size)  # the bytes looked at, taken off the socket (a pipelined next stays)
         except OSError:
@@ -304,7 +307,6 @@ class BalancedThreadWorker(ThreadWorker):
         if len(got) != req.size:  # reset meanwhile (with TCP the bytes looked at are there to take)
             self._drop(conn)
             return True
-        environ = self._environ(conn, req)
         captured: list = []
 
         def start_response(status, headers, exc_info=None):
@@ -384,8 +386,9 @@ class BalancedThreadWorker(ThreadWorker):
             return False, conn
         return not close, conn
 
-    def _environ(self, conn, req: InlineRequest) -> dict:
-        """The WSGI environ gunicorn's path would give this request (gunicorn.http.wsgi.create)."""
+    def _environ(self, conn, req: InlineRequest) -> dict | None:
+        """The WSGI environ gunicorn's path would give this request (gunicorn.http.wsgi.create); None when the
+        scheme headers need gunicorn's own judgement."""
         client, server = conn.client, conn.server
         environ = {
             "REQUEST_METHOD": "POST", "SCRIPT_NAME": "", "PATH_INFO": req.path.decode("ascii"),
@@ -406,12 +409,23 @@ class BalancedThreadWorker(ThreadWorker):
         else:  # a UNIX socket: named after the Host header, as gunicorn does
             name, _, port = environ.get("HTTP_HOST", "").partition(":")
             environ["SERVER_NAME"], environ["SERVER_PORT"] = name or str(server), port or ("80" if name else "")
-        # wsgi.url_scheme as gunicorn works it out: a trusted proxy's word on TLS (secure_scheme_headers).
+        # wsgi.url_scheme as gunicorn works it out: a trusted proxy's (or a UNIX socket peer's) word on TLS
+        # (secure_scheme_headers). gunicorn judges each header line and refuses lines that disagree: a header
+        # given twice (joined with ",") or headers that disagree take its path.
         cfg = self.cfg
-        if "*" in cfg.forwarded_allow_ips or environ["REMOTE_ADDR"] in cfg.forwarded_allow_ips:
+        if ("*" in cfg.forwarded_allow_ips or not isinstance(client, tuple)
+                or environ["REMOTE_ADDR"] in cfg.forwarded_allow_ips):
+            verdicts = set()
             for name, value in cfg.secure_scheme_headers.items():
-                if environ.get("HTTP_" + name.upper().replace("-", "_")) == value:
-                    environ["wsgi.url_scheme"] = "https"
+                given = environ.get("HTTP_" + name.upper().replace("-", "_"))
+                if given is not None:
+                    if "," in given:
+                        return None
+                    verdicts.add(given == value)
+            if len(verdicts) > 1:
+                return None
+            if True in verdicts:
+                environ["wsgi.url_scheme"] = "https"
         return environ
 
     @staticmethod

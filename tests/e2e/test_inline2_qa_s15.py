@@ -48,7 +48,8 @@ def app(environ, start_response):
         if query == "defer-slow":
             time.sleep(2)
         info = {"pid": os.getpid(), "inline": DEFER_KEY in environ, "thread": threading.current_thread().name,
-                "body": data.decode("utf-8"), "x": environ.get("HTTP_X_TEST")}
+                "body": data.decode("utf-8"), "x": environ.get("HTTP_X_TEST"),
+                "scheme": environ["wsgi.url_scheme"]}
         body = json.dumps(info).encode()
         start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
         return [body]
@@ -218,3 +219,44 @@ def test_sigterm_while_a_deferred_answer_runs_still_delivers_it(server):
     os.kill(pid, signal.SIGTERM)
     headers, body, status = _read(sock)
     assert " 200 " in status and json.loads(body)["body"] == "慢"
+
+
+@pytest.mark.parametrize("extra,status,scheme", [
+    ("X-Forwarded-Proto: https\r\nX-Forwarded-Proto: https\r\n", "200", "https"),
+    ("X-Forwarded-Proto: https\r\nX-Forwarded-Ssl: on\r\n", "200", "https"),
+    ("X-Forwarded-Proto: https\r\nX-Forwarded-Ssl: off\r\n", "400", None),  # gunicorn: InvalidSchemeHeaders
+    ("X-Forwarded-Proto: https,http\r\n", "200", "http"),
+], ids=["twice", "agree", "conflict", "list"])
+def test_a_trusted_proxys_scheme_headers_are_judged_as_gunicorn_does(tmp_path, extra, status, scheme):
+    with _gunicorn(tmp_path, 1, app=APP) as (_, port, socks):
+        request = _push(extra=extra)
+        answers = []
+        for late in (False, True):
+            sock = _connect(port, socks)
+            if late:
+                sock.sendall(request[:-3])
+                time.sleep(0.3)
+                sock.sendall(request[-3:])
+            else:
+                sock.sendall(request)
+            headers, body, line = _read(sock)
+            answers.append((line.split(" ")[1], json.loads(body)["scheme"] if " 200 " in line else None))
+        assert answers == [(status, scheme)] * 2
+
+
+def test_a_unix_socket_peers_scheme_header_is_trusted_as_gunicorn_does():
+    """gunicorn trusts the scheme headers of any peer that is not an (address, port) pair (a UNIX socket's),
+    whatever FORWARDED_ALLOW_IPS says."""
+    from types import SimpleNamespace
+
+    from gunicorn.config import Config
+
+    from wxapp_backend.http_worker import BalancedThreadWorker, parse_inline
+
+    worker = object.__new__(BalancedThreadWorker)
+    worker.cfg = Config()
+    worker.cfg.set("forwarded_allow_ips", "10.0.0.1")
+    req = parse_inline(_push(extra="X-Forwarded-Proto: https\r\n"))
+    unix = worker._environ(SimpleNamespace(client="", server="/tmp/app.sock", sock=None), req)
+    tcp = worker._environ(SimpleNamespace(client=("127.0.0.1", 5000), server=("127.0.0.1", 80), sock=None), req)
+    assert unix["wsgi.url_scheme"] == "https" and tcp["wsgi.url_scheme"] == "http"
