@@ -260,3 +260,34 @@ def test_a_unix_socket_peers_scheme_header_is_trusted_as_gunicorn_does():
     unix = worker._environ(SimpleNamespace(client="", server="/tmp/app.sock", sock=None), req)
     tcp = worker._environ(SimpleNamespace(client=("127.0.0.1", 5000), server=("127.0.0.1", 80), sock=None), req)
     assert unix["wsgi.url_scheme"] == "https" and tcp["wsgi.url_scheme"] == "http"
+
+
+def test_many_connections_pushing_at_once_are_all_answered(server):
+    inline, port, socks, _ = server
+    conns = [_connect(port, socks) for _ in range(300)]
+    for i, sock in enumerate(conns):
+        sock.sendall(_push("/wechat?defer" if i % 3 == 0 else "/wechat", body=f"第{i}条"))
+    for i, sock in enumerate(conns):
+        headers, body, status = _read(sock)
+        info = json.loads(body)
+        assert " 200 " in status and info["body"] == f"第{i}条" and info["inline"] is inline
+        assert headers["connection"] == "keep-alive"
+    for i, sock in enumerate(conns[:50]):  # each still usable
+        assert _json(sock, _push(body=str(i)))[1]["body"] == str(i)
+
+
+@pytest.mark.parametrize("delta", [-1, 0, 1])
+def test_a_push_at_the_peek_size_is_answered_whole(tmp_path, delta):
+    """A request of exactly PEEK bytes is answered inline, one byte more takes gunicorn's path (the default
+    WEBHOOK_MAX_BODY, 256 KiB, is above PEEK: a body at or over it never meets the inline path)."""
+    from wxapp_backend.http_worker import PEEK
+
+    with _gunicorn(tmp_path, 1, app=APP) as (_, port, socks):
+        head = len(_push(body=""))
+        size = PEEK - head - len(str(PEEK)) + 1 + delta  # Content-Length's digits grow from 1 to 5
+        request = _push(body="a" * size)
+        assert len(request) == PEEK + delta
+        _, info, _ = _json(_connect(port, socks), request)
+        assert info["body"] == "a" * size
+        if delta > 0:  # (at or under PEEK it is inline when it arrived in one piece before the poller looked)
+            assert info["inline"] is False
