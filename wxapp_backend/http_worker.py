@@ -434,6 +434,8 @@ class BalancedThreadWorker(ThreadWorker):
         head = [f"HTTP/1.1 {status}\r\nServer: {SERVER}\r\nDate: {http_date()}\r\n"
                 f"Connection: {'close' if close else 'keep-alive'}\r\n"]
         head.extend(f"{name}: {value}\r\n" for name, value in headers)
+        if not any(name.lower() == "content-length" for name, _ in headers):  # framed, as gunicorn frames it
+            head.append(f"Content-Length: {len(body)}\r\n")  # (chunked there; the whole body is here)
         head.append("\r\n")
         return "".join(head).encode("latin-1") + body
 

@@ -37,6 +37,9 @@ def app(environ, start_response):
         body = b"x" * (16 * 1024 * 1024)
         start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
         return [body]
+    if query == "nolength":  # no Content-Length: the server frames the answer
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"no", b"length"]
     if query == "text":  # an application bug: a str chunk
         start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "2")])
         return ["ok"]
@@ -291,3 +294,13 @@ def test_a_push_at_the_peek_size_is_answered_whole(tmp_path, delta):
         assert info["body"] == "a" * size
         if delta > 0:  # (at or under PEEK it is inline when it arrived in one piece before the poller looked)
             assert info["inline"] is False
+
+
+def test_an_inline_answer_without_content_length_is_framed_and_the_connection_stays_usable(tmp_path):
+    with _gunicorn(tmp_path, 1, app=APP) as (_, port, socks):
+        sock = _connect(port, socks, timeout=3)
+        sock.sendall(_push("/wechat?nolength"))
+        headers, body, status = _read(sock)
+        assert " 200 " in status and headers.get("content-length") == "8" and body == b"nolength"
+        _, info, _ = _json(sock, _push(body="下一条"))
+        assert info["body"] == "下一条" and info["inline"] is True
