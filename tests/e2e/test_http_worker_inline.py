@@ -15,19 +15,27 @@ from tests.e2e.test_http_worker_balance import _gunicorn
 
 pytestmark = pytest.mark.e2e
 
-APP = '''
+# The test apps' common head: imports and the balance helper's probe (GET / answers the worker's pid).
+APP_HEAD = '''
 import json
 import os
 import threading
+import time
 
 from wxapp_backend.http import DEFER_KEY, Deferred
 
 
+def pid_answer(start_response):
+    body = str(os.getpid()).encode()
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+    return [body]
+'''
+
+APP = APP_HEAD + '''
+
 def app(environ, start_response):
-    if environ["PATH_INFO"] == "/":  # the balance helper's probe: the worker's pid
-        body = str(os.getpid()).encode()
-        start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
-        return [body]
+    if environ["PATH_INFO"] == "/":
+        return pid_answer(start_response)
     if environ["QUERY_STRING"] == "boom":
         raise RuntimeError("boom")
     if environ["QUERY_STRING"] == "boom-later":  # fails while its body is being read
@@ -75,6 +83,14 @@ def _read(sock: socket.socket) -> tuple[dict[str, str], bytes, str]:
         headers[name.strip().lower()] = value.strip()
     body = rfile.read(int(headers.get("content-length", "0")))
     return headers, body, status
+
+
+def _send_late(sock: socket.socket, request: bytes) -> socket.socket:
+    """Send `request` with its last bytes 0.3 s after the rest: the poller sees it incomplete, gunicorn's path reads it."""
+    sock.sendall(request[:-3])
+    time.sleep(0.3)
+    sock.sendall(request[-3:])
+    return sock
 
 
 def _closed(sock: socket.socket) -> bool:
@@ -236,10 +252,7 @@ def test_the_inline_environ_is_the_one_gunicorns_path_gives(tmp_path):
         extra = "X-Forwarded-For: 1.2.3.4\r\nx-forwarded-for: 5.6.7.8\r\nX-Forwarded-Proto: https\r\n"
         request = _push("/wxa/message?a=1&b=%E4%BD%A0", extra=extra)
         inline = _ask(_connect(port, socks), request)[1]
-        late = _connect(port, socks)
-        late.sendall(request[:-3])
-        time.sleep(0.3)
-        late.sendall(request[-3:])
+        late = _send_late(_connect(port, socks), request)
         gunicorn = json.loads(_read(late)[1])
         assert inline["inline"] is True and gunicorn["inline"] is False
         inline["env"].pop("wxapp.defer", None)

@@ -13,24 +13,15 @@ import time
 import pytest
 
 from tests.e2e.test_http_worker_balance import _gunicorn
-from tests.e2e.test_http_worker_inline import _push, _read
+from tests.e2e.test_http_worker_inline import APP_HEAD, _push, _read, _send_late
 
 pytestmark = pytest.mark.e2e
 
-APP = '''
-import json
-import os
-import threading
-import time
-
-from wxapp_backend.http import DEFER_KEY, Deferred
-
+APP = APP_HEAD + '''
 
 def app(environ, start_response):
-    if environ["PATH_INFO"] == "/":  # the balance helper's probe: the worker's pid
-        body = str(os.getpid()).encode()
-        start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
-        return [body]
+    if environ["PATH_INFO"] == "/":
+        return pid_answer(start_response)
     query = environ["QUERY_STRING"]
     data = environ["wsgi.input"].read()
     if query == "big":
@@ -71,6 +62,15 @@ def server(request, tmp_path):
     extra = {} if request.param == "on" else {"WEB_INLINE_PUSHES": "0"}
     with _gunicorn(tmp_path, 1, app=APP, env_extra=extra) as (proc, port, socks):
         yield request.param == "on", port, socks, proc
+
+
+def _send_whole_or_late(port: int, socks: list, request: bytes, late: bool) -> socket.socket:
+    """`request` on a new connection: whole (the inline path), or its last bytes 0.3 s later (gunicorn's path)."""
+    sock = _connect(port, socks)
+    if late:
+        return _send_late(sock, request)
+    sock.sendall(request)
+    return sock
 
 
 def _connect(port: int, socks: list, timeout: float = 10, rcvbuf: int | None = None) -> socket.socket:
@@ -134,11 +134,7 @@ def test_non_ascii_header_values_are_the_same_inline_and_through_gunicorn(tmp_pa
     with _gunicorn(tmp_path, 1, app=APP) as (_, port, socks):
         request = _push().replace(b"X-Test: t", b"X-Test: \xe4\xbd\xa0\xff ok")
         inline = _json(_connect(port, socks), request)[1]
-        late = _connect(port, socks)
-        late.sendall(request[:-3])
-        time.sleep(0.3)
-        late.sendall(request[-3:])
-        gunicorn = json.loads(_read(late)[1])
+        gunicorn = json.loads(_read(_send_late(_connect(port, socks), request))[1])
         assert inline["inline"] is True and gunicorn["inline"] is False
         assert inline["x"] == gunicorn["x"] == "\xe4\xbd\xa0\xff ok"
 
@@ -151,14 +147,7 @@ def test_a_header_line_at_gunicorns_field_limit_is_judged_as_gunicorn_does(tmp_p
         request = _push(extra=line + "\r\n")
         answers = []
         for late in (False, True):
-            sock = _connect(port, socks)
-            if late:
-                sock.sendall(request[:-3])
-                time.sleep(0.3)
-                sock.sendall(request[-3:])
-            else:
-                sock.sendall(request)
-            answers.append(_read(sock)[2].split(" ")[1])
+            answers.append(_read(_send_whole_or_late(port, socks, request, late))[2].split(" ")[1])
         assert answers[0] == answers[1], answers
         assert answers[0] == ("200" if size + 2 <= 8190 else "431")
 
@@ -235,14 +224,7 @@ def test_a_trusted_proxys_scheme_headers_are_judged_as_gunicorn_does(tmp_path, e
         request = _push(extra=extra)
         answers = []
         for late in (False, True):
-            sock = _connect(port, socks)
-            if late:
-                sock.sendall(request[:-3])
-                time.sleep(0.3)
-                sock.sendall(request[-3:])
-            else:
-                sock.sendall(request)
-            headers, body, line = _read(sock)
+            headers, body, line = _read(_send_whole_or_late(port, socks, request, late))
             answers.append((line.split(" ")[1], json.loads(body)["scheme"] if " 200 " in line else None))
         assert answers == [(status, scheme)] * 2
 

@@ -7,11 +7,11 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import select
 
+from tests.integration.test_appeals10_qa_s15 import people  # noqa: F401 - the first pass's fixture
 from wxapp_backend import queue as queue_mod
 from wxapp_backend.appeals import jobs, services
 from wxapp_backend.appeals.intake import queue_chat_photos, submit_from_chat
 from wxapp_backend.appeals.models import Appeal, AppealEvent, AppealReturn, AppealTask
-from wxapp_backend.audit import Actor
 from wxapp_backend.db import session_scope
 
 NOW = datetime(2025, 10, 20, 2, 0, tzinfo=UTC)  # a Monday, 10:00 in Shanghai; long past: never the real clock
@@ -20,14 +20,6 @@ NOW = datetime(2025, 10, 20, 2, 0, tzinfo=UTC)  # a Monday, 10:00 in Shanghai; l
 def _utc(value: datetime | None) -> datetime | None:
     return value if value is None or value.tzinfo else value.replace(tzinfo=UTC)  # SQLite hands back naive UTC
 
-
-@pytest.fixture
-def people(make_user, make_staff, make_building, make_enterprise, app_ctx):
-    building = make_building(name="新华大厦")
-    enterprise = make_enterprise(name="上海测试科技有限公司", building_id=building.id)
-    user = make_user(enterprise_id=enterprise.id, binding_state="verified")
-    admin = make_staff(role="admin")
-    return user, Actor("staff", admin.id, role="admin", name="管理员")
 
 
 def _submit(user_id: int, now: datetime | None = None) -> int:
@@ -47,7 +39,7 @@ def _events(appeal_id: int, action: str | None = None) -> list[AppealEvent]:
         return rows
 
 
-def test_a_withdrawal_runs_on_the_callers_clock(people):
+def test_a_withdrawal_runs_on_the_callers_clock(people):  # noqa: F811
     """withdraw() alone read the real clock: a test travelling in time (or a replay) got its 撤回 row, the closing
     time and the cancelled tasks and requests at today's date, after rows written on the travelled clock."""
     user, staff = people
@@ -80,7 +72,7 @@ def test_a_withdrawal_runs_on_the_callers_clock(people):
     assert all(NOW <= when <= at for _, when in rows), rows  # not one row on the real clock
 
 
-def test_chat_photos_pending_row_is_on_the_callers_clock_and_the_sweep_reads_it(people, run_jobs, monkeypatch):
+def test_chat_photos_pending_row_is_on_the_callers_clock_and_the_sweep_reads_it(people, run_jobs, monkeypatch):  # noqa: F811
     """The sweep compares `photos_pending` rows with its `now`, but the row was written on the real clock: a sweep run
     on a travelled clock found every row "in the future" (or long expired) whatever its age. The row (and the
     `photos_attached` one the fetch writes) now carry the caller's clock."""
@@ -109,7 +101,7 @@ def test_chat_photos_pending_row_is_on_the_callers_clock_and_the_sweep_reads_it(
     assert jobs.sweep_chat_photos(later + timedelta(minutes=5)) == 0  # attached: nothing left
 
 
-def test_supplement_photos_pending_row_takes_the_callers_now(people):
+def test_supplement_photos_pending_row_takes_the_callers_now(people):  # noqa: F811
     user, staff = people
     appeal_id = _submit(user.id, now=NOW)
     with session_scope() as s:
@@ -118,7 +110,7 @@ def test_supplement_photos_pending_row_takes_the_callers_now(people):
     assert _utc(pending.created_at) == NOW + timedelta(hours=1)
 
 
-def test_pressing_an_appeal_that_waits_for_the_enterprise_asks_for_the_supplement(people):
+def test_pressing_an_appeal_that_waits_for_the_enterprise_asks_for_the_supplement(people):  # noqa: F811
     """“催一下” on an appeal staff had asked material for (待补充材料, its clock stopped) was recorded as a press and
     alerted the department (“企业很着急”) while it waited on the enterprise, who was told “请您耐心等待”. Without a
     number the newest open appeal was pressed even when it was that one. Now the user is told what is asked and how
