@@ -42,6 +42,7 @@ import time
 from email.utils import formatdate
 
 from gunicorn import SERVER, SERVER_SOFTWARE, glogging
+from gunicorn.http.message import DEFAULT_MAX_HEADERFIELD_SIZE, MAX_HEADERS, MAX_REQUEST_LINE
 from gunicorn.http.wsgi import FileWrapper
 from gunicorn.workers.gthread import ThreadWorker
 
@@ -196,6 +197,22 @@ def parse_inline(data: bytes, *, max_line: int = 4094, max_fields: int = 100,
     return InlineRequest(target, path, query, headers, data[end + 4:size], size)
 
 
+def inline_limits(cfg) -> tuple[int, int, int]:
+    """(request line, header count, header line) limits as gunicorn's parser applies them to `cfg`: a request line
+    limit below 0 or past MAX_REQUEST_LINE is MAX_REQUEST_LINE (0: none); a header count of 0 or past MAX_HEADERS
+    is MAX_HEADERS; a header line limit below 0 is the default (0: none). parse_inline's 0 means "no limit"."""
+    line = cfg.limit_request_line
+    if line < 0 or line >= MAX_REQUEST_LINE:
+        line = MAX_REQUEST_LINE
+    fields = cfg.limit_request_fields
+    if fields <= 0 or fields > MAX_HEADERS:
+        fields = MAX_HEADERS
+    field = cfg.limit_request_field_size
+    if field < 0:
+        field = DEFAULT_MAX_HEADERFIELD_SIZE
+    return line, fields, field
+
+
 _date_cache: list = [0, ""]
 
 
@@ -293,8 +310,8 @@ class BalancedThreadWorker(ThreadWorker):
         except OSError:
             return False
         cfg = self.cfg
-        req = parse_inline(data, max_line=cfg.limit_request_line, max_fields=cfg.limit_request_fields,
-                           max_field=cfg.limit_request_field_size)
+        line, fields, field = inline_limits(cfg)
+        req = parse_inline(data, max_line=line, max_fields=fields, max_field=field)
         if req is None:
             return False
         environ = self._environ(conn, req)

@@ -208,3 +208,39 @@ def test_the_date_header_is_worked_out_once_a_second(monkeypatch):
     monkeypatch.setattr(http_worker, "formatdate", lambda *a, **k: pytest.fail("formatted again"))
     monkeypatch.setattr(http_worker.time, "time", lambda: 1_700_000_000.9)
     assert http_worker.http_date() == first == "Tue, 14 Nov 2023 22:13:20 GMT"
+
+
+@pytest.mark.parametrize("line, fields, field", [
+    (4094, 100, 8190),  # gunicorn's defaults
+    (0, 0, 0),  # "no limit" as configured: gunicorn still caps the header count
+    (-1, -1, -1),
+    (10_000, 40_000, 20_000),  # past gunicorn's maximums
+    (8190, 32768, 10),
+    (20, 3, 50),
+])
+def test_the_inline_limits_are_the_ones_gunicorns_parser_applies(line, fields, field):
+    from gunicorn.http.message import Request
+
+    cfg = SimpleNamespace(limit_request_line=line, limit_request_fields=fields, limit_request_field_size=field)
+    # The limits gunicorn's own parser works with for this configuration, read off a request it parsed.
+    gcfg = SimpleNamespace(
+        **vars(cfg), is_ssl=False, proxy_protocol=False, forwarded_allow_ips=["127.0.0.1"],
+        secure_scheme_headers={}, forwarder_headers=[], strip_header_spaces=False, permit_obsolete_folding=False,
+        casefold_http_method=False, permit_unconventional_http_method=False,
+        permit_unconventional_http_version=False, header_map="drop", tolerate_dangerous_framing=False,
+    )
+
+    class Unreader:
+        def __init__(self):
+            self.data = [b"GET / HTTP/1.1\r\nHost: h\r\n\r\n"]
+
+        def read(self):
+            return self.data.pop(0) if self.data else b""
+
+        def unread(self, _):
+            pass
+
+    req = Request(gcfg, Unreader(), ("127.0.0.1", 1))
+    assert http_worker.inline_limits(cfg) == (
+        req.limit_request_line, req.limit_request_fields, req.limit_request_field_size
+    )
