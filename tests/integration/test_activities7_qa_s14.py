@@ -61,23 +61,15 @@ def test_narrowing_the_audience_tells_the_editor_how_many_registrants_no_longer_
         client, make_activity, make_building, make_user, user_token, staff, staff_headers, console_login, db):
     """面向楼宇 narrowed after people registered: those outside it stayed registered and nobody said a word. They
     are not cancelled (staff decide), but the editor says how many no longer match, and the audit row records it."""
-    from wxapp_backend.activities.console import _local_input
     from wxapp_backend.audit import AuditLog
 
     east, west = make_building(), make_building()
     a = make_activity(capacity=5)
     inside = _reg(client, a.id, user_token(make_user(building_id=east.id)))
     outside = [_reg(client, a.id, user_token(make_user(building_id=west.id))) for _ in range(2)]
-    csrf = console_login(staff)
-    form = {"csrf_token": csrf, "category": a.category, "title": a.title, "description": "", "address": a.address,
-            "capacity": "5", "building_id": "", "per_enterprise_cap": "", "starts_at": _local_input(a.starts_at),
-            "ends_at": _local_input(a.ends_at), "registration_opens_at": "", "registration_closes_at": "",
-            "cancel_deadline": "", "status": "published", "audience_industries": "", "audience_tags": "",
-            "cover_image": "", "questions": "", "waitlist_enabled": "y", "audience_building_ids": [str(east.id)]}
-    resp = client.post(f"/console/activities/{a.id}/edit", data=form)
-    assert resp.status_code == 302, resp.get_data(as_text=True)
-    page = client.get(resp.headers["Location"]).get_data(as_text=True)
+    page = _narrow_in_console(client, a, console_login(staff), east.id)
     assert "2 位报名者不在新的报名范围内" in page, page
+    assert "候补中" not in page, page  # nobody outside is waiting
     db.expire_all()
     assert all(db.get(Registration, r["id"]).status == "confirmed" for r in [inside, *outside])
     row = db.scalars(select(AuditLog).where(AuditLog.action == "activity.updated",
@@ -87,6 +79,35 @@ def test_narrowing_the_audience_tells_the_editor_how_many_registrants_no_longer_
     resp = client.patch(f"/api/v1/staff/activities/{a.id}", json={"verified_only": True},
                         headers=staff_headers(staff))
     assert resp.status_code == 200 and resp.get_json()["out_of_audience"] == 3, resp.get_json()
+
+
+def _narrow_in_console(client, a, csrf, building_id) -> str:
+    """Saves the activity's console form unchanged but for 面向楼宇 (one building); the page staff land on."""
+    from wxapp_backend.activities.console import _local_input
+
+    form = {"csrf_token": csrf, "category": a.category, "title": a.title, "description": "", "address": a.address,
+            "capacity": str(a.capacity), "building_id": "", "per_enterprise_cap": "",
+            "starts_at": _local_input(a.starts_at), "ends_at": _local_input(a.ends_at), "registration_opens_at": "",
+            "registration_closes_at": "", "cancel_deadline": "", "status": "published", "audience_industries": "",
+            "audience_tags": "", "cover_image": "", "questions": "", "waitlist_enabled": "y",
+            "audience_building_ids": [str(building_id)]}
+    resp = client.post(f"/console/activities/{a.id}/edit", data=form)
+    assert resp.status_code == 302, resp.get_data(as_text=True)
+    return client.get(resp.headers["Location"]).get_data(as_text=True)
+
+
+def test_narrowing_says_how_many_of_those_outside_are_waiting_and_where_they_now_stand(
+        client, make_activity, make_building, make_user, user_token, staff, console_login):
+    """Those outside the narrowed audience who are on the waitlist now go after the waiting people inside it
+    (session 15); the editor's message said nothing of it. It says how many wait and that those inside go first."""
+    east, west = make_building(), make_building()
+    a = make_activity(capacity=1, waitlist_enabled=True)
+    assert _reg(client, a.id, user_token(make_user(building_id=east.id)))["status"] == "confirmed"
+    queued = [_reg(client, a.id, user_token(make_user(building_id=west.id))) for _ in range(2)]
+    assert [r["status"] for r in queued] == ["waitlisted", "waitlisted"], queued
+    page = _narrow_in_console(client, a, console_login(staff), east.id)
+    assert "2 位报名者不在新的报名范围内" in page, page
+    assert "其中 2 位在候补中：有名额空出时，范围内的候补者先递补。" in page, page
 
 
 def test_lowering_the_per_enterprise_cap_below_an_enterprise_registered_is_refused(

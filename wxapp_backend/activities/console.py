@@ -182,6 +182,10 @@ def _editor(activity_id: int | None):
                 if outside:
                     done += (f"注意：有 {outside} 位报名者不在新的报名范围内，报名没有自动取消，"
                              "如需取消，请在报名名单中处理。")
+                    queued_outside = services.out_of_audience(s, saved, (RegStatus.WAITLISTED.value,))
+                    if queued_outside:
+                        # The waitlist promotes people inside the audience first (services.promote).
+                        done += f"其中 {queued_outside} 位在候补中：有名额空出时，范围内的候补者先递补。"
     except BaseException as exc:
         if activity is None:
             once.release(current_actor().id)

@@ -675,11 +675,11 @@ def waitlist_order(session: Session, activity: Activity, limit: int | None = Non
     return ordered[:limit] if limit is not None else ordered
 
 
-def out_of_audience(session: Session, activity: Activity) -> int:
-    """How many registrants still to come fall outside the activity's audience as it is now: narrowed after they
-    registered, they are not cancelled (staff decide), but staff must know they are there."""
+def out_of_audience(session: Session, activity: Activity, statuses: tuple[str, ...] = STILL_TO_COME) -> int:
+    """How many registrants still to come (or in `statuses`) fall outside the activity's audience as it is now:
+    narrowed after they registered, they are not cancelled (staff decide), but staff must know they are there."""
     users = session.scalars(select(User).join(Registration, Registration.user_id == User.id).where(
-        Registration.activity_id == activity.id, Registration.status.in_(STILL_TO_COME))).unique().all()
+        Registration.activity_id == activity.id, Registration.status.in_(statuses))).unique().all()
     return sum(1 for user in users if audience_miss(activity, user) is not None)
 
 
