@@ -3,40 +3,16 @@ with another body, expired logins on the open pages, number questions, and pagin
 
 from __future__ import annotations
 
-import threading
 import time
 from collections import Counter
 
 import pytest
 
 from tests.api.test_miniapp_qa_s12 import PNG, _uploads
+from tests.integration.test_activity_races import _parallel
 from wxapp_backend.knowledge_store.models import AnswerFeedback, KBEntry
 
 VOTE_INDEX = "uq_kb_feedback_user_entry_without_turn"
-
-
-def _parallel(app, n, fn):
-    barrier = threading.Barrier(n)
-    out: list = []
-    guard = threading.Lock()
-
-    def one(i):
-        with app.app_context():
-            c = app.test_client()
-            barrier.wait()
-            try:
-                r = fn(c, i)
-            except Exception as exc:  # noqa: BLE001
-                r = repr(exc)
-            with guard:
-                out.append(r)
-
-    ts = [threading.Thread(target=one, args=(i,)) for i in range(n)]
-    for t in ts:
-        t.start()
-    for t in ts:
-        t.join(60)
-    return out
 
 
 # --- 1. 有用 on a search result, tapped twice at once ------------------------------------------------------

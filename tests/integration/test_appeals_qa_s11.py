@@ -7,6 +7,8 @@ from types import SimpleNamespace
 
 import pytest
 
+from tests.api.appeals.conftest import api_helpers
+
 
 @pytest.fixture
 def world(client, make_user, make_staff, make_building, make_grid, make_enterprise, user_token, staff_headers):
@@ -26,37 +28,7 @@ def world(client, make_user, make_staff, make_building, make_grid, make_enterpri
                          sh=staff_headers(specialist), th=staff_headers(tax_dept), eh=staff_headers(env_dept),
                          wh=staff_headers(window))
 
-    def submit(headers=None, expect=201, **kw):
-        body = {"content": "我们公司的增值税发票开不出来，税控盘坏了，请帮忙", "contact_name": "张三",
-                "contact_phone": "13800138000"}
-        body.update(kw)
-        resp = client.post("/api/v1/appeals", json=body, headers=headers or ns.uh)
-        assert resp.status_code == expect, resp.get_json()
-        return resp.get_json()
-
-    def act(appeal_id, action, headers=None, expect=200, **kw):
-        resp = client.post(f"/api/v1/staff/appeals/{appeal_id}/actions", json={"action": action, **kw},
-                           headers=headers or ns.ah)
-        assert resp.status_code == expect, resp.get_json()
-        return resp.get_json()
-
-    def detail(appeal_id, headers=None):
-        resp = client.get(f"/api/v1/staff/appeals/{appeal_id}", headers=headers or ns.ah)
-        assert resp.status_code == 200, resp.get_json()
-        return resp.get_json()
-
-    def mine(appeal_id, headers=None):
-        resp = client.get(f"/api/v1/appeals/{appeal_id}", headers=headers or ns.uh)
-        assert resp.status_code == 200, resp.get_json()
-        return resp.get_json()
-
-    def user_post(appeal_id, what, headers=None, expect=200, **kw):
-        resp = client.post(f"/api/v1/appeals/{appeal_id}/{what}", json=kw, headers=headers or ns.uh)
-        assert resp.status_code == expect, resp.get_json()
-        return resp.get_json()
-
-    ns.submit, ns.act, ns.detail, ns.mine, ns.user_post = submit, act, detail, mine, user_post
-    return ns
+    return api_helpers(client, ns)
 
 
 def _metrics(client, headers):

@@ -51,7 +51,7 @@ def w(make_user, make_staff, make_building, make_grid, make_enterprise):
             return a
 
     return SimpleNamespace(user=user, other=other, actor=actor, submit=submit, act=act, get=get,
-                           enterprise=enterprise)
+                           enterprise=enterprise, make_staff=make_staff, make_user=make_user)
 
 
 # --- a master that ends without a resolution hands its merged children back -------------------------------

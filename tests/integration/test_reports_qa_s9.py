@@ -3,55 +3,19 @@
 from __future__ import annotations
 
 import io
-from datetime import datetime, timedelta
-from types import SimpleNamespace
+from datetime import timedelta
 
 import pytest
 from openpyxl import load_workbook
 from sqlalchemy import func, select
 
+from tests.integration.test_appeals_qa_s8 import MONDAY, sh, w  # noqa: F401 (w is a fixture)
 from wxapp_backend.appeals import reports, services
 from wxapp_backend.appeals.calendar import TZ
 from wxapp_backend.appeals.models import Appeal, AppealReport, AppealReturn, AppealTask
-from wxapp_backend.audit import Actor
 from wxapp_backend.db import session_scope, utcnow
 
-
-def sh(*a):
-    return datetime(*a, tzinfo=TZ)
-
-
-MONDAY = sh(2025, 10, 20, 10, 0)  # 2025-W43
-
-
-@pytest.fixture
-def w(make_user, make_staff, make_building, make_grid, make_enterprise):
-    grid = make_grid()
-    building = make_building(grid_id=grid.id)
-    enterprise = make_enterprise(building_id=building.id)
-    user = make_user(enterprise_id=enterprise.id, binding_state="verified")
-    other = make_user()
-    admin = make_staff(role="admin")
-    actor = Actor("staff", admin.id, role="admin", name="管理员")
-
-    def submit(now=MONDAY, user_id=None, content="我们公司的增值税发票开不出来，税控盘坏了", **kw):
-        with session_scope() as s:
-            appeal, _ = services.submit_appeal(s, user_id or user.id, services.Intake(
-                content=content, contact_name="张三", contact_phone="13800138000", **kw), now=now)
-            return appeal.id
-
-    def act(appeal_id, action, now=MONDAY, **data):
-        with session_scope() as s:
-            return services.perform(s, actor, appeal_id, action, data, now=now).status
-
-    def get(appeal_id):
-        with session_scope() as s:
-            a = s.get(Appeal, appeal_id)
-            s.expunge(a)
-            return a
-
-    return SimpleNamespace(user=user, other=other, actor=actor, submit=submit, act=act, get=get,
-                           enterprise=enterprise, make_staff=make_staff, make_user=make_user)
+# MONDAY is 2025-W43; `w` is the appeals pass's world (a user of a verified enterprise, an admin, helpers).
 
 
 def _weekly(week="2025-W43", actor=None):

@@ -25,6 +25,13 @@ def world(client, make_user, make_staff, make_building, make_grid, make_enterpri
                          ah=staff_headers(admin), sh=staff_headers(specialist), th=staff_headers(tax_dept),
                          eh=staff_headers(env_dept))
 
+    return api_helpers(client, ns)
+
+
+def api_helpers(client, ns: SimpleNamespace) -> SimpleNamespace:
+    """The appeal API as the tests call it, on `ns`'s people (uh: the user's headers, ah: the admin's):
+    submit, act, detail (staff), mine and user_post (the enterprise user); each asserts the expected status."""
+
     def submit(headers=None, expect=201, **kw):
         body = {"content": "我们公司的增值税发票开不出来，税控盘坏了，请帮忙", "contact_name": "张三",
                 "contact_phone": "13800138000"}
@@ -44,5 +51,15 @@ def world(client, make_user, make_staff, make_building, make_grid, make_enterpri
         assert resp.status_code == 200, resp.get_json()
         return resp.get_json()
 
-    ns.submit, ns.act, ns.detail = submit, act, detail
+    def mine(appeal_id, headers=None):
+        resp = client.get(f"/api/v1/appeals/{appeal_id}", headers=headers or ns.uh)
+        assert resp.status_code == 200, resp.get_json()
+        return resp.get_json()
+
+    def user_post(appeal_id, what, headers=None, expect=200, **kw):
+        resp = client.post(f"/api/v1/appeals/{appeal_id}/{what}", json=kw, headers=headers or ns.uh)
+        assert resp.status_code == expect, resp.get_json()
+        return resp.get_json()
+
+    ns.submit, ns.act, ns.detail, ns.mine, ns.user_post = submit, act, detail, mine, user_post
     return ns
