@@ -587,16 +587,19 @@ def _warn_same_names(session: Session, report: ImportReport, targets: list[tuple
 
 def _import_buildings(session: Session, actor: Actor, body, colmap, report: ImportReport) -> None:
     grids = {name: id_ for id_, name in session.execute(select(Grid.id, Grid.name))}
+    numbers: list[int] = []
     valid = _checked_rows(body, colmap, report, ref="grid", ref_ids=grids, ref_field="grid_id",
                           missing="网格「{name}」不存在，请先在网格页面新建后再导入。",
                           fields=services.BUILDING_FIELDS, key="name", duplicate="楼宇「{value}」与第 {row} 行重复。",
-                          fold=services.normalized_name)
+                          fold=services.normalized_name, rows=numbers)
     if report.errors:
         return
     existing = {b.name: b for b in session.scalars(select(Building))}
     folded = _by_name(existing)
-    created: list[Building] = []
-    for values in valid:
+    # Every row is matched to its building before any is changed: a row refused here must leave the rows above it
+    # unwritten too (the caller commits whatever the session holds).
+    targets: list[tuple[dict, Building | None]] = []
+    for number, values in zip(numbers, valid, strict=True):
         current = existing.get(values["name"])
         near = folded.get(services.normalized_name(values["name"]), [])
         if current is None and len(near) == 1:
@@ -605,8 +608,13 @@ def _import_buildings(session: Session, actor: Actor, body, colmap, report: Impo
             values = {k: v for k, v in values.items() if k != "name"}
         elif current is None and near:
             report.errors.append(Problem(f"楼宇「{values['name']}」和已有的{'、'.join(f'「{n}」' for n in near[:3])}"
-                                         "写法相近，请写出其中准确的一个。"))
+                                         "写法相近，请写出其中准确的一个", row=number, column=colmap["name"][1]))
             continue
+        targets.append((values, current))
+    if report.errors:
+        return
+    created: list[Building] = []
+    for values, current in targets:
         if current is None:
             current = Building(**values)
             session.add(current)
@@ -620,8 +628,6 @@ def _import_buildings(session: Session, actor: Actor, body, colmap, report: Impo
             audit(session, actor, "building.updated", current, via="import", changes=changes)
         else:
             report.unchanged += 1
-    if report.errors:
-        return
     _flush(session)
     for b in created:
         audit(session, actor, "building.created", b, via="import", name=b.name)
