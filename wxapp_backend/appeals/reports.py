@@ -210,7 +210,8 @@ def weekly_xlsx(report: dict) -> bytes:
     ws.append(["当前在办（生成报表时）", report["totals"]["open_now"]])
     ws.append(["当前超期在办（生成报表时）", report["totals"]["overdue_now"]])
     # The page and the JSON count this week's appeals per state: the workbook sent upwards left them out.
-    for title, key in (("按状态", "by_status"), ("按类别", "by_category"), ("按部门", "by_department")):
+    for title, key in (("按状态", "by_status"), ("按类别", "by_category"), ("按部门", "by_department"),
+                       ("按楼宇", "by_building")):
         ws.append([])
         ws.append([title])
         for k, v in report[key].items():
