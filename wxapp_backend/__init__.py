@@ -173,7 +173,8 @@ def _install_request_hooks(app: Flask) -> None:
     @app.before_request
     def _start() -> None:
         rid = request.headers.get("X-Request-Id", "")
-        if not rid or len(rid) > 64 or not rid.replace("-", "").isalnum():
+        # ASCII: echoed in a header, the logs and the 500 message (isalnum() alone takes é and ²).
+        if not rid or len(rid) > 64 or not rid.isascii() or not rid.replace("-", "").isalnum():
             rid = random_bytes(8).hex()  # os.urandom bytes, read in 4 KiB batches
         g.request_id = rid
         # Who is logged in is this request's to find out: under an outer app context (a script, the tests) g is
@@ -182,6 +183,7 @@ def _install_request_hooks(app: Flask) -> None:
         g.pop("actor", None)
         g.started = time.perf_counter()
         request_id_var.set(rid)
+        _no_api_redirect()
 
     @app.after_request
     def _finish(resp: Response) -> Response:
@@ -211,6 +213,21 @@ def _install_request_hooks(app: Flask) -> None:
             log.info("request", extra={"method": request.method, "path": request.path,
                                        "status": resp.status_code, "ms": round(elapsed * 1000, 1)})
         return resp
+
+
+def _no_api_redirect() -> None:
+    """/api/v1//me: werkzeug merges the slashes and answers 308 with an English HTML page (text/html, to an absolute
+    address), which the mini-program cannot read and wx.request does not resend a POST's body to. An API address
+    is exact: this one does not exist, said in Chinese with the one meant. The console keeps its redirect."""
+    from urllib.parse import urlsplit
+
+    from werkzeug.routing import RequestRedirect
+
+    from .errors import NotFound
+
+    moved = request.routing_exception
+    if isinstance(moved, RequestRedirect) and (target := urlsplit(moved.new_url).path).startswith("/api/"):
+        raise NotFound(f"请求地址不对（多了斜杠“/”），应为 {target}。")
 
 
 # Views open to anonymous callers (doc(auth=...)): only their answers to a request without a token are the same for

@@ -161,8 +161,9 @@ def idempotency_key(max_len: int) -> str | None:
     key = request.headers.get("Idempotency-Key", "").strip()
     if not key:
         return None
-    if len(key) > max_len or not all(c.isalnum() or c in "-_:." for c in key):
-        raise BadRequest(f"Idempotency-Key 格式不对（最多 {max_len} 位字母、数字或 - _ : .）。", code="bad_idempotency_key")
+    # ASCII as documented: str.isalnum() also takes é, ª and ² (a header arrives as Latin-1 text).
+    if len(key) > max_len or not key.isascii() or not all(c.isalnum() or c in "-_:." for c in key):
+        raise BadRequest(f"Idempotency-Key 格式不对（最多 {max_len} 位英文字母、数字或 - _ : .）。", code="bad_idempotency_key")
     return key
 
 
