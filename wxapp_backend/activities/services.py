@@ -32,7 +32,7 @@ from ..errors import Conflict, Forbidden, NotFound, ValidationError
 from ..notices.models import Notification
 from ..notices.services import notify
 from ..queue import enqueue_after_commit
-from ..validation import Field, clean_text, validate
+from ..validation import Field, clean_text, strip_invisible, validate
 from .models import (
     ACTIVE_STATUSES,
     ACTIVITY_STATUS_LABELS,
@@ -713,7 +713,10 @@ def check_answers(activity: Activity, answers: dict[str, Any] | None) -> dict[st
     answers = answers or {}
     unknown = set(answers) - {q["key"] for q in questions}
     if unknown:
-        key = sorted(unknown)[0]
+        # Named as sent, but briefly and without control or bidi characters: a 3000-character key with a
+        # right-to-left override came back whole in the message and in `fields`.
+        key = strip_invisible(clean_text(sorted(unknown)[0]))
+        key = key if len(key) <= 40 else key[:40] + "…"
         raise ValidationError(f"没有这个报名问题：{key}", fields={f"answers.{key}": "没有这个报名问题"})
     # The form sends a box left empty as "": no answer, for a number or 是/否 question as validate() already reads a
     # blank text, choice or date (an optional 随行人数 left empty was “应为数字”, and the user could not register).
