@@ -10,7 +10,15 @@ from ..http import doc, json_body, limit_key, parse, throttle
 from ..validation import Field, enterprise_name_problem, require_some, validate
 from ..wechat.client import WeChatAPIError, code_to_session
 from . import services, tokens
-from .guard import STAFF, USER, current_user_id, password_stamp, staff_api_required, user_required
+from .guard import (
+    STAFF,
+    USER,
+    current_actor,
+    current_user_id,
+    password_stamp,
+    staff_api_required,
+    user_required,
+)
 from .models import StaffRole, User, UserRole
 
 bp = Blueprint("auth_api", __name__, url_prefix="/api/v1")
@@ -177,4 +185,6 @@ def staff_login():
 @doc("工作人员退出登录，使当前凭证失效（同一账号的其他凭证不受影响）", body=(), auth="staff", tags=["工作人员"])
 def staff_logout():
     tokens.revoke(_state().redis, STAFF, request.headers["Authorization"].split(" ", 1)[1].strip())
+    with session_scope() as session:
+        services.record_logout(session, current_actor().id, ip=request.remote_addr or "", via="api")
     return jsonify({"ok": True})

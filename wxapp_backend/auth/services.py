@@ -488,3 +488,10 @@ def authenticate_staff(session: Session, throttle: LoginThrottle, *, username: s
     staff.last_login_at = utcnow()
     audit(session, Actor("staff", staff.id, role=staff.role), "staff.login", staff, ip=ip)
     return staff
+
+
+def record_logout(session: Session, staff_id: int, *, ip: str, via: str) -> None:
+    """The audit row of a logout (via "console" or "api"): the log said when a login began, never when it ended."""
+    staff = session.get(StaffUser, staff_id)
+    if staff is not None:
+        audit(session, Actor("staff", staff.id, role=staff.role), "staff.logout", staff, ip=ip, via=via)

@@ -189,8 +189,13 @@ def login():
 
 @bp.post("/logout")
 def logout():
-    tokens.revoke(current_app.extensions["wxapp"].redis, CONSOLE, session.get("sid") or "")
+    r = current_app.extensions["wxapp"].redis
+    staff_id = tokens.resolve(r, CONSOLE, session.get("sid") or "")
+    tokens.revoke(r, CONSOLE, session.get("sid") or "")
     session.clear()
+    if staff_id is not None:  # a second 退出 in another tab ended nothing: nothing to record
+        with session_scope() as s:
+            auth_services.record_logout(s, staff_id, ip=request.remote_addr or "", via="console")
     flash("您已安全退出。")
     return redirect(url_for("console.login"))
 

@@ -66,6 +66,7 @@ ACTION_LABELS = {
     "registration.created": "报名", "registration.checked_in": "签到", "registration.admitted_from_waitlist": "候补转正",
     "staff.created": "新建工作人员账号", "staff.updated": "修改工作人员账号", "staff.enabled": "启用工作人员账号",
     "staff.disabled": "停用工作人员账号", "staff.password_changed": "重置密码", "staff.login": "工作人员登录",
+    "staff.logout": "工作人员退出登录",
     "staff.renamed": "工作人员账号改名",
     "subscriptions.set": "设置活动订阅", "user.created": "用户首次登录", "user.profile_updated": "修改个人资料",
     "user.linked": "关联公众号", "user.link_failed": "关联公众号未成功", "user.merged": "合并用户账号",
