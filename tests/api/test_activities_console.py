@@ -56,7 +56,8 @@ def test_registrations_page_export_and_stats(client, make_staff, console_login, 
     ws = load_workbook(io.BytesIO(resp.data)).active
     values = [row for row in ws.iter_rows(values_only=True)]
     assert values[0][0] == "报名编号" and len(values) == 4
-    assert values[1][1].startswith("'=")  # formula injection neutralised
+    # formula injection neutralised: stored as text (never a formula), shown as typed
+    assert values[1][1] == "=cmd|' /C calc'!A0" and ws.cell(row=2, column=2).data_type == "s"
     # cancelling from the console promotes the waitlist
     first = values[1][0]
     client.post(f"/console/registrations/{first}/cancel", data={"csrf_token": csrf})

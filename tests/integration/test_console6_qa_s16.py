@@ -107,3 +107,52 @@ def test_the_audit_page_names_a_logout_in_chinese():
     from wxapp_backend.console.audit_log import ACTION_LABELS
 
     assert ACTION_LABELS["staff.logout"] == "工作人员退出登录"
+
+
+def test_the_registrations_workbook_keeps_text_starting_with_a_formula_sign_as_typed(
+    client, make_staff, make_user, make_building, make_enterprise, user_token, staff_headers, console_login
+):
+    """The list put an apostrophe in front of such text (“'+8613800138000”, “'=1+1”): staff read, and passed on,
+    something nobody typed. The other workbooks keep the text as it is, stored as text (never a formula)."""
+    import io
+    from datetime import UTC, datetime, timedelta
+
+    import openpyxl
+
+    admin = make_staff(role="admin")
+    building = make_building(name="=楼")
+    enterprise = make_enterprise(name="@企业", building_id=building.id)
+    user = make_user(
+        nickname="-小王", enterprise_id=enterprise.id, binding_state="verified", building_id=building.id
+    )
+    start = datetime.now(UTC) + timedelta(days=2)
+    resp = client.post(
+        "/api/v1/staff/activities",
+        headers=staff_headers(admin),
+        json={
+            "category": "concert",
+            "title": "音乐会",
+            "address": "大堂",
+            "capacity": 5,
+            "starts_at": start.isoformat(),
+            "ends_at": (start + timedelta(hours=2)).isoformat(),
+            "questions": [{"key": "q1", "label": "=备注", "type": "text"}],
+        },
+    )
+    activity_id = resp.get_json()["id"]
+    resp = client.post(
+        f"/api/v1/activities/{activity_id}/registrations",
+        json={"answers": {"q1": "+86 请回电"}},
+        headers=user_token(user),
+    )
+    assert resp.status_code == 201, resp.get_json()
+    console_login(admin)
+    book = openpyxl.load_workbook(
+        io.BytesIO(client.get(f"/console/activities/{activity_id}/registrations.xlsx").data)
+    )
+    header, row = list(book.active.iter_rows())
+    cells = {h.value: c for h, c in zip(header, row, strict=True)}
+    assert header[-1].value == "=备注" and header[-1].data_type == "s"
+    for name, typed in (("姓名/昵称", "-小王"), ("企业", "@企业"), ("楼宇", "=楼"), ("=备注", "+86 请回电")):
+        assert (cells[name].value, cells[name].data_type) == (typed, "s"), name
+        assert cells[name].quotePrefix, name  # still text when staff edit the cell in Excel

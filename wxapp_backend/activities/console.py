@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import Any
 
 from flask import Blueprint, Response, current_app, flash, g, redirect, render_template, request, url_for
-from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
+from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE, Cell
 from sqlalchemy import func, select
 
 from ..audit import audit
@@ -17,6 +17,7 @@ from ..auth.guard import console_required, current_actor
 from ..auth.models import ROLE_RANK, StaffRole
 from ..console import DASHBOARD_CARDS, add_nav, once
 from ..db import session_scope, utcnow
+from ..enterprises.importer import FORMULA_CHARS
 from ..enterprises.models import Building
 from ..errors import AppError, ValidationError
 from ..http import loads
@@ -290,12 +291,12 @@ def export_registrations(activity_id: int):
     ws = wb.active
     ws.title = "报名名单"
     ws.append(["报名编号", "姓名/昵称", "手机", "企业", "楼宇", "状态", "报名时间", "签到时间"]
-              + [_cell(q["label"]) for q in questions])
+              + [_cell(ws, q["label"]) for q in questions])
     for r in rows:
         answers = [r["answers"].get(q["key"], "") for q in questions]
-        ws.append([r["id"], _cell(r["user"]), _cell(r["phone"]), _cell(r["enterprise"]), _cell(r["building"]),
+        ws.append([r["id"], *(_cell(ws, r[k]) for k in ("user", "phone", "enterprise", "building")),
                    r["status_label"], r["created_at"], r["checked_in_at"]]
-                  + [_cell(_answer_text(a)) for a in answers])
+                  + [_cell(ws, _answer_text(a)) for a in answers])
     buf = io.BytesIO()
     wb.save(buf)
     from urllib.parse import quote
@@ -313,14 +314,18 @@ def _answer_text(answer: Any) -> Any:
     return "、".join(map(str, answer)) if isinstance(answer, list) else answer
 
 
-def _cell(value: Any) -> Any:
+def _cell(ws: Any, value: Any) -> Any:
     if isinstance(value, str):
         # Control characters (a vertical tab pasted from Word) cannot be held by a workbook: openpyxl refuses
         # the whole export.
         value = ILLEGAL_CHARACTERS_RE.sub("", value)
-    # Spreadsheet formula injection: text starting with = + - @ is shown as text, never evaluated.
-    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@"):
-        return "'" + value
+    # Spreadsheet formula injection: text starting with = + - @ is stored as text, never evaluated, and shown as
+    # typed (an apostrophe put in front of it was read as part of a phone number or an answer).
+    if isinstance(value, str) and value.startswith(FORMULA_CHARS):
+        cell = Cell(ws, value=value)
+        cell.data_type = "s"
+        cell.quotePrefix = True  # still text when staff edit the cell in Excel
+        return cell
     return value
 
 
