@@ -21,6 +21,11 @@ USER, STAFF, CONSOLE = "user", "staff", "console"
 # What a page sends before anyone logged in: "Bearer " + an empty, undefined or null stored token.
 _NO_TOKEN = {"", "undefined", "null"}
 
+# A live token of the other kind: still a 401 invalid_token, but “登录已过期” sent a staff script, which had just
+# logged in, to a mini-program it does not have (and a page sending a user's token to a staff route to log in again).
+_STAFF_TOKEN_HERE = "这是工作人员的登录凭证，这个接口供小程序用户使用；工作人员请使用 /api/v1/staff/ 下的接口。"
+_USER_TOKEN_HERE = "这是小程序用户的登录凭证，这个接口供工作人员使用；请先用 /api/v1/staff/login 登录工作人员账号。"
+
 
 def _bearer() -> str:
     header = request.headers.get("Authorization", "")
@@ -41,6 +46,8 @@ def current_user_id() -> int:
     state = current_app.extensions["wxapp"]
     user_id = tokens.resolve(state.redis, USER, token)
     if user_id is None:
+        if tokens.resolve(state.redis, STAFF, token) is not None:
+            raise Unauthorized(_STAFF_TOKEN_HERE, code="invalid_token")
         raise Unauthorized("登录已过期，请重新进入小程序。", code="invalid_token")
     g.user_auth = (token, user_id)
     return user_id
@@ -140,10 +147,13 @@ def staff_api_required(min_role: str = StaffRole.DEPT) -> Callable[[F], F]:
         @wraps(fn)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             state = current_app.extensions["wxapp"]
-            found = tokens.resolve_stamped(state.redis, STAFF, _bearer())
+            token = _bearer()
+            found = tokens.resolve_stamped(state.redis, STAFF, token)
             staff = _load_staff(found[0]) if found is not None else None
             # Like the console session, a token is good only for the password it was issued under.
             if staff is None or (found[1] and found[1] != password_stamp(staff)):
+                if found is None and tokens.resolve(state.redis, USER, token) is not None:
+                    raise Unauthorized(_USER_TOKEN_HERE, code="invalid_token")
                 raise Unauthorized("登录已过期，请重新登录。", code="invalid_token")
             _check_role(staff, min_role)
             return fn(*args, **kwargs)
