@@ -63,7 +63,11 @@ def loads(text: str) -> Any:
     """json.loads for text from outside (a request body, a form's JSON box). Raises json.JSONDecodeError for
     malformed text and JSONTextError for what Python reads beyond JSON or cannot take: NaN, Infinity and 1e999,
     integers of more digits than Python converts, nesting deeper than the parser recurses, and lone surrogates
-    ("\\ud800": no UTF-8 text, so the database, WeChat and our own answer would fail on it)."""
+    ("\\ud800": no UTF-8 text, so the database, WeChat and our own answer would fail on it).
+
+    One leading byte-order mark is skipped: Notepad and some HTTP tools put it before the text, and json.loads
+    refuses it (the body was a 400 malformed_json)."""
+    text = text.removeprefix("\ufeff")
     try:
         data = json.loads(text, parse_constant=_not_a_number, parse_float=_finite, parse_int=_integer)
     except _NotFinite:
