@@ -85,6 +85,17 @@ def strip_invisible(value: str) -> str:
     return "".join(out)
 
 
+# Letters that print as nothing: the Hangul fillers and the blank braille pattern (blank nicknames are made of them).
+_BLANK_LETTERS = frozenset("\u115f\u1160\u3164\uffa0\u2800")
+
+
+def shows_nothing(value: str) -> bool:
+    """Whether `value` has no character a reader can see: only blanks, format characters (zero-width spaces,
+    bidi marks), combining marks with nothing to sit on (a lone variation selector U+FE0F) and blank letters."""
+    return all(unicodedata.category(ch)[0] in "ZM" or unicodedata.category(ch) in {"Cc", "Cf"}
+               or ch in _BLANK_LETTERS for ch in value)
+
+
 def credit_code_check_char(first17: str) -> str:
     """The check character for the first 17 characters (used by demo data and tests)."""
     total = sum(_CREDIT_CHARS.index(c) * w for c, w in zip(first17, _CREDIT_WEIGHTS, strict=True))

@@ -5,9 +5,9 @@ from __future__ import annotations
 from flask import Blueprint, current_app, jsonify, request
 
 from ..db import session_scope
-from ..errors import Forbidden, NotFound, ServiceUnavailable, TooManyRequests, Unauthorized
+from ..errors import Forbidden, NotFound, ServiceUnavailable, TooManyRequests, Unauthorized, ValidationError
 from ..http import doc, json_body, limit_key, parse, throttle
-from ..validation import Field, enterprise_name_problem, require_some, validate
+from ..validation import Field, enterprise_name_problem, require_some, shows_nothing, validate
 from ..wechat.client import WeChatAPIError, code_to_session
 from . import services, tokens
 from .guard import (
@@ -115,6 +115,11 @@ def update_me():
     throttle("profile", f"u{current_user_id()}", PROFILE_LIMIT_PER_MIN, 60, "资料修改太频繁了，请稍等一分钟再试。")
     body = json_body()
     require_some(body, PROFILE_FIELDS)  # {"nick_name": ...} answered 200 and saved nothing
+    nickname = body.get("nickname")
+    if isinstance(nickname, str) and nickname and shows_nothing(nickname):
+        # Cleaned, it is "", which removes the nickname: pasted zero-width characters wiped it without a word.
+        problem = "昵称不能只有空格或看不见的字符；如要删除昵称，请把昵称清空后提交"
+        raise ValidationError(f"填写的内容有误：{problem}", fields={"nickname": problem})
     data = validate(body, PROFILE_FIELDS, partial=True)
     # A field sent empty or null is one the user wants removed (validate() gives None or leaves it out).
     clear = [name for name in services.CLEARABLE if name in body and data.get(name) is None]
