@@ -73,7 +73,7 @@ def seed(*, admin_password: str, reset_admin_password: bool = False) -> SeedRepo
             create_staff(s, username="admin", password=admin_password + "a1", role="admin", display_name="管理员")
             report.admin_password = admin_password + "a1"
         elif reset_admin_password:
-            set_staff_password(s, admin, admin_password + "a1", SYSTEM)
+            set_staff_password(s, admin, admin_password + "a1", SYSTEM, by="system")
             report.admin_password = admin_password + "a1"
             if not admin.active:
                 report.lines.append("注意：admin 账号已停用，新密码要等其他管理员在“账号管理”里重新启用后才能登录。")

@@ -254,12 +254,18 @@ def create_staff(session: Session, *, username: str, password: str, role: str, d
     return staff
 
 
-def set_staff_password(session: Session, staff: StaffUser, password: str, actor: Actor) -> None:
+def set_staff_password(session: Session, staff: StaffUser, password: str, actor: Actor, *,
+                       by: str | None = None) -> None:
+    """Set a new password. `by` goes into the staff.password_changed row (the action stays one code): "self" (the
+    account's own person), "admin" or "system" (seed-demo), by default told from the actor; the audit page names
+    the first 修改密码, the others 重置密码."""
+    if by is None:
+        by = "self" if _is_self(actor, staff) else "system" if actor.type == "system" else "admin"
     problem = validate_password(password)
     if problem:
         raise ValidationError(problem, fields={"password": problem})
     staff.password_hash = generate_password_hash(password)
-    audit(session, actor, "staff.password_changed", staff)
+    audit(session, actor, "staff.password_changed", staff, by=by)
 
 
 def list_staff(session: Session) -> list[StaffUser]:
@@ -336,7 +342,7 @@ def reset_staff_password(session: Session, actor: Actor, staff_id: int, password
     The caller ends the account's logins after the commit (guard.end_staff_logins).
     """
     staff = get_staff(session, staff_id)
-    set_staff_password(session, staff, password, actor)
+    set_staff_password(session, staff, password, actor, by="admin")
     return staff
 
 
@@ -364,7 +370,7 @@ def change_own_password(session: Session, throttle: LoginThrottle, staff_id: int
     throttle.succeeded(staff.username, ip)
     if current == new:
         raise ValidationError("新密码不能和当前密码相同。", fields={"password": "与当前密码相同"})
-    set_staff_password(session, staff, new, Actor("staff", staff.id, role=staff.role))
+    set_staff_password(session, staff, new, Actor("staff", staff.id, role=staff.role), by="self")
     return staff
 
 
@@ -490,8 +496,9 @@ def authenticate_staff(session: Session, throttle: LoginThrottle, *, username: s
     return staff
 
 
-def record_logout(session: Session, staff_id: int, *, ip: str, via: str) -> None:
-    """The audit row of a logout (via "console" or "api"): the log said when a login began, never when it ended."""
+def record_logout(session: Session, staff_id: int, *, ip: str, via: str, **data: object) -> None:
+    """The audit row of a logout (via "console", "api", or "replaced": another login in the same browser ended it,
+    with `replaced_by`): the log said when a login began, never when it ended."""
     staff = session.get(StaffUser, staff_id)
     if staff is not None:
-        audit(session, Actor("staff", staff.id, role=staff.role), "staff.logout", staff, ip=ip, via=via)
+        audit(session, Actor("staff", staff.id, role=staff.role), "staff.logout", staff, ip=ip, via=via, **data)

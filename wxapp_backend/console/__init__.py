@@ -175,8 +175,14 @@ def login():
         return render_template("console/login.html", error=exc.message, username=username,
                                next=request.form.get("next", "")), exc.status, exc.headers
     # A fresh session on login defeats session fixation. The login it replaces (the last person's, on a shared PC)
-    # ends as a logout would end it: the browser forgets it, and a copy of its cookie must not live on.
+    # ends as a logout would end it: the browser forgets it, a copy of its cookie must not live on, and the log
+    # says when it ended (it had that person at the console until the login would have run out).
+    replaced = tokens.resolve(state.redis, CONSOLE, session.get("sid") or "")
     tokens.revoke(state.redis, CONSOLE, session.get("sid") or "")
+    if replaced is not None:
+        with session_scope() as s:
+            auth_services.record_logout(s, replaced, ip=request.remote_addr or "", via="replaced",
+                                        replaced_by=staff_id)
     kept = session.get("draft")
     session.clear()
     session.permanent = True

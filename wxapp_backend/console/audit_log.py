@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 
 from flask import Blueprint, render_template, request
 
-from ..audit import search_audit
+from ..audit import AuditLog, search_audit
 from ..auth import services as auth_services
 from ..auth.guard import console_required
 from ..auth.models import StaffRole
@@ -65,7 +65,8 @@ ACTION_LABELS = {
     "notice.test_recipient_cleared": "取消测试接收人",
     "registration.created": "报名", "registration.checked_in": "签到", "registration.admitted_from_waitlist": "候补转正",
     "staff.created": "新建工作人员账号", "staff.updated": "修改工作人员账号", "staff.enabled": "启用工作人员账号",
-    "staff.disabled": "停用工作人员账号", "staff.password_changed": "重置密码", "staff.login": "工作人员登录",
+    "staff.disabled": "停用工作人员账号", "staff.password_changed": "修改或重置密码",
+    "staff.login": "工作人员登录", "staff.login_failed": "工作人员登录失败", "staff.login_locked": "登录失败过多，暂时锁定",
     "staff.logout": "工作人员退出登录",
     "staff.renamed": "工作人员账号改名",
     "subscriptions.set": "设置活动订阅", "user.created": "用户首次登录", "user.profile_updated": "修改个人资料",
@@ -95,6 +96,18 @@ def action_label(code: str) -> str:
 
         return f"导出{KINDS[family][0]}名单" if family in KINDS else code
     return code
+
+
+def row_label(row: AuditLog) -> str:
+    """The Chinese name of one audit row's action; staff.password_changed says whether the person changed their
+    own password (修改密码) or an admin reset it (重置密码). A row from before `by` was recorded is told by
+    whether the account changed itself."""
+    if row.action == "staff.password_changed":
+        by = (row.data or {}).get("by")
+        if by is None:
+            by = "self" if row.actor_type == "staff" and row.actor_id == row.target_id else "admin"
+        return "修改密码" if by == "self" else "重置密码"
+    return action_label(row.action)
 
 
 def _filters() -> tuple[dict[str, Any], dict[str, str], str | None]:
@@ -143,7 +156,7 @@ def audit_log():
     with session_scope() as s:
         page = search_audit(s, per_page=PER_PAGE, **query)
         staff_names = {str(a.id): a.username for a in auth_services.list_staff(s)}
-        rows = [{"row": r, "when": _when(r.created_at), "data": _pretty(r.data), "label": action_label(r.action),
+        rows = [{"row": r, "when": _when(r.created_at), "data": _pretty(r.data), "label": row_label(r),
                  "target": TARGET_LABELS.get(r.target_type, r.target_type)} for r in page.items]
     link_args = {k: v for k, v in raw.items() if k != "page"}
     return render_template("console/audit.html", page=page, rows=rows, values=raw, link_args=link_args,
