@@ -191,3 +191,36 @@ def test_refused_and_locked_logins_have_chinese_labels():
 
     for code in ("staff.login_failed", "staff.login_locked"):
         assert action_label(code) != code, code
+
+
+# --- 7. where a login began -------------------------------------------------------------------------------
+
+
+def test_a_staff_login_row_says_where_it_began_as_the_logout_row_does(client, make_staff, console_login):
+    """staff.logout says via console or api; staff.login (and a refused login) did not: which login a logout
+    ended could not be told when a person used both."""
+    staff = make_staff(role="staff")
+    console_login(staff)
+    client.post("/api/v1/staff/login", json={"username": staff.username, "password": staff.plain_password})
+    client.post("/api/v1/staff/login", json={"username": staff.username, "password": "Wrong-pass1"})
+    assert [r.data.get("via") for r in _rows("staff.login")] == ["console", "api"]
+    assert [r.data.get("via") for r in _rows("staff.login_failed")] == ["api"]
+
+
+# --- 8. an admin resetting their own password ------------------------------------------------------------
+
+
+def test_an_admin_resetting_their_own_password_is_told_this_browser_stays_logged_in(
+    client, make_staff, console_login
+):
+    """The message said every login of the account had ended, while this browser carried on (as it should)."""
+    admin = make_staff(role="admin")
+    csrf = console_login(admin)
+    resp = client.post(
+        f"/console/staff/{admin.id}/password",
+        data={"csrf_token": csrf, "password": "Mine-new-pw9"},
+        follow_redirects=True,
+    )
+    page = resp.get_data(as_text=True)
+    assert resp.status_code == 200 and "原有的登录已全部失效" not in page
+    assert "当前这个浏览器保持登录" in page

@@ -179,7 +179,7 @@ def staff_login():
                                       state.settings.login_lockout_seconds)
     with session_scope() as session:
         staff = services.authenticate_staff(session, throttle, username=data["username"],
-                                            password=data["password"], ip=request.remote_addr or "")
+                                            password=data["password"], ip=request.remote_addr or "", via="api")
         staff_id, body, stamp = staff.id, staff.to_dict(), password_stamp(staff)
     token = tokens.issue(state.redis, STAFF, staff_id, state.settings.staff_token_ttl, stamp=stamp)
     return jsonify({"token": token, "expires_in": state.settings.staff_token_ttl, "staff": body})

@@ -114,7 +114,9 @@ def staff_password(staff_id: int):
                            state.settings.login_lockout_seconds).forget(username)
     if staff_id == g.staff.id:  # the admin changed their own password here: keep this browser logged in
         session["sid"] = tokens.issue(state.redis, CONSOLE, staff_id, state.settings.staff_token_ttl, stamp=stamp)
-    flash(f"已重置 {username} 的密码，该账号原有的登录已全部失效。")
+        flash("已重置您自己的密码：其他电脑和脚本上的登录已全部失效，当前这个浏览器保持登录。")
+    else:
+        flash(f"已重置 {username} 的密码，该账号原有的登录已全部失效。")
     return redirect(url_for(".staff_list"))
 
 

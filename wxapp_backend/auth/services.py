@@ -477,8 +477,10 @@ def _begin(session: Session, throttle: LoginThrottle, username: str, ip: str) ->
 
 
 def authenticate_staff(session: Session, throttle: LoginThrottle, *, username: str, password: str,
-                       ip: str) -> StaffUser:
-    """Check a staff login; the same answer for an unknown name and a wrong password."""
+                       ip: str, via: str = "") -> StaffUser:
+    """Check a staff login; the same answer for an unknown name and a wrong password. `via` ("console" or "api")
+    goes into the staff.login and staff.login_failed rows, as it does into staff.logout."""
+    where = {"via": via} if via else {}
     _begin(session, throttle, username, ip)
     try:
         staff = find_staff_by_username(session, username)
@@ -488,11 +490,12 @@ def authenticate_staff(session: Session, throttle: LoginThrottle, *, username: s
         raise
     if staff is None or not ok or not staff.active:  # counted as a failure by begin()
         reason = "unknown_user" if staff is None else "wrong_password" if not ok else "disabled"
-        _refused(session, staff.id if staff is not None else None, username=username, ip=ip, reason=reason)
+        _refused(session, staff.id if staff is not None else None, username=username, ip=ip, reason=reason,
+                 **where)
         raise Unauthorized("用户名或密码不正确。", code="bad_credentials")
     throttle.succeeded(username, ip)
     staff.last_login_at = utcnow()
-    audit(session, Actor("staff", staff.id, role=staff.role), "staff.login", staff, ip=ip)
+    audit(session, Actor("staff", staff.id, role=staff.role), "staff.login", staff, ip=ip, **where)
     return staff
 
 

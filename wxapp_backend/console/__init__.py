@@ -169,7 +169,7 @@ def login():
     try:
         with session_scope() as s:
             staff = auth_services.authenticate_staff(s, throttle, username=username, password=password,
-                                                     ip=request.remote_addr or "")
+                                                     ip=request.remote_addr or "", via="console")
             staff_id, pw_tail = staff.id, password_stamp(staff)
     except AppError as exc:  # a lockout's Retry-After goes with the page, as with every other 429
         return render_template("console/login.html", error=exc.message, username=username,
