@@ -36,7 +36,10 @@ retried; 47003, 40003 and other refusals fail the row with the reason. After a 4
 alerts a person once a day and leaves the API alone until WeChat's midnight or a cool-down, `client.QuotaReached`) the
 row WeChat refused, the rest of the chunk and of the claimed batch go back to ``pending`` (no attempt used, credit
 given back: the quota is not the message's fault, and it may stay used up all day) for when the cool-down ends, and
-no job calls WeChat for the subscribe API until then.
+no job calls WeChat for the subscribe API until then. A credential WeChat will not take (the access token cannot be
+fetched: AppSecret reset, IP not whitelisted; or it is refused again after the client's one refresh) is the account's
+fault, not the recipients': the row and the rest of the batch wait the same way (CREDENTIAL_BACKOFF, reason shown in
+the progress view) instead of failing every recipient for good within seconds.
 """
 
 from __future__ import annotations
@@ -84,7 +87,7 @@ from ..enterprises.models import Building, Enterprise
 from ..errors import Conflict, NotFound, ValidationError
 from ..queue import enqueue, enqueue_after_commit
 from ..validation import Field, clean_text, strip_invisible, validate
-from ..wechat.client import QuotaReached, WeChatAPIError
+from ..wechat.client import TOKEN_ERRORS, QuotaReached, WeChatAPIError
 from ..wechat.templates import TemplateFieldError, field_type
 from ..wechat.templates import validate as validate_template
 from . import credits
@@ -114,10 +117,25 @@ QUOTA = 45009
 TOO_FAST = 45011  # WeChat's per-minute frequency limit: "retry next minute"
 SUBSCRIBE_API = "subscribe_send"  # the API name the client keys its quota cool-down by
 QUOTA_WAIT_DETAIL = "微信今日该接口调用次数已用完，额度恢复后自动发送"
+CREDENTIAL_BACKOFF = 60  # seconds a fan-out waits after WeChat would not take the account's credential
 UNKNOWN_RESULT = -3  # errcode of a 'sending' row the sweeper failed (its worker's lease expired): 结果未知
 _RID = re.compile(r"\s*rid:\s*\S+\s*$")
 PERMANENT_REASONS = {47003: "字段内容不符合模板要求", 40003: "用户 openid 无效", 40037: "模板编号无效",
                      41030: "小程序页面路径无效"}
+
+
+class _CredentialRefused(Exception):
+    """The access token could not be had or was refused after its refresh: every send would fail the same way."""
+
+    def __init__(self, wait: dict[str, Any], retry_in: float) -> None:
+        super().__init__(wait.get("detail"))
+        self.wait, self.retry_in = wait, retry_in
+
+
+def _credential_refused(exc: WeChatAPIError) -> bool:
+    """The account's credential, not the recipient: a token refused after the client's refresh, or a token fetch
+    WeChat refused (40125 bad AppSecret, 40164 address not whitelisted...; busy, unreachable and quota aside)."""
+    return exc.errcode in TOKEN_ERRORS or (exc.api == "stable_token" and not exc.transient and exc.errcode != QUOTA)
 
 
 def _cfg(name: str, default: Any) -> Any:
@@ -817,7 +835,13 @@ def send_notice(notice_id: int, slot: int = 0, generation: int = 0) -> dict[str,
                 continue
             break
         for i in range(0, len(rows), chunk):
-            for outcome in _send_chunk(api, limiter, token, rows[i:i + chunk], template_id, data, page):
+            try:
+                outcomes = _send_chunk(api, limiter, token, rows[i:i + chunk], template_id, data, page)
+            except _CredentialRefused as exc:  # the batch's other chunks wait too, untried
+                quota_wait = exc.retry_in or 0.5
+                counts["held"] = _defer_claimed(token, [r[0] for r in rows[i + chunk:]], quota_wait, exc.wait)
+                break
+            for outcome in outcomes:
                 counts[outcome] = counts.get(outcome, 0) + 1
             if counts.get("deferred"):  # 45009: the batch's other chunks wait too, untried
                 quota_wait = max(api.quota_wait(SUBSCRIBE_API), 1.0)
@@ -906,6 +930,17 @@ def _send_chunk(api, limiter: RateLimiter, token: str, rows: list[tuple[int, int
                 outcomes.update(dict.fromkeys((r for r, _ in untried), "deferred"))
                 break
             except WeChatAPIError as exc:
+                if _credential_refused(exc):
+                    # Every other row would meet the same refusal: the row and the rest of the chunk wait, untried
+                    # (WeChat took none of them), their credits given back, and the batch stops (send_notice).
+                    retry_in = float(_cfg("fanout_backoff_override", CREDENTIAL_BACKOFF))
+                    wait = _credential_wait_values(exc.errcode, retry_in)
+                    log.error("fan-out stopped: WeChat would not take the access token",
+                              extra={"alert": True, "errcode": exc.errcode, "errmsg": exc.errmsg, "api": exc.api})
+                    held = [(r[0], r[1]) for r in rows if r[0] not in outcomes]
+                    _give_back(token, held, template_id, wait=wait)
+                    outcomes.update(dict.fromkeys((r for r, _ in held), "held"))
+                    raise _CredentialRefused(wait, retry_in) from None
                 outcomes[row_id] = _record_error(row_id, token, user_id, template_id, exc.errcode, exc.errmsg)
                 continue
             except TemplateFieldError as exc:
@@ -955,7 +990,8 @@ def _reclaim_unsent(rows: dict[int, int], template_id: str) -> None:
         log.exception("fan-out could not take back rows it never sent", extra={"rows": len(rows)})
 
 
-def _give_back(token: str, rows: list[tuple[int, int]], template_id: str, *, retry_in: float | None = None) -> None:
+def _give_back(token: str, rows: list[tuple[int, int]], template_id: str, *, retry_in: float | None = None,
+               wait: dict[str, Any] | None = None) -> None:
     """Rows moved to 'sending' under `token` that were never sent: 'pending' again, their credits refunded (not before
     `retry_in` seconds when given: the daily quota's cool-down)."""
     if not rows:
@@ -965,6 +1001,7 @@ def _give_back(token: str, rows: list[tuple[int, int]], template_id: str, *, ret
                               "attempts": OutboxRow.attempts - 1}
     if retry_in is not None:
         values.update(_quota_wait_values(retry_in))
+    values.update(wait or {})
     try:
         with session_scope() as s:
             back = s.scalars(update(OutboxRow).where(
@@ -983,7 +1020,12 @@ def _quota_wait_values(retry_in: float) -> dict[str, Any]:
     return {"errcode": QUOTA, "detail": QUOTA_WAIT_DETAIL, "next_attempt_at": utcnow() + timedelta(seconds=delay)}
 
 
-def _defer_claimed(token: str, row_ids: list[int], retry_in: float) -> int:
+def _credential_wait_values(errcode: int, retry_in: float) -> dict[str, Any]:
+    return {"errcode": errcode, "next_attempt_at": utcnow() + timedelta(seconds=retry_in),
+            "detail": f"微信不接受本小程序的接口调用凭证（{errcode}），请检查 AppID、AppSecret 和 IP 白名单；恢复后自动发送"}
+
+
+def _defer_claimed(token: str, row_ids: list[int], retry_in: float, wait: dict[str, Any] | None = None) -> int:
     """Rows of this batch still only claimed (no credit taken, never sent) when the daily quota ran out: 'pending'
     again for when its cool-down ends. Returns how many."""
     if not row_ids:
@@ -991,7 +1033,7 @@ def _defer_claimed(token: str, row_ids: list[int], retry_in: float) -> int:
     with session_scope() as s:
         return len(s.scalars(update(OutboxRow).where(
             OutboxRow.id.in_(row_ids), OutboxRow.lease_token == token, OutboxRow.status == OutboxStatus.CLAIMED.value)
-            .values(status=OutboxStatus.PENDING.value, lease_token=None, **_quota_wait_values(retry_in))
+            .values(status=OutboxStatus.PENDING.value, lease_token=None, **(wait or _quota_wait_values(retry_in)))
             .returning(OutboxRow.id).execution_options(synchronize_session=False)).all())
 
 
