@@ -52,3 +52,91 @@ def test_a_credential_wechat_refuses_holds_the_fan_out_instead_of_failing_everyo
     assert [r.status for r in rows] == ["sent"] * 3
     taken = [c.body["touser"] for c in standin.calls_to(SUBSCRIBE) if c.errcode == 0]
     assert len(taken) == len(set(taken)) == 3  # each once
+
+
+REFUSED_REPORT = "failed:user refuse to accept the msg"
+
+
+def test_a_delivery_report_that_arrives_before_the_chunk_is_written_down_still_counts(
+    published_notice, standin, db, app, monkeypatch
+):
+    """WeChat's subscribe_msg_sent_event comes within moments of a send, while the fan-out marks a chunk's sends (and
+    their msgids) only when the whole chunk is done: a report arriving meanwhile found no row with its msgid and was
+    dropped, for good (the webhook answered it). The console's 已送达 / 用户拒收 then disagreed with what WeChat said,
+    and a refusal left the user's credit in place for the next notice."""
+    from wxapp_backend.db import session_scope
+    from wxapp_backend.notices import credits
+    from wxapp_backend.wechat.client import WeChatAPI
+
+    nid = published_notice(2, fanout_send_chunk=25)
+    broadcast.expand_notice(nid)
+    template = broadcast._get(db, nid).template_id
+    real = WeChatAPI.send_subscribe
+    reports = iter(["success", REFUSED_REPORT])
+
+    def send_and_report(self, openid, template_id, data, page="", **kw):
+        resp = real(self, openid, template_id, data, page, **kw)
+        with session_scope() as s:  # the webhook, on another machine, while the chunk is still going
+            credits.apply_sent_event(
+                s,
+                openid,
+                {"TemplateId": template_id, "MsgID": str(resp["msgid"]), "ErrorStatus": next(reports)},
+            )
+        return resp
+
+    monkeypatch.setattr(WeChatAPI, "send_subscribe", send_and_report)
+    broadcast.send_notice(nid)
+    rows = _rows(db, nid)
+    assert [r.status for r in rows] == ["sent", "sent"]
+    assert [r.delivery for r in rows] == ["success", REFUSED_REPORT]
+    with app.app_context():
+        assert broadcast.progress(db, nid)["delivery"] == {
+            "delivered": 1,
+            "refused_by_user": 1,
+            "delivery_failed": 0,
+        }
+    refused = db.query(SubscribeCredit).filter_by(user_id=rows[1].user_id, template_id=template).one()
+    assert refused.credits == 0
+
+
+def test_a_report_that_arrives_before_a_one_user_send_is_written_down_lands_on_it(
+    make_user, standin, db, monkeypatch
+):
+    """The same for a one-user notification: the attempt's msgid is written after WeChat answers."""
+    from sqlalchemy import select
+
+    from wxapp_backend.db import session_scope
+    from wxapp_backend.notices import credits
+    from wxapp_backend.notices.jobs import deliver_notification
+    from wxapp_backend.notices.models import NotificationAttempt
+    from wxapp_backend.notices.services import notify
+    from wxapp_backend.wechat.client import WeChatAPI
+
+    user = make_user()
+    template = "PLACEHOLDER-appeal-progress"
+    with session_scope() as s:
+        credits.add_credit(s, user.id, template)
+        nid = notify(
+            s,
+            user.id,
+            "appeal_accepted",
+            {"number": "SQ20261207-0001"},
+            "pages/appeals/detail?id=1",
+            title="诉求已受理",
+            body="我们已受理您的诉求。",
+        ).id
+    real = WeChatAPI.send_subscribe
+
+    def send_and_report(self, openid, template_id, data, page="", **kw):
+        resp = real(self, openid, template_id, data, page, **kw)
+        with session_scope() as s:
+            credits.apply_sent_event(
+                s, openid, {"TemplateId": template_id, "MsgID": str(resp["msgid"]), "ErrorStatus": "success"}
+            )
+        return resp
+
+    monkeypatch.setattr(WeChatAPI, "send_subscribe", send_and_report)
+    assert deliver_notification(nid) == "sent_subscribe"
+    db.expire_all()
+    attempt = db.scalars(select(NotificationAttempt).where(NotificationAttempt.notification_id == nid)).one()
+    assert attempt.msgid and attempt.delivery == "success"

@@ -961,6 +961,12 @@ def _send_chunk(api, limiter: RateLimiter, token: str, rows: list[tuple[int, int
                                           t.c.status == OutboxStatus.SENDING.value)
                           .values(status=OutboxStatus.SENT.value, sent_at=bindparam("at"), errcode=0, detail="",
                                   msgid=bindparam("msgid")), sent)
+                # WeChat's delivery reports that came while the chunk was still going (credits.apply_sent_event).
+                early = credits.take_early_reports((by_id[x["rid"]][1], x["msgid"]) for x in sent)
+                for x in sent:
+                    if x["msgid"] in early:
+                        s.execute(update(t).where(t.c.id == x["rid"], t.c.msgid == x["msgid"])
+                                  .values(delivery=early[x["msgid"]]))
         unsent = {r: by_id[r][1] for r in moved if outcomes.get(r) == "lost_lease" and r not in called}
         if unsent:
             _reclaim_unsent(unsent, template_id)

@@ -243,7 +243,35 @@ def _sent_items(subscribe_results: Any) -> Iterable[tuple[str, str, str | None]]
             yield msgid.strip()[:32], status.strip()[:60], tid if isinstance(tid, str) and len(tid) <= 64 else None
 
 
-def apply_sent_event(session: Session, openid: str, subscribe_results: Any) -> int:
+EARLY_REPORT_TTL = 3600  # seconds a report that came before its send was written down waits for it
+_EARLY_REPORT = "wxapp:subscribe:early-report:{}:{}"
+
+
+def _keep_early_report(client: redis.Redis | None, user_id: int, msgid: str, status: str) -> None:
+    try:
+        _redis(client).set(_EARLY_REPORT.format(user_id, msgid), status, ex=EARLY_REPORT_TTL)
+    except Exception:  # noqa: BLE001 - the report is lost, as before; the webhook must still answer
+        log.warning("could not keep an early delivery report", extra={"user_id": user_id, "msgid": msgid})
+
+
+def take_early_reports(sends: Iterable[tuple[int, str | None]], client: redis.Redis | None = None) -> dict[str, str]:
+    """{msgid: report} of the reports WeChat sent for these (user id, msgid) sends before they were written down."""
+    sends = [(u, m) for u, m in sends if m]
+    if not sends:
+        return {}
+    try:
+        pipe = _redis(client).pipeline(transaction=False)
+        for user_id, msgid in sends:
+            pipe.getdel(_EARLY_REPORT.format(user_id, msgid))
+        found = pipe.execute()
+    except Exception:  # noqa: BLE001 - a report not found is a report not shown, nothing worse
+        log.warning("could not read early delivery reports", extra={"sends": len(sends)})
+        return {}
+    return {m: (v.decode() if isinstance(v, bytes) else v) for (_, m), v in zip(sends, found, strict=True) if v}
+
+
+def apply_sent_event(session: Session, openid: str, subscribe_results: Any, *,
+                     client: redis.Redis | None = None) -> int:
     """subscribe_msg_sent_event: WeChat says what became of subscribe messages it took (`success`, or
     `failed:user refuse to accept the msg` / `failed:system failed`). The report is written on the send it
     names (a one-user notification's attempt or a notice's outbox row, by msgid and only for that user); a
@@ -264,6 +292,12 @@ def apply_sent_event(session: Session, openid: str, subscribe_results: Any) -> i
         else:
             row = session.scalar(select(OutboxRow).where(OutboxRow.msgid == msgid, OutboxRow.user_id == user_id))
             if row is None:
+                # WeChat reports within moments, and a fan-out chunk writes its sends' msgids down only when the
+                # chunk is done: kept for the send (take_early_reports), or the report was lost for good. A refusal
+                # ends the credits whichever send it was about.
+                _keep_early_report(client, user_id, msgid, status)
+                if status == REFUSED_STATUS and tid:
+                    zero_credits(session, user_id, tid)
                 continue
             row.delivery = status
         applied += 1

@@ -491,6 +491,9 @@ def _send(step: _Send, notification_id: int) -> str | None:
         if error is None:
             _close(s, attempt, Outcome.OK, detail=step.template_id or step.account)
             attempt.msgid = msgid_of(resp)
+            # A report WeChat sent before this was written down (credits.apply_sent_event kept it).
+            if attempt.msgid and (early := credits.take_early_reports([(step.user_id, attempt.msgid)])):
+                attempt.delivery = early[attempt.msgid]
             if step.channel == Channel.CUSTOM:
                 KEFU_SENT.labels(step.account).inc()
             return _finish(note, DeliveryStatus.SENT_SUBSCRIBE if step.channel == Channel.SUBSCRIBE
