@@ -140,3 +140,47 @@ def test_a_report_that_arrives_before_a_one_user_send_is_written_down_lands_on_i
     db.expire_all()
     attempt = db.scalars(select(NotificationAttempt).where(NotificationAttempt.notification_id == nid)).one()
     assert attempt.msgid and attempt.delivery == "success"
+
+
+def test_a_notification_whose_token_fetch_is_refused_is_retried_not_ended_inbox_only(
+    make_user, standin, db, redis_client
+):
+    """A one-user notification (an appeal's progress, a reminder) with the user's credit met the same refused credential: the
+    subscribe try failed, the customer-service try met the same refusal, and it ended 仅站内信 for good, never tried
+    again once the secret was fixed. The credential is the account's: the job retries on the same claim (RQ's retries)
+    and the message goes out once."""
+    from sqlalchemy import select
+
+    from wxapp_backend.db import session_scope
+    from wxapp_backend.notices import credits
+    from wxapp_backend.notices.jobs import deliver_notification
+    from wxapp_backend.notices.models import Notification, NotificationAttempt
+    from wxapp_backend.notices.services import notify
+    from wxapp_backend.wechat.client import WeChatAPIError
+
+    user = make_user()
+    template = "PLACEHOLDER-appeal-progress"
+    with session_scope() as s:
+        credits.add_credit(s, user.id, template)
+        nid = notify(
+            s,
+            user.id,
+            "appeal_accepted",
+            {"number": "SQ20261207-0002"},
+            "pages/appeals/detail?id=1",
+            title="诉求已受理",
+            body="我们已受理您的诉求。",
+        ).id
+    for key in redis_client.scan_iter("*token*"):
+        redis_client.delete(key)
+    standin.fail_next(STABLE_TOKEN, 40125)
+    with pytest.raises(WeChatAPIError):  # RQ retries the job
+        deliver_notification(nid)
+    db.expire_all()
+    assert db.get(Notification, nid).status == "pending"
+    for key in redis_client.scan_iter("*token*"):
+        redis_client.delete(key)  # fixed (the failed fetch is remembered a few seconds only)
+    assert deliver_notification(nid) == "sent_subscribe"
+    attempts = db.scalars(select(NotificationAttempt).where(NotificationAttempt.notification_id == nid)).all()
+    assert [(a.channel, a.outcome) for a in attempts] == [("subscribe", "ok")]
+    assert len(standin.calls_to(SUBSCRIBE)) == 1

@@ -87,7 +87,7 @@ from ..enterprises.models import Building, Enterprise
 from ..errors import Conflict, NotFound, ValidationError
 from ..queue import enqueue, enqueue_after_commit
 from ..validation import Field, clean_text, strip_invisible, validate
-from ..wechat.client import TOKEN_ERRORS, QuotaReached, WeChatAPIError
+from ..wechat.client import QuotaReached, WeChatAPIError
 from ..wechat.templates import TemplateFieldError, field_type
 from ..wechat.templates import validate as validate_template
 from . import credits
@@ -130,12 +130,6 @@ class _CredentialRefused(Exception):
     def __init__(self, wait: dict[str, Any], retry_in: float) -> None:
         super().__init__(wait.get("detail"))
         self.wait, self.retry_in = wait, retry_in
-
-
-def _credential_refused(exc: WeChatAPIError) -> bool:
-    """The account's credential, not the recipient: a token refused after the client's refresh, or a token fetch
-    WeChat refused (40125 bad AppSecret, 40164 address not whitelisted...; busy, unreachable and quota aside)."""
-    return exc.errcode in TOKEN_ERRORS or (exc.api == "stable_token" and not exc.transient and exc.errcode != QUOTA)
 
 
 def _cfg(name: str, default: Any) -> Any:
@@ -930,7 +924,7 @@ def _send_chunk(api, limiter: RateLimiter, token: str, rows: list[tuple[int, int
                 outcomes.update(dict.fromkeys((r for r, _ in untried), "deferred"))
                 break
             except WeChatAPIError as exc:
-                if _credential_refused(exc):
+                if exc.credential:
                     # Every other row would meet the same refusal: the row and the rest of the chunk wait, untried
                     # (WeChat took none of them), their credits given back, and the batch stops (send_notice).
                     retry_in = float(_cfg("fanout_backoff_override", CREDENTIAL_BACKOFF))

@@ -23,7 +23,7 @@
 
 Run-twice safety: a finished notification is left alone; a Redis lock keeps two runs of one notification
 from overlapping (it names the RQ job holding it: the job's own rerun after its process died takes it over); each send is an attempt row written (``sending``) and committed before WeChat is called,
-so a run that resumes after a transient failure (-1 after backoff, timeouts: the job raises and RQ retries)
+so a run that resumes after a transient failure (-1 after backoff, timeouts, a refused credential: the job raises and RQ retries)
 re-sends on the credit or window slot already taken instead of taking another. On the last retry a
 transient failure gives the credit back and ends the notification ``failed``. A run that dies inside its WeChat
 call (or after it, before its commit) leaves a Redis mark that the call started: its rerun ends that attempt as
@@ -482,7 +482,10 @@ def _send(step: _Send, notification_id: int) -> str | None:
     except TemplateFieldError as exc:  # render() validated already; kept for safety
         error = WeChatAPIError(47003, str(exc), "subscribe_send")
         r.delete(_calling_key(step.attempt_id))
-    final = error is not None and error.transient and _last_try()
+    # A credential WeChat will not take is the account's, as a busy WeChat is: retried on the same claim (it used to
+    # fail the subscribe try, meet the same refusal on the customer-service one and end 仅站内信 for good).
+    transient = error is not None and (error.transient or error.credential)
+    final = transient and _last_try()
     with session_scope() as s:
         attempt = s.get(NotificationAttempt, step.attempt_id)
         note = s.get(Notification, notification_id)
@@ -499,9 +502,9 @@ def _send(step: _Send, notification_id: int) -> str | None:
             return _finish(note, DeliveryStatus.SENT_SUBSCRIBE if step.channel == Channel.SUBSCRIBE
                            else DeliveryStatus.SENT_CUSTOM)
         detail = f"{error.errcode} {error.errmsg}"
-        if error.transient and not final:
+        if transient and not final:
             attempt.errcode = error.errcode  # still "sending": the retry re-sends on the same claim
-        elif error.transient:
+        elif transient:
             _close(s, attempt, Outcome.FAILED, errcode=error.errcode, detail=detail)
             if step.channel == Channel.SUBSCRIBE:
                 credits.refund(s, step.user_id, step.template_id)
@@ -525,7 +528,7 @@ def _send(step: _Send, notification_id: int) -> str | None:
             _close(s, attempt, Outcome.FAILED, errcode=error.errcode, detail=detail)
             log.warning("customer-service message refused", extra={"notification_id": notification_id,
                                                                     "errcode": error.errcode})
-    if error is not None and error.transient and not final:
+    if transient and not final:
         log.warning("notification send failed for now; the job will retry",
                     extra={"notification_id": notification_id, "errcode": error.errcode})
         raise error

@@ -56,6 +56,14 @@ class WeChatAPIError(Exception):
         """Busy (-1), unreachable (-2) or too fast (45011, "retry next minute"): the same call may work later."""
         return self.errcode in {-1, -2, 45011}
 
+    @property
+    def credential(self) -> bool:
+        """The account's credential, not the call: a token still refused after the one refresh, or a token fetch WeChat
+        refused (40125 wrong AppSecret, 40164 address not whitelisted...; busy, unreachable and quota aside). Every
+        other call fails the same way until a person fixes it: worth waiting for, never the recipient's fault."""
+        return self.errcode in TOKEN_ERRORS or (
+            self.api == "stable_token" and not self.transient and self.errcode != QUOTA_EXCEEDED)
+
 
 class QuotaReached(WeChatAPIError):
     """45009: the API's daily quota is used up. `called` is False when WeChat was not called (the quota was known
