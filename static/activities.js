@@ -25,7 +25,7 @@
       var cell = box.querySelector('[data-count="' + k + '"]');
       if (cell) { cell.textContent = String(p.subscribe[k]); }
     });
-    ["failures", "waiting"].forEach(function (name) {
+    ["failures", "waiting", "skipped_reasons"].forEach(function (name) {
       var body = box.querySelector('[data-field="' + name + '"]');
       if (!body || !p[name]) { return; }
       body.textContent = "";

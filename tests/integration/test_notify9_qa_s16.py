@@ -184,3 +184,27 @@ def test_a_notification_whose_token_fetch_is_refused_is_retried_not_ended_inbox_
     attempts = db.scalars(select(NotificationAttempt).where(NotificationAttempt.notification_id == nid)).all()
     assert [(a.channel, a.outcome) for a in attempts] == [("subscribe", "ok")]
     assert len(standin.calls_to(SUBSCRIBE)) == 1
+
+
+def test_progress_says_why_rows_were_skipped(
+    published_notice, make_user, make_staff, db, app, client, console_login
+):
+    """跳过 counted 无额度、已不在推送对象中或活动已取消 together, with no reason per row anywhere staff could read: a
+    fan-out that skipped half its audience could not say whether they had unsubscribed or run out of credit."""
+    from wxapp_backend.auth.models import User
+
+    users = [make_user() for _ in range(3)]
+    nid = published_notice(users)
+    broadcast.expand_notice(nid)
+    db.get(User, users[0].id).blocked = True  # left the audience after publishing
+    db.query(SubscribeCredit).filter_by(user_id=users[1].id).one().credits = 0  # spent meanwhile
+    db.commit()
+    broadcast.send_notice(nid)
+    with app.app_context():
+        p = broadcast.progress(db, nid)
+    assert p["subscribe"]["skipped"] == 2 and p["subscribe"]["sent"] == 1
+    reasons = {r["detail"]: r["count"] for r in p["skipped_reasons"]}
+    assert reasons == {broadcast.LEFT_AUDIENCE: 1, "没有订阅消息额度（仅站内信）": 1}
+    console_login(make_staff(role="staff"))
+    page = client.get(f"/console/notices/{nid}").get_data(as_text=True)
+    assert broadcast.LEFT_AUDIENCE in page and "没有订阅消息额度（仅站内信）" in page

@@ -1212,6 +1212,12 @@ def progress(session: Session, notice_id: int) -> dict[str, Any]:
             OutboxRow.notice_id == notice_id, OutboxRow.channel == "subscribe",
             OutboxRow.status == OutboxStatus.PENDING.value, OutboxRow.errcode != 0)
         .group_by(OutboxRow.errcode, OutboxRow.detail).order_by(func.count().desc()).limit(10))]
+    # Why rows were skipped (left the audience, no credit left, the activity cancelled): counted together above.
+    skipped = [{"errcode": e, "detail": d, "count": n} for e, d, n in session.execute(
+        select(OutboxRow.errcode, OutboxRow.detail, func.count()).where(
+            OutboxRow.notice_id == notice_id, OutboxRow.channel == "subscribe",
+            OutboxRow.status == OutboxStatus.SKIPPED.value)
+        .group_by(OutboxRow.errcode, OutboxRow.detail).order_by(func.count().desc()).limit(10))]
     total = sum(counts.values())
     done = sum(counts[k] for k in TERMINAL)
     to_come = 0
@@ -1238,6 +1244,6 @@ def progress(session: Session, notice_id: int) -> dict[str, Any]:
             "recipients": notice.recipients, "inbox": notice.recipients, "subscribe": counts,
             "subscribe_total": total, "subscribe_done": done,
             "percent": percent,
-            "failures": reasons, "waiting": waiting, "finished": notice.status == NoticeStatus.DONE.value,
+            "failures": reasons, "waiting": waiting, "skipped_reasons": skipped, "finished": notice.status == NoticeStatus.DONE.value,
             "published_at": notice.published_at.isoformat() if notice.published_at else None,
             "finished_at": notice.finished_at.isoformat() if notice.finished_at else None}
