@@ -208,3 +208,50 @@ def test_progress_says_why_rows_were_skipped(
     console_login(make_staff(role="staff"))
     page = client.get(f"/console/notices/{nid}").get_data(as_text=True)
     assert broadcast.LEFT_AUDIENCE in page and "没有订阅消息额度（仅站内信）" in page
+
+
+def test_an_activity_moved_while_its_notice_goes_out_is_sent_with_its_new_start(
+    make_activity, make_user, make_staff, standin, db, app, monkeypatch
+):
+    """The subscribe message's time is the activity's start, made when the notice was published; staff moved the
+    activity while the fan-out was still going (a large audience, a quota wait): the rest of the subscribers were
+    invited, in WeChat's own card, to the old time (the 活动调整 notice reaches registrants only)."""
+    from datetime import UTC, datetime, timedelta
+
+    from wxapp_backend.activities.models import Activity
+    from wxapp_backend.db import session_scope
+    from wxapp_backend.notices import credits
+    from wxapp_backend.notices.kinds import get_kind
+    from wxapp_backend.wechat.templates import field_type, format_time
+
+    for k, v in {"fanout_rate": 10000, "fanout_burst": 100, "fanout_jobs": 1}.items():
+        monkeypatch.setitem(app.extensions["wxapp"].settings.extra, k, v)
+    start = (datetime.now(UTC) + timedelta(days=5)).replace(second=0, microsecond=0)
+    aid = make_activity(title="楼宇音乐会", starts_at=start, status="published").id
+    users = [make_user() for _ in range(2)]
+    kind = get_kind("notice")
+    actor = broadcast.Actor("staff", make_staff(role="staff").id, role="staff")
+    with session_scope() as s:
+        for u in users:
+            credits.add_credit(s, u.id, kind.template_id)
+        nid = broadcast.create_notice(
+            s,
+            actor,
+            {
+                "title": "楼宇音乐会报名开始",
+                "summary": "周五晚上见",
+                "audience": {"all": True},
+                "activity_id": aid,
+            },
+        ).id
+    with session_scope() as s:
+        broadcast.publish(s, actor, nid)
+    broadcast.expand_notice(nid)
+    moved = start + timedelta(days=1, hours=2)
+    with session_scope() as s:  # moved while the notice is going out
+        a = s.get(Activity, aid)
+        a.starts_at, a.ends_at = moved, moved + timedelta(hours=2)
+    broadcast.send_notice(nid)
+    time_key = next(k for k in kind.fields if field_type(k) == "time")
+    sent = [c.body["data"][time_key]["value"] for c in standin.calls_to(SUBSCRIBE)]
+    assert sent == [format_time(moved)] * 2

@@ -219,6 +219,16 @@ def _check_template_keys(kind: Any, values: dict[str, Any]) -> None:
                               fields={f"template_fields.{k}": "模板没有这个字段" for k in unknown[:20]})
 
 
+def _with_start(data: dict[str, str], start: datetime) -> dict[str, str]:
+    """Template values with the notice kind's time keys (those made from "time") set to `start`."""
+    from .kinds import _as_template_time, get_kind
+
+    kind = get_kind(NOTICE_KIND)
+    keys = [k for k, source in (kind.fields.items() if kind else ()) if source == "time" and k in data
+            and field_type(k) in ("time", "date")]
+    return {**data, **{k: _as_template_time(field_type(k), start.isoformat()) for k in keys}}
+
+
 def _activity_start(session: Session, activity_id: int | None) -> datetime | None:
     return session.scalar(select(Activity.starts_at).where(Activity.id == activity_id)) if activity_id else None
 
@@ -808,6 +818,11 @@ def send_notice(notice_id: int, slot: int = 0, generation: int = 0) -> dict[str,
         if notice.status not in IN_FLIGHT:
             return {}
         template_id, data, page = notice.template_id, dict(notice.template_fields or {}), notice.page
+        start = _activity_start(s, notice.activity_id)
+        if start is not None and data and _made_from_text(notice):
+            # Its time is the activity's start, made at publishing: an activity moved while the notice goes out (a
+            # large audience, a quota wait) invited the rest to the old time. Values staff wrote stay as written.
+            data = _with_start(data, start)
     rate = float(_cfg("fanout_rate", DEFAULT_RATE))
     limiter = RateLimiter(state.redis, rate, int(_cfg("fanout_burst", 1)))
     # A chunk's rows are 'sending' from its commit until its last send: keep that to ~1 s of the limit per job.
