@@ -182,6 +182,33 @@ def is_venting(text: str | None) -> bool:
     return bool(norm) and bool(_VENT_RE.fullmatch(norm))
 
 
+# “有用”, “很有帮助”, “帮到我了”, “没有帮助”, “答非所问”: the user's verdict on the answer just given, whole messages
+# only (“这个证书有用吗” is a question). They got “我还没学会，已经记下来” (or a guess) and a row in staff's queue.
+_USEFUL_RE = re.compile(r"(?:很|挺|真|非常|太|特别|确实|还是|蛮|超)?(?:有用|有帮助|管用|帮到(?:我|您|你)?了|帮了大忙)"
+                        r"(?:的|了|啊|呀|哦|啦|哈|呢)*")
+_USELESS_RE = re.compile(r"(?:这|这个|你的?|回答)?(?:也|还是|完全|根本|一点)?(?:没有?(?:什么|啥|任何)?(?:用|帮助)|没帮上(?:忙)?|"
+                         r"不管用|不顶用|没解决(?:问题)?|答非所问|文不对题|不是我(?:想|要)(?:要|问|找)?的)"
+                         r"(?:的|了|啊|呀|哦|啦|呢|吧)*")
+
+
+def feedback_of(text: str | None) -> bool | None:
+    """True when the whole message says the last answer helped (“有用”, “很有帮助，谢谢”), False when it says it did not
+    (“没有帮助”, “答非所问”), None otherwise."""
+    if not text or not isinstance(text, str) or len(text) > MAX_SMALLTALK_CHARS:
+        return None
+    norm = get_analyzer().normalize(without_faces(text), max_chars=MAX_SMALLTALK_CHARS)
+    for w in _THANKS_WORDS:  # “有用，谢谢”
+        norm = norm.replace(w, " ")
+    norm = re.sub(r"[^\w]+", "", norm)
+    if not norm:
+        return None
+    if _USELESS_RE.fullmatch(norm):
+        return False
+    if _USEFUL_RE.fullmatch(norm):
+        return True
+    return None
+
+
 def is_greeting(text: str | None) -> bool:
     """True for a bare greeting such as 你好 / 在吗 / hello."""
     return detect_smalltalk(text) == "greeting"

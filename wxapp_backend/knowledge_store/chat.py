@@ -9,7 +9,7 @@ from datetime import date
 
 from knowledge.schema import Entry
 from knowledge.search import Decision, KnowledgeBase
-from knowledge.smalltalk import detect_smalltalk, is_venting, without_faces
+from knowledge.smalltalk import detect_smalltalk, feedback_of, is_venting, without_faces
 
 from ..validation import LINK_RE
 
@@ -25,6 +25,8 @@ ACK = "好的～还有什么想了解的，直接问我就行。"
 # “你好笨”, “垃圾”, “没用”: the bot did not help (they got “我还没学会，已经记下来” and a row in staff's queue).
 VENT = ("抱歉没能帮上您，小二还在学习中～您可以：\n· 换个说法再问问我\n· 回复“人工”请工作人员帮您\n"
         "· 对服务有意见建议，回复“我要反映”，我们会认真处理")
+# “有用”, “很有帮助”: the answer helped (it got “我还没学会，已经记下来”).
+HELPED = "很高兴能帮到您！还有其他问题，随时问小二～"
 HANDOFF = "好的，正在为您转接人工客服，请稍候。工作时间以外，您也可以回复“我要反映”留下诉求，我们会尽快联系您。"
 FALLBACK = ("抱歉，这个问题我还没学会。我已经把它记下来，工作人员会尽快补充。\n"
             # Bullets, not numbers: a digit reply means the menu (2 我要反映, 3 白领活动 ...), not this list.
@@ -170,6 +172,9 @@ def ask(kb: KnowledgeBase, text: str, *, last_suggestions: list[str] | None = No
         return ChatResult(ACK, "smalltalk")
     if is_venting(text):
         return ChatResult(VENT, "smalltalk")
+    helped = feedback_of(text)
+    if helped is not None:
+        return ChatResult(HELPED if helped else VENT, "smalltalk")
     if not any(ch.isalnum() for ch in without_faces(text)):
         # 👍 alone (or WeChat's “/:strong”) is no question: not “我还没学会” nor a row in the staff's unanswered queue.
         return ChatResult(NO_WORDS, "smalltalk")

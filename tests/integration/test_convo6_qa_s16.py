@@ -1,0 +1,35 @@
+"""QA of the bot's conversation as an enterprise user has it (sixteenth pass, convo6): through the real (signed,
+encrypted) webhook and POST /api/v1/chat — feedback said in words after an answer, ..."""
+
+from __future__ import annotations
+
+from tests.integration.test_chat3_qa_s12 import _app
+from tests.integration.test_chat8_qa_s14 import _offered_finance
+from tests.integration.test_chat9_qa_s14 import _unanswered
+from tests.integration.test_chat_qa_s9 import oa_kb, say  # noqa: F401  (the signed webhook and its helper)
+
+
+def test_useful_or_not_said_after_an_answer_is_feedback_not_a_question(oa_kb, client, user_token,  # noqa: F811
+                                                                       make_user):
+    """After an answer picked from “您是不是想问”, the user says “很有用，谢谢” (or “有用”, “帮到我了”): “抱歉，这个问题我
+    还没学会。我已经把它记下来”, a row in staff's unanswered queue, and the rest of the list (“回复 1、3”) dropped.
+    “没有帮助” got an unrelated “您是不是想问” list, “答非所问” a guess about 人工服务. Both chats."""
+    openid = "oConvo6Useful"
+    _offered_finance(oa_kb, openid)
+    assert "质押" in say(oa_kb, openid, "2")
+    for text in ("很有用，谢谢", "有用", "有帮助", "帮到我了", "挺有用的！"):
+        reply = say(oa_kb, openid, text)
+        assert "没学会" not in reply and "您是不是想问" not in reply and "高兴" in reply, (text, reply)
+    assert "服务专员" in say(oa_kb, openid, "3")  # the list stays, as promised (“回复 1、3”)
+    for text in ("没有帮助", "没帮上", "答非所问", "不是我想要的"):
+        reply = say(oa_kb, openid, text)
+        assert "没学会" not in reply and "您是不是想问" not in reply and "人工" in reply, (text, reply)
+    assert _unanswered(oa_kb) == 0
+
+    h = user_token(make_user())
+    _app(client, h, "融资")
+    _app(client, h, "2")
+    for text in ("有用", "没有帮助"):
+        body = _app(client, h, text)
+        assert body["decision"] == "smalltalk" and "没学会" not in body["reply"], (text, body)
+    assert _unanswered(oa_kb) == 0
