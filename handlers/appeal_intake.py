@@ -16,7 +16,7 @@ from typing import Any
 
 import redis
 
-from knowledge.smalltalk import is_clarification, without_faces
+from knowledge.smalltalk import detect_smalltalk, feedback_of, is_clarification, is_venting, without_faces
 from wxapp_backend.validation import PHONE_RE
 
 from . import router as default_router
@@ -108,6 +108,9 @@ TOO_LONG = "描述太长了，请精简到 2000 字以内。"
 PLACE_SKIPPED = "好的，企业名称先不填（工作人员联系您时会再确认）。\n"
 NO_PLACE_YES = "小二这边还没有您企业的信息，"
 PLACE_NO_WORDS = "没有看到企业名称哦，"
+# “垃圾”, “没用”, “哈哈”, “666”, “不知道” where the enterprise was asked for: each became the enterprise's name.
+PLACE_NOT_A_NAME = "这看起来不是企业名称哦～不方便填写的话回复“跳过”。"
+_DONT_KNOW = re.compile(r"(?:我)?(?:不知道|不清楚|不晓得|不懂|不确定)(?:啊|呀|哦|呢|了|耶)*")
 PLACE_CONTACT_LATER = "联系人和电话下一步再填，"
 BAD_CONTACT = "没有认出手机号，请按“姓名 手机号”的格式回复，例如：张三 13800138000。"
 NO_NAME = "请同时写上联系人姓名，例如：张三 13800138000。"
@@ -632,6 +635,8 @@ def _place(ctx: Context, d: dict[str, Any]) -> Reply:
         return _advance(ctx, d, "contact", PLACE_SKIPPED)
     elif sum(ch.isalnum() for ch in without_faces(t)) < 2:  # “😀”, “[微笑]”: no name for staff to go on
         return Text(PLACE_NO_WORDS + _prompt(d, "place"))
+    elif _not_a_name(t):
+        return Text(PLACE_NOT_A_NAME + _prompt(d, "place"))
     elif _QUESTION.search(t) and not _ORGANISATION.search(t):
         return _question_in_draft(ctx, d, t)
     elif _MOBILE.search(t) and not _ORGANISATION.search(t):  # the contact, a step early: no enterprise's name
@@ -643,6 +648,13 @@ def _place(ctx: Context, d: dict[str, Any]) -> Reply:
         with session_scope() as s:
             d.update(match_place(s, t))
     return _advance(ctx, d, "contact")
+
+
+def _not_a_name(text: str) -> bool:
+    """Annoyance, a verdict on the bot, laughter, “不知道” or a number alone: no enterprise's name."""
+    t = without_faces(text).strip()
+    return (is_venting(t) or feedback_of(t) is not None or detect_smalltalk(t) == "ack"
+            or bool(_DONT_KNOW.fullmatch(word(t))) or not any(ch.isalpha() for ch in t))
 
 
 # A question typed where the enterprise was asked for (the user turned to something else): it became the

@@ -33,3 +33,20 @@ def test_useful_or_not_said_after_an_answer_is_feedback_not_a_question(oa_kb, cl
         body = _app(client, h, text)
         assert body["decision"] == "smalltalk" and "没学会" not in body["reply"], (text, body)
     assert _unanswered(oa_kb) == 0
+
+
+def test_annoyance_feedback_or_laughter_at_the_enterprise_step_is_no_enterprise_name(oa_kb):  # noqa: F811
+    """Asked for the enterprise and building, the user vents (“垃圾”, “你好笨”, “无语”), says “没用” / “有用”, laughs
+    (“哈哈”, “666”) or “不知道”: each became the enterprise's name and the intake went on to the contact, so staff got
+    “企业：垃圾”. The step is asked again now, and the real name given next is the one on the appeal."""
+    for i, text in enumerate(("垃圾", "你好笨", "无语", "没用", "有用", "没有帮助", "哈哈", "666", "不知道")):
+        openid = f"oConvo6Place{i}"
+        say(oa_kb, openid, "我要反映")
+        assert "企业名称" in say(oa_kb, openid, "办公室空调坏了一周了，物业一直不管")
+        reply = say(oa_kb, openid, text)
+        assert "企业名称" in reply and "联系人" not in reply and "没学会" not in reply, (text, reply)
+    assert "联系人" in say(oa_kb, openid, "上海某某科技有限公司，新华大厦")
+    say(oa_kb, openid, "张三 13800138000")
+    summary = say(oa_kb, openid, "跳过")
+    assert "企业：上海某某科技有限公司" in summary, summary
+    assert _unanswered(oa_kb) == 0
