@@ -426,7 +426,13 @@ _START_WITH_TEXT = re.compile(r"^(?:(?:我要|我想|我有)(?:反映|投诉|诉
 
 # “我想反映个问题”, “我要投诉一下”: the words of 我要反映 as people say them (they got the knowledge base's list of
 # channels, the intake not started; “我想反映一个情况！” was taken as the problem “一个情况！”).
-_START_PHRASE = re.compile(r"^(?:我要|我想|我有|想)(?:反映|投诉)(?:一下|一个|个|点)?(?:问题|情况|事情|事)?$")
+# A second appeal asked for after the first (“我还要反映一个问题”, “再提一个诉求”, “还有一个问题要反映”, “还要投诉”): the
+# knowledge base's list of channels, or a “您是不是想问” list, the intake not started.
+_START_PHRASE = re.compile(
+    r"^(?:我要|我想|我有|想)(?:反映|投诉)(?:一下|一个|个|点)?(?:问题|情况|事情|事)?$"
+    r"|^(?:我们?)?(?:(?:还|再|另外|又)(?:要|想)?再?|(?:要|想)再)(?:反映|投诉)(?:一下|一个|个|点)?(?:问题|情况|事情|事|诉求)?$"
+    r"|^(?:我们?)?(?:还|再|另外|又)(?:要|想)?(?:有|提)(?:一个|个|一条|条|一件|件)(?:问题|情况|事情|事)?要?(?:反映|投诉)$"
+    r"|^(?:我们?)?(?:还|再|另外|又)?(?:要|想)?(?:有|提)(?:一个|个|一条|条)诉求$")
 
 
 def start_phrase(text: str) -> bool:

@@ -50,3 +50,34 @@ def test_annoyance_feedback_or_laughter_at_the_enterprise_step_is_no_enterprise_
     summary = say(oa_kb, openid, "跳过")
     assert "企业：上海某某科技有限公司" in summary, summary
     assert _unanswered(oa_kb) == 0
+
+
+def _file_one(application, openid: str) -> None:
+    say(application, openid, "我要反映")
+    say(application, openid, "办公室空调坏了一周了，物业一直不管")
+    say(application, openid, "上海某某科技有限公司，新华大厦")
+    say(application, openid, "张三 13800138000")
+    say(application, openid, "跳过")
+    assert "诉求已提交" in say(application, openid, "确认")
+
+
+SECOND = ("我还要反映一个问题", "再反映一个问题", "还有一个问题要反映", "我还有个诉求", "再提一个诉求", "我要再反映一个",
+          "还要投诉")
+
+
+def test_a_second_appeal_asked_for_in_the_users_words_starts_the_intake(oa_kb, client, user_token,  # noqa: F811
+                                                                          make_user):
+    """Just after filing, the user wants to report another problem: “我还要反映一个问题”, “再提一个诉求”, “还有一个问题要
+    反映”, “还要投诉” got the knowledge base's list of channels, a “您是不是想问” list or “抱歉没能直接帮到您”, no intake.
+    They start the next appeal now (the app's chat points to its 我要反映 page)."""
+    for i, text in enumerate(SECOND):
+        openid = f"oConvo6Second{i}"
+        _file_one(oa_kb, openid)
+        reply = say(oa_kb, openid, text)
+        assert "登记诉求" in reply and "描述" in reply, (text, reply)
+    h = user_token(make_user())
+    for text in SECOND:
+        body = _app(client, h, text)
+        assert "小程序“我要反映”中填写" in body["reply"], (text, body)
+    for question in ("投诉电话是多少", "我有个问题"):  # still no intake
+        assert "登记诉求" not in say(oa_kb, "oConvo6NotSecond", question)
