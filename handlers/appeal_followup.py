@@ -740,10 +740,12 @@ def _supplement_step(ctx: Context, d: dict[str, Any], text: str) -> Reply:
 
 def _in_passing(text: str) -> bool:
     """“好的，谢谢”, “嗯嗯”, “收到了”, “你好”: said in passing, not the supplement (staff received “好的，谢谢” as the
-    information they asked for, and the appeal went back to work without it)."""
-    from knowledge.smalltalk import detect_smalltalk
+    information they asked for, and the appeal went back to work without it). So are annoyance and a verdict on the
+    bot (“你好笨”, “没用”, “有用”: staff received “你好笨” as the material)."""
+    from knowledge.smalltalk import detect_smalltalk, feedback_of, is_venting
 
-    return detect_smalltalk(text) in ("ack", "thanks", "greeting", "bye")
+    return detect_smalltalk(text) in ("ack", "thanks", "greeting", "bye") or is_venting(text) \
+        or feedback_of(text) is not None
 
 
 def _supplement_submit(ctx: Context, d: dict[str, Any], content: str) -> Reply:

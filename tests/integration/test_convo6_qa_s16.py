@@ -3,6 +3,9 @@ encrypted) webhook and POST /api/v1/chat — feedback said in words after an ans
 
 from __future__ import annotations
 
+from tests.integration.test_chat2_qa_s11 import (
+    appeal_of,  # noqa: F401  (a follower's appeal, acted on by staff)
+)
 from tests.integration.test_chat3_qa_s12 import _app
 from tests.integration.test_chat8_qa_s14 import _offered_finance
 from tests.integration.test_chat9_qa_s14 import _unanswered
@@ -81,3 +84,28 @@ def test_a_second_appeal_asked_for_in_the_users_words_starts_the_intake(oa_kb, c
         assert "小程序“我要反映”中填写" in body["reply"], (text, body)
     for question in ("投诉电话是多少", "我有个问题"):  # still no intake
         assert "登记诉求" not in say(oa_kb, "oConvo6NotSecond", question)
+
+
+def test_annoyance_or_a_verdict_on_the_bot_is_no_supplement(oa_kb, appeal_of):  # noqa: F811
+    """Asked “请提供路灯的具体位置”, the user vents (“你好笨”, “无语”) or says “没用” / “有用”: it was submitted as the
+    material, the appeal went back to work and staff got “你好笨”. It is asked for again now; the real material goes."""
+    from sqlalchemy import select
+
+    from wxapp_backend.appeals.models import Appeal
+    from wxapp_backend.db import session_scope
+
+    openid = "oConvo6Supplement"
+    number = appeal_of(openid, "request_info", note="请提供路灯的具体位置")
+    say(oa_kb, openid, "补充")
+
+    def status() -> str:
+        with oa_kb.app_context(), session_scope() as s:
+            return s.scalar(select(Appeal.status).where(Appeal.number == number))
+
+    waiting = status()
+    for text in ("你好笨", "无语", "没用", "有用", "没有帮助"):
+        reply = say(oa_kb, openid, text)
+        assert "已补充" not in reply and "补充的内容" in reply, (text, reply)
+    assert status() == waiting  # still waiting for the material
+    assert "已补充" in say(oa_kb, openid, "在园区东门口第三根路灯")
+    assert status() != waiting
