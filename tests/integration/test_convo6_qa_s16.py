@@ -1,5 +1,6 @@
 """QA of the bot's conversation as an enterprise user has it (sixteenth pass, convo6): through the real (signed,
-encrypted) webhook and POST /api/v1/chat — feedback said in words after an answer, ..."""
+encrypted) webhook and POST /api/v1/chat: 有用 / 没有帮助 said after an answer, what is no enterprise's name nor a
+supplement (annoyance, a verdict on the bot, laughter), a second appeal asked for in the user's words."""
 
 from __future__ import annotations
 
