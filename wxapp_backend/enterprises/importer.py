@@ -510,13 +510,14 @@ def _import_enterprises(session: Session, actor: Actor, body, colmap, report: Im
                                  .order_by(Enterprise.retired_at.is_(None), Enterprise.id.desc())):
             existing[services.normalized_code(e.credit_code)] = e  # the last written wins: current, lowest id
     targets: list[tuple[dict, Enterprise | None]] = []
-    for values in valid:
+    for number, values in zip(numbers, valid, strict=True):
         current = existing.get(values["credit_code"])
         if current is not None and current.retired:
             current = services.carrying_on(session, current)
             if current is None:  # merged into a file deleted since (old data): nothing to update, nor to add
                 report.errors.append(Problem(f"统一社会信用代码 {values['credit_code']} 对应的企业档案已合并停用，"
-                                             "而它合并到的档案已被删除；请先请管理员核实处理，再导入这一行。"))
+                                             "而它合并到的档案已被删除；请先请管理员核实处理，再导入这一行。",
+                                             row=number, column=colmap["credit_code"][1]))
                 continue
             if current.credit_code != values["credit_code"]:
                 values = {k: v for k, v in values.items() if k != "credit_code"}  # the kept file keeps its own
