@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Flask, Response, current_app, jsonify, send_file
+import re
+from datetime import timedelta
+
+from flask import Blueprint, Flask, Response, current_app, jsonify, request, send_file
 from sqlalchemy import select
 
 from ..audit import Actor, audit
@@ -85,7 +88,14 @@ WEEK_FIELDS = (Field("week", "str", "周次", max_len=8, description="如 2025-W
                Field("format", "enum", "格式", choices=("json", "xlsx"), default="json"))
 ISSUES_FIELDS = (Field("enterprise_id", "int", "企业", min=1),
                  Field("format", "enum", "格式", choices=("json", "xlsx"), default="json"))
-METRIC_FIELDS = (Field("from", "datetime", "开始时间", required=True), Field("to", "datetime", "结束时间", required=True))
+METRIC_FIELDS = (
+    Field("from", "datetime", "开始时间", required=True,
+          description="如 2025-10-01（当天 0 点起）或 2025-10-01T08:30:00+08:00；不写时区按上海时间"),
+    Field("to", "datetime", "结束时间", required=True,
+          description="只写日期（如 2025-10-31）时含当天，统计到次日 0 点；写了时间则统计到该时刻为止（不含该时刻）"),
+)
+# "2025-10-31" alone: staff asking for October mean the 31st too, so the period ends at the next midnight.
+_DATE_ONLY = re.compile(r"\s*\d{4}-\d{2}-\d{2}\s*")
 CATEGORY_FIELDS = (
     Field("code", "str", "代码", max_len=32),
     Field("name", "str", "名称", max_len=32),
@@ -351,10 +361,13 @@ def set_holiday():
 
 @bp.get("/staff/appeals/metrics")
 @staff_api_required(StaffRole.DEPT)
-@doc("诉求指标：响应率、按时办结率、诉求解决率（目标 ≥ 90%）、满意率、各部门退单数（定义见 docs/appeals.md）",
+@doc("诉求指标：响应率、按时办结率、诉求解决率（目标 ≥ 90%）、满意率、各部门退单数（定义见 docs/appeals.md）。"
+     "统计区间含 from、不含 to；to 只写日期时含当天（to=2025-10-31 统计到 11 月 1 日 0 点）",
      params=METRIC_FIELDS, auth="staff", tags=["诉求"])
 def metrics():
     args = query(METRIC_FIELDS)
+    if _DATE_ONLY.fullmatch(request.args.get("to", "")):
+        args["to"] += timedelta(days=1)
     if args["from"] >= args["to"]:  # an empty or backwards period would answer with rates of nothing
         raise ValidationError("开始时间应早于结束时间。", fields={"to": "应晚于开始时间"})
     with session_scope() as s:
