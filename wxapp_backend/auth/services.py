@@ -164,6 +164,9 @@ def leave_enterprise(session: Session, user: User) -> User:
     previous, state = user.enterprise_id, user.binding_state
     user.enterprise_id = None
     user.binding_state = BindingState.NONE.value
+    # The role came with the application (request_enterprise_binding): a user bound to nobody is no enterprise's
+    # contact, and the console and the staff API listed them as one.
+    user.role = UserRole.WHITE_COLLAR.value
     action = "binding.withdrawn" if state == BindingState.PENDING.value else "binding.ended"
     audit(session, Actor("user", user.id), action, user, enterprise_id=previous, previous_state=state)
     return user

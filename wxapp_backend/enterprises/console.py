@@ -414,7 +414,8 @@ def _users_page(args: dict[str, Any], **extra):
     with session_scope() as s:
         page = services.list_users(s, **args)
         return render_template("console/enterprises/users.html", page=page, args=args,
-                               link_args=_link_args(args), page_args=_page_args(args), names_given=services.names_given(s, page.items), **extra)
+                               link_args=_link_args(args), page_args=_page_args(args), names_given=services.names_given(s, page.items),
+                               ended=services.bindings_ended(s, page.items), **extra)
 
 
 def _refused_on_users_list(exc: AppError, user_id: int):

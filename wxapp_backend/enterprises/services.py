@@ -15,7 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from ..audit import Actor, AuditLog, audit
-from ..auth.models import BINDING_LABELS, BindingState, StaffUser, User
+from ..auth.models import BINDING_LABELS, BindingState, StaffUser, User, UserRole
 from ..errors import AppError, Conflict, NotFound, ValidationError
 from ..validation import Field, credit_code_problem, enterprise_name_problem, strip_invisible, validate
 from .models import (
@@ -568,7 +568,8 @@ def delete_enterprise(session: Session, actor: Actor, enterprise_id: int, *,
     rest = [i for i in bound if i not in switching]
     if rest:
         session.execute(update(User).where(User.id.in_(rest))
-                        .values(enterprise_id=None, binding_state=BindingState.NONE.value))
+                        .values(enterprise_id=None, binding_state=BindingState.NONE.value,
+                                role=UserRole.WHITE_COLLAR.value))  # no longer anyone's contact
     if applied:
         session.execute(update(User).where(User.id.in_(list(applied))).values(pending_enterprise_id=None))
     from ..activities.models import Registration
@@ -897,6 +898,29 @@ def names_given(session: Session, users: Sequence[User]) -> dict[int, str]:
     return {int(target): str(data.get("name_given") or "") for target, data in rows if data.get("name_given")}
 
 
+BINDING_ENDS = {"binding.ended": "本人解除", "binding.revoked": "工作人员解除", "binding.removed": "企业档案删除"}
+
+
+def bindings_ended(session: Session, users: Sequence[User]) -> dict[int, dict[str, Any]]:
+    """{user id: {"enterprise_name", "at", "how"}} of the last binding ended, for the users now bound to nobody:
+    the users page says they left which enterprise and when, instead of nothing (or a contact's role)."""
+    ids = [str(u.id) for u in users if u.enterprise_id is None and u.pending_enterprise_id is None]
+    if not ids:
+        return {}
+    latest = (select(func.max(AuditLog.id)).where(AuditLog.action.in_(list(BINDING_ENDS)),
+                                                   AuditLog.target_type == User.__tablename__,
+                                                   AuditLog.target_id.in_(ids))
+              .group_by(AuditLog.target_id))
+    rows = list(session.execute(select(AuditLog.target_id, AuditLog.action, AuditLog.data, AuditLog.created_at)
+                                .where(AuditLog.id.in_(latest))))
+    named = {r.data.get("enterprise_id") for r in rows if not r.data.get("enterprise_name")} - {None}
+    names = dict(session.execute(select(Enterprise.id, Enterprise.name).where(Enterprise.id.in_(named))).all()) \
+        if named else {}
+    return {int(r.target_id): {"enterprise_name": r.data.get("enterprise_name") or names.get(r.data.get("enterprise_id"))
+                               or "（档案已删除）", "at": r.created_at, "how": BINDING_ENDS[r.action]}
+            for r in rows}
+
+
 def decide_binding(session: Session, actor: Actor, user_id: int, *, approve: bool,
                    enterprise_id: int | None = None, reason: str | None = None) -> User:
     """Verify or reject a user's pending enterprise binding; of two concurrent decisions the second gets 409,
@@ -975,6 +999,7 @@ def revoke_binding(session: Session, actor: Actor, user_id: int, *, reason: str)
         user.binding_state = BindingState.PENDING.value
     else:
         user.enterprise_id, user.binding_state = None, BindingState.NONE.value
+        user.role = UserRole.WHITE_COLLAR.value  # no longer anyone's contact: no list may show them as one
     session.expire(user, ["enterprise", "pending_enterprise"])
     _tell_binding_revoked(session, user.id, enterprise, reason)
     return user
