@@ -121,3 +121,85 @@ def test_contacts_of_a_deleted_file_are_no_longer_contacts(client, make_user, ma
     assert db.scalar(select(User.role).where(User.id == u.id)) == "white_collar"
     row = client.get("/console/users").get_data(as_text=True).split(f'id="user-{u.id}"')[1].split("</tr>")[0]
     assert "企业联系人" not in row and "企业档案删除" in row and e.name in row, row
+
+
+# --- 4. two staff editing one file: the second save does not silently put back what the first changed ---------
+
+def _form_fields(page: str) -> dict[str, str]:
+    """The values a browser would send for the page's enterprise form (inputs, selected options, textareas)."""
+    from html.parser import HTMLParser
+
+    form = page.split('id="enterprise-form"')[1].split("</form>")[0]
+    out: dict[str, str] = {}
+
+    class P(HTMLParser):
+        select = textarea = None
+
+        def handle_starttag(self, tag, attrs):
+            a = dict(attrs)
+            if tag == "input" and a.get("name"):
+                out[a["name"]] = a.get("value") or ""
+            elif tag == "select":
+                self.select = a["name"]
+                out[self.select] = ""
+            elif tag == "option" and self.select and "selected" in a:
+                out[self.select] = a.get("value") or ""
+            elif tag == "textarea":
+                self.textarea = a["name"]
+                out[self.textarea] = ""
+
+        def handle_endtag(self, tag):
+            if tag == "select":
+                self.select = None
+            elif tag == "textarea":
+                self.textarea = None
+
+        def handle_data(self, data):
+            if self.textarea:
+                out[self.textarea] += data
+
+    P().feed(form)
+    return out
+
+
+def _second_browser(app, staff):
+    import re
+
+    other = app.test_client()
+    page = other.get("/console/login").get_data(as_text=True)
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+    r = other.post("/console/login", data={"username": staff.username, "password": staff.plain_password,
+                                           "csrf_token": token})
+    assert r.status_code == 302
+    return other
+
+
+def test_a_save_from_a_page_loaded_before_a_colleagues_save_is_refused_not_written_over(
+        app, client, make_enterprise, make_staff, console_login, db):
+    e = make_enterprise(name="上海并发编辑科技有限公司", contact_phone="13800138000", industry="")
+    console_login(make_staff(role="staff"))
+    other = _second_browser(app, make_staff(role="staff"))
+    mine = _form_fields(client.get(f"/console/enterprises/{e.id}/edit").get_data(as_text=True))
+    theirs = _form_fields(other.get(f"/console/enterprises/{e.id}/edit").get_data(as_text=True))
+    # the colleague corrects the phone and saves first
+    r = other.post(f"/console/enterprises/{e.id}/edit", data={**theirs, "contact_phone": "13900139000"})
+    assert r.status_code == 302, r.get_data(as_text=True)
+    # this staff member, from the page loaded before, fills in the industry
+    r = client.post(f"/console/enterprises/{e.id}/edit", data={**mine, "industry": "信息技术"})
+    assert r.status_code == 409, r.status_code
+    page = r.get_data(as_text=True)
+    assert "其他同事修改" in page and "13900139000" in page, page
+    db.expire_all()
+    row = db.get(Enterprise, e.id)
+    assert (row.contact_phone, row.industry) == ("13900139000", ""), (row.contact_phone, row.industry)
+    # what they typed is still in the form; saved again from it (after checking), it is written
+    again = _form_fields(page)
+    assert again["industry"] == "信息技术"
+    r = client.post(f"/console/enterprises/{e.id}/edit", data={**again, "contact_phone": "13900139000"})
+    assert r.status_code == 302, r.get_data(as_text=True)
+    db.expire_all()
+    row = db.get(Enterprise, e.id)
+    assert (row.contact_phone, row.industry) == ("13900139000", "信息技术")
+    # a double click (the same save sent twice) is no conflict
+    r = client.post(f"/console/enterprises/{e.id}/edit", data={**again, "contact_phone": "13900139000"})
+    assert r.status_code == 302

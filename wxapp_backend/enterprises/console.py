@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -145,8 +146,37 @@ def _enterprise_form(enterprise=None, values=None, status: int = 200, **extra):
     values = dict(values or {})
     if isinstance(values.get("tags"), list):
         values["tags"] = "、".join(values["tags"])
+    if enterprise is not None and enterprise.updated_at is not None:
+        extra.setdefault("stamp", enterprise.updated_at.isoformat())  # the version the edit is made on
     return render_template("console/enterprises/enterprise_form.html", enterprise=enterprise, values=values,
                            buildings=buildings, **extra), status
+
+
+def _seen() -> datetime | None:
+    """The file's updated_at on the page the form was sent from (None from a form without one)."""
+    try:
+        seen = datetime.fromisoformat(request.form.get("updated_at", ""))
+    except ValueError:
+        return None
+    return seen if seen.tzinfo is not None else None
+
+
+def _differences(s, enterprise, data: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """(label, now on file, typed) for the fields where the form differs from the file a colleague saved."""
+    names = {str(b.id): b.name for b, _n in services.list_buildings(s)}
+    rows = []
+    for f in services.ENTERPRISE_FIELDS:
+        if f.name not in data:
+            continue
+        saved, typed = getattr(enterprise, f.name), data[f.name]
+        if f.name == "building_id":
+            saved, typed = names.get(str(saved or ""), ""), names.get(str(typed or ""), "")
+        elif f.name == "tags":
+            saved = "、".join(saved or [])
+        saved, typed = str(saved or ""), str(typed or "")
+        if saved.strip() != typed.strip():
+            rows.append((f.label, saved, typed))
+    return rows
 
 
 @bp.route("/enterprises/new", methods=["GET", "POST"])
@@ -168,9 +198,25 @@ def enterprise_edit(enterprise_id: int):
     if request.method == "GET":
         return _enterprise_form(enterprise)
     data = _form(services.ENTERPRISE_FIELDS)
-    return _save(lambda **kw: _enterprise_form(enterprise, values=data, **kw)[0],
-                 lambda s: services.update_enterprise(s, current_actor(), enterprise_id, data),
-                 "企业档案已保存。", lambda e: url_for(".enterprise_detail", enterprise_id=e.id))
+    try:
+        with session_scope() as s:
+            services.update_enterprise(s, current_actor(), enterprise_id, data, seen=_seen())
+    except services.StaleEdit as exc:
+        # What the colleague saved beside what was typed (still in the form, nothing lost); the form now carries
+        # the colleague's version, so saving again after checking is accepted.
+        with session_scope() as s:
+            current = services.get_enterprise(s, enterprise_id)
+            conflict = _differences(s, current, data)
+        return _enterprise_form(current, values=data, status=409, error=exc.message, conflict=conflict)
+    except AppError as exc:
+        if exc.status in {403, 404}:
+            raise
+        # The form keeps the version it was loaded on: a colleague's save meanwhile is still caught next time.
+        seen = _seen()
+        return _enterprise_form(enterprise, values=data, status=exc.status, error=exc.message,
+                                field_errors=exc.fields, **({"stamp": seen.isoformat()} if seen else {}))
+    flash("企业档案已保存。")
+    return redirect(url_for(".enterprise_detail", enterprise_id=enterprise_id))
 
 
 @bp.post("/enterprises/<int:enterprise_id>/delete")

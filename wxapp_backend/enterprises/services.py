@@ -8,6 +8,7 @@ import re
 import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Select, String, Text, and_, cast, func, or_, select, update
@@ -491,9 +492,23 @@ def keeps_its_spelling(session: Session, enterprise: Enterprise, code: str | Non
     return holder is not None and holder.retired and getattr(carrying_on(session, holder), "id", None) == enterprise.id
 
 
-def update_enterprise(session: Session, actor: Actor, enterprise_id: int, data: Mapping[str, Any]) -> Enterprise:
-    """Change an enterprise file; only the fields given change."""
+class StaleEdit(Conflict):
+    """An edit made on a page loaded before a colleague saved the file (the console shows both versions)."""
+
+    code = "stale_edit"
+
+
+def update_enterprise(session: Session, actor: Actor, enterprise_id: int, data: Mapping[str, Any], *,
+                      seen: datetime | None = None) -> Enterprise:
+    """Change an enterprise file; only the fields given change. `seen` is the file's updated_at on the page the
+    edit was made on: the console's form sends every field, so when the file has been saved since, saving it would
+    silently put back what the colleague changed; it is refused instead (a resend that changes nothing is not)."""
     enterprise = get_enterprise(session, enterprise_id)
+    if seen is not None:  # locked, so that two saves from pages of the same moment cannot both pass the check
+        enterprise = session.scalar(select(Enterprise).where(Enterprise.id == enterprise_id)
+                                    .with_for_update(of=Enterprise).execution_options(populate_existing=True))
+        if enterprise is None:
+            raise NotFound("没有找到这家企业，可能已被删除。")
     if enterprise.retired:
         into = enterprise.merged_into.name if enterprise.merged_into else "另一份档案"
         raise Conflict(f"「{enterprise.name}」已合并到「{into}」，这份档案只作留底，不能再修改；请修改「{into}」的档案。",
@@ -503,6 +518,9 @@ def update_enterprise(session: Session, actor: Actor, enterprise_id: int, data: 
         del values["credit_code"]
     _check_enterprise(session, values, enterprise.id)
     changes = changed_fields(enterprise, values)
+    if changes and seen is not None and enterprise.updated_at != seen:
+        raise StaleEdit("这份档案在您编辑期间已被其他同事修改并保存，为免覆盖对方的修改，这次没有保存。"
+                        "下方对照列出了现在的档案和您填写的内容；您填写的内容仍在表单里，请核对后再点“保存”。")
     for k, v in values.items():
         setattr(enterprise, k, v)
     _flush(session, f"统一社会信用代码 {enterprise.credit_code} 已登记，请勿重复建档。", "credit_code")
