@@ -129,7 +129,7 @@ def _form_fields(page: str) -> dict[str, str]:
     """The values a browser would send for the page's enterprise form (inputs, selected options, textareas)."""
     from html.parser import HTMLParser
 
-    form = page.split('id="enterprise-form"')[1].split("</form>")[0]
+    form = page.split('class="form" id="')[1].split("</form>")[0]
     out: dict[str, str] = {}
 
     class P(HTMLParser):
@@ -203,3 +203,27 @@ def test_a_save_from_a_page_loaded_before_a_colleagues_save_is_refused_not_writt
     # a double click (the same save sent twice) is no conflict
     r = client.post(f"/console/enterprises/{e.id}/edit", data={**again, "contact_phone": "13900139000"})
     assert r.status_code == 302
+
+
+def test_a_building_saved_from_a_stale_page_is_refused_too(app, client, make_building, make_grid, make_staff,
+                                                           console_login, db):
+    from wxapp_backend.enterprises.models import Building
+
+    grid = make_grid(name="第一网格")
+    b = make_building(name="新华大厦", address="新华路1号")
+    console_login(make_staff(role="staff"))
+    other = _second_browser(app, make_staff(role="staff"))
+    mine = _form_fields(client.get(f"/console/buildings/{b.id}/edit").get_data(as_text=True))
+    theirs = _form_fields(other.get(f"/console/buildings/{b.id}/edit").get_data(as_text=True))
+    assert other.post(f"/console/buildings/{b.id}/edit", data={**theirs, "grid_id": str(grid.id)}).status_code == 302
+    r = client.post(f"/console/buildings/{b.id}/edit", data={**mine, "address": "新华路2号"})
+    assert r.status_code == 409
+    page = r.get_data(as_text=True)
+    assert "其他同事修改" in page and "第一网格" in page.split('id="edit-conflict"')[1], page
+    db.expire_all()
+    row = db.get(Building, b.id)
+    assert (row.grid_id, row.address) == (grid.id, "新华路1号")
+    again = _form_fields(page)
+    assert client.post(f"/console/buildings/{b.id}/edit", data={**again, "grid_id": str(grid.id)}).status_code == 302
+    db.expire_all()
+    assert db.get(Building, b.id).address == "新华路2号"

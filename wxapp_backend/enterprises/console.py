@@ -161,22 +161,48 @@ def _seen() -> datetime | None:
     return seen if seen.tzinfo is not None else None
 
 
-def _differences(s, enterprise, data: dict[str, Any]) -> list[tuple[str, str, str]]:
-    """(label, now on file, typed) for the fields where the form differs from the file a colleague saved."""
-    names = {str(b.id): b.name for b, _n in services.list_buildings(s)}
+def _differences(row, data: dict[str, Any], fields: tuple[Field, ...],
+                 names: dict[str, dict[str, str]]) -> list[tuple[str, str, str]]:
+    """(label, now on file, typed) for the fields where the form differs from the row a colleague saved; `names`
+    turns an id field's values into names ({"building_id": {"3": "新华大厦"}})."""
     rows = []
-    for f in services.ENTERPRISE_FIELDS:
+    for f in fields:
         if f.name not in data:
             continue
-        saved, typed = getattr(enterprise, f.name), data[f.name]
-        if f.name == "building_id":
-            saved, typed = names.get(str(saved or ""), ""), names.get(str(typed or ""), "")
-        elif f.name == "tags":
-            saved = "、".join(saved or [])
+        saved, typed = getattr(row, f.name), data[f.name]
+        if f.name in names:
+            saved, typed = names[f.name].get(str(saved or ""), ""), names[f.name].get(str(typed or ""), "")
+        elif isinstance(saved, list):
+            saved = "、".join(saved)
         saved, typed = str(saved or ""), str(typed or "")
         if saved.strip() != typed.strip():
             rows.append((f.label, saved, typed))
     return rows
+
+
+def _edit(form: Callable[..., Any], update: Callable[[Any, datetime | None], Any], reread: Callable[[Any], Any],
+          names: Callable[[Any], dict[str, dict[str, str]]], fields: tuple[Field, ...], data: dict[str, Any],
+          success: str, target: str):
+    """Save an edit form. Refused because a colleague saved the row since the page was loaded: the form again,
+    what they saved beside what was typed (still in the form, nothing lost), and the colleague's version in the
+    form, so saving again after checking is accepted. Any other problem: the form keeps the version it was
+    loaded on, so a colleague's save meanwhile is still caught."""
+    seen = _seen()
+    try:
+        with session_scope() as s:
+            update(s, seen)
+    except services.StaleEdit as exc:
+        with session_scope() as s:
+            current = reread(s)
+            conflict = _differences(current, data, fields, names(s))
+        return form(current, values=data, status=409, error=exc.message, conflict=conflict)
+    except AppError as exc:
+        if exc.status in {403, 404}:
+            raise
+        return form(None, values=data, status=exc.status, error=exc.message, field_errors=exc.fields,
+                    **({"stamp": seen.isoformat()} if seen else {}))
+    flash(success)
+    return redirect(target)
 
 
 @bp.route("/enterprises/new", methods=["GET", "POST"])
@@ -198,25 +224,12 @@ def enterprise_edit(enterprise_id: int):
     if request.method == "GET":
         return _enterprise_form(enterprise)
     data = _form(services.ENTERPRISE_FIELDS)
-    try:
-        with session_scope() as s:
-            services.update_enterprise(s, current_actor(), enterprise_id, data, seen=_seen())
-    except services.StaleEdit as exc:
-        # What the colleague saved beside what was typed (still in the form, nothing lost); the form now carries
-        # the colleague's version, so saving again after checking is accepted.
-        with session_scope() as s:
-            current = services.get_enterprise(s, enterprise_id)
-            conflict = _differences(s, current, data)
-        return _enterprise_form(current, values=data, status=409, error=exc.message, conflict=conflict)
-    except AppError as exc:
-        if exc.status in {403, 404}:
-            raise
-        # The form keeps the version it was loaded on: a colleague's save meanwhile is still caught next time.
-        seen = _seen()
-        return _enterprise_form(enterprise, values=data, status=exc.status, error=exc.message,
-                                field_errors=exc.fields, **({"stamp": seen.isoformat()} if seen else {}))
-    flash("企业档案已保存。")
-    return redirect(url_for(".enterprise_detail", enterprise_id=enterprise_id))
+    return _edit(lambda row, **kw: _enterprise_form(row or enterprise, **kw),
+                 lambda s, seen: services.update_enterprise(s, current_actor(), enterprise_id, data, seen=seen),
+                 lambda s: services.get_enterprise(s, enterprise_id),
+                 lambda s: {"building_id": {str(b.id): b.name for b, _n in services.list_buildings(s)}},
+                 services.ENTERPRISE_FIELDS, data, "企业档案已保存。",
+                 url_for(".enterprise_detail", enterprise_id=enterprise_id))
 
 
 @bp.post("/enterprises/<int:enterprise_id>/delete")
@@ -313,6 +326,8 @@ def _building_form(building=None, values=None, status: int = 200, **extra):
         grids = [gr for gr, _n in services.list_grids(s)]
     if values is None and building is not None:
         values = {f.name: getattr(building, f.name) for f in services.BUILDING_FIELDS}
+    if building is not None and building.updated_at is not None:
+        extra.setdefault("stamp", building.updated_at.isoformat())  # the version the edit is made on
     return render_template("console/enterprises/building_form.html", building=building, values=values or {},
                            grids=grids, **extra), status
 
@@ -336,9 +351,11 @@ def building_edit(building_id: int):
     if request.method == "GET":
         return _building_form(building)
     data = _form(services.BUILDING_FIELDS)
-    return _save(lambda **kw: _building_form(building, values=data, **kw)[0],
-                 lambda s: services.update_building(s, current_actor(), building_id, data),
-                 "楼宇档案已保存。", lambda b: url_for(".buildings"))
+    return _edit(lambda row, **kw: _building_form(row or building, **kw),
+                 lambda s, seen: services.update_building(s, current_actor(), building_id, data, seen=seen),
+                 lambda s: services.get_building(s, building_id),
+                 lambda s: {"grid_id": {str(g.id): g.name for g, _n in services.list_grids(s)}},
+                 services.BUILDING_FIELDS, data, "楼宇档案已保存。", url_for(".buildings"))
 
 
 @bp.post("/buildings/<int:building_id>/delete")

@@ -314,12 +314,40 @@ def create_building(session: Session, actor: Actor, data: Mapping[str, Any]) -> 
     return building
 
 
-def update_building(session: Session, actor: Actor, building_id: int, data: Mapping[str, Any]) -> Building:
-    """Change a building's name, address, grid or note."""
+class StaleEdit(Conflict):
+    """An edit made on a page loaded before a colleague saved the file (the console shows both versions)."""
+
+    code = "stale_edit"
+
+
+def _locked_for_edit(session: Session, model: type, row_id: int, missing: str) -> Any:
+    """The row, locked and read afresh: two saves from pages of the same moment cannot both pass the stale check."""
+    row = session.scalar(select(model).where(model.id == row_id).with_for_update(of=model)
+                         .execution_options(populate_existing=True))
+    if row is None:
+        raise NotFound(missing)
+    return row
+
+
+def _refuse_stale(row: Any, changes: Mapping[str, Any], seen: datetime | None, what: str) -> None:
+    """The console's forms send every field: saved from a page loaded before a colleague's save (`seen`, the
+    row's updated_at then), they would silently put back what the colleague changed. A resend that changes
+    nothing more (a double click) is no conflict."""
+    if changes and seen is not None and row.updated_at != seen:
+        raise StaleEdit(f"这份{what}在您编辑期间已被其他同事修改并保存，为免覆盖对方的修改，这次没有保存。"
+                        "下方对照列出了现在的档案和您填写的内容；您填写的内容仍在表单里，请核对后再点“保存”。")
+
+
+def update_building(session: Session, actor: Actor, building_id: int, data: Mapping[str, Any], *,
+                    seen: datetime | None = None) -> Building:
+    """Change a building's name, address, grid or note; `seen` as for update_enterprise."""
     building = get_building(session, building_id)
+    if seen is not None:
+        building = _locked_for_edit(session, Building, building_id, "没有找到这栋楼宇，可能已被删除。")
     values = clean_values(data, BUILDING_FIELDS, partial=True)
     _check_building(session, values, building.id)
     changes = changed_fields(building, values)
+    _refuse_stale(building, changes, seen, "楼宇档案")
     for k, v in values.items():
         setattr(building, k, v)
     _flush(session, f"已有名为「{building.name}」的楼宇，请换一个名称。", "name")
@@ -492,23 +520,13 @@ def keeps_its_spelling(session: Session, enterprise: Enterprise, code: str | Non
     return holder is not None and holder.retired and getattr(carrying_on(session, holder), "id", None) == enterprise.id
 
 
-class StaleEdit(Conflict):
-    """An edit made on a page loaded before a colleague saved the file (the console shows both versions)."""
-
-    code = "stale_edit"
-
-
 def update_enterprise(session: Session, actor: Actor, enterprise_id: int, data: Mapping[str, Any], *,
                       seen: datetime | None = None) -> Enterprise:
     """Change an enterprise file; only the fields given change. `seen` is the file's updated_at on the page the
-    edit was made on: the console's form sends every field, so when the file has been saved since, saving it would
-    silently put back what the colleague changed; it is refused instead (a resend that changes nothing is not)."""
+    edit was made on: a change to a file saved since is refused (StaleEdit), see _refuse_stale."""
     enterprise = get_enterprise(session, enterprise_id)
-    if seen is not None:  # locked, so that two saves from pages of the same moment cannot both pass the check
-        enterprise = session.scalar(select(Enterprise).where(Enterprise.id == enterprise_id)
-                                    .with_for_update(of=Enterprise).execution_options(populate_existing=True))
-        if enterprise is None:
-            raise NotFound("没有找到这家企业，可能已被删除。")
+    if seen is not None:
+        enterprise = _locked_for_edit(session, Enterprise, enterprise_id, "没有找到这家企业，可能已被删除。")
     if enterprise.retired:
         into = enterprise.merged_into.name if enterprise.merged_into else "另一份档案"
         raise Conflict(f"「{enterprise.name}」已合并到「{into}」，这份档案只作留底，不能再修改；请修改「{into}」的档案。",
@@ -518,9 +536,7 @@ def update_enterprise(session: Session, actor: Actor, enterprise_id: int, data: 
         del values["credit_code"]
     _check_enterprise(session, values, enterprise.id)
     changes = changed_fields(enterprise, values)
-    if changes and seen is not None and enterprise.updated_at != seen:
-        raise StaleEdit("这份档案在您编辑期间已被其他同事修改并保存，为免覆盖对方的修改，这次没有保存。"
-                        "下方对照列出了现在的档案和您填写的内容；您填写的内容仍在表单里，请核对后再点“保存”。")
+    _refuse_stale(enterprise, changes, seen, "企业档案")
     for k, v in values.items():
         setattr(enterprise, k, v)
     _flush(session, f"统一社会信用代码 {enterprise.credit_code} 已登记，请勿重复建档。", "credit_code")
