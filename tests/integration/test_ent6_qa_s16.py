@@ -227,3 +227,18 @@ def test_a_building_saved_from_a_stale_page_is_refused_too(app, client, make_bui
     assert client.post(f"/console/buildings/{b.id}/edit", data={**again, "grid_id": str(grid.id)}).status_code == 302
     db.expire_all()
     assert db.get(Building, b.id).address == "新华路2号"
+
+
+def test_a_grid_saved_from_a_stale_page_is_refused_too(app, client, make_grid, make_staff, console_login, db):
+    from wxapp_backend.enterprises.models import Grid
+
+    g = make_grid(name="第二网格", specialist_name="王专员")
+    console_login(make_staff(role="staff"))
+    other = _second_browser(app, make_staff(role="staff"))
+    mine = _form_fields(client.get(f"/console/grids/{g.id}/edit").get_data(as_text=True))
+    theirs = _form_fields(other.get(f"/console/grids/{g.id}/edit").get_data(as_text=True))
+    assert other.post(f"/console/grids/{g.id}/edit", data={**theirs, "specialist_name": "李专员"}).status_code == 302
+    r = client.post(f"/console/grids/{g.id}/edit", data={**mine, "note": "含新华路北段"})
+    assert r.status_code == 409 and "李专员" in r.get_data(as_text=True).split('id="edit-conflict"')[1]
+    db.expire_all()
+    assert (db.get(Grid, g.id).specialist_name, db.get(Grid, g.id).note) == ("李专员", "")

@@ -402,6 +402,8 @@ def _grid_form(grid=None, values=None, status: int = 200, **extra):
         staff = list(s.scalars(select(StaffUser).where(StaffUser.active.is_(True)).order_by(StaffUser.username)))
     if values is None and grid is not None:
         values = {f.name: getattr(grid, f.name) for f in services.GRID_FIELDS}
+    if grid is not None and grid.updated_at is not None:
+        extra.setdefault("stamp", grid.updated_at.isoformat())  # the version the edit is made on
     return render_template("console/enterprises/grid_form.html", grid=grid, values=values or {},
                            staff_users=staff, **extra), status
 
@@ -425,9 +427,12 @@ def grid_edit(grid_id: int):
     if request.method == "GET":
         return _grid_form(grid)
     data = _form(services.GRID_FIELDS)
-    return _save(lambda **kw: _grid_form(grid, values=data, **kw)[0],
-                 lambda s: services.update_grid(s, current_actor(), grid_id, data), "网格已保存。",
-                 lambda gr: url_for(".grids"))
+    return _edit(lambda row, **kw: _grid_form(row or grid, **kw),
+                 lambda s, seen: services.update_grid(s, current_actor(), grid_id, data, seen=seen),
+                 lambda s: services.get_grid(s, grid_id),
+                 lambda s: {"specialist_staff_id": {str(a.id): a.display_name or a.username
+                                                    for a in s.scalars(select(StaffUser))}},
+                 services.GRID_FIELDS, data, "网格已保存。", url_for(".grids"))
 
 
 @bp.post("/grids/<int:grid_id>/delete")

@@ -240,12 +240,40 @@ def _cleared_links(session: Session, **columns: Any) -> dict[str, list[int]]:
     return out
 
 
-def update_grid(session: Session, actor: Actor, grid_id: int, data: Mapping[str, Any]) -> Grid:
-    """Change a grid's name, specialist or note."""
+class StaleEdit(Conflict):
+    """An edit made on a page loaded before a colleague saved the file (the console shows both versions)."""
+
+    code = "stale_edit"
+
+
+def _locked_for_edit(session: Session, model: type, row_id: int, missing: str) -> Any:
+    """The row, locked and read afresh: two saves from pages of the same moment cannot both pass the stale check."""
+    row = session.scalar(select(model).where(model.id == row_id).with_for_update(of=model)
+                         .execution_options(populate_existing=True))
+    if row is None:
+        raise NotFound(missing)
+    return row
+
+
+def _refuse_stale(row: Any, changes: Mapping[str, Any], seen: datetime | None, what: str) -> None:
+    """The console's forms send every field: saved from a page loaded before a colleague's save (`seen`, the
+    row's updated_at then), they would silently put back what the colleague changed. A resend that changes
+    nothing more (a double click) is no conflict."""
+    if changes and seen is not None and row.updated_at != seen:
+        raise StaleEdit(f"这份{what}在您编辑期间已被其他同事修改并保存，为免覆盖对方的修改，这次没有保存。"
+                        "下方对照列出了现在的档案和您填写的内容；您填写的内容仍在表单里，请核对后再点“保存”。")
+
+
+def update_grid(session: Session, actor: Actor, grid_id: int, data: Mapping[str, Any], *,
+                seen: datetime | None = None) -> Grid:
+    """Change a grid's name, specialist or note; `seen` as for update_enterprise."""
     grid = get_grid(session, grid_id)
+    if seen is not None:
+        grid = _locked_for_edit(session, Grid, grid_id, "没有找到这个网格，可能已被删除。")
     values = clean_values(data, GRID_FIELDS, partial=True)
     _check_grid(session, values, grid.id)
     changes = changed_fields(grid, values)
+    _refuse_stale(grid, changes, seen, "网格档案")
     for k, v in values.items():
         setattr(grid, k, v)
     _flush(session, f"已有名为「{grid.name}」的网格，请换一个名称。", "name")
@@ -312,30 +340,6 @@ def create_building(session: Session, actor: Actor, data: Mapping[str, Any]) -> 
     _flush(session, f"已有名为「{values['name']}」的楼宇，请换一个名称。", "name")
     audit(session, actor, "building.created", building, name=building.name, grid_id=building.grid_id)
     return building
-
-
-class StaleEdit(Conflict):
-    """An edit made on a page loaded before a colleague saved the file (the console shows both versions)."""
-
-    code = "stale_edit"
-
-
-def _locked_for_edit(session: Session, model: type, row_id: int, missing: str) -> Any:
-    """The row, locked and read afresh: two saves from pages of the same moment cannot both pass the stale check."""
-    row = session.scalar(select(model).where(model.id == row_id).with_for_update(of=model)
-                         .execution_options(populate_existing=True))
-    if row is None:
-        raise NotFound(missing)
-    return row
-
-
-def _refuse_stale(row: Any, changes: Mapping[str, Any], seen: datetime | None, what: str) -> None:
-    """The console's forms send every field: saved from a page loaded before a colleague's save (`seen`, the
-    row's updated_at then), they would silently put back what the colleague changed. A resend that changes
-    nothing more (a double click) is no conflict."""
-    if changes and seen is not None and row.updated_at != seen:
-        raise StaleEdit(f"这份{what}在您编辑期间已被其他同事修改并保存，为免覆盖对方的修改，这次没有保存。"
-                        "下方对照列出了现在的档案和您填写的内容；您填写的内容仍在表单里，请核对后再点“保存”。")
 
 
 def update_building(session: Session, actor: Actor, building_id: int, data: Mapping[str, Any], *,
