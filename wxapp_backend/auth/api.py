@@ -158,7 +158,8 @@ def bind_enterprise():
 @user_required
 @doc("撤回企业绑定申请，或解除已核实的绑定（换了工作、选错了企业）；已核实的联系人有改绑申请时先撤回改绑申请、"
      "原绑定不变；已提交的诉求不受影响", tags=["账号"],
-     responses={200: "已解除（binding_state 为 none），或改绑申请已撤回（pending_enterprise 为 null）"})
+     responses={200: "已解除（binding_state 为 none，role 改回 white_collar，不再是任何企业的联系人），"
+                     "或改绑申请已撤回（pending_enterprise 为 null）"})
 def leave_enterprise():
     with session_scope() as session:
         user = session.get(User, current_user_id())
