@@ -22,12 +22,18 @@ def code(n: int) -> str:
 
 # --- 1. every refusal of an import row names the row -------------------------------------------------
 
-def test_an_import_row_whose_code_is_an_orphaned_retired_file_is_refused_by_row_and_column(app_ctx, make_enterprise):
+
+def test_an_import_row_whose_code_is_an_orphaned_retired_file_is_refused_by_row_and_column(
+    app_ctx, make_enterprise
+):
     """A retired duplicate whose kept file was deleted: the refusal said which code, not which row of the file."""
     orphan = make_enterprise(name="未申科技", credit_code=code(41))
     with session_scope() as s:
-        s.execute(Enterprise.__table__.update().where(Enterprise.id == orphan.id)
-                  .values(retired_at=datetime(2026, 1, 1, tzinfo=UTC)))
+        s.execute(
+            Enterprise.__table__.update()
+            .where(Enterprise.id == orphan.id)
+            .values(retired_at=datetime(2026, 1, 1, tzinfo=UTC))
+        )
     data = f"企业名称,统一社会信用代码\n上海甲有限公司,{code(42)}\n未申科技,{code(41)}\n".encode()
     with session_scope() as s:
         report = importer.import_file(s, ADMIN, "enterprises", "e.csv", data)
@@ -40,17 +46,24 @@ def test_an_import_row_whose_code_is_an_orphaned_retired_file_is_refused_by_row_
 
 # --- 2. a contact who left is no longer listed as one ------------------------------------------------
 
+
 def _left_user(client, make_user, make_enterprise, user_token):
     e = make_enterprise(name="上海离职测试科技有限公司")
-    u = make_user(nickname="小王", phone="13800138000", enterprise_id=e.id, binding_state="verified",
-                  role="enterprise_contact")
+    u = make_user(
+        nickname="小王",
+        phone="13800138000",
+        enterprise_id=e.id,
+        binding_state="verified",
+        role="enterprise_contact",
+    )
     r = client.delete("/api/v1/me/enterprise", headers=user_token(u))
     assert r.status_code == 200 and r.get_json()["binding_state"] == "none"
     return e, u
 
 
-def test_a_contact_who_left_is_not_shown_as_an_enterprise_contact(client, make_user, make_enterprise, user_token,
-                                                                  make_staff, console_login, staff_headers):
+def test_a_contact_who_left_is_not_shown_as_an_enterprise_contact(
+    client, make_user, make_enterprise, user_token, make_staff, console_login, staff_headers
+):
     """After leaving, the users page still called them 企业联系人 (their role stayed), and the staff API said
     role enterprise_contact: a list of contacts built from it named people who had left."""
     e, u = _left_user(client, make_user, make_enterprise, user_token)
@@ -69,12 +82,15 @@ def test_a_contact_who_left_is_not_shown_as_an_enterprise_contact(client, make_u
     assert detail["users"] == []
 
 
-def test_a_contact_unbound_by_staff_is_not_shown_as_an_enterprise_contact(client, make_user, make_enterprise,
-                                                                          make_staff, console_login, db):
+def test_a_contact_unbound_by_staff_is_not_shown_as_an_enterprise_contact(
+    client, make_user, make_enterprise, make_staff, console_login, db
+):
     e = make_enterprise(name="上海解绑测试科技有限公司")
     u = make_user(nickname="小李", enterprise_id=e.id, binding_state="verified", role="enterprise_contact")
     token = console_login(make_staff(role="admin"))
-    r = client.post(f"/console/users/{u.id}/binding/revoke", data={"csrf_token": token, "reason": "企业来函，已离职"})
+    r = client.post(
+        f"/console/users/{u.id}/binding/revoke", data={"csrf_token": token, "reason": "企业来函，已离职"}
+    )
     assert r.status_code == 302, r.get_data(as_text=True)
     db.expire_all()
     assert db.scalar(select(User.role).where(User.id == u.id)) == "white_collar"
@@ -84,25 +100,39 @@ def test_a_contact_unbound_by_staff_is_not_shown_as_an_enterprise_contact(client
 
 # --- 3. metrics?to=<a date> counts that day --------------------------------------------------------------
 
+
 def test_metrics_to_a_date_includes_that_day(client, make_user, make_staff, staff_headers):
     """to=2025-10-31 was read as that day's midnight: appeals of 31 October fell out of "October"."""
     from wxapp_backend.appeals import services as appeals
     from wxapp_backend.appeals.calendar import TZ
 
     user = make_user()
-    for when in (datetime(2025, 10, 1, 0, 0, tzinfo=TZ), datetime(2025, 10, 31, 23, 59, tzinfo=TZ),
-                 datetime(2025, 11, 1, 0, 0, tzinfo=TZ)):
+    for when in (
+        datetime(2025, 10, 1, 0, 0, tzinfo=TZ),
+        datetime(2025, 10, 31, 23, 59, tzinfo=TZ),
+        datetime(2025, 11, 1, 0, 0, tzinfo=TZ),
+    ):
         with session_scope() as s:
-            appeals.submit_appeal(s, user.id, appeals.Intake(
-                content=f"税控盘坏了，发票开不出来（{when:%m%d}）", contact_name="张三", contact_phone="13800138000"),
-                now=when)
+            appeals.submit_appeal(
+                s,
+                user.id,
+                appeals.Intake(
+                    content=f"税控盘坏了，发票开不出来（{when:%m%d}）",
+                    contact_name="张三",
+                    contact_phone="13800138000",
+                ),
+                now=when,
+            )
     h = staff_headers(make_staff(role="admin"))
     body = client.get("/api/v1/staff/appeals/metrics?from=2025-10-01&to=2025-10-31", headers=h).get_json()
     assert body["submitted"] == 2, body
-    assert body["end"].startswith("2025-11-01T00:00:00") or body["end"].startswith("2025-10-31T16:00:00"), body
+    assert body["end"].startswith("2025-11-01T00:00:00") or body["end"].startswith("2025-10-31T16:00:00"), (
+        body
+    )
     # an explicit time keeps the half-open period it says
-    body = client.get("/api/v1/staff/appeals/metrics?from=2025-10-01T00:00:00&to=2025-10-31T00:00:00",
-                      headers=h).get_json()
+    body = client.get(
+        "/api/v1/staff/appeals/metrics?from=2025-10-01T00:00:00&to=2025-10-31T00:00:00", headers=h
+    ).get_json()
     assert body["submitted"] == 1, body
     # one day, from=to as dates, is that day
     body = client.get("/api/v1/staff/appeals/metrics?from=2025-10-31&to=2025-10-31", headers=h).get_json()
@@ -111,8 +141,9 @@ def test_metrics_to_a_date_includes_that_day(client, make_user, make_staff, staf
     assert "当天" in str(doc), doc
 
 
-def test_contacts_of_a_deleted_file_are_no_longer_contacts(client, make_user, make_enterprise, make_staff,
-                                                           console_login, db):
+def test_contacts_of_a_deleted_file_are_no_longer_contacts(
+    client, make_user, make_enterprise, make_staff, console_login, db
+):
     e = make_enterprise(name="上海删除测试科技有限公司")
     u = make_user(nickname="小赵", enterprise_id=e.id, binding_state="verified", role="enterprise_contact")
     token = console_login(make_staff(role="admin"))
@@ -124,6 +155,7 @@ def test_contacts_of_a_deleted_file_are_no_longer_contacts(client, make_user, ma
 
 
 # --- 4. two staff editing one file: the second save does not silently put back what the first changed ---------
+
 
 def _form_fields(page: str) -> dict[str, str]:
     """The values a browser would send for the page's enterprise form (inputs, selected options, textareas)."""
@@ -168,14 +200,17 @@ def _second_browser(app, staff):
     other = app.test_client()
     page = other.get("/console/login").get_data(as_text=True)
     token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
-    r = other.post("/console/login", data={"username": staff.username, "password": staff.plain_password,
-                                           "csrf_token": token})
+    r = other.post(
+        "/console/login",
+        data={"username": staff.username, "password": staff.plain_password, "csrf_token": token},
+    )
     assert r.status_code == 302
     return other
 
 
 def test_a_save_from_a_page_loaded_before_a_colleagues_save_is_refused_not_written_over(
-        app, client, make_enterprise, make_staff, console_login, db):
+    app, client, make_enterprise, make_staff, console_login, db
+):
     e = make_enterprise(name="上海并发编辑科技有限公司", contact_phone="13800138000", industry="")
     console_login(make_staff(role="staff"))
     other = _second_browser(app, make_staff(role="staff"))
@@ -205,8 +240,9 @@ def test_a_save_from_a_page_loaded_before_a_colleagues_save_is_refused_not_writt
     assert r.status_code == 302
 
 
-def test_a_building_saved_from_a_stale_page_is_refused_too(app, client, make_building, make_grid, make_staff,
-                                                           console_login, db):
+def test_a_building_saved_from_a_stale_page_is_refused_too(
+    app, client, make_building, make_grid, make_staff, console_login, db
+):
     from wxapp_backend.enterprises.models import Building
 
     grid = make_grid(name="第一网格")
@@ -215,7 +251,10 @@ def test_a_building_saved_from_a_stale_page_is_refused_too(app, client, make_bui
     other = _second_browser(app, make_staff(role="staff"))
     mine = _form_fields(client.get(f"/console/buildings/{b.id}/edit").get_data(as_text=True))
     theirs = _form_fields(other.get(f"/console/buildings/{b.id}/edit").get_data(as_text=True))
-    assert other.post(f"/console/buildings/{b.id}/edit", data={**theirs, "grid_id": str(grid.id)}).status_code == 302
+    assert (
+        other.post(f"/console/buildings/{b.id}/edit", data={**theirs, "grid_id": str(grid.id)}).status_code
+        == 302
+    )
     r = client.post(f"/console/buildings/{b.id}/edit", data={**mine, "address": "新华路2号"})
     assert r.status_code == 409
     page = r.get_data(as_text=True)
@@ -224,7 +263,10 @@ def test_a_building_saved_from_a_stale_page_is_refused_too(app, client, make_bui
     row = db.get(Building, b.id)
     assert (row.grid_id, row.address) == (grid.id, "新华路1号")
     again = _form_fields(page)
-    assert client.post(f"/console/buildings/{b.id}/edit", data={**again, "grid_id": str(grid.id)}).status_code == 302
+    assert (
+        client.post(f"/console/buildings/{b.id}/edit", data={**again, "grid_id": str(grid.id)}).status_code
+        == 302
+    )
     db.expire_all()
     assert db.get(Building, b.id).address == "新华路2号"
 
@@ -237,7 +279,10 @@ def test_a_grid_saved_from_a_stale_page_is_refused_too(app, client, make_grid, m
     other = _second_browser(app, make_staff(role="staff"))
     mine = _form_fields(client.get(f"/console/grids/{g.id}/edit").get_data(as_text=True))
     theirs = _form_fields(other.get(f"/console/grids/{g.id}/edit").get_data(as_text=True))
-    assert other.post(f"/console/grids/{g.id}/edit", data={**theirs, "specialist_name": "李专员"}).status_code == 302
+    assert (
+        other.post(f"/console/grids/{g.id}/edit", data={**theirs, "specialist_name": "李专员"}).status_code
+        == 302
+    )
     r = client.post(f"/console/grids/{g.id}/edit", data={**mine, "note": "含新华路北段"})
     assert r.status_code == 409 and "李专员" in r.get_data(as_text=True).split('id="edit-conflict"')[1]
     db.expire_all()
