@@ -16,6 +16,7 @@ class NoticeStatus(enum.StrEnum):
     EXPANDING = "expanding"  # outbox rows are being written in batches
     SENDING = "sending"
     DONE = "done"
+    STOPPED = "stopped"  # staff stopped the fan-out: nobody more gets it; never resumed
 
 
 class OutboxStatus(enum.StrEnum):
@@ -33,7 +34,7 @@ TERMINAL = (OutboxStatus.SENT.value, OutboxStatus.FAILED.value, OutboxStatus.SKI
 class Notice(Base):
     __tablename__ = "notices"
     __table_args__ = (
-        CheckConstraint("status in ('draft','expanding','sending','done')", name="status"),
+        CheckConstraint("status in ('draft','expanding','sending','done','stopped')", name="status"),
         CheckConstraint("kind in ('policy','activity')", name="kind"),
         UniqueConstraint("created_by", "idempotency_key"),
     )
