@@ -39,7 +39,8 @@
         body.appendChild(tr);
       });
     });
-    return p.finished;
+    // A stopped notice is over once the chunk in flight at the stop is written down (it counts as reached).
+    return p.finished || (p.stopped && !p.subscribe.sending);
   }
 
   function poll() {

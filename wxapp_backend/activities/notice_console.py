@@ -15,7 +15,7 @@ from ..console import add_nav, once
 from ..db import session_scope
 from ..enterprises.models import Building
 from ..enterprises.services import paginate
-from ..errors import AppError
+from ..errors import AppError, Conflict
 from ..notices import broadcast
 from ..notices.broadcast_models import Notice, StaffTestRecipient
 from ..validation import row_id, row_ids
@@ -212,7 +212,7 @@ def progress_json(notice_id: int):
         return jsonify(broadcast.progress(s, notice_id))
 
 
-@bp.post("/notices/<int:notice_id>/<any(test,publish,resume):action>")
+@bp.post("/notices/<int:notice_id>/<any(test,publish,resume,stop):action>")
 @console_required(StaffRole.STAFF)
 def notice_action(notice_id: int, action: str):
     try:
@@ -223,8 +223,15 @@ def notice_action(notice_id: int, action: str):
             elif action == "publish":
                 broadcast.publish(s, current_actor(), notice_id)
                 message = "已发布，正在发送。"
+            elif action == "stop":
+                _, stopped_now = broadcast.stop(s, current_actor(), notice_id)
+                reached = broadcast.progress(s, notice_id)["reached"]
+                message = (f"已停止发送：停止前已发出订阅消息 {reached} 人，其余不再发送。" if stopped_now
+                           else "这条通知已经停止发送了。")
             else:
                 message = ""
+                if broadcast._get(s, notice_id).status == "stopped":
+                    raise Conflict(broadcast.STOPPED_FOR_GOOD)
         if action == "resume":  # after a Redis restart or dead workers: recover leases, restart the jobs
             r = broadcast.sweep_leases(force=True, actor=current_actor(), notice_id=notice_id)
             message = f"已重新启动发送（收回 {r['requeued']} 条未发出的领取）。"

@@ -30,6 +30,11 @@ How a publish travels (the database is the source of truth; Redis only paces and
    at-most-once beats a duplicate). It also re-enqueues the expansion and send jobs of notices that still
    have work (and no live worker), so a Redis restart that lost the queue only delays the fan-out.
 
+5. `stop()` (staff's 停止发送) marks the notice ``stopped`` for good and skips its ``pending``/``claimed`` rows as
+   已停止发送 (no credit held); a flag on Redis, read before each send, makes the worker with a chunk in hand skip its
+   rows not yet handed to WeChat (credit given back) once the stop has committed; the expansion, later claims and
+   jobs queued or restarted afterwards send nothing.
+
 Errors: -1, transport errors/timeouts and 45011 (too fast: a minute at least) are retried with backoff up to
 MAX_ATTEMPTS, the credit given back meanwhile; 43101 zeroes the user's credit for the template and is never
 retried; 47003, 40003 and other refusals fail the row with the reason. After a 45009 (the daily quota; the client
@@ -111,6 +116,10 @@ DEFAULT_JOBS = 4
 NOTICE_KIND = "notice"
 LEFT_AUDIENCE = "发送前已不在推送对象中（已退订或账号受限），未发送"
 LIMITER_KEY = "fanout:rate:subscribe"
+STOPPED_DETAIL = "已停止发送"
+STOPPED_FOR_GOOD = "这条通知已停止发送，不能恢复或重新发布；如需重新发送，请新建一条通知。"
+STOP_FLAG = "notice:stopped:{}"  # set when staff stop a notice: the send jobs look before each send (one GET)
+STOP_FLAG_TTL = 7 * 24 * 3600  # the database says it for good; the flag only has to outlive the jobs in flight
 
 REFUSED = 43101
 QUOTA = 45009
@@ -557,6 +566,8 @@ def publish(session: Session, actor: Actor, notice_id: int) -> Notice:
     from .kinds import get_kind
 
     notice = _get(session, notice_id, lock=True)
+    if notice.status == NoticeStatus.STOPPED.value:
+        raise Conflict(STOPPED_FOR_GOOD, code="notice_stopped")
     if notice.status != NoticeStatus.DRAFT.value:
         return notice
     _check_still_on(session, notice)
@@ -600,6 +611,42 @@ def publish(session: Session, actor: Actor, notice_id: int) -> Notice:
     enqueue_after_commit(session, expand_notice, notice.id, job_id=f"notice-expand-{notice.id}-0")
     enqueue_after_commit(session, fanout_tick, job_id=f"fanout-tick-{int(time.time() // 60)}", delay=60)
     return notice
+
+
+
+def stop(session: Session, actor: Actor, notice_id: int) -> tuple[Notice, bool]:
+    """Stop a notice going out (停止发送): (notice, whether this call stopped it). Nobody more gets it: the rows not
+    yet handed to WeChat are skipped as 已停止发送 with their credit kept (the send jobs skip the rest of the chunk in
+    hand, giving its credit back), the expansion writes nobody more, and it is never resumed. Stopping again changes
+    nothing (a double click); a draft or a finished notice is a 409."""
+    notice = _get(session, notice_id, lock=True)
+    if notice.status == NoticeStatus.STOPPED.value:
+        return notice, False
+    if notice.status == NoticeStatus.DRAFT.value:
+        raise Conflict("这条通知还是草稿，尚未发送，无需停止（不发布就不会发出）。", code="not_sending")
+    if notice.status == NoticeStatus.DONE.value:
+        raise Conflict("这条通知已全部发送完成，无法停止。", code="already_finished")
+    notice.status = NoticeStatus.STOPPED.value
+    notice.finished_at = utcnow()
+    # 'pending' and 'claimed' rows hold no credit (it is taken when a chunk moves to 'sending'); a claim racing this
+    # waits for the row locks and then finds them skipped.
+    skipped = len(session.scalars(update(OutboxRow).where(
+        OutboxRow.notice_id == notice_id, OutboxRow.channel == "subscribe",
+        OutboxRow.status.in_((OutboxStatus.PENDING.value, OutboxStatus.CLAIMED.value)))
+        .values(status=OutboxStatus.SKIPPED.value, lease_token=None, detail=STOPPED_DETAIL)
+        .returning(OutboxRow.id).execution_options(synchronize_session=False)).all())
+    reached = session.scalar(select(func.count()).where(
+        OutboxRow.notice_id == notice_id, OutboxRow.channel == "subscribe",
+        OutboxRow.status == OutboxStatus.SENT.value)) or 0
+    in_flight = session.scalar(select(func.count()).where(
+        OutboxRow.notice_id == notice_id, OutboxRow.channel == "subscribe",
+        OutboxRow.status == OutboxStatus.SENDING.value)) or 0
+    audit(session, actor, "notice.stopped", notice, reached=reached, in_flight=in_flight, skipped=skipped,
+          inbox=notice.recipients)
+    # Set before the commit: a worker that sees it waits on the notice lock for the verdict (_stop_rest), so the
+    # sends between the commit and a flag set afterwards do not go out.
+    current_app.extensions["wxapp"].redis.set(STOP_FLAG.format(notice_id), 1, ex=STOP_FLAG_TTL)
+    return notice, True
 
 
 # --- fan-out -------------------------------------------------------------------------------------------
@@ -715,10 +762,11 @@ def _claim(notice_id: int, limit: int) -> tuple[str, list[tuple[int, int, str]]]
                   .execution_options(synchronize_session=False))
         # The audience again, for these users only: one who unsubscribed from the category or was blocked since
         # the expansion (a retry can come hours later) is left out, their credit unspent.
-        audience, activity_id = s.execute(select(Notice.audience, Notice.activity_id)
-                                          .where(Notice.id == notice_id)).one()
+        audience, activity_id, status = s.execute(select(Notice.audience, Notice.activity_id, Notice.status)
+                                                  .where(Notice.id == notice_id)).one()
         audience = audience or {}
-        gone = _activity_gone(s, activity_id)
+        # Stopped by staff: rows given back after the stop (a retry, an error of ours) are not sent either.
+        gone = STOPPED_DETAIL if status == NoticeStatus.STOPPED.value else _activity_gone(s, activity_id)
         if gone:
             # The activity the notice invites to was cancelled (or taken back to draft) while it went out: the rest
             # are not pushed (their inbox rows are there already), their credits left for a message they want.
@@ -815,6 +863,8 @@ def send_notice(notice_id: int, slot: int = 0, generation: int = 0) -> dict[str,
     state = current_app.extensions["wxapp"]
     with session_scope() as s:
         notice = _get(s, notice_id)
+        if notice.status == NoticeStatus.STOPPED.value:
+            _skip_after_stop(s, notice_id)  # a job queued (or restarted) after the stop sends nothing
         if notice.status not in IN_FLIGHT:
             return {}
         template_id, data, page = notice.template_id, dict(notice.template_fields or {}), notice.page
@@ -845,18 +895,21 @@ def send_notice(notice_id: int, slot: int = 0, generation: int = 0) -> dict[str,
             break
         for i in range(0, len(rows), chunk):
             try:
-                outcomes = _send_chunk(api, limiter, token, rows[i:i + chunk], template_id, data, page)
+                outcomes = _send_chunk(api, limiter, token, rows[i:i + chunk], template_id, data, page,
+                                       notice_id=notice_id)
             except _CredentialRefused as exc:  # the batch's other chunks wait too, untried
                 quota_wait = exc.retry_in or 0.5
                 counts["held"] = _defer_claimed(token, [r[0] for r in rows[i + chunk:]], quota_wait, exc.wait)
                 break
             for outcome in outcomes:
                 counts[outcome] = counts.get(outcome, 0) + 1
+            if counts.get("stopped"):  # staff stopped the notice: the batch's other rows were skipped by the stop
+                break
             if counts.get("deferred"):  # 45009: the batch's other chunks wait too, untried
                 quota_wait = max(api.quota_wait(SUBSCRIBE_API), 1.0)
                 counts["deferred"] += _defer_claimed(token, [r[0] for r in rows[i + chunk:]], quota_wait)
                 break
-        if quota_wait or time.monotonic() >= deadline:
+        if quota_wait or counts.get("stopped") or time.monotonic() >= deadline:
             break
     _continue(notice_id, slot, generation, not_before=quota_wait)
     return counts
@@ -879,7 +932,7 @@ def _claim_credits(s: Session, user_ids: list[int], template_id: str) -> set[int
 
 
 def _send_chunk(api, limiter: RateLimiter, token: str, rows: list[tuple[int, int, str]], template_id: str,
-                data: dict[str, str], page: str) -> list[str]:
+                data: dict[str, str], page: str, *, notice_id: int | None = None) -> list[str]:
     """Send a few claimed rows: move them ``claimed -> sending`` (fenced by the lease token) with their
     credits in one transaction, send each when the limiter allows, then mark the sent ones in one
     transaction. A crash in between leaves the chunk ``sending``: the sweeper reports those rows as
@@ -922,6 +975,11 @@ def _send_chunk(api, limiter: RateLimiter, token: str, rows: list[tuple[int, int
             # A token per send, taken right before the call: booking a chunk's slots ahead saved round trips
             # but let a worker that fell behind its slots (CPU, a commit) catch up in a burst over the limit.
             limiter.acquire()
+            if notice_id is not None and _stop_flagged(notice_id) and _stop_rest(
+                    notice_id, token, [(r[0], r[1]) for r in rows if r[0] not in outcomes], template_id):
+                # Stopped by staff while this chunk went out: the rows not yet handed to WeChat are skipped.
+                outcomes.update({r[0]: "stopped" for r in rows if r[0] not in outcomes})
+                break
             at = utcnow()
             called.add(row_id)
             try:
@@ -980,6 +1038,40 @@ def _send_chunk(api, limiter: RateLimiter, token: str, rows: list[tuple[int, int
         if unsent:
             _reclaim_unsent(unsent, template_id)
     return [outcomes[r[0]] for r in rows if r[0] in outcomes]
+
+
+def _stop_flagged(notice_id: int) -> bool:
+    return bool(current_app.extensions["wxapp"].redis.exists(STOP_FLAG.format(notice_id)))
+
+
+def _stop_rest(notice_id: int, token: str, rows: list[tuple[int, int]], template_id: str) -> bool:
+    """The stop flag is up: wait for the stop's transaction (the notice lock) and, if the notice is stopped, skip this
+    chunk's rows not yet sent as 已停止发送, their credit given back. A flag left by a stop that did not commit is
+    dropped (False: carry on sending)."""
+    with session_scope() as s:
+        if _get(s, notice_id, lock=True).status != NoticeStatus.STOPPED.value:
+            current_app.extensions["wxapp"].redis.delete(STOP_FLAG.format(notice_id))
+            return False
+        users = dict(rows)
+        back = s.scalars(update(OutboxRow).where(
+            OutboxRow.id.in_(list(users)), OutboxRow.lease_token == token,
+            OutboxRow.status == OutboxStatus.SENDING.value)
+            .values(status=OutboxStatus.SKIPPED.value, lease_token=None, detail=STOPPED_DETAIL,
+                    attempts=OutboxRow.attempts - 1)
+            .returning(OutboxRow.id).execution_options(synchronize_session=False)).all()
+        for row_id in back:
+            credits.refund(s, users[row_id], template_id)
+    return True
+
+
+def _skip_after_stop(s: Session, notice_id: int) -> None:
+    """Rows of a stopped notice that became 'pending' again after the stop (a retry after an error, rows given back):
+    skipped as 已停止发送 (they hold no credit)."""
+    s.execute(update(OutboxRow).where(
+        OutboxRow.notice_id == notice_id, OutboxRow.channel == "subscribe",
+        OutboxRow.status.in_((OutboxStatus.PENDING.value, OutboxStatus.CLAIMED.value)))
+        .values(status=OutboxStatus.SKIPPED.value, lease_token=None, detail=STOPPED_DETAIL)
+        .execution_options(synchronize_session=False))
 
 
 def _reclaim_unsent(rows: dict[int, int], template_id: str) -> None:
@@ -1116,6 +1208,9 @@ def _continue(notice_id: int, slot: int, generation: int, not_before: float = 0.
                                  job_id=f"notice-send-{notice_id}-{slot}-{generation + 1}", timeout=600,
                                  delay=not_before or None)
             return
+        if notice.status == NoticeStatus.STOPPED.value:
+            _skip_after_stop(s, notice_id)
+            return
         if notice.status != NoticeStatus.SENDING.value:
             return
         open_rows = s.execute(select(OutboxRow.status, func.min(OutboxRow.next_attempt_at), func.count())
@@ -1205,8 +1300,9 @@ def fanout_tick() -> dict[str, int]:
 # --- progress ------------------------------------------------------------------------------------------
 
 STATUS_LABELS = {"pending": "等待发送", "claimed": "已领取", "sending": "发送中", "sent": "已发送", "failed": "失败",
-                 "skipped": "无额度、已不在推送对象中或活动已取消（仅站内信）"}
-NOTICE_STATUS_LABELS = {"draft": "草稿", "expanding": "生成名单中", "sending": "发送中", "done": "已完成"}
+                 "skipped": "无额度、已不在推送对象中、活动已取消或已停止发送（仅站内信）"}
+NOTICE_STATUS_LABELS = {"draft": "草稿", "expanding": "生成名单中", "sending": "发送中", "done": "已完成",
+                        "stopped": "已停止发送"}
 
 
 def progress(session: Session, notice_id: int) -> dict[str, Any]:
@@ -1260,5 +1356,7 @@ def progress(session: Session, notice_id: int) -> dict[str, Any]:
             "subscribe_total": total, "subscribe_done": done,
             "percent": percent,
             "failures": reasons, "waiting": waiting, "skipped_reasons": skipped, "finished": notice.status == NoticeStatus.DONE.value,
+            # Stopped by staff: how many the subscribe message reached before the stop (the inbox is `inbox`).
+            "stopped": notice.status == NoticeStatus.STOPPED.value, "reached": counts[OutboxStatus.SENT.value],
             "published_at": notice.published_at.isoformat() if notice.published_at else None,
             "finished_at": notice.finished_at.isoformat() if notice.finished_at else None}

@@ -1,4 +1,4 @@
-"""Staff JSON API for notices: compose, reach estimate, test send, publish (idempotent), progress."""
+"""Staff JSON API for notices: compose, reach estimate, test send, publish (idempotent), stop, progress."""
 
 from __future__ import annotations
 
@@ -96,13 +96,26 @@ def set_test_recipient():
 
 @bp.post("/notices/<int:notice_id>/publish")
 @staff_api_required(StaffRole.STAFF)
-@doc("发布通知（重复发布不会重复发送）", body=(), responses={200: "已开始发送或早已发布", 409: "相关活动已取消 activity_cancelled 或还是草稿 activity_not_published",
+@doc("发布通知（重复发布不会重复发送）", body=(), responses={200: "已开始发送或早已发布", 409: "相关活动已取消 activity_cancelled 或还是草稿 activity_not_published，或通知已停止发送 notice_stopped",
                 422: "推送对象为空"},
      auth="staff", tags=["通知推送"])
 def publish(notice_id: int):
     with session_scope() as s:
         n = broadcast.publish(s, current_actor(), notice_id)
         return jsonify(n.to_dict())
+
+
+@bp.post("/notices/<int:notice_id>/stop")
+@staff_api_required(StaffRole.STAFF)
+@doc("停止发送：正在发送的通知不再发给任何人（已交给微信的照常算已发送，其余记为“已停止发送”，订阅消息额度不扣）；"
+     "重复停止不会出错；停止后不能恢复，需要时请新建一条通知", body=(),
+     responses={200: "已停止（或早已停止）：通知详情，reached 为停止前已发出订阅消息的人数",
+                409: "草稿未发送 not_sending，或已全部发送完成 already_finished"},
+     auth="staff", tags=["通知推送"])
+def stop(notice_id: int):
+    with session_scope() as s:
+        n, _ = broadcast.stop(s, current_actor(), notice_id)
+        return jsonify({**n.to_dict(), "reached": broadcast.progress(s, notice_id)["reached"]})
 
 
 @bp.get("/notices/<int:notice_id>/progress")
