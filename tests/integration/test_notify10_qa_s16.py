@@ -290,3 +290,16 @@ def test_the_console_stops_a_notice_with_a_confirmation_and_csrf(
     ).get_data(as_text=True)
     assert "不能恢复" in page and "已重新启动发送" not in page
     assert standin.calls_to(SUBSCRIBE) == []
+
+
+def test_a_stop_flag_left_by_a_stop_that_did_not_commit_does_not_hold_the_fan_out(
+    published_notice, db, redis_client, standin
+):
+    """The flag is set just before the stop commits; if that commit failed, the notice is still going out: the worker
+    that sees the flag finds it still sending, drops the flag and sends to everyone."""
+    nid = published_notice(3, fanout_send_chunk=3)
+    broadcast.expand_notice(nid)
+    redis_client.set(broadcast.STOP_FLAG.format(nid), 1)
+    broadcast.send_notice(nid)
+    assert [r.status for r in _rows(db, nid)] == ["sent"] * 3
+    assert len(standin.calls_to(SUBSCRIBE)) == 3 and not redis_client.exists(broadcast.STOP_FLAG.format(nid))
