@@ -2,6 +2,12 @@
 // ask before destructive submits, and send a form once, so a double click makes one row, not two.
 document.addEventListener("submit", function (event) {
   var form = event.target;
+  var post = form && form.getAttribute && (form.getAttribute("method") || "get").toLowerCase() === "post";
+  // Already on its way (the second click of a double click): held back without asking a second time.
+  if (post && form.getAttribute("data-sent") === "true") {
+    event.preventDefault();
+    return;
+  }
   var message = form && form.getAttribute && form.getAttribute("data-confirm");
   // data-confirm-when="name=value": ask (data-confirm-when-message) only when the form's field has that value,
   // e.g. an editor whose status select is set to cancelled.
@@ -17,11 +23,7 @@ document.addEventListener("submit", function (event) {
     event.preventDefault();
     return;
   }
-  if ((form.getAttribute("method") || "get").toLowerCase() !== "post") {
-    return;
-  }
-  if (form.getAttribute("data-sent") === "true") {
-    event.preventDefault();
+  if (!post) {
     return;
   }
   form.setAttribute("data-sent", "true");
