@@ -238,7 +238,14 @@ def test_a_refused_appeal_action_keeps_what_was_typed(live_server, browser, data
     with page.expect_navigation():
         page.click("#action-coordinate button[type=submit]")
     assert _events(database, appeal_id) == events
-    assert "操作未完成" in " ".join(page.locator(".flash").all_inner_texts())
+    # Said as a refusal, not in a done action's words and colours: read out at once, in the warning colour.
+    refusal = page.locator(".flash[role=alert]")
+    assert "操作未完成" in refusal.inner_text()
+    assert page.locator(".flash[role=status]").count() == 0
+    assert refusal.evaluate("e => getComputedStyle(e).backgroundColor") != page.evaluate(
+        "getComputedStyle(Object.assign(document.body.appendChild(document.createElement('div')),"
+        " {className: 'flash'})).backgroundColor"
+    )
     assert page.input_value("#action-coordinate input[name=task_department]") == "市容所"
     assert (
         page.input_value("#action-coordinate input[name=task_description]")
@@ -452,9 +459,13 @@ def test_an_activity_is_created_published_and_its_subscribers_notified(live_serv
         page.click("form.form button.primary")
     assert count_rows(db_url, "notices") == notices + 1
     assert page.locator(".flash[role=status]").count() == 1
-    # Nobody to send to yet: the page says so before 确认发布 is clicked (it would be refused).
+    # Nobody to send to yet: the page says so before 确认发布 is clicked, and the refusal reads as one.
     publish = page.get_by_role("button", name="确认发布")
     assert "推送对象为空" in page.inner_text("#publish-empty")
+    page.once("dialog", lambda d: d.accept())
+    with page.expect_navigation():
+        publish.click()
+    assert "推送对象为空" in page.locator(".flash[role=alert]").inner_text()
     # The audience widened to every user (one exists now): the note goes and 确认发布 publishes, after asking.
     _add_user(database)
     with page.expect_navigation():

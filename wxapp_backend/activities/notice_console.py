@@ -238,7 +238,8 @@ def notice_action(notice_id: int, action: str):
     except AppError as exc:
         if exc.status == 404:
             raise
-        message = exc.message
+        flash(exc.message, "error")
+        return redirect(url_for("notices_console.notice", notice_id=notice_id))
     flash(message)
     return redirect(url_for("notices_console.notice", notice_id=notice_id))
 

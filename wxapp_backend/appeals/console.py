@@ -202,7 +202,7 @@ def action(appeal_id: int):
     except AppError as exc:
         if exc.status == 404:
             raise
-        flash(f"操作未完成：{exc.message}")
+        flash(f"操作未完成：{exc.message}", "error")
         return _detail_page(appeal_id, typed=form, status=exc.status)
     flash(_done_text(name, data))
     back = safe_console_path(form.get("next")) or ""
