@@ -531,3 +531,27 @@ def test_the_reports_open_and_a_week_can_be_chosen(live_server, browser, databas
     page.goto(live_server.base_url + "/console/activities/stats")
     assert page.locator("h1").count() == 1
     assert not _errors(log), log.console_errors
+
+
+# --- 5. after 退出, Back does not show the staff pages again ------------------------------------------------------
+
+
+def test_back_after_logging_out_does_not_show_the_console(live_server, browser, database):
+    page, log = browser
+    _make_appeal(database, content="退出后不应再看到的诉求内容（QA16）")
+    _login(page, live_server)
+    page.goto(live_server.base_url + "/console/appeals")
+    assert "退出后不应再看到的诉求内容" in page.inner_text("main")
+    with page.expect_navigation():
+        page.click("header.topbar button:has-text('退出')")
+    page.go_back()
+    page.wait_for_load_state("networkidle")
+    assert "退出后不应再看到的诉求内容" not in page.content()
+    assert urlsplit(page.url).path == "/console/login" or page.locator("#login-submit").count() == 1, page.url
+    # The login page, where the crawl above could not go, fits a phone too, and its inputs are labelled.
+    page.set_viewport_size({"width": PHONE, "height": 740})
+    page.goto(live_server.base_url + "/console/login")
+    assert page.evaluate("document.documentElement.scrollWidth") <= PHONE
+    assert not page.evaluate(OFF_SCREEN, PHONE)
+    assert not page.evaluate(UNLABELLED)
+    assert not _errors(log), log.console_errors
