@@ -352,7 +352,7 @@ def registration_action(registration_id: int, action: str):
     except AppError as exc:
         if exc.status == 404:
             raise
-        flash(exc.message)
+        flash(exc.message, "error")
         back = request.referrer or ""  # the page the form was on; a Referer naming another site is not followed
         return redirect(back if back.startswith(request.host_url + "console/") else
                         url_for("activities_console.activities"))

@@ -129,7 +129,7 @@ def edit_notice(notice_id: int):
         v = _notice_values(n)
         status = n.status
     if status != "draft":
-        flash("通知已发布，不能再修改。")
+        flash("通知已发布，不能再修改。", "error")
         return redirect(url_for("notices_console.notice", notice_id=notice_id))
     if request.method == "GET":
         return render_template("console/notices/edit.html", v=v, errors={}, editing=notice_id, **ctx)
@@ -141,7 +141,7 @@ def edit_notice(notice_id: int):
             broadcast.update_notice(s, current_actor(), notice_id, data)
     except AppError as exc:
         if exc.status == 409:  # published by a colleague meanwhile
-            flash(exc.message)
+            flash(exc.message, "error")
             return redirect(url_for("notices_console.notice", notice_id=notice_id))
         if exc.status in {403, 404}:
             raise
@@ -251,14 +251,14 @@ def test_recipient():
     raw = unicodedata.normalize("NFKC", request.form.get("user_id", "")).strip()
     user_id = row_id(raw)
     if raw and user_id is None:  # a typo must not clear the recipient already set
-        flash("用户编号应为正整数，测试接收人没有改动。")
+        flash("用户编号应为正整数，测试接收人没有改动。", "error")
         return redirect(url_for("notices_console.notices"))
     try:
         with session_scope() as s:
             broadcast.set_test_recipient(s, current_actor(), user_id)
         flash("测试接收人已保存。" if raw else "已清除测试接收人。")
     except AppError as exc:
-        flash(exc.message)
+        flash(exc.message, "error")
     return redirect(url_for("notices_console.notices"))
 
 

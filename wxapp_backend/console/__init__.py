@@ -276,7 +276,7 @@ def requeue_job(job_id: str):
     try:
         func = requeue_failed(job_id)
     except Exception:
-        flash("这个任务已不在失败列表中。")
+        flash("这个任务已不在失败列表中。", "error")
         return redirect(url_for("console.jobs"))
     with session_scope() as s:  # the job runs again (a push, say): who asked for it is on file
         audit(s, current_actor(), "job.requeued", None, job_id=job_id, func=func)
