@@ -28,6 +28,7 @@ bp = Blueprint("kb_console", __name__, url_prefix="/console/kb")
 PER_PAGE = 30
 UNANSWERED_PER_PAGE = 50  # each question on the page is searched once per index content (cached)
 NO_CATEGORY = "（未分类）"
+QUEUE_TABS = ("open", "resolved", "ignored")
 _LINE_BREAK_RE = re.compile(r"\r\n?")
 ENTRY_FIELDS = (
     Field("id", "str", "编号", required=True, max_len=128),
@@ -153,8 +154,9 @@ def _edit(entry_id: str | None):
                 services.save_entry(s, _redis(), g.actor, entry, create=entry_id is None,
                                     revision=row_id(request.form.get("revision")))
                 from_q = row_id(request.form.get("from_unanswered"))
-                if from_q:
-                    services.add_unanswered_as_phrasing(s, _redis(), g.actor, from_q, entry.id)
+                if from_q:  # 新建条目 is offered on the queue's open tab only
+                    services.add_unanswered_as_phrasing(s, _redis(), g.actor, from_q, entry.id,
+                                                        expected_status="open")
             flash("已保存，机器人几秒内就会用上新内容。")
             # show=all: an offline entry, saved, is still on the page (在线 only said 共 0 条, as if it were lost).
             return redirect(url_for("kb_console.entries", q=entry.id, show="all"))
@@ -170,6 +172,12 @@ def _edit(entry_id: str | None):
                            "请对照合并后再点“保存”。"}
             return render_template("console/kb/edit.html", form=form, errors=errors, entry_id=entry_id,
                                    fields=ENTRY_FIELDS, conflict=_conflict_rows(theirs, form)), 409
+        except services.QuestionHandled as exc:
+            # Saved again, the entry is made on its own: the colleague's handling of the question stays.
+            form["from_unanswered"] = ""
+            errors = {"_": exc.message.replace("如仍需调整，请刷新页面后在对应的标签页中操作。",
+                                               "如仍要新建这条条目，请再点“保存”（不再关联这个问题）。")}
+            status = exc.status
         except AppError as exc:
             errors = exc.fields or {"_": exc.message}
             status = exc.status
@@ -270,7 +278,7 @@ def unanswered():
 def _queue_page(args, **extra):
     """The unanswered queue at `args`' tab and page (a GET's query, or the page a refused button was on)."""
     status = args.get("status", "open")
-    if status not in {"open", "resolved", "ignored"}:
+    if status not in QUEUE_TABS:
         status = "open"
     with session_scope() as s:
         counts = dict(s.execute(select(UnansweredQuestion.status, func.count())
@@ -323,9 +331,12 @@ def unanswered_resolve_answerable():
 @console_required(StaffRole.STAFF)
 def unanswered_to_phrasing(qid: int):
     entry_id = text_key(request.form.get("entry_id"), 128) or ""  # "" is no entry: the service says so
+    # The tab the button was on: a question a colleague handled since that page was loaded is not taken over.
+    seen = request.form.get("status")
     try:
         with session_scope() as s:
-            services.add_unanswered_as_phrasing(s, _redis(), g.actor, qid, entry_id)
+            services.add_unanswered_as_phrasing(s, _redis(), g.actor, qid, entry_id,
+                                                expected_status=seen if seen in QUEUE_TABS else None)
     except AppError as exc:
         # A number mistyped into 加为问法, an entry offline: said on the queue the staff member was working on (a
         # bare 页面不存在 page lost their place), with the number typed.

@@ -201,14 +201,14 @@ def save_entry(session: Session, r: redis.Redis, actor: Actor, entry: Entry, *, 
     values = _row_values(entry)
     if create:
         if row is not None:
-            raise Conflict(f"编号 {entry.id} 已存在，请换一个编号。", fields={"id": "已存在"})
+            return _created_already(row, values)
         row = KBEntry(**values)
         try:
             with session.begin_nested():
                 session.add(row)
                 session.flush()
         except IntegrityError:  # created at the same moment (a double submit; PostgreSQL, SQLite queues writers)
-            raise Conflict(f"编号 {entry.id} 已存在，请换一个编号。", fields={"id": "已存在"}) from None
+            return _created_already(session.get(KBEntry, entry.id, with_for_update=True), values)
         audit(session, actor, "kb.entry_created", row, question=entry.question)
     else:
         if row is None:
@@ -230,6 +230,14 @@ def save_entry(session: Session, r: redis.Redis, actor: Actor, entry: Entry, *, 
         row.revision += 1
         audit(session, actor, "kb.entry_updated", row, fields=sorted(changed), changes=changes)
     _changed(session, r)
+    return row
+
+
+def _created_already(row: KBEntry | None, values: dict) -> KBEntry:
+    """A new entry whose id is taken: the same entry saved twice (a double click on 保存, whose second answer is
+    the page the browser shows) is that entry; anything else is refused."""
+    if row is None or any(getattr(row, k) != v for k, v in values.items()):
+        raise Conflict(f"编号 {values['id']} 已存在，请换一个编号。", fields={"id": "已存在"})
     return row
 
 
@@ -272,13 +280,31 @@ def add_phrasing(session: Session, r: redis.Redis, actor: Actor, entry_id: str, 
     return row
 
 
+class QuestionHandled(Conflict):
+    """A queue question a colleague handled (or ignored) since the page it was clicked on was loaded."""
+
+    code = "question_handled"
+
+
 def add_unanswered_as_phrasing(session: Session, r: redis.Redis, actor: Actor, unanswered_id: int,
-                               entry_id: str) -> KBEntry:
+                               entry_id: str, expected_status: str | None = None) -> KBEntry:
     """Handle a question from the unanswered queue with an entry: the words as asked become one of its phrasings
-    (an entry made from the question has it reworded, and the bot must answer the words people used)."""
-    asked = session.get(UnansweredQuestion, unanswered_id)
+    (an entry made from the question has it reworded, and the bot must answer the words people used).
+    `expected_status`, the queue tab the click came from: a question handled since is refused (a second entry
+    given the same words, the colleague's record written over), unless it was handled with this very entry."""
+    asked = session.get(UnansweredQuestion, unanswered_id, with_for_update=True)
     if asked is None:
         raise NotFound("没有找到这个问题。")
+    if expected_status is not None and asked.status != expected_status and not (
+            asked.status == "resolved" and asked.resolved_entry_id == entry_id):
+        if asked.status == "resolved":
+            done = f"已被同事处理（加到了条目 {asked.resolved_entry_id or '（无）'}）"
+        elif asked.status == "ignored":
+            done = "已被同事忽略"
+        else:
+            done = "已被同事放回待处理"
+        raise QuestionHandled(f"这个问题在您打开页面后{done}，为免覆盖同事的处理，这次没有保存。"
+                              "如仍需调整，请刷新页面后在对应的标签页中操作。")
     return add_phrasing(session, r, actor, entry_id, asked.text, unanswered_id=unanswered_id)
 
 
@@ -375,6 +401,8 @@ def resolve_unanswered(session: Session, actor: Actor, unanswered_id: int, entry
     if ignore and row.status != "open":
         # 忽略 from a page opened earlier would forget the entry a colleague has just handled it with.
         raise Conflict("这个问题已被处理（或已忽略），无需再忽略。如需重新处理，请在“已处理”或“已忽略”中把它放回待处理。")
+    if not ignore and row.status == "resolved" and row.resolved_entry_id == entry_id:
+        return row  # handled with this entry already (a double click): no second record
     row.status = "ignored" if ignore else "resolved"
     row.resolved_entry_id = entry_id
     audit(session, actor, "kb.unanswered_ignored" if ignore else "kb.unanswered_resolved", row,
