@@ -174,3 +174,33 @@ def test_a_new_entry_made_from_a_queue_question_a_colleague_handled_meanwhile_sa
     db.expire_all()
     assert db.get(KBEntry, "park-free") is not None
     assert db.get(UnansweredQuestion, qid).resolved_entry_id == "park-a"
+
+
+def test_a_phrasing_that_is_another_entrys_question_is_saved_with_a_warning_naming_that_entry(
+    client, kb, make_staff, console_login, db
+):
+    """A phrasing typed on a second entry that is word for word another entry's question (or one of its
+    phrasings) was saved without a word: the bot answers those words with one of the two only (here the second
+    took the first entry's own question away from it). Now the save says which entry already holds them."""
+    _entry(db, "park-a", "园区停车怎么收费", "每小时 10 元。")
+    token = console_login(make_staff(role="staff"))
+    form = {
+        "csrf_token": token,
+        "id": "park-b",
+        "question": "园区停车位可以包月吗",
+        "answer": "可以，每月 600 元。",
+        "similar": "停车能包月吗\n园区停车怎么收费？",
+    }
+    r = client.post("/console/kb/new", data=form, follow_redirects=True)
+    assert r.status_code == 200
+    page = r.get_data(as_text=True)
+    assert "park-a" in page and "园区停车怎么收费？" in page and "重复" in page, page
+    db.expire_all()
+    assert db.get(KBEntry, "park-b") is not None  # saved all the same: the staff member decides
+    # a phrasing held by no other entry says nothing
+    r = client.post(
+        "/console/kb/park-b/edit",
+        data={**form, "similar": "停车能包月吗", "revision": str(db.get(KBEntry, "park-b").revision)},
+        follow_redirects=True,
+    )
+    assert r.status_code == 200 and "重复" not in r.get_data(as_text=True)

@@ -158,6 +158,10 @@ def _edit(entry_id: str | None):
                     services.add_unanswered_as_phrasing(s, _redis(), g.actor, from_q, entry.id,
                                                         expected_status="open")
             flash("已保存，机器人几秒内就会用上新内容。")
+            for text, other in services.clashing_phrasings(services.get_runtime().get(), entry,
+                                                           services.today_shanghai())[:5]:
+                flash(f"注意：问法“{text}”与条目 {other.id}（{other.question}）的问法重复，机器人遇到这句话只会用"
+                      "其中一条回答。请删去不该回答它的那一处。")
             # show=all: an offline entry, saved, is still on the page (在线 only said 共 0 条, as if it were lost).
             return redirect(url_for("kb_console.entries", q=entry.id, show="all"))
         except services.StaleEdit:

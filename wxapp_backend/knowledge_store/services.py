@@ -308,6 +308,35 @@ def add_unanswered_as_phrasing(session: Session, r: redis.Redis, actor: Actor, u
     return add_phrasing(session, r, actor, entry_id, asked.text, unanswered_id=unanswered_id)
 
 
+def clashing_phrasings(kb: KnowledgeBase, entry: Entry, today: date) -> list[tuple[str, Entry]]:
+    """The phrasings of `entry` that another current entry already holds (as its question or one of its
+    phrasings, punctuation and width aside), each with that entry: the bot answers those words with one of the
+    two only, so teaching them to the other does nothing."""
+    owners = _phrasing_owners(kb, today)
+    clashes: list[tuple[str, Entry]] = []
+    for text in entry.phrasings:
+        other = next((o for o in owners.get(_norm(text), ()) if o.id != entry.id), None)
+        if other is not None:
+            clashes.append((text, other))
+    return clashes
+
+
+_OWNERS: weakref.WeakKeyDictionary[KnowledgeBase, tuple[date, dict[str, list[Entry]]]] = weakref.WeakKeyDictionary()
+
+
+def _phrasing_owners(kb: KnowledgeBase, today: date) -> dict[str, list[Entry]]:
+    cached = _OWNERS.get(kb)
+    if cached is not None and cached[0] == today:
+        return cached[1]
+    owners: dict[str, list[Entry]] = {}
+    for e in kb.entries:
+        if e.is_current(today):
+            for text in e.phrasings:
+                owners.setdefault(_norm(text), []).append(e)
+    _OWNERS[kb] = (today, owners)
+    return owners
+
+
 # --- unanswered queue, turns and feedback -----------------------------------------------------------
 
 _NORM_RE = re.compile(r"[\s\W_]+", re.UNICODE)
