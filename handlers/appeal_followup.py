@@ -318,13 +318,18 @@ def other_in_flow(ctx: Context) -> Reply:
                 return Text(LOCATION_SUPPLEMENTED.format(label=f"（{label}）" if label else "") + reply.text)
             return reply
     said = location_ack(ctx) if ctx.msg.msg_type == "location" else UNSUPPORTED
+    return Text(said + in_flow_note(d))
+
+
+def in_flow_note(d: dict[str, Any]) -> str:
+    """The question of rating or supplement `d` that waits (IN_FLOW); '' when there is none."""
     if d.get("kind") == "rate":
         ask = {"resolved": ASK_RESOLVED_AGAIN, "stars": ASK_STARS}.get(d.get("step"), ASK_COMMENT)
     elif d.get("kind") == "supplement":
         ask = f"工作人员需要您补充：{d.get('request') or '（见通知）'}\n{SUPPLEMENT_NEEDS_TEXT}"
     else:  # gone meanwhile
-        return Text(said)
-    return Text(said + IN_FLOW[d["kind"]].format(number=d.get("number", ""), ask=ask))
+        return ""
+    return IN_FLOW[d["kind"]].format(number=d.get("number", ""), ask=ask)
 
 
 def leave_for_menu(ctx: Context) -> Reply:
@@ -886,8 +891,8 @@ def step(ctx: Context) -> Reply:
     """One answer inside a rating or supplement."""
     d = _state(ctx)
     text = intake.word(_words(ctx))  # “取消。”, “5分！”: the word, not the punctuation
-    if ctx.msg.msg_type == "voice" and not text:
-        return Text(NOT_HEARD)
+    if ctx.msg.msg_type == "voice" and not text:  # and what waits, as for a sticker
+        return Text(NOT_HEARD + in_flow_note(d))
     if is_cancel(text):  # “取消吧” too (it was sent to staff as the supplement)
         ctx.state.clear()
         _drop_kept(ctx)

@@ -85,14 +85,22 @@ def follow_up_command(text: str) -> bool:
 
 PROMPTS = {
     "describe": "请简单描述您遇到的问题：发生了什么、在哪里、持续多久（至少 5 个字）。\n随时回复“取消”可以退出。",
+    "describe_lead": "您要{lead}，已记下。请再具体说说：发生了什么、在哪里、持续多久（至少 5 个字）。\n"
+                     "随时回复“取消”可以退出。",
     "place_known": "诉求将登记在“{name}”名下{building}。回复“是”确认，或直接输入企业名称和所在楼宇，"
                    "例如：上海某某科技有限公司，新华大厦。",
     "place": "请告诉我企业名称和所在楼宇，例如：上海某某科技有限公司，新华大厦。",
     "contact": "请留下联系人姓名和手机号，例如：张三 13800138000。",
+    # The user's own appeal of the last 24 hours (appeals.intake.last_details): a second one asked for them again.
+    "place_last": "企业：{name}{building}（上次填写的），直接回复“是”沿用，或发送新的企业名称和所在楼宇。",
+    "contact_last": "联系人：{name} {masked}（上次填写的），直接回复“是”沿用，或发送新的姓名和手机号。",
     "contact_known": "请留下联系人姓名和手机号，例如：张三 13800138000（回复“是”使用 {masked}，需同时写上姓名：张三 是）。",
     "photos": "如有现场照片，现在可以直接发送（最多 9 张），发完回复“好了”；没有照片请回复“跳过”。",
 }
 HOLD_ON = "好的，不着急～准备好了直接回复就行。\n"
+# “搞什么”, “怎么回事” at a step: searched in the knowledge base (a row in staff's queue), or taken as the answer.
+_PUZZLED = re.compile(r"(?:你|你们|这|这是|到底)?(?:在)?(?:搞什么|搞啥|干什么|干嘛|怎么回事|什么情况|啥情况|什么鬼|搞什么鬼|"
+                      r"搞什么名堂)(?:啊|呀|呢|嘛|哦|了|啦|嘞)*")
 # “什么意思”, “没看懂” at a step: it became the enterprise's name (or got “您指的是哪一句呢？”).
 CLARIFY_STEP = "抱歉没说清楚～现在是登记诉求的第 {n}/5 步，小二要把这些信息转给工作人员：\n"
 CLARIFY_WAYS = "不想登记了请回复“取消”；想直接找工作人员请回复“人工”。"
@@ -274,6 +282,12 @@ def pause(ctx: Context) -> Reply:
     return Text(menu_answer(ctx) + note)
 
 
+# “人呢”, “有人吗”, “怎么没人回”: a person asked for (searched in the knowledge base and the draft set aside, or the
+# “未填完的诉求” reminder); in a draft they mean 人工, as the draft itself waits for no greeting.
+_PERSON_RE = re.compile(r"(?:请问|喂|你好)?(?:人呢|人去哪了?|人在哪|有人吗|有人在吗|有人没有?|有人在没|有没有人在?|人在吗|还有人吗|"
+                        r"怎么没人(?:理|回|管)?(?:我)?|没人(?:理|回|管)(?:我)?)(?:了|啊|呀|哦|呢|啦|吗)*")
+
+
 def _person_in_draft(ctx: Context) -> bool:
     """人工 (“我要转人工”, the menu's 人工服务) while a draft is open: the talk with the person comes between, so the
     words after it are no answer to the step left (“开办企业需要哪些材料” got “没有认出手机号”)."""
@@ -283,8 +297,8 @@ def _person_in_draft(ctx: Context) -> bool:
         if t not in PASS_THROUGH:
             from knowledge.smalltalk import detect_smalltalk
 
-            if len(t) > 12 or detect_smalltalk(t) != "handoff":  # “我要转人工”, “找人工客服” became the problem told
-                return False
+            if len(t) > 12 or (detect_smalltalk(t) != "handoff" and not _PERSON_RE.fullmatch(t)):
+                return False  # (“我要转人工”, “找人工客服” became the problem told)
     elif not (msg.is_event and msg.event == "click" and msg.event_key == "MENU_HUMAN"):
         return False
     d = _state(ctx)
@@ -370,10 +384,18 @@ def _masked(phone: str) -> str:
 
 
 def _prompt(draft: dict[str, Any], step: str) -> str:
+    if step == "describe" and draft.get("lead"):
+        return PROMPTS["describe_lead"].format(lead=draft["lead"])
     if step == "place" and draft.get("known", {}).get("enterprise_name"):
         known = draft["known"]
         building = f"（{known['building_name']}）" if known.get("building_name") else ""
         return PROMPTS["place_known"].format(name=known["enterprise_name"], building=building)
+    last = draft.get("last") or {}
+    if step == "place" and last.get("enterprise_name"):
+        building = f"，{last['building_name']}" if last.get("building_name") else ""
+        return PROMPTS["place_last"].format(name=last["enterprise_name"], building=building)
+    if step == "contact" and last.get("contact_phone"):
+        return PROMPTS["contact_last"].format(name=last["contact_name"], masked=_masked(last["contact_phone"]))
     if step == "contact" and draft.get("known", {}).get("phone"):
         return PROMPTS["contact_known"].format(masked=_masked(draft["known"]["phone"]))
     if step == "confirm":
@@ -408,7 +430,8 @@ def start(ctx: Context) -> Reply:
         return Text(PENDING.format(n=STEPS.index(current["step"]) + 1))
     said = ctx.text[ctx.match.start("content"):ctx.match.end("content")].strip() \
         if isinstance(ctx.match, re.Match) else ""
-    reply = _new_draft(ctx, said)
+    lead = str(ctx.match) if isinstance(ctx.match, _Lead) else ""
+    reply = _new_draft(ctx, said, lead) if lead else _new_draft(ctx, said)
     if current.get("flow") == "appeal_followup" and reply.text.startswith("好的"):
         # a rating or supplement under way was replaced without a word (the supplement never sent)
         from .appeal_followup import MENU_LEFT
@@ -439,6 +462,29 @@ def start_phrase(text: str) -> bool:
     return bool(_START_PHRASE.match(word(text))) if text else False
 
 
+# “我要投诉物业”, “我要反映噪音”, “投诉隔壁装修”: an intent to complain and what about, too short to be the problem
+# itself (a “您是不是想问” list, no intake). Not a question about the channels (“投诉电话是多少”, “投诉渠道有哪些”).
+_START_WITH_OBJECT = re.compile(r"^(?:我们?)?(?:要|想)?(?P<lead>(?:投诉|反映)(?P<what>\w{1,12}))$")
+_NO_OBJECT = re.compile(r"电话|热线|号码|渠道|方式|途径|流程|程序|地址|网址|平台|部门|窗口|时限|期限|结果|进度|处理|受理|"
+                        r"范围|条件|规定|制度|哪|怎|如何|什么|啥|吗|呢|么|多少|可以|能否|能不能|有用|有没有|"
+                        r"^[过了的给到完好]|^(?:一下|一个|个|点)?(?:问题|情况|事情|事|诉求)?$")
+
+
+def start_with_object(text: str) -> str:
+    """The complaint and its object (“投诉物业”) when `text` is only that, else ''."""
+    m = _START_WITH_OBJECT.match(word(text)) if text and len(text) <= 20 else None
+    return m.group("lead") if m and not _NO_OBJECT.search(m.group("what")) else ""
+
+
+class _Lead(str):
+    """What `_start_with_object` matched (ctx.match), for `start` to tell it from other rules' matches."""
+
+
+def _start_with_object(ctx: Context) -> _Lead | None:
+    lead = start_with_object(ctx.text) if ctx.msg.msg_type == "text" else ""
+    return _Lead(lead) if lead else None
+
+
 def _start_phrase(ctx: Context) -> bool:
     return ctx.msg.msg_type == "text" and start_phrase(ctx.text)
 
@@ -449,23 +495,29 @@ def _start_with_text(ctx: Context) -> re.Match | None:
     return _START_WITH_TEXT.match(to_simplified(ctx.text)) if ctx.msg.msg_type == "text" and ctx.text else None
 
 
-def _new_draft(ctx: Context, content: str = "") -> Reply:
+def _new_draft(ctx: Context, content: str = "", lead: str = "") -> Reply:
     from wxapp_backend.appeals.intake import description_problem
 
     if content and description_problem(content):
         content = ""  # “我要反映：😡😡😡😡😡”: asked to describe it, as a bare 我要反映 is
     known: dict[str, Any] = {}
+    last: dict[str, Any] = {}
     if ctx.user_id is not None:
-        from wxapp_backend.appeals.intake import chat_profile
+        from wxapp_backend.appeals.intake import chat_profile, last_details
         from wxapp_backend.db import session_scope
 
         with session_scope() as s:
             known = chat_profile(s, ctx.user_id)
+            last = last_details(s, ctx.user_id)
     draft = {"flow": FLOW, "v": VERSION, "step": "describe", "id": secrets.token_hex(8), "known": known,
              "media": []}
+    if last:
+        draft["last"] = last
     offered = ""
     if content:
         draft.update(content=content, step="place")
+    elif lead:
+        draft["lead"] = lead  # the start of the description; the details are asked for
     else:
         from .kb import take_unanswered
 
@@ -482,6 +534,8 @@ def _new_draft(ctx: Context, content: str = "") -> Reply:
         return Text("好的，我来帮您登记诉求（共 5 步），您说的问题已记下（第 1 步）。\n" + _prompt(draft, "place"))
     if offered:
         return Text("好的，我来帮您登记诉求（共 5 步）。\n" + OFFER_DESCRIPTION.format(text=_shorten(offered)))
+    if lead:
+        return Text("好的，我来帮您登记诉求（共 5 步）。\n" + _prompt(draft, "describe"))
     return Text("好的，我来帮您登记诉求（共 5 步）。\n" + PROMPTS["describe"])
 
 
@@ -496,8 +550,8 @@ def step(ctx: Context) -> Reply:
         _end(ctx)
         return Text(LOST)
     t = word(_answer(ctx))
-    if ctx.msg.msg_type == "voice" and not t:
-        return Text(NOT_HEARD)
+    if ctx.msg.msg_type == "voice" and not t:  # and what waits, as for a sticker (it said nothing of the step)
+        return Text(NOT_HEARD + in_draft_note(d))
     if is_cancel(t):
         _end(ctx)
         return Text(CANCELLED)
@@ -519,10 +573,16 @@ def step(ctx: Context) -> Reply:
     if t in RESTART_WORDS:
         _end(ctx)
         return _new_draft(ctx)
-    if d["step"] != "describe" and _START_WITH_TEXT.match(to_simplified(ctx.text)):
+    if d["step"] == "describe" and ctx.msg.msg_type == "text" and start_with_object(t) and not d.get("lead"):
+        d["lead"] = start_with_object(t)  # “我要投诉物业” as the first answer: the details are still to come
+        _save(ctx, d)
+        return Text(_prompt(d, "describe"))
+    if d["step"] != "describe" and (_START_WITH_TEXT.match(to_simplified(ctx.text)) or start_with_object(t)):
         # “我要反映：另外…” told a second problem: it got “没有认出手机号”, or became the enterprise's name
         return Text(ANOTHER_PROBLEM + PENDING.format(n=STEPS.index(d["step"]) + 1))
-    if ctx.msg.msg_type != "image" and is_clarification(t):  # “什么意思”: the step again, in other words
+    puzzled = is_clarification(t) or _PUZZLED.fullmatch(t) or (d["step"] != "describe" and is_clarification(ctx.text))
+    if ctx.msg.msg_type != "image" and puzzled:  # “什么意思”, “搞什么”, “？？？”: the step again, in other words
+        # (“？？？” as the description: asked for words, see _describe)
         if d.pop("paused", None):
             _save(ctx, d)
         asked = EDIT_WHICH if d["step"] == "confirm" and d.get("editing") else _prompt(d, d["step"])
@@ -581,6 +641,8 @@ def _edit(ctx: Context, d: dict[str, Any], t: str) -> Reply:
         if d.get("media"):  # “跳过” after the step's own prompt lost them, the user believing they were kept
             said = PHOTOS_DROPPED.format(n=len(d["media"]))
         d["media"] = []
+    if field == "describe":  # described anew, whole
+        d.pop("lead", None)
     if field == "place":  # a name not found now must not keep the enterprise and building found before
         for key in ("enterprise_id", "enterprise_name", "building_id", "building_name"):
             d.pop(key, None)
@@ -608,15 +670,19 @@ def _describe(ctx: Context, d: dict[str, Any]) -> Reply:
         return Text(OFFER_DESCRIPTION.format(text=_shorten(offered)))
     if ctx.msg.msg_type == "image":
         return _photo_reply(ctx, d, "照片收到了，请再用文字描述一下问题（至少 5 个字）。")
-    if len(text) < 5:
-        return Text(TOO_SHORT)
+    from wxapp_backend.appeals.intake import NO_WORDS, description_problem
+
+    if len(text) < 5:  # “？？？”: not short of words but without any (“描述有点短”)
+        return Text(TOO_SHORT if any(ch.isalnum() for ch in without_faces(text)) else NO_WORDS)
     if len(text) > 2000:
         return Text(TOO_LONG)
-    from wxapp_backend.appeals.intake import description_problem
 
     problem = description_problem(text)
     if problem:
         return Text(problem)
+    lead = d.pop("lead", "")
+    if lead and not text.startswith(lead):  # “投诉物业” said first: the start of the description
+        text = f"{lead}：{text}"[:2000]
     d["content"] = text
     return _advance(ctx, d, "place")
 
@@ -628,13 +694,18 @@ def _place(ctx: Context, d: dict[str, Any]) -> Reply:
     if not t:
         return Text(PHOTO_NOT_NOW + PROMPTS["place"])
     known = d.get("known", {})
+    last = d.get("last") or {}
     if _yes(t) and known.get("enterprise_name"):
         for key in ("enterprise_id", "enterprise_name", "building_id", "building_name"):
             if key in known:
                 d[key] = known[key]
+    elif _yes(t) and last.get("enterprise_name"):  # the one of the appeal just filed
+        for key in ("enterprise_id", "enterprise_name", "building_id", "building_name"):
+            if key in last:
+                d[key] = last[key]
     elif _yes(t):  # no enterprise on file to say yes to: “是” / “好的” became the enterprise's name
         return Text(NO_PLACE_YES + PROMPTS["place"])
-    elif known.get("enterprise_name") and _NO_RE.fullmatch(word(t)):  # “不是” to the enterprise on file: became its name
+    elif (known.get("enterprise_name") or last.get("enterprise_name")) and _NO_RE.fullmatch(word(t)):  # “不是” to the enterprise on file: became its name
         return Text(PROMPTS["place"])
     elif word(t) in SKIP_WORDS or _NO_ENTERPRISE.fullmatch(word(t)):
         # “跳过”, “没有公司”, “个人”: became the enterprise's name (“企业：跳过” reached staff)
@@ -703,6 +774,12 @@ def _contact(ctx: Context, d: dict[str, Any]) -> Reply:
     t = _answer(ctx)
     if not t:
         return Text(PHOTO_NOT_NOW + PROMPTS["contact"])
+    last = d.get("last") or {}
+    if last.get("contact_phone") and _yes(t):  # the contact of the appeal just filed
+        d["contact_name"], d["contact_phone"] = last["contact_name"], last["contact_phone"]
+        return _advance(ctx, d, "photos")
+    if last.get("contact_phone") and _NO_RE.fullmatch(word(t)):
+        return Text(PROMPTS["contact"])
     known_phone = d.get("known", {}).get("phone", "")
     m = _MOBILE.search(t)
     if m is not None:
@@ -850,12 +927,16 @@ def other_in_draft(ctx: Context) -> Reply:
     """What the chat says to such a message anyway, then the step that waits."""
     from .bot import UNSUPPORTED, location_ack
 
-    d = _state(ctx)
     said = location_ack(ctx) if ctx.msg.msg_type == "location" else UNSUPPORTED
+    return Text(said + in_draft_note(_state(ctx)))
+
+
+def in_draft_note(d: dict[str, Any]) -> str:
+    """The step of draft `d` that waits (IN_DRAFT); '' when there is none."""
     if d.get("step") not in STEPS:  # gone meanwhile
-        return Text(said)
+        return ""
     ask = CONFIRM_HINT if d["step"] == "confirm" else _prompt(d, d["step"])
-    return Text(said + IN_DRAFT.format(n=STEPS.index(d["step"]) + 1, ask=ask))
+    return IN_DRAFT.format(n=STEPS.index(d["step"]) + 1, ask=ask)
 
 
 def install(r: Router) -> Router:
@@ -875,6 +956,7 @@ def install(r: Router) -> Router:
     r.text(*START_WORDS)(start)
     r.match(_start_phrase, cheap=True, pure=True)(start)  # before: “我想反映一个情况！” is no problem told
     r.match(_start_with_text, cheap=True, pure=True)(start)
+    r.match(_start_with_object, cheap=True, pure=True)(start)
     r.click("MENU_APPEAL")(start)
     r.match(_lost_answer, cheap=True, pure=True)(lost)  # not fast: it looks for an appeal just submitted
     return r

@@ -681,11 +681,19 @@ def _app_followup(text: str, user_id: int | None,
     are chat-only; here they are done on the app's pages (they went to the knowledge base: “这个问题我还没学会…
     回复“我要反映”提交诉求” to someone who had just said it, and a supplement nobody received)."""
     from .appeal_followup import _SUPPLEMENT_TEXT_RE
-    from .appeal_intake import _START_WITH_TEXT, RATE_RE, SUPPLEMENT_RE, intake_answer, start_phrase, word
+    from .appeal_intake import (
+        _START_WITH_TEXT,
+        RATE_RE,
+        SUPPLEMENT_RE,
+        intake_answer,
+        start_phrase,
+        start_with_object,
+        word,
+    )
 
     if intake_answer(text):  # “确认”, “继续”, “张三 138…”: the WeChat chat's intake words; no intake here
         return APPEAL_APP_NONE
-    if start_phrase(text):
+    if start_phrase(text) or start_with_object(text):  # “我要投诉物业” too
         return APPEAL_APP
     if _START_WITH_TEXT.match(to_simplified(text)):
         return APPEAL_APP_TOLD

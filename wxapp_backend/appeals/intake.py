@@ -157,6 +157,41 @@ def chat_profile(session, user_id: int) -> dict:
     return out
 
 
+LAST_DETAILS_HOURS = 24
+
+
+def last_details(session, user_id: int, *, now=None) -> dict:
+    """The enterprise, building and contact of the user's own latest appeal submitted in the last 24 hours ({} when
+    there is none): a second appeal minutes after the first asked for all of them again."""
+    from datetime import timedelta
+
+    from sqlalchemy import select
+
+    from ..db import utcnow
+    from ..enterprises.models import Building
+    from .models import Appeal
+
+    since = (now or utcnow()) - timedelta(hours=LAST_DETAILS_HOURS)
+    row = session.execute(
+        select(Appeal.contact_name, Appeal.contact_phone, Appeal.enterprise_id, Appeal.enterprise_name,
+               Appeal.building_id)
+        .where(Appeal.user_id == user_id, Appeal.submitted_at >= since)
+        .order_by(Appeal.submitted_at.desc(), Appeal.id.desc()).limit(1)).first()
+    if row is None:
+        return {}
+    out: dict = {}
+    if row.contact_name and row.contact_phone:
+        out["contact_name"], out["contact_phone"] = row.contact_name, row.contact_phone
+    if row.enterprise_name:
+        out["enterprise_name"] = row.enterprise_name
+        if row.enterprise_id is not None:
+            out["enterprise_id"] = row.enterprise_id
+        building = session.get(Building, row.building_id) if row.building_id is not None else None
+        if building is not None:
+            out["building_id"], out["building_name"] = building.id, building.name
+    return out
+
+
 NO_WORDS = "请用文字描述一下问题（至少 5 个字），只有表情或符号的话，工作人员没法办理哦。"
 
 
