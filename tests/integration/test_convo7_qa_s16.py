@@ -138,6 +138,22 @@ def test_a_second_appeal_offers_the_enterprise_and_contact_just_given(oa_kb):  #
     summary = say(oa_kb, openid, "跳过")
     assert "上海另一家贸易有限公司" in summary and "李四 13900139000" in summary, summary
 
+    say(oa_kb, openid, "取消")
+    from datetime import timedelta
+
+    from sqlalchemy import select
+
+    from wxapp_backend.appeals.models import Appeal
+    from wxapp_backend.db import session_scope
+
+    with oa_kb.app_context(), session_scope() as s:  # a day later: asked afresh
+        for appeal in s.scalars(select(Appeal)).unique():
+            appeal.submitted_at -= timedelta(hours=25)
+    say(oa_kb, openid, "我要反映")
+    place = say(oa_kb, openid, "楼道的灯又坏了，三天没人修")
+    assert "上次填写" not in place and "请告诉我企业名称" in place, place
+    say(oa_kb, openid, "取消")
+
     other = "oConvo7Stranger"
     say(oa_kb, other, "我要反映")
     place = say(oa_kb, other, "楼道的灯坏了三天了没人修")
