@@ -377,7 +377,8 @@ def _outage_message(exc: Exception) -> str | None:
                 "或换一个空数据库后再运行 flask --app wsgi init-db。")
     if isinstance(exc, OperationalError):
         part, detail = "数据库（DATABASE_URL）", str(exc.orig or exc)
-    elif isinstance(exc, redis.ConnectionError | redis.TimeoutError | EmbeddedRedisError):
+    elif isinstance(exc, redis.ConnectionError | redis.TimeoutError | redis.ResponseError | EmbeddedRedisError):
+        # ResponseError: a server that refuses the URL's settings (a database number beyond its `databases`)
         part, detail = " Redis（REDIS_URL）", str(exc)
     else:
         return None

@@ -6,6 +6,7 @@ import base64
 import binascii
 import contextlib
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -278,8 +279,22 @@ def _folder(env: Mapping[str, str], name: str, default: Path | None, *, make: bo
 
 def _redis_url(env: Mapping[str, str]) -> str:
     url = env.get("REDIS_URL", "").strip()
-    if url and urlsplit(url).scheme not in {"redis", "rediss", "unix"}:
-        raise ConfigError("环境变量 REDIS_URL 格式不对：应形如 redis://主机:6379/0（也可用 rediss:// 或 unix://）")
+    if not url:
+        return url
+    from redis.connection import parse_url
+
+    parts = urlsplit(url)
+    try:
+        port = parts.port  # ValueError for a port that is not a number or beyond 65535
+        parse_url(url)  # ValueError for an option it cannot read (?db=abc, ?socket_timeout=x)
+    except ValueError:
+        port = -1
+    # redis-py quietly takes database 0 for a path it cannot read as a number (redis://host:6379/abc): another
+    # service's or environment's database.
+    if parts.scheme not in {"redis", "rediss", "unix"} or port == -1 or (
+            parts.scheme != "unix" and not re.fullmatch(r"/?(\d{1,5})?/?", parts.path)):
+        raise ConfigError("环境变量 REDIS_URL 格式不对：应形如 redis://主机:6379/0（也可用 rediss:// 或 unix://；"
+                          "端口和末尾的库号须为数字）")
     return url
 
 

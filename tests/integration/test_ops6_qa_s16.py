@@ -1,0 +1,58 @@
+"""Operating the service: the CLI as an operator runs it, its settings and its processes (QA pass 16)."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from wxapp_backend.config import ConfigError, Settings
+
+HAN = re.compile(r"[\u4e00-\u9fff]")
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://127.0.0.1:6379/abc",
+        "redis://:Pw-Secret-9@127.0.0.1:notaport/1",
+        "redis://127.0.0.1:6379/1/2",
+        "redis://127.0.0.1:6379/-1",
+        "redis://127.0.0.1:70000/0",
+    ],
+)
+def test_a_redis_url_with_a_wrong_port_or_database_number_is_refused_naming_the_variable(tmp_path, url):
+    """REDIS_URL=redis://host:6379/abc was taken and redis-py quietly used database 0 (another service's, or
+    another environment's: beat enqueued its jobs there); a port that is not a number stopped every command with
+    urllib's traceback. Both are now a ConfigError naming the variable, without the password."""
+    with pytest.raises(ConfigError) as exc:
+        Settings.from_env({"INSTANCE_PATH": str(tmp_path), "REDIS_URL": url})
+    message = str(exc.value)
+    assert "REDIS_URL" in message and HAN.search(message) and "Pw-Secret-9" not in message
+    for good in (
+        "redis://h:6379/15",
+        "redis://h",
+        "redis://h/",
+        "rediss://:p@h:1/2",
+        "unix:///run/redis.sock",
+        "unix:///run/redis.sock?db=3",
+        "redis://h:6379/0?socket_timeout=2",
+    ):
+        assert Settings.from_env({"INSTANCE_PATH": str(tmp_path), "REDIS_URL": good}).redis_url == good
+
+
+def test_a_redis_database_number_the_server_does_not_have_is_one_line(app, monkeypatch):
+    """REDIS_URL=redis://host:6379/99 on a server with 16 databases: every command printed redis-py's traceback
+    ("DB index is out of range") instead of the one line naming REDIS_URL that an unreachable Redis gets."""
+    import redis
+
+    from wxapp_backend import cli as cli_module
+
+    def refuse(*_a, **_k):
+        raise redis.ResponseError("DB index is out of range")
+
+    monkeypatch.setattr(cli_module, "_check_dependencies", refuse, raising=True)
+    result = app.test_cli_runner().invoke(args=["beat"])
+    assert result.exit_code == 1, result.output
+    assert "REDIS_URL" in result.output and "DB index is out of range" in result.output
+    assert "Traceback" not in result.output
