@@ -145,6 +145,7 @@ def register_cli(app: Flask) -> None:
         from .db import session_scope
         from .errors import AppError
 
+        require_current_schema()
         try:
             with session_scope() as s:
                 staff = _create(s, username=username, password=password, role=role, department=department,
@@ -160,6 +161,7 @@ def register_cli(app: Flask) -> None:
         """载入演示用的楼宇、网格、企业和管理员账号（可重复运行）。"""
         from .demo import seed
 
+        require_current_schema()
         password = secrets.token_urlsafe(9)
         report = seed(admin_password=password, reset_admin_password=reset_admin_password)
         for line in report.lines:
@@ -502,6 +504,13 @@ def _check_dependencies() -> None:
     """Raise what the database (or its missing tables) and Redis raise when they cannot be used; `localise` says
     it in one line."""
     _state().redis.ping()
+    require_current_schema()
+
+
+def require_current_schema() -> None:
+    """Commands that read or write the tables stop, before changing anything, on a database still at an older
+    migration (init-db forgotten after an upgrade): they failed on a missing column with a traceback, or wrote
+    into the old schema as if all were well."""
     with _state().db.engine.connect() as conn:
         behind = schema_behind(conn)
     if behind:

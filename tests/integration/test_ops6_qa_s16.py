@@ -56,3 +56,44 @@ def test_a_redis_database_number_the_server_does_not_have_is_one_line(app, monke
     assert result.exit_code == 1, result.output
     assert "REDIS_URL" in result.output and "DB index is out of range" in result.output
     assert "Traceback" not in result.output
+
+
+def test_commands_on_a_database_not_yet_upgraded_say_to_run_init_db_and_change_nothing(settings, tmp_path):
+    """After a release, with init-db forgotten (database still at 0003, before `appeals.given_to`): `appeals tick`
+    and `appeals weekly` printed SQLAlchemy's traceback (UndefinedColumn), and `seed-demo`, `create-staff` and
+    `kb import` wrote into the old schema as if all were well. Each now says, in one line, to run init-db first."""
+    from alembic import command
+    from sqlalchemy import func, select
+
+    import wxapp_backend
+    from wxapp_backend.auth.models import StaffUser
+    from wxapp_backend.cli import alembic_config
+
+    app = wxapp_backend.create_app(
+        settings.with_overrides(database_url=f"sqlite:///{tmp_path / 'behind.sqlite3'}")
+    )
+    kb = tmp_path / "kb.csv"
+    kb.write_text("id,question,answer\nops6-q,怎么办?,这样办。\n", encoding="utf-8")
+    try:
+        with app.app_context():
+            with app.extensions["wxapp"].db.engine.begin() as conn:
+                command.upgrade(alembic_config(conn), "0003")
+        runner = app.test_cli_runner()
+        for args in (
+            ["appeals", "tick"],
+            ["appeals", "weekly"],
+            ["seed-demo"],
+            ["create-staff", "ops6", "--password", "Passw0rd9", "--role", "staff"],
+            ["kb", "import", str(kb)],
+        ):
+            with (
+                app.app_context()
+            ):  # the `kb` group is a plain click group: `flask` itself gives it the context
+                result = runner.invoke(args=args)
+            assert result.exit_code == 1, (args, result.output, result.exception)
+            assert "init-db" in result.output and "0003" in result.output, (args, result.output)
+        with app.app_context(), app.extensions["wxapp"].db.engine.connect() as conn:
+            assert conn.scalar(select(func.count()).select_from(StaffUser)) == 0
+            assert conn.exec_driver_sql("SELECT count(*) FROM kb_entries").scalar() == 0
+    finally:
+        app.extensions["wxapp"].db.engine.dispose()

@@ -430,6 +430,7 @@ def register(app: Flask) -> None:
         """运行一次诉求时限检查（超期提醒、自动升级；可重复运行）。"""
         from .jobs import tick
 
+        cli.require_current_schema()
         done = tick()
         click.echo("诉求定时检查完成：" + "，".join(f"{k} {v}" for k, v in done.items()))
 
@@ -437,6 +438,7 @@ def register(app: Flask) -> None:
     @click.option("--week", default=None, help="如 2025-W40；默认上周")
     def weekly_cmd(week: str | None) -> None:
         """生成诉求周报（可重复运行）。"""
+        cli.require_current_schema()
         try:
             with session_scope() as s:
                 row, created = reports.prepare_weekly(s, week)

@@ -47,6 +47,9 @@ def register(app: Flask) -> None:
     @click.option("--replace", is_flag=True, help="文件中没有的条目将下线（不会删除）")
     def kb_import(file: Path, replace: bool) -> None:
         """导入知识库文件 .yaml/.jsonl/.csv/.xlsx（列 id, question, answer；可选 similar, category, tags）。"""
+        from ..cli import require_current_schema
+
+        require_current_schema()
         try:
             entries, columns = load_table(file, strict=True)
         except KBLoadError as exc:
