@@ -463,8 +463,10 @@ def _bind_problem(address: str) -> str | None:
     seconds and says it in its log lines only."""
     import socket
 
-    if address.startswith(("unix:", "fd://")) or ":" not in address:
+    if address.startswith(("unix:", "fd://")):
         return None
+    if ":" not in address:
+        address = f"{address}:8000"  # gunicorn's port for a bare host
     host, _, port = address.rpartition(":")
     host = host.strip("[]") or "0.0.0.0"
     if port.strip().isdigit() and int(port) > 65535:  # the probe's port wrapped round; gunicorn died of it

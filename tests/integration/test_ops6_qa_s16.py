@@ -97,3 +97,48 @@ def test_commands_on_a_database_not_yet_upgraded_say_to_run_init_db_and_change_n
             assert conn.exec_driver_sql("SELECT count(*) FROM kb_entries").scalar() == 0
     finally:
         app.extensions["wxapp"].db.engine.dispose()
+
+
+def test_appeals_weekly_refuses_a_week_not_yet_over_and_stores_nothing(app, db):
+    """`appeals weekly --week <this week>` (or 2099-W01) stored that week's report at once, with the appeals so
+    far (none, for a week to come); the report is stored once, so the Monday job then found it "已存在" and the
+    real report for that week was never made. A week not yet over is refused; a past one is stored as before."""
+    from datetime import timedelta
+
+    from sqlalchemy import func, select
+
+    from wxapp_backend.appeals.calendar import TZ
+    from wxapp_backend.appeals.models import AppealReport
+    from wxapp_backend.db import session_scope, utcnow
+
+    today = utcnow().astimezone(TZ).date()
+    this_week = "{}-W{:02d}".format(*today.isocalendar()[:2])
+    last_week = "{}-W{:02d}".format(*(today - timedelta(days=7)).isocalendar()[:2])
+    runner = app.test_cli_runner()
+    for week in (this_week, "2099-W01"):
+        result = runner.invoke(args=["appeals", "weekly", "--week", week])
+        assert result.exit_code == 1 and "还没有结束" in result.output, (week, result.output)
+    result = runner.invoke(args=["appeals", "weekly", "--week", last_week])
+    assert result.exit_code == 0 and "已生成" in result.output, result.output
+    with app.app_context(), session_scope() as s:
+        assert s.scalars(select(AppealReport.week)).all() == [last_week]
+        assert s.scalar(select(func.count(AppealReport.id))) == 1
+
+
+def test_serve_refuses_a_bind_host_without_a_port_that_is_no_address_in_one_line(app):
+    """`serve --bind nonsense` (a host without a port: gunicorn takes port 8000) skipped the address check, said
+    "已启动：网页服务 http://nonsense/console/", then gunicorn died looking the name up. Now it is refused first."""
+    from wxapp_backend.cli import _bind_problem
+
+    said = _bind_problem("no-such-host.invalid")
+    assert said is not None and "BIND" in said, said
+    result = app.test_cli_runner().invoke(args=["serve", "--no-worker", "--bind", "no-such-host.invalid"])
+    assert result.exit_code == 1 and "已启动" not in result.output and "BIND" in result.output, result.output
+
+
+def test_appeals_tick_reports_in_chinese(app, db):
+    """`appeals tick` printed the job's dictionary keys ("warned 0，overdue 0，urged 0 …") to the operator."""
+    result = app.test_cli_runner().invoke(args=["appeals", "tick"])
+    assert result.exit_code == 0, result.output
+    assert "诉求定时检查完成" in result.output and "超期" in result.output
+    assert not re.search(r"[a-z]{3,}", result.output), result.output

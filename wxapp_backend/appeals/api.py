@@ -412,6 +412,13 @@ def _xlsx(data: bytes, filename: str) -> Response:
 
 # --- registration ------------------------------------------------------------------------------------
 
+# What `appeals tick` did, as the operator reads it (the keys of jobs.tick's report).
+TICK_LABELS = {"warned": "临期提醒", "overdue": "新超期", "urged": "催办", "escalated": "转办不成事",
+               "closed": "评价期满关闭", "reports": "生成周报", "escalation_overdue": "办不成事超期",
+               "tasks_overdue": "会办/整改任务超期", "info_reminded": "补充材料提醒", "info_resumed": "补充材料恢复计时",
+               "photos": "重取聊天照片"}
+
+
 def register(app: Flask) -> None:
     """Called by create_app: the API, the console pages, the CLI group and the init-db hook."""
     import click
@@ -432,7 +439,7 @@ def register(app: Flask) -> None:
 
         cli.require_current_schema()
         done = tick()
-        click.echo("诉求定时检查完成：" + "，".join(f"{k} {v}" for k, v in done.items()))
+        click.echo("诉求定时检查完成：" + "，".join(f"{TICK_LABELS.get(k, k)} {v}" for k, v in done.items()))
 
     @group.command("weekly")
     @click.option("--week", default=None, help="如 2025-W40；默认上周")

@@ -102,10 +102,14 @@ def _format(number: str, status: str, category: str, department: str, enterprise
 def prepare_weekly(session: Session, week: str | None = None, *, now: datetime | None = None
                    ) -> tuple[AppealReport, bool]:
     """The Monday job: store last week's report once (created=False when it was already there), as of `now`."""
-    label, _, _ = parse_week(week)
+    label, _, end = parse_week(week)
     row = session.scalar(select(AppealReport).where(AppealReport.week == label))
     if row is not None:
         return row, False
+    if end > (now or utcnow()):
+        # Stored once: a report of a week still running (or to come) would stand for that week for good.
+        raise ValidationError(f"{label} 这一周还没有结束，周报要到下周一才能生成；本周至今的情况请看工作台的诉求统计。",
+                              fields={"week": "这一周还没有结束"})
     row = AppealReport(week=label, data=weekly(session, label, now=now))
     try:
         with session.begin_nested():
