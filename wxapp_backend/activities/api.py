@@ -159,8 +159,9 @@ def get_subscriptions():
 @bp.put("/me/subscriptions")
 @user_required
 @doc("设置订阅的活动类别（整体替换）：categories 是要订阅的类别代码列表，空列表 [] 即全部退订；"
-     "不带 categories（或拼错）为 422，已有订阅不变", body=SUBSCRIPTION_FIELDS, tags=["活动"],
-     responses={200: "{categories, available}", 422: "缺少 categories 或类别不认识"})
+     "不带 categories（或拼错）为 422，已有订阅不变；subscribe.template_ids 是应请用户授权的订阅消息模板"
+     "（新活动通知；不请求授权，通知只进“消息”），全部退订时为空", body=SUBSCRIPTION_FIELDS, tags=["活动"],
+     responses={200: "{categories, available, subscribe}", 422: "缺少 categories 或类别不认识"})
 def put_subscriptions():
     data = json_body()
     # {} or a misspelt name used to mean "no categories" and removed every subscription without a word.
@@ -171,7 +172,7 @@ def put_subscriptions():
              "订阅设置修改太频繁了，请稍等一分钟再试。")
     with session_scope() as s:
         cats = services.set_subscriptions(s, current_user_id(), body["categories"])
-    return jsonify({"categories": cats, "available": CATEGORIES})
+    return jsonify({"categories": cats, "available": CATEGORIES, "subscribe": services.subscriptions_hint(cats)})
 
 
 # --- staff -------------------------------------------------------------------------------------------

@@ -36,6 +36,10 @@ CATEGORIES: dict[str, str] = {
 }
 
 
+# What an activity saved under a category since retired reads (its code is no word for the worker).
+RETIRED_CATEGORY_LABEL = "其他活动"
+
+
 class ActivityStatus(enum.StrEnum):
     DRAFT = "draft"
     PUBLISHED = "published"
@@ -120,7 +124,7 @@ class Activity(Base):
 
     @property
     def category_label(self) -> str:
-        return CATEGORIES.get(self.category, self.category)
+        return CATEGORIES.get(self.category, RETIRED_CATEGORY_LABEL)
 
     @property
     def place(self) -> str:

@@ -802,11 +802,18 @@ FULL = "名额已满，本活动不设候补。"
 
 
 ALREADY_REGISTERED = "您已报名这个活动了。"
+
+
+def enterprise_full(activity: Activity) -> str:
+    return f"您所在企业的报名人数已达上限（每家 {activity.per_enterprise_cap} 人）。"
+
+
 REJECTED = "您这次活动的报名没有通过审核，不能再次报名；如有疑问，请联系活动工作人员。"
 
 
 def own_standing(session: Session, user_id: int, activity_ids: list[int]) -> dict[int, str]:
-    """{activity_id: "active" | "rejected"} for the user's registrations among `activity_ids` (an active one wins)."""
+    """{activity_id: "active" | "rejected" | "enterprise_full"} for the user among `activity_ids`: their registrations
+    (an active one wins), else whether their verified enterprise has used its 每家企业名额上限 (register() refuses it)."""
     out: dict[int, str] = {}
     if not activity_ids:
         return out
@@ -815,6 +822,17 @@ def own_standing(session: Session, user_id: int, activity_ids: list[int]) -> dic
             Registration.status.in_(ACTIVE_STATUSES + (RegStatus.REJECTED.value,)))):
         if out.get(aid) != "active":
             out[aid] = "rejected" if status == RegStatus.REJECTED.value else "active"
+    user = session.get(User, user_id)
+    ent = _verified_enterprise(user) if user is not None else None
+    if ent is not None:
+        for aid, cap, used in session.execute(
+                select(Activity.id, Activity.per_enterprise_cap, func.count(Registration.id))
+                .join(Registration, Registration.activity_id == Activity.id)
+                .where(Activity.id.in_(activity_ids), Activity.per_enterprise_cap.is_not(None),
+                       Registration.enterprise_id == ent.id, Registration.status.in_(ACTIVE_STATUSES))
+                .group_by(Activity.id, Activity.per_enterprise_cap)):
+            if aid not in out and used >= cap:
+                out[aid] = "enterprise_full"
     return out
 
 
@@ -836,6 +854,8 @@ def refusal(activity: Activity, user: User, taken: int, queued: int, now: dateti
         return problem
     if standing == "rejected":
         return REJECTED
+    if standing == "enterprise_full":
+        return enterprise_full(activity)
     if not (taken < activity.capacity and queued == 0) and not activity.waitlist_enabled:
         return FULL
     return None
@@ -937,8 +957,7 @@ def register(session: Session, *, activity_id: int, user_id: int, answers: dict[
             Registration.activity_id == activity_id, Registration.enterprise_id == ent.id,
             Registration.status.in_(ACTIVE_STATUSES))) or 0
         if used >= activity.per_enterprise_cap:
-            raise Conflict(f"您所在企业的报名人数已达上限（每家 {activity.per_enterprise_cap} 人）。",
-                           code="enterprise_cap_reached")
+            raise Conflict(enterprise_full(activity), code="enterprise_cap_reached")
     taken, queued = seat_and_waitlist(session, activity_id)
     if taken < activity.capacity and queued == 0:
         status = RegStatus.PENDING_APPROVAL if activity.requires_approval else RegStatus.CONFIRMED
@@ -1295,8 +1314,10 @@ def template_for(kind: str) -> str:
 # --- subscriptions -------------------------------------------------------------------------------------
 
 def get_subscriptions(session: Session, user_id: int) -> list[str]:
-    return sorted(session.scalars(select(CategorySubscription.category)
-                                  .where(CategorySubscription.user_id == user_id)))
+    """The user's categories the app still has: a retired one sent back by the page made every save a 422 (the
+    next save drops its row, set_subscriptions() replacing the whole set)."""
+    return sorted(c for c in session.scalars(select(CategorySubscription.category)
+                                             .where(CategorySubscription.user_id == user_id)) if c in CATEGORIES)
 
 
 def set_subscriptions(session: Session, user_id: int, categories: list[str]) -> list[str]:
@@ -1311,9 +1332,17 @@ def set_subscriptions(session: Session, user_id: int, categories: list[str]) -> 
     for cat in wanted - have.keys():
         session.add(CategorySubscription(user_id=user_id, category=cat))
     session.flush()
-    if wanted != have.keys():  # the page saves on every visit: only a change is worth a row
+    if wanted != have.keys() & CATEGORIES.keys():  # the page saves on every visit: only a change is worth a row
         audit(session, Actor("user", user_id), "subscriptions.set", None, categories=sorted(wanted))
     return sorted(wanted)
+
+
+def subscriptions_hint(categories: list[str]) -> dict[str, list[str]]:
+    """What the mini-program should ask wx.requestSubscribeMessage for after a save: the new-activity notice reaches
+    WeChat only for a worker who allowed its template (kind notice); nothing once they subscribe to no category."""
+    from ..notices.kinds import subscribe_request
+
+    return subscribe_request(["notice"] if categories else [])
 
 
 # --- statistics ----------------------------------------------------------------------------------------
