@@ -284,3 +284,22 @@ def browser(chromium_executable: str) -> Iterator[tuple[object, BrowserLog]]:
                 context.close()
     finally:
         shutil.rmtree(profile, ignore_errors=True)
+
+
+@pytest.fixture
+def database(live_server):
+    """The live server's database, for reading what the browser's clicks wrote."""
+    from wxapp_backend.db import Database
+
+    db = Database(live_server.service.database_url)
+    yield db
+    db.engine.dispose()
+
+
+@pytest.fixture
+def posts(browser):
+    """Every POST the page makes, by path: nothing may be sent on the staff member's behalf."""
+    page, _log = browser
+    sent: list[str] = []
+    page.on("request", lambda r: sent.append(urlsplit(r.url).path) if r.method == "POST" else None)
+    return sent

@@ -39,23 +39,6 @@ OFF_SCREEN = """(w) => {
 }"""
 
 
-@pytest.fixture
-def database(live_server):
-    from wxapp_backend.db import Database
-
-    db = Database(live_server.service.database_url)
-    yield db
-    db.engine.dispose()
-
-
-@pytest.fixture
-def posts(browser):
-    page, _log = browser
-    sent: list[str] = []
-    page.on("request", lambda r: sent.append(urlsplit(r.url).path) if r.method == "POST" else None)
-    return sent
-
-
 def _login(page, server) -> None:
     page.goto(server.base_url + "/console/login")
     page.fill("#username", "admin")

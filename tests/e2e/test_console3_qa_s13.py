@@ -20,24 +20,6 @@ pytestmark = pytest.mark.e2e
 NOTE = "已电话联系企业张经理：\n1. 路灯已报修，编号 BX-0042；\n2. 约定周五上午再回访。"
 
 
-@pytest.fixture
-def database(live_server):
-    from wxapp_backend.db import Database
-
-    db = Database(live_server.service.database_url)
-    yield db
-    db.engine.dispose()
-
-
-@pytest.fixture
-def posts(browser):
-    """Every POST the page makes, by path: nothing may be sent on the staff member's behalf."""
-    page, _log = browser
-    sent: list[str] = []
-    page.on("request", lambda r: sent.append(urlsplit(r.url).path) if r.method == "POST" else None)
-    return sent
-
-
 def _login(page, password: str) -> None:
     page.wait_for_selector("#login-submit")
     page.fill("#username", "admin")

@@ -99,6 +99,25 @@ def test_a_delivery_report_that_arrives_before_the_chunk_is_written_down_still_c
     assert refused.credits == 0
 
 
+def _appeal_accepted_for(user, template: str, number: str) -> int:
+    """A one-user notification (诉求已受理) for a user holding one credit of `template`; its id."""
+    from wxapp_backend.db import session_scope
+    from wxapp_backend.notices import credits
+    from wxapp_backend.notices.services import notify
+
+    with session_scope() as s:
+        credits.add_credit(s, user.id, template)
+        return notify(
+            s,
+            user.id,
+            "appeal_accepted",
+            {"number": number},
+            "pages/appeals/detail?id=1",
+            title="诉求已受理",
+            body="我们已受理您的诉求。",
+        ).id
+
+
 def test_a_report_that_arrives_before_a_one_user_send_is_written_down_lands_on_it(
     make_user, standin, db, monkeypatch
 ):
@@ -109,22 +128,11 @@ def test_a_report_that_arrives_before_a_one_user_send_is_written_down_lands_on_i
     from wxapp_backend.notices import credits
     from wxapp_backend.notices.jobs import deliver_notification
     from wxapp_backend.notices.models import NotificationAttempt
-    from wxapp_backend.notices.services import notify
     from wxapp_backend.wechat.client import WeChatAPI
 
     user = make_user()
     template = "PLACEHOLDER-appeal-progress"
-    with session_scope() as s:
-        credits.add_credit(s, user.id, template)
-        nid = notify(
-            s,
-            user.id,
-            "appeal_accepted",
-            {"number": "SQ20261207-0001"},
-            "pages/appeals/detail?id=1",
-            title="诉求已受理",
-            body="我们已受理您的诉求。",
-        ).id
+    nid = _appeal_accepted_for(user, template, "SQ20261207-0001")
     real = WeChatAPI.send_subscribe
 
     def send_and_report(self, openid, template_id, data, page="", **kw):
@@ -151,26 +159,13 @@ def test_a_notification_whose_token_fetch_is_refused_is_retried_not_ended_inbox_
     and the message goes out once."""
     from sqlalchemy import select
 
-    from wxapp_backend.db import session_scope
-    from wxapp_backend.notices import credits
     from wxapp_backend.notices.jobs import deliver_notification
     from wxapp_backend.notices.models import Notification, NotificationAttempt
-    from wxapp_backend.notices.services import notify
     from wxapp_backend.wechat.client import WeChatAPIError
 
     user = make_user()
     template = "PLACEHOLDER-appeal-progress"
-    with session_scope() as s:
-        credits.add_credit(s, user.id, template)
-        nid = notify(
-            s,
-            user.id,
-            "appeal_accepted",
-            {"number": "SQ20261207-0002"},
-            "pages/appeals/detail?id=1",
-            title="诉求已受理",
-            body="我们已受理您的诉求。",
-        ).id
+    nid = _appeal_accepted_for(user, template, "SQ20261207-0002")
     for key in redis_client.scan_iter("*token*"):
         redis_client.delete(key)
     standin.fail_next(STABLE_TOKEN, 40125)
