@@ -73,7 +73,7 @@ TRANSITIONS: dict[str, set[str]] = {
     RegStatus.PENDING_APPROVAL: {RegStatus.CONFIRMED, RegStatus.REJECTED, RegStatus.CANCELLED},
     RegStatus.WAITLISTED: {RegStatus.CONFIRMED, RegStatus.PENDING_APPROVAL, RegStatus.CANCELLED},
     RegStatus.CONFIRMED: {RegStatus.ATTENDED, RegStatus.NO_SHOW, RegStatus.CANCELLED},
-    RegStatus.ATTENDED: set(),
+    RegStatus.ATTENDED: {RegStatus.CONFIRMED},  # checked in, then the activity was postponed: void for the new date
     RegStatus.NO_SHOW: {RegStatus.ATTENDED},  # a late scan after the no-show job still counts
     RegStatus.CANCELLED: set(),
     RegStatus.REJECTED: set(),

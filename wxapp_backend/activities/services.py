@@ -337,6 +337,8 @@ def update_activity(session: Session, actor: Actor, activity_id: int, data: dict
             if now < activity.ends_at:  # after the end, as decide: nothing to tell about an evening that is over
                 tell(session, reg, activity, "registration_approved", "报名成功",
                      f"您报名的活动“{activity.title}”已改为无需审核，报名已确认。", "报名成功")
+    if "starts_at" in changed and not cancelled:
+        _void_early_check_ins(session, activity, actor, now)
     if cancelled:
         _cancel_registrations(session, activity, actor, reason)
     elif activity.status == ActivityStatus.PUBLISHED and {"starts_at", "ends_at", "address", "building_id"} & changed.keys():
@@ -398,6 +400,22 @@ def _cancel_registrations(session: Session, activity: Activity, actor: Actor, re
         tell_cancelled(session, reg, activity, "活动已取消",
                        f"很抱歉，您报名的活动“{activity.title}”已取消{why}，给您带来不便，敬请谅解。", note)
     return len(regs)
+
+
+def _void_early_check_ins(session: Session, activity: Activity, actor: Actor, now: datetime) -> None:
+    """The start moved beyond the check-in window (postponed by days after the first scans at the door): those
+    checked in are confirmed again, for the new date. Left 已签到, they were not told the new time, got no reminder
+    for it and could never be a no-show. Put back within the window (a late speaker), they are there and stay in.
+    The caller holds the activity lock."""
+    from .checkin import CHECKIN_OPENS_BEFORE
+
+    if now >= activity.starts_at - CHECKIN_OPENS_BEFORE:
+        return
+    for reg in session.scalars(select(Registration).where(Registration.activity_id == activity.id,
+                                                          Registration.status == RegStatus.ATTENDED.value)):
+        transition(session, reg, RegStatus.CONFIRMED, actor, note="活动改期，原签到不计入新的时间")
+        reg.checked_in_at = None
+        reg.checked_in_by = None
 
 
 WAITLIST_CLOSED = "活动不再设候补"
