@@ -303,7 +303,7 @@ def staff_admit(registration_id: int):
 
 @bp.post("/staff/checkins")
 @staff_api_required(StaffRole.DEPT)
-@doc("扫码签到（重复扫码不会重复签到）", body=CHECKIN_FIELDS,
+@doc("扫码签到（重复扫码不会重复签到：already 为 true，checked_in_at 与 message 说明首次签到的时间）", body=CHECKIN_FIELDS,
      responses={200: "签到成功或已签到", 409: "报名已取消、不是本场活动的签到码等", 422: "签到码无效或已过期"}, auth="staff",
      tags=["活动管理"])
 def staff_checkin():

@@ -24,6 +24,7 @@ from ..errors import Conflict, NotFound, ValidationError
 from .models import Activity, ActivityStatus, Registration, RegStatus
 from .services import (
     ATTENDANCE_GRACE,
+    SHANGHAI,
     STATUS_LABELS,
     counts_as_no_show,
     lock_activity,
@@ -149,7 +150,14 @@ def check_in(session: Session, actor: Actor, secret: str, token: str, now: datet
         raise Conflict("活动已结束，签到已关闭。", code="checkin_closed")
     who = {"registration_id": reg.id, **_who(reg, activity, actor), "activity": activity.title}
     if reg.status == RegStatus.ATTENDED.value:
-        return {**who, "status": reg.status, "already": True, "message": "已签到过，无需重复签到。"}
+        # When: a replayed screenshot (the code used before its owner came) and a scan the network sent twice read
+        # alike otherwise, and staff could not tell which to ask about.
+        at = reg.checked_in_at.astimezone(SHANGHAI) if reg.checked_in_at else None
+        shape = "%H:%M" if at is not None and at.date() == now.astimezone(SHANGHAI).date() else "%Y-%m-%d %H:%M"
+        when = f"于 {at.strftime(shape)} " if at is not None else ""
+        return {**who, "status": reg.status, "already": True,
+                "checked_in_at": reg.checked_in_at.isoformat() if reg.checked_in_at else None,
+                "message": f"已{when}签到过，无需重复签到。"}
     if reg.status not in (RegStatus.CONFIRMED.value, RegStatus.NO_SHOW.value):
         reasons = {RegStatus.CANCELLED.value: "该报名已取消，不能签到。",
                    RegStatus.WAITLISTED.value: "该报名还在候补中，不能签到。",
