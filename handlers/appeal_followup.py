@@ -217,7 +217,9 @@ NOT_CANCELLED = "好的，不取消。"
 CLARIFY_SUPPLEMENT = ("抱歉没说清楚～办理诉求 {number} 的工作人员需要您补充：{request}\n请把这些内容用文字回复给小二"
                       "（有照片可以先发照片），发送后就转给工作人员。不清楚要补充什么，可以回复“人工”问问工作人员；"
                       "回复“取消”退出。")
-CLARIFY_COMMENT = "就是请您说说对这次办理的看法或建议，工作人员会看到；没有要说的，回复“跳过”就提交评价。"
+CLARIFY_COMMENT = ("还有什么想对我们说的吗？就是请您说说对这次办理的看法或建议，工作人员会看到；没有要说的，回复“跳过”"
+                   "就提交评价。")
+CLARIFY_RATING = "抱歉没说清楚～诉求 {number} 已办结，小二在请您评价这次办理：\n{ask}\n不想评价了请回复“取消”；想直接找工作人员请回复“人工”。"
 LOST = "刚才的操作已失效（超过 30 分钟没有回复，或系统刚刚重启），内容没有提交。请回复“我的诉求”重新查看。"
 
 
@@ -904,13 +906,13 @@ def step(ctx: Context) -> Reply:
         if d["kind"] == "supplement":
             return Text(NOT_CANCELLED + SUPPLEMENT_NEEDS_TEXT)
         return Text(NOT_CANCELLED + {"resolved": ASK_RESOLVED_AGAIN, "stars": ASK_STARS}.get(d.get("step"), ASK_COMMENT))
-    from knowledge.smalltalk import is_clarification
-
-    if ctx.msg.msg_type != "image" and is_clarification(text):
+    if ctx.msg.msg_type != "image" and intake.puzzled(text, _words(ctx)):
+        # “什么意思”, “搞什么”, “？？？”: the question again, in other words (“搞什么” was sent to staff as the material,
+        # or became the rating's comment; at the other steps it got the bare hint)
         if d["kind"] == "supplement":
             return Text(CLARIFY_SUPPLEMENT.format(number=d.get("number", ""), request=d.get("request") or "（见通知）"))
-        if d.get("step") == "comment":
-            return Text(CLARIFY_COMMENT)
+        ask = {"resolved": ASK_RESOLVED_AGAIN, "stars": ASK_STARS}.get(d.get("step"), CLARIFY_COMMENT)
+        return Text(CLARIFY_RATING.format(number=d.get("number", ""), ask=ask))
     if d["kind"] == "rate":
         if ctx.msg.msg_type == "image":
             return Text(HINT_RESOLVED if d.get("step") == "resolved" else HINT_STARS if d.get("step") == "stars"

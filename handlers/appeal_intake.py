@@ -101,6 +101,14 @@ HOLD_ON = "好的，不着急～准备好了直接回复就行。\n"
 # “搞什么”, “怎么回事” at a step: searched in the knowledge base (a row in staff's queue), or taken as the answer.
 _PUZZLED = re.compile(r"(?:你|你们|这|这是|到底)?(?:在)?(?:搞什么|搞啥|干什么|干嘛|怎么回事|什么情况|啥情况|什么鬼|搞什么鬼|"
                       r"搞什么名堂)(?:啊|呀|呢|嘛|哦|了|啦|嘞)*")
+
+
+def puzzled(text: str, raw: Any = None) -> bool:
+    """“什么意思”, “搞什么”, “怎么回事” (`text`, the word), or “？？？” (`raw`, the message as sent, when punctuation alone
+    counts): puzzlement at what was just asked, not an answer to it. Also read inside a rating or a supplement."""
+    return is_clarification(text) or bool(_PUZZLED.fullmatch(text)) or (isinstance(raw, str) and is_clarification(raw))
+
+
 # “什么意思”, “没看懂” at a step: it became the enterprise's name (or got “您指的是哪一句呢？”).
 CLARIFY_STEP = "抱歉没说清楚～现在是登记诉求的第 {n}/5 步，小二要把这些信息转给工作人员：\n"
 CLARIFY_WAYS = "不想登记了请回复“取消”；想直接找工作人员请回复“人工”。"
@@ -580,8 +588,7 @@ def step(ctx: Context) -> Reply:
     if d["step"] != "describe" and (_START_WITH_TEXT.match(to_simplified(ctx.text)) or start_with_object(t)):
         # “我要反映：另外…” told a second problem: it got “没有认出手机号”, or became the enterprise's name
         return Text(ANOTHER_PROBLEM + PENDING.format(n=STEPS.index(d["step"]) + 1))
-    puzzled = is_clarification(t) or _PUZZLED.fullmatch(t) or (d["step"] != "describe" and is_clarification(ctx.text))
-    if ctx.msg.msg_type != "image" and puzzled:  # “什么意思”, “搞什么”, “？？？”: the step again, in other words
+    if ctx.msg.msg_type != "image" and puzzled(t, ctx.text if d["step"] != "describe" else None):  # “什么意思”, “搞什么”, “？？？”: the step again, in other words
         # (“？？？” as the description: asked for words, see _describe)
         if d.pop("paused", None):
             _save(ctx, d)
