@@ -339,13 +339,18 @@ def unanswered_to_phrasing(qid: int):
     seen = request.form.get("status")
     try:
         with session_scope() as s:
-            services.add_unanswered_as_phrasing(s, _redis(), g.actor, qid, entry_id,
-                                                expected_status=seen if seen in QUEUE_TABS else None)
+            row = services.add_unanswered_as_phrasing(s, _redis(), g.actor, qid, entry_id,
+                                                      expected_status=seen if seen in QUEUE_TABS else None)
+            since = row.valid_from
     except AppError as exc:
         # A number mistyped into 加为问法, an entry offline: said on the queue the staff member was working on (a
         # bare 页面不存在 page lost their place), with the number typed.
         return _refused_on_queue(exc, f"没有加为条目 {request.form.get('entry_id', '').strip()[:128]} 的问法：")
-    flash(f"已把这个问法加到条目 {entry_id}。")
+    if since is not None and since > services.today_shanghai():  # added, but the bot cannot answer with it yet
+        flash(f"已把这个问法加到条目 {entry_id}。该条目的生效日期是 {since.isoformat()}，机器人从那天起才会用它回答"
+              "这个问题。")
+    else:
+        flash(f"已把这个问法加到条目 {entry_id}。")
     return _back_to_queue()
 
 

@@ -1,0 +1,104 @@
+"""QA leftovers (sixteenth pass, left9): puzzlement (“搞什么”, “怎么回事”, “？？？”) during a rating or a supplement in
+the WeChat chat; a queued question added as a phrasing of an entry not yet valid; `kb import` and phrasings another
+current entry already holds."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+
+from tests.integration.test_chat2_qa_s11 import _rating_of, appeal_of  # noqa: F401  (a follower's appeal)
+from tests.integration.test_chat_qa_s9 import oa_kb, say  # noqa: F401  (the signed webhook and its helper)
+from wxapp_backend.appeals.models import Appeal
+from wxapp_backend.appeals.states import AppealStatus
+from wxapp_backend.db import session_scope
+
+PUZZLED = ("搞什么", "怎么回事", "？？？", "搞什么啊？")
+
+
+def _status(app, number: str) -> AppealStatus:
+    with app.app_context(), session_scope() as s:
+        return s.scalar(select(Appeal.status).where(Appeal.number == number))
+
+
+def test_puzzlement_during_a_rating_asks_for_the_step_again(oa_kb, appeal_of):  # noqa: F811
+    """“搞什么” at “解决了吗” got the bare hint, at the comment it became the comment and the rating was submitted.
+    Each step is asked again, kindly (“抱歉”), nothing is recorded, and an answer afterwards still counts."""
+    asks = {"resolved": "问题本身解决了吗", "stars": "1～5", "comment": "想对我们说"}
+    for i, text in enumerate(PUZZLED):
+        openid = f"oLeft9Rate{i}"
+        number = appeal_of(openid, "resolve", resolution="已协调物业修好路灯")
+        assert "解决了吗" in say(oa_kb, openid, f"评价 {number}")
+        for step, answer in (("resolved", "1"), ("stars", "5"), ("comment", None)):
+            reply = say(oa_kb, openid, text)
+            assert "抱歉" in reply and asks[step] in reply and number in reply, (step, text, reply)
+            with oa_kb.app_context():
+                assert _rating_of(number) is None, (step, text)
+            if answer:
+                say(oa_kb, openid, answer)
+        assert number in say(oa_kb, openid, "跳过")
+        with oa_kb.app_context():
+            rating = _rating_of(number)
+        assert rating is not None and rating.satisfaction == 5 and rating.resolved and not rating.comment, (
+            text
+        )
+
+
+def test_puzzlement_during_a_supplement_asks_for_it_again(oa_kb, appeal_of):  # noqa: F811
+    """“？？？” or “搞什么” while staff wait for material was sent to them as the material (the appeal back to work).
+    The request is said again, kindly; the supplement still goes through afterwards."""
+    for i, text in enumerate(PUZZLED):
+        openid = f"oLeft9Supp{i}"
+        number = appeal_of(openid, "request_info", note="请提供路灯的具体位置")
+        say(oa_kb, openid, "补充")
+        reply = say(oa_kb, openid, text)
+        assert "抱歉" in reply and "路灯的具体位置" in reply and number in reply, (text, reply)
+        assert _status(oa_kb, number) == AppealStatus.PENDING_ENTERPRISE, text
+        assert "已补充" in say(oa_kb, openid, "路灯在园区东门左侧第三根"), text
+        assert _status(oa_kb, number) != AppealStatus.PENDING_ENTERPRISE, text
+
+
+def test_a_queue_question_added_to_an_entry_not_yet_valid_says_when_it_starts_answering(
+    app, client, make_staff, console_login, db, monkeypatch
+):
+    """加到 an entry whose 生效日期 is still ahead marked the question handled with “已把这个问法加到条目 …” as if the bot
+    answered it now. It is still added, and the flash says from which date the bot answers with it; put back in the
+    queue, the question is not marked 现在能回答 before that date."""
+    from datetime import timedelta
+
+    from tests.integration.test_kbc5_qa_s16 import _queue_question, _token
+    from wxapp_backend.knowledge_store import services
+    from wxapp_backend.knowledge_store.models import KBEntry, UnansweredQuestion
+
+    services.get_runtime().check_interval = 0
+    start = services.today_shanghai() + timedelta(days=10)
+    db.add(
+        KBEntry(
+            id="subsidy-2027",
+            question="2027年稳岗补贴怎么申请",
+            answer="请到一网通办申请。",
+            similar=[],
+            tags=[],
+            category="政策",
+            valid_from=start,
+        )
+    )
+    db.commit()
+    qid = _queue_question(db, "稳岗补贴2027年怎么领")
+    console_login(make_staff(role="staff"))
+    page = client.get("/console/kb/unanswered").get_data(as_text=True)
+    form = {"csrf_token": _token(page), "status": "open", "entry_id": "subsidy-2027"}
+    r = client.post(f"/console/kb/unanswered/{qid}/phrasing", data=form, follow_redirects=True)
+    said = r.get_data(as_text=True)
+    assert r.status_code == 200 and start.isoformat() in said and "起" in said, said
+    db.expire_all()
+    assert db.get(KBEntry, "subsidy-2027").similar == ["稳岗补贴2027年怎么领"]
+    assert db.get(UnansweredQuestion, qid).status == "resolved"
+    # put back in the queue (or asked again in other words): not 现在能回答 before the date
+    done = client.get("/console/kb/unanswered?status=resolved").get_data(as_text=True)
+    client.post(f"/console/kb/unanswered/{qid}/reopen", data={"csrf_token": _token(done)})
+    page = client.get("/console/kb/unanswered").get_data(as_text=True)
+    assert "稳岗补贴2027年怎么领" in page and "现在能回答" not in page, page
+    # from the date on, it is
+    monkeypatch.setattr(services, "today_shanghai", lambda: start)
+    page = client.get("/console/kb/unanswered").get_data(as_text=True)
+    assert "现在能回答" in page and "2027年稳岗补贴怎么申请" in page, page
