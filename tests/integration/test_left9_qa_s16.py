@@ -102,3 +102,77 @@ def test_a_queue_question_added_to_an_entry_not_yet_valid_says_when_it_starts_an
     monkeypatch.setattr(services, "today_shanghai", lambda: start)
     page = client.get("/console/kb/unanswered").get_data(as_text=True)
     assert "现在能回答" in page and "2027年稳岗补贴怎么申请" in page, page
+
+
+def test_kb_import_warns_about_phrasings_another_current_entry_holds(app, app_ctx, tmp_path, db):
+    """`kb import` of an entry whose phrasing is word for word another current entry's question (or phrasing) said
+    only “导入完成”: the bot answers those words with one of the two only. The import is the same, and then each such
+    phrasing is named with both entries, in Chinese, at most a screenful, with how many more there are."""
+    from datetime import timedelta
+
+    from wxapp_backend.knowledge_store import services
+    from wxapp_backend.knowledge_store.models import KBEntry
+
+    soon = services.today_shanghai() + timedelta(days=5)
+    db.add(
+        KBEntry(
+            id="park-a",
+            question="园区停车怎么收费",
+            answer="每小时 10 元。",
+            similar=["停车费多少"],
+            tags=[],
+            category="政策",
+        )
+    )
+    db.add(
+        KBEntry(
+            id="park-later",
+            question="明年停车收费标准",
+            answer="另行通知。",
+            similar=["停车能包月吗"],
+            tags=[],
+            category="政策",
+            valid_from=soon,
+        )
+    )
+    db.commit()
+    run = app.test_cli_runner()
+    first = tmp_path / "kb.jsonl"
+    first.write_text(
+        '{"id":"park-b","question":"园区停车位可以包月吗","answer":"可以。","similar":["园区停车怎么收费？","停车能包月吗"]}\n'
+        '{"id":"park-c","question":"停车费多少","answer":"10 元。"}\n'
+        '{"id":"lease","question":"怎么租办公室","answer":"找招商部。"}\n',
+        encoding="utf-8",
+    )
+    result = run.invoke(args=["kb", "import", str(first)])
+    assert result.exit_code == 0, result.output
+    out = result.output
+    assert "导入完成：新增 3 条" in out, out
+    assert "园区停车怎么收费？" in out and "park-b" in out and "park-a" in out and "重复" in out, out
+    assert "停车费多少" in out and "park-c" in out, out
+    assert "停车能包月吗" not in out and "lease" not in out, out  # a not yet valid entry holds nothing today
+    db.expire_all()
+    assert db.get(KBEntry, "park-b").similar == [
+        "园区停车怎么收费？",
+        "停车能包月吗",
+    ]  # the import is unchanged
+    # many: a bounded list and the count of the rest
+    many = tmp_path / "many.jsonl"
+    many.write_text(
+        "".join(
+            f'{{"id":"dup-{i}","question":"园区停车怎么收费 {i}","answer":"x","similar":["停车费多少"]}}\n'
+            for i in range(30)
+        ),
+        encoding="utf-8",
+    )
+    result = run.invoke(args=["kb", "import", str(many)])
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.output.splitlines() if "重复" in line]
+    assert 1 <= len(lines) <= 11 and "还有" in result.output, result.output
+    # nothing said when nothing clashes
+    lone = tmp_path / "lone.jsonl"
+    lone.write_text('{"id":"lease","question":"怎么租办公室","answer":"请找招商部。"}\n', encoding="utf-8")
+    result = run.invoke(args=["kb", "import", str(lone)])
+    assert result.exit_code == 0 and "更新 1 条" in result.output and "重复" not in result.output, (
+        result.output
+    )

@@ -16,7 +16,7 @@ from ..db import session_scope
 from ..errors import AppError
 from .chat import bot_decision
 from .models import KBEntry
-from .services import entry_from_row, get_runtime, import_entries
+from .services import clashes_among, entry_from_row, get_runtime, import_entries, today_shanghai
 
 DEFAULT_DATA = ROOT / "knowledge" / "data"
 
@@ -30,6 +30,23 @@ def load_default_if_empty() -> list[str]:
         entries = load_dir(DEFAULT_DATA, strict=True)
         report = import_entries(s, state.redis, SYSTEM, entries, source=str(DEFAULT_DATA))
     return [f"知识库：载入默认条目，{report.summary()}。"]
+
+
+CLASHES_SHOWN = 10
+
+
+def _warn_clashes(ids: set[str]) -> None:
+    """After an import: the imported phrasings another current entry already holds, as the console says on save
+    (the bot answers those words with one of the two only). Read from the table, the import itself unchanged."""
+    with session_scope() as s:
+        rows = [entry_from_row(row) for row in s.scalars(select(KBEntry).where(KBEntry.retired.is_(False))
+                                                         .order_by(KBEntry.id))]
+    clashes = clashes_among(rows, ids, today_shanghai())
+    for text, entry, other in clashes[:CLASHES_SHOWN]:
+        click.echo(f"注意：条目 {entry.id}（{entry.question}）的问法“{text}”与条目 {other.id}（{other.question}）的问法"
+                   "重复，机器人遇到这句话只会用其中一条回答。请删去不该回答它的那一处。")
+    if len(clashes) > CLASHES_SHOWN:
+        click.echo(f"……还有 {len(clashes) - CLASHES_SHOWN} 处重复的问法没有列出。")
 
 
 def register(app: Flask) -> None:
@@ -70,6 +87,7 @@ def register(app: Flask) -> None:
         except AppError as exc:
             raise click.ClickException(f"导入失败，知识库未改动：\n{exc.message}") from None
         click.echo(f"导入完成：{report.summary()}。")
+        _warn_clashes({e.id for e in entries})
 
     @kb.command("export")
     @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))

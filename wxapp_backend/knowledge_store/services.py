@@ -328,13 +328,37 @@ def _phrasing_owners(kb: KnowledgeBase, today: date) -> dict[str, list[Entry]]:
     cached = _OWNERS.get(kb)
     if cached is not None and cached[0] == today:
         return cached[1]
+    owners = _owners_of(kb.entries, today)
+    _OWNERS[kb] = (today, owners)
+    return owners
+
+
+def _owners_of(entries: Iterable[Entry], today: date) -> dict[str, list[Entry]]:
     owners: dict[str, list[Entry]] = {}
-    for e in kb.entries:
+    for e in entries:
         if e.is_current(today):
             for text in e.phrasings:
                 owners.setdefault(_norm(text), []).append(e)
-    _OWNERS[kb] = (today, owners)
     return owners
+
+
+def clashes_among(entries: Iterable[Entry], ids: Collection[str], today: date) -> list[tuple[str, Entry, Entry]]:
+    """As clashing_phrasings, for the entries `ids` (an import's) among `entries` (every entry, from the table,
+    without building an index): (words, the entry, the other entry holding them), each pair of entries once per
+    words (two imported entries holding the same words are one clash, not two)."""
+    entries = list(entries)
+    owners = _owners_of(entries, today)
+    seen: set[tuple[str, frozenset[str]]] = set()
+    clashes: list[tuple[str, Entry, Entry]] = []
+    for e in entries:
+        if e.id not in ids or not e.is_current(today):
+            continue
+        for text in e.phrasings:
+            other = next((o for o in owners.get(_norm(text), ()) if o.id != e.id), None)
+            if other is not None and (_norm(text), frozenset((e.id, other.id))) not in seen:
+                seen.add((_norm(text), frozenset((e.id, other.id))))
+                clashes.append((text, e, other))
+    return clashes
 
 
 # --- unanswered queue, turns and feedback -----------------------------------------------------------
