@@ -331,11 +331,22 @@ def get_appeal(session: Session, appeal_id: int, actor: Actor, *, lock: bool = F
             raise Conflict("这条诉求正由他人处理，请稍后再试。", code="busy") from None
         raise
     if appeal is None:
+        if _dept_only(actor) and _once_given_to(session, appeal_id, actor.department):
+            # Its page opened before the centre re-routed the appeal: “没有找到这条诉求” read as if it had vanished.
+            # Still a 404 that names nobody (which department has it now is the centre's business).
+            raise NotFound("这件诉求已交办至其他部门，贵部门不再办理，操作未执行。请返回列表刷新。")
         raise NotFound("没有找到这条诉求。")
     if lock:
         session.refresh(appeal)
         _after_load(appeal)
     return appeal
+
+
+def _once_given_to(session: Session, appeal_id: int, department: str) -> bool:
+    """Whether the appeal was given to `department` (an `assigned` / `reassigned` event named it) at some time."""
+    rows = session.scalars(select(AppealEvent.data).where(AppealEvent.appeal_id == appeal_id,
+                                                          AppealEvent.action.in_(("assigned", "reassigned"))))
+    return any((data or {}).get("department") == department for data in rows)
 
 
 # --- the one transition ------------------------------------------------------------------------------
