@@ -12,13 +12,17 @@ import re
 
 import pytest
 
-from tests.e2e.conftest import browser, chromium_executable, live_server  # noqa: F401  (headless Chromium)
+from tests.e2e.conftest import (  # noqa: F401  (headless Chromium)
+    browser,
+    chromium_executable,
+    database,
+    live_server,
+    posts,
+)
 from tests.e2e.test_console3_qa_s13 import (  # noqa: F401  (pass 13's login-ran-out steps)
     _expire_login,
     _log_in_first,
     _send_and_log_in_again,
-    database,
-    posts,
 )
 from tests.integration.test_appeals2_qa_s11 import at, w  # noqa: F401  (pass 11's fixture)
 from wxapp_backend.appeals.models import AppealExtension
