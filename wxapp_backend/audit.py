@@ -62,11 +62,11 @@ def _jsonable(value: Any) -> Any:
 
 
 def search_audit(session: Session, *, actor_type: str | None = None, actor_id: str | None = None,
-                 username: str | None = None, action: str | None = None, target_type: str | None = None,
-                 target_id: str | None = None, since: datetime | None = None, until: datetime | None = None,
+                 username: str | None = None, action: str | None = None, actions: list[str] | None = None,
+                 target_type: str | None = None, target_id: str | None = None, since: datetime | None = None, until: datetime | None = None,
                  page: int = 1, per_page: int = 50):
     """Audit rows, newest first, one page. `action` matches as a prefix ("appeal." finds every appeal
-    action), `username` names a staff actor (whatever its case), `since` is inclusive and `until` exclusive."""
+    action), `actions` as whole codes (any of them), `username` names a staff actor (whatever its case), `since` is inclusive and `until` exclusive."""
     from .auth.services import find_staff_by_username
     from .enterprises.services import Page
 
@@ -81,6 +81,8 @@ def search_audit(session: Session, *, actor_type: str | None = None, actor_id: s
         stmt = stmt.where(AuditLog.actor_type == "staff", AuditLog.actor_id == str(staff.id if staff else ""))
     if action:
         stmt = stmt.where(AuditLog.action.startswith(action, autoescape=True))
+    if actions is not None:
+        stmt = stmt.where(AuditLog.action.in_(actions))
     if target_type:
         stmt = stmt.where(AuditLog.target_type == target_type)
     if target_id:

@@ -33,8 +33,13 @@ def _submit(user_id: int) -> int:
     from wxapp_backend.appeals import services as appeal_services
 
     with session_scope() as s:
-        appeal, _ = appeal_services.submit_appeal(s, user_id, appeal_services.Intake(
-            content="办公楼门口的路灯坏了，晚上很黑", contact_name="张三", contact_phone="13800138000"))
+        appeal, _ = appeal_services.submit_appeal(
+            s,
+            user_id,
+            appeal_services.Intake(
+                content="办公楼门口的路灯坏了，晚上很黑", contact_name="张三", contact_phone="13800138000"
+            ),
+        )
         return appeal.id
 
 
@@ -43,14 +48,19 @@ def _give(appeal_id: int, department: str, *, overdue: bool = False) -> None:
     from wxapp_backend.appeals.models import Appeal
 
     with session_scope() as s:
-        s.execute(update(Appeal).where(Appeal.id == appeal_id).values(
-            status="assigned", department=department, given_to=department, overdue=overdue))
+        s.execute(
+            update(Appeal)
+            .where(Appeal.id == appeal_id)
+            .values(status="assigned", department=department, given_to=department, overdue=overdue)
+        )
 
 
 # --- 1. the dashboard's figures are the rows behind its links ----------------------------------------------
 
-def test_every_dashboard_card_matches_the_list_it_links_to(client, make_staff, console_login, make_user,
-                                                         make_enterprise):
+
+def test_every_dashboard_card_matches_the_list_it_links_to(
+    client, make_staff, console_login, make_user, make_enterprise
+):
     from wxapp_backend.auth.models import User
 
     admin = make_staff(role="admin")
@@ -80,8 +90,9 @@ def test_every_dashboard_card_matches_the_list_it_links_to(client, make_staff, c
     assert "其中超期 1 件" in page
 
 
-def test_a_department_account_sees_only_the_figures_of_what_it_handles(client, make_staff, console_login,
-                                                                      make_user):
+def test_a_department_account_sees_only_the_figures_of_what_it_handles(
+    client, make_staff, console_login, make_user
+):
     dept = make_staff(role="dept", department="城管科")
     user = make_user()
     ids = [_submit(user.id) for _ in range(4)]
@@ -100,6 +111,7 @@ def test_a_department_account_sees_only_the_figures_of_what_it_handles(client, m
 
 # --- 2. the audit page: dates in Shanghai, stable paging ---------------------------------------------------
 
+
 def _row(action: str, at: datetime) -> int:
     with session_scope() as s:
         row = audit(s, SYSTEM, action, None)
@@ -113,7 +125,9 @@ def _listed(client, query: str) -> list[int]:
     return [int(n) for n in re.findall(r'<tr id="audit-(\d+)">', page)]
 
 
-def test_the_date_filter_turns_at_shanghai_midnight_and_includes_the_end_day(client, make_staff, console_login):
+def test_the_date_filter_turns_at_shanghai_midnight_and_includes_the_end_day(
+    client, make_staff, console_login
+):
     admin = make_staff(role="admin")
     console_login(admin)
     # 2025-03-10 00:00 in Shanghai is 2025-03-09 16:00 UTC.
@@ -134,12 +148,16 @@ def test_rows_written_at_one_instant_are_paged_once_each(client, make_staff, con
     console_login(admin)
     at = datetime(2025, 5, 1, 4, 0, tzinfo=UTC)
     ids = [_row("qa.same", at) for _ in range(120)]
-    seen = _listed(client, "action=qa.same") + _listed(client, "action=qa.same&page=2") + _listed(
-        client, "action=qa.same&page=3")
+    seen = (
+        _listed(client, "action=qa.same")
+        + _listed(client, "action=qa.same&page=2")
+        + _listed(client, "action=qa.same&page=3")
+    )
     assert seen == sorted(ids, reverse=True)
 
 
 # --- 3. a Chinese label for every action the code writes ---------------------------------------------------
+
 
 def _codes_written() -> set[str]:
     """Every action code the code can write: audit(...) however it is called (a name or an attribute, the code
@@ -157,7 +175,9 @@ def _codes_written() -> set[str]:
         if isinstance(node, ast.Name):
             out = []
             for n in ast.walk(scope):  # what the name is set to in its function
-                if isinstance(n, ast.Assign) and any(isinstance(t, ast.Name) and t.id == node.id for t in n.targets):
+                if isinstance(n, ast.Assign) and any(
+                    isinstance(t, ast.Name) and t.id == node.id for t in n.targets
+                ):
                     out += consts(n.value, scope)
                 if isinstance(n, ast.Assign) and any(isinstance(t, ast.Tuple) for t in n.targets):
                     for t in n.targets:
@@ -202,16 +222,26 @@ def test_every_action_code_the_code_can_write_has_a_chinese_label():
 
     codes = _codes_written()
     assert len(codes) > 100, sorted(codes)  # the walk found the appeal events, not only the plain calls
-    assert {"appeal.submitted", "appeal.task_overdue", "appeal.rectification_overdue", "binding.ended",
-            "staff.login_locked", "registration.cancelled"} <= codes
-    missing = sorted(c for c in codes if action_label(c) == c or not re.search(r"[\u4e00-\u9fff]", action_label(c)))
+    assert {
+        "appeal.submitted",
+        "appeal.task_overdue",
+        "appeal.rectification_overdue",
+        "binding.ended",
+        "staff.login_locked",
+        "registration.cancelled",
+    } <= codes
+    missing = sorted(
+        c for c in codes if action_label(c) == c or not re.search(r"[\u4e00-\u9fff]", action_label(c))
+    )
     assert not missing, missing
 
 
 # --- 4. no secret in an audit row ---------------------------------------------------------------------------
 
-def test_no_audit_row_holds_a_password_token_or_a_whole_phone_number(client, app, make_staff, console_login,
-                                                                     make_user, user_token, db):
+
+def test_no_audit_row_holds_a_password_token_or_a_whole_phone_number(
+    client, app, make_staff, console_login, make_user, user_token, db
+):
     import json
 
     admin = make_staff(role="admin", password="S3cret-Adm1n!")
@@ -227,7 +257,38 @@ def test_no_audit_row_holds_a_password_token_or_a_whole_phone_number(client, app
     with session_scope() as s:
         rows = json.dumps([[r.action, r.data] for r in s.scalars(select(AuditLog))], ensure_ascii=False)
     assert "profile_updated" in rows and "login_failed" in rows, rows
-    for secret in ("S3cret-Adm1n!", "S3cret-Typed", "Wr0ng-Pa55word", token, "13912345678", "13698765432",
-                   "13800138000", "Passw0rd"):
+    for secret in (
+        "S3cret-Adm1n!",
+        "S3cret-Typed",
+        "Wr0ng-Pa55word",
+        token,
+        "13912345678",
+        "13698765432",
+        "13800138000",
+        "Passw0rd",
+    ):
         assert secret not in rows, secret
     assert not re.search(r"1[3-9]\d{9}", rows), rows
+
+
+# --- 5. the 操作 filter takes what the page shows --------------------------------------------------------
+
+
+def test_the_action_filter_finds_rows_by_the_chinese_name_the_page_shows(client, make_staff, console_login):
+    """The page names each action in Chinese (工作人员登录失败, 诉求：交办) and shows the code small beneath it; the
+    操作 box took only a code's beginning, so typing what one reads (登录失败, 交办) found nothing."""
+    admin = make_staff(role="admin")
+    console_login(admin)
+    at = datetime(2025, 6, 2, 2, 0, tzinfo=UTC)
+    failed = _row("staff.login_failed", at)
+    locked = _row("staff.login_locked", at)
+    assigned = _row("appeal.assigned", at)
+    reassigned = _row("appeal.reassigned", at)
+    reset = _row("staff.password_changed", at)
+    assert _listed(client, "action=登录失败") == [locked, failed]  # 登录失败过多，暂时锁定 too
+    assert _listed(client, "action=交办") == [assigned]
+    assert _listed(client, "action=改派") == [reassigned]
+    assert _listed(client, "action=重置密码") == [reset]
+    assert set(_listed(client, "action=登录")) >= {failed, locked}
+    assert _listed(client, "action=没有这种操作") == []
+    assert _listed(client, "action=staff.login_") == [locked, failed]  # a code's beginning as before

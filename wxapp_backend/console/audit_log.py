@@ -98,6 +98,25 @@ def action_label(code: str) -> str:
     return code
 
 
+def known_codes() -> dict[str, str]:
+    """Every action code the code writes, with its Chinese name (and the names row_label gives a password change)."""
+    from ..activities.models import STATUS_LABELS
+    from ..appeals.services import ACTIONS
+    from ..appeals.states import EVENT_LABELS
+    from ..enterprises.importer import KINDS
+
+    codes = [*ACTION_LABELS, *(f"appeal.{a}" for a in (*EVENT_LABELS, *ACTIONS)),
+             *(f"registration.{s}" for s in STATUS_LABELS), *(f"{kind}.exported" for kind in KINDS)]
+    named = {code: action_label(code) for code in codes}
+    named["staff.password_changed"] += " 修改密码 重置密码"
+    return named
+
+
+def codes_named(words: str) -> list[str]:
+    """The action codes whose Chinese name contains `words` (what staff read on the page, typed into 操作)."""
+    return sorted(code for code, name in known_codes().items() if words in name)
+
+
 def row_label(row: AuditLog) -> str:
     """The Chinese name of one audit row's action; staff.password_changed says whether the person changed their
     own password (修改密码) or an admin reset it (重置密码). A row from before `by` was recorded is told by
@@ -151,6 +170,9 @@ def audit_log():
         return render_template("console/audit.html", page=None, rows=[], values=values, link_args={}, staff_names={},
                                error=exc.message, actor_types=ACTOR_TYPES, target_types=TARGET_LABELS), 400
     query = dict(args)
+    if query["action"] and not query["action"].isascii():
+        # 操作 typed as the page names it (登录失败, 交办) rather than as a code: the actions of that name.
+        query["actions"], query["action"] = codes_named(query["action"]) or [query["action"]], None
     query["since"] = _shanghai_midnight(args["since"]) if args["since"] else None
     query["until"] = _shanghai_midnight(args["until"] + timedelta(days=1)) if args["until"] else None
     with session_scope() as s:
