@@ -292,3 +292,9 @@ def test_the_action_filter_finds_rows_by_the_chinese_name_the_page_shows(client,
     assert set(_listed(client, "action=登录")) >= {failed, locked}
     assert _listed(client, "action=没有这种操作") == []
     assert _listed(client, "action=staff.login_") == [locked, failed]  # a code's beginning as before
+
+
+def test_every_action_the_code_writes_can_be_found_by_its_chinese_name():
+    from wxapp_backend.console.audit_log import known_codes
+
+    assert not sorted(_codes_written() - set(known_codes()))
