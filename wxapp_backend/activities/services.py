@@ -18,6 +18,7 @@ import hashlib
 from collections.abc import Iterable
 from datetime import date, datetime, timedelta
 from typing import Any
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import func, or_, select, tuple_, update
@@ -133,6 +134,17 @@ def _check_questions(qs: list) -> str | None:
     return None
 
 
+def _check_cover(url: str) -> str | None:
+    """The mini-program shows only https images (and the console's page loads what the address names): a web
+    address without blanks or quotes, or nothing."""
+    if not url:
+        return None
+    parts = urlsplit(url)
+    if parts.scheme != "https" or not parts.hostname or any(c in url for c in " \"'<>\\") or not url.isprintable():
+        return "封面图片地址需为 https:// 开头的网址（不含空格和引号），或留空"
+    return None
+
+
 ACTIVITY_FIELDS = (
     Field("category", "enum", "活动类别", required=True, choices=tuple(CATEGORIES), choice_names=CATEGORIES),
     Field("title", "str", "活动名称", required=True, max_len=100),
@@ -158,7 +170,8 @@ ACTIVITY_FIELDS = (
           description="每项 {key, label, type, required}；单选、多选题带 options；数字题可带 min、max（不设时为 0 到 99999），"
                       "只收整数的（如参加人数）再带 \"integer\": true"),
     Field("requires_approval", "bool", "报名需审核", default=False),
-    Field("cover_image", "str", "封面图片地址", max_len=300, default=""),
+    Field("cover_image", "str", "封面图片地址", max_len=300, default="", check=_check_cover,
+          description="https:// 开头的图片网址，可留空"),
     Field("status", "enum", "状态", choices=tuple(s.value for s in ActivityStatus),
           choice_names=ACTIVITY_STATUS_LABELS, default=ActivityStatus.PUBLISHED.value),
 )

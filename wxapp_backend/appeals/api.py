@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from datetime import timedelta
 
-from flask import Blueprint, Flask, Response, current_app, jsonify, request, send_file
+from flask import Blueprint, Flask, Response, current_app, jsonify, request
 from sqlalchemy import select
 
 from ..audit import Actor, audit
@@ -205,7 +205,7 @@ def my_image(appeal_id: int, name: str):
     with session_scope() as s:
         appeal = services.get_appeal(s, appeal_id, _user())
         path, mimetype = intake.image_path(current_app.instance_path, appeal.images, name)
-    return send_file(path, mimetype=mimetype)
+    return intake.send_photo(path, mimetype)
 
 
 @bp.post("/appeals/<int:appeal_id>/withdraw")
@@ -305,7 +305,7 @@ def staff_image(appeal_id: int, name: str):
     with session_scope() as s:
         appeal = services.get_appeal(s, appeal_id, current_actor())
         path, mimetype = intake.image_path(current_app.instance_path, appeal.images, name)
-    return send_file(path, mimetype=mimetype)
+    return intake.send_photo(path, mimetype)
 
 
 @bp.get("/staff/appeal-categories")

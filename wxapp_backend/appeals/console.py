@@ -16,7 +16,6 @@ from flask import (
     redirect,
     render_template,
     request,
-    send_file,
     url_for,
 )
 from sqlalchemy import func, select
@@ -240,7 +239,7 @@ def image(appeal_id: int, name: str):
     with session_scope() as s:
         appeal = services.get_appeal(s, appeal_id, current_actor())
         path, mimetype = intake.image_path(current_app.instance_path, appeal.images, name)
-    return send_file(path, mimetype=mimetype)
+    return intake.send_photo(path, mimetype)
 
 
 # --- catalogue and holidays -------------------------------------------------------------------------

@@ -1,7 +1,9 @@
 """Intake helpers shared by the mini-program API and the chat handler: photos and their storage.
 
 Photos arrive as base64 strings (optionally `data:image/...;base64,` URLs). The type is decided by the
-file's first bytes (JPEG, PNG, WebP), never by what the client declares; files get a random name.
+file's first bytes (JPEG, PNG, WebP), never by what the client declares; a declared size in pixels no viewer should
+inflate is refused; location, device and other metadata are removed before a photo is stored (photos.py); files get
+a random name.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from knowledge.smalltalk import without_faces
 
 from ..errors import NotFound, PayloadTooLarge, ValidationError
 from ..validation import strip_invisible
+from . import photos
 
 MAX_IMAGES = 9
 MAX_IMAGE_BYTES = 2 * 1024 * 1024
@@ -61,7 +64,10 @@ def decode_images(items: list[str], *, field: str = "images") -> list[tuple[byte
         if ext is None:
             raise ValidationError(f"第 {i} 张不是 JPG、PNG 或 WebP 图片。",
                                   fields={field: f"第 {i} 张只支持 JPG、PNG、WebP 图片"})
-        out.append((data, ext))
+        if photos.too_large(photos.dimensions(data, ext)):
+            raise ValidationError(f"第 {i} 张照片的尺寸太大了，请截图或压缩后再上传。",
+                                  fields={field: f"第 {i} 张照片尺寸超过上限"})
+        out.append((photos.strip_metadata(data, ext), ext))
     return out
 
 
@@ -128,6 +134,16 @@ def image_path(instance_path: Path, images: list[dict], name: str) -> tuple[Path
             if path.is_file():
                 return path, img.get("type", "application/octet-stream")
     raise NotFound("没有这张照片。")
+
+
+def send_photo(path: Path, mimetype: str):
+    """A stored photo, shown inline under the type its bytes were found to be. Opened on its own in a browser tab
+    it runs nothing and loads nothing (a file that is also something else stays a picture)."""
+    from flask import send_file
+
+    resp = send_file(path, mimetype=mimetype)
+    resp.headers["Content-Security-Policy"] = "default-src 'none'; img-src 'self'; sandbox"
+    return resp
 
 
 # --- chat intake (handlers/appeal_intake.py calls these; the handler itself holds no SQL) ------------------
@@ -298,4 +314,6 @@ def decode_raw(data: bytes) -> tuple[bytes, str]:
     ext = sniff(data)
     if ext is None:
         raise ValidationError("不是 JPG、PNG 或 WebP 图片。")
-    return data, ext
+    if photos.too_large(photos.dimensions(data, ext)):
+        raise ValidationError("照片的尺寸太大了。")
+    return photos.strip_metadata(data, ext), ext

@@ -237,7 +237,7 @@ def fetch_chat_images(appeal_id: int, account: str, media_ids: list[str], now: d
     api = get_api(account)
     for media_id in todo:
         try:
-            data, _ctype = api.download_media(media_id)
+            data, _ctype = api.download_media(media_id, max_bytes=intake.MAX_IMAGE_BYTES)
             decoded = intake.decode_raw(data)
         except WeChatAPIError as exc:
             if exc.transient and _retries_left():

@@ -83,7 +83,8 @@ class WeChatHTTP:
         self.http = session or requests.Session()
 
     def call(self, method: str, path: str, *, api: str, params: dict | None = None,
-             json_body: dict | None = None, raw: bool = False) -> Any:
+             json_body: dict | None = None, raw: bool = False, max_bytes: int | None = None) -> Any:
+        """max_bytes (a file's answer): read no more than that; a longer file is refused (-3) unread."""
         started = time.perf_counter()
         errcode = "transport"
         try:
@@ -95,11 +96,13 @@ class WeChatHTTP:
                 data = json.dumps(json_body, ensure_ascii=False, allow_nan=False).encode("utf-8", "replace")
                 headers = {"Content-Type": "application/json; charset=utf-8"}
             resp = self.http.request(method, self.base_url + path, params=params, data=data, headers=headers,
-                                     timeout=self.timeout)
+                                     timeout=self.timeout, **({"stream": True} if max_bytes is not None else {}))
             if raw and not resp.headers.get("Content-Type", "").startswith(("application/json", "text/plain")):
                 if resp.status_code != 200:  # a gateway's error page (502, 503 ...) is no file: try again later
                     errcode = "http_error"
                     raise WeChatAPIError(-2, f"HTTP {resp.status_code} instead of a file", api)
+                if max_bytes is not None:
+                    _read_at_most(resp, max_bytes, api)
                 errcode = "0"
                 return resp
             try:
@@ -122,6 +125,22 @@ class WeChatHTTP:
         finally:
             WECHAT_CALLS.labels(api, errcode).inc()
             WECHAT_LATENCY.labels(api).observe(time.perf_counter() - started)
+
+
+def _read_at_most(resp: requests.Response, max_bytes: int, api: str) -> None:
+    """Load a streamed file's body, refusing (-3, not worth trying again) one longer than max_bytes before more than
+    that is read: a 100 MB answer is never held in memory."""
+    declared = resp.headers.get("Content-Length", "")
+    if declared.isdigit() and int(declared) > max_bytes:
+        resp.close()
+        raise WeChatAPIError(-3, f"file larger than {max_bytes} bytes", api)
+    body = bytearray()
+    for block in resp.iter_content(64 * 1024):
+        body += block
+        if len(body) > max_bytes:
+            resp.close()
+            raise WeChatAPIError(-3, f"file larger than {max_bytes} bytes", api)
+    resp._content = bytes(body)  # what .content gives from now on
 
 
 LOGIN_BUSY_BACKOFF = (0.1, 0.3)  # a user is waiting on the login screen: short waits, then a clear 503
@@ -200,7 +219,7 @@ class WeChatAPI:
         return _left(self.tokens.redis.get(self.quota_key(api)))
 
     def call(self, method: str, path: str, *, api: str, params: dict[str, Any] | None = None,
-             json_body: dict[str, Any] | None = None, raw: bool = False) -> Any:
+             json_body: dict[str, Any] | None = None, raw: bool = False, max_bytes: int | None = None) -> Any:
         """One authenticated call: one token refresh + retry on a token error, backoff on busy."""
         token, until = self.tokens.cached_with(self.quota_key(api))  # one round trip for both
         wait = _left(until)
@@ -213,7 +232,8 @@ class WeChatAPI:
             query = {**(params or {}), "access_token": token}
             try:
                 return retry_busy(lambda q=query: self.http.call(method, path, api=api, params=q,
-                                                                 json_body=json_body, raw=raw),
+                                                                 json_body=json_body, raw=raw,
+                                                                 **({"max_bytes": max_bytes} if max_bytes else {})),
                                   self.busy_backoff, self.sleep)
             except WeChatAPIError as exc:
                 if exc.errcode in TOKEN_ERRORS and not refreshed:
@@ -322,9 +342,11 @@ class WeChatAPI:
 
     # ----------------------------------------------------------------------------- media
 
-    def download_media(self, media_id: str) -> tuple[bytes, str]:
-        """A temporary media file (image, voice) a user sent: (bytes, content type)."""
-        resp = self.call("GET", "/cgi-bin/media/get", api="media_get", params={"media_id": media_id}, raw=True)
+    def download_media(self, media_id: str, max_bytes: int | None = None) -> tuple[bytes, str]:
+        """A temporary media file (image, voice) a user sent: (bytes, content type). With max_bytes a longer file is
+        a WeChatAPIError -3, refused before more than that is read."""
+        resp = self.call("GET", "/cgi-bin/media/get", api="media_get", params={"media_id": media_id}, raw=True,
+                         **({"max_bytes": max_bytes} if max_bytes else {}))
         if isinstance(resp, dict):  # a JSON answer without errcode is not a file
             raise WeChatAPIError(-2, "media/get answered JSON instead of a file", "media_get")
         ctype = resp.headers.get("Content-Type", "application/octet-stream").split(";")[0].strip()

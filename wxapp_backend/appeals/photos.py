@@ -1,0 +1,271 @@
+"""What a photo's bytes say, read without decoding a pixel: its size in pixels, and the same photo without the
+metadata that is nobody else's business.
+
+A phone writes where the photo was taken (GPS), the phone's make and model, the owner's name and often a second
+picture (a thumbnail, a depth map) into the file. An appeal's photo is seen by staff and departments; a privacy-minded
+intake keeps only what shows the picture right: the pixels, the colour profile and the orientation. The work is done
+on the file's structure (JPEG segments, PNG chunks, WebP chunks), so the pixels are never re-encoded; a file whose
+structure cannot be followed is kept as it came (no viewer can read its metadata either).
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+
+# A phone's 50-megapixel photo passes; a 50000 x 50000 "bomb" (a few KB that a viewer inflates to gigabytes) does not.
+MAX_PIXELS = 80_000_000
+MAX_SIDE = 30_000
+
+_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+
+
+class Unreadable(ValueError):
+    """The structure cannot be followed (a truncated or made-up file)."""
+
+
+def dimensions(data: bytes, ext: str) -> tuple[int, int] | None:
+    """(width, height) as the file declares them; None when it does not say (or cannot be read)."""
+    try:
+        if ext == "png":
+            if data[12:16] == b"IHDR":
+                return struct.unpack(">II", data[16:24])
+        elif ext == "jpg":
+            for marker, payload in _jpeg_segments(data):
+                if marker in _SOF and len(payload) >= 5:
+                    height, width = struct.unpack(">HH", payload[1:5])
+                    return width, height
+        elif ext == "webp":
+            for fourcc, payload in _webp_chunks(data):
+                if fourcc == b"VP8X" and len(payload) >= 10:
+                    return (int.from_bytes(payload[4:7], "little") + 1, int.from_bytes(payload[7:10], "little") + 1)
+                if fourcc == b"VP8 " and len(payload) >= 10:
+                    w, h = struct.unpack("<HH", payload[6:10])
+                    return w & 0x3FFF, h & 0x3FFF
+                if fourcc == b"VP8L" and len(payload) >= 5 and payload[0] == 0x2F:
+                    bits = int.from_bytes(payload[1:5], "little")
+                    return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
+    except (Unreadable, struct.error):
+        return None
+    return None
+
+
+def too_large(size: tuple[int, int] | None) -> bool:
+    """A declared size no viewer should be asked to inflate."""
+    if size is None:
+        return False
+    w, h = size
+    return w > MAX_SIDE or h > MAX_SIDE or w * h > MAX_PIXELS
+
+
+def strip_metadata(data: bytes, ext: str) -> bytes:
+    """The photo without location, device, author, comments, embedded pictures or bytes after its end; the
+    orientation is kept (a minimal EXIF with that one tag) so that it still shows the right way up."""
+    try:
+        if ext == "jpg":
+            return _strip_jpeg(data)
+        if ext == "png":
+            return _strip_png(data)
+        if ext == "webp":
+            return _strip_webp(data)
+    except (Unreadable, struct.error):
+        return data
+    return data
+
+
+# --- EXIF orientation ---------------------------------------------------------------------------------------
+
+def _orientation(tiff: bytes) -> int | None:
+    """The Orientation tag (0x0112) of IFD0 of a TIFF/EXIF block, if any and not the default 1."""
+    if tiff[:2] == b"II":
+        order = "<"
+    elif tiff[:2] == b"MM":
+        order = ">"
+    else:
+        return None
+    (ifd,) = struct.unpack(order + "I", tiff[4:8])
+    (count,) = struct.unpack(order + "H", tiff[ifd:ifd + 2])
+    for i in range(count):
+        entry = tiff[ifd + 2 + 12 * i: ifd + 14 + 12 * i]
+        if len(entry) < 12:
+            return None
+        tag, kind = struct.unpack(order + "HH", entry[:4])
+        if tag == 0x0112 and kind == 3:
+            (value,) = struct.unpack(order + "H", entry[8:10])
+            return value if 2 <= value <= 8 else None
+    return None
+
+
+def _orientation_tiff(value: int) -> bytes:
+    """A TIFF block holding the orientation and nothing else."""
+    return b"MM\x00\x2a\x00\x00\x00\x08" + struct.pack(">HHHIHH", 1, 0x0112, 3, 1, value, 0) + b"\x00\x00\x00\x00"
+
+
+def _kept_orientation(tiff: bytes) -> int | None:
+    try:
+        return _orientation(tiff)
+    except struct.error:
+        return None
+
+
+# --- JPEG ---------------------------------------------------------------------------------------------------
+
+def _jpeg_segments(data: bytes):
+    """(marker, payload) of each header segment up to the first scan."""
+    if data[:2] != b"\xff\xd8":
+        raise Unreadable("no SOI")
+    pos = 2
+    while True:
+        if pos >= len(data) or data[pos] != 0xFF:
+            raise Unreadable("no marker")
+        while pos < len(data) and data[pos] == 0xFF:
+            pos += 1
+        if pos >= len(data):
+            raise Unreadable("truncated")
+        marker = data[pos]
+        pos += 1
+        if marker in (0xD9, 0xDA):
+            return
+        if marker == 0x01 or 0xD0 <= marker <= 0xD7:
+            continue
+        if pos + 2 > len(data):
+            raise Unreadable("truncated")
+        (length,) = struct.unpack(">H", data[pos:pos + 2])
+        if length < 2 or pos + length > len(data):
+            raise Unreadable("bad segment length")
+        yield marker, data[pos + 2:pos + length]
+        pos += length
+
+
+def _strip_jpeg(data: bytes) -> bytes:
+    out = [b"\xff\xd8"]
+    pos = 2
+    orientation = None
+    while True:
+        if pos >= len(data) or data[pos] != 0xFF:
+            raise Unreadable("no marker")
+        while pos < len(data) and data[pos] == 0xFF:
+            pos += 1
+        if pos >= len(data):
+            raise Unreadable("truncated")
+        marker = data[pos]
+        pos += 1
+        if marker == 0xD9:
+            out.append(b"\xff\xd9")
+            break  # whatever follows the end (a second picture, a polyglot's other half) is dropped
+        if marker == 0x01 or 0xD0 <= marker <= 0xD7:
+            out.append(bytes((0xFF, marker)))
+            continue
+        (length,) = struct.unpack(">H", data[pos:pos + 2])
+        if length < 2 or pos + length > len(data):
+            raise Unreadable("bad segment length")
+        payload = data[pos + 2:pos + length]
+        segment = b"\xff" + data[pos - 1:pos + length]
+        pos += length
+        if marker == 0xE1:
+            if payload[:6] == b"Exif\x00\x00" and orientation is None:
+                orientation = _kept_orientation(payload[6:])
+                if orientation:
+                    tiff = b"Exif\x00\x00" + _orientation_tiff(orientation)
+                    out.append(b"\xff\xe1" + struct.pack(">H", len(tiff) + 2) + tiff)
+            continue  # XMP (which can hold the location too) and any other APP1
+        if marker == 0xFE or (0xE0 <= marker <= 0xEF and not _kept_app(marker, payload)):
+            continue
+        out.append(segment)
+        if marker == 0xDA:
+            end = _scan_end(data, pos)
+            out.append(data[pos:end])
+            pos = end
+            if pos >= len(data):  # cut short in the picture (an upload broken off): what there is, ended
+                out.append(b"\xff\xd9")
+                break
+    return b"".join(out)
+
+
+def _kept_app(marker: int, payload: bytes) -> bool:
+    """JFIF (APP0), the colour profile (APP2 ICC_PROFILE, not the multi-picture index) and Adobe's colour transform
+    (APP14): what draws the picture right."""
+    return marker == 0xE0 or marker == 0xEE or (marker == 0xE2 and payload[:12] == b"ICC_PROFILE\x00")
+
+
+def _scan_end(data: bytes, pos: int) -> int:
+    """Where the entropy-coded data starting at pos ends: at the next marker that is not a restart or a stuffed 0
+    (the file's end when it was cut short)."""
+    while True:
+        pos = data.find(b"\xff", pos)
+        if pos < 0 or pos + 1 >= len(data):
+            return len(data)
+        nxt = data[pos + 1]
+        if nxt == 0x00 or 0xD0 <= nxt <= 0xD7 or nxt == 0xFF:
+            pos += 1
+            continue
+        return pos
+
+
+# --- PNG ----------------------------------------------------------------------------------------------------
+
+_PNG_DROPPED = {b"tEXt", b"zTXt", b"iTXt", b"tIME", b"eXIf"}
+
+
+def _strip_png(data: bytes) -> bytes:
+    out = [data[:8]]
+    pos = 8
+    while True:
+        if pos + 8 > len(data):
+            raise Unreadable("truncated")
+        length, kind = struct.unpack(">I4s", data[pos:pos + 8])
+        end = pos + 12 + length
+        if end > len(data) or not kind.isalpha():
+            raise Unreadable("bad chunk")
+        if kind == b"eXIf":
+            orientation = _kept_orientation(data[pos + 8:pos + 8 + length])
+            if orientation:
+                tiff = _orientation_tiff(orientation)
+                out.append(struct.pack(">I4s", len(tiff), b"eXIf") + tiff
+                           + struct.pack(">I", zlib.crc32(b"eXIf" + tiff)))
+        elif kind not in _PNG_DROPPED:
+            out.append(data[pos:end])
+        pos = end
+        if kind == b"IEND":
+            return b"".join(out)
+
+
+# --- WebP ---------------------------------------------------------------------------------------------------
+
+def _webp_chunks(data: bytes):
+    if data[:4] != b"RIFF" or data[8:12] != b"WEBP":
+        raise Unreadable("no RIFF")
+    pos = 12
+    while pos + 8 <= len(data):
+        fourcc = data[pos:pos + 4]
+        (size,) = struct.unpack("<I", data[pos + 4:pos + 8])
+        if pos + 8 + size > len(data):
+            raise Unreadable("truncated")
+        yield fourcc, data[pos + 8:pos + 8 + size]
+        pos += 8 + size + (size & 1)
+
+
+def _strip_webp(data: bytes) -> bytes:
+    chunks = []
+    orientation = None
+    for fourcc, payload in _webp_chunks(data):
+        if fourcc == b"EXIF":
+            orientation = _kept_orientation(payload[6:] if payload[:6] == b"Exif\x00\x00" else payload)
+            continue
+        if fourcc == b"XMP ":
+            continue
+        chunks.append([fourcc, payload])
+    for chunk in chunks:
+        if chunk[0] == b"VP8X":
+            flags = chunk[1][0] & ~0x0C  # neither EXIF (0x08) nor XMP (0x04) any more
+            if orientation:
+                flags |= 0x08
+            chunk[1] = bytes((flags,)) + chunk[1][1:]
+            break
+    else:
+        orientation = None  # a simple WebP has no place for EXIF
+    if orientation:
+        chunks.append([b"EXIF", _orientation_tiff(orientation)])
+    body = b"".join(c[0] + struct.pack("<I", len(c[1])) + c[1] + (b"\x00" if len(c[1]) & 1 else b"")
+                    for c in chunks)
+    return b"RIFF" + struct.pack("<I", len(body) + 4) + b"WEBP" + body
