@@ -214,3 +214,24 @@ def test_an_activity_cover_must_be_an_https_address(client, staff, staff_headers
     assert field.check is not None and field.check(cover), cover
     assert field.check("https://img.example.com/covers/a.png") is None
     assert validate({"cover_image": ""}, (field,))["cover_image"] == ""
+
+
+def test_chat_photos_never_make_more_than_nine_nor_leave_orphan_files(app_ctx, make_user, app):
+    """The chat job attached whatever it fetched: with photos added meanwhile in the mini-program an appeal got a
+    tenth; and a copy another run had attached first stayed on disk, named by no appeal."""
+    from wxapp_backend.appeals import jobs
+    from wxapp_backend.appeals.intake import store_images, upload_dir
+
+    user = make_user()
+    with session_scope() as s:
+        appeal = submit_from_chat(s, user.id, {"id": "dp9", "content": "楼道里堆满了垃圾，已经一周了",
+                                               "contact_name": "张三", "contact_phone": "13800138000"}, account="oa")
+        appeal_id = appeal.id
+        appeal.images = store_images(app.instance_path, [(png(text=False), "png")] * 8)
+    before = set(upload_dir(app.instance_path).iterdir())
+    assert jobs.fetch_chat_images(appeal_id, "oa", ["CHAT-1", "CHAT-2"]) == 2
+    with session_scope() as s:
+        images = s.get(Appeal, appeal_id).images
+    assert len(images) == 9 and images[-1]["media_id"] == "CHAT-1", images
+    added = set(upload_dir(app.instance_path).iterdir()) - before
+    assert {p.name for p in added} == {images[-1]["name"]}, added

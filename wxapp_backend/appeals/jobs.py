@@ -256,11 +256,17 @@ def fetch_chat_images(appeal_id: int, account: str, media_ids: list[str], now: d
         appeal = services.get_appeal(s, appeal_id, SYSTEM, lock=True)
         have = {img.get("media_id") for img in appeal.images or []}
         new = [f for f in fetched if f["media_id"] not in have]
+        # Photos added meanwhile (a supplement in the mini-program) count towards the nine as well.
+        room = max(0, intake.MAX_IMAGES - len(appeal.images or []))
+        failed += [f["media_id"] for f in new[room:]]
+        new = new[:room]
         if new or failed:
             appeal.images = list(appeal.images or []) + new
             services._event(s, appeal, SYSTEM, "photos_attached",
                             note=f"对话中发送的照片已保存 {len(new)} 张" + (f"，{len(failed)} 张未能获取" if failed else ""),
                             public=True, not_fetched=failed or None, at=now)
+    # Copies nobody names (another run attached the same media first, or no room was left): not kept on disk.
+    intake.remove_images(current_app.instance_path, [f for f in fetched if f not in new])
     if later is not None:
         raise later  # RQ tries again; what was attached now is skipped then
     return len(fetched)
