@@ -257,6 +257,8 @@ def register_cli(app: Flask) -> None:
                                           preexec_fn=_child_setup))
         click.echo(f"已启动：网页服务 http://{env.get('BIND', '127.0.0.1:8000')}/console/"
                    + ("" if no_worker else "，后台任务进程 1 个") + "。按 Ctrl-C 停止。")
+        click.echo("登录：账号 admin，密码是 seed-demo 打印的那个（忘记时运行 flask --app wsgi seed-demo "
+                   "--reset-admin-password）。")
         requested = _supervise(procs)
         if not no_worker:
             _reclaim_jobs_of_stopped_worker()
