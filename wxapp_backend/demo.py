@@ -29,6 +29,10 @@ ENTERPRISES = [
 ]
 
 
+# Each demo enterprise's contact (a name a newcomer reads as a person, not the word 联系人).
+CONTACTS = ["陈经理", "刘女士", "王先生", "周先生", "赵经理"]
+
+
 def demo_credit_code(prefix: str, serial: int) -> str:
     """A syntactically valid code with a correct check digit (the demo enterprises are fictional)."""
     body = f"{prefix}MA1{serial:06d}"[:17]
@@ -65,7 +69,7 @@ def seed(*, admin_password: str, reset_admin_password: bool = False) -> SeedRepo
             code = demo_credit_code(prefix, 100 + i)
             if s.scalar(select(Enterprise.id).where(Enterprise.credit_code == code)) is None:
                 s.add(Enterprise(name=name, credit_code=code, industry=industry, building_id=buildings[bi].id,
-                                 tax_bracket=bracket, tags=tags, contact_name="联系人", note="演示数据"))
+                                 tax_bracket=bracket, tags=tags, contact_name=CONTACTS[i], note="演示数据"))
                 created += 1
         audit(s, SYSTEM, "demo.seeded", None, enterprises=created)
         report.lines.append(f"演示数据：网格 {len(grids)} 个，楼宇 {len(buildings)} 栋，新增企业 {created} 家。")

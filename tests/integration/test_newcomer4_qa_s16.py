@@ -8,6 +8,7 @@ import re
 from wxapp_backend.activities.models import Activity
 from wxapp_backend.appeals.models import Appeal
 from wxapp_backend.auth.models import User
+from wxapp_backend.enterprises.models import Enterprise
 from wxapp_backend.notices.broadcast_models import Notice
 
 
@@ -34,6 +35,10 @@ def test_seed_demo_loads_activities_notices_and_appeals_in_several_states_once(a
     second = runner.invoke(args=["seed-demo"])
     assert second.exit_code == 0, second.output
     assert db.query(Appeal).count() == 6 and db.query(Activity).count() == 4  # a second run adds nothing
+    assert {e.contact_name for e in db.query(Enterprise)} >= {
+        "陈经理",
+        "刘女士",
+    }  # was “联系人” for every one
     _login(client, first.output)
     for path, word in [
         ("/console/activities", "午间一小时"),
