@@ -1705,6 +1705,18 @@ def may_approve_own_extension(session: Session, actor: Actor) -> bool:
 def act_urge(session, actor, appeal, data, now):
     if appeal.status not in OPEN:
         raise Conflict("诉求已不在办理中，无需催办。", code="illegal_transition")
+    if data.get("version") is None:
+        # Without the version of a page just read (a script, a retry) a second 催办 the same day alerted the
+        # department twice; like the enterprise's, it is once a Shanghai day. A person on a fresh page sees today's
+        # 催办 on the timeline, and pressing again is asking again.
+        day_start = datetime.combine(local_date(now), datetime.min.time(), TZ)
+        last = session.scalars(select(AppealEvent).where(
+            AppealEvent.appeal_id == appeal.id, AppealEvent.action == "urged", AppealEvent.actor_type == "staff",
+            AppealEvent.created_at >= day_start).order_by(AppealEvent.created_at.desc()).limit(1)).first()
+        if last is not None:
+            who = last.actor_name or "工作人员"
+            raise Conflict(f"诉求 {appeal.number} 今天 {last.created_at.astimezone(TZ):%H:%M} 已由{who}催办过，每天催办一次即可；"
+                           "如需再次催办，请刷新页面后操作。", code="already_urged")
     appeal.urge_count += 1
     appeal.version += 1
     ev = _event(session, appeal, actor, "urged", at=now, note=data.get("note") or "催办", department=appeal.department)
