@@ -22,6 +22,9 @@ from .models import Holiday
 
 bp = Blueprint("appeals_api", __name__, url_prefix="/api/v1")
 
+# The same photo picked twice is stored once and not counted (intake.decode_images counts the distinct ones against
+# the nine); the list itself may hold a few repeats. The request's size cap bounds it in any case.
+MAX_IMAGE_ITEMS = intake.MAX_IMAGES * 2
 _IMAGE = Field("image", "str", "照片", max_len=intake.MAX_IMAGE_BYTES * 4 // 3 + 64)
 
 SUBMIT_FIELDS = (
@@ -32,13 +35,13 @@ SUBMIT_FIELDS = (
     Field("enterprise_id", "int", "企业", min=1),
     Field("enterprise_name", "str", "企业名称", max_len=200),
     Field("building_id", "int", "所在楼宇", min=1),
-    Field("images", "list", "照片", item=_IMAGE, max_items=intake.MAX_IMAGES,
+    Field("images", "list", "照片", item=_IMAGE, max_items=MAX_IMAGE_ITEMS,
           description="最多 9 张，每张为 base64 字符串（可带 data:image/...;base64, 前缀），不超过 2 MB，"
-                      "仅 JPG/PNG/WebP（按文件内容判断）；整个请求不超过 15 MB"),
+                      "仅 JPG/PNG/WebP（按文件内容判断）；整个请求不超过 15 MB；同一张照片重复上传只保存一张，不计入 9 张"),
 )
 SUPPLEMENT_FIELDS = (
     Field("content", "text", "补充内容", required=True, max_len=2000, check=intake.supplement_problem),
-    Field("images", "list", "照片", item=_IMAGE, max_items=intake.MAX_IMAGES),
+    Field("images", "list", "照片", item=_IMAGE, max_items=MAX_IMAGE_ITEMS),
 )
 WITHDRAW_FIELDS = (Field("reason", "text", "撤回原因", max_len=500),)
 RATING_FIELDS = (

@@ -44,12 +44,15 @@ def sniff(data: bytes) -> str | None:
 
 
 def decode_images(items: list[str], *, field: str = "images") -> list[tuple[bytes, str]]:
-    """Decode and check every photo before anything is written; the first bad one names its position."""
-    if len(items) > MAX_IMAGES:
-        raise ValidationError(f"照片最多 {MAX_IMAGES} 张。", fields={field: f"照片最多 {MAX_IMAGES} 张"})
-    out = []
+    """Decode and check every photo before anything is written; the first bad one names its position. The same
+    photo twice (a double pick in the album) is kept once and not counted against the nine."""
+    texts: dict[str, int] = {}  # each distinct photo's text -> its position in the upload
     for i, raw in enumerate(items, 1):
-        text = _DATA_URL.sub("", raw.strip())
+        texts.setdefault(_DATA_URL.sub("", raw.strip()), i)
+    if len(texts) > MAX_IMAGES:
+        raise ValidationError(f"照片最多 {MAX_IMAGES} 张。", fields={field: f"照片最多 {MAX_IMAGES} 张"})
+    out, seen = [], set()
+    for text, i in texts.items():
         if len(text) > MAX_IMAGE_BYTES * 4 // 3 + 8:
             raise PayloadTooLarge(f"第 {i} 张照片太大了（每张不超过 2 MB）。",
                                   fields={field: f"第 {i} 张照片超过 2 MB"})
@@ -67,6 +70,9 @@ def decode_images(items: list[str], *, field: str = "images") -> list[tuple[byte
         if photos.too_large(photos.dimensions(data, ext)):
             raise ValidationError(f"第 {i} 张照片的尺寸太大了，请截图或压缩后再上传。",
                                   fields={field: f"第 {i} 张照片尺寸超过上限"})
+        if data in seen:  # the same bytes written another way (another data: prefix, say)
+            continue
+        seen.add(data)
         out.append((photos.strip_metadata(data, ext), ext))
     return out
 

@@ -127,16 +127,17 @@ def test_the_queue_can_be_filtered_by_a_retired_category(client, world, console_
 def test_a_supplement_with_too_many_photos_says_how_many_still_fit(client, world):
     import base64
 
-    png = base64.b64encode(b"\x89PNG\r\n\x1a\n" + b"\0" * 64).decode()
-    a = world.submit(images=[png] * 6)
+    # Different photos each (the same one twice is stored once since left10, session 16).
+    pngs = [base64.b64encode(b"\x89PNG\r\n\x1a\n" + bytes([i]) * 64).decode() for i in range(12)]
+    a = world.submit(images=pngs[:6])
     world.act(a["id"], "accept")
     world.act(a["id"], "request_info", note="请补充现场照片")
-    resp = client.post(f"/api/v1/appeals/{a['id']}/supplement", json={"content": "补充照片", "images": [png] * 4},
+    resp = client.post(f"/api/v1/appeals/{a['id']}/supplement", json={"content": "补充照片", "images": pngs[6:10]},
                        headers=world.uh)
     # It said “照片最多 9 张。” to someone who had sent four.
     assert resp.status_code == 422
     assert resp.get_json()["message"] == "这条诉求已有 6 张照片，最多还能补充 3 张。"
-    resp = client.post(f"/api/v1/appeals/{a['id']}/supplement", json={"content": "补充照片", "images": [png] * 3},
+    resp = client.post(f"/api/v1/appeals/{a['id']}/supplement", json={"content": "补充照片", "images": pngs[6:9]},
                        headers=world.uh)
     assert resp.status_code == 200 and len(resp.get_json()["images"]) == 9
 
