@@ -154,3 +154,21 @@ def test_the_key_is_in_the_openapi_document(client):
     op = client.get("/api/v1/openapi.json").get_json()["paths"]["/api/v1/me/subscribe-results"]["post"]
     assert any(p["name"] == "Idempotency-Key" and p["in"] == "header" for p in op.get("parameters", []))
     assert "Idempotency-Key" in op["summary"] + op.get("description", "")
+
+
+def test_a_keyed_report_that_failed_is_applied_on_its_retry(client, make_user, user_token, monkeypatch):
+    from wxapp_backend.notices import credits
+
+    h = {**user_token(make_user()), "Idempotency-Key": "tap-9"}
+    real = credits.record_results
+
+    def fails(*a, **kw):
+        real(*a, **kw)
+        raise RuntimeError("database went away")
+
+    monkeypatch.setattr(credits, "record_results", fails)
+    resp = client.post(RESULTS_URL, json={"results": {APPEAL_TEMPLATE: "accept"}}, headers=h)
+    assert resp.status_code == 500  # nothing recorded (the transaction rolled back)
+    monkeypatch.setattr(credits, "record_results", real)
+    body = client.post(RESULTS_URL, json={"results": {APPEAL_TEMPLATE: "accept"}}, headers=h).get_json()
+    assert body["results"] == {APPEAL_TEMPLATE: "added"} and _credits(body) == 1

@@ -8,7 +8,7 @@ from sqlalchemy import func, select
 from ..auth.guard import current_user_id, user_required
 from ..db import session_scope, utcnow
 from ..errors import NotFound
-from ..http import PAGE_FIELDS, doc, page_json, parse, query, throttle
+from ..http import PAGE_FIELDS, doc, idempotency_header, idempotency_key, page_json, parse, query, throttle
 from ..validation import Field
 from . import credits
 from .kinds import current_kinds
@@ -114,18 +114,40 @@ def _credits_view(session, user_id: int) -> dict:
     return {"kinds": kinds, "templates": list(templates.values())}
 
 
+RESULTS_IDEMPOTENCY_HEADER = idempotency_header(
+    credits.IDEMPOTENCY_KEY_MAX, "上报编号：一次授权弹窗一个，网络重试时带同一个，不会重复增加次数，返回第一次的结果；"
+    "结果不同为 409 idempotency_key_reused（新的一次授权请换一个新的）")
+
+
 @bp.post("/me/subscribe-results")
 @user_required
-@doc("上报订阅消息授权结果（wx.requestSubscribeMessage 的结果），返回各类通知的剩余次数",
-     body=RESULT_FIELDS, tags=["消息"])
+@doc("上报订阅消息授权结果（wx.requestSubscribeMessage 的结果），返回各类通知的剩余次数（可带 Idempotency-Key "
+     "请求头：同一用户同一键、同样的结果视为网络重试，不重复增加次数，results 为第一次的结果；同一键结果不同为 409 "
+     "idempotency_key_reused；不带时每次上报都计入）", body=RESULT_FIELDS, tags=["消息"],
+     responses={200: "{results, kinds, templates}", 409: "同一 Idempotency-Key 已用于结果不同的上报（idempotency_key_reused）"},
+     headers=(RESULTS_IDEMPOTENCY_HEADER,))
 def subscribe_results():
     data = parse(RESULT_FIELDS)
     results = {k: v for k, v in data["results"].items() if k != "errMsg"}
     uid = current_user_id()
+    key = idempotency_key(credits.IDEMPOTENCY_KEY_MAX)
     throttle("subscribe_results", f"u{uid}", RESULTS_LIMIT_PER_MIN, 60, "操作太频繁了，请稍等一分钟再试。")
-    with session_scope() as s:
-        applied = credits.record_results(s, uid, results, source="client")
-        return jsonify({"results": applied, **_credits_view(s, uid)})
+    if key:  # a network retry of one tap gave a second credit
+        first = credits.claim_report(uid, key, results)
+        if first is not None:
+            with session_scope() as s:
+                return jsonify({"results": first, **_credits_view(s, uid)})
+    try:
+        with session_scope() as s:
+            applied = credits.record_results(s, uid, results, source="client")
+            body = {"results": applied, **_credits_view(s, uid)}
+    except BaseException:
+        if key:  # nothing was recorded: the retry is applied afresh
+            credits.release_report(uid, key)
+        raise
+    if key:
+        credits.remember_report(uid, key, results, applied)
+    return jsonify(body)
 
 
 @bp.get("/me/subscribe-credits")

@@ -15,6 +15,8 @@ Only templates named in the notification kinds (`kinds.py`) are recorded; others
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -27,6 +29,7 @@ from sqlalchemy.orm import Session
 
 from ..auth.models import User
 from ..db import utcnow
+from ..errors import Conflict
 from .kinds import long_term_templates
 from .models import SubscribeCredit
 
@@ -156,6 +159,50 @@ def record_results(session: Session, user_id: int, results: Mapping[str, str], *
         else:  # filter: WeChat hid the template from the popup; nothing changed
             out[template_id] = "unchanged"
     return out
+
+
+# --- a report retried with its Idempotency-Key -------------------------------------------------------------
+
+IDEMPOTENCY_KEY_MAX = 64
+REPORT_KEY_TTL = 24 * 3600  # a retry comes within seconds; a day covers a phone that woke up much later
+
+
+def _report_key(user_id: int, key: str) -> str:
+    return f"wxapp:subscribe_report:{user_id}:{key}"
+
+
+def report_digest(results: Mapping[str, str]) -> str:
+    """What a keyed report said, as a short hash: the same key must report the same results."""
+    return hashlib.sha256(json.dumps(dict(results), sort_keys=True).encode()).hexdigest()[:32]
+
+
+def claim_report(user_id: int, key: str, results: Mapping[str, str], *,
+                 redis_client: redis.Redis | None = None) -> dict[str, str] | None:
+    """None when this user's key is new (now taken by this report); for a retry of a report already made, what it
+    answered then (a network retry of one tap gave a second credit). The same key with other results is a 409."""
+    client = _redis(redis_client)
+    rkey, digest = _report_key(user_id, key), report_digest(results)
+    if client.set(rkey, json.dumps({"digest": digest}), nx=True, ex=REPORT_KEY_TTL):
+        return None
+    first = json.loads(client.get(rkey) or "{}")
+    if first.get("digest", digest) != digest:
+        raise Conflict("这个提交编号已用于另一次订阅结果上报，这次的结果与它不同，没有登记；新的一次请换一个新的提交编号。",
+                       code="idempotency_key_reused")
+    # Still being applied by the first request (two sent at once): that one counts the tap.
+    return first.get("results") or dict.fromkeys(results, "matched")
+
+
+def remember_report(user_id: int, key: str, results: Mapping[str, str], applied: Mapping[str, str], *,
+                    redis_client: redis.Redis | None = None) -> None:
+    """What the keyed report answered, for its retries."""
+    _redis(redis_client).set(_report_key(user_id, key),
+                             json.dumps({"digest": report_digest(results), "results": dict(applied)}),
+                             ex=REPORT_KEY_TTL)
+
+
+def release_report(user_id: int, key: str, *, redis_client: redis.Redis | None = None) -> None:
+    """A keyed report that failed (nothing recorded): its retry is applied afresh."""
+    _redis(redis_client).delete(_report_key(user_id, key))
 
 
 def _lowered_items(subscribe_results: Any) -> Iterable[dict[str, Any]]:
