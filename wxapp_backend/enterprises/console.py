@@ -14,6 +14,7 @@ from ..audit import audit
 from ..auth.guard import console_required, current_actor
 from ..auth.models import BINDING_LABELS, ROLE_RANK, StaffRole, StaffUser
 from ..console import add_nav, without_refused_filters
+from ..console.stale import seen_stamp
 from ..db import session_scope
 from ..errors import AppError, BadRequest, Conflict
 from ..validation import Field, row_id, validate
@@ -152,15 +153,6 @@ def _enterprise_form(enterprise=None, values=None, status: int = 200, **extra):
                            buildings=buildings, **extra), status
 
 
-def _seen() -> datetime | None:
-    """The file's updated_at on the page the form was sent from (None from a form without one)."""
-    try:
-        seen = datetime.fromisoformat(request.form.get("updated_at", ""))
-    except ValueError:
-        return None
-    return seen if seen.tzinfo is not None else None
-
-
 def _differences(row, data: dict[str, Any], fields: tuple[Field, ...],
                  names: dict[str, dict[str, str]]) -> list[tuple[str, str, str]]:
     """(label, now on file, typed) for the fields where the form differs from the row a colleague saved; `names`
@@ -187,7 +179,7 @@ def _edit(form: Callable[..., Any], update: Callable[[Any, datetime | None], Any
     what they saved beside what was typed (still in the form, nothing lost), and the colleague's version in the
     form, so saving again after checking is accepted. Any other problem: the form keeps the version it was
     loaded on, so a colleague's save meanwhile is still caught."""
-    seen = _seen()
+    seen = seen_stamp()
     try:
         with session_scope() as s:
             update(s, seen)

@@ -17,6 +17,8 @@ from sqlalchemy.orm import Session
 
 from ..audit import Actor, AuditLog, audit
 from ..auth.models import BINDING_LABELS, BindingState, StaffUser, User, UserRole
+from ..edits import StaleEdit as StaleEdit  # re-exported: the console catches services.StaleEdit
+from ..edits import locked_for_edit, refuse_stale
 from ..errors import AppError, Conflict, NotFound, ValidationError
 from ..validation import Field, credit_code_problem, enterprise_name_problem, strip_invisible, validate
 from .models import (
@@ -240,28 +242,9 @@ def _cleared_links(session: Session, **columns: Any) -> dict[str, list[int]]:
     return out
 
 
-class StaleEdit(Conflict):
-    """An edit made on a page loaded before a colleague saved the file (the console shows both versions)."""
-
-    code = "stale_edit"
-
-
-def _locked_for_edit(session: Session, model: type, row_id: int, missing: str) -> Any:
-    """The row, locked and read afresh: two saves from pages of the same moment cannot both pass the stale check."""
-    row = session.scalar(select(model).where(model.id == row_id).with_for_update(of=model)
-                         .execution_options(populate_existing=True))
-    if row is None:
-        raise NotFound(missing)
-    return row
-
-
-def _refuse_stale(row: Any, changes: Mapping[str, Any], seen: datetime | None, what: str) -> None:
-    """The console's forms send every field: saved from a page loaded before a colleague's save (`seen`, the
-    row's updated_at then), they would silently put back what the colleague changed. A resend that changes
-    nothing more (a double click) is no conflict."""
-    if changes and seen is not None and row.updated_at != seen:
-        raise StaleEdit(f"这份{what}在您编辑期间已被其他同事修改并保存，为免覆盖对方的修改，这次没有保存。"
-                        "下方对照列出了现在的档案和您填写的内容；您填写的内容仍在表单里，请核对后再点“保存”。")
+# The stale-page check lives in ..edits (activities, notices and staff accounts use it too).
+_locked_for_edit = locked_for_edit
+_refuse_stale = refuse_stale
 
 
 def update_grid(session: Session, actor: Actor, grid_id: int, data: Mapping[str, Any], *,
