@@ -4,7 +4,9 @@ drafts, staff accounts): a save from a page loaded before a colleague saved the 
 
 from __future__ import annotations
 
-from collections.abc import Collection
+import hashlib
+import json
+from collections.abc import Collection, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -33,11 +35,26 @@ def locked_for_edit(session: Session, model: type, row_id: int, missing: str) ->
     return row
 
 
-def refuse_stale(row: Any, changes: Collection[Any], seen: datetime | None, what: str) -> None:
+def version_digest(values: Mapping[str, Any]) -> str:
+    """The version of a record without an updated_at column (staff accounts): sha256 of its editable values as
+    canonical JSON, sent in the page as `seen` is and compared with the stored values' digest on save."""
+    text = json.dumps(dict(values), sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def refuse_stale(
+    row: Any,
+    changes: Collection[Any],
+    seen: datetime | str | None,
+    what: str,
+    *,
+    now: datetime | str | None = None,
+) -> None:
     """The console's forms send every field: saved from a page loaded before a colleague's save (`seen`, the
-    row's updated_at then), they would silently put back what the colleague changed. A resend that changes
-    nothing more (a double click) is no conflict."""
-    if changes and seen is not None and row.updated_at != seen:
+    row's updated_at then, or `now`'s kind of stamp: a version_digest), they would silently put back what the
+    colleague changed. A resend that changes nothing more (a double click) is no conflict."""
+    current = row.updated_at if now is None else now
+    if changes and seen is not None and current != seen:
         raise StaleEdit(
             f"这份{what}在您编辑期间已被其他同事修改并保存，为免覆盖对方的修改，这次没有保存。"
             "下方对照列出了现在保存的内容和您填写的内容；您填写的内容仍在表单里，请核对后再点“保存”。"

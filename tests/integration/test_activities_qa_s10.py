@@ -436,10 +436,12 @@ def test_the_editor_says_whom_a_cancel_or_a_move_has_told(client, make_activity,
         for u in (make_user(), make_user()):
             services.register(s, activity_id=a.id, user_id=u.id)
     csrf = console_login(make_staff(role="staff"))
-    form = client.get(f"/console/activities/{a.id}/edit").get_data(as_text=True)
-    values = dict(re.findall(r'<input (?:type="[^"]*" )?name="([a-z_]+)" value="([^"]*)"', form))
 
     def save(**changes):
+        # Each save from the page as it is now: one sent from the first page would put back the earlier save's
+        # title, and is refused as stale (test_stale2_qa_s16).
+        form = client.get(f"/console/activities/{a.id}/edit").get_data(as_text=True)
+        values = dict(re.findall(r'<input (?:type="[^"]*" )?name="([a-z_]+)" value="([^"]*)"', form))
         data = {**values, "csrf_token": csrf, "category": a.category, "status": "published",
                 "waitlist_enabled": "on", **changes}
         page = client.post(f"/console/activities/{a.id}/edit", data=data, follow_redirects=True)

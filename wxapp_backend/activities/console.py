@@ -16,7 +16,9 @@ from ..audit import audit
 from ..auth.guard import console_required, current_actor
 from ..auth.models import ROLE_RANK, StaffRole
 from ..console import DASHBOARD_CARDS, add_nav, once
+from ..console.stale import differences, seen_stamp
 from ..db import session_scope, utcnow
+from ..edits import StaleEdit, locked_for_edit, refuse_stale
 from ..enterprises.importer import FORMULA_CHARS
 from ..enterprises.models import Building
 from ..errors import AppError, ValidationError
@@ -140,7 +142,8 @@ def _editor(activity_id: int | None):
         # Beside 满员后可候补: unticking it releases those waiting (update_activity), and staff should know before.
         ctx["queued"] = services.waitlist_length(s, activity.id) if activity is not None else 0
     if request.method == "GET":
-        return render_template("console/activities/edit.html", activity=activity, v=values, errors={}, **ctx)
+        return render_template("console/activities/edit.html", activity=activity, v=values, errors={},
+                               stamp=activity.updated_at.isoformat() if activity is not None else None, **ctx)
     if activity is None and (first := once.claim(current_actor().id)) is not None:
         # The same 新建活动 form sent again (a double-click): its first post's activity, not another.
         if not first:
@@ -148,8 +151,17 @@ def _editor(activity_id: int | None):
             return redirect(url_for("activities_console.activities"))
         flash("这个活动已经保存过了（表单提交了两次），没有再建一个。")
         return redirect(url_for("activities_console.registrations", activity_id=int(first)))
+    seen, conflict = seen_stamp(), []
     try:
         with session_scope() as s:
+            if activity is not None:
+                # Before update_activity tells the registrants anything: a page loaded before a colleague saved
+                # the activity would put back what they changed (every box is sent). What differs is shown
+                # beside theirs, and the page moves to their version.
+                current = locked_for_edit(s, Activity, activity.id, "没有找到这个活动，可能已被删除。")
+                conflict = differences(_shown(_values(current), ctx), _shown(_typed(values), ctx), LABELS)
+                stamp = current.updated_at.isoformat()
+                refuse_stale(current, conflict, seen, "活动信息")
             data = _form_data()
             for name in _DT_FIELDS if activity is not None else ():
                 # The form shows times to the minute: one sent back as shown is unchanged. Taken as typed, a
@@ -192,12 +204,11 @@ def _editor(activity_id: int | None):
             once.release(current_actor().id)
         if not isinstance(exc, AppError) or exc.status in {403, 404}:
             raise
-        values = {**values, **{k: request.form.get(k, "") for k in request.form}}
-        values["audience_building_ids"] = row_ids(request.form.getlist("audience_building_ids"))
-        for name in ("waitlist_enabled", "verified_only", "requires_approval"):  # a box left unticked is not sent
-            values[name] = name in request.form
-        return render_template("console/activities/edit.html", activity=activity, v=values, error=exc.message,
-                               errors=exc.fields, **ctx), exc.status
+        if not isinstance(exc, StaleEdit):  # the page stays on its version: a colleague's save is still caught
+            stamp = seen.isoformat() if seen else None
+        return render_template("console/activities/edit.html", activity=activity, v=_typed(values),
+                               error=exc.message, errors=exc.fields, conflict=conflict, stamp=stamp,
+                               **ctx), exc.status
     if activity is None:
         once.saved(current_actor().id, saved_id)
     flash(done)
@@ -243,6 +254,40 @@ def _values(a: Activity | None) -> dict[str, Any]:
     v["audience_tags"] = "、".join(a.audience_tags or [])
     v["questions"] = json.dumps(a.questions, ensure_ascii=False) if a.questions else ""
     return v
+
+
+def _typed(values: dict[str, Any]) -> dict[str, Any]:
+    """The editor form as sent, in _values' shape (kept in the page when the save is refused)."""
+    values = {**values, **{k: request.form.get(k, "") for k in request.form}}
+    values["audience_building_ids"] = row_ids(request.form.getlist("audience_building_ids"))
+    for name in ("waitlist_enabled", "verified_only", "requires_approval"):  # a box left unticked is not sent
+        values[name] = name in request.form
+    return values
+
+
+LABELS = {"category": "活动类别", "status": "状态", "title": "活动名称", "description": "活动介绍",
+          "building_id": "所在楼宇", "address": "地点", "starts_at": "开始时间", "ends_at": "结束时间",
+          "registration_opens_at": "报名开始", "registration_closes_at": "报名截止", "cancel_deadline": "取消截止",
+          "capacity": "名额", "per_enterprise_cap": "每家企业上限", "waitlist_enabled": "满员后可候补",
+          "requires_approval": "报名需审核", "audience_building_ids": "面向楼宇", "audience_industries": "面向行业",
+          "audience_tags": "面向企业标签", "verified_only": "仅限已核实的企业联系人", "questions": "报名问题",
+          "cover_image": "封面图片地址"}
+
+
+def _shown(v: dict[str, Any], ctx: dict[str, Any]) -> dict[str, Any]:
+    """The editor's values as the page shows them, codes and ids by name and lists as one line: compared field by
+    field with the form sent, and shown in the conflict table."""
+    buildings = {str(b.id): b.name for b in ctx["buildings"]}
+    out = {k: v.get(k) for k in LABELS}
+    out["category"] = CATEGORIES.get(v.get("category"), v.get("category"))
+    out["status"] = STATUS_NAMES.get(v.get("status"), v.get("status"))
+    out["building_id"] = buildings.get(str(v.get("building_id") or ""), v.get("building_id"))
+    out["audience_building_ids"] = sorted(buildings.get(str(b), str(b)) for b in v.get("audience_building_ids") or [])
+    out["audience_industries"] = "，".join(x for x in _LIST_SPLIT.split(v.get("audience_industries") or "") if x)
+    out["audience_tags"] = "、".join(x for x in _SPLIT.split(v.get("audience_tags") or "") if x)
+    for k in _DT_FIELDS:
+        out[k] = (v.get(k) or "").replace("T", " ")
+    return out
 
 
 def _registration_rows(s, activity: Activity) -> tuple[list[dict[str, Any]], list[dict]]:

@@ -12,7 +12,9 @@ from sqlalchemy import select
 from ..auth.guard import console_required, current_actor
 from ..auth.models import ROLE_RANK, StaffRole
 from ..console import add_nav, once
+from ..console.stale import differences, seen_stamp
 from ..db import session_scope
+from ..edits import StaleEdit, locked_for_edit, refuse_stale
 from ..enterprises.models import Building
 from ..enterprises.services import paginate
 from ..errors import AppError, Conflict
@@ -127,18 +129,31 @@ def edit_notice(notice_id: int):
         n = broadcast._get(s, notice_id)
         ctx = _choices(s)
         v = _notice_values(n)
-        status = n.status
+        status, updated_at = n.status, n.updated_at
     if status != "draft":
         flash("通知已发布，不能再修改。", "error")
         return redirect(url_for("notices_console.notice", notice_id=notice_id))
     if request.method == "GET":
-        return render_template("console/notices/edit.html", v=v, errors={}, editing=notice_id, **ctx)
+        return render_template("console/notices/edit.html", v=v, errors={}, editing=notice_id,
+                               stamp=updated_at.isoformat(), **ctx)
     data = _form_data()
     if "activity_id" not in data and "activity_id" in request.form:
         data["activity_id"] = None  # 相关活动 set back to （无）
+    seen, conflict = seen_stamp(), []
     try:
         with session_scope() as s:
+            current = locked_for_edit(s, Notice, notice_id, "没有找到这条通知。")
+            if current.status == "draft":  # published meanwhile: update_notice says so
+                # The form sends every box: saved from a page loaded before a colleague's save, it would put
+                # back what they changed. What differs is shown beside theirs, and the page moves to their version.
+                conflict = differences(_shown(_notice_values(current), ctx), _shown(_typed(data), ctx), LABELS)
+                stamp = current.updated_at.isoformat()
+                refuse_stale(current, conflict, seen, "通知草稿")
             broadcast.update_notice(s, current_actor(), notice_id, data)
+    except StaleEdit as exc:
+        data["template_fields_text"] = request.form.get("template_fields", "")
+        return render_template("console/notices/edit.html", v=data, error=exc.message, errors={},
+                               conflict=conflict, editing=notice_id, stamp=stamp, **ctx), exc.status
     except AppError as exc:
         if exc.status == 409:  # published by a colleague meanwhile
             flash(exc.message, "error")
@@ -146,10 +161,42 @@ def edit_notice(notice_id: int):
         if exc.status in {403, 404}:
             raise
         data["template_fields_text"] = request.form.get("template_fields", "")
+        # The page stays on the version it was loaded on: a colleague's save meanwhile is still caught.
         return render_template("console/notices/edit.html", v=data, error=exc.message, errors=exc.fields,
-                               editing=notice_id, **ctx), exc.status
+                               editing=notice_id, stamp=seen.isoformat() if seen else None, **ctx), exc.status
     flash("通知草稿已修改，请查看送达预估后发布。")
     return redirect(url_for("notices_console.notice", notice_id=notice_id))
+
+
+LABELS = {"kind": "类型", "activity_id": "相关活动", "title": "标题", "summary": "摘要", "page": "打开的小程序页面",
+          "template_fields_text": "订阅消息字段", "all": "全部用户", "categories": "订阅的活动类别",
+          "building_ids": "楼宇", "industries": "行业", "tags": "企业标签", "verified_only": "仅限已核实的企业联系人",
+          "registrants_of": "某个活动的报名人"}
+
+
+def _typed(data: dict[str, Any]) -> dict[str, Any]:
+    """The form as sent, in _notice_values' shape (template fields as typed in their box)."""
+    return {**data, "activity_id": data.get("activity_id"), "audience": dict(data["audience"]),
+            "template_fields_text": request.form.get("template_fields", "").strip()}
+
+
+def _shown(v: dict[str, Any], ctx: dict[str, Any]) -> dict[str, Any]:
+    """A draft's values as the form shows them, flat, ids and codes by name: compared field by field with the
+    form sent, and shown in the conflict table."""
+    activities = {a.id: a.title for a in ctx["activities"]}
+    buildings = {b.id: b.name for b in ctx["buildings"]}
+    audience = v.get("audience") or {}
+    return {"kind": {"policy": "政策通知", "activity": "活动通知"}.get(v.get("kind"), v.get("kind")),
+            "activity_id": activities.get(v.get("activity_id"), v.get("activity_id")),
+            "title": v.get("title"), "summary": v.get("summary"), "page": v.get("page"),
+            "template_fields_text": "\n".join(line.strip() for line in (v.get("template_fields_text") or "")
+                                              .strip().splitlines()),
+            "all": bool(audience.get("all")),
+            "categories": sorted(CATEGORIES.get(c, c) for c in audience.get("categories") or []),
+            "building_ids": sorted(buildings.get(b, str(b)) for b in audience.get("building_ids") or []),
+            "industries": list(audience.get("industries") or []), "tags": list(audience.get("tags") or []),
+            "verified_only": bool(audience.get("verified_only")),
+            "registrants_of": activities.get(audience.get("registrants_of"), audience.get("registrants_of"))}
 
 
 def _notice_values(n) -> dict[str, Any]:

@@ -8,15 +8,18 @@ from typing import Any
 from flask import Blueprint, current_app, flash, g, redirect, render_template, request, session, url_for
 
 from ..console import add_nav
+from ..console.stale import differences, seen_version
 from ..db import session_scope
+from ..edits import StaleEdit
 from ..errors import AppError, BadRequest
 from . import services, tokens
 from .guard import CONSOLE, console_required, current_actor, end_staff_logins, password_stamp
-from .models import StaffRole
+from .models import STAFF_ROLE_NAMES, StaffRole
 
 bp = Blueprint("auth_console", __name__, url_prefix="/console")
 
-PROFILE_FIELDS = ("display_name", "role", "department")
+PROFILE_FIELDS = services.PROFILE_FIELDS
+PROFILE_LABELS = {"display_name": "显示名称", "role": "角色", "department": "部门"}
 
 
 def _text(name: str) -> str:
@@ -74,8 +77,13 @@ def _edit_page(staff_id: int, values: dict[str, str] | None = None, status: int 
         departments = _departments(services.list_staff(s))
         if values is None:
             values = {name: getattr(staff, name) for name in PROFILE_FIELDS}
+        extra.setdefault("version", services.profile_version(staff))  # the version the edit is made on
         return render_template("console/staff/edit.html", account=staff, values=values, departments=departments,
                                is_self=staff.id == g.staff.id, **extra), status
+
+
+def _profile_shown(values: dict[str, str]) -> dict[str, str]:
+    return {**values, "role": STAFF_ROLE_NAMES.get(values.get("role", ""), values.get("role", ""))}
 
 
 @bp.route("/staff/<int:staff_id>/edit", methods=["GET", "POST"])
@@ -84,14 +92,24 @@ def staff_edit(staff_id: int):
     if request.method == "GET":
         return _edit_page(staff_id)
     values = {name: _text(name) for name in PROFILE_FIELDS}
+    seen = seen_version()
     try:
         with session_scope() as s:
-            staff = services.update_staff(s, current_actor(), staff_id, **values)
+            staff = services.update_staff(s, current_actor(), staff_id, seen=seen, **values)
             username = staff.username
+    except StaleEdit as exc:
+        # A colleague saved the account since this page was loaded: theirs beside what was typed (still in the
+        # form), and the page now on their version, so saving again after checking is accepted.
+        with session_scope() as s:
+            now = {name: getattr(services.get_staff(s, staff_id), name) for name in PROFILE_FIELDS}
+        conflict = differences(_profile_shown(now), _profile_shown(values), PROFILE_LABELS)
+        return _edit_page(staff_id, values, exc.status, error=exc.message, conflict=conflict)
     except AppError as exc:
         if exc.status in {403, 404}:
             raise
-        return _edit_page(staff_id, values, exc.status, error=exc.message, field_errors=exc.fields)
+        # The page stays on the version it was loaded on: a colleague's save meanwhile is still caught.
+        return _edit_page(staff_id, values, exc.status, error=exc.message, field_errors=exc.fields,
+                          **({"version": seen} if seen else {}))
     flash(f"账号 {username} 已保存。")
     return redirect(url_for(".staff_list"))
 

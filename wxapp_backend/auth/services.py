@@ -13,6 +13,7 @@ from werkzeug.security import check_password_hash, generate_password_hash
 
 from ..audit import SYSTEM, Actor, audit
 from ..db import utcnow
+from ..edits import locked_for_edit, refuse_stale, version_digest
 from ..enterprises.models import NOTE_BINDING_PENDING, Enterprise
 from ..errors import Conflict, NotFound, TooManyRequests, Unauthorized, ValidationError
 from ..http import limit_key
@@ -296,14 +297,29 @@ def _is_last_active_admin(session: Session, staff: StaffUser) -> bool:
     return set(session.scalars(stmt)) <= {staff.id}
 
 
+PROFILE_FIELDS = ("display_name", "role", "department")
+
+
+def profile_version(staff: StaffUser) -> str:
+    """The version of an account's profile for the console's stale-page check (staff_users has no updated_at)."""
+    return version_digest({name: getattr(staff, name) for name in PROFILE_FIELDS})
+
+
 def update_staff(session: Session, actor: Actor, staff_id: int, *, display_name: str, role: str,
-                 department: str) -> StaffUser:
-    """Change an account's display name, role and department; the changes are audited as from/to pairs."""
+                 department: str, seen: str | None = None) -> StaffUser:
+    """Change an account's display name, role and department; the changes are audited as from/to pairs. `seen`:
+    the profile_version the edit page was loaded on; a change to a profile a colleague saved since is refused
+    (StaleEdit), not written over theirs."""
     staff = get_staff(session, staff_id)
+    if seen is not None:
+        staff = locked_for_edit(session, StaffUser, staff_id, "没有找到这个工作人员账号。")
     display_name, department = _clean(display_name), _clean(department)
     errors = _profile_problems(role, department, display_name)
     if errors:
         raise ValidationError(next(iter(errors.values())), fields=errors)
+    typed = {"display_name": display_name or staff.username, "role": role, "department": department}
+    refuse_stale(staff, [k for k, v in typed.items() if getattr(staff, k) != v], seen, "账号信息",
+                 now=profile_version(staff))
     if role != staff.role:
         if _is_self(actor, staff):
             raise Conflict("不能修改自己账号的角色，请由另一位管理员操作。", fields={"role": "不能修改自己的角色"})

@@ -18,12 +18,20 @@ def seen_stamp() -> datetime | None:
     return seen if seen.tzinfo is not None else None
 
 
+def seen_version() -> str | None:
+    """The record's version_digest (..edits) on the page the form was sent from, for a record without an
+    updated_at column (None from a form without one)."""
+    seen = request.form.get("version", "")
+    return seen if len(seen) == 64 and all(c in "0123456789abcdef" for c in seen) else None
+
+
 def _shown(value: Any) -> str:
     if isinstance(value, bool):
         return "是" if value else "否"
     if isinstance(value, (list, tuple, set)):
         return "、".join(str(x) for x in value)
-    return "" if value is None else str(value).strip()
+    # A browser sends a textarea's line breaks as CR LF, whatever the record holds.
+    return "" if value is None else str(value).replace("\r\n", "\n").strip()
 
 
 def differences(
