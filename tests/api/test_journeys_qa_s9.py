@@ -194,6 +194,8 @@ def test_my_registrations_say_what_can_still_be_done(client, db, new_activity, m
 
 
 PNG = ("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR4nGMAAQAABQABDQottAAAAABJRU5ErkJggg==")
+# A second, different picture (a red pixel): the same photo twice in one upload is stored once (session 16).
+RED_PNG = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR4nGP4z8DwHwAFAAH/iZk9HQAAAABJRU5ErkJggg=="
 
 
 def test_a_refused_submission_or_supplement_leaves_no_photo_on_disk(app, client, make_user, make_staff, user_token,
@@ -215,7 +217,7 @@ def test_a_refused_submission_or_supplement_leaves_no_photo_on_disk(app, client,
     assert len(files() - before) == 1
     _act(client, sh, aid, "accept")
     _act(client, sh, aid, "request_info", note="请补充现场照片")
-    more = {"content": "现场照片见附件", "images": [PNG, PNG]}
+    more = {"content": "现场照片见附件", "images": [PNG, RED_PNG]}
     assert client.post(f"/api/v1/appeals/{aid}/supplement", json=more, headers=uh).status_code == 200
     kept = files()
     assert len(kept - before) == 3
