@@ -278,7 +278,7 @@ def _add_unanswered(database, question: str) -> int:
 def _kb_row(database, entry_id: str):
     with database.session_scope() as s:
         return s.execute(
-            text("SELECT question, answer, similar, retired FROM kb_entries WHERE id = :i"), {"i": entry_id}
+            text('SELECT question, answer, "similar", retired FROM kb_entries WHERE id = :i'), {"i": entry_id}
         ).one_or_none()
 
 
