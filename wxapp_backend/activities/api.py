@@ -61,7 +61,8 @@ def _mine(s, reg: Registration, *, with_activity: bool = False) -> dict:
 
 
 @bp.get("/activities")
-@doc("活动列表（可按类别、日期、楼宇筛选），含剩余名额；带登录令牌时每项有 ineligible_reason（现在不能报名的原因："
+@doc("活动列表（可按类别、日期、活动地点所在楼宇筛选；未结束的在前、开始早的先，已结束的（include_past）随后、最近的先），"
+     "含剩余名额；带登录令牌时每项有 ineligible_reason（现在不能报名的原因："
      "报名未开始或已截止、活动已开始、不在面向范围、已报名、名额已满且不设候补等，与报名时的提示相同；可以报名为 null）",
      params=services.LIST_PARAMS, auth="optional", tags=["活动"])
 def list_activities():
@@ -179,7 +180,7 @@ def put_subscriptions():
 
 @bp.get("/staff/activities")
 @staff_api_required(StaffRole.DEPT)
-@doc("活动列表（工作人员：含草稿和已取消，新的在前；可按类别、状态筛选），含已占名额和候补人数",
+@doc("活动列表（工作人员：含草稿和已取消；未结束的在前、开始早的先，已结束的随后、最近的先；可按类别、状态筛选），含已占名额和候补人数",
      params=services.STAFF_LIST_PARAMS, auth="staff", tags=["活动管理"])
 def staff_activities():
     q = query(services.STAFF_LIST_PARAMS)

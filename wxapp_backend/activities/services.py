@@ -21,7 +21,7 @@ from typing import Any
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import func, or_, select, tuple_, update
+from sqlalchemy import case, func, or_, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -562,7 +562,9 @@ def seat_counts(session: Session, activity_ids: list[int]) -> dict[int, tuple[in
 LIST_PARAMS = (
     Field("category", "enum", "活动类别", choices=tuple(CATEGORIES), choice_names=CATEGORIES),
     Field("date", "date", "日期"),
-    Field("building_id", "int", "楼宇", min=1),
+    Field("building_id", "int", "活动地点所在楼宇", min=1,
+          description="只按活动地点所在的楼宇筛选，不是“面向这栋楼宇白领的活动”：在别处举办、面向这栋楼宇的活动不在其中。"
+                      "活动面向哪些楼宇见每项的 audience.building_ids；带登录令牌时 ineligible_reason 为 null 即本人可以报名"),
     Field("include_past", "bool", "包括已结束的活动", default=False),
     Field("page", "int", "页码", min=1, max=100000, default=1),
     Field("per_page", "int", "每页条数", min=1, max=100, default=20),
@@ -589,8 +591,7 @@ def list_activities(session: Session, q: dict[str, Any], *, staff: bool = False,
     elif not q.get("include_past") and not staff:
         stmt = stmt.where(Activity.ends_at > utcnow())
     total = session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
-    order = Activity.starts_at.desc() if staff else Activity.starts_at
-    rows = session.scalars(stmt.order_by(order, Activity.id).offset((q["page"] - 1) * q["per_page"])
+    rows = session.scalars(stmt.order_by(*list_order(utcnow())).offset((q["page"] - 1) * q["per_page"])
                            .limit(q["per_page"])).unique().all()
     counts = seat_counts(session, [a.id for a in rows])
     items = [a.to_dict(seats_taken=counts[a.id][0], waitlisted=counts[a.id][1]) for a in rows]
@@ -600,6 +601,17 @@ def list_activities(session: Session, q: dict[str, Any], *, staff: bool = False,
         for item, a in zip(items, rows, strict=True):
             item["ineligible_reason"] = refusal(a, user, *counts[a.id], now, standing.get(a.id))
     return items, total
+
+
+def list_order(now: datetime) -> tuple:
+    """The lists' order (mini-program, console, staff API): those not over yet first, soonest first (one under way at
+    the top), then those over, the most recent first. By start alone, oldest first, a worker with include_past read
+    last year's concert before last week's and scrolled past every old one to reach what they could join; latest
+    first, the console put an activity three months out above tomorrow's."""
+    coming = Activity.ends_at > now
+    # Within each group the other key is NULL for every row, so the databases' different NULL orders never matter.
+    return (case((coming, 0), else_=1), case((coming, Activity.starts_at), else_=None).asc(),
+            case((coming, None), else_=Activity.starts_at).desc(), Activity.id)
 
 
 STAFF_LIST_PARAMS = (
@@ -752,6 +764,11 @@ def check_answers(activity: Activity, answers: dict[str, Any] | None) -> dict[st
     # The form sends a box left empty as "": no answer, for a number or 是/否 question as validate() already reads a
     # blank text, choice or date (an optional 随行人数 left empty was “应为数字”, and the user could not register).
     answers = {k: v for k, v in answers.items() if not (isinstance(v, str) and not clean_text(v))}
+    # A 多选 option sent twice (a double tap) counts once, as it is stored: ["瑜伽", "瑜伽", "跑步"] out of two options
+    # was refused with “最多 2 项”.
+    multi = {q["key"] for q in questions if q.get("type") == "multi"}
+    answers = {k: list(dict.fromkeys(v)) if k in multi and isinstance(v, list)
+               and all(isinstance(x, str) for x in v) else v for k, v in answers.items()}
     try:
         clean = validate(answers, [_answer_field(q) for q in questions])
     except ValidationError as exc:
@@ -1072,8 +1089,11 @@ def user_cancel_deadline(reg: Registration, activity: Activity) -> datetime:
     # registration staff have not approved yet (not counted on) is fine until the start.
     counted = reg.status in SEAT_STATUSES and reg.status != RegStatus.PENDING_APPROVAL.value
     deadline = (activity.cancel_deadline or activity.starts_at) if counted else activity.starts_at
-    if reg.promoted_at is not None and activity.cancel_deadline and reg.promoted_at >= activity.cancel_deadline:
-        # A seat given from the waitlist after the deadline was never theirs to give back in time.
+    cutoff = activity.cancel_deadline
+    if cutoff and ((reg.promoted_at is not None and reg.promoted_at >= cutoff) or reg.created_at >= cutoff):
+        # A seat given from the waitlist after the deadline was never theirs to give back in time; nor one taken by
+        # registering after it (registration stays open): it was not among the seats counted at the deadline, and
+        # locked in from 报名成功, a wrong evening tapped became a no-show against them.
         deadline = activity.starts_at
     return deadline
 
