@@ -1089,11 +1089,8 @@ def user_cancel_deadline(reg: Registration, activity: Activity) -> datetime:
     # registration staff have not approved yet (not counted on) is fine until the start.
     counted = reg.status in SEAT_STATUSES and reg.status != RegStatus.PENDING_APPROVAL.value
     deadline = (activity.cancel_deadline or activity.starts_at) if counted else activity.starts_at
-    cutoff = activity.cancel_deadline
-    if cutoff and ((reg.promoted_at is not None and reg.promoted_at >= cutoff) or reg.created_at >= cutoff):
-        # A seat given from the waitlist after the deadline was never theirs to give back in time; nor one taken by
-        # registering after it (registration stays open): it was not among the seats counted at the deadline, and
-        # locked in from 报名成功, a wrong evening tapped became a no-show against them.
+    if reg.promoted_at is not None and activity.cancel_deadline and reg.promoted_at >= activity.cancel_deadline:
+        # A seat given from the waitlist after the deadline was never theirs to give back in time.
         deadline = activity.starts_at
     return deadline
 
@@ -1220,6 +1217,10 @@ def cancel_registration(session: Session, actor: Actor, registration_id: int, *,
     if reg.status == RegStatus.CANCELLED.value:
         return reg  # cancelling twice is harmless
     if user_id is not None:
+        if reg.status == RegStatus.ATTENDED.value:
+            # Checked in at the door: the workflow's “不能改为“已取消”” told the worker nothing of what to do.
+            raise Conflict("您已签到，报名不能再取消；如需提前离开或有特殊情况，请告诉现场工作人员。",
+                           code="illegal_transition")
         if now >= user_cancel_deadline(reg, activity):
             raise Conflict("已过取消报名的截止时间，如有特殊情况请联系工作人员。", code="cancel_deadline_passed")
     held_seat = reg.status in SEAT_STATUSES
