@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select
 
+from tests.integration.test_activities_qa_s10 import _scan, _starts_in
 from wxapp_backend.activities import jobs
 from wxapp_backend.activities.models import Activity, Registration, RegistrationEvent
 from wxapp_backend.db import session_scope
@@ -16,21 +17,6 @@ def _reg(client, aid, headers):
     resp = client.post(f"/api/v1/activities/{aid}/registrations", json={"answers": {}}, headers=headers)
     assert resp.status_code == 201, resp.get_json()
     return resp.get_json()["id"]
-
-
-def _starts_in(aid, delta):
-    with session_scope() as s:
-        a = s.get(Activity, aid)
-        a.starts_at = datetime.now(UTC) + delta
-        a.ends_at = a.starts_at + timedelta(hours=2)
-        a.registration_opens_at = a.registration_closes_at = a.cancel_deadline = None
-
-
-def _scan(client, user_token, user, rid, staff_headers, staff):
-    token = client.get(f"/api/v1/registrations/{rid}/qr", headers=user_token(user)).get_json()["token"]
-    resp = client.post("/api/v1/staff/checkins", json={"token": token}, headers=staff_headers(staff))
-    assert resp.status_code == 200, resp.get_json()
-    return resp.get_json()
 
 
 def test_a_check_in_made_before_the_activity_was_postponed_does_not_count_for_the_new_date(
