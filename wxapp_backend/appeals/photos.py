@@ -31,7 +31,7 @@ def dimensions(data: bytes, ext: str) -> tuple[int, int] | None:
             if data[12:16] == b"IHDR":
                 return struct.unpack(">II", data[16:24])
         elif ext == "jpg":
-            for marker, payload in _jpeg_segments(data):
+            for marker, payload, _ in _jpeg_segments(data):
                 if marker in _SOF and len(payload) >= 5:
                     height, width = struct.unpack(">HH", payload[1:5])
                     return width, height
@@ -110,8 +110,13 @@ def _kept_orientation(tiff: bytes) -> int | None:
 
 # --- JPEG ---------------------------------------------------------------------------------------------------
 
-def _jpeg_segments(data: bytes):
-    """(marker, payload) of each header segment up to the first scan."""
+def _jpeg_segments(data: bytes, *, whole: bool = False):
+    """(marker, payload, scan) of each segment, in file order: the one walk of a JPEG's structure.
+
+    By default only the header, up to the first scan (what `dimensions` reads). With `whole`, every marker to the
+    picture's end: a standalone one (a restart, TEM) with payload None, a scan (SOS) with its entropy-coded data as
+    `scan`, and the EOI last with payload None; a file cut short inside a scan ends after that scan, without EOI.
+    Anything else that does not follow the structure raises Unreadable."""
     if data[:2] != b"\xff\xd8":
         raise Unreadable("no SOI")
     pos = 2
@@ -124,44 +129,39 @@ def _jpeg_segments(data: bytes):
             raise Unreadable("truncated")
         marker = data[pos]
         pos += 1
-        if marker in (0xD9, 0xDA):
+        if marker == 0xD9 or (marker == 0xDA and not whole):
+            if whole:
+                yield marker, None, b""
             return
         if marker == 0x01 or 0xD0 <= marker <= 0xD7:
+            if whole:
+                yield marker, None, b""
             continue
         if pos + 2 > len(data):
             raise Unreadable("truncated")
         (length,) = struct.unpack(">H", data[pos:pos + 2])
         if length < 2 or pos + length > len(data):
             raise Unreadable("bad segment length")
-        yield marker, data[pos + 2:pos + length]
+        payload = data[pos + 2:pos + length]
         pos += length
+        scan = b""
+        if marker == 0xDA:
+            end = _scan_end(data, pos)
+            scan, pos = data[pos:end], end
+        yield marker, payload, scan
+        if marker == 0xDA and pos >= len(data):  # cut short in the picture (an upload broken off)
+            return
 
 
 def _strip_jpeg(data: bytes) -> bytes:
     out = [b"\xff\xd8"]
-    pos = 2
     orientation = None
-    while True:
-        if pos >= len(data) or data[pos] != 0xFF:
-            raise Unreadable("no marker")
-        while pos < len(data) and data[pos] == 0xFF:
-            pos += 1
-        if pos >= len(data):
-            raise Unreadable("truncated")
-        marker = data[pos]
-        pos += 1
+    for marker, payload, scan in _jpeg_segments(data, whole=True):
         if marker == 0xD9:
-            out.append(b"\xff\xd9")
             break  # whatever follows the end (a second picture, a polyglot's other half) is dropped
-        if marker == 0x01 or 0xD0 <= marker <= 0xD7:
+        if payload is None:
             out.append(bytes((0xFF, marker)))
             continue
-        (length,) = struct.unpack(">H", data[pos:pos + 2])
-        if length < 2 or pos + length > len(data):
-            raise Unreadable("bad segment length")
-        payload = data[pos + 2:pos + length]
-        segment = b"\xff" + data[pos - 1:pos + length]
-        pos += length
         if marker == 0xE1:
             if payload[:6] == b"Exif\x00\x00" and orientation is None:
                 orientation = _kept_orientation(payload[6:])
@@ -171,14 +171,8 @@ def _strip_jpeg(data: bytes) -> bytes:
             continue  # XMP (which can hold the location too) and any other APP1
         if marker == 0xFE or (0xE0 <= marker <= 0xEF and not _kept_app(marker, payload)):
             continue
-        out.append(segment)
-        if marker == 0xDA:
-            end = _scan_end(data, pos)
-            out.append(data[pos:end])
-            pos = end
-            if pos >= len(data):  # cut short in the picture (an upload broken off): what there is, ended
-                out.append(b"\xff\xd9")
-                break
+        out.append(bytes((0xFF, marker)) + struct.pack(">H", len(payload) + 2) + payload + scan)
+    out.append(b"\xff\xd9")  # the EOI, or the end of a picture cut short: what there is, ended
     return b"".join(out)
 
 
