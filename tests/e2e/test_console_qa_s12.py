@@ -54,13 +54,13 @@ def test_closing_a_resolved_appeal_asks_first(client, make_user, make_staff, con
     for action, extra in (("accept", {}), ("resolve", {"resolution": "已修好"})):
         resp = client.post(f"/console/appeals/{appeal_id}/action", data={"csrf_token": csrf, "action": action, **extra})
         assert resp.status_code == 302, resp.get_data(as_text=True)
-    # 关闭 is offered once the enterprise's 7 days to rate have passed (services.rating_window_ends).
+    # 关闭 is offered once the enterprise's 7 working days to rate have passed (services.rating_window_ends).
     from datetime import UTC, datetime, timedelta
 
     from wxapp_backend.appeals.models import Appeal
 
     with session_scope() as s:
-        s.get(Appeal, appeal_id).resolved_at = datetime.now(UTC) - timedelta(days=8)
+        s.get(Appeal, appeal_id).resolved_at = datetime.now(UTC) - timedelta(days=30)
     page = client.get(f"/console/appeals/{appeal_id}").get_data(as_text=True)
     # 关闭 is the end of the loop (no more rework for the enterprise): asked, like 不予受理 and 退单.
     close = re.search(r'<form[^>]*id="action-close"[^>]*>', page).group(0)

@@ -225,7 +225,7 @@ def test_staff_cannot_close_a_resolved_appeal_while_the_enterprise_may_still_rat
     appeal_id = _resolved(w)
     resolved_at = w.appeal(appeal_id).resolved_at
     exc = _refused(lambda: w.act(appeal_id, "close", now=resolved_at + timedelta(days=1), note="电话确认已解决"))
-    assert exc.code == "rating_window_open" and "评价" in exc.message and "7 天" in exc.message
+    assert exc.code == "rating_window_open" and "评价" in exc.message and "7 个工作日" in exc.message
     assert w.appeal(appeal_id).status == "resolved"
     resp = client.post(f"/api/v1/staff/appeals/{appeal_id}/actions", headers=staff_headers(w.admin),
                        json={"action": "close", "note": "电话确认已解决"})
@@ -239,8 +239,9 @@ def test_staff_cannot_close_a_resolved_appeal_while_the_enterprise_may_still_rat
 
 def test_closing_after_the_window_records_that_no_rating_came(w, db):  # noqa: F811
     appeal_id = _resolved(w)
-    resolved_at = w.appeal(appeal_id).resolved_at
-    assert w.act(appeal_id, "close", now=resolved_at + services.RATING_WINDOW + timedelta(minutes=1),
+    with session_scope() as s:
+        ends = services.rating_window_ends(services.get_appeal(s, appeal_id, w.actor))
+    assert w.act(appeal_id, "close", now=ends + timedelta(minutes=1),
                  note="归档") == "closed"
     ((note, data),) = w.events(appeal_id, "closed")
     assert "未评价" in note and data.get("rated") is False

@@ -65,8 +65,9 @@ def test_an_overdue_rectification_task_is_flagged_once_and_its_department_alerte
 
 def test_an_appeal_closed_by_the_rating_windows_end_tells_the_enterprise(w, db):  # noqa: F811
     appeal_id = _resolved(w)
-    resolved_at = w.appeal(appeal_id).resolved_at
-    assert jobs.tick(now=resolved_at + services.RATING_WINDOW + timedelta(minutes=5))["closed"] == 1
+    with session_scope() as s:
+        ends = services.rating_window_ends(services.get_appeal(s, appeal_id, w.actor))
+    assert jobs.tick(now=ends + timedelta(minutes=5))["closed"] == 1
     assert w.appeal(appeal_id).status == "closed"
     db.expire_all()
     (told,) = db.scalars(select(Notification).where(Notification.user_id == w.user.id,
@@ -74,7 +75,7 @@ def test_an_appeal_closed_by_the_rating_windows_end_tells_the_enterprise(w, db):
     item = db.get(InboxItem, told.inbox_item_id)
     assert "评价" in item.body and w.appeal(appeal_id).number in item.body and item.title == "您的诉求已关闭"
     assert [d["kind"] for _, d in w.events(appeal_id, "notified")][-1] == "appeal_closed"
-    jobs.tick(now=resolved_at + services.RATING_WINDOW + timedelta(minutes=10))
+    jobs.tick(now=ends + timedelta(minutes=10))
     db.expire_all()
     assert len(db.scalars(select(Notification).where(Notification.user_id == w.user.id,
                                                      Notification.kind == "appeal_closed")).all()) == 1

@@ -238,7 +238,7 @@ def test_rating_an_appeal_staff_closed_early_does_not_say_the_window_lapsed(w):
     with pytest.raises(Conflict) as info, session_scope() as s:
         services.rate(s, w.user.id, b, resolved=True, satisfaction=5, now=sh(2025, 10, 23, 10, 0))
     assert info.value.code == "not_awaiting_rating" and "不予受理" in info.value.message
-    w.act(a, "close", now=sh(2025, 10, 30, 11, 0), note="归档")  # the window has passed
+    w.act(a, "close", now=sh(2025, 10, 31, 11, 0), note="归档")  # 7 working days have passed (10:00)
     with pytest.raises(Conflict) as info, session_scope() as s:  # and a lapsed window still says so
         services.rate(s, w.user.id, a, resolved=True, satisfaction=5, now=sh(2025, 11, 3, 10, 0))
     assert info.value.code == "rating_window_over"

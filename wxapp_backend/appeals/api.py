@@ -225,15 +225,17 @@ def withdraw(appeal_id: int):
 
 @bp.post("/appeals/<int:appeal_id>/supplement")
 @user_required
-@doc("补充材料（工作人员要求补充时；10 分钟内再次提交同样的补充视为网络重试，返回诉求，不重复登记）",
+@doc("补充材料（工作人员要求补充时；10 分钟内再次提交同样的补充视为网络重试，返回诉求，不重复登记；"
+     "与这条诉求已有照片完全相同的照片不重复保存，不计入 9 张）",
      body=SUPPLEMENT_FIELDS, tags=["诉求"], responses={200: "诉求", 409: "不需要补充"})
 def supplement(appeal_id: int):
     user_id = current_user_id()
     data = validate(json_body(max_bytes=intake.MAX_BODY_BYTES), SUPPLEMENT_FIELDS)
     decoded = intake.decode_images(data["images"] or [])
     with intake.images_kept_if_committed(current_app.instance_path) as store, session_scope() as s:
-        services.get_appeal(s, appeal_id, Actor("user", user_id))  # 404 before any file is written
-        stored = store(decoded)
+        have = services.get_appeal(s, appeal_id, Actor("user", user_id)).images  # 404 before any file is written
+        # A photo the appeal already has (sent again with the supplement) is not stored, nor counted, twice.
+        stored = store(intake.distinct_photos(decoded, intake.stored_keys(current_app.instance_path, have)))
         appeal = services.supplement(s, user_id, appeal_id, data["content"], stored,
                                      retry_window=services.RETRY_WINDOW)
         body = appeal.to_public()

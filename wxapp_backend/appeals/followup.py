@@ -8,8 +8,9 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from .calendar import WorkCalendar
 from .models import Appeal, AppealEvent, AppealRating
-from .services import RATING_WINDOW
+from .services import rating_window_ends
 from .states import AppealStatus
 
 
@@ -22,10 +23,14 @@ def rated_rounds(session: Session, appeal_ids: list[int]) -> set[tuple[int, int]
     return {(a, r) for a, r in rows}
 
 
-def awaiting_rating(appeal: Appeal, rated: set[tuple[int, int]], now: datetime) -> bool:
-    """Resolved, inside the rating window, and this round not rated yet (what `services.rate` accepts)."""
-    return (appeal.status == AppealStatus.RESOLVED and appeal.resolved_at is not None
-            and now <= appeal.resolved_at + RATING_WINDOW and (appeal.id, appeal.round) not in rated)
+def awaiting_rating(appeal: Appeal, rated: set[tuple[int, int]], now: datetime,
+                    cal: WorkCalendar | None = None) -> bool:
+    """Resolved, inside the rating window (services.rating_window_ends: 7 working days), and this round not rated
+    yet (what `services.rate` accepts)."""
+    if appeal.status != AppealStatus.RESOLVED or (appeal.id, appeal.round) in rated:
+        return False
+    ends = rating_window_ends(appeal, cal)
+    return ends is not None and now <= ends
 
 
 def needs_info(appeal: Appeal, rated: set[tuple[int, int]], now: datetime) -> bool:
@@ -47,11 +52,12 @@ def own_by_id(session: Session, user_id: int, appeal_id: int) -> Appeal | None:
 
 def awaiting_rating_latest(session: Session, user_id: int, now: datetime) -> tuple[Appeal | None, int]:
     """The user's most recently resolved appeal still waiting for their rating, and how many wait in all."""
-    from .services import list_own
+    from .services import list_own, work_calendar
 
     recent = list_own(session, user_id, per_page=50).items
     rated = rated_rounds(session, [a.id for a in recent])
-    waiting = sorted((a for a in recent if awaiting_rating(a, rated, now)),
+    cal = work_calendar(session)
+    waiting = sorted((a for a in recent if awaiting_rating(a, rated, now, cal)),
                      key=lambda a: (a.resolved_at, a.id), reverse=True)
     return (waiting[0] if waiting else None), len(waiting)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import os
 import re
 import secrets
@@ -45,13 +46,13 @@ def sniff(data: bytes) -> str | None:
 
 def decode_images(items: list[str], *, field: str = "images") -> list[tuple[bytes, str]]:
     """Decode and check every photo before anything is written; the first bad one names its position. The same
-    photo twice (a double pick in the album) is kept once and not counted against the nine."""
+    photo twice (a double pick in the album) is kept once (distinct_photos) and not counted against the nine."""
     texts: dict[str, int] = {}  # each distinct photo's text -> its position in the upload
     for i, raw in enumerate(items, 1):
         texts.setdefault(_DATA_URL.sub("", raw.strip()), i)
     if len(texts) > MAX_IMAGES:
         raise ValidationError(f"照片最多 {MAX_IMAGES} 张。", fields={field: f"照片最多 {MAX_IMAGES} 张"})
-    out, seen = [], set()
+    out = []
     for text, i in texts.items():
         if len(text) > MAX_IMAGE_BYTES * 4 // 3 + 8:
             raise PayloadTooLarge(f"第 {i} 张照片太大了（每张不超过 2 MB）。",
@@ -70,11 +71,41 @@ def decode_images(items: list[str], *, field: str = "images") -> list[tuple[byte
         if photos.too_large(photos.dimensions(data, ext)):
             raise ValidationError(f"第 {i} 张照片的尺寸太大了，请截图或压缩后再上传。",
                                   fields={field: f"第 {i} 张照片尺寸超过上限"})
-        if data in seen:  # the same bytes written another way (another data: prefix, say)
-            continue
-        seen.add(data)
         out.append((photos.strip_metadata(data, ext), ext))
+    return distinct_photos(out)  # the same bytes written another way (another data: prefix, say)
+
+
+def photo_key(data: bytes) -> str:
+    """What tells a photo from another: the sha256 of its bytes as stored (metadata removed, photos.py)."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def distinct_photos(decoded: list[tuple[bytes, str]], seen: set[str] | None = None) -> list[tuple[bytes, str]]:
+    """`decoded` (photos as stored: bytes, type) without those already in `seen` (photo_keys: of the photos an appeal
+    already has, say) or earlier in the list; `seen` takes the ones kept. The one dedupe of the upload form, the chat
+    and the supplement: the same photo sent twice is stored once and not counted against the nine."""
+    seen = set() if seen is None else seen
+    out = []
+    for data, ext in decoded:
+        key = photo_key(data)
+        if key not in seen:
+            seen.add(key)
+            out.append((data, ext))
     return out
+
+
+def stored_keys(instance_path: Path, images: list[dict] | None) -> set[str]:
+    """photo_key of each of an appeal's stored photos (a file gone missing counts for nothing)."""
+    d = upload_dir(instance_path)
+    keys = set()
+    for img in images or []:
+        name = str(img.get("name") or "")
+        if _NAME.match(name):
+            try:
+                keys.add(photo_key((d / name).read_bytes()))
+            except OSError:
+                continue
+    return keys
 
 
 def upload_dir(instance_path: Path) -> Path:

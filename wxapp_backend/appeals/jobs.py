@@ -49,11 +49,12 @@ def _one(s, appeal_id: int, now: datetime, done: dict[str, int]) -> None:
     appeal = services.get_appeal(s, appeal_id, SYSTEM, lock=True)
     cal = services.work_calendar(s)
     if appeal.status == AppealStatus.RESOLVED:
-        if appeal.resolved_at and now > appeal.resolved_at + services.RATING_WINDOW:
+        ends = services.rating_window_ends(appeal, cal)  # what rate() refuses after
+        if ends is not None and now > ends:
             services.transition(s, appeal, AppealStatus.CLOSED, SYSTEM, action="closed", now=now,
                                 note="评价期已过，企业未评价，诉求自动关闭", rated=False)
             # As a close by staff is told: the appeal left their “待评价” without a word.
-            services._notify(s, appeal, "appeal_closed", f"您的诉求 {appeal.number} 评价期（办结后 7 天）已过，已自动关闭。"
+            services._notify(s, appeal, "appeal_closed", f"您的诉求 {appeal.number} 评价期（办结后 7 个工作日）已过，已自动关闭。"
                              "如问题仍未解决，请重新提交诉求。", "closed", now=now)
             done["closed"] += 1
         return
@@ -179,11 +180,8 @@ def sweep_chat_photos(now: datetime | None = None) -> int:
             appeal = s.get(Appeal, ev.appeal_id)
             if appeal is None:
                 continue
-            have = {img.get("media_id") for img in appeal.images or []}
-            given_up = {m for e in s.scalars(select(AppealEvent.data).where(
-                AppealEvent.appeal_id == appeal.id, AppealEvent.action == "photos_attached"))
-                for m in (e or {}).get("not_fetched") or []}
-            left = [m for m in ev.data.get("media") or [] if isinstance(m, str) and m not in have | given_up]
+            settled = _settled_media(s, appeal)
+            left = [m for m in ev.data.get("media") or [] if isinstance(m, str) and m not in settled]
             if left:
                 todo.append((appeal.id, str(ev.data.get("account") or "oa"), left, f"appeal-sweep-photos-{ev.id}",
                              str(ev.data.get("job_id") or "")))
@@ -206,6 +204,19 @@ def sweep_chat_photos(now: datetime | None = None) -> int:
     return enqueued
 
 
+def _settled_media(s, appeal: Appeal) -> set[str]:
+    """Chat media ids nothing is left to do for: attached, given up (`not_fetched`), or the same photo as one the
+    appeal already had (`same_photo`, not stored twice)."""
+    from .models import AppealEvent
+
+    done = {img.get("media_id") for img in appeal.images or []}
+    for data in s.scalars(select(AppealEvent.data).where(AppealEvent.appeal_id == appeal.id,
+                                                         AppealEvent.action == "photos_attached")):
+        done.update((data or {}).get("not_fetched") or [])
+        done.update((data or {}).get("same_photo") or [])
+    return done
+
+
 def _job_status(job_cls, queue, job_id: str):
     try:
         return job_cls.fetch(job_id, connection=queue.connection).get_status()
@@ -214,7 +225,8 @@ def _job_status(job_cls, queue, job_id: str):
 
 
 def fetch_chat_images(appeal_id: int, account: str, media_ids: list[str], now: datetime | None = None) -> int:
-    """Download photos sent in the chat intake and attach them; media already attached are skipped. The
+    """Download photos sent in the chat intake and attach them; media already attached are skipped, and a photo
+    the appeal already has (or sent twice) is kept once (intake.distinct_photos; recorded as `same_photo`). The
     `photos_attached` row is stamped `now` when the enqueuer had a clock of its own (the sweep's, a travelled
     intake's), else the real clock.
 
@@ -229,8 +241,10 @@ def fetch_chat_images(appeal_id: int, account: str, media_ids: list[str], now: d
         appeal = s.get(Appeal, appeal_id)
         if appeal is None:
             return 0
-        have = {img.get("media_id") for img in appeal.images or []}
+        have = _settled_media(s, appeal)
+        seen = intake.stored_keys(current_app.instance_path, appeal.images)
     todo = [m for m in media_ids if m not in have]
+    same: list[str] = []  # the same photo as one the appeal has, or as one sent before it: kept once
     fetched: list[dict] = []
     failed: list[str] = []  # given up for good (recorded, so that the sweep does not fetch them again)
     later: WeChatAPIError | None = None
@@ -250,21 +264,36 @@ def fetch_chat_images(appeal_id: int, account: str, media_ids: list[str], now: d
             log.warning("chat photo not fetched", extra={"appeal_id": appeal_id})
             failed.append(media_id)
             continue
+        if not intake.distinct_photos([decoded], seen):
+            same.append(media_id)
+            continue
         stored = intake.store_images(current_app.instance_path, [decoded])[0]
         fetched.append({**stored, "media_id": media_id})
     with session_scope() as s:
         appeal = services.get_appeal(s, appeal_id, SYSTEM, lock=True)
         have = {img.get("media_id") for img in appeal.images or []}
-        new = [f for f in fetched if f["media_id"] not in have]
+        # Photos attached meanwhile (another run, a supplement in the mini-program) may be the same ones.
+        seen = intake.stored_keys(current_app.instance_path, appeal.images)
+        new = []
+        for f in fetched:
+            if f["media_id"] in have:
+                continue
+            kept = intake.stored_keys(current_app.instance_path, [f])
+            if kept and kept <= seen:
+                same.append(f["media_id"])
+                continue
+            seen |= kept
+            new.append(f)
         # Photos added meanwhile (a supplement in the mini-program) count towards the nine as well.
         room = max(0, intake.MAX_IMAGES - len(appeal.images or []))
         failed += [f["media_id"] for f in new[room:]]
         new = new[:room]
-        if new or failed:
+        if new or failed or same:
             appeal.images = list(appeal.images or []) + new
             services._event(s, appeal, SYSTEM, "photos_attached",
-                            note=f"对话中发送的照片已保存 {len(new)} 张" + (f"，{len(failed)} 张未能获取" if failed else ""),
-                            public=True, not_fetched=failed or None, at=now)
+                            note=f"对话中发送的照片已保存 {len(new)} 张" + (f"，{len(failed)} 张未能获取" if failed else "")
+                            + (f"，{len(same)} 张与已有照片相同，未重复保存" if same else ""),
+                            public=True, not_fetched=failed or None, same_photo=same or None, at=now)
     # Copies nobody names (another run attached the same media first, or no room was left): not kept on disk.
     intake.remove_images(current_app.instance_path, [f for f in fetched if f not in new])
     if later is not None:

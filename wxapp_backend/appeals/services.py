@@ -13,7 +13,7 @@ from typing import Any
 
 from sqlalchemy import and_, exists, func, or_, select
 from sqlalchemy.exc import IntegrityError, OperationalError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, object_session
 
 from ..audit import SYSTEM, Actor, _jsonable, audit
 from ..auth.models import ROLE_RANK, StaffRole, StaffUser, User
@@ -45,7 +45,9 @@ RESPONSE_DAYS = 1  # first response (受理) promised within one working day
 ESCALATION_DAYS = 3  # 办不成事: the escalation owner answers within three working days
 ESCALATION_OWNER = "营商服务中心（办不成事窗口）"
 CENTRE = "营商服务中心"  # its staff and admins accept (受理) what enterprises submit
-RATING_WINDOW = timedelta(days=7)  # the enterprise may rate (and reopen) within 7 days of resolution
+# The enterprise may rate (and reopen) within 7 working days of the 办结, on the SLA clocks' calendar: 7 calendar
+# days ran out over the Spring Festival (or National Day) while the enterprise was away. See rating_window_ends.
+RATING_WORKING_DAYS = 7
 WARN_MINUTES = 510  # warn when less than one working day is left
 AUTO_ESCALATE_OVERDUE_DAYS = 5  # working days overdue before the system escalates by itself
 BAD_SATISFACTION = 2  # 1-2 of 5 is a bad rating (差评)
@@ -849,12 +851,13 @@ def rate(session: Session, user_id: int, appeal_id: int, *, resolved: bool, sati
         raise Conflict("您已经评价过了，诉求正在重新办理，办结后可以再次评价。", code="already_rated")
     if appeal.status in OPEN or appeal.status == S.DUPLICATE:
         raise Conflict("诉求尚未办结，办结后才能评价。", code="not_resolved_yet")
-    if appeal.status != S.RESOLVED or appeal.resolved_at is None or now > appeal.resolved_at + RATING_WINDOW:
-        if appeal.status != S.RESOLVED and (appeal.resolved_at is None or now <= appeal.resolved_at + RATING_WINDOW):
+    ends = rating_window_ends(appeal, work_calendar(session), any_status=True)
+    if appeal.status != S.RESOLVED or ends is None or now > ends:
+        if appeal.status != S.RESOLVED and (ends is None or now <= ends):
             # Closed (staff confirmed it with the enterprise, say), rejected or withdrawn: not a lapsed window.
             raise Conflict(f"诉求当前为“{appeal.status_label}”，不需要再评价了。如问题仍未解决，请重新提交诉求。",
                            code="not_awaiting_rating")
-        raise Conflict("已超过评价期限（办结后 7 天内），如问题仍未解决请重新提交诉求。", code="rating_window_over")
+        raise Conflict("已超过评价期限（办结后 7 个工作日内），如问题仍未解决请重新提交诉求。", code="rating_window_over")
     # Who handled this round: a merged child was resolved by its master's department, whatever its own routing.
     # Never given out (交办), the centre handled it: the department the rules guessed was credited the rating (its
     # 满意率) and given the 整改 of a 差评 on an appeal it never had.
@@ -1464,26 +1467,39 @@ def _resolve(session, actor, appeal, resolution, now):
         # rewrite a figure already reported.
         appeal.first_resolved_at = now
         appeal.resolved_on_time = appeal.due_at is None or now <= appeal.due_at
-    # Staff end their result with a full stop as often as not: “…税控盘。。请在 7 天内评价” read as a typo.
+    # Staff end their result with a full stop as often as not: “…税控盘。。请在 7 个工作日内评价” read as a typo.
     said = resolution.rstrip().rstrip("。.！!；;，,、 ") or resolution
-    _notify(session, appeal, "appeal_resolved", f"您的诉求 {appeal.number} 已办结：{said}。请在 7 天内评价。",
+    _notify(session, appeal, "appeal_resolved", f"您的诉求 {appeal.number} 已办结：{said}。请在 7 个工作日内"
+            f"（{_local_when(rating_window_ends(appeal, work_calendar(session)))} 前）评价。",
             f"resolved:{appeal.round}", now=now)
 
 
-def rating_window_ends(appeal: Appeal) -> datetime | None:
-    """When the enterprise's 7 days to rate this round's 办结 end (None when it is not resolved)."""
-    if appeal.status != S.RESOLVED or appeal.resolved_at is None:
+def _local_when(value: datetime | None) -> str:
+    local = value.astimezone(TZ) if value else None
+    return f"{local.month}月{local.day}日 {local:%H:%M}" if local else ""
+
+
+def rating_window_ends(appeal: Appeal, cal: WorkCalendar | None = None, *, any_status: bool = False) -> datetime | None:
+    """When the enterprise's 7 working days to rate this round's 办结 end: RATING_WORKING_DAYS working days after
+    resolved_at on the SLA clocks' calendar (`cal`, default work_calendar of the appeal's session: holidays and
+    调休 from the staff's table). None when it is not resolved; `any_status`: also once it left 已办结 (closed,
+    say), for telling a lapsed window from a closed appeal. The one answer rate(), the chat, the tick's auto-close,
+    the console and the API use."""
+    if appeal.resolved_at is None or (appeal.status != S.RESOLVED and not any_status):
         return None
-    return appeal.resolved_at + RATING_WINDOW
+    if cal is None:
+        session = object_session(appeal)
+        # Detached (never in practice: every caller holds its session): the library's holidays, no staff table.
+        cal = work_calendar(session) if session is not None else WorkCalendar()
+    return cal.add_working_days(appeal.resolved_at, RATING_WORKING_DAYS)
 
 
 def act_close(session, actor, appeal, data, now):
-    ends = rating_window_ends(appeal)
+    ends = rating_window_ends(appeal, work_calendar(session))
     if ends is not None and now <= ends:
-        # 办结反馈 → 好差评: the enterprise was told it may rate within 7 days. Closed by staff on day 1 (“电话确认已
-        # 解决”), it could no longer rate or say “未解决”, and a staff member's word stood for the enterprise's.
-        local = ends.astimezone(TZ)
-        raise Conflict(f"企业可在办结后 7 天内评价（至 {local.month}月{local.day}日 {local:%H:%M}），评价期内不能关闭。"
+        # 办结反馈 → 好差评: the enterprise was told it may rate within 7 working days. Closed by staff on day 1
+        # (“电话确认已解决”), it could no longer rate or say “未解决”, and a staff member's word stood for the enterprise's.
+        raise Conflict(f"企业可在办结后 7 个工作日内评价（至 {_local_when(ends)}），评价期内不能关闭。"
                        "企业评价“已解决”后诉求自动关闭，到期未评价的由系统自动关闭；电话回访的情况可以先添加备注。",
                        code="rating_window_open")
     # Past the window (the tick closes it within minutes): the record says the enterprise gave no rating.
@@ -2019,8 +2035,10 @@ def detail_for_user(session: Session, appeal: Appeal) -> dict[str, Any]:
     body["timeline"] = [e.to_public() for e in timeline(session, appeal, public_only=True)]
     body_ratings = ratings(session, appeal)
     body["ratings"] = [r.to_dict() for r in body_ratings]
-    body["can_rate"] = (appeal.status == S.RESOLVED and appeal.resolved_at is not None
-                        and utcnow() <= appeal.resolved_at + RATING_WINDOW
+    ends = rating_window_ends(appeal, work_calendar(session))
+    # When the mini-program may show 评价 and until when (the same end rate() checks).
+    body["rating_ends"] = ends.isoformat() if ends is not None else None
+    body["can_rate"] = (ends is not None and utcnow() <= ends
                         and not any(r.round == appeal.round for r in body_ratings))
     body["can_withdraw"] = appeal.status in WITHDRAWABLE
     body["can_supplement"] = appeal.status == S.PENDING_ENTERPRISE

@@ -205,7 +205,7 @@ def test_rating_after_window_cannot_reopen(client, world, db):
     a = world.submit()
     _walk_to_resolved(world, a["id"])
     row = db.get(Appeal, a["id"])
-    row.resolved_at = row.resolved_at - timedelta(days=8)
+    row.resolved_at = row.resolved_at - timedelta(days=30)  # past 7 working days, holidays or not
     db.commit()
     resp = client.post(f"/api/v1/appeals/{a['id']}/rating", json={"resolved": False, "satisfaction": 3},
                        headers=world.uh)

@@ -155,7 +155,14 @@ def test_the_resolution_notice_has_no_doubled_full_stop(client, world, db):
     body = db.scalars(select(InboxItem.body).where(InboxItem.user_id == world.user.id,
                                                    InboxItem.kind == "appeal_resolved")).one()
     assert "。。" not in body
-    assert body == f"您的诉求 {a['number']} 已办结：已联系税务专管员上门更换税控盘，发票已能正常开具。请在 7 天内评价。"
+    from wxapp_backend.appeals import services
+    from wxapp_backend.appeals.calendar import TZ
+    from wxapp_backend.appeals.models import Appeal
+
+    local = services.rating_window_ends(db.get(Appeal, a["id"])).astimezone(TZ)  # 7 working days (session 17)
+    ends = f"{local.month}月{local.day}日 {local:%H:%M}"
+    assert body == (f"您的诉求 {a['number']} 已办结：已联系税务专管员上门更换税控盘，发票已能正常开具。"
+                    f"请在 7 个工作日内（{ends} 前）评价。")
 
 
 # --- 办不成事 reported on a resolved appeal reaches the window ------------------------------------------------------

@@ -134,7 +134,7 @@ def test_rating_refusals_are_explained(chat):
     assert "2 条待评价" in pick and first in pick and second in pick
     expired_id, expired_no = chat.resolved("楼道灯坏了很久")
     with session_scope() as s:
-        s.get(Appeal, expired_id).resolved_at = utcnow() - timedelta(days=8)
+        s.get(Appeal, expired_id).resolved_at = utcnow() - timedelta(days=30)  # past 7 working days
     assert chat(f"评价 {expired_no}") == followup.RATING_OVER.format(number=expired_no)
 
 

@@ -89,9 +89,10 @@ def test_unrated_resolved_appeal_closes_after_window(arrange):
     arrange.act(appeal_id, "accept", now=sh(2025, 11, 3, 9, 10))
     arrange.act(appeal_id, "resolve", now=sh(2025, 11, 4, 9, 0), resolution="已处理")
     assert jobs.tick(now=sh(2025, 11, 6, 9, 0))["closed"] == 0
-    assert jobs.tick(now=sh(2025, 11, 12, 9, 0))["closed"] == 1
+    assert jobs.tick(now=sh(2025, 11, 12, 9, 0))["closed"] == 0  # 8 calendar days, 6 working days
+    assert jobs.tick(now=sh(2025, 11, 13, 9, 5))["closed"] == 1  # 7 working days ended at 9:00
     assert _get(appeal_id).status == "closed"
-    assert jobs.tick(now=sh(2025, 11, 12, 9, 5))["closed"] == 0
+    assert jobs.tick(now=sh(2025, 11, 13, 9, 10))["closed"] == 0
 
 
 def test_monday_prepares_last_weeks_report_once(arrange):
