@@ -11,7 +11,10 @@ never resumed; the status CHECK constraint takes the new value (SQLite: the tabl
 Written so that it can also run after a regenerated 0001 (migrations/regenerate_initial.py), which already creates
 the constraint from the models: it is replaced by the same one.
 """
+import warnings
+
 from alembic import op
+from sqlalchemy.exc import SAWarning
 
 revision = '0007'
 down_revision = '0006'
@@ -24,9 +27,13 @@ WITHOUT_STOPPED = "status in ('draft','expanding','sending','done')"
 
 
 def _replace(condition: str) -> None:
-    with op.batch_alter_table("notices") as batch:
-        batch.drop_constraint(op.f(CHECK), type_="check")
-        batch.create_check_constraint(op.f(CHECK), condition)
+    with warnings.catch_warnings():
+        # SQLite's batch mode reflects staff_users too (notices refer to it) and cannot reflect 0006's index on
+        # lower(username): SQLAlchemy warned on every fresh init-db. That table and its index are not touched here.
+        warnings.filterwarnings("ignore", "Skipped unsupported reflection of expression-based index", SAWarning)
+        with op.batch_alter_table("notices") as batch:
+            batch.drop_constraint(op.f(CHECK), type_="check")
+            batch.create_check_constraint(op.f(CHECK), condition)
 
 
 def upgrade() -> None:
