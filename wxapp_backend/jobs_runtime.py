@@ -49,6 +49,34 @@ CONFIRM_BEATS = 2  # ...and it is taken for dead when the key stays missing this
 RQ_LAPSE = 90  # seconds: RQ's own heartbeat lapse (its registries, on each machine's clock), kept as it was
 
 
+PERIODIC_PREFIX = "periodic-"  # the ids periodic.py gives the ticks it enqueues
+# In a job's process: whether that job is a periodic tick (see QuietTicks).
+_tick_in_hand = False
+
+
+class QuietTicks(logging.Filter):
+    """Keeps RQ's routine INFO lines about the periodic ticks out of the log.
+
+    Every tick (reminders, fan-out, SLA clocks ... several a minute) took three or four lines: dequeued, completed,
+    "Job OK", "Result is kept": a minute of a quiet service was a screen of them, and the lines that matter
+    scrolled away. A tick that fails still logs (WARNING and up), and LOG_LEVEL=DEBUG shows everything."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno > logging.INFO or logging.getLogger("rq.worker").getEffectiveLevel() <= logging.DEBUG:
+            return True
+        if _tick_in_hand:
+            return False
+        args = record.args if isinstance(record.args, tuple) else ()
+        return not any(isinstance(a, str) and a.startswith(PERIODIC_PREFIX) for a in args)
+
+
+def quiet_ticks() -> None:
+    """Install QuietTicks on RQ's worker logger once."""
+    rq_log = logging.getLogger("rq.worker")
+    if not any(isinstance(f, QuietTicks) for f in rq_log.filters):
+        rq_log.addFilter(QuietTicks())
+
+
 def _die_with_parent(sig: int) -> None:
     """Linux: this process gets `sig` when its parent dies, even by SIGKILL."""
     try:
@@ -214,6 +242,8 @@ class AppScheduler(RQScheduler):
 class AppWorker(Worker):
     """A forking worker; the work horse inherits the app context pushed by `flask worker`."""
 
+    log_result_lifespan = False  # "Result is kept for 500 seconds" after every job: nothing an operator acts on
+
     def __init__(self, *args, stop_grace: float = STOP_GRACE, heartbeat: int = HEARTBEAT, **kwargs) -> None:
         kwargs.setdefault("maintenance_interval", MAINTENANCE_INTERVAL)
         kwargs.setdefault("job_monitoring_interval", heartbeat)  # RQ's beat while a job runs (its default: 30 s)
@@ -305,6 +335,8 @@ class AppWorker(Worker):
         _die_with_parent(signal.SIGKILL)
         if os.getppid() != self._main_pid:  # the worker died before the line above
             os._exit(1)
+        global _tick_in_hand
+        _tick_in_hand = job.id.startswith(PERIODIC_PREFIX)  # this process runs this one job, then exits
         return super().main_work_horse(job, queue)
 
     def execute_job(self, job, queue):  # type: ignore[override]
@@ -423,6 +455,7 @@ def run_worker(queue_names: list[str], *, burst: bool = False) -> bool:
     queues = [Queue(n, connection=connection) for n in queue_names]
     heartbeat = int(state.settings.extra.get("job_heartbeat", HEARTBEAT))
     worker = AppWorker(queues, connection=connection, heartbeat=heartbeat)
+    quiet_ticks()
     log.info("worker starting", extra={"queues": ",".join(queue_names)})
     stop = None
     if not burst:

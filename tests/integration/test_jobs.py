@@ -93,3 +93,26 @@ def test_a_job_queued_inside_a_savepoint_that_rolls_back_is_dropped(app_ctx, run
         except RuntimeError:
             pass
     assert sorted(job.args[0] for job in state.queue.jobs) == [1, 2]
+
+
+def test_periodic_ticks_leave_no_routine_lines_in_the_log(app, settings, capfd):
+    """A quiet service wrote three or four INFO lines per periodic tick (several ticks a minute: dequeued, completed,
+    Job OK, "Result is kept"), and the lines that matter scrolled away. A tick now leaves none at INFO; an ordinary
+    job still says it ran; "Result is kept" is gone for every job."""
+    from rq import Queue
+
+    from wxapp_backend import create_app
+    from wxapp_backend.jobs_runtime import run_worker
+
+    info = create_app(settings.with_overrides(log_level="INFO", queue_name="ticks-test"))
+    with info.app_context():
+        q = Queue("ticks-test", connection=info.extensions["wxapp"].redis)
+        q.enqueue(ok_job, 1, job_id="periodic-ticks_test-1")
+        q.enqueue(ok_job, 2, job_id="plain-ticks-test-2")
+        capfd.readouterr()
+        run_worker(["ticks-test"], burst=True)
+        assert q.fetch_job("periodic-ticks_test-1").return_value() == 2  # the tick did run
+    err = capfd.readouterr().err
+    assert "plain-ticks-test-2" in err and "Successfully completed" in err, err
+    assert "periodic-ticks_test" not in err and err.count("Successfully completed") == 1, err
+    assert "Result is kept" not in err, err
