@@ -117,10 +117,13 @@ def staff_edit(staff_id: int):
 @bp.post("/staff/<int:staff_id>/password")
 @console_required(StaffRole.ADMIN)
 def staff_password(staff_id: int):
+    if staff_id == g.staff.id:  # one's own password needs the current one: 修改密码 asks for it
+        flash(services.OWN_RESET_MESSAGE, "error")
+        return redirect(url_for(".own_password"))
     try:
         with session_scope() as s:
             staff = services.reset_staff_password(s, current_actor(), staff_id, _text("password"))
-            username, stamp = staff.username, password_stamp(staff)
+            username = staff.username
     except AppError as exc:
         if exc.status in {403, 404}:
             raise
@@ -130,11 +133,7 @@ def staff_password(staff_id: int):
     # Whoever asks an admin for a new password has usually used up their tries: the new one must work at once.
     services.LoginThrottle(state.redis, state.settings.login_max_failures,
                            state.settings.login_lockout_seconds).forget(username)
-    if staff_id == g.staff.id:  # the admin changed their own password here: keep this browser logged in
-        session["sid"] = tokens.issue(state.redis, CONSOLE, staff_id, state.settings.staff_token_ttl, stamp=stamp)
-        flash("已重置您自己的密码：其他电脑和脚本上的登录已全部失效，当前这个浏览器保持登录。")
-    else:
-        flash(f"已重置 {username} 的密码，该账号原有的登录已全部失效。")
+    flash(f"已重置 {username} 的密码，该账号原有的登录已全部失效。")
     return redirect(url_for(".staff_list"))
 
 

@@ -355,12 +355,19 @@ def set_staff_active(session: Session, actor: Actor, staff_id: int, active: bool
     return staff
 
 
+OWN_RESET_MESSAGE = "不能在账号管理里重置自己的密码。为了安全，请到“修改密码”页面，输入当前密码后设置新密码。"
+
+
 def reset_staff_password(session: Session, actor: Actor, staff_id: int, password: str) -> StaffUser:
-    """An admin sets a new password for an account (audited without the password).
+    """An admin sets a new password for another account (audited without the password); never their own.
 
     The caller ends the account's logins after the commit (guard.end_staff_logins).
     """
     staff = get_staff(session, staff_id)
+    if _is_self(actor, staff):
+        # Without the current password, whoever found the admin's console left logged in could take the account
+        # over for good: one's own password is changed at 修改密码 (change_own_password), which asks for it.
+        raise Conflict(OWN_RESET_MESSAGE, code="own_password_reset", fields={"password": "请到“修改密码”修改"})
     set_staff_password(session, staff, password, actor, by="admin")
     return staff
 
@@ -519,8 +526,8 @@ def authenticate_staff(session: Session, throttle: LoginThrottle, *, username: s
 
 
 def record_logout(session: Session, staff_id: int, *, ip: str, via: str, **data: object) -> None:
-    """The audit row of a logout (via "console", "api", or "replaced": another login in the same browser ended it,
-    with `replaced_by`): the log said when a login began, never when it ended."""
+    """The audit row of a logout (via "console", "api", or "replaced": another person's login in the same browser
+    ended it, with `replaced_by`): the log said when a login began, never when it ended."""
     staff = session.get(StaffUser, staff_id)
     if staff is not None:
         audit(session, Actor("staff", staff.id, role=staff.role), "staff.logout", staff, ip=ip, via=via, **data)
