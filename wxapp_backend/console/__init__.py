@@ -179,7 +179,9 @@ def login():
     # says when it ended (it had that person at the console until the login would have run out).
     replaced = tokens.resolve(state.redis, CONSOLE, session.get("sid") or "")
     tokens.revoke(state.redis, CONSOLE, session.get("sid") or "")
-    if replaced is not None:
+    # The same person logging in again (a second tab, the login page from a bookmark) left nothing: their session
+    # goes on under a fresh cookie, and a logout row "replaced by themselves" said they had gone when they had not.
+    if replaced is not None and replaced != staff_id:
         with session_scope() as s:
             auth_services.record_logout(s, replaced, ip=request.remote_addr or "", via="replaced",
                                         replaced_by=staff_id)
