@@ -83,7 +83,8 @@ def seed(*, admin_password: str, reset_admin_password: bool = False) -> SeedRepo
             if not admin.active:
                 report.lines.append("注意：admin 账号已停用，新密码要等其他管理员在“账号管理”里重新启用后才能登录。")
         else:
-            report.lines.append("管理员账号 admin 已存在，密码未改动。")
+            report.lines.append("管理员账号 admin 已存在，密码未改动；如果忘记了密码，请运行 "
+                                "flask --app wsgi seed-demo --reset-admin-password 生成新密码。")
     report.lines.extend(_seed_work())
     for hook in SEED_HOOKS:
         report.lines.extend(hook() or [])
