@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Iterable
 
@@ -418,8 +419,11 @@ class LoginThrottle:
         self.newly_locked: tuple[str, int] | None = None
 
     def _keys(self, username: str, ip: str) -> list[str]:
-        # An IPv6 client is counted by its /64 (it holds all of it).
-        name, where = username.lower(), limit_key(ip)
+        # An IPv6 client is counted by its /64 (it holds all of it). The name is kept as a digest: people type
+        # their password into the name field, and Redis held it as typed for the lock-out window (the audit row
+        # masks it); a name with * or ? in it also matched other names' keys in forget()'s SCAN pattern.
+        name = hashlib.sha256(username.lower().encode("utf-8", "surrogatepass")).hexdigest()[:32]
+        where = limit_key(ip)
         return [f"login:fail:user:{name}:ip:{where}", f"login:fail:ip:{where}", f"login:fail:user:{name}"]
 
     def begin(self, username: str, ip: str) -> None:
