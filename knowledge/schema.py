@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field, fields
 from datetime import date
+from urllib.parse import urlsplit
 
 # Ids end up in URLs, logs and the labelled set: no whitespace, no "|" (the CSV list separator), no "/" (one
 # path segment in /console/kb/<id>/edit and /api/v1/kb/entries/<id>), and nothing a browser rewrites in a path:
@@ -137,6 +138,8 @@ def entry_issues(entry: Entry) -> list[tuple[str, str]]:
         issues.append(("valid_from", f"（{entry.valid_from}）晚于{FIELD_LABELS['valid_until']}（{entry.valid_until}）"))
     if entry.url and not re.match(r"^https?://", entry.url):
         issues.append(("url", f"必须以 http:// 或 https:// 开头：{entry.url}"))
+    elif entry.url and not _is_web_address(entry.url):
+        issues.append(("url", f"不是有效的网址（应像 https://zwdt.sh.gov.cn/ 这样写明网站，且不能含空格）：{entry.url}"))
     for f in fields(entry):
         # A lone surrogate ("\ud83d" in a JSON or YAML file cut mid-emoji) is no UTF-8 text: the database write
         # failed with a traceback, after the whole file had been read as fine.
@@ -145,6 +148,18 @@ def entry_issues(entry: Entry) -> list[tuple[str, str]]:
         if any(isinstance(t, str) and _SURROGATE_RE.search(t) for t in texts):
             issues.append((f.name, "含有无法识别的字符（可能是被截断的表情符号），请删除或重新输入这个字符"))
     return issues
+
+
+def _is_web_address(url: str) -> bool:
+    """An http(s) link that names a site and holds no blank: “https://” alone, or a link with a space in it, went
+    out at the end of the bot's reply as 【原文】 and opened nothing (WeChat links only up to the space)."""
+    if any(ch.isspace() for ch in url):
+        return False
+    try:
+        host = urlsplit(url).hostname
+    except ValueError:  # an unclosed [ of an IPv6 address
+        return False
+    return bool(host) and bool(host.strip("."))
 
 
 def validate_entry(entry: Entry) -> list[str]:

@@ -63,6 +63,8 @@ def _entry_from_form(form: dict) -> Entry:
     data = {k: _LINE_BREAK_RE.sub("\n", v) if isinstance(v, str) else v for k, v in data.items()}
     # One phrasing a line; "|" separates them too, as in a table file (kept in a phrasing, it stopped every export).
     split = [s.strip() for line in (data["similar"] or "").splitlines() for s in LIST_SEPARATORS.split(line) if s.strip()]
+    # Each once, and not the standard question again (a pasted list kept its repeats: 问法 counted them all).
+    split = [s for s in dict.fromkeys(split) if s != data["question"].strip()]
     # A Chinese keyboard's comma is “，”; "|" and "｜" separate tags in table files.
     # Each once, as a file import keeps them (else the first export and re-import counted the entry as changed).
     tags = list(dict.fromkeys(t.strip() for t in TAG_SEPARATORS.split(data["tags"] or "") if t.strip()))
@@ -151,13 +153,16 @@ def _edit(entry_id: str | None):
         try:
             entry = _entry_from_form(form)
             with session_scope() as s:
-                services.save_entry(s, _redis(), g.actor, entry, create=entry_id is None,
-                                    revision=row_id(request.form.get("revision")))
+                row = services.save_entry(s, _redis(), g.actor, entry, create=entry_id is None,
+                                          revision=row_id(request.form.get("revision")))
                 from_q = row_id(request.form.get("from_unanswered"))
                 if from_q:  # 新建条目 is offered on the queue's open tab only
                     services.add_unanswered_as_phrasing(s, _redis(), g.actor, from_q, entry.id,
                                                         expected_status="open")
-            flash("已保存，机器人几秒内就会用上新内容。")
+                offline = _offline_notice(row)
+            # An entry offline, past its 截止日期 or not yet in force is saved but not answered with: saying the bot
+            # would use it in seconds left the editor believing users now read the new text.
+            flash("已保存。" + offline if offline else "已保存，机器人几秒内就会用上新内容。")
             for text, other in services.clashing_phrasings(services.get_runtime().get(), entry,
                                                            services.today_shanghai())[:5]:
                 flash(f"注意：问法“{text}”与条目 {other.id}（{other.question}）的问法重复，机器人遇到这句话只会用"
@@ -170,12 +175,14 @@ def _edit(entry_id: str | None):
             with session_scope() as s:
                 row = s.get(KBEntry, entry_id)
                 theirs = _form_values(row) if row is not None else {}
+                # A colleague's 下线 (or 恢复) is no field of the form: the table alone showed nothing changed.
+                notice = _offline_notice(row) if row is not None else ""
             form["revision"] = theirs.get("revision", form.get("revision"))
             errors = {"_": "这条内容在您编辑期间已被其他同事修改并保存，为免覆盖对方的修改，这次没有保存。"
                            "下方对照列出了同事保存的版本和您未保存的内容；您填写的内容仍在表单里，"
                            "请对照合并后再点“保存”。"}
             return render_template("console/kb/edit.html", form=form, errors=errors, entry_id=entry_id,
-                                   fields=ENTRY_FIELDS, conflict=_conflict_rows(theirs, form)), 409
+                                   fields=ENTRY_FIELDS, conflict=_conflict_rows(theirs, form), notice=notice), 409
         except services.QuestionHandled as exc:
             # Saved again, the entry is made on its own: the colleague's handling of the question stays.
             form["from_unanswered"] = ""
