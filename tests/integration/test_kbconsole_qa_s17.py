@@ -26,8 +26,8 @@ def kb(app_ctx):
 
 
 def _entry(db, entry_id: str, question: str, **kw) -> KBEntry:
-    row = KBEntry(id=entry_id, question=question, answer=kw.pop("answer", "请到一网通办办理。"), similar=[], tags=[],
-                  category="政策", **kw)
+    row = KBEntry(id=entry_id, question=question, answer=kw.pop("answer", "请到一网通办办理。"),
+                  similar=kw.pop("similar", []), tags=[], category="政策", **kw)
     db.add(row)
     db.commit()
     return row
@@ -146,3 +146,47 @@ def test_a_phrasing_typed_twice_or_repeating_the_question_is_kept_once(client, k
     assert r.status_code == 302
     db.expire_all()
     assert db.get(KBEntry, "startup-loan").similar == ["创业贷款怎么申请", "无息贷款"]
+
+
+def test_adding_a_queue_question_that_another_entry_already_holds_warns_as_the_form_does(
+    client, kb, make_staff, console_login, db
+):
+    """加为问法 from the unanswered queue taught an entry words another current entry already held (added to it
+    since the question was asked): the bot goes on answering them with the other one, and nothing said so, while
+    the edit form warns of the very same clash."""
+    from wxapp_backend.knowledge_store.models import UnansweredQuestion
+
+    token = console_login(make_staff(role="staff"))
+    _entry(db, "locker-repair", "快递柜报修", similar=["楼下快递柜坏了找谁修"])
+    _entry(db, "property-service", "物业服务电话")
+    q = UnansweredQuestion(norm="楼下快递柜坏了找谁修", text="楼下快递柜坏了找谁修？", count=4)
+    db.add(q)
+    db.commit()
+    r = client.post(f"/console/kb/unanswered/{q.id}/phrasing",
+                    data={"csrf_token": token, "entry_id": "property-service", "status": "open"})
+    assert r.status_code == 302
+    said = " ".join(_flashes(client.get(r.headers["Location"]).get_data(as_text=True)))
+    assert "已把这个问法加到条目 property-service" in said
+    assert "locker-repair" in said and "重复" in said
+    assert _audits(db, "kb.phrasing_added") == 1
+
+
+def test_a_new_entry_made_from_a_queue_question_another_entry_already_holds_warns_of_the_asked_words(
+    client, kb, make_staff, console_login, db
+):
+    """新建条目 from the queue gives the new entry the words as asked; the clash warning looked at the form's fields
+    only, so words another current entry already held were added without a word."""
+    from wxapp_backend.knowledge_store.models import UnansweredQuestion
+
+    token = console_login(make_staff(role="staff"))
+    _entry(db, "locker-repair", "快递柜报修", similar=["楼下快递柜坏了找谁修"])
+    q = UnansweredQuestion(norm="楼下快递柜坏了找谁修", text="楼下快递柜坏了找谁修", count=2)
+    db.add(q)
+    db.commit()
+    r = client.post("/console/kb/new", data={"csrf_token": token, "id": "locker-owner", "question": "快递柜归谁管",
+                                             "answer": "归物业管理。", "from_unanswered": str(q.id)})
+    assert r.status_code == 302, r.get_data(as_text=True)
+    said = " ".join(_flashes(client.get(r.headers["Location"]).get_data(as_text=True)))
+    assert "楼下快递柜坏了找谁修" in said and "locker-repair" in said
+    db.expire_all()
+    assert db.get(UnansweredQuestion, q.id).status == "resolved"

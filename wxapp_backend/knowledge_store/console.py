@@ -160,13 +160,11 @@ def _edit(entry_id: str | None):
                     services.add_unanswered_as_phrasing(s, _redis(), g.actor, from_q, entry.id,
                                                         expected_status="open")
                 offline = _offline_notice(row)
+                saved = services.entry_from_row(row)  # with the words of the question it was made from
             # An entry offline, past its 截止日期 or not yet in force is saved but not answered with: saying the bot
             # would use it in seconds left the editor believing users now read the new text.
             flash("已保存。" + offline if offline else "已保存，机器人几秒内就会用上新内容。")
-            for text, other in services.clashing_phrasings(services.get_runtime().get(), entry,
-                                                           services.today_shanghai())[:5]:
-                flash(f"注意：问法“{text}”与条目 {other.id}（{other.question}）的问法重复，机器人遇到这句话只会用"
-                      "其中一条回答。请删去不该回答它的那一处。")
+            _warn_clashes(saved)
             # show=all: an offline entry, saved, is still on the page (在线 only said 共 0 条, as if it were lost).
             return redirect(url_for("kb_console.entries", q=entry.id, show="all"))
         except services.StaleEdit:
@@ -206,6 +204,14 @@ def _edit(entry_id: str | None):
                 "from_unanswered": request.args.get("from_unanswered", "")}
     return render_template("console/kb/edit.html", form=form, errors=errors, entry_id=entry_id,
                            fields=ENTRY_FIELDS, notice=notice)
+
+
+def _warn_clashes(entry: Entry) -> None:
+    """Flash the phrasings of `entry` another current entry already holds."""
+    for text, other in services.clashing_phrasings(services.get_runtime().get(), entry,
+                                                   services.today_shanghai())[:5]:
+        flash(f"注意：问法“{text}”与条目 {other.id}（{other.question}）的问法重复，机器人遇到这句话只会用"
+              "其中一条回答。请删去不该回答它的那一处。")
 
 
 def _form_values(row: KBEntry) -> dict:
@@ -349,6 +355,7 @@ def unanswered_to_phrasing(qid: int):
             row = services.add_unanswered_as_phrasing(s, _redis(), g.actor, qid, entry_id,
                                                       expected_status=seen if seen in QUEUE_TABS else None)
             since = row.valid_from
+            asked = s.get(UnansweredQuestion, qid).text
     except AppError as exc:
         # A number mistyped into 加为问法, an entry offline: said on the queue the staff member was working on (a
         # bare 页面不存在 page lost their place), with the number typed.
@@ -358,6 +365,9 @@ def unanswered_to_phrasing(qid: int):
               "这个问题。")
     else:
         flash(f"已把这个问法加到条目 {entry_id}。")
+    # Words another current entry holds (given to it since they were asked) go on being answered by that one:
+    # said here as the edit form says it.
+    _warn_clashes(Entry(id=entry_id, question=asked, answer=""))
     return _back_to_queue()
 
 
