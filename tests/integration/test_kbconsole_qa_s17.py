@@ -190,3 +190,26 @@ def test_a_new_entry_made_from_a_queue_question_another_entry_already_holds_warn
     assert "楼下快递柜坏了找谁修" in said and "locker-repair" in said
     db.expire_all()
     assert db.get(UnansweredQuestion, q.id).status == "resolved"
+
+
+def test_a_retire_value_other_than_1_or_0_is_refused_not_taken_as_restore(client, kb, make_staff, console_login, db):
+    """下线 takes retire=1, 恢复上线 retire=0; anything else (retire=true from a script or a hand-made form) restored an
+    offline entry, the opposite of what was asked. It is refused now and the entry stays as it was."""
+    token = console_login(make_staff(role="staff"))
+    _entry(db, "old-policy", "老政策怎么申请", retired=True)
+    r = client.post("/console/kb/old-policy/retire", data={"csrf_token": token, "retire": "true"})
+    assert r.status_code == 422, r.status_code
+    assert "只能是 1" in r.get_data(as_text=True)
+    db.expire_all()
+    assert db.get(KBEntry, "old-policy").retired is True
+
+
+def test_kb_search_says_the_decision_in_words(app, app_ctx):
+    """`kb search` printed the code alone (决定：fallback); staff read 答不上来 / 给出选项 / 直接回答 now, the code beside it."""
+    from wxapp_backend.knowledge_store.cli import load_default_if_empty
+
+    load_default_if_empty()
+    for q, words in (("外籍人才工作许可怎么办", "直接回答 [answer]"), ("营业执照", "给出选项"),
+                     ("今天股票涨不涨", "答不上来")):
+        out = app.test_cli_runner().invoke(args=["kb", "search", q]).output
+        assert out.splitlines()[0].startswith(f"决定：{words}"), out

@@ -18,6 +18,9 @@ from .chat import bot_decision
 from .models import KBEntry
 from .services import clashes_among, entry_from_row, get_runtime, import_entries, today_shanghai
 
+# What `kb search` prints for each of the bot's decisions (the code stays beside it, for scripts).
+DECISION_WORDS = {"answer": "直接回答", "suggest": "给出选项（您是不是想问）", "fallback": "答不上来（请用户提交诉求或转人工）"}
+
 DEFAULT_DATA = ROOT / "knowledge" / "data"
 
 
@@ -117,7 +120,7 @@ def register(app: Flask) -> None:
         """显示机器人对一个问题的判断（回答、推荐或转人工）和最相近的条目。"""
         kb_index = get_runtime().get()
         decision, hits = bot_decision(kb_index, query_text, limit)
-        click.echo(f"决定：{decision.kind}（{decision.reason}）")
+        click.echo(f"决定：{DECISION_WORDS.get(decision.kind, decision.kind)} [{decision.kind}]（{decision.reason}）")
         for i, h in enumerate(hits, 1):
             click.echo(f"{i}. [{h.confidence:.2f}] {h.entry.id}  {h.entry.question}")
 

@@ -18,7 +18,7 @@ from ..auth.guard import console_required
 from ..auth.models import StaffRole
 from ..console import add_nav, without_refused_filters
 from ..db import session_scope, utcnow
-from ..errors import AppError
+from ..errors import AppError, ValidationError
 from ..validation import Field, row_id, row_ids, text_key, validate
 from . import services
 from .models import KBEntry, UnansweredQuestion
@@ -263,7 +263,10 @@ def _offline_notice(row: KBEntry) -> str:
 @bp.post("/<entry_id>/retire")
 @console_required(StaffRole.STAFF)
 def retire_entry(entry_id: str):
-    retire = request.form.get("retire", "1") == "1"
+    value = request.form.get("retire", "1")
+    if value not in ("1", "0"):  # anything else restored the entry (retire=true put it back online)
+        raise ValidationError("retire 只能是 1（下线）或 0（恢复上线）。", fields={"retire": "应为 1 或 0"})
+    retire = value == "1"
     key = text_key(entry_id, 128)
     if key is None:
         abort(404)
