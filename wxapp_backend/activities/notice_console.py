@@ -17,7 +17,7 @@ from ..db import session_scope
 from ..edits import StaleEdit, locked_for_edit, refuse_stale
 from ..enterprises.models import Building
 from ..enterprises.services import paginate
-from ..errors import AppError, Conflict
+from ..errors import AppError, Conflict, ValidationError
 from ..notices import broadcast
 from ..notices.broadcast_models import Notice, StaffTestRecipient
 from ..validation import row_id, row_ids
@@ -39,13 +39,35 @@ def _perms() -> dict[str, Any]:
     return {"can_edit": staff is not None and ROLE_RANK[StaffRole(staff.role)] >= ROLE_RANK[StaffRole.STAFF]}
 
 
-def _form_data() -> dict[str, Any]:
-    f = request.form
+# A field name and its value: “=”, or the “＝” and “：” a Chinese input method types (and “:”), the first one on the line.
+_FIELD_SEP = re.compile(r"\s*[=＝:：]\s*")
+
+
+def _template_lines(text: str, *, strict: bool = True) -> dict[str, str]:
+    """The 订阅消息字段 box, one “字段名=取值” a line. A line that names no field, or a field written twice, is a
+    ValidationError (`strict`; else left out, to show the refused form again): “thing1＝…” from a Chinese input
+    method, or a line without a name, was dropped without a word and the notice went out with values made from the
+    title instead of the ones written."""
     fields: dict[str, str] = {}
-    for line in f.get("template_fields", "").splitlines():
-        key, sep, value = line.partition("=")
-        if sep and key.strip():
-            fields[key.strip()] = value.strip()
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        parts = _FIELD_SEP.split(line.strip(), maxsplit=1)
+        key = unicodedata.normalize("NFKC", parts[0]).strip() if len(parts) == 2 else ""
+        if not key or key in fields:
+            if not strict:
+                continue
+            problem = (f"第 {number} 行写了两次字段 {key[:40]}，请只留一行" if key else
+                       f"第 {number} 行“{line.strip()[:20]}”没有写字段名，请按“字段名=取值”每行写一个，"
+                       "例如 thing1=稳岗补贴申报开始")
+            raise ValidationError(f"订阅消息字段{problem}。", fields={"template_fields": problem})
+        fields[key] = parts[1]
+    return fields
+
+
+def _form_data(*, strict: bool = True) -> dict[str, Any]:
+    f = request.form
+    fields = _template_lines(f.get("template_fields", ""), strict=strict)
     audience: dict[str, Any] = {
         "all": "audience_all" in f,
         "categories": [c for c in f.getlist("categories") if c in CATEGORIES],
@@ -93,7 +115,10 @@ def new_notice():
         v = _about_activity(about) if about is not None else {"audience": {}}
     if request.method == "GET":
         return render_template("console/notices/edit.html", v=v, errors={}, **ctx)
-    data = _form_data()
+    try:
+        data = _form_data()
+    except ValidationError as exc:
+        return _refused_form(exc, ctx)
     first = once.claim(current_actor().id)
     if first is not None:  # the same form sent again (a double-click): its first post's draft, not another
         return _sent_twice(first)
@@ -110,6 +135,14 @@ def new_notice():
     once.saved(current_actor().id, notice_id)
     flash("通知草稿已保存，请查看送达预估后发布。")
     return redirect(url_for("notices_console.notice", notice_id=notice_id))
+
+
+def _refused_form(exc: ValidationError, ctx: dict[str, Any], **page: Any):
+    """The form shown again as it was sent, with what is wrong in it (nothing saved)."""
+    data = _form_data(strict=False)
+    data["template_fields_text"] = request.form.get("template_fields", "")
+    return render_template("console/notices/edit.html", v=data, error=exc.message, errors=exc.fields, **page,
+                           **ctx), exc.status
 
 
 def _sent_twice(first: str):
@@ -136,7 +169,11 @@ def edit_notice(notice_id: int):
     if request.method == "GET":
         return render_template("console/notices/edit.html", v=v, errors={}, editing=notice_id,
                                stamp=updated_at.isoformat(), **ctx)
-    data = _form_data()
+    try:
+        data = _form_data()
+    except ValidationError as exc:  # the page stays on the version it was loaded on
+        seen = seen_stamp()
+        return _refused_form(exc, ctx, editing=notice_id, stamp=seen.isoformat() if seen else None)
     if "activity_id" not in data and "activity_id" in request.form:
         data["activity_id"] = None  # 相关活动 set back to （无）
     seen, conflict = seen_stamp(), []
@@ -277,8 +314,16 @@ def notice_action(notice_id: int, action: str):
                            else "这条通知已经停止发送了。")
             else:
                 message = ""
-                if broadcast._get(s, notice_id).status == "stopped":
+                status = broadcast._get(s, notice_id).status
+                if status == "stopped":
                     raise Conflict(broadcast.STOPPED_FOR_GOOD)
+                # Pressed on a draft, or on a notice finished meanwhile (a progress page left open in another tab):
+                # it answered “已重新启动发送” and logged a restart of something that was not going out.
+                if status == "draft":
+                    raise Conflict("这条通知还是草稿，尚未发布，无需重新启动；确认无误后请点“确认发布”。",
+                                   code="not_sending")
+                if status == "done":
+                    raise Conflict("这条通知已全部发送完成，无需重新启动。", code="already_finished")
         if action == "resume":  # after a Redis restart or dead workers: recover leases, restart the jobs
             r = broadcast.sweep_leases(force=True, actor=current_actor(), notice_id=notice_id)
             message = f"已重新启动发送（收回 {r['requeued']} 条未发出的领取）。"
