@@ -96,3 +96,26 @@ def test_restarting_a_notice_finished_in_another_tab_says_it_is_done(app_ctx, cl
                        follow_redirects=True).get_data(as_text=True)
     assert "已重新启动发送" not in page and "已全部发送完成" in page, page
     assert _resumed(db, nid) == []
+
+
+# --- 3. a title nobody can read --------------------------------------------------------------------------------
+
+def test_a_title_that_shows_nothing_or_breaks_the_line_is_refused(app_ctx, client, make_user, make_staff,
+                                                                 staff_headers, db):
+    """Hangul fillers, a blank braille pattern or a lone variation selector passed as a title: every inbox got a
+    message with a blank title, and the subscribe message's thing1 showed nothing. A line break split the inbox
+    list's one-line title in two."""
+    make_user()
+    h = staff_headers(make_staff(role="staff"))
+    for title in ("\u3164\u3164", "\u2800", "\ufe0f", "稳岗补贴\n开始申报"):
+        resp = client.post("/api/v1/staff/notices", headers=h, json={"title": title, "audience": {"all": True}})
+        body = resp.get_json()
+        assert resp.status_code == 422, (title, body)
+        assert "title" in body["fields"] and "标题" in body["message"]
+    assert db.scalars(select(Notice)).all() == []
+    nid = client.post("/api/v1/staff/notices", headers=h, json={"title": "稳岗补贴🎉开始申报",
+                                                                "audience": {"all": True}}).get_json()["id"]
+    resp = client.patch(f"/api/v1/staff/notices/{nid}", headers=h, json={"title": "\u3164"})
+    assert resp.status_code == 422 and "title" in resp.get_json()["fields"]
+    db.expire_all()
+    assert db.get(Notice, nid).title == "稳岗补贴🎉开始申报"

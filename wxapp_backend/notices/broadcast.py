@@ -91,7 +91,7 @@ from ..db import session_scope, utcnow
 from ..enterprises.models import Building, Enterprise
 from ..errors import Conflict, NotFound, ValidationError
 from ..queue import enqueue, enqueue_after_commit
-from ..validation import Field, clean_text, strip_invisible, validate
+from ..validation import Field, clean_text, shows_nothing, strip_invisible, validate
 from ..wechat.client import QuotaReached, WeChatAPIError
 from ..wechat.templates import TemplateFieldError, field_type
 from ..wechat.templates import validate as validate_template
@@ -153,6 +153,16 @@ def _check_page(value: str) -> str | None:
     return None
 
 
+def _check_title(value: str) -> str | None:
+    # Hangul fillers, a blank braille pattern or a lone variation selector passed as a title: every inbox got a blank
+    # title and the subscribe message's thing1 showed nothing; a line break split the inbox list's one line in two.
+    if shows_nothing(value):
+        return "标题里没有能看见的文字，请重新填写"
+    if any(ch in value for ch in "\r\n\u2028\u2029\v\f"):
+        return "标题请写在一行里，不要换行"
+    return None
+
+
 AUDIENCE_FIELDS = (
     Field("all", "bool", "全部用户", default=False),
     Field("categories", "list", "订阅了这些活动类别的用户", max_items=len(CATEGORIES), default=[],
@@ -169,7 +179,7 @@ AUDIENCE_FIELDS = (
 NOTICE_FIELDS = (
     Field("kind", "enum", "通知类型", choices=("policy", "activity"), default="policy",
           choice_names={"policy": "政策通知", "activity": "活动通知"}),
-    Field("title", "str", "标题", required=True, max_len=100),
+    Field("title", "str", "标题", required=True, max_len=100, check=_check_title),
     Field("summary", "text", "摘要", max_len=2000, default=""),
     Field("page", "str", "打开的小程序页面", max_len=200, default="", check=_check_page),
     Field("activity_id", "int", "相关活动", min=1),
