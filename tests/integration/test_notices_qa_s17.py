@@ -1,12 +1,18 @@
-"""Notices QA (session 17): template-field lines the console dropped without a word, and 重新启动发送 pressed on a
-notice that is not going out (a draft, or one finished meanwhile in another tab)."""
+"""Notices QA (session 17): template-field lines the console dropped without a word, 重新启动发送 pressed on a
+notice that is not going out (a draft, or one finished meanwhile in another tab), titles nobody can read, and a
+fan-out that asked WeChat once per subscriber after it had refused the notice's page or template for everyone."""
 
 from __future__ import annotations
 
+import pytest
 from sqlalchemy import select
 
 from wxapp_backend.audit import AuditLog
-from wxapp_backend.notices.broadcast_models import Notice
+from wxapp_backend.notices import broadcast
+from wxapp_backend.notices.broadcast_models import Notice, OutboxRow
+from wxapp_backend.notices.models import SubscribeCredit
+
+SUBSCRIBE = "/cgi-bin/message/subscribe/send"
 
 
 def _console_create(client, csrf, template_fields: str):
@@ -119,3 +125,29 @@ def test_a_title_that_shows_nothing_or_breaks_the_line_is_refused(app_ctx, clien
     assert resp.status_code == 422 and "title" in resp.get_json()["fields"]
     db.expire_all()
     assert db.get(Notice, nid).title == "稳岗补贴🎉开始申报"
+
+
+# --- 4. a refusal that holds for every subscriber ---------------------------------------------------------------
+
+@pytest.mark.parametrize("errcode,reason", [(41030, "页面路径无效"), (40037, "模板编号无效")])
+def test_a_page_or_template_wechat_refuses_stops_the_fan_out_after_the_first_refusal(
+        published_notice, run_jobs, standin, db, errcode, reason):
+    """A mistyped page (pages/notice/detial) or a template deleted in the admin console: WeChat refuses the same
+    notice for every subscriber, yet each one was sent and refused in turn, a call of the day's quota apiece (10,000
+    subscribers, 10,000 refusals) and minutes of “发送中” before staff learnt why."""
+    nid = published_notice(4, fanout_send_chunk=2)
+    standin.fail_next(SUBSCRIBE, errcode)
+    run_jobs()
+    assert standin.count(SUBSCRIBE) == 1
+    db.expire_all()
+    rows = db.scalars(select(OutboxRow).where(OutboxRow.notice_id == nid, OutboxRow.channel == "subscribe")).all()
+    assert [r.status for r in rows] == ["failed"] * 4 and {r.errcode for r in rows} == {errcode}
+    # No credit spent: WeChat took none of them.
+    assert {c.credits for c in db.scalars(select(SubscribeCredit))} == {1}
+    p = broadcast.progress(db, nid)
+    assert p["finished"] and p["subscribe"]["failed"] == 4
+    assert all(reason in f["detail"] for f in p["failures"]), p["failures"]
+    assert any("其余" in f["detail"] for f in p["failures"]), p["failures"]
+    (halted,) = db.scalars(select(AuditLog).where(AuditLog.action == "notice.send_halted",
+                                                  AuditLog.target_id == str(nid)))
+    assert halted.data["errcode"] == errcode and halted.data["failed"] == 3

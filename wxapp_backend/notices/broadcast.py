@@ -37,7 +37,8 @@ How a publish travels (the database is the source of truth; Redis only paces and
 
 Errors: -1, transport errors/timeouts and 45011 (too fast: a minute at least) are retried with backoff up to
 MAX_ATTEMPTS, the credit given back meanwhile; 43101 zeroes the user's credit for the template and is never
-retried; 47003, 40003 and other refusals fail the row with the reason. After a 45009 (the daily quota; the client
+retried; 47003, 40003 and other refusals fail the row with the reason; 40037 and 41030 (the notice's template or
+page, refused for every subscriber alike) fail the rest of the notice's unsent rows too, untried (`_halt`). After a 45009 (the daily quota; the client
 alerts a person once a day and leaves the API alone until WeChat's midnight or a cool-down, `client.QuotaReached`) the
 row WeChat refused, the rest of the chunk and of the claimed batch go back to ``pending`` (no attempt used, credit
 given back: the quota is not the message's fault, and it may stay used up all day) for when the cool-down ends, and
@@ -131,6 +132,9 @@ UNKNOWN_RESULT = -3  # errcode of a 'sending' row the sweeper failed (its worker
 _RID = re.compile(r"\s*rid:\s*\S+\s*$")
 PERMANENT_REASONS = {47003: "字段内容不符合模板要求", 40003: "用户 openid 无效", 40037: "模板编号无效",
                      41030: "小程序页面路径无效"}
+# Refusals of what every subscriber of the notice is sent alike (its template, its page): after the first, the rest
+# would each be refused the same way, a call of the day's quota apiece, so they are not sent (send_halted).
+NOTICE_WIDE = (40037, 41030)
 
 
 class _CredentialRefused(Exception):
@@ -913,13 +917,13 @@ def send_notice(notice_id: int, slot: int = 0, generation: int = 0) -> dict[str,
                 break
             for outcome in outcomes:
                 counts[outcome] = counts.get(outcome, 0) + 1
-            if counts.get("stopped"):  # staff stopped the notice: the batch's other rows were skipped by the stop
+            if counts.get("stopped") or counts.get("halted"):  # stopped by staff, or refused for everyone (_halt)
                 break
             if counts.get("deferred"):  # 45009: the batch's other chunks wait too, untried
                 quota_wait = max(api.quota_wait(SUBSCRIBE_API), 1.0)
                 counts["deferred"] += _defer_claimed(token, [r[0] for r in rows[i + chunk:]], quota_wait)
                 break
-        if quota_wait or counts.get("stopped") or time.monotonic() >= deadline:
+        if quota_wait or counts.get("stopped") or counts.get("halted") or time.monotonic() >= deadline:
             break
     _continue(notice_id, slot, generation, not_before=quota_wait)
     return counts
@@ -1019,6 +1023,13 @@ def _send_chunk(api, limiter: RateLimiter, token: str, rows: list[tuple[int, int
                     outcomes.update(dict.fromkeys((r for r, _ in held), "held"))
                     raise _CredentialRefused(wait, retry_in) from None
                 outcomes[row_id] = _record_error(row_id, token, user_id, template_id, exc.errcode, exc.errmsg)
+                if exc.errcode in NOTICE_WIDE and notice_id is not None:
+                    untried = [(r[0], r[1]) for r in rows if r[0] not in outcomes and r[0] not in called]
+                    _give_back(token, untried, template_id)  # pending again, credit back: failed with the rest
+                    outcomes.update(dict.fromkeys((r for r, _ in untried), "halted"))
+                    outcomes[row_id] = "halted"
+                    _halt(notice_id, exc.errcode)
+                    break
                 continue
             except TemplateFieldError as exc:
                 outcomes[row_id] = _record_error(row_id, token, user_id, template_id, 47003, str(exc))
@@ -1048,6 +1059,24 @@ def _send_chunk(api, limiter: RateLimiter, token: str, rows: list[tuple[int, int
         if unsent:
             _reclaim_unsent(unsent, template_id)
     return [outcomes[r[0]] for r in rows if r[0] in outcomes]
+
+
+def _halt(notice_id: int, errcode: int) -> None:
+    """WeChat refused the notice's template or page (NOTICE_WIDE): every row not yet sent fails with the reason, untried
+    (no credit is held by them), instead of each being refused in turn. Rows other workers hold already in 'sending'
+    finish as they go; rows the expansion writes later are tried once and halt again."""
+    reason = PERMANENT_REASONS.get(errcode, "微信拒绝发送")
+    detail = f"{reason}（{errcode}），这条通知的订阅消息都会被拒绝，其余未再发送；请改正后新建一条通知"
+    with session_scope() as s:
+        failed = len(s.scalars(update(OutboxRow).where(
+            OutboxRow.notice_id == notice_id, OutboxRow.channel == "subscribe",
+            OutboxRow.status.in_((OutboxStatus.PENDING.value, OutboxStatus.CLAIMED.value)))
+            .values(status=OutboxStatus.FAILED.value, lease_token=None, errcode=errcode, detail=detail[:200])
+            .returning(OutboxRow.id).execution_options(synchronize_session=False)).all())
+        audit(s, Actor("system", "system"), "notice.send_halted", s.get(Notice, notice_id), errcode=errcode,
+              reason=reason, failed=failed)
+    log.error("fan-out halted: WeChat refuses the notice for every subscriber",
+              extra={"alert": True, "notice_id": notice_id, "errcode": errcode, "failed": failed})
 
 
 def _stop_flagged(notice_id: int) -> bool:
