@@ -229,6 +229,8 @@ def _coerce(f: Field, value: Any) -> Any:  # noqa: C901 - one branch per kind re
             return None
         if isinstance(value, date) and not isinstance(value, datetime):
             parsed_day = value
+        elif not isinstance(value, str):  # the number 20240101 was read as 2024-01-01 (and 1 refused in ISO words)
+            raise _Bad(f"{_named(t, '日期')}应为 2025-01-31 这样的文字，不是数字")
         else:
             try:
                 parsed_day = date.fromisoformat(str(value).strip())
@@ -239,6 +241,8 @@ def _coerce(f: Field, value: Any) -> Any:  # noqa: C901 - one branch per kind re
     if f.kind == "datetime":
         if isinstance(value, datetime):
             parsed = value
+        elif not isinstance(value, str):
+            raise _Bad(f"{_named(t, '时间')}应为 2025-01-31 09:30 这样的文字，不是数字")
         else:
             try:
                 parsed = datetime.fromisoformat(str(value).strip().replace("Z", "+00:00"))

@@ -50,3 +50,14 @@ def test_missing_required_field():
 def test_bool_is_not_an_int():
     with pytest.raises(ValidationError):
         validate({"n": True}, [Field("n", "int")])
+
+
+@pytest.mark.parametrize("kind", ["date", "datetime"])
+@pytest.mark.parametrize("value", [20240101, 2024.0101, True])
+def test_a_date_sent_as_a_number_is_refused_in_words(kind, value):
+    """The JSON number 20240101 was read as 2024-01-01 (str() of it is ISO's basic form): a client sending numbers
+    for dates got by on luck. A date or time is text."""
+    with pytest.raises(ValidationError) as exc:
+        validate({"d": value}, [Field("d", kind, "日期")])
+    assert "不是数字" in exc.value.fields["d"], exc.value.fields
+    assert validate({"d": "2024-01-01"}, [Field("d", kind, "日期")])["d"].year == 2024
