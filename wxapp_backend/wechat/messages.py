@@ -42,6 +42,8 @@ REPLY_TEXT_MAX_BYTES = 2048
 NEWS_MAX_ARTICLES = 1
 
 ACCOUNTS = ("oa", "wxa")
+# The largest CreateTime taken (seconds; 2**32 - 1 is the year 2106): beyond it no datetime or database column holds it.
+MAX_CREATE_TIME = 2**32 - 1
 
 _DTD = re.compile(r"<!\s*(DOCTYPE|ENTITY)", re.IGNORECASE)
 # What may come before the root element besides a DTD: blanks, comments, processing instructions (an XML
@@ -450,6 +452,10 @@ def normalise(raw: Mapping[str, Any], account: str) -> Message:
 
     # MsgId for messages; template/mass-send job events carry MsgID, which is just as unique.
     msg_id = _s(raw.get("MsgId")) or _s(raw.get("MsgID"))
+    create_time = _int(raw.get("CreateTime")) or 0
+    if not 0 <= create_time <= MAX_CREATE_TIME:
+        # No clock holds it (the user upsert turned it into a datetime and crashed in the handler): not from WeChat.
+        raise BadPayload(message_zh="微信消息的 CreateTime 无效。")
     content = _s(raw.get("Content")) if msg_type == "text" else None
     if content is not None and content.strip() == UNSUPPORTED_PLACEHOLDER:
         msg_type, content = UNSUPPORTED_TYPE, None
@@ -459,7 +465,7 @@ def normalise(raw: Mapping[str, Any], account: str) -> Message:
         msg_type=msg_type,
         source=_s(raw.get("FromUserName")) or "",
         target=_s(raw.get("ToUserName")) or "",
-        create_time=_int(raw.get("CreateTime")) or 0,
+        create_time=create_time,
         event=event,
         event_key=event_key,
         msg_id=msg_id.strip() if msg_id else None,
