@@ -110,7 +110,11 @@ class WeChatHTTP:
             except ValueError:
                 errcode = "bad_response"
                 raise WeChatAPIError(-2, f"non-JSON answer, HTTP {resp.status_code}", api) from None
-            code = int(data.get("errcode", 0) or 0) if isinstance(data, dict) else 0
+            code = _errcode(data)
+            if code is None:
+                # A gateway's JSON with an errcode that is no number ({"errcode":"busy"}): WeChat never had the call.
+                errcode = "bad_response"
+                raise WeChatAPIError(-2, f"errcode is not a number, HTTP {resp.status_code}", api)
             if code == 0 and resp.status_code != 200:
                 # WeChat answers every call with HTTP 200 (errors in errcode): JSON under another status comes from
                 # a gateway in between, and WeChat never had the call. Not a success: try again later.
@@ -125,6 +129,20 @@ class WeChatHTTP:
         finally:
             WECHAT_CALLS.labels(api, errcode).inc()
             WECHAT_LATENCY.labels(api).observe(time.perf_counter() - started)
+
+
+def _errcode(data: Any) -> int | None:
+    """The answer's errcode (0 when there is none, as WeChat's successes mostly have); None when it is no number."""
+    value = data.get("errcode", 0) if isinstance(data, dict) else 0
+    if value is None or value == "" or value is False:
+        return 0
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str) and value.strip().lstrip("-").isascii() and value.strip().lstrip("-").isdigit():
+        return int(value.strip())
+    return None
 
 
 def _read_at_most(resp: requests.Response, max_bytes: int, api: str) -> None:
