@@ -201,6 +201,12 @@ def register_cli(app: Flask) -> None:
 
         if any(not q.strip() for q in queues):
             raise click.UsageError("队列名（--queue）不能为空")
+        known = known_queues()
+        if unknown := unknown_queues(queues, known=known):
+            # A worker on a queue nothing is put on listened for ever while the jobs piled up elsewhere.
+            raise click.UsageError(
+                f"没有任务会排进队列 {'、'.join(unknown)}：本程序的后台任务都在 {'、'.join(sorted(known))} 队列，"
+                "请去掉 --queue（默认即是）或改用这个队列名。")
         _check_dependencies()  # refused here in one line, rather than every job failing
         run_worker(list(queues) or [_state().settings.queue_name], burst=burst)
 
@@ -338,6 +344,27 @@ def _value_hint(param: click.Parameter | None) -> str:
     return "值不对"
 
 
+def _path_hint(exc: click.BadParameter, param: click.Parameter | None) -> str | None:
+    """What is wrong with a file path, said for the path given: one hint for all ("找不到这个文件（或它是文件夹、
+    没有读取权限）") sent the operator who gave `kb export` a folder looking for a file that was never meant to be
+    there."""
+    import re
+
+    kind = param.type if param is not None else None
+    found = re.match(r"""\w+ (['"])(.*)\1 (does not exist|is a directory|is not readable|is not writable)""",
+                     exc.message)
+    if not isinstance(kind, click.Path) or found is None:
+        return None
+    path, problem = found.group(2), found.group(3)
+    if problem == "does not exist":
+        return f"找不到这个文件：{path}，请检查路径是否写对"
+    if problem == "is a directory":
+        if kind.exists:  # read from: only the operator knows which file in it
+            return f"{path} 是文件夹，请给出文件夹里那个文件的路径"
+        return f"{path} 是文件夹，请给出要写入的文件路径，例如 {Path(path) / 'kb.yaml'}（格式按扩展名）"
+    return f"没有{'读取' if problem == 'is not readable' else '写入'} {path} 的权限"
+
+
 def usage_message(exc: click.UsageError) -> str:
     """click's English usage error said in Chinese."""
     message = exc.format_message()
@@ -347,7 +374,7 @@ def usage_message(exc: click.UsageError) -> str:
     if isinstance(exc, click.MissingParameter):
         return f"缺少{_param_label(param)}"
     if isinstance(exc, click.BadParameter):
-        return f"{_param_label(param)}：{_value_hint(param)}"
+        return f"{_param_label(param)}：{_path_hint(exc, param) or _value_hint(param)}"
     if isinstance(exc, click.NoSuchOption):
         said = f"没有 {exc.option_name} 这个选项"
         return said + (f"，您是不是想用 {'、'.join(exc.possibilities)}？" if exc.possibilities else "")
@@ -502,6 +529,16 @@ def _reclaim_jobs_of_stopped_worker() -> None:
         return  # Redis went away with the worker: the next worker's clean-up finds the job
     if reclaimed:
         click.echo(f"后台任务进程中断时正在执行的 {len(reclaimed)} 个任务已放回队列，下次启动时重新执行。", err=True)
+
+
+def known_queues() -> set[str]:
+    """The queues this program puts its jobs on (enqueue, the periodic beat, the delayed jobs' scheduler)."""
+    return {_state().settings.queue_name}
+
+
+def unknown_queues(queues, *, known: set[str]) -> list[str]:
+    """The names in `queues` no job is ever put on, in the order given."""
+    return [q for q in queues if q not in known]
 
 
 def _check_dependencies() -> None:

@@ -1,0 +1,62 @@
+"""Operating the service: the operator CLI as a newcomer runs it (QA pass 17)."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+HAN = re.compile(r"[\u4e00-\u9fff]")
+
+
+@pytest.fixture
+def no_real_worker(monkeypatch):
+    """What `worker` would have started: recorded, never run (a real worker listens for ever)."""
+    import wxapp_backend.jobs_runtime as jobs_runtime
+
+    started: list[list[str]] = []
+    monkeypatch.setattr(jobs_runtime, "run_worker", lambda names, burst=False: started.append(list(names)) or True)
+    return started
+
+
+def test_a_worker_on_a_queue_nothing_is_put_on_is_refused_naming_the_queue_the_jobs_use(app, no_real_worker):
+    """`worker --queue nosuch` (a typo, or a name from another project's runbook) started silently and listened on
+    a queue nobody ever enqueues to: the jobs piled up in `default` and nothing said why. It is refused now, in
+    Chinese, naming the queue the jobs are put on; the queue the jobs use (named or not) still starts."""
+    runner = app.test_cli_runner()
+    known = app.extensions["wxapp"].settings.queue_name
+    result = runner.invoke(args=["worker", "--burst", "--queue", "nosuch"])
+    assert result.exit_code == 2, result.output
+    assert "nosuch" in result.output and known in result.output and "错误：" in result.output, result.output
+    assert "Traceback" not in result.output and "Error" not in result.output
+    mixed = runner.invoke(args=["worker", "--burst", "--queue", known, "--queue", "nosuch"])
+    assert mixed.exit_code == 2 and "nosuch" in mixed.output, mixed.output
+    assert no_real_worker == []
+    for args in (["worker", "--burst"], ["worker", "--burst", "--queue", known]):
+        ok = runner.invoke(args=args)
+        assert ok.exit_code == 0, ok.output
+    assert no_real_worker == [[known], [known]]
+
+
+def test_the_known_queue_check_is_a_function_of_its_own(app_ctx):
+    from wxapp_backend.cli import unknown_queues
+
+    assert unknown_queues(["default", "nosuch", " default "], known={"default"}) == ["nosuch", " default "]
+    assert unknown_queues([], known={"default"}) == []
+
+
+def test_kb_export_into_a_folder_says_a_file_path_is_needed_with_an_example(app, app_ctx, tmp_path):
+    """`kb export <folder>` answered "找不到这个文件（或它是文件夹、没有读取权限）": the folder is there, export
+    writes rather than reads, and nothing said what to give instead. Like `kb import` (which takes a file, not a
+    folder) it is refused, saying the path is a folder and giving a file path in it to use."""
+    runner = app.test_cli_runner()
+    result = runner.invoke(args=["kb", "export", str(tmp_path)])
+    assert result.exit_code == 2, result.output
+    assert "文件夹" in result.output and str(tmp_path / "kb.yaml") in result.output, result.output
+    assert "找不到" not in result.output and "读取" not in result.output, result.output
+    assert list(tmp_path.iterdir()) == []
+    into = runner.invoke(args=["kb", "import", str(tmp_path)])
+    assert into.exit_code == 2 and "文件夹" in into.output and "找不到" not in into.output, into.output
+    missing = runner.invoke(args=["kb", "import", str(tmp_path / "nosuch.csv")])
+    assert missing.exit_code == 2 and str(tmp_path / "nosuch.csv") in missing.output, missing.output
+    assert "找不到" in missing.output and "文件夹" not in missing.output, missing.output
