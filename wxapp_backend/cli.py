@@ -425,6 +425,15 @@ def _outage_message(exc: Exception) -> str | None:
     return f"无法使用{part}，请确认它已启动、地址和账号正确：{RedactFilter(secrets).redact(detail)}"
 
 
+def _subcommands_message(group: click.Group, ctx: click.Context) -> str:
+    lines = [f"请在 {group.name} 后面写上要做的事，可用的有："]
+    for name in group.list_commands(ctx):
+        sub = group.get_command(ctx, name)
+        if sub is not None and not sub.hidden:
+            lines.append(f"  {name}  {sub.get_short_help_str(limit=60)}")
+    return "\n".join(lines)
+
+
 def localise(command: click.Command) -> None:
     """Wrap `command` (and a group's commands) so that its errors reach the operator as one Chinese line."""
     make_context, invoke = command.make_context, command.invoke
@@ -435,6 +444,10 @@ def localise(command: click.Command) -> None:
         except click.UsageError as exc:
             if isinstance(exc, CommandUsageError):
                 raise
+            if isinstance(command, click.Group) and exc.ctx is not None and exc.ctx.command is command \
+                    and type(exc).__name__ == "NoArgsIsHelpError":
+                # `flask kb` with its sub-command forgotten: click's English help came under 错误：
+                raise CommandUsageError(_subcommands_message(command, exc.ctx), exc.ctx) from None
             raise CommandUsageError(usage_message(exc), exc.ctx) from None
 
     def invoke_zh(ctx):

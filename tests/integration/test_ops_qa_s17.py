@@ -60,3 +60,17 @@ def test_kb_export_into_a_folder_says_a_file_path_is_needed_with_an_example(app,
     missing = runner.invoke(args=["kb", "import", str(tmp_path / "nosuch.csv")])
     assert missing.exit_code == 2 and str(tmp_path / "nosuch.csv") in missing.output, missing.output
     assert "找不到" in missing.output and "文件夹" not in missing.output, missing.output
+
+
+@pytest.mark.parametrize(("group", "subcommands"), [("kb", ("export", "import", "search")), ("appeals", ("tick", "weekly"))])
+def test_a_command_group_given_without_its_subcommand_lists_them_in_chinese(app, group, subcommands):
+    """`flask --app wsgi kb` (the sub-command forgotten) printed "错误：Usage: flask kb [OPTIONS] COMMAND [ARGS]..."
+    and click's English help under the Chinese error prefix. It now says what is missing and lists the sub-commands
+    with what each does, like the other usage mistakes (exit status 2, where to read the usage)."""
+    result = app.test_cli_runner().invoke(args=[group])
+    assert result.exit_code == 2, result.output
+    assert "错误：" in result.output and "--help" in result.output, result.output
+    assert "Usage" not in result.output and "Options" not in result.output, result.output
+    for name in subcommands:
+        assert name in result.output
+    assert len(HAN.findall(result.output)) > 20  # each sub-command's one line of help
