@@ -289,7 +289,45 @@ def register_cli(app: Flask) -> None:
 
     for command in app.cli.commands.values():
         localise(command)
+    _unknown_commands_in_chinese(app)
 
+
+def _unknown_commands_in_chinese(app: Flask) -> None:
+    """`flask --app wsgi init_db` got flask's English "No such command" under an English usage block (flask asks
+    the app's commands last): an unknown name now finds a command that says it in Chinese, with the close ones."""
+    get_command = app.cli.get_command
+
+    def get_command_zh(ctx: click.Context, name: str) -> click.Command | None:
+        found = get_command(ctx, name)
+        if found is not None or name.startswith("-"):
+            return found
+        return _UnknownCommand(name)
+
+    app.cli.get_command = get_command_zh  # type: ignore[method-assign]
+
+
+class _UnknownCommand(click.Command):
+    def __init__(self, name: str) -> None:
+        super().__init__(name, context_settings={"ignore_unknown_options": True}, hidden=True)
+
+    def make_context(self, info_name, args, parent=None, **extra):  # type: ignore[override]
+        import difflib
+
+        if extra.get("resilient_parsing"):  # shell completion looking ahead: nothing to offer, nothing to say
+            return super().make_context(info_name, [], parent=parent, **extra)
+
+        names: list[str] = []
+        if parent is not None and isinstance(parent.command, click.Group):
+            try:
+                names = list(parent.command.list_commands(parent))
+            except Exception:  # the listing is a courtesy: the refusal must show whatever happens
+                names = []
+        close = difflib.get_close_matches(self.name or "", names, n=3, cutoff=0.6)
+        close += [n for n in names if self.name and self.name.replace("_", "-") == n and n not in close]
+        said = f"没有 {self.name} 这个命令" + (f"，您是不是想用 {'、'.join(close)}？" if close else "。")
+        refusal = CommandError(said + "\n全部命令请看：flask --app wsgi --help")
+        refusal.exit_code = 2  # a usage mistake, as click's own refusal was
+        raise refusal
 
 # --- every command's mistakes in Chinese -----------------------------------------------------------------
 # click words its own refusals in English, each under a Python traceback when a command met a database or Redis
@@ -448,7 +486,10 @@ def localise(command: click.Command) -> None:
                     and type(exc).__name__ == "NoArgsIsHelpError":
                 # `flask kb` with its sub-command forgotten: click's English help came under 错误：
                 raise CommandUsageError(_subcommands_message(command, exc.ctx), exc.ctx) from None
-            raise CommandUsageError(usage_message(exc), exc.ctx) from None
+            where = exc.ctx
+            if where is None and args:  # a refusal of click's parser (`--queue` without its value) has none
+                where = click.Context(command, info_name=args[0], parent=kwargs.get("parent"))
+            raise CommandUsageError(usage_message(exc), where) from None
 
     def invoke_zh(ctx):
         try:

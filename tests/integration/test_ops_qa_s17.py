@@ -74,3 +74,30 @@ def test_a_command_group_given_without_its_subcommand_lists_them_in_chinese(app,
     for name in subcommands:
         assert name in result.output
     assert len(HAN.findall(result.output)) > 20  # each sub-command's one line of help
+
+
+def test_an_unknown_command_is_said_in_chinese_with_the_likely_one(app):
+    """`flask --app wsgi init_db` (underscore for dash) or `seed_demo` answered flask's English "Error: No such
+    command 'init_db'." under an English usage block: the Chinese wording existed for sub-commands only (`kb nosuch`).
+    It is one Chinese line now, with the command meant when the name is close, exit status 2 as before."""
+    runner = app.test_cli_runner()
+    result = runner.invoke(args=["init_db"])
+    assert result.exit_code == 2, result.output
+    assert "错误：没有 init_db 这个命令" in result.output and "init-db" in result.output, result.output
+    assert "Error" not in result.output and "Usage" not in result.output, result.output
+    far = runner.invoke(args=["zzzzqqq", "--whatever"])
+    assert far.exit_code == 2 and "没有 zzzzqqq 这个命令" in far.output and "--help" in far.output, far.output
+    assert "init-db" in runner.invoke(args=["--help"]).output  # the listing is unchanged
+
+
+def test_an_option_given_without_its_value_says_where_to_read_the_usage(app):
+    """`worker --queue` (the value forgotten) said "错误：选项 --queue 后面要跟一个值" and nothing more, where every
+    other usage mistake also says which --help to read."""
+    result = app.test_cli_runner().invoke(args=["worker", "--queue"])
+    assert result.exit_code == 2, result.output
+    assert "选项 --queue 后面要跟一个值" in result.output and "flask --app wsgi worker --help" in result.output, \
+        result.output
+    # Shell completion looks commands up without running them: an unknown one offers nothing and raises nothing.
+    from click.shell_completion import ShellComplete
+
+    assert ShellComplete(app.cli, {}, "flask", "_FLASK_COMPLETE").get_completions(["init_db"], "") == []
