@@ -56,6 +56,7 @@ import logging
 import re
 import secrets
 import time
+import unicodedata
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -525,6 +526,9 @@ def redeem_link_code(session: Session, client: redis.Redis, code: str, user_id: 
         client.expire(tries_key, LINK_CODE_TTL)
     if tries > LINK_TRIES:
         return "绑定码输错次数太多，请 10 分钟后再试。"
+    # “绑定 ７９２０８４” from a Chinese keyboard's full-width digits (the chat takes any digit) is the same code: it
+    # was looked up as typed, answered “绑定码不对或已过期” and counted as a wrong code.
+    code = "".join(str(unicodedata.decimal(c, "")) for c in code.strip())
     raw = client.getdel(_LINK_CODE.format(code))
     staff = session.get(StaffUser, int(raw)) if raw else None
     if staff is None or not staff.active:
@@ -535,28 +539,93 @@ def redeem_link_code(session: Session, client: redis.Redis, code: str, user_id: 
     return staff
 
 
-def send_test(session: Session, actor: Actor, notice_id: int) -> dict[str, Any]:
-    """Send the notice to the staff member's own linked user only; skipped (with a reason) when none."""
-    from .kinds import get_kind
+def _values_at_publish(session: Session, notice: Notice) -> dict[str, Any]:
+    """The template values publish() gives a draft now (and so the values its test send shows)."""
+    try:
+        made = _template_data(notice.title, notice.summary or "", {}, _activity_start(session, notice.activity_id))
+    except ValidationError:
+        made = {}  # the template's values cannot be made from this text: the staff member's own ones go as they are
+    given = dict(notice.template_fields or {})
+    # No values at all: the draft was written while notices had no template ("" in NOTIFY_TEMPLATES), so nothing
+    # could be made then; made now, with the template configured since, or its subscribers got the inbox only.
+    if made and (not given or _made_from_text(notice)):
+        return made  # its time value says when it was sent, not when the draft was started
+    if given and made.keys() - given.keys():
+        # Values the staff member wrote for some of the template's keys only: WeChat refuses a message that lacks
+        # one (47003, for every subscriber). The rest are made from the text.
+        return {**{k: val for k, val in made.items() if k not in given}, **given}
+    return given
+
+
+def _fanout_values(session: Session, notice: Notice) -> dict[str, Any]:
+    """The template values the fan-out sends for a notice already published."""
+    data = dict(notice.template_fields or {})
+    start = _activity_start(session, notice.activity_id)
+    if start is not None and data and _made_from_text(notice):
+        # Its time is the activity's start, made at publishing: an activity moved while the notice goes out (a
+        # large audience, a quota wait) invited the rest to the old time. Values staff wrote stay as written.
+        data = _with_start(data, start)
+    return data
+
+
+# A double click on 发给自己测试 sent two tests and used two of the staff member's subscribe credits: a second test of
+# the same notice by the same staff member within TEST_SEND_WINDOW seconds is refused (the same Idempotency-Key
+# answers the first test's result for TEST_KEY_TTL).
+TEST_SEND_WINDOW = 30
+TEST_KEY_TTL = 86400
+_TEST_SENT = "notice-test:sent:{}:{}"
+_TEST_KEY = "notice-test:key:{}:{}"
+
+
+def recent_test_key(staff_id: int, notice_id: int) -> str:
+    """The Redis key that holds a staff member's test of a notice for TEST_SEND_WINDOW seconds."""
+    return _TEST_SENT.format(staff_id, notice_id)
+
+
+def send_test(session: Session, actor: Actor, notice_id: int, *,
+              idempotency_key: str | None = None) -> dict[str, Any]:
+    """Send the notice to the staff member's own linked user only; skipped (with a reason) when none.
+
+    The subscribe message carries the values and the page the notice's fan-out sends (none when the notice has
+    none): made through the notice kind, it opened the kind's default page (pages/notice/detail, no id), not what
+    subscribers open. A second test of the same notice by the same staff member within TEST_SEND_WINDOW seconds is
+    refused (409 test_just_sent); the same `idempotency_key` answers the first result without sending."""
     from .services import notify
 
+    r = current_app.extensions["wxapp"].redis
     notice = _get(session, notice_id)
+    kept_key = _TEST_KEY.format(actor.id, idempotency_key) if idempotency_key else None
+    if kept_key and (kept := r.get(kept_key)):
+        first = json.loads(kept)
+        if first.get("notice_id") != notice.id:
+            raise Conflict(f"这个提交编号已用于测试发送另一条通知（编号 {first.get('notice_id')}），没有再发。"
+                           "测试这条通知请换一个新的提交编号。", code="idempotency_key_reused",
+                           fields={"notice_id": str(first.get("notice_id"))})
+        return first["result"]
     link = session.get(StaffTestRecipient, actor.id)
     if link is None:
-        return {"sent": False, "reason": "您还没有设置测试接收人（自己的小程序账号），已跳过测试发送。"}
-    fields = {"title": notice.title, "note": (notice.summary or "点击查看详情")}
-    kind = get_kind(NOTICE_KIND)
-    if kind is not None and not _made_from_text(notice):
-        # Values the staff member wrote themselves are what the fan-out sends: the test shows those, not values
-        # made again from the title and summary (each template key through the kind's mapping to its field).
-        given = notice.template_fields or {}
-        fields.update({source: given[key] for key, source in kind.fields.items() if given.get(key)})
-    elif (start := _activity_start(session, notice.activity_id)) is not None:
-        fields["time"] = start.isoformat()  # what publishing sends: the activity's start
-    notify(session, link.user_id, NOTICE_KIND, fields,
-           notice.page, title=f"【测试】{notice.title}"[:100], body=notice.summary, ref=f"notice:{notice.id}:test")
-    audit(session, actor, "notice.test_sent", notice, user_id=link.user_id)
-    return {"sent": True, "user_id": link.user_id}
+        return {"sent": False, "reason": "您还没有绑定自己的微信作为测试接收人，已跳过测试发送。请在工作台“通知推送”页"
+                                         "点“用我的微信绑定”，按提示在自己的微信里发送绑定码。"}
+    window = recent_test_key(actor.id, notice.id)
+    if not r.set(window, link.user_id, nx=True, ex=TEST_SEND_WINDOW):
+        raise Conflict(f"这条通知的测试消息刚刚已发给您的测试接收人，请先在手机上查看；为免多用一次订阅消息次数，"
+                       f"{TEST_SEND_WINDOW} 秒内不再重复发送，如需再测请稍候再点。", code="test_just_sent")
+    try:
+        if notice.status == NoticeStatus.DRAFT.value:
+            data = _values_at_publish(session, notice)
+        else:
+            data = _fanout_values(session, notice)
+        notify(session, link.user_id, NOTICE_KIND, {"title": notice.title, "note": notice.summary or "点击查看详情"},
+               notice.page, title=f"【测试】{notice.title}"[:100], body=notice.summary, ref=f"notice:{notice.id}:test",
+               subscribe_message={"data": data, "page": notice.page or ""})
+        audit(session, actor, "notice.test_sent", notice, user_id=link.user_id)
+    except Exception:
+        r.delete(window)  # nothing was sent: the next press must send
+        raise
+    result = {"sent": True, "user_id": link.user_id}
+    if kept_key:
+        r.set(kept_key, json.dumps({"notice_id": notice.id, "result": result}), ex=TEST_KEY_TTL)
+    return result
 
 
 def _check_still_on(session: Session, notice: Notice) -> None:
@@ -585,23 +654,12 @@ def publish(session: Session, actor: Actor, notice_id: int) -> Notice:
     if notice.status != NoticeStatus.DRAFT.value:
         return notice
     _check_still_on(session, notice)
-    try:
-        made = _template_data(notice.title, notice.summary or "", {}, _activity_start(session, notice.activity_id))
-    except ValidationError:
-        made = {}  # the template's values cannot be made from this text: the staff member's own ones go as they are
-    # No values at all: the draft was written while notices had no template ("" in NOTIFY_TEMPLATES), so nothing
-    # could be made then; made now, with the template configured since, or its subscribers got the inbox only.
-    if made and (not notice.template_fields or _made_from_text(notice)):
-        notice.template_fields = made  # its time value says when it was sent, not when the draft was started
+    values = _values_at_publish(session, notice)
+    if values != (notice.template_fields or {}):
         # Made for the template configured now (NOTIFY_TEMPLATES is re-read when it changes): a draft written before
-        # a template was configured or replaced went out under the old id, which nobody holds credit for.
-        notice.template_id = get_kind(NOTICE_KIND).template_id
-    elif notice.template_fields and made.keys() - notice.template_fields.keys():
-        # Values the staff member wrote for some of the template's keys only: WeChat refuses a message that lacks
-        # one (47003, for every subscriber) while the test send, made through the kind, filled them in and went
-        # out. The rest are made from the text, as the test send makes them.
-        notice.template_fields = {**{k: val for k, val in made.items() if k not in notice.template_fields},
-                                  **notice.template_fields}
+        # a template was configured or replaced went out under the old id, which nobody holds credit for. The id is
+        # set below, with the staff member's own values.
+        notice.template_fields = values
     kind = get_kind(NOTICE_KIND)
     if notice.template_fields:
         # The staff member's own values go with the template configured now too: kept under the id the draft was
@@ -881,12 +939,7 @@ def send_notice(notice_id: int, slot: int = 0, generation: int = 0) -> dict[str,
             _skip_after_stop(s, notice_id)  # a job queued (or restarted) after the stop sends nothing
         if notice.status not in IN_FLIGHT:
             return {}
-        template_id, data, page = notice.template_id, dict(notice.template_fields or {}), notice.page
-        start = _activity_start(s, notice.activity_id)
-        if start is not None and data and _made_from_text(notice):
-            # Its time is the activity's start, made at publishing: an activity moved while the notice goes out (a
-            # large audience, a quota wait) invited the rest to the old time. Values staff wrote stay as written.
-            data = _with_start(data, start)
+        template_id, data, page = notice.template_id, _fanout_values(s, notice), notice.page
     rate = float(_cfg("fanout_rate", DEFAULT_RATE))
     limiter = RateLimiter(state.redis, rate, int(_cfg("fanout_burst", 1)))
     # A chunk's rows are 'sending' from its commit until its last send: keep that to ~1 s of the limit per job.

@@ -73,12 +73,23 @@ def get_notice(notice_id: int):
         return jsonify({**n.to_dict(), "reach": broadcast.reach(s, n)})
 
 
+TEST_IDEMPOTENCY_HEADER = idempotency_header(
+    IDEMPOTENCY_KEY_MAX, "提交编号：一次测试发送一个，网络重试时带同一个，返回第一次的结果、不再发送；用于另一条通知为 409 "
+    "idempotency_key_reused")
+
+
 @bp.post("/notices/<int:notice_id>/test")
 @staff_api_required(StaffRole.STAFF)
-@doc("发给自己测试（自己的测试接收人；未设置则跳过）", body=(), auth="staff", tags=["通知推送"])
+@doc(f"发给自己测试（自己的测试接收人；未设置则跳过）：订阅消息的字段和打开的页面与正式发送的相同；同一条通知 "
+     f"{broadcast.TEST_SEND_WINDOW} 秒内只发一次（连点第二次为 409 test_just_sent）", body=(),
+     responses={200: "{sent, user_id} 或 {sent: false, reason}",
+                409: f"{broadcast.TEST_SEND_WINDOW} 秒内刚测试过这条通知 test_just_sent，或 Idempotency-Key 已用于另一条通知 "
+                     "idempotency_key_reused"},
+     auth="staff", tags=["通知推送"], headers=(TEST_IDEMPOTENCY_HEADER,))
 def send_test(notice_id: int):
+    key = idempotency_key(IDEMPOTENCY_KEY_MAX)
     with session_scope() as s:
-        return jsonify(broadcast.send_test(s, current_actor(), notice_id))
+        return jsonify(broadcast.send_test(s, current_actor(), notice_id, idempotency_key=key))
 
 
 @bp.put("/me/test-recipient")

@@ -60,6 +60,7 @@ from ..wechat.jobs import (
     window_key,
 )
 from ..wechat.templates import TemplateFieldError
+from ..wechat.templates import validate as validate_template
 from . import credits
 from .credits import msgid_of
 from .kinds import get_kind, render
@@ -295,6 +296,12 @@ def _subscribe_data(s: Session, note: Notification) -> tuple[dict[str, str], str
     kind = get_kind(note.kind)
     if kind is None:
         raise TemplateFieldError("kind", f"没有配置通知类型 {note.kind}")
+    if note.subscribe_message is not None:
+        # A notice's test send: the values and page its fan-out sends (no page at all when the notice has none).
+        message = note.subscribe_message
+        if not message.get("data"):  # as the fan-out: a notice without template values reaches the inbox only
+            raise TemplateFieldError("data", "这条通知没有订阅消息字段，订阅者只会收到站内信")
+        return validate_template(dict(message.get("data") or {})), str(message.get("page") or "")
     item = _inbox(s, note)
     data = render(kind, note.fields or {}, title=item.title if item else "", body=item.body if item else "",
                   created_at=note.created_at)

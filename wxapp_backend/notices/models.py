@@ -57,6 +57,9 @@ class Notification(Base):
     ref: Mapped[str] = mapped_column(String(64), default="", index=True)
     inbox_item_id: Mapped[int | None] = mapped_column(ForeignKey("inbox_items.id", ondelete="SET NULL"))
     dedup_key: Mapped[str | None] = mapped_column(String(128))  # same key twice -> one notification
+    # The exact subscribe message to send, {"data": {template key: value}, "page": "..."} (the page as is, even "":
+    # no kind default), as a notice's fan-out sends it (its test send); None: made from the kind and `fields`.
+    subscribe_message: Mapped[dict | None] = mapped_column(JSON)
     status: Mapped[str] = mapped_column(String(20), default=DeliveryStatus.PENDING.value, index=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -12,12 +12,16 @@ from .models import InboxItem, Notification
 
 
 def notify(session: Session, user_id: int, kind: str, fields: dict[str, Any], page: str = "", *,
-           title: str, body: str = "", ref: str = "", dedup_key: str | None = None) -> Notification:
+           title: str, body: str = "", ref: str = "", dedup_key: str | None = None,
+           subscribe_message: dict[str, Any] | None = None) -> Notification:
     """Record a notification in the caller's transaction; delivery runs as a job after commit.
 
     The inbox entry is written here, so the user always sees it even when WeChat refuses every channel.
     Delivery never raises into the caller: a failed send only changes the notification's status.
     With `dedup_key`, a second call with the same key returns the first notification (jobs that run twice).
+    With `subscribe_message` ({"data": {template key: value}, "page": "..."}) the subscribe message sends exactly
+    those values and that page (even none), not ones made through the kind (a notice's test send: what its fan-out
+    sends).
     """
     if dedup_key:
         existing = session.scalar(select(Notification).where(Notification.dedup_key == dedup_key))
@@ -28,7 +32,8 @@ def notify(session: Session, user_id: int, kind: str, fields: dict[str, Any], pa
     session.flush()
     # A None field is left out, so the kind's default fills it (str() would send the word "None").
     note = Notification(user_id=user_id, kind=kind, fields={k: str(v) for k, v in fields.items() if v is not None},
-                        page=page, ref=ref, inbox_item_id=item.id, dedup_key=dedup_key)
+                        page=page, ref=ref, inbox_item_id=item.id, dedup_key=dedup_key,
+                        subscribe_message=subscribe_message)
     session.add(note)
     session.flush()
     enqueue_after_commit(session, "wxapp_backend.notices.jobs.deliver_notification", note.id,
