@@ -63,7 +63,9 @@ def _mine(s, reg: Registration, *, with_activity: bool = False) -> dict:
 @bp.get("/activities")
 @doc("活动列表（可按类别、日期、活动地点所在楼宇筛选；未结束的在前、开始早的先，已结束的（include_past）随后、最近的先），"
      "含剩余名额；带登录令牌时每项有 ineligible_reason（现在不能报名的原因："
-     "报名未开始或已截止、活动已开始、不在面向范围、已报名、名额已满且不设候补等，与报名时的提示相同；可以报名为 null）",
+     "报名未开始或已截止、活动已开始、不在面向范围、已报名、名额已满且不设候补等，与报名时的提示相同；可以报名为 null）；"
+     "register_note：取消报名截止时间已过而仍可报名时，提醒现在报名后不能在线取消（满员时说明候补可以取消，需审核时说明审核"
+     "通过后不能取消），其他情况及不能报名时为 null",
      params=services.LIST_PARAMS, auth="optional", tags=["活动"])
 def list_activities():
     q = query(services.LIST_PARAMS)
@@ -76,18 +78,22 @@ def list_activities():
 @bp.get("/activities/<int:activity_id>")
 @doc("活动详情（含剩余名额、报名问题）；带登录令牌时 my_registration 是本人最近一次报名（状态、可否取消、"
      "可否出示签到码、候补第几位 waitlist_position；报名后活动报名范围收窄、本人已不在范围内时 audience_note 说明报名"
-     "仍然有效，否则为 null），没有报名为 null；ineligible_reason 同活动列表", auth="optional", tags=["活动"])
+     "仍然有效，否则为 null；cancel_note 同报名的返回），没有报名为 null；ineligible_reason、register_note 同活动列表",
+     auth="optional", tags=["活动"])
 def get_activity(activity_id: int):
     user_id = optional_user_id()
     with session_scope() as s:
         a = services.get_activity(s, activity_id)
         taken, queued = services.seat_and_waitlist(s, a.id)
         out = a.to_dict(seats_taken=taken, waitlisted=queued)
+        out["register_note"] = services.register_note(a, taken, queued)
         if user_id is not None:  # the page shows 已报名 / 候补第 n 位 / 取消报名 without another request
             user = s.get(User, user_id)
             standing = services.own_standing(s, user_id, [a.id]).get(a.id)
             out["ineligible_reason"] = (services.refusal(a, user, taken, queued, standing=standing)
                                         if user is not None else None)
+            if out["ineligible_reason"] is not None:  # about a registration they cannot make
+                out["register_note"] = None
             reg = s.scalar(select(Registration).where(Registration.activity_id == a.id,
                                                       Registration.user_id == user_id)
                            .order_by(Registration.id.desc()).limit(1))
@@ -99,7 +105,8 @@ def get_activity(activity_id: int):
 @user_required
 @doc("报名活动（可带 Idempotency-Key 头：一个键只代表一次报名请求，同一键、同样的回答返回第一次的结果；"
      "这次报名取消后想再报名是新的请求，要换一个新键，用旧键为 409 idempotency_key_reused）；"
-     "返回报名状态和应申请的订阅消息模板", body=REGISTER_FIELDS,
+     "返回报名状态、可否取消 can_cancel 和应申请的订阅消息模板；在取消报名截止时间之后报名的，cancel_note 说明这次报名不能在线取消"
+     "（需审核的：审核通过后不能取消；候补中的可以取消，为 null），其他为 null", body=REGISTER_FIELDS,
      responses={201: "报名成功、候补或待审核", 200: "重复提交，返回第一次的结果", 403: "不在活动面向范围",
                 409: "名额已满 activity_full / 已报名 / 报名未开始或已截止 / 同一 Idempotency-Key 已用于另一活动、"
                      "不同的回答或已取消的报名 idempotency_key_reused（fields.registration_id 是那次报名）",
@@ -140,7 +147,8 @@ def qr(registration_id: int):
 @user_required
 @doc("我的报名（含可否取消及截止时间 can_cancel / cancel_until、可否出示签到码 can_show_code、"
      "候补第几位 waitlist_position，不在候补或活动已开始为 null；活动开始时仍在候补的，waitlist_note 说明候补未能递补；"
-     "报名后报名范围收窄、本人已不在范围内的，audience_note 说明报名仍然有效）；"
+     "报名后报名范围收窄、本人已不在范围内的，audience_note 说明报名仍然有效；取消报名截止时间之后报名、不能在线取消的，"
+     "cancel_note 说明原因）；"
      "按报名先后倒序分页，{items, total, page, per_page, pages}", params=PAGE_FIELDS, tags=["活动"])
 def my_registrations():
     q = query(PAGE_FIELDS)

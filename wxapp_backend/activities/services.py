@@ -595,11 +595,17 @@ def list_activities(session: Session, q: dict[str, Any], *, staff: bool = False,
                            .limit(q["per_page"])).unique().all()
     counts = seat_counts(session, [a.id for a in rows])
     items = [a.to_dict(seats_taken=counts[a.id][0], waitlisted=counts[a.id][1]) for a in rows]
+    now = utcnow()
+    if not staff:
+        for item, a in zip(items, rows, strict=True):
+            item["register_note"] = register_note(a, *counts[a.id], now)
     user = session.get(User, user_id) if user_id is not None else None
     if user is not None:  # the list greys out what they cannot join, instead of a 403 / 409 after they tap 报名
-        now, standing = utcnow(), own_standing(session, user.id, [a.id for a in rows])
+        standing = own_standing(session, user.id, [a.id for a in rows])
         for item, a in zip(items, rows, strict=True):
             item["ineligible_reason"] = refusal(a, user, *counts[a.id], now, standing.get(a.id))
+            if item["ineligible_reason"] is not None:  # about a registration they cannot make
+                item["register_note"] = None
     return items, total
 
 
@@ -1097,6 +1103,44 @@ def user_cancel_deadline(reg: Registration, activity: Activity) -> datetime:
 
 WAITLIST_MISSED = "活动已开始，候补未能递补"
 
+# Registration stays open after the 取消报名截止时间, and a seat taken then cannot be given back online
+# (user_cancel_deadline): said before the tap (register_note) and after it (cancel_note).
+LATE_REGISTER_NOTE = "取消报名截止时间已过：现在报名后不能在线取消，请确认能参加。"
+LATE_APPROVAL_NOTE = "取消报名截止时间已过：现在报名，审核通过后不能在线取消，请确认能参加。"
+LATE_WAITLIST_NOTE = ("取消报名截止时间已过：现在报名将进入候补，候补期间可以取消；递补成功后也可在活动开始前取消。")
+LATE_CANCEL_NOTE = "您是在取消报名截止时间之后报名的，这次报名不能在线取消；如确实不能参加，请尽早联系活动工作人员。"
+LATE_PENDING_NOTE = "您是在取消报名截止时间之后报名的：审核通过前可以取消，审核通过后不能在线取消。"
+
+
+def open_past_cancel_deadline(activity: Activity, now: datetime | None = None) -> bool:
+    """Whether the published `activity` takes registrations now, its cancel deadline passed (they cannot be undone)."""
+    now = now or utcnow()
+    return (activity.status == ActivityStatus.PUBLISHED.value and activity.cancel_deadline is not None
+            and now >= activity.cancel_deadline and _closed(activity, now) is None)
+
+
+def register_note(activity: Activity, taken: int, queued: int, now: datetime | None = None) -> str | None:
+    """What a registration made now could not undo, while registration is open past the cancel deadline (None
+    otherwise): a seat cannot be cancelled online; a waitlisted one can (until the start, moved up or not)."""
+    if not open_past_cancel_deadline(activity, now):
+        return None
+    if not (taken < activity.capacity and queued == 0):
+        return LATE_WAITLIST_NOTE if activity.waitlist_enabled else None
+    return LATE_APPROVAL_NOTE if activity.requires_approval else LATE_REGISTER_NOTE
+
+
+def cancel_note(reg: Registration, activity: Activity) -> str | None:
+    """Why a registration made after the cancel deadline cannot (or, once approved, will not) be cancelled online."""
+    deadline = activity.cancel_deadline
+    if (activity.status != ActivityStatus.PUBLISHED.value or deadline is None or reg.created_at < deadline
+            or (reg.promoted_at is not None and reg.promoted_at >= deadline)):
+        return None
+    if reg.status == RegStatus.CONFIRMED.value:
+        return LATE_CANCEL_NOTE
+    if reg.status == RegStatus.PENDING_APPROVAL.value:
+        return LATE_PENDING_NOTE
+    return None
+
 
 def user_actions(reg: Registration, now: datetime | None = None) -> dict[str, Any]:
     """What 我的报名 may offer on `reg`: cancel (and until when), the check-in code (while check-in is open, as
@@ -1111,6 +1155,7 @@ def user_actions(reg: Registration, now: datetime | None = None) -> dict[str, An
     deadline = user_cancel_deadline(reg, activity) if cancellable else None
     return {"can_cancel": deadline is not None and now < deadline,
             "cancel_until": deadline.isoformat() if deadline is not None and now < deadline else None,
+            "cancel_note": cancel_note(reg, activity),
             "can_show_code": live and reg.status in (RegStatus.CONFIRMED.value, RegStatus.ATTENDED.value)
             and now < activity.ends_at + ATTENDANCE_GRACE,
             "waitlist_note": WAITLIST_MISSED if reg.status == RegStatus.WAITLISTED.value and live

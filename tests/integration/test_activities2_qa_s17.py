@@ -1,0 +1,93 @@
+"""White-collar activities (session 17, second pass): a registration made after the 取消报名截止时间 cannot be
+cancelled online; the mini-program says so before (register_note) and after (cancel_note), and the staff side's
+rough edges found by a demanding centre's staff."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+LATE = "取消报名截止时间已过：现在报名后不能在线取消，请确认能参加。"
+
+
+def _register(client, aid, headers, answers=None):
+    return client.post(f"/api/v1/activities/{aid}/registrations", json={"answers": answers or {}}, headers=headers)
+
+
+def _late(make_activity, **kw):
+    now = datetime.now(UTC)
+    return make_activity(starts_at=now + timedelta(days=1), cancel_deadline=now - timedelta(hours=1), **kw)
+
+
+def test_the_detail_and_the_list_say_before_registering_that_a_late_registration_cannot_be_cancelled(
+        client, make_activity, make_user, user_token):
+    """Registration stays open after the cancel deadline, and a seat taken then can never be given back online: a
+    mistaken tap became a no-show with nothing said before. The detail and each list item carry register_note."""
+    late = _late(make_activity, title="截止后仍可报名")
+    early = make_activity(title="还能取消", cancel_deadline=datetime.now(UTC) + timedelta(hours=5))
+    detail = client.get(f"/api/v1/activities/{late.id}").get_json()
+    assert detail["register_note"] == LATE
+    assert client.get(f"/api/v1/activities/{early.id}").get_json()["register_note"] is None
+    items = {i["title"]: i for i in client.get("/api/v1/activities").get_json()["items"]}
+    assert items["截止后仍可报名"]["register_note"] == LATE and items["还能取消"]["register_note"] is None
+    # Logged in, the same; once registered it is no longer about registering.
+    headers = user_token(make_user())
+    assert client.get(f"/api/v1/activities/{late.id}", headers=headers).get_json()["register_note"] == LATE
+    assert _register(client, late.id, headers).status_code == 201
+    assert client.get(f"/api/v1/activities/{late.id}", headers=headers).get_json()["register_note"] is None
+
+
+def test_the_note_is_not_given_where_it_would_be_wrong(client, make_activity, make_user, user_token):
+    """Registration closed: nothing to warn about. Full with a waitlist: a waitlisted registration may be cancelled
+    until the start (and one moved up after the deadline too), so the note says that instead of 不能取消. Needing
+    approval: cancellable until staff approve it."""
+    now = datetime.now(UTC)
+    closed = _late(make_activity, registration_closes_at=now - timedelta(minutes=5))
+    assert client.get(f"/api/v1/activities/{closed.id}").get_json()["register_note"] is None
+    full = _late(make_activity, capacity=1)
+    assert _register(client, full.id, user_token(make_user())).status_code == 201
+    note = client.get(f"/api/v1/activities/{full.id}").get_json()["register_note"]
+    assert note and "候补" in note and "不能在线取消" not in note
+    approval = _late(make_activity, requires_approval=True)
+    note = client.get(f"/api/v1/activities/{approval.id}").get_json()["register_note"]
+    assert note and "审核通过后不能在线取消" in note
+
+
+def test_the_late_registration_response_says_it_cannot_be_cancelled(client, make_activity, make_user, user_token):
+    """The 201 of a late registration read can_cancel false and nothing else: the worker learned why only when the
+    取消 button was missing. cancel_note beside can_cancel says it; a timely registration has none."""
+    late = _late(make_activity)
+    headers = user_token(make_user())
+    body = _register(client, late.id, headers).get_json()
+    assert body["can_cancel"] is False and "不能在线取消" in body["cancel_note"], body
+    # 我的报名 and the detail's my_registration say the same.
+    mine = client.get("/api/v1/me/registrations", headers=headers).get_json()["items"][0]
+    assert mine["cancel_note"] == body["cancel_note"]
+    assert client.get(f"/api/v1/activities/{late.id}", headers=headers).get_json()[
+        "my_registration"]["cancel_note"] == body["cancel_note"]
+    timely = make_activity(cancel_deadline=datetime.now(UTC) + timedelta(hours=5))
+    body = _register(client, timely.id, headers).get_json()
+    assert body["can_cancel"] is True and body["cancel_note"] is None
+
+
+def test_a_late_waitlisted_or_pending_registration_is_told_what_it_may_still_do(client, make_activity, make_user,
+                                                                                user_token):
+    full = _late(make_activity, capacity=1)
+    assert _register(client, full.id, user_token(make_user())).status_code == 201
+    body = _register(client, full.id, user_token(make_user())).get_json()
+    assert body["status"] == "waitlisted" and body["can_cancel"] is True and body["cancel_note"] is None
+    approval = _late(make_activity, requires_approval=True)
+    body = _register(client, approval.id, user_token(make_user())).get_json()
+    assert body["status"] == "pending_approval" and body["can_cancel"] is True
+    assert "审核通过后不能在线取消" in body["cancel_note"]
+
+
+def test_the_new_fields_are_documented(client):
+    spec = client.get("/api/v1/openapi.json").get_json()["paths"]
+    for path, method in (("/api/v1/activities", "get"), ("/api/v1/activities/{activity_id}", "get")):
+        op = spec[path][method]
+        assert "register_note" in op["summary"] + op.get("description", ""), path
+    for path, method in (("/api/v1/activities/{activity_id}/registrations", "post"),
+                         ("/api/v1/me/registrations", "get")):
+        op = spec[path][method]
+        assert "cancel_note" in op["summary"] + op.get("description", ""), path
+
