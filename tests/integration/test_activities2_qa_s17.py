@@ -91,3 +91,73 @@ def test_the_new_fields_are_documented(client):
         op = spec[path][method]
         assert "cancel_note" in op["summary"] + op.get("description", ""), path
 
+
+# --- staff side ------------------------------------------------------------------------------------------
+
+
+def _form(a, csrf, **over):
+    """The console editor's form for `a` as the page shows it, with `over` typed in."""
+    from wxapp_backend.activities.console import _local_input
+
+    form = {"csrf_token": csrf, "category": a.category, "title": a.title, "description": "", "address": a.address,
+            "capacity": str(a.capacity), "building_id": "", "per_enterprise_cap": "",
+            "starts_at": _local_input(a.starts_at), "ends_at": _local_input(a.ends_at), "registration_opens_at": "",
+            "registration_closes_at": "", "cancel_deadline": _local_input(a.cancel_deadline),
+            "status": "published", "audience_industries": "", "audience_tags": "", "cover_image": "",
+            "questions": "", "waitlist_enabled": "y", "cancel_reason": ""}
+    return {**form, **over}
+
+
+def test_a_cancel_reason_without_cancelling_is_refused_not_dropped(client, make_activity, make_user, user_token,
+                                                                  staff, staff_headers, console_login, db):
+    """取消原因 typed while the status was left at 已发布 (or sent alone through the API) answered 200 / 活动已保存:
+    the activity stayed published, nobody was told, and staff believed the registrants had been. Refused with a
+    Chinese message saying to set the status to 已取消."""
+    from wxapp_backend.activities.models import Activity
+    from wxapp_backend.notices.models import Notification
+
+    a = make_activity()
+    assert _register(client, a.id, user_token(make_user())).status_code == 201
+    for body in ({"cancel_reason": "因台风预警，活动取消"}, {"title": "改个名", "cancel_reason": "因台风预警"}):
+        resp = client.patch(f"/api/v1/staff/activities/{a.id}", json=body, headers=staff_headers(staff))
+        assert resp.status_code == 422, resp.get_json()
+        assert "已取消" in resp.get_json()["message"] and "cancel_reason" in resp.get_json()["fields"]
+    resp = client.post(f"/console/activities/{a.id}/edit",
+                       data=_form(a, console_login(staff), cancel_reason="因台风预警，活动取消"))
+    assert resp.status_code == 422 and "已取消" in resp.get_data(as_text=True)
+    db.expire_all()
+    assert db.get(Activity, a.id).status == "published" and db.get(Activity, a.id).title == a.title
+    told = db.query(Notification).filter(Notification.dedup_key.startswith("registration_cancelled:"))
+    assert told.count() == 0
+    # Cancelling with the reason still works, and a retry of it is answered as done.
+    for _ in range(2):
+        resp = client.patch(f"/api/v1/staff/activities/{a.id}", json={"status": "cancelled", "cancel_reason": "台风"},
+                            headers=staff_headers(staff))
+        assert resp.status_code == 200, resp.get_json()
+    assert told.count() == 1  # told once, the retry told nobody again
+
+
+def test_saving_an_activity_whose_cancel_deadline_has_passed_warns_the_editor(client, make_activity, staff,
+                                                                              console_login):
+    """A cancel deadline typed in the past (a wrong month), or reached while registration stays open: everyone who
+    registers from now on can never cancel online, and the console said only “活动已发布”. The editor now hears it."""
+    from datetime import timedelta as td
+
+    from wxapp_backend.activities.console import _local_input
+
+    csrf = console_login(staff)
+    start = datetime.now(UTC) + td(days=3)
+    form = {"csrf_token": csrf, "category": "concert", "title": "截止写错的音乐会", "description": "", "address": "大堂",
+            "capacity": "5", "building_id": "", "per_enterprise_cap": "", "starts_at": _local_input(start),
+            "ends_at": _local_input(start + td(hours=2)), "registration_opens_at": "", "registration_closes_at": "",
+            "cancel_deadline": _local_input(datetime.now(UTC) - td(days=1)), "status": "published",
+            "audience_industries": "", "audience_tags": "", "cover_image": "", "questions": "",
+            "waitlist_enabled": "y"}
+    resp = client.post("/console/activities/new", data=form)
+    assert resp.status_code == 302, resp.get_data(as_text=True)
+    page = client.get(resp.headers["Location"]).get_data(as_text=True)
+    assert "取消报名截止时间已过" in page and "不能在线取消" in page, page
+    # A timely deadline says nothing of it.
+    form = {**form, "title": "正常的音乐会", "cancel_deadline": _local_input(datetime.now(UTC) + td(days=1))}
+    page = client.get(client.post("/console/activities/new", data=form).headers["Location"]).get_data(as_text=True)
+    assert "不能在线取消" not in page

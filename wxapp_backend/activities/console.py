@@ -181,6 +181,10 @@ def _editor(activity_id: int | None):
                 saved = services.update_activity(s, current_actor(), activity.id, data, clear=cleared)
             saved_id = saved.id
             done = _saved_text(activity, saved, waiting) if activity is not None else _created_text(saved)
+            if services.open_past_cancel_deadline(saved):
+                # A deadline typed in the past (a wrong month) locked in everyone registering from now on, unsaid.
+                done += ("注意：取消报名截止时间已过而报名仍开放，现在报名的人不能在线取消（小程序会提醒报名者）；"
+                         "如非有意，请修改取消报名截止时间。")
             if activity is not None and activity.waitlist_enabled and not saved.waitlist_enabled and queued:
                 # 候补 switched off releases those waiting (update_activity): staff are told that they were told.
                 released = s.scalar(select(func.count(Registration.id)).where(

@@ -281,6 +281,11 @@ def update_activity(session: Session, actor: Actor, activity_id: int, data: dict
     # 取消原因: not a setting of the activity, the registrants' notice and the audit row carry it.
     reason = validate({"cancel_reason": data.get("cancel_reason", "")}, (CANCEL_REASON,))["cancel_reason"]
     v = _validated({k: val for k, val in data.items() if k != "cancel_reason"}, activity, clear)
+    if reason and v.get("status", activity.status) != ActivityStatus.CANCELLED.value:
+        # Typed with the status left at 已发布 (or sent alone): the reason went nowhere, the activity stayed on and
+        # nobody was told, while staff believed the registrants had been.
+        msg = "填写了取消原因，但活动状态不是“已取消”：如要取消活动，请把状态改为“已取消”；不取消请清空取消原因"
+        raise ValidationError(f"填写的内容有误：{msg}", fields={"cancel_reason": msg})
     _check_buildings(session, v)
     now = utcnow()
     if activity.starts_at > now and v.get("starts_at") is not None and v["starts_at"] <= now:
