@@ -161,3 +161,19 @@ def test_saving_an_activity_whose_cancel_deadline_has_passed_warns_the_editor(cl
     form = {**form, "title": "正常的音乐会", "cancel_deadline": _local_input(datetime.now(UTC) + td(days=1))}
     page = client.get(client.post("/console/activities/new", data=form).headers["Location"]).get_data(as_text=True)
     assert "不能在线取消" not in page
+
+
+def test_scanning_the_code_of_an_activity_not_started_yet_says_which_activity_and_when(
+        app, client, make_activity, make_user, user_token, staff, staff_headers):
+    """Someone at today's door with the code of next week's activity: the scanner said only “签到尚未开始”, which read
+    to staff whose own activity was under way as if check-in were broken. It names the activity and its start."""
+    from wxapp_backend.activities import checkin
+
+    a = make_activity(title="下周的财务沙龙", starts_at=datetime(2035, 3, 8, 6, 0, tzinfo=UTC))  # 14:00 in Shanghai
+    rid = _register(client, a.id, user_token(make_user())).get_json()["id"]
+    token = checkin.make_token(app.extensions["wxapp"].settings.secret_key, rid)["token"]
+    resp = client.post("/api/v1/staff/checkins", json={"token": token}, headers=staff_headers(staff))
+    body = resp.get_json()
+    assert resp.status_code == 409 and body["error"] == "checkin_not_open", body
+    assert "签到尚未开始" in body["message"] and "下周的财务沙龙" in body["message"], body
+    assert "2035-03-08 14:00" in body["message"], body

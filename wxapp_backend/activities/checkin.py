@@ -145,7 +145,10 @@ def check_in(session: Session, actor: Actor, secret: str, token: str, now: datet
     if activity.status == ActivityStatus.CANCELLED.value:
         raise Conflict("活动已取消，不能签到。", code="activity_cancelled")
     if now < activity.starts_at - CHECKIN_OPENS_BEFORE:
-        raise Conflict("签到尚未开始（活动开始前 2 小时开放签到）。", code="checkin_not_open")
+        # Which activity and when: someone at today's door with next week's code read to staff as a broken scanner.
+        starts = activity.starts_at.astimezone(SHANGHAI).strftime("%Y-%m-%d %H:%M")
+        raise Conflict(f"这是“{activity.title}”（{starts} 开始）的签到码，签到尚未开始（活动开始前 2 小时开放签到），"
+                       "请核对参与者报名的活动和日期。", code="checkin_not_open")
     if now >= activity.ends_at + ATTENDANCE_GRACE:
         raise Conflict("活动已结束，签到已关闭。", code="checkin_closed")
     who = {"registration_id": reg.id, **_who(reg, activity, actor), "activity": activity.title}
