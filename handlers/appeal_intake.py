@@ -799,6 +799,8 @@ def _contact(ctx: Context, d: dict[str, Any]) -> Reply:
     if not phone and known_phone and said_yes:
         phone, rest = known_phone, t[:said_yes.start()]
     if not phone or not PHONE_RE.match(phone):
+        if _other_question(t, "contact"):  # “营业执照丢了怎么办？”: “没有认出手机号”, the question unanswered
+            return _question_in_draft(ctx, d, t)
         return Text(BAD_CONTACT)
     if _MOBILE.search(rest) or _LANDLINE.search(rest):
         # A second number was kept as part of the name (“张三 13900139000”) and reached staff that way.
@@ -855,7 +857,21 @@ def _photos(ctx: Context, d: dict[str, Any]) -> Reply:
     t = word(_answer(ctx))
     if t in SKIP_WORDS or t in CONFIRM_WORDS or _PHOTOS_DONE.fullmatch(t):
         return _advance(ctx, d, "confirm")
+    said = _answer(ctx)
+    if _other_question(said, "photos"):  # “营业执照丢了怎么办？”: the photo prompt again, the question unanswered
+        return _question_in_draft(ctx, d, said)
     return Text(PROMPTS["photos"])
+
+
+# A question at the contact or photo step about something else (the user turned to another topic): answered, the draft
+# kept aside, as at the enterprise step. Not one about the step itself (“手机号必须填吗”, “照片怎么发”: the step's
+# prompt says), nor one with digits in it (a contact, however written).
+_ABOUT_STEP = {"contact": re.compile(r"电话|手机|号码|联系|姓名|名字|座机|称呼|留|填|隐私|保密|\d"),
+               "photos": re.compile(r"照片|图片|相片|图|拍|发|传|张|视频|跳过|好了|\d")}
+
+
+def _other_question(text: str, step: str) -> bool:
+    return bool(text) and len(text) <= 200 and bool(_QUESTION.search(text)) and not _ABOUT_STEP[step].search(text)
 
 
 def _confirm(ctx: Context, d: dict[str, Any]) -> Reply:

@@ -102,6 +102,10 @@ _GREETING_WORDS = (
     "问下",
     "请问",
 )
+# What the thanks is for (“谢谢你的帮助”, “感谢您的耐心解答”, “thank you very much”): they got a “您是不是想问” list
+# (企业经营遇到困难…帮助) or “我还没学会”, a row in staff's unanswered queue.
+_THANKS_FOR_RE = re.compile(r"(?:你们|您|你|小二)?的?(?:耐心|详细|细心|及时|热情)?的?"
+                            r"(?:解答|回答|回复|答复|帮助|帮忙|指导|解释|服务)|very much|so much|a lot")
 _BYE_WORDS = ("再见", "拜拜", "回头见", "bye")
 # Filler that may surround small talk without changing what it is.
 # “不用了”, “不需要了”, “没事了” close a topic as “好的” does (“不需要了” got an answer about company names).
@@ -127,7 +131,8 @@ def detect_smalltalk(text: str | None) -> SmallTalk | None:
         return "handoff"
     if len(norm) > MAX_SMALLTALK_CHARS:
         return None
-    if not _residue(norm, _THANKS_WORDS + _GREETING_WORDS) and any(w in norm for w in _THANKS_WORDS):
+    if any(w in norm for w in _THANKS_WORDS) and not _residue(_THANKS_FOR_RE.sub(" ", norm),
+                                                              _THANKS_WORDS + _GREETING_WORDS):
         return "thanks"
     if not _residue(norm, _BYE_WORDS + _THANKS_WORDS + _GREETING_WORDS) and any(w in norm for w in _BYE_WORDS):
         return "bye"

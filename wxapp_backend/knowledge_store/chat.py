@@ -212,8 +212,8 @@ _NUMERALS = frozenset("一二三四五六七八九十零〇两")
 
 def _bare_number(text: str) -> bool:
     """A reply that is only a number ("5", "０", "-1", "二", "第4个"), as people answer numbered choices."""
-    t = unicodedata.normalize("NFKC", text).strip().strip("。.、")
-    t = _CHOICE_WORDS.sub("", t) or t
+    t = unicodedata.normalize("NFKC", text).strip().strip(_CHOICE_PUNCT)
+    t = (_CHOICE_WORDS.sub("", t) or t).strip(_CHOICE_PUNCT)
     return bool(t) and (bool(_BARE_NUMBER.fullmatch(t)) or (len(t) <= 2 and all(ch in _NUMERALS for ch in t)))
 
 
@@ -227,8 +227,10 @@ def number_noise(text: str) -> bool:
     return bool(_NUMBER_NOISE.fullmatch(unicodedata.normalize("NFKC", text).strip()))
 
 
-# “第二个”, “选3”, and as people ask on (“那第二个呢”: it got “这个问题我还没学会”).
-_CHOICE_WORDS = re.compile(r"^(?:那就?|那)?(?:[选選][择擇]?|要|看)?第?|(?:[个個条條项項号號])?(?:吧|的|呢)?$")
+# “第二个”, “选3”, and as people ask on (“那第二个呢”: it got “这个问题我还没学会”); “我选2”, “选项2”, “No.2” too (they
+# were questions for the knowledge base: “没学会”, a row in staff's queue, the choices dropped).
+_CHOICE_WORDS = re.compile(r"^(?:那就?|那)?我?(?:[选選](?:[择擇]|项|項)?|要|看)?(?:第|no\.?\s*|№)?|"
+                           r"(?:[个個条條项項号號])?(?:吧|的|呢)?$", re.IGNORECASE)
 _CHOICE_JOINS = re.compile(r"\s*(?:和|跟|与|及|还有|、|,|，|/|\s)\s*")
 _NONE_OF_THEM = re.compile(r"(?:以上|上面的?|这些|这几个)?(?:都|全都|全|好像都|也都)?(?:不是|不对|没有|没)(?:我)?"
                            r"(?:要问的|想问的|要的|想要的|要找的)?(?:的|呢|啊|哦|啦|吧|哎|诶)*")
@@ -252,7 +254,8 @@ def _numbered_choice(text: str, last: list[str] | None) -> str | None:
 
 _CHOICE_NUMERALS = {"一": "1", "二": "2", "两": "2", "三": "3", "四": "4", "五": "5", "六": "6", "七": "7", "八": "8",
                     "九": "9"}
-_CHOICE_PUNCT = " 。.、，,！!？?～~…"
+# (brackets too: “(2)”, “【2】” as the number was written; it got “小二没看明白这个数字”)
+_CHOICE_PUNCT = " 。.、，,！!？?～~…()[]【】"
 
 
 def choice_number(text: str) -> int | None:
@@ -260,7 +263,7 @@ def choice_number(text: str) -> int | None:
     Every numbered choice the chat offers reads its answer with this (the menu, “您是不是想问”, lists, the rating's
     1～5, the intake's 1～4): “二” and “第三个” picked in some places and got “没看明白这个数字” in others."""
     t = unicodedata.normalize("NFKC", text).strip().strip(_CHOICE_PUNCT)
-    t = _CHOICE_WORDS.sub("", t) or t
+    t = (_CHOICE_WORDS.sub("", t) or t).strip(_CHOICE_PUNCT)
     t = _CHOICE_NUMERALS.get(t, t)
     # ASCII and short: "²".isdigit() is True but int("²") fails, and int() refuses 4,300 digits or more.
     if t.isascii() and t.isdigit() and len(t) <= 3:

@@ -1,0 +1,81 @@
+"""QA of the chatbot as a demanding enterprise user has it in WeChat (seventeenth pass, chatbot): through the real
+(signed, encrypted) webhook and POST /api/v1/chat: a “您是不是想问” choice picked as people type it (“我选2”, “(2)”,
+“No.2”), thanks said with what for (“谢谢你的帮助”), and a question asked at the contact or photo step of the intake."""
+
+from __future__ import annotations
+
+from tests.integration.test_chat3_qa_s12 import _app
+from tests.integration.test_chat9_qa_s14 import _unanswered
+from tests.integration.test_chat_qa_s9 import oa_kb, say  # noqa: F401  (the signed webhook and its helper)
+
+# “人才” offers three choices; the second is the overview of the talent policies.
+PICKS = ("我选2", "我选第二个", "(2)", "（２）", "【2】", "No.2", "选项2", "我要第2个", "第2个吧。")
+SECOND = "梯度化"
+
+
+def test_a_choice_picked_in_a_sentence_or_brackets_is_that_choice(oa_kb, client, user_token, make_user):  # noqa: F811
+    """“我选2”, “No.2” after “您是不是想问” got “这个问题我还没学会” (a row in staff's unanswered queue, the choices
+    dropped); “(2)” got “小二没看明白这个数字”. Each is choice 2 now, in WeChat and in the app's chat; a number out of
+    range written so says which numbers to reply."""
+    before = _unanswered(oa_kb)
+    for i, text in enumerate(PICKS):
+        openid = f"oChatbotPick{i}"
+        assert "您是不是想问" in say(oa_kb, openid, "人才")
+        reply = say(oa_kb, openid, text)
+        assert SECOND in reply, (text, reply)
+    assert _unanswered(oa_kb) == before
+    openid = "oChatbotPickOut"
+    say(oa_kb, openid, "人才")
+    for text in ("(9)", "我选9"):
+        reply = say(oa_kb, openid, text)
+        assert "1～3" in reply and "没学会" not in reply, (text, reply)
+    h = user_token(make_user())
+    for text in ("我选2", "(2)", "No.2"):
+        assert _app(client, h, "人才")["decision"] == "suggest"
+        body = _app(client, h, text)
+        assert body["decision"] == "answer" and SECOND in body["reply"], (text, body)
+
+
+THANKS_SAID = ("谢谢你的帮助", "感谢您的解答", "谢谢解答", "谢谢你的回答", "谢谢您的耐心解答", "好的，谢谢你的回复", "感谢帮助",
+               "非常感谢您的帮助！", "thank you very much")
+
+
+def test_thanks_for_the_help_is_thanks(oa_kb, client, user_token, make_user):  # noqa: F811
+    """“谢谢你的帮助”, “感谢您的解答” got a “您是不是想问” list (企业经营遇到困难…帮助) or “这个问题我还没学会”, a row in
+    staff's unanswered queue. They are thanks: “不客气”, nothing queued; a question that thanks first still is one."""
+    before = _unanswered(oa_kb)
+    for i, text in enumerate(THANKS_SAID):
+        reply = say(oa_kb, f"oChatbotThanks{i}", "营业执照丢了怎么办")
+        reply = say(oa_kb, f"oChatbotThanks{i}", text)
+        assert "不客气" in reply, (text, reply)
+    assert _unanswered(oa_kb) == before
+    h = user_token(make_user())
+    assert "不客气" in _app(client, h, "谢谢你的帮助")["reply"]
+    assert "营业执照" in say(oa_kb, "oChatbotThanksQ", "谢谢，营业执照丢了怎么办")
+
+
+def _to_step(application, openid: str, n: int) -> None:
+    """An intake at step `n` (3: contact, 4: photos)."""
+    assert "登记诉求" in say(application, openid, "我要反映")
+    answers = ("办公室空调坏了一周了，物业一直不管", "上海某某科技有限公司，新华大厦", "张三 13800138000")
+    for text in answers[:n - 1]:
+        say(application, openid, text)
+
+
+def test_a_question_at_the_contact_or_photo_step_is_answered_and_the_draft_kept(oa_kb):  # noqa: F811
+    """A question typed at the photo step (“营业执照丢了怎么办？”) got the photo prompt again, the question unanswered;
+    at the contact step “没有认出手机号”. At the enterprise step it was answered and the draft kept aside: so now at
+    these steps too, and “继续” resumes the step; the appeal is filed as it was filled in."""
+    for n, ask in ((3, "联系人"), (4, "照片")):
+        openid = f"oChatbotTopic{n}"
+        _to_step(oa_kb, openid, n)
+        reply = say(oa_kb, openid, "营业执照丢了怎么办？")
+        assert "一网通办" in reply and f"第 {n}/5 步" in reply and "继续" in reply, (n, reply)
+        assert ask in say(oa_kb, openid, "继续"), n
+        if n == 3:
+            assert "照片" in say(oa_kb, openid, "张三 13800138000")
+        summary = say(oa_kb, openid, "跳过")
+        assert "问题：办公室空调坏了一周了" in summary and "张三" in summary, summary
+    openid = "oChatbotTopicName"  # a contact that merely has a question word in it is still the contact
+    _to_step(oa_kb, openid, 3)
+    assert "照片" in say(oa_kb, openid, "什么先生 13800138000")
