@@ -863,11 +863,12 @@ def _photos(ctx: Context, d: dict[str, Any]) -> Reply:
     return Text(PROMPTS["photos"])
 
 
-# A question at the contact or photo step about something else (the user turned to another topic): answered, the draft
+# A question at the contact, photo or confirmation step about something else (the user turned to another topic): answered, the draft
 # kept aside, as at the enterprise step. Not one about the step itself (“手机号必须填吗”, “照片怎么发”: the step's
 # prompt says), nor one with digits in it (a contact, however written).
 _ABOUT_STEP = {"contact": re.compile(r"电话|手机|号码|联系|姓名|名字|座机|称呼|留|填|隐私|保密|\d"),
-               "photos": re.compile(r"照片|图片|相片|图|拍|发|传|张|视频|跳过|好了|\d")}
+               "photos": re.compile(r"照片|图片|相片|图|拍|发|传|张|视频|跳过|好了|\d"),
+               "confirm": re.compile(r"确认|确定|提交|修改|改|取消|撤回|核对|对吗|\d")}
 
 
 def _other_question(text: str, step: str) -> bool:
@@ -881,6 +882,8 @@ def _confirm(ctx: Context, d: dict[str, Any]) -> Reply:
         reply = _photo_reply(ctx, d, PHOTO_KEPT, after="")
         return reply if reply.text in (LOST, UNAVAILABLE) else Text(reply.text + _summary(_state(ctx) or d))
     if word(_answer(ctx)) not in CONFIRM_WORDS:
+        if _other_question(_answer(ctx), "confirm"):  # it got “诉求还没有提交哦” and the summary, the question unanswered
+            return _question_in_draft(ctx, d, _answer(ctx))
         return Text(NOT_CONFIRMED + _summary(d))
     if ctx.user_id is None:
         return Text(NO_USER)

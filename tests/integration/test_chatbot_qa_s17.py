@@ -79,3 +79,15 @@ def test_a_question_at_the_contact_or_photo_step_is_answered_and_the_draft_kept(
     openid = "oChatbotTopicName"  # a contact that merely has a question word in it is still the contact
     _to_step(oa_kb, openid, 3)
     assert "照片" in say(oa_kb, openid, "什么先生 13800138000")
+
+
+def test_a_question_at_the_confirmation_is_answered_and_the_draft_kept(oa_kb):  # noqa: F811
+    """At “请核对您的诉求”, “营业执照丢了怎么办？” got “诉求还没有提交哦” and the summary again, the question unanswered. It
+    is answered now, the draft kept (“继续” shows the summary, “确认” files it); “这样对吗？” is still about the summary."""
+    openid = "oChatbotConfirmQ"
+    _to_step(oa_kb, openid, 4)
+    assert "请核对" in say(oa_kb, openid, "跳过")
+    reply = say(oa_kb, openid, "营业执照丢了怎么办？")
+    assert "一网通办" in reply and "第 5/5 步" in reply and "诉求还没有提交" not in reply, reply
+    assert "请核对" in say(oa_kb, openid, "继续")
+    assert "请核对" in say(oa_kb, openid, "这样对吗？")
