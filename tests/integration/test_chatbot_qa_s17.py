@@ -91,3 +91,33 @@ def test_a_question_at_the_confirmation_is_answered_and_the_draft_kept(oa_kb):  
     assert "一网通办" in reply and "第 5/5 步" in reply and "诉求还没有提交" not in reply, reply
     assert "请核对" in say(oa_kb, openid, "继续")
     assert "请核对" in say(oa_kb, openid, "这样对吗？")
+
+
+def _votes(application, entry_id: str) -> list[bool]:
+    from sqlalchemy import select
+
+    from wxapp_backend.db import session_scope
+    from wxapp_backend.knowledge_store.models import AnswerFeedback
+
+    with application.app_context(), session_scope() as s:
+        return list(s.scalars(select(AnswerFeedback.useful).where(AnswerFeedback.entry_id == entry_id)))
+
+
+def test_useful_or_not_typed_after_an_answer_is_a_vote_on_it(oa_kb, client, user_token, make_user):  # noqa: F811
+    """“没用” / “有用” typed just after an answer got a kind word and was thrown away: staff's 有用 share and the entry's
+    votes (what the app's buttons feed) never heard of it. It is now the user's vote on that answer (a second one
+    changes it); with no answer just given, nothing is recorded."""
+    entry = "startup-license-lost"
+    before = _votes(oa_kb, entry)
+    openid = "oChatbotVote"
+    assert "一网通办" in say(oa_kb, openid, "营业执照丢了怎么办")
+    assert "抱歉没能帮上您" in say(oa_kb, openid, "没用")
+    assert _votes(oa_kb, entry) == [*before, False]
+    assert "很高兴能帮到您" in say(oa_kb, openid, "很有帮助，谢谢")
+    assert _votes(oa_kb, entry) == [*before, True]  # changed, not a second vote
+    assert "很高兴能帮到您" in say(oa_kb, "oChatbotVoteNone", "有用")
+    assert _votes(oa_kb, entry) == [*before, True]
+    h = user_token(make_user())
+    assert "一网通办" in _app(client, h, "营业执照丢了怎么办")["reply"]
+    _app(client, h, "答非所问")
+    assert _votes(oa_kb, entry) == [*before, True, False]

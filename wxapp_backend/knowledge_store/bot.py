@@ -55,6 +55,33 @@ def _answered_key(channel: str, who: str) -> str:
     return f"kb:answered:{channel}:{who}"
 
 
+def _voted_turn_key(channel: str, who: str) -> str:
+    """The turn that gave the last answer (“turn_id entry_id”): what a “有用” / “没用” typed next is a vote on."""
+    return f"kb:answered_turn:{channel}:{who}"
+
+
+def _typed_vote(db: Database, r: redis.Redis, channel: str, who: str, user_id: int | None, useful: bool) -> None:
+    """“有用” / “没用” typed after an answer: the user's vote on that answer's turn, as the app's buttons give it (it was
+    answered kindly and thrown away: the entry's votes and the 有用 share never heard of it)."""
+    if user_id is None:  # an anonymous caller votes with the turn's token (the app's buttons)
+        return
+    try:
+        raw = r.get(_voted_turn_key(channel, who))
+    except redis.RedisError:
+        return
+    if not raw:
+        return
+    turn_id, _, entry_id = (raw.decode() if isinstance(raw, bytes) else raw).partition(" ")
+    from ..errors import AppError
+    from .services import record_feedback
+
+    try:
+        with db.session_scope() as s:
+            record_feedback(s, turn_id=int(turn_id), entry_id=entry_id, user_id=user_id, useful=useful)
+    except (AppError, ValueError):  # the entry or the turn gone meanwhile: nothing to vote on
+        log.info("typed vote not recorded", extra={"channel": channel})
+
+
 # “什么意思”, “没看懂” just after a reply (knowledge.smalltalk.is_clarification): about that reply. They got another
 # entry's answer, with confidence (“楼宇经济…税收落地率是什么意思”), or a “您是不是想问” list of meanings.
 CLARIFY_ANSWER = ("您是指刚才“{question}”的回答吧？抱歉小二没说清楚～可以把没看懂的词或那一句发给我，我再具体解释；"
@@ -200,6 +227,8 @@ def respond(runtime: KBRuntime, db: Database, r: redis.Redis, text: str, *, chan
             r.delete(_answered_key(channel, who))
     except redis.RedisError:
         log.warning("could not store the suggestion memory")
+    if result.feedback is not None:
+        _typed_vote(db, r, channel, who, user_id, result.feedback)
     turn_id = None
     if result.decision != "smalltalk":
         with db.session_scope() as s:
@@ -209,6 +238,13 @@ def respond(runtime: KBRuntime, db: Database, r: redis.Redis, text: str, *, chan
                                decision=CHOICE if result.picked else result.decision,
                                entry_id=result.entry_id, confidence=result.confidence,
                                offered=[s["id"] for s in result.suggestions], unanswered=unanswered).id
+        try:  # a “有用” / “没用” next is about this answer (and about none after anything else)
+            if result.decision == "answer" and result.entry_id:
+                r.set(_voted_turn_key(channel, who), f"{turn_id} {result.entry_id}", ex=MEMORY_TTL)
+            else:
+                r.delete(_voted_turn_key(channel, who))
+        except redis.RedisError:
+            pass
     return result, turn_id
 
 

@@ -81,6 +81,8 @@ class ChatResult:
     # The current entries the search weighed for a question (best first, any decision; empty when no search was
     # made): the console's "possibly related" entries, from the same search as the decision.
     candidates: list = field(default_factory=list, repr=False)
+    # “有用” (True) / “没用” (False) said of the answer just given: the caller records it as a vote on that answer.
+    feedback: bool | None = None
 
     def to_dict(self) -> dict:
         return {"reply": self.reply, "decision": self.decision, "entry_id": self.entry_id,
@@ -170,11 +172,11 @@ def ask(kb: KnowledgeBase, text: str, *, last_suggestions: list[str] | None = No
         return ChatResult(BYE, "smalltalk")
     if small == "ack":
         return ChatResult(ACK, "smalltalk")
+    helped = feedback_of(text)  # (“没用” vents too: a vote all the same)
     if is_venting(text):
-        return ChatResult(VENT, "smalltalk")
-    helped = feedback_of(text)
+        return ChatResult(VENT, "smalltalk", feedback=helped)
     if helped is not None:
-        return ChatResult(HELPED if helped else VENT, "smalltalk")
+        return ChatResult(HELPED if helped else VENT, "smalltalk", feedback=helped)
     if not any(ch.isalnum() for ch in without_faces(text)):
         # 👍 alone (or WeChat's “/:strong”) is no question: not “我还没学会” nor a row in the staff's unanswered queue.
         return ChatResult(NO_WORDS, "smalltalk")
