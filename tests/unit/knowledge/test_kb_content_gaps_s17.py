@@ -36,3 +36,13 @@ def test_wage_arrears_has_an_answer(kb, typed):
     assert d.kind == "answer" and d.hits[0].entry.id == "hr-wage-arrears", (d.kind, d.reason)
     answer = d.hits[0].entry.answer
     assert "12333" in answer and "仲裁" in answer
+
+
+@pytest.mark.parametrize(("typed", "simplified"), [("營業執照丟了怎麼辦", "营业执照丢了怎么办"),
+                                                   ("公司印章遺失了怎麼補辦", "公司印章遗失了怎么补办")])
+def test_a_question_in_traditional_characters_is_read_as_the_simplified_one(kb, typed, simplified):
+    """丟 (and some 1,600 other traditional characters) had no simplified form in knowledge/dicts/t2s.txt: the
+    traditional question got a list of guesses where the simplified one got its answer."""
+    assert kb.analyzer.analyze(typed).tokens == kb.analyzer.analyze(simplified).tokens
+    d, s = kb.decide(typed), kb.decide(simplified)
+    assert (d.kind, [h.entry.id for h in d.hits[:1]]) == (s.kind, [h.entry.id for h in s.hits[:1]])
