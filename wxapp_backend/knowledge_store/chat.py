@@ -7,6 +7,7 @@ import unicodedata
 from dataclasses import dataclass, field
 from datetime import date
 
+from knowledge.analysis import has_han
 from knowledge.schema import Entry
 from knowledge.search import Decision, KnowledgeBase
 from knowledge.smalltalk import detect_smalltalk, feedback_of, is_venting, without_faces
@@ -31,6 +32,12 @@ HANDOFF = "好的，正在为您转接人工客服，请稍候。工作时间以
 FALLBACK = ("抱歉，这个问题我还没学会。我已经把它记下来，工作人员会尽快补充。\n"
             # Bullets, not numbers: a digit reply means the menu (2 我要反映, 3 白领活动 ...), not this list.
             "您可以：\n· 换个说法再问问我\n· 回复“人工”联系工作人员\n· 回复“我要反映”提交诉求，我们会在承诺时限内答复")
+# A question in English (or another Latin-script language) the knowledge base could not place: it got the Chinese
+# “我还没学会” alone, which the foreign staff of a company (外籍人才 are among our users) may not read.
+NOT_CHINESE = ("您好！小二目前只能看懂中文问题，请用中文再问一次；也可以回复“人工”联系工作人员。\n"
+               "Hello! I can only read questions in Chinese for now. Please ask again in Chinese, "
+               "or reply 人工 to reach our staff.")
+_LATIN_WORD = re.compile(r"[A-Za-z]{2,}")
 NO_WORDS = "小二收到啦～想了解政策或办事，请直接用文字问我；回复“菜单”看看我能做什么。"
 # “都不是” to “您是不是想问”: it got “这个问题我还没学会”, and went to the staff's queue of questions to answer.
 NONE_OF_THEM = ("好的，看来小二没猜对～请换个说法再问一次，说得具体些更好（例如“小微企业贷款有贴息吗”）；"
@@ -205,8 +212,9 @@ def ask(kb: KnowledgeBase, text: str, *, last_suggestions: list[str] | None = No
             continue
         return ChatResult(note + "\n\n" + FALLBACK.split("\n", 1)[1], "fallback", None, hit.confidence,
                           candidates=decision.candidates)
-    return ChatResult(FALLBACK, "fallback", None, decision.best.confidence if decision.best else 0.0,
-                      candidates=decision.candidates)
+    latin = not has_han(text) and len(_LATIN_WORD.findall(text)) >= 2
+    return ChatResult(NOT_CHINESE if latin else FALLBACK, "fallback", None,
+                      decision.best.confidence if decision.best else 0.0, candidates=decision.candidates)
 
 
 _NUMERALS = frozenset("一二三四五六七八九十零〇两")
