@@ -88,7 +88,7 @@ def request_enterprise_binding(session: Session, user: User, *, name: str, credi
 
     A verified contact applying to another enterprise keeps their verified binding until staff approve the new
     one (it waits in pending_enterprise_id): an application alone must not leave them with nothing."""
-    from ..enterprises.services import carrying_on, find_by_code
+    from ..enterprises.services import carrying_on, find_by_code, names_given
 
     problem = credit_code_problem(credit_code)
     if problem:
@@ -116,6 +116,10 @@ def request_enterprise_binding(session: Session, user: User, *, name: str, credi
                        "请联系楼宇的服务专员或营商服务中心核实处理。", code="enterprise_retired",
                        fields={"credit_code": "该企业档案已停用"})
     user = _locked(session, user)
+    if user.applied_enterprise_id == enterprise.id and names_given(session, [user]).get(user.id) == name:
+        # The same application sent again (提交 tapped twice, the page reopened): nothing new for staff to check,
+        # and a second row would move the applicant behind everyone who applied since (the queue's order).
+        return user
     verified = user.enterprise_id is not None and user.binding_state == BindingState.VERIFIED
     if verified and user.enterprise_id == enterprise.id:
         if user.pending_enterprise_id is not None:  # back to the enterprise they are verified for
