@@ -10,6 +10,7 @@ from urllib.parse import parse_qsl, urlsplit
 from flask import Blueprint, Response, flash, g, redirect, render_template, request, url_for
 from sqlalchemy import select
 
+from ..activities.services import roster_phone, sees_phones
 from ..audit import audit
 from ..auth.guard import console_required, current_actor
 from ..auth.models import BINDING_LABELS, ROLE_RANK, StaffRole, StaffUser
@@ -104,7 +105,10 @@ def _enterprise_page(enterprise_id: int, *, error: str | None = None, status: in
     with session_scope() as s:
         enterprise = services.get_enterprise(s, enterprise_id)
         own = _own_department()
+        # A department account reads the phones of the users bound to (or applying for) the enterprise as
+        # 139****1111, as it reads registrants' on a roster: the users list itself is not its business.
         return render_template("console/enterprises/enterprise_detail.html", e=enterprise, own_department=own,
+                               full_phones=sees_phones(current_actor().role), roster_phone=roster_phone,
                                users=services.bound_users(s, enterprise_id),
                                duplicates=services.possible_duplicates(s, enterprise) if not enterprise.retired else [],
                                merged_from=services.merged_from(s, enterprise_id), merge_error=error,
