@@ -88,7 +88,7 @@ def request_enterprise_binding(session: Session, user: User, *, name: str, credi
 
     A verified contact applying to another enterprise keeps their verified binding until staff approve the new
     one (it waits in pending_enterprise_id): an application alone must not leave them with nothing."""
-    from ..enterprises.services import carrying_on, find_by_code, names_given
+    from ..enterprises.services import carrying_on, drop_unclaimed_file, find_by_code, names_given
 
     problem = credit_code_problem(credit_code)
     if problem:
@@ -125,18 +125,21 @@ def request_enterprise_binding(session: Session, user: User, *, name: str, credi
         if user.pending_enterprise_id is not None:  # back to the enterprise they are verified for
             _withdraw_switch(session, user)
         return user
+    replaced = user.applied_enterprise_id  # an application of theirs this one takes the place of
     if verified:
         user.pending_enterprise_id = enterprise.id
         session.expire(user, ["pending_enterprise"])
         audit(session, Actor("user", user.id), "binding.requested", user, enterprise_id=enterprise.id,
               name_given=name, name_on_file=enterprise.name, verified_enterprise_id=user.enterprise_id)
-        return user
-    user.enterprise_id = enterprise.id
-    user.pending_enterprise_id = None
-    user.role = UserRole.ENTERPRISE_CONTACT.value
-    user.binding_state = BindingState.PENDING.value
-    audit(session, Actor("user", user.id), "binding.requested", user, enterprise_id=enterprise.id,
-          name_given=name, name_on_file=enterprise.name)
+    else:
+        user.enterprise_id = enterprise.id
+        user.pending_enterprise_id = None
+        user.role = UserRole.ENTERPRISE_CONTACT.value
+        user.binding_state = BindingState.PENDING.value
+        audit(session, Actor("user", user.id), "binding.requested", user, enterprise_id=enterprise.id,
+              name_given=name, name_on_file=enterprise.name)
+    if replaced != enterprise.id:  # a mistyped code applied for first: the file it made goes
+        drop_unclaimed_file(session, Actor("user", user.id), replaced)
     return user
 
 
@@ -148,11 +151,14 @@ def _locked(session: Session, user: User) -> User:
 
 
 def _withdraw_switch(session: Session, user: User) -> None:
+    from ..enterprises.services import drop_unclaimed_file
+
     previous = user.pending_enterprise_id
     user.pending_enterprise_id = None
     session.expire(user, ["pending_enterprise"])
     audit(session, Actor("user", user.id), "binding.withdrawn", user, enterprise_id=previous,
           previous_state=BindingState.PENDING.value, verified_enterprise_id=user.enterprise_id)
+    drop_unclaimed_file(session, Actor("user", user.id), previous)
 
 
 def leave_enterprise(session: Session, user: User) -> User:
@@ -161,6 +167,8 @@ def leave_enterprise(session: Session, user: User) -> User:
 
     A verified contact with an application to another enterprise withdraws that application first and stays
     verified; a second call ends the binding."""
+    from ..enterprises.services import drop_unclaimed_file
+
     user = _locked(session, user)
     if user.pending_enterprise_id is not None:
         _withdraw_switch(session, user)
@@ -175,6 +183,8 @@ def leave_enterprise(session: Session, user: User) -> User:
     user.role = UserRole.WHITE_COLLAR.value
     action = "binding.withdrawn" if state == BindingState.PENDING.value else "binding.ended"
     audit(session, Actor("user", user.id), action, user, enterprise_id=previous, previous_state=state)
+    if state == BindingState.PENDING.value:  # a file the application made goes with it (a decided one stays)
+        drop_unclaimed_file(session, Actor("user", user.id), previous)
     return user
 
 

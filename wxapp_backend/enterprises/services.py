@@ -613,6 +613,37 @@ def delete_enterprise(session: Session, actor: Actor, enterprise_id: int, *,
     return retired
 
 
+def drop_unclaimed_file(session: Session, actor: Actor, enterprise_id: int | None) -> bool:
+    """Delete the file a binding request made (an unknown credit code) once the application it was made for is
+    withdrawn or replaced and nothing else names it: nobody bound to it or applying for it, no appeal, registration
+    or merged duplicate, and staff have not touched it (its note still says 待核实, no staff row on it). Left, it
+    stayed in 一企一档 under whatever name was typed with nothing leading staff to check it. A file locked by a
+    request binding to it at this moment (or a merge, a deletion) is left alone: it is someone's business now."""
+    from ..activities.models import Registration
+    from ..appeals.models import Appeal
+
+    if enterprise_id is None:
+        return False
+    enterprise = session.scalar(select(Enterprise).where(Enterprise.id == enterprise_id)
+                                .with_for_update(of=Enterprise, skip_locked=True)
+                                .execution_options(populate_existing=True))
+    if enterprise is None or enterprise.retired or enterprise.note != NOTE_BINDING_PENDING:
+        return False
+    named = (select(User.id).where(or_(User.enterprise_id == enterprise.id, User.pending_enterprise_id == enterprise.id)),
+             select(Appeal.id).where(Appeal.enterprise_id == enterprise.id),
+             select(Registration.id).where(Registration.enterprise_id == enterprise.id),
+             select(Enterprise.id).where(Enterprise.merged_into_id == enterprise.id),
+             select(AuditLog.id).where(AuditLog.target_type == Enterprise.__tablename__,
+                                       AuditLog.target_id == str(enterprise.id), AuditLog.actor_type != "user"))
+    if any(session.scalar(stmt.limit(1)) is not None for stmt in named):
+        return False
+    audit(session, actor, "enterprise.deleted", enterprise, name=enterprise.name, credit_code=enterprise.credit_code,
+          via="binding_withdrawn")
+    session.delete(enterprise)
+    session.flush()
+    return True
+
+
 # --- merging duplicate files -------------------------------------------------------------------------
 
 MERGE_FIELDS = (Field("duplicate", "str", "重复档案的编号或统一社会信用代码", required=True, max_len=64),)
