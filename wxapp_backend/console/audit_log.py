@@ -61,7 +61,7 @@ ACTION_LABELS = {
     "kb.unanswered_ignored": "忽略未答问题", "kb.unanswered_resolved": "未答问题已处理",
     "kb.unanswered_reopened": "未答问题重新待处理",
     "notice.created": "新建通知", "notice.updated": "修改通知", "notice.published": "发布通知", "notice.resumed": "继续发送通知",
-    "notice.finished": "通知发送完毕", "notice.stopped": "停止发送通知", "notice.test_sent": "发送测试通知", "notice.test_recipient_set": "设置测试接收人",
+    "notice.finished": "通知发送完毕", "notice.stopped": "停止发送通知", "notice.send_halted": "微信拒收，其余停发", "notice.test_sent": "发送测试通知", "notice.test_recipient_set": "设置测试接收人",
     "notice.test_recipient_cleared": "取消测试接收人",
     "registration.created": "报名", "registration.checked_in": "签到", "registration.admitted_from_waitlist": "候补转正",
     "staff.created": "新建工作人员账号", "staff.updated": "修改工作人员账号", "staff.enabled": "启用工作人员账号",
