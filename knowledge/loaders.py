@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import re
 import unicodedata
 from collections.abc import Iterable, Iterator
@@ -831,10 +832,26 @@ _LiteralDumper.add_representer(str, _str_representer)
 
 
 def dump_file(entries: Iterable[Entry], path: str | Path) -> None:
-    """Write entries to .yaml/.yml, .jsonl, .csv (UTF-8 with BOM, for Excel) or .xlsx; load_file reads it back."""
+    """Write entries to .yaml/.yml, .jsonl, .csv (UTF-8 with BOM, for Excel) or .xlsx; load_file reads it back.
+
+    The file is written beside the target under a temporary name and moved over it at the end: an export that
+    stops half-way (a full disk, an error, Ctrl-C) leaves the previous file as it was, not a torn backup."""
     p = Path(path)
     ext = p.suffix.lower()
+    if ext not in SUPPORTED_EXTENSIONS:
+        raise ValueError(
+            f"不支持的导出文件类型 “{ext or '无扩展名'}”，请使用 " + "、".join(SUPPORTED_EXTENSIONS)
+        )
     items = list(entries)
+    tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
+    try:
+        _write_entries(items, tmp, ext)
+        os.replace(tmp, p)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _write_entries(items: list[Entry], p: Path, ext: str) -> None:
     if ext in (".yaml", ".yml"):
         text = yaml.dump(
             [_nested(e) for e in items],
@@ -854,7 +871,7 @@ def dump_file(entries: Iterable[Entry], path: str | Path) -> None:
             w = csv.writer(f)
             w.writerow(FLAT_COLUMNS)
             w.writerows(rows)
-    elif ext == ".xlsx":
+    else:  # .xlsx
         import openpyxl
 
         rows = [_flat_row(e) for e in items]
@@ -871,10 +888,6 @@ def dump_file(entries: Iterable[Entry], path: str | Path) -> None:
                 if cell.data_type == "f":  # openpyxl takes text starting with "=" for a formula
                     cell.data_type = "s"
         wb.save(p)
-    else:
-        raise ValueError(
-            f"不支持的导出文件类型 “{ext or '无扩展名'}”，请使用 " + "、".join(SUPPORTED_EXTENSIONS)
-        )
 
 
 def iter_labelled(path: str | Path) -> Iterator[tuple[str, list[str]]]:

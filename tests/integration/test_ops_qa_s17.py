@@ -101,3 +101,27 @@ def test_an_option_given_without_its_value_says_where_to_read_the_usage(app):
     from click.shell_completion import ShellComplete
 
     assert ShellComplete(app.cli, {}, "flask", "_FLASK_COMPLETE").get_completions(["init_db"], "") == []
+
+
+def test_kb_export_of_an_empty_database_does_not_overwrite_a_backup(settings, tmp_path):
+    """`kb export` with a wrong DATABASE_URL (an empty database) replaced a good backup with an empty file, without a
+    word. It refuses now, names the file and the way to do it anyway (--force); a new file is written as before."""
+    import wxapp_backend
+    from wxapp_backend.cli import upgrade_database
+
+    app = wxapp_backend.create_app(settings.with_overrides(database_url=f"sqlite:///{tmp_path / 'empty.sqlite3'}"))
+    backup = tmp_path / "kb-backup.yaml"
+    backup.write_text("- id: a\n  question: 营业执照怎么办\n  answer: 在一网通办申请。\n", encoding="utf-8")
+    try:
+        with app.app_context():
+            upgrade_database()
+            runner = app.test_cli_runner()
+            result = runner.invoke(args=["kb", "export", str(backup)])
+            assert result.exit_code == 1 and "--force" in result.output and str(backup) in result.output, result.output
+            assert "营业执照" in backup.read_text(encoding="utf-8")
+            fresh = tmp_path / "new.yaml"
+            assert runner.invoke(args=["kb", "export", str(fresh)]).exit_code == 0 and fresh.is_file()
+            assert runner.invoke(args=["kb", "export", str(backup), "--force"]).exit_code == 0
+            assert "营业执照" not in backup.read_text(encoding="utf-8")
+    finally:
+        app.extensions["wxapp"].db.engine.dispose()

@@ -95,7 +95,8 @@ def register(app: Flask) -> None:
     @kb.command("export")
     @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
     @click.option("--include-retired", is_flag=True, help="同时导出已下线条目")
-    def kb_export(file: Path, include_retired: bool) -> None:
+    @click.option("--force", is_flag=True, help="知识库为空时也覆盖已有的文件")
+    def kb_export(file: Path, include_retired: bool, force: bool) -> None:
         """导出知识库，格式按文件扩展名（.yaml/.jsonl/.csv/.xlsx）。"""
         with session_scope() as s:
             stmt = select(KBEntry).order_by(KBEntry.category, KBEntry.id)
@@ -104,6 +105,10 @@ def register(app: Flask) -> None:
             entries = [entry_from_row(r) for r in s.scalars(stmt)]
             # Said, not silent: a backup without them, restored into an empty database, lost them.
             left_out = 0 if include_retired else s.scalar(select(func.count(KBEntry.id)).where(KBEntry.retired))
+        if not entries and not force and file.is_file() and file.stat().st_size > 0:
+            # A wrong DATABASE_URL (an empty database) would have replaced a good backup with an empty file.
+            raise click.ClickException(
+                f"要导出的知识库里没有条目（数据库选对了吗？），不会覆盖已有的 {file}；确实要写入空文件，请加 --force。")
         try:
             dump_file(entries, file)
         except (KBLoadError, ValueError) as exc:

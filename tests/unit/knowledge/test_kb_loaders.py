@@ -296,3 +296,22 @@ def test_dump_escapes_pipe_in_list_for_tables(tmp_path: Path) -> None:
     assert load_file(tmp_path / "x.csv")[0].similar == ("甲|乙",)
     dump_file([e], tmp_path / "x.yaml")  # lists are native there
     assert load_file(tmp_path / "x.yaml")[0].similar == ("甲|乙",)
+
+
+def test_an_export_that_fails_half_way_leaves_the_previous_file(tmp_path, monkeypatch):
+    """dump_file wrote straight into the target: an export that failed half-way (a full disk, an error) left a torn
+    file where the previous backup was. It writes beside it and moves it over at the end."""
+    import knowledge.loaders as loaders
+
+    target = tmp_path / "kb.jsonl"
+    target.write_text('{"id": "old"}\n', encoding="utf-8")
+
+    def torn(items, p, ext):
+        p.write_text('{"id": "new", "quest', encoding="utf-8")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(loaders, "_write_entries", torn)
+    with pytest.raises(OSError):
+        loaders.dump_file([Entry(id="new", question="新问题", answer="新答案")], target)
+    assert target.read_text(encoding="utf-8") == '{"id": "old"}\n'
+    assert [p.name for p in tmp_path.iterdir()] == ["kb.jsonl"]  # no temporary file left behind
