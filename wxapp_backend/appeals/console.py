@@ -350,7 +350,7 @@ def report():
         return render_template("console/appeals/report.html", r=None, error=exc.message,
                                week=(request.args.get("week") or "")[:20]), exc.status
     return render_template("console/appeals/report.html", r=data, pct=metrics.percent_text, week=data["week"],
-                           days=_week_days(data["start"]))
+                           days=_week_days(data["start"]), definitions=metrics.DEFINITIONS)
 
 
 def _week_days(start_iso: str) -> str:

@@ -19,6 +19,18 @@ RESOLUTION_TARGET = 0.90  # 诉求解决率 ≥ 90 %
 EXCLUDED = (S.REJECTED.value, S.DUPLICATE.value, S.WITHDRAWN.value)
 
 
+# What each rate counts, in the words staff read on the weekly page and in its workbook (docs/appeals.md has the
+# same table): a director reporting the ≥ 90 % upwards must be able to say what is in it and what is not.
+DEFINITIONS: dict[str, str] = {
+    "response": "分子：1 个工作日内首次处理（受理、不予受理、合并等）的诉求；分母：本期提交的诉求，"
+                "不含无人处理前已撤回或已合并的，也不含尚未处理但还没到响应期限的",
+    "on_time": "分子：在办结期限（含批准的延期）内办结的诉求；分母：本期首次办结的诉求（已合并的随主诉求，不另计）",
+    "resolution": "分子：现为已办结或已关闭、且本轮未被企业评价为未解决的诉求；分母：本期提交并受理办理的诉求，"
+                  "不含不予受理、已合并、已撤回的",
+    "satisfaction": "分子：4 星或 5 星的评价；分母：本期收到的评价（每条诉求每轮办结一条）",
+}
+
+
 def percent_text(numerator: int, denominator: int) -> str:
     """A rate as a whole percent for staff pages, rounded down: 89.7 % of a ≥ 90 % target must not read "90%"."""
     return f"{numerator * 100 // denominator}%" if denominator else "—"
@@ -31,7 +43,14 @@ class Rate:
 
     @property
     def value(self) -> float | None:
-        return round(self.numerator / self.denominator, 4) if self.denominator else None
+        # Rounded down to 4 places, as percent_text rounds: 179 999 / 200 000 rounded read 0.9 (the target met).
+        return self.numerator * 10000 // self.denominator / 10000 if self.denominator else None
+
+    def meets(self, target: float) -> bool | None:
+        """numerator / denominator >= target, counted in whole numbers (no float rounding); None for a rate of none."""
+        if not self.denominator:
+            return None
+        return self.numerator * 100 >= round(target * 100) * self.denominator
 
     def as_dict(self) -> dict:
         return {"numerator": self.numerator, "denominator": self.denominator, "rate": self.value}
@@ -55,8 +74,7 @@ class Metrics:
             d[k] = getattr(self, k).as_dict()
         d["satisfaction"]["average"] = d.pop("satisfaction_average")
         d["resolution"]["target"] = RESOLUTION_TARGET
-        d["resolution"]["meets_target"] = (self.resolution.value or 0) >= RESOLUTION_TARGET \
-            if self.resolution.denominator else None
+        d["resolution"]["meets_target"] = self.resolution.meets(RESOLUTION_TARGET)
         return d
 
 

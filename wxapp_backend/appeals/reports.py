@@ -11,7 +11,7 @@ from openpyxl import Workbook
 from openpyxl.cell import Cell
 from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
 from openpyxl.worksheet.worksheet import Worksheet
-from sqlalchemy import func, or_, select
+from sqlalchemy import case, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased
 
@@ -74,7 +74,9 @@ def weekly(session: Session, week: str | None, actor: Actor | None = None, *, no
                    "overdue_now": len(overdue),
                    "escalated": sum(1 for a in new if a.escalated)},
         "by_category": dict(Counter(a.category.name if a.category else "未分类" for a in new)),
-        "by_department": dict(Counter(a.department or "未交办" for a in new)),
+        # Given out (交办) only: the department the rules merely guessed at submission never had the appeal (its own
+        # report, scoped by handled_by, does not count it either).
+        "by_department": dict(Counter(_handling(a) or "未交办" for a in new)),
         # In the workflow's order (已提交 → … → 已撤回), as staff read a state list, not in the order rows came.
         "by_status": {LABELS[st]: n for st in AppealStatus
                       if (n := sum(1 for a in new if a.status == st.value))},
@@ -84,8 +86,13 @@ def weekly(session: Session, week: str | None, actor: Actor | None = None, *, no
     }
 
 
+def _handling(a: Appeal) -> str:
+    """承办部门: the department the appeal was given to and still is with; "" while only guessed (as handled_by)."""
+    return a.department if a.department and a.given_to == a.department else ""
+
+
 def _row(a: Appeal) -> dict:
-    return _format(a.number, a.status, a.category.name if a.category else "", a.department,
+    return _format(a.number, a.status, a.category.name if a.category else "", _handling(a),
                    a.enterprise.name if a.enterprise else a.enterprise_name, a.building.name if a.building else "",
                    a.content, a.submitted_at, a.due_at, a.overdue, a.escalated, a.reopen_count)
 
@@ -129,7 +136,8 @@ def enterprise_issues(session: Session, enterprise_id: int | None = None, actor:
     # and building (and theirs) joined in, which took seconds for a few years of appeals.
     master = aliased(Appeal)
     q = (select(Appeal.enterprise_id, Enterprise.name, Appeal.number, Appeal.status,
-                func.coalesce(AppealCategory.name, ""), Appeal.department,
+                func.coalesce(AppealCategory.name, ""),
+                case((Appeal.given_to == Appeal.department, Appeal.department), else_=""),  # as _handling
                 func.coalesce(Enterprise.name, Appeal.enterprise_name), func.coalesce(Building.name, ""),
                 Appeal.content, Appeal.submitted_at, Appeal.due_at, Appeal.overdue, Appeal.escalated,
                 Appeal.reopen_count, master.status)
@@ -202,9 +210,12 @@ def weekly_xlsx(report: dict) -> bytes:
     ws.append(["周次", report["week"]])
     m = report["metrics"]
     names = {"response": "响应率", "on_time": "按时办结率", "resolution": "诉求解决率", "satisfaction": "满意率"}
-    ws.append(["指标", "分子", "分母", "比率"])
+    # 百分比 as the page shows it (rounded down, “—” for a rate of nothing) and 口径, what the rate counts: the
+    # workbook sent upwards had a bare 0.8971 and no word on what was in it.
+    ws.append(["指标", "分子", "分母", "比率", "百分比", "口径"])
     for key, name in names.items():
-        ws.append([name, m[key]["numerator"], m[key]["denominator"], m[key]["rate"]])
+        ws.append([name, m[key]["numerator"], m[key]["denominator"], m[key]["rate"],
+                   metrics.percent_text(m[key]["numerator"], m[key]["denominator"]), metrics.DEFINITIONS[key]])
     ws.append([])
     ws.append(["平均满意度（星）", m["satisfaction"].get("average")])
     ws.append([])
