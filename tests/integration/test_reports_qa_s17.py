@@ -135,3 +135,26 @@ def test_rerunning_the_weekly_job_stores_one_report(w, app):
         row, created = reports.prepare_weekly(s, "2025-W43", now=AFTER)
         assert not created and row.data["totals"]["submitted"] == 7
         assert s.query(reports.AppealReport).count() == 1
+
+
+def test_a_weekly_report_missed_on_the_monday_is_made_later_that_week_and_audited(app_ctx, db):
+    """The weekly report was made only by a tick on a Monday (Shanghai): with the worker down that Monday, the week's
+    stored report never existed. A tick on any later day of the week makes it once, and every stored report
+    leaves an audit row saying how it was made."""
+    from sqlalchemy import select
+
+    from wxapp_backend.appeals import jobs
+    from wxapp_backend.appeals.calendar import TZ
+    from wxapp_backend.appeals.models import AppealReport
+    from wxapp_backend.audit import AuditLog
+
+    wednesday = sh(2025, 7, 23, 10, 0)  # 2025-W30 (in the past: no open appeal of another test is due); report 2025-W29
+    assert wednesday.astimezone(TZ).weekday() == 2
+    assert jobs.tick(now=wednesday)["reports"] == 1
+    assert jobs.tick(now=wednesday + timedelta(hours=1))["reports"] == 0
+    db.expire_all()
+    row = db.scalar(select(AppealReport).where(AppealReport.week == "2025-W29"))
+    assert row is not None
+    audits = db.scalars(select(AuditLog).where(AuditLog.action == "appeal.weekly_report",
+                                               AuditLog.target_id == str(row.id))).all()
+    assert [(a.data.get("week"), a.data.get("via"), a.data.get("late")) for a in audits] == [("2025-W29", "tick", True)]

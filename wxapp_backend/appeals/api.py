@@ -453,7 +453,7 @@ def register(app: Flask) -> None:
         cli.require_current_schema()
         try:
             with session_scope() as s:
-                row, created = reports.prepare_weekly(s, week)
+                row, created = reports.prepare_weekly(s, week, via="cli")
                 label = row.week
         except AppError as exc:  # a mistyped --week: the message, not a traceback
             raise click.ClickException(exc.message) from None

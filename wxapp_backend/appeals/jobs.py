@@ -38,10 +38,12 @@ def tick(now: datetime | None = None) -> dict[str, int]:
             log.exception("appeal tick failed", extra={"appeal_id": appeal_id})
     _late_escalations_and_tasks(now, done)
     done["photos"] = sweep_chat_photos(now)
-    if now.astimezone(TZ).weekday() == 0:  # Monday: last week's report
-        with session_scope() as s:
-            _, created = reports.prepare_weekly(s, reports.parse_week(None, now.astimezone(TZ).date())[0], now=now)
-            done["reports"] += int(created)
+    # Last week's report, stored once: on the Monday as before, and on any later day of the week when no tick ran
+    # on the Monday (the service was down, the worker stopped): the week's report was then never made.
+    with session_scope() as s:
+        _, created = reports.prepare_weekly(s, reports.parse_week(None, now.astimezone(TZ).date())[0], now=now,
+                                            via="tick", late=now.astimezone(TZ).weekday() != 0)
+        done["reports"] += int(created)
     return done
 
 

@@ -15,7 +15,7 @@ from sqlalchemy import case, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased
 
-from ..audit import Actor
+from ..audit import SYSTEM, Actor, audit
 from ..db import utcnow
 from ..enterprises.importer import FORMULA_CHARS
 from ..enterprises.models import Building, Enterprise
@@ -106,9 +106,10 @@ def _format(number: str, status: str, category: str, department: str, enterprise
             "overdue": overdue, "escalated": escalated, "reopen_count": reopen_count}
 
 
-def prepare_weekly(session: Session, week: str | None = None, *, now: datetime | None = None
-                   ) -> tuple[AppealReport, bool]:
-    """The Monday job: store last week's report once (created=False when it was already there), as of `now`."""
+def prepare_weekly(session: Session, week: str | None = None, *, now: datetime | None = None,
+                   **how: object) -> tuple[AppealReport, bool]:
+    """The Monday job: store last week's report once (created=False when it was already there), as of `now`; a
+    stored report is audited (appeal.weekly_report, with `how` it was made: via tick / cli)."""
     label, _, end = parse_week(week)
     row = session.scalar(select(AppealReport).where(AppealReport.week == label))
     if row is not None:
@@ -127,6 +128,7 @@ def prepare_weekly(session: Session, week: str | None = None, *, now: datetime |
         if row is None:
             raise
         return row, False
+    audit(session, SYSTEM, "appeal.weekly_report", row, week=label, **how)
     return row, True
 
 

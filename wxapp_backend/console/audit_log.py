@@ -46,7 +46,7 @@ FILTER_NAMES = tuple(f.name for f in FILTERS)
 # title) for the 操作 filter; a code not listed here is shown as it is.
 ACTION_LABELS = {
     "activity.created": "新建活动", "activity.updated": "修改活动", "activity.registrations_exported": "导出报名名单",
-    "appeal.issues_exported": "导出企业问题清单", "appeal.weekly_exported": "导出诉求周报",
+    "appeal.issues_exported": "导出企业问题清单", "appeal.weekly_exported": "导出诉求周报", "appeal.weekly_report": "生成诉求周报",
     "appeal_category.saved": "保存诉求类别", "appeal_holiday.set": "设置节假日", "appeal_holiday.deleted": "删除节假日",
     "binding.requested": "申请绑定企业", "binding.verified": "通过企业绑定", "binding.rejected": "驳回企业绑定",
     "binding.withdrawn": "撤回绑定申请", "binding.ended": "解除企业绑定（本人）", "binding.revoked": "解除企业绑定",
