@@ -28,6 +28,7 @@ TARGET_LABELS = {
     "appeals": "诉求", "appeal_categories": "诉求类别", "appeal_holidays": "节假日", "activities": "活动",
     "registrations": "报名", "buildings": "楼宇", "enterprises": "企业", "grids": "网格", "users": "用户",
     "staff_users": "工作人员账号", "kb_entries": "知识条目", "kb_unanswered": "未答问题", "notices": "通知",
+    "wechat_custom_sends": "客服消息",
 }
 FILTERS = (
     Field("actor_type", "enum", "操作人类型", choices=tuple(ACTOR_TYPES), choice_names=ACTOR_TYPES),
@@ -71,6 +72,7 @@ ACTION_LABELS = {
     "staff.renamed": "工作人员账号改名",
     "subscriptions.set": "设置活动订阅", "user.created": "用户首次登录", "user.profile_updated": "修改个人资料",
     "user.linked": "关联公众号", "user.link_failed": "关联公众号未成功", "user.merged": "合并用户账号",
+    "wechat.kefu_lost": "客服消息未能送达",
 }
 
 
