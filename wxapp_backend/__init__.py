@@ -200,11 +200,17 @@ def _install_request_hooks(app: Flask) -> None:
         histogram.observe(elapsed)
         resp.headers["X-Request-Id"] = getattr(g, "request_id", "")
         resp.headers.setdefault("X-Content-Type-Options", "nosniff")
-        if request.path.startswith("/console"):
+        # A console address names what was searched for (a phone number, an enterprise) and which appeal was open:
+        # other sites are not told it. same-origin, not no-referrer: the console sends a staff member back to the
+        # page a form was on by its Referer.
+        resp.headers.setdefault("Referrer-Policy", "same-origin")
+        # The HTML error page is also what a mistyped address outside /console gets: it is no less frameable there.
+        if request.path.startswith("/console") or resp.mimetype == "text/html":
             resp.headers.setdefault("X-Frame-Options", "DENY")
             resp.headers.setdefault("Content-Security-Policy",
                                     "default-src 'self'; img-src 'self' data:; style-src 'self'; "
                                     "script-src 'self'; frame-ancestors 'none'")
+        if request.path.startswith("/console"):
             # Not a default: send_file's no-cache still lets the browser keep an appeal's photo on disk.
             resp.headers["Cache-Control"] = "no-store"
         elif request.path.startswith("/api/"):
