@@ -234,8 +234,28 @@ class Settings:
             if f.name == "extra":
                 continue
             value = getattr(self, f.name)
-            out[f.name] = "***" if f.name in SECRET_FIELDS and value else str(value)
+            if f.name in SECRET_FIELDS and value:
+                out[f.name] = "***"
+            elif f.name in ("database_url", "redis_url") and value:
+                out[f.name] = _without_password(str(value))
+            else:
+                out[f.name] = str(value)
         return out
+
+
+def _without_password(url: str) -> str:
+    """A connection URL with its password (if any) shown as ***: redis://:pw@host, postgresql://user:pw@host/db."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    try:
+        parts = urlsplit(url)
+        if parts.password is None:
+            return url
+        user = parts.username or ""
+        host = parts.netloc.rsplit("@", 1)[1]
+        return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+    except ValueError:  # a URL urllib cannot read: show no part of it
+        return "***"
 
 
 # URLs are checked here, where the variable's name is known: a wrong one stopped the start with a library's

@@ -265,3 +265,18 @@ def test_configured_secrets_passwords_and_login_codes_stay_out_of_the_logs(clien
     for secret in (settings.wxa_secret, settings.wechat_secret, settings.secret_key, "Typo-Passw0rd-77",
                    "Typo-Passw0rd-88", "wx-login-code-5150"):
         assert secret not in logged, secret
+
+
+def test_settings_for_display_hide_the_passwords_in_connection_urls():
+    """Settings.describe() masked the named secrets but gave DATABASE_URL and REDIS_URL as they were, passwords in
+    them: whatever displayed it (a diagnostics page, a log line) would show the database password."""
+    from wxapp_backend.config import Settings
+
+    s = Settings.from_env({"DATABASE_URL": "postgresql+psycopg://app:S3cret-db@db.internal:5432/wxapp",
+                           "REDIS_URL": "redis://:R3dis-pw@cache.internal:6379/0"})
+    shown = s.describe()
+    assert "S3cret-db" not in str(shown) and "R3dis-pw" not in str(shown), shown
+    assert shown["database_url"] == "postgresql+psycopg://app:***@db.internal:5432/wxapp"
+    assert shown["redis_url"] == "redis://:***@cache.internal:6379/0"
+    plain = Settings.from_env({"REDIS_URL": "redis://cache.internal:6379/0"}).describe()
+    assert plain["redis_url"] == "redis://cache.internal:6379/0"
