@@ -6,7 +6,18 @@ import re
 import unicodedata
 from typing import Any
 
-from flask import Blueprint, current_app, flash, g, jsonify, redirect, render_template, request, url_for
+from flask import (
+    Blueprint,
+    current_app,
+    flash,
+    g,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
 from sqlalchemy import select
 
 from ..auth.guard import console_required, current_actor
@@ -91,6 +102,9 @@ def _choices(s) -> dict[str, Any]:
             "activities": s.scalars(select(Activity).order_by(Activity.starts_at.desc()).limit(100)).unique().all()}
 
 
+_TYPED_TEST_USER = "notices.typed_test_user"
+
+
 @bp.get("/notices")
 @console_required(StaffRole.DEPT)
 def notices():
@@ -102,6 +116,10 @@ def notices():
             page = paginate(s, select(Notice).order_by(Notice.id.desc()), page.pages, PER_PAGE)
         link = s.get(StaffTestRecipient, current_actor().id)
         test_user = link.user_id if link else None
+    # A refused test recipient (test_recipient below) comes back with the number typed still in the box, to correct.
+    typed = session.pop(_TYPED_TEST_USER, None)
+    if typed is not None:
+        test_user = typed
     return render_template("console/notices/list.html", rows=page.items, page=page,
                            labels=broadcast.NOTICE_STATUS_LABELS, test_user=test_user)
 
@@ -303,7 +321,9 @@ def notice_action(notice_id: int, action: str):
         with session_scope() as s:
             if action == "test":
                 result = broadcast.send_test(s, current_actor(), notice_id)
-                message = "测试消息已发给您的测试接收人。" if result["sent"] else result["reason"]
+                if not result["sent"]:  # skipped (no test recipient linked): nothing went out, said as a refusal
+                    raise Conflict(result["reason"], code="test_skipped")
+                message = "测试消息已发给您的测试接收人。"
             elif action == "publish":
                 broadcast.publish(s, current_actor(), notice_id)
                 message = "已发布，正在发送。"
@@ -344,6 +364,7 @@ def test_recipient():
     user_id = row_id(raw)
     if raw and user_id is None:  # a typo must not clear the recipient already set
         flash("用户编号应为正整数，测试接收人没有改动。", "error")
+        session[_TYPED_TEST_USER] = raw[:64]
         return redirect(url_for("notices_console.notices"))
     try:
         with session_scope() as s:
@@ -351,6 +372,7 @@ def test_recipient():
         flash("测试接收人已保存。" if raw else "已清除测试接收人。")
     except AppError as exc:
         flash(exc.message, "error")
+        session[_TYPED_TEST_USER] = raw[:64]  # the list showed the saved number: what was typed had to be typed again
     return redirect(url_for("notices_console.notices"))
 
 
