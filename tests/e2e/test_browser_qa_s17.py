@@ -123,3 +123,20 @@ def test_every_page_names_an_icon_that_answers(live_server, phone, path):
     assert href, "no <link rel=icon>: Chromium asks for /favicon.ico, gets 404 and logs an error on the console"
     resp = page.request.get(urljoin(page.url, href))
     assert resp.status == 200 and resp.headers["content-type"].startswith("image/"), (href, resp.status)
+
+
+def test_the_first_tab_stop_skips_the_navigation_to_the_page_itself(live_server, phone):
+    """A keyboard user tabbed through the ~25 links of the navigation on every page before reaching its content (on a
+    phone the menu fills the screen). The first Tab now shows 跳到正文, and Enter on it moves focus to the page."""
+    page, log = phone
+    page.goto(live_server.base_url + "/console/appeals")
+    page.keyboard.press("Tab")
+    focused = page.evaluate("[document.activeElement.textContent.trim(), document.activeElement.getAttribute('href')]")
+    assert focused == ["跳到正文", "#content"], focused
+    box = page.locator(".skip-link").bounding_box()
+    assert box is not None and box["x"] >= 0 and box["y"] >= 0, box  # on screen while focused
+    page.keyboard.press("Enter")
+    assert page.evaluate("document.activeElement.id") == "content"
+    page.keyboard.press("Tab")  # the next stop is inside the page, not the navigation
+    assert page.evaluate("!!document.activeElement.closest('main')"), page.evaluate(
+        "document.activeElement.outerHTML.slice(0, 200)")
