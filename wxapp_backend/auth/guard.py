@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import wraps
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 from flask import current_app, g, redirect, request, session, url_for
 from sqlalchemy.exc import IntegrityError
@@ -59,18 +59,26 @@ def optional_user_id() -> int | None:
 
     A token that is sent but no longer valid is a 401 invalid_token (登录已过期): answered as anonymous, the page
     showed no 已报名 and never learnt that it should log in again. A staff token is no mini-program login: a
-    staff script that sends it everywhere is served as anonymous, as before."""
+    staff script that sends it everywhere is served as anonymous, as before.
+
+    So is the token of an account that is gone (merged into another, removed, a restored backup): these views do not
+    fail for want of the row as user_required's do, they wrote a chat turn or a vote for nobody (a 500) or served
+    the page as to a logged-in user. One primary-key look-up, only when a token is sent. Call it outside any
+    session_scope() (it opens one)."""
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or token.strip() in _NO_TOKEN:
         return None
     try:
-        return current_user_id()
+        user_id = current_user_id()
     except Unauthorized:
         state = current_app.extensions["wxapp"]
         if tokens.resolve(state.redis, STAFF, token.strip()) is not None:
             return None
         raise
+    if not _user_exists(user_id):
+        _end_gone_login()
+    return user_id
 
 
 def _user_exists(user_id: int) -> bool:
@@ -81,6 +89,13 @@ def _user_exists(user_id: int) -> bool:
 
     with session_scope() as s:
         return s.scalar(select(User.id).where(User.id == user_id)) is not None
+
+
+def _end_gone_login() -> NoReturn:
+    """The bearer token names an account that no longer exists: end the token and answer as an expired login."""
+    tokens.revoke(current_app.extensions["wxapp"].redis, USER, _bearer())
+    g.pop("user_auth", None)
+    raise Unauthorized("登录已过期，请重新进入小程序。", code="invalid_token") from None
 
 
 def user_required(fn: F) -> F:
@@ -95,9 +110,7 @@ def user_required(fn: F) -> F:
             # again, and the token ends. Looked up only after a failure: a working request pays nothing.
             if _user_exists(user_id):
                 raise
-            tokens.revoke(current_app.extensions["wxapp"].redis, USER, _bearer())
-            g.pop("user_auth", None)
-            raise Unauthorized("登录已过期，请重新进入小程序。", code="invalid_token") from None
+            _end_gone_login()
 
     return wrapper  # type: ignore[return-value]
 
