@@ -65,6 +65,9 @@ def build_spec(app: Flask) -> dict[str, Any]:
                     op["requestBody"] = {"required": True, "content": {"application/json": {"schema": schema}}}
                 for status, text in facts["responses"].items():
                     op["responses"][str(status)] = {"description": text}
+                    if status >= 400:  # a view's own words for an error: the body is the Error all the same
+                        op["responses"][str(status)]["content"] = {
+                            "application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
                 if facts["auth"] == "optional":
                     # Works without a login and gives more with one; a bad token is 401 invalid_token. The empty
                     # requirement is OpenAPI's way of saying "or none at all".

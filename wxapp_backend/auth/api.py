@@ -53,7 +53,13 @@ def _state():
 
 @bp.post("/auth/login")
 @doc("小程序登录：用 wx.login 的 code 换取登录凭证", body=LOGIN_FIELDS, auth="none",
-     responses={200: "{token, user}"}, tags=["账号"])
+     responses={200: "{token, user}",
+                401: "登录凭证无效或已用过（invalid_code，微信 40029 / 40163）：请重新调用 wx.login 取新的 code",
+                403: "微信认为该微信账号存在安全风险，不能登录（login_blocked_by_wechat）",
+                429: "登录太频繁（本服务或微信 45011 的频率限制），Retry-After 秒后再试",
+                503: "微信登录暂时不可用（wechat_unavailable：微信繁忙 -1 重试后仍不成功等）或小程序登录未配置"
+                     "（login_not_configured），请稍后再试"},
+     tags=["账号"])
 def login():
     data = parse(LOGIN_FIELDS)
     # Every login asks WeChat (code2Session, a daily quota shared by all users): a script must not spend it.
