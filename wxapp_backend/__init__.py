@@ -225,8 +225,11 @@ def _no_api_redirect() -> None:
     """/api/v1//me: werkzeug merges the slashes and answers 308 with an English HTML page (text/html, to an absolute
     address), which the mini-program cannot read and wx.request does not resend a POST's body to. An API address
     is exact: this one does not exist, said in Chinese with the one meant. The console keeps its redirect."""
+    import re
     from urllib.parse import urlsplit
 
+    from werkzeug.exceptions import HTTPException, MethodNotAllowed
+    from werkzeug.exceptions import NotFound as HTTPNotFound
     from werkzeug.routing import RequestRedirect
 
     from .errors import NotFound
@@ -234,6 +237,20 @@ def _no_api_redirect() -> None:
     moved = request.routing_exception
     if isinstance(moved, RequestRedirect) and (target := urlsplit(moved.new_url).path).startswith("/api/"):
         raise NotFound(f"请求地址不对（多了斜杠“/”），应为 {target}。")
+    if isinstance(moved, HTTPNotFound) and request.path.lower().startswith("/api/"):
+        # /api/v1/me/ and /API/v1/me: a bare 没有找到 (the second the console's HTML page) left the front-end
+        # developer guessing; the address meant is named, and still not served under the wrong one.
+        meant = re.sub(r"^/api/v1/", "/api/v1/", request.path, flags=re.IGNORECASE).rstrip("/")
+        if meant and meant != request.path and len(meant) <= 200:
+            try:
+                current_app.url_map.bind_to_environ(request.environ).match(meant, method=request.method)
+            except MethodNotAllowed:
+                pass  # the address exists, for another method: naming it still helps
+            except HTTPException:
+                return
+            slips = [s for s, wrong in (("末尾多了斜杠“/”", request.path.endswith("/")),
+                                        ("开头的 /api/v1/ 应为小写", not request.path.startswith("/api/v1/"))) if wrong]
+            raise NotFound(f"请求地址不对（{'，'.join(slips)}），应为 {meant}。")
 
 
 # Views open to anonymous callers (doc(auth=...)): only their answers to a request without a token are the same for

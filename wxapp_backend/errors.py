@@ -88,7 +88,7 @@ _HTTP_MESSAGES = {
 
 def _wants_json() -> bool:
     path = request.path
-    return path.startswith("/api/") or path in {"/healthz", "/metrics"} or path.startswith("/wechat") \
+    return path.lower().startswith("/api/") or path in {"/healthz", "/metrics"} or path.startswith("/wechat") \
         or path.startswith("/wxa/")
 
 

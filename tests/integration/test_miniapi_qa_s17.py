@@ -194,3 +194,36 @@ def test_a_login_code_sent_again_is_refused_and_the_first_token_still_works(clie
     assert _json_error(again, 401)["error"] == "invalid_code"
     me = client.get("/api/v1/me", headers={"Authorization": f"Bearer {first.get_json()['token']}"})
     assert me.status_code == 200 and me.get_json()["id"] == first.get_json()["user"]["id"]
+
+
+# --- 3. an address that is almost right -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "meant"),
+    [
+        ("GET", "/api/v1/me/", "/api/v1/me"),
+        ("GET", "/api/v1/appeals/1/", "/api/v1/appeals/1"),
+        ("POST", "/api/v1/chat/", "/api/v1/chat"),
+        ("PUT", "/api/v1/me/subscriptions/", "/api/v1/me/subscriptions"),
+        ("GET", "/API/v1/me", "/api/v1/me"),
+        ("GET", "/Api/V1/activities", "/api/v1/activities"),
+    ],
+)
+def test_an_address_with_a_trailing_slash_or_in_capitals_names_the_one_meant(
+    client, make_user, user_token, method, path, meant
+):
+    """/api/v1/me/ was a bare 没有找到您要的内容 (a doubled slash already named the right address), and /API/v1/me, not
+    under /api, the console's HTML error page: no JSON for wx.request to read. Both are a Chinese JSON 404 naming the
+    address meant; nothing is served under the wrong address."""
+    resp = client.open(path, method=method, json={"text": "你好"} if method != "GET" else None,
+                       headers=user_token(make_user()))
+    body = _json_error(resp, 404)
+    assert body["error"] == "not_found" and meant in body["message"], body["message"]
+
+
+def test_an_unknown_api_address_is_still_a_plain_json_404(client):
+    body = _json_error(client.get("/api/v1/no-such-thing/"), 404)
+    assert body["message"] == "没有找到您要的内容。"
+    assert _json_error(client.get("/API/v1/no-such-thing"), 404)["error"] == "not_found"
+    assert client.get("/no-such-page").mimetype == "text/html"  # outside /api: the HTML page, as before
