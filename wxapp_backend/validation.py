@@ -217,6 +217,8 @@ def _coerce(f: Field, value: Any) -> Any:  # noqa: C901 - one branch per kind re
     if f.kind == "bool":
         if isinstance(value, bool):
             return value
+        if type(value) is int and value in (0, 1):  # as "1"/"0" were taken and 1/0 refused (a client's JSON 1)
+            return bool(value)
         if isinstance(value, str) and value.lower() in {"true", "1", "yes", "是"}:
             return True
         if isinstance(value, str) and value.lower() in {"false", "0", "no", "否"}:

@@ -61,3 +61,14 @@ def test_a_date_sent_as_a_number_is_refused_in_words(kind, value):
         validate({"d": value}, [Field("d", kind, "日期")])
     assert "不是数字" in exc.value.fields["d"], exc.value.fields
     assert validate({"d": "2024-01-01"}, [Field("d", kind, "日期")])["d"].year == 2024
+
+
+def test_a_yes_no_field_takes_the_numbers_1_and_0_as_it_takes_the_strings():
+    """“1”/“0” were taken for a yes/no field and the JSON numbers 1/0 refused (应为是或否): a client sending its
+    checkbox as 1 got a 422. Other numbers are still refused."""
+    f = [Field("b", "bool", "同意")]
+    assert validate({"b": 1}, f)["b"] is True and validate({"b": 0}, f)["b"] is False
+    assert validate({"b": "1"}, f)["b"] is True
+    for bad in (2, -1, 1.0, 0.5):
+        with pytest.raises(ValidationError):
+            validate({"b": bad}, f)
