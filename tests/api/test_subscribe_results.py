@@ -206,3 +206,13 @@ def test_events_as_the_webhook_parses_them(app_ctx, make_user, db):
     with session_scope() as s:
         assert credits.apply_change_event(s, msg.source, msg.subscribe_results) == 2
     assert _credit(db, user).credits == 0
+
+
+def test_a_template_id_with_spaces_around_it_is_still_ours(client, make_user, user_token, db):
+    """“ PLACEHOLDER-appeal-progress ” (an id pasted into the front-end's config with a space) was answered “ignored”
+    and no credit was kept: the user had said yes and would never be told. The id is read without the spaces."""
+    user = make_user()
+    resp = _post(client, user_token(user), {f" {APPEAL} ": "accept"})
+    assert resp.status_code == 200, resp.get_json()
+    assert resp.get_json()["results"] == {APPEAL: "added"}
+    assert _credit(db, user).credits == 1

@@ -128,7 +128,8 @@ RESULTS_IDEMPOTENCY_HEADER = idempotency_header(
      headers=(RESULTS_IDEMPOTENCY_HEADER,))
 def subscribe_results():
     data = parse(RESULT_FIELDS)
-    results = {k: v for k, v in data["results"].items() if k != "errMsg"}
+    # A template id with spaces around it (copied into the front-end's config) was “ignored” though it was ours.
+    results = {k.strip(): v for k, v in data["results"].items() if k != "errMsg"}
     uid = current_user_id()
     key = idempotency_key(credits.IDEMPOTENCY_KEY_MAX)
     throttle("subscribe_results", f"u{uid}", RESULTS_LIMIT_PER_MIN, 60, "操作太频繁了，请稍等一分钟再试。")
