@@ -629,6 +629,40 @@ def _check_required(category: AppealCategory, enterprise, building, images, *, e
 
 # --- duplicates --------------------------------------------------------------------------------------
 
+def follow_building_to_grid(session: Session, actor: Actor, building: Building, old_grid_id: int | None) -> list[int]:
+    """A building moved to another grid (or out of every grid) takes its open appeals along: they were routed by
+    the building's grid when filed, and left behind they stayed in the old grid team's list and with its
+    specialist, while the team now serving the building never saw them. Closed ones keep the grid that handled
+    them. Each moved appeal says so on its (internal) timeline; returns their ids."""
+    from ..enterprises.models import Grid
+
+    grid = session.get(Grid, building.grid_id) if building.grid_id is not None else None
+    old = session.get(Grid, old_grid_id) if old_grid_id is not None else None
+    moved = list(session.scalars(select(Appeal).where(
+        Appeal.building_id == building.id, Appeal.status.in_([s.value for s in OPEN]),
+        or_(Appeal.grid_id.is_(None), Appeal.grid_id != building.grid_id) if building.grid_id is not None
+        else Appeal.grid_id.is_not(None)).order_by(Appeal.id)))
+    note = (f"楼宇「{building.name}」从{f'「{old.name}」' if old else '未划分网格'}调整到"
+            f"{f'「{grid.name}」' if grid else '未划分网格'}，诉求随楼宇转到新网格")
+    for appeal in moved:
+        previous = appeal.grid_id
+        appeal.grid_id = building.grid_id
+        appeal.specialist_staff_id = grid.specialist_staff_id if grid is not None else None
+        _event(session, appeal, actor, "grid_changed", note=note, grid_id=building.grid_id, previous_grid_id=previous)
+    return [a.id for a in moved]
+
+
+def follow_grid_specialist(session: Session, grid_id: int, specialist_staff_id: int | None) -> list[int]:
+    """A grid's specialist changed: its open appeals name the new one (the old one no longer serves it)."""
+    ids = list(session.scalars(select(Appeal.id).where(
+        Appeal.grid_id == grid_id, Appeal.status.in_([s.value for s in OPEN]),
+        or_(Appeal.specialist_staff_id.is_(None), Appeal.specialist_staff_id != specialist_staff_id)
+        if specialist_staff_id is not None else Appeal.specialist_staff_id.is_not(None)).order_by(Appeal.id)))
+    for appeal in session.scalars(select(Appeal).where(Appeal.id.in_(ids))) if ids else ():
+        appeal.specialist_staff_id = specialist_staff_id
+    return ids
+
+
 def similar_open(session: Session, appeal: Appeal, *, limit: int = 5, threshold: float = 0.2,
                  actor: Actor | None = None) -> list[tuple[Appeal, float]]:
     """Open appeals in the same building and category (when known) whose text looks alike, best first; for a

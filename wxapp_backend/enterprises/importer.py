@@ -432,10 +432,11 @@ def _header_index(rows: list[tuple[int, list[str]]], columns: tuple[Column, ...]
 
 
 def _by_name(ref_ids: Mapping[str, int]) -> dict[str, list[str]]:
-    """Names on file by their fold (blanks, brackets, ASCII case), to find a name written another way."""
+    """Names on file by their fold (blanks, brackets, ASCII case, full-width letters and digits), to find a name
+    written another way."""
     out: dict[str, list[str]] = {}
     for name in ref_ids:
-        out.setdefault(services.normalized_name(name), []).append(name)
+        out.setdefault(services.place_name_key(name), []).append(name)
     return out
 
 
@@ -457,7 +458,7 @@ def _checked_rows(body, colmap, report: ImportReport, *, ref: str, ref_ids: dict
         problems: list[Problem] = []
         if ref in record:
             name = strip_invisible(record[ref]).strip()  # as the names on file were written: see validation
-            near = folded.get(services.normalized_name(name), [])
+            near = folded.get(services.place_name_key(name), [])
             if name and name not in ref_ids and len(near) == 1:
                 name = near[0]
             if name and name not in ref_ids:
@@ -592,7 +593,7 @@ def _import_buildings(session: Session, actor: Actor, body, colmap, report: Impo
     valid = _checked_rows(body, colmap, report, ref="grid", ref_ids=grids, ref_field="grid_id",
                           missing="网格「{name}」不存在，请先在网格页面新建后再导入。",
                           fields=services.BUILDING_FIELDS, key="name", duplicate="楼宇「{value}」与第 {row} 行重复。",
-                          fold=services.normalized_name, rows=numbers)
+                          fold=services.place_name_key, rows=numbers)
     if report.errors:
         return
     existing = {b.name: b for b in session.scalars(select(Building))}
@@ -602,7 +603,7 @@ def _import_buildings(session: Session, actor: Actor, body, colmap, report: Impo
     targets: list[tuple[dict, Building | None]] = []
     for number, values in zip(numbers, valid, strict=True):
         current = existing.get(values["name"])
-        near = folded.get(services.normalized_name(values["name"]), [])
+        near = folded.get(services.place_name_key(values["name"]), [])
         if current is None and len(near) == 1:
             # The building on file written another way (“SOHO 东海广场”): it is updated, and keeps its name.
             current = existing[near[0]]
@@ -626,7 +627,8 @@ def _import_buildings(session: Session, actor: Actor, body, colmap, report: Impo
             for k, v in values.items():
                 setattr(current, k, v)
             report.updated += 1
-            audit(session, actor, "building.updated", current, via="import", changes=changes)
+            audit(session, actor, "building.updated", current, via="import", changes=changes,
+                  **services.building_moved(session, actor, current, changes))
         else:
             report.unchanged += 1
     _flush(session)

@@ -203,10 +203,22 @@ def name_taken(session: Session, model: Any, name: str, row_id: int | None = Non
     if exact is not None:
         return exact if exact.id != row_id else None
     own = session.get(model, row_id) if row_id else None
-    if own is not None and normalized_name(own.name) == normalized_name(name):
+    key = place_name_key(name)
+    if own is not None and place_name_key(own.name) == key:
         return None
-    return session.scalar(select(model).where(name_key(model.name) == normalized_name(name), model.id != (row_id or 0))
-                          .order_by(model.id).limit(1))
+    # Full-width letters and digits too (“创智天地３号楼” is “创智天地3号楼”, as a Chinese input method writes it),
+    # which SQL does not fold: buildings and grids are few, so their names are compared here.
+    for other_id, other_name in session.execute(select(model.id, model.name).where(model.id != (row_id or 0))
+                                                .order_by(model.id)):
+        if place_name_key(other_name) == key:
+            return session.get(model, other_id)
+    return None
+
+
+def place_name_key(name: str) -> str:
+    """A building's or grid's name folded for comparison: as `normalized_name`, with full-width letters, digits and
+    signs as half-width (NFKC)."""
+    return normalized_name(unicodedata.normalize("NFKC", name or ""))
 
 
 def _check_grid(session: Session, values: Mapping[str, Any], grid_id: int | None = None) -> None:
@@ -261,7 +273,14 @@ def update_grid(session: Session, actor: Actor, grid_id: int, data: Mapping[str,
         setattr(grid, k, v)
     _flush(session, f"已有名为「{grid.name}」的网格，请换一个名称。", "name")
     if changes:
-        audit(session, actor, "grid.updated", grid, changes=changes)
+        rerouted: dict[str, Any] = {}
+        if "specialist_staff_id" in changes:
+            # Its open appeals name the specialist who now serves the grid, as a new one would.
+            from ..appeals.services import follow_grid_specialist
+
+            if ids := follow_grid_specialist(session, grid.id, grid.specialist_staff_id):
+                rerouted["rerouted_appeals"] = ids
+        audit(session, actor, "grid.updated", grid, changes=changes, **rerouted)
     return grid
 
 
@@ -292,6 +311,8 @@ def list_buildings(session: Session, *, q: str | None = None, grid_id: int | Non
         stmt = stmt.where(or_(Building.name.icontains(q, autoescape=True),
                               # blanks and brackets as typed: “新华 大厦”, “(一期)” find “新华大厦（一期）”
                               name_key(Building.name).contains(normalized_name(q), autoescape=True),
+                              # and full-width digits and letters (“３号楼”) find the half-width ones on file
+                              name_key(Building.name).contains(place_name_key(q), autoescape=True),
                               Building.address.icontains(q, autoescape=True)))
     if grid_id:
         stmt = stmt.where(Building.grid_id == grid_id)
@@ -340,8 +361,20 @@ def update_building(session: Session, actor: Actor, building_id: int, data: Mapp
     _flush(session, f"已有名为「{building.name}」的楼宇，请换一个名称。", "name")
     session.expire(building, ["grid"])
     if changes:
-        audit(session, actor, "building.updated", building, changes=changes)
+        audit(session, actor, "building.updated", building, changes=changes,
+              **building_moved(session, actor, building, changes))
     return building
+
+
+def building_moved(session: Session, actor: Actor, building: Building, changes: Mapping[str, Any]) -> dict[str, Any]:
+    """After a change to a building (`changes` as changed_fields gives them): moved to another grid, its open
+    appeals go along to the team now serving it. For its audit row: {"rerouted_appeals": [ids]}, or {}."""
+    if "grid_id" not in changes:
+        return {}
+    from ..appeals.services import follow_building_to_grid
+
+    moved = follow_building_to_grid(session, actor, building, changes["grid_id"][0])
+    return {"rerouted_appeals": moved} if moved else {}
 
 
 def _audiences_naming(session: Session, building_id: int) -> list[str]:
