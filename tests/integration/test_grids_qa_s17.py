@@ -150,3 +150,17 @@ def test_an_import_reads_full_width_names_as_the_buildings_and_grids_on_file(
                                       "企业名称,统一社会信用代码,楼宇\n上海甲科技有限公司,91310112MA1000077K,创智天地３号楼\n"
                                       .encode())
     assert report.ok, report.to_dict()
+
+
+# --- 3. a building made by an import has its grid on record --------------------------------------------
+
+
+def test_a_building_created_by_an_import_has_its_grid_in_the_audit_row(app_ctx, make_grid, db):
+    """The console's building.created names the grid the building was put in; an import's did not, so who put a
+    building in which grid was not on record for buildings that came from a register."""
+    g = make_grid(name="第一网格")
+    with session_scope() as s:
+        report = importer.import_file(s, ADMIN, "buildings", "b.csv", "楼宇名称,网格\n新华大厦,第一网格\n".encode())
+    assert report.ok and report.created == 1, report.to_dict()
+    row = db.scalars(select(AuditLog).where(AuditLog.action == "building.created")).one()
+    assert (row.data["name"], row.data["grid_id"], row.data["via"]) == ("新华大厦", g.id, "import")

@@ -633,7 +633,7 @@ def _import_buildings(session: Session, actor: Actor, body, colmap, report: Impo
             report.unchanged += 1
     _flush(session)
     for b in created:
-        audit(session, actor, "building.created", b, via="import", name=b.name)
+        audit(session, actor, "building.created", b, via="import", name=b.name, grid_id=b.grid_id)
     report.created = len(created)
     audit(session, actor, "buildings.imported", None, filename=report.filename, rows=report.rows,
           created=report.created, updated=report.updated, unchanged=report.unchanged)
