@@ -164,16 +164,23 @@ def recount_deadlines(session: Session, old_cal: WorkCalendar, day: date, why: s
 
     moved = 0
     open_status = [s.value for s in OPEN]
+    # Every task still owed, whatever the appeal's state: a 差评整改 (and a 办不成事 reported on a resolved appeal) is
+    # owed on an appeal closed by then, and its deadline kept the old calendar — the tick flagged 整改超期 (and
+    # 办不成事超期) on the day the holiday took away.
     tasks: dict[int, list[AppealTask]] = {}
-    for task in session.scalars(select(AppealTask).join(Appeal, Appeal.id == AppealTask.appeal_id)
-                                .where(AppealTask.status == "open", Appeal.status.in_(open_status))):
+    for task in session.scalars(select(AppealTask).where(AppealTask.status == "open")):
         tasks.setdefault(task.appeal_id, []).append(task)
-    for appeal in session.scalars(select(Appeal).where(Appeal.status.in_(open_status)).order_by(Appeal.id)):
+    for appeal in session.scalars(select(Appeal).where(or_(Appeal.status.in_(open_status), Appeal.id.in_(list(tasks))))
+                                  .order_by(Appeal.id)).unique():
         before = appeal.due_at
         changed = {}
+        still_open = appeal.status in OPEN
+        owed = {t.kind for t in tasks.get(appeal.id, ())}
         for attr in ("due_at", "response_due_at", "escalation_due_at"):
             if attr == "due_at" and appeal.status == S.PENDING_ENTERPRISE:
                 continue  # paused: what is left is kept in working minutes (sla_minutes_left) until it resumes
+            if not still_open and not (attr == "escalation_due_at" and TaskKind.ESCALATION in owed):
+                continue  # ended: its own promise was kept or missed on the calendar of its day
             old, new = getattr(appeal, attr), recount(getattr(appeal, attr))
             if new != old:
                 setattr(appeal, attr, new)
@@ -194,7 +201,9 @@ def recount_deadlines(session: Session, old_cal: WorkCalendar, day: date, why: s
         # The enterprise sees its promised date move: on its timeline too, with why (it changed without a word).
         moved_due = appeal.due_at != before and appeal.due_at is not None
         local = appeal.due_at.astimezone(TZ) if moved_due else None
-        _event(session, appeal, SYSTEM, "deadline_recounted", at=now, note=f"工作日历调整（{why}），办理时限重新计算为 {shown}",
+        said = (f"办理时限重新计算为 {shown}" if still_open
+                else "未完成的整改 / 办不成事任务期限相应重新计算（诉求本身的办结时限不变）")
+        _event(session, appeal, SYSTEM, "deadline_recounted", at=now, note=f"工作日历调整（{why}），{said}",
                public=moved_due, **changed,
                public_note=f"节假日安排调整，承诺办结时间相应改为 {local.month}月{local.day}日 {local:%H:%M}"
                if local else None)
