@@ -57,3 +57,34 @@ def test_a_holiday_entered_moves_the_rectification_and_escalation_deadlines_of_a
     assert w.events(appeal_id, "escalation_overdue")  # (Monday's 办不成事 answer is late by now)
     (note, _), = w.events(appeal_id, "deadline_recounted")
     assert "2025-11-06" in note
+
+
+# --- 2. a 延期 the old department asked for does not outlive the 改派 -------------------------------------
+
+def test_a_pending_extension_of_the_returning_department_ends_with_the_reroute(w, make_staff):  # noqa: F811
+    market = make_staff(role="dept", department="市场监管所")
+    monday = at(2025, 11, 3, 10, 0)
+    appeal_id = w.submit(monday)
+    w.act(appeal_id, "accept", now=monday)
+    w.act(appeal_id, "assign", now=monday, department="税务所")
+    w.act(appeal_id, "request_extension", now=at(2025, 11, 4, 10, 0), actor=_dept(w.tax), working_days=3,
+          reason="需等待上级税务局答复")
+    w.act(appeal_id, "return", now=at(2025, 11, 4, 11, 0), actor=_dept(w.tax), reason="属于市场监管事项")
+    with session_scope() as s:
+        ret_id = s.scalar(select(services.AppealReturn.id).where(services.AppealReturn.appeal_id == appeal_id))
+    w.act(appeal_id, "decide_return", now=at(2025, 11, 4, 14, 0), return_id=ret_id, accept=True,
+          department="市场监管所")
+    with session_scope() as s:
+        ext = s.scalars(select(services.AppealExtension).where(services.AppealExtension.appeal_id == appeal_id)).one()
+        assert ext.status == "rejected" and ext.decided_by == "system"
+        pending = s.scalar(select(services.Appeal.id).where(services.Appeal.id == appeal_id,
+                                                            services.requests_pending()))
+    assert pending is None  # not left in the centre's 待审核 card for someone to grant to 市场监管所
+    assert any("延期 3 个工作日的申请" in note and "市场监管所" in note for note, _ in w.events(appeal_id, "noted"))
+    # 市场监管所, now handling it, asks for its own time (it was told “已有待审批的延期申请”).
+    mkt = Actor("staff", market.id, role="dept", name="市场所李科", department="市场监管所")
+    w.act(appeal_id, "request_extension", now=at(2025, 11, 4, 15, 0), actor=mkt, working_days=2, reason="需现场核查")
+    with session_scope() as s:
+        assert s.scalar(select(services.AppealExtension.status).where(
+            services.AppealExtension.appeal_id == appeal_id).order_by(services.AppealExtension.id.desc()).limit(1)) \
+            == "pending"

@@ -1282,6 +1282,7 @@ def act_assign(session, actor, appeal, data, now):
         _check_department(session, department, "department")
     _check_handler(handler, appeal, department)
     old, old_handler = appeal.department, appeal.handler_id
+    holder = old if given_out(session, appeal) else CENTRE  # who asked for any 延期 still waiting
     appeal.department = appeal.given_to = department
     if handler is not None:
         appeal.handler_id = handler.id
@@ -1294,6 +1295,8 @@ def act_assign(session, actor, appeal, data, now):
     note = data.get("note") or f"交办至{department}"
     public_note = _for_enterprise(data, f"交办至{department}")
     settled = _settle_returns(session, actor, appeal, department, now) if department != old else []
+    if department != holder:
+        _settle_extensions(session, appeal, holder, department, now)
     newly = department != old
     if appeal.status in (S.ASSIGNED, S.PENDING_ENTERPRISE):
         if appeal.status == S.PENDING_ENTERPRISE:
@@ -1330,6 +1333,19 @@ def _settle_returns(session: Session, actor: Actor, appeal: Appeal, department: 
         _event(session, appeal, actor, "return_settled", at=now, note=f"{ret.department}的退单申请随交办至{department}办结",
                return_id=ret.id)  # staff only: the enterprise's timeline shows the 交办
     return settled
+
+
+def _settle_extensions(session: Session, appeal: Appeal, holder: str, department: str, now: datetime) -> None:
+    """交办 to another department ends the 延期 its old holder asked for and the centre has not decided: it was the
+    old holder's estimate of its own work. Left pending, it stayed in the centre's 待审核 card, granted it moved the
+    new department's deadline on a reason not its own (and told it of a 延期 it never asked for), and the new
+    department's own request was refused (“已有待审批的延期申请”)."""
+    for ext in session.scalars(select(AppealExtension).where(AppealExtension.appeal_id == appeal.id,
+                                                             AppealExtension.status == "pending")):
+        ext.status, ext.decided_by, ext.decided_at = "rejected", "system", now
+        _event(session, appeal, SYSTEM, "noted", at=now, request_id=ext.id,
+               note=f"{holder}延期 {ext.working_days} 个工作日的申请随之结束（诉求已交办至{department}，"
+               f"如仍需延期由{department}申请）")
 
 
 def act_start(session, actor, appeal, data, now):
