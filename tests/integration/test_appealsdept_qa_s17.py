@@ -88,3 +88,26 @@ def test_a_pending_extension_of_the_returning_department_ends_with_the_reroute(w
         assert s.scalar(select(services.AppealExtension.status).where(
             services.AppealExtension.appeal_id == appeal_id).order_by(services.AppealExtension.id.desc()).limit(1)) \
             == "pending"
+
+
+# --- 3. the 办不成事 window is told its task's result goes to the enterprise --------------------------------
+
+def test_the_escalation_task_form_says_its_result_is_sent_to_the_enterprise(w, client, console_login):  # noqa: F811
+    monday = at(2025, 11, 3, 10, 0)
+    appeal_id = w.submit(monday)
+    w.act(appeal_id, "accept", now=monday)
+    w.act(appeal_id, "assign", now=monday, department="税务所")
+    w.act(appeal_id, "coordinate", now=monday, actor=_dept(w.tax),
+          tasks=[{"department": services.ESCALATION_OWNER, "description": "请协助协调", "working_days": 2}])
+    with session_scope() as s:
+        services.escalate(s, w.actor, services.get_appeal(s, appeal_id, w.actor, lock=True), reason="跑了三次没办成",
+                          now=monday)
+    console_login(w.window)
+    page = client.get(f"/console/appeals/{appeal_id}").get_data(as_text=True)
+    rows = page.split('id="task-table"', 1)[1].split("</table>", 1)[0].split("<tr>")
+    escalation = next(r for r in rows if "办不成事：跑了三次没办成" in r)
+    coordination = next(r for r in rows if "请协助协调" in r)
+    # The window's answer is sent to the enterprise word for word (“处理结果：…”): the form says so, and where
+    # internal remarks go; a 会办 result stays with staff and its form does not say it is sent.
+    assert "将发送给企业" in escalation and "备注" in escalation
+    assert "将发送给企业" not in coordination and 'name="result"' in coordination
