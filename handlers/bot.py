@@ -168,13 +168,35 @@ ACTIVITY_LIST_LIMIT = 5
 MY_REGISTRATION_WORDS = ("我的报名", "我报名的活动", "我的活动", "报名记录")
 NO_ACTIVITY = ("最近暂时没有可以报名的活动。可以在小程序“白领活动”里订阅感兴趣的类别，新活动发布时会第一时间通知您～")
 _WEEKDAYS = "一二三四五六日"
+_DAY_WORDS = {0: "今天", 1: "明天", 2: "后天"}  # as the reminders say it (activities.jobs._day_word)
+# A passive reply is cut at 2048 bytes (WECHAT.md): five 100-character titles with long addresses lost items 4 and 5
+# and the “回复序号” line, while “4” and “5” still picked them. A list line keeps this much; the detail has all.
+LIST_TITLE_CHARS = 30
+LIST_PLACE_CHARS = 20
+MORE_ACTIVITIES = "\n还有 {n} 个可以报名的活动没有列出，请到小程序“白领活动”查看全部。"
+MORE_REGISTRATIONS = "\n还有 {n} 个报名没有列出，请到小程序“我的报名”查看全部。"
+# A follower never logged in to the mini-program (their row is the placeholder “oa:…”): registrations are made in the
+# mini-program, under a login the chat cannot see yet; “您目前没有报名的活动” told someone registered there they were not.
+REGISTRATIONS_NOT_LINKED = ("公众号这边暂时看不到您在小程序里的报名（您还没有用这个微信登录过小程序）。请打开小程序“我的报名”查看；"
+                            "登录小程序后，在这里回复“我的报名”也能查到。想看近期可以报名的活动，回复“活动”。")
 
 
 def _when(value) -> str:
+    """“12月8日（明天）19:00”, “12月12日（周六）12:00”: the Shanghai calendar, 今天 / 明天 / 后天 where it is one of
+    them (someone reading at lunch had to work out that “（周二）” was tomorrow)."""
     from wxapp_backend.activities.services import SHANGHAI
+    from wxapp_backend.db import utcnow
 
     local = value.astimezone(SHANGHAI)
-    return f"{local.month}月{local.day}日（周{_WEEKDAYS[local.weekday()]}）{local:%H:%M}"
+    day = _DAY_WORDS.get((local.date() - utcnow().astimezone(SHANGHAI).date()).days,
+                         f"周{_WEEKDAYS[local.weekday()]}")
+    return f"{local.month}月{local.day}日（{day}）{local:%H:%M}"
+
+
+def _short(text: str, chars: int) -> str:
+    """`text` cut to `chars` characters (marked), for one line of a list."""
+    text = " ".join((text or "").split())
+    return text if len(text) <= chars else text[:chars - 1] + "…"
 
 
 def activity_text(user_id: int | None = None, *, category: str | None = None, title: str | None = None,
@@ -189,22 +211,26 @@ def activity_text(user_id: int | None = None, *, category: str | None = None, ti
 def activity_list(user_id: int | None = None, *, category: str | None = None, title: str | None = None,
                   label: str = "") -> tuple[str, list[int]]:
     """`activity_text` and the ids of the activities it numbered (a number replied next picks one of them)."""
-    from wxapp_backend.activities.services import open_for_registration
+    from wxapp_backend.activities.services import open_for_registration_and_rest
     from wxapp_backend.db import session_scope
 
     try:
         with session_scope() as s:
             lines, ids = [], []
-            found = open_for_registration(s, ACTIVITY_LIST_LIMIT, user_id=user_id, category=category, title=title)
+            found, rest = open_for_registration_and_rest(s, ACTIVITY_LIST_LIMIT, user_id=user_id, category=category,
+                                                         title=title)
             for i, (a, left) in enumerate(found, 1):
                 seats = f"剩 {left} 个名额" if left > 0 else ("已满，可候补" if a.waitlist_enabled else "已满")
-                place = f"，{a.place}" if a.place else ""  # the building too: the address is often a room in it
-                lines.append(f"{i}. {a.title}：{_when(a.starts_at)}{place}（{seats}）")
+                # the building too: the address is often a room in it
+                place = f"，{_short(a.place, LIST_PLACE_CHARS)}" if a.place else ""
+                lines.append(f"{i}. {_short(a.title, LIST_TITLE_CHARS)}：{_when(a.starts_at)}{place}（{seats}）")
                 ids.append(a.id)
     except Exception:  # noqa: BLE001 - the lookup is a convenience: point to the mini-program instead
         log.exception("activity lookup failed")
         return ACTIVITY_TEXT, []
     pick = _pick_hint(len(ids))
+    if rest:
+        lines.append(MORE_ACTIVITIES.format(n=rest))
     if label:
         if not lines:
             return NO_ACTIVITY_OF.format(label=label), []
@@ -221,6 +247,7 @@ def _pick_hint(n: int) -> str:
 
 
 ACTIVITY_GONE = "这个活动已经下线了，回复“活动”看看近期可以报名的活动。"
+ACTIVITY_CANCELLED = "这个活动已经取消了，不能报名（报过名的会收到取消通知）。回复“活动”看看近期其他可以报名的活动。"
 DESCRIPTION_CHARS = 150
 OTHER_ITEMS = "\n\n（想看刚才列出的其他{what}，回复 {numbers}）"
 
@@ -228,7 +255,7 @@ OTHER_ITEMS = "\n\n（想看刚才列出的其他{what}，回复 {numbers}）"
 def activity_detail_text(activity_id: int, user_id: int | None) -> str:
     """One activity picked from a numbered list (“活动”, “报名午间一小时”, “我的报名”): time, place, seats, what it is,
     the user's own registration, and how to register (in the mini-program)."""
-    from wxapp_backend.activities.models import STATUS_LABELS
+    from wxapp_backend.activities.models import STATUS_LABELS, ActivityStatus
     from wxapp_backend.activities.services import SHANGHAI, chat_detail
     from wxapp_backend.db import session_scope
 
@@ -239,9 +266,13 @@ def activity_detail_text(activity_id: int, user_id: int | None) -> str:
         a, taken, queued, own, why = found
         ends = a.ends_at.astimezone(SHANGHAI)
         same_day = ends.date() == a.starts_at.astimezone(SHANGHAI).date()
-        lines = [f"【{a.title}】", f"时间：{_when(a.starts_at)} - {f'{ends:%H:%M}' if same_day else _when(a.ends_at)}"]
+        cancelled = a.status == ActivityStatus.CANCELLED.value
+        lines = [f"【{a.title}】" + ("（已取消）" if cancelled else ""),
+                 f"时间：{_when(a.starts_at)} - {f'{ends:%H:%M}' if same_day else _when(a.ends_at)}"]
         if a.place:
             lines.append(f"地点：{a.place}")
+        if cancelled:  # picked from a list shown before staff cancelled it: no seats, no “报名方法”
+            return "\n".join(lines) + "\n\n" + ACTIVITY_CANCELLED
         left = a.capacity - taken
         if left > 0:
             lines.append(f"名额：剩 {left} 个（共 {a.capacity} 个）")
@@ -386,7 +417,12 @@ def my_registrations_text(user_id: int | None) -> str:
 def my_registrations_list(user_id: int | None) -> tuple[str, list[int]]:
     """`my_registrations_text` and the ids of the activities it numbered."""
     from wxapp_backend.activities.models import STATUS_LABELS, RegStatus
-    from wxapp_backend.activities.services import WAITLIST_MISSED, upcoming_registrations_with_ids
+    from wxapp_backend.activities.services import (
+        WAITLIST_MISSED,
+        upcoming_registrations_count,
+        upcoming_registrations_with_ids,
+    )
+    from wxapp_backend.auth.linking import never_logged_in
     from wxapp_backend.db import session_scope, utcnow
 
     def label(status: str, starts) -> str:
@@ -399,10 +435,16 @@ def my_registrations_list(user_id: int | None) -> tuple[str, list[int]]:
         return "您目前没有报名的活动。" + ACTIVITY_TEXT, []
     with session_scope() as s:
         rows = upcoming_registrations_with_ids(s, user_id, ACTIVITY_LIST_LIMIT)
-        lines = [f"{i}. {title}：{_when(starts)}（{label(status, starts)}）"
+        lines = [f"{i}. {_short(title, LIST_TITLE_CHARS)}：{_when(starts)}（{label(status, starts)}）"
                  for i, (_id, title, starts, status) in enumerate(rows, 1)]
+        rest = upcoming_registrations_count(s, user_id) - len(rows) if len(rows) == ACTIVITY_LIST_LIMIT else 0
+        unlinked = not rows and never_logged_in(s, user_id)
+    if unlinked:
+        return REGISTRATIONS_NOT_LINKED, []
     if not lines:
         return "您目前没有报名的活动。回复“活动”看看近期有哪些可以报名。", []
+    if rest > 0:
+        lines.append(MORE_REGISTRATIONS.format(n=rest))
     return ("您报名的活动：\n" + "\n".join(lines) + "\n\n" + _pick_hint(len(rows))
             + "取消报名、出示签到码请到小程序“我的报名”。"), [row[0] for row in rows]
 

@@ -1494,23 +1494,32 @@ def open_for_registration(session: Session, limit: int = 5, *, user_id: int | No
     """The next published activities still taking registrations, soonest first, with their seats left (the chat's
     “活动”). With `user_id`, only those that user may register for (the registration's own `ineligibility`);
     `category` (a key of CATEGORIES) or `title` (words of the title) narrow the list further."""
+    return open_for_registration_and_rest(session, limit, user_id=user_id, category=category, title=title)[0]
+
+
+def open_for_registration_and_rest(session: Session, limit: int = 5, *, user_id: int | None = None,
+                                   category: str | None = None, title: str | None = None
+                                   ) -> tuple[list[tuple[Activity, int]], int]:
+    """`open_for_registration` and how many more there are beyond `limit` (the chat says so: five listed out of
+    eight read as all there is)."""
     now = utcnow()
-    query = select(Activity).where(
-        Activity.status == ActivityStatus.PUBLISHED.value, Activity.starts_at > now,
-        or_(Activity.registration_opens_at.is_(None), Activity.registration_opens_at <= now),
-        or_(Activity.registration_closes_at.is_(None), Activity.registration_closes_at > now))
+    where = [Activity.status == ActivityStatus.PUBLISHED.value, Activity.starts_at > now,
+             or_(Activity.registration_opens_at.is_(None), Activity.registration_opens_at <= now),
+             or_(Activity.registration_closes_at.is_(None), Activity.registration_closes_at > now)]
     if category:
-        query = query.where(Activity.category == category)
+        where.append(Activity.category == category)
     if title:
-        query = query.where(Activity.title.contains(title, autoescape=True))
-    query = query.order_by(Activity.starts_at, Activity.id)
+        where.append(Activity.title.contains(title, autoescape=True))
+    query = select(Activity).where(*where).order_by(Activity.starts_at, Activity.id)
     user = session.get(User, user_id) if user_id is not None else None
     if user is None:
         rows = list(session.scalars(query.limit(limit)).unique().all())
+        total = session.scalar(select(func.count(Activity.id)).where(*where)) or 0
     else:
-        rows = [a for a in session.scalars(query.limit(_ELIGIBLE_SCAN)).unique().all()
-                if ineligibility(a, user) is None][:limit]
-    return [(a, a.capacity - seats_taken(session, a.id)) for a in rows]
+        eligible = [a for a in session.scalars(query.limit(_ELIGIBLE_SCAN)).unique().all()
+                    if ineligibility(a, user) is None]
+        rows, total = eligible[:limit], len(eligible)
+    return [(a, a.capacity - seats_taken(session, a.id)) for a in rows], max(0, total - len(rows))
 
 
 _UPCOMING = (RegStatus.CONFIRMED.value, RegStatus.PENDING_APPROVAL.value, RegStatus.WAITLISTED.value,
@@ -1528,8 +1537,18 @@ def upcoming_registrations_with_ids(session: Session, user_id: int, limit: int =
     return [tuple(r) for r in session.execute(
         select(Activity.id, Activity.title, Activity.starts_at, Registration.status)
         .join(Activity, Activity.id == Registration.activity_id)
-        .where(Registration.user_id == user_id, Registration.status.in_(_UPCOMING), Activity.ends_at > utcnow())
+        .where(*_upcoming_where(user_id))
         .order_by(Activity.starts_at, Activity.id).limit(limit))]
+
+
+def upcoming_registrations_count(session: Session, user_id: int) -> int:
+    """How many registrations `upcoming_registrations` would list without a limit."""
+    return session.scalar(select(func.count(Registration.id)).join(Activity, Activity.id == Registration.activity_id)
+                          .where(*_upcoming_where(user_id))) or 0
+
+
+def _upcoming_where(user_id: int) -> tuple:
+    return Registration.user_id == user_id, Registration.status.in_(_UPCOMING), Activity.ends_at > utcnow()
 
 
 def chat_detail(session: Session, activity_id: int, user_id: int | None = None

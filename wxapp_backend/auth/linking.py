@@ -54,6 +54,13 @@ def is_placeholder(user: User) -> bool:
     return (user.openid or "").startswith(PLACEHOLDER_PREFIX)
 
 
+def never_logged_in(session: Session, user_id: int) -> bool:
+    """Whether `user_id` is a follower's placeholder row: no mini-program login joined to it (yet), so nothing done
+    in the mini-program (registrations, appeals filed there) is under it."""
+    user = session.get(User, user_id)
+    return user is not None and is_placeholder(user)
+
+
 def valid_unionid(value: Any) -> str | None:
     """The unionid of a WeChat answer, or None when it has none (or something that is not one)."""
     return value if isinstance(value, str) and _UNIONID.fullmatch(value) else None
