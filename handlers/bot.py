@@ -181,6 +181,19 @@ REGISTRATIONS_NOT_LINKED = ("公众号这边暂时看不到您在小程序里的
                             "登录小程序后，在这里回复“我的报名”也能查到。想看近期可以报名的活动，回复“活动”。")
 
 
+# “更多” / “下一页” just after a list of activities: it went to the knowledge base (“这个问题我还没学会”, a row in staff's
+# queue of unanswered questions). The chat lists ACTIVITY_LIST_LIMIT at a time; the rest are in the mini-program.
+MORE_WORDS = ("更多", "更多活动", "查看更多", "看更多", "还有吗", "还有呢", "还有别的吗", "下一页", "下一批",
+              "全部活动", "其他活动", "别的活动")
+MORE_AFTER_LIST = (f"聊天里一次最多列出 {ACTIVITY_LIST_LIMIT} 个，其余的请到小程序“白领活动”（您的报名在“我的报名”）查看全部；"
+                   "刚才列出的，回复序号查看详情。")
+
+
+def _more_after_list(ctx: Context) -> bool:
+    return (ctx.msg.msg_type == "text" and bool(ctx.text) and command_word(ctx.text) in _FOLDED["more"]
+            and kb.shown_list(ctx, "activity") is not None)
+
+
 def _when(value) -> str:
     """“12月8日（明天）19:00”, “12月12日（周六）12:00”: the Shanghai calendar, 今天 / 明天 / 后天 where it is one of
     them (someone reading at lunch had to work out that “（周二）” was tomorrow)."""
@@ -588,6 +601,10 @@ def install_defaults(router: Router, *, middleware: bool = True) -> Router:
     router.text(*THANKS_WORDS, answer=Text(THANKS))
     router.text(*BYE_WORDS, answer=Text(BYE))
 
+    @router.match(_more_after_list)  # not cheap: the list shown is in Redis
+    def on_more_after_list(ctx: Context) -> Reply:
+        return Text(MORE_AFTER_LIST)
+
     @router.match(_sign_up_match)  # not cheap: a title is looked up in the database
     def on_sign_up(ctx: Context) -> Reply:
         return _offered(ctx, sign_up_list(ctx.user_id, ctx.match))
@@ -812,7 +829,8 @@ def _fold(words) -> frozenset[str]:
 
 _FOLDED = {"human": _fold(HUMAN_WORDS), "appeal": _fold(APPEAL_WORDS), "activity": _fold(ACTIVITY_WORDS),
            "menu": _fold(MENU_WORDS), "greeting": _fold(GREETINGS), "thanks": _fold(THANKS_WORDS),
-           "bye": _fold(BYE_WORDS), "my_registrations": _fold(MY_REGISTRATION_WORDS), "nothing": _fold(NOTHING_WORDS)}
+           "bye": _fold(BYE_WORDS), "my_registrations": _fold(MY_REGISTRATION_WORDS), "nothing": _fold(NOTHING_WORDS),
+           "more": _fold(MORE_WORDS)}
 
 
 @functools.cache
