@@ -7,18 +7,12 @@ import re
 
 import pytest
 
+from tests.integration.test_miniapi5_qa_s16 import _json_error as _json_error_s16
 from wxapp_backend.knowledge_store.cli import load_default_if_empty
 
 
-def _chinese(text: str) -> bool:
-    return any("\u4e00" <= ch <= "\u9fff" for ch in text)
-
-
 def _json_error(resp, status: int) -> dict:
-    assert resp.status_code == status, (resp.status_code, resp.get_data(as_text=True)[:300])
-    assert resp.mimetype == "application/json", resp.headers.get("Content-Type")
-    body = resp.get_json()
-    assert set(body) == {"error", "message", "fields"} and _chinese(body["message"]), body
+    body = _json_error_s16(resp, status)
     assert isinstance(body["fields"], dict)
     return body
 

@@ -7,13 +7,12 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import select
 
+from tests.integration.test_staff_wechat_link import _linked, _say
 from wxapp_backend.audit import AuditLog
 from wxapp_backend.db import session_scope
 from wxapp_backend.notices import broadcast, credits
-from wxapp_backend.notices.broadcast_models import StaffTestRecipient
 from wxapp_backend.notices.kinds import get_kind
 from wxapp_backend.notices.models import SubscribeCredit
-from wxapp_backend.wechat.chat import run_chat
 
 SUBSCRIBE = "/cgi-bin/message/subscribe/send"
 
@@ -154,18 +153,6 @@ def test_a_test_that_sent_nothing_does_not_hold_the_window(app_ctx, client, make
 
 
 # --- 3. the staff member's own WeChat binding used for tests ------------------------------------------------------
-
-def _say(app, standin, openid: str, text: str) -> str:
-    out: list[str] = []
-    run_chat(app, "oa", openid, lines=[text], echo=out.append, standin=standin)
-    return "\n".join(line for line in out if line.startswith("店小二>"))
-
-
-def _linked(db, staff) -> int | None:
-    db.expire_all()
-    row = db.get(StaffTestRecipient, staff.id)
-    return row.user_id if row else None
-
 
 def _audits(db, action: str) -> list[AuditLog]:
     db.expire_all()

@@ -9,21 +9,12 @@ from urllib.parse import urlencode
 import pytest
 import requests
 
-from wxapp_backend import create_app
+from tests.api.test_webhook import build
 from wxapp_backend.wechat.chat import make_push, seal_push
 from wxapp_backend.wechat.pipeline import account_from_settings
 
 OA_TOKEN = "qa17token"
 WXA_TOKEN = "qa17wxatoken"
-_apps: dict = {}
-
-
-def build(settings, **overrides):
-    """One app per distinct override set (sharing the session's database and Redis)."""
-    key = repr(sorted((k, repr(v)) for k, v in overrides.items()))
-    if key not in _apps:
-        _apps[key] = create_app(settings.with_overrides(**overrides))
-    return _apps[key]
 
 
 def post(application, name, plain):
