@@ -16,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -247,22 +248,24 @@ class BrowserLog:
         return [u for u in self.requests if urlsplit(u).hostname != "127.0.0.1"]
 
 
-@pytest.fixture
-def browser(chromium_executable: str) -> Iterator[tuple[object, BrowserLog]]:
-    """A page in a fresh headless Chromium profile, and a log of every request, response and console error."""
+@contextmanager
+def chromium_page(executable: str, *, width: int = 1280, prefix: str = "wxapp-e2e-chromium-"
+                  ) -> Iterator[tuple[object, BrowserLog]]:
+    """A page in a fresh headless Chromium profile `width` pixels wide, and a log of every request, response,
+    console error and page error; requests to anything but the loopback are recorded and refused."""
     from playwright.sync_api import sync_playwright
 
     log = BrowserLog()
-    profile = tempfile.mkdtemp(prefix="wxapp-e2e-chromium-")
+    profile = tempfile.mkdtemp(prefix=prefix)
     try:
         with sync_playwright() as pw:
             context = pw.chromium.launch_persistent_context(
                 profile,
-                executable_path=chromium_executable,
+                executable_path=executable,
                 headless=True,
                 args=CHROMIUM_ARGS,
                 locale="zh-CN",
-                viewport={"width": 1280, "height": 800},
+                viewport={"width": width, "height": 800},
                 timeout=30_000,
             )
             try:
@@ -279,11 +282,19 @@ def browser(chromium_executable: str) -> Iterator[tuple[object, BrowserLog]]:
                 context.route("**/*", only_loopback)
                 page = context.pages[0] if context.pages else context.new_page()
                 page.on("console", lambda m: log.console_errors.append(m.text) if m.type == "error" else None)
+                page.on("pageerror", lambda e: log.console_errors.append(f"pageerror: {e}"))
                 yield page, log
             finally:
                 context.close()
     finally:
         shutil.rmtree(profile, ignore_errors=True)
+
+
+@pytest.fixture
+def browser(chromium_executable: str) -> Iterator[tuple[object, BrowserLog]]:
+    """A page in a fresh headless Chromium profile, and a log of every request, response and console error."""
+    with chromium_page(chromium_executable) as opened:
+        yield opened
 
 
 @pytest.fixture

@@ -5,14 +5,12 @@ One live server and one browser for the module; every wait is for a condition (a
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from collections.abc import Iterator
 from urllib.parse import urljoin, urlsplit
 
 import pytest
 
-from tests.e2e.conftest import CHROMIUM_ARGS, BrowserLog
+from tests.e2e.conftest import BrowserLog, chromium_page
 
 pytestmark = pytest.mark.e2e
 
@@ -22,45 +20,14 @@ PHONE = 390
 @pytest.fixture(scope="module")
 def phone(live_server, chromium_executable: str) -> Iterator[tuple[object, BrowserLog]]:
     """One logged-in page, 390px wide, for the whole module, with its console errors and page errors logged."""
-    from playwright.sync_api import sync_playwright
-
-    log = BrowserLog()
-    profile = tempfile.mkdtemp(prefix="wxapp-e2e-s17-")
-    try:
-        with sync_playwright() as pw:
-            context = pw.chromium.launch_persistent_context(
-                profile,
-                executable_path=chromium_executable,
-                headless=True,
-                args=CHROMIUM_ARGS,
-                locale="zh-CN",
-                viewport={"width": PHONE, "height": 800},
-                timeout=30_000,
-            )
-            try:
-                context.set_default_timeout(10_000)
-
-                def only_loopback(route):
-                    if urlsplit(route.request.url).hostname == "127.0.0.1":
-                        route.continue_()
-                    else:
-                        route.abort()
-
-                context.route("**/*", only_loopback)
-                page = context.pages[0] if context.pages else context.new_page()
-                page.on("console", lambda m: log.console_errors.append(m.text) if m.type == "error" else None)
-                page.on("pageerror", lambda e: log.console_errors.append(f"pageerror: {e}"))
-                page.goto(live_server.base_url + "/console/login")
-                page.fill("#username", "admin")
-                page.fill("#password", live_server.admin_password)
-                with page.expect_navigation():
-                    page.click("#login-submit")
-                assert urlsplit(page.url).path == "/console/", page.url
-                yield page, log
-            finally:
-                context.close()
-    finally:
-        shutil.rmtree(profile, ignore_errors=True)
+    with chromium_page(chromium_executable, width=PHONE, prefix="wxapp-e2e-s17-") as (page, log):
+        page.goto(live_server.base_url + "/console/login")
+        page.fill("#username", "admin")
+        page.fill("#password", live_server.admin_password)
+        with page.expect_navigation():
+            page.click("#login-submit")
+        assert urlsplit(page.url).path == "/console/", page.url
+        yield page, log
 
 
 def _flashes(page, role: str) -> list[str]:
