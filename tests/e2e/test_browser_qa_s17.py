@@ -11,6 +11,7 @@ from urllib.parse import urljoin, urlsplit
 import pytest
 
 from tests.e2e.conftest import BrowserLog, chromium_page
+from tests.e2e.test_browser3_qa_s16 import _login
 
 pytestmark = pytest.mark.e2e
 
@@ -21,12 +22,7 @@ PHONE = 390
 def phone(live_server, chromium_executable: str) -> Iterator[tuple[object, BrowserLog]]:
     """One logged-in page, 390px wide, for the whole module, with its console errors and page errors logged."""
     with chromium_page(chromium_executable, width=PHONE, prefix="wxapp-e2e-s17-") as (page, log):
-        page.goto(live_server.base_url + "/console/login")
-        page.fill("#username", "admin")
-        page.fill("#password", live_server.admin_password)
-        with page.expect_navigation():
-            page.click("#login-submit")
-        assert urlsplit(page.url).path == "/console/", page.url
+        _login(page, live_server)
         yield page, log
 
 
