@@ -276,3 +276,17 @@ def test_the_quota_cool_down_is_configurable_and_alerts_once_per_cool_down(state
     assert 590 < wxa.quota_wait("custom_send") <= 600
     assert wxa.quota_wait("subscribe_send") == 0  # each API has its own quota
     assert wxa.send_subscribe("o-user-1", "TPL", {"thing1": "活动"})["errcode"] == 0
+
+
+def test_the_quota_mark_never_reads_longer_than_the_cool_down(state, wxa, standin, monkeypatch):
+    # The mark was written rounded to the millisecond: a 45009 at x.0009 s stored x+600.001, read back (same
+    # instant) as 600.0001 s left, longer than the cool-down itself (CI read 600.00005 once). Truncated now.
+    import wxapp_backend.wechat.client as client
+
+    monkeypatch.setitem(state.settings.extra, "wechat_quota_cooldown", 600)
+    frozen = 1_800_000_000.0009  # a Tuesday morning in China: midnight is hours away
+    monkeypatch.setattr(client.time, "time", lambda: frozen)
+    standin.fail_next(CUSTOM, 45009)
+    with pytest.raises(WeChatAPIError):
+        wxa.send_text("o-user-1", "hi")
+    assert 599.99 < wxa.quota_wait("custom_send") <= 600

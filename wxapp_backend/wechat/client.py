@@ -278,7 +278,9 @@ class WeChatAPI:
         to_midnight = 86400 - (now + CHINA_OFFSET) % 86400
         wait = max(0.05, min(float(self.tuning.get("wechat_quota_cooldown", QUOTA_COOLDOWN)), to_midnight))
         try:
-            first = bool(self.tokens.redis.set(self.quota_key(api), f"{now + wait:.3f}", nx=True,
+            # Truncated to the millisecond: rounded up, the mark read back as longer than the cool-down itself.
+            until = int((now + wait) * 1000) / 1000
+            first = bool(self.tokens.redis.set(self.quota_key(api), f"{until:.3f}", nx=True,
                                                px=int(wait * 1000)))
         except Exception:  # noqa: BLE001 - without Redis every caller alerts: better than none
             first = True
