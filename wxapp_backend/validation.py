@@ -64,6 +64,16 @@ def enterprise_name_problem(name: str) -> str | None:
     return None
 
 
+def building_name_problem(name: str) -> str | None:
+    """Why `name` cannot be a building's name, or None: it stays on one line (a line break split every list, export
+    and reply naming it) and has a word in it (“？？” or “12” was filed, a building nobody finds by name)."""
+    if any(ch in name for ch in "\r\n\t\u2028\u2029"):
+        return "楼宇名称请写在一行里，不要换行"
+    if not any(ch.isalpha() for ch in name):
+        return "楼宇名称应至少有 1 个汉字或字母，如“环球港A座”“1号楼”"
+    return None
+
+
 def strip_invisible(value: str) -> str:
     """`value` without invisible format characters (Unicode category Cf: zero-width space and joiners U+200B-U+200D,
     the word joiner U+2060, a stray BOM U+FEFF, bidi marks and overrides, the soft hyphen). Pasted from a web page,

@@ -661,6 +661,55 @@ def follow_building_to_grid(session: Session, actor: Actor, building: Building, 
     return [a.id for a in moved]
 
 
+def move_to_building(session: Session, actor: Actor, appeals: list[Appeal], building: Building, note: str) -> list[int]:
+    """Open appeals that now belong to another building (their enterprise moved there, or a duplicate building was
+    merged into it) go there, and to the grid team serving it, as a building moved to another grid takes its own
+    along (follow_building_to_grid). Each says so on its (internal) timeline. Returns the ids of those whose grid
+    changed with it."""
+    from ..enterprises.models import Grid
+
+    grid = session.get(Grid, building.grid_id) if building.grid_id is not None else None
+    rerouted = []
+    for appeal in appeals:
+        previous_building, previous_grid = appeal.building_id, appeal.grid_id
+        appeal.building_id = building.id
+        if appeal.grid_id != building.grid_id:
+            appeal.grid_id = building.grid_id
+            appeal.specialist_staff_id = grid.specialist_staff_id if grid is not None else None
+            rerouted.append(appeal.id)
+        _event(session, appeal, actor, "building_changed", note=note, building_id=building.id,
+               previous_building_id=previous_building, grid_id=building.grid_id, previous_grid_id=previous_grid)
+    return rerouted
+
+
+def grid_words(session: Session, grid_id: int | None) -> str:
+    """「第一网格」, or 未划分网格: for the notes and messages that say where something went."""
+    from ..enterprises.models import Grid
+
+    grid = session.get(Grid, grid_id) if grid_id is not None else None
+    return f"「{grid.name}」" if grid is not None else "未划分网格"
+
+
+def follow_enterprise_to_building(session: Session, actor: Actor, enterprise: Enterprise,
+                                  old_building_id: int) -> list[int]:
+    """An enterprise moved to another building takes the open appeals it filed at the old one along (left there,
+    the old building's record and grid team kept a problem of a company no longer in it). Closed ones, and those
+    filed about another building, stay as they are. Returns the ids moved."""
+    new = session.get(Building, enterprise.building_id) if enterprise.building_id is not None else None
+    if new is None or new.id == old_building_id:
+        return []
+    moving = list(session.scalars(select(Appeal).where(
+        Appeal.enterprise_id == enterprise.id, Appeal.building_id == old_building_id,
+        Appeal.status.in_([s.value for s in OPEN])).order_by(Appeal.id)))
+    if not moving:
+        return []
+    old = session.get(Building, old_building_id)
+    note = (f"企业「{enterprise.name}」从「{old.name if old else '原楼宇'}」搬到「{new.name}」，未办结的诉求随企业转到新楼宇"
+            + (f"，由{grid_words(session, new.grid_id)}办理" if old is None or old.grid_id != new.grid_id else ""))
+    move_to_building(session, actor, moving, new, note)
+    return [a.id for a in moving]
+
+
 def follow_grid_specialist(session: Session, grid_id: int, specialist_staff_id: int | None) -> list[int]:
     """A grid's specialist changed: its open appeals name the new one (the old one no longer serves it)."""
     ids = list(session.scalars(select(Appeal.id).where(

@@ -68,6 +68,7 @@ EVENT_LABELS: dict[str, str] = {
     "escalation_overdue": "办不成事超期", "task_overdue": "会办任务超期", "rectification_overdue": "整改任务超期",
     "info_reminded": "提醒企业补充材料", "info_timeout": "未补充材料，继续办理", "staff_notified": "通知部门工作人员",
     "staff_unreachable": "未能提醒工作人员", "grid_changed": "楼宇调整网格",
+    "building_changed": "调整楼宇",
 }
 ACTOR_LABELS: dict[str, str] = {"user": "企业", "staff": "工作人员", "system": "系统"}
 

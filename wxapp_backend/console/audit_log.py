@@ -53,6 +53,7 @@ ACTION_LABELS = {
     "binding.withdrawn": "撤回绑定申请", "binding.ended": "解除企业绑定（本人）", "binding.revoked": "解除企业绑定",
     "binding.removed": "企业删除，绑定随之解除", "binding.merged": "合并企业，绑定随之转移",
     "building.created": "新建楼宇", "building.updated": "修改楼宇", "building.deleted": "删除楼宇",
+    "building.merged": "合并重复楼宇",
     "buildings.imported": "导入楼宇", "demo.seeded": "生成演示数据",
     "enterprise.created": "新建企业", "enterprise.updated": "修改企业", "enterprise.deleted": "删除企业",
     "enterprise.merged": "合并企业", "enterprise.retired": "企业档案并入后留底", "enterprises.imported": "导入企业",

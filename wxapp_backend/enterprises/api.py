@@ -118,6 +118,34 @@ def create_building():
         return jsonify(building.to_dict()), 201
 
 
+@bp.delete("/staff/buildings/<int:building_id>")
+@staff_api_required(StaffRole.ADMIN)
+@doc("删除楼宇档案（还登记着企业、有未关闭的诉求、是将要举办的活动地点或推送范围的楼宇不能删除，重复建档请合并）",
+     auth="staff", tags=["楼宇"], responses={204: "已删除", 404: "不存在", 409: "楼宇还在使用，说明里写明是哪些"})
+def delete_building(building_id: int):
+    with session_scope() as s:
+        services.delete_building(s, current_actor(), building_id)
+    return "", 204
+
+
+@bp.post("/staff/buildings/<int:building_id>/merge")
+@staff_api_required(StaffRole.ADMIN)
+@doc("把重复的楼宇档案（按编号或名称指定）合并到本楼宇：企业、用户、诉求、活动地点和推送范围随之转移，未办结的诉求转由本楼宇的"
+     "网格办理，重复的楼宇档案删除；在其他网格的楼宇须传 confirm_grid=true", body=services.BUILDING_MERGE_FIELDS,
+     auth="staff", tags=["楼宇"],
+     responses={200: "保留的楼宇档案，merged 为合并的记录（counts 各类数量）", 404: "不存在",
+                409: "两栋楼宇网格不同，未确认（error=grid_differs）", 422: "不能合并（同一栋楼宇等）"})
+def merge_building(building_id: int):
+    data = parse(services.BUILDING_MERGE_FIELDS)
+    with session_scope() as s:
+        services.get_building(s, building_id)
+        duplicate = services.find_building(s, data["duplicate"], other_than=building_id)
+        done = services.merge_buildings(s, current_actor(), building_id, duplicate.id,
+                                        confirm_grid=data["confirm_grid"])
+        kept = services.get_building(s, building_id)
+        return jsonify({**kept.to_dict(), "merged": done})
+
+
 @bp.get("/staff/grids")
 @staff_api_required(StaffRole.DEPT)
 @doc("网格列表（含楼宇数）", auth="staff", tags=["网格"])

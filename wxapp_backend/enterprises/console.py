@@ -320,12 +320,14 @@ def _buildings_page(args: dict[str, Any], **extra):
 def _building_form(building=None, values=None, status: int = 200, **extra):
     with session_scope() as s:
         grids = [gr for gr, _n in services.list_grids(s)]
+        # the other buildings, for an admin's merge of a duplicate into this one
+        others = [b for b, _n in services.list_buildings(s) if building is None or b.id != building.id]
     if values is None and building is not None:
         values = {f.name: getattr(building, f.name) for f in services.BUILDING_FIELDS}
     if building is not None and building.updated_at is not None:
         extra.setdefault("stamp", building.updated_at.isoformat())  # the version the edit is made on
     return render_template("console/enterprises/building_form.html", building=building, values=values or {},
-                           grids=grids, **extra), status
+                           grids=grids, others=others, **extra), status
 
 
 @bp.route("/buildings/new", methods=["GET", "POST"])
@@ -366,6 +368,34 @@ def building_delete(building_id: int):
         return _buildings_page(_listed_args(".buildings", BUILDING_FILTERS), delete_error=exc.message), 409
     flash(f"已删除楼宇「{name}」。")
     return redirect(_back_to_list(".buildings"))
+
+
+@bp.post("/buildings/<int:building_id>/merge")
+@console_required(StaffRole.ADMIN)
+def building_merge(building_id: int):
+    """Merge a duplicate building (chosen from the list, or named by number or name) into this one."""
+    with session_scope() as s:
+        building = services.get_building(s, building_id)  # this one itself gone: the ordinary 404 page
+    ref = (request.form.get("duplicate") or "").strip()
+    confirm = request.form.get("confirm_grid") or False
+    try:
+        data = validate({"duplicate": ref, "confirm_grid": confirm}, services.BUILDING_MERGE_FIELDS)
+        with session_scope() as s:
+            duplicate = services.find_building(s, data["duplicate"], other_than=building_id)
+            done = services.merge_buildings(s, current_actor(), building_id, duplicate.id,
+                                            confirm_grid=data["confirm_grid"])
+    except AppError as exc:
+        if exc.status == 403:
+            raise
+        return _building_form(building, merge_error=exc.message, merge_ref=ref,
+                              merge_needs_grid=exc.code == "grid_differs", status=exc.status)
+    counts = done["counts"]
+    what = "、".join(f"{counts[k]} {unit}" for k, unit in (("enterprises", "家企业"), ("appeals", "件诉求"),
+                                                            ("activities", "场活动"), ("users", "位用户"))
+                    if counts[k])
+    flash(f"已把楼宇「{done['duplicate_name']}」合并到「{done['kept_name']}」{f'，{what}随之转过来' if what else ''}；"
+          "重复的楼宇档案已删除。")
+    return redirect(url_for(".building_edit", building_id=building_id))
 
 
 @bp.route("/buildings/import", methods=["GET", "POST"])

@@ -540,7 +540,8 @@ def _import_enterprises(session: Session, actor: Actor, body, colmap, report: Im
             for k, v in values.items():
                 setattr(current, k, v)
             report.updated += 1
-            audit(session, actor, "enterprise.updated", current, via="import", changes=changes)
+            audit(session, actor, "enterprise.updated", current, via="import", changes=changes,
+                  **services.enterprise_moved(session, actor, current, changes))
         else:
             report.unchanged += 1
     _flush(session)

@@ -20,7 +20,14 @@ from ..auth.models import BINDING_LABELS, BindingState, StaffUser, User, UserRol
 from ..edits import StaleEdit as StaleEdit  # re-exported: the console catches services.StaleEdit
 from ..edits import locked_for_edit, refuse_stale
 from ..errors import AppError, Conflict, NotFound, ValidationError
-from ..validation import Field, credit_code_problem, enterprise_name_problem, strip_invisible, validate
+from ..validation import (
+    Field,
+    building_name_problem,
+    credit_code_problem,
+    enterprise_name_problem,
+    strip_invisible,
+    validate,
+)
 from .models import (
     NOTE_BINDING_PENDING,
     NOTE_BINDING_REJECTED,
@@ -59,7 +66,7 @@ GRID_FIELDS = (
 )
 
 BUILDING_FIELDS = (
-    Field("name", "str", "楼宇名称", required=True, max_len=100),
+    Field("name", "str", "楼宇名称", required=True, max_len=100, check=building_name_problem),
     Field("address", "str", "地址", max_len=200),
     Field("grid_id", "int", "所属网格", min=1),
     Field("note", "text", "备注", max_len=2000),
@@ -402,21 +409,47 @@ def _activities_held_in(session: Session, building_id: int) -> list[str]:
         Activity.ends_at > utcnow()).order_by(Activity.starts_at))]
 
 
-def delete_building(session: Session, actor: Actor, building_id: int) -> None:
-    """Delete a building that no longer houses any enterprise on file."""
-    building = get_building(session, building_id)
+def _building_in_use(session: Session, building: Building) -> str | None:
+    """Why the building cannot be deleted yet, naming everything that still hangs off it and what to do (all at
+    once: one reason at a time sent staff back and forth), or None."""
+    from ..appeals.models import Appeal
+    from ..appeals.states import TERMINAL
+
+    found: list[str] = []
+    todo: list[str] = []
     n = session.scalar(select(func.count(Enterprise.id)).where(Enterprise.building_id == building.id,
                                                                Enterprise.retired_at.is_(None))) or 0
     if n:
-        raise Conflict(f"楼宇「{building.name}」里还登记着 {n} 家企业，请先调整这些企业的楼宇再删除。")
-    using = _audiences_naming(session, building.id)
-    if using:
-        raise Conflict(f"楼宇「{building.name}」还是{'、'.join(using[:3])}{'等' if len(using) > 3 else ''}的推送或报名范围，"
-                       "请先调整这些范围再删除。")
+        found.append(f"还登记着 {n} 家企业")
+        todo.append("把这些企业调整到其他楼宇（它们未办结的诉求会随企业转过去）")
+    # Not yet closed, rejected or withdrawn: still handled (or awaiting the rating, which may reopen it), and the
+    # building is where the problem is (the database would clear it silently).
+    numbers = list(session.scalars(select(Appeal.number).where(
+        Appeal.building_id == building.id, Appeal.status.not_in([s.value for s in TERMINAL])).order_by(Appeal.id)))
+    if numbers:
+        found.append(f"还有 {len(numbers)} 件未关闭的诉求（{'、'.join(numbers[:3])}{'等' if len(numbers) > 3 else ''}）")
+        todo.append("等这些诉求关闭")
     held = _activities_held_in(session, building.id)
     if held:
-        raise Conflict(f"{'、'.join(held[:3])}{'等' if len(held) > 3 else ''}还要在楼宇「{building.name}」举办，"
-                       "请先修改活动地点再删除。")
+        found.append(f"还是{'、'.join(held[:3])}{'等' if len(held) > 3 else ''}的举办地点")
+        todo.append("修改活动地点")
+    using = _audiences_naming(session, building.id)
+    if using:
+        found.append(f"还是{'、'.join(using[:3])}{'等' if len(using) > 3 else ''}的推送或报名范围")
+        todo.append("调整这些范围")
+    if not found:
+        return None
+    return (f"楼宇「{building.name}」{'，'.join(found)}，现在不能删除。如果它是另一栋楼宇的重复建档，请管理员打开保留的那栋"
+            f"楼宇的编辑页，用「合并重复楼宇」把它合并过去，这些会一并转过去；否则请先{'、'.join(todo)}，再删除。")
+
+
+def delete_building(session: Session, actor: Actor, building_id: int) -> None:
+    """Delete a building nothing current hangs off any more: no enterprise on file, no appeal still open, no
+    activity to come held in it or meant for it, no draft notice for it (a duplicate is merged instead)."""
+    building = get_building(session, building_id)
+    problem = _building_in_use(session, building)
+    if problem:
+        raise Conflict(problem)
     # Users who picked this building keep their account; the database clears their building.
     cleared = list(session.scalars(select(User.id).where(User.building_id == building.id).order_by(User.id)))
     from ..activities.models import Activity
@@ -429,6 +462,129 @@ def delete_building(session: Session, actor: Actor, building_id: int) -> None:
                            cleared_enterprises=(Enterprise.id, Enterprise.building_id == building.id)))
     session.delete(building)
     session.flush()
+
+
+BUILDING_MERGE_FIELDS = (
+    Field("duplicate", "str", "重复楼宇的编号或名称", required=True, max_len=100),
+    # The duplicate is in another grid: its open appeals go to the kept building's grid team, said and confirmed.
+    Field("confirm_grid", "bool", "确认以保留楼宇的网格为准", default=False),
+)
+
+
+def find_building(session: Session, ref: str, *, other_than: int | None = None) -> Building:
+    """The building named by its number (id) or its name, written as on file or another way (blanks, width, case);
+    `other_than` is skipped when a name is read (the kept building's own name written another way)."""
+    ref = strip_invisible(ref).strip()
+    if ref.isascii() and ref.isdigit():
+        found = session.get(Building, int(ref))
+        if found is not None:
+            return found
+    exact = session.scalar(select(Building).where(Building.name == ref).limit(1))
+    if exact is not None:
+        return exact
+    key = place_name_key(ref)
+    for bid, name in session.execute(select(Building.id, Building.name).order_by(Building.id)):
+        if bid != other_than and place_name_key(name) == key:
+            return session.get(Building, bid)
+    raise NotFound(f"没有找到要合并的楼宇「{ref}」，它可能已被合并或删除；请检查编号或名称。",
+                   fields={"duplicate": "楼宇不存在"})
+
+
+def _move_audiences(session: Session, duplicate_id: int, keep_id: int) -> dict[str, list[int]]:
+    """Activities and notices whose audience lists the duplicate (a JSON list, no foreign key) list the kept building
+    instead, each once: {"activity_audiences": [ids], "notice_audiences": [ids]} (those changed)."""
+    from ..activities.models import Activity
+    from ..notices.broadcast_models import Notice
+
+    def swapped(ids: list | None) -> list | None:
+        if duplicate_id not in (ids or []):
+            return None
+        out: list = []
+        for b in ids or []:
+            b = keep_id if b == duplicate_id else b
+            if b not in out:
+                out.append(b)
+        return out
+
+    moved: dict[str, list[int]] = {}
+    for activity in session.scalars(select(Activity).order_by(Activity.id)):
+        ids = swapped(activity.audience_building_ids)
+        if ids is not None:
+            activity.audience_building_ids = ids
+            moved.setdefault("activity_audiences", []).append(activity.id)
+    for notice in session.scalars(select(Notice).order_by(Notice.id)):
+        ids = swapped((notice.audience or {}).get("building_ids"))
+        if ids is not None:
+            notice.audience = {**notice.audience, "building_ids": ids}
+            moved.setdefault("notice_audiences", []).append(notice.id)
+    return moved
+
+
+def merge_buildings(session: Session, actor: Actor, keep_id: int, duplicate_id: int, *,
+                    confirm_grid: bool = False) -> dict[str, Any]:
+    """Merge a duplicate building (“环球港 A座” beside “环球港A座”) into the one kept: its enterprises, users,
+    appeals, activities (venue and audience) and notice audiences move over, its open appeals go to the kept
+    building's grid team with a timeline row each, and the duplicate is deleted; one audit row with the counts.
+    A duplicate in another grid is merged only with `confirm_grid` (the kept building's grid wins). All of it in
+    the caller's transaction: an error leaves nothing half moved. Returns the audit row's data."""
+    from ..activities.models import Activity
+    from ..appeals.models import Appeal
+    from ..appeals.services import grid_words, move_to_building
+    from ..appeals.states import OPEN
+
+    if keep_id == duplicate_id:
+        raise ValidationError("不能把同一栋楼宇合并到它自己，请选择另一栋重复建档的楼宇。",
+                              fields={"duplicate": "不能是同一栋楼宇"})
+    # Both rows locked in id order: two admins merging the same pair the other way round cannot both win.
+    rows = {b.id: b for b in session.scalars(
+        select(Building).where(Building.id.in_([keep_id, duplicate_id])).order_by(Building.id)
+        .with_for_update(of=Building).execution_options(populate_existing=True))}
+    keep, dup = rows.get(keep_id), rows.get(duplicate_id)
+    if keep is None:
+        raise NotFound("没有找到这栋楼宇，可能已被删除。")
+    if dup is None:
+        raise NotFound("没有找到要合并的楼宇，它可能已被合并或删除。", fields={"duplicate": "楼宇不存在"})
+    regridded = dup.grid_id is not None and dup.grid_id != keep.grid_id
+    if regridded and not confirm_grid:
+        raise Conflict(f"「{dup.name}」属于{grid_words(session, dup.grid_id)}，「{keep.name}」属于"
+                       f"{grid_words(session, keep.grid_id)}。合并后以「{keep.name}」的网格为准：「{dup.name}」的企业和"
+                       f"未办结的诉求转由{grid_words(session, keep.grid_id)}服务。确认无误请勾选“以保留楼宇的网格为准”"
+                       "后再合并。", code="grid_differs", fields={"confirm_grid": "请确认以保留楼宇的网格为准"})
+    moved: dict[str, list[int]] = {}
+    for model, key in ((Enterprise, "enterprises"), (User, "users"), (Activity, "activities")):
+        ids = list(session.scalars(select(model.id).where(model.building_id == dup.id).order_by(model.id)))
+        if ids:
+            session.execute(update(model).where(model.id.in_(ids)).values(building_id=keep.id)
+                            .execution_options(synchronize_session=False))
+            moved[key] = ids
+    appeal_ids = list(session.scalars(select(Appeal.id).where(Appeal.building_id == dup.id).order_by(Appeal.id)))
+    still_open = list(session.scalars(select(Appeal).where(
+        Appeal.building_id == dup.id, Appeal.status.in_([s.value for s in OPEN])).order_by(Appeal.id)))
+    note = (f"楼宇「{dup.name}」是「{keep.name}」的重复建档，已合并，诉求随之转到「{keep.name}」"
+            + (f"，由{grid_words(session, keep.grid_id)}办理" if regridded else ""))
+    rerouted = move_to_building(session, actor, still_open, keep, note)
+    if appeal_ids:
+        # the closed ones keep the grid that handled them; their building is the one that carries on
+        session.execute(update(Appeal).where(Appeal.building_id == dup.id).values(building_id=keep.id)
+                        .execution_options(synchronize_session=False))
+        moved["appeals"] = appeal_ids
+    moved.update(_move_audiences(session, dup.id, keep.id))
+    session.flush()
+    data: dict[str, Any] = {
+        "duplicate_id": dup.id, "duplicate_name": dup.name, "kept_name": keep.name,
+        "counts": {k: len(moved.get(k, [])) for k in ("enterprises", "appeals", "activities", "activity_audiences",
+                                                      "notice_audiences", "users")},
+        "moved": moved,
+    }
+    if dup.grid_id != keep.grid_id:
+        data["grid_id"] = [dup.grid_id, keep.grid_id]
+    if rerouted:
+        data["rerouted_appeals"] = rerouted
+    audit(session, actor, "building.merged", keep, **data)
+    session.delete(dup)
+    session.flush()
+    session.expire_all()  # enterprises, users and appeals loaded before the bulk updates follow them
+    return data
 
 
 # --- enterprises ------------------------------------------------------------------------------------
@@ -562,8 +718,23 @@ def update_enterprise(session: Session, actor: Actor, enterprise_id: int, data: 
     _flush(session, f"统一社会信用代码 {enterprise.credit_code} 已登记，请勿重复建档。", "credit_code")
     session.expire(enterprise, ["building"])  # follow a changed building_id
     if changes:
-        audit(session, actor, "enterprise.updated", enterprise, changes=changes)
+        audit(session, actor, "enterprise.updated", enterprise, changes=changes,
+              **enterprise_moved(session, actor, enterprise, changes))
     return enterprise
+
+
+def enterprise_moved(session: Session, actor: Actor, enterprise: Enterprise, changes: Mapping[str, Any]) -> dict[str, Any]:
+    """After a change to an enterprise (`changes` as changed_fields gives them): moved to another building, the open
+    appeals it filed at the old one go along. For its audit row: {"moved_appeals": [ids]}, or {}. Moved out to no
+    building, they stay where the problem was reported."""
+    old, new = changes.get("building_id", (None, None))
+    if old is None or new is None:
+        return {}
+    from ..appeals.services import follow_enterprise_to_building
+
+    with session.no_autoflush:  # an import flushes its rows itself, turning a clash into a line of its report
+        moved = follow_enterprise_to_building(session, actor, enterprise, old)
+    return {"moved_appeals": moved} if moved else {}
 
 
 def delete_enterprise(session: Session, actor: Actor, enterprise_id: int, *,
