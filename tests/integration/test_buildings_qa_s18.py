@@ -254,6 +254,8 @@ def test_the_staff_api_merges_by_id_or_name(client, make_grid, make_building, ma
     assert r.status_code == 404
     r = client.post(f"/api/v1/staff/buildings/{keep.id}/merge", json={}, headers=h)
     assert r.status_code == 422
+    r = client.post(f"/api/v1/staff/buildings/{keep.id}/merge", json={"duplicate": "9" * 25}, headers=h)
+    assert r.status_code == 404, r.get_json()  # a number past any id is no building (was a 500)
     assert "/api/v1/staff/buildings/{building_id}/merge" in client.get("/api/v1/openapi.json").get_json()["paths"]
 
 

@@ -475,7 +475,7 @@ def find_building(session: Session, ref: str, *, other_than: int | None = None) 
     """The building named by its number (id) or its name, written as on file or another way (blanks, width, case);
     `other_than` is skipped when a name is read (the kept building's own name written another way)."""
     ref = strip_invisible(ref).strip()
-    if ref.isascii() and ref.isdigit():
+    if ref.isascii() and ref.isdigit() and len(ref) <= 18:  # past any id (and SQLite's integers): a name, if any
         found = session.get(Building, int(ref))
         if found is not None:
             return found
