@@ -13,7 +13,7 @@ from ..auth.guard import current_actor, current_user_id, staff_api_required, use
 from ..auth.models import StaffRole
 from ..db import session_scope
 from ..errors import AppError, ValidationError
-from ..http import PAGE_FIELDS, doc, idempotency_header, idempotency_key, json_body, parse, query
+from ..http import PAGE_FIELDS, doc, idempotency_header, idempotency_key, json_body, page_json, parse, query
 from ..notices.kinds import subscribe_request
 from ..validation import Field, require_some, validate
 from . import intake, reports, services
@@ -391,6 +391,41 @@ def weekly():
             audit(s, current_actor(), "appeal.weekly_exported", None, week=report["week"])
     if args["format"] == "xlsx":
         return _xlsx(reports.weekly_xlsx(report), f"appeals-weekly-{report['week']}.xlsx")
+    return jsonify(report)
+
+
+STORED_FORMAT = (Field("format", "enum", "格式", choices=("json", "xlsx"), default="json"),)
+
+
+@bp.get("/staff/reports/weekly/stored")
+@staff_api_required(StaffRole.DEPT)
+@doc("存档的诉求周报列表（每周一生成上一周的并存档；新的周在前）：每周的生成时间和主要数字。"
+     "部门账号只看到本部门承办的诉求数，不含全中心的比率和在办数（open_now、resolution 为 null）",
+     params=PAGE_FIELDS, auth="staff", tags=["诉求"],
+     responses={200: "{items: [{week, generated_at, submitted, escalated, open_now, overdue_now, resolution}], "
+                     "total, page, per_page, pages}"})
+def stored_weeklies():
+    args = query(PAGE_FIELDS)
+    with session_scope() as s:
+        page = reports.stored_weeklies(s, args["page"], args["per_page"], current_actor())
+    return jsonify(page_json(page.items, page.total, page.page, page.per_page))
+
+
+@bp.get("/staff/reports/weekly/stored/<week>")
+@staff_api_required(StaffRole.DEPT)
+@doc("一份存档的诉求周报，保持生成时的数据（generated_at、generated_text 说明生成时间；与实时的周报可能不同）；"
+     "format=xlsx 下载 Excel。部门账号只看到本部门承办的诉求，metrics 为 null",
+     params=STORED_FORMAT, auth="staff", tags=["诉求"],
+     responses={200: "与 /staff/reports/weekly 相同的字段，另有 generated_at、generated_text、scope、returns_by_department",
+                404: "这一周没有存档的周报", 422: "周次格式不对"})
+def stored_weekly(week: str):
+    args = query(STORED_FORMAT)
+    with session_scope() as s:
+        report = reports.stored_weekly(s, week, current_actor())
+        if args["format"] == "xlsx":
+            audit(s, current_actor(), "appeal.weekly_exported", None, week=report["week"], stored=True)
+    if args["format"] == "xlsx":
+        return _xlsx(reports.weekly_xlsx(report), f"appeals-weekly-{report['week']}-stored.xlsx")
     return jsonify(report)
 
 

@@ -374,6 +374,40 @@ def report_xlsx():
     return resp
 
 
+STORED_PER_PAGE = 20
+
+
+@bp.get("/appeals/reports")
+@console_required(StaffRole.DEPT)
+def stored_reports():
+    """The weekly reports the Monday job stored, newest week first: what was reported then, not a recompute."""
+    number = min(row_id(request.args.get("page")) or 1, 100_000)  # a mistyped page is the first, as other lists
+    with session_scope() as s:
+        page = reports.stored_weeklies(s, number, STORED_PER_PAGE, current_actor())
+    return render_template("console/appeals/stored_reports.html", page=page, rows=page.items)
+
+
+@bp.get("/appeals/reports/<week>")
+@console_required(StaffRole.DEPT)
+def stored_report(week: str):
+    with session_scope() as s:
+        data = reports.stored_weekly(s, week, current_actor())
+    return render_template("console/appeals/report.html", r=data, pct=metrics.percent_text, week=data["week"],
+                           days=_week_days(data["start"]), definitions=metrics.DEFINITIONS, stored=True)
+
+
+@bp.get("/appeals/reports/<week>.xlsx")
+@console_required(StaffRole.DEPT)
+def stored_report_xlsx(week: str):
+    with session_scope() as s:
+        data = reports.stored_weekly(s, week, current_actor())
+        audit(s, current_actor(), "appeal.weekly_exported", None, week=data["week"], stored=True)
+    resp = Response(reports.weekly_xlsx(data),
+                    mimetype="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet")
+    resp.headers["Content-Disposition"] = f'attachment; filename="appeals-weekly-{data["week"]}-stored.xlsx"'
+    return resp
+
+
 @bp.get("/appeals/issues.xlsx")
 @console_required(StaffRole.DEPT)
 def issues_xlsx():

@@ -19,7 +19,8 @@ from ..audit import SYSTEM, Actor, audit
 from ..db import utcnow
 from ..enterprises.importer import FORMULA_CHARS
 from ..enterprises.models import Building, Enterprise
-from ..errors import ValidationError
+from ..enterprises.services import Page
+from ..errors import NotFound, ValidationError
 from ..validation import MAX_YEAR, MIN_YEAR
 from . import metrics
 from .calendar import TZ
@@ -118,7 +119,8 @@ def prepare_weekly(session: Session, week: str | None = None, *, now: datetime |
         # Stored once: a report of a week still running (or to come) would stand for that week for good.
         raise ValidationError(f"{label} 这一周还没有结束，周报要到下周一才能生成；本周至今的情况请看工作台的诉求统计。",
                               fields={"week": "这一周还没有结束"})
-    row = AppealReport(week=label, data=weekly(session, label, now=now))
+    # generated_at is the moment the figures were counted at ("生成于 …，为当时的数据"), not the write's wall clock.
+    row = AppealReport(week=label, data=weekly(session, label, now=now), generated_at=now or utcnow())
     try:
         with session.begin_nested():
             session.add(row)
@@ -130,6 +132,80 @@ def prepare_weekly(session: Session, week: str | None = None, *, now: datetime |
         return row, False
     audit(session, SYSTEM, "appeal.weekly_report", row, week=label, **how)
     return row, True
+
+
+# --- stored weekly reports (the Monday job's snapshots) -----------------------------------------------------
+
+def _dept_of(actor: Actor | None) -> str | None:
+    """The department a report is narrowed to, as the live report narrows it (metrics._scope): dept accounts only."""
+    if actor is not None and actor.type == "staff" and actor.role == "dept":
+        return actor.department
+    return None
+
+
+def stored_view(row: AppealReport, actor: Actor | None = None) -> dict:
+    """A stored report as it was generated, seen by `actor`. Reports are stored for the whole centre: a department
+    account sees the rows its department handled then (承办部门, the rule of handled_by), and the tallies counted
+    again from those rows; the centre's rates and its 在办 count are not its own and are left out (metrics None,
+    open_now None), as the live report would never show them to it."""
+    data = dict(row.data or {})
+    # Reports stored by earlier versions lack some parts: shown empty, not as a 500.
+    for key in ("by_status", "by_category", "by_department", "by_building"):
+        data.setdefault(key, {})
+    data.setdefault("appeals", [])
+    data.setdefault("overdue", [])
+    data.setdefault("totals", {})
+    data["generated_at"] = row.generated_at.isoformat()
+    data["generated_text"] = f"生成于 {row.generated_at.astimezone(TZ).strftime('%Y-%m-%d %H:%M')}，为当时的数据"
+    dept = _dept_of(actor)
+    metrics_ = data.get("metrics") or None
+    data["returns_by_department"] = dict((metrics_ or {}).get("returns_by_department") or {})
+    data["scope"] = dept or ""
+    if dept is None:
+        return data
+    new = [a for a in data["appeals"] if a.get("department") == dept]
+    overdue = [a for a in data["overdue"] if a.get("department") == dept]
+    order = {label: i for i, label in enumerate(LABELS[st] for st in AppealStatus)}
+    statuses = Counter(a.get("status", "") for a in new)
+    data.update({
+        "metrics": None,
+        "appeals": new, "overdue": overdue,
+        "totals": {"submitted": len(new), "open_now": None, "overdue_now": len(overdue),
+                   "escalated": sum(1 for a in new if a.get("escalated"))},
+        "by_category": dict(Counter(a.get("category") or "未分类" for a in new)),
+        "by_department": {dept: len(new)} if new else {},
+        "by_status": dict(sorted(statuses.items(), key=lambda kv: order.get(kv[0], len(order)))),
+        "by_building": dict(Counter(a.get("building") or "未填写" for a in new)),
+        "returns_by_department": {k: v for k, v in data["returns_by_department"].items() if k == dept},
+    })
+    return data
+
+
+def headline(view: dict) -> dict:
+    """The figures a list of stored reports shows for one week."""
+    m = view.get("metrics")
+    res = (m or {}).get("resolution")
+    return {"week": view.get("week"), "generated_at": view["generated_at"], **view["totals"],
+            "resolution": metrics.percent_text(res["numerator"], res["denominator"]) if res else None}
+
+
+def stored_weeklies(session: Session, page: int, per_page: int, actor: Actor | None = None) -> Page:
+    """One page of the stored weekly reports, newest week first, each as its headline figures."""
+    total = session.scalar(select(func.count(AppealReport.id))) or 0
+    rows = session.scalars(select(AppealReport).order_by(AppealReport.week.desc(), AppealReport.id.desc())
+                           .limit(per_page).offset((page - 1) * per_page)).all()
+    return Page([headline(stored_view(r, actor)) for r in rows], total, page, per_page)
+
+
+def stored_weekly(session: Session, week: str, actor: Actor | None = None) -> dict:
+    """The stored report of `week` as `actor` may see it; a week mistyped is a 422, one never stored a 404."""
+    if not week or not week.strip():
+        raise ValidationError("请写明周次，如 2025-W40。", fields={"week": "请填写周次"})
+    label, _, _ = parse_week(week)
+    row = session.scalar(select(AppealReport).where(AppealReport.week == label))
+    if row is None:
+        raise NotFound(f"{label} 没有存档的周报（周报在每周一生成上一周的；更早的周或还没生成的，请看实时的诉求周报）。")
+    return stored_view(row, actor)
 
 
 def enterprise_issues(session: Session, enterprise_id: int | None = None, actor: Actor | None = None) -> dict:
@@ -210,21 +286,29 @@ def weekly_xlsx(report: dict) -> bytes:
     ws = wb.active
     ws.title = "概览"
     ws.append(["周次", report["week"]])
+    if report.get("generated_text"):  # a stored report (stored_view): its figures are those of that moment
+        ws.append(["存档", report["generated_text"]])
+    if report.get("scope"):
+        _append(ws, ["范围", f"{report['scope']}承办的诉求"])
     m = report["metrics"]
     names = {"response": "响应率", "on_time": "按时办结率", "resolution": "诉求解决率", "satisfaction": "满意率"}
-    # 百分比 as the page shows it (rounded down, “—” for a rate of nothing) and 口径, what the rate counts: the
-    # workbook sent upwards had a bare 0.8971 and no word on what was in it.
-    ws.append(["指标", "分子", "分母", "比率", "百分比", "口径"])
-    for key, name in names.items():
-        ws.append([name, m[key]["numerator"], m[key]["denominator"], m[key]["rate"],
-                   metrics.percent_text(m[key]["numerator"], m[key]["denominator"]), metrics.DEFINITIONS[key]])
-    ws.append([])
-    ws.append(["平均满意度（星）", m["satisfaction"].get("average")])
+    if m is None:  # a department's view of a stored report: the centre's rates are not its own
+        ws.append(["指标", "存档的周报只有全中心的比率；本部门的比率请在工作台看实时的诉求周报"])
+    else:
+        # 百分比 as the page shows it (rounded down, “—” for a rate of nothing) and 口径, what the rate counts: the
+        # workbook sent upwards had a bare 0.8971 and no word on what was in it.
+        ws.append(["指标", "分子", "分母", "比率", "百分比", "口径"])
+        for key, name in names.items():
+            ws.append([name, m[key]["numerator"], m[key]["denominator"], m[key]["rate"],
+                       metrics.percent_text(m[key]["numerator"], m[key]["denominator"]), metrics.DEFINITIONS[key]])
+        ws.append([])
+        ws.append(["平均满意度（星）", m["satisfaction"].get("average")])
     ws.append([])
     ws.append(["本周新增", report["totals"]["submitted"]])
     ws.append(["其中办不成事", report["totals"]["escalated"]])
     # Counted when the report is made, not at the week's end: a past week's workbook must not pass them off as its own.
-    ws.append(["当前在办（生成报表时）", report["totals"]["open_now"]])
+    if report["totals"].get("open_now") is not None:
+        ws.append(["当前在办（生成报表时）", report["totals"]["open_now"]])
     ws.append(["当前超期在办（生成报表时）", report["totals"]["overdue_now"]])
     # The page and the JSON count this week's appeals per state: the workbook sent upwards left them out.
     for title, key in (("按状态", "by_status"), ("按类别", "by_category"), ("按部门", "by_department"),
@@ -235,7 +319,7 @@ def weekly_xlsx(report: dict) -> bytes:
             _append(ws, [k, v])
     ws.append([])
     ws.append(["退单（按部门）"])
-    for k, v in m["returns_by_department"].items():
+    for k, v in (m["returns_by_department"] if m is not None else report.get("returns_by_department", {})).items():
         _append(ws, [k, v])
     _sheet(wb, "本周诉求", report["appeals"])
     _sheet(wb, "当前超期在办", report["overdue"])
