@@ -179,3 +179,14 @@ def test_a_stored_reports_generated_at_is_the_moment_its_figures_were_taken(app_
     stored_row = db.scalar(select(AppealReport).where(AppealReport.week == "2025-W43"))
     assert stored_row.generated_at == AFTER
     assert row.generated_at == AFTER
+
+
+@pytest.mark.parametrize("to", ["20251026", "2025-W43-7", " 2025-10-26 "])
+def test_metrics_to_as_any_date_alone_takes_in_that_day(w, client, staff_headers, to):
+    """`to` as a date alone takes in that day (docs/appeals.md); only the 2025-10-31 spelling was recognised: the
+    ISO forms the parser also takes (20251031, 2025-W44-5) ended the period at that day's first moment."""
+    w.submit(now=sh(2025, 10, 26, 23, 30), content="周日深夜提交的诉求")
+    resp = client.get(f"/api/v1/staff/appeals/metrics?from=2025-10-20&to={to}",
+                      headers=staff_headers(w.make_staff(role="staff")))
+    assert resp.status_code == 200
+    assert resp.get_json()["end"] == "2025-10-27T00:00:00+08:00" and resp.get_json()["submitted"] == 1

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import re
-from datetime import timedelta
+from datetime import date, timedelta
 
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
 from sqlalchemy import select
@@ -97,8 +96,14 @@ METRIC_FIELDS = (
     Field("to", "datetime", "结束时间", required=True,
           description="只写日期（如 2025-10-31）时含当天，统计到次日 0 点；写了时间则统计到该时刻为止（不含该时刻）"),
 )
-# "2025-10-31" alone: staff asking for October mean the 31st too, so the period ends at the next midnight.
-_DATE_ONLY = re.compile(r"\s*\d{4}-\d{2}-\d{2}\s*")
+def _date_only(value: str) -> bool:
+    """A date with no time: "2025-10-31" alone, and the other ISO dates the parser takes (20251031, 2025-W44-5).
+    Staff asking for October mean the 31st too, so the period ends at the next midnight."""
+    try:
+        date.fromisoformat(value.strip())
+    except ValueError:
+        return False
+    return True
 CATEGORY_FIELDS = (
     Field("code", "str", "代码", max_len=32),
     Field("name", "str", "名称", max_len=32),
@@ -371,7 +376,7 @@ def set_holiday():
      params=METRIC_FIELDS, auth="staff", tags=["诉求"])
 def metrics():
     args = query(METRIC_FIELDS)
-    if _DATE_ONLY.fullmatch(request.args.get("to", "")):
+    if _date_only(request.args.get("to", "")):
         args["to"] += timedelta(days=1)
     if args["from"] >= args["to"]:  # an empty or backwards period would answer with rates of nothing
         raise ValidationError("开始时间应早于结束时间。", fields={"to": "应晚于开始时间"})
