@@ -190,3 +190,13 @@ def test_metrics_to_as_any_date_alone_takes_in_that_day(w, client, staff_headers
                       headers=staff_headers(w.make_staff(role="staff")))
     assert resp.status_code == 200
     assert resp.get_json()["end"] == "2025-10-27T00:00:00+08:00" and resp.get_json()["submitted"] == 1
+
+
+def test_a_departments_live_weekly_workbook_and_page_say_whose_appeals_they_count(w, client, console_login):
+    """A department's weekly report counts only what it handles; its workbook (sent upwards) and page did not say
+    so, and read as the centre's figures."""
+    _week_of_mixed_appeals(w)
+    console_login(w.make_staff(role="dept", department="税务所"))
+    x = client.get("/console/appeals/report.xlsx?week=2025-W43")
+    assert ("范围", "税务所承办的诉求") in [r[:2] for r in _xlsx_rows(x.data, "概览")]
+    assert "只含税务所承办的诉求" in _text(client.get("/console/appeals/report?week=2025-W43"))

@@ -70,6 +70,7 @@ def weekly(session: Session, week: str | None, actor: Actor | None = None, *, no
                                    .order_by(Appeal.id)).unique())
     return {
         "week": label, "start": start.isoformat(), "end": end.isoformat(),
+        "scope": _dept_of(actor) or "",  # the department it is narrowed to; "" for the whole centre
         "metrics": m.as_dict(),
         "totals": {"submitted": len(new), "open_now": open_now,
                    "overdue_now": len(overdue),
