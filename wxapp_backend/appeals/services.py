@@ -691,12 +691,15 @@ def grid_words(session: Session, grid_id: int | None) -> str:
 
 
 def follow_enterprise_to_building(session: Session, actor: Actor, enterprise: Enterprise,
-                                  old_building_id: int) -> list[int]:
+                                  old_building_id: int | None, *, merged_into: Enterprise | None = None) -> list[int]:
     """An enterprise moved to another building takes the open appeals it filed at the old one along (left there,
     the old building's record and grid team kept a problem of a company no longer in it). Closed ones, and those
-    filed about another building, stay as they are. Returns the ids moved."""
-    new = session.get(Building, enterprise.building_id) if enterprise.building_id is not None else None
-    if new is None or new.id == old_building_id:
+    filed about another building, stay as they are. With `merged_into`, the enterprise is a duplicate file being
+    merged into that one (call it before its appeals are moved over): they go to the kept file's building, if it
+    has one. Returns the ids moved."""
+    target = merged_into or enterprise
+    new = session.get(Building, target.building_id) if target.building_id is not None else None
+    if new is None or old_building_id is None or new.id == old_building_id:
         return []
     moving = list(session.scalars(select(Appeal).where(
         Appeal.enterprise_id == enterprise.id, Appeal.building_id == old_building_id,
@@ -704,8 +707,14 @@ def follow_enterprise_to_building(session: Session, actor: Actor, enterprise: En
     if not moving:
         return []
     old = session.get(Building, old_building_id)
-    note = (f"企业「{enterprise.name}」从「{old.name if old else '原楼宇'}」搬到「{new.name}」，未办结的诉求随企业转到新楼宇"
-            + (f"，由{grid_words(session, new.grid_id)}办理" if old is None or old.grid_id != new.grid_id else ""))
+    where = f"「{old.name if old else '原楼宇'}」"
+    if merged_into is not None:
+        note = (f"企业档案「{enterprise.name}」（{where}）与「{merged_into.name}」（「{new.name}」）是同一家企业，已合并，"
+                f"未办结的诉求随企业档案转到「{new.name}」")
+    else:
+        note = f"企业「{enterprise.name}」从{where}搬到「{new.name}」，未办结的诉求随企业转到新楼宇"
+    if old is None or old.grid_id != new.grid_id:
+        note += f"，由{grid_words(session, new.grid_id)}办理"
     move_to_building(session, actor, moving, new, note)
     return [a.id for a in moving]
 

@@ -946,6 +946,7 @@ def merge_enterprises(session: Session, actor: Actor, keep_id: int, duplicate_id
     pointing at the kept file), not deleted. Two files with different valid credit codes are two enterprises."""
     from ..activities.models import Registration
     from ..appeals.models import Appeal
+    from ..appeals.services import follow_enterprise_to_building
     from ..db import utcnow
 
     # Both rows locked in id order: two staff merging the same pair the other way round cannot both win.
@@ -986,6 +987,9 @@ def merge_enterprises(session: Session, actor: Actor, keep_id: int, duplicate_id
         if ids:
             session.execute(update(User).where(User.id.in_(ids)).values({column.key: keep.id}))
             moved[key] = ids
+    # The duplicate's open appeals filed at its building go to the kept file's (as an enterprise moved to another
+    # building takes them along), before they become the kept file's: its own ones about that building stay.
+    moved_appeals = follow_enterprise_to_building(session, actor, dup, dup.building_id, merged_into=keep)
     for model, key in ((Appeal, "appeals"), (Registration, "registrations")):
         ids = list(session.scalars(select(model.id).where(model.enterprise_id == dup.id).order_by(model.id)))
         if ids:
@@ -1006,7 +1010,7 @@ def merge_enterprises(session: Session, actor: Actor, keep_id: int, duplicate_id
     session.expire_all()  # users, appeals and registrations loaded before the bulk updates follow them
     audit(session, actor, "enterprise.merged", keep, duplicate_id=dup.id, duplicate_name=dup.name,
           duplicate_credit_code=dup.credit_code, kept_name=keep.name, kept_credit_code=keep.credit_code,
-          filled=filled, moved=moved)
+          filled=filled, moved=moved, **({"moved_appeals": moved_appeals} if moved_appeals else {}))
     audit(session, actor, "enterprise.retired", dup, merged_into=keep.id, name=dup.name,
           credit_code=dup.credit_code)
     for user_id, state, enterprise_id in affected:
