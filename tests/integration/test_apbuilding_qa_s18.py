@@ -4,9 +4,12 @@ buildings and grids."""
 
 from __future__ import annotations
 
+import re
+
 from sqlalchemy import select
 
 from tests.integration.test_buildings_qa_s18 import _alerts, _appeal, _close, _rows, _two_grids
+from wxapp_backend.appeals import services as appeals
 from wxapp_backend.appeals.models import Appeal, AppealEvent
 from wxapp_backend.audit import Actor
 from wxapp_backend.db import session_scope
@@ -96,3 +99,148 @@ def test_a_kept_file_without_a_building_leaves_the_appeals_where_they_are(
     assert db.get(type(keep), keep.id).building_id == old.id  # filled from the duplicate, as before
     assert not _events(db)
     assert "moved_appeals" not in _rows(db, "enterprise.merged")[0].data
+
+
+# --- 2. staff correct a single appeal's building ---------------------------------------------------------
+
+TALENT = "想咨询一下人才公寓的申请条件和办理流程"
+
+
+def _routed(make_grid, make_building, make_user, make_staff, *, status: str = "assigned"):
+    """An appeal filed at the wrong building (新华大厦, 第一网格), accepted and given to 人才服务中心 with a handler."""
+    first, second = _two_grids(make_grid, make_staff)
+    wrong, right = make_building(name="新华大厦", grid_id=first.id), make_building(name="幸福大楼", grid_id=second.id)
+    handler = make_staff(role="dept", department="人才服务中心")
+    appeal_id = _appeal(make_user().id, TALENT, building_id=wrong.id, category="talent")
+    with session_scope() as s:
+        if status != "submitted":
+            appeals.perform(s, ADMIN, appeal_id, "accept", {})
+            appeals.perform(s, ADMIN, appeal_id, "assign", {"department": "人才服务中心", "handler_id": handler.id})
+    return first, second, wrong, right, handler, appeal_id
+
+
+def _check_corrected(db, appeal_id, first, second, wrong, right, handler, version):
+    db.expire_all()
+    a = db.get(Appeal, appeal_id)
+    assert (a.building_id, a.grid_id, a.specialist_staff_id) == (right.id, second.id, second.specialist_staff_id)
+    # who handles it is the category's business, not the building's: the 交办 stands
+    assert (a.department, a.handler_id, a.status) == ("人才服务中心", handler.id, "assigned")
+    assert a.version == version + 1
+    [ev] = _events(db)
+    assert ev.appeal_id == appeal_id and not ev.public and ev.actor_type == "staff"
+    assert "新华大厦" in ev.note and "幸福大楼" in ev.note and "第二网格" in ev.note, ev.note
+    [row] = _rows(db, "appeal.building_changed")
+    assert (row.data["previous_building_id"], row.data["building_id"]) == (wrong.id, right.id)
+    assert (row.data["previous_grid_id"], row.data["grid_id"]) == (first.id, second.id)
+
+
+def test_staff_correct_an_appeals_building_through_the_api(
+    client, make_grid, make_building, make_user, make_staff, staff_headers, db
+):
+    """The enterprise picked the wrong building (or a walk-in was filed at one): nothing let staff correct it, so
+    the appeal stayed in the wrong building's record and with the wrong grid team and specialist."""
+    first, second, wrong, right, handler, appeal_id = _routed(make_grid, make_building, make_user, make_staff)
+    version = db.get(Appeal, appeal_id).version
+    headers = staff_headers(make_staff(role="staff"))
+    r = client.post(f"/api/v1/staff/appeals/{appeal_id}/actions", headers=headers,
+                    json={"action": "set_building", "building_id": right.id, "version": version,
+                          "note": "企业来电说选错了楼宇"})
+    assert r.status_code == 200, r.get_json()
+    body = r.get_json()
+    assert body["building_id"] == right.id
+    assert any(e["action"] == "building_changed" for e in body["timeline"])  # staff read it
+    _check_corrected(db, appeal_id, first, second, wrong, right, handler, version)
+    assert "选错了楼宇" in _events(db)[0].note
+
+    # the same building again: nothing to do, nothing recorded
+    r = client.post(f"/api/v1/staff/appeals/{appeal_id}/actions", headers=headers,
+                    json={"action": "set_building", "building_id": right.id})
+    assert r.status_code == 200, r.get_json()
+    assert len(_events(db)) == 1 and len(_rows(db, "appeal.building_changed")) == 1
+    assert db.get(Appeal, appeal_id).version == version + 1
+
+
+def test_a_building_correction_is_refused_for_an_unknown_building_a_closed_appeal_and_a_department(
+    client, make_grid, make_building, make_user, make_staff, staff_headers, db
+):
+    first, second, wrong, right, handler, appeal_id = _routed(make_grid, make_building, make_user, make_staff)
+    headers = staff_headers(make_staff(role="staff"))
+    url = f"/api/v1/staff/appeals/{appeal_id}/actions"
+    for body in ({"action": "set_building", "building_id": 99999}, {"action": "set_building"},
+                 {"action": "set_building", "building_id": "幸福大楼"}):
+        r = client.post(url, headers=headers, json=body)
+        assert r.status_code in (404, 422), (body, r.status_code)
+        assert re.search(r"[\u4e00-\u9fff]", r.get_json()["message"]), r.get_json()
+    # a department handles it; where it is is the centre's to correct (as 交办 / 改派 are)
+    r = client.post(url, headers=staff_headers(handler), json={"action": "set_building", "building_id": right.id})
+    assert r.status_code == 403, r.get_json()
+    _close(db, appeal_id)
+    r = client.post(url, headers=headers, json={"action": "set_building", "building_id": right.id})
+    assert r.status_code == 409 and "楼宇" in r.get_json()["message"], r.get_json()
+    db.expire_all()
+    assert db.get(Appeal, appeal_id).building_id == wrong.id
+    assert not _events(db) and not _rows(db, "appeal.building_changed")
+
+
+def test_staff_correct_an_appeals_building_on_its_console_page(
+    client, make_grid, make_building, make_user, make_staff, console_login, db
+):
+    first, second, wrong, right, handler, appeal_id = _routed(make_grid, make_building, make_user, make_staff)
+    version = db.get(Appeal, appeal_id).version
+    csrf = console_login(make_staff(role="staff"))
+    page = client.get(f"/console/appeals/{appeal_id}").get_data(as_text=True)
+    assert 'id="action-set_building"' in page and "幸福大楼" in page
+    form = {"action": "set_building", "building_id": str(right.id), "version": str(version)}
+    r = client.post(f"/console/appeals/{appeal_id}/action", data=form)  # no CSRF token
+    assert r.status_code == 400
+    db.expire_all()
+    assert db.get(Appeal, appeal_id).building_id == wrong.id
+    r = client.post(f"/console/appeals/{appeal_id}/action", data={**form, "csrf_token": csrf})
+    assert r.status_code == 302
+    _check_corrected(db, appeal_id, first, second, wrong, right, handler, version)
+    page = client.get(f"/console/appeals/{appeal_id}").get_data(as_text=True)
+    assert "调整楼宇" in page  # the timeline row, read by staff
+
+    # an unknown building: the page again, saying so, nothing changed
+    r = client.post(f"/console/appeals/{appeal_id}/action",
+                    data={**form, "building_id": "99999", "version": str(version + 1), "csrf_token": csrf})
+    assert r.status_code in (404, 422) and "楼宇" in r.get_data(as_text=True)
+    # closed: 409 and no form
+    _close(db, appeal_id)
+    r = client.post(f"/console/appeals/{appeal_id}/action",
+                    data={**form, "building_id": str(wrong.id), "version": str(version + 1), "csrf_token": csrf})
+    assert r.status_code == 409
+    assert 'id="action-set_building"' not in client.get(f"/console/appeals/{appeal_id}").get_data(as_text=True)
+    db.expire_all()
+    assert db.get(Appeal, appeal_id).building_id == right.id and len(_events(db)) == 1
+
+
+def test_a_department_sees_no_building_form(client, make_grid, make_building, make_user, make_staff, console_login):
+    *_, handler, appeal_id = _routed(make_grid, make_building, make_user, make_staff)
+    console_login(handler)
+    page = client.get(f"/console/appeals/{appeal_id}").get_data(as_text=True)
+    assert 'id="action-set_building"' not in page
+
+
+def test_the_enterprise_cannot_change_its_appeals_building(
+    client, make_grid, make_building, make_user, make_staff, user_token, db
+):
+    """The building is staff's record once filed: the mini-program's own endpoints never take one."""
+    first, second = _two_grids(make_grid, make_staff)
+    wrong, right = make_building(name="新华大厦", grid_id=first.id), make_building(name="幸福大楼", grid_id=second.id)
+    u = make_user()
+    appeal_id = _appeal(u.id, TALENT, building_id=wrong.id)
+    with session_scope() as s:
+        appeals.perform(s, ADMIN, appeal_id, "accept", {})
+        appeals.perform(s, ADMIN, appeal_id, "request_info", {"note": "请补充您的学历证明"})
+    headers = user_token(u)
+    r = client.post(f"/api/v1/staff/appeals/{appeal_id}/actions", headers=headers,
+                    json={"action": "set_building", "building_id": right.id})
+    assert r.status_code in (401, 403)
+    for method in ("patch", "put"):
+        r = getattr(client, method)(f"/api/v1/appeals/{appeal_id}", headers=headers, json={"building_id": right.id})
+        assert r.status_code in (404, 405)
+    client.post(f"/api/v1/appeals/{appeal_id}/supplement", headers=headers,
+                json={"content": "学历证明已经拍照上传了，请查收", "building_id": right.id})
+    db.expire_all()
+    assert db.get(Appeal, appeal_id).building_id == wrong.id and not _events(db)

@@ -59,6 +59,7 @@ ACTION_FIELDS = (
     Field("category", "str", "类别", max_len=32),
     Field("department", "str", "部门", max_len=64),
     Field("handler_id", "int", "承办人", min=1),
+    Field("building_id", "int", "楼宇", min=1, description="调整楼宇（set_building）：诉求所在的楼宇，网格和服务专员随之调整"),
     Field("master_id", "int", "主诉求", min=1),
     Field("task_id", "int", "任务", min=1),
     Field("return_id", "int", "退单申请", min=1),

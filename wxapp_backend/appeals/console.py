@@ -133,7 +133,10 @@ def _detail_page(appeal_id: int, typed=None, status: int = 200):
         own_extensions = set() if dept_only or services.may_approve_own_extension(s, actor) else {
             x["id"] for x in data["extensions"] if x["status"] == "pending"
             and services.own_extension_request(s, actor, s.get(services.AppealExtension, x["id"]))}
+        # where a staff member may correct the building (set_building): every building, with the grid serving it
+        buildings = list(s.scalars(select(Building).order_by(Building.name))) if not dept_only else []
         return render_template("console/appeals/detail.html", a=appeal, d=data, staff=staff, names=names,
+                               buildings=buildings,
                                categories=services.categories(s), departments=_departments(s),
                                open_states=OPEN, merge_states=MERGEABLE, reroutable_states=REROUTABLE,
                                handles=handles, not_given=not_given, own_department=actor.department if dept_only else None,
@@ -177,7 +180,7 @@ def action(appeal_id: int):
     form = request.form
     name = form.get("action", "")
     data: dict[str, Any] = {}
-    for key in ("version", "handler_id", "task_id", "return_id", "extension_id", "working_days"):
+    for key in ("version", "handler_id", "task_id", "return_id", "extension_id", "working_days", "building_id"):
         if (number := _number(form.get(key))) is not None:
             data[key] = number
         elif key == "working_days" and (form.get(key) or "").strip():

@@ -20,7 +20,7 @@ from ..auth.models import ROLE_RANK, StaffRole, StaffUser, User
 from ..db import utcnow
 from ..enterprises.models import Building, Enterprise
 from ..errors import Conflict, Forbidden, NotFound, TooManyRequests, ValidationError
-from ..validation import Field, validate
+from ..validation import DB_INT_MAX, Field, validate
 from . import classify
 from .calendar import DAY_MINUTES, TZ, WorkCalendar, local_date
 from .models import (
@@ -661,7 +661,8 @@ def follow_building_to_grid(session: Session, actor: Actor, building: Building, 
     return [a.id for a in moved]
 
 
-def move_to_building(session: Session, actor: Actor, appeals: list[Appeal], building: Building, note: str) -> list[int]:
+def move_to_building(session: Session, actor: Actor, appeals: list[Appeal], building: Building, note: str, *,
+                     at: datetime | None = None) -> list[int]:
     """Open appeals that now belong to another building (their enterprise moved there, or a duplicate building was
     merged into it) go there, and to the grid team serving it, as a building moved to another grid takes its own
     along (follow_building_to_grid). Each says so on its (internal) timeline. Returns the ids of those whose grid
@@ -678,7 +679,7 @@ def move_to_building(session: Session, actor: Actor, appeals: list[Appeal], buil
             appeal.specialist_staff_id = grid.specialist_staff_id if grid is not None else None
             rerouted.append(appeal.id)
         _event(session, appeal, actor, "building_changed", note=note, building_id=building.id,
-               previous_building_id=previous_building, grid_id=building.grid_id, previous_grid_id=previous_grid)
+               previous_building_id=previous_building, grid_id=building.grid_id, previous_grid_id=previous_grid, at=at)
     return rerouted
 
 
@@ -1918,6 +1919,30 @@ def act_reassign(session, actor, appeal, data, now):
                       handler_id=handler.id, now=now)
 
 
+def act_set_building(session, actor, appeal, data, now):
+    """Correct the building an appeal is about (the enterprise picked the wrong one, a walk-in was filed at one):
+    it goes there and to the grid team serving it, as when its enterprise moves (move_to_building). The department
+    and handler stay: they come from the category and the 交办, not from the building."""
+    if appeal.status not in OPEN:
+        raise Conflict(f"诉求当前为“{appeal.status_label}”，已不在办理中，不能再调整楼宇（办结后的诉求留在办理时的楼宇）。",
+                       code="illegal_transition")
+    building_id = _need(data, "building_id", "楼宇")
+    known = isinstance(building_id, int) and 0 < building_id <= DB_INT_MAX  # (a console number past any id)
+    building = session.get(Building, building_id) if known else None
+    if building is None:
+        raise ValidationError("没有找到这栋楼宇，它可能已被合并或删除；请刷新页面后重新选择。",
+                              fields={"building_id": "没有找到这栋楼宇"})
+    if building.id == appeal.building_id:
+        return  # already there (a second click, a resent form): nothing changed, nothing to record
+    old = session.get(Building, appeal.building_id) if appeal.building_id is not None else None
+    note = (f"楼宇由{f'「{old.name}」' if old else '未填写'}调整为「{building.name}」"
+            + (f"，由{grid_words(session, building.grid_id)}办理" if appeal.grid_id != building.grid_id else "")
+            + (f"：{data['note']}" if data.get("note") else ""))
+    appeal.version += 1
+    appeal.updated_at = now
+    move_to_building(session, actor, [appeal], building, note, at=now)
+
+
 def act_note(session, actor, appeal, data, now):
     appeal.version += 1
     _event(session, appeal, actor, "noted", at=now, note=_need(data, "note", "备注"))
@@ -1949,6 +1974,7 @@ ACTIONS: dict[str, tuple[str, Callable, str]] = {
     "urge": (StaffRole.STAFF, act_urge, "催办"),
     "set_category": (StaffRole.STAFF, act_set_category, "分类"),
     "reassign": (StaffRole.STAFF, act_reassign, "改派承办人"),
+    "set_building": (StaffRole.STAFF, act_set_building, "调整楼宇"),
     "note": (StaffRole.DEPT, act_note, "备注"),
     "escalate": (StaffRole.STAFF, act_escalate, "转办不成事"),
 }
