@@ -244,3 +244,40 @@ def test_the_enterprise_cannot_change_its_appeals_building(
                 json={"content": "学历证明已经拍照上传了，请查收", "building_id": right.id})
     db.expire_all()
     assert db.get(Appeal, appeal_id).building_id == wrong.id and not _events(db)
+
+
+# --- 3. QA: 派单 / 改派 / 退单 with buildings and grids ----------------------------------------------------
+
+
+def test_an_appeal_back_in_handling_goes_to_the_grid_now_serving_its_building(
+    make_grid, make_building, make_user, make_staff, db
+):
+    """A building moved to another grid takes only its open appeals along: one 已办结 (awaiting the rating) or
+    已合并 stayed with the old grid, and when the enterprise said “未解决” (or staff split the merged one off) it was
+    handled again by the old grid team and specialist, who no longer serve the building."""
+    first, second = _two_grids(make_grid, make_staff)
+    b = make_building(name="新华大厦", grid_id=first.id)
+    u = make_user()
+    resolved_id = _appeal(u.id, TALENT, building_id=b.id, category="talent")
+    master_id = _appeal(make_user().id, "人才公寓的申请条件是什么，需要哪些材料", building_id=b.id, category="talent")
+    child_id = _appeal(make_user().id, "请问人才公寓怎么申请，要准备什么", building_id=b.id, category="talent")
+    with session_scope() as s:
+        for aid in (resolved_id, master_id):
+            appeals.perform(s, ADMIN, aid, "accept", {})
+        appeals.perform(s, ADMIN, child_id, "merge", {"master_id": master_id})
+        appeals.perform(s, ADMIN, resolved_id, "resolve", {"resolution": "已电话告知申请条件"})
+    with session_scope() as s:
+        services.update_building(s, ADMIN, b.id, {"grid_id": second.id})
+    db.expire_all()
+    assert db.get(Appeal, resolved_id).grid_id == first.id  # not being handled: on record where it was
+
+    with session_scope() as s:
+        appeals.rate(s, u.id, resolved_id, resolved=False, satisfaction=2, comment="还是不清楚")
+        appeals.perform(s, ADMIN, child_id, "split", {})
+    db.expire_all()
+    for aid in (resolved_id, child_id):
+        a = db.get(Appeal, aid)
+        assert a.status in ("in_progress", "accepted")
+        assert (a.grid_id, a.specialist_staff_id) == (second.id, second.specialist_staff_id), aid
+    moved = {e.appeal_id for e in _events(db, "grid_changed") if e.data["previous_grid_id"] == first.id}
+    assert {resolved_id, child_id} <= moved

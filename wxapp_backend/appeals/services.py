@@ -410,6 +410,12 @@ def transition(session: Session, appeal: Appeal, to: AppealStatus, actor: Actor,
     appeal.version += 1
     appeal.updated_at = now
     ev = _event(session, appeal, actor, action, at=now, note=note, public=public, src=src.value, dst=to.value, **data)
+    if src not in OPEN and to in OPEN and appeal.building_id is not None:
+        # Back in handling (reopened, split off): a building moved to another grid while it was 已办结 or 已合并 took
+        # only its open appeals along, and this one went back to the grid team no longer serving the building.
+        building = session.get(Building, appeal.building_id)
+        if building is not None and building.grid_id != appeal.grid_id:
+            follow_building_to_grid(session, SYSTEM, building, appeal.grid_id)
     if src == S.DUPLICATE and moved:
         local = appeal.due_at.astimezone(TZ)
         _event(session, appeal, SYSTEM, "deadline_recounted", at=now, public=True, due_at=appeal.due_at,
