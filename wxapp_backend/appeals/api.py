@@ -390,6 +390,7 @@ def metrics():
 @doc("诉求周报（上海时间 ISO 周，如 2025-W40；format=xlsx 下载 Excel）", params=WEEK_FIELDS, auth="staff",
      tags=["诉求"])
 def weekly():
+    reports.check_typed_week(request.args.get("week"))
     args = query(WEEK_FIELDS)
     with session_scope() as s:
         report = reports.weekly(s, args["week"], current_actor())

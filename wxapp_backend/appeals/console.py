@@ -27,7 +27,7 @@ from ..console import DASHBOARD_CARDS, add_nav, safe_console_path, without_refus
 from ..db import session_scope, utcnow
 from ..enterprises.models import Building, Grid
 from ..errors import AppError, ValidationError
-from ..validation import DB_INT_MAX, Field, row_id, validate
+from ..validation import DB_INT_MAX, Field, clean_text, row_id, validate
 from . import intake, metrics, reports, services
 from .calendar import TZ, missing_holiday_years
 from .models import Appeal, Holiday
@@ -344,6 +344,7 @@ def holidays():
 @console_required(StaffRole.DEPT)
 def report():
     try:
+        reports.check_typed_week(request.args.get("week"))
         args = _args((Field("week", "str", "周次", max_len=8),))
         with session_scope() as s:
             data = reports.weekly(s, args["week"], current_actor())
@@ -351,22 +352,19 @@ def report():
         # Said on the report's own page, the week typed still in its box to correct (the bare error page had no
         # way back but the browser's).
         return render_template("console/appeals/report.html", r=None, error=exc.message,
-                               week=(request.args.get("week") or "")[:20]), exc.status
+                               week=clean_text(request.args.get("week") or "")[:20]), exc.status
     return render_template("console/appeals/report.html", r=data, pct=metrics.percent_text, week=data["week"],
                            days=_week_days(data["start"]), definitions=metrics.DEFINITIONS)
 
 
 def _week_days(start_iso: str) -> str:
-    """“2026年3月2日 至 3月8日” (the year again when the week crosses into the next): the days a 2026-W10 covers."""
-    first = datetime.fromisoformat(start_iso).astimezone(TZ).date()
-    last = first + timedelta(days=6)
-    end = f"{last.year}年{last.month}月{last.day}日" if last.year != first.year else f"{last.month}月{last.day}日"
-    return f"{first.year}年{first.month}月{first.day}日 至 {end}"
+    return reports.week_days(datetime.fromisoformat(start_iso))
 
 
 @bp.get("/appeals/report.xlsx")
 @console_required(StaffRole.DEPT)
 def report_xlsx():
+    reports.check_typed_week(request.args.get("week"))
     args = _args((Field("week", "str", "周次", max_len=8),))
     with session_scope() as s:
         data = reports.weekly(s, args["week"], current_actor())

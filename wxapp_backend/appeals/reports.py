@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import re
+import unicodedata
 from collections import Counter
 from datetime import date, datetime, timedelta
 
@@ -28,6 +29,23 @@ from .models import Appeal, AppealCategory, AppealReport, handled_by
 from .states import LABELS, OPEN, AppealStatus
 
 _WEEK = re.compile(r"^(\d{4})-W(\d{2})$")
+_WEEK_FORMAT = "周次格式不对，请用 2025-W40 这样的格式。"
+
+
+def check_typed_week(raw: str | None) -> None:
+    """A week sent with a control character in it (week=%00, a tab, U+0085) is a mistyped week: cleaned to nothing
+    it was read as "no week" and answered with last week's report, as if nothing had been asked."""
+    if raw and any(unicodedata.category(ch) == "Cc" for ch in raw):
+        raise ValidationError(_WEEK_FORMAT, fields={"week": "格式应为 2025-W40"})
+
+
+def week_days(start: datetime) -> str:
+    """“2026年3月2日 至 3月8日” (the year again when the week crosses into the next): the Shanghai days, Monday to
+    Sunday, a week starting at `start` covers."""
+    first = start.astimezone(TZ).date()
+    last = first + timedelta(days=6)
+    end = f"{last.year}年{last.month}月{last.day}日" if last.year != first.year else f"{last.month}月{last.day}日"
+    return f"{first.year}年{first.month}月{first.day}日 至 {end}"
 
 
 def parse_week(value: str | None, today: date | None = None) -> tuple[str, datetime, datetime]:
@@ -42,7 +60,7 @@ def parse_week(value: str | None, today: date | None = None) -> tuple[str, datet
         value = f"{y}-W{w:02d}"
     m = _WEEK.match(value.strip())
     if not m:
-        raise ValidationError("周次格式不对，请用 2025-W40 这样的格式。", fields={"week": "格式应为 2025-W40"})
+        raise ValidationError(_WEEK_FORMAT, fields={"week": "格式应为 2025-W40"})
     if not MIN_YEAR <= int(m.group(1)) <= MAX_YEAR:  # Shanghai midnight of year 1 is before UTC's year 1
         raise ValidationError(f"周次的年份应在 {MIN_YEAR} 到 {MAX_YEAR} 之间。",
                               fields={"week": f"年份应在 {MIN_YEAR} 到 {MAX_YEAR} 之间"})
@@ -286,7 +304,9 @@ def weekly_xlsx(report: dict) -> bytes:
     wb = Workbook()
     ws = wb.active
     ws.title = "概览"
-    ws.append(["周次", report["week"]])
+    # The days too, beside the label: “2025-W43” alone did not tell whoever the workbook went to which Monday it was.
+    _, start, _ = parse_week(report["week"])
+    ws.append(["周次", report["week"], f"{week_days(start)}（上海时间周一至周日）"])
     if report.get("generated_text"):  # a stored report (stored_view): its figures are those of that moment
         ws.append(["存档", report["generated_text"]])
     if report.get("scope"):
