@@ -222,13 +222,65 @@ def reclaim_after_stop(queue: Queue) -> list[str]:
         queue.release_maintenance_lock()
 
 
+SCHEDULER_HOLDER = "wxapp:scheduler:holder:{}"  # who took a queue's scheduler lock: "<host>|<pid>|<started>"
+# Compare-and-delete: the lock goes only while it still holds the dead holder's value.
+_DROP_LOCK = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+def free_locks_of_dead_schedulers(connection, queue_names, host: str | None) -> list[str]:
+    """Drop the scheduler locks (RQ's, 61 s long) held by a worker known to be gone: it ran on this machine and its
+    process no longer runs. Left in place, the next worker started without a scheduler, and no delayed job ran (nor
+    a retry: the rerun of the killed worker's own job is one) until the lock lapsed and RQ's maintenance, between its
+    long waits for a job, tried again: 85 s in a test, minutes at worst. Returns the queues whose lock was dropped."""
+    if host is None:
+        return []
+    dropped = []
+    for name in queue_names:
+        lock_key = RQScheduler.get_locking_key(name)
+        value, holder = connection.mget(lock_key, SCHEDULER_HOLDER.format(name))
+        if value is None or holder is None:
+            continue
+        try:
+            held_on, pid, started = holder.decode().rsplit("|", 2)
+        except ValueError:
+            continue
+        if held_on != host or pid != value.decode() or not pid.isdigit() or process_started(int(pid)) == started:
+            continue  # elsewhere (its lock lapses by itself), someone else's, or alive
+        if connection.eval(_DROP_LOCK, 1, lock_key, value):
+            log.warning("scheduler lock of a worker that died taken over", extra={"queue": name, "pid": pid})
+            dropped.append(name)
+    return dropped
+
+
 class AppScheduler(RQScheduler):
     """RQ's scheduler process, which dies with its worker: left alone it ran on after a kill -9 of the worker,
-    holding the scheduler lock (no other worker's scheduler could take over) and a Redis connection."""
+    holding the scheduler lock (no other worker's scheduler could take over) and a Redis connection. Its lock, left
+    by a worker that was killed, is taken over at once (free_locks_of_dead_schedulers)."""
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self._worker_pid = os.getpid()
+        self._host = host_identity()
+        self._locking = threading.Lock()  # the worker's loop and its beat thread may both try to take the lock
+
+    def acquire_locks(self, auto_start=False):  # type: ignore[override]
+        with self._locking:
+            try:
+                free_locks_of_dead_schedulers(self.connection, self._queue_names, self._host)
+            except redis.RedisError:
+                pass  # RQ's own attempt below meets the same Redis and says so
+            got = super().acquire_locks(auto_start=auto_start)
+            started = process_started(os.getpid())
+            if got and self._host is not None and started is not None:
+                value = f"{self._host}|{os.getpid()}|{started}"
+                with self.connection.pipeline() as pipe:
+                    for name in got:
+                        pipe.set(SCHEDULER_HOLDER.format(name), value, ex=7 * 24 * 3600)
+                    pipe.execute()
+            return got
 
     def work(self) -> None:
         # SIGTERM: it stops as asked, releasing its locks. (Linux sends it when the forking *thread* ends: a scheduler
@@ -439,9 +491,14 @@ class AppWorker(Worker):
         RQ itself looks only at its maintenance, every 10 minutes: until then no delayed job ran, nor a retry
         (a customer-service reply's retry after 5 s, a reminder). The beat calls this every 15 s."""
         scheduler = self.scheduler
-        # Only one that ran and ended: one being started by work() right now has no exit code yet.
-        process = scheduler._process if scheduler is not None else None
-        if process is not None and process.exitcode is not None:
+        if scheduler is None:
+            return
+        # One that ran and ended; or one that never started because another worker held the lock when this one
+        # started (that worker was killed since: its lock is taken over, or lapses). Not one being started by work()
+        # right now: it holds the lock already, with no process yet.
+        process = scheduler._process
+        if (process is not None and process.exitcode is not None) or (process is None
+                                                                       and not scheduler._acquired_locks):
             scheduler.acquire_locks(auto_start=True)  # a scheduler of another worker may hold the lock: fine
 
 
