@@ -69,6 +69,7 @@ from sqlalchemy import (
     and_,
     bindparam,
     case,
+    event,
     func,
     insert,
     literal,
@@ -91,7 +92,7 @@ from ..audit import Actor, audit
 from ..auth.models import BindingState, StaffUser, User
 from ..db import session_scope, utcnow
 from ..enterprises.models import Building, Enterprise
-from ..errors import Conflict, NotFound, ValidationError
+from ..errors import Conflict, NotFound, ServiceUnavailable, ValidationError
 from ..queue import enqueue, enqueue_after_commit
 from ..validation import Field, clean_text, shows_nothing, strip_invisible, validate
 from ..wechat.client import QuotaReached, WeChatAPIError
@@ -589,13 +590,20 @@ def send_test(session: Session, actor: Actor, notice_id: int, *,
     The subscribe message carries the values and the page the notice's fan-out sends (none when the notice has
     none): made through the notice kind, it opened the kind's default page (pages/notice/detail, no id), not what
     subscribers open. A second test of the same notice by the same staff member within TEST_SEND_WINDOW seconds is
-    refused (409 test_just_sent); the same `idempotency_key` answers the first result without sending."""
+    refused (409 test_just_sent); the same `idempotency_key` answers the first result without sending. Both hold
+    only for a test that went out: the window is given back when the caller's transaction rolls back (a failed
+    commit sent nothing), and the key's result is kept once it has committed. Redis down: refused (503
+    test_unavailable), as nothing else stops a double click from sending twice."""
     from .services import notify
 
     r = current_app.extensions["wxapp"].redis
     notice = _get(session, notice_id)
     kept_key = _TEST_KEY.format(actor.id, idempotency_key) if idempotency_key else None
-    if kept_key and (kept := r.get(kept_key)):
+    try:
+        kept = r.get(kept_key) if kept_key else None
+    except redis.RedisError as exc:
+        raise _test_unavailable(exc) from None
+    if kept:
         first = json.loads(kept)
         if first.get("notice_id") != notice.id:
             raise Conflict(f"这个提交编号已用于测试发送另一条通知（编号 {first.get('notice_id')}），没有再发。"
@@ -607,25 +615,70 @@ def send_test(session: Session, actor: Actor, notice_id: int, *,
         return {"sent": False, "reason": "您还没有绑定自己的微信作为测试接收人，已跳过测试发送。请在工作台“通知推送”页"
                                          "点“用我的微信绑定”，按提示在自己的微信里发送绑定码。"}
     window = recent_test_key(actor.id, notice.id)
-    if not r.set(window, link.user_id, nx=True, ex=TEST_SEND_WINDOW):
+    # Taken before the send (SET NX: of two presses at once only one goes on), given back if this transaction
+    # does not commit; a token of its own, so a late give-back never frees a later press's window.
+    token = secrets.token_hex(8)
+    try:
+        took = r.set(window, token, nx=True, ex=TEST_SEND_WINDOW)
+    except redis.RedisError as exc:
+        raise _test_unavailable(exc) from None
+    if not took:
         raise Conflict(f"这条通知的测试消息刚刚已发给您的测试接收人，请先在手机上查看；为免多用一次订阅消息次数，"
                        f"{TEST_SEND_WINDOW} 秒内不再重复发送，如需再测请稍候再点。", code="test_just_sent")
-    try:
-        if notice.status == NoticeStatus.DRAFT.value:
-            data = _values_at_publish(session, notice)
-        else:
-            data = _fanout_values(session, notice)
-        notify(session, link.user_id, NOTICE_KIND, {"title": notice.title, "note": notice.summary or "点击查看详情"},
-               notice.page, title=f"【测试】{notice.title}"[:100], body=notice.summary, ref=f"notice:{notice.id}:test",
-               subscribe_message={"data": data, "page": notice.page or ""})
-        audit(session, actor, "notice.test_sent", notice, user_id=link.user_id)
-    except Exception:
-        r.delete(window)  # nothing was sent: the next press must send
-        raise
     result = {"sent": True, "user_id": link.user_id}
-    if kept_key:
-        r.set(kept_key, json.dumps({"notice_id": notice.id, "result": result}), ex=TEST_KEY_TTL)
+    _settle_test_after_transaction(session, r, window, token, kept_key,
+                                   json.dumps({"notice_id": notice.id, "result": result}))
+    if notice.status == NoticeStatus.DRAFT.value:
+        data = _values_at_publish(session, notice)
+    else:
+        data = _fanout_values(session, notice)
+    notify(session, link.user_id, NOTICE_KIND, {"title": notice.title, "note": notice.summary or "点击查看详情"},
+           notice.page, title=f"【测试】{notice.title}"[:100], body=notice.summary, ref=f"notice:{notice.id}:test",
+           subscribe_message={"data": data, "page": notice.page or ""})
+    audit(session, actor, "notice.test_sent", notice, user_id=link.user_id)
     return result
+
+
+def _test_unavailable(exc: Exception) -> ServiceUnavailable:
+    log.warning("test send refused: Redis unavailable (%s: %s)", type(exc).__name__, exc)
+    return ServiceUnavailable("暂时无法确认这条通知是否刚测试过（缓存服务连接不上），为免重复发送、多用订阅消息次数，"
+                              "这次测试消息没有发出。请稍后再试。", code="test_unavailable")
+
+
+# Deletes the window only while it still holds this press's token.
+_RELEASE_IF_OURS = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
+
+
+def _settle_test_after_transaction(session: Session, r: redis.Redis, window: str, token: str,
+                                   kept_key: str | None, kept_value: str) -> None:
+    """Once the test's transaction ends: committed, keep the Idempotency-Key's result; rolled back (an error in the
+    send, a failed commit), give the window back so that the next press sends."""
+
+    settled = False  # listeners stay on the session (removing one while its event runs breaks the dispatch)
+
+    def committed(_session: Session) -> None:
+        nonlocal settled
+        if settled or session.in_nested_transaction():
+            return  # a savepoint released (after_commit fires for it too): wait for the real commit
+        settled = True
+        if kept_key:
+            try:
+                r.set(kept_key, kept_value, ex=TEST_KEY_TTL)
+            except redis.RedisError as exc:  # the test is sent; a retry with this key within the window gets 409
+                log.warning("could not keep a test send's Idempotency-Key (%s: %s)", type(exc).__name__, exc)
+
+    def rolled_back(_session: Session, previous_transaction: Any) -> None:
+        nonlocal settled
+        if settled or previous_transaction.parent is not None:
+            return  # a savepoint inside the test's transaction: the outer one decides
+        settled = True
+        try:
+            r.eval(_RELEASE_IF_OURS, 1, window, token)
+        except redis.RedisError as exc:  # nothing was sent; the window ends by itself after TEST_SEND_WINDOW s
+            log.warning("could not release a failed test send's window (%s: %s)", type(exc).__name__, exc)
+
+    event.listen(session, "after_commit", committed)
+    event.listen(session, "after_soft_rollback", rolled_back)
 
 
 def _check_still_on(session: Session, notice: Notice) -> None:
