@@ -187,6 +187,7 @@ def register_cli(app: Flask) -> None:
         settings = _state().settings
         if not (settings.wechat_appid and settings.wechat_secret):
             raise click.ClickException("公众号接口还没有配置（缺少 WECHAT_APPID / WECHAT_SECRET），无法查询用户的 unionid。")
+        require_current_schema()  # jobs queued against an older schema would each fail in the worker
         with session_scope() as s:
             queued = queue_all_unlinked(s)
         click.echo(f"已排队 {queued} 位公众号用户的 unionid 查询；由 worker 逐个完成，"

@@ -98,6 +98,11 @@ def register(app: Flask) -> None:
     @click.option("--force", is_flag=True, help="知识库为空时也覆盖已有的文件")
     def kb_export(file: Path, include_retired: bool, force: bool) -> None:
         """导出知识库，格式按文件扩展名（.yaml/.jsonl/.csv/.xlsx）。"""
+        from ..cli import require_current_schema
+
+        # A database at an older migration: a backup of the old schema, said to be complete (or a missing column's
+        # traceback), while every other command said to run init-db first.
+        require_current_schema()
         with session_scope() as s:
             stmt = select(KBEntry).order_by(KBEntry.category, KBEntry.id)
             if not include_retired:
@@ -123,6 +128,9 @@ def register(app: Flask) -> None:
     @click.option("--limit", type=click.IntRange(1, 20), default=5, show_default=True, help="显示的条目数（1-20）")
     def kb_search(query_text: str, limit: int) -> None:
         """显示机器人对一个问题的判断（回答、推荐或转人工）和最相近的条目。"""
+        from ..cli import require_current_schema
+
+        require_current_schema()  # the bot is not answered from a database the code no longer matches
         kb_index = get_runtime().get()
         decision, hits = bot_decision(kb_index, query_text, limit)
         click.echo(f"决定：{DECISION_WORDS.get(decision.kind, decision.kind)} [{decision.kind}]（{decision.reason}）")

@@ -84,7 +84,8 @@ TEST_IDEMPOTENCY_HEADER = idempotency_header(
      f"{broadcast.TEST_SEND_WINDOW} 秒内只发一次（连点第二次为 409 test_just_sent）", body=(),
      responses={200: "{sent, user_id} 或 {sent: false, reason}",
                 409: f"{broadcast.TEST_SEND_WINDOW} 秒内刚测试过这条通知 test_just_sent，或 Idempotency-Key 已用于另一条通知 "
-                     "idempotency_key_reused"},
+                     "idempotency_key_reused",
+                503: "Redis 暂时不可用，无法防止连点重复发送：test_unavailable，没有发出"},
      auth="staff", tags=["通知推送"], headers=(TEST_IDEMPOTENCY_HEADER,))
 def send_test(notice_id: int):
     key = idempotency_key(IDEMPOTENCY_KEY_MAX)
