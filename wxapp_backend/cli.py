@@ -466,11 +466,55 @@ def _outage_message(exc: Exception) -> str | None:
 
 def _subcommands_message(group: click.Group, ctx: click.Context) -> str:
     lines = [f"请在 {group.name} 后面写上要做的事，可用的有："]
-    for name in group.list_commands(ctx):
-        sub = group.get_command(ctx, name)
-        if sub is not None and not sub.hidden:
-            lines.append(f"  {name}  {sub.get_short_help_str(limit=60)}")
+    subs = [(name, sub) for name in group.list_commands(ctx)
+            if (sub := group.get_command(ctx, name)) is not None and not sub.hidden]
+    width = max((len(name) for name, _ in subs), default=0)
+    for name, sub in subs:
+        lines.append(f"  {name.ljust(width)}  {sub.get_short_help_str(limit=60)}")
     return "\n".join(lines)
+
+
+# --help in the same voice: click's frame round our Chinese text (Usage:, Options:, Show this message and exit.,
+# [required], [default: 5]) was English.
+_HELP_SECTIONS = {"Options": "选项", "Commands": "命令", "Positional arguments": "参数"}
+_HELP_OPTION_TEXT = "显示本帮助并退出。"
+
+
+class _ChineseHelpFormatter(click.HelpFormatter):
+    def write_usage(self, prog: str, args: str = "", prefix: str | None = None) -> None:
+        super().write_usage(prog, args, "用法：" if prefix is None else prefix)
+
+    def write_heading(self, heading: str) -> None:
+        self.write(f"{'':>{self.current_indent}}{_HELP_SECTIONS.get(heading, heading)}：\n")
+
+    def write_dl(self, rows, col_max: int = 30, col_spacing: int = 2) -> None:  # type: ignore[override]
+        super().write_dl([(term, _help_extras_in_chinese(text)) for term, text in rows], col_max, col_spacing)
+
+
+def _help_extras_in_chinese(text: str) -> str:
+    import re
+
+    def extras(found: re.Match) -> str:
+        items = []
+        for item in found.group(1).split("; "):
+            if item == "required":
+                items.append("必填")
+            elif item.startswith("default: "):
+                items.append(f"默认 {item[len('default: '):]}")
+            elif item.startswith("env var: "):
+                items.append(f"环境变量 {item[len('env var: '):]}")
+            elif re.fullmatch(r"(-?\d+)<=x<=(-?\d+)", item):
+                continue  # the option's own help gives the range in words
+            else:
+                items.append(item)
+        return f"[{'；'.join(items)}]" if items else ""
+
+    return re.sub(r"\[((?:required|default: [^\]]*|env var: [^\]]*|-?\d+<=x<=-?\d+)(?:; [^\]]*)*)\]$", extras,
+                  text).rstrip()
+
+
+class _ChineseHelpContext(click.Context):
+    formatter_class = _ChineseHelpFormatter
 
 
 def localise(command: click.Command) -> None:
@@ -512,6 +556,16 @@ def localise(command: click.Command) -> None:
 
     command.make_context = make_context_zh  # type: ignore[method-assign]
     command.invoke = invoke_zh  # type: ignore[method-assign]
+    command.context_class = _ChineseHelpContext
+    get_help_option = command.get_help_option
+
+    def get_help_option_zh(ctx: click.Context) -> click.Option | None:
+        option = get_help_option(ctx)
+        if option is not None:
+            option.help = _HELP_OPTION_TEXT
+        return option
+
+    command.get_help_option = get_help_option_zh  # type: ignore[method-assign]
     for sub in getattr(command, "commands", {}).values():
         localise(sub)
 

@@ -60,7 +60,7 @@ def register(app: Flask) -> None:
         AFTER_INIT_DB.append(load_default_if_empty)
         SEED_HOOKS.append(load_default_if_empty)
 
-    kb = click.Group("kb", help="知识库：导入、导出、检索")
+    kb = click.Group("kb", help="知识库：导入、导出、检索。")
 
     @kb.command("import")
     @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
