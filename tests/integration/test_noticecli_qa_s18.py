@@ -371,6 +371,7 @@ def test_a_long_import_and_search_say_what_they_are_doing(app, app_ctx, tmp_path
     small = runner.invoke(args=["kb", "import", str(_big_csv(tmp_path, 5))])
     assert small.exit_code == 0 and "正在" not in small.output, small.output  # a small file: the result alone
     monkeypatch.setattr(kb_cli, "PROGRESS_FROM", 10)
+    monkeypatch.setattr(kb_cli, "PROGRESS_FROM_BYTES", 100)
     big = runner.invoke(args=["kb", "import", str(_big_csv(tmp_path, 50))])
     assert big.exit_code == 0, big.output
     said = big.output
