@@ -380,3 +380,17 @@ def test_a_long_import_and_search_say_what_they_are_doing(app, app_ctx, tmp_path
     app.extensions.pop("wxapp_kb", None)  # this process has not loaded the index yet
     search = runner.invoke(args=["kb", "search", "稳岗补贴"])
     assert search.exit_code == 0 and "正在载入知识库" in search.output, search.output
+
+
+def test_ctrl_c_in_the_phrasing_check_after_the_import_skips_only_the_check(app, app_ctx, tmp_path, monkeypatch):
+    """The check runs after the commit: a Ctrl-C there said “已中断” with exit status 130 for an import done."""
+    from wxapp_backend.knowledge_store import cli as kb_cli
+
+    def ctrl_c(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(kb_cli, "clashes_among", ctrl_c)
+    before = _kb_count(app)[0]
+    result = app.test_cli_runner().invoke(args=["kb", "import", str(_big_csv(tmp_path, 5))])
+    assert result.exit_code == 0 and "导入完成" in result.output and "已跳过重复问法的检查" in result.output
+    assert _kb_count(app)[0] == before + 5

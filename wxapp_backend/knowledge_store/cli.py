@@ -118,7 +118,10 @@ def register(app: Flask) -> None:
         click.echo(f"导入完成：{report.summary()}。")
         if len(entries) >= PROGRESS_FROM:
             _progress("正在检查重复的问法（导入已完成，可随时按 Ctrl-C 跳过）……")
-        _warn_clashes({e.id for e in entries})
+        try:
+            _warn_clashes({e.id for e in entries})
+        except KeyboardInterrupt:  # the import is committed: skipping the check is not a failure
+            click.echo("\n已跳过重复问法的检查（导入已完成）；要查看，可再导入一次同一文件（条目不会重复写入）。", err=True)
 
     @kb.command("export")
     @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
