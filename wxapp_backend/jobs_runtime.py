@@ -381,6 +381,13 @@ class AppWorker(Worker):
 
     # --- the job's process ------------------------------------------------------------------------------
 
+    def prepare_execution(self, job):  # type: ignore[override]
+        # RQ registers the job as started here and writes the worker's name into the job only in the work horse,
+        # after the fork. In between, a rerun still named the worker killed under it, and another worker's beat
+        # (reclaim_jobs_of_dead_workers) failed the fresh rerun as abandoned. Named first, registered after.
+        self.connection.hset(job.key, "worker_name", self.name)
+        return super().prepare_execution(job)
+
     def main_work_horse(self, job, queue):  # type: ignore[override]
         # RQ gives the horse a process group of its own, so signals to the worker's group miss it: without this it
         # ran its job on, unsupervised, after its worker was killed (and a second worker then ran the same job).

@@ -153,3 +153,41 @@ def test_a_chat_reply_whose_worker_was_killed_mid_call_reaches_the_user_within_s
     # And a third run (a requeue by staff) sends nothing more.
     assert wechat_jobs.send_customer_message("wxa", "oKilledMidCall", {"msgtype": "text", "text": {"content": "x"}},
                                              "wxa-killed-mid-0") == "already_sent"
+
+
+# --------------------------------------------------------------------------- 3. a rerun taken for its dead worker's
+
+
+def test_a_rerun_just_started_is_not_taken_for_the_dead_workers_job(app_ctx, redis_client):
+    """RQ's worker puts the job in the started registry (prepare_execution) before its work horse, after the fork,
+    writes its own name into the job (prepare_job_execution). In between, the job still named the worker that was
+    killed under it: another worker's beat (every few seconds) took the fresh rerun for the dead worker's job and
+    failed it as abandoned twice (its one rerun spent): the live crash test above failed about one run in four.
+    The job is named for its new worker before it is registered as started."""
+    from rq import Queue
+    from rq.registry import StartedJobRegistry
+
+    from wxapp_backend.jobs_runtime import (
+        HOST_FIELD,
+        STARTED_FIELD,
+        AppWorker,
+        host_identity,
+        process_started,
+        reclaim_jobs_of_dead_workers,
+    )
+
+    host, me = host_identity(), process_started(os.getpid())
+    assert host and me
+    dead = "qa-s18-dead-worker"
+    redis_client.hset(f"rq:worker:{dead}", mapping={HOST_FIELD: host, STARTED_FIELD: str(int(me) + 1),
+                                                     "pid": os.getpid()})  # this pid, another start: gone
+    queue = Queue("qa-s18-rerun", connection=redis_client)
+    job = queue.enqueue(note_run, "/nonexistent", job_id="qa-s18-rerun-job")
+    redis_client.hset(job.key, "worker_name", dead)  # the run the dead worker had in hand
+    worker = AppWorker([queue], connection=redis_client, name="qa-s18-live-worker")
+    worker.prepare_execution(job)  # the live worker's main process, before the fork
+    try:
+        assert reclaim_jobs_of_dead_workers(queue, own_name="qa-s18-other-worker") == []
+        assert job.id in StartedJobRegistry(queue=queue).get_job_ids()
+    finally:
+        redis_client.delete(f"rq:worker:{dead}")
