@@ -400,6 +400,12 @@ ATTENDANCE_GRACE = timedelta(hours=1)
 # Registrations whose holders have yet to come (a seat, the waitlist, awaiting approval): the ones a cancelled or
 # changed activity concerns. Checked in or recorded as no-show, it has happened already.
 STILL_TO_COME = (RegStatus.PENDING_APPROVAL.value, RegStatus.CONFIRMED.value, RegStatus.WAITLISTED.value)
+# The good news told of a registration, and the statuses in which it is still true: delivered later than that (its
+# push waited), it stays in 消息 only (notices.jobs._stale_reminder).
+STANDS_WHILE: dict[str, tuple[str, ...]] = {
+    "waitlist_promoted": (RegStatus.PENDING_APPROVAL.value, RegStatus.CONFIRMED.value, RegStatus.ATTENDED.value),
+    "registration_approved": (RegStatus.CONFIRMED.value, RegStatus.ATTENDED.value),
+}
 
 
 def _cancel_registrations(session: Session, activity: Activity, actor: Actor, reason: str = "") -> int:

@@ -190,7 +190,7 @@ def _next_send(notification_id: int) -> _Send | str:
             if inflight is not None:
                 claimed = inflight.detail  # a sending subscribe attempt's detail is its template id
                 _close(s, inflight, Outcome.SKIPPED, errcode=inflight.errcode,
-                       detail="提醒已过时（报名已取消或活动已变动），未再发送")
+                       detail="通知已过时（报名已取消或活动已变动），未再发送")
                 if inflight.channel == Channel.SUBSCRIBE:
                     credits.refund(s, user.id, claimed)
             return _finish(note, DeliveryStatus.INBOX_ONLY)
@@ -225,8 +225,8 @@ def _next_send(notification_id: int) -> _Send | str:
 
 def _stale_reminder(s: Session, note: Notification) -> bool:
     """An activity reminder whose registration was cancelled (or its activity cancelled, begun or moved) since the
-    reminder was made, or a 活动调整 notice a later change overtook: a delivery that waited (a retry, a sweep after a
-    lost job) must not push it."""
+    reminder was made, a 活动调整 notice a later change overtook, or a promotion or approval whose place was undone
+    since (STANDS_WHILE): a delivery that waited (a retry, a sweep after a lost job) must not push it."""
     from ..activities.jobs import REMINDERS
     from ..activities.models import ActivityStatus, Registration, RegStatus
     from ..activities.services import (
@@ -234,6 +234,7 @@ def _stale_reminder(s: Session, note: Notification) -> bool:
         EARLY_REMINDER,
         NEAR_REMINDER,
         REMINDER_KIND,
+        STANDS_WHILE,
         STILL_TO_COME,
         change_version,
     )
@@ -249,6 +250,13 @@ def _stale_reminder(s: Session, note: Notification) -> bool:
         return (reg is None or reg.status not in STILL_TO_COME
                 or reg.activity.status != ActivityStatus.PUBLISHED.value
                 or version != [change_version(reg.activity)])
+    if note.kind in STANDS_WHILE and (note.dedup_key or "").startswith(f"{note.kind}:"):
+        # “候补成功” / “报名审核通过” whose delivery waited (a retry, the quota's cool-down, the sweep) while the place
+        # it announces was undone (the registration or the activity cancelled, a promotion to 待审核 rejected): pushed
+        # after the cancel notice, the worker's last word said they had a place, and they came to the door.
+        reg = s.get(Registration, int(reg_id))
+        return (reg is None or reg.status not in STANDS_WHILE[note.kind]
+                or reg.activity.status != ActivityStatus.PUBLISHED.value)
     if note.kind != REMINDER_KIND:
         return False
     reg = s.get(Registration, int(reg_id))
