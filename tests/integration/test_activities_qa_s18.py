@@ -3,6 +3,7 @@ the news they announce was undone, and the rough edges of registration, check-in
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select
 
@@ -88,3 +89,23 @@ def test_a_promotion_still_standing_is_pushed_as_before(client, new_activity, ma
     before = len(standin.calls_to(SUBSCRIBE))
     assert deliver_notification(_pending(db, "waitlist_promoted", waiting.id)) == "sent_subscribe"
     assert len(standin.calls_to(SUBSCRIBE)) == before + 1
+
+
+def test_a_promotion_delivered_only_after_the_activity_ended_is_not_pushed(
+        client, new_activity, make_user, user_token, standin, db, monkeypatch):
+    """Moved up before the start, its push waited past the end (the quota's cool-downs last hours): “候补成功” about
+    an evening that is over only puzzles the worker (decide() tells no approval made after the end, for that reason)."""
+    import wxapp_backend.notices.jobs as notice_jobs
+    from wxapp_backend.notices.jobs import deliver_notification
+
+    start = datetime.now(UTC) + timedelta(days=2)
+    aid = new_activity(capacity=1, start=start)
+    first, waiting = make_user(), make_user()
+    seat = _reg(client, aid, user_token(first))
+    _reg(client, aid, user_token(waiting))
+    _credit(waiting.id, "waitlist_promoted")
+    assert client.post(f"/api/v1/registrations/{seat['id']}/cancel", headers=user_token(first)).status_code == 200
+    monkeypatch.setattr(notice_jobs, "utcnow", lambda: start + timedelta(hours=3))
+    before = len(standin.calls_to(SUBSCRIBE))
+    assert deliver_notification(_pending(db, "waitlist_promoted", waiting.id)) == "inbox_only"
+    assert len(standin.calls_to(SUBSCRIBE)) == before

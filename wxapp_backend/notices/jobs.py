@@ -253,10 +253,11 @@ def _stale_reminder(s: Session, note: Notification) -> bool:
     if note.kind in STANDS_WHILE and (note.dedup_key or "").startswith(f"{note.kind}:"):
         # “候补成功” / “报名审核通过” whose delivery waited (a retry, the quota's cool-down, the sweep) while the place
         # it announces was undone (the registration or the activity cancelled, a promotion to 待审核 rejected): pushed
-        # after the cancel notice, the worker's last word said they had a place, and they came to the door.
+        # after the cancel notice, the worker's last word said they had a place, and they came to the door. Past the
+        # end it is news about an evening that is over (decide() tells no approval made then, for that reason).
         reg = s.get(Registration, int(reg_id))
         return (reg is None or reg.status not in STANDS_WHILE[note.kind]
-                or reg.activity.status != ActivityStatus.PUBLISHED.value)
+                or reg.activity.status != ActivityStatus.PUBLISHED.value or utcnow() >= reg.activity.ends_at)
     if note.kind != REMINDER_KIND:
         return False
     reg = s.get(Registration, int(reg_id))
