@@ -109,3 +109,44 @@ def test_a_promotion_delivered_only_after_the_activity_ended_is_not_pushed(
     before = len(standin.calls_to(SUBSCRIBE))
     assert deliver_notification(_pending(db, "waitlist_promoted", waiting.id)) == "inbox_only"
     assert len(standin.calls_to(SUBSCRIBE)) == before
+
+
+def test_a_change_told_after_the_start_does_not_ask_for_a_cancel_the_app_refuses(
+        client, new_activity, make_user, user_token, staff, staff_headers, db):
+    """Staff pushed the end of a running activity back half an hour. Those yet to arrive were told “……如不能参加，请在
+    小程序中取消报名”, and the mini-program then refused the cancel (it has started: 已过取消报名的截止时间). After the start
+    the notice gives the new time and place and asks for nothing it cannot do."""
+    from tests.integration.test_activities_qa_s10 import _starts_in
+    from wxapp_backend.activities.models import Activity
+    from wxapp_backend.notices.models import InboxItem
+
+    aid = new_activity(capacity=3)
+    coming = make_user()
+    rid = _reg(client, aid, user_token(coming))["id"]
+    _starts_in(aid, timedelta(minutes=-30))
+    ends = (db.get(Activity, aid).ends_at + timedelta(minutes=30)).isoformat()
+    resp = client.patch(f"/api/v1/staff/activities/{aid}", json={"ends_at": ends}, headers=staff_headers(staff))
+    assert resp.status_code == 200, resp.get_json()
+    body = db.scalar(select(InboxItem.body).where(InboxItem.user_id == coming.id,
+                                                  InboxItem.title.startswith("活动调整")))
+    assert body is not None and "时间或地点有调整" in body
+    # What the notice must not ask for: the cancel is refused once the activity has started.
+    assert client.post(f"/api/v1/registrations/{rid}/cancel", headers=user_token(coming)).status_code == 409
+    assert "取消报名" not in body, body
+
+
+def test_a_change_told_before_the_start_still_says_how_to_cancel(client, new_activity, make_user, user_token, staff,
+                                                                 staff_headers, db):
+    """The control: moved before it starts, the registrant may cancel and is told how."""
+    from wxapp_backend.notices.models import InboxItem
+
+    start = datetime.now(UTC) + timedelta(days=2)
+    aid = new_activity(capacity=3, start=start)
+    u = make_user()
+    _reg(client, aid, user_token(u))
+    new = start + timedelta(hours=1)
+    resp = client.patch(f"/api/v1/staff/activities/{aid}", headers=staff_headers(staff),
+                        json={"starts_at": new.isoformat(), "ends_at": (new + timedelta(hours=2)).isoformat()})
+    assert resp.status_code == 200, resp.get_json()
+    body = db.scalar(select(InboxItem.body).where(InboxItem.user_id == u.id, InboxItem.title.startswith("活动调整")))
+    assert body.endswith("如不能参加，请在小程序中取消报名。"), body

@@ -501,12 +501,17 @@ def _tell_changed(session: Session, activity: Activity) -> int:
     told = dict(session.execute(select(Notification.ref, func.count(Notification.id)).where(
         Notification.ref.in_([f"registration:{r.id}" for r in regs] or [""]),
         Notification.dedup_key.startswith("activity_changed:", autoescape=True)).group_by(Notification.ref)).all())
+    now = utcnow()
     for reg in regs:
+        # Asked to cancel only while they can: once it has started (the end pushed back mid-way) the mini-program
+        # refuses the cancel the notice asked for.
+        hint = ("如不能参加，请在小程序中取消报名。" if now < user_cancel_deadline(reg, activity)
+                else "如有疑问，请联系活动工作人员。")
         notify(session, reg.user_id, CHANGED_KIND,
                {"activity": activity.title, "title": f"活动调整：{activity.title}",
                 "time": activity.starts_at.isoformat(), "place": place, "note": "时间或地点有调整"},
                f"pages/activity/detail?id={activity.id}", title=f"活动调整：{activity.title}"[:100],
-               body=f"您报名的活动“{activity.title}”时间或地点有调整：{start}-{end}，{place}。如不能参加，请在小程序中取消报名。",
+               body=f"您报名的活动“{activity.title}”时间或地点有调整：{start}-{end}，{place}。{hint}",
                ref=f"registration:{reg.id}", dedup_key=f"activity_changed:{reg.id}:{version}:{told.get(f'registration:{reg.id}', 0)}")
     return len(regs)
 
