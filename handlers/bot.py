@@ -434,21 +434,25 @@ def my_registrations_list(user_id: int | None) -> tuple[str, list[int]]:
         WAITLIST_MISSED,
         upcoming_registrations_count,
         upcoming_registrations_with_ids,
+        waitlist_positions,
     )
     from wxapp_backend.auth.linking import never_logged_in
     from wxapp_backend.db import session_scope, utcnow
 
-    def label(status: str, starts) -> str:
+    def label(status: str, starts, place: int | None) -> str:
         # Still waitlisted once it has begun: the waitlist will not move any more (promote() stops at the start).
         if status == RegStatus.WAITLISTED.value and starts <= utcnow():
             return WAITLIST_MISSED
+        if status == RegStatus.WAITLISTED.value and place is not None:  # as the mini-program's 我的报名 shows it
+            return f"候补第{place}位"
         return STATUS_LABELS.get(status, status)
 
     if user_id is None:
         return "您目前没有报名的活动。" + ACTIVITY_TEXT, []
     with session_scope() as s:
         rows = upcoming_registrations_with_ids(s, user_id, ACTIVITY_LIST_LIMIT)
-        lines = [f"{i}. {_short(title, LIST_TITLE_CHARS)}：{_when(starts)}（{label(status, starts)}）"
+        places = waitlist_positions(s, user_id, [row[0] for row in rows if row[3] == RegStatus.WAITLISTED.value])
+        lines = [f"{i}. {_short(title, LIST_TITLE_CHARS)}：{_when(starts)}（{label(status, starts, places.get(_id))}）"
                  for i, (_id, title, starts, status) in enumerate(rows, 1)]
         rest = upcoming_registrations_count(s, user_id) - len(rows) if len(rows) == ACTIVITY_LIST_LIMIT else 0
         unlinked = not rows and never_logged_in(s, user_id)
@@ -582,6 +586,9 @@ def install_defaults(router: Router, *, middleware: bool = True) -> Router:
             return scored
         if kb.choices_last(ctx):  # "回复数字即可查看答案" wins over the menu digits (expired: it says so)
             return kb.answer(ctx.match, ctx)
+        if kb.plain_answer_last(ctx):  # an answer with no list just given: ask, show the menu (its digits next)
+            kb.forget_choices(ctx)
+            return Text(kb.digit_after_answer(ctx.match))
         return _as_menu_click(router, ctx, DIGITS[ctx.match])
 
     @router.match(_nothing_word, cheap=True, pure=True, fast=True)
@@ -721,6 +728,9 @@ def app_reply(text: str, *, user_id: int | None, pending_choices: bool,
     if topic is not None and (topic[0] is not None or _title_exists(topic[1])):
         return listed(sign_up_list(user_id, topic))
     if digit in DIGITS and not pending_choices:  # "回复数字即可查看答案" wins over the menu digits
+        if memory is not None and memory.plain_answer_last():  # just after an answer with no list: ask first
+            memory.menu_shown()
+            return kb.digit_after_answer(digit), "smalltalk"
         return _app_intent(DIGITS[digit], user_id, listed)
     for group in ("menu", "greeting", "thanks", "bye"):
         if t in _FOLDED[group]:

@@ -9,6 +9,7 @@ from wxapp_backend.knowledge_store.bot import forget_choices as _forget
 from wxapp_backend.knowledge_store.bot import has_pending_choices as _pending
 from wxapp_backend.knowledge_store.bot import offer_items as _offer_items
 from wxapp_backend.knowledge_store.bot import offered_list as _offered_list
+from wxapp_backend.knowledge_store.bot import plain_answer_last as _plain_answer_last
 from wxapp_backend.knowledge_store.bot import respond
 from wxapp_backend.knowledge_store.services import get_runtime
 
@@ -129,6 +130,24 @@ def choices_last(ctx: Context) -> bool:
     return _choices_last(ctx.redis, ctx.account, ctx.openid)
 
 
+def plain_answer_last(ctx: Context) -> bool:
+    """True when the bot's last reply was an answer with no numbered list under it (and no menu since): a bare digit
+    now has nothing of the bot's to pick from."""
+    return _plain_answer_last(ctx.redis, ctx.account, ctx.openid)
+
+
+# A bare digit just after an answer with no list: it was the menu's item (“2” started the appeal intake by accident).
+DIGIT_WHAT = "您回复的“{digit}”是指什么呢？刚才的回答下面没有编号选项。想继续问，直接输入问题就行；\n"
+
+
+def digit_after_answer(digit: str) -> str:
+    """The answer to a bare digit just after a plain answer: what it means, and the menu (which a digit next picks
+    from)."""
+    from .bot import MENU_TEXT
+
+    return DIGIT_WHAT.format(digit=digit) + "要使用下面的功能，请再" + MENU_TEXT
+
+
 def offer_activities(ctx: Context, ids: list[int]) -> None:
     """A numbered list of activities was shown: a number next picks one of them (not a menu item)."""
     offer_list(ctx, "activity", ids)
@@ -207,6 +226,14 @@ class ChatMemory:
 
     def forget(self) -> None:
         _forget(self.redis, self.channel, self.who)
+
+    def plain_answer_last(self) -> bool:
+        return _plain_answer_last(self.redis, self.channel, self.who)
+
+    def menu_shown(self) -> None:
+        """The menu was shown: a digit next means its item (and no earlier choice)."""
+        _forget(self.redis, self.channel, self.who)
+        menu_shown(self.redis, self.channel, self.who)
 
     def offer(self, kind: str, ids: list) -> None:
         _offer_items(self.redis, self.channel, self.who, kind, ids)

@@ -50,6 +50,18 @@ def logging_middleware(ctx: Context, call_next: Next) -> Reply | None:
     return reply
 
 
+def mini_link_middleware(ctx: Context, call_next: Next) -> Reply | None:
+    """The mini-program pages a text reply names become links to them (handlers/links.py), when the mini-program's
+    appid is configured. Only WeChat messages go through the router: the mini-program's own chat API gets plain text."""
+    reply = call_next(ctx)
+    appid = getattr(ctx.settings, "wxa_appid", "") if ctx.settings is not None else ""
+    if not appid or reply is None:
+        return reply
+    from .links import with_links
+
+    return with_links(reply, appid)
+
+
 def _followed(ctx: Context) -> bool | None:
     if ctx.msg.is_event and ctx.msg.event in ("subscribe", "unsubscribe"):
         return ctx.msg.event == "subscribe"
@@ -122,10 +134,11 @@ def _rate_inline(ctx: Context) -> bool:
 
 
 logging_middleware.inline = True  # type: ignore[attr-defined]
+mini_link_middleware.inline = True  # type: ignore[attr-defined]  (string work on the reply only)
 user_middleware.inline = _user_inline  # type: ignore[attr-defined]
 blocklist_middleware.inline = True  # type: ignore[attr-defined]
 rate_limit_middleware.inline = _rate_inline  # type: ignore[attr-defined]
 conversation_lock_middleware.inline = True  # type: ignore[attr-defined]  (a planned route takes no lock)
 
-DEFAULT_MIDDLEWARE = (logging_middleware, user_middleware, blocklist_middleware, rate_limit_middleware,
+DEFAULT_MIDDLEWARE = (logging_middleware, mini_link_middleware, user_middleware, blocklist_middleware, rate_limit_middleware,
                       conversation_lock_middleware)

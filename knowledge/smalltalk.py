@@ -214,6 +214,26 @@ def feedback_of(text: str | None) -> bool | None:
     return None
 
 
+# “不对”, “不是这个”, “答非所问”, “你答错了”: the answer just given was not what the user asked about (whole messages only;
+# “不对外开放吗” is a question). Alone they were matched as questions (“对诉求处理结果不满意怎么办？”).
+_WRONG_RE = re.compile(
+    r"(?:你|您|这|这个|那个|回答|答案|你的回答|这个回答|好像|感觉|完全|根本|都|也|还是|可是|但是|不过)*"
+    r"(?:不对|错了|答错了|说错了|回答错了|搞错了|弄错了|不正确|不准确|"
+    r"不是(?:这个|这样|这些|这条|这意思|这个意思|这个问题)?|我(?:问|说|要问|想问)的不是(?:这个|这些)|"
+    r"答非所问|文不对题|牛头不对马嘴|驴唇不对马嘴|不是我(?:想|要)(?:要|问|找)?的(?:问题|答案|意思)?|"
+    r"(?:不是|没)(?:问|说)(?:这个|这些))"
+    r"(?:的|了|啊|呀|哦|啦|呢|吧|哎|诶|嘛|哈)*")
+
+
+def is_wrong_answer(text: str | None) -> bool:
+    """True when the whole message says the bot's last answer was the wrong one (“不对”, “不是这个”, “答非所问”):
+    about that answer only when one was just given (the caller knows); otherwise a text like any other."""
+    if not text or not isinstance(text, str) or len(text) > MAX_SMALLTALK_CHARS:
+        return False
+    norm = re.sub(r"[^\w]+", "", get_analyzer().normalize(without_faces(text), max_chars=MAX_SMALLTALK_CHARS))
+    return bool(norm) and bool(_WRONG_RE.fullmatch(norm))
+
+
 def is_greeting(text: str | None) -> bool:
     """True for a bare greeting such as 你好 / 在吗 / hello."""
     return detect_smalltalk(text) == "greeting"

@@ -1552,6 +1552,19 @@ def upcoming_registrations_with_ids(session: Session, user_id: int, limit: int =
         .order_by(Activity.starts_at, Activity.id).limit(limit))]
 
 
+def waitlist_positions(session: Session, user_id: int, activity_ids: list[int]) -> dict[int, int]:
+    """Where the user stands on the waitlists of these activities (activity id -> 1 for the next seat), as
+    `waitlist_position` gives it to the mini-program's 我的报名; activities the user is not waitlisted for (or that
+    have started) are left out."""
+    if not activity_ids:
+        return {}
+    regs = session.scalars(select(Registration).where(
+        Registration.user_id == user_id, Registration.activity_id.in_(activity_ids),
+        Registration.status == RegStatus.WAITLISTED.value))
+    places = {reg.activity_id: waitlist_position(session, reg) for reg in regs}
+    return {activity_id: place for activity_id, place in places.items() if place is not None}
+
+
 def upcoming_registrations_count(session: Session, user_id: int) -> int:
     """How many registrations `upcoming_registrations` would list without a limit."""
     return session.scalar(select(func.count(Registration.id)).join(Activity, Activity.id == Registration.activity_id)

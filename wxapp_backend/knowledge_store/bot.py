@@ -8,10 +8,10 @@ from collections.abc import Callable
 
 import redis
 
-from knowledge.smalltalk import is_clarification
+from knowledge.smalltalk import is_clarification, is_wrong_answer
 
 from ..db import Database
-from .chat import ChatResult, _bare_number, ask, choice_index, choice_number
+from .chat import SUGGEST_COUNT, ChatResult, _bare_number, ask, choice_index, choice_number
 from .services import CHOICE, KBRuntime, log_turn
 
 log = logging.getLogger(__name__)
@@ -58,6 +58,27 @@ def _answered_key(channel: str, who: str) -> str:
 def _voted_turn_key(channel: str, who: str) -> str:
     """The turn that gave the last answer (“turn_id entry_id”): what a “有用” / “没用” typed next is a vote on."""
     return f"kb:answered_turn:{channel}:{who}"
+
+
+def _alternatives_key(channel: str, who: str) -> str:
+    """The next-best guesses for the question the last answer answered (a JSON list of entry ids): what a “不对” next
+    offers instead."""
+    return f"kb:alternatives:{channel}:{who}"
+
+
+def _plain_key(channel: str, who: str) -> str:
+    """That the bot's last reply on the knowledge base was an answer with no numbered list under it: a bare digit next
+    has no list of the bot's to pick from (it was the menu's, and “2” started the appeal intake by accident)."""
+    return f"kb:plain:{channel}:{who}"
+
+
+def plain_answer_last(r: redis.Redis, channel: str, who: str) -> bool:
+    """Whether the last numbers-free reply `plain_answer` noted is still the bot's latest (no menu, list or choices
+    shown since, within MEMORY_TTL)."""
+    try:
+        return bool(r.exists(_plain_key(channel, who)))
+    except redis.RedisError:
+        return False  # unknown: a digit keeps its usual meaning
 
 
 def _typed_vote(db: Database, r: redis.Redis, channel: str, who: str, user_id: int | None, useful: bool) -> None:
@@ -120,6 +141,8 @@ def offer_items(r: redis.Redis, channel: str, who: str, kind: str, ids: list) ->
     try:
         r.set(_memory_key(channel, who), json.dumps({"kind": kind, "ids": list(ids)}), ex=MEMORY_TTL)
         r.set(_offered_key(channel, who), kind, ex=OFFERED_TTL)
+        # the last reply is this list now: a “不对” or a digit next is about it, not about an answer before it
+        r.delete(*_answer_keys(channel, who))
     except redis.RedisError:
         log.warning("could not store the list memory")
 
@@ -193,6 +216,10 @@ def respond(runtime: KBRuntime, db: Database, r: redis.Redis, text: str, *, chan
         last = json.loads(raw) if raw else None
     except (redis.RedisError, ValueError):
         last = None  # losing the memory only means a number reply is read as a question
+    if not isinstance(last, dict) and is_wrong_answer(text):  # “不对” right after an answer: about that answer
+        wrong = _wrong_answer(runtime, db, r, channel, who, user_id)
+        if wrong is not None:
+            return wrong, None
     if is_clarification(text):  # “什么意思”: about the reply just given, no entry of its own
         return ChatResult(_clarify(runtime, r, channel, who, last), "smalltalk"), None
     if isinstance(last, dict):  # a list of activities (or other items), not knowledge-base choices
@@ -208,7 +235,8 @@ def respond(runtime: KBRuntime, db: Database, r: redis.Redis, text: str, *, chan
             return ChatResult(ITEMS_EXPIRED.format(what=ITEM_KINDS[kind], again=ITEM_AGAIN[kind]), "smalltalk"), None
         if kind:
             return ChatResult(CHOICES_EXPIRED, "smalltalk"), None  # a pick from a list that has expired
-    result = ask(runtime.get(), text, last_suggestions=last, detail_hint=detail_hint)
+    kb = runtime.get()
+    result = ask(kb, text, last_suggestions=last, detail_hint=detail_hint)
     offered = _offered_key(channel, who)
     try:
         if result.suggestions:
@@ -223,8 +251,19 @@ def respond(runtime: KBRuntime, db: Database, r: redis.Redis, text: str, *, chan
             r.delete(key, offered)
         if result.decision == "answer" and result.entry_id:  # what a “什么意思” next is about
             r.set(_answered_key(channel, who), result.entry_id, ex=MEMORY_TTL)
+            # What a “不对” next offers instead: the rest of the list it was picked from, else the search's next
+            # guesses for the question.
+            if isinstance(last, list) and result.entry_id in last:
+                others = [c for c in last if c != result.entry_id]
+            else:
+                others = [h.entry.id for h in result.candidates[1:] if h.confidence >= kb.suggest_threshold]
+            r.set(_alternatives_key(channel, who), json.dumps(others[:SUGGEST_COUNT]), ex=MEMORY_TTL)
+            if isinstance(last, list) and result.picked and len(last) > 1:
+                r.delete(_plain_key(channel, who))  # the list stays under it (“回复 1、3”): a digit picks from it
+            else:
+                r.set(_plain_key(channel, who), "1", ex=MEMORY_TTL)
         elif result.decision in {"suggest", "fallback"}:
-            r.delete(_answered_key(channel, who))
+            r.delete(_answered_key(channel, who), *_answer_keys(channel, who))
     except redis.RedisError:
         log.warning("could not store the suggestion memory")
     if result.feedback is not None:
@@ -246,6 +285,55 @@ def respond(runtime: KBRuntime, db: Database, r: redis.Redis, text: str, *, chan
         except redis.RedisError:
             pass
     return result, turn_id
+
+
+WRONG_SORRY = "抱歉，刚才的回答没对上您的问题，小二记下了（算作一次“没用”评价），会改进的。"
+WRONG_SORRY_ANON = "抱歉，刚才的回答没对上您的问题，小二记下了，会改进的。"
+WRONG_GUESSES = ("换个方向猜猜，您是不是想问：\n{lines}\n回复数字即可查看答案；都不是的话，回复“人工”联系工作人员，"
+                 "或回复“我要反映”提交诉求。")
+# Bullets, not numbers: a digit means the menu's item.
+WRONG_HANDOVER = ("您可以：\n· 换个说法再问问我，说得具体些更好\n· 回复“人工”联系工作人员\n"
+                  "· 回复“我要反映”提交诉求，我们会在承诺时限内答复")
+
+
+def _wrong_answer(runtime: KBRuntime, db: Database, r: redis.Redis, channel: str, who: str,
+                  user_id: int | None) -> ChatResult | None:
+    """“不对” / “不是这个” / “答非所问” right after an answer (within MEMORY_TTL, nothing else shown since): a 没用 vote on
+    that answer (as the app's button records it: one per turn), an apology, and the next-best guesses for the question
+    first asked as numbered choices, or the two hand-overs (a person, an appeal). None when no answer was just given."""
+    try:
+        raw_turn, raw_others = r.get(_voted_turn_key(channel, who)), r.get(_alternatives_key(channel, who))
+    except redis.RedisError:
+        return None
+    if not raw_turn:
+        return None
+    _typed_vote(db, r, channel, who, user_id, False)
+    try:
+        others = json.loads(raw_others) if raw_others else []
+    except ValueError:
+        others = []
+    kb = runtime.get()
+    from datetime import date
+
+    today = kb.today or date.today()
+    entries = [e for e in (kb.get(i) for i in others if isinstance(i, str)) if e is not None and e.is_current(today)]
+    items = [{"id": e.id, "question": e.question} for e in entries[:SUGGEST_COUNT]]
+    sorry = WRONG_SORRY if user_id is not None else WRONG_SORRY_ANON
+    try:
+        # said once: a second “不对” is not about that answer any more (nor a second vote)
+        r.delete(_answered_key(channel, who), *_answer_keys(channel, who))
+        if items:
+            r.set(_memory_key(channel, who), json.dumps([i["id"] for i in items]), ex=MEMORY_TTL)
+            r.set(_offered_key(channel, who), "1", ex=OFFERED_TTL)
+        else:
+            r.delete(_memory_key(channel, who), _offered_key(channel, who))
+            r.set(_plain_key(channel, who), "1", ex=MEMORY_TTL)  # no numbers shown: a digit next is asked about
+    except redis.RedisError:
+        log.warning("could not store the suggestion memory")
+    if not items:
+        return ChatResult(sorry + "\n" + WRONG_HANDOVER, "smalltalk")
+    lines = "\n".join(f"{n}. {item['question']}" for n, item in enumerate(items, 1))
+    return ChatResult(sorry + "\n" + WRONG_GUESSES.format(lines=lines), "suggest", suggestions=items)
 
 
 def has_pending_choices(r: redis.Redis, channel: str, who: str) -> bool:
@@ -276,6 +364,12 @@ def choices_last(r: redis.Redis, channel: str, who: str) -> bool:
 def forget_choices(r: redis.Redis, channel: str, who: str) -> None:
     """Drop the pending choices: the bot has since offered other numbers (its menu), which a digit now means."""
     try:
-        r.delete(_memory_key(channel, who), _offered_key(channel, who), _answered_key(channel, who))
+        r.delete(_memory_key(channel, who), _offered_key(channel, who), _answered_key(channel, who),
+                 *_answer_keys(channel, who))
     except redis.RedisError:
         log.warning("could not drop the suggestion memory")
+
+
+def _answer_keys(channel: str, who: str) -> tuple[str, ...]:
+    """What the bot keeps of the answer it gave last, for what the user says right after it (“有用”, “不对”, “2”)."""
+    return _voted_turn_key(channel, who), _alternatives_key(channel, who), _plain_key(channel, who)

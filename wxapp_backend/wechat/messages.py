@@ -517,6 +517,9 @@ def truncate_utf8(text: str, max_bytes: int = REPLY_TEXT_MAX_BYTES, suffix: str 
         return data[:max_bytes].decode("utf-8", "ignore")
     # "ignore" drops only the trailing partial character left by the byte slice.
     cut = data[:room].decode("utf-8", "ignore")
+    anchor = cut.rfind("<a ")
+    if anchor >= 0 and cut.find("</a>", anchor) < 0:  # inside a mini-program link: the user saw its raw markup
+        cut = cut[:anchor].rstrip()
     link = _TRAILING_LINK.search(cut)
     whole = LINK_RE.match(text, link.start()) if link is not None else None
     if whole is not None and whole.end() > len(cut):  # the cut fell inside a link
