@@ -26,6 +26,9 @@ def answer(text: str, ctx: Context) -> Reply:
     from .appeal_intake import expired_note
     from .bot import picked_item
 
+    turn = ctx.extra.get("kb_turn")
+    if isinstance(turn, dict):  # (shared with the contexts made from this one: a voice transcript, a menu digit)
+        turn["asked"] = True
     told, step = _recent_notes(ctx)
     # an answer to a step of a draft that ran out meanwhile: it was not filed (said once)
     note = expired_note(ctx, step)
@@ -47,6 +50,14 @@ def answer(text: str, ctx: Context) -> Reply:
     if result.decision in ("fallback", "suggest") and ctx.user_id is not None:
         return Text(note + result.reply + _supplement_hint(ctx.user_id))
     return Text(note + result.reply)
+
+
+def answer_over(ctx: Context) -> None:
+    """Something other than the knowledge base answered this message: a “不对” or a digit next is not about the
+    answer before it."""
+    from wxapp_backend.knowledge_store.bot import answer_over as _over
+
+    _over(ctx.redis, ctx.account, ctx.openid)
 
 
 def _recent_notes(ctx: Context) -> tuple[object, object]:
@@ -137,7 +148,7 @@ def plain_answer_last(ctx: Context) -> bool:
 
 
 # A bare digit just after an answer with no list: it was the menu's item (“2” started the appeal intake by accident).
-DIGIT_WHAT = "您回复的“{digit}”是指什么呢？刚才的回答下面没有编号选项。想继续问，直接输入问题就行；\n"
+DIGIT_WHAT = "您回复的“{digit}”是指什么呢？刚才的回答下面没有编号选项～想接着问，直接输入问题就行。\n"
 
 
 def digit_after_answer(digit: str) -> str:
@@ -145,7 +156,7 @@ def digit_after_answer(digit: str) -> str:
     from)."""
     from .bot import MENU_TEXT
 
-    return DIGIT_WHAT.format(digit=digit) + "要使用下面的功能，请再" + MENU_TEXT
+    return DIGIT_WHAT.format(digit=digit) + "要用下面的功能，" + MENU_TEXT
 
 
 def offer_activities(ctx: Context, ids: list[int]) -> None:

@@ -62,6 +62,29 @@ def mini_link_middleware(ctx: Context, call_next: Next) -> Reply | None:
     return with_links(reply, appid)
 
 
+def answer_memory_middleware(ctx: Context, call_next: Next) -> Reply | None:
+    """What the bot keeps of its last knowledge-base answer (for a “不对”, “有用” or a bare digit right after it) is
+    dropped when a text is answered by anything else (“活动”, a flow's step): “不对” after the activity list was taken
+    for a verdict on the answer before it. Fixed words (你好, 谢谢) keep it, as the knowledge base's own small talk does;
+    a route planned in the request thread writes nothing."""
+    turn: dict = {}
+    ctx.extra["kb_turn"] = turn
+    reply = call_next(ctx)
+    if (ctx.planned or turn.get("asked") or ctx.msg.msg_type not in ("text", "voice") or reply is None
+            or _fixed_answer(ctx)):
+        return reply
+    from . import kb
+
+    kb.answer_over(ctx)
+    return reply
+
+
+def _fixed_answer(ctx: Context) -> bool:
+    router, name = ctx.extra.get("router"), ctx.extra.get("rule")
+    rule = next((r for r in getattr(router, "rules", ()) if r.name == name), None)
+    return rule is not None and rule.answer is not None
+
+
 def _followed(ctx: Context) -> bool | None:
     if ctx.msg.is_event and ctx.msg.event in ("subscribe", "unsubscribe"):
         return ctx.msg.event == "subscribe"
@@ -135,10 +158,11 @@ def _rate_inline(ctx: Context) -> bool:
 
 logging_middleware.inline = True  # type: ignore[attr-defined]
 mini_link_middleware.inline = True  # type: ignore[attr-defined]  (string work on the reply only)
+answer_memory_middleware.inline = True  # type: ignore[attr-defined]  (nothing for a planned route)
 user_middleware.inline = _user_inline  # type: ignore[attr-defined]
 blocklist_middleware.inline = True  # type: ignore[attr-defined]
 rate_limit_middleware.inline = _rate_inline  # type: ignore[attr-defined]
 conversation_lock_middleware.inline = True  # type: ignore[attr-defined]  (a planned route takes no lock)
 
-DEFAULT_MIDDLEWARE = (logging_middleware, mini_link_middleware, user_middleware, blocklist_middleware, rate_limit_middleware,
-                      conversation_lock_middleware)
+DEFAULT_MIDDLEWARE = (logging_middleware, mini_link_middleware, user_middleware, blocklist_middleware,
+                      rate_limit_middleware, conversation_lock_middleware, answer_memory_middleware)

@@ -370,6 +370,15 @@ def forget_choices(r: redis.Redis, channel: str, who: str) -> None:
         log.warning("could not drop the suggestion memory")
 
 
+def answer_over(r: redis.Redis, channel: str, who: str) -> None:
+    """The bot said something else since its last answer (a list, a flow's step): a “不对”, “有用” or digit next is no
+    longer about that answer."""
+    try:
+        r.delete(*_answer_keys(channel, who))
+    except redis.RedisError:
+        pass  # they expire by themselves (MEMORY_TTL)
+
+
 def _answer_keys(channel: str, who: str) -> tuple[str, ...]:
     """What the bot keeps of the answer it gave last, for what the user says right after it (“有用”, “不对”, “2”)."""
     return _voted_turn_key(channel, who), _alternatives_key(channel, who), _plain_key(channel, who)

@@ -8,9 +8,11 @@ as are customer-service messages sent later (read back from the loopback WeChat 
 from __future__ import annotations
 
 import base64
+import html
 import json
 import logging
 import os
+import re
 import secrets
 import time
 from dataclasses import replace
@@ -85,13 +87,24 @@ def open_reply(acct: Account, body: str) -> dict[str, Any] | None:
     return doc
 
 
+# A mini-program link in a text (handlers/links.py), as a person trying the bot out reads it: the text and the page.
+_MINI_LINK = re.compile(r'<a data-miniprogram-appid="[^"]*" data-miniprogram-path="([^"]*)">([^<]*)</a>')
+
+
+def _readable(text: str) -> str:
+    """`text` with its mini-program links shown as their text and page (WeChat shows them as tappable text)."""
+    if "<a " not in text:
+        return text
+    return _MINI_LINK.sub(lambda m: f"{html.unescape(m.group(2))}［小程序页面 {html.unescape(m.group(1))}］", text)
+
+
 def describe_reply(doc: dict[str, Any] | None) -> str:
     """A line of text for a passive reply."""
     if doc is None:
         return ""
     kind = doc.get("MsgType")
     if kind == "text":
-        return str(doc.get("Content") or "")
+        return _readable(str(doc.get("Content") or ""))
     if kind == "transfer_customer_service":
         return "［已转接人工客服］"
     if kind == "news":
@@ -105,7 +118,7 @@ def describe_payload(payload: dict[str, Any]) -> str:
     """A line of text for a customer-service message body."""
     kind = payload.get("msgtype")
     if kind == "text":
-        return str((payload.get("text") or {}).get("content") or "")
+        return _readable(str((payload.get("text") or {}).get("content") or ""))
     if kind == "news":
         return "［图文］" + "；".join(a.get("title", "") for a in payload.get("news", {}).get("articles", []))
     if kind == "link":
