@@ -27,8 +27,9 @@ MINI_PAGES: dict[str, str] = {
 TEXT_MAX_BYTES = 2048
 
 # A page named where it is opened (“小程序“白领活动””, “请到“我的报名””, “打开“我的报名””), not a word to reply
-# (“回复“我的报名”查看”).
-_NAMED = re.compile(r"(?:(?<=小程序)|(?<=[在到开]))“(" + "|".join(map(re.escape, MINI_PAGES)) + r")”")
+# (“回复“我的报名”查看”). The link's text is the name as written, 小程序 included.
+_NAMED = re.compile(r"小程序“(" + "|".join(map(re.escape, MINI_PAGES)) + r")”|(?<=[在到开])“("
+                    + "|".join(map(re.escape, MINI_PAGES)) + r")”")
 
 
 def anchor(appid: str, path: str, text: str) -> str:
@@ -44,7 +45,7 @@ def mini_links(text: str, appid: str, max_bytes: int = TEXT_MAX_BYTES) -> str:
     size = len(text.encode("utf-8"))
     out, at = [], 0
     for m in _NAMED.finditer(text):
-        path = MINI_PAGES.get(m.group(1))
+        path = MINI_PAGES.get(m.group(1) or m.group(2))
         if not path:
             continue
         link = anchor(appid, path, m.group(0))

@@ -180,13 +180,13 @@ def test_activity_replies_link_the_mini_program_pages(oa_kb, make_activity, make
     reply = say(oa_kb, "oChatflowLinks", "活动")
     links = _ANCHOR.findall(reply)
     assert links and all(appid == WXA_APPID for appid, _path, _text in links), reply
-    assert any(text == "“白领活动”" and path.startswith("pages/") for _a, path, text in links), reply
+    assert any(text == "小程序“白领活动”" and path.startswith("pages/") for _a, path, text in links), reply
     assert "<a " not in _ANCHOR.sub("", reply), reply  # no half-made anchor
     user_id = _linked_follower(make_user, "oChatflowLinksMine")
     _register(user_id, a.id)
     reply = say(oa_kb, "oChatflowLinksMine", "我的报名")
-    assert any(text == "“我的报名”" for _a, _path, text in _ANCHOR.findall(reply)), reply
-    assert "“我的报名”" in reply  # the name reads as before inside the link
+    assert any(text == "小程序“我的报名”" for _a, _path, text in _ANCHOR.findall(reply)), reply
+    assert "小程序“我的报名”" in reply  # the name reads as before inside the link
 
 
 def test_a_long_activity_list_with_links_fits_one_reply(oa_kb, make_activity, make_user):  # noqa: F811

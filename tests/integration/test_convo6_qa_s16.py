@@ -25,9 +25,15 @@ def test_useful_or_not_said_after_an_answer_is_feedback_not_a_question(oa_kb, cl
         reply = say(oa_kb, openid, text)
         assert "没学会" not in reply and "您是不是想问" not in reply and "高兴" in reply, (text, reply)
     assert "服务专员" in say(oa_kb, openid, "3")  # the list stays, as promised (“回复 1、3”)
-    for text in ("没有帮助", "没帮上", "答非所问", "不是我想要的"):
+    for text in ("没有帮助", "没帮上"):
         reply = say(oa_kb, openid, text)
         assert "没学会" not in reply and "您是不是想问" not in reply and "人工" in reply, (text, reply)
+    # “答非所问”, “不是我想要的” right after that answer say it was the wrong one: the rest of the list is offered again
+    # (session 18, chatflow); once more, with nothing answered since, they are feedback as above.
+    reply = say(oa_kb, openid, "答非所问")
+    assert "没学会" not in reply and "您是不是想问" in reply and "人工" in reply, reply
+    reply = say(oa_kb, openid, "不是我想要的")
+    assert "没学会" not in reply and "人工" in reply, reply
     assert _unanswered(oa_kb) == 0
 
     h = user_token(make_user())
