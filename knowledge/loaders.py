@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from .schema import DATE_FIELDS, POLICY_FIELDS, REQUIRED_FIELDS, Entry, validate_entry
+from .text import strip_invisible
 
 SUPPORTED_EXTENSIONS: tuple[str, ...] = (".yaml", ".yml", ".jsonl", ".csv", ".xlsx")
 LIST_FIELDS: tuple[str, ...] = ("similar", "tags")
@@ -140,7 +141,9 @@ def _text(value: Any) -> str:
     if isinstance(value, date):
         return value.isoformat()
     # Line breaks as LF whatever the file held (an .xlsx gives CRLF back as LF): a re-import is not a change.
-    return _CONTROL_RE.sub("", _LINE_BREAK_RE.sub("\n", str(value))).strip()
+    # Invisible characters out, as the console's form takes them out: an id pasted with a zero-width space made a
+    # second entry looking like the first, one the console could then not edit.
+    return strip_invisible(_CONTROL_RE.sub("", _LINE_BREAK_RE.sub("\n", str(value)))).strip()
 
 
 def _as_list(value: Any) -> tuple[list[str], bool]:
@@ -155,7 +158,9 @@ def _as_list(value: Any) -> tuple[list[str], bool]:
         items = [_ESCAPED_SEPARATOR.sub(r"\1", i) for i in _CELL_SEPARATORS.split(_text(value))]
     else:
         return [], False
-    return [i.strip() for i in items if i and i.strip()], True
+    # One a line too, as the console's box takes them: staff type a cell's phrasings on lines of their own (Alt+Enter),
+    # and the whole cell was one phrasing with line breaks in it (the console's next save split it unasked).
+    return [line.strip() for i in items for line in i.split("\n") if line.strip()], True
 
 
 def _join_cell(items: tuple[str, ...]) -> str:

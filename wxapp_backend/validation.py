@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
+from knowledge.text import strip_invisible
+
 from .errors import ValidationError
 
 # ASCII: \d alone also takes Arabic-Indic, Devanagari ... digits, which nobody can dial or search for.
@@ -72,27 +74,6 @@ def building_name_problem(name: str) -> str | None:
     if not any(ch.isalpha() for ch in name):
         return "楼宇名称应至少有 1 个汉字或字母，如“环球港A座”“1号楼”"
     return None
-
-
-def strip_invisible(value: str) -> str:
-    """`value` without invisible format characters (Unicode category Cf: zero-width space and joiners U+200B-U+200D,
-    the word joiner U+2060, a stray BOM U+FEFF, bidi marks and overrides, the soft hyphen). Pasted from a web page,
-    Word or a chat they show nothing, yet made “上海甲科技” and “上海甲\u200b科技” two names: a second file of the same
-    enterprise, and a name typed later that matched nothing. What an emoji is made of stays: a zero-width joiner
-    between two pictographs (👨‍👩‍👧) and the tag characters of a flag (🏴 and its tags)."""
-    if value.isascii() or value.isprintable():  # no format character is printable: the common case, at C speed
-        return value
-    out: list[str] = []
-    last = len(value) - 1
-    for i, ch in enumerate(value):
-        if unicodedata.category(ch) != "Cf":
-            out.append(ch)
-        elif ch == "\u200d" and out and i < last and unicodedata.category(out[-1]) in {"So", "Sk", "Mn"} \
-                and unicodedata.category(value[i + 1]) == "So":
-            out.append(ch)
-        elif "\U000e0020" <= ch <= "\U000e007f" and out and (out[-1] == "\U0001f3f4" or "\U000e0020" <= out[-1] <= "\U000e007f"):
-            out.append(ch)
-    return "".join(out)
 
 
 # Letters that print as nothing: the Hangul fillers and the blank braille pattern (blank nicknames are made of them).
