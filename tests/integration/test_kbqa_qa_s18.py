@@ -5,10 +5,14 @@ console can then do with the entries made from them."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import openpyxl
+import yaml
 
+from knowledge import loaders
+from knowledge.schema import Entry
 from wxapp_backend.knowledge_store.models import KBEntry
 
 
@@ -71,3 +75,72 @@ def test_an_id_pasted_with_an_invisible_character_is_the_entry_it_shows_not_a_se
     assert r.status_code == 302, r.get_data(as_text=True)
     db.expire_all()
     assert db.get(KBEntry, "g3").answer == "到公积金中心办理。"
+
+
+def test_json_lines_written_by_a_pandas_script_import_its_empty_cells_as_empty_not_as_nan(app, app_ctx, db, tmp_path):
+    """A sheet read with pandas and written with json.dumps has NaN for every empty cell: each entry was imported with
+    分类 “nan”, 发布部门 “nan” and a phrasing “nan” (the bot's replies said 【适用对象】nan), and an empty 答案 was
+    the answer “nan”. NaN is read as the empty cell it stands for; Infinity is no content and is refused, named."""
+    path = tmp_path / "kb.jsonl"
+    path.write_text(
+        '{"id": "rent", "question": "房租补贴怎么申请", "answer": "在一网通办申请。", "category": NaN, "similar": NaN,'
+        ' "issuer": NaN, "eligibility": NaN, "tags": NaN, "valid_until": NaN, "retired": NaN}\n'
+        '{"id": "loan", "question": "贷款贴息", "answer": NaN}\n'
+        '{"id": "tax", "question": "税收优惠", "answer": "见政策。", "benefit": Infinity, "policy": {"window": -Infinity}}\n',
+        encoding="utf-8")
+    result = _import(app, path)
+    assert result.exit_code != 0 and "未改动" in result.output
+    assert "kb.jsonl：第 2 行 “answer” 不能为空" in result.output, result.output
+    assert "kb.jsonl：第 3 行 “benefit”" in result.output and "第 3 行 “policy.window”" in result.output
+    assert "nan" not in result.output.lower().replace("nan）", "")
+    assert db.query(KBEntry).count() == 0
+    path.write_text(path.read_text(encoding="utf-8").split("\n", 1)[0] + "\n", encoding="utf-8")
+    result = _import(app, path)
+    assert result.exit_code == 0, result.output
+    row = db.get(KBEntry, "rent")
+    assert (row.category, row.similar, row.issuer, row.eligibility, row.tags, row.valid_until, row.retired) == (
+        "", [], None, None, [], None, False)
+
+
+def test_json_lines_files_put_together_with_a_byte_order_mark_on_a_later_line_import(app, app_ctx, db, tmp_path):
+    """Two files saved by Notepad (each starting with a byte-order mark) put together: the second file's first line
+    was “JSON 格式错误（第 1 列）：格式不对” though nothing on it was wrong to the eye."""
+    one = json.dumps({"id": "a", "question": "公司注册要多久", "answer": "一般 1 个工作日。"}, ensure_ascii=False)
+    two = json.dumps({"id": "b", "question": "社保怎么开户", "answer": "一网通办。"}, ensure_ascii=False)
+    path = tmp_path / "kb.jsonl"
+    path.write_bytes(b"\xef\xbb\xbf" + one.encode() + b"\r\n" + b"\xef\xbb\xbf" + two.encode() + b"\r\n")
+    result = _import(app, path)
+    assert result.exit_code == 0, result.output
+    assert sorted(r.id for r in db.query(KBEntry)) == ["a", "b"]
+
+
+def test_a_yaml_file_is_parsed_once_and_by_libyaml_when_it_is_installed(tmp_path, monkeypatch):
+    """A 10 MB YAML (10,000 policies) took about a minute to import, and nothing said it was working: it was read
+    twice (once for the line numbers, once for the values), both times by PyYAML's pure-Python parser. It is parsed
+    once, by libyaml when PyYAML has it; a file libyaml refuses is read again by the Python parser for its error
+    message (the same Chinese explanation as before)."""
+    parsed: list[str] = []
+    for cls in {loaders._StringDateLoader, getattr(loaders, "_FastLoader", None)} - {None}:
+        original = cls.__init__
+
+        def counting(self, stream, _original=original, _name=cls.__name__):
+            parsed.append(_name)
+            _original(self, stream)
+
+        monkeypatch.setattr(cls, "__init__", counting)
+    entries = [Entry(id=f"p{i}", question=f"第{i}项政策怎么申请", answer="在一网通办申请。\n第二行", similar=("yes", "0123"),
+                     category="政策") for i in range(3)]
+    path = tmp_path / "kb.yaml"
+    loaders.dump_file(entries, path)
+    assert loaders.load_file(path, strict=True) == entries
+    assert len(parsed) == 1
+    if yaml.__with_libyaml__:
+        assert parsed == ["_FastLoader"]
+    parsed.clear()
+    path.write_text("- id: a\n  question: 问题: 冒号\n  answer: 答\n", encoding="utf-8")
+    try:
+        loaders.load_file(path)
+    except loaders.KBLoadError as exc:
+        assert "这里不能有冒号" in str(exc) and "第 2 行" in str(exc)
+    else:
+        raise AssertionError("a broken YAML file loaded")
