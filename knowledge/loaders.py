@@ -299,14 +299,15 @@ def _build_entry(
     return entry if len(col.issues) == before else None
 
 
-def _check_duplicates(items: list[tuple[int, Entry]], col: _Collector, row_label: str | None = None) -> None:
-    """Report ids that occur more than once in one file, naming the first occurrence."""
+def _check_duplicates(items: list[tuple[int, Entry]], col: _Collector, row_label: str | None = None,
+                      labels: dict[int, str] | None = None) -> None:
+    """Report ids that occur more than once in one file, naming the first occurrence. `labels`: each row's own
+    label (a YAML entry's “条（第 7 行）”), else `row_label`."""
     first: dict[str, int] = {}
     for row, e in items:
         if e.id in first:
-            col.add(
-                row, "id", f"编号 “{e.id}” 与第 {first[e.id]} {row_label or col.row_label}重复", row_label
-            )
+            label = (labels or {}).get(first[e.id]) or row_label or col.row_label
+            col.add(row, "id", f"编号 “{e.id}” 与第 {first[e.id]} {label}重复", (labels or {}).get(row) or row_label)
         else:
             first[e.id] = row
 
@@ -415,10 +416,11 @@ def _read_yaml(path: Path, col: _Collector, strict: bool) -> list[tuple[int, Ent
         col.add(None, None, "YAML 顶层必须是条目列表（每条以 “- id: ...” 开始）")
         return []
     out: list[tuple[int, Entry]] = []
+    labels: dict[int, str] = {}
     for i, item in enumerate(items, start=1):
         line = item_nodes[i - 1].start_mark.line + 1 if i - 1 < len(item_nodes) else None
         # YAML issues are numbered by entry, with the source line to jump to.
-        label = f"条（第 {line} 行）" if line else "条"
+        label = labels[i] = f"条（第 {line} 行）" if line else "条"
         if not isinstance(item, dict):
             col.add(i, None, "必须是键值对（id、question、answer ...）", label)
             continue
@@ -430,7 +432,7 @@ def _read_yaml(path: Path, col: _Collector, strict: bool) -> list[tuple[int, Ent
         e = _build_entry({str(k): v for k, v in item.items()}, i, col, strict, label)
         if e is not None:
             out.append((i, e))
-    _check_duplicates(out, col, "条")
+    _check_duplicates(out, col, "条", labels)
     return out
 
 

@@ -144,3 +144,14 @@ def test_a_yaml_file_is_parsed_once_and_by_libyaml_when_it_is_installed(tmp_path
         assert "这里不能有冒号" in str(exc) and "第 2 行" in str(exc)
     else:
         raise AssertionError("a broken YAML file loaded")
+
+
+def test_an_id_twice_in_a_yaml_file_is_named_with_the_lines_of_both(app, app_ctx, db, tmp_path):
+    """Every other problem in a YAML file says the line to jump to (第 2 条（第 7 行）); an id written twice said only
+    “第 5 条 ... 与第 2 条重复”, and in a file of 300 entries staff counted entries by hand to find them."""
+    path = tmp_path / "kb.yaml"
+    path.write_text("- id: a\n  question: 问一\n  answer: 答一\n- id: b\n  question: 问二\n  answer: 答二\n"
+                    "- id: a\n  question: 问三\n  answer: 答三\n", encoding="utf-8")
+    result = _import(app, path)
+    assert result.exit_code != 0 and "未改动" in result.output
+    assert "kb.yaml：第 3 条（第 7 行） “id” 编号 “a” 与第 1 条（第 1 行）重复" in result.output, result.output
