@@ -660,10 +660,13 @@ def follow_building_to_grid(session: Session, actor: Actor, building: Building, 
     note = (f"楼宇「{building.name}」从{f'「{old.name}」' if old else '未划分网格'}调整到"
             f"{f'「{grid.name}」' if grid else '未划分网格'}，诉求随楼宇转到新网格")
     for appeal in moved:
-        previous = appeal.grid_id
+        previous, specialist = appeal.grid_id, appeal.specialist_staff_id
         appeal.grid_id = building.grid_id
         appeal.specialist_staff_id = grid.specialist_staff_id if grid is not None else None
-        _event(session, appeal, actor, "grid_changed", note=note, grid_id=building.grid_id, previous_grid_id=previous)
+        ev = _event(session, appeal, actor, "grid_changed", note=note, grid_id=building.grid_id,
+                    previous_grid_id=previous)
+        _moved(session, appeal)
+        notify_specialist(session, appeal, specialist, ev, actor=actor)
     return [a.id for a in moved]
 
 
@@ -679,14 +682,62 @@ def move_to_building(session: Session, actor: Actor, appeals: list[Appeal], buil
     rerouted = []
     for appeal in appeals:
         previous_building, previous_grid = appeal.building_id, appeal.grid_id
+        specialist = appeal.specialist_staff_id
         appeal.building_id = building.id
         if appeal.grid_id != building.grid_id:
             appeal.grid_id = building.grid_id
             appeal.specialist_staff_id = grid.specialist_staff_id if grid is not None else None
             rerouted.append(appeal.id)
-        _event(session, appeal, actor, "building_changed", note=note, building_id=building.id,
-               previous_building_id=previous_building, grid_id=building.grid_id, previous_grid_id=previous_grid, at=at)
+        ev = _event(session, appeal, actor, "building_changed", note=note, building_id=building.id,
+                    previous_building_id=previous_building, grid_id=building.grid_id, previous_grid_id=previous_grid,
+                    at=at)
+        _moved(session, appeal)
+        notify_specialist(session, appeal, specialist, ev, actor=actor, now=at)
     return rerouted
+
+
+# session.info key: the open appeals this unit of work moved to another building or grid, for the console's message
+# (moved_summary) after a building or enterprise change that took them along (the services return their own rows).
+MOVED_KEY = "appeals_moved"
+
+
+def _moved(session: Session, appeal: Appeal) -> None:
+    if appeal.status in OPEN:
+        session.info.setdefault(MOVED_KEY, {})[appeal.id] = True
+
+
+def moved_summary(session: Session) -> list[tuple[int, str, str]]:
+    """Where the open appeals moved in this transaction went: (how many, the building's name, 「第二网格」 or 未划分网格),
+    most first; [] when none moved. For the console's message after a save or a merge that took them along."""
+    ids = list(session.info.get(MOVED_KEY, {}))
+    if not ids:
+        return []
+    session.flush()
+    rows = session.execute(select(Appeal.building_id, Appeal.grid_id, func.count(Appeal.id))
+                           .where(Appeal.id.in_(ids)).group_by(Appeal.building_id, Appeal.grid_id)
+                           .order_by(func.count(Appeal.id).desc(), Appeal.building_id)).all()
+    out = []
+    for building_id, grid_id, n in rows:
+        building = session.get(Building, building_id) if building_id is not None else None
+        out.append((n, building.name if building is not None else "", grid_words(session, grid_id)))
+    return out
+
+
+def notify_specialist(session: Session, appeal: Appeal, previous_specialist_id: int | None, ev: AppealEvent, *,
+                      actor: Actor = SYSTEM, now: datetime | None = None) -> int:
+    """An open appeal moved to another grid (its building changed grid, it moved building, it came back into
+    handling there) lands with that grid's specialist (服务专员), who hears of it as a department hears of a 交办:
+    once per move (`ev`, the move's timeline row), in the inbox and by WeChat if their account is linked; not the
+    staff member moving it, not a specialist who already had it, never the enterprise (staff's routing). An appeal
+    not being handled (已合并, 已办结) is nobody's work: nothing is said."""
+    staff_id = appeal.specialist_staff_id
+    if staff_id is None or staff_id == previous_specialist_id or appeal.status not in OPEN:
+        return 0
+    acting = int(actor.id) if actor.type == "staff" and actor.id is not None else None
+    session.flush()  # the move's row id is the key
+    return _alert_staff(session, appeal, "grid_changed", f"grid_changed:{ev.id}", [StaffUser.id == staff_id],
+                        "服务专员", acting=acting, grid=grid_words(session, appeal.grid_id), say_unreachable=False,
+                        now=now)
 
 
 def grid_words(session: Session, grid_id: int | None) -> str:
@@ -1095,11 +1146,14 @@ STAFF_ALERTS = {"overdue": ("已超期", "诉求 {number} 已超过办结期限�
                 "extension_approved": ("延期已同意", "诉求 {number} 的延期申请已同意{note}，请登录工作台查看。"),
                 "extension_rejected": ("延期未同意", "诉求 {number} 的延期申请未获同意{due_note}，请登录工作台查看。"),
                 "assigned": ("已交办", "诉求 {number} 已交办{department}办理{due_note}，请登录工作台查看。"),
-                "handler_changed": ("改派承办人", "诉求 {number} 已改由您承办{due_note}，请登录工作台查看。")}
+                "handler_changed": ("改派承办人", "诉求 {number} 已改由您承办{due_note}，请登录工作台查看。"),
+                "grid_changed": ("转入网格", "诉求 {number} 已转由{grid}办理，您是该网格的服务专员{due_note}，"
+                                 "请登录工作台查看并跟进。")}
 # The inbox title's word where the status phrase (5 characters at most in a subscribe message) says less.
 STAFF_ALERT_TITLES = {"return_requested": "退单待审核", "extension_requested": "延期待审批",
                       "escalation_overdue": "办不成事超期", "rectification_overdue": "差评整改超期",
-                      "task_assigned": "会办任务", "assigned": "新交办诉求", "handler_changed": "改由您承办"}
+                      "task_assigned": "会办任务", "assigned": "新交办诉求", "handler_changed": "改由您承办",
+                      "grid_changed": "转入您的网格"}
 
 
 def notify_department(session: Session, appeal: Appeal, what: str, key: str, *, actor: Actor | None = None,
@@ -1210,7 +1264,7 @@ def notify_escalation_window(session: Session, appeal: Appeal, what: str, key: s
 
 def _alert_staff(session: Session, appeal: Appeal, what: str, key: str, who: list, whom: str, *,
                  acting: int | None = None, note: str = "", department: str = "", say_unreachable: bool = True,
-                 now: datetime | None = None) -> int:
+                 grid: str = "", now: datetime | None = None) -> int:
     """Tell the linked staff matching any of `who` (not `acting`); a staff_notified event says who was told, or,
     when nobody could be, a staff_unreachable one says so (on the console's page): the alert is not dropped
     without a word (unless `say_unreachable` is False: news the queue itself shows, a 交办). Never raises: the tick
@@ -1225,7 +1279,7 @@ def _alert_staff(session: Session, appeal: Appeal, what: str, key: str, who: lis
         if who:
             due_note = f"，请在 {due} 前办结" if due and appeal.status in CLOCK_RUNNING else ""
             body = text.format(number=appeal.number, due=due, note=f"：{note}" if note else "", department=department,
-                               due_note=due_note)
+                               due_note=due_note, grid=grid)
             told = _tell_linked_staff(session, appeal, and_(or_(*who), StaffUser.id != (acting or 0)),
                                       "appeal_staff_alert", status,
                                       f"{STAFF_ALERT_TITLES.get(what, status)}：{appeal.number}", body, f"staff:{key}")
@@ -1928,7 +1982,13 @@ def act_reassign(session, actor, appeal, data, now):
 def act_set_building(session, actor, appeal, data, now):
     """Correct the building an appeal is about (the enterprise picked the wrong one, a walk-in was filed at one):
     it goes there and to the grid team serving it, as when its enterprise moves (move_to_building). The department
-    and handler stay: they come from the category and the 交办, not from the building."""
+    and handler stay: they come from the category and the 交办, not from the building. The appeals merged into it
+    (已合并, the same problem) go along, each with its own timeline row: left at the wrong building they stayed in its
+    record and grid, and went back there when split off (transition sends one to the grid serving its building)."""
+    if appeal.status == S.DUPLICATE:
+        master = session.get(Appeal, appeal.master_id) if appeal.master_id else None
+        raise Conflict(f"诉求已合并到 {master.number if master else '主诉求'} 一并办理，楼宇随主诉求调整：请在主诉求"
+                       f"{f' {master.number} ' if master else ''}上调整楼宇，合并的诉求会随之调整。", code="illegal_transition")
     if appeal.status not in OPEN:
         raise Conflict(f"诉求当前为“{appeal.status_label}”，已不在办理中，不能再调整楼宇（办结后的诉求留在办理时的楼宇）。",
                        code="illegal_transition")
@@ -1947,6 +2007,17 @@ def act_set_building(session, actor, appeal, data, now):
     appeal.version += 1
     appeal.updated_at = now
     move_to_building(session, actor, [appeal], building, note, at=now)
+    children = list(session.scalars(select(Appeal).where(
+        Appeal.master_id == appeal.id, Appeal.status == S.DUPLICATE.value,
+        or_(Appeal.building_id.is_(None), Appeal.building_id != building.id)).order_by(Appeal.id)))
+    for child in children:
+        child.version += 1
+        child.updated_at = now
+    if children:
+        regridded = any(c.grid_id != building.grid_id for c in children)
+        move_to_building(session, actor, children, building, f"主诉求 {appeal.number} 的楼宇调整为「{building.name}」，"
+                         "合并的诉求随之调整" + (f"，由{grid_words(session, building.grid_id)}办理" if regridded else ""),
+                         at=now)
 
 
 def act_note(session, actor, appeal, data, now):

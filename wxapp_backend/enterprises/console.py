@@ -65,6 +65,19 @@ def _form(fields: tuple[Field, ...]) -> dict[str, Any]:
             for f in fields if f.name in request.form}
 
 
+def _moved_words(s, *, building: bool = True) -> str:
+    """The open appeals this save or merge took along, for its message: 「1 件未办结的诉求随之转到「幸福大楼」，由「第二网格」
+    办理」 (without the building when it is the one edited), or ""."""
+    from ..appeals.services import moved_summary
+
+    return "；".join(f"{n} 件未办结的诉求随之" + (f"转到「{name}」，由{grid}办理" if building and name else f"转由{grid}办理")
+                    for n, name, grid in moved_summary(s))
+
+
+def _saved(what: str, moved: str) -> str:
+    return f"{what}；{moved}。" if moved else f"{what}。"
+
+
 def _save(render: Callable[..., Any], action: Callable[[Any], Any], success: str, target: Callable[[Any], str]):
     """Run a form's service call; on a problem the form comes back with the answers and the messages."""
     try:
@@ -135,11 +148,12 @@ def enterprise_merge(enterprise_id: int):
             duplicate = services.find_enterprise(s, data["duplicate"], other_than=enterprise_id)
             name = duplicate.name
             kept_name = services.merge_enterprises(s, current_actor(), enterprise_id, duplicate.id).name
+            moved = _moved_words(s)
     except AppError as exc:
         if exc.status == 403:
             raise
         return _enterprise_page(enterprise_id, error=exc.message, status=exc.status, duplicate=ref)
-    flash(f"已把「{name}」合并到「{kept_name}」，原档案已停用留底。")
+    flash(f"已把「{name}」合并到「{kept_name}」，原档案已停用留底{f'；{moved}' if moved else ''}。")
     return redirect(url_for(".enterprise_detail", enterprise_id=enterprise_id))
 
 
@@ -178,15 +192,18 @@ def _differences(row, data: dict[str, Any], fields: tuple[Field, ...],
 
 def _edit(form: Callable[..., Any], update: Callable[[Any, datetime | None], Any], reread: Callable[[Any], Any],
           names: Callable[[Any], dict[str, dict[str, str]]], fields: tuple[Field, ...], data: dict[str, Any],
-          success: str, target: str):
+          success: str | Callable[[Any], str], target: str):
     """Save an edit form. Refused because a colleague saved the row since the page was loaded: the form again,
     what they saved beside what was typed (still in the form, nothing lost), and the colleague's version in the
     form, so saving again after checking is accepted. Any other problem: the form keeps the version it was
-    loaded on, so a colleague's save meanwhile is still caught."""
+    loaded on, so a colleague's save meanwhile is still caught. `success` may be made from the saving session
+    (what the save took along)."""
     seen = seen_stamp()
     try:
         with session_scope() as s:
             update(s, seen)
+            if callable(success):
+                success = success(s)
     except services.StaleEdit as exc:
         with session_scope() as s:
             current = reread(s)
@@ -224,7 +241,7 @@ def enterprise_edit(enterprise_id: int):
                  lambda s, seen: services.update_enterprise(s, current_actor(), enterprise_id, data, seen=seen),
                  lambda s: services.get_enterprise(s, enterprise_id),
                  lambda s: {"building_id": {str(b.id): b.name for b, _n in services.list_buildings(s)}},
-                 services.ENTERPRISE_FIELDS, data, "企业档案已保存。",
+                 services.ENTERPRISE_FIELDS, data, lambda s: _saved("企业档案已保存", _moved_words(s)),
                  url_for(".enterprise_detail", enterprise_id=enterprise_id))
 
 
@@ -353,7 +370,8 @@ def building_edit(building_id: int):
                  lambda s, seen: services.update_building(s, current_actor(), building_id, data, seen=seen),
                  lambda s: services.get_building(s, building_id),
                  lambda s: {"grid_id": {str(g.id): g.name for g, _n in services.list_grids(s)}},
-                 services.BUILDING_FIELDS, data, "楼宇档案已保存。", url_for(".buildings"))
+                 services.BUILDING_FIELDS, data, lambda s: _saved("楼宇档案已保存", _moved_words(s, building=False)),
+                 url_for(".buildings"))
 
 
 @bp.post("/buildings/<int:building_id>/delete")
@@ -384,6 +402,9 @@ def building_merge(building_id: int):
             duplicate = services.find_building(s, data["duplicate"], other_than=building_id)
             done = services.merge_buildings(s, current_actor(), building_id, duplicate.id,
                                             confirm_grid=data["confirm_grid"])
+            from ..appeals.services import moved_summary
+
+            still_open = "；".join(f"其中 {n} 件未办结的诉求转由{grid}办理" for n, _name, grid in moved_summary(s))
     except AppError as exc:
         if exc.status == 403:
             raise
@@ -393,7 +414,8 @@ def building_merge(building_id: int):
     what = "、".join(f"{counts[k]} {unit}" for k, unit in (("enterprises", "家企业"), ("appeals", "件诉求"),
                                                             ("activities", "场活动"), ("users", "位用户"))
                     if counts[k])
-    flash(f"已把楼宇「{done['duplicate_name']}」合并到「{done['kept_name']}」{f'，{what}随之转过来' if what else ''}；"
+    flash(f"已把楼宇「{done['duplicate_name']}」合并到「{done['kept_name']}」{f'，{what}随之转过来' if what else ''}"
+          f"{f'（{still_open}）' if still_open else ''}；"
           "重复的楼宇档案已删除。")
     return redirect(url_for(".building_edit", building_id=building_id))
 
