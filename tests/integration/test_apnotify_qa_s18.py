@@ -296,3 +296,59 @@ def test_the_console_says_what_moving_an_enterprise_or_a_building_took_along(w, 
     # an edit that moves nothing says only that it was saved
     [msg] = _flash(client, client.post(f"/console/buildings/{w.new.id}/edit", data={**form, "grid_id": str(w.first.id)}))
     assert msg == "楼宇档案已保存。", msg
+
+
+# --- 4. QA: the appeal console's actions (交办 / 改派 / 退单 / 延期 / 办结) ------------------------------------------
+
+
+@pytest.fixture
+def handled(make_user, make_staff, make_grid, make_building):
+    """An appeal accepted by the centre and given (交办) to 税务所, with the centre's and the department's accounts."""
+    from tests.integration.test_appeals4_qa_s12 import MONDAY
+
+    admin, tax = make_staff(role="admin"), make_staff(role="dept", department="税务所")
+    with session_scope() as s:
+        appeal, _ = appeals.submit_appeal(s, make_user().id, appeals.Intake(
+            content="我们公司的增值税发票开不出来，税控盘坏了", contact_name="张三", contact_phone="13800138000"),
+            now=MONDAY)
+        actor = Actor("staff", admin.id, role="admin", name="管理员")
+        appeals.perform(s, actor, appeal.id, "accept", {}, now=MONDAY)
+        appeals.perform(s, actor, appeal.id, "assign", {"department": "税务所"}, now=MONDAY)
+        return appeal.id, admin, tax
+
+
+@pytest.mark.parametrize(("action", "form", "words"), [
+    ("reassign", {"handler_id": "1"}, "退单"),
+    ("assign", {"department": "城运中心"}, "退单"),
+    ("decide_extension", {"accept": "1"}, "审批"),
+    ("decide_return", {"accept": "1"}, "审核"),
+])
+def test_a_department_refused_a_centre_action_is_told_which_and_what_it_can_do(
+        handled, client, console_login, action, form, words):
+    """A department's 改派 (or a stale page's 交办, 审批) was refused with “您的账号不能进行这个操作。”: not which step,
+    whose it is, nor what the department can do instead."""
+    appeal_id, admin, tax = handled
+    csrf = console_login(tax)
+    r = client.post(f"/console/appeals/{appeal_id}/action", data={"csrf_token": csrf, "action": action, **form})
+    assert r.status_code == 403
+    [msg] = [m for m in re.findall(r'role="alert"[^>]*>([^<]*)', r.get_data(as_text=True)) if "操作未完成" in m]
+    label = appeals.ACTIONS[action][2]
+    assert label in msg and "营商服务中心" in msg and words in msg, msg
+
+
+@pytest.mark.parametrize("field", ["version", "handler_id"])
+def test_a_number_field_that_is_not_a_number_is_refused_not_skipped(handled, client, console_login, db, field):
+    """`version=abc` skipped the stale-page check and `handler_id=abc` made a 交办 without the handler chosen: a box
+    that is not a number was taken as empty."""
+    appeal_id, admin, tax = handled
+    csrf = console_login(admin)
+    before = (db.get(Appeal, appeal_id).version, db.get(Appeal, appeal_id).handler_id)
+    form = ({"action": "reassign", "handler_id": str(tax.id), "version": "abc"} if field == "version"
+            else {"action": "assign", "department": "税务所", "handler_id": "abc"})
+    r = client.post(f"/console/appeals/{appeal_id}/action", data={"csrf_token": csrf, **form})
+    assert r.status_code == 422, r.status_code
+    page = r.get_data(as_text=True)
+    [msg] = [m for m in re.findall(r'role="alert"[^>]*>([^<]*)', page) if "操作未完成" in m]
+    assert "数字" in msg, msg
+    db.expire_all()
+    assert (db.get(Appeal, appeal_id).version, db.get(Appeal, appeal_id).handler_id) == before

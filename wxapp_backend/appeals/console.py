@@ -145,10 +145,14 @@ def _detail_page(appeal_id: int, typed=None, status: int = 200):
                                typed_form=typed or {}), status
 
 
+NUMBER_LABELS = {"version": "页面版本", "handler_id": "承办人", "task_id": "会办任务", "return_id": "退单申请",
+                 "extension_id": "延期申请", "building_id": "楼宇"}
+
+
 def _number(value: str | None) -> int | None:
     """A whole number typed into a form; its range is checked by the service's fields (a number too long to
     be valid stays too large rather than disappearing, so a bad version is refused, not skipped)."""
-    value = (value or "").strip()
+    value = unicodedata.normalize("NFKC", value or "").strip()  # full-width １２ from a Chinese input method
     if not value.isascii() or not value.isdigit():
         return None
     return int(value) if len(value) <= 12 else DB_INT_MAX + 1
@@ -180,15 +184,22 @@ def action(appeal_id: int):
     form = request.form
     name = form.get("action", "")
     data: dict[str, Any] = {}
+    not_numbers = {}
     for key in ("version", "handler_id", "task_id", "return_id", "extension_id", "working_days", "building_id"):
         if (number := _number(form.get(key))) is not None:
             data[key] = number
         elif key == "working_days" and (form.get(key) or "").strip():
             data[key] = form[key].strip()  # “abc”, “2.5”: refused as not 1-30, not as if the box were empty
+        elif (form.get(key) or "").strip():
+            # “abc” was taken as an empty box: version=abc skipped the stale-page check, handler_id=abc made a 交办
+            # without the handler chosen
+            not_numbers[key] = f"{NUMBER_LABELS[key]}应为数字"
     for key in ("accept", "cancel"):
         if key in form:
             data[key] = form.get(key) in ("1", "true", "on", "yes")
     try:
+        if not_numbers:
+            raise ValidationError("、".join(not_numbers.values()) + "，请刷新页面后重新选择。", fields=not_numbers)
         texts = validate({f.name: form.get(f.name) for f in ACTION_TEXTS}, ACTION_TEXTS, partial=True)
         master = texts.pop("master", None)
         data.update({k: v for k, v in texts.items() if v is not None})

@@ -2057,6 +2057,15 @@ ACTIONS: dict[str, tuple[str, Callable, str]] = {
 }
 
 
+# What a department refused a centre-only action can do instead (the refusal named neither the step nor a way on).
+CENTRE_ONLY_HINT = "如需中心处理，请在诉求上添加备注，或联系营商服务中心。"
+CENTRE_ONLY_HINTS = {
+    **dict.fromkeys(("assign", "reassign", "set_category", "set_building"),
+                    "如这件诉求不属于贵部门职责或分派有误，请申请退单并写明理由，由中心改派。"),
+    "decide_return": "退单申请由中心审核，审核结果会通知贵部门。",
+    "decide_extension": "延期申请由中心审批，审批结果会通知贵部门。",
+}
+
 # What a department that only holds a 会办 task on an appeal may do on it.
 TASK_ONLY_ACTIONS = frozenset({"complete_task", "note"})
 
@@ -2078,9 +2087,9 @@ def perform(session: Session, actor: Actor, appeal_id: int, action: str, data: d
     """One staff action on one appeal, under a row lock; `version` (optional) must match the current one."""
     if action not in ACTIONS:
         raise ValidationError("不支持这个操作。", fields={"action": "不支持这个操作"})
-    min_role, fn, _label = ACTIONS[action]
+    min_role, fn, label = ACTIONS[action]
     if ROLE_RANK[StaffRole(actor.role)] < ROLE_RANK[StaffRole(min_role)]:
-        raise Forbidden("您的账号不能进行这个操作。")
+        raise Forbidden(f"“{label}”由{CENTRE}的工作人员办理，部门账号不能操作。{CENTRE_ONLY_HINTS.get(action, CENTRE_ONLY_HINT)}")
     appeal = get_appeal(session, appeal_id, actor, lock=True)
     if _dept_only(actor) and action not in TASK_ONLY_ACTIONS:
         if not _handles(actor, appeal):
