@@ -352,3 +352,19 @@ def test_a_number_field_that_is_not_a_number_is_refused_not_skipped(handled, cli
     assert "数字" in msg, msg
     db.expire_all()
     assert (db.get(Appeal, appeal_id).version, db.get(Appeal, appeal_id).handler_id) == before
+
+
+def test_a_department_acting_on_an_appeal_it_cannot_see_gets_the_not_found_page_only(
+        handled, client, console_login, make_staff, staff_headers):
+    """A department that cannot see the appeal (given to another) was refused for its role first: the 404 page
+    carried “操作未完成：…部门账号不能操作”, telling it of an appeal it may not know of."""
+    appeal_id, admin, tax = handled
+    city = make_staff(role="dept", department="城运中心")
+    csrf = console_login(city)
+    r = client.post(f"/console/appeals/{appeal_id}/action", data={"csrf_token": csrf, "action": "assign",
+                                                                 "department": "城运中心"})
+    assert r.status_code == 404
+    assert "操作未完成" not in r.get_data(as_text=True)
+    r = client.post(f"/api/v1/staff/appeals/{appeal_id}/actions", headers=staff_headers(city),
+                    json={"action": "assign", "department": "城运中心"})
+    assert r.status_code == 404, r.get_json()

@@ -2088,9 +2088,11 @@ def perform(session: Session, actor: Actor, appeal_id: int, action: str, data: d
     if action not in ACTIONS:
         raise ValidationError("不支持这个操作。", fields={"action": "不支持这个操作"})
     min_role, fn, label = ACTIONS[action]
+    # Found (and visible to this account) first: a department refused for its role on an appeal it cannot see was
+    # told of the appeal (the console's 404 page carried the refusal).
+    appeal = get_appeal(session, appeal_id, actor, lock=True)
     if ROLE_RANK[StaffRole(actor.role)] < ROLE_RANK[StaffRole(min_role)]:
         raise Forbidden(f"“{label}”由{CENTRE}的工作人员办理，部门账号不能操作。{CENTRE_ONLY_HINTS.get(action, CENTRE_ONLY_HINT)}")
-    appeal = get_appeal(session, appeal_id, actor, lock=True)
     if _dept_only(actor) and action not in TASK_ONLY_ACTIONS:
         if not _handles(actor, appeal):
             raise Forbidden("您的部门只承担这件诉求的会办任务：可以办结本部门的任务或添加备注，办理本身由承办部门负责。")
