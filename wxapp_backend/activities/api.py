@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import unicodedata
+
 from flask import Blueprint, Flask, current_app, jsonify
 from sqlalchemy import select
 
@@ -20,7 +22,7 @@ from ..http import (
     query,
     throttle,
 )
-from ..validation import Field, require_present, require_some, validate
+from ..validation import Field, clean_text, require_present, require_some, strip_invisible, validate
 from . import checkin, services
 from .models import CATEGORIES, ActivityStatus, Registration
 
@@ -165,9 +167,25 @@ def get_subscriptions():
         return jsonify({"categories": services.get_subscriptions(s, current_user_id()), "available": CATEGORIES})
 
 
+def _distinct_categories(values: list) -> list:
+    """The categories as sent, each once: text folded as a Chinese input method may give it (full-width letters,
+    blanks and invisible characters around it), in the order first sent; anything else is left for validate() to
+    refuse."""
+    out: list = []
+    seen: set[str] = set()
+    for value in values:
+        if isinstance(value, str):
+            value = strip_invisible(clean_text(unicodedata.normalize("NFKC", value))).strip()
+            if value in seen:
+                continue
+            seen.add(value)
+        out.append(value)
+    return out
+
+
 @bp.put("/me/subscriptions")
 @user_required
-@doc("设置订阅的活动类别（整体替换）：categories 是要订阅的类别代码列表，空列表 [] 即全部退订；"
+@doc("设置订阅的活动类别（整体替换）：categories 是要订阅的类别代码列表（重复的只算一次），空列表 [] 即全部退订；"
      "不带 categories（或拼错）为 422，已有订阅不变；subscribe.template_ids 是应请用户授权的订阅消息模板"
      "（新活动通知；不请求授权，通知只进“消息”），全部退订时为空", body=SUBSCRIPTION_FIELDS, tags=["活动"],
      responses={200: "{categories, available, subscribe}", 422: "缺少 categories 或类别不认识"})
@@ -175,6 +193,11 @@ def put_subscriptions():
     data = json_body()
     # {} or a misspelt name used to mean "no categories" and removed every subscription without a word.
     require_present(data, SUBSCRIPTION_FIELDS, "；一个类别都不订阅请传空列表 []")
+    # A category sent twice (a double tap, a page that appended to what it read) is one: “最多 11 项” refused a list
+    # of 12 entries naming 10 categories. Repeats go before the size is judged, written with blanks or full-width
+    # letters too.
+    if isinstance(data.get("categories"), list):
+        data = {**data, "categories": _distinct_categories(data["categories"])}
     body = validate(data, SUBSCRIPTION_FIELDS)
     # A change writes an audit row: a script with a token could otherwise fill the log.
     throttle("subscriptions", f"u{current_user_id()}", SUBSCRIPTIONS_LIMIT_PER_MIN, 60,
