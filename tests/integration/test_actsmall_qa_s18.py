@@ -66,7 +66,7 @@ def test_a_retry_after_the_activity_was_cancelled_says_so(client, make_user, use
     assert again.status_code == 409, body
     assert body["error"] == "idempotency_key_reused"
     assert body["fields"]["registration_id"] == str(first.get_json()["id"])
-    assert "活动已取消" in body["message"] and "场地临时维修" in body["message"]
+    assert "楼宇音乐会”已取消（场地临时维修）" in body["message"]
     assert "重新打开" not in body["message"] and "再次报名" not in body["message"]
     # A new key is told the same as anyone: the activity is cancelled.
     fresh = client.post(url, json={"answers": {}}, headers={**h, "Idempotency-Key": "tap-2"})

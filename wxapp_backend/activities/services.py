@@ -953,6 +953,24 @@ def seat_and_waitlist(session: Session, activity_id: int) -> tuple[int, int]:
     return int(row[0] or 0), int(row[1] or 0)
 
 
+def _cancelled_retry_message(session: Session, previous: Registration, now: datetime) -> str:
+    """What a retried registration (its Idempotency-Key's registration cancelled) is told. Cancelled with the
+    activity, or once the activity is past registering, “请重新打开活动页面后点报名” sent the worker to a page that
+    refuses them: it says why there is nothing to register for (with staff's reason for cancelling, when given)."""
+    activity = previous.activity
+    if activity.status == ActivityStatus.CANCELLED.value:
+        note = session.scalar(select(RegistrationEvent.note).where(
+            RegistrationEvent.registration_id == previous.id,
+            RegistrationEvent.to_status == RegStatus.CANCELLED.value).order_by(RegistrationEvent.id.desc()).limit(1))
+        reason = note.partition("活动取消：")[2].rstrip("。.") if note else ""
+        why = f"（{reason}）" if reason else ""
+        return f"活动“{activity.title}”已取消{why}，您的报名已随之取消，不能再报名了。"
+    closed = _closed(activity, now)
+    if closed is not None:
+        return f"您之前这次提交的报名已取消，这次没有重新报名。{closed[1]}"
+    return "您之前这次提交的报名已取消，这次没有重新报名。如需再次报名，请重新打开活动页面后点“报名”。"
+
+
 def register(session: Session, *, activity_id: int, user_id: int, answers: dict[str, Any] | None = None,
              idempotency_key: str | None = None, now: datetime | None = None,
              lock: bool = True) -> tuple[Registration, bool]:
@@ -978,8 +996,7 @@ def register(session: Session, *, activity_id: int, user_id: int, answers: dict[
         # 200 as 报名成功 while the user held no seat; registered anew, a late retry would sign up someone who had
         # just cancelled. So it is refused, saying what happened and what to do.
         if previous.status == RegStatus.CANCELLED.value:
-            raise Conflict("您之前这次提交的报名已取消，这次没有重新报名。如需再次报名，请重新打开活动页面后"
-                           "点“报名”。", code="idempotency_key_reused",
+            raise Conflict(_cancelled_retry_message(session, previous, now), code="idempotency_key_reused",
                            fields={"registration_id": str(previous.id)})
         # The same key with other answers is not the same request: answered with the first registration, the
         # change was silently lost. (Answers that no longer fit the questions, edited since, cannot be compared.)
