@@ -1478,20 +1478,30 @@ def subscriptions_hint(categories: list[str]) -> dict[str, list[str]]:
 # --- statistics ----------------------------------------------------------------------------------------
 
 def attendance_stats(session: Session, activity_id: int | None = None) -> dict[str, list[dict]]:
-    """Attended / no-show counts by building and by enterprise (registrations of ended activities)."""
-    base = (select(Registration.status, User.building_id, Registration.enterprise_id, func.count(Registration.id))
+    """Attended / no-show counts by building and by enterprise, and the attendance rate of those.
+
+    Check-ins at an activity cancelled afterwards (check-in opens 2 hours before the start, and staff may cancel
+    until the end) are not attendance: the activity never took place. They are counted apart, as
+    `cancelled_checked_in`, and play no part in the rate (nor in the no-shows: a cancelled activity has none)."""
+    base = (select(Registration.status, Activity.status, User.building_id, Registration.enterprise_id,
+                   func.count(Registration.id))
             .join(User, User.id == Registration.user_id)
+            .join(Activity, Activity.id == Registration.activity_id)
             .where(Registration.status.in_((RegStatus.ATTENDED.value, RegStatus.NO_SHOW.value,
                                             RegStatus.CONFIRMED.value)))
-            .group_by(Registration.status, User.building_id, Registration.enterprise_id))
+            .group_by(Registration.status, Activity.status, User.building_id, Registration.enterprise_id))
     if activity_id:
         base = base.where(Registration.activity_id == activity_id)
     by_b: dict[int | None, dict[str, int]] = {}
     by_e: dict[int | None, dict[str, int]] = {}
-    for status, bid, eid, n in session.execute(base).all():
+    for status, activity_status, bid, eid, n in session.execute(base).all():
+        off = activity_status == ActivityStatus.CANCELLED.value
+        if off and status != RegStatus.ATTENDED.value:
+            continue  # cancelled with the activity already (_cancel_registrations): nothing to count
+        column = "cancelled_checked_in" if off else status
         for table, key in ((by_b, bid), (by_e, eid)):
-            row = table.setdefault(key, {"attended": 0, "no_show": 0, "confirmed": 0})
-            row[status] += n
+            row = table.setdefault(key, {"attended": 0, "no_show": 0, "confirmed": 0, "cancelled_checked_in": 0})
+            row[column] += n
     names_b = dict(session.execute(select(Building.id, Building.name)
                                    .where(Building.id.in_([k for k in by_b if k]))).all())
     names_e = dict(session.execute(select(Enterprise.id, Enterprise.name)
@@ -1503,7 +1513,8 @@ def attendance_stats(session: Session, activity_id: int | None = None) -> dict[s
             done = c["attended"] + c["no_show"]
             out.append({"id": key, "name": names.get(key, none_label) if key else none_label, **c,
                         "rate": round(c["attended"] / done * 100, 1) if done else None})
-        return sorted(out, key=lambda r: -(r["attended"] + r["no_show"] + r["confirmed"]))
+        return sorted(out, key=lambda r: (-(r["attended"] + r["no_show"] + r["confirmed"]),
+                                          -r["cancelled_checked_in"]))
 
     return {"buildings": rows(by_b, names_b, "未填楼宇"), "enterprises": rows(by_e, names_e, "未绑定企业")}
 
