@@ -26,7 +26,7 @@ from ..auth.models import ROLE_RANK, StaffRole, StaffUser
 from ..console import DASHBOARD_CARDS, add_nav, safe_console_path, without_refused_filters
 from ..db import session_scope, utcnow
 from ..enterprises.models import Building, Grid
-from ..errors import AppError, ValidationError
+from ..errors import AppError, NotFound, ValidationError
 from ..validation import DB_INT_MAX, Field, clean_text, row_id, validate
 from . import intake, metrics, reports, services
 from .calendar import TZ, missing_holiday_years
@@ -402,8 +402,16 @@ def stored_reports():
 @bp.get("/appeals/reports/<week>")
 @console_required(StaffRole.DEPT)
 def stored_report(week: str):
-    with session_scope() as s:
-        data = reports.stored_weekly(s, week, current_actor())
+    try:
+        with session_scope() as s:
+            data = reports.stored_weekly(s, week, current_actor())
+    except (ValidationError, NotFound) as exc:
+        # A mistyped or never-stored week (a link edited by hand, a week before the first Monday job): said on the
+        # report's own page, as the live report says it, with the week in its box and the way to the archive (the
+        # bare error page offered only 返回工作台).
+        live = reports.parse_week(week)[0] if isinstance(exc, NotFound) else None  # a real week, never stored
+        return render_template("console/appeals/report.html", r=None, error=exc.message, stored=True,
+                               week=clean_text(week)[:20], live_week=live), exc.status
     return render_template("console/appeals/report.html", r=data, pct=metrics.percent_text, week=data["week"],
                            days=_week_days(data["start"]), definitions=metrics.DEFINITIONS, stored=True)
 
