@@ -4,8 +4,10 @@ metadata that is nobody else's business.
 A phone writes where the photo was taken (GPS), the phone's make and model, the owner's name and often a second
 picture (a thumbnail, a depth map) into the file. An appeal's photo is seen by staff and departments; a privacy-minded
 intake keeps only what shows the picture right: the pixels, the colour profile and the orientation. The work is done
-on the file's structure (JPEG segments, PNG chunks, WebP chunks), so the pixels are never re-encoded; a file whose
-structure cannot be followed is kept as it came (no viewer can read its metadata either).
+on the file's structure (JPEG segments, PNG chunks, WebP chunks), so the pixels are never re-encoded. Where the
+structure breaks (a file cut short, a made-up one), what came before the break is stripped as in a sound file (a
+viewer reads a file from its start: the EXIF of a photo cut short is as readable as any) and the rest is kept as it
+came (no viewer gets past the break either), unless the break is inside a metadata block, whose tail is dropped.
 """
 
 from __future__ import annotations
@@ -21,7 +23,12 @@ _SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 
 
 
 class Unreadable(ValueError):
-    """The structure cannot be followed (a truncated or made-up file)."""
+    """The structure cannot be followed (a truncated or made-up file) from `at` on, where a unit of type `kind` (a
+    JPEG marker, a PNG or WebP chunk type; None when not even that could be read) begins."""
+
+    def __init__(self, why: str, at: int = 0, kind: int | bytes | None = None) -> None:
+        super().__init__(why)
+        self.at, self.kind = at, kind
 
 
 def dimensions(data: bytes, ext: str) -> tuple[int, int] | None:
@@ -68,7 +75,7 @@ def strip_metadata(data: bytes, ext: str) -> bytes:
             return _strip_png(data)
         if ext == "webp":
             return _strip_webp(data)
-    except (Unreadable, struct.error):
+    except struct.error:
         return data
     return data
 
@@ -121,13 +128,21 @@ def _jpeg_segments(data: bytes, *, whole: bool = False):
         raise Unreadable("no SOI")
     pos = 2
     while True:
-        if pos >= len(data) or data[pos] != 0xFF:
-            raise Unreadable("no marker")
-        while pos < len(data) and data[pos] == 0xFF:
-            pos += 1
-        if pos >= len(data):
-            raise Unreadable("truncated")
+        start = pos
+        # Bytes that are not a marker where one should be are skipped to the next one, as libjpeg (every browser)
+        # skips them with a warning and shows the picture: so must the reading of its size and metadata.
+        while True:
+            pos = data.find(b"\xff", pos)
+            if pos < 0:
+                raise Unreadable("no marker", start)
+            while pos < len(data) and data[pos] == 0xFF:
+                pos += 1
+            if pos >= len(data):
+                raise Unreadable("truncated", start)
+            if data[pos] != 0x00:  # FF 00 is a stuffed byte, not a marker
+                break
         marker = data[pos]
+        at = pos - 1  # where this segment's marker begins (stray bytes before it are dropped)
         pos += 1
         if marker == 0xD9 or (marker == 0xDA and not whole):
             if whole:
@@ -138,10 +153,10 @@ def _jpeg_segments(data: bytes, *, whole: bool = False):
                 yield marker, None, b""
             continue
         if pos + 2 > len(data):
-            raise Unreadable("truncated")
+            raise Unreadable("truncated", at, marker)
         (length,) = struct.unpack(">H", data[pos:pos + 2])
         if length < 2 or pos + length > len(data):
-            raise Unreadable("bad segment length")
+            raise Unreadable("bad segment length", at, marker)
         payload = data[pos + 2:pos + length]
         pos += length
         scan = b""
@@ -156,7 +171,20 @@ def _jpeg_segments(data: bytes, *, whole: bool = False):
 def _strip_jpeg(data: bytes) -> bytes:
     out = [b"\xff\xd8"]
     orientation = None
-    for marker, payload, scan in _jpeg_segments(data, whole=True):
+    segments = _jpeg_segments(data, whole=True)
+    while True:
+        try:
+            marker, payload, scan = next(segments)
+        except StopIteration:
+            break
+        except Unreadable as exc:
+            if exc.at < 2:
+                return data
+            # Cut short or broken from here: what could be followed is stripped; the rest goes as it came, unless
+            # it is the tail of a metadata block (and a file ended with no picture at all ends there).
+            if exc.kind is None or not _jpeg_metadata(exc.kind, data[exc.at + 4:exc.at + 20]):
+                out.append(data[exc.at:])
+            return b"".join(out)
         if marker == 0xD9:
             break  # whatever follows the end (a second picture, a polyglot's other half) is dropped
         if payload is None:
@@ -169,11 +197,16 @@ def _strip_jpeg(data: bytes) -> bytes:
                     tiff = b"Exif\x00\x00" + _orientation_tiff(orientation)
                     out.append(b"\xff\xe1" + struct.pack(">H", len(tiff) + 2) + tiff)
             continue  # XMP (which can hold the location too) and any other APP1
-        if marker == 0xFE or (0xE0 <= marker <= 0xEF and not _kept_app(marker, payload)):
+        if _jpeg_metadata(marker, payload):
             continue
         out.append(bytes((0xFF, marker)) + struct.pack(">H", len(payload) + 2) + payload + scan)
     out.append(b"\xff\xd9")  # the EOI, or the end of a picture cut short: what there is, ended
     return b"".join(out)
+
+
+def _jpeg_metadata(marker: int, payload: bytes) -> bool:
+    """A segment _strip_jpeg drops (given the start of its payload)."""
+    return marker == 0xE1 or marker == 0xFE or (0xE0 <= marker <= 0xEF and not _kept_app(marker, payload))
 
 
 def _kept_app(marker: int, payload: bytes) -> bool:
@@ -206,11 +239,11 @@ def _strip_png(data: bytes) -> bytes:
     pos = 8
     while True:
         if pos + 8 > len(data):
-            raise Unreadable("truncated")
+            return _png_broken(out, data, pos, None)
         length, kind = struct.unpack(">I4s", data[pos:pos + 8])
         end = pos + 12 + length
         if end > len(data) or not kind.isalpha():
-            raise Unreadable("bad chunk")
+            return _png_broken(out, data, pos, kind if kind.isalpha() else None)
         if kind == b"eXIf":
             orientation = _kept_orientation(data[pos + 8:pos + 8 + length])
             if orientation:
@@ -224,6 +257,16 @@ def _strip_png(data: bytes) -> bytes:
             return b"".join(out)
 
 
+def _png_broken(out: list[bytes], data: bytes, pos: int, kind: bytes | None) -> bytes:
+    """A PNG cut short or broken at `pos`: the chunks before it, stripped, then the rest as it came (a browser shows
+    the top of a picture cut short) unless the break is inside a metadata chunk."""
+    if pos <= 8:
+        return data  # not one chunk could be read: nothing to strip
+    if kind not in _PNG_DROPPED:
+        out.append(data[pos:])
+    return b"".join(out)
+
+
 # --- WebP ---------------------------------------------------------------------------------------------------
 
 def _webp_chunks(data: bytes):
@@ -234,7 +277,7 @@ def _webp_chunks(data: bytes):
         fourcc = data[pos:pos + 4]
         (size,) = struct.unpack("<I", data[pos + 4:pos + 8])
         if pos + 8 + size > len(data):
-            raise Unreadable("truncated")
+            raise Unreadable("truncated", pos, fourcc)
         yield fourcc, data[pos + 8:pos + 8 + size]
         pos += 8 + size + (size & 1)
 
@@ -242,7 +285,18 @@ def _webp_chunks(data: bytes):
 def _strip_webp(data: bytes) -> bytes:
     chunks = []
     orientation = None
-    for fourcc, payload in _webp_chunks(data):
+    rest = b""  # the file from where its structure broke, kept as it came (not a metadata chunk's tail)
+    walk = _webp_chunks(data)
+    while True:
+        try:
+            fourcc, payload = next(walk)
+        except StopIteration:
+            break
+        except Unreadable as exc:
+            if exc.at <= 12:
+                return data
+            rest = b"" if exc.kind in (b"EXIF", b"XMP ") else data[exc.at:]
+            break
         if fourcc == b"EXIF":
             orientation = _kept_orientation(payload[6:] if payload[:6] == b"Exif\x00\x00" else payload)
             continue
@@ -261,5 +315,5 @@ def _strip_webp(data: bytes) -> bytes:
     if orientation:
         chunks.append([b"EXIF", _orientation_tiff(orientation)])
     body = b"".join(c[0] + struct.pack("<I", len(c[1])) + c[1] + (b"\x00" if len(c[1]) & 1 else b"")
-                    for c in chunks)
+                    for c in chunks) + rest
     return b"RIFF" + struct.pack("<I", len(body) + 4) + b"WEBP" + body
