@@ -218,6 +218,17 @@ def unknown_fields_only(exc: KBLoadError) -> list[str] | None:
     return sorted({i.field or "" for i in exc.issues})
 
 
+class _Uncalculated:
+    """A spreadsheet cell holding a formula saved without its result: said by its cell already, so its field is
+    not also called empty (or a bad date)."""
+
+    def __str__(self) -> str:
+        return ""
+
+
+_UNCALCULATED = _Uncalculated()
+
+
 def _build_entry(
     raw: dict[str, Any], row: int, col: _Collector, strict: bool, row_label: str | None = None
 ) -> Entry | None:
@@ -249,9 +260,13 @@ def _build_entry(
             if key not in KNOWN_KEYS:
                 err(key, UNKNOWN_FIELD)
 
+    pending = {k for k, v in data.items() if v is _UNCALCULATED}
+    data = {k: None if k in pending else v for k, v in data.items()}
     kwargs: dict[str, Any] = {}
     for name in REQUIRED_FIELDS:
         value = data.get(name)
+        if name in pending:
+            continue
         if isinstance(value, (dict, list)):
             err(name, "必须是文本")
             continue
@@ -290,7 +305,7 @@ def _build_entry(
         err("retired", f"应为 是/否（true/false）：{_text(data.get('retired'))}")
     kwargs["retired"] = retired
 
-    if len(col.issues) > before:
+    if len(col.issues) > before or pending:
         return None
     entry = Entry(**kwargs)
     for msg in validate_entry(entry):
@@ -665,6 +680,7 @@ def _read_csv(path: Path, col: _Collector, strict: bool) -> list[tuple[int, Entr
 def _read_xlsx(path: Path, col: _Collector, strict: bool) -> list[tuple[int, Entry]]:
     """Parse the first worksheet of an .xlsx; merged cells are refused, because guessing their value is unsafe."""
     import openpyxl  # only needed for spreadsheets
+    from openpyxl.utils.cell import coordinate_to_tuple
     from openpyxl.utils.datetime import from_excel
 
     try:
@@ -678,13 +694,10 @@ def _read_xlsx(path: Path, col: _Collector, strict: bool) -> list[tuple[int, Ent
     # read instead of the one on screen, and so was WPS's empty Sheet1 in front of the data sheet.
     visible = [w for w in wb.worksheets if w.sheet_state == "visible"] or wb.worksheets[:1]
     ws = next((w for w in visible if any(_text(c) for r in w.iter_rows(values_only=True) for c in r)), visible[0])
-    uncalculated = _uncalculated_formula(path, wb.worksheets.index(ws))
-    if uncalculated:
-        # data_only reads such a cell as empty: the field would be imported as nothing, without a word.
-        col.add(None, None, f"工作表 “{ws.title}” 的单元格 {uncalculated} 是公式，但文件里没有保存计算结果，"
-                            "请用 Excel 或 WPS 打开并保存一次后再导入（或把公式改成数值）")
-        wb.close()
-        return []
+    # data_only reads a formula saved without its result as empty: the field would be imported as nothing, without a
+    # word. Each is named, with its row and field, and the sheet is checked on (the file is refused all the same):
+    # stopping here left the merged cells and empty answers further down for the next attempt.
+    uncalculated = _uncalculated_formulas(path, wb.worksheets.index(ws))
     for other in visible:
         if other is ws:
             continue
@@ -706,6 +719,13 @@ def _read_xlsx(path: Path, col: _Collector, strict: bool) -> list[tuple[int, Ent
         bad_rows.update(range(rng.min_row, rng.max_row + 1))
     all_rows = [list(r) for r in ws.iter_rows(values_only=True)]
     names = [_normalise_header(h) for h in all_rows[0]] if all_rows else []
+    for coordinate in uncalculated:
+        column, row = coordinate_to_tuple(coordinate)[::-1]
+        name = names[column - 1] if row > 1 and column <= len(names) else None
+        col.add(row, name or None, f"单元格 {coordinate} 是公式，但文件里没有保存计算结果，"
+                                   "请用 Excel 或 WPS 打开并保存一次后再导入（或把公式改成数值）")
+        if row > 1 and row <= len(all_rows) and column <= len(all_rows[row - 1]):
+            all_rows[row - 1][column - 1] = _UNCALCULATED  # said once: not also “不能为空”
     for cells in ws.iter_rows():
         for cell in cells:
             # A formula that failed (#N/A from a lookup, #REF!) is saved as its error text: not an answer to give.
@@ -757,8 +777,12 @@ _UNCALCULATED_RE = re.compile(
     rb"</(?:\w+:)?c>")
 
 
-def _uncalculated_formula(path: Path, index: int) -> str | None:
-    """The first cell of worksheet `index` holding a formula saved without its result (openpyxl cannot tell)."""
+UNCALCULATED_SHOWN = 50  # a generated sheet of formulas is said by its first cells, not a line for each of 10,000
+
+
+def _uncalculated_formulas(path: Path, index: int) -> list[str]:
+    """The cells of worksheet `index` holding a formula saved without its result (openpyxl cannot tell), in order;
+    the first UNCALCULATED_SHOWN of them."""
     import zipfile
 
     import openpyxl
@@ -768,16 +792,16 @@ def _uncalculated_formula(path: Path, index: int) -> str | None:
         part = getattr(wb.worksheets[index], "_worksheet_path", "")
     finally:
         wb.close()
+    found: dict[str, None] = {}
     if not part:
-        return None
+        return []
     with zipfile.ZipFile(path) as archive, archive.open(part.lstrip("/")) as fh:
         tail = b""
-        while chunk := fh.read(1 << 20):
-            found = _UNCALCULATED_RE.search(tail + chunk)
-            if found:
-                return found.group(1).decode("ascii")
+        while len(found) < UNCALCULATED_SHOWN and (chunk := fh.read(1 << 20)):
+            for m in _UNCALCULATED_RE.finditer(tail + chunk):  # the tail's cells, seen again, are kept once
+                found.setdefault(m.group(1).decode("ascii"), None)
             tail = chunk[-20000:]
-    return None
+    return list(found)[:UNCALCULATED_SHOWN]
 
 
 _READERS = {
