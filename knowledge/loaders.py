@@ -10,7 +10,7 @@ import re
 import unicodedata
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -194,6 +194,22 @@ def _as_date(value: Any) -> tuple[date | None, bool]:
         return None, False
 
 
+# Excel's serial number of a date (46022 is 2025-12-31): a date cell pasted as values into a text cell, or a .csv
+# saved from a column formatted 常规. Five digits are 1927 to 2173.
+_EXCEL_SERIAL_RE = re.compile(r"^(\d{5})(?:\.\d+)?$")
+_EXCEL_DAY_ZERO = date(1899, 12, 30)  # serial 1 is 1900-01-01 and Excel counts 1900-02-29: from March on, this
+
+
+def _bad_date(text: str, table: bool) -> str:
+    """Why `text` is no date, and the date it stands for when it looks like Excel's serial number of one."""
+    m = _EXCEL_SERIAL_RE.match(text)
+    if not m:
+        return f"不是有效日期：{text}（应为 YYYY-MM-DD）"
+    day = (_EXCEL_DAY_ZERO + timedelta(days=int(m.group(1)))).isoformat()
+    how = f"请把单元格设成日期格式或写成 {day}" if table else f"请写成 {day}"
+    return f"不是有效日期：{text}——看起来是 Excel 日期序号，对应 {day}；{how}"
+
+
 def _as_bool(value: Any) -> tuple[bool, bool]:
     """Parse a yes/no cell; second item False if it is neither."""
     if isinstance(value, bool):
@@ -291,7 +307,7 @@ def _build_entry(
         if name in DATE_FIELDS:
             d, ok = _as_date(data.get(name))
             if not ok:
-                err(name, f"不是有效日期：{_text(data.get(name))}（应为 YYYY-MM-DD）")
+                err(name, _bad_date(_text(data.get(name)), table=col.columns is not None))
             kwargs[name] = d
         else:
             value = data.get(name)
