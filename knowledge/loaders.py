@@ -358,6 +358,8 @@ _YAML_CAUSES: tuple[tuple[str, str], ...] = (
     ("undefined alias", "以 “*” 开头的文字在 YAML 里有特殊含义，请把整段文字用引号括起来"),
     ("cannot start any token", "以 “@”、“`”、“%” 等符号开头的文字，请把整段文字用引号括起来"),
     ("escape", "双引号里的反斜杠 “\\” 写法不对，请写成 “\\\\” 或改用单引号"),
+    ("for merging", "“<<:” 后面只能是用 “&名字” 标记过的一组字段（写成 <<: *名字），或这样几组的列表（<<: [*甲, *乙]）；"
+                    "文字里有 “<<” 时，请把整段文字用引号括起来"),
 )
 _JSON_CAUSES: tuple[tuple[str, str], ...] = (
     ("Unterminated string", "文字的引号没有结束（缺少右边的 \"）"),
@@ -378,10 +380,14 @@ def _explain(message: str, causes: tuple[tuple[str, str], ...]) -> str:
 class _StringDateLoader(yaml.SafeLoader):
     """SafeLoader that keeps unquoted values as written: timestamps as strings, so a bad date is our error, not a
     PyYAML crash; numbers and yes/no too (id 0123 was read as the octal 83, 1.10 as 1.1, an answer "no" as
-    False). Only null (~, empty) keeps its meaning; retired and dates are parsed by the loader itself."""
+    False). Only null (~, empty) and the merge key `<<` keep their meaning; retired and dates are parsed by the
+    loader itself."""
 
 
-_KEEP_RESOLVED = {"tag:yaml.org,2002:null"}
+# `<<: *common` merges the anchored fields into the mapping, those written beside it winning (YAML's merge key):
+# without it “<<” was a field of its own, refused as unknown (or, ignored, the shared 发布部门 left out).
+MERGE_TAG = "tag:yaml.org,2002:merge"
+_KEEP_RESOLVED = {"tag:yaml.org,2002:null", MERGE_TAG}
 _StringDateLoader.yaml_implicit_resolvers = {
     k: [(tag, regexp) for tag, regexp in v if tag in _KEEP_RESOLVED]
     for k, v in yaml.SafeLoader.yaml_implicit_resolvers.copy().items()
@@ -397,24 +403,46 @@ if yaml.__with_libyaml__:
     _FastLoader.yaml_implicit_resolvers = _StringDateLoader.yaml_implicit_resolvers
 
 
-def _parse_one(text: str, loader_class: type) -> tuple[Any, Any]:
+def _parse_all(text: str, loader_class: type) -> list[tuple[Any, Any]]:
     loader = loader_class(text)
     try:
-        node = loader.get_single_node()
-        return node, (loader.construct_document(node) if node is not None else None)
+        docs = []
+        while loader.check_node():
+            node = loader.get_node()
+            for item in _entry_nodes(node):
+                _keep_own_pairs(item)
+            docs.append((node, loader.construct_document(node)))
+        return docs
     finally:
         loader.dispose()
 
 
-def _parse_yaml(text: str) -> tuple[Any, Any]:
-    """The document's node (for the entries' line numbers) and its values, from one parse: it was parsed twice,
+def _parse_yaml(text: str) -> list[tuple[Any, Any]]:
+    """Each document's node (for the entries' line numbers) and its values, from one parse: it was parsed twice,
     in pure Python. A text libyaml refuses is parsed again by PyYAML, whose error the Chinese causes are made for."""
     if _FastLoader is not None:
         try:
-            return _parse_one(text, _FastLoader)
+            return _parse_all(text, _FastLoader)
         except yaml.YAMLError:
             pass
-    return _parse_one(text, _StringDateLoader)
+    return _parse_all(text, _StringDateLoader)
+
+
+def _entry_nodes(node: Any) -> list[Any]:
+    """The entries' nodes of a document: its list, or the list under its `entries` key."""
+    if isinstance(node, yaml.MappingNode):
+        node = next((v for k, v in node.value if getattr(k, "value", None) == "entries"), None)
+    return list(node.value) if isinstance(node, yaml.SequenceNode) else []
+
+
+def _keep_own_pairs(node: Any) -> None:
+    """Note the keys an entry (and its `policy`) writes itself, before a merge key adds the anchored ones: a field
+    written beside `<<` overrides it and is no field written twice."""
+    if isinstance(node, yaml.MappingNode):
+        node.own_pairs = list(node.value)
+        for key, value in node.value:
+            if getattr(key, "value", None) == "policy" and isinstance(value, yaml.MappingNode):
+                value.own_pairs = list(value.value)
 
 
 def _read_yaml(path: Path, col: _Collector, strict: bool) -> list[tuple[int, Entry]]:
@@ -423,7 +451,7 @@ def _read_yaml(path: Path, col: _Collector, strict: bool) -> list[tuple[int, Ent
     if text is None:
         return []
     try:
-        node, data = _parse_yaml(text)
+        docs = [(node, data) for node, data in _parse_yaml(text) if data is not None]
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
         problem = getattr(exc, "problem", None) or str(exc)
@@ -432,30 +460,37 @@ def _read_yaml(path: Path, col: _Collector, strict: bool) -> list[tuple[int, Ent
         else:
             col.add(None, None, f"YAML 格式错误：{_explain(problem, _YAML_CAUSES)}")
         return []
-    if data is None:
-        return []
+    items: list[Any] = []
     item_nodes: list[Any] = []
-    if isinstance(data, dict) and isinstance(data.get("entries"), list):
-        items = data["entries"]
-        for k, v in node.value:
-            if k.value == "entries":
-                item_nodes = list(v.value)
-    elif isinstance(data, list):
-        items = data
-        item_nodes = list(node.value)
-    else:
-        col.add(None, None, "YAML 顶层必须是条目列表（每条以 “- id: ...” 开始）")
-        return []
+    # Several documents (“---” between them: files put together, or a file in sections) are one list when each is
+    # a list of entries; the line of one that is not is said (a header of 作者/版本 is no entry to guess at).
+    for n, (node, data) in enumerate(docs, start=1):
+        if isinstance(data, dict) and isinstance(data.get("entries"), list):
+            listed = data["entries"]
+        elif isinstance(data, list):
+            listed = data
+        elif len(docs) == 1:
+            col.add(None, None, "YAML 顶层必须是条目列表（每条以 “- id: ...” 开始）")
+            return []
+        else:
+            col.add(node.start_mark.line + 1, None,
+                    f"这个文件有多个 YAML 文档（用 “---” 分开），从这一行开始的第 {n} 个文档不是条目列表：多个文档时，"
+                    "每个文档都要是条目列表（每条以 “- id: ...” 开始）；说明文字请写成以 “#” 开头的注释")
+            continue
+        nodes = _entry_nodes(node)
+        # The nodes stay aligned with the items (an entry's line), also where a document's count differs.
+        items += listed
+        item_nodes += nodes[:len(listed)] + [None] * (len(listed) - len(nodes))
     out: list[tuple[int, Entry]] = []
     labels: dict[int, str] = {}
     for i, item in enumerate(items, start=1):
-        line = item_nodes[i - 1].start_mark.line + 1 if i - 1 < len(item_nodes) else None
+        line = item_nodes[i - 1].start_mark.line + 1 if item_nodes[i - 1] is not None else None
         # YAML issues are numbered by entry, with the source line to jump to.
         label = labels[i] = f"条（第 {line} 行）" if line else "条"
         if not isinstance(item, dict):
             col.add(i, None, "必须是键值对（id、question、answer ...）", label)
             continue
-        twice = _yaml_keys_twice(item_nodes[i - 1]) if i - 1 < len(item_nodes) else []
+        twice = _yaml_keys_twice(item_nodes[i - 1])
         for name in twice:
             col.add(i, name, TWICE, label)
         if twice:
@@ -477,7 +512,9 @@ def _yaml_keys_twice(node: Any) -> list[str]:
         return []
     seen: set[str] = set()
     twice: list[str] = []
-    for key, value in node.value:
+    for key, value in getattr(node, "own_pairs", node.value):
+        if getattr(key, "tag", None) == MERGE_TAG:
+            continue
         name = str(getattr(key, "value", ""))
         if name in seen:
             twice.append(name)

@@ -98,7 +98,7 @@ def test_a_yaml_file_of_several_documents_of_entries_is_one_list(app, app_ctx, d
                     "---\nauthor: 张三\nversion: 2\n", encoding="utf-8")
     result = _kb(app, "import", str(path))
     assert result.exit_code != 0 and "未改动" in result.output
-    assert "kb.yaml：第 5 行 这个文件有多个 YAML 文档（用 “---” 分开），第 2 个文档（从第 5 行开始）不是条目列表" \
+    assert "kb.yaml：第 5 行 这个文件有多个 YAML 文档（用 “---” 分开），从这一行开始的第 2 个文档不是条目列表" \
         in result.output, result.output
 
 
