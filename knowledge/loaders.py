@@ -155,7 +155,7 @@ def _as_list(value: Any) -> tuple[list[str], bool]:
             return [], False
         items = [_text(v) for v in value]
     elif isinstance(value, (str, int, float)):
-        items = [_ESCAPED_SEPARATOR.sub(r"\1", i) for i in _CELL_SEPARATORS.split(_text(value))]
+        items = split_separated(_text(value))
     else:
         return [], False
     # One a line too, as the console's box takes them: staff type a cell's phrasings on lines of their own (Alt+Enter),
@@ -163,10 +163,21 @@ def _as_list(value: Any) -> tuple[list[str], bool]:
     return [line.strip() for i in items for line in i.split("\n") if line.strip()], True
 
 
+def split_separated(text: str) -> list[str]:
+    """`text` split at its unescaped bars, each “\\|” given back as the bar it stands for (a table's cell, a line of
+    the console's 相似问法 box)."""
+    return [_ESCAPED_SEPARATOR.sub(r"\1", i) for i in _CELL_SEPARATORS.split(text)]
+
+
+def escape_separators(text: str) -> str:
+    """`text` with its bars written “\\|”, read back whole by split_separated."""
+    return re.sub(r"([|｜])", r"\\\1", text)
+
+
 def _join_cell(items: tuple[str, ...]) -> str:
     """A list as one table cell, read back by _as_list: a bar in an item is escaped, and a space keeps an item's
     final backslash from escaping the separator after it."""
-    escaped = [re.sub(r"([|｜])", r"\\\1", i) for i in items]
+    escaped = [escape_separators(i) for i in items]
     return LIST_SEPARATOR.join(i + " " if i.endswith("\\") and n < len(escaped) - 1 else i
                                for n, i in enumerate(escaped))
 

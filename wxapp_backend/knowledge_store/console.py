@@ -11,7 +11,7 @@ from flask import Blueprint, abort, current_app, flash, g, redirect, render_temp
 from sqlalchemy import Text, cast, func, or_, select
 from werkzeug.datastructures import MultiDict
 
-from knowledge.loaders import LIST_SEPARATORS, TAG_SEPARATORS
+from knowledge.loaders import TAG_SEPARATORS, escape_separators, split_separated
 from knowledge.schema import POLICY_FIELDS, Entry
 
 from ..auth.guard import console_required
@@ -61,8 +61,9 @@ def _entry_from_form(form: dict) -> Entry:
     # Browsers send a textarea's line breaks as CRLF; entries hold LF, as every file format gives them back (an
     # .xlsx turns CRLF into LF, so an export and re-import counted the entry as changed).
     data = {k: _LINE_BREAK_RE.sub("\n", v) if isinstance(v, str) else v for k, v in data.items()}
-    # One phrasing a line; "|" separates them too, as in a table file (kept in a phrasing, it stopped every export).
-    split = [s.strip() for line in (data["similar"] or "").splitlines() for s in LIST_SEPARATORS.split(line) if s.strip()]
+    # One phrasing a line; "|" separates them too, as in a table file, and “\|” is a bar of the phrasing, as the form
+    # shows one (a phrasing with a bar, from a YAML file, was split in two by the next save of its entry).
+    split = [s.strip() for line in (data["similar"] or "").splitlines() for s in split_separated(line) if s.strip()]
     # Each once, and not the standard question again (a pasted list kept its repeats: 问法 counted them all).
     split = [s for s in dict.fromkeys(split) if s != data["question"].strip()]
     # A Chinese keyboard's comma is “，”; "|" and "｜" separate tags in table files.
@@ -217,7 +218,7 @@ def _warn_clashes(entry: Entry) -> None:
 def _form_values(row: KBEntry) -> dict:
     """An entry as its edit form shows it."""
     form = {f.name: getattr(row, f.name) for f in ENTRY_FIELDS}
-    form["similar"] = "\n".join(row.similar or [])
+    form["similar"] = "\n".join(escape_separators(s) for s in row.similar or [])  # read back by _entry_from_form
     form["tags"] = ", ".join(row.tags or [])
     form["retired"] = row.retired
     form["revision"] = row.revision  # sent back on save: an edit made meanwhile is not overwritten
