@@ -158,9 +158,20 @@ def _as_list(value: Any) -> tuple[list[str], bool]:
         items = split_separated(_text(value))
     else:
         return [], False
-    # One a line too, as the console's box takes them: staff type a cell's phrasings on lines of their own (Alt+Enter),
-    # and the whole cell was one phrasing with line breaks in it (the console's next save split it unasked).
-    return [line.strip() for i in items for line in i.split("\n") if line.strip()], True
+    return list(read_list("similar", items)), True
+
+
+def read_list(name: str, items: Iterable[Any]) -> tuple[str, ...]:
+    """A list field's items (`name`: similar or tags) as a file import reads them. One a line, as the console's box
+    takes them: staff type a cell's phrasings on lines of their own (Alt+Enter), and the whole cell was one phrasing
+    with line breaks in it (the console's next save split it unasked). Tags are split at their separators too, and
+    kept once. The writers and the import's comparison with what is stored read a list so as well: a phrasing
+    stored with line breaks (before imports split them) was written so by every export, split by the re-import,
+    and the entry counted 更新 though nothing had changed."""
+    out = [line.strip() for i in items for line in _text(i).split("\n") if line.strip()]
+    if name == "tags":
+        out = list(dict.fromkeys(t.strip() for i in out for t in TAG_SEPARATORS.split(i) if t.strip()))
+    return tuple(out)
 
 
 def split_separated(text: str) -> list[str]:
@@ -311,9 +322,7 @@ def _build_entry(
         items, ok = _as_list(data.get(name))
         if not ok:
             err(name, "必须是文本列表（YAML/JSON 用列表，CSV/Excel 用 “|” 分隔）")
-        if name == "tags":
-            items = list(dict.fromkeys(t.strip() for i in items for t in TAG_SEPARATORS.split(i) if t.strip()))
-        kwargs[name] = tuple(items)
+        kwargs[name] = read_list(name, items)
     for name in POLICY_FIELDS:
         if name in DATE_FIELDS:
             d, ok = _as_date(data.get(name))
@@ -939,13 +948,14 @@ def load_dir(directory: str | Path, *, strict: bool = False) -> list[Entry]:
 def _nested(e: Entry) -> dict[str, Any]:
     """YAML/JSONL shape: core fields flat, policy fields under `policy`, empty values left out."""
     out: dict[str, Any] = {"id": e.id, "question": e.question}
-    if e.similar:
-        out["similar"] = list(e.similar)
+    similar, tags = read_list("similar", e.similar), read_list("tags", e.tags)  # as the import will read them
+    if similar:
+        out["similar"] = list(similar)
     out["answer"] = e.answer
     if e.category:
         out["category"] = e.category
-    if e.tags:
-        out["tags"] = list(e.tags)
+    if tags:
+        out["tags"] = list(tags)
     policy: dict[str, Any] = {}
     for name in POLICY_FIELDS:
         v = getattr(e, name)
@@ -964,7 +974,7 @@ def _flat_row(e: Entry) -> list[str]:
     for name in FLAT_COLUMNS:
         v = getattr(e, name)
         if isinstance(v, tuple):
-            row.append(_join_cell(v))
+            row.append(_join_cell(read_list(name, v)))  # as the import will read them
         elif isinstance(v, bool):
             row.append("true" if v else "")
         elif isinstance(v, date):
@@ -1066,4 +1076,5 @@ __all__ = [
     "load_file",
     "load_files",
     "load_table",
+    "read_list",
 ]

@@ -25,6 +25,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from knowledge.analysis import get_analyzer
+from knowledge.loaders import read_list
 from knowledge.schema import FIELD_LABELS, POLICY_FIELDS, Entry, entry_issues
 from knowledge.search import KnowledgeBase
 
@@ -61,6 +62,14 @@ def _row_values(entry: Entry) -> dict:
     values["similar"] = list(entry.similar)
     values["tags"] = list(entry.tags)
     return values
+
+
+def _stored(row: KBEntry, name: str):
+    """A row's field as a file import reads it: a phrasing (or tag) stored with line breaks, from before imports
+    split them, is the ones it reads as. An import, or a save, that only reads it so is no change (an export and
+    re-import counted such an entry 更新); the row keeps it until a real change writes the list as read."""
+    value = getattr(row, name)
+    return list(read_list(name, value or ())) if name in ("similar", "tags") else value
 
 
 def _changed(session: Session, r: redis.Redis) -> None:
@@ -130,13 +139,13 @@ def import_entries(session: Session, r: redis.Redis, actor: Actor, entries: Iter
             audit(session, actor, "kb.entry_created", row, via="import", question=entry.question)
             continue
         if columns is not None:  # a sheet of id, question, answer emptied the phrasings and 截止日期
-            values.update({k: getattr(row, k) for k in values if k not in columns and k not in ("id", "retired")})
+            values.update({k: _stored(row, k) for k in values if k not in columns and k not in ("id", "retired")})
         if row.retired and not entry.retired:
             # A file without the retired column (a master spreadsheet kept by the team) says nothing about it: a
             # withdrawn entry stays offline, as with the console's edit form; restoring is set_retired's.
             values["retired"] = True
             report.kept_retired += 1
-        changes = {k: [getattr(row, k), v] for k, v in values.items() if getattr(row, k) != v}
+        changes = {k: [getattr(row, k), v] for k, v in values.items() if _stored(row, k) != v}
         if not changes:
             report.unchanged += 1
             continue
@@ -214,7 +223,7 @@ def save_entry(session: Session, r: redis.Redis, actor: Actor, entry: Entry, *, 
         if row is None:
             raise NotFound("没有找到这个知识条目。")
         values["retired"] = row.retired  # the form never says; retiring and restoring are set_retired's
-        changed = {k: v for k, v in values.items() if getattr(row, k) != v}
+        changed = {k: v for k, v in values.items() if _stored(row, k) != v}
         if changed and revision is not None and revision != row.revision:
             # The form holds every field: saving it would put back what a colleague (or an import, or a phrasing
             # added from the unanswered queue) changed in the meantime. (A resend of a save that changes nothing
