@@ -788,6 +788,52 @@ def follow_grid_specialist(session: Session, grid_id: int, specialist_staff_id: 
     return ids
 
 
+def notify_grid_specialist(session: Session, grid: Any, appeal_ids: list[int], key: str, *,
+                           actor: Actor = SYSTEM) -> int:
+    """A grid given another specialist (服务专员) hands them its open appeals (follow_grid_specialist): they hear of it
+    as a specialist hears of an appeal moved to their grid (notify_specialist), but once for the change, in one
+    message (网格「X」的 N 件未办结诉求转由您跟进, with the soonest deadline), not one per appeal. `key` names the change
+    (its audit row): the same change replayed tells nobody again. Not the staff member making the change, never the
+    enterprise; nothing when none of them is still open or the specialist has no linked WeChat (the list shows
+    them). Written in the caller's transaction; never raises. Returns how many were told (0 or 1)."""
+    from ..notices.broadcast_models import StaffTestRecipient
+    from ..notices.models import Notification
+    from ..notices.services import notify
+
+    staff_id = grid.specialist_staff_id
+    acting = int(actor.id) if actor.type == "staff" and actor.id is not None else None
+    if staff_id is None or staff_id == acting or not appeal_ids:
+        return 0
+    try:
+        appeals = list(session.scalars(select(Appeal).where(
+            Appeal.id.in_(appeal_ids), Appeal.grid_id == grid.id, Appeal.specialist_staff_id == staff_id,
+            Appeal.status.in_([s.value for s in OPEN])).order_by(Appeal.id)))
+        user_id = session.scalar(select(StaffTestRecipient.user_id)
+                                 .join(StaffUser, StaffUser.id == StaffTestRecipient.staff_id)
+                                 .where(StaffUser.id == staff_id, StaffUser.active.is_(True)))
+        if not appeals or user_id is None:
+            return 0
+        running = [a for a in appeals if a.due_at is not None and a.status in CLOCK_RUNNING]
+        first = min(running, key=lambda a: (a.due_at, a.id)) if running else appeals[0]
+        soonest = ""
+        if running:
+            local = first.due_at.astimezone(TZ)
+            soonest = f"，最早的 {first.number} 请在 {local.month}月{local.day}日 {local:%H:%M} 前办结"
+        status, title = STAFF_ALERTS["grid_specialist_changed"][0], STAFF_ALERT_TITLES["grid_specialist_changed"]
+        body = STAFF_ALERTS["grid_specialist_changed"][1].format(grid=grid.name, n=len(appeals), soonest=soonest)
+        dedup = f"grid:{grid.id}:{key}:{staff_id}"
+        if session.scalar(select(Notification.id).where(Notification.dedup_key == dedup)) is not None:
+            return 0
+        with session.begin_nested():
+            notify(session, user_id, "appeal_staff_alert",
+                   {"number": first.number, "status": status, "note": "请登录工作台查看"}, "pages/me/index",
+                   title=f"{title}：{grid.name}", body=body, ref=f"grid:{grid.id}", dedup_key=dedup)
+        return 1
+    except Exception:  # noqa: BLE001 - the grid's change is saved whatever happens here
+        log.exception("grid specialist alert failed", extra={"grid_id": grid.id, "staff_id": staff_id})
+        return 0
+
+
 def similar_open(session: Session, appeal: Appeal, *, limit: int = 5, threshold: float = 0.2,
                  actor: Actor | None = None) -> list[tuple[Appeal, float]]:
     """Open appeals in the same building and category (when known) whose text looks alike, best first; for a
@@ -1148,12 +1194,15 @@ STAFF_ALERTS = {"overdue": ("已超期", "诉求 {number} 已超过办结期限�
                 "assigned": ("已交办", "诉求 {number} 已交办{department}办理{due_note}，请登录工作台查看。"),
                 "handler_changed": ("改派承办人", "诉求 {number} 已改由您承办{due_note}，请登录工作台查看。"),
                 "grid_changed": ("转入网格", "诉求 {number} 已转由{grid}办理，您是该网格的服务专员{due_note}，"
-                                 "请登录工作台查看并跟进。")}
+                                 "请登录工作台查看并跟进。"),
+                # one message for a grid's open appeals given to its new specialist (notify_grid_specialist)
+                "grid_specialist_changed": ("转由您跟进", "网格「{grid}」的 {n} 件未办结诉求转由您跟进{soonest}，"
+                                            "请登录工作台查看。")}
 # The inbox title's word where the status phrase (5 characters at most in a subscribe message) says less.
 STAFF_ALERT_TITLES = {"return_requested": "退单待审核", "extension_requested": "延期待审批",
                       "escalation_overdue": "办不成事超期", "rectification_overdue": "差评整改超期",
                       "task_assigned": "会办任务", "assigned": "新交办诉求", "handler_changed": "改由您承办",
-                      "grid_changed": "转入您的网格"}
+                      "grid_changed": "转入您的网格", "grid_specialist_changed": "网格诉求转由您跟进"}
 
 
 def notify_department(session: Session, appeal: Appeal, what: str, key: str, *, actor: Actor | None = None,

@@ -281,13 +281,20 @@ def update_grid(session: Session, actor: Actor, grid_id: int, data: Mapping[str,
     _flush(session, f"已有名为「{grid.name}」的网格，请换一个名称。", "name")
     if changes:
         rerouted: dict[str, Any] = {}
+        ids: list[int] = []
         if "specialist_staff_id" in changes:
             # Its open appeals name the specialist who now serves the grid, as a new one would.
             from ..appeals.services import follow_grid_specialist
 
             if ids := follow_grid_specialist(session, grid.id, grid.specialist_staff_id):
                 rerouted["rerouted_appeals"] = ids
-        audit(session, actor, "grid.updated", grid, changes=changes, **rerouted)
+        row = audit(session, actor, "grid.updated", grid, changes=changes, **rerouted)
+        if ids:
+            # ...and the new specialist hears of them once, in one message, keyed by this change's audit row.
+            from ..appeals.services import notify_grid_specialist
+
+            session.flush()
+            notify_grid_specialist(session, grid, ids, f"grid.updated:{row.id}", actor=actor)
     return grid
 
 
