@@ -213,13 +213,25 @@ def action(appeal_id: int):
                                   "required": form.get("task_required", "1") == "1"}]
             services.perform(s, current_actor(), appeal_id, name, data)
     except AppError as exc:
-        if exc.status == 404:
-            raise
+        if exc.status == 404 and not _still_shown(appeal_id):
+            raise  # the appeal itself is gone (or no longer this account's): the 404 page says so
+        # A 404 about what the form named (a 延期 / 退单 request or a 会办 task withdrawn or removed since the page
+        # was loaded) comes back to the appeal's page with the reason, like any other stale action.
         flash(f"操作未完成：{exc.message}", "error")
         return _detail_page(appeal_id, typed=form, status=exc.status)
     flash(_done_text(name, data))
     back = safe_console_path(form.get("next")) or ""
     return redirect(back if back.startswith("/console/") else url_for("appeals_console.detail", appeal_id=appeal_id))
+
+
+def _still_shown(appeal_id: int) -> bool:
+    """Whether the appeal's page can still be shown to the one acting."""
+    try:
+        with session_scope() as s:
+            services.get_appeal(s, appeal_id, current_actor())
+    except AppError:
+        return False
+    return True
 
 
 def _done_text(name: str, data: dict[str, Any]) -> str:

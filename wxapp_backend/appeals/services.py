@@ -1811,7 +1811,7 @@ def act_return(session, actor, appeal, data, now):
 def act_decide_return(session, actor, appeal, data, now):
     ret = session.get(AppealReturn, _need(data, "return_id", "退单申请"))
     if ret is None or ret.appeal_id != appeal.id:
-        raise NotFound("没有这个退单申请。")
+        raise NotFound("没有找到这个退单申请，可能已被撤回或删除，请刷新页面后查看。")
     if ret.status != "pending":
         raise Conflict("这个退单申请已经处理过了。", code="return_decided")
     ret.decided_by, ret.decided_at, ret.decision_note = str(actor.name or actor.id), now, data.get("note") or ""
@@ -1878,7 +1878,7 @@ def _past_deadline(appeal: Appeal, now: datetime) -> bool:
 def act_decide_extension(session, actor, appeal, data, now):
     ext = session.get(AppealExtension, _need(data, "extension_id", "延期申请"))
     if ext is None or ext.appeal_id != appeal.id:
-        raise NotFound("没有这个延期申请。")
+        raise NotFound("没有找到这个延期申请，可能已被撤回或删除，请刷新页面后查看。")
     if ext.status != "pending":
         raise Conflict("这个延期申请已经处理过了。", code="extension_decided")
     if data.get("accept") and appeal.status not in OPEN:
