@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import redis
 
-from knowledge.smalltalk import is_clarification, is_wrong_answer
+from knowledge.smalltalk import feedback_of, is_clarification, is_wrong_answer
 
 from ..db import Database
 from .chat import SUGGEST_COUNT, ChatResult, _bare_number, ask, choice_index, choice_number
@@ -216,8 +216,10 @@ def respond(runtime: KBRuntime, db: Database, r: redis.Redis, text: str, *, chan
         last = json.loads(raw) if raw else None
     except (redis.RedisError, ValueError):
         last = None  # losing the memory only means a number reply is read as a question
-    if not isinstance(last, dict) and is_wrong_answer(text):  # “不对” right after an answer: about that answer
-        wrong = _wrong_answer(runtime, db, r, channel, who, user_id)
+    # “不对” right after an answer, and “没用” / “没有帮助” alike (they only apologised, with nothing more to try): about
+    # that answer.
+    if not isinstance(last, dict) and (is_wrong_answer(text) or feedback_of(text) is False):
+        wrong = _wrong_answer(runtime, db, r, channel, who, user_id, useless=not is_wrong_answer(text))
         if wrong is not None:
             return wrong, None
     if is_clarification(text):  # “什么意思”: about the reply just given, no entry of its own
@@ -289,6 +291,9 @@ def respond(runtime: KBRuntime, db: Database, r: redis.Redis, text: str, *, chan
 
 WRONG_SORRY = "抱歉，刚才的回答没对上您的问题，小二记下了（算作一次“没用”评价），会改进的。"
 WRONG_SORRY_ANON = "抱歉，刚才的回答没对上您的问题，小二记下了，会改进的。"
+# “没用”, “没有帮助”: the same vote and guesses as “不对”, said of help rather than of the question.
+USELESS_SORRY = "抱歉，刚才的回答没能帮到您，小二记下了（算作一次“没用”评价），会改进的。"
+USELESS_SORRY_ANON = "抱歉，刚才的回答没能帮到您，小二记下了，会改进的。"
 WRONG_GUESSES = ("换个方向猜猜，您是不是想问：\n{lines}\n回复数字即可查看答案；都不是的话，回复“人工”联系工作人员，"
                  "或回复“我要反映”提交诉求。")
 # Bullets, not numbers: a digit means the menu's item.
@@ -297,8 +302,8 @@ WRONG_HANDOVER = ("您可以：\n· 换个说法再问问我，说得具体些�
 
 
 def _wrong_answer(runtime: KBRuntime, db: Database, r: redis.Redis, channel: str, who: str,
-                  user_id: int | None) -> ChatResult | None:
-    """“不对” / “不是这个” / “答非所问” right after an answer (within MEMORY_TTL, nothing else shown since): a 没用 vote on
+                  user_id: int | None, *, useless: bool = False) -> ChatResult | None:
+    """“不对” / “不是这个” / “答非所问” (`useless`: “没用”, “没有帮助”) right after an answer (within MEMORY_TTL, nothing else shown since): a 没用 vote on
     that answer (as the app's button records it: one per turn), an apology, and the next-best guesses for the question
     first asked as numbered choices, or the two hand-overs (a person, an appeal). None when no answer was just given."""
     try:
@@ -318,7 +323,10 @@ def _wrong_answer(runtime: KBRuntime, db: Database, r: redis.Redis, channel: str
     today = kb.today or date.today()
     entries = [e for e in (kb.get(i) for i in others if isinstance(i, str)) if e is not None and e.is_current(today)]
     items = [{"id": e.id, "question": e.question} for e in entries[:SUGGEST_COUNT]]
-    sorry = WRONG_SORRY if user_id is not None else WRONG_SORRY_ANON
+    if useless:
+        sorry = USELESS_SORRY if user_id is not None else USELESS_SORRY_ANON
+    else:
+        sorry = WRONG_SORRY if user_id is not None else WRONG_SORRY_ANON
     try:
         # said once: a second “不对” is not about that answer any more (nor a second vote)
         r.delete(_answered_key(channel, who), *_answer_keys(channel, who))
