@@ -38,8 +38,17 @@ def answer(text: str, ctx: Context) -> Reply:
 
     # What the bot cannot answer just after saying the draft ran out is the draft's answer (the problem, the
     # enterprise): no question for staff's unanswered queue. It is kept for “我要反映”, which the note asks for.
+    def pick(kind: str, item_id, user_id: int | None, others: list[int]) -> tuple[str, str]:
+        if kind == "activity":  # its 小程序“白领活动” opens that activity's page, not the list it was picked from
+            from .links import activity_page
+
+            pages = ctx.extra.get("mini_pages")
+            if isinstance(pages, dict):
+                pages.update(activity_page(int(item_id)))
+        return picked_item(kind, item_id, user_id, others)
+
     result, _turn = respond(get_runtime(), state.db, state.redis, text, channel=ctx.account, user_id=ctx.user_id,
-                            who=ctx.openid, detail_hint=DETAIL_HINT, pick_item=picked_item, unanswered=not note)
+                            who=ctx.openid, detail_hint=DETAIL_HINT, pick_item=pick, unanswered=not note)
     if result.handoff:
         return Transfer(result.reply)
     _remember_unanswered(ctx, text if result.decision == "fallback" else "")

@@ -22,6 +22,16 @@ MINI_PAGES: dict[str, str] = {
     "我的报名": "pages/me/index",
 }
 
+# One activity's own page (the path the activity notices open): where a reply about that activity alone (picked from
+# the chat's list) sends its 小程序“白领活动”, instead of the list the user just came from.
+ACTIVITY_DETAIL_PAGE = "pages/activity/detail?id={id}"
+
+
+def activity_page(activity_id: int) -> dict[str, str]:
+    """The page names of a reply about one activity, for `mini_links(pages=...)`."""
+    return {"白领活动": ACTIVITY_DETAIL_PAGE.format(id=int(activity_id))}
+
+
 # WeChat cuts a text at 2,048 bytes (WECHAT.md; wxapp_backend.wechat.messages.REPLY_TEXT_MAX_BYTES): a cut inside a
 # link's markup shows the user raw HTML, so a link is added only while the whole text still fits.
 TEXT_MAX_BYTES = 2048
@@ -37,15 +47,17 @@ def anchor(appid: str, path: str, text: str) -> str:
             f"{escape(text, quote=False)}</a>")
 
 
-def mini_links(text: str, appid: str, max_bytes: int = TEXT_MAX_BYTES) -> str:
+def mini_links(text: str, appid: str, max_bytes: int = TEXT_MAX_BYTES, pages: dict[str, str] | None = None) -> str:
     """`text` with the mini-program pages it names made links to them (first ones first, while it fits in
-    `max_bytes`); unchanged without an appid, or when it names none."""
+    `max_bytes`); unchanged without an appid, or when it names none. `pages` puts other paths for some names (one
+    activity's page for “白领活动”)."""
     if not appid or not text or "“" not in text or "<a " in text:
         return text
     size = len(text.encode("utf-8"))
     out, at = [], 0
     for m in _NAMED.finditer(text):
-        path = MINI_PAGES.get(m.group(1) or m.group(2))
+        name = m.group(1) or m.group(2)
+        path = (pages or {}).get(name) or MINI_PAGES.get(name)
         if not path:
             continue
         link = anchor(appid, path, m.group(0))
@@ -58,16 +70,16 @@ def mini_links(text: str, appid: str, max_bytes: int = TEXT_MAX_BYTES) -> str:
     return "".join(out) + text[at:] if out else text
 
 
-def with_links(reply: Reply | None, appid: str) -> Reply | None:
+def with_links(reply: Reply | None, appid: str, pages: dict[str, str] | None = None) -> Reply | None:
     """A reply's texts with their mini-program links (`mini_links`)."""
     if not appid or reply is None:
         return reply
     if isinstance(reply, Text):
-        linked = mini_links(reply.text, appid)
+        linked = mini_links(reply.text, appid, pages=pages)
         return reply if linked == reply.text else Text(linked)
     if isinstance(reply, Transfer) and reply.note:
-        linked = mini_links(reply.note, appid)
+        linked = mini_links(reply.note, appid, pages=pages)
         return reply if linked == reply.note else Transfer(linked)
     if isinstance(reply, Many):
-        return Many(tuple(with_links(r, appid) or r for r in reply.replies))
+        return Many(tuple(with_links(r, appid, pages) or r for r in reply.replies))
     return reply

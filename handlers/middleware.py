@@ -52,14 +52,18 @@ def logging_middleware(ctx: Context, call_next: Next) -> Reply | None:
 
 def mini_link_middleware(ctx: Context, call_next: Next) -> Reply | None:
     """The mini-program pages a text reply names become links to them (handlers/links.py), when the mini-program's
-    appid is configured. Only WeChat messages go through the router: the mini-program's own chat API gets plain text."""
+    appid is configured. Only WeChat messages go through the router: the mini-program's own chat API gets plain text.
+    A handler may name other pages for this reply in ctx.extra["mini_pages"] (one activity's page: `links.activity_page`);
+    the dict is shared with the contexts made from this one (a voice transcript, a menu digit)."""
+    pages: dict[str, str] = {}
+    ctx.extra["mini_pages"] = pages
     reply = call_next(ctx)
     appid = getattr(ctx.settings, "wxa_appid", "") if ctx.settings is not None else ""
     if not appid or reply is None:
         return reply
     from .links import with_links
 
-    return with_links(reply, appid)
+    return with_links(reply, appid, pages)
 
 
 def answer_memory_middleware(ctx: Context, call_next: Next) -> Reply | None:
