@@ -234,6 +234,39 @@ def is_wrong_answer(text: str | None) -> bool:
     return bool(norm) and bool(_WRONG_RE.fullmatch(norm))
 
 
+# Sounds that carry no request (“啊”, “嗯”, “呃”, “哈”): a message of them alone, however long, asks nothing.
+_FILLER_CHARS = frozenset("啊阿呀哦噢喔嗯恩额呃哈嘿嘻呵哎唉诶欸哇喂啦嘛呢吧吗么哼嗷呜咦噫哟唔咯喽耶哒")
+# The same typed in Latin letters: “emmm”, “hhhh”, “hahaha”.
+_LATIN_FILLER_RE = re.compile(r"(?:e*m+|h+|(?:ha|he|hi|ho|xi)+h*|a+|o+|e+)")
+# Longer than this, a message is not checked word by word (its characters still are): no 请问-only text runs so long.
+_STOPWORD_CHECK_CHARS = 60
+
+
+def has_no_content(text: str | None) -> bool:
+    """True when the message says nothing to act on: after normalisation, fillers alone (“啊啊啊”, 3,000 × “啊”,
+    “嗯嗯”, “emmm”), one character said over and over (“税税税税”), or only words with no topic (“我想问一下”,
+    “请问”: the stop words the search drops). A single character said once (“税”) is left to the search."""
+    if not text or not isinstance(text, str):
+        return False
+    analyzer = get_analyzer()
+    norm = analyzer.normalize(without_faces(text))
+    chars = [ch for ch in norm if ch.isalnum()]
+    if not chars:
+        return False  # no letters at all (👍, “。。。”): the caller's own case
+    content = {ch for ch in chars if ch not in _FILLER_CHARS}
+    if not content:
+        return True
+    if len(content) == 1 and len(chars) > 1 and chars.count(next(iter(content))) > 1:
+        return True
+    bare = "".join(ch for ch in chars if ch not in _FILLER_CHARS)
+    if bare.isascii() and _LATIN_FILLER_RE.fullmatch(bare):
+        return True
+    if len(norm) > _STOPWORD_CHECK_CHARS:
+        return False
+    words = analyzer.segment(norm)
+    return bool(words) and all(w in analyzer.stopwords or all(ch in _FILLER_CHARS for ch in w) for w in words)
+
+
 def is_greeting(text: str | None) -> bool:
     """True for a bare greeting such as 你好 / 在吗 / hello."""
     return detect_smalltalk(text) == "greeting"

@@ -10,7 +10,7 @@ from datetime import date
 from knowledge.analysis import has_han
 from knowledge.schema import Entry
 from knowledge.search import Decision, KnowledgeBase
-from knowledge.smalltalk import detect_smalltalk, feedback_of, is_venting, without_faces
+from knowledge.smalltalk import detect_smalltalk, feedback_of, has_no_content, is_venting, without_faces
 
 from ..validation import LINK_RE
 
@@ -20,8 +20,9 @@ SUGGEST_COUNT = 3
 
 GREETING = ("您好！我是营商服务中心的数字店小二 🙂 惠企政策、企业开办、人才落户、融资、涉税、楼宇和白领活动，"
             "都可以直接问我。比如：“外籍人才工作许可怎么办”。")
-THANKS = "不客气！还有什么需要，随时找我。"
-BYE = "好的，祝您工作顺利，再见！有需要随时找我。"
+# Also the WeChat router's fixed words (handlers.bot): “谢谢” and “谢谢小二” read the same, whichever path answers.
+THANKS = "不客气！还有问题随时找小二～"
+BYE = "好的，祝您工作顺利，再见！有需要随时找小二～"
 ACK = "好的～还有什么想了解的，直接问我就行。"
 # “你好笨”, “垃圾”, “没用”: the bot did not help (they got “我还没学会，已经记下来” and a row in staff's queue).
 VENT = ("抱歉没能帮上您，小二还在学习中～您可以：\n· 换个说法再问问我\n· 回复“人工”请工作人员帮您\n"
@@ -39,6 +40,9 @@ NOT_CHINESE = ("您好！小二目前只能看懂中文问题，请用中文再�
                "or reply 人工 to reach our staff.")
 _LATIN_WORD = re.compile(r"[A-Za-z]{2,}")
 NO_WORDS = "小二收到啦～想了解政策或办事，请直接用文字问我；回复“菜单”看看我能做什么。"
+# “啊” × 3,000, “嗯嗯嗯”, “我想问一下”: nothing asked yet (they got “我还没学会，已经记下来” and a row in staff's queue).
+NO_CONTENT = ("小二在呢～您想了解什么、需要办什么事，直接说具体些就好（例如“营业执照丢了怎么办”）；"
+              "回复“菜单”看看我能做什么。")
 # “都不是” to “您是不是想问”: it got “这个问题我还没学会”, and went to the staff's queue of questions to answer.
 NONE_OF_THEM = ("好的，看来小二没猜对～请换个说法再问一次，说得具体些更好（例如“小微企业贷款有贴息吗”）；"
                 "也可以回复“人工”请工作人员帮您。")
@@ -187,6 +191,8 @@ def ask(kb: KnowledgeBase, text: str, *, last_suggestions: list[str] | None = No
     if not any(ch.isalnum() for ch in without_faces(text)):
         # 👍 alone (or WeChat's “/:strong”) is no question: not “我还没学会” nor a row in the staff's unanswered queue.
         return ChatResult(NO_WORDS, "smalltalk")
+    if has_no_content(text):  # fillers, one character over and over, 请问-words alone: no question for staff
+        return ChatResult(NO_CONTENT, "smalltalk")
     decision: Decision = kb.decide(text, limit=CHAT_LIMIT)
     if decision.kind == "answer" and decision.best is not None:
         best = decision.best
