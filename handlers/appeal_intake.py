@@ -16,7 +16,15 @@ from typing import Any
 
 import redis
 
-from knowledge.smalltalk import detect_smalltalk, feedback_of, is_clarification, is_venting, without_faces
+from knowledge.smalltalk import (
+    detect_smalltalk,
+    feedback_of,
+    has_no_content,
+    is_clarification,
+    is_venting,
+    is_wrong_answer,
+    without_faces,
+)
 from wxapp_backend.validation import PHONE_RE
 
 from . import router as default_router
@@ -58,9 +66,12 @@ def word(text: str) -> str:
 
 # 取消 as people say it: “取消吧”, “还是取消吧”, “那算了吧”, “我要取消”, “取消了”, “退出啦” (“取消吧” became the
 # enterprise's name, and the supplement sent to staff; with no flow, “取消吧” was read as withdrawing an appeal).
-# Not “不用了”: at the photo step it means “no photos” (see bot.NOTHING_WORDS for it outside a flow).
+# Not “不用了”, “不要了”: at the photo step they mean “no photos” (see bot.NOTHING_WORDS for it outside a flow); not
+# “不想填”: at the enterprise step it skips the name. “放弃”, as every prompt says it (“回复“取消”放弃”), and “我不想反映
+# 了” became the enterprise's name, or got the step's prompt again.
 _CANCEL_RE = re.compile(r"(?:那|那就|那还是|还是|就|先|我|我要|我想|我还是)?"
-                        r"(?:取消|取消了|算了|退出|不提交了?|不填了|不弄了|不登记了)"
+                        r"(?:取消|取消了|算了|退出|不提交了?|不填了|不弄了|不登记了|放弃|放弃了|不想(?:提交|登记)了?|"
+                        r"不想?(?:反映|投诉)了?)"
                         r"(?:吧|啦|呀|啊|哈|嘛|哦|咯|喽|了)*")
 # “不取消”, “先不取消”, “不用取消”, “别撤回”: keep things as they are (it got the knowledge base's 取消报名 answer, and
 # in the intake it became the enterprise's name).
@@ -202,7 +213,10 @@ def _in_flow(ctx: Context) -> bool:
         return False
     d = _state(ctx)
     if d.get("paused"):  # the user went to the menu: only the words that resume or drop the draft are its,
-        # and the answers nothing else understands (“张三 138…”, 跳过: they got “这个问题我还没学会”)
+        # and the answers nothing else understands (“张三 138…”, 跳过: they got “这个问题我还没学会”), and a photo (it
+        # got “如果是想反映问题，请回复“我要反映””, lost while a draft waited)
+        if ctx.msg.msg_type == "image":
+            return d.get("flow") == FLOW and d.get("step") in STEPS
         t = word(_answer(ctx))
         return d.get("flow") == FLOW and ctx.msg.msg_type in ("text", "voice") and \
             (t in (*CONTINUE_WORDS, *RESTART_WORDS) or is_cancel(t) or intake_answer(t))
@@ -560,6 +574,11 @@ def step(ctx: Context) -> Reply:
     t = word(_answer(ctx))
     if ctx.msg.msg_type == "voice" and not t:  # and what waits, as for a sticker (it said nothing of the step)
         return Text(NOT_HEARD + in_draft_note(d))
+    if ctx.msg.msg_type == "image" and d.get("paused"):  # kept with the draft, which stays aside until “继续”
+        reply = _photo_reply(ctx, d, PHOTO_KEPT, after="")
+        if reply.text in (LOST, UNAVAILABLE):
+            return reply
+        return Text(reply.text.rstrip("\n") + PAUSED.format(n=STEPS.index(d["step"]) + 1))
     if is_cancel(t):
         _end(ctx)
         return Text(CANCELLED)
@@ -735,10 +754,11 @@ def _place(ctx: Context, d: dict[str, Any]) -> Reply:
 
 
 def _not_a_name(text: str) -> bool:
-    """Annoyance, a verdict on the bot, laughter, “不知道” or a number alone: no enterprise's name."""
+    """Annoyance, a verdict on the bot (“没用”, “不对”), laughter, “不知道”, a number alone, or fillers (3,000 × “啊”,
+    which became the name, cut to 200): no enterprise's name."""
     t = without_faces(text).strip()
-    return (is_venting(t) or feedback_of(t) is not None or detect_smalltalk(t) == "ack"
-            or bool(_DONT_KNOW.fullmatch(word(t))) or not any(ch.isalpha() for ch in t))
+    return (is_venting(t) or feedback_of(t) is not None or is_wrong_answer(t) or detect_smalltalk(t) == "ack"
+            or bool(_DONT_KNOW.fullmatch(word(t))) or not any(ch.isalpha() for ch in t) or has_no_content(t))
 
 
 # A question typed where the enterprise was asked for (the user turned to something else): it became the

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from flask import current_app, has_app_context
 
-from knowledge.smalltalk import without_faces
+from knowledge.smalltalk import has_no_content, without_faces
 
 from ..errors import NotFound, PayloadTooLarge, ValidationError
 from ..validation import strip_invisible
@@ -246,13 +246,16 @@ def last_details(session, user_id: int, *, now=None) -> dict:
 
 
 NO_WORDS = "请用文字描述一下问题（至少 5 个字），只有表情或符号的话，工作人员没法办理哦。"
+NO_CONTENT = "请具体说说遇到了什么问题：发生了什么、在哪里、持续多久（至少 5 个字），只有语气词的话，工作人员没法办理哦。"
 
 
 def description_problem(text: str) -> str | None:
     """Why `text` cannot stand as an appeal's description, or None: at least 5 characters (checked by the caller's
     own limit) of which some are words: “🙂🙂🙂🙂🙂” or “？？？？？” (or WeChat's faces as text, “[发怒][发怒]”) reached
-    staff as an appeal to handle."""
-    return NO_WORDS if sum(ch.isalnum() for ch in without_faces(text)) < 2 else None
+    staff as an appeal to handle; so did “啊啊啊啊啊” (fillers, one character over and over: has_no_content)."""
+    if sum(ch.isalnum() for ch in without_faces(text)) < 2:
+        return NO_WORDS
+    return NO_CONTENT if has_no_content(text) else None
 
 
 NO_SUPPLEMENT_WORDS = "请用文字写明补充的内容（至少 2 个字），只有表情或符号的话，工作人员没法据此办理哦。"
