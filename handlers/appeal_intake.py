@@ -15,6 +15,7 @@ import unicodedata
 from typing import Any
 
 import redis
+from sqlalchemy import exc as sa_exc
 
 from knowledge.smalltalk import (
     detect_smalltalk,
@@ -32,6 +33,8 @@ from .replies import Reply, Text
 from .router import _PUNCT, Context, Router, command_word, to_simplified
 
 log = logging.getLogger("handlers")
+# The database away for a moment (restarting, the pool exhausted): what the intake reads only to help is done without.
+DB_AWAY = (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError)
 
 FLOW = "appeal"
 VERSION = 1
@@ -186,6 +189,7 @@ _EDIT_WORDS = {"问题": "describe", "描述": "describe", "问题描述": "desc
                "照片": "photos", "图片": "photos"}
 _BUILDING_WORD = re.compile(r"(?:大厦|大楼|广场|中心|园区?|[楼座号弄]|新所|坊|汇|港|公寓)$")
 BUILDING_WITH_NAME = "不在已登记的楼宇中，已随企业名称记录，工作人员会核实"
+PLACE_CHECKED_LATER = "提交时按企业名称核对"  # the enterprise step answered while the database was away
 SUMMARY = "请核对您的诉求：\n问题：{content}\n企业：{enterprise}\n楼宇：{building}\n联系人：{name} {phone}\n照片：{photos} 张\n"
 
 
@@ -432,7 +436,9 @@ def _summary(d: dict[str, Any]) -> str:
         content = content[:SUMMARY_CONTENT_CHARS] + CONTENT_CUT.format(n=len(content))
     enterprise = d.get("enterprise_name") or ""
     building = d.get("building_name") or ""
-    if not building and any(_BUILDING_WORD.search(part) for part in re.split(r"[，,、/\s]+", enterprise.strip())[1:]):
+    if not building and d.get("place_unmatched"):
+        building = PLACE_CHECKED_LATER
+    elif not building and any(_BUILDING_WORD.search(part) for part in re.split(r"[，,、/\s]+", enterprise.strip())[1:]):
         building = BUILDING_WITH_NAME  # “某某公司，新华大厦” with a building not on file: it said 未填写
     return SUMMARY.format(content=content, enterprise=enterprise or "（未填写）",
                           building=building or "（未填写）", name=d.get("contact_name", ""),
@@ -528,9 +534,15 @@ def _new_draft(ctx: Context, content: str = "", lead: str = "") -> Reply:
         from wxapp_backend.appeals.intake import chat_profile, last_details
         from wxapp_backend.db import session_scope
 
-        with session_scope() as s:
-            known = chat_profile(s, ctx.user_id)
-            last = last_details(s, ctx.user_id)
+        try:
+            with session_scope() as s:
+                known = chat_profile(s, ctx.user_id)
+                last = last_details(s, ctx.user_id)
+        except DB_AWAY:
+            # Only what the bot could fill in for the user: the draft (and the problem just told) goes on without
+            # it; it answered “请稍后再发一次”, the text typed in no draft.
+            log.warning("appeal intake: prefills not read", exc_info=True, extra={"account": ctx.account})
+            known, last = {}, {}
     draft = {"flow": FLOW, "v": VERSION, "step": "describe", "id": secrets.token_hex(8), "known": known,
              "media": []}
     if last:
@@ -670,7 +682,7 @@ def _edit(ctx: Context, d: dict[str, Any], t: str) -> Reply:
     if field == "describe":  # described anew, whole
         d.pop("lead", None)
     if field == "place":  # a name not found now must not keep the enterprise and building found before
-        for key in ("enterprise_id", "enterprise_name", "building_id", "building_name"):
+        for key in ("enterprise_id", "enterprise_name", "building_id", "building_name", "place_unmatched"):
             d.pop(key, None)
     d["step"] = field
     _save(ctx, d)
@@ -745,12 +757,24 @@ def _place(ctx: Context, d: dict[str, Any]) -> Reply:
     elif _MOBILE.search(t) and not _ORGANISATION.search(t):  # the contact, a step early: no enterprise's name
         return Text(PLACE_CONTACT_LATER + _prompt(d, "place"))
     else:
-        from wxapp_backend.appeals.intake import match_place
-        from wxapp_backend.db import session_scope
-
-        with session_scope() as s:
-            d.update(match_place(s, t))
+        _match_place(ctx, d, t)
     return _advance(ctx, d, "contact")
+
+
+def _match_place(ctx: Context, d: dict[str, Any], said: str) -> None:
+    """The enterprise and building named in `said`, found on file; with the database away, `said` kept as written
+    (`place_unmatched`) and looked up on “确认” (the answer was lost, the user told “请稍后再发一次”)."""
+    from wxapp_backend.appeals.intake import match_place, strip_invisible
+    from wxapp_backend.db import session_scope
+
+    try:
+        with session_scope() as s:
+            d.update(match_place(s, said))
+        d.pop("place_unmatched", None)
+    except DB_AWAY:
+        log.warning("appeal intake: place not looked up", exc_info=True, extra={"account": ctx.account})
+        d["enterprise_name"] = strip_invisible(said).strip()[:200]
+        d["place_unmatched"] = said
 
 
 def _not_a_name(text: str) -> bool:
@@ -914,6 +938,10 @@ def _confirm(ctx: Context, d: dict[str, Any]) -> Reply:
 
     try:
         with session_scope() as s:
+            if d.get("place_unmatched"):  # said while the database was away: looked up now
+                from wxapp_backend.appeals.intake import match_place
+
+                d.update(match_place(s, d.pop("place_unmatched")))
             appeal = submit_from_chat(s, ctx.user_id, d, account=ctx.account)
             number, due = appeal.number, appeal.due_at
     except AppError as exc:  # e.g. a category needing a field: say what is wrong, keep the draft
