@@ -11,6 +11,7 @@ from sqlalchemy.exc import OperationalError
 
 from handlers import appeal_intake as intake
 from tests.integration.test_crash_qa_s9 import chat  # noqa: F401  (the fixture)
+from tests.integration.test_crash_qa_s18 import SUBSCRIBE, _wait, workers  # noqa: F401  (the fixture)
 from wxapp_backend import db as db_module
 from wxapp_backend.appeals.models import Appeal
 from wxapp_backend.db import session_scope
@@ -71,3 +72,64 @@ def test_restart_while_the_database_is_away_starts_a_new_draft(chat, db_away):  
     with db_away():
         assert chat("重新开始").startswith("好的，我来帮您登记诉求")
         assert chat("办公楼空调不制冷，物业一直不处理").startswith("请告诉我企业名称")
+
+
+# --------------------------------------------------------------------------- 2a. a notice's fan-out, kill -9
+
+
+def test_a_fanout_killed_mid_chunk_sends_the_rest_once_and_the_call_in_flight_never_again(
+        app_ctx, standin, workers, published_notice, redis_client):
+    """Six subscribers, one chunk, WeChat slow: the worker is killed -9 while WeChat has the first of them. The chunk's
+    rows were all 'sending' (moved together before the first call), so the sweeper failed all six as 结果未知 for
+    good: five subscribers never got the notice though WeChat never had their message. Only the one WeChat had is
+    结果未知 now; the five go out once through the next worker, credit spent once each; the notice finishes."""
+    from datetime import timedelta
+
+    from wxapp_backend.auth.models import User
+    from wxapp_backend.db import utcnow
+    from wxapp_backend.notices import broadcast
+    from wxapp_backend.notices.broadcast_models import Notice, OutboxRow
+    from wxapp_backend.notices.kinds import get_kind
+    from wxapp_backend.notices.models import SubscribeCredit
+
+    standin.set_latency(4.0, SUBSCRIBE)
+    try:
+        fast = {"FANOUT_JOBS": "1", "FANOUT_RATE": "1000", "FANOUT_BURST": "100"}
+        first = workers("first", **fast)
+        nid = published_notice(6)
+        _wait("WeChat has the first send", lambda: standin.count(SUBSCRIBE) >= 1, 15, workers.all)
+        first.kill()
+        standin.set_latency(0.0, SUBSCRIBE)
+        in_flight = standin.count(SUBSCRIBE)
+        assert in_flight == 1
+        # What the minute's sweep does once the lease ran out (LEASE_SECONDS on): run at that time, here.
+        swept = broadcast.sweep_leases(now=utcnow() + timedelta(seconds=broadcast.LEASE_SECONDS + 1))
+        assert swept["unknown"] == 1, swept
+        workers("second", **fast)
+
+        def finished():
+            with session_scope() as s:
+                return s.get(Notice, nid).status == "done"
+
+        _wait("the notice finishes", finished, 15, workers.all)
+    finally:
+        standin.set_latency(0.0, SUBSCRIBE)
+    got = [c.body["touser"] for c in standin.calls_to(SUBSCRIBE)]
+    template = get_kind("notice").template_id
+    with session_scope() as s:
+        rows = {r.user_id: r for r in s.query(OutboxRow).filter_by(notice_id=nid, channel="subscribe")}
+        progress = broadcast.progress(s, nid)
+        openids = {u: s.get(User, u).openid for u in rows}
+        credit = {c.user_id: c.credits for c in s.query(SubscribeCredit).filter(
+            SubscribeCredit.template_id == template, SubscribeCredit.user_id.in_(list(rows)))}
+    assert len(got) == len(set(got)) == 6, got  # each subscriber once, none twice
+    assert set(got) == set(openids.values())
+    unknown = [u for u, r in rows.items() if r.status == "failed"]
+    assert len(unknown) == 1 and rows[unknown[0]].errcode == broadcast.UNKNOWN_RESULT
+    assert openids[unknown[0]] == got[0]  # the one WeChat had when the worker died
+    assert sorted(r.status for r in rows.values()) == ["failed"] + ["sent"] * 5
+    assert progress["subscribe"]["sent"] == 5 and progress["subscribe"]["failed"] == 1
+    assert progress["subscribe"]["sending"] == progress["subscribe"]["pending"] == 0
+    assert progress["subscribe_done"] == progress["subscribe_total"] == 6 and progress["percent"] == 100.0
+    assert progress["status"] == "done"
+    assert credit == dict.fromkeys(rows, 0)  # one credit each, spent once (the unknown one: WeChat may have it)

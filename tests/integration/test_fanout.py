@@ -251,12 +251,13 @@ def test_a_crash_inside_a_chunk_reports_the_rest_unknown_and_sends_nothing_twice
     # 1 sent (and marked), 2 'sending' (the crashed one and the one after it in the chunk), 3 still 'claimed'
     assert sorted(s[1] for s in _statuses(db, nid)) == ["claimed"] * 3 + ["sending"] * 2 + ["sent"]
     swept = broadcast.sweep_leases(lease_seconds=-1)
-    assert swept["requeued"] == 3 and swept["unknown"] == 2
+    # the crashed call is 结果未知; the row after it, never handed to WeChat, goes out later (QA s18)
+    assert swept["requeued"] == 3 and swept["unknown"] == 1 and swept["returned"] == 1
     run_jobs()
     statuses = [s[1] for s in _statuses(db, nid)]
-    assert statuses.count("sent") == 4 and statuses.count("failed") == 2
+    assert statuses.count("sent") == 5 and statuses.count("failed") == 1
     openids = _sent_openids(standin)
-    assert len(openids) == len(set(openids)) == 4  # nobody twice; the two unknown rows were never retried
+    assert len(openids) == len(set(openids)) == 5  # nobody twice; the unknown row was never retried
 
 
 def test_a_slow_chunk_keeps_its_lease_and_is_not_reported_unknown(app, published, standin, db, fanout_cfg,

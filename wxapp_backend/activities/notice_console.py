@@ -346,7 +346,7 @@ def notice_action(notice_id: int, action: str):
                     raise Conflict("这条通知已全部发送完成，无需重新启动。", code="already_finished")
         if action == "resume":  # after a Redis restart or dead workers: recover leases, restart the jobs
             r = broadcast.sweep_leases(force=True, actor=current_actor(), notice_id=notice_id)
-            message = f"已重新启动发送（收回 {r['requeued']} 条未发出的领取）。"
+            message = f"已重新启动发送（收回 {r['requeued'] + r['returned']} 条未发出的领取）。"
     except AppError as exc:
         if exc.status == 404:
             raise

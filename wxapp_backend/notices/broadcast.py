@@ -20,14 +20,18 @@ How a publish travels (the database is the source of truth; Redis only paces and
    lease token* and claim the users' credits; commit; for each row wait for the global rate limiter (GCRA in
    one Lua script on the shared Redis) and call WeChat at once; mark the
    chunk's sent rows in one transaction (fenced again; errors are recorded per row at once). A row only reaches WeChat after that committed ``sending`` step,
-   and a ``sending`` row is never handed out again, so nothing is sent twice, whatever Redis or a worker
-   does; a worker killed inside a chunk leaves that chunk's unconfirmed rows as "结果未知" (step 4), while an
+   and a ``sending`` row is never handed out again unless Redis's record (CALLED_KEY: a hash per lease token, each
+   row marked "0" with the move and "1" in one atomic step just before its call) says WeChat never had it, so
+   nothing is sent twice; a worker killed inside a chunk leaves the row in flight as "结果未知" and the chunk's rows
+   not yet called back to ``pending`` (step 4), while an
    error it survives (Redis, the database) gives the rows it never sent back to ``pending`` with their credit. A chunk
    that a slow WeChat keeps busy longer than a third of the lease renews it, so a live worker's rows are not.
 4. `sweep_leases` (run by `fanout_tick` every minute while a notice is sending, and by the progress view):
    ``claimed`` rows whose lease expired go back to ``pending`` (they were never sent); ``sending`` rows
-   whose lease expired are failed as "结果未知" and not retried (at most one chunk per killed worker:
-   at-most-once beats a duplicate). It also re-enqueues the expansion and send jobs of notices that still
+   whose lease expired and that CALLED_KEY says were never called go back to ``pending`` with their credit (marked
+   "x" in the same atomic step, so a worker that was only stalled cannot call them afterwards); the others (called,
+   or no record: Redis lost it) are failed as "结果未知" and not retried (at most the row in flight per killed
+   worker, a chunk when Redis lost the record: at-most-once beats a duplicate). It also re-enqueues the expansion and send jobs of notices that still
    have work (and no live worker), so a Redis restart that lost the queue only delays the fan-out.
 
 5. `stop()` (staff's 停止发送) marks the notice ``stopped`` for good and skips its ``pending``/``claimed`` rows as
@@ -131,6 +135,34 @@ SUBSCRIBE_API = "subscribe_send"  # the API name the client keys its quota cool-
 QUOTA_WAIT_DETAIL = "微信今日该接口调用次数已用完，额度恢复后自动发送"
 CREDENTIAL_BACKOFF = 60  # seconds a fan-out waits after WeChat would not take the account's credential
 UNKNOWN_RESULT = -3  # errcode of a 'sending' row the sweeper failed (its worker's lease expired): 结果未知
+UNKNOWN_DETAIL = "发送过程中进程中断，结果未知；为避免重复不再重发"
+# Per lease token, which of its 'sending' rows were handed to WeChat: row id -> "0" (moved to 'sending', not yet
+# handed), "1" (handed to WeChat, or about to be), "x" (taken back by the sweeper: never to be sent under this token).
+# A worker killed inside a chunk left every row of it 'sending', and the sweeper failed them all as 结果未知 for good,
+# though WeChat had at most the one in flight; the rows marked "0" go back to 'pending' instead (see sweep_leases).
+CALLED_KEY = "fanout:called:{}"
+CALLED_TTL = 24 * 3600
+# Before each call: "x" refuses (the sweeper took the row back meanwhile), "0" becomes "1". No record at all (Redis
+# lost it, or it was never written) lets the call go: the sweeper then knows nothing and reports 结果未知, as before.
+_MARK_CALLED = """
+local v = redis.call('HGET', KEYS[1], ARGV[1])
+if v == 'x' then return 0 end
+if v == '0' then redis.call('HSET', KEYS[1], ARGV[1], '1') end
+return 1
+"""
+# The sweeper: the rows of ARGV never handed to WeChat ("0", or "x" from a sweep whose transaction did not commit),
+# each marked "x" in the same step, so that a worker that was only stalled cannot send them afterwards.
+_TAKE_UNCALLED = """
+local out = {}
+for _, rid in ipairs(ARGV) do
+  local v = redis.call('HGET', KEYS[1], rid)
+  if v == '0' or v == 'x' then
+    redis.call('HSET', KEYS[1], rid, 'x')
+    table.insert(out, rid)
+  end
+end
+return out
+"""
 _RID = re.compile(r"\s*rid:\s*\S+\s*$")
 PERMANENT_REASONS = {47003: "字段内容不符合模板要求", 40003: "用户 openid 无效", 40037: "模板编号无效",
                      41030: "小程序页面路径无效"}
@@ -1075,6 +1107,7 @@ def _send_chunk(api, limiter: RateLimiter, token: str, rows: list[tuple[int, int
                       .values(status=OutboxStatus.SKIPPED.value, detail="没有订阅消息额度（仅站内信）")
                       .execution_options(synchronize_session=False))
             outcomes.update(dict.fromkeys(no_credit, "skipped"))
+        _note_moved(token, [r for r in moved if r not in outcomes])
     sent: list[dict[str, Any]] = []
     called: set[int] = set()
     renewed = time.monotonic()
@@ -1100,6 +1133,9 @@ def _send_chunk(api, limiter: RateLimiter, token: str, rows: list[tuple[int, int
                 # Stopped by staff while this chunk went out: the rows not yet handed to WeChat are skipped.
                 outcomes.update({r[0]: "stopped" for r in rows if r[0] not in outcomes})
                 break
+            if not _mark_called(token, row_id):  # the sweeper took it back (this worker stalled past its lease)
+                outcomes[row_id] = "lost_lease"
+                continue
             at = utcnow()
             called.add(row_id)
             try:
@@ -1165,6 +1201,40 @@ def _send_chunk(api, limiter: RateLimiter, token: str, rows: list[tuple[int, int
         if unsent:
             _reclaim_unsent(unsent, template_id)
     return [outcomes[r[0]] for r in rows if r[0] in outcomes]
+
+
+def _note_moved(token: str, row_ids: list[int]) -> None:
+    """Record (CALLED_KEY) that these rows, just moved to 'sending' under `token`, are not yet handed to WeChat. Without
+    the record (Redis failing) they are sent all the same, and a kill leaves them 结果未知, as before."""
+    if not row_ids:
+        return
+    try:
+        pipe = current_app.extensions["wxapp"].redis.pipeline(transaction=True)
+        pipe.hset(CALLED_KEY.format(token), mapping=dict.fromkeys(row_ids, "0"))
+        pipe.expire(CALLED_KEY.format(token), CALLED_TTL)
+        pipe.execute()
+    except redis.RedisError as exc:
+        log.warning("fan-out could not note its chunk's rows (%s: %s)", type(exc).__name__, exc)
+
+
+def _mark_called(token: str, row_id: int) -> bool:
+    """Right before WeChat is called for a row: False when the sweeper took it back. A Redis error propagates (the row
+    is not sent: the chunk's unsent rows are given back)."""
+    r = current_app.extensions["wxapp"].redis
+    return bool(r.register_script(_MARK_CALLED)(keys=[CALLED_KEY.format(token)], args=[row_id]))
+
+
+def _take_uncalled(token: str | None, row_ids: list[int]) -> set[int]:
+    """The sweeper: which of these expired 'sending' rows of `token` were never handed to WeChat (none when unknown)."""
+    if not token:
+        return set()
+    try:
+        r = current_app.extensions["wxapp"].redis
+        got = r.register_script(_TAKE_UNCALLED)(keys=[CALLED_KEY.format(token)], args=row_ids)
+    except redis.RedisError as exc:
+        log.warning("fan-out sweeper could not read which rows were sent (%s: %s)", type(exc).__name__, exc)
+        return set()
+    return {int(x) for x in got}
 
 
 def _halt(notice_id: int, errcode: int) -> None:
@@ -1396,11 +1466,7 @@ def sweep_leases(now: datetime | None = None, lease_seconds: int | None = None, 
                                                      OutboxRow.claimed_at < cutoff)
                              .values(status=OutboxStatus.PENDING.value, lease_token=None)
                              .execution_options(synchronize_session=False)).rowcount
-        unknown = s.execute(update(OutboxRow).where(OutboxRow.status == OutboxStatus.SENDING.value,
-                                                    OutboxRow.claimed_at < cutoff)
-                            .values(status=OutboxStatus.FAILED.value, lease_token=None, errcode=UNKNOWN_RESULT,
-                                    detail="发送过程中进程中断，结果未知；为避免重复不再重发")
-                            .execution_options(synchronize_session=False)).rowcount
+        unknown, returned = _sweep_sending(s, cutoff)
         active = list(s.execute(select(Notice.id, Notice.status).where(
             Notice.status.in_((NoticeStatus.EXPANDING.value, NoticeStatus.SENDING.value)))))
         # A notice whose workers are busy (fresh leases or sends in the last lease period) needs no kick.
@@ -1412,7 +1478,7 @@ def sweep_leases(now: datetime | None = None, lease_seconds: int | None = None, 
                 OutboxRow.sent_at >= cutoff)).distinct()))
         if actor is not None:
             target = s.get(Notice, notice_id) if notice_id is not None else None
-            audit(s, actor, "notice.resumed", target, requeued=requeued, unknown=unknown,
+            audit(s, actor, "notice.resumed", target, requeued=requeued, unknown=unknown, returned=returned,
                   active=[n for n, _ in active])
     kicked = 0
     stamp = int(now.timestamp() // 60)
@@ -1429,9 +1495,47 @@ def sweep_leases(now: datetime | None = None, lease_seconds: int | None = None, 
         elif not expanding:
             continue
         kicked += 1
-    if requeued or unknown:
-        log.warning("fan-out sweeper recovered leases", extra={"requeued": requeued, "unknown": unknown})
-    return {"requeued": requeued, "unknown": unknown, "notices": kicked}
+    if requeued or unknown or returned:
+        log.warning("fan-out sweeper recovered leases", extra={"requeued": requeued, "unknown": unknown,
+                                                               "returned": returned})
+    return {"requeued": requeued, "unknown": unknown, "returned": returned, "notices": kicked}
+
+
+def _sweep_sending(s: Session, cutoff: datetime) -> tuple[int, int]:
+    """'sending' rows whose lease expired (their worker died or stalled): those WeChat was never handed (CALLED_KEY) go
+    back to 'pending' with their credit (skipped, if the notice was stopped meanwhile); the others, which WeChat may
+    have, fail as 结果未知 and are not sent again. Returns (unknown, returned)."""
+    expired = s.execute(select(OutboxRow.id, OutboxRow.user_id, OutboxRow.lease_token, OutboxRow.notice_id)
+                        .where(OutboxRow.status == OutboxStatus.SENDING.value, OutboxRow.claimed_at < cutoff)
+                        .order_by(OutboxRow.id).with_for_update(skip_locked=True)).all()
+    if not expired:
+        return 0, 0
+    by_token: dict[str | None, list[int]] = {}
+    for row_id, _, token, _ in expired:
+        by_token.setdefault(token, []).append(row_id)
+    uncalled: set[int] = set()
+    for token, ids in by_token.items():
+        uncalled |= _take_uncalled(token, ids)
+    unknown = s.execute(update(OutboxRow).where(
+        OutboxRow.id.in_([r.id for r in expired if r.id not in uncalled]), OutboxRow.status == OutboxStatus.SENDING.value)
+        .values(status=OutboxStatus.FAILED.value, lease_token=None, errcode=UNKNOWN_RESULT, detail=UNKNOWN_DETAIL)
+        .execution_options(synchronize_session=False)).rowcount
+    back = [r for r in expired if r.id in uncalled]
+    notices = {n: (status, template) for n, status, template in s.execute(
+        select(Notice.id, Notice.status, Notice.template_id).where(Notice.id.in_({r.notice_id for r in back})))}
+    returned = 0
+    for row in back:
+        status, template_id = notices[row.notice_id]
+        values: dict[str, Any] = (
+            {"status": OutboxStatus.SKIPPED.value, "detail": STOPPED_DETAIL} if status == NoticeStatus.STOPPED.value
+            else {"status": OutboxStatus.PENDING.value, "errcode": 0, "detail": ""})
+        done = s.execute(update(OutboxRow).where(OutboxRow.id == row.id, OutboxRow.status == OutboxStatus.SENDING.value)
+                         .values(lease_token=None, attempts=OutboxRow.attempts - 1, **values)
+                         .execution_options(synchronize_session=False)).rowcount
+        if done:
+            credits.refund(s, row.user_id, template_id)
+            returned += 1
+    return unknown, returned
 
 
 def fanout_tick() -> dict[str, int]:
