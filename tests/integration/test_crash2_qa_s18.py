@@ -133,3 +133,62 @@ def test_a_fanout_killed_mid_chunk_sends_the_rest_once_and_the_call_in_flight_ne
     assert progress["subscribe_done"] == progress["subscribe_total"] == 6 and progress["percent"] == 100.0
     assert progress["status"] == "done"
     assert credit == dict.fromkeys(rows, 0)  # one credit each, spent once (the unknown one: WeChat may have it)
+
+
+# --------------------------------------------------------------------------- 2b. an activity reminder, kill -9
+
+
+def test_an_activity_reminder_killed_mid_send_goes_out_at_most_once_and_the_others_go_out(
+        app_ctx, standin, workers, make_activity, make_user, redis_client):
+    """The 1-hour reminder of an activity with two registrants, made by its job on the live worker; WeChat slow, the
+    worker killed -9 while WeChat has the first subscribe message. The next worker reruns that delivery: it ends it
+    as 结果未知 (WeChat may have it), not sent twice, the inbox has it; the other registrant's reminder goes out."""
+    from datetime import UTC, datetime, timedelta
+
+    from wxapp_backend.activities.models import Registration
+    from wxapp_backend.activities.services import REMINDER_KIND
+    from wxapp_backend.notices import credits
+    from wxapp_backend.notices.jobs import UNKNOWN_RESULT
+    from wxapp_backend.notices.kinds import get_kind
+    from wxapp_backend.notices.models import InboxItem, Notification, SubscribeCredit
+    from wxapp_backend.queue import enqueue
+
+    template = get_kind(REMINDER_KIND).template_id
+    activity = make_activity(starts_at=datetime.now(UTC) + timedelta(minutes=58))
+    users = [make_user(), make_user()]
+    with session_scope() as s:
+        for u in users:
+            s.add(Registration(activity_id=activity.id, user_id=u.id, status="confirmed",
+                               active_key=f"{activity.id}:{u.id}"))
+            credits.add_credit(s, u.id, template)
+    # The call in flight outlasts the second worker's start (and, unlike the client's 5-s timeout, the kill: a
+    # timeout is retried, the one duplicate notices/jobs.py owns to).
+    standin.set_latency(10.0, SUBSCRIBE)
+    try:
+        first = workers("first", WECHAT_API_TIMEOUT="30")
+        enqueue("wxapp_backend.activities.jobs.send_reminders", activity.id, "1h", job_id="qa-s18-reminders")
+        _wait("WeChat has the first reminder", lambda: standin.count(SUBSCRIBE) >= 1, 15, workers.all)
+        standin.set_latency(0.0, SUBSCRIBE)
+        workers("second")
+        first.kill()  # WeChat still has the first call (10 s)
+
+        def delivered():
+            with session_scope() as s:
+                notes = s.query(Notification).filter_by(kind=REMINDER_KIND).all()
+                return len(notes) == 2 and all(n.status != "pending" for n in notes)
+
+        _wait("both reminders are through", delivered, 15, workers.all)
+    finally:
+        standin.set_latency(0.0, SUBSCRIBE)
+    got = [c.body["touser"] for c in standin.calls_to(SUBSCRIBE)]
+    assert sorted(got) == sorted(u.openid for u in users), got  # each once: the one in flight was not sent again
+    with session_scope() as s:
+        notes = {n.user_id: n for n in s.query(Notification).filter_by(kind=REMINDER_KIND)}
+        killed = next(u for u in users if u.openid == got[0])
+        other = next(u for u in users if u is not killed)
+        assert notes[killed.id].status == "failed"
+        assert [a.errcode for a in notes[killed.id].attempts] == [UNKNOWN_RESULT]
+        assert notes[other.id].status == "sent_subscribe"
+        assert s.query(InboxItem).filter(InboxItem.kind == REMINDER_KIND).count() == 2  # the inbox has both
+        assert [c.credits for c in s.query(SubscribeCredit).filter(
+            SubscribeCredit.user_id.in_([u.id for u in users]), SubscribeCredit.template_id == template)] == [0, 0]
