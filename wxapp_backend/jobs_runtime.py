@@ -255,6 +255,9 @@ def free_locks_of_dead_schedulers(connection, queue_names, host: str | None) -> 
     return dropped
 
 
+_SCHEDULER_LOCKING = threading.Lock()
+
+
 class AppScheduler(RQScheduler):
     """RQ's scheduler process, which dies with its worker: left alone it ran on after a kill -9 of the worker,
     holding the scheduler lock (no other worker's scheduler could take over) and a Redis connection. Its lock, left
@@ -264,10 +267,11 @@ class AppScheduler(RQScheduler):
         super().__init__(*args, **kwargs)
         self._worker_pid = os.getpid()
         self._host = host_identity()
-        self._locking = threading.Lock()  # the worker's loop and its beat thread may both try to take the lock
 
     def acquire_locks(self, auto_start=False):  # type: ignore[override]
-        with self._locking:
+        # The worker's loop and its beat thread may both try to take the lock. The thread lock is the module's, not
+        # the scheduler's: RQ pickles the scheduler to start it under spawn/forkserver, and a lock cannot be.
+        with _SCHEDULER_LOCKING:
             try:
                 free_locks_of_dead_schedulers(self.connection, self._queue_names, self._host)
             except redis.RedisError:

@@ -191,3 +191,21 @@ def test_a_rerun_just_started_is_not_taken_for_the_dead_workers_job(app_ctx, red
         assert job.id in StartedJobRegistry(queue=queue).get_job_ids()
     finally:
         redis_client.delete(f"rq:worker:{dead}")
+
+
+# --------------------------------------------------------------------------- 4. the scheduler starts under spawn
+
+
+def test_the_scheduler_can_be_started_in_a_spawned_process(redis_client):
+    """RQ starts its scheduler process with the default start method: under spawn (bench/fanout.py's workers;
+    Python's default on macOS, and forkserver from 3.14) the scheduler is pickled. A thread lock kept on it made
+    every worker die at its scheduler's start, one after the other, and a fan-out stop half-way."""
+    import pickle
+
+    from rq import Queue
+
+    from wxapp_backend.jobs_runtime import AppScheduler
+
+    scheduler = AppScheduler([Queue("qa-s18-spawn", connection=redis_client)], connection=redis_client)
+    clone = pickle.loads(pickle.dumps(scheduler))
+    assert clone._queue_names == scheduler._queue_names
