@@ -7,30 +7,13 @@ from __future__ import annotations
 import hashlib
 import re
 import struct
-from types import SimpleNamespace
 
 import pytest
 
-from tests.api.appeals.conftest import api_helpers
 from tests.integration.test_appeals_qa_s8 import w  # noqa: F401 (a fixture)
+from tests.integration.test_appeals_qa_s11 import world  # noqa: F401 (a fixture: the appeal API's people)
 from tests.integration.test_photos3_qa_s16 import GPS_MARK, MODEL, _exif_tiff, _orientation_of, b64, jpeg, png
 from tests.integration.test_weekly_qa_s18 import stored  # noqa: F401 (a fixture)
-
-
-@pytest.fixture
-def world(client, make_user, make_staff, make_building, make_grid, make_enterprise, user_token, staff_headers):
-    """The appeal API's people (tests/api/appeals/conftest.py's world, which this folder cannot reach)."""
-    admin = make_staff(role="admin")
-    specialist = make_staff(role="staff")
-    grid = make_grid(name="新华一网格", specialist_name="王专员", specialist_staff_id=specialist.id)
-    building = make_building(name="新华大厦", grid_id=grid.id)
-    enterprise = make_enterprise(name="上海测试科技有限公司", building_id=building.id)
-    user = make_user(nickname="张三", enterprise_id=enterprise.id, binding_state="verified", building_id=building.id)
-    other = make_user(nickname="李四")
-    ns = SimpleNamespace(admin=admin, specialist=specialist, grid=grid, building=building, enterprise=enterprise,
-                         user=user, other=other, uh=user_token(user), oh=user_token(other),
-                         ah=staff_headers(admin), sh=staff_headers(specialist))
-    return api_helpers(client, ns)
 
 
 def _text(resp) -> str:

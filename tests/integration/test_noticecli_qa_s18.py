@@ -22,19 +22,11 @@ from tests.integration.test_notices2_qa_s17 import (  # noqa: F401
     _credits,
     _test,
     _with_credit,
+    tester,  # noqa: F401 (a fixture)
 )
 from wxapp_backend.audit import AuditLog
 from wxapp_backend.notices import broadcast
 from wxapp_backend.notices.models import Notification
-
-
-@pytest.fixture
-def tester(make_staff, staff_headers, make_user, client):
-    staff = make_staff(role="staff")
-    h = staff_headers(staff)
-    me = _with_credit(make_user, credit=3)[0]
-    assert client.put("/api/v1/staff/me/test-recipient", json={"user_id": me.id}, headers=h).status_code == 200
-    return staff, h, me
 
 
 @pytest.fixture
