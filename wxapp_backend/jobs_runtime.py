@@ -376,6 +376,7 @@ class AppWorker(Worker):
                                       logging_level=logging_level if logging_level is not None else self.log.level,
                                       **formats)
         self.scheduler.acquire_locks()
+        self.scheduler.tried_at_start = True  # from now on revive_scheduler may start it (lock taken elsewhere)
         if self.scheduler.acquired_locks:
             if burst:
                 self.scheduler.enqueue_scheduled_jobs()
@@ -506,10 +507,12 @@ class AppWorker(Worker):
             return
         # One that ran and ended; or one that never started because another worker held the lock when this one
         # started (that worker was killed since: its lock is taken over, or lapses). Not one being started by work()
-        # right now: it holds the lock already, with no process yet.
+        # right now (made, its lock not tried yet, or held with no process yet): started twice, two processes would
+        # move the same delayed jobs.
         process = scheduler._process
-        if (process is not None and process.exitcode is not None) or (process is None
-                                                                       and not scheduler._acquired_locks):
+        never_started = (process is None and getattr(scheduler, "tried_at_start", False)
+                         and not scheduler._acquired_locks)
+        if (process is not None and process.exitcode is not None) or never_started:
             scheduler.acquire_locks(auto_start=True)  # a scheduler of another worker may hold the lock: fine
 
 

@@ -209,3 +209,28 @@ def test_the_scheduler_can_be_started_in_a_spawned_process(redis_client):
     scheduler = AppScheduler([Queue("qa-s18-spawn", connection=redis_client)], connection=redis_client)
     clone = pickle.loads(pickle.dumps(scheduler))
     assert clone._queue_names == scheduler._queue_names
+
+
+def test_a_scheduler_that_found_the_lock_taken_at_start_is_started_when_it_frees(app, redis_client, monkeypatch):
+    """The beat starts the scheduler of a worker whose start found another worker's lock (that worker died
+    elsewhere: its lock lapses), but not one that work() is starting right now (its lock not tried yet): that one
+    was started twice, two processes moving the same delayed jobs (test_ops_qa_s10 caught it)."""
+    from rq.scheduler import RQScheduler
+
+    from wxapp_backend.jobs_runtime import AppScheduler, AppWorker
+
+    queue = app.extensions["wxapp"].queue
+    started: list[int] = []
+    monkeypatch.setattr(RQScheduler, "start", lambda self: started.append(1))
+    worker = AppWorker([queue], connection=redis_client)
+    worker.scheduler = AppScheduler([queue], connection=redis_client)
+    worker.revive_scheduler()  # made by work(), its lock not tried yet
+    assert started == [] and redis_client.get(RQScheduler.get_locking_key(queue.name)) is None
+    redis_client.set(RQScheduler.get_locking_key(queue.name), "another worker", ex=60)
+    worker.scheduler.acquire_locks()
+    worker.scheduler.tried_at_start = True  # what work() notes after its try: the lock was another's
+    worker.revive_scheduler()
+    assert started == []  # still another's
+    redis_client.delete(RQScheduler.get_locking_key(queue.name))
+    worker.revive_scheduler()
+    assert started == [1]
