@@ -13,6 +13,8 @@ from __future__ import annotations
 import re
 from html import escape
 
+from wxapp_backend.wechat.messages import REPLY_TEXT_MAX_BYTES
+
 from .replies import Many, Reply, Text, Transfer
 
 # Page name as the replies quote it -> the mini-program's page path. Change them here (or mutate the dict at start-up)
@@ -32,9 +34,9 @@ def activity_page(activity_id: int) -> dict[str, str]:
     return {"白领活动": ACTIVITY_DETAIL_PAGE.format(id=int(activity_id))}
 
 
-# WeChat cuts a text at 2,048 bytes (WECHAT.md; wxapp_backend.wechat.messages.REPLY_TEXT_MAX_BYTES): a cut inside a
-# link's markup shows the user raw HTML, so a link is added only while the whole text still fits.
-TEXT_MAX_BYTES = 2048
+# WeChat cuts a text at 2,048 bytes (WECHAT.md): a cut inside a link's markup shows the user raw HTML, so a link is
+# added only while the whole text still fits.
+TEXT_MAX_BYTES = REPLY_TEXT_MAX_BYTES
 
 # A page named where it is opened (“小程序“白领活动””, “请到“我的报名””, “打开“我的报名””), not a word to reply
 # (“回复“我的报名”查看”). The link's text is the name as written, 小程序 included.
