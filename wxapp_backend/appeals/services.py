@@ -6,8 +6,9 @@ Plain functions: they take the session and the acting `audit.Actor`, never commi
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
 
@@ -659,14 +660,15 @@ def follow_building_to_grid(session: Session, actor: Actor, building: Building, 
         else Appeal.grid_id.is_not(None)).order_by(Appeal.id)))
     note = (f"楼宇「{building.name}」从{f'「{old.name}」' if old else '未划分网格'}调整到"
             f"{f'「{grid.name}」' if grid else '未划分网格'}，诉求随楼宇转到新网格")
-    for appeal in moved:
-        previous, specialist = appeal.grid_id, appeal.specialist_staff_id
-        appeal.grid_id = building.grid_id
-        appeal.specialist_staff_id = grid.specialist_staff_id if grid is not None else None
-        ev = _event(session, appeal, actor, "grid_changed", note=note, grid_id=building.grid_id,
-                    previous_grid_id=previous)
-        _moved(session, appeal)
-        notify_specialist(session, appeal, specialist, ev, actor=actor)
+    with specialist_alerts(session, actor):  # one message per specialist, however many moved
+        for appeal in moved:
+            previous, specialist = appeal.grid_id, appeal.specialist_staff_id
+            appeal.grid_id = building.grid_id
+            appeal.specialist_staff_id = grid.specialist_staff_id if grid is not None else None
+            ev = _event(session, appeal, actor, "grid_changed", note=note, grid_id=building.grid_id,
+                        previous_grid_id=previous)
+            _moved(session, appeal)
+            notify_specialist(session, appeal, specialist, ev, actor=actor)
     return [a.id for a in moved]
 
 
@@ -680,19 +682,20 @@ def move_to_building(session: Session, actor: Actor, appeals: list[Appeal], buil
 
     grid = session.get(Grid, building.grid_id) if building.grid_id is not None else None
     rerouted = []
-    for appeal in appeals:
-        previous_building, previous_grid = appeal.building_id, appeal.grid_id
-        specialist = appeal.specialist_staff_id
-        appeal.building_id = building.id
-        if appeal.grid_id != building.grid_id:
-            appeal.grid_id = building.grid_id
-            appeal.specialist_staff_id = grid.specialist_staff_id if grid is not None else None
-            rerouted.append(appeal.id)
-        ev = _event(session, appeal, actor, "building_changed", note=note, building_id=building.id,
-                    previous_building_id=previous_building, grid_id=building.grid_id, previous_grid_id=previous_grid,
-                    at=at)
-        _moved(session, appeal)
-        notify_specialist(session, appeal, specialist, ev, actor=actor, now=at)
+    with specialist_alerts(session, actor, now=at):  # one message per specialist, however many moved
+        for appeal in appeals:
+            previous_building, previous_grid = appeal.building_id, appeal.grid_id
+            specialist = appeal.specialist_staff_id
+            appeal.building_id = building.id
+            if appeal.grid_id != building.grid_id:
+                appeal.grid_id = building.grid_id
+                appeal.specialist_staff_id = grid.specialist_staff_id if grid is not None else None
+                rerouted.append(appeal.id)
+            ev = _event(session, appeal, actor, "building_changed", note=note, building_id=building.id,
+                        previous_building_id=previous_building, grid_id=building.grid_id,
+                        previous_grid_id=previous_grid, at=at)
+            _moved(session, appeal)
+            notify_specialist(session, appeal, specialist, ev, actor=actor, now=at)
     return rerouted
 
 
@@ -731,13 +734,137 @@ def notify_specialist(session: Session, appeal: Appeal, previous_specialist_id: 
     staff member moving it, not a specialist who already had it, never the enterprise (staff's routing). An appeal
     not being handled (已合并, 已办结) is nobody's work: nothing is said."""
     staff_id = appeal.specialist_staff_id
-    if staff_id is None or staff_id == previous_specialist_id or appeal.status not in OPEN:
+    batch: AlertBatch | None = session.info.get(ALERTS_KEY)
+    merged_along = batch is not None and appeal.status == S.DUPLICATE  # counted in the message, no work of its own
+    if staff_id is None or staff_id == previous_specialist_id or (appeal.status not in OPEN and not merged_along):
         return 0
     acting = int(actor.id) if actor.type == "staff" and actor.id is not None else None
+    if staff_id == acting:
+        return 0
+    if batch is not None:  # told with the others moved in the same change, when it ends (specialist_alerts)
+        batch.landed.append((appeal, staff_id, ev, merged_along))
+        return 0
     session.flush()  # the move's row id is the key
     return _alert_staff(session, appeal, "grid_changed", f"grid_changed:{ev.id}", [StaffUser.id == staff_id],
                         "服务专员", acting=acting, grid=grid_words(session, appeal.grid_id), say_unreachable=False,
                         now=now)
+
+
+# session.info key: the batch of appeals moved to a specialist during one change (specialist_alerts).
+ALERTS_KEY = "specialist_alerts"
+BATCH_SHOWN = 3  # numbers named in a batched message; the rest are counted (the text stays short for WeChat)
+
+
+@dataclass
+class AlertBatch:
+    """The appeals one change moved to specialists, and (once sent) who was told: [{"staff_id", "name", "appeals"}]."""
+
+    landed: list = field(default_factory=list)  # (appeal, staff_id, event, merged along)
+    told: list = field(default_factory=list)
+    sent: bool = False  # this scope sent them (an inner scope's batch is sent by the outer one, later)
+
+    def audited(self, moved: Any) -> dict[str, Any]:
+        """For the change's audit row: {"notified": told} once sent and when appeals moved (nobody told is said), or {}."""
+        return {"notified": self.told} if self.sent and moved else {}
+
+
+@contextmanager
+def specialist_alerts(session: Session, actor: Actor = SYSTEM, *, now: datetime | None = None) -> Iterator[AlertBatch]:
+    """Collect the alerts of appeals moved to another grid's specialist (notify_specialist) over one change, and tell
+    each specialist once when it ends: a building regridded or merged, an import, an enterprise moved with several
+    open appeals sent one message per appeal to the same person. A scope inside another adds to the outer one (which
+    sends); nothing is sent when the change fails. `told` names who was told, for the change's audit row."""
+    outer = session.info.get(ALERTS_KEY)
+    if outer is not None:
+        yield outer
+        return
+    batch = AlertBatch()
+    session.info[ALERTS_KEY] = batch
+    try:
+        yield batch
+    finally:
+        session.info.pop(ALERTS_KEY, None)
+    batch.told, batch.sent = _send_batch(session, batch.landed, actor, now), True
+
+
+def _send_batch(session: Session, landed: list, actor: Actor, now: datetime | None) -> list[dict[str, Any]]:
+    by_staff: dict[int, list] = {}
+    for item in landed:
+        by_staff.setdefault(item[1], []).append(item)
+    acting = int(actor.id) if actor.type == "staff" and actor.id is not None else None
+    told = []
+    for staff_id, items in by_staff.items():
+        open_ = [(a, ev) for a, _, ev, merged in items if not merged]
+        merged = [a for a, _, _, m in items if m]
+        try:
+            session.flush()  # the moves' row ids are the keys
+            if len(open_) == 1 and not merged:  # one appeal: its own message, as before
+                appeal, ev = open_[0]
+                n = _alert_staff(session, appeal, "grid_changed", f"grid_changed:{ev.id}", [StaffUser.id == staff_id],
+                                 "服务专员", acting=acting, grid=grid_words(session, appeal.grid_id),
+                                 say_unreachable=False, now=now)
+            else:
+                n = _tell_batch(session, staff_id, open_, merged, items[0][2], now)
+        except Exception:  # noqa: BLE001 - the move is saved whatever happens here
+            log.exception("specialist alert failed", extra={"staff_id": staff_id})
+            n = 0
+        if n:
+            staff = session.get(StaffUser, staff_id)
+            told.append({"staff_id": staff_id, "name": (staff.display_name or staff.username) if staff else "",
+                         "appeals": len(items)})
+    return told
+
+
+def _tell_batch(session: Session, staff_id: int, open_: list, merged: list, first_ev: AppealEvent,
+                now: datetime | None) -> int:
+    """One message to `staff_id` for the open appeals (and the merged ones taken along) one change moved to their grid:
+    the count, the first few numbers, the soonest deadline; a staff_notified row on each open one. 0 when their account
+    has no linked WeChat (the list shows the appeals)."""
+    from ..notices.broadcast_models import StaffTestRecipient
+    from ..notices.models import Notification
+    from ..notices.services import notify
+
+    user_id = session.scalar(select(StaffTestRecipient.user_id).join(StaffUser, StaffUser.id == StaffTestRecipient.staff_id)
+                             .where(StaffUser.id == staff_id, StaffUser.active.is_(True)))
+    if user_id is None:
+        return 0
+    key = f"grid_moved:{first_ev.id}"
+    dedup = f"staff:{key}:{staff_id}"
+    if session.scalar(select(Notification.id).where(Notification.dedup_key == dedup)) is not None:
+        return 0
+    appeals = [a for a, _ in open_] or merged
+    grids: list[str] = []
+    for a in appeals:
+        words = grid_words(session, a.grid_id)
+        if words not in grids:
+            grids.append(words)
+    running = [a for a in appeals if a.due_at is not None and a.status in CLOCK_RUNNING]
+    soonest = ""
+    if running:
+        first = min(running, key=lambda a: (a.due_at, a.id))
+        local = first.due_at.astimezone(TZ)
+        soonest = f"，最早的 {first.number} 请在 {local.month}月{local.day}日 {local:%H:%M} 前办结"
+    numbers = [a.number for a in appeals]
+    shown = "、".join(numbers[:BATCH_SHOWN]) + ("等" if len(numbers) > BATCH_SHOWN else "")
+    where = "".join(grids[:BATCH_SHOWN]) + ("等网格" if len(grids) > BATCH_SHOWN else "")
+    if open_:
+        title = f"{STAFF_ALERT_TITLES['grid_changed']}：" + (numbers[0] if len(numbers) == 1 else f"{len(numbers)} 件诉求")
+        body = f"诉求 {shown}（共 {len(numbers)} 件）已转由{where}办理，您是该网格的服务专员{soonest}"
+        if merged:
+            body += f"；另有 {len(merged)} 件合并办理的诉求随主诉求一并转入"
+        body += "，请登录工作台查看并跟进。"
+    else:
+        title = f"{STAFF_ALERT_TITLES['grid_changed']}：{len(numbers)} 件合并诉求"
+        body = (f"{len(numbers)} 件合并办理的诉求（{shown}）随楼宇转到{where}，由各自的主诉求一并办理，"
+                "请登录工作台查看。")
+    with session.begin_nested():
+        notify(session, user_id, "appeal_staff_alert",
+               {"number": appeals[0].number, "status": STAFF_ALERTS["grid_changed"][0], "note": "请登录工作台查看"},
+               "pages/me/index", title=title, body=body, ref=f"appeal:{appeals[0].id}", dedup_key=dedup)
+    for a, _ in open_:
+        _event(session, a, SYSTEM, "staff_notified", note=f"已通知服务专员中已绑定微信的 1 人（{STAFF_ALERT_TITLES['grid_changed']}，"
+               f"与同批转入的 {len(numbers)} 件一并通知）", alert="grid_changed", key=key, at=now)
+    return 1
 
 
 def grid_words(session: Session, grid_id: int | None) -> str:
@@ -2055,18 +2182,19 @@ def act_set_building(session, actor, appeal, data, now):
             + (f"：{data['note']}" if data.get("note") else ""))
     appeal.version += 1
     appeal.updated_at = now
-    move_to_building(session, actor, [appeal], building, note, at=now)
     children = list(session.scalars(select(Appeal).where(
         Appeal.master_id == appeal.id, Appeal.status == S.DUPLICATE.value,
         or_(Appeal.building_id.is_(None), Appeal.building_id != building.id)).order_by(Appeal.id)))
-    for child in children:
-        child.version += 1
-        child.updated_at = now
-    if children:
-        regridded = any(c.grid_id != building.grid_id for c in children)
-        move_to_building(session, actor, children, building, f"主诉求 {appeal.number} 的楼宇调整为「{building.name}」，"
-                         "合并的诉求随之调整" + (f"，由{grid_words(session, building.grid_id)}办理" if regridded else ""),
-                         at=now)
+    with specialist_alerts(session, actor, now=now):  # the new specialist hears of the family in one message
+        move_to_building(session, actor, [appeal], building, note, at=now)
+        for child in children:
+            child.version += 1
+            child.updated_at = now
+        if children:
+            regridded = any(c.grid_id != building.grid_id for c in children)
+            move_to_building(session, actor, children, building, f"主诉求 {appeal.number} 的楼宇调整为「{building.name}」，"
+                             "合并的诉求随之调整" + (f"，由{grid_words(session, building.grid_id)}办理" if regridded else ""),
+                             at=now)
 
 
 def act_note(session, actor, appeal, data, now):

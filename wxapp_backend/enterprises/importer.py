@@ -528,28 +528,34 @@ def _import_enterprises(session: Session, actor: Actor, body, colmap, report: Im
     if report.errors:
         return
     _warn_same_names(session, report, targets, numbers)
+    from ..appeals.services import specialist_alerts
+
     created: list[Enterprise] = []
-    for values, current in targets:
-        if current is None:
-            current = Enterprise(**{"tags": [], **values})
-            session.add(current)
-            created.append(current)
-            continue
-        changes = services.changed_fields(current, values)
-        if changes:
-            for k, v in values.items():
-                setattr(current, k, v)
-            report.updated += 1
-            audit(session, actor, "enterprise.updated", current, via="import", changes=changes,
-                  **services.enterprise_moved(session, actor, current, changes))
-        else:
-            report.unchanged += 1
-    _flush(session)
+    moved = False
+    # The specialists of the grids the moved enterprises' open appeals went to hear of them once for the import.
+    with specialist_alerts(session, actor) as alerts:
+        for values, current in targets:
+            if current is None:
+                current = Enterprise(**{"tags": [], **values})
+                session.add(current)
+                created.append(current)
+                continue
+            changes = services.changed_fields(current, values)
+            if changes:
+                for k, v in values.items():
+                    setattr(current, k, v)
+                report.updated += 1
+                along = services.enterprise_moved(session, actor, current, changes)
+                moved = moved or bool(along)
+                audit(session, actor, "enterprise.updated", current, via="import", changes=changes, **along)
+            else:
+                report.unchanged += 1
+        _flush(session)
     for e in created:
         audit(session, actor, "enterprise.created", e, via="import", name=e.name, credit_code=e.credit_code)
     report.created = len(created)
     audit(session, actor, "enterprises.imported", None, filename=report.filename, rows=report.rows,
-          created=report.created, updated=report.updated, unchanged=report.unchanged)
+          created=report.created, updated=report.updated, unchanged=report.unchanged, **alerts.audited(moved))
 
 
 MAX_NAME_WARNINGS = 20
@@ -616,28 +622,33 @@ def _import_buildings(session: Session, actor: Actor, body, colmap, report: Impo
         targets.append((values, current))
     if report.errors:
         return
+    from ..appeals.services import specialist_alerts
+
     created: list[Building] = []
-    for values, current in targets:
-        if current is None:
-            current = Building(**values)
-            session.add(current)
-            created.append(current)
-            continue
-        changes = services.changed_fields(current, values)
-        if changes:
-            for k, v in values.items():
-                setattr(current, k, v)
-            report.updated += 1
-            audit(session, actor, "building.updated", current, via="import", changes=changes,
-                  **services.building_moved(session, actor, current, changes))
-        else:
-            report.unchanged += 1
-    _flush(session)
+    moved = False
+    with specialist_alerts(session, actor) as alerts:  # each specialist told once for the import
+        for values, current in targets:
+            if current is None:
+                current = Building(**values)
+                session.add(current)
+                created.append(current)
+                continue
+            changes = services.changed_fields(current, values)
+            if changes:
+                for k, v in values.items():
+                    setattr(current, k, v)
+                report.updated += 1
+                along = services.building_moved(session, actor, current, changes)
+                moved = moved or bool(along)
+                audit(session, actor, "building.updated", current, via="import", changes=changes, **along)
+            else:
+                report.unchanged += 1
+        _flush(session)
     for b in created:
         audit(session, actor, "building.created", b, via="import", name=b.name, grid_id=b.grid_id)
     report.created = len(created)
     audit(session, actor, "buildings.imported", None, filename=report.filename, rows=report.rows,
-          created=report.created, updated=report.updated, unchanged=report.unchanged)
+          created=report.created, updated=report.updated, unchanged=report.unchanged, **alerts.audited(moved))
 
 
 def _flush(session: Session) -> None:

@@ -290,11 +290,16 @@ def update_grid(session: Session, actor: Actor, grid_id: int, data: Mapping[str,
                 rerouted["rerouted_appeals"] = ids
         row = audit(session, actor, "grid.updated", grid, changes=changes, **rerouted)
         if ids:
-            # ...and the new specialist hears of them once, in one message, keyed by this change's audit row.
+            # ...and the new specialist hears of them once, in one message, keyed by this change's audit row,
+            # which says who was told (nobody: the specialist is the one acting, or has no linked WeChat).
             from ..appeals.services import notify_grid_specialist
 
             session.flush()
-            notify_grid_specialist(session, grid, ids, f"grid.updated:{row.id}", actor=actor)
+            told = notify_grid_specialist(session, grid, ids, f"grid.updated:{row.id}", actor=actor)
+            staff = session.get(StaffUser, grid.specialist_staff_id) if told else None
+            notified = [{"staff_id": staff.id, "name": staff.display_name or staff.username,
+                         "appeals": len(ids)}] if staff is not None else []
+            row.data = {**row.data, "notified": notified}
     return grid
 
 
@@ -385,10 +390,11 @@ def building_moved(session: Session, actor: Actor, building: Building, changes: 
     appeals go along to the team now serving it. For its audit row: {"rerouted_appeals": [ids]}, or {}."""
     if "grid_id" not in changes:
         return {}
-    from ..appeals.services import follow_building_to_grid
+    from ..appeals.services import follow_building_to_grid, specialist_alerts
 
-    moved = follow_building_to_grid(session, actor, building, changes["grid_id"][0])
-    return {"rerouted_appeals": moved} if moved else {}
+    with specialist_alerts(session, actor) as alerts:
+        moved = follow_building_to_grid(session, actor, building, changes["grid_id"][0])
+    return {"rerouted_appeals": moved, **alerts.audited(moved)} if moved else {}
 
 
 def _audiences_naming(session: Session, building_id: int) -> list[str]:
@@ -536,8 +542,9 @@ def merge_buildings(session: Session, actor: Actor, keep_id: int, duplicate_id: 
     the caller's transaction: an error leaves nothing half moved. Returns the audit row's data."""
     from ..activities.models import Activity
     from ..appeals.models import Appeal
-    from ..appeals.services import grid_words, move_to_building
-    from ..appeals.states import OPEN
+    from ..appeals.services import grid_words, move_to_building, specialist_alerts
+    from ..appeals.states import OPEN, AppealStatus
+    from ..db import utcnow
 
     if keep_id == duplicate_id:
         raise ValidationError("不能把同一栋楼宇合并到它自己，请选择另一栋重复建档的楼宇。",
@@ -567,9 +574,19 @@ def merge_buildings(session: Session, actor: Actor, keep_id: int, duplicate_id: 
     appeal_ids = list(session.scalars(select(Appeal.id).where(Appeal.building_id == dup.id).order_by(Appeal.id)))
     still_open = list(session.scalars(select(Appeal).where(
         Appeal.building_id == dup.id, Appeal.status.in_([s.value for s in OPEN])).order_by(Appeal.id)))
+    # Merged into a main appeal (已合并, often another enterprise's): the same problem at the same building, moved as
+    # the open ones are (timeline row, the kept building's grid), not only re-pointed: split off later it was handled
+    # by the grid of a building that is gone, and nobody was told it had come.
+    merged_along = list(session.scalars(select(Appeal).where(
+        Appeal.building_id == dup.id, Appeal.status == AppealStatus.DUPLICATE.value).order_by(Appeal.id)))
     note = (f"楼宇「{dup.name}」是「{keep.name}」的重复建档，已合并，诉求随之转到「{keep.name}」"
             + (f"，由{grid_words(session, keep.grid_id)}办理" if regridded else ""))
-    rerouted = move_to_building(session, actor, still_open, keep, note)
+    with specialist_alerts(session, actor) as alerts:  # one message per specialist for all of them
+        rerouted = move_to_building(session, actor, still_open, keep, note)
+        for child in merged_along:
+            child.version += 1
+            child.updated_at = utcnow()
+        move_to_building(session, actor, merged_along, keep, note)
     if appeal_ids:
         # the closed ones keep the grid that handled them; their building is the one that carries on
         session.execute(update(Appeal).where(Appeal.building_id == dup.id).values(building_id=keep.id)
@@ -587,6 +604,9 @@ def merge_buildings(session: Session, actor: Actor, keep_id: int, duplicate_id: 
         data["grid_id"] = [dup.grid_id, keep.grid_id]
     if rerouted:
         data["rerouted_appeals"] = rerouted
+    if merged_along:
+        data["merged_appeals"] = [a.id for a in merged_along]
+    data.update(alerts.audited(still_open or merged_along))
     audit(session, actor, "building.merged", keep, **data)
     session.delete(dup)
     session.flush()
@@ -737,11 +757,12 @@ def enterprise_moved(session: Session, actor: Actor, enterprise: Enterprise, cha
     old, new = changes.get("building_id", (None, None))
     if old is None or new is None:
         return {}
-    from ..appeals.services import follow_enterprise_to_building
+    from ..appeals.services import follow_enterprise_to_building, specialist_alerts
 
-    with session.no_autoflush:  # an import flushes its rows itself, turning a clash into a line of its report
+    with session.no_autoflush, specialist_alerts(session, actor) as alerts:
+        # (no autoflush: an import flushes its rows itself, turning a clash into a line of its report)
         moved = follow_enterprise_to_building(session, actor, enterprise, old)
-    return {"moved_appeals": moved} if moved else {}
+    return {"moved_appeals": moved, **alerts.audited(moved)} if moved else {}
 
 
 def delete_enterprise(session: Session, actor: Actor, enterprise_id: int, *,
@@ -953,7 +974,7 @@ def merge_enterprises(session: Session, actor: Actor, keep_id: int, duplicate_id
     pointing at the kept file), not deleted. Two files with different valid credit codes are two enterprises."""
     from ..activities.models import Registration
     from ..appeals.models import Appeal
-    from ..appeals.services import follow_enterprise_to_building
+    from ..appeals.services import follow_enterprise_to_building, specialist_alerts
     from ..db import utcnow
 
     # Both rows locked in id order: two staff merging the same pair the other way round cannot both win.
@@ -996,7 +1017,8 @@ def merge_enterprises(session: Session, actor: Actor, keep_id: int, duplicate_id
             moved[key] = ids
     # The duplicate's open appeals filed at its building go to the kept file's (as an enterprise moved to another
     # building takes them along), before they become the kept file's: its own ones about that building stay.
-    moved_appeals = follow_enterprise_to_building(session, actor, dup, dup.building_id, merged_into=keep)
+    with specialist_alerts(session, actor) as alerts:
+        moved_appeals = follow_enterprise_to_building(session, actor, dup, dup.building_id, merged_into=keep)
     for model, key in ((Appeal, "appeals"), (Registration, "registrations")):
         ids = list(session.scalars(select(model.id).where(model.enterprise_id == dup.id).order_by(model.id)))
         if ids:
@@ -1017,7 +1039,8 @@ def merge_enterprises(session: Session, actor: Actor, keep_id: int, duplicate_id
     session.expire_all()  # users, appeals and registrations loaded before the bulk updates follow them
     audit(session, actor, "enterprise.merged", keep, duplicate_id=dup.id, duplicate_name=dup.name,
           duplicate_credit_code=dup.credit_code, kept_name=keep.name, kept_credit_code=keep.credit_code,
-          filled=filled, moved=moved, **({"moved_appeals": moved_appeals} if moved_appeals else {}))
+          filled=filled, moved=moved,
+          **({"moved_appeals": moved_appeals, **alerts.audited(moved_appeals)} if moved_appeals else {}))
     audit(session, actor, "enterprise.retired", dup, merged_into=keep.id, name=dup.name,
           credit_code=dup.credit_code)
     for user_id, state, enterprise_id in affected:
