@@ -147,3 +147,37 @@ def test_correcting_a_main_appeals_building_says_its_merged_ones_came_along(w, d
         appeals.perform(s, w.admin, master, "set_building", {"building_id": w.new.id})
     [alert] = _moved_alerts(db, w.two_phone.id)
     assert _numbers(db, [master])[0] in alert.body + alert.title and "1 件合并" in alert.body, alert.body
+
+
+# --- part 2: a weekly report of a week that has not begun ---------------------------------------------------------
+
+
+def test_a_weekly_report_of_a_week_not_yet_begun_is_refused_not_made_up(client, make_user, make_staff, staff_headers,
+                                                                        console_login, db):
+    """Asked for a week to come (2099-W01, a year typed wrong), the live report answered 200 with that week's name and
+    today's open appeals (在办 1) as its figures, and the archive's 404 sent staff to that live report."""
+    from datetime import UTC, datetime, timedelta
+
+    from wxapp_backend.appeals import reports
+    from wxapp_backend.errors import ValidationError
+
+    _appeal(make_user().id)
+    h = staff_headers(make_staff(role="staff"))
+    r = client.get("/api/v1/staff/reports/weekly?week=2099-W01", headers=h)
+    assert r.status_code == 422 and "还没有开始" in r.get_json()["message"], r.get_json()
+    assert r.get_json()["fields"] == {"week": "这一周还没有开始"}
+    r = client.get("/api/v1/staff/reports/weekly/stored/2099-W01", headers=h)
+    assert r.status_code == 422 and "还没有开始" in r.get_json()["message"], r.get_json()
+    console_login(make_staff(role="staff"))
+    for url in ("/console/appeals/report?week=2099-W01", "/console/appeals/reports/2099-W01"):
+        r = client.get(url)
+        page = r.get_data(as_text=True)
+        assert r.status_code == 422 and "还没有开始" in page and "2099-W01" in page, (url, r.status_code)
+    assert client.get("/console/appeals/report.xlsx?week=2099-W01").status_code == 422
+
+    # the week begins at Monday 00:00 in Beijing (Sunday 16:00 UTC), not at UTC's midnight
+    start = datetime(2026, 3, 1, 16, 0, tzinfo=UTC)  # 2026-W10 begins
+    with session_scope() as s:
+        with pytest.raises(ValidationError):
+            reports.weekly(s, "2026-W10", now=start - timedelta(seconds=1))
+        assert reports.weekly(s, "2026-W10", now=start)["week"] == "2026-W10"  # this week so far

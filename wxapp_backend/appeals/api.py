@@ -387,7 +387,7 @@ def metrics():
 
 @bp.get("/staff/reports/weekly")
 @staff_api_required(StaffRole.DEPT)
-@doc("诉求周报（上海时间 ISO 周，如 2025-W40；format=xlsx 下载 Excel）", params=WEEK_FIELDS, auth="staff",
+@doc("诉求周报（上海时间 ISO 周，如 2025-W40；format=xlsx 下载 Excel；还没有开始的周为 422）", params=WEEK_FIELDS, auth="staff",
      tags=["诉求"])
 def weekly():
     reports.check_typed_week(request.args.get("week"))
@@ -424,7 +424,7 @@ def stored_weeklies():
      "format=xlsx 下载 Excel。部门账号只看到本部门承办的诉求，metrics 为 null",
      params=STORED_FORMAT, auth="staff", tags=["诉求"],
      responses={200: "与 /staff/reports/weekly 相同的字段，另有 generated_at、generated_text、scope、returns_by_department",
-                404: "这一周没有存档的周报", 422: "周次格式不对"})
+                404: "这一周没有存档的周报", 422: "周次格式不对，或这一周还没有开始"})
 def stored_weekly(week: str):
     args = query(STORED_FORMAT)
     with session_scope() as s:

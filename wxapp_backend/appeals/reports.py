@@ -72,8 +72,17 @@ def parse_week(value: str | None, today: date | None = None) -> tuple[str, datet
     return value.strip(), start, start + timedelta(days=7)
 
 
+def not_begun(label: str, start: datetime, now: datetime | None = None) -> None:
+    """A week that has not begun yet (Monday 00:00 in Beijing) has no report: asked for one (a year typed wrong, next
+    week), the live report answered with that week's name over today's open appeals, as if it were a real report."""
+    if start > (now or utcnow()):
+        raise ValidationError(f"{label}（{week_days(start)}）这一周还没有开始，没有周报；本周至今的情况请看本周的诉求周报。",
+                              fields={"week": "这一周还没有开始"})
+
+
 def weekly(session: Session, week: str | None, actor: Actor | None = None, *, now: datetime | None = None) -> dict:
     label, start, end = parse_week(week)
+    not_begun(label, start, now)
     m = metrics.compute(session, start, end, actor, now=now)  # as the tick's `now` sees it (None: the real clock)
     q = select(Appeal).where(Appeal.submitted_at >= start, Appeal.submitted_at < end)
     if actor is not None and actor.type == "staff" and actor.role == "dept":
@@ -220,9 +229,10 @@ def stored_weekly(session: Session, week: str, actor: Actor | None = None) -> di
     """The stored report of `week` as `actor` may see it; a week mistyped is a 422, one never stored a 404."""
     if not week or not week.strip():
         raise ValidationError("请写明周次，如 2025-W40。", fields={"week": "请填写周次"})
-    label, _, _ = parse_week(week)
+    label, start, _ = parse_week(week)
     row = session.scalar(select(AppealReport).where(AppealReport.week == label))
     if row is None:
+        not_begun(label, start)  # not “never stored, see the live report”: there is none either
         raise NotFound(f"{label} 没有存档的周报（周报在每周一生成上一周的；更早的周或还没生成的，请看实时的诉求周报）。")
     return stored_view(row, actor)
 
