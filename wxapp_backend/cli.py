@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import secrets
 import signal
 import subprocess
@@ -133,7 +134,7 @@ def register_cli(app: Flask) -> None:
             click.echo(line)
 
     @app.cli.command("create-staff")
-    @click.argument("username")
+    @click.argument("username", metavar="用户名")
     @click.option("--password", required=True, help="至少 8 位，需同时包含字母和数字")
     @click.option("--role", type=click.Choice(["admin", "staff", "dept"]), required=True,
                   help="角色：admin 管理员（可管理账号）、staff 工作人员、dept 部门账号（需 --department）")
@@ -291,6 +292,33 @@ def register_cli(app: Flask) -> None:
     for command in app.cli.commands.values():
         localise(command)
     _unknown_commands_in_chinese(app)
+    _flask_commands_in_chinese(app)
+
+
+# What `flask --app wsgi --help` lists for Flask's own commands (they said "Run a development server." among ours).
+FLASK_COMMAND_WORDS = {
+    "run": "启动 Flask 开发服务器（仅供开发调试；正式运行请用 serve）。",
+    "shell": "打开带应用上下文的 Python 交互环境（供开发调试）。",
+    "routes": "列出应用的全部网址路由。",
+}
+
+
+def _flask_commands_in_chinese(app: Flask) -> None:
+    """Flask's group asks our group for its commands with its own context, when it lists them all: Flask's own
+    commands (still Flask's) are then described in Chinese through click's public `short_help`. Flask prints the
+    top of that page (Usage:, its --app/--env-file options) before it imports the app: that stays English."""
+    list_commands = app.cli.list_commands
+
+    def list_commands_zh(ctx: click.Context) -> list[str]:
+        root = ctx.command
+        if root is not app.cli and isinstance(root, click.Group):
+            for name, words in FLASK_COMMAND_WORDS.items():
+                cmd = root.commands.get(name)
+                if cmd is not None and getattr(cmd.callback, "__module__", "") == "flask.cli":
+                    cmd.short_help = words
+        return list_commands(ctx)
+
+    app.cli.list_commands = list_commands_zh  # type: ignore[method-assign]
 
 
 def _unknown_commands_in_chinese(app: Flask) -> None:
@@ -387,8 +415,6 @@ def _path_hint(exc: click.BadParameter, param: click.Parameter | None) -> str | 
     """What is wrong with a file path, said for the path given: one hint for all ("找不到这个文件（或它是文件夹、
     没有读取权限）") sent the operator who gave `kb export` a folder looking for a file that was never meant to be
     there."""
-    import re
-
     kind = param.type if param is not None else None
     found = re.match(r"""\w+ (['"])(.*)\1 (does not exist|is a directory|is not readable|is not writable)""",
                      exc.message)
@@ -404,28 +430,36 @@ def _path_hint(exc: click.BadParameter, param: click.Parameter | None) -> str | 
     return f"没有{'读取' if problem == 'is not readable' else '写入'} {path} 的权限"
 
 
-def usage_message(exc: click.UsageError) -> str:
-    """click's English usage error said in Chinese."""
+def usage_message(exc: click.UsageError, command: click.Command | None = None) -> str:
+    """click's English usage error said in Chinese (`command`: the one refusing, when exc.ctx does not say)."""
+    # Recognised by its class, then by click's wording: a Chinese word in it no longer means it is ours (the
+    # argument names are Chinese, and `kb search 营业 执照` put the operator's own words in click's English).
     message = exc.format_message()
-    if _has_han(message):  # ours already (raised by a command's own check)
-        return message
     param = getattr(exc, "param", None)
     if isinstance(exc, click.MissingParameter):
         return f"缺少{_param_label(param)}"
     if isinstance(exc, click.BadParameter):
+        # A check of ours says it in Chinese; click's says it in English round the value typed ('很多').
+        if _has_han(re.sub(r"'[^']*'|\"[^\"]*\"", "", exc.message)):
+            return f"{_param_label(param)}：{exc.message}"
         return f"{_param_label(param)}：{_path_hint(exc, param) or _value_hint(param)}"
     if isinstance(exc, click.NoSuchOption):
         said = f"没有 {exc.option_name} 这个选项"
-        return said + (f"，您是不是想用 {'、'.join(exc.possibilities)}？" if exc.possibilities else "")
+        close = list(exc.possibilities or [])
+        refusing = exc.ctx.command if exc.ctx is not None else command
+        if refusing is not None and len(exc.option_name) > 3:  # `seed-demo --reset`: the start of one
+            close += [opt for p in refusing.params if isinstance(p, click.Option) for opt in p.opts
+                      if opt.startswith(exc.option_name) and opt not in close]
+        return said + (f"，您是不是想用 {'、'.join(close)}？" if close else "")
     if isinstance(exc, click.BadOptionUsage):
+        if "does not take a value" in message:  # `--replace=yes`: it was told it needed one
+            return f"选项 {exc.option_name} 是开关，不用跟值：写 {exc.option_name} 即打开"
         return f"选项 {exc.option_name} 后面要跟一个值"
-    import re
-
     if found := re.match(r"No such command '(.+)'", message):
         return f"没有 {found.group(1)} 这个命令"
     if found := re.match(r"Got unexpected extra arguments? \((.*)\)", message):
-        return f"多余的参数：{found.group(1)}"
-    return message
+        return f"多余的参数：{found.group(1)}（一段含空格的话请用引号括起来，例如 \"营业 执照\"）"
+    return message  # ours already (a command's own check), or a refusal click words in a way not known here
 
 
 def _outage_message(exc: Exception) -> str | None:
@@ -487,13 +521,77 @@ class _ChineseHelpFormatter(click.HelpFormatter):
     def write_heading(self, heading: str) -> None:
         self.write(f"{'':>{self.current_indent}}{_HELP_SECTIONS.get(heading, heading)}：\n")
 
+    # click measures a line in characters: a Chinese character takes two columns of the terminal, so the
+    # descriptions beside `--password 文字` stood two columns further right than the others, and a Chinese line
+    # ran to twice the width it was wrapped at. These two measure in columns.
+    def write_text(self, text: str) -> None:
+        indent = " " * self.current_indent
+        for i, paragraph in enumerate(p for p in re.split(r"\n\s*\n", text) if p.strip()):
+            if i:
+                self.write("\n")
+            for line in _wrap(paragraph, max(self.width - self.current_indent, 11)):
+                self.write(f"{indent}{line}\n")
+
     def write_dl(self, rows, col_max: int = 30, col_spacing: int = 2) -> None:  # type: ignore[override]
-        super().write_dl([(term, _help_extras_in_chinese(text)) for term, text in rows], col_max, col_spacing)
+        rows = [(term, _help_extras_in_chinese(text)) for term, text in rows]
+        first_col = min(max((_columns(term) for term, _ in rows), default=0), col_max) + col_spacing
+        for term, text in rows:
+            self.write(f"{'':>{self.current_indent}}{term}")
+            if not text:
+                self.write("\n")
+                continue
+            if _columns(term) <= first_col - col_spacing:
+                self.write(" " * (first_col - _columns(term)))
+            else:
+                self.write("\n" + " " * (first_col + self.current_indent))
+            lines = _wrap(text, max(self.width - first_col - 2, 10)) or [""]
+            self.write(f"{lines[0]}\n")
+            for line in lines[1:]:
+                self.write(f"{'':>{first_col + self.current_indent}}{line}\n")
+
+
+def _short(text: str, limit: int) -> str:
+    """`text` in at most `limit` columns: the whole, else its first sentence, else what comes before its first
+    bracket, else cut (at a comma when one is in its second half) with …"""
+    for candidate in (text, text.split("。", 1)[0] + "。", text.split("（", 1)[0]):
+        if _columns(candidate) <= limit:
+            return candidate
+    while text and _columns(text) > limit - 1:
+        text = text[:-1]
+    comma = max(text.rfind(sign) for sign in "，；：、")
+    return (text[:comma] if comma > len(text) // 2 else text).rstrip() + "…"
+
+
+def _columns(text: str) -> int:
+    """How many terminal columns `text` takes (a Chinese character or full-width sign: two)."""
+    import unicodedata
+
+    return sum(2 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in text)
+
+
+_NO_LINE_START = set("，。、；：？！）》」』”’…")
+
+
+def _wrap(text: str, width: int) -> list[str]:
+    """`text` in lines of at most `width` columns: between any two Chinese characters, at the spaces of other
+    words (a word longer than a line keeps its own), and never a line starting with a closing sign."""
+    lines: list[str] = []
+    line = ""
+    for token in re.findall(r"[!-~]+|\s+|.", " ".join(text.split())):
+        if token == " ":
+            line += " " if line else ""
+            continue
+        if line.strip() and _columns(line.rstrip()) + (line != line.rstrip()) + _columns(token) > width \
+                and token not in _NO_LINE_START:
+            lines.append(line.rstrip())
+            line = ""
+        line += token
+    if line.strip():
+        lines.append(line.rstrip())
+    return lines
 
 
 def _help_extras_in_chinese(text: str) -> str:
-    import re
-
     def extras(found: re.Match) -> str:
         items = []
         for item in found.group(1).split("; "):
@@ -517,6 +615,38 @@ class _ChineseHelpContext(click.Context):
     formatter_class = _ChineseHelpFormatter
 
 
+# The words click puts in a usage line and beside an option, for every command of ours (click: [OPTIONS],
+# COMMAND [ARGS]..., TEXT, INTEGER RANGE, PATH, and an argument's own name in capitals, USERNAME). An argument is
+# named where it is declared (`metavar="文件"`); an option's value by its type, checked in order (an IntRange is an
+# IntParamType). A Choice keeps click's [admin|staff|dept]: those are the words to type.
+OPTIONS_METAVAR = "[选项]"
+SUBCOMMAND_METAVAR = "命令 [参数]..."
+_TYPE_WORDS: tuple[tuple[type[click.ParamType], str], ...] = (
+    (click.types.IntParamType, "整数"),
+    (click.types.FloatParamType, "数字"),
+    (click.types.BoolParamType, "是或否"),
+    (click.File, "文件"),
+    (click.DateTime, "日期"),
+    (click.types.StringParamType, "文字"),
+)
+
+
+def _metavar(param: click.Parameter) -> str | None:
+    """The Chinese metavar of `param`, or None to leave click's (a flag, a Choice, one declared already)."""
+    if param.metavar is not None or (isinstance(param, click.Option) and (param.is_flag or param.count)):
+        return None
+    kind = param.type
+    if isinstance(kind, click.Path):
+        word = "文件" if kind.file_okay and not kind.dir_okay else "文件夹" if not kind.file_okay else "路径"
+    else:
+        word = next((w for cls, w in _TYPE_WORDS if isinstance(kind, cls)), None)
+    if word is None:
+        return None
+    if isinstance(param, click.Argument) and not param.required:
+        word = f"[{word}]"
+    return word + ("..." if param.nargs != 1 else "")
+
+
 def localise(command: click.Command) -> None:
     """Wrap `command` (and a group's commands) so that its errors reach the operator as one Chinese line."""
     make_context, invoke = command.make_context, command.invoke
@@ -534,7 +664,7 @@ def localise(command: click.Command) -> None:
             where = exc.ctx
             if where is None and args:  # a refusal of click's parser (`--queue` without its value) has none
                 where = click.Context(command, info_name=args[0], parent=kwargs.get("parent"))
-            raise CommandUsageError(usage_message(exc), where) from None
+            raise CommandUsageError(usage_message(exc, command), where) from None
 
     def invoke_zh(ctx):
         try:
@@ -542,7 +672,7 @@ def localise(command: click.Command) -> None:
         except (CommandUsageError, CommandError, click.exceptions.Exit, click.Abort):
             raise
         except click.UsageError as exc:
-            raise CommandUsageError(usage_message(exc), exc.ctx or ctx) from None
+            raise CommandUsageError(usage_message(exc, command), exc.ctx or ctx) from None
         except click.ClickException as exc:
             raise CommandError(exc.format_message()) from None
         except KeyboardInterrupt:
@@ -557,6 +687,12 @@ def localise(command: click.Command) -> None:
     command.make_context = make_context_zh  # type: ignore[method-assign]
     command.invoke = invoke_zh  # type: ignore[method-assign]
     command.context_class = _ChineseHelpContext
+    command.options_metavar = OPTIONS_METAVAR
+    if isinstance(command, click.Group):
+        command.subcommand_metavar = SUBCOMMAND_METAVAR
+    for param in command.params:
+        if (word := _metavar(param)) is not None:
+            param.metavar = word
     get_help_option = command.get_help_option
 
     def get_help_option_zh(ctx: click.Context) -> click.Option | None:
@@ -566,6 +702,13 @@ def localise(command: click.Command) -> None:
         return option
 
     command.get_help_option = get_help_option_zh  # type: ignore[method-assign]
+    get_short_help_str = command.get_short_help_str
+
+    def get_short_help_str_zh(limit: int = 45) -> str:
+        """A listing's line cut to `limit` columns (click cut it at `limit` characters: twice as wide)."""
+        return _short(get_short_help_str(limit=10_000), limit)
+
+    command.get_short_help_str = get_short_help_str_zh  # type: ignore[method-assign]
     for sub in getattr(command, "commands", {}).values():
         localise(sub)
 

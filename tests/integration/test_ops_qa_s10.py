@@ -178,7 +178,7 @@ def test_command_mistakes_are_said_in_chinese_with_click_exit_codes(app, db):
 
     runner = app.test_cli_runner()
     cases = [
-        (["create-staff"], "缺少参数 USERNAME"),
+        (["create-staff"], "缺少参数 用户名"),  # s19: the argument is named in Chinese
         (["create-staff", "bob", "--password", "abcdefgh1", "--role", "boss"], "只能是 admin、staff、dept 之一"),
         (["create-staff", "bob", "--pasword", "abcdefgh1", "--role", "staff"], "没有 --pasword 这个选项"),
         (["create-staff", "bob", "--password", "abcdefgh1", "--role", "staff", "extra"], "多余的参数：extra"),

@@ -95,7 +95,7 @@ def register(app: Flask) -> None:
     kb = click.Group("kb", help="知识库：导入、导出、检索。")
 
     @kb.command("import")
-    @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+    @click.argument("file", metavar="文件", type=click.Path(exists=True, dir_okay=False, path_type=Path))
     @click.option("--replace", is_flag=True, help="文件中没有的条目将下线（不会删除）")
     def kb_import(file: Path, replace: bool) -> None:
         """导入知识库文件 .yaml/.jsonl/.csv/.xlsx（列 id, question, answer；可选 similar, category, tags）。"""
@@ -124,7 +124,7 @@ def register(app: Flask) -> None:
             click.echo("\n已跳过重复问法的检查（导入已完成）；要查看，可再导入一次同一文件（条目不会重复写入）。", err=True)
 
     @kb.command("export")
-    @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+    @click.argument("file", metavar="文件", type=click.Path(dir_okay=False, path_type=Path))
     @click.option("--include-retired", is_flag=True, help="同时导出已下线条目")
     @click.option("--force", is_flag=True, help="知识库为空时也覆盖已有的文件")
     def kb_export(file: Path, include_retired: bool, force: bool) -> None:
@@ -155,7 +155,7 @@ def register(app: Flask) -> None:
                    + (f"另有 {left_out} 条已下线的条目没有导出；备份整个知识库请加 --include-retired。" if left_out else ""))
 
     @kb.command("search")
-    @click.argument("query_text", metavar="QUERY")
+    @click.argument("query_text", metavar="问题")
     @click.option("--limit", type=click.IntRange(1, 20), default=5, show_default=True, help="显示的条目数（1-20）")
     def kb_search(query_text: str, limit: int) -> None:
         """显示机器人对一个问题的判断（回答、推荐或转人工）和最相近的条目。"""
