@@ -256,6 +256,14 @@ def free_locks_of_dead_schedulers(connection, queue_names, host: str | None) -> 
 
 
 _SCHEDULER_LOCKING = threading.Lock()
+# Release: the lock goes only while it holds one of ARGV (this scheduler's pids: its worker's, its own process's).
+_RELEASE_OWN = """
+local v = redis.call('GET', KEYS[1])
+for _, mine in ipairs(ARGV) do
+  if v == mine then return redis.call('DEL', KEYS[1]) end
+end
+return 0
+"""
 
 
 class AppScheduler(RQScheduler):
@@ -276,6 +284,7 @@ class AppScheduler(RQScheduler):
                 free_locks_of_dead_schedulers(self.connection, self._queue_names, self._host)
             except redis.RedisError:
                 pass  # RQ's own attempt below meets the same Redis and says so
+            self._keep_own_locks()
             got = super().acquire_locks(auto_start=auto_start)
             started = process_started(os.getpid())
             if got and self._host is not None and started is not None:
@@ -285,6 +294,31 @@ class AppScheduler(RQScheduler):
                         pipe.set(SCHEDULER_HOLDER.format(name), value, ex=7 * 24 * 3600)
                     pipe.execute()
             return got
+
+    def _own_values(self) -> list[str]:
+        """The values RQ gives this scheduler's locks: the pid of the process that took them (the worker's; the
+        scheduler's own process when it took one again itself)."""
+        return list(dict.fromkeys((str(self._worker_pid), str(os.getpid()))))
+
+    def _keep_own_locks(self) -> None:
+        # RQ's acquire_locks adds the locks it gets now to those got before, held or not: a scheduler that died with
+        # Redis (a lapse of more than 61 s, a restart) was started again by the beat on the lock it had at its
+        # start, though another worker's scheduler held it since: two schedulers moving the same delayed jobs.
+        if not self._acquired_locks:
+            return
+        names = sorted(self._acquired_locks)
+        values = self.connection.mget([self.get_locking_key(n) for n in names])
+        mine = self._own_values()
+        self._acquired_locks = {n for n, v in zip(names, values, strict=True) if v is not None and v.decode() in mine}
+
+    def release_locks(self) -> None:  # type: ignore[override]
+        # RQ deletes the keys whatever they hold. A worker killed -9: its scheduler stops on the SIGTERM that follows
+        # (up to a second later), while a worker on this machine may have taken its lock over already: RQ's delete
+        # dropped that worker's lock, and a third scheduler took it. Only a lock still this scheduler's goes.
+        mine = self._own_values()
+        for name in self._acquired_locks:
+            self.connection.eval(_RELEASE_OWN, 1, self.get_locking_key(name), *mine)
+        self._acquired_locks = set()
 
     def work(self) -> None:
         # SIGTERM: it stops as asked, releasing its locks. (Linux sends it when the forking *thread* ends: a scheduler
