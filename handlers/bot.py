@@ -12,7 +12,8 @@ import re
 from collections.abc import Callable
 from dataclasses import replace
 
-from wxapp_backend.knowledge_store.chat import BYE, THANKS  # one voice: “谢谢” here, “谢谢小二” there
+# one voice: “你好” / “谢谢” here, “你好小二” / “谢谢小二” there
+from wxapp_backend.knowledge_store.chat import BYE, GREETING, THANKS
 
 from . import kb
 from .middleware import DEFAULT_MIDDLEWARE
@@ -49,7 +50,6 @@ APPEAL_TEXT = (
 )
 ACTIVITY_TEXT = "白领活动（午间一小时、楼宇音乐会、健康讲座等）请在小程序“白领活动”中查看和报名，开始前会提醒您。"
 HUMAN_NOTE = "正在为您转接人工客服，请稍候～（工作时间：工作日 9:00-17:30，非工作时间请留言，我们上班后第一时间回复）"
-GREETING = "您好！我是数字店小二，有什么可以帮您？回复“菜单”看看我能做什么。"
 IMAGE_ACK = "收到您的图片啦！如果是想反映问题，请回复“我要反映”，按提示说明情况后再把照片发给小二，会一起登记转给工作人员。"
 # A photo sent outside the 补充 flow by someone whose appeal waits for material (it got IMAGE_ACK: “回复“我要反映””, a
 # new appeal, while the photo staff asked for reached nobody).

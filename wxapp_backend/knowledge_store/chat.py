@@ -18,8 +18,10 @@ from ..validation import LINK_RE
 MAX_REPLY_CHARS = 600
 SUGGEST_COUNT = 3
 
+# Also the WeChat router's and the app chat's fixed words (handlers.bot): “你好” and “你好小二”, “小二你好”, “hi 小二” read
+# the same, whichever path answers (a bare greeting got a shorter reply than one addressed to 小二).
 GREETING = ("您好！我是营商服务中心的数字店小二 🙂 惠企政策、企业开办、人才落户、融资、涉税、楼宇和白领活动，"
-            "都可以直接问我。比如：“外籍人才工作许可怎么办”。")
+            "都可以直接问我，比如：“外籍人才工作许可怎么办”；回复“菜单”看看我能做什么。")
 # Also the WeChat router's fixed words (handlers.bot): “谢谢” and “谢谢小二” read the same, whichever path answers.
 THANKS = "不客气！还有问题随时找小二～"
 BYE = "好的，祝您工作顺利，再见！有需要随时找小二～"
