@@ -142,6 +142,8 @@ PLACE_NO_WORDS = "没有看到企业名称哦，"
 PLACE_NOT_A_NAME = "这看起来不是企业名称哦～不方便填写的话回复“跳过”。"
 _DONT_KNOW = re.compile(r"(?:我)?(?:不知道|不清楚|不晓得|不懂|不确定)(?:啊|呀|哦|呢|了|耶)*")
 PLACE_CONTACT_LATER = "联系人和电话下一步再填，"
+# A name over the appeal's limit was cut at 200 characters without a word (staff got half a name).
+PLACE_TOO_LONG = "企业名称太长了（{n} 个字），最多 {max} 个字，这次没有记下～请只写企业全称和所在楼宇。\n"
 BAD_CONTACT = "没有认出手机号，请按“姓名 手机号”的格式回复，例如：张三 13800138000。"
 NO_NAME = "请同时写上联系人姓名，例如：张三 13800138000。"
 ONE_PHONE = "请只留一个联系电话（手机号或座机），例如：张三 13800138000。"
@@ -757,24 +759,36 @@ def _place(ctx: Context, d: dict[str, Any]) -> Reply:
     elif _MOBILE.search(t) and not _ORGANISATION.search(t):  # the contact, a step early: no enterprise's name
         return Text(PLACE_CONTACT_LATER + _prompt(d, "place"))
     else:
-        _match_place(ctx, d, t)
+        too_long = _match_place(ctx, d, t)
+        if too_long:
+            from wxapp_backend.appeals.intake import ENTERPRISE_NAME_MAX
+
+            return Text(PLACE_TOO_LONG.format(n=too_long, max=ENTERPRISE_NAME_MAX) + _prompt(d, "place"))
     return _advance(ctx, d, "contact")
 
 
-def _match_place(ctx: Context, d: dict[str, Any], said: str) -> None:
+def _match_place(ctx: Context, d: dict[str, Any], said: str) -> int:
     """The enterprise and building named in `said`, found on file; with the database away, `said` kept as written
-    (`place_unmatched`) and looked up on “确认” (the answer was lost, the user told “请稍后再发一次”)."""
-    from wxapp_backend.appeals.intake import match_place, strip_invisible
+    (`place_unmatched`) and looked up on “确认” (the answer was lost, the user told “请稍后再发一次”). An enterprise's
+    name over ENTERPRISE_NAME_MAX is not kept (it was cut at 200 without a word): its length is returned, else 0."""
+    from wxapp_backend.appeals.intake import ENTERPRISE_NAME_MAX, match_place, strip_invisible
     from wxapp_backend.db import session_scope
 
     try:
         with session_scope() as s:
-            d.update(match_place(s, said))
+            found = match_place(s, said)
+        if len(found["enterprise_name"]) > ENTERPRISE_NAME_MAX:
+            return len(found["enterprise_name"])
+        d.update(found)
         d.pop("place_unmatched", None)
     except DB_AWAY:
         log.warning("appeal intake: place not looked up", exc_info=True, extra={"account": ctx.account})
-        d["enterprise_name"] = strip_invisible(said).strip()[:200]
+        name = strip_invisible(said).strip()
+        if len(name) > ENTERPRISE_NAME_MAX:
+            return len(name)
+        d["enterprise_name"] = name
         d["place_unmatched"] = said
+    return 0
 
 
 def _not_a_name(text: str) -> bool:

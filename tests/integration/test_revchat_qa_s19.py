@@ -7,6 +7,8 @@ from __future__ import annotations
 from tests.integration.test_chat3_qa_s12 import _app
 from tests.integration.test_chat_qa_s9 import oa_kb, say  # noqa: F401  (the signed webhook and its helper)
 from tests.integration.test_chatsmall_qa_s18 import _warm_index  # noqa: F401  (the index built first)
+from tests.integration.test_crash2_qa_s18 import db_away  # noqa: F401  (the fixture)
+from tests.integration.test_crash_qa_s9 import chat  # noqa: F401  (the fixture)
 
 # ---------------------------------------------------------------------------------------------- 1. greetings
 
@@ -25,3 +27,39 @@ def test_a_greeting_addressed_to_xiaoer_reads_as_a_bare_greeting(oa_kb, client, 
     for text in ADDRESSED:
         body = _app(client, h, text)
         assert body["reply"] == bare and body["decision"] == "smalltalk", (text, body)
+
+
+# ---------------------------------------------------------------------------------------------- 2. long enterprise name
+
+LONG_NAME = "上海" + "星辰大海国际企业管理咨询服务" * 15 + "有限公司"  # 214 characters
+
+
+def test_an_enterprise_name_over_200_characters_is_refused_not_cut(oa_kb, make_building):  # noqa: F811
+    """At the intake's enterprise step a 214-character name was kept cut at 200 without a word (staff got “…国际企业
+    管理咨询服”, the user never knew). It is refused now, the limit said, the step asked again; nothing is kept of it,
+    and a name that fits goes on as before. With the building named beside it, the name is what is measured."""
+    assert len(LONG_NAME) > 200
+    make_building(name="新华大厦")
+    openid = "oRevchatLongName"
+    say(oa_kb, openid, "我要反映")
+    assert "企业名称" in say(oa_kb, openid, "楼道里的灯坏了两个星期了")
+    for said in (LONG_NAME, LONG_NAME + "，新华大厦"):
+        reply = say(oa_kb, openid, said)
+        assert "200 个字" in reply and f"{len(LONG_NAME)} 个字" in reply, reply
+        assert "联系人" not in reply and "请告诉我企业名称" in reply, reply
+    # 200 characters with the building beside them: fits
+    fits = LONG_NAME[:196] + "有限公司"
+    assert "联系人" in say(oa_kb, openid, fits + "，新华大厦")
+    say(oa_kb, openid, "张三 13800138000")
+    summary = say(oa_kb, openid, "跳过")
+    assert f"企业：{fits}" in summary and "楼宇：新华大厦" in summary, summary
+
+
+def test_a_long_enterprise_name_is_refused_with_the_database_away(chat, db_away):  # noqa: F811
+    """With the database away for a moment the answer is kept as said, to be looked up on 确认: it was cut at 200."""
+    assert chat("我要反映").startswith("好的")
+    assert chat("楼道里的灯坏了两个星期了").startswith("请告诉我企业名称")
+    with db_away():
+        reply = chat(LONG_NAME)
+    assert "200 个字" in reply and "联系人" not in reply, reply
+    assert chat("上海某某科技有限公司").startswith("请留下联系人")

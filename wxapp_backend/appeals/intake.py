@@ -274,8 +274,13 @@ _SEPARATOR = r"[\s·•・．.\-－—]"
 _LOOSE = re.compile(_SEPARATOR + "+")
 
 
+# As the appeal's column and the mini-program's form take it (appeals.api): a longer name is refused, never cut.
+ENTERPRISE_NAME_MAX = 200
+
+
 def match_place(session, text: str) -> dict:
-    """Find a known building (and an enterprise by exact name) in free text like '某某公司，新华大厦'."""
+    """Find a known building (and an enterprise by exact name) in free text like '某某公司，新华大厦'. The enterprise's
+    name is as said, however long: the caller refuses one over ENTERPRISE_NAME_MAX."""
     from sqlalchemy import select
 
     from ..enterprises.models import Building, Enterprise
@@ -283,7 +288,7 @@ def match_place(session, text: str) -> dict:
 
     # Invisible characters pasted with the name (a zero-width space) are in no name on file: see strip_invisible.
     text = strip_invisible(text).strip()
-    out: dict = {"enterprise_name": text[:200]}
+    out: dict = {"enterprise_name": text}
     best, best_key = None, ""
     loose = _LOOSE.sub("", text)
     for b in session.scalars(select(Building)):
@@ -294,7 +299,7 @@ def match_place(session, text: str) -> dict:
         out["building_id"], out["building_name"] = best.id, best.name
         rest = re.sub(f"{_SEPARATOR}*".join(map(re.escape, best_key)), " ", text, count=1)
         name = re.split(r"[，,、/\s]+", rest.strip())
-        out["enterprise_name"] = " ".join(n for n in name if n)[:200] or text[:200]
+        out["enterprise_name"] = " ".join(n for n in name if n) or text
     # A retired duplicate's name (the name the enterprise went by before staff merged its two files) stands for
     # the file it was merged into; a current file of that name comes first.
     enterprise = None
