@@ -266,8 +266,8 @@ def test_a_question_with_a_bar_added_from_the_queue_does_not_stop_table_exports(
                                                                                 console_login, db, tmp_path, ext):
     """“股票｜基金会涨吗” typed in the chat, added as a phrasing in one click from the unanswered queue: every later
     kb export to .csv or .xlsx then stopped (含有分隔符 “|”，无法导出为表格) until someone found and edited the entry.
-    The bar is a list separator in those files, so a phrasing taken from the queue keeps the words with a space in
-    its place (and on one line: the console's form reads one phrasing a line)."""
+    The bar is a list separator in those files: they write it “\\|” (session 18), so the phrasing keeps it as asked
+    (session 19; it was made a space), on one line (the console's form reads one phrasing a line)."""
     token = console_login(make_staff(role="staff"))
     asked = "明天股票｜基金会\n涨吗"
     client.post("/api/v1/chat", json={"text": asked})
@@ -277,7 +277,7 @@ def test_a_question_with_a_bar_added_from_the_queue_does_not_stop_table_exports(
     assert client.post(f"/console/kb/unanswered/{qid}/phrasing",
                        data={"csrf_token": token, "entry_id": "talent-foreign-work-permit"}).status_code == 302
     db.expire_all()
-    assert "明天股票 基金会 涨吗" in db.get(KBEntry, "talent-foreign-work-permit").similar
+    assert "明天股票｜基金会 涨吗" in db.get(KBEntry, "talent-foreign-work-permit").similar
     result = app.test_cli_runner().invoke(args=["kb", "export", str(tmp_path / f"kb{ext}")])
     assert result.exit_code == 0, result.output
 

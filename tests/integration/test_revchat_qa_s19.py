@@ -9,6 +9,8 @@ from tests.integration.test_chat_qa_s9 import oa_kb, say  # noqa: F401  (the sig
 from tests.integration.test_chatsmall_qa_s18 import _warm_index  # noqa: F401  (the index built first)
 from tests.integration.test_crash2_qa_s18 import db_away  # noqa: F401  (the fixture)
 from tests.integration.test_crash_qa_s9 import chat  # noqa: F401  (the fixture)
+from tests.integration.test_kbstore_qa_s10 import kb  # noqa: F401  (the fixture)
+from wxapp_backend.knowledge_store.models import KBEntry
 
 # ---------------------------------------------------------------------------------------------- 1. greetings
 
@@ -63,3 +65,40 @@ def test_a_long_enterprise_name_is_refused_with_the_database_away(chat, db_away)
         reply = chat(LONG_NAME)
     assert "200 个字" in reply and "联系人" not in reply, reply
     assert chat("上海某某科技有限公司").startswith("请留下联系人")
+
+
+# ---------------------------------------------------------------------------------------------- 3. a bar in a phrasing
+
+
+def test_a_queue_question_with_a_bar_is_added_as_a_phrasing_as_asked(app, client, kb, make_staff, console_login, db,
+                                                                     tmp_path):
+    """“A|B 股怎么选” from the unanswered queue, added to an entry in one click, became “A B 股怎么选”: the words were
+    not the user's any more. The console's box shows a bar in a phrasing as “\\|” and the table files write it so
+    (session 18): the phrasing keeps its bar, the edit box shows it escaped, a save leaves it, and an .xlsx export and
+    re-import give it back unchanged."""
+    from tests.integration.test_kbsmall_qa_s18 import _form
+    from wxapp_backend.knowledge_store.models import UnansweredQuestion
+
+    token = console_login(make_staff(role="staff"))
+    asked = "A|B 股怎么选，全角｜也\n一样吗"
+    client.post("/api/v1/chat", json={"text": asked})
+    qid = db.query(UnansweredQuestion).filter_by(text=asked).one().id
+    entry = "talent-foreign-work-permit"
+    assert client.post(f"/console/kb/unanswered/{qid}/phrasing",
+                       data={"csrf_token": token, "entry_id": entry}).status_code == 302
+    db.expire_all()
+    kept = "A|B 股怎么选，全角｜也 一样吗"
+    similar = list(db.get(KBEntry, entry).similar)
+    assert kept in similar, similar
+    form = _form(client.get(f"/console/kb/{entry}/edit").get_data(as_text=True))
+    assert "A\\|B 股怎么选，全角\\｜也 一样吗" in form["similar"].splitlines(), form["similar"]
+    form["csrf_token"] = token
+    assert client.post(f"/console/kb/{entry}/edit", data=form).status_code == 302
+    db.expire_all()
+    assert list(db.get(KBEntry, entry).similar) == similar
+    out = tmp_path / "kb.xlsx"
+    assert app.test_cli_runner().invoke(args=["kb", "export", str(out)]).exit_code == 0
+    result = app.test_cli_runner().invoke(args=["kb", "import", str(out)])
+    assert result.exit_code == 0, result.output
+    db.expire_all()
+    assert list(db.get(KBEntry, entry).similar) == similar

@@ -265,8 +265,9 @@ def set_retired(session: Session, r: redis.Redis, actor: Actor, entry_id: str, r
 def add_phrasing(session: Session, r: redis.Redis, actor: Actor, entry_id: str, text: str,
                  unanswered_id: int | None = None) -> KBEntry:
     """Teach an entry a new way of asking (one click from the unanswered queue)."""
-    # "|" separates phrasings in .csv/.xlsx files (one in a phrasing stopped every table export); the words stay.
-    text = " ".join(_SEPARATOR_RE.sub(" ", text).split())[:300]
+    # On one line (the console's 相似问法 box reads one phrasing a line). A "|" stays as asked: the table files and
+    # the console's box write it “\|” and read it back whole (it was made a space: “A|B 股” became “A B 股”).
+    text = " ".join(text.split())[:300]
     if not text:
         raise ValidationError("问法不能为空。", fields={"text": "不能为空"})
     row = session.get(KBEntry, entry_id, with_for_update=True)
@@ -373,7 +374,6 @@ def clashes_among(entries: Iterable[Entry], ids: Collection[str], today: date) -
 # --- unanswered queue, turns and feedback -----------------------------------------------------------
 
 _NORM_RE = re.compile(r"[\s\W_]+", re.UNICODE)
-_SEPARATOR_RE = re.compile(r"[|｜]")
 
 
 def _norm(text: str) -> str:
