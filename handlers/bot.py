@@ -268,9 +268,9 @@ OTHER_ITEMS = "\n\n（想看刚才列出的其他{what}，回复 {numbers}）"
 def activity_detail_text(activity_id: int, user_id: int | None) -> str:
     """One activity picked from a numbered list (“活动”, “报名午间一小时”, “我的报名”): time, place, seats, what it is,
     the user's own registration, and how to register (in the mini-program)."""
-    from wxapp_backend.activities.models import STATUS_LABELS, ActivityStatus
-    from wxapp_backend.activities.services import SHANGHAI, chat_detail
-    from wxapp_backend.db import session_scope
+    from wxapp_backend.activities.models import ActivityStatus, RegStatus
+    from wxapp_backend.activities.services import SHANGHAI, chat_detail, waitlist_positions
+    from wxapp_backend.db import session_scope, utcnow
 
     with session_scope() as s:
         found = chat_detail(s, int(activity_id), user_id)
@@ -287,17 +287,21 @@ def activity_detail_text(activity_id: int, user_id: int | None) -> str:
         if cancelled:  # picked from a list shown before staff cancelled it: no seats, no “报名方法”
             return "\n".join(lines) + "\n\n" + ACTIVITY_CANCELLED
         left = a.capacity - taken
+        waitlist = a.waitlist_enabled and a.starts_at > utcnow()  # no more waiting once it has begun
         if left > 0:
             lines.append(f"名额：剩 {left} 个（共 {a.capacity} 个）")
         else:
-            lines.append("名额：已满" + (f"，可候补（已有 {queued} 人候补）" if a.waitlist_enabled and queued
-                                         else "，可候补" if a.waitlist_enabled else ""))
+            lines.append("名额：已满" + (f"，可候补（已有 {queued} 人候补）" if waitlist and queued
+                                         else "，可候补" if waitlist else ""))
         description = " ".join((a.description or "").split())
         if description:
             cut = description[:DESCRIPTION_CHARS] + ("…" if len(description) > DESCRIPTION_CHARS else "")
             lines.append(f"简介：{cut}")
         if own is not None:
-            tail = (f"您的报名：{STATUS_LABELS.get(own, own)}。取消报名、出示签到码请到小程序“我的报名”。")
+            # as 我的报名's list said it (“候补第2位”, not “候补中”; missed once begun, not still waiting)
+            place = (waitlist_positions(s, user_id, [a.id]).get(a.id)
+                     if own == RegStatus.WAITLISTED.value and user_id is not None else None)
+            tail = (f"您的报名：{registration_label(own, a.starts_at, place)}。取消报名、出示签到码请到小程序“我的报名”。")
         elif why:
             tail = f"现在不能报名：{why}"
         else:
@@ -427,26 +431,33 @@ def my_registrations_text(user_id: int | None) -> str:
     return my_registrations_list(user_id)[0]
 
 
+def registration_label(status: str, starts, place: int | None) -> str:
+    """A registration's state as the chat says it (我的报名's list, and the detail picked from it): the waitlist with
+    its place (as the mini-program's 我的报名 shows it), or missed once the activity has begun."""
+    from wxapp_backend.activities.models import STATUS_LABELS, RegStatus
+    from wxapp_backend.activities.services import WAITLIST_MISSED
+    from wxapp_backend.db import utcnow
+
+    # Still waitlisted once it has begun: the waitlist will not move any more (promote() stops at the start).
+    if status == RegStatus.WAITLISTED.value and starts <= utcnow():
+        return WAITLIST_MISSED
+    if status == RegStatus.WAITLISTED.value and place is not None:
+        return f"候补第{place}位"
+    return STATUS_LABELS.get(status, status)
+
+
 def my_registrations_list(user_id: int | None) -> tuple[str, list[int]]:
     """`my_registrations_text` and the ids of the activities it numbered."""
-    from wxapp_backend.activities.models import STATUS_LABELS, RegStatus
+    from wxapp_backend.activities.models import RegStatus
     from wxapp_backend.activities.services import (
-        WAITLIST_MISSED,
         upcoming_registrations_count,
         upcoming_registrations_with_ids,
         waitlist_positions,
     )
     from wxapp_backend.auth.linking import never_logged_in
-    from wxapp_backend.db import session_scope, utcnow
+    from wxapp_backend.db import session_scope
 
-    def label(status: str, starts, place: int | None) -> str:
-        # Still waitlisted once it has begun: the waitlist will not move any more (promote() stops at the start).
-        if status == RegStatus.WAITLISTED.value and starts <= utcnow():
-            return WAITLIST_MISSED
-        if status == RegStatus.WAITLISTED.value and place is not None:  # as the mini-program's 我的报名 shows it
-            return f"候补第{place}位"
-        return STATUS_LABELS.get(status, status)
-
+    label = registration_label
     if user_id is None:
         return "您目前没有报名的活动。" + ACTIVITY_TEXT, []
     with session_scope() as s:

@@ -102,3 +102,38 @@ def test_a_queue_question_with_a_bar_is_added_as_a_phrasing_as_asked(app, client
     assert result.exit_code == 0, result.output
     db.expire_all()
     assert list(db.get(KBEntry, entry).similar) == similar
+
+
+# ---------------------------------------------------------------------------------------------- 4. the waitlist in the detail
+
+
+def test_the_detail_picked_from_my_registrations_says_the_waitlist_as_the_list_does(oa_kb, make_activity,  # noqa: F811
+                                                                                    make_user):
+    """“我的报名” listed “楼宇音乐会（候补第2位）” and “已开始的课（活动已开始，候补未能递补）”; “1” / “2” then said
+    “您的报名：候补中” for both, and “名额：已满，可候补” for the class already under way (no waitlist moves then). The
+    detail now says what the list said, and offers no waitlist once the activity has begun."""
+    from datetime import UTC, datetime, timedelta
+
+    from tests.integration.test_chatact_qa_s17 import _linked_follower, _register
+    from wxapp_backend.activities.models import Activity
+    from wxapp_backend.db import session_scope
+
+    soon = make_activity(title="楼宇音乐会", capacity=1, waitlist_enabled=True)
+    begun = make_activity(title="已开始的课", capacity=1, waitlist_enabled=True)
+    for a in (soon, begun):
+        _register(make_user().id, a.id)
+        _register(make_user().id, a.id)
+    openid = "oRevchatWaitlist"
+    user_id = _linked_follower(make_user, openid)
+    _register(user_id, soon.id)
+    _register(user_id, begun.id)
+    with session_scope() as s:
+        s.get(Activity, begun.id).starts_at = datetime.now(UTC) - timedelta(minutes=30)
+    listed = say(oa_kb, openid, "我的报名")
+    assert "1. 已开始的课" in listed and "候补未能递补" in listed and "2. 楼宇音乐会" in listed, listed
+    assert "候补第2位" in listed, listed
+    detail = say(oa_kb, openid, "2")
+    assert "【楼宇音乐会】" in detail and "您的报名：候补第2位" in detail and "候补中" not in detail, detail
+    detail = say(oa_kb, openid, "1")
+    assert "【已开始的课】" in detail and "候补未能递补" in detail and "候补中" not in detail, detail
+    assert "可候补" not in detail and "名额：已满" in detail, detail
