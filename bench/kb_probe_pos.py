@@ -15,9 +15,8 @@ canonical token sets):
   adjective/adverb, numeral/quantifier m/q, other) over that side's idf mass; and 1 if an unmatched word is
   a proper noun (nr/ns/nt/nz) or numeral (m).
 - word: per word, smoothed log-odds of being in the symmetric difference of a label-0 vs a label-1 LCQMC dev
-  pair, counted only on pairs whose two clusters are both in the training fold of the current split; for
-  the training rows themselves the pairs touching the query's own cluster are left out too (leave one
-  cluster out), so the fitted weight sees the same kind of out-of-sample values as the held-out rows.
+  pair, counted only on pairs whose two clusters are both in the training fold of the current split and
+  neither of them is the query's or the candidate's cluster (held-out and training rows alike).
   Columns: sum and max over the unmatched words, plain and idf-weighted.
 - char: the same over single characters (symmetric difference of the character sets).
 
