@@ -14,6 +14,7 @@ from dataclasses import replace
 
 # one voice: “你好” / “谢谢” here, “你好小二” / “谢谢小二” there
 from wxapp_backend.knowledge_store.chat import BYE, GREETING, THANKS
+from wxapp_backend.wechat.messages import REPLY_TEXT_MAX_BYTES
 
 from . import kb
 from .middleware import DEFAULT_MIDDLEWARE
@@ -262,12 +263,17 @@ def _pick_hint(n: int) -> str:
 ACTIVITY_GONE = "这个活动已经下线了，回复“活动”看看近期可以报名的活动。"
 ACTIVITY_CANCELLED = "这个活动已经取消了，不能报名（报过名的会收到取消通知）。回复“活动”看看近期其他可以报名的活动。"
 DESCRIPTION_CHARS = 150
+# After a description shortened for the chat: where the rest is (with WXA_APPID, a link to the activity's page).
+DESCRIPTION_MORE = "…（完整介绍请到小程序“白领活动”查看）"
 OTHER_ITEMS = "\n\n（想看刚才列出的其他{what}，回复 {numbers}）"
 
 
-def activity_detail_text(activity_id: int, user_id: int | None) -> str:
+def activity_detail_text(activity_id: int, user_id: int | None, *, room: int = REPLY_TEXT_MAX_BYTES,
+                         appid: str = "") -> str:
     """One activity picked from a numbered list (“活动”, “报名午间一小时”, “我的报名”): time, place, seats, what it is,
-    the user's own registration, and how to register (in the mini-program)."""
+    the user's own registration, and how to register (in the mini-program). Within `room` bytes once its mini-program
+    pages are links (`appid`, the mini-program's; none without): the description, then the place, then the title
+    are shortened so that the links and the closing lines always fit."""
     from wxapp_backend.activities.models import ActivityStatus, RegStatus
     from wxapp_backend.activities.services import SHANGHAI, chat_detail, waitlist_positions
     from wxapp_backend.db import session_scope, utcnow
@@ -280,39 +286,90 @@ def activity_detail_text(activity_id: int, user_id: int | None) -> str:
         ends = a.ends_at.astimezone(SHANGHAI)
         same_day = ends.date() == a.starts_at.astimezone(SHANGHAI).date()
         cancelled = a.status == ActivityStatus.CANCELLED.value
-        lines = [f"【{a.title}】" + ("（已取消）" if cancelled else ""),
-                 f"时间：{_when(a.starts_at)} - {f'{ends:%H:%M}' if same_day else _when(a.ends_at)}"]
-        if a.place:
-            lines.append(f"地点：{a.place}")
+        flag = "（已取消）" if cancelled else ""
+        when = f"时间：{_when(a.starts_at)} - {f'{ends:%H:%M}' if same_day else _when(a.ends_at)}"
+        seats, description = "", ""
         if cancelled:  # picked from a list shown before staff cancelled it: no seats, no “报名方法”
-            return "\n".join(lines) + "\n\n" + ACTIVITY_CANCELLED
-        left = a.capacity - taken
-        waitlist = a.waitlist_enabled and a.starts_at > utcnow()  # no more waiting once it has begun
-        if left > 0:
-            lines.append(f"名额：剩 {left} 个（共 {a.capacity} 个）")
+            tail = ACTIVITY_CANCELLED
         else:
-            lines.append("名额：已满" + (f"，可候补（已有 {queued} 人候补）" if waitlist and queued
-                                         else "，可候补" if waitlist else ""))
-        description = " ".join((a.description or "").split())
+            left = a.capacity - taken
+            waitlist = a.waitlist_enabled and a.starts_at > utcnow()  # no more waiting once it has begun
+            if left > 0:
+                seats = f"名额：剩 {left} 个（共 {a.capacity} 个）"
+            else:
+                seats = "名额：已满" + (f"，可候补（已有 {queued} 人候补）" if waitlist and queued
+                                       else "，可候补" if waitlist else "")
+            description = " ".join((a.description or "").split())
+            if own is not None:
+                # as 我的报名's list said it (“候补第2位”, not “候补中”; missed once begun, not still waiting)
+                place = (waitlist_positions(s, user_id, [a.id]).get(a.id)
+                         if own == RegStatus.WAITLISTED.value and user_id is not None else None)
+                tail = (f"您的报名：{registration_label(own, a.starts_at, place)}。取消报名、出示签到码请到小程序“我的报名”。")
+            elif why:
+                tail = f"现在不能报名：{why}"
+            else:
+                tail = HOW_TO_REGISTER
+        title, where, aid = a.title, a.place, a.id
+
+    def compose(title: str, where: str, description: str) -> str:
+        lines = [f"【{title}】{flag}", when]
+        if where:
+            lines.append(f"地点：{where}")
+        if seats:
+            lines.append(seats)
         if description:
-            cut = description[:DESCRIPTION_CHARS] + ("…" if len(description) > DESCRIPTION_CHARS else "")
-            lines.append(f"简介：{cut}")
-        if own is not None:
-            # as 我的报名's list said it (“候补第2位”, not “候补中”; missed once begun, not still waiting)
-            place = (waitlist_positions(s, user_id, [a.id]).get(a.id)
-                     if own == RegStatus.WAITLISTED.value and user_id is not None else None)
-            tail = (f"您的报名：{registration_label(own, a.starts_at, place)}。取消报名、出示签到码请到小程序“我的报名”。")
-        elif why:
-            tail = f"现在不能报名：{why}"
-        else:
-            tail = HOW_TO_REGISTER
-    return "\n".join(lines) + "\n\n" + tail
+            lines.append(f"简介：{description}")
+        return "\n".join(lines) + "\n\n" + tail
+
+    from .links import activity_page, mini_links
+
+    pages = activity_page(aid)
+
+    def size(text: str) -> int:  # as sent: the page names made links
+        return len((mini_links(text, appid, max_bytes=1 << 30, pages=pages) if appid else text).encode("utf-8"))
+
+    return _fit(compose, [title, where, description], [2, 1, 0], room, size,
+                {2: (DESCRIPTION_CHARS, DESCRIPTION_MORE)})
 
 
-def picked_item(kind: str, item_id, user_id: int | None, others: list[int], *, chat: bool = True
-                ) -> tuple[str, str]:
+def _fit(compose: Callable[..., str], parts: list[str], order: list[int], room: int, size: Callable[[str], int],
+         caps: dict[int, tuple[int, str]]) -> str:
+    """`compose(*parts)` within `room` bytes (`size`): the parts in `order` cut in turn, each as little as needed,
+    marked where cut (“…”, or the mark `caps` gives a part with its own most characters; a part cut to nothing keeps
+    its mark, and the next part is cut)."""
+    parts = list(parts)
+    marks = {i: "…" for i in range(len(parts))}
+    for i, (most, mark) in caps.items():
+        marks[i] = mark
+        if len(parts[i]) > most:
+            parts[i] = parts[i][:most] + mark
+    full = list(parts)
+    for i in order:
+        if size(compose(*parts)) <= room:
+            break
+        text, mark = full[i], marks[i]
+        body = text[:-len(mark)] if text.endswith(mark) and len(text) > len(mark) else text
+        lo, hi = 0, len(body) - 1  # the most characters kept (with the mark) that fit
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            parts[i] = body[:mid] + mark
+            if size(compose(*parts)) <= room:
+                lo = mid
+            else:
+                hi = mid - 1
+        parts[i] = body[:lo] + mark if body else ""  # (none of it: the mark still says where it is)
+    return compose(*parts)
+
+
+def picked_item(kind: str, item_id, user_id: int | None, others: list[int], *, chat: bool = True,
+                appid: str = "", room: int = REPLY_TEXT_MAX_BYTES) -> tuple[str, str]:
     """A number picking from a list the bot showed (knowledge_store.bot.offer_items): its reply and decision.
-    `chat=False` for the in-app chat (what to do is on the mini-program's pages, not chat commands)."""
+    `chat=False` for the in-app chat (what to do is on the mini-program's pages, not chat commands). An activity's
+    detail fits in `room` bytes with its mini-program links (`appid`) and the line naming the others."""
+    more = ""
+    if others and kind != "withdraw":  # (its reply asks to confirm one: no other to look at)
+        more = OTHER_ITEMS.format(what="活动" if kind == "activity" else "诉求",
+                                  numbers="、".join(str(n) for n in others))
     if kind in ("appeal", "withdraw"):
         from .appeal_followup import APPEAL_GONE, UNAVAILABLE, appeal_detail_text, withdraw_ask_text
 
@@ -325,14 +382,13 @@ def picked_item(kind: str, item_id, user_id: int | None, others: list[int], *, c
         gone = APPEAL_GONE
     else:
         try:
-            text = activity_detail_text(int(item_id), user_id)
+            text = activity_detail_text(int(item_id), user_id, room=room - len(more.encode("utf-8")), appid=appid)
         except Exception:  # noqa: BLE001 - a convenience, as the list itself: point to the mini-program instead
             log.exception("activity detail lookup failed")
             return ACTIVITY_TEXT, "guide"
         gone = ACTIVITY_GONE
-    if others and text != gone and kind != "withdraw":  # (its reply asks to confirm one: no other to look at)
-        text += OTHER_ITEMS.format(what="活动" if kind == "activity" else "诉求",
-                                   numbers="、".join(str(n) for n in others))
+    if text != gone:
+        text += more
     return text, "guide"
 
 

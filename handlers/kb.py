@@ -12,6 +12,7 @@ from wxapp_backend.knowledge_store.bot import offered_list as _offered_list
 from wxapp_backend.knowledge_store.bot import plain_answer_last as _plain_answer_last
 from wxapp_backend.knowledge_store.bot import respond
 from wxapp_backend.knowledge_store.services import get_runtime
+from wxapp_backend.wechat.messages import REPLY_TEXT_MAX_BYTES
 
 from .replies import Reply, Text, Transfer
 from .router import Context
@@ -45,7 +46,10 @@ def answer(text: str, ctx: Context) -> Reply:
             pages = ctx.extra.get("mini_pages")
             if isinstance(pages, dict):
                 pages.update(activity_page(int(item_id)))
-        return picked_item(kind, item_id, user_id, others)
+        # room for the links the WeChat text gets (handlers/middleware.py) and the note put before it
+        appid = getattr(ctx.settings, "wxa_appid", "") if ctx.settings is not None else ""
+        return picked_item(kind, item_id, user_id, others, appid=appid or "",
+                           room=REPLY_TEXT_MAX_BYTES - len(note.encode("utf-8")))
 
     result, _turn = respond(get_runtime(), state.db, state.redis, text, channel=ctx.account, user_id=ctx.user_id,
                             who=ctx.openid, detail_hint=DETAIL_HINT, pick_item=pick, unanswered=not note)
