@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from flask import current_app
 
 from wxapp_backend.knowledge_store.bot import choices_last as _choices_last
@@ -16,6 +18,8 @@ from wxapp_backend.wechat.messages import REPLY_TEXT_MAX_BYTES
 
 from .replies import Reply, Text, Transfer
 from .router import Context
+
+log = logging.getLogger("handlers")
 
 DETAIL_HINT = "（内容较长，完整内容请在小程序“政策问答”中查看）"
 
@@ -136,11 +140,17 @@ def _supplement_hint(user_id: int) -> str:
     from wxapp_backend.appeals.followup import needing_info_latest
     from wxapp_backend.db import session_scope
 
-    with session_scope() as s:
-        appeal = needing_info_latest(s, user_id)
-        if appeal is None:
-            return ""
-        return SUPPLEMENT_HINT.format(number=appeal.number, example="物业合同首页已拍照")
+    from .appeal_intake import DB_AWAY
+
+    try:
+        with session_scope() as s:
+            appeal = needing_info_latest(s, user_id)
+            if appeal is None:
+                return ""
+            return SUPPLEMENT_HINT.format(number=appeal.number, example="物业合同首页已拍照")
+    except DB_AWAY:  # a hint under the reply: the reply (the guesses after a “不对”) goes without it
+        log.warning("supplement hint not looked up", exc_info=True)
+        return ""
 
 
 def has_pending_choices(ctx: Context) -> bool:

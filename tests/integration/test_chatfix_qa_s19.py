@@ -1,17 +1,21 @@
 """QA of the chat (nineteenth pass, chatfix), through the real (signed, encrypted) webhook: an activity's detail with
-every field at its longest keeps its mini-program link and its how-to-register lines inside WeChat's 2,048 bytes."""
+every field at its longest keeps its mini-program link and its how-to-register lines inside WeChat's 2,048 bytes, and a
+“不对” / “没用” / “有用” vote the database could not take still gets its reply."""
 
 from __future__ import annotations
 
+import contextlib
 import re
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from sqlalchemy.exc import OperationalError
 
 from handlers.bot import HOW_TO_REGISTER
 from tests.conftest import WXA_APPID
 from tests.integration.test_chat_qa_s9 import oa_kb, say  # noqa: F401  (the signed webhook and its helper)
 from tests.integration.test_chatact_qa_s17 import _linked_follower, _register
+from tests.integration.test_chatbot_qa_s17 import _votes
 from wxapp_backend.wechat.messages import REPLY_TEXT_MAX_BYTES
 
 _ANCHOR = re.compile(r'<a data-miniprogram-appid="([^"]+)" data-miniprogram-path="([^"]+)">([^<]+)</a>')
@@ -102,3 +106,87 @@ def test_a_longest_activity_detail_without_the_mini_program_appid(settings, make
     _check_detail(reply, linked=False, tail=HOW_TO_REGISTER)
     # the room the links would take is the description's
     assert len(reply.encode()) > REPLY_TEXT_MAX_BYTES - 120, len(reply.encode())
+
+
+# ---------------------------------------------------------------------------------------------- 2. vote, database away
+
+LICENSE = "startup-license-lost"  # “营业执照丢了怎么办” answers it; 电子营业执照 … are its next-best guesses
+
+
+@pytest.fixture
+def vote_write_fails(monkeypatch):
+    """`with vote_write_fails():` the 有用/没用 vote's write fails as when PostgreSQL is briefly away."""
+    from wxapp_backend.knowledge_store import services
+
+    calls = []
+
+    def away(*a, **kw):
+        calls.append(kw)
+        raise OperationalError("INSERT INTO answer_feedback", {}, Exception("connection refused"))
+
+    @contextlib.contextmanager
+    def switch():
+        monkeypatch.setattr(services, "record_feedback", away)
+        try:
+            yield calls
+        finally:
+            monkeypatch.undo()
+
+    return switch
+
+
+@pytest.mark.parametrize("said", ["不对", "没用"])
+def test_wrong_right_after_an_answer_still_gets_the_next_guesses_with_the_database_away(oa_kb, make_user,  # noqa: F811
+                                                                                     vote_write_fails, caplog,
+                                                                                     said):
+    """“不对” / “没用” just after an answer records a 没用 vote first; with the database away that write raised and
+    the whole message failed (no apology, no other guesses). The vote is now best effort (logged with what it was);
+    the user gets the next guesses, which a digit then picks."""
+    openid = f"oChatfixVote{said}"
+    _linked_follower(make_user, openid)
+    before = _votes(oa_kb, LICENSE)
+    assert "一网通办" in say(oa_kb, openid, "营业执照丢了怎么办")
+    with vote_write_fails() as calls:
+        reply = say(oa_kb, openid, said)
+    assert calls, "the vote was not even tried"
+    assert "抱歉" in reply and "您是不是想问" in reply and "电子营业执照" in reply, reply
+    assert _votes(oa_kb, LICENSE) == before
+    assert any("vote not recorded" in r.getMessage() and r.exc_info for r in caplog.records), caplog.text
+    picked = say(oa_kb, openid, "1")
+    assert "电子营业执照" in picked, picked
+
+
+def test_useful_typed_with_the_database_away_still_gets_its_thanks(oa_kb, make_user, vote_write_fails):  # noqa: F811
+    """“有用” after an answer: the same vote, the same failure; the user still gets the kind word."""
+    openid = "oChatfixUseful"
+    _linked_follower(make_user, openid)
+    assert "一网通办" in say(oa_kb, openid, "营业执照丢了怎么办")
+    with vote_write_fails() as calls:
+        reply = say(oa_kb, openid, "有用")
+    assert calls and reply and "抱歉" not in reply and "稍后" not in reply, reply
+
+
+def test_wrong_with_the_whole_database_away_still_gets_the_next_guesses(oa_kb, make_user, monkeypatch):  # noqa: F811
+    """The database wholly away for the “不对” (every session fails to connect): past the vote, the hint under the
+    guesses (an appeal waiting for material) read the database too and failed the message. The user gets the
+    apology and the guesses; the 没用 vote is lost (logged)."""
+    from wxapp_backend import db as db_module
+
+    openid = "oChatfixVoteAway"
+    _linked_follower(make_user, openid)
+    before = _votes(oa_kb, LICENSE)
+    assert "一网通办" in say(oa_kb, openid, "营业执照丢了怎么办")
+
+    @contextlib.contextmanager
+    def away(self):
+        raise OperationalError("SELECT 1", {}, Exception("connection refused"))
+        yield  # pragma: no cover
+
+    real = db_module.Database.session_scope
+    monkeypatch.setattr(db_module.Database, "session_scope", away)
+    try:
+        reply = say(oa_kb, openid, "不对")
+    finally:
+        monkeypatch.setattr(db_module.Database, "session_scope", real)
+    assert "抱歉" in reply and "您是不是想问" in reply and "电子营业执照" in reply, reply
+    assert _votes(oa_kb, LICENSE) == before

@@ -7,6 +7,7 @@ import logging
 from collections.abc import Callable
 
 import redis
+from sqlalchemy.exc import SQLAlchemyError
 
 from knowledge.smalltalk import feedback_of, is_clarification, is_wrong_answer
 
@@ -83,7 +84,8 @@ def plain_answer_last(r: redis.Redis, channel: str, who: str) -> bool:
 
 def _typed_vote(db: Database, r: redis.Redis, channel: str, who: str, user_id: int | None, useful: bool) -> None:
     """“有用” / “没用” typed after an answer: the user's vote on that answer's turn, as the app's buttons give it (it was
-    answered kindly and thrown away: the entry's votes and the 有用 share never heard of it)."""
+    answered kindly and thrown away: the entry's votes and the 有用 share never heard of it). Best effort: with the
+    database away the vote is logged (what it was, to be re-entered) and the reply goes on; it failed the message."""
     if user_id is None:  # an anonymous caller votes with the turn's token (the app's buttons)
         return
     try:
@@ -101,6 +103,10 @@ def _typed_vote(db: Database, r: redis.Redis, channel: str, who: str, user_id: i
             record_feedback(s, turn_id=int(turn_id), entry_id=entry_id, user_id=user_id, useful=useful)
     except (AppError, ValueError):  # the entry or the turn gone meanwhile: nothing to vote on
         log.info("typed vote not recorded", extra={"channel": channel})
+    except SQLAlchemyError:  # the database away (a restart, a lock timeout): the user still gets the reply
+        log.warning("typed vote not recorded: database error", exc_info=True,
+                    extra={"channel": channel, "turn_id": turn_id, "entry_id": entry_id, "user_id": user_id,
+                           "useful": useful})
 
 
 # “什么意思”, “没看懂” just after a reply (knowledge.smalltalk.is_clarification): about that reply. They got another
