@@ -13,7 +13,7 @@ from typing import Any
 
 from sqlalchemy import Select, String, Text, and_, cast, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, selectinload
 
 from ..audit import Actor, AuditLog, audit
 from ..auth.models import BINDING_LABELS, BindingState, StaffUser, User, UserRole
@@ -1169,7 +1169,9 @@ def list_users(session: Session, *, state: str | None = None, q: str | None = No
                 AuditLog.action == "binding.requested", AuditLog.target_type == User.__tablename__,
                 cast(AuditLog.data, Text).icontains(json.dumps(q)[1:-1], autoescape=True))))
         stmt = stmt.where(or_(*found))
-    return paginate(session, stmt, page, per_page)
+    # Each row names the enterprise applied for (a lazy relation): read for the whole page in one SELECT, not one
+    # per row.
+    return paginate(session, stmt.options(selectinload(User.pending_enterprise)), page, per_page)
 
 
 def names_given(session: Session, users: Sequence[User]) -> dict[int, str]:

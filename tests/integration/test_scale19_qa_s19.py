@@ -1,0 +1,61 @@
+"""Scale QA (session 19): staff lists keep their statement count flat as rows grow, exports keep memory flat, and
+filtered columns have their index. Few rows each: a bound that does not depend on the rows, not a timing."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+from sqlalchemy import event, insert
+
+from wxapp_backend.auth.models import User
+from wxapp_backend.demo import demo_credit_code
+from wxapp_backend.enterprises.models import Enterprise
+
+
+@contextmanager
+def statements(app):
+    """The SQL statements the application's engine runs inside the block."""
+    seen: list[str] = []
+
+    def count(conn, cursor, statement, params, context, executemany):
+        seen.append(statement)
+
+    engine = app.extensions["wxapp"].db.engine
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        yield seen
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+
+
+def _switching_contacts(db, n: int, start: int) -> None:
+    """n verified contacts each applying to switch to an enterprise of their own (改绑申请 waiting for staff)."""
+    db.execute(insert(Enterprise), [
+        {"id": start + i, "name": f"申请企业{start + i}有限公司", "credit_code": demo_credit_code("91310105", start + i)}
+        for i in range(2 * n)])
+    db.execute(insert(User), [
+        {"openid": f"o-switch-{start + i}", "nickname": f"联系人{start + i}", "role": "enterprise_contact",
+         "binding_state": "verified", "enterprise_id": start + i, "pending_enterprise_id": start + n + i}
+        for i in range(n)])
+
+
+def test_pending_bindings_list_loads_the_applied_enterprises_at_once(app, client, db, make_staff, console_login,
+                                                                     staff_headers):
+    # 待核实 (users?state=pending) is staff's binding to-do list: each row names the enterprise applied for
+    # (User.pending_enterprise, a lazy relation), one SELECT per row: 24 statements for a page of 20.
+    staff = make_staff(role="staff")
+    console_login(staff)
+    headers = staff_headers(staff)
+    counts = {}
+    for n, start in ((3, 1000), (12, 2000)):
+        _switching_contacts(db, n if n == 3 else n - 3, start)
+        with statements(app) as page:
+            r = client.get("/console/users?state=pending")
+        assert r.status_code == 200
+        assert r.get_data(as_text=True).count("申请企业") >= n
+        with statements(app) as api:
+            body = client.get("/api/v1/staff/users?state=pending", headers=headers).get_json()
+        assert len(body["items"]) == n and all(u["pending_enterprise"] for u in body["items"])
+        counts[n] = (len(page), len(api))
+    assert counts[3] == counts[12], counts
+
