@@ -106,3 +106,15 @@ def test_issue_list_and_weekly_workbooks_stream_their_rows(app_ctx):
     assert book.sheetnames == ["概览", "本周诉求", "当前超期在办"]
     assert book["当前超期在办"].max_row == 1001
 
+
+def test_audit_actor_filter_and_pending_bindings_have_their_index(app_ctx):
+    # The audit page's 操作人 filter (actor_id, newest first) and the dashboard's 待核实 count (binding_state) read
+    # the whole audit log / every user: a sequential scan on each look, as both tables grow for good.
+    from sqlalchemy import inspect
+
+    engine = app_ctx.extensions["wxapp"].db.engine
+    inspector = inspect(engine)
+    audit = {tuple(i["column_names"]) for i in inspector.get_indexes("audit_logs")}
+    users = {tuple(i["column_names"]) for i in inspector.get_indexes("users")}
+    assert ("actor_id", "created_at") in audit, audit
+    assert ("binding_state",) in users, users

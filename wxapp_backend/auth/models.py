@@ -52,7 +52,8 @@ class User(Base):
     phone: Mapped[str] = mapped_column(String(20), default="")
     role: Mapped[str] = mapped_column(String(20), default=UserRole.WHITE_COLLAR.value)
     enterprise_id: Mapped[int | None] = mapped_column(ForeignKey("enterprises.id", ondelete="SET NULL"), index=True)
-    binding_state: Mapped[str] = mapped_column(String(10), default=BindingState.NONE.value)
+    # indexed: the dashboard's 待核实 count and the users list filter on it (with pending_enterprise_id) on every load
+    binding_state: Mapped[str] = mapped_column(String(10), default=BindingState.NONE.value, index=True)
     # A verified contact applying to another enterprise: the application waits here, and the verified binding
     # (enterprise_id) stays until staff approve the new one. Users without a verified binding apply through
     # enterprise_id with binding_state pending, as before.
