@@ -29,6 +29,7 @@ from ..audit import SYSTEM, Actor, audit
 from ..auth.models import ROLE_RANK, BindingState, StaffRole, User
 from ..db import utcnow
 from ..enterprises.models import Building, Enterprise
+from ..enterprises.services import building_to_point_at
 from ..errors import Conflict, Forbidden, NotFound, ValidationError
 from ..notices.models import Notification
 from ..notices.services import notify
@@ -245,7 +246,7 @@ def _validated(data: dict[str, Any], existing: Activity | None, clear: Iterable[
 def _check_buildings(session: Session, v: dict[str, Any]) -> None:
     """The venue and the audience's buildings must exist: a mistyped id in 面向楼宇 would leave out the
     building meant (everyone, when it is the only one), with nothing to tell staff why."""
-    if v.get("building_id") and session.get(Building, v["building_id"]) is None:
+    if v.get("building_id") and building_to_point_at(session, v["building_id"]) is None:  # (share-locked, as a venue)
         raise ValidationError("所选楼宇不存在", fields={"building_id": "所选楼宇不存在"})
     wanted = set(v.get("audience_building_ids") or [])
     missing = sorted(wanted - set(session.scalars(select(Building.id).where(Building.id.in_(wanted))))) if wanted else []

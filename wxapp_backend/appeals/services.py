@@ -20,6 +20,7 @@ from ..audit import SYSTEM, Actor, _jsonable, audit
 from ..auth.models import ROLE_RANK, StaffRole, StaffUser, User
 from ..db import utcnow
 from ..enterprises.models import Building, Enterprise
+from ..enterprises.services import building_to_point_at
 from ..errors import Conflict, Forbidden, NotFound, TooManyRequests, ValidationError
 from ..validation import DB_INT_MAX, Field, validate
 from . import classify
@@ -579,11 +580,21 @@ def submit_appeal(session: Session, user_id: int, intake: Intake, *, idempotency
             enterprise_name, enterprise = enterprise_name or enterprise.name, None
     elif user.enterprise_id and user.binding_state == "verified" and not intake.enterprise_name:
         enterprise = user.enterprise
+    # The building is share-locked (building_to_point_at): one being merged away or deleted meanwhile is waited
+    # for instead of failing the submission on the foreign key.
     building_id = intake.building_id
-    if building_id is not None and session.get(Building, building_id) is None:
+    if building_id is not None and building_to_point_at(session, building_id) is None:
         raise ValidationError("没有找到这栋楼宇。", fields={"building_id": "没有找到这栋楼宇"})
     if building_id is None:
         building_id = (enterprise.building_id if enterprise else None) or user.building_id
+        if building_id is not None and building_to_point_at(session, building_id) is None:
+            # merged away meanwhile: the merge moved the enterprise and the user to the building kept
+            session.refresh(user)
+            if enterprise is not None:
+                session.refresh(enterprise)
+            building_id = (enterprise.building_id if enterprise else None) or user.building_id
+            if building_id is not None and building_to_point_at(session, building_id) is None:
+                building_id = None
     building = session.get(Building, building_id) if building_id else None
 
     rules = [(c.code, c.keywords or []) for c in categories(session)]
@@ -2170,7 +2181,8 @@ def act_set_building(session, actor, appeal, data, now):
                        code="illegal_transition")
     building_id = _need(data, "building_id", "楼宇")
     known = isinstance(building_id, int) and 0 < building_id <= DB_INT_MAX  # (a console number past any id)
-    building = session.get(Building, building_id) if known else None
+    # share-locked (see building_to_point_at): a merge of it under way is waited for, or waits and moves this appeal
+    building = building_to_point_at(session, building_id) if known else None
     if building is None:
         raise ValidationError("没有找到这栋楼宇，它可能已被合并或删除；请刷新页面后重新选择。",
                               fields={"building_id": "没有找到这栋楼宇"})

@@ -59,7 +59,7 @@ def update_profile(session: Session, user: User, *, nickname: str | None = None,
                    role: str | None = None, building_id: int | None = None,
                    clear: Iterable[str] = ()) -> User:
     """Let users correct their own nickname, phone, role and building, or remove (`clear`) the first three."""
-    from ..enterprises.models import Building
+    from ..enterprises.services import building_to_point_at
 
     changes = {}
     for name in CLEARABLE:
@@ -73,7 +73,7 @@ def update_profile(session: Session, user: User, *, nickname: str | None = None,
     if role is not None:
         user.role, changes["role"] = role, role
     if building_id is not None:
-        if session.get(Building, building_id) is None:
+        if building_to_point_at(session, building_id) is None:  # (share-locked: a merge of it is waited for)
             raise ValidationError("没有找到这栋楼宇。", fields={"building_id": "楼宇不存在"})
         user.building_id, changes["building_id"] = building_id, building_id
     if "building_id" in changes:

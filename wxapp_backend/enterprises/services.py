@@ -345,6 +345,18 @@ def get_building(session: Session, building_id: int) -> Building:
     return building
 
 
+def building_to_point_at(session: Session, building_id: int) -> Building | None:
+    """The building a row (an appeal, an enterprise, a user, an activity) is about to be pointed at, locked FOR KEY
+    SHARE and read afresh, or None when it is gone. A merge or a deletion of it (which lock it FOR UPDATE first)
+    either waits for the caller's commit and then moves or counts the row with the others, or the caller waits for
+    theirs and finds the building gone. Read without the lock, a building being merged away looked present and the
+    write then failed on the foreign key (a 500, or a credit-code clash for an enterprise), and a deletion's
+    ON DELETE SET NULL cleared the row it had just been pointed at. (SQLite queues writers: no lock needed.)"""
+    return session.scalar(select(Building).where(Building.id == building_id)
+                          .with_for_update(read=True, key_share=True, of=Building)
+                          .execution_options(populate_existing=True))
+
+
 def _check_building(session: Session, values: Mapping[str, Any], building_id: int | None = None) -> None:
     if "name" in values:
         other = name_taken(session, Building, values["name"], building_id)
@@ -459,7 +471,12 @@ def _building_in_use(session: Session, building: Building) -> str | None:
 def delete_building(session: Session, actor: Actor, building_id: int) -> None:
     """Delete a building nothing current hangs off any more: no enterprise on file, no appeal still open, no
     activity to come held in it or meant for it, no draft notice for it (a duplicate is merged instead)."""
-    building = get_building(session, building_id)
+    # Locked before the checks, as a merge locks it: a row being pointed at it meanwhile (building_to_point_at) is
+    # waited for and then counted below, instead of being cleared by ON DELETE SET NULL after the checks missed it.
+    building = session.scalar(select(Building).where(Building.id == building_id).with_for_update(of=Building)
+                              .execution_options(populate_existing=True))
+    if building is None:
+        raise NotFound("没有找到这栋楼宇，可能已被删除。")
     problem = _building_in_use(session, building)
     if problem:
         raise Conflict(problem)
@@ -549,10 +566,15 @@ def merge_buildings(session: Session, actor: Actor, keep_id: int, duplicate_id: 
     if keep_id == duplicate_id:
         raise ValidationError("不能把同一栋楼宇合并到它自己，请选择另一栋重复建档的楼宇。",
                               fields={"duplicate": "不能是同一栋楼宇"})
-    # Both rows locked in id order: two admins merging the same pair the other way round cannot both win.
-    rows = {b.id: b for b in session.scalars(
-        select(Building).where(Building.id.in_([keep_id, duplicate_id])).order_by(Building.id)
-        .with_for_update(of=Building).execution_options(populate_existing=True))}
+    # Both rows locked in id order: two admins merging the same pair the other way round cannot both win. The
+    # duplicate FOR UPDATE (it is deleted): a row being pointed at it (building_to_point_at) is waited for and moved
+    # below, or waits and finds it gone. The kept one FOR NO KEY UPDATE, which keeps it from being deleted or merged
+    # away meanwhile but lets rows be pointed at it: an appeal moved from the duplicate to the kept building by hand
+    # held its own row while waiting for the building, and the merge waited for that row below (a deadlock).
+    rows = {bid: session.scalar(select(Building).where(Building.id == bid)
+                                .with_for_update(of=Building, key_share=bid == keep_id)
+                                .execution_options(populate_existing=True))
+            for bid in sorted({keep_id, duplicate_id})}
     keep, dup = rows.get(keep_id), rows.get(duplicate_id)
     if keep is None:
         raise NotFound("没有找到这栋楼宇，可能已被删除。")
@@ -565,20 +587,28 @@ def merge_buildings(session: Session, actor: Actor, keep_id: int, duplicate_id: 
                        f"未办结的诉求转由{grid_words(session, keep.grid_id)}服务。确认无误请勾选“以保留楼宇的网格为准”"
                        "后再合并。", code="grid_differs", fields={"confirm_grid": "请确认以保留楼宇的网格为准"})
     moved: dict[str, list[int]] = {}
+    # The rows to move are locked as they are read (and read again after any wait): one a colleague is moving to
+    # another building at this moment is left where they put it, not moved back over their change. FOR NO KEY
+    # UPDATE, the lock the update takes anyway: rows naming them (an appeal's timeline, a notification) may still
+    # be written meanwhile, which FOR UPDATE made wait (a deadlock with a colleague's save holding the appeal).
     for model, key in ((Enterprise, "enterprises"), (User, "users"), (Activity, "activities")):
-        ids = list(session.scalars(select(model.id).where(model.building_id == dup.id).order_by(model.id)))
+        ids = list(session.scalars(select(model.id).where(model.building_id == dup.id).order_by(model.id)
+                                   .with_for_update(of=model, key_share=True)))
         if ids:
             session.execute(update(model).where(model.id.in_(ids)).values(building_id=keep.id)
                             .execution_options(synchronize_session=False))
             moved[key] = ids
-    appeal_ids = list(session.scalars(select(Appeal.id).where(Appeal.building_id == dup.id).order_by(Appeal.id)))
+    appeal_ids = list(session.scalars(select(Appeal.id).where(Appeal.building_id == dup.id).order_by(Appeal.id)
+                                      .with_for_update(of=Appeal, key_share=True)))
     still_open = list(session.scalars(select(Appeal).where(
-        Appeal.building_id == dup.id, Appeal.status.in_([s.value for s in OPEN])).order_by(Appeal.id)))
+        Appeal.building_id == dup.id, Appeal.status.in_([s.value for s in OPEN])).order_by(Appeal.id)
+        .execution_options(populate_existing=True)).unique())
     # Merged into a main appeal (已合并, often another enterprise's): the same problem at the same building, moved as
     # the open ones are (timeline row, the kept building's grid), not only re-pointed: split off later it was handled
     # by the grid of a building that is gone, and nobody was told it had come.
     merged_along = list(session.scalars(select(Appeal).where(
-        Appeal.building_id == dup.id, Appeal.status == AppealStatus.DUPLICATE.value).order_by(Appeal.id)))
+        Appeal.building_id == dup.id, Appeal.status == AppealStatus.DUPLICATE.value).order_by(Appeal.id)
+        .execution_options(populate_existing=True)).unique())
     note = (f"楼宇「{dup.name}」是「{keep.name}」的重复建档，已合并，诉求随之转到「{keep.name}」"
             + (f"，由{grid_words(session, keep.grid_id)}办理" if regridded else ""))
     with specialist_alerts(session, actor) as alerts:  # one message per specialist for all of them
@@ -697,8 +727,9 @@ def _check_enterprise(session: Session, values: Mapping[str, Any], enterprise_id
         conflict = credit_code_conflict(session, values["credit_code"], enterprise_id)
         if conflict:
             raise conflict
-    if values.get("building_id") is not None and session.get(Building, values["building_id"]) is None:
-        raise ValidationError("没有找到这栋楼宇。", fields={"building_id": "楼宇不存在"})
+    if values.get("building_id") is not None and building_to_point_at(session, values["building_id"]) is None:
+        raise ValidationError("没有找到这栋楼宇，它可能已被合并或删除；请刷新页面后重新选择。",
+                              fields={"building_id": "楼宇不存在"})
 
 
 def create_enterprise(session: Session, actor: Actor, data: Mapping[str, Any]) -> Enterprise:
