@@ -370,14 +370,21 @@ def report():
         reports.check_typed_week(request.args.get("week"))
         args = _args((Field("week", "str", "周次", max_len=8),))
         with session_scope() as s:
-            data = reports.weekly(s, args["week"], current_actor())
+            data = reports.weekly(s, args["week"], current_actor(), overdue_limit=reports.OVERDUE_SHOWN)
     except ValidationError as exc:
         # Said on the report's own page, the week typed still in its box to correct (the bare error page had no
         # way back but the browser's).
         return render_template("console/appeals/report.html", r=None, error=exc.message,
                                week=clean_text(request.args.get("week") or "")[:20]), exc.status
     return render_template("console/appeals/report.html", r=data, pct=metrics.percent_text, week=data["week"],
-                           days=_week_days(data["start"]), definitions=metrics.DEFINITIONS)
+                           days=_week_days(data["start"]), definitions=metrics.DEFINITIONS,
+                           **_overdue(data, data["totals"]["overdue_now"]))
+
+
+def _overdue(report: dict, total: int) -> dict[str, Any]:
+    """The report's 超期在办 as its page lists it: the most overdue few, and how many there are in all (the rest are
+    in the workbook, and today's in the queue filtered to overdue open appeals)."""
+    return {"overdue": reports.most_overdue(report["overdue"]), "overdue_total": total}
 
 
 def _week_days(start_iso: str) -> str:
@@ -425,7 +432,8 @@ def stored_report(week: str):
         return render_template("console/appeals/report.html", r=None, error=exc.message, stored=True,
                                week=clean_text(week)[:20], live_week=live), exc.status
     return render_template("console/appeals/report.html", r=data, pct=metrics.percent_text, week=data["week"],
-                           days=_week_days(data["start"]), definitions=metrics.DEFINITIONS, stored=True)
+                           days=_week_days(data["start"]), definitions=metrics.DEFINITIONS, stored=True,
+                           **_overdue(data, len(data["overdue"])))
 
 
 @bp.get("/appeals/reports/<week>.xlsx")

@@ -337,6 +337,10 @@ class AppealReport(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     week: Mapped[str] = mapped_column(String(8), unique=True)  # 2025-W40
     data: Mapped[dict] = mapped_column(JSON, default=dict)
+    # The few figures the list of stored reports shows (reports.summary), for the centre and each department: the
+    # list read every report's data, each appeal of its week (about a megabyte a week), to show seven numbers.
+    # NULL for a report stored some other way: the list counts it from its data then.
+    summary: Mapped[dict | None] = mapped_column(JSON(none_as_null=True))
     generated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 

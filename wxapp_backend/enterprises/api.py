@@ -8,7 +8,7 @@ from ..activities.services import roster_phone, sees_phones
 from ..auth.guard import current_actor, staff_api_required
 from ..auth.models import StaffRole
 from ..db import session_scope
-from ..http import doc, json_body, parse, query
+from ..http import PAGE_FIELDS, doc, json_body, parse, query
 from ..validation import Field, require_some
 from . import services
 
@@ -99,12 +99,15 @@ def merge_enterprise(enterprise_id: int):
 
 @bp.get("/staff/buildings")
 @staff_api_required(StaffRole.DEPT)
-@doc("楼宇档案列表（含所属网格和企业数）", params=BUILDING_FILTERS, auth="staff", tags=["楼宇"])
+@doc("楼宇档案列表（含所属网格和企业数；按名称排序，分页，与企业档案列表相同）", params=BUILDING_FILTERS + PAGE_FIELDS,
+     auth="staff", tags=["楼宇"], responses={200: "{items, total, page, per_page, pages}"})
 def list_buildings():
-    args = query(BUILDING_FILTERS)
+    # Paged as /staff/enterprises (a street has hundreds of buildings, all answered at once). The old answer was
+    # {items} with every building: items is still there, and a caller that wants more pages reads pages.
+    args = query(BUILDING_FILTERS + PAGE_FIELDS)
     with session_scope() as s:
-        items = [{**b.to_dict(), "enterprise_count": n} for b, n in services.list_buildings(s, **args)]
-    return jsonify({"items": items})
+        page = services.page_buildings(s, **args)
+        return jsonify(_page(page, [{**b.to_dict(), "enterprise_count": n} for b, n in page.items]))
 
 
 @bp.post("/staff/buildings")

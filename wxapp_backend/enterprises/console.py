@@ -18,6 +18,7 @@ from ..console import add_nav, without_refused_filters
 from ..console.stale import seen_stamp
 from ..db import session_scope
 from ..errors import AppError, BadRequest, Conflict
+from ..http import PAGE_FIELDS
 from ..validation import Field, row_id, validate
 from . import importer, services
 
@@ -25,7 +26,8 @@ bp = Blueprint("enterprises_console", __name__, url_prefix="/console")
 
 STATE_NAMES = BINDING_LABELS
 ROLE_LABELS = {"enterprise_contact": "企业联系人", "white_collar": "白领"}
-BUILDING_FILTERS = (Field("q", "str", "楼宇名称或地址", max_len=100), Field("grid_id", "int", "网格", min=1))
+BUILDING_FILTERS = (Field("q", "str", "楼宇名称或地址", max_len=100), Field("grid_id", "int", "网格", min=1),
+                    *PAGE_FIELDS)
 
 
 @bp.context_processor
@@ -330,8 +332,10 @@ def buildings():
 
 def _buildings_page(args: dict[str, Any], **extra):
     with session_scope() as s:
-        return render_template("console/enterprises/buildings.html", rows=services.list_buildings(s, **args),
-                               args=args, link_args=_link_args(args), grids=services.list_grids(s), **extra)
+        page = services.page_buildings(s, **args)
+        return render_template("console/enterprises/buildings.html", page=page, rows=page.items,
+                               args=args, link_args=_link_args(args), page_args=_page_args(args),
+                               grids=services.list_grids(s), **extra)
 
 
 def _building_form(building=None, values=None, status: int = 200, **extra):

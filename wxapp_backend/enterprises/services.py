@@ -320,11 +320,25 @@ def delete_grid(session: Session, actor: Actor, grid_id: int) -> None:
 # --- buildings --------------------------------------------------------------------------------------
 
 def list_buildings(session: Session, *, q: str | None = None, grid_id: int | None = None) -> list[tuple[Building, int]]:
-    """Buildings (optionally filtered) with how many enterprises each houses."""
+    """Buildings (optionally filtered) with how many enterprises each houses: all of them (the pickers)."""
+    return [(b, n) for b, n in session.execute(_buildings_query(q, grid_id)).unique()]
+
+
+def page_buildings(session: Session, *, q: str | None = None, grid_id: int | None = None, page: int = 1,
+                   per_page: int = 20) -> Page:
+    """One page of list_buildings (the buildings list: a street has hundreds), as (building, enterprises) pairs."""
+    stmt = _buildings_query(q, grid_id)
+    total = session.scalar(select(func.count()).select_from(
+        stmt.with_only_columns(Building.id).order_by(None).subquery())) or 0
+    rows = session.execute(stmt.limit(per_page).offset((page - 1) * per_page)).unique()
+    return Page([(b, n) for b, n in rows], total, page, per_page)
+
+
+def _buildings_query(q: str | None, grid_id: int | None) -> Select:
     counts = (select(Enterprise.building_id, func.count(Enterprise.id).label("n"))
               .where(Enterprise.retired_at.is_(None)).group_by(Enterprise.building_id).subquery())
     stmt = (select(Building, func.coalesce(counts.c.n, 0)).outerjoin(counts, counts.c.building_id == Building.id)
-            .order_by(Building.name))
+            .order_by(Building.name, Building.id))
     if q:
         # icontains: "soho" finds "SOHO东海广场" on PostgreSQL too (its LIKE is case-sensitive, SQLite's is not).
         stmt = stmt.where(or_(Building.name.icontains(q, autoescape=True),
@@ -335,7 +349,7 @@ def list_buildings(session: Session, *, q: str | None = None, grid_id: int | Non
                               Building.address.icontains(q, autoescape=True)))
     if grid_id:
         stmt = stmt.where(Building.grid_id == grid_id)
-    return [(b, n) for b, n in session.execute(stmt).unique()]
+    return stmt
 
 
 def get_building(session: Session, building_id: int) -> Building:
