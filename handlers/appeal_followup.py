@@ -25,6 +25,7 @@ import redis
 from . import appeal_intake as intake
 from . import router as default_router
 from .appeal_intake import (
+    DB_AWAY,
     PASS_THROUGH,
     RATE_RE,
     SKIP_WORDS,
@@ -167,6 +168,7 @@ NONE_YET_APP = "您还没有提交过诉求。在小程序“我要反映”中�
 NOT_FOUND = "没有找到编号为 {number} 的诉求（只能查看您本人提交的诉求），请核对编号后再试。"
 NO_USER = "暂时无法确认您的身份，请稍后再试。"
 UNAVAILABLE = "系统暂时繁忙，请稍后再试。"
+STATUS_BUSY = "系统暂时繁忙，小二这会儿查不到您的诉求，请过一两分钟再回复“我的诉求”试试～"
 NOTHING_TO_RATE = "您目前没有待评价的诉求。回复“我的诉求”查看全部。"
 NOTHING_TO_SUPPLEMENT = "您目前没有需要补充材料的诉求。回复“我的诉求”查看全部。"
 SUPPLEMENT_NOT_SENT = "刚才补充的内容没有提交。"
@@ -411,14 +413,18 @@ def status_list(user_id: int, *, chat: bool = True) -> tuple[str, list[int]]:
 
     from .bot import _pick_hint
 
-    with session_scope() as s:
-        page = list_own(s, user_id, per_page=LIST_LIMIT)
-        total, appeals = page.total, page.items
-        if not total:
-            return (NONE_YET if chat else NONE_YET_APP), []
-        rated, now = rated_rounds(s, [a.id for a in appeals]), utcnow()
-        lines = [f"{i}. {_line(a, rated, now, chat=chat)}" for i, a in enumerate(appeals, 1)]
-        ids = [a.id for a in appeals]
+    try:
+        with session_scope() as s:
+            page = list_own(s, user_id, per_page=LIST_LIMIT)
+            total, appeals = page.total, page.items
+            if not total:
+                return (NONE_YET if chat else NONE_YET_APP), []
+            rated, now = rated_rounds(s, [a.id for a in appeals]), utcnow()
+            lines = [f"{i}. {_line(a, rated, now, chat=chat)}" for i, a in enumerate(appeals, 1)]
+            ids = [a.id for a in appeals]
+    except DB_AWAY:  # the appeals are only in the database: said so, not “小二开了个小差”
+        log.warning("appeal list not read: database away", exc_info=True)
+        return STATUS_BUSY, []
     head = f"您的诉求（共 {total} 条" + (f"，显示最近 {LIST_LIMIT} 条）：" if total > LIST_LIMIT else "）：")
     tail = "回复“我要反映”登记新的诉求。" if chat else "在小程序“我的诉求”中可以查看详情、补充材料和评价。"
     return "\n".join([head, *lines, _pick_hint(len(ids)).replace("详情", "办理进展") + tail]), ids
@@ -950,11 +956,15 @@ def _late(ctx: Context, said: Verdict) -> Reply:
 
     from . import kb
 
-    with session_scope() as s:
-        now = utcnow()
-        appeal, waiting = awaiting_rating_latest(s, ctx.user_id, now)
-        found = _details(appeal) if appeal is not None else None
-        rated = rated_since(s, ctx.user_id, now - RECENTLY_RATED) if found is None else None
+    try:
+        with session_scope() as s:
+            now = utcnow()
+            appeal, waiting = awaiting_rating_latest(s, ctx.user_id, now)
+            found = _details(appeal) if appeal is not None else None
+            rated = rated_since(s, ctx.user_id, now - RECENTLY_RATED) if found is None else None
+    except DB_AWAY:  # no rating can be taken now: “没用” after an answer is about that answer, as for anyone else
+        log.warning("late rating not looked up: database away", exc_info=True)
+        return kb.answer(ctx.text, ctx)
     if rated is not None:  # “满意” just after rating: it got “您是不是想问：对诉求处理结果不满意怎么办？”
         return Text(ALREADY_RATED_THANKS.format(number=rated))
     if found is None:
@@ -991,13 +1001,17 @@ def score_after_notice(ctx: Context) -> Reply | None:
     if ctx.user_id is None or ctx.msg.msg_type != "text" or digit not in ("1", "2", "3", "4", "5") \
             or _state(ctx).get("flow"):
         return None
-    with session_scope() as s:
-        now = utcnow()
-        appeal, _waiting = awaiting_rating_latest(s, ctx.user_id, now)
-        if appeal is None or appeal.resolved_at is None:
-            return None
-        asked = appeal.resolved_at if appeal.resolved_at.tzinfo else appeal.resolved_at.replace(tzinfo=UTC)
-        kept = _kept_answers(ctx, appeal.id, appeal.round, with_step=True)
+    try:
+        with session_scope() as s:
+            now = utcnow()
+            appeal, _waiting = awaiting_rating_latest(s, ctx.user_id, now)
+            if appeal is None or appeal.resolved_at is None:
+                return None
+            asked = appeal.resolved_at if appeal.resolved_at.tzinfo else appeal.resolved_at.replace(tzinfo=UTC)
+            kept = _kept_answers(ctx, appeal.id, appeal.round, with_step=True)
+    except DB_AWAY:  # no rating can be taken now: the digit means what it means without a notice (a choice, the menu)
+        log.warning("digit not checked against a rating: database away", exc_info=True)
+        return None
     if kept.get("at"):
         asked = max(asked, datetime.fromtimestamp(float(kept["at"]), UTC))
     if now - asked > SCORE_WINDOW or kb.numbers_since(ctx, asked.timestamp()):
@@ -1031,13 +1045,17 @@ def app_score_after_notice(user_id: int | None, text: str, numbers_since, memory
     digit = menu_digit(text)
     if user_id is None or digit not in ("1", "2", "3", "4", "5"):
         return None
-    with session_scope() as s:
-        now = utcnow()
-        appeal, _waiting = awaiting_rating_latest(s, user_id, now)
-        if appeal is None or appeal.resolved_at is None:
-            return None
-        asked = appeal.resolved_at if appeal.resolved_at.tzinfo else appeal.resolved_at.replace(tzinfo=UTC)
-        number = appeal.number
+    try:
+        with session_scope() as s:
+            now = utcnow()
+            appeal, _waiting = awaiting_rating_latest(s, user_id, now)
+            if appeal is None or appeal.resolved_at is None:
+                return None
+            asked = appeal.resolved_at if appeal.resolved_at.tzinfo else appeal.resolved_at.replace(tzinfo=UTC)
+            number = appeal.number
+    except DB_AWAY:  # as score_after_notice: the digit keeps its usual meaning
+        log.warning("digit not checked against a rating: database away", exc_info=True)
+        return None
     if now - asked > SCORE_WINDOW or numbers_since(asked.timestamp()):
         return None
     earlier = memory.recall(_SCORED_NOTE) if memory is not None else None

@@ -15,7 +15,6 @@ import unicodedata
 from typing import Any
 
 import redis
-from sqlalchemy import exc as sa_exc
 
 from knowledge.smalltalk import (
     detect_smalltalk,
@@ -26,6 +25,7 @@ from knowledge.smalltalk import (
     is_wrong_answer,
     without_faces,
 )
+from wxapp_backend.db import DB_AWAY
 from wxapp_backend.validation import PHONE_RE
 
 from . import router as default_router
@@ -33,8 +33,6 @@ from .replies import Reply, Text
 from .router import _PUNCT, Context, Router, command_word, to_simplified
 
 log = logging.getLogger("handlers")
-# The database away for a moment (restarting, the pool exhausted): what the intake reads only to help is done without.
-DB_AWAY = (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError)
 
 FLOW = "appeal"
 VERSION = 1

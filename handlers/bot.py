@@ -72,6 +72,7 @@ FOLLOWUP_APP = "评价办理结果、补充材料，请在小程序“我的诉�
 SUPPLEMENT_APP_NOT_SENT = "刚才补充的内容还没有提交：请在小程序“我的诉求”中打开那条诉求补充。\n"
 STATUS_LOGIN = "登录小程序后，就能在这里查看您提交的诉求；也可以直接打开“我的诉求”。"
 REGISTRATIONS_LOGIN = "登录小程序后，就能在这里查看您报名的活动；也可以直接打开“我的报名”。"
+REGISTRATIONS_BUSY = "系统暂时繁忙，小二这会儿查不到您的报名，请过一两分钟再回复“我的报名”试试～"
 # The app's chat cannot hand over by itself: the app shows its 客服 button (open-type="contact") on "handoff".
 HUMAN_APP = ("找工作人员请点“联系客服”，进入微信客服会话（工作时间：工作日 9:00-17:30，非工作时间请留言）。"
              "要反映问题，也可以在“我要反映”中留下诉求。")
@@ -511,18 +512,23 @@ def my_registrations_list(user_id: int | None) -> tuple[str, list[int]]:
         waitlist_positions,
     )
     from wxapp_backend.auth.linking import never_logged_in
-    from wxapp_backend.db import session_scope
+    from wxapp_backend.db import DB_AWAY, session_scope
 
     label = registration_label
     if user_id is None:
         return "您目前没有报名的活动。" + ACTIVITY_TEXT, []
-    with session_scope() as s:
-        rows = upcoming_registrations_with_ids(s, user_id, ACTIVITY_LIST_LIMIT)
-        places = waitlist_positions(s, user_id, [row[0] for row in rows if row[3] == RegStatus.WAITLISTED.value])
-        lines = [f"{i}. {_short(title, LIST_TITLE_CHARS)}：{_when(starts)}（{label(status, starts, places.get(_id))}）"
-                 for i, (_id, title, starts, status) in enumerate(rows, 1)]
-        rest = upcoming_registrations_count(s, user_id) - len(rows) if len(rows) == ACTIVITY_LIST_LIMIT else 0
-        unlinked = not rows and never_logged_in(s, user_id)
+    try:
+        with session_scope() as s:
+            rows = upcoming_registrations_with_ids(s, user_id, ACTIVITY_LIST_LIMIT)
+            places = waitlist_positions(s, user_id,
+                                        [row[0] for row in rows if row[3] == RegStatus.WAITLISTED.value])
+            lines = [f"{i}. {_short(title, LIST_TITLE_CHARS)}：{_when(starts)}（{label(status, starts, places.get(_id))}）"
+                     for i, (_id, title, starts, status) in enumerate(rows, 1)]
+            rest = upcoming_registrations_count(s, user_id) - len(rows) if len(rows) == ACTIVITY_LIST_LIMIT else 0
+            unlinked = not rows and never_logged_in(s, user_id)
+    except DB_AWAY:  # the registrations are only in the database: said so, not “小二开了个小差”
+        log.warning("registrations not read: database away", exc_info=True)
+        return REGISTRATIONS_BUSY, []
     if unlinked:
         return REGISTRATIONS_NOT_LINKED, []
     if not lines:
@@ -881,9 +887,15 @@ def _app_rating(text: str, user_id: int | None) -> str | None:
     from wxapp_backend.appeals.followup import awaiting_rating_latest
     from wxapp_backend.db import session_scope, utcnow
 
-    with session_scope() as s:
-        appeal, _waiting = awaiting_rating_latest(s, user_id, utcnow())
-        return RATE_APP.format(number=appeal.number) if appeal is not None else None
+    from .appeal_intake import DB_AWAY
+
+    try:
+        with session_scope() as s:
+            appeal, _waiting = awaiting_rating_latest(s, user_id, utcnow())
+            return RATE_APP.format(number=appeal.number) if appeal is not None else None
+    except DB_AWAY:  # unknown: “没用” is then about the answer before it, as for anyone with no rating waiting
+        log.warning("verdict not checked against a rating: database away", exc_info=True)
+        return None
 
 
 _APP_INTENTS = {"kb": (KB_PROMPT, "smalltalk"), "appeal": (APPEAL_APP, "guide"), "human": (HUMAN_APP, "handoff")}

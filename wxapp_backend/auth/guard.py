@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from functools import wraps
 from typing import Any, NoReturn, TypeVar
@@ -15,6 +16,7 @@ from . import tokens
 from .models import ROLE_RANK, StaffRole
 
 F = TypeVar("F", bound=Callable[..., Any])
+log = logging.getLogger(__name__)
 
 USER, STAFF, CONSOLE = "user", "staff", "console"
 
@@ -76,7 +78,16 @@ def optional_user_id() -> int | None:
         if tokens.resolve(state.redis, STAFF, token.strip()) is not None:
             return None
         raise
-    if not _user_exists(user_id):
+    from ..db import DB_AWAY
+
+    try:
+        exists = _user_exists(user_id)
+    except DB_AWAY:
+        # The database away for a moment: the token is valid (it is in Redis), so served as its user, as before the
+        # look-up was added; what needs the row fails on its own, the chat answers from the knowledge base.
+        log.warning("login not checked against the users table: database away", exc_info=True)
+        return user_id
+    if not exists:
         _end_gone_login()
     return user_id
 

@@ -246,10 +246,10 @@ def _forget_cached_user(oa_openid: str | None) -> None:
         return
     from flask import current_app, has_app_context
 
-    from ..wechat.pipeline import user_cache_key
+    from ..wechat.pipeline import user_cache_key, user_known_key
 
     if has_app_context():
-        current_app.extensions["wxapp"].redis.delete(user_cache_key("oa", oa_openid))
+        current_app.extensions["wxapp"].redis.delete(user_cache_key("oa", oa_openid), user_known_key("oa", oa_openid))
 
 
 def _forget_cached_user_after_commit(session: Session, oa_openid: str | None) -> None:

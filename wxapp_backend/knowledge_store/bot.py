@@ -11,9 +11,9 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from knowledge.smalltalk import feedback_of, is_clarification, is_wrong_answer
 
-from ..db import Database
+from ..db import DB_AWAY, Database
 from .chat import SUGGEST_COUNT, ChatResult, _bare_number, ask, choice_index, choice_number
-from .services import CHOICE, KBRuntime, log_turn
+from .services import CHOICE, KBRuntime, log_turn, mask_personal
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +95,10 @@ def _typed_vote(db: Database, r: redis.Redis, channel: str, who: str, user_id: i
     if not raw:
         return
     turn_id, _, entry_id = (raw.decode() if isinstance(raw, bytes) else raw).partition(" ")
+    if not turn_id:  # the answer's turn was not logged (the database away): there is no turn to vote on yet
+        log.warning("typed vote not recorded: its turn was not logged",
+                    extra={"channel": channel, "entry_id": entry_id, "user_id": user_id, "useful": useful})
+        return
     from ..errors import AppError
     from .services import record_feedback
 
@@ -107,6 +111,33 @@ def _typed_vote(db: Database, r: redis.Redis, channel: str, who: str, user_id: i
         log.warning("typed vote not recorded: database error", exc_info=True,
                     extra={"channel": channel, "turn_id": turn_id, "entry_id": entry_id, "user_id": user_id,
                            "useful": useful})
+
+
+def log_turn_or_defer(db: Database, **turn) -> int | None:
+    """`log_turn` in a transaction of its own; returns the turn's id. With the database away (a restart, connection
+    refused) the answer must not fail for its log: the turn is queued (RQ, tried again for some minutes) for
+    `knowledge_store.jobs.log_turn_later` to log it, with its fallback's place in staff's unanswered queue, once the
+    database is back; None is returned (no turn to vote on yet). Were Redis away too, a warning keeps what it was."""
+    try:
+        with db.session_scope() as s:
+            return log_turn(s, **turn).id
+    except DB_AWAY as exc:
+        away = exc
+    from ..db import utcnow
+    from ..queue import enqueue
+    from .jobs import RETRIES
+
+    # As the log keeps it: no phone or ID number in the queue (nor in a failed job kept for a month).
+    turn = dict(turn, question=mask_personal(turn["question"]), at=utcnow().isoformat())
+    what = {k: turn[k] for k in ("channel", "user_id", "decision", "entry_id", "at")}
+    try:
+        enqueue("wxapp_backend.knowledge_store.jobs.log_turn_later", turn, retries=RETRIES)
+    except redis.RedisError:
+        log.warning("chat turn not logged: database and queue away (%s)", type(away).__name__, exc_info=True,
+                    extra={**what, "question": turn["question"], "unanswered": turn.get("unanswered", True)})
+        return None
+    log.warning("chat turn not logged: database away, queued for later (%s)", type(away).__name__, extra=what)
+    return None
 
 
 # “什么意思”, “没看懂” just after a reply (knowledge.smalltalk.is_clarification): about that reply. They got another
@@ -213,9 +244,8 @@ def respond(runtime: KBRuntime, db: Database, r: redis.Redis, text: str, *, chan
             result = ChatResult(reply, decision, handoff=decision == "handoff")
             turn_id = None
             if result.handoff:  # counted with the bot's turns, as the knowledge base's hand-overs are
-                with db.session_scope() as s:
-                    turn_id = log_turn(s, channel=log_channel, user_id=user_id, question=text, decision=decision,
-                                       entry_id=None, confidence=0.0).id
+                turn_id = log_turn_or_defer(db, channel=log_channel, user_id=user_id, question=text,
+                                            decision=decision, entry_id=None, confidence=0.0)
             return result, turn_id
     try:
         raw = r.get(key)
@@ -278,16 +308,16 @@ def respond(runtime: KBRuntime, db: Database, r: redis.Redis, text: str, *, chan
         _typed_vote(db, r, channel, who, user_id, result.feedback)
     turn_id = None
     if result.decision != "smalltalk":
-        with db.session_scope() as s:
-            # A picked choice is logged as "choice": the question was the turn that offered it (counted as
-            # suggested), and a "1" is no question for the answer rates nor the unanswered queue.
-            turn_id = log_turn(s, channel=log_channel, user_id=user_id, question=text,
-                               decision=CHOICE if result.picked else result.decision,
-                               entry_id=result.entry_id, confidence=result.confidence,
-                               offered=[s["id"] for s in result.suggestions], unanswered=unanswered).id
+        # A picked choice is logged as "choice": the question was the turn that offered it (counted as suggested),
+        # and a "1" is no question for the answer rates nor the unanswered queue.
+        turn_id = log_turn_or_defer(db, channel=log_channel, user_id=user_id, question=text,
+                                    decision=CHOICE if result.picked else result.decision,
+                                    entry_id=result.entry_id, confidence=result.confidence,
+                                    offered=[s["id"] for s in result.suggestions], unanswered=unanswered)
         try:  # a “有用” / “没用” next is about this answer (and about none after anything else)
             if result.decision == "answer" and result.entry_id:
-                r.set(_voted_turn_key(channel, who), f"{turn_id} {result.entry_id}", ex=MEMORY_TTL)
+                # no turn id (not logged yet: the database away): a “不对” next still gets the next guesses
+                r.set(_voted_turn_key(channel, who), f"{turn_id or ''} {result.entry_id}", ex=MEMORY_TTL)
             else:
                 r.delete(_voted_turn_key(channel, who))
         except redis.RedisError:

@@ -414,34 +414,38 @@ def clip_question(text: str, limit: int = QUESTION_CHARS) -> str:
 
 def log_turn(session: Session, *, channel: str, user_id: int | None, question: str, decision: str,
              entry_id: str | None, confidence: float, offered: list[str] | None = None,
-             unanswered: bool = True) -> ChatTurn:
+             unanswered: bool = True, at: datetime | None = None) -> ChatTurn:
     """`offered`: the entry ids of the choices a 'suggest' turn gave. `unanswered=False`: a fallback is logged as the
-    bot's turn but not counted in staff's unanswered queue (the text answered something else than a question)."""
+    bot's turn but not counted in staff's unanswered queue (the text answered something else than a question).
+    `at`: when it was asked, for a turn logged later (the database was away: knowledge_store.jobs)."""
     question = mask_personal(question)
     kept = clip_question(question)
+    when = at or utcnow()
     # The same user sending the same unanswered question again (impatient, or thinking it was lost) is one asker:
     # three sends counted as three people in staff's unanswered queue.
     repeated = decision == "fallback" and user_id is not None and session.scalar(
         select(ChatTurn.id).where(ChatTurn.user_id == user_id, ChatTurn.channel == channel,
                                   ChatTurn.question == kept, ChatTurn.decision == "fallback",
-                                  ChatTurn.created_at >= utcnow() - REPEAT_WINDOW).limit(1)) is not None
-    turn = ChatTurn(channel=channel, user_id=user_id, question=kept, decision=decision,
-                    entry_id=entry_id, confidence=round(confidence, 4), offered=list(offered) if offered else None)
+                                  ChatTurn.created_at >= when - REPEAT_WINDOW,
+                                  ChatTurn.created_at <= when).limit(1)) is not None
+    turn = ChatTurn(channel=channel, user_id=user_id, question=kept, decision=decision, entry_id=entry_id,
+                    confidence=round(confidence, 4), offered=list(offered) if offered else None, created_at=when)
     session.add(turn)
     if decision == "fallback" and unanswered and question.strip() and channel != "console" and not repeated:  # staff trying it out
-        _count_unanswered(session, _norm(question), clip_question(question.strip()))
+        _count_unanswered(session, _norm(question), clip_question(question.strip()), when)
     session.flush()
     return turn
 
 
-def _count_unanswered(session: Session, norm: str, text: str) -> None:
+def _count_unanswered(session: Session, norm: str, text: str, when: datetime | None = None) -> None:
     """One row per normalised question, counted in the database: two people asking the same new question at
     once must not fail the second chat on the unique key, nor lose a count."""
+    when = when or utcnow()
     row_id = session.scalar(select(UnansweredQuestion.id).where(UnansweredQuestion.norm == norm))
     if row_id is None:
         try:
             with session.begin_nested():
-                session.add(UnansweredQuestion(norm=norm, text=text))
+                session.add(UnansweredQuestion(norm=norm, text=text, first_asked_at=when, last_asked_at=when))
                 session.flush()
             return
         except IntegrityError:  # the other asker's row was committed first: count on it
@@ -450,7 +454,7 @@ def _count_unanswered(session: Session, norm: str, text: str) -> None:
                 raise
     col = UnansweredQuestion
     session.execute(update(col).where(col.id == row_id).values(
-        count=col.count + 1, last_asked_at=utcnow(),
+        count=col.count + 1, last_asked_at=when,
         # asked again after it was handled: the fix did not work
         status=case((col.status == "resolved", "open"), else_=col.status)).execution_options(synchronize_session=False))
 

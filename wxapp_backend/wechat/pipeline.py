@@ -670,6 +670,15 @@ def user_cache_key(account: str, openid: str) -> str:
     return f"wx:user:{account}:{openid}"
 
 
+# Who an openid was when the database last said (“user id:blocked”), kept long: with the database away for a moment
+# a message still knows its writer (the turn it is logged under, their last blocked state), as the short cache did.
+USER_KNOWN_TTL = 30 * 24 * 3600
+
+
+def user_known_key(account: str, openid: str) -> str:
+    return f"wx:user_known:{account}:{openid}"
+
+
 def _prefetch(pipe: Commands, msg: Message) -> None:
     """Commands riding on the dedup claim, in this order: user cache, conversation state, then (unless the
     message is exempt) rate counter and its expiry, then the customer-service window."""
@@ -714,7 +723,7 @@ def touch_user(r: redis.Redis, account: str, openid: str, *, followed: bool | No
         return int(uid), blocked == "1"
     from sqlalchemy.orm.exc import StaleDataError
 
-    from ..db import session_scope
+    from ..db import DB_AWAY, session_scope
 
     when = datetime.fromtimestamp(at, UTC) if at else datetime.now(UTC)
     for attempt in range(2):
@@ -727,7 +736,24 @@ def touch_user(r: redis.Redis, account: str, openid: str, *, followed: bool | No
         except StaleDataError:  # the row was merged into the user's mini-program row meanwhile: read again
             if attempt:
                 raise
-    r.set(cache_key, f"{user_id}:{int(blocked)}", ex=USER_CACHE_TTL - secrets.randbelow(USER_CACHE_SPREAD + 1))
+        except DB_AWAY:
+            if followed is not None:  # a follow / unfollow must be recorded: failed, WeChat's retry brings it again
+                raise
+            # A message: answered all the same (the knowledge base is in memory), as the writer last known; its
+            # last_message_at is refreshed by the next message with the database back.
+            log.warning("chat user not refreshed: database away", exc_info=True, extra={"account": account})
+            try:
+                known = r.get(user_known_key(account, openid))
+            except redis.RedisError:
+                known = None
+            if not known:
+                return None, False
+            uid, _, blocked_flag = known.decode().partition(":")
+            return int(uid), blocked_flag == "1"
+    pipe = r.pipeline(transaction=False)
+    pipe.set(cache_key, f"{user_id}:{int(blocked)}", ex=USER_CACHE_TTL - secrets.randbelow(USER_CACHE_SPREAD + 1))
+    pipe.set(user_known_key(account, openid), f"{user_id}:{int(blocked)}", ex=USER_KNOWN_TTL)
+    pipe.execute()
     return user_id, blocked
 
 
