@@ -150,6 +150,7 @@ def test_wrong_right_after_an_answer_still_gets_the_next_guesses_with_the_databa
         reply = say(oa_kb, openid, said)
     assert calls, "the vote was not even tried"
     assert "抱歉" in reply and "您是不是想问" in reply and "电子营业执照" in reply, reply
+    assert "算作" not in reply, reply  # no vote was recorded: the apology does not say one was
     assert _votes(oa_kb, LICENSE) == before
     assert any("vote not recorded" in r.getMessage() and r.exc_info for r in caplog.records), caplog.text
     picked = say(oa_kb, openid, "1")
@@ -189,4 +190,18 @@ def test_wrong_with_the_whole_database_away_still_gets_the_next_guesses(oa_kb, m
     finally:
         monkeypatch.setattr(db_module.Database, "session_scope", real)
     assert "抱歉" in reply and "您是不是想问" in reply and "电子营业执照" in reply, reply
+    assert "算作" not in reply, reply
     assert _votes(oa_kb, LICENSE) == before
+
+
+@pytest.mark.parametrize("said", ["不对", "没用"])
+def test_wrong_right_after_an_answer_says_the_vote_counted_only_when_it_did(oa_kb, make_user, said):  # noqa: F811
+    """The positive control of the two above: with the database there, the 没用 vote is recorded and the apology says
+    so (“算作一次“没用”评价”); with it away the same words claimed a vote that was never stored."""
+    openid = f"oChatfixCounted{said}"
+    _linked_follower(make_user, openid)
+    before = _votes(oa_kb, LICENSE)
+    assert "一网通办" in say(oa_kb, openid, "营业执照丢了怎么办")
+    reply = say(oa_kb, openid, said)
+    assert "算作一次" in reply and "您是不是想问" in reply, reply
+    assert _votes(oa_kb, LICENSE) != before

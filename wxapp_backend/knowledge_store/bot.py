@@ -82,35 +82,38 @@ def plain_answer_last(r: redis.Redis, channel: str, who: str) -> bool:
         return False  # unknown: a digit keeps its usual meaning
 
 
-def _typed_vote(db: Database, r: redis.Redis, channel: str, who: str, user_id: int | None, useful: bool) -> None:
+def _typed_vote(db: Database, r: redis.Redis, channel: str, who: str, user_id: int | None, useful: bool) -> bool:
     """“有用” / “没用” typed after an answer: the user's vote on that answer's turn, as the app's buttons give it (it was
     answered kindly and thrown away: the entry's votes and the 有用 share never heard of it). Best effort: with the
-    database away the vote is logged (what it was, to be re-entered) and the reply goes on; it failed the message."""
+    database away the vote is logged (what it was, to be re-entered) and the reply goes on; it failed the message.
+    True when the vote was recorded (so a reply may say it counted)."""
     if user_id is None:  # an anonymous caller votes with the turn's token (the app's buttons)
-        return
+        return False
     try:
         raw = r.get(_voted_turn_key(channel, who))
     except redis.RedisError:
-        return
+        return False
     if not raw:
-        return
+        return False
     turn_id, _, entry_id = (raw.decode() if isinstance(raw, bytes) else raw).partition(" ")
     if not turn_id:  # the answer's turn was not logged (the database away): there is no turn to vote on yet
         log.warning("typed vote not recorded: its turn was not logged",
                     extra={"channel": channel, "entry_id": entry_id, "user_id": user_id, "useful": useful})
-        return
+        return False
     from ..errors import AppError
     from .services import record_feedback
 
     try:
         with db.session_scope() as s:
             record_feedback(s, turn_id=int(turn_id), entry_id=entry_id, user_id=user_id, useful=useful)
+        return True
     except (AppError, ValueError):  # the entry or the turn gone meanwhile: nothing to vote on
         log.info("typed vote not recorded", extra={"channel": channel})
     except SQLAlchemyError:  # the database away (a restart, a lock timeout): the user still gets the reply
         log.warning("typed vote not recorded: database error", exc_info=True,
                     extra={"channel": channel, "turn_id": turn_id, "entry_id": entry_id, "user_id": user_id,
                            "useful": useful})
+    return False
 
 
 def log_turn_or_defer(db: Database, **turn) -> int | None:
@@ -348,7 +351,7 @@ def _wrong_answer(runtime: KBRuntime, db: Database, r: redis.Redis, channel: str
         return None
     if not raw_turn:
         return None
-    _typed_vote(db, r, channel, who, user_id, False)
+    counted = _typed_vote(db, r, channel, who, user_id, False)
     try:
         others = json.loads(raw_others) if raw_others else []
     except ValueError:
@@ -360,9 +363,9 @@ def _wrong_answer(runtime: KBRuntime, db: Database, r: redis.Redis, channel: str
     entries = [e for e in (kb.get(i) for i in others if isinstance(i, str)) if e is not None and e.is_current(today)]
     items = [{"id": e.id, "question": e.question} for e in entries[:SUGGEST_COUNT]]
     if useless:
-        sorry = USELESS_SORRY if user_id is not None else USELESS_SORRY_ANON
+        sorry = USELESS_SORRY if counted else USELESS_SORRY_ANON
     else:
-        sorry = WRONG_SORRY if user_id is not None else WRONG_SORRY_ANON
+        sorry = WRONG_SORRY if counted else WRONG_SORRY_ANON  # said only of a vote that was recorded
     try:
         # said once: a second “不对” is not about that answer any more (nor a second vote)
         r.delete(_answered_key(channel, who), *_answer_keys(channel, who))
