@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from sqlalchemy import DateTime, MetaData, create_engine, event
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.pool import NullPool
 from sqlalchemy.types import TypeDecorator
@@ -36,6 +39,63 @@ class Base(DeclarativeBase):
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """What the database said when it refused a write (an IntegrityError): `kind` is "unique", "foreign_key",
+    "not_null", "check" or "" (not said); `table`, `columns` and `constraint` those it named, empty where it names
+    none (SQLite names no column for a foreign key, nor a table for a check)."""
+
+    kind: str
+    table: str = ""
+    columns: tuple[str, ...] = ()
+    constraint: str = ""
+
+
+_SQLSTATE_KINDS = {"23505": "unique", "23503": "foreign_key", "23502": "not_null", "23514": "check"}
+_SQLITE_REFUSAL = re.compile(r"(UNIQUE|FOREIGN KEY|NOT NULL|CHECK) constraint failed(?::\s*(.*))?", re.S)
+
+
+def refusal(exc: IntegrityError) -> Refusal:
+    """Which constraint an IntegrityError is about: on PostgreSQL from the error's fields (psycopg's `diag`, the
+    constraint's name looked up in the models for its columns), on SQLite from the message's text."""
+    orig = exc.orig
+    sqlstate = getattr(orig, "sqlstate", None)
+    if sqlstate is not None:
+        diag = orig.diag
+        kind, table, name = _SQLSTATE_KINDS.get(sqlstate, ""), diag.table_name or "", diag.constraint_name or ""
+        if kind == "not_null":
+            return Refusal(kind, table, (diag.column_name,) if diag.column_name else (), name)
+        return Refusal(kind, table, _constraint_columns(table, name), name)
+    m = _SQLITE_REFUSAL.search(str(orig))
+    if m is None:
+        return Refusal("")
+    kind, named = m.group(1).lower().replace(" ", "_"), (m.group(2) or "").strip()
+    if kind in ("unique", "not_null") and named and not named.startswith("index "):
+        # "enterprises.credit_code" or "t.a, t.b"
+        pairs = [part.strip().split(".", 1) for part in named.split(",")]
+        if all(len(p) == 2 for p in pairs):
+            return Refusal(kind, pairs[0][0], tuple(p[1] for p in pairs))
+    if named.startswith("index "):  # a unique index on an expression: "index 'ix_name'"
+        named = named[len("index "):].strip("'\"")
+    if kind in ("unique", "check") and named:
+        for t in Base.metadata.tables.values():
+            columns = _constraint_columns(t.name, named)
+            if columns or any(c.name == named for c in t.constraints):
+                return Refusal(kind, t.name, columns, named)
+    return Refusal(kind, constraint=named)
+
+
+def _constraint_columns(table: str, name: str) -> tuple[str, ...]:
+    t = Base.metadata.tables.get(table)
+    if t is None or not name:
+        return ()
+    for c in (*t.constraints, *t.indexes):
+        if c.name == name:
+            return tuple(col.name for col in getattr(c, "columns", ()))
+    return ()
 
 
 class UTCDateTime(TypeDecorator):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 import re
 import unicodedata
@@ -17,6 +18,7 @@ from sqlalchemy.orm import Session, selectinload
 
 from ..audit import Actor, AuditLog, audit
 from ..auth.models import BINDING_LABELS, BindingState, StaffUser, User, UserRole
+from ..db import refusal
 from ..edits import StaleEdit as StaleEdit  # re-exported: the console catches services.StaleEdit
 from ..edits import locked_for_edit, refuse_stale
 from ..errors import AppError, Conflict, NotFound, ValidationError
@@ -39,6 +41,8 @@ from .models import (
 
 # Tags are written in one cell as "a|b", "a、b" or "a,b"; a tag itself never contains a separator,
 # so a list survives the trip through a spreadsheet unchanged.
+log = logging.getLogger(__name__)
+
 TAG_SPLIT_RE = re.compile(r"[|、,，;；]")
 MAX_TAGS = 20
 
@@ -112,6 +116,9 @@ BINDING_FIELDS = (
     Field("reason", "str", "驳回原因", max_len=200),
 )
 
+# The form fields of each kind of file, by table (their labels name a column in a message).
+_FIELDS_OF = {"grids": GRID_FIELDS, "buildings": BUILDING_FIELDS, "enterprises": ENTERPRISE_FIELDS}
+
 # Columns holding text: an emptied field is stored as "", not NULL.
 _TEXT_DEFAULTS = {"industry": "", "floor_room": "", "tax_bracket": "", "contact_name": "", "contact_phone": "",
                   "note": "", "address": "", "specialist_name": "", "specialist_phone": ""}
@@ -164,13 +171,59 @@ def clean_values(data: Mapping[str, Any], fields: tuple[Field, ...], *, partial:
     return values
 
 
-def _flush(session: Session, message: str, field: str) -> None:
-    # The checks before a write answer almost every conflict; a concurrent writer can still win the race,
-    # and the database's unique constraint then speaks.
+# A row a save points at that is gone by the time it is written (checked, then deleted or merged away by a colleague):
+# what the database's foreign key refuses, said as the checks before the write say it.
+_GONE = {
+    "building_id": ("没有找到这栋楼宇，它可能已被合并或删除；请刷新页面后重新选择。", "楼宇不存在"),
+    "grid_id": ("没有找到这个网格，它可能已被删除；请刷新页面后重新选择。", "网格不存在"),
+    "specialist_staff_id": ("没有找到这个工作人员账号，它可能已被删除；请刷新页面后重新选择。", "账号不存在"),
+}
+
+
+def _flush(session: Session, row: Grid | Building | Enterprise, clash: str, field: str) -> None:
+    """Write the grid, building or enterprise `row` being saved. The checks before it answer almost every problem; a
+    colleague's write can still come in between, and the database then refuses: a clash on `field` (its unique
+    column) is said with `clash` (409), anything else with what it is about. Every refusal once read as a clash
+    (“统一社会信用代码 … 已登记”) whatever it was, such as a building merged away meanwhile."""
+    with session.no_autoflush:  # (read before the write, which expires the row when it fails)
+        pointing = tuple(fk.parent.name for fk in row.__table__.foreign_keys
+                         if getattr(row, fk.parent.name) is not None)
+        row_id = row.id
     try:
         session.flush()
-    except IntegrityError:
-        raise Conflict(message, fields={field: "已存在"}) from None
+    except IntegrityError as exc:
+        raise _refused(exc, row.__table__.name, clash, field, pointing=pointing, row_id=row_id) from None
+
+
+def _refused(exc: IntegrityError, table: str, clash: str, field: str, *, pointing: tuple[str, ...] = (),
+             row_id: int | None = None) -> AppError:
+    """The error to show for a save of a row of `table` the database refused; `pointing`: the row's foreign-key
+    columns holding a value (SQLite names no column for a foreign key: the one the row points with is meant)."""
+    said = refusal(exc)
+    columns = said.columns if said.table in ("", table) else ()
+    if said.kind == "unique" and columns == (field,):
+        return Conflict(clash, fields={field: "已存在"})
+    if said.kind == "foreign_key" and not said.table:
+        columns = pointing
+    if said.kind == "foreign_key" and len(columns) == 1 and columns[0] in _GONE:
+        message, problem = _GONE[columns[0]]
+        return ValidationError(message, fields={columns[0]: problem})
+    # None of these is expected (the form's checks cover them): worth a look, with what the database named.
+    log.warning("%s %s not saved: the database refused it (%s, constraint %s, columns %s)", table, row_id or "(new)",
+                said.kind or "unknown", said.constraint or "-", ",".join(columns) or "-")
+    labels = {f.name: f.label for f in _FIELDS_OF[table]} | {"id": "档案编号"}
+    named = "、".join(labels.get(c, c) for c in columns)
+    if said.kind == "unique":
+        return Conflict(f"{named or '填写的内容'}与已有的记录重复，没有保存。请刷新页面核对后再试；如果一直这样，"
+                        "请联系管理员。", fields={c: "已存在" for c in columns if c in labels and c != "id"})
+    if said.kind == "foreign_key":
+        return ValidationError("选择的楼宇、网格或工作人员账号可能已被合并或删除，没有保存；请刷新页面后重新选择。")
+    if said.kind == "not_null":
+        return ValidationError(f"{named or '必填的内容'}不能为空，没有保存；请填写后再试。",
+                               fields={c: "必填" for c in columns if c in labels})
+    if said.kind == "check":
+        return ValidationError("填写的内容不符合要求，没有保存；请核对后再试。")
+    return Conflict("保存没有成功，可能有其他人同时修改了相关的档案；请刷新页面后再试。")
 
 
 def changed_fields(row: Any, values: Mapping[str, Any]) -> dict[str, list[Any]]:
@@ -244,7 +297,7 @@ def create_grid(session: Session, actor: Actor, data: Mapping[str, Any]) -> Grid
     _check_grid(session, values)
     grid = Grid(**values)
     session.add(grid)
-    _flush(session, f"已有名为「{values['name']}」的网格，请换一个名称。", "name")
+    _flush(session, grid, f"已有名为「{values['name']}」的网格，请换一个名称。", "name")
     audit(session, actor, "grid.created", grid, name=grid.name)
     return grid
 
@@ -278,7 +331,7 @@ def update_grid(session: Session, actor: Actor, grid_id: int, data: Mapping[str,
     _refuse_stale(grid, changes, seen, "网格档案")
     for k, v in values.items():
         setattr(grid, k, v)
-    _flush(session, f"已有名为「{grid.name}」的网格，请换一个名称。", "name")
+    _flush(session, grid, f"已有名为「{grid.name}」的网格，请换一个名称。", "name")
     if changes:
         rerouted: dict[str, Any] = {}
         ids: list[int] = []
@@ -386,7 +439,7 @@ def create_building(session: Session, actor: Actor, data: Mapping[str, Any]) -> 
     _check_building(session, values)
     building = Building(**values)
     session.add(building)
-    _flush(session, f"已有名为「{values['name']}」的楼宇，请换一个名称。", "name")
+    _flush(session, building, f"已有名为「{values['name']}」的楼宇，请换一个名称。", "name")
     audit(session, actor, "building.created", building, name=building.name, grid_id=building.grid_id)
     return building
 
@@ -403,7 +456,7 @@ def update_building(session: Session, actor: Actor, building_id: int, data: Mapp
     _refuse_stale(building, changes, seen, "楼宇档案")
     for k, v in values.items():
         setattr(building, k, v)
-    _flush(session, f"已有名为「{building.name}」的楼宇，请换一个名称。", "name")
+    _flush(session, building, f"已有名为「{building.name}」的楼宇，请换一个名称。", "name")
     session.expire(building, ["grid"])
     if changes:
         audit(session, actor, "building.updated", building, changes=changes,
@@ -752,7 +805,7 @@ def create_enterprise(session: Session, actor: Actor, data: Mapping[str, Any]) -
     _check_enterprise(session, values)
     enterprise = Enterprise(**values)
     session.add(enterprise)
-    _flush(session, f"统一社会信用代码 {values['credit_code']} 已登记，请勿重复建档。", "credit_code")
+    _flush(session, enterprise, f"统一社会信用代码 {values['credit_code']} 已登记，请勿重复建档。", "credit_code")
     audit(session, actor, "enterprise.created", enterprise, name=enterprise.name,
           credit_code=enterprise.credit_code)
     return enterprise
@@ -787,7 +840,7 @@ def update_enterprise(session: Session, actor: Actor, enterprise_id: int, data: 
     _refuse_stale(enterprise, changes, seen, "企业档案")
     for k, v in values.items():
         setattr(enterprise, k, v)
-    _flush(session, f"统一社会信用代码 {enterprise.credit_code} 已登记，请勿重复建档。", "credit_code")
+    _flush(session, enterprise, f"统一社会信用代码 {enterprise.credit_code} 已登记，请勿重复建档。", "credit_code")
     session.expire(enterprise, ["building"])  # follow a changed building_id
     if changes:
         audit(session, actor, "enterprise.updated", enterprise, changes=changes,
