@@ -13,11 +13,12 @@ file merge against a merge of the building it takes over.
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import pytest
 from sqlalchemy import select, text
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from tests.integration.test_bldrace_qa_s19 import (  # noqa: F401 - gates is a fixture
     WAIT,
@@ -25,7 +26,7 @@ from tests.integration.test_bldrace_qa_s19 import (  # noqa: F401 - gates is a f
     _run,
     gates,
 )
-from wxapp_backend.audit import Actor
+from wxapp_backend.audit import Actor, AuditLog
 from wxapp_backend.db import refusal, session_scope
 from wxapp_backend.demo import demo_credit_code
 from wxapp_backend.enterprises import services
@@ -164,3 +165,110 @@ def test_the_refusal_names_the_constraint_and_its_columns(app_ctx, make_enterpri
     assert [(r.kind, r.columns) for r in said[::2]] == [("unique", ("credit_code",)), ("not_null", ("name",))], said
     assert said[1].kind == "foreign_key", said[1]
     assert said[1].columns in ((), ("building_id",)), said[1]  # SQLite does not say which
+
+
+# --- 2. a file merge against a merge of the building it takes over (PostgreSQL) ------------------------------
+
+
+def _files(make_building, make_enterprise):
+    """The kept file (no building), a duplicate of it (an old file, its code's check digit typed wrong) at the
+    duplicate building `dup_b`, which is being merged into `keep_b`."""
+    keep_b = make_building(name="环球港A座")
+    dup_b = make_building(name="环球港 A座")
+    keep = make_enterprise(name="上海云帆科技有限公司", credit_code=code(10))
+    typo = code(10)[:17] + ("A" if code(10)[17] != "A" else "B")
+    dup = make_enterprise(name="上海云帆科技", credit_code=typo, building_id=dup_b.id, industry="信息技术")
+    return keep_b, dup_b, keep, dup
+
+
+def _merge_files(keep_id: int, dup_id: int):
+    return lambda s: services.merge_enterprises(s, ADMIN, keep_id, dup_id).id
+
+
+def _merge_buildings(keep_id: int, dup_id: int):
+    return lambda s: services.merge_buildings(s, ADMIN, keep_id, dup_id, confirm_grid=True)
+
+
+def _files_locked(sql: str) -> bool:
+    """The file merge's lock on the two files (the statement after it is held: the files are held then)."""
+    return "FROM enterprises" in sql and "FOR UPDATE OF enterprises" in sql
+
+
+def _both_went_through(out: dict[str, Any], keep, dup, keep_b, dup_b, db) -> None:
+    assert out["files"] == keep.id, repr(out["files"])
+    assert isinstance(out["buildings"], dict), repr(out["buildings"])
+    db.expire_all()
+    kept, retired = db.get(Enterprise, keep.id), db.get(Enterprise, dup.id)
+    assert kept.building_id == keep_b.id and kept.industry == "信息技术"
+    assert (retired.merged_into_id, retired.building_id) == (keep.id, keep_b.id)
+    assert db.get(Building, dup_b.id) is None
+    assert db.scalar(select(AuditLog.id).where(AuditLog.action == "enterprise.merged")) is not None
+
+
+@pytest.mark.postgres
+def test_a_building_merge_started_during_a_file_merge_waits_for_it_and_moves_the_kept_file_too(
+    app, gates, make_building, make_enterprise, db
+):
+    """The file merge holds the two files; an admin merges the duplicate's building away meanwhile. Before: the
+    building merge waited for the duplicate file, the file merge then waited for the building (the kept file taking
+    it): a deadlock, one of the two failed (a 500). Now the file merge has share-locked the building before the files:
+    the building merge waits, then moves both files (the kept one has just taken the building) to the kept building."""
+    keep_b, dup_b, keep, dup = _files(make_building, make_enterprise)
+    held = gates("files", _files_locked, after=True)
+    out: dict[str, Any] = {}
+    files = _run(app, "files", _merge_files(keep.id, dup.id), out)
+    assert held.reached.wait(WAIT)
+    buildings = _run(app, "buildings", _merge_buildings(keep_b.id, dup_b.id), out)
+    assert _blocked(buildings), out.get("buildings")
+    held.go.set()
+    files.join(WAIT)
+    buildings.join(WAIT)
+    _both_went_through(out, keep, dup, keep_b, dup_b, db)
+    assert sorted(out["buildings"]["moved"]["enterprises"]) == sorted([keep.id, dup.id])
+
+
+@pytest.mark.postgres
+def test_a_file_merge_started_during_a_building_merge_waits_and_takes_the_building_that_carries_on(
+    app, gates, make_building, make_enterprise, db
+):
+    """The building merge holds the duplicate's building and is about to move its files; a staff member merges the
+    two files meanwhile. Before: the file merge took both files at once and waited for the building at its write,
+    the building merge waited for the duplicate file: a deadlock. Now the file merge waits for the building first;
+    the building merge moves the duplicate file and commits; the kept file then takes the kept building."""
+    keep_b, dup_b, keep, dup = _files(make_building, make_enterprise)
+    held = gates("buildings", lambda sql: "SELECT enterprises.id" in sql)  # both buildings held, no file yet
+    out: dict[str, Any] = {}
+    buildings = _run(app, "buildings", _merge_buildings(keep_b.id, dup_b.id), out)
+    assert held.reached.wait(WAIT)
+    files = _run(app, "files", _merge_files(keep.id, dup.id), out)
+    assert _blocked(files), out.get("files")
+    held.go.set()
+    buildings.join(WAIT)
+    files.join(WAIT)
+    _both_went_through(out, keep, dup, keep_b, dup_b, db)
+    assert out["buildings"]["moved"]["enterprises"] == [dup.id]
+    merged = db.scalar(select(AuditLog).where(AuditLog.action == "enterprise.merged"))
+    assert merged.data["filled"]["building_id"] == keep_b.id
+
+
+@pytest.mark.postgres
+def test_negative_control_without_the_building_lock_the_same_interleaving_deadlocks(
+    app, gates, make_building, make_enterprise, db, monkeypatch
+):
+    """The first interleaving with the file merge's building lock made a plain read (the code before the fix): the
+    two merges wait for each other and PostgreSQL fails one of them, which the tests above would have caught."""
+    monkeypatch.setattr(services, "building_to_point_at", lambda s, building_id: s.get(Building, building_id))
+    keep_b, dup_b, keep, dup = _files(make_building, make_enterprise)
+    held = gates("files", _files_locked, after=True)
+    out: dict[str, Any] = {}
+    files = _run(app, "files", _merge_files(keep.id, dup.id), out)
+    assert held.reached.wait(WAIT)
+    buildings = _run(app, "buildings", _merge_buildings(keep_b.id, dup_b.id), out)
+    assert _blocked(buildings), out.get("buildings")
+    held.go.set()
+    files.join(WAIT)
+    buildings.join(WAIT)
+    failed = [r for r in (out["files"], out["buildings"]) if isinstance(r, Exception)]
+    assert len(failed) == 1 and isinstance(failed[0], DBAPIError), out
+    assert getattr(failed[0].orig, "sqlstate", None) == "40P01", repr(failed[0])  # deadlock_detected
+    assert not any(t.is_alive() for t in threading.enumerate() if t.name in ("files", "buildings"))

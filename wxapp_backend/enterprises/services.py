@@ -1075,6 +1075,15 @@ def merge_enterprises(session: Session, actor: Actor, keep_id: int, duplicate_id
     from ..appeals.services import follow_enterprise_to_building, specialist_alerts
     from ..db import utcnow
 
+    # The building the kept file may take from the duplicate (it has none) is share-locked first (building_to_point_at),
+    # before the files, as a building merge takes the building before the files it moves: one merging it away at this
+    # moment is waited for (it moves the duplicate to the building that carries on, read below), or waits for this
+    # merge and then moves both files. Taken after the files, it made the two wait for each other (a deadlock, a 500).
+    peek = dict(session.execute(select(Enterprise.id, Enterprise.building_id)
+                                .where(Enterprise.id.in_([keep_id, duplicate_id]))).all())
+    locked = peek.get(duplicate_id) if peek.get(keep_id) is None else None
+    if locked is not None:
+        building_to_point_at(session, locked)
     # Both rows locked in id order: two staff merging the same pair the other way round cannot both win.
     rows = {e.id: e for e in session.scalars(
         select(Enterprise).where(Enterprise.id.in_([keep_id, duplicate_id])).order_by(Enterprise.id)
@@ -1127,6 +1136,11 @@ def merge_enterprises(session: Session, actor: Actor, keep_id: int, duplicate_id
         session.execute(update(Enterprise).where(Enterprise.id.in_(earlier)).values(merged_into_id=keep.id))
         moved["retired_files"] = earlier
     filled = {k: getattr(dup, k) for k in _MERGE_FILL if getattr(keep, k) in ("", None) and getattr(dup, k)}
+    if filled.get("building_id") not in (None, locked) and building_to_point_at(session, filled["building_id"]) is None:
+        # The building changed since the look above (a merge of the one looked at had just moved the duplicate into
+        # it): share-locked now, after the files (only a second merge of this one at the same moment, which would
+        # wait for the duplicate's row, could then deadlock). Gone, the kept file is left without a building.
+        del filled["building_id"]
     tags = split_tags([*(keep.tags or []), *(dup.tags or [])])[:MAX_TAGS]
     if tags != list(keep.tags or []):
         filled["tags"] = tags
