@@ -5,9 +5,11 @@ Usage:
     .venv/bin/python bench/kb_eval.py --fit      # fit question-index weights and thresholds on dev data only
     .venv/bin/python bench/kb_eval.py --fit-passages --l2 10  # fit the passage block (gov_qa dev half + gov_nlu)
     .venv/bin/python bench/kb_eval.py --dev --only own,gov    # report on dev data only (for tuning)
+    .venv/bin/python bench/kb_eval.py --fit-crit    # write knowledge/weights/char_crit.tsv from all LCQMC dev pairs
+    .venv/bin/python bench/kb_eval.py --fit-single  # fit the single_* block (single-phrasing entries), LCQMC dev
 
 Eval data is read from ../shared/eval at run time and never copied into the repository.
-Tuning (--fit, --fit-passages) touches only LCQMC dev, gov_nlu (a separate sheet from gov_qa), the gov_qa dev
+Tuning (--fit, --fit-passages, --fit-crit, --fit-single) touches only LCQMC dev, gov_nlu (a separate sheet from gov_qa), the gov_qa dev
 half and the dev split of our own labelled set.
 """
 
@@ -24,6 +26,8 @@ import random
 import re
 import sys
 import time
+import zlib
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,7 +38,15 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from knowledge.analysis import MAX_QUERY_CHARS, get_analyzer  # noqa: E402
-from knowledge.index import FEATURES, LONG_AT, PASSAGE_AT, RERANK_WEIGHTS  # noqa: E402
+from knowledge.index import (  # noqa: E402
+    CHAR_CRIT_FILE,
+    FEATURES,
+    LONG_AT,
+    N_BASE,
+    PASSAGE_AT,
+    RERANK_WEIGHTS,
+    SINGLE_AT,
+)
 from knowledge.loaders import load_dir  # noqa: E402
 from knowledge.schema import Entry  # noqa: E402
 from knowledge.search import (  # noqa: E402
@@ -344,7 +356,11 @@ def evaluate(task: Task, method: str, max_queries: int | None = None) -> dict[st
             n_in += 1
             # The gold entry and another one with the same confidence at the top: which comes first is
             # decided by document order (knowledge/index.py, search_docs), the same on every machine.
-            if len(hits) >= 2 and abs(hits[0][1] - hits[1][1]) < 1e-9 and (ids[0] in gold) != (ids[1] in gold):
+            if (
+                len(hits) >= 2
+                and abs(hits[0][1] - hits[1][1]) < 1e-9
+                and (ids[0] in gold) != (ids[1] in gold)
+            ):
                 ties += 1
             rank = next((i for i, x in enumerate(ids) if x in gold), None)
             if rank == 0:
@@ -513,6 +529,7 @@ def fit_weights(tasks: Sequence[Task], l2: float = 1.0, own_rep: int = 5) -> np.
     is (see fit_passages), and tasks whose index is one of passages are skipped.
     Note: the round-6 weights of short_qw_mismatch / short_len_gap were chosen by a grid over LCQMC dev top-1
     with the rest fixed (docs/bench/kb.md); a refit here fits them like every other question feature.
+    The single_* block (a correction for single-phrasing entries, see fit_single) is kept as it is.
     """
     xs, ys, gs, own_flags = [], [], [], []
     offset = 0
@@ -523,7 +540,7 @@ def fit_weights(tasks: Sequence[Task], l2: float = 1.0, own_rep: int = 5) -> np.
             continue
         rep = own_rep if t.name.startswith("own") else 1
         for _ in range(rep):
-            xs.append(x[:, :PASSAGE_AT])
+            xs.append(x[:, :SINGLE_AT])
             ys.append(y)
             gs.append(np.asarray(groups) + offset)
             own_flags.append(np.full(len(y), t.name.startswith("own") and _ == 0))
@@ -542,7 +559,7 @@ def fit_weights(tasks: Sequence[Task], l2: float = 1.0, own_rep: int = 5) -> np.
     w = cal[1] * w_rank
     w[0] += cal[0]
     w[LONG_AT] += cal[0]
-    return np.concatenate([w, np.asarray(RERANK_WEIGHTS[PASSAGE_AT:])])
+    return np.concatenate([w, np.asarray(RERANK_WEIGHTS[SINGLE_AT:])])
 
 
 def _top1_of(s: np.ndarray, y: np.ndarray, g: np.ndarray) -> float:
@@ -604,6 +621,173 @@ def fit_passages(args: argparse.Namespace) -> None:
     print(f"l2 {args.l2:g}, all dev: gov_qa dev in-sample top-1 {_top1_of(x[qa] @ w, y[qa], g[qa]):.3f}")
     print("RERANK_WEIGHTS = (" + ", ".join(f"{v:.4f}" for v in w) + ")")
     for n, v in zip(names, wl, strict=True):
+        print(f"  {n:28s} {v:+.4f}")
+
+
+# ---------------------------------------------------------------- single-phrasing entries (LCQMC dev only)
+
+CRIT_ALPHA = 1.0  # pseudo-count of the criticality log-odds (docs/bench/kb.md, session 19 probe)
+
+
+def crit_table(
+    pairs: Sequence[tuple[set[str], set[str], int]], alpha: float = CRIT_ALPHA
+) -> dict[str, float]:
+    """Per character: log of its rate in the symmetric differences of label-0 pairs over that of label-1
+    pairs, `alpha` pseudo-counts on the label-0 scale (so a character seen in neither would read 0)."""
+    c0: Counter[str] = Counter()
+    c1: Counter[str] = Counter()
+    n0 = n1 = 0
+    for a, b, lab in pairs:
+        if lab:
+            n1 += 1
+            c1.update(a ^ b)
+        else:
+            n0 += 1
+            c0.update(a ^ b)
+    return {
+        ch: float(np.log((c0[ch] + alpha) / n0) - np.log((c1[ch] + alpha * n1 / n0) / n1))
+        for ch in c0.keys() | c1.keys()
+    }
+
+
+def _lcqmc_dev_chars() -> tuple[list[tuple[int, int, int, set[str], set[str]]], dict[str, int]]:
+    """LCQMC dev pairs as (cluster, cluster, label, characters, characters), and each sentence's cluster."""
+    pairs = _read_pairs(EVAL / "lcqmc" / "dev.txt")
+    cluster_of = {s: i for i, c in enumerate(_clusters(pairs)) for s in c}
+    an = get_analyzer()
+    chars: dict[str, set[str]] = {}
+    for a, b, _ in pairs:
+        for t in (a, b):
+            if t not in chars:
+                chars[t] = set(an.analyze(t, MAX_QUERY_CHARS).chars)
+    return [(cluster_of[a], cluster_of[b], lab, chars[a], chars[b]) for a, b, lab in pairs], cluster_of
+
+
+def fit_crit(args: argparse.Namespace) -> None:
+    """Write the character criticality table (knowledge/weights/char_crit.tsv) from ALL LCQMC dev pairs."""
+    pairs, _ = _lcqmc_dev_chars()
+    table = crit_table([(a, b, lab) for _, _, lab, a, b in pairs])
+    n1 = sum(p[2] for p in pairs)
+    CHAR_CRIT_FILE.parent.mkdir(parents=True, exist_ok=True)
+    with CHAR_CRIT_FILE.open("w", encoding="utf-8") as f:
+        f.write(
+            "# Character criticality for knowledge/index.py (the single_crit_* features): per character, the\n"
+            f"# smoothed log-odds (pseudo-count {CRIT_ALPHA:g}) of its being in the symmetric difference of the two\n"
+            "# sentences' character sets (as knowledge.analysis keeps them) in a label-0 rather than a label-1\n"
+            f"# LCQMC dev pair; {len(pairs)} pairs ({len(pairs) - n1} label 0, {n1} label 1), {len(table)} characters.\n"
+            "# Fitted weights, no sentence kept. Made by: .venv/bin/python bench/kb_eval.py --fit-crit\n"
+            "# character<TAB>log-odds, sorted by character\n"
+        )
+        for ch in sorted(table):
+            f.write(f"{ch}\t{table[ch]:.4f}\n")
+    print(f"wrote {CHAR_CRIT_FILE} ({len(table)} characters)")
+
+
+def _answered(s: np.ndarray, y: np.ndarray, g: np.ndarray, oos: np.ndarray, thr: float) -> tuple[int, ...]:
+    """(top-1 right, answered right, answered wrong, out-of-scope answered) at confidence `thr`."""
+    top = _top_per_group(s, g)
+    p = 1.0 / (1.0 + np.exp(-s[top]))
+    ok, o = y[top] > 0, oos[top]
+    return (
+        int(ok.sum()),
+        int((ok & (p >= thr)).sum()),
+        int((~ok & ~o & (p >= thr)).sum()),
+        int((o & (p >= thr)).sum()),
+    )
+
+
+def _exact_single_row() -> np.ndarray:
+    """The single_* columns of a phrasing identical to the query after analysis (no answer-field match)."""
+    e = np.zeros(PASSAGE_AT - SINGLE_AT)
+    for n in ("bias", "bm25_norm", "char_cos", "q_cover", "d_cover", "q_bi_cover", "d_bi_cover", "len_ratio"):
+        e[FEATURES.index(f"single_{n}") - SINGLE_AT] = 1.0
+    return e
+
+
+def fit_single(args: argparse.Namespace) -> None:
+    """Fit the single_* block (short documents of entries with one phrasing) on LCQMC dev; paste the result.
+
+    The round-10 task (draws 7 / 8 / 9 x 2,686 answerable + 500 out of scope @10k, AFQMC dev distractors, 30
+    candidates). The criticality columns of a query come from a table of the pairs whose two clusters are both
+    in the other half (2 halves by cluster, the probe's fold assignment 0), never from one that saw it. The
+    single_* columns (all but the bias) are fitted listwise on top of the short_* score (offset, coefficient 1),
+    then the slope of one logistic calibration of "the top candidate is right" over every query's top candidate
+    (out-of-scope ones included) scales the score, and the offset is set so that a phrasing identical to the
+    query keeps its old confidence (the plain calibration would answer ~3.5x more on LCQMC dev, out-of-scope
+    queries 11% instead of 2%). Both are folded into the single_* weights, so the short_* block and every other
+    document stay as they are. Printed: 2-fold cross-validated (by cluster) top-1 and answered figures, then
+    the weights.
+    """
+    dev = EVAL / "lcqmc" / "dev.txt"
+    pairs, cluster_of = _lcqmc_dev_chars()
+
+    def half(k: int) -> int:
+        return zlib.crc32(f"0:{k}".encode()) % 2
+
+    tables = [
+        crit_table([(a, b, lab) for k1, k2, lab, a, b in pairs if half(k1) != f and half(k2) != f])
+        for f in (0, 1)
+    ]
+    w0 = np.asarray(RERANK_WEIGHTS, dtype=np.float64)
+    xs, ys, gs, fs, oo = [], [], [], [], []
+    gi = 0
+    for seed in (7, 8, 9):
+        task = pair_task("lcqmc-dev", dev, 10000, 2686, 500, ["afqmc/dev.txt"], seed=seed)
+        kb = KnowledgeBase(task.entries)
+        idx = kb._index
+        for q, gold in task.queries:
+            f = half(cluster_of[q])
+            idx.crit = tables[f]
+            docs, _, _, feats = idx.search_docs(kb.analyzer.analyze(q, MAX_QUERY_CHARS), None, args.k)
+            if not len(docs):
+                continue
+            xs.append(feats)
+            ys.append(np.array([float(kb.entries[idx.doc_entry[d]].id in gold) for d in docs]))
+            gs.append(np.full(len(docs), gi))
+            fs.append(np.full(len(docs), f))
+            oo.append(np.full(len(docs), not gold))
+            gi += 1
+        print(f"seed {seed}: {gi} queries so far", file=sys.stderr, flush=True)
+    x, y, g = np.vstack(xs), np.concatenate(ys), np.concatenate(gs)
+    fold, oos = np.concatenate(fs), np.concatenate(oo)
+    off = x[:, :SINGLE_AT] @ w0[:SINGLE_AT]  # the short_* (and long_*) score, without the single_* block
+    xc = x[:, SINGLE_AT + 1 : PASSAGE_AT]  # every single_* column but the bias
+    thr = DEFAULT_ANSWER_THRESHOLD
+
+    def fit_block(m: np.ndarray) -> np.ndarray:
+        keep = xc[m].std(axis=0) > 0
+        d = np.zeros(xc.shape[1])
+        d[keep] = fit_listwise(xc[m][:, keep], y[m], g[m], l2=args.l2, iters=200, offset=off[m])
+        s = off + xc @ d
+        cal = _calibration(s[m], g[m], y[m], np.ones(int(m.sum()), dtype=bool))
+        print(f"calibration slope {cal[1]:.4f}", file=sys.stderr)
+        ws = np.zeros(PASSAGE_AT - SINGLE_AT)
+        ws[:N_BASE] = (cal[1] - 1.0) * w0[:N_BASE]
+        ws[1:] += cal[1] * d
+        # A column that is 0 in every row here (ans_norm, sibling, lead_bi) keeps its short_* weight.
+        ws[np.flatnonzero(~x[m, SINGLE_AT:PASSAGE_AT].any(axis=0))] = 0.0
+        # The offset: a phrasing identical to the query (after analysis) keeps its old confidence, so the
+        # answer threshold means what it meant for the best matches (the slope is the calibration's).
+        ws[0] -= ws @ _exact_single_row()
+        return ws
+
+    cv = np.zeros(len(y))
+    for f in (0, 1):
+        ws = fit_block(fold != f)
+        cv[fold == f] = (off + x[:, SINGLE_AT:PASSAGE_AT] @ ws)[fold == f]
+    n_ans = len(np.unique(g[~oos]))
+    print(f"{n_ans} answerable + {len(np.unique(g[oos]))} out-of-scope queries; at confidence {thr}:")
+    print("  model                     top-1  answered right / wrong / out-of-scope")
+    for name, s in (("without single_*", off), ("with it, 2-fold CV", cv)):
+        t1, r, w, o = _answered(s, y, g, oos, thr)
+        print(f"  {name:24s} {t1:6d}  {r} / {w} / {o}")
+    ws = fit_block(np.ones(len(y), dtype=bool))
+    t1, r, w, o = _answered(off + x[:, SINGLE_AT:PASSAGE_AT] @ ws, y, g, oos, thr)
+    print(f"  {'with it, in-sample':24s} {t1:6d}  {r} / {w} / {o}")
+    w = np.concatenate([w0[:SINGLE_AT], ws, w0[PASSAGE_AT:]])
+    print("RERANK_WEIGHTS = (" + ", ".join(f"{v:.4f}" for v in w) + ")")
+    print("single_* block:")
+    for n, v in zip(FEATURES[SINGLE_AT:PASSAGE_AT], ws, strict=True):
         print(f"  {n:28s} {v:+.4f}")
 
 
@@ -697,7 +881,9 @@ def targets(rows: list[tuple[Task, dict[str, object], dict[str, object] | None]]
         base = f"; baseline {b['top1']:.3f}" if b else ""
         if r.get("ties"):
             # How many top-1 outcomes rest on the tie rule (document order) rather than on a score.
-            base += f"; {r['ties']} {'query ties' if r['ties'] == 1 else 'queries tie'} the gold with another hit"
+            base += (
+                f"; {r['ties']} {'query ties' if r['ties'] == 1 else 'queries tie'} the gold with another hit"
+            )
         if t.name.startswith("LCQMC test") and 9000 <= n <= 11000:
             line("LCQMC 10k top-1 ≥ 0.92", r["top1"] >= 0.92, f"{r['top1']:.3f}{base}")  # type: ignore[operator]
             line("search p95 ≤ 5 ms at 10k", r["p95_ms"] <= 5, f"{r['p95_ms']:.2f} ms")  # type: ignore[operator]
@@ -730,6 +916,14 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="refit only the passage (long-document) weights, dev data only",
     )
+    ap.add_argument(
+        "--fit-crit", action="store_true", help="write knowledge/weights/char_crit.tsv from LCQMC dev pairs"
+    )
+    ap.add_argument(
+        "--fit-single",
+        action="store_true",
+        help="fit the single_* weights (entries with one phrasing) on LCQMC dev",
+    )
     ap.add_argument("--l2s", default="0.1,0.3,1,3", help="ridge penalties to cross-validate (--fit-passages)")
     ap.add_argument("--k", type=int, default=30, help="candidates per query when fitting")
     ap.add_argument("--no-nlu", action="store_true", help="fit passages on the gov_qa dev half only")
@@ -748,6 +942,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.fit_passages:
         fit_passages(args)
+        return 0
+    if args.fit_crit:
+        fit_crit(args)
+        return 0
+    if args.fit_single:
+        fit_single(args)
         return 0
     sizes = [int(s) for s in args.sizes.split(",") if s]
     if args.quick:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from scipy import sparse
@@ -155,6 +157,7 @@ class TfidfMatrix:
             shape=(n, len(self.vocab)),
         )
         df = np.bincount(np.asarray(cols, dtype=np.int64), minlength=len(self.vocab)).astype(np.float64)
+        self.df = df  # documents holding each gram (a character's, for the single_crit_idf_* features)
         self.idf = np.log((n + 1.0) / (df + 1.0)) + 1.0
         self.unknown_idf = math.log(n + 1.0) + 1.0
         m.data = (1.0 + np.log(m.data)) * self.idf[m.indices]
@@ -232,30 +235,82 @@ _PASSAGE_EXTRA: tuple[str, ...] = (
     "sent_bi",  # most of the query's character bigrams found in one sentence, over the query's bigrams
     "sent_words",  # most idf mass of query words found in one sentence, over the query's mass
 )
+# A short document of a question index whose entry has ONE phrasing (LCQMC, the ~100k index; never our own
+# FAQ, whose entries all have several) also gets the single_* block: a second copy of the base features plus
+# its own columns, ADDED to its short_* score. Its weights are a correction of the short block fitted on
+# LCQMC dev (`bench/kb_eval.py --fit-single`), so entries with several phrasings and passage indexes score
+# exactly as without it. The extra columns read the characters found on one side only (the symmetric
+# difference of the two character sets), each weighed by its "criticality" (char_criticality()).
+_SINGLE_EXTRA: tuple[str, ...] = (
+    "crit_sum",  # sum of the unmatched characters' criticality
+    "crit_max",  # the largest one (0 when every character matches)
+    "crit_idf_sum",  # sum of criticality x the character's idf in the index
+    "crit_idf_max",  # the largest criticality x idf
+)
 FEATURES: tuple[str, ...] = (
     tuple(f"short_{f}" for f in _BASE_FEATURES)
     + tuple(f"long_{f}" for f in _BASE_FEATURES)
+    + tuple(f"single_{f}" for f in (*_BASE_FEATURES, *_SINGLE_EXTRA))
     + tuple(f"passage_{f}" for f in (*_BASE_FEATURES, *_PASSAGE_EXTRA))
 )
 N_BASE = len(_BASE_FEATURES)
 # Where each block starts in FEATURES.
-SHORT_AT, LONG_AT, PASSAGE_AT = 0, N_BASE, 2 * N_BASE
+SHORT_AT, LONG_AT, SINGLE_AT = 0, N_BASE, 2 * N_BASE
+PASSAGE_AT = SINGLE_AT + N_BASE + len(_SINGLE_EXTRA)
 # Rows: short_*, long_* (question indexes; `bench/kb_eval.py --fit`), passage_* base and passage extras
 # (indexes of answer texts; `bench/kb_eval.py --fit-passages`, gov_qa dev half + gov_nlu).
 # The short_qw_mismatch / short_len_gap weights (round 6) were chosen by a grid over LCQMC dev top-1 with the
 # rest of the model fixed (docs/bench/kb.md); they are zero in the long block. The passage block is the output
 # of `--fit-passages --l2s 1,3,10 --l2 10` with every passage column fitted (round 10b; l2 10 chosen over five
-# fold assignments of the gov_qa dev half, docs/bench/kb.md).
+# fold assignments of the gov_qa dev half, docs/bench/kb.md). The single_* block (added to short_* for an entry
+# with one phrasing) is the output of `--fit-single` (session 19; LCQMC dev only, with knowledge/weights/
+# char_crit.tsv from `--fit-crit`): fitted listwise on top of the short_* score, then scaled by the calibration's
+# slope (0.29) with its offset set so that a phrasing identical to the query keeps its old confidence.
 RERANK_WEIGHTS: tuple[float, ...] = (
     -5.8193, 3.9424, 5.0957, -0.5143, -1.5368, -0.0878, 0.0651, 0.2549, 4.6446, 4.8134, 0.0000,
     -0.6000, -1.0000,
     -8.1334, 4.5937, 3.4962, 2.0288, -0.9831, 1.7209, -2.2964, 0.3279, 0.0000, 0.0000, 2.2729,
     0.0000, 0.0000,
+    3.3184, -2.4041, -2.2887, 1.3289, 1.1606, -0.2840, -1.0622, 0.2312, 0.0000, 0.0000, 0.0000,
+    0.2344, 0.6384,
+    -0.3048, 0.1125, 0.0426, -0.0375,
     -4.6343, 0.3162, 0.1473, 0.2730, 0.4447, 0.0912, 0.0465, -0.2431, 0.0000, 0.0000, 0.3371,
     0.9149, 0.1094,
     0.1274, -0.3522, -0.6702, 0.6131, 0.3660, 0.2950, 0.1785, 0.3333, 0.2737, 1.1161, 1.6468, 0.3671,
     0.2400, 0.4965,
 )  # fmt: skip
+# Character criticality: per character, the smoothed log-odds (pseudo-count 1) of its being in the symmetric
+# difference of the two sentences' character sets in a LCQMC dev pair labelled "not a paraphrase" rather than
+# in one labelled "paraphrase" (> 0: a character that changes the question, such as a number, a place or a
+# negation; < 0: one that paraphrases vary freely, such as particles). Fitted weights (no sentence is kept):
+# `bench/kb_eval.py --fit-crit` writes the file from all LCQMC dev pairs.
+CHAR_CRIT_FILE = Path(__file__).resolve().parent / "weights" / "char_crit.tsv"
+
+
+@functools.cache
+def char_criticality(path: Path = CHAR_CRIT_FILE) -> Mapping[str, float]:
+    """The criticality table (read once per process); a character not in it counts 0 (the prior)."""
+    table: dict[str, float] = {}
+    with path.open(encoding="utf-8") as f:
+        for line in f:
+            if line.startswith("#") or not line.strip():
+                continue
+            ch, value = line.rstrip("\n").split("\t")
+            table[ch] = float(value)
+    return table
+
+
+def _crit_columns(
+    diff: set[str], crit: Mapping[str, float], idf: Mapping[str, float]
+) -> tuple[float, float, float, float]:
+    """(crit_sum, crit_max, crit_idf_sum, crit_idf_max) over the unmatched characters `diff`."""
+    if not diff:
+        return 0.0, 0.0, 0.0, 0.0
+    lo = [crit.get(c, 0.0) for c in diff]
+    lw = [v * idf[c] for v, c in zip(lo, diff, strict=True)]
+    return sum(lo), max(lo), sum(lw), max(lw)
+
+
 # Documents longer than this (in kept characters) are passages, not questions: the symmetric
 # features mean something else for them, so the model gets separate weights (the long_* features).
 LONG_DOC_CHARS = 60
@@ -292,7 +347,9 @@ _QUESTION_WORDS: tuple[re.Pattern[str], ...] = (
     re.compile(r"哪里|哪儿|在哪|去哪"),
     re.compile(r"多少|几"),
     re.compile(r"为什么|为何|为啥|怎么会"),
-    re.compile(r"吗|嘛|是否|能否|可否|有没有|是不是|能不能|可不可以|会不会|要不要|需不需要|可以不|行不行|好不好"),
+    re.compile(
+        r"吗|嘛|是否|能否|可否|有没有|是不是|能不能|可不可以|会不会|要不要|需不需要|可以不|行不行|好不好"
+    ),
     re.compile(r"谁"),
     re.compile(r"什么时候|何时|多久|多长时间"),
     re.compile(r"哪个|哪些|哪一"),
@@ -448,6 +505,8 @@ class SearchIndex:
         if passages is None:
             passages = bool(len(lens)) and float(np.median(lens)) > LONG_DOC_CHARS
         self.passages = passages
+        # Criticality of characters (single_crit_* features); bench/kb_eval.py swaps in a held-out table.
+        self.crit: Mapping[str, float] = {} if passages else char_criticality()
         # Word BM25 k1/b for passages were tried on the gov_qa dev half (k1 0.6-1.2, b 0.75-0.9): no difference.
         self.bm25 = BM25Matrix(self.doc_tokens, k1=p.k1, b=p.b, idf=p.idf)
         self.char = TfidfMatrix([char_ngrams(c, p.char_n_min, p.char_n_max) for c in self.doc_chars])
@@ -507,6 +566,16 @@ class SearchIndex:
         j = self.bm25.vocab.get(term)
         return float(self.bm25.idf[j]) if j is not None else self.bm25.unknown_idf
 
+    def _char_idf(self, chars: set[str]) -> dict[str, float]:
+        """Lucene idf of single characters over this index's documents (0 documents for an unknown one)."""
+        n, vocab, df = self.char.n_docs, self.char.vocab, self.char.df
+        out = {}
+        for c in chars:
+            j = vocab.get(c)
+            d = float(df[j]) if j is not None else 0.0
+            out[c] = math.log1p((n - d + 0.5) / (d + 0.5))
+        return out
+
     def features(
         self,
         q: Analysis,
@@ -521,8 +590,11 @@ class SearchIndex:
         q_idf = {t: max(self._idf(t), 0.0) for t in qset}
         q_mass = sum(q_idf.values()) or 1.0
         qb = _bigram_set(q.chars)
-        qb2 = [g for g in qb if len(g) == 2]  # a two-character string is one of a text's bigrams iff it is in it
+        qb2 = [
+            g for g in qb if len(g) == 2
+        ]  # a two-character string is one of a text's bigrams iff it is in it
         q_mask = question_mask(q.normalized)
+        q_chars = set(q.chars)
         out = np.zeros((len(docs), len(FEATURES)))
         # Passage-only inputs, computed once per query and only in an index of passages.
         if self.passages and self.passage_bm25 is not None and len(docs):
@@ -580,6 +652,12 @@ class SearchIndex:
             if not self.passages:
                 at = LONG_AT if long else SHORT_AT
                 out[r, at : at + N_BASE] = base
+                if share and not long:
+                    diff = q_chars ^ set(dc)
+                    out[r, SINGLE_AT:PASSAGE_AT] = (
+                        *base,
+                        *_crit_columns(diff, self.crit, self._char_idf(diff)),
+                    )
                 continue
             li = self.long_pos[int(d)]
             a_shape = self.long_shape[li]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from knowledge.analysis import get_analyzer
-from knowledge.index import FEATURES, LONG_AT, N_BASE, PASSAGE_AT, RERANK_WEIGHTS, SearchIndex
+from knowledge.index import FEATURES, LONG_AT, N_BASE, PASSAGE_AT, RERANK_WEIGHTS, SINGLE_AT, SearchIndex
 from knowledge.schema import Entry
 from knowledge.search import DEFAULT_ANSWER_THRESHOLD, DEFAULT_SUGGEST_THRESHOLD, KnowledgeBase, _entry_text
 
@@ -13,7 +13,8 @@ from knowledge.search import DEFAULT_ANSWER_THRESHOLD, DEFAULT_SUGGEST_THRESHOLD
 def test_weights_match_features_and_thresholds_are_ordered() -> None:
     assert len(RERANK_WEIGHTS) == len(FEATURES)
     base = [f.split("_", 1)[1] for f in FEATURES[:N_BASE]]
-    assert [f.split("_", 1)[1] for f in FEATURES[LONG_AT:PASSAGE_AT]] == base
+    assert [f.split("_", 1)[1] for f in FEATURES[LONG_AT:SINGLE_AT]] == base
+    assert [f.split("_", 1)[1] for f in FEATURES[SINGLE_AT : SINGLE_AT + N_BASE]] == base
     assert [f.split("_", 1)[1] for f in FEATURES[PASSAGE_AT : PASSAGE_AT + N_BASE]] == base
     assert all(f.startswith("passage_") for f in FEATURES[PASSAGE_AT:])
     assert 0.0 <= DEFAULT_SUGGEST_THRESHOLD <= DEFAULT_ANSWER_THRESHOLD <= 1.0
@@ -59,7 +60,8 @@ def test_long_documents_use_the_long_half_of_the_features() -> None:
         if d == 0:
             assert not row[:LONG_AT].any() and row[LONG_AT] == 1.0
         else:
-            assert not row[LONG_AT:].any() and row[0] == 1.0
+            # (an entry with one phrasing: its single_* copy, see test_char_crit.py)
+            assert not row[LONG_AT:SINGLE_AT].any() and not row[PASSAGE_AT:].any() and row[0] == 1.0
 
 
 def test_an_index_of_answer_texts_uses_the_passage_features() -> None:
