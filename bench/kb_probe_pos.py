@@ -7,6 +7,10 @@ cross-validation by LCQMC cluster over five fold assignments; gains in queries o
 
     .venv/bin/python bench/kb_probe_pos.py                 # dumps candidates to /tmp/kb_probe_pos.pkl once
     .venv/bin/python bench/kb_probe_pos.py --joint         # question blocks refitted with / without the columns
+    .venv/bin/python bench/kb_probe_pos.py --scaled        # the current logit a column (coefficient fitted)
+
+The cached dump holds the candidates and features of the code before the single_* block (commit f0dfc26);
+--redump now dumps the current code's (its logit then includes the single_* block the char columns became).
 
 Column groups (the unmatched words of a (query, candidate) pair are the symmetric difference of their
 canonical token sets):
@@ -34,6 +38,10 @@ Measured (session 19; current code 6,753 of 8,058, OOS AUROC 0.824; alpha 1, l2 
     word+char                    +45  +39  +44  +44  +62   +46.8  |   -133.2     | +0.009
     all                         +134 +131 +119 +137 +127  +129.6  |    +33.6     | +0.009
     all, alpha 3 (sensitivity)  +117 +121 +113 +130 +125  +121.2  |              | +0.008
+
+    --scaled (the current logit's coefficient fitted too, not held at 1; baseline 6,753 as before)
+    char                         +93  +77  +84 +105  +99   +91.6  |              | +0.012
+    pos+char                    +119 +105 +106 +122 +115  +113.4  |              | +0.008
 
     --joint (question blocks refitted; baselines 6,784 / 6,774 / 6,774 / 6,780 / 6,782 without the columns)
     pos                          +14  +22  +20  +17  +12   +17.0  |              | +0.002
@@ -335,20 +343,34 @@ def _auroc_oos(rows, scores) -> float:
     return K._auroc(pos, neg) or 0.0
 
 
-def cv(rows, static, crits, l2: float, assign: int, joint: bool, alpha: float, with_new: bool = True):
-    """Top-1 hits and out-of-scope AUROC with the fold-dependent columns rebuilt for each test fold."""
+def cv(
+    rows,
+    static,
+    crits,
+    l2: float,
+    assign: int,
+    joint: bool,
+    alpha: float,
+    with_new: bool = True,
+    scaled: bool = False,
+):
+    """Top-1 hits and out-of-scope AUROC with the fold-dependent columns rebuilt for each test fold.
+
+    scaled: the current logit is a column (its coefficient fitted) instead of a fixed offset."""
     fold = np.array([zlib.crc32(f"{assign}:{r['key']}".encode()) % 2 for r in rows])
     hits = 0
     scores: list[np.ndarray | None] = [None] * len(rows)
     for f in (0, 1):
         blocks = []
         if joint:
-            blocks.append([r["feats"][:, 1 : K.PASSAGE_AT] for r in rows])
+            blocks.append([r["feats"][:, 1 : K.SINGLE_AT] for r in rows])
+        if scaled:
+            blocks.append([r["base"][:, None] for r in rows])
         if with_new:
             blocks += static
             blocks += [c.columns(assign, f, alpha) for c in crits]
         xs = [np.hstack([b[i] for b in blocks]) for i in range(len(rows))]
-        off = [np.zeros(len(r["y"])) if joint else r["base"] for r in rows]
+        off = [np.zeros(len(r["y"])) if joint or scaled else r["base"] for r in rows]
         tr = np.flatnonzero(fold != f)
         x = np.vstack([xs[i] for i in tr])
         keep = x.std(axis=0) > 0
@@ -373,6 +395,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--l2", type=float, default=1.0)
     ap.add_argument("--alpha", type=float, default=1.0, help="pseudo-count of the log-odds")
     ap.add_argument("--joint", action="store_true", help="refit the question blocks too (no fixed offset)")
+    ap.add_argument(
+        "--scaled", action="store_true", help="fit the current logit's coefficient too (not a fixed offset)"
+    )
     ap.add_argument("--groups", default="pos,word,char,all", help="comma-separated: pos, word, char, all")
     ap.add_argument("--redump", action="store_true")
     ap.add_argument(
@@ -410,17 +435,22 @@ def main(argv: list[str] | None = None) -> int:
     }
     bases = []
     for assign in range(5):
-        if args.joint:
-            bases.append(cv(rows, [], [], args.l2, assign, True, args.alpha, with_new=False))
+        if args.joint or args.scaled:
+            bases.append(
+                cv(rows, [], [], args.l2, assign, args.joint, args.alpha, with_new=False, scaled=args.scaled)
+            )
         else:
             bases.append((base_hits, base_auc))
-    if args.joint:
-        print("joint baselines (question blocks refitted, no new columns):", [b[0] for b in bases])
+    if args.joint or args.scaled:
+        print(
+            "baselines (no new columns; joint: question blocks refitted, scaled: coefficient only):",
+            [b[0] for b in bases],
+        )
     for name in args.groups.split(","):
         static, crits = groups[name]
         gains, daucs = [], []
         for assign in range(5):
-            hits, auc = cv(rows, static, crits, args.l2, assign, args.joint, args.alpha)
+            hits, auc = cv(rows, static, crits, args.l2, assign, args.joint, args.alpha, scaled=args.scaled)
             gains.append(hits - bases[assign][0])
             daucs.append(auc - bases[assign][1])
         print(

@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
                 idf = {t: max(idx._idf(t), 0.0) for d in docs for t in (*idx.doc_tokens[d], *a.tokens)}
                 x = np.array([columns(a.tokens, idx.doc_tokens[d], idf, voc, vec) for d in docs])
                 if args.joint:  # the question blocks (bias and passage block left out), then the new columns
-                    rows.append((str(cluster_of.get(q, q)), y, np.zeros(len(y)), np.hstack([feats[:, 1 : K.PASSAGE_AT], x])))
+                    rows.append((str(cluster_of.get(q, q)), y, np.zeros(len(y)), np.hstack([feats[:, 1 : K.SINGLE_AT], x])))
                 else:
                     rows.append((str(cluster_of.get(q, q)), y, feats @ idx.weights, x))
     base = sum(int(y[int(np.argmax(s))] == 1) for _, y, s, _ in rows)
