@@ -243,10 +243,10 @@ def _validated(data: dict[str, Any], existing: Activity | None, clear: Iterable[
     return clean
 
 
-def _check_buildings(session: Session, v: dict[str, Any]) -> None:
+def _check_buildings(session: Session, v: dict[str, Any], current: int | None = None) -> None:
     """The venue and the audience's buildings must exist: a mistyped id in 面向楼宇 would leave out the
-    building meant (everyone, when it is the only one), with nothing to tell staff why."""
-    if v.get("building_id") and building_to_point_at(session, v["building_id"]) is None:  # (share-locked, as a venue)
+    building meant (everyone, when it is the only one), with nothing to tell staff why. `current`: the venue now."""
+    if v.get("building_id") and building_to_point_at(session, v["building_id"], current=current) is None:  # (share-locked)
         raise ValidationError("所选楼宇不存在", fields={"building_id": "所选楼宇不存在"})
     wanted = set(v.get("audience_building_ids") or [])
     missing = sorted(wanted - set(session.scalars(select(Building.id).where(Building.id.in_(wanted))))) if wanted else []
@@ -287,7 +287,7 @@ def update_activity(session: Session, actor: Actor, activity_id: int, data: dict
         # nobody was told, while staff believed the registrants had been.
         msg = "填写了取消原因，但活动状态不是“已取消”：如要取消活动，请把状态改为“已取消”；不取消请清空取消原因"
         raise ValidationError(f"填写的内容有误：{msg}", fields={"cancel_reason": msg})
-    _check_buildings(session, v)
+    _check_buildings(session, v, activity.building_id)
     now = utcnow()
     if activity.starts_at > now and v.get("starts_at") is not None and v["starts_at"] <= now:
         # A mistyped year: moved into the past, the attendance close would run at once and make every registrant a

@@ -549,6 +549,11 @@ def submit_appeal(session: Session, user_id: int, intake: Intake, *, idempotency
     # With a cap, the user's row is locked until the appeal is committed (PostgreSQL): submissions at the same
     # moment each counted the others' uncommitted appeals as absent and all went past the cap.
     if daily_limit is not None and LOCK_ROWS:
+        # The user's building is share-locked before their row, in the order a building merge takes them (the
+        # building, then the users in it): the other way round, a merge of it and this waited for each other.
+        home = session.scalar(select(User.building_id).where(User.id == user_id))
+        if home is not None:
+            building_to_point_at(session, home)
         session.execute(select(User.id).where(User.id == user_id).with_for_update())
     user = session.get(User, user_id)
     if user is None:
@@ -2182,7 +2187,7 @@ def act_set_building(session, actor, appeal, data, now):
     building_id = _need(data, "building_id", "楼宇")
     known = isinstance(building_id, int) and 0 < building_id <= DB_INT_MAX  # (a console number past any id)
     # share-locked (see building_to_point_at): a merge of it under way is waited for, or waits and moves this appeal
-    building = building_to_point_at(session, building_id) if known else None
+    building = building_to_point_at(session, building_id, current=appeal.building_id) if known else None
     if building is None:
         raise ValidationError("没有找到这栋楼宇，它可能已被合并或删除；请刷新页面后重新选择。",
                               fields={"building_id": "没有找到这栋楼宇"})

@@ -73,7 +73,7 @@ def update_profile(session: Session, user: User, *, nickname: str | None = None,
     if role is not None:
         user.role, changes["role"] = role, role
     if building_id is not None:
-        if building_to_point_at(session, building_id) is None:  # (share-locked: a merge of it is waited for)
+        if building_to_point_at(session, building_id, current=user.building_id) is None:  # (share-locked)
             raise ValidationError("没有找到这栋楼宇。", fields={"building_id": "楼宇不存在"})
         user.building_id, changes["building_id"] = building_id, building_id
     if "building_id" in changes:

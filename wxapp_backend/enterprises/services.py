@@ -412,13 +412,20 @@ def get_building(session: Session, building_id: int) -> Building:
     return building
 
 
-def building_to_point_at(session: Session, building_id: int) -> Building | None:
+def building_to_point_at(session: Session, building_id: int, *, current: int | None = None) -> Building | None:
     """The building a row (an appeal, an enterprise, a user, an activity) is about to be pointed at, locked FOR KEY
     SHARE and read afresh, or None when it is gone. A merge or a deletion of it (which lock it FOR UPDATE first)
     either waits for the caller's commit and then moves or counts the row with the others, or the caller waits for
     theirs and finds the building gone. Read without the lock, a building being merged away looked present and the
     write then failed on the foreign key (a 500, or a credit-code clash for an enterprise), and a deletion's
-    ON DELETE SET NULL cleared the row it had just been pointed at. (SQLite queues writers: no lock needed.)"""
+    ON DELETE SET NULL cleared the row it had just been pointed at. (SQLite queues writers: no lock needed.)
+
+    `current`: the building the row points at now. Sent again unchanged (a form saves every field) it is not
+    re-pointed, and is read without the lock: the caller holds the row, which a merge of that building locks after
+    the building, so waiting for the building here was a deadlock. The merge moves the row after the caller commits.
+    A caller holding such a row for another reason takes the lock before it (submit_appeal)."""
+    if current is not None and building_id == current:
+        return session.get(Building, building_id)
     return session.scalar(select(Building).where(Building.id == building_id)
                           .with_for_update(read=True, key_share=True, of=Building)
                           .execution_options(populate_existing=True))
@@ -789,12 +796,14 @@ def credit_code_conflict(session: Session, code: str, enterprise_id: int | None 
                     fields={"credit_code": "已存在"})
 
 
-def _check_enterprise(session: Session, values: Mapping[str, Any], enterprise_id: int | None = None) -> None:
+def _check_enterprise(session: Session, values: Mapping[str, Any], enterprise_id: int | None = None,
+                      current_building: int | None = None) -> None:
     if "credit_code" in values:
         conflict = credit_code_conflict(session, values["credit_code"], enterprise_id)
         if conflict:
             raise conflict
-    if values.get("building_id") is not None and building_to_point_at(session, values["building_id"]) is None:
+    if values.get("building_id") is not None and building_to_point_at(
+            session, values["building_id"], current=current_building) is None:
         raise ValidationError("没有找到这栋楼宇，它可能已被合并或删除；请刷新页面后重新选择。",
                               fields={"building_id": "楼宇不存在"})
 
@@ -835,7 +844,7 @@ def update_enterprise(session: Session, actor: Actor, enterprise_id: int, data: 
     values = clean_values(data, ENTERPRISE_FIELDS, partial=True)
     if keeps_its_spelling(session, enterprise, values.get("credit_code")):
         del values["credit_code"]
-    _check_enterprise(session, values, enterprise.id)
+    _check_enterprise(session, values, enterprise.id, enterprise.building_id)
     changes = changed_fields(enterprise, values)
     _refuse_stale(enterprise, changes, seen, "企业档案")
     for k, v in values.items():
