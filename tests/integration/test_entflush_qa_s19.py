@@ -63,7 +63,7 @@ def test_an_enterprise_saved_to_a_building_gone_meanwhile_is_told_so_not_a_credi
     here, as a colleague's commit in between would make it pass). Before: 409 “统一社会信用代码 … 已登记，请勿重复
     建档” for a code nobody else holds. Now: 422, the building is gone, choose again."""
     gone = _gone_building(make_building, db)
-    monkeypatch.setattr(services, "building_to_point_at", lambda s, building_id: object())
+    monkeypatch.setattr(services, "building_to_point_at", lambda s, building_id, **kw: object())
     if how == "create":
         err = _refused(lambda s: services.create_enterprise(s, ADMIN, {"name": "上海启明科技有限公司",
                                                                        "credit_code": code(1),
