@@ -528,34 +528,12 @@ def _import_enterprises(session: Session, actor: Actor, body, colmap, report: Im
     if report.errors:
         return
     _warn_same_names(session, report, targets, numbers)
-    from ..appeals.services import specialist_alerts
-
-    created: list[Enterprise] = []
-    moved = False
-    # The specialists of the grids the moved enterprises' open appeals went to hear of them once for the import.
-    with specialist_alerts(session, actor) as alerts:
-        for values, current in targets:
-            if current is None:
-                current = Enterprise(**{"tags": [], **values})
-                session.add(current)
-                created.append(current)
-                continue
-            changes = services.changed_fields(current, values)
-            if changes:
-                for k, v in values.items():
-                    setattr(current, k, v)
-                report.updated += 1
-                along = services.enterprise_moved(session, actor, current, changes)
-                moved = moved or bool(along)
-                audit(session, actor, "enterprise.updated", current, via="import", changes=changes, **along)
-            else:
-                report.unchanged += 1
-        _flush(session)
+    created, notified = _write(session, actor, report, targets, lambda values: Enterprise(**{"tags": [], **values}),
+                               services.enterprise_moved, "enterprise")
     for e in created:
         audit(session, actor, "enterprise.created", e, via="import", name=e.name, credit_code=e.credit_code)
-    report.created = len(created)
     audit(session, actor, "enterprises.imported", None, filename=report.filename, rows=report.rows,
-          created=report.created, updated=report.updated, unchanged=report.unchanged, **alerts.audited(moved))
+          created=report.created, updated=report.updated, unchanged=report.unchanged, **notified)
 
 
 MAX_NAME_WARNINGS = 20
@@ -622,14 +600,28 @@ def _import_buildings(session: Session, actor: Actor, body, colmap, report: Impo
         targets.append((values, current))
     if report.errors:
         return
+    created, notified = _write(session, actor, report, targets, lambda values: Building(**values),
+                               services.building_moved, "building")
+    for b in created:
+        audit(session, actor, "building.created", b, via="import", name=b.name, grid_id=b.grid_id)
+    audit(session, actor, "buildings.imported", None, filename=report.filename, rows=report.rows,
+          created=report.created, updated=report.updated, unchanged=report.unchanged, **notified)
+
+
+def _write(session: Session, actor: Actor | None, report: ImportReport, targets: list[tuple[dict, Any]],
+           make: Callable[[dict], Any], moved: Callable[..., dict], kind: str) -> tuple[list[Any], dict]:
+    """Write the matched rows of an import: a new record for each row with none (returned, for the caller's audit
+    rows), the changed fields of the others (an audit row each, and what moved along with them: open appeals to
+    another grid). The specialists those appeals went to hear of them once for the whole import; returns the new
+    records and the import's audit fields naming who was told."""
     from ..appeals.services import specialist_alerts
 
-    created: list[Building] = []
-    moved = False
-    with specialist_alerts(session, actor) as alerts:  # each specialist told once for the import
+    created: list[Any] = []
+    any_moved = False
+    with specialist_alerts(session, actor) as alerts:
         for values, current in targets:
             if current is None:
-                current = Building(**values)
+                current = make(values)
                 session.add(current)
                 created.append(current)
                 continue
@@ -638,17 +630,14 @@ def _import_buildings(session: Session, actor: Actor, body, colmap, report: Impo
                 for k, v in values.items():
                     setattr(current, k, v)
                 report.updated += 1
-                along = services.building_moved(session, actor, current, changes)
-                moved = moved or bool(along)
-                audit(session, actor, "building.updated", current, via="import", changes=changes, **along)
+                along = moved(session, actor, current, changes)
+                any_moved = any_moved or bool(along)
+                audit(session, actor, f"{kind}.updated", current, via="import", changes=changes, **along)
             else:
                 report.unchanged += 1
         _flush(session)
-    for b in created:
-        audit(session, actor, "building.created", b, via="import", name=b.name, grid_id=b.grid_id)
     report.created = len(created)
-    audit(session, actor, "buildings.imported", None, filename=report.filename, rows=report.rows,
-          created=report.created, updated=report.updated, unchanged=report.unchanged, **alerts.audited(moved))
+    return created, alerts.audited(any_moved)
 
 
 def _flush(session: Session) -> None:
