@@ -11,6 +11,7 @@ from __future__ import annotations
 import codecs
 import csv
 import io
+import logging
 import re
 import zipfile
 import zlib
@@ -24,14 +25,18 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.exc import StaleDataError
 
 from knowledge.loaders import decode_utf16_without_bom
 
 from ..audit import Actor, audit
-from ..errors import Conflict, ValidationError
+from ..db import refusal
+from ..errors import AppError, Conflict, ValidationError
 from ..validation import strip_invisible
 from . import services
 from .models import Building, Enterprise, Grid
+
+log = logging.getLogger(__name__)
 
 MAX_BYTES = 5 * 1024 * 1024
 MAX_ROWS = 20_000
@@ -529,7 +534,8 @@ def _import_enterprises(session: Session, actor: Actor, body, colmap, report: Im
         return
     _warn_same_names(session, report, targets, numbers)
     created, notified = _write(session, actor, report, targets, lambda values: Enterprise(**{"tags": [], **values}),
-                               services.enterprise_moved, "enterprise")
+                               services.enterprise_moved, "enterprise", numbers,
+                               {id_: name for name, id_ in buildings.items()})
     for e in created:
         audit(session, actor, "enterprise.created", e, via="import", name=e.name, credit_code=e.credit_code)
     audit(session, actor, "enterprises.imported", None, filename=report.filename, rows=report.rows,
@@ -601,7 +607,7 @@ def _import_buildings(session: Session, actor: Actor, body, colmap, report: Impo
     if report.errors:
         return
     created, notified = _write(session, actor, report, targets, lambda values: Building(**values),
-                               services.building_moved, "building")
+                               services.building_moved, "building", numbers, {id_: name for name, id_ in grids.items()})
     for b in created:
         audit(session, actor, "building.created", b, via="import", name=b.name, grid_id=b.grid_id)
     audit(session, actor, "buildings.imported", None, filename=report.filename, rows=report.rows,
@@ -609,42 +615,97 @@ def _import_buildings(session: Session, actor: Actor, body, colmap, report: Impo
 
 
 def _write(session: Session, actor: Actor | None, report: ImportReport, targets: list[tuple[dict, Any]],
-           make: Callable[[dict], Any], moved: Callable[..., dict], kind: str) -> tuple[list[Any], dict]:
+           make: Callable[[dict], Any], moved: Callable[..., dict], kind: str, numbers: list[int],
+           names: Mapping[int, str]) -> tuple[list[Any], dict]:
     """Write the matched rows of an import: a new record for each row with none (returned, for the caller's audit
     rows), the changed fields of the others (an audit row each, and what moved along with them: open appeals to
     another grid). The specialists those appeals went to hear of them once for the whole import; returns the new
-    records and the import's audit fields naming who was told."""
+    records and the import's audit fields naming who was told. `numbers` are the rows' numbers (Excel's), in the
+    order of `targets`; `names` the names of the buildings (grids) the rows may point at, by id.
+
+    A colleague's write since the rows were checked can make the database refuse them: that is said for what it is
+    (see _refused) and nothing is written. The rows are written in a savepoint, so that what is gone can be read
+    after the refusal (the caller rolls the whole transaction back); a refusal met while they are still being
+    written (a building moved to another grid reads its appeals, which flushes) is caught as well."""
     from ..appeals.services import specialist_alerts
 
     created: list[Any] = []
     any_moved = False
-    with specialist_alerts(session, actor) as alerts:
-        for values, current in targets:
-            if current is None:
-                current = make(values)
-                session.add(current)
-                created.append(current)
-                continue
-            changes = services.changed_fields(current, values)
-            if changes:
-                for k, v in values.items():
-                    setattr(current, k, v)
-                report.updated += 1
-                along = moved(session, actor, current, changes)
-                any_moved = any_moved or bool(along)
-                audit(session, actor, f"{kind}.updated", current, via="import", changes=changes, **along)
-            else:
-                report.unchanged += 1
-        _flush(session)
+    try:
+        with specialist_alerts(session, actor) as alerts, session.begin_nested():
+            for values, current in targets:
+                if current is None:
+                    current = make(values)
+                    session.add(current)
+                    created.append(current)
+                    continue
+                changes = services.changed_fields(current, values)
+                if changes:
+                    for k, v in values.items():
+                        setattr(current, k, v)
+                    report.updated += 1
+                    along = moved(session, actor, current, changes)
+                    any_moved = any_moved or bool(along)
+                    audit(session, actor, f"{kind}.updated", current, via="import", changes=changes, **along)
+                else:
+                    report.unchanged += 1
+            session.flush()
+    except IntegrityError as exc:
+        raise _refused(session, exc, kind, targets, numbers, names) from None
+    except StaleDataError:  # a file (building) a row updates was deleted since it was matched
+        raise Conflict(MEANWHILE) from None
     report.created = len(created)
     return created, alerts.audited(any_moved)
 
 
-def _flush(session: Session) -> None:
-    try:
-        session.flush()
-    except IntegrityError:
-        raise Conflict("导入时有其他人同时修改了相同的档案，本次没有导入任何数据，请稍后重新导入。") from None
+MEANWHILE = "导入时有其他人同时修改了相同的档案，本次没有导入任何数据，请稍后重新导入。"
+# By kind of import: the column its rows are matched by (a clash on it: a colleague wrote the same file meanwhile),
+# and the one pointing at another record, the record's model, what it is called and how it goes away.
+_MATCHED_BY = {"enterprise": "credit_code", "building": "name"}
+_POINTS_AT = {"enterprise": ("building_id", Building, "楼宇", "被合并或删除"),
+              "building": ("grid_id", Grid, "网格", "被删除")}
+MAX_ROWS_NAMED = 10
+
+
+def _refused(session: Session, exc: IntegrityError, kind: str, targets: list[tuple[dict, Any]], numbers: list[int],
+             names: Mapping[int, str]) -> AppError:
+    """The error to show for an import's write the database refused (db.refusal says which constraint). Every
+    refusal was once “其他人同时修改了相同的档案”, right only for a clash on the column the rows are matched by."""
+    said = refusal(exc)
+    table = f"{kind}s"
+    columns = said.columns if said.table in ("", table) else ()
+    ref_field, model, what, went = _POINTS_AT[kind]
+    if said.kind == "unique" and columns == (_MATCHED_BY[kind],):
+        return Conflict(MEANWHILE)
+    if said.kind == "foreign_key" and said.table in ("", table) and columns in ((), (ref_field,)):
+        # (SQLite names no column for a foreign key: the one the rows point with is meant.) The rows pointing at
+        # one no longer there, read after the savepoint's rollback.
+        pointed = {n: values[ref_field] for n, (values, _current) in zip(numbers, targets, strict=True)
+                   if values.get(ref_field) is not None}
+        with session.no_autoflush:
+            there = set(session.scalars(select(model.id)))
+        rows = [n for n, id_ in pointed.items() if id_ not in there]
+        if not rows:
+            return ValidationError(f"导入过程中有{what}{went}，本次没有导入任何数据，请刷新后重新导入。")
+        gone = "".join(dict.fromkeys(f"「{names[pointed[n]]}」" for n in rows if pointed[n] in names))
+        more = f"等 {len(rows)} " if len(rows) > MAX_ROWS_NAMED else " "
+        return ValidationError(f"第 {'、'.join(map(str, rows[:MAX_ROWS_NAMED]))}{more}行的{what}{gone}在导入过程中"
+                               f"{went}了，本次没有导入任何数据；请刷新页面核对后重新导入。")
+    # None of these is expected (the row checks cover them): worth a look, with what the database named.
+    log.warning("%s import not written: the database refused it (%s, constraint %s, columns %s)", kind,
+                said.kind or "unknown", said.constraint or "-", ",".join(columns) or "-")
+    labels = {c.key: c.label for c in KINDS[table][1]} | {"id": "档案编号", ref_field: what}
+    named = "、".join(labels.get(c, c) for c in columns)
+    if said.kind == "unique":
+        return Conflict(f"导入的{named or '内容'}与已有的记录重复，本次没有导入任何数据；请刷新页面核对后重新导入，"
+                        "如果一直这样，请联系管理员。")
+    if said.kind == "foreign_key":
+        return ValidationError("导入过程中有相关的档案被合并或删除，本次没有导入任何数据；请刷新页面核对后重新导入。")
+    if said.kind == "not_null":
+        return ValidationError(f"导入的{named or '必填的内容'}不能为空，本次没有导入任何数据；请填写后重新导入。")
+    if said.kind == "check":
+        return ValidationError("导入的内容不符合要求，本次没有导入任何数据；请核对后重新导入。")
+    return Conflict(MEANWHILE)
 
 
 # --- export -----------------------------------------------------------------------------------------
