@@ -583,9 +583,10 @@ def install_defaults(router: Router, *, middleware: bool = True) -> Router:
 
     @router.event("unsubscribe")
     def on_unsubscribe(ctx: Context) -> None:
-        # followed=False is recorded by the user middleware; nobody can read a reply. WeChat takes no
-        # customer-service message to someone who left: shut their window (a restore from an earlier message's
-        # last_message_at cannot reopen it), so notifications keep to the inbox until they write again.
+        # followed=False is recorded by the user middleware (queued, with the database away); nobody can read a
+        # reply. WeChat takes no customer-service message to someone who left: shut their window (a restore from an
+        # earlier message's last_message_at cannot reopen it), so notifications keep to the inbox until they write
+        # again. Redis only: done at once, also with the database away.
         from wxapp_backend.wechat.jobs import shut_window
 
         shut_window(ctx.redis, ctx.account, ctx.openid, 45015)

@@ -173,6 +173,79 @@ def shut_window(r: redis.Redis, account: str, openid: str, errcode: int) -> None
            MESSAGE_WINDOW + 60)
 
 
+# ------------------------------------------------------------------ follow / unfollow with the database away
+
+# The latest follow / unfollow of each follower, "<CreateTime>:<1|0>", kept as long as a failed job can be requeued
+# (queue.py): a follow's job run late (RQ's retries, a requeue) must not undo the unfollow that came after it, nor a
+# queued unfollow the follow made once the database was back.
+FOLLOW_MARK_TTL = 31 * 24 * 3600
+# record_follow_later is tried again after 5 s, 30 s, 2 min and 10 min (queue.enqueue): a restart is over by then.
+FOLLOW_RETRIES = 4
+
+# Note a follow / unfollow (ARGV: its CreateTime, 1|0, ttl) unless a later one is noted; returns the latest mark.
+# A tie (both in one second) goes to the one noted last, the order WeChat pushed them in.
+_NOTE_FOLLOW = """
+local cur = redis.call('GET', KEYS[1])
+if cur then
+  local at = tonumber(string.match(cur, '^(%d+):'))
+  if at and at > tonumber(ARGV[1]) then return cur end
+end
+local mark = ARGV[1] .. ':' .. ARGV[2]
+redis.call('SET', KEYS[1], mark, 'EX', ARGV[3])
+return mark
+"""
+
+
+def follow_mark_key(account: str, openid: str) -> str:
+    return f"wx:follow:{account}:{openid}"
+
+
+def _mark(raw: Any) -> tuple[int, bool] | None:
+    if not raw:
+        return None
+    at, _, followed = (raw.decode() if isinstance(raw, bytes) else raw).partition(":")
+    return int(at), followed == "1"
+
+
+def note_follow(r: redis.Redis, account: str, openid: str, followed: bool, at: int) -> tuple[int, bool]:
+    """Note a follow (True) or unfollow (False) pushed at `at` (WeChat's CreateTime) unless a later one is noted;
+    returns the latest, (its CreateTime, followed)."""
+    raw = r.eval(_NOTE_FOLLOW, 1, follow_mark_key(account, openid), int(at), int(followed), FOLLOW_MARK_TTL)
+    return _mark(raw) or (int(at), followed)
+
+
+def record_follow_later(account: str, openid: str, followed: bool, at: int) -> bool:
+    """Job: record a follow / unfollow pushed while the database was away (`pipeline.touch_user`), the follower's row
+    created if new, and a follow's last_message_at (it opened a customer-service window). In the order the user did
+    them: a later follow / unfollow noted in Redis (`note_follow`) wins over this one, also when it was recorded
+    while this job ran. Safe to run twice. Returns the followed state recorded."""
+    from datetime import UTC, datetime
+
+    from ..auth.models import User
+    from ..db import session_scope
+    from .pipeline import upsert_chat_user
+
+    r = current_app.extensions["wxapp"].redis
+    when = datetime.fromtimestamp(at, UTC)
+    opened = refreshes_last_message(account, "subscribe" if followed else "unsubscribe", True)
+    for _ in range(3):
+        latest = _mark(r.get(follow_mark_key(account, openid)))
+        # the latest noted (this one, or a later one; in a tie, the one WeChat pushed last) is the state to write
+        state = latest[1] if latest is not None and latest[0] >= at else followed
+        with session_scope() as s:
+            user_id, _blocked = upsert_chat_user(s, account=account, openid=openid, followed=state, at=when,
+                                                 message=False)
+            user = s.get(User, user_id)
+            last = user.last_message_at
+            if opened and (last is None or (last if last.tzinfo else last.replace(tzinfo=UTC)) < when):
+                user.last_message_at = when  # never back: a message written since is later
+        if _mark(r.get(follow_mark_key(account, openid))) == latest:
+            break  # else a follow / unfollow came meanwhile and may have been written before this: write the latest
+    log.info("follow recorded after the database was away",
+             extra={"account": account, "followed": state, "at": at, "as_pushed": state == followed})
+    return state
+
+
 def _api(account: str) -> Any:
     """The account's WeChat API object."""
     from .client import get_api

@@ -705,8 +705,9 @@ def touch_user(r: redis.Redis, account: str, openid: str, *, followed: bool | No
     """Upsert the user behind an openid; returns (user id, blocked). Cached in Redis for at most
     USER_CACHE_TTL s.
 
-    Follow/unfollow always reach the database. Also opens the customer-service window, unless the
-    webhook already did both reads in its first round trip (`prefetched`).
+    Follow/unfollow always reach the database, in the order the user did them (`jobs.note_follow`); with it away
+    they are queued (`_defer_follow`) and the user last known is returned, as for a message. Also opens the
+    customer-service window, unless the webhook already did both reads in its first round trip (`prefetched`).
     """
     cache_key = user_cache_key(account, openid)
     if prefetched is not None:
@@ -726,6 +727,9 @@ def touch_user(r: redis.Redis, account: str, openid: str, *, followed: bool | No
     from ..db import DB_AWAY, session_scope
 
     when = datetime.fromtimestamp(at, UTC) if at else datetime.now(UTC)
+    pushed = followed
+    if followed is not None:
+        followed = _latest_follow(r, account, openid, followed, int(when.timestamp()))
     for attempt in range(2):
         try:
             with session_scope() as s:
@@ -736,12 +740,13 @@ def touch_user(r: redis.Redis, account: str, openid: str, *, followed: bool | No
         except StaleDataError:  # the row was merged into the user's mini-program row meanwhile: read again
             if attempt:
                 raise
-        except DB_AWAY:
-            if followed is not None:  # a follow / unfollow must be recorded: failed, WeChat's retry brings it again
-                raise
-            # A message: answered all the same (the knowledge base is in memory), as the writer last known; its
-            # last_message_at is refreshed by the next message with the database back.
-            log.warning("chat user not refreshed: database away", exc_info=True, extra={"account": account})
+        except DB_AWAY as exc:
+            if followed is not None:  # the follow's welcome goes out all the same; the follow is recorded later
+                _defer_follow(r, account, openid, pushed, int(when.timestamp()), exc)
+            else:
+                # A message: answered all the same (the knowledge base is in memory), as the writer last known; its
+                # last_message_at is refreshed by the next message with the database back.
+                log.warning("chat user not refreshed: database away", exc_info=True, extra={"account": account})
             try:
                 known = r.get(user_known_key(account, openid))
             except redis.RedisError:
@@ -755,6 +760,33 @@ def touch_user(r: redis.Redis, account: str, openid: str, *, followed: bool | No
     pipe.set(user_known_key(account, openid), f"{user_id}:{int(blocked)}", ex=USER_KNOWN_TTL)
     pipe.execute()
     return user_id, blocked
+
+
+def _latest_follow(r: redis.Redis, account: str, openid: str, followed: bool, at: int) -> bool:
+    """Note this follow / unfollow (`jobs.note_follow`); the state to write: this one's, or a later one's already
+    noted (this push came late, its retry after a slow answer). Redis refusing: this one's."""
+    try:
+        return jobs.note_follow(r, account, openid, followed, at)[1]
+    except redis.RedisError:
+        log.warning("follow not noted in Redis", exc_info=True, extra={"account": account, "followed": followed})
+        return followed
+
+
+def _defer_follow(r: redis.Redis, account: str, openid: str, followed: bool, at: int, away: Exception) -> None:
+    """A follow / unfollow with the database away (a restart, connection refused): queued for
+    `jobs.record_follow_later` (RQ, tried again for some minutes), so that WeChat's retries, which the crash reply
+    made, do not end with it lost. Were Redis away too, the warning says what to record."""
+    from ..queue import enqueue
+
+    what = {"account": account, "openid": openid, "followed": followed, "at": at}
+    try:
+        enqueue("wxapp_backend.wechat.jobs.record_follow_later", account, openid, followed, at,
+                retries=jobs.FOLLOW_RETRIES)
+    except redis.RedisError:
+        log.warning("follow/unfollow not recorded: database and queue away (%s)", type(away).__name__,
+                    exc_info=True, extra=what)
+        return
+    log.warning("follow/unfollow queued: database away (%s)", type(away).__name__, extra=what)
 
 
 def upsert_chat_user(session, *, account: str, openid: str, followed: bool | None = None,
