@@ -22,6 +22,8 @@ from typing import Any, NamedTuple
 
 import redis
 
+from wxapp_backend.wechat.messages import REPLY_TEXT_MAX_BYTES
+
 from . import appeal_intake as intake
 from . import router as default_router
 from .appeal_intake import (
@@ -340,7 +342,8 @@ def leave_for_menu(ctx: Context) -> Reply:
     kind = _state(ctx).get("kind")
     _leave_flow(ctx)
     what = "评价" if kind == "rate" else "补充"
-    return Text(intake.menu_answer(ctx) + MENU_LEFT.format(what=what))
+    left = MENU_LEFT.format(what=what)
+    return Text(intake.menu_answer(ctx, room=REPLY_TEXT_MAX_BYTES - len(left.encode("utf-8"))) + left)
 
 
 def to_person(ctx: Context) -> Reply:

@@ -27,6 +27,7 @@ from knowledge.smalltalk import (
 )
 from wxapp_backend.db import DB_AWAY
 from wxapp_backend.validation import PHONE_RE
+from wxapp_backend.wechat.messages import REPLY_TEXT_MAX_BYTES
 
 from . import router as default_router
 from .replies import Reply, Text
@@ -269,16 +270,18 @@ def answer_elsewhere(r: Router, ctx: Context) -> str:
     return reply.text if isinstance(reply, Text) else MENU_REPLY
 
 
-def menu_answer(ctx: Context) -> str:
-    """What the menu button (or “菜单”) answers by itself."""
+def menu_answer(ctx: Context, *, room: int = REPLY_TEXT_MAX_BYTES) -> str:
+    """What the menu button (or “菜单”) answers by itself; a follow or scan's welcome (with its QR code's building
+    or activity: handlers/scenes.py) within `room` bytes."""
     from . import kb
     from .bot import INTENTS, MENU, MENU_REPLY, MENU_TEXT, WELCOME, WELCOME_BACK
+    from .scenes import welcome
 
     kb.forget_choices(ctx)
     if not ctx.msg.is_event:
         return MENU_REPLY
     if ctx.msg.event in ("scan", "subscribe"):
-        return WELCOME if ctx.msg.event == "subscribe" else WELCOME_BACK
+        return welcome(ctx, WELCOME if ctx.msg.event == "subscribe" else WELCOME_BACK, room=room)
     entry = MENU.get(ctx.msg.event_key or "")
     return INTENTS[entry[0]](ctx).text if entry is not None else MENU_TEXT
 
@@ -305,7 +308,7 @@ def _park(ctx: Context) -> str:
 def pause(ctx: Context) -> Reply:
     """The menu's own answer, the draft kept (paused) until “继续”."""
     note = _park(ctx)
-    return Text(menu_answer(ctx) + note)
+    return Text(menu_answer(ctx, room=REPLY_TEXT_MAX_BYTES - len(note.encode("utf-8"))) + note)
 
 
 # “人呢”, “有人吗”, “怎么没人回”: a person asked for (searched in the knowledge base and the draft set aside, or the

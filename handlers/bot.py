@@ -578,8 +578,10 @@ def install_defaults(router: Router, *, middleware: bool = True) -> Router:
     # the last message said (they were fixed answers, stored with the claim, before that).
     @router.event("subscribe")
     def on_subscribe(ctx: Context) -> Reply:
+        from .scenes import welcome
+
         kb.forget_choices(ctx)
-        return Text(WELCOME)
+        return Text(welcome(ctx, WELCOME))  # a poster's QR code: its building or activity too
 
     @router.event("unsubscribe")
     def on_unsubscribe(ctx: Context) -> None:
@@ -594,8 +596,10 @@ def install_defaults(router: Router, *, middleware: bool = True) -> Router:
 
     @router.event("scan")
     def on_scan(ctx: Context) -> Reply:
+        from .scenes import welcome
+
         kb.forget_choices(ctx)
-        return Text(WELCOME_BACK)
+        return Text(welcome(ctx, WELCOME_BACK))
 
     @router.event("location", fast=True)
     def on_location_report(ctx: Context) -> None:

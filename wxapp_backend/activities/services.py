@@ -1604,6 +1604,14 @@ def _upcoming_where(user_id: int) -> tuple:
     return Registration.user_id == user_id, Registration.status.in_(_UPCOMING), Activity.ends_at > utcnow()
 
 
+def on_poster(session: Session, activity_id: int) -> bool:
+    """Whether an activity's poster (its QR code) still leads to it in the chat: published or cancelled (the detail
+    says so), and not yet over; not a draft, a deleted one or one that has ended."""
+    activity = session.get(Activity, activity_id)
+    return (activity is not None and activity.status != ActivityStatus.DRAFT.value
+            and activity.ends_at > utcnow())
+
+
 def chat_detail(session: Session, activity_id: int, user_id: int | None = None
                 ) -> tuple[Activity, int, int, str | None, str | None] | None:
     """One activity as the chat shows it when picked from a list: (activity, seats taken, waitlisted, the user's own

@@ -57,8 +57,9 @@ CLEARABLE = ("nickname", "phone", "building_id")
 
 def update_profile(session: Session, user: User, *, nickname: str | None = None, phone: str | None = None,
                    role: str | None = None, building_id: int | None = None,
-                   clear: Iterable[str] = ()) -> User:
-    """Let users correct their own nickname, phone, role and building, or remove (`clear`) the first three."""
+                   clear: Iterable[str] = (), via: str | None = None) -> User:
+    """Let users correct their own nickname, phone, role and building, or remove (`clear`) the first three. `via`
+    says, in the audit row, where a change not typed in the profile came from (a building's QR code)."""
     from ..enterprises.services import building_to_point_at
 
     changes = {}
@@ -79,8 +80,24 @@ def update_profile(session: Session, user: User, *, nickname: str | None = None,
     if "building_id" in changes:
         session.expire(user, ["building"])  # follow the changed building_id
     if changes:
-        audit(session, Actor("user", user.id), "user.profile_updated", user, **changes)
+        audit(session, Actor("user", user.id), "user.profile_updated", user, **changes, **({"via": via} if via else {}))
     return user
+
+
+def remember_building(session: Session, user_id: int, building_id: int, *, via: str = "qrcode") -> bool:
+    """Take `building_id` as the user's building when they have none yet (a follow or scan of a building's poster),
+    as the profile does it (audited); a building they chose is never overwritten. True when it was remembered."""
+    from ..enterprises.services import building_to_point_at
+
+    # The building share-locked before the user's row, in the order a merge of it takes them (update_profile's note).
+    if building_to_point_at(session, building_id) is None:
+        return False
+    user = session.scalar(select(User).where(User.id == user_id).with_for_update()
+                          .execution_options(populate_existing=True))
+    if user is None or user.building_id is not None:
+        return False
+    update_profile(session, user, building_id=building_id, via=via)
+    return True
 
 
 def request_enterprise_binding(session: Session, user: User, *, name: str, credit_code: str) -> User:

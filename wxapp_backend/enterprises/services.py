@@ -412,6 +412,31 @@ def get_building(session: Session, building_id: int) -> Building:
     return building
 
 
+MERGE_HOPS = 20  # a chain of merges longer than this is not followed (a loop in hand-edited data)
+
+
+def building_carried_on(session: Session, building_id: int) -> Building | None:
+    """The building a stored id stands for now (a poster's QR code printed before a merge): the building itself, or,
+    merged away as a duplicate (`merge_buildings` deletes it and keeps a building.merged audit row), the building it
+    was merged into, along a chain of merges; None when it was deleted, or is unknown. Read only."""
+    seen: set[int] = set()
+    current = building_id
+    for _ in range(MERGE_HOPS):
+        found = session.get(Building, current)
+        if found is not None:
+            return found
+        seen.add(current)
+        # Few rows (one per merge): read them all rather than reach into the JSON, which each database spells its way.
+        into = next((int(target) for target, data in session.execute(
+            select(AuditLog.target_id, AuditLog.data).where(AuditLog.action == "building.merged")
+            .order_by(AuditLog.id.desc()))
+            if isinstance(data, dict) and data.get("duplicate_id") == current and str(target).isdigit()), None)
+        if into is None or into in seen:
+            return None
+        current = into
+    return None
+
+
 def building_to_point_at(session: Session, building_id: int, *, current: int | None = None) -> Building | None:
     """The building a row (an appeal, an enterprise, a user, an activity) is about to be pointed at, locked FOR KEY
     SHARE and read afresh, or None when it is gone. A merge or a deletion of it (which lock it FOR UPDATE first)

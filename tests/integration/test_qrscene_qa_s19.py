@@ -1,0 +1,186 @@
+"""QA of WeChat parametric QR codes (nineteenth pass, qrscene): posters in each office building's lobby and on each
+activity, with a QR code whose scene is `building:<id>` or `activity:<id>`. A follow through one arrives as a
+`subscribe` event with EventKey `qrscene_<scene>`, a follower's scan as a `SCAN` event with EventKey `<scene>`. The
+parser read the scene, but nothing used it: the white-collar worker who scanned their lobby's poster got the plain
+welcome, no word of their building, and the building was not remembered (so notices for it never reached them); one
+who scanned an activity's poster got “欢迎回来” and had to find the activity again."""
+
+from __future__ import annotations
+
+import itertools
+import time
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import select
+
+from tests.integration.test_chat_qa_s9 import oa_kb, say  # noqa: F401  (the signed webhook and its helper)
+from tests.integration.test_dbaway_qa_s19 import db_away  # noqa: F401  (every connection refused)
+from wxapp_backend.audit import SYSTEM, AuditLog
+from wxapp_backend.auth.models import User
+from wxapp_backend.db import session_scope
+
+_clock = itertools.count(int(time.time()) - 100_000)
+
+
+def _follow(application, openid: str, scene: str) -> str:
+    return say(application, openid, event="subscribe", event_key=f"qrscene_{scene}", now=next(_clock))
+
+
+def _scan(application, openid: str, scene: str) -> str:
+    return say(application, openid, event="SCAN", event_key=scene, now=next(_clock))
+
+
+def _building_of(application, openid: str) -> int | None:
+    with application.app_context(), session_scope() as s:
+        return s.scalar(select(User.building_id).where(User.oa_openid == openid))
+
+
+def _profile_audits(application) -> list[dict]:
+    with application.app_context(), session_scope() as s:
+        return [row.data for row in s.scalars(select(AuditLog).where(AuditLog.action == "user.profile_updated"))]
+
+
+# --- a building's poster ----------------------------------------------------------------------------------------
+
+
+def test_a_follow_from_a_buildings_poster_names_it_and_remembers_it(oa_kb, make_building):  # noqa: F811
+    """The welcome, then a line naming the building and how to get its activities; the building becomes the user's
+    (audited as the profile's change is), so notices for that building reach them."""
+    from handlers.bot import WELCOME
+
+    lobby = make_building(name="新华大厦")
+    openid = "oQrLobbyNew"
+    reply = _follow(oa_kb, openid, f"building:{lobby.id}")
+    assert reply.startswith(WELCOME), reply
+    assert "新华大厦" in reply and "“活动”" in reply and "记为您所在的楼宇" in reply, reply
+    assert "data-miniprogram-path" in reply  # WXA_APPID set: 小程序“白领活动” is a link
+    assert _building_of(oa_kb, openid) == lobby.id
+    assert [a for a in _profile_audits(oa_kb) if a.get("via") == "qrcode"] == [{"building_id": lobby.id,
+                                                                                 "via": "qrcode"}]
+
+
+def test_a_building_already_chosen_is_kept(oa_kb, make_building, make_user):  # noqa: F811
+    """Someone who works at 新华大厦 (their profile says so) scans the poster of 幸福里 while visiting: the line names
+    幸福里 and their own building; their building is not changed."""
+    mine, other = make_building(name="新华大厦"), make_building(name="幸福里")
+    openid = "oQrLobbyKeep"
+    make_user(openid="oMini" + openid, oa_openid=openid, unionid="u" + openid, followed=True, building_id=mine.id)
+    reply = _scan(oa_kb, openid, f"building:{other.id}")
+    assert "幸福里" in reply and "新华大厦" in reply and "记为您所在的楼宇" not in reply, reply
+    assert _building_of(oa_kb, openid) == mine.id
+    assert _profile_audits(oa_kb) == []
+    same = _scan(oa_kb, openid, f"building:{mine.id}")
+    assert "新华大厦" in same and "也是您登记的楼宇" in same, same
+
+
+def test_a_scan_by_a_follower_without_a_building_remembers_it(oa_kb, make_building):  # noqa: F811
+    lobby = make_building(name="华山大楼")
+    openid = "oQrLobbyScan"
+    say(oa_kb, openid, event="subscribe", now=next(_clock))  # followed earlier, from a search
+    assert _building_of(oa_kb, openid) is None
+    reply = _scan(oa_kb, openid, f"building:{lobby.id}")
+    assert "华山大楼" in reply and "记为您所在的楼宇" in reply and "欢迎关注" not in reply, reply
+    assert _building_of(oa_kb, openid) == lobby.id
+
+
+def test_a_poster_of_a_building_merged_away_leads_to_the_one_kept(oa_kb, make_building):  # noqa: F811
+    """Posters printed for a duplicate building stay on the wall after staff merge it (the duplicate is deleted):
+    its code leads to the building kept, along a chain of merges."""
+    from wxapp_backend.enterprises.services import merge_buildings
+
+    kept, dup, older = (make_building(name="长宁来福士"), make_building(name="长宁来福士 T1"),
+                        make_building(name="来福士广场"))
+    with oa_kb.app_context(), session_scope() as s:
+        merge_buildings(s, SYSTEM, dup.id, older.id)  # 来福士广场 into 长宁来福士 T1
+    with oa_kb.app_context(), session_scope() as s:
+        merge_buildings(s, SYSTEM, kept.id, dup.id)  # then T1 into 长宁来福士
+    openid = "oQrLobbyMerged"
+    reply = _follow(oa_kb, openid, f"building:{older.id}")
+    assert "「长宁来福士」" in reply and "T1" not in reply and "来福士广场" not in reply, reply
+    assert _building_of(oa_kb, openid) == kept.id
+
+
+# --- an activity's poster ---------------------------------------------------------------------------------------
+
+
+def test_a_scan_of_an_activitys_poster_shows_its_detail(oa_kb, make_activity):  # noqa: F811
+    """A follower scans the poster of 午间一小时: the activity's detail as the chat's 活动 detail shows it (time,
+    place, seats, how to register), its 小程序“白领活动” opening that activity's page."""
+    from handlers.bot import WELCOME, WELCOME_BACK, activity_detail_text
+
+    yoga = make_activity(title="午间一小时·瑜伽", category="culture", address="新华大厦 3 楼", status="published",
+                         description="午休时间放松一下")
+    openid = "oQrActivity"
+    say(oa_kb, openid, event="subscribe", now=next(_clock))
+    reply = _scan(oa_kb, openid, f"activity:{yoga.id}")
+    assert reply != WELCOME_BACK
+    assert "【午间一小时·瑜伽】" in reply and "时间：" in reply and "新华大厦 3 楼" in reply and "名额" in reply, reply
+    assert f"pages/activity/detail?id={yoga.id}" in reply, reply
+    with oa_kb.app_context():
+        assert "【午间一小时·瑜伽】" in activity_detail_text(yoga.id, None)
+    # a follow through it: the welcome, then the detail, within WeChat's 2,048 bytes
+    long = make_activity(title="楼宇音乐会" * 10, category="culture", address="长宁路 1 号" * 10,
+                         description="古典与流行" * 400, status="published")
+    followed = _follow(oa_kb, "oQrActivityNew", f"activity:{long.id}")
+    assert followed.startswith(WELCOME) and "【楼宇音乐会" in followed, followed
+    assert len(followed.encode("utf-8")) <= 2048, len(followed.encode("utf-8"))
+
+
+def test_an_ended_draft_or_deleted_activity_gives_the_plain_welcome(oa_kb, make_activity):  # noqa: F811
+    from handlers.bot import WELCOME, WELCOME_BACK
+
+    past = make_activity(starts_at=datetime.now(UTC) - timedelta(days=2), status="published")
+    draft = make_activity(status="draft")
+    for n, scene in enumerate((f"activity:{past.id}", f"activity:{draft.id}", "activity:987654")):
+        assert _follow(oa_kb, f"oQrGoneActivity{n}", scene) == WELCOME, scene
+        assert _scan(oa_kb, f"oQrGoneActivity{n}", scene) == WELCOME_BACK, scene
+
+
+# --- scenes that say nothing we know ----------------------------------------------------------------------------
+
+
+def test_malformed_and_unknown_scenes_give_the_plain_welcome(oa_kb, make_building):  # noqa: F811
+    from handlers.bot import WELCOME, WELCOME_BACK
+
+    gone = make_building(name="拆除大楼")
+    gone_id = gone.id
+    with oa_kb.app_context(), session_scope() as s:
+        s.delete(s.get(type(gone), gone_id))
+    bad = ("building:", "building:abc", "building:0", "building:-3", "building:1e3", "building:99999999999999999999",
+           "building: 12", "activity:", "BUILDING:1", "building_7", "12345", "x" * 64, "building:1:2", "<a>",
+           f"building:{gone_id}", "building:424242")
+    for n, scene in enumerate(bad):
+        openid = f"oQrBad{n}"
+        assert _follow(oa_kb, openid, scene) == WELCOME, scene
+        assert _scan(oa_kb, openid, scene) == WELCOME_BACK, scene
+        assert _building_of(oa_kb, openid) is None
+    # a follow with an empty EventKey, and a scan with none
+    assert say(oa_kb, "oQrNoKey", event="subscribe", event_key="qrscene_", now=next(_clock)) == WELCOME
+    assert say(oa_kb, "oQrNoKey", event="SCAN", now=next(_clock)) == WELCOME_BACK
+
+
+def test_with_the_database_away_a_buildings_poster_gets_the_plain_welcome(oa_kb, make_building,  # noqa: F811
+                                                                         db_away, run_jobs):
+    """The follow is still queued for the worker (wechat/jobs.record_follow_later) and the welcome sent."""
+    from handlers.bot import WELCOME
+
+    lobby = make_building(name="新华大厦")
+    openid = "oQrAway"
+    with db_away(oa_kb):
+        assert _follow(oa_kb, openid, f"building:{lobby.id}") == WELCOME
+        assert _scan(oa_kb, openid, f"building:{lobby.id}") != ""
+    assert run_jobs() >= 1
+    with oa_kb.app_context(), session_scope() as s:
+        assert s.scalar(select(User.followed).where(User.oa_openid == openid)) is True
+
+
+def test_a_scan_during_an_appeal_draft_shows_the_building_and_keeps_the_draft(oa_kb, make_building):  # noqa: F811
+    """A scan in the middle of 我要反映 sets the draft aside (as the menu does): the building's line is there too."""
+    lobby = make_building(name="新华大厦")
+    openid = "oQrDraft"
+    say(oa_kb, openid, event="subscribe", now=next(_clock))
+    say(oa_kb, openid, "我要反映")
+    say(oa_kb, openid, "办公室空调一直不制冷已经一周了")
+    reply = _scan(oa_kb, openid, f"building:{lobby.id}")
+    assert "新华大厦" in reply and "继续" in reply, reply
+    assert len(reply.encode("utf-8")) <= 2048
