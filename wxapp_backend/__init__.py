@@ -208,7 +208,7 @@ def _install_request_hooks(app: Flask) -> None:
         if request.path.startswith("/console") or resp.mimetype == "text/html":
             resp.headers.setdefault("X-Frame-Options", "DENY")
             resp.headers.setdefault("Content-Security-Policy",
-                                    "default-src 'self'; img-src 'self' data:; style-src 'self'; "
+                                    "default-src 'self'; img-src 'self' data: https://mp.weixin.qq.com; style-src 'self'; "
                                     "script-src 'self'; frame-ancestors 'none'")
         if request.path.startswith("/console"):
             # Not a default: send_file's no-cache still lets the browser keep an appeal's photo on disk.

@@ -184,3 +184,128 @@ def test_a_scan_during_an_appeal_draft_shows_the_building_and_keeps_the_draft(oa
     reply = _scan(oa_kb, openid, f"building:{lobby.id}")
     assert "新华大厦" in reply and "继续" in reply, reply
     assert len(reply.encode("utf-8")) <= 2048
+
+
+# --- the console's button ---------------------------------------------------------------------------------------
+
+QRCODE_PATH = "/cgi-bin/qrcode/create"
+
+
+def _page(client, path: str) -> str:
+    resp = client.get(path)
+    assert resp.status_code == 200, resp.status_code
+    return resp.get_data(as_text=True)
+
+
+def test_the_buildings_page_makes_its_qr_code_once_and_shows_it(client, console_login, make_staff, make_building,
+                                                                standin, app):
+    """生成楼宇二维码 on the building's page: WeChat's qrcode/create with QR_LIMIT_STR_SCENE and the scene
+    building:<id>; the page then shows showqrcode?ticket=<the ticket, URL-encoded>; a second click asks WeChat
+    nothing; the creation is audited (with a Chinese label)."""
+    from urllib.parse import quote
+
+    from wxapp_backend.console.audit_log import ACTION_LABELS
+
+    lobby = make_building(name="新华大厦")
+    token = console_login(make_staff(role="staff"))
+    page = _page(client, f"/console/buildings/{lobby.id}/edit")
+    assert "生成楼宇二维码" in page and "showqrcode" not in page
+    resp = client.post(f"/console/buildings/{lobby.id}/qrcode", data={"csrf_token": token})
+    assert resp.status_code == 302, resp.get_data(as_text=True)
+    calls = standin.calls_to(QRCODE_PATH)
+    assert len(calls) == 1
+    assert calls[0].body == {"action_name": "QR_LIMIT_STR_SCENE",
+                             "action_info": {"scene": {"scene_str": f"building:{lobby.id}"}}}
+    ticket = None
+    with app.app_context(), session_scope() as s:
+        rows = list(s.scalars(select(AuditLog).where(AuditLog.action == "wechat.qrcode_created")))
+        assert [(r.target_type, r.target_id, r.data["scene"]) for r in rows] == [
+            ("buildings", str(lobby.id), f"building:{lobby.id}")]
+        ticket = rows[0].data["ticket"]
+    assert "+" in ticket or "/" in ticket or "=" in ticket  # (the stand-in's tickets need encoding)
+    page = _page(client, f"/console/buildings/{lobby.id}/edit")
+    image = "https://mp.weixin.qq.com/cgi-bin/showqrcode?ticket=" + quote(ticket, safe="")
+    assert image.replace("&", "&amp;") in page or image in page, page
+    assert "楼宇二维码已生成" in page
+    # a second click (a page open in another tab): the code kept, WeChat not asked again
+    again = client.post(f"/console/buildings/{lobby.id}/qrcode", data={"csrf_token": token})
+    assert again.status_code == 302
+    assert len(standin.calls_to(QRCODE_PATH)) == 1
+    assert "之前已生成" in _page(client, f"/console/buildings/{lobby.id}/edit")
+    assert "wechat.qrcode_created" in ACTION_LABELS
+    # the console's CSP lets the page show WeChat's image
+    assert "https://mp.weixin.qq.com" in client.get(f"/console/buildings/{lobby.id}/edit").headers[
+        "Content-Security-Policy"]
+
+
+def test_the_activitys_page_makes_its_qr_code(client, console_login, make_staff, make_activity, standin):
+    act = make_activity(title="午间一小时·瑜伽", status="published")
+    token = console_login(make_staff(role="admin"))
+    assert "生成活动二维码" in _page(client, f"/console/activities/{act.id}/edit")
+    assert client.post(f"/console/activities/{act.id}/qrcode", data={"csrf_token": token}).status_code == 302
+    assert [c.body["action_info"]["scene"]["scene_str"] for c in standin.calls_to(QRCODE_PATH)] == [
+        f"activity:{act.id}"]
+    page = _page(client, f"/console/activities/{act.id}/edit")
+    assert "showqrcode?ticket=" in page and "活动二维码已生成" in page
+
+
+def test_qr_codes_need_the_editing_role_and_the_csrf_token(client, console_login, make_staff, make_building,
+                                                           make_activity, standin):
+    lobby, act = make_building(), make_activity(status="published")
+    token = console_login(make_staff(role="dept"))  # reads buildings and activities, edits neither
+    for path in (f"/console/buildings/{lobby.id}/qrcode", f"/console/activities/{act.id}/qrcode"):
+        assert client.post(path, data={"csrf_token": token}).status_code == 403, path
+    client.post("/console/logout", data={"csrf_token": token})
+    token = console_login(make_staff(role="staff"))
+    for path in (f"/console/buildings/{lobby.id}/qrcode", f"/console/activities/{act.id}/qrcode"):
+        assert client.post(path, data={}).status_code == 400, path
+        assert client.post(path, data={"csrf_token": token + "x"}).status_code == 400, path
+    assert standin.calls_to(QRCODE_PATH) == []
+    assert client.post("/console/buildings/987654/qrcode", data={"csrf_token": token}).status_code == 404
+
+
+def test_wechat_refusing_gives_a_friendly_message_and_nothing_kept(client, console_login, make_staff,
+                                                                    make_building, standin, app):
+    """Busy, quota, an account without the right, any other error: a Chinese sentence on the page (no error page,
+    no code), nothing kept, and the next click tries again. A refused token is refreshed and the call made again
+    once, as every WeChat call is."""
+    lobby = make_building(name="新华大厦")
+    token = console_login(make_staff(role="staff"))
+    post = lambda: client.post(f"/console/buildings/{lobby.id}/qrcode", data={"csrf_token": token},  # noqa: E731
+                               follow_redirects=True)
+    for errcode, times, words in ((-1, 3, "微信暂时繁忙"), (45011, 1, "微信暂时繁忙"),
+                                  (48001, 1, "没有生成带参数二维码的权限"), (40053, 1, "错误码 40053"), (45009, 1, "上限")):
+        standin.fail_next(QRCODE_PATH, errcode, times=times)  # (busy: the first try and both retries)
+        resp = post()
+        page = resp.get_data(as_text=True)
+        assert resp.status_code == 200 and words in page and "showqrcode" not in page, (errcode, page)
+        assert 'class="flash error"' in page
+        with app.app_context():  # (the quota's cool-down mark, so that the next case reaches WeChat)
+            app.extensions["wxapp"].redis.delete(*app.extensions["wxapp"].redis.keys("wxapp:wechat:quota:*") or
+                                                 ["none"])
+    with app.app_context(), session_scope() as s:
+        assert s.scalar(select(AuditLog.id).where(AuditLog.action == "wechat.qrcode_created")) is None
+    # an access token refused once: refreshed, the call made again, the code made
+    standin.fail_next(QRCODE_PATH, 40001)
+    page = post().get_data(as_text=True)
+    assert "showqrcode?ticket=" in page and "楼宇二维码已生成" in page, page
+    assert [c.errcode for c in standin.calls_to(QRCODE_PATH)][-2:] == [40001, 0]
+
+
+def test_the_stand_in_checks_the_qrcode_request(standin):
+    """The loopback stand-in answers qrcode/create as WeChat does: a token is needed, the scene 1-64 characters."""
+    import requests
+
+    url = standin.base_url + QRCODE_PATH
+    assert requests.post(url, json={}, timeout=5).json()["errcode"] == 41001
+    tok = requests.get(standin.base_url + "/cgi-bin/token", params={
+        "grant_type": "client_credential", "appid": "wxqrtest", "secret": "s"}, timeout=5).json()["access_token"]
+    ok = requests.post(url, params={"access_token": tok}, json={
+        "action_name": "QR_LIMIT_STR_SCENE", "action_info": {"scene": {"scene_str": "building:1"}}}, timeout=5).json()
+    assert ok["ticket"] and ok["url"] and "expire_seconds" not in ok
+    for bad in ("", "x" * 65, 12):
+        answer = requests.post(url, params={"access_token": tok}, json={
+            "action_name": "QR_LIMIT_STR_SCENE", "action_info": {"scene": {"scene_str": bad}}}, timeout=5).json()
+        assert answer["errcode"] == 40053, bad
+    assert requests.post(url, params={"access_token": tok}, json={"action_name": "QR_X"}, timeout=5).json()[
+        "errcode"] == 40052

@@ -141,6 +141,10 @@ def _editor(activity_id: int | None):
             if activity is not None else 0
         # Beside 满员后可候补: unticking it releases those waiting (update_activity), and staff should know before.
         ctx["queued"] = services.waitlist_length(s, activity.id) if activity is not None else 0
+        if activity is not None:
+            from ..wechat.qrcodes import known_qrcode
+
+            ctx["qrcode"] = known_qrcode(s, "activity", activity.id)
     if request.method == "GET":
         return render_template("console/activities/edit.html", activity=activity, v=values, errors={},
                                stamp=activity.updated_at.isoformat() if activity is not None else None, **ctx)
@@ -217,6 +221,21 @@ def _editor(activity_id: int | None):
         once.saved(current_actor().id, saved_id)
     flash(done)
     return redirect(url_for("activities_console.registrations", activity_id=saved_id))
+
+
+@bp.post("/activities/<int:activity_id>/qrcode")
+@console_required(StaffRole.STAFF)
+def activity_qrcode(activity_id: int):
+    """The activity's poster QR code (公众号带参数二维码): made once, then shown on the activity's page."""
+    from ..wechat.qrcodes import QRCodeUnavailable, qrcode_for
+
+    try:
+        _code, made = qrcode_for(current_actor(), "activity", activity_id)
+    except QRCodeUnavailable as exc:
+        flash(exc.message, "error")
+    else:
+        flash("活动二维码已生成，可下载后印在活动海报上。" if made else "这个活动的二维码之前已生成，下面就是。")
+    return redirect(url_for(".edit_activity", activity_id=activity_id) + "#qrcode")
 
 
 def _created_text(saved: Activity) -> str:

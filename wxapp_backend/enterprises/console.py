@@ -347,6 +347,11 @@ def _building_form(building=None, values=None, status: int = 200, **extra):
         values = {f.name: getattr(building, f.name) for f in services.BUILDING_FIELDS}
     if building is not None and building.updated_at is not None:
         extra.setdefault("stamp", building.updated_at.isoformat())  # the version the edit is made on
+    if building is not None:
+        from ..wechat.qrcodes import known_qrcode
+
+        with session_scope() as s:
+            extra.setdefault("qrcode", known_qrcode(s, "building", building.id))
     return render_template("console/enterprises/building_form.html", building=building, values=values or {},
                            grids=grids, others=others, **extra), status
 
@@ -422,6 +427,21 @@ def building_merge(building_id: int):
           f"{f'（{still_open}）' if still_open else ''}；"
           "重复的楼宇档案已删除。")
     return redirect(url_for(".building_edit", building_id=building_id))
+
+
+@bp.post("/buildings/<int:building_id>/qrcode")
+@console_required(StaffRole.STAFF)
+def building_qrcode(building_id: int):
+    """The building's poster QR code (公众号带参数二维码): made once, then shown on the building's page."""
+    from ..wechat.qrcodes import QRCodeUnavailable, qrcode_for
+
+    try:
+        _code, made = qrcode_for(current_actor(), "building", building_id)
+    except QRCodeUnavailable as exc:
+        flash(exc.message, "error")
+    else:
+        flash("楼宇二维码已生成，可下载后印在大堂海报上。" if made else "这栋楼宇的二维码之前已生成，下面就是。")
+    return redirect(url_for(".building_edit", building_id=building_id) + "#qrcode")
 
 
 @bp.route("/buildings/import", methods=["GET", "POST"])

@@ -360,6 +360,14 @@ class WeChatAPI:
         "unionid" (given whether they follow or not), the same for this person in the mini-program."""
         return self.call("GET", "/cgi-bin/user/info", api="user_info", params={"openid": openid, "lang": "zh_CN"})
 
+    # ----------------------------------------------------------------------------- QR codes
+
+    def create_qrcode(self, scene_str: str) -> dict[str, Any]:
+        """A permanent parametric QR code (QR_LIMIT_STR_SCENE, scene 1-64 characters): {"ticket", "url"}. A follow
+        through it pushes subscribe with EventKey qrscene_<scene>, a follower's scan SCAN with EventKey <scene>."""
+        return self.call("POST", "/cgi-bin/qrcode/create", api="qrcode_create", json_body={
+            "action_name": "QR_LIMIT_STR_SCENE", "action_info": {"scene": {"scene_str": scene_str}}})
+
     # ----------------------------------------------------------------------------- media
 
     def download_media(self, media_id: str, max_bytes: int | None = None) -> tuple[bytes, str]:

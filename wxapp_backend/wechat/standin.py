@@ -1,4 +1,4 @@
-"""A loopback stand-in for api.weixin.qq.com (tokens, login, kefu/subscribe/template sends, media) for tests and the demo.
+"""A loopback stand-in for api.weixin.qq.com (tokens, login, kefu/subscribe/template sends, media, QR codes) for tests and the demo.
 
 Run it alone with ``python -m wxapp_backend.wechat.standin --port 8900``.
 """
@@ -52,6 +52,8 @@ ERRMSG: dict[int, str] = {
     45047: "out of response count limit",
     47001: "data format error",
     47003: "argument invalid!",
+    40052: "invalid action name",
+    40053: "invalid action info, please check document",
 }
 
 _OPENID = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -288,6 +290,7 @@ class WeChatStandIn:
             "/cgi-bin/message/template/send": self._template_send,
             "/cgi-bin/media/get": self._media_get,
             "/cgi-bin/user/info": self._user_info,
+            "/cgi-bin/qrcode/create": self._qrcode_create,
         }
         # Official Account openid -> person, for the unionid that user/info gives (see oa_openid_for); kept
         # across reset(): who a person is does not change between tests.
@@ -692,6 +695,35 @@ class WeChatStandIn:
         if person is not None:
             info["unionid"] = self.unionid_for(person)
         return info
+
+    def _qrcode_create(self, method: str, query: dict[str, str], body: dict[str, Any] | None,
+                       raw: bytes) -> dict[str, Any]:
+        """cgi-bin/qrcode/create: a parametric QR code. The ticket is the same for the same scene (the stand-in's
+        own choice; it holds "+", "/" and "=", which the image address must encode)."""
+        self._check_token(query)
+        body = self._need_body(body)
+        action = body.get("action_name")
+        if action not in ("QR_SCENE", "QR_STR_SCENE", "QR_LIMIT_SCENE", "QR_LIMIT_STR_SCENE"):
+            raise _Reply(40052)
+        info = body.get("action_info")
+        scene = info.get("scene") if isinstance(info, dict) else None
+        if not isinstance(scene, dict):
+            raise _Reply(40053)
+        if action.endswith("STR_SCENE"):
+            value = scene.get("scene_str")
+            if not isinstance(value, str) or not 1 <= len(value) <= 64:
+                raise _Reply(40053)
+        else:
+            value = scene.get("scene_id")
+            if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= (
+                    100000 if action == "QR_LIMIT_SCENE" else 2**32 - 1):
+                raise _Reply(40053)
+        digest = hashlib.sha256(f"{action}:{value}".encode()).digest()
+        ticket = "gQH+" + base64.b64encode(digest).decode()
+        answer: dict[str, Any] = {"ticket": ticket, "url": "http://weixin.qq.com/q/" + digest.hex()[:22]}
+        if not action.startswith("QR_LIMIT"):
+            answer["expire_seconds"] = int(body.get("expire_seconds") or 60)
+        return answer
 
     def _media_get(
         self, method: str, query: dict[str, str], body: Any, raw: bytes
