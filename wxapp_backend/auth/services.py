@@ -92,7 +92,7 @@ def remember_building(session: Session, user_id: int, building_id: int, *, via: 
     # The building share-locked before the user's row, in the order a merge of it takes them (update_profile's note).
     if building_to_point_at(session, building_id) is None:
         return False
-    user = session.scalar(select(User).where(User.id == user_id).with_for_update()
+    user = session.scalar(select(User).where(User.id == user_id).with_for_update(of=User)
                           .execution_options(populate_existing=True))
     if user is None or user.building_id is not None:
         return False
