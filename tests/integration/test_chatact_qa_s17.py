@@ -99,7 +99,9 @@ def test_the_list_says_today_and_tomorrow(oa_kb, make_activity):  # noqa: F811
     assert f"下周的沙龙：{later.month}月{later.day}日（周{weekday}）12:00" in reply, reply
     if today:
         assert f"今晚的音乐会：{local.month}月{local.day}日（今天）" in reply, reply
-    detail = say(oa_kb, "oChatactDays", "2" if today else "1")
+    else:  # run in the half hour before Shanghai's midnight: the concert starts tomorrow, still first in the list
+        assert f"今晚的音乐会：{soon.astimezone(shanghai).month}月{soon.astimezone(shanghai).day}日（明天）" in reply, reply
+    detail = say(oa_kb, "oChatactDays", "2")  # the earliest first: the concert (in 30 minutes), then the yoga
     assert "时间：" in detail and "（明天）12:00 - 15:00" in detail, detail
 
 
