@@ -74,7 +74,9 @@ def test_single_block_only_for_a_short_document_of_an_entry_with_one_phrasing() 
     assert not feats[:, :PASSAGE_AT].any()
 
 
-def test_a_phrasing_identical_to_the_query_keeps_its_old_confidence() -> None:
+def test_a_phrasing_identical_to_the_query_keeps_about_its_old_confidence() -> None:
+    # Since session 20 the block's offset keeps the out-of-scope answer rate on LCQMC dev instead of this
+    # confidence exactly (bench/kb_eval.py fit_single); an identical phrasing still scores as it did.
     a = get_analyzer()
     texts = ["上海哪里办营业执照", "北京哪里办营业执照", "营业执照在哪办理", "外国人工作许可怎么办"]
     new = SearchIndex(texts, [0, 1, 2, 3], a)
@@ -83,7 +85,7 @@ def test_a_phrasing_identical_to_the_query_keeps_its_old_confidence() -> None:
     d_new, _, c_new, _ = new.search_docs(q)
     d_old, _, c_old, _ = old.search_docs(q)
     assert d_new[0] == d_old[0] == 0
-    assert abs(c_new[0] - c_old[0]) < 1e-3
+    assert abs(c_new[0] - c_old[0]) < 0.01
 
 
 def test_our_own_knowledge_base_ranks_exactly_as_without_the_block() -> None:

@@ -1,0 +1,150 @@
+"""Probe (dev data only): does a candidate's neighbourhood in the index (its "hubness") tell a paraphrase?
+
+Nothing here is used by the product. Same task and protocol as bench/kb_probe_pos.py (LCQMC dev @10k, draws
+7 / 8 / 9 x 2,686 answerable + 500 out of scope, AFQMC dev distractors; the current code's 30 candidates;
+2-fold cross-validation by LCQMC cluster over five fold assignments; gains in top-1 of 8,058 answerable).
+
+Label-free columns, from the index alone (every document's own text searched against the index at build time,
+itself left out), in the spirit of CSLS (Conneau et al. 2018, hubness reduction for nearest-neighbour search):
+
+- dens_f1 / dens_f3 / dens_f10: the document's best / mean top-3 / mean top-10 fused score (BM25 + character
+  cosine, no fitted weights) against the other documents;
+- dens_l1 / dens_l3: the same with the current model's logit;
+- csls: 2 x the query's fused score with the candidate - dens_f10 (the query's own density is the same for every
+  candidate, so it drops out of the ranking).
+
+    .venv/bin/python bench/kb_probe_hub.py            # dumps to /tmp/kb_probe_hub.pkl once (~5 min)
+
+Fitted with the question blocks refitted and the held-out character table (bench/kb_probe_pos.py --joint),
+against the same refit with the character table alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import pickle
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import kb_eval as K  # noqa: E402
+import kb_probe_pos as P  # noqa: E402
+
+from knowledge.analysis import MAX_QUERY_CHARS  # noqa: E402
+
+CACHE = Path("/tmp/kb_probe_hub.pkl")
+DENS = ("dens_f1", "dens_f3", "dens_f10", "dens_l1", "dens_l3")
+
+
+def _density(idx, analyzer, texts: list[str], k: int = 11) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Per document: its best / top-3 / top-10 fused and best / top-3 logit scores against the others, and the
+    other documents among its k best (by fused score)."""
+    out = np.zeros((len(texts), len(DENS)))
+    nn = []
+    for d, t in enumerate(texts):
+        a = analyzer.analyze(t, MAX_QUERY_CHARS)
+        docs, fused, _, feats = idx.search_docs(a, None, k)
+        keep = docs != d
+        o = np.argsort(-fused[keep], kind="stable")
+        nn.append(docs[keep][o][:10])
+        f = np.sort(fused[keep])[::-1]
+        lg = np.sort((feats @ idx.weights)[keep])[::-1]
+        if len(f):
+            out[d] = (f[0], f[:3].mean(), f[:10].mean(), lg[0], lg[:3].mean())
+    return out, nn
+
+
+def dump() -> dict:
+    from knowledge.search import KnowledgeBase
+
+    dev = K.EVAL / "lcqmc" / "dev.txt"
+    pairs = K._read_pairs(dev)
+    cluster_of = {s: i for i, c in enumerate(K._clusters(pairs)) for s in c}
+    rows = []
+    analyzer = None
+    for seed in (7, 8, 9):
+        t0 = time.perf_counter()
+        task = K.pair_task("lcqmc-dev", dev, 10000, 2686, 500, ["afqmc/dev.txt"], seed=seed)
+        kb = KnowledgeBase(task.entries)
+        idx = kb._index
+        analyzer = kb.analyzer
+        texts = [kb.entries[idx.doc_entry[d]].question for d in range(len(idx.doc_entry))]
+        dens, nn = _density(idx, analyzer, texts)
+        print(f"seed {seed}: density of {len(texts)} documents in {time.perf_counter() - t0:.0f} s", flush=True)
+        n_docs = len(idx.doc_tokens)
+        cdf: dict[str, int] = {}
+        for toks in idx.doc_tokens:
+            for c in set(P._chars(toks)):
+                cdf[c] = cdf.get(c, 0) + 1
+        for q, gold in task.queries:
+            a = analyzer.analyze(q, MAX_QUERY_CHARS)
+            docs, fused, _, feats = idx.search_docs(a, None, 30)
+            if not len(docs):
+                continue
+            dt = [idx.doc_tokens[d] for d in docs]
+            toks = {t for d in dt for t in d} | set(a.tokens)
+            chars = {c for d in dt for c in P._chars(d)} | set(a.chars)
+            rows.append(
+                dict(
+                    key=cluster_of[q],
+                    y=np.array([float(kb.entries[idx.doc_entry[d]].id in gold) for d in docs]),
+                    base=feats @ idx.weights,
+                    feats=feats,
+                    fused=fused,
+                    dens=dens[docs],
+                    docs=docs,
+                    nn=[nn[d] for d in docs],
+                    q=a.tokens,
+                    qc=a.chars,
+                    d=dt,
+                    dk=np.array([cluster_of.get(kb.entries[idx.doc_entry[d]].question, -1) for d in docs]),
+                    idf={t: max(idx._idf(t), 0.0) for t in toks},
+                    cidf={c: float(P._lucene_idf(np.array(cdf.get(c, 0)), n_docs)) for c in chars},
+                    oos=not gold,
+                )
+            )
+        print(f"seed {seed}: {len(rows)} rows so far, {time.perf_counter() - t0:.0f} s", flush=True)
+    ptoks = []
+    for s1, s2, lab in pairs:
+        a1, a2 = analyzer.analyze(s1, MAX_QUERY_CHARS), analyzer.analyze(s2, MAX_QUERY_CHARS)
+        ptoks.append((cluster_of[s1], cluster_of[s2], lab, a1.tokens, a2.tokens, a1.chars, a2.chars))
+    data = {"rows": rows, "pairs": ptoks}
+    with CACHE.open("wb") as f:
+        pickle.dump(data, f, protocol=pickle.HIGHEST_PROTOCOL)
+    return data
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--l2", type=float, default=1.0)
+    ap.add_argument("--redump", action="store_true")
+    args = ap.parse_args(argv)
+    if CACHE.exists() and not args.redump:
+        with CACHE.open("rb") as f:
+            data = pickle.load(f)
+    else:
+        data = dump()
+    rows = data["rows"]
+    print(f"{len(rows)} queries; current code top-1", sum(int(r["y"][int(np.argmax(r["base"]))] == 1) for r in rows))
+    dens = [r["dens"] for r in rows]
+    csls = [np.column_stack([2 * r["fused"] - r["dens"][:, 2], r["dens"]]) for r in rows]
+    char = P.Crit(data, "char")
+    groups = {"char": ([], [char]), "char+dens": ([dens], [char]), "char+csls": ([csls], [char])}
+    bases = [P.cv(rows, [], [], args.l2, a, True, 1.0, with_new=False)[0] for a in range(5)]
+    print("refit without new columns:", bases, flush=True)
+    res = {}
+    for name, (static, crits) in groups.items():
+        res[name] = [P.cv(rows, static, crits, args.l2, a, True, 1.0)[0] for a in range(5)]
+        g = [h - b for h, b in zip(res[name], bases, strict=True)]
+        print(f"{name:10s} over refit {' '.join(f'{x:+4d}' for x in g)} mean {np.mean(g):+.1f}", flush=True)
+        if name != "char":
+            g = [h - b for h, b in zip(res[name], res["char"], strict=True)]
+            print(f"{name:10s} over char  {' '.join(f'{x:+4d}' for x in g)} mean {np.mean(g):+.1f}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
