@@ -697,7 +697,9 @@ def _answered(s: np.ndarray, y: np.ndarray, g: np.ndarray, oos: np.ndarray, thr:
 
 
 def fit_single(args: argparse.Namespace) -> None:
-    """Fit the single_* block (short documents of entries with one phrasing) on LCQMC dev; paste the result.
+    """Fit the single_* block of an index of one-phrasing questions on LCQMC dev; paste the result into
+    knowledge/index.py as ONE_PHRASING_BLOCK (RERANK_WEIGHTS' own single_* block is session 19's, for a few
+    one-phrasing entries among many-phrasing ones, and is not refitted here).
 
     The round-10 task (draws 7 / 8 / 9 x 2,686 answerable + 500 out of scope @10k, AFQMC dev distractors, 30
     candidates). The criticality columns of a query come from a table of the pairs whose two clusters are both
@@ -807,8 +809,7 @@ def fit_single(args: argparse.Namespace) -> None:
     ws = fit_block(np.ones(len(y), dtype=bool))
     t1, r, w, o = _answered(off + x[:, SINGLE_AT:PASSAGE_AT] @ ws, y, g, oos, thr)
     print(f"  {'with it, in-sample':24s} {t1:6d}  {r} / {w} / {o}")
-    w = np.concatenate([w0[:SINGLE_AT], ws, w0[PASSAGE_AT:]])
-    print("RERANK_WEIGHTS = (" + ", ".join(f"{v:.4f}" for v in w) + ")")
+    print("ONE_PHRASING_BLOCK = (" + ", ".join(f"{v:.4f}" for v in ws) + ")")
     print("single_* block:")
     for n, v in zip(FEATURES[SINGLE_AT:PASSAGE_AT], ws, strict=True):
         print(f"  {n:28s} {v:+.4f}")
