@@ -17,6 +17,18 @@ itself left out), in the spirit of CSLS (Conneau et al. 2018, hubness reduction 
 
 Fitted with the question blocks refitted and the held-out character table (bench/kb_probe_pos.py --joint),
 against the same refit with the character table alone.
+
+Measured (session 20; the refit baselines 6,784 / 6,774 / 6,774 / 6,780 / 6,782 and the character table's
++134 / +158 / +142 / +140 / +137 reproduced), gain over the character table of 8,058, five fold assignments:
+
+    dens_f1..f10 + dens_l1, l3 (all five)     +30 +38 +37 +38 +40   mean +36.6
+    csls + the five                           +32 +31 +25 +45 +53   mean +37.2
+    dens_f1, f3, f10 (fused only)             +41 +30 +33 +50 +37   mean +38.2
+    the same for the 5 / 10 best candidates   mean +34.6 / +37.2 (the others at the mean)
+    shared nearest neighbours                 +5  -5  +5  -1  -3    mean +0.2
+
+The product took the fused three for the 5 best candidates (knowledge/index.py, single_dens_*); docs/bench/kb.md,
+session 20.
 """
 
 from __future__ import annotations
