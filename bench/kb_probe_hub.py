@@ -27,6 +27,8 @@ Measured (session 20; the refit baselines 6,784 / 6,774 / 6,774 / 6,780 / 6,782 
     the same for the 5 / 10 best candidates   mean +34.6 / +37.2 (the others at the mean)
     shared nearest neighbours                 +5  -5  +5  -1  -3    mean +0.2
 
+Dumped again from the code that has them (33cbd8f; candidates listed in its order, so ties fall differently):
+all five +28 +34 +36 +46 +45 (mean +37.8), csls + the five mean +42.6.
 The product took the fused three for the 5 best candidates (knowledge/index.py, single_dens_*); docs/bench/kb.md,
 session 20.
 """
@@ -34,7 +36,6 @@ session 20.
 from __future__ import annotations
 
 import argparse
-import pickle
 import sys
 import time
 from pathlib import Path
@@ -42,7 +43,6 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import kb_eval as K  # noqa: E402
 import kb_probe_pos as P  # noqa: E402
 
 from knowledge.analysis import MAX_QUERY_CHARS  # noqa: E402
@@ -69,64 +69,14 @@ def _density(idx, analyzer, texts: list[str], k: int = 11) -> tuple[np.ndarray, 
     return out, nn
 
 
-def dump() -> dict:
-    from knowledge.search import KnowledgeBase
-
-    dev = K.EVAL / "lcqmc" / "dev.txt"
-    pairs = K._read_pairs(dev)
-    cluster_of = {s: i for i, c in enumerate(K._clusters(pairs)) for s in c}
-    rows = []
-    analyzer = None
-    for seed in (7, 8, 9):
-        t0 = time.perf_counter()
-        task = K.pair_task("lcqmc-dev", dev, 10000, 2686, 500, ["afqmc/dev.txt"], seed=seed)
-        kb = KnowledgeBase(task.entries)
-        idx = kb._index
-        analyzer = kb.analyzer
-        texts = [kb.entries[idx.doc_entry[d]].question for d in range(len(idx.doc_entry))]
-        dens, nn = _density(idx, analyzer, texts)
-        print(f"seed {seed}: density of {len(texts)} documents in {time.perf_counter() - t0:.0f} s", flush=True)
-        n_docs = len(idx.doc_tokens)
-        cdf: dict[str, int] = {}
-        for toks in idx.doc_tokens:
-            for c in set(P._chars(toks)):
-                cdf[c] = cdf.get(c, 0) + 1
-        for q, gold in task.queries:
-            a = analyzer.analyze(q, MAX_QUERY_CHARS)
-            docs, fused, _, feats = idx.search_docs(a, None, 30)
-            if not len(docs):
-                continue
-            dt = [idx.doc_tokens[d] for d in docs]
-            toks = {t for d in dt for t in d} | set(a.tokens)
-            chars = {c for d in dt for c in P._chars(d)} | set(a.chars)
-            rows.append(
-                dict(
-                    key=cluster_of[q],
-                    y=np.array([float(kb.entries[idx.doc_entry[d]].id in gold) for d in docs]),
-                    base=feats @ idx.weights,
-                    feats=feats,
-                    fused=fused,
-                    dens=dens[docs],
-                    docs=docs,
-                    nn=[nn[d] for d in docs],
-                    q=a.tokens,
-                    qc=a.chars,
-                    d=dt,
-                    dk=np.array([cluster_of.get(kb.entries[idx.doc_entry[d]].question, -1) for d in docs]),
-                    idf={t: max(idx._idf(t), 0.0) for t in toks},
-                    cidf={c: float(P._lucene_idf(np.array(cdf.get(c, 0)), n_docs)) for c in chars},
-                    oos=not gold,
-                )
-            )
-        print(f"seed {seed}: {len(rows)} rows so far, {time.perf_counter() - t0:.0f} s", flush=True)
-    ptoks = []
-    for s1, s2, lab in pairs:
-        a1, a2 = analyzer.analyze(s1, MAX_QUERY_CHARS), analyzer.analyze(s2, MAX_QUERY_CHARS)
-        ptoks.append((cluster_of[s1], cluster_of[s2], lab, a1.tokens, a2.tokens, a1.chars, a2.chars))
-    data = {"rows": rows, "pairs": ptoks}
-    with CACHE.open("wb") as f:
-        pickle.dump(data, f, protocol=pickle.HIGHEST_PROTOCOL)
-    return data
+def _per_index(kb):
+    """The hook for kb_probe_pos.dump: every document's neighbourhood, then per row the candidates' own."""
+    idx = kb._index
+    texts = [kb.entries[idx.doc_entry[d]].question for d in range(len(idx.doc_entry))]
+    t0 = time.perf_counter()
+    dens, nn = _density(idx, kb.analyzer, texts)
+    print(f"density of {len(texts)} documents in {time.perf_counter() - t0:.0f} s", flush=True)
+    return lambda docs, fused: dict(fused=fused, dens=dens[docs], docs=docs, nn=[nn[d] for d in docs])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -134,11 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--l2", type=float, default=1.0)
     ap.add_argument("--redump", action="store_true")
     args = ap.parse_args(argv)
-    if CACHE.exists() and not args.redump:
-        with CACHE.open("rb") as f:
-            data = pickle.load(f)
-    else:
-        data = dump()
+    data = P.load(args.redump, CACHE, _per_index)
     rows = data["rows"]
     print(f"{len(rows)} queries; current code top-1", sum(int(r["y"][int(np.argmax(r["base"]))] == 1) for r in rows))
     dens = [r["dens"] for r in rows]

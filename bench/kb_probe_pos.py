@@ -106,8 +106,10 @@ def _lucene_idf(df: np.ndarray, n: int) -> np.ndarray:
     return np.log(1.0 + (n - df + 0.5) / (df + 0.5))
 
 
-def dump() -> dict:
-    """Candidates of the current code (the expensive part), the LCQMC dev pairs' tokens, cached to CACHE."""
+def dump(cache: Path = CACHE, per_index=None) -> dict:
+    """Candidates of the current code (the expensive part), the LCQMC dev pairs' tokens, cached to `cache`.
+
+    per_index(kb) -> (row_extra(docs, fused) -> dict): more fields per row, from a hook run once per index."""
     from knowledge.search import KnowledgeBase
 
     dev = K.EVAL / "lcqmc" / "dev.txt"
@@ -121,6 +123,7 @@ def dump() -> dict:
         kb = KnowledgeBase(task.entries)
         idx = kb._index
         analyzer = kb.analyzer
+        row_extra = per_index(kb) if per_index is not None else None
         n_docs = len(idx.doc_tokens)
         cdf: dict[str, int] = {}
         for toks in idx.doc_tokens:
@@ -128,7 +131,7 @@ def dump() -> dict:
                 cdf[c] = cdf.get(c, 0) + 1
         for q, gold in task.queries:
             a = kb.analyzer.analyze(q, MAX_QUERY_CHARS)
-            docs, _, _, feats = idx.search_docs(a, None, 30)
+            docs, fused, _, feats = idx.search_docs(a, None, 30)
             if not len(docs):
                 continue
             dt = [idx.doc_tokens[d] for d in docs]
@@ -147,6 +150,7 @@ def dump() -> dict:
                     idf={t: max(idx._idf(t), 0.0) for t in toks},
                     cidf={c: float(_lucene_idf(np.array(cdf.get(c, 0)), n_docs)) for c in chars},
                     oos=not gold,
+                    **(row_extra(docs, fused) if row_extra is not None else {}),
                 )
             )
         print(f"seed {seed}: {len(rows)} rows so far, {time.perf_counter() - t0:.0f} s", flush=True)
@@ -155,9 +159,17 @@ def dump() -> dict:
         a1, a2 = analyzer.analyze(s1, MAX_QUERY_CHARS), analyzer.analyze(s2, MAX_QUERY_CHARS)
         ptoks.append((cluster_of[s1], cluster_of[s2], lab, a1.tokens, a2.tokens, a1.chars, a2.chars))
     data = {"rows": rows, "pairs": ptoks}
-    with CACHE.open("wb") as f:
+    with cache.open("wb") as f:
         pickle.dump(data, f, protocol=pickle.HIGHEST_PROTOCOL)
     return data
+
+
+def load(redump: bool, cache: Path = CACHE, per_index=None) -> dict:
+    """The cached dump, or a new one (see dump)."""
+    if cache.exists() and not redump:
+        with cache.open("rb") as f:
+            return pickle.load(f)
+    return dump(cache, per_index)
 
 
 # ---------------------------------------------------------------- group 1: POS-aware mismatch
@@ -528,11 +540,7 @@ def main(argv: list[str] | None = None) -> int:
         "--placebo", action="store_true", help="shuffle the pair labels (the log-odds become noise)"
     )
     args = ap.parse_args(argv)
-    if CACHE.exists() and not args.redump:
-        with CACHE.open("rb") as f:
-            data = pickle.load(f)
-    else:
-        data = dump()
+    data = load(args.redump)
     rows = data["rows"]
     if args.placebo:
         lab = [p[2] for p in data["pairs"]]
