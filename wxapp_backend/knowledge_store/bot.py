@@ -276,6 +276,8 @@ def respond(runtime: KBRuntime, db: Database, r: redis.Redis, text: str, *, chan
             return ChatResult(ITEMS_EXPIRED.format(what=ITEM_KINDS[kind], again=ITEM_AGAIN[kind]), "smalltalk"), None
         if kind:
             return ChatResult(CHOICES_EXPIRED, "smalltalk"), None  # a pick from a list that has expired
+    if last is None and is_wrong_answer(text):  # “不对” with no answer (nor choices) left to be about: no question
+        return ChatResult(NOTHING_TO_CORRECT, "smalltalk"), None
     kb = runtime.get()
     result = ask(kb, text, last_suggestions=last, detail_hint=detail_hint)
     offered = _offered_key(channel, who)
@@ -381,6 +383,13 @@ def _wrong_answer(runtime: KBRuntime, db: Database, r: redis.Redis, channel: str
         return ChatResult(sorry + "\n" + WRONG_HANDOVER, "smalltalk")
     lines = "\n".join(f"{n}. {item['question']}" for n, item in enumerate(items, 1))
     return ChatResult(sorry + "\n" + WRONG_GUESSES.format(lines=lines), "suggest", suggestions=items)
+
+
+# “不对”, “不是这个”, “答非所问” when no answer is left to be about (the conversation ran out after 15 minutes, or nothing
+# was asked): they were searched as a question (“您是不是想问：对诉求处理结果不满意怎么办？”, or “我还没学会” and a row in
+# staff's unanswered queue). A text with a question in it as well (“不对，我想问社保怎么交”) is asked as usual.
+NOTHING_TO_CORRECT = ("不好意思，小二不确定您指的是哪一条回答～麻烦用几个字把您的问题再说一遍（例如“社保怎么交”），"
+                      "我重新帮您找；也可以回复“人工”联系工作人员，或回复“我要反映”提交诉求。")
 
 
 def has_pending_choices(r: redis.Redis, channel: str, who: str) -> bool:
