@@ -3,14 +3,21 @@
 Staff make them from the console; a follow or scan through one reaches the chat with its scene
 (handlers/scenes.py says what it answers). WeChat keeps such a code for ever (100,000 of them per account), so
 the ticket is made once per scene and kept: in the audit row of its creation, which is read before WeChat is asked.
+Two clicks at once (a double click, two colleagues) ask WeChat once: the asking is done under a Redis lock per scene,
+and the click that waited for it finds the code the other one kept. (Only permanent codes are made: a temporary
+one, QR_SCENE with expire_seconds, would need its expiry kept and checked before reuse.)
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from urllib.parse import quote
 
+import redis
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -23,6 +30,10 @@ log = logging.getLogger(__name__)
 ACTION = "wechat.qrcode_created"
 SHOW_URL = "https://mp.weixin.qq.com/cgi-bin/showqrcode?ticket={ticket}"
 KINDS = ("building", "activity")
+LOCK_KEY = "wxapp:wechat:qrcode:lock:{appid}:{scene}"
+# A click waits this long for a colleague's click on the same code (WeChat answers in well under a second); within
+# gunicorn's 30-second request timeout, so that the waiting click gets a sentence, not a killed worker.
+LOCK_WAIT = 20.0
 
 
 @dataclass(frozen=True)
@@ -30,6 +41,7 @@ class QRCode:
     scene: str
     ticket: str
     url: str  # what the code encodes (WeChat's short link)
+    made_at: datetime | None = None  # when it was kept (the audit row's time)
 
     @property
     def image_url(self) -> str:
@@ -63,11 +75,11 @@ def known_qrcode(session: Session, kind: str, item_id: int) -> QRCode | None:
     """The code made for this building or activity before, or None."""
     scene = scene_for(kind, item_id)
     table = "buildings" if kind == "building" else "activities"
-    for data in session.scalars(select(AuditLog.data).where(
+    for data, made_at in session.execute(select(AuditLog.data, AuditLog.created_at).where(
             AuditLog.action == ACTION, AuditLog.target_type == table, AuditLog.target_id == str(int(item_id)))
             .order_by(AuditLog.id.desc())):
         if isinstance(data, dict) and data.get("scene") == scene and isinstance(data.get("ticket"), str):
-            return QRCode(scene, data["ticket"], str(data.get("url") or ""))
+            return QRCode(scene, data["ticket"], str(data.get("url") or ""), made_at)
     return None
 
 
@@ -117,9 +129,42 @@ def refusal_words(exc: WeChatAPIError) -> str:
     return f"微信没有生成二维码（错误码 {exc.errcode}），请稍后再试；多次不成功请联系管理员。"
 
 
-def qrcode_for(actor: Actor, kind: str, item_id: int) -> tuple[QRCode, bool]:
+def lock_ttl(api: WeChatAPI) -> float:
+    """How long the longest qrcode/create may take, so that a lock held that long is never taken from a click still
+    asking: an access token fetched (busy retries included), the call with its busy retries, a refused token
+    refreshed and the call made again."""
+    return 4 * api.tokens.lock_ttl
+
+
+@contextmanager
+def scene_lock(client: redis.Redis, api: WeChatAPI, scene: str, *, enabled: bool = True) -> Iterator[None]:
+    """Held while one click asks WeChat for `scene`'s code and keeps it; a second click waits for it (LOCK_WAIT
+    seconds at most, then QRCodeUnavailable). `enabled=False` exists only for the tests' negative control."""
+    if not enabled:
+        yield
+        return
+    try:
+        lock = client.lock(LOCK_KEY.format(appid=api.appid, scene=scene), timeout=lock_ttl(api), sleep=0.05,
+                           blocking_timeout=LOCK_WAIT, thread_local=False)
+        got = lock.acquire()
+    except redis.RedisError:
+        log.warning("QR code lock unavailable", exc_info=True, extra={"scene": scene})
+        raise QRCodeUnavailable("系统暂时繁忙，二维码没有生成，请过一会儿再试。") from None
+    if not got:
+        raise QRCodeUnavailable("同事正在生成这个二维码，请稍后刷新页面查看。")
+    try:
+        yield
+    finally:
+        try:
+            lock.release()
+        except redis.RedisError:  # expired (a call slower than lock_ttl) or Redis away: it frees itself in time
+            log.warning("QR code lock not released", exc_info=True, extra={"scene": scene})
+
+
+def qrcode_for(actor: Actor, kind: str, item_id: int, *, use_lock: bool = True) -> tuple[QRCode, bool]:
     """The console's button: the code kept for this building or activity, else a new one made by the Official
-    Account (WeChat asked outside any transaction) and kept. (code, made now)."""
+    Account (WeChat asked outside any transaction, by one click at a time per scene) and kept. (code, made now).
+    `use_lock=False` only for the tests' negative control."""
     from flask import current_app
 
     from ..db import session_scope
@@ -130,8 +175,16 @@ def qrcode_for(actor: Actor, kind: str, item_id: int) -> tuple[QRCode, bool]:
         found = known_qrcode(s, kind, item_id)
     if found is not None:
         return found, False
-    if not current_app.extensions["wxapp"].settings.wechat_appid:
+    state = current_app.extensions["wxapp"]
+    if not state.settings.wechat_appid:
         raise QRCodeUnavailable("还没有配置公众号（WECHAT_APPID、WECHAT_SECRET），无法生成二维码，请联系管理员。")
-    code = request_qrcode(get_api("oa"), kind, item_id)
-    with session_scope() as s:
-        return record_qrcode(s, actor, kind, item_id, code)
+    api = get_api("oa")
+    with scene_lock(state.redis, api, scene_for(kind, item_id), enabled=use_lock):
+        # A click that held the lock before us has kept its code (committed before it let go): that one, unasked.
+        with session_scope() as s:
+            found = known_qrcode(s, kind, item_id)
+        if found is not None:
+            return found, False
+        code = request_qrcode(api, kind, item_id)
+        with session_scope() as s:
+            return record_qrcode(s, actor, kind, item_id, code)
