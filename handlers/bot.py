@@ -263,6 +263,9 @@ def _pick_hint(n: int) -> str:
 
 ACTIVITY_GONE = "这个活动已经下线了，回复“活动”看看近期可以报名的活动。"
 ACTIVITY_CANCELLED = "这个活动已经取消了，不能报名（报过名的会收到取消通知）。回复“活动”看看近期其他可以报名的活动。"
+# After why one cannot register: the activity's page all the same (with WXA_APPID a link to it, as the registrable
+# detail's 报名方法 has), where it can be followed, shared, or registered for once it opens or a seat comes free.
+CANNOT_REGISTER_SEE = "\n活动详情请到小程序“白领活动”查看；回复“活动”看看近期其他可以报名的活动。"
 DESCRIPTION_CHARS = 150
 # After a description shortened for the chat: where the rest is (with WXA_APPID, a link to the activity's page).
 DESCRIPTION_MORE = "…（完整介绍请到小程序“白领活动”查看）"
@@ -307,7 +310,7 @@ def activity_detail_text(activity_id: int, user_id: int | None, *, room: int = R
                          if own == RegStatus.WAITLISTED.value and user_id is not None else None)
                 tail = (f"您的报名：{registration_label(own, a.starts_at, place)}。取消报名、出示签到码请到小程序“我的报名”。")
             elif why:
-                tail = f"现在不能报名：{why}"
+                tail = f"现在不能报名：{why}" + CANNOT_REGISTER_SEE
             else:
                 tail = HOW_TO_REGISTER
         title, where, aid = a.title, a.place, a.id

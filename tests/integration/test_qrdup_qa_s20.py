@@ -223,15 +223,19 @@ def test_a_long_detail_one_cannot_register_for_keeps_its_link_within_2048_bytes(
     from handlers.bot import activity_detail_text
     from wxapp_backend.wechat.messages import REPLY_TEXT_MAX_BYTES
 
-    long = {"title": "楼宇音乐会" * 20, "address": "长宁路 1 号" * 40, "description": "古典与流行" * 400,
-            "status": "published"}
-    for why, act in _cannot_register(make_activity, make_user, **long).items():
-        for room in (REPLY_TEXT_MAX_BYTES, REPLY_TEXT_MAX_BYTES - 600):  # (a welcome or a note put before it)
+    acts = []
+    for description in ("古典与流行" * 400, "古典与流行" * 20):  # cut (its “…” names the page) or whole
+        long = {"title": "楼宇音乐会" * 20, "address": "长宁路 1 号" * 28, "description": description,
+                "status": "published"}
+        acts += _cannot_register(make_activity, make_user, **long).items()
+    for why, act in acts:
+        for room in (REPLY_TEXT_MAX_BYTES, REPLY_TEXT_MAX_BYTES - 900):  # (a welcome or a note put before it)
             text = activity_detail_text(act.id, None, appid=WXA_APPID, room=room)
             sent = _linked(text, act.id)
             assert len(sent.encode("utf-8")) <= room, (why, room, len(sent.encode("utf-8")))
             assert why in sent and "现在不能报名" in sent, (why, sent)
             assert f"pages/activity/detail?id={act.id}" in sent, (why, sent)
+            assert room == REPLY_TEXT_MAX_BYTES or "长宁路 1 号" * 28 not in sent, sent  # (the fit was needed)
 
 
 def test_a_poster_scan_of_a_full_activity_links_its_page(oa_kb, make_activity, make_user):  # noqa: F811
