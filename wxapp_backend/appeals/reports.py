@@ -6,14 +6,14 @@ import io
 import re
 import unicodedata
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from datetime import date, datetime, timedelta
 
 from openpyxl import Workbook
 from openpyxl.cell import WriteOnlyCell
 from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
 from openpyxl.worksheet._write_only import WriteOnlyWorksheet
-from sqlalchemy import case, func, or_, select
+from sqlalchemy import Select, and_, case, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased
 
@@ -297,47 +297,114 @@ def stored_weekly(session: Session, week: str, actor: Actor | None = None) -> di
     return stored_view(row, actor)
 
 
-def enterprise_issues(session: Session, enterprise_id: int | None = None, actor: Actor | None = None) -> dict:
-    """企业问题清单: each enterprise's appeals, open ones first."""
-    # Every appeal of every enterprise: read as plain columns, not as objects with their category, enterprise
-    # and building (and theirs) joined in, which took seconds for a few years of appeals.
-    master = aliased(Appeal)
-    q = (select(Appeal.enterprise_id, Enterprise.name, Appeal.number, Appeal.status,
-                func.coalesce(AppealCategory.name, ""),
-                case((Appeal.given_to == Appeal.department, Appeal.department), else_=""),  # as _handling
-                func.coalesce(Enterprise.name, Appeal.enterprise_name), func.coalesce(Building.name, ""),
-                Appeal.content, Appeal.submitted_at, Appeal.due_at, Appeal.overdue, Appeal.escalated,
-                Appeal.reopen_count, master.status)
-         .outerjoin(AppealCategory, AppealCategory.id == Appeal.category_id)
+# The 企业问题清单's parts. A merged appeal (DUPLICATE) is its master's row, when that is in the same enterprise's list:
+# merged into another enterprise's, it stays in its own enterprise's list (as 已合并), open while its master is.
+_MASTER = aliased(Appeal, name="master_appeal")
+_STATUS_NOW = case((and_(Appeal.status == AppealStatus.DUPLICATE.value, _MASTER.status.is_not(None)), _MASTER.status),
+                   else_=Appeal.status)
+# The name typed on an appeal that is not linked to an enterprise: the key of its group (NULL for a linked one).
+_TYPED = case((Enterprise.id.is_(None), Appeal.enterprise_name))
+# A page of the list loads the appeals of this many enterprises at a time when it is exported whole.
+ISSUES_CHUNK = 200
+
+
+def _issues_select(columns: Iterable, enterprise_id: int | None, actor: Actor | None) -> Select:
+    """The appeals the 企业问题清单 holds, as `actor` may see them (a department: those it handles)."""
+    q = (select(*columns).select_from(Appeal)
          .outerjoin(Enterprise, Enterprise.id == Appeal.enterprise_id)
-         .outerjoin(Building, Building.id == Appeal.building_id)
-         .outerjoin(master, master.id == Appeal.master_id)
-         # A merged appeal is its master's row, when that is in the same enterprise's list: merged into another
-         # enterprise's, it left its own enterprise's list altogether while merged.
+         .outerjoin(_MASTER, _MASTER.id == Appeal.master_id)
          .where(or_(Appeal.status != AppealStatus.DUPLICATE.value, Appeal.enterprise_id.is_(None),
-                    master.enterprise_id.is_(None), master.enterprise_id != Appeal.enterprise_id)))
+                    _MASTER.enterprise_id.is_(None), _MASTER.enterprise_id != Appeal.enterprise_id)))
     if enterprise_id:
         q = q.where(Appeal.enterprise_id == enterprise_id)
     if actor is not None and actor.type == "staff" and actor.role == "dept":
         q = q.where(handled_by(actor.department))
+    return q
+
+
+def _group_name(ename: str | None, typed: str | None) -> str:
+    return ename if ename is not None else (f"{typed}（未核实）" if typed else "未关联企业")
+
+
+def issue_groups(session: Session, enterprise_id: int | None = None, actor: Actor | None = None) -> list[dict]:
+    """The 企业问题清单's groups in its order (by name), each with its open and total counts, counted in the database
+    (GROUP BY): one row an enterprise or typed name, not one an appeal. "typed" holds the names typed on the
+    unlinked appeals of a group ("未关联企业": "" and none), to find its appeals again."""
+    typed = _TYPED.label("typed")
+    open_now = func.sum(case((_STATUS_NOW.in_([s.value for s in OPEN]), 1), else_=0))
+    q = (_issues_select((Enterprise.id, Enterprise.name, typed, open_now, func.count(Appeal.id)), enterprise_id, actor)
+         .group_by(Enterprise.id, Enterprise.name, typed))
+    groups: dict[tuple[str, int | None], dict] = {}
+    for eid, ename, typed_name, open_, total in session.execute(q):
+        key = (_group_name(ename, typed_name), eid)
+        g = groups.setdefault(key, {"enterprise": key[0], "enterprise_id": eid, "open": 0, "total": 0, "typed": []})
+        g["open"] += int(open_ or 0)
+        g["total"] += int(total or 0)
+        if ename is None:
+            g["typed"].append(typed_name)
+    return [g for _, g in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1] or 0))]
+
+
+def _issue_lists(session: Session, groups: list[dict], enterprise_id: int | None, actor: Actor | None, *,
+                 every: bool = False) -> list[dict]:
+    """The appeals of `groups` (every one the list holds when `every`), open ones first, in the groups' order."""
+    if not groups:
+        return []
+    # Read as plain columns, not as objects with their category, enterprise and building (and theirs) joined in,
+    # which took seconds for a few years of appeals.
+    q = (_issues_select((Enterprise.id, Enterprise.name, _TYPED, Appeal.number, Appeal.status,
+                         func.coalesce(AppealCategory.name, ""),
+                         case((Appeal.given_to == Appeal.department, Appeal.department), else_=""),  # as _handling
+                         func.coalesce(Enterprise.name, Appeal.enterprise_name), func.coalesce(Building.name, ""),
+                         Appeal.content, Appeal.submitted_at, Appeal.due_at, Appeal.overdue, Appeal.escalated,
+                         Appeal.reopen_count, _STATUS_NOW), enterprise_id, actor)
+         .outerjoin(AppealCategory, AppealCategory.id == Appeal.category_id)
+         .outerjoin(Building, Building.id == Appeal.building_id))
+    if not every:  # only the appeals of these groups: a page of the list must not read every appeal filed
+        eids = [g["enterprise_id"] for g in groups if g["enterprise_id"] is not None]
+        names = [t for g in groups for t in g.get("typed", ()) if t is not None]
+        wanted = [Enterprise.id.in_(eids)] if eids else []
+        if names:
+            wanted.append(and_(Enterprise.id.is_(None), Appeal.enterprise_name.in_(names)))
+        if any(t is None for g in groups for t in g.get("typed", ())):
+            wanted.append(and_(Enterprise.id.is_(None), Appeal.enterprise_name.is_(None)))
+        q = q.where(or_(*wanted))
     # One group per enterprise row: a name typed on an appeal (anyone may type any name) or a namesake company
     # must not join an enterprise's list, which holds only what its verified contacts filed.
-    groups: dict[tuple[str, int | None], list[dict]] = {}
-    for eid, ename, *values, master_status in session.execute(q.order_by(Appeal.id)):
-        if ename is not None:
-            key = (ename, eid)
-        else:
-            typed = values[4]
-            key = (f"{typed}（未核实）" if typed else "未关联企业", None)
-        # merged, it is open while its master is
-        status = master_status if values[1] == AppealStatus.DUPLICATE.value and master_status else values[1]
-        groups.setdefault(key, []).append({**_format(*values), "open": status in OPEN})
+    rows: dict[tuple[str, int | None], list[dict]] = {(g["enterprise"], g["enterprise_id"]): [] for g in groups}
+    for eid, ename, typed, *values, status in session.execute(q.order_by(Appeal.id)):
+        key = (_group_name(ename, typed), eid)
+        if key in rows:
+            rows[key].append({**_format(*values), "open": status in OPEN})
     out = []
-    for (name, eid), rows in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1] or 0)):
-        rows.sort(key=lambda r: (not r["open"], r["number"]))
-        out.append({"enterprise": name, "enterprise_id": eid, "open": sum(r["open"] for r in rows),
-                    "total": len(rows), "appeals": rows})
-    return {"enterprises": out}
+    for (name, eid), appeals in rows.items():
+        appeals.sort(key=lambda r: (not r["open"], r["number"]))
+        out.append({"enterprise": name, "enterprise_id": eid, "open": sum(r["open"] for r in appeals),
+                    "total": len(appeals), "appeals": appeals})
+    return [g for g in out if g["appeals"]]
+
+
+def enterprise_issues(session: Session, enterprise_id: int | None = None, actor: Actor | None = None, *,
+                      page: int | None = None, per_page: int = 20) -> dict:
+    """企业问题清单: each enterprise's appeals, open ones first, enterprises by name. With `page`, that page of
+    `per_page` enterprises and {total, page, per_page, pages} (total: the enterprises in the list): only their
+    appeals are read. Without, every enterprise (what the workbook holds; iter_enterprise_issues streams it)."""
+    groups = issue_groups(session, enterprise_id, actor)
+    if page is None:
+        return {"enterprises": _issue_lists(session, groups, enterprise_id, actor, every=True)}
+    shown = groups[(page - 1) * per_page:page * per_page]
+    result = Page(_issue_lists(session, shown, enterprise_id, actor), len(groups), page, per_page)
+    return {"enterprises": result.items, "total": result.total, "page": result.page, "per_page": result.per_page,
+            "pages": result.pages}
+
+
+def iter_enterprise_issues(session: Session, enterprise_id: int | None = None, actor: Actor | None = None, *,
+                           chunk: int = ISSUES_CHUNK) -> Iterator[dict]:
+    """Every group of the 企业问题清单 in its order, as enterprise_issues lists them, read `chunk` enterprises at a
+    time: the workbook of every appeal ever filed, without holding them all at once."""
+    groups = issue_groups(session, enterprise_id, actor)
+    for i in range(0, len(groups), chunk):
+        yield from _issue_lists(session, groups[i:i + chunk], enterprise_id, actor)
 
 
 COLUMNS = (("number", "编号"), ("status", "状态"), ("category", "类别"), ("department", "承办部门"),
