@@ -304,7 +304,7 @@ _STATUS_NOW = case((and_(Appeal.status == AppealStatus.DUPLICATE.value, _MASTER.
                    else_=Appeal.status)
 # The name typed on an appeal that is not linked to an enterprise: the key of its group (NULL for a linked one).
 _TYPED = case((Enterprise.id.is_(None), Appeal.enterprise_name))
-# A page of the list loads the appeals of this many enterprises at a time when it is exported whole.
+# The workbook of the whole list reads the appeals of this many enterprises at a time.
 ISSUES_CHUNK = 200
 
 
@@ -399,10 +399,11 @@ def enterprise_issues(session: Session, enterprise_id: int | None = None, actor:
 
 
 def iter_enterprise_issues(session: Session, enterprise_id: int | None = None, actor: Actor | None = None, *,
-                           chunk: int = ISSUES_CHUNK) -> Iterator[dict]:
+                           chunk: int | None = None) -> Iterator[dict]:
     """Every group of the 企业问题清单 in its order, as enterprise_issues lists them, read `chunk` enterprises at a
     time: the workbook of every appeal ever filed, without holding them all at once."""
     groups = issue_groups(session, enterprise_id, actor)
+    chunk = chunk or ISSUES_CHUNK
     for i in range(0, len(groups), chunk):
         yield from _issue_lists(session, groups[i:i + chunk], enterprise_id, actor)
 
