@@ -87,7 +87,7 @@ def test_weekly_report_counts_open_appeals_without_loading_them(app_ctx, appeals
     assert report["totals"]["open_now"] == 25
     assert report["totals"]["overdue_now"] == 2
     assert [r["number"][-5:] for r in report["overdue"]] == ["00001", "00003"]
-    assert sorted(a.id for a in rows) == [1, 3]
+    assert rows == []  # the overdue ones it lists are read as columns too (session 20)
 
 
 def test_enterprise_issue_list_reads_columns_not_objects(app_ctx, appeals):

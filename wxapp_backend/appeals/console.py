@@ -378,13 +378,13 @@ def report():
                                week=clean_text(request.args.get("week") or "")[:20]), exc.status
     return render_template("console/appeals/report.html", r=data, pct=metrics.percent_text, week=data["week"],
                            days=_week_days(data["start"]), definitions=metrics.DEFINITIONS,
-                           **_overdue(data, data["totals"]["overdue_now"]))
+                           **_overdue(data))
 
 
-def _overdue(report: dict, total: int) -> dict[str, Any]:
+def _overdue(report: dict) -> dict[str, Any]:
     """The report's 超期在办 as its page lists it: the most overdue few, and how many there are in all (the rest are
     in the workbook, and today's in the queue filtered to overdue open appeals)."""
-    return {"overdue": reports.most_overdue(report["overdue"]), "overdue_total": total}
+    return {"overdue": reports.most_overdue(report["overdue"]), "overdue_total": report["overdue_total"]}
 
 
 def _week_days(start_iso: str) -> str:
@@ -433,7 +433,7 @@ def stored_report(week: str):
                                week=clean_text(week)[:20], live_week=live), exc.status
     return render_template("console/appeals/report.html", r=data, pct=metrics.percent_text, week=data["week"],
                            days=_week_days(data["start"]), definitions=metrics.DEFINITIONS, stored=True,
-                           **_overdue(data, len(data["overdue"])))
+                           **_overdue(data))
 
 
 @bp.get("/appeals/reports/<week>.xlsx")

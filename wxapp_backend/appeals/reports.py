@@ -6,14 +6,14 @@ import io
 import re
 import unicodedata
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import date, datetime, timedelta
 
 from openpyxl import Workbook
 from openpyxl.cell import WriteOnlyCell
 from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
 from openpyxl.worksheet._write_only import WriteOnlyWorksheet
-from sqlalchemy import Select, and_, case, func, or_, select
+from sqlalchemy import Select, and_, case, func, or_, select, true
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased
 
@@ -92,58 +92,92 @@ MOST_OVERDUE_FIRST = (Appeal.due_at.is_(None), Appeal.due_at, Appeal.id)
 def weekly(session: Session, week: str | None, actor: Actor | None = None, *, now: datetime | None = None,
            overdue_limit: int | None = None) -> dict:
     """The report of `week` as `actor` may see it. "overdue" lists the open appeals past their deadline, the most
-    overdue first: all of them, or the first `overdue_limit` (totals.overdue_now counts all either way)."""
+    overdue first: all of them, or the first `overdue_limit`; totals.overdue_now and overdue_total count all.
+
+    Counted in the database and read as plain columns: a busy week holds tens of thousands of appeals, which were
+    loaded one by one as objects (with their category, enterprise and building) only to be counted and listed."""
     label, start, end = parse_week(week)
     not_begun(label, start, now)
     m = metrics.compute(session, start, end, actor, now=now)  # as the tick's `now` sees it (None: the real clock)
-    q = select(Appeal).where(Appeal.submitted_at >= start, Appeal.submitted_at < end)
-    if actor is not None and actor.type == "staff" and actor.role == "dept":
-        q = q.where(handled_by(actor.department))
-    new = list(session.scalars(q.order_by(Appeal.id)).unique())
-    # Every appeal still open is counted in the database; only the overdue ones, which the report lists, are loaded.
-    open_cond = [Appeal.status.in_([s.value for s in OPEN]), Appeal.submitted_at < end]
-    if actor is not None and actor.type == "staff" and actor.role == "dept":
-        open_cond.append(handled_by(actor.department))
+    scope = [handled_by(dept)] if (dept := _dept_of(actor)) is not None else []
+    in_week = [Appeal.submitted_at >= start, Appeal.submitted_at < end, *scope]
+    submitted, escalated = session.execute(
+        select(func.count(Appeal.id), func.coalesce(func.sum(case((Appeal.escalated == true(), 1), else_=0)), 0))
+        .where(*in_week)).one()
+    # Every appeal still open is counted in the database; only the overdue ones, which the report lists, are read.
+    open_cond = [Appeal.status.in_([s.value for s in OPEN]), Appeal.submitted_at < end, *scope]
     open_now = session.scalar(select(func.count(Appeal.id)).where(*open_cond)) or 0
-    late = select(Appeal).where(*open_cond, Appeal.overdue.is_(True)).order_by(*MOST_OVERDUE_FIRST)
-    overdue = list(session.scalars(late if overdue_limit is None else late.limit(overdue_limit)).unique())
+    late = _rows().where(*open_cond, Appeal.overdue.is_(True)).order_by(*MOST_OVERDUE_FIRST)
+    overdue = [_format(*r) for r in session.execute(late if overdue_limit is None else late.limit(overdue_limit))]
     overdue_now = len(overdue) if overdue_limit is None or len(overdue) < overdue_limit else (
         session.scalar(select(func.count(Appeal.id)).where(*open_cond, Appeal.overdue.is_(True))) or 0)
+    statuses = _tally(session, in_week, (Appeal.status,))
     return {
         "week": label, "start": start.isoformat(), "end": end.isoformat(),
-        "scope": _dept_of(actor) or "",  # the department it is narrowed to; "" for the whole centre
+        "scope": dept or "",  # the department it is narrowed to; "" for the whole centre
         "metrics": m.as_dict(),
-        "totals": {"submitted": len(new), "open_now": open_now,
-                   "overdue_now": overdue_now,
-                   "escalated": sum(1 for a in new if a.escalated)},
-        "by_category": dict(Counter(a.category.name if a.category else "未分类" for a in new)),
+        "totals": {"submitted": int(submitted), "open_now": open_now, "overdue_now": overdue_now,
+                   "escalated": int(escalated)},
+        "by_category": _tally(session, in_week, (AppealCategory.name,), lambda name: "未分类" if name is None else name,
+                              (AppealCategory, AppealCategory.id == Appeal.category_id)),
         # Given out (交办) only: the department the rules merely guessed at submission never had the appeal (its own
         # report, scoped by handled_by, does not count it either).
-        "by_department": dict(Counter(_handling(a) or "未交办" for a in new)),
+        "by_department": _tally(session, in_week, (Appeal.department, Appeal.given_to),
+                                lambda dept_, given: dept_ if dept_ and given == dept_ else "未交办"),
         # In the workflow's order (已提交 → … → 已撤回), as staff read a state list, not in the order rows came.
-        "by_status": {LABELS[st]: n for st in AppealStatus
-                      if (n := sum(1 for a in new if a.status == st.value))},
-        "by_building": dict(Counter(a.building.name if a.building else "未填写" for a in new)),
-        "appeals": [_row(a) for a in new],
-        "overdue": [_row(a) for a in overdue],
+        "by_status": {LABELS[st]: statuses[st.value] for st in AppealStatus if statuses.get(st.value)},
+        "by_building": _tally(session, in_week, (Building.name,), lambda name: "未填写" if name is None else name,
+                              (Building, Building.id == Appeal.building_id)),
+        "appeals": [_format(*r) for r in session.execute(_rows().where(*in_week).order_by(Appeal.id))],
+        "overdue": overdue,
+        "overdue_total": overdue_now,  # how many "overdue" would hold without `overdue_limit`
     }
+
+
+def _joined(stmt: Select) -> Select:
+    """`stmt` over the appeals with their category, enterprise and building (each may be missing)."""
+    return (stmt.select_from(Appeal)
+            .outerjoin(AppealCategory, AppealCategory.id == Appeal.category_id)
+            .outerjoin(Enterprise, Enterprise.id == Appeal.enterprise_id)
+            .outerjoin(Building, Building.id == Appeal.building_id))
+
+
+def _row_columns() -> tuple:
+    """_format's arguments as columns: what a report row shows of an appeal, read without building the object."""
+    return (Appeal.number, Appeal.status, func.coalesce(AppealCategory.name, ""),
+            # 承办部门: the department the appeal was given to and still is with; "" while only guessed (handled_by)
+            case((Appeal.given_to == Appeal.department, Appeal.department), else_=""),
+            func.coalesce(Enterprise.name, Appeal.enterprise_name), func.coalesce(Building.name, ""),
+            # the 200 characters a row shows (_format), not a week of long contents read whole
+            func.substr(Appeal.content, 1, 200), Appeal.submitted_at, Appeal.due_at, Appeal.overdue,
+            Appeal.escalated, Appeal.reopen_count)
+
+
+def _rows() -> Select:
+    return _joined(select(*_row_columns()))
+
+
+def _tally(session: Session, where: list, columns: tuple, name: Callable[..., str] = lambda value: value,
+           join: tuple = ()) -> dict:
+    """The appeals `where` picks counted (COUNT ... GROUP BY) by `columns` (of Appeal, or of the table `join` names
+    with its ON clause), each group named by `name(*values)` and groups of one name added up, in the order each
+    name first comes among the appeals by id, as a Counter over the rows had them. Grouped by the plain columns:
+    PostgreSQL does not take GROUP BY coalesce(x, $1) for the same expression selected as coalesce(x, $2)."""
+    q = select(*columns, func.count(Appeal.id)).select_from(Appeal)
+    if join:
+        q = q.outerjoin(*join)
+    q = q.where(*where).group_by(*columns).order_by(func.min(Appeal.id))
+    out: dict = {}
+    for *values, n in session.execute(q):
+        key = name(*values)
+        out[key] = out.get(key, 0) + n
+    return out
 
 
 def most_overdue(rows: list[dict], limit: int = OVERDUE_SHOWN) -> list[dict]:
     """The first `limit` of a report's overdue rows, the most overdue first (a stored report of an earlier version
     kept them in the order they were filed); "YYYY-MM-DD HH:MM" deadlines sort as the times they are."""
     return sorted(rows, key=lambda a: (not a.get("due_at"), a.get("due_at") or "", a.get("number") or ""))[:limit]
-
-
-def _handling(a: Appeal) -> str:
-    """承办部门: the department the appeal was given to and still is with; "" while only guessed (as handled_by)."""
-    return a.department if a.department and a.given_to == a.department else ""
-
-
-def _row(a: Appeal) -> dict:
-    return _format(a.number, a.status, a.category.name if a.category else "", _handling(a),
-                   a.enterprise.name if a.enterprise else a.enterprise_name, a.building.name if a.building else "",
-                   a.content, a.submitted_at, a.due_at, a.overdue, a.escalated, a.reopen_count)
 
 
 def _format(number: str, status: str, category: str, department: str, enterprise: str, building: str, content: str,
@@ -210,6 +244,7 @@ def stored_view(row: AppealReport, actor: Actor | None = None) -> dict:
     metrics_ = data.get("metrics") or None
     data["returns_by_department"] = dict((metrics_ or {}).get("returns_by_department") or {})
     data["scope"] = dept or ""
+    data["overdue_total"] = len(data["overdue"])  # a stored report keeps them all (as its workbook lists them)
     if dept is None:
         return data
     new = [a for a in data["appeals"] if a.get("department") == dept]
@@ -221,6 +256,7 @@ def stored_view(row: AppealReport, actor: Actor | None = None) -> dict:
         "appeals": new, "overdue": overdue,
         "totals": {"submitted": len(new), "open_now": None, "overdue_now": len(overdue),
                    "escalated": sum(1 for a in new if a.get("escalated"))},
+        "overdue_total": len(overdue),
         "by_category": dict(Counter(a.get("category") or "未分类" for a in new)),
         "by_department": {dept: len(new)} if new else {},
         "by_status": dict(sorted(statuses.items(), key=lambda kv: order.get(kv[0], len(order)))),
@@ -352,12 +388,7 @@ def _issue_lists(session: Session, groups: list[dict], enterprise_id: int | None
         return []
     # Read as plain columns, not as objects with their category, enterprise and building (and theirs) joined in,
     # which took seconds for a few years of appeals.
-    q = (_issues_select((Enterprise.id, Enterprise.name, _TYPED, Appeal.number, Appeal.status,
-                         func.coalesce(AppealCategory.name, ""),
-                         case((Appeal.given_to == Appeal.department, Appeal.department), else_=""),  # as _handling
-                         func.coalesce(Enterprise.name, Appeal.enterprise_name), func.coalesce(Building.name, ""),
-                         Appeal.content, Appeal.submitted_at, Appeal.due_at, Appeal.overdue, Appeal.escalated,
-                         Appeal.reopen_count, _STATUS_NOW), enterprise_id, actor)
+    q = (_issues_select((Enterprise.id, Enterprise.name, _TYPED, *_row_columns(), _STATUS_NOW), enterprise_id, actor)
          .outerjoin(AppealCategory, AppealCategory.id == Appeal.category_id)
          .outerjoin(Building, Building.id == Appeal.building_id))
     if not every:  # only the appeals of these groups: a page of the list must not read every appeal filed
