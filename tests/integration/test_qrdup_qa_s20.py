@@ -93,28 +93,33 @@ def test_two_colleagues_clicking_at_once_make_one_wechat_call(app, client, make_
     assert any("之前已生成" in p for p in pages)
 
 
-def test_negative_control_without_the_lock_both_clicks_ask_wechat(app, make_staff, make_building, standin):
+def test_negative_control_without_the_lock_both_clicks_ask_wechat(app, make_staff, make_building, standin, monkeypatch):
     """The same race through qrcode_for with the lock left out: two calls to WeChat (and the second code is not kept,
     record_qrcode finding the first). This shows the test above would see the race."""
+    from contextlib import nullcontext
+
     from wxapp_backend.audit import Actor
+    from wxapp_backend.wechat import qrcodes
     from wxapp_backend.wechat.qrcodes import qrcode_for
 
     lobby = make_building(name="幸福里")
     staff = make_staff(role="staff")
 
-    def click(building_id: int, use_lock: bool):
+    def click(building_id: int):
         def run(_i: int):
             with app.app_context():
-                return qrcode_for(Actor("staff", staff.id), "building", building_id, use_lock=use_lock)
+                return qrcode_for(Actor("staff", staff.id), "building", building_id)
         return run
 
     other = make_building(name="华山大楼")
     standin.set_latency(0.5, QRCODE_PATH)
     try:
-        unlocked = _at_once(2, click(lobby.id, False))
+        with monkeypatch.context() as m:
+            m.setattr(qrcodes, "scene_lock", lambda *_a, **_k: nullcontext())  # the lock left out
+            unlocked = _at_once(2, click(lobby.id))
         assert standin.count(QRCODE_PATH) == 2  # the race is real
         assert _kept(app) == 1 and len({code.ticket for code, _made in unlocked}) == 1
-        locked = _at_once(2, click(other.id, True))
+        locked = _at_once(2, click(other.id))
     finally:
         standin.set_latency(0, QRCODE_PATH)
     assert standin.count(QRCODE_PATH) == 3  # the lock: one more call for the second building, not two

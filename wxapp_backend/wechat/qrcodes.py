@@ -137,12 +137,9 @@ def lock_ttl(api: WeChatAPI) -> float:
 
 
 @contextmanager
-def scene_lock(client: redis.Redis, api: WeChatAPI, scene: str, *, enabled: bool = True) -> Iterator[None]:
+def scene_lock(client: redis.Redis, api: WeChatAPI, scene: str) -> Iterator[None]:
     """Held while one click asks WeChat for `scene`'s code and keeps it; a second click waits for it (LOCK_WAIT
-    seconds at most, then QRCodeUnavailable). `enabled=False` exists only for the tests' negative control."""
-    if not enabled:
-        yield
-        return
+    seconds at most, then QRCodeUnavailable)."""
     try:
         lock = client.lock(LOCK_KEY.format(appid=api.appid, scene=scene), timeout=lock_ttl(api), sleep=0.05,
                            blocking_timeout=LOCK_WAIT, thread_local=False)
@@ -161,10 +158,9 @@ def scene_lock(client: redis.Redis, api: WeChatAPI, scene: str, *, enabled: bool
             log.warning("QR code lock not released", exc_info=True, extra={"scene": scene})
 
 
-def qrcode_for(actor: Actor, kind: str, item_id: int, *, use_lock: bool = True) -> tuple[QRCode, bool]:
+def qrcode_for(actor: Actor, kind: str, item_id: int) -> tuple[QRCode, bool]:
     """The console's button: the code kept for this building or activity, else a new one made by the Official
-    Account (WeChat asked outside any transaction, by one click at a time per scene) and kept. (code, made now).
-    `use_lock=False` only for the tests' negative control."""
+    Account (WeChat asked outside any transaction, by one click at a time per scene) and kept. (code, made now)."""
     from flask import current_app
 
     from ..db import session_scope
@@ -179,7 +175,7 @@ def qrcode_for(actor: Actor, kind: str, item_id: int, *, use_lock: bool = True) 
     if not state.settings.wechat_appid:
         raise QRCodeUnavailable("还没有配置公众号（WECHAT_APPID、WECHAT_SECRET），无法生成二维码，请联系管理员。")
     api = get_api("oa")
-    with scene_lock(state.redis, api, scene_for(kind, item_id), enabled=use_lock):
+    with scene_lock(state.redis, api, scene_for(kind, item_id)):
         # A click that held the lock before us has kept its code (committed before it let go): that one, unasked.
         with session_scope() as s:
             found = known_qrcode(s, kind, item_id)
