@@ -17,6 +17,7 @@ import weakref
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import redis
@@ -32,6 +33,7 @@ from knowledge.search import KnowledgeBase
 from ..audit import Actor, audit
 from ..db import Database, utcnow
 from ..errors import Conflict, NotFound, Unauthorized, ValidationError
+from . import snapshot
 from .chat import ask
 from .models import AnswerFeedback, ChatTurn, KBEntry, UnansweredQuestion
 
@@ -696,10 +698,20 @@ class KBRuntime:
     # ~200 entries: 0.3-0.8 s; 10,000: about 4 s).
     wait_for_builds_under = 3.0
 
+    # Serving the copy on disk (the database away when this process first needed an index): how often to try the
+    # database again, on a thread of its own.
+    snapshot_retry_interval = 5.0
+
     def __init__(self, db: Database, r: redis.Redis, check_interval: float = 1.0,
-                 full_check_interval: float = 60.0) -> None:
+                 full_check_interval: float = 60.0, snapshot: Path | None = None) -> None:
         self.db, self.r, self.check_interval = db, r, check_interval
         self.full_check_interval = full_check_interval
+        # The entries of the last index built, kept on disk (knowledge_store/snapshot.py); None: no copy.
+        self.snapshot = snapshot
+        self._from_snapshot = False
+        self._retry_at = 0.0
+        self._snapshot_lock = threading.Lock()
+        self._keeper: threading.Thread | None = None
         self._kb: KnowledgeBase | None = None
         self._version: str | None = None
         self._stamp: tuple[int, int] | None = None
@@ -763,8 +775,10 @@ class KBRuntime:
         if kb is None:
             with self._lock:  # the first index: every caller needs it
                 if self._kb is None:
-                    self._kb, self._version = self._build(day, version), version
+                    self._kb, self._version = self._first_index(day, version)
                 return self._kb
+        if self._from_snapshot:
+            return self._retry_database(kb, day, version, now)
         if version == self._version:
             if now - self._full_checked < self.full_check_interval:
                 return kb
@@ -774,6 +788,42 @@ class KBRuntime:
             if not self._table_moved():
                 return kb
         return self._rebuild_behind(day, version)
+
+    def _first_index(self, day: date, version: str) -> tuple[KnowledgeBase, str | None]:
+        """Built from the database; with the database away, from the copy on disk (version None: not what Redis
+        names), which answers until the database is back."""
+        try:
+            return self._build(day, version), version
+        except SQLAlchemyError:
+            kept = snapshot.read(self.snapshot) if self.snapshot is not None else None
+            if kept is None:
+                raise
+            entries, stamp = kept
+            kb = KnowledgeBase(entries, today=day)
+            self._stamp, self._from_snapshot = stamp, True
+            self._retry_at = time.monotonic() + self.snapshot_retry_interval
+            log.warning("database unreachable: the knowledge base answers from its copy on disk until it is back",
+                        exc_info=True, extra={"entries": len(entries)})
+            return kb, None
+
+    def _retry_database(self, kb: KnowledgeBase, day: date, version: str, now: float) -> KnowledgeBase:
+        """Serving the copy on disk: every snapshot_retry_interval seconds a build from the database is tried behind
+        it (never waited for: with the database away a connection attempt can take seconds)."""
+        if now < self._retry_at:
+            return kb
+        self._retry_at = now + self.snapshot_retry_interval
+        with self._lock:
+            if self._builder is None:
+                self._builder = threading.Thread(target=self._build_and_swap, args=(day, version),
+                                                 name="kb-rebuild", daemon=True)
+                self._builder.start()
+        return self._kb  # type: ignore[return-value]
+
+    def _keep_copy(self, entries: list[Entry], stamp: tuple[int, int]) -> None:
+        """Write the copy on disk unless it already holds these rows (another process wrote it)."""
+        with self._snapshot_lock:
+            if self._stamp == stamp and snapshot.stamp_of(self.snapshot) != stamp:  # type: ignore[arg-type]
+                snapshot.write(self.snapshot, entries, stamp)  # type: ignore[arg-type]
 
     def _redate(self, kb: KnowledgeBase, day: date) -> KnowledgeBase:
         with self._lock:
@@ -800,7 +850,10 @@ class KBRuntime:
         try:
             kb = self._build(day, version)
             with self._lock:
-                self._kb, self._version = kb, version
+                self._kb, self._version, self._from_snapshot = kb, version, False
+        except SQLAlchemyError as exc:
+            # The database away: the previous index goes on answering; the next check tries again.
+            log.warning("knowledge base rebuild failed: database error (%s)", type(exc).__name__)
         except Exception:
             # The previous index goes on answering; the next check (a second on) tries again.
             log.exception("knowledge base rebuild failed")
@@ -821,6 +874,10 @@ class KBRuntime:
         self._sources[kb] = (version, *stamp)
         self._stamp, self._full_checked = stamp, time.monotonic()
         self._last_build_seconds = time.perf_counter() - started
+        if self.snapshot is not None:  # on a thread of its own: at 100,000 entries the copy takes seconds
+            self._keeper = threading.Thread(target=self._keep_copy, args=(entries, stamp), name="kb-snapshot",
+                                            daemon=True)
+            self._keeper.start()
         log.info("knowledge base loaded", extra={"entries": len(entries),
                                                  "ms": round(self._last_build_seconds * 1000)})
         return kb
@@ -833,5 +890,6 @@ def get_runtime() -> KBRuntime:
     runtime = ext.get("wxapp_kb")
     if runtime is None:
         state = ext["wxapp"]
-        runtime = ext.setdefault("wxapp_kb", KBRuntime(state.db, state.redis))
+        kept = snapshot.snapshot_path(state.settings.instance_path, state.settings.resolved_database_url)
+        runtime = ext.setdefault("wxapp_kb", KBRuntime(state.db, state.redis, snapshot=kept))
     return runtime
