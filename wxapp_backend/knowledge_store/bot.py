@@ -120,18 +120,22 @@ def log_turn_or_defer(db: Database, **turn) -> int | None:
     """`log_turn` in a transaction of its own; returns the turn's id. With the database away (a restart, connection
     refused) the answer must not fail for its log: the turn is queued (RQ, tried again for some minutes) for
     `knowledge_store.jobs.log_turn_later` to log it, with its fallback's place in staff's unanswered queue, once the
-    database is back; None is returned (no turn to vote on yet). Were Redis away too, a warning keeps what it was."""
+    database is back; None is returned (no turn to vote on yet). Were Redis away too, a warning keeps what it was.
+    The time is fixed before the first try: a COMMIT that reached the database but whose reply was lost raises here
+    too, and the queued job then finds that turn (same channel, user, question and time) instead of logging it twice."""
+    from ..db import utcnow
+
+    at = utcnow()
     try:
         with db.session_scope() as s:
-            return log_turn(s, **turn).id
+            return log_turn(s, at=at, **turn).id
     except DB_AWAY as exc:
         away = exc
-    from ..db import utcnow
     from ..queue import enqueue
     from .jobs import RETRIES
 
     # As the log keeps it: no phone or ID number in the queue (nor in a failed job kept for a month).
-    turn = dict(turn, question=mask_personal(turn["question"]), at=utcnow().isoformat())
+    turn = dict(turn, question=mask_personal(turn["question"]), at=at.isoformat())
     what = {k: turn[k] for k in ("channel", "user_id", "decision", "entry_id", "at")}
     try:
         enqueue("wxapp_backend.knowledge_store.jobs.log_turn_later", turn, retries=RETRIES)
