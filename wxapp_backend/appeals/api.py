@@ -78,6 +78,8 @@ STAFF_FILTERS = (
     Field("grid_id", "int", "网格", min=1),
     Field("building_id", "int", "楼宇", min=1),
     Field("enterprise_id", "int", "企业", min=1),
+    Field("no_enterprise", "bool", "未关联企业（没有关联企业档案，也没有填写企业名称）"),
+    Field("typed_enterprise", "str", "填写的企业名称（未核实，没有关联企业档案；完全一致）", max_len=200),
     Field("overdue", "bool", "超期"),
     Field("due_soon", "bool", "临期（在办且距办结期限不足 1 个工作日，未超期）"),
     Field("escalated", "bool", "办不成事"),
@@ -388,23 +390,27 @@ def metrics():
 @bp.get("/staff/reports/weekly")
 @staff_api_required(StaffRole.DEPT)
 @doc("诉求周报（上海时间 ISO 周，如 2025-W40；format=xlsx 下载 Excel；还没有开始的周为 422）。"
-     f"overdue 列出超期最久的 {reports.OVERDUE_SHOWN} 件当前超期在办诉求，overdue_total 为全部件数（Excel 列出全部）",
-     params=WEEK_FIELDS, auth="staff", tags=["诉求"],
+     f"overdue 列出超期最久的 {reports.OVERDUE_SHOWN} 件当前超期在办诉求，overdue_total 为全部件数；"
+     "appeals 为本周新增诉求，按编号分页（page、per_page，每页默认 20 条、最多 100 条），appeals_total 为全部件数"
+     "（Excel 列出全部，不分页）",
+     params=WEEK_FIELDS + PAGE_FIELDS, auth="staff", tags=["诉求"],
      responses={200: "{week, start, end, scope, metrics, totals, by_category, by_department, by_status, by_building, "
-                     f"appeals, overdue（超期最久的前 {reports.OVERDUE_SHOWN} 件）, overdue_total（超期在办共几件）}}",
-                422: "周次格式不对，或这一周还没有开始"})
+                     "appeals（本周新增诉求的这一页）, appeals_total（本周新增共几件）, page, per_page, pages, "
+                     f"overdue（超期最久的前 {reports.OVERDUE_SHOWN} 件）, overdue_total（超期在办共几件）}}",
+                422: "周次格式不对，或这一周还没有开始；页码不是正整数、每页条数超过 100"})
 def weekly():
     reports.check_typed_week(request.args.get("week"))
-    args = query(WEEK_FIELDS)
+    args = query(WEEK_FIELDS + PAGE_FIELDS)
     with session_scope() as s:
-        # The JSON lists the most overdue few, as the console page does (a busy street had about 3,300 overdue
-        # appeals, every one in the answer); the workbook keeps them all.
-        limit = None if args["format"] == "xlsx" else reports.OVERDUE_SHOWN
-        report = reports.weekly(s, args["week"], current_actor(), overdue_limit=limit)
         if args["format"] == "xlsx":
+            # every appeal of the week and every overdue one, the week's read a thousand at a time as they are written
+            report = reports.weekly(s, args["week"], current_actor(), stream=True)
             audit(s, current_actor(), "appeal.weekly_exported", None, week=report["week"])
-    if args["format"] == "xlsx":
-        return _xlsx(reports.weekly_xlsx(report), f"appeals-weekly-{report['week']}.xlsx")
+            return _xlsx(reports.weekly_xlsx(report), f"appeals-weekly-{report['week']}.xlsx")
+        # The JSON lists the most overdue few, as the console page does (a busy street had about 3,300 overdue
+        # appeals, every one in the answer), and the week's appeals a page at a time (thousands in a busy week).
+        report = reports.weekly(s, args["week"], current_actor(), overdue_limit=reports.OVERDUE_SHOWN,
+                                page=args["page"], per_page=args["per_page"])
     return jsonify(report)
 
 
@@ -447,10 +453,13 @@ def stored_weekly(week: str):
 
 @bp.get("/staff/reports/enterprise-issues")
 @staff_api_required(StaffRole.DEPT)
-@doc("企业问题清单（按企业列出诉求，在办在前；企业按名称排序，分页：page、per_page 按企业分页，total 为企业数；"
-     "enterprise_id 只看一家企业的全部诉求；format=xlsx 下载全部企业的 Excel，不分页）",
+@doc("企业问题清单（按企业列出诉求：在办的在前，超期最久的在前，其后是已结束的，最近的在前；企业按名称排序，"
+     "分页：page、per_page 按企业分页，total 为企业数；每家企业最多列出 "
+     f"{reports.ISSUES_SHOWN} 件，open、total 为全部件数，appeals_query 为在 /staff/appeals 查看这家企业全部诉求的筛选条件；"
+     "enterprise_id 只看一家企业；format=xlsx 下载全部企业全部诉求的 Excel，不分页）",
      params=ISSUES_FIELDS + PAGE_FIELDS, auth="staff", tags=["诉求"],
-     responses={200: "{enterprises: [{enterprise, enterprise_id, open, total, appeals}], total, page, per_page, pages}",
+     responses={200: "{enterprises: [{enterprise, enterprise_id, open, total, appeals（最多 "
+                     f"{reports.ISSUES_SHOWN} 件）, appeals_query}}], total, page, per_page, pages}}",
                 422: "参数有误（如页码不是正整数、每页条数超过 100）"})
 def enterprise_issues():
     # Paged by enterprise: the whole list (every appeal ever filed) was about 20 MB for 50,000 appeals. The old

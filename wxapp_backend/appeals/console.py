@@ -25,7 +25,7 @@ from ..auth.guard import console_required, current_actor
 from ..auth.models import ROLE_RANK, StaffRole, StaffUser
 from ..console import DASHBOARD_CARDS, add_nav, safe_console_path, without_refused_filters
 from ..db import session_scope, utcnow
-from ..enterprises.models import Building, Grid
+from ..enterprises.models import Building, Enterprise, Grid
 from ..errors import AppError, NotFound, ValidationError
 from ..validation import DB_INT_MAX, Field, clean_text, row_id, validate
 from . import intake, metrics, reports, services
@@ -39,6 +39,9 @@ FILTERS = (
     Field("status", "str", "状态", max_len=200), Field("category", "str", "类别", max_len=32),
     Field("department", "str", "部门", max_len=64), Field("grid_id", "int", "网格", min=1),
     Field("building_id", "int", "楼宇", min=1), Field("overdue", "bool", "超期"), Field("due_soon", "bool", "临期"),
+    # the 企业问题清单's groups (its "在诉求列表中查看全部" links): an enterprise, a name typed and not verified, none
+    Field("enterprise_id", "int", "企业", min=1), Field("no_enterprise", "bool", "未关联企业"),
+    Field("typed_enterprise", "str", "填写的企业名称", max_len=200),
     Field("pending_requests", "bool", "待审核退单/延期"),
     Field("escalated", "bool", "办不成事"), Field("escalation_open", "bool", "办不成事待处理"),
     Field("triage", "bool", "待分拣"), Field("open_only", "bool", "在办"),
@@ -83,7 +86,9 @@ def queue():
 
         (args, page), note = without_refused_filters({k: v for k, v in request.args.items() if v != ""}, attempt)
         soon_before = services.due_soon_before(services.work_calendar(s), now)
+        enterprise = s.get(Enterprise, args["enterprise_id"]) if args.get("enterprise_id") else None
         return render_template("console/appeals/list.html", page=page, args=args,
+                               enterprise_name=enterprise.name if enterprise else "",
                                due_soon=lambda a: services.is_due_soon(a, soon_before, now),
                                link_args={k: v for k, v in args.items() if v not in (None, "") and k != "page"},
                                categories=services.categories(s, active_only=False),
@@ -370,7 +375,8 @@ def report():
         reports.check_typed_week(request.args.get("week"))
         args = _args((Field("week", "str", "周次", max_len=8),))
         with session_scope() as s:
-            data = reports.weekly(s, args["week"], current_actor(), overdue_limit=reports.OVERDUE_SHOWN)
+            # The page shows the week's tallies, not its rows: one page of them is read (thousands in a busy week).
+            data = reports.weekly(s, args["week"], current_actor(), overdue_limit=reports.OVERDUE_SHOWN, page=1)
     except ValidationError as exc:
         # Said on the report's own page, the week typed still in its box to correct (the bare error page had no
         # way back but the browser's).
@@ -397,10 +403,11 @@ def report_xlsx():
     reports.check_typed_week(request.args.get("week"))
     args = _args((Field("week", "str", "周次", max_len=8),))
     with session_scope() as s:
-        data = reports.weekly(s, args["week"], current_actor())
+        # every appeal of the week, read a thousand at a time as the workbook is written
+        data = reports.weekly(s, args["week"], current_actor(), stream=True)
         audit(s, current_actor(), "appeal.weekly_exported", None, week=data["week"])
-    resp = Response(reports.weekly_xlsx(data),
-                    mimetype="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet")
+        workbook = reports.weekly_xlsx(data)
+    resp = Response(workbook, mimetype="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet")
     resp.headers["Content-Disposition"] = f'attachment; filename="appeals-weekly-{data["week"]}.xlsx"'
     return resp
 
@@ -466,7 +473,7 @@ def issues():
         (args, data), note = without_refused_filters({k: v for k, v in request.args.items() if v != ""}, attempt)
     link_args = {k: args[k] for k in ("enterprise_id", "per_page") if request.args.get(k) and args[k]}
     return render_template("console/appeals/issues.html", r=data, args=args, link_args=link_args,
-                           filter_error=note), 422 if note else 200
+                           shown=reports.ISSUES_SHOWN, filter_error=note), 422 if note else 200
 
 
 @bp.get("/appeals/issues.xlsx")

@@ -89,10 +89,21 @@ OVERDUE_SHOWN = 50
 MOST_OVERDUE_FIRST = (Appeal.due_at.is_(None), Appeal.due_at, Appeal.id)
 
 
+# The staff JSON lists the week's appeals a page at a time (as the other staff lists: 20 a page, at most 100); the
+# workbook writes them all, read this many at a time.
+APPEALS_PER_PAGE = 20
+WEEKLY_CHUNK = 1000
+
+
 def weekly(session: Session, week: str | None, actor: Actor | None = None, *, now: datetime | None = None,
-           overdue_limit: int | None = None) -> dict:
+           overdue_limit: int | None = None, page: int | None = None, per_page: int = APPEALS_PER_PAGE,
+           stream: bool = False) -> dict:
     """The report of `week` as `actor` may see it. "overdue" lists the open appeals past their deadline, the most
     overdue first: all of them, or the first `overdue_limit`; totals.overdue_now and overdue_total count all.
+
+    "appeals" lists the week's appeals by id: all of them (what the Monday job stores); with `page`, that page of
+    `per_page` and appeals_total, page, per_page, pages (a busy week holds thousands, every one in the staff JSON);
+    with `stream`, an iterator reading them WEEKLY_CHUNK at a time while the session is open (the workbook).
 
     Counted in the database and read as plain columns: a busy week holds tens of thousands of appeals, which were
     loaded one by one as objects (with their category, enterprise and building) only to be counted and listed."""
@@ -128,10 +139,36 @@ def weekly(session: Session, week: str | None, actor: Actor | None = None, *, no
         "by_status": {LABELS[st]: statuses[st.value] for st in AppealStatus if statuses.get(st.value)},
         "by_building": _tally(session, in_week, (Building.name,), lambda name: "未填写" if name is None else name,
                               (Building, Building.id == Appeal.building_id)),
-        "appeals": [_format(*r) for r in session.execute(_rows().where(*in_week).order_by(Appeal.id))],
+        "appeals": _stream(session, in_week) if stream else _listed(session, in_week, page, per_page),
         "overdue": overdue,
         "overdue_total": overdue_now,  # how many "overdue" would hold without `overdue_limit`
+        # how many "appeals" would hold without `page`: the week's appeals (totals.submitted), and which page it is
+        **({} if page is None else {"appeals_total": int(submitted), "page": page, "per_page": per_page,
+                                    "pages": Page([], int(submitted), page, per_page).pages}),
     }
+
+
+def _listed(session: Session, where: list, page: int | None, per_page: int) -> list[dict]:
+    """The rows of the appeals `where` picks, by id: all of them, or page `page` of `per_page`."""
+    q = _rows().where(*where).order_by(Appeal.id)
+    if page is not None:
+        q = q.limit(per_page).offset((page - 1) * per_page)
+    return [_format(*r) for r in session.execute(q)]
+
+
+def _stream(session: Session, where: list, chunk: int | None = None) -> Iterator[dict]:
+    """The rows of the appeals `where` picks, by id, read `chunk` at a time (each chunk a query of its own after the
+    last id read: no cursor held open while the rows are written out, no list of them all)."""
+    chunk = chunk or WEEKLY_CHUNK
+    last = 0
+    while True:
+        rows = session.execute(_joined(select(Appeal.id, *_row_columns())).where(*where, Appeal.id > last)
+                               .order_by(Appeal.id).limit(chunk)).all()
+        for _, *values in rows:
+            yield _format(*values)
+        if len(rows) < chunk:
+            return
+        last = rows[-1][0]
 
 
 def _joined(stmt: Select) -> Select:
@@ -342,6 +379,17 @@ _STATUS_NOW = case((and_(Appeal.status == AppealStatus.DUPLICATE.value, _MASTER.
 _TYPED = case((Enterprise.id.is_(None), Appeal.enterprise_name))
 # The workbook of the whole list reads the appeals of this many enterprises at a time.
 ISSUES_CHUNK = 200
+# ... and at most about this many appeals at a time (one enterprise with more is read this many at a time).
+ISSUES_CHUNK_APPEALS = 5000
+# A page of the list shows this many of each enterprise's appeals, with the count of all and the way to the rest (the
+# appeals list filtered to that enterprise): 未关联企业 alone gathers thousands over the years, all on its page.
+ISSUES_SHOWN = 50
+_OPEN_NOW = _STATUS_NOW.in_([s.value for s in OPEN])
+# An enterprise's appeals in the order staff follow them up: the open ones first, the most overdue first (the earliest
+# deadline; one without a deadline after those with one), then the ended ones, the latest first (what was settled
+# lately, not years ago). Plain CASEs: SQLite and PostgreSQL put NULLs at different ends.
+GROUP_ORDER = (case((_OPEN_NOW, 0), else_=1), case((and_(_OPEN_NOW, Appeal.due_at.is_not(None)), 0), else_=1),
+               case((_OPEN_NOW, Appeal.due_at)), case((_OPEN_NOW, Appeal.id), else_=-Appeal.id))
 
 
 def _issues_select(columns: Iterable, enterprise_id: int | None, actor: Actor | None) -> Select:
@@ -382,13 +430,21 @@ def issue_groups(session: Session, enterprise_id: int | None = None, actor: Acto
 
 
 def _issue_lists(session: Session, groups: list[dict], enterprise_id: int | None, actor: Actor | None, *,
-                 every: bool = False) -> list[dict]:
-    """The appeals of `groups` (every one the list holds when `every`), open ones first, in the groups' order."""
+                 every: bool = False, limit: int | None = None, offset: int = 0) -> list[dict]:
+    """The appeals of `groups` (every one the list holds when `every`) in GROUP_ORDER, in the groups' order: all of
+    each group's, or `limit` of them after its first `offset` (open and total count them all, as issue_groups
+    counted them)."""
     if not groups:
         return []
     # Read as plain columns, not as objects with their category, enterprise and building (and theirs) joined in,
     # which took seconds for a few years of appeals.
-    q = (_issues_select((Enterprise.id, Enterprise.name, _TYPED, *_row_columns(), _STATUS_NOW), enterprise_id, actor)
+    columns = (Enterprise.id, Enterprise.name, _TYPED, *_row_columns(), _STATUS_NOW)
+    if limit is not None:  # numbered within each group in its order, the rest left in the database
+        columns = (*(c.label(f"c{i}") for i, c in enumerate(columns)),
+                   *(k.label(f"k{i}") for i, k in enumerate(GROUP_ORDER)),
+                   func.row_number().over(partition_by=(Enterprise.id, func.coalesce(_TYPED, "")),
+                                          order_by=GROUP_ORDER).label("n"))
+    q = (_issues_select(columns, enterprise_id, actor)
          .outerjoin(AppealCategory, AppealCategory.id == Appeal.category_id)
          .outerjoin(Building, Building.id == Appeal.building_id))
     if not every:  # only the appeals of these groups: a page of the list must not read every appeal filed
@@ -400,43 +456,86 @@ def _issue_lists(session: Session, groups: list[dict], enterprise_id: int | None
         if any(t is None for g in groups for t in g.get("typed", ())):
             wanted.append(and_(Enterprise.id.is_(None), Appeal.enterprise_name.is_(None)))
         q = q.where(or_(*wanted))
+    if limit is None:
+        q = q.order_by(*GROUP_ORDER)
+    else:
+        numbered = q.subquery()
+        shown = len(columns) - len(GROUP_ORDER) - 1  # the c<i> columns, without the order keys and the number
+        q = (select(*(numbered.c[f"c{i}"] for i in range(shown)))
+             .where(numbered.c.n > offset, numbered.c.n <= offset + limit)
+             .order_by(*(numbered.c[f"k{i}"] for i in range(len(GROUP_ORDER)))))
     # One group per enterprise row: a name typed on an appeal (anyone may type any name) or a namesake company
     # must not join an enterprise's list, which holds only what its verified contacts filed.
     rows: dict[tuple[str, int | None], list[dict]] = {(g["enterprise"], g["enterprise_id"]): [] for g in groups}
-    for eid, ename, typed, *values, status in session.execute(q.order_by(Appeal.id)):
+    for eid, ename, typed, *values, status in session.execute(q):
         key = (_group_name(ename, typed), eid)
         if key in rows:
             rows[key].append({**_format(*values), "open": status in OPEN})
+    counts = {(g["enterprise"], g["enterprise_id"]): g for g in groups}
     out = []
     for (name, eid), appeals in rows.items():
-        appeals.sort(key=lambda r: (not r["open"], r["number"]))
-        out.append({"enterprise": name, "enterprise_id": eid, "open": sum(r["open"] for r in appeals),
-                    "total": len(appeals), "appeals": appeals})
+        g = counts[(name, eid)]
+        out.append({"enterprise": name, "enterprise_id": eid, "open": g["open"], "total": g["total"],
+                    "appeals": appeals, "appeals_query": _group_query(eid, g.get("typed", ()))})
     return [g for g in out if g["appeals"]]
+
+
+def _group_query(enterprise_id: int | None, typed: Iterable[str | None]) -> dict[str, str | int]:
+    """The filters of the staff appeals list (GET /api/v1/staff/appeals, the console's 诉求 page) that list every
+    appeal of a group: its enterprise; for one linked to none, the name typed (exactly), or 未关联企业."""
+    if enterprise_id is not None:
+        return {"enterprise_id": enterprise_id}
+    name = next((t for t in typed if t), None)
+    return {"typed_enterprise": name} if name else {"no_enterprise": "true"}
 
 
 def enterprise_issues(session: Session, enterprise_id: int | None = None, actor: Actor | None = None, *,
                       page: int | None = None, per_page: int = 20) -> dict:
-    """企业问题清单: each enterprise's appeals, open ones first, enterprises by name. With `page`, that page of
-    `per_page` enterprises and {total, page, per_page, pages} (total: the enterprises in the list): only their
-    appeals are read. Without, every enterprise (what the workbook holds; iter_enterprise_issues streams it)."""
+    """企业问题清单: each enterprise's appeals (GROUP_ORDER: open ones first), enterprises by name. With `page`, that
+    page of `per_page` enterprises and {total, page, per_page, pages} (total: the enterprises in the list), each
+    with its first ISSUES_SHOWN appeals (its open and total count all; appeals_query finds the rest): only those
+    are read. Without, every appeal of every enterprise (what the workbook holds; iter_enterprise_issues streams
+    it)."""
     groups = issue_groups(session, enterprise_id, actor)
     if page is None:
         return {"enterprises": _issue_lists(session, groups, enterprise_id, actor, every=True)}
     shown = groups[(page - 1) * per_page:page * per_page]
-    result = Page(_issue_lists(session, shown, enterprise_id, actor), len(groups), page, per_page)
+    result = Page(_issue_lists(session, shown, enterprise_id, actor, limit=ISSUES_SHOWN), len(groups), page, per_page)
     return {"enterprises": result.items, "total": result.total, "page": result.page, "per_page": result.per_page,
             "pages": result.pages}
 
 
 def iter_enterprise_issues(session: Session, enterprise_id: int | None = None, actor: Actor | None = None, *,
                            chunk: int | None = None) -> Iterator[dict]:
-    """Every group of the 企业问题清单 in its order, as enterprise_issues lists them, read `chunk` enterprises at a
-    time: the workbook of every appeal ever filed, without holding them all at once."""
-    groups = issue_groups(session, enterprise_id, actor)
+    """Every group of the 企业问题清单 in its order, as enterprise_issues lists them, read `chunk` enterprises (and
+    at most about ISSUES_CHUNK_APPEALS appeals) at a time: the workbook of every appeal ever filed, without holding
+    them all at once. A group larger than that (未关联企业 over the years) is read ISSUES_CHUNK_APPEALS at a time
+    as it is written: its "appeals" is an iterator, to be read before the next group is."""
     chunk = chunk or ISSUES_CHUNK
-    for i in range(0, len(groups), chunk):
-        yield from _issue_lists(session, groups[i:i + chunk], enterprise_id, actor)
+    batch: list[dict] = []
+    size = 0
+    for g in [*issue_groups(session, enterprise_id, actor), None]:  # None: the end, the last batch out
+        if batch and (g is None or len(batch) >= chunk or size + g["total"] > ISSUES_CHUNK_APPEALS):
+            yield from _issue_lists(session, batch, enterprise_id, actor)
+            batch, size = [], 0
+        if g is not None and g["total"] > ISSUES_CHUNK_APPEALS:
+            first = _issue_lists(session, [g], enterprise_id, actor, limit=ISSUES_CHUNK_APPEALS)
+            yield from ({**e, "appeals": _rest_of(session, g, enterprise_id, actor, e["appeals"])} for e in first)
+        elif g is not None:
+            batch.append(g)
+            size += g["total"]
+
+
+def _rest_of(session: Session, group: dict, enterprise_id: int | None, actor: Actor | None,
+             first: list[dict]) -> Iterator[dict]:
+    """The appeals of one large group: `first` (the first ISSUES_CHUNK_APPEALS), then the rest, as many at a time."""
+    yield from first
+    offset = len(first)
+    while len(first) == ISSUES_CHUNK_APPEALS:
+        more = _issue_lists(session, [group], enterprise_id, actor, limit=ISSUES_CHUNK_APPEALS, offset=offset)
+        first = more[0]["appeals"] if more else []
+        offset += len(first)
+        yield from first
 
 
 COLUMNS = (("number", "编号"), ("status", "状态"), ("category", "类别"), ("department", "承办部门"),

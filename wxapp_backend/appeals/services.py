@@ -2360,8 +2360,12 @@ def list_for_staff(session: Session, actor: Actor, *, status: str | None = None,
                    enterprise_id: int | None = None, overdue: bool | None = None, escalated: bool | None = None,
                    triage: bool | None = None, q: str | None = None, open_only: bool | None = None,
                    escalation_open: bool | None = None, due_soon: bool | None = None,
-                   pending_requests: bool | None = None, page: int = 1, per_page: int = 20,
+                   pending_requests: bool | None = None, no_enterprise: bool | None = None,
+                   typed_enterprise: str | None = None, page: int = 1, per_page: int = 20,
                    now: datetime | None = None, oldest_first: bool = False) -> Page:
+    """One page of the appeals `actor` may see, the filters given applied. `no_enterprise` and `typed_enterprise`
+    pick the 企业问题清单's groups of appeals linked to no enterprise file: 未关联企业 (no name typed either), and
+    “<name>（未核实）” (that name typed, exactly)."""
     stmt = select(Appeal)
     if _dept_only(actor):
         stmt = stmt.where(_dept_clause(actor.department))
@@ -2380,6 +2384,11 @@ def list_for_staff(session: Session, actor: Actor, *, status: str | None = None,
         stmt = stmt.where(Appeal.building_id == building_id)
     if enterprise_id:
         stmt = stmt.where(Appeal.enterprise_id == enterprise_id)
+    if no_enterprise:
+        stmt = stmt.where(Appeal.enterprise_id.is_(None), or_(Appeal.enterprise_name.is_(None),
+                                                              Appeal.enterprise_name == ""))
+    if typed_enterprise:
+        stmt = stmt.where(Appeal.enterprise_id.is_(None), Appeal.enterprise_name == typed_enterprise)
     if overdue is not None:
         stmt = stmt.where(Appeal.overdue.is_(overdue))
     if escalated is not None:
