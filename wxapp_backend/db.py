@@ -46,7 +46,8 @@ def utcnow() -> datetime:
 class Refusal:
     """What the database said when it refused a write (an IntegrityError): `kind` is "unique", "foreign_key",
     "not_null", "check" or "" (not said); `table`, `columns` and `constraint` those it named, empty where it names
-    none (SQLite names no column for a foreign key, nor a table for a check)."""
+    none (SQLite names no foreign key, unless refusal() was given the session to ask it with; nor a table for a
+    check)."""
 
     kind: str
     table: str = ""
@@ -58,9 +59,11 @@ _SQLSTATE_KINDS = {"23505": "unique", "23503": "foreign_key", "23502": "not_null
 _SQLITE_REFUSAL = re.compile(r"(UNIQUE|FOREIGN KEY|NOT NULL|CHECK) constraint failed(?::\s*(.*))?", re.S)
 
 
-def refusal(exc: IntegrityError) -> Refusal:
+def refusal(exc: IntegrityError, session: Session | None = None) -> Refusal:
     """Which constraint an IntegrityError is about: on PostgreSQL from the error's fields (psycopg's `diag`, the
-    constraint's name looked up in the models for its columns), on SQLite from the message's text."""
+    constraint's name looked up in the models for its columns), on SQLite from the message's text. SQLite's
+    message names no foreign key: given the `session` the write failed in, the statement is run again to find it
+    (see _sqlite_foreign_key), as PostgreSQL would have named it."""
     orig = exc.orig
     sqlstate = getattr(orig, "sqlstate", None)
     if sqlstate is not None:
@@ -85,7 +88,66 @@ def refusal(exc: IntegrityError) -> Refusal:
             columns = _constraint_columns(t.name, named)
             if columns or any(c.name == named for c in t.constraints):
                 return Refusal(kind, t.name, columns, named)
+    if kind == "foreign_key" and session is not None:
+        found = _sqlite_foreign_key(exc, session)
+        if found is not None:
+            return found
     return Refusal(kind, constraint=named)
+
+
+_WRITTEN_TABLE = re.compile(r'^\s*(?:INSERT\s+(?:OR\s+\w+\s+)?INTO|UPDATE)\s+"?(\w+)"?', re.I)
+
+
+def _sqlite_foreign_key(exc: IntegrityError, session: Session) -> Refusal | None:
+    """The foreign key an SQLite INSERT or UPDATE was refused for: the statement run again with its parameters in
+    a savepoint rolled back at once, its foreign keys deferred so that it goes through, and `PRAGMA
+    foreign_key_check` asked which of the table's rows point at nothing now that did not before. On the session's
+    connection while its transaction is still open (the write failed in a savepoint: the rows written before it
+    are seen, and no second connection waits for the write lock it holds); otherwise on a connection of its own
+    (the failed flush has rolled the session's transaction back). None when that does not tell."""
+    m = _WRITTEN_TABLE.match(exc.statement or "")
+    if m is None or exc.params is None:
+        return None
+    table = m.group(1)
+    try:
+        if session.is_active and session.in_transaction():
+            return _foreign_key_check(session.connection(), table, exc.statement, exc.params)
+        bind = session.get_bind()
+        with bind.connect() as conn, conn.begin():
+            return _foreign_key_check(conn, table, exc.statement, exc.params)
+    except sa_exc.SQLAlchemyError:  # only a better message was at stake: say what the error said
+        return None
+
+
+def _foreign_key_check(conn: Connection, table: str, statement: str, params) -> Refusal | None:
+    params = list(params) if isinstance(params, list) else tuple(params)
+    probe = conn.begin_nested()
+    try:
+        conn.exec_driver_sql("PRAGMA defer_foreign_keys = ON")
+        check = f'PRAGMA foreign_key_check("{table}")'
+        before = set(map(tuple, conn.exec_driver_sql(check)))
+        conn.exec_driver_sql(statement, params)
+        dangling = {row[3] for row in map(tuple, conn.exec_driver_sql(check)) if row not in before}
+        keys = conn.exec_driver_sql(f'PRAGMA foreign_key_list("{table}")').all()
+    finally:
+        probe.rollback()
+        conn.exec_driver_sql("PRAGMA defer_foreign_keys = OFF")  # (only a COMMIT or ROLLBACK turns it off)
+    found = []
+    for fk_id in dangling:
+        columns = tuple(k[3] for k in sorted(keys, key=lambda k: k[1]) if k[0] == fk_id)
+        found.append((_foreign_key_name(table, columns), columns))
+    if not found:
+        return None
+    name, columns = min(found)  # PostgreSQL names the first it checks: in order of the constraints' names
+    return Refusal("foreign_key", table, columns, name)
+
+
+def _foreign_key_name(table: str, columns: tuple[str, ...]) -> str:
+    t = Base.metadata.tables.get(table)
+    for fk in t.foreign_key_constraints if t is not None else ():
+        if tuple(fk.column_keys) == columns:
+            return fk.name or ""
+    return ""
 
 
 def _constraint_columns(table: str, name: str) -> tuple[str, ...]:

@@ -671,15 +671,15 @@ def _refused(session: Session, exc: IntegrityError, kind: str, targets: list[tup
              names: Mapping[int, str]) -> AppError:
     """The error to show for an import's write the database refused (db.refusal says which constraint). Every
     refusal was once “其他人同时修改了相同的档案”, right only for a clash on the column the rows are matched by."""
-    said = refusal(exc)
+    said = refusal(exc, session)
     table = f"{kind}s"
     columns = said.columns if said.table in ("", table) else ()
     ref_field, model, what, went = _POINTS_AT[kind]
     if said.kind == "unique" and columns == (_MATCHED_BY[kind],):
         return Conflict(MEANWHILE)
     if said.kind == "foreign_key" and said.table in ("", table) and columns in ((), (ref_field,)):
-        # (SQLite names no column for a foreign key: the one the rows point with is meant.) The rows pointing at
-        # one no longer there, read after the savepoint's rollback.
+        # (Where SQLite's refusal was not traced to its column: the one the rows point with is meant.) The rows
+        # pointing at one no longer there, read after the savepoint's rollback.
         pointed = {n: values[ref_field] for n, (values, _current) in zip(numbers, targets, strict=True)
                    if values.get(ref_field) is not None}
         with session.no_autoflush:

@@ -192,14 +192,16 @@ def _flush(session: Session, row: Grid | Building | Enterprise, clash: str, fiel
     try:
         session.flush()
     except IntegrityError as exc:
-        raise _refused(exc, row.__table__.name, clash, field, pointing=pointing, row_id=row_id) from None
+        raise _refused(exc, row.__table__.name, clash, field, pointing=pointing, row_id=row_id,
+                       session=session) from None
 
 
 def _refused(exc: IntegrityError, table: str, clash: str, field: str, *, pointing: tuple[str, ...] = (),
-             row_id: int | None = None) -> AppError:
+             row_id: int | None = None, session: Session | None = None) -> AppError:
     """The error to show for a save of a row of `table` the database refused; `pointing`: the row's foreign-key
-    columns holding a value (SQLite names no column for a foreign key: the one the row points with is meant)."""
-    said = refusal(exc)
+    columns holding a value (when SQLite's foreign key refusal could not be traced to its column through the
+    `session`, see db.refusal: the one the row points with is meant)."""
+    said = refusal(exc, session)
     columns = said.columns if said.table in ("", table) else ()
     if said.kind == "unique" and columns == (field,):
         return Conflict(clash, fields={field: "已存在"})
