@@ -293,6 +293,7 @@ def register_cli(app: Flask) -> None:
         localise(command)
     _unknown_commands_in_chinese(app)
     _flask_commands_in_chinese(app)
+    _app_group_in_chinese(app)
 
 
 # What `flask --app wsgi --help` lists for Flask's own commands (they said "Run a development server." among ours).
@@ -302,11 +303,34 @@ FLASK_COMMAND_WORDS = {
     "routes": "列出应用的全部网址路由。",
 }
 
+# The end of `flask --app wsgi --help`: what the project's commands are for, in the order they are used, Flask's
+# own options (the page's English top, printed before the app is loaded) in Chinese, and where to read more. Each "\b" paragraph
+# is printed as written (lines of at most 80 columns). A test checks that it names every command.
+CLI_HELP = "企业服务中心公众号与小程序后端的命令行。"
+CLI_OVERVIEW = """\b
+本项目的命令（用法：flask --app wsgi 命令 …）：
+  部署与运行  init-db 创建或升级数据库（首次部署和每次升级后运行）；
+              serve 启动网页服务和后台任务，按 Ctrl-C 全部停止；
+              worker、beat 另行运行后台任务进程和定时任务；
+              stop-redis 停止内置 Redis。
+  账号与数据  create-staff 创建工作台账号；seed-demo 载入演示数据；
+              link-followers 合并公众号与小程序的同一用户。
+  日常业务    kb 知识库的导入、导出和检索；appeals 诉求的 SLA 检查和周报；
+              chat 在终端里与数字店小二对话，与线上一致。
+  Flask 自带  run、shell、routes，供开发调试。"""
+CLI_USAGE_HINT = """\b
+某个命令的详细用法：flask --app wsgi 命令 --help
+（例如 flask --app wsgi kb --help）。"""
+FLASK_OPTIONS_WORDS = """\b
+上方英文是 Flask 的通用选项：-A/--app 要加载的应用（本项目为 wsgi），
+-e/--env-file 从文件读入环境变量，--debug 调试模式，--version 显示版本。"""
+
 
 def _flask_commands_in_chinese(app: Flask) -> None:
     """Flask's group asks our group for its commands with its own context, when it lists them all: Flask's own
-    commands (still Flask's) are then described in Chinese through click's public `short_help`. Flask prints the
-    top of that page (Usage:, its --app/--env-file options) before it imports the app: that stays English."""
+    commands (still Flask's) are then described in Chinese through click's public `short_help`, and the page ends
+    with CLI_OVERVIEW (click prints a group's epilog after its commands). Flask prints the top of that page
+    (Usage:, its --app/--env-file options) before it imports the app: that stays English, explained at the end."""
     list_commands = app.cli.list_commands
 
     def list_commands_zh(ctx: click.Context) -> list[str]:
@@ -316,6 +340,8 @@ def _flask_commands_in_chinese(app: Flask) -> None:
                 cmd = root.commands.get(name)
                 if cmd is not None and getattr(cmd.callback, "__module__", "") == "flask.cli":
                     cmd.short_help = words
+            if root.epilog is None:  # (one a caller set is kept)
+                root.epilog = "\n\n".join((CLI_OVERVIEW, FLASK_OPTIONS_WORDS, CLI_USAGE_HINT))
         return list_commands(ctx)
 
     app.cli.list_commands = list_commands_zh  # type: ignore[method-assign]
@@ -333,6 +359,26 @@ def _unknown_commands_in_chinese(app: Flask) -> None:
         return _UnknownCommand(name)
 
     app.cli.get_command = get_command_zh  # type: ignore[method-assign]
+
+
+def _app_group_in_chinese(app: Flask) -> None:
+    """The app's own group, when it is the one invoked (Flask's test runner, `app.cli.main()`), had an English
+    frame round an empty description: it says what it is in Chinese, with the overview of Flask's page."""
+    group = app.cli
+    group.help = group.help or CLI_HELP
+    group.epilog = group.epilog or f"{CLI_OVERVIEW}\n\n{CLI_USAGE_HINT}"
+    group.context_class = _ChineseHelpContext
+    group.options_metavar = OPTIONS_METAVAR
+    group.subcommand_metavar = SUBCOMMAND_METAVAR
+    get_help_option = group.get_help_option
+
+    def get_help_option_zh(ctx: click.Context) -> click.Option | None:
+        option = get_help_option(ctx)
+        if option is not None:
+            option.help = _HELP_OPTION_TEXT
+        return option
+
+    group.get_help_option = get_help_option_zh  # type: ignore[method-assign]
 
 
 class _UnknownCommand(click.Command):
@@ -529,6 +575,10 @@ class _ChineseHelpFormatter(click.HelpFormatter):
         for i, paragraph in enumerate(p for p in re.split(r"\n\s*\n", text) if p.strip()):
             if i:
                 self.write("\n")
+            if paragraph.lstrip(" ").startswith("\b\n"):  # click's mark of a paragraph printed as written
+                for line in paragraph.lstrip(" ")[2:].splitlines():
+                    self.write(f"{indent}{line}\n".rstrip(" "))
+                continue
             for line in _wrap(paragraph, max(self.width - self.current_indent, 11)):
                 self.write(f"{indent}{line}\n")
 

@@ -6,13 +6,19 @@ Chinese, and the QR-code views of the console shared by activities and enterpris
    catch-all “选择的楼宇、网格或工作人员账号可能已被合并或删除” on SQLite where PostgreSQL said which (楼宇不存在),
    and a refusal of another row written in the same flush was blamed on the saved row's own reference on SQLite.
    db.refusal, given the session, now runs the statement again with the foreign keys deferred in a savepoint and
-   asks `PRAGMA foreign_key_check` which key it broke. These run on SQLite and PostgreSQL (where nothing changed)."""
+   asks `PRAGMA foreign_key_check` which key it broke. These run on SQLite and PostgreSQL (where nothing changed).
+2. `flask --app wsgi --help` was Flask's English page round the Chinese list of commands: it now ends with a Chinese
+   overview of the project's commands and of Flask's options; the app's own group has a Chinese frame too.
+3. The console's QR-code views of an activity and of an enterprise were near copies: one shared helper now."""
 
 from __future__ import annotations
 
+import re
+import unicodedata
 from typing import Any
 
 import pytest
+from flask.cli import FlaskGroup
 from sqlalchemy import select, text
 from sqlalchemy.exc import IntegrityError
 
@@ -158,3 +164,44 @@ def test_another_rows_refusal_in_the_same_flush_is_not_blamed_on_the_saved_rows_
     assert err.status == 422 and not err.fields, (err.status, err.fields, err.message)
     assert "网格" in err.message and "没有找到这个网格" not in err.message, err.message
     assert db.scalar(select(Building.id)) is None
+
+
+# --- 2. the CLI's top-level help in Chinese ----------------------------------------------------------------------
+
+
+def _columns(line: str) -> int:
+    return sum(2 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in line)
+
+
+def test_the_top_level_help_ends_with_a_chinese_overview_of_every_project_command(app, app_ctx, monkeypatch):
+    """`flask --app wsgi --help` was Flask's English page (“A general utility script for Flask applications.”, its
+    options) round the list of commands. It now ends with what the project's commands are for, in Chinese, and
+    what Flask's English options do; the options themselves are Flask's as before."""
+    monkeypatch.delenv("FLASK_RUN_FROM_CLI", raising=False)  # FlaskGroup sets it; restored after the test
+    runner = app.test_cli_runner()
+    result = runner.invoke(cli=FlaskGroup(load_dotenv=False), args=["--help"])
+    assert result.exit_code == 0, result.output
+    top, listing = result.output.split("Commands:", 1)
+    for option in ("--app", "--env-file", "--debug", "--version", "--help"):
+        assert option in top, (option, top)
+    overview = listing.split("本项目的命令", 1)[1]
+    for name in (*app.cli.commands, "run", "shell", "routes"):
+        assert re.search(rf"(?<![\w-]){re.escape(name)}(?![\w-])", overview), (name, overview)
+    assert "-A/--app" in overview and "--version 显示版本" in overview, overview
+    assert "flask --app wsgi 命令 --help" in overview, overview
+    for line in overview.splitlines():
+        assert _columns(line) <= 80, line
+    version = runner.invoke(cli=FlaskGroup(load_dotenv=False), args=["--version"])
+    assert version.exit_code == 0 and "Flask" in version.output, version.output
+
+
+def test_the_app_group_invoked_alone_speaks_chinese_with_the_same_overview(app, app_ctx):
+    """Flask's test runner (and `app.cli.main()`) invoke the app's own group: its page was click's English frame
+    (Usage:, Options:, Show this message and exit.) with no description at all."""
+    out = app.test_cli_runner().invoke(args=["--help"]).output
+    assert out.startswith("用法：") and out.splitlines()[0].endswith("[选项] 命令 [参数]..."), out
+    assert "企业服务中心公众号与小程序后端的命令行" in out and "命令：" in out and "显示本帮助并退出" in out, out
+    for english in ("Usage", "Options", "Commands", "Show this message"):
+        assert english not in out, (english, out)
+    assert "本项目的命令" in out and "上方英文" not in out, out  # no English above it here
+    assert all(name in out.split("本项目的命令", 1)[1] for name in app.cli.commands), out
