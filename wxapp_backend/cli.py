@@ -370,15 +370,7 @@ def _app_group_in_chinese(app: Flask) -> None:
     group.context_class = _ChineseHelpContext
     group.options_metavar = OPTIONS_METAVAR
     group.subcommand_metavar = SUBCOMMAND_METAVAR
-    get_help_option = group.get_help_option
-
-    def get_help_option_zh(ctx: click.Context) -> click.Option | None:
-        option = get_help_option(ctx)
-        if option is not None:
-            option.help = _HELP_OPTION_TEXT
-        return option
-
-    group.get_help_option = get_help_option_zh  # type: ignore[method-assign]
+    _help_option_in_chinese(group)
 
 
 class _UnknownCommand(click.Command):
@@ -743,15 +735,7 @@ def localise(command: click.Command) -> None:
     for param in command.params:
         if (word := _metavar(param)) is not None:
             param.metavar = word
-    get_help_option = command.get_help_option
-
-    def get_help_option_zh(ctx: click.Context) -> click.Option | None:
-        option = get_help_option(ctx)
-        if option is not None:
-            option.help = _HELP_OPTION_TEXT
-        return option
-
-    command.get_help_option = get_help_option_zh  # type: ignore[method-assign]
+    _help_option_in_chinese(command)
     get_short_help_str = command.get_short_help_str
 
     def get_short_help_str_zh(limit: int = 45) -> str:
@@ -761,6 +745,18 @@ def localise(command: click.Command) -> None:
     command.get_short_help_str = get_short_help_str_zh  # type: ignore[method-assign]
     for sub in getattr(command, "commands", {}).values():
         localise(sub)
+
+
+def _help_option_in_chinese(command: click.Command) -> None:
+    get_help_option = command.get_help_option
+
+    def get_help_option_zh(ctx: click.Context) -> click.Option | None:
+        option = get_help_option(ctx)
+        if option is not None:
+            option.help = _HELP_OPTION_TEXT
+        return option
+
+    command.get_help_option = get_help_option_zh  # type: ignore[method-assign]
 
 
 def _child_setup() -> None:

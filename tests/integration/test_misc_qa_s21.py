@@ -22,12 +22,12 @@ from flask.cli import FlaskGroup
 from sqlalchemy import select, text
 from sqlalchemy.exc import IntegrityError
 
+from tests.integration.test_entflush_qa_s19 import _refused, _with_values
 from wxapp_backend.audit import Actor
 from wxapp_backend.db import Refusal, refusal, session_scope
 from wxapp_backend.demo import demo_credit_code
 from wxapp_backend.enterprises import services
 from wxapp_backend.enterprises.models import Building, Enterprise
-from wxapp_backend.errors import AppError
 
 ADMIN = Actor("staff", 1, role="admin")
 GONE = 10**6
@@ -35,12 +35,6 @@ GONE = 10**6
 
 def code(n: int) -> str:
     return demo_credit_code("91310121", n)
-
-
-def _refused(fn) -> AppError:
-    with pytest.raises(AppError) as caught, session_scope() as s:
-        fn(s)
-    return caught.value
 
 
 def _said(*rows: Any, savepoint: bool = False) -> Refusal:
@@ -121,11 +115,6 @@ def test_without_the_session_the_refusal_is_read_from_the_error_alone(app_ctx):
     said = refusal(caught.value)
     assert said.kind == "foreign_key"
     assert said.columns in ((), ("building_id",)), said  # SQLite's message alone does not say which
-
-
-def _with_values(monkeypatch, **extra: Any) -> None:
-    clean = services.clean_values
-    monkeypatch.setattr(services, "clean_values", lambda *a, **k: {**clean(*a, **k), **extra})
 
 
 def test_a_file_with_two_references_saved_to_a_building_gone_meanwhile_is_told_which_on_sqlite_too(
