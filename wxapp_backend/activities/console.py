@@ -15,7 +15,7 @@ from sqlalchemy import func, select
 from ..audit import audit
 from ..auth.guard import console_required, current_actor
 from ..auth.models import ROLE_RANK, StaffRole
-from ..console import DASHBOARD_CARDS, add_nav, once
+from ..console import DASHBOARD_CARDS, add_nav, once, qrcode_button
 from ..console.stale import differences, seen_stamp
 from ..db import session_scope, utcnow
 from ..edits import StaleEdit, locked_for_edit, refuse_stale
@@ -227,15 +227,8 @@ def _editor(activity_id: int | None):
 @console_required(StaffRole.STAFF)
 def activity_qrcode(activity_id: int):
     """The activity's poster QR code (公众号带参数二维码): made once, then shown on the activity's page."""
-    from ..wechat.qrcodes import QRCodeUnavailable, qrcode_for
-
-    try:
-        _code, made = qrcode_for(current_actor(), "activity", activity_id)
-    except QRCodeUnavailable as exc:
-        flash(exc.message, "error")
-    else:
-        flash("活动二维码已生成，可下载后印在活动海报上。" if made else "这个活动的二维码之前已生成，下面就是。")
-    return redirect(url_for(".edit_activity", activity_id=activity_id) + "#qrcode")
+    return qrcode_button("activity", activity_id, url_for(".edit_activity", activity_id=activity_id),
+                         made="活动二维码已生成，可下载后印在活动海报上。", shown="这个活动的二维码之前已生成，下面就是。")
 
 
 def _created_text(saved: Activity) -> str:

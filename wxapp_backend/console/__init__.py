@@ -137,6 +137,21 @@ def without_refused_filters(raw: dict[str, str], attempt: Callable[[dict[str, st
 
 # --- login ------------------------------------------------------------------------------------------
 
+def qrcode_button(kind: str, target_id: int, page: str, *, made: str, shown: str):
+    """The "生成二维码" button of a building's or an activity's page (`kind`, see wechat.qrcodes.KINDS): its poster
+    QR code (公众号带参数二维码) made once, then shown; says `made` when this click made it, `shown` when it was
+    there already, or why WeChat could not make it, and goes back to the code on `page`."""
+    from ..wechat.qrcodes import QRCodeUnavailable, qrcode_for
+
+    try:
+        _code, fresh = qrcode_for(current_actor(), kind, target_id)
+    except QRCodeUnavailable as exc:
+        flash(exc.message, "error")
+    else:
+        flash(made if fresh else shown)
+    return redirect(page + "#qrcode")
+
+
 def safe_console_path(target: str | None) -> str | None:
     """`target` when it is a path of this console to send the browser back to, else None: no scheme or host, no
     backslash, and no control character (a newline cannot go into the Location header: it would be a 500)."""

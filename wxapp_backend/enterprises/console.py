@@ -14,7 +14,7 @@ from ..activities.services import roster_phone, sees_phones
 from ..audit import audit
 from ..auth.guard import console_required, current_actor
 from ..auth.models import BINDING_LABELS, ROLE_RANK, StaffRole, StaffUser
-from ..console import add_nav, without_refused_filters
+from ..console import add_nav, qrcode_button, without_refused_filters
 from ..console.stale import seen_stamp
 from ..db import session_scope
 from ..errors import AppError, BadRequest, Conflict
@@ -433,15 +433,8 @@ def building_merge(building_id: int):
 @console_required(StaffRole.STAFF)
 def building_qrcode(building_id: int):
     """The building's poster QR code (公众号带参数二维码): made once, then shown on the building's page."""
-    from ..wechat.qrcodes import QRCodeUnavailable, qrcode_for
-
-    try:
-        _code, made = qrcode_for(current_actor(), "building", building_id)
-    except QRCodeUnavailable as exc:
-        flash(exc.message, "error")
-    else:
-        flash("楼宇二维码已生成，可下载后印在大堂海报上。" if made else "这栋楼宇的二维码之前已生成，下面就是。")
-    return redirect(url_for(".building_edit", building_id=building_id) + "#qrcode")
+    return qrcode_button("building", building_id, url_for(".building_edit", building_id=building_id),
+                         made="楼宇二维码已生成，可下载后印在大堂海报上。", shown="这栋楼宇的二维码之前已生成，下面就是。")
 
 
 @bp.route("/buildings/import", methods=["GET", "POST"])
