@@ -1199,7 +1199,7 @@ def _send_chunk(api, limiter: RateLimiter, token: str, rows: list[tuple[int, int
                                   .values(delivery=early[x["msgid"]]))
         unsent = {r: by_id[r][1] for r in moved if outcomes.get(r) == "lost_lease" and r not in called}
         if unsent:
-            _reclaim_unsent(unsent, template_id)
+            _reclaim_unsent(token, unsent, template_id)
     return [outcomes[r[0]] for r in rows if r[0] in outcomes]
 
 
@@ -1289,11 +1289,16 @@ def _skip_after_stop(s: Session, notice_id: int) -> None:
         .execution_options(synchronize_session=False))
 
 
-def _reclaim_unsent(rows: dict[int, int], template_id: str) -> None:
-    """Rows of this worker's chunk ({row id: user id}) it had moved to 'sending', with their credits, but not yet
-    sent when the sweeper took their lease (the worker stalled past it): the sweeper failed them as 结果未知, for good
-    and with the credit spent, though WeChat never had them. Their credit is given back, and while the notice is
-    still sending they are pending again (sent once, later); otherwise they stay failed, saying they were not sent."""
+def _reclaim_unsent(token: str, rows: dict[int, int], template_id: str) -> None:
+    """Rows of this worker's chunk ({row id: user id}) it had moved to 'sending' under `token`, with their credits, but
+    not yet sent when the sweeper took their lease (the worker stalled past it): the sweeper failed them as 结果未知, for
+    good and with the credit spent, though WeChat never had them. Their credit is given back, and while the notice is
+    still sending they are pending again (sent once, later); otherwise they stay failed, saying they were not sent.
+
+    Only a row failed under this worker's own lease (the sweeper keeps the token on it): this worker knows it never
+    called WeChat for it under that lease, and nobody else could. A row the sweeper had given back earlier may have
+    gone to another worker since, been handed to WeChat by it and failed as 结果未知 under *that* lease; taking it
+    back made it pending again and sent it a second time."""
     try:
         with session_scope() as s:
             notice_id = s.scalar(select(OutboxRow.notice_id).where(OutboxRow.id == next(iter(rows))))
@@ -1304,8 +1309,8 @@ def _reclaim_unsent(rows: dict[int, int], template_id: str) -> None:
                 {"detail": "发送进程停顿超时，未发送（订阅消息额度已退回）"})
             back = s.scalars(update(OutboxRow).where(
                 OutboxRow.id.in_(list(rows)), OutboxRow.status == OutboxStatus.FAILED.value,
-                OutboxRow.errcode == UNKNOWN_RESULT, OutboxRow.lease_token.is_(None))
-                .values(**values).returning(OutboxRow.id).execution_options(synchronize_session=False)).all()
+                OutboxRow.errcode == UNKNOWN_RESULT, OutboxRow.lease_token == token)
+                .values(lease_token=None, **values).returning(OutboxRow.id).execution_options(synchronize_session=False)).all()
             for row_id in back:
                 credits.refund(s, rows[row_id], template_id)
     except Exception:  # noqa: BLE001 - they stay failed as 结果未知 (at most once), as before
@@ -1516,9 +1521,11 @@ def _sweep_sending(s: Session, cutoff: datetime) -> tuple[int, int]:
     uncalled: set[int] = set()
     for token, ids in by_token.items():
         uncalled |= _take_uncalled(token, ids)
+    # The lease token stays on a row failed as 结果未知: it says whose send is unknown, so that only that worker, if it
+    # was merely stalled and never called WeChat for the row, takes it back (_reclaim_unsent).
     unknown = s.execute(update(OutboxRow).where(
         OutboxRow.id.in_([r.id for r in expired if r.id not in uncalled]), OutboxRow.status == OutboxStatus.SENDING.value)
-        .values(status=OutboxStatus.FAILED.value, lease_token=None, errcode=UNKNOWN_RESULT, detail=UNKNOWN_DETAIL)
+        .values(status=OutboxStatus.FAILED.value, errcode=UNKNOWN_RESULT, detail=UNKNOWN_DETAIL)
         .execution_options(synchronize_session=False)).rowcount
     back = [r for r in expired if r.id in uncalled]
     notices = {n: (status, template) for n, status, template in s.execute(
