@@ -21,6 +21,7 @@ import signal
 import socket
 import threading
 import time
+from datetime import datetime
 from pathlib import Path
 
 import redis
@@ -98,15 +99,46 @@ def host_identity() -> str | None:
     return f"{socket.gethostname()}|{boot}|{pid_namespace}" if boot else None
 
 
-def process_started(pid: int) -> str | None:
-    """When process `pid` started (clock ticks since boot); None when no such process runs (a zombie is gone)."""
+def _read_stat(pid: int) -> tuple[str, str] | None:
+    """(state, start time in clock ticks since boot) of process `pid`; None when its /proc entry cannot be read."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except (OSError, IndexError):
         return None
-    if len(fields) < 20 or fields[0] in ("Z", "X"):
+    if len(fields) < 20:
         return None
-    return fields[19]  # field 22 of stat: the fields after the name start at field 3
+    return fields[0], fields[19]  # state is field 3 of stat, the start field 22: the fields after the name start at 3
+
+
+def process_started(pid: int) -> str | None:
+    """When process `pid` started (clock ticks since boot); None when no such process runs (a zombie is gone), or
+    when its start cannot be read."""
+    stat = _read_stat(pid)
+    if stat is None or stat[0] in ("Z", "X"):
+        return None
+    return stat[1]
+
+
+def still_runs(pid: int, started: str) -> bool | None:
+    """Whether the process that started at `started` still runs as `pid` on this machine: False when it is known to be
+    gone (no such pid, a zombie, or the pid is another process's now), None when this process cannot tell.
+
+    A /proc entry that cannot be read is not a process gone: /proc mounted hidepid= (systemd's ProtectProc=, workers
+    under different users such as DynamicUser=) hides another user's processes. Read as gone, a live worker's job
+    was run a second time beside it, and a live scheduler's lock was dropped (two schedulers). The kernel still
+    says whether the pid exists (signal 0)."""
+    stat = _read_stat(pid)
+    if stat is not None:
+        return stat[0] not in ("Z", "X") and stat[1] == started
+    if pid <= 0:
+        return None  # signal 0 would go to a process group
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return None  # EPERM: it runs, as another user, and its start is hidden from us
+    return None  # it exists, and its start cannot be read: this one or another process with its pid
 
 
 def worker_is_gone(connection, worker_name: str, host: str | None) -> bool:
@@ -120,7 +152,7 @@ def worker_is_gone(connection, worker_name: str, host: str | None) -> bool:
     if recorded_host is None or started is None or pid is None or recorded_host.decode() != host:
         return False
     try:
-        return process_started(int(pid)) != started.decode()
+        return still_runs(int(pid), started.decode()) is False
     except ValueError:
         return False
 
@@ -223,6 +255,16 @@ def reclaim_after_stop(queue: Queue) -> list[str]:
 
 
 SCHEDULER_HOLDER = "wxapp:scheduler:holder:{}"  # who took a queue's scheduler lock: "<host>|<pid>|<started>"
+HOLDER_TTL = 7 * 24 * 3600
+# RQ's SET NX of the lock (value: the taker's pid) and the holder note in one step. Written after the lock, the note
+# left by an earlier holder (kept for days) was there for a moment beside the new lock: when the new taker had that
+# holder's pid (reused on this machine), another worker looking then took the note's start for the taker's and
+# dropped a live lock. A taker that cannot say who it is (ARGV[3] empty) leaves no stale note behind either.
+_TAKE_LOCK = """
+if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then return 0 end
+if ARGV[3] == '' then redis.call('DEL', KEYS[2]) else redis.call('SET', KEYS[2], ARGV[3], 'EX', ARGV[4]) end
+return 1
+"""
 # Compare-and-delete: the lock goes only while it still holds the dead holder's value.
 _DROP_LOCK = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
@@ -247,8 +289,8 @@ def free_locks_of_dead_schedulers(connection, queue_names, host: str | None) -> 
             held_on, pid, started = holder.decode().rsplit("|", 2)
         except ValueError:
             continue
-        if held_on != host or pid != value.decode() or not pid.isdigit() or process_started(int(pid)) == started:
-            continue  # elsewhere (its lock lapses by itself), someone else's, or alive
+        if held_on != host or pid != value.decode() or not pid.isdigit() or still_runs(int(pid), started) is not False:
+            continue  # elsewhere (its lock lapses by itself), someone else's, alive, or not known to be gone
         if connection.eval(_DROP_LOCK, 1, lock_key, value):
             log.warning("scheduler lock of a worker that died taken over", extra={"queue": name, "pid": pid})
             dropped.append(name)
@@ -283,17 +325,27 @@ class AppScheduler(RQScheduler):
             try:
                 free_locks_of_dead_schedulers(self.connection, self._queue_names, self._host)
             except redis.RedisError:
-                pass  # RQ's own attempt below meets the same Redis and says so
+                pass  # the attempt below meets the same Redis and says so
             self._keep_own_locks()
-            got = super().acquire_locks(auto_start=auto_start)
-            started = process_started(os.getpid())
-            if got and self._host is not None and started is not None:
-                value = f"{self._host}|{os.getpid()}|{started}"
-                with self.connection.pipeline() as pipe:
-                    for name in got:
-                        pipe.set(SCHEDULER_HOLDER.format(name), value, ex=7 * 24 * 3600)
-                    pipe.execute()
-            return got
+            return self._take_locks(auto_start)
+
+    def _take_locks(self, auto_start: bool) -> set[str]:
+        """RQ's acquire_locks (rq 2.6), each lock taken together with its holder note (_TAKE_LOCK)."""
+        pid = os.getpid()
+        started = process_started(pid)
+        holder = f"{self._host}|{pid}|{started}" if self._host is not None and started is not None else ""
+        got = set()
+        for name in self._queue_names:
+            if self.connection.eval(_TAKE_LOCK, 2, self.get_locking_key(name), SCHEDULER_HOLDER.format(name),
+                                    pid, self.interval + 60, holder, HOLDER_TTL):
+                self.log.info("Acquired scheduler lock for %s", name)
+                got.add(name)
+        self._scheduled_job_registries = []
+        self._acquired_locks = self._acquired_locks.union(got)
+        self.lock_acquisition_time = datetime.now()  # naive local time, as RQ compares it (should_reacquire_locks)
+        if self._acquired_locks and auto_start and (not self._process or not self._process.is_alive()):
+            self.start()
+        return got
 
     def _own_values(self) -> list[str]:
         """The values RQ gives this scheduler's locks: the pid of the process that took them (the worker's; the
