@@ -59,7 +59,8 @@ def answer(text: str, ctx: Context) -> Reply:
                             who=ctx.openid, detail_hint=DETAIL_HINT, pick_item=pick, unanswered=not note)
     if result.handoff:
         return Transfer(result.reply)
-    _remember_unanswered(ctx, text if result.decision == "fallback" else "")
+    # (after “都不是” to the choices, the question they were for: not the “都不是”)
+    _remember_unanswered(ctx, (result.asked or text) if result.decision == "fallback" else "")
     if note and result.decision == "fallback":  # not “这个问题我还没学会。我已经把它记下来”
         reply = note.rstrip()
         return Text(reply + (_supplement_hint(ctx.user_id) if ctx.user_id is not None else ""))
@@ -278,12 +279,12 @@ class ChatMemory:
         Moved, not copied: it happens once."""
         import redis
 
-        from wxapp_backend.knowledge_store.bot import _memory_key, _offered_key
+        from wxapp_backend.knowledge_store.bot import _asked_key, _memory_key, _more_key, _offered_key
 
         if not other or other == self.who:
             return
         try:
-            for make in (_memory_key, _offered_key, _menu_key):
+            for make in (_memory_key, _offered_key, _asked_key, _more_key, _menu_key):
                 src = make(self.channel, other)
                 if self.redis.exists(src):
                     self.redis.rename(src, make(self.channel, self.who))

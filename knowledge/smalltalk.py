@@ -217,10 +217,13 @@ def feedback_of(text: str | None) -> bool | None:
 # “不对”, “不是这个”, “答非所问”, “你答错了”: the answer just given was not what the user asked about (whole messages only;
 # “不对外开放吗” is a question). Alone they were matched as questions (“对诉求处理结果不满意怎么办？”).
 _WRONG_RE = re.compile(
-    r"(?:你|您|这|这个|那个|回答|答案|你的回答|这个回答|好像|感觉|完全|根本|都|也|还是|可是|但是|不过)*"
+    r"(?:你|您|这|这个|那个|回答|答案|你的回答|这个回答|好像|感觉|完全|根本|都|也|还是|可是|但是|不过|"
+    # “以上都不是”, “上面的都不对”: said of a list, and of the answer above alike (they were searched as questions)
+    r"以上|上面的?|这些|这几个|全|全都)*"
     r"(?:不对|错了|答错了|说错了|回答错了|搞错了|弄错了|不正确|不准确|"
     r"不是(?:这个|这样|这些|这条|这意思|这个意思|这个问题)?|我(?:问|说|要问|想问)的不是(?:这个|这些)|"
     r"答非所问|文不对题|牛头不对马嘴|驴唇不对马嘴|不是我(?:想|要)(?:要|问|找)?的(?:问题|答案|意思)?|"
+    r"没有?(?:我|您)?(?:想|要)(?:要|问|找)?的(?:问题|答案)?|"
     r"(?:不是|没)(?:问|说)(?:这个|这些))"
     r"(?:的|了|啊|呀|哦|啦|呢|吧|哎|诶|嘛|哈)*")
 
@@ -232,6 +235,43 @@ def is_wrong_answer(text: str | None) -> bool:
         return False
     norm = re.sub(r"[^\w]+", "", get_analyzer().normalize(without_faces(text), max_chars=MAX_SMALLTALK_CHARS))
     return bool(norm) and bool(_WRONG_RE.fullmatch(norm))
+
+
+# “都不是”, “没有”, “不是”, “没有我要问的”: a reply to “您是不是想问” choices that picks none of them. Only while choices
+# are pending (“没有” alone says nothing otherwise); whatever says an answer was wrong (“不对”, “不是这个”, “错了”) says it
+# of a list as well.
+_NONE_OF_THEM_RE = re.compile(r"(?:以上|上面的?|这些|这几个)?(?:都|全都|全|好像都|也都)?(?:不是|不对|没有|没)(?:我)?"
+                              r"(?:要问的|想问的|要的|想要的|要找的)?(?:的|呢|啊|哦|啦|吧|哎|诶)*")
+
+
+def is_none_of_these(text: str | None) -> bool:
+    """True when the whole message, said to numbered choices, picks none of them (“都不是”, “不是这个”, “错了”, “不对”,
+    “没有我要的”, “以上都不是”); a text with a question after it (“不对，我想问社保”) is no such reply. (“没用”, “没帮上”
+    are a verdict, on the answer before the list as well: the caller's.)"""
+    if is_wrong_answer(text):
+        return True
+    if not text or not isinstance(text, str) or len(text) > MAX_SMALLTALK_CHARS:
+        return False
+    norm = re.sub(r"[^\w]+", "", get_analyzer().normalize(without_faces(text), max_chars=MAX_SMALLTALK_CHARS))
+    return bool(norm) and bool(_NONE_OF_THEM_RE.fullmatch(norm))
+
+
+# “换一批”, “换一个”, “还有别的吗”, “其他的呢”: more choices wanted for the same question, whole messages only (they were
+# searched as questions: “我还没学会” and a row in staff's queue, or an unrelated “您是不是想问”).
+_MORE_RE = re.compile(
+    r"(?:请|麻烦|能|可以|能不能|可不可以)?(?:再|重新)?(?:给我|帮我)?"
+    r"(?:换(?:一|几|一下|个)?(?:批|组|些|个|下|页)(?:问题|选项|别的)?|下一(?:批|组|页)|"
+    r"(?:还有|有没有|还有没有)(?:别的|其他|其它|更多)?(?:的)?(?:问题|选项)?|"
+    r"(?:别的|其他|其它|更多)(?:的)?(?:问题|选项)?)"
+    r"(?:吗|呢|吧|啊|呀|了|嘛|么)*")
+
+
+def wants_more_choices(text: str | None) -> bool:
+    """True when the whole message, said to numbered choices, asks for other ones (“换一批”, “还有别的吗”)."""
+    if not text or not isinstance(text, str) or len(text) > MAX_SMALLTALK_CHARS:
+        return False
+    norm = re.sub(r"[^\w]+", "", get_analyzer().normalize(without_faces(text), max_chars=MAX_SMALLTALK_CHARS))
+    return bool(norm) and norm not in {"还有", "有没有", "还有没有"} and bool(_MORE_RE.fullmatch(norm))
 
 
 # Sounds that carry no request (“啊”, “嗯”, “呃”, “哈”): a message of them alone, however long, asks nothing.

@@ -38,7 +38,8 @@ def test_useful_or_not_said_after_an_answer_is_feedback_not_a_question(oa_kb, cl
     assert "没学会" not in reply and "您是不是想问" in reply and "人工" in reply, reply
     reply = say(oa_kb, openid, "不是我想要的")
     assert "没学会" not in reply and "人工" in reply, reply
-    assert _unanswered(oa_kb) == 0
+    # (none of those guesses: since session 21 the question they were for is queued for staff, never the feedback)
+    assert _unanswered(oa_kb) == 1 and _unanswered_texts(oa_kb) == {"融资"}
 
     h = user_token(make_user())
     _app(client, h, "融资")
@@ -46,7 +47,17 @@ def test_useful_or_not_said_after_an_answer_is_feedback_not_a_question(oa_kb, cl
     for text, decision in (("有用", "smalltalk"), ("没有帮助", "suggest")):  # (suggest: the rest of the list again)
         body = _app(client, h, text)
         assert body["decision"] == decision and "没学会" not in body["reply"], (text, body)
-    assert _unanswered(oa_kb) == 0
+    assert _unanswered_texts(oa_kb) == {"融资"}
+
+
+def _unanswered_texts(application) -> set[str]:
+    from sqlalchemy import select
+
+    from wxapp_backend.db import session_scope
+    from wxapp_backend.knowledge_store.models import UnansweredQuestion
+
+    with application.app_context(), session_scope() as s:
+        return set(s.scalars(select(UnansweredQuestion.text)))
 
 
 def test_annoyance_feedback_or_laughter_at_the_enterprise_step_is_no_enterprise_name(oa_kb):  # noqa: F811

@@ -77,7 +77,8 @@ def search():
 @bp.post("/chat")
 @doc("和数字店小二对话（与公众号里的机器人同一套说法；诉求登记、评价等在小程序页面中完成）；登录可选，未登录时"
      "可带 session（8-64 位，客户端自取的会话编号）让“您是不是想问”的选项只对本会话有效；登录后继续带同一个 session，"
-     "登录前列出的选项接着有效。"
+     "登录前列出的选项接着有效。对列出的选项回复“都不是”“不是这个”等：decision 为 fallback（原问题记入待答问题，"
+     "选项作废）；回复“换一批”：decision 为 suggest，给出下一批选项（没有更多时同“都不是”）。"
      "decision：answer / suggest / fallback / smalltalk / handoff / guide（指向小程序页面）", body=CHAT_FIELDS,
      auth="optional", tags=["知识库"], responses={200: "{reply, decision, suggestions, turn_id, vote_token}"})
 def chat():

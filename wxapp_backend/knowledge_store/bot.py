@@ -9,11 +9,28 @@ from collections.abc import Callable
 import redis
 from sqlalchemy.exc import SQLAlchemyError
 
-from knowledge.smalltalk import feedback_of, is_clarification, is_wrong_answer
+from knowledge.smalltalk import (
+    feedback_of,
+    is_clarification,
+    is_none_of_these,
+    is_wrong_answer,
+    wants_more_choices,
+)
 
 from ..db import DB_AWAY, Database
-from .chat import SUGGEST_COUNT, ChatResult, _bare_number, ask, choice_index, choice_number
-from .services import CHOICE, KBRuntime, log_turn, mask_personal
+from .chat import (
+    NO_MORE_CHOICES,
+    NONE_LOGGED,
+    NONE_OF_THEM,
+    NONE_WAYS,
+    SUGGEST_COUNT,
+    ChatResult,
+    _bare_number,
+    ask,
+    choice_index,
+    choice_number,
+)
+from .services import CHOICE, KBRuntime, log_turn, mask_personal, queue_unanswered
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +71,23 @@ PickItem = Callable[[str, "int | str", "int | None", "list[int]"], "tuple[str, s
 
 def _answered_key(channel: str, who: str) -> str:
     return f"kb:answered:{channel}:{who}"
+
+
+def _asked_key(channel: str, who: str) -> str:
+    """The question the pending “您是不是想问” choices (or the last answer, and the guesses a “不对” offers for it) were
+    for: what a “都不是” puts into staff's unanswered queue, instead of the “都不是” itself."""
+    return f"kb:asked:{channel}:{who}"
+
+
+def _more_key(channel: str, who: str) -> str:
+    """The search's further guesses for that question, beyond the choices shown (a JSON list of entry ids): what a
+    “换一批” offers."""
+    return f"kb:more:{channel}:{who}"
+
+
+def _queued_key(channel: str, who: str) -> str:
+    """The question a “都不是” last put into staff's unanswered queue: the same asker is counted once (REPEAT_WINDOW)."""
+    return f"kb:queued:{channel}:{who}"
 
 
 def _voted_turn_key(channel: str, who: str) -> str:
@@ -274,6 +308,11 @@ def respond(runtime: KBRuntime, db: Database, r: redis.Redis, text: str, *, chan
         last = None
     elif not isinstance(last, list):
         last = None
+    if isinstance(last, list) and last:  # “您是不是想问” choices pending
+        if is_none_of_these(text):  # “都不是”, “不是这个”, “错了”: none of them (“不是这个” was searched as a question)
+            return _none_of_these(db, r, channel, who, log_channel), None
+        if wants_more_choices(text):  # “换一批”, “还有别的吗”: the next guesses for the same question
+            return _more_choices(runtime, db, r, channel, who, log_channel), None
     if last is None and _bare_number(text):
         kind = _offered_kind(r, channel, who)
         if kind in ITEM_KINDS:  # a pick from a list of activities (or appeals) that has expired
@@ -289,13 +328,22 @@ def respond(runtime: KBRuntime, db: Database, r: redis.Redis, text: str, *, chan
         if result.suggestions:
             r.set(key, json.dumps([s["id"] for s in result.suggestions]), ex=MEMORY_TTL)
             r.set(offered, "1", ex=OFFERED_TTL)
+            shown = {s["id"] for s in result.suggestions}
+            more = [h.entry.id for h in result.candidates
+                    if h.entry.id not in shown and h.confidence >= kb.suggest_threshold]
+            r.set(_more_key(channel, who), json.dumps(more), ex=MEMORY_TTL)
+            _remember_asked(r, channel, who, text if unanswered else "")
         elif result.picked or (result.decision == "answer" and isinstance(last, list) and result.entry_id in last):
             # “第二个” next wants another of the same list: kept, for as long again. So when one of the choices was
             # typed out in full instead of its number (the list was dropped: “3” next opened menu item 3, 白领活动).
             r.expire(key, MEMORY_TTL)
             r.expire(offered, OFFERED_TTL)
+            r.expire(_asked_key(channel, who), MEMORY_TTL)
+            r.expire(_more_key(channel, who), MEMORY_TTL)
         elif result.decision in {"answer", "fallback"}:
-            r.delete(key, offered)
+            r.delete(key, offered, _more_key(channel, who))
+            # the question a “不对” and then a “都不是” to its guesses leave unanswered
+            _remember_asked(r, channel, who, text if result.decision == "answer" and unanswered else "")
         if result.decision == "answer" and result.entry_id:  # what a “什么意思” next is about
             r.set(_answered_key(channel, who), result.entry_id, ex=MEMORY_TTL)
             # What a “不对” next offers instead: the rest of the list it was picked from, else the search's next
@@ -332,6 +380,93 @@ def respond(runtime: KBRuntime, db: Database, r: redis.Redis, text: str, *, chan
         except redis.RedisError:
             pass
     return result, turn_id
+
+
+def _remember_asked(r: redis.Redis, channel: str, who: str, question: str) -> None:
+    """Keep `question` as what the choices shown now (or a “不对”'s guesses next) are for; '' forgets it (the text was
+    no question for staff's queue)."""
+    if question.strip():
+        r.set(_asked_key(channel, who), question, ex=MEMORY_TTL)
+    else:
+        r.delete(_asked_key(channel, who))
+
+
+def _none_of_these(db: Database, r: redis.Redis, channel: str, who: str, log_channel: str, *,
+                   no_more: bool = False) -> ChatResult:
+    """“都不是” (or “不是这个”, “错了”, “没有我要的”) to pending “您是不是想问” choices; `no_more`: a “换一批” with no
+    further guesses. The fallback's honest way out (say it otherwise, 人工, 我要反映); the question the choices were
+    for goes to staff's unanswered queue, once (taken from the memory as it is logged); the choices are dropped."""
+    try:
+        raw = r.getdel(_asked_key(channel, who))
+        r.delete(_memory_key(channel, who), _offered_key(channel, who), _more_key(channel, who),
+                 _answered_key(channel, who), *_answer_keys(channel, who))
+        r.set(_plain_key(channel, who), "1", ex=MEMORY_TTL)  # no numbers shown: a digit next is asked about
+    except redis.RedisError:
+        log.warning("could not drop the suggestion memory")
+        raw = None
+    asked = (raw.decode() if isinstance(raw, bytes) else raw or "").strip()
+    logged = bool(asked) and _queue_once(db, r, channel, who, log_channel, asked)
+    reply = (NO_MORE_CHOICES if no_more else NONE_OF_THEM) + (NONE_LOGGED if logged else "\n") + NONE_WAYS
+    return ChatResult(reply, "fallback", asked=asked or None)
+
+
+def _queue_once(db: Database, r: redis.Redis, channel: str, who: str, log_channel: str, question: str) -> bool:
+    """`question` into staff's unanswered queue, unless this asker's “都不是” put it there in the last REPEAT_WINDOW
+    (asked again, rejected again: one asker, as log_turn counts a repeated fallback). True when it is there. Best
+    effort: with the database away the reply goes on (and does not say it was recorded)."""
+    from .services import REPEAT_WINDOW
+
+    key = _queued_key(channel, who)
+    try:
+        last = r.get(key)
+    except redis.RedisError:
+        last = None
+    if last is not None and (last.decode() if isinstance(last, bytes) else last) == question:
+        return True
+    try:
+        with db.session_scope() as s:
+            queued = queue_unanswered(s, channel=log_channel, question=question)
+    except DB_AWAY:
+        log.warning("unanswered question not queued: database away", exc_info=True,
+                    extra={"channel": log_channel, "question": mask_personal(question)})
+        return False
+    if queued:
+        try:
+            r.set(key, question, ex=int(REPEAT_WINDOW.total_seconds()))
+        except redis.RedisError:
+            pass
+    return queued
+
+
+MORE_CHOICES = "好的，小二再猜猜，您是不是想问：\n{lines}\n回复数字即可查看答案；都不是的话，回复“都不是”。"
+
+
+def _more_choices(runtime: KBRuntime, db: Database, r: redis.Redis, channel: str, who: str,
+                  log_channel: str) -> ChatResult:
+    """“换一批” to pending “您是不是想问” choices: the search's next guesses for the same question as new choices, or,
+    with none left, the honest fallback of a “都不是”."""
+    try:
+        raw = r.get(_more_key(channel, who))
+        more = json.loads(raw) if raw else []
+    except (redis.RedisError, ValueError):
+        more = []
+    kb = runtime.get()
+    from datetime import date
+
+    today = kb.today or date.today()
+    entries = [e for e in (kb.get(i) for i in more if isinstance(i, str)) if e is not None and e.is_current(today)]
+    items = [{"id": e.id, "question": e.question} for e in entries[:SUGGEST_COUNT]]
+    if not items:
+        return _none_of_these(db, r, channel, who, log_channel, no_more=True)
+    try:
+        r.set(_memory_key(channel, who), json.dumps([i["id"] for i in items]), ex=MEMORY_TTL)
+        r.set(_offered_key(channel, who), "1", ex=OFFERED_TTL)
+        r.set(_more_key(channel, who), json.dumps([e.id for e in entries[SUGGEST_COUNT:]]), ex=MEMORY_TTL)
+        r.expire(_asked_key(channel, who), MEMORY_TTL)
+    except redis.RedisError:
+        log.warning("could not store the suggestion memory")
+    lines = "\n".join(f"{n}. {item['question']}" for n, item in enumerate(items, 1))
+    return ChatResult(MORE_CHOICES.format(lines=lines), "suggest", suggestions=items)
 
 
 WRONG_SORRY = "抱歉，刚才的回答没对上您的问题，小二记下了（算作一次“没用”评价），会改进的。"
@@ -425,7 +560,7 @@ def forget_choices(r: redis.Redis, channel: str, who: str) -> None:
     """Drop the pending choices: the bot has since offered other numbers (its menu), which a digit now means."""
     try:
         r.delete(_memory_key(channel, who), _offered_key(channel, who), _answered_key(channel, who),
-                 *_answer_keys(channel, who))
+                 _asked_key(channel, who), _more_key(channel, who), *_answer_keys(channel, who))
     except redis.RedisError:
         log.warning("could not drop the suggestion memory")
 

@@ -45,12 +45,16 @@ NO_WORDS = "小二收到啦～想了解政策或办事，请直接用文字问�
 # “啊” × 3,000, “嗯嗯嗯”, “我想问一下”: nothing asked yet (they got “我还没学会，已经记下来” and a row in staff's queue).
 NO_CONTENT = ("小二在呢～您想了解什么、需要办什么事，直接说具体些就好（例如“营业执照丢了怎么办”）；"
               "回复“菜单”看看我能做什么。")
-# “都不是” to “您是不是想问”: it got “这个问题我还没学会”, and went to the staff's queue of questions to answer.
-NONE_OF_THEM = ("好的，看来小二没猜对～请换个说法再问一次，说得具体些更好（例如“小微企业贷款有贴息吗”）；"
-                "也可以回复“人工”请工作人员帮您。")
+# “都不是”, “不是这个”, “错了” to “您是不是想问” (knowledge_store.bot): the fallback's way out, said of the question the
+# choices were for (“不是这个” got “这个问题我还没学会”, and was itself a row in staff's queue of questions to answer).
+NONE_OF_THEM = "抱歉，看来小二没猜对～"
+NO_MORE_CHOICES = "抱歉，小二暂时没有更多相关的问题了～"
+NONE_LOGGED = "您刚才的问题我已经记下来，工作人员会尽快补充。\n"
+NONE_WAYS = ("您可以：\n· 换个说法再问问我，说得具体些更好（例如“小微企业贷款有贴息吗”）\n· 回复“人工”联系工作人员\n"
+             "· 回复“我要反映”提交诉求，我们会在承诺时限内答复")
 CHOICE_GONE = "您选的这条内容刚刚下线或已过有效期，目前不再提供。"
 # A bare number that picks nothing: not a question for the knowledge base (it found "similar" entries for "2").
-PICK_AGAIN = "请回复 {choices}查看对应的答案，或者直接输入您的问题。"
+PICK_AGAIN = "请回复 {choices}查看对应的答案；都不是的话，回复“都不是”，或者直接输入您的问题。"
 OTHER_CHOICES = "\n\n（想看刚才列出的其他问题，回复 {numbers}）"
 NUMBER_ONLY = "小二没看明白这个数字～想了解政策或办事，请直接用文字问我；回复“菜单”看看我能做什么。"
 # A phone, account or ID-card number alone (“1111111111111”, “021-12345678”): no question for the knowledge base (it
@@ -96,6 +100,9 @@ class ChatResult:
     candidates: list = field(default_factory=list, repr=False)
     # “有用” (True) / “没用” (False) said of the answer just given: the caller records it as a vote on that answer.
     feedback: bool | None = None
+    # The question a “都不是” to its choices left unanswered (logged to staff's queue): what the WeChat chat offers as
+    # an appeal's description, instead of “都不是”.
+    asked: str | None = None
 
     def to_dict(self) -> dict:
         return {"reply": self.reply, "decision": self.decision, "entry_id": self.entry_id,
@@ -155,8 +162,6 @@ def ask(kb: KnowledgeBase, text: str, *, last_suggestions: list[str] | None = No
     if choice is None and last_suggestions:
         several = _several_choices(text, len(last_suggestions))  # “2和3”: the first now, the others are offered after it
         choice = last_suggestions[several[0]] if several else None
-        if choice is None and _NONE_OF_THEM.fullmatch(unicodedata.normalize("NFKC", text).strip(_CHOICE_PUNCT)):
-            return ChatResult(NONE_OF_THEM, "smalltalk")  # no question of its own (it was one for staff's queue)
     if choice is not None:
         entry = kb.get(choice)
         if entry is not None and entry.is_current(kb.today or date.today()):
@@ -250,8 +255,6 @@ def number_noise(text: str) -> bool:
 _CHOICE_WORDS = re.compile(r"^(?:那就?|那)?我?(?:[选選](?:[择擇]|项|項)?|要|看)?(?:第|no\.?\s*|№)?|"
                            r"(?:[个個条條项項号號])?(?:吧|的|呢)?$", re.IGNORECASE)
 _CHOICE_JOINS = re.compile(r"\s*(?:和|跟|与|及|还有|、|,|，|/|\s)\s*")
-_NONE_OF_THEM = re.compile(r"(?:以上|上面的?|这些|这几个)?(?:都|全都|全|好像都|也都)?(?:不是|不对|没有|没)(?:我)?"
-                           r"(?:要问的|想问的|要的|想要的|要找的)?(?:的|呢|啊|哦|啦|吧|哎|诶)*")
 
 
 def _several_choices(text: str, count: int) -> list[int] | None:

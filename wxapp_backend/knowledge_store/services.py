@@ -439,6 +439,17 @@ def log_turn(session: Session, *, channel: str, user_id: int | None, question: s
     return turn
 
 
+def queue_unanswered(session: Session, *, channel: str, question: str) -> bool:
+    """Count `question` in staff's unanswered queue as a fallback's question is (masked, clipped), without a turn of its
+    own: the question was logged when its “您是不是想问” choices were offered, and the user has since said none of them
+    fits (“都不是”). False when it is none for staff (nothing asked, the console's simulator)."""
+    question = mask_personal(question).strip()
+    if not question or channel == "console":
+        return False
+    _count_unanswered(session, _norm(question), clip_question(question))
+    return True
+
+
 def _count_unanswered(session: Session, norm: str, text: str, when: datetime | None = None) -> None:
     """One row per normalised question, counted in the database: two people asking the same new question at
     once must not fail the second chat on the unique key, nor lose a count."""
