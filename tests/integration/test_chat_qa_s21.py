@@ -248,22 +248,59 @@ def test_none_of_these_with_no_question_known_says_nothing_was_recorded(oa_kb, r
     assert _queue(oa_kb) == before
 
 
-def test_none_of_these_with_the_database_away_still_answers(oa_kb, monkeypatch):  # noqa: F811
-    """The queue's write fails (the database restarting): the user still gets the way out, without the claim that the
-    question was recorded; the choices are dropped all the same."""
+def test_none_of_these_with_the_database_away_is_counted_once_it_is_back(oa_kb, monkeypatch, run_jobs):  # noqa: F811
+    """The queue's write fails (the database restarting): the user still gets the way out, the choices are dropped all
+    the same, and the question reaches staff's queue once the database is back (queued as a chat turn's log is: it
+    was only a warning, and the question was lost); the job run again counts it once."""
     from sqlalchemy.exc import OperationalError
 
     from wxapp_backend.knowledge_store import bot
+    from wxapp_backend.knowledge_store.jobs import queue_unanswered_later
 
     openid = "oQa21DbAway"
     say(oa_kb, openid, "融资")
+    before = _queue(oa_kb)
 
     def away(*a, **kw):
         raise OperationalError("INSERT", {}, Exception("connection refused"))
 
     monkeypatch.setattr(bot, "queue_unanswered", away)
-    _none_of_these(say(oa_kb, openid, "不是这个"), logged=False)
+    _none_of_these(say(oa_kb, openid, "不是这个"), logged=True)
     assert "普惠金融" not in say(oa_kb, openid, "1")
+    monkeypatch.undo()
+    assert _queue(oa_kb) == before  # not yet: the database was away
+    state = oa_kb.extensions["wxapp"]
+    jobs = [j for j in (state.queue.fetch_job(i) for i in state.queue.job_ids)
+            if j and j.func_name.endswith("queue_unanswered_later")]
+    assert len(jobs) == 1
+    assert run_jobs() >= 1
+    after = _queue(oa_kb)
+    assert after.get("融资", 0) == before.get("融资", 0) + 1, (before, after)
+    with oa_kb.app_context():
+        queue_unanswered_later(*jobs[0].args)  # a worker dying after its commit runs it again
+    assert _queue(oa_kb) == after
+
+
+def test_none_of_these_with_the_database_and_the_queue_away_still_answers(oa_kb, monkeypatch):  # noqa: F811
+    """Redis refusing the job too: the way out all the same, without the claim that the question was recorded."""
+    import redis as redis_lib
+    from sqlalchemy.exc import OperationalError
+
+    from wxapp_backend import queue as queue_module
+    from wxapp_backend.knowledge_store import bot
+
+    openid = "oQa21DbAway2"
+    say(oa_kb, openid, "融资")
+
+    def away(*a, **kw):
+        raise OperationalError("INSERT", {}, Exception("connection refused"))
+
+    def refused(*a, **kw):
+        raise redis_lib.ConnectionError("queue away")
+
+    monkeypatch.setattr(bot, "queue_unanswered", away)
+    monkeypatch.setattr(queue_module, "enqueue", refused)
+    _none_of_these(say(oa_kb, openid, "不是这个"), logged=False)
 
 
 @pytest.mark.parametrize("text, none, more", [

@@ -426,16 +426,35 @@ def _queue_once(db: Database, r: redis.Redis, channel: str, who: str, log_channe
     try:
         with db.session_scope() as s:
             queued = queue_unanswered(s, channel=log_channel, question=question)
-    except DB_AWAY:
-        log.warning("unanswered question not queued: database away", exc_info=True,
-                    extra={"channel": log_channel, "question": mask_personal(question)})
-        return False
+    except DB_AWAY as exc:
+        queued = _queue_later(log_channel, question, exc)
     if queued:
         try:
             r.set(key, question, ex=int(REPEAT_WINDOW.total_seconds()))
         except redis.RedisError:
             pass
     return queued
+
+
+def _queue_later(log_channel: str, question: str, away: Exception) -> bool:
+    """The database away: the count queued (RQ, tried again for some minutes) for
+    `knowledge_store.jobs.queue_unanswered_later`, as a turn's log is (`log_turn_or_defer`); True when it is. Were
+    Redis away too, a warning keeps the question."""
+    from ..db import utcnow
+    from ..queue import enqueue
+    from .jobs import RETRIES
+
+    masked = mask_personal(question)
+    try:
+        enqueue("wxapp_backend.knowledge_store.jobs.queue_unanswered_later", log_channel, masked,
+                utcnow().isoformat(), retries=RETRIES)
+    except redis.RedisError:
+        log.warning("unanswered question not queued: database and queue away (%s)", type(away).__name__,
+                    exc_info=True, extra={"channel": log_channel, "question": masked})
+        return False
+    log.warning("unanswered question queued for later: database away (%s)", type(away).__name__,
+                extra={"channel": log_channel})
+    return True
 
 
 MORE_CHOICES = "好的，小二再猜猜，您是不是想问：\n{lines}\n回复数字即可查看答案；都不是的话，回复“都不是”。"

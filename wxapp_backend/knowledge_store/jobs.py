@@ -1,4 +1,5 @@
-"""Jobs of the knowledge base: the chat turns the bot answered while the database was away, logged once it is back."""
+"""Jobs of the knowledge base: the chat turns the bot answered while the database was away, and the questions whose
+“您是不是想问” choices were turned down meanwhile, logged once it is back."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from sqlalchemy import select
 
 from ..db import session_scope
 from .models import ChatTurn
-from .services import clip_question, log_turn, mask_personal
+from .services import clip_question, log_turn, mask_personal, queue_unanswered, unanswered_counted_at
 
 log = logging.getLogger(__name__)
 
@@ -35,3 +36,14 @@ def log_turn_later(turn: dict) -> int:
         if done is not None:
             return done
         return log_turn(s, at=at, **fields).id
+
+
+def queue_unanswered_later(channel: str, question: str, at: str) -> bool:
+    """Count a question in staff's unanswered queue whose choices were turned down (“都不是”) while the database was
+    away (`knowledge_store.bot._queue_once`), at the time it was said. Safe to run twice: a row last counted at
+    exactly that time is this job's own count."""
+    when = datetime.fromisoformat(at)
+    with session_scope() as s:
+        if unanswered_counted_at(s, question, when):
+            return True
+        return queue_unanswered(s, channel=channel, question=question, at=when)

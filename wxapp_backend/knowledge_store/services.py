@@ -439,15 +439,23 @@ def log_turn(session: Session, *, channel: str, user_id: int | None, question: s
     return turn
 
 
-def queue_unanswered(session: Session, *, channel: str, question: str) -> bool:
+def queue_unanswered(session: Session, *, channel: str, question: str, at: datetime | None = None) -> bool:
     """Count `question` in staff's unanswered queue as a fallback's question is (masked, clipped), without a turn of its
     own: the question was logged when its “您是不是想问” choices were offered, and the user has since said none of them
-    fits (“都不是”). False when it is none for staff (nothing asked, the console's simulator)."""
+    fits (“都不是”). False when it is none for staff (nothing asked, the console's simulator). `at`: when it was said,
+    for a count made later (the database was away: knowledge_store.jobs.queue_unanswered_later)."""
     question = mask_personal(question).strip()
     if not question or channel == "console":
         return False
-    _count_unanswered(session, _norm(question), clip_question(question))
+    _count_unanswered(session, _norm(question), clip_question(question), at)
     return True
+
+
+def unanswered_counted_at(session: Session, question: str, at: datetime) -> bool:
+    """Whether the queue's row for `question` was last counted at exactly `at` (a later count's job run again)."""
+    last = session.scalar(select(UnansweredQuestion.last_asked_at)
+                          .where(UnansweredQuestion.norm == _norm(mask_personal(question).strip())))
+    return last is not None and last == at
 
 
 def _count_unanswered(session: Session, norm: str, text: str, when: datetime | None = None) -> None:
