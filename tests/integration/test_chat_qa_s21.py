@@ -315,3 +315,16 @@ def test_what_counts_as_none_of_these_or_more(text, none, more):
     from knowledge.smalltalk import is_none_of_these, wants_more_choices
 
     assert (is_none_of_these(text), wants_more_choices(text)) == (none, more)
+
+
+@pytest.mark.parametrize("text", ["换一批", "还有别的吗"])
+def test_more_with_nothing_pending_asks_for_the_question(oa_kb, client, user_token, make_user, text):  # noqa: F811
+    """“换一批” with no “您是不是想问” choices pending was searched as a question (“我还没学会” and a row in staff's
+    unanswered queue): now a friendly request for the question, in both chats, and nothing queued."""
+    from wxapp_backend.knowledge_store.bot import NOTHING_TO_SWAP
+
+    before = _queue(oa_kb)
+    assert say(oa_kb, "oQa21NothingToSwap", text) == NOTHING_TO_SWAP
+    body = _app(client, user_token(make_user()), text)
+    assert body["reply"] == NOTHING_TO_SWAP and body["decision"] == "smalltalk", body
+    assert _queue(oa_kb) == before

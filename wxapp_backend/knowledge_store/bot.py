@@ -321,6 +321,8 @@ def respond(runtime: KBRuntime, db: Database, r: redis.Redis, text: str, *, chan
             return ChatResult(CHOICES_EXPIRED, "smalltalk"), None  # a pick from a list that has expired
     if last is None and is_wrong_answer(text):  # “不对” with no answer (nor choices) left to be about: no question
         return ChatResult(NOTHING_TO_CORRECT, "smalltalk"), None
+    if last is None and wants_more_choices(text):  # “换一批” with no choices to swap: no question either
+        return ChatResult(NOTHING_TO_SWAP, "smalltalk"), None
     kb = runtime.get()
     result = ask(kb, text, last_suggestions=last, detail_hint=detail_hint)
     offered = _offered_key(channel, who)
@@ -546,6 +548,8 @@ def _wrong_answer(runtime: KBRuntime, db: Database, r: redis.Redis, channel: str
 # “不对”, “不是这个”, “答非所问” when no answer is left to be about (the conversation ran out after 15 minutes, or nothing
 # was asked): they were searched as a question (“您是不是想问：对诉求处理结果不满意怎么办？”, or “我还没学会” and a row in
 # staff's unanswered queue). A text with a question in it as well (“不对，我想问社保怎么交”) is asked as usual.
+NOTHING_TO_SWAP = ("小二这会儿没有列出可以换的问题哦～您想了解哪方面，直接把问题发给我就好（例如“小微企业贷款有贴息吗”）；"
+                   "也可以回复“人工”联系工作人员。")
 NOTHING_TO_CORRECT = ("不好意思，小二不确定您指的是哪一条回答～麻烦用几个字把您的问题再说一遍（例如“社保怎么交”），"
                       "我重新帮您找；也可以回复“人工”联系工作人员，或回复“我要反映”提交诉求。")
 
