@@ -328,3 +328,22 @@ def test_more_with_nothing_pending_asks_for_the_question(oa_kb, client, user_tok
     body = _app(client, user_token(make_user()), text)
     assert body["reply"] == NOTHING_TO_SWAP and body["decision"] == "smalltalk", body
     assert _queue(oa_kb) == before
+
+
+def test_choices_turned_down_are_not_counted_as_covered(oa_kb, client, user_token, make_user):  # noqa: F811
+    """The console's 覆盖率 counted a “您是不是想问” list as covering the question even when the user then said none of
+    them fits. A “都不是” now logs a turn of its own (“rejected”, no question of its own in 提问) and is taken off the
+    covered ones: two questions with choices, one of them turned down, cover one of two."""
+    from wxapp_backend.knowledge_store.models import ChatTurn
+    from wxapp_backend.knowledge_store.services import answer_rates
+
+    h = user_token(make_user())
+    assert _app(client, h, "融资")["decision"] == "suggest"
+    assert _app(client, h, "都不是")["decision"] == "fallback"
+    assert _app(client, h, "人才")["decision"] == "suggest"
+    with oa_kb.app_context(), session_scope() as s:
+        rates = answer_rates(s)
+        rejected = s.scalars(select(ChatTurn).where(ChatTurn.decision == "rejected")).all()
+    assert [(t.question, t.channel) for t in rejected] == [("融资", "api")]
+    assert (rates["asked"], rates["suggested"], rates["rejected"]) == (2, 2, 1), rates
+    assert rates["covered_rate"] == 0.5, rates

@@ -30,7 +30,7 @@ from .chat import (
     choice_index,
     choice_number,
 )
-from .services import CHOICE, KBRuntime, log_turn, mask_personal, queue_unanswered
+from .services import CHOICE, REJECTED, KBRuntime, log_turn, mask_personal, queue_unanswered
 
 log = logging.getLogger(__name__)
 
@@ -310,9 +310,9 @@ def respond(runtime: KBRuntime, db: Database, r: redis.Redis, text: str, *, chan
         last = None
     if isinstance(last, list) and last:  # “您是不是想问” choices pending
         if is_none_of_these(text):  # “都不是”, “不是这个”, “错了”: none of them (“不是这个” was searched as a question)
-            return _none_of_these(db, r, channel, who, log_channel), None
+            return _none_of_these(db, r, channel, who, log_channel, user_id), None
         if wants_more_choices(text):  # “换一批”, “还有别的吗”: the next guesses for the same question
-            return _more_choices(runtime, db, r, channel, who, log_channel), None
+            return _more_choices(runtime, db, r, channel, who, log_channel, user_id), None
     if last is None and _bare_number(text):
         kind = _offered_kind(r, channel, who)
         if kind in ITEM_KINDS:  # a pick from a list of activities (or appeals) that has expired
@@ -393,7 +393,7 @@ def _remember_asked(r: redis.Redis, channel: str, who: str, question: str) -> No
         r.delete(_asked_key(channel, who))
 
 
-def _none_of_these(db: Database, r: redis.Redis, channel: str, who: str, log_channel: str, *,
+def _none_of_these(db: Database, r: redis.Redis, channel: str, who: str, log_channel: str, user_id: int | None, *,
                    no_more: bool = False) -> ChatResult:
     """“都不是” (or “不是这个”, “错了”, “没有我要的”) to pending “您是不是想问” choices; `no_more`: a “换一批” with no
     further guesses. The fallback's honest way out (say it otherwise, 人工, 我要反映); the question the choices were
@@ -408,6 +408,9 @@ def _none_of_these(db: Database, r: redis.Redis, channel: str, who: str, log_cha
         raw = None
     asked = (raw.decode() if isinstance(raw, bytes) else raw or "").strip()
     logged = bool(asked) and _queue_once(db, r, channel, who, log_channel, asked)
+    if asked:  # the answer rates count the choices turned down (their “suggest” covered nothing)
+        log_turn_or_defer(db, channel=log_channel, user_id=user_id, question=asked, decision=REJECTED, entry_id=None,
+                          confidence=0.0, unanswered=False)
     reply = (NO_MORE_CHOICES if no_more else NONE_OF_THEM) + (NONE_LOGGED if logged else "\n") + NONE_WAYS
     return ChatResult(reply, "fallback", asked=asked or None)
 
@@ -463,7 +466,7 @@ MORE_CHOICES = "好的，小二再猜猜，您是不是想问：\n{lines}\n回�
 
 
 def _more_choices(runtime: KBRuntime, db: Database, r: redis.Redis, channel: str, who: str,
-                  log_channel: str) -> ChatResult:
+                  log_channel: str, user_id: int | None) -> ChatResult:
     """“换一批” to pending “您是不是想问” choices: the search's next guesses for the same question as new choices, or,
     with none left, the honest fallback of a “都不是”."""
     try:
@@ -478,7 +481,7 @@ def _more_choices(runtime: KBRuntime, db: Database, r: redis.Redis, channel: str
     entries = [e for e in (kb.get(i) for i in more if isinstance(i, str)) if e is not None and e.is_current(today)]
     items = [{"id": e.id, "question": e.question} for e in entries[:SUGGEST_COUNT]]
     if not items:
-        return _none_of_these(db, r, channel, who, log_channel, no_more=True)
+        return _none_of_these(db, r, channel, who, log_channel, user_id, no_more=True)
     try:
         r.set(_memory_key(channel, who), json.dumps([i["id"] for i in items]), ex=MEMORY_TTL)
         r.set(_offered_key(channel, who), "1", ex=OFFERED_TTL)

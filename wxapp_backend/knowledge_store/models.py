@@ -71,7 +71,7 @@ class ChatTurn(Base):
     channel: Mapped[str] = mapped_column(String(10))  # api | oa | wxa | console
     user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"), index=True)
     question: Mapped[str] = mapped_column(String(500))
-    decision: Mapped[str] = mapped_column(String(10), index=True)  # answer | suggest | fallback | handoff | choice (a picked choice)
+    decision: Mapped[str] = mapped_column(String(10), index=True)  # answer | suggest | fallback | handoff | choice (a picked choice) | rejected (choices turned down)
     entry_id: Mapped[str | None] = mapped_column(String(128), index=True)
     # The entry ids a 'suggest' turn offered (您是不是想问 1. 2. 3.), in order: the only ones its vote is taken for.
     offered: Mapped[list | None] = mapped_column(JSON)

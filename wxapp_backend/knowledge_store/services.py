@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 
 VERSION_KEY = "kb:version"
 CHOICE = "choice"  # a chat turn that picked one of the offered choices by its number
+REJECTED = "rejected"  # a chat turn that turned the offered choices down (“都不是”): its question is the one asked
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 _CHANGED = "wxapp_kb_changed"
 
@@ -669,7 +670,9 @@ def answer_rates(session: Session, since: datetime | None = None) -> dict:
     if since is not None:
         stmt = stmt.where(ChatTurn.created_at >= since)
     counts = dict(session.execute(stmt).all())
-    asked = sum(v for k, v in counts.items() if k not in ("smalltalk", CHOICE))
+    asked = sum(v for k, v in counts.items() if k not in ("smalltalk", CHOICE, REJECTED))
+    # Choices turned down covered nothing: counted as offered (suggested), not as covered.
+    covered = counts.get("answer", 0) + max(counts.get("suggest", 0) - counts.get(REJECTED, 0), 0)
     votes_stmt = select(AnswerFeedback.useful, func.count()).group_by(AnswerFeedback.useful)
     if since is not None:  # the same window as the questions: an answer fixed since shows the change
         votes_stmt = votes_stmt.where(AnswerFeedback.created_at >= since)
@@ -681,7 +684,8 @@ def answer_rates(session: Session, since: datetime | None = None) -> dict:
         "suggested": counts.get("suggest", 0),
         "fallback": counts.get("fallback", 0),
         "answer_rate": counts.get("answer", 0) / asked if asked else None,
-        "covered_rate": (counts.get("answer", 0) + counts.get("suggest", 0)) / asked if asked else None,
+        "rejected": counts.get(REJECTED, 0),
+        "covered_rate": covered / asked if asked else None,
         "useful_votes": fb.get(True, 0),
         "votes": votes,
         "useful_rate": fb.get(True, 0) / votes if votes else None,
