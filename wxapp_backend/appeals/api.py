@@ -434,21 +434,26 @@ def stored_weeklies():
 @bp.get("/staff/reports/weekly/stored/<week>")
 @staff_api_required(StaffRole.DEPT)
 @doc("一份存档的诉求周报，保持生成时的数据（generated_at、generated_text 说明生成时间；与实时的周报可能不同）；"
-     "format=xlsx 下载 Excel。部门账号只看到本部门承办的诉求，metrics 为 null",
-     params=STORED_FORMAT, auth="staff", tags=["诉求"],
-     responses={200: "与 /staff/reports/weekly 相同的字段（overdue 为超期最久的前 "
-                     f"{reports.OVERDUE_SHOWN} 件，overdue_total 为全部件数），另有 generated_at、generated_text、scope、"
-                     "returns_by_department",
-                404: "这一周没有存档的周报", 422: "周次格式不对，或这一周还没有开始"})
+     "format=xlsx 下载 Excel（列出全部，不分页）。部门账号只看到本部门承办的诉求，metrics 为 null。"
+     "appeals 与实时的周报一样按编号分页（page、per_page，每页默认 20 条、最多 100 条），appeals_total 为全部件数",
+     params=STORED_FORMAT + PAGE_FIELDS, auth="staff", tags=["诉求"],
+     responses={200: "与 /staff/reports/weekly 相同的字段（appeals 为这一页，appeals_total、page、per_page、pages；"
+                     f"overdue 为超期最久的前 {reports.OVERDUE_SHOWN} 件，overdue_total 为全部件数），"
+                     "另有 generated_at、generated_text、scope、returns_by_department",
+                404: "这一周没有存档的周报", 422: "周次格式不对，或这一周还没有开始；页码不是正整数、每页条数超过 100"})
 def stored_weekly(week: str):
-    args = query(STORED_FORMAT)
+    args = query(STORED_FORMAT + PAGE_FIELDS)
     with session_scope() as s:
-        report = reports.stored_weekly(s, week, current_actor())
         if args["format"] == "xlsx":
+            report = reports.stored_weekly(s, week, current_actor())  # every row of it
             audit(s, current_actor(), "appeal.weekly_exported", None, week=report["week"], stored=True)
+        else:
+            # A page of its appeals and its most overdue few, as the live JSON lists them: a busy week's report
+            # holds thousands of each (megabytes), every one was in the answer.
+            report = reports.stored_weekly(s, week, current_actor(), page=args["page"], per_page=args["per_page"])
     if args["format"] == "xlsx":
         return _xlsx(reports.weekly_xlsx(report), f"appeals-weekly-{report['week']}-stored.xlsx")
-    return jsonify({**report, "overdue": reports.most_overdue(report["overdue"])})  # as the live JSON lists them
+    return jsonify(report)
 
 
 @bp.get("/staff/reports/enterprise-issues")

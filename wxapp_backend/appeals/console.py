@@ -430,7 +430,8 @@ def stored_reports():
 def stored_report(week: str):
     try:
         with session_scope() as s:
-            data = reports.stored_weekly(s, week, current_actor())
+            # The page shows the tallies and the most overdue few, not the rows: one page of them is read.
+            data = reports.stored_weekly(s, week, current_actor(), page=1)
     except (ValidationError, NotFound) as exc:
         # A mistyped or never-stored week (a link edited by hand, a week before the first Monday job): said on the
         # report's own page, as the live report says it, with the week in its box and the way to the archive (the

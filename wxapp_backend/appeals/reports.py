@@ -13,7 +13,7 @@ from openpyxl import Workbook
 from openpyxl.cell import WriteOnlyCell
 from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
 from openpyxl.worksheet._write_only import WriteOnlyWorksheet
-from sqlalchemy import Select, and_, case, func, or_, select, true
+from sqlalchemy import ColumnElement, Select, and_, case, func, or_, select, true
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased
 
@@ -103,7 +103,8 @@ def weekly(session: Session, week: str | None, actor: Actor | None = None, *, no
 
     "appeals" lists the week's appeals by id: all of them (what the Monday job stores); with `page`, that page of
     `per_page` and appeals_total, page, per_page, pages (a busy week holds thousands, every one in the staff JSON);
-    with `stream`, an iterator reading them WEEKLY_CHUNK at a time while the session is open (the workbook).
+    with `stream`, an iterator reading them WEEKLY_CHUNK at a time while the session is open (the workbook), and
+    "overdue" one reading every overdue appeal as many at a time.
 
     Counted in the database and read as plain columns: a busy week holds tens of thousands of appeals, which were
     loaded one by one as objects (with their category, enterprise and building) only to be counted and listed."""
@@ -118,10 +119,15 @@ def weekly(session: Session, week: str | None, actor: Actor | None = None, *, no
     # Every appeal still open is counted in the database; only the overdue ones, which the report lists, are read.
     open_cond = [Appeal.status.in_([s.value for s in OPEN]), Appeal.submitted_at < end, *scope]
     open_now = session.scalar(select(func.count(Appeal.id)).where(*open_cond)) or 0
-    late = _rows().where(*open_cond, Appeal.overdue.is_(True)).order_by(*MOST_OVERDUE_FIRST)
-    overdue = [_format(*r) for r in session.execute(late if overdue_limit is None else late.limit(overdue_limit))]
-    overdue_now = len(overdue) if overdue_limit is None or len(overdue) < overdue_limit else (
-        session.scalar(select(func.count(Appeal.id)).where(*open_cond, Appeal.overdue.is_(True))) or 0)
+    late_cond = [*open_cond, Appeal.overdue.is_(True)]
+    if stream:  # the workbook lists every one (about 3,300 on a busy street), read a chunk at a time as written
+        overdue: list[dict] | Iterator[dict] = _stream_overdue(session, late_cond)
+        overdue_now = session.scalar(select(func.count(Appeal.id)).where(*late_cond)) or 0
+    else:
+        late = _rows().where(*late_cond).order_by(*MOST_OVERDUE_FIRST)
+        overdue = [_format(*r) for r in session.execute(late if overdue_limit is None else late.limit(overdue_limit))]
+        overdue_now = len(overdue) if overdue_limit is None or len(overdue) < overdue_limit else (
+            session.scalar(select(func.count(Appeal.id)).where(*late_cond)) or 0)
     statuses = _tally(session, in_week, (Appeal.status,))
     return {
         "week": label, "start": start.isoformat(), "end": end.isoformat(),
@@ -169,6 +175,25 @@ def _stream(session: Session, where: list, chunk: int | None = None) -> Iterator
         if len(rows) < chunk:
             return
         last = rows[-1][0]
+
+
+def _stream_overdue(session: Session, where: list, chunk: int | None = None) -> Iterator[dict]:
+    """The rows of the overdue appeals `where` picks, the most overdue first (MOST_OVERDUE_FIRST), read `chunk` at
+    a time: each chunk a query of its own after the last (deadline, id) read, as _stream reads the week's."""
+    chunk = chunk or WEEKLY_CHUNK
+    after: list = []
+    while True:
+        rows = session.execute(_joined(select(Appeal.due_at, Appeal.id, *_row_columns()))
+                               .where(*where, *after).order_by(*MOST_OVERDUE_FIRST).limit(chunk)).all()
+        for _, _, *values in rows:
+            yield _format(*values)
+        if len(rows) < chunk:
+            return
+        due, last = rows[-1][0], rows[-1][1]
+        # after (due, last) in MOST_OVERDUE_FIRST: a later deadline, or the same one and a larger id; those without
+        # a deadline come after every one with one
+        after = ([and_(Appeal.due_at.is_(None), Appeal.id > last)] if due is None else
+                 [or_(Appeal.due_at > due, and_(Appeal.due_at == due, Appeal.id > last), Appeal.due_at.is_(None))])
 
 
 def _joined(stmt: Select) -> Select:
@@ -358,8 +383,16 @@ def stored_weeklies(session: Session, page: int, per_page: int, actor: Actor | N
     return Page(items, total, page, per_page)
 
 
-def stored_weekly(session: Session, week: str, actor: Actor | None = None) -> dict:
-    """The stored report of `week` as `actor` may see it; a week mistyped is a 422, one never stored a 404."""
+def stored_weekly(session: Session, week: str, actor: Actor | None = None, *, page: int | None = None,
+                  per_page: int = APPEALS_PER_PAGE) -> dict:
+    """The stored report of `week` as `actor` may see it; a week mistyped is a 422, one never stored a 404. Every
+    row of it (the workbook), or with `page` as the live JSON lists it: one page of `per_page` of its appeals
+    (appeals_total, page, per_page, pages) and its OVERDUE_SHOWN most overdue (overdue_total counts them all).
+
+    The report is one stored JSON document: it is still read and parsed whole, only the page and the few are
+    served (a busy week's report is megabytes, about 1 KB an appeal; its answer held every appeal). Cutting the
+    page out in the database (json_each / json_array_elements) was tried: each statement parses the whole document
+    again, two to five times slower and on the one database every web process shares."""
     if not week or not week.strip():
         raise ValidationError("请写明周次，如 2025-W40。", fields={"week": "请填写周次"})
     label, start, _ = parse_week(week)
@@ -367,7 +400,14 @@ def stored_weekly(session: Session, week: str, actor: Actor | None = None) -> di
     if row is None:
         not_begun(label, start)  # not “never stored, see the live report”: there is none either
         raise NotFound(f"{label} 没有存档的周报（周报在每周一生成上一周的；更早的周或还没生成的，请看实时的诉求周报）。")
-    return stored_view(row, actor)
+    data = stored_view(row, actor)
+    if page is None:
+        return data
+    appeals = data["appeals"]
+    return {**data, "appeals": appeals[(page - 1) * per_page:page * per_page],
+            "overdue": most_overdue(data["overdue"]),  # as the live JSON lists them; overdue_total counts all
+            "appeals_total": len(appeals), "page": page, "per_page": per_page,
+            "pages": Page([], len(appeals), page, per_page).pages}
 
 
 # The 企业问题清单's parts. A merged appeal (DUPLICATE) is its master's row, when that is in the same enterprise's list:
@@ -430,10 +470,9 @@ def issue_groups(session: Session, enterprise_id: int | None = None, actor: Acto
 
 
 def _issue_lists(session: Session, groups: list[dict], enterprise_id: int | None, actor: Actor | None, *,
-                 every: bool = False, limit: int | None = None, offset: int = 0) -> list[dict]:
+                 every: bool = False, limit: int | None = None) -> list[dict]:
     """The appeals of `groups` (every one the list holds when `every`) in GROUP_ORDER, in the groups' order: all of
-    each group's, or `limit` of them after its first `offset` (open and total count them all, as issue_groups
-    counted them)."""
+    each group's, or its first `limit` (open and total count them all, as issue_groups counted them)."""
     if not groups:
         return []
     # Read as plain columns, not as objects with their category, enterprise and building (and theirs) joined in,
@@ -448,21 +487,14 @@ def _issue_lists(session: Session, groups: list[dict], enterprise_id: int | None
          .outerjoin(AppealCategory, AppealCategory.id == Appeal.category_id)
          .outerjoin(Building, Building.id == Appeal.building_id))
     if not every:  # only the appeals of these groups: a page of the list must not read every appeal filed
-        eids = [g["enterprise_id"] for g in groups if g["enterprise_id"] is not None]
-        names = [t for g in groups for t in g.get("typed", ()) if t is not None]
-        wanted = [Enterprise.id.in_(eids)] if eids else []
-        if names:
-            wanted.append(and_(Enterprise.id.is_(None), Appeal.enterprise_name.in_(names)))
-        if any(t is None for g in groups for t in g.get("typed", ())):
-            wanted.append(and_(Enterprise.id.is_(None), Appeal.enterprise_name.is_(None)))
-        q = q.where(or_(*wanted))
+        q = q.where(_of_groups(groups))
     if limit is None:
         q = q.order_by(*GROUP_ORDER)
     else:
         numbered = q.subquery()
         shown = len(columns) - len(GROUP_ORDER) - 1  # the c<i> columns, without the order keys and the number
         q = (select(*(numbered.c[f"c{i}"] for i in range(shown)))
-             .where(numbered.c.n > offset, numbered.c.n <= offset + limit)
+             .where(numbered.c.n <= limit)
              .order_by(*(numbered.c[f"k{i}"] for i in range(len(GROUP_ORDER)))))
     # One group per enterprise row: a name typed on an appeal (anyone may type any name) or a namesake company
     # must not join an enterprise's list, which holds only what its verified contacts filed.
@@ -478,6 +510,48 @@ def _issue_lists(session: Session, groups: list[dict], enterprise_id: int | None
         out.append({"enterprise": name, "enterprise_id": eid, "open": g["open"], "total": g["total"],
                     "appeals": appeals, "appeals_query": _group_query(eid, g.get("typed", ()))})
     return [g for g in out if g["appeals"]]
+
+
+def _of_groups(groups: list[dict]) -> ColumnElement[bool]:
+    """The appeals of `groups` (of issue_groups), by enterprise or by the names typed on unlinked appeals."""
+    eids = [g["enterprise_id"] for g in groups if g["enterprise_id"] is not None]
+    names = [t for g in groups for t in g.get("typed", ()) if t is not None]
+    wanted = [Enterprise.id.in_(eids)] if eids else []
+    if names:
+        wanted.append(and_(Enterprise.id.is_(None), Appeal.enterprise_name.in_(names)))
+    if any(t is None for g in groups for t in g.get("typed", ())):
+        wanted.append(and_(Enterprise.id.is_(None), Appeal.enterprise_name.is_(None)))
+    return or_(*wanted)
+
+
+def _after_in_group_order(key: tuple) -> ColumnElement[bool]:
+    """The appeals after the one whose GROUP_ORDER values are `key`, in that order (a keyset: the last key is the
+    id, so no two appeals share a key and an appeal filed meanwhile moves no other one, as an OFFSET would)."""
+    k0, k1, k2, k3 = GROUP_ORDER
+    a0, a1, a2, a3 = key
+    # the deadline key is NULL for a whole class (open without a deadline, ended): then the id decides alone
+    tail = k3 > a3 if a2 is None else or_(k2 > a2, and_(k2 == a2, k3 > a3))
+    return or_(k0 > a0, and_(k0 == a0, or_(k1 > a1, and_(k1 == a1, tail))))
+
+
+def _group_chunk(session: Session, group: dict, enterprise_id: int | None, actor: Actor | None, limit: int,
+                 after: tuple | None) -> tuple[list[dict], tuple | None]:
+    """The next `limit` appeals of one group in GROUP_ORDER after the key `after` (None: from its first), and the
+    key to read on from (None when fewer than `limit` were left: the end of the group)."""
+    columns = (Enterprise.id, Enterprise.name, _TYPED, *_row_columns(), _STATUS_NOW, *GROUP_ORDER)
+    q = (_issues_select(columns, enterprise_id, actor)
+         .outerjoin(AppealCategory, AppealCategory.id == Appeal.category_id)
+         .outerjoin(Building, Building.id == Appeal.building_id)
+         .where(_of_groups([group]), *(() if after is None else (_after_in_group_order(after),)))
+         .order_by(*GROUP_ORDER).limit(limit))
+    appeals, last, n = [], None, 0
+    want = (group["enterprise"], group["enterprise_id"])
+    for eid, ename, typed, *values in session.execute(q):
+        *values, status, k0, k1, k2, k3 = values
+        last, n = (k0, k1, k2, k3), n + 1
+        if (_group_name(ename, typed), eid) == want:
+            appeals.append({**_format(*values), "open": status in OPEN})
+    return appeals, (last if n == limit else None)
 
 
 def _group_query(enterprise_id: int | None, typed: Iterable[str | None]) -> dict[str, str | int]:
@@ -519,23 +593,24 @@ def iter_enterprise_issues(session: Session, enterprise_id: int | None = None, a
             yield from _issue_lists(session, batch, enterprise_id, actor)
             batch, size = [], 0
         if g is not None and g["total"] > ISSUES_CHUNK_APPEALS:
-            first = _issue_lists(session, [g], enterprise_id, actor, limit=ISSUES_CHUNK_APPEALS)
-            yield from ({**e, "appeals": _rest_of(session, g, enterprise_id, actor, e["appeals"])} for e in first)
+            yield {"enterprise": g["enterprise"], "enterprise_id": g["enterprise_id"], "open": g["open"],
+                   "total": g["total"], "appeals": _large_group(session, g, enterprise_id, actor),
+                   "appeals_query": _group_query(g["enterprise_id"], g.get("typed", ()))}
         elif g is not None:
             batch.append(g)
             size += g["total"]
 
 
-def _rest_of(session: Session, group: dict, enterprise_id: int | None, actor: Actor | None,
-             first: list[dict]) -> Iterator[dict]:
-    """The appeals of one large group: `first` (the first ISSUES_CHUNK_APPEALS), then the rest, as many at a time."""
-    yield from first
-    offset = len(first)
-    while len(first) == ISSUES_CHUNK_APPEALS:
-        more = _issue_lists(session, [group], enterprise_id, actor, limit=ISSUES_CHUNK_APPEALS, offset=offset)
-        first = more[0]["appeals"] if more else []
-        offset += len(first)
-        yield from first
+def _large_group(session: Session, group: dict, enterprise_id: int | None, actor: Actor | None) -> Iterator[dict]:
+    """The appeals of one large group in GROUP_ORDER, ISSUES_CHUNK_APPEALS at a time, each chunk after the key of
+    the last appeal read (not an OFFSET: an appeal filed while the workbook is written, ahead of the place reached,
+    would push the next chunk back one and list an appeal twice)."""
+    after = None
+    while True:
+        appeals, after = _group_chunk(session, group, enterprise_id, actor, ISSUES_CHUNK_APPEALS, after)
+        yield from appeals
+        if after is None:
+            return
 
 
 COLUMNS = (("number", "编号"), ("status", "状态"), ("category", "类别"), ("department", "承办部门"),
