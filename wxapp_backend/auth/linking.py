@@ -226,6 +226,10 @@ def merge_users(session: Session, source: User, target: User, *, via: str, actor
     session.flush()
     audit(session, actor, "user.merged", target, from_user=source_id, via=via, moved=moved, dropped=dropped, **facts)
     _forget_cached_user_after_commit(session, oa_openid)
+    if target.blocked:  # the block now covers both openids: the chat's Redis copy too (auth.blocking)
+        from .blocking import identity_of, mirror_after_commit
+
+        mirror_after_commit(session, [identity_of(target)], True)
     log.info("official account follower linked to mini-program user",
              extra={"user_id": target.id, "from_user": source_id, "via": via, "moved": moved})
     return {"moved": moved, "dropped": dropped}
@@ -236,6 +240,10 @@ def take_over(session: Session, placeholder: User, openid: str, *, actor: Actor)
     placeholder.openid = openid
     session.flush()
     audit(session, actor, "user.linked", placeholder, via="mini_program")
+    if placeholder.blocked:  # their new mini-program openid is blocked as well (auth.blocking)
+        from .blocking import identity_of, mirror_after_commit
+
+        mirror_after_commit(session, [identity_of(placeholder)], True)
     log.info("official account follower logged into the mini-program", extra={"user_id": placeholder.id})
     return placeholder
 

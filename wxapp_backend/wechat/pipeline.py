@@ -82,7 +82,7 @@ RETRY_WAIT = 0.8
 # retry comes about 5 s after the push and looks after its own wait (RETRY_WAIT): with the default 4 s deadline
 # that is ~1.8 s past it, so a larger margin (or a deadline much above 4 s) would miss the retry it is for.
 STALE_AFTER = 1.0
-USER_CACHE_TTL = 60  # seconds at most; also how quickly a new block (User.blocked) takes effect
+USER_CACHE_TTL = 60  # seconds at most (a block or unblock from staff drops the entries at once: auth.blocking)
 # Each entry lives 80-100 % of USER_CACHE_TTL, so that users first seen together (a broadcast, a menu push)
 # do not all need their database refresh in the same second a minute later.
 USER_CACHE_SPREAD = USER_CACHE_TTL // 5
@@ -679,6 +679,41 @@ def user_known_key(account: str, openid: str) -> str:
     return f"wx:user_known:{account}:{openid}"
 
 
+# The users staff have blocked (auth.blocking), kept without expiry: field "<account>:<openid>" for each openid of
+# theirs, "user:<id>" for each row, value the block's time (ms). The database stays the truth; this copy refuses a
+# blocked writer with the database away even when their user_known entry has expired, and closes the moment between
+# a message's database read and its cache write in which a block committed (_REMEMBER_USER).
+BLOCKED_KEY = "wx:blocked"
+# How much older than a message's database read a block may be and still be taken as committed during that read
+# (clocks of the web machines apart): beyond it, a database that says "not blocked" is right and the field is stale.
+BLOCK_READ_MARGIN_MS = 5000
+
+
+def blocked_field(account: str, openid: str) -> str:
+    return f"{account}:{openid}"
+
+
+# touch_user's cache write, after its database read: KEYS cache, user_known, BLOCKED_KEY; ARGV user id, blocked (0|1)
+# as the database said, the two TTLs, the openid's field, when the read began (ms), the margin. A block committed
+# after that read began (its field newer) wins over the read, so the cache cannot say "not blocked" for a minute
+# after a block; a block the hash missed (Redis away at the time) is put back; a field older than the read that
+# the database contradicts (an unblock whose HDEL was lost) goes. Returns the blocked flag written.
+_REMEMBER_USER = """
+local blocked = ARGV[2]
+local at = redis.call('HGET', KEYS[3], ARGV[5])
+if blocked == '1' then
+  if not at then redis.call('HSET', KEYS[3], ARGV[5], ARGV[6]) end
+elseif at then
+  if tonumber(at) >= tonumber(ARGV[6]) - tonumber(ARGV[7]) then blocked = '1'
+  else redis.call('HDEL', KEYS[3], ARGV[5]) end
+end
+local value = ARGV[1] .. ':' .. blocked
+redis.call('SET', KEYS[1], value, 'EX', ARGV[3])
+redis.call('SET', KEYS[2], value, 'EX', ARGV[4])
+return blocked
+"""
+
+
 def _prefetch(pipe: Commands, msg: Message) -> None:
     """Commands riding on the dedup claim, in this order: user cache, conversation state, then (unless the
     message is exempt) rate counter and its expiry, then the customer-service window."""
@@ -727,6 +762,7 @@ def touch_user(r: redis.Redis, account: str, openid: str, *, followed: bool | No
     from ..db import DB_AWAY, session_scope
 
     when = datetime.fromtimestamp(at, UTC) if at else datetime.now(UTC)
+    read_ms = int(time.time() * 1000)  # before the read: a block committed after this may not be in it
     pushed = followed
     if followed is not None:
         followed = _latest_follow(r, account, openid, followed, int(when.timestamp()))
@@ -747,19 +783,28 @@ def touch_user(r: redis.Redis, account: str, openid: str, *, followed: bool | No
                 # A message: answered all the same (the knowledge base is in memory), as the writer last known; its
                 # last_message_at is refreshed by the next message with the database back.
                 log.warning("chat user not refreshed: database away", exc_info=True, extra={"account": account})
-            try:
-                known = r.get(user_known_key(account, openid))
-            except redis.RedisError:
-                known = None
-            if not known:
-                return None, False
-            uid, _, blocked_flag = known.decode().partition(":")
-            return int(uid), blocked_flag == "1"
-    pipe = r.pipeline(transaction=False)
-    pipe.set(cache_key, f"{user_id}:{int(blocked)}", ex=USER_CACHE_TTL - secrets.randbelow(USER_CACHE_SPREAD + 1))
-    pipe.set(user_known_key(account, openid), f"{user_id}:{int(blocked)}", ex=USER_KNOWN_TTL)
-    pipe.execute()
-    return user_id, blocked
+            return _last_known(r, account, openid)
+    written = r.register_script(_REMEMBER_USER)(
+        keys=[cache_key, user_known_key(account, openid), BLOCKED_KEY],
+        args=[user_id, int(blocked), USER_CACHE_TTL - secrets.randbelow(USER_CACHE_SPREAD + 1), USER_KNOWN_TTL,
+              blocked_field(account, openid), read_ms, BLOCK_READ_MARGIN_MS])
+    return user_id, written in (b"1", "1", 1)
+
+
+def _last_known(r: redis.Redis, account: str, openid: str) -> tuple[int | None, bool]:
+    """The writer as last known, with the database away: user_known's “id:blocked”, and blocked as well when staff
+    have blocked the openid (BLOCKED_KEY), which outlives an expired user_known (then the id is unknown: None)."""
+    try:
+        pipe = r.pipeline(transaction=False)
+        pipe.get(user_known_key(account, openid))
+        pipe.hexists(BLOCKED_KEY, blocked_field(account, openid))
+        known, listed = pipe.execute()
+    except redis.RedisError:
+        known, listed = None, False
+    if not known:
+        return None, bool(listed)
+    uid, _, blocked_flag = known.decode().partition(":")
+    return int(uid), blocked_flag == "1" or bool(listed)
 
 
 def _latest_follow(r: redis.Redis, account: str, openid: str, followed: bool, at: int) -> bool:
