@@ -8,7 +8,13 @@ from flask import Blueprint, Flask, Response, current_app, jsonify, request
 from sqlalchemy import select
 
 from ..audit import Actor, audit
-from ..auth.guard import current_actor, current_user_id, staff_api_required, user_required
+from ..auth.guard import (
+    current_actor,
+    current_user_id,
+    staff_api_required,
+    unblocked_user_required,
+    user_required,
+)
 from ..auth.models import StaffRole
 from ..db import session_scope
 from ..errors import AppError, ValidationError
@@ -147,11 +153,11 @@ IDEMPOTENCY_HEADER = idempotency_header(
 APPEAL_NOTICE_KINDS = ("appeal_accepted", "appeal_needs_info", "appeal_resolved")
 
 @bp.post("/appeals")
-@user_required
+@unblocked_user_required
 @doc("提交诉求（可带 Idempotency-Key 请求头：同一用户同一键、同样内容返回同一条诉求，200 而非 201；同一键内容不同为 "
      "409 idempotency_key_reused，那条诉求已撤回后再用同一键也是 409（重新反映要换新键）；不带时，10 分钟内"
      "再次提交内容、联系人和电话都相同的诉求视为网络重试，同样返回已提交的那条，200）", body=SUBMIT_FIELDS,
-     tags=["诉求"], responses={201: "{id, number, status, due_at, ...}", 200: "同一 Idempotency-Key 或重试的已有诉求",
+     tags=["诉求"], responses={201: "{id, number, status, due_at, ...}", 403: "账号受限，不能进行这项操作（account_restricted）", 200: "同一 Idempotency-Key 或重试的已有诉求",
                               409: "同一 Idempotency-Key 已用于内容不同或已撤回的诉求（idempotency_key_reused）",
                               413: "照片过大", 422: "填写有误（类别不存在、电话格式、照片类型等）"},
      headers=(IDEMPOTENCY_HEADER,))
@@ -232,10 +238,10 @@ def withdraw(appeal_id: int):
 
 
 @bp.post("/appeals/<int:appeal_id>/supplement")
-@user_required
+@unblocked_user_required
 @doc("补充材料（工作人员要求补充时；10 分钟内再次提交同样的补充视为网络重试，返回诉求，不重复登记；"
      "与这条诉求已有照片完全相同的照片不重复保存，不计入 9 张）",
-     body=SUPPLEMENT_FIELDS, tags=["诉求"], responses={200: "诉求", 409: "不需要补充"})
+     body=SUPPLEMENT_FIELDS, tags=["诉求"], responses={200: "诉求", 403: "账号受限，不能进行这项操作（account_restricted）", 409: "不需要补充"})
 def supplement(appeal_id: int):
     user_id = current_user_id()
     data = validate(json_body(max_bytes=intake.MAX_BODY_BYTES), SUPPLEMENT_FIELDS)
@@ -254,9 +260,9 @@ def supplement(appeal_id: int):
 
 
 @bp.post("/appeals/<int:appeal_id>/rating")
-@user_required
+@unblocked_user_required
 @doc("评价（每轮办结一次；选“未解决”将重新办理）", body=RATING_FIELDS, tags=["诉求"],
-     responses={201: "评价", 409: "未办结 / 已评价 / 超过评价期限"})
+     responses={201: "评价", 403: "账号受限，不能进行这项操作（account_restricted）", 409: "未办结 / 已评价 / 超过评价期限"})
 def rate(appeal_id: int):
     data = parse(RATING_FIELDS)
     with session_scope() as s:
@@ -266,9 +272,9 @@ def rate(appeal_id: int):
 
 
 @bp.post("/appeals/<int:appeal_id>/escalate")
-@user_required
+@unblocked_user_required
 @doc("反映“办不成事”（重复提交不会重复登记）", body=ESCALATE_FIELDS, tags=["诉求"],
-     responses={200: "诉求（escalated=true）", 409: "已关闭的诉求"})
+     responses={200: "诉求（escalated=true）", 403: "账号受限，不能进行这项操作（account_restricted）", 409: "已关闭的诉求"})
 def escalate(appeal_id: int):
     body = json_body()
     require_some(body, ESCALATE_FIELDS)  # {"reasons": ...} escalated without the words typed

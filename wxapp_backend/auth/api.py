@@ -17,6 +17,7 @@ from .guard import (
     current_user_id,
     password_stamp,
     staff_api_required,
+    unblocked_user_required,
     user_required,
 )
 from .models import StaffRole, User, UserRole
@@ -113,9 +114,9 @@ def me():
 
 
 @bp.patch("/me")
-@user_required
+@unblocked_user_required
 @doc("修改自己的昵称、手机号、身份和所在楼宇（只改提交的字段；昵称、手机号、楼宇传空或 null 即删除）",
-     body=PROFILE_FIELDS, tags=["账号"])
+     body=PROFILE_FIELDS, tags=["账号"], responses={200: "用户", 403: "账号受限，不能进行这项操作（account_restricted）"})
 def update_me():
     # Each change writes an audit row: a script with a token could otherwise fill the log.
     throttle("profile", f"u{current_user_id()}", PROFILE_LIMIT_PER_MIN, 60, "资料修改太频繁了，请稍等一分钟再试。")
@@ -139,11 +140,12 @@ def update_me():
 
 
 @bp.post("/me/enterprise")
-@user_required
+@unblocked_user_required
 @doc("申请绑定所在企业（企业名称 + 统一社会信用代码），由服务中心核实；已核实的联系人申请另一家企业时，"
      "原绑定在新申请通过前保持不变", body=BIND_FIELDS, tags=["账号"],
      responses={200: "绑定申请已提交：状态 pending；已核实的联系人状态仍为 verified，申请的企业在 pending_enterprise"
                      "（信用代码属于已合并的重复档案时，申请的是它合并到的档案）",
+                403: "账号受限，不能进行这项操作（account_restricted）",
                 409: "该信用代码的企业档案已合并停用且无保留档案（code enterprise_retired），请联系服务专员",
                 422: "企业名称或信用代码填写有误"})
 def bind_enterprise():

@@ -126,6 +126,21 @@ def user_required(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def unblocked_user_required(fn: F) -> F:
+    """`user_required` for what a user sends to staff or the public (an appeal, a supplement, a rating, a binding
+    request, their profile): a user staff have blocked is refused, 403 account_restricted (auth.blocking). What only
+    reads or takes back (我的诉求, withdrawing, cancelling, unbinding, subscriptions) stays open to them."""
+
+    @wraps(fn)
+    def checked(*args: Any, **kwargs: Any) -> Any:
+        from .blocking import refuse_if_blocked
+
+        refuse_if_blocked(current_user_id())
+        return fn(*args, **kwargs)
+
+    return user_required(checked)  # type: ignore[return-value]
+
+
 def _load_staff(staff_id: int):
     from ..db import session_scope
     from .models import StaffUser

@@ -73,6 +73,7 @@ ACTION_LABELS = {
     "staff.renamed": "工作人员账号改名",
     "subscriptions.set": "设置活动订阅", "user.created": "用户首次登录", "user.profile_updated": "修改个人资料",
     "user.linked": "关联公众号", "user.link_failed": "关联公众号未成功", "user.merged": "合并用户账号",
+    "user.blocked": "屏蔽用户", "user.unblocked": "解除屏蔽用户",
     "wechat.kefu_lost": "客服消息未能送达", "wechat.qrcode_created": "生成公众号二维码",
 }
 

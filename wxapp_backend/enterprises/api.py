@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, jsonify
 
 from ..activities.services import roster_phone, sees_phones
+from ..auth.blocking import BLOCK_FIELDS, UNBLOCK_FIELDS, set_blocked
 from ..auth.guard import current_actor, staff_api_required
 from ..auth.models import StaffRole
 from ..db import session_scope
@@ -163,13 +164,18 @@ def list_grids():
 @doc("小程序用户列表（可按绑定状态筛选；待核实的按申请先后排列，并附申请时填写的企业名称；state=pending 也列出"
      "申请改绑的已核实联系人，其申请的企业在 pending_enterprise）",
      params=services.USER_FILTERS, auth="staff", tags=["用户"],
-     responses={200: "{items: [{id, nickname, binding_state, enterprise, name_given, ...}], total, page, ...}"})
+     responses={200: "{items: [{id, nickname, binding_state, enterprise, name_given, blocked, ...}], total, page, ...}"})
 def list_users():
     args = query(services.USER_FILTERS)
     with session_scope() as s:
         page = services.list_users(s, **args)
         typed = services.names_given(s, page.items)
-        return jsonify(_page(page, [{**u.to_dict(), "name_given": typed.get(u.id)} for u in page.items]))
+        return jsonify(_page(page, [_staff_view(u, name_given=typed.get(u.id)) for u in page.items]))
+
+
+def _staff_view(user, **extra) -> dict:
+    """A user as staff see them: to_dict() (what the user sees of themselves) and whether staff blocked them."""
+    return {**user.to_dict(), **extra, "blocked": bool(user.blocked)}
 
 
 @bp.post("/staff/users/<int:user_id>/binding")
@@ -195,3 +201,31 @@ def revoke_binding(user_id: int):
         user = services.revoke_binding(s, current_actor(), user_id, reason=data["reason"])
         s.flush()
         return jsonify(user.to_dict())
+
+
+# Staff, as in the console (/console/users/<id>/block): see the reasons there.
+@bp.post("/staff/users/<int:user_id>/block")
+@staff_api_required(StaffRole.STAFF)
+@doc("屏蔽用户（骚扰、广告、刷屏等）：公众号和小程序里不再回复其消息，也不能再提交诉求、报名活动；已提交的诉求照常办理。"
+     "须填写原因；同一 unionid 的另一个账号（尚未合并的公众号账号）一并屏蔽；即时生效", body=BLOCK_FIELDS,
+     auth="staff", tags=["用户"],
+     responses={200: "用户（blocked=true）", 404: "用户不存在", 409: "已经屏蔽（already_blocked）", 422: "未填写原因"})
+def block_user(user_id: int):
+    return _set_blocked(user_id, blocked=True)
+
+
+@bp.post("/staff/users/<int:user_id>/unblock")
+@staff_api_required(StaffRole.STAFF)
+@doc("解除对用户的屏蔽（须填写原因；同一 unionid 的另一个账号一并解除；即时生效）", body=UNBLOCK_FIELDS, auth="staff",
+     tags=["用户"], responses={200: "用户（blocked=false）", 404: "用户不存在", 409: "没有被屏蔽（not_blocked）",
+                              422: "未填写原因"})
+def unblock_user(user_id: int):
+    return _set_blocked(user_id, blocked=False)
+
+
+def _set_blocked(user_id: int, *, blocked: bool):
+    data = parse(BLOCK_FIELDS if blocked else UNBLOCK_FIELDS)
+    with session_scope() as s:
+        user = set_blocked(s, current_actor(), user_id, blocked=blocked, reason=data["reason"])
+        body = _staff_view(user)
+    return jsonify(body)

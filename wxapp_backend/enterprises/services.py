@@ -106,6 +106,8 @@ USER_FILTERS = (
     Field("q", "str", "昵称、手机号或企业", max_len=64),
     Field("page", "int", "页码", min=1, max=100000, default=1),
     Field("per_page", "int", "每页条数", min=1, max=100, default=20),
+    # Only the users staff have blocked (true), or only the others (false): auth.blocking.
+    Field("blocked", "bool", "是否已屏蔽"),
 )
 
 BINDING_FIELDS = (
@@ -1281,8 +1283,9 @@ def awaiting_check():
 
 
 def list_users(session: Session, *, state: str | None = None, q: str | None = None, page: int = 1,
-               per_page: int = 20) -> Page:
-    """Mini-program users, optionally only those in one binding state; pending first-come first-served."""
+               per_page: int = 20, blocked: bool | None = None) -> Page:
+    """Mini-program users, optionally only those in one binding state (or only the blocked ones, or only the
+    others); pending first-come first-served."""
     if state == BindingState.PENDING:
         # In the order they asked (their latest request), not by account: an old account applying today waits
         # behind those who applied before it.
@@ -1297,6 +1300,8 @@ def list_users(session: Session, *, state: str | None = None, q: str | None = No
         stmt = stmt.where(awaiting_check())
     elif state:
         stmt = stmt.where(User.binding_state == state)
+    if blocked is not None:
+        stmt = stmt.where(User.blocked.is_(blocked))
     if q:
         # Applicants rarely have a nickname: the company they named finds them too.
         companies = select(Enterprise.id).where(or_(
@@ -1359,6 +1364,20 @@ def bindings_ended(session: Session, users: Sequence[User]) -> dict[int, dict[st
     return {int(r.target_id): {"enterprise_name": r.data.get("enterprise_name") or names.get(r.data.get("enterprise_id"))
                                or "（档案已删除）", "at": r.created_at, "how": BINDING_ENDS[r.action]}
             for r in rows}
+
+
+def blocks_noted(session: Session, users: Sequence[User]) -> dict[int, dict[str, Any]]:
+    """{user id: {"reason", "at"}} of the block in force, for the blocked users on a page: the users list says why."""
+    ids = [str(u.id) for u in users if u.blocked]
+    if not ids:
+        return {}
+    latest = (select(func.max(AuditLog.id)).where(AuditLog.action == "user.blocked",
+                                                   AuditLog.target_type == User.__tablename__,
+                                                   AuditLog.target_id.in_(ids))
+              .group_by(AuditLog.target_id))
+    rows = session.execute(select(AuditLog.target_id, AuditLog.data, AuditLog.created_at)
+                           .where(AuditLog.id.in_(latest)))
+    return {int(r.target_id): {"reason": str(r.data.get("reason") or ""), "at": r.created_at} for r in rows}
 
 
 def decide_binding(session: Session, actor: Actor, user_id: int, *, approve: bool,

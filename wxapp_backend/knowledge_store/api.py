@@ -7,6 +7,7 @@ import re
 
 from flask import Blueprint, Flask, current_app, jsonify, request
 
+from ..auth.blocking import refuse_if_blocked
 from ..auth.guard import optional_user_id
 from ..db import session_scope
 from ..errors import NotFound
@@ -80,13 +81,14 @@ def search():
      "登录前列出的选项接着有效。对列出的选项回复“都不是”“不是这个”等：decision 为 fallback（原问题记入待答问题，"
      "选项作废）；回复“换一批”：decision 为 suggest，给出下一批选项（没有更多时同“都不是”）。"
      "decision：answer / suggest / fallback / smalltalk / handoff / guide（指向小程序页面）", body=CHAT_FIELDS,
-     auth="optional", tags=["知识库"], responses={200: "{reply, decision, suggestions, turn_id, vote_token}"})
+     auth="optional", tags=["知识库"], responses={200: "{reply, decision, suggestions, turn_id, vote_token}", 403: "账号受限，不能进行这项操作（account_restricted）"})
 def chat():
     from handlers.bot import HUMAN_APP, MENU_REPLY, app_picked_item, app_reply
     from handlers.kb import ChatMemory, menu_shown
 
     data = parse(CHAT_FIELDS)
     user_id = optional_user_id()
+    refuse_if_blocked(user_id)  # as in WeChat, no answer for them; the app must be told something, politely
     state = current_app.extensions["wxapp"]
     who = _who(user_id, data.get("session"))
     memory = ChatMemory(state.redis, "api", who)
@@ -142,6 +144,7 @@ def entry_detail(entry_id: str):
 def feedback():
     data = parse(FEEDBACK_FIELDS)
     user_id = optional_user_id()
+    refuse_if_blocked(user_id)
     throttle("kb_feedback", _caller(), FEEDBACK_LIMIT_PER_MIN, 60, "评价太频繁了，请稍等一分钟再试。")
     with session_scope() as s:
         fb = record_feedback(s, turn_id=data["turn_id"], entry_id=data["entry_id"], user_id=user_id,
