@@ -160,13 +160,19 @@ _CLARIFY_RE = re.compile(
 _PUZZLED_RE = re.compile(r"[?？]{2,}[!！。.…]*")
 
 
+def _whole_message(text: str | None) -> str:
+    """The message as the whole-message patterns read it: normalised, faces and punctuation dropped; '' for no text,
+    or one too long to be small talk."""
+    if not text or not isinstance(text, str) or len(text) > MAX_SMALLTALK_CHARS:
+        return ""
+    return re.sub(r"[^\w]+", "", get_analyzer().normalize(without_faces(text), max_chars=MAX_SMALLTALK_CHARS))
+
+
 def is_clarification(text: str | None) -> bool:
     """True when the whole message asks what the bot's last reply meant (“什么意思”, “啥意思？”, “没看懂”)."""
-    if not text or not isinstance(text, str) or len(text) > MAX_SMALLTALK_CHARS:
-        return False
-    if _PUZZLED_RE.fullmatch(text.strip()):
+    if isinstance(text, str) and len(text) <= MAX_SMALLTALK_CHARS and _PUZZLED_RE.fullmatch(text.strip()):
         return True
-    norm = re.sub(r"[^\w]+", "", get_analyzer().normalize(without_faces(text), max_chars=MAX_SMALLTALK_CHARS))
+    norm = _whole_message(text)
     return bool(norm) and bool(_CLARIFY_RE.fullmatch(norm))
 
 
@@ -181,9 +187,7 @@ _VENT_RE = re.compile(
 
 def is_venting(text: str | None) -> bool:
     """True when the whole message vents annoyance (“你好笨”, “垃圾”, “没用！”, “滚”) rather than asks anything."""
-    if not text or not isinstance(text, str) or len(text) > MAX_SMALLTALK_CHARS:
-        return False
-    norm = re.sub(r"[^\w]+", "", get_analyzer().normalize(without_faces(text), max_chars=MAX_SMALLTALK_CHARS))
+    norm = _whole_message(text)
     return bool(norm) and bool(_VENT_RE.fullmatch(norm))
 
 
@@ -231,9 +235,7 @@ _WRONG_RE = re.compile(
 def is_wrong_answer(text: str | None) -> bool:
     """True when the whole message says the bot's last answer was the wrong one (“不对”, “不是这个”, “答非所问”):
     about that answer only when one was just given (the caller knows); otherwise a text like any other."""
-    if not text or not isinstance(text, str) or len(text) > MAX_SMALLTALK_CHARS:
-        return False
-    norm = re.sub(r"[^\w]+", "", get_analyzer().normalize(without_faces(text), max_chars=MAX_SMALLTALK_CHARS))
+    norm = _whole_message(text)
     return bool(norm) and bool(_WRONG_RE.fullmatch(norm))
 
 
@@ -250,9 +252,7 @@ def is_none_of_these(text: str | None) -> bool:
     are a verdict, on the answer before the list as well: the caller's.)"""
     if is_wrong_answer(text):
         return True
-    if not text or not isinstance(text, str) or len(text) > MAX_SMALLTALK_CHARS:
-        return False
-    norm = re.sub(r"[^\w]+", "", get_analyzer().normalize(without_faces(text), max_chars=MAX_SMALLTALK_CHARS))
+    norm = _whole_message(text)
     return bool(norm) and bool(_NONE_OF_THEM_RE.fullmatch(norm))
 
 
@@ -268,9 +268,7 @@ _MORE_RE = re.compile(
 
 def wants_more_choices(text: str | None) -> bool:
     """True when the whole message, said to numbered choices, asks for other ones (“换一批”, “还有别的吗”)."""
-    if not text or not isinstance(text, str) or len(text) > MAX_SMALLTALK_CHARS:
-        return False
-    norm = re.sub(r"[^\w]+", "", get_analyzer().normalize(without_faces(text), max_chars=MAX_SMALLTALK_CHARS))
+    norm = _whole_message(text)
     return bool(norm) and norm not in {"还有", "有没有", "还有没有"} and bool(_MORE_RE.fullmatch(norm))
 
 

@@ -8,6 +8,9 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import select
 
+from tests.integration.test_budui_qa_s20 import (
+    searches,  # noqa: F401  (the texts searched, as the bot makes them)
+)
 from tests.integration.test_chat3_qa_s12 import _app
 from tests.integration.test_chat_qa_s9 import oa_kb, say  # noqa: F401  (the signed webhook and its helper)
 from tests.integration.test_chatbot_qa_s17 import _votes
@@ -30,20 +33,6 @@ def _warm_index(request):
             get_runtime().get()
 
 
-@pytest.fixture
-def searches(monkeypatch):
-    """The texts the knowledge base was searched for (its decision), as the bot makes it."""
-    from knowledge.search import KnowledgeBase
-
-    seen: list[str] = []
-    decide = KnowledgeBase.decide
-
-    def spy(self, query, *a, **kw):
-        seen.append(query)
-        return decide(self, query, *a, **kw)
-
-    monkeypatch.setattr(KnowledgeBase, "decide", spy)
-    return seen
 
 
 def _queue(application) -> dict[str, int]:
