@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
+from datetime import datetime
 
 import redis
 from sqlalchemy.exc import SQLAlchemyError
@@ -428,11 +429,16 @@ def _queue_once(db: Database, r: redis.Redis, channel: str, who: str, log_channe
         last = None
     if last is not None and (last.decode() if isinstance(last, bytes) else last) == question:
         return True
+    from ..db import utcnow
+
+    # The time fixed before the first try (as log_turn_or_defer does): a COMMIT that reached the database but whose
+    # reply was lost raises too, and the queued job then recognises that count by its time instead of adding one.
+    at = utcnow()
     try:
         with db.session_scope() as s:
-            queued = queue_unanswered(s, channel=log_channel, question=question)
+            queued = queue_unanswered(s, channel=log_channel, question=question, at=at)
     except DB_AWAY as exc:
-        queued = _queue_later(log_channel, question, exc)
+        queued = _queue_later(log_channel, question, exc, at)
     if queued:
         try:
             r.set(key, question, ex=int(REPEAT_WINDOW.total_seconds()))
@@ -441,18 +447,17 @@ def _queue_once(db: Database, r: redis.Redis, channel: str, who: str, log_channe
     return queued
 
 
-def _queue_later(log_channel: str, question: str, away: Exception) -> bool:
+def _queue_later(log_channel: str, question: str, away: Exception, at: datetime) -> bool:
     """The database away: the count queued (RQ, tried again for some minutes) for
     `knowledge_store.jobs.queue_unanswered_later`, as a turn's log is (`log_turn_or_defer`); True when it is. Were
     Redis away too, a warning keeps the question."""
-    from ..db import utcnow
     from ..queue import enqueue
     from .jobs import RETRIES
 
     masked = mask_personal(question)
     try:
         enqueue("wxapp_backend.knowledge_store.jobs.queue_unanswered_later", log_channel, masked,
-                utcnow().isoformat(), retries=RETRIES)
+                at.isoformat(), retries=RETRIES)
     except redis.RedisError:
         log.warning("unanswered question not queued: database and queue away (%s)", type(away).__name__,
                     exc_info=True, extra={"channel": log_channel, "question": masked})
@@ -487,6 +492,9 @@ def _more_choices(runtime: KBRuntime, db: Database, r: redis.Redis, channel: str
         r.set(_offered_key(channel, who), "1", ex=OFFERED_TTL)
         r.set(_more_key(channel, who), json.dumps([e.id for e in entries[SUGGEST_COUNT:]]), ex=MEMORY_TTL)
         r.expire(_asked_key(channel, who), MEMORY_TTL)
+        # the last reply is this list now, as after any “您是不是想问”: a “都不是” / “不对” next is said of it, not of an
+        # answer picked from the list before (a 没用 vote on that answer, and its first list offered again)
+        r.delete(_answered_key(channel, who), *_answer_keys(channel, who))
     except redis.RedisError:
         log.warning("could not store the suggestion memory")
     lines = "\n".join(f"{n}. {item['question']}" for n, item in enumerate(items, 1))
