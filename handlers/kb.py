@@ -59,8 +59,8 @@ def answer(text: str, ctx: Context) -> Reply:
                             who=ctx.openid, detail_hint=DETAIL_HINT, pick_item=pick, unanswered=not note)
     if result.handoff:
         return Transfer(result.reply)
-    # (after “都不是” to the choices, the question they were for: not the “都不是”)
-    _remember_unanswered(ctx, (result.asked or text) if result.decision == "fallback" else "")
+    # (after “都不是” to the choices, the question they were for, or nothing when it is not known: not the “都不是”)
+    _remember_unanswered(ctx, (text if result.asked is None else result.asked) if result.decision == "fallback" else "")
     if note and result.decision == "fallback":  # not “这个问题我还没学会。我已经把它记下来”
         reply = note.rstrip()
         return Text(reply + (_supplement_hint(ctx.user_id) if ctx.user_id is not None else ""))

@@ -68,3 +68,29 @@ def test_none_of_these_whose_commit_reply_was_lost_is_counted_once(oa_kb, monkey
     assert _queue(oa_kb).get("融资", 0) == before + 1  # the commit went through
     assert run_jobs() >= 1  # the queued count (and the 'rejected' turn's log) ran ...
     assert _queue(oa_kb).get("融资", 0) == before + 1  # ... and found it
+
+
+# ------------------------------------------------------------------------------ 3. “都不是” to choices of no known question
+
+
+def test_none_of_these_to_choices_of_no_known_question_is_no_appeal_description(oa_kb, redis_client):  # noqa: F811
+    """Choices whose question is not known (offered before this version, or for a text that was no question): “以上都不是”
+    then “我要反映” offered “以上都不是” as the problem's description (the WeChat chat kept the fallback's text for the
+    intake, and a “都不是” with no question known fell back to its own words)."""
+    from wxapp_backend.knowledge_store.bot import _memory_key
+
+    openid = "oReviewNoQuestion"
+    say(oa_kb, openid, "你好")
+    redis_client.set(_memory_key("oa", openid), '["talent-foreign-work-permit", "talent-hub"]', ex=60)
+    _none_of_these(say(oa_kb, openid, "以上都不是"), logged=False)
+    reply = say(oa_kb, openid, "我要反映")
+    assert "以上都不是" not in reply, reply
+
+
+def test_none_of_these_to_choices_of_a_known_question_describes_it(oa_kb):  # noqa: F811
+    """Control: with the question known, the intake offers it (test_chat_qa_s21 checks the same with “都不是”)."""
+    openid = "oReviewKnownQuestion"
+    assert "您是不是想问" in say(oa_kb, openid, "办公室漏水物业不管")
+    _none_of_these(say(oa_kb, openid, "以上都不是"))
+    reply = say(oa_kb, openid, "我要反映")
+    assert "办公室漏水物业不管" in reply and "以上都不是" not in reply, reply

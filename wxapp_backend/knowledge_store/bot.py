@@ -413,7 +413,7 @@ def _none_of_these(db: Database, r: redis.Redis, channel: str, who: str, log_cha
         log_turn_or_defer(db, channel=log_channel, user_id=user_id, question=asked, decision=REJECTED, entry_id=None,
                           confidence=0.0, unanswered=False)
     reply = (NO_MORE_CHOICES if no_more else NONE_OF_THEM) + (NONE_LOGGED if logged else "\n") + NONE_WAYS
-    return ChatResult(reply, "fallback", asked=asked or None)
+    return ChatResult(reply, "fallback", asked=asked)  # "" when not known: the “都不是” itself describes nothing
 
 
 def _queue_once(db: Database, r: redis.Redis, channel: str, who: str, log_channel: str, question: str) -> bool:

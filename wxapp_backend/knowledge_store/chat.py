@@ -101,7 +101,8 @@ class ChatResult:
     # “有用” (True) / “没用” (False) said of the answer just given: the caller records it as a vote on that answer.
     feedback: bool | None = None
     # The question a “都不是” to its choices left unanswered (logged to staff's queue): what the WeChat chat offers as
-    # an appeal's description, instead of “都不是”.
+    # an appeal's description, instead of “都不是”; "" when that question is not known (nothing to offer). None: no
+    # “都不是”.
     asked: str | None = None
 
     def to_dict(self) -> dict:
