@@ -168,3 +168,27 @@ def test_a_wechat_question_in_a_fresh_process_with_the_database_away(oa_kb, monk
     with database_away(monkeypatch):
         reply = say(oa_kb, "oSnapshotUser2", QUESTION)
     assert "工作许可" not in reply, reply
+
+
+def test_two_writers_of_one_process_never_mix_their_copies(tmp_path):
+    """Each write has a temporary file of its own: two at once (two runtimes of one process) leave one whole copy."""
+    import threading
+
+    path = tmp_path / "copy.jsonl.gz"
+    sets = [[Entry(id=f"{w}{i}", question=f"问题{w}{i}", answer="答" * 200) for i in range(3000)] for w in "ab"]
+    go = threading.Barrier(2)
+    written = []
+
+    def writer(entries):
+        go.wait()
+        written.append(snapshot.write(path, entries, (len(entries), len(entries))))
+
+    threads = [threading.Thread(target=writer, args=(e,)) for e in sets]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert written == [True, True]  # a shared temporary file: the second replace found it gone
+    kept = snapshot.read(path)
+    assert kept is not None and kept[0] in sets
+    assert not list(tmp_path.glob("*.tmp"))

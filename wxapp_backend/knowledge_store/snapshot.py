@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import io
 import json
 import logging
 import os
+import secrets
 from collections.abc import Iterable
 from datetime import date
 from pathlib import Path
@@ -48,12 +50,18 @@ def stamp_of(path: Path) -> tuple[int, int] | None:
 def write(path: Path, entries: Iterable[Entry], stamp: tuple[int, int]) -> bool:
     """Keep `entries` (built with `stamp`) at `path`; False (and a warning) when the folder refuses the write: the
     answers go on, only the copy is older."""
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    # A name of its own (process and a random part: two runtimes of one process never share it); on disk before it
+    # replaces the old copy, so that a power cut leaves the old copy or the new one, never a cut-off one.
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     try:
-        with gzip.open(tmp, "wt", encoding="utf-8", compresslevel=1) as f:
-            f.write(json.dumps({"format": FORMAT, "stamp": list(stamp)}) + "\n")
-            for entry in entries:
-                f.write(json.dumps(entry.to_dict(), ensure_ascii=False) + "\n")
+        with open(tmp, "wb") as raw:
+            with gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=1) as packed, \
+                    io.TextIOWrapper(packed, encoding="utf-8") as f:
+                f.write(json.dumps({"format": FORMAT, "stamp": list(stamp)}) + "\n")
+                for entry in entries:
+                    f.write(json.dumps(entry.to_dict(), ensure_ascii=False) + "\n")
+            raw.flush()
+            os.fsync(raw.fileno())
         os.replace(tmp, path)
         return True
     except OSError as exc:
