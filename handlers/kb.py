@@ -279,12 +279,19 @@ class ChatMemory:
         Moved, not copied: it happens once."""
         import redis
 
-        from wxapp_backend.knowledge_store.bot import _asked_key, _memory_key, _more_key, _offered_key
+        from wxapp_backend.knowledge_store.bot import (
+            _asked_key,
+            _memory_key,
+            _more_key,
+            _offered_key,
+            _queued_key,
+        )
 
         if not other or other == self.who:
             return
         try:
-            for make in (_memory_key, _offered_key, _asked_key, _more_key, _menu_key):
+            # _queued_key: a question turned down before logging in and again after it is one asker's
+            for make in (_memory_key, _offered_key, _asked_key, _more_key, _queued_key, _menu_key):
                 src = make(self.channel, other)
                 if self.redis.exists(src):
                     self.redis.rename(src, make(self.channel, self.who))

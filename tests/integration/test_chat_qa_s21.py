@@ -336,3 +336,17 @@ def test_choices_turned_down_are_not_counted_as_covered(oa_kb, client, user_toke
     assert [(t.question, t.channel) for t in rejected] == [("融资", "api")]
     assert (rates["asked"], rates["suggested"], rates["rejected"]) == (2, 2, 1), rates
     assert rates["covered_rate"] == 0.5, rates
+
+
+def test_turned_down_before_and_after_logging_in_is_one_asker(oa_kb, client, user_token, make_user):  # noqa: F811
+    """“融资” → “都不是” in an anonymous session, then the same after logging in (the session adopted): one asker in
+    staff's queue, as two rejections within the repeat window by one person are (the login lost that memory)."""
+    session = "qa21-adopt-queued-0123456789ab"
+    before = _queue(oa_kb).get("融资", 0)
+    assert client.post("/api/v1/chat", json={"text": "融资", "session": session}).get_json()["decision"] == "suggest"
+    client.post("/api/v1/chat", json={"text": "都不是", "session": session})
+    h = user_token(make_user())
+    assert client.post("/api/v1/chat", json={"text": "融资", "session": session},
+                       headers=h).get_json()["decision"] == "suggest"
+    client.post("/api/v1/chat", json={"text": "都不是", "session": session}, headers=h)
+    assert _queue(oa_kb).get("融资", 0) == before + 1
