@@ -19,7 +19,7 @@ import redis
 from sqlalchemy import event, select
 from sqlalchemy.orm import Session
 
-from ..audit import Actor, audit
+from ..audit import SYSTEM, Actor, audit
 from ..errors import Conflict, Forbidden, NotFound
 from ..validation import Field
 from .models import User
@@ -60,6 +60,29 @@ def set_blocked(session: Session, actor: Actor, user_id: int, *, blocked: bool, 
     session.flush()
     mirror_after_commit(session, [identity_of(row) for row in rows], blocked)
     return user
+
+
+# The audit reason of a block a row took from another row of the same person (inherit_block).
+SAME_PERSON_REASON = "同一人的另一个账号已被屏蔽，这个账号一并屏蔽"
+
+
+def inherit_block(session: Session, user: User) -> bool:
+    """Block `user` when another row with its unionid is blocked (an audit row `user.blocked` by the system, with
+    `same_person_as`; the Redis copies after the commit). For a row that learns its unionid after the block
+    (`linking.link_oa_user`): set_blocked covered the rows that carried it then, and a follower row the link job
+    does not merge yet (they are still writing, or the rows conflict) was answered. Returns whether it blocked."""
+    if user.blocked or not user.unionid:
+        return False
+    other = session.scalar(select(User.id).where(User.unionid == user.unionid, User.id != user.id,
+                                                 User.blocked.is_(True)).order_by(User.id).limit(1))
+    if other is None:
+        return False
+    user.blocked = True
+    audit(session, SYSTEM, "user.blocked", user, reason=SAME_PERSON_REASON, same_person_as=other)
+    session.flush()
+    mirror_after_commit(session, [identity_of(user)], True)
+    log.info("follower row blocked with its person", extra={"user_id": user.id, "same_person_as": other})
+    return True
 
 
 def identity_of(user: User) -> tuple[int, list[tuple[str, str]]]:
