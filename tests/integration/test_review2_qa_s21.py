@@ -71,3 +71,32 @@ def test_control_a_follower_of_a_person_not_blocked_stays_unblocked(oa_kb, app_c
     with oa_kb.app_context():
         assert link_oa_user(follower.id) == "later"
     assert not _row(id=follower.id).blocked and say(oa_kb, oa, "你好")
+
+
+@pytest.mark.parametrize("shape", ["chatting", "conflict"])
+def test_a_mini_program_row_of_a_blocked_follower_is_blocked_when_the_link_job_ties_them(
+        oa_kb, app_ctx, client, standin, make_staff, console_login, shape):
+    """The other way round: staff block a follower who floods the Official Account before WeChat told anyone their
+    unionid; the same person then logs into the mini-program (a row of its own: the follower row carries no unionid
+    to take over) and files appeals. When the link job ties the two without merging them, the mini-program row is
+    blocked too: its writes are the polite 403."""
+    from tests.integration.test_block_qa_s21 import _console_post
+
+    person = f"oaflooder{shape}"
+    oa = standin.oa_openid_for(person)
+    say(oa_kb, oa, "你好")
+    follower = _row(oa_openid=oa)
+    token = console_login(make_staff(role="staff"))
+    assert _console_post(client, token, follower.id, "block").status_code == 302
+    login = client.post("/api/v1/auth/login", json={"code": f"{person}~1"}).get_json()
+    mini_id, headers = login["user"]["id"], {"Authorization": f"Bearer {login['token']}"}
+    assert mini_id != follower.id
+    if shape == "conflict":
+        with session_scope() as s:
+            s.get(User, mini_id).oa_openid = "oFollowsUnderAnotherOpenid2"
+    assert say(oa_kb, oa, "还在吗") == ""  # the follower row is blocked: silent, but it counts as writing
+    with oa_kb.app_context():
+        assert link_oa_user(follower.id) == ("later" if shape == "chatting" else "conflict")
+    resp = client.post("/api/v1/chat", json={"text": "你好"}, headers=headers)
+    assert resp.status_code == 403 and resp.get_json()["error"] == "account_restricted", resp.get_json()
+    assert _row(id=mini_id).blocked

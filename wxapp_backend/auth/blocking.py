@@ -66,23 +66,27 @@ def set_blocked(session: Session, actor: Actor, user_id: int, *, blocked: bool, 
 SAME_PERSON_REASON = "同一人的另一个账号已被屏蔽，这个账号一并屏蔽"
 
 
-def inherit_block(session: Session, user: User) -> bool:
-    """Block `user` when another row with its unionid is blocked (an audit row `user.blocked` by the system, with
-    `same_person_as`; the Redis copies after the commit). For a row that learns its unionid after the block
-    (`linking.link_oa_user`): set_blocked covered the rows that carried it then, and a follower row the link job
-    does not merge yet (they are still writing, or the rows conflict) was answered. Returns whether it blocked."""
-    if user.blocked or not user.unionid:
-        return False
-    other = session.scalar(select(User.id).where(User.unionid == user.unionid, User.id != user.id,
-                                                 User.blocked.is_(True)).order_by(User.id).limit(1))
-    if other is None:
-        return False
-    user.blocked = True
-    audit(session, SYSTEM, "user.blocked", user, reason=SAME_PERSON_REASON, same_person_as=other)
-    session.flush()
-    mirror_after_commit(session, [identity_of(user)], True)
-    log.info("follower row blocked with its person", extra={"user_id": user.id, "same_person_as": other})
-    return True
+def block_with_person(session: Session, unionid: str) -> list[User]:
+    """When one row with this unionid is blocked, block the others too (an audit row `user.blocked` by the system,
+    with `same_person_as`, on each; the Redis copies after the commit). For a row that has just learned its unionid
+    (`linking.link_oa_user`): set_blocked covered the rows that carried it at the time, and two rows the link job
+    does not merge yet (the follower is still writing, or the rows conflict) stayed apart, one of them answered.
+    Returns the rows it blocked."""
+    rows = list(session.scalars(select(User).where(User.unionid == unionid).order_by(User.id)
+                                .with_for_update(of=User).execution_options(populate_existing=True)))
+    blocked = next((row for row in rows if row.blocked), None)
+    if blocked is None:
+        return []
+    newly = [row for row in rows if not row.blocked]
+    for row in newly:
+        row.blocked = True
+        audit(session, SYSTEM, "user.blocked", row, reason=SAME_PERSON_REASON, same_person_as=blocked.id)
+    if newly:
+        session.flush()
+        mirror_after_commit(session, [identity_of(row) for row in newly], True)
+        log.info("rows blocked with their person", extra={"user_ids": [row.id for row in newly],
+                                                           "same_person_as": blocked.id})
+    return newly
 
 
 def identity_of(user: User) -> tuple[int, list[tuple[str, str]]]:

@@ -335,9 +335,9 @@ def link_oa_user(user_id: int, tries: int = 0) -> str:
         if user is None or not is_placeholder(user):
             return "gone" if user is None else "linked"
         user.unionid = user.unionid or unionid
-        from .blocking import inherit_block
+        from .blocking import block_with_person
 
-        inherit_block(s, user)  # a blocked person stays blocked on this row while it waits (later) or conflicts
+        block_with_person(s, unionid)  # one row blocked: both, while they stay apart (later, conflict)
         target = s.scalar(select(User).where(
             User.unionid == unionid, User.id != user.id,
             ~User.openid.startswith(PLACEHOLDER_PREFIX, autoescape=True)).order_by(User.id).limit(1).with_for_update(of=User))
