@@ -16,7 +16,7 @@ import logging
 import time
 
 import redis
-from sqlalchemy import event, select
+from sqlalchemy import event, or_, select
 from sqlalchemy.orm import Session
 
 from ..audit import SYSTEM, Actor, audit
@@ -39,19 +39,21 @@ def set_blocked(session: Session, actor: Actor, user_id: int, *, blocked: bool, 
     """Block (or unblock) the user and the other rows of the same person; an audit row `user.blocked` /
     `user.unblocked` with the reason on each. 409 when the user is already in that state (a colleague was first, or
     a second click): the page was stale. The Redis copies follow after the commit."""
-    user = session.scalar(select(User).where(User.id == user_id).with_for_update(of=User)
-                          .execution_options(populate_existing=True))
+    # The person's rows locked together, in id order, as block_with_person does: two colleagues blocking two rows
+    # of one person at once (or a block beside the link job) each locking theirs first waited for each other.
+    unionid = session.scalar(select(User.unionid).where(User.id == user_id))
+    person = User.id == user_id if not unionid else or_(User.id == user_id, User.unionid == unionid)
+    locked = list(session.scalars(select(User).where(person).order_by(User.id).with_for_update(of=User)
+                                  .execution_options(populate_existing=True)))
+    user = next((row for row in locked if row.id == user_id), None)
     if user is None:
         raise NotFound("没有找到这个用户。")
     if bool(user.blocked) == blocked:
         raise Conflict("这位用户已经被屏蔽了（可能同事刚刚处理过），请刷新页面查看最新状态。" if blocked else
                        "这位用户现在没有被屏蔽（可能同事刚刚解除了），请刷新页面查看最新状态。",
                        code="already_blocked" if blocked else "not_blocked")
-    rows = [user]
-    if user.unionid:
-        rows += list(session.scalars(select(User).where(User.unionid == user.unionid, User.id != user.id,
-                                                        User.blocked.is_(not blocked))
-                                     .order_by(User.id).with_for_update(of=User)))
+    rows = [user] + [row for row in locked if row is not user and row.unionid and row.unionid == user.unionid
+                     and bool(row.blocked) != blocked]
     action = "user.blocked" if blocked else "user.unblocked"
     for row in rows:
         row.blocked = blocked
