@@ -258,6 +258,10 @@ def register_cli(app: Flask) -> None:
         if workers:
             env["WEB_CONCURRENCY"] = str(workers)
         py = sys.executable
+        global _SERVE_PRCTL
+        from .jobs_runtime import load_prctl
+
+        _SERVE_PRCTL = load_prctl()
         procs = [subprocess.Popen([py, "-m", "gunicorn", "-c", str(ROOT / "gunicorn.conf.py"), "wsgi:app"],
                                   cwd=ROOT, env=env, preexec_fn=_child_setup)]
         if not no_worker:
@@ -759,6 +763,9 @@ def _help_option_in_chinese(command: click.Command) -> None:
     command.get_help_option = get_help_option_zh  # type: ignore[method-assign]
 
 
+_SERVE_PRCTL = None  # set by serve before it starts its children (jobs_runtime.load_prctl)
+
+
 def _child_setup() -> None:
     """A child of `serve` leads its own process group (what it forks stays in it: gunicorn's workers, RQ's
     scheduler and job processes), so that `serve` can stop all of it; and it dies with `serve`."""
@@ -776,13 +783,10 @@ def _signal_group(p: subprocess.Popen, sig: int) -> bool:
 
 
 def _die_with_parent() -> None:
-    """Linux: the child gets SIGTERM when `serve` dies, even by SIGKILL, so nothing is left orphaned."""
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
+    """Linux: the child gets SIGTERM when `serve` dies, even by SIGKILL, so nothing is left orphaned. Runs between
+    fork and exec: prctl was looked up in `serve` (_SERVE_PRCTL), a library load there can hang (jobs_runtime._PRCTL)."""
+    if _SERVE_PRCTL is not None:
+        _SERVE_PRCTL(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def _bind_problem(address: str) -> str | None:

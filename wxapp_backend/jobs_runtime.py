@@ -78,14 +78,26 @@ def quiet_ticks() -> None:
         rq_log.addFilter(QuietTicks())
 
 
-def _die_with_parent(sig: int) -> None:
-    """Linux: this process gets `sig` when its parent dies, even by SIGKILL."""
+def load_prctl():
+    """libc's prctl, or None (not Linux): looked up once, in the process that forks, never in the child."""
     try:
         import ctypes
 
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, sig)  # PR_SET_PDEATHSIG
+        return ctypes.CDLL("libc.so.6", use_errno=True).prctl
     except (OSError, AttributeError):
-        pass
+        return None
+
+
+# Looked up at import, in the parent. The scheduler process and each job's work horse are forked from a worker whose
+# beat thread runs beside: a child that loads a library itself (`import ctypes`, dlopen) hangs for good when that
+# thread held the loader's lock at the fork; such a scheduler never ran a delayed job nor a retry again.
+_PRCTL = load_prctl()
+
+
+def _die_with_parent(sig: int) -> None:
+    """Linux: this process gets `sig` when its parent dies, even by SIGKILL. Loads nothing (see _PRCTL)."""
+    if _PRCTL is not None:
+        _PRCTL(1, sig)  # PR_SET_PDEATHSIG
 
 
 def host_identity() -> str | None:

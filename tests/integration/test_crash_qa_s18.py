@@ -73,6 +73,17 @@ class LiveWorker:
             self.kill()
 
 
+def _drained(redis_client) -> bool:
+    """No job waiting nor in hand: the periodic ticks a first worker's beat enqueues in a Redis just emptied (every
+    daily job's slot is new to it) are done. Killed in the middle of one, the next worker reran it first and the
+    scheduler's delayed job or retry under test came behind that backlog, late (these tests failed now and then)."""
+    from rq import Queue
+    from rq.registry import StartedJobRegistry
+
+    return Queue("default", connection=redis_client).count == 0 and \
+        StartedJobRegistry("default", connection=redis_client).count == 0
+
+
 @pytest.fixture
 def workers(app, standin, tmp_path):
     started: list[LiveWorker] = []
@@ -111,6 +122,7 @@ def test_delayed_jobs_and_retries_run_soon_after_a_worker_was_killed(app_ctx, st
     first = workers("first")
     _wait("the first worker's scheduler holds the lock",
           lambda: redis_client.get("rq:scheduler-lock:default") is not None, 10, workers.all)
+    _wait("the first worker's periodic ticks are done", lambda: _drained(redis_client), 60, workers.all)
     first.kill()
     workers("second")
     marker = tmp_path / "delayed.txt"
@@ -137,6 +149,7 @@ def test_a_chat_reply_whose_worker_was_killed_mid_call_reaches_the_user_within_s
     open_window(redis_client, "wxa", "oKilledMidCall", kind="message")
     standin.set_latency(4.0, CUSTOM)
     first = workers("first")
+    _wait("the first worker's periodic ticks are done", lambda: _drained(redis_client), 60, workers.all)
     enqueue(wechat_jobs.send_customer_message, "wxa", "oKilledMidCall",
             {"msgtype": "text", "text": {"content": "您好，您问的补贴请见政策清单第3条"}}, "wxa-killed-mid-0",
             job_id="kf-wxa-killed-mid-0", retries=3, timeout=60)
